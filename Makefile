@@ -1,0 +1,31 @@
+# Two commands set everything up on a fresh machine: `make build`, then `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: build test golden bench clean
+
+build: $(STAMP)
+	$(BIN)/meshc build mesh-spec -o output
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Refresh golden files on purpose; review the diff like code before committing it.
+golden: $(STAMP)
+	MESHC_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q -m golden
+	$(BIN)/meshc build mesh-spec -o output
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .bench build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

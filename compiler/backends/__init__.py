@@ -1,0 +1,19 @@
+"""Backends wrap sidecar documents for one platform and lay them out as artifacts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from compiler.emit import Artifact
+from compiler.ir.model import Mesh
+from compiler.render import SidecarConfig
+
+Backend = Callable[[Mesh, Mapping[str, SidecarConfig]], list[Artifact]]
+
+# Explicit registry (no discovery by name): each backend is a function of the mesh and the sidecars.
+BACKENDS: dict[str, Backend] = {}
+
+
+def run_backends(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[Artifact]:
+    """Every artifact of every registered backend."""
+    return [artifact for backend in BACKENDS.values() for artifact in backend(mesh, sidecars)]

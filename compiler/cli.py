@@ -1,0 +1,109 @@
+"""The meshc command line: parse arguments, call one library function, print, exit."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from compiler import __version__
+from compiler.diagnostics import SpecError, format_all
+from compiler.emit import TreeStatus
+from compiler.explain import UnknownService, explain, format_explain
+from compiler.pipeline import build, check_output, compile_dir, spec_files, validate_only
+from compiler.spec.schema import SCHEMA_NAMES, schema_text
+
+EXIT_OK, EXIT_FINDINGS, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `meshc` console script."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except SpecError as exc:
+        print(format_all(exc.diagnostics), file=sys.stderr)
+        return EXIT_INVALID
+    except (FileNotFoundError, NotADirectoryError, UnknownService) as exc:
+        print(f"meshc: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug in meshc, not in the spec: say so without a wall of traceback
+        if os.environ.get("MESHC_DEBUG"):
+            raise
+        print(f"meshc: internal error: {type(exc).__name__}: {exc} (set MESHC_DEBUG=1 for a traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshc", description="Compile a service-mesh spec into Puppet and Kubernetes artifacts.")
+    parser.add_argument("--version", action="version", version=f"meshc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _command(commands, "validate", "check the spec and report every error", _validate, spec=True)
+    build_cmd = _command(commands, "build", "compile the spec and write the output tree atomically", _build, spec=True)
+    build_cmd.add_argument("-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)")
+    check_cmd = _command(commands, "check", "exit 1 unless the output tree is exactly what the spec renders", _check, spec=True)
+    check_cmd.add_argument("-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)")
+    explain_cmd = _command(commands, "explain", "show where a service runs and how it reaches its dependencies", _explain)
+    explain_cmd.add_argument("service")
+    explain_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
+    explain_cmd.add_argument("--format", choices=("text", "json"), default="text")
+    schema_cmd = _command(commands, "schema", "print the JSON Schema of mesh.yaml or of a service file", _schema)
+    schema_cmd.add_argument("name", nargs="?", choices=SCHEMA_NAMES, default="service")
+    return parser
+
+
+def _command(commands: argparse._SubParsersAction, name: str, help_text: str, handler: Callable[[argparse.Namespace], int],
+             spec: bool = False) -> argparse.ArgumentParser:
+    sub = commands.add_parser(name, help=help_text, description=help_text)
+    sub.set_defaults(handler=handler)
+    if spec:
+        sub.add_argument("spec", nargs="?", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
+    return sub
+
+
+def _validate(args: argparse.Namespace) -> int:
+    spec = validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/"))
+    print(f"{args.spec}: ok, {len(spec.services)} services in {len(spec.mesh.datacenters)} datacenters")
+    return EXIT_OK
+
+
+def _build(args: argparse.Namespace) -> int:
+    result = build(args.spec, args.output)
+    if not result.changed:
+        print(f"{args.output}: up to date, nothing written")
+    else:
+        print(f"{args.output}: {len(result.written)} file(s) written, {len(result.removed)} removed")
+    return EXIT_OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    status = check_output(args.spec, args.output)
+    if status.clean:
+        print(f"{args.output}: up to date with {args.spec}")
+        return EXIT_OK
+    print(_format_status(status, args.output), file=sys.stderr)
+    return EXIT_FINDINGS
+
+
+def _format_status(status: TreeStatus, out: Path) -> str:
+    lines = [f"{out}: not what the spec renders; run `meshc build` and commit the result"]
+    for label, paths in (("stale", status.stale), ("missing", status.missing), ("extra", status.extra), ("hand-edited", status.hand_edited)):
+        lines += [f"  {label:<12} {out.as_posix()}/{path}" for path in paths]
+    return "\n".join(lines)
+
+
+def _explain(args: argparse.Namespace) -> int:
+    report = explain(compile_dir(args.spec).mesh, args.service)
+    print(json.dumps(report, indent=2) if args.format == "json" else format_explain(report))
+    return EXIT_OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(schema_text(args.name), end="")
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""The resolved mesh: workloads with identities, ingress, egress and discovery sources."""

@@ -1,0 +1,179 @@
+"""Lower a checked Spec to the Mesh IR: placements become workloads, and everything derived is computed."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from compiler.ir.model import (
+    CircuitBreaker,
+    Egress,
+    HealthCheck,
+    Ingress,
+    Mesh,
+    OutlierDetection,
+    Policy,
+    Registration,
+    Retries,
+    Source,
+    KubernetesSource,
+    Workload,
+    ZookeeperSource,
+)
+from compiler.ir.routing import priorities
+from compiler.spec.model import MeshSpec, ServiceSpec, Spec, deep_merge, duration_ms
+
+
+def identity(trust_domain: str, namespace: str, service: str) -> str:
+    """The SPIFFE identity of a workload."""
+    return f"spiffe://{trust_domain}/ns/{namespace}/sa/{service}"
+
+
+def zk_path(service: str) -> str:
+    """Where Nerve registers a service's VM instances, and where Synapse watches them."""
+    return f"/nerve/services/{service}/services"
+
+
+def vm_workload_id(service: str, datacenter: str) -> str:
+    """The id of a VM pool."""
+    return f"vm/{service}/{datacenter}"
+
+
+def k8s_workload_id(cluster: str, namespace: str, service: str) -> str:
+    """The id of a cluster workload."""
+    return f"k8s/{cluster}/{namespace}/{service}"
+
+
+def lower(spec: Spec) -> Mesh:
+    """Resolve a checked spec into the Mesh IR."""
+    lowering = _Lowering(spec)
+    workloads = [w for service in spec.services.values() for w in lowering.workloads(service)]
+    return Mesh(
+        name=spec.mesh.name,
+        trust_domain=spec.mesh.trust_domain,
+        sidecar=spec.mesh.sidecar,
+        issuer=spec.mesh.issuer,
+        datacenters=spec.mesh.datacenters,
+        clusters=spec.mesh.clusters,
+        workloads=tuple(sorted(workloads, key=lambda w: w.id)),
+    )
+
+
+def policy_from(raw: Mapping[str, Any]) -> Policy:
+    """A Policy from merged policy keys (all present after merging over the built-in defaults)."""
+    retries, breaker, outlier = raw["retries"], raw["circuit_breaker"], raw["outlier_detection"]
+    return Policy(
+        connect_timeout_ms=duration_ms(raw["connect_timeout"]),
+        timeout_ms=duration_ms(raw["timeout"]),
+        retries=Retries(attempts=retries["attempts"], per_try_timeout_ms=duration_ms(retries["per_try_timeout"]), retry_on=tuple(retries["on"])),
+        circuit_breaker=CircuitBreaker(**breaker),
+        outlier_detection=OutlierDetection(
+            consecutive_5xx=outlier["consecutive_5xx"],
+            interval_ms=duration_ms(outlier["interval"]),
+            base_ejection_time_ms=duration_ms(outlier["base_ejection_time"]),
+            max_ejection_percent=outlier["max_ejection_percent"],
+        ),
+    )
+
+
+def health_check_from(mesh: MeshSpec, service: ServiceSpec) -> HealthCheck:
+    """The service's health check over the mesh default; tcp services check TCP unless they name a path."""
+    raw = deep_merge(mesh.defaults["health_check"], service.health_check)
+    http = service.health_check.get("http") if service.protocol == "tcp" else raw.get("http")
+    return HealthCheck(
+        kind="http" if http else "tcp",
+        path=http,
+        interval_ms=duration_ms(raw["interval"]),
+        timeout_ms=duration_ms(raw["timeout"]),
+        rise=raw["rise"],
+        fall=raw["fall"],
+    )
+
+
+def service_datacenters(spec: Spec, service: ServiceSpec) -> frozenset[str]:
+    """Every datacenter the service runs in, on VMs or in a cluster."""
+    clusters = spec.mesh.clusters
+    return frozenset(service.vm_datacenters) | {clusters[p.cluster].datacenter for p in service.kubernetes}
+
+
+class _Lowering:
+    """Shared lookups for one lowering; discovery sources are computed once per (client DC, server)."""
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.mesh = spec.mesh
+        self.clients: dict[str, list[str]] = defaultdict(list)
+        for service in spec.services.values():
+            for dep in service.dependencies:
+                self.clients[dep.service].append(service.name)
+        self.identities = {name: self._identities(svc) for name, svc in spec.services.items()}
+        self.sources = lru_cache(maxsize=None)(self._sources)
+
+    def _identities(self, service: ServiceSpec) -> tuple[str, ...]:
+        namespaces = {service.name} if service.vm_datacenters else set()
+        namespaces |= {p.namespace for p in service.kubernetes}
+        return tuple(identity(self.mesh.trust_domain, ns, service.name) for ns in sorted(namespaces))
+
+    def workloads(self, service: ServiceSpec) -> list[Workload]:
+        ingress = self._ingress(service)
+        pools = [self._vm(service, dc, ingress) for dc in service.vm_datacenters]
+        return pools + [self._k8s(service, p.cluster, p.namespace, ingress, p.span) for p in service.kubernetes]
+
+    def _ingress(self, service: ServiceSpec) -> Ingress:
+        clients = sorted(set(self.clients[service.name]))
+        allowed = sorted({ident for client in clients for ident in self.identities[client]})
+        return Ingress(mesh_port=service.mesh_port, app_port=service.port, protocol=service.protocol, allowed_clients=tuple(allowed), client_services=tuple(clients))
+
+    def _vm(self, service: ServiceSpec, dc: str, ingress: Ingress) -> Workload:
+        region = self.mesh.datacenters[dc].region
+        registration = Registration(
+            zk_hosts=self.mesh.datacenters[dc].zookeeper,
+            zk_path=zk_path(service.name),
+            port=service.mesh_port,
+            health_check=health_check_from(self.mesh, service),
+            labels={"datacenter": dc, "region": region},
+        )
+        return self._workload(service, vm_workload_id(service.name, dc), "vm", dc, None, service.name, ingress, registration, service.span)
+
+    def _k8s(self, service: ServiceSpec, cluster: str, namespace: str, ingress: Ingress, span: Any) -> Workload:
+        dc = self.mesh.clusters[cluster].datacenter
+        return self._workload(service, k8s_workload_id(cluster, namespace, service.name), "kubernetes", dc, cluster, namespace, ingress, None, span)
+
+    def _workload(self, service: ServiceSpec, wid: str, platform: str, dc: str, cluster: str | None, namespace: str,
+                  ingress: Ingress, registration: Registration | None, span: Any) -> Workload:
+        return Workload(
+            id=wid, platform=platform, service=service.name, datacenter=dc, region=self.mesh.datacenters[dc].region,
+            cluster=cluster, namespace=namespace, identity=identity(self.mesh.trust_domain, namespace, service.name),
+            ingress=ingress, egress=tuple(self._egress(service, dc)), registration=registration,
+            restart_sensitive=service.restart_sensitive, owner=service.owner, span=span,
+        )
+
+    def _egress(self, service: ServiceSpec, dc: str) -> list[Egress]:
+        edges = []
+        for dep in service.dependencies:
+            server = self.spec.services[dep.service]
+            edges.append(Egress(
+                service=server.name, local_port=server.local_port, protocol=server.protocol, locality=server.locality,
+                server_identities=self.identities[server.name],
+                policy=policy_from(deep_merge(self.mesh.defaults, dep.overrides)),
+                sources=self.sources(dc, server.name), span=dep.span,
+            ))
+        return edges
+
+    def _sources(self, client_dc: str, server_name: str) -> tuple[Source, ...]:
+        server = self.spec.services[server_name]
+        ranks = priorities(client_dc, service_datacenters(self.spec, server), server.locality, self.mesh.datacenters)
+        found: list[Source] = []
+        for dc in server.vm_datacenters:
+            if dc in ranks:
+                found.append(ZookeeperSource(name=f"zk-{dc}", datacenter=dc, region=self.mesh.datacenters[dc].region, priority=ranks[dc],
+                                             hosts=self.mesh.datacenters[dc].zookeeper, path=zk_path(server.name)))
+        for placement in server.kubernetes:
+            cluster = self.mesh.clusters[placement.cluster]
+            if cluster.datacenter in ranks:
+                found.append(KubernetesSource(name=f"k8s-{cluster.name}", datacenter=cluster.datacenter,
+                                              region=self.mesh.datacenters[cluster.datacenter].region, priority=ranks[cluster.datacenter],
+                                              cluster=cluster.name, api_server=cluster.api_server, namespace=placement.namespace, service=server.name))
+        return tuple(sorted(found, key=lambda s: (s.priority, s.name)))

@@ -1,0 +1,167 @@
+"""IR types: the resolved mesh every renderer and backend reads. All frozen; each keeps a span."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from compiler.diagnostics import Span
+from compiler.spec.model import Cluster, Datacenter, Issuer, Sidecar
+
+IR = dict(frozen=True, kw_only=True, slots=True)
+
+
+@dataclass(**IR)
+class Retries:
+    """Retry policy; `attempts` counts the first try too."""
+
+    attempts: int
+    per_try_timeout_ms: int
+    retry_on: tuple[str, ...]
+
+
+@dataclass(**IR)
+class CircuitBreaker:
+    """Envoy circuit-breaker thresholds."""
+
+    max_connections: int
+    max_pending_requests: int
+    max_requests: int
+    max_retries: int
+
+
+@dataclass(**IR)
+class OutlierDetection:
+    """Envoy outlier detection; without it, priority failover never triggers."""
+
+    consecutive_5xx: int
+    interval_ms: int
+    base_ejection_time_ms: int
+    max_ejection_percent: int
+
+
+@dataclass(**IR)
+class Policy:
+    """The effective resiliency policy of one edge: mesh defaults overlaid by the edge's overrides."""
+
+    connect_timeout_ms: int
+    timeout_ms: int
+    retries: Retries
+    circuit_breaker: CircuitBreaker
+    outlier_detection: OutlierDetection
+
+
+@dataclass(**IR)
+class HealthCheck:
+    """How Nerve checks the app: `http` with a path, or `tcp`."""
+
+    kind: str
+    path: str | None
+    interval_ms: int
+    timeout_ms: int
+    rise: int
+    fall: int
+
+
+@dataclass(**IR)
+class ZookeeperSource:
+    """Discovery of a VM pool: the pool's datacenter ensemble and the path Nerve registers under."""
+
+    name: str
+    datacenter: str
+    region: str
+    priority: int
+    hosts: tuple[str, ...]
+    path: str
+    kind: str = "zookeeper"
+
+
+@dataclass(**IR)
+class KubernetesSource:
+    """Discovery of a cluster workload: the Endpoints of its Service through the API server."""
+
+    name: str
+    datacenter: str
+    region: str
+    priority: int
+    cluster: str
+    api_server: str
+    namespace: str
+    service: str
+    kind: str = "kubernetes"
+
+
+Source = ZookeeperSource | KubernetesSource
+
+
+@dataclass(**IR)
+class Egress:
+    """One dependency of a workload: where clients reach it locally and where it really runs."""
+
+    service: str
+    local_port: int
+    protocol: str
+    locality: str
+    server_identities: tuple[str, ...]
+    policy: Policy
+    sources: tuple[Source, ...]
+    span: Span
+
+
+@dataclass(**IR)
+class Ingress:
+    """The sidecar's mTLS listener in front of the app, and who may call through it."""
+
+    mesh_port: int
+    app_port: int
+    protocol: str
+    allowed_clients: tuple[str, ...]
+    client_services: tuple[str, ...]
+
+
+@dataclass(**IR)
+class Registration:
+    """Nerve's registration of a VM instance in its datacenter's ZooKeeper."""
+
+    zk_hosts: tuple[str, ...]
+    zk_path: str
+    port: int
+    health_check: HealthCheck
+    labels: Mapping[str, str]
+
+
+@dataclass(**IR)
+class Workload:
+    """One deployment unit and unit of rollout: a VM pool or a cluster/namespace deployment."""
+
+    id: str
+    platform: str
+    service: str
+    datacenter: str
+    region: str
+    cluster: str | None
+    namespace: str
+    identity: str
+    ingress: Ingress
+    egress: tuple[Egress, ...]
+    registration: Registration | None
+    restart_sensitive: bool
+    owner: str
+    span: Span
+
+
+@dataclass(**IR)
+class Mesh:
+    """The resolved mesh: its settings and every workload, sorted by id."""
+
+    name: str
+    trust_domain: str
+    sidecar: Sidecar
+    issuer: Issuer
+    datacenters: Mapping[str, Datacenter]
+    clusters: Mapping[str, Cluster]
+    workloads: tuple[Workload, ...]
+
+    def workloads_of(self, service: str) -> tuple[Workload, ...]:
+        """The workloads of one service, sorted by id."""
+        return tuple(w for w in self.workloads if w.service == service)

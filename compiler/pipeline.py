@@ -1,0 +1,66 @@
+"""The whole compiler in one function: load -> check -> lower -> render -> backends."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler.backends import run_backends
+from compiler.emit import Artifact, TreeStatus, WriteResult, compare_tree, render_tree, write_tree
+from compiler.ir.lower import lower
+from compiler.ir.model import Mesh
+from compiler.render import SidecarConfig, render
+from compiler.spec.checks import check
+from compiler.spec.load import load_documents, read_tree
+from compiler.spec.model import Spec
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Build:
+    """Everything one compilation produced."""
+
+    spec: Spec
+    mesh: Mesh
+    sidecars: Mapping[str, SidecarConfig]
+    artifacts: tuple[Artifact, ...]
+
+    def tree(self) -> dict[str, bytes]:
+        """The output tree this build writes, MANIFEST.json included."""
+        return render_tree(self.artifacts)
+
+
+def compile(files: Mapping[str, bytes], label: str) -> Build:  # noqa: A001 - the compiler's main verb
+    """Compile a spec file tree (relative path -> bytes); raise SpecError with every diagnostic."""
+    spec = check(load_documents(files, label))
+    mesh = lower(spec)
+    sidecars = render(mesh)
+    artifacts = run_backends(mesh, sidecars)
+    return Build(spec=spec, mesh=mesh, sidecars=sidecars, artifacts=tuple(artifacts))
+
+
+def validate_only(files: Mapping[str, bytes], label: str) -> Spec:
+    """Load and check a spec without lowering or rendering it."""
+    return check(load_documents(files, label))
+
+
+def spec_files(spec_dir: Path) -> dict[str, bytes]:
+    """Read a spec directory; raise FileNotFoundError if it is not one."""
+    if not spec_dir.is_dir():
+        raise FileNotFoundError(f"spec directory {str(spec_dir)!r} does not exist")
+    return read_tree(spec_dir)
+
+
+def compile_dir(spec_dir: Path) -> Build:
+    """Compile the spec in a directory, naming files as the user wrote the directory."""
+    return compile(spec_files(spec_dir), spec_dir.as_posix().rstrip("/"))
+
+
+def build(spec_dir: Path, out: Path) -> WriteResult:
+    """Compile and write the output tree atomically; an invalid spec raises before anything is written."""
+    return write_tree(out, compile_dir(spec_dir).tree())
+
+
+def check_output(spec_dir: Path, out: Path) -> TreeStatus:
+    """Is `out` exactly what the spec renders?"""
+    return compare_tree(out, compile_dir(spec_dir).tree())

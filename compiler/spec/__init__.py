@@ -1,0 +1,1 @@
+"""The spec: loading with source positions, schema validation, model and semantic checks."""

@@ -1,0 +1,214 @@
+"""Read spec YAML into plain data plus a source map (data path -> span), rejecting risky YAML.
+
+The YAML is read event by event with libyaml's parser rather than through a constructor, so
+that every value keeps its position, duplicate keys and aliases are caught, and scalars are
+resolved by our own rules: only `true`/`false`, decimal integers and `null` are anything but
+strings, so a datacenter named `no` or a version `1.10` stays the string it looks like.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from compiler.diagnostics import Diagnostic, Span
+
+MAX_FILE_BYTES = 1024 * 1024
+MESH_FILE = "mesh.yaml"
+SERVICES_DIR = "services"
+
+DataPath = tuple[str | int, ...]
+
+_Parser = getattr(yaml, "CParser", None)
+_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+_NULLS = frozenset({"null", "Null", "NULL", "~", ""})
+_BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Document:
+    """One spec file's data with the span of every value and of every mapping key."""
+
+    file: str
+    data: Any
+    spans: Mapping[DataPath, Span] = field(default_factory=dict)
+    key_spans: Mapping[DataPath, Span] = field(default_factory=dict)
+
+    def span(self, path: DataPath) -> Span:
+        """The span of the value at `path`, or of its nearest ancestor that has one."""
+        for cut in range(len(path), -1, -1):
+            found = self.spans.get(path[:cut])
+            if found is not None:
+                return found
+        return Span(file=self.file)
+
+    def key_span(self, path: DataPath) -> Span:
+        """The span of the mapping key that holds `path` (falls back to the value's span)."""
+        return self.key_spans.get(path) or self.span(path)
+
+
+class LoadError(Exception):
+    """A file could not be read as spec YAML."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        self.diagnostic = diagnostic
+        super().__init__(diagnostic.format())
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    """The spec files under `root` as relative path -> bytes (files over the limit truncated to limit+1)."""
+    files: dict[str, bytes] = {}
+    candidates = [root / MESH_FILE, *sorted((root / SERVICES_DIR).glob("*"))]
+    for path in candidates:
+        if path.is_file() and not path.name.startswith("."):
+            with path.open("rb") as handle:
+                files[path.relative_to(root).as_posix()] = handle.read(MAX_FILE_BYTES + 1)
+    return files
+
+
+def parse_document(name: str, raw: bytes) -> Document:
+    """Parse one spec file's bytes into a Document; raise LoadError with a positioned diagnostic."""
+    if len(raw) > MAX_FILE_BYTES:
+        raise LoadError(_error(name, 1, 1, "file-too-large", f"file is larger than {MAX_FILE_BYTES // 1024} KiB; split it or trim it"))
+    text = _decode(name, raw)
+    builder = _Builder(name)
+    try:
+        events = yaml.parse(text, Loader=_loader_class())
+        builder.run(events)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise LoadError(_error(name, line, col, "yaml-syntax", f"invalid YAML: {exc.problem or exc.context}")) from None
+    except yaml.YAMLError as exc:  # libyaml reader errors carry no mark object
+        raise LoadError(_error(name, 1, 1, "yaml-syntax", f"invalid YAML: {exc}")) from None
+    if builder.documents == 0 or builder.root is None:
+        raise LoadError(_error(name, 1, 1, "file-empty", "file is empty; it must hold one YAML mapping"))
+    return Document(file=name, data=builder.root, spans=builder.spans, key_spans=builder.key_spans)
+
+
+def _loader_class() -> type:
+    return yaml.CSafeLoader if _Parser is not None else yaml.SafeLoader
+
+
+def _decode(name: str, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start]
+        line = before.count(b"\n") + 1
+        col = exc.start - (before.rfind(b"\n") + 1) + 1
+        raise LoadError(_error(name, line, col, "file-encoding", f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8")) from None
+
+
+def _error(name: str, line: int, col: int, code: str, message: str) -> Diagnostic:
+    return Diagnostic(span=Span(file=name, line=line, col=col), code=code, message=message)
+
+
+def resolve_plain(value: str) -> Any:
+    """Our scalar rules for unquoted YAML scalars (see the module docstring)."""
+    if value in _NULLS:
+        return None
+    if value in _BOOLS:
+        return _BOOLS[value]
+    if _INT.fullmatch(value):
+        return int(value)
+    return value
+
+
+class _Builder:
+    """Builds plain data from parser events, recording a span for each value and key."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.root: Any = None
+        self.documents = 0
+        self.spans: dict[DataPath, Span] = {}
+        self.key_spans: dict[DataPath, Span] = {}
+
+    def run(self, events: Iterator[yaml.Event]) -> None:
+        for event in events:
+            if isinstance(event, yaml.DocumentStartEvent):
+                self.documents += 1
+                if self.documents > 1:
+                    self._fail(event, "yaml-multi-document", "a spec file holds one YAML document; remove the extra `---`")
+            elif isinstance(event, yaml.NodeEvent):
+                self.root = self._node(event, events, ())
+
+    def _span(self, event: yaml.Event) -> Span:
+        mark = event.start_mark
+        return Span(file=self.name, line=mark.line + 1, col=mark.column + 1)
+
+    def _fail(self, event: yaml.Event, code: str, message: str) -> None:
+        raise LoadError(Diagnostic(span=self._span(event), code=code, message=message))
+
+    def _node(self, event: yaml.Event, events: Iterator[yaml.Event], path: DataPath) -> Any:
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            self._fail(event, "yaml-alias", "anchors and aliases (&name, *name) are not allowed; write the value out")
+        if _explicit_tag(event):
+            self._fail(event, "yaml-tag", f"explicit tag {event.tag!r} is not allowed; write the plain value")
+        self.spans[path] = self._span(event)
+        if isinstance(event, yaml.ScalarEvent):
+            return resolve_plain(event.value) if not event.style else event.value
+        if isinstance(event, yaml.SequenceStartEvent):
+            return self._sequence(events, path)
+        return self._mapping(events, path)
+
+    def _sequence(self, events: Iterator[yaml.Event], path: DataPath) -> list[Any]:
+        items: list[Any] = []
+        for event in events:
+            if isinstance(event, yaml.SequenceEndEvent):
+                return items
+            items.append(self._node(event, events, (*path, len(items))))
+        return items
+
+    def _mapping(self, events: Iterator[yaml.Event], path: DataPath) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+        for event in events:
+            if isinstance(event, yaml.MappingEndEvent):
+                return result
+            if not isinstance(event, yaml.ScalarEvent):
+                self._fail(event, "yaml-syntax", "mapping keys must be plain names, not lists or mappings")
+            if event.anchor or _explicit_tag(event):
+                self._fail(event, "yaml-alias" if event.anchor else "yaml-tag", "anchors and tags are not allowed on keys")
+            key = event.value
+            child = (*path, key)
+            if key in result:
+                first = self.key_spans[child]
+                self._fail(event, "yaml-duplicate-key", f"duplicate key {key!r} (first defined at line {first.line}); remove one")
+            self.key_spans[child] = self._span(event)
+            result[key] = self._node(next(events), events, child)
+        return result
+
+
+def _explicit_tag(event: yaml.Event) -> bool:
+    if not getattr(event, "tag", None):
+        return False
+    # A collection's tag is explicit when not implicit; a scalar with any tag was tagged by hand.
+    return isinstance(event, yaml.ScalarEvent) or not event.implicit
+
+
+def load_documents(files: Mapping[str, bytes], label: str) -> dict[str, Document]:
+    """Parse every spec file; files are keyed `label/relative-path` so diagnostics name them as the user does."""
+    from compiler.diagnostics import SpecError  # local: diagnostics has no dependency on load
+
+    documents: dict[str, Document] = {}
+    problems: list[Diagnostic] = []
+    if MESH_FILE not in files:
+        problems.append(_error(f"{label}/{MESH_FILE}", 1, 1, "file-missing", f"no {MESH_FILE} in {label!r}; is this a mesh spec directory?"))
+    for relative, raw in sorted(files.items()):
+        name = f"{label}/{relative}"
+        if relative != MESH_FILE and not relative.endswith(".yaml"):
+            problems.append(_error(name, 1, 1, "stray-file", f"services/ holds only <service>.yaml files; rename or remove {relative!r}"))
+            continue
+        try:
+            documents[name] = parse_document(name, raw)
+        except LoadError as exc:
+            problems.append(exc.diagnostic)
+    if problems:
+        raise SpecError(problems)
+    return documents

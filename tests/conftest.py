@@ -1,0 +1,30 @@
+"""Shared fixtures: paths, the compiled example mesh, and the rule that CI never skips real-tool tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from compiler.pipeline import Build, compile_dir
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "mesh-spec"
+
+
+def require_tool(name: str) -> str:
+    """The path of a required external tool; skip locally without it, fail when MESHC_REQUIRE_TOOLS=1 (CI)."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("MESHC_REQUIRE_TOOLS"):
+            pytest.fail(f"{name} is required (MESHC_REQUIRE_TOOLS is set) but not installed")
+        pytest.skip(f"{name} not installed")
+    return path
+
+
+@pytest.fixture(scope="session")
+def example_build() -> Build:
+    """The example mesh, compiled once per test session."""
+    return compile_dir(EXAMPLE)

@@ -41,7 +41,7 @@ def dump_json(data: Any) -> bytes:
 
 
 def dump_yaml(data: Any) -> bytes:
-    """Canonical block YAML for dicts, lists, str, int, bool and None; keys keep insertion order."""
+    """Canonical block YAML for dicts, lists, str, int, float, bool and None; keys keep insertion order."""
     lines: list[str] = []
     if isinstance(data, (dict, list)) and data:
         _block(data, 0, lines)
@@ -90,6 +90,8 @@ def _scalar(value: Any, indent: int) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
+    if isinstance(value, float):
+        return _float(value)
     if isinstance(value, str):
         return _literal(value, indent) if _literal_ok(value) else yaml_string(value)
     if value == {}:
@@ -97,6 +99,14 @@ def _scalar(value: Any, indent: int) -> str:
     if value == []:
         return "[]"
     raise TypeError(f"cannot serialize {type(value).__name__} to YAML")
+
+
+def _float(value: float) -> str:
+    """Floats always with a dot and no exponent: YAML 1.1 (Psych) reads `1e-05` as a string."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError("NaN and infinity are not valid in meshc output")
+    text = f"{value:.9f}".rstrip("0")
+    return text + "0" if text.endswith(".") else text
 
 
 def _literal_ok(value: str) -> bool:

@@ -56,6 +56,8 @@ CODES: dict[str, str] = {
     "retry-budget": "per-try timeout × attempts exceeds the request timeout",
     "no-placement": "a service is placed nowhere",
     "duplicate-placement": "a service is placed twice in one cluster or datacenter",
+    # backends
+    "object-too-large": "a generated Kubernetes object is too large for `kubectl apply` (256 KiB annotation limit)",
     # internal
     "internal": "a compiler bug: an invariant of the rendering does not hold",
 }

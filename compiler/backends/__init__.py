@@ -13,6 +13,10 @@ Backend = Callable[[Mesh, Mapping[str, SidecarConfig]], list[Artifact]]
 # Explicit registry (no discovery by name): each backend is a function of the mesh and the sidecars.
 BACKENDS: dict[str, Backend] = {}
 
+from compiler.backends.kubernetes import build_kubernetes  # noqa: E402 - after Backend, which backends may import
+
+BACKENDS["kubernetes"] = build_kubernetes
+
 
 def run_backends(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[Artifact]:
     """Every artifact of every registered backend."""

@@ -1,0 +1,250 @@
+"""Kubernetes backend: each cluster workload's objects, laid out as one kube-applier tree per cluster.
+
+Layout: `kubernetes/<cluster>/<namespace>/<NN>-<kind>.<name>.yaml`, one object per file, every
+object in the directory of its own namespace. kube-applier applies `git ls-files` in path order,
+one file at a time, so the two-digit prefix orders what others need (Namespace, ServiceAccount,
+Role) before what needs it; `<kind>.<name>` is unique because Kubernetes makes kind + name unique
+in a namespace. Each workload's files have the workload id as target; a Namespace, which several
+services may share, has target None (it changes only when a namespace appears or disappears).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from compiler.diagnostics import Diagnostic, SpecError
+from compiler.emit import Artifact, dump_json, dump_yaml
+from compiler.ir.model import KubernetesSource, Mesh, Workload
+from compiler.render import SidecarConfig
+from compiler.render.restart import DOCUMENT_CLASS, RestartClass
+
+ROOT = "kubernetes"
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+NAME_LABEL = "app.kubernetes.io/name"
+MESH_LABEL = "meshc.dev/mesh"
+WORKLOAD_ANNOTATION = "meshc.dev/workload"
+IDENTITY_ANNOTATION = "meshc.dev/identity"
+RESTART_ANNOTATION = "meshc.dev/restart-hash"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every Namespace
+
+# kube-applier's order is the path order: Namespace, then the ServiceAccount, then RBAC (Role
+# before the RoleBinding that refers to it), then everything else.
+FILE_PREFIX: Mapping[str, str] = {
+    "Namespace": "00",
+    "ServiceAccount": "10",
+    "Role": "20",
+    "RoleBinding": "21",
+    "ConfigMap": "30",
+    "Certificate": "40",
+    "Service": "50",
+    "NetworkPolicy": "60",
+}
+
+# Sidecar document directories, each a ConfigMap mounted at {config_dir}/<dir>. A ConfigMap key
+# cannot contain '/', and Envoy's watched_directory must be the mount root so the kubelet's
+# `..data` symlink swap reloads LDS/CDS, hence one ConfigMap per directory.
+CONFIG_MOUNTS = ("envoy", "synapse")
+
+DISCOVERY_RULES = (
+    {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["get", "list", "watch"]},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+)
+
+# Box's kube-applier runs client-side `kubectl apply`, which copies the whole object into the
+# kubectl.kubernetes.io/last-applied-configuration annotation; annotations are capped at 256 KiB,
+# a tighter limit than the 1 MiB of ConfigMap data. Keep a margin for the annotation's other bytes.
+MAX_APPLIED_BYTES = 256 * 1024 - 4096
+
+
+def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[Artifact]:
+    """The manifests of every Kubernetes workload, plus one Namespace per (cluster, namespace)."""
+    workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
+    in_cluster = _workloads_by_cluster_service(workloads)
+    artifacts = [_artifact(cluster, namespace_object(mesh, ns), None)
+                 for cluster, ns in sorted({(w.cluster or "", w.namespace) for w in workloads})]
+    problems: list[Diagnostic] = []
+    for workload in workloads:
+        documents = sidecars[workload.id].documents if workload.id in sidecars else {}
+        objects = workload_objects(mesh, workload, documents, in_cluster)
+        problems += _size_problems(workload, objects)
+        artifacts += [_artifact(workload.cluster or "", obj, workload.id) for obj in objects]
+    if problems:
+        raise SpecError(problems)
+    return artifacts
+
+
+def object_path(cluster: str, obj: Mapping[str, Any]) -> str:
+    """Where an object's file lives: kubernetes/<cluster>/<namespace>/<NN>-<kind>.<name>.yaml."""
+    kind, meta = obj["kind"], obj["metadata"]
+    namespace = meta.get("namespace", meta["name"])  # a Namespace lives in its own directory
+    return f"{ROOT}/{cluster}/{namespace}/{FILE_PREFIX[kind]}-{kind.lower()}.{meta['name']}.yaml"
+
+
+def workload_objects(mesh: Mesh, workload: Workload, documents: Mapping[str, Any],
+                     in_cluster: Mapping[tuple[str, str], Sequence[Workload]]) -> list[dict[str, Any]]:
+    """Every object of one workload, in its own namespace or (RBAC) in its dependencies' namespaces."""
+    restart_hash = restart_hash_of(documents)
+    objects = [service_account(mesh, workload)]
+    objects += discovery_rbac(mesh, workload)
+    objects += [config_map(mesh, workload, mount, documents, restart_hash) for mount in CONFIG_MOUNTS]
+    objects += [certificate(mesh, workload), service(mesh, workload)]
+    cluster = mesh.clusters[workload.cluster or ""]
+    if cluster.network_policy:
+        clients = [c for name in workload.ingress.client_services for c in in_cluster.get((cluster.name, name), ())]
+        objects.append(network_policy(mesh, workload, clients, cluster.off_cluster_cidrs))
+    return objects
+
+
+def restart_hash_of(documents: Mapping[str, Any]) -> str:
+    """sha256 of the documents whose change needs a process restart (bootstrap, Synapse); LDS/CDS hot-reload."""
+    costly = {name: doc for name, doc in documents.items()
+              if DOCUMENT_CLASS.get(name, RestartClass.ENVOY_RESTART) >= RestartClass.SIDECAR_RESTART}
+    return hashlib.sha256(dump_json(costly)).hexdigest()
+
+
+# ---------------------------------------------------------------- objects
+
+def labels(mesh: Mesh, service: str | None) -> dict[str, str]:
+    """The labels every meshc object carries; a shared Namespace has no service label."""
+    found = {MANAGED_BY: "meshc"}
+    if service is not None:
+        found[NAME_LABEL] = service
+    found[MESH_LABEL] = mesh.name
+    return found
+
+
+def metadata(mesh: Mesh, workload: Workload, name: str, namespace: str | None = None,
+             extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Name, namespace (always explicit: kube-applier applies without -n), labels, annotations."""
+    annotations = {WORKLOAD_ANNOTATION: workload.id, **(extra or {})}
+    return {"name": name, "namespace": namespace or workload.namespace, "labels": labels(mesh, workload.service),
+            "annotations": dict(sorted(annotations.items()))}
+
+
+def namespace_object(mesh: Mesh, namespace: str) -> dict[str, Any]:
+    """A Namespace, shared by every meshc service placed in it."""
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels(mesh, None)}}
+
+
+def service_account(mesh: Mesh, workload: Workload) -> dict[str, Any]:
+    """The workload identity: spiffe://<trust domain>/ns/<namespace>/sa/<service>."""
+    meta = metadata(mesh, workload, workload.service, extra={IDENTITY_ANNOTATION: workload.identity})
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
+
+
+def discovery_role_name(workload: Workload) -> str:
+    """`meshc-discovery.<ns>.<service>`: dots cannot occur in either name, so distinct clients never collide."""
+    return f"meshc-discovery.{workload.namespace}.{workload.service}"
+
+
+def discovery_namespaces(workload: Workload) -> list[str]:
+    """Namespaces of this cluster whose Endpoints the workload's Synapse watches."""
+    return sorted({source.namespace for egress in workload.egress for source in egress.sources
+                   if isinstance(source, KubernetesSource) and source.cluster == workload.cluster})
+
+
+def discovery_rbac(mesh: Mesh, workload: Workload) -> list[dict[str, Any]]:
+    """A Role + RoleBinding per dependency namespace in this cluster: read Endpoints/EndpointSlices only."""
+    name = discovery_role_name(workload)
+    subject = {"kind": "ServiceAccount", "name": workload.service, "namespace": workload.namespace}
+    objects = []
+    for namespace in discovery_namespaces(workload):
+        objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                        "metadata": metadata(mesh, workload, name, namespace),
+                        "rules": [dict(rule) for rule in DISCOVERY_RULES]})
+        objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                        "metadata": metadata(mesh, workload, name, namespace),
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+                        "subjects": [subject]})
+    return objects
+
+
+def config_map_name(workload: Workload, mount: str) -> str:
+    """`<service>-mesh-<dir>`, mounted at {config_dir}/<dir>."""
+    return f"{workload.service}-mesh-{mount}"
+
+
+def config_map(mesh: Mesh, workload: Workload, mount: str, documents: Mapping[str, Any], restart_hash: str) -> dict[str, Any]:
+    """The sidecar documents of one directory, keyed by file name, as canonical JSON text."""
+    data = {name.split("/", 1)[1]: dump_json(doc).decode() for name, doc in sorted(documents.items())
+            if name.split("/", 1)[0] == mount}
+    meta = metadata(mesh, workload, config_map_name(workload, mount), extra={RESTART_ANNOTATION: restart_hash})
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
+
+
+def tls_secret_name(workload: Workload) -> str:
+    """The Secret cert-manager writes (tls.crt, tls.key, ca.crt), mounted at {config_dir}/tls."""
+    return f"{workload.service}-mesh-tls"
+
+
+def certificate(mesh: Mesh, workload: Workload) -> dict[str, Any]:
+    """A cert-manager Certificate whose only URI SAN is the workload's SPIFFE identity (an X.509-SVID)."""
+    issuer = mesh.issuer
+    spec = {
+        "secretName": tls_secret_name(workload),
+        "secretTemplate": {"labels": labels(mesh, workload.service)},
+        "issuerRef": {"group": "cert-manager.io", "kind": issuer.kind, "name": issuer.name},
+        "duration": issuer.duration,
+        "renewBefore": issuer.renew_before,
+        "uris": [workload.identity],
+        # ECDSA keys sign, they do not encipher; the same certificate serves and dials (mTLS).
+        "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+        "usages": ["digital signature", "server auth", "client auth"],
+    }
+    return {"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
+            "metadata": metadata(mesh, workload, tls_secret_name(workload)), "spec": spec}
+
+
+def service(mesh: Mesh, workload: Workload) -> dict[str, Any]:
+    """A headless Service on mesh_port: Synapse reads its Endpoints and Envoy dials pod IPs, so no VIP is needed."""
+    port = workload.ingress.mesh_port
+    spec = {
+        "clusterIP": "None",
+        "selector": {NAME_LABEL: workload.service},
+        "ports": [{"name": "mesh", "protocol": "TCP", "port": port, "targetPort": port}],
+    }
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata(mesh, workload, workload.service), "spec": spec}
+
+
+def network_policy(mesh: Mesh, workload: Workload, clients: Sequence[Workload], cidrs: Sequence[str]) -> dict[str, Any]:
+    """Admit mesh_port only from declared clients' pods in this cluster and the off-cluster ranges."""
+    peers: list[dict[str, Any]] = [
+        {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: c.namespace}},
+         "podSelector": {"matchLabels": {NAME_LABEL: c.service}}}
+        for c in sorted(clients, key=lambda c: (c.namespace, c.service))]
+    peers += [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
+    port = {"protocol": "TCP", "port": workload.ingress.mesh_port}
+    # A rule with no `from` admits everyone, so no peers means no rule at all: deny every source.
+    rules = [{"from": peers, "ports": [port]}] if peers else []
+    spec = {"podSelector": {"matchLabels": {NAME_LABEL: workload.service}}, "policyTypes": ["Ingress"], "ingress": rules}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": metadata(mesh, workload, f"{workload.service}-mesh"), "spec": spec}
+
+
+# ---------------------------------------------------------------- helpers
+
+def _workloads_by_cluster_service(workloads: Sequence[Workload]) -> dict[tuple[str, str], list[Workload]]:
+    found: dict[tuple[str, str], list[Workload]] = defaultdict(list)
+    for workload in workloads:
+        found[(workload.cluster or "", workload.service)].append(workload)
+    return found
+
+
+def _artifact(cluster: str, obj: dict[str, Any], target: str | None) -> Artifact:
+    return Artifact(path=object_path(cluster, obj), data=dump_yaml(obj), target=target)
+
+
+def _size_problems(workload: Workload, objects: Sequence[Mapping[str, Any]]) -> Iterator[Diagnostic]:
+    for obj in objects:
+        if obj["kind"] != "ConfigMap":  # only the sidecar documents grow with the mesh
+            continue
+        size = len(json.dumps(obj, separators=(",", ":")).encode())
+        if size > MAX_APPLIED_BYTES:
+            yield Diagnostic(span=workload.span, code="object-too-large", message=(
+                f"{workload.id}: {obj['kind']} {obj['metadata']['name']} is {size} bytes, over the {MAX_APPLIED_BYTES} "
+                "that `kubectl apply` can record in its last-applied annotation; split the service's dependencies"))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from compiler.ir.model import Mesh, Workload
+from compiler.render import envoy, nerve, synapse
 
 # Document names are paths relative to the sidecar config_dir (mesh.yaml `sidecar.config_dir`).
 ENVOY_BOOTSTRAP = "envoy/bootstrap.json"
@@ -25,5 +26,41 @@ class SidecarConfig:
 
 
 def render(mesh: Mesh) -> dict[str, SidecarConfig]:
-    """Workload id -> its sidecar documents. Filled in by the sidecar renderers."""
-    return {}
+    """Workload id -> its sidecar documents; raise SpecError (code `internal`) if an invariant breaks.
+
+    Workloads of one service share their LDS/CDS (and, per datacenter, Synapse) documents: each
+    distinct document is built once and the same object is reused, so callers must not mutate them.
+    """
+    from compiler.render.invariants import check_invariants  # the invariants read this module's names
+
+    renderer = _Renderer(mesh)
+    sidecars = {w.id: SidecarConfig(workload=w, documents=renderer.documents(w)) for w in mesh.workloads}
+    check_invariants(mesh, sidecars)
+    return sidecars
+
+
+class _Renderer:
+    """One rendering: caches each shared document by the IR values that determine it."""
+
+    def __init__(self, mesh: Mesh) -> None:
+        self.mesh = mesh
+        self.mesh_ports = {w.service: w.ingress.mesh_port for w in mesh.workloads}
+        self.cache: dict[tuple[Any, ...], Any] = {}
+
+    def documents(self, workload: Workload) -> dict[str, Any]:
+        mesh, ingress, egress = self.mesh, workload.ingress, workload.egress
+        documents = {
+            ENVOY_BOOTSTRAP: envoy.bootstrap(mesh, workload),
+            ENVOY_LDS: self._once(("lds", ingress, egress), envoy.lds, mesh, workload),
+            ENVOY_CDS: self._once(("cds", ingress.protocol, ingress.app_port, egress), envoy.cds, mesh, workload),
+            SYNAPSE: self._once(("synapse", egress), synapse.synapse, mesh, workload, self.mesh_ports),
+        }
+        registration = nerve.nerve(workload)
+        if registration is not None:
+            documents[NERVE] = registration
+        return documents
+
+    def _once(self, key: tuple[Any, ...], build: Callable[..., Any], *args: Any) -> Any:
+        if key not in self.cache:
+            self.cache[key] = build(*args)
+        return self.cache[key]

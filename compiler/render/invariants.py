@@ -1,0 +1,97 @@
+"""Build-time invariants of the rendered sidecar documents; a violation is a meshc bug, not a spec error.
+
+Each check reads the rendered documents (not the IR that produced them), so a rendering bug is
+caught whatever its cause. Tests break a rendering on purpose and call the checks directly.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+
+from compiler.diagnostics import Diagnostic, SpecError
+from compiler.ir.model import Mesh, Workload
+from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
+from compiler.render.envoy import allowed_principals, eds_config_path, egress_listener_name
+from compiler.render.synapse import watcher_paths
+
+Sidecars = Mapping[str, SidecarConfig]
+Invariant = Callable[[Mesh, Sidecars], Iterator[Diagnostic]]
+
+
+def internal(workload: Workload, message: str) -> Diagnostic:
+    """A compiler-bug diagnostic naming the workload, placed at the spec that produced it."""
+    return Diagnostic(span=workload.span, code="internal", message=f"internal error in {workload.id}: {message} (a meshc bug; please report it)")
+
+
+def eds_paths_have_one_writer(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
+    """Every EDS file a CDS cluster reads is written by exactly one Synapse entry of the same workload."""
+    for sidecar in sidecars.values():
+        written = Counter(entry["envoy_eds"]["path"] for entry in sidecar.documents[SYNAPSE]["services"].values())
+        for cluster in sidecar.documents[ENVOY_CDS]["resources"]:
+            path = eds_config_path(cluster)
+            if path is not None and written[path] != 1:
+                yield internal(sidecar.workload, f"cluster {cluster['name']!r} reads {path}, which {written[path]} Synapse entries write")
+
+
+def nerve_paths_match_synapse(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
+    """Every ZooKeeper watcher watches exactly where Nerve of that service and datacenter registers."""
+    registered = {(s.workload.service, s.workload.datacenter): s.documents[NERVE]["services"][s.workload.service]
+                  for s in sidecars.values() if NERVE in s.documents}
+    for sidecar in sidecars.values():
+        for service, dc, path, hosts in watcher_paths(sidecar.documents[SYNAPSE]):
+            nerve = registered.get((service, dc))
+            if nerve is None:
+                yield internal(sidecar.workload, f"Synapse watches {service} in {dc} at {path}, where no Nerve registers")
+            elif (nerve["zk_path"], nerve["zk_hosts"]) != (path, hosts):
+                yield internal(sidecar.workload, f"Synapse watches {service} in {dc} at {path} on {hosts}, "
+                                                 f"Nerve registers at {nerve['zk_path']} on {nerve['zk_hosts']}")
+
+
+def egress_ports_match(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
+    """Every dependency has an egress listener, on 127.0.0.1 at the dependency's local_port."""
+    for sidecar in sidecars.values():
+        listeners = {listener["name"]: listener["address"]["socket_address"] for listener in sidecar.documents[ENVOY_LDS]["resources"]}
+        for edge in sidecar.workload.egress:
+            address = listeners.get(egress_listener_name(edge.service))
+            if address != {"address": "127.0.0.1", "port_value": edge.local_port}:
+                yield internal(sidecar.workload, f"egress listener of {edge.service} is {address}, not 127.0.0.1:{edge.local_port}")
+
+
+def priorities_contiguous(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
+    """Every dependency's EDS priorities are 0, 1, … without gaps (Envoy skips nothing, so a gap strands traffic)."""
+    for sidecar in sidecars.values():
+        for service, entry in sidecar.documents[SYNAPSE]["services"].items():
+            found = sorted({locality["priority"] for locality in entry["envoy_eds"]["localities"].values()})
+            if found != list(range(len(found))):
+                yield internal(sidecar.workload, f"priorities of {service} are {found}, not contiguous from 0")
+
+
+def allowed_clients_exist(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
+    """Every identity an ingress admits belongs to a real workload (no stale or misspelled grant)."""
+    identities = {workload.identity for workload in mesh.workloads}
+    for sidecar in sidecars.values():
+        for principal in allowed_principals(sidecar.documents[ENVOY_LDS]):
+            if principal not in identities:
+                yield internal(sidecar.workload, f"ingress admits {principal}, which is no workload's identity")
+
+
+INVARIANTS: tuple[Invariant, ...] = (
+    eds_paths_have_one_writer,
+    nerve_paths_match_synapse,
+    egress_ports_match,
+    priorities_contiguous,
+    allowed_clients_exist,
+)
+
+
+def violations(mesh: Mesh, sidecars: Sidecars) -> list[Diagnostic]:
+    """Every invariant violation of a rendering."""
+    return [diagnostic for invariant in INVARIANTS for diagnostic in invariant(mesh, sidecars)]
+
+
+def check_invariants(mesh: Mesh, sidecars: Sidecars) -> None:
+    """Raise SpecError with every violation, if there is any."""
+    found = violations(mesh, sidecars)
+    if found:
+        raise SpecError(found)

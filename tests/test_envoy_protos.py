@@ -1,0 +1,144 @@
+"""Every Envoy document of the example mesh parses strictly as its v3 proto (xds-protos)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from google.protobuf import any_pb2, json_format, symbol_database
+
+# Every type an Any in our documents may name must be imported before parsing.
+from envoy.config.bootstrap.v3 import bootstrap_pb2
+from envoy.config.cluster.v3 import cluster_pb2  # noqa: F401
+from envoy.config.listener.v3 import listener_pb2  # noqa: F401
+from envoy.extensions.filters.http.rbac.v3 import rbac_pb2 as http_rbac_pb2  # noqa: F401
+from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
+from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
+from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
+from envoy.service.discovery.v3 import discovery_pb2
+
+from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS
+from compiler.render.envoy import CLUSTER, LISTENER
+
+PREFIX = "type.googleapis.com/"
+
+
+def parse_bootstrap(doc: dict[str, Any]) -> bootstrap_pb2.Bootstrap:
+    """Strict parse: unknown fields, bad enums and bad durations raise ParseError."""
+    return json_format.ParseDict(doc, bootstrap_pb2.Bootstrap())
+
+
+def parse_discovery_response(doc: dict[str, Any], type_url: str) -> list[Any]:
+    """Parse a DiscoveryResponse, then unpack every resource into its own message, strictly."""
+    response = json_format.ParseDict(doc, discovery_pb2.DiscoveryResponse())
+    assert response.type_url == type_url
+    messages = []
+    for packed, raw in zip(response.resources, doc["resources"], strict=True):
+        assert packed.type_url == type_url
+        message = symbol_database.Default().GetSymbol(type_url.removeprefix(PREFIX))()
+        assert packed.Unpack(message)
+        # Re-parse the resource on its own, so nothing is dropped on the way through Any.
+        json_format.ParseDict({k: v for k, v in raw.items() if k != "@type"}, type(message)())
+        messages.append(message)
+    return messages
+
+
+def envoy_documents(build: Any, name: str) -> list[tuple[str, dict[str, Any]]]:
+    return [(wid, sidecar.documents[name]) for wid, sidecar in sorted(build.sidecars.items())]
+
+
+def test_every_bootstrap_parses(example_build: Any) -> None:
+    for wid, doc in envoy_documents(example_build, ENVOY_BOOTSTRAP):
+        bootstrap = parse_bootstrap(doc)
+        assert bootstrap.node.id == wid
+        assert bootstrap.dynamic_resources.lds_config.resource_api_version == 2  # V3
+
+
+def test_every_lds_parses(example_build: Any) -> None:
+    for wid, doc in envoy_documents(example_build, ENVOY_LDS):
+        listeners = parse_discovery_response(doc, LISTENER)
+        assert listeners[0].name == "ingress", wid
+        assert len(listeners) == 1 + len(example_build.sidecars[wid].workload.egress)
+
+
+def test_every_cds_parses(example_build: Any) -> None:
+    for wid, doc in envoy_documents(example_build, ENVOY_CDS):
+        clusters = parse_discovery_response(doc, CLUSTER)
+        assert clusters[0].name == "local_app", wid
+        assert [c.name for c in clusters[1:]] == [e.service for e in example_build.sidecars[wid].workload.egress]
+
+
+def test_typed_configs_unpack_to_their_types(example_build: Any) -> None:
+    """Walk every Any nested in the documents (filters, TLS, protocol options): each resolves and parses."""
+    seen: set[str] = set()
+    for sidecar in example_build.sidecars.values():
+        for name in (ENVOY_LDS, ENVOY_CDS):
+            for nested in _anys(sidecar.documents[name]["resources"]):
+                type_name = nested["@type"].removeprefix(PREFIX)
+                message = symbol_database.Default().GetSymbol(type_name)()
+                json_format.ParseDict({k: v for k, v in nested.items() if k != "@type"}, message)
+                seen.add(type_name)
+    assert {
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "envoy.extensions.filters.network.rbac.v3.RBAC",
+        "envoy.extensions.filters.http.rbac.v3.RBAC",
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    } <= seen
+
+
+def _anys(value: Any) -> list[dict[str, Any]]:
+    if isinstance(value, list):
+        return [found for item in value for found in _anys(item)]
+    if isinstance(value, dict):
+        own = [value] if "@type" in value else []
+        return own + [found for item in value.values() for found in _anys(item)]
+    return []
+
+
+def _first_cds(build: Any) -> dict[str, Any]:
+    return copy.deepcopy(build.sidecars["k8s/kube-sjc-a/upload/upload"].documents[ENVOY_CDS])
+
+
+def test_unknown_field_in_bootstrap_is_rejected(example_build: Any) -> None:
+    doc = copy.deepcopy(example_build.sidecars["vm/encryption/sjc"].documents[ENVOY_BOOTSTRAP])
+    doc["admin"]["adress"] = doc["admin"].pop("address")
+    with pytest.raises(json_format.ParseError, match="adress"):
+        parse_bootstrap(doc)
+
+
+def test_unknown_field_inside_a_resource_is_rejected(example_build: Any) -> None:
+    doc = _first_cds(example_build)
+    doc["resources"][1]["outlier_detection"]["consecutive_5xxx"] = 5
+    with pytest.raises(json_format.ParseError, match="consecutive_5xxx"):
+        parse_discovery_response(doc, CLUSTER)
+
+
+def test_bad_duration_is_rejected(example_build: Any) -> None:
+    doc = _first_cds(example_build)
+    doc["resources"][1]["connect_timeout"] = "250ms"
+    with pytest.raises(json_format.ParseError):
+        parse_discovery_response(doc, CLUSTER)
+
+
+def test_unresolvable_typed_config_is_rejected(example_build: Any) -> None:
+    doc = copy.deepcopy(example_build.sidecars["vm/encryption/sjc"].documents[ENVOY_LDS])
+    doc["resources"][0]["filter_chains"][0]["transport_socket"]["typed_config"]["@type"] = PREFIX + "envoy.Nope"
+    with pytest.raises(json_format.ParseError):
+        parse_discovery_response(doc, LISTENER)
+
+
+def test_removed_v2_field_is_rejected(example_build: Any) -> None:
+    doc = _first_cds(example_build)
+    doc["resources"][1]["hosts"] = [{"socket_address": {"address": "10.0.0.1", "port_value": 1}}]
+    with pytest.raises(json_format.ParseError, match="hosts"):
+        parse_discovery_response(doc, CLUSTER)
+
+
+def test_any_module_is_the_one_we_import() -> None:
+    assert any_pb2.Any.DESCRIPTOR.full_name == "google.protobuf.Any"

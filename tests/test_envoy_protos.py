@@ -17,12 +17,12 @@ from envoy.extensions.filters.http.router.v3 import router_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import http_connection_manager_pb2  # noqa: F401
 from envoy.extensions.filters.network.rbac.v3 import rbac_pb2 as network_rbac_pb2  # noqa: F401
 from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa: F401
-from envoy.extensions.transport_sockets.tls.v3 import tls_pb2  # noqa: F401
+from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from envoy.service.discovery.v3 import discovery_pb2
 
-from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS
-from compiler.render.envoy import CLUSTER, LISTENER
+from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, ENVOY_SDS
+from compiler.render.envoy import CLUSTER, LISTENER, SECRET, WORKLOAD_CERT
 
 PREFIX = "type.googleapis.com/"
 
@@ -70,6 +70,17 @@ def test_every_cds_parses(example_build: Any) -> None:
         clusters = parse_discovery_response(doc, CLUSTER)
         assert clusters[0].name == "local_app", wid
         assert [c.name for c in clusters[1:]] == [e.service for e in example_build.sidecars[wid].workload.egress]
+
+
+def test_every_sds_parses_and_names_the_secret_the_contexts_use(example_build: Any) -> None:
+    for wid, doc in envoy_documents(example_build, ENVOY_SDS):
+        [secret] = parse_discovery_response(doc, SECRET)
+        assert secret.name == WORKLOAD_CERT, wid
+        assert secret.tls_certificate.watched_directory.path == "/etc/mesh/tls"
+    names = {config["name"] for sidecar in example_build.sidecars.values() for name in (ENVOY_LDS, ENVOY_CDS)
+             for nested in _anys(sidecar.documents[name]["resources"]) if "common_tls_context" in nested
+             for config in nested["common_tls_context"]["tls_certificate_sds_secret_configs"]}
+    assert names == {WORKLOAD_CERT}
 
 
 def test_typed_configs_unpack_to_their_types(example_build: Any) -> None:

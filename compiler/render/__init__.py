@@ -7,14 +7,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from compiler.ir.model import Mesh, Workload
-from compiler.render import envoy, nerve, synapse
 
 # Document names are paths relative to the sidecar config_dir (mesh.yaml `sidecar.config_dir`).
 ENVOY_BOOTSTRAP = "envoy/bootstrap.json"
 ENVOY_LDS = "envoy/lds.json"
 ENVOY_CDS = "envoy/cds.json"
+ENVOY_SDS = "envoy/sds.json"  # the workload certificate as an SDS secret, so a renewed certificate hot-reloads
 SYNAPSE = "synapse/synapse.json"
 NERVE = "nerve/nerve.json"
+
+# The renderers build paths from the document names above, so they are imported after them.
+from compiler.render import envoy, nerve, synapse  # noqa: E402
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -53,6 +56,7 @@ class _Renderer:
             ENVOY_BOOTSTRAP: envoy.bootstrap(mesh, workload),
             ENVOY_LDS: self._once(("lds", ingress, egress), envoy.lds, mesh, workload),
             ENVOY_CDS: self._once(("cds", ingress.protocol, ingress.app_port, egress), envoy.cds, mesh, workload),
+            ENVOY_SDS: self._once(("sds",), envoy.sds, mesh),
             SYNAPSE: self._once(("synapse", egress), synapse.synapse, mesh, workload, self.mesh_ports),
         }
         registration = nerve.nerve(workload)

@@ -7,10 +7,12 @@ import json
 from typing import Any
 
 from compiler.ir.model import Egress, Ingress, Mesh, Policy, Workload
+from compiler.render import ENVOY_CDS, ENVOY_LDS, ENVOY_SDS
 
 TYPE = "type.googleapis.com/"
 LISTENER = TYPE + "envoy.config.listener.v3.Listener"
 CLUSTER = TYPE + "envoy.config.cluster.v3.Cluster"
+SECRET = TYPE + "envoy.extensions.transport_sockets.tls.v3.Secret"
 HCM = TYPE + "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 TCP_PROXY = TYPE + "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 HTTP_RBAC = TYPE + "envoy.extensions.filters.http.rbac.v3.RBAC"
@@ -23,6 +25,7 @@ HTTP_OPTIONS = TYPE + HTTP_OPTIONS_KEY
 
 LOCAL_APP = "local_app"
 INGRESS = "ingress"
+WORKLOAD_CERT = "workload-cert"
 LOCAL_APP_CONNECT_TIMEOUT = "1s"  # the app is on loopback; a slow connect there means it is down
 
 
@@ -35,6 +38,11 @@ def duration(ms: int) -> str:
 def egress_listener_name(service: str) -> str:
     """The name of the egress listener that reaches one dependency."""
     return f"egress-{service}"
+
+
+def document_path(mesh: Mesh, name: str) -> str:
+    """Where a sidecar document lives on the host or in the pod."""
+    return f"{mesh.sidecar.config_dir}/{name}"
 
 
 def eds_path(mesh: Mesh, service: str) -> str:
@@ -57,7 +65,6 @@ def discovery_response(type_url: str, resources: list[dict[str, Any]]) -> dict[s
 
 def bootstrap(mesh: Mesh, workload: Workload) -> dict[str, Any]:
     """The static bootstrap: who this Envoy is, its admin port, and where LDS/CDS live."""
-    envoy_dir = f"{mesh.sidecar.config_dir}/envoy"
     return {
         "node": {
             "id": workload.id,
@@ -66,8 +73,8 @@ def bootstrap(mesh: Mesh, workload: Workload) -> dict[str, Any]:
         },
         "admin": {"address": _socket("127.0.0.1", mesh.sidecar.admin_port)},
         "dynamic_resources": {
-            "lds_config": _file_source(f"{envoy_dir}/lds.json", envoy_dir),
-            "cds_config": _file_source(f"{envoy_dir}/cds.json", envoy_dir),
+            "lds_config": _envoy_file_source(mesh, ENVOY_LDS),
+            "cds_config": _envoy_file_source(mesh, ENVOY_CDS),
         },
     }
 
@@ -77,15 +84,33 @@ def _file_source(path: str, watched: str) -> dict[str, Any]:
     return {"resource_api_version": "V3", "path_config_source": {"path": path, "watched_directory": {"path": watched}}}
 
 
+def _envoy_file_source(mesh: Mesh, name: str) -> dict[str, Any]:
+    """A document of the Envoy config directory, reloaded by the ConfigMap symlink swap or an atomic rename."""
+    return _file_source(document_path(mesh, name), f"{mesh.sidecar.config_dir}/envoy")
+
+
 def _socket(address: str, port: int) -> dict[str, Any]:
     return {"socket_address": {"address": address, "port_value": port}}
 
 
 # ---------------------------------------------------------------- TLS
 
-def _tls_certificate(mesh: Mesh) -> dict[str, Any]:
+def sds(mesh: Mesh) -> dict[str, Any]:
+    """The SDS file: the workload certificate, re-read when the TLS directory is swapped (renewal)."""
     tls = f"{mesh.sidecar.config_dir}/tls"
-    return {"certificate_chain": {"filename": f"{tls}/tls.crt"}, "private_key": {"filename": f"{tls}/tls.key"}}
+    certificate = {
+        "certificate_chain": {"filename": f"{tls}/tls.crt"},
+        "private_key": {"filename": f"{tls}/tls.key"},
+        # cert-manager's Secret mount and the VM PKI both replace the directory's contents atomically.
+        "watched_directory": {"path": tls},
+    }
+    return discovery_response(SECRET, [{"@type": SECRET, "name": WORKLOAD_CERT, "tls_certificate": certificate}])
+
+
+def _common_tls(mesh: Mesh, validation: dict[str, Any]) -> dict[str, Any]:
+    """Present the workload certificate (from SDS, so renewal needs no restart) and validate the peer."""
+    secret = {"name": WORKLOAD_CERT, "sds_config": _envoy_file_source(mesh, ENVOY_SDS)}
+    return {"tls_certificate_sds_secret_configs": [secret], "validation_context": validation}
 
 
 def _trusted_ca(mesh: Mesh) -> dict[str, Any]:
@@ -97,7 +122,7 @@ def _downstream_tls(mesh: Mesh) -> dict[str, Any]:
     context = {
         "@type": DOWNSTREAM_TLS,
         "require_client_certificate": True,
-        "common_tls_context": {"tls_certificates": [_tls_certificate(mesh)], "validation_context": {"trusted_ca": _trusted_ca(mesh)}},
+        "common_tls_context": _common_tls(mesh, {"trusted_ca": _trusted_ca(mesh)}),
     }
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
@@ -106,7 +131,7 @@ def _upstream_tls(mesh: Mesh, identities: tuple[str, ...]) -> dict[str, Any]:
     """mTLS to a dependency: present our certificate, accept only the dependency's SPIFFE identities."""
     sans = [{"san_type": "URI", "matcher": {"exact": identity}} for identity in identities]
     validation = {"trusted_ca": _trusted_ca(mesh), "match_typed_subject_alt_names": sans}
-    context = {"@type": UPSTREAM_TLS, "common_tls_context": {"tls_certificates": [_tls_certificate(mesh)], "validation_context": validation}}
+    context = {"@type": UPSTREAM_TLS, "common_tls_context": _common_tls(mesh, validation)}
     return {"name": "envoy.transport_sockets.tls", "typed_config": context}
 
 

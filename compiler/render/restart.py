@@ -6,7 +6,7 @@ import enum
 from collections.abc import Mapping
 from typing import Any
 
-from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE
+from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, ENVOY_SDS, NERVE, SYNAPSE
 
 
 class RestartClass(enum.IntEnum):
@@ -26,6 +26,7 @@ class RestartClass(enum.IntEnum):
 DOCUMENT_CLASS: Mapping[str, RestartClass] = {
     ENVOY_LDS: RestartClass.HOT_RELOAD,
     ENVOY_CDS: RestartClass.HOT_RELOAD,
+    ENVOY_SDS: RestartClass.HOT_RELOAD,
     SYNAPSE: RestartClass.SIDECAR_RESTART,
     NERVE: RestartClass.SIDECAR_RESTART,
     ENVOY_BOOTSTRAP: RestartClass.ENVOY_RESTART,

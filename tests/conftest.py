@@ -14,6 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "mesh-spec"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the markers the suite uses."""
+    config.addinivalue_line("markers", "golden: byte-exact golden file tests (refresh with MESHC_UPDATE_GOLDEN=1)")
+
+
 def require_tool(name: str) -> str:
     """The path of a required external tool; skip locally without it, fail when MESHC_REQUIRE_TOOLS=1 (CI)."""
     path = shutil.which(name)

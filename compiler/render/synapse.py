@@ -46,6 +46,7 @@ def _kubernetes_watcher(mesh: Mesh, source: KubernetesSource, mesh_port: int) ->
     credentials = discovery_credentials_dir(mesh, source.cluster)
     return {
         "method": "kubernetes",
+        "cluster": source.cluster,
         "api_server": source.api_server,
         "namespace": source.namespace,
         "service": source.service,

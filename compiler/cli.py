@@ -12,7 +12,9 @@ from pathlib import Path
 from compiler import __version__
 from compiler.diagnostics import SpecError, format_all
 from compiler.emit import TreeStatus
+from compiler.diff import diff_revisions
 from compiler.explain import UnknownService, explain, format_explain
+from compiler.gitsource import RevisionError
 from compiler.pipeline import build, check_output, compile_dir, spec_files, validate_only
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
 
@@ -55,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     explain_cmd.add_argument("--format", choices=("text", "json"), default="text")
     schema_cmd = _command(commands, "schema", "print the JSON Schema of mesh.yaml or of a service file", _schema)
     schema_cmd.add_argument("name", nargs="?", choices=SCHEMA_NAMES, default="service")
+    diff_cmd = _command(commands, "diff", "show what a spec change does to every target, between two git revisions", _diff)
+    diff_cmd.add_argument("--base", required=True, help="base revision, e.g. origin/main")
+    diff_cmd.add_argument("--head", default=None, help="head revision (default: the working tree, uncommitted edits included)")
+    diff_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
+    diff_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    diff_cmd.add_argument("--exit-code", action="store_true", help="exit 1 when any target changes")
     return parser
 
 
@@ -107,3 +115,17 @@ def _explain(args: argparse.Namespace) -> int:
 def _schema(args: argparse.Namespace) -> int:
     print(schema_text(args.name), end="")
     return EXIT_OK
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from compiler import report  # the report's Jinja environment is only needed here
+
+    try:
+        result = diff_revisions(args.spec, args.base, args.head)
+    except RevisionError as exc:
+        print(f"meshc: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    color = args.format == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    formatters = {"text": lambda d: report.format_text(d, color=color), "markdown": report.format_markdown, "json": report.format_json}
+    sys.stdout.write(formatters[args.format](result))
+    return EXIT_FINDINGS if args.exit_code and result.changed else EXIT_OK

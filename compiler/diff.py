@@ -1,0 +1,473 @@
+"""Semantic diff of two builds: which spec files, targets, documents and files change, and what it costs.
+
+Results are frozen records; `compiler.report` formats them. The value differ is generic over
+dict/list/scalar data: mappings by key, lists of named things by their name (so inserting one
+cluster does not shift every later one), other lists of unique scalars as sets, the rest by index.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from compiler.diagnostics import Diagnostic, SpecError
+from compiler.emit import MANIFEST, Artifact
+from compiler.gitsource import SpecDirMissing, locate, read_revision, read_worktree
+from compiler.ir.model import Workload
+from compiler.pipeline import Build, compile
+from compiler.render.restart import DOCUMENT_CLASS, RestartClass, classify
+from compiler.spec.load import MESH_FILE
+from compiler.spec.model import Spec
+
+RECORD = dict(frozen=True, kw_only=True, slots=True)
+
+ADDED, REMOVED, CHANGED = "added", "removed", "changed"
+MAX_TEXT_LINES = 400  # a changed text file's unified diff is cut after this many lines
+
+_IDENT = re.compile(r"[A-Za-z_@$][\w@$-]*")
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+# ---------------------------------------------------------------- records
+
+@dataclass(**RECORD)
+class Change:
+    """One semantic difference: the value at `path` was added, removed or changed."""
+
+    path: str
+    kind: str
+    old: Any = None
+    new: Any = None
+
+
+@dataclass(**RECORD)
+class SpecFileDiff:
+    """A spec file whose data changed; `service` is None for mesh.yaml."""
+
+    file: str
+    service: str | None
+    status: str
+    changes: tuple[Change, ...] = ()
+
+
+@dataclass(**RECORD)
+class DocumentDiff:
+    """A changed sidecar document (by document name) or output file (by path under output/)."""
+
+    name: str
+    status: str
+    restart: RestartClass = RestartClass.NONE
+    changes: tuple[Change, ...] = ()
+    text: tuple[str, ...] = ()  # unified diff lines, for files that are neither JSON nor YAML
+    mirrored: int = 0  # changes left out of a file's list because they repeat its target's sidecar document changes
+
+
+@dataclass(**RECORD)
+class TargetDiff:
+    """One target (workload) whose sidecar documents or output files change, and what that costs."""
+
+    target: str
+    service: str
+    platform: str
+    datacenter: str
+    cluster: str | None
+    namespace: str
+    status: str
+    restart: RestartClass
+    documents: tuple[DocumentDiff, ...] = ()
+    files: tuple[DocumentDiff, ...] = ()
+
+    @property
+    def needs_restart(self) -> bool:
+        return self.restart >= RestartClass.SIDECAR_RESTART
+
+
+@dataclass(**RECORD)
+class Group:
+    """The changed targets of one platform in one datacenter, counted by restart class."""
+
+    platform: str
+    datacenter: str
+    targets: tuple[str, ...]
+    no_restart: int
+    hot_reload: int
+    sidecar_restart: int
+    envoy_restart: int
+
+
+@dataclass(**RECORD)
+class MeshDiff:
+    """Everything that changes between a base and a head build."""
+
+    base: str
+    head: str
+    notes: tuple[str, ...] = ()
+    base_diagnostics: tuple[Diagnostic, ...] = ()
+    spec: tuple[SpecFileDiff, ...] = ()
+    reformatted: tuple[str, ...] = ()  # spec files whose bytes changed but whose data did not
+    targets: tuple[TargetDiff, ...] = ()
+    groups: tuple[Group, ...] = ()
+    shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
+
+    @property
+    def restarts(self) -> int:
+        """How many targets need a process restart (sidecar or Envoy), not just a hot reload."""
+        return sum(t.needs_restart for t in self.targets)
+
+    @property
+    def changed(self) -> bool:
+        """Does any output change?"""
+        return bool(self.targets or self.shared)
+
+
+# ---------------------------------------------------------------- entry points
+
+WORKING_TREE = "working tree"
+
+
+def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDiff:
+    """Diff the spec at git revision `base` against `head` (None: the working tree, uncommitted edits included).
+
+    Revisions are read from git objects; the working tree, index and HEAD are never touched.
+    Raises RevisionError for an unknown revision, SpecError (files named `REV:path`) for an invalid head.
+    """
+    location = locate(spec_dir)
+    label = spec_dir.as_posix().rstrip("/") or "."
+    head_files = read_worktree(spec_dir) if head is None else read_revision(location, head)
+    try:
+        base_files: Mapping[str, bytes] | None = read_revision(location, base)
+    except SpecDirMissing:
+        base_files = None
+    try:
+        result = diff_specs(base_files, head_files, base=base, head=head or WORKING_TREE, label=label)
+    except SpecError as exc:
+        raise SpecError(at_revision(exc.diagnostics, head)) from None
+    return replace(result, base_diagnostics=at_revision(result.base_diagnostics, base))
+
+
+def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tuple[Diagnostic, ...]:
+    """Diagnostics whose files are named `REV:path`, git's own name for a file at a revision."""
+    if revision is None:
+        return tuple(diagnostics)
+    return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
+
+def diff_specs(base_files: Mapping[str, bytes] | None, head_files: Mapping[str, bytes], *,
+               base: str, head: str, label: str) -> MeshDiff:
+    """Compile both spec trees and diff them; an invalid or absent (None) base is diffed as empty, with a note.
+
+    Both sides are compiled under the same `label`, so nothing that names the spec directory can
+    differ. An invalid head raises SpecError: there is nothing to review until it is fixed.
+    """
+    new = compile(head_files, label)
+    notes: list[str] = []
+    diagnostics: tuple[Diagnostic, ...] = ()
+    old = None
+    if base_files is None:
+        notes.append(f"there is no spec at {base}; the diff treats the base as empty, so every target is new")
+    else:
+        try:
+            old = compile(base_files, label)
+        except SpecError as exc:
+            diagnostics = exc.diagnostics
+            notes.append(f"the spec at {base} is invalid ({len(diagnostics)} error(s), listed below); "
+                         "the diff treats the base as empty, so every target is new")
+    result = diff_builds(old, new, base=base, head=head, notes=tuple(notes))
+    return replace(result, base_diagnostics=diagnostics, reformatted=_reformatted(base_files or {}, head_files, old, new))
+
+
+def diff_builds(old: Build | None, new: Build, *, base: str = "base", head: str = "head", notes: tuple[str, ...] = ()) -> MeshDiff:
+    """Diff two builds (None: nothing at the base) spec file by spec file and target by target."""
+    old_files, new_files = _files_by_target(old.artifacts if old else ()), _files_by_target(new.artifacts)
+    old_docs, new_docs = _documents(old), _documents(new)
+    workloads = {w.id: w for w in (old.mesh.workloads if old else ())} | {w.id: w for w in new.mesh.workloads}
+    ids = sorted((set(old_files) | set(new_files) | set(old_docs) | set(new_docs) | set(workloads)) - {None})
+    targets = []
+    for target in ids:
+        found = _target(target, workloads.get(target), old_docs.get(target), new_docs.get(target),
+                        old_files.get(target), new_files.get(target))
+        if found is not None:
+            targets.append(found)
+    return MeshDiff(
+        base=base, head=head, notes=notes,
+        spec=tuple(_spec_diffs(old.spec if old else None, new.spec)),
+        targets=tuple(targets), groups=group(targets),
+        shared=_file_diffs(old_files.get(None, {}), new_files.get(None, {})),
+    )
+
+
+def group(targets: Sequence[TargetDiff]) -> tuple[Group, ...]:
+    """Changed targets by (platform, datacenter), with how many need which kind of restart."""
+    keyed: dict[tuple[str, str], list[TargetDiff]] = {}
+    for target in targets:
+        keyed.setdefault((target.platform, target.datacenter), []).append(target)
+    return tuple(
+        Group(platform=platform, datacenter=dc, targets=tuple(t.target for t in members),
+              **{cls.name.lower() if cls else "no_restart": sum(t.restart == cls for t in members) for cls in RestartClass})
+        for (platform, dc), members in sorted(keyed.items())
+    )
+
+
+# ---------------------------------------------------------------- spec files
+
+def _spec_diffs(old: Spec | None, new: Spec) -> Iterator[SpecFileDiff]:
+    before, after = _spec_data(old), _spec_data(new)
+    for name in sorted(set(before) | set(after), key=lambda n: (n != MESH_FILE, n)):
+        service = None if name == MESH_FILE else PurePosixPath(name).stem
+        if name not in after:
+            yield SpecFileDiff(file=name, service=service, status=REMOVED)
+        elif name not in before:
+            yield SpecFileDiff(file=name, service=service, status=ADDED)
+        elif before[name] != after[name]:
+            yield SpecFileDiff(file=name, service=service, status=CHANGED, changes=diff_values(before[name], after[name]))
+
+
+def _spec_data(spec: Spec | None) -> dict[str, Any]:
+    """Document data by path relative to the spec directory (documents are keyed `label/relative`)."""
+    if spec is None:
+        return {}
+    label = spec.mesh.file[: -len(MESH_FILE)]
+    return {name[len(label):]: doc.data for name, doc in spec.documents.items()}
+
+
+def _reformatted(before: Mapping[str, bytes], after: Mapping[str, bytes], old: Build | None, new: Build) -> tuple[str, ...]:
+    if old is None:
+        return ()
+    old_data, new_data = _spec_data(old.spec), _spec_data(new.spec)
+    return tuple(sorted(name for name in set(before) & set(after)
+                        if before[name] != after[name] and name in old_data and old_data.get(name) == new_data.get(name)))
+
+
+# ---------------------------------------------------------------- targets
+
+def _files_by_target(artifacts: Sequence[Artifact]) -> dict[str | None, dict[str, bytes]]:
+    files: dict[str | None, dict[str, bytes]] = {}
+    for artifact in artifacts:
+        if artifact.path != MANIFEST:
+            files.setdefault(artifact.target, {})[artifact.path] = artifact.data
+    return files
+
+
+def _documents(build: Build | None) -> dict[str, Mapping[str, Any]]:
+    return {wid: config.documents for wid, config in build.sidecars.items()} if build else {}
+
+
+def _target(target: str, workload: Workload | None, old_docs: Mapping[str, Any] | None, new_docs: Mapping[str, Any] | None,
+            old_files: Mapping[str, bytes] | None, new_files: Mapping[str, bytes] | None) -> TargetDiff | None:
+    existed, exists = old_docs is not None or old_files is not None, new_docs is not None or new_files is not None
+    documents = _document_diffs(old_docs or {}, new_docs or {})
+    files = _without_mirrors(_file_diffs(old_files or {}, new_files or {}), documents)
+    if not documents and not files and existed == exists:
+        return None
+    status = CHANGED if existed and exists else (ADDED if exists else REMOVED)
+    return TargetDiff(
+        target=target, status=status, restart=classify(old_docs, new_docs), documents=documents, files=files,
+        **_placement(target, workload),
+    )
+
+
+def _placement(target: str, workload: Workload | None) -> dict[str, Any]:
+    if workload is not None:
+        return {"service": workload.service, "platform": workload.platform, "datacenter": workload.datacenter,
+                "cluster": workload.cluster, "namespace": workload.namespace}
+    return {"service": target.rsplit("/", 1)[-1], "platform": target.split("/", 1)[0], "datacenter": "?",
+            "cluster": None, "namespace": "?"}
+
+
+def _document_diffs(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[DocumentDiff, ...]:
+    diffs = []
+    for name in sorted(set(old) | set(new)):
+        restart = DOCUMENT_CLASS.get(name, RestartClass.ENVOY_RESTART)
+        if name not in new:
+            diffs.append(DocumentDiff(name=name, status=REMOVED, restart=restart))
+        elif name not in old:
+            diffs.append(DocumentDiff(name=name, status=ADDED, restart=restart))
+        elif old[name] != new[name]:
+            diffs.append(DocumentDiff(name=name, status=CHANGED, restart=restart, changes=diff_values(old[name], new[name])))
+    return tuple(diffs)
+
+
+def _without_mirrors(files: tuple[DocumentDiff, ...], documents: tuple[DocumentDiff, ...]) -> tuple[DocumentDiff, ...]:
+    """Drop file changes that repeat a sidecar document change (a ConfigMap or hiera key holding the document)."""
+    seen: dict[tuple[str, str, str], list[str]] = {}
+    for doc in documents:
+        for change in doc.changes:
+            seen.setdefault(_signature(change), []).append(change.path)
+    if not seen:
+        return files
+    result = []
+    for file in files:
+        kept = [c for c in file.changes if not _mirrors(c, seen.get(_signature(c), ()))]
+        result.append(replace(file, changes=tuple(kept), mirrored=len(file.changes) - len(kept)) if len(kept) < len(file.changes) else file)
+    return tuple(result)
+
+
+def _signature(change: Change) -> tuple[str, str, str]:
+    return change.kind, json.dumps(change.old, sort_keys=True), json.dumps(change.new, sort_keys=True)
+
+
+def _mirrors(change: Change, paths: Sequence[str]) -> bool:
+    return any(change.path.endswith(path) and change.path[-len(path) - 1] in ".]" for path in paths
+               if len(change.path) > len(path))
+
+
+def _file_diffs(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> tuple[DocumentDiff, ...]:
+    diffs = []
+    for path in sorted(set(old) | set(new)):
+        if path not in new:
+            diffs.append(DocumentDiff(name=path, status=REMOVED))
+        elif path not in old:
+            diffs.append(DocumentDiff(name=path, status=ADDED))
+        elif old[path] != new[path]:
+            diffs.append(_file_diff(path, old[path], new[path]))
+    return tuple(diffs)
+
+
+def _file_diff(path: str, old: bytes, new: bytes) -> DocumentDiff:
+    before, after = parse_file(path, old), parse_file(path, new)
+    if before is not None and after is not None:
+        return DocumentDiff(name=path, status=CHANGED, changes=diff_values(before[0], after[0]))
+    lines = difflib.unified_diff(old.decode(errors="replace").splitlines(), new.decode(errors="replace").splitlines(),
+                                 fromfile=f"a/{path}", tofile=f"b/{path}", n=1, lineterm="")
+    text = list(lines)
+    if len(text) > MAX_TEXT_LINES:
+        text = [*text[:MAX_TEXT_LINES], f"... {len(text) - MAX_TEXT_LINES} more diff lines cut"]
+    return DocumentDiff(name=path, status=CHANGED, text=tuple(text))
+
+
+def parse_file(path: str, data: bytes) -> tuple[Any] | None:
+    """An output file's data (a 1-tuple, since the data may be None), or None if it is not JSON or YAML."""
+    suffix = PurePosixPath(path).suffix
+    try:
+        if suffix == ".json":
+            return (json.loads(data),)
+        if suffix in (".yaml", ".yml"):
+            documents = list(yaml.load_all(data, Loader=_YAML_LOADER))
+            return (documents[0] if len(documents) == 1 else documents,)
+    except (ValueError, yaml.YAMLError):
+        return None
+    return None
+
+
+# ---------------------------------------------------------------- values
+
+def diff_values(old: Any, new: Any) -> tuple[Change, ...]:
+    """Every difference between two plain data values, as changes at paths like `a[name].b[0].c`."""
+    out: list[Change] = []
+    _diff(old, new, "", out)
+    return tuple(out)
+
+
+def _diff(old: Any, new: Any, path: str, out: list[Change]) -> None:
+    if type(old) is type(new) and old == new:  # C-speed equality prunes every unchanged subtree
+        return
+    if isinstance(old, dict) and isinstance(new, dict):
+        _diff_dicts(old, new, path, out)
+    elif isinstance(old, list) and isinstance(new, list):
+        _diff_lists(old, new, path, out)
+    elif isinstance(old, str) and isinstance(new, str) and (embedded := _embedded(old, new)) is not None:
+        _diff(embedded[0], embedded[1], path, out)  # e.g. a sidecar document held as JSON text in a ConfigMap
+    else:
+        out.append(Change(path=path or ".", kind=CHANGED, old=old, new=new))
+
+
+def _diff_dicts(old: dict, new: dict, path: str, out: list[Change]) -> None:
+    for key in [*old, *(k for k in new if k not in old)]:
+        child = _key_path(path, key)
+        if key not in new:
+            out.append(Change(path=child, kind=REMOVED, old=old[key]))
+        elif key not in old:
+            out.append(Change(path=child, kind=ADDED, new=new[key]))
+        else:
+            _diff(old[key], new[key], child, out)
+
+
+def _diff_lists(old: list, new: list, path: str, out: list[Change]) -> None:
+    keyed = _list_key(old, new)
+    if keyed is not None:
+        label, key = keyed
+        before, after = {key(i): i for i in old}, {key(i): i for i in new}
+        for name in [*before, *(k for k in after if k not in before)]:
+            child = f"{path}[{label(name)}]"
+            if name not in after:
+                out.append(Change(path=child, kind=REMOVED, old=before[name]))
+            elif name not in before:
+                out.append(Change(path=child, kind=ADDED, new=after[name]))
+            else:
+                _diff(before[name], after[name], child, out)
+    elif _unique_scalars(old) and _unique_scalars(new):
+        _diff_sets(old, new, path, out)
+    else:
+        for index in range(max(len(old), len(new))):
+            child = f"{path}[{index}]"
+            if index >= len(new):
+                out.append(Change(path=child, kind=REMOVED, old=old[index]))
+            elif index >= len(old):
+                out.append(Change(path=child, kind=ADDED, new=new[index]))
+            else:
+                _diff(old[index], new[index], child, out)
+
+
+def _diff_sets(old: list, new: list, path: str, out: list[Change]) -> None:
+    gone, came = set(old) - set(new), set(new) - set(old)
+    out += [Change(path=path or ".", kind=REMOVED, old=item) for item in old if item in gone]
+    out += [Change(path=path or ".", kind=ADDED, new=item) for item in new if item in came]
+    if not gone and not came:  # same members, new order: order matters (failover lists), so say so
+        out.append(Change(path=path or ".", kind=CHANGED, old=old, new=new))
+
+
+def _unique_scalars(items: list) -> bool:
+    return all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in items) and len(set(items)) == len(items)
+
+
+KeyFn = Callable[[Any], Any]
+
+# How list items are told apart, most specific first: (does it apply to an item, its key, its label).
+_LIST_KEYS: tuple[tuple[Callable[[Any], bool], KeyFn, Callable[[Any], str]], ...] = (
+    (lambda i: "name" in i, lambda i: i["name"], str),
+    (lambda i: "service" in i, lambda i: i["service"], lambda k: f"service={k}"),
+    (lambda i: "cluster_name" in i, lambda i: i["cluster_name"], lambda k: f"cluster_name={k}"),
+    (lambda i: isinstance(i.get("metadata"), dict) and "name" in i["metadata"] and "kind" in i,
+     lambda i: f"{i['kind']}/{i['metadata'].get('namespace', '')}/{i['metadata']['name']}".replace("//", "/"), str),
+    (lambda i: "cluster" in i, lambda i: i["cluster"], lambda k: f"cluster={k}"),
+    (lambda i: "@type" in i, lambda i: i["@type"], lambda k: f"@type={k}"),
+)
+
+
+def _list_key(old: list, new: list) -> tuple[Callable[[Any], str], KeyFn] | None:
+    """The first key that names every item of both lists uniquely, or None (then items match by index)."""
+    items = [*old, *new]
+    if not items or not all(isinstance(i, dict) for i in items):
+        return None
+    for applies, key, label in _LIST_KEYS:
+        if all(applies(i) for i in items) and _unique_names(old, key) and _unique_names(new, key):
+            return label, key
+    return None
+
+
+def _unique_names(items: list, key: KeyFn) -> bool:
+    names = [key(i) for i in items]
+    return all(isinstance(n, (str, int)) for n in names) and len(set(names)) == len(names)
+
+
+def _key_path(path: str, key: Any) -> str:
+    text = str(key)
+    if _IDENT.fullmatch(text):
+        return f"{path}.{text}" if path else text
+    return f"{path}[{json.dumps(text)}]"
+
+
+def _embedded(old: str, new: str) -> tuple[Any, Any] | None:
+    """Both strings parsed as JSON containers, if both are; else None."""
+    if old[:1] not in ("{", "[") or new[:1] not in ("{", "["):
+        return None
+    try:
+        return json.loads(old), json.loads(new)
+    except ValueError:
+        return None

@@ -39,6 +39,14 @@ def classify(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> Re
     A workload that appears or disappears is a start or a stop, which costs what its most
     expensive document costs.
     """
+    return max(changes(old, new).values(), default=RestartClass.NONE)
+
+
+def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> dict[str, RestartClass]:
+    """Each changed document of one workload -> what its change costs, by document name (sorted).
+
+    A document meshc does not know is assumed to need the costliest restart.
+    """
     old, new = old or {}, new or {}
-    changed = [name for name in set(old) | set(new) if old.get(name) != new.get(name)]
-    return max((DOCUMENT_CLASS.get(name, RestartClass.ENVOY_RESTART) for name in changed), default=RestartClass.NONE)
+    changed = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
+    return {name: DOCUMENT_CLASS.get(name, RestartClass.ENVOY_RESTART) for name in changed}

@@ -1,0 +1,184 @@
+"""The semantic differ on hand-made data: value paths, name matching, targets, restart classes, groups."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compiler.diff import ADDED, CHANGED, REMOVED, Change, diff_builds, diff_values, group, parse_file
+from compiler.emit import Artifact, dump_json, dump_yaml
+from compiler.ir.lower import lower
+from compiler.pipeline import Build, validate_only
+from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
+from compiler.render.restart import RestartClass
+from compiler.spec.load import read_tree
+from tests.conftest import EXAMPLE
+
+
+def test_paths_name_named_list_items_not_their_index() -> None:
+    old = {"clusters": [{"name": "auth"}, {"name": "metadata", "circuit_breakers": {"thresholds": [{"max_requests": 1024}]}}]}
+    new = {"clusters": [{"name": "audit"}, {"name": "auth"}, {"name": "metadata", "circuit_breakers": {"thresholds": [{"max_requests": 2048}]}}]}
+    assert diff_values(old, new) == (
+        Change(path="clusters[metadata].circuit_breakers.thresholds[0].max_requests", kind=CHANGED, old=1024, new=2048),
+        Change(path="clusters[audit]", kind=ADDED, new={"name": "audit"}),
+    )
+
+
+@pytest.mark.parametrize(("items", "label"), [
+    ([{"service": "a", "timeout": "1s"}, {"service": "b", "timeout": "15s"}], "service=b"),
+    ([{"cluster_name": "a", "timeout": "1s"}, {"cluster_name": "b", "timeout": "15s"}], "cluster_name=b"),
+    ([{"kind": "Service", "metadata": {"name": "b", "namespace": "n"}, "timeout": "1s"},
+      {"kind": "ConfigMap", "metadata": {"name": "b", "namespace": "n"}, "timeout": "15s"}], "ConfigMap/n/b"),
+    ([{"@type": "type.googleapis.com/x.A", "timeout": "1s"}, {"@type": "type.googleapis.com/x.B", "timeout": "15s"}],
+     "@type=type.googleapis.com/x.B"),
+])
+def test_lists_match_by_their_naming_key(items: list, label: str) -> None:
+    changed = [dict(items[1], timeout="2s"), dict(items[0])]  # reordered too: order must not matter
+    assert diff_values({"l": items}, {"l": changed}) == (Change(path=f"l[{label}].timeout", kind=CHANGED, old="15s", new="2s"),)
+
+
+def test_duplicate_names_fall_back_to_index() -> None:
+    old = [{"name": "x", "v": 1}, {"name": "x", "v": 2}]
+    new = [{"name": "x", "v": 1}, {"name": "x", "v": 3}, {"name": "y"}]
+    assert diff_values(old, new) == (
+        Change(path="[1].v", kind=CHANGED, old=2, new=3),
+        Change(path="[2]", kind=ADDED, new={"name": "y"}),
+    )
+
+
+def test_lists_of_unique_scalars_are_sets_but_reordering_is_reported() -> None:
+    old = {"allowed": ["spiffe://a", "spiffe://b"]}
+    assert diff_values(old, {"allowed": ["spiffe://c", "spiffe://a"]}) == (
+        Change(path="allowed", kind=REMOVED, old="spiffe://b"),
+        Change(path="allowed", kind=ADDED, new="spiffe://c"),
+    )
+    assert diff_values({"failover": ["iad", "sjc"]}, {"failover": ["sjc", "iad"]}) == (
+        Change(path="failover", kind=CHANGED, old=["iad", "sjc"], new=["sjc", "iad"]),)
+
+
+def test_json_text_inside_a_string_is_diffed_structurally() -> None:
+    old = {"data": {"lds.json": json.dumps({"resources": [{"name": "egress", "port": 1}]})}}
+    new = {"data": {"lds.json": json.dumps({"resources": [{"name": "egress", "port": 2}]})}}
+    assert diff_values(old, new) == (Change(path='data["lds.json"].resources[egress].port', kind=CHANGED, old=1, new=2),)
+
+
+def test_type_changes_are_changes_and_keys_that_are_not_names_are_quoted() -> None:
+    assert diff_values({"a": "1"}, {"a": 1}) == (Change(path="a", kind=CHANGED, old="1", new=1),)
+    assert diff_values({"mesh::x": {}}, {"mesh::x": {"k.y": None}}) == (Change(path='["mesh::x"]["k.y"]', kind=ADDED, new=None),)
+    assert diff_values(1, 2) == (Change(path=".", kind=CHANGED, old=1, new=2),)
+    assert diff_values({"a": [1, {"b": 1}]}, {"a": [1, {"b": 1}]}) == ()
+
+
+def test_output_files_parse_by_extension() -> None:
+    assert parse_file("x.json", b'{"a": 1}') == ({"a": 1},)
+    assert parse_file("x.yaml", b"a: 1\n---\nb: 2\n") == ([{"a": 1}, {"b": 2}],)
+    assert parse_file("x.yaml", b"a: [\n") is None
+    assert parse_file("init.pp", b"class mesh {}") is None
+
+
+# ---------------------------------------------------------------- builds made by hand
+
+@pytest.fixture(scope="module")
+def base_build() -> Build:
+    """The example spec and IR, with small hand-made sidecars and artifacts for three workloads."""
+    spec = validate_only(read_tree(EXAMPLE), "mesh-spec")
+    mesh = lower(spec)
+    chosen = [w for w in mesh.workloads if w.id in ("vm/auth/sjc", "vm/auth/iad", "k8s/kube-sjc-a/metadata/metadata")]
+    sidecars = {w.id: SidecarConfig(workload=w, documents=_documents(w.platform)) for w in chosen}
+    artifacts = (
+        Artifact(path="puppet/manifests/init.pp", data=b"class mesh {\n  # one\n}\n"),
+        Artifact(path="puppet/data/vm/auth/sjc.yaml", data=dump_yaml({"mesh::port": 18080}), target="vm/auth/sjc"),
+        Artifact(path="kubernetes/kube-sjc-a/metadata/cm.yaml", target="k8s/kube-sjc-a/metadata/metadata",
+                 data=dump_yaml({"kind": "ConfigMap", "data": {"lds.json": dump_json(_lds(1024)).decode()}})),
+    )
+    return Build(spec=spec, mesh=mesh, sidecars=sidecars, artifacts=artifacts)
+
+
+def _lds(max_requests: int) -> dict:
+    return {"resources": [{"name": "egress-a", "max_requests": max_requests}, {"name": "egress-b", "max_requests": 1}]}
+
+
+def _documents(platform: str, **changes: object) -> dict:
+    docs = {ENVOY_BOOTSTRAP: {"admin": {"port": 9901}}, ENVOY_LDS: _lds(1024), ENVOY_CDS: {"resources": []}, SYNAPSE: {"services": {}}}
+    if platform == "vm":
+        docs[NERVE] = {"services": {}}
+    return {**docs, **changes}
+
+
+def _with(build: Build, sidecars: dict | None = None, artifacts: tuple | None = None) -> Build:
+    return Build(spec=build.spec, mesh=build.mesh, sidecars=sidecars if sidecars is not None else build.sidecars,
+                 artifacts=artifacts if artifacts is not None else build.artifacts)
+
+
+def test_identical_builds_have_no_diff(base_build: Build) -> None:
+    result = diff_builds(base_build, base_build)
+    assert (result.targets, result.shared, result.spec, result.changed, result.restarts) == ((), (), (), False, 0)
+
+
+def test_each_document_costs_its_restart_class(base_build: Build) -> None:
+    sidecars = dict(base_build.sidecars)
+    auth_sjc, auth_iad, metadata = (sidecars[t].workload for t in ("vm/auth/sjc", "vm/auth/iad", "k8s/kube-sjc-a/metadata/metadata"))
+    sidecars["vm/auth/sjc"] = SidecarConfig(workload=auth_sjc, documents=_documents("vm", **{ENVOY_BOOTSTRAP: {"admin": {"port": 9902}}}))
+    sidecars["vm/auth/iad"] = SidecarConfig(workload=auth_iad, documents=_documents("vm", **{SYNAPSE: {"services": {"x": {}}}}))
+    sidecars["k8s/kube-sjc-a/metadata/metadata"] = SidecarConfig(workload=metadata, documents=_documents("kubernetes", **{ENVOY_LDS: _lds(2048)}))
+    result = diff_builds(base_build, _with(base_build, sidecars=sidecars))
+    assert {t.target: t.restart for t in result.targets} == {
+        "vm/auth/sjc": RestartClass.ENVOY_RESTART,
+        "vm/auth/iad": RestartClass.SIDECAR_RESTART,
+        "k8s/kube-sjc-a/metadata/metadata": RestartClass.HOT_RELOAD,
+    }
+    assert result.restarts == 2
+    lds = result.targets[0].documents[0]
+    assert (result.targets[0].target, lds.name, lds.restart) == ("k8s/kube-sjc-a/metadata/metadata", ENVOY_LDS, RestartClass.HOT_RELOAD)
+    assert lds.changes == (Change(path="resources[egress-a].max_requests", kind=CHANGED, old=1024, new=2048),)
+    assert [(g.platform, g.datacenter, g.targets, g.envoy_restart, g.sidecar_restart, g.hot_reload) for g in result.groups] == [
+        ("kubernetes", "sjc", ("k8s/kube-sjc-a/metadata/metadata",), 0, 0, 1),
+        ("vm", "iad", ("vm/auth/iad",), 0, 1, 0),
+        ("vm", "sjc", ("vm/auth/sjc",), 1, 0, 0),
+    ]
+
+
+def test_file_changes_that_repeat_a_document_change_are_counted_not_listed(base_build: Build) -> None:
+    metadata = base_build.sidecars["k8s/kube-sjc-a/metadata/metadata"].workload
+    sidecars = {**base_build.sidecars, metadata.id: SidecarConfig(workload=metadata, documents=_documents("kubernetes", **{ENVOY_LDS: _lds(2048)}))}
+    configmap = {"kind": "ConfigMap", "metadata": {"annotations": {"hash": "b"}}, "data": {"lds.json": dump_json(_lds(2048)).decode()}}
+    artifacts = tuple(a if "cm.yaml" not in a.path else Artifact(path=a.path, target=a.target, data=dump_yaml(configmap))
+                      for a in base_build.artifacts)
+    target, = diff_builds(base_build, _with(base_build, sidecars=sidecars, artifacts=artifacts)).targets
+    file, = target.files
+    assert (file.mirrored, file.changes) == (1, (Change(path="metadata", kind=ADDED, new={"annotations": {"hash": "b"}}),))
+
+
+def test_files_added_removed_and_text_files_and_targets_that_come_and_go(base_build: Build) -> None:
+    auth_iad = base_build.sidecars["vm/auth/iad"].workload
+    sidecars = {k: v for k, v in base_build.sidecars.items() if k != "vm/auth/sjc"}
+    artifacts = (
+        Artifact(path="puppet/manifests/init.pp", data=b"class mesh {\n  # two\n}\n"),
+        Artifact(path="kubernetes/kube-sjc-a/metadata/cm.yaml", target="k8s/kube-sjc-a/metadata/metadata", data=base_build.artifacts[2].data),
+        Artifact(path="puppet/data/vm/auth/iad.yaml", data=dump_yaml({"mesh::port": 18080}), target=auth_iad.id),
+    )
+    result = diff_builds(base_build, _with(base_build, sidecars=sidecars, artifacts=artifacts))
+    assert [(t.target, t.status, t.restart) for t in result.targets] == [
+        ("vm/auth/iad", CHANGED, RestartClass.NONE),  # only an output file: apply, nothing restarts
+        ("vm/auth/sjc", REMOVED, RestartClass.ENVOY_RESTART),  # a stop costs what its dearest document costs
+    ]
+    assert [(f.name, f.status) for f in result.targets[0].files] == [("puppet/data/vm/auth/iad.yaml", ADDED)]
+    assert [(d.name, d.status) for d in result.targets[1].documents] == [(n, REMOVED) for n in sorted(_documents("vm"))]
+    shared, = result.shared
+    assert (shared.name, shared.changes, shared.text[2:]) == ("puppet/manifests/init.pp", (), ("@@ -1,3 +1,3 @@", " class mesh {", "-  # one", "+  # two", " }"))
+
+
+def test_nothing_at_the_base_makes_every_target_new(base_build: Build) -> None:
+    result = diff_builds(None, base_build, notes=("no base",))
+    assert {t.target for t in result.targets} == set(base_build.sidecars)
+    assert {t.status for t in result.targets} == {ADDED}
+    assert [s.status for s in result.spec] == [ADDED] * len(base_build.spec.documents)
+    assert result.notes == ("no base",)
+
+
+def test_group_counts_every_restart_class(base_build: Build) -> None:
+    result = diff_builds(None, base_build)
+    assert group(result.targets) == result.groups
+    assert sum(len(g.targets) for g in result.groups) == len(result.targets)
+    assert all(len(g.targets) == g.no_restart + g.hot_reload + g.sidecar_restart + g.envoy_restart for g in result.groups)

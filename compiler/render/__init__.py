@@ -51,13 +51,13 @@ class _Renderer:
         self.cache: dict[tuple[Any, ...], Any] = {}
 
     def documents(self, workload: Workload) -> dict[str, Any]:
-        mesh, ingress, egress = self.mesh, workload.ingress, workload.egress
+        mesh = self.mesh
         documents = {
             ENVOY_BOOTSTRAP: envoy.bootstrap(mesh, workload),
-            ENVOY_LDS: self._once(("lds", ingress, egress), envoy.lds, mesh, workload),
-            ENVOY_CDS: self._once(("cds", ingress.protocol, ingress.app_port, egress), envoy.cds, mesh, workload),
+            ENVOY_LDS: self._once(_lds_key(workload), envoy.lds, mesh, workload),
+            ENVOY_CDS: self._once(_cds_key(workload), envoy.cds, mesh, workload),
             ENVOY_SDS: self._once(("sds",), envoy.sds, mesh),
-            SYNAPSE: self._once(("synapse", egress), synapse.synapse, mesh, workload, self.mesh_ports),
+            SYNAPSE: self._once(_synapse_key(workload), synapse.synapse, mesh, workload, self.mesh_ports),
         }
         registration = nerve.nerve(workload)
         if registration is not None:
@@ -68,3 +68,19 @@ class _Renderer:
         if key not in self.cache:
             self.cache[key] = build(*args)
         return self.cache[key]
+
+
+# The keys name exactly the IR values each renderer reads (tests compare cached with fresh renderings):
+# LDS and CDS do not depend on where a dependency runs, so all workloads of a service share them.
+
+def _lds_key(workload: Workload) -> tuple[Any, ...]:
+    return ("lds", workload.ingress, tuple((e.service, e.local_port, e.protocol, e.policy) for e in workload.egress))
+
+
+def _cds_key(workload: Workload) -> tuple[Any, ...]:
+    edges = tuple((e.service, e.protocol, e.policy, e.server_identities) for e in workload.egress)
+    return ("cds", workload.ingress.protocol, workload.ingress.app_port, edges)
+
+
+def _synapse_key(workload: Workload) -> tuple[Any, ...]:
+    return ("synapse", tuple((e.service, e.sources) for e in workload.egress))

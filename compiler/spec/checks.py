@@ -105,7 +105,11 @@ def check_workload_ports(spec: Spec) -> Iterator[Diagnostic]:
             (service.mesh_port, "mesh_port", spec.at(service.file, "mesh_port")),
             (admin, "the Envoy admin port (mesh.yaml sidecar.admin_port)", spec.at(service.file, "port")),
         ]
+        # A dependency listed twice is reported by check_duplicate_dependency, not as a port clash.
+        first_entries: dict[str, Dependency] = {}
         for dep in service.dependencies:
+            first_entries.setdefault(dep.service, dep)
+        for dep in first_entries.values():
             server = spec.services.get(dep.service)
             if server is not None and server is not service:
                 claims.append((server.local_port, f"local_port of dependency {server.name!r}", dep.span))

@@ -24,7 +24,10 @@ SERVICES_DIR = "services"
 
 DataPath = tuple[str | int, ...]
 
-_Parser = getattr(yaml, "CParser", None)
+# libyaml's parser when PyYAML was built with it (yaml.CParser is not exported at the top level).
+_Parser = getattr(yaml, "CSafeLoader", None)
+# Real specs nest about 6 levels; the limit keeps hostile input from exhausting the Python stack.
+MAX_DEPTH = 32
 _INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
 _NULLS = frozenset({"null", "Null", "NULL", "~", ""})
 _BOOLS = {"true": True, "True": True, "TRUE": True, "false": False, "False": False, "FALSE": False}
@@ -147,6 +150,8 @@ class _Builder:
         raise LoadError(Diagnostic(span=self._span(event), code=code, message=message))
 
     def _node(self, event: yaml.Event, events: Iterator[yaml.Event], path: DataPath) -> Any:
+        if len(path) >= MAX_DEPTH:
+            self._fail(event, "yaml-syntax", f"values are nested deeper than {MAX_DEPTH} levels; the spec never needs that many")
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             self._fail(event, "yaml-alias", "anchors and aliases (&name, *name) are not allowed; write the value out")
         if _explicit_tag(event):

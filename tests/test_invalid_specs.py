@@ -1,0 +1,223 @@
+"""Invalid specs: every case under tests/invalid/ fails `meshc validate` with exactly its annotated diagnostics.
+
+Annotations follow tests/invalid/README.md: `# E:<col> [<code>] <text>` at the end of the offending
+line, or `<file>:<line>:<col> [<code>] <text>` lines in the case's expected.txt.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from compiler.diagnostics import CODES
+from compiler.spec.load import MAX_FILE_BYTES
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES_DIR = Path(__file__).resolve().parent / "invalid"
+CASES = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir())
+
+ANNOTATION = re.compile(r"#\s*E:(?P<col>\d+)\s+\[(?P<code>[a-z0-9-]+)\](?P<text>[^#]*)")
+EXPECTED_LINE = re.compile(r"(?P<file>\S+):(?P<line>\d+):(?P<col>\d+)\s+\[(?P<code>[a-z0-9-]+)\](?P<text>.*)")
+DIAGNOSTIC = re.compile(r"(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): error: (?P<message>.*)  \[(?P<code>[a-z0-9-]+)\]")
+
+# The spec layer (loader, schemas, checks) names its codes as string literals; each needs a case.
+SPEC_LAYER = [*(ROOT / "compiler" / "spec").glob("*.py"), *(ROOT / "compiler" / "spec" / "schema").glob("*.json")]
+
+# A minimal valid spec; the generated cases below break one file of it.
+BASE = {
+    "mesh.yaml": (
+        "mesh: m\ntrust_domain: m.mesh\ndatacenters:\n"
+        "  sjc: {region: us-west, zookeeper: [zk.sjc:2181], failover: [iad]}\n"
+        "  iad: {region: us-east, zookeeper: [zk.iad:2181], failover: [sjc]}\n"
+        "clusters:\n  kube-a: {datacenter: sjc, api_server: https://kube-a.example:6443}\n"
+    ),
+    "services/a.yaml": (
+        "service: a\nowner: team\nport: 8080\nmesh_port: 18080\nlocal_port: 7001\n"
+        "deploy:\n  vm: {datacenters: [sjc, iad]}\ndependencies:\n  - service: b\n"
+    ),
+    "services/b.yaml": (
+        "service: b\nowner: team\nport: 8080\nmesh_port: 18080\nlocal_port: 7002\n"
+        "deploy:\n  vm: {datacenters: [iad]}\n  kubernetes:\n    - {cluster: kube-a}\n"
+    ),
+}
+
+Key = tuple[str, int, int, str]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Expected:
+    """One annotated diagnostic: where, which code, and a fragment its message must contain."""
+
+    file: str
+    line: int
+    col: int
+    code: str
+    text: str
+
+    @property
+    def key(self) -> Key:
+        return (self.file, self.line, self.col, self.code)
+
+
+def expectations(spec_dir: Path) -> list[Expected]:
+    """Every annotation in a case: trailing `# E:` comments in its files, plus expected.txt."""
+    found: list[Expected] = []
+    for path in sorted(p for p in spec_dir.rglob("*") if p.is_file() and p.name != "expected.txt"):
+        relative = path.relative_to(spec_dir).as_posix()
+        # errors="replace": a case may hold bytes that are not UTF-8 on purpose
+        for number, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1):
+            for match in ANNOTATION.finditer(line):
+                found.append(Expected(file=relative, line=number, col=int(match["col"]), code=match["code"], text=match["text"].strip()))
+    listing = spec_dir / "expected.txt"
+    if listing.exists():
+        for line in listing.read_text("utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                match = EXPECTED_LINE.fullmatch(line.strip())
+                assert match, f"{listing}: cannot read {line!r}"
+                found.append(Expected(file=match["file"], line=int(match["line"]), col=int(match["col"]), code=match["code"], text=match["text"].strip()))
+    return found
+
+
+def run_validate(cwd: Path, spec: str) -> subprocess.CompletedProcess[str]:
+    """`python -m compiler validate SPEC` in a child process, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MESHC_DEBUG", None)
+    return subprocess.run([sys.executable, "-m", "compiler", "validate", spec], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def reported(result: subprocess.CompletedProcess[str], label: str) -> dict[Key, str]:
+    """The diagnostics a run printed, keyed by (file relative to the spec, line, col, code) -> message."""
+    found: dict[Key, str] = {}
+    for line in result.stderr.splitlines():
+        match = DIAGNOSTIC.fullmatch(line)
+        if match:
+            assert match["file"].startswith(label + "/"), f"diagnostic names a file outside the spec: {line}"
+            key = (match["file"][len(label) + 1:], int(match["line"]), int(match["col"]), match["code"])
+            assert key not in found, f"diagnostic printed twice: {line}"
+            found[key] = match["message"]
+    return found
+
+
+def assert_fails_as_annotated(cwd: Path, spec: str, expected: list[Expected]) -> dict[Key, str]:
+    """Run validate on one spec and compare its diagnostics with the annotations, exactly."""
+    assert expected, f"{spec}: no annotations"
+    result = run_validate(cwd, spec)
+    output = result.stdout + result.stderr
+    assert "Traceback" not in output, output
+    assert result.returncode == 2, f"exit {result.returncode}:\n{output}"
+    found = reported(result, spec)
+    assert sorted(found) == sorted(e.key for e in expected), output
+    for item in expected:
+        assert item.text in found[item.key], f"{item.key}: {found[item.key]!r} does not contain {item.text!r}"
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.startswith(f"Found {len(expected)} error"), summary
+    return found
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_invalid_spec(case: str) -> None:
+    assert_fails_as_annotated(CASES_DIR, case, expectations(CASES_DIR / case))
+
+
+def write_spec(root: Path, files: dict[str, bytes | str]) -> None:
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+
+
+def test_base_spec_is_valid(tmp_path: Path) -> None:
+    write_spec(tmp_path / "spec", BASE)
+    result = run_validate(tmp_path, "spec")
+    assert result.returncode == 0, result.stderr
+
+
+def test_file_encoding(tmp_path: Path) -> None:
+    # 0xe9 is `é` in Latin-1, a classic of files saved by the wrong editor; line 2, column 11.
+    write_spec(tmp_path / "spec", {**BASE, "services/a.yaml": b"service: a\nowner: caf\xe9\nport: 8080\n"})
+    expected = [Expected(file="services/a.yaml", line=2, col=11, code="file-encoding", text="byte 0xe9 is not UTF-8")]
+    assert_fails_as_annotated(tmp_path, "spec", expected)
+
+
+def test_file_too_large(tmp_path: Path) -> None:
+    padding = "#" * 79 + "\n"
+    body = BASE["services/b.yaml"] + padding * (MAX_FILE_BYTES // len(padding) + 1)
+    write_spec(tmp_path / "spec", {**BASE, "services/b.yaml": body})
+    expected = [Expected(file="services/b.yaml", line=1, col=1, code="file-too-large", text="larger than 1024 KiB")]
+    assert_fails_as_annotated(tmp_path, "spec", expected)
+
+
+def test_file_at_the_limit_is_read(tmp_path: Path) -> None:
+    body = BASE["services/b.yaml"]
+    body += "#" * (MAX_FILE_BYTES - len(body) - 1) + "\n"
+    assert len(body) == MAX_FILE_BYTES
+    write_spec(tmp_path / "spec", {**BASE, "services/b.yaml": body})
+    assert run_validate(tmp_path, "spec").returncode == 0
+
+
+def test_missing_spec_directory(tmp_path: Path) -> None:
+    result = run_validate(tmp_path, "nowhere")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "spec directory 'nowhere' does not exist" in result.stderr
+
+
+# Exact messages, as packaging's tests pin them: these are the words users read.
+
+def test_message_unknown_key_did_you_mean() -> None:
+    found = reported(run_validate(CASES_DIR, "unknown-key-did-you-mean"), "unknown-key-did-you-mean")
+    assert found == {("services/a.yaml", 8, 1, "unknown-key"): "unknown key 'dependancies' (did you mean 'dependencies'?)"}
+
+
+def test_message_unknown_dependency_did_you_mean() -> None:
+    found = reported(run_validate(CASES_DIR, "unknown-dependency"), "unknown-dependency")
+    assert found == {("services/a.yaml", 9, 14, "unknown-dependency"):
+                     "unknown dependency 'bb' (did you mean 'b'?); add services/bb.yaml or fix the name"}
+
+
+def test_message_retry_budget() -> None:
+    found = reported(run_validate(CASES_DIR, "retry-budget"), "retry-budget")
+    assert found == {("services/a.yaml", 9, 14, "retry-budget"):
+                     "dependency 'b': 3 attempts × 500ms per try = 1500ms exceeds the timeout 1s; "
+                     "set per_try_timeout to at most 333ms or raise timeout"}
+
+
+def test_message_retry_budget_defaults() -> None:
+    found = reported(run_validate(CASES_DIR, "retry-budget-defaults"), "retry-budget-defaults")
+    assert found == {("mesh.yaml", 8, 1, "retry-budget"):
+                     "defaults: 2 attempts × 5s per try = 10000ms exceeds the timeout 8s; "
+                     "set per_try_timeout to at most 4000ms or raise timeout"}
+
+
+def test_printed_line_format() -> None:
+    result = run_validate(CASES_DIR, "unknown-dependency")
+    assert result.stderr.splitlines() == [
+        "unknown-dependency/services/a.yaml:9:14: error: unknown dependency 'bb' (did you mean 'b'?); "
+        "add services/bb.yaml or fix the name  [unknown-dependency]",
+        "Found 1 error in 1 file",
+    ]
+    assert result.stdout == ""
+
+
+def spec_layer_codes() -> set[str]:
+    """Every registered code that the loader, the schemas or the semantic checks can emit."""
+    literals = {m for path in SPEC_LAYER for m in re.findall(r'"([a-z0-9-]+)"', path.read_text("utf-8"))}
+    return (literals & set(CODES)) - {"internal"}  # "internal" is also a retry_on condition in the schemas
+
+
+def test_corpus_covers_every_spec_code() -> None:
+    covered = {e.code for case in CASES for e in expectations(CASES_DIR / case)}
+    covered |= {"file-encoding", "file-too-large"}  # generated by the tests above
+    assert len(spec_layer_codes()) >= 30
+    assert spec_layer_codes() - covered == set()
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 30

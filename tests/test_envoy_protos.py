@@ -153,3 +153,29 @@ def test_removed_v2_field_is_rejected(example_build: Any) -> None:
 
 def test_any_module_is_the_one_we_import() -> None:
     assert any_pb2.Any.DESCRIPTOR.full_name == "google.protobuf.Any"
+
+
+def eds_file(entry: dict[str, Any], backends: dict[str, list[tuple[str, int]]]) -> dict[str, Any]:
+    """The EDS file the Synapse fork writes for one service entry, as README "Synapse fork contract" defines it."""
+    localities = sorted(entry["localities"].items(), key=lambda item: (item[1]["priority"], item[0]))
+    endpoints = [{
+        "locality": {"region": loc["region"], "zone": loc["zone"]},
+        "priority": loc["priority"],
+        "load_balancing_weight": max(1, len(backends.get(name, []))),
+        "lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                         for host, port in backends.get(name, [])],
+    } for name, loc in localities]
+    resource = {"@type": PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment", "cluster_name": entry["cluster_name"], "endpoints": endpoints}
+    return {"version_info": "0", "type_url": resource["@type"], "resources": [resource]}
+
+
+def test_eds_file_of_the_fork_contract_parses_and_feeds_its_cluster(example_build: Any) -> None:
+    from envoy.config.endpoint.v3 import endpoint_pb2  # noqa: F401 - registers ClusterLoadAssignment
+
+    sidecar = example_build.sidecars["vm/download/sjc"]
+    clusters = {c["name"]: c for c in sidecar.documents[ENVOY_CDS]["resources"]}
+    for service, entry in sidecar.documents["synapse/synapse.json"]["services"].items():
+        backends = {name: [("10.0.0.1", 18080), ("10.0.0.2", 18080)] for name in entry["envoy_eds"]["localities"]}
+        [assignment] = parse_discovery_response(eds_file(entry["envoy_eds"], backends), PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment")
+        assert assignment.cluster_name == clusters[service]["eds_cluster_config"]["service_name"]
+        assert sorted({e.priority for e in assignment.endpoints}) == list(range(max(e.priority for e in assignment.endpoints) + 1))

@@ -14,8 +14,10 @@ Backend = Callable[[Mesh, Mapping[str, SidecarConfig]], list[Artifact]]
 BACKENDS: dict[str, Backend] = {}
 
 from compiler.backends.kubernetes import build_kubernetes  # noqa: E402 - after Backend, which backends may import
+from compiler.backends.puppet import build_puppet  # noqa: E402
 
 BACKENDS["kubernetes"] = build_kubernetes
+BACKENDS["puppet"] = build_puppet
 
 
 def run_backends(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[Artifact]:

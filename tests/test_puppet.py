@@ -1,0 +1,164 @@
+"""The Puppet backend without Puppet: layout, targets, escaping, YAML 1.1 safety, golden hiera tree."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from compiler.backends import BACKENDS
+from compiler.backends.puppet import HIERA_ESCAPE, HIERARCHY, READERS, build_puppet, hiera_escape, pool_data
+from compiler.diagnostics import SpecError
+from compiler.emit import dump_json
+from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
+from compiler.render.restart import DOCUMENT_CLASS, RestartClass
+
+GOLDEN = Path(__file__).parent / "golden" / "puppet"
+
+
+def unescape(value: Any) -> Any:
+    """What hiera makes of an escaped value: `%{literal('%')}` is a literal `%`."""
+    if isinstance(value, str):
+        return value.replace(HIERA_ESCAPE, "%{")
+    if isinstance(value, dict):
+        return {unescape(k): unescape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unescape(v) for v in value]
+    return value
+
+
+def with_documents(sidecar: SidecarConfig, changes: dict[str, Any]) -> SidecarConfig:
+    """A copy of a sidecar config with some documents replaced or added."""
+    return SidecarConfig(workload=sidecar.workload, documents=dict(sidecar.documents) | changes)
+
+
+def test_registered_as_puppet() -> None:
+    assert BACKENDS["puppet"] is build_puppet
+
+
+def test_one_data_file_per_vm_pool_with_its_target(example_build: Any) -> None:
+    artifacts = build_puppet(example_build.mesh, example_build.sidecars)
+    targets = {a.path: a.target for a in artifacts}
+    vm_pools = sorted(w.id for w in example_build.mesh.workloads if w.platform == "vm")
+    data = {path: target for path, target in targets.items() if path.startswith("puppet/data/pools/")}
+    assert sorted(data.values()) == vm_pools
+    for path, target in data.items():
+        _, service, datacenter = target.split("/")
+        assert path == f"puppet/data/pools/{service}/{datacenter}.yaml"
+    shared = {path for path, target in targets.items() if target is None}
+    assert shared == {
+        "puppet/hiera.yaml",
+        "puppet/data/common.yaml",
+        "puppet/modules/mesh/manifests/init.pp",
+        "puppet/modules/mesh/functions/nerve_for_host.pp",
+        "puppet/modules/mesh/functions/sort_keys.pp",
+        "puppet/modules/mesh/metadata.json",
+    }
+
+
+def test_pool_data_read_as_yaml_11_is_the_rendered_config(example_build: Any) -> None:
+    """PyYAML reads YAML 1.1 like Ruby's Psych: every pool's data must come back exactly (types included)."""
+    artifacts = build_puppet(example_build.mesh, example_build.sidecars)
+    for artifact in artifacts:
+        if artifact.target is None:
+            continue
+        data = unescape(yaml.safe_load(artifact.data))
+        sidecar = example_build.sidecars[artifact.target]
+        assert dump_json(data["mesh::sidecar"]) == dump_json(dict(sidecar.documents)), artifact.path
+        assert data["mesh::workload"] == artifact.target
+        assert data["mesh::restart_sensitive"] is sidecar.workload.restart_sensitive
+
+
+def test_hiera_interpolation_is_escaped_in_strings_and_keys() -> None:
+    document = {"server_options": "check port %{port}", "%{key}": ["a%{b}c", "100%", "%%{x}"], "n": 1}
+    assert hiera_escape(document) == {
+        "%{literal('%')}{key}": ["a%{literal('%')}{b}c", "100%", "%%{literal('%')}{x}"],
+        "n": 1,
+        "server_options": "check port %{literal('%')}{port}",
+    }
+    assert document["server_options"] == "check port %{port}", "the shared document must not be mutated"
+
+
+def test_yaml_11_traps_are_quoted(example_build: Any) -> None:
+    sidecar = example_build.sidecars["vm/encryption/sjc"]
+    traps = {"no": "no", "on": "On", "version": "1.10", "octal": "017", "date": "2001-01-01", "tilde": "~", "sexagesimal": "1:30"}
+    text = pool_data(with_documents(sidecar, {SYNAPSE: traps})).decode()
+    for value in traps.values():
+        assert f'"{value}"' in text
+    assert unescape(yaml.safe_load(text))["mesh::sidecar"][SYNAPSE] == traps
+
+
+def test_lookup_options_merge_sidecar_per_document(example_build: Any) -> None:
+    common = next(a for a in build_puppet(example_build.mesh, {}) if a.path == "puppet/data/common.yaml")
+    data = yaml.safe_load(common.data)
+    assert data["lookup_options"] == {"mesh::sidecar": {"merge": "hash"}}
+    assert data["mesh::config_dir"] == example_build.mesh.sidecar.config_dir
+
+
+def test_hierarchy_goes_from_node_to_pool_to_datacenter_to_common(example_build: Any) -> None:
+    hiera = next(a for a in build_puppet(example_build.mesh, {}) if a.path == "puppet/hiera.yaml")
+    config = yaml.safe_load(hiera.data)
+    assert config["version"] == 5
+    assert [level["path"] for level in config["hierarchy"]] == [level.path for level in HIERARCHY] == [
+        "nodes/%{trusted.certname}.yaml",
+        "pools/%{facts.mesh_service}/%{facts.mesh_datacenter}.yaml",
+        "datacenters/%{facts.mesh_datacenter}.yaml",
+        "common.yaml",
+    ]
+
+
+def test_only_bootstrap_nerve_and_synapse_restart_a_process() -> None:
+    assert READERS[ENVOY_BOOTSTRAP] == "envoy"
+    assert READERS[NERVE] == "nerve"
+    assert READERS[SYNAPSE] == "synapse"
+    assert READERS[ENVOY_LDS] == READERS[ENVOY_CDS] == ""
+    assert {name for name, reader in READERS.items() if not reader} == {
+        name for name, cost in DOCUMENT_CLASS.items() if cost == RestartClass.HOT_RELOAD}
+
+
+def test_module_restarts_follow_the_readers(example_build: Any) -> None:
+    init = next(a for a in build_puppet(example_build.mesh, {}) if a.path.endswith("manifests/init.pp")).data.decode()
+    for name, reader in READERS.items():
+        assert f"    '{name}' => '{reader}',\n" in init
+
+
+def test_unknown_document_is_an_internal_error(example_build: Any) -> None:
+    sidecar = with_documents(example_build.sidecars["vm/encryption/sjc"], {"envoy/rtds.json": {}})
+    with pytest.raises(SpecError) as error:
+        build_puppet(example_build.mesh, {"vm/encryption/sjc": sidecar})
+    assert [d.code for d in error.value.diagnostics] == ["internal"]
+    assert "envoy/rtds.json" in error.value.diagnostics[0].message
+
+
+def test_output_does_not_depend_on_document_key_order(example_build: Any) -> None:
+    sidecar = example_build.sidecars["vm/encryption/sjc"]
+    reordered = SidecarConfig(workload=sidecar.workload, documents={
+        name: _reverse_keys(doc) for name, doc in reversed(list(sidecar.documents.items()))})
+    assert pool_data(reordered) == pool_data(sidecar)
+
+
+def _reverse_keys(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _reverse_keys(value[k]) for k in reversed(list(value))}
+    if isinstance(value, list):
+        return [_reverse_keys(v) for v in value]
+    return value
+
+
+@pytest.mark.golden
+def test_puppet_tree_matches_golden(example_build: Any) -> None:
+    actual = {a.path.removeprefix("puppet/"): a.data for a in build_puppet(example_build.mesh, example_build.sidecars)}
+    if os.environ.get("MESHC_UPDATE_GOLDEN"):
+        for stale in GOLDEN.rglob("*"):
+            if stale.is_file() and stale.relative_to(GOLDEN).as_posix() not in actual:
+                stale.unlink()
+        for path, data in actual.items():
+            (GOLDEN / path).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / path).write_bytes(data)
+    expected = {p.relative_to(GOLDEN).as_posix(): p.read_bytes() for p in sorted(GOLDEN.rglob("*")) if p.is_file()}
+    assert sorted(actual) == sorted(expected), "file set differs from tests/golden/puppet"
+    for path, data in actual.items():
+        assert data == expected[path], f"{path} differs from {GOLDEN / path} (MESHC_UPDATE_GOLDEN=1 to refresh)"

@@ -100,8 +100,10 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _format_status(status: TreeStatus, out: Path) -> str:
-    lines = [f"{out}: not what the spec renders; run `meshc build` and commit the result"]
-    for label, paths in (("stale", status.stale), ("missing", status.missing), ("extra", status.extra), ("hand-edited", status.hand_edited)):
+    groups = (("stale", status.stale), ("missing", status.missing), ("extra", status.extra), ("hand-edited", status.hand_edited))
+    counts = ", ".join(f"{len(paths)} {label}" for label, paths in groups if paths)
+    lines = [f"{out}: not what the spec renders ({counts}); run `meshc build` and commit the result"]
+    for label, paths in groups:
         lines += [f"  {label:<12} {out.as_posix()}/{path}" for path in paths]
     return "\n".join(lines)
 

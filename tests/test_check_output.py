@@ -1,0 +1,72 @@
+"""`meshc check`: the committed output/ is exactly what the spec renders, else stale/missing/extra/hand-edited."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from compiler.cli import main
+from tests.conftest import EXAMPLE, ROOT
+
+
+def check(capsys: pytest.CaptureFixture[str], spec: Path, out: Path) -> tuple[int, str]:
+    code = main(["check", str(spec), "-o", str(out)])
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def test_the_projects_own_output_is_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:
+    """output/ is committed; a spec or compiler change without `make build` fails here (the fix: rebuild, commit)."""
+    code, text = check(capsys, ROOT / "mesh-spec", ROOT / "output")
+    assert code == 0, text
+
+
+@pytest.fixture
+def built(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[Path, Path]:
+    """A copy of the example spec and a fresh build of it."""
+    spec, out = tmp_path / "spec", tmp_path / "output"
+    shutil.copytree(EXAMPLE, spec)
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    capsys.readouterr()
+    return spec, out
+
+
+def _a_file(out: Path) -> Path:
+    return next(p for p in sorted(out.rglob("*.yaml")) if p.is_file())
+
+
+def test_fresh_build_is_clean(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    spec, out = built
+    assert check(capsys, spec, out) == (0, f"{out}: up to date with {spec}\n")
+
+
+def test_hand_edited_missing_and_extra_files(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    spec, out = built
+    edited, gone = sorted(p for p in out.rglob("*.yaml") if p.is_file())[:2]
+    edited.write_text(edited.read_text() + "# tweak\n")
+    gone.unlink()
+    (out / "stray.txt").write_text("x\n")
+    code, text = check(capsys, spec, out)
+    assert code == 1
+    lines = text.splitlines()
+    assert lines[0] == f"{out}: not what the spec renders (1 missing, 1 extra, 1 hand-edited); run `meshc build` and commit the result"
+    assert sorted(lines[1:]) == sorted([
+        f"  hand-edited  {out.as_posix()}/{edited.relative_to(out).as_posix()}",
+        f"  missing      {out.as_posix()}/{gone.relative_to(out).as_posix()}",
+        f"  extra        {out.as_posix()}/stray.txt",
+    ])
+
+
+def test_spec_change_without_rebuild_is_stale(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    spec, out = built
+    upload = spec / "services/upload.yaml"
+    upload.write_text(upload.read_text().replace("timeout: 2s", "timeout: 3s", 1))
+    code, text = check(capsys, spec, out)
+    assert code == 1
+    lines = text.splitlines()[1:]
+    assert lines and all(line.startswith("  stale ") for line in lines)
+    stale = [line.split()[-1] for line in lines]
+    assert all("/upload" in path for path in stale), stale  # only upload's files; the manifest follows the files
+    assert f"({len(stale)} stale)" in text.splitlines()[0]

@@ -1,0 +1,375 @@
+"""Kubernetes backend: objects per workload, least-privilege RBAC and NetworkPolicy, kube-applier file order.
+
+The properties are checked against what the spec *declares* (the raw service files), not against
+the IR the backend read, on the example mesh and on a seeded random mesh.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from compiler.backends.kubernetes import (
+    MANAGED_BY,
+    MESH_LABEL,
+    NAME_LABEL,
+    RESTART_ANNOTATION,
+    WORKLOAD_ANNOTATION,
+    build_kubernetes,
+    restart_hash_of,
+)
+from compiler.diagnostics import SpecError
+from compiler.emit import Artifact
+from compiler.ir.lower import lower
+from compiler.ir.model import Mesh
+from compiler.pipeline import spec_files
+from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, SYNAPSE, SidecarConfig, render
+from compiler.spec.checks import check
+from compiler.spec.load import load_documents
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "mesh-spec"
+EXAMPLE_DEPLOYMENT = ROOT / "examples" / "kubernetes" / "deployment.yaml"
+
+
+def load(data: bytes) -> list[Any]:
+    """Every YAML document of one file, as kubectl would read it."""
+    return list(yaml.load_all(data, Loader=yaml.CSafeLoader))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Case:
+    """A compiled spec: what it declares, its mesh, and this backend's artifacts."""
+
+    files: Mapping[str, bytes]
+    mesh: Mesh
+    artifacts: list[Artifact]
+
+    def declared(self) -> tuple[dict[str, set[str]], dict[str, dict[str, str]], dict[str, Any]]:
+        """Dependencies and cluster placements as the service files write them, and mesh.yaml's clusters."""
+        deps: dict[str, set[str]] = {}
+        placements: dict[str, dict[str, str]] = {}
+        for path, raw in self.files.items():
+            if path.startswith("services/"):
+                doc = yaml.safe_load(raw)
+                name = doc["service"]
+                deps[name] = {d["service"] for d in doc.get("dependencies") or ()}
+                placements[name] = {k["cluster"]: k.get("namespace", name) for k in (doc["deploy"].get("kubernetes") or ())}
+        return deps, placements, yaml.safe_load(self.files["mesh.yaml"]).get("clusters") or {}
+
+    def mesh_ports(self) -> dict[str, int]:
+        """Each service's declared mesh_port."""
+        docs = [yaml.safe_load(raw) for path, raw in self.files.items() if path.startswith("services/")]
+        return {doc["service"]: doc["mesh_port"] for doc in docs}
+
+    def objects(self) -> list[tuple[str, dict[str, Any]]]:
+        """(path, object) for every file; each file holds exactly one object."""
+        return [(a.path, load(a.data)[0]) for a in self.artifacts]
+
+
+def compile_case(files: Mapping[str, bytes], label: str) -> Case:
+    """Compile through the stages this backend reads (not the other backends)."""
+    mesh = lower(check(load_documents(files, label)))
+    return Case(files=files, mesh=mesh, artifacts=build_kubernetes(mesh, render(mesh)))
+
+
+def random_spec(seed: int, services: int = 80) -> dict[str, bytes]:
+    """A valid random mesh: 4 datacenters, 5 clusters (two with NetworkPolicy, one without ranges), shared namespaces."""
+    rng = random.Random(seed)
+    dcs = ["dc-a", "dc-b", "dc-c", "dc-d"]
+    clusters = {
+        "k-a1": {"datacenter": "dc-a", "api_server": "https://k-a1.example:6443"},
+        "k-a2": {"datacenter": "dc-a", "api_server": "https://k-a2.example:6443",
+                 "network_policy": {"enabled": True, "off_cluster_cidrs": ["10.0.0.0/12", "10.32.0.0/12"]}},
+        "k-b1": {"datacenter": "dc-b", "api_server": "https://k-b1.example:6443"},
+        "k-c1": {"datacenter": "dc-c", "api_server": "https://k-c1.example:6443", "network_policy": {"enabled": True}},
+        "k-d1": {"datacenter": "dc-d", "api_server": "https://k-d1.example:6443"},
+    }
+    mesh = {
+        "mesh": "synth", "trust_domain": "synth.mesh",
+        "datacenters": {dc: {"region": f"r-{dc}", "zookeeper": [f"zk.{dc}.example:2181"], "failover": [d for d in dcs if d != dc]}
+                        for dc in dcs},
+        "clusters": clusters,
+        "certificates": {"issuer": {"kind": "Issuer", "name": "mesh-ca"}},
+    }
+    names = [f"svc-{i:03d}" for i in range(services)]
+    namespaces = ["core", "edge", "data", "batch"]
+    files = {"mesh.yaml": yaml.safe_dump(mesh).encode()}
+    for i, name in enumerate(names):
+        deploy: dict[str, Any] = {}
+        if rng.random() < 0.3:
+            deploy["vm"] = {"datacenters": sorted(rng.sample(dcs, rng.randint(1, 2)))}
+        chosen = sorted(rng.sample(sorted(clusters), rng.randint(0 if deploy else 1, 3)))
+        if chosen:
+            # Half the services get their own namespace, the others share one of four.
+            deploy["kubernetes"] = [{"cluster": c, **({"namespace": rng.choice(namespaces)} if rng.random() < 0.5 else {})} for c in chosen]
+        others = [n for n in names if n != name]
+        deps = sorted(rng.sample(others, rng.randint(0, 6)))
+        service = {"service": name, "owner": "team", "port": 8080, "mesh_port": 18080, "local_port": 20000 + i,
+                   "locality": rng.choice(["failover", "global"]), "deploy": deploy,
+                   "dependencies": [{"service": d} for d in deps]}
+        files[f"services/{name}.yaml"] = yaml.safe_dump(service).encode()
+    return files
+
+
+@pytest.fixture(scope="module")
+def example() -> Case:
+    return compile_case(spec_files(EXAMPLE), "mesh-spec")
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> Case:
+    return compile_case(random_spec(1), "synthetic-1")
+
+
+@pytest.fixture(scope="module", params=["example", "synthetic-1", "synthetic-2"])
+def case(request: pytest.FixtureRequest, example: Case, synthetic: Case) -> Case:
+    """The example mesh, then seeded random meshes."""
+    if request.param == "example":
+        return example
+    return synthetic if request.param == "synthetic-1" else compile_case(random_spec(2), "synthetic-2")
+
+
+# ---------------------------------------------------------------- layout
+
+def test_every_file_is_yaml_with_exactly_one_object(case: Case) -> None:
+    for artifact in case.artifacts:
+        assert artifact.path.endswith(".yaml"), artifact.path
+        docs = load(artifact.data)
+        assert len(docs) == 1 and isinstance(docs[0], dict) and docs[0]["kind"], artifact.path
+
+
+def test_paths_name_cluster_namespace_kind_and_object(case: Case) -> None:
+    workloads = {w.id: w for w in case.mesh.workloads}
+    for path, obj in case.objects():
+        _, cluster, directory, _file = path.split("/")
+        meta = obj["metadata"]
+        assert directory == meta.get("namespace", meta["name"]), path  # a directory holds only its namespace's objects
+        assert _file.endswith(f"-{obj['kind'].lower()}.{meta['name']}.yaml"), path
+        if obj["kind"] == "Namespace":
+            assert "namespace" not in meta
+        else:
+            assert meta["namespace"], path  # kube-applier applies without -n
+            assert workloads[meta["annotations"][WORKLOAD_ANNOTATION]].cluster == cluster
+
+
+def test_labels_on_every_object(case: Case) -> None:
+    for path, obj in case.objects():
+        labels = obj["metadata"]["labels"]
+        assert labels[MANAGED_BY] == "meshc" and labels[MESH_LABEL] == case.mesh.name, path
+        if obj["kind"] != "Namespace":  # a Namespace may be shared by several services
+            assert labels[NAME_LABEL] == obj["metadata"]["annotations"][WORKLOAD_ANNOTATION].rsplit("/", 1)[1], path
+
+
+def test_targets_are_workload_ids_and_shared_namespaces_have_none(case: Case) -> None:
+    for artifact in case.artifacts:
+        obj = load(artifact.data)[0]
+        if obj["kind"] == "Namespace":
+            assert artifact.target is None
+        else:
+            assert artifact.target == obj["metadata"]["annotations"][WORKLOAD_ANNOTATION]
+
+
+def test_kube_applier_order_applies_namespace_and_service_account_first(case: Case) -> None:
+    """kube-applier applies the files of a cluster tree one by one in path order: check what exists by then."""
+    by_cluster: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for path, obj in case.objects():
+        by_cluster[path.split("/")[1]].append((path, obj))
+    for cluster, objects in by_cluster.items():
+        applied: set[tuple[str, str | None, str]] = set()
+        for path, obj in sorted(objects, key=lambda item: item[0]):
+            meta = obj["metadata"]
+            namespace = meta.get("namespace")
+            if namespace is not None:
+                assert ("Namespace", None, namespace) in applied, f"{path} applied before its Namespace"
+                service = meta["labels"][NAME_LABEL]
+                owner = meta["annotations"][WORKLOAD_ANNOTATION].split("/")[2]
+                if owner == namespace and obj["kind"] != "ServiceAccount":
+                    assert ("ServiceAccount", namespace, service) in applied, f"{path} applied before ServiceAccount {service}"
+            if obj["kind"] == "RoleBinding":
+                assert ("Role", namespace, obj["roleRef"]["name"]) in applied, f"{path} applied before its Role"
+                for subject in obj["subjects"]:
+                    if subject["namespace"] == namespace:
+                        assert ("ServiceAccount", namespace, subject["name"]) in applied, f"{path} applied before its subject"
+            applied.add((obj["kind"], namespace, meta["name"]))
+        # Bindings to a ServiceAccount of another namespace may precede it (RBAC allows that); it must exist though.
+        for path, obj in objects:
+            for subject in obj.get("subjects", ()):
+                assert ("ServiceAccount", subject["namespace"], subject["name"]) in applied, f"{path}: unknown subject in {cluster}"
+
+
+# ---------------------------------------------------------------- least privilege
+
+def test_role_bindings_grant_only_declared_dependencies_in_the_cluster(case: Case) -> None:
+    deps, placements, _ = case.declared()
+    roles = {(p.split("/")[1], o["metadata"]["namespace"], o["metadata"]["name"]): o for p, o in case.objects() if o["kind"] == "Role"}
+    granted: set[tuple[str, str, str]] = set()
+    for path, obj in case.objects():
+        if obj["kind"] != "RoleBinding":
+            continue
+        cluster, namespace = path.split("/")[1], obj["metadata"]["namespace"]
+        [subject] = obj["subjects"]
+        client = subject["name"]
+        assert subject["kind"] == "ServiceAccount" and placements[client].get(cluster) == subject["namespace"], path
+        assert any(placements[d].get(cluster) == namespace for d in deps[client]), f"{path}: {client} declares no dependency in {namespace}"
+        role = roles[(cluster, namespace, obj["roleRef"]["name"])]
+        assert obj["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+        assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]) == [
+            (("",), ("endpoints",), ("get", "list", "watch")),
+            (("discovery.k8s.io",), ("endpointslices",), ("get", "list", "watch")),
+        ]
+        granted.add((cluster, client, namespace))
+    # and nothing Synapse needs is missing: every in-cluster dependency's namespace is granted
+    needed = {(c, s, placements[d][c]) for s in deps for c in placements[s] for d in deps[s] if c in placements[d]}
+    assert granted == needed
+
+
+def test_network_policies_admit_only_declared_clients_and_off_cluster_ranges(case: Case) -> None:
+    deps, placements, clusters = case.declared()
+    seen = set()
+    for path, obj in case.objects():
+        if obj["kind"] != "NetworkPolicy":
+            continue
+        cluster = path.split("/")[1]
+        service = obj["spec"]["podSelector"]["matchLabels"][NAME_LABEL]
+        policy = clusters[cluster].get("network_policy") or {}
+        assert policy.get("enabled") and placements[service][cluster] == obj["metadata"]["namespace"], path
+        assert obj["spec"]["policyTypes"] == ["Ingress"]
+        clients = {(placements[c][cluster], c) for c, wanted in deps.items() if service in wanted and cluster in placements[c]}
+        ranges = set(policy.get("off_cluster_cidrs") or ())
+        peers, blocks = set(), set()
+        for rule in obj["spec"]["ingress"]:
+            assert rule["from"], f"{path}: a rule without `from` admits every source"
+            assert rule["ports"] == [{"protocol": "TCP", "port": case.mesh_ports()[service]}], path
+            for peer in rule["from"]:
+                if "ipBlock" in peer:
+                    assert set(peer) == {"ipBlock"} and set(peer["ipBlock"]) == {"cidr"}, path
+                    blocks.add(peer["ipBlock"]["cidr"])
+                else:
+                    assert set(peer) == {"namespaceSelector", "podSelector"}, path
+                    peers.add((peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+                               peer["podSelector"]["matchLabels"][NAME_LABEL]))
+        assert peers == clients and blocks == ranges, path
+        seen.add((cluster, service))
+    expected = {(c, s) for s in placements for c in placements[s] if (clusters[c].get("network_policy") or {}).get("enabled")}
+    assert seen == expected
+
+
+def test_a_service_nobody_may_call_gets_a_deny_all_policy(synthetic: Case) -> None:
+    """In a cluster without off-cluster ranges, a server with no client there admits no one, not everyone."""
+    deps, placements, _ = synthetic.declared()
+    lonely = [(p, o) for p, o in synthetic.objects() if o["kind"] == "NetworkPolicy" and p.split("/")[1] == "k-c1"
+              and not any(o["spec"]["podSelector"]["matchLabels"][NAME_LABEL] in d and "k-c1" in placements[c] for c, d in deps.items())]
+    assert lonely, "the random mesh should have such a service"
+    for path, obj in lonely:
+        assert obj["spec"]["ingress"] == [], path
+
+
+# ---------------------------------------------------------------- objects
+
+def test_example_upload_objects(example: Case) -> None:
+    objects = {p.split("/", 2)[2]: o for p, o in example.objects() if p.startswith("kubernetes/kube-sjc-a/")}
+    cert = objects["upload/40-certificate.upload-mesh-tls.yaml"]
+    assert cert["spec"]["uris"] == ["spiffe://box.mesh/ns/upload/sa/upload"]
+    assert cert["spec"]["issuerRef"] == {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "mesh-ca"}
+    assert (cert["spec"]["secretName"], cert["spec"]["duration"], cert["spec"]["renewBefore"]) == ("upload-mesh-tls", "720h", "240h")
+    svc = objects["upload/50-service.upload.yaml"]
+    assert svc["spec"]["selector"] == {NAME_LABEL: "upload"}
+    assert svc["spec"]["ports"] == [{"name": "mesh", "protocol": "TCP", "port": 18080, "targetPort": 18080}]
+    assert objects["upload/10-serviceaccount.upload.yaml"]["metadata"]["name"] == "upload"
+    envoy = objects["upload/30-configmap.upload-mesh-envoy.yaml"]
+    assert sorted(envoy["data"]) == ["bootstrap.json", "cds.json", "lds.json", "sds.json"]
+    assert sorted(objects["upload/30-configmap.upload-mesh-synapse.yaml"]["data"]) == ["synapse.json"]
+    # upload depends on metadata, storage-gateway is not in this cluster, feature-flags is
+    assert {p.split("/")[0] for p in objects if ".meshc-discovery.upload.upload" in p} == {"metadata", "feature-flags"}
+    assert not any("networkpolicy" in p for p in objects)  # opt-in; kube-sjc-a does not opt in
+
+
+def test_config_maps_hold_the_documents_and_the_restart_hash(example: Case) -> None:
+    sidecars = render(example.mesh)
+    for path, obj in example.objects():
+        if obj["kind"] != "ConfigMap":
+            continue
+        documents = sidecars[obj["metadata"]["annotations"][WORKLOAD_ANNOTATION]].documents
+        mount = obj["metadata"]["name"].rsplit("-", 1)[1]
+        for key, text in obj["data"].items():
+            assert yaml.safe_load(text) == documents[f"{mount}/{key}"], path
+        assert obj["metadata"]["annotations"][RESTART_ANNOTATION] == restart_hash_of(documents)
+
+
+def _hand_sidecars(mesh: Mesh, **changes: Any) -> dict[str, SidecarConfig]:
+    """Hand-made documents for every workload; `changes` overrides documents by file name."""
+    base = {ENVOY_BOOTSTRAP: {"node": "n"}, ENVOY_LDS: {"resources": []}, ENVOY_CDS: {"resources": []}, SYNAPSE: {"services": {}}}
+    names = {"bootstrap": ENVOY_BOOTSTRAP, "lds": ENVOY_LDS, "cds": ENVOY_CDS, "synapse": SYNAPSE}
+    documents = {**base, **{names[k]: v for k, v in changes.items()}}
+    return {w.id: SidecarConfig(workload=w, documents=documents) for w in mesh.workloads}
+
+
+def _restart_hashes(mesh: Mesh, **changes: Any) -> set[str]:
+    objects = [load(a.data)[0] for a in build_kubernetes(mesh, _hand_sidecars(mesh, **changes))]
+    return {o["metadata"]["annotations"][RESTART_ANNOTATION] for o in objects if o["kind"] == "ConfigMap"}
+
+
+@pytest.mark.parametrize(("change", "rolls"), [
+    ({"lds": {"resources": [1]}}, False),
+    ({"cds": {"resources": [2]}}, False),
+    ({"bootstrap": {"node": "m"}}, True),
+    ({"synapse": {"services": {"a": 1}}}, True),
+])
+def test_restart_hash_changes_only_for_restart_class_documents(example: Case, change: dict[str, Any], rolls: bool) -> None:
+    before = _restart_hashes(example.mesh)
+    after = _restart_hashes(example.mesh, **change)
+    assert len(before) == len(after) == 1
+    assert (before != after) is rolls
+
+
+def test_an_oversized_config_map_is_a_diagnostic_not_a_failed_apply(example: Case) -> None:
+    huge = {"resources": [{"name": f"listener-{i}", "padding": "x" * 1000} for i in range(300)]}
+    with pytest.raises(SpecError) as caught:
+        build_kubernetes(example.mesh, _hand_sidecars(example.mesh, lds=huge))
+    diagnostics = caught.value.diagnostics
+    assert diagnostics and {d.code for d in diagnostics} == {"object-too-large"}
+    assert any("k8s/kube-sjc-a/upload/upload: ConfigMap upload-mesh-envoy is" in d.message for d in diagnostics)
+
+
+def test_build_is_deterministic(example: Case) -> None:
+    again = build_kubernetes(example.mesh, render(example.mesh))
+    assert [(a.path, a.data, a.target) for a in again] == [(a.path, a.data, a.target) for a in example.artifacts]
+
+
+# ---------------------------------------------------------------- the service team's Deployment
+
+def test_example_deployment_uses_what_meshc_writes(example: Case) -> None:
+    """Names, paths and labels in examples/kubernetes/deployment.yaml match upload's objects in kube-sjc-a."""
+    [deployment] = load(EXAMPLE_DEPLOYMENT.read_bytes())
+    objects = {(o["kind"], o["metadata"]["name"]): o for p, o in example.objects() if p.startswith("kubernetes/kube-sjc-a/upload/")}
+    pod = deployment["spec"]["template"]
+    sidecar = example.mesh.sidecar
+    assert deployment["metadata"]["namespace"] == "upload"
+    assert ("ServiceAccount", pod["spec"]["serviceAccountName"]) in objects
+    assert objects[("Service", "upload")]["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert RESTART_ANNOTATION in pod["metadata"]["annotations"]
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for c in pod["spec"]["initContainers"] for m in c["volumeMounts"]}
+    assert volumes[mounts[f"{sidecar.config_dir}/envoy"]]["configMap"]["name"] in {n for k, n in objects if k == "ConfigMap"}
+    assert volumes[mounts[f"{sidecar.config_dir}/envoy"]]["configMap"]["name"] == "upload-mesh-envoy"
+    assert volumes[mounts[f"{sidecar.config_dir}/synapse"]]["configMap"]["name"] == "upload-mesh-synapse"
+    cert = objects[("Certificate", "upload-mesh-tls")]
+    assert volumes[mounts[f"{sidecar.config_dir}/tls"]]["secret"]["secretName"] == cert["spec"]["secretName"]
+    assert "emptyDir" in volumes[mounts[sidecar.runtime_dir]]
+    assert all("subPath" not in m for c in pod["spec"]["initContainers"] for m in c["volumeMounts"])
+    synapse = yaml.safe_load(objects[("ConfigMap", "upload-mesh-synapse")]["data"]["synapse.json"])
+    credential_dirs = {_dirname(w["token_file"]) for s in synapse["services"].values()
+                       for w in s["discovery"]["watchers"].values() if w["method"] == "kubernetes"}
+    assert credential_dirs and credential_dirs <= set(mounts)
+
+
+def _dirname(path: str) -> str:
+    return path.rsplit("/", 1)[0]

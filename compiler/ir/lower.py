@@ -110,6 +110,9 @@ class _Lowering:
                 self.clients[dep.service].append(service.name)
         self.identities = {name: self._identities(svc) for name, svc in spec.services.items()}
         self.sources = lru_cache(maxsize=None)(self._sources)
+        # Workloads of one service in one DC share their egress; most edges share one policy.
+        self.egress = lru_cache(maxsize=None)(self._egress)
+        self.policies: dict[str, Policy] = {}
 
     def _identities(self, service: ServiceSpec) -> tuple[str, ...]:
         namespaces = {service.name} if service.vm_datacenters else set()
@@ -146,21 +149,27 @@ class _Lowering:
         return Workload(
             id=wid, platform=platform, service=service.name, datacenter=dc, region=self.mesh.datacenters[dc].region,
             cluster=cluster, namespace=namespace, identity=identity(self.mesh.trust_domain, namespace, service.name),
-            ingress=ingress, egress=tuple(self._egress(service, dc)), registration=registration,
+            ingress=ingress, egress=self.egress(service.name, dc), registration=registration,
             restart_sensitive=service.restart_sensitive, owner=service.owner, span=span,
         )
 
-    def _egress(self, service: ServiceSpec, dc: str) -> list[Egress]:
+    def _policy(self, overrides: Mapping[str, Any]) -> Policy:
+        key = repr(tuple(overrides.items()))  # equal reprs of plain data mean equal overrides
+        if key not in self.policies:
+            self.policies[key] = policy_from(deep_merge(self.mesh.defaults, overrides))
+        return self.policies[key]
+
+    def _egress(self, service_name: str, dc: str) -> tuple[Egress, ...]:
         edges = []
-        for dep in service.dependencies:
+        for dep in self.spec.services[service_name].dependencies:
             server = self.spec.services[dep.service]
             edges.append(Egress(
                 service=server.name, local_port=server.local_port, protocol=server.protocol, locality=server.locality,
                 server_identities=self.identities[server.name],
-                policy=policy_from(deep_merge(self.mesh.defaults, dep.overrides)),
+                policy=self._policy(dep.overrides),
                 sources=self.sources(dc, server.name), span=dep.span,
             ))
-        return edges
+        return tuple(edges)
 
     def _sources(self, client_dc: str, server_name: str) -> tuple[Source, ...]:
         server = self.spec.services[server_name]

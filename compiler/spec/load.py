@@ -81,8 +81,11 @@ def parse_document(name: str, raw: bytes) -> Document:
     text = _decode(name, raw)
     builder = _Builder(name)
     try:
-        events = yaml.parse(text, Loader=_loader_class())
-        builder.run(events)
+        parser = _loader_class()(text)
+        try:
+            builder.run(iter(parser.get_event, None))  # get_event gives None after the stream ends
+        finally:
+            parser.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import re
+from collections.abc import Callable, Iterator
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -25,14 +26,88 @@ def schema_text(name: str) -> str:
 @cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
     schema = json.loads(schema_text(name))
-    cls = jsonschema.validators.validator_for(schema)
-    cls.check_schema(schema)
-    return cls(schema)
+    cls = jsonschema.validators.validator_for(schema)  # the schemas are checked against their metaschema in the tests
+    # Resolving `$ref` through the registry on every node doubles validation time, so the
+    # validator gets the same schema with each local `$ref` replaced by its definition.
+    return cls(_inline_refs(schema, schema.get("$defs", {})))
+
+
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """`node` with every `{"$ref": "#/$defs/x", ...}` merged with definition x (our schemas are not recursive)."""
+    if isinstance(node, list):
+        return [_inline_refs(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    inlined = {key: _inline_refs(value, defs) for key, value in node.items() if key not in ("$ref", "$defs")}
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        return {**_inline_refs(defs[ref.removeprefix("#/$defs/")], defs), **inlined}
+    return inlined if "$ref" not in node else node
+
+
+# A fast pre-check for the keywords our schemas use. jsonschema spends most of validation
+# building a validator per node; nearly every document is valid, so it runs only when this
+# check has any doubt. It must never accept what jsonschema rejects (tests compare the two);
+# whenever it meets something it does not model exactly, it answers False.
+_ANNOTATIONS = frozenset({"$id", "$schema", "title", "description", "x-meshc-code", "x-meshc-message"})
+_TYPES: dict[str, type] = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int}
+
+
+def conforms(schema: dict[str, Any], value: Any) -> bool:
+    """True only if `value` certainly satisfies `schema` (local `$ref`s inlined); False means "ask jsonschema"."""
+    for keyword, rule in schema.items():
+        if keyword not in _ANNOTATIONS:
+            check = _KEYWORDS.get(keyword)
+            if check is None or not check(rule, value, schema):
+                return False
+    return True
+
+
+def _number(value: Any) -> bool:
+    return type(value) is int or type(value) is float
+
+
+def _unique_strings(rule: bool, value: Any) -> bool:
+    if not rule or type(value) is not list:
+        return True
+    # jsonschema's equality differs from Python's for 1/True; only strings are judged here.
+    return all(type(item) is str for item in value) and len(set(value)) == len(value)
+
+
+def _additional(rule: Any, value: Any, schema: dict[str, Any]) -> bool:
+    if type(value) is not dict:
+        return True
+    extra = [key for key in value if key not in schema.get("properties", {})]
+    if rule is False:
+        return not extra
+    return rule is True or all(conforms(rule, value[key]) for key in extra)
+
+
+_KEYWORDS: dict[str, Callable[[Any, Any, dict[str, Any]], bool]] = {
+    "type": lambda rule, value, _: isinstance(rule, str) and type(value) is _TYPES.get(rule),
+    "enum": lambda rule, value, _: type(value) is str and all(type(item) is str for item in rule) and value in rule,
+    "pattern": lambda rule, value, _: type(value) is not str or re.search(rule, value) is not None,
+    "minimum": lambda rule, value, _: not _number(value) or value >= rule,
+    "maximum": lambda rule, value, _: not _number(value) or value <= rule,
+    "minLength": lambda rule, value, _: type(value) is not str or len(value) >= rule,
+    "minItems": lambda rule, value, _: type(value) is not list or len(value) >= rule,
+    "minProperties": lambda rule, value, _: type(value) is not dict or len(value) >= rule,
+    "uniqueItems": lambda rule, value, _: _unique_strings(rule, value),
+    "items": lambda rule, value, _: type(value) is not list or all(conforms(rule, item) for item in value),
+    "required": lambda rule, value, _: type(value) is not dict or all(key in value for key in rule),
+    "propertyNames": lambda rule, value, _: type(value) is not dict or all(conforms(rule, key) for key in value),
+    "properties": lambda rule, value, _: type(value) is not dict or all(
+        conforms(sub, value[key]) for key, sub in rule.items() if key in value),
+    "additionalProperties": _additional,
+}
 
 
 def validate_document(doc: Document, name: str) -> Iterator[Diagnostic]:
     """Every schema violation of `doc` against schema `name`, each at its spec position."""
-    errors = _validator(name).iter_errors(doc.data)
+    validator = _validator(name)
+    if conforms(validator.schema, doc.data):
+        return
+    errors = validator.iter_errors(doc.data)
     for error in sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
         yield from _diagnostics(doc, error)
 

@@ -1,0 +1,139 @@
+"""`make bench`: wall time, CPU time and peak RSS of each compiler stage on synthetic meshes.
+
+Each (mesh size, stage) runs in a fresh child process that first runs the stages before it (their
+results feed the measured one) and reports each stage's wall and CPU time; the parent reads the
+child's peak RSS from wait4(), so the RSS column is the peak of a process that ran everything up to
+and including that stage — what a `meshc` run stopping there needs. The target line also gives
+the child's whole life (interpreter start and imports included).
+
+To measure a new stage, add a `Stage` to STAGES after the stage whose state it reads. Planned:
+render (mesh -> sidecars), backends (sidecars -> artifacts), build (tree + write into a fresh
+directory), rebuild (no-op write), diff (one service edited, compare against the previous tree).
+
+    python benchmarks/bench.py [--sizes 100,1000,3000] [--stages validate,lower] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# Imported before any stage runs, so stage times exclude import time (the target line includes it).
+from benchmarks.synth import generate  # noqa: E402 - after the path set-up above
+from compiler.ir.lower import lower  # noqa: E402
+from compiler.pipeline import spec_files, validate_only  # noqa: E402
+
+BENCH_DIR = ROOT / ".bench"
+SIZES = (100, 1_000, 3_000)
+DATACENTERS, CLUSTERS, DEPENDENCIES = 6, 24, 8
+# The issue's target for validate + lower of the 1,000-service mesh on a 2-core machine.
+TARGET_SIZE, TARGET_SECONDS, TARGET_RSS_MB = 1_000, 3.0, 500
+
+State = dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Stage:
+    """One measured step: reads what earlier stages left in the state and adds its own result."""
+
+    name: str
+    description: str
+    run: Callable[[State], None]
+
+
+def _validate(state: State) -> None:
+    state["spec"] = validate_only(spec_files(state["dir"]), state["dir"].as_posix())
+
+
+def _lower(state: State) -> None:
+    state["mesh"] = lower(state["spec"])
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage(name="validate", description="read files, parse YAML, JSON Schema, semantic checks", run=_validate),
+    Stage(name="lower", description="Spec -> Mesh IR (workloads, routing, policies)", run=_lower),
+)
+
+
+def run_child(spec_dir: Path, last: str) -> None:
+    """In the child: run the stages up to `last`, print {stage: [wall, cpu]} as JSON."""
+    state: State = {"dir": spec_dir}
+    times: dict[str, list[float]] = {}
+    for stage in STAGES:
+        wall, cpu = time.perf_counter(), time.process_time()
+        stage.run(state)
+        times[stage.name] = [time.perf_counter() - wall, time.process_time() - cpu]
+        if stage.name == last:
+            break
+    print(json.dumps(times))
+
+
+def measure(spec_dir: Path, last: str) -> tuple[dict[str, list[float]], float]:
+    """Run one child through `last`; its stage times (plus "process": its whole life) and its peak RSS in MB."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    with subprocess.Popen([sys.executable, __file__, "--child", last, str(spec_dir)], stdout=subprocess.PIPE, env=env) as child:
+        output = child.stdout.read() if child.stdout else b""
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.perf_counter() - started
+    if child.returncode != 0:
+        raise SystemExit(f"stage {last} failed on {spec_dir} (exit {child.returncode})")
+    times = json.loads(output)
+    times["process"] = [elapsed, usage.ru_utime + usage.ru_stime]
+    return times, usage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+
+
+def spec_for(size: int) -> Path:
+    """The synthetic spec of `size` services under .bench/, generated (deterministically) if absent."""
+    out = BENCH_DIR / f"mesh-n{size}-d{DATACENTERS}-c{CLUSTERS}-k{DEPENDENCIES}"
+    if not (out / "mesh.yaml").exists():
+        generate(out, size, DATACENTERS, CLUSTERS, DEPENDENCIES)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated service counts")
+    parser.add_argument("--stages", default=",".join(s.name for s in STAGES), help="comma-separated stage names")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is reported")
+    parser.add_argument("--child", nargs=2, metavar=("STAGE", "SPEC"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        run_child(Path(args.child[1]), args.child[0])
+        return
+    stages = [s for s in STAGES if s.name in args.stages.split(",")]
+    print(f"meshc benchmark: D={DATACENTERS} datacenters, C={CLUSTERS} clusters, K={DEPENDENCIES} dependencies per service; "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(f"{'services':>8}  {'stage':<10} {'wall s':>7} {'cpu s':>7} {'peak RSS MB':>11}  what")
+    for size in (int(n) for n in args.sizes.split(",")):
+        spec_dir = spec_for(size)
+        totals: dict[str, list[float]] = {}
+        for stage in stages:
+            runs = [measure(spec_dir, stage.name) for _ in range(max(1, args.repeat))]
+            times, rss = min(runs, key=lambda run: run[0][stage.name][0])
+            wall, cpu = times[stage.name]
+            totals[stage.name] = [wall, cpu, rss, times["process"][0]]
+            print(f"{size:>8}  {stage.name:<10} {wall:>7.3f} {cpu:>7.3f} {rss:>11.1f}  {stage.description}")
+        if size == TARGET_SIZE and {"validate", "lower"} <= set(totals):
+            wall = totals["validate"][0] + totals["lower"][0]
+            rss = totals["lower"][2]
+            verdict = "ok" if wall <= TARGET_SECONDS and rss <= TARGET_RSS_MB else "MISSED"
+            print(f"{size:>8}  validate + lower: {wall:.3f} s, peak RSS {rss:.1f} MB "
+                  f"(target <= {TARGET_SECONDS:g} s, <= {TARGET_RSS_MB} MB): {verdict}; "
+                  f"whole process {totals['lower'][3]:.3f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -33,3 +33,12 @@ def require_tool(name: str) -> str:
 def example_build() -> Build:
     """The example mesh, compiled once per test session."""
     return compile_dir(EXAMPLE)
+
+
+def write_spec(root: Path, files: dict[str, str | bytes]) -> Path:
+    """Write a small spec tree (relative path -> text or bytes) under `root`; return `root`."""
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return root

@@ -10,6 +10,7 @@ import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,9 @@ MANIFEST_FORMAT = 1
 # A string is written plain only when no YAML 1.1 or 1.2 reader could take it for anything else.
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 _YAML11_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
-_LINE_BREAKS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\x85"}
+# Characters JSON leaves raw but YAML must escape: line breaks YAML 1.1 readers split on, and
+# characters outside YAML's printable set (DEL, C1 controls, BOM, U+FFFE/U+FFFF) that readers reject.
+_YAML_ESCAPE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,7 +49,7 @@ def dump_yaml(data: Any) -> bytes:
     if isinstance(data, (dict, list)) and data:
         _block(data, 0, lines)
     else:
-        lines.append(_scalar(data, 0))
+        lines.append(_scalar(data, 2))  # a top-level literal block still needs indented lines
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -55,9 +58,7 @@ def yaml_string(value: str) -> str:
     if _PLAIN.fullmatch(value) and value.lower() not in _YAML11_WORDS:
         return value
     quoted = json.dumps(value, ensure_ascii=False)
-    for char, escape in _LINE_BREAKS.items():
-        quoted = quoted.replace(char, escape)
-    return quoted
+    return _YAML_ESCAPE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)
 
 
 def _block(data: dict | list, indent: int, lines: list[str]) -> None:
@@ -105,8 +106,8 @@ def _float(value: float) -> str:
     """Floats always with a dot and no exponent: YAML 1.1 (Psych) reads `1e-05` as a string."""
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError("NaN and infinity are not valid in meshc output")
-    text = f"{value:.9f}".rstrip("0")
-    return text + "0" if text.endswith(".") else text
+    text = format(Decimal(repr(value)), "f")  # repr is the shortest text that reads back as the same float
+    return text if "." in text else text + ".0"
 
 
 def _literal_ok(value: str) -> bool:

@@ -1,0 +1,172 @@
+"""The command line, run as users run it: `python -m compiler …` in a child process."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+from conftest import EXAMPLE, ROOT
+
+from compiler.spec.load import load_documents, read_tree
+
+
+def meshc(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MESHC_DEBUG", None)
+    result = subprocess.run([sys.executable, "-m", "compiler", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in result.stdout + result.stderr
+    return result
+
+
+def test_validate_example() -> None:
+    result = meshc("validate", "mesh-spec")
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"mesh-spec: ok, \d+ services in 3 datacenters\n", result.stdout)
+
+
+def test_validate_defaults_to_mesh_spec() -> None:
+    assert meshc("validate").returncode == 0
+
+
+def test_validate_invalid_spec_exits_2(tmp_path: Path) -> None:
+    spec = tmp_path / "spec"
+    shutil.copytree(EXAMPLE, spec)
+    upload = spec / "services" / "upload.yaml"
+    upload.write_text(upload.read_text().replace("- service: metadata", "- service: metdata"))
+    result = meshc("validate", "spec", cwd=tmp_path)
+    assert result.returncode == 2
+    assert re.search(r"^spec/services/upload\.yaml:\d+:14: error: unknown dependency 'metdata' "
+                     r"\(did you mean 'metadata'\?\); add services/metdata\.yaml or fix the name  \[unknown-dependency\]$",
+                     result.stderr, re.M), result.stderr
+    assert result.stderr.endswith("Found 1 error in 1 file\n")
+
+
+# ------------------------------------------------------------------ explain
+
+WORKLOAD = re.compile(r"  (?P<id>\S+)  \[(?P<dc>[^,]+), (?P<region>[^\]]+)\]  (?P<identity>spiffe://\S+)")
+DEPENDENCY = re.compile(r"    -> (?P<service>\S+) on 127\.0\.0\.1:(?P<port>\d+) \((?P<locality>\w+)\): .*")
+SOURCE = re.compile(r"         p(?P<priority>\d+)  (?P<dc>\S+)\s+(?P<kind>zookeeper|kubernetes) .*")
+
+
+def parse_explain(text: str) -> dict[str, tuple[str, dict[str, tuple[str, list[tuple[int, str]]]]]]:
+    """workload id -> (its DC, dependency -> (locality, [(priority, source DC)…]))."""
+    workloads: dict = {}
+    current = dependency = None
+    for line in text.splitlines():
+        if match := WORKLOAD.fullmatch(line):
+            current = workloads[match["id"]] = (match["dc"], {})
+        elif match := DEPENDENCY.fullmatch(line):
+            dependency = current[1][match["service"]] = (match["locality"], [])
+        elif match := SOURCE.fullmatch(line):
+            dependency[1].append((int(match["priority"]), match["dc"]))
+    return workloads
+
+
+def test_explain_upload_priorities_follow_the_clients_datacenter(example_build) -> None:
+    result = meshc("explain", "upload")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("upload  owner storage-frontend, protocol http\n  called by: api-gateway\n")
+    workloads = parse_explain(result.stdout)
+    assert set(workloads) == {w.id for w in example_build.mesh.workloads_of("upload")}
+    failover_lists = {name: dc.failover for name, dc in example_build.spec.mesh.datacenters.items()}
+    checked = 0
+    for dc, dependencies in workloads.values():
+        assert dependencies, "every upload workload has dependencies"
+        for name, (locality, sources) in dependencies.items():
+            assert sources, f"{name}: no sources"
+            priorities = [p for p, _ in sources]
+            assert priorities == sorted(priorities)
+            if locality == "global":
+                assert set(priorities) == {0}
+                continue
+            server_dcs = {source_dc for _, source_dc in sources}
+            if dc in server_dcs:
+                assert {source_dc for p, source_dc in sources if p == 0} == {dc}, (dc, name)
+            # after priority 0: the client DC's failover order, restricted to where the server runs
+            order = list(dict.fromkeys(source_dc for _, source_dc in sources))
+            assert order == [d for d in [dc, *failover_lists[dc]] if d in server_dcs], (dc, name)
+            checked += 1
+    assert checked >= 6
+
+
+def test_explain_json(example_build) -> None:
+    result = meshc("explain", "upload", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["service"] == "upload" and report["callers"] == ["api-gateway"]
+    assert [w["id"] for w in report["workloads"]] == [w.id for w in example_build.mesh.workloads_of("upload")]
+    encryption = next(d for d in report["workloads"][0]["dependencies"] if d["service"] == "encryption")
+    assert encryption["listener"] == "127.0.0.1:7105"
+    assert encryption["policy"]["timeout_ms"] == 2000
+    assert [s["priority"] for s in encryption["sources"]] == [0, 1]
+
+
+def test_explain_unknown_service() -> None:
+    result = meshc("explain", "uplaod")
+    assert result.returncode == 2
+    assert result.stderr == "meshc: error: unknown service 'uplaod' (did you mean 'upload'?)\n"
+
+
+def test_explain_on_an_invalid_spec_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "spec").mkdir()
+    result = meshc("explain", "upload", "--spec", "spec", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "spec/mesh.yaml:1:1: error: no mesh.yaml in 'spec'" in result.stderr
+
+
+# ------------------------------------------------------------------ schema
+
+@pytest.mark.parametrize("name", ["mesh", "service"])
+def test_schema_is_a_valid_json_schema(name: str) -> None:
+    result = meshc("schema", name)
+    assert result.returncode == 0
+    schema = json.loads(result.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_schema_default_is_the_service_schema() -> None:
+    assert json.loads(meshc("schema").stdout)["title"] == "meshc services/<name>.yaml"
+
+
+def test_published_schemas_accept_the_example_spec() -> None:
+    """What an editor plugin sees: the published schemas, $refs and all, against the example files."""
+    schemas = {name: json.loads(meshc("schema", name).stdout) for name in ("mesh", "service")}
+    for name, doc in load_documents(read_tree(EXAMPLE), "mesh-spec").items():
+        schema = schemas["mesh" if name.endswith("/mesh.yaml") else "service"]
+        assert not list(jsonschema.Draft202012Validator(schema).iter_errors(doc.data)), name
+
+
+# ------------------------------------------------------------------ build, check, usage
+
+def test_build_then_check(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    first = meshc("build", "mesh-spec", "-o", str(out))
+    assert first.returncode == 0, first.stderr
+    assert (out / "MANIFEST.json").is_file()
+    assert meshc("build", "mesh-spec", "-o", str(out)).stdout == f"{out}: up to date, nothing written\n"
+    assert meshc("check", "mesh-spec", "-o", str(out)).returncode == 0
+    victim = next(p for p in sorted(out.rglob("*")) if p.is_file() and p.name != "MANIFEST.json")
+    victim.write_bytes(victim.read_bytes() + b"# edited\n")
+    result = meshc("check", "mesh-spec", "-o", str(out))
+    assert result.returncode == 1
+    assert "hand-edited" in result.stderr and victim.relative_to(out).as_posix() in result.stderr
+
+
+@pytest.mark.parametrize("args", [["bogus"], ["validate", "a", "b"], ["explain"], ["schema", "nope"], []])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    result = meshc(*args)
+    assert result.returncode == 2
+    assert "usage: meshc" in result.stderr
+
+
+def test_version() -> None:
+    result = meshc("--version")
+    assert result.returncode == 0 and re.fullmatch(r"meshc \d+\.\d+\.\d+\n", result.stdout)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import gc
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,13 +39,36 @@ def render(mesh: Mesh) -> dict[str, SidecarConfig]:
     from compiler.render.invariants import check_invariants  # the invariants read this module's names
 
     renderer = _Renderer(mesh)
-    sidecars = {w.id: SidecarConfig(workload=w, documents=renderer.documents(w)) for w in mesh.workloads}
-    check_invariants(mesh, sidecars)
+    with _collector_paused():
+        sidecars = {w.id: SidecarConfig(workload=w, documents=renderer.documents(w)) for w in mesh.workloads}
+        check_invariants(mesh, sidecars)
     return sidecars
 
 
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Rendering allocates millions of acyclic dicts and lists, which trigger full cycle collections
+    over the whole IR again and again (more than half the render time of a 1,000-service mesh);
+    nothing rendered can form a cycle, so the collector has nothing to find until we are done."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class _Renderer:
-    """One rendering: caches each shared document by the IR values that determine it."""
+    """One rendering: builds each shared document once.
+
+    Lowering gives every workload of a service the same ingress and the same per-dependency policy;
+    only the discovery sources differ, and they are a function of the workload's datacenter. So
+    LDS and CDS are per service, Synapse per (service, datacenter), and a Synapse service entry per
+    (dependency, client datacenter). Keys this coarse are cheap
+    (hashing the IR values costs more than rendering); tests compare every cached document with a
+    fresh rendering to keep them honest.
+    """
 
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
@@ -54,33 +79,24 @@ class _Renderer:
         mesh = self.mesh
         documents = {
             ENVOY_BOOTSTRAP: envoy.bootstrap(mesh, workload),
-            ENVOY_LDS: self._once(_lds_key(workload), envoy.lds, mesh, workload),
-            ENVOY_CDS: self._once(_cds_key(workload), envoy.cds, mesh, workload),
+            ENVOY_LDS: self._once(("lds", workload.service), envoy.lds, mesh, workload),
+            ENVOY_CDS: self._once(("cds", workload.service), envoy.cds, mesh, workload),
             ENVOY_SDS: self._once(("sds",), envoy.sds, mesh),
-            SYNAPSE: self._once(_synapse_key(workload), synapse.synapse, mesh, workload, self.mesh_ports),
+            SYNAPSE: self._once(("synapse", workload.service, workload.datacenter), self._synapse, workload),
         }
         registration = nerve.nerve(workload)
         if registration is not None:
             documents[NERVE] = registration
         return documents
 
+    def _synapse(self, workload: Workload) -> dict[str, Any]:
+        """Synapse entries depend only on the dependency and the client's datacenter: shared mesh-wide."""
+        entries = {edge.service: self._once(("synapse-entry", edge.service, workload.datacenter), synapse.service_entry,
+                                            self.mesh, edge, self.mesh_ports[edge.service]) for edge in workload.egress}
+        return synapse.synapse_document(self.mesh, entries)
+
     def _once(self, key: tuple[Any, ...], build: Callable[..., Any], *args: Any) -> Any:
         if key not in self.cache:
             self.cache[key] = build(*args)
         return self.cache[key]
 
-
-# The keys name exactly the IR values each renderer reads (tests compare cached with fresh renderings):
-# LDS and CDS do not depend on where a dependency runs, so all workloads of a service share them.
-
-def _lds_key(workload: Workload) -> tuple[Any, ...]:
-    return ("lds", workload.ingress, tuple((e.service, e.local_port, e.protocol, e.policy) for e in workload.egress))
-
-
-def _cds_key(workload: Workload) -> tuple[Any, ...]:
-    edges = tuple((e.service, e.protocol, e.policy, e.server_identities) for e in workload.egress)
-    return ("cds", workload.ingress.protocol, workload.ingress.app_port, edges)
-
-
-def _synapse_key(workload: Workload) -> tuple[Any, ...]:
-    return ("synapse", tuple((e.service, e.sources) for e in workload.egress))

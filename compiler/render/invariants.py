@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.ir.model import Mesh, Workload
@@ -24,56 +25,67 @@ def internal(workload: Workload, message: str) -> Diagnostic:
     return Diagnostic(span=workload.span, code="internal", message=f"internal error in {workload.id}: {message} (a meshc bug; please report it)")
 
 
+def distinct(sidecars: Sidecars, *names: str, by_service: bool = False) -> Iterator[tuple[Workload, tuple[Any, ...]]]:
+    """The first workload of each distinct combination of the named documents (shared ones are checked once)."""
+    seen = set()
+    for sidecar in sidecars.values():
+        documents = tuple(sidecar.documents[name] for name in names)
+        key = (tuple(map(id, documents)), sidecar.workload.service if by_service else None)
+        if key not in seen:
+            seen.add(key)
+            yield sidecar.workload, documents
+
+
 def eds_paths_have_one_writer(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
     """Every EDS file a CDS cluster reads is written by exactly one Synapse entry of the same workload."""
-    for sidecar in sidecars.values():
-        written = Counter(entry["envoy_eds"]["path"] for entry in sidecar.documents[SYNAPSE]["services"].values())
-        for cluster in sidecar.documents[ENVOY_CDS]["resources"]:
+    for workload, (cds, synapse) in distinct(sidecars, ENVOY_CDS, SYNAPSE):
+        written = Counter(entry["envoy_eds"]["path"] for entry in synapse["services"].values())
+        for cluster in cds["resources"]:
             path = eds_config_path(cluster)
             if path is not None and written[path] != 1:
-                yield internal(sidecar.workload, f"cluster {cluster['name']!r} reads {path}, which {written[path]} Synapse entries write")
+                yield internal(workload, f"cluster {cluster['name']!r} reads {path}, which {written[path]} Synapse entries write")
 
 
 def nerve_paths_match_synapse(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
     """Every ZooKeeper watcher watches exactly where Nerve of that service and datacenter registers."""
     registered = {(s.workload.service, s.workload.datacenter): s.documents[NERVE]["services"][s.workload.service]
                   for s in sidecars.values() if NERVE in s.documents}
-    for sidecar in sidecars.values():
-        for service, dc, path, hosts in watcher_paths(sidecar.documents[SYNAPSE]):
+    for workload, (synapse,) in distinct(sidecars, SYNAPSE):
+        for service, dc, path, hosts in watcher_paths(synapse):
             nerve = registered.get((service, dc))
             if nerve is None:
-                yield internal(sidecar.workload, f"Synapse watches {service} in {dc} at {path}, where no Nerve registers")
+                yield internal(workload, f"Synapse watches {service} in {dc} at {path}, where no Nerve registers")
             elif (nerve["zk_path"], nerve["zk_hosts"]) != (path, hosts):
-                yield internal(sidecar.workload, f"Synapse watches {service} in {dc} at {path} on {hosts}, "
+                yield internal(workload, f"Synapse watches {service} in {dc} at {path} on {hosts}, "
                                                  f"Nerve registers at {nerve['zk_path']} on {nerve['zk_hosts']}")
 
 
 def egress_ports_match(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
     """Every dependency has an egress listener, on 127.0.0.1 at the dependency's local_port."""
-    for sidecar in sidecars.values():
-        listeners = {listener["name"]: listener["address"]["socket_address"] for listener in sidecar.documents[ENVOY_LDS]["resources"]}
-        for edge in sidecar.workload.egress:
+    for workload, (lds,) in distinct(sidecars, ENVOY_LDS, by_service=True):
+        listeners = {listener["name"]: listener["address"]["socket_address"] for listener in lds["resources"]}
+        for edge in workload.egress:
             address = listeners.get(egress_listener_name(edge.service))
             if address != {"address": "127.0.0.1", "port_value": edge.local_port}:
-                yield internal(sidecar.workload, f"egress listener of {edge.service} is {address}, not 127.0.0.1:{edge.local_port}")
+                yield internal(workload, f"egress listener of {edge.service} is {address}, not 127.0.0.1:{edge.local_port}")
 
 
 def priorities_contiguous(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
     """Every dependency's EDS priorities are 0, 1, … without gaps (Envoy skips nothing, so a gap strands traffic)."""
-    for sidecar in sidecars.values():
-        for service, entry in sidecar.documents[SYNAPSE]["services"].items():
+    for workload, (synapse,) in distinct(sidecars, SYNAPSE):
+        for service, entry in synapse["services"].items():
             found = sorted({locality["priority"] for locality in entry["envoy_eds"]["localities"].values()})
             if found != list(range(len(found))):
-                yield internal(sidecar.workload, f"priorities of {service} are {found}, not contiguous from 0")
+                yield internal(workload, f"priorities of {service} are {found}, not contiguous from 0")
 
 
 def allowed_clients_exist(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
     """Every identity an ingress admits belongs to a real workload (no stale or misspelled grant)."""
     identities = {workload.identity for workload in mesh.workloads}
-    for sidecar in sidecars.values():
-        for principal in allowed_principals(sidecar.documents[ENVOY_LDS]):
+    for workload, (lds,) in distinct(sidecars, ENVOY_LDS):
+        for principal in allowed_principals(lds):
             if principal not in identities:
-                yield internal(sidecar.workload, f"ingress admits {principal}, which is no workload's identity")
+                yield internal(workload, f"ingress admits {principal}, which is no workload's identity")
 
 
 INVARIANTS: tuple[Invariant, ...] = (

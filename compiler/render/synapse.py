@@ -15,8 +15,13 @@ from compiler.render.envoy import eds_dir, eds_path
 
 def synapse(mesh: Mesh, workload: Workload, mesh_ports: Mapping[str, int]) -> dict[str, Any]:
     """The Synapse config: one service per dependency, plus the generators' global sections."""
+    return synapse_document(mesh, {edge.service: service_entry(mesh, edge, mesh_ports[edge.service]) for edge in workload.egress})
+
+
+def synapse_document(mesh: Mesh, services: dict[str, Any]) -> dict[str, Any]:
+    """The Synapse config around already rendered service entries (the renderer shares them)."""
     return {
-        "services": {edge.service: service_entry(mesh, edge, mesh_ports[edge.service]) for edge in workload.egress},
+        "services": services,
         "envoy_eds": {"output_directory": eds_dir(mesh)},
         "file_output": {"output_directory": f"{mesh.sidecar.runtime_dir}/synapse"},
     }

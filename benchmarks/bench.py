@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.synth import generate  # noqa: E402 - after the path set-up above
 from compiler.ir.lower import lower  # noqa: E402
 from compiler.pipeline import spec_files, validate_only  # noqa: E402
+from compiler.render import render  # noqa: E402
 
 BENCH_DIR = ROOT / ".bench"
 SIZES = (100, 1_000, 3_000)
@@ -60,9 +61,14 @@ def _lower(state: State) -> None:
     state["mesh"] = lower(state["spec"])
 
 
+def _render(state: State) -> None:
+    state["sidecars"] = render(state["mesh"])
+
+
 STAGES: tuple[Stage, ...] = (
     Stage(name="validate", description="read files, parse YAML, JSON Schema, semantic checks", run=_validate),
     Stage(name="lower", description="Spec -> Mesh IR (workloads, routing, policies)", run=_lower),
+    Stage(name="render", description="Mesh IR -> sidecar documents (Envoy, Synapse, Nerve) + invariants", run=_render),
 )
 
 

@@ -26,7 +26,7 @@ from compiler.backends.kubernetes import (
     restart_hash_of,
 )
 from compiler.diagnostics import SpecError
-from compiler.emit import Artifact
+from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.pipeline import spec_files
@@ -301,7 +301,14 @@ def test_config_maps_hold_the_documents_and_the_restart_hash(example: Case) -> N
         mount = obj["metadata"]["name"].rsplit("-", 1)[1]
         for key, text in obj["data"].items():
             assert yaml.safe_load(text) == documents[f"{mount}/{key}"], path
-        assert obj["metadata"]["annotations"][RESTART_ANNOTATION] == restart_hash_of(documents)
+        texts = {name: dump_json(doc).decode() for name, doc in documents.items()}
+        assert obj["metadata"]["annotations"][RESTART_ANNOTATION] == restart_hash_of(texts)
+
+
+def test_files_are_exactly_the_canonical_yaml_of_their_object(case: Case) -> None:
+    """The backend memoizes ConfigMap entries; the bytes must still be dump_yaml of the whole object."""
+    for artifact in case.artifacts:
+        assert dump_yaml(load(artifact.data)[0]) == artifact.data, artifact.path
 
 
 def _hand_sidecars(mesh: Mesh, **changes: Any) -> dict[str, SidecarConfig]:

@@ -65,14 +65,18 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[
     """The manifests of every Kubernetes workload, plus one Namespace per (cluster, namespace)."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     in_cluster = _workloads_by_cluster_service(workloads)
-    artifacts = [_artifact(cluster, namespace_object(mesh, ns), None)
+    serializer = _Serializer()
+    artifacts = [_artifact(cluster, namespace_object(mesh, ns), None, serializer)
                  for cluster, ns in sorted({(w.cluster or "", w.namespace) for w in workloads})]
     problems: list[Diagnostic] = []
     for workload in workloads:
-        documents = sidecars[workload.id].documents if workload.id in sidecars else {}
-        objects = workload_objects(mesh, workload, documents, in_cluster)
+        if workload.id not in sidecars:
+            problems.append(Diagnostic(span=workload.span, code="internal", message=f"{workload.id}: no sidecar documents were rendered"))
+            continue
+        texts = {name: serializer.text(doc) for name, doc in sidecars[workload.id].documents.items()}
+        objects = workload_objects(mesh, workload, texts, in_cluster)
         problems += _size_problems(workload, objects)
-        artifacts += [_artifact(workload.cluster or "", obj, workload.id) for obj in objects]
+        artifacts += [_artifact(workload.cluster or "", obj, workload.id, serializer) for obj in objects]
     if problems:
         raise SpecError(problems)
     return artifacts
@@ -85,13 +89,13 @@ def object_path(cluster: str, obj: Mapping[str, Any]) -> str:
     return f"{ROOT}/{cluster}/{namespace}/{FILE_PREFIX[kind]}-{kind.lower()}.{meta['name']}.yaml"
 
 
-def workload_objects(mesh: Mesh, workload: Workload, documents: Mapping[str, Any],
+def workload_objects(mesh: Mesh, workload: Workload, texts: Mapping[str, str],
                      in_cluster: Mapping[tuple[str, str], Sequence[Workload]]) -> list[dict[str, Any]]:
-    """Every object of one workload, in its own namespace or (RBAC) in its dependencies' namespaces."""
-    restart_hash = restart_hash_of(documents)
+    """Every object of one workload (its documents given serialized), in its namespace or, for RBAC, its dependencies'."""
+    restart_hash = restart_hash_of(texts)
     objects = [service_account(mesh, workload)]
     objects += discovery_rbac(mesh, workload)
-    objects += [config_map(mesh, workload, mount, documents, restart_hash) for mount in CONFIG_MOUNTS]
+    objects += [config_map(mesh, workload, mount, texts, restart_hash) for mount in CONFIG_MOUNTS]
     objects += [certificate(mesh, workload), service(mesh, workload)]
     cluster = mesh.clusters[workload.cluster or ""]
     if cluster.network_policy:
@@ -100,11 +104,13 @@ def workload_objects(mesh: Mesh, workload: Workload, documents: Mapping[str, Any
     return objects
 
 
-def restart_hash_of(documents: Mapping[str, Any]) -> str:
-    """sha256 of the documents whose change needs a process restart (bootstrap, Synapse); LDS/CDS hot-reload."""
-    costly = {name: doc for name, doc in documents.items()
-              if DOCUMENT_CLASS.get(name, RestartClass.ENVOY_RESTART) >= RestartClass.SIDECAR_RESTART}
-    return hashlib.sha256(dump_json(costly)).hexdigest()
+def restart_hash_of(texts: Mapping[str, str]) -> str:
+    """sha256 of the serialized documents whose change needs a process restart (bootstrap, Synapse); LDS/CDS hot-reload."""
+    digest = hashlib.sha256()
+    for name in sorted(texts):
+        if DOCUMENT_CLASS.get(name, RestartClass.ENVOY_RESTART) >= RestartClass.SIDECAR_RESTART:
+            digest.update(f"{name}\0{texts[name]}\0".encode())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- objects
@@ -169,10 +175,9 @@ def config_map_name(workload: Workload, mount: str) -> str:
     return f"{workload.service}-mesh-{mount}"
 
 
-def config_map(mesh: Mesh, workload: Workload, mount: str, documents: Mapping[str, Any], restart_hash: str) -> dict[str, Any]:
-    """The sidecar documents of one directory, keyed by file name, as canonical JSON text."""
-    data = {name.split("/", 1)[1]: dump_json(doc).decode() for name, doc in sorted(documents.items())
-            if name.split("/", 1)[0] == mount}
+def config_map(mesh: Mesh, workload: Workload, mount: str, texts: Mapping[str, str], restart_hash: str) -> dict[str, Any]:
+    """The sidecar documents of one directory (canonical JSON text), keyed by file name."""
+    data = {name.split("/", 1)[1]: text for name, text in sorted(texts.items()) if name.split("/", 1)[0] == mount}
     meta = metadata(mesh, workload, config_map_name(workload, mount), extra={RESTART_ANNOTATION: restart_hash})
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
 
@@ -235,8 +240,44 @@ def _workloads_by_cluster_service(workloads: Sequence[Workload]) -> dict[tuple[s
     return found
 
 
-def _artifact(cluster: str, obj: dict[str, Any], target: str | None) -> Artifact:
-    return Artifact(path=object_path(cluster, obj), data=dump_yaml(obj), target=target)
+def _artifact(cluster: str, obj: dict[str, Any], target: str | None, serializer: _Serializer) -> Artifact:
+    return Artifact(path=object_path(cluster, obj), data=serializer.yaml(obj), target=target)
+
+
+class _Serializer:
+    """Serializes each distinct sidecar document once per build.
+
+    render() hands the same document object to every workload that shares it (a service's LDS/CDS,
+    the SDS document), and serialization is the hot path of a large build: JSON text is cached by
+    document identity, and the YAML of one ConfigMap `data` entry by (key, text). A ConfigMap's
+    bytes are dump_yaml of its head plus those entries, which is exactly dump_yaml of the whole
+    object, since dump_yaml emits top-level keys one after the other.
+    """
+
+    def __init__(self) -> None:
+        self.texts: dict[int, tuple[Any, str]] = {}  # keeps the document alive, so its id stays unique
+        self.entries: dict[tuple[str, str], bytes] = {}
+
+    def text(self, document: Any) -> str:
+        """The document as canonical JSON text."""
+        cached = self.texts.get(id(document))
+        if cached is None:
+            cached = self.texts[id(document)] = (document, dump_json(document).decode())
+        return cached[1]
+
+    def yaml(self, obj: Mapping[str, Any]) -> bytes:
+        """dump_yaml(obj), reusing the YAML of ConfigMap data entries seen before."""
+        data = obj.get("data") if obj["kind"] == "ConfigMap" else None
+        if not data:
+            return dump_yaml(obj)
+        head = dump_yaml({key: value for key, value in obj.items() if key != "data"})
+        return head + b"data:\n" + b"".join(self._entry(key, text) for key, text in data.items())
+
+    def _entry(self, key: str, text: str) -> bytes:
+        entry = self.entries.get((key, text))
+        if entry is None:
+            entry = self.entries[(key, text)] = dump_yaml({"data": {key: text}}).removeprefix(b"data:\n")
+        return entry
 
 
 def _size_problems(workload: Workload, objects: Sequence[Mapping[str, Any]]) -> Iterator[Diagnostic]:

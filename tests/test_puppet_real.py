@@ -58,7 +58,8 @@ TRAPS: dict[str, Any] = {
 }
 
 # Drives Puppet's own `puppet lookup` application once per job in one process: settings are
-# initialized once, then each job is exactly a `puppet lookup ARGS` command line, stdout to a file.
+# initialized once, then each job is a `puppet lookup ARGS` command line (plus, for --compile, the
+# manifest code to compile), stdout to a file.
 LOOKUP_DRIVER = """
 require 'json'
 require 'puppet'
@@ -67,6 +68,7 @@ jobs = JSON.parse(File.read(ARGV[0]))
 Puppet.initialize_settings(JSON.parse(File.read(ARGV[1])))
 status = {}
 jobs.each do |job|
+  Puppet[:code] = job['code'] if job['code']  # a setting: command-line settings are read only once
   app = Puppet::Application.find('lookup').new(Puppet::Util::CommandLine.new('puppet', ['lookup', *job['args']]))
   status[job['out']] = 0
   File.open(job['out'], 'w') do |out|
@@ -96,7 +98,7 @@ class Node:
     def facts(self) -> dict[str, Any]:
         hostname, domain = self.certname.split(".", 1)
         return {"clientcert": self.certname, "hostname": hostname, "domain": domain, "fqdn": self.certname,
-                "mesh_service": self.service, "mesh_datacenter": self.datacenter}
+                "mesh_service": self.service, "mesh_datacenter": self.datacenter, "networking": {"ip": HOST_IP}}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -242,7 +244,7 @@ def host_runs(base: Path, tree: Path, mesh: Any, sidecar: SidecarConfig,
 
 
 def lookup_jobs(base: Path, sidecars: Mapping[str, SidecarConfig]) -> list[dict[str, Any]]:
-    """`puppet lookup` command lines: every VM pool's sidecar and workload id, the canary, one --explain."""
+    """`puppet lookup` command lines: every VM pool's sidecar and compiled catalog, the canary, one --explain."""
     nodes = {wid: node_of(wid) for wid, s in sidecars.items() if s.workload.platform == "vm"}
     nodes["canary"] = Node(certname=CANARY, service="encryption", datacenter="sjc")
     jobs = []
@@ -251,7 +253,13 @@ def lookup_jobs(base: Path, sidecars: Mapping[str, SidecarConfig]) -> list[dict[
         facts.write_bytes(dump_yaml(node.facts))
         common = ["--node", node.certname, "--facts", str(facts)]
         jobs.append({"name": name, "args": ["mesh::sidecar", *common, "--render-as", "json"]})
-        jobs.append({"name": f"{name} workload", "args": ["mesh::workload", *common, "--render-as", "json"]})
+        # --compile: the node's whole catalog (`include mesh`, parameters from hiera, services managed)
+        # is compiled before the lookup; any evaluation error fails the job.
+        jobs.append({"name": f"{name} compiled", "code": "include mesh",
+                     "args": ["mesh::workload", *common, "--compile", "--render-as", "json"]})
+        if name == POOL:  # proves the compile jobs compile: a duplicate declaration must fail
+            jobs.append({"name": "compile control", "code": "include mesh\nservice { 'envoy': }",
+                         "args": ["mesh::workload", *common, "--compile", "--render-as", "json"]})
         if name == "canary":
             jobs.append({"name": "explain", "args": ["mesh::sidecar", *common, "--explain"]})
     for i, job in enumerate(jobs):
@@ -263,7 +271,8 @@ def batch_lookups(base: Path, tree: Path, sidecars: Mapping[str, SidecarConfig])
     """Job name -> (exit code, stdout) of every lookup job, all run in one Ruby process."""
     jobs = lookup_jobs(base, sidecars)
     (base / "jobs.json").write_text(json.dumps(jobs))
-    (base / "settings.json").write_text(json.dumps([*settings(base / "work"), "--hiera_config", str(tree / "hiera.yaml")]))
+    (base / "settings.json").write_text(json.dumps([*settings(base / "work"), "--hiera_config", str(tree / "hiera.yaml"),
+                                                    "--modulepath", f"{tree / 'modules'}:{STDLIB_MODULES}"]))
     (base / "driver.rb").write_text(LOOKUP_DRIVER)
     result = subprocess.run(["ruby", str(base / "driver.rb"), str(base / "jobs.json"), str(base / "settings.json")],
                             capture_output=True, text=True, timeout=300)
@@ -354,7 +363,13 @@ def test_lookup_returns_each_pools_rendered_sidecar_config(runs: Runs, sidecars:
         rc, out = runs.lookups[wid]
         assert rc == 0, f"{wid}: lookup failed: {out}"
         assert strict(json.loads(out)) == strict(dict(sidecars[wid].documents)), f"{wid}: lookup differs from the rendering"
-        assert json.loads(runs.lookups[f"{wid} workload"][1]) == wid
+        rc, out = runs.lookups[f"{wid} compiled"]
+        assert rc == 0 and json.loads(out) == wid, f"{wid}: the catalog with `include mesh` does not compile"
+
+
+def test_compile_jobs_really_compile_the_class(runs: Runs) -> None:
+    rc, _ = runs.lookups["compile control"]
+    assert rc == 1
 
 
 def test_node_level_replaces_whole_documents_only(runs: Runs, sidecars: dict[str, SidecarConfig]) -> None:
@@ -367,7 +382,7 @@ def test_node_level_replaces_whole_documents_only(runs: Runs, sidecars: dict[str
 def test_explain_names_the_file_each_value_came_from(runs: Runs) -> None:
     rc, out = runs.lookups["explain"]
     assert rc == 0
-    assert "Merge strategy hash" in out
+    assert 'Using merge options from "lookup_options" hash\nSearching for "mesh::sidecar"\n  Merge strategy hash\n' in out
     assert f"/data/nodes/{CANARY}.yaml" in out
     assert "/data/pools/encryption/sjc.yaml" in out
 

@@ -179,3 +179,19 @@ def test_eds_file_of_the_fork_contract_parses_and_feeds_its_cluster(example_buil
         [assignment] = parse_discovery_response(eds_file(entry["envoy_eds"], backends), PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment")
         assert assignment.cluster_name == clusters[service]["eds_cluster_config"]["service_name"]
         assert sorted({e.priority for e in assignment.endpoints}) == list(range(max(e.priority for e in assignment.endpoints) + 1))
+
+
+def test_every_envoy_document_of_a_synthetic_mesh_parses(tmp_path: Any) -> None:
+    from benchmarks.synth import generate
+    from compiler.pipeline import compile_dir
+
+    build = compile_dir(generate(tmp_path / "mesh", 80, datacenters=4, clusters=8, deps=6, seed=3))
+    distinct = {id(doc): (name, doc) for s in build.sidecars.values() for name, doc in s.documents.items()}
+    parsers = {ENVOY_BOOTSTRAP: parse_bootstrap, ENVOY_LDS: lambda d: parse_discovery_response(d, LISTENER),
+               ENVOY_CDS: lambda d: parse_discovery_response(d, CLUSTER), ENVOY_SDS: lambda d: parse_discovery_response(d, SECRET)}
+    parsed = 0
+    for name, doc in distinct.values():
+        if name in parsers:
+            parsers[name](doc)
+            parsed += 1
+    assert parsed > 80 * 2

@@ -18,6 +18,7 @@ from compiler.render.envoy import (
     allowed_principals,
     duration,
 )
+from compiler.pipeline import compile_dir
 from tests.conftest import ROOT
 
 UPLOAD = "k8s/kube-sjc-a/upload/upload"
@@ -159,6 +160,15 @@ def test_shared_documents_equal_a_fresh_rendering(example_build: Any) -> None:
         assert sidecar.documents[ENVOY_LDS] == envoy.lds(mesh, w)
         assert sidecar.documents[ENVOY_CDS] == envoy.cds(mesh, w)
         assert sidecar.documents[SYNAPSE] == synapse.synapse(mesh, w, ports)
+
+
+def test_shared_documents_equal_a_fresh_rendering_on_a_synthetic_mesh(tmp_path: Any) -> None:
+    """The same on a generated mesh with mixed placements, localities and per-edge overrides."""
+    from benchmarks.synth import generate
+
+    build = compile_dir(generate(tmp_path / "mesh", 120, datacenters=4, clusters=8, deps=6, seed=7))
+    test_shared_documents_equal_a_fresh_rendering(build)
+    assert len({id(s.documents[ENVOY_LDS]) for s in build.sidecars.values()}) == 120
 
 
 def test_document_sets_per_platform(example_build: Any) -> None:

@@ -1,0 +1,251 @@
+"""The writer: exact trees, nothing written for a no-op, atomic swaps that survive SIGKILL, compare_tree."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from compiler.emit import MANIFEST, Artifact, compare_tree, read_tree, render_tree, write_tree
+
+
+def tree(version: str, count: int = 5) -> dict[str, bytes]:
+    artifacts = [Artifact(path=f"t{i % 3}/f{i}.json", data=f'{{"v": "{version}", "i": {i}}}\n'.encode(), target=f"target-{i % 3}")
+                 for i in range(count)]
+    return render_tree(artifacts)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """path -> (inode, mtime_ns, bytes) of every file, and (inode, mtime_ns) of every directory, root included."""
+    found: dict[str, tuple[int, int, bytes]] = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        stat = path.stat()
+        found[path.relative_to(root).as_posix()] = (stat.st_ino, stat.st_mtime_ns, path.read_bytes() if path.is_file() else b"")
+    return found
+
+
+# ------------------------------------------------------------------ writing
+
+def test_writes_exactly_the_tree(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    files = tree("a")
+    result = write_tree(out, files)
+    assert result.changed and result.written == tuple(sorted(files)) and result.removed == ()
+    assert read_tree(out) == files
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging or parked tree left behind
+
+
+def test_manifest(tmp_path: Path) -> None:
+    files = tree("a")
+    manifest = json.loads(files[MANIFEST])
+    assert manifest["format"] == 1 and "meshc_version" in manifest
+    assert manifest["files"] == {p: hashlib.sha256(d).hexdigest() for p, d in files.items() if p != MANIFEST}
+    assert manifest["targets"] == {"target-0": ["t0/f0.json", "t0/f3.json"], "target-1": ["t1/f1.json", "t1/f4.json"], "target-2": ["t2/f2.json"]}
+
+
+def test_no_op_write_touches_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    write_tree(out, tree("a"))
+    before = snapshot(out)
+    time.sleep(0.01)  # make any rewrite visible in mtimes
+    result = write_tree(out, tree("a"))
+    assert not result.changed and result.written == () and result.removed == ()
+    assert snapshot(out) == before
+
+
+def test_one_change_rewrites_one_file_and_links_the_rest(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    old = tree("a")
+    write_tree(out, old)
+    before = snapshot(out)
+    new = dict(old)
+    new["t1/f1.json"] = b'{"changed": true}\n'
+    del new["t2/f2.json"]
+    new["t3/new.json"] = b"{}\n"
+    result = write_tree(out, new)
+    assert result.written == ("t1/f1.json", "t3/new.json") and result.removed == ("t2/f2.json",)
+    assert read_tree(out) == new
+    after = snapshot(out)
+    assert after["."][0] != before["."][0]  # the whole tree was swapped
+    for path in ("t0/f0.json", "t0/f3.json", "t1/f4.json"):
+        assert after[path] == before[path]  # same inode, same mtime: hard-linked, not rewritten
+    assert after["t1/f1.json"][0] != before["t1/f1.json"][0]
+
+
+def test_hand_edited_file_is_restored(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    files = tree("a")
+    write_tree(out, files)
+    (out / "t0" / "f0.json").write_bytes(b"edited\n")
+    (out / "stray.txt").write_bytes(b"junk\n")
+    result = write_tree(out, files)
+    assert result.written == ("t0/f0.json",) and result.removed == ("stray.txt",)
+    assert read_tree(out) == files
+
+
+@pytest.mark.parametrize("path", ["../x", "/abs", "a//b", "a/./b", "a/../b", "", "MANIFEST.json"])
+def test_unsafe_or_reserved_paths_are_refused(path: str) -> None:
+    with pytest.raises(ValueError):
+        render_tree([Artifact(path=path, data=b"x")])
+
+
+def test_duplicate_paths_are_refused() -> None:
+    with pytest.raises(ValueError, match="two artifacts claim a/b"):
+        render_tree([Artifact(path="a/b", data=b"1"), Artifact(path="a/b", data=b"2")])
+
+
+# ------------------------------------------------------------------ compare_tree
+
+def test_compare_tree_tells_stale_from_hand_edited(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    old = tree("a")
+    write_tree(out, old)
+    assert compare_tree(out, old).clean
+    new = tree("b")  # the spec changed: every file renders differently
+    (out / "t0" / "f0.json").write_bytes(b"edited by hand\n")
+    (out / "t1" / "f1.json").unlink()
+    (out / "extra.json").write_bytes(b"{}\n")
+    status = compare_tree(out, new)
+    assert status.hand_edited == ("t0/f0.json",)
+    assert status.missing == ("t1/f1.json",)
+    assert status.extra == ("extra.json",)
+    assert status.stale == ("t0/f3.json", "t1/f4.json", "t2/f2.json")  # still what the manifest recorded
+    assert not status.clean
+
+
+def test_compare_tree_on_missing_output(tmp_path: Path) -> None:
+    status = compare_tree(tmp_path / "nowhere", tree("a"))
+    assert status.missing == tuple(sorted(tree("a"))) and not status.clean
+
+
+# ------------------------------------------------------------------ recovery and SIGKILL
+
+def test_recovers_what_a_killed_fallback_swap_left(tmp_path: Path) -> None:
+    """Killed between the two renames of the non-Linux swap: the parked tree is put back first."""
+    out = tmp_path / "out"
+    old = tree("a")
+    write_tree(out, old)
+    os.rename(out, tmp_path / ".out.meshc-old")
+    (tmp_path / ".out.meshc-new-999999999").mkdir()  # a dead build's staging
+    assert not write_tree(out, old).changed
+    assert read_tree(out) == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# A child that writes `new` over `out` and freezes at a chosen point, for the parent to SIGKILL.
+CHILD = r"""
+import json, os, shutil, sys, time
+from pathlib import Path
+import compiler.emit as emit
+
+out, marker, point = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+files = {path: data.encode() for path, data in json.loads(sys.stdin.read()).items()}
+
+def freeze():
+    with open(marker, "w") as handle:
+        handle.write("frozen")
+    time.sleep(600)
+
+if point.startswith("write:"):
+    remaining = [int(point.split(":")[1])]
+    real = Path.write_bytes
+    def write_bytes(self, data):
+        remaining[0] -= 1
+        if remaining[0] == 0:
+            freeze()
+        return real(self, data)
+    Path.write_bytes = write_bytes
+elif point == "before-swap":
+    real_swap = emit._swap
+    emit._swap = lambda staging, target: (freeze(), real_swap(staging, target))
+elif point == "after-exchange":
+    real_rmtree = shutil.rmtree
+    shutil.rmtree = lambda path, *a, **k: freeze() if ".meshc-new-" in str(path) and Path(path).exists() and os.path.exists(out) else real_rmtree(path, *a, **k)
+elif point == "between-renames":
+    emit._exchange = lambda a, b: False
+    real_rename = os.rename
+    def rename(src, dst):
+        real_rename(src, dst)
+        if str(dst).endswith(".meshc-old"):
+            freeze()
+    os.rename = rename
+emit.write_tree(out, files)
+"""
+
+
+def run_and_kill(out: Path, files: dict[str, bytes], point: str, tmp_path: Path) -> None:
+    marker = tmp_path / f"frozen-{point.replace(':', '-')}"
+    payload = json.dumps({path: data.decode() for path, data in files.items()})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(marker), point], stdin=subprocess.PIPE, env=env)
+    assert child.stdin is not None
+    child.stdin.write(payload.encode())
+    child.stdin.close()
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert child.poll() is None, f"the writer finished (exit {child.returncode}) before reaching {point}"
+        assert time.monotonic() < deadline, f"the writer never reached {point}"
+        time.sleep(0.01)
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("point", ["write:1", "write:4", "before-swap"])
+def test_sigkill_before_the_swap_leaves_the_previous_tree(tmp_path: Path, point: str) -> None:
+    out = tmp_path / "out"
+    old, new = tree("a"), tree("b")
+    write_tree(out, old)
+    before = snapshot(out)
+    run_and_kill(out, new, point, tmp_path)
+    assert snapshot(out) == before  # byte-identical, and not even touched
+    assert write_tree(out, new).changed and read_tree(out) == new  # the next build cleans up and succeeds
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("frozen")) == ["out"]
+
+
+def test_sigkill_after_the_exchange_leaves_the_new_tree(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    old, new = tree("a"), tree("b")
+    write_tree(out, old)
+    run_and_kill(out, new, "after-exchange", tmp_path)
+    assert read_tree(out) == new  # the swap is one syscall: once done, the new tree is whole
+    assert not write_tree(out, new).changed
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("frozen")) == ["out"]
+
+
+def test_sigkill_between_fallback_renames_is_recovered(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    old, new = tree("a"), tree("b")
+    write_tree(out, old)
+    run_and_kill(out, new, "between-renames", tmp_path)
+    assert not out.exists() and read_tree(tmp_path / ".out.meshc-old") == old
+    # the next write (of anything) first puts the previous tree back
+    assert write_tree(out, old).changed is False and read_tree(out) == old
+
+
+def test_sigkill_at_random_moments_never_leaves_a_partial_tree(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    old, new = tree("a", count=3000), tree("b", count=3000)
+    payload = json.dumps({path: data.decode() for path, data in new.items()}).encode()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    outcomes = set()
+    for delay in (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6):
+        write_tree(out, old)
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(tmp_path / "never"), "none"], stdin=subprocess.PIPE, env=env)
+        assert child.stdin is not None
+        child.stdin.write(payload)
+        child.stdin.close()
+        time.sleep(delay)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        found = read_tree(out)
+        assert found in (old, new), f"partial tree after SIGKILL at {delay}s"
+        outcomes.add("old" if found == old else "new")
+    assert "old" in outcomes  # at least one kill landed mid-write

@@ -25,7 +25,7 @@ import jinja2
 
 from compiler import __version__
 from compiler.diagnostics import Diagnostic, SpecError
-from compiler.emit import Artifact, dump_json, dump_yaml
+from compiler.emit import Artifact, dump_json, dump_yaml, yaml_string
 from compiler.ir.model import Mesh
 from compiler.render import NERVE, SidecarConfig
 from compiler.render.restart import DOCUMENT_CLASS, RestartClass
@@ -79,11 +79,11 @@ def build_puppet(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[Arti
     """hiera.yaml, common data, one data file per VM pool, and the `mesh` module."""
     pools = sorted((s for s in sidecars.values() if s.workload.platform == "vm"), key=lambda s: s.workload.id)
     _check_documents(pools)
-    canonical: dict[int, Any] = {}  # shared documents are escaped once per build
+    serializer = _Serializer()
     return [
         Artifact(path=f"{ROOT}/hiera.yaml", data=hiera_config(mesh)),
         Artifact(path=f"{ROOT}/data/common.yaml", data=common_data(mesh)),
-        *(Artifact(path=pool_path(s), data=pool_data(s, canonical), target=s.workload.id) for s in pools),
+        *(Artifact(path=pool_path(s), data=pool_data(s, serializer), target=s.workload.id) for s in pools),
         *module_files(),
     ]
 
@@ -111,22 +111,16 @@ def common_data(mesh: Mesh) -> bytes:
     return f"{GENERATED}\n".encode() + dump_yaml(hiera_escape(data))
 
 
-def pool_data(sidecar: SidecarConfig, canonical: dict[int, Any] | None = None) -> bytes:
+def pool_data(sidecar: SidecarConfig, serializer: _Serializer | None = None) -> bytes:
     """The hiera data of one VM pool: its complete sidecar config under `mesh::sidecar`."""
-    canonical = {} if canonical is None else canonical
     workload = sidecar.workload
-    documents = {}
-    for name in sorted(sidecar.documents):
-        document = sidecar.documents[name]
-        if id(document) not in canonical:
-            canonical[id(document)] = hiera_escape(document)
-        documents[name] = canonical[id(document)]
-    data = {
-        "mesh::workload": hiera_escape(workload.id),
-        "mesh::restart_sensitive": workload.restart_sensitive,
-        SIDECAR_KEY: documents,
-    }
-    return f"# {workload.id}. {GENERATED[2:]}\n".encode() + dump_yaml(data)
+    head = {"mesh::workload": hiera_escape(workload.id), "mesh::restart_sensitive": workload.restart_sensitive}
+    comment = f"# {workload.id}. {GENERATED[2:]}\n".encode()
+    if not sidecar.documents:
+        return comment + dump_yaml(head | {SIDECAR_KEY: {}})
+    serializer = serializer or _Serializer()
+    entries = (serializer.entry(name, sidecar.documents[name]) for name in sorted(sidecar.documents))
+    return comment + dump_yaml(head) + _SIDECAR_LINE + b"".join(entries)
 
 
 def hiera_escape(value: Any) -> Any:
@@ -159,6 +153,31 @@ def module_metadata() -> dict[str, Any]:
         "dependencies": [{"name": "puppetlabs/stdlib", "version_requirement": STDLIB_REQUIREMENT}],
         "requirements": [{"name": "puppet", "version_requirement": ">= 7.0.0 < 9.0.0"}],
     }
+
+
+_SIDECAR_LINE = f"{yaml_string(SIDECAR_KEY)}:\n".encode()
+
+
+class _Serializer:
+    """Escapes and serializes each distinct sidecar document once per build.
+
+    render() hands the same document object to every workload that shares it (a service's LDS and
+    CDS, a datacenter's Synapse config), and YAML serialization is the hot path of a large build.
+    A pool file is dump_yaml of its head, then the `mesh::sidecar` line, then one entry per
+    document: exactly dump_yaml of the whole mapping, since dump_yaml emits mapping entries one
+    after the other (tests check the bytes are equal).
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, int], tuple[Any, bytes]] = {}  # keeps documents alive, so ids stay unique
+
+    def entry(self, name: str, document: Any) -> bytes:
+        """The YAML lines of `name: document` under `mesh::sidecar`."""
+        cached = self.entries.get((name, id(document)))
+        if cached is None:
+            text = dump_yaml({SIDECAR_KEY: {name: hiera_escape(document)}}).removeprefix(_SIDECAR_LINE)
+            cached = self.entries[(name, id(document))] = (document, text)
+        return cached[1]
 
 
 def _check_documents(pools: list[SidecarConfig]) -> None:

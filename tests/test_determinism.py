@@ -1,0 +1,129 @@
+"""Determinism and safety of `meshc build` as a process: same bytes under any hash seed, old output kept on failure."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import EXAMPLE, ROOT
+
+from compiler.emit import read_tree
+
+sys.path.insert(0, str(ROOT))
+from benchmarks.synth import generate  # noqa: E402 - the benchmark's generator is a handy varied spec
+
+SEEDS = ("0", "1", "4242")
+
+
+def meshc(*args: str, seed: str = "0", cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": seed}
+    return subprocess.run([sys.executable, "-m", "compiler", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    found = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        stat = path.stat()
+        found[path.relative_to(root).as_posix()] = (stat.st_ino, stat.st_mtime_ns, path.read_bytes() if path.is_file() else b"")
+    return found
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A varied spec: VM, Kubernetes and mixed services, all localities, policy overrides."""
+    return generate(tmp_path_factory.mktemp("synth") / "spec", services=60, datacenters=4, clusters=6, deps=5)
+
+
+@pytest.mark.parametrize("spec", ["example", "synthetic"])
+def test_builds_under_different_hash_seeds_are_byte_identical(spec: str, synthetic: Path, tmp_path: Path) -> None:
+    source = EXAMPLE if spec == "example" else synthetic
+    trees = []
+    for seed in SEEDS:
+        out = tmp_path / f"out-{seed}"
+        result = meshc("build", str(source), "-o", str(out), seed=seed)
+        assert result.returncode == 0, result.stderr
+        trees.append(read_tree(out))
+    assert len(trees[0]) > 1
+    assert trees[1] == trees[0] and trees[2] == trees[0]
+
+
+def test_explain_under_different_hash_seeds_is_identical() -> None:
+    outputs = {meshc("explain", "upload", "--format", "json", seed=seed).stdout for seed in SEEDS}
+    assert len(outputs) == 1 and outputs != {""}
+
+
+def test_build_does_not_depend_on_where_the_spec_lives(tmp_path: Path) -> None:
+    copy = tmp_path / "elsewhere" / "spec"
+    shutil.copytree(EXAMPLE, copy)
+    for path in sorted(copy.rglob("*.yaml"), reverse=True):  # other mtimes and inode order
+        path.touch()
+    assert meshc("build", str(EXAMPLE), "-o", str(tmp_path / "a")).returncode == 0
+    assert meshc("build", str(copy), "-o", str(tmp_path / "b")).returncode == 0
+    assert read_tree(tmp_path / "a") == read_tree(tmp_path / "b")
+
+
+def test_failed_validation_leaves_the_previous_output(tmp_path: Path) -> None:
+    out = tmp_path / "output"
+    assert meshc("build", str(EXAMPLE), "-o", str(out)).returncode == 0
+    before = snapshot(out)
+    broken = tmp_path / "broken"
+    shutil.copytree(EXAMPLE, broken)
+    upload = broken / "services" / "upload.yaml"
+    upload.write_text(upload.read_text().replace("local_port: 7104", "local_port: 70000"))
+    result = meshc("build", str(broken), "-o", str(out))
+    assert result.returncode == 2 and "[port-range]" in result.stderr
+    assert snapshot(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "output"]
+
+
+# `meshc build` in a child that freezes after writing a few staged files, for the parent to SIGKILL.
+FREEZING_BUILD = r"""
+import sys, time
+from pathlib import Path
+from compiler.cli import main
+
+marker = sys.argv[1]
+remaining = [3]
+real = Path.write_bytes
+def write_bytes(self, data):
+    remaining[0] -= 1
+    if remaining[0] == 0:
+        with open(marker, "w") as handle:
+            handle.write("frozen")
+        time.sleep(600)
+    return real(self, data)
+Path.write_bytes = write_bytes
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_build_killed_mid_write_leaves_the_previous_output(tmp_path: Path) -> None:
+    out = tmp_path / "output"
+    assert meshc("build", str(EXAMPLE), "-o", str(out)).returncode == 0
+    before = snapshot(out)
+    changed = tmp_path / "changed"
+    shutil.copytree(EXAMPLE, changed)
+    mesh = changed / "mesh.yaml"
+    mesh.write_text(mesh.read_text().replace("timeout: 15s", "timeout: 20s"))  # every edge changes
+    marker = tmp_path / "frozen"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen([sys.executable, "-c", FREEZING_BUILD, str(marker), "build", str(changed), "-o", str(out)], env=env)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert child.poll() is None, "the build finished before it was killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(child.pid, signal.SIGKILL)
+    assert child.wait(timeout=30) == -signal.SIGKILL
+    assert snapshot(out) == before
+    # the next build removes the dead build's staging tree and writes the new output
+    result = meshc("build", str(changed), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert read_tree(out) != {path: data for path, (_, _, data) in before.items() if path != "."}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["changed", "frozen", "output"]

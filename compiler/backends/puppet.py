@@ -16,6 +16,7 @@ hosts, waves). Hiera interpolates `%{` in data, so every string that contains it
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -125,13 +126,9 @@ def pool_data(sidecar: SidecarConfig, serializer: _Serializer | None = None) -> 
 
 def hiera_escape(value: Any) -> Any:
     """`value` as hiera must hold it: `%{` escaped in every string and key; keys sorted as JSON writes them."""
-    if isinstance(value, str):
-        return value.replace("%{", HIERA_ESCAPE)
-    if isinstance(value, Mapping):
-        return {hiera_escape(key): hiera_escape(value[key]) for key in sorted(value)}
-    if isinstance(value, (list, tuple)):
-        return [hiera_escape(item) for item in value]
-    return value
+    # Through the C JSON codec: it sorts keys at every level and copies; `%` occurs only inside
+    # strings in JSON text, and the escape needs no JSON escaping, so replacing in the text is exact.
+    return json.loads(json.dumps(value, sort_keys=True, ensure_ascii=False).replace("%{", HIERA_ESCAPE))
 
 
 def module_files() -> Iterator[Artifact]:

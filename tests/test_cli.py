@@ -170,3 +170,22 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 def test_version() -> None:
     result = meshc("--version")
     assert result.returncode == 0 and re.fullmatch(r"meshc \d+\.\d+\.\d+\n", result.stdout)
+
+
+def test_readme_lists_every_diagnostic_code() -> None:
+    from compiler.diagnostics import CODES
+
+    readme = (ROOT / "README.md").read_text("utf-8")
+    section = readme.split("\n## Diagnostics\n", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `([a-z0-9-]+)` \|", section, re.M)
+    assert sorted(listed) == sorted(CODES) and len(listed) == len(set(listed))
+
+
+def test_readme_diagnostic_example_is_real(tmp_path: Path) -> None:
+    spec = tmp_path / "mesh-spec"
+    shutil.copytree(EXAMPLE, spec)
+    upload = spec / "services" / "upload.yaml"
+    upload.write_text(upload.read_text().replace("- service: metadata", "- service: metdata"))
+    result = meshc("validate", "mesh-spec", cwd=tmp_path)
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert result.stderr.splitlines()[0] in readme

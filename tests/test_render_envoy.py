@@ -16,6 +16,7 @@ from compiler.render.envoy import (
     NETWORK_RBAC,
     TCP_PROXY,
     allowed_principals,
+    content_hash,
     duration,
 )
 from compiler.pipeline import compile_dir
@@ -136,6 +137,12 @@ def test_certificate_comes_from_sds_so_renewal_hot_reloads(example_build: Any) -
     certificate = docs(example_build, UPLOAD)[ENVOY_SDS]["resources"][0]["tls_certificate"]
     assert certificate["certificate_chain"] == {"filename": "/etc/mesh/tls/tls.crt"}
     assert certificate["watched_directory"] == {"path": "/etc/mesh/tls"}
+
+
+def test_content_hash_sees_content_not_identity() -> None:
+    word = "".join(["egress-", "metadata"])  # built at run time: not interned, unlike the literal
+    assert content_hash({"name": "egress-metadata", "ports": [1, 2]}) == content_hash({"name": word, "ports": [1, 2]})
+    assert content_hash({"a": [1]}) != content_hash({"a": [True]}) != content_hash({"a": ["1"]})
 
 
 def test_version_info_is_a_content_hash(example_build: Any) -> None:

@@ -98,7 +98,8 @@ def test_hiera_interpolation_is_escaped_in_strings_and_keys() -> None:
 
 def test_yaml_11_traps_are_quoted(example_build: Any) -> None:
     sidecar = example_build.sidecars["vm/encryption/sjc"]
-    traps = {"no": "no", "on": "On", "version": "1.10", "octal": "017", "date": "2001-01-01", "tilde": "~", "sexagesimal": "1:30"}
+    traps = {"no": "no", "on": "On", "version": "1.10", "octal": "017", "date": "2001-01-01", "tilde": "~",
+             "sexagesimal": "1:30"}
     text = pool_data(with_documents(sidecar, {SYNAPSE: traps})).decode()
     for value in traps.values():
         assert f'"{value}"' in text

@@ -14,8 +14,8 @@ import json
 import re
 import shutil
 import subprocess
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ import pytest
 
 from compiler.backends.puppet import build_puppet
 from compiler.emit import Artifact, dump_json, dump_yaml
+from compiler.ir.model import Mesh
 from compiler.pipeline import Build, compile
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, ENVOY_SDS, NERVE, SYNAPSE, SidecarConfig
 from tests.conftest import require_tool
@@ -37,7 +38,8 @@ CANARY = "encryption-canary.sjc.example"  # has a node-level override of one doc
 # A spec whose names YAML 1.1 (Ruby's Psych) would misread if they were not quoted: a service
 # named `yes`, a datacenter named `no` in region `on`.
 TRAP_SPEC = {
-    "mesh.yaml": b'mesh: trap\ntrust_domain: trap.mesh\ndatacenters:\n  "no": {region: "on", zookeeper: [zk1.no.example:2181]}\n',
+    "mesh.yaml": b'mesh: trap\ntrust_domain: trap.mesh\n'
+                 b'datacenters:\n  "no": {region: "on", zookeeper: [zk1.no.example:2181]}\n',
     "services/yes.yaml": b'service: "yes"\nowner: ops\nport: 8080\nmesh_port: 18080\nlocal_port: 7100\n'
                          b'restart_sensitive: true\ndeploy:\n  vm: {datacenters: ["no"]}\n',
 }
@@ -215,7 +217,8 @@ class Host:
         )
         result = subprocess.run(
             ["puppet", "apply", "--detailed-exitcodes", "--color=false", *settings(self.base / "work"),
-             "--modulepath", f"{self.tree / 'modules'}:{STDLIB_MODULES}", "--hiera_config", str(self.tree / "hiera.yaml"),
+             "--modulepath", f"{self.tree / 'modules'}:{STDLIB_MODULES}",
+             "--hiera_config", str(self.tree / "hiera.yaml"),
              "--certname", self.node.certname, "-e", manifest],
             capture_output=True, text=True, timeout=300)
         after = log.read_text().split() if log.exists() else []
@@ -225,12 +228,12 @@ class Host:
                        files={p.relative_to(config).as_posix(): p.read_bytes() for p in files},
                        inodes={p.relative_to(config).as_posix(): p.stat().st_ino for p in files})
 
-    def update(self, mesh: Any, sidecar: SidecarConfig) -> None:
+    def update(self, mesh: Mesh, sidecar: SidecarConfig) -> None:
         """Publish new data for one pool, as a new build deployed on the Puppet server would."""
         write_tree(build_puppet(mesh, {sidecar.workload.id: sidecar}), self.tree)
 
 
-def host_runs(base: Path, tree: Path, mesh: Any, sidecar: SidecarConfig,
+def host_runs(base: Path, tree: Path, mesh: Mesh, sidecar: SidecarConfig,
               steps: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Applied]:
     """A host of the pool: a first apply, then one apply after each step's documents changed."""
     shutil.copytree(tree, base / "puppet")  # its own tree: the steps change the pool's data
@@ -271,8 +274,9 @@ def batch_lookups(base: Path, tree: Path, sidecars: Mapping[str, SidecarConfig])
     """Job name -> (exit code, stdout) of every lookup job, all run in one Ruby process."""
     jobs = lookup_jobs(base, sidecars)
     (base / "jobs.json").write_text(json.dumps(jobs))
-    (base / "settings.json").write_text(json.dumps([*settings(base / "work"), "--hiera_config", str(tree / "hiera.yaml"),
-                                                    "--modulepath", f"{tree / 'modules'}:{STDLIB_MODULES}"]))
+    global_settings = [*settings(base / "work"), "--hiera_config", str(tree / "hiera.yaml"),
+                       "--modulepath", f"{tree / 'modules'}:{STDLIB_MODULES}"]
+    (base / "settings.json").write_text(json.dumps(global_settings))
     (base / "driver.rb").write_text(LOOKUP_DRIVER)
     result = subprocess.run(["ruby", str(base / "driver.rb"), str(base / "jobs.json"), str(base / "settings.json")],
                             capture_output=True, text=True, timeout=300)
@@ -328,7 +332,8 @@ def runs(example_build: Build, sidecars: dict[str, SidecarConfig], tmp_path_fact
         trap = pool.submit(host_runs, base / "trap", tree, mesh, sidecars[TRAP_POOL], (
             ("restart", (ENVOY_BOOTSTRAP, SYNAPSE)),))
         lookups, lookup, validate = pool.submit(queries, base / "queries", tree, sidecars).result()
-        return Runs(example=example.result(), trap=trap.result(), lookups=lookups, lookup_command=lookup, validate=validate)
+        return Runs(example=example.result(), trap=trap.result(), lookups=lookups, lookup_command=lookup,
+                    validate=validate)
 
 
 def documents_after(sidecar: SidecarConfig, steps: tuple[tuple[str, ...], ...]) -> Mapping[str, Any]:
@@ -362,7 +367,7 @@ def test_lookup_returns_each_pools_rendered_sidecar_config(runs: Runs, sidecars:
     for wid in pools:
         rc, out = runs.lookups[wid]
         assert rc == 0, f"{wid}: lookup failed: {out}"
-        assert strict(json.loads(out)) == strict(dict(sidecars[wid].documents)), f"{wid}: lookup differs from the rendering"
+        assert strict(json.loads(out)) == strict(dict(sidecars[wid].documents)), f"{wid}: lookup differs from rendering"
         rc, out = runs.lookups[f"{wid} compiled"]
         assert rc == 0 and json.loads(out) == wid, f"{wid}: the catalog with `include mesh` does not compile"
 
@@ -382,7 +387,8 @@ def test_node_level_replaces_whole_documents_only(runs: Runs, sidecars: dict[str
 def test_explain_names_the_file_each_value_came_from(runs: Runs) -> None:
     rc, out = runs.lookups["explain"]
     assert rc == 0
-    assert 'Using merge options from "lookup_options" hash\nSearching for "mesh::sidecar"\n  Merge strategy hash\n' in out
+    merge = 'Using merge options from "lookup_options" hash\nSearching for "mesh::sidecar"\n  Merge strategy hash\n'
+    assert merge in out
     assert f"/data/nodes/{CANARY}.yaml" in out
     assert "/data/pools/encryption/sjc.yaml" in out
 

@@ -134,7 +134,8 @@ def hiera_escape(value: Any) -> Any:
 def module_files() -> Iterator[Artifact]:
     """The `mesh` module: rendered manifests and functions, and metadata.json."""
     for path in MODULE_TEMPLATES:
-        yield Artifact(path=f"{MODULE_DIR}/{path}", data=_render(f"module/{path}.j2", readers=sorted(READERS.items()), nerve=NERVE))
+        data = _render(f"module/{path}.j2", readers=sorted(READERS.items()), nerve=NERVE)
+        yield Artifact(path=f"{MODULE_DIR}/{path}", data=data)
     yield Artifact(path=f"{MODULE_DIR}/metadata.json", data=dump_json(module_metadata()))
 
 

@@ -100,10 +100,11 @@ def check_workload_ports(spec: Spec) -> Iterator[Diagnostic]:
     """Within one workload, the app port, mesh port, admin port and dependency local ports all differ."""
     admin = spec.mesh.sidecar.admin_port
     for service in spec.services.values():
+        # The admin port comes first, so a clash with it is reported at the service's own port.
         claims: list[tuple[int, str, Span]] = [
+            (admin, "the Envoy admin port (mesh.yaml sidecar.admin_port)", spec.at(spec.mesh.file, "sidecar", "admin_port")),
             (service.port, "port", spec.at(service.file, "port")),
             (service.mesh_port, "mesh_port", spec.at(service.file, "mesh_port")),
-            (admin, "the Envoy admin port (mesh.yaml sidecar.admin_port)", spec.at(service.file, "port")),
         ]
         # A dependency listed twice is reported by check_duplicate_dependency, not as a port clash.
         first_entries: dict[str, Dependency] = {}

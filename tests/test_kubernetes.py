@@ -346,6 +346,16 @@ def test_an_oversized_config_map_is_a_diagnostic_not_a_failed_apply(example: Cas
     assert any("k8s/kube-sjc-a/upload/upload: ConfigMap upload-mesh-envoy is" in d.message for d in diagnostics)
 
 
+def test_a_document_no_pod_mounts_is_an_internal_error(example: Case) -> None:
+    sidecars = {wid: SidecarConfig(workload=c.workload, documents={**c.documents, "nerve/nerve.json": {}})
+                for wid, c in _hand_sidecars(example.mesh).items()}
+    with pytest.raises(SpecError) as caught:
+        build_kubernetes(example.mesh, sidecars)
+    assert {d.code for d in caught.value.diagnostics} == {"internal"}
+    assert "k8s/kube-sjc-a/upload/upload: sidecar document 'nerve/nerve.json' is in no directory mounted in pods" in \
+        "\n".join(d.message for d in caught.value.diagnostics)
+
+
 def test_build_is_deterministic(example: Case) -> None:
     again = build_kubernetes(example.mesh, render(example.mesh))
     assert [(a.path, a.data, a.target) for a in again] == [(a.path, a.data, a.target) for a in example.artifacts]

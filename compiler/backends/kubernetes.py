@@ -75,6 +75,7 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[
             continue
         texts = {name: serializer.text(doc) for name, doc in sidecars[workload.id].documents.items()}
         objects = workload_objects(mesh, workload, texts, in_cluster)
+        problems += _unmounted(workload, texts)
         problems += _size_problems(workload, objects)
         artifacts += [_artifact(workload.cluster or "", obj, workload.id, serializer) for obj in objects]
     if problems:
@@ -278,6 +279,14 @@ class _Serializer:
         if entry is None:
             entry = self.entries[(key, text)] = dump_yaml({"data": {key: text}}).removeprefix(b"data:\n")
         return entry
+
+
+def _unmounted(workload: Workload, texts: Mapping[str, str]) -> Iterator[Diagnostic]:
+    """A document outside the mounted directories would silently never reach the pod."""
+    for name in sorted(texts):
+        if name.split("/", 1)[0] not in CONFIG_MOUNTS:
+            yield Diagnostic(span=workload.span, code="internal",
+                             message=f"{workload.id}: sidecar document {name!r} is in no directory mounted in pods {CONFIG_MOUNTS}")
 
 
 def _size_problems(workload: Workload, objects: Sequence[Mapping[str, Any]]) -> Iterator[Diagnostic]:

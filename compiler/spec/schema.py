@@ -29,7 +29,21 @@ def _validator(name: str) -> jsonschema.protocols.Validator:
     cls = jsonschema.validators.validator_for(schema)  # the schemas are checked against their metaschema in the tests
     # Resolving `$ref` through the registry on every node doubles validation time, so the
     # validator gets the same schema with each local `$ref` replaced by its definition.
-    return cls(_inline_refs(schema, schema.get("$defs", {})))
+    return cls(_python_patterns(_inline_refs(schema, schema.get("$defs", {}))))
+
+
+def _python_patterns(node: Any) -> Any:
+    """`node` with each pattern's final `$` made `\\Z`: Python's `$` also matches before a final
+    newline, JSON Schema's (ECMA-262) does not, and a name like "up\\n" must not pass as a label."""
+    if isinstance(node, list):
+        return [_python_patterns(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    result = {key: _python_patterns(value) for key, value in node.items()}
+    pattern = node.get("pattern")
+    if isinstance(pattern, str) and pattern.endswith("$") and not pattern.endswith("\\$"):
+        result["pattern"] = pattern[:-1] + "\\Z"
+    return result
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:

@@ -7,6 +7,7 @@ the IR the backend read, on the example mesh and on a seeded random mesh.
 from __future__ import annotations
 
 import random
+import sys
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from compiler.spec.load import load_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "mesh-spec"
+sys.path.insert(0, str(ROOT))
+from benchmarks.synth import generate  # noqa: E402 - the benchmark's mesh, larger and differently shaped than ours
 EXAMPLE_DEPLOYMENT = ROOT / "examples" / "kubernetes" / "deployment.yaml"
 
 
@@ -45,39 +48,43 @@ def load(data: bytes) -> list[Any]:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Case:
-    """A compiled spec: what it declares, its mesh, and this backend's artifacts."""
+class Declared:
+    """What the raw spec files say, read independently of the IR the backend used."""
 
-    files: Mapping[str, bytes]
+    deps: dict[str, set[str]]
+    placements: dict[str, dict[str, str]]  # service -> cluster -> namespace
+    mesh_ports: dict[str, int]
+    clusters: dict[str, Any]  # mesh.yaml `clusters`
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Case:
+    """A compiled spec: what it declares, its mesh, this backend's artifacts and their parsed objects."""
+
+    declared: Declared
     mesh: Mesh
     artifacts: list[Artifact]
+    objects: list[tuple[str, dict[str, Any]]]  # (path, the one object of that file)
 
-    def declared(self) -> tuple[dict[str, set[str]], dict[str, dict[str, str]], dict[str, Any]]:
-        """Dependencies and cluster placements as the service files write them, and mesh.yaml's clusters."""
-        deps: dict[str, set[str]] = {}
-        placements: dict[str, dict[str, str]] = {}
-        for path, raw in self.files.items():
-            if path.startswith("services/"):
-                doc = yaml.safe_load(raw)
-                name = doc["service"]
-                deps[name] = {d["service"] for d in doc.get("dependencies") or ()}
-                placements[name] = {k["cluster"]: k.get("namespace", name) for k in (doc["deploy"].get("kubernetes") or ())}
-        return deps, placements, yaml.safe_load(self.files["mesh.yaml"]).get("clusters") or {}
 
-    def mesh_ports(self) -> dict[str, int]:
-        """Each service's declared mesh_port."""
-        docs = [yaml.safe_load(raw) for path, raw in self.files.items() if path.startswith("services/")]
-        return {doc["service"]: doc["mesh_port"] for doc in docs}
-
-    def objects(self) -> list[tuple[str, dict[str, Any]]]:
-        """(path, object) for every file; each file holds exactly one object."""
-        return [(a.path, load(a.data)[0]) for a in self.artifacts]
+def declared_of(files: Mapping[str, bytes]) -> Declared:
+    """Dependencies, placements and mesh ports as the service files write them, and mesh.yaml's clusters."""
+    docs = [yaml.load(raw, Loader=yaml.CSafeLoader) for path, raw in files.items() if path.startswith("services/")]
+    return Declared(
+        deps={d["service"]: {dep["service"] for dep in d.get("dependencies") or ()} for d in docs},
+        placements={d["service"]: {k["cluster"]: k.get("namespace", d["service"]) for k in (d["deploy"].get("kubernetes") or ())}
+                    for d in docs},
+        mesh_ports={d["service"]: d["mesh_port"] for d in docs},
+        clusters=yaml.safe_load(files["mesh.yaml"]).get("clusters") or {},
+    )
 
 
 def compile_case(files: Mapping[str, bytes], label: str) -> Case:
     """Compile through the stages this backend reads (not the other backends)."""
     mesh = lower(check(load_documents(files, label)))
-    return Case(files=files, mesh=mesh, artifacts=build_kubernetes(mesh, render(mesh)))
+    artifacts = build_kubernetes(mesh, render(mesh))
+    return Case(declared=declared_of(files), mesh=mesh, artifacts=artifacts,
+                objects=[(a.path, load(a.data)[0]) for a in artifacts])
 
 
 def random_spec(seed: int, services: int = 80) -> dict[str, bytes]:
@@ -129,11 +136,14 @@ def synthetic() -> Case:
     return compile_case(random_spec(1), "synthetic-1")
 
 
-@pytest.fixture(scope="module", params=["example", "synthetic-1", "synthetic-2"])
-def case(request: pytest.FixtureRequest, example: Case, synthetic: Case) -> Case:
-    """The example mesh, then seeded random meshes."""
+@pytest.fixture(scope="module", params=["example", "synthetic-1", "synthetic-2", "bench-200"])
+def case(request: pytest.FixtureRequest, example: Case, synthetic: Case, tmp_path_factory: pytest.TempPathFactory) -> Case:
+    """The example mesh, seeded random meshes (with NetworkPolicies), and the benchmark generator's mesh."""
     if request.param == "example":
         return example
+    if request.param == "bench-200":
+        spec_dir = generate(tmp_path_factory.mktemp("synth") / "spec", services=200, datacenters=4, clusters=8, deps=6)
+        return compile_case(spec_files(spec_dir), "bench-200")
     return synthetic if request.param == "synthetic-1" else compile_case(random_spec(2), "synthetic-2")
 
 
@@ -148,7 +158,7 @@ def test_every_file_is_yaml_with_exactly_one_object(case: Case) -> None:
 
 def test_paths_name_cluster_namespace_kind_and_object(case: Case) -> None:
     workloads = {w.id: w for w in case.mesh.workloads}
-    for path, obj in case.objects():
+    for path, obj in case.objects:
         _, cluster, directory, _file = path.split("/")
         meta = obj["metadata"]
         assert directory == meta.get("namespace", meta["name"]), path  # a directory holds only its namespace's objects
@@ -161,7 +171,7 @@ def test_paths_name_cluster_namespace_kind_and_object(case: Case) -> None:
 
 
 def test_labels_on_every_object(case: Case) -> None:
-    for path, obj in case.objects():
+    for path, obj in case.objects:
         labels = obj["metadata"]["labels"]
         assert labels[MANAGED_BY] == "meshc" and labels[MESH_LABEL] == case.mesh.name, path
         if obj["kind"] != "Namespace":  # a Namespace may be shared by several services
@@ -180,7 +190,7 @@ def test_targets_are_workload_ids_and_shared_namespaces_have_none(case: Case) ->
 def test_kube_applier_order_applies_namespace_and_service_account_first(case: Case) -> None:
     """kube-applier applies the files of a cluster tree one by one in path order: check what exists by then."""
     by_cluster: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-    for path, obj in case.objects():
+    for path, obj in case.objects:
         by_cluster[path.split("/")[1]].append((path, obj))
     for cluster, objects in by_cluster.items():
         applied: set[tuple[str, str | None, str]] = set()
@@ -208,10 +218,10 @@ def test_kube_applier_order_applies_namespace_and_service_account_first(case: Ca
 # ---------------------------------------------------------------- least privilege
 
 def test_role_bindings_grant_only_declared_dependencies_in_the_cluster(case: Case) -> None:
-    deps, placements, _ = case.declared()
-    roles = {(p.split("/")[1], o["metadata"]["namespace"], o["metadata"]["name"]): o for p, o in case.objects() if o["kind"] == "Role"}
+    deps, placements = case.declared.deps, case.declared.placements
+    roles = {(p.split("/")[1], o["metadata"]["namespace"], o["metadata"]["name"]): o for p, o in case.objects if o["kind"] == "Role"}
     granted: set[tuple[str, str, str]] = set()
-    for path, obj in case.objects():
+    for path, obj in case.objects:
         if obj["kind"] != "RoleBinding":
             continue
         cluster, namespace = path.split("/")[1], obj["metadata"]["namespace"]
@@ -232,9 +242,9 @@ def test_role_bindings_grant_only_declared_dependencies_in_the_cluster(case: Cas
 
 
 def test_network_policies_admit_only_declared_clients_and_off_cluster_ranges(case: Case) -> None:
-    deps, placements, clusters = case.declared()
+    deps, placements, clusters = case.declared.deps, case.declared.placements, case.declared.clusters
     seen = set()
-    for path, obj in case.objects():
+    for path, obj in case.objects:
         if obj["kind"] != "NetworkPolicy":
             continue
         cluster = path.split("/")[1]
@@ -247,7 +257,7 @@ def test_network_policies_admit_only_declared_clients_and_off_cluster_ranges(cas
         peers, blocks = set(), set()
         for rule in obj["spec"]["ingress"]:
             assert rule["from"], f"{path}: a rule without `from` admits every source"
-            assert rule["ports"] == [{"protocol": "TCP", "port": case.mesh_ports()[service]}], path
+            assert rule["ports"] == [{"protocol": "TCP", "port": case.declared.mesh_ports[service]}], path
             for peer in rule["from"]:
                 if "ipBlock" in peer:
                     assert set(peer) == {"ipBlock"} and set(peer["ipBlock"]) == {"cidr"}, path
@@ -264,8 +274,8 @@ def test_network_policies_admit_only_declared_clients_and_off_cluster_ranges(cas
 
 def test_a_service_nobody_may_call_gets_a_deny_all_policy(synthetic: Case) -> None:
     """In a cluster without off-cluster ranges, a server with no client there admits no one, not everyone."""
-    deps, placements, _ = synthetic.declared()
-    lonely = [(p, o) for p, o in synthetic.objects() if o["kind"] == "NetworkPolicy" and p.split("/")[1] == "k-c1"
+    deps, placements = synthetic.declared.deps, synthetic.declared.placements
+    lonely = [(p, o) for p, o in synthetic.objects if o["kind"] == "NetworkPolicy" and p.split("/")[1] == "k-c1"
               and not any(o["spec"]["podSelector"]["matchLabels"][NAME_LABEL] in d and "k-c1" in placements[c] for c, d in deps.items())]
     assert lonely, "the random mesh should have such a service"
     for path, obj in lonely:
@@ -275,7 +285,7 @@ def test_a_service_nobody_may_call_gets_a_deny_all_policy(synthetic: Case) -> No
 # ---------------------------------------------------------------- objects
 
 def test_example_upload_objects(example: Case) -> None:
-    objects = {p.split("/", 2)[2]: o for p, o in example.objects() if p.startswith("kubernetes/kube-sjc-a/")}
+    objects = {p.split("/", 2)[2]: o for p, o in example.objects if p.startswith("kubernetes/kube-sjc-a/")}
     cert = objects["upload/40-certificate.upload-mesh-tls.yaml"]
     assert cert["spec"]["uris"] == ["spiffe://box.mesh/ns/upload/sa/upload"]
     assert cert["spec"]["issuerRef"] == {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "mesh-ca"}
@@ -294,7 +304,7 @@ def test_example_upload_objects(example: Case) -> None:
 
 def test_config_maps_hold_the_documents_and_the_restart_hash(example: Case) -> None:
     sidecars = render(example.mesh)
-    for path, obj in example.objects():
+    for path, obj in example.objects:
         if obj["kind"] != "ConfigMap":
             continue
         documents = sidecars[obj["metadata"]["annotations"][WORKLOAD_ANNOTATION]].documents
@@ -366,7 +376,7 @@ def test_build_is_deterministic(example: Case) -> None:
 def test_example_deployment_uses_what_meshc_writes(example: Case) -> None:
     """Names, paths and labels in examples/kubernetes/deployment.yaml match upload's objects in kube-sjc-a."""
     [deployment] = load(EXAMPLE_DEPLOYMENT.read_bytes())
-    objects = {(o["kind"], o["metadata"]["name"]): o for p, o in example.objects() if p.startswith("kubernetes/kube-sjc-a/upload/")}
+    objects = {(o["kind"], o["metadata"]["name"]): o for p, o in example.objects if p.startswith("kubernetes/kube-sjc-a/upload/")}
     pod = deployment["spec"]["template"]
     sidecar = example.mesh.sidecar
     assert deployment["metadata"]["namespace"] == "upload"

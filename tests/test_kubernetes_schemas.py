@@ -13,6 +13,7 @@ import copy
 import json
 import os
 import re
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -40,6 +41,9 @@ K8S_VERSION = "1.32"
 ROOT = Path(__file__).resolve().parent.parent
 CRD_DIR = ROOT.parent / "shared" / "crds"
 EXAMPLE_DEPLOYMENT = ROOT / "examples" / "kubernetes" / "deployment.yaml"
+sys.path.insert(0, str(ROOT))
+from benchmarks.synth import generate  # noqa: E402 - the benchmark's mesh: other names, sizes and shapes
+
 OBJECT_META = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 
 
@@ -152,6 +156,13 @@ def test_every_example_object_is_valid_in_strict_mode(example_objects: list[tupl
     kinds = {obj["kind"] for _, obj in objects}
     assert {"Namespace", "ServiceAccount", "Service", "ConfigMap", "Certificate", "Role", "RoleBinding", "NetworkPolicy"} <= kinds
     assert elapsed < 5, f"validating {len(objects)} objects took {elapsed:.1f}s"
+
+
+def test_every_object_of_the_benchmark_mesh_is_valid_in_strict_mode(schemas: Schemas, tmp_path: Path) -> None:
+    spec_dir = generate(tmp_path / "spec", services=150, datacenters=4, clusters=8, deps=6)
+    objects = [(a.path, doc) for a in kubernetes_artifacts(spec_dir) for doc in yaml.load_all(a.data, Loader=yaml.CSafeLoader)]
+    assert len(objects) > 500
+    assert {path: errors for path, obj in objects if (errors := schemas.errors(obj))} == {}
 
 
 def test_example_deployment_is_valid_in_strict_mode(schemas: Schemas) -> None:

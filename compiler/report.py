@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import cache
 from typing import Any
 
@@ -118,7 +118,10 @@ def format_text(diff: MeshDiff, color: bool = False) -> str:
     return "\n".join(_text_lines(diff, paint)) + "\n"
 
 
-def _painter(color: bool):  # noqa: ANN202 - a tiny closure
+Paint = Callable[..., str]
+
+
+def _painter(color: bool) -> Paint:
     def paint(text: str, *styles: str) -> str:
         if not color or not styles:
             return text
@@ -126,7 +129,7 @@ def _painter(color: bool):  # noqa: ANN202 - a tiny closure
     return paint
 
 
-def _text_lines(diff: MeshDiff, paint) -> Iterator[str]:  # noqa: ANN001
+def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
     counts = summary(diff)
     yield paint(f"meshc diff {diff.base} → {diff.head}", "bold")
     for note in diff.notes:
@@ -162,7 +165,7 @@ def _text_lines(diff: MeshDiff, paint) -> Iterator[str]:  # noqa: ANN001
         yield from _document_text(shared, "  ", paint, sidecar=False)
 
 
-def _target_text(target: TargetDiff, paint) -> Iterator[str]:  # noqa: ANN001
+def _target_text(target: TargetDiff, paint: Paint) -> Iterator[str]:
     restart_style = ("red", "bold") if target.needs_restart else ("green",)
     yield (f"  {paint(target.target, 'cyan')}: {paint(target.status, _STATUS_COLOR[target.status])}, "
            f"{paint(restart_label(target.restart), *restart_style)}")
@@ -172,7 +175,7 @@ def _target_text(target: TargetDiff, paint) -> Iterator[str]:  # noqa: ANN001
         yield from _document_text(file, "    ", paint, sidecar=False)
 
 
-def _document_text(doc: DocumentDiff, indent: str, paint, sidecar: bool) -> Iterator[str]:  # noqa: ANN001
+def _document_text(doc: DocumentDiff, indent: str, paint: Paint, sidecar: bool) -> Iterator[str]:
     what = f"document {doc.name} ({restart_label(doc.restart)})" if sidecar else f"file {doc.name}"
     yield f"{indent}{what}: " + paint(doc.status, _STATUS_COLOR[doc.status])
     yield from _change_text(doc.changes, indent + "  ", paint)
@@ -188,7 +191,7 @@ def _line_style(line: str) -> tuple[str, ...]:
     return {"+": ("green",), "-": ("red",), "@": ("cyan",)}.get(line[:1], ())
 
 
-def _change_text(changes: Iterable[Change], indent: str, paint) -> Iterator[str]:  # noqa: ANN001
+def _change_text(changes: Iterable[Change], indent: str, paint: Paint) -> Iterator[str]:
     for line in change_lines(changes):
         yield indent + paint(line, *{"+": ("green",), "-": ("red",), "~": ("yellow",)}.get(line[:1], ()))
 

@@ -238,3 +238,15 @@ def test_anything_else_is_not_canonical_and_parse_file_falls_back(text: str) -> 
         load_canonical_yaml(text)
     if text.endswith("\n"):
         assert parse_file("x.yaml", text.encode()) == (yaml.safe_load(text),)
+
+
+def test_text_is_coloured_only_when_asked_and_json_keeps_every_field(base_build: Build) -> None:
+    from compiler.report import format_text, to_json
+
+    result = diff_builds(None, base_build)
+    assert "\033[" in format_text(result, color=True) and "\033[" not in format_text(result, color=False)
+    data = to_json(result)
+    assert data["summary"]["targets"] == len(result.targets) == len(data["targets"])
+    assert set(data["targets"][0]) == {"target", "service", "platform", "datacenter", "cluster", "namespace", "status", "restart",
+                                       "documents", "files"}
+    assert json.loads(json.dumps(data)) == data

@@ -69,6 +69,8 @@ _TYPES: dict[str, type] = {"object": dict, "array": list, "string": str, "boolea
 
 def conforms(schema: dict[str, Any], value: Any) -> bool:
     """True only if `value` certainly satisfies `schema` (local `$ref`s inlined); False means "ask jsonschema"."""
+    if not isinstance(schema, dict):
+        return schema is True  # boolean schemas
     for keyword, rule in schema.items():
         if keyword not in _ANNOTATIONS:
             check = _KEYWORDS.get(keyword)

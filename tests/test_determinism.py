@@ -127,3 +127,20 @@ def test_build_killed_mid_write_leaves_the_previous_output(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     assert read_tree(out) != {path: data for path, (_, _, data) in before.items() if path != "."}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["changed", "frozen", "output"]
+
+
+def test_synthetic_generator_is_deterministic_valid_and_varied(tmp_path: Path) -> None:
+    from compiler.pipeline import spec_files, validate_only
+
+    first = generate(tmp_path / "a", services=300, datacenters=6, clusters=24, deps=8)
+    second = generate(tmp_path / "b", services=300, datacenters=6, clusters=24, deps=8)
+    assert read_tree(first) == read_tree(second)
+    spec = validate_only(spec_files(first), "a")
+    services = spec.services.values()
+    assert len(spec.services) == 300 and len(spec.mesh.datacenters) == 6 and len(spec.mesh.clusters) == 24
+    assert all(len(s.dependencies) == 8 for s in services)
+    placements = {(bool(s.vm_datacenters), bool(s.kubernetes)) for s in services}
+    assert placements == {(True, False), (False, True), (True, True)}
+    assert {s.locality for s in services} == {"failover", "local", "global"}
+    assert any(d.overrides for s in services for d in s.dependencies)
+    assert any(s.restart_sensitive for s in services)

@@ -555,14 +555,27 @@ def _diff_lists(old: list, new: list, path: str, out: list[Change]) -> None:
     elif _unique_scalars(old) and _unique_scalars(new):
         _diff_sets(old, new, path, out)
     else:
-        for index in range(max(len(old), len(new))):
-            child = f"{path}[{index}]"
-            if index >= len(new):
-                out.append(Change(path=child, kind=REMOVED, old=old[index]))
-            elif index >= len(old):
-                out.append(Change(path=child, kind=ADDED, new=new[index]))
-            else:
-                _diff(old[index], new[index], child, out)
+        _diff_aligned(old, new, path, out)
+
+
+def _diff_aligned(old: list, new: list, path: str, out: list[Change]) -> None:
+    """Unnamed items aligned by content (longest common subsequence), so one insertion is one `+`.
+
+    Items replaced one for one are diffed inside, at their new index; the rest are added or removed.
+    """
+    matcher = difflib.SequenceMatcher(None, [_canonical(i) for i in old], [_canonical(i) for i in new], autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            continue
+        paired = min(i2 - i1, j2 - j1) if op == "replace" else 0
+        for k in range(paired):
+            _diff(old[i1 + k], new[j1 + k], f"{path}[{j1 + k}]", out)
+        out += [Change(path=f"{path}[{i}]", kind=REMOVED, old=old[i]) for i in range(i1 + paired, i2)]
+        out += [Change(path=f"{path}[{j}]", kind=ADDED, new=new[j]) for j in range(j1 + paired, j2)]
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def _diff_sets(old: list, new: list, path: str, out: list[Change]) -> None:

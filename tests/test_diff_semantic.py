@@ -49,6 +49,17 @@ def test_duplicate_names_fall_back_to_index() -> None:
     )
 
 
+def test_unnamed_items_are_aligned_by_content_so_an_insertion_is_one_change() -> None:
+    def principal(name: str) -> dict:
+        return {"authenticated": {"principal_name": {"exact": f"spiffe://box.mesh/ns/{name}/sa/{name}"}}}
+    old = {"principals": [principal("a"), principal("c"), principal("d")]}
+    new = {"principals": [principal("a"), principal("b"), principal("c"), principal("d")]}
+    assert diff_values(old, new) == (Change(path="principals[1]", kind=ADDED, new=principal("b")),)
+    thresholds = {"thresholds": [{"priority": "DEFAULT", "max_requests": 1024}]}
+    assert diff_values(thresholds, {"thresholds": [{"priority": "DEFAULT", "max_requests": 2048}]}) == (
+        Change(path="thresholds[0].max_requests", kind=CHANGED, old=1024, new=2048),)
+
+
 def test_lists_of_unique_scalars_are_sets_but_reordering_is_reported() -> None:
     old = {"allowed": ["spiffe://a", "spiffe://b"]}
     assert diff_values(old, {"allowed": ["spiffe://c", "spiffe://a"]}) == (

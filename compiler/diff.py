@@ -19,7 +19,7 @@ import yaml
 
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.emit import MANIFEST, Artifact
-from compiler.gitsource import SpecDirMissing, locate, read_revision, read_worktree
+from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.ir.model import Workload
 from compiler.pipeline import Build, compile
 from compiler.render.restart import DOCUMENT_CLASS, RestartClass, classify
@@ -140,16 +140,24 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
     """
     location = locate(spec_dir)
     label = spec_dir.as_posix().rstrip("/") or "."
-    head_files = read_worktree(spec_dir) if head is None else read_revision(location, head)
     try:
-        base_files: Mapping[str, bytes] | None = read_revision(location, base)
-    except SpecDirMissing:
-        base_files = None
+        head_files = read_worktree(spec_dir) if head is None else read_revision(location, head)
+        base_files = _read_base(location, base)
+    finally:
+        location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
     try:
         result = diff_specs(base_files, head_files, base=base, head=head or WORKING_TREE, label=label)
     except SpecError as exc:
         raise SpecError(at_revision(exc.diagnostics, head)) from None
     return replace(result, base_diagnostics=at_revision(result.base_diagnostics, base))
+
+
+def _read_base(location: SpecLocation, base: str) -> dict[str, bytes] | None:
+    """The spec at the base, or None when the revision exists but has no spec directory yet."""
+    try:
+        return read_revision(location, base)
+    except SpecDirMissing:
+        return None
 
 
 def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tuple[Diagnostic, ...]:

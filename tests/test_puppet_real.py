@@ -390,7 +390,7 @@ def test_explain_names_the_file_each_value_came_from(runs: Runs) -> None:
     merge = 'Using merge options from "lookup_options" hash\nSearching for "mesh::sidecar"\n  Merge strategy hash\n'
     assert merge in out
     assert f"/data/nodes/{CANARY}.yaml" in out
-    assert "/data/pools/encryption/sjc.yaml" in out
+    assert "/data/pools/encryption/sjc.json" in out
 
 
 def test_puppet_lookup_command_agrees_with_the_batch(runs: Runs) -> None:

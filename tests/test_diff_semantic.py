@@ -8,7 +8,8 @@ import random
 import pytest
 import yaml
 
-from compiler.diff import ADDED, CHANGED, REMOVED, Change, NotCanonical, diff_builds, diff_values, group, load_canonical_yaml, parse_file
+from compiler.diff import (ADDED, CHANGED, REMOVED, Change, NotCanonical, diff_builds, diff_canonical_yaml, diff_values, group,
+                           load_canonical_yaml, parse_file)
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.lower import lower
 from compiler.pipeline import Build, validate_only
@@ -261,3 +262,52 @@ def test_text_is_coloured_only_when_asked_and_json_keeps_every_field(base_build:
     assert set(data["targets"][0]) == {"target", "service", "platform", "datacenter", "cluster", "namespace", "status", "restart",
                                        "documents", "files"}
     assert json.loads(json.dumps(data)) == data
+
+
+def _mutate(value: object, rnd: random.Random) -> object:
+    if isinstance(value, dict) and value and rnd.random() < 0.8:
+        copy = dict(value)
+        key = rnd.choice(list(copy))
+        roll = rnd.random()
+        if roll < 0.15:
+            del copy[key]
+        elif roll < 0.3:
+            copy[f"new-{rnd.randint(0, 9)}"] = _random_value(rnd, 3)
+        else:
+            copy[key] = _mutate(copy[key], rnd)
+        return copy
+    if isinstance(value, list) and value and rnd.random() < 0.8:
+        copy = list(value)
+        index = rnd.randrange(len(copy))
+        copy[index] = _mutate(copy[index], rnd)
+        return copy
+    return _random_value(rnd, 2)
+
+
+def test_diffing_canonical_yaml_text_equals_diffing_the_data() -> None:
+    rnd = random.Random(7)
+    for _ in range(3000):
+        old = {"a": _random_value(rnd, 1), "b": {"c": _random_value(rnd, 2), "d": [_random_value(rnd, 3)]}}
+        new = _mutate(old, rnd)
+        old_text, new_text = dump_yaml(old).decode(), dump_yaml(new).decode()
+        assert diff_canonical_yaml(old_text, new_text) == diff_values(load_canonical_yaml(old_text), load_canonical_yaml(new_text))
+
+
+def test_diffing_output_files_as_text_equals_diffing_their_data(example_build: Build) -> None:
+    from compiler.pipeline import compile
+
+    files = read_tree(EXAMPLE)
+    files["mesh.yaml"] = files["mesh.yaml"].replace(b"admin_port: 9901", b"admin_port: 9902")
+    files["services/upload.yaml"] = files["services/upload.yaml"].replace(b"timeout: 2s", b"timeout: 3s")
+    changed = {a.path: a.data for a in compile(files, "mesh-spec").artifacts}
+    compared = 0
+    for artifact in example_build.artifacts:
+        after = changed.get(artifact.path)
+        if artifact.path.endswith(".yaml") and after is not None and after != artifact.data:
+            try:
+                fast = diff_canonical_yaml(artifact.data.decode(), after.decode())
+            except NotCanonical:
+                continue
+            assert fast == diff_values(yaml.safe_load(artifact.data), yaml.safe_load(after)), artifact.path
+            compared += 1
+    assert compared >= 20

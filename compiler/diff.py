@@ -168,6 +168,7 @@ def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tupl
         return tuple(diagnostics)
     return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
 
+
 def diff_specs(base_files: Mapping[str, bytes] | None, head_files: Mapping[str, bytes], *,
                base: str, head: str, label: str) -> MeshDiff:
     """Compile both spec trees and diff them; an invalid or absent (None) base is diffed as empty, with a note.

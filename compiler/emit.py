@@ -129,6 +129,8 @@ def _literal(value: str, indent: int) -> str:
     chomp = "-" if trailing == 0 else ("" if trailing == 1 else "+")
     pad = " " * indent
     lines = body.split("\n") + [""] * max(trailing - 1, 0)
+    if "" not in lines:  # the common case (embedded JSON): indent with one C-level replace
+        return f"|{chomp}\n{pad}" + "\n".join(lines).replace("\n", "\n" + pad)
     return f"|{chomp}\n" + "\n".join(f"{pad}{line}" if line else "" for line in lines)
 
 

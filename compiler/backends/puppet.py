@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import jinja2
+import orjson
 
 from compiler import __version__
 from compiler.diagnostics import Diagnostic, SpecError
@@ -128,10 +129,13 @@ def pool_data(sidecar: SidecarConfig, serializer: _Serializer | None = None) -> 
 
 
 def hiera_escape(value: Any) -> Any:
-    """`value` as hiera must hold it: `%{` escaped in every string and key; keys sorted as JSON writes them."""
-    # Through the C JSON codec: it sorts keys at every level and copies; `%` occurs only inside
-    # strings in JSON text, and the escape needs no JSON escaping, so replacing in the text is exact.
-    return json.loads(json.dumps(value, sort_keys=True, ensure_ascii=False).replace("%{", HIERA_ESCAPE))
+    """`value` as hiera must hold it: `%{` escaped in every string and key (a copy only where one occurs)."""
+    # Through compiled JSON: `%` occurs only inside strings in JSON text, and the escape needs no
+    # JSON escaping, so replacing in the text is exact. Most documents have no `%{` at all.
+    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    if b"%{" not in text:
+        return value
+    return orjson.loads(text.replace(b"%{", HIERA_ESCAPE.encode()))
 
 
 def module_files() -> Iterator[Artifact]:

@@ -11,10 +11,11 @@ services may share, has target None (it changes only when a namespace appears or
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+import orjson
 
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.emit import Artifact, dump_json, dump_yaml
@@ -293,7 +294,7 @@ def _size_problems(workload: Workload, objects: Sequence[Mapping[str, Any]]) -> 
     for obj in objects:
         if obj["kind"] != "ConfigMap":  # only the sidecar documents grow with the mesh
             continue
-        size = len(json.dumps(obj, separators=(",", ":")).encode())
+        size = len(orjson.dumps(obj))  # compact JSON, as kubectl stores it in the annotation
         if size > MAX_APPLIED_BYTES:
             yield Diagnostic(span=workload.span, code="object-too-large", message=(
                 f"{workload.id}: {obj['kind']} {obj['metadata']['name']} is {size} bytes, over the {MAX_APPLIED_BYTES} "

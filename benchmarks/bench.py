@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -78,13 +79,11 @@ def _meshc_build(state: State) -> None:
     The earlier stages' results are dropped first, so the peak RSS is close to the build's own;
     that is why this stage must stay the last one.
     """
-    import shutil
-
     from compiler.pipeline import build
 
     for key in [k for k in state if k != "dir"]:
         del state[key]
-    out = BENCH_DIR / "meshc-build-out"
+    out = scratch_dir() / "meshc-build-out"
     shutil.rmtree(out, ignore_errors=True)
     state["written"] = build(state["dir"], out)
 
@@ -94,9 +93,7 @@ STAGES += (Stage(name="meshc-build", description="meshc build: whole pipeline, a
 
 def _diff_setup(state: State) -> None:
     """Not part of the diff: a git repo holding the synthetic spec, committed, then one service's app port edited."""
-    import shutil
-
-    repo = BENCH_DIR / "diff-repo"
+    repo = scratch_dir() / "diff-repo"
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(state["dir"], repo / "mesh-spec")
     git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@meshc.invalid", "-c", "commit.gpgsign=false"]
@@ -127,16 +124,24 @@ STAGES += (
 )
 
 
+def scratch_dir() -> Path:
+    """This child's own working directory under .bench/, removed when it ends: concurrent runs must not share one."""
+    return BENCH_DIR / f"scratch-{os.getpid()}"
+
+
 def run_child(spec_dir: Path, last: str) -> None:
     """In the child: run the stages up to `last`, print {stage: [wall, cpu]} as JSON."""
     state: State = {"dir": spec_dir}
     times: dict[str, list[float]] = {}
-    for stage in STAGES:
-        wall, cpu = time.perf_counter(), time.process_time()
-        stage.run(state)
-        times[stage.name] = [time.perf_counter() - wall, time.process_time() - cpu]
-        if stage.name == last:
-            break
+    try:
+        for stage in STAGES:
+            wall, cpu = time.perf_counter(), time.process_time()
+            stage.run(state)
+            times[stage.name] = [time.perf_counter() - wall, time.process_time() - cpu]
+            if stage.name == last:
+                break
+    finally:
+        shutil.rmtree(scratch_dir(), ignore_errors=True)
     print(json.dumps(times))
 
 

@@ -151,7 +151,9 @@ def test_build_then_check(tmp_path: Path) -> None:
     first = meshc("build", "mesh-spec", "-o", str(out))
     assert first.returncode == 0, first.stderr
     assert (out / "MANIFEST.json").is_file()
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [out, *out.rglob("*")]}
     assert meshc("build", "mesh-spec", "-o", str(out)).stdout == f"{out}: up to date, nothing written\n"
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [out, *out.rglob("*")]} == before  # not a byte written
     assert meshc("check", "mesh-spec", "-o", str(out)).returncode == 0
     victim = next(p for p in sorted(out.rglob("*")) if p.is_file() and p.name != "MANIFEST.json")
     victim.write_bytes(victim.read_bytes() + b"# edited\n")

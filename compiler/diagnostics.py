@@ -99,7 +99,8 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 
 def format_all(diagnostics: Iterable[Diagnostic]) -> str:
     """All diagnostics, one per line, then a count, as mypy prints them."""
-    lines = [d.format() for d in diagnostics]
-    files = len({line.split(":", 1)[0] for line in lines})
+    found = list(diagnostics)
+    lines = [d.format() for d in found]
+    files = len({d.span.file for d in found})  # not the text before the first ':': `REV:path` names hold one
     lines.append(f"Found {len(lines)} error{'s' if len(lines) != 1 else ''} in {files} file{'s' if files != 1 else ''}")
     return "\n".join(lines)

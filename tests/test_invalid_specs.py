@@ -283,3 +283,11 @@ def test_fast_schema_check_agrees_with_jsonschema() -> None:
             else:
                 rejected += 1
     assert accepted > 100 and rejected > 1000  # the fuzzing exercises both answers
+
+
+def test_summary_counts_files_whose_names_hold_a_colon() -> None:
+    from compiler.diagnostics import Diagnostic, Span, format_all
+
+    found = [Diagnostic(span=Span(file=f"HEAD~1:mesh-spec/services/{name}.yaml", line=1, col=1), code="file-empty", message="empty")
+             for name in ("a", "b")]
+    assert format_all(found).splitlines()[-1] == "Found 2 errors in 2 files"

@@ -79,8 +79,9 @@ def _ids(mesh: Mesh, service: str) -> set[str]:
 def expected(name: str, mesh: Mesh) -> dict[str, tuple[str, str]]:
     """Target -> (status, restart class) each scenario must report, derived from the IR."""
     if name == "add-dependency":
-        # the client gains a Synapse watcher (restart) and an egress listener; the server admits one more identity
-        clients = {t: ("changed", "sidecar-restart") for t in _ids(mesh, "permissions")}
+        # the client gains an egress listener and cluster, and a Synapse service (reloaded live, no
+        # restart); the server admits one more identity
+        clients = {t: ("changed", "hot-reload") for t in _ids(mesh, "permissions")}
         servers = {t: ("changed", "hot-reload") for t in _ids(mesh, "storage-gateway")}
         assert {w.platform for w in mesh.workloads_of("permissions")} == {w.platform for w in mesh.workloads_of("storage-gateway")} == {"vm", "kubernetes"}
         return clients | servers

@@ -134,7 +134,8 @@ def test_each_document_costs_its_restart_class(base_build: Build) -> None:
     sidecars = dict(base_build.sidecars)
     auth_sjc, auth_iad, metadata = (sidecars[t].workload for t in ("vm/auth/sjc", "vm/auth/iad", "k8s/kube-sjc-a/metadata/metadata"))
     sidecars["vm/auth/sjc"] = SidecarConfig(workload=auth_sjc, documents=_documents("vm", **{ENVOY_BOOTSTRAP: {"admin": {"port": 9902}}}))
-    sidecars["vm/auth/iad"] = SidecarConfig(workload=auth_iad, documents=_documents("vm", **{SYNAPSE: {"services": {"x": {}}}}))
+    # a Synapse process setting (not `services`, which the fork reloads live)
+    sidecars["vm/auth/iad"] = SidecarConfig(workload=auth_iad, documents=_documents("vm", **{SYNAPSE: {"services": {}, "file_output": {"output_directory": "/x"}}}))
     sidecars["k8s/kube-sjc-a/metadata/metadata"] = SidecarConfig(workload=metadata, documents=_documents("kubernetes", **{ENVOY_LDS: _lds(2048)}))
     result = diff_builds(base_build, _with(base_build, sidecars=sidecars))
     assert {t.target: t.restart for t in result.targets} == {

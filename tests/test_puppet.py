@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from compiler.backends import BACKENDS
-from compiler.backends.puppet import HIERA_ESCAPE, HIERARCHY, READERS, _render, build_puppet, hiera_escape, pool_data
+from compiler.backends.puppet import HIERA_ESCAPE, HIERARCHY, READERS, _render, build_puppet, hiera_escape, pool_data, restart_fingerprints
 from compiler.diagnostics import SpecError
 from compiler.emit import dump_json, dump_yaml
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
@@ -83,6 +83,7 @@ def test_pool_files_are_canonical_json_of_the_pool(example_build: Any) -> None:
             "mesh::workload": artifact.target,
             "mesh::restart_sensitive": sidecar.workload.restart_sensitive,
             "mesh::sidecar": {name: hiera_escape(sidecar.documents[name]) for name in sorted(sidecar.documents)},
+            "mesh::restart_fingerprints": restart_fingerprints(sidecar.documents),
         }
         assert artifact.data == dump_json(data)
 
@@ -112,7 +113,7 @@ def test_yaml_11_traps_stay_strings(example_build: Any) -> None:
 def test_lookup_options_merge_sidecar_per_document(example_build: Any) -> None:
     common = next(a for a in build_puppet(example_build.mesh, {}) if a.path == "puppet/data/common.yaml")
     data = yaml.safe_load(common.data)
-    assert data["lookup_options"] == {"mesh::sidecar": {"merge": "hash"}}
+    assert data["lookup_options"] == {"mesh::sidecar": {"merge": "hash"}, "mesh::restart_fingerprints": {"merge": "hash"}}
     assert data["mesh::config_dir"] == example_build.mesh.sidecar.config_dir
 
 
@@ -130,13 +131,23 @@ def test_hierarchy_goes_from_node_to_pool_to_datacenter_to_common(example_build:
     assert pool_level["data_hash"] == "json_data", "pool files are JSON and need hiera's json backend"
 
 
-def test_only_bootstrap_nerve_and_synapse_restart_a_process() -> None:
+def test_only_bootstrap_and_nerve_files_restart_a_process() -> None:
     assert READERS[ENVOY_BOOTSTRAP] == "envoy"
     assert READERS[NERVE] == "nerve"
-    assert READERS[SYNAPSE] == "synapse"
+    assert READERS[SYNAPSE] == "", "Synapse reloads its services: its restarts go through the fingerprint"
     assert READERS[ENVOY_LDS] == READERS[ENVOY_CDS] == ""
     assert {name for name, reader in READERS.items() if not reader} == {
-        name for name, cost in DOCUMENT_CLASS.items() if cost == RestartClass.HOT_RELOAD}
+        name for name, cost in DOCUMENT_CLASS.items() if cost == RestartClass.HOT_RELOAD} | {SYNAPSE}
+
+
+def test_synapse_fingerprint_ignores_services_only(example_build: Any) -> None:
+    documents = dict(example_build.sidecars["vm/encryption/sjc"].documents)
+    before = restart_fingerprints(documents)
+    assert set(before) == {"synapse"}
+    documents[SYNAPSE] = {**documents[SYNAPSE], "services": {}}
+    assert restart_fingerprints(documents) == before
+    documents[SYNAPSE] = {**documents[SYNAPSE], "file_output": {"output_directory": "/x"}}
+    assert restart_fingerprints(documents) != before
 
 
 def test_module_restarts_follow_the_readers(example_build: Any) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from compiler.backends.puppet import build_puppet
+from compiler.backends.puppet import build_puppet, restart_fingerprints
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.model import Mesh
 from compiler.pipeline import Build, compile
@@ -112,6 +112,7 @@ class Applied:
     restarts: list[str]
     files: dict[str, bytes]
     inodes: dict[str, int]
+    fingerprints: dict[str, str]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -183,11 +184,19 @@ def trap_sidecar() -> SidecarConfig:
     return SidecarConfig(workload=sidecar.workload, documents=documents)
 
 
+SERVICES_ONLY = "#services"  # suffix of a step name: change only the document's `services`
+
+
 def changed(sidecar: SidecarConfig, names: tuple[str, ...]) -> SidecarConfig:
-    """The same pool with each named document changed (a marker key added)."""
+    """The same pool with each named document changed (a marker key added, at the top or in `services`)."""
     documents = dict(sidecar.documents)
     for name in names:
-        documents[name] = dict(documents[name]) | {"x_meshc_test_change": name}
+        if name.endswith(SERVICES_ONLY):
+            name = name.removesuffix(SERVICES_ONLY)
+            services = dict(documents[name]["services"]) | {"x-meshc-test": {"discovery": {"method": "base"}}}
+            documents[name] = dict(documents[name]) | {"services": services}
+        else:
+            documents[name] = dict(documents[name]) | {"x_meshc_test_change": name}
     return SidecarConfig(workload=sidecar.workload, documents=documents)
 
 
@@ -223,10 +232,12 @@ class Host:
             capture_output=True, text=True, timeout=300)
         after = log.read_text().split() if log.exists() else []
         config = self.root / "etc/mesh"
-        files = sorted(p for p in config.rglob("*") if p.is_file())
+        # Dot files are the module's restart fingerprints, not sidecar documents.
+        files = sorted(p for p in config.rglob("*") if p.is_file() and not p.name.startswith("."))
+        fingerprints = {p.parent.name: p.read_text() for p in config.rglob(".restart-fingerprint")}
         return Applied(rc=result.returncode, output=result.stdout + result.stderr, restarts=after[len(before):],
                        files={p.relative_to(config).as_posix(): p.read_bytes() for p in files},
-                       inodes={p.relative_to(config).as_posix(): p.stat().st_ino for p in files})
+                       inodes={p.relative_to(config).as_posix(): p.stat().st_ino for p in files}, fingerprints=fingerprints)
 
     def update(self, mesh: Mesh, sidecar: SidecarConfig) -> None:
         """Publish new data for one pool, as a new build deployed on the Puppet server would."""
@@ -328,7 +339,8 @@ def runs(example_build: Build, sidecars: dict[str, SidecarConfig], tmp_path_fact
     mesh = example_build.mesh
     with ThreadPoolExecutor(max_workers=3) as pool:
         example = pool.submit(host_runs, base / "example", tree, mesh, sidecars[POOL], (
-            ("again", ()), ("hot", (ENVOY_LDS, ENVOY_CDS, ENVOY_SDS)), ("restart", (ENVOY_BOOTSTRAP, NERVE))))
+            ("again", ()), ("hot", (ENVOY_LDS, ENVOY_CDS, ENVOY_SDS)), ("services", (SYNAPSE + SERVICES_ONLY,)),
+            ("restart", (ENVOY_BOOTSTRAP, NERVE))))
         trap = pool.submit(host_runs, base / "trap", tree, mesh, sidecars[TRAP_POOL], (
             ("restart", (ENVOY_BOOTSTRAP, SYNAPSE)),))
         lookups, lookup, validate = pool.submit(queries, base / "queries", tree, sidecars).result()
@@ -434,11 +446,24 @@ def test_lds_cds_sds_change_restarts_nothing(runs: Runs, sidecars: dict[str, Sid
     assert sorted(name for name, inode in applied.inodes.items() if inode != before[name]) == sorted(hot)
 
 
+def test_synapse_services_change_restarts_nothing(runs: Runs, sidecars: dict[str, SidecarConfig]) -> None:
+    """A new or changed dependency: the Synapse fork reconciles `services` itself (no restart)."""
+    applied = runs.example["services"]
+    assert applied.rc == 2, applied.output
+    assert applied.restarts == []
+    steps = ((ENVOY_LDS, ENVOY_CDS, ENVOY_SDS), (SYNAPSE + SERVICES_ONLY,))
+    assert_files_are_rendering(applied, node_of(POOL), documents_after(sidecars[POOL], steps))
+    before = runs.example["hot"].inodes
+    assert sorted(name for name, inode in applied.inodes.items() if inode != before[name]) == [SYNAPSE]
+    assert applied.fingerprints == runs.example["hot"].fingerprints, "services only: the fingerprint stays"
+    assert applied.fingerprints == {"synapse": restart_fingerprints(documents_after(sidecars[POOL], steps))["synapse"] + "\n"}
+
+
 def test_bootstrap_and_nerve_change_restart_envoy_and_nerve(runs: Runs, sidecars: dict[str, SidecarConfig]) -> None:
     applied = runs.example["restart"]
     assert applied.rc == 2, applied.output
     assert sorted(applied.restarts) == ["envoy", "nerve"]
-    steps = ((ENVOY_LDS, ENVOY_CDS, ENVOY_SDS), (ENVOY_BOOTSTRAP, NERVE))
+    steps = ((ENVOY_LDS, ENVOY_CDS, ENVOY_SDS), (SYNAPSE + SERVICES_ONLY,), (ENVOY_BOOTSTRAP, NERVE))
     assert_files_are_rendering(applied, node_of(POOL), documents_after(sidecars[POOL], steps))
 
 

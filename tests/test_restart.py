@@ -8,7 +8,7 @@ import pytest
 
 from compiler.pipeline import Build, compile, spec_files
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, ENVOY_SDS, NERVE, SYNAPSE
-from compiler.render.restart import DOCUMENT_CLASS, RestartClass, changes, classify
+from compiler.render.restart import DOCUMENT_CLASS, RestartClass, changes, classify, restart_view
 from tests.conftest import EXAMPLE
 
 UPLOAD = "k8s/kube-sjc-a/upload/upload"
@@ -49,18 +49,29 @@ def test_circuit_breaker_change_is_a_hot_reload(example_build: Build) -> None:
     assert changes(_docs(example_build, UPLOAD), _docs(after, UPLOAD)) == {ENVOY_CDS: RestartClass.HOT_RELOAD}
 
 
-def test_new_dependency_never_restarts_envoy(example_build: Build) -> None:
-    """Envoy hot-reloads the new listener and cluster; only Synapse is restarted to watch the new service."""
+def test_new_dependency_is_a_hot_reload(example_build: Build) -> None:
+    """Envoy hot-reloads the new listener and cluster, Synapse its services: no process restarts."""
     after = edited("services/upload.yaml", "  - service: feature-flags\n", "  - service: feature-flags\n  - service: search\n")
     assert changes(_docs(example_build, UPLOAD), _docs(after, UPLOAD)) == {
         ENVOY_CDS: RestartClass.HOT_RELOAD,
         ENVOY_LDS: RestartClass.HOT_RELOAD,
-        SYNAPSE: RestartClass.SIDECAR_RESTART,
+        SYNAPSE: RestartClass.HOT_RELOAD,
     }
     found = costs(example_build, after)
     # the server admits the new client: a hot reload of its LDS, nothing more
     assert found.pop("k8s/gke-usc1-a/search/search") == RestartClass.HOT_RELOAD
-    assert found == {"k8s/kube-iad-a/upload/upload": RestartClass.SIDECAR_RESTART, UPLOAD: RestartClass.SIDECAR_RESTART}
+    assert found == {"k8s/kube-iad-a/upload/upload": RestartClass.HOT_RELOAD, UPLOAD: RestartClass.HOT_RELOAD}
+
+
+def test_synapse_process_settings_still_need_a_restart(example_build: Build) -> None:
+    """Only `services` reloads live; the generators' global sections are read at Synapse's start."""
+    before = example_build.sidecars[UPLOAD].documents
+    after = dict(before)
+    after[SYNAPSE] = {**before[SYNAPSE], "file_output": {"output_directory": "/elsewhere"}}
+    assert changes(before, after) == {SYNAPSE: RestartClass.SIDECAR_RESTART}
+    assert restart_view(SYNAPSE, before[SYNAPSE]) == {k: v for k, v in before[SYNAPSE].items() if k != "services"}
+    assert restart_view(ENVOY_LDS, before[ENVOY_LDS]) is None
+    assert restart_view(ENVOY_BOOTSTRAP, before[ENVOY_BOOTSTRAP]) == before[ENVOY_BOOTSTRAP]
 
 
 def test_admin_port_change_restarts_every_envoy(example_build: Build) -> None:

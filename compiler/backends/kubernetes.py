@@ -21,7 +21,7 @@ from compiler.diagnostics import Diagnostic, SpecError
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.model import KubernetesSource, Mesh, Workload
 from compiler.render import SidecarConfig
-from compiler.render.restart import DOCUMENT_CLASS, RestartClass
+from compiler.render.restart import restart_view
 
 ROOT = "kubernetes"
 
@@ -74,8 +74,9 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[
         if workload.id not in sidecars:
             problems.append(Diagnostic(span=workload.span, code="internal", message=f"{workload.id}: no sidecar documents were rendered"))
             continue
-        texts = {name: serializer.text(doc) for name, doc in sidecars[workload.id].documents.items()}
-        objects = workload_objects(mesh, workload, texts, in_cluster)
+        documents = sidecars[workload.id].documents
+        texts = {name: serializer.text(doc) for name, doc in documents.items()}
+        objects = workload_objects(mesh, workload, texts, restart_hash_of(documents), in_cluster)
         problems += _unmounted(workload, texts)
         problems += _size_problems(workload, objects)
         artifacts += [_artifact(workload.cluster or "", obj, workload.id, serializer) for obj in objects]
@@ -91,10 +92,9 @@ def object_path(cluster: str, obj: Mapping[str, Any]) -> str:
     return f"{ROOT}/{cluster}/{namespace}/{FILE_PREFIX[kind]}-{kind.lower()}.{meta['name']}.yaml"
 
 
-def workload_objects(mesh: Mesh, workload: Workload, texts: Mapping[str, str],
+def workload_objects(mesh: Mesh, workload: Workload, texts: Mapping[str, str], restart_hash: str,
                      in_cluster: Mapping[tuple[str, str], Sequence[Workload]]) -> list[dict[str, Any]]:
     """Every object of one workload (its documents given serialized), in its namespace or, for RBAC, its dependencies'."""
-    restart_hash = restart_hash_of(texts)
     objects = [service_account(mesh, workload)]
     objects += discovery_rbac(mesh, workload)
     objects += [config_map(mesh, workload, mount, texts, restart_hash) for mount in CONFIG_MOUNTS]
@@ -106,12 +106,14 @@ def workload_objects(mesh: Mesh, workload: Workload, texts: Mapping[str, str],
     return objects
 
 
-def restart_hash_of(texts: Mapping[str, str]) -> str:
-    """sha256 of the serialized documents whose change needs a process restart (bootstrap, Synapse); LDS/CDS hot-reload."""
+def restart_hash_of(documents: Mapping[str, Any]) -> str:
+    """sha256 of what the sidecar processes read only at start (restart.restart_view): the bootstrap
+    and Synapse's process settings. LDS/CDS/SDS and Synapse's services reload live, so they never roll pods."""
     digest = hashlib.sha256()
-    for name in sorted(texts):
-        if DOCUMENT_CLASS.get(name, RestartClass.ENVOY_RESTART) >= RestartClass.SIDECAR_RESTART:
-            digest.update(f"{name}\0{texts[name]}\0".encode())
+    for name in sorted(documents):
+        view = restart_view(name, documents[name])
+        if view is not None:
+            digest.update(name.encode() + b"\0" + dump_json(view) + b"\0")
     return digest.hexdigest()
 
 

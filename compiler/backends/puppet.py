@@ -19,7 +19,7 @@ hosts, waves). Hiera interpolates `%{` in data, so every string that contains it
 
 from __future__ import annotations
 
-import json
+import hashlib
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ from compiler.diagnostics import Diagnostic, SpecError
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.model import Mesh
 from compiler.render import NERVE, SidecarConfig
-from compiler.render.restart import DOCUMENT_CLASS, RestartClass
+from compiler.render.restart import DOCUMENT_CLASS, RELOADABLE_KEYS, RestartClass, restart_view
 
 ROOT = "puppet"
 MODULE_DIR = f"{ROOT}/modules/mesh"
@@ -59,11 +59,14 @@ HIERARCHY = (
 )
 
 # Which process must restart to see a document change: the one whose directory holds it
-# (envoy/, nerve/, synapse/), unless that process reloads the document by itself ('').
+# (envoy/, nerve/, synapse/), unless that process reloads the document by itself (''). A document
+# its process reloads only in part (Synapse's services) notifies nothing itself: the restart
+# fingerprint of the part read only at start does (FINGERPRINTS_KEY).
 READERS: Mapping[str, str] = {
-    name: "" if restart == RestartClass.HOT_RELOAD else name.split("/")[0]
+    name: "" if restart == RestartClass.HOT_RELOAD or name in RELOADABLE_KEYS else name.split("/")[0]
     for name, restart in sorted(DOCUMENT_CLASS.items())
 }
+FINGERPRINTS_KEY = "mesh::restart_fingerprints"
 
 # Module files rendered from templates/puppet/module/<path>.j2.
 MODULE_TEMPLATES = ("manifests/init.pp", "functions/nerve_for_host.pp", "functions/sort_keys.pp")
@@ -110,7 +113,7 @@ def common_data(mesh: Mesh) -> bytes:
     data = {
         # `hash`: a more specific level replaces whole documents. Never `deep`: it would union the
         # arrays of two renderings (listeners, clusters) into a config nobody rendered.
-        "lookup_options": {SIDECAR_KEY: {"merge": "hash"}},
+        "lookup_options": {SIDECAR_KEY: {"merge": "hash"}, FINGERPRINTS_KEY: {"merge": "hash"}},
         "mesh::config_dir": mesh.sidecar.config_dir,
         "mesh::runtime_dir": mesh.sidecar.runtime_dir,
     }
@@ -125,7 +128,16 @@ def pool_data(sidecar: SidecarConfig, serializer: _Serializer | None = None) -> 
         "mesh::workload": hiera_escape(workload.id),
         "mesh::restart_sensitive": workload.restart_sensitive,
         SIDECAR_KEY: {name: serializer.escaped(document) for name, document in sidecar.documents.items()},
+        FINGERPRINTS_KEY: restart_fingerprints(sidecar.documents),
     })
+
+
+def restart_fingerprints(documents: Mapping[str, Any]) -> dict[str, str]:
+    """Process -> sha256 of what it reads only at start, for documents it otherwise reloads live."""
+    return {
+        name.split("/")[0]: hashlib.sha256(dump_json(restart_view(name, documents[name]))).hexdigest()
+        for name in sorted(RELOADABLE_KEYS) if name in documents
+    }
 
 
 def hiera_escape(value: Any) -> Any:

@@ -13,8 +13,8 @@ class RestartClass(enum.IntEnum):
     """Ordered by cost, so the class of several changes is their max()."""
 
     NONE = 0
-    HOT_RELOAD = 1  # Envoy re-reads LDS/CDS (and Synapse-written EDS) files itself
-    SIDECAR_RESTART = 2  # Nerve or Synapse re-reads its config only on restart
+    HOT_RELOAD = 1  # Envoy re-reads LDS/CDS/SDS (and Synapse-written EDS) files; Synapse its services
+    SIDECAR_RESTART = 2  # Nerve, or Synapse's process-level settings, are read only at start
     ENVOY_RESTART = 3  # the bootstrap is read once at Envoy start
 
     @property
@@ -33,6 +33,23 @@ DOCUMENT_CLASS: Mapping[str, RestartClass] = {
 }
 
 
+# Documents whose process re-reads part of them live: these keys reload, any other change needs a
+# restart. Synapse (the site's fork; README "Synapse fork contract") re-reads its config when a
+# new file is moved into its directory, as Envoy does with LDS/CDS, and reconciles `services`:
+# so adding or changing a dependency never restarts a sidecar or rolls a pod.
+RELOADABLE_KEYS: Mapping[str, frozenset[str]] = {SYNAPSE: frozenset({"services"})}
+
+
+def restart_view(name: str, document: Any) -> Any:
+    """The part of a document its process reads only at start (None: the process reloads all of it)."""
+    if DOCUMENT_CLASS.get(name, RestartClass.ENVOY_RESTART) == RestartClass.HOT_RELOAD:
+        return None
+    reloadable = RELOADABLE_KEYS.get(name)
+    if reloadable and isinstance(document, Mapping):
+        return {key: value for key, value in document.items() if key not in reloadable}
+    return document
+
+
 def classify(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> RestartClass:
     """The cost of going from `old` to `new` documents of one workload (None: the workload is absent).
 
@@ -45,8 +62,16 @@ def classify(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> Re
 def changes(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> dict[str, RestartClass]:
     """Each changed document of one workload -> what its change costs, by document name (sorted).
 
-    A document meshc does not know is assumed to need the costliest restart.
+    A document meshc does not know is assumed to need the costliest restart; a change confined
+    to a document's reloadable keys is a hot reload.
     """
     old, new = old or {}, new or {}
     changed = sorted(name for name in set(old) | set(new) if old.get(name) != new.get(name))
-    return {name: DOCUMENT_CLASS.get(name, RestartClass.ENVOY_RESTART) for name in changed}
+    return {name: _cost(name, old.get(name), new.get(name)) for name in changed}
+
+
+def _cost(name: str, old: Any, new: Any) -> RestartClass:
+    cost = DOCUMENT_CLASS.get(name, RestartClass.ENVOY_RESTART)
+    if old is not None and new is not None and restart_view(name, old) == restart_view(name, new):
+        return RestartClass.HOT_RELOAD
+    return cost

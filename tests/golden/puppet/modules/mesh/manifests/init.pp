@@ -10,6 +10,9 @@
 #   The sidecar documents of this VM's pool: document name => document (JSON data).
 # @param workload
 #   The meshc workload (pool) id, e.g. vm/encryption/sjc; only used in messages.
+# @param restart_fingerprints
+#   Process => fingerprint of what it reads only at start, for documents it otherwise reloads live
+#   (Synapse re-reads its services itself). A changed fingerprint restarts the process.
 # @param restart_sensitive
 #   When true, a bootstrap change runs `envoy_hot_restart_command` instead of a plain restart.
 # @param config_dir
@@ -42,6 +45,7 @@
 class mesh (
   Optional[Hash[Pattern[/\A[a-z0-9_-]+\/[a-z0-9_.-]+\z/], Hash]] $sidecar = undef,
   Optional[String[1]] $workload = undef,
+  Hash[Enum['envoy', 'nerve', 'synapse'], Pattern[/\A[0-9a-f]{64}\z/]] $restart_fingerprints = {},
   Boolean $restart_sensitive = false,
   Pattern[/\A\//] $config_dir = '/etc/mesh',
   Pattern[/\A\//] $runtime_dir = '/var/run/mesh',
@@ -72,7 +76,7 @@ class mesh (
     'envoy/lds.json' => '',
     'envoy/sds.json' => '',
     'nerve/nerve.json' => 'nerve',
-    'synapse/synapse.json' => 'synapse',
+    'synapse/synapse.json' => '',
   }
   $restart_commands = {
     'envoy'   => $restart_sensitive ? { true => $envoy_hot_restart_command, default => $envoy_restart_command },
@@ -125,6 +129,18 @@ class mesh (
       backup  => false,
       content => to_json_pretty($content),
       notify  => $reader ? { '' => undef, default => Exec["mesh restart ${reader}"] },
+    }
+  }
+
+  # The file of a partly reloadable document notifies nothing (its reader is '' above): the
+  # process picks up its reloadable part itself, and this fingerprint of the rest restarts it.
+  $restart_fingerprints.each |$process, $fingerprint| {
+    file { "${base}/${process}/.restart-fingerprint":
+      ensure  => file,
+      mode    => '0644',
+      backup  => false,
+      content => "${fingerprint}\n",
+      notify  => Exec["mesh restart ${process}"],
     }
   }
 

@@ -26,7 +26,8 @@ from compiler.emit import MANIFEST, Artifact
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.ir.model import Workload
 from compiler.pipeline import Build, compile
-from compiler.render.restart import DOCUMENT_CLASS, RestartClass, classify
+from compiler.render.restart import RestartClass, classify
+from compiler.render.restart import changes as restart_costs
 from compiler.spec.load import MESH_FILE
 from compiler.spec.model import Spec
 
@@ -310,8 +311,9 @@ def _placement(target: str, workload: Workload | None) -> dict[str, Any]:
 
 def _document_diffs(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[DocumentDiff, ...]:
     diffs = []
+    costs = restart_costs(old, new)  # per document: a Synapse `services` change alone is a hot reload
     for name in sorted(set(old) | set(new)):
-        restart = DOCUMENT_CLASS.get(name, RestartClass.ENVOY_RESTART)
+        restart = costs.get(name, RestartClass.NONE)
         if name not in new:
             diffs.append(DocumentDiff(name=name, status=REMOVED, restart=restart))
         elif name not in old:

@@ -131,6 +131,9 @@ def test_json_reports_exact_targets_and_restart_classes(name: str, history: dict
     assert set().union(*groups.values()) == set(want) if want else groups == {}
     workloads = {w.id: w for w in example_mesh.workloads}
     assert all(workloads[t].platform == p and workloads[t].datacenter == dc for (p, dc), ts in groups.items() for t in ts)
+    order = ["none", "hot-reload", "sidecar-restart", "envoy-restart"]
+    for target in report["targets"]:  # a target costs what its dearest document costs
+        assert target["restart"] == max((d["restart"] for d in target["documents"]), key=order.index, default="none")
 
 
 @pytest.mark.parametrize("name", SCENARIOS)

@@ -191,3 +191,16 @@ def test_readme_diagnostic_example_is_real(tmp_path: Path) -> None:
     result = meshc("validate", "mesh-spec", cwd=tmp_path)
     readme = (ROOT / "README.md").read_text("utf-8")
     assert result.stderr.splitlines()[0] in readme
+
+
+def test_a_closed_pipe_is_not_an_internal_error() -> None:
+    """`meshc explain upload | head -1`: the reader is gone before meshc writes; meshc exits quietly."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE, whatever the pipe's buffer size
+    try:
+        proc = subprocess.run([sys.executable, "-m", "compiler", "explain", "upload", "--spec", str(EXAMPLE)],
+                              stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT, timeout=60)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert b"internal error" not in proc.stderr and b"Traceback" not in proc.stderr

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,14 @@ def test_spec_change_without_rebuild_is_stale(built: tuple[Path, Path], capsys: 
     stale = [line.split()[-1] for line in lines]
     assert all("/upload" in path for path in stale), stale  # only upload's files; the manifest follows the files
     assert f"({len(stale)} stale)" in text.splitlines()[0]
+
+
+def test_committed_output_is_what_the_build_writes() -> None:
+    """CI runs `make build` before the tests, which would hide a stale committed output/: git must see no change."""
+    if not (ROOT / ".git").exists() or shutil.which("git") is None:
+        pytest.skip("not a git checkout")
+    if not (os.environ.get("CI") or os.environ.get("MESHC_REQUIRE_TOOLS")):
+        pytest.skip("enforced in CI; locally, rebuild and commit output/ before pushing")
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "output"],
+                            cwd=ROOT, capture_output=True, text=True, check=True)
+    assert status.stdout == "", f"`make build` changed the committed output/; rebuild and commit it:\n{status.stdout}"

@@ -654,14 +654,18 @@ def _diff(old: Any, new: Any, path: str, out: list[Change]) -> None:
 
 
 def _diff_dicts(old: dict, new: dict, path: str, out: list[Change]) -> None:
+    _diff_keyed(old, new, lambda key: _key_path(path, key), out)
+
+
+def _diff_keyed(old: Mapping[Any, Any], new: Mapping[Any, Any], child: Callable[[Any], str], out: list[Change]) -> None:
+    """Entries matched by key (old order, then what is new): removed, added, or diffed in place."""
     for key in [*old, *(k for k in new if k not in old)]:
-        child = _key_path(path, key)
         if key not in new:
-            out.append(Change(path=child, kind=REMOVED, old=old[key]))
+            out.append(Change(path=child(key), kind=REMOVED, old=old[key]))
         elif key not in old:
-            out.append(Change(path=child, kind=ADDED, new=new[key]))
+            out.append(Change(path=child(key), kind=ADDED, new=new[key]))
         else:
-            _diff(old[key], new[key], child, out)
+            _diff(old[key], new[key], child(key), out)
 
 
 def _diff_lists(old: list, new: list, path: str, out: list[Change]) -> None:
@@ -669,14 +673,7 @@ def _diff_lists(old: list, new: list, path: str, out: list[Change]) -> None:
     if keyed is not None:
         label, key = keyed
         before, after = {key(i): i for i in old}, {key(i): i for i in new}
-        for name in [*before, *(k for k in after if k not in before)]:
-            child = f"{path}[{label(name)}]"
-            if name not in after:
-                out.append(Change(path=child, kind=REMOVED, old=before[name]))
-            elif name not in before:
-                out.append(Change(path=child, kind=ADDED, new=after[name]))
-            else:
-                _diff(before[name], after[name], child, out)
+        _diff_keyed(before, after, lambda name: f"{path}[{label(name)}]", out)
     elif _unique_scalars(old) and _unique_scalars(new):
         _diff_sets(old, new, path, out)
     else:

@@ -23,12 +23,11 @@ import yaml
 from compiler.backends.kubernetes import build_kubernetes
 from compiler.emit import dump_json
 from compiler.ir.lower import lower
-from compiler.pipeline import spec_files
 from compiler.render import ENVOY_BOOTSTRAP, SYNAPSE, render
 from compiler.spec.checks import check
 from compiler.spec.load import load_documents
-from tests.conftest import EXAMPLE
-from tests.test_render_envoy_real import Sidecar, _wait_live, eds_file, envoy_binary, free_port, make_ca, make_leaf, mount_secret
+from tests.test_render_envoy_real import (Sidecar, _wait_live, eds_file, envoy_binary, example_under, free_port, make_ca, make_leaf,
+                                          mount_secret)
 
 WORKLOAD = "k8s/kube-sjc-a/upload/upload"
 CONFIG_MAPS = "kubernetes/kube-sjc-a/upload/30-configmap.upload-mesh-{}.yaml"
@@ -36,14 +35,7 @@ CONFIG_MAPS = "kubernetes/kube-sjc-a/upload/30-configmap.upload-mesh-{}.yaml"
 
 def config_maps(root: Path, admin: int) -> dict[str, dict[str, str]]:
     """upload's ConfigMaps in kube-sjc-a (mount name -> data), compiled with the sidecar paths under `root`."""
-    files = spec_files(EXAMPLE)
-    text = files["mesh.yaml"].decode()
-    for old, new in (("admin_port: 9901", f"admin_port: {admin}"), ("config_dir: /etc/mesh", f"config_dir: {root}/etc"),
-                     ("runtime_dir: /var/run/mesh", f"runtime_dir: {root}/var")):
-        assert text.count(old) == 1
-        text = text.replace(old, new)
-    files["mesh.yaml"] = text.encode()
-    mesh = lower(check(load_documents(files, "mesh-spec")))
+    mesh = lower(check(load_documents(example_under(root, admin), "mesh-spec")))
     artifacts = {a.path: a.data for a in build_kubernetes(mesh, render(mesh))}
     return {mount: yaml.safe_load(artifacts[CONFIG_MAPS.format(mount)])["data"] for mount in ("envoy", "synapse")}
 

@@ -111,11 +111,8 @@ class Sidecar:
             time.sleep(0.2)
 
 
-def write_workload(root: Path, workload: str, admin: int, backend: tuple[str, int]) -> tuple[dict[str, Any], str]:
-    """Compile the example with the sidecar paths under `root`; write the workload's documents and EDS files.
-
-    Returns the documents and the workload's SPIFFE identity.
-    """
+def example_under(root: Path, admin: int) -> dict[str, bytes]:
+    """The example spec's files with the sidecar's admin port and directories moved under `root`."""
     files = spec_files(EXAMPLE)
     text = files["mesh.yaml"].decode()
     for old, new in (("admin_port: 9901", f"admin_port: {admin}"), ("config_dir: /etc/mesh", f"config_dir: {root}/etc"),
@@ -123,7 +120,15 @@ def write_workload(root: Path, workload: str, admin: int, backend: tuple[str, in
         assert text.count(old) == 1
         text = text.replace(old, new)
     files["mesh.yaml"] = text.encode()
-    sidecar = compile(files, "mesh-spec").sidecars[workload]
+    return files
+
+
+def write_workload(root: Path, workload: str, admin: int, backend: tuple[str, int]) -> tuple[dict[str, Any], str]:
+    """Compile the example with the sidecar paths under `root`; write the workload's documents and EDS files.
+
+    Returns the documents and the workload's SPIFFE identity.
+    """
+    sidecar = compile(example_under(root, admin), "mesh-spec").sidecars[workload]
     documents = dict(sidecar.documents)
     for name, document in documents.items():
         (root / "etc" / name).parent.mkdir(parents=True, exist_ok=True)

@@ -220,13 +220,14 @@ def write_tree(out: Path, files: Mapping[str, bytes]) -> WriteResult:
         return WriteResult(changed=False)
     staging = out.parent / f".{out.name}.meshc-new-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
+    for directory in sorted({(staging / path).parent for path in files}):
+        directory.mkdir(parents=True, exist_ok=True)
+    changed = set(written)
     for path, data in files.items():
-        target = staging / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if path in written:
-            target.write_bytes(data)
+        if path in changed:
+            (staging / path).write_bytes(data)
         else:
-            os.link(out / path, target)
+            os.link(out / path, staging / path)
     _swap(staging, out)
     return WriteResult(changed=True, written=written, removed=removed)
 

@@ -7,9 +7,7 @@ cluster does not shift every later one), other lists of unique scalars as sets, 
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import gc
 import json
 import re
 from itertools import compress
@@ -25,7 +23,7 @@ from compiler.diagnostics import Diagnostic, SpecError
 from compiler.emit import MANIFEST, Artifact
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.ir.model import Workload
-from compiler.pipeline import Build, compile
+from compiler.pipeline import Build, collector_paused, compile
 from compiler.render.restart import RestartClass, classify
 from compiler.render.restart import changes as restart_costs
 from compiler.spec.load import MESH_FILE
@@ -187,28 +185,15 @@ def diff_specs(base_files: Mapping[str, bytes] | None, head_files: Mapping[str, 
         notes.append(f"there is no spec at {base}; the diff treats the base as empty, so every target is new")
     else:
         try:
-            with _frozen_heap():
-                old = compile(base_files, label)
+            old = compile(base_files, label)
         except SpecError as exc:
             diagnostics = exc.diagnostics
             notes.append(f"the spec at {base} is invalid ({len(diagnostics)} error(s), listed below); "
                          "the diff treats the base as empty, so every target is new")
-    result = diff_builds(old, new, base=base, head=head, notes=tuple(notes))
-    return replace(result, base_diagnostics=diagnostics, reformatted=_reformatted(base_files or {}, head_files, old, new))
-
-
-@contextlib.contextmanager
-def _frozen_heap() -> Iterator[None]:
-    """Keep what is alive now (the head build) out of the cyclic collector's scans for a while.
-
-    Every full collection during the second compile would walk the whole first build: on the
-    1,000-service mesh that made the second compile twice as slow as the first.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
+    with collector_paused():  # two whole builds are alive: collections would walk them again and again
+        result = diff_builds(old, new, base=base, head=head, notes=tuple(notes))
+        reformatted = _reformatted(base_files or {}, head_files, old, new)
+    return replace(result, base_diagnostics=diagnostics, reformatted=reformatted)
 
 
 def diff_builds(old: Build | None, new: Build, *, base: str = "base", head: str = "head", notes: tuple[str, ...] = ()) -> MeshDiff:

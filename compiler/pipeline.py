@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import gc
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +34,29 @@ class Build:
 
 def compile(files: Mapping[str, bytes], label: str) -> Build:  # noqa: A001 - the compiler's main verb
     """Compile a spec file tree (relative path -> bytes); raise SpecError with every diagnostic."""
-    spec = check(load_documents(files, label))
-    mesh = lower(spec)
-    sidecars = render(mesh)
-    artifacts = run_backends(mesh, sidecars)
+    with collector_paused():
+        spec = check(load_documents(files, label))
+        mesh = lower(spec)
+        sidecars = render(mesh)
+        artifacts = run_backends(mesh, sidecars)
     return Build(spec=spec, mesh=mesh, sidecars=sidecars, artifacts=tuple(artifacts))
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector for a batch of work that builds no cycles worth collecting.
+
+    A build allocates millions of small acyclic dicts and lists; each allocation burst triggers
+    collections that walk everything alive (the spec, the IR, every document), which was a third
+    of a 1,000-service build. Reference counting frees all of it; the collector resumes after.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def validate_only(files: Mapping[str, bytes], label: str) -> Spec:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,24 +37,9 @@ def render(mesh: Mesh) -> dict[str, SidecarConfig]:
     from compiler.render.invariants import check_invariants  # the invariants read this module's names
 
     renderer = _Renderer(mesh)
-    with _collector_paused():
-        sidecars = {w.id: SidecarConfig(workload=w, documents=renderer.documents(w)) for w in mesh.workloads}
-        check_invariants(mesh, sidecars)
+    sidecars = {w.id: SidecarConfig(workload=w, documents=renderer.documents(w)) for w in mesh.workloads}
+    check_invariants(mesh, sidecars)
     return sidecars
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Rendering allocates millions of acyclic dicts and lists, which trigger full cycle collections
-    over the whole IR again and again (more than half the render time of a 1,000-service mesh);
-    nothing rendered can form a cycle, so the collector has nothing to find until we are done."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 class _Renderer:

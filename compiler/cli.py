@@ -6,16 +6,16 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from compiler import __version__
 from compiler.diagnostics import SpecError, format_all
 from compiler.emit import TreeStatus
-from compiler.diff import diff_revisions
+from compiler.diff import DocumentDiff, diff_revisions, output_drift
 from compiler.explain import UnknownService, explain, format_explain
 from compiler.gitsource import RevisionError
-from compiler.pipeline import build, check_output, compile_dir, spec_files, validate_only
+from compiler.pipeline import build, compile_dir, spec_files, validate_only
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
@@ -95,21 +95,34 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    status = check_output(args.spec, args.output)
+    status, edits = output_drift(args.spec, args.output)
     if status.clean:
         print(f"{args.output}: up to date with {args.spec}")
         return EXIT_OK
-    print(_format_status(status, args.output), file=sys.stderr)
+    print(_format_status(status, args.output, edits), file=sys.stderr)
     return EXIT_FINDINGS
 
 
-def _format_status(status: TreeStatus, out: Path) -> str:
+def _format_status(status: TreeStatus, out: Path, edits: Mapping[str, DocumentDiff]) -> str:
     groups = (("stale", status.stale), ("missing", status.missing), ("extra", status.extra), ("hand-edited", status.hand_edited))
     counts = ", ".join(f"{len(paths)} {label}" for label, paths in groups if paths)
     lines = [f"{out}: not what the spec renders ({counts}); run `meshc build` and commit the result"]
     for label, paths in groups:
-        lines += [f"  {label:<12} {out.as_posix()}/{path}" for path in paths]
+        for path in paths:
+            lines.append(f"  {label:<12} {out.as_posix()}/{path}")
+            lines += [f"      {line}" for line in _edit_lines(edits.get(path))]
     return "\n".join(lines)
+
+
+def _edit_lines(edit: DocumentDiff | None) -> list[str]:
+    """What a stale or hand-edited file has on disk that the spec does not render (rendered → on disk)."""
+    if edit is None:
+        return []
+    from compiler.report import change_lines  # the report module is loaded only when something differs
+
+    if not edit.changes and not edit.text:
+        return ["(same data; only formatting or comments differ)"]
+    return change_lines(edit.changes, limit=5) if edit.changes else list(edit.text[:12])
 
 
 def _explain(args: argparse.Namespace) -> int:

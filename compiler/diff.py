@@ -23,7 +23,8 @@ from compiler.diagnostics import Diagnostic, SpecError
 from compiler.emit import MANIFEST, Artifact
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.ir.model import Workload
-from compiler.pipeline import Build, collector_paused, compile
+from compiler.emit import TreeStatus, compare_tree
+from compiler.pipeline import Build, collector_paused, compile, compile_dir
 from compiler.render.restart import RestartClass, classify
 from compiler.render.restart import changes as restart_costs
 from compiler.spec.load import MESH_FILE
@@ -340,11 +341,21 @@ def _file_diffs(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> tuple[Doc
         elif path not in old:
             diffs.append(DocumentDiff(name=path, status=ADDED))
         elif old[path] != new[path]:
-            diffs.append(_file_diff(path, old[path], new[path]))
+            diffs.append(diff_file(path, old[path], new[path]))
     return tuple(diffs)
 
 
-def _file_diff(path: str, old: bytes, new: bytes) -> DocumentDiff:
+def output_drift(spec_dir: Path, out: Path) -> tuple[TreeStatus, dict[str, DocumentDiff]]:
+    """`meshc check` in full: how `out` differs from what the spec renders, and, for every stale or
+    hand-edited file, what changed from the rendering to the file on disk."""
+    tree = compile_dir(spec_dir).tree()
+    status = compare_tree(out, tree)
+    changed = (*status.stale, *status.hand_edited)
+    return status, {path: diff_file(path, tree[path], (out / path).read_bytes()) for path in changed}
+
+
+def diff_file(path: str, old: bytes, new: bytes) -> DocumentDiff:
+    """One output file's two versions compared as data (JSON, YAML), or else line by line."""
     if PurePosixPath(path).suffix in (".yaml", ".yml"):
         try:
             return DocumentDiff(name=path, status=CHANGED, changes=diff_canonical_yaml(old.decode(), new.decode()))

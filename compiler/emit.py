@@ -9,7 +9,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -153,7 +153,6 @@ class TreeStatus:
     missing: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()
     hand_edited: tuple[str, ...] = ()
-    details: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.backends import run_backends
-from compiler.emit import Artifact, TreeStatus, WriteResult, compare_tree, render_tree, write_tree
+from compiler.emit import Artifact, WriteResult, render_tree, write_tree
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.render import SidecarConfig, render
@@ -80,7 +80,3 @@ def build(spec_dir: Path, out: Path) -> WriteResult:
     """Compile and write the output tree atomically; an invalid spec raises before anything is written."""
     return write_tree(out, compile_dir(spec_dir).tree())
 
-
-def check_output(spec_dir: Path, out: Path) -> TreeStatus:
-    """Is `out` exactly what the spec renders?"""
-    return compare_tree(out, compile_dir(spec_dir).tree())

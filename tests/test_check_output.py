@@ -13,6 +13,9 @@ from compiler.cli import main
 from tests.conftest import EXAMPLE, ROOT
 
 
+DETAIL = "      "  # what a stale or hand-edited file changed, under its line
+
+
 def check(capsys: pytest.CaptureFixture[str], spec: Path, out: Path) -> tuple[int, str]:
     code = main(["check", str(spec), "-o", str(out)])
     captured = capsys.readouterr()
@@ -54,7 +57,7 @@ def test_hand_edited_missing_and_extra_files(built: tuple[Path, Path], capsys: p
     assert code == 1
     lines = text.splitlines()
     assert lines[0] == f"{out}: not what the spec renders (1 missing, 1 extra, 1 hand-edited); run `meshc build` and commit the result"
-    assert sorted(lines[1:]) == sorted([
+    assert sorted(line for line in lines[1:] if not line.startswith(DETAIL)) == sorted([
         f"  hand-edited  {out.as_posix()}/{edited.relative_to(out).as_posix()}",
         f"  missing      {out.as_posix()}/{gone.relative_to(out).as_posix()}",
         f"  extra        {out.as_posix()}/stray.txt",
@@ -67,8 +70,10 @@ def test_spec_change_without_rebuild_is_stale(built: tuple[Path, Path], capsys: 
     upload.write_text(upload.read_text().replace("timeout: 2s", "timeout: 3s", 1))
     code, text = check(capsys, spec, out)
     assert code == 1
-    lines = text.splitlines()[1:]
+    details = [line for line in text.splitlines()[1:] if line.startswith(DETAIL)]
+    lines = [line for line in text.splitlines()[1:] if not line.startswith(DETAIL)]
     assert lines and all(line.startswith("  stale ") for line in lines)
+    assert any(line.endswith("route.timeout: 3s → 2s") for line in details), details  # rendered → on disk
     stale = [line.split()[-1] for line in lines]
     assert all("/upload" in path for path in stale), stale  # only upload's files; the manifest follows the files
     assert f"({len(stale)} stale)" in text.splitlines()[0]
@@ -83,3 +88,23 @@ def test_committed_output_is_what_the_build_writes() -> None:
     status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "output"],
                             cwd=ROOT, capture_output=True, text=True, check=True)
     assert status.stdout == "", f"`make build` changed the committed output/; rebuild and commit it:\n{status.stdout}"
+
+
+def test_a_hand_edit_is_shown_as_data(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    """Not just which file: what the edit changed, from the rendering to what is on disk."""
+    spec, out = built
+    service = out / "kubernetes/kube-sjc-a/upload/50-service.upload.yaml"
+    service.write_text(service.read_text().replace("port: 18080", "port: 18081", 1))
+    code, text = check(capsys, spec, out)
+    assert code == 1
+    lines = text.splitlines()
+    at = lines.index(f"  hand-edited  {out.as_posix()}/kubernetes/kube-sjc-a/upload/50-service.upload.yaml")
+    assert lines[at + 1] == "      ~ spec.ports[mesh].port: 18080 → 18081"
+
+
+def test_a_comment_only_edit_says_so(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    spec, out = built
+    service = out / "kubernetes/kube-sjc-a/upload/50-service.upload.yaml"
+    service.write_text(service.read_text() + "# tweak\n")
+    _, text = check(capsys, spec, out)
+    assert "      (same data; only formatting or comments differ)" in text.splitlines()

@@ -58,6 +58,7 @@ CODES: dict[str, str] = {
     "duplicate-placement": "a service is placed twice in one cluster or datacenter",
     # backends
     "object-too-large": "a generated Kubernetes object is too large for `kubectl apply` (256 KiB annotation limit)",
+    "reserved-namespace": "a service is placed in the namespace meshc keeps for external discovery readers",
     # internal
     "internal": "a compiler bug: an invariant of the rendering does not hold",
 }

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from compiler.backends.kubernetes import external_readers
 from compiler.cli import main
 from compiler.diff import diff_revisions
 from compiler.ir.lower import lower
@@ -84,7 +85,12 @@ def expected(name: str, mesh: Mesh) -> dict[str, tuple[str, str]]:
         clients = {t: ("changed", "hot-reload") for t in _ids(mesh, "permissions")}
         servers = {t: ("changed", "hot-reload") for t in _ids(mesh, "storage-gateway")}
         assert {w.platform for w in mesh.workloads_of("permissions")} == {w.platform for w in mesh.workloads_of("storage-gateway")} == {"vm", "kubernetes"}
-        return clients | servers
+        # permissions runs in none of storage-gateway's clusters, so it becomes an external reader in
+        # each (ServiceAccount, token Secret, grants there), a target of its own that restarts nothing
+        clusters = {w.cluster for w in mesh.workloads_of("storage-gateway") if w.cluster} - {w.cluster for w in mesh.workloads_of("permissions")}
+        assert clusters and not {r.cluster for r in external_readers(mesh) if r.service == "permissions"} & clusters
+        readers = {f"k8s/{c}/meshc-discovery/permissions": ("added", "none") for c in clusters}
+        return clients | servers | readers
     if name == "timeout":
         return {t: ("changed", "hot-reload") for t in _ids(mesh, "upload")}
     if name == "admin-port":
@@ -95,6 +101,7 @@ def expected(name: str, mesh: Mesh) -> dict[str, tuple[str, str]]:
     return {}
 
 
+LABELS = {"none": "no restart"}  # the text and Markdown reports' word for a change that restarts nothing
 SCENARIOS = ("add-dependency", "timeout", "admin-port", "remove-service", "comment-only")
 SPEC_CHANGES = {
     "add-dependency": ["services/permissions.yaml"],
@@ -130,7 +137,8 @@ def test_json_reports_exact_targets_and_restart_classes(name: str, history: dict
     groups = {(g["platform"], g["datacenter"]): set(g["targets"]) for g in report["groups"]}
     assert set().union(*groups.values()) == set(want) if want else groups == {}
     workloads = {w.id: w for w in example_mesh.workloads}
-    assert all(workloads[t].platform == p and workloads[t].datacenter == dc for (p, dc), ts in groups.items() for t in ts)
+    assert all(workloads[t].platform == p and workloads[t].datacenter == dc for (p, dc), ts in groups.items() for t in ts
+               if "/meshc-discovery/" not in t)  # an external reader's grant belongs to no workload
     order = ["none", "hot-reload", "sidecar-restart", "envoy-restart"]
     for target in report["targets"]:  # a target costs what its dearest document costs
         assert target["restart"] == max((d["restart"] for d in target["documents"]), key=order.index, default="none")
@@ -142,8 +150,8 @@ def test_markdown_has_the_summary_table_first_and_every_target_folded(name: str,
     code, out, _ = run(capsys, *_args(history, name, "markdown"))
     want = expected(name, example_mesh)
     assert code == 0 and len(out) < GITHUB_COMMENT_LIMIT
-    folded = dict(re.findall(r"<details><summary><code>([^<]+)</code>: (?:added|removed|changed), <b>([a-z-]+)</b>", out))
-    assert folded == {t: r for t, (_, r) in want.items()}
+    folded = dict(re.findall(r"<details><summary><code>([^<]+)</code>: (?:added|removed|changed), <b>([a-z -]+)</b>", out))
+    assert folded == {t: LABELS.get(r, r) for t, (_, r) in want.items()}
     if want:
         table = out.index("| Platform | Datacenter | Targets |")
         assert table < out.index("<details>")
@@ -157,9 +165,9 @@ def test_text_lists_each_target_once_with_its_restart_class(name: str, history: 
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, *_args(history, name, "text"))
     want = expected(name, example_mesh)
-    listed = dict(re.findall(r"^  ((?:vm|k8s)/\S+): (?:added|removed|changed), (\S+)$", out, re.MULTILINE))
+    listed = dict(re.findall(r"^  ((?:vm|k8s)/\S+): (?:added|removed|changed), (.+)$", out, re.MULTILINE))
     assert code == 0 and "\033[" not in out  # captured output is not a TTY: no colour
-    assert listed == {t: r for t, (_, r) in want.items()}
+    assert listed == {t: LABELS.get(r, r) for t, (_, r) in want.items()}
 
 
 def test_specific_semantic_paths(history: dict) -> None:
@@ -217,7 +225,8 @@ def test_invalid_base_is_a_note_and_every_head_target_is_new(tmp_path: Path, exa
     assert "invalid" in report["notes"][0] and "every target is new" in report["notes"][0]
     assert [d["code"] for d in report["base_diagnostics"]] == ["unknown-dependency"]
     assert report["base_diagnostics"][0]["file"].startswith("HEAD~1:")
-    assert {t["target"]: t["status"] for t in report["targets"]} == {w.id: "added" for w in example_mesh.workloads}
+    assert {t["target"]: t["status"] for t in report["targets"]} == ({w.id: "added" for w in example_mesh.workloads}
+                                                                     | {r.id: "added" for r in external_readers(example_mesh)})
     code, out, _ = run(capsys, "--base", "HEAD~1", "--head", "HEAD", "--spec", str(repo / SPEC), "--format", "markdown")
     assert "[!WARNING]" in out and "unknown-dependency" in out
 

@@ -18,12 +18,14 @@ import pytest
 import yaml
 
 from compiler.backends.kubernetes import (
+    DISCOVERY_NAMESPACE,
     MANAGED_BY,
     MESH_LABEL,
     NAME_LABEL,
     RESTART_ANNOTATION,
     WORKLOAD_ANNOTATION,
     build_kubernetes,
+    external_readers,
     restart_hash_of,
 )
 from compiler.diagnostics import SpecError
@@ -167,7 +169,11 @@ def test_paths_name_cluster_namespace_kind_and_object(case: Case) -> None:
             assert "namespace" not in meta
         else:
             assert meta["namespace"], path  # kube-applier applies without -n
-            assert workloads[meta["annotations"][WORKLOAD_ANNOTATION]].cluster == cluster
+            owner = meta["annotations"][WORKLOAD_ANNOTATION]
+            if owner in workloads:
+                assert workloads[owner].cluster == cluster, path
+            else:  # an external reader's objects live in the cluster it reads
+                assert owner == f"k8s/{cluster}/{DISCOVERY_NAMESPACE}/{meta['labels'][NAME_LABEL]}", path
 
 
 def test_labels_on_every_object(case: Case) -> None:
@@ -217,28 +223,97 @@ def test_kube_applier_order_applies_namespace_and_service_account_first(case: Ca
 
 # ---------------------------------------------------------------- least privilege
 
-def test_role_bindings_grant_only_declared_dependencies_in_the_cluster(case: Case) -> None:
+def watched_from(case: Case) -> dict[tuple[str, str], set[tuple[str, str]]]:
+    """(reading service, its namespace or None off-cluster) -> {(cluster, namespace)} its Synapse configs watch,
+    read from the rendered Synapse documents (what the sidecar really uses), split by inside/outside the cluster."""
+    found: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+    for config in render(case.mesh).values():
+        workload = config.workload
+        for entry in config.documents[SYNAPSE]["services"].values():
+            for watcher in entry["discovery"]["watchers"].values():
+                if watcher["method"] != "kubernetes":
+                    continue
+                if watcher["cluster"] == workload.cluster:
+                    found[(workload.service, workload.namespace)].add((watcher["cluster"], watcher["namespace"]))
+                else:  # read with the service's external reader identity in that cluster
+                    found[(workload.service, DISCOVERY_NAMESPACE)].add((watcher["cluster"], watcher["namespace"]))
+    return found
+
+
+def test_role_bindings_grant_only_declared_dependencies_that_are_watched(case: Case) -> None:
+    """Sound and complete: every grant is a declared, watched dependency's namespace; every watch has its grant."""
     deps, placements = case.declared.deps, case.declared.placements
     roles = {(p.split("/")[1], o["metadata"]["namespace"], o["metadata"]["name"]): o for p, o in case.objects if o["kind"] == "Role"}
-    granted: set[tuple[str, str, str]] = set()
+    watched = watched_from(case)
+    granted: set[tuple[str, str, str, str]] = set()
     for path, obj in case.objects:
         if obj["kind"] != "RoleBinding":
             continue
         cluster, namespace = path.split("/")[1], obj["metadata"]["namespace"]
         [subject] = obj["subjects"]
-        client = subject["name"]
-        assert subject["kind"] == "ServiceAccount" and placements[client].get(cluster) == subject["namespace"], path
+        client, account_ns = subject["name"], subject["namespace"]
+        assert subject["kind"] == "ServiceAccount", path
+        # the identity: the client's own ServiceAccount where it runs here, or its external reader account
+        assert account_ns == DISCOVERY_NAMESPACE or placements[client].get(cluster) == account_ns, path
         assert any(placements[d].get(cluster) == namespace for d in deps[client]), f"{path}: {client} declares no dependency in {namespace}"
+        assert (cluster, namespace) in watched[(client, account_ns)], f"{path}: no Synapse of {client} watches {namespace} here"
         role = roles[(cluster, namespace, obj["roleRef"]["name"])]
         assert obj["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
         assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]) == [
             (("",), ("endpoints",), ("get", "list", "watch")),
             (("discovery.k8s.io",), ("endpointslices",), ("get", "list", "watch")),
         ]
-        granted.add((cluster, client, namespace))
-    # and nothing Synapse needs is missing: every in-cluster dependency's namespace is granted
-    needed = {(c, s, placements[d][c]) for s in deps for c in placements[s] for d in deps[s] if c in placements[d]}
-    assert granted == needed
+        granted.add((cluster, client, account_ns, namespace))
+    # and nothing Synapse needs is missing: every in-cluster dependency's namespace is granted (pods of
+    # a cluster watch every dependency placed there: read from the spec, not from the rendering)
+    needed = {(c, s, placements[s][c], placements[d][c]) for s in deps for c in placements[s] for d in deps[s] if c in placements[d]}
+    assert {g for g in granted if g[2] != DISCOVERY_NAMESPACE} == needed
+    # and every watch from outside a cluster is granted to the reader identity of that client service
+    outside = {(c, s, ns, namespace) for (s, ns), pairs in watched.items() if ns == DISCOVERY_NAMESPACE for c, namespace in pairs}
+    assert {g for g in granted if g[2] == DISCOVERY_NAMESPACE} == outside
+
+
+def test_every_external_reader_has_its_identity_and_token_secret(case: Case) -> None:
+    """Per (cluster, client) read from outside: a ServiceAccount in meshc-discovery and its token Secret, nothing else there."""
+    readers = {(r.cluster, r.service) for r in external_readers(case.mesh)}
+    outside = {(c, s) for (s, ns), pairs in watched_from(case).items() if ns == DISCOVERY_NAMESPACE for c, _ in pairs}
+    assert readers == outside and readers, "the mesh should have readers from outside a cluster"
+    found: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for path, obj in case.objects:
+        meta, cluster = obj["metadata"], path.split("/")[1]
+        if meta.get("namespace", meta["name"]) != DISCOVERY_NAMESPACE or obj["kind"] == "Namespace":
+            continue
+        service = meta["labels"][NAME_LABEL]
+        assert meta["annotations"][WORKLOAD_ANNOTATION] == f"k8s/{cluster}/{DISCOVERY_NAMESPACE}/{service}", path
+        if obj["kind"] == "Secret":
+            assert obj["type"] == "kubernetes.io/service-account-token" and "data" not in obj, path
+            assert meta["name"] == f"{service}-token" and meta["annotations"]["kubernetes.io/service-account.name"] == service, path
+        else:
+            assert obj["kind"] == "ServiceAccount" and meta["name"] == service, path
+        found[(cluster, service)].add(obj["kind"])
+    assert dict(found) == {reader: {"ServiceAccount", "Secret"} for reader in readers}
+    namespaces = {p.split("/")[1] for p, o in case.objects if o["kind"] == "Namespace" and o["metadata"]["name"] == DISCOVERY_NAMESPACE}
+    assert namespaces == {c for c, _ in readers}
+
+
+def test_example_download_vms_read_metadata_in_both_clusters(example: Case) -> None:
+    """The article's Example 2: download on VMs watches metadata's Endpoints in kube-sjc-a and kube-iad-a."""
+    for cluster in ("kube-sjc-a", "kube-iad-a"):
+        objects = {p.split("/", 2)[2]: o for p, o in example.objects if p.startswith(f"kubernetes/{cluster}/")}
+        binding = objects[f"metadata/21-rolebinding.meshc-discovery.{DISCOVERY_NAMESPACE}.download.yaml"]
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "download", "namespace": DISCOVERY_NAMESPACE}]
+        readers = objects[f"{DISCOVERY_NAMESPACE}/10-serviceaccount.download.yaml"]["metadata"]["annotations"]["meshc.dev/readers"]
+        assert {r for r in readers.split(",") if r.startswith("vm/download/")}, readers
+
+
+def test_a_service_in_the_readers_namespace_is_rejected(example: Case) -> None:
+    files = dict(spec_files(EXAMPLE))
+    files["services/upload.yaml"] = files["services/upload.yaml"].replace(b"cluster: kube-sjc-a", b"cluster: kube-sjc-a, namespace: meshc-discovery", 1)
+    assert files["services/upload.yaml"] != spec_files(EXAMPLE)["services/upload.yaml"]
+    mesh = lower(check(load_documents(files, "mesh-spec")))
+    with pytest.raises(SpecError) as caught:
+        build_kubernetes(mesh, render(mesh))
+    assert [d.code for d in caught.value.diagnostics] == ["reserved-namespace"]
 
 
 def test_network_policies_admit_only_declared_clients_and_off_cluster_ranges(case: Case) -> None:

@@ -154,7 +154,8 @@ def test_every_example_object_is_valid_in_strict_mode(example_objects: list[tupl
     elapsed = time.perf_counter() - started
     assert failures == {}
     kinds = {obj["kind"] for _, obj in objects}
-    assert {"Namespace", "ServiceAccount", "Service", "ConfigMap", "Certificate", "Role", "RoleBinding", "NetworkPolicy"} <= kinds
+    assert {"Namespace", "ServiceAccount", "Secret", "Service", "ConfigMap", "Certificate", "Role", "RoleBinding",
+            "NetworkPolicy"} <= kinds
     assert elapsed < 5, f"validating {len(objects)} objects took {elapsed:.1f}s"
 
 
@@ -184,6 +185,8 @@ def test_unknown_kind_fails(schemas: Schemas) -> None:
     ("Certificate", lambda o: o["metadata"].__setitem__("label", {}), "'label' was unexpected"),
     ("Certificate", lambda o: o.__setitem__("apiVersion", "cert-manager.io/v1alpha1"), "no schema"),
     ("RoleBinding", lambda o: o.__setitem__("apiVersion", "rbac.authorization.k8s.io/v2"), "no schema"),
+    ("Secret", lambda o: o.__setitem__("data", {"token": 1}), "is not of type 'string'"),
+    ("Secret", lambda o: o.__setitem__("tpye", o.pop("type")), "'tpye' was unexpected"),
 ])
 def test_strict_mode_rejects_broken_objects(example_objects: list[tuple[str, dict[str, Any]]], schemas: Schemas,
                                            kind: str, mutate: Any, expected: str) -> None:

@@ -34,6 +34,12 @@ HOST_IP = "10.20.30.40"
 POOL = "vm/encryption/sjc"
 TRAP_POOL = "vm/yes/no"
 CANARY = "encryption-canary.sjc.example"  # has a node-level override of one document
+# The example host's `discovery_credentials` (Puppet source) from each step on: a token that changes
+# and a second cluster whose token comes as a plain String, which the module must still redact.
+CREDENTIALS = {
+    "first": "{'kube-sjc-a' => {token => Sensitive('secret-one'), ca => 'CA sjc'}}",
+    "hot": "{'kube-sjc-a' => {token => Sensitive('secret-two'), ca => 'CA sjc'}, 'kube-iad-a' => {token => 'secret-iad', ca => 'CA iad'}}",
+}
 
 # A spec whose names YAML 1.1 (Ruby's Psych) would misread if they were not quoted: a service
 # named `yes`, a datacenter named `no` in region `on`.
@@ -113,6 +119,7 @@ class Applied:
     files: dict[str, bytes]
     inodes: dict[str, int]
     fingerprints: dict[str, str]
+    discovery: dict[str, tuple[bytes, int]]  # credential file under discovery/ -> (content, permission bits)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -215,14 +222,15 @@ class Host:
         facts = {"mesh_service": node.service, "mesh_datacenter": node.datacenter, "networking": {"ip": HOST_IP}}
         (base / "work/vardir/facts.d/mesh.yaml").write_bytes(dump_yaml(facts))
 
-    def apply(self) -> Applied:
+    def apply(self, credentials: str = "{}") -> Applied:
         log = self.root / "restarts.log"
         before = log.read_text().split() if log.exists() else []
         restart = {p: f"/bin/sh -c \\\"echo {p} >> {log}\\\"" for p in ("envoy", "envoy-hot", "nerve", "synapse")}
         manifest = (
             f'class {{ "mesh": root => "{self.root}", manage_services => false, '
             f'envoy_restart_command => "{restart["envoy"]}", envoy_hot_restart_command => "{restart["envoy-hot"]}", '
-            f'nerve_restart_command => "{restart["nerve"]}", synapse_restart_command => "{restart["synapse"]}" }}'
+            f'nerve_restart_command => "{restart["nerve"]}", synapse_restart_command => "{restart["synapse"]}", '
+            f'discovery_credentials => {credentials} }}'
         )
         result = subprocess.run(
             ["puppet", "apply", "--detailed-exitcodes", "--color=false", *settings(self.base / "work"),
@@ -232,12 +240,16 @@ class Host:
             capture_output=True, text=True, timeout=300)
         after = log.read_text().split() if log.exists() else []
         config = self.root / "etc/mesh"
-        # Dot files are the module's restart fingerprints, not sidecar documents.
-        files = sorted(p for p in config.rglob("*") if p.is_file() and not p.name.startswith("."))
+        # Dot files are the module's restart fingerprints, discovery/ the site's credentials: not sidecar documents.
+        files = sorted(p for p in config.rglob("*") if p.is_file() and not p.name.startswith(".")
+                       and p.relative_to(config).parts[0] != "discovery")
         fingerprints = {p.parent.name: p.read_text() for p in config.rglob(".restart-fingerprint")}
+        discovery = {p.relative_to(config / "discovery").as_posix(): (p.read_bytes(), p.stat().st_mode & 0o777)
+                     for p in sorted((config / "discovery").rglob("*")) if p.is_file()}
         return Applied(rc=result.returncode, output=result.stdout + result.stderr, restarts=after[len(before):],
                        files={p.relative_to(config).as_posix(): p.read_bytes() for p in files},
-                       inodes={p.relative_to(config).as_posix(): p.stat().st_ino for p in files}, fingerprints=fingerprints)
+                       inodes={p.relative_to(config).as_posix(): p.stat().st_ino for p in files}, fingerprints=fingerprints,
+                       discovery=discovery)
 
     def update(self, mesh: Mesh, sidecar: SidecarConfig) -> None:
         """Publish new data for one pool, as a new build deployed on the Puppet server would."""
@@ -245,15 +257,17 @@ class Host:
 
 
 def host_runs(base: Path, tree: Path, mesh: Mesh, sidecar: SidecarConfig,
-              steps: tuple[tuple[str, tuple[str, ...]], ...]) -> dict[str, Applied]:
-    """A host of the pool: a first apply, then one apply after each step's documents changed."""
+              steps: tuple[tuple[str, tuple[str, ...]], ...], credentials: Mapping[str, str] | None = None) -> dict[str, Applied]:
+    """A host of the pool: a first apply, then one apply after each step's documents (and credentials) changed."""
     shutil.copytree(tree, base / "puppet")  # its own tree: the steps change the pool's data
     host = Host(base, base / "puppet", node_of(sidecar.workload.id))
-    runs = {"first": host.apply()}
+    current = (credentials or {}).get("first", "{}")
+    runs = {"first": host.apply(current)}
     for name, documents in steps:
         sidecar = changed(sidecar, documents)
         host.update(mesh, sidecar)
-        runs[name] = host.apply()
+        current = (credentials or {}).get(name, current)
+        runs[name] = host.apply(current)
     return runs
 
 
@@ -340,7 +354,7 @@ def runs(example_build: Build, sidecars: dict[str, SidecarConfig], tmp_path_fact
     with ThreadPoolExecutor(max_workers=3) as pool:
         example = pool.submit(host_runs, base / "example", tree, mesh, sidecars[POOL], (
             ("again", ()), ("hot", (ENVOY_LDS, ENVOY_CDS, ENVOY_SDS)), ("services", (SYNAPSE + SERVICES_ONLY,)),
-            ("restart", (ENVOY_BOOTSTRAP, NERVE))))
+            ("restart", (ENVOY_BOOTSTRAP, NERVE))), CREDENTIALS)
         trap = pool.submit(host_runs, base / "trap", tree, mesh, sidecars[TRAP_POOL], (
             ("restart", (ENVOY_BOOTSTRAP, SYNAPSE)),))
         lookups, lookup, validate = pool.submit(queries, base / "queries", tree, sidecars).result()
@@ -479,3 +493,22 @@ def test_restart_sensitive_pool_hot_restarts_envoy(runs: Runs, sidecars: dict[st
     applied = runs.trap["restart"]
     assert applied.rc == 2, applied.output
     assert sorted(applied.restarts) == ["envoy-hot", "synapse"]
+
+
+def test_discovery_credentials_are_written_private_and_never_logged(runs: Runs) -> None:
+    applied = runs.example["first"]
+    assert applied.discovery == {"kube-sjc-a/ca.crt": (b"CA sjc", 0o644), "kube-sjc-a/token": (b"secret-one", 0o600)}
+    assert "discovery/kube-sjc-a/token]/ensure" in applied.output  # the output does report the file
+    assert "secret" not in applied.output
+    assert runs.trap["first"].discovery == {}, "no credentials given: the module writes none"
+
+
+def test_a_new_token_and_cluster_restart_nothing(runs: Runs) -> None:
+    """Synapse re-reads its token (Synapse fork contract): a rotated token or a new cluster's credentials notify nothing."""
+    applied = runs.example["hot"]
+    assert applied.restarts == []
+    assert applied.discovery == {"kube-iad-a/ca.crt": (b"CA iad", 0o644), "kube-iad-a/token": (b"secret-iad", 0o600),
+                                 "kube-sjc-a/ca.crt": (b"CA sjc", 0o644), "kube-sjc-a/token": (b"secret-two", 0o600)}
+    assert "discovery/kube-iad-a/token]/ensure" in applied.output and "discovery/kube-sjc-a/token]/content" in applied.output
+    assert "secret" not in applied.output, "a token given as a plain String is redacted too"
+    assert runs.example["restart"].discovery == applied.discovery

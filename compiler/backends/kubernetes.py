@@ -6,13 +6,23 @@ one file at a time, so the two-digit prefix orders what others need (Namespace, 
 Role) before what needs it; `<kind>.<name>` is unique because Kubernetes makes kind + name unique
 in a namespace. Each workload's files have the workload id as target; a Namespace, which several
 services may share, has target None (it changes only when a namespace appears or disappears).
-"""
 
+External readers: a workload whose Synapse watches a cluster it does not run in (a VM pool, or a
+pod of another cluster) reads that cluster's API server with a token of its own. For every such
+(cluster C, client service S), C gets Namespace `meshc-discovery`, ServiceAccount `S` and its
+long-lived token Secret `S-token` there, and the discovery Role + RoleBinding in each namespace of
+C that S's workloads watch from outside. These files have the pseudo-target
+`k8s/<C>/meshc-discovery/<S>` (the reader id): one grant serves every outside workload of S, so it
+belongs to none of them, and a diff shows it as its own unit of rollout in cluster C. meshc never
+sees the token: the token controller writes it into the Secret, and the site's secret distribution
+copies `token` and `ca.crt` to `{config_dir}/discovery/<C>/` of S's VMs and pods.
+"""
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -30,14 +40,18 @@ NAME_LABEL = "app.kubernetes.io/name"
 MESH_LABEL = "meshc.dev/mesh"
 WORKLOAD_ANNOTATION = "meshc.dev/workload"
 IDENTITY_ANNOTATION = "meshc.dev/identity"
+READERS_ANNOTATION = "meshc.dev/readers"  # on an external reader's objects: the workloads that use its token
+SERVICE_ACCOUNT_NAME_ANNOTATION = "kubernetes.io/service-account.name"  # the token controller's key
 RESTART_ANNOTATION = "meshc.dev/restart-hash"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every Namespace
 
-# kube-applier's order is the path order: Namespace, then the ServiceAccount, then RBAC (Role
+# kube-applier's order is the path order: Namespace, then the ServiceAccount, then its token Secret
+# (the token controller deletes a token Secret whose ServiceAccount does not exist), then RBAC (Role
 # before the RoleBinding that refers to it), then everything else.
 FILE_PREFIX: Mapping[str, str] = {
     "Namespace": "00",
     "ServiceAccount": "10",
+    "Secret": "15",
     "Role": "20",
     "RoleBinding": "21",
     "ConfigMap": "30",
@@ -51,6 +65,11 @@ FILE_PREFIX: Mapping[str, str] = {
 # `..data` symlink swap reloads LDS/CDS, hence one ConfigMap per directory.
 CONFIG_MOUNTS = ("envoy", "synapse")
 
+# Where each cluster keeps the identities of its external readers. The backend rejects a service
+# placed in this namespace: its ServiceAccounts and Roles would collide with the readers'.
+DISCOVERY_NAMESPACE = "meshc-discovery"
+SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
+
 DISCOVERY_RULES = (
     {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
@@ -63,13 +82,15 @@ MAX_APPLIED_BYTES = 256 * 1024 - 4096
 
 
 def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[Artifact]:
-    """The manifests of every Kubernetes workload, plus one Namespace per (cluster, namespace)."""
+    """The manifests of every Kubernetes workload and external reader, plus one Namespace per (cluster, namespace)."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     in_cluster = _workloads_by_cluster_service(workloads)
+    readers = external_readers(mesh)
     serializer = _Serializer()
-    artifacts = [_artifact(cluster, namespace_object(mesh, ns), None, serializer)
-                 for cluster, ns in sorted({(w.cluster or "", w.namespace) for w in workloads})]
-    problems: list[Diagnostic] = []
+    namespaces = {(w.cluster or "", w.namespace) for w in workloads} | {(r.cluster, DISCOVERY_NAMESPACE) for r in readers}
+    artifacts = [_artifact(cluster, namespace_object(mesh, ns), None, serializer) for cluster, ns in sorted(namespaces)]
+    artifacts += [_artifact(r.cluster, obj, r.id, serializer) for r in readers for obj in reader_objects(mesh, r)]
+    problems: list[Diagnostic] = list(_reserved_namespace(workloads))
     for workload in workloads:
         if workload.id not in sidecars:
             problems.append(Diagnostic(span=workload.span, code="internal", message=f"{workload.id}: no sidecar documents were rendered"))
@@ -131,8 +152,14 @@ def labels(mesh: Mesh, service: str | None) -> dict[str, str]:
 def metadata(mesh: Mesh, workload: Workload, name: str, namespace: str | None = None,
              extra: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Name, namespace (always explicit: kube-applier applies without -n), labels, annotations."""
-    annotations = {WORKLOAD_ANNOTATION: workload.id, **(extra or {})}
-    return {"name": name, "namespace": namespace or workload.namespace, "labels": labels(mesh, workload.service),
+    return owned_metadata(mesh, workload.service, workload.id, name, namespace or workload.namespace, extra)
+
+
+def owned_metadata(mesh: Mesh, service: str, owner: str, name: str, namespace: str,
+                   extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """metadata() for an owner given by id: a workload id, or an external reader id."""
+    annotations = {WORKLOAD_ANNOTATION: owner, **(extra or {})}
+    return {"name": name, "namespace": namespace, "labels": labels(mesh, service),
             "annotations": dict(sorted(annotations.items()))}
 
 
@@ -147,9 +174,9 @@ def service_account(mesh: Mesh, workload: Workload) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
 
 
-def discovery_role_name(workload: Workload) -> str:
+def discovery_role_name(namespace: str, service: str) -> str:
     """`meshc-discovery.<ns>.<service>`: dots cannot occur in either name, so distinct clients never collide."""
-    return f"meshc-discovery.{workload.namespace}.{workload.service}"
+    return f"meshc-discovery.{namespace}.{service}"
 
 
 def discovery_namespaces(workload: Workload) -> list[str]:
@@ -160,18 +187,74 @@ def discovery_namespaces(workload: Workload) -> list[str]:
 
 def discovery_rbac(mesh: Mesh, workload: Workload) -> list[dict[str, Any]]:
     """A Role + RoleBinding per dependency namespace in this cluster: read Endpoints/EndpointSlices only."""
-    name = discovery_role_name(workload)
-    subject = {"kind": "ServiceAccount", "name": workload.service, "namespace": workload.namespace}
+    return discovery_grants(mesh, workload.service, workload.id, workload.namespace, discovery_namespaces(workload))
+
+
+def discovery_grants(mesh: Mesh, service: str, owner: str, account_namespace: str,
+                     namespaces: Sequence[str]) -> list[dict[str, Any]]:
+    """Role + RoleBinding in each namespace, letting ServiceAccount `service` of `account_namespace` read Endpoints there."""
+    name = discovery_role_name(account_namespace, service)
+    subject = {"kind": "ServiceAccount", "name": service, "namespace": account_namespace}
     objects = []
-    for namespace in discovery_namespaces(workload):
+    for namespace in namespaces:
         objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                        "metadata": metadata(mesh, workload, name, namespace),
+                        "metadata": owned_metadata(mesh, service, owner, name, namespace),
                         "rules": [dict(rule) for rule in DISCOVERY_RULES]})
         objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                        "metadata": metadata(mesh, workload, name, namespace),
+                        "metadata": owned_metadata(mesh, service, owner, name, namespace),
                         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
                         "subjects": [subject]})
     return objects
+
+
+# ---------------------------------------------------------------- external readers
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExternalReader:
+    """Client service `service`, read by workloads outside `cluster`: the namespaces there they watch."""
+
+    cluster: str
+    service: str
+    namespaces: tuple[str, ...]
+    workloads: tuple[str, ...]  # the client's workloads that read through this identity
+
+    @property
+    def id(self) -> str:
+        """The pseudo-target of the reader's files, `k8s/<cluster>/meshc-discovery/<service>`."""
+        return f"k8s/{self.cluster}/{DISCOVERY_NAMESPACE}/{self.service}"
+
+
+def external_readers(mesh: Mesh) -> list[ExternalReader]:
+    """Every (cluster, client service) whose workloads watch Kubernetes sources there from outside, sorted."""
+    namespaces: dict[tuple[str, str], set[str]] = defaultdict(set)
+    readers: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for workload in mesh.workloads:
+        for egress in workload.egress:
+            for source in egress.sources:
+                if isinstance(source, KubernetesSource) and source.cluster != workload.cluster:
+                    namespaces[(source.cluster, workload.service)].add(source.namespace)
+                    readers[(source.cluster, workload.service)].add(workload.id)
+    return [ExternalReader(cluster=cluster, service=service, namespaces=tuple(sorted(namespaces[(cluster, service)])),
+                           workloads=tuple(sorted(readers[(cluster, service)])))
+            for cluster, service in sorted(namespaces)]
+
+
+def reader_objects(mesh: Mesh, reader: ExternalReader) -> list[dict[str, Any]]:
+    """The reader's ServiceAccount and token Secret in meshc-discovery, and its discovery grants."""
+    extra = {READERS_ANNOTATION: ",".join(reader.workloads)}
+    account = {"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": owned_metadata(mesh, reader.service, reader.id, reader.service, DISCOVERY_NAMESPACE, extra)}
+    # No data: the token controller fills in token, ca.crt and namespace. Client-side apply merges
+    # against the last applied object, which has no data, so a later apply keeps what it wrote.
+    token = {"apiVersion": "v1", "kind": "Secret", "type": SERVICE_ACCOUNT_TOKEN,
+             "metadata": owned_metadata(mesh, reader.service, reader.id, reader_secret_name(reader.service),
+                                        DISCOVERY_NAMESPACE, {**extra, SERVICE_ACCOUNT_NAME_ANNOTATION: reader.service})}
+    return [account, token, *discovery_grants(mesh, reader.service, reader.id, DISCOVERY_NAMESPACE, reader.namespaces)]
+
+
+def reader_secret_name(service: str) -> str:
+    """`<service>-token`: the Secret the token controller writes the reader's token and the cluster CA into."""
+    return f"{service}-token"
 
 
 def config_map_name(workload: Workload, mount: str) -> str:
@@ -242,6 +325,14 @@ def _workloads_by_cluster_service(workloads: Sequence[Workload]) -> dict[tuple[s
     for workload in workloads:
         found[(workload.cluster or "", workload.service)].append(workload)
     return found
+
+
+def _reserved_namespace(workloads: Sequence[Workload]) -> Iterator[Diagnostic]:
+    for workload in workloads:
+        if workload.namespace == DISCOVERY_NAMESPACE:
+            yield Diagnostic(span=workload.span, code="reserved-namespace", message=(
+                f"{workload.id}: namespace {DISCOVERY_NAMESPACE!r} holds the identities of external discovery "
+                "readers; place the service in another namespace"))
 
 
 def _artifact(cluster: str, obj: dict[str, Any], target: str | None, serializer: _Serializer) -> Artifact:

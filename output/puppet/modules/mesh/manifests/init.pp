@@ -42,6 +42,14 @@
 #   Runs when the Nerve config changed.
 # @param synapse_restart_command
 #   Runs when the Synapse config changed.
+# @param discovery_credentials
+#   Cluster name => {token, ca}: the token of this service's external discovery reader in that
+#   cluster (meshc's ServiceAccount <service> in namespace meshc-discovery, Secret <service>-token)
+#   and the cluster's CA bundle, from the site's secret backend (e.g. eyaml in hiera). Written to
+#   ${config_dir}/discovery/<cluster>/token (0600) and ca.crt, where Synapse's kubernetes watcher
+#   reads them; a change restarts nothing, because Synapse re-reads the token on every reconnect.
+# @param synapse_user
+#   Owner of the discovery credential files (Synapse must read the 0600 token); undef: unmanaged.
 class mesh (
   Optional[Hash[Pattern[/\A[a-z0-9_-]+\/[a-z0-9_.-]+\z/], Hash]] $sidecar = undef,
   Optional[String[1]] $workload = undef,
@@ -60,6 +68,11 @@ class mesh (
   String[1] $envoy_hot_restart_command = "systemctl reload ${envoy_service}",
   String[1] $nerve_restart_command = "systemctl try-restart ${nerve_service}",
   String[1] $synapse_restart_command = "systemctl try-restart ${synapse_service}",
+  Hash[Pattern[/\A[a-z]([-a-z0-9]{0,61}[a-z0-9])?\z/], Struct[{
+    token => Variant[Sensitive[String[1]], String[1]],
+    ca    => String[1],
+  }]] $discovery_credentials = {},
+  Optional[String[1]] $synapse_user = undef,
 ) {
   if $sidecar =~ Undef {
     fail("mesh: hiera has no mesh::sidecar for ${trusted['certname']} (facts mesh_service='${facts['mesh_service']}', mesh_datacenter='${facts['mesh_datacenter']}'); both facts must name a VM pool of the mesh")
@@ -141,6 +154,41 @@ class mesh (
       backup  => false,
       content => "${fingerprint}\n",
       notify  => Exec["mesh restart ${process}"],
+    }
+  }
+
+  # Discovery credentials for clusters this VM reads from outside. Nothing is notified: Synapse
+  # re-reads token_file on every (re)connect and after a 401 (README, Synapse fork contract).
+  unless $discovery_credentials.empty {
+    file { "${base}/discovery":
+      ensure => directory,
+      mode   => '0755',
+    }
+  }
+  $discovery_credentials.each |$cluster, $credential| {
+    $token = $credential['token'] ? {
+      Sensitive => $credential['token'],
+      default   => Sensitive($credential['token']),
+    }
+    file { "${base}/discovery/${cluster}":
+      ensure => directory,
+      owner  => $synapse_user,
+      mode   => '0750',
+    }
+    file { "${base}/discovery/${cluster}/token":
+      ensure    => file,
+      owner     => $synapse_user,
+      mode      => '0600',
+      backup    => false,
+      show_diff => false,
+      content   => $token,
+    }
+    file { "${base}/discovery/${cluster}/ca.crt":
+      ensure  => file,
+      owner   => $synapse_user,
+      mode    => '0644',
+      backup  => false,
+      content => $credential['ca'],
     }
   }
 

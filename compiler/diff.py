@@ -202,11 +202,12 @@ def diff_builds(old: Build | None, new: Build, *, base: str = "base", head: str 
     old_files, new_files = _files_by_target(old.artifacts if old else ()), _files_by_target(new.artifacts)
     old_docs, new_docs = _documents(old), _documents(new)
     workloads = {w.id: w for w in (old.mesh.workloads if old else ())} | {w.id: w for w in new.mesh.workloads}
+    datacenters = {name: c.datacenter for name, c in (*(old.mesh.clusters.items() if old else ()), *new.mesh.clusters.items())}
     ids = sorted((set(old_files) | set(new_files) | set(old_docs) | set(new_docs) | set(workloads)) - {None})
     targets = []
     for target in ids:
-        found = _target(target, workloads.get(target), old_docs.get(target), new_docs.get(target),
-                        old_files.get(target), new_files.get(target))
+        found = _target(target, _placement(target, workloads.get(target), datacenters), old_docs.get(target),
+                        new_docs.get(target), old_files.get(target), new_files.get(target))
         if found is not None:
             targets.append(found)
     return MeshDiff(
@@ -273,7 +274,7 @@ def _documents(build: Build | None) -> dict[str, Mapping[str, Any]]:
     return {wid: config.documents for wid, config in build.sidecars.items()} if build else {}
 
 
-def _target(target: str, workload: Workload | None, old_docs: Mapping[str, Any] | None, new_docs: Mapping[str, Any] | None,
+def _target(target: str, placement: Mapping[str, Any], old_docs: Mapping[str, Any] | None, new_docs: Mapping[str, Any] | None,
             old_files: Mapping[str, bytes] | None, new_files: Mapping[str, bytes] | None) -> TargetDiff | None:
     existed, exists = old_docs is not None or old_files is not None, new_docs is not None or new_files is not None
     documents = _document_diffs(old_docs or {}, new_docs or {})
@@ -283,16 +284,21 @@ def _target(target: str, workload: Workload | None, old_docs: Mapping[str, Any] 
     status = CHANGED if existed and exists else (ADDED if exists else REMOVED)
     return TargetDiff(
         target=target, status=status, restart=classify(old_docs, new_docs), documents=documents, files=files,
-        **_placement(target, workload),
+        **placement,
     )
 
 
-def _placement(target: str, workload: Workload | None) -> dict[str, Any]:
+def _placement(target: str, workload: Workload | None, datacenters: Mapping[str, str]) -> dict[str, Any]:
+    """Where a target lives; a target that is no workload (an external discovery reader's
+    `k8s/<cluster>/<namespace>/<service>`) is placed by its id, in its cluster's datacenter."""
     if workload is not None:
         return {"service": workload.service, "platform": workload.platform, "datacenter": workload.datacenter,
                 "cluster": workload.cluster, "namespace": workload.namespace}
-    return {"service": target.rsplit("/", 1)[-1], "platform": target.split("/", 1)[0], "datacenter": "?",
-            "cluster": None, "namespace": "?"}
+    parts = target.split("/")
+    if len(parts) == 4 and parts[0] == "k8s":
+        return {"service": parts[3], "platform": "kubernetes", "datacenter": datacenters.get(parts[1], "?"),
+                "cluster": parts[1], "namespace": parts[2]}
+    return {"service": parts[-1], "platform": parts[0], "datacenter": "?", "cluster": None, "namespace": "?"}
 
 
 def _document_diffs(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[DocumentDiff, ...]:

@@ -312,3 +312,16 @@ def test_diffing_output_files_as_text_equals_diffing_their_data(example_build: B
             assert fast == diff_values(yaml.safe_load(artifact.data), yaml.safe_load(after)), artifact.path
             compared += 1
     assert compared >= 20
+
+
+def test_external_reader_targets_are_placed_in_their_clusters_datacenter(example_build: Build) -> None:
+    """A VM client that starts watching a cluster changes that cluster's reader grant (`k8s/<C>/meshc-discovery/<S>`)."""
+    from compiler.pipeline import compile, spec_files
+
+    files = spec_files(EXAMPLE)
+    files["services/download.yaml"] += b"  - service: permissions\n"
+    result = diff_builds(example_build, compile(files, "mesh-spec"))
+    reader = next(t for t in result.targets if t.target == "k8s/kube-iad-a/meshc-discovery/download")
+    assert (reader.platform, reader.cluster, reader.datacenter, reader.namespace) == ("kubernetes", "kube-iad-a", "iad", "meshc-discovery")
+    assert reader.restart is RestartClass.NONE
+    assert all(g.datacenter != "?" for g in result.groups)

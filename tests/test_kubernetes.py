@@ -307,13 +307,13 @@ def test_example_download_vms_read_metadata_in_both_clusters(example: Case) -> N
 
 
 def test_a_service_in_the_readers_namespace_is_rejected(example: Case) -> None:
+    """The spec checks reject it, at the namespace, before any backend runs."""
     files = dict(spec_files(EXAMPLE))
     files["services/upload.yaml"] = files["services/upload.yaml"].replace(b"cluster: kube-sjc-a", b"cluster: kube-sjc-a, namespace: meshc-discovery", 1)
     assert files["services/upload.yaml"] != spec_files(EXAMPLE)["services/upload.yaml"]
-    mesh = lower(check(load_documents(files, "mesh-spec")))
     with pytest.raises(SpecError) as caught:
-        build_kubernetes(mesh, render(mesh))
-    assert [d.code for d in caught.value.diagnostics] == ["reserved-namespace"]
+        check(load_documents(files, "mesh-spec"))
+    assert [(d.code, d.span.file) for d in caught.value.diagnostics] == [("reserved-namespace", "mesh-spec/services/upload.yaml")]
 
 
 def test_network_policies_admit_only_declared_clients_and_off_cluster_ranges(case: Case) -> None:

@@ -32,6 +32,7 @@ from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.model import KubernetesSource, Mesh, Workload
 from compiler.render import SidecarConfig
 from compiler.render.restart import restart_view
+from compiler.spec.model import DISCOVERY_NAMESPACE  # no service may be placed there (spec checks)
 
 ROOT = "kubernetes"
 
@@ -65,9 +66,6 @@ FILE_PREFIX: Mapping[str, str] = {
 # `..data` symlink swap reloads LDS/CDS, hence one ConfigMap per directory.
 CONFIG_MOUNTS = ("envoy", "synapse")
 
-# Where each cluster keeps the identities of its external readers. The backend rejects a service
-# placed in this namespace: its ServiceAccounts and Roles would collide with the readers'.
-DISCOVERY_NAMESPACE = "meshc-discovery"
 SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
 
 DISCOVERY_RULES = (
@@ -90,7 +88,7 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[
     namespaces = {(w.cluster or "", w.namespace) for w in workloads} | {(r.cluster, DISCOVERY_NAMESPACE) for r in readers}
     artifacts = [_artifact(cluster, namespace_object(mesh, ns), None, serializer) for cluster, ns in sorted(namespaces)]
     artifacts += [_artifact(r.cluster, obj, r.id, serializer) for r in readers for obj in reader_objects(mesh, r)]
-    problems: list[Diagnostic] = list(_reserved_namespace(workloads))
+    problems: list[Diagnostic] = []
     for workload in workloads:
         if workload.id not in sidecars:
             problems.append(Diagnostic(span=workload.span, code="internal", message=f"{workload.id}: no sidecar documents were rendered"))
@@ -325,14 +323,6 @@ def _workloads_by_cluster_service(workloads: Sequence[Workload]) -> dict[tuple[s
     for workload in workloads:
         found[(workload.cluster or "", workload.service)].append(workload)
     return found
-
-
-def _reserved_namespace(workloads: Sequence[Workload]) -> Iterator[Diagnostic]:
-    for workload in workloads:
-        if workload.namespace == DISCOVERY_NAMESPACE:
-            yield Diagnostic(span=workload.span, code="reserved-namespace", message=(
-                f"{workload.id}: namespace {DISCOVERY_NAMESPACE!r} holds the identities of external discovery "
-                "readers; place the service in another namespace"))
 
 
 def _artifact(cluster: str, obj: dict[str, Any], target: str | None, serializer: _Serializer) -> Artifact:

@@ -8,7 +8,7 @@ from pathlib import PurePosixPath
 from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean
 from compiler.ir.routing import unreachable
 from compiler.spec.load import MESH_FILE, Document
-from compiler.spec.model import Dependency, ServiceSpec, Spec, deep_merge, duration_ms, mesh_from_document, service_from_document
+from compiler.spec.model import DISCOVERY_NAMESPACE, Dependency, ServiceSpec, Spec, deep_merge, duration_ms, mesh_from_document, service_from_document
 from compiler.spec.schema import validate_document
 
 Check = Callable[[Spec], Iterator[Diagnostic]]
@@ -143,6 +143,16 @@ def check_placements(spec: Spec) -> Iterator[Diagnostic]:
             clusters.add(placement.cluster)
 
 
+def check_reserved_namespaces(spec: Spec) -> Iterator[Diagnostic]:
+    """No service is placed in the namespace that holds external discovery readers' identities."""
+    for service in spec.services.values():
+        for placement in service.kubernetes:
+            if placement.namespace == DISCOVERY_NAMESPACE:
+                yield _error(spec.at(service.file, "deploy", "kubernetes", placement.index, "namespace"), "reserved-namespace",
+                             f"namespace {DISCOVERY_NAMESPACE!r} holds the identities of discovery readers outside the "
+                             "cluster; place the service in another namespace")
+
+
 def check_routing(spec: Spec) -> Iterator[Diagnostic]:
     """Every client DC reaches its dependencies: `local` ones in its own DC, `failover` ones everywhere they run."""
     datacenters = spec.mesh.datacenters
@@ -208,6 +218,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_local_ports,
     check_workload_ports,
     check_placements,
+    check_reserved_namespaces,
     check_routing,
     check_retry_budget,
 )

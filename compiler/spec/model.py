@@ -26,6 +26,9 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "outlier_detection": {"consecutive_5xx": 5, "interval": "10s", "base_ejection_time": "30s", "max_ejection_percent": 50},
     "health_check": {"http": "/health", "interval": "2s", "timeout": "1s", "rise": 3, "fall": 2},
 })
+# The namespace meshc keeps, in every cluster, for the identities of discovery readers outside it
+# (VM pools and other clusters' pods): no service may be placed there.
+DISCOVERY_NAMESPACE = "meshc-discovery"
 POLICY_KEYS = ("connect_timeout", "timeout", "retries", "circuit_breaker", "outlier_detection")
 
 

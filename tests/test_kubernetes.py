@@ -163,8 +163,11 @@ def test_paths_name_cluster_namespace_kind_and_object(case: Case) -> None:
     for path, obj in case.objects:
         _, cluster, directory, _file = path.split("/")
         meta = obj["metadata"]
-        assert directory == meta.get("namespace", meta["name"]), path  # a directory holds only its namespace's objects
         assert _file.endswith(f"-{obj['kind'].lower()}.{meta['name']}.yaml"), path
+        if obj["kind"] == "ClusterRole":  # cluster-scoped, in a directory no namespace can be named
+            assert directory == "_cluster" and "namespace" not in meta, path
+            continue
+        assert directory == meta.get("namespace", meta["name"]), path  # a directory holds only its namespace's objects
         if obj["kind"] == "Namespace":
             assert "namespace" not in meta
         else:
@@ -180,14 +183,14 @@ def test_labels_on_every_object(case: Case) -> None:
     for path, obj in case.objects:
         labels = obj["metadata"]["labels"]
         assert labels[MANAGED_BY] == "meshc" and labels[MESH_LABEL] == case.mesh.name, path
-        if obj["kind"] != "Namespace":  # a Namespace may be shared by several services
+        if obj["kind"] not in ("Namespace", "ClusterRole"):  # shared by several services
             assert labels[NAME_LABEL] == obj["metadata"]["annotations"][WORKLOAD_ANNOTATION].rsplit("/", 1)[1], path
 
 
 def test_targets_are_workload_ids_and_shared_namespaces_have_none(case: Case) -> None:
     for artifact in case.artifacts:
         obj = load(artifact.data)[0]
-        if obj["kind"] == "Namespace":
+        if obj["kind"] in ("Namespace", "ClusterRole"):
             assert artifact.target is None
         else:
             assert artifact.target == obj["metadata"]["annotations"][WORKLOAD_ANNOTATION]
@@ -210,7 +213,7 @@ def test_kube_applier_order_applies_namespace_and_service_account_first(case: Ca
                 if owner == namespace and obj["kind"] != "ServiceAccount":
                     assert ("ServiceAccount", namespace, service) in applied, f"{path} applied before ServiceAccount {service}"
             if obj["kind"] == "RoleBinding":
-                assert ("Role", namespace, obj["roleRef"]["name"]) in applied, f"{path} applied before its Role"
+                assert ("ClusterRole", None, obj["roleRef"]["name"]) in applied, f"{path} applied before its ClusterRole"
                 for subject in obj["subjects"]:
                     if subject["namespace"] == namespace:
                         assert ("ServiceAccount", namespace, subject["name"]) in applied, f"{path} applied before its subject"
@@ -243,7 +246,8 @@ def watched_from(case: Case) -> dict[tuple[str, str], set[tuple[str, str]]]:
 def test_role_bindings_grant_only_declared_dependencies_that_are_watched(case: Case) -> None:
     """Sound and complete: every grant is a declared, watched dependency's namespace; every watch has its grant."""
     deps, placements = case.declared.deps, case.declared.placements
-    roles = {(p.split("/")[1], o["metadata"]["namespace"], o["metadata"]["name"]): o for p, o in case.objects if o["kind"] == "Role"}
+    roles = {(p.split("/")[1], o["metadata"]["name"]): o for p, o in case.objects if o["kind"] == "ClusterRole"}
+    assert not any(o["kind"] in ("Role", "ClusterRoleBinding") for _, o in case.objects), "grants are namespace-scoped bindings only"
     watched = watched_from(case)
     granted: set[tuple[str, str, str, str]] = set()
     for path, obj in case.objects:
@@ -257,8 +261,8 @@ def test_role_bindings_grant_only_declared_dependencies_that_are_watched(case: C
         assert account_ns == DISCOVERY_NAMESPACE or placements[client].get(cluster) == account_ns, path
         assert any(placements[d].get(cluster) == namespace for d in deps[client]), f"{path}: {client} declares no dependency in {namespace}"
         assert (cluster, namespace) in watched[(client, account_ns)], f"{path}: no Synapse of {client} watches {namespace} here"
-        role = roles[(cluster, namespace, obj["roleRef"]["name"])]
-        assert obj["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role["metadata"]["name"]}
+        role = roles[(cluster, obj["roleRef"]["name"])]
+        assert obj["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
         assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]) == [
             (("",), ("endpoints",), ("get", "list", "watch")),
             (("discovery.k8s.io",), ("endpointslices",), ("get", "list", "watch")),
@@ -300,7 +304,7 @@ def test_example_download_vms_read_metadata_in_both_clusters(example: Case) -> N
     """The article's Example 2: download on VMs watches metadata's Endpoints in kube-sjc-a and kube-iad-a."""
     for cluster in ("kube-sjc-a", "kube-iad-a"):
         objects = {p.split("/", 2)[2]: o for p, o in example.objects if p.startswith(f"kubernetes/{cluster}/")}
-        binding = objects[f"metadata/21-rolebinding.meshc-discovery.{DISCOVERY_NAMESPACE}.download.yaml"]
+        binding = objects[f"metadata/20-rolebinding.meshc-discovery.{DISCOVERY_NAMESPACE}.download.yaml"]
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "download", "namespace": DISCOVERY_NAMESPACE}]
         readers = objects[f"{DISCOVERY_NAMESPACE}/10-serviceaccount.download.yaml"]["metadata"]["annotations"]["meshc.dev/readers"]
         assert {r for r in readers.split(",") if r.startswith("vm/download/")}, readers

@@ -154,7 +154,7 @@ def test_every_example_object_is_valid_in_strict_mode(example_objects: list[tupl
     elapsed = time.perf_counter() - started
     assert failures == {}
     kinds = {obj["kind"] for _, obj in objects}
-    assert {"Namespace", "ServiceAccount", "Secret", "Service", "ConfigMap", "Certificate", "Role", "RoleBinding",
+    assert {"Namespace", "ServiceAccount", "Secret", "Service", "ConfigMap", "Certificate", "ClusterRole", "RoleBinding",
             "NetworkPolicy"} <= kinds
     assert elapsed < 5, f"validating {len(objects)} objects took {elapsed:.1f}s"
 

@@ -2,15 +2,21 @@
 
 Layout: `kubernetes/<cluster>/<namespace>/<NN>-<kind>.<name>.yaml`, one object per file, every
 object in the directory of its own namespace. kube-applier applies `git ls-files` in path order,
-one file at a time, so the two-digit prefix orders what others need (Namespace, ServiceAccount,
-Role) before what needs it; `<kind>.<name>` is unique because Kubernetes makes kind + name unique
+one file at a time, so the two-digit prefix orders what others need (Namespace, ServiceAccount)
+before what needs it; `<kind>.<name>` is unique because Kubernetes makes kind + name unique
 in a namespace. Each workload's files have the workload id as target; a Namespace, which several
 services may share, has target None (it changes only when a namespace appears or disappears).
+
+Discovery RBAC: one ClusterRole per cluster, `meshc-discovery-reader` (read Endpoints and
+EndpointSlices; it grants nothing by itself), in `kubernetes/<cluster>/_cluster/`, which sorts
+before every namespace; and one RoleBinding to it per (reader, namespace watched). A RoleBinding
+grants only inside its own namespace, so this is as narrow as a Role per namespace, with half the
+objects: kube-applier runs one `kubectl apply` per file.
 
 External readers: a workload whose Synapse watches a cluster it does not run in (a VM pool, or a
 pod of another cluster) reads that cluster's API server with a token of its own. For every such
 (cluster C, client service S), C gets Namespace `meshc-discovery`, ServiceAccount `S` and its
-long-lived token Secret `S-token` there, and the discovery Role + RoleBinding in each namespace of
+long-lived token Secret `S-token` there, and the discovery RoleBinding in each namespace of
 C that S's workloads watch from outside. These files have the pseudo-target
 `k8s/<C>/meshc-discovery/<S>` (the reader id): one grant serves every outside workload of S, so it
 belongs to none of them, and a diff shows it as its own unit of rollout in cluster C. meshc never
@@ -47,14 +53,14 @@ RESTART_ANNOTATION = "meshc.dev/restart-hash"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every Namespace
 
 # kube-applier's order is the path order: Namespace, then the ServiceAccount, then its token Secret
-# (the token controller deletes a token Secret whose ServiceAccount does not exist), then RBAC (Role
-# before the RoleBinding that refers to it), then everything else.
+# (the token controller deletes a token Secret whose ServiceAccount does not exist), then the
+# RoleBindings (their ClusterRole is in _cluster/, which sorts first), then everything else.
 FILE_PREFIX: Mapping[str, str] = {
     "Namespace": "00",
     "ServiceAccount": "10",
     "Secret": "15",
-    "Role": "20",
-    "RoleBinding": "21",
+    "ClusterRole": "05",
+    "RoleBinding": "20",
     "ConfigMap": "30",
     "Certificate": "40",
     "Service": "50",
@@ -68,6 +74,8 @@ CONFIG_MOUNTS = ("envoy", "synapse")
 
 SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
 
+DISCOVERY_CLUSTER_ROLE = "meshc-discovery-reader"
+CLUSTER_SCOPED_DIR = "_cluster"  # not a namespace name (those start with a letter); sorts before them all
 DISCOVERY_RULES = (
     {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
@@ -87,6 +95,7 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[
     serializer = _Serializer()
     namespaces = {(w.cluster or "", w.namespace) for w in workloads} | {(r.cluster, DISCOVERY_NAMESPACE) for r in readers}
     artifacts = [_artifact(cluster, namespace_object(mesh, ns), None, serializer) for cluster, ns in sorted(namespaces)]
+    artifacts += [_artifact(cluster, discovery_cluster_role(mesh), None, serializer) for cluster in sorted({c for c, _ in namespaces})]
     artifacts += [_artifact(r.cluster, obj, r.id, serializer) for r in readers for obj in reader_objects(mesh, r)]
     problems: list[Diagnostic] = []
     for workload in workloads:
@@ -107,7 +116,8 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[
 def object_path(cluster: str, obj: Mapping[str, Any]) -> str:
     """Where an object's file lives: kubernetes/<cluster>/<namespace>/<NN>-<kind>.<name>.yaml."""
     kind, meta = obj["kind"], obj["metadata"]
-    namespace = meta.get("namespace", meta["name"])  # a Namespace lives in its own directory
+    # a Namespace lives in its own directory; other cluster-scoped objects in _cluster/
+    namespace = meta.get("namespace", meta["name"] if kind == "Namespace" else CLUSTER_SCOPED_DIR)
     return f"{ROOT}/{cluster}/{namespace}/{FILE_PREFIX[kind]}-{kind.lower()}.{meta['name']}.yaml"
 
 
@@ -184,25 +194,26 @@ def discovery_namespaces(workload: Workload) -> list[str]:
 
 
 def discovery_rbac(mesh: Mesh, workload: Workload) -> list[dict[str, Any]]:
-    """A Role + RoleBinding per dependency namespace in this cluster: read Endpoints/EndpointSlices only."""
+    """A RoleBinding per dependency namespace in this cluster: read Endpoints/EndpointSlices there only."""
     return discovery_grants(mesh, workload.service, workload.id, workload.namespace, discovery_namespaces(workload))
 
 
 def discovery_grants(mesh: Mesh, service: str, owner: str, account_namespace: str,
                      namespaces: Sequence[str]) -> list[dict[str, Any]]:
-    """Role + RoleBinding in each namespace, letting ServiceAccount `service` of `account_namespace` read Endpoints there."""
+    """A RoleBinding in each namespace to the cluster's discovery ClusterRole, for ServiceAccount `service` of `account_namespace`."""
     name = discovery_role_name(account_namespace, service)
     subject = {"kind": "ServiceAccount", "name": service, "namespace": account_namespace}
-    objects = []
-    for namespace in namespaces:
-        objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                        "metadata": owned_metadata(mesh, service, owner, name, namespace),
-                        "rules": [dict(rule) for rule in DISCOVERY_RULES]})
-        objects.append({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                        "metadata": owned_metadata(mesh, service, owner, name, namespace),
-                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-                        "subjects": [subject]})
-    return objects
+    role = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": DISCOVERY_CLUSTER_ROLE}
+    return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+             "metadata": owned_metadata(mesh, service, owner, name, namespace), "roleRef": dict(role), "subjects": [dict(subject)]}
+            for namespace in namespaces]
+
+
+def discovery_cluster_role(mesh: Mesh) -> dict[str, Any]:
+    """The rules every discovery RoleBinding refers to: read Endpoints and EndpointSlices (granted per namespace by the bindings)."""
+    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": DISCOVERY_CLUSTER_ROLE, "labels": labels(mesh, None)},
+            "rules": [dict(rule) for rule in DISCOVERY_RULES]}
 
 
 # ---------------------------------------------------------------- external readers

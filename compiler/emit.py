@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import os
@@ -59,6 +60,7 @@ def dump_yaml(data: Any) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a pure function; manifests repeat a few thousand strings a million times
 def yaml_string(value: str) -> str:
     """A string as a YAML scalar: plain where unambiguous in YAML 1.1 and 1.2, else double-quoted."""
     if _PLAIN.fullmatch(value) and value.lower() not in _YAML11_WORDS:

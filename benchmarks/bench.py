@@ -149,6 +149,8 @@ def run_child(spec_dir: Path, last: str) -> None:
 def measure(spec_dir: Path, last: str) -> tuple[dict[str, list[float]], float]:
     """Run one child through `last`; its stage times (plus "process": its whole life) and its peak RSS in MB."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # The writer syncs before it swaps trees; flush others' dirty pages first, so a build pays only for its own.
+    os.sync()
     started = time.perf_counter()
     with subprocess.Popen([sys.executable, __file__, "--child", last, str(spec_dir)], stdout=subprocess.PIPE, env=env) as child:
         output = child.stdout.read() if child.stdout else b""

@@ -183,6 +183,31 @@ def test_readme_lists_every_diagnostic_code() -> None:
     assert sorted(listed) == sorted(CODES) and len(listed) == len(set(listed))
 
 
+def schema_keys(schema: dict, defs: dict) -> set[str]:
+    """Every property name a schema defines, at any depth (through $refs, maps and lists)."""
+    if "$ref" in schema:
+        schema = defs[schema["$ref"].rsplit("/", 1)[1]]
+    found = set(schema.get("properties", {}))
+    children = [*schema.get("properties", {}).values(), schema.get("additionalProperties"), schema.get("items")]
+    for child in children:
+        if isinstance(child, dict):
+            found |= schema_keys(child, defs)
+    return found
+
+
+def test_readme_spec_reference_names_every_schema_key() -> None:
+    from compiler.spec.schema import SCHEMA_NAMES, schema_text
+
+    readme = (ROOT / "README.md").read_text("utf-8")
+    reference = readme.split("\n## The spec\n", 1)[1].split("\n## ", 1)[0]
+    named = {part for quoted in re.findall(r"`([^`]+)`", reference) for part in quoted.split(".")}  # `sidecar.admin_port`
+    for name in SCHEMA_NAMES:
+        schema = json.loads(schema_text(name))
+        keys = schema_keys(schema, schema["$defs"])
+        assert len(keys) > 10
+        assert keys - named == set(), f"{name}: keys missing from the README's spec reference"
+
+
 def test_readme_diagnostic_example_is_real(tmp_path: Path) -> None:
     spec = tmp_path / "mesh-spec"
     shutil.copytree(EXAMPLE, spec)

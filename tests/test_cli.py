@@ -200,7 +200,8 @@ def test_readme_spec_reference_names_every_schema_key() -> None:
 
     readme = (ROOT / "README.md").read_text("utf-8")
     reference = readme.split("\n## The spec\n", 1)[1].split("\n## ", 1)[0]
-    named = {part for quoted in re.findall(r"`([^`]+)`", reference) for part in quoted.split(".")}  # `sidecar.admin_port`
+    # names inside code spans: `sidecar.admin_port`, `{cluster, namespace}`
+    named = {word for quoted in re.findall(r"`([^`]+)`", reference) for word in re.findall(r"[a-z0-9_]+", quoted)}
     for name in SCHEMA_NAMES:
         schema = json.loads(schema_text(name))
         keys = schema_keys(schema, schema["$defs"])

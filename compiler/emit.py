@@ -9,7 +9,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -311,7 +311,3 @@ def _recorded_hashes(raw: bytes) -> dict[str, str]:
     except (ValueError, AttributeError):
         return {}
 
-
-def iter_lines(paths: Iterable[str], prefix: str) -> Iterator[str]:
-    """`prefix path` for each path, for reports."""
-    return (f"{prefix} {p}" for p in paths)

@@ -35,11 +35,16 @@ def test_validate_defaults_to_mesh_spec() -> None:
     assert meshc("validate").returncode == 0
 
 
-def test_validate_invalid_spec_exits_2(tmp_path: Path) -> None:
-    spec = tmp_path / "spec"
+def misspelled_dependency(spec: Path) -> Path:
+    """A copy of the example at `spec` whose upload depends on `metdata` (an unknown-dependency error)."""
     shutil.copytree(EXAMPLE, spec)
     upload = spec / "services" / "upload.yaml"
     upload.write_text(upload.read_text().replace("- service: metadata", "- service: metdata"))
+    return spec
+
+
+def test_validate_invalid_spec_exits_2(tmp_path: Path) -> None:
+    misspelled_dependency(tmp_path / "spec")
     result = meshc("validate", "spec", cwd=tmp_path)
     assert result.returncode == 2
     assert re.search(r"^spec/services/upload\.yaml:\d+:14: error: unknown dependency 'metdata' "
@@ -210,10 +215,7 @@ def test_readme_spec_reference_names_every_schema_key() -> None:
 
 
 def test_readme_diagnostic_example_is_real(tmp_path: Path) -> None:
-    spec = tmp_path / "mesh-spec"
-    shutil.copytree(EXAMPLE, spec)
-    upload = spec / "services" / "upload.yaml"
-    upload.write_text(upload.read_text().replace("- service: metadata", "- service: metdata"))
+    misspelled_dependency(tmp_path / "mesh-spec")
     result = meshc("validate", "mesh-spec", cwd=tmp_path)
     readme = (ROOT / "README.md").read_text("utf-8")
     assert result.stderr.splitlines()[0] in readme

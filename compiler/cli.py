@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from compiler import __version__
-from compiler.diagnostics import SpecError, format_all
+from compiler.diagnostics import EnvironmentFailure, SpecError, format_all
 from compiler.emit import TreeStatus
 from compiler.diff import DocumentDiff, diff_revisions, output_drift
 from compiler.explain import UnknownService, explain, format_explain
@@ -18,7 +18,7 @@ from compiler.gitsource import RevisionError
 from compiler.pipeline import build, compile_dir, spec_files, validate_only
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
 
-EXIT_OK, EXIT_FINDINGS, EXIT_INVALID, EXIT_INTERNAL = 0, 1, 2, 3
+EXIT_OK, EXIT_FINDINGS, EXIT_INVALID, EXIT_INTERNAL, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -33,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, NotADirectoryError, UnknownService) as exc:
         print(f"meshc: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return EXIT_INVALID
+    except EnvironmentFailure as exc:
+        print(f"meshc: error: {exc}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `meshc explain x | head`: the reader has all it wanted
@@ -67,7 +70,25 @@ def _parser() -> argparse.ArgumentParser:
     diff_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
     diff_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     diff_cmd.add_argument("--exit-code", action="store_true", help="exit 1 when any target changes")
+    _graph_command(commands)
     return parser
+
+
+def _graph_command(commands: argparse._SubParsersAction) -> None:
+    from compiler.graph.draw import FORMATS
+
+    graph_cmd = _command(commands, "graph", "draw the mesh, or some services' neighbourhood, as Mermaid, DOT, SVG or HTML", _graph)
+    graph_cmd.add_argument("services", nargs="*", metavar="SERVICE", help="draw only these services, their callers and dependencies")
+    graph_cmd.add_argument("--depth", type=_depth, default=1, help="hops from SERVICE in each direction (default: 1)")
+    graph_cmd.add_argument("--format", choices=FORMATS, default="mermaid")
+    graph_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
+    graph_cmd.add_argument("-o", "--output", type=Path, default=None, help="write to this file (replaced atomically) instead of stdout")
+
+
+def _depth(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of hops (0 draws SERVICE alone), got {text!r}")
+    return int(text)
 
 
 def _command(commands: argparse._SubParsersAction, name: str, help_text: str, handler: Callable[[argparse.Namespace], int],
@@ -148,3 +169,14 @@ def _diff(args: argparse.Namespace) -> int:
     formatters = {"text": lambda d: report.format_text(d, color=color), "markdown": report.format_markdown, "json": report.format_json}
     sys.stdout.write(formatters[args.format](result))
     return EXIT_FINDINGS if args.exit_code and result.changed else EXIT_OK
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from compiler.graph.draw import draw, write_atomically
+
+    picture = draw(compile_dir(args.spec).mesh, args.format, args.services, args.depth)
+    if args.output is None:
+        sys.stdout.write(picture)
+    else:
+        write_atomically(args.output, picture)
+    return EXIT_OK

@@ -105,3 +105,14 @@ def format_all(diagnostics: Iterable[Diagnostic]) -> str:
     files = len({d.span.file for d in found})  # not the text before the first ':': `REV:path` names hold one
     lines.append(f"Found {len(lines)} error{'s' if len(lines) != 1 else ''} in {files} file{'s' if files != 1 else ''}")
     return "\n".join(lines)
+
+
+class EnvironmentFailure(Exception):
+    """The machine, not the spec, stopped meshc: a path it cannot read or write (exit 4)."""
+    def __init__(self, path: str, cause: str) -> None:
+        self.path, self.cause = path, cause
+        super().__init__(f"{path}: {cause}")
+
+
+class InternalError(Exception):
+    """A bug in meshc: an invariant of the rendering does not hold (exit 3)."""

@@ -21,6 +21,7 @@ import yaml
 
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.emit import MANIFEST, Artifact
+from compiler.graph.calls import CallChange, diff_calls
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.ir.model import Workload
 from compiler.emit import TreeStatus, compare_tree
@@ -119,6 +120,7 @@ class MeshDiff:
     targets: tuple[TargetDiff, ...] = ()
     groups: tuple[Group, ...] = ()
     shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
+    calls: tuple[CallChange, ...] = ()  # call-graph edges added, removed or re-policied (compiler.graph.calls)
 
     @property
     def restarts(self) -> int:
@@ -215,6 +217,7 @@ def diff_builds(old: Build | None, new: Build, *, base: str = "base", head: str 
         spec=tuple(_spec_diffs(old.spec if old else None, new.spec)),
         targets=tuple(targets), groups=group(targets),
         shared=_file_diffs(old_files.get(None, {}), new_files.get(None, {})),
+        calls=diff_calls(old.mesh if old else None, new.mesh),
     )
 
 

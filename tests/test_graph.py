@@ -278,3 +278,17 @@ def test_readme_picture_is_what_the_example_renders() -> None:
 def test_graph_title_counts_what_is_drawn(mesh: Mesh) -> None:
     graph: Graph = build_graph(mesh)
     assert graph.title == "mesh box: 18 services, 37 workloads in 3 datacenters"
+
+
+def test_columns_draw_one_box_per_target_in_its_state_colour() -> None:
+    from compiler.graph.columns import STATE_COLORS, Box, Column, render_columns
+
+    columns = [Column(title="canary", subtitle="", boxes=(Box(id="a", label="vm/x/sjc", state="converged"),
+                                                          Box(id="b", label="k8s/c/x/x", state="failed", lines=("2 hosts",)))),
+               Column(title="rest", subtitle="", boxes=(Box(id="c", label="vm/x/iad", state="waiting"),), highlight=True)]
+    svg = render_columns(columns, marker="next: rest")
+    assert svg == render_columns(columns, marker="next: rest")
+    assert re.findall(r'<g id="(\w)" class="box state-([a-z-]+)">', svg) == [("a", "converged"), ("b", "failed"), ("c", "waiting")]
+    assert f'fill="{STATE_COLORS["failed"][0]}"' in svg and ">2 hosts<" in svg and 'stroke="#bc4c00"' in svg
+    with pytest.raises(ValueError, match="unknown state 'late' of 'd'"):
+        render_columns([Column(title="w", subtitle="", boxes=(Box(id="d", label="x", state="late"),))])

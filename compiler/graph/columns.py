@@ -21,7 +21,7 @@ STATE_COLORS: dict[str, tuple[str, str]] = {
     "failed": ("#cf222e", "#82071e"),
     "unknown": ("#eaeef2", "#57606a"),
 }
-COLUMN_WIDTH, GAP, HEADER, LINE, PAD = 280, 24, 52, 14, 8
+COLUMN_WIDTH, GAP, HEADER, LINE, PAD, MARKER = 280, 24, 52, 14, 8, 24
 MAX_LABEL_CHARS = 38  # a box's label is cut past this; its details say it all
 
 
@@ -56,12 +56,13 @@ def render_columns(columns: Sequence[Column], marker: str = "") -> str:
         for box in column.boxes:
             if box.state not in STATE_COLORS:
                 raise ValueError(f"unknown state {box.state!r} of {box.id!r}; one of {', '.join(STATE_COLORS)}")
-    height = HEADER + max((_column_height(c) for c in columns), default=0) + PAD
+    top = MARKER if marker else 0
+    height = top + HEADER + max((_column_height(c) for c in columns), default=0) + PAD
     width = max(len(columns), 1) * (COLUMN_WIDTH + GAP) + GAP
-    body = "\n".join(line for index, column in enumerate(columns) for line in _column(column, GAP + index * (COLUMN_WIDTH + GAP)))
-    top = f'<text x="{GAP}" y="18" font-size="13" font-weight="bold">{escape(marker)}</text>\n' if marker else ""
+    body = "\n".join(line for index, column in enumerate(columns) for line in _column(column, GAP + index * (COLUMN_WIDTH + GAP), top))
+    heading = f'<text x="{GAP}" y="18" font-size="13" font-weight="bold">{escape(marker)}</text>\n' if marker else ""
     return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-            f'font-family="DejaVu Sans, sans-serif" font-size="11">\n{top}{body}\n</svg>\n')
+            f'font-family="DejaVu Sans, sans-serif" font-size="11">\n{heading}{body}\n</svg>\n')
 
 
 def _box_height(box: Box) -> int:
@@ -72,12 +73,12 @@ def _column_height(column: Column) -> int:
     return sum(_box_height(b) + PAD for b in column.boxes) + PAD
 
 
-def _column(column: Column, x: int) -> Iterator[str]:
+def _column(column: Column, x: int, top: int) -> Iterator[str]:
     stroke = ' stroke="#bc4c00" stroke-width="3"' if column.highlight else ' stroke="#d0d7de"'
-    yield f'<rect x="{x}" y="{HEADER - 8}" width="{COLUMN_WIDTH}" height="{_column_height(column)}" rx="8" fill="none"{stroke}/>'
-    yield f'<text x="{x + PAD}" y="{HEADER - 30}" font-size="13" font-weight="bold">{escape(column.title)}</text>'
-    yield f'<text x="{x + PAD}" y="{HEADER - 14}" fill="#57606a">{escape(column.subtitle)}</text>'
-    y = HEADER
+    yield f'<rect x="{x}" y="{top + HEADER - 8}" width="{COLUMN_WIDTH}" height="{_column_height(column)}" rx="8" fill="none"{stroke}/>'
+    yield f'<text x="{x + PAD}" y="{top + HEADER - 30}" font-size="13" font-weight="bold">{escape(column.title)}</text>'
+    yield f'<text x="{x + PAD}" y="{top + HEADER - 14}" fill="#57606a">{escape(column.subtitle)}</text>'
+    y = top + HEADER
     for box in column.boxes:
         yield from _box(box, x + PAD, y)
         y += _box_height(box) + PAD

@@ -23,9 +23,6 @@ from compiler.pipeline import Build, compile_dir
 from compiler.spec.load import read_tree
 from tests.conftest import EXAMPLE, ROOT, require_tool, write_spec
 
-sys.path.insert(0, str(ROOT))
-from benchmarks.synth import generate  # noqa: E402 - the benchmark's generator makes the 1,000-service mesh
-
 DOCS_SVG = ROOT / "docs" / "mesh.svg"
 
 
@@ -35,9 +32,8 @@ def mesh(example_build: Build) -> Mesh:
 
 
 @pytest.fixture(scope="module")
-def big_mesh(tmp_path_factory: pytest.TempPathFactory) -> Mesh:
-    """The benchmark's 1,000-service mesh (6 datacenters, 24 clusters, 8 dependencies each)."""
-    return compile_dir(generate(tmp_path_factory.mktemp("synth") / "spec", services=1000)).mesh
+def big_mesh(synthetic_1000: Build) -> Mesh:
+    return synthetic_1000.mesh
 
 
 def routes(mesh: Mesh) -> set[tuple[str, str]]:
@@ -128,6 +124,7 @@ def _dc(mesh: Mesh, workload_id: str) -> str:
 
 
 def test_a_thousand_services_collapse_to_datacenters_and_the_picture_says_so(big_mesh: Mesh) -> None:
+    require_tool("dot")
     graph = build_graph(big_mesh)
     assert graph.level == DATACENTERS
     assert len(graph.nodes) == 6 and len(graph.edges) <= 36
@@ -163,6 +160,7 @@ def test_graphviz_renders_every_dot_meshc_writes_without_warnings(mesh: Mesh, bi
 
 
 def test_html_is_one_self_contained_page_with_explain_details(mesh: Mesh) -> None:
+    require_tool("dot")
     graph = build_graph(mesh)
     page = draw(mesh, "html")
     assert page.startswith("<!DOCTYPE html>") and page.count("<svg") == 1 and "<?xml" not in page

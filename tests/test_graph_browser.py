@@ -4,7 +4,6 @@ writes; every HTML page loads from file:// with no console message and no reques
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,15 +17,12 @@ from compiler.graph.mermaid import render_mermaid
 from compiler.graph.model import Limits, build_graph
 from compiler.graph.page import Detail, render_page
 from compiler.ir.model import Mesh
-from compiler.pipeline import Build, compile_dir
+from compiler.pipeline import Build
 from compiler.report import format_markdown
 from compiler.spec.load import read_tree
 from tests.browser import Chromium, ink, mermaid_check, mermaid_page
 from tests.conftest import EXAMPLE, ROOT, require_tool
 from tests.test_graph_diff import MERMAID_BLOCK, diff, edit, readme_change
-
-sys.path.insert(0, str(ROOT))
-from benchmarks.synth import generate  # noqa: E402 - the 1,000-service mesh
 
 MIN_INK = 0.01  # share of sampled pixels that differ from the background; a blank page has 0
 
@@ -37,8 +33,8 @@ def mesh(example_build: Build) -> Mesh:
 
 
 @pytest.fixture(scope="module")
-def big_mesh(tmp_path_factory: pytest.TempPathFactory) -> Mesh:
-    return compile_dir(generate(tmp_path_factory.mktemp("synth") / "spec", services=1000)).mesh
+def big_mesh(synthetic_1000: Build) -> Mesh:
+    return synthetic_1000.mesh
 
 
 @pytest.fixture(scope="module")

@@ -173,8 +173,11 @@ def _diff(args: argparse.Namespace) -> int:
 
 def _graph(args: argparse.Namespace) -> int:
     from compiler.graph.draw import draw, write_atomically
+    from compiler.ir.lower import lower
 
-    picture = draw(compile_dir(args.spec).mesh, args.format, args.services, args.depth)
+    # The picture needs the lowered model only: the sidecar documents and artifacts would be most of the time.
+    mesh = lower(validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/")))
+    picture = draw(mesh, args.format, args.services, args.depth)
     if args.output is None:
         sys.stdout.write(picture)
     else:

@@ -8,11 +8,14 @@ import subprocess
 from collections.abc import Iterator
 
 from compiler.diagnostics import EnvironmentFailure, InternalError
-from compiler.graph.model import AGGREGATE, FALLBACK, Edge, Graph, Group, Node
+from compiler.graph.model import AGGREGATE, FALLBACK, WORKLOADS, Edge, Graph, Group, Node
 
 FONT = "DejaVu Sans"  # Debian's default font: Graphviz measures text with it, Chromium draws with it
 EDGE_COLORS = {"http": "#1f6feb", "grpc": "#8250df", "tcp": "#57606a"}
 RESTART_COLOR = "#bc4c00"
+# The key printed under the title, since an SVG has no legend of its own.
+KEY = {WORKLOADS: "edges: solid = priority-0 route, dashed pN = failover route at priority N; "
+                  "blue http, purple grpc, grey tcp; double orange border = restart-sensitive"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9]")
 
 
@@ -29,8 +32,9 @@ def render_dot(graph: Graph) -> str:
 
 def _dot_lines(graph: Graph) -> Iterator[str]:
     yield f"digraph {_quote(graph.mesh)} {{"
+    label = "".join(_escape(line) + "\\l" for line in (graph.title, graph.note or KEY.get(graph.level, "")) if line)  # \l: left-aligned
     yield (f'  graph [rankdir=LR, newrank=true, nodesep=0.25, ranksep=1.1, fontname="{FONT}", fontsize=12, '
-           f'labelloc=t, labeljust=l, label="{_escape(graph.title)}' + (f'\\n{_escape(graph.note)}' if graph.note else "") + '"];')
+           f'labelloc=t, labeljust=l, label="{label}"];')
     yield f'  node [shape=box, style="rounded,filled", fillcolor="#f6f8fa", color="#57606a", fontname="{FONT}", fontsize=10];'
     yield f'  edge [fontname="{FONT}", fontsize=7, arrowsize=0.6];'
     nodes = {n.id: n for n in graph.nodes}

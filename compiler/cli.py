@@ -79,7 +79,7 @@ def _graph_command(commands: argparse._SubParsersAction) -> None:
 
     graph_cmd = _command(commands, "graph", "draw the mesh, or some services' neighbourhood, as Mermaid, DOT, SVG or HTML", _graph)
     graph_cmd.add_argument("services", nargs="*", metavar="SERVICE", help="draw only these services, their callers and dependencies")
-    graph_cmd.add_argument("--depth", type=_depth, default=1, help="hops from SERVICE in each direction (default: 1)")
+    graph_cmd.add_argument("--depth", type=_depth, default=None, help="hops from SERVICE in each direction (default: 1)")
     graph_cmd.add_argument("--format", choices=FORMATS, default="mermaid")
     graph_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
     graph_cmd.add_argument("-o", "--output", type=Path, default=None, help="write to this file (replaced atomically) instead of stdout")
@@ -175,9 +175,12 @@ def _graph(args: argparse.Namespace) -> int:
     from compiler.graph.draw import draw, write_atomically
     from compiler.ir.lower import lower
 
+    if args.depth is not None and not args.services:
+        print("meshc: error: --depth counts hops from a SERVICE; name one, or leave --depth out for the whole mesh", file=sys.stderr)
+        return EXIT_INVALID
     # The picture needs the lowered model only: the sidecar documents and artifacts would be most of the time.
     mesh = lower(validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/")))
-    picture = draw(mesh, args.format, args.services, args.depth)
+    picture = draw(mesh, args.format, args.services, 1 if args.depth is None else args.depth)
     if args.output is None:
         sys.stdout.write(picture)
     else:

@@ -253,6 +253,8 @@ def test_command_writes_a_file_and_reports_bad_input(tmp_path: Path, capsys: pyt
     assert capsys.readouterr().err == "meshc: error: unknown service 'uplaod' (did you mean 'upload'?)\n"
     assert main(["graph", "--spec", str(EXAMPLE), "-o", str(tmp_path / "missing" / "x.mmd")]) == 4
     assert capsys.readouterr().err.startswith(f"meshc: error: {tmp_path / 'missing' / 'x.mmd'}: ")
+    assert main(["graph", "--depth", "2", "--spec", str(EXAMPLE)]) == 2
+    assert capsys.readouterr().err.startswith("meshc: error: --depth counts hops from a SERVICE")
     with pytest.raises(SystemExit) as exit_info:
         main(["graph", "upload", "--depth", "-1"])
     assert exit_info.value.code == 2

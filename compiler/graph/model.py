@@ -244,7 +244,7 @@ def _datacenter_node(mesh: Mesh, key: str, workloads: Sequence[Workload]) -> Nod
     node = _group_node(key, f"{datacenter} ({mesh.datacenters[datacenter].region})", workloads)
     lines = tuple(f"{label}: {_n(count, 'workload')}" for label, count in sorted(platforms.items())) + node.lines[1:]
     return Node(id=node.id, label=node.label, lines=lines, services=node.services, restart_sensitive=node.restart_sensitive,
-                tooltip=node.tooltip)
+                tooltip=f"{node.label}: {_n(len(node.services), 'service')}, {_n(len(workloads), 'workload')}")
 
 
 def _aggregate(routes: Iterable[Route], box: Mapping[str, str]) -> tuple[Edge, ...]:

@@ -6,16 +6,20 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
 from compiler.cli import main
+from compiler.emit import dump_yaml
+from compiler.pipeline import Build
+from compiler.render import NERVE
 from compiler.diff import diff_revisions
 from compiler.gitsource import RevisionError, locate, read_revision
 from compiler.spec.load import MAX_FILE_BYTES, read_tree
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, require_tool
 from tests.test_gitsource import commit, git, make_repo
 
 SPEC = "mesh-spec"
@@ -273,3 +277,97 @@ def test_removed_services_read_removed_and_their_kubernetes_objects_get_delete_c
     assert f"  # {namespace['command']}   # only once nothing else lives in namespace notification" in text
     block = markdown[markdown.index("```sh\n") + 6:]
     assert block[:block.index("```")].splitlines() == lines
+
+
+# ---------------------------------------------------------------- site.pp: output/puppet/ as a Puppet environment
+
+def _puppet_apply_environment(envs: Path, work: Path, facts: dict[str, str], certname: str) -> subprocess.CompletedProcess[str]:
+    """`puppet apply` of the environment's own site.pp, exactly as a server that deploys output/puppet/ as
+    environment `production` compiles it: its modules/ and hiera.yaml come from the environment itself."""
+    from tests.test_puppet_real import STDLIB_MODULES, settings
+
+    (work / "vardir/facts.d").mkdir(parents=True, exist_ok=True)
+    (work / "vardir/facts.d/mesh.yaml").write_bytes(dump_yaml(facts))  # external facts, as provisioning sets them
+    return subprocess.run(
+        ["puppet", "apply", "--detailed-exitcodes", "--color=false", *settings(work),
+         "--environmentpath", str(envs), "--environment", "production", "--basemodulepath", STDLIB_MODULES,
+         "--certname", certname, str(envs / "production/manifests/site.pp")],
+        capture_output=True, text=True, timeout=300)
+
+
+def test_site_pp_includes_mesh_on_mesh_nodes_only(example_build: Build, tmp_path: Path) -> None:
+    puppet = require_tool("puppet")
+    env = tmp_path / "envs/production"
+    for path, data in example_build.tree().items():
+        if path.startswith("puppet/"):
+            (env / path.removeprefix("puppet/")).parent.mkdir(parents=True, exist_ok=True)
+            (env / path.removeprefix("puppet/")).write_bytes(data)
+    validate = subprocess.run([puppet, "parser", "validate", str(env / "manifests/site.pp")], capture_output=True, text=True)
+    assert validate.returncode == 0, validate.stderr
+    root = tmp_path / "root"
+    # The site's own level (meshc writes no datacenter files): keep the class's writes and restarts inside the test.
+    (env / "data/datacenters").mkdir(parents=True)
+    (env / "data/datacenters/sjc.yaml").write_bytes(dump_yaml({
+        "mesh::root": str(root), "mesh::manage_services": False,
+        **{f"mesh::{p}_restart_command": "/bin/true" for p in ("envoy", "envoy_hot", "nerve", "synapse")}}))
+    (root / "etc").mkdir(parents=True)
+    (root / "var/run").mkdir(parents=True)
+    # a node without mesh facts: site.pp gives it nothing, and nothing is written
+    plain = _puppet_apply_environment(tmp_path / "envs", tmp_path / "plain", {"role": "db"}, "db-1.sjc.example")
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert not list(root.rglob("*.json"))
+    # a mesh VM: site.pp includes mesh, hiera (the environment's layer) finds its pool, the class writes its documents
+    node = _puppet_apply_environment(tmp_path / "envs", tmp_path / "mesh",
+                                     {"mesh_service": "encryption", "mesh_datacenter": "sjc"}, "encryption-1.sjc.example")
+    assert node.returncode == 2, node.stdout + node.stderr  # 2: changes applied, no failure
+    documents = example_build.sidecars["vm/encryption/sjc"].documents
+    written = {p.relative_to(root / "etc/mesh").as_posix(): json.loads(p.read_bytes()) for p in (root / "etc/mesh").rglob("*.json")}
+    assert set(written) == set(documents)
+    assert all(written[name] == documents[name] for name in documents if name != NERVE)
+    assert written[NERVE]["instance_id"] == "encryption-1.sjc.example"
+
+
+# ---------------------------------------------------------------- README examples are real output, cuts marked
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def _readme_block(first_line: str) -> list[str]:
+    """The lines of the README code block that starts with `first_line` (the command), command excluded."""
+    text = README.read_text()
+    start = text.index(f"```\n{first_line}\n") + len(f"```\n{first_line}\n")
+    return text[start:text.index("\n```\n", start)].split("\n")
+
+
+def _assert_excerpt(shown: list[str], real: list[str]) -> None:
+    """Every shown line is a real line, in order; lines are skipped only where a `…` line marks the cut."""
+    position, cut = 0, False
+    for line in shown:
+        if line.lstrip().startswith("…"):
+            cut = True
+            continue
+        assert line in real[position:], f"not in the real output (or out of order): {line!r}"
+        found = real.index(line, position)
+        assert cut or found == position, f"unmarked cut before {line!r}: {real[position:found]}"
+        position, cut = found + 1, False
+    assert cut or position == len(real), f"unmarked cut at the end: {real[position:]}"
+
+
+def test_readme_explain_example_is_the_real_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", "upload", "--spec", str(EXAMPLE)]) == 0
+    _assert_excerpt(_readme_block("$ meshc explain upload"), capsys.readouterr().out.rstrip("\n").split("\n"))
+
+
+def test_readme_diff_example_is_the_real_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = make_repo(tmp_path / "repo")
+    _replace(repo / SPEC / "services/permissions.yaml", "dependencies:\n", "dependencies:\n  - service: storage-gateway\n")
+    code, out, err = run(capsys, "--base", "HEAD", "--spec", str(repo / SPEC))
+    assert code == 0, err
+    _assert_excerpt(_readme_block("$ meshc diff --base HEAD"), out.rstrip("\n").split("\n"))
+
+
+def test_readme_says_what_meshc_writes_for_rbac_and_how_validate_reports() -> None:
+    text = README.read_text()
+    assert "Roles" not in text  # meshc writes one ClusterRole per cluster and RoleBindings, no Role
+    assert "print every error at once" not in text  # errors are printed per phase: the first phase that fails
+    assert "print every error of the first phase that fails" in text

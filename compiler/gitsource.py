@@ -34,6 +34,9 @@ class SpecLocation:
 
     repo: git.Repo
     relative: str  # posix path from the repository root; "" when the spec is the root itself
+    # The same directory with the working tree's symlinks resolved (None: it resolves outside the
+    # repository): read where a revision lacks `relative`, e.g. through a link nobody committed.
+    resolved: str | None = None
 
 
 def locate(spec_dir: Path) -> SpecLocation:
@@ -54,7 +57,7 @@ def locate(spec_dir: Path) -> SpecLocation:
     relative = _path_in_repo(Path(os.path.abspath(spec_dir)), root)
     if relative is None:
         raise RevisionError(f"{spec_dir.as_posix()!r} is outside the repository at {root!r}")
-    return SpecLocation(repo=repo, relative=relative)
+    return SpecLocation(repo=repo, relative=relative, resolved=_resolved_in_repo(Path(os.path.abspath(spec_dir)), root))
 
 
 def _path_in_repo(path: Path, root: str) -> str | None:
@@ -67,6 +70,11 @@ def _path_in_repo(path: Path, root: str) -> str | None:
         if os.path.realpath(ancestor) == root:
             relative = path.relative_to(ancestor).as_posix()
             return "" if relative == "." else relative
+    return _resolved_in_repo(path, root)
+
+
+def _resolved_in_repo(path: Path, root: str) -> str | None:
+    """`path` with every symlink resolved, relative to the repository root; None when that is outside."""
     resolved = os.path.relpath(os.path.realpath(path), root)
     if resolved == os.pardir or resolved.startswith(os.pardir + os.sep):
         return None
@@ -109,6 +117,8 @@ def _spec_tree(location: SpecLocation, revision: str) -> git.Tree:
                             "fetch it first (CI checkouts are often shallow: use fetch-depth: 0)") from None
     where = f"at revision {revision!r} ({commit.hexsha[:12]})"
     tree = _walk(commit.tree, location.relative, where)
+    if (tree is None or tree.type != "tree") and location.resolved not in (None, location.relative):
+        tree = _walk(commit.tree, location.resolved, where)  # reached through a link the revision lacks
     if tree is None or tree.type != "tree":
         raise SpecDirMissing(f"{location.relative!r} is not a directory {where}")
     return tree

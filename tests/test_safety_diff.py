@@ -64,6 +64,16 @@ def test_a_symlinked_spec_dir_is_resolved_in_each_revisions_own_tree(tmp_path: P
         assert [(s["file"], s["status"]) for s in report["spec"]] == [("services/upload.yaml", "changed")]
 
 
+def test_a_link_to_the_spec_dir_that_is_not_committed_reads_its_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo = make_repo(tmp_path / "repo")
+    (repo / "current").symlink_to(SPEC)  # in the working tree only: no revision has it
+    _replace(repo / SPEC / "services/upload.yaml", "timeout: 2s", "timeout: 3s")
+    code, out, err = run(capsys, "--base", "HEAD", "--spec", str(repo / "current"), "--format", "json")
+    report = json.loads(out)
+    assert (code, report["notes"]) == (0, []), err
+    assert {t["target"].rsplit("/", 1)[-1] for t in report["targets"]} == {"upload"}
+
+
 def test_a_spec_dir_symlink_leaving_the_repository_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     outside = tmp_path / "elsewhere"
     shutil.copytree(EXAMPLE, outside)

@@ -319,7 +319,7 @@ def calls_block(diff: MeshDiff) -> str:
 
     if not diff.calls:
         return ""
-    block = f"```mermaid\n{calls_mermaid(diff.calls)}```\n\n"
+    block = f"```mermaid\n{calls_mermaid(diff.calls, diff.sensitive_services)}```\n\n"
     if len(diff.calls) > MAX_DRAWN:
         block += (f"_The diagram draws {MAX_DRAWN} of {len(diff.calls)} call-graph changes; "
                   "`meshc diff --format json` lists them all under `calls`._\n\n")

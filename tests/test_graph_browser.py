@@ -53,6 +53,7 @@ def diff_blocks() -> Iterator[tuple[str, str]]:
     head = read_tree(EXAMPLE)
     edit(head, "services/encryption.yaml", "timeout: 500ms", "timeout: 600ms")
     edit(head, "mesh.yaml", "consecutive_5xx: 5", "consecutive_5xx: 7")
+    edit(head, "services/key-manager.yaml", "port: 8080", "port: 8081")  # restarts key-manager's Nerve: marked
     yield "restart-sensitive and mesh-wide policy", MERMAID_BLOCK.findall(format_markdown(diff(head)))[0]
     removed = read_tree(EXAMPLE)
     del removed["services/audit-log.yaml"]
@@ -81,6 +82,7 @@ def test_every_diff_diagram_parses_and_renders_with_mermaid(mermaid: Chromium) -
     assert len(blocks) >= 4
     for index, (name, block) in enumerate(blocks):
         svg = check_block(mermaid, name, block, index)["svg"]
+        assert ("restart-sensitive, restarts" in block) == (name == "restart-sensitive and mesh-wide policy"), name
         edges = len(re.findall(r"^  s\d+ (?:==>|-->|-\.->)\|", block, re.M))
         assert edges > 0 and svg.count('class="edgeLabel"') >= edges, name
 

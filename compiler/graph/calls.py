@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 from compiler.graph.mermaid import frontmatter_title, text
@@ -35,8 +35,7 @@ class CallChange:
     client: str
     server: str
     status: str
-    summary: str  # "failover · http" for added/removed edges; "timeout 15000ms → 2000ms" for changed ones
-    restart_sensitive: tuple[str, ...] = ()  # the edge's services that are restart-sensitive (on the head side)
+    summary: str  # "failover · http" for added/removed edges; "timeout 15s → 2s" for changed ones
 
 
 def calls(mesh: Mesh) -> dict[tuple[str, str], Call]:
@@ -56,19 +55,15 @@ def diff_calls(old: Mesh | None, new: Mesh) -> tuple[CallChange, ...]:
     """The call-graph changes from `old` (None: an empty mesh) to `new`, sorted by client and server."""
     before = calls(old) if old is not None else {}
     after = calls(new)
-    sensitive = {w.service for w in new.workloads if w.restart_sensitive} | (
-        {w.service for w in old.workloads if w.restart_sensitive} if old is not None else set())
     changes = []
     for key in sorted(before.keys() | after.keys()):
         old_call, new_call = before.get(key), after.get(key)
-        marked = tuple(s for s in key if s in sensitive)
         if old_call is None and new_call is not None:
-            changes.append(CallChange(client=key[0], server=key[1], status=ADDED, summary=_how(new_call), restart_sensitive=marked))
+            changes.append(CallChange(client=key[0], server=key[1], status=ADDED, summary=_how(new_call)))
         elif new_call is None and old_call is not None:
-            changes.append(CallChange(client=key[0], server=key[1], status=REMOVED, summary=_how(old_call), restart_sensitive=marked))
+            changes.append(CallChange(client=key[0], server=key[1], status=REMOVED, summary=_how(old_call)))
         elif old_call is not None and new_call is not None and old_call != new_call:
-            changes.append(CallChange(client=key[0], server=key[1], status=CHANGED, summary=_cut("; ".join(_differences(old_call, new_call))),
-                                      restart_sensitive=marked))
+            changes.append(CallChange(client=key[0], server=key[1], status=CHANGED, summary=_cut("; ".join(_differences(old_call, new_call)))))
     return tuple(changes)
 
 
@@ -111,8 +106,12 @@ def _policy_differences(old: dict[str, object], new: dict[str, object]) -> Itera
             yield f"{key} {old[key]} → {new[key]}"
 
 
-def calls_mermaid(changes: Sequence[CallChange], max_drawn: int = MAX_DRAWN) -> str:
-    """A Mermaid flowchart of the call-graph changes: green added, red dashed removed, amber changed; "" when there are none."""
+def calls_mermaid(changes: Sequence[CallChange], restarting: Collection[str] = (), max_drawn: int = MAX_DRAWN) -> str:
+    """A Mermaid flowchart of the call-graph changes: green added, red dashed removed, amber changed; "" when there are none.
+
+    `restarting`: restart-sensitive services the change restarts (MeshDiff.sensitive_services); only those are
+    marked, as the rest of the report does, so a hot reload of a sensitive service raises no alarm.
+    """
     if not changes:
         return ""
     drawn = changes[:max_drawn]
@@ -121,10 +120,10 @@ def calls_mermaid(changes: Sequence[CallChange], max_drawn: int = MAX_DRAWN) -> 
     title = f"call graph: {counts}" + (f" (first {len(drawn)} of {len(changes)} drawn)" if len(drawn) < len(changes) else "")
     services = sorted({s for c in drawn for s in (c.client, c.server)})
     ids = {service: f"s{index}" for index, service in enumerate(services)}
-    sensitive = {s for c in drawn for s in c.restart_sensitive}
+    sensitive = set(restarting)
     lines = ["flowchart LR", "  classDef restart stroke:#bc4c00,stroke-width:3px,fill:#fff1e5"]
     for service in services:
-        label = text(service) + ("<br/>restart-sensitive" if service in sensitive else "")
+        label = text(service) + ("<br/>restart-sensitive, restarts" if service in sensitive else "")
         lines.append(f'  {ids[service]}["{label}"]' + (":::restart" if service in sensitive else ""))
     for index, change in enumerate(drawn):
         label = f"{_SIGN[change.status]} {change.summary}"

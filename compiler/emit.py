@@ -283,7 +283,7 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     raw = read_regular(root / MANIFEST, MAX_MANIFEST_BYTES)
     try:
         data = json.loads(raw) if raw is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: a hand-made file nested deeper than the parser goes
         return None
     return data if _is_manifest(data) else None
 
@@ -320,17 +320,21 @@ def resolve_output(out: Path, protect: Sequence[tuple[str, Path]] = ()) -> Path:
     """
     label = str(out)
     path = Path(os.path.abspath(out))
-    info = _lstat(path, label)
-    if info is not None and stat.S_ISLNK(info.st_mode):
+    info = _lstat(out, label)
+    link = info is not None and stat.S_ISLNK(info.st_mode)
+    if link:
         info = _link_target(path, label)
     if info is not None and not stat.S_ISDIR(info.st_mode):
-        raise OutputRefused(label, f"is a {kind_of(info.st_mode)}, not a directory; meshc writes a directory tree, name a directory")
+        what = f"a symlink to a {kind_of(info.st_mode)}" if link else f"a {kind_of(info.st_mode)}"
+        raise OutputRefused(label, f"is {what}, not a directory; name a directory that is new, empty or built by meshc")
     real = Path(os.path.realpath(path))
+    if ".git" in real.parts:
+        raise OutputRefused(label, "is inside a .git directory, which belongs to git; give the build a directory of its own (e.g. output)")
     for what, guarded in (("the current directory", Path.cwd()), *protect):
         guarded = Path(os.path.realpath(guarded))
         if guarded == real or guarded.is_relative_to(real):
-            relation = "is" if guarded == real else f"contains ({guarded})"
-            raise OutputRefused(label, f"{relation} {what}; a build replaces its whole output directory, so give it one of its own (e.g. output)")
+            relation = f"is {what}" if guarded == real else f"contains {what} ({guarded})"
+            raise OutputRefused(label, f"{relation}; a build replaces its whole output directory, so give it one of its own (e.g. output)")
     if info is not None and _is_mount_point(real):
         # Publishing is one rename of the whole directory, which cannot replace a mount point (EBUSY), and the
         # staging copy beside it would land on the parent filesystem (a cross-device rename fails anyway).
@@ -366,7 +370,7 @@ def _link_target(path: Path, label: str) -> os.stat_result:
 
 
 def _blocking_file(path: Path) -> str:
-    """The first ancestor of `path` that exists and is not a directory."""
+    """The first ancestor of `path` (as the user wrote it) that exists and is not a directory."""
     for ancestor in reversed(path.parents):
         if os.path.lexists(ancestor) and not ancestor.is_dir():
             return str(ancestor)
@@ -430,7 +434,7 @@ def output_lock(real: Path, label: str, timeout: float = LOCK_TIMEOUT, on_wait: 
         fd = _acquire(lock, label, timeout, on_wait)
     except OSError as error:
         if required:
-            raise EnvironmentFailure(str(lock), f"cannot take the lock of {label}: {cause(error)}") from error
+            raise EnvironmentFailure(label, f"cannot create its lock file {lock.name} beside it: {cause(error)}") from error
         fd = None
     try:
         yield
@@ -452,8 +456,8 @@ def _acquire(lock: Path, label: str, timeout: float, on_wait: Callable[[Path], N
                     on_wait(lock)
                     told = True
                 if time.monotonic() >= deadline:
-                    raise EnvironmentFailure(str(lock), f"another meshc build or check of {label} still holds this lock after "
-                                                        f"{timeout:g}s; try again when it has finished")
+                    raise EnvironmentFailure(label, f"another meshc build or check still holds its lock ({lock.name}) after "
+                                                    f"{timeout:g}s; try again when it has finished")
                 time.sleep(_LOCK_POLL)
             if _same_file(fd, lock):
                 return fd
@@ -509,7 +513,7 @@ def write_tree(out: Path, files: Mapping[str, bytes]) -> WriteResult:
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)  # the partial tree must not keep the disk full until the next build
         if isinstance(error, OSError):
-            raise EnvironmentFailure(label, f"cannot write the new tree: {cause(error)}; the previous output is unchanged") from error
+            raise EnvironmentFailure(label, f"cannot write the new tree: {cause(error)}; the output is left as it was") from error
         raise
     _remove_previous(staging)
     return WriteResult(changed=True, written=written, removed=removed)
@@ -537,8 +541,11 @@ def _same(path: Path, entry: OnDisk, data: bytes) -> bool:
 
 def _stage(staging: Path, real: Path, files: Mapping[str, bytes], kept: frozenset[str]) -> None:
     """Write the new tree at `staging`: new bytes written, unchanged files hard-linked from `real`."""
-    if os.path.lexists(staging):  # only this process's pid names it; a leftover of a pid reused
-        shutil.rmtree(staging) if staging.is_dir() and not staging.is_symlink() else staging.unlink()
+    if staging.is_dir() and not staging.is_symlink():  # only this process's pid names it: a leftover of a reused pid
+        shutil.rmtree(staging)
+    elif os.path.lexists(staging):
+        staging.unlink()
+    staging.parent.mkdir(parents=True, exist_ok=True)
     staging.mkdir()
     for directory in sorted({(staging / path).parent for path in files}):
         directory.mkdir(parents=True, exist_ok=True)

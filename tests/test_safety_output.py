@@ -98,6 +98,8 @@ def workspace(tmp_path: Path) -> Path:
     (".", "is the current directory"),
     ("mesh-spec", "is the spec directory"),
     ("..", "contains the current directory"),
+    (".git", "is inside a .git directory"),
+    (".git/meshc", "is inside a .git directory"),
 ])
 def test_build_refuses_the_project_the_spec_and_their_parents(workspace: Path, out: str, reason: str) -> None:
     before = snapshot(workspace.parent)

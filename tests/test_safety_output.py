@@ -456,6 +456,10 @@ def test_non_regular_files_in_output_are_extras_never_opened(tmp_path: Path) -> 
     rendered = out / "kubernetes/kube-sjc-a/upload/50-service.upload.yaml"
     rendered.unlink()
     os.mkfifo(rendered)
+    # And a symlink at a rendered path, to a secret outside: following it would diff (print) the secret.
+    linked = out / "puppet/data/common.yaml"
+    linked.unlink()
+    linked.symlink_to(tmp_path / "secret.txt")
     outside = {p: v for p, v in snapshot(tmp_path).items() if not p.startswith("output")}
     check = meshc("check", EXAMPLE, "-o", out, timeout=60)  # old meshc: TimeoutExpired here
     assert check.returncode == 1, check.stderr
@@ -464,10 +468,12 @@ def test_non_regular_files_in_output_are_extras_never_opened(tmp_path: Path) -> 
         assert f"  extra        {out.as_posix()}/{name}" in lines
     at = lines.index(f"  hand-edited  {out.as_posix()}/kubernetes/kube-sjc-a/upload/50-service.upload.yaml")
     assert lines[at + 1] == "      (not compared: a named pipe (FIFO) on disk, not a regular file)"
+    at = lines.index(f"  hand-edited  {out.as_posix()}/puppet/data/common.yaml")
+    assert lines[at + 1] == "      (not compared: a symlink on disk, not a regular file)"
     assert "do not echo me" not in check.stdout
     build = meshc("build", EXAMPLE, "-o", out, timeout=60)
     assert build.returncode == 0, build.stderr
-    assert build.stdout == f"{out}: 1 file(s) written, {len(kinds)} removed\n"
+    assert build.stdout == f"{out}: 2 file(s) written, {len(kinds)} removed\n"
     assert read_tree(out) == read_tree(ROOT / "output") and meshc("check", EXAMPLE, "-o", out).returncode == 0
     assert {p: v for p, v in snapshot(tmp_path).items() if not p.startswith("output")} == outside  # the secret untouched
 

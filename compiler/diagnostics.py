@@ -59,7 +59,7 @@ CODES: dict[str, str] = {
     # backends
     "object-too-large": "a generated Kubernetes object is too large for `kubectl apply` (256 KiB annotation limit)",
     "reserved-namespace": "a service is placed in the namespace meshc keeps for external discovery readers",
-    # internal
+    # internal: never a spec error; violations are raised as InternalError (exit 3)
     "internal": "a compiler bug: an invariant of the rendering does not hold",
 }
 
@@ -90,6 +90,22 @@ class SpecError(Exception):
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
         self.diagnostics = tuple(sorted(diagnostics, key=Diagnostic.sort_key))
         super().__init__(f"{len(self.diagnostics)} error(s) in the spec")
+
+
+class EnvironmentFailure(Exception):
+    """The machine, not the spec, stopped meshc: a path it cannot read or write (exit 4)."""
+    def __init__(self, path: str, cause: str) -> None:
+        self.path, self.cause = path, cause
+        super().__init__(f"{path}: {cause}")
+
+
+class InternalError(Exception):
+    """A bug in meshc: an invariant of the rendering does not hold (exit 3)."""
+
+
+def internal_error(diagnostics: Iterable[Diagnostic]) -> InternalError:
+    """An InternalError listing violated invariants, one `file:line:col` line each (where in the spec they arose)."""
+    return InternalError("\n".join(d.format() for d in sorted(diagnostics, key=Diagnostic.sort_key)))
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -30,7 +30,7 @@ import jinja2
 import orjson
 
 from compiler import __version__
-from compiler.diagnostics import Diagnostic, SpecError
+from compiler.diagnostics import Diagnostic, internal_error
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.model import Mesh
 from compiler.render import NERVE, SidecarConfig
@@ -201,7 +201,7 @@ def _check_documents(pools: list[SidecarConfig]) -> None:
         for s in pools for name in s.documents if name not in READERS
     ]
     if problems:
-        raise SpecError(problems)
+        raise internal_error(problems)
 
 
 def _render(name: str, **context: Any) -> bytes:

@@ -289,7 +289,11 @@ def compare_tree(out: Path, files: Mapping[str, bytes]) -> TreeStatus:
     recorded is stale (the spec changed, nobody rebuilt); one that matches neither was edited by hand.
     """
     actual = read_tree(out)
-    recorded = _recorded_hashes(actual.get(MANIFEST, b""))
+    return compare_files(actual, files, recorded_hashes(actual.get(MANIFEST, b"")))
+
+
+def compare_files(actual: Mapping[str, bytes], files: Mapping[str, bytes], recorded: Mapping[str, str]) -> TreeStatus:
+    """`compare_tree` on trees in memory: `recorded` maps a path to the sha256 a past build wrote there."""
     stale, edited = [], []
     for path in sorted(set(files) & set(actual)):
         if path == MANIFEST or files[path] == actual[path]:
@@ -305,9 +309,10 @@ def compare_tree(out: Path, files: Mapping[str, bytes]) -> TreeStatus:
     return TreeStatus(stale=tuple(stale), missing=tuple(missing), extra=tuple(extra), hand_edited=tuple(edited))
 
 
-def _recorded_hashes(raw: bytes) -> dict[str, str]:
+def recorded_hashes(raw: bytes) -> dict[str, str]:
+    """Path -> sha256 from a MANIFEST.json's `files` ({} if it is not one)."""
     try:
         return dict(json.loads(raw).get("files", {}))
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError):
         return {}
 

@@ -148,7 +148,8 @@ def make_tls(directory: Path) -> TLS:
 class PuppetDB:
     """PostgreSQL + PuppetDB in a scratch directory: `start()`, then `stop()` (which removes everything)."""
 
-    def __init__(self) -> None:
+    def __init__(self, command_threads: int = 1) -> None:
+        self.command_threads = command_threads
         self.dir = Path(tempfile.mkdtemp(prefix="meshc-pdb-", dir="/tmp"))
         os.chmod(self.dir, 0o755)  # postgres must reach its data directory
         self.pg_port, self.port, self.ssl_port = free_port(), free_port(), free_port()
@@ -215,7 +216,7 @@ class PuppetDB:
         (self.dir / "pdb/logback.xml").write_text(LOGBACK.format(log=self.log))
         (conf / "config.ini").write_text(
             f"[global]\nvardir = {self.dir / 'pdb/var'}\nlogging-config = {self.dir / 'pdb/logback.xml'}\n"
-            "[puppetdb]\ndisable-update-checking = true\n[command-processing]\nthreads = 1\n")
+            f"[puppetdb]\ndisable-update-checking = true\n[command-processing]\nthreads = {self.command_threads}\n")
         (conf / "database.ini").write_text(
             f"[database]\nsubname = //127.0.0.1:{self.pg_port}/puppetdb\nusername = puppetdb\npassword = puppetdb\n"
             "maximum-pool-size = 5\n")

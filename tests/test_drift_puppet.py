@@ -10,7 +10,9 @@ over HTTPS with a client certificate (as a real PuppetDB requires), over HTTP, a
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -24,8 +26,9 @@ import pytest
 
 from compiler.backends.puppet import HASHES_KEY, pool_data
 from compiler.drift.puppet import (
-    DriftInputError, HostState, Observations, Policy, PuppetDrift, compare_hiera, deployed_times, detect_puppet_drift,
-    expected_rendering, read_export, read_puppetdb, summary_line, to_json,
+    Applied, DriftInputError, Expectation, HostState, Node, Observations, Policy, PuppetDrift, check_vms, compare_hiera,
+    deployed_times, detect_puppet_drift, expected_rendering, judge_host, parse_applied, read_export, read_puppetdb,
+    summary_line, to_json,
 )
 from compiler.emit import dump_yaml
 from compiler.pipeline import Build
@@ -421,15 +424,11 @@ def test_hiera_stale_by_deployed_manifest_and_deploy_times(example_build: Build,
     tree = example_build.tree()
     deploy(tree, tmp_path)
     (tmp_path / "hiera.yaml").write_bytes(b"# an older meshc's hiera.yaml\n")
-    import hashlib
-
     (tmp_path / "MANIFEST.json").write_text(json.dumps({"files": {"puppet/hiera.yaml": hashlib.sha256(
         b"# an older meshc's hiera.yaml\n").hexdigest()}}))
     assert compare_hiera(tmp_path, tree).stale == ("hiera.yaml",)
     pool_file = tmp_path / "data/pools/encryption/sjc.json"
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    import os
-
     os.utime(pool_file, (when.timestamp(), when.timestamp()))
     times = deployed_times(tmp_path, tree)
     assert times["puppet/data/pools/encryption/sjc.json"] == when
@@ -463,3 +462,54 @@ def test_waves_come_from_the_manifest_rollout(example_build: Build) -> None:
     drift = detect_puppet_drift(rendering, Observations(source="x", nodes=()), Policy(now=datetime.now(UTC)))
     assert [(w.name, w.hosts) for w in drift.waves] == [("canary", 1), ("main", 0)]
     assert state_of(drift, CANARY) == (HostState.UNKNOWN, ("no node in PuppetDB",))
+
+
+def test_check_vms_times_the_lag_from_the_deployed_hiera_tree(world: World, tmp_path: Path) -> None:
+    """--hiera: the pool file's modification time on the Puppet server is when its rendering was deployed."""
+    deploy(world.tree, tmp_path)
+    observations = read_tls(world)
+    pool_file = tmp_path / POOL_FILE.removeprefix("puppet/")
+    long_ago = (world.submitted - timedelta(hours=1)).timestamp()
+    os.utime(pool_file, (long_ago, long_ago))
+    result = check_vms(world.tree, observations, Policy(now=datetime.now(UTC)), hiera=tmp_path)
+    assert result.hiera is not None and result.hiera.clean
+    assert result.hosts is not None and state_of(result.hosts, PENDING)[0] == HostState.DRIFTED
+    just_now = world.submitted.timestamp()
+    os.utime(pool_file, (just_now, just_now))
+    result = check_vms(world.tree, observations, Policy(now=datetime.now(UTC)), hiera=tmp_path)
+    assert result.hosts is not None and state_of(result.hosts, PENDING)[0] == HostState.PENDING
+    assert not result.converged
+    only_hiera = check_vms(world.tree, None, Policy(now=datetime.now(UTC)), hiera=tmp_path)
+    assert only_hiera.hosts is None and only_hiera.converged
+
+
+def node(**changes: Any) -> Node:
+    now = datetime.now(UTC)
+    base = Node(certname="h.example", pool=POOL, report_status="unchanged", cached_catalog_status="not_used",
+                report_time=now, facts_time=now, applied=Applied(workload=POOL, documents={"a": "1" * 64}))
+    return replace(base, **changes)
+
+
+EXPECT = Expectation(path=POOL_FILE, workload=POOL, wave=None, hashes={"a": "1" * 64})
+
+
+@pytest.mark.parametrize("changes, state, reason", [
+    ({}, HostState.CONVERGED, None),
+    ({"applied": None}, HostState.UNKNOWN, "no mesh_applied fact: the mesh class has not written its receipt yet"),
+    ({"applied": parse_applied({"error": "/etc/mesh/.meshc-applied.json: unexpected token"})}, HostState.UNKNOWN,
+     "the module's receipt is unreadable: /etc/mesh/.meshc-applied.json: unexpected token"),
+    ({"applied": parse_applied("garbage")}, HostState.UNKNOWN, "mesh_applied is not an object: 'garbage'"),
+    ({"applied": Applied(workload=POOL, documents={"a": "missing"})}, HostState.DRIFTED, "a: removed by hand since Puppet wrote it"),
+    ({"applied": Applied(workload=POOL, documents={})}, HostState.PENDING, "a: not applied yet"),
+    ({"applied": Applied(workload=POOL, documents={"a": "1" * 64, "b": "2" * 64})}, HostState.PENDING,
+     "b: applied but no longer rendered"),
+    ({"applied": Applied(workload="vm/other/sjc", documents={"a": "1" * 64})}, HostState.PENDING,
+     f"applied the data of vm/other/sjc, expected {POOL}"),
+    ({"report_status": "failed", "cached_catalog_status": "on_failure"}, HostState.FAILED, None),
+    ({"facts_time": None}, HostState.UNKNOWN, None),
+])
+def test_judge_host_edges(changes: dict[str, Any], state: HostState, reason: str | None) -> None:
+    judged, reasons = judge_host(node(**changes), EXPECT, Policy(now=datetime.now(UTC)))
+    assert judged == state
+    if reason is not None:
+        assert reasons == [reason]

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -548,3 +548,29 @@ def deployed_times(deployed: Path, tree: Mapping[str, bytes]) -> dict[str, datet
 
 def _data_paths(tree: Iterable[str]) -> Iterator[str]:
     return (p for p in tree if p.startswith((POOLS_DIR, NODES_DIR)) and p.endswith(".json"))
+
+
+# ---------------------------------------------------------------- one call for `meshc drift`
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class VmDrift:
+    """The Puppet half of `meshc drift`: host states (when PuppetDB or an export was given) and the hiera tree (--hiera)."""
+
+    hosts: PuppetDrift | None
+    hiera: TreeStatus | None
+
+    @property
+    def converged(self) -> bool:
+        """Nothing checked differs: every pool converged, the deployed tree is what meshc renders."""
+        return (self.hosts is None or self.hosts.converged) and (self.hiera is None or self.hiera.clean)
+
+
+def check_vms(tree: Mapping[str, bytes], observations: Observations | None, policy: Policy,
+              hiera: Path | None = None) -> VmDrift:
+    """Judge the hosts against the built tree; with `hiera`, also compare the deployed tree and time the lag from it."""
+    status = compare_hiera(hiera, tree) if hiera is not None else None
+    if hiera is not None:
+        policy = replace(policy, deployed_at={**deployed_times(hiera, tree), **policy.deployed_at})
+    hosts = detect_puppet_drift(expected_rendering(tree), observations, policy) if observations is not None else None
+    return VmDrift(hosts=hosts, hiera=status)

@@ -32,7 +32,7 @@ from compiler.drift.puppet import (
 )
 from compiler.emit import dump_yaml
 from compiler.pipeline import Build
-from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SidecarConfig
+from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
 from tests.conftest import require_tool
 from tests.puppetdb_server import PuppetDB
 
@@ -40,7 +40,7 @@ STDLIB_MODULES = "/usr/share/puppet/modules"
 POOL = "vm/encryption/sjc"
 POOL_FILE = "puppet/data/pools/encryption/sjc.json"
 CLEAN = "encryption-1.sjc.example"  # applied twice: its second run reports what the first wrote
-EDITED = "encryption-2.sjc.example"  # applied, lds.json edited by hand, applied again (the fact sees the edit)
+EDITED = "encryption-2.sjc.example"  # applied, lds.json edited and synapse.json removed by hand, applied again
 CANARY = "encryption-canary.sjc.example"  # node file with a changed CDS; reports the node file's hashes
 CANARY_BEHIND = "encryption-canary2.sjc.example"  # node file with a changed CDS; still reports the pool's hashes
 PENDING = "encryption-3.sjc.example"  # reports an older CDS hash, facts fresh
@@ -119,12 +119,13 @@ class Agent:
 
 
 def real_runs(base: Path, certname: str, pdb: PuppetDB, tree: Path, edit: bool) -> list[subprocess.CompletedProcess[str]]:
-    """Two applies; with `edit`, a hand edit of lds.json in between (the second run's fact sees it, then fixes it)."""
+    """Two applies; with `edit`, lds.json edited and synapse.json removed in between (the second run's fact sees both)."""
     agent = Agent(base / certname, certname, pdb, tree)
     runs = [agent.apply()]
     if edit:
         lds = agent.root / "etc/mesh" / ENVOY_LDS
         lds.write_text(lds.read_text().replace('"version_info"', '"x_hand_edit": true,\n  "version_info"', 1))
+        (agent.root / "etc/mesh" / SYNAPSE).unlink()
     runs.append(agent.apply())
     return runs
 
@@ -249,9 +250,10 @@ def test_fact_reports_a_hand_edit_as_edited(world: World) -> None:
     expected = hashes(world.tree, POOL_FILE)
     assert value["documents"][ENVOY_LDS].startswith("edited:sha256:")
     assert value["documents"][ENVOY_LDS] != "edited:sha256:" + expected[ENVOY_LDS]
+    assert value["documents"][SYNAPSE] == "missing"
     # Nerve's file holds per-host values, yet the fact reports meshc's hash of the pool's rendering.
-    assert {k: v for k, v in value["documents"].items() if k != ENVOY_LDS} == {
-        k: v for k, v in expected.items() if k != ENVOY_LDS}
+    assert {k: v for k, v in value["documents"].items() if k not in (ENVOY_LDS, SYNAPSE)} == {
+        k: v for k, v in expected.items() if k not in (ENVOY_LDS, SYNAPSE)}
 
 
 # ---------------------------------------------------------------- each state, read over HTTPS
@@ -264,7 +266,8 @@ def test_clean_host_is_converged(drift: PuppetDrift) -> None:
 def test_hand_edited_host_is_drifted(drift: PuppetDrift) -> None:
     state, reasons = state_of(drift, EDITED)
     assert state == HostState.DRIFTED
-    assert reasons[0].startswith(f"{ENVOY_LDS}: edited by hand since Puppet wrote it")
+    assert len(reasons) == 2 and reasons[0].startswith(f"{ENVOY_LDS}: edited by hand since Puppet wrote it (")
+    assert reasons[1] == f"{SYNAPSE}: removed by hand since Puppet wrote it"
 
 
 def test_canary_is_judged_against_its_node_file(drift: PuppetDrift) -> None:
@@ -411,6 +414,8 @@ def test_hiera_tree_stale_missing_extra_and_hand_edited(example_build: Build, tm
     (tmp_path / "modules/mesh/manifests/init.pp").write_text("# edited\n")
     missing_path = pools[-1] if pools[-1] != edited_path else pools[-2]
     (tmp_path / missing_path.removeprefix("puppet/")).unlink()
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git/HEAD").write_text("ref: refs/heads/production\n")  # r10k/git checkouts: not meshc's files
     (tmp_path / "data/pools/ghost").mkdir()
     (tmp_path / "data/pools/ghost/sjc.json").write_text("{}")
     status = compare_hiera(tmp_path, tree)
@@ -501,6 +506,8 @@ EXPECT = Expectation(path=POOL_FILE, workload=POOL, wave=None, hashes={"a": "1" 
     ({"applied": parse_applied("garbage")}, HostState.UNKNOWN, "mesh_applied is not an object: 'garbage'"),
     ({"applied": Applied(workload=POOL, documents={"a": "missing"})}, HostState.DRIFTED, "a: removed by hand since Puppet wrote it"),
     ({"applied": Applied(workload=POOL, documents={})}, HostState.PENDING, "a: not applied yet"),
+    ({"applied": Applied(workload=POOL, documents={"a": "unhashed:sha256:" + "3" * 64})}, HostState.PENDING,
+     "a: applied from data without document hashes (an older meshc build)"),
     ({"applied": Applied(workload=POOL, documents={"a": "1" * 64, "b": "2" * 64})}, HostState.PENDING,
      "b: applied but no longer rendered"),
     ({"applied": Applied(workload="vm/other/sjc", documents={"a": "1" * 64})}, HostState.PENDING,

@@ -34,6 +34,7 @@ NODES_DIR = "puppet/data/nodes/"
 FACT = "mesh_applied"
 PROVISIONING_FACTS = ("mesh_service", "mesh_datacenter")  # what provisioning sets; they select the pool
 EDITED = "edited:"
+UNHASHED = "unhashed:"
 MISSING = "missing"
 DEFAULT_LAG = timedelta(minutes=30)  # Puppet's default runinterval
 DEFAULT_STALE_AFTER = timedelta(hours=2)
@@ -429,6 +430,8 @@ def _compare_documents(applied: Applied, expectation: Expectation) -> tuple[list
             outdated.append(f"{name}: not applied yet")
         elif want is None:
             outdated.append(f"{name}: applied but no longer rendered")
+        elif have.startswith(UNHASHED):
+            outdated.append(f"{name}: applied from data without document hashes (an older meshc build)")
         else:
             outdated.append(f"{name}: applied {have[:12]}, expected {want[:12]}")
     return edited, outdated
@@ -508,6 +511,8 @@ def compare_hiera(deployed: Path, tree: Mapping[str, bytes]) -> TreeStatus:
         actual = read_tree(deployed)
     except OSError as error:
         raise DriftInputError(str(deployed), f"cannot read the deployed tree: {error.strerror or error}", "hiera-tree") from None
+    # Dot files and directories are the deployment tool's (.git, r10k's .r10k-deploy.json), not meshc's.
+    actual = {path: data for path, data in actual.items() if not any(part.startswith(".") for part in path.split("/"))}
     files = {path.removeprefix("puppet/"): data for path, data in tree.items() if path.startswith("puppet/")}
     recorded = {path.removeprefix("puppet/"): sha for path, sha in recorded_hashes(actual.pop(MANIFEST, b"")).items()}
     recorded |= {path: _sha256(data) for path, data in actual.items()

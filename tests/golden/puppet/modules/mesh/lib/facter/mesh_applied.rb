@@ -4,8 +4,8 @@
 # (<config_dir>/.meshc-applied.json) and reports
 #   {workload, service, datacenter, wave (if any), documents: {name => hash}}
 # where a document's hash is meshc's hash of what it rendered when the file on disk still has
-# exactly the bytes Puppet wrote, `edited:sha256:<sha256 of the file>` when it does not, and
-# `missing` when the file is gone. No receipt: no fact. The fact `mesh_config_dir` (e.g. an
+# exactly the bytes Puppet wrote, `edited:sha256:<sha256 of the file>` when it does not,
+# `missing` when the file is gone, and `unhashed:sha256:<sha256>` when the data had no hash for it. No receipt: no fact. The fact `mesh_config_dir` (e.g. an
 # external fact) overrides where the receipt is looked for; the default is the spec's config_dir.
 require 'digest'
 require 'json'
@@ -25,7 +25,11 @@ Facter.add(:mesh_applied) do
             'missing'
           else
             disk = Digest::SHA256.file(path).hexdigest
-            entry['meshc'] && disk == entry['sha256'] ? entry['meshc'] : "edited:sha256:#{disk}"
+            if disk != entry['sha256']
+              "edited:sha256:#{disk}"
+            else
+              entry['meshc'] || "unhashed:sha256:#{disk}" # data without mesh::document_hashes (an older build)
+            end
           end
       end
       applied = {

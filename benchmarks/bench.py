@@ -166,43 +166,49 @@ def load_hosts(pdb: Any, spec_dir: Path, count: int) -> int:
     run, every 89th a hand edit. Returns the number of VM pools.
     """
     from concurrent.futures import ThreadPoolExecutor
-    from datetime import UTC, datetime, timedelta
-    import uuid
 
     from compiler.drift.puppet import expected_rendering
     from compiler.pipeline import compile_dir
 
     pools = sorted(expected_rendering(compile_dir(spec_dir).tree()).pools.values(), key=lambda e: e.workload)
-    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    start = (datetime.now(UTC) - timedelta(seconds=30)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     def submit(i: int) -> None:
-        pool = pools[i % len(pools)]
-        _, service, datacenter = pool.workload.split("/")
-        documents = dict(pool.hashes)
-        if i % 50 == 0:
-            documents["envoy/cds.json"] = "0" * 64
-        if i % 89 == 0:
-            documents["envoy/lds.json"] = "edited:sha256:" + "1" * 64
-        certname = f"{service}-{i}.{datacenter}.bench"
-        pdb.submit_async("replace_facts", 5, certname, {
-            "certname": certname, "environment": "production", "producer_timestamp": now, "producer": "bench",
-            "values": {"mesh_service": service, "mesh_datacenter": datacenter, "networking": {"ip": "10.0.0.1"},
-                       "mesh_applied": {"workload": pool.workload, "service": service, "datacenter": datacenter,
-                                        "documents": documents}}})
-        pdb.submit_async("store_report", 8, certname, {
-            "certname": certname, "environment": "production", "puppet_version": "7.23.0", "report_format": 12,
-            "configuration_version": "1", "start_time": start, "end_time": now, "producer_timestamp": now,
-            "producer": "bench", "corrective_change": False, "noop": False, "noop_pending": False,
-            "transaction_uuid": str(uuid.uuid4()), "catalog_uuid": str(uuid.uuid4()), "code_id": None,
-            "cached_catalog_status": "not_used", "status": "failed" if i % 97 == 0 else "unchanged",
-            "resources": [], "logs": [], "metrics": []})
+        certname, facts, report = _bench_host(i, pools[i % len(pools)])
+        pdb.submit_async("replace_facts", 5, certname, facts)
+        pdb.submit_async("store_report", 8, certname, report)
 
     with ThreadPoolExecutor(max_workers=8) as executor:
         list(executor.map(submit, range(count)))
     pdb.wait_for("reports[count()] {}", count, timeout=3600)
     pdb.wait_for('facts[count()] { name = "mesh_applied" }', count, timeout=3600)
     return len(pools)
+
+
+def _bench_host(i: int, pool: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Host number `i` of `pool`: its certname, replace_facts (v5) and store_report (v8) payloads."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    end = datetime.now(UTC)
+    now, start = (t.isoformat(timespec="milliseconds").replace("+00:00", "Z") for t in (end, end - timedelta(seconds=30)))
+    _, service, datacenter = pool.workload.split("/")
+    documents = dict(pool.hashes)
+    if i % 50 == 0:
+        documents["envoy/cds.json"] = "0" * 64
+    if i % 89 == 0:
+        documents["envoy/lds.json"] = "edited:sha256:" + "1" * 64
+    certname = f"{service}-{i}.{datacenter}.bench"
+    applied = {"workload": pool.workload, "service": service, "datacenter": datacenter, "documents": documents}
+    facts = {"certname": certname, "environment": "production", "producer_timestamp": now, "producer": "bench",
+             "values": {"mesh_service": service, "mesh_datacenter": datacenter, "mesh_applied": applied}}
+    report = {
+        "certname": certname, "environment": "production", "puppet_version": "7.23.0", "report_format": 12,
+        "configuration_version": "1", "start_time": start, "end_time": now, "producer_timestamp": now,
+        "producer": "bench", "corrective_change": False, "noop": False, "noop_pending": False,
+        "transaction_uuid": str(uuid.uuid4()), "catalog_uuid": str(uuid.uuid4()), "code_id": None,
+        "cached_catalog_status": "not_used", "status": "failed" if i % 97 == 0 else "unchanged",
+        "resources": [], "logs": [], "metrics": []}
+    return certname, facts, report
 
 
 def bench_drift(size: int, hosts: int) -> None:

@@ -54,11 +54,11 @@ class HostState(StrEnum):
 
 
 class DriftInputError(Exception):
-    """An input of drift is unreachable or malformed; the message is one line: `where: error: what  [code]`."""
+    """An input of drift is unreachable or malformed (exit 2); str() is one line: `location: error: message  [code]`."""
 
-    def __init__(self, where: str, message: str, code: str) -> None:
-        self.where, self.message, self.code = where, message, code
-        super().__init__(f"{where}: error: {message}  [{code}]")
+    def __init__(self, location: str, message: str, code: str) -> None:
+        self.location, self.message, self.code = location, message, code
+        super().__init__(f"{location}: error: {message}  [{code}]")
 
 
 # ---------------------------------------------------------------- records

@@ -195,6 +195,9 @@ def world(puppetdb: PuppetDB, example_build: Build, tmp_path_factory: pytest.Tem
         if path.startswith("puppet/"):
             (server / path.removeprefix("puppet/")).parent.mkdir(parents=True, exist_ok=True)
             (server / path.removeprefix("puppet/")).write_bytes(data)
+    # A wave for the real hosts' datacenter (contract 3 puts mesh::wave in pool data; any level will do here).
+    (server / "data/datacenters").mkdir(parents=True)
+    (server / "data/datacenters/sjc.yaml").write_text("mesh::wave: early\n")
     now = datetime.now(UTC)
     with ThreadPoolExecutor(max_workers=2) as pool:
         clean = pool.submit(real_runs, base, CLEAN, puppetdb, server, False)
@@ -241,7 +244,7 @@ def test_real_applies_succeed_and_reach_puppetdb(world: World) -> None:
 def test_fact_reports_the_rendered_hashes_after_a_clean_run(world: World) -> None:
     rows = world.pdb.query(f'facts[value] {{ name = "mesh_applied" and certname = "{CLEAN}" }}')
     assert rows == [{"value": {
-        "workload": POOL, "service": "encryption", "datacenter": "sjc",
+        "workload": POOL, "service": "encryption", "datacenter": "sjc", "wave": "early",
         "documents": hashes(world.tree, POOL_FILE)}}]
 
 

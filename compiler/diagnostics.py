@@ -59,6 +59,12 @@ CODES: dict[str, str] = {
     # backends
     "object-too-large": "a generated Kubernetes object is too large for `kubectl apply` (256 KiB annotation limit)",
     "reserved-namespace": "a service is placed in the namespace meshc keeps for external discovery readers",
+    # drift inputs (what runs, read by `meshc drift`): one line naming the URL or file
+    "drift-rendering": "a built tree's data file lacks what drift compares (rebuild with this meshc)",
+    "puppetdb-unreachable": "PuppetDB cannot be reached, refused the request, or its TLS material cannot be loaded",
+    "puppetdb-response": "PuppetDB answered something that is not its query API's JSON",
+    "puppetdb-export": "a PuppetDB export file is unreadable, truncated or not the documented shape",
+    "hiera-tree": "the deployed hiera tree given to --hiera cannot be read",
     # internal: never a spec error; violations are raised as InternalError (exit 3)
     "internal": "a compiler bug: an invariant of the rendering does not hold",
 }

@@ -10,7 +10,12 @@ To measure a new stage, add a `Stage` to STAGES after the stage whose state it r
 render (mesh -> sidecars), backends (sidecars -> artifacts), build (tree + write into a fresh
 directory), rebuild (no-op write), diff (one service edited, compare against the previous tree).
 
-    python benchmarks/bench.py [--sizes 100,1000,3000] [--stages validate,lower] [--repeat 1]
+    python benchmarks/bench.py [--sizes 100,1000,3000] [--stages validate,lower] [--repeat 1] [--drift-hosts 10000]
+
+The optional stage `drift-puppet` (1,000-service mesh only) needs the Debian puppetdb and
+postgresql packages: it starts a scratch PuppetDB (tests/puppetdb_server.py), loads --drift-hosts
+hosts through the command API, then measures a `meshc drift`-style process (compile the spec,
+read PuppetDB, judge every host) in a fresh child. Without the packages it says so and is skipped.
 """
 
 from __future__ import annotations
@@ -124,6 +129,125 @@ STAGES += (
 )
 
 
+DRIFT_HOSTS = 10_000
+# The issue's target for drift over the 1,000-service mesh with 10,000 hosts in PuppetDB.
+DRIFT_TARGET_SECONDS, DRIFT_TARGET_RSS_MB = 10.0, 1024
+
+
+def drift_child(spec_dir: Path, url: str) -> None:
+    """In the child: what `meshc drift --puppetdb URL` does for VMs; print {phase: [wall, cpu]} and the findings."""
+    from datetime import UTC, datetime
+
+    from compiler.drift.puppet import Policy, check_vms, read_puppetdb, to_json
+    from compiler.pipeline import compile_dir
+
+    times: dict[str, Any] = {}
+    wall, cpu = time.perf_counter(), time.process_time()
+    tree = compile_dir(spec_dir).tree()
+    times["compile"] = [time.perf_counter() - wall, time.process_time() - cpu]
+    wall, cpu = time.perf_counter(), time.process_time()
+    observations = read_puppetdb(url)
+    times["read"] = [time.perf_counter() - wall, time.process_time() - cpu]
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = check_vms(tree, observations, Policy(now=datetime.now(UTC)))
+    report = json.dumps(to_json(result.hosts)) if result.hosts else ""
+    times["judge"] = [time.perf_counter() - wall, time.process_time() - cpu]
+    hosts = result.hosts.hosts if result.hosts else ()
+    times["hosts"] = len(hosts)
+    times["states"] = {state: sum(1 for h in hosts if h.state == state) for state in sorted({h.state for h in hosts})}
+    times["report_bytes"] = len(report)
+    print(json.dumps(times))
+
+
+def load_hosts(pdb: Any, spec_dir: Path, count: int) -> int:
+    """`count` hosts spread over the mesh's VM pools, through the command API: facts and a report each.
+
+    Most report their pool's hashes; every 50th an older CDS hash (pending), every 97th a failed
+    run, every 89th a hand edit. Returns the number of VM pools.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from compiler.drift.puppet import expected_rendering
+    from compiler.pipeline import compile_dir
+
+    pools = sorted(expected_rendering(compile_dir(spec_dir).tree()).pools.values(), key=lambda e: e.workload)
+
+    def submit(i: int) -> None:
+        certname, facts, report = _bench_host(i, pools[i % len(pools)])
+        pdb.submit_async("replace_facts", 5, certname, facts)
+        pdb.submit_async("store_report", 8, certname, report)
+
+    with ThreadPoolExecutor(max_workers=8) as executor:
+        list(executor.map(submit, range(count)))
+    pdb.wait_for("reports[count()] {}", count, timeout=3600)
+    pdb.wait_for('facts[count()] { name = "mesh_applied" }', count, timeout=3600)
+    return len(pools)
+
+
+def _bench_host(i: int, pool: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """Host number `i` of `pool`: its certname, replace_facts (v5) and store_report (v8) payloads."""
+    import uuid
+    from datetime import UTC, datetime, timedelta
+
+    end = datetime.now(UTC)
+    now, start = (t.isoformat(timespec="milliseconds").replace("+00:00", "Z") for t in (end, end - timedelta(seconds=30)))
+    _, service, datacenter = pool.workload.split("/")
+    documents = dict(pool.hashes)
+    if i % 50 == 0:
+        documents["envoy/cds.json"] = "0" * 64
+    if i % 89 == 0:
+        documents["envoy/lds.json"] = "edited:sha256:" + "1" * 64
+    certname = f"{service}-{i}.{datacenter}.bench"
+    applied = {"workload": pool.workload, "service": service, "datacenter": datacenter, "documents": documents}
+    facts = {"certname": certname, "environment": "production", "producer_timestamp": now, "producer": "bench",
+             "values": {"mesh_service": service, "mesh_datacenter": datacenter, "mesh_applied": applied}}
+    report = {
+        "certname": certname, "environment": "production", "puppet_version": "7.23.0", "report_format": 12,
+        "configuration_version": "1", "start_time": start, "end_time": now, "producer_timestamp": now,
+        "producer": "bench", "corrective_change": False, "noop": False, "noop_pending": False,
+        "transaction_uuid": str(uuid.uuid4()), "catalog_uuid": str(uuid.uuid4()), "code_id": None,
+        "cached_catalog_status": "not_used", "status": "failed" if i % 97 == 0 else "unchanged",
+        "resources": [], "logs": [], "metrics": []}
+    return certname, facts, report
+
+
+def bench_drift(size: int, hosts: int) -> None:
+    """The optional drift-puppet stage: a scratch PuppetDB with `hosts` hosts, one measured drift process."""
+    from tests.puppetdb_server import PuppetDB, missing_tools
+
+    missing = missing_tools()
+    if missing:
+        print(f"{size:>8}  drift-puppet skipped: needs {', '.join(missing)} (apt-get install puppetdb postgresql)")
+        return
+    spec_dir = spec_for(size)
+    pdb = PuppetDB(command_threads=2)
+    try:
+        pdb.start()
+        started = time.perf_counter()
+        pools = load_hosts(pdb, spec_dir, hosts)
+        print(f"{size:>8}  (setup: {hosts} hosts over {pools} VM pools loaded into PuppetDB in {time.perf_counter() - started:.0f} s)")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        started = time.perf_counter()
+        with subprocess.Popen([sys.executable, __file__, "--drift-child", str(spec_dir), pdb.url],
+                              stdout=subprocess.PIPE, env=env) as child:
+            output = child.stdout.read() if child.stdout else b""
+            _, status, usage = os.wait4(child.pid, 0)
+        elapsed, rss = time.perf_counter() - started, usage.ru_maxrss / 1024
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit("drift-puppet failed")
+    finally:
+        pdb.stop()
+    times = json.loads(output)
+    for phase, what in (("compile", "compile the spec (the built tree drift compares with)"),
+                        ("read", f"read /pdb/query/v4/nodes + facts ({times['hosts']} mesh hosts)"),
+                        ("judge", "judge every host, summaries, JSON report")):
+        wall, cpu = times[phase]
+        print(f"{size:>8}  {'drift-' + phase:<10} {wall:>7.3f} {cpu:>7.3f} {'':>11}  {what}")
+    verdict = "ok" if elapsed <= DRIFT_TARGET_SECONDS and rss <= DRIFT_TARGET_RSS_MB else "MISSED"
+    print(f"{size:>8}  drift-puppet: whole process {elapsed:.3f} s, peak RSS {rss:.1f} MB "
+          f"(target <= {DRIFT_TARGET_SECONDS:g} s, <= {DRIFT_TARGET_RSS_MB} MB): {verdict}; states {times['states']}")
+
+
 def scratch_dir() -> Path:
     """This child's own working directory under .bench/, removed when it ends: concurrent runs must not share one."""
     return BENCH_DIR / f"scratch-{os.getpid()}"
@@ -175,12 +299,18 @@ def spec_for(size: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated service counts")
-    parser.add_argument("--stages", default=",".join(s.name for s in STAGES), help="comma-separated stage names")
+    parser.add_argument("--stages", default=",".join([*(s.name for s in STAGES), "drift-puppet"]),
+                        help="comma-separated stage names (drift-puppet: 1,000 services, needs PuppetDB)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is reported")
+    parser.add_argument("--drift-hosts", type=int, default=DRIFT_HOSTS, help="hosts in PuppetDB for drift-puppet")
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "SPEC"), help=argparse.SUPPRESS)
+    parser.add_argument("--drift-child", nargs=2, metavar=("SPEC", "URL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_child(Path(args.child[1]), args.child[0])
+        return
+    if args.drift_child:
+        drift_child(Path(args.drift_child[0]), args.drift_child[1])
         return
     stages = [s for s in STAGES if s.name in args.stages.split(",")]
     print(f"meshc benchmark: D={DATACENTERS} datacenters, C={CLUSTERS} clusters, K={DEPENDENCIES} dependencies per service; "
@@ -202,6 +332,8 @@ def main() -> None:
             print(f"{size:>8}  validate + lower: {wall:.3f} s, peak RSS {rss:.1f} MB "
                   f"(target <= {TARGET_SECONDS:g} s, <= {TARGET_RSS_MB} MB): {verdict}; "
                   f"whole process {totals['lower'][3]:.3f} s")
+        if size == TARGET_SIZE and "drift-puppet" in args.stages.split(","):
+            bench_drift(size, args.drift_hosts)
 
 
 if __name__ == "__main__":

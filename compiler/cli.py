@@ -10,8 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from compiler import __version__
-from compiler.diagnostics import EnvironmentFailure, SpecError, format_all
-from compiler.emit import TreeStatus
+from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, format_all
+from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
 from compiler.diff import DocumentDiff, diff_revisions, output_drift
 from compiler.explain import UnknownService, explain, format_explain
 from compiler.gitsource import RevisionError
@@ -30,18 +30,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         print(format_all(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID
-    except (FileNotFoundError, NotADirectoryError, UnknownService) as exc:
-        print(f"meshc: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+    except (OutputRefused, UnknownService) as exc:
+        print(f"meshc: error: {exc.args[0] if isinstance(exc, UnknownService) else exc}", file=sys.stderr)
         return EXIT_INVALID
     except EnvironmentFailure as exc:
         print(f"meshc: error: {exc}", file=sys.stderr)
         return EXIT_ENVIRONMENT
+    except InternalError as exc:
+        if os.environ.get("MESHC_DEBUG"):
+            raise
+        print(f"meshc: internal error: {exc}", file=sys.stderr)
+        return EXIT_INTERNAL
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `meshc explain x | head`: the reader has all it wanted
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
+    except OSError as exc:
+        if exc.errno is None:  # meshc's own sentence, e.g. a spec directory that does not exist
+            print(f"meshc: error: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        # The machine stopped meshc (no permission, disk full, read-only): the path and the cause, never a bare errno.
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"meshc: error: {where}{cause(exc)}", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except Exception as exc:  # a bug in meshc, not in the spec: say so without a wall of traceback
         if os.environ.get("MESHC_DEBUG"):
             raise
@@ -55,9 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _command(commands, "validate", "check the spec and report every error", _validate, spec=True)
     build_cmd = _command(commands, "build", "compile the spec and write the output tree atomically", _build, spec=True)
-    build_cmd.add_argument("-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)")
     check_cmd = _command(commands, "check", "exit 1 unless the output tree is exactly what the spec renders", _check, spec=True)
-    check_cmd.add_argument("-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)")
+    for sub in (build_cmd, check_cmd):
+        sub.add_argument("-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)")
+        sub.add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT, metavar="SECONDS",
+                         help=f"how long to wait for another build or check of the same output (default: {LOCK_TIMEOUT:g})")
     explain_cmd = _command(commands, "explain", "show where a service runs and how it reaches its dependencies", _explain)
     explain_cmd.add_argument("service")
     explain_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
@@ -106,8 +121,12 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _waiting(lock: Path) -> None:
+    print(f"meshc: waiting for another meshc build or check of this output (lock {lock})", file=sys.stderr, flush=True)
+
+
 def _build(args: argparse.Namespace) -> int:
-    result = build(args.spec, args.output)
+    result = build(args.spec, args.output, args.lock_timeout, _waiting)
     if not result.changed:
         print(f"{args.output}: up to date, nothing written")
     else:
@@ -116,11 +135,11 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    status, edits = output_drift(args.spec, args.output)
+    status, edits = output_drift(args.spec, args.output, args.lock_timeout, _waiting)
     if status.clean:
         print(f"{args.output}: up to date with {args.spec}")
         return EXIT_OK
-    print(_format_status(status, args.output, edits), file=sys.stderr)
+    print(_format_status(status, args.output, edits))  # the report is the result, like diff's: stdout
     return EXIT_FINDINGS
 
 
@@ -136,7 +155,7 @@ def _format_status(status: TreeStatus, out: Path, edits: Mapping[str, DocumentDi
 
 
 def _edit_lines(edit: DocumentDiff | None) -> list[str]:
-    """What a stale or hand-edited file has on disk that the spec does not render (rendered → on disk)."""
+    """What a rebuild would change in a stale or hand-edited file (on disk → rendered, as diff shows base → head)."""
     if edit is None:
         return []
     from compiler.report import change_lines  # the report module is loaded only when something differs

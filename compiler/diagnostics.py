@@ -59,7 +59,13 @@ CODES: dict[str, str] = {
     # backends
     "object-too-large": "a generated Kubernetes object is too large for `kubectl apply` (256 KiB annotation limit)",
     "reserved-namespace": "a service is placed in the namespace meshc keeps for external discovery readers",
-    # internal
+    # drift inputs (what runs, read by `meshc drift`): one line naming the URL or file
+    "drift-rendering": "a built tree's data file lacks what drift compares (rebuild with this meshc)",
+    "puppetdb-unreachable": "PuppetDB cannot be reached, refused the request, or its TLS material cannot be loaded",
+    "puppetdb-response": "PuppetDB answered something that is not its query API's JSON",
+    "puppetdb-export": "a PuppetDB export file is unreadable, truncated or not the documented shape",
+    "hiera-tree": "the deployed hiera tree given to --hiera cannot be read",
+    # internal: never a spec error; violations are raised as InternalError (exit 3)
     "internal": "a compiler bug: an invariant of the rendering does not hold",
 }
 
@@ -92,6 +98,22 @@ class SpecError(Exception):
         super().__init__(f"{len(self.diagnostics)} error(s) in the spec")
 
 
+class EnvironmentFailure(Exception):
+    """The machine, not the spec, stopped meshc: a path it cannot read or write (exit 4)."""
+    def __init__(self, path: str, cause: str) -> None:
+        self.path, self.cause = path, cause
+        super().__init__(f"{path}: {cause}")
+
+
+class InternalError(Exception):
+    """A bug in meshc: an invariant of the rendering does not hold (exit 3)."""
+
+
+def internal_error(diagnostics: Iterable[Diagnostic]) -> InternalError:
+    """An InternalError listing violated invariants, one `file:line:col` line each (where in the spec they arose)."""
+    return InternalError("\n".join(d.format() for d in sorted(diagnostics, key=Diagnostic.sort_key)))
+
+
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ` (did you mean 'x'?)` suffix for the closest candidate, or ''."""
     close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
@@ -105,14 +127,3 @@ def format_all(diagnostics: Iterable[Diagnostic]) -> str:
     files = len({d.span.file for d in found})  # not the text before the first ':': `REV:path` names hold one
     lines.append(f"Found {len(lines)} error{'s' if len(lines) != 1 else ''} in {files} file{'s' if files != 1 else ''}")
     return "\n".join(lines)
-
-
-class EnvironmentFailure(Exception):
-    """The machine, not the spec, stopped meshc: a path it cannot read or write (exit 4)."""
-    def __init__(self, path: str, cause: str) -> None:
-        self.path, self.cause = path, cause
-        super().__init__(f"{path}: {cause}")
-
-
-class InternalError(Exception):
-    """A bug in meshc: an invariant of the rendering does not hold (exit 3)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import re
 from itertools import compress
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -25,7 +26,7 @@ from compiler.emit import MANIFEST, Artifact
 from compiler.graph.calls import CallChange, diff_calls
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.ir.model import Workload
-from compiler.emit import TreeStatus, compare_tree
+from compiler.emit import LOCK_TIMEOUT, REGULAR, TreeStatus, compare_tree, kind_of, output_lock, read_regular
 from compiler.pipeline import Build, collector_paused, compile, compile_dir
 from compiler.render.restart import Credentials, RestartClass, classify, new_credentials
 from compiler.render.restart import changes as restart_costs
@@ -36,6 +37,7 @@ RECORD = dict(frozen=True, kw_only=True, slots=True)
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 MAX_TEXT_LINES = 400  # a changed text file's unified diff is cut after this many lines
+MAX_COMPARED_BYTES = 16 << 20  # `check` shows what differs only for files up to this size (meshc's are far smaller)
 
 _IDENT = re.compile(r"[A-Za-z_@$][\w@$-]*")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -451,13 +453,30 @@ def _file_diffs(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> tuple[Doc
     return tuple(diffs)
 
 
-def output_drift(spec_dir: Path, out: Path) -> tuple[TreeStatus, dict[str, DocumentDiff]]:
+def output_drift(spec_dir: Path, out: Path, lock_timeout: float = LOCK_TIMEOUT,
+                 on_wait: Callable[[Path], None] | None = None) -> tuple[TreeStatus, dict[str, DocumentDiff]]:
     """`meshc check` in full: how `out` differs from what the spec renders, and, for every stale or
-    hand-edited file, what changed from the rendering to the file on disk."""
-    tree = compile_dir(spec_dir).tree()
-    status = compare_tree(out, tree)
-    changed = (*status.stale, *status.hand_edited)
-    return status, {path: diff_file(path, tree[path], (out / path).read_bytes()) for path in changed}
+    hand-edited file, what a rebuild would change (on disk → rendered, as `diff` shows base → head).
+
+    Holds the output's lock, so it never reads a tree a build is swapping.
+    """
+    real = Path(os.path.realpath(out))
+    with output_lock(real, str(out), lock_timeout, on_wait, required=False):
+        tree = compile_dir(spec_dir).tree()
+        status = compare_tree(real, tree)
+        changed = (*status.stale, *status.hand_edited)
+        return status, {path: _rebuild_edit(real, path, tree[path]) for path in changed}
+
+
+def _rebuild_edit(root: Path, path: str, rendered: bytes) -> DocumentDiff:
+    """One file from disk to its rendering; a non-regular or huge file is described, never opened or read whole."""
+    on_disk = read_regular(root / path, MAX_COMPARED_BYTES)
+    if on_disk is not None:
+        return diff_file(path, on_disk, rendered)
+    info = os.lstat(root / path)
+    what = (f"{info.st_size:,} bytes on disk, more than the {MAX_COMPARED_BYTES >> 20} MiB meshc compares as data"
+            if kind_of(info.st_mode) == REGULAR else f"a {kind_of(info.st_mode)} on disk, not a regular file")
+    return DocumentDiff(name=path, status=CHANGED, text=(f"(not compared: {what})",))
 
 
 def diff_file(path: str, old: bytes, new: bytes) -> DocumentDiff:

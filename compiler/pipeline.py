@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.backends import run_backends
-from compiler.emit import Artifact, WriteResult, render_tree, write_tree
+from compiler.emit import LOCK_TIMEOUT, Artifact, WriteResult, output_lock, render_tree, resolve_output, write_tree
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.render import SidecarConfig, render
@@ -76,7 +76,14 @@ def compile_dir(spec_dir: Path) -> Build:
     return compile(spec_files(spec_dir), spec_dir.as_posix().rstrip("/"))
 
 
-def build(spec_dir: Path, out: Path) -> WriteResult:
-    """Compile and write the output tree atomically; an invalid spec raises before anything is written."""
-    return write_tree(out, compile_dir(spec_dir).tree())
+def build(spec_dir: Path, out: Path, lock_timeout: float = LOCK_TIMEOUT,
+          on_wait: Callable[[Path], None] | None = None) -> WriteResult:
+    """Compile and write the output tree atomically, holding the output's lock throughout.
+
+    An output meshc may not replace (see `resolve_output`) is refused before the spec is read; an
+    invalid spec raises before anything is written.
+    """
+    real = resolve_output(out, protect=(("the spec directory", spec_dir),))
+    with output_lock(real, str(out), lock_timeout, on_wait):
+        return write_tree(out, compile_dir(spec_dir).tree())
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from compiler.pipeline import Build, compile_dir
+from tests.puppetdb_server import PuppetDB, PuppetDBUnavailable, missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "mesh-spec"
@@ -31,6 +32,27 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is required (MESHC_REQUIRE_TOOLS is set) but not installed")
         pytest.skip(f"{name} not installed")
     return path
+
+
+@pytest.fixture(scope="session")
+def puppetdb() -> Iterator[PuppetDB]:
+    """A real PostgreSQL + PuppetDB, started once per session and removed after it (tests/puppetdb_server.py)."""
+    missing = missing_tools()
+    if missing:
+        message = "PuppetDB tests need: " + ", ".join(missing) + " (apt-get install puppetdb postgresql puppet-terminus-puppetdb)"
+        if os.environ.get("MESHC_REQUIRE_TOOLS"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PuppetDB()
+    try:
+        server.start()
+    except PuppetDBUnavailable as error:
+        server.stop()
+        pytest.fail(f"PuppetDB did not start: {error}")
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

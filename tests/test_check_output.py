@@ -19,7 +19,8 @@ DETAIL = "      "  # what a stale or hand-edited file changed, under its line
 def check(capsys: pytest.CaptureFixture[str], spec: Path, out: Path) -> tuple[int, str]:
     code = main(["check", str(spec), "-o", str(out)])
     captured = capsys.readouterr()
-    return code, captured.out + captured.err
+    assert captured.err == "", captured.err  # the report is the result: stdout, like diff's
+    return code, captured.out
 
 
 def test_the_projects_own_output_is_up_to_date(capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,7 +74,7 @@ def test_spec_change_without_rebuild_is_stale(built: tuple[Path, Path], capsys: 
     details = [line for line in text.splitlines()[1:] if line.startswith(DETAIL)]
     lines = [line for line in text.splitlines()[1:] if not line.startswith(DETAIL)]
     assert lines and all(line.startswith("  stale ") for line in lines)
-    assert any(line.endswith("route.timeout: 3s → 2s") for line in details), details  # rendered → on disk
+    assert any(line.endswith("route.timeout: 2s → 3s") for line in details), details  # on disk → rendered, as diff: old → new
     stale = [line.split()[-1] for line in lines]
     assert all("/upload" in path for path in stale), stale  # only upload's files; the manifest follows the files
     assert f"({len(stale)} stale)" in text.splitlines()[0]
@@ -91,7 +92,7 @@ def test_committed_output_is_what_the_build_writes() -> None:
 
 
 def test_a_hand_edit_is_shown_as_data(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
-    """Not just which file: what the edit changed, from the rendering to what is on disk."""
+    """Not just which file: what a rebuild would change, from what is on disk to the rendering (old → new, as diff)."""
     spec, out = built
     service = out / "kubernetes/kube-sjc-a/upload/50-service.upload.yaml"
     service.write_text(service.read_text().replace("port: 18080", "port: 18081", 1))
@@ -99,7 +100,7 @@ def test_a_hand_edit_is_shown_as_data(built: tuple[Path, Path], capsys: pytest.C
     assert code == 1
     lines = text.splitlines()
     at = lines.index(f"  hand-edited  {out.as_posix()}/kubernetes/kube-sjc-a/upload/50-service.upload.yaml")
-    assert lines[at + 1] == "      ~ spec.ports[mesh].port: 18080 → 18081"
+    assert lines[at + 1] == "      ~ spec.ports[mesh].port: 18081 → 18080"
 
 
 def test_a_comment_only_edit_says_so(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -164,7 +164,7 @@ def test_build_then_check(tmp_path: Path) -> None:
     victim.write_bytes(victim.read_bytes() + b"# edited\n")
     result = meshc("check", "mesh-spec", "-o", str(out))
     assert result.returncode == 1
-    assert "hand-edited" in result.stderr and victim.relative_to(out).as_posix() in result.stderr
+    assert "hand-edited" in result.stdout and victim.relative_to(out).as_posix() in result.stdout and result.stderr == ""
 
 
 @pytest.mark.parametrize("args", [["bogus"], ["validate", "a", "b"], ["explain"], ["schema", "nope"], []])

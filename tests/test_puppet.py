@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -11,8 +12,10 @@ import pytest
 import yaml
 
 from compiler.backends import BACKENDS
-from compiler.backends.puppet import HIERA_ESCAPE, HIERARCHY, READERS, _render, build_puppet, hiera_escape, pool_data, restart_fingerprints
-from compiler.diagnostics import SpecError
+from compiler.backends.puppet import (
+    HIERA_ESCAPE, HIERARCHY, READERS, _render, build_puppet, document_hash, hiera_escape, pool_data, restart_fingerprints,
+)
+from compiler.diagnostics import InternalError, SpecError
 from compiler.emit import dump_json, dump_yaml
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
 from compiler.render.restart import DOCUMENT_CLASS, RestartClass
@@ -57,6 +60,7 @@ def test_one_data_file_per_vm_pool_with_its_target(example_build: Any) -> None:
         "puppet/modules/mesh/functions/nerve_for_host.pp",
         "puppet/modules/mesh/functions/sort_keys.pp",
         "puppet/modules/mesh/metadata.json",
+        "puppet/modules/mesh/lib/facter/mesh_applied.rb",
         "puppet/manifests/site.pp",
     }
 
@@ -85,8 +89,21 @@ def test_pool_files_are_canonical_json_of_the_pool(example_build: Any) -> None:
             "mesh::restart_sensitive": sidecar.workload.restart_sensitive,
             "mesh::sidecar": {name: hiera_escape(sidecar.documents[name]) for name in sorted(sidecar.documents)},
             "mesh::restart_fingerprints": restart_fingerprints(sidecar.documents),
+            "mesh::document_hashes": {name: document_hash(doc) for name, doc in sidecar.documents.items()},
         }
         assert artifact.data == dump_json(data)
+
+
+def test_document_hashes_are_sha256_of_the_unescaped_compact_sorted_document(example_build: Any) -> None:
+    """Contract 5: hash what meshc rendered (hiera returns it unescaped), not the escaped data or the filled Nerve."""
+    sidecar = example_build.sidecars["vm/encryption/sjc"]
+    document = {"b": "check port %{port}", "a": [1, "é"]}
+    data = json.loads(pool_data(with_documents(sidecar, {SYNAPSE: document})))
+    expected = hashlib.sha256('{"a":[1,"é"],"b":"check port %{port}"}'.encode()).hexdigest()
+    assert data["mesh::document_hashes"][SYNAPSE] == expected
+    assert data["mesh::document_hashes"][NERVE] == hashlib.sha256(
+        json.dumps(sidecar.documents[NERVE], sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    assert sorted(data["mesh::document_hashes"]) == sorted(sidecar.documents)
 
 
 def test_hiera_interpolation_is_escaped_in_strings_and_keys() -> None:
@@ -114,7 +131,8 @@ def test_yaml_11_traps_stay_strings(example_build: Any) -> None:
 def test_lookup_options_merge_sidecar_per_document(example_build: Any) -> None:
     common = next(a for a in build_puppet(example_build.mesh, {}) if a.path == "puppet/data/common.yaml")
     data = yaml.safe_load(common.data)
-    assert data["lookup_options"] == {"mesh::sidecar": {"merge": "hash"}, "mesh::restart_fingerprints": {"merge": "hash"}}
+    assert data["lookup_options"] == {"mesh::sidecar": {"merge": "hash"}, "mesh::restart_fingerprints": {"merge": "hash"},
+                                      "mesh::document_hashes": {"merge": "hash"}}
     assert data["mesh::config_dir"] == example_build.mesh.sidecar.config_dir
 
 
@@ -165,10 +183,10 @@ def test_template_errors_name_the_template_and_line() -> None:
 
 def test_unknown_document_is_an_internal_error(example_build: Any) -> None:
     sidecar = with_documents(example_build.sidecars["vm/encryption/sjc"], {"envoy/rtds.json": {}})
-    with pytest.raises(SpecError) as error:
+    with pytest.raises(InternalError) as error:
         build_puppet(example_build.mesh, {"vm/encryption/sjc": sidecar})
-    assert [d.code for d in error.value.diagnostics] == ["internal"]
-    assert "envoy/rtds.json" in error.value.diagnostics[0].message
+    [line] = str(error.value).splitlines()
+    assert "envoy/rtds.json" in line and line.endswith("[internal]")
 
 
 def test_output_does_not_depend_on_document_key_order(example_build: Any) -> None:

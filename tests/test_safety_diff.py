@@ -331,8 +331,11 @@ def test_site_pp_includes_mesh_on_mesh_nodes_only(example_build: Build, tmp_path
                                      {"mesh_service": "encryption", "mesh_datacenter": "sjc"}, "encryption-1.sjc.example")
     assert node.returncode == 2, node.stdout + node.stderr  # 2: changes applied, no failure
     documents = example_build.sidecars["vm/encryption/sjc"].documents
-    written = {p.relative_to(root / "etc/mesh").as_posix(): json.loads(p.read_bytes()) for p in (root / "etc/mesh").rglob("*.json")}
+    # Dot files are the module's own records (the .meshc-applied.json receipt), not sidecar documents.
+    written = {p.relative_to(root / "etc/mesh").as_posix(): json.loads(p.read_bytes())
+               for p in (root / "etc/mesh").rglob("*.json") if not p.name.startswith(".")}
     assert set(written) == set(documents)
+    assert (root / "etc/mesh/.meshc-applied.json").is_file()
     assert all(written[name] == documents[name] for name in documents if name != NERVE)
     assert written[NERVE]["instance_id"] == "encryption-1.sjc.example"
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import orjson
 
-from compiler.diagnostics import Diagnostic, SpecError
+from compiler.diagnostics import Diagnostic, SpecError, internal_error
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.model import KubernetesSource, Mesh, Workload
 from compiler.render import SidecarConfig
@@ -108,6 +108,9 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[
         problems += _unmounted(workload, texts)
         problems += _size_problems(workload, objects)
         artifacts += [_artifact(workload.cluster or "", obj, workload.id, serializer) for obj in objects]
+    bugs = [d for d in problems if d.code == "internal"]
+    if bugs:  # a meshc bug outranks what the spec got wrong: the spec's errors may be its consequence
+        raise internal_error(bugs)
     if problems:
         raise SpecError(problems)
     return artifacts

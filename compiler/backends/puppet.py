@@ -6,11 +6,14 @@ Layout under `output/puppet/`:
   `pools/<mesh_service>/<mesh_datacenter>.json`, per datacenter `datacenters/<dc>.yaml`, common.
 - `data/common.yaml`: `lookup_options` (merge `mesh::sidecar` per document) and the sidecar paths.
 - `data/pools/<service>/<dc>.json`: one VM pool (target = its workload id): `mesh::sidecar` holds
-  every sidecar document by name, plus the workload id and whether the service is restart-sensitive.
+  every sidecar document by name, plus the workload id, whether the service is restart-sensitive,
+  and `mesh::document_hashes`, the hash of each document (`document_hash`) that drift compares with
+  what the module's `mesh_applied` fact reports.
   JSON (hiera's built-in `json_data`), not YAML: pool files are nearly all of the Puppet output,
   a compiled JSON encoder writes them fifty times faster than any YAML emitter, and JSON leaves
   Ruby's YAML 1.1 reader nothing to misread. Levels people write by hand stay YAML.
-- `modules/mesh/`: the module (manifests and functions rendered from `templates/puppet/module`).
+- `modules/mesh/`: the module (manifests, functions and the `mesh_applied` custom fact, rendered
+  from `templates/puppet/module`).
 - `manifests/site.pp`: the environment's main manifest: `include mesh` on every node with a mesh fact.
 
 meshc writes no node or datacenter files: those levels are where rollout overrides go (canary
@@ -30,7 +33,7 @@ import jinja2
 import orjson
 
 from compiler import __version__
-from compiler.diagnostics import Diagnostic, SpecError
+from compiler.diagnostics import Diagnostic, internal_error
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.model import Mesh
 from compiler.render import NERVE, SidecarConfig
@@ -69,9 +72,12 @@ READERS: Mapping[str, str] = {
     for name, restart in sorted(DOCUMENT_CLASS.items())
 }
 FINGERPRINTS_KEY = "mesh::restart_fingerprints"
+HASHES_KEY = "mesh::document_hashes"
+# Where the module records what it wrote (relative to config_dir); the mesh_applied fact reads it.
+RECEIPT = ".meshc-applied.json"
 
 # Module files rendered from templates/puppet/module/<path>.j2.
-MODULE_TEMPLATES = ("manifests/init.pp", "functions/nerve_for_host.pp", "functions/sort_keys.pp")
+MODULE_TEMPLATES = ("manifests/init.pp", "functions/nerve_for_host.pp", "functions/sort_keys.pp", "lib/facter/mesh_applied.rb")
 
 STDLIB_REQUIREMENT = ">= 8.0.0 < 10.0.0"  # to_json_pretty exists (un-namespaced) in 8.x and, deprecated, in 9.x
 
@@ -95,7 +101,7 @@ def build_puppet(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[Arti
         Artifact(path=f"{ROOT}/hiera.yaml", data=hiera_config(mesh)),
         Artifact(path=f"{ROOT}/data/common.yaml", data=common_data(mesh)),
         *(Artifact(path=pool_path(s), data=pool_data(s, serializer), target=s.workload.id) for s in pools),
-        *module_files(),
+        *module_files(mesh),
         Artifact(path=SITE_MANIFEST, data=_render("site.pp.j2")),
     ]
 
@@ -116,7 +122,8 @@ def common_data(mesh: Mesh) -> bytes:
     data = {
         # `hash`: a more specific level replaces whole documents. Never `deep`: it would union the
         # arrays of two renderings (listeners, clusters) into a config nobody rendered.
-        "lookup_options": {SIDECAR_KEY: {"merge": "hash"}, FINGERPRINTS_KEY: {"merge": "hash"}},
+        # Document hashes merge like the documents, so a node-level document brings its own hash.
+        "lookup_options": {SIDECAR_KEY: {"merge": "hash"}, FINGERPRINTS_KEY: {"merge": "hash"}, HASHES_KEY: {"merge": "hash"}},
         "mesh::config_dir": mesh.sidecar.config_dir,
         "mesh::runtime_dir": mesh.sidecar.runtime_dir,
     }
@@ -132,7 +139,17 @@ def pool_data(sidecar: SidecarConfig, serializer: _Serializer | None = None) -> 
         "mesh::restart_sensitive": workload.restart_sensitive,
         SIDECAR_KEY: {name: serializer.escaped(document) for name, document in sidecar.documents.items()},
         FINGERPRINTS_KEY: restart_fingerprints(sidecar.documents),
+        HASHES_KEY: {name: serializer.hashed(document) for name, document in sidecar.documents.items()},
     })
+
+
+def document_hash(document: Any) -> str:
+    """Contract 5: sha256 of a sidecar document's canonical JSON (compact, sorted keys), as meshc rendered it.
+
+    Taken before hiera escaping and before the module fills Nerve's per-host fields, so meshc can
+    predict it for every host of a pool.
+    """
+    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
 def restart_fingerprints(documents: Mapping[str, Any]) -> dict[str, str]:
@@ -153,10 +170,11 @@ def hiera_escape(value: Any) -> Any:
     return orjson.loads(text.replace(b"%{", HIERA_ESCAPE.encode()))
 
 
-def module_files() -> Iterator[Artifact]:
-    """The `mesh` module: rendered manifests and functions, and metadata.json."""
+def module_files(mesh: Mesh) -> Iterator[Artifact]:
+    """The `mesh` module: rendered manifests, functions and custom fact, and metadata.json."""
     for path in MODULE_TEMPLATES:
-        data = _render(f"module/{path}.j2", readers=sorted(READERS.items()), nerve=NERVE)
+        data = _render(f"module/{path}.j2", readers=sorted(READERS.items()), nerve=NERVE, receipt=RECEIPT,
+                       config_dir=mesh.sidecar.config_dir)
         yield Artifact(path=f"{MODULE_DIR}/{path}", data=data)
     yield Artifact(path=f"{MODULE_DIR}/metadata.json", data=dump_json(module_metadata()))
 
@@ -176,14 +194,22 @@ def module_metadata() -> dict[str, Any]:
 
 
 class _Serializer:
-    """Escapes each distinct sidecar document once per build.
+    """Escapes and hashes each distinct sidecar document once per build.
 
     render() hands the same document object to every workload that shares it (a service's LDS and
-    CDS, a datacenter's Synapse config), so escaping is cached by object identity.
+    CDS, a datacenter's Synapse config), so escaping and hashing are cached by object identity.
     """
 
     def __init__(self) -> None:
         self.escapes: dict[int, tuple[Any, Any]] = {}  # keeps documents alive, so ids stay unique
+        self.hashes: dict[int, tuple[Any, str]] = {}
+
+    def hashed(self, document: Any) -> str:
+        """`document_hash(document)`."""
+        cached = self.hashes.get(id(document))
+        if cached is None:
+            cached = self.hashes[id(document)] = (document, document_hash(document))
+        return cached[1]
 
     def escaped(self, document: Any) -> Any:
         """`document` with `%{` escaped for hiera."""
@@ -201,7 +227,7 @@ def _check_documents(pools: list[SidecarConfig]) -> None:
         for s in pools for name in s.documents if name not in READERS
     ]
     if problems:
-        raise SpecError(problems)
+        raise internal_error(problems)
 
 
 def _render(name: str, **context: Any) -> bytes:

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from compiler.diagnostics import Diagnostic, SpecError
+from compiler.diagnostics import Diagnostic, internal_error
 from compiler.ir.model import Mesh, Workload
 from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
 from compiler.render.envoy import allowed_principals, eds_config_path, egress_listener_name
@@ -103,7 +103,7 @@ def violations(mesh: Mesh, sidecars: Sidecars) -> list[Diagnostic]:
 
 
 def check_invariants(mesh: Mesh, sidecars: Sidecars) -> None:
-    """Raise SpecError with every violation, if there is any."""
+    """Raise InternalError (a meshc bug, exit 3) listing every violation, if there is any."""
     found = violations(mesh, sidecars)
     if found:
-        raise SpecError(found)
+        raise internal_error(found)

@@ -13,6 +13,13 @@
 # @param restart_fingerprints
 #   Process => fingerprint of what it reads only at start, for documents it otherwise reloads live
 #   (Synapse re-reads its services itself). A changed fingerprint restarts the process.
+# @param document_hashes
+#   Document name => meshc's hash of the document as rendered (before Nerve's per-host values are
+#   filled in). Recorded with what was written in ${config_dir}/.meshc-applied.json, which the
+#   module's `mesh_applied` fact reads to report what this host runs (meshc drift).
+# @param wave
+#   The rollout wave of this VM's pool or host, when the mesh has a wave policy; reported by
+#   `mesh_applied`.
 # @param restart_sensitive
 #   When true, a bootstrap change runs `envoy_hot_restart_command` instead of a plain restart.
 # @param config_dir
@@ -54,6 +61,8 @@ class mesh (
   Optional[Hash[Pattern[/\A[a-z0-9_-]+\/[a-z0-9_.-]+\z/], Hash]] $sidecar = undef,
   Optional[String[1]] $workload = undef,
   Hash[Enum['envoy', 'nerve', 'synapse'], Pattern[/\A[0-9a-f]{64}\z/]] $restart_fingerprints = {},
+  Hash[String[1], Pattern[/\A[0-9a-f]{64}\z/]] $document_hashes = {},
+  Optional[String[1]] $wave = undef,
   Boolean $restart_sensitive = false,
   Pattern[/\A\//] $config_dir = '/etc/mesh',
   Pattern[/\A\//] $runtime_dir = '/var/run/mesh',
@@ -127,22 +136,49 @@ class mesh (
     }
   }
 
-  $sidecar.each |$name, $document| {
-    $reader = $readers[$name]
-    if $reader =~ Undef {
-      fail("mesh: ${workload} has a sidecar document '${name}' this module does not know; deploy the module and the data of the same meshc build")
-    }
+  # Each document's file content, exactly as written (Nerve's completed with this host's values).
+  $rendered = Hash($sidecar.map |$name, $document| {
     $content = $name ? {
       'nerve/nerve.json' => mesh::nerve_for_host($document, $instance_id, $host),
       default => $document,
+    }
+    [$name, to_json_pretty($content)]
+  })
+  $rendered.each |$name, $json| {
+    $reader = $readers[$name]
+    if $reader =~ Undef {
+      fail("mesh: ${workload} has a sidecar document '${name}' this module does not know; deploy the module and the data of the same meshc build")
     }
     file { "${base}/${name}":
       ensure  => file,
       mode    => '0644',
       backup  => false,
-      content => to_json_pretty($content),
+      content => $json,
       notify  => $reader ? { '' => undef, default => Exec["mesh restart ${reader}"] },
     }
+  }
+
+  # The receipt of what this run wrote: per document, meshc's hash of the rendered document and
+  # the sha256 of the bytes written. The mesh_applied fact reports meshc's hash only while the file
+  # still has exactly those bytes, so a hand edit shows. Written after the documents: a run that
+  # fails to write one keeps the previous receipt.
+  $workload_parts = $workload ? { Undef => [], default => $workload.split('/') }
+  $receipt = {
+    'format'     => 1,
+    'workload'   => $workload,
+    'service'    => $workload_parts[1],
+    'datacenter' => $workload_parts[2],
+    'wave'       => $wave,
+    'documents'  => Hash($rendered.map |$name, $json| {
+      [$name, { 'meshc' => $document_hashes[$name], 'sha256' => sha256($json) }]
+    }),
+  }
+  file { "${base}/.meshc-applied.json":
+    ensure  => file,
+    mode    => '0644',
+    backup  => false,
+    content => to_json_pretty($receipt),
+    require => $rendered.keys.map |$name| { File["${base}/${name}"] },
   }
 
   # The file of a partly reloadable document notifies nothing (its reader is '' above): the

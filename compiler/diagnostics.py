@@ -59,6 +59,10 @@ CODES: dict[str, str] = {
     # backends
     "object-too-large": "a generated Kubernetes object is too large for `kubectl apply` (256 KiB annotation limit)",
     "reserved-namespace": "a service is placed in the namespace meshc keeps for external discovery readers",
+    # meshc drift: its inputs besides the spec
+    "drift-dump": "a cluster dump given to `meshc drift` is not a readable `kubectl get -o yaml|json` List",
+    "drift-acknowledgement": "the drift acknowledgements file is malformed",
+    "drift-usage": "a `meshc drift` option names a cluster the spec does not have, or gives nothing to check",
     # internal
     "internal": "a compiler bug: an invariant of the rendering does not hold",
 }
@@ -90,6 +94,17 @@ class SpecError(Exception):
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
         self.diagnostics = tuple(sorted(diagnostics, key=Diagnostic.sort_key))
         super().__init__(f"{len(self.diagnostics)} error(s) in the spec")
+
+
+class EnvironmentFailure(Exception):
+    """The machine, not the spec, stopped meshc: a path it cannot read or write (exit 4)."""
+    def __init__(self, path: str, cause: str) -> None:
+        self.path, self.cause = path, cause
+        super().__init__(f"{path}: {cause}")
+
+
+class InternalError(Exception):
+    """A bug in meshc: an invariant of the rendering does not hold (exit 3)."""
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

@@ -1,0 +1,1 @@
+"""meshc drift: compare what runs (cluster dumps, PuppetDB) with what the spec renders."""

@@ -20,6 +20,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ ITEM_DEFAULTS: tuple[tuple[str, str, str, Any], ...] = (
 )
 DURATION_FIELDS = frozenset({("Certificate", "spec.duration"), ("Certificate", "spec.renewBefore")})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 Key = tuple[str, str, str, str]  # (API group, kind, namespace or "", name)
@@ -390,9 +391,12 @@ def _empty(value: Any) -> bool:
 
 
 def _duration(text: str) -> str:
-    """A Go duration (`720h`, `720h0m0s`, `43200m`) as seconds, so equal durations compare equal; others as written."""
+    """A Go duration (`720h`, `720h0m0s`, `43200m`) in the largest unit that holds it exactly, so equal durations compare equal."""
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
-        return text
-    seconds = sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
-    return f"{seconds:g}s"
+        return text  # not a duration: compared as written
+    nanoseconds = sum(Decimal(number) * _DURATION_NS[unit] for number, unit in parts)
+    for unit in ("h", "m", "s", "ms", "us"):
+        if nanoseconds % _DURATION_NS[unit] == 0:
+            return f"{nanoseconds // _DURATION_NS[unit]}{unit}"
+    return f"{nanoseconds}ns"

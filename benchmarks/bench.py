@@ -52,6 +52,7 @@ class Stage:
     name: str
     description: str
     run: Callable[[State], None]
+    requires: tuple[str, ...] | None = None  # the stages its child runs first; None: every stage before it
 
 
 def _validate(state: State) -> None:
@@ -124,6 +125,47 @@ STAGES += (
 )
 
 
+def _drift_setup(state: State) -> None:
+    """Not part of drift: a live dump of every cluster of the synthetic mesh (tests/live_k8s.py's rules), made once under .bench/."""
+    dumps = state["dir"].parent / f"{state['dir'].name}-dumps"
+    if not (dumps / "complete").exists():
+        sys.path.insert(0, str(ROOT / "tests"))
+        from live_k8s import dump_json, dump_yaml, live_objects
+
+        from compiler.pipeline import compile_dir
+
+        tree = compile_dir(state["dir"]).tree()
+        clusters = sorted({path.split("/")[1] for path in tree if path.startswith("kubernetes/")})
+        dumps.mkdir(parents=True, exist_ok=True)
+        for index, cluster in enumerate(clusters):  # kubectl's two formats, alternately
+            objects = live_objects(tree, cluster)
+            suffix, text = ("json", dump_json(objects)) if index % 2 else ("yaml", dump_yaml(objects))
+            (dumps / f"{cluster}.{suffix}").write_text(text)
+        (dumps / "complete").write_text("")
+    state["dumps"] = sorted(p for p in dumps.iterdir() if p.suffix in (".yaml", ".json"))
+
+
+def _meshc_drift(state: State) -> None:
+    """`meshc drift --format json` with a dump of every cluster: compile, parse every dump, compare (no drift expected)."""
+    import contextlib
+    import io
+
+    from compiler.cli import main as meshc
+
+    pairs = [arg for path in state["dumps"] for arg in ("--kubernetes", f"{path.stem}={path}")]
+    with contextlib.redirect_stdout(io.StringIO()) as report:
+        code = meshc(["drift", str(state["dir"]), *pairs, "--format", "json"])
+    assert code == 0 and '"failing": false' in report.getvalue(), report.getvalue()[-2000:]
+
+
+STAGES += (
+    Stage(name="drift-setup", description="(setup, not timed as drift) a live dump of every cluster, made once", run=_drift_setup,
+          requires=()),
+    Stage(name="meshc-drift", description="meshc drift: compile + read and compare a dump of every cluster (24)", run=_meshc_drift,
+          requires=("drift-setup",)),
+)
+
+
 def scratch_dir() -> Path:
     """This child's own working directory under .bench/, removed when it ends: concurrent runs must not share one."""
     return BENCH_DIR / f"scratch-{os.getpid()}"
@@ -133,8 +175,11 @@ def run_child(spec_dir: Path, last: str) -> None:
     """In the child: run the stages up to `last`, print {stage: [wall, cpu]} as JSON."""
     state: State = {"dir": spec_dir}
     times: dict[str, list[float]] = {}
+    chain = next(s.requires for s in STAGES if s.name == last)
     try:
         for stage in STAGES:
+            if chain is not None and stage.name not in (*chain, last):
+                continue
             wall, cpu = time.perf_counter(), time.process_time()
             with collector_paused():  # as compile() runs its stages
                 stage.run(state)

@@ -182,6 +182,20 @@ def test_extra_rbac_subject_is_drift(tree: dict[str, bytes]) -> None:
                                             "subjects[intruder]", None, {"kind": "ServiceAccount", "name": "intruder", "namespace": "default"})]
 
 
+def test_yaml_values_json_cannot_hold_are_reported_not_crashed_on(dumps: Callable[..., list[str]], tmp_path: Path) -> None:
+    args = dumps()
+    path = tmp_path / f"{SJC}.yaml"
+    text = path.read_text()
+    anchor = "  spec:\n    clusterIP: None\n"
+    assert anchor in text
+    path.write_text(text.replace(anchor, anchor + "    when: 2026-01-01T00:00:00Z\n    blob: !!binary aGk=\n    odd: {1: x}\n    tags: !!set {a, b}\n", 1))
+    result = meshc(*args, "--format", "json")
+    assert result.returncode == 1, result.stderr
+    [subject] = json.loads(result.stdout)["subjects"]
+    assert sorted((i["kind"], i["path"]) for i in subject["items"]) == [(EXTRA, f"spec.{k}") for k in ("blob", "odd", "tags", "when")]
+    assert meshc(*args).returncode == 1
+
+
 # ---------------------------------------------------------------- ownership and orphans
 
 def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(dumps: Callable[..., list[str]]) -> None:

@@ -65,6 +65,7 @@ DURATION_FIELDS = frozenset({("Certificate", "spec.duration"), ("Certificate", "
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LEADING_SPACE = re.compile(rb"\s*")
 
 Key = tuple[str, str, str, str]  # (API group, kind, namespace or "", name)
 
@@ -113,8 +114,9 @@ def read_dump_file(path: Path) -> bytes:
 
 def parse_dump(source: str, raw: bytes) -> Dump:
     """Parse `kubectl get … -A -o yaml` or `-o json` output (a List); raise DumpError on anything else."""
-    text = _decode(source, raw)
-    data = _load_json(source, raw) if text.lstrip()[:1] == "{" else _load_yaml(source, text)
+    start = _LEADING_SPACE.match(raw)
+    is_json = raw[start.end() if start else 0:][:1] == b"{"
+    data = _load_json(source, raw) if is_json else _load_yaml(source, _decode(source, raw))
     if not isinstance(data, dict) or not str(data.get("kind", "")).endswith("List") or not isinstance(data.get("items"), list):
         kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
         raise DumpError(source, f"not a kubectl List (found {kind!r}); dump with `kubectl get {','.join(KUBECTL_KINDS)} -A -o yaml`")
@@ -226,7 +228,10 @@ def _subject(key: Key) -> str:
 def check_cluster(mesh: str, cluster: str, expected: Sequence[ExpectedObject], dump: Dump) -> tuple[ScopeState, list[SubjectState]]:
     """Every expected object of one cluster against its dump, plus the orphans the dump holds."""
     _check_dump_is_of(mesh, cluster, dump)
-    subjects = [_check_object(cluster, item, dump.objects.get(object_key(item.obj))) for item in expected]
+    try:
+        subjects = [_check_object(cluster, item, dump.objects.get(object_key(item.obj))) for item in expected]
+    except RecursionError:
+        raise DumpError(dump.source, "an object is nested too deeply to be one meshc wrote") from None
     wanted = {object_key(item.obj) for item in expected}
     orphans = sorted((o for key, o in dump.objects.items() if key not in wanted and _owned_here(mesh, cluster, key, o)),
                      key=lambda o: _apply_path(cluster, object_key(o)), reverse=True)  # delete in reverse apply order
@@ -373,7 +378,8 @@ def _normalize(kind: str, value: Any, pattern: str) -> Any:
     """Empty values dropped, server fields inside list items dropped, defaults filled, lists as sorted sets, durations by value."""
     if isinstance(value, dict):
         value = _with_defaults(kind, value, pattern)
-        return {k: _normalize(kind, v, _child(pattern, k)) for k, v in value.items() if not _empty(v)}
+        # str(k): a YAML dump may hold keys JSON cannot (`1: x`); what is reported must stay JSON
+        return {str(k): _normalize(kind, v, _child(pattern, k)) for k, v in value.items() if not _empty(v)}
     if isinstance(value, list):
         items = [_normalize(kind, item, pattern + "[]") for item in value]
         if _named(items):
@@ -381,6 +387,10 @@ def _normalize(kind: str, value: Any, pattern: str) -> Any:
         return sorted(items, key=lambda item: orjson.dumps(item, option=orjson.OPT_SORT_KEYS))
     if (kind, pattern) in DURATION_FIELDS and isinstance(value, str):
         return _duration(value)
+    if isinstance(value, (set, frozenset)):  # YAML's !!set: sorted, so the report does not depend on PYTHONHASHSEED
+        return sorted(map(str, value))
+    if not isinstance(value, (str, int, float)) and value is not None:  # bool is an int
+        return str(value)  # YAML's !!binary, !!set, timestamps: compared and reported as text
     return value
 
 

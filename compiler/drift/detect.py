@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from compiler.drift.kubernetes import PLATFORM, check_cluster, expected_objects,
 from compiler.drift.model import (ACKNOWLEDGED, CONVERGED, DRIFTED, EXPIRED_ACKNOWLEDGEMENT, NOT_CHECKED, ORPHAN,
                                   Acknowledgement, DriftInputError, DriftItem, DriftReport, ScopeState, SubjectState)
 from compiler.emit import MANIFEST
-from compiler.pipeline import collector_paused, compile_dir
+from compiler.pipeline import Build, collector_paused, compile_dir
 
 
 def assemble_report(checked: Sequence[tuple[ScopeState, Sequence[SubjectState]]], unchecked: Sequence[tuple[str, str]], *,
@@ -82,25 +82,47 @@ class DriftRequest:
     partial: bool = False
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Evidence:
+    """What one platform's check found: the scopes checked, with their subjects, and the spec's scopes with no evidence."""
+
+    given: bool  # any evidence for this platform on the command line
+    checked: tuple[tuple[ScopeState, tuple[SubjectState, ...]], ...] = ()
+    unchecked: tuple[tuple[str, str], ...] = ()  # (platform, scope)
+    hint: str = ""  # how to give evidence, for the "nothing to check" error
+
+
 def detect_drift(request: DriftRequest) -> DriftReport:
-    """Compile the spec (the truth, as `check` does), check every piece of evidence against it, assemble the report."""
+    """Compile the spec (the truth, as `check` does), check every platform's evidence against it, assemble the report."""
     build = compile_dir(request.spec)
     tree = build.tree()
     acknowledgements = _acknowledgements(request)
-    clusters = sorted(build.mesh.clusters)
-    dumps = _dump_files(request.kubernetes, clusters)
-    if not dumps:
-        raise DriftInputError("meshc drift", "nothing to check: give --kubernetes CLUSTER=DUMP for each cluster "
-                              f"({', '.join(clusters) or 'the spec has none'})", "drift-usage")
     # Reading dumps builds millions of acyclic dicts; the cycle collector walking them all tripled
     # the time to read a 1,000-service mesh's YAML dumps (make bench, meshc-drift), as in compile().
     with collector_paused():
-        expected = expected_objects(tree)
-        checked = [check_cluster(build.mesh.name, cluster, expected.get(cluster, []), parse_dump(str(path), read_dump_file(path)))
-                   for cluster, path in dumps.items()]
-    unchecked = [(PLATFORM, cluster) for cluster in clusters if cluster not in dumps]
-    return assemble_report(checked, unchecked, acknowledgements=acknowledgements, tree=tree, partial=request.partial,
-                           today=request.today.isoformat())
+        found = [check(request, build, tree) for check in PLATFORM_CHECKS]
+    if not any(evidence.given for evidence in found):
+        raise DriftInputError("meshc drift", "nothing to check: give " + "; or ".join(e.hint for e in found), "drift-usage")
+    return assemble_report([c for e in found for c in e.checked], [u for e in found for u in e.unchecked],
+                           acknowledgements=acknowledgements, tree=tree, partial=request.partial, today=request.today.isoformat())
+
+
+def check_kubernetes(request: DriftRequest, build: Build, tree: Mapping[str, bytes]) -> Evidence:
+    """Each cluster dump given against the cluster's rendering; the spec's other clusters are not checked."""
+    clusters = sorted(build.mesh.clusters)
+    dumps = _dump_files(request.kubernetes, clusters)
+    hint = f"--kubernetes CLUSTER=DUMP for each cluster ({', '.join(clusters) or 'the spec has none'})"
+    if not dumps:
+        return Evidence(given=False, unchecked=tuple((PLATFORM, c) for c in clusters), hint=hint)
+    expected = expected_objects(tree)
+    checked = tuple(check_cluster(build.mesh.name, cluster, expected.get(cluster, []), parse_dump(str(path), read_dump_file(path)))
+                    for cluster, path in dumps.items())
+    return Evidence(given=True, checked=tuple((scope, tuple(subjects)) for scope, subjects in checked),
+                    unchecked=tuple((PLATFORM, c) for c in clusters if c not in dumps), hint=hint)
+
+
+# One check per platform, each reading its own fields of DriftRequest; the Puppet half adds its own here.
+PLATFORM_CHECKS: tuple[Callable[[DriftRequest, Build, Mapping[str, bytes]], Evidence], ...] = (check_kubernetes,)
 
 
 def _dump_files(pairs: Sequence[tuple[str, Path]], clusters: Sequence[str]) -> dict[str, Path]:

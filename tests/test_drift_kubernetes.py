@@ -115,6 +115,11 @@ def test_labels_and_annotations_of_other_tools_are_not_drift_but_meshc_keys_are(
     account["metadata"]["labels"]["istio.io/rev"] = "canary"
     account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] = "arn:aws:iam::1:role/x"
     assert items(check(tree, objects)) == []
+    other = find(objects, "Service", "upload", "upload")
+    other["metadata"]["annotations"] = None  # `annotations: null` is what a dump may hold: every meshc annotation is gone
+    assert {(i[0], i[2]) for i in items(check(tree, objects))} == {
+        (MODIFIED, f"metadata.annotations[{key}]") for key in ("meshc.dev/workload", OWNER_ANNOTATION)}
+    other["metadata"]["annotations"] = find(live_objects(tree, SJC), "Service", "upload", "upload")["metadata"]["annotations"]
     account["metadata"]["annotations"]["meshc.dev/restart-hash"] = "0"
     account["metadata"]["labels"]["app.kubernetes.io/name"] = "download"
     assert sorted(items(check(tree, objects))) == [
@@ -233,6 +238,11 @@ def test_copied_label_or_annotation_is_not_ownership(tree: dict[str, bytes]) -> 
     assert items(check(tree, objects)) == []
     objects.append(orphan("box", SJC, "ConfigMap", "v1", "upload", "ours"))
     assert items(check(tree, objects)) == [(ORPHAN, "ConfigMap/upload/ours", "", None, None)]
+    objects.append(orphan("box", SJC, "ConfigMap", "v1", "upload", "x; rm -rf ~"))  # a crafted dump: names are not trusted
+    objects[-1]["metadata"]["labels"] = None
+    commands = [s.delete_command for s in check(tree, objects).subjects if s.delete_command]
+    assert commands == ["kubectl --context kube-sjc-a delete -n upload 'configmap/x; rm -rf ~'",
+                        "kubectl --context kube-sjc-a delete -n upload configmap/ours"]
 
 
 # ---------------------------------------------------------------- evidence that is missing or bad

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -243,7 +244,7 @@ def check_cluster(mesh: str, cluster: str, expected: Sequence[ExpectedObject], d
 def _check_dump_is_of(mesh: str, cluster: str, dump: Dump) -> None:
     """A dump whose meshc objects all name another cluster was given for the wrong one: refuse it."""
     clusters = Counter(value.split("/")[1] for obj in dump.objects.values()
-                       if (value := obj["metadata"].get("annotations", {}).get(OWNER_ANNOTATION, "")).startswith(f"{mesh}/")
+                       if (value := (obj["metadata"].get("annotations") or {}).get(OWNER_ANNOTATION, "")).startswith(f"{mesh}/")
                        and value.count("/") >= 4)
     if clusters and cluster not in clusters:
         other = clusters.most_common(1)[0][0]
@@ -253,7 +254,7 @@ def _check_dump_is_of(mesh: str, cluster: str, dump: Dump) -> None:
 
 def _owned_here(mesh: str, cluster: str, key: Key, obj: Mapping[str, Any]) -> bool:
     """Carries the ownership annotation naming exactly itself in this mesh and cluster."""
-    value = obj["metadata"].get("annotations", {}).get(OWNER_ANNOTATION)
+    value = (obj["metadata"].get("annotations") or {}).get(OWNER_ANNOTATION)
     return value == owner_id(mesh, cluster, key[1], key[2] or None, key[3])
 
 
@@ -268,8 +269,8 @@ def delete_command(cluster: str, key: Key) -> str:
     """`kubectl --context <cluster> delete [-n <ns>] <kind>[.<group>]/<name>`."""
     group, kind, namespace, name = key
     resource = kind.lower() + (f".{group}" if group else "")
-    scope = f" -n {namespace}" if namespace else ""
-    return f"kubectl --context {cluster} delete{scope} {resource}/{name}"
+    scope = f" -n {shlex.quote(namespace)}" if namespace else ""  # quoted: names come from an untrusted dump
+    return f"kubectl --context {shlex.quote(cluster)} delete{scope} {shlex.quote(f'{resource}/{name}')}"
 
 
 def _orphan(cluster: str, obj: Mapping[str, Any]) -> SubjectState:
@@ -296,7 +297,7 @@ def _check_object(cluster: str, expected: ExpectedObject, live: Mapping[str, Any
 
 def _applied_note(expected: Mapping[str, Any], live: Mapping[str, Any]) -> str:
     """Who changed it: kube-applier's last-applied annotation tells a hand edit from an apply not done yet."""
-    raw = live["metadata"].get("annotations", {}).get(LAST_APPLIED)
+    raw = (live["metadata"].get("annotations") or {}).get(LAST_APPLIED)
     if raw is None:
         return "no last-applied annotation: not created by kube-applier (kubectl create, server-side apply?)"
     try:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import EXAMPLE, ROOT
 from live_k8s import LAST_APPLIED, dump_json, dump_yaml, find, last_applied, live_objects, orphan
+from test_kubernetes_schemas import Schemas, schemas  # noqa: F401 - the fixture: Kubernetes 1.32 strict schemas + CRDs
 
 from compiler.backends.kubernetes import OWNER_ANNOTATION
 from compiler.drift.detect import assemble_report
@@ -412,3 +413,13 @@ def test_json_report_is_stable(dumps: Callable[..., list[str]]) -> None:
     assert data["format"] == 1 and data["today"] == "2026-11-30"
     [item] = data["subjects"][0]["items"]
     assert set(item) == {"id", "kind", "platform", "scope", "subject", "target", "path", "expected", "live", "detail", "acknowledged"}
+
+
+def test_live_fixtures_are_valid_kubernetes_objects(tree: dict[str, bytes], schemas: Schemas) -> None:
+    """Every field the fixture rules add is a real field of Kubernetes 1.32 (or of the Certificate CRD), spelled right."""
+    objects = [o for cluster in CLUSTERS for o in live_objects(tree, cluster)]
+    failures = {f"{o['kind']}/{o['metadata'].get('namespace', '_')}/{o['metadata']['name']}": errors
+                for o in objects if (errors := schemas.errors(o))}
+    assert failures == {}
+    assert {o["kind"] for o in objects} >= {"Namespace", "ServiceAccount", "Secret", "Service", "ConfigMap", "Certificate",
+                                            "ClusterRole", "RoleBinding", "NetworkPolicy"}

@@ -145,6 +145,15 @@ def test_missing_object_exits_1(dumps: Callable[..., list[str]]) -> None:
     assert target["state"] == "drifted" and target["converged"] == target["subjects"] - 1
 
 
+def test_a_kind_left_out_of_the_dump_is_unknown_not_missing(tree: dict[str, bytes]) -> None:
+    objects = [o for o in live_objects(tree, SJC) if o["kind"] != "Certificate"]  # `kubectl get` without certificates
+    report = check(tree, objects)
+    unknown = [s for s in report.subjects if s.state != CONVERGED]
+    assert unknown and {(s.subject.split("/")[0], s.state) for s in unknown} == {("Certificate", "unknown")}
+    assert "was certificates.cert-manager.io in the `kubectl get`?" in unknown[0].items[0].detail
+    assert report.failing and report.scopes[0].counts["unknown"] == len(unknown)
+
+
 def test_modified_field_tells_a_hand_edit_from_an_apply_not_done(tree: dict[str, bytes]) -> None:
     objects = live_objects(tree, SJC)
     service = find(objects, "Service", "upload", "upload")

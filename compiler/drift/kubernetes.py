@@ -31,7 +31,7 @@ import yaml
 from compiler.backends.kubernetes import CLUSTER_SCOPED_DIR, FILE_PREFIX, OWNER_ANNOTATION, ROOT, owner_id
 from compiler.diagnostics import EnvironmentFailure
 from compiler.diff import NotCanonical, diff_values, load_canonical_yaml
-from compiler.drift.model import (CONVERGED, DRIFTED, EXTRA, MISSING, MODIFIED, ORPHAN, DriftInputError, DriftItem,
+from compiler.drift.model import (CONVERGED, DRIFTED, EXTRA, MISSING, MODIFIED, ORPHAN, UNKNOWN, DriftInputError, DriftItem,
                                   ScopeState, SubjectState)
 from compiler.emit import MANIFEST
 
@@ -44,6 +44,9 @@ OWN_PREFIXES = ("meshc.dev/", "meshc.io/")
 # The kinds meshc writes, as `kubectl get` resource names, in one command (README "Drift").
 KUBECTL_KINDS = ("namespaces", "clusterroles", "serviceaccounts", "secrets", "rolebindings", "configmaps",
                  "certificates.cert-manager.io", "services", "networkpolicies")
+
+_RESOURCES = dict(zip(("Namespace", "ClusterRole", "ServiceAccount", "Secret", "RoleBinding", "ConfigMap", "Certificate", "Service",
+                        "NetworkPolicy"), KUBECTL_KINDS))
 
 # Per kind, the fields API servers and controllers add to meshc's objects: never extra. Paths are
 # dotted, `[]` standing for every list item. Top-level `status` is dropped for every kind.
@@ -229,8 +232,10 @@ def _subject(key: Key) -> str:
 def check_cluster(mesh: str, cluster: str, expected: Sequence[ExpectedObject], dump: Dump) -> tuple[ScopeState, list[SubjectState]]:
     """Every expected object of one cluster against its dump, plus the orphans the dump holds."""
     _check_dump_is_of(mesh, cluster, dump)
+    dumped = {key[:2] for key in dump.objects}
     try:
-        subjects = [_check_object(cluster, item, dump.objects.get(object_key(item.obj))) for item in expected]
+        subjects = [_check_object(cluster, item, dump.objects.get(object_key(item.obj))) if object_key(item.obj)[:2] in dumped
+                    else _not_dumped(cluster, item) for item in expected]
     except RecursionError:
         raise DumpError(dump.source, "an object is nested too deeply to be one meshc wrote") from None
     wanted = {object_key(item.obj) for item in expected}
@@ -293,6 +298,15 @@ def _check_object(cluster: str, expected: ExpectedObject, live: Mapping[str, Any
                             path=path, expected=want, live=got, detail=detail) for kind, path, want, got, detail in findings)
     return SubjectState(platform=PLATFORM, scope=cluster, subject=subject, target=expected.target,
                         state=DRIFTED if items else CONVERGED, items=items)
+
+
+def _not_dumped(cluster: str, expected: ExpectedObject) -> SubjectState:
+    """An object of a kind the dump has none of: the kind was probably left out of `kubectl get`, so nothing is known."""
+    group, kind, _, _ = key = object_key(expected.obj)
+    resource = _RESOURCES.get(kind, f"{kind.lower()}s" + (f".{group}" if group else ""))
+    item = DriftItem(kind=UNKNOWN, platform=PLATFORM, scope=cluster, subject=_subject(key), target=expected.target,
+                     detail=f"the dump holds no {kind} at all: was {resource} in the `kubectl get`? (or every one was deleted)")
+    return SubjectState(platform=PLATFORM, scope=cluster, subject=_subject(key), target=expected.target, state=UNKNOWN, items=(item,))
 
 
 def _applied_note(expected: Mapping[str, Any], live: Mapping[str, Any]) -> str:

@@ -280,6 +280,11 @@ def test_clusters_without_a_dump_are_not_checked_and_fail_unless_partial(tree: d
     (b"kind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n",
      r"items\[1\]: Namespace/_/a appears twice"),
     (b"kind: List\nitems: &a [*a]\n", r"live\.yaml:2:\d+: error: YAML anchors and aliases are not allowed"),
+    (b"kind: List\nitems:\n- &x {a: b}\n- *x\n", r"live\.yaml:3:\d+: error: YAML anchors and aliases are not allowed"),
+    (b"kind: List\nitems:\n- ? [a]\n  : b\n", r"live\.yaml:3:5: error: a mapping key that is not a scalar"),
+    # tags on collections are ignored (never run), tags on scalars go through the safe constructor
+    (b"kind: List\nitems:\n- !!python/object:os.system {}\n", r"items\[0\]: lacks apiVersion or kind"),
+    (b"kind: List\nitems:\n- {apiVersion: !!python/name:os.system '', kind: X}\n", r"live\.yaml:3:\d+: error: invalid YAML: could not determine a constructor"),
     (b"kind: List\nitems: [\xff\xfe]\n", r"live\.yaml:2:9: error: byte 0xff is not UTF-8"),
     (b"kind: List\nitems: " + b"[" * 100_000, r"live\.yaml(:\d+:\d+)?: error: (invalid YAML|YAML nested too deeply)"),
 ])

@@ -223,13 +223,14 @@ def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(
 
     result = meshc(*dumps(edit))
     assert result.returncode == 1
-    commands = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith("kubectl ")]
+    commands = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith(("kubectl ", "# kubectl "))]
     assert commands == [
         "kubectl --context kube-sjc-a delete -n upload rolebinding.rbac.authorization.k8s.io/meshc-discovery.legacy.legacy",
         "kubectl --context kube-sjc-a delete -n legacy certificate.cert-manager.io/legacy-mesh-tls",
         "kubectl --context kube-sjc-a delete -n legacy configmap/legacy-mesh-envoy",
         "kubectl --context kube-sjc-a delete -n legacy serviceaccount/legacy",
-        "kubectl --context kube-sjc-a delete namespace/legacy",
+        "# kubectl --context kube-sjc-a delete namespace/legacy   # only once nothing else lives in namespace legacy: "
+        "it takes everything in it along",
     ]
     assert "3 of 3 scope(s) checked" in result.stdout and "5 orphan" in result.stdout
 

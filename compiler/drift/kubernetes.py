@@ -295,8 +295,11 @@ def _orphan(cluster: str, obj: Mapping[str, Any]) -> SubjectState:
     key = object_key(obj)
     item = DriftItem(kind=ORPHAN, platform=PLATFORM, scope=cluster, subject=_subject(key),
                      detail="owned by meshc, no longer rendered; kube-applier never deletes it")
+    command = delete_command(cluster, key)
+    if key[1] == "Namespace":  # deleting it deletes everything in it, objects meshc did not write included
+        command = f"# {command}   # only once nothing else lives in namespace {key[3]}: it takes everything in it along"
     return SubjectState(platform=PLATFORM, scope=cluster, subject=_subject(key), target=None, state=DRIFTED,
-                        items=(item,), delete_command=delete_command(cluster, key))
+                        items=(item,), delete_command=command)
 
 
 def _check_object(cluster: str, expected: ExpectedObject, live: Mapping[str, Any] | None) -> SubjectState:

@@ -135,7 +135,7 @@ def format_markdown(report: DriftReport) -> str:
 
 def _markdown_blocks(report: DriftReport) -> Iterator[str]:
     for subject in (s for s in report.subjects if s.state != CONVERGED):
-        lines = [f"- `{_md(i.path or i.kind)}` {i.kind}" + (f": `{_md(_value(i.expected))}` → `{_md(_value(i.live))}`" if i.path else "")
+        lines = [(f"- `{_md(i.path)}` {i.kind}: `{_md(_value(i.expected))}` → `{_md(_value(i.live))}`" if i.path else f"- **{i.kind}**")
                  + (f" — acknowledged: {_md(i.acknowledged)}" if i.acknowledged else (f" — {_md(i.detail)}" if i.detail else ""))
                  for i in subject.items]
         target = f" (target `{subject.target}`)" if subject.target else ""

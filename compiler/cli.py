@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -85,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     diff_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
     diff_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     diff_cmd.add_argument("--exit-code", action="store_true", help="exit 1 when any target changes")
+    _drift_arguments(_command(commands, "drift", "compare what runs (cluster dumps) with what the spec renders", _drift, spec=True))
     _graph_command(commands)
     return parser
 
@@ -188,6 +190,53 @@ def _diff(args: argparse.Namespace) -> int:
     formatters = {"text": lambda d: report.format_text(d, color=color), "markdown": report.format_markdown, "json": report.format_json}
     sys.stdout.write(formatters[args.format](result))
     return EXIT_FINDINGS if args.exit_code and result.changed else EXIT_OK
+
+
+def _drift_arguments(sub: argparse.ArgumentParser) -> None:
+    """`meshc drift`'s options: one evidence option per platform (Puppet's are added beside --kubernetes)."""
+    sub.add_argument("--kubernetes", action="append", default=[], type=_cluster_dump, metavar="CLUSTER=DUMP",
+                     help="a `kubectl get ... -A -o yaml|json` dump of one cluster (repeat per cluster)")
+    sub.add_argument("--acknowledgements", type=Path, default=None, metavar="FILE",
+                     help="known drift (default: SPEC/drift-acknowledgements.yaml when it exists)")
+    sub.add_argument("--partial", action="store_true",
+                     help="check only the evidence given: scopes without evidence are listed but do not fail the run")
+    sub.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+
+
+def _cluster_dump(text: str) -> tuple[str, Path]:
+    cluster, sep, dump = text.partition("=")
+    if not sep or not cluster or not dump:
+        raise argparse.ArgumentTypeError(f"expected CLUSTER=DUMP, got {text!r}")
+    return cluster, Path(dump)
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from compiler.drift.detect import DriftRequest, detect_drift
+    from compiler.drift.model import DriftInputError
+    from compiler.drift.report import FORMATTERS
+
+    try:
+        request = DriftRequest(spec=args.spec, kubernetes=tuple(args.kubernetes), acknowledgements=args.acknowledgements,
+                               today=_today(), partial=args.partial)
+        report = detect_drift(request)
+    except DriftInputError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_INVALID
+    sys.stdout.write(FORMATTERS[args.format](report))
+    return EXIT_FINDINGS if report.failing else EXIT_OK
+
+
+def _today() -> datetime.date:
+    """Today (UTC) for acknowledgement expiry; MESHC_TODAY=YYYY-MM-DD pins it (tests, reproducible reports)."""
+    from compiler.drift.model import DriftInputError
+
+    pinned = os.environ.get("MESHC_TODAY")
+    if not pinned:
+        return datetime.datetime.now(datetime.timezone.utc).date()
+    try:
+        return datetime.date.fromisoformat(pinned)
+    except ValueError:
+        raise DriftInputError("MESHC_TODAY", f"{pinned!r} is not a date written YYYY-MM-DD", "drift-usage") from None
 
 
 def _graph(args: argparse.Namespace) -> int:

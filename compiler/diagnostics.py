@@ -65,6 +65,10 @@ CODES: dict[str, str] = {
     "puppetdb-response": "PuppetDB answered something that is not its query API's JSON",
     "puppetdb-export": "a PuppetDB export file is unreadable, truncated or not the documented shape",
     "hiera-tree": "the deployed hiera tree given to --hiera cannot be read",
+    # meshc drift: its inputs besides the spec
+    "drift-dump": "a cluster dump given to `meshc drift` is not a readable `kubectl get -o yaml|json` List",
+    "drift-acknowledgement": "the drift acknowledgements file is malformed",
+    "drift-usage": "a `meshc drift` option names a cluster the spec does not have, or gives nothing to check",
     # internal: never a spec error; violations are raised as InternalError (exit 3)
     "internal": "a compiler bug: an invariant of the rendering does not hold",
 }

@@ -50,6 +50,10 @@ IDENTITY_ANNOTATION = "meshc.dev/identity"
 READERS_ANNOTATION = "meshc.dev/readers"  # on an external reader's objects: the workloads that use its token
 SERVICE_ACCOUNT_NAME_ANNOTATION = "kubernetes.io/service-account.name"  # the token controller's key
 RESTART_ANNOTATION = "meshc.dev/restart-hash"
+# Proof of ownership for drift: `<mesh>/<cluster>/<kind>/<namespace or _>/<name>`. A label is no proof
+# (cert-manager copies ours onto its Secrets through secretTemplate; EndpointSlices copy a Service's),
+# while this value names the object it sits on, so a copy elsewhere does not match its carrier.
+OWNER_ANNOTATION = "meshc.io/owner"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every Namespace
 
 # kube-applier's order is the path order: Namespace, then the ServiceAccount, then its token Secret
@@ -94,9 +98,9 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[
     readers = external_readers(mesh)
     serializer = _Serializer()
     namespaces = {(w.cluster or "", w.namespace) for w in workloads} | {(r.cluster, DISCOVERY_NAMESPACE) for r in readers}
-    artifacts = [_artifact(cluster, namespace_object(mesh, ns), None, serializer) for cluster, ns in sorted(namespaces)]
-    artifacts += [_artifact(cluster, discovery_cluster_role(mesh), None, serializer) for cluster in sorted({c for c, _ in namespaces})]
-    artifacts += [_artifact(r.cluster, obj, r.id, serializer) for r in readers for obj in reader_objects(mesh, r)]
+    artifacts = [_artifact(mesh, cluster, namespace_object(mesh, ns), None, serializer) for cluster, ns in sorted(namespaces)]
+    artifacts += [_artifact(mesh, cluster, discovery_cluster_role(mesh), None, serializer) for cluster in sorted({c for c, _ in namespaces})]
+    artifacts += [_artifact(mesh, r.cluster, obj, r.id, serializer) for r in readers for obj in reader_objects(mesh, r)]
     problems: list[Diagnostic] = []
     for workload in workloads:
         if workload.id not in sidecars:
@@ -104,10 +108,11 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[
             continue
         documents = sidecars[workload.id].documents
         texts = {name: serializer.text(doc) for name, doc in documents.items()}
-        objects = workload_objects(mesh, workload, texts, restart_hash_of(documents), in_cluster)
+        objects = [owned(mesh, workload.cluster or "", obj)
+                   for obj in workload_objects(mesh, workload, texts, restart_hash_of(documents), in_cluster)]
         problems += _unmounted(workload, texts)
         problems += _size_problems(workload, objects)
-        artifacts += [_artifact(workload.cluster or "", obj, workload.id, serializer) for obj in objects]
+        artifacts += [_artifact(mesh, workload.cluster or "", obj, workload.id, serializer) for obj in objects]
     bugs = [d for d in problems if d.code == "internal"]
     if bugs:  # a meshc bug outranks what the spec got wrong: the spec's errors may be its consequence
         raise internal_error(bugs)
@@ -122,6 +127,19 @@ def object_path(cluster: str, obj: Mapping[str, Any]) -> str:
     # a Namespace lives in its own directory; other cluster-scoped objects in _cluster/
     namespace = meta.get("namespace", meta["name"] if kind == "Namespace" else CLUSTER_SCOPED_DIR)
     return f"{ROOT}/{cluster}/{namespace}/{FILE_PREFIX[kind]}-{kind.lower()}.{meta['name']}.yaml"
+
+
+def owner_id(mesh: str, cluster: str, kind: str, namespace: str | None, name: str) -> str:
+    """The ownership annotation's value: `<mesh>/<cluster>/<kind>/<namespace or _>/<name>`."""
+    return f"{mesh}/{cluster}/{kind}/{namespace or '_'}/{name}"
+
+
+def owned(mesh: Mesh, cluster: str, obj: dict[str, Any]) -> dict[str, Any]:
+    """The object with the ownership annotation added to its metadata (annotations kept sorted)."""
+    meta = obj["metadata"]
+    value = owner_id(mesh.name, cluster, obj["kind"], meta.get("namespace"), meta["name"])
+    annotations = dict(sorted({**meta.get("annotations", {}), OWNER_ANNOTATION: value}.items()))
+    return {**obj, "metadata": {**meta, "annotations": annotations}}
 
 
 def workload_objects(mesh: Mesh, workload: Workload, texts: Mapping[str, str], restart_hash: str,
@@ -339,7 +357,8 @@ def _workloads_by_cluster_service(workloads: Sequence[Workload]) -> dict[tuple[s
     return found
 
 
-def _artifact(cluster: str, obj: dict[str, Any], target: str | None, serializer: _Serializer) -> Artifact:
+def _artifact(mesh: Mesh, cluster: str, obj: dict[str, Any], target: str | None, serializer: _Serializer) -> Artifact:
+    obj = obj if OWNER_ANNOTATION in obj["metadata"].get("annotations", {}) else owned(mesh, cluster, obj)
     return Artifact(path=object_path(cluster, obj), data=serializer.yaml(obj), target=target)
 
 

@@ -1,1 +1,1 @@
-"""Drift and convergence: what runs (PuppetDB, cluster dumps) compared with what meshc renders."""
+"""meshc drift: compare what runs (cluster dumps, PuppetDB) with what the spec renders."""

@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from compiler.backends.puppet import HASHES_KEY, HIERA_ESCAPE, SIDECAR_KEY, document_hash
+from compiler.drift.model import DriftInputError
 from compiler.emit import MANIFEST, TreeStatus, compare_files, read_tree, recorded_hashes
 
 POOLS_DIR = "puppet/data/pools/"
@@ -51,14 +52,6 @@ class HostState(StrEnum):
     DRIFTED = "drifted"
     FAILED = "failed"
     UNKNOWN = "unknown"
-
-
-class DriftInputError(Exception):
-    """An input of drift is unreachable or malformed (exit 2); str() is one line: `location: error: message  [code]`."""
-
-    def __init__(self, location: str, message: str, code: str) -> None:
-        self.location, self.message, self.code = location, message, code
-        super().__init__(f"{location}: error: {message}  [{code}]")
 
 
 # ---------------------------------------------------------------- records

@@ -1,0 +1,117 @@
+"""Drift records shared by every platform: findings, per-subject and per-scope states, the report.
+
+Vocabulary, the same for Kubernetes and Puppet:
+- a **scope** is one body of evidence: a cluster's dump, a PuppetDB (or facts export);
+- a **subject** is one thing checked inside a scope: a Kubernetes object (`<Kind>/<namespace or _>/<name>`)
+  or a Puppet host (its certname); it belongs to a **target** (`k8s/...`, `vm/...`) or to none
+  (a Namespace shared by services, an orphan);
+- an **item** is one finding about a subject: what differs (`path`, `expected` → `live`) or why it
+  could not be judged. Each item has a stable `id` that acknowledgements match.
+
+Platforms add subjects and items with their own `kind` values and states; the report only needs
+`FAILING_STATES` to decide the exit code, so adding a platform is additive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Item kinds of the Kubernetes half (the Puppet half adds its own, e.g. "pending", "failed").
+MISSING, MODIFIED, EXTRA, ORPHAN = "missing", "modified", "extra", "orphan"
+EXPIRED_ACKNOWLEDGEMENT = "expired-acknowledgement"
+
+# Subject and scope states.
+CONVERGED, DRIFTED, ACKNOWLEDGED, UNKNOWN, NOT_CHECKED = "converged", "drifted", "acknowledged", "unknown", "not-checked"
+# States that make `meshc drift` exit 1. NOT_CHECKED is in it: no data is not a pass (--partial lifts it).
+FAILING_STATES = frozenset({DRIFTED, UNKNOWN, NOT_CHECKED, "pending", "failed"})
+REPORT_FORMAT = 1
+
+
+class DriftInputError(Exception):
+    """Input `meshc drift` cannot use (a dump, an acknowledgements file, a CLUSTER=DUMP pair): exit 2.
+
+    str(exc) is one line, `location: error: message  [code]`, as the spec diagnostics are printed.
+    """
+
+    def __init__(self, location: str, message: str, code: str) -> None:
+        self.location, self.message, self.code = location, message, code
+        super().__init__(f"{location}: error: {message}  [{code}]")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DriftItem:
+    """One finding about one subject: `path` is "" for findings about the whole subject (missing, orphan)."""
+
+    kind: str
+    platform: str
+    scope: str
+    subject: str
+    target: str | None = None
+    path: str = ""
+    expected: Any = None
+    live: Any = None
+    detail: str = ""
+    acknowledged: str | None = None  # the reason, when an acknowledgement accepts this item
+
+    @property
+    def id(self) -> str:
+        """`<platform>/<scope>/<subject>#<kind>[:<path>]`, e.g. `kubernetes/kube-sjc-a/ConfigMap/upload/upload-mesh-envoy#extra:data[debug.json]`."""
+        return f"{self.platform}/{self.scope}/{self.subject}#{self.kind}" + (f":{self.path}" if self.path else "")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SubjectState:
+    """One checked object or host: its state and the findings that made it so (none when converged)."""
+
+    platform: str
+    scope: str
+    subject: str
+    target: str | None
+    state: str
+    items: tuple[DriftItem, ...] = ()
+    delete_command: str | None = None  # orphans only: how to remove it by hand
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScopeState:
+    """One body of evidence (a cluster dump, a PuppetDB): whether it was given and what it showed."""
+
+    platform: str
+    scope: str
+    state: str
+    evidence: str | None = None  # the file or URL read; None when not checked
+    counts: Mapping[str, int] = field(default_factory=dict)  # subject state -> how many
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Acknowledgement:
+    """An accepted drift item: `match` is an item id or an fnmatch pattern over ids; dates are YYYY-MM-DD."""
+
+    match: str
+    reason: str
+    expires: str
+    location: str  # file:line:col of the entry, for findings about it
+    expired: bool = False
+    used: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DriftReport:
+    """Everything one `meshc drift` run found; formatting lives in compiler.drift.report."""
+
+    scopes: tuple[ScopeState, ...]
+    subjects: tuple[SubjectState, ...]  # every subject checked, converged ones included
+    findings: tuple[DriftItem, ...] = ()  # items about no subject: expired acknowledgements
+    acknowledgements: tuple[Acknowledgement, ...] = ()
+    waves: Mapping[str, str] = field(default_factory=dict)  # target -> wave, from MANIFEST rollout, when any
+    partial: bool = False
+    today: str = ""
+
+    @property
+    def failing(self) -> bool:
+        """True when the run must exit 1: drift, unknowns, unchecked scopes (unless partial), expired acknowledgements."""
+        scopes = any(s.state in FAILING_STATES and not (self.partial and s.state == NOT_CHECKED) for s in self.scopes)
+        subjects = any(s.state in FAILING_STATES for s in self.subjects)
+        return scopes or subjects or any(not f.acknowledged for f in self.findings)

@@ -8,6 +8,7 @@ STAMP := $(VENV)/.installed
 
 build: $(STAMP)
 	$(BIN)/meshc build mesh-spec -o output
+	$(BIN)/meshc graph --spec mesh-spec --format svg -o docs/mesh.svg
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,10 +23,11 @@ test: $(STAMP)
 golden: $(STAMP)
 	MESHC_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q -m golden
 	$(BIN)/meshc build mesh-spec -o output
+	$(BIN)/meshc graph --spec mesh-spec --format svg -o docs/mesh.svg
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .bench build *.egg-info
+	rm -rf $(VENV) .pytest_cache .bench .cache build *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -23,6 +23,7 @@ import yaml
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
 from compiler.emit import MANIFEST, Artifact
+from compiler.graph.calls import CallChange, diff_calls
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.ir.model import Workload
 from compiler.emit import LOCK_TIMEOUT, REGULAR, TreeStatus, compare_tree, kind_of, output_lock, read_regular
@@ -162,6 +163,7 @@ class MeshDiff:
     groups: tuple[Group, ...] = ()
     shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
     deletions: tuple[KubeDelete, ...] = ()  # in the order to run them: the reverse of kube-applier's
+    calls: tuple[CallChange, ...] = ()  # call-graph edges added, removed or re-policied (compiler.graph.calls)
 
     @property
     def restarts(self) -> int:
@@ -264,6 +266,7 @@ def diff_builds(old: Build | None, new: Build, *, base: str = "base", head: str 
         targets=tuple(targets), groups=group(targets),
         shared=_file_diffs(old_files.get(None, {}), new_files.get(None, {})),
         deletions=kube_deletions(old.artifacts if old else (), new.artifacts),
+        calls=diff_calls(old.mesh if old else None, new.mesh),
     )
 
 

@@ -1,0 +1,275 @@
+"""A hostile spec directory through the real CLI: exit 2, one line per diagnostic, no traceback, output untouched.
+
+Covers issue 9 items 3 (services/ missing, unreadable, a file, empty), 4 (non-regular `*.yaml`),
+5 (symlinks, in the directory and at a git revision), 11 (an unreadable spec file), 12 (one line
+per diagnostic), 13 (diagnostics speak YAML) and 16 (tcp dependencies with HTTP-only policy).
+Tests run as root, which reads anything: permission cases run meshc as `nobody` through setpriv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, write_spec
+from tests.test_invalid_specs import BASE
+
+LINE = re.compile(r"^[^\n]+:\d+:\d+: error: [^\n]+  \[[a-z-]+\]$")
+SUMMARY = re.compile(r"^Found \d+ errors? in \d+ files?$")
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+def meshc(*args: str, cwd: Path, as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
+    """The installed `meshc` console script (python -m compiler if absent), as a user runs it."""
+    script = Path(sys.executable).parent / "meshc"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "compiler"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("MESHC_DEBUG", None)
+    prefix = NOBODY if as_nobody else []
+    result = subprocess.run([*prefix, *command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr
+    return result
+
+
+def diagnostics(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The diagnostic lines of a failed run, after checking every line of stderr is one diagnostic or the summary."""
+    assert result.returncode == 2, f"exit {result.returncode}\n{result.stdout}{result.stderr}"
+    lines = result.stderr.split("\n")
+    assert lines[-1] == "" and SUMMARY.match(lines[-2]), result.stderr
+    for line in lines[:-2]:
+        assert LINE.match(line), f"not one diagnostic per line: {line!r}"
+    return lines[:-2]
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under `root` (path -> bytes), to prove a failed build touched nothing."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def world() -> Iterator[Path]:
+    """A directory every user may enter (pytest's tmp_path is root-only), holding `spec/` = the small valid BASE."""
+    root = Path(tempfile.mkdtemp(prefix="meshc-safety-"))
+    try:
+        root.chmod(0o755)
+        write_spec(root / "spec", BASE)
+        for path in (root / "spec").rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        yield root
+    finally:
+        for path in root.rglob("*"):  # restore permissions a test took away, so the tree can be removed
+            if not path.is_symlink():
+                path.chmod(0o755)
+        shutil.rmtree(root)
+
+
+@pytest.fixture
+def built(world: Path) -> tuple[Path, dict[str, bytes]]:
+    """`world` with `output/` built from the valid spec, and the bytes of that output."""
+    result = meshc("build", "spec", "-o", "output", cwd=world)
+    assert result.returncode == 0, result.stderr
+    return world, snapshot(world / "output")
+
+
+def fails_and_keeps_output(world: Path, before: dict[str, bytes], *, as_nobody: bool = False) -> list[str]:
+    """validate and build both exit 2 with one-line diagnostics; build leaves output/ byte-identical."""
+    checked = meshc("validate", "spec", cwd=world, as_nobody=as_nobody)
+    assert "ok" not in checked.stdout
+    lines = diagnostics(checked)
+    assert diagnostics(meshc("build", "spec", "-o", "output", cwd=world, as_nobody=as_nobody)) == lines
+    assert snapshot(world / "output") == before
+    return lines
+
+
+# ---------------------------------------------------------------- item 3: services/ is not a directory of services
+
+def test_services_missing_is_an_error_not_an_empty_mesh(built: tuple[Path, dict[str, bytes]]) -> None:
+    world, before = built
+    shutil.rmtree(world / "spec/services")
+    assert fails_and_keeps_output(world, before) == [
+        "spec/services:1:1: error: no services/ directory; a mesh needs at least one services/<name>.yaml  [file-missing]"]
+
+
+def test_services_empty_is_an_error(built: tuple[Path, dict[str, bytes]]) -> None:
+    world, before = built
+    for path in (world / "spec/services").iterdir():
+        path.unlink()
+    (world / "spec/services/.editor-swap").write_text("x")
+    lines = fails_and_keeps_output(world, before)
+    assert lines == ["spec/services:1:1: error: services/ holds no service; add one file per service, services/<name>.yaml  [no-services]"]
+
+
+def test_services_as_a_regular_file_is_an_error(built: tuple[Path, dict[str, bytes]]) -> None:
+    world, before = built
+    shutil.rmtree(world / "spec/services")
+    (world / "spec/services").write_text(BASE["services/a.yaml"])
+    assert fails_and_keeps_output(world, before) == [
+        "spec/services:1:1: error: this is a regular file, not a directory; make it a directory of service files  [file-type]"]
+
+
+def test_unreadable_services_directory_as_nobody(built: tuple[Path, dict[str, bytes]]) -> None:
+    """Path.glob swallowed the PermissionError: validate said "ok, 0 services" and build deleted every service."""
+    world, before = built
+    (world / "spec/services").chmod(0o000)
+    assert fails_and_keeps_output(world, before, as_nobody=True) == [
+        "spec/services:1:1: error: cannot list services/: permission denied  [file-unreadable]"]
+
+
+def test_unlistable_services_directory_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from compiler.diagnostics import SpecError
+    from compiler.pipeline import compile_dir
+
+    write_spec(tmp_path, BASE)
+
+    def denied(path: object) -> object:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "scandir", denied)
+    with pytest.raises(SpecError) as info:
+        compile_dir(tmp_path)
+    assert [(d.code, d.span.file) for d in info.value.diagnostics] == [("file-unreadable", f"{tmp_path.as_posix()}/services")]
+
+
+# ---------------------------------------------------------------- item 11: an unreadable spec file
+
+@pytest.mark.parametrize("relative", ["mesh.yaml", "services/b.yaml"])
+def test_unreadable_spec_file_is_a_positioned_error(built: tuple[Path, dict[str, bytes]], relative: str) -> None:
+    world, before = built
+    (world / "spec" / relative).chmod(0o000)
+    assert fails_and_keeps_output(world, before, as_nobody=True) == [
+        f"spec/{relative}:1:1: error: cannot read the file: permission denied  [file-unreadable]"]
+
+
+# ---------------------------------------------------------------- item 4: non-regular *.yaml entries
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _socket(path: Path) -> None:
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(path))
+
+
+def _dangling(path: Path) -> None:
+    path.symlink_to("nowhere.yaml")
+
+
+def _loop(path: Path) -> None:
+    path.symlink_to(path.name)
+
+
+def _directory(path: Path) -> None:
+    path.mkdir()
+    (path / "service.yaml").write_text("service: c\n")
+
+
+def _device(path: Path) -> None:
+    try:
+        os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers: reading it would end at once anyway
+    except PermissionError:
+        pytest.skip("this container may not create device nodes")
+
+
+ENTRIES = {
+    "fifo": (_fifo, "this is a FIFO, not a regular file; remove it or make it a regular file  [file-type]"),
+    "socket": (_socket, "this is a socket, not a regular file; remove it or make it a regular file  [file-type]"),
+    "device": (_device, "this is a character device, not a regular file; remove it or make it a regular file  [file-type]"),
+    "directory": (_directory, "this is a directory, not a regular file; remove it or make it a regular file  [file-type]"),
+    "dangling-symlink": (_dangling, "this is a symbolic link; spec entries must be real files"),
+    "symlink-loop": (_loop, "this is a symbolic link; spec entries must be real files"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ENTRIES))
+def test_non_regular_yaml_entry_is_a_positioned_error(built: tuple[Path, dict[str, bytes]], kind: str) -> None:
+    """Each used to vanish from the mesh (and its outputs were deleted by the next build); a FIFO is never opened."""
+    world, before = built
+    make, message = ENTRIES[kind]
+    make(world / "spec/services/c.yaml")
+    lines = fails_and_keeps_output(world, before)
+    assert len(lines) == 1 and lines[0].startswith("spec/services/c.yaml:1:1: error: " + message), lines
+
+
+def test_a_fifo_is_never_opened(tmp_path: Path) -> None:
+    """A FIFO opened for reading blocks until a writer comes; lstat first, so reading returns at once."""
+    from compiler.spec.load import Unreadable, read_tree
+
+    write_spec(tmp_path, BASE)
+    (tmp_path / "mesh.yaml").unlink()
+    os.mkfifo(tmp_path / "mesh.yaml")
+    found = read_tree(tmp_path)["mesh.yaml"]
+    assert isinstance(found, Unreadable) and found.code == "file-type"
+
+
+# ---------------------------------------------------------------- item 5: symlinks
+
+def test_symlink_leaving_the_spec_is_never_followed_or_echoed(built: tuple[Path, dict[str, bytes]]) -> None:
+    world, before = built
+    secret = world / "secret.txt"
+    secret.write_text("root:$6$s3cr3t-hash:19000:0:99999:7:::\nline-two-of-the-secret\n")
+    (world / "spec/services/b.yaml").unlink()
+    (world / "spec/services/b.yaml").symlink_to(secret)
+    lines = fails_and_keeps_output(world, before)
+    assert lines == ["spec/services/b.yaml:1:1: error: this is a symbolic link that leaves the spec directory; "
+                     "meshc does not follow it: replace it with a regular file  [symlink-escape]"]
+    assert "s3cr3t" not in "".join(lines) and str(secret) not in "".join(lines)
+
+
+def test_symlink_inside_the_spec_is_refused_too(built: tuple[Path, dict[str, bytes]]) -> None:
+    world, before = built
+    (world / "spec/services/b.yaml").rename(world / "spec/b.yaml")
+    (world / "spec/services/b.yaml").symlink_to("../b.yaml")
+    [line] = fails_and_keeps_output(world, before)
+    assert line.startswith("spec/services/b.yaml:1:1: error: this is a symbolic link;") and line.endswith("[file-symlink]")
+
+
+def git(repo: Path, *args: str) -> str:
+    command = ["git", "-c", "user.name=meshc test", "-c", "user.email=test@meshc.invalid", "-c", "commit.gpgsign=false", *args]
+    return subprocess.run(command, cwd=repo, check=True, capture_output=True, text=True).stdout
+
+
+@pytest.mark.parametrize("target", ["../b-real.yaml", "/etc/shadow"])
+def test_validate_and_diff_agree_on_a_committed_symlink(tmp_path: Path, target: str) -> None:
+    """git stores a link blob (mode 120000): the revision reader refuses it with the same diagnostic as the directory reader."""
+    from compiler.gitsource import locate, read_revision
+    from compiler.spec.load import read_tree
+
+    repo = tmp_path / "repo"
+    write_spec(repo / "spec", BASE)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "valid")
+    (repo / "spec/services/b.yaml").rename(repo / "spec/b-real.yaml")
+    (repo / "spec/services/b.yaml").symlink_to(target)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "link")
+    assert read_revision(locate(repo / "spec"), "HEAD") == read_tree(repo / "spec")
+    validated = diagnostics(meshc("validate", "spec", cwd=repo))
+    diffed = diagnostics(meshc("diff", "--base", "HEAD~1", "--head", "HEAD", "--spec", "spec", cwd=repo))
+    assert len(validated) == 1 and [line.replace("HEAD:", "", 1) for line in diffed] == validated
+    assert ("[file-symlink]" if target.startswith("..") else "[symlink-escape]") in validated[0]
+
+
+def test_git_tree_named_like_a_service_file_is_refused(tmp_path: Path) -> None:
+    from compiler.gitsource import locate, read_revision
+    from compiler.spec.load import read_tree
+
+    repo = tmp_path / "repo"
+    write_spec(repo / "spec", {**BASE, "services/c.yaml/notes.txt": "x\n", "services/sub/d.yaml": "x: 1\n"})
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "dir")
+    at_head = read_revision(locate(repo / "spec"), "HEAD")
+    assert at_head == read_tree(repo / "spec") and at_head["services/c.yaml"].code == "file-type"  # type: ignore[union-attr]

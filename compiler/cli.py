@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from compiler import __version__
-from compiler.diagnostics import SpecError, format_all
+from compiler.diagnostics import SpecError, escape, format_all
 from compiler.emit import TreeStatus
 from compiler.diff import DocumentDiff, diff_revisions, output_drift
 from compiler.explain import UnknownService, explain, format_explain
@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_all(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID
     except (FileNotFoundError, NotADirectoryError, UnknownService) as exc:
-        print(f"meshc: error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        print(f"meshc: error: {escape(str(exc.args[0] if exc.args else exc))}", file=sys.stderr)
         return EXIT_INVALID
     except KeyboardInterrupt:
         return 130

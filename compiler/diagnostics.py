@@ -30,6 +30,7 @@ CODES: dict[str, str] = {
     "yaml-tag": "explicit YAML tags are not allowed in the spec",
     "yaml-multi-document": "a spec file holds exactly one YAML document",
     "file-encoding": "spec files must be UTF-8",
+    "yaml-character": "a control character, or NEL/U+2028/U+2029 that parsers and editors read differently",
     "file-too-large": "a spec file is larger than the limit",
     "file-missing": "a required spec file or directory is missing",
     "file-empty": "a spec file has no content",
@@ -110,7 +111,7 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 # tab, DEL, C1 controls (NEL among them), Unicode line/paragraph separators and noncharacters.
 _UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ufffe\uffff]")
 _NAMED = {"\n": "\\n", "\r": "\\r"}
-MAX_EXCERPT = 40  # a user value in a message is cut to this many characters: a diagnostic names, it does not echo
+MAX_EXCERPT = 64  # a user value in a message is cut to this many characters (a DNS label, 63, fits whole): a diagnostic names, it does not echo
 
 
 def escape(text: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.diagnostics import did_you_mean
+from compiler.diagnostics import did_you_mean, quote
 from compiler.ir.model import Egress, Mesh, Policy, Source, Workload
 
 
@@ -17,7 +17,8 @@ def explain(mesh: Mesh, service: str) -> dict[str, Any]:
     workloads = mesh.workloads_of(service)
     if not workloads:
         names = {w.service for w in mesh.workloads}
-        raise UnknownService(f"unknown service {service!r}{did_you_mean(service, names)}")
+        hint = did_you_mean(service, names) or f"; the spec's services: {_some(sorted(names))}"
+        raise UnknownService(f"unknown service {quote(service)}{hint}")
     first = workloads[0]
     return {
         "service": service,
@@ -28,6 +29,10 @@ def explain(mesh: Mesh, service: str) -> dict[str, Any]:
         "allowed_identities": list(first.ingress.allowed_clients),
         "workloads": [_workload(w) for w in workloads],
     }
+
+
+def _some(names: list[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f", … ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _workload(workload: Workload) -> dict[str, Any]:

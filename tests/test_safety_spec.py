@@ -273,3 +273,94 @@ def test_git_tree_named_like_a_service_file_is_refused(tmp_path: Path) -> None:
     git(repo, "commit", "-q", "-m", "dir")
     at_head = read_revision(locate(repo / "spec"), "HEAD")
     assert at_head == read_tree(repo / "spec") and at_head["services/c.yaml"].code == "file-type"  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------- item 12: one line per diagnostic, real positions
+
+def test_newline_in_a_file_name_is_escaped(world: Path) -> None:
+    (world / "spec/services/evil\nname.yaml").write_text(BASE["services/b.yaml"].replace("service: b", "service: x"))
+    lines = diagnostics(meshc("validate", "spec", cwd=world))
+    assert lines == ["spec/services/evil\\nname.yaml:1:10: error: service 'x' is defined in 'evil\\nname.yaml'; "
+                     "rename the file to x.yaml or fix `service:`  [service-name-mismatch]"]
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x1b", "\x7f", "\x9b", "\ufffe", "\uffff"])
+def test_control_character_is_one_positioned_line(world: Path, char: str) -> None:
+    (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"].replace("owner: team", f"owner: te{char}am"), "utf-8")
+    [line] = diagnostics(meshc("validate", "spec", cwd=world))
+    assert line == (f"spec/services/b.yaml:2:10: error: control character U+{ord(char):04X} is not allowed in YAML; "
+                    "remove it (write it as an escape in a double-quoted string)  [yaml-character]")
+
+
+@pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029"])
+def test_line_separators_in_a_comment_do_not_shift_lines(world: Path, char: str) -> None:
+    """libyaml counts NEL/LS/PS as line breaks (and reads what follows one in a comment as YAML): refuse them where they are."""
+    body = BASE["services/b.yaml"].replace("owner: team", f"owner: team  # a{char}b{char}c")
+    (world / "spec/services/b.yaml").write_text(body, "utf-8")
+    [line] = diagnostics(meshc("validate", "spec", cwd=world))
+    assert line.startswith("spec/services/b.yaml:2:17: error: ") and line.endswith("[yaml-character]"), line
+    assert int(line.split(":")[1]) <= body.count("\n")  # never past the end of the file
+
+
+def test_long_values_are_cut_in_diagnostics(world: Path) -> None:
+    (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"] + f"{'k' * 1000}: 1\ndescription: [{'v' * 5000}]\n")
+    lines = diagnostics(meshc("validate", "spec", cwd=world))
+    assert len(lines) == 2 and all(len(line) < 300 for line in lines), lines
+    assert "'" + "k" * 63 + "…'" in lines[0]
+
+
+# ---------------------------------------------------------------- item 13: diagnostics speak YAML
+
+def test_document_that_is_a_list_is_shown_as_yaml(world: Path) -> None:
+    (world / "spec/mesh.yaml").write_text("- mesh: acme\n")
+    [line] = diagnostics(meshc("validate", "spec", cwd=world))
+    assert line == "spec/mesh.yaml:1:1: error: document: [{mesh: acme}] should be a mapping  [schema]"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("null", "service: null is not a string; if you mean the text null, quote it: 'null'  [invalid-name]"),
+    ("true", "service: true is not a string; if you mean the text true, quote it: 'true'  [invalid-name]"),
+    ("8080", "service: 8080 is not a string; if you mean the text 8080, quote it: '8080'  [invalid-name]"),
+])
+def test_bare_scalar_names_get_a_hint_to_quote_them(world: Path, value: str, message: str) -> None:
+    (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"].replace("service: b", f"service: {value}"))
+    assert diagnostics(meshc("validate", "spec", cwd=world)) == [f"spec/services/b.yaml:1:10: error: {message}"]
+
+
+def test_quoted_port_and_yaml11_boolean(world: Path) -> None:
+    body = BASE["services/b.yaml"].replace("port: 8080", 'port: "8080"') + "restart_sensitive: on\n"
+    (world / "spec/services/b.yaml").write_text(body)
+    assert diagnostics(meshc("validate", "spec", cwd=world)) == [
+        "spec/services/b.yaml:3:7: error: port: '8080' is a quoted string, not a number; remove the quotes  [port-range]",
+        "spec/services/b.yaml:10:20: error: restart_sensitive: 'on' is a string to meshc (only true and false are booleans); "
+        "write true or false  [schema]",
+    ]
+
+
+def test_tab_indentation_says_so(world: Path) -> None:
+    (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"].replace("  vm:", "\tvm:"))
+    assert diagnostics(meshc("validate", "spec", cwd=world)) == [
+        "spec/services/b.yaml:7:1: error: tabs cannot indent YAML (and cannot start a value); indent with spaces  [yaml-syntax]"]
+
+
+def test_no_python_reprs_in_schema_messages(world: Path) -> None:
+    body = BASE["services/b.yaml"] + "description: [1, {a: null}]\nhealth_check: {rise: true, http: ~}\n"
+    (world / "spec/services/b.yaml").write_text(body)
+    lines = diagnostics(meshc("validate", "spec", cwd=world))
+    text = "\n".join(lines)
+    assert "None" not in text and "True" not in text and "{'" not in text, text
+    assert "description: [1, {a: null}] should be a string" in text
+
+
+def test_explain_unknown_service_suggests_names(world: Path) -> None:
+    near = meshc("explain", "bb", "--spec", "spec", cwd=world)
+    assert near.returncode == 2 and near.stderr == "meshc: error: unknown service 'bb' (did you mean 'b'?)\n"
+    far = meshc("explain", "nosuch", "--spec", "spec", cwd=world)
+    assert far.returncode == 2 and far.stderr == "meshc: error: unknown service 'nosuch'; the spec's services: a, b\n"
+
+
+def test_validate_a_file_says_it_is_a_file(world: Path) -> None:
+    result = meshc("validate", "spec/mesh.yaml", cwd=world)
+    assert result.returncode == 2
+    assert result.stderr == ("meshc: error: 'spec/mesh.yaml' is a file, not a spec directory; "
+                             "pass the directory that holds mesh.yaml and services/\n")

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from compiler.diagnostics import Diagnostic, Span
+from compiler.diagnostics import Diagnostic, Span, quote
 
 MAX_FILE_BYTES = 1024 * 1024
 MESH_FILE = "mesh.yaml"
@@ -181,6 +181,7 @@ def parse_document(name: str, raw: bytes) -> Document:
     if len(raw) > MAX_FILE_BYTES:
         raise LoadError(_error(name, 1, 1, "file-too-large", f"file is larger than {MAX_FILE_BYTES // 1024} KiB; split it or trim it"))
     text = _decode(name, raw)
+    _check_characters(name, text)
     builder = _Builder(name)
     try:
         parser = _loader_class()(text)
@@ -191,12 +192,41 @@ def parse_document(name: str, raw: bytes) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise LoadError(_error(name, line, col, "yaml-syntax", f"invalid YAML: {exc.problem or exc.context}")) from None
+        raise LoadError(_error(name, line, col, "yaml-syntax", _syntax_message(exc, text, mark))) from None
     except yaml.YAMLError as exc:  # libyaml reader errors carry no mark object
-        raise LoadError(_error(name, 1, 1, "yaml-syntax", f"invalid YAML: {exc}")) from None
+        raise LoadError(_error(name, 1, 1, "yaml-syntax", f"invalid YAML: {str(exc).splitlines()[0]}")) from None
     if builder.documents == 0 or builder.root is None:
         raise LoadError(_error(name, 1, 1, "file-empty", "file is empty; it must hold one YAML mapping"))
     return Document(file=name, data=builder.root, spans=builder.spans, key_spans=builder.key_spans)
+
+
+# What YAML allows in a stream (its "printable" set), minus NEL, U+2028 and U+2029: YAML 1.1 parsers
+# (libyaml) count those as line breaks, YAML 1.2 and editors do not, so text after one inside a
+# comment would be read as YAML nobody sees, and every later line number would be off.
+_NOT_ALLOWED = re.compile("[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_CHARACTER_NAMES = {"\x85": "NEL (next line)", "\u2028": "U+2028 (line separator)", "\u2029": "U+2029 (paragraph separator)"}
+
+
+def _check_characters(name: str, text: str) -> None:
+    """Refuse a character YAML forbids or reads as a line break where editors see none, at its real position."""
+    found = _NOT_ALLOWED.search(text)
+    if found is None:
+        return
+    char, at = found.group(), found.start()
+    line = text.count("\n", 0, at) + 1
+    col = at - (text.rfind("\n", 0, at) + 1) + 1
+    what = _CHARACTER_NAMES.get(char)
+    message = (f"{what} is a line break to some YAML parsers and not to others or to editors; use a plain newline or remove it"
+               if what else f"control character U+{ord(char):04X} is not allowed in YAML; remove it (write it as an escape in a double-quoted string)")
+    raise LoadError(_error(name, line, col, "yaml-character", message))
+
+
+def _syntax_message(exc: yaml.MarkedYAMLError, text: str, mark: Any) -> str:
+    """libyaml's complaint, with the fix for the mistake behind the most common one."""
+    at = getattr(mark, "index", None)
+    if isinstance(at, int) and text.removeprefix("\ufeff")[at : at + 1] == "\t":
+        return "tabs cannot indent YAML (and cannot start a value); indent with spaces"
+    return f"invalid YAML: {exc.problem or exc.context}"
 
 
 def _loader_class() -> type:
@@ -260,7 +290,7 @@ class _Builder:
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             self._fail(event, "yaml-alias", "anchors and aliases (&name, *name) are not allowed; write the value out")
         if _explicit_tag(event):
-            self._fail(event, "yaml-tag", f"explicit tag {event.tag!r} is not allowed; write the plain value")
+            self._fail(event, "yaml-tag", f"explicit tag {quote(event.tag)} is not allowed; write the plain value")
         self.spans[path] = self._span(event)
         if isinstance(event, yaml.ScalarEvent):
             return resolve_plain(event.value) if not event.style else event.value
@@ -289,7 +319,7 @@ class _Builder:
             child = (*path, key)
             if key in result:
                 first = self.key_spans[child]
-                self._fail(event, "yaml-duplicate-key", f"duplicate key {key!r} (first defined at line {first.line}); remove one")
+                self._fail(event, "yaml-duplicate-key", f"duplicate key {quote(key)} (first defined at line {first.line}); remove one")
             self.key_spans[child] = self._span(event)
             result[key] = self._node(next(events), events, child)
         return result

@@ -62,6 +62,7 @@ CODES: dict[str, str] = {
     "self-dependency": "a service depends on itself",
     "duplicate-dependency": "a service lists the same dependency twice",
     "retry-budget": "per-try timeout × attempts exceeds the request timeout",
+    "tcp-http-policy": "a dependency on a tcp service sets timeout, retries.per_try_timeout or retries.on, which TCP proxying cannot apply",
     "no-placement": "a service is placed nowhere",
     "duplicate-placement": "a service is placed twice in one cluster or datacenter",
     # backends

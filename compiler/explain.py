@@ -52,7 +52,8 @@ def _egress(egress: Egress) -> dict[str, Any]:
         "service": egress.service,
         "listener": f"127.0.0.1:{egress.local_port}",
         "locality": egress.locality,
-        "policy": _policy(egress.policy),
+        "protocol": egress.protocol,
+        "policy": _tcp_policy(egress.policy) if egress.protocol == "tcp" else _policy(egress.policy),
         "sources": [_source(s) for s in egress.sources],
     }
 
@@ -63,6 +64,16 @@ def _policy(policy: Policy) -> dict[str, Any]:
         "timeout_ms": policy.timeout_ms,
         "retries": {"attempts": policy.retries.attempts, "per_try_timeout_ms": policy.retries.per_try_timeout_ms, "on": list(policy.retries.retry_on)},
         "circuit_breaker": {k: getattr(policy.circuit_breaker, k) for k in ("max_connections", "max_pending_requests", "max_requests", "max_retries")},
+        "outlier_detection": {k: getattr(policy.outlier_detection, k) for k in ("consecutive_5xx", "interval_ms", "base_ejection_time_ms", "max_ejection_percent")},
+    }
+
+
+def _tcp_policy(policy: Policy) -> dict[str, Any]:
+    """What Envoy's TCP proxy applies: no request timeout or retry conditions, only connection attempts."""
+    return {
+        "connect_timeout_ms": policy.connect_timeout_ms,
+        "max_connect_attempts": policy.retries.attempts,
+        "circuit_breaker": {"max_connections": policy.circuit_breaker.max_connections},
         "outlier_detection": {k: getattr(policy.outlier_detection, k) for k in ("consecutive_5xx", "interval_ms", "base_ejection_time_ms", "max_ejection_percent")},
     }
 
@@ -92,11 +103,13 @@ def format_explain(report: dict[str, Any]) -> str:
 
 def _format_dependency(dep: dict[str, Any]) -> list[str]:
     policy = dep["policy"]
-    retries = policy["retries"]
-    lines = [
-        f"    -> {dep['service']} on {dep['listener']} ({dep['locality']}): timeout {policy['timeout_ms']}ms, "
-        f"{retries['attempts']} attempt(s) × {retries['per_try_timeout_ms']}ms, connect {policy['connect_timeout_ms']}ms"
-    ]
+    if dep["protocol"] == "tcp":
+        effect = f"tcp, {policy['max_connect_attempts']} connection attempt(s), connect {policy['connect_timeout_ms']}ms"
+    else:
+        retries = policy["retries"]
+        effect = (f"timeout {policy['timeout_ms']}ms, {retries['attempts']} attempt(s) × {retries['per_try_timeout_ms']}ms, "
+                  f"connect {policy['connect_timeout_ms']}ms")
+    lines = [f"    -> {dep['service']} on {dep['listener']} ({dep['locality']}): {effect}"]
     for source in dep["sources"]:
         where = (f"zookeeper {','.join(source['hosts'])} {source['path']}" if source["kind"] == "zookeeper"
                  else f"kubernetes {source['api_server']} {source['namespace']}/{source['service']}")

@@ -364,3 +364,28 @@ def test_validate_a_file_says_it_is_a_file(world: Path) -> None:
     assert result.returncode == 2
     assert result.stderr == ("meshc: error: 'spec/mesh.yaml' is a file, not a spec directory; "
                              "pass the directory that holds mesh.yaml and services/\n")
+
+
+# ---------------------------------------------------------------- item 16: tcp dependencies
+
+def test_explain_shows_what_a_tcp_dependency_really_gets(world: Path) -> None:
+    """Explain used to show an HTTP timeout and retries for a tcp dependency; Envoy's TCP proxy applies neither."""
+    import json
+
+    (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"] + "protocol: tcp\n")
+    (world / "spec/services/a.yaml").write_text(BASE["services/a.yaml"] + "    retries: {attempts: 3}\n")
+    text = meshc("explain", "a", "--spec", "spec", cwd=world)
+    assert text.returncode == 0, text.stderr
+    assert "    -> b on 127.0.0.1:7002 (failover): tcp, 3 connection attempt(s), connect 1000ms\n" in text.stdout
+    report = json.loads(meshc("explain", "a", "--spec", "spec", "--format", "json", cwd=world).stdout)
+    policy = report["workloads"][0]["dependencies"][0]["policy"]
+    assert policy["max_connect_attempts"] == 3 and "timeout_ms" not in policy and "retries" not in policy
+
+
+def test_tcp_dependency_with_http_policy_is_rejected(world: Path) -> None:
+    (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"] + "protocol: tcp\n")
+    (world / "spec/services/a.yaml").write_text(BASE["services/a.yaml"] + "    timeout: 5s\n")
+    assert diagnostics(meshc("validate", "spec", cwd=world)) == [
+        "spec/services/a.yaml:10:5: error: timeout has no effect on 'b', a tcp service: Envoy's TCP proxy has no request "
+        "timeout or retry conditions; remove it (tcp takes connect_timeout and retries.attempts, the number of connection "
+        "attempts)  [tcp-http-policy]"]

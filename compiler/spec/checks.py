@@ -185,6 +185,27 @@ def _datacenters(spec: Spec, service: ServiceSpec) -> set[str]:
     return dcs
 
 
+# Policy keys only an HTTP route can apply: Envoy's tcp_proxy has no request timeout, no per-try
+# timeout and no retry conditions (it retries connecting, `retries.attempts` times, and nothing else).
+TCP_IGNORED = (("timeout",), ("retries", "per_try_timeout"), ("retries", "on"))
+
+
+def check_tcp_policy(spec: Spec) -> Iterator[Diagnostic]:
+    """A dependency on a `tcp` service sets no HTTP-only policy key, which would never reach Envoy."""
+    for service in spec.services.values():
+        for dep in service.dependencies:
+            server = spec.services.get(dep.service)
+            if server is None or server.protocol != "tcp":
+                continue
+            for path in TCP_IGNORED:
+                holder = dep.overrides.get(path[0]) if len(path) > 1 else dep.overrides
+                if isinstance(holder, Mapping) and path[-1] in holder:
+                    yield _error(spec.key_at(service.file, "dependencies", dep.index, *path), "tcp-http-policy",
+                                 f"{'.'.join(path)} has no effect on {quote(dep.service)}, a tcp service: Envoy's TCP proxy "
+                                 "has no request timeout or retry conditions; remove it (tcp takes connect_timeout and "
+                                 "retries.attempts, the number of connection attempts)")
+
+
 def check_retry_budget(spec: Spec) -> Iterator[Diagnostic]:
     """Per-try timeout × attempts fits in the request timeout, for the defaults and every overriding edge."""
     message = _budget_problem(spec.mesh.defaults)
@@ -193,7 +214,8 @@ def check_retry_budget(spec: Spec) -> Iterator[Diagnostic]:
         return
     for service in spec.services.values():
         for dep in service.dependencies:
-            if dep.overrides:
+            server = spec.services.get(dep.service)
+            if dep.overrides and (server is None or server.protocol != "tcp"):  # tcp: no request timeout to budget
                 message = _budget_problem(deep_merge(spec.mesh.defaults, dep.overrides))
                 if message:
                     yield _error(dep.span, "retry-budget", f"dependency {quote(dep.service)}: {message}")
@@ -220,6 +242,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_placements,
     check_reserved_namespaces,
     check_routing,
+    check_tcp_policy,
     check_retry_budget,
 )
 

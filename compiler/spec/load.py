@@ -191,7 +191,7 @@ def parse_document(name: str, raw: bytes) -> Document:
             parser.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        line, col = _position(text, mark)
         raise LoadError(_error(name, line, col, "yaml-syntax", _syntax_message(exc, text, mark))) from None
     except yaml.YAMLError as exc:  # libyaml reader errors carry no mark object
         raise LoadError(_error(name, 1, 1, "yaml-syntax", f"invalid YAML: {str(exc).splitlines()[0]}")) from None
@@ -204,6 +204,7 @@ def parse_document(name: str, raw: bytes) -> Document:
 # (libyaml) count those as line breaks, YAML 1.2 and editors do not, so text after one inside a
 # comment would be read as YAML nobody sees, and every later line number would be off.
 _NOT_ALLOWED = re.compile("[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_BREAKS = re.compile("\r\n|\r|\n")  # YAML's line breaks, once NEL, U+2028 and U+2029 are refused
 _CHARACTER_NAMES = {"\x85": "NEL (next line)", "\u2028": "U+2028 (line separator)", "\u2029": "U+2029 (paragraph separator)"}
 
 
@@ -213,12 +214,29 @@ def _check_characters(name: str, text: str) -> None:
     if found is None:
         return
     char, at = found.group(), found.start()
-    line = text.count("\n", 0, at) + 1
-    col = at - (text.rfind("\n", 0, at) + 1) + 1
+    line = len(_BREAKS.findall(text, 0, at)) + 1
+    col = at - (max(text.rfind("\n", 0, at), text.rfind("\r", 0, at)) + 1) + 1
     what = _CHARACTER_NAMES.get(char)
     message = (f"{what} is a line break to some YAML parsers and not to others or to editors; use a plain newline or remove it"
                if what else f"control character U+{ord(char):04X} is not allowed in YAML; remove it (write it as an escape in a double-quoted string)")
     raise LoadError(_error(name, line, col, "yaml-character", message))
+
+
+def _position(text: str, mark: Any) -> tuple[int, int]:
+    """1-based line and column of a libyaml mark, counted in the text itself and never past its end.
+
+    libyaml puts an error at the end of a file without a final newline on a line after the last one.
+    """
+    index = getattr(mark, "index", None)
+    if not isinstance(index, int):
+        return (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    body = text.removeprefix("\ufeff")  # libyaml's index does not count the byte-order mark
+    at = min(index, len(body))
+    if at == len(body) and body.endswith(("\n", "\r")):
+        at -= 2 if body.endswith("\r\n") else 1  # the end of the file: point at the last line, not at one past it
+    breaks = _BREAKS.findall(body, 0, at)
+    line_start = max(body.rfind("\n", 0, at), body.rfind("\r", 0, at)) + 1
+    return len(breaks) + 1, at - line_start + 1
 
 
 def _syntax_message(exc: yaml.MarkedYAMLError, text: str, mark: Any) -> str:

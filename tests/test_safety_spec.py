@@ -240,7 +240,7 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(command, cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
-@pytest.mark.parametrize("target", ["../b-real.yaml", "/etc/shadow"])
+@pytest.mark.parametrize("target", ["../b-real.yaml", "/nonexistent/outside/the/spec"])
 def test_validate_and_diff_agree_on_a_committed_symlink(tmp_path: Path, target: str) -> None:
     """git stores a link blob (mode 120000): the revision reader refuses it with the same diagnostic as the directory reader."""
     from compiler.gitsource import locate, read_revision

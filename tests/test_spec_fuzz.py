@@ -109,39 +109,56 @@ def mutate(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
 
 # ---------------------------------------------------------------- file-level mutations (on disk)
 
+def _clear(path: Path) -> None:
+    """Remove whatever is at `path` (a link itself, never its target), so the next edit creates, never writes through."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.is_symlink() or path.exists():
+        path.unlink()
+
+
+def put(path: Path, data: bytes) -> None:
+    """Write a new file at `path`: O_EXCL|O_NOFOLLOW, so a mutant's symlink or FIFO is replaced, never written through."""
+    _clear(path)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
 def _symlink(target: str) -> Callable[[Path, str], None]:
     def make(root: Path, relative: str) -> None:
-        (root / relative).unlink(missing_ok=True)
-        (root / relative).symlink_to(target)
+        _clear(root / relative)
+        # An absolute target outside the spec: a file of the test's own, in the work directory beside the spec.
+        (root / relative).symlink_to(str(root.parent / "secret") if target == "<outside>" else target)
     return make
 
 
 def _fifo(root: Path, relative: str) -> None:
-    (root / relative).unlink(missing_ok=True)
+    _clear(root / relative)
     os.mkfifo(root / relative)
 
 
 def _socket(root: Path, relative: str) -> None:
-    (root / relative).unlink(missing_ok=True)
+    _clear(root / relative)
     with socket.socket(socket.AF_UNIX) as server:
         server.bind(str(root / relative))
 
 
 def _directory(root: Path, relative: str) -> None:
-    (root / relative).unlink(missing_ok=True)
+    _clear(root / relative)
     (root / relative).mkdir()
 
 
 def _remove(root: Path, relative: str) -> None:
-    (root / relative).unlink()
+    _clear(root / relative)
 
 
 def _garbage(root: Path, relative: str) -> None:
-    (root / relative).write_bytes(bytes(range(256)))
+    put(root / relative, bytes(range(256)))
 
 
 FILE_EDITS: tuple[Callable[[Path, str], None], ...] = (
-    _symlink("/etc/shadow"), _symlink("../mesh.yaml"), _symlink("nowhere.yaml"), _symlink("loop.yaml"),
+    _symlink("<outside>"), _symlink("../mesh.yaml"), _symlink("nowhere.yaml"), _symlink("loop.yaml"),
     _fifo, _socket, _directory, _remove, _garbage,
 )
 NEW_NAMES = ("c.yaml", "new\nline.yaml", "tab\there.yaml", "x.yml", "README", "..yaml", "loop.yaml", "é.yaml", "-.yaml", "a" * 200 + ".yaml")
@@ -160,16 +177,18 @@ def _file_mutation(root: Path, rng: random.Random) -> None:
     services = root / "services"
     names = sorted(p.name for p in services.iterdir()) if services.is_dir() else []
     if roll < 0.06:
-        shutil.rmtree(services)
+        _clear(services)
     elif roll < 0.1:
-        shutil.rmtree(services)
-        services.write_text("service: a\n")
+        put(services, b"service: a\n")
     elif roll < 0.14:
         rng.choice(FILE_EDITS)(root, "mesh.yaml")
     elif roll < 0.3 and names:
-        os.rename(services / rng.choice(names), services / rng.choice(NEW_NAMES))
+        source, target = services / rng.choice(names), services / rng.choice(NEW_NAMES)
+        if source != target:
+            _clear(target)
+            os.rename(source, target)
     elif roll < 0.45:
-        (services / rng.choice(NEW_NAMES)).write_bytes(yaml_mutation(BASE["services/b.yaml"].encode(), rng))
+        put(services / rng.choice(NEW_NAMES), yaml_mutation(BASE["services/b.yaml"].encode(), rng))
     else:
         rng.choice(FILE_EDITS)(root, f"services/{rng.choice([*names, *NEW_NAMES])}")
 
@@ -240,20 +259,24 @@ def fuzz_in_memory(seed: int, count: int) -> tuple[int, int]:
 def fuzz_on_disk(seed: int, count: int, workdir: Path) -> tuple[int, int]:
     rng = random.Random(seed)
     valid = failed = 0
+    secret = workdir / "secret"
+    secret.write_text("never-echoed: this must not appear in any diagnostic\n")
     for index in range(count):
         root = workdir / f"m{index}"
         for relative, text in BASE.items():
             (root / relative).parent.mkdir(parents=True, exist_ok=True)
-            (root / relative).write_text(text)
+            put(root / relative, text.encode())
         for _ in range(rng.randint(1, 2)):
             file_mutation(root, rng)
         outcome = run_cli(root, f"seed {seed} disk mutant {index}")
+        assert "never-echoed" not in outcome.stderr
         if outcome.valid:
             valid += 1
         else:
             failed += 1
             assert_one_line_each(outcome.stderr, f"seed {seed} disk mutant {index}")
         shutil.rmtree(root)
+    assert secret.read_text() == "never-echoed: this must not appear in any diagnostic\n"  # nothing wrote through a link
     return valid, failed
 
 

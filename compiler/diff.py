@@ -20,14 +20,15 @@ import orjson
 import yaml
 
 from compiler.diagnostics import Diagnostic, SpecError
+from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
 from compiler.emit import MANIFEST, Artifact
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.ir.model import Workload
 from compiler.emit import TreeStatus, compare_tree
 from compiler.pipeline import Build, collector_paused, compile, compile_dir
-from compiler.render.restart import RestartClass, classify
+from compiler.render.restart import Credentials, RestartClass, classify, new_credentials
 from compiler.render.restart import changes as restart_costs
-from compiler.spec.load import MESH_FILE
+from compiler.spec.load import MESH_FILE, SpecFiles
 from compiler.spec.model import Spec
 
 RECORD = dict(frozen=True, kw_only=True, slots=True)
@@ -75,7 +76,10 @@ class DocumentDiff:
 
 @dataclass(**RECORD)
 class TargetDiff:
-    """One target (workload) whose sidecar documents or output files change, and what that costs."""
+    """One target (workload) whose sidecar documents or output files change, and what that costs.
+
+    A target that appears or disappears restarts nothing that runs (`restart` NONE): it is new or removed.
+    """
 
     target: str
     service: str
@@ -85,12 +89,19 @@ class TargetDiff:
     namespace: str
     status: str
     restart: RestartClass
+    restart_sensitive: bool = False  # the service's `restart_sensitive`
+    credentials: tuple[Credentials, ...] = ()  # clusters it newly watches: the platform must deliver their credentials
     documents: tuple[DocumentDiff, ...] = ()
     files: tuple[DocumentDiff, ...] = ()
 
     @property
     def needs_restart(self) -> bool:
         return self.restart >= RestartClass.SIDECAR_RESTART
+
+    @property
+    def sensitive_restart(self) -> bool:
+        """Does the change restart a sidecar (or roll the pods) of a restart-sensitive service?"""
+        return self.restart_sensitive and self.needs_restart
 
 
 @dataclass(**RECORD)
@@ -100,10 +111,39 @@ class Group:
     platform: str
     datacenter: str
     targets: tuple[str, ...]
-    no_restart: int
+    added: int  # new targets: they start, nothing restarts
+    removed: int
+    no_restart: int  # the rest count changed targets by their restart class
     hot_reload: int
     sidecar_restart: int
     envoy_restart: int
+    pod_roll: int
+
+
+@dataclass(**RECORD)
+class KubeDelete:
+    """A Kubernetes object the base applied and the head no longer writes: kube-applier never deletes
+    it, so someone must. `cascades` marks a Namespace, whose deletion takes everything still in it."""
+
+    cluster: str
+    api_version: str
+    kind: str
+    namespace: str | None
+    name: str
+    file: str  # the removed file, under output/
+    cascades: bool = False
+
+    @property
+    def resource(self) -> str:
+        """`kind.group/name` as kubectl names it unambiguously (`configmap/x`, `rolebinding.rbac.authorization.k8s.io/x`)."""
+        group = self.api_version.rpartition("/")[0]
+        return f"{self.kind.lower()}{'.' + group if group else ''}/{self.name}"
+
+    @property
+    def command(self) -> str:
+        """The kubectl command that deletes it, in the cluster's context (contexts named after mesh.yaml's clusters)."""
+        namespace = f" -n {self.namespace}" if self.namespace else ""
+        return f"kubectl --context {self.cluster} delete{namespace} {self.resource}"
 
 
 @dataclass(**RECORD)
@@ -119,11 +159,17 @@ class MeshDiff:
     targets: tuple[TargetDiff, ...] = ()
     groups: tuple[Group, ...] = ()
     shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
+    deletions: tuple[KubeDelete, ...] = ()  # in the order to run them: the reverse of kube-applier's
 
     @property
     def restarts(self) -> int:
-        """How many targets need a process restart (sidecar or Envoy), not just a hot reload."""
+        """How many targets need a process restart (sidecar or Envoy) or a pod roll, not just a hot reload."""
         return sum(t.needs_restart for t in self.targets)
+
+    @property
+    def sensitive_services(self) -> tuple[str, ...]:
+        """Restart-sensitive services with at least one target that restarts, sorted."""
+        return tuple(sorted({t.service for t in self.targets if t.sensitive_restart}))
 
     @property
     def changed(self) -> bool:
@@ -156,7 +202,7 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
     return replace(result, base_diagnostics=at_revision(result.base_diagnostics, base))
 
 
-def _read_base(location: SpecLocation, base: str) -> dict[str, bytes] | None:
+def _read_base(location: SpecLocation, base: str) -> SpecFiles | None:
     """The spec at the base, or None when the revision exists but has no spec directory yet."""
     try:
         return read_revision(location, base)
@@ -171,7 +217,7 @@ def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tupl
     return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
 
 
-def diff_specs(base_files: Mapping[str, bytes] | None, head_files: Mapping[str, bytes], *,
+def diff_specs(base_files: SpecFiles | None, head_files: SpecFiles, *,
                base: str, head: str, label: str) -> MeshDiff:
     """Compile both spec trees and diff them; an invalid or absent (None) base is diffed as empty, with a note.
 
@@ -215,19 +261,67 @@ def diff_builds(old: Build | None, new: Build, *, base: str = "base", head: str 
         spec=tuple(_spec_diffs(old.spec if old else None, new.spec)),
         targets=tuple(targets), groups=group(targets),
         shared=_file_diffs(old_files.get(None, {}), new_files.get(None, {})),
+        deletions=kube_deletions(old.artifacts if old else (), new.artifacts),
     )
 
 
 def group(targets: Sequence[TargetDiff]) -> tuple[Group, ...]:
-    """Changed targets by (platform, datacenter), with how many need which kind of restart."""
+    """Changed targets by (platform, datacenter): how many are new, removed, or need which kind of restart."""
     keyed: dict[tuple[str, str], list[TargetDiff]] = {}
     for target in targets:
         keyed.setdefault((target.platform, target.datacenter), []).append(target)
     return tuple(
         Group(platform=platform, datacenter=dc, targets=tuple(t.target for t in members),
-              **{cls.name.lower() if cls else "no_restart": sum(t.restart == cls for t in members) for cls in RestartClass})
+              added=sum(t.status == ADDED for t in members), removed=sum(t.status == REMOVED for t in members),
+              **{restart_key(cls): sum(t.status == CHANGED and t.restart == cls for t in members) for cls in RestartClass})
         for (platform, dc), members in sorted(keyed.items())
     )
+
+
+def restart_key(cls: RestartClass) -> str:
+    """A restart class as a count's name: `no_restart`, `hot_reload`, … `pod_roll`."""
+    return cls.name.lower() if cls else "no_restart"
+
+
+# ---------------------------------------------------------------- Kubernetes objects left behind
+
+def kube_deletions(old: Sequence[Artifact], new: Sequence[Artifact]) -> tuple[KubeDelete, ...]:
+    """The Kubernetes objects of `old` that `new` no longer writes, in the order to delete them by hand.
+
+    kube-applier applies a cluster's files sorted by path and never deletes; deleting in the
+    reverse order removes bindings before what they bind and a Namespace after its contents. An
+    object counts as kept when the head still writes `<kind>.<name>` in the same directory, even
+    under another numeric prefix. Only removed files are read.
+    """
+    kept = {_object_key(a.path) for a in new if _cluster_of(a.path)}
+    gone: dict[str, list[KubeDelete]] = {}
+    for artifact in old:
+        cluster = _cluster_of(artifact.path)
+        if cluster and _object_key(artifact.path) not in kept:
+            gone.setdefault(cluster, []).extend(_deletes(cluster, artifact))
+    return tuple(d for cluster in sorted(gone) for d in sorted(gone[cluster], key=lambda d: d.file, reverse=True))
+
+
+def _cluster_of(path: str) -> str | None:
+    parts = path.split("/")
+    return parts[1] if len(parts) >= 4 and parts[0] == KUBERNETES_ROOT and parts[-1].endswith(".yaml") else None
+
+
+def _object_key(path: str) -> tuple[str, str]:
+    """(directory, `<kind>.<name>.yaml`): a file's object, whatever its numeric prefix."""
+    directory, _, name = path.rpartition("/")
+    return directory, name.partition("-")[2] or name
+
+
+def _deletes(cluster: str, artifact: Artifact) -> Iterator[KubeDelete]:
+    parsed = parse_file(artifact.path, artifact.data)
+    documents = parsed[0] if parsed and isinstance(parsed[0], list) else [parsed[0] if parsed else None]
+    for obj in documents:
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        if isinstance(meta, dict) and isinstance(obj.get("kind"), str) and isinstance(meta.get("name"), str):
+            yield KubeDelete(cluster=cluster, api_version=str(obj.get("apiVersion", "v1")), kind=obj["kind"],
+                             namespace=meta.get("namespace"), name=meta["name"], file=artifact.path,
+                             cascades=obj["kind"] == "Namespace")
 
 
 # ---------------------------------------------------------------- spec files
@@ -252,7 +346,7 @@ def _spec_data(spec: Spec | None) -> dict[str, Any]:
     return {name[len(label):]: doc.data for name, doc in spec.documents.items()}
 
 
-def _reformatted(before: Mapping[str, bytes], after: Mapping[str, bytes], old: Build | None, new: Build) -> tuple[str, ...]:
+def _reformatted(before: SpecFiles, after: SpecFiles, old: Build | None, new: Build) -> tuple[str, ...]:
     if old is None:
         return ()
     old_data, new_data = _spec_data(old.spec), _spec_data(new.spec)
@@ -277,15 +371,18 @@ def _documents(build: Build | None) -> dict[str, Mapping[str, Any]]:
 def _target(target: str, placement: Mapping[str, Any], old_docs: Mapping[str, Any] | None, new_docs: Mapping[str, Any] | None,
             old_files: Mapping[str, bytes] | None, new_files: Mapping[str, bytes] | None) -> TargetDiff | None:
     existed, exists = old_docs is not None or old_files is not None, new_docs is not None or new_files is not None
-    documents = _document_diffs(old_docs or {}, new_docs or {})
+    status = CHANGED if existed and exists else (ADDED if exists else REMOVED)
+    # A target that starts or stops restarts nothing that runs: its documents cost nothing either.
+    documents = _document_diffs(old_docs or {}, new_docs or {}, priced=status == CHANGED)
     files = _without_mirrors(_file_diffs(old_files or {}, new_files or {}), documents)
     if not documents and not files and existed == exists:
         return None
-    status = CHANGED if existed and exists else (ADDED if exists else REMOVED)
-    return TargetDiff(
-        target=target, status=status, restart=classify(old_docs, new_docs), documents=documents, files=files,
-        **placement,
-    )
+    credentials = new_credentials(old_docs, new_docs)
+    restart = classify(old_docs, new_docs) if status == CHANGED else RestartClass.NONE
+    if status == CHANGED and credentials and placement["platform"] == "kubernetes":
+        restart = RestartClass.POD_ROLL  # a new credentials volume changes the pod template
+    return TargetDiff(target=target, status=status, restart=restart, credentials=credentials,
+                      documents=documents, files=files, **placement)
 
 
 def _placement(target: str, workload: Workload | None, datacenters: Mapping[str, str]) -> dict[str, Any]:
@@ -293,7 +390,7 @@ def _placement(target: str, workload: Workload | None, datacenters: Mapping[str,
     `k8s/<cluster>/<namespace>/<service>`) is placed by its id, in its cluster's datacenter."""
     if workload is not None:
         return {"service": workload.service, "platform": workload.platform, "datacenter": workload.datacenter,
-                "cluster": workload.cluster, "namespace": workload.namespace}
+                "cluster": workload.cluster, "namespace": workload.namespace, "restart_sensitive": workload.restart_sensitive}
     parts = target.split("/")
     if len(parts) == 4 and parts[0] == "k8s":
         return {"service": parts[3], "platform": "kubernetes", "datacenter": datacenters.get(parts[1], "?"),
@@ -301,9 +398,9 @@ def _placement(target: str, workload: Workload | None, datacenters: Mapping[str,
     return {"service": parts[-1], "platform": parts[0], "datacenter": "?", "cluster": None, "namespace": "?"}
 
 
-def _document_diffs(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[DocumentDiff, ...]:
+def _document_diffs(old: Mapping[str, Any], new: Mapping[str, Any], priced: bool = True) -> tuple[DocumentDiff, ...]:
     diffs = []
-    costs = restart_costs(old, new)  # per document: a Synapse `services` change alone is a hot reload
+    costs = restart_costs(old, new) if priced else {}  # per document: a Synapse `services` change alone is a hot reload
     for name in sorted(set(old) | set(new)):
         restart = costs.get(name, RestartClass.NONE)
         if name not in new:
@@ -678,6 +775,8 @@ def _diff_lists(old: list, new: list, path: str, out: list[Change]) -> None:
         _diff_keyed(before, after, lambda name: f"{path}[{label(name)}]", out)
     elif _unique_scalars(old) and _unique_scalars(new):
         _diff_sets(old, new, path, out)
+    elif _OR_LIST.search(path) and _unique_values(old) and _unique_values(new):
+        _diff_value_sets(old, new, path, out)
     else:
         _diff_aligned(old, new, path, out)
 
@@ -707,6 +806,24 @@ def _diff_sets(old: list, new: list, path: str, out: list[Change]) -> None:
     out += [Change(path=path or ".", kind=REMOVED, old=item) for item in old if item in gone]
     out += [Change(path=path or ".", kind=ADDED, new=item) for item in new if item in came]
     if not gone and not came:  # same members, new order: order matters (failover lists), so say so
+        out.append(Change(path=path or ".", kind=CHANGED, old=old, new=new))
+
+
+# Lists whose items are alternatives of an OR, so their position means nothing: Envoy RBAC
+# `principals` and `permissions`, a NetworkPolicy rule's `from` peers.
+_OR_LIST = re.compile(r"(?:^|\.)(?:principals|permissions|from)$")
+
+
+def _unique_values(items: list) -> bool:
+    return len({_canonical(i) for i in items}) == len(items)
+
+
+def _diff_value_sets(old: list, new: list, path: str, out: list[Change]) -> None:
+    """Items matched by value, like `_diff_sets`: adding a client is one `+` of it, wherever it sorts."""
+    before, after = {_canonical(i): i for i in old}, {_canonical(i): i for i in new}
+    out += [Change(path=path or ".", kind=REMOVED, old=item) for key, item in before.items() if key not in after]
+    out += [Change(path=path or ".", kind=ADDED, new=item) for key, item in after.items() if key not in before]
+    if before.keys() == after.keys():  # same members, new order
         out.append(Change(path=path or ".", kind=CHANGED, old=old, new=new))
 
 

@@ -12,7 +12,12 @@ from gitdb.exc import BadName, BadObject
 from compiler.spec.load import MAX_FILE_BYTES, MESH_FILE, SERVICES_DIR, Unreadable, symlink_problem
 
 _BLOB_MODES = (0o100644, 0o100755)  # regular files; symlinks and submodules are not spec files
-_LINK_MODE = 0o120000
+_SYMLINK_MODE = 0o120000
+_MAX_SYMLINK_HOPS = 40  # as the Linux kernel's ELOOP limit
+_MAX_SYMLINK_BYTES = 4096  # PATH_MAX: a longer "symlink" blob is no path
+
+
+OVERSIZED = bytes(MAX_FILE_BYTES + 1)  # a blob over the limit, unread (see _read_blob)
 
 
 class RevisionError(Exception):
@@ -29,10 +34,18 @@ class SpecLocation:
 
     repo: git.Repo
     relative: str  # posix path from the repository root; "" when the spec is the root itself
+    # The same directory with the working tree's symlinks resolved (None: it resolves outside the
+    # repository): read where a revision lacks `relative`, e.g. through a link nobody committed.
+    resolved: str | None = None
 
 
 def locate(spec_dir: Path) -> SpecLocation:
-    """Find the git repository holding `spec_dir` (which need not exist in the working tree)."""
+    """Find the git repository holding `spec_dir` (which need not exist in the working tree).
+
+    The spec directory is named by its path inside the repository as the user wrote it, with
+    symlinks inside the repository left unresolved: each revision resolves them in its own tree
+    (`read_revision`), so a symlinked spec directory means the same path at the base and the head.
+    """
     start = _existing_ancestor(spec_dir.absolute())
     try:
         repo = git.Repo(start, search_parent_directories=True)
@@ -41,12 +54,31 @@ def locate(spec_dir: Path) -> SpecLocation:
     if repo.working_tree_dir is None:
         raise RevisionError(f"{repo.git_dir!r} is a bare repository; run meshc in a clone")
     root = os.path.realpath(repo.working_tree_dir)
-    relative = os.path.relpath(os.path.realpath(spec_dir.absolute()), root)
-    if relative == os.curdir:
-        relative = ""
-    if relative.startswith(os.pardir):
+    relative = _path_in_repo(Path(os.path.abspath(spec_dir)), root)
+    if relative is None:
         raise RevisionError(f"{spec_dir.as_posix()!r} is outside the repository at {root!r}")
-    return SpecLocation(repo=repo, relative=PurePosixPath(Path(relative)).as_posix() if relative else "")
+    return SpecLocation(repo=repo, relative=relative, resolved=_resolved_in_repo(Path(os.path.abspath(spec_dir)), root))
+
+
+def _path_in_repo(path: Path, root: str) -> str | None:
+    """`path` relative to the repository root, or None when it lies outside.
+
+    The deepest ancestor that is the root (through any symlinks above the repository) anchors the
+    rest, kept as written. A path reached only through a link from outside is resolved whole.
+    """
+    for ancestor in (path, *path.parents):
+        if os.path.realpath(ancestor) == root:
+            relative = path.relative_to(ancestor).as_posix()
+            return "" if relative == "." else relative
+    return _resolved_in_repo(path, root)
+
+
+def _resolved_in_repo(path: Path, root: str) -> str | None:
+    """`path` with every symlink resolved, relative to the repository root; None when that is outside."""
+    resolved = os.path.relpath(os.path.realpath(path), root)
+    if resolved == os.pardir or resolved.startswith(os.pardir + os.sep):
+        return None
+    return "" if resolved == os.curdir else PurePosixPath(Path(resolved)).as_posix()
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -84,8 +116,9 @@ def _read_entry(entry: git.Object, relative: str) -> bytes | Unreadable:
 
 def _wrong_entry(entry: git.Object, relative: str, wanted: str) -> Unreadable:
     """Why a tree entry is not the spec entry it should be, in the directory reader's words."""
-    if entry.type == "blob" and entry.mode == _LINK_MODE:
-        return symlink_problem(relative, entry.data_stream.read(4096))
+    if entry.type == "blob" and entry.mode == _SYMLINK_MODE:
+        # A "link" longer than a path can be is no path: refused as leaving the spec, unread.
+        return symlink_problem(relative, entry.data_stream.read() if entry.size <= _MAX_SYMLINK_BYTES else b"/")
     kind = {"tree": "a directory", "submodule": "a git submodule", "blob": "a file"}.get(entry.type, "not a regular file")
     fix = "make it a directory of service files" if wanted == "a directory" else "remove it or make it a regular file"
     return Unreadable(code="file-type", message=f"this is {kind}, not {wanted}; {fix}")
@@ -104,15 +137,67 @@ def _spec_tree(location: SpecLocation, revision: str) -> git.Tree:
     except (BadName, BadObject, ValueError, git.GitCommandError):
         raise RevisionError(f"unknown revision {revision!r} in {location.repo.working_tree_dir!r}; "
                             "fetch it first (CI checkouts are often shallow: use fetch-depth: 0)") from None
-    if not location.relative:
-        return commit.tree
-    try:
-        tree = commit.tree / location.relative
-    except KeyError:
-        tree = None
+    where = f"at revision {revision!r} ({commit.hexsha[:12]})"
+    tree = _walk(commit.tree, location.relative, where)
+    if (tree is None or tree.type != "tree") and location.resolved not in (None, location.relative):
+        tree = _walk(commit.tree, location.resolved, where)  # reached through a link the revision lacks
     if tree is None or tree.type != "tree":
-        raise SpecDirMissing(f"{location.relative!r} is not a directory at revision {revision!r} ({commit.hexsha[:12]})")
+        raise SpecDirMissing(f"{location.relative!r} is not a directory {where}")
     return tree
+
+
+def _walk(root: git.Tree, relative: str, where: str) -> git.Object | None:
+    """The object at `relative` in `root`, following symlinks committed in the tree as the file
+    system would in a checkout of it; None when a component does not exist.
+
+    A link that leaves the repository (absolute, or `..` above the root) points at something git
+    does not hold, and a link loop never ends: both are errors that name the link.
+    """
+    parts, trees, hops = list(PurePosixPath(relative).parts) if relative else [], [root], 0
+    found: git.Object = root
+    walked: list[str] = []
+    while parts:
+        name = parts.pop(0)
+        if name in (".", ""):
+            continue
+        if name == "..":
+            if len(trees) == 1:
+                raise RevisionError(f"{relative!r} leads out of the repository {where}")
+            trees.pop()
+            walked.pop()
+            found = trees[-1]
+            continue
+        entry = _child(trees[-1], name) if found.type == "tree" else None
+        if entry is None:
+            return None
+        link = "/".join([*walked, name])
+        if entry.mode == _SYMLINK_MODE:
+            hops += 1
+            target = _link_target(entry, link, where)
+            if hops > _MAX_SYMLINK_HOPS:
+                raise RevisionError(f"{link!r} is part of a symlink loop {where}")
+            if target.startswith("/"):
+                raise RevisionError(f"{link!r} is a symlink to {target!r} {where}, outside the repository: git does not "
+                                    "hold what it points to; pass the directory it points to as --spec")
+            parts = [*PurePosixPath(target).parts, *parts]
+            continue
+        found = entry
+        if entry.type == "tree":
+            trees.append(entry)
+            walked.append(name)
+        elif parts:
+            return None
+    return found
+
+
+def _link_target(blob: git.Blob, link: str, where: str) -> str:
+    """The path a committed symlink holds (its blob's bytes)."""
+    if blob.size > _MAX_SYMLINK_BYTES:
+        raise RevisionError(f"{link!r} is a symlink {where} whose target is longer than a path can be")
+    try:
+        return blob.data_stream.read().decode()
+    except UnicodeDecodeError:
+        raise RevisionError(f"{link!r} is a symlink {where} whose target is not UTF-8") from None
 
 
 def _child(tree: git.Tree, name: str) -> git.Object | None:
@@ -123,6 +208,10 @@ def _child(tree: git.Tree, name: str) -> git.Object | None:
 
 
 def _read_blob(blob: git.Blob) -> bytes:
-    # Read whole (a partly read stream would desync git's cat-file pipe), then cap as read_tree does,
-    # so an oversized file gets the same diagnostic either way.
-    return blob.data_stream.read()[: MAX_FILE_BYTES + 1]
+    # The size comes from the object header (`git cat-file --batch-check`): a blob over the limit
+    # is never read, whatever its size. It stands as limit+1 bytes, the length read_tree caps an
+    # oversized file at, so parse_document reports `file-too-large` at the file either way. A blob
+    # within the limit is read whole: a partly read stream would desync git's cat-file pipe.
+    if blob.size > MAX_FILE_BYTES:
+        return OVERSIZED
+    return blob.data_stream.read()

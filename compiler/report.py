@@ -12,8 +12,10 @@ from typing import Any
 import jinja2
 
 from compiler.diagnostics import Diagnostic
-from compiler.diff import ADDED, CHANGED, REMOVED, Change, DocumentDiff, MeshDiff, TargetDiff
-from compiler.render.restart import RestartClass
+from compiler.backends.kubernetes import reader_secret_name
+from compiler.diff import ADDED, CHANGED, REMOVED, Change, DocumentDiff, KubeDelete, MeshDiff, TargetDiff, restart_key
+from compiler.render.restart import Credentials, RestartClass
+from compiler.spec.model import DISCOVERY_NAMESPACE
 
 FORMATS = ("text", "markdown", "json")
 GITHUB_COMMENT_LIMIT = 65_536
@@ -28,28 +30,66 @@ _RESTART_LABEL = {
     RestartClass.HOT_RELOAD: "hot-reload",
     RestartClass.SIDECAR_RESTART: "sidecar-restart",
     RestartClass.ENVOY_RESTART: "envoy-restart",
+    RestartClass.POD_ROLL: "pod-roll",
 }
+_NEW_OR_REMOVED = {ADDED: "new", REMOVED: "removed"}  # what a target that starts or stops reads as, instead of a restart
 _ANSI = {"bold": "\033[1m", "red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "cyan": "\033[36m", "reset": "\033[0m"}
 _STATUS_COLOR = {ADDED: "green", REMOVED: "red", CHANGED: "yellow"}
 
 
 def summary(diff: MeshDiff) -> dict[str, int]:
-    """Headline counts: changed targets, how many need a restart, and targets per restart class."""
-    counts = {"targets": len(diff.targets), "restarts": diff.restarts}
+    """Headline counts: targets that change, are new or removed; how many need a restart, how many of
+    those are restart-sensitive; changed targets per restart class; credentials and objects to delete."""
+    counts = {"targets": len(diff.targets), "restarts": diff.restarts,
+              "restart_sensitive": sum(t.sensitive_restart for t in diff.targets),
+              "added": sum(t.status == ADDED for t in diff.targets), "removed": sum(t.status == REMOVED for t in diff.targets)}
     for cls in RestartClass:
-        counts[_key(cls)] = sum(t.restart == cls for t in diff.targets)
+        counts[restart_key(cls)] = sum(t.status == CHANGED and t.restart == cls for t in diff.targets)
+    counts["credentials"] = sum(bool(t.credentials) for t in diff.targets)
+    counts["deletions"] = len(diff.deletions)
     counts["shared_files"] = len(diff.shared)
     counts["spec_files"] = len(diff.spec)
     return counts
 
 
-def _key(cls: RestartClass) -> str:
-    return cls.name.lower() if cls else "no_restart"
-
-
 def restart_label(cls: RestartClass) -> str:
     """How a restart class reads in a report."""
     return _RESTART_LABEL[cls]
+
+
+def target_cost(target: TargetDiff) -> str:
+    """`new`, `removed`, or the restart class of a changed target."""
+    return _NEW_OR_REMOVED.get(target.status) or restart_label(target.restart)
+
+
+def restart_headline(diff: MeshDiff, counts: dict[str, int]) -> str:
+    """`3 need a restart (…), 2 of them restart-sensitive: key-manager`: the cost of the change in one clause."""
+    text = (f"{counts['restarts']} need{'s' if counts['restarts'] == 1 else ''} a restart ({counts['pod_roll']} pod roll, "
+            f"{counts['envoy_restart']} Envoy restart, {counts['sidecar_restart']} sidecar restart)")
+    if counts["restart_sensitive"]:
+        text += f", {counts['restart_sensitive']} of them restart-sensitive: {', '.join(diff.sensitive_services)}"
+    return text
+
+
+def credential_line(target: TargetDiff, credentials: Credentials) -> str:
+    """What the platform must deliver before `target` can read a cluster it did not watch, and what that costs."""
+    cluster, where = credentials.cluster, credentials.directory
+    source = f"the token of {DISCOVERY_NAMESPACE}/{reader_secret_name(target.service)} in {cluster}"
+    if target.platform != "kubernetes":
+        return (f"needs discovery credentials for {cluster}: add mesh::discovery_credentials['{cluster}'] ({source}); "
+                f"Puppet writes them to {where}, Synapse reads them without a restart")
+    rolls = "rolls its pods: the Deployment must mount" if target.status == CHANGED else "its Deployment must mount"
+    if cluster == target.cluster:
+        return f"{rolls} a projected ServiceAccount token with kube-root-ca.crt at {where} (its own cluster, {cluster})"
+    return f"{rolls} Secret mesh-discovery-{cluster} (the site's copy of {source}) at {where}"
+
+
+def delete_line(deletion: KubeDelete) -> str:
+    """A kubectl delete command; a Namespace's commented out, since it would take everything still in it."""
+    if deletion.cascades:
+        return (f"# {deletion.command}   # only once nothing else lives in namespace {deletion.name}: "
+                "deleting it deletes everything in it, objects meshc did not write included")
+    return deletion.command
 
 
 def change_line(change: Change) -> str:
@@ -85,6 +125,13 @@ def to_json(diff: MeshDiff) -> dict[str, Any]:
     data = _plain(diff)
     data["summary"] = summary(diff)
     data["changed"] = diff.changed
+    data["sensitive_services"] = list(diff.sensitive_services)
+    for target, record in zip(diff.targets, data["targets"]):
+        record["sensitive_restart"] = target.sensitive_restart
+        record["credentials"] = [{**c, "action": credential_line(target, credentials)}
+                                 for c, credentials in zip(record["credentials"], target.credentials)]
+    for deletion, record in zip(diff.deletions, data["deletions"]):
+        record["command"] = deletion.command
     return data
 
 
@@ -138,12 +185,25 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
     if not diff.changed:
         yield "No target changes." + (" The spec changed, but renders the same output." if diff.spec else "")
     else:
-        yield paint(f"{counts['targets']} target(s) change; {counts['restarts']} need a restart "
-                    f"({counts['envoy_restart']} Envoy restart, {counts['sidecar_restart']} sidecar restart); "
-                    f"{counts['hot_reload']} hot-reload, {counts['no_restart']} without restart", "bold")
+        yield paint(f"{counts['targets']} target(s) change: {counts['added']} new, {counts['removed']} removed; "
+                    f"{restart_headline(diff, counts)}; {counts['hot_reload']} hot-reload, {counts['no_restart']} without restart",
+                    "bold")
+        if counts["restart_sensitive"]:
+            yield paint(f"warning: restart-sensitive service(s) restart: {', '.join(diff.sensitive_services)} "
+                        "(targets marked below)", "red", "bold")
+        if counts["credentials"]:
+            yield paint(f"{counts['credentials']} target(s) watch a cluster they did not watch before and need its "
+                        "discovery credentials first (below)", "yellow")
         for g in diff.groups:
-            yield (f"  {g.platform:<10} {g.datacenter:<10} {len(g.targets):>5} target(s): {g.envoy_restart} envoy-restart, "
-                   f"{g.sidecar_restart} sidecar-restart, {g.hot_reload} hot-reload, {g.no_restart} no restart")
+            yield (f"  {g.platform:<10} {g.datacenter:<10} {len(g.targets):>5} target(s): {g.added} new, {g.removed} removed, "
+                   f"{g.pod_roll} pod-roll, {g.envoy_restart} envoy-restart, {g.sidecar_restart} sidecar-restart, "
+                   f"{g.hot_reload} hot-reload, {g.no_restart} no restart")
+    if diff.deletions:
+        yield ""
+        yield paint(f"Kubernetes objects to delete by hand ({len(diff.deletions)}): kube-applier never deletes what the "
+                    "head no longer writes. Run in this order (the reverse of its apply order); kubectl contexts are "
+                    "named after mesh.yaml's clusters:", "bold")
+        yield from (f"  {delete_line(d)}" for d in diff.deletions)
     if diff.reformatted:
         yield "Only comments or formatting changed in: " + ", ".join(diff.reformatted)
     if diff.spec:
@@ -167,8 +227,14 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
 
 def _target_text(target: TargetDiff, paint: Paint) -> Iterator[str]:
     restart_style = ("red", "bold") if target.needs_restart else ("green",)
-    yield (f"  {paint(target.target, 'cyan')}: {paint(target.status, _STATUS_COLOR[target.status])}, "
-           f"{paint(restart_label(target.restart), *restart_style)}")
+    if target.status == CHANGED:
+        cost = f"{paint(target.status, _STATUS_COLOR[target.status])}, {paint(restart_label(target.restart), *restart_style)}"
+    else:
+        cost = paint(target_cost(target), _STATUS_COLOR[target.status])
+    sensitive = paint(" (restart-sensitive)", "red", "bold") if target.sensitive_restart else ""
+    yield f"  {paint(target.target, 'cyan')}: {cost}{sensitive}"
+    for credentials in target.credentials:
+        yield "    " + paint(credential_line(target, credentials), "yellow")
     for doc in target.documents:
         yield from _document_text(doc, "    ", paint, sidecar=True)
     for file in target.files:
@@ -176,7 +242,8 @@ def _target_text(target: TargetDiff, paint: Paint) -> Iterator[str]:
 
 
 def _document_text(doc: DocumentDiff, indent: str, paint: Paint, sidecar: bool) -> Iterator[str]:
-    what = f"document {doc.name} ({restart_label(doc.restart)})" if sidecar else f"file {doc.name}"
+    priced = sidecar and (doc.status == CHANGED or doc.restart)  # a new or removed target's documents cost nothing apart
+    what = f"document {doc.name} ({restart_label(doc.restart)})" if priced else f"{'document' if sidecar else 'file'} {doc.name}"
     yield f"{indent}{what}: " + paint(doc.status, _STATUS_COLOR[doc.status])
     yield from _change_text(doc.changes, indent + "  ", paint)
     if doc.mirrored:
@@ -205,7 +272,9 @@ def _template() -> jinja2.Template:
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
         autoescape=False,  # Markdown, not HTML: values sit in code spans and fenced blocks, made fence-safe below
     )
-    env.filters.update(fence=_fence_safe, restart=restart_label, change_lines=change_lines, cap=_cap_text)
+    env.filters.update(fence=_fence_safe, restart=restart_label, change_lines=change_lines, cap=_cap_text,
+                       cost=target_cost, credential=credential_line, delete=delete_line)
+    env.globals.update(restart_headline=restart_headline, CHANGED=CHANGED)
     return env.get_template("diff.md.j2")
 
 

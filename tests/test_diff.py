@@ -81,8 +81,10 @@ def expected(name: str, mesh: Mesh) -> dict[str, tuple[str, str]]:
     """Target -> (status, restart class) each scenario must report, derived from the IR."""
     if name == "add-dependency":
         # the client gains an egress listener and cluster, and a Synapse service (reloaded live, no
-        # restart); the server admits one more identity
-        clients = {t: ("changed", "hot-reload") for t in _ids(mesh, "permissions")}
+        # restart); the server admits one more identity. But permissions now watches gke-usc1-a, a
+        # cluster it did not read before: its VMs need a new mesh::discovery_credentials entry
+        # (Synapse reads it live), its pods a new credentials volume, which rolls them.
+        clients = {w.id: ("changed", "pod-roll" if w.platform == "kubernetes" else "hot-reload") for w in mesh.workloads_of("permissions")}
         servers = {t: ("changed", "hot-reload") for t in _ids(mesh, "storage-gateway")}
         assert {w.platform for w in mesh.workloads_of("permissions")} == {w.platform for w in mesh.workloads_of("storage-gateway")} == {"vm", "kubernetes"}
         # permissions runs in none of storage-gateway's clusters, so it becomes an external reader in
@@ -97,11 +99,17 @@ def expected(name: str, mesh: Mesh) -> dict[str, tuple[str, str]]:
         return {w.id: ("changed", "envoy-restart") for w in mesh.workloads}
     if name == "remove-service":
         assert [e.service for w in mesh.workloads_of("audit-log") for e in w.egress] == ["event-bus"]
-        return {t: ("removed", "envoy-restart") for t in _ids(mesh, "audit-log")} | {t: ("changed", "hot-reload") for t in _ids(mesh, "event-bus")}
+        return {t: ("removed", "none") for t in _ids(mesh, "audit-log")} | {t: ("changed", "hot-reload") for t in _ids(mesh, "event-bus")}
     return {}
 
 
+RESTARTS = ("sidecar-restart", "envoy-restart", "pod-roll")
 LABELS = {"none": "no restart"}  # the text and Markdown reports' word for a change that restarts nothing
+
+
+def shown(status: str, restart: str) -> str:
+    """How the text report shows a target's cost: `new`, `removed`, or `changed, <restart class>`."""
+    return {"added": "new", "removed": "removed"}.get(status) or f"changed, {LABELS.get(restart, restart)}"
 SCENARIOS = ("add-dependency", "timeout", "admin-port", "remove-service", "comment-only")
 SPEC_CHANGES = {
     "add-dependency": ["services/permissions.yaml"],
@@ -133,15 +141,17 @@ def test_json_reports_exact_targets_and_restart_classes(name: str, history: dict
     assert [s["file"] for s in report["spec"]] == SPEC_CHANGES[name]
     assert report["changed"] is bool(want)
     assert report["summary"]["targets"] == len(want)
-    assert report["summary"]["restarts"] == sum(r in ("sidecar-restart", "envoy-restart") for _, r in want.values())
+    assert report["summary"]["restarts"] == sum(r in ("sidecar-restart", "envoy-restart", "pod-roll") for _, r in want.values())
     groups = {(g["platform"], g["datacenter"]): set(g["targets"]) for g in report["groups"]}
     assert set().union(*groups.values()) == set(want) if want else groups == {}
     workloads = {w.id: w for w in example_mesh.workloads}
     assert all(workloads[t].platform == p and workloads[t].datacenter == dc for (p, dc), ts in groups.items() for t in ts
                if "/meshc-discovery/" not in t)  # an external reader's grant belongs to no workload
     order = ["none", "hot-reload", "sidecar-restart", "envoy-restart"]
-    for target in report["targets"]:  # a target costs what its dearest document costs
-        assert target["restart"] == max((d["restart"] for d in target["documents"]), key=order.index, default="none")
+    for target in report["targets"]:  # a changed target costs what its dearest document costs, or a pod roll
+        dearest = max((d["restart"] for d in target["documents"]), key=order.index, default="none")
+        rolls = target["platform"] == "kubernetes" and target["credentials"]
+        assert target["restart"] == ("none" if target["status"] != "changed" else "pod-roll" if rolls else dearest)
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
@@ -150,8 +160,8 @@ def test_markdown_has_the_summary_table_first_and_every_target_folded(name: str,
     code, out, _ = run(capsys, *_args(history, name, "markdown"))
     want = expected(name, example_mesh)
     assert code == 0 and len(out) < GITHUB_COMMENT_LIMIT
-    folded = dict(re.findall(r"<details><summary><code>([^<]+)</code>: (?:added|removed|changed), <b>([a-z -]+)</b>", out))
-    assert folded == {t: LABELS.get(r, r) for t, (_, r) in want.items()}
+    folded = dict(re.findall(r"<details><summary><code>([^<]+)</code>: (new|removed|changed, <b>[a-z -]+</b>)", out))
+    assert {t: re.sub("</?b>", "", v) for t, v in folded.items()} == {t: shown(s, r) for t, (s, r) in want.items()}
     if want:
         table = out.index("| Platform | Datacenter | Targets |")
         assert table < out.index("<details>")
@@ -165,9 +175,10 @@ def test_text_lists_each_target_once_with_its_restart_class(name: str, history: 
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, *_args(history, name, "text"))
     want = expected(name, example_mesh)
-    listed = dict(re.findall(r"^  ((?:vm|k8s)/\S+): (?:added|removed|changed), (.+)$", out, re.MULTILINE))
+    listed = dict(re.findall(r"^  ((?:vm|k8s)/\S+): (.+)$", out, re.MULTILINE))
     assert code == 0 and "\033[" not in out  # captured output is not a TTY: no colour
-    assert listed == {t: LABELS.get(r, r) for t, (_, r) in want.items()}
+    sensitive = {w.id for w in example_mesh.workloads if w.restart_sensitive}
+    assert listed == {t: shown(s, r) + (" (restart-sensitive)" if t in sensitive and r in RESTARTS else "") for t, (s, r) in want.items()}
 
 
 def test_specific_semantic_paths(history: dict) -> None:

@@ -51,14 +51,31 @@ def test_duplicate_names_fall_back_to_index() -> None:
 
 
 def test_unnamed_items_are_aligned_by_content_so_an_insertion_is_one_change() -> None:
-    def principal(name: str) -> dict:
-        return {"authenticated": {"principal_name": {"exact": f"spiffe://box.mesh/ns/{name}/sa/{name}"}}}
-    old = {"principals": [principal("a"), principal("c"), principal("d")]}
-    new = {"principals": [principal("a"), principal("b"), principal("c"), principal("d")]}
-    assert diff_values(old, new) == (Change(path="principals[1]", kind=ADDED, new=principal("b")),)
+    old = {"routes": [{"match": {"prefix": "/a"}}, {"match": {"prefix": "/c"}}]}
+    new = {"routes": [{"match": {"prefix": "/a"}}, {"match": {"prefix": "/b"}}, {"match": {"prefix": "/c"}}]}
+    assert diff_values(old, new) == (Change(path="routes[1]", kind=ADDED, new={"match": {"prefix": "/b"}}),)
     thresholds = {"thresholds": [{"priority": "DEFAULT", "max_requests": 1024}]}
     assert diff_values(thresholds, {"thresholds": [{"priority": "DEFAULT", "max_requests": 2048}]}) == (
         Change(path="thresholds[0].max_requests", kind=CHANGED, old=1024, new=2048),)
+
+
+def _principal(name: str) -> dict:
+    return {"authenticated": {"principal_name": {"exact": f"spiffe://box.mesh/ns/{name}/sa/{name}"}}}
+
+
+def test_principals_are_matched_by_value_not_by_position() -> None:
+    """An RBAC policy's principals are alternatives of an OR: adding a client is one added principal,
+    and replacing one client by another is a removal and an addition, never `principals[0]….exact: a → b`."""
+    path = "policies.mesh-clients.principals"
+    old = {"policies": {"mesh-clients": {"principals": [_principal("a"), _principal("c"), _principal("d")]}}}
+    new = {"policies": {"mesh-clients": {"principals": [_principal("a"), _principal("b"), _principal("c"), _principal("d")]}}}
+    assert diff_values(old, new) == (Change(path=path, kind=ADDED, new=_principal("b")),)
+    swapped = {"policies": {"mesh-clients": {"principals": [_principal("b"), _principal("c"), _principal("d")]}}}
+    assert diff_values(old, swapped) == (Change(path=path, kind=REMOVED, old=_principal("a")), Change(path=path, kind=ADDED, new=_principal("b")))
+    reordered = {"policies": {"mesh-clients": {"principals": [_principal("c"), _principal("a"), _principal("d")]}}}
+    assert [c.kind for c in diff_values(old, reordered)] == [CHANGED]
+    peers = {"from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}, {"namespaceSelector": {"matchLabels": {"n": "a"}}}]}
+    assert diff_values({"from": peers["from"][1:]}, peers) == (Change(path="from", kind=ADDED, new={"ipBlock": {"cidr": "10.0.0.0/8"}}),)
 
 
 def test_lists_of_unique_scalars_are_sets_but_reordering_is_reported() -> None:
@@ -176,10 +193,10 @@ def test_files_added_removed_and_text_files_and_targets_that_come_and_go(base_bu
     result = diff_builds(base_build, _with(base_build, sidecars=sidecars, artifacts=artifacts))
     assert [(t.target, t.status, t.restart) for t in result.targets] == [
         ("vm/auth/iad", CHANGED, RestartClass.NONE),  # only an output file: apply, nothing restarts
-        ("vm/auth/sjc", REMOVED, RestartClass.ENVOY_RESTART),  # a stop costs what its dearest document costs
+        ("vm/auth/sjc", REMOVED, RestartClass.NONE),  # a stop restarts nothing that keeps running: "removed"
     ]
     assert [(f.name, f.status) for f in result.targets[0].files] == [("puppet/data/vm/auth/iad.yaml", ADDED)]
-    assert [(d.name, d.status) for d in result.targets[1].documents] == [(n, REMOVED) for n in sorted(_documents("vm"))]
+    assert [(d.name, d.status, d.restart) for d in result.targets[1].documents] == [(n, REMOVED, RestartClass.NONE) for n in sorted(_documents("vm"))]
     shared, = result.shared
     assert (shared.name, shared.changes, shared.text[2:]) == ("puppet/manifests/init.pp", (), ("@@ -1,3 +1,3 @@", " class mesh {", "-  # one", "+  # two", " }"))
 
@@ -196,7 +213,9 @@ def test_group_counts_every_restart_class(base_build: Build) -> None:
     result = diff_builds(None, base_build)
     assert group(result.targets) == result.groups
     assert sum(len(g.targets) for g in result.groups) == len(result.targets)
-    assert all(len(g.targets) == g.no_restart + g.hot_reload + g.sidecar_restart + g.envoy_restart for g in result.groups)
+    assert all(len(g.targets) == g.added + g.removed + g.no_restart + g.hot_reload + g.sidecar_restart + g.envoy_restart + g.pod_roll
+               for g in result.groups)
+    assert all(g.added == len(g.targets) for g in result.groups)  # nothing at the base: every target is new
 
 
 # ---------------------------------------------------------------- the canonical YAML reader
@@ -261,7 +280,7 @@ def test_text_is_coloured_only_when_asked_and_json_keeps_every_field(base_build:
     data = to_json(result)
     assert data["summary"]["targets"] == len(result.targets) == len(data["targets"])
     assert set(data["targets"][0]) == {"target", "service", "platform", "datacenter", "cluster", "namespace", "status", "restart",
-                                       "documents", "files"}
+                                       "restart_sensitive", "sensitive_restart", "credentials", "documents", "files"}
     assert json.loads(json.dumps(data)) == data
 
 

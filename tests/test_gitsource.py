@@ -96,9 +96,12 @@ def test_oversized_files_are_capped_like_the_directory_reader(tmp_path: Path) ->
     repo = make_repo(tmp_path / "repo")
     (repo / "mesh-spec/services/big.yaml").write_bytes(b"#" * (MAX_FILE_BYTES + 100))
     commit(repo, "big")
+    (repo / "mesh-spec/services/edge-size.yaml").write_bytes(b"#" * MAX_FILE_BYTES)  # exactly the limit: read
+    commit(repo, "edge")
     files = read_revision(locate(repo / "mesh-spec"), "HEAD")
-    assert files["services/big.yaml"] == read_tree(repo / "mesh-spec")["services/big.yaml"]
-    assert len(files["services/big.yaml"]) == MAX_FILE_BYTES + 1
+    # Both readers hand parse_document limit+1 bytes for an oversized file (the blob is not even read).
+    assert len(files["services/big.yaml"]) == len(read_tree(repo / "mesh-spec")["services/big.yaml"]) == MAX_FILE_BYTES + 1
+    assert files["services/edge-size.yaml"] == read_tree(repo / "mesh-spec")["services/edge-size.yaml"]
 
 
 def test_unknown_revision_and_missing_spec_dir_are_clear_errors(tmp_path: Path) -> None:

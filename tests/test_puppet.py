@@ -57,6 +57,7 @@ def test_one_data_file_per_vm_pool_with_its_target(example_build: Any) -> None:
         "puppet/modules/mesh/functions/nerve_for_host.pp",
         "puppet/modules/mesh/functions/sort_keys.pp",
         "puppet/modules/mesh/metadata.json",
+        "puppet/manifests/site.pp",
     }
 
 

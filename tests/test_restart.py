@@ -122,7 +122,7 @@ def test_unknown_document_is_assumed_costliest() -> None:
 
 
 def test_labels() -> None:
-    assert [c.label for c in RestartClass] == ["none", "hot-reload", "sidecar-restart", "envoy-restart"]
+    assert [c.label for c in RestartClass] == ["none", "hot-reload", "sidecar-restart", "envoy-restart", "pod-roll"]
 
 
 def test_no_rendered_document_falls_back_to_the_default(example_build: Build) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import enum
+import posixpath
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, ENVOY_SDS, NERVE, SYNAPSE
@@ -16,6 +18,9 @@ class RestartClass(enum.IntEnum):
     HOT_RELOAD = 1  # Envoy re-reads LDS/CDS/SDS (and Synapse-written EDS) files; Synapse its services
     SIDECAR_RESTART = 2  # Nerve, or Synapse's process-level settings, are read only at start
     ENVOY_RESTART = 3  # the bootstrap is read once at Envoy start
+    # The pod template itself must change (a new credentials volume), so every container of every
+    # pod is replaced, the app's included. Never a document's class: a target's, from new_credentials().
+    POD_ROLL = 4
 
     @property
     def label(self) -> str:
@@ -75,3 +80,37 @@ def _cost(name: str, old: Any, new: Any) -> RestartClass:
     if old is not None and new is not None and restart_view(name, old) == restart_view(name, new):
         return RestartClass.HOT_RELOAD
     return cost
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Credentials:
+    """The token and CA a workload's Synapse needs to read one Kubernetes cluster, and where it reads them."""
+
+    cluster: str
+    directory: str  # holds `token` and `ca.crt`
+
+
+def watched_clusters(documents: Mapping[str, Any] | None) -> dict[str, Credentials]:
+    """The Kubernetes clusters a workload's Synapse watches, each with where it reads its credentials."""
+    synapse = (documents or {}).get(SYNAPSE)
+    found: dict[str, Credentials] = {}
+    if not isinstance(synapse, Mapping):
+        return found
+    for entry in synapse.get("services", {}).values():
+        for watcher in entry["discovery"]["watchers"].values():
+            if watcher.get("method") == "kubernetes":
+                found[watcher["cluster"]] = Credentials(cluster=watcher["cluster"], directory=posixpath.dirname(watcher["token_file"]))
+    return found
+
+
+def new_credentials(old: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> tuple[Credentials, ...]:
+    """Clusters the `new` documents watch and the `old` ones did not, sorted (None: the workload is absent).
+
+    Each needs credentials the platform delivers, which no document change brings: on a VM a new
+    `mesh::discovery_credentials` entry (Puppet writes it and notifies nothing; Synapse reads the
+    token when its new watcher connects, and again on every reconnect, so nothing restarts); in a
+    pod a new volume in the Deployment (a Secret, or for the pod's own cluster the projected
+    ServiceAccount token), and a new volume changes the pod template: the pods roll.
+    """
+    before, after = watched_clusters(old), watched_clusters(new)
+    return tuple(after[name] for name in sorted(set(after) - set(before)))

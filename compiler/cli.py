@@ -142,7 +142,7 @@ def _diff(args: argparse.Namespace) -> int:
     try:
         result = diff_revisions(args.spec, args.base, args.head)
     except RevisionError as exc:
-        print(f"meshc: error: {exc}", file=sys.stderr)
+        print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
         return EXIT_INVALID
     color = args.format == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     formatters = {"text": lambda d: report.format_text(d, color=color), "markdown": report.format_markdown, "json": report.format_json}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, write_spec
+from tests.conftest import ROOT, require_tool, write_spec
 from tests.test_invalid_specs import BASE
 
 LINE = re.compile(r"^[^\n]+:\d+:\d+: error: [^\n]+  \[[a-z-]+\]$")
@@ -36,7 +36,7 @@ def meshc(*args: str, cwd: Path, as_nobody: bool = False) -> subprocess.Complete
     command = [str(script)] if script.exists() else [sys.executable, "-m", "compiler"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MESHC_DEBUG", None)
-    prefix = NOBODY if as_nobody else []
+    prefix = [require_tool(NOBODY[0]), *NOBODY[1:]] if as_nobody else []
     result = subprocess.run([*prefix, *command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     return result
@@ -223,8 +223,17 @@ def test_symlink_leaving_the_spec_is_never_followed_or_echoed(built: tuple[Path,
     (world / "spec/services/b.yaml").symlink_to(secret)
     lines = fails_and_keeps_output(world, before)
     assert lines == ["spec/services/b.yaml:1:1: error: this is a symbolic link that leaves the spec directory; "
-                     "meshc does not follow it: replace it with a regular file  [symlink-escape]"]
+                     "meshc does not follow it: put the real file or directory here  [symlink-escape]"]
     assert "s3cr3t" not in "".join(lines) and str(secret) not in "".join(lines)
+
+
+def test_symlinked_services_directory_is_refused(built: tuple[Path, dict[str, bytes]]) -> None:
+    world, before = built
+    (world / "spec/services").rename(world / "elsewhere")
+    (world / "spec/services").symlink_to(world / "elsewhere")
+    assert fails_and_keeps_output(world, before) == [
+        "spec/services:1:1: error: this is a symbolic link that leaves the spec directory; "
+        "meshc does not follow it: put the real file or directory here  [symlink-escape]"]
 
 
 def test_symlink_inside_the_spec_is_refused_too(built: tuple[Path, dict[str, bytes]]) -> None:

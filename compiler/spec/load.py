@@ -168,7 +168,7 @@ def symlink_problem(relative: str, target: str | bytes) -> Unreadable:
         return Unreadable(code="file-symlink", message="this is a symbolic link; spec entries must be real files and directories "
                           "(git stores the link, not its target, so `meshc diff` would not see it): copy the target here")
     return Unreadable(code="symlink-escape", message="this is a symbolic link that leaves the spec directory; "
-                      "meshc does not follow it: replace it with a regular file")
+                      "meshc does not follow it: put the real file or directory here")
 
 
 def _cause(exc: OSError) -> str:

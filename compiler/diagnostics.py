@@ -109,8 +109,9 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 
 
 # Characters that would break a diagnostic's single line or hide in a terminal: C0 controls but
-# tab, DEL, C1 controls (NEL among them), Unicode line/paragraph separators and noncharacters.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ufffe\uffff]")
+# tab, DEL, C1 controls (NEL among them), Unicode line/paragraph separators, noncharacters, and the
+# lone surrogates that stand for the bytes of a file name that is not UTF-8.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 _NAMED = {"\n": "\\n", "\r": "\\r"}
 MAX_EXCERPT = 64  # a user value in a message is cut to this many characters (a DNS label, 63, fits whole): a diagnostic names, it does not echo
 

@@ -293,6 +293,16 @@ def test_newline_in_a_file_name_is_escaped(world: Path) -> None:
                      "rename the file to x.yaml or fix `service:`  [service-name-mismatch]"]
 
 
+def test_file_name_that_is_not_utf8_is_escaped_and_missing_keys_are_named_once(world: Path) -> None:
+    os.close(os.open(os.path.join(os.fsencode(world / "spec/services"), b"\xff.yaml"), os.O_CREAT | os.O_WRONLY, 0o644))
+    Path(os.fsdecode(os.path.join(os.fsencode(world / "spec/services"), b"\xff.yaml"))).write_text("service: x\n")
+    lines = diagnostics(meshc("validate", "spec", cwd=world))
+    assert [line.split(": error: ")[1] for line in lines] == [
+        f"missing required key '{key}'  [missing-key]" for key in ("deploy", "local_port", "mesh_port", "owner", "port")
+    ] + ["service 'x' is defined in '\\udcff.yaml'; rename the file to x.yaml or fix `service:`  [service-name-mismatch]"]
+    assert all(line.startswith("spec/services/\\udcff.yaml:1:") for line in lines)
+
+
 @pytest.mark.parametrize("char", ["\x00", "\x1b", "\x7f", "\x9b", "\ufffe", "\uffff"])
 def test_control_character_is_one_positioned_line(world: Path, char: str) -> None:
     (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"].replace("owner: team", f"owner: te{char}am"), "utf-8")

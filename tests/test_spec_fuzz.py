@@ -209,6 +209,7 @@ def assert_one_line_each(stderr: str, context: str) -> None:
     assert SUMMARY.match(lines[-1]), f"{context}: no summary line:\n{stderr}"
     for line in lines[:-1]:
         assert LINE.match(line), f"{context}: not a one-line diagnostic: {line!r}"
+    assert len(set(lines)) == len(lines), f"{context}: a diagnostic printed twice:\n{stderr}"
 
 
 def run_in_memory(files: dict[str, bytes], context: str, compile_it: bool) -> Outcome:

@@ -124,8 +124,12 @@ def validate_document(doc: Document, name: str) -> Iterator[Diagnostic]:
     if conforms(validator.schema, doc.data):
         return
     errors = validator.iter_errors(doc.data)
+    seen: set[Diagnostic] = set()
     for error in sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
-        yield from _diagnostics(doc, error)
+        for diagnostic in _diagnostics(doc, error):
+            if diagnostic not in seen:  # jsonschema reports `required` once per missing key, we name them all at once
+                seen.add(diagnostic)
+                yield diagnostic
 
 
 def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[Diagnostic]:

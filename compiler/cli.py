@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from compiler import __version__
-from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, format_all
+from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, escape, format_all
 from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
 from compiler.diff import DocumentDiff, diff_revisions, output_drift
 from compiler.explain import UnknownService, explain, format_explain
@@ -32,10 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_all(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID
     except (OutputRefused, UnknownService) as exc:
-        print(f"meshc: error: {exc.args[0] if isinstance(exc, UnknownService) else exc}", file=sys.stderr)
+        print(f"meshc: error: {escape(str(exc.args[0] if isinstance(exc, UnknownService) else exc))}", file=sys.stderr)
         return EXIT_INVALID
     except EnvironmentFailure as exc:
-        print(f"meshc: error: {exc}", file=sys.stderr)
+        print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
         return EXIT_ENVIRONMENT
     except InternalError as exc:
         if os.environ.get("MESHC_DEBUG"):
@@ -50,11 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except OSError as exc:
         if exc.errno is None:  # meshc's own sentence, e.g. a spec directory that does not exist
-            print(f"meshc: error: {exc}", file=sys.stderr)
+            print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
             return EXIT_INVALID
         # The machine stopped meshc (no permission, disk full, read-only): the path and the cause, never a bare errno.
         where = f"{exc.filename}: " if exc.filename is not None else ""
-        print(f"meshc: error: {where}{cause(exc)}", file=sys.stderr)
+        print(f"meshc: error: {escape(where)}{cause(exc)}", file=sys.stderr)
         return EXIT_ENVIRONMENT
     except Exception as exc:  # a bug in meshc, not in the spec: say so without a wall of traceback
         if os.environ.get("MESHC_DEBUG"):
@@ -184,7 +184,7 @@ def _diff(args: argparse.Namespace) -> int:
     try:
         result = diff_revisions(args.spec, args.base, args.head)
     except RevisionError as exc:
-        print(f"meshc: error: {exc}", file=sys.stderr)
+        print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
         return EXIT_INVALID
     color = args.format == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     formatters = {"text": lambda d: report.format_text(d, color=color), "markdown": report.format_markdown, "json": report.format_json}

@@ -627,17 +627,20 @@ def _keyed_documents(documents: Sequence[str]) -> dict[str, str]:
     return keyed
 
 
-_HEAD_KEYS = ("apiVersion:", "kind:", "metadata:")
-_TOP_LEVEL = re.compile(r"[^ ]")  # a line opening a top-level entry (blank lines belong to literal blocks)
+# A top-level entry apiVersion, kind or metadata, its key line and the indented lines below it. meshc
+# writes them first, so a search stops after a few lines of a document that may be 100 kB of ConfigMap.
+_HEAD_ENTRY = re.compile(r"^(?:apiVersion|kind|metadata):.*\n(?: .*\n)*", re.MULTILINE)
 
 
 def _object_head(document: str) -> dict[str, Any]:
     """The top-level entries apiVersion, kind and metadata of a canonical document, the other entries left unread."""
-    lines = _body_lines(document)
-    starts = list(compress(range(len(lines)), map(_TOP_LEVEL.match, lines)))  # a C-level scan: ConfigMaps are long
-    kept = [line for start, end in zip(starts, [*starts[1:], len(lines)]) if lines[start].startswith(_HEAD_KEYS)
-            for line in lines[start:end]]
-    head = _CanonicalReader(kept).read(0, len(kept), 0) if kept else {}
+    entries = []
+    for match in _HEAD_ENTRY.finditer(document):
+        entries.append(match.group())
+        if len(entries) == 3:
+            break
+    lines = "".join(entries).split("\n")[:-1]
+    head = _CanonicalReader(lines).read(0, len(lines), 0) if lines else {}
     if not isinstance(head, dict):
         raise NotCanonical("a document that is not a mapping")
     return head

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from compiler.diff import (ADDED, CHANGED, REMOVED, Change, NotCanonical, diff_builds, diff_canonical_yaml, diff_values, group,
-                           load_canonical_yaml, parse_file, stream_documents)
+from compiler.diff import (ADDED, CHANGED, REMOVED, Change, NotCanonical, diff_builds, diff_canonical_yaml, diff_file, diff_values, group,
+                           kube_deletions, load_canonical_yaml, object_heads, parse_file, stream_documents)
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.lower import lower
 from compiler.pipeline import Build, validate_only
@@ -354,3 +354,79 @@ def test_external_reader_targets_are_placed_in_their_clusters_datacenter(example
     assert (reader.platform, reader.cluster, reader.datacenter, reader.namespace) == ("kubernetes", "kube-iad-a", "iad", "meshc-discovery")
     assert reader.restart is RestartClass.NONE
     assert all(g.datacenter != "?" for g in result.groups)
+
+
+# ---------------------------------------------------------------- Kubernetes files: streams of objects
+
+def _obj(kind: str, namespace: str | None, name: str, api: str = "v1", workload: str = "k8s/c/ns/svc", **body: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {}),
+                            "annotations": {"meshc.dev/workload": workload}}
+    return {"apiVersion": api, "kind": kind, "metadata": meta, **body}
+
+
+def _stream(*objects: dict[str, Any]) -> bytes:
+    return b"".join(b"---\n" + dump_yaml(obj) for obj in objects)
+
+
+RB = "rbac.authorization.k8s.io/v1"
+
+
+def test_a_stream_of_objects_is_diffed_object_by_object() -> None:
+    """Unchanged documents give nothing; a document added or removed is one change named `[kind/namespace/name]`."""
+    old = _stream(_obj("ServiceAccount", "ns", "svc"), _obj("RoleBinding", "a", "grant", RB, roleRef={"name": "r"}),
+                  _obj("ConfigMap", "ns", "svc-mesh-envoy", data={"lds.json": '{"resources": [{"name": "l", "port": 1}]}'}))
+    new = _stream(_obj("ServiceAccount", "ns", "svc"), _obj("RoleBinding", "b", "grant", RB, roleRef={"name": "r"}),
+                  _obj("ConfigMap", "ns", "svc-mesh-envoy", data={"lds.json": '{"resources": [{"name": "l", "port": 2}]}'}))
+    changes = diff_file("kubernetes/c/ns/svc.yaml", old, new).changes
+    assert [(c.kind, c.path) for c in changes] == [
+        (REMOVED, "[RoleBinding/a/grant]"),
+        (CHANGED, '[ConfigMap/ns/svc-mesh-envoy].data["lds.json"].resources[l].port'),
+        (ADDED, "[RoleBinding/b/grant]"),
+    ]
+    assert changes[0].old == yaml.safe_load(dump_yaml(_obj("RoleBinding", "a", "grant", RB, roleRef={"name": "r"})))
+    # the same changes as PyYAML's documents diffed as a list of named objects
+    assert changes == diff_values(list(yaml.safe_load_all(old)), list(yaml.safe_load_all(new)))
+    assert diff_file("kubernetes/c/ns/svc.yaml", old, old).changes == ()
+
+
+def test_a_stream_against_a_single_document_is_still_diffed_as_data() -> None:
+    one = dump_yaml(_obj("ServiceAccount", "ns", "svc"))
+    changes = diff_file("x.yaml", one, _stream(_obj("ServiceAccount", "ns", "svc")))
+    assert [(c.kind, c.path) for c in changes.changes] == [(CHANGED, ".")]
+
+
+def test_object_heads_read_apiversion_kind_and_metadata_wherever_they_stand() -> None:
+    """A token Secret has `type` before `metadata`; a document that is no object is skipped."""
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+              "metadata": {"name": "s-token", "namespace": "meshc-discovery"}}
+    data = _stream(secret, _obj("ConfigMap", "ns", "big", data={"k": "x\n" * 5000}))
+    assert object_heads("f.yaml", data) == [{k: v for k, v in secret.items() if k != "type"},
+                                            {k: v for k, v in _obj("ConfigMap", "ns", "big").items()}]
+    assert object_heads("f.yaml", b"---\na: 1\n---\n- 1\n") == []
+    assert object_heads("f.yaml", b"---\nkind: X\nmetadata: {name: y}\n") == [{"kind": "X", "metadata": {"name": "y"}}]  # PyYAML
+
+
+def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_order() -> None:
+    """An object that moves to another file is kept; one dropped from a file that stays, or whose file goes, is deleted."""
+    svc, other = "k8s/c/ns/svc", "k8s/c/other/other"
+    old = [Artifact(path="kubernetes/c/00-namespaces/ns.yaml", data=_stream(_obj("Namespace", None, "ns"))),
+           Artifact(path="kubernetes/c/00-namespaces/gone.yaml", data=_stream(_obj("Namespace", None, "gone"))),
+           Artifact(path="kubernetes/c/ns/svc.yaml", target=svc, data=_stream(
+               _obj("ServiceAccount", "ns", "svc"), _obj("RoleBinding", "gone", "g", RB), _obj("RoleBinding", "other", "moves", RB),
+               _obj("ConfigMap", "ns", "svc-mesh-envoy"), _obj("Service", "ns", "svc"))),
+           Artifact(path="kubernetes/c/gone/gone.yaml", target="k8s/c/gone/gone", data=_stream(
+               _obj("ServiceAccount", "gone", "gone", workload="k8s/c/gone/gone"), _obj("ConfigMap", "gone", "gone-cm", workload="k8s/c/gone/gone"))),
+           Artifact(path="kubernetes/c/other/other.yaml", target=other, data=_stream(_obj("ServiceAccount", "other", "other", workload=other)))]
+    new = [old[0],
+           Artifact(path="kubernetes/c/ns/svc.yaml", target=svc, data=_stream(_obj("ServiceAccount", "ns", "svc"), _obj("Service", "ns", "svc"))),
+           Artifact(path="kubernetes/c/other/other.yaml", target=other, data=_stream(
+               _obj("ServiceAccount", "other", "other", workload=other), _obj("RoleBinding", "other", "moves", RB, workload=other)))]
+    deletes = [(d.kind, d.namespace, d.name, d.file) for d in kube_deletions(old, new)]
+    assert deletes == [
+        ("ConfigMap", "ns", "svc-mesh-envoy", "kubernetes/c/ns/svc.yaml"),
+        ("RoleBinding", "gone", "g", "kubernetes/c/ns/svc.yaml"),
+        ("ConfigMap", "gone", "gone-cm", "kubernetes/c/gone/gone.yaml"),
+        ("ServiceAccount", "gone", "gone", "kubernetes/c/gone/gone.yaml"),
+        ("Namespace", None, "gone", "kubernetes/c/00-namespaces/gone.yaml"),
+    ]
+    assert [d.cascades for d in kube_deletions(old, new)] == [False] * 4 + [True]

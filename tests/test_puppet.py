@@ -122,7 +122,7 @@ def test_hierarchy_goes_from_node_to_pool_to_datacenter_to_common(example_build:
     config = yaml.safe_load(hiera.data)
     assert config["version"] == 5
     assert [level["path"] for level in config["hierarchy"]] == [level.path for level in HIERARCHY] == [
-        "nodes/%{trusted.certname}.yaml",
+        "nodes/%{trusted.certname}.json",
         "pools/%{facts.mesh_service}/%{facts.mesh_datacenter}.json",
         "datacenters/%{facts.mesh_datacenter}.yaml",
         "common.yaml",

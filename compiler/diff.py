@@ -354,7 +354,9 @@ def _file_diffs(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> tuple[Doc
 def output_drift(spec_dir: Path, out: Path) -> tuple[TreeStatus, dict[str, DocumentDiff]]:
     """`meshc check` in full: how `out` differs from what the spec renders, and, for every stale or
     hand-edited file, what changed from the rendering to the file on disk."""
-    tree = compile_dir(spec_dir).tree()
+    from compiler.rollout.build import output_for  # the rollout build reads this module's at_revision
+
+    tree = output_for(spec_dir)
     status = compare_tree(out, tree)
     changed = (*status.stale, *status.hand_edited)
     return status, {path: diff_file(path, tree[path], (out / path).read_bytes()) for path in changed}

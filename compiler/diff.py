@@ -107,6 +107,14 @@ class Group:
 
 
 @dataclass(**RECORD)
+class WaveSplit:
+    """The changed targets of one wave of the head's wave policy."""
+
+    wave: str
+    targets: tuple[str, ...]
+
+
+@dataclass(**RECORD)
 class MeshDiff:
     """Everything that changes between a base and a head build."""
 
@@ -119,6 +127,8 @@ class MeshDiff:
     targets: tuple[TargetDiff, ...] = ()
     groups: tuple[Group, ...] = ()
     shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
+    waves: tuple[WaveSplit, ...] = ()  # changed targets by wave, in rollout order (the head's wave policy)
+    rollout: str = "none"  # "active": rollout.yaml pins the later waves, so only the first wave changes now; "hold"; "none"
 
     @property
     def restarts(self) -> int:
@@ -153,7 +163,18 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
         result = diff_specs(base_files, head_files, base=base, head=head or WORKING_TREE, label=label)
     except SpecError as exc:
         raise SpecError(at_revision(exc.diagnostics, head)) from None
-    return replace(result, base_diagnostics=at_revision(result.base_diagnostics, base))
+    return replace(result, base_diagnostics=at_revision(result.base_diagnostics, base), rollout=_rollout_mode(spec_dir) if result.waves else "none")
+
+
+def _rollout_mode(spec_dir: Path) -> str:
+    """Is a rollout in force in the spec directory: "active", "hold", or "none" (no rollout.yaml)?"""
+    from compiler.rollout.pins import ROLLOUT_FILE, load_rollout
+
+    try:
+        rollout = load_rollout(spec_dir / ROLLOUT_FILE, ROLLOUT_FILE)
+    except SpecError:
+        return "active"  # a broken rollout.yaml fails the build; for the review, assume the pins hold
+    return "none" if rollout is None else "hold" if rollout.hold else "active"
 
 
 def _read_base(location: SpecLocation, base: str) -> dict[str, bytes] | None:
@@ -215,7 +236,24 @@ def diff_builds(old: Build | None, new: Build, *, base: str = "base", head: str 
         spec=tuple(_spec_diffs(old.spec if old else None, new.spec)),
         targets=tuple(targets), groups=group(targets),
         shared=_file_diffs(old_files.get(None, {}), new_files.get(None, {})),
+        waves=_wave_split(old, new, targets),
     )
+
+
+def _wave_split(old: Build | None, new: Build, targets: Sequence[TargetDiff]) -> tuple[WaveSplit, ...]:
+    """Changed targets by the head's waves (the first wave always, even empty); targets no wave matches (external
+    readers, which every live revision's union keeps) go with the first wave."""
+    policy = new.spec.mesh.rollout
+    if policy is None:
+        return ()
+    from compiler.rollout.policy import assign
+
+    waves = assign(policy, old.mesh.workloads if old else ()) | dict(new.mesh.waves)
+    first = next(w.name for w in policy.waves if not w.takes_hosts)
+    split = {wave.name: [t.target for t in targets if waves.get(t.target, first) == wave.name] for wave in policy.waves}
+    if not targets:
+        return ()
+    return tuple(WaveSplit(wave=name, targets=tuple(found)) for name, found in split.items() if found or name == first)
 
 
 def group(targets: Sequence[TargetDiff]) -> tuple[Group, ...]:

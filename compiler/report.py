@@ -110,6 +110,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def rollout_lines(diff: MeshDiff) -> list[str]:
+    """What changes now and what is still ahead, by wave (empty without a wave policy)."""
+    if not diff.waves:
+        return []
+    counts = [f"{split.wave} ({len(split.targets)})" for split in diff.waves if split.targets]
+    if diff.rollout == "none":
+        return [f"Waves: {', '.join(counts)}; no rollout.yaml, so every wave gets this at once"]
+    if diff.rollout == "hold":
+        return [f"Rollout on hold: no wave gets this until hold is lifted; then, one promotion at a time: {', '.join(counts)}"]
+    first, *rest = diff.waves
+    ahead = [f"{split.wave} ({len(split.targets)})" for split in rest]
+    now = f"Now: wave {first.wave} ({len(first.targets)} target(s))"
+    return [now + (f"; still ahead, one promotion each: {', '.join(ahead)}" if ahead else "; nothing ahead")]
+
+
 # ---------------------------------------------------------------- text
 
 def format_text(diff: MeshDiff, color: bool = False) -> str:
@@ -144,6 +159,7 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
         for g in diff.groups:
             yield (f"  {g.platform:<10} {g.datacenter:<10} {len(g.targets):>5} target(s): {g.envoy_restart} envoy-restart, "
                    f"{g.sidecar_restart} sidecar-restart, {g.hot_reload} hot-reload, {g.no_restart} no restart")
+    yield from rollout_lines(diff)
     if diff.reformatted:
         yield "Only comments or formatting changed in: " + ", ".join(diff.reformatted)
     if diff.spec:
@@ -225,6 +241,7 @@ def format_markdown(diff: MeshDiff, budget: int = MARKDOWN_BUDGET) -> str:
     macros = _template().module
     capped = dataclasses.replace(diff, base_diagnostics=diff.base_diagnostics[:MAX_DIAGNOSTICS])
     parts = [str(macros.header(capped, summary(diff)))]
+    parts += [f"**{line}**\n\n" for line in rollout_lines(diff)]
     sections = (
         ("spec file", macros.spec_heading(diff), [macros.spec_file(f) for f in diff.spec]),
         ("target", macros.targets_heading(diff), [macros.target(t) for t in diff.targets]),

@@ -330,3 +330,23 @@ def test_plan_formats(merged: tuple[Path, str, str], capsys: pytest.CaptureFixtu
     assert "| west | `" in markdown and "hot reload" in markdown
     assert main(["plan", str(repo / SPEC)]) == 0
     assert "Checked states" in capsys.readouterr().out
+
+
+def test_diff_shows_what_changes_now_and_what_is_ahead(merged: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    repo, base, head = merged
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(repo / SPEC), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rollout"] == "active"
+    splits = {s["wave"]: s["targets"] for s in report["waves"]}
+    assert list(splits) == ["canary", "west", "rest"]
+    changed = {t["target"] for t in report["targets"]}
+    assert set().union(*splits.values()) == changed
+    assert AUDIT_LOG in splits["canary"] and "vm/auth/sjc" in splits["west"] and "vm/auth/iad" in splits["rest"]
+    # what "now" means is what the rollout build really changes: exactly the canary wave's targets
+    tree, old = output_for(repo / SPEC), revision_tree(repo, base)
+    really = {t for t in targets(tree) if t in targets(old) and files_of(tree, t) != files_of(old, t)}
+    assert really == set(splits["canary"])
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(repo / SPEC)]) == 0
+    text = capsys.readouterr().out
+    assert (f"Now: wave canary ({len(splits['canary'])} target(s)); still ahead, one promotion each: "
+            f"west ({len(splits['west'])}), rest ({len(splits['rest'])})") in text

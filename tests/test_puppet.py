@@ -80,6 +80,7 @@ def test_pool_files_are_canonical_json_of_the_pool(example_build: Any) -> None:
             continue
         sidecar = example_build.sidecars[artifact.target]
         data = {
+            "mesh::wave": example_build.mesh.waves[artifact.target],
             "mesh::workload": artifact.target,
             "mesh::restart_sensitive": sidecar.workload.restart_sensitive,
             "mesh::sidecar": {name: hiera_escape(sidecar.documents[name]) for name in sorted(sidecar.documents)},

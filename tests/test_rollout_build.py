@@ -39,6 +39,12 @@ pins:
 AUDIT_LOG = "vm/audit-log/gcp-usc1"  # the only target of audit-log: the canary wave
 
 
+def set_policy(spec: Path, policy: str) -> None:
+    """Replace the example's wave policy (the last section of its mesh.yaml) with `policy`."""
+    text = (spec / "mesh.yaml").read_text()
+    (spec / "mesh.yaml").write_text(text.split("\nrollout:\n", 1)[0] + "\n" + policy)
+
+
 def replace_in(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{path.name} no longer holds {old!r}"
@@ -49,7 +55,7 @@ def start_rollout(root: Path) -> tuple[Path, Path, str]:
     """A repo with the example spec and a wave policy (commit `base`), then rollout.yaml pinning every wave to base."""
     repo = make_repo(root)
     spec = repo / SPEC
-    (spec / "mesh.yaml").write_text((spec / "mesh.yaml").read_text() + POLICY)
+    set_policy(spec, POLICY)
     base = commit(repo, "wave policy")
     (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
     commit(repo, "start the rollout")
@@ -114,7 +120,7 @@ def test_a_merge_during_a_rollout_reaches_only_the_first_wave(merged: tuple[Path
 def test_without_rollout_yaml_the_build_is_the_plain_build(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     spec = repo / SPEC
-    (spec / "mesh.yaml").write_text((spec / "mesh.yaml").read_text() + POLICY)
+    set_policy(spec, POLICY)
     commit(repo, "policy, no rollout.yaml")
     assert rollout_context(spec) is None
     in_git = output_for(spec)
@@ -122,6 +128,9 @@ def test_without_rollout_yaml_the_build_is_the_plain_build(tmp_path: Path) -> No
     shutil.copytree(spec, outside)
     assert in_git == output_for(outside) == plain_tree(spec)
     assert "rollout" not in json.loads(in_git[MANIFEST])
+    # outside git, a rollout.yaml has no revisions to name: the build is the plain build too
+    (outside / "rollout.yaml").write_text("hold: true\npins: {canary: 0000000000000000000000000000000000000000}\n")
+    assert output_for(outside) == in_git
 
 
 def test_every_distinct_spec_is_compiled_once(merged: tuple[Path, str, str]) -> None:

@@ -27,7 +27,7 @@ from compiler.pipeline import compile
 from compiler.render import ENVOY_BOOTSTRAP
 from compiler.rollout.build import output_for
 from tests.test_render_envoy_real import Sidecar, _wait_live, envoy_binary, free_port, make_ca, make_leaf, mount_secret
-from tests.test_rollout_build import POLICY, ROLLOUT, SPEC, commit, make_repo, replace_in
+from tests.test_rollout_build import POLICY, ROLLOUT, SPEC, commit, make_repo, replace_in, set_policy
 
 AUTH = "vm/auth/sjc"
 CLIENT_IDENTITY = "spiffe://box.mesh/ns/audit-log/sa/audit-log"
@@ -69,7 +69,7 @@ def rollout_repo(root: Path, ports: dict[str, int]) -> tuple[Path, str, str]:
     for old, new in (("admin_port: 9901", f"admin_port: {ports['admin']}"), ("config_dir: /etc/mesh", f"config_dir: {root}/etc"),
                      ("runtime_dir: /var/run/mesh", f"runtime_dir: {root}/var")):
         replace_in(mesh, old, new)
-    mesh.write_text(mesh.read_text() + POLICY)
+    set_policy(spec, POLICY)
     replace_in(spec / "services/auth.yaml", "\nport: 8080", f"\nport: {ports['app']}")
     replace_in(spec / "services/auth.yaml", "mesh_port: 18080", f"mesh_port: {ports['mesh']}")
     base = commit(repo, "base")

@@ -15,7 +15,7 @@ from compiler.rollout.build import node_path, output_for
 from compiler.rollout.hosts import Host, choose, load_inventory, score
 from tests.conftest import require_tool
 from tests.test_puppet_real import Node, lookup_command, strict
-from tests.test_rollout_build import SPEC, add_timeout_change, commit, make_repo, revision_tree
+from tests.test_rollout_build import SPEC, add_timeout_change, commit, make_repo, revision_tree, set_policy
 
 POOL = "vm/auth/sjc"
 
@@ -109,8 +109,8 @@ def inventory(count: int) -> str:
 def canary_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     repo = make_repo(tmp_path_factory.mktemp("hosts") / "repo")
     spec = repo / SPEC
-    (spec / "mesh.yaml").write_text((spec / "mesh.yaml").read_text() + POLICY)
-    (spec / "inventory").mkdir()
+    set_policy(spec, POLICY)
+    (spec / "inventory").mkdir(exist_ok=True)
     (spec / "inventory/hosts.yaml").write_text(inventory(10))
     base = commit(repo, "policy and inventory")
     (spec / "rollout.yaml").write_text(f"hold: false\npins:\n  canary-hosts: {base}\n  west: {base}\n  rest: {base}\n")

@@ -25,8 +25,9 @@ rollout:
 
 
 def with_policy(policy: str) -> dict[str, bytes]:
+    """The example spec with its wave policy (the last section of mesh.yaml) replaced by `policy`."""
     files = spec_files(EXAMPLE)
-    files["mesh.yaml"] = files["mesh.yaml"] + policy.encode()
+    files["mesh.yaml"] = files["mesh.yaml"].split(b"\nrollout:\n", 1)[0] + b"\n" + policy.encode()
     return files
 
 
@@ -60,13 +61,18 @@ def test_every_target_gets_the_first_wave_that_matches() -> None:
     assert {w.restart_sensitive for w in mesh.workloads if w.datacenter == "sjc" and mesh.waves[w.id] == "rest"} == {True}
 
 
-def test_no_policy_no_waves(example_build: Build) -> None:
-    assert example_build.mesh.waves == {}
+def test_no_policy_no_waves() -> None:
+    assert build("").mesh.waves == {}
 
 
-def test_pool_data_carries_its_wave_only_with_a_policy(example_build: Build) -> None:
+def test_the_example_has_a_wave_for_every_target(example_build: Build) -> None:
+    assert set(example_build.mesh.waves) == {w.id for w in example_build.mesh.workloads}
+    assert {example_build.mesh.waves[w.id] for w in example_build.mesh.workloads if w.restart_sensitive} == {"restart-sensitive"}
+
+
+def test_pool_data_carries_its_wave_only_with_a_policy() -> None:
     with_waves = {a.path: a for a in build(POLICY).artifacts}
-    without = {a.path: a for a in example_build.artifacts}
+    without = {a.path: a for a in build("").artifacts}
     pool = "puppet/data/pools/encryption/sjc.json"
     assert json.loads(with_waves[pool].data)["mesh::wave"] == "west"
     assert "mesh::wave" not in json.loads(without[pool].data)

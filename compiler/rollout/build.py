@@ -110,11 +110,18 @@ class Context:
 
 
 def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Context | None:
-    """The rollout in force for `spec_dir`, or None when there is none (no rollout.yaml): then a build is a plain build.
+    """The rollout in force for `spec_dir`, or None when there is none: no rollout.yaml, or a spec outside git
+    (pins name git revisions; a copy of the spec has none), where a build is the plain build, exactly as without waves.
 
-    Raises SpecError for a rollout.yaml that is malformed or without a wave policy, or outside git.
+    Raises SpecError for a rollout.yaml that is malformed or without a wave policy.
     """
     label = spec_dir.as_posix().rstrip("/") or "."
+    if not (spec_dir / ROLLOUT_FILE).is_file():
+        return None
+    try:
+        location = locate(spec_dir)
+    except RevisionError:
+        return None
     rollout = load_rollout(spec_dir / ROLLOUT_FILE, f"{label}/{ROLLOUT_FILE}")
     if rollout is None:
         return None
@@ -123,10 +130,6 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     if head_spec.mesh.rollout is None:
         raise SpecError([_diagnostic(rollout, "rollout-no-policy", f"{ROLLOUT_FILE} pins waves, but {head_spec.mesh.file} has no "
                                                                    "`rollout.waves`; add the wave policy or remove rollout.yaml")])
-    try:
-        location = locate(spec_dir)
-    except RevisionError as exc:
-        raise SpecError([_diagnostic(rollout, "rollout-pin-unknown", f"pins name git revisions, but {exc}")]) from None
     hosts = load_inventory(spec_dir / INVENTORY_FILE, f"{label}/{INVENTORY_FILE}")
     head = location.repo.head.commit.hexsha if location.repo.head.is_valid() else ""
     return Context(spec_dir=spec_dir, label=label, location=location, head_files=head_files, policy=head_spec.mesh.rollout,

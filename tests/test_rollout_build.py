@@ -359,3 +359,16 @@ def test_diff_shows_what_changes_now_and_what_is_ahead(merged: tuple[Path, str, 
     text = capsys.readouterr().out
     assert (f"Now: wave canary ({len(splits['canary'])} target(s)); still ahead, one promotion each: "
             f"west ({len(splits['west'])}), rest ({len(splits['rest'])})") in text
+
+
+def test_on_hold_the_first_wave_is_never_promoted(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    (spec / "rollout.yaml").write_text(f"hold: true\npins:\n  canary: {base}\n  west: {base}\n  rest: {base}\n")
+    commit(repo, "hold")
+    add_timeout_change(repo)
+    with pytest.raises(PromoteError, match="nothing to promote"):
+        promote(spec, repo / "output")
+    with pytest.raises(PromoteError, match="the first wave 'canary' is never promoted: it runs the commit being built once the hold is lifted"):
+        promote(spec, repo / "output", "canary")
+    with pytest.raises(PromoteError, match="unknown wave 'wets'"):
+        promote(spec, repo / "output", "wets")

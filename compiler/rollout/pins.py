@@ -154,19 +154,18 @@ def is_commit(repo: git.Repo, sha: str) -> bool:
         return False
 
 
-def next_wave(revisions: tuple[WaveRevision, ...], hold: bool, head: str, key: Callable[[str], object]) -> tuple[str, str] | None:
+def next_wave(revisions: tuple[WaveRevision, ...], head: str, key: Callable[[str], object]) -> tuple[str, str] | None:
     """(wave, revision) the next promotion moves to, or None when every wave runs the newest spec.
 
     A wave is behind when its spec differs (by `key`, the spec's content) from the wave before it:
-    a commit that changes only rollout.yaml or output/ moves nothing. With `hold`, the first wave
-    comes first and moves to the current commit.
+    a commit that changes only rollout.yaml or output/ moves nothing. The first wave never moves by
+    promotion: it runs the commit being built, or, on `hold`, stays pinned until the hold is lifted.
     """
     for index, current in enumerate(revisions):
-        if index == 0 and not hold:
+        if index == 0:
             continue
-        target = head if index == 0 else _commit_of(revisions[index - 1].revision, head)
-        newest = WORKING_TREE if index == 0 else revisions[index - 1].revision
-        if key(current.revision) != key(newest):
+        target = _commit_of(revisions[index - 1].revision, head)
+        if key(current.revision) != key(revisions[index - 1].revision):
             return current.wave, target
     return None
 
@@ -175,20 +174,18 @@ def _commit_of(revision: str, head: str) -> str:
     return head if revision == WORKING_TREE else revision
 
 
-def promotion_target(revisions: tuple[WaveRevision, ...], hold: bool, head: str, wave: str | None,
-                     key: Callable[[str], object]) -> tuple[str, str] | None:
+def promotion_target(revisions: tuple[WaveRevision, ...], head: str, wave: str | None, key: Callable[[str], object]) -> tuple[str, str] | None:
     """(wave, revision) that `meshc promote [WAVE]` moves; None when there is nothing to promote; KeyError for an unknown wave."""
     if wave is None:
-        return next_wave(revisions, hold, head, key)
+        return next_wave(revisions, head, key)
     names = [r.wave for r in revisions]
     if wave not in names:
         raise KeyError(wave)
     index = names.index(wave)
-    if index == 0 and not hold:
+    if index == 0:
         return None
-    target = head if index == 0 else _commit_of(revisions[index - 1].revision, head)
-    newest = WORKING_TREE if index == 0 else revisions[index - 1].revision
-    return None if key(revisions[index].revision) == key(newest) else (wave, target)
+    target = _commit_of(revisions[index - 1].revision, head)
+    return None if key(revisions[index].revision) == key(revisions[index - 1].revision) else (wave, target)
 
 
 def with_pin(revisions: tuple[WaveRevision, ...], wave: str, revision: str) -> tuple[WaveRevision, ...]:

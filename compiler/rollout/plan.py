@@ -172,9 +172,12 @@ def promote(spec_dir: Path, out: Path, wave: str | None = None, gate: PromotionG
         raise PromoteError(f"no {ROLLOUT_FILE} in {spec_dir.as_posix()}: there is no rollout to promote")
     revisions = resolve(context.policy, context.rollout, context.location.repo)
     try:
-        target = promotion_target(revisions, context.rollout.hold, context.head, wave, lambda rev: spec_key(context, rev))
+        target = promotion_target(revisions, context.head, wave, lambda rev: spec_key(context, rev))
     except KeyError:
         raise PromoteError(f"unknown wave {wave!r}; the waves are {', '.join(context.policy.names)}") from None
+    if target is None and wave == context.policy.names[0]:
+        raise PromoteError(f"the first wave {wave!r} is never promoted: it runs the commit being built"
+                           + (" once the hold is lifted (hold: false, and remove its pin)" if context.rollout.hold else ""))
     if target is None:
         raise PromoteError(f"wave {wave!r} already runs the revision of the wave before it" if wave else
                            "every wave already runs the newest revision: nothing to promote")

@@ -228,7 +228,7 @@ def _location_mismatch(client: Instance, edge: Egress, server: Instance) -> str 
 
 def next_state(context: Context, build: RolloutBuild) -> tuple[tuple[str, str] | None, State | None, tuple[WaveRevision, ...] | None]:
     """The next promotion (wave, revision), the state it leads to and its pins; Nones when every wave is current."""
-    promotion = next_wave(build.state.revisions, context.rollout.hold, context.head, lambda rev: spec_key(context, rev))
+    promotion = next_wave(build.state.revisions, context.head, lambda rev: spec_key(context, rev))
     if promotion is None:
         return None, None, None
     # Moving to the current commit: check the working tree, which a promotion requires clean (so equal), and

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,9 +87,10 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
-def build_puppet(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[Artifact]:
-    """hiera.yaml, common data, one data file per VM pool, and the `mesh` module."""
-    pools = sorted((s for s in sidecars.values() if s.workload.platform == "vm"), key=lambda s: s.workload.id)
+def build_puppet(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None) -> list[Artifact]:
+    """hiera.yaml, common data, one data file per VM pool (those in `only`, if given), and the `mesh` module."""
+    pools = sorted((s for s in sidecars.values() if s.workload.platform == "vm" and (only is None or s.workload.id in only)),
+                   key=lambda s: s.workload.id)
     _check_documents(pools)
     serializer = _Serializer()
     return [

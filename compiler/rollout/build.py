@@ -16,6 +16,7 @@ from pathlib import Path
 import git
 
 from compiler.backends import run_backends
+from compiler.backends.kubernetes import external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
 from compiler.backends.puppet import pool_data
 from compiler.diagnostics import Diagnostic, SpecError
@@ -29,7 +30,7 @@ from compiler.rollout.hosts import INVENTORY_FILE, Canary, Host, canaries, load_
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, WaveRevision, load_rollout, resolve
 from compiler.rollout.policy import WavePolicy, assign
 from compiler.spec.checks import check
-from compiler.spec.load import MESH_FILE, SERVICES_DIR, load_documents
+from compiler.spec.load import MESH_FILE, SERVICES_DIR, Document, LoadError, load_documents, parse_document
 from compiler.spec.model import Spec
 
 
@@ -91,6 +92,7 @@ class RevisionCache:
 
     compiled: dict[str, Revision] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # commit id -> spec key
+    parsed: dict[tuple[str, str], Document] = field(default_factory=dict)  # (file, content hash) -> parsed document
     rendered: dict[tuple[str, str], Rendered] = field(default_factory=dict)
 
 
@@ -126,14 +128,20 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     if rollout is None:
         return None
     head_files = spec_files(spec_dir)
-    head_spec = check(load_documents(head_files, label))
+    parsed: dict[tuple[str, str], Document] = {}
+    head_spec = check(load_parsed(head_files, label, parsed))
     if head_spec.mesh.rollout is None:
         raise SpecError([_diagnostic(rollout, "rollout-no-policy", f"{ROLLOUT_FILE} pins waves, but {head_spec.mesh.file} has no "
                                                                    "`rollout.waves`; add the wave policy or remove rollout.yaml")])
     hosts = load_inventory(spec_dir / INVENTORY_FILE, f"{label}/{INVENTORY_FILE}")
     head = location.repo.head.commit.hexsha if location.repo.head.is_valid() else ""
-    return Context(spec_dir=spec_dir, label=label, location=location, head_files=head_files, policy=head_spec.mesh.rollout,
-                   rollout=rollout, hosts=hosts, head=head, cache=cache or RevisionCache())
+    context = Context(spec_dir=spec_dir, label=label, location=location, head_files=head_files, policy=head_spec.mesh.rollout,
+                      rollout=rollout, hosts=hosts, head=head, cache=cache or RevisionCache())
+    context.cache.parsed.update(parsed)
+    key = spec_key(context, WORKING_TREE)
+    if key is not None and key not in context.cache.compiled:  # the head was just checked: lower it, do not load it again
+        context.cache.compiled[key] = Revision(revision=WORKING_TREE, spec=head_spec, mesh=lower(head_spec))
+    return context
 
 
 def _diagnostic(rollout: RolloutFile, code: str, message: str) -> Diagnostic:
@@ -146,7 +154,7 @@ def build_rollout(context: Context, revisions: Sequence[WaveRevision] | None = N
         revisions = resolve(context.policy, context.rollout, context.location.repo)
     with collector_paused():
         state = rollout_state(context, tuple(revisions))
-        rendered = {rev: render_revision(context, rev, state) for rev in sorted(state.meshes)}
+        rendered = render_live(context, state)
         tree = output_tree(state, rendered)
     return RolloutBuild(policy=context.policy, rollout=context.rollout, head=context.head, state=state, rendered=rendered, tree=tree)
 
@@ -161,13 +169,36 @@ def compile_revision(context: Context, revision: str) -> Revision | None:
         if files is None:
             files = read_revision(context.location, revision)
         try:
-            spec = check(load_documents(files, context.label))
+            spec = check(load_parsed(files, context.label, context.cache.parsed))
         except SpecError as exc:
             from compiler.diff import at_revision  # names files `REV:path`, as git does
 
             raise SpecError(at_revision(exc.diagnostics, revision[:12])) from None
         cached = context.cache.compiled[key] = Revision(revision=revision, spec=spec, mesh=lower(spec))
     return replace(cached, revision=revision) if cached.revision != revision else cached
+
+
+def load_parsed(files: Mapping[str, bytes], label: str, parsed: dict[tuple[str, str], Document]) -> dict[str, Document]:
+    """load_documents, parsing each distinct file once per command: revisions of a rollout share most of their files.
+
+    Anything load_documents would report (a parse error, a stray file, no mesh.yaml) is left to it, so the
+    diagnostics are exactly the same.
+    """
+    documents: dict[str, Document] = {}
+    for relative, raw in sorted(files.items()):
+        name = f"{label}/{relative}"
+        key = (name, hashlib.sha1(raw).hexdigest())
+        if key not in parsed:
+            if relative != MESH_FILE and not relative.endswith(".yaml"):
+                return load_documents(files, label)
+            try:
+                parsed[key] = parse_document(name, raw)
+            except LoadError:
+                return load_documents(files, label)
+        documents[name] = parsed[key]
+    if MESH_FILE not in files:
+        return load_documents(files, label)
+    return documents
 
 
 def _tree_key(context: Context, revision: str) -> tuple[str | None, Mapping[str, bytes] | None]:
@@ -218,10 +249,10 @@ def rollout_state(context: Context, revisions: tuple[WaveRevision, ...]) -> Stat
     compiled = {r.revision: compile_revision(context, r.revision) for r in revisions}
     wave_revision = {r.wave: r.revision for r in revisions}
     waves = _target_waves(context.policy, revisions, compiled)
+    by_id = {rev: {w.id: w for w in found.mesh.workloads} for rev, found in compiled.items() if found is not None}
     chosen: dict[str, Workload] = {}
     for target, wave in waves.items():
-        found = compiled[wave_revision[wave]]
-        workload = _workload(found.mesh, target) if found is not None else None
+        workload = by_id.get(wave_revision[wave], {}).get(target)
         if workload is not None:
             chosen[target] = workload
     head_mesh = compiled[revisions[0].revision]
@@ -229,8 +260,9 @@ def rollout_state(context: Context, revisions: tuple[WaveRevision, ...]) -> Stat
     hosts = canaries(context.policy, context.hosts, pools, waves)
     live = sorted({wave_revision[waves[t]] for t in chosen} | {wave_revision[c.wave] for c in hosts})
     widened = widen({rev: compiled[rev].mesh for rev in live if compiled[rev] is not None}, waves)
+    widened_by_id = {rev: {w.id: w for w in mesh.workloads} for rev, mesh in widened.items()}
     placements = {t: Placement(target=t, wave=w, revision=wave_revision[w],
-                               workload=_workload(widened[wave_revision[w]], t) if t in chosen else None)
+                               workload=widened_by_id[wave_revision[w]][t] if t in chosen else None)
                   for t, w in sorted(waves.items())}
     return State(revisions=revisions, placements=placements, meshes=widened, canaries=hosts)
 
@@ -244,13 +276,6 @@ def _target_waves(policy: WavePolicy, revisions: tuple[WaveRevision, ...], compi
             for target, wave in assign(policy, found.mesh.workloads).items():
                 waves.setdefault(target, wave)
     return waves
-
-
-def _workload(mesh: Mesh, target: str) -> Workload | None:
-    for workload in mesh.workloads:
-        if workload.id == target:
-            return workload
-    return None
 
 
 def widen(meshes: Mapping[str, Mesh], waves: Mapping[str, str]) -> dict[str, Mesh]:
@@ -276,15 +301,29 @@ def _widened(mesh: Mesh, allowed: Mapping[str, set[str]], callers: Mapping[str, 
                    rollout_identities=identities - own)
 
 
-def render_revision(context: Context, revision: str, state: State) -> Rendered:
-    """The sidecars and artifacts of one live revision's widened IR (rendered once per distinct IR in a process)."""
+def render_live(context: Context, state: State) -> dict[str, Rendered]:
+    """Every live revision rendered; each external reader (a pseudo-target every live revision's union keeps) is laid
+    out once, from the newest revision that has it."""
+    readers_done: set[str] = set()
+    rendered = {}
+    for revision in dict.fromkeys(r.revision for r in state.revisions if r.revision in state.meshes):
+        readers = {r.id for r in external_readers(state.meshes[revision])} - readers_done
+        readers_done |= readers
+        rendered[revision] = render_revision(context, revision, state, frozenset(readers))
+    return dict(sorted(rendered.items()))
+
+
+def render_revision(context: Context, revision: str, state: State, readers: frozenset[str] = frozenset()) -> Rendered:
+    """The sidecars of one live revision's widened IR, and the artifacts of the targets that run it, of `readers`, and shared files."""
     mesh = state.meshes[revision]
-    key = (revision, _mesh_key(mesh))
+    own = frozenset(t for t, p in state.placements.items() if p.revision == revision and p.workload is not None) | readers
+    key = (revision, _mesh_key(mesh), own)
     cached = context.cache.rendered.get(key)
     if cached is None:
-        sidecars = render(mesh)
+        sidecars = render(mesh)  # the whole revision: the invariants compare every workload's documents
+        # Backends serialize most of a build: only this revision's own targets are worth laying out.
         cached = context.cache.rendered[key] = Rendered(revision=revision, mesh=mesh, sidecars=sidecars,
-                                                        artifacts=tuple(run_backends(mesh, sidecars)))
+                                                        artifacts=tuple(run_backends(mesh, sidecars, own)))
     return cached
 
 
@@ -362,8 +401,9 @@ def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, 
         return plain_tree(spec_dir)
     from compiler.rollout.states import check_rollout  # the states module reads this module's records
 
-    result = build_rollout(context)
-    check_rollout(context, result)
+    with collector_paused():  # several whole revisions are alive: collections would walk them again and again
+        result = build_rollout(context)
+        check_rollout(context, result)
     return dict(result.tree)
 
 

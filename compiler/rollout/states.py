@@ -108,13 +108,31 @@ def check_states(current: State, following: State | None, promotion: tuple[str, 
     for key in sorted(set(now) | set(after)):
         options = [now.get(key)] if following is None else [now.get(key), after.get(key)]
         versions[key] = _distinct(options)
-    by_service: dict[str, list[str]] = {}
+    located: dict[tuple[str, ...], list[str]] = {}
     for key, options in versions.items():
         for option in options:
-            if option is not None and key not in by_service.get(option.workload.service, []):
-                by_service.setdefault(option.workload.service, []).append(key)
-    checker = _Checker(versions, by_service)
+            if option is not None:
+                where = _location(option.workload)
+                if key not in located.setdefault(where, []):
+                    located[where].append(key)
+    checker = _Checker(versions, located)
     return checker.run(promotion)
+
+
+def _location(workload: Workload) -> tuple[str, ...]:
+    """Where discovery finds a server instance: its service in a datacenter's ZooKeeper, or in a cluster namespace."""
+    if workload.platform == "vm":
+        return ("zk", workload.service, workload.datacenter)
+    return ("k8s", workload.service, workload.cluster or "", workload.namespace)
+
+
+def _aims(edge: Egress) -> Iterator[tuple[str, ...]]:
+    """The locations an edge's discovery sources watch, in _location's terms."""
+    for source in edge.sources:
+        if isinstance(source, ZookeeperSource):
+            yield ("zk", edge.service, source.datacenter)
+        else:
+            yield ("k8s", edge.service, source.cluster, source.namespace)
 
 
 def _distinct(options: list[Instance | None]) -> list[Instance | None]:
@@ -128,13 +146,21 @@ def _distinct(options: list[Instance | None]) -> list[Instance | None]:
 class _Checker:
     """Runs the pair checks over every client version, its edges, and the server instances discovery connects."""
 
-    def __init__(self, versions: Mapping[str, list[Instance | None]], by_service: Mapping[str, list[str]]) -> None:
+    def __init__(self, versions: Mapping[str, list[Instance | None]], located: Mapping[tuple[str, ...], list[str]]) -> None:
         self.versions = versions
-        self.by_service = by_service
+        self.located = located
         self.problems: dict[tuple[str, str, str, str], Problem] = {}
         self.contractions: dict[tuple[str, str, str], Contraction] = {}
         self.pairs = 0
         self.combinations = 0
+        self.ports: dict[int, dict[str, int]] = {}
+
+    def _port(self, mesh: Mesh, service: str) -> int | None:
+        """The mesh port of `service` as `mesh` (a client's revision) has it: where its discovery expects the server."""
+        ports = self.ports.get(id(mesh))
+        if ports is None:
+            ports = self.ports[id(mesh)] = {w.service: w.ingress.mesh_port for w in mesh.workloads}
+        return ports.get(service)
 
     def run(self, promotion: tuple[str, str] | None) -> StatesReport:
         for client_id, options in self.versions.items():
@@ -148,20 +174,15 @@ class _Checker:
     def _client(self, client_id: str, client: Instance, options: list[Instance | None]) -> None:
         for edge in client.workload.egress:
             keeps_edge = [o is not None and any(e.service == edge.service for e in o.workload.egress) for o in options]
-            servers = self.by_service.get(edge.service, [])
-            local = [s for s in servers if self._reaches(edge, s)]
-            for server_id in local:
+            reached = list(dict.fromkeys(s for where in _aims(edge) for s in self.located.get(where, ())))
+            for server_id in reached:
                 self.pairs += 1
                 for server in self.versions[server_id]:
                     if server is not None:
                         self.combinations += 1
                         self._pair(client, edge, server, all(keeps_edge))
             if edge.locality == "local":
-                self._local(client, edge, local)
-
-    def _reaches(self, edge: Egress, server_id: str) -> bool:
-        """Does the client mean to reach this server instance (a source for its datacenter or cluster)?"""
-        return any(server is not None and _aimed_at(edge, server.workload) for server in self.versions[server_id])
+                self._local(client, edge, reached)
 
     def _pair(self, client: Instance, edge: Egress, server: Instance, keeps_edge: bool) -> None:
         if client.revision == server.revision and client.state == server.state:
@@ -181,7 +202,7 @@ class _Checker:
                           f"{client.id} expects {', '.join(edge.server_identities)} but {server.id} presents {target.identity}")
         if edge.protocol != ingress.protocol:
             self._problem(client, server, "protocol", f"{client.id} speaks {edge.protocol} to {server.id}, which serves {ingress.protocol}")
-        mismatch = _location_mismatch(client, edge, server)
+        mismatch = _location_mismatch(client, edge, server, self._port(client.mesh, edge.service))
         if mismatch:
             self._problem(client, server, "discovery", mismatch)
 
@@ -199,17 +220,7 @@ class _Checker:
         self.problems.setdefault(key, Problem(client=client, server=server, check=check, detail=detail, fix=FIXES[check]))
 
 
-def _aimed_at(edge: Egress, server: Workload) -> bool:
-    for source in edge.sources:
-        if isinstance(source, ZookeeperSource) and server.platform == "vm" and source.datacenter == server.datacenter:
-            return True
-        if isinstance(source, KubernetesSource) and server.platform == "kubernetes" and source.cluster == server.cluster \
-                and source.namespace == server.namespace:
-            return True
-    return False
-
-
-def _location_mismatch(client: Instance, edge: Egress, server: Instance) -> str | None:
+def _location_mismatch(client: Instance, edge: Egress, server: Instance, expected_port: int | None) -> str | None:
     """Where the client watches vs where the server registers, for the source aimed at this server (None if they agree)."""
     target = server.workload
     for source in edge.sources:
@@ -219,7 +230,7 @@ def _location_mismatch(client: Instance, edge: Egress, server: Instance) -> str 
                 return (f"{client.id} watches {','.join(source.hosts)}{source.path} but {server.id} registers at "
                         f"{','.join(registered[0])}{registered[1]}")
         if isinstance(source, KubernetesSource) and source.cluster == target.cluster and source.namespace == target.namespace:
-            port = next((w.ingress.mesh_port for w in client.mesh.workloads if w.service == edge.service), target.ingress.mesh_port)
+            port = target.ingress.mesh_port if expected_port is None else expected_port
             if source.service != target.service or port != target.ingress.mesh_port:
                 return (f"{client.id} watches {source.cluster}/{source.namespace}/{source.service}:{port} but {server.id} serves "
                         f"{target.cluster}/{target.namespace}/{target.service}:{target.ingress.mesh_port}")

@@ -16,7 +16,7 @@ can only displace a canary by scoring higher than it: the choice among existing 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,7 +123,3 @@ def canaries(policy: WavePolicy | None, hosts: Sequence[Host], pools: Mapping[st
                 chosen[host.certname] = Canary(certname=host.certname, wave=wave.name, pool=pool_id)
     return tuple(sorted(chosen.values(), key=lambda c: c.certname))
 
-
-def unplaced(hosts: Sequence[Host], pools: Mapping[str, Placed]) -> Iterator[Host]:
-    """Hosts whose pool the spec does not place (never canaries; the plan lists them)."""
-    return (host for host in hosts if host.pool not in pools)

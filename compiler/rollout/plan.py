@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from compiler.emit import WriteResult, write_tree
 from compiler.render.restart import RestartClass, classify
-from compiler.rollout.build import Context, RolloutBuild, State, build_rollout, rollout_context, spec_key
+from compiler.rollout.build import Context, RolloutBuild, State, build_rollout, compile_revision, node_path, rollout_context, spec_key
 from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
 from compiler.rollout.states import StatesReport, check_rollout, check_states, next_state
 
@@ -76,18 +77,19 @@ def plan_rollout(context: Context) -> Plan:
         changes = tuple(_changes(current, after, promotion[0]))
         contracted = tuple(_allow_steps(after.state, current.state))
         report = checked
-    return Plan(waves=tuple(_waves(current.state)), hold=context.rollout.hold, promotion=promotion, changes=changes,
+    return Plan(waves=tuple(_waves(current.state, context)), hold=context.rollout.hold, promotion=promotion, changes=changes,
                 expanded=tuple(_expanded(current.state, context)), contracted=contracted, current_states=now, next_states=report)
 
 
-def _waves(state: State) -> list[WaveStatus]:
+def _waves(state: State, context: Context) -> list[WaveStatus]:
     counts = {r.wave: 0 for r in state.revisions}
     for placement in state.placements.values():
         if placement.workload is not None:
             counts[placement.wave] += 1
     hosts = {r.wave: sum(c.wave == r.wave for c in state.canaries) for r in state.revisions}
+    newest = spec_key(context, state.revisions[0].revision)
     return [WaveStatus(name=r.wave, revision=r.revision, targets=counts[r.wave], hosts=hosts[r.wave],
-                       current=r.revision == state.revisions[0].revision) for r in state.revisions]
+                       current=spec_key(context, r.revision) == newest) for r in state.revisions]
 
 
 def _documents(build: RolloutBuild, target: str) -> Mapping[str, object] | None:
@@ -110,6 +112,24 @@ def _changes(before: RolloutBuild, after: RolloutBuild, wave: str) -> list[Targe
         found.append(TargetChange(target=target, wave=placement.wave, status=status, restart=classify(old, new),
                                   restart_sensitive=bool(workload and workload.restart_sensitive),
                                   reason="promoted" if placement.wave == wave else "authorization"))
+    return found + _host_changes(before, after)
+
+
+def _host_changes(before: RolloutBuild, after: RolloutBuild) -> list[TargetChange]:
+    """Canary hosts whose node file the promotion changes (target `host/<certname>`)."""
+    old = {c.certname: c for c in before.state.canaries}
+    new = {c.certname: c for c in after.state.canaries}
+    found = []
+    for certname in sorted(set(old) | set(new)):
+        path = node_path(certname)
+        was, now = before.tree.get(path), after.tree.get(path)
+        if was == now:
+            continue
+        canary = new.get(certname) or old[certname]
+        documents = [json.loads(data)["mesh::sidecar"] if data is not None else None for data in (was, now)]
+        sensitive = any(json.loads(data)["mesh::restart_sensitive"] for data in (was, now) if data is not None)
+        found.append(TargetChange(target=f"host/{certname}", wave=canary.wave, status="added" if was is None else "removed" if now is None else "changed",
+                                  restart=classify(documents[0], documents[1]), restart_sensitive=sensitive, reason="promoted"))
     return found
 
 
@@ -130,8 +150,6 @@ def _allow_steps(after: State, before: State) -> list[AuthzStep]:
 
 def _expanded(state: State, context: Context) -> list[AuthzStep]:
     """Identities each service admits only because another live revision admits them (the expand step in force)."""
-    from compiler.rollout.build import compile_revision
-
     steps = []
     widened = _allow_lists(state)
     own: dict[str, set[str]] = {}

@@ -99,7 +99,7 @@ def _wave_table(plan: Plan, markdown: bool) -> Iterator[str]:
             yield f"| {w.name} | `{revision_name(w.revision)}`{'' if w.current else ' (behind)'} | {w.targets} | {w.hosts} |"
         return
     for w in plan.waves:
-        yield f"  {w.name:<16} {revision_name(w.revision):<20} {w.targets:>5} target(s) {w.hosts:>4} host(s){'' if w.current else '  behind'}"
+        yield f"  {w.name:<18} {revision_name(w.revision):<20} {w.targets:>5} target(s) {w.hosts:>4} host(s){'' if w.current else '  behind'}"
 
 
 def _steps(steps: tuple[Any, ...], verb: str, markdown: bool) -> Iterator[str]:

@@ -50,6 +50,7 @@ class Problem:
     check: str
     detail: str
     fix: str
+    missing: str | None = None  # the state (CURRENT or NEXT) in which no server is there; `server` is then any instance of it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -78,7 +79,8 @@ FIXES = {
                          "or order the waves so client and server move together",
     "protocol": "split the change: serve the new protocol beside the old one (a new service or port) until every client "
                 "wave has moved, or order the waves so the server moves with its clients",
-    "discovery": "split the change: register at the new location beside the old one until every wave watches it",
+    "discovery": "split the change: register at the new location beside the old one until every wave watches it, "
+                 "and remove a service only after no wave calls it (or order the waves so the server comes first)",
     "local": "keep a server in the client's datacenter until the last wave has the change, or order the waves so clients move first",
 }
 
@@ -181,8 +183,7 @@ class _Checker:
                     if server is not None:
                         self.combinations += 1
                         self._pair(client, edge, server, all(keeps_edge))
-            if edge.locality == "local":
-                self._local(client, edge, reached)
+            self._available(client, edge, reached)
 
     def _pair(self, client: Instance, edge: Egress, server: Instance, keeps_edge: bool) -> None:
         if client.revision == server.revision and client.state == server.state:
@@ -206,18 +207,24 @@ class _Checker:
         if mismatch:
             self._problem(client, server, "discovery", mismatch)
 
-    def _local(self, client: Instance, edge: Egress, servers: list[str]) -> None:
-        """A `local` dependency needs a server in the client's datacenter in every state: some instance never absent."""
-        here = [s for s in servers if any(o is not None and o.workload.datacenter == client.workload.datacenter for o in self.versions[s])]
-        if not any(None not in self.versions[s] for s in here):
-            any_server = next((o for s in here for o in self.versions[s] if o is not None), None)
-            if any_server is not None:
-                self._problem(client, any_server, "local", f"{client.id} needs {edge.service} in {client.workload.datacenter} "
-                                                           "(locality local), and every server there is absent in some state")
+    def _available(self, client: Instance, edge: Egress, servers: list[str]) -> None:
+        """Some server the client watches is there in every state (for `local`: in the client's datacenter)."""
+        if edge.locality == "local":
+            servers = [s for s in servers if any(o is not None and o.workload.datacenter == client.workload.datacenter
+                                                 for o in self.versions[s])]
+        if any(None not in self.versions[s] for s in servers):
+            return
+        somewhere = next((o for s in servers for o in self.versions[s] if o is not None), None)
+        there_now = any(o is not None and o.state == CURRENT for s in servers for o in self.versions[s])
+        where = f"in {client.workload.datacenter} (locality local)" if edge.locality == "local" else "where it watches"
+        detail = f"{client.id} needs {edge.service} {where}, and " + (
+            "every server there is absent in some state" if somewhere else "no server is there")
+        self._problem(client, somewhere or client, "local" if edge.locality == "local" else "discovery", detail,
+                      missing=NEXT if there_now else CURRENT)
 
-    def _problem(self, client: Instance, server: Instance, check: str, detail: str) -> None:
+    def _problem(self, client: Instance, server: Instance, check: str, detail: str, missing: str | None = None) -> None:
         key = (client.workload.service, server.workload.service, check, f"{client.state}/{server.state}")
-        self.problems.setdefault(key, Problem(client=client, server=server, check=check, detail=detail, fix=FIXES[check]))
+        self.problems.setdefault(key, Problem(client=client, server=server, check=check, detail=detail, fix=FIXES[check], missing=missing))
 
 
 def _location_mismatch(client: Instance, edge: Egress, server: Instance, expected_port: int | None) -> str | None:
@@ -260,7 +267,11 @@ def check_rollout(context: Context, build: RolloutBuild) -> StatesReport:
 
 def _diagnostic(context: Context, report: StatesReport, problem: Problem) -> Diagnostic:
     client, server = problem.client, problem.server
-    states = f"{_describe(client, report)} → {_describe(server, report)}"
+    if problem.missing:
+        gone = f"once {report.promotion[0]} is promoted" if problem.missing == NEXT and report.promotion else "now"
+        states = f"{_describe(client, report)} → no server {gone}"
+    else:
+        states = f"{_describe(client, report)} → {_describe(server, report)}"
     return Diagnostic(span=_span(context, client, server), code="rollout-unsafe",
                       message=f"{client.workload.service} → {server.workload.service}: {problem.detail} ({states}); {problem.fix}")
 
@@ -287,8 +298,3 @@ def _span(context: Context, client: Instance, server: Instance) -> Span:
             return other.span
     return context.rollout.span
 
-
-def unsafe_lines(report: StatesReport) -> Iterator[str]:
-    """One line per problem, for plans."""
-    for problem in report.problems:
-        yield f"{problem.client.id} → {problem.server.id}: {problem.detail}"

@@ -86,7 +86,13 @@ def _command(commands: argparse._SubParsersAction, name: str, help_text: str, ha
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from compiler.rollout.build import rollout_context
+    from compiler.rollout.pins import resolve
+
     spec = validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/"))
+    context = rollout_context(args.spec)  # rollout.yaml and the inventory are part of the spec repo too
+    if context is not None:
+        resolve(context.policy, context.rollout, context.location.repo)
     print(f"{args.spec}: ok, {len(spec.services)} services in {len(spec.mesh.datacenters)} datacenters")
     return EXIT_OK
 

@@ -372,3 +372,10 @@ def test_on_hold_the_first_wave_is_never_promoted(tmp_path: Path) -> None:
         promote(spec, repo / "output", "canary")
     with pytest.raises(PromoteError, match="unknown wave 'wets'"):
         promote(spec, repo / "output", "wets")
+
+
+def test_validate_checks_the_pins_too(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    assert main(["validate", str(spec)]) == 0
+    set_pins(spec, west=base, rest="e" * 40)
+    assert main(["validate", str(spec)]) == 2

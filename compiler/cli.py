@@ -92,7 +92,10 @@ def _validate(args: argparse.Namespace) -> int:
     spec = validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/"))
     context = rollout_context(args.spec)  # rollout.yaml and the inventory are part of the spec repo too
     if context is not None:
-        resolve(context.policy, context.rollout, context.location.repo)
+        try:
+            resolve(context.policy, context.rollout, context.location.repo)
+        finally:
+            context.location.repo.close()
     print(f"{args.spec}: ok, {len(spec.services)} services in {len(spec.mesh.datacenters)} datacenters")
     return EXIT_OK
 
@@ -160,7 +163,11 @@ def _plan(args: argparse.Namespace) -> int:
         print(f"meshc: error: no rollout.yaml in {args.spec}: every target runs the spec as built (see README, Rollout)", file=sys.stderr)
         return EXIT_INVALID
     formatters = {"text": report.format_text, "markdown": report.format_markdown, "json": report.format_json}
-    sys.stdout.write(formatters[args.format](plan_rollout(context)))
+    try:
+        plan = plan_rollout(context)
+    finally:
+        context.location.repo.close()
+    sys.stdout.write(formatters[args.format](plan))
     return EXIT_OK
 
 

@@ -401,9 +401,12 @@ def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, 
         return plain_tree(spec_dir)
     from compiler.rollout.states import check_rollout  # the states module reads this module's records
 
-    with collector_paused():  # several whole revisions are alive: collections would walk them again and again
-        result = build_rollout(context)
-        check_rollout(context, result)
+    try:
+        with collector_paused():  # several whole revisions are alive: collections would walk them again and again
+            result = build_rollout(context)
+            check_rollout(context, result)
+    finally:
+        context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
     return dict(result.tree)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from compiler.emit import WriteResult, write_tree
+from compiler.pipeline import collector_paused
 from compiler.render.restart import RestartClass, classify
 from compiler.rollout.build import Context, RolloutBuild, State, build_rollout, compile_revision, node_path, rollout_context, spec_key
 from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
@@ -65,6 +66,11 @@ class PromoteError(Exception):
 
 def plan_rollout(context: Context) -> Plan:
     """The plan of the rollout in force: each wave, the next promotion's changes and costs, and the checked states."""
+    with collector_paused():  # two rollout builds are alive at once
+        return _plan(context)
+
+
+def _plan(context: Context) -> Plan:
     current = build_rollout(context)
     checked = check_rollout(context, current)  # raises SpecError [rollout-unsafe]: a plan of an unsafe rollout is the error list
     now = check_states(current.state, None, None)
@@ -188,6 +194,13 @@ def promote(spec_dir: Path, out: Path, wave: str | None = None, gate: PromotionG
     context = rollout_context(spec_dir)
     if context is None:
         raise PromoteError(f"no {ROLLOUT_FILE} in {spec_dir.as_posix()}: there is no rollout to promote")
+    try:
+        return _promote(context, spec_dir, out, wave, gate)
+    finally:
+        context.location.repo.close()
+
+
+def _promote(context: Context, spec_dir: Path, out: Path, wave: str | None, gate: PromotionGate | None) -> Promotion:
     revisions = resolve(context.policy, context.rollout, context.location.repo)
     try:
         target = promotion_target(revisions, context.head, wave, lambda rev: spec_key(context, rev))
@@ -205,9 +218,9 @@ def promote(spec_dir: Path, out: Path, wave: str | None = None, gate: PromotionG
         gate(context, target[0])
     old = next(r.revision for r in revisions if r.wave == target[0])
     moved = with_pin(revisions, *target)
-    result = build_rollout(context, moved)
-    moved_context = _with_pins(context, target[0], target[1])
-    check_rollout(moved_context, result)
+    with collector_paused():
+        result = build_rollout(context, moved)
+        check_rollout(_with_pins(context, target[0], target[1]), result)
     path = spec_dir / ROLLOUT_FILE
     text = rewrite_pin(path.read_text("utf-8"), target[0], target[1])
     written = write_tree(out, dict(result.tree))

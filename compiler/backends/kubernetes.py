@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,8 +98,9 @@ DISCOVERY_RULES = (
 MAX_APPLIED_BYTES = 256 * 1024 - 4096
 
 
-def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[Artifact]:
-    """The files of every Kubernetes workload and external reader, plus one per Namespace and one per cluster."""
+def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None) -> list[Artifact]:
+    """The files of every Kubernetes workload and external reader (those in `only`, if given, by target id),
+    plus one per Namespace and one per cluster (its discovery ClusterRole)."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     in_cluster = _workloads_by_cluster_service(workloads)
     readers = external_readers(mesh)
@@ -109,9 +110,12 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[
                  for cluster, ns in sorted(namespaces)]
     artifacts += [_file(mesh, cluster, cluster_path(cluster), [discovery_cluster_role(mesh)], None, serializer)
                   for cluster in sorted({c for c, _ in namespaces})]
-    artifacts += [_file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, serializer) for r in readers]
+    artifacts += [_file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, serializer) for r in readers
+                  if only is None or r.id in only]
     problems: list[Diagnostic] = []
     for workload in workloads:
+        if only is not None and workload.id not in only:
+            continue
         if workload.id not in sidecars:
             problems.append(Diagnostic(span=workload.span, code="internal", message=f"{workload.id}: no sidecar documents were rendered"))
             continue

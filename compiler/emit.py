@@ -15,6 +15,7 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
@@ -55,6 +56,16 @@ def dump_json(data: Any) -> bytes:
     pure-Python one was a third of a 1,000-service build; the bytes are the same.
     """
     return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def canonical_json(value: Any) -> bytes:
+    """The one byte form meshc hashes: compact JSON, sorted keys, UTF-8 (stable across Python versions)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def content_digest(value: Any) -> str:
+    """sha256 hex of `canonical_json(value)`: equal data, equal digest, on every machine."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()
 
 
 def dump_yaml(data: Any) -> bytes:
@@ -515,6 +526,10 @@ def write_tree(out: Path, files: Mapping[str, bytes]) -> WriteResult:
         if isinstance(error, OSError):
             raise EnvironmentFailure(label, f"cannot write the new tree: {cause(error)}; the output is left as it was") from error
         raise
+    try:
+        _fsync(real.parent, os.O_RDONLY | os.O_DIRECTORY)  # the swap itself survives a crash
+    except OSError as error:
+        raise EnvironmentFailure(label, f"the new output is in place, but the swap cannot be flushed to disk: {cause(error)}") from error
     _remove_previous(staging)
     return WriteResult(changed=True, written=written, removed=removed)
 
@@ -540,20 +555,56 @@ def _same(path: Path, entry: OnDisk, data: bytes) -> bool:
 
 
 def _stage(staging: Path, real: Path, files: Mapping[str, bytes], kept: frozenset[str]) -> None:
-    """Write the new tree at `staging`: new bytes written, unchanged files hard-linked from `real`."""
+    """Write the new tree at `staging`, durably: new bytes written, unchanged files hard-linked from `real`."""
     if staging.is_dir() and not staging.is_symlink():  # only this process's pid names it: a leftover of a reused pid
         shutil.rmtree(staging)
     elif os.path.lexists(staging):
         staging.unlink()
     staging.parent.mkdir(parents=True, exist_ok=True)
-    staging.mkdir()
-    for directory in sorted({(staging / path).parent for path in files}):
-        directory.mkdir(parents=True, exist_ok=True)
+    directories = _directories(staging, files)
+    for directory in directories:  # parents first
+        directory.mkdir()
+    written = []
     for path, data in files.items():
         if path in kept:
             os.link(real / path, staging / path, follow_symlinks=False)
         else:
             (staging / path).write_bytes(data)
+            written.append(staging / path)
+    # What was written reaches the disk before the swap publishes it: its files, then the directories
+    # that name them (hard-linked files are already durable). Not os.sync(): that flushes every
+    # filesystem on the machine, everybody's dirty pages included.
+    _fsync_each(written, os.O_RDONLY)
+    _fsync_each(directories, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def _directories(root: Path, files: Mapping[str, bytes]) -> list[Path]:
+    """`root` and every directory under it that holds a file of `files`, parents before children."""
+    found = {root}
+    for path in files:
+        parent = (root / path).parent
+        while parent not in found:
+            found.add(parent)
+            parent = parent.parent
+    return sorted(found)
+
+
+FSYNC_THREADS = 16
+
+
+def _fsync_each(paths: Sequence[Path], flags: int) -> None:
+    """fsync every path, FSYNC_THREADS at a time: ext4 folds concurrent fsyncs into one journal commit. FIGURE"""
+    with ThreadPoolExecutor(max_workers=FSYNC_THREADS) as pool:
+        for _ in pool.map(lambda path: _fsync(path, flags), paths):
+            pass
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _recover(out: Path) -> None:
@@ -584,7 +635,6 @@ _AT_FDCWD = -100
 
 def _swap(staging: Path, out: Path) -> None:
     """Put `staging` at `out`, leaving the previous tree at `staging`. Exchange is one atomic syscall on Linux."""
-    os.sync()  # the new tree is on disk before it becomes the tree
     if os.path.lexists(out) and _exchange(staging, out):
         return
     parked = out.parent / f".{out.name}.meshc-old"

@@ -47,7 +47,8 @@ def collector_paused() -> Iterator[None]:
 
     A build allocates millions of small acyclic dicts and lists; each allocation burst triggers
     collections that walk everything alive (the spec, the IR, every document). Reference counting
-    frees all of it. FIGURE
+    frees all of it. At 1,000 services a compile takes 3.0-3.4 s CPU paused and 4.4-5.5 s not
+    (`python benchmarks/tricks.py`).
     """
     enabled = gc.isenabled()
     gc.disable()

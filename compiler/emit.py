@@ -79,7 +79,7 @@ def dump_yaml(data: Any) -> bytes:
 
 
 # Output repeats a few thousand keys and names a million times. At 1,000 services the backends take
-# 1.27 s CPU with this cache and 1.50 s without (median of 7, `python benchmarks/tricks.py`).
+# 1.42 s CPU with this cache and 1.73 s without (medians of 5, `python benchmarks/tricks.py`).
 @functools.lru_cache(maxsize=1 << 16)
 def yaml_string(value: str) -> str:
     """A string as a YAML scalar: plain where unambiguous in YAML 1.1 and 1.2, else double-quoted."""

@@ -13,8 +13,8 @@ class Memo:
 
     Keys are plain data, or the `id()` of an argument: the arguments stay referenced beside the
     value, so an id cannot be reused by another object while the Memo lives. At 1,000 services it
-    pays (CPU, with -> without, median of 7, `python benchmarks/tricks.py`): lower 0.21 -> 0.52 s,
-    render 0.48 -> 0.86 s, backends 1.27 -> 1.54 s.
+    pays (CPU with -> without, medians of 5, `python benchmarks/tricks.py`): lower 0.18 -> 0.46 s,
+    render 0.52 -> 1.01 s, backends 1.46 -> 1.75 s.
     """
 
     __slots__ = ("_values",)

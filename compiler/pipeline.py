@@ -47,8 +47,8 @@ def collector_paused() -> Iterator[None]:
 
     A build allocates millions of small acyclic dicts and lists; each allocation burst triggers
     collections that walk everything alive (the spec, the IR, every document). Reference counting
-    frees all of it. At 1,000 services a compile takes 3.0-3.4 s CPU paused and 4.4-5.5 s not
-    (`python benchmarks/tricks.py`).
+    frees all of it. At 1,000 services a compile takes 3.1 s CPU paused and 6.2 s not (medians of 5,
+    ranges 2.7-3.4 and 5.5-6.4; `python benchmarks/tricks.py`).
     """
     enabled = gc.isenabled()
     gc.disable()

@@ -140,7 +140,7 @@ def test_missing_object_exits_1(dumps: Callable[..., list[str]]) -> None:
     [subject] = data["subjects"]
     assert (subject["subject"], subject["target"], subject["state"]) == ("Certificate/upload/upload-mesh-tls", "k8s/kube-sjc-a/upload/upload", "drifted")
     assert [(i["kind"], i["id"]) for i in subject["items"]] == [(MISSING, "kubernetes/kube-sjc-a/Certificate/upload/upload-mesh-tls#missing")]
-    assert "40-certificate.upload-mesh-tls.yaml" in subject["items"][0]["detail"]
+    assert subject["items"][0]["detail"] == "not in the dump; kube-applier applies kubernetes/kube-sjc-a/upload/upload.yaml"
     target = next(t for t in data["targets"] if t["target"] == "k8s/kube-sjc-a/upload/upload")
     assert target["state"] == "drifted" and target["converged"] == target["subjects"] - 1
 
@@ -215,19 +215,23 @@ def test_yaml_values_json_cannot_hold_are_reported_not_crashed_on(dumps: Callabl
 
 def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(dumps: Callable[..., list[str]]) -> None:
     def edit(objects: list[dict[str, Any]]) -> None:
+        legacy = f"k8s/{SJC}/legacy/legacy"  # a former workload: its objects were applied from kubernetes/kube-sjc-a/legacy/legacy.yaml
         objects += [orphan("box", SJC, "Namespace", "v1", None, "legacy"),
-                    orphan("box", SJC, "ServiceAccount", "v1", "legacy", "legacy"),
-                    orphan("box", SJC, "ConfigMap", "v1", "legacy", "legacy-mesh-envoy", data={"lds.json": "{}"}),
-                    orphan("box", SJC, "Certificate", "cert-manager.io/v1", "legacy", "legacy-mesh-tls"),
-                    orphan("box", SJC, "RoleBinding", "rbac.authorization.k8s.io/v1", "upload", "meshc-discovery.legacy.legacy")]
+                    orphan("box", SJC, "ServiceAccount", "v1", "legacy", "legacy", workload=legacy),
+                    orphan("box", SJC, "ConfigMap", "v1", "legacy", "legacy-mesh-envoy", workload=legacy, data={"lds.json": "{}"}),
+                    orphan("box", SJC, "Certificate", "cert-manager.io/v1", "legacy", "legacy-mesh-tls", workload=legacy),
+                    orphan("box", SJC, "RoleBinding", "rbac.authorization.k8s.io/v1", "upload", "meshc-discovery.legacy.legacy",
+                           workload=legacy)]
 
     result = meshc(*dumps(edit))
     assert result.returncode == 1
     commands = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith(("kubectl ", "# kubectl "))]
+    # the reverse of the apply order: that file's documents backwards (its grant came after its ServiceAccount), then the
+    # Namespace, whose file 00-namespaces/legacy.yaml sorts before every namespace directory
     assert commands == [
-        "kubectl --context kube-sjc-a delete -n upload rolebinding.rbac.authorization.k8s.io/meshc-discovery.legacy.legacy",
         "kubectl --context kube-sjc-a delete -n legacy certificate.cert-manager.io/legacy-mesh-tls",
         "kubectl --context kube-sjc-a delete -n legacy configmap/legacy-mesh-envoy",
+        "kubectl --context kube-sjc-a delete -n upload rolebinding.rbac.authorization.k8s.io/meshc-discovery.legacy.legacy",
         "kubectl --context kube-sjc-a delete -n legacy serviceaccount/legacy",
         "# kubectl --context kube-sjc-a delete namespace/legacy   # only once nothing else lives in namespace legacy: "
         "it takes everything in it along",

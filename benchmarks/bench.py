@@ -140,7 +140,9 @@ def drift_child(spec_dir: Path, url: str) -> None:
     """In the child: what `meshc drift --puppetdb URL` does for VMs; print {phase: [wall, cpu]} and the findings."""
     from datetime import UTC, datetime
 
-    from compiler.drift.puppet import Policy, check_vms, read_puppetdb, to_json
+    from compiler.drift.detect import assemble_report
+    from compiler.drift.puppet import Policy, check_vms, host_records, read_puppetdb
+    from compiler.drift.report import format_json
     from compiler.pipeline import compile_dir
 
     times: dict[str, Any] = {}
@@ -152,7 +154,7 @@ def drift_child(spec_dir: Path, url: str) -> None:
     times["read"] = [time.perf_counter() - wall, time.process_time() - cpu]
     wall, cpu = time.perf_counter(), time.process_time()
     result = check_vms(tree, observations, Policy(now=datetime.now(UTC)))
-    report = json.dumps(to_json(result.hosts)) if result.hosts else ""
+    report = format_json(assemble_report([host_records(result.hosts)], [])) if result.hosts else ""
     times["judge"] = [time.perf_counter() - wall, time.process_time() - cpu]
     hosts = result.hosts.hosts if result.hosts else ()
     times["hosts"] = len(hosts)

@@ -27,9 +27,10 @@ import pytest
 from compiler.backends.puppet import HASHES_KEY, pool_data
 from compiler.drift.puppet import (
     Applied, DriftInputError, Expectation, HostState, Node, Observations, Policy, PuppetDrift, check_vms, compare_hiera,
-    deployed_times, detect_puppet_drift, expected_rendering, judge_host, parse_applied, read_export, read_puppetdb,
-    summary_line, to_json,
+    deployed_times, detect_puppet_drift, expected_rendering, host_records, judge_host, parse_applied, read_export, read_puppetdb,
 )
+from compiler.drift.detect import assemble_report
+from compiler.drift.report import pool_rows, report_data, summary_line
 from compiler.emit import dump_yaml
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
@@ -316,17 +317,19 @@ def test_orphans_and_non_mesh_nodes(drift: PuppetDrift) -> None:
 
 
 def test_pool_summary_and_findings(drift: PuppetDrift) -> None:
-    pool = next(p for p in drift.pools if p.name == POOL)
-    assert summary_line(pool) == (
+    report = assemble_report([host_records(drift)], [])
+    rows = {row["target"]: row for row in pool_rows(report)}
+    assert summary_line(rows[POOL]) == (
         f"{POOL}: 2/9 converged, 2 pending, 1 drifted, 1 failed, 3 unknown: "
         f"{EDITED}, {PENDING}, {FAILED}, {CACHED}, {STALE}, … 2 more")
     others = [p for p in drift.pools if p.name != POOL]
     assert others and all(p.hosts == 0 and not p.converged for p in others), "a pool with no hosts is no pass"
-    assert summary_line(others[0]).endswith(": no hosts report to PuppetDB")
+    assert summary_line(rows[others[0].name]) == f"{others[0].name}: no hosts report to PuppetDB"
+    assert rows[others[0].name]["state"] == "not-checked" and report.failing
     assert not drift.converged
-    data = to_json(drift)
+    data = report_data(report)
     assert json.loads(json.dumps(data)) == data
-    assert data["pools"][[p["target"] for p in data["pools"]].index(POOL)]["counts"] == {
+    assert next(t for t in data["targets"] if t["target"] == POOL)["counts"] == {
         "converged": 2, "pending": 2, "drifted": 1, "failed": 1, "unknown": 3}
 
 

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from compiler import __version__
 from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, format_all
@@ -19,6 +19,9 @@ from compiler.explain import UnknownService, explain, format_explain
 from compiler.gitsource import RevisionError
 from compiler.pipeline import build, compile_dir, spec_files, validate_only
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
+
+if TYPE_CHECKING:
+    from compiler.drift.detect import PuppetEvidence
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID, EXIT_INTERNAL, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
 
@@ -224,7 +227,7 @@ def _instant(text: str) -> datetime.datetime:
     return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
 
 
-def _puppet_evidence(args: argparse.Namespace) -> Any:
+def _puppet_evidence(args: argparse.Namespace) -> PuppetEvidence:
     """The Puppet options of drift (and promote) as one request field; TLS files without --puppetdb are a usage error."""
     from compiler.drift.detect import PuppetEvidence
     from compiler.drift.model import DriftInputError

@@ -88,8 +88,8 @@ def fleet(puppetdb: PuppetDB, example_build: Build) -> Iterator[Fleet]:
     deactivate_all(puppetdb)  # leave the session's PuppetDB as empty as this module found it
 
 
-def meshc(*args: str, command: str = "drift") -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_TODAY": "2026-11-30"}
+def meshc(*args: str, command: str = "drift", seed: str = "random") -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_TODAY": "2026-11-30", "PYTHONHASHSEED": seed}
     env.pop("MESHC_DEBUG", None)
     result = subprocess.run([sys.executable, "-m", "compiler", command, str(EXAMPLE), *args], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)
@@ -291,3 +291,46 @@ def test_usage_errors_are_one_line_exit_2(args: list[str], message: str) -> None
 def test_malformed_options_exit_2(args: list[str]) -> None:
     result = meshc(*args)
     assert result.returncode == 2 and "usage: meshc drift" in result.stderr
+
+
+def test_json_is_byte_identical_under_two_hash_seeds(fleet: Fleet, tmp_path: Path) -> None:
+    facts = str(export(fleet, tmp_path / "export.json", {n["certname"] for n in fleet.nodes}))
+    first, second = (meshc("--puppet-facts", facts, "--format", "json", seed=seed).stdout for seed in ("0", "1"))
+    assert first == second and json.loads(first)["failing"] is True
+
+
+# ---------------------------------------------------------------- summaries per wave, a canary in its own wave
+
+
+def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build) -> None:
+    from compiler.backends.puppet import HASHES_KEY
+    from compiler.drift.detect import assemble_report
+    from compiler.drift.puppet import Applied, Node, Observations, Policy, detect_puppet_drift, host_records
+    from compiler.drift.report import report_data, wave_line
+    from tests.test_drift_puppet import canary_file
+
+    canary = "encryption-canary.sjc.wire"
+    tree = dict(example_build.tree())
+    tree[f"puppet/data/nodes/{canary}.json"] = canary_file(example_build.sidecars[POOL], "one")
+    manifest = json.loads(tree["MANIFEST.json"])
+    manifest["rollout"] = {"targets": {t: {"wave": "main", "revision": "a" * 40} for t in manifest["targets"]},
+                           "hosts": {canary: {"wave": "canary", "revision": "b" * 40, "target": POOL}},
+                           "waves": [{"name": "canary", "revision": "b" * 40}, {"name": "main", "revision": "a" * 40}]}
+    tree["MANIFEST.json"] = json.dumps(manifest).encode()
+    now = datetime.now(UTC)
+    pool_hashes = json.loads(tree["puppet/data/pools/encryption/sjc.json"])[HASHES_KEY]
+
+    def host(certname: str, documents: Mapping[str, str]) -> Node:
+        return Node(certname=certname, pool=POOL, report_status="unchanged", cached_catalog_status="not_used",
+                    report_time=now, facts_time=now, applied=Applied(workload=POOL, documents=dict(documents)))
+
+    # the canary still runs its pool's documents: against its node file it is pending; the pool host converged
+    observations = Observations(source="export.json", nodes=(host(canary, pool_hashes), host(ok_host(POOL), pool_hashes)))
+    drift = detect_puppet_drift(expected_rendering(tree), observations, Policy(now=now))
+    report = assemble_report([host_records(drift)], [], tree=tree)
+    waves = {w["wave"]: w for w in report_data(report)["waves"]}
+    assert (waves["canary"]["hosts"], waves["canary"]["counts"], waves["canary"]["state"]) == (1, {"pending": 1}, "pending")
+    assert wave_line(waves["canary"]) == f"canary: 0/1 targets converged, 0/1 hosts converged, 1 pending: {canary}"
+    assert waves["main"]["counts"] == {"converged": 1} and waves["main"]["state"] == "incomplete"  # other pools: no hosts
+    assert POOL not in waves["main"]["not_converged"] and "vm/auth/sjc" in waves["main"]["not_converged"]
+    assert report.failing

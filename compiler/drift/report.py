@@ -86,9 +86,11 @@ def wave_rows(report: DriftReport) -> list[dict[str, Any]]:
 
 
 def _rollup(states: set[str]) -> str:
-    """Converged, pending (only pending left) or drifted."""
+    """As a scope's state: drifted (anything failing), incomplete (pools with no data), pending, converged."""
     left = states - set(_PASSING)
-    return CONVERGED if not left else PENDING if left == {PENDING} else DRIFTED
+    if left - {PENDING, NOT_CHECKED}:
+        return DRIFTED
+    return INCOMPLETE if NOT_CHECKED in left else PENDING if left else CONVERGED
 
 
 def summary_line(row: Mapping[str, Any], limit: int = SUMMARY_NAMES) -> str:

@@ -334,3 +334,47 @@ def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build
     assert waves["main"]["counts"] == {"converged": 1} and waves["main"]["state"] == "incomplete"  # other pools: no hosts
     assert POOL not in waves["main"]["not_converged"] and "vm/auth/sjc" in waves["main"]["not_converged"]
     assert report.failing
+
+
+# ---------------------------------------------------------------- the promote gate's verdict on one report
+
+
+def gate_report(host_state: str, dumps: tuple[str, ...], puppet: bool = True) -> Any:
+    """A report of a two-wave rollout: wave canary = one canary host and k8s/kube-sjc-a/upload/upload; main = the rest."""
+    from compiler.drift.detect import assemble_report
+    from compiler.drift.model import DriftItem, ScopeState, SubjectState
+
+    waves = {"k8s/kube-sjc-a/upload/upload": "canary", "k8s/kube-iad-a/upload/upload": "main", POOL: "main"}
+    checked = [(ScopeState(platform="kubernetes", scope=cluster, state="converged", evidence=f"{cluster}.json"),
+                [SubjectState(platform="kubernetes", scope=cluster, subject="ConfigMap/upload/upload-mesh-envoy",
+                              target=f"k8s/{cluster}/upload/upload", state="converged")]) for cluster in dumps]
+    if puppet:
+        items = () if host_state == "converged" else (DriftItem(kind=host_state, platform="puppet", scope="pdb", subject="c-1",
+                                                                 target=POOL, path=ENVOY_CDS, detail="envoy/cds.json: applied 0…"),)
+        checked.append((ScopeState(platform="puppet", scope="https://pdb:8081", state="converged", evidence="https://pdb:8081"),
+                        [SubjectState(platform="puppet", scope="https://pdb:8081", subject="c-1", target=POOL, wave="canary",
+                                      state=host_state, items=items)]))
+    unchecked = [("kubernetes", c) for c in ("kube-iad-a", "kube-sjc-a") if c not in dumps] + ([] if puppet else [("puppet", "puppetdb")])
+    manifest = {"rollout": {"targets": {t: {"wave": w, "revision": "a" * 40} for t, w in waves.items()}}}
+    return assemble_report(checked, unchecked, tree={"MANIFEST.json": json.dumps(manifest).encode()}, partial=True)
+
+
+def test_gate_blocks_on_a_pending_canary_host_though_drift_passes() -> None:
+    from compiler.drift.gate import wave_verdict
+
+    report = gate_report("pending", ("kube-sjc-a", "kube-iad-a"))
+    assert not report.failing, "pending within the lag passes meshc drift"
+    verdict = wave_verdict(report, "canary")
+    assert verdict.blocking == (f"{POOL} c-1: pending (envoy/cds.json: applied 0…)",)
+    assert verdict.evidence == ("kube-iad-a.json", "kube-sjc-a.json", "https://pdb:8081")
+    assert wave_verdict(gate_report("converged", ("kube-sjc-a", "kube-iad-a")), "canary").passed
+
+
+def test_gate_blocks_on_a_missing_dump_or_no_puppetdb_for_the_wave() -> None:
+    from compiler.drift.gate import wave_verdict
+
+    no_dump = wave_verdict(gate_report("converged", ("kube-iad-a",)), "canary")
+    assert no_dump.blocking == ("k8s/kube-sjc-a/upload/upload: not checked: no dump of cluster kube-sjc-a given (--kubernetes)",)
+    assert wave_verdict(gate_report("converged", ("kube-sjc-a",)), "canary").passed, "a dump missing for another wave only"
+    no_pdb = wave_verdict(gate_report("converged", ("kube-sjc-a", "kube-iad-a"), puppet=False), "main")
+    assert no_pdb.blocking == (f"{POOL}: not checked: no PuppetDB or export given (--puppetdb, --puppet-facts)",)

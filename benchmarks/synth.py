@@ -115,7 +115,20 @@ def service_documents(count: int, deps: int, datacenters: list[str], clusters: l
         others = rng.sample(range(count - 1), min(deps, count - 1))
         doc["dependencies"] = [_dependency(rng, names[j if j < i else j + 1]) for j in others]
         documents[name] = doc
+    for doc in documents.values():  # after the loop: a dependency may name a service drawn later
+        for entry in doc["dependencies"]:
+            if documents[entry["service"]]["protocol"] == "tcp":
+                _tcp_only(entry)
     return documents
+
+
+def _tcp_only(entry: dict[str, Any]) -> None:
+    """Drop the HTTP-only keys a tcp dependency may not set (meshc rejects them: `tcp-http-policy`)."""
+    entry.pop("timeout", None)
+    retries = entry.get("retries")
+    if retries is not None:
+        retries.pop("per_try_timeout", None)
+        retries.pop("on", None)
 
 
 def generate(out: Path, services: int, datacenters: int = 6, clusters: int = 24, deps: int = 8, seed: int = 1) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compiler import __version__
-from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, format_all
+from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, escape, format_all
 from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
 from compiler.diff import DocumentDiff, diff_revisions, output_drift
 from compiler.explain import UnknownService, explain, format_explain
@@ -36,10 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_all(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID
     except (OutputRefused, UnknownService) as exc:
-        print(f"meshc: error: {exc.args[0] if isinstance(exc, UnknownService) else exc}", file=sys.stderr)
+        print(f"meshc: error: {escape(str(exc.args[0] if isinstance(exc, UnknownService) else exc))}", file=sys.stderr)
         return EXIT_INVALID
     except EnvironmentFailure as exc:
-        print(f"meshc: error: {exc}", file=sys.stderr)
+        print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
         return EXIT_ENVIRONMENT
     except InternalError as exc:
         if os.environ.get("MESHC_DEBUG"):
@@ -54,11 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except OSError as exc:
         if exc.errno is None:  # meshc's own sentence, e.g. a spec directory that does not exist
-            print(f"meshc: error: {exc}", file=sys.stderr)
+            print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
             return EXIT_INVALID
         # The machine stopped meshc (no permission, disk full, read-only): the path and the cause, never a bare errno.
         where = f"{exc.filename}: " if exc.filename is not None else ""
-        print(f"meshc: error: {where}{cause(exc)}", file=sys.stderr)
+        print(f"meshc: error: {escape(where)}{cause(exc)}", file=sys.stderr)
         return EXIT_ENVIRONMENT
     except Exception as exc:  # a bug in meshc, not in the spec: say so without a wall of traceback
         if os.environ.get("MESHC_DEBUG"):
@@ -91,7 +91,25 @@ def _parser() -> argparse.ArgumentParser:
     diff_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     diff_cmd.add_argument("--exit-code", action="store_true", help="exit 1 when any target changes")
     _drift_arguments(_command(commands, "drift", "compare what runs (cluster dumps, PuppetDB) with what the spec renders", _drift, spec=True))
+    _graph_command(commands)
     return parser
+
+
+def _graph_command(commands: argparse._SubParsersAction) -> None:
+    from compiler.graph.draw import FORMATS
+
+    graph_cmd = _command(commands, "graph", "draw the mesh, or some services' neighbourhood, as Mermaid, DOT, SVG or HTML", _graph)
+    graph_cmd.add_argument("services", nargs="*", metavar="SERVICE", help="draw only these services, their callers and dependencies")
+    graph_cmd.add_argument("--depth", type=_depth, default=None, help="hops from SERVICE in each direction (default: 1)")
+    graph_cmd.add_argument("--format", choices=FORMATS, default="mermaid")
+    graph_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
+    graph_cmd.add_argument("-o", "--output", type=Path, default=None, help="write to this file (replaced atomically) instead of stdout")
+
+
+def _depth(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number of hops (0 draws SERVICE alone), got {text!r}")
+    return int(text)
 
 
 def _command(commands: argparse._SubParsersAction, name: str, help_text: str, handler: Callable[[argparse.Namespace], int],
@@ -170,7 +188,7 @@ def _diff(args: argparse.Namespace) -> int:
     try:
         result = diff_revisions(args.spec, args.base, args.head)
     except RevisionError as exc:
-        print(f"meshc: error: {exc}", file=sys.stderr)
+        print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
         return EXIT_INVALID
     color = args.format == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     formatters = {"text": lambda d: report.format_text(d, color=color), "markdown": report.format_markdown, "json": report.format_json}
@@ -279,3 +297,20 @@ def _today() -> datetime.date:
         return datetime.date.fromisoformat(pinned)
     except ValueError:
         raise DriftInputError("MESHC_TODAY", f"{pinned!r} is not a date written YYYY-MM-DD", "drift-usage") from None
+
+
+def _graph(args: argparse.Namespace) -> int:
+    from compiler.graph.draw import draw, write_atomically
+    from compiler.ir.lower import lower
+
+    if args.depth is not None and not args.services:
+        print("meshc: error: --depth counts hops from a SERVICE; name one, or leave --depth out for the whole mesh", file=sys.stderr)
+        return EXIT_INVALID
+    # The picture needs the lowered model only: the sidecar documents and artifacts would be most of the time.
+    mesh = lower(validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/")))
+    picture = draw(mesh, args.format, args.services, 1 if args.depth is None else args.depth)
+    if args.output is None:
+        sys.stdout.write(picture)
+    else:
+        write_atomically(args.output, picture)
+    return EXIT_OK

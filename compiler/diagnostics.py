@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -16,7 +18,7 @@ class Span:
     col: int = 1
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.col}"
+        return f"{escape(self.file)}:{self.line}:{self.col}"
 
 
 # One registry so every code is documented once and tests can check they are all used.
@@ -28,9 +30,15 @@ CODES: dict[str, str] = {
     "yaml-tag": "explicit YAML tags are not allowed in the spec",
     "yaml-multi-document": "a spec file holds exactly one YAML document",
     "file-encoding": "spec files must be UTF-8",
+    "yaml-character": "a control character, or NEL/U+2028/U+2029 that parsers and editors read differently",
     "file-too-large": "a spec file is larger than the limit",
     "file-missing": "a required spec file or directory is missing",
     "file-empty": "a spec file has no content",
+    "file-unreadable": "a spec file or services/ cannot be read (permission denied, I/O error)",
+    "file-type": "a spec entry is a FIFO, socket, device or directory where a file belongs, or a file where services/ belongs",
+    "file-symlink": "a spec file or services/ is a symbolic link (git stores links as links: build and diff would disagree)",
+    "symlink-escape": "a spec file or services/ is a symbolic link that leaves the spec directory; it is never followed",
+    "no-services": "services/ holds no service file: no data is not an empty mesh",
     "service-name-mismatch": "a service file's name differs from its `service:` key",
     # schema
     "schema": "the value does not match the spec schema",
@@ -54,6 +62,7 @@ CODES: dict[str, str] = {
     "self-dependency": "a service depends on itself",
     "duplicate-dependency": "a service lists the same dependency twice",
     "retry-budget": "per-try timeout × attempts exceeds the request timeout",
+    "tcp-http-policy": "a dependency on a tcp service sets timeout, retries.per_try_timeout or retries.on, which TCP proxying cannot apply",
     "no-placement": "a service is placed nowhere",
     "duplicate-placement": "a service is placed twice in one cluster or datacenter",
     # backends
@@ -88,7 +97,8 @@ class Diagnostic:
             raise ValueError(f"unregistered diagnostic code {self.code!r}")
 
     def format(self) -> str:
-        return f"{self.span}: {self.severity}: {self.message}  [{self.code}]"
+        """One line, always: whatever a file name or message holds is escaped."""
+        return f"{self.span}: {self.severity}: {escape(self.message)}  [{self.code}]"
 
     def sort_key(self) -> tuple[str, int, int, str, str]:
         return (self.span.file, self.span.line, self.span.col, self.code, self.message)
@@ -121,7 +131,56 @@ def internal_error(diagnostics: Iterable[Diagnostic]) -> InternalError:
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ` (did you mean 'x'?)` suffix for the closest candidate, or ''."""
     close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f" (did you mean {quote(close[0])}?)" if close else ""
+
+
+# Characters that would break a diagnostic's single line or hide in a terminal: C0 controls but
+# tab, DEL, C1 controls (NEL among them), Unicode line/paragraph separators, noncharacters, and the
+# lone surrogates that stand for the bytes of a file name that is not UTF-8.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+_NAMED = {"\n": "\\n", "\r": "\\r"}
+MAX_EXCERPT = 64  # a user value in a message is cut to this many characters (a DNS label, 63, fits whole): a diagnostic names, it does not echo
+
+
+def escape(text: str) -> str:
+    """`text` with line breaks and control characters written as escapes (`\\n`, `\\x00`, `\\u2028`)."""
+    return _UNPRINTABLE.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                                                else f"\\u{ord(m.group()):04x}"), text)
+
+
+def excerpt(text: str, limit: int = MAX_EXCERPT) -> str:
+    """`text` cut to `limit` characters (marked with `…`) and escaped."""
+    return escape(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def quote(text: str) -> str:
+    """A user's name or string in a message: single-quoted, as YAML quotes it, cut and escaped."""
+    return "'" + excerpt(text).replace("'", "''") + "'"
+
+
+def yaml_value(value: Any, limit: int = MAX_EXCERPT) -> str:
+    """A value as a YAML reader writes it (`null`, `true`, `8080`, `'8080'`, `[a, b]`), cut to a short excerpt."""
+    text = _flow(value)
+    return excerpt(text, limit) if isinstance(value, (list, dict)) or not isinstance(value, str) else quote(value)
+
+
+def _flow(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value if _PLAIN.fullmatch(value) and value.lower() not in ("null", "true", "false") else "'" + value.replace("'", "''") + "'"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(item) for item in value[:8]) + (", …]" if len(value) > 8 else "]")
+    if isinstance(value, dict):
+        items = [f"{_flow(key)}: {_flow(item)}" for key, item in list(value.items())[:8]]
+        return "{" + ", ".join(items) + (", …}" if len(value) > 8 else "}")
+    return str(value)
+
+
+# A string that YAML would read back as the same string when written bare inside a flow collection.
+_PLAIN = re.compile(r"[A-Za-z_/.][A-Za-z0-9_./-]*")
 
 
 def format_all(diagnostics: Iterable[Diagnostic]) -> str:

@@ -23,13 +23,14 @@ import yaml
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
 from compiler.emit import MANIFEST, Artifact
+from compiler.graph.calls import CallChange, diff_calls
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.ir.model import Workload
 from compiler.emit import LOCK_TIMEOUT, REGULAR, TreeStatus, compare_tree, kind_of, output_lock, read_regular
 from compiler.pipeline import Build, collector_paused, compile, compile_dir
 from compiler.render.restart import Credentials, RestartClass, classify, new_credentials
 from compiler.render.restart import changes as restart_costs
-from compiler.spec.load import MESH_FILE
+from compiler.spec.load import MESH_FILE, SpecFiles
 from compiler.spec.model import Spec
 
 RECORD = dict(frozen=True, kw_only=True, slots=True)
@@ -162,6 +163,7 @@ class MeshDiff:
     groups: tuple[Group, ...] = ()
     shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
     deletions: tuple[KubeDelete, ...] = ()  # in the order to run them: the reverse of kube-applier's
+    calls: tuple[CallChange, ...] = ()  # call-graph edges added, removed or re-policied (compiler.graph.calls)
 
     @property
     def restarts(self) -> int:
@@ -204,7 +206,7 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
     return replace(result, base_diagnostics=at_revision(result.base_diagnostics, base))
 
 
-def _read_base(location: SpecLocation, base: str) -> dict[str, bytes] | None:
+def _read_base(location: SpecLocation, base: str) -> SpecFiles | None:
     """The spec at the base, or None when the revision exists but has no spec directory yet."""
     try:
         return read_revision(location, base)
@@ -219,7 +221,7 @@ def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tupl
     return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
 
 
-def diff_specs(base_files: Mapping[str, bytes] | None, head_files: Mapping[str, bytes], *,
+def diff_specs(base_files: SpecFiles | None, head_files: SpecFiles, *,
                base: str, head: str, label: str) -> MeshDiff:
     """Compile both spec trees and diff them; an invalid or absent (None) base is diffed as empty, with a note.
 
@@ -264,6 +266,7 @@ def diff_builds(old: Build | None, new: Build, *, base: str = "base", head: str 
         targets=tuple(targets), groups=group(targets),
         shared=_file_diffs(old_files.get(None, {}), new_files.get(None, {})),
         deletions=kube_deletions(old.artifacts if old else (), new.artifacts),
+        calls=diff_calls(old.mesh if old else None, new.mesh),
     )
 
 
@@ -348,7 +351,7 @@ def _spec_data(spec: Spec | None) -> dict[str, Any]:
     return {name[len(label):]: doc.data for name, doc in spec.documents.items()}
 
 
-def _reformatted(before: Mapping[str, bytes], after: Mapping[str, bytes], old: Build | None, new: Build) -> tuple[str, ...]:
+def _reformatted(before: SpecFiles, after: SpecFiles, old: Build | None, new: Build) -> tuple[str, ...]:
     if old is None:
         return ()
     old_data, new_data = _spec_data(old.spec), _spec_data(new.spec)

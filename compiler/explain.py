@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.diagnostics import did_you_mean
+from compiler.diagnostics import did_you_mean, quote
 from compiler.ir.model import Egress, Mesh, Policy, Source, Workload
 
 
@@ -17,7 +17,8 @@ def explain(mesh: Mesh, service: str) -> dict[str, Any]:
     workloads = mesh.workloads_of(service)
     if not workloads:
         names = {w.service for w in mesh.workloads}
-        raise UnknownService(f"unknown service {service!r}{did_you_mean(service, names)}")
+        hint = did_you_mean(service, names) or f"; the spec's services: {_some(sorted(names))}"
+        raise UnknownService(f"unknown service {quote(service)}{hint}")
     first = workloads[0]
     return {
         "service": service,
@@ -28,6 +29,10 @@ def explain(mesh: Mesh, service: str) -> dict[str, Any]:
         "allowed_identities": list(first.ingress.allowed_clients),
         "workloads": [_workload(w) for w in workloads],
     }
+
+
+def _some(names: list[str], shown: int = 8) -> str:
+    return ", ".join(names[:shown]) + (f", … ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _workload(workload: Workload) -> dict[str, Any]:
@@ -47,7 +52,8 @@ def _egress(egress: Egress) -> dict[str, Any]:
         "service": egress.service,
         "listener": f"127.0.0.1:{egress.local_port}",
         "locality": egress.locality,
-        "policy": _policy(egress.policy),
+        "protocol": egress.protocol,
+        "policy": _tcp_policy(egress.policy) if egress.protocol == "tcp" else _policy(egress.policy),
         "sources": [_source(s) for s in egress.sources],
     }
 
@@ -58,6 +64,16 @@ def _policy(policy: Policy) -> dict[str, Any]:
         "timeout_ms": policy.timeout_ms,
         "retries": {"attempts": policy.retries.attempts, "per_try_timeout_ms": policy.retries.per_try_timeout_ms, "on": list(policy.retries.retry_on)},
         "circuit_breaker": {k: getattr(policy.circuit_breaker, k) for k in ("max_connections", "max_pending_requests", "max_requests", "max_retries")},
+        "outlier_detection": {k: getattr(policy.outlier_detection, k) for k in ("consecutive_5xx", "interval_ms", "base_ejection_time_ms", "max_ejection_percent")},
+    }
+
+
+def _tcp_policy(policy: Policy) -> dict[str, Any]:
+    """What Envoy's TCP proxy applies: no request timeout or retry conditions, only connection attempts."""
+    return {
+        "connect_timeout_ms": policy.connect_timeout_ms,
+        "max_connect_attempts": policy.retries.attempts,
+        "circuit_breaker": {"max_connections": policy.circuit_breaker.max_connections},
         "outlier_detection": {k: getattr(policy.outlier_detection, k) for k in ("consecutive_5xx", "interval_ms", "base_ejection_time_ms", "max_ejection_percent")},
     }
 
@@ -87,11 +103,13 @@ def format_explain(report: dict[str, Any]) -> str:
 
 def _format_dependency(dep: dict[str, Any]) -> list[str]:
     policy = dep["policy"]
-    retries = policy["retries"]
-    lines = [
-        f"    -> {dep['service']} on {dep['listener']} ({dep['locality']}): timeout {policy['timeout_ms']}ms, "
-        f"{retries['attempts']} attempt(s) × {retries['per_try_timeout_ms']}ms, connect {policy['connect_timeout_ms']}ms"
-    ]
+    if dep["protocol"] == "tcp":
+        effect = f"tcp, {policy['max_connect_attempts']} connection attempt(s), connect {policy['connect_timeout_ms']}ms"
+    else:
+        retries = policy["retries"]
+        effect = (f"timeout {policy['timeout_ms']}ms, {retries['attempts']} attempt(s) × {retries['per_try_timeout_ms']}ms, "
+                  f"connect {policy['connect_timeout_ms']}ms")
+    lines = [f"    -> {dep['service']} on {dep['listener']} ({dep['locality']}): {effect}"]
     for source in dep["sources"]:
         where = (f"zookeeper {','.join(source['hosts'])} {source['path']}" if source["kind"] == "zookeeper"
                  else f"kubernetes {source['api_server']} {source['namespace']}/{source['service']}")

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 import git
 from gitdb.exc import BadName, BadObject
 
-from compiler.spec.load import MAX_FILE_BYTES, MESH_FILE, SERVICES_DIR, read_tree
+from compiler.spec.load import MAX_FILE_BYTES, MESH_FILE, SERVICES_DIR, Unreadable, symlink_problem
 
 _BLOB_MODES = (0o100644, 0o100755)  # regular files; symlinks and submodules are not spec files
 _SYMLINK_MODE = 0o120000
@@ -87,26 +87,48 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def read_revision(location: SpecLocation, revision: str) -> dict[str, bytes]:
-    """The spec files at `revision` as relative path -> bytes, exactly as `read_tree` reads a directory."""
+def read_revision(location: SpecLocation, revision: str) -> dict[str, bytes | Unreadable]:
+    """The spec files at `revision` as relative path -> bytes or Unreadable, exactly as `read_tree` reads a directory."""
     tree = _spec_tree(location, revision)
-    files: dict[str, bytes] = {}
+    files: dict[str, bytes | Unreadable] = {}
     mesh = _child(tree, MESH_FILE)
-    if mesh is not None and mesh.type == "blob" and mesh.mode in _BLOB_MODES:
-        files[MESH_FILE] = _read_blob(mesh)
+    if mesh is not None:
+        files[MESH_FILE] = _read_entry(mesh, MESH_FILE)
     services = _child(tree, SERVICES_DIR)
-    if services is not None and services.type == "tree":
-        for blob in sorted(services.blobs, key=lambda b: b.name):
-            if blob.mode in _BLOB_MODES and not blob.name.startswith("."):
-                files[f"{SERVICES_DIR}/{blob.name}"] = _read_blob(blob)
+    if services is None:
+        files[SERVICES_DIR] = Unreadable(code="file-missing", message=f"no {SERVICES_DIR}/ directory; a mesh needs at least one services/<name>.yaml")
+    elif services.type != "tree":
+        files[SERVICES_DIR] = _wrong_entry(services, SERVICES_DIR, "a directory")
+    else:
+        for entry in sorted(services, key=lambda e: e.name):
+            relative = f"{SERVICES_DIR}/{entry.name}"
+            # A directory not named like a spec file is not one, as in the directory reader.
+            if not entry.name.startswith(".") and (entry.type == "blob" or entry.name.endswith(".yaml")):
+                files[relative] = _read_entry(entry, relative)
     return files
 
 
-def read_worktree(spec_dir: Path) -> dict[str, bytes]:
+def _read_entry(entry: git.Object, relative: str) -> bytes | Unreadable:
+    if entry.type == "blob" and entry.mode in _BLOB_MODES:
+        return _read_blob(entry)
+    return _wrong_entry(entry, relative, "a regular file")
+
+
+def _wrong_entry(entry: git.Object, relative: str, wanted: str) -> Unreadable:
+    """Why a tree entry is not the spec entry it should be, in the directory reader's words."""
+    if entry.type == "blob" and entry.mode == _SYMLINK_MODE:
+        # A "link" longer than a path can be is no path: refused as leaving the spec, unread.
+        return symlink_problem(relative, entry.data_stream.read() if entry.size <= _MAX_SYMLINK_BYTES else b"/")
+    kind = {"tree": "a directory", "submodule": "a git submodule", "blob": "a file"}.get(entry.type, "not a regular file")
+    fix = "make it a directory of service files" if wanted == "a directory" else "remove it or make it a regular file"
+    return Unreadable(code="file-type", message=f"this is {kind}, not {wanted}; {fix}")
+
+
+def read_worktree(spec_dir: Path) -> dict[str, bytes | Unreadable]:
     """The spec files in the working tree, uncommitted edits included."""
-    if not spec_dir.is_dir():
-        raise FileNotFoundError(f"spec directory {spec_dir.as_posix()!r} does not exist")
-    return read_tree(spec_dir)
+    from compiler.pipeline import spec_files  # local: the pipeline is the one place a spec directory is opened
+
+    return spec_files(spec_dir)
 
 
 def _spec_tree(location: SpecLocation, revision: str) -> git.Tree:

@@ -14,7 +14,8 @@ from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.render import SidecarConfig, render
 from compiler.spec.checks import check
-from compiler.spec.load import load_documents, read_tree
+from compiler.diagnostics import quote
+from compiler.spec.load import SpecFiles, Unreadable, load_documents, read_tree
 from compiler.spec.model import Spec
 
 
@@ -32,7 +33,7 @@ class Build:
         return render_tree(self.artifacts)
 
 
-def compile(files: Mapping[str, bytes], label: str) -> Build:  # noqa: A001 - the compiler's main verb
+def compile(files: SpecFiles, label: str) -> Build:  # noqa: A001 - the compiler's main verb
     """Compile a spec file tree (relative path -> bytes); raise SpecError with every diagnostic."""
     with collector_paused():
         spec = check(load_documents(files, label))
@@ -59,16 +60,19 @@ def collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def validate_only(files: Mapping[str, bytes], label: str) -> Spec:
+def validate_only(files: SpecFiles, label: str) -> Spec:
     """Load and check a spec without lowering or rendering it."""
     return check(load_documents(files, label))
 
 
-def spec_files(spec_dir: Path) -> dict[str, bytes]:
-    """Read a spec directory; raise FileNotFoundError if it is not one."""
-    if not spec_dir.is_dir():
-        raise FileNotFoundError(f"spec directory {str(spec_dir)!r} does not exist")
-    return read_tree(spec_dir)
+def spec_files(spec_dir: Path) -> dict[str, bytes | Unreadable]:
+    """Read a spec directory; raise FileNotFoundError (NotADirectoryError for a file) if it is not one."""
+    if spec_dir.is_dir():
+        return read_tree(spec_dir)
+    if spec_dir.exists():
+        raise NotADirectoryError(f"{quote(spec_dir.as_posix())} is a file, not a spec directory; "
+                                 "pass the directory that holds mesh.yaml and services/")
+    raise FileNotFoundError(f"spec directory {quote(spec_dir.as_posix())} does not exist")
 
 
 def compile_dir(spec_dir: Path) -> Build:

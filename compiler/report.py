@@ -293,7 +293,7 @@ def format_markdown(diff: MeshDiff, budget: int = MARKDOWN_BUDGET) -> str:
     """A pull-request comment: summary table first, details folded, cut to `budget` characters with a note."""
     macros = _template().module
     capped = dataclasses.replace(diff, base_diagnostics=diff.base_diagnostics[:MAX_DIAGNOSTICS])
-    parts = [str(macros.header(capped, summary(diff)))]
+    parts = [str(macros.header(capped, summary(diff), calls_block(diff)))]
     sections = (
         ("spec file", macros.spec_heading(diff), [macros.spec_file(f) for f in diff.spec]),
         ("target", macros.targets_heading(diff), [macros.target(t) for t in diff.targets]),
@@ -311,6 +311,19 @@ def format_markdown(diff: MeshDiff, budget: int = MARKDOWN_BUDGET) -> str:
     if cut:
         parts.append(_cut_note(cut, diff))
     return "".join(parts)
+
+
+def calls_block(diff: MeshDiff) -> str:
+    """The Mermaid picture of the call-graph changes as a fenced block, or "" when the call graph does not change."""
+    from compiler.graph.calls import MAX_DRAWN, calls_mermaid
+
+    if not diff.calls:
+        return ""
+    block = f"```mermaid\n{calls_mermaid(diff.calls, diff.sensitive_services)}```\n\n"
+    if len(diff.calls) > MAX_DRAWN:
+        block += (f"_The diagram draws {MAX_DRAWN} of {len(diff.calls)} call-graph changes; "
+                  "`meshc diff --format json` lists them all under `calls`._\n\n")
+    return block
 
 
 def _cut_note(cut: dict[str, int], diff: MeshDiff) -> str:

@@ -7,6 +7,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,3 +68,24 @@ def write_spec(root: Path, files: dict[str, str | bytes]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content.encode() if isinstance(content, str) else content)
     return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_1000(tmp_path_factory: pytest.TempPathFactory) -> Build:
+    """The benchmark's 1,000-service mesh (6 datacenters, 24 clusters, 8 dependencies each), compiled once per session."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.synth import generate
+
+    return compile_dir(generate(tmp_path_factory.mktemp("synth-1000") / "spec", services=1000))
+
+
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """One headless Chromium for the whole session (it is heavy on a 2-core machine); see tests/browser.py."""
+    from tests.browser import Chromium
+
+    browser = Chromium(tmp_path_factory.mktemp("chromium-profile"))
+    try:
+        yield browser
+    finally:
+        browser.close()

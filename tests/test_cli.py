@@ -123,7 +123,7 @@ def test_explain_on_an_invalid_spec_exits_2(tmp_path: Path) -> None:
     (tmp_path / "spec").mkdir()
     result = meshc("explain", "upload", "--spec", "spec", cwd=tmp_path)
     assert result.returncode == 2
-    assert "spec/mesh.yaml:1:1: error: no mesh.yaml in 'spec'" in result.stderr
+    assert "spec/mesh.yaml:1:1: error: no mesh.yaml here; is this a mesh spec directory?" in result.stderr
 
 
 # ------------------------------------------------------------------ schema

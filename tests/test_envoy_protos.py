@@ -195,3 +195,70 @@ def test_every_envoy_document_of_a_synthetic_mesh_parses(tmp_path: Any) -> None:
             parsers[name](doc)
             parsed += 1
     assert parsed > 80 * 2
+
+
+# Issue 9 item 10: `timeout: 999999999h` was schema-valid and rendered "3599999996400s", outside
+# protobuf's Duration range (315,576,000,000 s). Durations are now at most 24h (certificates 87600h).
+def encoded(files: dict[str, str]) -> dict[str, bytes]:
+    return {name: text.encode() for name, text in files.items()}
+
+
+MAXIMAL_DEFAULTS = (
+    "defaults:\n  connect_timeout: 86400s\n  timeout: 24h\n"
+    "  retries: {attempts: 1, per_try_timeout: 86400000ms}\n"
+    "  outlier_detection: {interval: 1440m, base_ejection_time: 24h}\n"
+    "  health_check: {interval: 24h, timeout: 24h}\n"
+    "certificates: {issuer: {kind: ClusterIssuer, name: ca}, duration: 87600h, renew_before: 5256000m}\n"
+)
+
+
+def test_every_envoy_document_with_maximal_durations_parses() -> None:
+    from compiler.pipeline import compile
+    from tests.test_invalid_specs import BASE
+
+    tcp = BASE["services/b.yaml"] + "protocol: tcp\n"
+    build = compile(encoded({**BASE, "mesh.yaml": BASE["mesh.yaml"] + MAXIMAL_DEFAULTS, "services/b.yaml": tcp}), "spec")
+    parsers = {ENVOY_BOOTSTRAP: parse_bootstrap, ENVOY_LDS: lambda d: parse_discovery_response(d, LISTENER),
+               ENVOY_CDS: lambda d: parse_discovery_response(d, CLUSTER), ENVOY_SDS: lambda d: parse_discovery_response(d, SECRET)}
+    seen = []
+    for sidecar in build.sidecars.values():
+        for name, parse in parsers.items():
+            parse(sidecar.documents[name])
+            seen.append(name)
+    assert len(seen) == 4 * len(build.sidecars) >= 12
+    text = str([s.documents[ENVOY_CDS] for s in build.sidecars.values()]) + str([s.documents[ENVOY_LDS] for s in build.sidecars.values()])
+    assert "'86400s'" in text  # the maximum reached the documents, it was not clamped on the way
+
+
+@pytest.mark.parametrize("value", ["24h", "1440m", "86400s", "86400000ms", "0ms"])
+def test_durations_up_to_24h_are_schema_valid(value: str) -> None:
+    from compiler.pipeline import validate_only
+    from tests.test_invalid_specs import BASE
+
+    validate_only(encoded({**BASE, "mesh.yaml": BASE["mesh.yaml"] + f"defaults: {{connect_timeout: {value}}}\n"}), "spec")
+
+
+@pytest.mark.parametrize("value", ["25h", "1441m", "86401s", "86400001ms", "999999999h", "0100s", "87601h"])
+def test_durations_over_24h_are_invalid(value: str) -> None:
+    from compiler.diagnostics import SpecError
+    from compiler.pipeline import validate_only
+    from tests.test_invalid_specs import BASE
+
+    with pytest.raises(SpecError) as info:
+        validate_only(encoded({**BASE, "mesh.yaml": BASE["mesh.yaml"] + f"defaults: {{connect_timeout: {value}}}\n"}), "spec")
+    [found] = info.value.diagnostics
+    assert found.code == "invalid-duration" and "at most 24h" in found.message
+
+
+@pytest.mark.parametrize(("value", "valid"), [("87600h", True), ("315360000s", True), ("87601h", False), ("315360000001ms", False)])
+def test_certificate_durations_are_bounded_at_ten_years(value: str, valid: bool) -> None:
+    from compiler.diagnostics import SpecError
+    from compiler.pipeline import validate_only
+    from tests.test_invalid_specs import BASE
+
+    files = {**BASE, "mesh.yaml": BASE["mesh.yaml"] + f"certificates: {{issuer: {{kind: ClusterIssuer, name: ca}}, duration: {value}}}\n"}
+    if valid:
+        validate_only(encoded(files), "spec")
+    else:
+        with pytest.raises(SpecError, match="error"):
+            validate_only(encoded(files), "spec")

@@ -144,7 +144,9 @@ def test_crlf_and_bom() -> None:
     ("", ("file-empty", 1, 1)),
     ("# only a comment\n", ("file-empty", 1, 1)),
     ("---\n...\n", ("file-empty", 1, 1)),
-    ("a: [1\n", ("yaml-syntax", 2, 1)),
+    ("a: [1\n", ("yaml-syntax", 1, 6)),  # at the end of the last line, never on a line past the end of the file
+    ("a: [1", ("yaml-syntax", 1, 6)),
+    ("a: 1\rb: [\r\n", ("yaml-syntax", 2, 5)),  # a lone CR is a YAML line break, as libyaml counts it
     ("a:\n\tb: 1\n", ("yaml-syntax", 2, 1)),
     ("? [a]\n: 1\n", ("yaml-syntax", 1, 3)),
     ("a: 1\n: 2\n", ("yaml-syntax", 2, 1)),

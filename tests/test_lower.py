@@ -53,9 +53,9 @@ deploy:
     - {cluster: kube-sjc}
     - {cluster: kube-iad, namespace: frontend}
 dependencies:
-  - service: db
-    timeout: 2s
-    retries: {attempts: 4, per_try_timeout: 500ms}
+  - service: db  # tcp: no timeout or per-try timeout (tcp-http-policy), connection attempts and breakers apply
+    connect_timeout: 2s
+    retries: {attempts: 4}
     circuit_breaker: {max_connections: 10}
   - service: api
 """,
@@ -173,9 +173,9 @@ def test_policy_is_defaults_when_the_edge_overrides_nothing(mesh: Mesh) -> None:
 def test_policy_overrides_are_laid_over_the_defaults_key_by_key(mesh: Mesh) -> None:
     policy = workload(mesh, "vm/web/iad").egress[0].policy
     assert policy == Policy(
-        connect_timeout_ms=1000,
-        timeout_ms=2000,
-        retries=Retries(attempts=4, per_try_timeout_ms=500, retry_on=("connect-failure", "reset", "5xx")),  # `on` kept
+        connect_timeout_ms=2000,
+        timeout_ms=10_000,
+        retries=Retries(attempts=4, per_try_timeout_ms=4000, retry_on=("connect-failure", "reset", "5xx")),  # per-try and `on` kept
         circuit_breaker=CircuitBreaker(max_connections=10, max_pending_requests=1024, max_requests=2048, max_retries=3),
         outlier_detection=DEFAULT_POLICY.outlier_detection,
     )

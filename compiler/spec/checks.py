@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import PurePosixPath
 
-from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean
+from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean, excerpt, quote
 from compiler.ir.routing import unreachable
 from compiler.spec.load import MESH_FILE, Document
 from compiler.spec.model import DISCOVERY_NAMESPACE, Dependency, ServiceSpec, Spec, deep_merge, duration_ms, mesh_from_document, service_from_document
@@ -24,12 +24,12 @@ def check_datacenter_refs(spec: Spec) -> Iterator[Diagnostic]:
     for name, cluster in spec.mesh.clusters.items():
         if cluster.datacenter not in known:
             yield _error(spec.at(spec.mesh.file, "clusters", name, "datacenter"), "unknown-datacenter",
-                         f"cluster {name!r} is in unknown datacenter {cluster.datacenter!r}{did_you_mean(cluster.datacenter, known)}")
+                         f"cluster {quote(name)} is in unknown datacenter {quote(cluster.datacenter)}{did_you_mean(cluster.datacenter, known)}")
     for service in spec.services.values():
         for i, dc in enumerate(service.vm_datacenters):
             if dc not in known:
                 yield _error(spec.at(service.file, "deploy", "vm", "datacenters", i), "unknown-datacenter",
-                             f"unknown datacenter {dc!r}{did_you_mean(dc, known)}; mesh.yaml defines {', '.join(sorted(known))}")
+                             f"unknown datacenter {quote(dc)}{did_you_mean(dc, known)}; mesh.yaml defines {', '.join(sorted(known))}")
 
 
 def check_cluster_refs(spec: Spec) -> Iterator[Diagnostic]:
@@ -39,7 +39,7 @@ def check_cluster_refs(spec: Spec) -> Iterator[Diagnostic]:
         for placement in service.kubernetes:
             if placement.cluster not in known:
                 yield _error(spec.at(service.file, "deploy", "kubernetes", placement.index, "cluster"), "unknown-cluster",
-                             f"unknown cluster {placement.cluster!r}{did_you_mean(placement.cluster, known)}")
+                             f"unknown cluster {quote(placement.cluster)}{did_you_mean(placement.cluster, known)}")
 
 
 def check_dependency_refs(spec: Spec) -> Iterator[Diagnostic]:
@@ -48,7 +48,7 @@ def check_dependency_refs(spec: Spec) -> Iterator[Diagnostic]:
         for dep in service.dependencies:
             if dep.service not in spec.services and dep.service != service.name:
                 yield _error(dep.span, "unknown-dependency",
-                             f"unknown dependency {dep.service!r}{did_you_mean(dep.service, spec.services)}; add services/{dep.service}.yaml or fix the name")
+                             f"unknown dependency {quote(dep.service)}{did_you_mean(dep.service, spec.services)}; add services/{dep.service}.yaml or fix the name")
 
 
 def check_self_dependency(spec: Spec) -> Iterator[Diagnostic]:
@@ -56,7 +56,7 @@ def check_self_dependency(spec: Spec) -> Iterator[Diagnostic]:
     for service in spec.services.values():
         for dep in service.dependencies:
             if dep.service == service.name:
-                yield _error(dep.span, "self-dependency", f"service {service.name!r} depends on itself; remove this entry")
+                yield _error(dep.span, "self-dependency", f"service {quote(service.name)} depends on itself; remove this entry")
 
 
 def check_duplicate_dependency(spec: Spec) -> Iterator[Diagnostic]:
@@ -66,7 +66,7 @@ def check_duplicate_dependency(spec: Spec) -> Iterator[Diagnostic]:
         for dep in service.dependencies:
             if dep.service in seen:
                 yield _error(dep.span, "duplicate-dependency",
-                             f"dependency {dep.service!r} is already listed at line {seen[dep.service].span.line}; merge the two entries")
+                             f"dependency {quote(dep.service)} is already listed at line {seen[dep.service].span.line}; merge the two entries")
             seen.setdefault(dep.service, dep)
 
 
@@ -78,11 +78,11 @@ def check_failover_lists(spec: Spec) -> Iterator[Diagnostic]:
         for i, target in enumerate(dc.failover):
             span = spec.at(spec.mesh.file, "datacenters", name, "failover", i)
             if target not in known:
-                yield _error(span, "failover-unknown", f"failover of {name!r} names unknown datacenter {target!r}{did_you_mean(target, known)}")
+                yield _error(span, "failover-unknown", f"failover of {quote(name)} names unknown datacenter {quote(target)}{did_you_mean(target, known)}")
             elif target == name:
-                yield _error(span, "failover-self", f"failover of {name!r} names {name!r} itself; a datacenter is always tried first, remove it")
+                yield _error(span, "failover-self", f"failover of {quote(name)} names {quote(name)} itself; a datacenter is always tried first, remove it")
             elif target in seen:
-                yield _error(span, "failover-duplicate", f"failover of {name!r} names {target!r} twice; keep the first")
+                yield _error(span, "failover-duplicate", f"failover of {quote(name)} names {quote(target)} twice; keep the first")
             seen.add(target)
 
 
@@ -93,7 +93,7 @@ def check_local_ports(spec: Spec) -> Iterator[Diagnostic]:
         first = owners.setdefault(service.local_port, service)
         if first is not service:
             yield _error(spec.at(service.file, "local_port"), "duplicate-local-port",
-                         f"local_port {service.local_port} is already used by service {first.name!r} ({first.file}); pick an unused port")
+                         f"local_port {service.local_port} is already used by service {quote(first.name)} ({first.file}); pick an unused port")
 
 
 def check_workload_ports(spec: Spec) -> Iterator[Diagnostic]:
@@ -113,7 +113,7 @@ def check_workload_ports(spec: Spec) -> Iterator[Diagnostic]:
         for dep in first_entries.values():
             server = spec.services.get(dep.service)
             if server is not None and server is not service:
-                claims.append((server.local_port, f"local_port of dependency {server.name!r}", dep.span))
+                claims.append((server.local_port, f"local_port of dependency {quote(server.name)}", dep.span))
         yield from _port_clashes(service, claims)
 
 
@@ -121,7 +121,7 @@ def _port_clashes(service: ServiceSpec, claims: list[tuple[int, str, Span]]) -> 
     first: dict[int, str] = {}
     for port, what, span in claims:
         if port in first:
-            yield _error(span, "port-clash", f"{what} {port} of service {service.name!r} clashes with {first[port]}; every port of a workload must differ")
+            yield _error(span, "port-clash", f"{what} {port} of service {quote(service.name)} clashes with {first[port]}; every port of a workload must differ")
         else:
             first[port] = what
 
@@ -131,15 +131,15 @@ def check_placements(spec: Spec) -> Iterator[Diagnostic]:
     for service in spec.services.values():
         if not service.vm_datacenters and not service.kubernetes:
             yield _error(spec.key_at(service.file, "deploy"), "no-placement",
-                         f"service {service.name!r} is placed nowhere; add deploy.vm.datacenters or deploy.kubernetes")
+                         f"service {quote(service.name)} is placed nowhere; add deploy.vm.datacenters or deploy.kubernetes")
         for i, dc in enumerate(service.vm_datacenters):
             if dc in service.vm_datacenters[:i]:
-                yield _error(spec.at(service.file, "deploy", "vm", "datacenters", i), "duplicate-placement", f"datacenter {dc!r} is listed twice")
+                yield _error(spec.at(service.file, "deploy", "vm", "datacenters", i), "duplicate-placement", f"datacenter {quote(dc)} is listed twice")
         clusters: set[str] = set()
         for placement in service.kubernetes:
             if placement.cluster in clusters:
                 yield _error(placement.span, "duplicate-placement",
-                             f"cluster {placement.cluster!r} is listed twice; a service runs in one namespace per cluster")
+                             f"cluster {quote(placement.cluster)} is listed twice; a service runs in one namespace per cluster")
             clusters.add(placement.cluster)
 
 
@@ -149,7 +149,7 @@ def check_reserved_namespaces(spec: Spec) -> Iterator[Diagnostic]:
         for placement in service.kubernetes:
             if placement.namespace == DISCOVERY_NAMESPACE:
                 yield _error(spec.at(service.file, "deploy", "kubernetes", placement.index, "namespace"), "reserved-namespace",
-                             f"namespace {DISCOVERY_NAMESPACE!r} holds the identities of discovery readers outside the "
+                             f"namespace {quote(DISCOVERY_NAMESPACE)} holds the identities of discovery readers outside the "
                              "cluster; place the service in another namespace")
 
 
@@ -167,12 +167,12 @@ def check_routing(spec: Spec) -> Iterator[Diagnostic]:
                 missing = unreachable(dc, server_dcs, server.locality, datacenters)
                 if missing and server.locality == "local":
                     yield _error(dep.span, "local-unavailable",
-                                 f"{service.name!r} runs in {dc!r} but its `local` dependency {server.name!r} does not; "
-                                 f"run {server.name!r} in {dc!r} or make it `failover`")
+                                 f"{quote(service.name)} runs in {quote(dc)} but its `local` dependency {quote(server.name)} does not; "
+                                 f"run {quote(server.name)} in {quote(dc)} or make it `failover`")
                 elif missing:
                     yield _error(dep.span, "failover-unreachable",
-                                 f"{service.name!r} in {dc!r} cannot reach {server.name!r} in {', '.join(map(repr, missing))}; "
-                                 f"add {', '.join(missing)} to the failover list of {dc!r} in mesh.yaml")
+                                 f"{quote(service.name)} in {quote(dc)} cannot reach {quote(server.name)} in {', '.join(map(quote, missing))}; "
+                                 f"add {', '.join(missing)} to the failover list of {quote(dc)} in mesh.yaml")
 
 
 def _datacenters(spec: Spec, service: ServiceSpec) -> set[str]:
@@ -185,6 +185,27 @@ def _datacenters(spec: Spec, service: ServiceSpec) -> set[str]:
     return dcs
 
 
+# Policy keys only an HTTP route can apply: Envoy's tcp_proxy has no request timeout, no per-try
+# timeout and no retry conditions (it retries connecting, `retries.attempts` times, and nothing else).
+TCP_IGNORED = (("timeout",), ("retries", "per_try_timeout"), ("retries", "on"))
+
+
+def check_tcp_policy(spec: Spec) -> Iterator[Diagnostic]:
+    """A dependency on a `tcp` service sets no HTTP-only policy key, which would never reach Envoy."""
+    for service in spec.services.values():
+        for dep in service.dependencies:
+            server = spec.services.get(dep.service)
+            if server is None or server.protocol != "tcp":
+                continue
+            for path in TCP_IGNORED:
+                holder = dep.overrides.get(path[0]) if len(path) > 1 else dep.overrides
+                if isinstance(holder, Mapping) and path[-1] in holder:
+                    yield _error(spec.key_at(service.file, "dependencies", dep.index, *path), "tcp-http-policy",
+                                 f"{'.'.join(path)} has no effect on {quote(dep.service)}, a tcp service: Envoy's TCP proxy "
+                                 "has no request timeout or retry conditions; remove it (tcp takes connect_timeout and "
+                                 "retries.attempts, the number of connection attempts)")
+
+
 def check_retry_budget(spec: Spec) -> Iterator[Diagnostic]:
     """Per-try timeout × attempts fits in the request timeout, for the defaults and every overriding edge."""
     message = _budget_problem(spec.mesh.defaults)
@@ -193,10 +214,11 @@ def check_retry_budget(spec: Spec) -> Iterator[Diagnostic]:
         return
     for service in spec.services.values():
         for dep in service.dependencies:
-            if dep.overrides:
+            server = spec.services.get(dep.service)
+            if dep.overrides and (server is None or server.protocol != "tcp"):  # tcp: no request timeout to budget
                 message = _budget_problem(deep_merge(spec.mesh.defaults, dep.overrides))
                 if message:
-                    yield _error(dep.span, "retry-budget", f"dependency {dep.service!r}: {message}")
+                    yield _error(dep.span, "retry-budget", f"dependency {quote(dep.service)}: {message}")
 
 
 def _budget_problem(policy: dict) -> str | None:
@@ -220,6 +242,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_placements,
     check_reserved_namespaces,
     check_routing,
+    check_tcp_policy,
     check_retry_budget,
 )
 
@@ -253,4 +276,4 @@ def _name_mismatch(doc: Document) -> Iterator[Diagnostic]:
     name = doc.data.get("service") if isinstance(doc.data, dict) else None
     if isinstance(name, str) and name != stem:
         yield _error(doc.span(("service",)), "service-name-mismatch",
-                     f"service {name!r} is defined in {PurePosixPath(doc.file).name!r}; rename the file to {name}.yaml or fix `service:`")
+                     f"service {quote(name)} is defined in {quote(PurePosixPath(doc.file).name)}; rename the file to {excerpt(name)}.yaml or fix `service:`")

@@ -8,7 +8,10 @@ strings, so a datacenter named `no` or a version `1.10` stays the string it look
 
 from __future__ import annotations
 
+import os
+import posixpath
 import re
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from compiler.diagnostics import Diagnostic, Span
+from compiler.diagnostics import Diagnostic, Span, quote
 
 MAX_FILE_BYTES = 1024 * 1024
 MESH_FILE = "mesh.yaml"
@@ -63,15 +66,114 @@ class LoadError(Exception):
         super().__init__(diagnostic.format())
 
 
-def read_tree(root: Path) -> dict[str, bytes]:
-    """The spec files under `root` as relative path -> bytes (files over the limit truncated to limit+1)."""
-    files: dict[str, bytes] = {}
-    candidates = [root / MESH_FILE, *sorted((root / SERVICES_DIR).glob("*"))]
-    for path in candidates:
-        if path.is_file() and not path.name.startswith("."):
-            with path.open("rb") as handle:
-                files[path.relative_to(root).as_posix()] = handle.read(MAX_FILE_BYTES + 1)
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Unreadable:
+    """A spec entry the readers refused to read (a FIFO, a symlink, a permission error): why, as a diagnostic."""
+
+    code: str
+    message: str
+
+
+# What a reader hands the compiler: relative path -> the file's bytes, or why it could not be read.
+SpecFiles = Mapping[str, "bytes | Unreadable"]
+
+_KINDS = {stat.S_IFREG: "a regular file", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link"}
+
+
+def read_tree(root: Path) -> dict[str, bytes | Unreadable]:
+    """The spec files under `root` as relative path -> bytes (over the limit: limit+1 bytes) or Unreadable.
+
+    Nothing is followed or opened before its kind is known from lstat: a FIFO would block, a device
+    could be endless, and a symlink could point anywhere (its target's text would end up in
+    diagnostics). Git stores symlinks as links, so `meshc diff` could not read through them either.
+    """
+    files: dict[str, bytes | Unreadable] = {}
+    mesh = _read_entry(root, MESH_FILE)
+    if mesh is not None:
+        files[MESH_FILE] = mesh
+    listing = _list_services(root)
+    if isinstance(listing, Unreadable):
+        files[SERVICES_DIR] = listing
+        return files
+    for name in listing:
+        relative = f"{SERVICES_DIR}/{name}"
+        found = _read_entry(root, relative, skip_directories=not name.endswith(".yaml"))
+        if found is not None:
+            files[relative] = found
     return files
+
+
+def _list_services(root: Path) -> list[str] | Unreadable:
+    """The names in services/ (dotfiles left out, sorted), or why services/ cannot be listed."""
+    kind = _kind(root / SERVICES_DIR)
+    if isinstance(kind, Unreadable):
+        return kind
+    if kind is None:
+        return Unreadable(code="file-missing", message=f"no {SERVICES_DIR}/ directory; a mesh needs at least one services/<name>.yaml")
+    if kind != stat.S_IFDIR:
+        return _wrong_kind(root, SERVICES_DIR, kind, "a directory")
+    try:
+        with os.scandir(root / SERVICES_DIR) as entries:
+            return sorted(entry.name for entry in entries if not entry.name.startswith("."))
+    except OSError as exc:
+        return Unreadable(code="file-unreadable", message=f"cannot list {SERVICES_DIR}/: {_cause(exc)}")
+
+
+def _read_entry(root: Path, relative: str, skip_directories: bool = False) -> bytes | Unreadable | None:
+    """One spec file's bytes; None if absent (or a directory not named like a spec file); Unreadable otherwise."""
+    kind = _kind(root / relative)
+    if kind is None or isinstance(kind, Unreadable):
+        return kind
+    if kind == stat.S_IFDIR and skip_directories:
+        return None
+    if kind != stat.S_IFREG:
+        return _wrong_kind(root, relative, kind, "a regular file")
+    try:
+        # O_NOFOLLOW and O_NONBLOCK: if the entry was swapped for a link or a FIFO since lstat, fail, never block.
+        fd = os.open(root / relative, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        return Unreadable(code="file-unreadable", message=f"cannot read the file: {_cause(exc)}")
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return Unreadable(code="file-type", message="the file changed while meshc read it; run meshc again")
+        try:
+            return handle.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            return Unreadable(code="file-unreadable", message=f"cannot read the file: {_cause(exc)}")
+
+
+def _kind(path: Path) -> int | Unreadable | None:
+    """The file type bits of `path` itself (a symlink is not followed), None if it does not exist."""
+    try:
+        return stat.S_IFMT(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return Unreadable(code="file-unreadable", message=f"cannot read the file: {_cause(exc)}")
+
+
+def _wrong_kind(root: Path, relative: str, kind: int, wanted: str) -> Unreadable:
+    if kind == stat.S_IFLNK:
+        return symlink_problem(relative, os.readlink(root / relative))
+    fix = "make it a directory of service files" if wanted == "a directory" else "remove it or make it a regular file"
+    return Unreadable(code="file-type", message=f"this is {_KINDS.get(kind, 'not a regular file')}, not {wanted}; {fix}")
+
+
+def symlink_problem(relative: str, target: str | bytes) -> Unreadable:
+    """Why a symlinked spec entry is refused; the link is never followed and its target never printed."""
+    text = os.fsdecode(target)
+    inside = not os.path.isabs(text) and not posixpath.normpath(posixpath.join(posixpath.dirname(relative), text)).startswith("..")
+    if inside:
+        return Unreadable(code="file-symlink", message="this is a symbolic link; spec entries must be real files and directories "
+                          "(git stores the link, not its target, so `meshc diff` would not see it): copy the target here")
+    return Unreadable(code="symlink-escape", message="this is a symbolic link that leaves the spec directory; "
+                      "meshc does not follow it: put the real file or directory here")
+
+
+def _cause(exc: OSError) -> str:
+    """An OS error as a sentence fragment: `permission denied`, never a bare errno."""
+    return (exc.strerror or type(exc).__name__).lower()
 
 
 def parse_document(name: str, raw: bytes) -> Document:
@@ -79,6 +181,7 @@ def parse_document(name: str, raw: bytes) -> Document:
     if len(raw) > MAX_FILE_BYTES:
         raise LoadError(_error(name, 1, 1, "file-too-large", f"file is larger than {MAX_FILE_BYTES // 1024} KiB; split it or trim it"))
     text = _decode(name, raw)
+    _check_characters(name, text)
     builder = _Builder(name)
     try:
         parser = _loader_class()(text)
@@ -88,13 +191,60 @@ def parse_document(name: str, raw: bytes) -> Document:
             parser.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise LoadError(_error(name, line, col, "yaml-syntax", f"invalid YAML: {exc.problem or exc.context}")) from None
+        line, col = _position(text, mark)
+        raise LoadError(_error(name, line, col, "yaml-syntax", _syntax_message(exc, text, mark))) from None
     except yaml.YAMLError as exc:  # libyaml reader errors carry no mark object
-        raise LoadError(_error(name, 1, 1, "yaml-syntax", f"invalid YAML: {exc}")) from None
+        raise LoadError(_error(name, 1, 1, "yaml-syntax", f"invalid YAML: {str(exc).splitlines()[0]}")) from None
     if builder.documents == 0 or builder.root is None:
         raise LoadError(_error(name, 1, 1, "file-empty", "file is empty; it must hold one YAML mapping"))
     return Document(file=name, data=builder.root, spans=builder.spans, key_spans=builder.key_spans)
+
+
+# What YAML allows in a stream (its "printable" set), minus NEL, U+2028 and U+2029: YAML 1.1 parsers
+# (libyaml) count those as line breaks, YAML 1.2 and editors do not, so text after one inside a
+# comment would be read as YAML nobody sees, and every later line number would be off.
+_NOT_ALLOWED = re.compile("[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_BREAKS = re.compile("\r\n|\r|\n")  # YAML's line breaks, once NEL, U+2028 and U+2029 are refused
+_CHARACTER_NAMES = {"\x85": "NEL (next line)", "\u2028": "U+2028 (line separator)", "\u2029": "U+2029 (paragraph separator)"}
+
+
+def _check_characters(name: str, text: str) -> None:
+    """Refuse a character YAML forbids or reads as a line break where editors see none, at its real position."""
+    found = _NOT_ALLOWED.search(text)
+    if found is None:
+        return
+    char, at = found.group(), found.start()
+    line = len(_BREAKS.findall(text, 0, at)) + 1
+    col = at - (max(text.rfind("\n", 0, at), text.rfind("\r", 0, at)) + 1) + 1
+    what = _CHARACTER_NAMES.get(char)
+    message = (f"{what} is a line break to some YAML parsers and not to others or to editors; use a plain newline or remove it"
+               if what else f"control character U+{ord(char):04X} is not allowed in YAML; remove it (write it as an escape in a double-quoted string)")
+    raise LoadError(_error(name, line, col, "yaml-character", message))
+
+
+def _position(text: str, mark: Any) -> tuple[int, int]:
+    """1-based line and column of a libyaml mark, counted in the text itself and never past its end.
+
+    libyaml puts an error at the end of a file without a final newline on a line after the last one.
+    """
+    index = getattr(mark, "index", None)
+    if not isinstance(index, int):
+        return (mark.line + 1, mark.column + 1) if mark else (1, 1)
+    body = text.removeprefix("\ufeff")  # libyaml's index does not count the byte-order mark
+    at = min(index, len(body))
+    if at == len(body) and body.endswith(("\n", "\r")):
+        at -= 2 if body.endswith("\r\n") else 1  # the end of the file: point at the last line, not at one past it
+    breaks = _BREAKS.findall(body, 0, at)
+    line_start = max(body.rfind("\n", 0, at), body.rfind("\r", 0, at)) + 1
+    return len(breaks) + 1, at - line_start + 1
+
+
+def _syntax_message(exc: yaml.MarkedYAMLError, text: str, mark: Any) -> str:
+    """libyaml's complaint, with the fix for the mistake behind the most common one."""
+    at = getattr(mark, "index", None)
+    if isinstance(at, int) and text.removeprefix("\ufeff")[at : at + 1] == "\t":
+        return "tabs cannot indent YAML (and cannot start a value); indent with spaces"
+    return f"invalid YAML: {exc.problem or exc.context}"
 
 
 def _loader_class() -> type:
@@ -158,7 +308,7 @@ class _Builder:
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             self._fail(event, "yaml-alias", "anchors and aliases (&name, *name) are not allowed; write the value out")
         if _explicit_tag(event):
-            self._fail(event, "yaml-tag", f"explicit tag {event.tag!r} is not allowed; write the plain value")
+            self._fail(event, "yaml-tag", f"explicit tag {quote(event.tag)} is not allowed; write the plain value")
         self.spans[path] = self._span(event)
         if isinstance(event, yaml.ScalarEvent):
             return resolve_plain(event.value) if not event.style else event.value
@@ -187,7 +337,7 @@ class _Builder:
             child = (*path, key)
             if key in result:
                 first = self.key_spans[child]
-                self._fail(event, "yaml-duplicate-key", f"duplicate key {key!r} (first defined at line {first.line}); remove one")
+                self._fail(event, "yaml-duplicate-key", f"duplicate key {quote(key)} (first defined at line {first.line}); remove one")
             self.key_spans[child] = self._span(event)
             result[key] = self._node(next(events), events, child)
         return result
@@ -200,23 +350,33 @@ def _explicit_tag(event: yaml.Event) -> bool:
     return isinstance(event, yaml.ScalarEvent) or not event.implicit
 
 
-def load_documents(files: Mapping[str, bytes], label: str) -> dict[str, Document]:
+def load_documents(files: SpecFiles, label: str) -> dict[str, Document]:
     """Parse every spec file; files are keyed `label/relative-path` so diagnostics name them as the user does."""
     from compiler.diagnostics import SpecError  # local: diagnostics has no dependency on load
 
     documents: dict[str, Document] = {}
-    problems: list[Diagnostic] = []
-    if MESH_FILE not in files:
-        problems.append(_error(f"{label}/{MESH_FILE}", 1, 1, "file-missing", f"no {MESH_FILE} in {label!r}; is this a mesh spec directory?"))
+    problems = list(_tree_problems(files, label))
     for relative, raw in sorted(files.items()):
         name = f"{label}/{relative}"
-        if relative != MESH_FILE and not relative.endswith(".yaml"):
-            problems.append(_error(name, 1, 1, "stray-file", f"services/ holds only <service>.yaml files; rename or remove {relative!r}"))
-            continue
-        try:
-            documents[name] = parse_document(name, raw)
-        except LoadError as exc:
-            problems.append(exc.diagnostic)
+        if isinstance(raw, Unreadable):
+            problems.append(_error(name, 1, 1, raw.code, raw.message))
+        elif relative != MESH_FILE and not relative.endswith(".yaml"):
+            problems.append(_error(name, 1, 1, "stray-file", "services/ holds only <service>.yaml files; rename or remove this file"))
+        else:
+            try:
+                documents[name] = parse_document(name, raw)
+            except LoadError as exc:
+                problems.append(exc.diagnostic)
     if problems:
         raise SpecError(problems)
     return documents
+
+
+def _tree_problems(files: SpecFiles, label: str) -> Iterator[Diagnostic]:
+    """A missing mesh.yaml, and a services/ directory that holds no service: no data is never an empty mesh."""
+    if MESH_FILE not in files:
+        yield _error(f"{label}/{MESH_FILE}", 1, 1, "file-missing", f"no {MESH_FILE} here; is this a mesh spec directory?")
+    services = [name for name in files if name.startswith(SERVICES_DIR + "/") and name.endswith(".yaml")]
+    if not services and SERVICES_DIR not in files:
+        yield _error(f"{label}/{SERVICES_DIR}", 1, 1, "no-services",
+                     f"{SERVICES_DIR}/ holds no service; add one file per service, {SERVICES_DIR}/<name>.yaml")

@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonschema
 
-from compiler.diagnostics import Diagnostic, did_you_mean
+from compiler.diagnostics import Diagnostic, did_you_mean, quote, yaml_value
 from compiler.spec.load import Document
 
 SCHEMA_NAMES = ("mesh", "service")
@@ -124,8 +124,12 @@ def validate_document(doc: Document, name: str) -> Iterator[Diagnostic]:
     if conforms(validator.schema, doc.data):
         return
     errors = validator.iter_errors(doc.data)
+    seen: set[Diagnostic] = set()
     for error in sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
-        yield from _diagnostics(doc, error)
+        for diagnostic in _diagnostics(doc, error):
+            if diagnostic not in seen:  # jsonschema reports `required` once per missing key, we name them all at once
+                seen.add(diagnostic)
+                yield diagnostic
 
 
 def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[Diagnostic]:
@@ -134,12 +138,12 @@ def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[D
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
         allowed = error.schema.get("properties", {})
         for key in sorted(set(error.instance) - set(allowed)):
-            message = f"unknown key {key!r}{where and ' in ' + where}{did_you_mean(key, allowed)}"
+            message = f"unknown key {quote(key)}{where and ' in ' + where}{did_you_mean(key, allowed)}"
             yield Diagnostic(span=doc.key_span((*path, key)), code="unknown-key", message=message)
         return
-    if error.validator == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else error.message
-        yield Diagnostic(span=doc.span(path), code="missing-key", message=f"missing required key {missing!r}{where and ' in ' + where}")
+    if error.validator == "required" and isinstance(error.instance, dict):
+        for missing in [key for key in error.validator_value if key not in error.instance]:
+            yield Diagnostic(span=doc.span(path), code="missing-key", message=f"missing required key {quote(missing)}{where and ' in ' + where}")
         return
     # Most errors are best reported at the value; a bad mapping key is reported at the key.
     span = doc.key_span((*path, error.instance)) if _is_key_error(error) else doc.span(path)
@@ -151,17 +155,61 @@ def _is_key_error(error: jsonschema.ValidationError) -> bool:
     return any(part == "propertyNames" for part in error.absolute_schema_path)
 
 
+_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "a whole number", "boolean": "true or false"}
+# Words other YAML readers take for booleans; meshc reads only true and false, so these stay strings.
+_YAML11_BOOLS = frozenset({"yes", "no", "on", "off", "y", "n"})
+
+
 def _message(error: jsonschema.ValidationError) -> str:
+    """What is wrong with the value, in YAML's words (`null`, `true`, `'8080'`), never Python's."""
     custom = error.schema.get("x-meshc-message") if isinstance(error.schema, dict) else None
+    value, rule = error.instance, error.validator_value
     if _is_key_error(error):
-        return f"name {error.instance!r} {custom or 'is not allowed'}"
-    if custom:
-        return f"{error.instance!r} {custom}"
+        return f"name {quote(str(value))} {custom or 'is not allowed'}"
     if error.validator == "type":
-        return f"{error.instance!r} should be of type {error.validator_value}"
+        return _type_message(value, rule, custom)
+    if custom:
+        return f"{yaml_value(value)} {custom}"
     if error.validator == "enum":
-        return f"{error.instance!r} is not one of {', '.join(map(str, error.validator_value))}{did_you_mean(str(error.instance), map(str, error.validator_value))}"
-    return error.message
+        return f"{yaml_value(value)} is not one of {', '.join(map(str, rule))}{did_you_mean(str(value), map(str, rule))}"
+    return _bound_message(error.validator, value, rule)
+
+
+def _type_message(value: Any, rule: Any, custom: str | None) -> str:
+    wanted = _TYPE_NAMES.get(rule, str(rule))
+    if isinstance(value, str) and rule == "integer" and re.fullmatch(r"[-+]?[0-9]+", value.strip()):
+        return f"{yaml_value(value)} is a quoted string, not a number; remove the quotes"
+    if isinstance(value, str) and rule == "boolean" and value.lower() in ("true", "false"):
+        return f"{yaml_value(value)} is a quoted string, not true or false; remove the quotes"
+    if isinstance(value, str) and rule == "boolean" and value.lower() in _YAML11_BOOLS:
+        return f"{yaml_value(value)} is a string to meshc (only true and false are booleans); write true or false"
+    if rule == "string" and (value is None or isinstance(value, bool) or isinstance(value, int)):
+        return (f"{yaml_value(value)} is not a string; if you mean the text {yaml_value(value)}, "
+                f"quote it: '{yaml_value(value)}'")
+    return f"{yaml_value(value)} should be {wanted}" + (f" ({custom})" if custom else "")
+
+
+def _bound_message(validator: str, value: Any, rule: Any) -> str:
+    """Messages for the bounds our schemas set, worded for a YAML author."""
+    messages = {
+        "minimum": lambda: f"{yaml_value(value)} is less than the minimum, {rule}",
+        "maximum": lambda: f"{yaml_value(value)} is more than the maximum, {rule}",
+        "minLength": lambda: "must not be empty" if rule == 1 else f"{yaml_value(value)} is shorter than {rule} characters",
+        "minItems": lambda: f"{yaml_value(value)} must hold at least {rule} item{'s' if rule != 1 else ''}",
+        "minProperties": lambda: f"{yaml_value(value)} must hold at least {rule} entr{'ies' if rule != 1 else 'y'}",
+        "uniqueItems": lambda: f"{yaml_value(value)} lists {_first_repeat(value)} more than once; keep one",
+        "pattern": lambda: f"{yaml_value(value)} is not allowed here",
+    }
+    return messages.get(validator, lambda: f"{yaml_value(value)} is not allowed here ({validator})")()
+
+
+def _first_repeat(items: Any) -> str:
+    seen: list[Any] = []
+    for item in items if isinstance(items, list) else ():
+        if item in seen:
+            return yaml_value(item)
+        seen.append(item)
+    return "an item"
 
 
 def _describe(path: tuple[Any, ...]) -> str:

@@ -1,0 +1,1 @@
+"""Pictures of the mesh: a graph model built from the IR, and one renderer per format."""

@@ -1,0 +1,42 @@
+"""`meshc graph`: the picture of a mesh, or of some services' neighbourhood, in one of four formats."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from compiler.diagnostics import EnvironmentFailure
+from compiler.graph.dot import render_dot, render_svg
+from compiler.graph.html import render_html
+from compiler.graph.mermaid import render_mermaid
+from compiler.graph.model import build_graph
+from compiler.ir.model import Mesh
+
+FORMATS = ("mermaid", "dot", "svg", "html")
+
+
+def draw(mesh: Mesh, fmt: str, services: Sequence[str] = (), depth: int = 1) -> str:
+    """The graph of `mesh` (or of `services` and their neighbourhood, `depth` hops) as text in format `fmt`."""
+    graph = build_graph(mesh, services, depth)
+    if fmt == "mermaid":
+        return render_mermaid(graph)
+    if fmt == "dot":
+        return render_dot(graph)
+    svg = render_svg(render_dot(graph))
+    if fmt == "svg":
+        return svg
+    if fmt == "html":
+        return render_html(mesh, graph, svg)
+    raise ValueError(f"unknown graph format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename, so a reader never sees half a picture; EnvironmentFailure if it cannot."""
+    temp = path.with_name(f".{path.name}.meshc-{os.getpid()}")
+    try:
+        temp.write_text(text, encoding="utf-8")
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise EnvironmentFailure(str(path), exc.strerror or str(exc)) from None

@@ -17,7 +17,7 @@ from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
 from compiler.diff import DocumentDiff, diff_revisions, output_drift
 from compiler.explain import UnknownService, explain, format_explain
 from compiler.gitsource import RevisionError
-from compiler.pipeline import build, compile_dir, spec_files, validate_only
+from compiler.pipeline import compile_dir, spec_files, validate_only
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
 
 if TYPE_CHECKING:
@@ -92,6 +92,12 @@ def _parser() -> argparse.ArgumentParser:
     diff_cmd.add_argument("--exit-code", action="store_true", help="exit 1 when any target changes")
     _drift_arguments(_command(commands, "drift", "compare what runs (cluster dumps, PuppetDB) with what the spec renders", _drift, spec=True))
     _graph_command(commands)
+    plan_cmd = _command(commands, "plan", "show each wave's revision, what the next promotion changes and the checked states", _plan, spec=True)
+    plan_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    promote_cmd = _command(commands, "promote", "move the next wave's pin forward (rewrites rollout.yaml) and rebuild the output", _promote)
+    promote_cmd.add_argument("wave", nargs="?", default=None, help="the wave to promote (default: the next one behind)")
+    promote_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
+    promote_cmd.add_argument("-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)")
     return parser
 
 
@@ -122,7 +128,16 @@ def _command(commands: argparse._SubParsersAction, name: str, help_text: str, ha
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from compiler.rollout.build import rollout_context
+    from compiler.rollout.pins import resolve
+
     spec = validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/"))
+    context = rollout_context(args.spec)  # rollout.yaml and the inventory are part of the spec repo too
+    if context is not None:
+        try:
+            resolve(context.policy, context.rollout, context.location.repo)
+        finally:
+            context.location.repo.close()
     print(f"{args.spec}: ok, {len(spec.services)} services in {len(spec.mesh.datacenters)} datacenters")
     return EXIT_OK
 
@@ -132,6 +147,8 @@ def _waiting(lock: Path) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from compiler.rollout.build import build  # with a rollout.yaml, every wave's revision is compiled
+
     result = build(args.spec, args.output, args.lock_timeout, _waiting)
     if not result.changed:
         print(f"{args.output}: up to date, nothing written")
@@ -179,6 +196,37 @@ def _explain(args: argparse.Namespace) -> int:
 
 def _schema(args: argparse.Namespace) -> int:
     print(schema_text(args.name), end="")
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from compiler.rollout import report
+    from compiler.rollout.build import rollout_context
+    from compiler.rollout.plan import plan_rollout
+
+    context = rollout_context(args.spec)
+    if context is None:
+        print(f"meshc: error: no rollout.yaml in {args.spec}: every target runs the spec as built (see README, Rollout)", file=sys.stderr)
+        return EXIT_INVALID
+    formatters = {"text": report.format_text, "markdown": report.format_markdown, "json": report.format_json}
+    try:
+        plan = plan_rollout(context)
+    finally:
+        context.location.repo.close()
+    sys.stdout.write(formatters[args.format](plan))
+    return EXIT_OK
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from compiler.rollout.plan import PromoteError, promote
+
+    try:
+        done = promote(args.spec, args.output, args.wave)
+    except PromoteError as exc:
+        print(f"meshc: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"promoted {done.wave}: {done.old[:12]} -> {done.new[:12]}; {args.spec}/rollout.yaml rewritten, "
+          f"{args.output}: {len(done.written.written)} file(s) written, {len(done.written.removed)} removed")
     return EXIT_OK
 
 

@@ -65,6 +65,18 @@ CODES: dict[str, str] = {
     "tcp-http-policy": "a dependency on a tcp service sets timeout, retries.per_try_timeout or retries.on, which TCP proxying cannot apply",
     "no-placement": "a service is placed nowhere",
     "duplicate-placement": "a service is placed twice in one cluster or datacenter",
+    # rollout (canary waves)
+    "rollout-duplicate-wave": "two waves of the wave policy have the same name",
+    "rollout-unknown-name": "a wave matches a datacenter, cluster or service that the spec does not define",
+    "rollout-uncovered": "a target belongs to no wave: the last wave must match every target left",
+    "rollout-file": "rollout.yaml is not a mapping of `hold` and `pins` as documented",
+    "rollout-unknown-wave": "rollout.yaml pins a wave the wave policy does not define",
+    "rollout-pin-missing": "a wave other than the first has no pin in rollout.yaml",
+    "rollout-pin-unknown": "a pin is not a full commit id of the repository",
+    "rollout-pin-order": "a wave's pin is not an ancestor of (or equal to) the revision of the wave before it",
+    "rollout-no-policy": "rollout.yaml exists but mesh.yaml has no wave policy",
+    "rollout-inventory": "the host inventory is not a list of {certname, service, datacenter}",
+    "rollout-unsafe": "a state the rollout passes through breaks a client-server pair",
     # backends
     "object-too-large": "a generated Kubernetes object is too large for `kubectl apply` (256 KiB annotation limit)",
     "reserved-namespace": "a service is placed in the namespace meshc keeps for external discovery readers",

@@ -27,7 +27,7 @@ from compiler.graph.calls import CallChange, diff_calls
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.ir.model import Workload
 from compiler.emit import LOCK_TIMEOUT, REGULAR, TreeStatus, compare_tree, kind_of, output_lock, read_regular
-from compiler.pipeline import Build, collector_paused, compile, compile_dir
+from compiler.pipeline import Build, collector_paused, compile
 from compiler.render.restart import Credentials, RestartClass, classify, new_credentials
 from compiler.render.restart import changes as restart_costs
 from compiler.spec.load import MESH_FILE, SpecFiles
@@ -150,6 +150,14 @@ class KubeDelete:
 
 
 @dataclass(**RECORD)
+class WaveSplit:
+    """The changed targets of one wave of the head's wave policy."""
+
+    wave: str
+    targets: tuple[str, ...]
+
+
+@dataclass(**RECORD)
 class MeshDiff:
     """Everything that changes between a base and a head build."""
 
@@ -164,6 +172,8 @@ class MeshDiff:
     shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
     deletions: tuple[KubeDelete, ...] = ()  # in the order to run them: the reverse of kube-applier's
     calls: tuple[CallChange, ...] = ()  # call-graph edges added, removed or re-policied (compiler.graph.calls)
+    waves: tuple[WaveSplit, ...] = ()  # changed targets by wave, in rollout order (the head's wave policy)
+    rollout: str = "none"  # "active": rollout.yaml pins the later waves, so only the first wave changes now; "hold"; "none"
 
     @property
     def restarts(self) -> int:
@@ -203,7 +213,18 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
         result = diff_specs(base_files, head_files, base=base, head=head or WORKING_TREE, label=label)
     except SpecError as exc:
         raise SpecError(at_revision(exc.diagnostics, head)) from None
-    return replace(result, base_diagnostics=at_revision(result.base_diagnostics, base))
+    return replace(result, base_diagnostics=at_revision(result.base_diagnostics, base), rollout=_rollout_mode(spec_dir) if result.waves else "none")
+
+
+def _rollout_mode(spec_dir: Path) -> str:
+    """Is a rollout in force in the spec directory: "active", "hold", or "none" (no rollout.yaml)?"""
+    from compiler.rollout.pins import ROLLOUT_FILE, load_rollout
+
+    try:
+        rollout = load_rollout(spec_dir / ROLLOUT_FILE, ROLLOUT_FILE)
+    except SpecError:
+        return "active"  # a broken rollout.yaml fails the build; for the review, assume the pins hold
+    return "none" if rollout is None else "hold" if rollout.hold else "active"
 
 
 def _read_base(location: SpecLocation, base: str) -> SpecFiles | None:
@@ -267,7 +288,24 @@ def diff_builds(old: Build | None, new: Build, *, base: str = "base", head: str 
         shared=_file_diffs(old_files.get(None, {}), new_files.get(None, {})),
         deletions=kube_deletions(old.artifacts if old else (), new.artifacts),
         calls=diff_calls(old.mesh if old else None, new.mesh),
+        waves=_wave_split(old, new, targets),
     )
+
+
+def _wave_split(old: Build | None, new: Build, targets: Sequence[TargetDiff]) -> tuple[WaveSplit, ...]:
+    """Changed targets by the head's waves (the first wave always, even empty); targets no wave matches (external
+    readers, which every live revision's union keeps) go with the first wave."""
+    policy = new.spec.mesh.rollout
+    if policy is None:
+        return ()
+    from compiler.rollout.policy import assign
+
+    waves = assign(policy, old.mesh.workloads if old else ()) | dict(new.mesh.waves)
+    first = next(w.name for w in policy.waves if not w.takes_hosts)
+    split = {wave.name: [t.target for t in targets if waves.get(t.target, first) == wave.name] for wave in policy.waves}
+    if not targets:
+        return ()
+    return tuple(WaveSplit(wave=name, targets=tuple(found)) for name, found in split.items() if found or name == first)
 
 
 def group(targets: Sequence[TargetDiff]) -> tuple[Group, ...]:
@@ -462,7 +500,9 @@ def output_drift(spec_dir: Path, out: Path, lock_timeout: float = LOCK_TIMEOUT,
     """
     real = Path(os.path.realpath(out))
     with output_lock(real, str(out), lock_timeout, on_wait, required=False):
-        tree = compile_dir(spec_dir).tree()
+        from compiler.rollout.build import output_for  # with a rollout.yaml, every wave's revision is compiled
+
+        tree = output_for(spec_dir)
         status = compare_tree(real, tree)
         changed = (*status.stale, *status.hand_edited)
         return status, {path: _rebuild_edit(real, path, tree[path]) for path in changed}

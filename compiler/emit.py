@@ -168,8 +168,8 @@ class TreeStatus:
         return not (self.stale or self.missing or self.extra or self.hand_edited)
 
 
-def manifest(artifacts: Sequence[Artifact]) -> bytes:
-    """MANIFEST.json: format, meshc version, sha256 of every file, and the files of every target."""
+def manifest(artifacts: Sequence[Artifact], rollout: Mapping[str, Any] | None = None) -> bytes:
+    """MANIFEST.json: format, meshc version, sha256 of every file, the files of every target, and the rollout if one is in force."""
     targets: dict[str, list[str]] = {}
     for artifact in artifacts:
         if artifact.target is not None:
@@ -179,10 +179,11 @@ def manifest(artifacts: Sequence[Artifact]) -> bytes:
         "meshc_version": __version__,
         "files": {a.path: hashlib.sha256(a.data).hexdigest() for a in artifacts},
         "targets": {target: sorted(paths) for target, paths in targets.items()},
+        **({"rollout": rollout} if rollout is not None else {}),
     })
 
 
-def render_tree(artifacts: Sequence[Artifact]) -> dict[str, bytes]:
+def render_tree(artifacts: Sequence[Artifact], rollout: Mapping[str, Any] | None = None) -> dict[str, bytes]:
     """The complete file tree of a build, manifest included, checking paths are safe and unique."""
     files: dict[str, bytes] = {}
     for artifact in sorted(artifacts, key=lambda a: a.path):
@@ -190,7 +191,7 @@ def render_tree(artifacts: Sequence[Artifact]) -> dict[str, bytes]:
         if artifact.path in files or artifact.path == MANIFEST:
             raise ValueError(f"two artifacts claim {artifact.path}")
         files[artifact.path] = artifact.data
-    files[MANIFEST] = manifest(sorted(artifacts, key=lambda a: a.path))
+    files[MANIFEST] = manifest(sorted(artifacts, key=lambda a: a.path), rollout)
     return files
 
 

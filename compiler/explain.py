@@ -27,7 +27,7 @@ def explain(mesh: Mesh, service: str) -> dict[str, Any]:
         "restart_sensitive": first.restart_sensitive,
         "callers": list(first.ingress.client_services),
         "allowed_identities": list(first.ingress.allowed_clients),
-        "workloads": [_workload(w) for w in workloads],
+        "workloads": [_workload(w, mesh.waves.get(w.id)) for w in workloads],
     }
 
 
@@ -35,9 +35,10 @@ def _some(names: list[str], shown: int = 8) -> str:
     return ", ".join(names[:shown]) + (f", … ({len(names)} in all)" if len(names) > shown else "")
 
 
-def _workload(workload: Workload) -> dict[str, Any]:
+def _workload(workload: Workload, wave: str | None) -> dict[str, Any]:
     return {
         "id": workload.id,
+        "wave": wave,
         "platform": workload.platform,
         "datacenter": workload.datacenter,
         "region": workload.region,
@@ -94,7 +95,8 @@ def format_explain(report: dict[str, Any]) -> str:
     ]
     lines += [f"    accepts {identity}" for identity in report["allowed_identities"]]
     for workload in report["workloads"]:
-        lines.append(f"  {workload['id']}  [{workload['datacenter']}, {workload['region']}]  {workload['identity']}")
+        wave = f"  wave {workload['wave']}" if workload["wave"] else ""
+        lines.append(f"  {workload['id']}  [{workload['datacenter']}, {workload['region']}]  {workload['identity']}{wave}")
         lines.append(f"    ingress :{workload['ingress']['mesh_port']} (mTLS) -> 127.0.0.1:{workload['ingress']['app_port']}")
         for dep in workload["dependencies"]:
             lines += _format_dependency(dep)

@@ -80,14 +80,19 @@ def compile_dir(spec_dir: Path) -> Build:
     return compile(spec_files(spec_dir), spec_dir.as_posix().rstrip("/"))
 
 
-def build(spec_dir: Path, out: Path, lock_timeout: float = LOCK_TIMEOUT,
-          on_wait: Callable[[Path], None] | None = None) -> WriteResult:
-    """Compile and write the output tree atomically, holding the output's lock throughout.
+def write_output(spec_dir: Path, out: Path, tree: Callable[[], Mapping[str, bytes]], lock_timeout: float = LOCK_TIMEOUT,
+                 on_wait: Callable[[Path], None] | None = None) -> WriteResult:
+    """Write the tree `tree()` renders atomically, holding the output's lock from reading the spec to the swap.
 
     An output meshc may not replace (see `resolve_output`) is refused before the spec is read; an
     invalid spec raises before anything is written.
     """
     real = resolve_output(out, protect=(("the spec directory", spec_dir),))
     with output_lock(real, str(out), lock_timeout, on_wait):
-        return write_tree(out, compile_dir(spec_dir).tree())
+        return write_tree(out, tree())
 
+
+def build(spec_dir: Path, out: Path, lock_timeout: float = LOCK_TIMEOUT,
+          on_wait: Callable[[Path], None] | None = None) -> WriteResult:
+    """Compile and write the output tree atomically (see `write_output`)."""
+    return write_output(spec_dir, out, lambda: compile_dir(spec_dir).tree(), lock_timeout, on_wait)

@@ -157,6 +157,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def rollout_lines(diff: MeshDiff) -> list[str]:
+    """What changes now and what is still ahead, by wave (empty without a wave policy)."""
+    if not diff.waves:
+        return []
+    counts = [f"{split.wave} ({len(split.targets)})" for split in diff.waves if split.targets]
+    if diff.rollout == "none":
+        return [f"Waves: {', '.join(counts)}; no rollout.yaml, so every wave gets this at once"]
+    if diff.rollout == "hold":
+        return [f"Rollout on hold: no wave gets this until hold is lifted; then, one promotion at a time: {', '.join(counts)}"]
+    first, *rest = diff.waves
+    ahead = [f"{split.wave} ({len(split.targets)})" for split in rest]
+    now = f"Now: wave {first.wave} ({len(first.targets)} target(s))"
+    return [now + (f"; still ahead, one promotion each: {', '.join(ahead)}" if ahead else "; nothing ahead")]
+
+
 # ---------------------------------------------------------------- text
 
 def format_text(diff: MeshDiff, color: bool = False) -> str:
@@ -204,6 +219,7 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
                     "head no longer writes. Run in this order (the reverse of its apply order); kubectl contexts are "
                     "named after mesh.yaml's clusters:", "bold")
         yield from (f"  {delete_line(d)}" for d in diff.deletions)
+    yield from rollout_lines(diff)
     if diff.reformatted:
         yield "Only comments or formatting changed in: " + ", ".join(diff.reformatted)
     if diff.spec:
@@ -294,6 +310,7 @@ def format_markdown(diff: MeshDiff, budget: int = MARKDOWN_BUDGET) -> str:
     macros = _template().module
     capped = dataclasses.replace(diff, base_diagnostics=diff.base_diagnostics[:MAX_DIAGNOSTICS])
     parts = [str(macros.header(capped, summary(diff), calls_block(diff)))]
+    parts += [f"**{line}**\n\n" for line in rollout_lines(diff)]
     sections = (
         ("spec file", macros.spec_heading(diff), [macros.spec_file(f) for f in diff.spec]),
         ("target", macros.targets_heading(diff), [macros.target(t) for t in diff.targets]),

@@ -55,7 +55,7 @@ def test_validate_invalid_spec_exits_2(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ explain
 
-WORKLOAD = re.compile(r"  (?P<id>\S+)  \[(?P<dc>[^,]+), (?P<region>[^\]]+)\]  (?P<identity>spiffe://\S+)")
+WORKLOAD = re.compile(r"  (?P<id>\S+)  \[(?P<dc>[^,]+), (?P<region>[^\]]+)\]  (?P<identity>spiffe://\S+)(?:  wave (?P<wave>\S+))?")
 DEPENDENCY = re.compile(r"    -> (?P<service>\S+) on 127\.0\.0\.1:(?P<port>\d+) \((?P<locality>\w+)\): .*")
 SOURCE = re.compile(r"         p(?P<priority>\d+)  (?P<dc>\S+)\s+(?P<kind>zookeeper|kubernetes) .*")
 
@@ -80,6 +80,8 @@ def test_explain_upload_priorities_follow_the_clients_datacenter(example_build) 
     assert result.stdout.startswith("upload  owner storage-frontend, protocol http\n  called by: api-gateway\n")
     workloads = parse_explain(result.stdout)
     assert set(workloads) == {w.id for w in example_build.mesh.workloads_of("upload")}
+    waves = dict(re.findall(r"^  (\S+)  \[.*  wave (\S+)$", result.stdout, re.M))
+    assert waves == {w: example_build.mesh.waves[w] for w in workloads} and set(waves.values()) == {"sjc", "iad"}
     failover_lists = {name: dc.failover for name, dc in example_build.spec.mesh.datacenters.items()}
     checked = 0
     for dc, dependencies in workloads.values():

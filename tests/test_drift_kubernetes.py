@@ -364,7 +364,7 @@ def test_acknowledged_drift_passes_until_it_expires(tmp_path: Path, dumps: Calla
     ("  - match: x\n    reason: y\n    expires: 2026-13-01\n", "4:14", "`expires` must be a date written YYYY-MM-DD"),
     ("  - match: x\n    reason: y\n", "2:5", "exactly the keys match, reason, expires"),
     ("  - match: x\n    reason: ''\n    expires: 2026-12-01\n", "3:13", "`reason` must be a non-empty string"),
-    ("  - match: [x\n", "2:14", "invalid YAML"),
+    ("  - match: [x\n", "2:14", "invalid YAML"),  # a syntax error at the end of a file points at its last line
 ])
 def test_malformed_acknowledgements_exit_2_with_a_position(tmp_path: Path, dumps: Callable[..., list[str]], entries: str,
                                                             position: str, message: str) -> None:

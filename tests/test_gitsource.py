@@ -24,7 +24,8 @@ def make_repo(root: Path, spec_dir: str = "mesh-spec") -> Path:
     """A fresh git repo holding a copy of the example spec in `spec_dir`, committed once."""
     root.mkdir(parents=True, exist_ok=True)
     git(root, "init", "-q", "-b", "main")
-    shutil.copytree(EXAMPLE, root / spec_dir if spec_dir else root, dirs_exist_ok=True)
+    # rollout.yaml pins commits of this project's history, which a fresh repository does not have
+    shutil.copytree(EXAMPLE, root / spec_dir if spec_dir else root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("rollout.yaml"))
     commit(root, "example spec")
     return root
 

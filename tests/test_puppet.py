@@ -85,6 +85,7 @@ def test_pool_files_are_canonical_json_of_the_pool(example_build: Any) -> None:
             continue
         sidecar = example_build.sidecars[artifact.target]
         data = {
+            "mesh::wave": example_build.mesh.waves[artifact.target],
             "mesh::workload": artifact.target,
             "mesh::restart_sensitive": sidecar.workload.restart_sensitive,
             "mesh::sidecar": {name: hiera_escape(sidecar.documents[name]) for name in sorted(sidecar.documents)},
@@ -141,7 +142,7 @@ def test_hierarchy_goes_from_node_to_pool_to_datacenter_to_common(example_build:
     config = yaml.safe_load(hiera.data)
     assert config["version"] == 5
     assert [level["path"] for level in config["hierarchy"]] == [level.path for level in HIERARCHY] == [
-        "nodes/%{trusted.certname}.yaml",
+        "nodes/%{trusted.certname}.json",
         "pools/%{facts.mesh_service}/%{facts.mesh_datacenter}.json",
         "datacenters/%{facts.mesh_datacenter}.yaml",
         "common.yaml",

@@ -348,8 +348,8 @@ def runs(example_build: Build, sidecars: dict[str, SidecarConfig], tmp_path_fact
     base = tmp_path_factory.mktemp("puppet")
     tree = base / "server/puppet"  # output/puppet as a Puppet server holds it, plus one canary node file
     write_tree(build_puppet(example_build.mesh, sidecars), tree)
-    write_tree([Artifact(path=f"puppet/data/nodes/{CANARY}.yaml",
-                         data=dump_yaml({"mesh::sidecar": {ENVOY_CDS: {"canary": True}}}))], tree)
+    write_tree([Artifact(path=f"puppet/data/nodes/{CANARY}.json",
+                         data=dump_json({"mesh::sidecar": {ENVOY_CDS: {"canary": True}}}))], tree)
     mesh = example_build.mesh
     with ThreadPoolExecutor(max_workers=3) as pool:
         example = pool.submit(host_runs, base / "example", tree, mesh, sidecars[POOL], (
@@ -415,7 +415,7 @@ def test_explain_names_the_file_each_value_came_from(runs: Runs) -> None:
     assert rc == 0
     merge = 'Using merge options from "lookup_options" hash\nSearching for "mesh::sidecar"\n  Merge strategy hash\n'
     assert merge in out
-    assert f"/data/nodes/{CANARY}.yaml" in out
+    assert f"/data/nodes/{CANARY}.json" in out
     assert "/data/pools/encryption/sjc.json" in out
 
 

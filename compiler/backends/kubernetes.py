@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,8 +91,9 @@ DISCOVERY_RULES = (
 MAX_APPLIED_BYTES = 256 * 1024 - 4096
 
 
-def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[Artifact]:
-    """The manifests of every Kubernetes workload and external reader, plus one Namespace per (cluster, namespace)."""
+def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None) -> list[Artifact]:
+    """The manifests of every Kubernetes workload and external reader (those in `only`, if given, by target id),
+    plus one Namespace per (cluster, namespace) and one discovery ClusterRole per cluster."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     in_cluster = _workloads_by_cluster_service(workloads)
     readers = external_readers(mesh)
@@ -100,9 +101,12 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig]) -> list[
     namespaces = {(w.cluster or "", w.namespace) for w in workloads} | {(r.cluster, DISCOVERY_NAMESPACE) for r in readers}
     artifacts = [_artifact(mesh, cluster, namespace_object(mesh, ns), None, serializer) for cluster, ns in sorted(namespaces)]
     artifacts += [_artifact(mesh, cluster, discovery_cluster_role(mesh), None, serializer) for cluster in sorted({c for c, _ in namespaces})]
-    artifacts += [_artifact(mesh, r.cluster, obj, r.id, serializer) for r in readers for obj in reader_objects(mesh, r)]
+    artifacts += [_artifact(mesh, r.cluster, obj, r.id, serializer) for r in readers if only is None or r.id in only
+                  for obj in reader_objects(mesh, r)]
     problems: list[Diagnostic] = []
     for workload in workloads:
+        if only is not None and workload.id not in only:
+            continue
         if workload.id not in sidecars:
             problems.append(Diagnostic(span=workload.span, code="internal", message=f"{workload.id}: no sidecar documents were rendered"))
             continue

@@ -23,6 +23,7 @@ from compiler.ir.model import (
     ZookeeperSource,
 )
 from compiler.ir.routing import priorities
+from compiler.rollout.policy import assign
 from compiler.spec.model import MeshSpec, ServiceSpec, Spec, deep_merge, duration_ms
 
 
@@ -51,6 +52,7 @@ def lower(spec: Spec) -> Mesh:
     lowering = _Lowering(spec)
     workloads = [w for service in spec.services.values() for w in lowering.workloads(service)]
     return Mesh(
+        waves=assign(spec.mesh.rollout, workloads),
         name=spec.mesh.name,
         trust_domain=spec.mesh.trust_domain,
         sidecar=spec.mesh.sidecar,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from compiler.diagnostics import Span
 from compiler.spec.model import Cluster, Datacenter, Issuer, Sidecar
@@ -161,6 +161,11 @@ class Mesh:
     datacenters: Mapping[str, Datacenter]
     clusters: Mapping[str, Cluster]
     workloads: tuple[Workload, ...]
+    # Workload id -> wave name, from the wave policy of the revision being built ({} without one).
+    waves: Mapping[str, str] = field(default_factory=dict)
+    # Identities of workloads that exist only in other revisions live in a rollout: the allow-lists
+    # of a rollout build admit them too (expand before contract).
+    rollout_identities: frozenset[str] = frozenset()
 
     def workloads_of(self, service: str) -> tuple[Workload, ...]:
         """The workloads of one service, sorted by id."""

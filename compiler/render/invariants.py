@@ -81,7 +81,7 @@ def priorities_contiguous(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic
 
 def allowed_clients_exist(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
     """Every identity an ingress admits belongs to a real workload (no stale or misspelled grant)."""
-    identities = {workload.identity for workload in mesh.workloads}
+    identities = {workload.identity for workload in mesh.workloads} | mesh.rollout_identities
     for workload, (lds,) in distinct(sidecars, ENVOY_LDS):
         for principal in allowed_principals(lds):
             if principal not in identities:

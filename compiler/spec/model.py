@@ -9,6 +9,7 @@ from types import MappingProxyType
 from typing import Any
 
 from compiler.diagnostics import Span
+from compiler.rollout.policy import WavePolicy, policy_from_document
 from compiler.spec.load import DataPath, Document
 
 MODEL = dict(frozen=True, kw_only=True, slots=True)
@@ -106,6 +107,7 @@ class MeshSpec:
     sidecar: Sidecar
     defaults: Mapping[str, Any]
     file: str
+    rollout: WavePolicy | None = None
 
 
 @dataclass(**MODEL)
@@ -180,6 +182,7 @@ def mesh_from_document(doc: Document) -> MeshSpec:
         sidecar=Sidecar(**(data.get("sidecar") or {})),
         defaults=MappingProxyType(deep_merge(BUILTIN_DEFAULTS, data.get("defaults") or {})),
         file=doc.file,
+        rollout=policy_from_document(doc),
     )
 
 

@@ -1,0 +1,1 @@
+"""Canary waves: the wave policy, pinned revisions, canary hosts, the per-target build and its safety checks."""

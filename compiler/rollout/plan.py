@@ -1,0 +1,245 @@
+"""The rollout plan (`meshc plan`) and a promotion (`meshc promote`), as records; formatting is in rollout.report."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from compiler.emit import WriteResult
+from compiler.pipeline import collector_paused, write_output
+from compiler.render.restart import RestartClass, classify
+from compiler.rollout.build import Context, RolloutBuild, State, build_rollout, compile_revision, node_path, rollout_context, spec_key
+from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
+from compiler.rollout.states import StatesReport, check_rollout, check_states, next_state
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WaveStatus:
+    """One wave: its revision and how many targets and canary hosts run it."""
+
+    name: str
+    revision: str
+    targets: int
+    hosts: int
+    current: bool  # runs the newest revision (the one being built)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TargetChange:
+    """A target whose rendering the next promotion changes, and what that costs it."""
+
+    target: str
+    wave: str
+    status: str  # added | removed | changed
+    restart: RestartClass
+    restart_sensitive: bool
+    reason: str  # promoted (its wave moves) | authorization (allow-list widened or narrowed)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AuthzStep:
+    """An allow-list step: identities a service admits beyond its own revision (expand), or stops admitting (contract)."""
+
+    service: str
+    identities: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Plan:
+    """Where the rollout stands and what the next promotion does."""
+
+    waves: tuple[WaveStatus, ...]
+    hold: bool
+    promotion: tuple[str, str] | None  # (wave, revision it moves to)
+    changes: tuple[TargetChange, ...]
+    expanded: tuple[AuthzStep, ...]  # in force now: admitted because another live revision admits them
+    contracted: tuple[AuthzStep, ...]  # the next promotion stops admitting these
+    current_states: StatesReport
+    next_states: StatesReport | None
+
+
+class PromoteError(Exception):
+    """A promotion that cannot be made: nothing to promote, an unknown wave, or a working tree that is not committed."""
+
+
+def plan_rollout(context: Context) -> Plan:
+    """The plan of the rollout in force: each wave, the next promotion's changes and costs, and the checked states."""
+    with collector_paused():  # two rollout builds are alive at once
+        return _plan(context)
+
+
+def _plan(context: Context) -> Plan:
+    current = build_rollout(context)
+    checked = check_rollout(context, current)  # raises SpecError [rollout-unsafe]: a plan of an unsafe rollout is the error list
+    now = check_states(current.state, None, None)
+    promotion, following, revisions = next_state(context, current)
+    changes: tuple[TargetChange, ...] = ()
+    contracted: tuple[AuthzStep, ...] = ()
+    report = None
+    if promotion is not None and following is not None and revisions is not None:
+        after = build_rollout(context, revisions)
+        changes = tuple(_changes(current, after, promotion[0]))
+        contracted = tuple(_allow_steps(after.state, current.state))
+        report = checked
+    return Plan(waves=tuple(_waves(current.state, context)), hold=context.rollout.hold, promotion=promotion, changes=changes,
+                expanded=tuple(_expanded(current.state, context)), contracted=contracted, current_states=now, next_states=report)
+
+
+def _waves(state: State, context: Context) -> list[WaveStatus]:
+    counts = {r.wave: 0 for r in state.revisions}
+    for placement in state.placements.values():
+        if placement.workload is not None:
+            counts[placement.wave] += 1
+    hosts = {r.wave: sum(c.wave == r.wave for c in state.canaries) for r in state.revisions}
+    newest = spec_key(context, state.revisions[0].revision)
+    return [WaveStatus(name=r.wave, revision=r.revision, targets=counts[r.wave], hosts=hosts[r.wave],
+                       current=spec_key(context, r.revision) == newest) for r in state.revisions]
+
+
+def _documents(build: RolloutBuild, target: str) -> Mapping[str, object] | None:
+    placement = build.state.placements.get(target)
+    if placement is None or placement.workload is None:
+        return None
+    sidecar = build.rendered[placement.revision].sidecars.get(target)
+    return sidecar.documents if sidecar is not None else None
+
+
+def _changes(before: RolloutBuild, after: RolloutBuild, wave: str) -> list[TargetChange]:
+    found = []
+    for target in sorted(set(before.state.placements) | set(after.state.placements)):
+        old, new = _documents(before, target), _documents(after, target)
+        if old == new:
+            continue
+        placement = after.state.placements.get(target) or before.state.placements[target]
+        workload = placement.workload or before.state.placements[target].workload
+        status = "added" if old is None else "removed" if new is None else "changed"
+        found.append(TargetChange(target=target, wave=placement.wave, status=status, restart=classify(old, new),
+                                  restart_sensitive=bool(workload and workload.restart_sensitive),
+                                  reason="promoted" if placement.wave == wave else "authorization"))
+    return found + _host_changes(before, after)
+
+
+def _host_changes(before: RolloutBuild, after: RolloutBuild) -> list[TargetChange]:
+    """Canary hosts whose node file the promotion changes (target `host/<certname>`)."""
+    old = {c.certname: c for c in before.state.canaries}
+    new = {c.certname: c for c in after.state.canaries}
+    found = []
+    for certname in sorted(set(old) | set(new)):
+        path = node_path(certname)
+        was, now = before.tree.get(path), after.tree.get(path)
+        if was == now:
+            continue
+        canary = new.get(certname) or old[certname]
+        documents = [json.loads(data)["mesh::sidecar"] if data is not None else None for data in (was, now)]
+        sensitive = any(json.loads(data)["mesh::restart_sensitive"] for data in (was, now) if data is not None)
+        found.append(TargetChange(target=f"host/{certname}", wave=canary.wave, status="added" if was is None else "removed" if now is None else "changed",
+                                  restart=classify(documents[0], documents[1]), restart_sensitive=sensitive, reason="promoted"))
+    return found
+
+
+def _allow_lists(state: State) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for placement in state.placements.values():
+        if placement.workload is not None:
+            found.setdefault(placement.workload.service, set()).update(placement.workload.ingress.allowed_clients)
+    return found
+
+
+def _allow_steps(after: State, before: State) -> list[AuthzStep]:
+    """Identities a service admits before but no longer after (the contract a promotion makes)."""
+    old, new = _allow_lists(before), _allow_lists(after)
+    steps = [AuthzStep(service=s, identities=tuple(sorted(old[s] - new.get(s, set())))) for s in sorted(old)]
+    return [step for step in steps if step.identities]
+
+
+def _expanded(state: State, context: Context) -> list[AuthzStep]:
+    """Identities each service admits only because another live revision admits them (the expand step in force)."""
+    steps = []
+    widened = _allow_lists(state)
+    own: dict[str, set[str]] = {}
+    for placement in state.placements.values():
+        if placement.workload is None:
+            continue
+        revision = compile_revision(context, placement.revision)
+        if revision is not None:
+            for workload in revision.mesh.workloads_of(placement.workload.service)[:1]:
+                own.setdefault(workload.service, set()).update(workload.ingress.allowed_clients)
+    for service in sorted(widened):
+        extra = widened[service] - own.get(service, set())
+        if extra:
+            steps.append(AuthzStep(service=service, identities=tuple(sorted(extra))))
+    return steps
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Promotion:
+    """What `meshc promote` did: the wave moved, from and to which revision, and the output written."""
+
+    wave: str
+    old: str
+    new: str
+    written: WriteResult
+
+
+# Issue 11 (drift) plugs its convergence gate in here: called with the context and the wave about to
+# move, it raises PromoteError while the waves before it have not converged. There is no gate yet.
+PromotionGate = Callable[[Context, str], None]
+
+
+def promote(spec_dir: Path, out: Path, wave: str | None = None, gate: PromotionGate | None = None) -> Promotion:
+    """Move the next (or the named) wave's pin to the revision of the wave before it, prove its states safe,
+    rewrite rollout.yaml (comments kept) and rebuild `out`: one pull request."""
+    context = rollout_context(spec_dir)
+    if context is None:
+        raise PromoteError(f"no {ROLLOUT_FILE} in {spec_dir.as_posix()}: there is no rollout to promote")
+    try:
+        return _promote(context, spec_dir, out, wave, gate)
+    finally:
+        context.location.repo.close()
+
+
+def _promote(context: Context, spec_dir: Path, out: Path, wave: str | None, gate: PromotionGate | None) -> Promotion:
+    revisions = resolve(context.policy, context.rollout, context.location.repo)
+    try:
+        target = promotion_target(revisions, context.head, wave, lambda rev: spec_key(context, rev))
+    except KeyError:
+        raise PromoteError(f"unknown wave {wave!r}; the waves are {', '.join(context.policy.names)}") from None
+    if target is None and wave == context.policy.names[0]:
+        raise PromoteError(f"the first wave {wave!r} is never promoted: it runs the commit being built"
+                           + (" once the hold is lifted (hold: false, and remove its pin)" if context.rollout.hold else ""))
+    if target is None:
+        raise PromoteError(f"wave {wave!r} already runs the revision of the wave before it" if wave else
+                           "every wave already runs the newest revision: nothing to promote")
+    if target[1] == context.head:
+        _require_clean(context)
+    if gate is not None:
+        gate(context, target[0])
+    old = next(r.revision for r in revisions if r.wave == target[0])
+    moved = with_pin(revisions, *target)
+    with collector_paused():
+        result = build_rollout(context, moved)
+        check_rollout(_with_pins(context, target[0], target[1]), result)
+    path = spec_dir / ROLLOUT_FILE
+    text = rewrite_pin(path.read_text("utf-8"), target[0], target[1])
+    written = write_output(spec_dir, out, lambda: dict(result.tree))  # refuses what meshc did not write; holds the lock
+    staged = path.with_name(f".{path.name}.meshc-new")
+    staged.write_text(text, "utf-8")
+    os.replace(staged, path)  # atomic: rollout.yaml is never half written
+    return Promotion(wave=target[0], old=old, new=target[1], written=written)
+
+
+def _with_pins(context: Context, wave: str, revision: str) -> Context:
+    pins = dict(context.rollout.pins)
+    pins[wave] = revision
+    return replace(context, rollout=replace(context.rollout, pins=pins))
+
+
+def _require_clean(context: Context) -> None:
+    repo = context.location.repo
+    relative = context.location.relative or "."
+    if repo.is_dirty(index=True, working_tree=True, untracked_files=True, path=relative):
+        raise PromoteError(f"{context.label} has uncommitted changes; the second wave moves to the current commit, "
+                           "so commit (and merge) the change first")
+

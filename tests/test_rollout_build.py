@@ -1,0 +1,381 @@
+"""The rollout build on real git repositories: pins, per-wave renderings, expand before contract, promotion, revert, hold."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from compiler.cli import main
+from compiler.diagnostics import SpecError
+from compiler.emit import MANIFEST, read_tree
+from compiler.gitsource import locate, read_revision
+from compiler.pipeline import compile
+from compiler.rollout.build import RevisionCache, build_rollout, output_for, plain_tree, rollout_context
+from compiler.rollout.plan import PromoteError, plan_rollout, promote
+from compiler.rollout.states import check_rollout
+from tests.test_gitsource import commit, git, make_repo
+
+SPEC = "mesh-spec"
+POLICY = """
+rollout:
+  waves:
+    - name: canary
+      match: {datacenters: [gcp-usc1]}
+    - name: west
+      match: {datacenters: [sjc]}
+    - name: rest
+"""
+ROLLOUT = """# Which revision each wave runs; meshc promote moves one pin at a time.
+hold: false
+pins:
+  # west: the sjc datacenter
+  west: {west}
+  rest: {rest}  # everything else
+"""
+AUDIT_LOG = "vm/audit-log/gcp-usc1"  # the only target of audit-log: the canary wave
+
+
+def set_policy(spec: Path, policy: str) -> None:
+    """Replace the example's wave policy (the last section of its mesh.yaml) with `policy`."""
+    text = (spec / "mesh.yaml").read_text()
+    (spec / "mesh.yaml").write_text(text.split("\nrollout:\n", 1)[0] + "\n" + policy)
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{path.name} no longer holds {old!r}"
+    path.write_text(text.replace(old, new, 1))
+
+
+def start_rollout(root: Path) -> tuple[Path, Path, str]:
+    """A repo with the example spec and a wave policy (commit `base`), then rollout.yaml pinning every wave to base."""
+    repo = make_repo(root)
+    spec = repo / SPEC
+    set_policy(spec, POLICY)
+    base = commit(repo, "wave policy")
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
+    commit(repo, "start the rollout")
+    return repo, spec, base
+
+
+def set_pins(spec: Path, west: str, rest: str, hold: bool = False) -> None:
+    text = ROLLOUT.format(west=west, rest=rest).replace("hold: false", f"hold: {str(hold).lower()}")
+    (spec / "rollout.yaml").write_text(text)
+
+
+def revision_tree(repo: Path, revision: str) -> dict[str, bytes]:
+    """The plain build (no rollout) of the spec at `revision`."""
+    return compile(read_revision(locate(repo / SPEC), revision), SPEC).tree()
+
+
+def targets(tree: dict[str, bytes]) -> dict[str, list[str]]:
+    return json.loads(tree[MANIFEST])["targets"]
+
+
+def files_of(tree: dict[str, bytes], target: str) -> dict[str, bytes]:
+    return {path: tree[path] for path in targets(tree)[target]}
+
+
+def waves_of(tree: dict[str, bytes]) -> dict[str, str]:
+    return {t: v["wave"] for t, v in json.loads(tree[MANIFEST])["rollout"]["targets"].items()}
+
+
+def add_timeout_change(repo: Path) -> str:
+    """A change to every storage-gateway client edge's policy: event-bus and storage-gateway run in every datacenter."""
+    replace_in(repo / SPEC / "mesh.yaml", "connect_timeout: 1s", "connect_timeout: 2s")
+    return commit(repo, "connect timeout 2s")
+
+
+@pytest.fixture(scope="module")
+def merged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """A rollout at base, then a change merged: (repo, base, head)."""
+    repo, _, base = start_rollout(tmp_path_factory.mktemp("merged") / "repo")
+    return repo, base, add_timeout_change(repo)
+
+
+# ---------------------------------------------------------------- a merge reaches the first wave only
+
+def test_a_merge_during_a_rollout_reaches_only_the_first_wave(merged: tuple[Path, str, str]) -> None:
+    repo, base, head = merged
+    tree = output_for(repo / SPEC)
+    old, new = revision_tree(repo, base), revision_tree(repo, head)
+    waves = waves_of(tree)
+    assert set(waves.values()) == {"canary", "west", "rest"}
+    changed = {t for t in targets(new) if t in targets(old) and files_of(old, t) != files_of(new, t)}
+    assert {waves[t] for t in changed} == {"canary", "west", "rest"}, "the change touches every wave"
+    for target, wave in waves.items():
+        expected = new if wave == "canary" else old
+        assert files_of(tree, target) == files_of(expected, target), f"{target} ({wave}) is not its wave's rendering"
+    manifest = json.loads(tree[MANIFEST])["rollout"]
+    assert manifest["waves"] == [{"name": "canary", "revision": "HEAD"}, {"name": "west", "revision": base}, {"name": "rest", "revision": base}]
+    assert manifest["targets"][AUDIT_LOG] == {"wave": "canary", "revision": "HEAD"}
+    assert manifest["targets"]["vm/auth/sjc"] == {"wave": "west", "revision": base}
+    assert not any(base.encode() in data for path, data in tree.items() if path != MANIFEST), "no revision inside artifacts"
+
+
+def test_without_rollout_yaml_the_build_is_the_plain_build(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / SPEC
+    set_policy(spec, POLICY)
+    commit(repo, "policy, no rollout.yaml")
+    assert rollout_context(spec) is None
+    in_git = output_for(spec)
+    outside = tmp_path / "copy" / SPEC
+    shutil.copytree(spec, outside)
+    assert in_git == output_for(outside) == plain_tree(spec)
+    assert "rollout" not in json.loads(in_git[MANIFEST])
+    # outside git, a rollout.yaml has no revisions to name: the build is the plain build too
+    (outside / "rollout.yaml").write_text("hold: true\npins: {canary: 0000000000000000000000000000000000000000}\n")
+    assert output_for(outside) == in_git
+
+
+def test_every_distinct_spec_is_compiled_once(merged: tuple[Path, str, str]) -> None:
+    repo, base, head = merged
+    from compiler.rollout.build import compile_revision, spec_key
+
+    context = rollout_context(repo / SPEC, RevisionCache())
+    assert context is not None
+    build_rollout(context)
+    assert len(context.cache.compiled) == 2  # the working tree and base (pinned by two waves)
+    # the head commit holds the working tree's spec: same key (mesh.yaml blob + services/ tree), no compile
+    assert spec_key(context, head) == spec_key(context, "HEAD") != spec_key(context, base)
+    assert compile_revision(context, head) is not None and compile_revision(context, base) is not None
+    assert len(context.cache.compiled) == 2
+
+
+# ---------------------------------------------------------------- pins
+
+def pin_errors(spec: Path) -> list[str]:
+    with pytest.raises(SpecError) as caught:
+        output_for(spec)
+    return [d.format() for d in caught.value.diagnostics]
+
+
+def line_of(path: Path, needle: str) -> int:
+    return next(i for i, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+
+
+def test_pins_that_skip_a_wave_or_are_not_commits_are_rejected(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    head = add_timeout_change(repo)
+    label = (spec / "rollout.yaml").as_posix()
+    set_pins(spec, west=base, rest=head)  # rest would run a revision west has not had
+    line = line_of(spec / "rollout.yaml", "rest:")
+    assert pin_errors(spec) == [
+        f"{label}:{line}:9: error: wave 'rest' is pinned to {head[:12]}, which is not {base[:12]} of the wave before it nor one of "
+        "its ancestors; pins move forward one wave at a time (meshc promote), never past the wave before  [rollout-pin-order]"]
+    set_pins(spec, west="f" * 40, rest=base)
+    assert pin_errors(spec) == [f"{label}:{line_of(spec / 'rollout.yaml', '  west: ')}:9: error: the pin of wave 'west' is not a commit "
+                                "of this repository; fetch the full history (CI: fetch-depth: 0) or fix the pin  [rollout-pin-unknown]"]
+    set_pins(spec, west="main", rest=base)
+    assert pin_errors(spec)[0].endswith("the pin of wave 'west' must be a full 40-hex commit id (git rev-parse REV), not 'main'  [rollout-pin-unknown]")
+    (spec / "rollout.yaml").write_text(f"pins:\n  wst: {base}\n")
+    assert pin_errors(spec) == [
+        f"{label}:1:1: error: wave 'rest' has no pin; add `rest: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
+        f"{label}:1:1: error: wave 'west' has no pin; add `west: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
+        f"{label}:2:8: error: rollout.yaml pins unknown wave 'wst' (did you mean 'west'?); the waves are canary, west, rest  [rollout-unknown-wave]",
+    ]
+
+
+def test_a_pin_ahead_of_the_current_commit_is_rejected(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    head = add_timeout_change(repo)
+    git(repo, "checkout", "-q", base)  # HEAD goes back; the pins stay ahead of it
+    set_pins(spec, west=head, rest=head)
+    found = pin_errors(spec)
+    assert len(found) == 1 and "wave 'west' is pinned to" in found[0] and "which is not the current commit" in found[0]
+
+
+# ---------------------------------------------------------------- promote, revert, hold
+
+def test_promote_moves_exactly_one_pin_keeps_comments_and_rebuilds(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    out = repo / "output"
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    commit(repo, "output at base")
+    add_timeout_change(repo)
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    head = commit(repo, "output with the change in canary")
+    before = (spec / "rollout.yaml").read_text()
+    done = promote(spec, out)
+    assert (done.wave, done.old, done.new) == ("west", base, head)
+    after = (spec / "rollout.yaml").read_text()
+    changed = [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0) if line[:1] in "+-"]
+    assert changed == ["--- ", "+++ ", f"-  west: {base}", f"+  west: {head}"], "one line changes; comments and layout stay"
+    assert read_tree(out) == output_for(spec), "promote wrote what a build of the new pins writes"
+    assert main(["check", str(spec), "-o", str(out)]) == 0
+    assert waves_of(read_tree(out))["vm/auth/sjc"] == "west"
+    assert files_of(read_tree(out), "vm/auth/sjc") == files_of(revision_tree(repo, head), "vm/auth/sjc")
+    assert files_of(read_tree(out), "vm/auth/iad") == files_of(revision_tree(repo, base), "vm/auth/iad")
+    commit(repo, "promote west")
+    done = promote(spec, out)
+    assert (done.wave, done.old, done.new) == ("rest", base, head)
+    commit(repo, "promote rest")
+    with pytest.raises(PromoteError, match="nothing to promote"):
+        promote(spec, out)
+
+
+def test_promote_refuses_an_uncommitted_working_tree(tmp_path: Path) -> None:
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    add_timeout_change(repo)
+    replace_in(spec / "mesh.yaml", "connect_timeout: 2s", "connect_timeout: 3s")
+    with pytest.raises(PromoteError, match="uncommitted changes"):
+        promote(spec, repo / "output")
+
+
+def test_git_revert_of_a_promotion_restores_the_output_byte_for_byte(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    out = repo / "output"
+    add_timeout_change(repo)
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    commit(repo, "output with the change in canary")
+    previous = read_tree(out)
+    promote(spec, out)
+    promoted = commit(repo, "promote west")
+    assert read_tree(out) != previous
+    git(repo, "revert", "--no-edit", promoted)
+    reverted = git(repo, "rev-parse", "HEAD").strip()
+    assert read_tree(out) == previous, "git restored the committed output"
+    assert output_for(spec) == previous, "and it is exactly what the reverted pins build"
+    # the revert's own transition (west: head -> base) is checked: its states are those of promoting west again
+    context = rollout_context(spec)
+    assert context is not None
+    report = check_rollout(context, build_rollout(context))
+    assert report.promotion == ("west", reverted) and report.combinations > report.pairs > 0 and not report.problems
+
+
+def test_hold_stops_a_new_merge_from_reaching_the_first_wave(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base).replace("hold: false", "hold: true")
+                                       .replace("pins:\n", f"pins:\n  canary: {base}\n"))
+    commit(repo, "hold")
+    held = output_for(spec)
+    add_timeout_change(repo)
+    assert output_for(spec) == held, "with hold, the merge reaches no wave"
+    assert json.loads(held[MANIFEST])["rollout"]["waves"][0] == {"name": "canary", "revision": base}
+    unheld = output_for_without_hold(spec)
+    assert files_of(unheld, AUDIT_LOG) != files_of(held, AUDIT_LOG)
+
+
+def output_for_without_hold(spec: Path) -> dict[str, bytes]:
+    text = (spec / "rollout.yaml").read_text()
+    (spec / "rollout.yaml").write_text("\n".join(line for line in text.splitlines() if "canary:" not in line).replace("hold: true", "hold: false") + "\n")
+    try:
+        return output_for(spec)
+    finally:
+        (spec / "rollout.yaml").write_text(text)
+
+
+def test_first_wave_pinned_without_hold_is_an_error(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base).replace("pins:\n", f"pins:\n  canary: {base}\n"))
+    found = pin_errors(spec)
+    assert len(found) == 1 and found[0].endswith("the first wave 'canary' runs the revision being built; pin it only with `hold: true`  [rollout-file]")
+
+
+# ---------------------------------------------------------------- expand before contract, unsafe changes
+
+def test_a_new_dependency_on_a_later_wave_is_admitted_everywhere_first(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    (spec / "services/audit-log.yaml").write_text((spec / "services/audit-log.yaml").read_text() + "  - service: auth\n")
+    head = commit(repo, "audit-log calls auth")
+    identity = "spiffe://box.mesh/ns/audit-log/sa/audit-log"
+    context = rollout_context(spec)
+    assert context is not None
+    build = build_rollout(context)
+    for target in ("vm/auth/sjc", "vm/auth/iad"):
+        placement = build.state.placements[target]
+        assert placement.revision == base and identity in placement.workload.ingress.allowed_clients, target
+    plain_base = compile(read_revision(locate(spec), base), SPEC).mesh
+    assert identity not in plain_base.workloads_of("auth")[0].ingress.allowed_clients, "the naive selection would refuse it"
+    plan = plan_rollout(context)
+    assert [(s.service, s.identities) for s in plan.expanded] == [("auth", (identity,))]
+    assert plan.promotion == ("west", head) and plan.next_states is not None and not plan.next_states.problems
+    # removing the dependency again: auth keeps admitting audit-log until no live revision calls it
+    (spec / "services/audit-log.yaml").write_text((spec / "services/audit-log.yaml").read_text().replace("  - service: auth\n", ""))
+    removed = commit(repo, "audit-log stops calling auth")
+    set_pins(spec, west=head, rest=head)
+    commit(repo, "west and rest at head")
+    context = rollout_context(spec)
+    assert context is not None
+    build = build_rollout(context)
+    assert identity in build.state.placements["vm/auth/sjc"].workload.ingress.allowed_clients  # west runs head, which calls auth
+    set_pins(spec, west=removed, rest=removed)
+    assert identity not in build_rollout(rollout_context(spec)).state.placements["vm/auth/sjc"].workload.ingress.allowed_clients  # type: ignore[arg-type]
+
+
+def test_a_protocol_switch_across_waves_is_unsafe(tmp_path: Path) -> None:
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    replace_in(spec / "services/encryption.yaml", "protocol: grpc", "protocol: http")
+    commit(repo, "encryption speaks http")
+    found = pin_errors(spec)
+    assert found and all(line.endswith("[rollout-unsafe]") for line in found)
+    upload = (spec / "services/upload.yaml").as_posix()
+    line = line_of(spec / "services/upload.yaml", "- service: encryption")
+    first = next(f for f in found if f.startswith(f"{upload}:{line}:"))
+    assert "upload → encryption: " in first and "which serves" in first and "once west is promoted" in first
+    assert "split the change" in first
+    assert main(["build", str(spec), "-o", str(repo / "output")]) == 2
+    assert not (repo / "output").exists(), "nothing is written for an unsafe rollout"
+
+
+def test_plan_formats(merged: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    repo, base, head = merged
+    assert main(["plan", str(repo / SPEC), "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert [(w["name"], w["revision"]) for w in plan["waves"]] == [("canary", "HEAD"), ("west", base), ("rest", base)]
+    assert plan["promotion"] == {"wave": "west", "revision": head}
+    changes = {c["target"]: c for c in plan["changes"]}
+    assert changes and {c["wave"] for c in changes.values()} == {"west"}
+    assert all(c["reason"] == "promoted" and c["restart"] == "hot-reload" for c in changes.values())
+    assert plan["states"]["next"]["problems"] == 0 and plan["states"]["next"]["combinations"] > 0
+    assert main(["plan", str(repo / SPEC), "--format", "markdown"]) == 0
+    markdown = capsys.readouterr().out
+    assert markdown.startswith("## meshc rollout plan\n") and f"### Next: promote west to {head[:12]}" in markdown
+    assert "| west | `" in markdown and "hot reload" in markdown
+    assert main(["plan", str(repo / SPEC)]) == 0
+    assert "Checked states" in capsys.readouterr().out
+
+
+def test_diff_shows_what_changes_now_and_what_is_ahead(merged: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    repo, base, head = merged
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(repo / SPEC), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rollout"] == "active"
+    splits = {s["wave"]: s["targets"] for s in report["waves"]}
+    assert list(splits) == ["canary", "west", "rest"]
+    changed = {t["target"] for t in report["targets"]}
+    assert set().union(*splits.values()) == changed
+    assert AUDIT_LOG in splits["canary"] and "vm/auth/sjc" in splits["west"] and "vm/auth/iad" in splits["rest"]
+    # what "now" means is what the rollout build really changes: exactly the canary wave's targets
+    tree, old = output_for(repo / SPEC), revision_tree(repo, base)
+    really = {t for t in targets(tree) if t in targets(old) and files_of(tree, t) != files_of(old, t)}
+    assert really == set(splits["canary"])
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(repo / SPEC)]) == 0
+    text = capsys.readouterr().out
+    assert (f"Now: wave canary ({len(splits['canary'])} target(s)); still ahead, one promotion each: "
+            f"west ({len(splits['west'])}), rest ({len(splits['rest'])})") in text
+
+
+def test_on_hold_the_first_wave_is_never_promoted(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    (spec / "rollout.yaml").write_text(f"hold: true\npins:\n  canary: {base}\n  west: {base}\n  rest: {base}\n")
+    commit(repo, "hold")
+    add_timeout_change(repo)
+    with pytest.raises(PromoteError, match="nothing to promote"):
+        promote(spec, repo / "output")
+    with pytest.raises(PromoteError, match="the first wave 'canary' is never promoted: it runs the commit being built once the hold is lifted"):
+        promote(spec, repo / "output", "canary")
+    with pytest.raises(PromoteError, match="unknown wave 'wets'"):
+        promote(spec, repo / "output", "wets")
+
+
+def test_validate_checks_the_pins_too(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    assert main(["validate", str(spec)]) == 0
+    set_pins(spec, west=base, rest="e" * 40)
+    assert main(["validate", str(spec)]) == 2

@@ -98,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     promote_cmd.add_argument("wave", nargs="?", default=None, help="the wave to promote (default: the next one behind)")
     promote_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
     promote_cmd.add_argument("-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)")
+    _evidence_arguments(promote_cmd)
+    promote_cmd.add_argument("--force", action="store_true",
+                             help="promote although the wave before has not converged; recorded in the output and in rollout.yaml")
     return parser
 
 
@@ -218,15 +221,25 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
+    from compiler.drift.detect import DriftRequest
+    from compiler.drift.gate import GateRefused, promotion_gate
+    from compiler.drift.model import DriftInputError
     from compiler.rollout.plan import PromoteError, promote
 
     try:
-        done = promote(args.spec, args.output, args.wave)
-    except PromoteError as exc:
-        print(f"meshc: error: {exc}", file=sys.stderr)
+        request = DriftRequest(spec=args.spec, kubernetes=tuple(args.kubernetes), acknowledgements=args.acknowledgements,
+                               puppet=_puppet_evidence(args), today=_today())
+        done = promote(args.spec, args.output, args.wave, gate=promotion_gate(request, force=args.force))
+    except (PromoteError, DriftInputError) as exc:
+        print(exc if isinstance(exc, DriftInputError) else f"meshc: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except GateRefused as exc:
+        print(f"meshc: promote refused: {exc}", file=sys.stderr)
+        return EXIT_FINDINGS
     print(f"promoted {done.wave}: {done.old[:12]} -> {done.new[:12]}; {args.spec}/rollout.yaml rewritten, "
           f"{args.output}: {len(done.written.written)} file(s) written, {len(done.written.removed)} removed")
+    if done.note:
+        print(f"FORCED: {done.note} (also the comment on pins.{done.wave} in {args.spec}/rollout.yaml)")
     return EXIT_OK
 
 
@@ -245,7 +258,15 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _drift_arguments(sub: argparse.ArgumentParser) -> None:
-    """`meshc drift`'s options: one evidence option per platform (Puppet's are added beside --kubernetes)."""
+    """`meshc drift`'s options: the evidence (as promote takes it), --partial and --format."""
+    _evidence_arguments(sub)
+    sub.add_argument("--partial", action="store_true",
+                     help="check only the evidence given: scopes without evidence are listed but do not fail the run")
+    sub.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+
+
+def _evidence_arguments(sub: argparse.ArgumentParser) -> None:
+    """What runs, for drift and for promote's gate: one evidence option per platform, and the acknowledgements."""
     sub.add_argument("--kubernetes", action="append", default=[], type=_cluster_dump, metavar="CLUSTER=DUMP",
                      help="a `kubectl get ... -A -o yaml|json` dump of one cluster (repeat per cluster)")
     vms = sub.add_mutually_exclusive_group()
@@ -261,9 +282,6 @@ def _drift_arguments(sub: argparse.ArgumentParser) -> None:
                      help="when the rendering was deployed (ISO 8601), unless --hiera gives it per file")
     sub.add_argument("--acknowledgements", type=Path, default=None, metavar="FILE",
                      help="known drift (default: SPEC/drift-acknowledgements.yaml when it exists)")
-    sub.add_argument("--partial", action="store_true",
-                     help="check only the evidence given: scopes without evidence are listed but do not fail the run")
-    sub.add_argument("--format", choices=("text", "markdown", "json"), default="text")
 
 
 def _cluster_dump(text: str) -> tuple[str, Path]:

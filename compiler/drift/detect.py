@@ -126,19 +126,35 @@ class Evidence:
     hint: str = ""  # how to give evidence, for the "nothing to check" error
 
 
-def detect_drift(request: DriftRequest) -> DriftReport:
-    """Compile the spec (the truth, as `check` does), check every platform's evidence against it, assemble the report."""
+def detect_drift(request: DriftRequest, tree: Mapping[str, bytes] | None = None, *, require_evidence: bool = True) -> DriftReport:
+    """Compile the spec (the truth, as `check` does), check every platform's evidence against it, assemble the report.
+
+    The truth is what `meshc build` writes: with a rollout in force, each target's and canary host's wave's
+    rendering (contract 7); `tree` gives it when the caller has it. Without evidence, DriftInputError,
+    unless `require_evidence` is False (the promote gate: no data there blocks, it is not a usage error).
+    """
     build = compile_dir(request.spec)
-    tree = build.tree()
+    tree = tree if tree is not None else _rendered_tree(request.spec, build)
     acknowledgements = _acknowledgements(request)
     # Reading dumps builds millions of acyclic dicts; the cycle collector walking them all tripled
     # the time to read a 1,000-service mesh's YAML dumps (make bench, meshc-drift), as in compile().
     with collector_paused():
         found = [check(request, build, tree) for check in PLATFORM_CHECKS]
-    if not any(evidence.given for evidence in found):
+    if require_evidence and not any(evidence.given for evidence in found):
         raise DriftInputError("meshc drift", "nothing to check: give " + "; or ".join(e.hint for e in found), "drift-usage")
     return assemble_report([c for e in found for c in e.checked], [u for e in found for u in e.unchecked],
                            acknowledgements=acknowledgements, tree=tree, partial=request.partial, today=request.today.isoformat())
+
+
+def _rendered_tree(spec: Path, build: Build) -> Mapping[str, bytes]:
+    """What `meshc build` writes for the spec: the plain build, or the rollout's tree when rollout.yaml is there."""
+    from compiler.rollout.pins import ROLLOUT_FILE
+
+    if not (spec / ROLLOUT_FILE).is_file():
+        return build.tree()
+    from compiler.rollout.build import output_for  # compiles every wave's revision: only when a rollout is in force
+
+    return output_for(spec)
 
 
 def check_kubernetes(request: DriftRequest, build: Build, tree: Mapping[str, bytes]) -> Evidence:

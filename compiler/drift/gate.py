@@ -8,10 +8,15 @@ subject), a canary host PuppetDB does not know (unknown) all block.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from compiler.drift.model import BLOCKING_STATES, NOT_CHECKED, DriftReport, SubjectState
+
+if TYPE_CHECKING:
+    from compiler.drift.detect import DriftRequest
+    from compiler.rollout.build import Context
 
 KUBERNETES, PUPPET = "kubernetes", "puppet"
 
@@ -62,3 +67,48 @@ def _no_data(target: str, unchecked: set[tuple[str, str]]) -> str:
         return "no PuppetDB or export given (--puppetdb, --puppet-facts)"
     return ""
 
+
+
+class GateRefused(Exception):
+    """`meshc promote` refused by the gate: the wave before has not converged (exit 1); str() names what blocks."""
+
+    def __init__(self, wave: str, verdict: GateVerdict, evidence: str) -> None:
+        self.wave, self.verdict = wave, verdict
+        super().__init__(_refusal(wave, verdict, evidence))
+
+
+SHOWN = 10  # blockers named in a refusal before "… n more"; the drift report has them all
+
+
+def promotion_gate(request: DriftRequest, force: bool) -> Callable[[Context, str], str | None]:
+    """`meshc promote`'s gate: drift of the wave before the one about to move, against the rollout as it stands.
+
+    Refuses (GateRefused) while anything of that wave blocks; with `force`, lets it through and returns
+    the note promote records (printed, and the pin's comment in rollout.yaml).
+    """
+    from compiler.drift.detect import detect_drift
+    from compiler.rollout.build import build_rollout
+
+    def gate(context: Context, wave: str) -> str | None:
+        names = list(context.policy.names)
+        before = names[names.index(wave) - 1]  # the first wave is never promoted, so there is one before
+        report = detect_drift(request, dict(build_rollout(context).tree), require_evidence=False)
+        verdict = wave_verdict(report, before)
+        if verdict.passed:
+            return None
+        evidence = ", ".join(verdict.evidence) or "none given"
+        if not force:
+            raise GateRefused(wave, verdict, evidence)
+        return (f"forced past the drift gate on {request.today.isoformat()}: wave {before} had {len(verdict.blocking)} "
+                f"not converged ({'; '.join(verdict.blocking[:3])}{'; …' if len(verdict.blocking) > 3 else ''}); "
+                f"evidence: {evidence}")
+
+    return gate
+
+
+def _refusal(wave: str, verdict: GateVerdict, evidence: str) -> str:
+    lines = [f"wave {wave} is not promoted: {len(verdict.blocking)} target(s) or host(s) of wave {verdict.wave} "
+             f"have not converged (evidence read: {evidence}); --force overrides, and is recorded"]
+    lines += [f"  {line}" for line in verdict.blocking[:SHOWN]]
+    lines += [f"  … {len(verdict.blocking) - SHOWN} more (meshc drift --format json has them all)"] if len(verdict.blocking) > SHOWN else []
+    return "\n".join(lines)

@@ -23,12 +23,14 @@ import pytest
 from compiler.drift.puppet import Expectation, expected_rendering
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS
+from compiler.rollout.build import output_for
 from tests.conftest import EXAMPLE, ROOT
 from tests.live_k8s import dump_json, live_objects
 from tests.puppetdb_server import PuppetDB, free_port
 from tests.test_drift_puppet import OLD_HASH, iso, mesh_facts, submit_facts, submit_report
 
 POOL = "vm/encryption/sjc"
+LONE_POOL = "vm/audit-log/gcp-usc1"  # wave canary: whole targets, no canary hosts (the example's rollout)
 PENDING = "encryption-pending.sjc.wire"  # an older CDS hash, facts fresh: within the lag
 DRIFTED = "encryption-edited.sjc.wire"  # lds.json edited by hand
 FAILED = "encryption-failed.sjc.wire"
@@ -49,6 +51,7 @@ class Fleet:
 
     pdb: PuppetDB
     pools: Mapping[str, Expectation]
+    canaries: Mapping[str, Expectation]  # the example rollout's canary hosts (node files), by certname
     nodes: list[dict[str, Any]]
     facts: list[dict[str, Any]]
     client: tuple[Path, Path]
@@ -63,12 +66,14 @@ def deactivate_all(pdb: PuppetDB) -> None:
 
 
 @pytest.fixture(scope="module")
-def fleet(puppetdb: PuppetDB, example_build: Build) -> Iterator[Fleet]:
+def fleet(puppetdb: PuppetDB) -> Iterator[Fleet]:
     deactivate_all(puppetdb)
-    pools = expected_rendering(example_build.tree()).pools
+    rendering = expected_rendering(output_for(EXAMPLE))  # what meshc build writes: the rollout's tree, node files included
+    pools, canaries = rendering.pools, rendering.nodes
     now = datetime.now(UTC)
     hosts: dict[str, tuple[dict[str, Any], str, str]] = {
         ok_host(workload): (mesh_facts(workload, dict(e.hashes)), "unchanged", "not_used") for workload, e in pools.items()}
+    hosts |= {certname: (mesh_facts(e.workload, dict(e.hashes)), "unchanged", "not_used") for certname, e in canaries.items()}
     documents = dict(pools[POOL].hashes)
     hosts |= {
         PENDING: (mesh_facts(POOL, documents | {ENVOY_CDS: OLD_HASH}), "unchanged", "not_used"),
@@ -83,7 +88,7 @@ def fleet(puppetdb: PuppetDB, example_build: Build) -> Iterator[Fleet]:
     assert puppetdb.tls is not None
     nodes = puppetdb.query("nodes {}")
     assert sorted(row["certname"] for row in nodes) == sorted(hosts)
-    yield Fleet(pdb=puppetdb, pools=pools, nodes=nodes, facts=puppetdb.query(f"facts {{ name in {MESH_FACTS} }}"),
+    yield Fleet(pdb=puppetdb, pools=pools, canaries=canaries, nodes=nodes, facts=puppetdb.query(f"facts {{ name in {MESH_FACTS} }}"),
                 client=puppetdb.tls.client("meshc-drift-wire"), submitted=now)
     deactivate_all(puppetdb)  # leave the session's PuppetDB as empty as this module found it
 
@@ -112,15 +117,19 @@ def export(fleet: Fleet, path: Path, keep: set[str]) -> Path:
 
 
 def converged_hosts(fleet: Fleet) -> set[str]:
-    return {ok_host(workload) for workload in fleet.pools}
+    return {ok_host(workload) for workload in fleet.pools} | set(fleet.canaries)
+
+
+def canaries_of(fleet: Fleet, workload: str) -> int:
+    return sum(e.workload == workload for e in fleet.canaries.values())
 
 
 def states(data: Mapping[str, Any]) -> dict[str, str]:
     return {s["subject"]: s["state"] for s in data["subjects"]}
 
 
-def kubernetes_args(example_build: Build, directory: Path) -> list[str]:
-    tree = example_build.tree()
+def kubernetes_args(directory: Path) -> list[str]:
+    tree = output_for(EXAMPLE)
     args = []
     for cluster in CLUSTERS:
         path = directory / f"{cluster}.json"
@@ -140,9 +149,11 @@ def test_every_host_state_from_puppetdb_over_https(fleet: Fleet) -> None:
     [scope] = [s for s in data["scopes"] if s["platform"] == "puppet"]
     assert (scope["scope"], scope["evidence"], scope["state"], scope["failing"]) == (
         fleet.pdb.ssl_url, fleet.pdb.ssl_url, "drifted", True)
-    assert scope["counts"] == {"converged": len(fleet.pools), "drifted": 1, "failed": 1, "orphan": 1, "pending": 1, "unknown": 1}
+    assert scope["counts"] == {"converged": len(fleet.pools) + len(fleet.canaries), "drifted": 1, "failed": 1, "orphan": 1,
+                               "pending": 1, "unknown": 1}
     pool = next(t for t in data["targets"] if t["target"] == POOL)
-    assert (pool["subjects"], pool["converged"], pool["state"]) == (5, 1, "drifted")
+    k = canaries_of(fleet, POOL)
+    assert (pool["subjects"], pool["converged"], pool["state"]) == (5 + k, 1 + k, "drifted")
     items = {i["id"]: i for s in data["subjects"] for i in s["items"]}
     edited = f"puppet/{fleet.pdb.ssl_url}/{DRIFTED}#drifted:{ENVOY_LDS}"
     assert items[edited]["target"] == POOL and items[edited]["detail"].startswith(f"{ENVOY_LDS}: edited by hand")
@@ -153,13 +164,13 @@ def test_every_host_state_from_puppetdb_over_https(fleet: Fleet) -> None:
 
 def test_text_and_markdown_summarise_per_pool(fleet: Fleet) -> None:
     text = meshc(*tls_args(fleet)).stdout
-    assert (f"  {POOL}: 1/5 converged, 1 pending, 1 drifted, 1 failed, 1 unknown: "
+    k = canaries_of(fleet, POOL)
+    assert (f"  {POOL}: {1 + k}/{5 + k} converged, 1 pending, 1 drifted, 1 failed, 1 unknown: "
             f"{UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING}") in text.splitlines()
-    other = next(w for w in sorted(fleet.pools) if w != POOL)
-    assert f"  {other}: 1/1 converged" in text.splitlines()
+    assert f"  {LONE_POOL}: 1/1 converged" in text.splitlines()
     assert text.startswith("meshc drift: NOT CONVERGED: 1 of 4 scope(s) checked, 3 not checked")
     markdown = meshc(*tls_args(fleet), "--format", "markdown").stdout
-    assert f"| `{POOL}` | 1/5 | 1 pending, 1 drifted, 1 failed, 1 unknown: {UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING} |" in markdown
+    assert f"| `{POOL}` | {1 + k}/{5 + k} | 1 pending, 1 drifted, 1 failed, 1 unknown: {UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING} |" in markdown
     assert f"{PENDING}</code> pending (target `{POOL}`)" in markdown
 
 
@@ -197,22 +208,22 @@ def test_drifted_failed_unknown_and_orphan_each_exit_1(fleet: Fleet, tmp_path: P
     assert result.returncode == 1 and states(json.loads(result.stdout)) == {host: state}
 
 
-def test_a_pool_no_host_reports_for_is_no_pass_unless_partial(fleet: Fleet, tmp_path: Path, example_build: Build) -> None:
-    facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet) - {ok_host(POOL)}))
-    dumps = kubernetes_args(example_build, tmp_path)
+def test_a_pool_no_host_reports_for_is_no_pass_unless_partial(fleet: Fleet, tmp_path: Path) -> None:
+    facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet) - {ok_host(LONE_POOL)}))
+    dumps = kubernetes_args(tmp_path)
     result = meshc(*dumps, "--puppet-facts", facts, "--format", "json")
     assert result.returncode == 1
     data = json.loads(result.stdout)
-    assert states(data) == {POOL: "not-checked"}
+    assert states(data) == {LONE_POOL: "not-checked"}
     assert data["subjects"][0]["items"][0]["kind"] == "no-hosts"
     assert [(s["scope"], s["state"], s["failing"]) for s in data["scopes"] if s["platform"] == "puppet"] == [
         (facts, "incomplete", True)]
-    assert f"  {POOL}: no hosts report to PuppetDB" in meshc(*dumps, "--puppet-facts", facts).stdout.splitlines()
+    assert f"  {LONE_POOL}: no hosts report to PuppetDB" in meshc(*dumps, "--puppet-facts", facts).stdout.splitlines()
     assert meshc(*dumps, "--puppet-facts", facts, "--partial").returncode == 0
 
 
-def test_both_platforms_in_one_run(fleet: Fleet, tmp_path: Path, example_build: Build) -> None:
-    dumps = kubernetes_args(example_build, tmp_path)
+def test_both_platforms_in_one_run(fleet: Fleet, tmp_path: Path) -> None:
+    dumps = kubernetes_args(tmp_path)
     facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet)))
     result = meshc(*dumps, "--puppet-facts", facts, "--format", "json")  # no --partial: every scope has evidence
     assert result.returncode == 0, result.stdout[-2000:]
@@ -235,9 +246,9 @@ def test_a_host_item_is_acknowledged_by_its_id(fleet: Fleet, tmp_path: Path) -> 
     assert states(json.loads(result.stdout)) == {DRIFTED: "acknowledged"}
 
 
-def test_deployed_hiera_tree_is_a_scope_of_its_own(fleet: Fleet, tmp_path: Path, example_build: Build) -> None:
+def test_deployed_hiera_tree_is_a_scope_of_its_own(fleet: Fleet, tmp_path: Path) -> None:
     server = tmp_path / "server"
-    for path, data in example_build.tree().items():
+    for path, data in output_for(EXAMPLE).items():
         if path.startswith("puppet/"):
             (server / path.removeprefix("puppet/")).parent.mkdir(parents=True, exist_ok=True)
             (server / path.removeprefix("puppet/")).write_bytes(data)

@@ -138,3 +138,51 @@ def test_force_is_recorded_in_the_output_and_in_rollout_yaml(rollout: tuple[Path
     assert "# forced past the drift gate on 2026-11-30: wave canary had 1 not converged" in pin
     assert "# west: the sjc datacenter" in (spec / "rollout.yaml").read_text(), "the file's own comments stay"
     assert main(["check", str(spec), "-o", str(out)]) == 0, "promote rebuilt the output for the new pin"
+
+
+# ---------------------------------------------------------------- a canary host is judged against its node file
+
+HOSTS_POLICY = """
+rollout:
+  waves:
+    - name: canary
+      match: {datacenters: [gcp-usc1]}
+    - name: canary-hosts
+      hosts_per_pool: 2
+      match: {platform: vm}
+    - name: rest
+"""
+
+
+def test_drift_judges_a_canary_host_against_its_node_file(tmp_path: Path) -> None:
+    """canary-hosts runs the change, the pools do not yet: one canary reports its node file's hashes, one its pool's."""
+    from tests.test_gitsource import make_repo
+    from tests.test_rollout_build import set_policy
+
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / "mesh-spec"
+    set_policy(spec, HOSTS_POLICY)
+    base = commit(repo, "wave policy with canary hosts")
+    head = add_timeout_change(repo)
+    (spec / "rollout.yaml").write_text(f"hold: false\npins:\n  canary-hosts: {head}\n  rest: {base}\n")
+    commit(repo, "canary hosts run the change")
+    rendering = expected_rendering(output_for(spec))
+    changed = sorted(c for c, e in rendering.nodes.items() if dict(e.hashes) != dict(rendering.pools[e.workload].hashes))
+    assert len(changed) >= 2, "the change reaches some canary hosts' documents"
+    ahead, behind = changed[0], next(c for c in changed[1:] if rendering.nodes[c].workload == rendering.nodes[changed[0]].workload)
+    workload = rendering.nodes[ahead].workload
+    # every other canary host reports its node file too: a canary PuppetDB does not know is unknown (it fails the run)
+    others = [(c, e.workload, dict(e.hashes)) for c, e in rendering.nodes.items() if c not in (ahead, behind)]
+    export = write_export(tmp_path / "export.json", [(ahead, workload, dict(rendering.nodes[ahead].hashes)),
+                                                    (behind, workload, dict(rendering.pools[workload].hashes)), *others])
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_TODAY": "2026-11-30"}
+    result = subprocess.run([sys.executable, "-m", "compiler", "drift", str(spec), "--puppet-facts", str(export), "--partial",
+                             "--format", "json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr  # pending within the lag
+    data = json.loads(result.stdout)
+    hosts = {s["subject"]: s for s in data["subjects"] if s["platform"] == "puppet" and s["subject"] in (ahead, behind)}
+    assert list(hosts) == [behind], "the canary that applied its node file converged"
+    assert (hosts[behind]["state"], hosts[behind]["target"]) == ("pending", workload)
+    assert all(i["detail"].split(": ")[1].startswith("applied ") for i in hosts[behind]["items"])
+    wave = next(w for w in data["waves"] if w["wave"] == "canary-hosts")
+    assert behind in wave["not_converged"] and ahead not in wave["not_converged"]

@@ -196,9 +196,7 @@ def world(puppetdb: PuppetDB, example_build: Build, tmp_path_factory: pytest.Tem
         if path.startswith("puppet/"):
             (server / path.removeprefix("puppet/")).parent.mkdir(parents=True, exist_ok=True)
             (server / path.removeprefix("puppet/")).write_bytes(data)
-    # A wave for the real hosts' datacenter (contract 3 puts mesh::wave in pool data; any level will do here).
-    (server / "data/datacenters").mkdir(parents=True)
-    (server / "data/datacenters/sjc.yaml").write_text("mesh::wave: early\n")
+    assert json.loads(tree[POOL_FILE])["mesh::wave"], "the example has a wave policy: pool data names the wave (contract 3)"
     now = datetime.now(UTC)
     with ThreadPoolExecutor(max_workers=2) as pool:
         clean = pool.submit(real_runs, base, CLEAN, puppetdb, server, False)
@@ -245,7 +243,7 @@ def test_real_applies_succeed_and_reach_puppetdb(world: World) -> None:
 def test_fact_reports_the_rendered_hashes_after_a_clean_run(world: World) -> None:
     rows = world.pdb.query(f'facts[value] {{ name = "mesh_applied" and certname = "{CLEAN}" }}')
     assert rows == [{"value": {
-        "workload": POOL, "service": "encryption", "datacenter": "sjc", "wave": "early",
+        "workload": POOL, "service": "encryption", "datacenter": "sjc", "wave": json.loads(world.tree[POOL_FILE])["mesh::wave"],
         "documents": hashes(world.tree, POOL_FILE)}}]
 
 
@@ -464,7 +462,8 @@ def test_waves_come_from_the_manifest_rollout(example_build: Build) -> None:
     tree = dict(example_build.tree())
     tree[f"puppet/data/nodes/{CANARY}.json"] = canary_file(example_build.sidecars[POOL], "one")
     manifest = json.loads(tree["MANIFEST.json"])
-    manifest["rollout"] = {"targets": {POOL: {"wave": "main", "revision": "a" * 40}},
+    # every target in wave main (a pinned wave overrides the pool data's own mesh::wave)
+    manifest["rollout"] = {"targets": {t: {"wave": "main", "revision": "a" * 40} for t in manifest["targets"]},
                            "hosts": {CANARY: {"wave": "canary", "revision": "b" * 40, "target": POOL}},
                            "waves": [{"name": "canary", "revision": "b" * 40}, {"name": "main", "revision": "a" * 40}]}
     tree["MANIFEST.json"] = json.dumps(manifest).encode()

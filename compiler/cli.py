@@ -89,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
     _drift_arguments(_command(commands, "drift", "compare what runs (cluster dumps) with what the spec renders", _drift, spec=True))
     _graph_command(commands)
     plan_cmd = _command(commands, "plan", "show each wave's revision, what the next promotion changes and the checked states", _plan, spec=True)
-    plan_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    plan_cmd.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
+                          help="html: the rollout status page, one self-contained file to publish from CI")
     promote_cmd = _command(commands, "promote", "move the next wave's pin forward (rewrites rollout.yaml) and rebuild the output", _promote)
     promote_cmd.add_argument("wave", nargs="?", default=None, help="the wave to promote (default: the next one behind)")
     promote_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
@@ -196,6 +197,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from compiler.graph.status import render_plan_page
     from compiler.rollout import report
     from compiler.rollout.build import rollout_context
     from compiler.rollout.plan import plan_rollout
@@ -204,7 +206,8 @@ def _plan(args: argparse.Namespace) -> int:
     if context is None:
         print(f"meshc: error: no rollout.yaml in {args.spec}: every target runs the spec as built (see README, Rollout)", file=sys.stderr)
         return EXIT_INVALID
-    formatters = {"text": report.format_text, "markdown": report.format_markdown, "json": report.format_json}
+    formatters = {"text": report.format_text, "markdown": report.format_markdown, "json": report.format_json,
+                  "html": render_plan_page}
     try:
         plan = plan_rollout(context)
     finally:

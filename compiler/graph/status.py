@@ -2,7 +2,8 @@
 
 Nothing is computed here that the plan did not compute: the page lays out `Plan.targets` by wave, colours
 each box by whether its wave runs the newest revision, outlines what the next promotion changes and
-says what it costs, so a team can publish it from CI as its rollout status page.
+says what it costs, so a team can publish it from CI as its rollout status page (compiler.drift.html is
+its drift counterpart).
 """
 
 from __future__ import annotations

@@ -10,7 +10,13 @@ To measure a new stage, add a `Stage` to STAGES after the stage whose state it r
 render (mesh -> sidecars), backends (sidecars -> artifacts), build (tree + write into a fresh
 directory), rebuild (no-op write), diff (one service edited, compare against the previous tree).
 
-    python benchmarks/bench.py [--sizes 100,1000,3000] [--stages validate,lower] [--repeat 1] [--drift-hosts 10000]
+    python benchmarks/bench.py [--sizes 100,1000,3000] [--stages validate,lower,floor] [--repeat 1] [--drift-hosts 10000]
+
+The pseudo-stage `floor` (1,000-service mesh) measures, pair by pair, `meshc build` as a process
+(interpreter start to exit, into a fresh directory) against the floor: a plain-Python write of the
+very same tree (the same files in the same order, the same bytes — checked through the manifest)
+into a fresh directory, with the same durability (fsync each file, each directory, the parent after
+the rename), timed from the first mkdir to the last fsync. It prints the ratio (goal <= 1.3x).
 
 The optional stage `drift-puppet` (1,000-service mesh only) needs the Debian puppetdb and
 postgresql packages: it starts a scratch PuppetDB (tests/puppetdb_server.py), loads --drift-hosts
@@ -346,6 +352,78 @@ STAGES += (
 )
 
 
+# The issue's goal for a full build against the floor (a plain write of the same tree) at 1,000 services.
+FLOOR_TARGET_RATIO = 1.3
+
+
+def floor_child(spec_dir: Path, out: Path) -> None:
+    """In the child: write the tree meshc renders with plain Python, durably as meshc does; print [wall, cpu]."""
+    from compiler.emit import fsync_paths, tree_directories
+    from compiler.pipeline import compile_dir
+
+    tree = compile_dir(spec_dir).tree()  # not timed: the floor is the writing alone
+    wall, cpu = time.perf_counter(), time.process_time()
+    staging = out.parent / f".{out.name}.floor"
+    directories = tree_directories(staging, tree)
+    for directory in directories:
+        directory.mkdir()
+    for path, data in tree.items():
+        (staging / path).write_bytes(data)
+    fsync_paths([staging / path for path in tree], os.O_RDONLY)
+    fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
+    os.rename(staging, out)
+    fsync_paths([out.parent], os.O_RDONLY | os.O_DIRECTORY)
+    print(json.dumps([time.perf_counter() - wall, time.process_time() - cpu, len(tree), sum(map(len, tree.values()))]))
+
+
+def _timed_process(command: list[str]) -> tuple[bytes, float, float]:
+    """Run `command` (others' dirty pages flushed first); its stdout, wall seconds and CPU seconds (user + system)."""
+    os.sync()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, env=env) as child:
+        output = child.stdout.read() if child.stdout else b""
+        _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed (exit {os.waitstatus_to_exitcode(status)})")
+    return output, time.perf_counter() - started, usage.ru_utime + usage.ru_stime
+
+
+def bench_floor(size: int, repeat: int) -> None:
+    """`meshc build` into a fresh directory against the floor, alternately, `repeat` pairs; print both and the ratio."""
+    spec_dir = spec_for(size)
+    work = BENCH_DIR / f"floor-{os.getpid()}"
+    pairs: list[tuple[float, float, float, float]] = []
+    try:
+        for run in range(max(1, repeat)):
+            built, floor = work / f"meshc-{run}", work / f"floor-{run}"
+            work.mkdir(parents=True, exist_ok=True)
+            _, build_wall, build_cpu = _timed_process([sys.executable, "-m", "compiler", "build", str(spec_dir), "-o", str(built)])
+            output, _, _ = _timed_process([sys.executable, __file__, "--floor-child", str(spec_dir), str(floor)])
+            floor_wall, floor_cpu, files, size_bytes = json.loads(output)
+            if (built / "MANIFEST.json").read_bytes() != (floor / "MANIFEST.json").read_bytes():
+                raise SystemExit("the floor did not write the tree meshc built")  # the manifest holds every file's sha256
+            pairs.append((build_wall, build_cpu, floor_wall, floor_cpu))
+            shutil.rmtree(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"{size:>8}  {'floor':<10} {_span([p[2] for p in pairs]):>15} {_span([p[3] for p in pairs]):>15}  "
+          f"plain Python, same {files} files ({size_bytes / 2**20:.0f} MiB), fresh directory, fsync files + directories")
+    print(f"{size:>8}  {'build':<10} {_span([p[0] for p in pairs]):>15} {_span([p[1] for p in pairs]):>15}  "
+          f"`meshc build` process into a fresh directory (interpreter start to exit)")
+    ratios = sorted(p[0] / p[2] for p in pairs)
+    median = ratios[len(ratios) // 2]
+    verdict = "ok" if median <= FLOOR_TARGET_RATIO else "MISSED"
+    print(f"{size:>8}  build / floor, wall: median {median:.2f}x over {len(pairs)} pair(s), range {ratios[0]:.2f}-{ratios[-1]:.2f}x; "
+          f"cpu {_span([p[1] / p[3] for p in pairs], 'x')} (goal <= {FLOOR_TARGET_RATIO:g}x): {verdict}")
+
+
+def _span(values: list[float], unit: str = "") -> str:
+    """`low-high` of a few measurements (one value when there is one)."""
+    low, high = min(values), max(values)
+    return f"{low:.2f}{unit}" if len(values) == 1 else f"{low:.2f}-{high:.2f}{unit}"
+
+
 def scratch_dir() -> Path:
     """This child's own working directory under .bench/, removed when it ends: concurrent runs must not share one."""
     return BENCH_DIR / f"scratch-{os.getpid()}"
@@ -361,7 +439,7 @@ def run_child(spec_dir: Path, last: str) -> None:
             if chain is not None and stage.name not in (*chain, last):
                 continue
             wall, cpu = time.perf_counter(), time.process_time()
-            with collector_paused():  # as compile() runs its stages
+            with collector_paused():  # as the meshc command line runs every command
                 stage.run(state)
             times[stage.name] = [time.perf_counter() - wall, time.process_time() - cpu]
             if stage.name == last:
@@ -374,7 +452,7 @@ def run_child(spec_dir: Path, last: str) -> None:
 def measure(spec_dir: Path, last: str) -> tuple[dict[str, list[float]], float]:
     """Run one child through `last`; its stage times (plus "process": its whole life) and its peak RSS in MB."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    # The writer syncs before it swaps trees; flush others' dirty pages first, so a build pays only for its own.
+    # Flush others' dirty pages first, so a build's fsyncs pay only for its own.
     os.sync()
     started = time.perf_counter()
     with subprocess.Popen([sys.executable, __file__, "--child", last, str(spec_dir)], stdout=subprocess.PIPE, env=env) as child:
@@ -400,18 +478,22 @@ def spec_for(size: int) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated service counts")
-    parser.add_argument("--stages", default=",".join([*(s.name for s in STAGES), "drift-puppet"]),
-                        help="comma-separated stage names (drift-puppet: 1,000 services, needs PuppetDB)")
+    parser.add_argument("--stages", default=",".join([*(s.name for s in STAGES), "floor", "drift-puppet"]),
+                        help="comma-separated stage names (floor and drift-puppet: 1,000 services; drift-puppet needs PuppetDB)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is reported")
     parser.add_argument("--drift-hosts", type=int, default=DRIFT_HOSTS, help="hosts in PuppetDB for drift-puppet")
     parser.add_argument("--child", nargs=2, metavar=("STAGE", "SPEC"), help=argparse.SUPPRESS)
     parser.add_argument("--drift-child", nargs=2, metavar=("SPEC", "URL"), help=argparse.SUPPRESS)
+    parser.add_argument("--floor-child", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_child(Path(args.child[1]), args.child[0])
         return
     if args.drift_child:
         drift_child(Path(args.drift_child[0]), args.drift_child[1])
+        return
+    if args.floor_child:
+        floor_child(Path(args.floor_child[0]), Path(args.floor_child[1]))
         return
     stages = [s for s in STAGES if s.name in args.stages.split(",")]
     print(f"meshc benchmark: D={DATACENTERS} datacenters, C={CLUSTERS} clusters, K={DEPENDENCIES} dependencies per service; "
@@ -438,6 +520,8 @@ def main() -> None:
             print(f"{size:>8}  validate + lower: {wall:.3f} s, peak RSS {rss:.1f} MB "
                   f"(target <= {TARGET_SECONDS:g} s, <= {TARGET_RSS_MB} MB): {verdict}; "
                   f"whole process {totals['lower'][3]:.3f} s")
+        if size == TARGET_SIZE and "floor" in args.stages.split(","):
+            bench_floor(size, max(3, args.repeat))
         if size == TARGET_SIZE and "drift-puppet" in args.stages.split(","):
             bench_drift(size, args.drift_hosts)
 

@@ -16,7 +16,7 @@ from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
 from compiler.diff import DocumentDiff, diff_revisions, output_drift
 from compiler.explain import UnknownService, explain, format_explain
 from compiler.gitsource import RevisionError
-from compiler.pipeline import compile_dir, spec_files, validate_only
+from compiler.pipeline import collector_paused, compile_dir, spec_files, validate_only
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID, EXIT_INTERNAL, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
@@ -27,7 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        with collector_paused():  # a command is one batch of acyclic garbage; see collector_paused
+            return args.handler(args)
     except SpecError as exc:
         print(format_all(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID

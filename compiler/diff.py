@@ -27,7 +27,7 @@ from compiler.graph.calls import CallChange, diff_calls
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.ir.model import Workload
 from compiler.emit import LOCK_TIMEOUT, REGULAR, TreeStatus, compare_tree, kind_of, output_lock, read_regular
-from compiler.pipeline import Build, collector_paused, compile
+from compiler.pipeline import Build, compile
 from compiler.render.restart import Credentials, RestartClass, classify, new_credentials
 from compiler.render.restart import changes as restart_costs
 from compiler.spec.load import MESH_FILE, SpecFiles
@@ -262,9 +262,8 @@ def diff_specs(base_files: SpecFiles | None, head_files: SpecFiles, *,
             diagnostics = exc.diagnostics
             notes.append(f"the spec at {base} is invalid ({len(diagnostics)} error(s), listed below); "
                          "the diff treats the base as empty, so every target is new")
-    with collector_paused():  # two whole builds are alive: collections would walk them again and again
-        result = diff_builds(old, new, base=base, head=head, notes=tuple(notes))
-        reformatted = _reformatted(base_files or {}, head_files, old, new)
+    result = diff_builds(old, new, base=base, head=head, notes=tuple(notes))
+    reformatted = _reformatted(base_files or {}, head_files, old, new)
     return replace(result, base_diagnostics=diagnostics, reformatted=reformatted)
 
 

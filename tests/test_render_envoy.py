@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 import sys
 from typing import Any
@@ -143,6 +144,13 @@ def test_content_hash_sees_content_not_identity() -> None:
     word = "".join(["egress-", "metadata"])  # built at run time: not interned, unlike the literal
     assert content_hash({"name": "egress-metadata", "ports": [1, 2]}) == content_hash({"name": word, "ports": [1, 2]})
     assert content_hash({"a": [1]}) != content_hash({"a": [True]}) != content_hash({"a": ["1"]})
+
+
+def test_content_hash_is_sha256_of_canonical_json() -> None:
+    # Not marshal: its bytes are not promised across Python versions, and version_info must not move with them.
+    data = {"b": [1, "two", None, True, 2.5], "a": {"y": 1, "x": 2}}
+    assert content_hash(data) == hashlib.sha256(b'{"a":{"x":2,"y":1},"b":[1,"two",null,true,2.5]}').hexdigest()[:16]
+    assert content_hash(data) == content_hash({"a": {"x": 2, "y": 1}, "b": [1, "two", None, True, 2.5]})  # key order is no content
 
 
 def test_version_info_is_a_content_hash(example_build: Any) -> None:

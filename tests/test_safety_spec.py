@@ -84,6 +84,8 @@ def built(world: Path) -> tuple[Path, dict[str, bytes]]:
 
 def fails_and_keeps_output(world: Path, before: dict[str, bytes], *, as_nobody: bool = False) -> list[str]:
     """validate and build both exit 2 with one-line diagnostics; build leaves output/ byte-identical."""
+    if as_nobody:  # build takes the output's lock (a file beside output/) before it reads the spec: let nobody create it
+        world.chmod(0o1777)
     checked = meshc("validate", "spec", cwd=world, as_nobody=as_nobody)
     assert "ok" not in checked.stdout
     lines = diagnostics(checked)

@@ -140,6 +140,42 @@ def test_recovers_what_a_killed_fallback_swap_left(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import compiler.emit as emit
+
+    out = tmp_path / "out"
+    write_tree(out, render_tree([Artifact(path="a/kept.txt", data=b"same\n"), Artifact(path="a/b/old.txt", data=b"1\n")]))
+    synced: list[tuple[int, int]] = []
+    real_fsync, real_swap = os.fsync, emit._swap
+    swapped: list[int] = []
+
+    def fsync(fd: int) -> None:
+        info = os.fstat(fd)
+        synced.append((info.st_dev, info.st_ino))
+        real_fsync(fd)
+
+    def swap(staging: Path, target: Path) -> None:
+        swapped.append(len(synced))  # how many fsyncs came before the swap
+        real_swap(staging, target)
+
+    def no_sync() -> None:
+        raise AssertionError("os.sync() flushes every filesystem on the machine")
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "sync", no_sync)
+    monkeypatch.setattr(emit, "_swap", swap)
+    tree = render_tree([Artifact(path="a/kept.txt", data=b"same\n"), Artifact(path="a/b/new.txt", data=b"2\n"),
+                        Artifact(path="c/d/e.txt", data=b"3\n")])
+    result = write_tree(out, tree)
+    assert result.written == ("MANIFEST.json", "a/b/new.txt", "c/d/e.txt")
+    inode = lambda path: (os.stat(path).st_dev, os.stat(path).st_ino)  # noqa: E731
+    before_swap = set(synced[:swapped[0]])
+    for path in (*result.written, "a", "a/b", "c", "c/d"):
+        assert inode(out / path) in before_swap, f"{path} was not fsynced before the swap"
+    assert inode(out) in before_swap  # the staging root, now the output
+    assert inode(tmp_path) in set(synced[swapped[0]:])  # the swap itself, after it
+
+
 # A child that writes `new` over `out` and freezes at a chosen point, for the parent to SIGKILL.
 CHILD = r"""
 import json, os, shutil, sys, time

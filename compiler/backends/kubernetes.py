@@ -36,6 +36,7 @@ import orjson
 from compiler.diagnostics import Diagnostic, SpecError, internal_error
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.model import KubernetesSource, Mesh, Workload
+from compiler.memo import Memo
 from compiler.render import SidecarConfig
 from compiler.render.restart import restart_view
 from compiler.spec.model import DISCOVERY_NAMESPACE  # no service may be placed there (spec checks)
@@ -97,11 +98,11 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Co
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     in_cluster = _workloads_by_cluster_service(workloads)
     readers = external_readers(mesh)
-    serializer = _Serializer()
+    memo = Memo()  # render shares documents between workloads: serialize each once
     namespaces = {(w.cluster or "", w.namespace) for w in workloads} | {(r.cluster, DISCOVERY_NAMESPACE) for r in readers}
-    artifacts = [_artifact(mesh, cluster, namespace_object(mesh, ns), None, serializer) for cluster, ns in sorted(namespaces)]
-    artifacts += [_artifact(mesh, cluster, discovery_cluster_role(mesh), None, serializer) for cluster in sorted({c for c, _ in namespaces})]
-    artifacts += [_artifact(mesh, r.cluster, obj, r.id, serializer) for r in readers if only is None or r.id in only
+    artifacts = [_artifact(mesh, cluster, namespace_object(mesh, ns), None, memo) for cluster, ns in sorted(namespaces)]
+    artifacts += [_artifact(mesh, cluster, discovery_cluster_role(mesh), None, memo) for cluster in sorted({c for c, _ in namespaces})]
+    artifacts += [_artifact(mesh, r.cluster, obj, r.id, memo) for r in readers if only is None or r.id in only
                   for obj in reader_objects(mesh, r)]
     problems: list[Diagnostic] = []
     for workload in workloads:
@@ -111,12 +112,12 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Co
             problems.append(Diagnostic(span=workload.span, code="internal", message=f"{workload.id}: no sidecar documents were rendered"))
             continue
         documents = sidecars[workload.id].documents
-        texts = {name: serializer.text(doc) for name, doc in documents.items()}
+        texts = {name: memo.once(("json", id(doc)), _json_text, doc) for name, doc in documents.items()}
         objects = [owned(mesh, workload.cluster or "", obj)
                    for obj in workload_objects(mesh, workload, texts, restart_hash_of(documents), in_cluster)]
         problems += _unmounted(workload, texts)
         problems += _size_problems(workload, objects)
-        artifacts += [_artifact(mesh, workload.cluster or "", obj, workload.id, serializer) for obj in objects]
+        artifacts += [_artifact(mesh, workload.cluster or "", obj, workload.id, memo) for obj in objects]
     bugs = [d for d in problems if d.code == "internal"]
     if bugs:  # a meshc bug outranks what the spec got wrong: the spec's errors may be its consequence
         raise internal_error(bugs)
@@ -361,45 +362,30 @@ def _workloads_by_cluster_service(workloads: Sequence[Workload]) -> dict[tuple[s
     return found
 
 
-def _artifact(mesh: Mesh, cluster: str, obj: dict[str, Any], target: str | None, serializer: _Serializer) -> Artifact:
+def _artifact(mesh: Mesh, cluster: str, obj: dict[str, Any], target: str | None, memo: Memo) -> Artifact:
     obj = obj if OWNER_ANNOTATION in obj["metadata"].get("annotations", {}) else owned(mesh, cluster, obj)
-    return Artifact(path=object_path(cluster, obj), data=serializer.yaml(obj), target=target)
+    return Artifact(path=object_path(cluster, obj), data=_yaml(obj, memo), target=target)
 
 
-class _Serializer:
-    """Serializes each distinct sidecar document once per build.
+def _json_text(document: Any) -> str:
+    return dump_json(document).decode()
 
-    render() hands the same document object to every workload that shares it (a service's LDS/CDS,
-    the SDS document), and serialization is the hot path of a large build: JSON text is cached by
-    document identity, and the YAML of one ConfigMap `data` entry by (key, text). A ConfigMap's
-    bytes are dump_yaml of its head plus those entries, which is exactly dump_yaml of the whole
-    object, since dump_yaml emits top-level keys one after the other.
+
+def _yaml(obj: Mapping[str, Any], memo: Memo) -> bytes:
+    """dump_yaml(obj), reusing the YAML of each ConfigMap data entry (a shared document's text) seen before.
+
+    A ConfigMap's bytes are dump_yaml of its head plus those entries, which is exactly dump_yaml
+    of the whole object, since dump_yaml emits top-level keys one after the other.
     """
+    data = obj.get("data") if obj["kind"] == "ConfigMap" else None
+    if not data:
+        return dump_yaml(obj)
+    head = dump_yaml({key: value for key, value in obj.items() if key != "data"})
+    return head + b"data:\n" + b"".join(memo.once(("entry", key, id(text)), _data_entry, key, text) for key, text in data.items())
 
-    def __init__(self) -> None:
-        self.texts: dict[int, tuple[Any, str]] = {}  # keeps the document alive, so its id stays unique
-        self.entries: dict[tuple[str, str], bytes] = {}
 
-    def text(self, document: Any) -> str:
-        """The document as canonical JSON text."""
-        cached = self.texts.get(id(document))
-        if cached is None:
-            cached = self.texts[id(document)] = (document, dump_json(document).decode())
-        return cached[1]
-
-    def yaml(self, obj: Mapping[str, Any]) -> bytes:
-        """dump_yaml(obj), reusing the YAML of ConfigMap data entries seen before."""
-        data = obj.get("data") if obj["kind"] == "ConfigMap" else None
-        if not data:
-            return dump_yaml(obj)
-        head = dump_yaml({key: value for key, value in obj.items() if key != "data"})
-        return head + b"data:\n" + b"".join(self._entry(key, text) for key, text in data.items())
-
-    def _entry(self, key: str, text: str) -> bytes:
-        entry = self.entries.get((key, text))
-        if entry is None:
-            entry = self.entries[(key, text)] = dump_yaml({"data": {key: text}}).removeprefix(b"data:\n")
-        return entry
+def _data_entry(key: str, text: str) -> bytes:
+    return dump_yaml({"data": {key: text}}).removeprefix(b"data:\n")
 
 
 def _unmounted(workload: Workload, texts: Mapping[str, str]) -> Iterator[Diagnostic]:

@@ -36,8 +36,9 @@ import orjson
 
 from compiler import __version__
 from compiler.diagnostics import Diagnostic, internal_error
-from compiler.emit import Artifact, dump_json, dump_yaml
+from compiler.emit import Artifact, canonical_json, content_digest, dump_json, dump_yaml
 from compiler.ir.model import Mesh
+from compiler.memo import Memo
 from compiler.render import NERVE, SidecarConfig
 from compiler.render.restart import DOCUMENT_CLASS, RELOADABLE_KEYS, RestartClass, restart_view
 
@@ -100,11 +101,11 @@ def build_puppet(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collec
     pools = sorted((s for s in sidecars.values() if s.workload.platform == "vm" and (only is None or s.workload.id in only)),
                    key=lambda s: s.workload.id)
     _check_documents(pools)
-    serializer = _Serializer()
+    memo = Memo()  # render shares documents between pools: escape and hash each once
     return [
         Artifact(path=f"{ROOT}/hiera.yaml", data=hiera_config(mesh)),
         Artifact(path=f"{ROOT}/data/common.yaml", data=common_data(mesh)),
-        *(Artifact(path=pool_path(s), data=pool_data(s, serializer, mesh.waves.get(s.workload.id)), target=s.workload.id) for s in pools),
+        *(Artifact(path=pool_path(s), data=pool_data(s, memo, mesh.waves.get(s.workload.id)), target=s.workload.id) for s in pools),
         *module_files(mesh),
         Artifact(path=SITE_MANIFEST, data=_render("site.pp.j2")),
     ]
@@ -134,20 +135,20 @@ def common_data(mesh: Mesh) -> bytes:
     return f"{GENERATED}\n".encode() + dump_yaml(hiera_escape(data))
 
 
-def pool_data(sidecar: SidecarConfig, serializer: _Serializer | None = None, wave: str | None = None) -> bytes:
+def pool_data(sidecar: SidecarConfig, memo: Memo | None = None, wave: str | None = None) -> bytes:
     """The hiera data of one VM pool (JSON): its complete sidecar config under `mesh::sidecar`, and its wave if any.
 
     A canary host's node file (nodes/<certname>.json) has the same shape, with its wave's rendering.
     """
     workload = sidecar.workload
-    serializer = serializer or _Serializer()
+    memo = memo or Memo()
     return dump_json({
         **({WAVE_KEY: wave} if wave is not None else {}),
         "mesh::workload": hiera_escape(workload.id),
         "mesh::restart_sensitive": workload.restart_sensitive,
-        SIDECAR_KEY: {name: serializer.escaped(document) for name, document in sidecar.documents.items()},
+        SIDECAR_KEY: {name: memo.once(("escaped", id(document)), hiera_escape, document) for name, document in sidecar.documents.items()},
         FINGERPRINTS_KEY: restart_fingerprints(sidecar.documents),
-        HASHES_KEY: {name: serializer.hashed(document) for name, document in sidecar.documents.items()},
+        HASHES_KEY: {name: memo.once(("hash", id(document)), document_hash, document) for name, document in sidecar.documents.items()},
     })
 
 
@@ -157,7 +158,7 @@ def document_hash(document: Any) -> str:
     Taken before hiera escaping and before the module fills Nerve's per-host fields, so meshc can
     predict it for every host of a pool.
     """
-    return hashlib.sha256(orjson.dumps(document, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return content_digest(document)
 
 
 def restart_fingerprints(documents: Mapping[str, Any]) -> dict[str, str]:
@@ -172,7 +173,7 @@ def hiera_escape(value: Any) -> Any:
     """`value` as hiera must hold it: `%{` escaped in every string and key (a copy only where one occurs)."""
     # Through compiled JSON: `%` occurs only inside strings in JSON text, and the escape needs no
     # JSON escaping, so replacing in the text is exact. Most documents have no `%{` at all.
-    text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    text = canonical_json(value)
     if b"%{" not in text:
         return value
     return orjson.loads(text.replace(b"%{", HIERA_ESCAPE.encode()))
@@ -199,32 +200,6 @@ def module_metadata() -> dict[str, Any]:
         "dependencies": [{"name": "puppetlabs/stdlib", "version_requirement": STDLIB_REQUIREMENT}],
         "requirements": [{"name": "puppet", "version_requirement": ">= 7.0.0 < 9.0.0"}],
     }
-
-
-class _Serializer:
-    """Escapes and hashes each distinct sidecar document once per build.
-
-    render() hands the same document object to every workload that shares it (a service's LDS and
-    CDS, a datacenter's Synapse config), so escaping and hashing are cached by object identity.
-    """
-
-    def __init__(self) -> None:
-        self.escapes: dict[int, tuple[Any, Any]] = {}  # keeps documents alive, so ids stay unique
-        self.hashes: dict[int, tuple[Any, str]] = {}
-
-    def hashed(self, document: Any) -> str:
-        """`document_hash(document)`."""
-        cached = self.hashes.get(id(document))
-        if cached is None:
-            cached = self.hashes[id(document)] = (document, document_hash(document))
-        return cached[1]
-
-    def escaped(self, document: Any) -> Any:
-        """`document` with `%{` escaped for hiera."""
-        cached = self.escapes.get(id(document))
-        if cached is None:
-            cached = self.escapes[id(document)] = (document, hiera_escape(document))
-        return cached[1]
 
 
 def _check_documents(pools: list[SidecarConfig]) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
 from compiler.ir.model import (
@@ -23,6 +22,7 @@ from compiler.ir.model import (
     ZookeeperSource,
 )
 from compiler.ir.routing import priorities
+from compiler.memo import Memo
 from compiler.rollout.policy import assign
 from compiler.spec.model import MeshSpec, ServiceSpec, Spec, deep_merge, duration_ms
 
@@ -101,7 +101,8 @@ def service_datacenters(spec: Spec, service: ServiceSpec) -> frozenset[str]:
 
 
 class _Lowering:
-    """Shared lookups for one lowering; discovery sources are computed once per (client DC, server)."""
+    """Shared lookups for one lowering: discovery sources once per (client DC, server), egress once per
+    (service, DC) since a service's workloads in one DC share it, and a policy once per distinct override."""
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
@@ -111,10 +112,7 @@ class _Lowering:
             for dep in service.dependencies:
                 self.clients[dep.service].append(service.name)
         self.identities = {name: self._identities(svc) for name, svc in spec.services.items()}
-        self.sources = lru_cache(maxsize=None)(self._sources)
-        # Workloads of one service in one DC share their egress; most edges share one policy.
-        self.egress = lru_cache(maxsize=None)(self._egress)
-        self.policies: dict[str, Policy] = {}
+        self.memo = Memo()
 
     def _identities(self, service: ServiceSpec) -> tuple[str, ...]:
         namespaces = {service.name} if service.vm_datacenters else set()
@@ -151,15 +149,13 @@ class _Lowering:
         return Workload(
             id=wid, platform=platform, service=service.name, datacenter=dc, region=self.mesh.datacenters[dc].region,
             cluster=cluster, namespace=namespace, identity=identity(self.mesh.trust_domain, namespace, service.name),
-            ingress=ingress, egress=self.egress(service.name, dc), registration=registration,
+            ingress=ingress, egress=self.memo.once(("egress", service.name, dc), self._egress, service.name, dc), registration=registration,
             restart_sensitive=service.restart_sensitive, owner=service.owner, span=span,
         )
 
     def _policy(self, overrides: Mapping[str, Any]) -> Policy:
-        key = repr(tuple(overrides.items()))  # equal reprs of plain data mean equal overrides
-        if key not in self.policies:
-            self.policies[key] = policy_from(deep_merge(self.mesh.defaults, overrides))
-        return self.policies[key]
+        key = ("policy", repr(tuple(overrides.items())))  # equal reprs of plain data mean equal overrides
+        return self.memo.once(key, lambda: policy_from(deep_merge(self.mesh.defaults, overrides)))
 
     def _egress(self, service_name: str, dc: str) -> tuple[Egress, ...]:
         edges = []
@@ -169,7 +165,7 @@ class _Lowering:
                 service=server.name, local_port=server.local_port, protocol=server.protocol, locality=server.locality,
                 server_identities=self.identities[server.name],
                 policy=self._policy(dep.overrides),
-                sources=self.sources(dc, server.name), span=dep.span,
+                sources=self.memo.once(("sources", dc, server.name), self._sources, dc, server.name), span=dep.span,
             ))
         return tuple(edges)
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from compiler.ir.model import Mesh, Workload
+from compiler.memo import Memo
 
 # Document names are paths relative to the sidecar config_dir (mesh.yaml `sidecar.config_dir`).
 ENVOY_BOOTSTRAP = "envoy/bootstrap.json"
@@ -48,24 +49,23 @@ class _Renderer:
     Lowering gives every workload of a service the same ingress and the same per-dependency policy;
     only the discovery sources differ, and they are a function of the workload's datacenter. So
     LDS and CDS are per service, Synapse per (service, datacenter), and a Synapse service entry per
-    (dependency, client datacenter). Keys this coarse are cheap
-    (hashing the IR values costs more than rendering); tests compare every cached document with a
-    fresh rendering to keep them honest.
+    (dependency, client datacenter). Keys this coarse are cheap (hashing the IR values costs more
+    than rendering); tests compare every shared document with a fresh rendering to keep them honest.
     """
 
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
         self.mesh_ports = {w.service: w.ingress.mesh_port for w in mesh.workloads}
-        self.cache: dict[tuple[Any, ...], Any] = {}
+        self.memo = Memo()
 
     def documents(self, workload: Workload) -> dict[str, Any]:
         mesh = self.mesh
         documents = {
             ENVOY_BOOTSTRAP: envoy.bootstrap(mesh, workload),
-            ENVOY_LDS: self._once(("lds", workload.service), envoy.lds, mesh, workload),
-            ENVOY_CDS: self._once(("cds", workload.service), envoy.cds, mesh, workload),
-            ENVOY_SDS: self._once(("sds",), envoy.sds, mesh),
-            SYNAPSE: self._once(("synapse", workload.service, workload.datacenter), self._synapse, workload),
+            ENVOY_LDS: self.memo.once(("lds", workload.service), envoy.lds, mesh, workload),
+            ENVOY_CDS: self.memo.once(("cds", workload.service), envoy.cds, mesh, workload),
+            ENVOY_SDS: self.memo.once(("sds",), envoy.sds, mesh),
+            SYNAPSE: self.memo.once(("synapse", workload.service, workload.datacenter), self._synapse, workload),
         }
         registration = nerve.nerve(workload)
         if registration is not None:
@@ -74,12 +74,7 @@ class _Renderer:
 
     def _synapse(self, workload: Workload) -> dict[str, Any]:
         """Synapse entries depend only on the dependency and the client's datacenter: shared mesh-wide."""
-        entries = {edge.service: self._once(("synapse-entry", edge.service, workload.datacenter), synapse.service_entry,
+        entries = {edge.service: self.memo.once(("synapse-entry", edge.service, workload.datacenter), synapse.service_entry,
                                             self.mesh, edge, self.mesh_ports[edge.service]) for edge in workload.egress}
         return synapse.synapse_document(self.mesh, entries)
-
-    def _once(self, key: tuple[Any, ...], build: Callable[..., Any], *args: Any) -> Any:
-        if key not in self.cache:
-            self.cache[key] = build(*args)
-        return self.cache[key]
 

@@ -24,7 +24,7 @@ from compiler.emit import LOCK_TIMEOUT, Artifact, WriteResult, render_tree
 from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh, Workload
-from compiler.pipeline import collector_paused, compile, spec_files, write_output
+from compiler.pipeline import compile, spec_files, write_output
 from compiler.render import SidecarConfig, render
 from compiler.rollout.hosts import INVENTORY_FILE, Canary, Host, canaries, load_inventory
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, WaveRevision, load_rollout, resolve
@@ -152,10 +152,9 @@ def build_rollout(context: Context, revisions: Sequence[WaveRevision] | None = N
     """The output tree of the rollout (the pins of rollout.yaml unless `revisions` are given)."""
     if revisions is None:
         revisions = resolve(context.policy, context.rollout, context.location.repo)
-    with collector_paused():
-        state = rollout_state(context, tuple(revisions))
-        rendered = render_live(context, state)
-        tree = output_tree(state, rendered)
+    state = rollout_state(context, tuple(revisions))
+    rendered = render_live(context, state)
+    tree = output_tree(state, rendered)
     return RolloutBuild(policy=context.policy, rollout=context.rollout, head=context.head, state=state, rendered=rendered, tree=tree)
 
 
@@ -402,9 +401,8 @@ def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, 
     from compiler.rollout.states import check_rollout  # the states module reads this module's records
 
     try:
-        with collector_paused():  # several whole revisions are alive: collections would walk them again and again
-            result = build_rollout(context)
-            check_rollout(context, result)
+        result = build_rollout(context)
+        check_rollout(context, result)
     finally:
         context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
     return dict(result.tree)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from compiler.emit import WriteResult
-from compiler.pipeline import collector_paused, write_output
+from compiler.pipeline import write_output
 from compiler.render.restart import RestartClass, classify
 from compiler.rollout.build import Context, RolloutBuild, State, build_rollout, compile_revision, node_path, rollout_context, spec_key
 from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
@@ -79,11 +79,6 @@ class PromoteError(Exception):
 
 def plan_rollout(context: Context) -> Plan:
     """The plan of the rollout in force: each wave, the next promotion's changes and costs, and the checked states."""
-    with collector_paused():  # two rollout builds are alive at once
-        return _plan(context)
-
-
-def _plan(context: Context) -> Plan:
     current = build_rollout(context)
     checked = check_rollout(context, current)  # raises SpecError [rollout-unsafe]: a plan of an unsafe rollout is the error list
     now = check_states(current.state, None, None)
@@ -243,9 +238,8 @@ def _promote(context: Context, spec_dir: Path, out: Path, wave: str | None, gate
         gate(context, target[0])
     old = next(r.revision for r in revisions if r.wave == target[0])
     moved = with_pin(revisions, *target)
-    with collector_paused():
-        result = build_rollout(context, moved)
-        check_rollout(_with_pins(context, target[0], target[1]), result)
+    result = build_rollout(context, moved)
+    check_rollout(_with_pins(context, target[0], target[1]), result)
     path = spec_dir / ROLLOUT_FILE
     text = rewrite_pin(path.read_text("utf-8"), target[0], target[1])
     written = write_output(spec_dir, out, lambda: dict(result.tree))  # refuses what meshc did not write; holds the lock

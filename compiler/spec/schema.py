@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -59,71 +59,9 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
     return inlined if "$ref" not in node else node
 
 
-# A fast pre-check for the keywords our schemas use. jsonschema spends most of validation
-# building a validator per node; nearly every document is valid, so it runs only when this
-# check has any doubt. It must never accept what jsonschema rejects (tests compare the two);
-# whenever it meets something it does not model exactly, it answers False.
-_ANNOTATIONS = frozenset({"$id", "$schema", "title", "description", "x-meshc-code", "x-meshc-message"})
-_TYPES: dict[str, type] = {"object": dict, "array": list, "string": str, "boolean": bool, "integer": int}
-
-
-def conforms(schema: dict[str, Any], value: Any) -> bool:
-    """True only if `value` certainly satisfies `schema` (local `$ref`s inlined); False means "ask jsonschema"."""
-    if not isinstance(schema, dict):
-        return schema is True  # boolean schemas
-    for keyword, rule in schema.items():
-        if keyword not in _ANNOTATIONS:
-            check = _KEYWORDS.get(keyword)
-            if check is None or not check(rule, value, schema):
-                return False
-    return True
-
-
-def _number(value: Any) -> bool:
-    return type(value) is int or type(value) is float
-
-
-def _unique_strings(rule: bool, value: Any) -> bool:
-    if not rule or type(value) is not list:
-        return True
-    # jsonschema's equality differs from Python's for 1/True; only strings are judged here.
-    return all(type(item) is str for item in value) and len(set(value)) == len(value)
-
-
-def _additional(rule: Any, value: Any, schema: dict[str, Any]) -> bool:
-    if type(value) is not dict:
-        return True
-    extra = [key for key in value if key not in schema.get("properties", {})]
-    if rule is False:
-        return not extra
-    return rule is True or all(conforms(rule, value[key]) for key in extra)
-
-
-_KEYWORDS: dict[str, Callable[[Any, Any, dict[str, Any]], bool]] = {
-    "type": lambda rule, value, _: isinstance(rule, str) and type(value) is _TYPES.get(rule),
-    "enum": lambda rule, value, _: type(value) is str and all(type(item) is str for item in rule) and value in rule,
-    "pattern": lambda rule, value, _: type(value) is not str or re.search(rule, value) is not None,
-    "minimum": lambda rule, value, _: not _number(value) or value >= rule,
-    "maximum": lambda rule, value, _: not _number(value) or value <= rule,
-    "minLength": lambda rule, value, _: type(value) is not str or len(value) >= rule,
-    "minItems": lambda rule, value, _: type(value) is not list or len(value) >= rule,
-    "minProperties": lambda rule, value, _: type(value) is not dict or len(value) >= rule,
-    "uniqueItems": lambda rule, value, _: _unique_strings(rule, value),
-    "items": lambda rule, value, _: type(value) is not list or all(conforms(rule, item) for item in value),
-    "required": lambda rule, value, _: type(value) is not dict or all(key in value for key in rule),
-    "propertyNames": lambda rule, value, _: type(value) is not dict or all(conforms(rule, key) for key in value),
-    "properties": lambda rule, value, _: type(value) is not dict or all(
-        conforms(sub, value[key]) for key, sub in rule.items() if key in value),
-    "additionalProperties": _additional,
-}
-
-
 def validate_document(doc: Document, name: str) -> Iterator[Diagnostic]:
     """Every schema violation of `doc` against schema `name`, each at its spec position."""
-    validator = _validator(name)
-    if conforms(validator.schema, doc.data):
-        return
-    errors = validator.iter_errors(doc.data)
+    errors = _validator(name).iter_errors(doc.data)
     seen: set[Diagnostic] = set()
     for error in sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
         for diagnostic in _diagnostics(doc, error):

@@ -1,0 +1,151 @@
+"""Every speed trick meshc keeps, measured with and without it: the figures its comments quote.
+
+One process compiles the synthetic mesh once, then reruns a stage alternately with the trick on and
+off (interleaved, so a loaded machine slows both alike) and prints CPU seconds, median and range.
+`--writes` also writes the whole tree into fresh directories under each durability policy (wall).
+
+    python benchmarks/tricks.py [--size 1000] [--repeat 7] [--writes]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench import BENCH_DIR, spec_for  # noqa: E402 - after the path set-up above
+from compiler import emit, memo  # noqa: E402
+from compiler.backends import run_backends  # noqa: E402
+from compiler.ir.lower import lower  # noqa: E402
+from compiler.pipeline import spec_files  # noqa: E402
+from compiler.render import render  # noqa: E402
+from compiler.spec.checks import check  # noqa: E402
+from compiler.spec.load import load_documents  # noqa: E402
+
+
+@contextmanager
+def _replaced(owner: Any, name: str, value: Any) -> Iterator[None]:
+    old = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, old)
+
+
+@contextmanager
+def _gc_enabled() -> Iterator[None]:
+    gc.enable()
+    try:
+        yield
+    finally:
+        gc.disable()
+
+
+def _no_memo() -> Any:
+    return _replaced(memo.Memo, "once", lambda self, key, build, *args: build(*args))
+
+
+def _no_yaml_cache() -> Any:
+    return _replaced(emit, "yaml_string", emit.yaml_string.__wrapped__)
+
+
+def _cpu(run: Callable[[], Any]) -> float:
+    if hasattr(emit.yaml_string, "cache_clear"):
+        emit.yaml_string.cache_clear()  # every run starts as a fresh process would
+    started = time.process_time()
+    run()
+    return time.process_time() - started
+
+
+def _line(times: list[float]) -> str:
+    return f"{statistics.median(times):.2f} s ({min(times):.2f}-{max(times):.2f})"
+
+
+def measure_tricks(spec_dir: Path, repeat: int) -> None:
+    """CPU of each stage with and without each trick, interleaved `repeat` times."""
+    files = spec_files(spec_dir)
+    gc.disable()  # as the command line runs every command (collector_paused)
+    spec = check(load_documents(files, "spec"))
+    mesh = lower(spec)
+    sidecars = render(mesh)
+    stages: dict[str, Callable[[], Any]] = {
+        "lower": lambda: lower(spec), "render": lambda: render(mesh), "backends": lambda: run_backends(mesh, sidecars),
+        "compile": lambda: run_backends(*(lambda m: (m, render(m)))(lower(check(load_documents(files, "spec"))))),
+    }
+    trials = (("Memo", "lower", _no_memo), ("Memo", "render", _no_memo), ("Memo", "backends", _no_memo),
+              ("yaml_string lru_cache", "backends", _no_yaml_cache), ("gc paused (collector_paused)", "compile", _gc_enabled))
+    for trick, stage, without in trials:
+        on: list[float] = []
+        off: list[float] = []
+        for _ in range(repeat):
+            on.append(_cpu(stages[stage]))
+            with without():
+                off.append(_cpu(stages[stage]))
+        print(f"{trick:<30} {stage:<9} cpu with {_line(on)}, without {_line(off)}", flush=True)
+
+
+def measure_writes(spec_dir: Path, repeat: int) -> None:
+    """Wall time of writing the whole tree into a fresh directory: fsync by 1, 16 and 64 threads, or one os.sync()."""
+    from compiler.pipeline import compile_dir
+
+    tree = compile_dir(spec_dir).tree()
+    work = BENCH_DIR / f"writes-{os.getpid()}"
+    policies = {f"fsync x{n}": n for n in (1, 16, 64)} | {"os.sync()": 0}
+    walls: dict[str, list[float]] = {name: [] for name in policies}
+    try:
+        for run in range(repeat):
+            for name, threads in policies.items():
+                out = work / f"{run}-{threads}"
+                os.sync()  # others' dirty pages are not this write's cost
+                started = time.perf_counter()
+                _write(tree, out, threads)
+                walls[name].append(time.perf_counter() - started)
+                shutil.rmtree(out)
+                print(f"write {name:<10} {walls[name][-1]:.2f} s", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for name, times in walls.items():
+        print(f"write tree, {name:<10} wall {_line(times)}")
+
+
+def _write(tree: dict[str, bytes], out: Path, threads: int) -> None:
+    directories = emit.tree_directories(out, tree)
+    for directory in directories:
+        directory.mkdir(parents=True)
+    for path, data in tree.items():
+        (out / path).write_bytes(data)
+    if not threads:
+        os.sync()
+        return
+    with _replaced(emit, "FSYNC_THREADS", threads):
+        emit.fsync_paths([out / path for path in tree], os.O_RDONLY)
+        emit.fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=1_000, help="services in the synthetic mesh")
+    parser.add_argument("--repeat", type=int, default=7, help="runs with and without each trick")
+    parser.add_argument("--writes", action="store_true", help="also compare durability policies (slow: minutes)")
+    args = parser.parse_args()
+    spec_dir = spec_for(args.size)
+    print(f"meshc speed tricks at {args.size} services, {args.repeat} interleaved runs each; load average {os.getloadavg()[0]:.2f}")
+    measure_tricks(spec_dir, args.repeat)
+    if args.writes:
+        measure_writes(spec_dir, max(1, args.repeat // 3))
+
+
+if __name__ == "__main__":
+    main()

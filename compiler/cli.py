@@ -252,7 +252,8 @@ def _drift_arguments(sub: argparse.ArgumentParser) -> None:
                      help="known drift (default: SPEC/drift-acknowledgements.yaml when it exists)")
     sub.add_argument("--partial", action="store_true",
                      help="check only the evidence given: scopes without evidence are listed but do not fail the run")
-    sub.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    sub.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
+                     help="html: the drift status page, one self-contained file to publish from CI")
 
 
 def _cluster_dump(text: str) -> tuple[str, Path]:
@@ -264,6 +265,7 @@ def _cluster_dump(text: str) -> tuple[str, Path]:
 
 def _drift(args: argparse.Namespace) -> int:
     from compiler.drift.detect import DriftRequest, detect_drift
+    from compiler.drift.html import render_drift_page
     from compiler.drift.model import DriftInputError
     from compiler.drift.report import FORMATTERS
 
@@ -274,7 +276,7 @@ def _drift(args: argparse.Namespace) -> int:
     except DriftInputError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
-    sys.stdout.write(FORMATTERS[args.format](report))
+    sys.stdout.write(render_drift_page(report) if args.format == "html" else FORMATTERS[args.format](report))
     return EXIT_FINDINGS if report.failing else EXIT_OK
 
 

@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compiler import __version__
 from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, escape, format_all
@@ -18,6 +19,9 @@ from compiler.explain import UnknownService, explain, format_explain
 from compiler.gitsource import RevisionError
 from compiler.pipeline import collector_paused, compile_dir, spec_files, validate_only
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
+
+if TYPE_CHECKING:
+    from compiler.drift.detect import PuppetEvidence
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID, EXIT_INTERNAL, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
 
@@ -87,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     diff_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
     diff_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     diff_cmd.add_argument("--exit-code", action="store_true", help="exit 1 when any target changes")
-    _drift_arguments(_command(commands, "drift", "compare what runs (cluster dumps) with what the spec renders", _drift, spec=True))
+    _drift_arguments(_command(commands, "drift", "compare what runs (cluster dumps, PuppetDB) with what the spec renders", _drift, spec=True))
     _graph_command(commands)
     plan_cmd = _command(commands, "plan", "show each wave's revision, what the next promotion changes and the checked states", _plan, spec=True)
     plan_cmd.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
@@ -96,6 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     promote_cmd.add_argument("wave", nargs="?", default=None, help="the wave to promote (default: the next one behind)")
     promote_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
     promote_cmd.add_argument("-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)")
+    _evidence_arguments(promote_cmd)
+    promote_cmd.add_argument("--force", action="store_true",
+                             help="promote although the wave before has not converged; recorded in the output and in rollout.yaml")
     return parser
 
 
@@ -218,15 +225,25 @@ def _plan(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
+    from compiler.drift.detect import DriftRequest
+    from compiler.drift.gate import GateRefused, promotion_gate
+    from compiler.drift.model import DriftInputError
     from compiler.rollout.plan import PromoteError, promote
 
     try:
-        done = promote(args.spec, args.output, args.wave)
-    except PromoteError as exc:
-        print(f"meshc: error: {exc}", file=sys.stderr)
+        request = DriftRequest(spec=args.spec, kubernetes=tuple(args.kubernetes), acknowledgements=args.acknowledgements,
+                               puppet=_puppet_evidence(args), today=_today())
+        done = promote(args.spec, args.output, args.wave, gate=promotion_gate(request, force=args.force))
+    except (PromoteError, DriftInputError) as exc:
+        print(exc if isinstance(exc, DriftInputError) else f"meshc: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
+    except GateRefused as exc:
+        print(f"meshc: promote refused: {exc}", file=sys.stderr)
+        return EXIT_FINDINGS
     print(f"promoted {done.wave}: {done.old[:12]} -> {done.new[:12]}; {args.spec}/rollout.yaml rewritten, "
           f"{args.output}: {len(done.written.written)} file(s) written, {len(done.written.removed)} removed")
+    if done.note:
+        print(f"FORCED: {done.note} (also the comment on pins.{done.wave} in {args.spec}/rollout.yaml)")
     return EXIT_OK
 
 
@@ -245,15 +262,31 @@ def _diff(args: argparse.Namespace) -> int:
 
 
 def _drift_arguments(sub: argparse.ArgumentParser) -> None:
-    """`meshc drift`'s options: one evidence option per platform (Puppet's are added beside --kubernetes)."""
-    sub.add_argument("--kubernetes", action="append", default=[], type=_cluster_dump, metavar="CLUSTER=DUMP",
-                     help="a `kubectl get ... -A -o yaml|json` dump of one cluster (repeat per cluster)")
-    sub.add_argument("--acknowledgements", type=Path, default=None, metavar="FILE",
-                     help="known drift (default: SPEC/drift-acknowledgements.yaml when it exists)")
+    """`meshc drift`'s options: the evidence (as promote takes it), --partial and --format."""
+    _evidence_arguments(sub)
     sub.add_argument("--partial", action="store_true",
                      help="check only the evidence given: scopes without evidence are listed but do not fail the run")
     sub.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
                      help="html: the drift status page, one self-contained file to publish from CI")
+
+
+def _evidence_arguments(sub: argparse.ArgumentParser) -> None:
+    """What runs, for drift and for promote's gate: one evidence option per platform, and the acknowledgements."""
+    sub.add_argument("--kubernetes", action="append", default=[], type=_cluster_dump, metavar="CLUSTER=DUMP",
+                     help="a `kubectl get ... -A -o yaml|json` dump of one cluster (repeat per cluster)")
+    vms = sub.add_mutually_exclusive_group()
+    vms.add_argument("--puppetdb", metavar="URL", help="PuppetDB to read the VMs' facts and reports from (https://host:8081)")
+    vms.add_argument("--puppet-facts", type=Path, metavar="FILE", help='an export {"nodes": [...], "facts": [...]} instead of PuppetDB')
+    sub.add_argument("--puppetdb-ca", type=Path, metavar="FILE", help="CA bundle PuppetDB's certificate is checked against")
+    sub.add_argument("--puppetdb-cert", type=Path, metavar="FILE", help="client certificate PuppetDB admits (certificate-allowlist)")
+    sub.add_argument("--puppetdb-key", type=Path, metavar="FILE", help="the client certificate's private key")
+    sub.add_argument("--hiera", type=Path, metavar="DIR", help="the Puppet environment deployed on the server, compared with output/puppet/")
+    sub.add_argument("--lag", type=_duration, default=None, metavar="DURATION",
+                     help="how long a host may run an older rendering before it is drifted, e.g. 30m, 2h (default: 30m)")
+    sub.add_argument("--since", type=_instant, default=None, metavar="TIME",
+                     help="when the rendering was deployed (ISO 8601), unless --hiera gives it per file")
+    sub.add_argument("--acknowledgements", type=Path, default=None, metavar="FILE",
+                     help="known drift (default: SPEC/drift-acknowledgements.yaml when it exists)")
 
 
 def _cluster_dump(text: str) -> tuple[str, Path]:
@@ -261,6 +294,51 @@ def _cluster_dump(text: str) -> tuple[str, Path]:
     if not sep or not cluster or not dump:
         raise argparse.ArgumentTypeError(f"expected CLUSTER=DUMP, got {text!r}")
     return cluster, Path(dump)
+
+
+def _duration(text: str) -> datetime.timedelta:
+    """`30m`, `2h`, `90s`, `1h30m`: a lag."""
+    import re
+
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
+    if not text.strip() or match is None:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 30m, 2h or 1h30m, got {text!r}")
+    hours, minutes, seconds = (int(group or 0) for group in match.groups())
+    return datetime.timedelta(hours=hours, minutes=minutes, seconds=seconds)
+
+
+def _instant(text: str) -> datetime.datetime:
+    """An ISO 8601 time; without a zone, UTC."""
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time such as 2026-11-30T12:00:00Z, got {text!r}") from None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+
+
+def _puppet_evidence(args: argparse.Namespace) -> PuppetEvidence:
+    """The Puppet options of drift (and promote) as one request field; TLS files without --puppetdb are a usage error."""
+    from compiler.drift.detect import PuppetEvidence
+    from compiler.drift.model import DriftInputError
+
+    tls = [f"--puppetdb-{name}" for name in ("ca", "cert", "key") if getattr(args, f"puppetdb_{name}") is not None]
+    if tls and not args.puppetdb:
+        raise DriftInputError(tls[0], "is an option of --puppetdb URL, which is not given", "drift-usage")
+    if (args.puppetdb_cert is None) != (args.puppetdb_key is None):
+        raise DriftInputError("--puppetdb-cert", "--puppetdb-cert and --puppetdb-key go together", "drift-usage")
+    now = os.environ.get("MESHC_NOW")  # pins the clock the lag is judged by (tests, reproducible reports)
+    return PuppetEvidence(puppetdb=args.puppetdb, ca=args.puppetdb_ca, cert=args.puppetdb_cert, key=args.puppetdb_key,
+                          facts=args.puppet_facts, hiera=args.hiera, since=args.since,
+                          now=_now(now) if now else None, **({"lag": args.lag} if args.lag is not None else {}))
+
+
+def _now(text: str) -> datetime.datetime:
+    from compiler.drift.model import DriftInputError
+
+    try:
+        return _instant(text)
+    except argparse.ArgumentTypeError:
+        raise DriftInputError("MESHC_NOW", f"{text!r} is not an ISO 8601 time", "drift-usage") from None
 
 
 def _drift(args: argparse.Namespace) -> int:
@@ -271,7 +349,7 @@ def _drift(args: argparse.Namespace) -> int:
 
     try:
         request = DriftRequest(spec=args.spec, kubernetes=tuple(args.kubernetes), acknowledgements=args.acknowledgements,
-                               today=_today(), partial=args.partial)
+                               puppet=_puppet_evidence(args), today=_today(), partial=args.partial)
         report = detect_drift(request)
     except DriftInputError as exc:
         print(exc, file=sys.stderr)

@@ -21,7 +21,7 @@ import orjson
 import yaml
 
 from compiler.diagnostics import Diagnostic, SpecError
-from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
+from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT, kind_rank
 from compiler.emit import MANIFEST, Artifact
 from compiler.graph.calls import CallChange, diff_calls
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
@@ -330,40 +330,58 @@ def restart_key(cls: RestartClass) -> str:
 def kube_deletions(old: Sequence[Artifact], new: Sequence[Artifact]) -> tuple[KubeDelete, ...]:
     """The Kubernetes objects of `old` that `new` no longer writes, in the order to delete them by hand.
 
-    kube-applier applies a cluster's files sorted by path and never deletes; deleting in the
-    reverse order removes bindings before what they bind and a Namespace after its contents. An
-    object counts as kept when the head still writes `<kind>.<name>` in the same directory, even
-    under another numeric prefix. Only removed files are read.
+    kube-applier applies a cluster's files sorted by path, each file's documents in order, and never
+    deletes; deleting in the reverse order removes bindings before what they bind and a Namespace
+    after its contents. An object is kept when the head still writes it (API group, kind, namespace,
+    name) in any file of its cluster. Only files whose bytes differ are read: a file both builds
+    write alike holds the same objects on both sides, and an object lives in one file only.
     """
-    kept = {_object_key(a.path) for a in new if _cluster_of(a.path)}
+    before = {a.path: a.data for a in old if _cluster_of(a.path)}
+    after = {a.path: a.data for a in new if _cluster_of(a.path)}
+    kept = {_kube_key(path, obj) for path, data in after.items() if before.get(path) != data for obj in object_heads(path, data)}
     gone: dict[str, list[KubeDelete]] = {}
-    for artifact in old:
-        cluster = _cluster_of(artifact.path)
-        if cluster and _object_key(artifact.path) not in kept:
-            gone.setdefault(cluster, []).extend(_deletes(cluster, artifact))
-    return tuple(d for cluster in sorted(gone) for d in sorted(gone[cluster], key=lambda d: d.file, reverse=True))
+    for path, data in before.items():
+        if after.get(path) == data:
+            continue
+        cluster = _cluster_of(path) or ""
+        gone.setdefault(cluster, []).extend(_delete(cluster, path, obj) for obj in object_heads(path, data)
+                                            if _kube_key(path, obj) not in kept)
+    return tuple(d for cluster in sorted(gone)
+                 for d in sorted(gone[cluster], key=lambda d: (d.file, kind_rank(d.kind), d.namespace or "", d.name), reverse=True))
 
 
 def _cluster_of(path: str) -> str | None:
     parts = path.split("/")
-    return parts[1] if len(parts) >= 4 and parts[0] == KUBERNETES_ROOT and parts[-1].endswith(".yaml") else None
+    return parts[1] if len(parts) >= 3 and parts[0] == KUBERNETES_ROOT and parts[-1].endswith(".yaml") else None
 
 
-def _object_key(path: str) -> tuple[str, str]:
-    """(directory, `<kind>.<name>.yaml`): a file's object, whatever its numeric prefix."""
-    directory, _, name = path.rpartition("/")
-    return directory, name.partition("-")[2] or name
+def _kube_key(path: str, obj: Mapping[str, Any]) -> tuple[str | None, str, str, str | None, str]:
+    """(cluster, API group, kind, namespace, name): an object whatever file or API version holds it."""
+    meta = obj["metadata"]
+    return _cluster_of(path), str(obj.get("apiVersion", "v1")).rpartition("/")[0], obj["kind"], meta.get("namespace"), meta["name"]
 
 
-def _deletes(cluster: str, artifact: Artifact) -> Iterator[KubeDelete]:
-    parsed = parse_file(artifact.path, artifact.data)
-    documents = parsed[0] if parsed and isinstance(parsed[0], list) else [parsed[0] if parsed else None]
-    for obj in documents:
-        meta = obj.get("metadata") if isinstance(obj, dict) else None
-        if isinstance(meta, dict) and isinstance(obj.get("kind"), str) and isinstance(meta.get("name"), str):
-            yield KubeDelete(cluster=cluster, api_version=str(obj.get("apiVersion", "v1")), kind=obj["kind"],
-                             namespace=meta.get("namespace"), name=meta["name"], file=artifact.path,
-                             cascades=obj["kind"] == "Namespace")
+def _delete(cluster: str, path: str, obj: Mapping[str, Any]) -> KubeDelete:
+    meta = obj["metadata"]
+    return KubeDelete(cluster=cluster, api_version=str(obj.get("apiVersion", "v1")), kind=obj["kind"], namespace=meta.get("namespace"),
+                      name=meta["name"], file=path, cascades=obj["kind"] == "Namespace")
+
+
+def object_heads(path: str, data: bytes) -> list[dict[str, Any]]:
+    """apiVersion, kind and metadata of every Kubernetes object in one output file (documents without them are skipped).
+
+    meshc's own files are read head by head (the lines up to the end of `metadata`), never whole:
+    a mesh-wide change rewrites every workload file, whose ConfigMaps are most of a build's bytes.
+    """
+    try:
+        text = data.decode()
+        heads = [_object_head(document) for document in stream_documents(text) or [text]]
+    except (NotCanonical, UnicodeDecodeError):
+        parsed = parse_file(path, data)
+        found = parsed[0] if parsed is not None else None
+        heads = found if isinstance(found, list) else [found]
+    return [h for h in heads if isinstance(h, dict) and isinstance(h.get("kind"), str) and isinstance(h.get("metadata"), dict)
+            and isinstance(h["metadata"].get("name"), str) and isinstance(h["metadata"].get("namespace", ""), str)]
 
 
 # ---------------------------------------------------------------- spec files
@@ -550,11 +568,13 @@ def parse_file(path: str, data: bytes) -> tuple[Any] | None:
 
 
 def _load_yaml(text: str) -> Any:
+    """One document's data, or the list of a stream's documents (a file opened by `---`, as meshc writes Kubernetes files)."""
+    documents = stream_documents(text)
     try:
-        return load_canonical_yaml(text)
+        return load_canonical_yaml(text) if documents is None else [load_canonical_yaml(d) for d in documents]
     except NotCanonical:
-        documents = list(yaml.load_all(text, Loader=_YAML_LOADER))
-        return documents[0] if len(documents) == 1 else documents
+        loaded = list(yaml.load_all(text, Loader=_YAML_LOADER))
+        return loaded[0] if documents is None and len(loaded) == 1 else loaded
 
 
 # ---------------------------------------------------------------- canonical YAML
@@ -586,12 +606,83 @@ def diff_canonical_yaml(old: str, new: str) -> tuple[Change, ...]:
     """`diff_values` of two canonical YAML texts, reading only the mappings and values whose text differs.
 
     Equal text is equal data, so an unchanged subtree (most of a file, in a typical change) is
-    compared as a list of lines and never read. Raises NotCanonical like load_canonical_yaml.
+    compared as a list of lines and never read. Two streams of Kubernetes objects are diffed object
+    by object (see _diff_streams). Raises NotCanonical like load_canonical_yaml.
     """
-    before, after = _CanonicalReader(_body_lines(old)), _CanonicalReader(_body_lines(new))
+    old_documents, new_documents = stream_documents(old), stream_documents(new)
+    if old_documents is not None and new_documents is not None:
+        return _diff_streams(old_documents, new_documents)
+    if old_documents is not None or new_documents is not None:
+        raise NotCanonical("a stream of documents against a single document")
     out: list[Change] = []
-    _diff_spans(before, (0, len(before.lines)), after, (0, len(after.lines)), 0, "", out)
+    _diff_texts(old, new, "", out)
     return tuple(out)
+
+
+def _diff_texts(old: str, new: str, path: str, out: list[Change]) -> None:
+    before, after = _CanonicalReader(_body_lines(old)), _CanonicalReader(_body_lines(new))
+    _diff_spans(before, (0, len(before.lines)), after, (0, len(after.lines)), 0, path, out)
+
+
+def stream_documents(text: str) -> list[str] | None:
+    """The documents of a stream as meshc writes one (every document opened by a `---` line), or None for other text.
+
+    A `---` line cannot occur inside a canonical document: its top-level lines are keys, and block
+    scalars are indented.
+    """
+    if not text.startswith("---\n"):
+        return None
+    parts = text[4:].split("\n---\n")
+    return [part + "\n" for part in parts[:-1]] + parts[-1:]
+
+
+def _diff_streams(old: Sequence[str], new: Sequence[str]) -> tuple[Change, ...]:
+    """Objects matched by `kind/namespace/name` (changes at `[ConfigMap/upload/upload-mesh-envoy].data…`), as
+    `diff_values` matches a list of objects; an object added to or removed from the file is one change."""
+    before, after = _keyed_documents(old), _keyed_documents(new)
+    out: list[Change] = []
+    for key in [*before, *(k for k in after if k not in before)]:
+        path = f"[{key}]"
+        if key not in after:
+            out.append(Change(path=path, kind=REMOVED, old=load_canonical_yaml(before[key])))
+        elif key not in before:
+            out.append(Change(path=path, kind=ADDED, new=load_canonical_yaml(after[key])))
+        elif before[key] != after[key]:
+            _diff_texts(before[key], after[key], path, out)
+    return tuple(out)
+
+
+def _keyed_documents(documents: Sequence[str]) -> dict[str, str]:
+    keyed: dict[str, str] = {}
+    for document in documents:
+        head = _object_head(document)
+        meta = head.get("metadata")
+        if not isinstance(meta, dict) or not isinstance(head.get("kind"), str) or not isinstance(meta.get("name"), str):
+            raise NotCanonical("a document that is no Kubernetes object")
+        key = "/".join(str(part) for part in (head["kind"], meta.get("namespace"), meta["name"]) if part)
+        if key in keyed:
+            raise NotCanonical(f"two documents are {key}")
+        keyed[key] = document
+    return keyed
+
+
+# A top-level entry apiVersion, kind or metadata, its key line and the indented lines below it. meshc
+# writes them first, so a search stops after a few lines of a document that may be 100 kB of ConfigMap.
+_HEAD_ENTRY = re.compile(r"^(?:apiVersion|kind|metadata):.*\n(?: .*\n)*", re.MULTILINE)
+
+
+def _object_head(document: str) -> dict[str, Any]:
+    """The top-level entries apiVersion, kind and metadata of a canonical document, the other entries left unread."""
+    entries = []
+    for match in _HEAD_ENTRY.finditer(document):
+        entries.append(match.group())
+        if len(entries) == 3:
+            break
+    lines = "".join(entries).split("\n")[:-1]
+    head = _CanonicalReader(lines).read(0, len(lines), 0) if lines else {}
+    if not isinstance(head, dict):
+        raise NotCanonical("a document that is not a mapping")
+    return head
 
 
 def _body_lines(text: str) -> list[str]:

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from compiler.backends.kubernetes import OWNER_ANNOTATION
+from compiler.backends.kubernetes import NAME_LABEL, OWNER_ANNOTATION, WORKLOAD_ANNOTATION
 from compiler.drift.kubernetes import LAST_APPLIED, expected_objects
 
 APPLIED_AT = "2026-11-20T10:00:00Z"
@@ -151,8 +151,13 @@ def find(objects: Sequence[dict[str, Any]], kind: str, namespace: str | None, na
     return found[0]
 
 
-def orphan(mesh: str, cluster: str, kind: str, api_version: str, namespace: str | None, name: str, **body: Any) -> dict[str, Any]:
-    """An object a former rendering wrote: meshc's labels and an ownership annotation naming itself."""
+def orphan(mesh: str, cluster: str, kind: str, api_version: str, namespace: str | None, name: str, workload: str | None = None,
+           **body: Any) -> dict[str, Any]:
+    """An object a former rendering wrote: meshc's labels and an ownership annotation naming itself; with `workload`,
+    also the workload annotation and service label meshc puts on a workload's objects."""
     meta = {**_meta(name, namespace), "labels": {"app.kubernetes.io/managed-by": "meshc", "meshc.dev/mesh": mesh},
             "annotations": {OWNER_ANNOTATION: f"{mesh}/{cluster}/{kind}/{namespace or '_'}/{name}"}}
+    if workload is not None:
+        meta["labels"][NAME_LABEL] = workload.rsplit("/", 1)[1]
+        meta["annotations"][WORKLOAD_ANNOTATION] = workload
     return {"apiVersion": api_version, "kind": kind, "metadata": meta, **body}

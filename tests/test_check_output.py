@@ -94,18 +94,18 @@ def test_committed_output_is_what_the_build_writes() -> None:
 def test_a_hand_edit_is_shown_as_data(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     """Not just which file: what a rebuild would change, from what is on disk to the rendering (old → new, as diff)."""
     spec, out = built
-    service = out / "kubernetes/kube-sjc-a/upload/50-service.upload.yaml"
+    service = out / "kubernetes/kube-sjc-a/upload/upload.yaml"
     service.write_text(service.read_text().replace("port: 18080", "port: 18081", 1))
     code, text = check(capsys, spec, out)
     assert code == 1
     lines = text.splitlines()
-    at = lines.index(f"  hand-edited  {out.as_posix()}/kubernetes/kube-sjc-a/upload/50-service.upload.yaml")
-    assert lines[at + 1] == "      ~ spec.ports[mesh].port: 18081 → 18080"
+    at = lines.index(f"  hand-edited  {out.as_posix()}/kubernetes/kube-sjc-a/upload/upload.yaml")
+    assert lines[at + 1] == "      ~ [Service/upload/upload].spec.ports[mesh].port: 18081 → 18080"
 
 
 def test_a_comment_only_edit_says_so(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
     spec, out = built
-    service = out / "kubernetes/kube-sjc-a/upload/50-service.upload.yaml"
+    service = out / "kubernetes/kube-sjc-a/upload/upload.yaml"
     service.write_text(service.read_text() + "# tweak\n")
     _, text = check(capsys, spec, out)
     assert "      (same data; only formatting or comments differ)" in text.splitlines()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import pytest
 import yaml
 
-from compiler.diff import (ADDED, CHANGED, REMOVED, Change, NotCanonical, diff_builds, diff_canonical_yaml, diff_values, group,
-                           load_canonical_yaml, parse_file)
+from compiler.diff import (ADDED, CHANGED, REMOVED, Change, NotCanonical, diff_builds, diff_canonical_yaml, diff_file, diff_values, group,
+                           kube_deletions, load_canonical_yaml, object_heads, parse_file, stream_documents)
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.lower import lower
 from compiler.pipeline import Build, validate_only
@@ -252,9 +253,10 @@ def test_canonical_reader_reads_every_yaml_output_file(example_build: Build) -> 
     read = 0
     for artifact in example_build.artifacts:
         if artifact.path.endswith(".yaml"):
-            expected = yaml.load(artifact.data, Loader=yaml.CSafeLoader)
+            expected = _yaml_data(artifact.data)
+            documents = stream_documents(artifact.data.decode())  # the Kubernetes files: one document per object
             try:
-                got = load_canonical_yaml(artifact.data.decode())
+                got = load_canonical_yaml(artifact.data.decode()) if documents is None else [load_canonical_yaml(d) for d in documents]
             except NotCanonical:
                 continue
             assert repr(got) == repr(expected), artifact.path
@@ -269,7 +271,13 @@ def test_anything_else_is_not_canonical_and_parse_file_falls_back(text: str) -> 
     with pytest.raises(NotCanonical):
         load_canonical_yaml(text)
     if text.endswith("\n"):
-        assert parse_file("x.yaml", text.encode()) == (yaml.safe_load(text),)
+        assert parse_file("x.yaml", text.encode()) == (_yaml_data(text.encode()),)
+
+
+def _yaml_data(data: bytes) -> Any:
+    """What PyYAML reads: one document's data, or the list of documents of a stream opened by `---` (as meshc's Kubernetes files)."""
+    documents = list(yaml.load_all(data, Loader=yaml.CSafeLoader))
+    return documents if data.startswith(b"---\n") else documents[0]
 
 
 def test_text_is_coloured_only_when_asked_and_json_keeps_every_field(base_build: Build) -> None:
@@ -320,17 +328,19 @@ def test_diffing_output_files_as_text_equals_diffing_their_data(example_build: B
     files["mesh.yaml"] = files["mesh.yaml"].replace(b"admin_port: 9901", b"admin_port: 9902")
     files["services/upload.yaml"] = files["services/upload.yaml"].replace(b"timeout: 2s", b"timeout: 3s")
     changed = {a.path: a.data for a in compile(files, "mesh-spec").artifacts}
-    compared = 0
+    compared = candidates = 0
     for artifact in example_build.artifacts:
         after = changed.get(artifact.path)
         if artifact.path.endswith(".yaml") and after is not None and after != artifact.data:
+            candidates += 1
             try:
                 fast = diff_canonical_yaml(artifact.data.decode(), after.decode())
             except NotCanonical:
                 continue
-            assert fast == diff_values(yaml.safe_load(artifact.data), yaml.safe_load(after)), artifact.path
+            assert fast == diff_values(_yaml_data(artifact.data), _yaml_data(after)), artifact.path
             compared += 1
-    assert compared >= 20
+    # every Kubernetes workload file changes (the bootstrap's admin port), and the fast path reads them all
+    assert compared == candidates >= len([w for w in example_build.mesh.workloads if w.platform == "kubernetes"])
 
 
 def test_external_reader_targets_are_placed_in_their_clusters_datacenter(example_build: Build) -> None:
@@ -344,3 +354,79 @@ def test_external_reader_targets_are_placed_in_their_clusters_datacenter(example
     assert (reader.platform, reader.cluster, reader.datacenter, reader.namespace) == ("kubernetes", "kube-iad-a", "iad", "meshc-discovery")
     assert reader.restart is RestartClass.NONE
     assert all(g.datacenter != "?" for g in result.groups)
+
+
+# ---------------------------------------------------------------- Kubernetes files: streams of objects
+
+def _obj(kind: str, namespace: str | None, name: str, api: str = "v1", workload: str = "k8s/c/ns/svc", **body: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, **({"namespace": namespace} if namespace else {}),
+                            "annotations": {"meshc.dev/workload": workload}}
+    return {"apiVersion": api, "kind": kind, "metadata": meta, **body}
+
+
+def _stream(*objects: dict[str, Any]) -> bytes:
+    return b"".join(b"---\n" + dump_yaml(obj) for obj in objects)
+
+
+RB = "rbac.authorization.k8s.io/v1"
+
+
+def test_a_stream_of_objects_is_diffed_object_by_object() -> None:
+    """Unchanged documents give nothing; a document added or removed is one change named `[kind/namespace/name]`."""
+    old = _stream(_obj("ServiceAccount", "ns", "svc"), _obj("RoleBinding", "a", "grant", RB, roleRef={"name": "r"}),
+                  _obj("ConfigMap", "ns", "svc-mesh-envoy", data={"lds.json": '{"resources": [{"name": "l", "port": 1}]}'}))
+    new = _stream(_obj("ServiceAccount", "ns", "svc"), _obj("RoleBinding", "b", "grant", RB, roleRef={"name": "r"}),
+                  _obj("ConfigMap", "ns", "svc-mesh-envoy", data={"lds.json": '{"resources": [{"name": "l", "port": 2}]}'}))
+    changes = diff_file("kubernetes/c/ns/svc.yaml", old, new).changes
+    assert [(c.kind, c.path) for c in changes] == [
+        (REMOVED, "[RoleBinding/a/grant]"),
+        (CHANGED, '[ConfigMap/ns/svc-mesh-envoy].data["lds.json"].resources[l].port'),
+        (ADDED, "[RoleBinding/b/grant]"),
+    ]
+    assert changes[0].old == yaml.safe_load(dump_yaml(_obj("RoleBinding", "a", "grant", RB, roleRef={"name": "r"})))
+    # the same changes as PyYAML's documents diffed as a list of named objects
+    assert changes == diff_values(list(yaml.safe_load_all(old)), list(yaml.safe_load_all(new)))
+    assert diff_file("kubernetes/c/ns/svc.yaml", old, old).changes == ()
+
+
+def test_a_stream_against_a_single_document_is_still_diffed_as_data() -> None:
+    one = dump_yaml(_obj("ServiceAccount", "ns", "svc"))
+    changes = diff_file("x.yaml", one, _stream(_obj("ServiceAccount", "ns", "svc")))
+    assert [(c.kind, c.path) for c in changes.changes] == [(CHANGED, ".")]
+
+
+def test_object_heads_read_apiversion_kind_and_metadata_wherever_they_stand() -> None:
+    """A token Secret has `type` before `metadata`; a document that is no object is skipped."""
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+              "metadata": {"name": "s-token", "namespace": "meshc-discovery"}}
+    data = _stream(secret, _obj("ConfigMap", "ns", "big", data={"k": "x\n" * 5000}))
+    assert object_heads("f.yaml", data) == [{k: v for k, v in secret.items() if k != "type"},
+                                            {k: v for k, v in _obj("ConfigMap", "ns", "big").items()}]
+    assert object_heads("f.yaml", b"---\na: 1\n---\n- 1\n") == []
+    assert object_heads("f.yaml", b"---\nkind: X\nmetadata: {name: y}\n") == [{"kind": "X", "metadata": {"name": "y"}}]  # PyYAML
+
+
+def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_order() -> None:
+    """An object that moves to another file is kept; one dropped from a file that stays, or whose file goes, is deleted."""
+    svc, other = "k8s/c/ns/svc", "k8s/c/other/other"
+    old = [Artifact(path="kubernetes/c/00-namespaces/ns.yaml", data=_stream(_obj("Namespace", None, "ns"))),
+           Artifact(path="kubernetes/c/00-namespaces/gone.yaml", data=_stream(_obj("Namespace", None, "gone"))),
+           Artifact(path="kubernetes/c/ns/svc.yaml", target=svc, data=_stream(
+               _obj("ServiceAccount", "ns", "svc"), _obj("RoleBinding", "gone", "g", RB), _obj("RoleBinding", "other", "moves", RB),
+               _obj("ConfigMap", "ns", "svc-mesh-envoy"), _obj("Service", "ns", "svc"))),
+           Artifact(path="kubernetes/c/gone/gone.yaml", target="k8s/c/gone/gone", data=_stream(
+               _obj("ServiceAccount", "gone", "gone", workload="k8s/c/gone/gone"), _obj("ConfigMap", "gone", "gone-cm", workload="k8s/c/gone/gone"))),
+           Artifact(path="kubernetes/c/other/other.yaml", target=other, data=_stream(_obj("ServiceAccount", "other", "other", workload=other)))]
+    new = [old[0],
+           Artifact(path="kubernetes/c/ns/svc.yaml", target=svc, data=_stream(_obj("ServiceAccount", "ns", "svc"), _obj("Service", "ns", "svc"))),
+           Artifact(path="kubernetes/c/other/other.yaml", target=other, data=_stream(
+               _obj("ServiceAccount", "other", "other", workload=other), _obj("RoleBinding", "other", "moves", RB, workload=other)))]
+    deletes = [(d.kind, d.namespace, d.name, d.file) for d in kube_deletions(old, new)]
+    assert deletes == [
+        ("ConfigMap", "ns", "svc-mesh-envoy", "kubernetes/c/ns/svc.yaml"),
+        ("RoleBinding", "gone", "g", "kubernetes/c/ns/svc.yaml"),
+        ("ConfigMap", "gone", "gone-cm", "kubernetes/c/gone/gone.yaml"),
+        ("ServiceAccount", "gone", "gone", "kubernetes/c/gone/gone.yaml"),
+        ("Namespace", None, "gone", "kubernetes/c/00-namespaces/gone.yaml"),
+    ]
+    assert [d.cascades for d in kube_deletions(old, new)] == [False] * 4 + [True]

@@ -27,9 +27,10 @@ import pytest
 from compiler.backends.puppet import HASHES_KEY, pool_data
 from compiler.drift.puppet import (
     Applied, DriftInputError, Expectation, HostState, Node, Observations, Policy, PuppetDrift, check_vms, compare_hiera,
-    deployed_times, detect_puppet_drift, expected_rendering, judge_host, parse_applied, read_export, read_puppetdb,
-    summary_line, to_json,
+    deployed_times, detect_puppet_drift, expected_rendering, host_records, judge_host, parse_applied, read_export, read_puppetdb,
 )
+from compiler.drift.detect import assemble_report
+from compiler.drift.report import pool_rows, report_data, summary_line
 from compiler.emit import dump_yaml
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
@@ -195,9 +196,7 @@ def world(puppetdb: PuppetDB, example_build: Build, tmp_path_factory: pytest.Tem
         if path.startswith("puppet/"):
             (server / path.removeprefix("puppet/")).parent.mkdir(parents=True, exist_ok=True)
             (server / path.removeprefix("puppet/")).write_bytes(data)
-    # A wave for the real hosts' datacenter (contract 3 puts mesh::wave in pool data; any level will do here).
-    (server / "data/datacenters").mkdir(parents=True)
-    (server / "data/datacenters/sjc.yaml").write_text("mesh::wave: early\n")
+    assert json.loads(tree[POOL_FILE])["mesh::wave"], "the example has a wave policy: pool data names the wave (contract 3)"
     now = datetime.now(UTC)
     with ThreadPoolExecutor(max_workers=2) as pool:
         clean = pool.submit(real_runs, base, CLEAN, puppetdb, server, False)
@@ -244,7 +243,7 @@ def test_real_applies_succeed_and_reach_puppetdb(world: World) -> None:
 def test_fact_reports_the_rendered_hashes_after_a_clean_run(world: World) -> None:
     rows = world.pdb.query(f'facts[value] {{ name = "mesh_applied" and certname = "{CLEAN}" }}')
     assert rows == [{"value": {
-        "workload": POOL, "service": "encryption", "datacenter": "sjc", "wave": "early",
+        "workload": POOL, "service": "encryption", "datacenter": "sjc", "wave": json.loads(world.tree[POOL_FILE])["mesh::wave"],
         "documents": hashes(world.tree, POOL_FILE)}}]
 
 
@@ -316,17 +315,19 @@ def test_orphans_and_non_mesh_nodes(drift: PuppetDrift) -> None:
 
 
 def test_pool_summary_and_findings(drift: PuppetDrift) -> None:
-    pool = next(p for p in drift.pools if p.name == POOL)
-    assert summary_line(pool) == (
+    report = assemble_report([host_records(drift)], [])
+    rows = {row["target"]: row for row in pool_rows(report)}
+    assert summary_line(rows[POOL]) == (
         f"{POOL}: 2/9 converged, 2 pending, 1 drifted, 1 failed, 3 unknown: "
         f"{EDITED}, {PENDING}, {FAILED}, {CACHED}, {STALE}, … 2 more")
     others = [p for p in drift.pools if p.name != POOL]
     assert others and all(p.hosts == 0 and not p.converged for p in others), "a pool with no hosts is no pass"
-    assert summary_line(others[0]).endswith(": no hosts report to PuppetDB")
+    assert summary_line(rows[others[0].name]) == f"{others[0].name}: no hosts report to PuppetDB"
+    assert rows[others[0].name]["state"] == "not-checked" and report.failing
     assert not drift.converged
-    data = to_json(drift)
+    data = report_data(report)
     assert json.loads(json.dumps(data)) == data
-    assert data["pools"][[p["target"] for p in data["pools"]].index(POOL)]["counts"] == {
+    assert next(t for t in data["targets"] if t["target"] == POOL)["counts"] == {
         "converged": 2, "pending": 2, "drifted": 1, "failed": 1, "unknown": 3}
 
 
@@ -461,7 +462,8 @@ def test_waves_come_from_the_manifest_rollout(example_build: Build) -> None:
     tree = dict(example_build.tree())
     tree[f"puppet/data/nodes/{CANARY}.json"] = canary_file(example_build.sidecars[POOL], "one")
     manifest = json.loads(tree["MANIFEST.json"])
-    manifest["rollout"] = {"targets": {POOL: {"wave": "main", "revision": "a" * 40}},
+    # every target in wave main (a pinned wave overrides the pool data's own mesh::wave)
+    manifest["rollout"] = {"targets": {t: {"wave": "main", "revision": "a" * 40} for t in manifest["targets"]},
                            "hosts": {CANARY: {"wave": "canary", "revision": "b" * 40, "target": POOL}},
                            "waves": [{"name": "canary", "revision": "b" * 40}, {"name": "main", "revision": "a" * 40}]}
     tree["MANIFEST.json"] = json.dumps(manifest).encode()

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from compiler.backends.kubernetes import (
+    APPLY_ORDER,
     DISCOVERY_NAMESPACE,
     MANAGED_BY,
     MESH_LABEL,
@@ -66,7 +67,7 @@ class Case:
     declared: Declared
     mesh: Mesh
     artifacts: list[Artifact]
-    objects: list[tuple[str, dict[str, Any]]]  # (path, the one object of that file)
+    objects: list[tuple[str, dict[str, Any]]]  # (path, object) for every object of every file, in file order
 
 
 def declared_of(files: Mapping[str, bytes]) -> Declared:
@@ -86,7 +87,7 @@ def compile_case(files: Mapping[str, bytes], label: str) -> Case:
     mesh = lower(check(load_documents(files, label)))
     artifacts = build_kubernetes(mesh, render(mesh))
     return Case(declared=declared_of(files), mesh=mesh, artifacts=artifacts,
-                objects=[(a.path, load(a.data)[0]) for a in artifacts])
+                objects=[(a.path, obj) for a in artifacts for obj in load(a.data)])
 
 
 def random_spec(seed: int, services: int = 80) -> dict[str, bytes]:
@@ -151,32 +152,45 @@ def case(request: pytest.FixtureRequest, example: Case, synthetic: Case, tmp_pat
 
 # ---------------------------------------------------------------- layout
 
-def test_every_file_is_yaml_with_exactly_one_object(case: Case) -> None:
+def test_every_file_is_a_stream_of_objects_each_opened_by_a_document_start(case: Case) -> None:
     for artifact in case.artifacts:
-        assert artifact.path.endswith(".yaml"), artifact.path
+        assert artifact.path.endswith(".yaml") and artifact.data.startswith(b"---\n"), artifact.path
         docs = load(artifact.data)
-        assert len(docs) == 1 and isinstance(docs[0], dict) and docs[0]["kind"], artifact.path
+        assert docs and all(isinstance(d, dict) and d["kind"] for d in docs), artifact.path
+        assert artifact.data.count(b"\n---\n") == len(docs) - 1, artifact.path  # no empty document, no stray separator
 
 
-def test_paths_name_cluster_namespace_kind_and_object(case: Case) -> None:
-    workloads = {w.id: w for w in case.mesh.workloads}
-    for path, obj in case.objects:
-        _, cluster, directory, _file = path.split("/")
-        meta = obj["metadata"]
-        assert _file.endswith(f"-{obj['kind'].lower()}.{meta['name']}.yaml"), path
-        if obj["kind"] == "ClusterRole":  # cluster-scoped, in a directory no namespace can be named
-            assert directory == "_cluster" and "namespace" not in meta, path
-            continue
-        assert directory == meta.get("namespace", meta["name"]), path  # a directory holds only its namespace's objects
-        if obj["kind"] == "Namespace":
-            assert "namespace" not in meta
+def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
+    """kubernetes/<cluster>/00-cluster.yaml, 00-namespaces/<ns>.yaml, and <ns>/<service>.yaml per workload or reader."""
+    workloads = {w.id: w for w in case.mesh.workloads if w.platform == "kubernetes"}
+    readers = {r.id: r for r in external_readers(case.mesh)}
+    files: dict[str, set[str]] = defaultdict(set)
+    for artifact in case.artifacts:
+        parts = artifact.path.split("/")
+        cluster, objects = parts[1], load(artifact.data)
+        files[cluster].add(artifact.path)
+        if parts[2:] == ["00-cluster.yaml"]:  # cluster-scoped objects: the discovery ClusterRole
+            assert [(o["kind"], "namespace" in o["metadata"]) for o in objects] == [("ClusterRole", False)], artifact.path
+            assert artifact.target is None
+        elif parts[2] == "00-namespaces":
+            assert [(o["kind"], f"{o['metadata']['name']}.yaml") for o in objects] == [("Namespace", parts[3])], artifact.path
+            assert artifact.target is None
         else:
-            assert meta["namespace"], path  # kube-applier applies without -n
-            owner = meta["annotations"][WORKLOAD_ANNOTATION]
-            if owner in workloads:
-                assert workloads[owner].cluster == cluster, path
-            else:  # an external reader's objects live in the cluster it reads
-                assert owner == f"k8s/{cluster}/{DISCOVERY_NAMESPACE}/{meta['labels'][NAME_LABEL]}", path
+            _, _, namespace, name = parts
+            assert artifact.target == f"k8s/{cluster}/{namespace}/{name.removesuffix('.yaml')}", artifact.path
+            assert artifact.target in workloads or artifact.target in readers, artifact.path
+            for obj in objects:
+                meta = obj["metadata"]
+                assert meta["annotations"][WORKLOAD_ANNOTATION] == artifact.target, artifact.path
+                assert meta["namespace"], artifact.path  # kube-applier applies without -n
+                # in the unit's own namespace, but for the discovery grants in the namespaces it reads
+                assert meta["namespace"] == namespace or obj["kind"] == "RoleBinding", artifact.path
+    for cluster, paths in files.items():
+        namespaces = {ns for c, ns in ((w.cluster, w.namespace) for w in workloads.values()) if c == cluster}
+        units = [t for t in [*workloads, *readers] if t.split("/")[1] == cluster]
+        if any(r.cluster == cluster for r in readers.values()):
+            namespaces.add(DISCOVERY_NAMESPACE)
+        assert len(paths) == len(units) + len(namespaces) + 1, cluster  # the issue's goal: <= that plus a handful
 
 
 def test_labels_on_every_object(case: Case) -> None:
@@ -187,31 +201,23 @@ def test_labels_on_every_object(case: Case) -> None:
             assert labels[NAME_LABEL] == obj["metadata"]["annotations"][WORKLOAD_ANNOTATION].rsplit("/", 1)[1], path
 
 
-def test_targets_are_workload_ids_and_shared_namespaces_have_none(case: Case) -> None:
-    for artifact in case.artifacts:
-        obj = load(artifact.data)[0]
-        if obj["kind"] in ("Namespace", "ClusterRole"):
-            assert artifact.target is None
-        else:
-            assert artifact.target == obj["metadata"]["annotations"][WORKLOAD_ANNOTATION]
-
-
-def test_kube_applier_order_applies_namespace_and_service_account_first(case: Case) -> None:
-    """kube-applier applies the files of a cluster tree one by one in path order: check what exists by then."""
+def test_kube_applier_order_applies_what_an_object_needs_before_it(case: Case) -> None:
+    """kube-applier applies a cluster's files one by one in path order (Go's sort.Strings: byte order), each file's
+    documents in order: check what exists by then, across files and within each file."""
     by_cluster: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
     for path, obj in case.objects:
         by_cluster[path.split("/")[1]].append((path, obj))
     for cluster, objects in by_cluster.items():
         applied: set[tuple[str, str | None, str]] = set()
-        for path, obj in sorted(objects, key=lambda item: item[0]):
+        for path, obj in sorted(objects, key=lambda item: item[0].encode()):  # stable: a file's documents keep their order
             meta = obj["metadata"]
             namespace = meta.get("namespace")
             if namespace is not None:
-                assert ("Namespace", None, namespace) in applied, f"{path} applied before its Namespace"
+                assert ("Namespace", None, namespace) in applied, f"{path}: {obj['kind']} applied before its Namespace"
                 service = meta["labels"][NAME_LABEL]
                 owner = meta["annotations"][WORKLOAD_ANNOTATION].split("/")[2]
                 if owner == namespace and obj["kind"] != "ServiceAccount":
-                    assert ("ServiceAccount", namespace, service) in applied, f"{path} applied before ServiceAccount {service}"
+                    assert ("ServiceAccount", namespace, service) in applied, f"{path}: {obj['kind']} applied before ServiceAccount {service}"
             if obj["kind"] == "RoleBinding":
                 assert ("ClusterRole", None, obj["roleRef"]["name"]) in applied, f"{path} applied before its ClusterRole"
                 for subject in obj["subjects"]:
@@ -222,6 +228,16 @@ def test_kube_applier_order_applies_namespace_and_service_account_first(case: Ca
         for path, obj in objects:
             for subject in obj.get("subjects", ()):
                 assert ("ServiceAccount", subject["namespace"], subject["name"]) in applied, f"{path}: unknown subject in {cluster}"
+
+
+def test_documents_of_a_file_come_in_apply_order(case: Case) -> None:
+    """ServiceAccount, token Secret, RoleBindings, ConfigMaps, Certificate, Service, NetworkPolicy."""
+    for artifact in case.artifacts:
+        kinds = [o["kind"] for o in load(artifact.data)]
+        assert kinds == sorted(kinds, key=APPLY_ORDER.index), artifact.path
+        if artifact.target is not None:  # a workload or reader: its identity first, once
+            assert kinds[0] == "ServiceAccount" and kinds.count("ServiceAccount") == 1, artifact.path
+    assert list(APPLY_ORDER[2:]) == ["ServiceAccount", "Secret", "RoleBinding", "ConfigMap", "Certificate", "Service", "NetworkPolicy"]
 
 
 # ---------------------------------------------------------------- least privilege
@@ -303,10 +319,11 @@ def test_every_external_reader_has_its_identity_and_token_secret(case: Case) -> 
 def test_example_download_vms_read_metadata_in_both_clusters(example: Case) -> None:
     """The article's Example 2: download on VMs watches metadata's Endpoints in kube-sjc-a and kube-iad-a."""
     for cluster in ("kube-sjc-a", "kube-iad-a"):
-        objects = {p.split("/", 2)[2]: o for p, o in example.objects if p.startswith(f"kubernetes/{cluster}/")}
-        binding = objects[f"metadata/20-rolebinding.meshc-discovery.{DISCOVERY_NAMESPACE}.download.yaml"]
+        objects = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for p, o in example.objects
+                   if p == f"kubernetes/{cluster}/{DISCOVERY_NAMESPACE}/download.yaml"}  # the reader's file
+        binding = objects[("RoleBinding", "metadata", f"meshc-discovery.{DISCOVERY_NAMESPACE}.download")]
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "download", "namespace": DISCOVERY_NAMESPACE}]
-        readers = objects[f"{DISCOVERY_NAMESPACE}/10-serviceaccount.download.yaml"]["metadata"]["annotations"]["meshc.dev/readers"]
+        readers = objects[("ServiceAccount", DISCOVERY_NAMESPACE, "download")]["metadata"]["annotations"]["meshc.dev/readers"]
         assert {r for r in readers.split(",") if r.startswith("vm/download/")}, readers
 
 
@@ -364,21 +381,26 @@ def test_a_service_nobody_may_call_gets_a_deny_all_policy(synthetic: Case) -> No
 # ---------------------------------------------------------------- objects
 
 def test_example_upload_objects(example: Case) -> None:
-    objects = {p.split("/", 2)[2]: o for p, o in example.objects if p.startswith("kubernetes/kube-sjc-a/")}
-    cert = objects["upload/40-certificate.upload-mesh-tls.yaml"]
+    [artifact] = [a for a in example.artifacts if a.path == "kubernetes/kube-sjc-a/upload/upload.yaml"]
+    assert artifact.target == "k8s/kube-sjc-a/upload/upload"
+    listed = [(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in load(artifact.data)]
+    # upload depends on metadata and feature-flags in this cluster (storage-gateway is not here): a grant in each
+    assert listed == [("ServiceAccount", "upload", "upload"),
+                      ("RoleBinding", "feature-flags", "meshc-discovery.upload.upload"),
+                      ("RoleBinding", "metadata", "meshc-discovery.upload.upload"),
+                      ("ConfigMap", "upload", "upload-mesh-envoy"), ("ConfigMap", "upload", "upload-mesh-synapse"),
+                      ("Certificate", "upload", "upload-mesh-tls"), ("Service", "upload", "upload")]  # no NetworkPolicy: opt-in
+    objects = {(kind, name): obj for (kind, _, name), obj in zip(listed, load(artifact.data))}
+    cert = objects[("Certificate", "upload-mesh-tls")]
     assert cert["spec"]["uris"] == ["spiffe://box.mesh/ns/upload/sa/upload"]
     assert cert["spec"]["issuerRef"] == {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "mesh-ca"}
     assert (cert["spec"]["secretName"], cert["spec"]["duration"], cert["spec"]["renewBefore"]) == ("upload-mesh-tls", "720h", "240h")
-    svc = objects["upload/50-service.upload.yaml"]
+    svc = objects[("Service", "upload")]
     assert svc["spec"]["selector"] == {NAME_LABEL: "upload"}
     assert svc["spec"]["ports"] == [{"name": "mesh", "protocol": "TCP", "port": 18080, "targetPort": 18080}]
-    assert objects["upload/10-serviceaccount.upload.yaml"]["metadata"]["name"] == "upload"
-    envoy = objects["upload/30-configmap.upload-mesh-envoy.yaml"]
+    envoy = objects[("ConfigMap", "upload-mesh-envoy")]
     assert sorted(envoy["data"]) == ["bootstrap.json", "cds.json", "lds.json", "sds.json"]
-    assert sorted(objects["upload/30-configmap.upload-mesh-synapse.yaml"]["data"]) == ["synapse.json"]
-    # upload depends on metadata, storage-gateway is not in this cluster, feature-flags is
-    assert {p.split("/")[0] for p in objects if ".meshc-discovery.upload.upload" in p} == {"metadata", "feature-flags"}
-    assert not any("networkpolicy" in p for p in objects)  # opt-in; kube-sjc-a does not opt in
+    assert sorted(objects[("ConfigMap", "upload-mesh-synapse")]["data"]) == ["synapse.json"]
 
 
 def test_config_maps_hold_the_documents_and_the_restart_hash(example: Case) -> None:
@@ -393,10 +415,10 @@ def test_config_maps_hold_the_documents_and_the_restart_hash(example: Case) -> N
         assert obj["metadata"]["annotations"][RESTART_ANNOTATION] == restart_hash_of(documents)
 
 
-def test_files_are_exactly_the_canonical_yaml_of_their_object(case: Case) -> None:
-    """The backend memoizes ConfigMap entries; the bytes must still be dump_yaml of the whole object."""
+def test_files_are_exactly_the_canonical_yaml_of_their_objects(case: Case) -> None:
+    """The backend memoizes ConfigMap entries; the bytes must still be dump_yaml of each whole object, `---` before each."""
     for artifact in case.artifacts:
-        assert dump_yaml(load(artifact.data)[0]) == artifact.data, artifact.path
+        assert b"".join(b"---\n" + dump_yaml(obj) for obj in load(artifact.data)) == artifact.data, artifact.path
 
 
 def _hand_sidecars(mesh: Mesh, **changes: Any) -> dict[str, SidecarConfig]:
@@ -408,7 +430,7 @@ def _hand_sidecars(mesh: Mesh, **changes: Any) -> dict[str, SidecarConfig]:
 
 
 def _restart_hashes(mesh: Mesh, **changes: Any) -> set[str]:
-    objects = [load(a.data)[0] for a in build_kubernetes(mesh, _hand_sidecars(mesh, **changes))]
+    objects = [obj for a in build_kubernetes(mesh, _hand_sidecars(mesh, **changes)) for obj in load(a.data)]
     return {o["metadata"]["annotations"][RESTART_ANNOTATION] for o in objects if o["kind"] == "ConfigMap"}
 
 

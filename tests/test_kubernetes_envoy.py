@@ -30,14 +30,15 @@ from tests.test_render_envoy_real import (Sidecar, _wait_live, eds_file, envoy_b
                                           mount_secret)
 
 WORKLOAD = "k8s/kube-sjc-a/upload/upload"
-CONFIG_MAPS = "kubernetes/kube-sjc-a/upload/30-configmap.upload-mesh-{}.yaml"
+UPLOAD_FILE = "kubernetes/kube-sjc-a/upload/upload.yaml"  # upload's objects, its two ConfigMaps among them
 
 
 def config_maps(root: Path, admin: int) -> dict[str, dict[str, str]]:
     """upload's ConfigMaps in kube-sjc-a (mount name -> data), compiled with the sidecar paths under `root`."""
     mesh = lower(check(load_documents(example_under(root, admin), "mesh-spec")))
     artifacts = {a.path: a.data for a in build_kubernetes(mesh, render(mesh))}
-    return {mount: yaml.safe_load(artifacts[CONFIG_MAPS.format(mount)])["data"] for mount in ("envoy", "synapse")}
+    maps = {o["metadata"]["name"]: o["data"] for o in yaml.safe_load_all(artifacts[UPLOAD_FILE]) if o["kind"] == "ConfigMap"}
+    return {mount: maps[f"upload-mesh-{mount}"] for mount in ("envoy", "synapse")}
 
 
 def kubelet_mount(directory: Path, data: Mapping[str, str], generation: int) -> None:

@@ -267,11 +267,15 @@ def test_removed_services_read_removed_and_their_kubernetes_objects_get_delete_c
     assert _target_line(text, "k8s/gke-usc1-a/meshc-discovery/edge") == "new"
     assert _summary(markdown, "k8s/kube-iad-a/notification/notification").startswith("removed")
     assert not re.search(r"^  \S+: .*envoy-restart", text, re.MULTILINE)
-    # exactly the Kubernetes files the head no longer writes, cluster by cluster, in reverse path order
-    gone = sorted((p for p in set(before) - set(after) if p.startswith("kubernetes/")), key=lambda p: (p.split("/")[1], p))
+    # exactly the Kubernetes objects the head no longer writes in any file, cluster by cluster, in the reverse of
+    # kube-applier's order (files by path, then each file's documents in order), read here with PyYAML
+    objects_before, objects_after = _kube_objects(before), _kube_objects(after)
+    gone = [(key, where) for key, where in objects_before.items() if key not in objects_after]
     assert gone, "the change must remove Kubernetes objects"
-    expected = [f for cluster in sorted({p.split("/")[1] for p in gone}) for f in sorted((p for p in gone if p.split("/")[1] == cluster), reverse=True)]
-    assert [d["file"] for d in report["deletions"]] == expected
+    assert any(where[0] in after for _, where in gone), "and some from files the head still writes (a dropped grant)"
+    expected = [(key[1], key[2], key[3], key[4], where[0]) for key, where in sorted(gone, key=lambda g: (g[0][0], g[1]), reverse=True)]
+    expected = sorted(expected, key=lambda e: e[-1].split("/")[1])  # clusters in order; stable: reverse apply order inside each
+    assert [(d["api_version"].rpartition("/")[0], d["kind"], d["namespace"], d["name"], d["file"]) for d in report["deletions"]] == expected
     commands = [d["command"] for d in report["deletions"]]
     assert "kubectl --context kube-iad-a delete -n notification service/notification" in commands
     assert "kubectl --context kube-iad-a delete -n notification certificate.cert-manager.io/notification-mesh-tls" in commands
@@ -289,6 +293,21 @@ def test_removed_services_read_removed_and_their_kubernetes_objects_get_delete_c
     assert f"  # {namespace['command']}   # only once nothing else lives in namespace notification" in text
     block = markdown[markdown.index("```sh\n") + 6:]
     assert block[:block.index("```")].splitlines() == lines
+
+
+def _kube_objects(tree: dict[str, bytes]) -> dict[tuple[str, str, str, str | None, str], tuple[str, int]]:
+    """(cluster, API group, kind, namespace, name) -> (file, position in it) of every Kubernetes object of a tree."""
+    import yaml
+
+    found = {}
+    for path, data in tree.items():
+        if path.startswith("kubernetes/"):
+            for index, obj in enumerate(yaml.safe_load_all(data)):
+                meta = obj["metadata"]
+                key = (path.split("/")[1], obj["apiVersion"].rpartition("/")[0], obj["kind"], meta.get("namespace"), meta["name"])
+                assert key not in found, f"{key} is in {found.get(key)} and {path}"
+                found[key] = (path, index)
+    return found
 
 
 # ---------------------------------------------------------------- site.pp: output/puppet/ as a Puppet environment

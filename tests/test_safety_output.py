@@ -453,7 +453,7 @@ def test_non_regular_files_in_output_are_extras_never_opened(tmp_path: Path) -> 
     assert meshc("build", EXAMPLE, "-o", out).returncode == 0
     kinds = _special_files(out)
     # A FIFO at a rendered path too: opening it would block until a writer comes, i.e. forever.
-    rendered = out / "kubernetes/kube-sjc-a/upload/50-service.upload.yaml"
+    rendered = out / "kubernetes/kube-sjc-a/upload/upload.yaml"
     rendered.unlink()
     os.mkfifo(rendered)
     # And a symlink at a rendered path, to a secret outside: following it would diff (print) the secret.
@@ -466,7 +466,7 @@ def test_non_regular_files_in_output_are_extras_never_opened(tmp_path: Path) -> 
     lines = check.stdout.splitlines()
     for name in kinds:
         assert f"  extra        {out.as_posix()}/{name}" in lines
-    at = lines.index(f"  hand-edited  {out.as_posix()}/kubernetes/kube-sjc-a/upload/50-service.upload.yaml")
+    at = lines.index(f"  hand-edited  {out.as_posix()}/kubernetes/kube-sjc-a/upload/upload.yaml")
     assert lines[at + 1] == "      (not compared: a named pipe (FIFO) on disk, not a regular file)"
     at = lines.index(f"  hand-edited  {out.as_posix()}/puppet/data/common.yaml")
     assert lines[at + 1] == "      (not compared: a symlink on disk, not a regular file)"

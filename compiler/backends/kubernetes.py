@@ -1,27 +1,39 @@
 """Kubernetes backend: each cluster workload's objects, laid out as one kube-applier tree per cluster.
 
-Layout: `kubernetes/<cluster>/<namespace>/<NN>-<kind>.<name>.yaml`, one object per file, every
-object in the directory of its own namespace. kube-applier applies `git ls-files` in path order,
-one file at a time, so the two-digit prefix orders what others need (Namespace, ServiceAccount)
-before what needs it; `<kind>.<name>` is unique because Kubernetes makes kind + name unique
-in a namespace. Each workload's files have the workload id as target; a Namespace, which several
-services may share, has target None (it changes only when a namespace appears or disappears).
+Layout, one multi-document YAML file (each document opened by `---`) per unit of rollout:
+
+    kubernetes/<cluster>/00-cluster.yaml              cluster-scoped objects: the discovery ClusterRole
+    kubernetes/<cluster>/00-namespaces/<ns>.yaml      one Namespace
+    kubernetes/<cluster>/<ns>/<service>.yaml          one workload (target `k8s/<cluster>/<ns>/<service>`)
+    kubernetes/<cluster>/meshc-discovery/<service>.yaml   one external reader (its pseudo-target, below)
+
+kube-applier runs one `kubectl apply -f` per file, in `sort.Strings` order of the paths, and never
+prunes. `00-` sorts before every namespace directory (namespace names start with a letter), so
+every Namespace and the ClusterRole exist before any file that needs them: a workload's
+RoleBindings live in its dependencies' namespaces, not only its own. Inside a file the objects
+come in APPLY_ORDER (ServiceAccount, its token Secret, RoleBindings, ConfigMaps, Certificate,
+Service, NetworkPolicy), which `kubectl apply -f` follows. One file per workload, not per object:
+kube-applier starts one process per file, and the kernel's cost of creating a file dominated
+large builds. A Namespace keeps a file of its own because several services share it and a
+rollout build takes shared files from several revisions by path: a namespace only an older
+revision still uses keeps its file. Namespaces and the ClusterRole have target None (they
+change only when a namespace or cluster appears or disappears).
 
 Discovery RBAC: one ClusterRole per cluster, `meshc-discovery-reader` (read Endpoints and
-EndpointSlices; it grants nothing by itself), in `kubernetes/<cluster>/_cluster/`, which sorts
-before every namespace; and one RoleBinding to it per (reader, namespace watched). A RoleBinding
-grants only inside its own namespace, so this is as narrow as a Role per namespace, with half the
-objects: kube-applier runs one `kubectl apply` per file.
+EndpointSlices; it grants nothing by itself), and one RoleBinding to it per (reader, namespace
+watched). A RoleBinding grants only inside its own namespace, so this is as narrow as a Role per
+namespace, with half the objects.
 
 External readers: a workload whose Synapse watches a cluster it does not run in (a VM pool, or a
 pod of another cluster) reads that cluster's API server with a token of its own. For every such
 (cluster C, client service S), C gets Namespace `meshc-discovery`, ServiceAccount `S` and its
 long-lived token Secret `S-token` there, and the discovery RoleBinding in each namespace of
-C that S's workloads watch from outside. These files have the pseudo-target
-`k8s/<C>/meshc-discovery/<S>` (the reader id): one grant serves every outside workload of S, so it
-belongs to none of them, and a diff shows it as its own unit of rollout in cluster C. meshc never
-sees the token: the token controller writes it into the Secret, and the site's secret distribution
-copies `token` and `ca.crt` to `{config_dir}/discovery/<C>/` of S's VMs and pods.
+C that S's workloads watch from outside. These objects have the pseudo-target
+`k8s/<C>/meshc-discovery/<S>` (the reader id) and its file: one grant serves every outside
+workload of S, so it belongs to none of them, and a diff shows it as its own unit of rollout in
+cluster C. meshc never sees the token: the token controller writes it into the Secret, and the
+site's secret distribution copies `token` and `ca.crt` to `{config_dir}/discovery/<C>/` of S's
+VMs and pods.
 """
 from __future__ import annotations
 
@@ -57,20 +69,16 @@ RESTART_ANNOTATION = "meshc.dev/restart-hash"
 OWNER_ANNOTATION = "meshc.io/owner"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every Namespace
 
-# kube-applier's order is the path order: Namespace, then the ServiceAccount, then its token Secret
-# (the token controller deletes a token Secret whose ServiceAccount does not exist), then the
-# RoleBindings (their ClusterRole is in _cluster/, which sorts first), then everything else.
-FILE_PREFIX: Mapping[str, str] = {
-    "Namespace": "00",
-    "ServiceAccount": "10",
-    "Secret": "15",
-    "ClusterRole": "05",
-    "RoleBinding": "20",
-    "ConfigMap": "30",
-    "Certificate": "40",
-    "Service": "50",
-    "NetworkPolicy": "60",
-}
+# The order kube-applier applies objects in: files by path, then a file's documents in this kind
+# order. A token Secret comes after its ServiceAccount (the token controller deletes a token Secret
+# whose ServiceAccount does not exist); the RoleBindings' ClusterRole is in 00-cluster.yaml.
+APPLY_ORDER: tuple[str, ...] = ("Namespace", "ClusterRole", "ServiceAccount", "Secret", "RoleBinding", "ConfigMap", "Certificate",
+                                "Service", "NetworkPolicy")
+_RANK: Mapping[str, int] = {kind: rank for rank, kind in enumerate(APPLY_ORDER)}
+
+CLUSTER_FILE = "00-cluster.yaml"  # `00-` sorts before every namespace directory: those start with a letter
+NAMESPACES_DIR = "00-namespaces"
+DOCUMENT_START = b"---\n"
 
 # Sidecar document directories, each a ConfigMap mounted at {config_dir}/<dir>. A ConfigMap key
 # cannot contain '/', and Envoy's watched_directory must be the mount root so the kubelet's
@@ -80,7 +88,6 @@ CONFIG_MOUNTS = ("envoy", "synapse")
 SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
 
 DISCOVERY_CLUSTER_ROLE = "meshc-discovery-reader"
-CLUSTER_SCOPED_DIR = "_cluster"  # not a namespace name (those start with a letter); sorts before them all
 DISCOVERY_RULES = (
     {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
@@ -93,17 +100,19 @@ MAX_APPLIED_BYTES = 256 * 1024 - 4096
 
 
 def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None) -> list[Artifact]:
-    """The manifests of every Kubernetes workload and external reader (those in `only`, if given, by target id),
-    plus one Namespace per (cluster, namespace) and one discovery ClusterRole per cluster."""
+    """The files of every Kubernetes workload and external reader (those in `only`, if given, by target id),
+    plus one per Namespace and one per cluster (its discovery ClusterRole)."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     in_cluster = _workloads_by_cluster_service(workloads)
     readers = external_readers(mesh)
     memo = Memo()  # render shares documents between workloads: serialize each once
     namespaces = {(w.cluster or "", w.namespace) for w in workloads} | {(r.cluster, DISCOVERY_NAMESPACE) for r in readers}
-    artifacts = [_artifact(mesh, cluster, namespace_object(mesh, ns), None, memo) for cluster, ns in sorted(namespaces)]
-    artifacts += [_artifact(mesh, cluster, discovery_cluster_role(mesh), None, memo) for cluster in sorted({c for c, _ in namespaces})]
-    artifacts += [_artifact(mesh, r.cluster, obj, r.id, memo) for r in readers if only is None or r.id in only
-                  for obj in reader_objects(mesh, r)]
+    artifacts = [_file(mesh, cluster, namespace_path(cluster, ns), [namespace_object(mesh, ns)], None, memo)
+                 for cluster, ns in sorted(namespaces)]
+    artifacts += [_file(mesh, cluster, cluster_path(cluster), [discovery_cluster_role(mesh)], None, memo)
+                  for cluster in sorted({c for c, _ in namespaces})]
+    artifacts += [_file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo) for r in readers
+                  if only is None or r.id in only]
     problems: list[Diagnostic] = []
     for workload in workloads:
         if only is not None and workload.id not in only:
@@ -116,8 +125,8 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Co
         objects = [owned(mesh, workload.cluster or "", obj)
                    for obj in workload_objects(mesh, workload, texts, restart_hash_of(documents), in_cluster)]
         problems += _unmounted(workload, texts)
-        problems += _size_problems(workload, objects)
-        artifacts += [_artifact(mesh, workload.cluster or "", obj, workload.id, memo) for obj in objects]
+        problems += _size_problems(workload, objects)  # per object: kubectl records each object's own annotation
+        artifacts.append(_file(mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo))
     bugs = [d for d in problems if d.code == "internal"]
     if bugs:  # a meshc bug outranks what the spec got wrong: the spec's errors may be its consequence
         raise internal_error(bugs)
@@ -126,12 +135,54 @@ def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Co
     return artifacts
 
 
+def cluster_path(cluster: str) -> str:
+    """The file of a cluster's cluster-scoped objects other than Namespaces: kubernetes/<cluster>/00-cluster.yaml."""
+    return f"{ROOT}/{cluster}/{CLUSTER_FILE}"
+
+
+def namespace_path(cluster: str, namespace: str) -> str:
+    """The file of one Namespace: kubernetes/<cluster>/00-namespaces/<namespace>.yaml."""
+    return f"{ROOT}/{cluster}/{NAMESPACES_DIR}/{namespace}.yaml"
+
+
+def unit_path(target: str) -> str:
+    """The file of a workload or external reader `k8s/<cluster>/<namespace>/<service>`: kubernetes/<cluster>/<namespace>/<service>.yaml."""
+    _, cluster, namespace, service = target.split("/")
+    return f"{ROOT}/{cluster}/{namespace}/{service}.yaml"
+
+
 def object_path(cluster: str, obj: Mapping[str, Any]) -> str:
-    """Where an object's file lives: kubernetes/<cluster>/<namespace>/<NN>-<kind>.<name>.yaml."""
+    """The file meshc writes an object into: found from the object alone (for objects no longer rendered, too).
+
+    A namespaced object is in the file of the workload or reader its `meshc.dev/workload` annotation
+    names; one without a usable annotation is placed in its namespace as its service's (or its own) file.
+    """
     kind, meta = obj["kind"], obj["metadata"]
-    # a Namespace lives in its own directory; other cluster-scoped objects in _cluster/
-    namespace = meta.get("namespace", meta["name"] if kind == "Namespace" else CLUSTER_SCOPED_DIR)
-    return f"{ROOT}/{cluster}/{namespace}/{FILE_PREFIX[kind]}-{kind.lower()}.{meta['name']}.yaml"
+    if kind == "Namespace":
+        return namespace_path(cluster, meta["name"])
+    namespace = meta.get("namespace")
+    if not namespace:
+        return cluster_path(cluster)
+    owner = str((meta.get("annotations") or {}).get(WORKLOAD_ANNOTATION, ""))
+    parts = owner.split("/")
+    if len(parts) == 4 and parts[0] == "k8s" and parts[1] == cluster and all(parts[2:]):
+        return unit_path(owner)
+    return f"{ROOT}/{cluster}/{namespace}/{(meta.get('labels') or {}).get(NAME_LABEL) or meta['name']}.yaml"
+
+
+def kind_rank(kind: str) -> int:
+    """The place of a kind in APPLY_ORDER, inside a file (kinds meshc does not write come last)."""
+    return _RANK.get(kind, len(_RANK))
+
+
+def apply_key(cluster: str, obj: Mapping[str, Any]) -> tuple[str, int, str, str]:
+    """Where kube-applier applies an object in a cluster's run: (file, rank of its kind in the file, namespace, name).
+
+    Sorting by it gives the apply order; deleting in the reverse order removes bindings before what
+    they bind and a Namespace after everything in it.
+    """
+    meta = obj["metadata"]
+    return object_path(cluster, obj), kind_rank(obj["kind"]), meta.get("namespace") or "", meta["name"]
 
 
 def owner_id(mesh: str, cluster: str, kind: str, namespace: str | None, name: str) -> str:
@@ -362,9 +413,11 @@ def _workloads_by_cluster_service(workloads: Sequence[Workload]) -> dict[tuple[s
     return found
 
 
-def _artifact(mesh: Mesh, cluster: str, obj: dict[str, Any], target: str | None, memo: Memo) -> Artifact:
-    obj = obj if OWNER_ANNOTATION in obj["metadata"].get("annotations", {}) else owned(mesh, cluster, obj)
-    return Artifact(path=object_path(cluster, obj), data=_yaml(obj, memo), target=target)
+def _file(mesh: Mesh, cluster: str, path: str, objects: Sequence[dict[str, Any]], target: str | None, memo: Memo) -> Artifact:
+    """One file: its objects in APPLY_ORDER (a stable sort: same-kind objects keep their order), each one document."""
+    ordered = sorted((obj if OWNER_ANNOTATION in obj["metadata"].get("annotations", {}) else owned(mesh, cluster, obj) for obj in objects),
+                     key=lambda obj: _RANK[obj["kind"]])
+    return Artifact(path=path, data=b"".join(DOCUMENT_START + _yaml(obj, memo) for obj in ordered), target=target)
 
 
 def _json_text(document: Any) -> str:

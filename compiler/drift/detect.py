@@ -1,8 +1,9 @@
 """Assemble one drift report from every platform's checked scopes: acknowledgements, counts, waves.
 
-Each platform checks its own evidence (compiler.drift.kubernetes per cluster dump; the Puppet half
-per PuppetDB or facts export) and hands back (ScopeState, subjects); scopes the spec has but no
-evidence was given for are passed as `unchecked`. Nothing here knows a platform's item kinds.
+Each platform checks its own evidence (compiler.drift.kubernetes per cluster dump; compiler.drift.puppet
+per PuppetDB or facts export, and the deployed hiera tree) and hands back (ScopeState, subjects); scopes
+the spec has but no evidence was given for are passed as `unchecked`. Nothing here knows a platform's
+item kinds.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import datetime
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
@@ -18,11 +19,12 @@ import orjson
 from compiler.diagnostics import EnvironmentFailure, did_you_mean
 from compiler.drift.acknowledge import FILE_NAME as ACK_FILE
 from compiler.drift.acknowledge import acknowledge, mark_used, read_acknowledgements
+from compiler.drift import puppet
 from compiler.drift.kubernetes import PLATFORM, check_cluster, expected_objects, parse_dump, read_dump_file
-from compiler.drift.model import (ACKNOWLEDGED, CONVERGED, DRIFTED, EXPIRED_ACKNOWLEDGEMENT, NOT_CHECKED, ORPHAN,
-                                  Acknowledgement, DriftInputError, DriftItem, DriftReport, ScopeState, SubjectState)
+from compiler.drift.model import (ACKNOWLEDGED, CONVERGED, DRIFTED, EXPIRED_ACKNOWLEDGEMENT, INCOMPLETE, NOT_CHECKED,
+                                  ORPHAN, PENDING, Acknowledgement, DriftInputError, DriftItem, DriftReport, ScopeState, SubjectState)
 from compiler.emit import MANIFEST
-from compiler.pipeline import Build, collector_paused, compile_dir
+from compiler.pipeline import Build, compile_dir
 
 
 def assemble_report(checked: Sequence[tuple[ScopeState, Sequence[SubjectState]]], unchecked: Sequence[tuple[str, str]], *,
@@ -34,9 +36,8 @@ def assemble_report(checked: Sequence[tuple[ScopeState, Sequence[SubjectState]]]
     subjects: list[SubjectState] = []
     for scope, found in checked:
         judged = [_acknowledged(subject, acknowledgements, used) for subject in found]
-        counts = Counter(ORPHAN if s.delete_command and s.state == DRIFTED else s.state for s in judged)
-        state = DRIFTED if any(s.state not in (CONVERGED, ACKNOWLEDGED) for s in judged) else CONVERGED
-        scopes.append(replace(scope, state=state, counts=dict(sorted(counts.items()))))
+        counts = Counter(ORPHAN if s.state == DRIFTED and any(i.kind == ORPHAN for i in s.items) else s.state for s in judged)
+        scopes.append(replace(scope, state=_scope_state(judged), counts=dict(sorted(counts.items()))))
         subjects += judged
     scopes += [ScopeState(platform=platform, scope=name, state=NOT_CHECKED) for platform, name in unchecked]
     expired = tuple(DriftItem(kind=EXPIRED_ACKNOWLEDGEMENT, platform="meshc", scope="acknowledgements", subject=ack.location,
@@ -44,7 +45,20 @@ def assemble_report(checked: Sequence[tuple[ScopeState, Sequence[SubjectState]]]
                     for ack in acknowledgements if ack.expired)
     return DriftReport(scopes=tuple(sorted(scopes, key=lambda s: (s.platform, s.scope))), subjects=tuple(subjects),
                        findings=expired, acknowledgements=mark_used(acknowledgements, used),
-                       waves=waves_of(tree or {}), partial=partial, today=today)
+                       waves=waves_of(tree or {}), wave_order=wave_order_of(tree or {}),
+                       partial=partial, today=today)
+
+
+def _scope_state(subjects: Sequence[SubjectState]) -> str:
+    """The worst of its subjects: drifted (anything failing), incomplete (pools with no data), pending, converged.
+
+    Not-checked subjects (a pool no host reports for) fail the run themselves unless --partial; the
+    scope is not called drifted for them, so --partial can lift them.
+    """
+    states = {s.state for s in subjects} - {CONVERGED, ACKNOWLEDGED}
+    if states - {PENDING, NOT_CHECKED}:
+        return DRIFTED
+    return INCOMPLETE if NOT_CHECKED in states else PENDING if states else CONVERGED
 
 
 def _acknowledged(subject: SubjectState, acknowledgements: Sequence[Acknowledgement], used: set[str]) -> SubjectState:
@@ -60,6 +74,13 @@ def _acknowledged(subject: SubjectState, acknowledgements: Sequence[Acknowledgem
         items.append(item)
     state = ACKNOWLEDGED if all(i.acknowledged for i in items) else subject.state
     return replace(subject, items=tuple(items), state=state)
+
+
+def wave_order_of(tree: Mapping[str, bytes]) -> tuple[str, ...]:
+    """The waves in promotion order from MANIFEST.json's `rollout.waves` (contract 4), () when no rollout is in force."""
+    raw = tree.get(MANIFEST)
+    rollout = (orjson.loads(raw).get("rollout") or {}) if raw is not None else {}
+    return tuple(str(wave["name"]) for wave in rollout.get("waves") or () if "name" in wave)
 
 
 def waves_of(tree: Mapping[str, bytes]) -> dict[str, str]:
@@ -78,8 +99,29 @@ class DriftRequest:
     spec: Path
     kubernetes: tuple[tuple[str, Path], ...] = ()  # (cluster, dump file), as given on the command line
     acknowledgements: Path | None = None  # None: <spec>/drift-acknowledgements.yaml if it exists
+    puppet: PuppetEvidence = field(default_factory=lambda: PuppetEvidence())
     today: datetime.date
     partial: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class PuppetEvidence:
+    """The VMs' evidence: PuppetDB (URL and TLS files) or a facts export, the deployed hiera tree, and the lag."""
+
+    puppetdb: str | None = None
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    facts: Path | None = None  # an export file instead of a PuppetDB
+    hiera: Path | None = None
+    lag: datetime.timedelta = puppet.DEFAULT_LAG
+    since: datetime.datetime | None = None  # when the rendering was deployed, unless --hiera tells per file
+    now: datetime.datetime | None = None  # None: the clock; pinned by tests
+
+    @property
+    def given(self) -> bool:
+        """Any Puppet evidence on the command line."""
+        return bool(self.puppetdb or self.facts or self.hiera)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -92,19 +134,34 @@ class Evidence:
     hint: str = ""  # how to give evidence, for the "nothing to check" error
 
 
-def detect_drift(request: DriftRequest) -> DriftReport:
-    """Compile the spec (the truth, as `check` does), check every platform's evidence against it, assemble the report."""
+def detect_drift(request: DriftRequest, tree: Mapping[str, bytes] | None = None, *, require_evidence: bool = True) -> DriftReport:
+    """Compile the spec (the truth, as `check` does), check every platform's evidence against it, assemble the report.
+
+    The truth is what `meshc build` writes: with a rollout in force, each target's and canary host's wave's
+    rendering (contract 7); `tree` gives it when the caller has it. Without evidence, DriftInputError,
+    unless `require_evidence` is False (the promote gate: no data there blocks, it is not a usage error).
+    """
     build = compile_dir(request.spec)
-    tree = build.tree()
+    tree = tree if tree is not None else _rendered_tree(request.spec, build)
     acknowledgements = _acknowledgements(request)
-    # Reading dumps builds millions of acyclic dicts; the cycle collector walking them all tripled
-    # the time to read a 1,000-service mesh's YAML dumps (make bench, meshc-drift), as in compile().
-    with collector_paused():
-        found = [check(request, build, tree) for check in PLATFORM_CHECKS]
-    if not any(evidence.given for evidence in found):
+    # Reading dumps builds millions of acyclic dicts: the command line pauses the cycle collector for
+    # the whole command (cli.main), which made reading a 1,000-service mesh's YAML dumps 3x faster.
+    found = [check(request, build, tree) for check in PLATFORM_CHECKS]
+    if require_evidence and not any(evidence.given for evidence in found):
         raise DriftInputError("meshc drift", "nothing to check: give " + "; or ".join(e.hint for e in found), "drift-usage")
     return assemble_report([c for e in found for c in e.checked], [u for e in found for u in e.unchecked],
                            acknowledgements=acknowledgements, tree=tree, partial=request.partial, today=request.today.isoformat())
+
+
+def _rendered_tree(spec: Path, build: Build) -> Mapping[str, bytes]:
+    """What `meshc build` writes for the spec: the plain build, or the rollout's tree when rollout.yaml is there."""
+    from compiler.rollout.pins import ROLLOUT_FILE
+
+    if not (spec / ROLLOUT_FILE).is_file():
+        return build.tree()
+    from compiler.rollout.build import output_for  # compiles every wave's revision: only when a rollout is in force
+
+    return output_for(spec)
 
 
 def check_kubernetes(request: DriftRequest, build: Build, tree: Mapping[str, bytes]) -> Evidence:
@@ -121,8 +178,34 @@ def check_kubernetes(request: DriftRequest, build: Build, tree: Mapping[str, byt
                     unchecked=tuple((PLATFORM, c) for c in clusters if c not in dumps), hint=hint)
 
 
-# One check per platform, each reading its own fields of DriftRequest; the Puppet half adds its own here.
-PLATFORM_CHECKS: tuple[Callable[[DriftRequest, Build, Mapping[str, bytes]], Evidence], ...] = (check_kubernetes,)
+def check_puppet(request: DriftRequest, build: Build, tree: Mapping[str, bytes]) -> Evidence:
+    """The VM hosts from PuppetDB or an export against their pool or canary node file; with --hiera, the deployed tree."""
+    del build  # the built tree holds everything the Puppet half compares
+    evidence = request.puppet
+    has_vms = any(path.startswith(puppet.POOLS_DIR) for path in tree)
+    unchecked = ((puppet.PLATFORM, "puppetdb"),) if has_vms else ()
+    hint = "--puppetdb URL (with --puppetdb-ca/-cert/-key for HTTPS) or --puppet-facts FILE for the VMs"
+    if not evidence.given:
+        return Evidence(given=False, unchecked=unchecked, hint=hint)
+    observations = None
+    if evidence.puppetdb:
+        observations = puppet.read_puppetdb(evidence.puppetdb, cafile=_str(evidence.ca), certfile=_str(evidence.cert),
+                                            keyfile=_str(evidence.key))
+    elif evidence.facts is not None:
+        observations = puppet.read_export(evidence.facts)
+    now = evidence.now or datetime.datetime.now(datetime.UTC)
+    vms = puppet.check_vms(tree, observations, puppet.Policy(now=now, lag=evidence.lag, since=evidence.since), hiera=evidence.hiera)
+    checked = ([puppet.host_records(vms.hosts)] if vms.hosts is not None else []) + \
+              ([puppet.hiera_records(evidence.hiera, vms.hiera, tree)] if evidence.hiera is not None and vms.hiera is not None else [])
+    return Evidence(given=True, checked=tuple(checked), unchecked=unchecked if observations is None else (), hint=hint)
+
+
+def _str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+# One check per platform, each reading its own fields of DriftRequest.
+PLATFORM_CHECKS: tuple[Callable[[DriftRequest, Build, Mapping[str, bytes]], Evidence], ...] = (check_kubernetes, check_puppet)
 
 
 def _dump_files(pairs: Sequence[tuple[str, Path]], clusters: Sequence[str]) -> dict[str, Path]:

@@ -12,8 +12,9 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from compiler.drift.model import ACKNOWLEDGED, CONVERGED, DRIFTED, NOT_CHECKED, ORPHAN, UNKNOWN, DriftItem, DriftReport, SubjectState
-from compiler.drift.report import orphan_commands, verdict
+from compiler.drift.model import (ACKNOWLEDGED, CONVERGED, DRIFTED, FAILED, NO_HOSTS, NOT_CHECKED, ORPHAN, PENDING, DriftItem,
+                                  DriftReport, SubjectState)
+from compiler.drift.report import HOST_PLATFORM, orphan_commands, verdict, worst
 from compiler.graph.columns import STATE_COLORS, Box, Column, render_columns
 from compiler.graph.dot import element_id
 from compiler.graph.page import Detail, render_page
@@ -23,14 +24,8 @@ DRIFT_LEGEND = tuple((STATE_COLORS[state][0], state) for state in DRIFT_STATES)
 DRIFT_HELP = ("Columns are the waves in promotion order (or the scopes checked, without a rollout), boxes their targets and "
               "canary hosts, coloured by their worst finding; acknowledged drift counts as converged. Hover over a box for "
               "its findings; click to keep them.")
-# The Puppet half's host states (model.FAILING_STATES names them; the Puppet wiring is on branch drift-wire).
-PENDING, FAILED = "pending", "failed"
-HOST_PLATFORM = "puppet"  # its subjects are hosts (certnames) of a VM pool target
 # subject state -> box colour (compiler.graph.columns STATE_COLORS); any other (unknown, not-checked) is unknown
 _COLOUR = {CONVERGED: "converged", ACKNOWLEDGED: "converged", PENDING: "pending", DRIFTED: "drifted", FAILED: "failed"}
-# Worse is higher, as the text report ranks a target's subjects; a definite difference (drifted, any state not
-# listed) is worse than a failed run, worse than unknown.
-_RANK = {CONVERGED: 0, ACKNOWLEDGED: 1, PENDING: 2, NOT_CHECKED: 3, UNKNOWN: 4, FAILED: 5}
 MAX_HOST_BOXES = 40  # hosts of one pool drawn as their own boxes (those not converged, canary hosts); the rest are counted
 VALUE_WIDTH = 80
 NO_WAVE, ORPHANS = "no wave", "orphans"  # objects of no target (shared, the hiera tree); what meshc no longer renders
@@ -47,14 +42,10 @@ class _Group:
     lines: tuple[str, ...] = ()
 
 
-def render_drift_page(report: DriftReport, wave_order: Sequence[str] = ()) -> str:
-    """The drift status page of `report`: one self-contained HTML document, the same bytes for the same report.
-
-    Columns are the report's waves in `wave_order` (MANIFEST.json's `rollout.waves`; waves it does not list
-    follow by name), or its scopes when no rollout is in force.
-    """
+def render_drift_page(report: DriftReport) -> str:
+    """The drift status page of `report`: one self-contained HTML document, the same bytes for the same report."""
     groups = _drift_groups(report)
-    order = _column_order(report, groups, wave_order)
+    order = _column_order(report, groups)
     columns = [Column(title=name, subtitle=_column_subtitle([g for g in groups if g.column == name]),
                       boxes=tuple(_drift_box(g) for g in groups if g.column == name)) for name in order]
     details = {g.id: _drift_detail(report, g) for g in groups}
@@ -65,7 +56,7 @@ def render_drift_page(report: DriftReport, wave_order: Sequence[str] = ()) -> st
 
 
 def _wave(report: DriftReport, subject: SubjectState) -> str | None:
-    return report.waves.get(subject.target or "")
+    return subject.wave or report.waves.get(subject.target or "")
 
 
 def _is_orphan(subject: SubjectState) -> bool:
@@ -78,7 +69,7 @@ def _is_host(subject: SubjectState) -> bool:
 
 def _drift_groups(report: DriftReport) -> list[_Group]:
     """Every box: a target per scope (hosts counted in it), hosts worth their own box, orphans, targets with no evidence."""
-    by_wave = bool(report.waves)
+    by_wave = bool(report.waves) or any(s.wave for s in report.subjects)
     found: dict[tuple[str, str, str], list[SubjectState]] = {}
     groups: list[_Group] = []
     for subject in report.subjects:
@@ -109,9 +100,10 @@ def _column_of(by_wave: bool, platform: str, scope: str, wave: str | None) -> st
     return (wave or NO_WAVE) if by_wave else f"{platform}/{scope}"
 
 
-def _column_order(report: DriftReport, groups: Sequence[_Group], order: Sequence[str]) -> list[str]:
-    """Waves in promotion order (a wave `order` does not list, by name, after them), or scopes; then the rest."""
+def _column_order(report: DriftReport, groups: Sequence[_Group]) -> list[str]:
+    """Waves in promotion order (a wave MANIFEST does not list, by name, after them), or scopes; then the rest."""
     present = {g.column for g in groups}
+    order = report.wave_order
     waves = sorted(present - {NO_WAVE, ORPHANS}, key=lambda w: (order.index(w) if w in order else len(order), w))
     scopes = [f"{s.platform}/{s.scope}" for s in report.scopes]
     return [*(w for w in waves if w not in scopes), *(s for s in scopes if s in present), *(c for c in (NO_WAVE, ORPHANS) if c in present)]
@@ -123,11 +115,13 @@ def _colour(state: str) -> str:
 
 def _group_state(group: _Group) -> str:
     """The colour of the worst subject (as the text report ranks them); a group without subjects has no evidence."""
-    return _colour(max((s.state for s in group.subjects), key=lambda state: _RANK.get(state, len(_RANK)))) if group.subjects else "unknown"
+    return _colour(worst(s.state for s in group.subjects)) if group.subjects else "unknown"
 
 
 def _converged_line(subjects: Sequence[SubjectState]) -> str:
-    counted = list(subjects)
+    counted = [s for s in subjects if not any(i.kind == NO_HOSTS for i in s.items)]
+    if not counted:
+        return "no host reports"
     return f"{sum(_colour(s.state) == 'converged' for s in counted)}/{len(counted)} {'hosts' if _is_host(counted[0]) else 'objects'} converged"
 
 

@@ -28,9 +28,9 @@ from typing import Any
 import orjson
 import yaml
 
-from compiler.backends.kubernetes import CLUSTER_SCOPED_DIR, FILE_PREFIX, OWNER_ANNOTATION, ROOT, owner_id
+from compiler.backends.kubernetes import OWNER_ANNOTATION, ROOT, apply_key, owner_id
 from compiler.diagnostics import EnvironmentFailure
-from compiler.diff import NotCanonical, diff_values, load_canonical_yaml
+from compiler.diff import NotCanonical, diff_values, load_canonical_yaml, stream_documents
 from compiler.drift.model import (CONVERGED, DRIFTED, EXTRA, MISSING, MODIFIED, ORPHAN, UNKNOWN, DriftInputError, DriftItem,
                                   ScopeState, SubjectState)
 from compiler.emit import MANIFEST
@@ -211,23 +211,26 @@ def _item_key(source: str, index: int, item: Any) -> Key:
 # ---------------------------------------------------------------- the rendering
 
 def expected_objects(tree: Mapping[str, bytes]) -> dict[str, list[ExpectedObject]]:
-    """Per cluster, the objects of a built tree (contract 7: the files a build writes, targets from MANIFEST.json)."""
+    """Per cluster, the objects of a built tree in apply order (contract 7: the files a build writes, targets from
+    MANIFEST.json); every object of a file has the file's path and target."""
     targets = {path: target for target, paths in orjson.loads(tree[MANIFEST]).get("targets", {}).items() for path in paths}
     found: dict[str, list[ExpectedObject]] = {}
     for path in sorted(tree):
         parts = path.split("/")
-        if parts[0] == ROOT and len(parts) == 4 and path.endswith(".yaml"):
-            found.setdefault(parts[1], []).append(ExpectedObject(path=path, target=targets.get(path), obj=_load_output(tree[path])))
+        if parts[0] == ROOT and len(parts) >= 3 and path.endswith(".yaml"):
+            found.setdefault(parts[1], []).extend(ExpectedObject(path=path, target=targets.get(path), obj=obj)
+                                                  for obj in _load_output(tree[path]))
     return found
 
 
-def _load_output(data: bytes) -> Any:
-    """An output file as data: meshc's canonical YAML reader (faster than PyYAML's constructor), PyYAML otherwise."""
+def _load_output(data: bytes) -> list[Any]:
+    """An output file's documents: meshc's canonical YAML reader (faster than PyYAML's constructor), PyYAML otherwise."""
     text = data.decode()
+    documents = stream_documents(text)
     try:
-        return load_canonical_yaml(text)
+        return [load_canonical_yaml(document) for document in documents or [text]]
     except NotCanonical:
-        return yaml.load(text, Loader=yaml.CSafeLoader)  # noqa: S506 - the safe loader
+        return [d for d in yaml.load_all(text, Loader=yaml.CSafeLoader) if d is not None]  # noqa: S506 - the safe loader
 
 
 def object_key(obj: Mapping[str, Any]) -> Key:
@@ -253,7 +256,7 @@ def check_cluster(mesh: str, cluster: str, expected: Sequence[ExpectedObject], d
         raise DumpError(dump.source, "an object is nested too deeply to be one meshc wrote") from None
     wanted = {object_key(item.obj) for item in expected}
     orphans = sorted((o for key, o in dump.objects.items() if key not in wanted and _owned_here(mesh, cluster, key, o)),
-                     key=lambda o: _apply_path(cluster, object_key(o)), reverse=True)  # delete in reverse apply order
+                     key=lambda o: apply_key(cluster, o), reverse=True)  # delete in reverse apply order
     subjects += [_orphan(cluster, obj) for obj in orphans]
     state = DRIFTED if any(s.state != CONVERGED for s in subjects) else CONVERGED
     return ScopeState(platform=PLATFORM, scope=cluster, state=state, evidence=dump.source), subjects
@@ -274,13 +277,6 @@ def _owned_here(mesh: str, cluster: str, key: Key, obj: Mapping[str, Any]) -> bo
     """Carries the ownership annotation naming exactly itself in this mesh and cluster."""
     value = (obj["metadata"].get("annotations") or {}).get(OWNER_ANNOTATION)
     return value == owner_id(mesh, cluster, key[1], key[2] or None, key[3])
-
-
-def _apply_path(cluster: str, key: Key) -> str:
-    """The file kube-applier applies the object from (as meshc lays files out), for apply order."""
-    _, kind, namespace, name = key
-    directory = namespace or (name if kind == "Namespace" else CLUSTER_SCOPED_DIR)
-    return f"{ROOT}/{cluster}/{directory}/{FILE_PREFIX.get(kind, '99')}-{kind.lower()}.{name}.yaml"
 
 
 def delete_command(cluster: str, key: Key) -> str:

@@ -18,14 +18,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-# Item kinds of the Kubernetes half (the Puppet half adds its own, e.g. "pending", "failed").
+# Item kinds of the Kubernetes half; the Puppet half's items are named after the host's state
+# (pending, drifted, failed, unknown), plus orphan, NO_HOSTS, and the hiera tree's file states.
 MISSING, MODIFIED, EXTRA, ORPHAN = "missing", "modified", "extra", "orphan"
+NO_HOSTS = "no-hosts"  # a VM pool no host reports for: its subject is the pool itself, state NOT_CHECKED
 EXPIRED_ACKNOWLEDGEMENT = "expired-acknowledgement"
 
 # Subject and scope states.
 CONVERGED, DRIFTED, ACKNOWLEDGED, UNKNOWN, NOT_CHECKED = "converged", "drifted", "acknowledged", "unknown", "not-checked"
+PENDING, FAILED = "pending", "failed"
+INCOMPLETE = "incomplete"  # a scope whose only findings are pools with no data (their subjects fail the run, unless --partial)
 # States that make `meshc drift` exit 1. NOT_CHECKED is in it: no data is not a pass (--partial lifts it).
-FAILING_STATES = frozenset({DRIFTED, UNKNOWN, NOT_CHECKED, "pending", "failed"})
+# PENDING is not: a host still within its lag is on its way (the issue: exit 1 for "unknown past its lag").
+FAILING_STATES = frozenset({DRIFTED, UNKNOWN, NOT_CHECKED, FAILED})
+# States that block `meshc promote`: everything but converged (or acknowledged) — pending included, and
+# NOT_CHECKED whatever --partial says: a wave is promoted only on evidence that it has converged.
+BLOCKING_STATES = FAILING_STATES | {PENDING}
 REPORT_FORMAT = 1
 
 
@@ -72,6 +80,7 @@ class SubjectState:
     state: str
     items: tuple[DriftItem, ...] = ()
     delete_command: str | None = None  # orphans only: how to remove it by hand
+    wave: str | None = None  # a host's own wave (a canary host's may differ from its pool's); None: its target's
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -106,12 +115,14 @@ class DriftReport:
     findings: tuple[DriftItem, ...] = ()  # items about no subject: expired acknowledgements
     acknowledgements: tuple[Acknowledgement, ...] = ()
     waves: Mapping[str, str] = field(default_factory=dict)  # target -> wave, from MANIFEST rollout, when any
+    wave_order: tuple[str, ...] = ()  # the waves in promotion order (MANIFEST rollout), when any
     partial: bool = False
     today: str = ""
 
     @property
     def failing(self) -> bool:
-        """True when the run must exit 1: drift, unknowns, unchecked scopes (unless partial), expired acknowledgements."""
+        """True when the run must exit 1: drift, failures, unknowns, unchecked scopes or pools (unless partial), expired
+        acknowledgements. Pending hosts (within their lag) do not fail the run; they block `meshc promote`."""
         scopes = any(s.state in FAILING_STATES and not (self.partial and s.state == NOT_CHECKED) for s in self.scopes)
-        subjects = any(s.state in FAILING_STATES for s in self.subjects)
+        subjects = any(s.state in FAILING_STATES and not (self.partial and s.state == NOT_CHECKED) for s in self.subjects)
         return scopes or subjects or any(not f.acknowledged for f in self.findings)

@@ -27,9 +27,11 @@ from typing import Any
 import orjson
 
 from compiler.backends.puppet import HASHES_KEY, HIERA_ESCAPE, SIDECAR_KEY, document_hash
-from compiler.drift.model import DriftInputError
+from compiler.drift.model import (CONVERGED, DRIFTED, NO_HOSTS, NOT_CHECKED, ORPHAN, DriftInputError, DriftItem, ScopeState,
+                                  SubjectState)
 from compiler.emit import MANIFEST, TreeStatus, compare_files, read_tree, recorded_hashes
 
+PLATFORM = "puppet"
 POOLS_DIR = "puppet/data/pools/"
 NODES_DIR = "puppet/data/nodes/"
 FACT = "mesh_applied"
@@ -161,6 +163,7 @@ class PuppetDrift:
     pools: tuple[Summary, ...]
     waves: tuple[Summary, ...]
     orphans: tuple[Orphan, ...]
+    documents: frozenset[str] = frozenset()  # every document name meshc renders for a VM
 
     @property
     def converged(self) -> bool:
@@ -375,7 +378,8 @@ def detect_puppet_drift(rendering: Rendering, observations: Observations, policy
     pools = [_summary(name, [h for h in hosts if h.target == name]) for name in sorted(rendering.pools)]
     waves = sorted({h.wave for h in hosts if h.wave is not None} | {e.wave for e in rendering.pools.values() if e.wave})
     return PuppetDrift(source=observations.source, hosts=tuple(hosts), pools=tuple(pools),
-                       waves=tuple(_summary(w, [h for h in hosts if h.wave == w]) for w in waves), orphans=tuple(orphans))
+                       waves=tuple(_summary(w, [h for h in hosts if h.wave == w]) for w in waves), orphans=tuple(orphans),
+                       documents=frozenset(name for e in (*rendering.pools.values(), *rendering.nodes.values()) for name in e.hashes))
 
 
 def _host(certname: str, expectation: Expectation, canary: bool, state: HostState, reasons: Sequence[str]) -> HostDrift:
@@ -453,38 +457,53 @@ def _duration(delta: timedelta) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes >= 60 else f"{max(minutes, 0)} min"
 
 
-# ---------------------------------------------------------------- summaries as data for every format
+# ---------------------------------------------------------------- onto the shared drift records
 
 
-def summary_line(summary: Summary, limit: int = 5) -> str:
-    """`vm/upload/sjc: 118/120 converged, 1 pending, 1 failed: host-17, host-3`."""
-    if summary.hosts == 0:
-        return f"{summary.name}: no hosts report to PuppetDB"
-    converged = summary.counts.get(HostState.CONVERGED, 0)
-    parts = [f"{summary.name}: {converged}/{summary.hosts} converged"]
-    parts += [f"{summary.counts[state]} {state}" for state in HostState if state != HostState.CONVERGED and state in summary.counts]
-    names = list(summary.not_converged[:limit]) + ([f"… {len(summary.not_converged) - limit} more"]
-                                                   if len(summary.not_converged) > limit else [])
-    return ", ".join(parts) + (f": {', '.join(names)}" if names else "")
+def host_records(drift: PuppetDrift) -> tuple[ScopeState, tuple[SubjectState, ...]]:
+    """One scope (the PuppetDB URL or export file), a subject per host, per orphan, and per pool no host reports for."""
+    subjects = [SubjectState(platform=PLATFORM, scope=drift.source, subject=h.certname, target=h.target, wave=h.wave,
+                             state=str(h.state),
+                             items=tuple(_host_item(drift.source, h, reason, drift.documents) for reason in h.reasons))
+                for h in drift.hosts]
+    subjects += [SubjectState(platform=PLATFORM, scope=drift.source, subject=pool.name, target=pool.name, state=NOT_CHECKED,
+                              items=(DriftItem(kind=NO_HOSTS, platform=PLATFORM, scope=drift.source, subject=pool.name,
+                                               target=pool.name, detail="no host reports this pool: no data is not a pass"),))
+                 for pool in drift.pools if pool.hosts == 0]
+    subjects += [SubjectState(platform=PLATFORM, scope=drift.source, subject=o.certname, target=None, state=DRIFTED,
+                              items=(DriftItem(kind=ORPHAN, platform=PLATFORM, scope=drift.source, subject=o.certname,
+                                               detail=f"reports mesh facts for {o.workload}, which meshc does not render"),))
+                 for o in drift.orphans]
+    return ScopeState(platform=PLATFORM, scope=drift.source, state=CONVERGED, evidence=drift.source), tuple(subjects)
 
 
-def to_json(drift: PuppetDrift) -> dict[str, Any]:
-    """The stable JSON shape of Puppet drift (README: "Drift and convergence")."""
-    return {
-        "source": drift.source,
-        "converged": drift.converged,
-        "pools": [_summary_json(s, "target") for s in drift.pools],
-        "waves": [_summary_json(s, "wave") for s in drift.waves],
-        "hosts": [{"certname": h.certname, "target": h.target, "wave": h.wave, "canary": h.canary, "state": str(h.state),
-                   "reasons": list(h.reasons)} for h in drift.hosts],
-        "orphans": [{"certname": o.certname, "workload": o.workload} for o in drift.orphans],
-    }
+def _host_item(scope: str, host: HostDrift, reason: str, documents: frozenset[str]) -> DriftItem:
+    """A reason as an item: its `path` is the document it is about, so an acknowledgement can name one document."""
+    document, sep, _ = reason.partition(": ")
+    return DriftItem(kind=str(host.state), platform=PLATFORM, scope=scope, subject=host.certname, target=host.target,
+                     path=document if sep and document in documents else "", detail=reason)
 
 
-def _summary_json(summary: Summary, key: str) -> dict[str, Any]:
-    return {key: summary.name, "hosts": summary.hosts, "converged": summary.converged,
-            "counts": {str(state): summary.counts.get(state, 0) for state in HostState},
-            "not_converged": list(summary.not_converged)}
+def hiera_records(directory: Path, status: TreeStatus, tree: Mapping[str, bytes]) -> tuple[ScopeState, tuple[SubjectState, ...]]:
+    """The deployed hiera tree as one scope: a subject per file of output/puppet/ (and per extra file)."""
+    scope = str(directory)
+    differs = {path: kind for kind, paths in (("stale", status.stale), ("missing", status.missing), ("extra", status.extra),
+                                              ("hand-edited", status.hand_edited)) for path in paths}
+    files = sorted({path.removeprefix("puppet/") for path in tree if path.startswith("puppet/")} | set(differs))
+    subjects = tuple(
+        SubjectState(platform=PLATFORM, scope=scope, subject=path, target=None, state=DRIFTED if path in differs else CONVERGED,
+                     items=(DriftItem(kind=differs[path], platform=PLATFORM, scope=scope, subject=path, detail=_HIERA[differs[path]]),)
+                     if path in differs else ())
+        for path in files)
+    return ScopeState(platform=PLATFORM, scope=scope, state=CONVERGED, evidence=scope), subjects
+
+
+_HIERA = {
+    "stale": "an earlier meshc build wrote it: deploy the current output/puppet/",
+    "missing": "meshc renders it; it is not deployed",
+    "extra": "deployed, but meshc does not render it",
+    "hand-edited": "differs from every rendering meshc made: edited on the server",
+}
 
 
 # ---------------------------------------------------------------- the hiera tree on the Puppet server

@@ -3,47 +3,135 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
 
-from compiler.drift.model import (ACKNOWLEDGED, CONVERGED, DRIFTED, FAILING_STATES, NOT_CHECKED, REPORT_FORMAT, DriftItem,
-                                  DriftReport, SubjectState)
+from compiler.drift.model import (ACKNOWLEDGED, CONVERGED, DRIFTED, FAILED, FAILING_STATES, INCOMPLETE, NO_HOSTS, NOT_CHECKED,
+                                  PENDING, REPORT_FORMAT, UNKNOWN, DriftItem, DriftReport, SubjectState)
 
 FORMATS = ("text", "markdown", "json")
 MARKDOWN_BUDGET = 60_000  # under GitHub's 65,536-character comment limit, with room for the note on what was cut
 VALUE_WIDTH = 100
-_RANK = {CONVERGED: 0, ACKNOWLEDGED: 1, NOT_CHECKED: 2}  # any other state is worse than these
+# Worse is higher: a definite difference (drifted, any other state) is worse than a failed run, worse than unknown.
+_RANK = {CONVERGED: 0, ACKNOWLEDGED: 1, PENDING: 2, NOT_CHECKED: 3, UNKNOWN: 4, FAILED: 5}
+_WORST = 6
+_SHOWN = (PENDING, DRIFTED, FAILED, UNKNOWN)  # the order of a summary's counts, as HostState lists them; others after
+_PASSING = (CONVERGED, ACKNOWLEDGED)
+HOST_PLATFORM = "puppet"  # its subjects are hosts, counted one by one in summaries; other platforms count targets
+SUMMARY_NAMES = 5  # hosts named on a summary line before "… n more"
+
+
+def worst(states: Iterable[str]) -> str:
+    """The worst of some subject states (converged when there are none)."""
+    return max(states, key=lambda state: _RANK.get(state, _WORST), default=CONVERGED)
+
+
+def _wave(report: DriftReport, subject: SubjectState) -> str | None:
+    return subject.wave or report.waves.get(subject.target or "")
+
+
+def _hosts(found: Sequence[SubjectState]) -> list[SubjectState]:
+    """The subjects that are hosts or objects, not a pool's "no host reports" placeholder."""
+    return [s for s in found if not any(i.kind == NO_HOSTS for i in s.items)]
 
 
 def target_rows(report: DriftReport) -> list[dict[str, Any]]:
-    """One row per target (and per scope's shared objects, target None): its state is its worst subject's."""
+    """One row per target (and per scope's shared objects, target None): its state is its worst subject's.
+
+    `counts` (state -> subjects) and `not_converged` (subject names) make the per-pool summary line.
+    """
     rows: dict[tuple[str, str, str | None], list[SubjectState]] = {}
     for subject in report.subjects:
         rows.setdefault((subject.platform, subject.scope, subject.target), []).append(subject)
-    return [{"target": target, "platform": platform, "scope": scope, "wave": report.waves.get(target or ""),
-             "state": max((s.state for s in found), key=lambda state: _RANK.get(state, 3)),
-             "subjects": len(found), "converged": sum(s.state == CONVERGED for s in found)}
-            for (platform, scope, target), found in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or ""))]
+    result = []
+    for (platform, scope, target), found in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+        counted = _hosts(found)
+        waves = {_wave(report, s) for s in found}
+        result.append({"target": target, "platform": platform, "scope": scope, "wave": waves.pop() if len(waves) == 1 else None,
+                       "state": worst(s.state for s in found), "subjects": len(counted),
+                       "converged": sum(s.state == CONVERGED for s in counted),
+                       "counts": dict(sorted(Counter(s.state for s in counted).items())),
+                       "not_converged": [s.subject for s in counted if s.state not in _PASSING]})
+    return result
 
 
-def wave_rows(report: DriftReport, targets: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per wave (MANIFEST rollout), how many of its targets converged; [] when no rollout is in force."""
-    waves: dict[str, list[Mapping[str, Any]]] = {}
-    for row in targets:
-        if row["wave"] is not None:
-            waves.setdefault(row["wave"], []).append(row)
-    return [{"wave": wave, "targets": len(rows), "converged": sum(r["state"] in (CONVERGED, ACKNOWLEDGED) for r in rows),
-             "state": CONVERGED if all(r["state"] in (CONVERGED, ACKNOWLEDGED) for r in rows) else DRIFTED}
-            for wave, rows in sorted(waves.items())]
+def wave_rows(report: DriftReport) -> list[dict[str, Any]]:
+    """Per wave (MANIFEST rollout, a host's own wave), its targets and hosts and what holds it back; [] without waves.
+
+    A canary host counts in its own wave, not its pool's. `not_converged` names targets (Kubernetes),
+    hosts and pools no host reports for (Puppet).
+    """
+    waves: dict[str, list[SubjectState]] = {}
+    for subject in report.subjects:
+        wave = _wave(report, subject)
+        if wave is not None:
+            waves.setdefault(wave, []).append(subject)
+    rows = []
+    for wave, found in sorted(waves.items()):
+        targets: dict[str, list[SubjectState]] = {}
+        for subject in found:
+            targets.setdefault(subject.target or "", []).append(subject)
+        hosts = [s for s in _hosts(found) if s.platform == HOST_PLATFORM]
+        held = sorted({t for t, subjects in targets.items() if any(s.platform != HOST_PLATFORM and s.state not in _PASSING
+                                                                      for s in subjects)})
+        held += [s.subject for s in found if s.platform == HOST_PLATFORM and s.state not in _PASSING]
+        rows.append({"wave": wave, "targets": len(targets),
+                     "converged": sum(all(s.state in _PASSING for s in subjects) for subjects in targets.values()),
+                     "hosts": len(hosts), "counts": dict(sorted(Counter(s.state for s in hosts).items())),
+                     "state": _rollup({s.state for s in found}), "not_converged": held})
+    return rows
+
+
+def _rollup(states: set[str]) -> str:
+    """As a scope's state: drifted (anything failing), incomplete (pools with no data), pending, converged."""
+    left = states - set(_PASSING)
+    if left - {PENDING, NOT_CHECKED}:
+        return DRIFTED
+    return INCOMPLETE if NOT_CHECKED in left else PENDING if left else CONVERGED
+
+
+def summary_line(row: Mapping[str, Any], limit: int = SUMMARY_NAMES) -> str:
+    """`vm/upload/sjc: 118/120 converged, 1 pending, 1 failed: host-17` (a target row of pool_rows)."""
+    if row["subjects"] == 0:
+        return f"{row['target']}: no hosts report to PuppetDB"
+    counts = row["counts"]
+    parts = [f"{row['target']}: {counts.get(CONVERGED, 0)}/{row['subjects']} converged"]
+    parts += [f"{n} {state}" for state, n in _ordered(counts) if state != CONVERGED]
+    names = list(row["not_converged"][:limit])
+    names += [f"… {len(row['not_converged']) - limit} more"] if len(row["not_converged"]) > limit else []
+    return ", ".join(parts) + (f": {', '.join(names)}" if names else "")
+
+
+def _ordered(counts: Mapping[str, int]) -> list[tuple[str, int]]:
+    return sorted(counts.items(), key=lambda kv: (_SHOWN.index(kv[0]) if kv[0] in _SHOWN else len(_SHOWN), kv[0]))
+
+
+def wave_line(row: Mapping[str, Any], limit: int = SUMMARY_NAMES) -> str:
+    """`canary: 3/3 targets converged, 2/3 hosts converged, 1 pending: host-17`."""
+    parts = [f"{row['wave']}: {row['converged']}/{row['targets']} targets converged"]
+    if row["hosts"]:
+        counts = row["counts"]
+        parts.append(f"{counts.get(CONVERGED, 0)}/{row['hosts']} hosts converged")
+        parts += [f"{n} {state}" for state, n in _ordered(counts) if state != CONVERGED]
+    names = list(row["not_converged"][:limit])
+    names += [f"… {len(row['not_converged']) - limit} more"] if len(row["not_converged"]) > limit else []
+    return ", ".join(parts) + (f": {', '.join(names)}" if names else "")
+
+
+def pool_rows(report: DriftReport) -> list[dict[str, Any]]:
+    """The target rows of hosts (Puppet pools), for the per-pool summary lines."""
+    return [row for row in target_rows(report) if row["platform"] == HOST_PLATFORM and row["target"]]
 
 
 def verdict(report: DriftReport) -> str:
     """One line: converged or not, and how much was checked."""
     checked = [s for s in report.scopes if s.state != NOT_CHECKED]
     unchecked = len(report.scopes) - len(checked)
-    head = "NOT CONVERGED" if report.failing else "converged"
+    pending = sum(s.state == PENDING for s in report.subjects)
+    head = "NOT CONVERGED" if report.failing else f"converging: {pending} pending within the lag" if pending else "converged"
     tail = f", {unchecked} not checked" + (" (--partial)" if report.partial else "") if unchecked else ""
     return f"meshc drift: {head}: {len(checked)} of {len(report.scopes)} scope(s) checked{tail}"
 
@@ -54,9 +142,12 @@ def format_text(report: DriftReport) -> str:
     """Plain text: the verdict, one line per scope, then every subject that is not converged, orphans' delete commands."""
     lines = [verdict(report), ""]
     lines += [f"  {s.platform}/{s.scope:<24} {_scope_summary(s.state, s.counts, s.evidence, report.partial)}" for s in report.scopes]
-    waves = wave_rows(report, target_rows(report))
+    pools = pool_rows(report)
+    if pools:
+        lines += ["", "pools:"] + [f"  {summary_line(row)}" for row in pools]
+    waves = wave_rows(report)
     if waves:
-        lines += ["", "waves:"] + [f"  {w['wave']:<16} {w['converged']}/{w['targets']} targets converged" for w in waves]
+        lines += ["", "waves:"] + [f"  {wave_line(w)}" for w in waves]
     bad = [s for s in report.subjects if s.state != CONVERGED]
     if bad:
         lines += ["", "not converged:"]
@@ -118,9 +209,16 @@ def format_markdown(report: DriftReport) -> str:
         others = ", ".join(f"{n} {name}" for name, n in s.counts.items() if name != CONVERGED)
         converged = f"{s.counts.get(CONVERGED, 0)}/{sum(s.counts.values())}" if s.state != NOT_CHECKED else "–"
         head.append(f"| `{s.platform}/{s.scope}` | **{s.state}** | {converged} | {others} | {_md(s.evidence or 'none given')} |")
-    waves = wave_rows(report, target_rows(report))
+    pools = pool_rows(report)
+    if pools:
+        head += ["", "| pool | hosts converged | not converged |", "|---|---|---|"]
+        head += [f"| `{row['target']}` | {row['converged']}/{row['subjects']} | {_md(_held(row['counts'], row['not_converged']))} |"
+                 for row in pools]
+    waves = wave_rows(report)
     if waves:
-        head += ["", "| wave | converged targets |", "|---|---|"] + [f"| {w['wave']} | {w['converged']}/{w['targets']} |" for w in waves]
+        head += ["", "| wave | state | targets converged | hosts converged | not converged |", "|---|---|---|---|---|"]
+        head += [f"| {w['wave']} | **{w['state']}** | {w['converged']}/{w['targets']} | "
+                 f"{w['counts'].get(CONVERGED, 0)}/{w['hosts']} | {_md(_held(w['counts'], w['not_converged']))} |" for w in waves]
     blocks = list(_markdown_blocks(report))
     body, used, cut = [], sum(len(line) + 1 for line in head), 0
     for block in blocks:
@@ -148,6 +246,13 @@ def _markdown_blocks(report: DriftReport) -> Iterator[str]:
         yield f"\n**Expired acknowledgement** at `{finding.subject}`: `{_md(str(finding.expected))}` {_md(finding.detail)}\n"
 
 
+def _held(counts: Mapping[str, int], names: Sequence[str]) -> str:
+    """`1 pending, 1 failed: host-17, host-3` for a table cell."""
+    parts = ", ".join(f"{n} {state}" for state, n in _ordered(counts) if state != CONVERGED)
+    listed = ", ".join(names[:SUMMARY_NAMES]) + (f", … {len(names) - SUMMARY_NAMES} more" if len(names) > SUMMARY_NAMES else "")
+    return (parts + (": " if parts and listed else "") + listed) or "–"
+
+
 def _md(text: str) -> str:
     return text.replace("|", "\\|").replace("`", "'").replace("<", "&lt;")
 
@@ -163,8 +268,8 @@ def report_data(report: DriftReport) -> dict[str, Any]:
         "partial": report.partial,
         "today": report.today,
         "scopes": [{"platform": s.platform, "scope": s.scope, "state": s.state, "evidence": s.evidence, "counts": dict(s.counts),
-                    "failing": s.state in FAILING_STATES and not (report.partial and s.state == NOT_CHECKED)} for s in report.scopes],
-        "waves": wave_rows(report, targets),
+                    "failing": _scope_failing(s.state, report.partial)} for s in report.scopes],
+        "waves": wave_rows(report),
         "targets": targets,
         "subjects": [{"platform": s.platform, "scope": s.scope, "subject": s.subject, "target": s.target, "state": s.state,
                       "delete_command": s.delete_command, "items": [_item(i) for i in s.items]}
@@ -174,6 +279,11 @@ def report_data(report: DriftReport) -> dict[str, Any]:
         "acknowledgements": [{"match": a.match, "reason": a.reason, "expires": a.expires, "location": a.location,
                               "expired": a.expired, "used": a.used} for a in report.acknowledgements],
     }
+
+
+def _scope_failing(state: str, partial: bool) -> bool:
+    """Whether this scope makes the run exit 1: drift, or no data (unchecked, pools without hosts) unless --partial."""
+    return state in FAILING_STATES | {INCOMPLETE} and not (partial and state in (NOT_CHECKED, INCOMPLETE))
 
 
 def _item(item: DriftItem) -> dict[str, Any]:

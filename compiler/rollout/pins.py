@@ -193,8 +193,9 @@ def with_pin(revisions: tuple[WaveRevision, ...], wave: str, revision: str) -> t
     return tuple(WaveRevision(wave=r.wave, revision=revision if r.wave == wave else r.revision) for r in revisions)
 
 
-def rewrite_pin(text: str, wave: str, revision: str) -> str:
-    """rollout.yaml text with `pins.<wave>` set to `revision`, comments and layout kept (ruamel.yaml round trip)."""
+def rewrite_pin(text: str, wave: str, revision: str, note: str | None = None) -> str:
+    """rollout.yaml text with `pins.<wave>` set to `revision`, comments and layout kept (ruamel.yaml round trip);
+    `note` (one line) becomes the pin's end-of-line comment, replacing the one it had."""
     yaml = YAML()
     yaml.preserve_quotes = True
     yaml.width = 4096
@@ -202,6 +203,8 @@ def rewrite_pin(text: str, wave: str, revision: str) -> str:
     if data.get("pins") is None:
         data["pins"] = {}
     data["pins"][wave] = revision
+    if note is not None:
+        data["pins"].yaml_add_eol_comment("# " + " ".join(note.split()), wave)
     out = io.StringIO()
     yaml.dump(data, out)
     return out.getvalue()

@@ -201,11 +201,13 @@ class Promotion:
     old: str
     new: str
     written: WriteResult
+    note: str | None = None  # what the gate asked to record (a --force past it), also a comment on the pin in rollout.yaml
 
 
-# Issue 11 (drift) plugs its convergence gate in here: called with the context and the wave about to
-# move, it raises PromoteError while the waves before it have not converged. There is no gate yet.
-PromotionGate = Callable[[Context, str], None]
+# The convergence gate (compiler.drift.gate.promotion_gate): called with the context and the wave about
+# to move, it raises PromoteError while the wave before it has not converged, or returns a note to
+# record beside the pin (a --force past the gate), or None.
+PromotionGate = Callable[[Context, str], str | None]
 
 
 def promote(spec_dir: Path, out: Path, wave: str | None = None, gate: PromotionGate | None = None) -> Promotion:
@@ -234,19 +236,18 @@ def _promote(context: Context, spec_dir: Path, out: Path, wave: str | None, gate
                            "every wave already runs the newest revision: nothing to promote")
     if target[1] == context.head:
         _require_clean(context)
-    if gate is not None:
-        gate(context, target[0])
+    note = gate(context, target[0]) if gate is not None else None
     old = next(r.revision for r in revisions if r.wave == target[0])
     moved = with_pin(revisions, *target)
     result = build_rollout(context, moved)
     check_rollout(_with_pins(context, target[0], target[1]), result)
     path = spec_dir / ROLLOUT_FILE
-    text = rewrite_pin(path.read_text("utf-8"), target[0], target[1])
+    text = rewrite_pin(path.read_text("utf-8"), target[0], target[1], note)
     written = write_output(spec_dir, out, lambda: dict(result.tree))  # refuses what meshc did not write; holds the lock
     staged = path.with_name(f".{path.name}.meshc-new")
     staged.write_text(text, "utf-8")
     os.replace(staged, path)  # atomic: rollout.yaml is never half written
-    return Promotion(wave=target[0], old=old, new=target[1], written=written)
+    return Promotion(wave=target[0], old=old, new=target[1], written=written, note=note)
 
 
 def _with_pins(context: Context, wave: str, revision: str) -> Context:

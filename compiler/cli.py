@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     _drift_arguments(_command(commands, "drift", "compare what runs (cluster dumps, PuppetDB) with what the spec renders", _drift, spec=True))
     _graph_command(commands)
     plan_cmd = _command(commands, "plan", "show each wave's revision, what the next promotion changes and the checked states", _plan, spec=True)
-    plan_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    plan_cmd.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
+                          help="html: the rollout status page, one self-contained file to publish from CI")
     promote_cmd = _command(commands, "promote", "move the next wave's pin forward (rewrites rollout.yaml) and rebuild the output", _promote)
     promote_cmd.add_argument("wave", nargs="?", default=None, help="the wave to promote (default: the next one behind)")
     promote_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
@@ -204,6 +205,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from compiler.graph.status import render_plan_page
     from compiler.rollout import report
     from compiler.rollout.build import rollout_context
     from compiler.rollout.plan import plan_rollout
@@ -212,7 +214,8 @@ def _plan(args: argparse.Namespace) -> int:
     if context is None:
         print(f"meshc: error: no rollout.yaml in {args.spec}: every target runs the spec as built (see README, Rollout)", file=sys.stderr)
         return EXIT_INVALID
-    formatters = {"text": report.format_text, "markdown": report.format_markdown, "json": report.format_json}
+    formatters = {"text": report.format_text, "markdown": report.format_markdown, "json": report.format_json,
+                  "html": render_plan_page}
     try:
         plan = plan_rollout(context)
     finally:
@@ -263,7 +266,8 @@ def _drift_arguments(sub: argparse.ArgumentParser) -> None:
     _evidence_arguments(sub)
     sub.add_argument("--partial", action="store_true",
                      help="check only the evidence given: scopes without evidence are listed but do not fail the run")
-    sub.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    sub.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
+                     help="html: the drift status page, one self-contained file to publish from CI")
 
 
 def _evidence_arguments(sub: argparse.ArgumentParser) -> None:
@@ -339,6 +343,7 @@ def _now(text: str) -> datetime.datetime:
 
 def _drift(args: argparse.Namespace) -> int:
     from compiler.drift.detect import DriftRequest, detect_drift
+    from compiler.drift.html import render_drift_page
     from compiler.drift.model import DriftInputError
     from compiler.drift.report import FORMATTERS
 
@@ -349,7 +354,7 @@ def _drift(args: argparse.Namespace) -> int:
     except DriftInputError as exc:
         print(exc, file=sys.stderr)
         return EXIT_INVALID
-    sys.stdout.write(FORMATTERS[args.format](report))
+    sys.stdout.write(render_drift_page(report) if args.format == "html" else FORMATTERS[args.format](report))
     return EXIT_FINDINGS if report.failing else EXIT_OK
 
 

@@ -45,7 +45,8 @@ def assemble_report(checked: Sequence[tuple[ScopeState, Sequence[SubjectState]]]
                     for ack in acknowledgements if ack.expired)
     return DriftReport(scopes=tuple(sorted(scopes, key=lambda s: (s.platform, s.scope))), subjects=tuple(subjects),
                        findings=expired, acknowledgements=mark_used(acknowledgements, used),
-                       waves=waves_of(tree or {}), partial=partial, today=today)
+                       waves=waves_of(tree or {}), wave_order=wave_order_of(tree or {}),
+                       partial=partial, today=today)
 
 
 def _scope_state(subjects: Sequence[SubjectState]) -> str:
@@ -73,6 +74,13 @@ def _acknowledged(subject: SubjectState, acknowledgements: Sequence[Acknowledgem
         items.append(item)
     state = ACKNOWLEDGED if all(i.acknowledged for i in items) else subject.state
     return replace(subject, items=tuple(items), state=state)
+
+
+def wave_order_of(tree: Mapping[str, bytes]) -> tuple[str, ...]:
+    """The waves in promotion order from MANIFEST.json's `rollout.waves` (contract 4), () when no rollout is in force."""
+    raw = tree.get(MANIFEST)
+    rollout = (orjson.loads(raw).get("rollout") or {}) if raw is not None else {}
+    return tuple(str(wave["name"]) for wave in rollout.get("waves") or () if "name" in wave)
 
 
 def waves_of(tree: Mapping[str, bytes]) -> dict[str, str]:

@@ -115,6 +115,7 @@ class DriftReport:
     findings: tuple[DriftItem, ...] = ()  # items about no subject: expired acknowledgements
     acknowledgements: tuple[Acknowledgement, ...] = ()
     waves: Mapping[str, str] = field(default_factory=dict)  # target -> wave, from MANIFEST rollout, when any
+    wave_order: tuple[str, ...] = ()  # the waves in promotion order (MANIFEST rollout), when any
     partial: bool = False
     today: str = ""
 

@@ -21,6 +21,7 @@ STATE_COLORS: dict[str, tuple[str, str]] = {
     "failed": ("#cf222e", "#82071e"),
     "unknown": ("#eaeef2", "#57606a"),
 }
+MARK_COLOR = "#bc4c00"  # the highlighted column and marked boxes: what moves next
 COLUMN_WIDTH, GAP, HEADER, LINE, PAD, MARKER = 280, 24, 52, 14, 8, 24
 MAX_LABEL_CHARS = 38  # a box's label is cut past this; its details say it all
 
@@ -33,6 +34,7 @@ class Box:
     label: str
     state: str
     lines: tuple[str, ...] = ()
+    marked: bool = False  # drawn with a thick dashed outline: e.g. changes at the next promotion
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -74,7 +76,7 @@ def _column_height(column: Column) -> int:
 
 
 def _column(column: Column, x: int, top: int) -> Iterator[str]:
-    stroke = ' stroke="#bc4c00" stroke-width="3"' if column.highlight else ' stroke="#d0d7de"'
+    stroke = f' stroke="{MARK_COLOR}" stroke-width="3"' if column.highlight else ' stroke="#d0d7de"'
     yield f'<rect x="{x}" y="{top + HEADER - 8}" width="{COLUMN_WIDTH}" height="{_column_height(column)}" rx="8" fill="none"{stroke}/>'
     yield f'<text x="{x + PAD}" y="{top + HEADER - 30}" font-size="13" font-weight="bold">{escape(column.title)}</text>'
     yield f'<text x="{x + PAD}" y="{top + HEADER - 14}" fill="#57606a">{escape(column.subtitle)}</text>'
@@ -88,9 +90,10 @@ def _box(box: Box, x: int, y: int) -> Iterator[str]:
     fill, stroke = STATE_COLORS[box.state]
     ink = "#ffffff" if box.state == "failed" else "#1f2328"
     label = box.label if len(box.label) <= MAX_LABEL_CHARS else box.label[: MAX_LABEL_CHARS - 1] + "…"
-    yield f'<g id="{escape(box.id)}" class="box state-{box.state}"><title>{escape(box.label)}: {box.state}</title>'
+    outline = f' stroke="{MARK_COLOR}" stroke-width="3" stroke-dasharray="6 3"' if box.marked else f' stroke="{stroke}"'
+    yield f'<g id="{escape(box.id)}" class="box state-{box.state}{" marked" if box.marked else ""}"><title>{escape(box.label)}: {box.state}</title>'
     yield (f'<rect x="{x}" y="{y}" width="{COLUMN_WIDTH - 2 * PAD}" height="{_box_height(box)}" rx="4" '
-           f'fill="{fill}" stroke="{stroke}"/>')
+           f'fill="{fill}"{outline}/>')
     yield f'<text x="{x + PAD}" y="{y + PAD + 10}" fill="{ink}" font-weight="bold">{escape(label)}</text>'
     for index, line in enumerate((*box.lines, box.state)):
         yield f'<text x="{x + PAD}" y="{y + PAD + 10 + LINE * (index + 1)}" fill="{ink}">{escape(line)}</text>'

@@ -20,6 +20,7 @@ header { padding: 12px 16px; border-bottom: 1px solid #d0d7de; }
 h1 { font-size: 18px; margin: 0 0 4px 0; }
 p.note { margin: 4px 0; color: #9a6700; }
 p.help { margin: 4px 0; font-size: 12px; }
+ul.summary { margin: 4px 0; padding-left: 18px; font-size: 12px; }
 ul.legend { list-style: none; margin: 4px 0 0 0; padding: 0; display: flex; flex-wrap: wrap; gap: 14px; font-size: 12px; }
 ul.legend span.swatch { display: inline-block; width: 14px; height: 10px; margin-right: 4px; border: 1px solid #57606a; vertical-align: middle; }
 main { display: flex; align-items: flex-start; }
@@ -64,8 +65,8 @@ class Detail:
 
 
 def render_page(*, title: str, notes: Sequence[str], figure_svg: str, details: Mapping[str, Detail],
-                legend: Sequence[tuple[str, str]] = (), help_text: str = "") -> str:
-    """The page: a header (title, warnings, help, legend of colour -> meaning), the figure, and a details panel."""
+                legend: Sequence[tuple[str, str]] = (), help_text: str = "", summary: Sequence[str] = ()) -> str:
+    """The page: a header (title, warnings, summary lines, help, legend of colour -> meaning), the figure, and a details panel."""
     data = {key: {"title": d.title, "text": d.text} for key, d in sorted(details.items())}
     legend_items = "".join(f'<li><span class="swatch" style="background:{html.escape(color)}"></span>{html.escape(meaning)}</li>'
                            for color, meaning in legend)
@@ -82,6 +83,7 @@ def render_page(*, title: str, notes: Sequence[str], figure_svg: str, details: M
         "<body>",
         f"<header><h1>{html.escape(title)}</h1>",
         *(f'<p class="note">{html.escape(note)}</p>' for note in notes),
+        '<ul class="summary">' + "".join(f"<li>{html.escape(line)}</li>" for line in summary) + "</ul>" if summary else "",
         f'<p class="help">{html.escape(help_text)}</p>' if help_text else "",
         f'<ul class="legend">{legend_items}</ul>' if legend else "",
         "</header>",

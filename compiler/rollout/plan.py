@@ -27,6 +27,18 @@ class WaveStatus:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TargetStatus:
+    """One target or canary host (`host/<certname>`) where the rollout stands: its wave and the revision it runs."""
+
+    target: str
+    wave: str
+    revision: str
+    present: bool  # False: the target does not exist at its wave's revision (yet, or any more)
+    restart_sensitive: bool
+    pool: str = ""  # canary hosts: the VM pool (target id) the host belongs to
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TargetChange:
     """A target whose rendering the next promotion changes, and what that costs it."""
 
@@ -58,6 +70,7 @@ class Plan:
     contracted: tuple[AuthzStep, ...]  # the next promotion stops admitting these
     current_states: StatesReport
     next_states: StatesReport | None
+    targets: tuple[TargetStatus, ...] = ()  # every target and canary host, by wave order then id (the status page's boxes)
 
 
 class PromoteError(Exception):
@@ -79,7 +92,8 @@ def plan_rollout(context: Context) -> Plan:
         contracted = tuple(_allow_steps(after.state, current.state))
         report = checked
     return Plan(waves=tuple(_waves(current.state, context)), hold=context.rollout.hold, promotion=promotion, changes=changes,
-                expanded=tuple(_expanded(current.state, context)), contracted=contracted, current_states=now, next_states=report)
+                expanded=tuple(_expanded(current.state, context)), contracted=contracted, current_states=now, next_states=report,
+                targets=tuple(_targets(current.state)))
 
 
 def _waves(state: State, context: Context) -> list[WaveStatus]:
@@ -91,6 +105,17 @@ def _waves(state: State, context: Context) -> list[WaveStatus]:
     newest = spec_key(context, state.revisions[0].revision)
     return [WaveStatus(name=r.wave, revision=r.revision, targets=counts[r.wave], hosts=hosts[r.wave],
                        current=spec_key(context, r.revision) == newest) for r in state.revisions]
+
+
+def _targets(state: State) -> list[TargetStatus]:
+    order = {r.wave: index for index, r in enumerate(state.revisions)}
+    revision = {r.wave: r.revision for r in state.revisions}
+    sensitive = {p.target: bool(p.workload and p.workload.restart_sensitive) for p in state.placements.values()}
+    found = [TargetStatus(target=p.target, wave=p.wave, revision=p.revision, present=p.workload is not None,
+                          restart_sensitive=sensitive[p.target]) for p in state.placements.values()]
+    found += [TargetStatus(target=f"host/{c.certname}", wave=c.wave, revision=revision[c.wave], present=True,
+                           restart_sensitive=sensitive.get(c.pool, False), pool=c.pool) for c in state.canaries]
+    return sorted(found, key=lambda t: (order[t.wave], t.target))
 
 
 def _documents(build: RolloutBuild, target: str) -> Mapping[str, object] | None:

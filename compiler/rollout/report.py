@@ -125,7 +125,12 @@ def _changes(changes: tuple[TargetChange, ...], markdown: bool) -> Iterator[str]
 
 
 def _state_line(what: str, report: StatesReport, markdown: bool) -> str:
+    line = state_line(what, report)
+    return f"- {line}" if markdown else f"  {line}"
+
+
+def state_line(what: str, report: StatesReport) -> str:
+    """One line on checked states: how many pairs and combinations, safe or how many unsafe, edges contracting."""
     verdict = "safe" if not report.problems else f"{len(report.problems)} UNSAFE"
     contracting = f", {len(report.contractions)} edge(s) contracting" if report.contractions else ""
-    line = f"{what}: {report.pairs} client→server pair(s), {report.combinations} combination(s) checked: {verdict}{contracting}"
-    return f"- {line}" if markdown else f"  {line}"
+    return f"{what}: {report.pairs} client→server pair(s), {report.combinations} combination(s) checked: {verdict}{contracting}"

@@ -6,7 +6,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import stat
+
 from compiler.diagnostics import EnvironmentFailure
+from compiler.emit import OutputRefused
 from compiler.graph.dot import render_dot, render_svg
 from compiler.graph.html import render_html
 from compiler.graph.mermaid import render_mermaid
@@ -29,6 +32,22 @@ def draw(mesh: Mesh, fmt: str, services: Sequence[str] = (), depth: int = 1) -> 
     if fmt == "html":
         return render_html(mesh, graph, svg)
     raise ValueError(f"unknown graph format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def check_picture_path(path: Path, spec_dir: Path) -> None:
+    """Refuse (OutputRefused) an `-o` path whose replacement would destroy something: not a regular file, or in the spec."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError:
+        return  # unreadable: the write itself reports the cause (exit 4)
+    if mode is not None and not stat.S_ISREG(mode):
+        # The rename would replace a directory's name, or a device or FIFO (as root, /dev/null itself) with a file.
+        raise OutputRefused(str(path), "is not a regular file; name a file for the picture (e.g. mesh.html)")
+    spec = spec_dir.resolve()
+    if path.resolve() == spec or spec in path.resolve().parents:
+        raise OutputRefused(str(path), f"is inside the spec directory {spec_dir}; write the picture elsewhere")
 
 
 def write_atomically(path: Path, text: str) -> None:

@@ -7,6 +7,7 @@ import datetime
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -324,12 +325,23 @@ def _puppet_evidence(args: argparse.Namespace) -> PuppetEvidence:
     tls = [f"--puppetdb-{name}" for name in ("ca", "cert", "key") if getattr(args, f"puppetdb_{name}") is not None]
     if tls and not args.puppetdb:
         raise DriftInputError(tls[0], "is an option of --puppetdb URL, which is not given", "drift-usage")
+    if args.puppetdb and not _http_url(args.puppetdb):  # urllib would read file: or ftp: URLs, or fail with a ValueError
+        raise DriftInputError(args.puppetdb, "--puppetdb takes PuppetDB's http:// or https:// URL "
+                              "(e.g. https://puppetdb:8081)", "drift-usage")
     if (args.puppetdb_cert is None) != (args.puppetdb_key is None):
         raise DriftInputError("--puppetdb-cert", "--puppetdb-cert and --puppetdb-key go together", "drift-usage")
     now = os.environ.get("MESHC_NOW")  # pins the clock the lag is judged by (tests, reproducible reports)
     return PuppetEvidence(puppetdb=args.puppetdb, ca=args.puppetdb_ca, cert=args.puppetdb_cert, key=args.puppetdb_key,
                           facts=args.puppet_facts, hiera=args.hiera, since=args.since,
                           now=_now(now) if now else None, **({"lag": args.lag} if args.lag is not None else {}))
+
+
+def _http_url(text: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
 
 
 def _now(text: str) -> datetime.datetime:

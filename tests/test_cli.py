@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 from conftest import EXAMPLE, ROOT
 
+from compiler.cli import main as cli_main
 from compiler.spec.load import load_documents, read_tree
 
 
@@ -234,3 +235,11 @@ def test_a_closed_pipe_is_not_an_internal_error() -> None:
         os.close(write_end)
     assert proc.returncode == 0, proc.stderr
     assert b"internal error" not in proc.stderr and b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("url", ["puppetdb:8081", "file:///etc/passwd", "http://[::1", "https://"])
+def test_drift_and_promote_refuse_a_puppetdb_that_is_no_http_url(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("drift", "promote"):
+        assert cli_main([command, "--puppetdb", url]) == 2  # was an internal error (exit 3) from urllib's ValueError
+        err = capsys.readouterr().err
+        assert err == f"{url}: error: --puppetdb takes PuppetDB's http:// or https:// URL (e.g. https://puppetdb:8081)  [drift-usage]\n"

@@ -208,12 +208,12 @@ def _schema(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from compiler.graph.status import render_plan_page
     from compiler.rollout import report
-    from compiler.rollout.build import rollout_context
+    from compiler.rollout.build import no_rollout_reason, rollout_context
     from compiler.rollout.plan import plan_rollout
 
     context = rollout_context(args.spec)
     if context is None:
-        print(f"meshc: error: no rollout.yaml in {args.spec}: every target runs the spec as built (see README, Rollout)", file=sys.stderr)
+        print(f"meshc: error: {no_rollout_reason(args.spec)}: every target runs the spec as built (see README, Rollout)", file=sys.stderr)
         return EXIT_INVALID
     formatters = {"text": report.format_text, "markdown": report.format_markdown, "json": report.format_json,
                   "html": render_plan_page}

@@ -243,3 +243,16 @@ def test_drift_and_promote_refuse_a_puppetdb_that_is_no_http_url(url: str, capsy
         assert cli_main([command, "--puppetdb", url]) == 2  # was an internal error (exit 3) from urllib's ValueError
         err = capsys.readouterr().err
         assert err == f"{url}: error: --puppetdb takes PuppetDB's http:// or https:// URL (e.g. https://puppetdb:8081)  [drift-usage]\n"
+
+
+def test_plan_and_promote_say_why_there_is_no_rollout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec"  # a copy outside git: its rollout.yaml is there, but has no history to pin
+    shutil.copytree(EXAMPLE, spec)
+    (spec / "rollout.yaml").write_text("hold: false\npins: {}\n")
+    assert cli_main(["plan", str(spec)]) == 2
+    assert capsys.readouterr().err.startswith(f"meshc: error: {spec}/rollout.yaml pins git revisions, but {spec} is not in a git repository")
+    assert cli_main(["promote", "--spec", str(spec), "--force"]) == 2
+    assert capsys.readouterr().err.startswith(f"meshc: error: {spec}/rollout.yaml pins git revisions, but {spec} is not in a git repository")
+    assert cli_main(["plan", str(tmp_path / "absent")]) == 2  # said "no rollout.yaml in …" of a directory that is not there
+    err = capsys.readouterr().err  # (quote() shortens a long path)
+    assert err.startswith("meshc: error: spec directory '") and err.endswith("' does not exist\n")

@@ -144,6 +144,16 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     return context
 
 
+def no_rollout_reason(spec_dir: Path) -> str:
+    """Why `spec_dir` has no rollout in force (rollout_context gave None); raise OSError if it is no spec directory."""
+    spec_files(spec_dir)  # a missing spec directory, or a file, is said as such, not as a missing rollout.yaml
+    label = spec_dir.as_posix().rstrip("/") or "."
+    if (spec_dir / ROLLOUT_FILE).is_file():
+        return (f"{label}/{ROLLOUT_FILE} pins git revisions, but {label} is not in a git repository "
+                "(a copy of the spec has no history)")
+    return f"no {ROLLOUT_FILE} in {label}"
+
+
 def _diagnostic(rollout: RolloutFile, code: str, message: str) -> Diagnostic:
     return Diagnostic(span=rollout.span, code=code, message=message)
 

@@ -9,6 +9,7 @@ item kinds.
 from __future__ import annotations
 
 import datetime
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -157,7 +158,7 @@ def _rendered_tree(spec: Path, build: Build) -> Mapping[str, bytes]:
     """What `meshc build` writes for the spec: the plain build, or the rollout's tree when rollout.yaml is there."""
     from compiler.rollout.pins import ROLLOUT_FILE
 
-    if not (spec / ROLLOUT_FILE).is_file():
+    if not os.path.lexists(spec / ROLLOUT_FILE):  # a rollout.yaml that is no file is an error there, never "no rollout"
         return build.tree()
     from compiler.rollout.build import output_for  # compiles every wave's revision: only when a rollout is in force
 

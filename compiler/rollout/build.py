@@ -9,6 +9,7 @@ as it runs anywhere, and an identity goes only once no live revision admits it.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -118,7 +119,7 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     Raises SpecError for a rollout.yaml that is malformed or without a wave policy.
     """
     label = spec_dir.as_posix().rstrip("/") or "."
-    if not (spec_dir / ROLLOUT_FILE).is_file():
+    if not os.path.lexists(spec_dir / ROLLOUT_FILE):  # a directory, FIFO or link there is an error (load_rollout), not "none"
         return None
     try:
         location = locate(spec_dir)

@@ -256,3 +256,14 @@ def test_plan_and_promote_say_why_there_is_no_rollout(tmp_path: Path, capsys: py
     assert cli_main(["plan", str(tmp_path / "absent")]) == 2  # said "no rollout.yaml in …" of a directory that is not there
     err = capsys.readouterr().err  # (quote() shortens a long path)
     assert err.startswith("meshc: error: spec directory '") and err.endswith("' does not exist\n")
+
+
+def test_drift_reads_endless_inputs_only_up_to_their_cap(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Both read /dev/zero until memory ran out; a dump already stopped one byte past its cap.
+    import compiler.drift.puppet
+
+    assert cli_main(["drift", str(EXAMPLE), "--acknowledgements", "/dev/zero"]) == 2
+    assert capsys.readouterr().err == "/dev/zero:1:1: error: file is larger than 1024 KiB; split it or trim it  [drift-acknowledgement]\n"
+    monkeypatch.setattr(compiler.drift.puppet, "MAX_EXPORT_BYTES", 1 << 20)  # the real cap (1 GiB) is too much for a test
+    assert cli_main(["drift", str(EXAMPLE), "--puppet-facts", "/dev/zero"]) == 2
+    assert capsys.readouterr().err == "/dev/zero: error: larger than 1 MiB; is this a PuppetDB export?  [puppetdb-export]\n"

@@ -302,7 +302,7 @@ def test_output_never_replaces_the_spec_a_directory_or_a_device(tmp_path: Path, 
     mesh_yaml = (spec / "mesh.yaml").read_bytes()
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    for target in (spec / "mesh.yaml", spec / "new.html", spec, tmp_path, fifo):  # a FIFO stands for devices (never /dev/null here: tests may run as root)
+    for target in (spec / "mesh.yaml", spec / "new.html", spec, tmp_path, fifo, fifo / "x.html"):  # a FIFO stands for devices (never /dev/null here: tests may run as root)
         assert main(["graph", "--spec", str(spec), "-o", str(target)]) == 2, target
         err = capsys.readouterr().err
         assert err.startswith(f"meshc: error: {target}: ") and err.count("\n") == 1, err

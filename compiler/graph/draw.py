@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
-
-import stat
 
 from compiler.diagnostics import EnvironmentFailure
 from compiler.emit import OutputRefused
@@ -40,6 +40,8 @@ def check_picture_path(path: Path, spec_dir: Path) -> None:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
         mode = None
+    except NotADirectoryError:
+        raise OutputRefused(str(path), "is under a file, not in a directory; name a file in a directory") from None
     except OSError:
         return  # unreadable: the write itself reports the cause (exit 4)
     if mode is not None and not stat.S_ISREG(mode):
@@ -57,5 +59,6 @@ def write_atomically(path: Path, text: str) -> None:
         temp.write_text(text, encoding="utf-8")
         os.replace(temp, path)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the cause is the write's: an unlink failing too must not hide it
+            temp.unlink(missing_ok=True)
         raise EnvironmentFailure(str(path), exc.strerror or str(exc)) from None

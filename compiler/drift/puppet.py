@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import ssl
+import stat
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -564,8 +566,10 @@ def deployed_times(deployed: Path, tree: Mapping[str, bytes]) -> dict[str, datet
     for path in _data_paths(tree):
         local = deployed / path.removeprefix("puppet/")
         try:
-            if local.read_bytes() == tree[path]:
-                times[path] = datetime.fromtimestamp(local.stat().st_mtime, UTC)
+            seen = os.lstat(local)
+            # Only a regular file of the rendering's size is opened: a FIFO would block, a device never end.
+            if stat.S_ISREG(seen.st_mode) and seen.st_size == len(tree[path]) and local.read_bytes() == tree[path]:
+                times[path] = datetime.fromtimestamp(seen.st_mtime, UTC)
         except OSError:
             continue  # missing or unreadable: compare_hiera reports it
     return times

@@ -7,6 +7,7 @@ import datetime
 import json
 import os
 import sys
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -207,12 +208,12 @@ def _schema(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from compiler.graph.status import render_plan_page
     from compiler.rollout import report
-    from compiler.rollout.build import rollout_context
+    from compiler.rollout.build import no_rollout_reason, rollout_context
     from compiler.rollout.plan import plan_rollout
 
     context = rollout_context(args.spec)
     if context is None:
-        print(f"meshc: error: no rollout.yaml in {args.spec}: every target runs the spec as built (see README, Rollout)", file=sys.stderr)
+        print(f"meshc: error: {no_rollout_reason(args.spec)}: every target runs the spec as built (see README, Rollout)", file=sys.stderr)
         return EXIT_INVALID
     formatters = {"text": report.format_text, "markdown": report.format_markdown, "json": report.format_json,
                   "html": render_plan_page}
@@ -324,12 +325,23 @@ def _puppet_evidence(args: argparse.Namespace) -> PuppetEvidence:
     tls = [f"--puppetdb-{name}" for name in ("ca", "cert", "key") if getattr(args, f"puppetdb_{name}") is not None]
     if tls and not args.puppetdb:
         raise DriftInputError(tls[0], "is an option of --puppetdb URL, which is not given", "drift-usage")
+    if args.puppetdb and not _http_url(args.puppetdb):  # urllib would read file: or ftp: URLs, or fail with a ValueError
+        raise DriftInputError(args.puppetdb, "--puppetdb takes PuppetDB's http:// or https:// URL "
+                              "(e.g. https://puppetdb:8081)", "drift-usage")
     if (args.puppetdb_cert is None) != (args.puppetdb_key is None):
         raise DriftInputError("--puppetdb-cert", "--puppetdb-cert and --puppetdb-key go together", "drift-usage")
     now = os.environ.get("MESHC_NOW")  # pins the clock the lag is judged by (tests, reproducible reports)
     return PuppetEvidence(puppetdb=args.puppetdb, ca=args.puppetdb_ca, cert=args.puppetdb_cert, key=args.puppetdb_key,
                           facts=args.puppet_facts, hiera=args.hiera, since=args.since,
                           now=_now(now) if now else None, **({"lag": args.lag} if args.lag is not None else {}))
+
+
+def _http_url(text: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(text)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        return False
 
 
 def _now(text: str) -> datetime.datetime:
@@ -372,12 +384,14 @@ def _today() -> datetime.date:
 
 
 def _graph(args: argparse.Namespace) -> int:
-    from compiler.graph.draw import draw, write_atomically
+    from compiler.graph.draw import check_picture_path, draw, write_atomically
     from compiler.ir.lower import lower
 
     if args.depth is not None and not args.services:
         print("meshc: error: --depth counts hops from a SERVICE; name one, or leave --depth out for the whole mesh", file=sys.stderr)
         return EXIT_INVALID
+    if args.output is not None:
+        check_picture_path(args.output, args.spec)  # before the drawing: refusing costs nothing then
     # The picture needs the lowered model only: the sidecar documents and artifacts would be most of the time.
     mesh = lower(validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/")))
     picture = draw(mesh, args.format, args.services, 1 if args.depth is None else args.depth)

@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 from conftest import EXAMPLE, ROOT
 
+from compiler.cli import main as cli_main
 from compiler.spec.load import load_documents, read_tree
 
 
@@ -234,3 +235,35 @@ def test_a_closed_pipe_is_not_an_internal_error() -> None:
         os.close(write_end)
     assert proc.returncode == 0, proc.stderr
     assert b"internal error" not in proc.stderr and b"Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("url", ["puppetdb:8081", "file:///etc/passwd", "http://[::1", "https://"])
+def test_drift_and_promote_refuse_a_puppetdb_that_is_no_http_url(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("drift", "promote"):
+        assert cli_main([command, "--puppetdb", url]) == 2  # was an internal error (exit 3) from urllib's ValueError
+        err = capsys.readouterr().err
+        assert err == f"{url}: error: --puppetdb takes PuppetDB's http:// or https:// URL (e.g. https://puppetdb:8081)  [drift-usage]\n"
+
+
+def test_plan_and_promote_say_why_there_is_no_rollout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec"  # a copy outside git: its rollout.yaml is there, but has no history to pin
+    shutil.copytree(EXAMPLE, spec)
+    (spec / "rollout.yaml").write_text("hold: false\npins: {}\n")
+    assert cli_main(["plan", str(spec)]) == 2
+    assert capsys.readouterr().err.startswith(f"meshc: error: {spec}/rollout.yaml pins git revisions, but {spec} is not in a git repository")
+    assert cli_main(["promote", "--spec", str(spec), "--force"]) == 2
+    assert capsys.readouterr().err.startswith(f"meshc: error: {spec}/rollout.yaml pins git revisions, but {spec} is not in a git repository")
+    assert cli_main(["plan", str(tmp_path / "absent")]) == 2  # said "no rollout.yaml in …" of a directory that is not there
+    err = capsys.readouterr().err  # (quote() shortens a long path)
+    assert err.startswith("meshc: error: spec directory '") and err.endswith("' does not exist\n")
+
+
+def test_drift_reads_endless_inputs_only_up_to_their_cap(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Both read /dev/zero until memory ran out; a dump already stopped one byte past its cap.
+    import compiler.drift.puppet
+
+    assert cli_main(["drift", str(EXAMPLE), "--acknowledgements", "/dev/zero"]) == 2
+    assert capsys.readouterr().err == "/dev/zero:1:1: error: file is larger than 1024 KiB; split it or trim it  [drift-acknowledgement]\n"
+    monkeypatch.setattr(compiler.drift.puppet, "MAX_EXPORT_BYTES", 1 << 20)  # the real cap (1 GiB) is too much for a test
+    assert cli_main(["drift", str(EXAMPLE), "--puppet-facts", "/dev/zero"]) == 2
+    assert capsys.readouterr().err == "/dev/zero: error: larger than 1 MiB; is this a PuppetDB export?  [puppetdb-export]\n"

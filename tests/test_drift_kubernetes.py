@@ -457,3 +457,10 @@ def test_live_fixtures_are_valid_kubernetes_objects(tree: dict[str, bytes], sche
     assert failures == {}
     assert {o["kind"] for o in objects} >= {"Namespace", "ServiceAccount", "Secret", "Service", "ConfigMap", "Certificate",
                                             "ClusterRole", "RoleBinding", "NetworkPolicy"}
+
+
+def test_a_live_key_with_control_characters_is_reported_escaped(tree: dict[str, bytes]) -> None:
+    # A doctored dump's key reached the operator's terminal raw (ESC [2J clears the screen).
+    objects = live_objects(tree, SJC)
+    find(objects, "ConfigMap", "upload", "upload-mesh-envoy")["data"]["evil\x1b[2J"] = "x"
+    assert sorted(items(check(tree, objects))) == [(EXTRA, "ConfigMap/upload/upload-mesh-envoy", "data[evil\\x1b[2J]", None, "x")]

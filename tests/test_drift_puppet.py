@@ -525,3 +525,22 @@ def test_judge_host_edges(changes: dict[str, Any], state: HostState, reason: str
     assert judged == state
     if reason is not None:
         assert reasons == [reason]
+
+
+def test_a_fifo_in_the_deployed_tree_is_drift_not_a_hang(example_build: Build, tmp_path: Path) -> None:
+    # deployed_times opened every data file: a FIFO there blocked `meshc drift --hiera` for ever.
+    tree = example_build.tree()
+    deploy(tree, tmp_path)
+    pool_file = tmp_path / "data/pools/encryption/sjc.json"
+    pool_file.unlink()
+    os.mkfifo(pool_file)
+    with ThreadPoolExecutor(1) as pool:  # a regression blocks in open(): fail after 60 s instead of hanging the suite
+        times = pool.submit(deployed_times, tmp_path, tree)
+        try:
+            found = times.result(timeout=60)
+        finally:
+            if not times.done():
+                os.close(os.open(pool_file, os.O_WRONLY | os.O_NONBLOCK))  # a writer come and gone: the reader gets EOF
+    assert "puppet/data/pools/encryption/sjc.json" not in found and found, "the other deployed files keep their times"
+    status = compare_hiera(tmp_path, tree)
+    assert "data/pools/encryption/sjc.json" in status.missing + status.hand_edited + status.stale

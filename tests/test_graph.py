@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
@@ -292,3 +294,17 @@ def test_columns_draw_one_box_per_target_in_its_state_colour() -> None:
     assert f'fill="{STATE_COLORS["failed"][0]}"' in svg and ">2 hosts<" in svg and 'stroke="#bc4c00"' in svg
     with pytest.raises(ValueError, match="unknown state 'late' of 'd'"):
         render_columns([Column(title="w", subtitle="", boxes=(Box(id="d", label="x", state="late"),))])
+
+
+def test_output_never_replaces_the_spec_a_directory_or_a_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "spec"
+    shutil.copytree(EXAMPLE, spec)
+    mesh_yaml = (spec / "mesh.yaml").read_bytes()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (spec / "mesh.yaml", spec / "new.html", spec, tmp_path, fifo, fifo / "x.html"):  # a FIFO stands for devices (never /dev/null here: tests may run as root)
+        assert main(["graph", "--spec", str(spec), "-o", str(target)]) == 2, target
+        err = capsys.readouterr().err
+        assert err.startswith(f"meshc: error: {target}: ") and err.count("\n") == 1, err
+    assert (spec / "mesh.yaml").read_bytes() == mesh_yaml and not (spec / "new.html").exists()
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)

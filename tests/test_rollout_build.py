@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -379,3 +380,25 @@ def test_validate_checks_the_pins_too(tmp_path: Path) -> None:
     assert main(["validate", str(spec)]) == 0
     set_pins(spec, west=base, rest="e" * 40)
     assert main(["validate", str(spec)]) == 2
+
+
+def test_a_rollout_yaml_that_is_no_file_is_an_error_not_the_plain_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # It was taken for "no rollout": every wave silently got the commit being built, past the canary.
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    rollout = spec / "rollout.yaml"
+    text = rollout.read_text()
+    for make in (lambda: rollout.mkdir(), lambda: os.mkfifo(rollout), lambda: rollout.symlink_to("/nonexistent")):
+        rollout.unlink()
+        make()
+        for command in (["build", str(spec), "-o", str(repo / "output")], ["plan", str(spec)]):
+            assert main(command) == 2, (command, rollout)
+            err = capsys.readouterr().err
+            assert err.startswith(f"{rollout}:1:1: error: this is "), err
+        assert not (repo / "output").exists()
+        rollout.rmdir() if rollout.is_dir() and not rollout.is_symlink() else rollout.unlink()
+        rollout.write_text(text)
+    (spec / "inventory").mkdir(exist_ok=True)
+    (spec / "inventory" / "hosts.yaml").unlink(missing_ok=True)
+    os.mkfifo(spec / "inventory" / "hosts.yaml")
+    assert main(["build", str(spec), "-o", str(repo / "output")]) == 2
+    assert capsys.readouterr().err.startswith(f"{spec}/inventory/hosts.yaml:1:1: error: this is a FIFO")

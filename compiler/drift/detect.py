@@ -9,6 +9,7 @@ item kinds.
 from __future__ import annotations
 
 import datetime
+import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,6 +26,7 @@ from compiler.drift.model import (ACKNOWLEDGED, CONVERGED, DRIFTED, EXPIRED_ACKN
                                   ORPHAN, PENDING, Acknowledgement, DriftInputError, DriftItem, DriftReport, ScopeState, SubjectState)
 from compiler.emit import MANIFEST
 from compiler.pipeline import Build, compile_dir
+from compiler.spec.load import MAX_FILE_BYTES
 
 
 def assemble_report(checked: Sequence[tuple[ScopeState, Sequence[SubjectState]]], unchecked: Sequence[tuple[str, str]], *,
@@ -157,7 +159,7 @@ def _rendered_tree(spec: Path, build: Build) -> Mapping[str, bytes]:
     """What `meshc build` writes for the spec: the plain build, or the rollout's tree when rollout.yaml is there."""
     from compiler.rollout.pins import ROLLOUT_FILE
 
-    if not (spec / ROLLOUT_FILE).is_file():
+    if not os.path.lexists(spec / ROLLOUT_FILE):  # a rollout.yaml that is no file is an error there, never "no rollout"
         return build.tree()
     from compiler.rollout.build import output_for  # compiles every wave's revision: only when a rollout is in force
 
@@ -227,7 +229,8 @@ def _acknowledgements(request: DriftRequest) -> tuple[Acknowledgement, ...]:
     if request.acknowledgements is None and not path.is_file():
         return ()
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as handle:  # one byte past a spec file's cap: parse_document reports it, /dev/zero ends
+            raw = handle.read(MAX_FILE_BYTES + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         raise DriftInputError(str(path), f"cannot read the acknowledgements file: {exc.strerror}", "drift-acknowledgement") from None
     except OSError as exc:

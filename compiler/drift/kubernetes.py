@@ -29,7 +29,7 @@ import orjson
 import yaml
 
 from compiler.backends.kubernetes import OWNER_ANNOTATION, ROOT, apply_key, owner_id
-from compiler.diagnostics import EnvironmentFailure
+from compiler.diagnostics import EnvironmentFailure, escape
 from compiler.diff import NotCanonical, diff_values, load_canonical_yaml, stream_documents
 from compiler.drift.model import (CONVERGED, DRIFTED, EXTRA, MISSING, MODIFIED, ORPHAN, UNKNOWN, DriftInputError, DriftItem,
                                   ScopeState, SubjectState)
@@ -364,7 +364,7 @@ def _compare(kind: str, want: Any, got: Any, path: str, pattern: str, out: list[
         _compare_keyed(kind, want, got, lambda key: (_child(path, key), _child(pattern, key)), out)
     elif isinstance(want, list) and isinstance(got, list) and _named(want) and _named(got):
         _compare_keyed(kind, {i["name"]: i for i in want}, {i["name"]: i for i in got},
-                       lambda name: (f"{path}[{name}]", f"{pattern}[]"), out)  # e.g. spec.ports[mesh].port
+                       lambda name: (f"{path}[{escape(str(name))}]", f"{pattern}[]"), out)  # e.g. spec.ports[mesh].port
     elif isinstance(want, str) and isinstance(got, str) and want[:1] in ("{", "[") and got[:1] in ("{", "["):
         out += [(MODIFIED, path + _suffix(c.path), c.old, c.new) for c in diff_values(want, got)]  # JSON documents (ConfigMap data)
     else:
@@ -390,7 +390,7 @@ def _suffix(path: str) -> str:
 
 
 def _child(path: str, key: Any) -> str:
-    text = str(key)
+    text = escape(str(key))  # a live key reaches the operator's terminal: no control characters
     if not path:
         return text if _IDENT.fullmatch(text) else f"[{text}]"
     return f"{path}.{text}" if _IDENT.fullmatch(text) else f"{path}[{text}]"

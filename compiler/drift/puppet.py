@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
+import os
 import ssl
+import stat
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -264,10 +266,18 @@ def _get(base: str, endpoint: str, query: str | None, context: ssl.SSLContext | 
         raise DriftInputError(where, f"PuppetDB's answer is not JSON ({len(body)} bytes): {error}", "puppetdb-response") from None
 
 
+MAX_EXPORT_BYTES = 1 << 30  # as a cluster dump's cap: an export of 10,000 hosts is tens of MB
+
+
 def read_export(path: Path) -> Observations:
     """Every mesh node from an export file: `{"nodes": <nodes query answer>, "facts": <facts query answer>}`."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:  # capped: `--puppet-facts /dev/zero` must not read until memory runs out
+            raw = handle.read(MAX_EXPORT_BYTES + 1)
+        if len(raw) > MAX_EXPORT_BYTES:
+            raise DriftInputError(str(path), f"larger than {MAX_EXPORT_BYTES >> 20} MiB; is this a PuppetDB export?",
+                                  "puppetdb-export")
+        text = raw.decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise DriftInputError(str(path), f"cannot read the export: {getattr(error, 'strerror', None) or error}",
                               "puppetdb-export") from None
@@ -556,8 +566,10 @@ def deployed_times(deployed: Path, tree: Mapping[str, bytes]) -> dict[str, datet
     for path in _data_paths(tree):
         local = deployed / path.removeprefix("puppet/")
         try:
-            if local.read_bytes() == tree[path]:
-                times[path] = datetime.fromtimestamp(local.stat().st_mtime, UTC)
+            seen = os.lstat(local)
+            # Only a regular file of the rendering's size is opened: a FIFO would block, a device never end.
+            if stat.S_ISREG(seen.st_mode) and seen.st_size == len(tree[path]) and local.read_bytes() == tree[path]:
+                times[path] = datetime.fromtimestamp(seen.st_mtime, UTC)
         except OSError:
             continue  # missing or unreadable: compare_hiera reports it
     return times

@@ -9,6 +9,7 @@ as it runs anywhere, and an identity goes only once no live revision admits it.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -118,7 +119,7 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     Raises SpecError for a rollout.yaml that is malformed or without a wave policy.
     """
     label = spec_dir.as_posix().rstrip("/") or "."
-    if not (spec_dir / ROLLOUT_FILE).is_file():
+    if not os.path.lexists(spec_dir / ROLLOUT_FILE):  # a directory, FIFO or link there is an error (load_rollout), not "none"
         return None
     try:
         location = locate(spec_dir)
@@ -142,6 +143,16 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     if key is not None and key not in context.cache.compiled:  # the head was just checked: lower it, do not load it again
         context.cache.compiled[key] = Revision(revision=WORKING_TREE, spec=head_spec, mesh=lower(head_spec))
     return context
+
+
+def no_rollout_reason(spec_dir: Path) -> str:
+    """Why `spec_dir` has no rollout in force (rollout_context gave None); raise OSError if it is no spec directory."""
+    spec_files(spec_dir)  # a missing spec directory, or a file, is said as such, not as a missing rollout.yaml
+    label = spec_dir.as_posix().rstrip("/") or "."
+    if (spec_dir / ROLLOUT_FILE).is_file():
+        return (f"{label}/{ROLLOUT_FILE} pins git revisions, but {label} is not in a git repository "
+                "(a copy of the spec has no history)")
+    return f"no {ROLLOUT_FILE} in {label}"
 
 
 def _diagnostic(rollout: RolloutFile, code: str, message: str) -> Diagnostic:

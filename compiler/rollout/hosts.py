@@ -22,7 +22,7 @@ from pathlib import Path
 
 from compiler.diagnostics import Diagnostic, Span, SpecError
 from compiler.rollout.policy import Placed, WavePolicy
-from compiler.spec.load import LoadError, parse_document
+from compiler.spec.load import LoadError, parse_document, read_side_file
 
 INVENTORY_FILE = "inventory/hosts.yaml"
 
@@ -53,10 +53,11 @@ class Canary:
 
 def load_inventory(path: Path, label: str) -> tuple[Host, ...]:
     """The hosts listed at `path` (none when the file is absent); raise SpecError for a malformed list."""
-    if not path.is_file():
+    raw = read_side_file(path, label)
+    if raw is None:
         return ()
     try:
-        doc = parse_document(label, path.read_bytes())
+        doc = parse_document(label, raw)
     except LoadError as exc:
         raise SpecError([exc.diagnostic]) from None
     if not isinstance(doc.data, list):

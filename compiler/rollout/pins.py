@@ -22,7 +22,7 @@ from ruamel.yaml import YAML
 
 from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean
 from compiler.rollout.policy import WavePolicy
-from compiler.spec.load import Document, LoadError, parse_document
+from compiler.spec.load import Document, LoadError, parse_document, read_side_file
 
 ROLLOUT_FILE = "rollout.yaml"
 WORKING_TREE = "HEAD"  # the revision name of the unpinned first wave: the commit this output is built in
@@ -50,10 +50,11 @@ class WaveRevision:
 
 def load_rollout(path: Path, label: str) -> RolloutFile | None:
     """rollout.yaml at `path` (named `label` in diagnostics), or None when there is none; raise SpecError if malformed."""
-    if not path.is_file():
+    raw = read_side_file(path, label)
+    if raw is None:
         return None
     try:
-        doc = parse_document(label, path.read_bytes())
+        doc = parse_document(label, raw)
     except LoadError as exc:
         raise SpecError([exc.diagnostic]) from None
     problems = list(_shape_problems(doc))

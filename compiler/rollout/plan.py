@@ -11,7 +11,8 @@ from pathlib import Path
 from compiler.emit import WriteResult
 from compiler.pipeline import write_output
 from compiler.render.restart import RestartClass, classify
-from compiler.rollout.build import Context, RolloutBuild, State, build_rollout, compile_revision, node_path, rollout_context, spec_key
+from compiler.rollout.build import (Context, RolloutBuild, State, build_rollout, compile_revision, no_rollout_reason, node_path,
+                                    rollout_context, spec_key)
 from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
 from compiler.rollout.states import StatesReport, check_rollout, check_states, next_state
 
@@ -215,7 +216,7 @@ def promote(spec_dir: Path, out: Path, wave: str | None = None, gate: PromotionG
     rewrite rollout.yaml (comments kept) and rebuild `out`: one pull request."""
     context = rollout_context(spec_dir)
     if context is None:
-        raise PromoteError(f"no {ROLLOUT_FILE} in {spec_dir.as_posix()}: there is no rollout to promote")
+        raise PromoteError(f"{no_rollout_reason(spec_dir)}: there is no rollout to promote")
     try:
         return _promote(context, spec_dir, out, wave, gate)
     finally:

@@ -120,6 +120,17 @@ def _list_services(root: Path) -> list[str] | Unreadable:
         return Unreadable(code="file-unreadable", message=f"cannot list {SERVICES_DIR}/: {_cause(exc)}")
 
 
+def read_side_file(path: Path, label: str) -> bytes | None:
+    """A file beside the spec (rollout.yaml, the inventory): its bytes, None if absent; SpecError if it is no regular
+    file, e.g. a directory, FIFO or symlink, which must not pass for an absent file (that would silently drop the rollout)."""
+    from compiler.diagnostics import SpecError  # local: diagnostics has no dependency on load
+
+    found = _read_entry(path.parent, path.name)
+    if isinstance(found, Unreadable):
+        raise SpecError([_error(label, 1, 1, found.code, found.message)])
+    return found
+
+
 def _read_entry(root: Path, relative: str, skip_directories: bool = False) -> bytes | Unreadable | None:
     """One spec file's bytes; None if absent (or a directory not named like a spec file); Unreadable otherwise."""
     kind = _kind(root / relative)

@@ -385,7 +385,7 @@ def _today() -> datetime.date:
 
 def _graph(args: argparse.Namespace) -> int:
     from compiler.graph.draw import check_picture_path, draw, write_atomically
-    from compiler.ir.lower import lower
+    from compiler.pipeline import lower_dir
 
     if args.depth is not None and not args.services:
         print("meshc: error: --depth counts hops from a SERVICE; name one, or leave --depth out for the whole mesh", file=sys.stderr)
@@ -393,7 +393,7 @@ def _graph(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_picture_path(args.output, args.spec)  # before the drawing: refusing costs nothing then
     # The picture needs the lowered model only: the sidecar documents and artifacts would be most of the time.
-    mesh = lower(validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/")))
+    mesh = lower_dir(args.spec)
     picture = draw(mesh, args.format, args.services, 1 if args.depth is None else args.depth)
     if args.output is None:
         sys.stdout.write(picture)

@@ -80,6 +80,11 @@ def compile_dir(spec_dir: Path) -> Build:
     return compile(spec_files(spec_dir), spec_dir.as_posix().rstrip("/"))
 
 
+def lower_dir(spec_dir: Path) -> Mesh:
+    """Check and lower the spec in a directory, without rendering: for callers that need only the model."""
+    return lower(validate_only(spec_files(spec_dir), spec_dir.as_posix().rstrip("/")))
+
+
 def write_output(spec_dir: Path, out: Path, tree: Callable[[], Mapping[str, bytes]], lock_timeout: float = LOCK_TIMEOUT,
                  on_wait: Callable[[Path], None] | None = None) -> WriteResult:
     """Write the tree `tree()` renders atomically, holding the output's lock from reading the spec to the swap.

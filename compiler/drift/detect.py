@@ -25,7 +25,8 @@ from compiler.drift.kubernetes import PLATFORM, check_cluster, expected_objects,
 from compiler.drift.model import (ACKNOWLEDGED, CONVERGED, DRIFTED, EXPIRED_ACKNOWLEDGEMENT, INCOMPLETE, NOT_CHECKED,
                                   ORPHAN, PENDING, Acknowledgement, DriftInputError, DriftItem, DriftReport, ScopeState, SubjectState)
 from compiler.emit import MANIFEST
-from compiler.pipeline import Build, compile_dir
+from compiler.ir.model import Mesh
+from compiler.pipeline import compile_dir, lower_dir
 from compiler.spec.load import MAX_FILE_BYTES
 
 
@@ -143,46 +144,52 @@ def detect_drift(request: DriftRequest, tree: Mapping[str, bytes] | None = None,
     rendering (contract 7); `tree` gives it when the caller has it. Without evidence, DriftInputError,
     unless `require_evidence` is False (the promote gate: no data there blocks, it is not a usage error).
     """
-    build = compile_dir(request.spec)
-    tree = tree if tree is not None else _rendered_tree(request.spec, build)
+    mesh, tree = _truth(request.spec, tree)
     acknowledgements = _acknowledgements(request)
     # Reading dumps builds millions of acyclic dicts: the command line pauses the cycle collector for
     # the whole command (cli.main), which made reading a 1,000-service mesh's YAML dumps 3x faster.
-    found = [check(request, build, tree) for check in PLATFORM_CHECKS]
+    found = [check(request, mesh, tree) for check in PLATFORM_CHECKS]
     if require_evidence and not any(evidence.given for evidence in found):
         raise DriftInputError("meshc drift", "nothing to check: give " + "; or ".join(e.hint for e in found), "drift-usage")
     return assemble_report([c for e in found for c in e.checked], [u for e in found for u in e.unchecked],
                            acknowledgements=acknowledgements, tree=tree, partial=request.partial, today=request.today.isoformat())
 
 
-def _rendered_tree(spec: Path, build: Build) -> Mapping[str, bytes]:
-    """What `meshc build` writes for the spec: the plain build, or the rollout's tree when rollout.yaml is there."""
+def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[str, bytes]]:
+    """The head's model (mesh name, clusters) and what `meshc build` writes for the spec, rendering the head once.
+
+    Without a rollout that is the plain build. With one (or when the caller holds the tree), the head is
+    only lowered here: the rollout build renders it among every wave's revision.
+    """
     from compiler.rollout.pins import ROLLOUT_FILE
 
-    if not os.path.lexists(spec / ROLLOUT_FILE):  # a rollout.yaml that is no file is an error there, never "no rollout"
-        return build.tree()
-    from compiler.rollout.build import output_for  # compiles every wave's revision: only when a rollout is in force
+    if tree is None and not os.path.lexists(spec / ROLLOUT_FILE):  # a rollout.yaml that is no file is an error there
+        build = compile_dir(spec)
+        return build.mesh, build.tree()
+    if tree is None:
+        from compiler.rollout.build import output_for  # compiles every wave's revision: only when a rollout is in force
 
-    return output_for(spec)
+        tree = output_for(spec)
+    return lower_dir(spec), tree
 
 
-def check_kubernetes(request: DriftRequest, build: Build, tree: Mapping[str, bytes]) -> Evidence:
+def check_kubernetes(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -> Evidence:
     """Each cluster dump given against the cluster's rendering; the spec's other clusters are not checked."""
-    clusters = sorted(build.mesh.clusters)
+    clusters = sorted(mesh.clusters)
     dumps = _dump_files(request.kubernetes, clusters)
     hint = f"--kubernetes CLUSTER=DUMP for each cluster ({', '.join(clusters) or 'the spec has none'})"
     if not dumps:
         return Evidence(given=False, unchecked=tuple((PLATFORM, c) for c in clusters), hint=hint)
     expected = expected_objects(tree)
-    checked = tuple(check_cluster(build.mesh.name, cluster, expected.get(cluster, []), parse_dump(str(path), read_dump_file(path)))
+    checked = tuple(check_cluster(mesh.name, cluster, expected.get(cluster, []), parse_dump(str(path), read_dump_file(path)))
                     for cluster, path in dumps.items())
     return Evidence(given=True, checked=tuple((scope, tuple(subjects)) for scope, subjects in checked),
                     unchecked=tuple((PLATFORM, c) for c in clusters if c not in dumps), hint=hint)
 
 
-def check_puppet(request: DriftRequest, build: Build, tree: Mapping[str, bytes]) -> Evidence:
+def check_puppet(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -> Evidence:
     """The VM hosts from PuppetDB or an export against their pool or canary node file; with --hiera, the deployed tree."""
-    del build  # the built tree holds everything the Puppet half compares
+    del mesh  # the built tree holds everything the Puppet half compares
     evidence = request.puppet
     has_vms = any(path.startswith(puppet.POOLS_DIR) for path in tree)
     unchecked = ((puppet.PLATFORM, "puppetdb"),) if has_vms else ()
@@ -207,7 +214,7 @@ def _str(path: Path | None) -> str | None:
 
 
 # One check per platform, each reading its own fields of DriftRequest.
-PLATFORM_CHECKS: tuple[Callable[[DriftRequest, Build, Mapping[str, bytes]], Evidence], ...] = (check_kubernetes, check_puppet)
+PLATFORM_CHECKS: tuple[Callable[[DriftRequest, Mesh, Mapping[str, bytes]], Evidence], ...] = (check_kubernetes, check_puppet)
 
 
 def _dump_files(pairs: Sequence[tuple[str, Path]], clusters: Sequence[str]) -> dict[str, Path]:

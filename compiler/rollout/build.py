@@ -25,7 +25,7 @@ from compiler.emit import LOCK_TIMEOUT, Artifact, WriteResult, render_tree
 from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh, Workload
-from compiler.pipeline import compile, spec_files, write_output
+from compiler.pipeline import compile_dir, spec_files, write_output
 from compiler.render import SidecarConfig, render
 from compiler.rollout.hosts import INVENTORY_FILE, Canary, Host, canaries, load_inventory
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, WaveRevision, load_rollout, resolve
@@ -398,7 +398,7 @@ def manifest_section(state: State) -> dict[str, object]:
 
 def plain_tree(spec_dir: Path) -> dict[str, bytes]:
     """The output tree without a rollout: the one-revision build."""
-    return compile(spec_files(spec_dir), spec_dir.as_posix().rstrip("/")).tree()
+    return compile_dir(spec_dir).tree()
 
 
 def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, bytes]:

@@ -15,7 +15,6 @@ through secretTemplate) or a copied annotation naming another object is no proof
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 from collections import Counter
@@ -29,9 +28,9 @@ import orjson
 import yaml
 
 from compiler.backends.kubernetes import OWNER_ANNOTATION, ROOT, apply_key, owner_id
-from compiler.diagnostics import EnvironmentFailure, escape
+from compiler.diagnostics import escape
 from compiler.diff import NotCanonical, diff_values, load_canonical_yaml, stream_documents
-from compiler.drift.model import (CONVERGED, DRIFTED, EXTRA, MISSING, MODIFIED, ORPHAN, UNKNOWN, DriftInputError, DriftItem,
+from compiler.drift.model import (CONVERGED, DRIFTED, EXTRA, MISSING, MODIFIED, ORPHAN, UNKNOWN, DriftInputError, DriftItem, read_capped,
                                   ScopeState, SubjectState)
 from compiler.emit import MANIFEST
 
@@ -103,18 +102,7 @@ class ExpectedObject:
 
 def read_dump_file(path: Path) -> bytes:
     """The bytes of a dump file, refusing more than MAX_DUMP_BYTES (pipes and /dev/fd paths work too)."""
-    try:
-        with path.open("rb") as handle:
-            if os.fstat(handle.fileno()).st_size > MAX_DUMP_BYTES:  # a regular file: refuse before reading it
-                raise DumpError(str(path), f"larger than {MAX_DUMP_BYTES >> 20} MiB; is this a kubectl dump of one cluster?")
-            raw = handle.read(MAX_DUMP_BYTES + 1)  # a pipe has no size: read one byte past the cap
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise DumpError(str(path), f"cannot read the dump: {exc.strerror}") from None
-    except OSError as exc:  # permission denied, I/O error: the machine's problem, not the input's
-        raise EnvironmentFailure(str(path), exc.strerror or type(exc).__name__) from None
-    if len(raw) > MAX_DUMP_BYTES:
-        raise DumpError(str(path), f"larger than {MAX_DUMP_BYTES >> 20} MiB; is this a kubectl dump of one cluster?")
-    return raw
+    return read_capped(path, MAX_DUMP_BYTES, what="the dump", question="is this a kubectl dump of one cluster?", code="drift-dump")
 
 
 def parse_dump(source: str, raw: bytes) -> Dump:

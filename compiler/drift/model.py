@@ -14,9 +14,13 @@ Platforms add subjects and items with their own `kind` values and states; the re
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+from compiler.diagnostics import EnvironmentFailure
 
 # Item kinds of the Kubernetes half; the Puppet half's items are named after the host's state
 # (pending, drifted, failed, unknown), plus orphan, NO_HOSTS, and the hiera tree's file states.
@@ -46,6 +50,27 @@ class DriftInputError(Exception):
     def __init__(self, location: str, message: str, code: str) -> None:
         self.location, self.message, self.code = location, message, code
         super().__init__(f"{location}: error: {message}  [{code}]")
+
+
+def read_capped(path: Path, cap: int, *, what: str, question: str, code: str) -> bytes:
+    """An input file's bytes, refusing more than `cap` (pipes and /dev/fd paths work too, read one byte past the cap).
+
+    A missing file or a directory is bad input (DriftInputError, exit 2); permission denied or an I/O
+    error is the machine's (EnvironmentFailure, exit 4).
+    """
+    too_large = f"larger than {cap >> 20} MiB; {question}"
+    try:
+        with path.open("rb") as handle:
+            if os.fstat(handle.fileno()).st_size > cap:  # a regular file: refuse before reading it
+                raise DriftInputError(str(path), too_large, code)
+            raw = handle.read(cap + 1)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        raise DriftInputError(str(path), f"cannot read {what}: {exc.strerror}", code) from None
+    except OSError as exc:
+        raise EnvironmentFailure(str(path), exc.strerror or type(exc).__name__) from None
+    if len(raw) > cap:
+        raise DriftInputError(str(path), too_large, code)
+    return raw
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

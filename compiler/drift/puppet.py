@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 
 from compiler.backends.puppet import HASHES_KEY, HIERA_ESCAPE, SIDECAR_KEY, document_hash
-from compiler.drift.model import (CONVERGED, DRIFTED, NO_HOSTS, NOT_CHECKED, ORPHAN, DriftInputError, DriftItem, ScopeState,
+from compiler.drift.model import (CONVERGED, DRIFTED, NO_HOSTS, NOT_CHECKED, ORPHAN, DriftInputError, DriftItem, ScopeState, read_capped,
                                   SubjectState)
 from compiler.emit import MANIFEST, TreeStatus, compare_files, read_tree, recorded_hashes
 
@@ -271,16 +271,12 @@ MAX_EXPORT_BYTES = 1 << 30  # as a cluster dump's cap: an export of 10,000 hosts
 
 def read_export(path: Path) -> Observations:
     """Every mesh node from an export file: `{"nodes": <nodes query answer>, "facts": <facts query answer>}`."""
+    # capped: `--puppet-facts /dev/zero` must not read until memory runs out
+    raw = read_capped(path, MAX_EXPORT_BYTES, what="the export", question="is this a PuppetDB export?", code="puppetdb-export")
     try:
-        with path.open("rb") as handle:  # capped: `--puppet-facts /dev/zero` must not read until memory runs out
-            raw = handle.read(MAX_EXPORT_BYTES + 1)
-        if len(raw) > MAX_EXPORT_BYTES:
-            raise DriftInputError(str(path), f"larger than {MAX_EXPORT_BYTES >> 20} MiB; is this a PuppetDB export?",
-                                  "puppetdb-export")
         text = raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise DriftInputError(str(path), f"cannot read the export: {getattr(error, 'strerror', None) or error}",
-                              "puppetdb-export") from None
+    except UnicodeDecodeError as error:
+        raise DriftInputError(str(path), f"cannot read the export: {error}", "puppetdb-export") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:

@@ -6,7 +6,6 @@ line, or `<file>:<line>:<col> [<code>] <text>` lines in the case's expected.txt.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess

@@ -30,7 +30,7 @@ from compiler.backends.kubernetes import (
     restart_hash_of,
 )
 from compiler.diagnostics import InternalError, SpecError
-from compiler.emit import Artifact, dump_json, dump_yaml
+from compiler.emit import Artifact, dump_yaml
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.pipeline import spec_files

@@ -23,7 +23,7 @@ import yaml
 from compiler.backends.kubernetes import build_kubernetes
 from compiler.emit import dump_json
 from compiler.ir.lower import lower
-from compiler.render import ENVOY_BOOTSTRAP, SYNAPSE, render
+from compiler.render import ENVOY_BOOTSTRAP, render
 from compiler.spec.checks import check
 from compiler.spec.load import load_documents
 from tests.test_render_envoy_real import (Sidecar, _wait_live, eds_file, envoy_binary, example_under, free_port, make_ca, make_leaf,

@@ -15,8 +15,8 @@ from compiler.backends import BACKENDS
 from compiler.backends.puppet import (
     HIERA_ESCAPE, HIERARCHY, READERS, _render, build_puppet, document_hash, hiera_escape, pool_data, restart_fingerprints,
 )
-from compiler.diagnostics import InternalError, SpecError
-from compiler.emit import dump_json, dump_yaml
+from compiler.diagnostics import InternalError
+from compiler.emit import dump_json
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
 from compiler.render.restart import DOCUMENT_CLASS, RestartClass
 

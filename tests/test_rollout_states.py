@@ -9,7 +9,7 @@ import pytest
 from compiler.diagnostics import SpecError
 from compiler.rollout.build import build_rollout, output_for, rollout_context
 from compiler.rollout.states import check_rollout, check_states
-from tests.test_rollout_build import SPEC, commit, line_of, replace_in, start_rollout
+from tests.test_rollout_build import commit, line_of, replace_in, start_rollout
 
 
 def unsafe(spec: Path) -> list[str]:

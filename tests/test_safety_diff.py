@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -16,7 +15,6 @@ from compiler.cli import main
 from compiler.emit import dump_yaml
 from compiler.pipeline import Build
 from compiler.render import NERVE
-from compiler.diff import diff_revisions
 from compiler.gitsource import RevisionError, locate, read_revision
 from compiler.spec.load import MAX_FILE_BYTES, read_tree
 from tests.conftest import EXAMPLE, require_tool

@@ -8,7 +8,6 @@ byte-identical. Interleavings are forced with hooks and marker files, never with
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re

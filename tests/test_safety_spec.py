@@ -8,7 +8,6 @@ Tests run as root, which reads anything: permission cases run meshc as `nobody` 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil

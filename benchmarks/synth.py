@@ -34,7 +34,13 @@ def datacenter_names(count: int) -> list[str]:
 
 def cluster_names(count: int, datacenters: list[str]) -> list[tuple[str, str]]:
     """(cluster, datacenter) pairs, spread round-robin over the datacenters."""
-    return [(f"kube-{datacenters[i % len(datacenters)]}-{i // len(datacenters)}", datacenters[i % len(datacenters)]) for i in range(count)]
+    return [
+        (
+            f"kube-{datacenters[i % len(datacenters)]}-{i // len(datacenters)}",
+            datacenters[i % len(datacenters)],
+        )
+        for i in range(count)
+    ]
 
 
 def mesh_document(datacenters: list[str], clusters: list[tuple[str, str]]) -> dict[str, Any]:
@@ -52,7 +58,9 @@ def mesh_document(datacenters: list[str], clusters: list[tuple[str, str]]) -> di
         "mesh": "synthetic",
         "trust_domain": "synthetic.mesh",
         "datacenters": dcs,
-        "clusters": {name: {"datacenter": dc, "api_server": f"https://{name}.example:6443"} for name, dc in clusters},
+        "clusters": {
+            name: {"datacenter": dc, "api_server": f"https://{name}.example:6443"} for name, dc in clusters
+        },
         "certificates": {"issuer": {"kind": "ClusterIssuer", "name": "mesh-ca"}},
         "defaults": {
             "connect_timeout": "1s",
@@ -66,17 +74,25 @@ def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...]) -> str:
     return rng.choices([name for name, _ in table], weights=[weight for _, weight in table])[0]
 
 
-def _placement(rng: random.Random, kind: str, locality: str, datacenters: list[str], clusters: list[tuple[str, str]]) -> dict[str, Any]:
+def _placement(
+    rng: random.Random, kind: str, locality: str, datacenters: list[str], clusters: list[tuple[str, str]]
+) -> dict[str, Any]:
     deploy: dict[str, Any] = {}
     if locality == "local":
         # A `local` service must run wherever a client might: VM pools in every datacenter.
         deploy["vm"] = {"datacenters": list(datacenters)}
     elif kind in ("vm", "mixed"):
-        deploy["vm"] = {"datacenters": sorted(rng.sample(datacenters, rng.randint(1, min(3, len(datacenters)))))}
+        deploy["vm"] = {
+            "datacenters": sorted(rng.sample(datacenters, rng.randint(1, min(3, len(datacenters)))))
+        }
     if kind in ("kubernetes", "mixed"):
         chosen = sorted(rng.sample(clusters, rng.randint(1, min(3, len(clusters)))))
-        deploy["kubernetes"] = [{"cluster": name} if rng.random() < 0.7 else {"cluster": name, "namespace": f"team-{rng.randint(0, 9)}"}
-                                for name, _ in chosen]
+        deploy["kubernetes"] = [
+            {"cluster": name}
+            if rng.random() < 0.7
+            else {"cluster": name, "namespace": f"team-{rng.randint(0, 9)}"}
+            for name, _ in chosen
+        ]
     return deploy
 
 
@@ -94,7 +110,9 @@ def _dependency(rng: random.Random, name: str) -> dict[str, Any]:
     return entry
 
 
-def service_documents(count: int, deps: int, datacenters: list[str], clusters: list[tuple[str, str]], rng: random.Random) -> dict[str, dict[str, Any]]:
+def service_documents(
+    count: int, deps: int, datacenters: list[str], clusters: list[tuple[str, str]], rng: random.Random
+) -> dict[str, dict[str, Any]]:
     """Service name -> its document; dependencies are K distinct other services."""
     names = [f"svc-{i:04d}" for i in range(count)]
     documents = {}
@@ -131,7 +149,9 @@ def _tcp_only(entry: dict[str, Any]) -> None:
         retries.pop("on", None)
 
 
-def generate(out: Path, services: int, datacenters: int = 6, clusters: int = 24, deps: int = 8, seed: int = 1) -> Path:
+def generate(
+    out: Path, services: int, datacenters: int = 6, clusters: int = 24, deps: int = 8, seed: int = 1
+) -> Path:
     """Write a synthetic spec tree to `out` (replacing it) and return `out`."""
     rng = random.Random(seed)
     dcs = datacenter_names(datacenters)

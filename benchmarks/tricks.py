@@ -81,11 +81,20 @@ def measure_tricks(spec_dir: Path, repeat: int) -> None:
     mesh = lower(spec)
     sidecars = render(mesh)
     stages: dict[str, Callable[[], Any]] = {
-        "lower": lambda: lower(spec), "render": lambda: render(mesh), "backends": lambda: run_backends(mesh, sidecars),
-        "compile": lambda: run_backends(*(lambda m: (m, render(m)))(lower(check(load_documents(files, "spec"))))),
+        "lower": lambda: lower(spec),
+        "render": lambda: render(mesh),
+        "backends": lambda: run_backends(mesh, sidecars),
+        "compile": lambda: run_backends(
+            *(lambda m: (m, render(m)))(lower(check(load_documents(files, "spec"))))
+        ),
     }
-    trials = (("Memo", "lower", _no_memo), ("Memo", "render", _no_memo), ("Memo", "backends", _no_memo),
-              ("yaml_string lru_cache", "backends", _no_yaml_cache), ("gc paused (collector_paused)", "compile", _gc_enabled))
+    trials = (
+        ("Memo", "lower", _no_memo),
+        ("Memo", "render", _no_memo),
+        ("Memo", "backends", _no_memo),
+        ("yaml_string lru_cache", "backends", _no_yaml_cache),
+        ("gc paused (collector_paused)", "compile", _gc_enabled),
+    )
     for trick, stage, without in trials:
         on: list[float] = []
         off: list[float] = []
@@ -138,10 +147,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000, help="services in the synthetic mesh")
     parser.add_argument("--repeat", type=int, default=7, help="runs with and without each trick")
-    parser.add_argument("--writes", action="store_true", help="also compare durability policies (slow: minutes)")
+    parser.add_argument(
+        "--writes", action="store_true", help="also compare durability policies (slow: minutes)"
+    )
     args = parser.parse_args()
     spec_dir = spec_for(args.size)
-    print(f"meshc speed tricks at {args.size} services, {args.repeat} interleaved runs each; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"meshc speed tricks at {args.size} services, {args.repeat} interleaved runs each; load average {os.getloadavg()[0]:.2f}"
+    )
     measure_tricks(spec_dir, args.repeat)
     if args.writes:
         measure_writes(spec_dir, max(1, args.repeat // 3))

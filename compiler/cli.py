@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 
 from compiler import __version__
 from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, escape, format_all
-from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
 from compiler.diff import DocumentDiff, diff_revisions, output_drift
+from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
 from compiler.explain import UnknownService, explain, format_explain
 from compiler.gitsource import RevisionError
 from compiler.pipeline import collector_paused, compile_dir, spec_files, validate_only
@@ -38,7 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(format_all(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID
     except (OutputRefused, UnknownService) as exc:
-        print(f"meshc: error: {escape(str(exc.args[0] if isinstance(exc, UnknownService) else exc))}", file=sys.stderr)
+        print(
+            f"meshc: error: {escape(str(exc.args[0] if isinstance(exc, UnknownService) else exc))}",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     except EnvironmentFailure as exc:
         print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
@@ -65,71 +68,164 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug in meshc, not in the spec: say so without a wall of traceback
         if os.environ.get("MESHC_DEBUG"):
             raise
-        print(f"meshc: internal error: {type(exc).__name__}: {exc} (set MESHC_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(
+            f"meshc: internal error: {type(exc).__name__}: {exc} (set MESHC_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
         return EXIT_INTERNAL
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="meshc", description="Compile a service-mesh spec into Puppet and Kubernetes artifacts.")
+    parser = argparse.ArgumentParser(
+        prog="meshc", description="Compile a service-mesh spec into Puppet and Kubernetes artifacts."
+    )
     parser.add_argument("--version", action="version", version=f"meshc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _command(commands, "validate", "check the spec and report every error", _validate, spec=True)
-    build_cmd = _command(commands, "build", "compile the spec and write the output tree atomically", _build, spec=True)
-    check_cmd = _command(commands, "check", "exit 1 unless the output tree is exactly what the spec renders", _check, spec=True)
+    build_cmd = _command(
+        commands, "build", "compile the spec and write the output tree atomically", _build, spec=True
+    )
+    check_cmd = _command(
+        commands, "check", "exit 1 unless the output tree is exactly what the spec renders", _check, spec=True
+    )
     for sub in (build_cmd, check_cmd):
-        sub.add_argument("-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)")
-        sub.add_argument("--lock-timeout", type=float, default=LOCK_TIMEOUT, metavar="SECONDS",
-                         help=f"how long to wait for another build or check of the same output (default: {LOCK_TIMEOUT:g})")
-    explain_cmd = _command(commands, "explain", "show where a service runs and how it reaches its dependencies", _explain)
+        sub.add_argument(
+            "-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)"
+        )
+        sub.add_argument(
+            "--lock-timeout",
+            type=float,
+            default=LOCK_TIMEOUT,
+            metavar="SECONDS",
+            help=f"how long to wait for another build or check of the same output (default: {LOCK_TIMEOUT:g})",
+        )
+    explain_cmd = _command(
+        commands, "explain", "show where a service runs and how it reaches its dependencies", _explain
+    )
     explain_cmd.add_argument("service")
-    explain_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
+    explain_cmd.add_argument(
+        "--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)"
+    )
     explain_cmd.add_argument("--format", choices=("text", "json"), default="text")
-    schema_cmd = _command(commands, "schema", "print the JSON Schema of mesh.yaml or of a service file", _schema)
+    schema_cmd = _command(
+        commands, "schema", "print the JSON Schema of mesh.yaml or of a service file", _schema
+    )
     schema_cmd.add_argument("name", nargs="?", choices=SCHEMA_NAMES, default="service")
-    diff_cmd = _command(commands, "diff", "show what a spec change does to every target, between two git revisions", _diff)
+    diff_cmd = _command(
+        commands, "diff", "show what a spec change does to every target, between two git revisions", _diff
+    )
     diff_cmd.add_argument("--base", required=True, help="base revision, e.g. origin/main")
-    diff_cmd.add_argument("--head", default=None, help="head revision (default: the working tree, uncommitted edits included)")
-    diff_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
+    diff_cmd.add_argument(
+        "--head", default=None, help="head revision (default: the working tree, uncommitted edits included)"
+    )
+    diff_cmd.add_argument(
+        "--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)"
+    )
     diff_cmd.add_argument("--format", choices=("text", "markdown", "json"), default="text")
     diff_cmd.add_argument("--exit-code", action="store_true", help="exit 1 when any target changes")
-    _drift_arguments(_command(commands, "drift", "compare what runs (cluster dumps, PuppetDB) with what the spec renders", _drift, spec=True))
+    _drift_arguments(
+        _command(
+            commands,
+            "drift",
+            "compare what runs (cluster dumps, PuppetDB) with what the spec renders",
+            _drift,
+            spec=True,
+        )
+    )
     _graph_command(commands)
-    plan_cmd = _command(commands, "plan", "show each wave's revision, what the next promotion changes and the checked states", _plan, spec=True)
-    plan_cmd.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
-                          help="html: the rollout status page, one self-contained file to publish from CI")
-    promote_cmd = _command(commands, "promote", "move the next wave's pin forward (rewrites rollout.yaml) and rebuild the output", _promote)
-    promote_cmd.add_argument("wave", nargs="?", default=None, help="the wave to promote (default: the next one behind)")
-    promote_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
-    promote_cmd.add_argument("-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)")
+    plan_cmd = _command(
+        commands,
+        "plan",
+        "show each wave's revision, what the next promotion changes and the checked states",
+        _plan,
+        spec=True,
+    )
+    plan_cmd.add_argument(
+        "--format",
+        choices=("text", "markdown", "json", "html"),
+        default="text",
+        help="html: the rollout status page, one self-contained file to publish from CI",
+    )
+    promote_cmd = _command(
+        commands,
+        "promote",
+        "move the next wave's pin forward (rewrites rollout.yaml) and rebuild the output",
+        _promote,
+    )
+    promote_cmd.add_argument(
+        "wave", nargs="?", default=None, help="the wave to promote (default: the next one behind)"
+    )
+    promote_cmd.add_argument(
+        "--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)"
+    )
+    promote_cmd.add_argument(
+        "-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)"
+    )
     _evidence_arguments(promote_cmd)
-    promote_cmd.add_argument("--force", action="store_true",
-                             help="promote although the wave before has not converged; recorded in the output and in rollout.yaml")
+    promote_cmd.add_argument(
+        "--force",
+        action="store_true",
+        help="promote although the wave before has not converged; recorded in the output and in rollout.yaml",
+    )
     return parser
 
 
 def _graph_command(commands: argparse._SubParsersAction) -> None:
     from compiler.graph.draw import FORMATS
 
-    graph_cmd = _command(commands, "graph", "draw the mesh, or some services' neighbourhood, as Mermaid, DOT, SVG or HTML", _graph)
-    graph_cmd.add_argument("services", nargs="*", metavar="SERVICE", help="draw only these services, their callers and dependencies")
-    graph_cmd.add_argument("--depth", type=_depth, default=None, help="hops from SERVICE in each direction (default: 1)")
+    graph_cmd = _command(
+        commands,
+        "graph",
+        "draw the mesh, or some services' neighbourhood, as Mermaid, DOT, SVG or HTML",
+        _graph,
+    )
+    graph_cmd.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help="draw only these services, their callers and dependencies",
+    )
+    graph_cmd.add_argument(
+        "--depth", type=_depth, default=None, help="hops from SERVICE in each direction (default: 1)"
+    )
     graph_cmd.add_argument("--format", choices=FORMATS, default="mermaid")
-    graph_cmd.add_argument("--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
-    graph_cmd.add_argument("-o", "--output", type=Path, default=None, help="write to this file (replaced atomically) instead of stdout")
+    graph_cmd.add_argument(
+        "--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)"
+    )
+    graph_cmd.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        default=None,
+        help="write to this file (replaced atomically) instead of stdout",
+    )
 
 
 def _depth(text: str) -> int:
     if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number of hops (0 draws SERVICE alone), got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of hops (0 draws SERVICE alone), got {text!r}"
+        )
     return int(text)
 
 
-def _command(commands: argparse._SubParsersAction, name: str, help_text: str, handler: Callable[[argparse.Namespace], int],
-             spec: bool = False) -> argparse.ArgumentParser:
+def _command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    help_text: str,
+    handler: Callable[[argparse.Namespace], int],
+    spec: bool = False,
+) -> argparse.ArgumentParser:
     sub = commands.add_parser(name, help=help_text, description=help_text)
     sub.set_defaults(handler=handler)
     if spec:
-        sub.add_argument("spec", nargs="?", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)")
+        sub.add_argument(
+            "spec",
+            nargs="?",
+            type=Path,
+            default=Path("mesh-spec"),
+            help="spec directory (default: mesh-spec)",
+        )
     return sub
 
 
@@ -149,7 +245,11 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _waiting(lock: Path) -> None:
-    print(f"meshc: waiting for another meshc build or check of this output (lock {lock})", file=sys.stderr, flush=True)
+    print(
+        f"meshc: waiting for another meshc build or check of this output (lock {lock})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -173,7 +273,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _format_status(status: TreeStatus, out: Path, edits: Mapping[str, DocumentDiff]) -> str:
-    groups = (("stale", status.stale), ("missing", status.missing), ("extra", status.extra), ("hand-edited", status.hand_edited))
+    groups = (
+        ("stale", status.stale),
+        ("missing", status.missing),
+        ("extra", status.extra),
+        ("hand-edited", status.hand_edited),
+    )
     counts = ", ".join(f"{len(paths)} {label}" for label, paths in groups if paths)
     lines = [f"{out}: not what the spec renders ({counts}); run `meshc build` and commit the result"]
     for label, paths in groups:
@@ -213,10 +318,17 @@ def _plan(args: argparse.Namespace) -> int:
 
     context = rollout_context(args.spec)
     if context is None:
-        print(f"meshc: error: {no_rollout_reason(args.spec)}: every target runs the spec as built (see README, Rollout)", file=sys.stderr)
+        print(
+            f"meshc: error: {no_rollout_reason(args.spec)}: every target runs the spec as built (see README, Rollout)",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
-    formatters = {"text": report.format_text, "markdown": report.format_markdown, "json": report.format_json,
-                  "html": render_plan_page}
+    formatters = {
+        "text": report.format_text,
+        "markdown": report.format_markdown,
+        "json": report.format_json,
+        "html": render_plan_page,
+    }
     try:
         plan = plan_rollout(context)
     finally:
@@ -232,8 +344,13 @@ def _promote(args: argparse.Namespace) -> int:
     from compiler.rollout.plan import PromoteError, promote
 
     try:
-        request = DriftRequest(spec=args.spec, kubernetes=tuple(args.kubernetes), acknowledgements=args.acknowledgements,
-                               puppet=_puppet_evidence(args), today=_today())
+        request = DriftRequest(
+            spec=args.spec,
+            kubernetes=tuple(args.kubernetes),
+            acknowledgements=args.acknowledgements,
+            puppet=_puppet_evidence(args),
+            today=_today(),
+        )
         done = promote(args.spec, args.output, args.wave, gate=promotion_gate(request, force=args.force))
     except (PromoteError, DriftInputError) as exc:
         print(exc if isinstance(exc, DriftInputError) else f"meshc: error: {exc}", file=sys.stderr)
@@ -241,8 +358,10 @@ def _promote(args: argparse.Namespace) -> int:
     except GateRefused as exc:
         print(f"meshc: promote refused: {exc}", file=sys.stderr)
         return EXIT_FINDINGS
-    print(f"promoted {done.wave}: {done.old[:12]} -> {done.new[:12]}; {args.spec}/rollout.yaml rewritten, "
-          f"{args.output}: {len(done.written.written)} file(s) written, {len(done.written.removed)} removed")
+    print(
+        f"promoted {done.wave}: {done.old[:12]} -> {done.new[:12]}; {args.spec}/rollout.yaml rewritten, "
+        f"{args.output}: {len(done.written.written)} file(s) written, {len(done.written.removed)} removed"
+    )
     if done.note:
         print(f"FORCED: {done.note} (also the comment on pins.{done.wave} in {args.spec}/rollout.yaml)")
     return EXIT_OK
@@ -257,7 +376,11 @@ def _diff(args: argparse.Namespace) -> int:
         print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
         return EXIT_INVALID
     color = args.format == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
-    formatters = {"text": lambda d: report.format_text(d, color=color), "markdown": report.format_markdown, "json": report.format_json}
+    formatters = {
+        "text": lambda d: report.format_text(d, color=color),
+        "markdown": report.format_markdown,
+        "json": report.format_json,
+    }
     sys.stdout.write(formatters[args.format](result))
     return EXIT_FINDINGS if args.exit_code and result.changed else EXIT_OK
 
@@ -265,29 +388,78 @@ def _diff(args: argparse.Namespace) -> int:
 def _drift_arguments(sub: argparse.ArgumentParser) -> None:
     """`meshc drift`'s options: the evidence (as promote takes it), --partial and --format."""
     _evidence_arguments(sub)
-    sub.add_argument("--partial", action="store_true",
-                     help="check only the evidence given: scopes without evidence are listed but do not fail the run")
-    sub.add_argument("--format", choices=("text", "markdown", "json", "html"), default="text",
-                     help="html: the drift status page, one self-contained file to publish from CI")
+    sub.add_argument(
+        "--partial",
+        action="store_true",
+        help="check only the evidence given: scopes without evidence are listed but do not fail the run",
+    )
+    sub.add_argument(
+        "--format",
+        choices=("text", "markdown", "json", "html"),
+        default="text",
+        help="html: the drift status page, one self-contained file to publish from CI",
+    )
 
 
 def _evidence_arguments(sub: argparse.ArgumentParser) -> None:
     """What runs, for drift and for promote's gate: one evidence option per platform, and the acknowledgements."""
-    sub.add_argument("--kubernetes", action="append", default=[], type=_cluster_dump, metavar="CLUSTER=DUMP",
-                     help="a `kubectl get ... -A -o yaml|json` dump of one cluster (repeat per cluster)")
+    sub.add_argument(
+        "--kubernetes",
+        action="append",
+        default=[],
+        type=_cluster_dump,
+        metavar="CLUSTER=DUMP",
+        help="a `kubectl get ... -A -o yaml|json` dump of one cluster (repeat per cluster)",
+    )
     vms = sub.add_mutually_exclusive_group()
-    vms.add_argument("--puppetdb", metavar="URL", help="PuppetDB to read the VMs' facts and reports from (https://host:8081)")
-    vms.add_argument("--puppet-facts", type=Path, metavar="FILE", help='an export {"nodes": [...], "facts": [...]} instead of PuppetDB')
-    sub.add_argument("--puppetdb-ca", type=Path, metavar="FILE", help="CA bundle PuppetDB's certificate is checked against")
-    sub.add_argument("--puppetdb-cert", type=Path, metavar="FILE", help="client certificate PuppetDB admits (certificate-allowlist)")
+    vms.add_argument(
+        "--puppetdb",
+        metavar="URL",
+        help="PuppetDB to read the VMs' facts and reports from (https://host:8081)",
+    )
+    vms.add_argument(
+        "--puppet-facts",
+        type=Path,
+        metavar="FILE",
+        help='an export {"nodes": [...], "facts": [...]} instead of PuppetDB',
+    )
+    sub.add_argument(
+        "--puppetdb-ca", type=Path, metavar="FILE", help="CA bundle PuppetDB's certificate is checked against"
+    )
+    sub.add_argument(
+        "--puppetdb-cert",
+        type=Path,
+        metavar="FILE",
+        help="client certificate PuppetDB admits (certificate-allowlist)",
+    )
     sub.add_argument("--puppetdb-key", type=Path, metavar="FILE", help="the client certificate's private key")
-    sub.add_argument("--hiera", type=Path, metavar="DIR", help="the Puppet environment deployed on the server, compared with output/puppet/")
-    sub.add_argument("--lag", type=_duration, default=None, metavar="DURATION",
-                     help="how long a host may run an older rendering before it is drifted, e.g. 30m, 2h (default: 30m)")
-    sub.add_argument("--since", type=_instant, default=None, metavar="TIME",
-                     help="when the rendering was deployed (ISO 8601), unless --hiera gives it per file")
-    sub.add_argument("--acknowledgements", type=Path, default=None, metavar="FILE",
-                     help="known drift (default: SPEC/drift-acknowledgements.yaml when it exists)")
+    sub.add_argument(
+        "--hiera",
+        type=Path,
+        metavar="DIR",
+        help="the Puppet environment deployed on the server, compared with output/puppet/",
+    )
+    sub.add_argument(
+        "--lag",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="how long a host may run an older rendering before it is drifted, e.g. 30m, 2h (default: 30m)",
+    )
+    sub.add_argument(
+        "--since",
+        type=_instant,
+        default=None,
+        metavar="TIME",
+        help="when the rendering was deployed (ISO 8601), unless --hiera gives it per file",
+    )
+    sub.add_argument(
+        "--acknowledgements",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="known drift (default: SPEC/drift-acknowledgements.yaml when it exists)",
+    )
 
 
 def _cluster_dump(text: str) -> tuple[str, Path]:
@@ -313,8 +485,10 @@ def _instant(text: str) -> datetime.datetime:
     try:
         when = datetime.datetime.fromisoformat(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an ISO 8601 time such as 2026-11-30T12:00:00Z, got {text!r}") from None
-    return when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2026-11-30T12:00:00Z, got {text!r}"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
 
 
 def _puppet_evidence(args: argparse.Namespace) -> PuppetEvidence:
@@ -322,18 +496,37 @@ def _puppet_evidence(args: argparse.Namespace) -> PuppetEvidence:
     from compiler.drift.detect import PuppetEvidence
     from compiler.drift.model import DriftInputError
 
-    tls = [f"--puppetdb-{name}" for name in ("ca", "cert", "key") if getattr(args, f"puppetdb_{name}") is not None]
+    tls = [
+        f"--puppetdb-{name}"
+        for name in ("ca", "cert", "key")
+        if getattr(args, f"puppetdb_{name}") is not None
+    ]
     if tls and not args.puppetdb:
         raise DriftInputError(tls[0], "is an option of --puppetdb URL, which is not given", "drift-usage")
-    if args.puppetdb and not _http_url(args.puppetdb):  # urllib would read file: or ftp: URLs, or fail with a ValueError
-        raise DriftInputError(args.puppetdb, "--puppetdb takes PuppetDB's http:// or https:// URL "
-                              "(e.g. https://puppetdb:8081)", "drift-usage")
+    if args.puppetdb and not _http_url(
+        args.puppetdb
+    ):  # urllib would read file: or ftp: URLs, or fail with a ValueError
+        raise DriftInputError(
+            args.puppetdb,
+            "--puppetdb takes PuppetDB's http:// or https:// URL (e.g. https://puppetdb:8081)",
+            "drift-usage",
+        )
     if (args.puppetdb_cert is None) != (args.puppetdb_key is None):
-        raise DriftInputError("--puppetdb-cert", "--puppetdb-cert and --puppetdb-key go together", "drift-usage")
+        raise DriftInputError(
+            "--puppetdb-cert", "--puppetdb-cert and --puppetdb-key go together", "drift-usage"
+        )
     now = os.environ.get("MESHC_NOW")  # pins the clock the lag is judged by (tests, reproducible reports)
-    return PuppetEvidence(puppetdb=args.puppetdb, ca=args.puppetdb_ca, cert=args.puppetdb_cert, key=args.puppetdb_key,
-                          facts=args.puppet_facts, hiera=args.hiera, since=args.since,
-                          now=_now(now) if now else None, **({"lag": args.lag} if args.lag is not None else {}))
+    return PuppetEvidence(
+        puppetdb=args.puppetdb,
+        ca=args.puppetdb_ca,
+        cert=args.puppetdb_cert,
+        key=args.puppetdb_key,
+        facts=args.puppet_facts,
+        hiera=args.hiera,
+        since=args.since,
+        now=_now(now) if now else None,
+        **({"lag": args.lag} if args.lag is not None else {}),
+    )
 
 
 def _http_url(text: str) -> bool:
@@ -360,8 +553,14 @@ def _drift(args: argparse.Namespace) -> int:
     from compiler.drift.report import FORMATTERS
 
     try:
-        request = DriftRequest(spec=args.spec, kubernetes=tuple(args.kubernetes), acknowledgements=args.acknowledgements,
-                               puppet=_puppet_evidence(args), today=_today(), partial=args.partial)
+        request = DriftRequest(
+            spec=args.spec,
+            kubernetes=tuple(args.kubernetes),
+            acknowledgements=args.acknowledgements,
+            puppet=_puppet_evidence(args),
+            today=_today(),
+            partial=args.partial,
+        )
         report = detect_drift(request)
     except DriftInputError as exc:
         print(exc, file=sys.stderr)
@@ -376,11 +575,13 @@ def _today() -> datetime.date:
 
     pinned = os.environ.get("MESHC_TODAY")
     if not pinned:
-        return datetime.datetime.now(datetime.timezone.utc).date()
+        return datetime.datetime.now(datetime.UTC).date()
     try:
         return datetime.date.fromisoformat(pinned)
     except ValueError:
-        raise DriftInputError("MESHC_TODAY", f"{pinned!r} is not a date written YYYY-MM-DD", "drift-usage") from None
+        raise DriftInputError(
+            "MESHC_TODAY", f"{pinned!r} is not a date written YYYY-MM-DD", "drift-usage"
+        ) from None
 
 
 def _graph(args: argparse.Namespace) -> int:
@@ -388,7 +589,10 @@ def _graph(args: argparse.Namespace) -> int:
     from compiler.pipeline import lower_dir
 
     if args.depth is not None and not args.services:
-        print("meshc: error: --depth counts hops from a SERVICE; name one, or leave --depth out for the whole mesh", file=sys.stderr)
+        print(
+            "meshc: error: --depth counts hops from a SERVICE; name one, or leave --depth out for the whole mesh",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     if args.output is not None:
         check_picture_path(args.output, args.spec)  # before the drawing: refusing costs nothing then

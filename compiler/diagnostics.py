@@ -126,6 +126,7 @@ class SpecError(Exception):
 
 class EnvironmentFailure(Exception):
     """The machine, not the spec, stopped meshc: a path it cannot read or write (exit 4)."""
+
     def __init__(self, path: str, cause: str) -> None:
         self.path, self.cause = path, cause
         super().__init__(f"{path}: {cause}")
@@ -156,8 +157,12 @@ MAX_EXCERPT = 64  # a user value in a message is cut to this many characters (a 
 
 def escape(text: str) -> str:
     """`text` with line breaks and control characters written as escapes (`\\n`, `\\x00`, `\\u2028`)."""
-    return _UNPRINTABLE.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
-                                                else f"\\u{ord(m.group()):04x}"), text)
+    return _UNPRINTABLE.sub(
+        lambda m: _NAMED.get(
+            m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"
+        ),
+        text,
+    )
 
 
 def excerpt(text: str, limit: int = MAX_EXCERPT) -> str:
@@ -173,7 +178,11 @@ def quote(text: str) -> str:
 def yaml_value(value: Any, limit: int = MAX_EXCERPT) -> str:
     """A value as a YAML reader writes it (`null`, `true`, `8080`, `'8080'`, `[a, b]`), cut to a short excerpt."""
     text = _flow(value)
-    return excerpt(text, limit) if isinstance(value, (list, dict)) or not isinstance(value, str) else quote(value)
+    return (
+        excerpt(text, limit)
+        if isinstance(value, (list, dict)) or not isinstance(value, str)
+        else quote(value)
+    )
 
 
 def _flow(value: Any) -> str:
@@ -182,7 +191,11 @@ def _flow(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return value if _PLAIN.fullmatch(value) and value.lower() not in ("null", "true", "false") else "'" + value.replace("'", "''") + "'"
+        return (
+            value
+            if _PLAIN.fullmatch(value) and value.lower() not in ("null", "true", "false")
+            else "'" + value.replace("'", "''") + "'"
+        )
     if isinstance(value, list):
         return "[" + ", ".join(_flow(item) for item in value[:8]) + (", …]" if len(value) > 8 else "]")
     if isinstance(value, dict):
@@ -200,5 +213,7 @@ def format_all(diagnostics: Iterable[Diagnostic]) -> str:
     found = list(diagnostics)
     lines = [d.format() for d in found]
     files = len({d.span.file for d in found})  # not the text before the first ':': `REV:path` names hold one
-    lines.append(f"Found {len(lines)} error{'s' if len(lines) != 1 else ''} in {files} file{'s' if files != 1 else ''}")
+    lines.append(
+        f"Found {len(lines)} error{'s' if len(lines) != 1 else ''} in {files} file{'s' if files != 1 else ''}"
+    )
     return "\n".join(lines)

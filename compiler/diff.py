@@ -11,22 +11,32 @@ import difflib
 import json
 import os
 import re
-from itertools import compress
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from itertools import compress
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import orjson
 import yaml
 
+from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
+from compiler.backends.kubernetes import kind_rank
 from compiler.diagnostics import Diagnostic, SpecError
-from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT, kind_rank
-from compiler.emit import MANIFEST, Artifact
-from compiler.graph.calls import CallChange, diff_calls
+from compiler.emit import (
+    LOCK_TIMEOUT,
+    MANIFEST,
+    REGULAR,
+    Artifact,
+    TreeStatus,
+    compare_tree,
+    kind_of,
+    output_lock,
+    read_regular,
+)
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
+from compiler.graph.calls import CallChange, diff_calls
 from compiler.ir.model import Workload
-from compiler.emit import LOCK_TIMEOUT, REGULAR, TreeStatus, compare_tree, kind_of, output_lock, read_regular
 from compiler.pipeline import Build, compile
 from compiler.render.restart import Credentials, RestartClass, classify, new_credentials
 from compiler.render.restart import changes as restart_costs
@@ -37,13 +47,16 @@ RECORD = dict(frozen=True, kw_only=True, slots=True)
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 MAX_TEXT_LINES = 400  # a changed text file's unified diff is cut after this many lines
-MAX_COMPARED_BYTES = 16 << 20  # `check` shows what differs only for files up to this size (meshc's are far smaller)
+MAX_COMPARED_BYTES = (
+    16 << 20
+)  # `check` shows what differs only for files up to this size (meshc's are far smaller)
 
 _IDENT = re.compile(r"[A-Za-z_@$][\w@$-]*")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # ---------------------------------------------------------------- records
+
 
 @dataclass(**RECORD)
 class Change:
@@ -74,7 +87,9 @@ class DocumentDiff:
     restart: RestartClass = RestartClass.NONE
     changes: tuple[Change, ...] = ()
     text: tuple[str, ...] = ()  # unified diff lines, for files that are neither JSON nor YAML
-    mirrored: int = 0  # changes left out of a file's list because they repeat its target's sidecar document changes
+    mirrored: int = (
+        0  # changes left out of a file's list because they repeat its target's sidecar document changes
+    )
 
 
 @dataclass(**RECORD)
@@ -93,7 +108,9 @@ class TargetDiff:
     status: str
     restart: RestartClass
     restart_sensitive: bool = False  # the service's `restart_sensitive`
-    credentials: tuple[Credentials, ...] = ()  # clusters it newly watches: the platform must deliver their credentials
+    credentials: tuple[
+        Credentials, ...
+    ] = ()  # clusters it newly watches: the platform must deliver their credentials
     documents: tuple[DocumentDiff, ...] = ()
     files: tuple[DocumentDiff, ...] = ()
 
@@ -171,7 +188,9 @@ class MeshDiff:
     groups: tuple[Group, ...] = ()
     shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
     deletions: tuple[KubeDelete, ...] = ()  # in the order to run them: the reverse of kube-applier's
-    calls: tuple[CallChange, ...] = ()  # call-graph edges added, removed or re-policied (compiler.graph.calls)
+    calls: tuple[
+        CallChange, ...
+    ] = ()  # call-graph edges added, removed or re-policied (compiler.graph.calls)
     waves: tuple[WaveSplit, ...] = ()  # changed targets by wave, in rollout order (the head's wave policy)
     rollout: str = "none"  # "active": rollout.yaml pins the later waves, so only the first wave changes now; "hold"; "none"
 
@@ -213,7 +232,11 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
         result = diff_specs(base_files, head_files, base=base, head=head or WORKING_TREE, label=label)
     except SpecError as exc:
         raise SpecError(at_revision(exc.diagnostics, head)) from None
-    return replace(result, base_diagnostics=at_revision(result.base_diagnostics, base), rollout=_rollout_mode(spec_dir) if result.waves else "none")
+    return replace(
+        result,
+        base_diagnostics=at_revision(result.base_diagnostics, base),
+        rollout=_rollout_mode(spec_dir) if result.waves else "none",
+    )
 
 
 def _rollout_mode(spec_dir: Path) -> str:
@@ -242,8 +265,9 @@ def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tupl
     return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
 
 
-def diff_specs(base_files: SpecFiles | None, head_files: SpecFiles, *,
-               base: str, head: str, label: str) -> MeshDiff:
+def diff_specs(
+    base_files: SpecFiles | None, head_files: SpecFiles, *, base: str, head: str, label: str
+) -> MeshDiff:
     """Compile both spec trees and diff them; an invalid or absent (None) base is diffed as empty, with a note.
 
     Both sides are compiled under the same `label`, so nothing that names the spec directory can
@@ -260,30 +284,46 @@ def diff_specs(base_files: SpecFiles | None, head_files: SpecFiles, *,
             old = compile(base_files, label)
         except SpecError as exc:
             diagnostics = exc.diagnostics
-            notes.append(f"the spec at {base} is invalid ({len(diagnostics)} error(s), listed below); "
-                         "the diff treats the base as empty, so every target is new")
+            notes.append(
+                f"the spec at {base} is invalid ({len(diagnostics)} error(s), listed below); "
+                "the diff treats the base as empty, so every target is new"
+            )
     result = diff_builds(old, new, base=base, head=head, notes=tuple(notes))
     reformatted = _reformatted(base_files or {}, head_files, old, new)
     return replace(result, base_diagnostics=diagnostics, reformatted=reformatted)
 
 
-def diff_builds(old: Build | None, new: Build, *, base: str = "base", head: str = "head", notes: tuple[str, ...] = ()) -> MeshDiff:
+def diff_builds(
+    old: Build | None, new: Build, *, base: str = "base", head: str = "head", notes: tuple[str, ...] = ()
+) -> MeshDiff:
     """Diff two builds (None: nothing at the base) spec file by spec file and target by target."""
     old_files, new_files = _files_by_target(old.artifacts if old else ()), _files_by_target(new.artifacts)
     old_docs, new_docs = _documents(old), _documents(new)
     workloads = {w.id: w for w in (old.mesh.workloads if old else ())} | {w.id: w for w in new.mesh.workloads}
-    datacenters = {name: c.datacenter for name, c in (*(old.mesh.clusters.items() if old else ()), *new.mesh.clusters.items())}
+    datacenters = {
+        name: c.datacenter
+        for name, c in (*(old.mesh.clusters.items() if old else ()), *new.mesh.clusters.items())
+    }
     ids = sorted((set(old_files) | set(new_files) | set(old_docs) | set(new_docs) | set(workloads)) - {None})
     targets = []
     for target in ids:
-        found = _target(target, _placement(target, workloads.get(target), datacenters), old_docs.get(target),
-                        new_docs.get(target), old_files.get(target), new_files.get(target))
+        found = _target(
+            target,
+            _placement(target, workloads.get(target), datacenters),
+            old_docs.get(target),
+            new_docs.get(target),
+            old_files.get(target),
+            new_files.get(target),
+        )
         if found is not None:
             targets.append(found)
     return MeshDiff(
-        base=base, head=head, notes=notes,
+        base=base,
+        head=head,
+        notes=notes,
         spec=tuple(_spec_diffs(old.spec if old else None, new.spec)),
-        targets=tuple(targets), groups=group(targets),
+        targets=tuple(targets),
+        groups=group(targets),
         shared=_file_diffs(old_files.get(None, {}), new_files.get(None, {})),
         deletions=kube_deletions(old.artifacts if old else (), new.artifacts),
         calls=diff_calls(old.mesh if old else None, new.mesh),
@@ -301,10 +341,15 @@ def _wave_split(old: Build | None, new: Build, targets: Sequence[TargetDiff]) ->
 
     waves = assign(policy, old.mesh.workloads if old else ()) | dict(new.mesh.waves)
     first = next(w.name for w in policy.waves if not w.takes_hosts)
-    split = {wave.name: [t.target for t in targets if waves.get(t.target, first) == wave.name] for wave in policy.waves}
+    split = {
+        wave.name: [t.target for t in targets if waves.get(t.target, first) == wave.name]
+        for wave in policy.waves
+    }
     if not targets:
         return ()
-    return tuple(WaveSplit(wave=name, targets=tuple(found)) for name, found in split.items() if found or name == first)
+    return tuple(
+        WaveSplit(wave=name, targets=tuple(found)) for name, found in split.items() if found or name == first
+    )
 
 
 def group(targets: Sequence[TargetDiff]) -> tuple[Group, ...]:
@@ -313,9 +358,17 @@ def group(targets: Sequence[TargetDiff]) -> tuple[Group, ...]:
     for target in targets:
         keyed.setdefault((target.platform, target.datacenter), []).append(target)
     return tuple(
-        Group(platform=platform, datacenter=dc, targets=tuple(t.target for t in members),
-              added=sum(t.status == ADDED for t in members), removed=sum(t.status == REMOVED for t in members),
-              **{restart_key(cls): sum(t.status == CHANGED and t.restart == cls for t in members) for cls in RestartClass})
+        Group(
+            platform=platform,
+            datacenter=dc,
+            targets=tuple(t.target for t in members),
+            added=sum(t.status == ADDED for t in members),
+            removed=sum(t.status == REMOVED for t in members),
+            **{
+                restart_key(cls): sum(t.status == CHANGED and t.restart == cls for t in members)
+                for cls in RestartClass
+            },
+        )
         for (platform, dc), members in sorted(keyed.items())
     )
 
@@ -326,6 +379,7 @@ def restart_key(cls: RestartClass) -> str:
 
 
 # ---------------------------------------------------------------- Kubernetes objects left behind
+
 
 def kube_deletions(old: Sequence[Artifact], new: Sequence[Artifact]) -> tuple[KubeDelete, ...]:
     """The Kubernetes objects of `old` that `new` no longer writes, in the order to delete them by hand.
@@ -338,33 +392,61 @@ def kube_deletions(old: Sequence[Artifact], new: Sequence[Artifact]) -> tuple[Ku
     """
     before = {a.path: a.data for a in old if _cluster_of(a.path)}
     after = {a.path: a.data for a in new if _cluster_of(a.path)}
-    kept = {_kube_key(path, obj) for path, data in after.items() if before.get(path) != data for obj in object_heads(path, data)}
+    kept = {
+        _kube_key(path, obj)
+        for path, data in after.items()
+        if before.get(path) != data
+        for obj in object_heads(path, data)
+    }
     gone: dict[str, list[KubeDelete]] = {}
     for path, data in before.items():
         if after.get(path) == data:
             continue
         cluster = _cluster_of(path) or ""
-        gone.setdefault(cluster, []).extend(_delete(cluster, path, obj) for obj in object_heads(path, data)
-                                            if _kube_key(path, obj) not in kept)
-    return tuple(d for cluster in sorted(gone)
-                 for d in sorted(gone[cluster], key=lambda d: (d.file, kind_rank(d.kind), d.namespace or "", d.name), reverse=True))
+        gone.setdefault(cluster, []).extend(
+            _delete(cluster, path, obj)
+            for obj in object_heads(path, data)
+            if _kube_key(path, obj) not in kept
+        )
+    return tuple(
+        d
+        for cluster in sorted(gone)
+        for d in sorted(
+            gone[cluster], key=lambda d: (d.file, kind_rank(d.kind), d.namespace or "", d.name), reverse=True
+        )
+    )
 
 
 def _cluster_of(path: str) -> str | None:
     parts = path.split("/")
-    return parts[1] if len(parts) >= 3 and parts[0] == KUBERNETES_ROOT and parts[-1].endswith(".yaml") else None
+    return (
+        parts[1] if len(parts) >= 3 and parts[0] == KUBERNETES_ROOT and parts[-1].endswith(".yaml") else None
+    )
 
 
 def _kube_key(path: str, obj: Mapping[str, Any]) -> tuple[str | None, str, str, str | None, str]:
     """(cluster, API group, kind, namespace, name): an object whatever file or API version holds it."""
     meta = obj["metadata"]
-    return _cluster_of(path), str(obj.get("apiVersion", "v1")).rpartition("/")[0], obj["kind"], meta.get("namespace"), meta["name"]
+    return (
+        _cluster_of(path),
+        str(obj.get("apiVersion", "v1")).rpartition("/")[0],
+        obj["kind"],
+        meta.get("namespace"),
+        meta["name"],
+    )
 
 
 def _delete(cluster: str, path: str, obj: Mapping[str, Any]) -> KubeDelete:
     meta = obj["metadata"]
-    return KubeDelete(cluster=cluster, api_version=str(obj.get("apiVersion", "v1")), kind=obj["kind"], namespace=meta.get("namespace"),
-                      name=meta["name"], file=path, cascades=obj["kind"] == "Namespace")
+    return KubeDelete(
+        cluster=cluster,
+        api_version=str(obj.get("apiVersion", "v1")),
+        kind=obj["kind"],
+        namespace=meta.get("namespace"),
+        name=meta["name"],
+        file=path,
+        cascades=obj["kind"] == "Namespace",
+    )
 
 
 def object_heads(path: str, data: bytes) -> list[dict[str, Any]]:
@@ -380,11 +462,19 @@ def object_heads(path: str, data: bytes) -> list[dict[str, Any]]:
         parsed = parse_file(path, data)
         found = parsed[0] if parsed is not None else None
         heads = found if isinstance(found, list) else [found]
-    return [h for h in heads if isinstance(h, dict) and isinstance(h.get("kind"), str) and isinstance(h.get("metadata"), dict)
-            and isinstance(h["metadata"].get("name"), str) and isinstance(h["metadata"].get("namespace", ""), str)]
+    return [
+        h
+        for h in heads
+        if isinstance(h, dict)
+        and isinstance(h.get("kind"), str)
+        and isinstance(h.get("metadata"), dict)
+        and isinstance(h["metadata"].get("name"), str)
+        and isinstance(h["metadata"].get("namespace", ""), str)
+    ]
 
 
 # ---------------------------------------------------------------- spec files
+
 
 def _spec_diffs(old: Spec | None, new: Spec) -> Iterator[SpecFileDiff]:
     before, after = _spec_data(old), _spec_data(new)
@@ -395,7 +485,9 @@ def _spec_diffs(old: Spec | None, new: Spec) -> Iterator[SpecFileDiff]:
         elif name not in before:
             yield SpecFileDiff(file=name, service=service, status=ADDED)
         elif before[name] != after[name]:
-            yield SpecFileDiff(file=name, service=service, status=CHANGED, changes=diff_values(before[name], after[name]))
+            yield SpecFileDiff(
+                file=name, service=service, status=CHANGED, changes=diff_values(before[name], after[name])
+            )
 
 
 def _spec_data(spec: Spec | None) -> dict[str, Any]:
@@ -403,18 +495,24 @@ def _spec_data(spec: Spec | None) -> dict[str, Any]:
     if spec is None:
         return {}
     label = spec.mesh.file[: -len(MESH_FILE)]
-    return {name[len(label):]: doc.data for name, doc in spec.documents.items()}
+    return {name[len(label) :]: doc.data for name, doc in spec.documents.items()}
 
 
 def _reformatted(before: SpecFiles, after: SpecFiles, old: Build | None, new: Build) -> tuple[str, ...]:
     if old is None:
         return ()
     old_data, new_data = _spec_data(old.spec), _spec_data(new.spec)
-    return tuple(sorted(name for name in set(before) & set(after)
-                        if before[name] != after[name] and name in old_data and old_data.get(name) == new_data.get(name)))
+    return tuple(
+        sorted(
+            name
+            for name in set(before) & set(after)
+            if before[name] != after[name] and name in old_data and old_data.get(name) == new_data.get(name)
+        )
+    )
 
 
 # ---------------------------------------------------------------- targets
+
 
 def _files_by_target(artifacts: Sequence[Artifact]) -> dict[str | None, dict[str, bytes]]:
     files: dict[str | None, dict[str, bytes]] = {}
@@ -428,9 +526,18 @@ def _documents(build: Build | None) -> dict[str, Mapping[str, Any]]:
     return {wid: config.documents for wid, config in build.sidecars.items()} if build else {}
 
 
-def _target(target: str, placement: Mapping[str, Any], old_docs: Mapping[str, Any] | None, new_docs: Mapping[str, Any] | None,
-            old_files: Mapping[str, bytes] | None, new_files: Mapping[str, bytes] | None) -> TargetDiff | None:
-    existed, exists = old_docs is not None or old_files is not None, new_docs is not None or new_files is not None
+def _target(
+    target: str,
+    placement: Mapping[str, Any],
+    old_docs: Mapping[str, Any] | None,
+    new_docs: Mapping[str, Any] | None,
+    old_files: Mapping[str, bytes] | None,
+    new_files: Mapping[str, bytes] | None,
+) -> TargetDiff | None:
+    existed, exists = (
+        old_docs is not None or old_files is not None,
+        new_docs is not None or new_files is not None,
+    )
     status = CHANGED if existed and exists else (ADDED if exists else REMOVED)
     # A target that starts or stops restarts nothing that runs: its documents cost nothing either.
     documents = _document_diffs(old_docs or {}, new_docs or {}, priced=status == CHANGED)
@@ -441,26 +548,48 @@ def _target(target: str, placement: Mapping[str, Any], old_docs: Mapping[str, An
     restart = classify(old_docs, new_docs) if status == CHANGED else RestartClass.NONE
     if status == CHANGED and credentials and placement["platform"] == "kubernetes":
         restart = RestartClass.POD_ROLL  # a new credentials volume changes the pod template
-    return TargetDiff(target=target, status=status, restart=restart, credentials=credentials,
-                      documents=documents, files=files, **placement)
+    return TargetDiff(
+        target=target,
+        status=status,
+        restart=restart,
+        credentials=credentials,
+        documents=documents,
+        files=files,
+        **placement,
+    )
 
 
 def _placement(target: str, workload: Workload | None, datacenters: Mapping[str, str]) -> dict[str, Any]:
     """Where a target lives; a target that is no workload (an external discovery reader's
     `k8s/<cluster>/<namespace>/<service>`) is placed by its id, in its cluster's datacenter."""
     if workload is not None:
-        return {"service": workload.service, "platform": workload.platform, "datacenter": workload.datacenter,
-                "cluster": workload.cluster, "namespace": workload.namespace, "restart_sensitive": workload.restart_sensitive}
+        return {
+            "service": workload.service,
+            "platform": workload.platform,
+            "datacenter": workload.datacenter,
+            "cluster": workload.cluster,
+            "namespace": workload.namespace,
+            "restart_sensitive": workload.restart_sensitive,
+        }
     parts = target.split("/")
     if len(parts) == 4 and parts[0] == "k8s":
-        return {"service": parts[3], "platform": "kubernetes", "datacenter": datacenters.get(parts[1], "?"),
-                "cluster": parts[1], "namespace": parts[2]}
+        return {
+            "service": parts[3],
+            "platform": "kubernetes",
+            "datacenter": datacenters.get(parts[1], "?"),
+            "cluster": parts[1],
+            "namespace": parts[2],
+        }
     return {"service": parts[-1], "platform": parts[0], "datacenter": "?", "cluster": None, "namespace": "?"}
 
 
-def _document_diffs(old: Mapping[str, Any], new: Mapping[str, Any], priced: bool = True) -> tuple[DocumentDiff, ...]:
+def _document_diffs(
+    old: Mapping[str, Any], new: Mapping[str, Any], priced: bool = True
+) -> tuple[DocumentDiff, ...]:
     diffs = []
-    costs = restart_costs(old, new) if priced else {}  # per document: a Synapse `services` change alone is a hot reload
+    costs = (
+        restart_costs(old, new) if priced else {}
+    )  # per document: a Synapse `services` change alone is a hot reload
     for name in sorted(set(old) | set(new)):
         restart = costs.get(name, RestartClass.NONE)
         if name not in new:
@@ -468,11 +597,17 @@ def _document_diffs(old: Mapping[str, Any], new: Mapping[str, Any], priced: bool
         elif name not in old:
             diffs.append(DocumentDiff(name=name, status=ADDED, restart=restart))
         elif old[name] != new[name]:
-            diffs.append(DocumentDiff(name=name, status=CHANGED, restart=restart, changes=diff_values(old[name], new[name])))
+            diffs.append(
+                DocumentDiff(
+                    name=name, status=CHANGED, restart=restart, changes=diff_values(old[name], new[name])
+                )
+            )
     return tuple(diffs)
 
 
-def _without_mirrors(files: tuple[DocumentDiff, ...], documents: tuple[DocumentDiff, ...]) -> tuple[DocumentDiff, ...]:
+def _without_mirrors(
+    files: tuple[DocumentDiff, ...], documents: tuple[DocumentDiff, ...]
+) -> tuple[DocumentDiff, ...]:
     """Drop file changes that repeat a sidecar document change (a ConfigMap or hiera key holding the document)."""
     seen: dict[tuple[str, str, str], list[str]] = {}
     for doc in documents:
@@ -483,7 +618,11 @@ def _without_mirrors(files: tuple[DocumentDiff, ...], documents: tuple[DocumentD
     result = []
     for file in files:
         kept = [c for c in file.changes if not _mirrors(c, seen.get(_signature(c), ()))]
-        result.append(replace(file, changes=tuple(kept), mirrored=len(file.changes) - len(kept)) if len(kept) < len(file.changes) else file)
+        result.append(
+            replace(file, changes=tuple(kept), mirrored=len(file.changes) - len(kept))
+            if len(kept) < len(file.changes)
+            else file
+        )
     return tuple(result)
 
 
@@ -492,8 +631,11 @@ def _signature(change: Change) -> tuple[str, str, str]:
 
 
 def _mirrors(change: Change, paths: Sequence[str]) -> bool:
-    return any(change.path.endswith(path) and change.path[-len(path) - 1] in ".]" for path in paths
-               if len(change.path) > len(path))
+    return any(
+        change.path.endswith(path) and change.path[-len(path) - 1] in ".]"
+        for path in paths
+        if len(change.path) > len(path)
+    )
 
 
 def _file_diffs(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> tuple[DocumentDiff, ...]:
@@ -508,8 +650,12 @@ def _file_diffs(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> tuple[Doc
     return tuple(diffs)
 
 
-def output_drift(spec_dir: Path, out: Path, lock_timeout: float = LOCK_TIMEOUT,
-                 on_wait: Callable[[Path], None] | None = None) -> tuple[TreeStatus, dict[str, DocumentDiff]]:
+def output_drift(
+    spec_dir: Path,
+    out: Path,
+    lock_timeout: float = LOCK_TIMEOUT,
+    on_wait: Callable[[Path], None] | None = None,
+) -> tuple[TreeStatus, dict[str, DocumentDiff]]:
     """`meshc check` in full: how `out` differs from what the spec renders, and, for every stale or
     hand-edited file, what a rebuild would change (on disk → rendered, as `diff` shows base → head).
 
@@ -517,7 +663,9 @@ def output_drift(spec_dir: Path, out: Path, lock_timeout: float = LOCK_TIMEOUT,
     """
     real = Path(os.path.realpath(out))
     with output_lock(real, str(out), lock_timeout, on_wait, required=False):
-        from compiler.rollout.build import output_for  # with a rollout.yaml, every wave's revision is compiled
+        from compiler.rollout.build import (
+            output_for,
+        )  # with a rollout.yaml, every wave's revision is compiled
 
         tree = output_for(spec_dir)
         status = compare_tree(real, tree)
@@ -531,8 +679,11 @@ def _rebuild_edit(root: Path, path: str, rendered: bytes) -> DocumentDiff:
     if on_disk is not None:
         return diff_file(path, on_disk, rendered)
     info = os.lstat(root / path)
-    what = (f"{info.st_size:,} bytes on disk, more than the {MAX_COMPARED_BYTES >> 20} MiB meshc compares as data"
-            if kind_of(info.st_mode) == REGULAR else f"a {kind_of(info.st_mode)} on disk, not a regular file")
+    what = (
+        f"{info.st_size:,} bytes on disk, more than the {MAX_COMPARED_BYTES >> 20} MiB meshc compares as data"
+        if kind_of(info.st_mode) == REGULAR
+        else f"a {kind_of(info.st_mode)} on disk, not a regular file"
+    )
     return DocumentDiff(name=path, status=CHANGED, text=(f"(not compared: {what})",))
 
 
@@ -540,14 +691,22 @@ def diff_file(path: str, old: bytes, new: bytes) -> DocumentDiff:
     """One output file's two versions compared as data (JSON, YAML), or else line by line."""
     if PurePosixPath(path).suffix in (".yaml", ".yml"):
         try:
-            return DocumentDiff(name=path, status=CHANGED, changes=diff_canonical_yaml(old.decode(), new.decode()))
+            return DocumentDiff(
+                name=path, status=CHANGED, changes=diff_canonical_yaml(old.decode(), new.decode())
+            )
         except (NotCanonical, UnicodeDecodeError):
             pass  # read whole by a YAML library below
     before, after = parse_file(path, old), parse_file(path, new)
     if before is not None and after is not None:
         return DocumentDiff(name=path, status=CHANGED, changes=diff_values(before[0], after[0]))
-    lines = difflib.unified_diff(old.decode(errors="replace").splitlines(), new.decode(errors="replace").splitlines(),
-                                 fromfile=f"a/{path}", tofile=f"b/{path}", n=1, lineterm="")
+    lines = difflib.unified_diff(
+        old.decode(errors="replace").splitlines(),
+        new.decode(errors="replace").splitlines(),
+        fromfile=f"a/{path}",
+        tofile=f"b/{path}",
+        n=1,
+        lineterm="",
+    )
     text = list(lines)
     if len(text) > MAX_TEXT_LINES:
         text = [*text[:MAX_TEXT_LINES], f"... {len(text) - MAX_TEXT_LINES} more diff lines cut"]
@@ -578,6 +737,7 @@ def _load_yaml(text: str) -> Any:
 
 
 # ---------------------------------------------------------------- canonical YAML
+
 
 class NotCanonical(ValueError):
     """The text is not in the exact form `compiler.emit.dump_yaml` writes (read it with a YAML library)."""
@@ -657,7 +817,11 @@ def _keyed_documents(documents: Sequence[str]) -> dict[str, str]:
     for document in documents:
         head = _object_head(document)
         meta = head.get("metadata")
-        if not isinstance(meta, dict) or not isinstance(head.get("kind"), str) or not isinstance(meta.get("name"), str):
+        if (
+            not isinstance(meta, dict)
+            or not isinstance(head.get("kind"), str)
+            or not isinstance(meta.get("name"), str)
+        ):
             raise NotCanonical("a document that is no Kubernetes object")
         key = "/".join(str(part) for part in (head["kind"], meta.get("namespace"), meta["name"]) if part)
         if key in keyed:
@@ -697,8 +861,10 @@ def _body_lines(text: str) -> list[str]:
 Span = tuple[int, int]  # a half-open range of lines
 
 
-def _diff_spans(old: _CanonicalReader, a: Span, new: _CanonicalReader, b: Span, indent: int, path: str, out: list[Change]) -> None:
-    if old.lines[a[0]:a[1]] == new.lines[b[0]:b[1]]:
+def _diff_spans(
+    old: _CanonicalReader, a: Span, new: _CanonicalReader, b: Span, indent: int, path: str, out: list[Change]
+) -> None:
+    if old.lines[a[0] : a[1]] == new.lines[b[0] : b[1]]:
         return
     if not (old.is_mapping(a[0], indent) and new.is_mapping(b[0], indent)):
         _diff(old.read(*a, indent), new.read(*b, indent), path, out)
@@ -711,7 +877,15 @@ def _diff_spans(old: _CanonicalReader, a: Span, new: _CanonicalReader, b: Span, 
         elif key not in before:
             out.append(Change(path=child, kind=ADDED, new=new.entry_value(after[key], indent)))
         elif old.has_block(before[key]) and new.has_block(after[key]):
-            _diff_spans(old, (before[key][0] + 1, before[key][1]), new, (after[key][0] + 1, after[key][1]), indent + 2, child, out)
+            _diff_spans(
+                old,
+                (before[key][0] + 1, before[key][1]),
+                new,
+                (after[key][0] + 1, after[key][1]),
+                indent + 2,
+                child,
+                out,
+            )
         elif old.lines[slice(*before[key])] != new.lines[slice(*after[key])]:
             _diff(old.entry_value(before[key], indent), new.entry_value(after[key], indent), child, out)
 
@@ -772,13 +946,19 @@ class _CanonicalReader:
 
     def is_mapping(self, line: int, indent: int) -> bool:
         """Does a block mapping at `indent` start at `line`?"""
-        return self.indent[line] == indent and not self.content[line].startswith("-") and self.key(line) is not None
+        return (
+            self.indent[line] == indent
+            and not self.content[line].startswith("-")
+            and self.key(line) is not None
+        )
 
     def entries(self, span: Span, indent: int) -> dict[str, Span]:
         """The mapping at `indent` in `span`: each key and the lines of its entry (key line included)."""
-        lines = self.lines[span[0]:span[1]]
+        lines = self.lines[span[0] : span[1]]
         # map() over compiled patterns keeps this scan, the hot loop of a mesh-wide diff, in C.
-        if any(map(re.compile(f"(?! {{{indent}}})(?=.)").match, lines)):  # blank lines belong to literal blocks
+        if any(
+            map(re.compile(f"(?! {{{indent}}})(?=.)").match, lines)
+        ):  # blank lines belong to literal blocks
             raise NotCanonical(f"line {span[0] + 1}: a block ends inside its span")
         starts = list(compress(range(*span), map(re.compile(f" {{{indent}}}[^ ]").match, lines)))
         result: dict[str, Span] = {}
@@ -799,7 +979,7 @@ class _CanonicalReader:
         key, end = self.key(entry[0]) or ("", 0)
         text = self.content[entry[0]]
         self.pos = entry[0] + 1
-        value = self.node(indent + 2) if end == len(text) else self.scalar(text[end + 1:], indent + 2)
+        value = self.node(indent + 2) if end == len(text) else self.scalar(text[end + 1 :], indent + 2)
         if self.pos != entry[1]:
             raise NotCanonical(f"unexpected line {self.pos + 1}")
         return value
@@ -819,12 +999,18 @@ class _CanonicalReader:
             key, end = found
             text = content[self.pos]
             self.pos += 1
-            result[key] = self.node(indent + 2) if end == len(text) else self.scalar(text[end + 1:], indent + 2)
+            result[key] = (
+                self.node(indent + 2) if end == len(text) else self.scalar(text[end + 1 :], indent + 2)
+            )
         return result
 
     def sequence(self, indent: int) -> list[Any]:
         items: list[Any] = []
-        while self.pos < len(self.lines) and self.indent[self.pos] == indent and self.content[self.pos].startswith("-"):
+        while (
+            self.pos < len(self.lines)
+            and self.indent[self.pos] == indent
+            and self.content[self.pos].startswith("-")
+        ):
             rest = self.content[self.pos][1:]
             if rest == "":
                 self.pos += 1
@@ -869,7 +1055,9 @@ class _CanonicalReader:
     def literal(self, chomp: str, indent: int) -> str:
         pad = " " * indent
         body: list[str] = []
-        while self.pos < len(self.lines) and (self.lines[self.pos] == "" or self.lines[self.pos].startswith(pad)):
+        while self.pos < len(self.lines) and (
+            self.lines[self.pos] == "" or self.lines[self.pos].startswith(pad)
+        ):
             body.append(self.lines[self.pos][indent:])
             self.pos += 1
         end = len(body)
@@ -883,6 +1071,7 @@ class _CanonicalReader:
 
 
 # ---------------------------------------------------------------- values
+
 
 def diff_values(old: Any, new: Any) -> tuple[Change, ...]:
     """Every difference between two plain data values, as changes at paths like `a[name].b[0].c`."""
@@ -908,7 +1097,9 @@ def _diff_dicts(old: dict, new: dict, path: str, out: list[Change]) -> None:
     _diff_keyed(old, new, lambda key: _key_path(path, key), out)
 
 
-def _diff_keyed(old: Mapping[Any, Any], new: Mapping[Any, Any], child: Callable[[Any], str], out: list[Change]) -> None:
+def _diff_keyed(
+    old: Mapping[Any, Any], new: Mapping[Any, Any], child: Callable[[Any], str], out: list[Change]
+) -> None:
     """Entries matched by key (old order, then what is new): removed, added, or diffed in place."""
     for key in [*old, *(k for k in new if k not in old)]:
         if key not in new:
@@ -938,7 +1129,9 @@ def _diff_aligned(old: list, new: list, path: str, out: list[Change]) -> None:
 
     Items replaced one for one are diffed inside, at their new index; the rest are added or removed.
     """
-    matcher = difflib.SequenceMatcher(None, [_canonical(i) for i in old], [_canonical(i) for i in new], autojunk=False)
+    matcher = difflib.SequenceMatcher(
+        None, [_canonical(i) for i in old], [_canonical(i) for i in new], autojunk=False
+    )
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
         if op == "equal":
             continue
@@ -973,14 +1166,20 @@ def _unique_values(items: list) -> bool:
 def _diff_value_sets(old: list, new: list, path: str, out: list[Change]) -> None:
     """Items matched by value, like `_diff_sets`: adding a client is one `+` of it, wherever it sorts."""
     before, after = {_canonical(i): i for i in old}, {_canonical(i): i for i in new}
-    out += [Change(path=path or ".", kind=REMOVED, old=item) for key, item in before.items() if key not in after]
-    out += [Change(path=path or ".", kind=ADDED, new=item) for key, item in after.items() if key not in before]
+    out += [
+        Change(path=path or ".", kind=REMOVED, old=item) for key, item in before.items() if key not in after
+    ]
+    out += [
+        Change(path=path or ".", kind=ADDED, new=item) for key, item in after.items() if key not in before
+    ]
     if before.keys() == after.keys():  # same members, new order
         out.append(Change(path=path or ".", kind=CHANGED, old=old, new=new))
 
 
 def _unique_scalars(items: list) -> bool:
-    return all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in items) and len(set(items)) == len(items)
+    return all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in items) and len(
+        set(items)
+    ) == len(items)
 
 
 KeyFn = Callable[[Any], Any]
@@ -990,8 +1189,13 @@ _LIST_KEYS: tuple[tuple[Callable[[Any], bool], KeyFn, Callable[[Any], str]], ...
     (lambda i: "name" in i, lambda i: i["name"], str),
     (lambda i: "service" in i, lambda i: i["service"], lambda k: f"service={k}"),
     (lambda i: "cluster_name" in i, lambda i: i["cluster_name"], lambda k: f"cluster_name={k}"),
-    (lambda i: isinstance(i.get("metadata"), dict) and "name" in i["metadata"] and "kind" in i,
-     lambda i: f"{i['kind']}/{i['metadata'].get('namespace', '')}/{i['metadata']['name']}".replace("//", "/"), str),
+    (
+        lambda i: isinstance(i.get("metadata"), dict) and "name" in i["metadata"] and "kind" in i,
+        lambda i: f"{i['kind']}/{i['metadata'].get('namespace', '')}/{i['metadata']['name']}".replace(
+            "//", "/"
+        ),
+        str,
+    ),
     (lambda i: "cluster" in i, lambda i: i["cluster"], lambda k: f"cluster={k}"),
     (lambda i: "@type" in i, lambda i: i["@type"], lambda k: f"@type={k}"),
 )

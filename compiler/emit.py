@@ -49,6 +49,7 @@ class Artifact:
 
 # ---------------------------------------------------------------- serialization
 
+
 def dump_json(data: Any) -> bytes:
     """Canonical JSON: sorted keys, two-space indent, UTF-8, trailing newline.
 
@@ -99,7 +100,7 @@ def _block(data: dict | list, indent: int, lines: list[str]) -> None:
             if isinstance(item, dict) and item:
                 start = len(lines)
                 _block(item, indent + 2, lines)
-                lines[start] = f"{pad}- {lines[start][indent + 2:]}"
+                lines[start] = f"{pad}- {lines[start][indent + 2 :]}"
             else:
                 _entry(f"{pad}-", item, indent, lines)
 
@@ -141,8 +142,11 @@ def _float(value: float) -> str:
 def _literal_ok(value: str) -> bool:
     """Multi-line text reads best as a literal block, if it has nothing a block cannot hold."""
     # One C-level isprintable() over the text: a per-character loop here dominated big builds.
-    return ("\n" in value.rstrip("\n") and not value.startswith((" ", "\n"))
-            and value.replace("\n", "").replace("\t", "").isprintable())
+    return (
+        "\n" in value.rstrip("\n")
+        and not value.startswith((" ", "\n"))
+        and value.replace("\n", "").replace("\t", "").isprintable()
+    )
 
 
 def _literal(value: str, indent: int) -> str:
@@ -157,6 +161,7 @@ def _literal(value: str, indent: int) -> str:
 
 
 # ---------------------------------------------------------------- writing
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WriteResult:
@@ -187,13 +192,15 @@ def manifest(artifacts: Sequence[Artifact], rollout: Mapping[str, Any] | None = 
     for artifact in artifacts:
         if artifact.target is not None:
             targets.setdefault(artifact.target, []).append(artifact.path)
-    return dump_json({
-        "format": MANIFEST_FORMAT,
-        "meshc_version": __version__,
-        "files": {a.path: hashlib.sha256(a.data).hexdigest() for a in artifacts},
-        "targets": {target: sorted(paths) for target, paths in targets.items()},
-        **({"rollout": rollout} if rollout is not None else {}),
-    })
+    return dump_json(
+        {
+            "format": MANIFEST_FORMAT,
+            "meshc_version": __version__,
+            "files": {a.path: hashlib.sha256(a.data).hexdigest() for a in artifacts},
+            "targets": {target: sorted(paths) for target, paths in targets.items()},
+            **({"rollout": rollout} if rollout is not None else {}),
+        }
+    )
 
 
 def render_tree(artifacts: Sequence[Artifact], rollout: Mapping[str, Any] | None = None) -> dict[str, bytes]:
@@ -216,14 +223,18 @@ def _check_path(path: str) -> None:
 
 def read_tree(root: Path) -> dict[str, bytes]:
     """Every regular file under `root` as relative posix path -> bytes ({} if root is absent); for tests and small trees."""
-    return {path: (root / path).read_bytes() for path, entry in scan_tree(root).items() if entry.kind == REGULAR}
+    return {
+        path: (root / path).read_bytes() for path, entry in scan_tree(root).items() if entry.kind == REGULAR
+    }
 
 
 # ---------------------------------------------------------------- what is on disk
 
 REGULAR, DIRECTORY = "regular file", "directory"
 _CHUNK = 1 << 20  # files are hashed in 1 MiB reads: a 2 GiB hand-made file costs time, never memory
-MAX_MANIFEST_BYTES = 64 << 20  # a 3,000-service mesh's manifest is a few MB; a bigger "manifest" is not meshc's
+MAX_MANIFEST_BYTES = (
+    64 << 20
+)  # a 3,000-service mesh's manifest is a few MB; a bigger "manifest" is not meshc's
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -258,8 +269,15 @@ def scan_tree(root: Path) -> dict[str, OnDisk]:
 
 def kind_of(mode: int) -> str:
     """What a file mode is, in words."""
-    kinds = ((stat.S_ISREG, REGULAR), (stat.S_ISDIR, DIRECTORY), (stat.S_ISLNK, "symlink"), (stat.S_ISFIFO, "named pipe (FIFO)"),
-             (stat.S_ISSOCK, "socket"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"))
+    kinds = (
+        (stat.S_ISREG, REGULAR),
+        (stat.S_ISDIR, DIRECTORY),
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISFIFO, "named pipe (FIFO)"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+    )
     return next((name for test, name in kinds if test(mode)), "special file")
 
 
@@ -297,7 +315,10 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     raw = read_regular(root / MANIFEST, MAX_MANIFEST_BYTES)
     try:
         data = json.loads(raw) if raw is not None else None
-    except (ValueError, RecursionError):  # RecursionError: a hand-made file nested deeper than the parser goes
+    except (
+        ValueError,
+        RecursionError,
+    ):  # RecursionError: a hand-made file nested deeper than the parser goes
         return None
     return data if _is_manifest(data) else None
 
@@ -307,15 +328,22 @@ def _is_manifest(data: Any) -> bool:
     if not isinstance(data, dict) or not {"format", "meshc_version", "files", "targets"} <= set(data):
         return False
     files, targets = data["files"], data["targets"]
-    return (type(data["format"]) is int and data["format"] == MANIFEST_FORMAT and isinstance(data["meshc_version"], str)
-            and isinstance(files, dict) and all(isinstance(v, str) and _SHA256.fullmatch(v) for v in files.values())
-            and isinstance(targets, dict) and all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in targets.values()))
+    return (
+        type(data["format"]) is int
+        and data["format"] == MANIFEST_FORMAT
+        and isinstance(data["meshc_version"], str)
+        and isinstance(files, dict)
+        and all(isinstance(v, str) and _SHA256.fullmatch(v) for v in files.values())
+        and isinstance(targets, dict)
+        and all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in targets.values())
+    )
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 # ---------------------------------------------------------------- which output paths meshc may replace
+
 
 class OutputRefused(Exception):
     """meshc will not build into this path (exit 2): it is no directory meshc may replace as a whole."""
@@ -340,21 +368,32 @@ def resolve_output(out: Path, protect: Sequence[tuple[str, Path]] = ()) -> Path:
         info = _link_target(path, label)
     if info is not None and not stat.S_ISDIR(info.st_mode):
         what = f"a symlink to a {kind_of(info.st_mode)}" if link else f"a {kind_of(info.st_mode)}"
-        raise OutputRefused(label, f"is {what}, not a directory; name a directory that is new, empty or built by meshc")
+        raise OutputRefused(
+            label, f"is {what}, not a directory; name a directory that is new, empty or built by meshc"
+        )
     real = Path(os.path.realpath(path))
     if ".git" in real.parts:
-        raise OutputRefused(label, "is inside a .git directory, which belongs to git; give the build a directory of its own (e.g. output)")
+        raise OutputRefused(
+            label,
+            "is inside a .git directory, which belongs to git; give the build a directory of its own (e.g. output)",
+        )
     for what, guarded in (("the current directory", Path.cwd()), *protect):
         guarded = Path(os.path.realpath(guarded))
         if guarded == real or guarded.is_relative_to(real):
             relation = f"is {what}" if guarded == real else f"contains {what} ({guarded})"
-            raise OutputRefused(label, f"{relation}; a build replaces its whole output directory, so give it one of its own (e.g. output)")
+            raise OutputRefused(
+                label,
+                f"{relation}; a build replaces its whole output directory, so give it one of its own (e.g. output)",
+            )
     if info is not None and _is_mount_point(real):
         # Publishing is one rename of the whole directory, which cannot replace a mount point (EBUSY), and the
         # staging copy beside it would land on the parent filesystem (a cross-device rename fails anyway).
         # Building in place file by file would give up atomicity, so a mount point is refused on purpose.
-        raise OutputRefused(label, f"is a mount point; meshc publishes a build by renaming the whole directory, which a mount point "
-                                   f"cannot be, so build into a directory inside it (e.g. {label.rstrip('/')}/output)")
+        raise OutputRefused(
+            label,
+            f"is a mount point; meshc publishes a build by renaming the whole directory, which a mount point "
+            f"cannot be, so build into a directory inside it (e.g. {label.rstrip('/')}/output)",
+        )
     return real
 
 
@@ -379,7 +418,9 @@ def _link_target(path: Path, label: str) -> os.stat_result:
         if error.errno == errno.ELOOP:
             raise OutputRefused(label, f"is a symlink loop (-> {target})") from None
         if error.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise OutputRefused(label, f"is a dangling symlink (-> {target}); point it at a directory or remove it") from None
+            raise OutputRefused(
+                label, f"is a dangling symlink (-> {target}); point it at a directory or remove it"
+            ) from None
         raise EnvironmentFailure(label, cause(error)) from error
 
 
@@ -400,7 +441,11 @@ def _is_mount_point(path: Path) -> bool:
     except OSError:
         return False
     # Field 5 is the mount point, with space, tab, newline and backslash written as octal escapes.
-    points = {re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4]) for line in table.splitlines() if line}
+    points = {
+        re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+        for line in table.splitlines()
+        if line
+    }
     return str(path) in points
 
 
@@ -408,10 +453,15 @@ def check_replaceable(root: Path, label: str, entries: Mapping[str, OnDisk]) -> 
     """Refuse to replace a directory that holds a git repository, or that is neither empty nor a tree meshc built."""
     git = next((path for path in sorted(entries) if PurePosixPath(path).name == ".git"), None)
     if git is not None:
-        raise OutputRefused(label, f"holds {git}, a git repository, which a build would delete with the rest of the directory")
+        raise OutputRefused(
+            label, f"holds {git}, a git repository, which a build would delete with the rest of the directory"
+        )
     if entries and read_manifest(root) is None:
-        raise OutputRefused(label, "is not empty and holds no MANIFEST.json written by meshc; a build replaces its whole output "
-                                   "directory, so it writes only into a new or empty directory or one it built")
+        raise OutputRefused(
+            label,
+            "is not empty and holds no MANIFEST.json written by meshc; a build replaces its whole output "
+            "directory, so it writes only into a new or empty directory or one it built",
+        )
 
 
 def cause(error: OSError) -> str:
@@ -432,8 +482,13 @@ def lock_path(real: Path) -> Path:
 
 
 @contextmanager
-def output_lock(real: Path, label: str, timeout: float = LOCK_TIMEOUT, on_wait: Callable[[Path], None] | None = None,
-                required: bool = True) -> Iterator[None]:
+def output_lock(
+    real: Path,
+    label: str,
+    timeout: float = LOCK_TIMEOUT,
+    on_wait: Callable[[Path], None] | None = None,
+    required: bool = True,
+) -> Iterator[None]:
     """Hold the exclusive lock of output directory `real` (flock on a file beside it) for a whole build or check.
 
     Without it, a build that compared `output/` with its rendering could link files of a tree
@@ -448,7 +503,9 @@ def output_lock(real: Path, label: str, timeout: float = LOCK_TIMEOUT, on_wait: 
         fd = _acquire(lock, label, timeout, on_wait)
     except OSError as error:
         if required:
-            raise EnvironmentFailure(label, f"cannot create its lock file {lock.name} beside it: {cause(error)}") from error
+            raise EnvironmentFailure(
+                label, f"cannot create its lock file {lock.name} beside it: {cause(error)}"
+            ) from error
         fd = None
     try:
         yield
@@ -470,8 +527,11 @@ def _acquire(lock: Path, label: str, timeout: float, on_wait: Callable[[Path], N
                     on_wait(lock)
                     told = True
                 if time.monotonic() >= deadline:
-                    raise EnvironmentFailure(label, f"another meshc build or check still holds its lock ({lock.name}) after "
-                                                    f"{timeout:g}s; try again when it has finished")
+                    raise EnvironmentFailure(
+                        label,
+                        f"another meshc build or check still holds its lock ({lock.name}) after "
+                        f"{timeout:g}s; try again when it has finished",
+                    )
                 time.sleep(_LOCK_POLL)
             if _same_file(fd, lock):
                 return fd
@@ -500,6 +560,7 @@ def _same_file(fd: int, path: Path) -> bool:
 
 # ---------------------------------------------------------------- writing
 
+
 def write_tree(out: Path, files: Mapping[str, bytes]) -> WriteResult:
     """Make `out` hold exactly `files`, atomically: the old tree stays whole until one rename swaps it.
 
@@ -515,9 +576,13 @@ def write_tree(out: Path, files: Mapping[str, bytes]) -> WriteResult:
     except OSError as error:
         raise EnvironmentFailure(label, f"cannot read the previous output: {cause(error)}") from error
     check_replaceable(real, label, old)
-    kept = frozenset(path for path, data in files.items() if path in old and _same(real / path, old[path], data))
+    kept = frozenset(
+        path for path, data in files.items() if path in old and _same(real / path, old[path], data)
+    )
     written = tuple(sorted(set(files) - kept))
-    removed = tuple(sorted(path for path, entry in old.items() if entry.kind != DIRECTORY and path not in files))
+    removed = tuple(
+        sorted(path for path, entry in old.items() if entry.kind != DIRECTORY and path not in files)
+    )
     if not written and not removed:
         return WriteResult(changed=False)
     staging = real.parent / f".{real.name}.meshc-new-{os.getpid()}"
@@ -525,14 +590,20 @@ def write_tree(out: Path, files: Mapping[str, bytes]) -> WriteResult:
         _stage(staging, real, files, kept)
         _swap(staging, real)
     except BaseException as error:
-        shutil.rmtree(staging, ignore_errors=True)  # the partial tree must not keep the disk full until the next build
+        shutil.rmtree(
+            staging, ignore_errors=True
+        )  # the partial tree must not keep the disk full until the next build
         if isinstance(error, OSError):
-            raise EnvironmentFailure(label, f"cannot write the new tree: {cause(error)}; the output is left as it was") from error
+            raise EnvironmentFailure(
+                label, f"cannot write the new tree: {cause(error)}; the output is left as it was"
+            ) from error
         raise
     try:
         _fsync(real.parent, os.O_RDONLY | os.O_DIRECTORY)  # the swap itself survives a crash
     except OSError as error:
-        raise EnvironmentFailure(label, f"the new output is in place, but the swap cannot be flushed to disk: {cause(error)}") from error
+        raise EnvironmentFailure(
+            label, f"the new output is in place, but the swap cannot be flushed to disk: {cause(error)}"
+        ) from error
     _remove_previous(staging)
     return WriteResult(changed=True, written=written, removed=removed)
 
@@ -543,8 +614,11 @@ def _remove_previous(staging: Path) -> None:
         if os.path.lexists(staging):
             shutil.rmtree(staging)
     except OSError as error:
-        raise EnvironmentFailure(str(staging), f"the new output is in place, but this copy of the previous one cannot be "
-                                               f"removed: {cause(error)}") from error
+        raise EnvironmentFailure(
+            str(staging),
+            f"the new output is in place, but this copy of the previous one cannot be "
+            f"removed: {cause(error)}",
+        ) from error
 
 
 def _same(path: Path, entry: OnDisk, data: bytes) -> bool:
@@ -559,7 +633,9 @@ def _same(path: Path, entry: OnDisk, data: bytes) -> bool:
 
 def _stage(staging: Path, real: Path, files: Mapping[str, bytes], kept: frozenset[str]) -> None:
     """Write the new tree at `staging`, durably: new bytes written, unchanged files hard-linked from `real`."""
-    if staging.is_dir() and not staging.is_symlink():  # only this process's pid names it: a leftover of a reused pid
+    if (
+        staging.is_dir() and not staging.is_symlink()
+    ):  # only this process's pid names it: a leftover of a reused pid
         shutil.rmtree(staging)
     elif os.path.lexists(staging):
         staging.unlink()
@@ -668,23 +744,33 @@ def _exchange(a: Path, b: Path) -> bool:
 
 # ---------------------------------------------------------------- comparing
 
+
 def compare_tree(out: Path, files: Mapping[str, bytes]) -> TreeStatus:
     """Compare `out` with the tree a build would write; tell stale files from hand-edited ones.
 
     Files are hashed in chunks, and non-regular files are never opened (see `compare_digests`).
     """
     root = Path(os.path.realpath(out))
-    on_disk = {path: file_digest(root / path) if entry.kind == REGULAR else None
-               for path, entry in scan_tree(root).items() if entry.kind != DIRECTORY}
+    on_disk = {
+        path: file_digest(root / path) if entry.kind == REGULAR else None
+        for path, entry in scan_tree(root).items()
+        if entry.kind != DIRECTORY
+    }
     return compare_digests(on_disk, files, (read_manifest(root) or {}).get("files", {}))
 
 
-def compare_files(actual: Mapping[str, bytes], files: Mapping[str, bytes], recorded: Mapping[str, str]) -> TreeStatus:
+def compare_files(
+    actual: Mapping[str, bytes], files: Mapping[str, bytes], recorded: Mapping[str, str]
+) -> TreeStatus:
     """`compare_tree` on a tree held in memory (path -> bytes)."""
-    return compare_digests({path: hashlib.sha256(data).hexdigest() for path, data in actual.items()}, files, recorded)
+    return compare_digests(
+        {path: hashlib.sha256(data).hexdigest() for path, data in actual.items()}, files, recorded
+    )
 
 
-def compare_digests(actual: Mapping[str, str | None], files: Mapping[str, bytes], recorded: Mapping[str, str]) -> TreeStatus:
+def compare_digests(
+    actual: Mapping[str, str | None], files: Mapping[str, bytes], recorded: Mapping[str, str]
+) -> TreeStatus:
     """Compare a tree (path -> sha256, None for what is not a regular file) with the tree a build would write.
 
     A file that differs from the new rendering but matches the hash a past build recorded
@@ -702,9 +788,16 @@ def compare_digests(actual: Mapping[str, str | None], files: Mapping[str, bytes]
     if MANIFEST in files and MANIFEST in actual:
         if actual[MANIFEST] is None:
             edited.append(MANIFEST)
-        elif not (stale or edited or missing or extra) and actual[MANIFEST] != hashlib.sha256(files[MANIFEST]).hexdigest():
-            stale.append(MANIFEST)  # the manifest follows the files: listed only when nothing else explains it
-    return TreeStatus(stale=tuple(stale), missing=tuple(missing), extra=tuple(extra), hand_edited=tuple(edited))
+        elif (
+            not (stale or edited or missing or extra)
+            and actual[MANIFEST] != hashlib.sha256(files[MANIFEST]).hexdigest()
+        ):
+            stale.append(
+                MANIFEST
+            )  # the manifest follows the files: listed only when nothing else explains it
+    return TreeStatus(
+        stale=tuple(stale), missing=tuple(missing), extra=tuple(extra), hand_edited=tuple(edited)
+    )
 
 
 def recorded_hashes(raw: bytes) -> dict[str, str]:

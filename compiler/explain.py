@@ -63,9 +63,19 @@ def _policy(policy: Policy) -> dict[str, Any]:
     return {
         "connect_timeout_ms": policy.connect_timeout_ms,
         "timeout_ms": policy.timeout_ms,
-        "retries": {"attempts": policy.retries.attempts, "per_try_timeout_ms": policy.retries.per_try_timeout_ms, "on": list(policy.retries.retry_on)},
-        "circuit_breaker": {k: getattr(policy.circuit_breaker, k) for k in ("max_connections", "max_pending_requests", "max_requests", "max_retries")},
-        "outlier_detection": {k: getattr(policy.outlier_detection, k) for k in ("consecutive_5xx", "interval_ms", "base_ejection_time_ms", "max_ejection_percent")},
+        "retries": {
+            "attempts": policy.retries.attempts,
+            "per_try_timeout_ms": policy.retries.per_try_timeout_ms,
+            "on": list(policy.retries.retry_on),
+        },
+        "circuit_breaker": {
+            k: getattr(policy.circuit_breaker, k)
+            for k in ("max_connections", "max_pending_requests", "max_requests", "max_retries")
+        },
+        "outlier_detection": {
+            k: getattr(policy.outlier_detection, k)
+            for k in ("consecutive_5xx", "interval_ms", "base_ejection_time_ms", "max_ejection_percent")
+        },
     }
 
 
@@ -75,15 +85,29 @@ def _tcp_policy(policy: Policy) -> dict[str, Any]:
         "connect_timeout_ms": policy.connect_timeout_ms,
         "max_connect_attempts": policy.retries.attempts,
         "circuit_breaker": {"max_connections": policy.circuit_breaker.max_connections},
-        "outlier_detection": {k: getattr(policy.outlier_detection, k) for k in ("consecutive_5xx", "interval_ms", "base_ejection_time_ms", "max_ejection_percent")},
+        "outlier_detection": {
+            k: getattr(policy.outlier_detection, k)
+            for k in ("consecutive_5xx", "interval_ms", "base_ejection_time_ms", "max_ejection_percent")
+        },
     }
 
 
 def _source(source: Source) -> dict[str, Any]:
-    common = {"priority": source.priority, "name": source.name, "kind": source.kind, "datacenter": source.datacenter}
+    common = {
+        "priority": source.priority,
+        "name": source.name,
+        "kind": source.kind,
+        "datacenter": source.datacenter,
+    }
     if source.kind == "zookeeper":
         return {**common, "hosts": list(source.hosts), "path": source.path}
-    return {**common, "cluster": source.cluster, "api_server": source.api_server, "namespace": source.namespace, "service": source.service}
+    return {
+        **common,
+        "cluster": source.cluster,
+        "api_server": source.api_server,
+        "namespace": source.namespace,
+        "service": source.service,
+    }
 
 
 def format_explain(report: dict[str, Any]) -> str:
@@ -96,8 +120,12 @@ def format_explain(report: dict[str, Any]) -> str:
     lines += [f"    accepts {identity}" for identity in report["allowed_identities"]]
     for workload in report["workloads"]:
         wave = f"  wave {workload['wave']}" if workload["wave"] else ""
-        lines.append(f"  {workload['id']}  [{workload['datacenter']}, {workload['region']}]  {workload['identity']}{wave}")
-        lines.append(f"    ingress :{workload['ingress']['mesh_port']} (mTLS) -> 127.0.0.1:{workload['ingress']['app_port']}")
+        lines.append(
+            f"  {workload['id']}  [{workload['datacenter']}, {workload['region']}]  {workload['identity']}{wave}"
+        )
+        lines.append(
+            f"    ingress :{workload['ingress']['mesh_port']} (mTLS) -> 127.0.0.1:{workload['ingress']['app_port']}"
+        )
         for dep in workload["dependencies"]:
             lines += _format_dependency(dep)
     return "\n".join(lines)
@@ -109,11 +137,16 @@ def _format_dependency(dep: dict[str, Any]) -> list[str]:
         effect = f"tcp, {policy['max_connect_attempts']} connection attempt(s), connect {policy['connect_timeout_ms']}ms"
     else:
         retries = policy["retries"]
-        effect = (f"timeout {policy['timeout_ms']}ms, {retries['attempts']} attempt(s) × {retries['per_try_timeout_ms']}ms, "
-                  f"connect {policy['connect_timeout_ms']}ms")
+        effect = (
+            f"timeout {policy['timeout_ms']}ms, {retries['attempts']} attempt(s) × {retries['per_try_timeout_ms']}ms, "
+            f"connect {policy['connect_timeout_ms']}ms"
+        )
     lines = [f"    -> {dep['service']} on {dep['listener']} ({dep['locality']}): {effect}"]
     for source in dep["sources"]:
-        where = (f"zookeeper {','.join(source['hosts'])} {source['path']}" if source["kind"] == "zookeeper"
-                 else f"kubernetes {source['api_server']} {source['namespace']}/{source['service']}")
+        where = (
+            f"zookeeper {','.join(source['hosts'])} {source['path']}"
+            if source["kind"] == "zookeeper"
+            else f"kubernetes {source['api_server']} {source['namespace']}/{source['service']}"
+        )
         lines.append(f"         p{source['priority']}  {source['datacenter']:<10} {where}")
     return lines

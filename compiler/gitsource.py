@@ -57,7 +57,9 @@ def locate(spec_dir: Path) -> SpecLocation:
     relative = _path_in_repo(Path(os.path.abspath(spec_dir)), root)
     if relative is None:
         raise RevisionError(f"{spec_dir.as_posix()!r} is outside the repository at {root!r}")
-    return SpecLocation(repo=repo, relative=relative, resolved=_resolved_in_repo(Path(os.path.abspath(spec_dir)), root))
+    return SpecLocation(
+        repo=repo, relative=relative, resolved=_resolved_in_repo(Path(os.path.abspath(spec_dir)), root)
+    )
 
 
 def _path_in_repo(path: Path, root: str) -> str | None:
@@ -96,7 +98,10 @@ def read_revision(location: SpecLocation, revision: str) -> dict[str, bytes | Un
         files[MESH_FILE] = _read_entry(mesh, MESH_FILE)
     services = _child(tree, SERVICES_DIR)
     if services is None:
-        files[SERVICES_DIR] = Unreadable(code="file-missing", message=f"no {SERVICES_DIR}/ directory; a mesh needs at least one services/<name>.yaml")
+        files[SERVICES_DIR] = Unreadable(
+            code="file-missing",
+            message=f"no {SERVICES_DIR}/ directory; a mesh needs at least one services/<name>.yaml",
+        )
     elif services.type != "tree":
         files[SERVICES_DIR] = _wrong_entry(services, SERVICES_DIR, "a directory")
     else:
@@ -118,15 +123,25 @@ def _wrong_entry(entry: git.Object, relative: str, wanted: str) -> Unreadable:
     """Why a tree entry is not the spec entry it should be, in the directory reader's words."""
     if entry.type == "blob" and entry.mode == _SYMLINK_MODE:
         # A "link" longer than a path can be is no path: refused as leaving the spec, unread.
-        return symlink_problem(relative, entry.data_stream.read() if entry.size <= _MAX_SYMLINK_BYTES else b"/")
-    kind = {"tree": "a directory", "submodule": "a git submodule", "blob": "a file"}.get(entry.type, "not a regular file")
-    fix = "make it a directory of service files" if wanted == "a directory" else "remove it or make it a regular file"
+        return symlink_problem(
+            relative, entry.data_stream.read() if entry.size <= _MAX_SYMLINK_BYTES else b"/"
+        )
+    kind = {"tree": "a directory", "submodule": "a git submodule", "blob": "a file"}.get(
+        entry.type, "not a regular file"
+    )
+    fix = (
+        "make it a directory of service files"
+        if wanted == "a directory"
+        else "remove it or make it a regular file"
+    )
     return Unreadable(code="file-type", message=f"this is {kind}, not {wanted}; {fix}")
 
 
 def read_worktree(spec_dir: Path) -> dict[str, bytes | Unreadable]:
     """The spec files in the working tree, uncommitted edits included."""
-    from compiler.pipeline import spec_files  # local: the pipeline is the one place a spec directory is opened
+    from compiler.pipeline import (
+        spec_files,
+    )  # local: the pipeline is the one place a spec directory is opened
 
     return spec_files(spec_dir)
 
@@ -135,8 +150,10 @@ def _spec_tree(location: SpecLocation, revision: str) -> git.Tree:
     try:
         commit = location.repo.commit(revision)
     except (BadName, BadObject, ValueError, git.GitCommandError):
-        raise RevisionError(f"unknown revision {revision!r} in {location.repo.working_tree_dir!r}; "
-                            "fetch it first (CI checkouts are often shallow: use fetch-depth: 0)") from None
+        raise RevisionError(
+            f"unknown revision {revision!r} in {location.repo.working_tree_dir!r}; "
+            "fetch it first (CI checkouts are often shallow: use fetch-depth: 0)"
+        ) from None
     where = f"at revision {revision!r} ({commit.hexsha[:12]})"
     tree = _walk(commit.tree, location.relative, where)
     if (tree is None or tree.type != "tree") and location.resolved not in (None, location.relative):
@@ -177,8 +194,10 @@ def _walk(root: git.Tree, relative: str, where: str) -> git.Object | None:
             if hops > _MAX_SYMLINK_HOPS:
                 raise RevisionError(f"{link!r} is part of a symlink loop {where}")
             if target.startswith("/"):
-                raise RevisionError(f"{link!r} is a symlink to {target!r} {where}, outside the repository: git does not "
-                                    "hold what it points to; pass the directory it points to as --spec")
+                raise RevisionError(
+                    f"{link!r} is a symlink to {target!r} {where}, outside the repository: git does not "
+                    "hold what it points to; pass the directory it points to as --spec"
+                )
             parts = [*PurePosixPath(target).parts, *parts]
             continue
         found = entry

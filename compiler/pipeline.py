@@ -9,12 +9,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.backends import run_backends
-from compiler.emit import LOCK_TIMEOUT, Artifact, WriteResult, output_lock, render_tree, resolve_output, write_tree
+from compiler.diagnostics import quote
+from compiler.emit import (
+    LOCK_TIMEOUT,
+    Artifact,
+    WriteResult,
+    output_lock,
+    render_tree,
+    resolve_output,
+    write_tree,
+)
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.render import SidecarConfig, render
 from compiler.spec.checks import check
-from compiler.diagnostics import quote
 from compiler.spec.load import SpecFiles, Unreadable, load_documents, read_tree
 from compiler.spec.model import Spec
 
@@ -70,8 +78,10 @@ def spec_files(spec_dir: Path) -> dict[str, bytes | Unreadable]:
     if spec_dir.is_dir():
         return read_tree(spec_dir)
     if spec_dir.exists():
-        raise NotADirectoryError(f"{quote(spec_dir.as_posix())} is a file, not a spec directory; "
-                                 "pass the directory that holds mesh.yaml and services/")
+        raise NotADirectoryError(
+            f"{quote(spec_dir.as_posix())} is a file, not a spec directory; "
+            "pass the directory that holds mesh.yaml and services/"
+        )
     raise FileNotFoundError(f"spec directory {quote(spec_dir.as_posix())} does not exist")
 
 
@@ -85,8 +95,13 @@ def lower_dir(spec_dir: Path) -> Mesh:
     return lower(validate_only(spec_files(spec_dir), spec_dir.as_posix().rstrip("/")))
 
 
-def write_output(spec_dir: Path, out: Path, tree: Callable[[], Mapping[str, bytes]], lock_timeout: float = LOCK_TIMEOUT,
-                 on_wait: Callable[[Path], None] | None = None) -> WriteResult:
+def write_output(
+    spec_dir: Path,
+    out: Path,
+    tree: Callable[[], Mapping[str, bytes]],
+    lock_timeout: float = LOCK_TIMEOUT,
+    on_wait: Callable[[Path], None] | None = None,
+) -> WriteResult:
     """Write the tree `tree()` renders atomically, holding the output's lock from reading the spec to the swap.
 
     An output meshc may not replace (see `resolve_output`) is refused before the spec is read; an
@@ -97,7 +112,11 @@ def write_output(spec_dir: Path, out: Path, tree: Callable[[], Mapping[str, byte
         return write_tree(out, tree())
 
 
-def build(spec_dir: Path, out: Path, lock_timeout: float = LOCK_TIMEOUT,
-          on_wait: Callable[[Path], None] | None = None) -> WriteResult:
+def build(
+    spec_dir: Path,
+    out: Path,
+    lock_timeout: float = LOCK_TIMEOUT,
+    on_wait: Callable[[Path], None] | None = None,
+) -> WriteResult:
     """Compile and write the output tree atomically (see `write_output`)."""
     return write_output(spec_dir, out, lambda: compile_dir(spec_dir).tree(), lock_timeout, on_wait)

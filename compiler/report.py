@@ -11,9 +11,19 @@ from typing import Any
 
 import jinja2
 
-from compiler.diagnostics import Diagnostic
 from compiler.backends.kubernetes import reader_secret_name
-from compiler.diff import ADDED, CHANGED, REMOVED, Change, DocumentDiff, KubeDelete, MeshDiff, TargetDiff, restart_key
+from compiler.diagnostics import Diagnostic
+from compiler.diff import (
+    ADDED,
+    CHANGED,
+    REMOVED,
+    Change,
+    DocumentDiff,
+    KubeDelete,
+    MeshDiff,
+    TargetDiff,
+    restart_key,
+)
 from compiler.render.restart import Credentials, RestartClass
 from compiler.spec.model import DISCOVERY_NAMESPACE
 
@@ -32,17 +42,31 @@ _RESTART_LABEL = {
     RestartClass.ENVOY_RESTART: "envoy-restart",
     RestartClass.POD_ROLL: "pod-roll",
 }
-_NEW_OR_REMOVED = {ADDED: "new", REMOVED: "removed"}  # what a target that starts or stops reads as, instead of a restart
-_ANSI = {"bold": "\033[1m", "red": "\033[31m", "green": "\033[32m", "yellow": "\033[33m", "cyan": "\033[36m", "reset": "\033[0m"}
+_NEW_OR_REMOVED = {
+    ADDED: "new",
+    REMOVED: "removed",
+}  # what a target that starts or stops reads as, instead of a restart
+_ANSI = {
+    "bold": "\033[1m",
+    "red": "\033[31m",
+    "green": "\033[32m",
+    "yellow": "\033[33m",
+    "cyan": "\033[36m",
+    "reset": "\033[0m",
+}
 _STATUS_COLOR = {ADDED: "green", REMOVED: "red", CHANGED: "yellow"}
 
 
 def summary(diff: MeshDiff) -> dict[str, int]:
     """Headline counts: targets that change, are new or removed; how many need a restart, how many of
     those are restart-sensitive; changed targets per restart class; credentials and objects to delete."""
-    counts = {"targets": len(diff.targets), "restarts": diff.restarts,
-              "restart_sensitive": sum(t.sensitive_restart for t in diff.targets),
-              "added": sum(t.status == ADDED for t in diff.targets), "removed": sum(t.status == REMOVED for t in diff.targets)}
+    counts = {
+        "targets": len(diff.targets),
+        "restarts": diff.restarts,
+        "restart_sensitive": sum(t.sensitive_restart for t in diff.targets),
+        "added": sum(t.status == ADDED for t in diff.targets),
+        "removed": sum(t.status == REMOVED for t in diff.targets),
+    }
     for cls in RestartClass:
         counts[restart_key(cls)] = sum(t.status == CHANGED and t.restart == cls for t in diff.targets)
     counts["credentials"] = sum(bool(t.credentials) for t in diff.targets)
@@ -64,10 +88,14 @@ def target_cost(target: TargetDiff) -> str:
 
 def restart_headline(diff: MeshDiff, counts: dict[str, int]) -> str:
     """`3 need a restart (…), 2 of them restart-sensitive: key-manager`: the cost of the change in one clause."""
-    text = (f"{counts['restarts']} need{'s' if counts['restarts'] == 1 else ''} a restart ({counts['pod_roll']} pod roll, "
-            f"{counts['envoy_restart']} Envoy restart, {counts['sidecar_restart']} sidecar restart)")
+    text = (
+        f"{counts['restarts']} need{'s' if counts['restarts'] == 1 else ''} a restart ({counts['pod_roll']} pod roll, "
+        f"{counts['envoy_restart']} Envoy restart, {counts['sidecar_restart']} sidecar restart)"
+    )
     if counts["restart_sensitive"]:
-        text += f", {counts['restart_sensitive']} of them restart-sensitive: {', '.join(diff.sensitive_services)}"
+        text += (
+            f", {counts['restart_sensitive']} of them restart-sensitive: {', '.join(diff.sensitive_services)}"
+        )
     return text
 
 
@@ -76,9 +104,15 @@ def credential_line(target: TargetDiff, credentials: Credentials) -> str:
     cluster, where = credentials.cluster, credentials.directory
     source = f"the token of {DISCOVERY_NAMESPACE}/{reader_secret_name(target.service)} in {cluster}"
     if target.platform != "kubernetes":
-        return (f"needs discovery credentials for {cluster}: add mesh::discovery_credentials['{cluster}'] ({source}); "
-                f"Puppet writes them to {where}, Synapse reads them without a restart")
-    rolls = "rolls its pods: the Deployment must mount" if target.status == CHANGED else "its Deployment must mount"
+        return (
+            f"needs discovery credentials for {cluster}: add mesh::discovery_credentials['{cluster}'] ({source}); "
+            f"Puppet writes them to {where}, Synapse reads them without a restart"
+        )
+    rolls = (
+        "rolls its pods: the Deployment must mount"
+        if target.status == CHANGED
+        else "its Deployment must mount"
+    )
     if cluster == target.cluster:
         return f"{rolls} a projected ServiceAccount token with kube-root-ca.crt at {where} (its own cluster, {cluster})"
     return f"{rolls} Secret mesh-discovery-{cluster} (the site's copy of {source}) at {where}"
@@ -87,8 +121,10 @@ def credential_line(target: TargetDiff, credentials: Credentials) -> str:
 def delete_line(deletion: KubeDelete) -> str:
     """A kubectl delete command; a Namespace's commented out, since it would take everything still in it."""
     if deletion.cascades:
-        return (f"# {deletion.command}   # only once nothing else lives in namespace {deletion.name}: "
-                "deleting it deletes everything in it, objects meshc did not write included")
+        return (
+            f"# {deletion.command}   # only once nothing else lives in namespace {deletion.name}: "
+            "deleting it deletes everything in it, objects meshc did not write included"
+        )
     return deletion.command
 
 
@@ -120,6 +156,7 @@ def change_lines(changes: Iterable[Change], limit: int = MAX_CHANGES_PER_DOCUMEN
 
 # ---------------------------------------------------------------- JSON
 
+
 def to_json(diff: MeshDiff) -> dict[str, Any]:
     """The diff as JSON-ready data: every record's fields, restart classes by label, plus a summary."""
     data = _plain(diff)
@@ -128,8 +165,10 @@ def to_json(diff: MeshDiff) -> dict[str, Any]:
     data["sensitive_services"] = list(diff.sensitive_services)
     for target, record in zip(diff.targets, data["targets"]):
         record["sensitive_restart"] = target.sensitive_restart
-        record["credentials"] = [{**c, "action": credential_line(target, credentials)}
-                                 for c, credentials in zip(record["credentials"], target.credentials)]
+        record["credentials"] = [
+            {**c, "action": credential_line(target, credentials)}
+            for c, credentials in zip(record["credentials"], target.credentials)
+        ]
     for deletion, record in zip(diff.deletions, data["deletions"]):
         record["command"] = deletion.command
     return data
@@ -146,8 +185,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.name.lower()
     if isinstance(value, Diagnostic):
-        return {"file": value.span.file, "line": value.span.line, "col": value.span.col, "severity": value.severity,
-                "code": value.code, "message": value.message, "text": value.format()}
+        return {
+            "file": value.span.file,
+            "line": value.span.line,
+            "col": value.span.col,
+            "severity": value.severity,
+            "code": value.code,
+            "message": value.message,
+            "text": value.format(),
+        }
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -165,7 +211,9 @@ def rollout_lines(diff: MeshDiff) -> list[str]:
     if diff.rollout == "none":
         return [f"Waves: {', '.join(counts)}; no rollout.yaml, so every wave gets this at once"]
     if diff.rollout == "hold":
-        return [f"Rollout on hold: no wave gets this until hold is lifted; then, one promotion at a time: {', '.join(counts)}"]
+        return [
+            f"Rollout on hold: no wave gets this until hold is lifted; then, one promotion at a time: {', '.join(counts)}"
+        ]
     first, *rest = diff.waves
     ahead = [f"{split.wave} ({len(split.targets)})" for split in rest]
     now = f"Now: wave {first.wave} ({len(first.targets)} target(s))"
@@ -173,6 +221,7 @@ def rollout_lines(diff: MeshDiff) -> list[str]:
 
 
 # ---------------------------------------------------------------- text
+
 
 def format_text(diff: MeshDiff, color: bool = False) -> str:
     """A terminal report; ANSI colours only when `color` (the caller knows whether it writes to a TTY)."""
@@ -188,6 +237,7 @@ def _painter(color: bool) -> Paint:
         if not color or not styles:
             return text
         return "".join(_ANSI[s] for s in styles) + text + _ANSI["reset"]
+
     return paint
 
 
@@ -200,24 +250,38 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
     if not diff.changed:
         yield "No target changes." + (" The spec changed, but renders the same output." if diff.spec else "")
     else:
-        yield paint(f"{counts['targets']} target(s) change: {counts['added']} new, {counts['removed']} removed; "
-                    f"{restart_headline(diff, counts)}; {counts['hot_reload']} hot-reload, {counts['no_restart']} without restart",
-                    "bold")
+        yield paint(
+            f"{counts['targets']} target(s) change: {counts['added']} new, {counts['removed']} removed; "
+            f"{restart_headline(diff, counts)}; {counts['hot_reload']} hot-reload, {counts['no_restart']} without restart",
+            "bold",
+        )
         if counts["restart_sensitive"]:
-            yield paint(f"warning: restart-sensitive service(s) restart: {', '.join(diff.sensitive_services)} "
-                        "(targets marked below)", "red", "bold")
+            yield paint(
+                f"warning: restart-sensitive service(s) restart: {', '.join(diff.sensitive_services)} "
+                "(targets marked below)",
+                "red",
+                "bold",
+            )
         if counts["credentials"]:
-            yield paint(f"{counts['credentials']} target(s) watch a cluster they did not watch before and need its "
-                        "discovery credentials first (below)", "yellow")
+            yield paint(
+                f"{counts['credentials']} target(s) watch a cluster they did not watch before and need its "
+                "discovery credentials first (below)",
+                "yellow",
+            )
         for g in diff.groups:
-            yield (f"  {g.platform:<10} {g.datacenter:<10} {len(g.targets):>5} target(s): {g.added} new, {g.removed} removed, "
-                   f"{g.pod_roll} pod-roll, {g.envoy_restart} envoy-restart, {g.sidecar_restart} sidecar-restart, "
-                   f"{g.hot_reload} hot-reload, {g.no_restart} no restart")
+            yield (
+                f"  {g.platform:<10} {g.datacenter:<10} {len(g.targets):>5} target(s): {g.added} new, {g.removed} removed, "
+                f"{g.pod_roll} pod-roll, {g.envoy_restart} envoy-restart, {g.sidecar_restart} sidecar-restart, "
+                f"{g.hot_reload} hot-reload, {g.no_restart} no restart"
+            )
     if diff.deletions:
         yield ""
-        yield paint(f"Kubernetes objects to delete by hand ({len(diff.deletions)}): kube-applier never deletes what the "
-                    "head no longer writes. Run in this order (the reverse of its apply order); kubectl contexts are "
-                    "named after mesh.yaml's clusters:", "bold")
+        yield paint(
+            f"Kubernetes objects to delete by hand ({len(diff.deletions)}): kube-applier never deletes what the "
+            "head no longer writes. Run in this order (the reverse of its apply order); kubectl contexts are "
+            "named after mesh.yaml's clusters:",
+            "bold",
+        )
         yield from (f"  {delete_line(d)}" for d in diff.deletions)
     yield from rollout_lines(diff)
     if diff.reformatted:
@@ -258,8 +322,14 @@ def _target_text(target: TargetDiff, paint: Paint) -> Iterator[str]:
 
 
 def _document_text(doc: DocumentDiff, indent: str, paint: Paint, sidecar: bool) -> Iterator[str]:
-    priced = sidecar and (doc.status == CHANGED or doc.restart)  # a new or removed target's documents cost nothing apart
-    what = f"document {doc.name} ({restart_label(doc.restart)})" if priced else f"{'document' if sidecar else 'file'} {doc.name}"
+    priced = sidecar and (
+        doc.status == CHANGED or doc.restart
+    )  # a new or removed target's documents cost nothing apart
+    what = (
+        f"document {doc.name} ({restart_label(doc.restart)})"
+        if priced
+        else f"{'document' if sidecar else 'file'} {doc.name}"
+    )
     yield f"{indent}{what}: " + paint(doc.status, _STATUS_COLOR[doc.status])
     yield from _change_text(doc.changes, indent + "  ", paint)
     if doc.mirrored:
@@ -281,15 +351,26 @@ def _change_text(changes: Iterable[Change], indent: str, paint: Paint) -> Iterat
 
 # ---------------------------------------------------------------- Markdown
 
+
 @cache
 def _template() -> jinja2.Template:
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("compiler", "templates/report"),
-        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
         autoescape=False,  # Markdown, not HTML: values sit in code spans and fenced blocks, made fence-safe below
     )
-    env.filters.update(fence=_fence_safe, restart=restart_label, change_lines=change_lines, cap=_cap_text,
-                       cost=target_cost, credential=credential_line, delete=delete_line)
+    env.filters.update(
+        fence=_fence_safe,
+        restart=restart_label,
+        change_lines=change_lines,
+        cap=_cap_text,
+        cost=target_cost,
+        credential=credential_line,
+        delete=delete_line,
+    )
     env.globals.update(restart_headline=restart_headline, CHANGED=CHANGED)
     return env.get_template("diff.md.j2")
 
@@ -338,13 +419,17 @@ def calls_block(diff: MeshDiff) -> str:
         return ""
     block = f"```mermaid\n{calls_mermaid(diff.calls, diff.sensitive_services)}```\n\n"
     if len(diff.calls) > MAX_DRAWN:
-        block += (f"_The diagram draws {MAX_DRAWN} of {len(diff.calls)} call-graph changes; "
-                  "`meshc diff --format json` lists them all under `calls`._\n\n")
+        block += (
+            f"_The diagram draws {MAX_DRAWN} of {len(diff.calls)} call-graph changes; "
+            "`meshc diff --format json` lists them all under `calls`._\n\n"
+        )
     return block
 
 
 def _cut_note(cut: dict[str, int], diff: MeshDiff) -> str:
     what = ", ".join(f"{count} {kind}{'s' if count != 1 else ''}" for kind, count in cut.items())
-    return (f"\n> [!NOTE]\n> Details of {what} were cut to keep this comment under GitHub's "
-            f"{GITHUB_COMMENT_LIMIT:,}-character limit; the table above counts everything. "
-            f"Run `meshc diff --base {diff.base}` locally, or `--format json`, for the full report.\n")
+    return (
+        f"\n> [!NOTE]\n> Details of {what} were cut to keep this comment under GitHub's "
+        f"{GITHUB_COMMENT_LIMIT:,}-character limit; the table above counts everything. "
+        f"Run `meshc diff --base {diff.base}` locally, or `--format json`, for the full report.\n"
+    )

@@ -36,6 +36,7 @@ CALL_TIMEOUT = 120.0
 
 # ---------------------------------------------------------------- WebSocket (RFC 6455, client side, text frames)
 
+
 class WebSocket:
     """Just enough of a WebSocket client for the DevTools protocol."""
 
@@ -43,8 +44,10 @@ class WebSocket:
         parts = urllib.parse.urlparse(url)
         self.sock = socket.create_connection((parts.hostname, parts.port), timeout=CALL_TIMEOUT)
         key = base64.b64encode(os.urandom(16)).decode()
-        request = (f"GET {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\nUpgrade: websocket\r\n"
-                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        request = (
+            f"GET {parts.path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
         self.sock.sendall(request.encode())
         self.buffer = b""
         while b"\r\n\r\n" not in self.buffer:
@@ -78,7 +81,11 @@ class WebSocket:
             header += bytes([0x80 | 127]) + struct.pack(">Q", size)
         mask = os.urandom(4)
         keystream = (mask * (size // 4 + 1))[:size]
-        masked = (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(size, "big") if size else b""
+        masked = (
+            (int.from_bytes(payload, "big") ^ int.from_bytes(keystream, "big")).to_bytes(size, "big")
+            if size
+            else b""
+        )
         self.sock.sendall(bytes(header) + mask + masked)
 
     def receive(self) -> str:
@@ -108,6 +115,7 @@ class WebSocket:
 
 # ---------------------------------------------------------------- Chromium
 
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class PageLoad:
     """What loading one page did: console output, script errors, requests, and a screenshot."""
@@ -124,10 +132,27 @@ class Chromium:
     def __init__(self, profile: Path) -> None:
         binary = require_tool("chromium")
         self.process = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-port=0", f"--user-data-dir={profile}",
-             "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--mute-audio", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--remote-debugging-port=0",
+                f"--user-data-dir={profile}",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-extensions",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--hide-scrollbars",
+                "--mute-audio",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             port = self._port(profile / "DevToolsActivePort")
             self.socket = WebSocket(self._page_socket(port))
@@ -139,7 +164,13 @@ class Chromium:
         for domain in ("Page", "Runtime", "Log", "Network"):
             self.call(f"{domain}.enable")
         width, height = VIEWPORT
-        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
 
     def _port(self, active_port: Path) -> int:
         deadline = time.monotonic() + START_TIMEOUT
@@ -188,13 +219,23 @@ class Chromium:
         self.events.clear()
         self.call("Page.navigate", url=url)
         self._wait_for("Page.loadEventFired")
-        self.evaluate("new Promise(resolve => setTimeout(resolve, 200))")  # let load-time scripts finish and log
+        self.evaluate(
+            "new Promise(resolve => setTimeout(resolve, 200))"
+        )  # let load-time scripts finish and log
         width, height = VIEWPORT
         # Half scale: a quarter of the pixels for the pure-Python PNG decoder, still every box and line.
         clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 0.5}
         shot = base64.b64decode(self.call("Page.captureScreenshot", format="png", clip=clip)["data"])
-        return PageLoad(url=url, console=tuple(_console_lines(self.events)), screenshot=shot,
-                        requests=tuple(e["params"]["request"]["url"] for e in self.events if e["method"] == "Network.requestWillBeSent"))
+        return PageLoad(
+            url=url,
+            console=tuple(_console_lines(self.events)),
+            screenshot=shot,
+            requests=tuple(
+                e["params"]["request"]["url"]
+                for e in self.events
+                if e["method"] == "Network.requestWillBeSent"
+            ),
+        )
 
     def close(self) -> None:
         """Stop the browser and every process it started (it runs in its own process group)."""
@@ -214,15 +255,23 @@ def _console_lines(events: list[dict[str, Any]]) -> list[str]:
     for event in events:
         params = event["params"]
         if event["method"] == "Runtime.consoleAPICalled":
-            lines.append(f"console.{params['type']}: " + " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"]))
+            lines.append(
+                f"console.{params['type']}: "
+                + " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"])
+            )
         elif event["method"] == "Runtime.exceptionThrown":
-            lines.append(f"exception: {params['exceptionDetails'].get('exception', {}).get('description', params['exceptionDetails'])}")
+            lines.append(
+                f"exception: {params['exceptionDetails'].get('exception', {}).get('description', params['exceptionDetails'])}"
+            )
         elif event["method"] == "Log.entryAdded":
-            lines.append(f"log.{params['entry']['level']} ({params['entry']['source']}): {params['entry']['text']}")
+            lines.append(
+                f"log.{params['entry']['level']} ({params['entry']['source']}): {params['entry']['text']}"
+            )
     return lines
 
 
 # ---------------------------------------------------------------- Mermaid
+
 
 def mermaid_js() -> Path:
     """The pinned mermaid.min.js, installed with `npm ci` under .cache/npm when missing or of another version."""
@@ -234,16 +283,22 @@ def mermaid_js() -> Path:
     NPM_DIR.mkdir(parents=True, exist_ok=True)
     for name in ("package.json", "package-lock.json"):
         shutil.copyfile(NPM_SOURCE / name, NPM_DIR / name)
-    subprocess.run([npm, "ci", "--prefix", str(NPM_DIR), "--no-audit", "--no-fund", "--loglevel=error"],
-                   check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [npm, "ci", "--prefix", str(NPM_DIR), "--no-audit", "--no-fund", "--loglevel=error"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     return MERMAID_JS
 
 
 def mermaid_page(directory: Path) -> str:
     """A file:// URL of an empty page that loads the real Mermaid library."""
     page = directory / "mermaid.html"
-    page.write_text(f'<!DOCTYPE html><html><head><meta charset="utf-8"><script src="{mermaid_js().as_uri()}"></script>'
-                    '</head><body></body></html>\n')
+    page.write_text(
+        f'<!DOCTYPE html><html><head><meta charset="utf-8"><script src="{mermaid_js().as_uri()}"></script>'
+        "</head><body></body></html>\n"
+    )
     return page.as_uri()
 
 
@@ -265,14 +320,15 @@ def mermaid_check(browser: Chromium, diagram: str, index: int) -> dict[str, Any]
 
 # ---------------------------------------------------------------- PNG
 
+
 def png_pixels(png: bytes) -> tuple[int, int, int, list[bytes]]:
     """Width, height, bytes per pixel and unfiltered rows of an 8-bit RGB or RGBA PNG."""
     if png[:8] != b"\x89PNG\r\n\x1a\n":
         raise ValueError("not a PNG")
     pos, idat, header = 8, b"", b""
     while pos < len(png):
-        (length,) = struct.unpack(">I", png[pos:pos + 4])
-        kind, data = png[pos + 4:pos + 8], png[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        kind, data = png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IHDR":
             header = data
@@ -287,7 +343,7 @@ def png_pixels(png: bytes) -> tuple[int, int, int, list[bytes]]:
     rows: list[bytes] = []
     previous = bytes(stride)
     for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
         _unfilter(kind, line, previous, bpp)
         rows.append(bytes(line))
         previous = bytes(line)
@@ -314,6 +370,6 @@ def _unfilter(kind: int, line: bytearray, previous: bytes, bpp: int) -> None:
 def ink(png: bytes) -> float:
     """The share of pixels (sampled on a grid) that differ from the most common colour: 0.0 for a blank page."""
     width, height, bpp, rows = png_pixels(png)
-    samples = [row[x * bpp:x * bpp + 3] for row in rows[::4] for x in range(0, width, 4)]
+    samples = [row[x * bpp : x * bpp + 3] for row in rows[::4] for x in range(0, width, 4)]
     background = max(set(samples), key=samples.count)
     return sum(s != background for s in samples) / len(samples)

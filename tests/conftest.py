@@ -20,7 +20,9 @@ EXAMPLE = ROOT / "mesh-spec"
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the markers the suite uses."""
-    config.addinivalue_line("markers", "golden: byte-exact golden file tests (refresh with MESHC_UPDATE_GOLDEN=1)")
+    config.addinivalue_line(
+        "markers", "golden: byte-exact golden file tests (refresh with MESHC_UPDATE_GOLDEN=1)"
+    )
 
 
 def require_tool(name: str) -> str:
@@ -39,7 +41,11 @@ def puppetdb() -> Iterator[PuppetDB]:
     """A real PostgreSQL + PuppetDB, started once per session and removed after it (tests/puppetdb_server.py)."""
     missing = missing_tools()
     if missing:
-        message = "PuppetDB tests need: " + ", ".join(missing) + " (apt-get install puppetdb postgresql puppet-terminus-puppetdb)"
+        message = (
+            "PuppetDB tests need: "
+            + ", ".join(missing)
+            + " (apt-get install puppetdb postgresql puppet-terminus-puppetdb)"
+        )
         if os.environ.get("MESHC_REQUIRE_TOOLS"):
             pytest.fail(message)
         pytest.skip(message)

@@ -40,11 +40,16 @@ APPLIED_AT = "2026-11-20T10:00:00Z"
 
 def live_objects(tree: Mapping[str, bytes], cluster: str) -> list[dict[str, Any]]:
     """Every object of `cluster` as the API server returns it, meshc's and the cluster's own, in kubectl's order."""
-    objects = [live_object(expected.obj, index) for index, expected in enumerate(expected_objects(tree).get(cluster, []))]
+    objects = [
+        live_object(expected.obj, index)
+        for index, expected in enumerate(expected_objects(tree).get(cluster, []))
+    ]
     namespaces = sorted(o["metadata"]["name"] for o in objects if o["kind"] == "Namespace")
     objects += list(cluster_objects(namespaces))
     objects += [issued_secret(o) for o in objects if o["kind"] == "Certificate"]
-    return sorted(objects, key=lambda o: (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]))
+    return sorted(
+        objects, key=lambda o: (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"])
+    )
 
 
 def live_object(applied: Mapping[str, Any], index: int) -> dict[str, Any]:
@@ -52,11 +57,18 @@ def live_object(applied: Mapping[str, Any], index: int) -> dict[str, Any]:
     obj = copy.deepcopy(dict(applied))
     meta = obj["metadata"]
     name, kind = meta["name"], obj["kind"]
-    meta["annotations"] = {**meta.get("annotations", {}), LAST_APPLIED: last_applied(applied),
-                           "policy.example.com/validated": "true"}
-    meta.update(uid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}/{meta.get('namespace', '')}/{name}")),
-                resourceVersion=str(1000 + index), generation=1, creationTimestamp=APPLIED_AT,
-                managedFields=[_managed("kubectl-client-side-apply", obj)])
+    meta["annotations"] = {
+        **meta.get("annotations", {}),
+        LAST_APPLIED: last_applied(applied),
+        "policy.example.com/validated": "true",
+    }
+    meta.update(
+        uid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"{kind}/{meta.get('namespace', '')}/{name}")),
+        resourceVersion=str(1000 + index),
+        generation=1,
+        creationTimestamp=APPLIED_AT,
+        managedFields=[_managed("kubectl-client-side-apply", obj)],
+    )
     if kind == "Namespace":
         meta["labels"] = {**meta["labels"], "kubernetes.io/metadata.name": name, "team": "platform"}
         obj["spec"], obj["status"] = {"finalizers": ["kubernetes"]}, {"phase": "Active"}
@@ -65,25 +77,50 @@ def live_object(applied: Mapping[str, Any], index: int) -> dict[str, Any]:
         obj["imagePullSecrets"] = [{"name": "registry-pull"}]
     elif kind == "Secret":
         meta["annotations"]["kubernetes.io/service-account.uid"] = str(uuid.uuid5(uuid.NAMESPACE_URL, name))
-        obj["data"] = {key: base64.b64encode(value.encode()).decode()
-                       for key, value in (("ca.crt", "-----BEGIN CERTIFICATE-----\n"), ("namespace", meta["namespace"]),
-                                          ("token", "eyJhbGciOiJSUzI1NiJ9.x.y"))}
+        obj["data"] = {
+            key: base64.b64encode(value.encode()).decode()
+            for key, value in (
+                ("ca.crt", "-----BEGIN CERTIFICATE-----\n"),
+                ("namespace", meta["namespace"]),
+                ("token", "eyJhbGciOiJSUzI1NiJ9.x.y"),
+            )
+        }
         meta["managedFields"].append(_managed("kube-controller-manager", {"data": obj["data"]}))
     elif kind == "RoleBinding":
         for subject in obj["subjects"]:
             subject.setdefault("apiGroup", "")
     elif kind == "Service":
-        obj["spec"].update(clusterIPs=["None"], ipFamilies=["IPv4"], ipFamilyPolicy="SingleStack",
-                           internalTrafficPolicy="Cluster", sessionAffinity="None", type="ClusterIP")
+        obj["spec"].update(
+            clusterIPs=["None"],
+            ipFamilies=["IPv4"],
+            ipFamilyPolicy="SingleStack",
+            internalTrafficPolicy="Cluster",
+            sessionAffinity="None",
+            type="ClusterIP",
+        )
         obj["status"] = {"loadBalancer": {}}
     elif kind == "NetworkPolicy" and not obj["spec"].get("ingress"):
         obj["spec"].pop("ingress", None)
     elif kind == "Certificate":
-        obj["status"] = {"conditions": [{"type": "Ready", "status": "True", "reason": "Ready", "observedGeneration": 1,
-                                         "lastTransitionTime": APPLIED_AT, "message": "Certificate is up to date and has not expired"}],
-                         "notBefore": APPLIED_AT, "notAfter": "2026-12-20T10:00:00Z", "renewalTime": "2026-12-10T10:00:00Z",
-                         "revision": 1}
-        meta["managedFields"].append(_managed("cert-manager-certificates-readiness", {"status": obj["status"]}))
+        obj["status"] = {
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "Ready",
+                    "observedGeneration": 1,
+                    "lastTransitionTime": APPLIED_AT,
+                    "message": "Certificate is up to date and has not expired",
+                }
+            ],
+            "notBefore": APPLIED_AT,
+            "notAfter": "2026-12-20T10:00:00Z",
+            "renewalTime": "2026-12-10T10:00:00Z",
+            "revision": 1,
+        }
+        meta["managedFields"].append(
+            _managed("cert-manager-certificates-readiness", {"status": obj["status"]})
+        )
     return obj
 
 
@@ -93,36 +130,70 @@ def last_applied(applied: Mapping[str, Any]) -> str:
 
 
 def _managed(manager: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "fieldsType": "FieldsV1", "manager": manager, "operation": "Update", "time": APPLIED_AT,
-            "fieldsV1": {f"f:{key}": {} for key in fields if key not in ("apiVersion", "kind")}}
+    return {
+        "apiVersion": "v1",
+        "fieldsType": "FieldsV1",
+        "manager": manager,
+        "operation": "Update",
+        "time": APPLIED_AT,
+        "fieldsV1": {f"f:{key}": {} for key in fields if key not in ("apiVersion", "kind")},
+    }
 
 
 def cluster_objects(namespaces: Sequence[str]) -> Iterator[dict[str, Any]]:
     """What every namespace and cluster holds besides meshc's objects."""
     for namespace in [*namespaces, "default", "kube-system"]:
         yield {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta("default", namespace)}
-        yield {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {**_meta("kube-root-ca.crt", namespace),
-               "annotations": {"kubernetes.io/description": "Contains a CA bundle"}}, "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}}
-    yield {"apiVersion": "v1", "kind": "Service", "metadata": {**_meta("kube-dns", "kube-system"),
-           "labels": {"k8s-app": "kube-dns"}}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}}
-    yield {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-           "metadata": _meta("cluster-admin", None), "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+        yield {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                **_meta("kube-root-ca.crt", namespace),
+                "annotations": {"kubernetes.io/description": "Contains a CA bundle"},
+            },
+            "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\n"},
+        }
+    yield {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {**_meta("kube-dns", "kube-system"), "labels": {"k8s-app": "kube-dns"}},
+        "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]},
+    }
+    yield {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": _meta("cluster-admin", None),
+        "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
+    }
 
 
 def issued_secret(certificate: Mapping[str, Any]) -> dict[str, Any]:
     """cert-manager's Secret for a Certificate: meshc's labels copied by secretTemplate, no ownership annotation."""
     meta = certificate["metadata"]
-    return {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
-            "metadata": {**_meta(certificate["spec"]["secretName"], meta["namespace"]),
-                         "labels": dict(certificate["spec"]["secretTemplate"]["labels"]),
-                         "annotations": {"cert-manager.io/certificate-name": meta["name"], "cert-manager.io/issuer-kind": "ClusterIssuer",
-                                         "cert-manager.io/uri-sans": certificate["spec"]["uris"][0]}},
-            "data": {"ca.crt": "Y2E=", "tls.crt": "Y3J0", "tls.key": "a2V5"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {
+            **_meta(certificate["spec"]["secretName"], meta["namespace"]),
+            "labels": dict(certificate["spec"]["secretTemplate"]["labels"]),
+            "annotations": {
+                "cert-manager.io/certificate-name": meta["name"],
+                "cert-manager.io/issuer-kind": "ClusterIssuer",
+                "cert-manager.io/uri-sans": certificate["spec"]["uris"][0],
+            },
+        },
+        "data": {"ca.crt": "Y2E=", "tls.crt": "Y3J0", "tls.key": "a2V5"},
+    }
 
 
 def _meta(name: str, namespace: str | None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{name}")),
-                            "resourceVersion": "42", "creationTimestamp": "2026-01-01T00:00:00Z"}
+    meta: dict[str, Any] = {
+        "name": name,
+        "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{name}")),
+        "resourceVersion": "42",
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+    }
     if namespace is not None:
         meta["namespace"] = namespace
     return meta
@@ -135,8 +206,12 @@ def as_list(objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def dump_yaml(objects: Sequence[Mapping[str, Any]]) -> str:
     """`-o yaml`: block style, keys sorted as kubectl prints them."""
-    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml's emitter: the benchmark dumps a thousand services
-    return yaml.dump(as_list(objects), Dumper=dumper, sort_keys=True, default_flow_style=False, allow_unicode=True)
+    dumper = getattr(
+        yaml, "CSafeDumper", yaml.SafeDumper
+    )  # libyaml's emitter: the benchmark dumps a thousand services
+    return yaml.dump(
+        as_list(objects), Dumper=dumper, sort_keys=True, default_flow_style=False, allow_unicode=True
+    )
 
 
 def dump_json(objects: Sequence[Mapping[str, Any]]) -> str:
@@ -146,17 +221,32 @@ def dump_json(objects: Sequence[Mapping[str, Any]]) -> str:
 
 def find(objects: Sequence[dict[str, Any]], kind: str, namespace: str | None, name: str) -> dict[str, Any]:
     """The one object of that kind, namespace (None: cluster-scoped) and name."""
-    found = [o for o in objects if o["kind"] == kind and o["metadata"].get("namespace") == namespace and o["metadata"]["name"] == name]
+    found = [
+        o
+        for o in objects
+        if o["kind"] == kind and o["metadata"].get("namespace") == namespace and o["metadata"]["name"] == name
+    ]
     assert len(found) == 1, (kind, namespace, name, len(found))
     return found[0]
 
 
-def orphan(mesh: str, cluster: str, kind: str, api_version: str, namespace: str | None, name: str, workload: str | None = None,
-           **body: Any) -> dict[str, Any]:
+def orphan(
+    mesh: str,
+    cluster: str,
+    kind: str,
+    api_version: str,
+    namespace: str | None,
+    name: str,
+    workload: str | None = None,
+    **body: Any,
+) -> dict[str, Any]:
     """An object a former rendering wrote: meshc's labels and an ownership annotation naming itself; with `workload`,
     also the workload annotation and service label meshc puts on a workload's objects."""
-    meta = {**_meta(name, namespace), "labels": {"app.kubernetes.io/managed-by": "meshc", "meshc.dev/mesh": mesh},
-            "annotations": {OWNER_ANNOTATION: f"{mesh}/{cluster}/{kind}/{namespace or '_'}/{name}"}}
+    meta = {
+        **_meta(name, namespace),
+        "labels": {"app.kubernetes.io/managed-by": "meshc", "meshc.dev/mesh": mesh},
+        "annotations": {OWNER_ANNOTATION: f"{mesh}/{cluster}/{kind}/{namespace or '_'}/{name}"},
+    }
     if workload is not None:
         meta["labels"][NAME_LABEL] = workload.rsplit("/", 1)[1]
         meta["annotations"][WORKLOAD_ANNOTATION] = workload

@@ -31,8 +31,12 @@ BOOTSTRAP = Path("/etc/puppetdb/bootstrap.cfg")
 AUTH_CONF = Path("/etc/puppetdb/conf.d/auth.conf")
 # Namespaces compiled ahead of time: the entry point and every service bootstrap.cfg names.
 AOT_NAMESPACES = (
-    "puppetlabs.puppetdb.core", "puppetlabs.puppetdb.cli.services", "puppetlabs.puppetdb.command",
-    "puppetlabs.puppetdb.pdb-routing", "puppetlabs.puppetdb.config", "puppetlabs.puppetdb.dashboard",
+    "puppetlabs.puppetdb.core",
+    "puppetlabs.puppetdb.cli.services",
+    "puppetlabs.puppetdb.command",
+    "puppetlabs.puppetdb.pdb-routing",
+    "puppetlabs.puppetdb.config",
+    "puppetlabs.puppetdb.dashboard",
     "puppetlabs.trapperkeeper.services.webserver.jetty9-service",
     "puppetlabs.trapperkeeper.services.webrouting.webrouting-service",
     "puppetlabs.trapperkeeper.services.authorization.authorization-service",
@@ -67,7 +71,9 @@ def missing_tools() -> list[str]:
 
 def pg_bin() -> Path | None:
     """The newest installed PostgreSQL's bin directory."""
-    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name))
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parent.parent.name)
+    )
     return candidates[-1].parent if candidates else None
 
 
@@ -84,17 +90,33 @@ def package_version() -> str:
 
 def class_cache() -> Path:
     """AOT-compiled PuppetDB classes, compiled once per package version (~25 s, ~70 MB)."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / f"meshc-puppetdb-{package_version()}"
+    cache = (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / f"meshc-puppetdb-{package_version()}"
+    )
     classes = cache / "classes"
     if (cache / "complete").exists():
         return classes
-    staging = Path(tempfile.mkdtemp(dir=cache.parent if cache.parent.is_dir() else None, prefix=".meshc-puppetdb-"))
+    staging = Path(
+        tempfile.mkdtemp(dir=cache.parent if cache.parent.is_dir() else None, prefix=".meshc-puppetdb-")
+    )
     (staging / "classes").mkdir()
     names = " ".join(AOT_NAMESPACES)
     code = f"(doseq [n '[{names}]] (compile n)) (shutdown-agents) (System/exit 0)"
-    result = subprocess.run(["java", *JVM, f"-Dclojure.compile.path={staging / 'classes'}",
-                             "-cp", f"{staging / 'classes'}:{JAR}", "clojure.main", "-e", code],
-                            capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [
+            "java",
+            *JVM,
+            f"-Dclojure.compile.path={staging / 'classes'}",
+            "-cp",
+            f"{staging / 'classes'}:{JAR}",
+            "clojure.main",
+            "-e",
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if result.returncode != 0:
         shutil.rmtree(staging, ignore_errors=True)
         raise PuppetDBUnavailable(f"AOT compile of PuppetDB failed: {result.stderr[-2000:]}")
@@ -121,9 +143,34 @@ class TLS:
         """An agent certificate for `name` signed by the test CA: (certificate, key)."""
         key, csr, cert = (self.directory / f"{name}.{ext}" for ext in ("key", "csr", "pem"))
         if not cert.exists():
-            _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
-            _openssl("x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key, "-CAcreateserial",
-                     "-days", "2", "-out", cert)
+            _openssl(
+                "req",
+                "-new",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                key,
+                "-out",
+                csr,
+                "-subj",
+                f"/CN={name}",
+            )
+            _openssl(
+                "x509",
+                "-req",
+                "-in",
+                csr,
+                "-CA",
+                self.ca_cert,
+                "-CAkey",
+                self.ca_key,
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                cert,
+            )
         return cert, key
 
 
@@ -135,13 +182,43 @@ def make_tls(directory: Path) -> TLS:
     """A CA, and a PuppetDB certificate for localhost and 127.0.0.1 (the terminus checks the name)."""
     directory.mkdir(parents=True)
     ca_key, ca_cert = directory / "ca.key", directory / "ca.pem"
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_cert, "-days", "2",
-             "-subj", "/CN=meshc test CA")
+    _openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        ca_key,
+        "-out",
+        ca_cert,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=meshc test CA",
+    )
     key, csr, cert, ext = (directory / n for n in ("server.key", "server.csr", "server.pem", "server.ext"))
     ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=localhost")
-    _openssl("x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-days", "2",
-             "-extfile", ext, "-out", cert)
+    _openssl(
+        "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=localhost"
+    )
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca_cert,
+        "-CAkey",
+        ca_key,
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        ext,
+        "-out",
+        cert,
+    )
     return TLS(directory=directory, ca_cert=ca_cert, ca_key=ca_key, server_cert=cert, server_key=key)
 
 
@@ -174,16 +251,36 @@ class PuppetDB:
         self.tls = make_tls(self.dir / "ssl")
         conf = self._write_config()
         self.java = subprocess.Popen(
-            ["java", *JVM, "-cp", f"{classes}:{JAR}", "clojure.main", "-m", "puppetlabs.puppetdb.core", "services",
-             "--config", str(conf), "--bootstrap-config", str(BOOTSTRAP)],
-            stdout=open(self.dir / "log/java.out", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                "java",
+                *JVM,
+                "-cp",
+                f"{classes}:{JAR}",
+                "clojure.main",
+                "-m",
+                "puppetlabs.puppetdb.core",
+                "services",
+                "--config",
+                str(conf),
+                "--bootstrap-config",
+                str(BOOTSTRAP),
+            ],
+            stdout=open(self.dir / "log/java.out", "wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self._wait_ready(timeout)
 
     def _pg(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
         bin_dir = pg_bin()
         assert bin_dir is not None
-        return subprocess.run(["runuser", "-u", "postgres", "--", str(bin_dir / name), *args],
-                              capture_output=True, text=True, timeout=120, cwd="/tmp")
+        return subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(bin_dir / name), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd="/tmp",
+        )
 
     def _start_postgres(self) -> None:
         data = self.dir / "pg"
@@ -192,18 +289,33 @@ class PuppetDB:
         for path in (data, self.dir / "log", self.dir / "sock"):  # what postgres writes: data, log, socket
             shutil.chown(path, "postgres")
         for step in (
-            self._pg("initdb", "-N", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"),
-            self._pg("pg_ctl", "-D", str(data), "-l", str(self.dir / "log/postgres.log"), "-w", "-t", "60", "-o",
-                     f"-p {self.pg_port} -k {self.dir / 'sock'} -c listen_addresses=127.0.0.1 -c fsync=off "
-                     "-c synchronous_commit=off -c full_page_writes=off", "start"),
+            self._pg(
+                "initdb", "-N", "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C"
+            ),
+            self._pg(
+                "pg_ctl",
+                "-D",
+                str(data),
+                "-l",
+                str(self.dir / "log/postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-p {self.pg_port} -k {self.dir / 'sock'} -c listen_addresses=127.0.0.1 -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off",
+                "start",
+            ),
         ):
             if step.returncode != 0:
                 raise PuppetDBUnavailable(f"PostgreSQL did not start: {step.stdout}{step.stderr}")
         self.pg_started = True
         psql = ["-h", "127.0.0.1", "-p", str(self.pg_port), "-U", "postgres", "-v", "ON_ERROR_STOP=1"]
-        for sql, db in (("CREATE ROLE puppetdb LOGIN PASSWORD 'puppetdb'", "postgres"),
-                        ("CREATE DATABASE puppetdb OWNER puppetdb TEMPLATE template0", "postgres"),
-                        ("CREATE EXTENSION pg_trgm", "puppetdb")):  # PuppetDB refuses to start without pg_trgm
+        for sql, db in (
+            ("CREATE ROLE puppetdb LOGIN PASSWORD 'puppetdb'", "postgres"),
+            ("CREATE DATABASE puppetdb OWNER puppetdb TEMPLATE template0", "postgres"),
+            ("CREATE EXTENSION pg_trgm", "puppetdb"),
+        ):  # PuppetDB refuses to start without pg_trgm
             result = self._pg("psql", *psql, "-d", db, "-c", sql)
             if result.returncode != 0:
                 raise PuppetDBUnavailable(f"PostgreSQL set-up failed ({sql}): {result.stderr}")
@@ -216,14 +328,17 @@ class PuppetDB:
         (self.dir / "pdb/logback.xml").write_text(LOGBACK.format(log=self.log))
         (conf / "config.ini").write_text(
             f"[global]\nvardir = {self.dir / 'pdb/var'}\nlogging-config = {self.dir / 'pdb/logback.xml'}\n"
-            f"[puppetdb]\ndisable-update-checking = true\n[command-processing]\nthreads = {self.command_threads}\n")
+            f"[puppetdb]\ndisable-update-checking = true\n[command-processing]\nthreads = {self.command_threads}\n"
+        )
         (conf / "database.ini").write_text(
             f"[database]\nsubname = //127.0.0.1:{self.pg_port}/puppetdb\nusername = puppetdb\npassword = puppetdb\n"
-            "maximum-pool-size = 5\n")
+            "maximum-pool-size = 5\n"
+        )
         (conf / "jetty.ini").write_text(
             f"[jetty]\nhost = 127.0.0.1\nport = {self.port}\nssl-host = 127.0.0.1\nssl-port = {self.ssl_port}\n"
             f"ssl-ca-cert = {self.tls.ca_cert}\nssl-cert = {self.tls.server_cert}\nssl-key = {self.tls.server_key}\n"
-            "client-auth = want\n")
+            "client-auth = want\n"
+        )
         shutil.copy(AUTH_CONF, conf / "auth.conf")
         return conf
 
@@ -265,25 +380,47 @@ class PuppetDB:
 
     def command(self, command: str, version: int, certname: str, payload: Mapping[str, Any]) -> None:
         """Submit one command and wait until PuppetDB has processed it (an invalid payload times out)."""
-        query = urllib.parse.urlencode({"command": command, "version": version, "certname": certname,
-                                        "producer-timestamp": payload.get("producer_timestamp", ""),
-                                        "secondsToWaitForCompletion": 60})
-        request = urllib.request.Request(f"{self.url}/pdb/cmd/v1?{query}", data=json.dumps(payload).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        query = urllib.parse.urlencode(
+            {
+                "command": command,
+                "version": version,
+                "certname": certname,
+                "producer-timestamp": payload.get("producer_timestamp", ""),
+                "secondsToWaitForCompletion": 60,
+            }
+        )
+        request = urllib.request.Request(
+            f"{self.url}/pdb/cmd/v1?{query}",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         try:
             with urllib.request.urlopen(request, timeout=90) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as error:
-            raise RuntimeError(f"{command} for {certname}: HTTP {error.code} {error.read()[:300]!r}; see {self.log}") from error
+            raise RuntimeError(
+                f"{command} for {certname}: HTTP {error.code} {error.read()[:300]!r}; see {self.log}"
+            ) from error
         if not answer.get("processed"):
             raise RuntimeError(f"{command} for {certname} was not processed: {answer}; see {self.log}")
 
     def submit_async(self, command: str, version: int, certname: str, payload: Mapping[str, Any]) -> None:
         """Queue one command without waiting (bulk loads); poll `query` before asserting."""
-        query = urllib.parse.urlencode({"command": command, "version": version, "certname": certname,
-                                        "producer-timestamp": payload.get("producer_timestamp", "")})
-        request = urllib.request.Request(f"{self.url}/pdb/cmd/v1?{query}", data=json.dumps(payload).encode(),
-                                         headers={"Content-Type": "application/json"}, method="POST")
+        query = urllib.parse.urlencode(
+            {
+                "command": command,
+                "version": version,
+                "certname": certname,
+                "producer-timestamp": payload.get("producer_timestamp", ""),
+            }
+        )
+        request = urllib.request.Request(
+            f"{self.url}/pdb/cmd/v1?{query}",
+            data=json.dumps(payload).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
         with urllib.request.urlopen(request, timeout=90) as response:
             response.read()
 

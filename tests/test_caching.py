@@ -47,7 +47,9 @@ def collector_on() -> Iterator[None]:
         gc.disable()
 
 
-def test_library_compile_leaves_the_collector_alone(collector_on: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_library_compile_leaves_the_collector_alone(
+    collector_on: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def refuse() -> None:
         raise AssertionError("library code paused the garbage collector")
 
@@ -56,8 +58,9 @@ def test_library_compile_leaves_the_collector_alone(collector_on: None, monkeypa
     assert gc.isenabled()
 
 
-def test_the_command_line_pauses_the_collector_for_the_command(collector_on: None, monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_line_pauses_the_collector_for_the_command(
+    collector_on: None, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     seen: list[bool] = []
     real = cli.validate_only
 
@@ -71,7 +74,8 @@ def test_the_command_line_pauses_the_collector_for_the_command(collector_on: Non
     assert "ok" in capsys.readouterr().out
 
 
-def test_the_collector_resumes_after_a_failing_command(collector_on: None, tmp_path: Path,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_collector_resumes_after_a_failing_command(
+    collector_on: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["validate", str(tmp_path / "absent")]) == 2
     assert gc.isenabled()

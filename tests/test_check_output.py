@@ -12,7 +12,6 @@ import pytest
 from compiler.cli import main
 from tests.conftest import EXAMPLE, ROOT
 
-
 DETAIL = "      "  # what a stale or hand-edited file changed, under its line
 
 
@@ -48,7 +47,9 @@ def test_fresh_build_is_clean(built: tuple[Path, Path], capsys: pytest.CaptureFi
     assert check(capsys, spec, out) == (0, f"{out}: up to date with {spec}\n")
 
 
-def test_hand_edited_missing_and_extra_files(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_hand_edited_missing_and_extra_files(
+    built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     spec, out = built
     edited, gone = sorted(p for p in out.rglob("*.yaml") if p.is_file())[:2]
     edited.write_text(edited.read_text() + "# tweak\n")
@@ -57,15 +58,22 @@ def test_hand_edited_missing_and_extra_files(built: tuple[Path, Path], capsys: p
     code, text = check(capsys, spec, out)
     assert code == 1
     lines = text.splitlines()
-    assert lines[0] == f"{out}: not what the spec renders (1 missing, 1 extra, 1 hand-edited); run `meshc build` and commit the result"
-    assert sorted(line for line in lines[1:] if not line.startswith(DETAIL)) == sorted([
-        f"  hand-edited  {out.as_posix()}/{edited.relative_to(out).as_posix()}",
-        f"  missing      {out.as_posix()}/{gone.relative_to(out).as_posix()}",
-        f"  extra        {out.as_posix()}/stray.txt",
-    ])
+    assert (
+        lines[0]
+        == f"{out}: not what the spec renders (1 missing, 1 extra, 1 hand-edited); run `meshc build` and commit the result"
+    )
+    assert sorted(line for line in lines[1:] if not line.startswith(DETAIL)) == sorted(
+        [
+            f"  hand-edited  {out.as_posix()}/{edited.relative_to(out).as_posix()}",
+            f"  missing      {out.as_posix()}/{gone.relative_to(out).as_posix()}",
+            f"  extra        {out.as_posix()}/stray.txt",
+        ]
+    )
 
 
-def test_spec_change_without_rebuild_is_stale(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_spec_change_without_rebuild_is_stale(
+    built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
     spec, out = built
     upload = spec / "services/upload.yaml"
     upload.write_text(upload.read_text().replace("timeout: 2s", "timeout: 3s", 1))
@@ -74,9 +82,13 @@ def test_spec_change_without_rebuild_is_stale(built: tuple[Path, Path], capsys: 
     details = [line for line in text.splitlines()[1:] if line.startswith(DETAIL)]
     lines = [line for line in text.splitlines()[1:] if not line.startswith(DETAIL)]
     assert lines and all(line.startswith("  stale ") for line in lines)
-    assert any(line.endswith("route.timeout: 2s → 3s") for line in details), details  # on disk → rendered, as diff: old → new
+    assert any(line.endswith("route.timeout: 2s → 3s") for line in details), (
+        details
+    )  # on disk → rendered, as diff: old → new
     stale = [line.split()[-1] for line in lines]
-    assert all("/upload" in path for path in stale), stale  # only upload's files; the manifest follows the files
+    assert all("/upload" in path for path in stale), (
+        stale
+    )  # only upload's files; the manifest follows the files
     assert f"({len(stale)} stale)" in text.splitlines()[0]
 
 
@@ -86,9 +98,16 @@ def test_committed_output_is_what_the_build_writes() -> None:
         pytest.skip("not a git checkout")
     if not (os.environ.get("CI") or os.environ.get("MESHC_REQUIRE_TOOLS")):
         pytest.skip("enforced in CI; locally, rebuild and commit output/ before pushing")
-    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "output"],
-                            cwd=ROOT, capture_output=True, text=True, check=True)
-    assert status.stdout == "", f"`make build` changed the committed output/; rebuild and commit it:\n{status.stdout}"
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all", "--", "output"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert status.stdout == "", (
+        f"`make build` changed the committed output/; rebuild and commit it:\n{status.stdout}"
+    )
 
 
 def test_a_hand_edit_is_shown_as_data(built: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:

@@ -21,7 +21,14 @@ from compiler.spec.load import load_documents, read_tree
 def meshc(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MESHC_DEBUG", None)
-    result = subprocess.run([sys.executable, "-m", "compiler", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "compiler", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in result.stdout + result.stderr
     return result
 
@@ -48,15 +55,20 @@ def test_validate_invalid_spec_exits_2(tmp_path: Path) -> None:
     misspelled_dependency(tmp_path / "spec")
     result = meshc("validate", "spec", cwd=tmp_path)
     assert result.returncode == 2
-    assert re.search(r"^spec/services/upload\.yaml:\d+:14: error: unknown dependency 'metdata' "
-                     r"\(did you mean 'metadata'\?\); add services/metdata\.yaml or fix the name  \[unknown-dependency\]$",
-                     result.stderr, re.M), result.stderr
+    assert re.search(
+        r"^spec/services/upload\.yaml:\d+:14: error: unknown dependency 'metdata' "
+        r"\(did you mean 'metadata'\?\); add services/metdata\.yaml or fix the name  \[unknown-dependency\]$",
+        result.stderr,
+        re.M,
+    ), result.stderr
     assert result.stderr.endswith("Found 1 error in 1 file\n")
 
 
 # ------------------------------------------------------------------ explain
 
-WORKLOAD = re.compile(r"  (?P<id>\S+)  \[(?P<dc>[^,]+), (?P<region>[^\]]+)\]  (?P<identity>spiffe://\S+)(?:  wave (?P<wave>\S+))?")
+WORKLOAD = re.compile(
+    r"  (?P<id>\S+)  \[(?P<dc>[^,]+), (?P<region>[^\]]+)\]  (?P<identity>spiffe://\S+)(?:  wave (?P<wave>\S+))?"
+)
 DEPENDENCY = re.compile(r"    -> (?P<service>\S+) on 127\.0\.0\.1:(?P<port>\d+) \((?P<locality>\w+)\): .*")
 SOURCE = re.compile(r"         p(?P<priority>\d+)  (?P<dc>\S+)\s+(?P<kind>zookeeper|kubernetes) .*")
 
@@ -78,11 +90,16 @@ def parse_explain(text: str) -> dict[str, tuple[str, dict[str, tuple[str, list[t
 def test_explain_upload_priorities_follow_the_clients_datacenter(example_build) -> None:
     result = meshc("explain", "upload")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("upload  owner storage-frontend, protocol http\n  called by: api-gateway\n")
+    assert result.stdout.startswith(
+        "upload  owner storage-frontend, protocol http\n  called by: api-gateway\n"
+    )
     workloads = parse_explain(result.stdout)
     assert set(workloads) == {w.id for w in example_build.mesh.workloads_of("upload")}
     waves = dict(re.findall(r"^  (\S+)  \[.*  wave (\S+)$", result.stdout, re.M))
-    assert waves == {w: example_build.mesh.waves[w] for w in workloads} and set(waves.values()) == {"sjc", "iad"}
+    assert waves == {w: example_build.mesh.waves[w] for w in workloads} and set(waves.values()) == {
+        "sjc",
+        "iad",
+    }
     failover_lists = {name: dc.failover for name, dc in example_build.spec.mesh.datacenters.items()}
     checked = 0
     for dc, dependencies in workloads.values():
@@ -131,6 +148,7 @@ def test_explain_on_an_invalid_spec_exits_2(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ schema
 
+
 @pytest.mark.parametrize("name", ["mesh", "service"])
 def test_schema_is_a_valid_json_schema(name: str) -> None:
     result = meshc("schema", name)
@@ -154,6 +172,7 @@ def test_published_schemas_accept_the_example_spec() -> None:
 
 # ------------------------------------------------------------------ build, check, usage
 
+
 def test_build_then_check(tmp_path: Path) -> None:
     out = tmp_path / "out"
     first = meshc("build", "mesh-spec", "-o", str(out))
@@ -161,13 +180,19 @@ def test_build_then_check(tmp_path: Path) -> None:
     assert (out / "MANIFEST.json").is_file()
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [out, *out.rglob("*")]}
     assert meshc("build", "mesh-spec", "-o", str(out)).stdout == f"{out}: up to date, nothing written\n"
-    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [out, *out.rglob("*")]} == before  # not a byte written
+    assert {
+        p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [out, *out.rglob("*")]
+    } == before  # not a byte written
     assert meshc("check", "mesh-spec", "-o", str(out)).returncode == 0
     victim = next(p for p in sorted(out.rglob("*")) if p.is_file() and p.name != "MANIFEST.json")
     victim.write_bytes(victim.read_bytes() + b"# edited\n")
     result = meshc("check", "mesh-spec", "-o", str(out))
     assert result.returncode == 1
-    assert "hand-edited" in result.stdout and victim.relative_to(out).as_posix() in result.stdout and result.stderr == ""
+    assert (
+        "hand-edited" in result.stdout
+        and victim.relative_to(out).as_posix() in result.stdout
+        and result.stderr == ""
+    )
 
 
 @pytest.mark.parametrize("args", [["bogus"], ["validate", "a", "b"], ["explain"], ["schema", "nope"], []])
@@ -196,7 +221,11 @@ def schema_keys(schema: dict, defs: dict) -> set[str]:
     if "$ref" in schema:
         schema = defs[schema["$ref"].rsplit("/", 1)[1]]
     found = set(schema.get("properties", {}))
-    children = [*schema.get("properties", {}).values(), schema.get("additionalProperties"), schema.get("items")]
+    children = [
+        *schema.get("properties", {}).values(),
+        schema.get("additionalProperties"),
+        schema.get("items"),
+    ]
     for child in children:
         if isinstance(child, dict):
             found |= schema_keys(child, defs)
@@ -209,7 +238,9 @@ def test_readme_spec_reference_names_every_schema_key() -> None:
     readme = (ROOT / "README.md").read_text("utf-8")
     reference = readme.split("\n## The spec\n", 1)[1].split("\n## ", 1)[0]
     # names inside code spans: `sidecar.admin_port`, `{cluster, namespace}`
-    named = {word for quoted in re.findall(r"`([^`]+)`", reference) for word in re.findall(r"[a-z0-9_]+", quoted)}
+    named = {
+        word for quoted in re.findall(r"`([^`]+)`", reference) for word in re.findall(r"[a-z0-9_]+", quoted)
+    }
     for name in SCHEMA_NAMES:
         schema = json.loads(schema_text(name))
         keys = schema_keys(schema, schema["$defs"])
@@ -229,8 +260,13 @@ def test_a_closed_pipe_is_not_an_internal_error() -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # every write now fails with EPIPE, whatever the pipe's buffer size
     try:
-        proc = subprocess.run([sys.executable, "-m", "compiler", "explain", "upload", "--spec", str(EXAMPLE)],
-                              stdout=write_end, stderr=subprocess.PIPE, cwd=ROOT, timeout=60)
+        proc = subprocess.run(
+            [sys.executable, "-m", "compiler", "explain", "upload", "--spec", str(EXAMPLE)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            timeout=60,
+        )
     finally:
         os.close(write_end)
     assert proc.returncode == 0, proc.stderr
@@ -238,32 +274,57 @@ def test_a_closed_pipe_is_not_an_internal_error() -> None:
 
 
 @pytest.mark.parametrize("url", ["puppetdb:8081", "file:///etc/passwd", "http://[::1", "https://"])
-def test_drift_and_promote_refuse_a_puppetdb_that_is_no_http_url(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_drift_and_promote_refuse_a_puppetdb_that_is_no_http_url(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     for command in ("drift", "promote"):
-        assert cli_main([command, "--puppetdb", url]) == 2  # was an internal error (exit 3) from urllib's ValueError
+        assert (
+            cli_main([command, "--puppetdb", url]) == 2
+        )  # was an internal error (exit 3) from urllib's ValueError
         err = capsys.readouterr().err
-        assert err == f"{url}: error: --puppetdb takes PuppetDB's http:// or https:// URL (e.g. https://puppetdb:8081)  [drift-usage]\n"
+        assert (
+            err
+            == f"{url}: error: --puppetdb takes PuppetDB's http:// or https:// URL (e.g. https://puppetdb:8081)  [drift-usage]\n"
+        )
 
 
-def test_plan_and_promote_say_why_there_is_no_rollout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_plan_and_promote_say_why_there_is_no_rollout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = tmp_path / "spec"  # a copy outside git: its rollout.yaml is there, but has no history to pin
     shutil.copytree(EXAMPLE, spec)
     (spec / "rollout.yaml").write_text("hold: false\npins: {}\n")
     assert cli_main(["plan", str(spec)]) == 2
-    assert capsys.readouterr().err.startswith(f"meshc: error: {spec}/rollout.yaml pins git revisions, but {spec} is not in a git repository")
+    assert capsys.readouterr().err.startswith(
+        f"meshc: error: {spec}/rollout.yaml pins git revisions, but {spec} is not in a git repository"
+    )
     assert cli_main(["promote", "--spec", str(spec), "--force"]) == 2
-    assert capsys.readouterr().err.startswith(f"meshc: error: {spec}/rollout.yaml pins git revisions, but {spec} is not in a git repository")
-    assert cli_main(["plan", str(tmp_path / "absent")]) == 2  # said "no rollout.yaml in …" of a directory that is not there
+    assert capsys.readouterr().err.startswith(
+        f"meshc: error: {spec}/rollout.yaml pins git revisions, but {spec} is not in a git repository"
+    )
+    assert (
+        cli_main(["plan", str(tmp_path / "absent")]) == 2
+    )  # said "no rollout.yaml in …" of a directory that is not there
     err = capsys.readouterr().err  # (quote() shortens a long path)
     assert err.startswith("meshc: error: spec directory '") and err.endswith("' does not exist\n")
 
 
-def test_drift_reads_endless_inputs_only_up_to_their_cap(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_drift_reads_endless_inputs_only_up_to_their_cap(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Both read /dev/zero until memory ran out; a dump already stopped one byte past its cap.
     import compiler.drift.puppet
 
     assert cli_main(["drift", str(EXAMPLE), "--acknowledgements", "/dev/zero"]) == 2
-    assert capsys.readouterr().err == "/dev/zero:1:1: error: file is larger than 1024 KiB; split it or trim it  [drift-acknowledgement]\n"
-    monkeypatch.setattr(compiler.drift.puppet, "MAX_EXPORT_BYTES", 1 << 20)  # the real cap (1 GiB) is too much for a test
+    assert (
+        capsys.readouterr().err
+        == "/dev/zero:1:1: error: file is larger than 1024 KiB; split it or trim it  [drift-acknowledgement]\n"
+    )
+    monkeypatch.setattr(
+        compiler.drift.puppet, "MAX_EXPORT_BYTES", 1 << 20
+    )  # the real cap (1 GiB) is too much for a test
     assert cli_main(["drift", str(EXAMPLE), "--puppet-facts", "/dev/zero"]) == 2
-    assert capsys.readouterr().err == "/dev/zero: error: larger than 1 MiB; is this a PuppetDB export?  [puppetdb-export]\n"
+    assert (
+        capsys.readouterr().err
+        == "/dev/zero: error: larger than 1 MiB; is this a PuppetDB export?  [puppetdb-export]\n"
+    )

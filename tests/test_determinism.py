@@ -23,14 +23,25 @@ SEEDS = ("0", "1", "4242")
 
 def meshc(*args: str, seed: str = "0", cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": seed}
-    return subprocess.run([sys.executable, "-m", "compiler", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "compiler", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
     found = {}
     for path in [root, *sorted(root.rglob("*"))]:
         stat = path.stat()
-        found[path.relative_to(root).as_posix()] = (stat.st_ino, stat.st_mtime_ns, path.read_bytes() if path.is_file() else b"")
+        found[path.relative_to(root).as_posix()] = (
+            stat.st_ino,
+            stat.st_mtime_ns,
+            path.read_bytes() if path.is_file() else b"",
+        )
     return found
 
 
@@ -41,7 +52,9 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("spec", ["example", "synthetic"])
-def test_builds_under_different_hash_seeds_are_byte_identical(spec: str, synthetic: Path, tmp_path: Path) -> None:
+def test_builds_under_different_hash_seeds_are_byte_identical(
+    spec: str, synthetic: Path, tmp_path: Path
+) -> None:
     source = EXAMPLE if spec == "example" else synthetic
     trees = []
     for seed in SEEDS:
@@ -116,7 +129,9 @@ def test_build_killed_mid_write_leaves_the_previous_output(tmp_path: Path) -> No
     mesh.write_text(mesh.read_text().replace("timeout: 15s", "timeout: 20s"))  # every edge changes
     marker = tmp_path / "frozen"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", FREEZING_BUILD, str(marker), "build", str(changed), "-o", str(out)], env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", FREEZING_BUILD, str(marker), "build", str(changed), "-o", str(out)], env=env
+    )
     deadline = time.monotonic() + 120
     while not marker.exists():
         assert child.poll() is None, "the build finished before it was killed"

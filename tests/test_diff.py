@@ -40,11 +40,15 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Scenario]:
     spec = repo / SPEC
     steps = {
         # permissions (VM in sjc, pods in iad) starts calling storage-gateway (VMs in 3 DCs, pods in gke-usc1-a)
-        "add-dependency": lambda: _append(spec / "services/permissions.yaml", "  - service: storage-gateway\n"),
+        "add-dependency": lambda: _append(
+            spec / "services/permissions.yaml", "  - service: storage-gateway\n"
+        ),
         "timeout": lambda: _replace(spec / "services/upload.yaml", "timeout: 2s", "timeout: 3s"),
         "admin-port": lambda: _replace(spec / "mesh.yaml", "admin_port: 9901", "admin_port: 9902"),
         "remove-service": lambda: (spec / "services/audit-log.yaml").unlink(),
-        "comment-only": lambda: _replace(spec / "services/upload.yaml", "# Example 1 of the article", "# Example one of the article"),
+        "comment-only": lambda: _replace(
+            spec / "services/upload.yaml", "# Example 1 of the article", "# Example one of the article"
+        ),
     }
     scenarios = {}
     for name, edit in steps.items():
@@ -84,13 +88,25 @@ def expected(name: str, mesh: Mesh) -> dict[str, tuple[str, str]]:
         # restart); the server admits one more identity. But permissions now watches gke-usc1-a, a
         # cluster it did not read before: its VMs need a new mesh::discovery_credentials entry
         # (Synapse reads it live), its pods a new credentials volume, which rolls them.
-        clients = {w.id: ("changed", "pod-roll" if w.platform == "kubernetes" else "hot-reload") for w in mesh.workloads_of("permissions")}
+        clients = {
+            w.id: ("changed", "pod-roll" if w.platform == "kubernetes" else "hot-reload")
+            for w in mesh.workloads_of("permissions")
+        }
         servers = {t: ("changed", "hot-reload") for t in _ids(mesh, "storage-gateway")}
-        assert {w.platform for w in mesh.workloads_of("permissions")} == {w.platform for w in mesh.workloads_of("storage-gateway")} == {"vm", "kubernetes"}
+        assert (
+            {w.platform for w in mesh.workloads_of("permissions")}
+            == {w.platform for w in mesh.workloads_of("storage-gateway")}
+            == {"vm", "kubernetes"}
+        )
         # permissions runs in none of storage-gateway's clusters, so it becomes an external reader in
         # each (ServiceAccount, token Secret, grants there), a target of its own that restarts nothing
-        clusters = {w.cluster for w in mesh.workloads_of("storage-gateway") if w.cluster} - {w.cluster for w in mesh.workloads_of("permissions")}
-        assert clusters and not {r.cluster for r in external_readers(mesh) if r.service == "permissions"} & clusters
+        clusters = {w.cluster for w in mesh.workloads_of("storage-gateway") if w.cluster} - {
+            w.cluster for w in mesh.workloads_of("permissions")
+        }
+        assert (
+            clusters
+            and not {r.cluster for r in external_readers(mesh) if r.service == "permissions"} & clusters
+        )
         readers = {f"k8s/{c}/meshc-discovery/permissions": ("added", "none") for c in clusters}
         return clients | servers | readers
     if name == "timeout":
@@ -99,7 +115,9 @@ def expected(name: str, mesh: Mesh) -> dict[str, tuple[str, str]]:
         return {w.id: ("changed", "envoy-restart") for w in mesh.workloads}
     if name == "remove-service":
         assert [e.service for w in mesh.workloads_of("audit-log") for e in w.egress] == ["event-bus"]
-        return {t: ("removed", "none") for t in _ids(mesh, "audit-log")} | {t: ("changed", "hot-reload") for t in _ids(mesh, "event-bus")}
+        return {t: ("removed", "none") for t in _ids(mesh, "audit-log")} | {
+            t: ("changed", "hot-reload") for t in _ids(mesh, "event-bus")
+        }
     return {}
 
 
@@ -110,6 +128,8 @@ LABELS = {"none": "no restart"}  # the text and Markdown reports' word for a cha
 def shown(status: str, restart: str) -> str:
     """How the text report shows a target's cost: `new`, `removed`, or `changed, <restart class>`."""
     return {"added": "new", "removed": "removed"}.get(status) or f"changed, {LABELS.get(restart, restart)}"
+
+
 SCENARIOS = ("add-dependency", "timeout", "admin-port", "remove-service", "comment-only")
 SPEC_CHANGES = {
     "add-dependency": ["services/permissions.yaml"],
@@ -128,11 +148,22 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 def _args(history: dict, name: str, fmt: str) -> list[str]:
     scenario = history[name]
-    return ["--base", scenario.base, "--head", scenario.head, "--spec", str(history["repo"] / SPEC), "--format", fmt]
+    return [
+        "--base",
+        scenario.base,
+        "--head",
+        scenario.head,
+        "--spec",
+        str(history["repo"] / SPEC),
+        "--format",
+        fmt,
+    ]
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_json_reports_exact_targets_and_restart_classes(name: str, history: dict, example_mesh: Mesh, capsys: pytest.CaptureFixture[str]) -> None:
+def test_json_reports_exact_targets_and_restart_classes(
+    name: str, history: dict, example_mesh: Mesh, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run(capsys, *_args(history, name, "json"))
     report = json.loads(out)
     want = expected(name, example_mesh)
@@ -141,27 +172,40 @@ def test_json_reports_exact_targets_and_restart_classes(name: str, history: dict
     assert [s["file"] for s in report["spec"]] == SPEC_CHANGES[name]
     assert report["changed"] is bool(want)
     assert report["summary"]["targets"] == len(want)
-    assert report["summary"]["restarts"] == sum(r in ("sidecar-restart", "envoy-restart", "pod-roll") for _, r in want.values())
+    assert report["summary"]["restarts"] == sum(
+        r in ("sidecar-restart", "envoy-restart", "pod-roll") for _, r in want.values()
+    )
     groups = {(g["platform"], g["datacenter"]): set(g["targets"]) for g in report["groups"]}
     assert set().union(*groups.values()) == set(want) if want else groups == {}
     workloads = {w.id: w for w in example_mesh.workloads}
-    assert all(workloads[t].platform == p and workloads[t].datacenter == dc for (p, dc), ts in groups.items() for t in ts
-               if "/meshc-discovery/" not in t)  # an external reader's grant belongs to no workload
+    assert all(
+        workloads[t].platform == p and workloads[t].datacenter == dc
+        for (p, dc), ts in groups.items()
+        for t in ts
+        if "/meshc-discovery/" not in t
+    )  # an external reader's grant belongs to no workload
     order = ["none", "hot-reload", "sidecar-restart", "envoy-restart"]
     for target in report["targets"]:  # a changed target costs what its dearest document costs, or a pod roll
         dearest = max((d["restart"] for d in target["documents"]), key=order.index, default="none")
         rolls = target["platform"] == "kubernetes" and target["credentials"]
-        assert target["restart"] == ("none" if target["status"] != "changed" else "pod-roll" if rolls else dearest)
+        assert target["restart"] == (
+            "none" if target["status"] != "changed" else "pod-roll" if rolls else dearest
+        )
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_markdown_has_the_summary_table_first_and_every_target_folded(name: str, history: dict, example_mesh: Mesh,
-                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_markdown_has_the_summary_table_first_and_every_target_folded(
+    name: str, history: dict, example_mesh: Mesh, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run(capsys, *_args(history, name, "markdown"))
     want = expected(name, example_mesh)
     assert code == 0 and len(out) < GITHUB_COMMENT_LIMIT
-    folded = dict(re.findall(r"<details><summary><code>([^<]+)</code>: (new|removed|changed, <b>[a-z -]+</b>)", out))
-    assert {t: re.sub("</?b>", "", v) for t, v in folded.items()} == {t: shown(s, r) for t, (s, r) in want.items()}
+    folded = dict(
+        re.findall(r"<details><summary><code>([^<]+)</code>: (new|removed|changed, <b>[a-z -]+</b>)", out)
+    )
+    assert {t: re.sub("</?b>", "", v) for t, v in folded.items()} == {
+        t: shown(s, r) for t, (s, r) in want.items()
+    }
     if want:
         table = out.index("| Platform | Datacenter | Targets |")
         assert table < out.index("<details>")
@@ -171,23 +215,29 @@ def test_markdown_has_the_summary_table_first_and_every_target_folded(name: str,
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_text_lists_each_target_once_with_its_restart_class(name: str, history: dict, example_mesh: Mesh,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_lists_each_target_once_with_its_restart_class(
+    name: str, history: dict, example_mesh: Mesh, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = run(capsys, *_args(history, name, "text"))
     want = expected(name, example_mesh)
     listed = dict(re.findall(r"^  ((?:vm|k8s)/\S+): (.+)$", out, re.MULTILINE))
     assert code == 0 and "\033[" not in out  # captured output is not a TTY: no colour
     sensitive = {w.id for w in example_mesh.workloads if w.restart_sensitive}
-    assert listed == {t: shown(s, r) + (" (restart-sensitive)" if t in sensitive and r in RESTARTS else "") for t, (s, r) in want.items()}
+    assert listed == {
+        t: shown(s, r) + (" (restart-sensitive)" if t in sensitive and r in RESTARTS else "")
+        for t, (s, r) in want.items()
+    }
 
 
 def test_specific_semantic_paths(history: dict) -> None:
     spec = history["repo"] / SPEC
     timeout = diff_revisions(spec, history["timeout"].base, history["timeout"].head)
-    spec_change, = timeout.spec
-    assert [(c.path, c.old, c.new) for c in spec_change.changes] == [("dependencies[service=encryption].timeout", "2s", "3s")]
+    (spec_change,) = timeout.spec
+    assert [(c.path, c.old, c.new) for c in spec_change.changes] == [
+        ("dependencies[service=encryption].timeout", "2s", "3s")
+    ]
     for target in timeout.targets:
-        lds, = target.documents
+        (lds,) = target.documents
         assert lds.name == "envoy/lds.json"
         assert any(c.path.endswith("route.timeout") and (c.old, c.new) == ("2s", "3s") for c in lds.changes)
     comment = diff_revisions(spec, history["comment-only"].base, history["comment-only"].head)
@@ -199,7 +249,9 @@ def test_exit_code_flag(history: dict, capsys: pytest.CaptureFixture[str]) -> No
     assert run(capsys, *_args(history, "comment-only", "json"), "--exit-code")[0] == 0
 
 
-def test_head_defaults_to_the_working_tree_and_nothing_in_the_repo_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_head_defaults_to_the_working_tree_and_nothing_in_the_repo_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     repo = make_repo(tmp_path / "repo")
     _replace(repo / SPEC / "services/upload.yaml", "timeout: 2s", "timeout: 3s")  # uncommitted
     (repo / SPEC / "services/notification.yaml").unlink()  # uncommitted delete
@@ -211,34 +263,53 @@ def test_head_defaults_to_the_working_tree_and_nothing_in_the_repo_changes(tmp_p
     assert repo_state(repo) == before
     report = json.loads(out)
     assert report["head"] == "working tree"
-    assert {s["file"]: s["status"] for s in report["spec"]} == {"services/notification.yaml": "removed", "services/upload.yaml": "changed"}
-    assert "k8s/kube-iad-a/notification/notification" in {t["target"] for t in report["targets"] if t["status"] == "removed"}
+    assert {s["file"]: s["status"] for s in report["spec"]} == {
+        "services/notification.yaml": "removed",
+        "services/upload.yaml": "changed",
+    }
+    assert "k8s/kube-iad-a/notification/notification" in {
+        t["target"] for t in report["targets"] if t["status"] == "removed"
+    }
 
 
-def test_invalid_head_is_diagnosed_with_the_revision_in_the_file_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_head_is_diagnosed_with_the_revision_in_the_file_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     repo = make_repo(tmp_path / "repo")
     _replace(repo / SPEC / "services/upload.yaml", "service: metadata", "service: metdata")
     bad = commit(repo, "typo")
     code, out, err = run(capsys, "--base", "HEAD~1", "--head", bad, "--spec", str(repo / SPEC))
     assert (code, out) == (2, "")
-    assert re.search(rf"^{bad}:{re.escape(str(repo / SPEC))}/services/upload.yaml:\d+:\d+: error: .*'metdata'.*\[unknown-dependency\]$", err, re.MULTILINE)
+    assert re.search(
+        rf"^{bad}:{re.escape(str(repo / SPEC))}/services/upload.yaml:\d+:\d+: error: .*'metdata'.*\[unknown-dependency\]$",
+        err,
+        re.MULTILINE,
+    )
 
 
-def test_invalid_base_is_a_note_and_every_head_target_is_new(tmp_path: Path, example_mesh: Mesh, capsys: pytest.CaptureFixture[str]) -> None:
+def test_invalid_base_is_a_note_and_every_head_target_is_new(
+    tmp_path: Path, example_mesh: Mesh, capsys: pytest.CaptureFixture[str]
+) -> None:
     repo = make_repo(tmp_path / "repo")
     _replace(repo / SPEC / "services/upload.yaml", "service: metadata", "service: metdata")
     commit(repo, "broken")
     _replace(repo / SPEC / "services/upload.yaml", "service: metdata", "service: metadata")
     commit(repo, "fixed")
-    code, out, _ = run(capsys, "--base", "HEAD~1", "--head", "HEAD", "--spec", str(repo / SPEC), "--format", "json")
+    code, out, _ = run(
+        capsys, "--base", "HEAD~1", "--head", "HEAD", "--spec", str(repo / SPEC), "--format", "json"
+    )
     report = json.loads(out)
     assert code == 0
     assert "invalid" in report["notes"][0] and "every target is new" in report["notes"][0]
     assert [d["code"] for d in report["base_diagnostics"]] == ["unknown-dependency"]
     assert report["base_diagnostics"][0]["file"].startswith("HEAD~1:")
-    assert {t["target"]: t["status"] for t in report["targets"]} == ({w.id: "added" for w in example_mesh.workloads}
-                                                                     | {r.id: "added" for r in external_readers(example_mesh)})
-    code, out, _ = run(capsys, "--base", "HEAD~1", "--head", "HEAD", "--spec", str(repo / SPEC), "--format", "markdown")
+    assert {t["target"]: t["status"] for t in report["targets"]} == (
+        {w.id: "added" for w in example_mesh.workloads}
+        | {r.id: "added" for r in external_readers(example_mesh)}
+    )
+    code, out, _ = run(
+        capsys, "--base", "HEAD~1", "--head", "HEAD", "--spec", str(repo / SPEC), "--format", "markdown"
+    )
     assert "[!WARNING]" in out and "unknown-dependency" in out
 
 

@@ -27,7 +27,10 @@ def meshc_commands(script: str) -> list[list[str]]:
 
 def test_workflow_validates_diffs_and_checks() -> None:
     workflow = yaml.safe_load(WORKFLOW.read_text())
-    assert set(workflow.get("on", workflow.get(True))) == {"pull_request", "push"}  # YAML 1.1 reads a bare `on` as true
+    assert set(workflow.get("on", workflow.get(True))) == {
+        "pull_request",
+        "push",
+    }  # YAML 1.1 reads a bare `on` as true
     steps = workflow["jobs"]["mesh"]["steps"]
     assert all(("run" in s) != ("uses" in s) for s in steps)
     checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout"))
@@ -37,7 +40,9 @@ def test_workflow_validates_diffs_and_checks() -> None:
     assert {c[c.index("--format") + 1] for c in commands if c[0] == "diff"} == {"markdown", "json", "text"}
     for command in commands:
         _parser().parse_args(command)  # argparse exits on anything meshc would reject
-    assert not re.search(r"run:.*\$\{\{\s*github\.(base_ref|head_ref)", WORKFLOW.read_text())  # refs reach scripts via env only
+    assert not re.search(
+        r"run:.*\$\{\{\s*github\.(base_ref|head_ref)", WORKFLOW.read_text()
+    )  # refs reach scripts via env only
 
 
 def test_pre_commit_hooks_run_meshc_on_the_whole_spec(capsys: pytest.CaptureFixture[str]) -> None:

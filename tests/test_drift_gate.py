@@ -44,7 +44,9 @@ def rollout(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
 def canary_pools(tree: dict[str, bytes]) -> dict[str, dict[str, str]]:
     """workload -> document hashes, for the VM pools of wave canary."""
     waves = json.loads(tree["MANIFEST.json"])["rollout"]["targets"]
-    return {w: dict(e.hashes) for w, e in expected_rendering(tree).pools.items() if waves[w]["wave"] == "canary"}
+    return {
+        w: dict(e.hashes) for w, e in expected_rendering(tree).pools.items() if waves[w]["wave"] == "canary"
+    }
 
 
 def write_export(path: Path, hosts: Iterable[tuple[str, str, dict[str, str]]]) -> Path:
@@ -53,11 +55,26 @@ def write_export(path: Path, hosts: Iterable[tuple[str, str, dict[str, str]]]) -
     nodes, facts = [], []
     for certname, workload, documents in hosts:
         _, service, datacenter = workload.split("/")
-        nodes.append({"certname": certname, "latest_report_status": "unchanged", "cached_catalog_status": "not_used",
-                      "report_timestamp": now, "facts_timestamp": now, "deactivated": None, "expired": None})
+        nodes.append(
+            {
+                "certname": certname,
+                "latest_report_status": "unchanged",
+                "cached_catalog_status": "not_used",
+                "report_timestamp": now,
+                "facts_timestamp": now,
+                "deactivated": None,
+                "expired": None,
+            }
+        )
         applied = {"workload": workload, "service": service, "datacenter": datacenter, "documents": documents}
-        facts += [{"certname": certname, "environment": "production", "name": name, "value": value}
-                  for name, value in (("mesh_service", service), ("mesh_datacenter", datacenter), ("mesh_applied", applied))]
+        facts += [
+            {"certname": certname, "environment": "production", "name": name, "value": value}
+            for name, value in (
+                ("mesh_service", service),
+                ("mesh_datacenter", datacenter),
+                ("mesh_applied", applied),
+            )
+        ]
     path.write_text(json.dumps({"nodes": nodes, "facts": facts}))
     return path
 
@@ -79,8 +96,14 @@ def canary_dump(path: Path, tree: dict[str, bytes]) -> list[str]:
 def promote(spec: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_TODAY": "2026-11-30"}
     env.pop("MESHC_DEBUG", None)
-    result = subprocess.run([sys.executable, "-m", "compiler", "promote", "--spec", str(spec), "-o", str(out), *args],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "compiler", "promote", "--spec", str(spec), "-o", str(out), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert "Traceback" not in result.stdout + result.stderr
     return result
 
@@ -93,7 +116,8 @@ def test_canary_wave_has_pools_and_a_cluster(rollout: tuple[Path, Path, dict[str
 
 
 def test_promote_blocks_without_evidence_on_a_pending_host_and_on_a_missing_dump(
-        rollout: tuple[Path, Path, dict[str, bytes]], tmp_path: Path) -> None:
+    rollout: tuple[Path, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
     spec, out, tree = rollout
     before = (spec / "rollout.yaml").read_text()
     nothing = promote(spec, out)
@@ -107,18 +131,23 @@ def test_promote_blocks_without_evidence_on_a_pending_host_and_on_a_missing_dump
     pending = promote(spec, out, *canary_dump(tmp_path / "dump.json", tree), "--puppet-facts", str(export))
     assert pending.returncode == 1, pending.stdout + pending.stderr
     [blocker] = [line.strip() for line in pending.stderr.splitlines()[1:]]
-    assert blocker.startswith(f"{sorted(canary_pools(tree))[0]} late-1.gate: pending ({ENVOY_CDS}: applied 000000000000")
+    assert blocker.startswith(
+        f"{sorted(canary_pools(tree))[0]} late-1.gate: pending ({ENVOY_CDS}: applied 000000000000"
+    )
     assert f"evidence read: {tmp_path / 'dump.json'}, {export}" in pending.stderr
 
     export = converged_export(tmp_path / "converged.json", tree)
     no_dump = promote(spec, out, "--puppet-facts", str(export))
     assert no_dump.returncode == 1
     assert [line.strip() for line in no_dump.stderr.splitlines()[1:]][0].endswith(
-        f": not checked: no dump of cluster {CANARY_CLUSTER} given (--kubernetes)")
+        f": not checked: no dump of cluster {CANARY_CLUSTER} given (--kubernetes)"
+    )
     assert (spec / "rollout.yaml").read_text() == before, "a refused promotion writes nothing"
 
 
-def test_promote_passes_once_the_wave_converged(rollout: tuple[Path, Path, dict[str, bytes]], tmp_path: Path) -> None:
+def test_promote_passes_once_the_wave_converged(
+    rollout: tuple[Path, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
     spec, out, tree = rollout
     export = converged_export(tmp_path / "converged.json", tree)
     result = promote(spec, out, *canary_dump(tmp_path / "dump.json", tree), "--puppet-facts", str(export))
@@ -127,14 +156,23 @@ def test_promote_passes_once_the_wave_converged(rollout: tuple[Path, Path, dict[
     assert "forced" not in (spec / "rollout.yaml").read_text()
 
 
-def test_force_is_recorded_in_the_output_and_in_rollout_yaml(rollout: tuple[Path, Path, dict[str, bytes]], tmp_path: Path) -> None:
+def test_force_is_recorded_in_the_output_and_in_rollout_yaml(
+    rollout: tuple[Path, Path, dict[str, bytes]], tmp_path: Path
+) -> None:
     spec, out, tree = rollout
     export = converged_export(tmp_path / "pending.json", tree, pending=True)
-    result = promote(spec, out, *canary_dump(tmp_path / "dump.json", tree), "--puppet-facts", str(export), "--force")
+    result = promote(
+        spec, out, *canary_dump(tmp_path / "dump.json", tree), "--puppet-facts", str(export), "--force"
+    )
     assert result.returncode == 0, result.stderr
     [forced] = [line for line in result.stdout.splitlines() if line.startswith("FORCED: ")]
-    assert "forced past the drift gate on 2026-11-30: wave canary had 1 not converged (" in forced and "late-1.gate: pending" in forced
-    [pin] = [line for line in (spec / "rollout.yaml").read_text().splitlines() if line.strip().startswith("west:")]
+    assert (
+        "forced past the drift gate on 2026-11-30: wave canary had 1 not converged (" in forced
+        and "late-1.gate: pending" in forced
+    )
+    [pin] = [
+        line for line in (spec / "rollout.yaml").read_text().splitlines() if line.strip().startswith("west:")
+    ]
     assert "# forced past the drift gate on 2026-11-30: wave canary had 1 not converged" in pin
     assert "# west: the sjc datacenter" in (spec / "rollout.yaml").read_text(), "the file's own comments stay"
     assert main(["check", str(spec), "-o", str(out)]) == 0, "promote rebuilt the output for the new pin"
@@ -167,20 +205,52 @@ def test_drift_judges_a_canary_host_against_its_node_file(tmp_path: Path) -> Non
     (spec / "rollout.yaml").write_text(f"hold: false\npins:\n  canary-hosts: {head}\n  rest: {base}\n")
     commit(repo, "canary hosts run the change")
     rendering = expected_rendering(output_for(spec))
-    changed = sorted(c for c, e in rendering.nodes.items() if dict(e.hashes) != dict(rendering.pools[e.workload].hashes))
+    changed = sorted(
+        c for c, e in rendering.nodes.items() if dict(e.hashes) != dict(rendering.pools[e.workload].hashes)
+    )
     assert len(changed) >= 2, "the change reaches some canary hosts' documents"
-    ahead, behind = changed[0], next(c for c in changed[1:] if rendering.nodes[c].workload == rendering.nodes[changed[0]].workload)
+    ahead, behind = (
+        changed[0],
+        next(c for c in changed[1:] if rendering.nodes[c].workload == rendering.nodes[changed[0]].workload),
+    )
     workload = rendering.nodes[ahead].workload
     # every other canary host reports its node file too: a canary PuppetDB does not know is unknown (it fails the run)
     others = [(c, e.workload, dict(e.hashes)) for c, e in rendering.nodes.items() if c not in (ahead, behind)]
-    export = write_export(tmp_path / "export.json", [(ahead, workload, dict(rendering.nodes[ahead].hashes)),
-                                                    (behind, workload, dict(rendering.pools[workload].hashes)), *others])
+    export = write_export(
+        tmp_path / "export.json",
+        [
+            (ahead, workload, dict(rendering.nodes[ahead].hashes)),
+            (behind, workload, dict(rendering.pools[workload].hashes)),
+            *others,
+        ],
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_TODAY": "2026-11-30"}
-    result = subprocess.run([sys.executable, "-m", "compiler", "drift", str(spec), "--puppet-facts", str(export), "--partial",
-                             "--format", "json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "compiler",
+            "drift",
+            str(spec),
+            "--puppet-facts",
+            str(export),
+            "--partial",
+            "--format",
+            "json",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr  # pending within the lag
     data = json.loads(result.stdout)
-    hosts = {s["subject"]: s for s in data["subjects"] if s["platform"] == "puppet" and s["subject"] in (ahead, behind)}
+    hosts = {
+        s["subject"]: s
+        for s in data["subjects"]
+        if s["platform"] == "puppet" and s["subject"] in (ahead, behind)
+    }
     assert list(hosts) == [behind], "the canary that applied its node file converged"
     assert (hosts[behind]["state"], hosts[behind]["target"]) == ("pending", workload)
     assert all(i["detail"].split(": ")[1].startswith("applied ") for i in hosts[behind]["items"])

@@ -24,7 +24,16 @@ from test_kubernetes_schemas import Schemas, schemas  # noqa: F401 - the fixture
 from compiler.backends.kubernetes import OWNER_ANNOTATION
 from compiler.drift.detect import assemble_report
 from compiler.drift.kubernetes import check_cluster, expected_objects, parse_dump
-from compiler.drift.model import ACKNOWLEDGED, CONVERGED, EXTRA, MISSING, MODIFIED, NOT_CHECKED, ORPHAN, DriftReport
+from compiler.drift.model import (
+    ACKNOWLEDGED,
+    CONVERGED,
+    EXTRA,
+    MISSING,
+    MODIFIED,
+    NOT_CHECKED,
+    ORPHAN,
+    DriftReport,
+)
 from compiler.drift.report import format_markdown, format_text, report_data
 from compiler.pipeline import Build
 
@@ -35,8 +44,14 @@ SJC = "kube-sjc-a"
 def meshc(*args: str, today: str = "2026-11-30", seed: str = "random") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_TODAY": today, "PYTHONHASHSEED": seed}
     env.pop("MESHC_DEBUG", None)
-    result = subprocess.run([sys.executable, "-m", "compiler", "drift", str(EXAMPLE), *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "compiler", "drift", str(EXAMPLE), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in result.stdout + result.stderr
     return result
 
@@ -49,6 +64,7 @@ def tree(example_build: Build) -> dict[str, bytes]:
 @pytest.fixture()
 def dumps(tree: dict[str, bytes], tmp_path: Path) -> Callable[..., list[str]]:
     """Write a dump per cluster (YAML, or JSON for kube-iad-a) after `edit` changed sjc's objects; the --kubernetes args."""
+
     def write(edit: Callable[[list[dict[str, Any]]], None] | None = None) -> list[str]:
         args = []
         for cluster in CLUSTERS:
@@ -60,6 +76,7 @@ def dumps(tree: dict[str, bytes], tmp_path: Path) -> Callable[..., list[str]]:
             path.write_text(dump_json(objects) if as_json else dump_yaml(objects))
             args += ["--kubernetes", f"{cluster}={path}"]
         return args
+
     return write
 
 
@@ -74,21 +91,47 @@ def items(report: DriftReport) -> list[tuple[str, str, str, Any, Any]]:
 
 # ---------------------------------------------------------------- zero false positives
 
-def test_dump_of_exactly_what_meshc_wrote_is_converged(dumps: Callable[..., list[str]], tmp_path: Path) -> None:
+
+def test_dump_of_exactly_what_meshc_wrote_is_converged(
+    dumps: Callable[..., list[str]], tmp_path: Path
+) -> None:
     # --partial: the example mesh has VMs too, and no PuppetDB is given here (tests/test_drift_wire.py gives both)
     result = meshc(*dumps(), "--format", "json", "--partial")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr
     data = json.loads(result.stdout)
     assert data["failing"] is False and data["subjects"] == []
-    assert [(s["scope"], s["state"]) for s in data["scopes"]] == [(c, CONVERGED) for c in CLUSTERS] + [("puppetdb", NOT_CHECKED)]
-    assert all(s["counts"] == {"converged": s["counts"]["converged"]} and s["counts"]["converged"] > 40
-               for s in data["scopes"] if s["platform"] == "kubernetes")
+    assert [(s["scope"], s["state"]) for s in data["scopes"]] == [(c, CONVERGED) for c in CLUSTERS] + [
+        ("puppetdb", NOT_CHECKED)
+    ]
+    assert all(
+        s["counts"] == {"converged": s["counts"]["converged"]} and s["counts"]["converged"] > 40
+        for s in data["scopes"]
+        if s["platform"] == "kubernetes"
+    )
     # the fixture really carries every server-set field and default the comparison must ignore
     text = (tmp_path / f"{SJC}.yaml").read_text()
-    for needle in ("uid:", "resourceVersion:", "generation:", "creationTimestamp:", "managedFields:", LAST_APPLIED,
-                   "clusterIPs:", "ipFamilies:", "ipFamilyPolicy:", "internalTrafficPolicy:", "sessionAffinity: None",
-                   "type: ClusterIP", "apiGroup: ''", "imagePullSecrets:", "secrets:", "finalizers:", "notAfter:",
-                   "kubernetes.io/metadata.name", "kubernetes.io/service-account.uid", "cert-manager.io/certificate-name"):
+    for needle in (
+        "uid:",
+        "resourceVersion:",
+        "generation:",
+        "creationTimestamp:",
+        "managedFields:",
+        LAST_APPLIED,
+        "clusterIPs:",
+        "ipFamilies:",
+        "ipFamilyPolicy:",
+        "internalTrafficPolicy:",
+        "sessionAffinity: None",
+        "type: ClusterIP",
+        "apiGroup: ''",
+        "imagePullSecrets:",
+        "secrets:",
+        "finalizers:",
+        "notAfter:",
+        "kubernetes.io/metadata.name",
+        "kubernetes.io/service-account.uid",
+        "cert-manager.io/certificate-name",
+    ):
         assert needle in text, needle
     assert '"clusterIPs"' in (tmp_path / "kube-iad-a.json").read_text()
 
@@ -105,32 +148,50 @@ def test_normalization_durations_api_versions_order_and_empty_values(tree: dict[
     policy = find(objects, "NetworkPolicy", "storage", "storage-gateway-mesh")
     policy["spec"]["ingress"][0]["from"].reverse()
     policy["metadata"]["annotations"] = dict(reversed(policy["metadata"]["annotations"].items()))
-    find(objects, "ConfigMap", "storage", "storage-gateway-mesh-envoy")["binaryData"] = {}  # empty equals absent
+    find(objects, "ConfigMap", "storage", "storage-gateway-mesh-envoy")[
+        "binaryData"
+    ] = {}  # empty equals absent
     assert items(check(tree, objects, "gke-usc1-a")) == []
     cert["spec"]["duration"] = "721h"
     assert items(check(tree, objects, "gke-usc1-a")) == [
-        (MODIFIED, "Certificate/storage/storage-gateway-mesh-tls", "spec.duration", "720h", "721h")]
+        (MODIFIED, "Certificate/storage/storage-gateway-mesh-tls", "spec.duration", "720h", "721h")
+    ]
 
 
-def test_labels_and_annotations_of_other_tools_are_not_drift_but_meshc_keys_are(tree: dict[str, bytes]) -> None:
+def test_labels_and_annotations_of_other_tools_are_not_drift_but_meshc_keys_are(
+    tree: dict[str, bytes],
+) -> None:
     objects = live_objects(tree, SJC)
     account = find(objects, "ServiceAccount", "upload", "upload")
     account["metadata"]["labels"]["istio.io/rev"] = "canary"
     account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] = "arn:aws:iam::1:role/x"
     assert items(check(tree, objects)) == []
     other = find(objects, "Service", "upload", "upload")
-    other["metadata"]["annotations"] = None  # `annotations: null` is what a dump may hold: every meshc annotation is gone
+    other["metadata"]["annotations"] = (
+        None  # `annotations: null` is what a dump may hold: every meshc annotation is gone
+    )
     assert {(i[0], i[2]) for i in items(check(tree, objects))} == {
-        (MODIFIED, f"metadata.annotations[{key}]") for key in ("meshc.dev/workload", OWNER_ANNOTATION)}
-    other["metadata"]["annotations"] = find(live_objects(tree, SJC), "Service", "upload", "upload")["metadata"]["annotations"]
+        (MODIFIED, f"metadata.annotations[{key}]") for key in ("meshc.dev/workload", OWNER_ANNOTATION)
+    }
+    other["metadata"]["annotations"] = find(live_objects(tree, SJC), "Service", "upload", "upload")[
+        "metadata"
+    ]["annotations"]
     account["metadata"]["annotations"]["meshc.dev/restart-hash"] = "0"
     account["metadata"]["labels"]["app.kubernetes.io/name"] = "download"
     assert sorted(items(check(tree, objects))) == [
         (EXTRA, "ServiceAccount/upload/upload", "metadata.annotations[meshc.dev/restart-hash]", None, "0"),
-        (MODIFIED, "ServiceAccount/upload/upload", "metadata.labels[app.kubernetes.io/name]", "upload", "download")]
+        (
+            MODIFIED,
+            "ServiceAccount/upload/upload",
+            "metadata.labels[app.kubernetes.io/name]",
+            "upload",
+            "download",
+        ),
+    ]
 
 
 # ---------------------------------------------------------------- drift kinds
+
 
 def test_missing_object_exits_1(dumps: Callable[..., list[str]]) -> None:
     def edit(objects: list[dict[str, Any]]) -> None:
@@ -140,15 +201,26 @@ def test_missing_object_exits_1(dumps: Callable[..., list[str]]) -> None:
     assert result.returncode == 1
     data = json.loads(result.stdout)
     [subject] = data["subjects"]
-    assert (subject["subject"], subject["target"], subject["state"]) == ("Certificate/upload/upload-mesh-tls", "k8s/kube-sjc-a/upload/upload", "drifted")
-    assert [(i["kind"], i["id"]) for i in subject["items"]] == [(MISSING, "kubernetes/kube-sjc-a/Certificate/upload/upload-mesh-tls#missing")]
-    assert subject["items"][0]["detail"] == "not in the dump; kube-applier applies kubernetes/kube-sjc-a/upload/upload.yaml"
+    assert (subject["subject"], subject["target"], subject["state"]) == (
+        "Certificate/upload/upload-mesh-tls",
+        "k8s/kube-sjc-a/upload/upload",
+        "drifted",
+    )
+    assert [(i["kind"], i["id"]) for i in subject["items"]] == [
+        (MISSING, "kubernetes/kube-sjc-a/Certificate/upload/upload-mesh-tls#missing")
+    ]
+    assert (
+        subject["items"][0]["detail"]
+        == "not in the dump; kube-applier applies kubernetes/kube-sjc-a/upload/upload.yaml"
+    )
     target = next(t for t in data["targets"] if t["target"] == "k8s/kube-sjc-a/upload/upload")
     assert target["state"] == "drifted" and target["converged"] == target["subjects"] - 1
 
 
 def test_a_kind_left_out_of_the_dump_is_unknown_not_missing(tree: dict[str, bytes]) -> None:
-    objects = [o for o in live_objects(tree, SJC) if o["kind"] != "Certificate"]  # `kubectl get` without certificates
+    objects = [
+        o for o in live_objects(tree, SJC) if o["kind"] != "Certificate"
+    ]  # `kubectl get` without certificates
     report = check(tree, objects)
     unknown = [s for s in report.subjects if s.state != CONVERGED]
     assert unknown and {(s.subject.split("/")[0], s.state) for s in unknown} == {("Certificate", "unknown")}
@@ -162,7 +234,12 @@ def test_modified_field_tells_a_hand_edit_from_an_apply_not_done(tree: dict[str,
     service["spec"]["ports"][0]["port"] = 18081
     report = check(tree, objects)
     assert items(report) == [(MODIFIED, "Service/upload/upload", "spec.ports[mesh].port", 18080, 18081)]
-    assert "hand edit" in report.subjects[[s.subject for s in report.subjects].index("Service/upload/upload")].items[0].detail
+    assert (
+        "hand edit"
+        in report.subjects[[s.subject for s in report.subjects].index("Service/upload/upload")]
+        .items[0]
+        .detail
+    )
     applied = json.loads(service["metadata"]["annotations"][LAST_APPLIED])
     applied["spec"]["ports"][0]["port"] = 18081  # kube-applier last applied an older rendering
     service["metadata"]["annotations"][LAST_APPLIED] = last_applied(applied)
@@ -176,8 +253,15 @@ def test_modified_sidecar_document_is_reported_inside_the_json(tree: dict[str, b
     document = json.loads(config["data"]["synapse.json"])
     document["file_output"]["output_directory"] = "/tmp/synapse"
     config["data"]["synapse.json"] = json.dumps(document)  # reformatted too: only the value counts
-    assert items(check(tree, objects)) == [(MODIFIED, "ConfigMap/upload/upload-mesh-synapse", "data[synapse.json].file_output.output_directory",
-                                            "/var/run/mesh/synapse", "/tmp/synapse")]
+    assert items(check(tree, objects)) == [
+        (
+            MODIFIED,
+            "ConfigMap/upload/upload-mesh-synapse",
+            "data[synapse.json].file_output.output_directory",
+            "/var/run/mesh/synapse",
+            "/tmp/synapse",
+        )
+    ]
 
 
 def test_extra_config_map_key_and_extra_fields_are_reported(tree: dict[str, bytes]) -> None:
@@ -188,46 +272,92 @@ def test_extra_config_map_key_and_extra_fields_are_reported(tree: dict[str, byte
     assert sorted(items(check(tree, objects))) == [
         (EXTRA, "Certificate/upload/upload-mesh-tls", "spec.dnsNames", None, ["upload.example.com"]),
         (EXTRA, "ConfigMap/upload/upload-mesh-envoy", "data[debug.json]", None, "{}"),
-        (EXTRA, "ServiceAccount/upload/upload", "automountServiceAccountToken", None, False)]
+        (EXTRA, "ServiceAccount/upload/upload", "automountServiceAccountToken", None, False),
+    ]
 
 
 def test_extra_rbac_subject_is_drift(tree: dict[str, bytes]) -> None:
     objects = live_objects(tree, SJC)
     binding = next(o for o in objects if o["kind"] == "RoleBinding")
     binding["subjects"].append({"kind": "ServiceAccount", "name": "intruder", "namespace": "default"})
-    assert items(check(tree, objects)) == [(EXTRA, f"RoleBinding/{binding['metadata']['namespace']}/{binding['metadata']['name']}",
-                                            "subjects[intruder]", None, {"kind": "ServiceAccount", "name": "intruder", "namespace": "default"})]
+    assert items(check(tree, objects)) == [
+        (
+            EXTRA,
+            f"RoleBinding/{binding['metadata']['namespace']}/{binding['metadata']['name']}",
+            "subjects[intruder]",
+            None,
+            {"kind": "ServiceAccount", "name": "intruder", "namespace": "default"},
+        )
+    ]
 
 
-def test_yaml_values_json_cannot_hold_are_reported_not_crashed_on(dumps: Callable[..., list[str]], tmp_path: Path) -> None:
+def test_yaml_values_json_cannot_hold_are_reported_not_crashed_on(
+    dumps: Callable[..., list[str]], tmp_path: Path
+) -> None:
     args = dumps()
     path = tmp_path / f"{SJC}.yaml"
     text = path.read_text()
     anchor = "  spec:\n    clusterIP: None\n"
     assert anchor in text
-    path.write_text(text.replace(anchor, anchor + "    when: 2026-01-01T00:00:00Z\n    blob: !!binary aGk=\n    odd: {1: x}\n    tags: !!set {a, b}\n", 1))
+    path.write_text(
+        text.replace(
+            anchor,
+            anchor
+            + "    when: 2026-01-01T00:00:00Z\n    blob: !!binary aGk=\n    odd: {1: x}\n    tags: !!set {a, b}\n",
+            1,
+        )
+    )
     result = meshc(*args, "--format", "json")
     assert result.returncode == 1, result.stderr
     [subject] = json.loads(result.stdout)["subjects"]
-    assert sorted((i["kind"], i["path"]) for i in subject["items"]) == [(EXTRA, f"spec.{k}") for k in ("blob", "odd", "tags", "when")]
+    assert sorted((i["kind"], i["path"]) for i in subject["items"]) == [
+        (EXTRA, f"spec.{k}") for k in ("blob", "odd", "tags", "when")
+    ]
     assert meshc(*args).returncode == 1
 
 
 # ---------------------------------------------------------------- ownership and orphans
 
-def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(dumps: Callable[..., list[str]]) -> None:
+
+def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(
+    dumps: Callable[..., list[str]],
+) -> None:
     def edit(objects: list[dict[str, Any]]) -> None:
         legacy = f"k8s/{SJC}/legacy/legacy"  # a former workload: its objects were applied from kubernetes/kube-sjc-a/legacy/legacy.yaml
-        objects += [orphan("box", SJC, "Namespace", "v1", None, "legacy"),
-                    orphan("box", SJC, "ServiceAccount", "v1", "legacy", "legacy", workload=legacy),
-                    orphan("box", SJC, "ConfigMap", "v1", "legacy", "legacy-mesh-envoy", workload=legacy, data={"lds.json": "{}"}),
-                    orphan("box", SJC, "Certificate", "cert-manager.io/v1", "legacy", "legacy-mesh-tls", workload=legacy),
-                    orphan("box", SJC, "RoleBinding", "rbac.authorization.k8s.io/v1", "upload", "meshc-discovery.legacy.legacy",
-                           workload=legacy)]
+        objects += [
+            orphan("box", SJC, "Namespace", "v1", None, "legacy"),
+            orphan("box", SJC, "ServiceAccount", "v1", "legacy", "legacy", workload=legacy),
+            orphan(
+                "box",
+                SJC,
+                "ConfigMap",
+                "v1",
+                "legacy",
+                "legacy-mesh-envoy",
+                workload=legacy,
+                data={"lds.json": "{}"},
+            ),
+            orphan(
+                "box", SJC, "Certificate", "cert-manager.io/v1", "legacy", "legacy-mesh-tls", workload=legacy
+            ),
+            orphan(
+                "box",
+                SJC,
+                "RoleBinding",
+                "rbac.authorization.k8s.io/v1",
+                "upload",
+                "meshc-discovery.legacy.legacy",
+                workload=legacy,
+            ),
+        ]
 
     result = meshc(*dumps(edit))
     assert result.returncode == 1
-    commands = [line.strip() for line in result.stdout.splitlines() if line.strip().startswith(("kubectl ", "# kubectl "))]
+    commands = [
+        line.strip()
+        for line in result.stdout.splitlines()
+        if line.strip().startswith(("kubectl ", "# kubectl "))
+    ]
     # the reverse of the apply order: that file's documents backwards (its grant came after its ServiceAccount), then the
     # Namespace, whose file 00-namespaces/legacy.yaml sorts before every namespace directory
     assert commands == [
@@ -244,58 +374,120 @@ def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(
 def test_copied_label_or_annotation_is_not_ownership(tree: dict[str, bytes]) -> None:
     objects = live_objects(tree, SJC)
     # cert-manager's issued Secrets already carry meshc's labels (secretTemplate): no orphans from them
-    assert any(o["kind"] == "Secret" and o["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == "meshc"
-               and OWNER_ANNOTATION not in o["metadata"].get("annotations", {}) for o in objects)
+    assert any(
+        o["kind"] == "Secret"
+        and o["metadata"].get("labels", {}).get("app.kubernetes.io/managed-by") == "meshc"
+        and OWNER_ANNOTATION not in o["metadata"].get("annotations", {})
+        for o in objects
+    )
     copied = copy.deepcopy(find(objects, "ConfigMap", "upload", "upload-mesh-envoy"))
-    copied["metadata"]["name"] = "upload-mesh-envoy-backup"  # `kubectl get -o yaml | sed | kubectl apply`: annotation names the original
-    labelled = {"apiVersion": "v1", "kind": "ConfigMap", "data": {},
-                "metadata": {"name": "team-notes", "namespace": "upload", "labels": {"app.kubernetes.io/managed-by": "meshc", "meshc.dev/mesh": "box"}}}
+    copied["metadata"]["name"] = (
+        "upload-mesh-envoy-backup"  # `kubectl get -o yaml | sed | kubectl apply`: annotation names the original
+    )
+    labelled = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "data": {},
+        "metadata": {
+            "name": "team-notes",
+            "namespace": "upload",
+            "labels": {"app.kubernetes.io/managed-by": "meshc", "meshc.dev/mesh": "box"},
+        },
+    }
     other_mesh = orphan("other", SJC, "ConfigMap", "v1", "upload", "theirs")
     objects += [copied, labelled, other_mesh]
     assert items(check(tree, objects)) == []
     objects.append(orphan("box", SJC, "ConfigMap", "v1", "upload", "ours"))
     assert items(check(tree, objects)) == [(ORPHAN, "ConfigMap/upload/ours", "", None, None)]
-    objects.append(orphan("box", SJC, "ConfigMap", "v1", "upload", "x; rm -rf ~"))  # a crafted dump: names are not trusted
+    objects.append(
+        orphan("box", SJC, "ConfigMap", "v1", "upload", "x; rm -rf ~")
+    )  # a crafted dump: names are not trusted
     objects[-1]["metadata"]["labels"] = None
     commands = [s.delete_command for s in check(tree, objects).subjects if s.delete_command]
-    assert commands == ["kubectl --context kube-sjc-a delete -n upload 'configmap/x; rm -rf ~'",
-                        "kubectl --context kube-sjc-a delete -n upload configmap/ours"]
+    assert commands == [
+        "kubectl --context kube-sjc-a delete -n upload 'configmap/x; rm -rf ~'",
+        "kubectl --context kube-sjc-a delete -n upload configmap/ours",
+    ]
 
 
 # ---------------------------------------------------------------- evidence that is missing or bad
 
-def test_clusters_without_a_dump_are_not_checked_and_fail_unless_partial(tree: dict[str, bytes], dumps: Callable[..., list[str]]) -> None:
+
+def test_clusters_without_a_dump_are_not_checked_and_fail_unless_partial(
+    tree: dict[str, bytes], dumps: Callable[..., list[str]]
+) -> None:
     args = dumps()[:2]  # gke-usc1-a only
     result = meshc(*args, "--format", "json")
     assert result.returncode == 1
     scopes = {s["scope"]: (s["state"], s["failing"]) for s in json.loads(result.stdout)["scopes"]}
-    assert scopes == {"gke-usc1-a": (CONVERGED, False), "kube-iad-a": (NOT_CHECKED, True), SJC: (NOT_CHECKED, True),
-                      "puppetdb": (NOT_CHECKED, True)}
+    assert scopes == {
+        "gke-usc1-a": (CONVERGED, False),
+        "kube-iad-a": (NOT_CHECKED, True),
+        SJC: (NOT_CHECKED, True),
+        "puppetdb": (NOT_CHECKED, True),
+    }
     partial = meshc(*args, "--partial")
     assert partial.returncode == 0, partial.stdout
-    assert "3 not checked (--partial)" in partial.stdout and "not checked: no evidence given" in partial.stdout
+    assert (
+        "3 not checked (--partial)" in partial.stdout and "not checked: no evidence given" in partial.stdout
+    )
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    (b"apiVersion: v1\nitems:\n- kind: ConfigMap\n  metadata: {name: x\n", r"live\.yaml:\d+:\d+: error: invalid YAML: "),
-    (b'{"apiVersion": "v1", "kind": "List", "items": [{"kind": "Conf', r"live\.yaml:1:\d+: error: invalid JSON: "),
-    (b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", r"live\.yaml: error: not a kubectl List \(found 'ConfigMap'\)"),
-    (b"- 1\n- 2\n", r"live\.yaml: error: not a kubectl List \(found 'list'\)"),
-    (b"", r"live\.yaml: error: not a kubectl List \(found 'NoneType'\)"),
-    (b"kind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {namespace: a}\n", r"items\[0\] \(ConfigMap\): lacks metadata\.name"),
-    (b"kind: List\nitems:\n- metadata: {name: a}\n", r"items\[0\]: lacks apiVersion or kind"),
-    (b"kind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a, labels: [x]}}\n", r"metadata\.labels is not a map of strings"),
-    (b"kind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n",
-     r"items\[1\]: Namespace/_/a appears twice"),
-    (b"kind: List\nitems: &a [*a]\n", r"live\.yaml:2:\d+: error: YAML anchors and aliases are not allowed"),
-    (b"kind: List\nitems:\n- &x {a: b}\n- *x\n", r"live\.yaml:3:\d+: error: YAML anchors and aliases are not allowed"),
-    (b"kind: List\nitems:\n- ? [a]\n  : b\n", r"live\.yaml:3:5: error: a mapping key that is not a scalar"),
-    # tags on collections are ignored (never run), tags on scalars go through the safe constructor
-    (b"kind: List\nitems:\n- !!python/object:os.system {}\n", r"items\[0\]: lacks apiVersion or kind"),
-    (b"kind: List\nitems:\n- {apiVersion: !!python/name:os.system '', kind: X}\n", r"live\.yaml:3:\d+: error: invalid YAML: could not determine a constructor"),
-    (b"kind: List\nitems: [\xff\xfe]\n", r"live\.yaml:2:9: error: byte 0xff is not UTF-8"),
-    (b"kind: List\nitems: " + b"[" * 100_000, r"live\.yaml(:\d+:\d+)?: error: (invalid YAML|YAML nested too deeply)"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"apiVersion: v1\nitems:\n- kind: ConfigMap\n  metadata: {name: x\n",
+            r"live\.yaml:\d+:\d+: error: invalid YAML: ",
+        ),
+        (
+            b'{"apiVersion": "v1", "kind": "List", "items": [{"kind": "Conf',
+            r"live\.yaml:1:\d+: error: invalid JSON: ",
+        ),
+        (
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
+            r"live\.yaml: error: not a kubectl List \(found 'ConfigMap'\)",
+        ),
+        (b"- 1\n- 2\n", r"live\.yaml: error: not a kubectl List \(found 'list'\)"),
+        (b"", r"live\.yaml: error: not a kubectl List \(found 'NoneType'\)"),
+        (
+            b"kind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {namespace: a}\n",
+            r"items\[0\] \(ConfigMap\): lacks metadata\.name",
+        ),
+        (b"kind: List\nitems:\n- metadata: {name: a}\n", r"items\[0\]: lacks apiVersion or kind"),
+        (
+            b"kind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a, labels: [x]}}\n",
+            r"metadata\.labels is not a map of strings",
+        ),
+        (
+            b"kind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n",
+            r"items\[1\]: Namespace/_/a appears twice",
+        ),
+        (
+            b"kind: List\nitems: &a [*a]\n",
+            r"live\.yaml:2:\d+: error: YAML anchors and aliases are not allowed",
+        ),
+        (
+            b"kind: List\nitems:\n- &x {a: b}\n- *x\n",
+            r"live\.yaml:3:\d+: error: YAML anchors and aliases are not allowed",
+        ),
+        (
+            b"kind: List\nitems:\n- ? [a]\n  : b\n",
+            r"live\.yaml:3:5: error: a mapping key that is not a scalar",
+        ),
+        # tags on collections are ignored (never run), tags on scalars go through the safe constructor
+        (b"kind: List\nitems:\n- !!python/object:os.system {}\n", r"items\[0\]: lacks apiVersion or kind"),
+        (
+            b"kind: List\nitems:\n- {apiVersion: !!python/name:os.system '', kind: X}\n",
+            r"live\.yaml:3:\d+: error: invalid YAML: could not determine a constructor",
+        ),
+        (b"kind: List\nitems: [\xff\xfe]\n", r"live\.yaml:2:9: error: byte 0xff is not UTF-8"),
+        (
+            b"kind: List\nitems: " + b"[" * 100_000,
+            r"live\.yaml(:\d+:\d+)?: error: (invalid YAML|YAML nested too deeply)",
+        ),
+    ],
+)
 def test_malformed_dumps_exit_2_with_one_line(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "live.yaml"
     path.write_bytes(content)
@@ -304,6 +496,7 @@ def test_malformed_dumps_exit_2_with_one_line(tmp_path: Path, content: bytes, me
     [line] = result.stderr.splitlines()
     assert line.startswith(str(path)) and line.endswith("[drift-dump]"), line
     import re
+
     assert re.search(message.replace("live\\.yaml", re.escape(str(path))), line), line
 
 
@@ -313,26 +506,35 @@ def test_a_dump_over_the_size_cap_is_refused_without_reading_it(tmp_path: Path) 
         handle.truncate((1 << 30) + 1)  # sparse: 1 GiB + 1 byte, nothing written
     result = meshc("--kubernetes", f"{SJC}={path}")
     assert result.returncode == 2
-    assert result.stderr == f"{path}: error: larger than 1024 MiB; is this a kubectl dump of one cluster?  [drift-dump]\n"
+    assert (
+        result.stderr
+        == f"{path}: error: larger than 1024 MiB; is this a kubectl dump of one cluster?  [drift-dump]\n"
+    )
 
 
 def test_bad_cluster_arguments_exit_2(tmp_path: Path, dumps: Callable[..., list[str]]) -> None:
     args = dumps()
     unknown = meshc("--kubernetes", f"kube-sjc-b={tmp_path / 'x.yaml'}")
     assert unknown.returncode == 2
-    assert unknown.stderr.startswith("--kubernetes kube-sjc-b=") and "no cluster 'kube-sjc-b' (did you mean 'kube-sjc-a'?)" in unknown.stderr
+    assert (
+        unknown.stderr.startswith("--kubernetes kube-sjc-b=")
+        and "no cluster 'kube-sjc-b' (did you mean 'kube-sjc-a'?)" in unknown.stderr
+    )
     twice = meshc(*args, "--kubernetes", f"{SJC}={tmp_path / f'{SJC}.yaml'}")
     assert twice.returncode == 2 and "given twice" in twice.stderr
     nothing = meshc()
     assert nothing.returncode == 2 and "nothing to check" in nothing.stderr
     absent = meshc("--kubernetes", f"{SJC}={tmp_path / 'absent.yaml'}")
-    assert absent.returncode == 2 and absent.stderr.strip().endswith("No such file or directory  [drift-dump]")
+    assert absent.returncode == 2 and absent.stderr.strip().endswith(
+        "No such file or directory  [drift-dump]"
+    )
     wrong = meshc("--kubernetes", f"kube-iad-a={tmp_path / f'{SJC}.yaml'}", "--partial")
     assert wrong.returncode == 2 and "belong to 'kube-sjc-a'" in wrong.stderr, wrong.stderr
     assert meshc("--kubernetes", "no-equals-sign").returncode == 2
 
 
 # ---------------------------------------------------------------- acknowledgements
+
 
 def write_acks(tmp_path: Path, entries: str) -> Path:
     path = tmp_path / "acks.yaml"
@@ -345,57 +547,91 @@ def extra_key(objects: list[dict[str, Any]]) -> None:
 
 
 def test_acknowledged_drift_passes_until_it_expires(tmp_path: Path, dumps: Callable[..., list[str]]) -> None:
-    acks = write_acks(tmp_path, '  - match: "kubernetes/kube-sjc-a/ConfigMap/upload/*#extra:data[debug.json]"\n'
-                                "    reason: INC-4711 debug listener\n    expires: 2026-12-31\n"
-                                "  - match: kubernetes/nowhere/*\n    reason: stale\n    expires: 2027-01-01\n")
+    acks = write_acks(
+        tmp_path,
+        '  - match: "kubernetes/kube-sjc-a/ConfigMap/upload/*#extra:data[debug.json]"\n'
+        "    reason: INC-4711 debug listener\n    expires: 2026-12-31\n"
+        "  - match: kubernetes/nowhere/*\n    reason: stale\n    expires: 2027-01-01\n",
+    )
     args = [*dumps(extra_key), "--partial", "--acknowledgements", str(acks), "--format", "json"]
     result = meshc(*args, today="2026-12-31")  # the expiry day itself still holds
     assert result.returncode == 0, result.stdout[-2000:]
     data = json.loads(result.stdout)
     [subject] = data["subjects"]
-    assert subject["state"] == ACKNOWLEDGED and subject["items"][0]["acknowledged"] == "INC-4711 debug listener"
+    assert (
+        subject["state"] == ACKNOWLEDGED and subject["items"][0]["acknowledged"] == "INC-4711 debug listener"
+    )
     assert [(a["used"], a["expired"]) for a in data["acknowledgements"]] == [(True, False), (False, False)]
     expired = meshc(*args, today="2027-01-01")
     assert expired.returncode == 1
     data = json.loads(expired.stdout)
-    assert [(f["kind"], f["subject"]) for f in data["findings"]] == [("expired-acknowledgement", f"{acks}:2:5")]
+    assert [(f["kind"], f["subject"]) for f in data["findings"]] == [
+        ("expired-acknowledgement", f"{acks}:2:5")
+    ]
     assert data["subjects"][0]["state"] == "drifted"
     text = meshc(*args[:-2], today="2027-01-01").stdout
     assert f"{acks}:2:5: error: acknowledgement" in text and "expired on 2026-12-31" in text
 
 
-@pytest.mark.parametrize(("entries", "position", "message"), [
-    ("  - match: x\n    reason: y\n    expires: 2026-13-01\n", "4:14", "`expires` must be a date written YYYY-MM-DD"),
-    ("  - match: x\n    reason: y\n", "2:5", "exactly the keys match, reason, expires"),
-    ("  - match: x\n    reason: ''\n    expires: 2026-12-01\n", "3:13", "`reason` must be a non-empty string"),
-    ("  - match: [x\n", "2:14", "invalid YAML"),  # a syntax error at the end of a file points at its last line
-])
-def test_malformed_acknowledgements_exit_2_with_a_position(tmp_path: Path, dumps: Callable[..., list[str]], entries: str,
-                                                            position: str, message: str) -> None:
+@pytest.mark.parametrize(
+    ("entries", "position", "message"),
+    [
+        (
+            "  - match: x\n    reason: y\n    expires: 2026-13-01\n",
+            "4:14",
+            "`expires` must be a date written YYYY-MM-DD",
+        ),
+        ("  - match: x\n    reason: y\n", "2:5", "exactly the keys match, reason, expires"),
+        (
+            "  - match: x\n    reason: ''\n    expires: 2026-12-01\n",
+            "3:13",
+            "`reason` must be a non-empty string",
+        ),
+        (
+            "  - match: [x\n",
+            "2:14",
+            "invalid YAML",
+        ),  # a syntax error at the end of a file points at its last line
+    ],
+)
+def test_malformed_acknowledgements_exit_2_with_a_position(
+    tmp_path: Path, dumps: Callable[..., list[str]], entries: str, position: str, message: str
+) -> None:
     acks = write_acks(tmp_path, entries)
     result = meshc(*dumps(), "--acknowledgements", str(acks))
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
-    assert line.startswith(f"{acks}:{position}") and message in line and line.endswith("[drift-acknowledgement]"), line
+    assert (
+        line.startswith(f"{acks}:{position}") and message in line and line.endswith("[drift-acknowledgement]")
+    ), line
 
 
 def test_spec_acknowledgements_file_is_read_by_default(tmp_path: Path, tree: dict[str, bytes]) -> None:
     import shutil
+
     spec = tmp_path / "spec"
     shutil.copytree(EXAMPLE, spec)
     (spec / "drift-acknowledgements.yaml").write_text("acknowledgements: []\n")
     from compiler.drift.detect import DriftRequest, detect_drift
+
     objects = live_objects(tree, SJC)
     dump = tmp_path / "sjc.yaml"
     dump.write_text(dump_yaml(objects))
-    report = detect_drift(DriftRequest(spec=spec, kubernetes=((SJC, dump),), today=datetime.date(2026, 11, 30), partial=True))
+    report = detect_drift(
+        DriftRequest(spec=spec, kubernetes=((SJC, dump),), today=datetime.date(2026, 11, 30), partial=True)
+    )
     assert not report.failing and report.acknowledgements == ()
-    (spec / "drift-acknowledgements.yaml").write_text("acknowledgements:\n  - {match: '*', reason: all, expires: 2026-11-01}\n")
-    report = detect_drift(DriftRequest(spec=spec, kubernetes=((SJC, dump),), today=datetime.date(2026, 11, 30), partial=True))
+    (spec / "drift-acknowledgements.yaml").write_text(
+        "acknowledgements:\n  - {match: '*', reason: all, expires: 2026-11-01}\n"
+    )
+    report = detect_drift(
+        DriftRequest(spec=spec, kubernetes=((SJC, dump),), today=datetime.date(2026, 11, 30), partial=True)
+    )
     assert report.failing and [f.kind for f in report.findings] == ["expired-acknowledgement"]
 
 
 # ---------------------------------------------------------------- formats and waves
+
 
 def test_text_and_markdown_name_every_finding(tree: dict[str, bytes]) -> None:
     objects = live_objects(tree, SJC)
@@ -406,13 +642,20 @@ def test_text_and_markdown_name_every_finding(tree: dict[str, bytes]) -> None:
     for output in (text, markdown):
         assert "ConfigMap/upload/upload-mesh-envoy" in output and "data[debug.json]" in output
         assert "kubectl --context kube-sjc-a delete -n upload configmap/old-config" in output
-    assert markdown.startswith("### meshc drift: NOT CONVERGED") and "| `kubernetes/kube-sjc-a` | **drifted** |" in markdown
+    assert (
+        markdown.startswith("### meshc drift: NOT CONVERGED")
+        and "| `kubernetes/kube-sjc-a` | **drifted** |" in markdown
+    )
 
 
-def test_markdown_is_cut_under_the_comment_limit_with_a_note(tree: dict[str, bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_markdown_is_cut_under_the_comment_limit_with_a_note(
+    tree: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
     from compiler.drift import report as drift_report
 
-    report = check(tree, [o for o in live_objects(tree, SJC) if o["kind"] != "ConfigMap"])  # every ConfigMap missing
+    report = check(
+        tree, [o for o in live_objects(tree, SJC) if o["kind"] != "ConfigMap"]
+    )  # every ConfigMap missing
     missing = sum(s.state != CONVERGED for s in report.subjects)
     monkeypatch.setattr(drift_report, "MARKDOWN_BUDGET", 2_000)
     markdown = format_markdown(report)
@@ -424,7 +667,11 @@ def test_markdown_is_cut_under_the_comment_limit_with_a_note(tree: dict[str, byt
 def test_summaries_group_targets_by_wave_from_the_manifest(tree: dict[str, bytes]) -> None:
     manifest = json.loads(tree["MANIFEST.json"])
     targets = sorted(t for t in manifest["targets"] if t.startswith(f"k8s/{SJC}/"))
-    manifest["rollout"] = {"targets": {t: {"wave": "canary" if t.endswith("/upload") else "rest", "revision": "abc"} for t in targets}}
+    manifest["rollout"] = {
+        "targets": {
+            t: {"wave": "canary" if t.endswith("/upload") else "rest", "revision": "abc"} for t in targets
+        }
+    }
     rolled = {**tree, "MANIFEST.json": json.dumps(manifest).encode()}
     objects = live_objects(tree, SJC)
     extra_key(objects)
@@ -433,7 +680,10 @@ def test_summaries_group_targets_by_wave_from_the_manifest(tree: dict[str, bytes
     waves = {w["wave"]: (w["converged"], w["targets"], w["state"]) for w in report_data(report)["waves"]}
     canary = sum(t.endswith("/upload") for t in targets)
     # canary: upload's workload (its ConfigMap drifted) and upload's discovery reader (converged)
-    assert canary == 2 and waves == {"canary": (1, 2, "drifted"), "rest": (len(targets) - 2, len(targets) - 2, CONVERGED)}
+    assert canary == 2 and waves == {
+        "canary": (1, 2, "drifted"),
+        "rest": (len(targets) - 2, len(targets) - 2, CONVERGED),
+    }
     assert "canary" in format_text(report)
 
 
@@ -442,25 +692,62 @@ def test_json_report_is_stable(dumps: Callable[..., list[str]]) -> None:
     first, second = meshc(*args, "--format", "json", seed="0"), meshc(*args, "--format", "json", seed="1")
     assert first.stdout == second.stdout
     data = json.loads(first.stdout)
-    assert set(data) == {"format", "failing", "partial", "today", "scopes", "waves", "targets", "subjects", "findings",
-                         "orphan_commands", "acknowledgements"}
+    assert set(data) == {
+        "format",
+        "failing",
+        "partial",
+        "today",
+        "scopes",
+        "waves",
+        "targets",
+        "subjects",
+        "findings",
+        "orphan_commands",
+        "acknowledgements",
+    }
     assert data["format"] == 1 and data["today"] == "2026-11-30"
     [item] = data["subjects"][0]["items"]
-    assert set(item) == {"id", "kind", "platform", "scope", "subject", "target", "path", "expected", "live", "detail", "acknowledged"}
+    assert set(item) == {
+        "id",
+        "kind",
+        "platform",
+        "scope",
+        "subject",
+        "target",
+        "path",
+        "expected",
+        "live",
+        "detail",
+        "acknowledged",
+    }
 
 
 def test_live_fixtures_are_valid_kubernetes_objects(tree: dict[str, bytes], schemas: Schemas) -> None:
     """Every field the fixture rules add is a real field of Kubernetes 1.32 (or of the Certificate CRD), spelled right."""
     objects = [o for cluster in CLUSTERS for o in live_objects(tree, cluster)]
-    failures = {f"{o['kind']}/{o['metadata'].get('namespace', '_')}/{o['metadata']['name']}": errors
-                for o in objects if (errors := schemas.errors(o))}
+    failures = {
+        f"{o['kind']}/{o['metadata'].get('namespace', '_')}/{o['metadata']['name']}": errors
+        for o in objects
+        if (errors := schemas.errors(o))
+    }
     assert failures == {}
-    assert {o["kind"] for o in objects} >= {"Namespace", "ServiceAccount", "Secret", "Service", "ConfigMap", "Certificate",
-                                            "ClusterRole", "RoleBinding", "NetworkPolicy"}
+    assert {o["kind"] for o in objects} >= {
+        "Namespace",
+        "ServiceAccount",
+        "Secret",
+        "Service",
+        "ConfigMap",
+        "Certificate",
+        "ClusterRole",
+        "RoleBinding",
+        "NetworkPolicy",
+    }
 
 
 def test_a_live_key_with_control_characters_is_reported_escaped(tree: dict[str, bytes]) -> None:
     # A doctored dump's key reached the operator's terminal raw (ESC [2J clears the screen).
     objects = live_objects(tree, SJC)
     find(objects, "ConfigMap", "upload", "upload-mesh-envoy")["data"]["evil\x1b[2J"] = "x"
-    assert sorted(items(check(tree, objects))) == [(EXTRA, "ConfigMap/upload/upload-mesh-envoy", "data[evil\\x1b[2J]", None, "x")]
+    assert sorted(items(check(tree, objects))) == [
+        (EXTRA, "ConfigMap/upload/upload-mesh-envoy", "data[evil\\x1b[2J]", None, "x")
+    ]

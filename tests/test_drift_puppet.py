@@ -25,11 +25,27 @@ from typing import Any
 import pytest
 
 from compiler.backends.puppet import HASHES_KEY, pool_data
-from compiler.drift.puppet import (
-    Applied, DriftInputError, Expectation, HostState, Node, Observations, Policy, PuppetDrift, check_vms, compare_hiera,
-    deployed_times, detect_puppet_drift, expected_rendering, host_records, judge_host, parse_applied, read_export, read_puppetdb,
-)
 from compiler.drift.detect import assemble_report
+from compiler.drift.puppet import (
+    Applied,
+    DriftInputError,
+    Expectation,
+    HostState,
+    Node,
+    Observations,
+    Policy,
+    PuppetDrift,
+    check_vms,
+    compare_hiera,
+    deployed_times,
+    detect_puppet_drift,
+    expected_rendering,
+    host_records,
+    judge_host,
+    parse_applied,
+    read_export,
+    read_puppetdb,
+)
 from compiler.drift.report import pool_rows, report_data, summary_line
 from compiler.emit import dump_yaml
 from compiler.pipeline import Build
@@ -41,9 +57,13 @@ STDLIB_MODULES = "/usr/share/puppet/modules"
 POOL = "vm/encryption/sjc"
 POOL_FILE = "puppet/data/pools/encryption/sjc.json"
 CLEAN = "encryption-1.sjc.example"  # applied twice: its second run reports what the first wrote
-EDITED = "encryption-2.sjc.example"  # applied, lds.json edited and synapse.json removed by hand, applied again
+EDITED = (
+    "encryption-2.sjc.example"  # applied, lds.json edited and synapse.json removed by hand, applied again
+)
 CANARY = "encryption-canary.sjc.example"  # node file with a changed CDS; reports the node file's hashes
-CANARY_BEHIND = "encryption-canary2.sjc.example"  # node file with a changed CDS; still reports the pool's hashes
+CANARY_BEHIND = (
+    "encryption-canary2.sjc.example"  # node file with a changed CDS; still reports the pool's hashes
+)
 PENDING = "encryption-3.sjc.example"  # reports an older CDS hash, facts fresh
 FAILED = "encryption-4.sjc.example"
 CACHED = "encryption-5.sjc.example"  # ran a cached catalog (on_failure)
@@ -67,7 +87,9 @@ class World:
 
 def canary_file(sidecar: SidecarConfig, marker: str) -> bytes:
     """A canary host's node file: the pool's data with a changed CDS, hashes recomputed (contract 2)."""
-    documents = dict(sidecar.documents) | {ENVOY_CDS: dict(sidecar.documents[ENVOY_CDS]) | {"x_canary": marker}}
+    documents = dict(sidecar.documents) | {
+        ENVOY_CDS: dict(sidecar.documents[ENVOY_CDS]) | {"x_canary": marker}
+    }
     return pool_data(SidecarConfig(workload=sidecar.workload, documents=documents))
 
 
@@ -88,8 +110,14 @@ class Agent:
     def __init__(self, base: Path, certname: str, pdb: PuppetDB, tree: Path) -> None:
         self.base, self.certname, self.tree = base, certname, tree
         self.root, confdir, ssldir = base / "root", base / "confdir", base / "ssl"
-        for path in (self.root / "etc/mesh", self.root / "var/run", confdir, ssldir / "certs", ssldir / "private_keys",
-                     base / "vardir/facts.d"):
+        for path in (
+            self.root / "etc/mesh",
+            self.root / "var/run",
+            confdir,
+            ssldir / "certs",
+            ssldir / "private_keys",
+            base / "vardir/facts.d",
+        ):
             path.mkdir(parents=True, exist_ok=True)
         assert pdb.tls is not None
         cert, key = pdb.tls.client(certname)
@@ -98,28 +126,54 @@ class Agent:
         (ssldir / f"private_keys/{certname}.pem").write_bytes(key.read_bytes())
         dirs = {d: base / d for d in ("vardir", "logdir", "rundir", "codedir")}
         (confdir / "puppet.conf").write_text(
-            "[main]\n" + "".join(f"{d} = {path}\n" for d, path in dirs.items())
+            "[main]\n"
+            + "".join(f"{d} = {path}\n" for d, path in dirs.items())
             + f"certname = {certname}\nssldir = {ssldir}\ncertificate_revocation = false\n"
-            "storeconfigs = true\nstoreconfigs_backend = puppetdb\nreports = puppetdb\n")
+            "storeconfigs = true\nstoreconfigs_backend = puppetdb\nreports = puppetdb\n"
+        )
         (confdir / "puppetdb.conf").write_text(f"[main]\nserver_urls = {pdb.ssl_url}\n")
         # Without this route, later runs read stale facts back from PuppetDB (puppetdb.md).
-        (confdir / "routes.yaml").write_text("apply:\n  facts:\n    terminus: facter\n    cache: puppetdb_apply\n")
-        facts = {"mesh_service": "encryption", "mesh_datacenter": "sjc", "networking": {"ip": "10.20.30.40"},
-                 "mesh_config_dir": str(self.root / "etc/mesh")}
+        (confdir / "routes.yaml").write_text(
+            "apply:\n  facts:\n    terminus: facter\n    cache: puppetdb_apply\n"
+        )
+        facts = {
+            "mesh_service": "encryption",
+            "mesh_datacenter": "sjc",
+            "networking": {"ip": "10.20.30.40"},
+            "mesh_config_dir": str(self.root / "etc/mesh"),
+        }
         (base / "vardir/facts.d/mesh.yaml").write_bytes(dump_yaml(facts))
         self.confdir = confdir
 
     def apply(self) -> subprocess.CompletedProcess[str]:
-        restarts = ", ".join(f'{p}_restart_command => "/bin/true"' for p in ("envoy", "envoy_hot", "nerve", "synapse"))
+        restarts = ", ".join(
+            f'{p}_restart_command => "/bin/true"' for p in ("envoy", "envoy_hot", "nerve", "synapse")
+        )
         manifest = f'class {{ "mesh": root => "{self.root}", manage_services => false, {restarts} }}'
         return subprocess.run(
-            ["puppet", "apply", "--detailed-exitcodes", "--color=false", "--confdir", str(self.confdir),
-             "--modulepath", f"{self.tree / 'modules'}:{STDLIB_MODULES}", "--hiera_config", str(self.tree / "hiera.yaml"),
-             "-e", manifest],
-            capture_output=True, text=True, timeout=600)
+            [
+                "puppet",
+                "apply",
+                "--detailed-exitcodes",
+                "--color=false",
+                "--confdir",
+                str(self.confdir),
+                "--modulepath",
+                f"{self.tree / 'modules'}:{STDLIB_MODULES}",
+                "--hiera_config",
+                str(self.tree / "hiera.yaml"),
+                "-e",
+                manifest,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
 
-def real_runs(base: Path, certname: str, pdb: PuppetDB, tree: Path, edit: bool) -> list[subprocess.CompletedProcess[str]]:
+def real_runs(
+    base: Path, certname: str, pdb: PuppetDB, tree: Path, edit: bool
+) -> list[subprocess.CompletedProcess[str]]:
     """Two applies; with `edit`, lds.json edited and synapse.json removed in between (the second run's fact sees both)."""
     agent = Agent(base / certname, certname, pdb, tree)
     runs = [agent.apply()]
@@ -135,26 +189,68 @@ def real_runs(base: Path, certname: str, pdb: PuppetDB, tree: Path, edit: bool) 
 
 
 def submit_facts(pdb: PuppetDB, certname: str, values: Mapping[str, Any], when: datetime) -> None:
-    pdb.command("replace_facts", 5, certname, {
-        "certname": certname, "environment": "production", "producer_timestamp": iso(when), "producer": "puppet.test",
-        "values": dict(values)})
+    pdb.command(
+        "replace_facts",
+        5,
+        certname,
+        {
+            "certname": certname,
+            "environment": "production",
+            "producer_timestamp": iso(when),
+            "producer": "puppet.test",
+            "values": dict(values),
+        },
+    )
 
 
-def submit_report(pdb: PuppetDB, certname: str, when: datetime, status: str = "unchanged",
-                  cached_catalog_status: str = "not_used") -> None:
-    pdb.command("store_report", 8, certname, {
-        "certname": certname, "environment": "production", "puppet_version": "7.23.0", "report_format": 12,
-        "configuration_version": "1", "start_time": iso(when - timedelta(seconds=20)), "end_time": iso(when),
-        "producer_timestamp": iso(when), "producer": "puppet.test", "corrective_change": False, "noop": False,
-        "noop_pending": False, "transaction_uuid": str(uuid.uuid4()), "catalog_uuid": str(uuid.uuid4()),
-        "code_id": None, "cached_catalog_status": cached_catalog_status, "status": status,
-        "resources": [], "logs": [], "metrics": []})
+def submit_report(
+    pdb: PuppetDB,
+    certname: str,
+    when: datetime,
+    status: str = "unchanged",
+    cached_catalog_status: str = "not_used",
+) -> None:
+    pdb.command(
+        "store_report",
+        8,
+        certname,
+        {
+            "certname": certname,
+            "environment": "production",
+            "puppet_version": "7.23.0",
+            "report_format": 12,
+            "configuration_version": "1",
+            "start_time": iso(when - timedelta(seconds=20)),
+            "end_time": iso(when),
+            "producer_timestamp": iso(when),
+            "producer": "puppet.test",
+            "corrective_change": False,
+            "noop": False,
+            "noop_pending": False,
+            "transaction_uuid": str(uuid.uuid4()),
+            "catalog_uuid": str(uuid.uuid4()),
+            "code_id": None,
+            "cached_catalog_status": cached_catalog_status,
+            "status": status,
+            "resources": [],
+            "logs": [],
+            "metrics": [],
+        },
+    )
 
 
 def mesh_facts(workload: str, documents: Mapping[str, str]) -> dict[str, Any]:
     _, service, datacenter = workload.split("/")
-    return {"mesh_service": service, "mesh_datacenter": datacenter,
-            "mesh_applied": {"workload": workload, "service": service, "datacenter": datacenter, "documents": dict(documents)}}
+    return {
+        "mesh_service": service,
+        "mesh_datacenter": datacenter,
+        "mesh_applied": {
+            "workload": workload,
+            "service": service,
+            "datacenter": datacenter,
+            "documents": dict(documents),
+        },
+    }
 
 
 def synthetic_hosts(pdb: PuppetDB, tree: Mapping[str, bytes], now: datetime) -> None:
@@ -183,7 +279,9 @@ def world(puppetdb: PuppetDB, example_build: Build, tmp_path_factory: pytest.Tem
     """The built tree with two canaries, two real hosts applied through the terminus, the synthetic hosts."""
     require_tool("puppet")
     if not Path(STDLIB_MODULES, "stdlib").is_dir():
-        pytest.fail(f"puppetlabs-stdlib is not in {STDLIB_MODULES} (apt-get install puppet-module-puppetlabs-stdlib)")
+        pytest.fail(
+            f"puppetlabs-stdlib is not in {STDLIB_MODULES} (apt-get install puppet-module-puppetlabs-stdlib)"
+        )
     if not Path("/usr/lib/ruby/vendor_ruby/puppet/indirector/facts/puppetdb_apply.rb").is_file():
         pytest.fail("puppet-terminus-puppetdb is not installed")
     sidecar = example_build.sidecars[POOL]
@@ -196,7 +294,9 @@ def world(puppetdb: PuppetDB, example_build: Build, tmp_path_factory: pytest.Tem
         if path.startswith("puppet/"):
             (server / path.removeprefix("puppet/")).parent.mkdir(parents=True, exist_ok=True)
             (server / path.removeprefix("puppet/")).write_bytes(data)
-    assert json.loads(tree[POOL_FILE])["mesh::wave"], "the example has a wave policy: pool data names the wave (contract 3)"
+    assert json.loads(tree[POOL_FILE])["mesh::wave"], (
+        "the example has a wave policy: pool data names the wave (contract 3)"
+    )
     now = datetime.now(UTC)
     with ThreadPoolExecutor(max_workers=2) as pool:
         clean = pool.submit(real_runs, base, CLEAN, puppetdb, server, False)
@@ -205,7 +305,9 @@ def world(puppetdb: PuppetDB, example_build: Build, tmp_path_factory: pytest.Tem
         runs = {CLEAN: clean.result(), EDITED: edited.result()}
     # The terminus submits asynchronously: wait for both real hosts' second reports.
     puppetdb.wait_for(f'reports[count()] {{ certname in ["{CLEAN}", "{EDITED}"] }}', 4)
-    puppetdb.wait_for(f'facts[count()] {{ name = "mesh_applied" and certname in ["{CLEAN}", "{EDITED}"] }}', 2)
+    puppetdb.wait_for(
+        f'facts[count()] {{ name = "mesh_applied" and certname in ["{CLEAN}", "{EDITED}"] }}', 2
+    )
     assert puppetdb.tls is not None
     return World(tree=tree, pdb=puppetdb, runs=runs, submitted=now, client=puppetdb.tls.client("meshc-drift"))
 
@@ -213,7 +315,9 @@ def world(puppetdb: PuppetDB, example_build: Build, tmp_path_factory: pytest.Tem
 def read_tls(world: World) -> Observations:
     assert world.pdb.tls is not None
     cert, key = world.client
-    return read_puppetdb(world.pdb.ssl_url, cafile=str(world.pdb.tls.ca_cert), certfile=str(cert), keyfile=str(key))
+    return read_puppetdb(
+        world.pdb.ssl_url, cafile=str(world.pdb.tls.ca_cert), certfile=str(cert), keyfile=str(key)
+    )
 
 
 @pytest.fixture(scope="module")
@@ -242,9 +346,17 @@ def test_real_applies_succeed_and_reach_puppetdb(world: World) -> None:
 
 def test_fact_reports_the_rendered_hashes_after_a_clean_run(world: World) -> None:
     rows = world.pdb.query(f'facts[value] {{ name = "mesh_applied" and certname = "{CLEAN}" }}')
-    assert rows == [{"value": {
-        "workload": POOL, "service": "encryption", "datacenter": "sjc", "wave": json.loads(world.tree[POOL_FILE])["mesh::wave"],
-        "documents": hashes(world.tree, POOL_FILE)}}]
+    assert rows == [
+        {
+            "value": {
+                "workload": POOL,
+                "service": "encryption",
+                "datacenter": "sjc",
+                "wave": json.loads(world.tree[POOL_FILE])["mesh::wave"],
+                "documents": hashes(world.tree, POOL_FILE),
+            }
+        }
+    ]
 
 
 def test_fact_reports_a_hand_edit_as_edited(world: World) -> None:
@@ -255,7 +367,8 @@ def test_fact_reports_a_hand_edit_as_edited(world: World) -> None:
     assert value["documents"][SYNAPSE] == "missing"
     # Nerve's file holds per-host values, yet the fact reports meshc's hash of the pool's rendering.
     assert {k: v for k, v in value["documents"].items() if k not in (ENVOY_LDS, SYNAPSE)} == {
-        k: v for k, v in expected.items() if k not in (ENVOY_LDS, SYNAPSE)}
+        k: v for k, v in expected.items() if k not in (ENVOY_LDS, SYNAPSE)
+    }
 
 
 # ---------------------------------------------------------------- each state, read over HTTPS
@@ -283,17 +396,24 @@ def test_canary_is_judged_against_its_node_file(drift: PuppetDrift) -> None:
 
 def test_old_hash_is_pending_within_the_lag(drift: PuppetDrift, world: World) -> None:
     expected = hashes(world.tree, POOL_FILE)[ENVOY_CDS]
-    assert state_of(drift, PENDING) == (HostState.PENDING, (f"{ENVOY_CDS}: applied {OLD_HASH[:12]}, expected {expected[:12]}",))
+    assert state_of(drift, PENDING) == (
+        HostState.PENDING,
+        (f"{ENVOY_CDS}: applied {OLD_HASH[:12]}, expected {expected[:12]}",),
+    )
 
 
 def test_old_hash_is_drifted_after_the_lag_since_deployment(world: World) -> None:
     observations = read_tls(world)
     deployed = world.submitted - timedelta(hours=1)  # deployed an hour before the facts were gathered
-    late = detect_puppet_drift(expected_rendering(world.tree), observations,
-                               Policy(now=datetime.now(UTC), since=deployed))
+    late = detect_puppet_drift(
+        expected_rendering(world.tree), observations, Policy(now=datetime.now(UTC), since=deployed)
+    )
     assert state_of(late, PENDING)[0] == HostState.DRIFTED
-    early = detect_puppet_drift(expected_rendering(world.tree), observations,
-                                Policy(now=datetime.now(UTC), since=world.submitted - timedelta(minutes=10)))
+    early = detect_puppet_drift(
+        expected_rendering(world.tree),
+        observations,
+        Policy(now=datetime.now(UTC), since=world.submitted - timedelta(minutes=10)),
+    )
     assert state_of(early, PENDING)[0] == HostState.PENDING
     assert state_of(late, CLEAN)[0] == HostState.CONVERGED
 
@@ -319,7 +439,8 @@ def test_pool_summary_and_findings(drift: PuppetDrift) -> None:
     rows = {row["target"]: row for row in pool_rows(report)}
     assert summary_line(rows[POOL]) == (
         f"{POOL}: 2/9 converged, 2 pending, 1 drifted, 1 failed, 3 unknown: "
-        f"{EDITED}, {PENDING}, {FAILED}, {CACHED}, {STALE}, … 2 more")
+        f"{EDITED}, {PENDING}, {FAILED}, {CACHED}, {STALE}, … 2 more"
+    )
     others = [p for p in drift.pools if p.name != POOL]
     assert others and all(p.hosts == 0 and not p.converged for p in others), "a pool with no hosts is no pass"
     assert summary_line(rows[others[0].name]) == f"{others[0].name}: no hosts report to PuppetDB"
@@ -328,7 +449,12 @@ def test_pool_summary_and_findings(drift: PuppetDrift) -> None:
     data = report_data(report)
     assert json.loads(json.dumps(data)) == data
     assert next(t for t in data["targets"] if t["target"] == POOL)["counts"] == {
-        "converged": 2, "pending": 2, "drifted": 1, "failed": 1, "unknown": 3}
+        "converged": 2,
+        "pending": 2,
+        "drifted": 1,
+        "failed": 1,
+        "unknown": 3,
+    }
 
 
 # ---------------------------------------------------------------- the same over HTTP, and from an export
@@ -351,16 +477,31 @@ def test_truncated_export_is_one_line_with_its_position(world: World, tmp_path: 
     export.write_text('{"nodes": [\n {"certname": "a"')
     with pytest.raises(DriftInputError) as error:
         read_export(export)
-    assert str(error.value) == f"{export}:2:18: error: not valid JSON: Expecting ',' delimiter  [puppetdb-export]"
+    assert (
+        str(error.value)
+        == f"{export}:2:18: error: not valid JSON: Expecting ',' delimiter  [puppetdb-export]"
+    )
 
 
-@pytest.mark.parametrize("content, message", [
-    ('[]', 'an export is an object {"nodes": [...], "facts": [...]}'),
-    ('{"nodes": {}, "facts": []}', "nodes: expected a list of objects, as PuppetDB's nodes query returns"),
-    ('{"nodes": [{"certname": 7}], "facts": []}', "nodes[0].certname: expected a non-empty string, got 7"),
-    ('{"nodes": [{"certname": "a", "facts_timestamp": "yesterday"}], "facts": [{"certname": "a", "name": "mesh_service", '
-     '"value": "x"}]}', "nodes[0].facts_timestamp: not an ISO 8601 timestamp: 'yesterday'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("[]", 'an export is an object {"nodes": [...], "facts": [...]}'),
+        (
+            '{"nodes": {}, "facts": []}',
+            "nodes: expected a list of objects, as PuppetDB's nodes query returns",
+        ),
+        (
+            '{"nodes": [{"certname": 7}], "facts": []}',
+            "nodes[0].certname: expected a non-empty string, got 7",
+        ),
+        (
+            '{"nodes": [{"certname": "a", "facts_timestamp": "yesterday"}], "facts": [{"certname": "a", "name": "mesh_service", '
+            '"value": "x"}]}',
+            "nodes[0].facts_timestamp: not an ISO 8601 timestamp: 'yesterday'",
+        ),
+    ],
+)
 def test_malformed_export_is_one_line(tmp_path: Path, content: str, message: str) -> None:
     export = tmp_path / "export.json"
     export.write_text(content)
@@ -411,20 +552,28 @@ def test_hiera_tree_stale_missing_extra_and_hand_edited(example_build: Build, tm
     # stale: an earlier rendering meshc wrote (its hashes match its documents)
     older = copy.deepcopy(dict(sidecar.documents))
     older[ENVOY_CDS]["x_older"] = True
-    (tmp_path / "data/pools/encryption/sjc.json").write_bytes(pool_data(SidecarConfig(workload=sidecar.workload, documents=older)))
+    (tmp_path / "data/pools/encryption/sjc.json").write_bytes(
+        pool_data(SidecarConfig(workload=sidecar.workload, documents=older))
+    )
     # hand-edited: a document changed in place, its hash left as it was
     edited_path = next(p for p in pools if not p.endswith("encryption/sjc.json"))
-    (tmp_path / edited_path.removeprefix("puppet/")).write_bytes(tree[edited_path].replace(b'"version_info"', b'"x": 1, "version_info"', 1))
+    (tmp_path / edited_path.removeprefix("puppet/")).write_bytes(
+        tree[edited_path].replace(b'"version_info"', b'"x": 1, "version_info"', 1)
+    )
     (tmp_path / "modules/mesh/manifests/init.pp").write_text("# edited\n")
     missing_path = pools[-1] if pools[-1] != edited_path else pools[-2]
     (tmp_path / missing_path.removeprefix("puppet/")).unlink()
     (tmp_path / ".git").mkdir()
-    (tmp_path / ".git/HEAD").write_text("ref: refs/heads/production\n")  # r10k/git checkouts: not meshc's files
+    (tmp_path / ".git/HEAD").write_text(
+        "ref: refs/heads/production\n"
+    )  # r10k/git checkouts: not meshc's files
     (tmp_path / "data/pools/ghost").mkdir()
     (tmp_path / "data/pools/ghost/sjc.json").write_text("{}")
     status = compare_hiera(tmp_path, tree)
     assert status.stale == ("data/pools/encryption/sjc.json",)
-    assert status.hand_edited == tuple(sorted((edited_path.removeprefix("puppet/"), "modules/mesh/manifests/init.pp")))
+    assert status.hand_edited == tuple(
+        sorted((edited_path.removeprefix("puppet/"), "modules/mesh/manifests/init.pp"))
+    )
     assert status.missing == (missing_path.removeprefix("puppet/"),)
     assert status.extra == ("data/pools/ghost/sjc.json",)
 
@@ -433,8 +582,11 @@ def test_hiera_stale_by_deployed_manifest_and_deploy_times(example_build: Build,
     tree = example_build.tree()
     deploy(tree, tmp_path)
     (tmp_path / "hiera.yaml").write_bytes(b"# an older meshc's hiera.yaml\n")
-    (tmp_path / "MANIFEST.json").write_text(json.dumps({"files": {"puppet/hiera.yaml": hashlib.sha256(
-        b"# an older meshc's hiera.yaml\n").hexdigest()}}))
+    (tmp_path / "MANIFEST.json").write_text(
+        json.dumps(
+            {"files": {"puppet/hiera.yaml": hashlib.sha256(b"# an older meshc's hiera.yaml\n").hexdigest()}}
+        )
+    )
     assert compare_hiera(tmp_path, tree).stale == ("hiera.yaml",)
     pool_file = tmp_path / "data/pools/encryption/sjc.json"
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -442,7 +594,9 @@ def test_hiera_stale_by_deployed_manifest_and_deploy_times(example_build: Build,
     times = deployed_times(tmp_path, tree)
     assert times["puppet/data/pools/encryption/sjc.json"] == when
     pool_file.write_text("{}")
-    assert "puppet/data/pools/encryption/sjc.json" not in deployed_times(tmp_path, tree), "only a deployed rendering has a time"
+    assert "puppet/data/pools/encryption/sjc.json" not in deployed_times(tmp_path, tree), (
+        "only a deployed rendering has a time"
+    )
 
 
 def test_hiera_dir_that_is_not_one(tmp_path: Path) -> None:
@@ -455,7 +609,9 @@ def test_built_tree_without_document_hashes_says_rebuild() -> None:
     tree = {"puppet/data/pools/a/sjc.json": b'{"mesh::workload": "vm/a/sjc", "mesh::sidecar": {}}'}
     with pytest.raises(DriftInputError) as error:
         expected_rendering(tree)
-    assert "rebuild" in str(error.value) and str(error.value).startswith("puppet/data/pools/a/sjc.json: error: ")
+    assert "rebuild" in str(error.value) and str(error.value).startswith(
+        "puppet/data/pools/a/sjc.json: error: "
+    )
 
 
 def test_waves_come_from_the_manifest_rollout(example_build: Build) -> None:
@@ -463,9 +619,11 @@ def test_waves_come_from_the_manifest_rollout(example_build: Build) -> None:
     tree[f"puppet/data/nodes/{CANARY}.json"] = canary_file(example_build.sidecars[POOL], "one")
     manifest = json.loads(tree["MANIFEST.json"])
     # every target in wave main (a pinned wave overrides the pool data's own mesh::wave)
-    manifest["rollout"] = {"targets": {t: {"wave": "main", "revision": "a" * 40} for t in manifest["targets"]},
-                           "hosts": {CANARY: {"wave": "canary", "revision": "b" * 40, "target": POOL}},
-                           "waves": [{"name": "canary", "revision": "b" * 40}, {"name": "main", "revision": "a" * 40}]}
+    manifest["rollout"] = {
+        "targets": {t: {"wave": "main", "revision": "a" * 40} for t in manifest["targets"]},
+        "hosts": {CANARY: {"wave": "canary", "revision": "b" * 40, "target": POOL}},
+        "waves": [{"name": "canary", "revision": "b" * 40}, {"name": "main", "revision": "a" * 40}],
+    }
     tree["MANIFEST.json"] = json.dumps(manifest).encode()
     rendering = expected_rendering(tree)
     assert rendering.pools[POOL].wave == "main" and rendering.nodes[CANARY].wave == "canary"
@@ -495,31 +653,65 @@ def test_check_vms_times_the_lag_from_the_deployed_hiera_tree(world: World, tmp_
 
 def node(**changes: Any) -> Node:
     now = datetime.now(UTC)
-    base = Node(certname="h.example", pool=POOL, report_status="unchanged", cached_catalog_status="not_used",
-                report_time=now, facts_time=now, applied=Applied(workload=POOL, documents={"a": "1" * 64}))
+    base = Node(
+        certname="h.example",
+        pool=POOL,
+        report_status="unchanged",
+        cached_catalog_status="not_used",
+        report_time=now,
+        facts_time=now,
+        applied=Applied(workload=POOL, documents={"a": "1" * 64}),
+    )
     return replace(base, **changes)
 
 
 EXPECT = Expectation(path=POOL_FILE, workload=POOL, wave=None, hashes={"a": "1" * 64})
 
 
-@pytest.mark.parametrize("changes, state, reason", [
-    ({}, HostState.CONVERGED, None),
-    ({"applied": None}, HostState.UNKNOWN, "no mesh_applied fact: the mesh class has not written its receipt yet"),
-    ({"applied": parse_applied({"error": "/etc/mesh/.meshc-applied.json: unexpected token"})}, HostState.UNKNOWN,
-     "the module's receipt is unreadable: /etc/mesh/.meshc-applied.json: unexpected token"),
-    ({"applied": parse_applied("garbage")}, HostState.UNKNOWN, "mesh_applied is not an object: 'garbage'"),
-    ({"applied": Applied(workload=POOL, documents={"a": "missing"})}, HostState.DRIFTED, "a: removed by hand since Puppet wrote it"),
-    ({"applied": Applied(workload=POOL, documents={})}, HostState.PENDING, "a: not applied yet"),
-    ({"applied": Applied(workload=POOL, documents={"a": "unhashed:sha256:" + "3" * 64})}, HostState.PENDING,
-     "a: applied from data without document hashes (an older meshc build)"),
-    ({"applied": Applied(workload=POOL, documents={"a": "1" * 64, "b": "2" * 64})}, HostState.PENDING,
-     "b: applied but no longer rendered"),
-    ({"applied": Applied(workload="vm/other/sjc", documents={"a": "1" * 64})}, HostState.PENDING,
-     f"applied the data of vm/other/sjc, expected {POOL}"),
-    ({"report_status": "failed", "cached_catalog_status": "on_failure"}, HostState.FAILED, None),
-    ({"facts_time": None}, HostState.UNKNOWN, None),
-])
+@pytest.mark.parametrize(
+    "changes, state, reason",
+    [
+        ({}, HostState.CONVERGED, None),
+        (
+            {"applied": None},
+            HostState.UNKNOWN,
+            "no mesh_applied fact: the mesh class has not written its receipt yet",
+        ),
+        (
+            {"applied": parse_applied({"error": "/etc/mesh/.meshc-applied.json: unexpected token"})},
+            HostState.UNKNOWN,
+            "the module's receipt is unreadable: /etc/mesh/.meshc-applied.json: unexpected token",
+        ),
+        (
+            {"applied": parse_applied("garbage")},
+            HostState.UNKNOWN,
+            "mesh_applied is not an object: 'garbage'",
+        ),
+        (
+            {"applied": Applied(workload=POOL, documents={"a": "missing"})},
+            HostState.DRIFTED,
+            "a: removed by hand since Puppet wrote it",
+        ),
+        ({"applied": Applied(workload=POOL, documents={})}, HostState.PENDING, "a: not applied yet"),
+        (
+            {"applied": Applied(workload=POOL, documents={"a": "unhashed:sha256:" + "3" * 64})},
+            HostState.PENDING,
+            "a: applied from data without document hashes (an older meshc build)",
+        ),
+        (
+            {"applied": Applied(workload=POOL, documents={"a": "1" * 64, "b": "2" * 64})},
+            HostState.PENDING,
+            "b: applied but no longer rendered",
+        ),
+        (
+            {"applied": Applied(workload="vm/other/sjc", documents={"a": "1" * 64})},
+            HostState.PENDING,
+            f"applied the data of vm/other/sjc, expected {POOL}",
+        ),
+        ({"report_status": "failed", "cached_catalog_status": "on_failure"}, HostState.FAILED, None),
+        ({"facts_time": None}, HostState.UNKNOWN, None),
+    ],
+)
 def test_judge_host_edges(changes: dict[str, Any], state: HostState, reason: str | None) -> None:
     judged, reasons = judge_host(node(**changes), EXPECT, Policy(now=datetime.now(UTC)))
     assert judged == state
@@ -534,13 +726,19 @@ def test_a_fifo_in_the_deployed_tree_is_drift_not_a_hang(example_build: Build, t
     pool_file = tmp_path / "data/pools/encryption/sjc.json"
     pool_file.unlink()
     os.mkfifo(pool_file)
-    with ThreadPoolExecutor(1) as pool:  # a regression blocks in open(): fail after 60 s instead of hanging the suite
+    with ThreadPoolExecutor(
+        1
+    ) as pool:  # a regression blocks in open(): fail after 60 s instead of hanging the suite
         times = pool.submit(deployed_times, tmp_path, tree)
         try:
             found = times.result(timeout=60)
         finally:
             if not times.done():
-                os.close(os.open(pool_file, os.O_WRONLY | os.O_NONBLOCK))  # a writer come and gone: the reader gets EOF
-    assert "puppet/data/pools/encryption/sjc.json" not in found and found, "the other deployed files keep their times"
+                os.close(
+                    os.open(pool_file, os.O_WRONLY | os.O_NONBLOCK)
+                )  # a writer come and gone: the reader gets EOF
+    assert "puppet/data/pools/encryption/sjc.json" not in found and found, (
+        "the other deployed files keep their times"
+    )
     status = compare_hiera(tmp_path, tree)
     assert "data/pools/encryption/sjc.json" in status.missing + status.hand_edited + status.stale

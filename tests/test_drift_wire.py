@@ -62,22 +62,35 @@ def deactivate_all(pdb: PuppetDB) -> None:
     """Deactivate every node: drift reads only active nodes, so each module sees only its own hosts."""
     now = iso(datetime.now(UTC))
     for row in pdb.query("nodes[certname] {}"):
-        pdb.command("deactivate node", 3, row["certname"], {"certname": row["certname"], "producer_timestamp": now})
+        pdb.command(
+            "deactivate node", 3, row["certname"], {"certname": row["certname"], "producer_timestamp": now}
+        )
 
 
 @pytest.fixture(scope="module")
 def fleet(puppetdb: PuppetDB) -> Iterator[Fleet]:
     deactivate_all(puppetdb)
-    rendering = expected_rendering(output_for(EXAMPLE))  # what meshc build writes: the rollout's tree, node files included
+    rendering = expected_rendering(
+        output_for(EXAMPLE)
+    )  # what meshc build writes: the rollout's tree, node files included
     pools, canaries = rendering.pools, rendering.nodes
     now = datetime.now(UTC)
     hosts: dict[str, tuple[dict[str, Any], str, str]] = {
-        ok_host(workload): (mesh_facts(workload, dict(e.hashes)), "unchanged", "not_used") for workload, e in pools.items()}
-    hosts |= {certname: (mesh_facts(e.workload, dict(e.hashes)), "unchanged", "not_used") for certname, e in canaries.items()}
+        ok_host(workload): (mesh_facts(workload, dict(e.hashes)), "unchanged", "not_used")
+        for workload, e in pools.items()
+    }
+    hosts |= {
+        certname: (mesh_facts(e.workload, dict(e.hashes)), "unchanged", "not_used")
+        for certname, e in canaries.items()
+    }
     documents = dict(pools[POOL].hashes)
     hosts |= {
         PENDING: (mesh_facts(POOL, documents | {ENVOY_CDS: OLD_HASH}), "unchanged", "not_used"),
-        DRIFTED: (mesh_facts(POOL, documents | {ENVOY_LDS: "edited:sha256:" + "1" * 64}), "changed", "not_used"),
+        DRIFTED: (
+            mesh_facts(POOL, documents | {ENVOY_LDS: "edited:sha256:" + "1" * 64}),
+            "changed",
+            "not_used",
+        ),
         FAILED: (mesh_facts(POOL, documents), "failed", "not_used"),
         UNKNOWN: (mesh_facts(POOL, documents), "unchanged", "on_failure"),
         ORPHAN: (mesh_facts("vm/ghost/sjc", documents), "unchanged", "not_used"),
@@ -88,16 +101,29 @@ def fleet(puppetdb: PuppetDB) -> Iterator[Fleet]:
     assert puppetdb.tls is not None
     nodes = puppetdb.query("nodes {}")
     assert sorted(row["certname"] for row in nodes) == sorted(hosts)
-    yield Fleet(pdb=puppetdb, pools=pools, canaries=canaries, nodes=nodes, facts=puppetdb.query(f"facts {{ name in {MESH_FACTS} }}"),
-                client=puppetdb.tls.client("meshc-drift-wire"), submitted=now)
+    yield Fleet(
+        pdb=puppetdb,
+        pools=pools,
+        canaries=canaries,
+        nodes=nodes,
+        facts=puppetdb.query(f"facts {{ name in {MESH_FACTS} }}"),
+        client=puppetdb.tls.client("meshc-drift-wire"),
+        submitted=now,
+    )
     deactivate_all(puppetdb)  # leave the session's PuppetDB as empty as this module found it
 
 
 def meshc(*args: str, command: str = "drift", seed: str = "random") -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_TODAY": "2026-11-30", "PYTHONHASHSEED": seed}
     env.pop("MESHC_DEBUG", None)
-    result = subprocess.run([sys.executable, "-m", "compiler", command, str(EXAMPLE), *args], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "compiler", command, str(EXAMPLE), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert "Traceback" not in result.stdout + result.stderr
     return result
 
@@ -105,14 +131,29 @@ def meshc(*args: str, command: str = "drift", seed: str = "random") -> subproces
 def tls_args(fleet: Fleet) -> list[str]:
     assert fleet.pdb.tls is not None
     cert, key = fleet.client
-    return ["--puppetdb", fleet.pdb.ssl_url, "--puppetdb-ca", str(fleet.pdb.tls.ca_cert), "--puppetdb-cert", str(cert),
-            "--puppetdb-key", str(key)]
+    return [
+        "--puppetdb",
+        fleet.pdb.ssl_url,
+        "--puppetdb-ca",
+        str(fleet.pdb.tls.ca_cert),
+        "--puppetdb-cert",
+        str(cert),
+        "--puppetdb-key",
+        str(key),
+    ]
 
 
 def export(fleet: Fleet, path: Path, keep: set[str]) -> Path:
     """An export file of PuppetDB's own answers, with only the hosts in `keep`."""
-    path.write_text(json.dumps({"nodes": [n for n in fleet.nodes if n["certname"] in keep],
-                                "facts": [f for f in fleet.facts if f["certname"] in keep]}, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "nodes": [n for n in fleet.nodes if n["certname"] in keep],
+                "facts": [f for f in fleet.facts if f["certname"] in keep],
+            },
+            indent=1,
+        )
+    )
     return path
 
 
@@ -145,32 +186,57 @@ def test_every_host_state_from_puppetdb_over_https(fleet: Fleet) -> None:
     result = meshc(*tls_args(fleet), "--partial", "--format", "json")
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr
     data = json.loads(result.stdout)
-    assert states(data) == {PENDING: "pending", DRIFTED: "drifted", FAILED: "failed", UNKNOWN: "unknown", ORPHAN: "drifted"}
+    assert states(data) == {
+        PENDING: "pending",
+        DRIFTED: "drifted",
+        FAILED: "failed",
+        UNKNOWN: "unknown",
+        ORPHAN: "drifted",
+    }
     [scope] = [s for s in data["scopes"] if s["platform"] == "puppet"]
     assert (scope["scope"], scope["evidence"], scope["state"], scope["failing"]) == (
-        fleet.pdb.ssl_url, fleet.pdb.ssl_url, "drifted", True)
-    assert scope["counts"] == {"converged": len(fleet.pools) + len(fleet.canaries), "drifted": 1, "failed": 1, "orphan": 1,
-                               "pending": 1, "unknown": 1}
+        fleet.pdb.ssl_url,
+        fleet.pdb.ssl_url,
+        "drifted",
+        True,
+    )
+    assert scope["counts"] == {
+        "converged": len(fleet.pools) + len(fleet.canaries),
+        "drifted": 1,
+        "failed": 1,
+        "orphan": 1,
+        "pending": 1,
+        "unknown": 1,
+    }
     pool = next(t for t in data["targets"] if t["target"] == POOL)
     k = canaries_of(fleet, POOL)
     assert (pool["subjects"], pool["converged"], pool["state"]) == (5 + k, 1 + k, "drifted")
     items = {i["id"]: i for s in data["subjects"] for i in s["items"]}
     edited = f"puppet/{fleet.pdb.ssl_url}/{DRIFTED}#drifted:{ENVOY_LDS}"
-    assert items[edited]["target"] == POOL and items[edited]["detail"].startswith(f"{ENVOY_LDS}: edited by hand")
+    assert items[edited]["target"] == POOL and items[edited]["detail"].startswith(
+        f"{ENVOY_LDS}: edited by hand"
+    )
     assert f"puppet/{fleet.pdb.ssl_url}/{PENDING}#pending:{ENVOY_CDS}" in items
-    assert items[f"puppet/{fleet.pdb.ssl_url}/{ORPHAN}#orphan"]["detail"] == \
-        "reports mesh facts for vm/ghost/sjc, which meshc does not render"
+    assert (
+        items[f"puppet/{fleet.pdb.ssl_url}/{ORPHAN}#orphan"]["detail"]
+        == "reports mesh facts for vm/ghost/sjc, which meshc does not render"
+    )
 
 
 def test_text_and_markdown_summarise_per_pool(fleet: Fleet) -> None:
     text = meshc(*tls_args(fleet)).stdout
     k = canaries_of(fleet, POOL)
-    assert (f"  {POOL}: {1 + k}/{5 + k} converged, 1 pending, 1 drifted, 1 failed, 1 unknown: "
-            f"{UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING}") in text.splitlines()
+    assert (
+        f"  {POOL}: {1 + k}/{5 + k} converged, 1 pending, 1 drifted, 1 failed, 1 unknown: "
+        f"{UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING}"
+    ) in text.splitlines()
     assert f"  {LONE_POOL}: 1/1 converged" in text.splitlines()
     assert text.startswith("meshc drift: NOT CONVERGED: 1 of 4 scope(s) checked, 3 not checked")
     markdown = meshc(*tls_args(fleet), "--format", "markdown").stdout
-    assert f"| `{POOL}` | {1 + k}/{5 + k} | 1 pending, 1 drifted, 1 failed, 1 unknown: {UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING} |" in markdown
+    assert (
+        f"| `{POOL}` | {1 + k}/{5 + k} | 1 pending, 1 drifted, 1 failed, 1 unknown: {UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING} |"
+        in markdown
+    )
     assert f"{PENDING}</code> pending (target `{POOL}`)" in markdown
 
 
@@ -178,20 +244,28 @@ def test_text_and_markdown_summarise_per_pool(fleet: Fleet) -> None:
 
 
 def test_every_host_converged_exits_0_and_plain_http_reads_the_same(fleet: Fleet, tmp_path: Path) -> None:
-    result = meshc("--puppet-facts", str(export(fleet, tmp_path / "export.json", converged_hosts(fleet))), "--partial")
+    result = meshc(
+        "--puppet-facts", str(export(fleet, tmp_path / "export.json", converged_hosts(fleet))), "--partial"
+    )
     assert result.returncode == 0, result.stdout
-    assert result.stdout.startswith("meshc drift: converged: 1 of 4 scope(s) checked, 3 not checked (--partial)")
+    assert result.stdout.startswith(
+        "meshc drift: converged: 1 of 4 scope(s) checked, 3 not checked (--partial)"
+    )
     assert "not converged:" not in result.stdout
     plain = json.loads(meshc("--puppetdb", fleet.pdb.url, "--partial", "--format", "json").stdout)
     over_tls = json.loads(meshc(*tls_args(fleet), "--partial", "--format", "json").stdout)
     assert states(plain) == states(over_tls)
 
 
-def test_pending_within_the_lag_exits_0_and_shows_it_past_the_lag_drifted(fleet: Fleet, tmp_path: Path) -> None:
+def test_pending_within_the_lag_exits_0_and_shows_it_past_the_lag_drifted(
+    fleet: Fleet, tmp_path: Path
+) -> None:
     facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet) | {PENDING}))
     within = meshc("--puppet-facts", facts, "--partial")
     assert within.returncode == 0, within.stdout
-    assert within.stdout.startswith("meshc drift: converging: 1 pending within the lag: 1 of 4 scope(s) checked")
+    assert within.stdout.startswith(
+        "meshc drift: converging: 1 pending within the lag: 1 of 4 scope(s) checked"
+    )
     assert f"{PENDING}  [pending]  target {POOL}" in within.stdout
     # deployed 20 minutes before the facts were gathered: past a 10-minute lag, within an hour's
     since = iso(fleet.submitted - timedelta(minutes=20))
@@ -201,10 +275,19 @@ def test_pending_within_the_lag_exits_0_and_shows_it_past_the_lag_drifted(fleet:
     assert early.returncode == 0 and states(json.loads(early.stdout)) == {PENDING: "pending"}
 
 
-@pytest.mark.parametrize("host, state", [(DRIFTED, "drifted"), (FAILED, "failed"), (UNKNOWN, "unknown"), (ORPHAN, "drifted")])
-def test_drifted_failed_unknown_and_orphan_each_exit_1(fleet: Fleet, tmp_path: Path, host: str, state: str) -> None:
-    result = meshc("--puppet-facts", str(export(fleet, tmp_path / "export.json", converged_hosts(fleet) | {host})),
-                   "--partial", "--format", "json")
+@pytest.mark.parametrize(
+    "host, state", [(DRIFTED, "drifted"), (FAILED, "failed"), (UNKNOWN, "unknown"), (ORPHAN, "drifted")]
+)
+def test_drifted_failed_unknown_and_orphan_each_exit_1(
+    fleet: Fleet, tmp_path: Path, host: str, state: str
+) -> None:
+    result = meshc(
+        "--puppet-facts",
+        str(export(fleet, tmp_path / "export.json", converged_hosts(fleet) | {host})),
+        "--partial",
+        "--format",
+        "json",
+    )
     assert result.returncode == 1 and states(json.loads(result.stdout)) == {host: state}
 
 
@@ -217,19 +300,27 @@ def test_a_pool_no_host_reports_for_is_no_pass_unless_partial(fleet: Fleet, tmp_
     assert states(data) == {LONE_POOL: "not-checked"}
     assert data["subjects"][0]["items"][0]["kind"] == "no-hosts"
     assert [(s["scope"], s["state"], s["failing"]) for s in data["scopes"] if s["platform"] == "puppet"] == [
-        (facts, "incomplete", True)]
-    assert f"  {LONE_POOL}: no hosts report to PuppetDB" in meshc(*dumps, "--puppet-facts", facts).stdout.splitlines()
+        (facts, "incomplete", True)
+    ]
+    assert (
+        f"  {LONE_POOL}: no hosts report to PuppetDB"
+        in meshc(*dumps, "--puppet-facts", facts).stdout.splitlines()
+    )
     assert meshc(*dumps, "--puppet-facts", facts, "--partial").returncode == 0
 
 
 def test_both_platforms_in_one_run(fleet: Fleet, tmp_path: Path) -> None:
     dumps = kubernetes_args(tmp_path)
     facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet)))
-    result = meshc(*dumps, "--puppet-facts", facts, "--format", "json")  # no --partial: every scope has evidence
+    result = meshc(
+        *dumps, "--puppet-facts", facts, "--format", "json"
+    )  # no --partial: every scope has evidence
     assert result.returncode == 0, result.stdout[-2000:]
     data = json.loads(result.stdout)
     assert [(s["platform"], s["scope"], s["state"]) for s in data["scopes"]] == [
-        *(("kubernetes", c, "converged") for c in CLUSTERS), ("puppet", facts, "converged")]
+        *(("kubernetes", c, "converged") for c in CLUSTERS),
+        ("puppet", facts, "converged"),
+    ]
     mixed = meshc(*dumps, *tls_args(fleet), "--format", "json")
     assert mixed.returncode == 1
     scopes = {s["platform"]: s["state"] for s in json.loads(mixed.stdout)["scopes"]}
@@ -239,8 +330,10 @@ def test_both_platforms_in_one_run(fleet: Fleet, tmp_path: Path) -> None:
 def test_a_host_item_is_acknowledged_by_its_id(fleet: Fleet, tmp_path: Path) -> None:
     facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet) | {DRIFTED}))
     acks = tmp_path / "acks.yaml"
-    acks.write_text(f'acknowledgements:\n  - match: "puppet/*/{DRIFTED}#drifted:{ENVOY_LDS}"\n'
-                    "    reason: INC-9 debug logging on one host\n    expires: 2026-12-31\n")
+    acks.write_text(
+        f'acknowledgements:\n  - match: "puppet/*/{DRIFTED}#drifted:{ENVOY_LDS}"\n'
+        "    reason: INC-9 debug logging on one host\n    expires: 2026-12-31\n"
+    )
     result = meshc("--puppet-facts", facts, "--partial", "--acknowledgements", str(acks), "--format", "json")
     assert result.returncode == 0, result.stdout
     assert states(json.loads(result.stdout)) == {DRIFTED: "acknowledged"}
@@ -259,7 +352,9 @@ def test_deployed_hiera_tree_is_a_scope_of_its_own(fleet: Fleet, tmp_path: Path)
     assert result.returncode == 1
     data = json.loads(result.stdout)
     assert states(data) == {"modules/mesh/manifests/init.pp": "drifted"}
-    assert data["subjects"][0]["items"][0]["id"] == f"puppet/{server}/modules/mesh/manifests/init.pp#hand-edited"
+    assert (
+        data["subjects"][0]["items"][0]["id"] == f"puppet/{server}/modules/mesh/manifests/init.pp#hand-edited"
+    )
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2
@@ -275,7 +370,11 @@ def test_unreachable_puppetdb_is_one_line_exit_2() -> None:
 
 def test_https_without_the_ca_is_one_line_exit_2(fleet: Fleet) -> None:
     result = meshc("--puppetdb", fleet.pdb.ssl_url)
-    assert result.returncode == 2 and "certificate verify failed" in result.stderr and result.stderr.count("\n") == 1
+    assert (
+        result.returncode == 2
+        and "certificate verify failed" in result.stderr
+        and result.stderr.count("\n") == 1
+    )
 
 
 def test_truncated_export_is_one_line_exit_2(tmp_path: Path) -> None:
@@ -283,22 +382,38 @@ def test_truncated_export_is_one_line_exit_2(tmp_path: Path) -> None:
     export_file.write_text('{"nodes": [\n {"certname": "a"')
     result = meshc("--puppet-facts", str(export_file))
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == f"{export_file}:2:18: error: not valid JSON: Expecting ',' delimiter  [puppetdb-export]\n"
+    assert (
+        result.stderr
+        == f"{export_file}:2:18: error: not valid JSON: Expecting ',' delimiter  [puppetdb-export]\n"
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--puppetdb-ca", "ca.pem"], "--puppetdb-ca: error: is an option of --puppetdb URL, which is not given  [drift-usage]"),
-    (["--puppetdb", "https://x:8081", "--puppetdb-cert", "c.pem"],
-     "--puppetdb-cert: error: --puppetdb-cert and --puppetdb-key go together  [drift-usage]"),
-    ([], "meshc drift: error: nothing to check: give --kubernetes CLUSTER=DUMP for each cluster (gke-usc1-a, kube-iad-a, "
-         "kube-sjc-a); or --puppetdb URL (with --puppetdb-ca/-cert/-key for HTTPS) or --puppet-facts FILE for the VMs  [drift-usage]"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--puppetdb-ca", "ca.pem"],
+            "--puppetdb-ca: error: is an option of --puppetdb URL, which is not given  [drift-usage]",
+        ),
+        (
+            ["--puppetdb", "https://x:8081", "--puppetdb-cert", "c.pem"],
+            "--puppetdb-cert: error: --puppetdb-cert and --puppetdb-key go together  [drift-usage]",
+        ),
+        (
+            [],
+            "meshc drift: error: nothing to check: give --kubernetes CLUSTER=DUMP for each cluster (gke-usc1-a, kube-iad-a, "
+            "kube-sjc-a); or --puppetdb URL (with --puppetdb-ca/-cert/-key for HTTPS) or --puppet-facts FILE for the VMs  [drift-usage]",
+        ),
+    ],
+)
 def test_usage_errors_are_one_line_exit_2(args: list[str], message: str) -> None:
     result = meshc(*args)
     assert (result.returncode, result.stderr) == (2, message + "\n")
 
 
-@pytest.mark.parametrize("args", [["--lag", "soon"], ["--since", "yesterday"], ["--puppetdb", "u", "--puppet-facts", "f"]])
+@pytest.mark.parametrize(
+    "args", [["--lag", "soon"], ["--since", "yesterday"], ["--puppetdb", "u", "--puppet-facts", "f"]]
+)
 def test_malformed_options_exit_2(args: list[str]) -> None:
     result = meshc(*args)
     assert result.returncode == 2 and "usage: meshc drift" in result.stderr
@@ -306,7 +421,9 @@ def test_malformed_options_exit_2(args: list[str]) -> None:
 
 def test_json_is_byte_identical_under_two_hash_seeds(fleet: Fleet, tmp_path: Path) -> None:
     facts = str(export(fleet, tmp_path / "export.json", {n["certname"] for n in fleet.nodes}))
-    first, second = (meshc("--puppet-facts", facts, "--format", "json", seed=seed).stdout for seed in ("0", "1"))
+    first, second = (
+        meshc("--puppet-facts", facts, "--format", "json", seed=seed).stdout for seed in ("0", "1")
+    )
     assert first == second and json.loads(first)["failing"] is True
 
 
@@ -324,25 +441,45 @@ def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build
     tree = dict(example_build.tree())
     tree[f"puppet/data/nodes/{canary}.json"] = canary_file(example_build.sidecars[POOL], "one")
     manifest = json.loads(tree["MANIFEST.json"])
-    manifest["rollout"] = {"targets": {t: {"wave": "main", "revision": "a" * 40} for t in manifest["targets"]},
-                           "hosts": {canary: {"wave": "canary", "revision": "b" * 40, "target": POOL}},
-                           "waves": [{"name": "canary", "revision": "b" * 40}, {"name": "main", "revision": "a" * 40}]}
+    manifest["rollout"] = {
+        "targets": {t: {"wave": "main", "revision": "a" * 40} for t in manifest["targets"]},
+        "hosts": {canary: {"wave": "canary", "revision": "b" * 40, "target": POOL}},
+        "waves": [{"name": "canary", "revision": "b" * 40}, {"name": "main", "revision": "a" * 40}],
+    }
     tree["MANIFEST.json"] = json.dumps(manifest).encode()
     now = datetime.now(UTC)
     pool_hashes = json.loads(tree["puppet/data/pools/encryption/sjc.json"])[HASHES_KEY]
 
     def host(certname: str, documents: Mapping[str, str]) -> Node:
-        return Node(certname=certname, pool=POOL, report_status="unchanged", cached_catalog_status="not_used",
-                    report_time=now, facts_time=now, applied=Applied(workload=POOL, documents=dict(documents)))
+        return Node(
+            certname=certname,
+            pool=POOL,
+            report_status="unchanged",
+            cached_catalog_status="not_used",
+            report_time=now,
+            facts_time=now,
+            applied=Applied(workload=POOL, documents=dict(documents)),
+        )
 
     # the canary still runs its pool's documents: against its node file it is pending; the pool host converged
-    observations = Observations(source="export.json", nodes=(host(canary, pool_hashes), host(ok_host(POOL), pool_hashes)))
+    observations = Observations(
+        source="export.json", nodes=(host(canary, pool_hashes), host(ok_host(POOL), pool_hashes))
+    )
     drift = detect_puppet_drift(expected_rendering(tree), observations, Policy(now=now))
     report = assemble_report([host_records(drift)], [], tree=tree)
     waves = {w["wave"]: w for w in report_data(report)["waves"]}
-    assert (waves["canary"]["hosts"], waves["canary"]["counts"], waves["canary"]["state"]) == (1, {"pending": 1}, "pending")
-    assert wave_line(waves["canary"]) == f"canary: 0/1 targets converged, 0/1 hosts converged, 1 pending: {canary}"
-    assert waves["main"]["counts"] == {"converged": 1} and waves["main"]["state"] == "incomplete"  # other pools: no hosts
+    assert (waves["canary"]["hosts"], waves["canary"]["counts"], waves["canary"]["state"]) == (
+        1,
+        {"pending": 1},
+        "pending",
+    )
+    assert (
+        wave_line(waves["canary"])
+        == f"canary: 0/1 targets converged, 0/1 hosts converged, 1 pending: {canary}"
+    )
+    assert (
+        waves["main"]["counts"] == {"converged": 1} and waves["main"]["state"] == "incomplete"
+    )  # other pools: no hosts
     assert POOL not in waves["main"]["not_converged"] and "vm/auth/sjc" in waves["main"]["not_converged"]
     assert report.failing
 
@@ -356,18 +493,65 @@ def gate_report(host_state: str, dumps: tuple[str, ...], puppet: bool = True) ->
     from compiler.drift.model import DriftItem, ScopeState, SubjectState
 
     waves = {"k8s/kube-sjc-a/upload/upload": "canary", "k8s/kube-iad-a/upload/upload": "main", POOL: "main"}
-    checked = [(ScopeState(platform="kubernetes", scope=cluster, state="converged", evidence=f"{cluster}.json"),
-                [SubjectState(platform="kubernetes", scope=cluster, subject="ConfigMap/upload/upload-mesh-envoy",
-                              target=f"k8s/{cluster}/upload/upload", state="converged")]) for cluster in dumps]
+    checked = [
+        (
+            ScopeState(platform="kubernetes", scope=cluster, state="converged", evidence=f"{cluster}.json"),
+            [
+                SubjectState(
+                    platform="kubernetes",
+                    scope=cluster,
+                    subject="ConfigMap/upload/upload-mesh-envoy",
+                    target=f"k8s/{cluster}/upload/upload",
+                    state="converged",
+                )
+            ],
+        )
+        for cluster in dumps
+    ]
     if puppet:
-        items = () if host_state == "converged" else (DriftItem(kind=host_state, platform="puppet", scope="pdb", subject="c-1",
-                                                                 target=POOL, path=ENVOY_CDS, detail="envoy/cds.json: applied 0…"),)
-        checked.append((ScopeState(platform="puppet", scope="https://pdb:8081", state="converged", evidence="https://pdb:8081"),
-                        [SubjectState(platform="puppet", scope="https://pdb:8081", subject="c-1", target=POOL, wave="canary",
-                                      state=host_state, items=items)]))
-    unchecked = [("kubernetes", c) for c in ("kube-iad-a", "kube-sjc-a") if c not in dumps] + ([] if puppet else [("puppet", "puppetdb")])
+        items = (
+            ()
+            if host_state == "converged"
+            else (
+                DriftItem(
+                    kind=host_state,
+                    platform="puppet",
+                    scope="pdb",
+                    subject="c-1",
+                    target=POOL,
+                    path=ENVOY_CDS,
+                    detail="envoy/cds.json: applied 0…",
+                ),
+            )
+        )
+        checked.append(
+            (
+                ScopeState(
+                    platform="puppet",
+                    scope="https://pdb:8081",
+                    state="converged",
+                    evidence="https://pdb:8081",
+                ),
+                [
+                    SubjectState(
+                        platform="puppet",
+                        scope="https://pdb:8081",
+                        subject="c-1",
+                        target=POOL,
+                        wave="canary",
+                        state=host_state,
+                        items=items,
+                    )
+                ],
+            )
+        )
+    unchecked = [("kubernetes", c) for c in ("kube-iad-a", "kube-sjc-a") if c not in dumps] + (
+        [] if puppet else [("puppet", "puppetdb")]
+    )
     manifest = {"rollout": {"targets": {t: {"wave": w, "revision": "a" * 40} for t, w in waves.items()}}}
-    return assemble_report(checked, unchecked, tree={"MANIFEST.json": json.dumps(manifest).encode()}, partial=True)
+    return assemble_report(
+        checked, unchecked, tree={"MANIFEST.json": json.dumps(manifest).encode()}, partial=True
+    )
 
 
 def test_gate_blocks_on_a_pending_canary_host_though_drift_passes() -> None:
@@ -385,7 +569,13 @@ def test_gate_blocks_on_a_missing_dump_or_no_puppetdb_for_the_wave() -> None:
     from compiler.drift.gate import wave_verdict
 
     no_dump = wave_verdict(gate_report("converged", ("kube-iad-a",)), "canary")
-    assert no_dump.blocking == ("k8s/kube-sjc-a/upload/upload: not checked: no dump of cluster kube-sjc-a given (--kubernetes)",)
-    assert wave_verdict(gate_report("converged", ("kube-sjc-a",)), "canary").passed, "a dump missing for another wave only"
+    assert no_dump.blocking == (
+        "k8s/kube-sjc-a/upload/upload: not checked: no dump of cluster kube-sjc-a given (--kubernetes)",
+    )
+    assert wave_verdict(gate_report("converged", ("kube-sjc-a",)), "canary").passed, (
+        "a dump missing for another wave only"
+    )
     no_pdb = wave_verdict(gate_report("converged", ("kube-sjc-a", "kube-iad-a"), puppet=False), "main")
-    assert no_pdb.blocking == (f"{POOL}: not checked: no PuppetDB or export given (--puppetdb, --puppet-facts)",)
+    assert no_pdb.blocking == (
+        f"{POOL}: not checked: no PuppetDB or export given (--puppetdb, --puppet-facts)",
+    )

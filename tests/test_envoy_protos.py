@@ -6,7 +6,6 @@ import copy
 from typing import Any
 
 import pytest
-from google.protobuf import any_pb2, json_format, symbol_database
 
 # Every type an Any in our documents may name must be imported before parsing.
 from envoy.config.bootstrap.v3 import bootstrap_pb2
@@ -20,6 +19,7 @@ from envoy.extensions.filters.network.tcp_proxy.v3 import tcp_proxy_pb2  # noqa:
 from envoy.extensions.transport_sockets.tls.v3 import secret_pb2, tls_pb2  # noqa: F401
 from envoy.extensions.upstreams.http.v3 import http_protocol_options_pb2  # noqa: F401
 from envoy.service.discovery.v3 import discovery_pb2
+from google.protobuf import any_pb2, json_format, symbol_database
 
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, ENVOY_SDS
 from compiler.render.envoy import CLUSTER, LISTENER, SECRET, WORKLOAD_CERT
@@ -69,7 +69,9 @@ def test_every_cds_parses(example_build: Any) -> None:
     for wid, doc in envoy_documents(example_build, ENVOY_CDS):
         clusters = parse_discovery_response(doc, CLUSTER)
         assert clusters[0].name == "local_app", wid
-        assert [c.name for c in clusters[1:]] == [e.service for e in example_build.sidecars[wid].workload.egress]
+        assert [c.name for c in clusters[1:]] == [
+            e.service for e in example_build.sidecars[wid].workload.egress
+        ]
 
 
 def test_every_sds_parses_and_names_the_secret_the_contexts_use(example_build: Any) -> None:
@@ -77,9 +79,14 @@ def test_every_sds_parses_and_names_the_secret_the_contexts_use(example_build: A
         [secret] = parse_discovery_response(doc, SECRET)
         assert secret.name == WORKLOAD_CERT, wid
         assert secret.tls_certificate.watched_directory.path == "/etc/mesh/tls"
-    names = {config["name"] for sidecar in example_build.sidecars.values() for name in (ENVOY_LDS, ENVOY_CDS)
-             for nested in _anys(sidecar.documents[name]["resources"]) if "common_tls_context" in nested
-             for config in nested["common_tls_context"]["tls_certificate_sds_secret_configs"]}
+    names = {
+        config["name"]
+        for sidecar in example_build.sidecars.values()
+        for name in (ENVOY_LDS, ENVOY_CDS)
+        for nested in _anys(sidecar.documents[name]["resources"])
+        if "common_tls_context" in nested
+        for config in nested["common_tls_context"]["tls_certificate_sds_secret_configs"]
+    }
     assert names == {WORKLOAD_CERT}
 
 
@@ -139,7 +146,9 @@ def test_bad_duration_is_rejected(example_build: Any) -> None:
 
 def test_unresolvable_typed_config_is_rejected(example_build: Any) -> None:
     doc = copy.deepcopy(example_build.sidecars["vm/encryption/sjc"].documents[ENVOY_LDS])
-    doc["resources"][0]["filter_chains"][0]["transport_socket"]["typed_config"]["@type"] = PREFIX + "envoy.Nope"
+    doc["resources"][0]["filter_chains"][0]["transport_socket"]["typed_config"]["@type"] = (
+        PREFIX + "envoy.Nope"
+    )
     with pytest.raises(json_format.ParseError):
         parse_discovery_response(doc, LISTENER)
 
@@ -158,14 +167,23 @@ def test_any_module_is_the_one_we_import() -> None:
 def eds_file(entry: dict[str, Any], backends: dict[str, list[tuple[str, int]]]) -> dict[str, Any]:
     """The EDS file the Synapse fork writes for one service entry, as README "Synapse fork contract" defines it."""
     localities = sorted(entry["localities"].items(), key=lambda item: (item[1]["priority"], item[0]))
-    endpoints = [{
-        "locality": {"region": loc["region"], "zone": loc["zone"]},
-        "priority": loc["priority"],
-        "load_balancing_weight": max(1, len(backends.get(name, []))),
-        "lb_endpoints": [{"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
-                         for host, port in backends.get(name, [])],
-    } for name, loc in localities]
-    resource = {"@type": PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment", "cluster_name": entry["cluster_name"], "endpoints": endpoints}
+    endpoints = [
+        {
+            "locality": {"region": loc["region"], "zone": loc["zone"]},
+            "priority": loc["priority"],
+            "load_balancing_weight": max(1, len(backends.get(name, []))),
+            "lb_endpoints": [
+                {"endpoint": {"address": {"socket_address": {"address": host, "port_value": port}}}}
+                for host, port in backends.get(name, [])
+            ],
+        }
+        for name, loc in localities
+    ]
+    resource = {
+        "@type": PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        "cluster_name": entry["cluster_name"],
+        "endpoints": endpoints,
+    }
     return {"version_info": "0", "type_url": resource["@type"], "resources": [resource]}
 
 
@@ -175,10 +193,16 @@ def test_eds_file_of_the_fork_contract_parses_and_feeds_its_cluster(example_buil
     sidecar = example_build.sidecars["vm/download/sjc"]
     clusters = {c["name"]: c for c in sidecar.documents[ENVOY_CDS]["resources"]}
     for service, entry in sidecar.documents["synapse/synapse.json"]["services"].items():
-        backends = {name: [("10.0.0.1", 18080), ("10.0.0.2", 18080)] for name in entry["envoy_eds"]["localities"]}
-        [assignment] = parse_discovery_response(eds_file(entry["envoy_eds"], backends), PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment")
+        backends = {
+            name: [("10.0.0.1", 18080), ("10.0.0.2", 18080)] for name in entry["envoy_eds"]["localities"]
+        }
+        [assignment] = parse_discovery_response(
+            eds_file(entry["envoy_eds"], backends), PREFIX + "envoy.config.endpoint.v3.ClusterLoadAssignment"
+        )
         assert assignment.cluster_name == clusters[service]["eds_cluster_config"]["service_name"]
-        assert sorted({e.priority for e in assignment.endpoints}) == list(range(max(e.priority for e in assignment.endpoints) + 1))
+        assert sorted({e.priority for e in assignment.endpoints}) == list(
+            range(max(e.priority for e in assignment.endpoints) + 1)
+        )
 
 
 def test_every_envoy_document_of_a_synthetic_mesh_parses(tmp_path: Any) -> None:
@@ -187,8 +211,12 @@ def test_every_envoy_document_of_a_synthetic_mesh_parses(tmp_path: Any) -> None:
 
     build = compile_dir(generate(tmp_path / "mesh", 80, datacenters=4, clusters=8, deps=6, seed=3))
     distinct = {id(doc): (name, doc) for s in build.sidecars.values() for name, doc in s.documents.items()}
-    parsers = {ENVOY_BOOTSTRAP: parse_bootstrap, ENVOY_LDS: lambda d: parse_discovery_response(d, LISTENER),
-               ENVOY_CDS: lambda d: parse_discovery_response(d, CLUSTER), ENVOY_SDS: lambda d: parse_discovery_response(d, SECRET)}
+    parsers = {
+        ENVOY_BOOTSTRAP: parse_bootstrap,
+        ENVOY_LDS: lambda d: parse_discovery_response(d, LISTENER),
+        ENVOY_CDS: lambda d: parse_discovery_response(d, CLUSTER),
+        ENVOY_SDS: lambda d: parse_discovery_response(d, SECRET),
+    }
     parsed = 0
     for name, doc in distinct.values():
         if name in parsers:
@@ -217,16 +245,24 @@ def test_every_envoy_document_with_maximal_durations_parses() -> None:
     from tests.test_invalid_specs import BASE
 
     tcp = BASE["services/b.yaml"] + "protocol: tcp\n"
-    build = compile(encoded({**BASE, "mesh.yaml": BASE["mesh.yaml"] + MAXIMAL_DEFAULTS, "services/b.yaml": tcp}), "spec")
-    parsers = {ENVOY_BOOTSTRAP: parse_bootstrap, ENVOY_LDS: lambda d: parse_discovery_response(d, LISTENER),
-               ENVOY_CDS: lambda d: parse_discovery_response(d, CLUSTER), ENVOY_SDS: lambda d: parse_discovery_response(d, SECRET)}
+    build = compile(
+        encoded({**BASE, "mesh.yaml": BASE["mesh.yaml"] + MAXIMAL_DEFAULTS, "services/b.yaml": tcp}), "spec"
+    )
+    parsers = {
+        ENVOY_BOOTSTRAP: parse_bootstrap,
+        ENVOY_LDS: lambda d: parse_discovery_response(d, LISTENER),
+        ENVOY_CDS: lambda d: parse_discovery_response(d, CLUSTER),
+        ENVOY_SDS: lambda d: parse_discovery_response(d, SECRET),
+    }
     seen = []
     for sidecar in build.sidecars.values():
         for name, parse in parsers.items():
             parse(sidecar.documents[name])
             seen.append(name)
     assert len(seen) == 4 * len(build.sidecars) >= 12
-    text = str([s.documents[ENVOY_CDS] for s in build.sidecars.values()]) + str([s.documents[ENVOY_LDS] for s in build.sidecars.values()])
+    text = str([s.documents[ENVOY_CDS] for s in build.sidecars.values()]) + str(
+        [s.documents[ENVOY_LDS] for s in build.sidecars.values()]
+    )
     assert "'86400s'" in text  # the maximum reached the documents, it was not clamped on the way
 
 
@@ -235,7 +271,10 @@ def test_durations_up_to_24h_are_schema_valid(value: str) -> None:
     from compiler.pipeline import validate_only
     from tests.test_invalid_specs import BASE
 
-    validate_only(encoded({**BASE, "mesh.yaml": BASE["mesh.yaml"] + f"defaults: {{connect_timeout: {value}}}\n"}), "spec")
+    validate_only(
+        encoded({**BASE, "mesh.yaml": BASE["mesh.yaml"] + f"defaults: {{connect_timeout: {value}}}\n"}),
+        "spec",
+    )
 
 
 @pytest.mark.parametrize("value", ["25h", "1441m", "86401s", "86400001ms", "999999999h", "0100s", "87601h"])
@@ -245,18 +284,27 @@ def test_durations_over_24h_are_invalid(value: str) -> None:
     from tests.test_invalid_specs import BASE
 
     with pytest.raises(SpecError) as info:
-        validate_only(encoded({**BASE, "mesh.yaml": BASE["mesh.yaml"] + f"defaults: {{connect_timeout: {value}}}\n"}), "spec")
+        validate_only(
+            encoded({**BASE, "mesh.yaml": BASE["mesh.yaml"] + f"defaults: {{connect_timeout: {value}}}\n"}),
+            "spec",
+        )
     [found] = info.value.diagnostics
     assert found.code == "invalid-duration" and "at most 24h" in found.message
 
 
-@pytest.mark.parametrize(("value", "valid"), [("87600h", True), ("315360000s", True), ("87601h", False), ("315360000001ms", False)])
+@pytest.mark.parametrize(
+    ("value", "valid"), [("87600h", True), ("315360000s", True), ("87601h", False), ("315360000001ms", False)]
+)
 def test_certificate_durations_are_bounded_at_ten_years(value: str, valid: bool) -> None:
     from compiler.diagnostics import SpecError
     from compiler.pipeline import validate_only
     from tests.test_invalid_specs import BASE
 
-    files = {**BASE, "mesh.yaml": BASE["mesh.yaml"] + f"certificates: {{issuer: {{kind: ClusterIssuer, name: ca}}, duration: {value}}}\n"}
+    files = {
+        **BASE,
+        "mesh.yaml": BASE["mesh.yaml"]
+        + f"certificates: {{issuer: {{kind: ClusterIssuer, name: ca}}, duration: {value}}}\n",
+    }
     if valid:
         validate_only(encoded(files), "spec")
     else:

@@ -16,7 +16,16 @@ from tests.conftest import EXAMPLE
 
 def git(repo: Path, *args: str) -> str:
     """Run git in `repo` as a fixed, local identity; return stdout."""
-    command = ["git", "-c", "user.name=meshc test", "-c", "user.email=test@meshc.invalid", "-c", "commit.gpgsign=false", *args]
+    command = [
+        "git",
+        "-c",
+        "user.name=meshc test",
+        "-c",
+        "user.email=test@meshc.invalid",
+        "-c",
+        "commit.gpgsign=false",
+        *args,
+    ]
     return subprocess.run(command, cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
@@ -25,7 +34,12 @@ def make_repo(root: Path, spec_dir: str = "mesh-spec") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     git(root, "init", "-q", "-b", "main")
     # rollout.yaml pins commits of this project's history, which a fresh repository does not have
-    shutil.copytree(EXAMPLE, root / spec_dir if spec_dir else root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("rollout.yaml"))
+    shutil.copytree(
+        EXAMPLE,
+        root / spec_dir if spec_dir else root,
+        dirs_exist_ok=True,
+        ignore=shutil.ignore_patterns("rollout.yaml"),
+    )
     commit(root, "example spec")
     return root
 
@@ -42,7 +56,11 @@ def repo_state(repo: Path) -> dict[str, str]:
     state = {}
     for path in sorted(repo.rglob("*")):
         relative = path.relative_to(repo).as_posix()
-        if path.is_file() and (not relative.startswith(".git/") or relative in (".git/HEAD", ".git/index") or relative.startswith(".git/refs/")):
+        if path.is_file() and (
+            not relative.startswith(".git/")
+            or relative in (".git/HEAD", ".git/index")
+            or relative.startswith(".git/refs/")
+        ):
             state[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
     return state
 
@@ -60,7 +78,11 @@ def test_older_revisions_and_uncommitted_edits(tmp_path: Path) -> None:
     commit(repo, "change")
     (repo / "mesh-spec/mesh.yaml").write_bytes(b"# uncommitted\n")
     location = locate(repo / "mesh-spec")
-    at_first, at_head, worktree = read_revision(location, first), read_revision(location, "HEAD"), read_worktree(repo / "mesh-spec")
+    at_first, at_head, worktree = (
+        read_revision(location, first),
+        read_revision(location, "HEAD"),
+        read_worktree(repo / "mesh-spec"),
+    )
     assert "services/auth.yaml" in at_first and "services/zz-new.yaml" not in at_first
     assert "services/auth.yaml" not in at_head and at_head["services/zz-new.yaml"] == b"service: zz-new\n"
     assert at_head["mesh.yaml"] == at_first["mesh.yaml"] != worktree["mesh.yaml"] == b"# uncommitted\n"
@@ -101,7 +123,11 @@ def test_oversized_files_are_capped_like_the_directory_reader(tmp_path: Path) ->
     commit(repo, "edge")
     files = read_revision(locate(repo / "mesh-spec"), "HEAD")
     # Both readers hand parse_document limit+1 bytes for an oversized file (the blob is not even read).
-    assert len(files["services/big.yaml"]) == len(read_tree(repo / "mesh-spec")["services/big.yaml"]) == MAX_FILE_BYTES + 1
+    assert (
+        len(files["services/big.yaml"])
+        == len(read_tree(repo / "mesh-spec")["services/big.yaml"])
+        == MAX_FILE_BYTES + 1
+    )
     assert files["services/edge-size.yaml"] == read_tree(repo / "mesh-spec")["services/edge-size.yaml"]
 
 

@@ -19,7 +19,17 @@ from compiler.graph.dot import element_id, render_dot, render_svg
 from compiler.graph.draw import FORMATS, draw
 from compiler.graph.html import render_html
 from compiler.graph.mermaid import render_mermaid, text
-from compiler.graph.model import DATACENTERS, PLATFORMS, WORKLOADS, Graph, Group, Limits, build_graph, neighbourhood, source_workload
+from compiler.graph.model import (
+    DATACENTERS,
+    PLATFORMS,
+    WORKLOADS,
+    Graph,
+    Group,
+    Limits,
+    build_graph,
+    neighbourhood,
+    source_workload,
+)
 from compiler.ir.model import Mesh
 from compiler.pipeline import Build, compile_dir
 from compiler.spec.load import read_tree
@@ -40,7 +50,9 @@ def big_mesh(synthetic_1000: Build) -> Mesh:
 
 def routes(mesh: Mesh) -> set[tuple[str, str]]:
     """Every (client workload, server workload) pair a sidecar discovers, straight from the IR."""
-    return {(w.id, source_workload(e.service, s)) for w in mesh.workloads for e in w.egress for s in e.sources}
+    return {
+        (w.id, source_workload(e.service, s)) for w in mesh.workloads for e in w.egress for s in e.sources
+    }
 
 
 def frames(groups: tuple[Group, ...], path: tuple[str, ...] = ()) -> dict[str, tuple[str, ...]]:
@@ -53,6 +65,7 @@ def frames(groups: tuple[Group, ...], path: tuple[str, ...] = ()) -> dict[str, t
 
 
 # ---------------------------------------------------------------- the model
+
 
 def test_every_workload_is_a_box_and_every_route_an_edge(mesh: Mesh) -> None:
     graph = build_graph(mesh)
@@ -80,7 +93,9 @@ def test_edges_are_labelled_with_locality_protocol_and_failover_priority(mesh: M
 def test_boxes_sit_in_their_datacenter_and_platform_frames(mesh: Mesh) -> None:
     graph = build_graph(mesh)
     where = frames(graph.groups)
-    assert set(where) == {n.id for n in graph.nodes}  # each box in exactly one frame (dict keys), none left out
+    assert set(where) == {
+        n.id for n in graph.nodes
+    }  # each box in exactly one frame (dict keys), none left out
     for workload in mesh.workloads:
         platform = "VM pools" if workload.platform == "vm" else f"cluster {workload.cluster}"
         region = mesh.datacenters[workload.datacenter].region
@@ -89,7 +104,15 @@ def test_boxes_sit_in_their_datacenter_and_platform_frames(mesh: Mesh) -> None:
 
 def test_neighbourhood_follows_callers_and_dependencies_depth_hops(mesh: Mesh) -> None:
     # upload calls five services and is called by api-gateway only (mesh-spec/services/*.yaml)
-    direct = {"upload", "encryption", "metadata", "storage-gateway", "event-bus", "feature-flags", "api-gateway"}
+    direct = {
+        "upload",
+        "encryption",
+        "metadata",
+        "storage-gateway",
+        "event-bus",
+        "feature-flags",
+        "api-gateway",
+    }
     assert neighbourhood(mesh, ["upload"], 1) == direct
     assert neighbourhood(mesh, ["upload"], 0) == {"upload"}
     # two hops: edge calls api-gateway; encryption calls key-manager; metadata calls mysql-proxy and permissions.
@@ -111,13 +134,20 @@ def test_collapsed_levels_keep_every_route_counted_and_say_so(mesh: Mesh) -> Non
     assert platforms.level == PLATFORMS
     assert "37 workloads and 119 routes are too many to draw one by one" in platforms.note
     assert sum(e.calls for e in platforms.edges) == 119
-    assert {n.label for n in platforms.nodes} == {"VM pools", "cluster kube-sjc-a", "cluster kube-iad-a", "cluster gke-usc1-a"}
+    assert {n.label for n in platforms.nodes} == {
+        "VM pools",
+        "cluster kube-sjc-a",
+        "cluster kube-iad-a",
+        "cluster gke-usc1-a",
+    }
     assert len(platforms.nodes) == 6  # VM pools in 3 datacenters, 3 clusters
     datacenters = build_graph(mesh, limits=Limits(max_nodes=5))
     assert datacenters.level == DATACENTERS and len(datacenters.nodes) == 3
     assert sum(e.calls for e in datacenters.edges) == 119
     sjc_to_iad = next(e for e in datacenters.edges if (e.source, e.target) == ("dc@sjc", "dc@iad"))
-    expected = sum(1 for client, server in routes(mesh) if "sjc" in _dc(mesh, client) and "iad" in _dc(mesh, server))
+    expected = sum(
+        1 for client, server in routes(mesh) if "sjc" in _dc(mesh, client) and "iad" in _dc(mesh, server)
+    )
     assert sjc_to_iad.calls == expected and sjc_to_iad.label.startswith(f"{expected} routes: ")
 
 
@@ -142,6 +172,7 @@ def test_a_thousand_services_collapse_to_datacenters_and_the_picture_says_so(big
 
 # ---------------------------------------------------------------- formats
 
+
 def test_restart_sensitive_services_are_marked_in_every_format(mesh: Mesh) -> None:
     graph = build_graph(mesh, ["encryption"])
     dot = render_dot(graph)
@@ -151,11 +182,20 @@ def test_restart_sensitive_services_are_marked_in_every_format(mesh: Mesh) -> No
 
 def test_graphviz_renders_every_dot_meshc_writes_without_warnings(mesh: Mesh, big_mesh: Mesh) -> None:
     dot_binary = require_tool("dot")
-    graphs = [build_graph(mesh), build_graph(mesh, limits=Limits(max_nodes=10)), build_graph(mesh, limits=Limits(max_nodes=5)),
-              build_graph(big_mesh), build_graph(big_mesh, ["svc-0001"], depth=1)]
-    graphs += [build_graph(mesh, [service], depth=2) for service in sorted({w.service for w in mesh.workloads})]
+    graphs = [
+        build_graph(mesh),
+        build_graph(mesh, limits=Limits(max_nodes=10)),
+        build_graph(mesh, limits=Limits(max_nodes=5)),
+        build_graph(big_mesh),
+        build_graph(big_mesh, ["svc-0001"], depth=1),
+    ]
+    graphs += [
+        build_graph(mesh, [service], depth=2) for service in sorted({w.service for w in mesh.workloads})
+    ]
     for graph in graphs:
-        proc = subprocess.run([dot_binary, "-Tsvg"], input=render_dot(graph).encode(), capture_output=True, check=False)
+        proc = subprocess.run(
+            [dot_binary, "-Tsvg"], input=render_dot(graph).encode(), capture_output=True, check=False
+        )
         assert (proc.returncode, proc.stderr.decode()) == (0, ""), graph.title
         assert proc.stdout.count(b'class="node') == len(graph.nodes), graph.title
         assert proc.stdout.count(b'class="edge"') == len(graph.edges), graph.title
@@ -209,7 +249,9 @@ def mermaid_ids(picture: str) -> dict[str, str]:
             else:
                 cluster = platform.removeprefix("cluster ")
                 namespace = re.search(r"namespace ([a-z0-9-]+)", line)
-                ids[f"k8s/{cluster}/{namespace.group(1) if namespace else service}/{service}"] = match.group(1)
+                ids[f"k8s/{cluster}/{namespace.group(1) if namespace else service}/{service}"] = match.group(
+                    1
+                )
     return ids
 
 
@@ -218,36 +260,64 @@ def test_a_changed_dependency_moves_the_edge_in_every_format(tmp_path: Path) -> 
     files = {k: v for k, v in read_tree(EXAMPLE).items()}
     upload = files["services/upload.yaml"].decode()
     assert "  - service: metadata\n" in upload
-    files["services/upload.yaml"] = upload.replace("  - service: metadata\n", "  - service: search\n").encode()
+    files["services/upload.yaml"] = upload.replace(
+        "  - service: metadata\n", "  - service: search\n"
+    ).encode()
     before = compile_dir(EXAMPLE).mesh
     after = compile_dir(write_spec(tmp_path / "spec", files)).mesh
-    client, old_server, new_server = "k8s/kube-sjc-a/upload/upload", "k8s/kube-sjc-a/metadata/metadata", "k8s/gke-usc1-a/search/search"
+    client, old_server, new_server = (
+        "k8s/kube-sjc-a/upload/upload",
+        "k8s/kube-sjc-a/metadata/metadata",
+        "k8s/gke-usc1-a/search/search",
+    )
     old_pictures, new_pictures = render_all(before), render_all(after)
     for fmt in FORMATS:
-        assert has_edge(fmt, old_pictures[fmt], client, old_server) and not has_edge(fmt, old_pictures[fmt], client, new_server), fmt
-        assert has_edge(fmt, new_pictures[fmt], client, new_server) and not has_edge(fmt, new_pictures[fmt], client, old_server), fmt
-    explained = json.loads(re.search(r'id="meshc-details">(.*?)</script>', new_pictures["html"], re.S).group(1))
+        assert has_edge(fmt, old_pictures[fmt], client, old_server) and not has_edge(
+            fmt, old_pictures[fmt], client, new_server
+        ), fmt
+        assert has_edge(fmt, new_pictures[fmt], client, new_server) and not has_edge(
+            fmt, new_pictures[fmt], client, old_server
+        ), fmt
+    explained = json.loads(
+        re.search(r'id="meshc-details">(.*?)</script>', new_pictures["html"], re.S).group(1)
+    )
     upload_details = explained[element_id(client)]["text"]
     assert "-> search on 127.0.0.1" in upload_details and "-> metadata on" not in upload_details
 
 
 # ---------------------------------------------------------------- determinism and the command
 
-@pytest.mark.parametrize("args", [("--format", "mermaid"), ("--format", "dot"), ("--format", "svg"), ("--format", "html"),
-                                  ("upload", "--depth", "2", "--format", "svg")])
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--format", "mermaid"),
+        ("--format", "dot"),
+        ("--format", "svg"),
+        ("--format", "html"),
+        ("upload", "--depth", "2", "--format", "svg"),
+    ],
+)
 def test_pictures_are_byte_identical_across_runs_and_hash_seeds(args: tuple[str, ...]) -> None:
     if "svg" in args or "html" in args:
         require_tool("dot")
     outputs = set()
     for seed in ("0", "1", "4242"):
         env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": seed}
-        proc = subprocess.run([sys.executable, "-m", "compiler", "graph", *args, "--spec", str(EXAMPLE)],
-                              env=env, capture_output=True, check=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "compiler", "graph", *args, "--spec", str(EXAMPLE)],
+            env=env,
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
         outputs.add(proc.stdout)
     assert len(outputs) == 1 and len(next(iter(outputs))) > 1000
 
 
-def test_command_writes_a_file_and_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_writes_a_file_and_reports_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "upload.mmd"
     assert main(["graph", "upload", "--spec", str(EXAMPLE), "-o", str(out)]) == 0
     assert out.read_text() == draw(compile_dir(EXAMPLE).mesh, "mermaid", ["upload"])
@@ -262,18 +332,23 @@ def test_command_writes_a_file_and_reports_bad_input(tmp_path: Path, capsys: pyt
     assert exit_info.value.code == 2
 
 
-def test_missing_graphviz_is_an_environment_failure(mesh: Mesh, tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_graphviz_is_an_environment_failure(
+    mesh: Mesh, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no `dot` anywhere
     assert main(["graph", "--format", "svg", "--spec", str(EXAMPLE)]) == 4
-    assert capsys.readouterr().err == "meshc: error: dot: Graphviz is not installed (Debian package graphviz)\n"
+    assert (
+        capsys.readouterr().err == "meshc: error: dot: Graphviz is not installed (Debian package graphviz)\n"
+    )
     assert main(["graph", "--format", "mermaid", "--spec", str(EXAMPLE)]) == 0  # Mermaid needs no Graphviz
 
 
 def test_readme_picture_is_what_the_example_renders() -> None:
     """docs/mesh.svg is committed like output/: `make build` rewrites it, and a stale one fails here."""
     require_tool("dot")
-    assert DOCS_SVG.read_text() == draw(compile_dir(EXAMPLE).mesh, "svg"), "docs/mesh.svg is stale: run `make build`"
+    assert DOCS_SVG.read_text() == draw(compile_dir(EXAMPLE).mesh, "svg"), (
+        "docs/mesh.svg is stale: run `make build`"
+    )
     assert "docs/mesh.svg" in (ROOT / "README.md").read_text()
 
 
@@ -285,24 +360,47 @@ def test_graph_title_counts_what_is_drawn(mesh: Mesh) -> None:
 def test_columns_draw_one_box_per_target_in_its_state_colour() -> None:
     from compiler.graph.columns import STATE_COLORS, Box, Column, render_columns
 
-    columns = [Column(title="canary", subtitle="", boxes=(Box(id="a", label="vm/x/sjc", state="converged"),
-                                                          Box(id="b", label="k8s/c/x/x", state="failed", lines=("2 hosts",)))),
-               Column(title="rest", subtitle="", boxes=(Box(id="c", label="vm/x/iad", state="waiting"),), highlight=True)]
+    columns = [
+        Column(
+            title="canary",
+            subtitle="",
+            boxes=(
+                Box(id="a", label="vm/x/sjc", state="converged"),
+                Box(id="b", label="k8s/c/x/x", state="failed", lines=("2 hosts",)),
+            ),
+        ),
+        Column(
+            title="rest", subtitle="", boxes=(Box(id="c", label="vm/x/iad", state="waiting"),), highlight=True
+        ),
+    ]
     svg = render_columns(columns, marker="next: rest")
     assert svg == render_columns(columns, marker="next: rest")
-    assert re.findall(r'<g id="(\w)" class="box state-([a-z-]+)">', svg) == [("a", "converged"), ("b", "failed"), ("c", "waiting")]
+    assert re.findall(r'<g id="(\w)" class="box state-([a-z-]+)">', svg) == [
+        ("a", "converged"),
+        ("b", "failed"),
+        ("c", "waiting"),
+    ]
     assert f'fill="{STATE_COLORS["failed"][0]}"' in svg and ">2 hosts<" in svg and 'stroke="#bc4c00"' in svg
     with pytest.raises(ValueError, match="unknown state 'late' of 'd'"):
         render_columns([Column(title="w", subtitle="", boxes=(Box(id="d", label="x", state="late"),))])
 
 
-def test_output_never_replaces_the_spec_a_directory_or_a_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_output_never_replaces_the_spec_a_directory_or_a_device(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     spec = tmp_path / "spec"
     shutil.copytree(EXAMPLE, spec)
     mesh_yaml = (spec / "mesh.yaml").read_bytes()
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    for target in (spec / "mesh.yaml", spec / "new.html", spec, tmp_path, fifo, fifo / "x.html"):  # a FIFO stands for devices (never /dev/null here: tests may run as root)
+    for target in (
+        spec / "mesh.yaml",
+        spec / "new.html",
+        spec,
+        tmp_path,
+        fifo,
+        fifo / "x.html",
+    ):  # a FIFO stands for devices (never /dev/null here: tests may run as root)
         assert main(["graph", "--spec", str(spec), "-o", str(target)]) == 2, target
         err = capsys.readouterr().err
         assert err.startswith(f"meshc: error: {target}: ") and err.count("\n") == 1, err

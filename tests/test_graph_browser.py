@@ -53,7 +53,9 @@ def diff_blocks() -> Iterator[tuple[str, str]]:
     head = read_tree(EXAMPLE)
     edit(head, "services/encryption.yaml", "timeout: 500ms", "timeout: 600ms")
     edit(head, "mesh.yaml", "consecutive_5xx: 5", "consecutive_5xx: 7")
-    edit(head, "services/key-manager.yaml", "port: 8080", "port: 8081")  # restarts key-manager's Nerve: marked
+    edit(
+        head, "services/key-manager.yaml", "port: 8080", "port: 8081"
+    )  # restarts key-manager's Nerve: marked
     yield "restart-sensitive and mesh-wide policy", MERMAID_BLOCK.findall(format_markdown(diff(head)))[0]
     removed = read_tree(EXAMPLE)
     del removed["services/audit-log.yaml"]
@@ -82,12 +84,16 @@ def test_every_diff_diagram_parses_and_renders_with_mermaid(mermaid: Chromium) -
     assert len(blocks) >= 4
     for index, (name, block) in enumerate(blocks):
         svg = check_block(mermaid, name, block, index)["svg"]
-        assert ("restart-sensitive, restarts" in block) == (name == "restart-sensitive and mesh-wide policy"), name
+        assert ("restart-sensitive, restarts" in block) == (
+            name == "restart-sensitive and mesh-wide policy"
+        ), name
         edges = len(re.findall(r"^  s\d+ (?:==>|-->|-\.->)\|", block, re.M))
         assert edges > 0 and svg.count('class="edgeLabel"') >= edges, name
 
 
-def test_every_graph_diagram_parses_and_renders_with_mermaid(mermaid: Chromium, mesh: Mesh, big_mesh: Mesh) -> None:
+def test_every_graph_diagram_parses_and_renders_with_mermaid(
+    mermaid: Chromium, mesh: Mesh, big_mesh: Mesh
+) -> None:
     for index, (name, block) in enumerate(graph_blocks(mesh, big_mesh)):
         svg = check_block(mermaid, name, block, 100 + index)["svg"]
         boxes = len(re.findall(r'^\s*n\d+\["', block, re.M))
@@ -104,12 +110,16 @@ def load_page(chromium: Chromium, path: Path, text: str) -> Any:
     path.write_text(text, encoding="utf-8")
     page = chromium.load(path.as_uri())
     assert page.console == (), f"{path.name}: console output {page.console}"
-    assert page.requests == (path.as_uri(),), f"{path.name}: requests besides the page itself: {page.requests}"
+    assert page.requests == (path.as_uri(),), (
+        f"{path.name}: requests besides the page itself: {page.requests}"
+    )
     assert ink(page.screenshot) > MIN_INK, f"{path.name}: the screenshot is blank"
     return page
 
 
-def test_html_pages_load_clean_and_show_explain_details_on_click(chromium: Chromium, mesh: Mesh, tmp_path: Path) -> None:
+def test_html_pages_load_clean_and_show_explain_details_on_click(
+    chromium: Chromium, mesh: Mesh, tmp_path: Path
+) -> None:
     require_tool("dot")
     load_page(chromium, tmp_path / "mesh.html", draw(mesh, "html"))
     target = element_id("k8s/kube-sjc-a/upload/upload")
@@ -122,14 +132,18 @@ def test_html_pages_load_clean_and_show_explain_details_on_click(chromium: Chrom
     assert panel[0] == "k8s/kube-sjc-a/upload/upload" and panel[2] is True
     assert panel[1].startswith("upload  owner storage-frontend, protocol http\n  called by: api-gateway")
     hovered = chromium.evaluate(f"""(() => {{
-        document.getElementById({element_id('vm/key-manager/sjc')!r}).dispatchEvent(new MouseEvent("mouseenter"));
+        document.getElementById({element_id("vm/key-manager/sjc")!r}).dispatchEvent(new MouseEvent("mouseenter"));
         return document.getElementById("meshc-panel-title").textContent;
     }})()""")
-    assert hovered == "k8s/kube-sjc-a/upload/upload"  # pinned by the click: hovering elsewhere does not replace it
+    assert (
+        hovered == "k8s/kube-sjc-a/upload/upload"
+    )  # pinned by the click: hovering elsewhere does not replace it
     load_page(chromium, tmp_path / "upload.html", draw(mesh, "html", ["upload"], 2))
 
 
-def test_html_page_of_a_thousand_services_loads_clean(chromium: Chromium, big_mesh: Mesh, tmp_path: Path) -> None:
+def test_html_page_of_a_thousand_services_loads_clean(
+    chromium: Chromium, big_mesh: Mesh, tmp_path: Path
+) -> None:
     require_tool("dot")
     load_page(chromium, tmp_path / "big.html", draw(big_mesh, "html"))
     text = chromium.evaluate("document.querySelector('header').textContent")
@@ -140,8 +154,11 @@ def test_html_page_of_a_thousand_services_loads_clean(chromium: Chromium, big_me
 def test_a_page_that_fetches_would_be_caught(chromium: Chromium, tmp_path: Path) -> None:
     """The checks above mean something: a page with an external image logs a refusal, a script error is seen."""
     svg = '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100"><rect width="200" height="100" fill="#123456"/></svg>'
-    page = render_page(title="t", notes=[], figure_svg=svg, details={}).replace(
-        "</figure>", '<img src="http://127.0.0.1:9/x.png"></figure>').replace("</body>", "<script>undefinedFunction();</script></body>")
+    page = (
+        render_page(title="t", notes=[], figure_svg=svg, details={})
+        .replace("</figure>", '<img src="http://127.0.0.1:9/x.png"></figure>')
+        .replace("</body>", "<script>undefinedFunction();</script></body>")
+    )
     (tmp_path / "bad.html").write_text(page)
     loaded = chromium.load((tmp_path / "bad.html").as_uri())
     assert any("Content Security Policy" in line for line in loaded.console), loaded.console
@@ -151,15 +168,25 @@ def test_a_page_that_fetches_would_be_caught(chromium: Chromium, tmp_path: Path)
 def test_columns_of_state_boxes_render_in_a_clean_page(chromium: Chromium, tmp_path: Path) -> None:
     """The building block of the rollout status page: columns of boxes coloured by state, details on hover."""
     columns = (
-        Column(title="canary", subtitle="at abc1234", boxes=(
-            Box(id="t1", label="vm/upload/gcp-usc1", state="converged", lines=("3 hosts",)),
-            Box(id="t2", label="k8s/gke-usc1-a/upload/upload", state="drifted"),
-        )),
-        Column(title="west", subtitle="waiting", boxes=(Box(id="t3", label="vm/upload/sjc", state="pending"),)),
+        Column(
+            title="canary",
+            subtitle="at abc1234",
+            boxes=(
+                Box(id="t1", label="vm/upload/gcp-usc1", state="converged", lines=("3 hosts",)),
+                Box(id="t2", label="k8s/gke-usc1-a/upload/upload", state="drifted"),
+            ),
+        ),
+        Column(
+            title="west", subtitle="waiting", boxes=(Box(id="t3", label="vm/upload/sjc", state="pending"),)
+        ),
         Column(title="rest", subtitle="", boxes=()),
     )
     svg = render_columns(columns, marker="next promotion: west")
     details = {"t1": Detail(title="vm/upload/gcp-usc1", text="converged at abc1234")}
-    load_page(chromium, tmp_path / "columns.html", render_page(title="rollout", notes=[], figure_svg=svg, details=details))
+    load_page(
+        chromium,
+        tmp_path / "columns.html",
+        render_page(title="rollout", notes=[], figure_svg=svg, details=details),
+    )
     fill = chromium.evaluate("getComputedStyle(document.querySelector('#t2 rect')).fill")
     assert fill == "rgb(255, 235, 233)"  # drifted

@@ -37,7 +37,13 @@ def readme_change(files: dict[str, bytes]) -> dict[str, bytes]:
 
 
 def diff(head: dict[str, bytes], base: dict[str, bytes] | None = None) -> MeshDiff:
-    return diff_specs(base if base is not None else read_tree(EXAMPLE), head, base="origin/main", head="working tree", label="mesh-spec")
+    return diff_specs(
+        base if base is not None else read_tree(EXAMPLE),
+        head,
+        base="origin/main",
+        head="working tree",
+        label="mesh-spec",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +71,27 @@ def test_markdown_draws_the_changes_above_the_tables(readme_diff: MeshDiff) -> N
     assert f'{names["permissions"]} ==>|"+ failover · grpc"| {names["storage-gateway"]}' in diagram
     assert f'{names["preview"]} -.->|"− global · http"| {names["feature-flags"]}' in diagram
     assert f'{names["upload"]} -->|"~ timeout 2s → 3s"| {names["encryption"]}' in diagram
-    assert set(ids.values()) == {"permissions", "storage-gateway", "preview", "feature-flags", "upload", "encryption"}
+    assert set(ids.values()) == {
+        "permissions",
+        "storage-gateway",
+        "preview",
+        "feature-flags",
+        "upload",
+        "encryption",
+    }
     assert '"calls": [' in format_json(readme_diff)
 
 
 def test_restart_sensitive_services_are_marked_only_when_the_change_restarts_them() -> None:
     head = read_tree(EXAMPLE)
-    edit(head, "services/encryption.yaml", "timeout: 500ms", "timeout: 600ms")  # encryption -> key-manager, a hot reload
+    edit(
+        head, "services/encryption.yaml", "timeout: 500ms", "timeout: 600ms"
+    )  # encryption -> key-manager, a hot reload
     diagram = MERMAID_BLOCK.findall(format_markdown(diff(head)))[0]
     assert re.search(r'^  s\d+\["key-manager"\]$', diagram, re.M) and "restart-sensitive" not in diagram
-    edit(head, "services/key-manager.yaml", "port: 8080", "port: 8081")  # Nerve's check port: key-manager's Nerve restarts
+    edit(
+        head, "services/key-manager.yaml", "port: 8080", "port: 8081"
+    )  # Nerve's check port: key-manager's Nerve restarts
     diagram = MERMAID_BLOCK.findall(format_markdown(diff(head)))[0]
     assert re.search(r'^  s\d+\["key-manager<br/>restart-sensitive, restarts"\]:::restart$', diagram, re.M)
 
@@ -109,7 +126,9 @@ def test_a_mesh_wide_change_is_capped_and_says_what_was_cut(tmp_path: Path) -> N
 
 
 def test_labels_cannot_break_the_diagram_or_the_fence() -> None:
-    change = CallChange(client="a", server="b", status=CHANGED, summary='retries.on x"]-->|`injected`|``` <b>')
+    change = CallChange(
+        client="a", server="b", status=CHANGED, summary='retries.on x"]-->|`injected`|``` <b>'
+    )
     diagram = calls_mermaid([change])
     assert "```" not in diagram and "<b>" not in diagram and 'x"]' not in diagram
     assert "x#quot;]--#gt;|#96;injected#96;|#96;#96;#96; #lt;b#gt;" in diagram
@@ -118,4 +137,6 @@ def test_labels_cannot_break_the_diagram_or_the_fence() -> None:
 def test_readme_shows_the_diagram_of_its_change(readme_diff: MeshDiff) -> None:
     readme = (ROOT / "README.md").read_text()
     expected = MERMAID_BLOCK.findall(format_markdown(readme_diff))[0]
-    assert expected in MERMAID_BLOCK.findall(readme), "README's Mermaid block is not what `meshc diff` renders for its change"
+    assert expected in MERMAID_BLOCK.findall(readme), (
+        "README's Mermaid block is not what `meshc diff` renders for its change"
+    )

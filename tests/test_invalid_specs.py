@@ -24,10 +24,15 @@ CASES = sorted(p.name for p in CASES_DIR.iterdir() if p.is_dir())
 
 ANNOTATION = re.compile(r"#\s*E:(?P<col>\d+)\s+\[(?P<code>[a-z0-9-]+)\](?P<text>[^#]*)")
 EXPECTED_LINE = re.compile(r"(?P<file>\S+):(?P<line>\d+):(?P<col>\d+)\s+\[(?P<code>[a-z0-9-]+)\](?P<text>.*)")
-DIAGNOSTIC = re.compile(r"(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): error: (?P<message>.*)  \[(?P<code>[a-z0-9-]+)\]")
+DIAGNOSTIC = re.compile(
+    r"(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): error: (?P<message>.*)  \[(?P<code>[a-z0-9-]+)\]"
+)
 
 # The spec layer (loader, schemas, checks) names its codes as string literals; each needs a case.
-SPEC_LAYER = [*(ROOT / "compiler" / "spec").glob("*.py"), *(ROOT / "compiler" / "spec" / "schema").glob("*.json")]
+SPEC_LAYER = [
+    *(ROOT / "compiler" / "spec").glob("*.py"),
+    *(ROOT / "compiler" / "spec" / "schema").glob("*.json"),
+]
 
 # A minimal valid spec; the generated cases below break one file of it.
 BASE = {
@@ -71,16 +76,34 @@ def expectations(spec_dir: Path) -> list[Expected]:
     for path in sorted(p for p in spec_dir.rglob("*") if p.is_file() and p.name != "expected.txt"):
         relative = path.relative_to(spec_dir).as_posix()
         # errors="replace": a case may hold bytes that are not UTF-8 on purpose
-        for number, line in enumerate(path.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1):
+        for number, line in enumerate(
+            path.read_bytes().decode("utf-8", errors="replace").splitlines(), start=1
+        ):
             for match in ANNOTATION.finditer(line):
-                found.append(Expected(file=relative, line=number, col=int(match["col"]), code=match["code"], text=match["text"].strip()))
+                found.append(
+                    Expected(
+                        file=relative,
+                        line=number,
+                        col=int(match["col"]),
+                        code=match["code"],
+                        text=match["text"].strip(),
+                    )
+                )
     listing = spec_dir / "expected.txt"
     if listing.exists():
         for line in listing.read_text("utf-8").splitlines():
             if line.strip() and not line.startswith("#"):
                 match = EXPECTED_LINE.fullmatch(line.strip())
                 assert match, f"{listing}: cannot read {line!r}"
-                found.append(Expected(file=match["file"], line=int(match["line"]), col=int(match["col"]), code=match["code"], text=match["text"].strip()))
+                found.append(
+                    Expected(
+                        file=match["file"],
+                        line=int(match["line"]),
+                        col=int(match["col"]),
+                        code=match["code"],
+                        text=match["text"].strip(),
+                    )
+                )
     return found
 
 
@@ -88,8 +111,14 @@ def run_validate(cwd: Path, spec: str) -> subprocess.CompletedProcess[str]:
     """`python -m compiler validate SPEC` in a child process, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MESHC_DEBUG", None)
-    return subprocess.run([sys.executable, "-m", "compiler", "validate", spec], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "compiler", "validate", spec],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def reported(result: subprocess.CompletedProcess[str], label: str) -> dict[Key, str]:
@@ -99,7 +128,7 @@ def reported(result: subprocess.CompletedProcess[str], label: str) -> dict[Key, 
         match = DIAGNOSTIC.fullmatch(line)
         if match:
             assert match["file"].startswith(label + "/"), f"diagnostic names a file outside the spec: {line}"
-            key = (match["file"][len(label) + 1:], int(match["line"]), int(match["col"]), match["code"])
+            key = (match["file"][len(label) + 1 :], int(match["line"]), int(match["col"]), match["code"])
             assert key not in found, f"diagnostic printed twice: {line}"
             found[key] = match["message"]
     return found
@@ -142,7 +171,9 @@ def test_base_spec_is_valid(tmp_path: Path) -> None:
 def test_file_encoding(tmp_path: Path) -> None:
     # 0xe9 is `é` in Latin-1, a classic of files saved by the wrong editor; line 2, column 11.
     write_spec(tmp_path / "spec", {**BASE, "services/a.yaml": b"service: a\nowner: caf\xe9\nport: 8080\n"})
-    expected = [Expected(file="services/a.yaml", line=2, col=11, code="file-encoding", text="byte 0xe9 is not UTF-8")]
+    expected = [
+        Expected(file="services/a.yaml", line=2, col=11, code="file-encoding", text="byte 0xe9 is not UTF-8")
+    ]
     assert_fails_as_annotated(tmp_path, "spec", expected)
 
 
@@ -150,7 +181,9 @@ def test_file_too_large(tmp_path: Path) -> None:
     padding = "#" * 79 + "\n"
     body = BASE["services/b.yaml"] + padding * (MAX_FILE_BYTES // len(padding) + 1)
     write_spec(tmp_path / "spec", {**BASE, "services/b.yaml": body})
-    expected = [Expected(file="services/b.yaml", line=1, col=1, code="file-too-large", text="larger than 1024 KiB")]
+    expected = [
+        Expected(file="services/b.yaml", line=1, col=1, code="file-too-large", text="larger than 1024 KiB")
+    ]
     assert_fails_as_annotated(tmp_path, "spec", expected)
 
 
@@ -171,29 +204,50 @@ def test_missing_spec_directory(tmp_path: Path) -> None:
 
 # Exact messages, as packaging's tests pin them: these are the words users read.
 
+
 def test_message_unknown_key_did_you_mean() -> None:
     found = reported(run_validate(CASES_DIR, "unknown-key-did-you-mean"), "unknown-key-did-you-mean")
-    assert found == {("services/a.yaml", 8, 1, "unknown-key"): "unknown key 'dependancies' (did you mean 'dependencies'?)"}
+    assert found == {
+        ("services/a.yaml", 8, 1, "unknown-key"): "unknown key 'dependancies' (did you mean 'dependencies'?)"
+    }
 
 
 def test_message_unknown_dependency_did_you_mean() -> None:
     found = reported(run_validate(CASES_DIR, "unknown-dependency"), "unknown-dependency")
-    assert found == {("services/a.yaml", 9, 14, "unknown-dependency"):
-                     "unknown dependency 'bb' (did you mean 'b'?); add services/bb.yaml or fix the name"}
+    assert found == {
+        (
+            "services/a.yaml",
+            9,
+            14,
+            "unknown-dependency",
+        ): "unknown dependency 'bb' (did you mean 'b'?); add services/bb.yaml or fix the name"
+    }
 
 
 def test_message_retry_budget() -> None:
     found = reported(run_validate(CASES_DIR, "retry-budget"), "retry-budget")
-    assert found == {("services/a.yaml", 9, 14, "retry-budget"):
-                     "dependency 'b': 3 attempts × 500ms per try = 1500ms exceeds the timeout 1s; "
-                     "set per_try_timeout to at most 333ms or raise timeout"}
+    assert found == {
+        (
+            "services/a.yaml",
+            9,
+            14,
+            "retry-budget",
+        ): "dependency 'b': 3 attempts × 500ms per try = 1500ms exceeds the timeout 1s; "
+        "set per_try_timeout to at most 333ms or raise timeout"
+    }
 
 
 def test_message_retry_budget_defaults() -> None:
     found = reported(run_validate(CASES_DIR, "retry-budget-defaults"), "retry-budget-defaults")
-    assert found == {("mesh.yaml", 8, 1, "retry-budget"):
-                     "defaults: 2 attempts × 5s per try = 10000ms exceeds the timeout 8s; "
-                     "set per_try_timeout to at most 4000ms or raise timeout"}
+    assert found == {
+        (
+            "mesh.yaml",
+            8,
+            1,
+            "retry-budget",
+        ): "defaults: 2 attempts × 5s per try = 10000ms exceeds the timeout 8s; "
+        "set per_try_timeout to at most 4000ms or raise timeout"
+    }
 
 
 def test_printed_line_format() -> None:
@@ -227,6 +281,12 @@ def test_corpus_is_large_enough() -> None:
 def test_summary_counts_files_whose_names_hold_a_colon() -> None:
     from compiler.diagnostics import Diagnostic, Span, format_all
 
-    found = [Diagnostic(span=Span(file=f"HEAD~1:mesh-spec/services/{name}.yaml", line=1, col=1), code="file-empty", message="empty")
-             for name in ("a", "b")]
+    found = [
+        Diagnostic(
+            span=Span(file=f"HEAD~1:mesh-spec/services/{name}.yaml", line=1, col=1),
+            code="file-empty",
+            message="empty",
+        )
+        for name in ("a", "b")
+    ]
     assert format_all(found).splitlines()[-1] == "Found 2 errors in 2 files"

@@ -14,8 +14,8 @@ from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig,
 from compiler.render.invariants import (
     INVARIANTS,
     allowed_clients_exist,
-    egress_ports_match,
     eds_paths_have_one_writer,
+    egress_ports_match,
     nerve_paths_match_synapse,
     priorities_contiguous,
     violations,
@@ -46,8 +46,13 @@ def test_the_example_satisfies_every_invariant(example_build: Any) -> None:
 
 
 def test_invariants_are_an_ordered_tuple_of_functions() -> None:
-    assert INVARIANTS == (eds_paths_have_one_writer, nerve_paths_match_synapse, egress_ports_match,
-                          priorities_contiguous, allowed_clients_exist)
+    assert INVARIANTS == (
+        eds_paths_have_one_writer,
+        nerve_paths_match_synapse,
+        egress_ports_match,
+        priorities_contiguous,
+        allowed_clients_exist,
+    )
 
 
 def test_cds_reading_an_eds_file_nobody_writes_is_caught(example_build: Any) -> None:
@@ -56,8 +61,10 @@ def test_cds_reading_an_eds_file_nobody_writes_is_caught(example_build: Any) -> 
         source["path"] = "/var/run/mesh/eds/encryptoin.json"
 
     [message] = messages(eds_paths_have_one_writer, example_build, broken(example_build, UPLOAD, breakage))
-    assert message == (f"internal error in {UPLOAD}: cluster 'encryption' reads /var/run/mesh/eds/encryptoin.json, "
-                       "which 0 Synapse entries write (a meshc bug; please report it)")
+    assert message == (
+        f"internal error in {UPLOAD}: cluster 'encryption' reads /var/run/mesh/eds/encryptoin.json, "
+        "which 0 Synapse entries write (a meshc bug; please report it)"
+    )
 
 
 def test_eds_file_written_twice_is_caught(example_build: Any) -> None:
@@ -66,7 +73,10 @@ def test_eds_file_written_twice_is_caught(example_build: Any) -> None:
         services["metadata"]["envoy_eds"]["path"] = services["encryption"]["envoy_eds"]["path"]
 
     found = messages(eds_paths_have_one_writer, example_build, broken(example_build, UPLOAD, breakage))
-    assert any("cluster 'encryption' reads /var/run/mesh/eds/encryption.json, which 2 Synapse entries write" in m for m in found)
+    assert any(
+        "cluster 'encryption' reads /var/run/mesh/eds/encryption.json, which 2 Synapse entries write" in m
+        for m in found
+    )
     assert any("cluster 'metadata'" in m and "which 0 Synapse entries write" in m for m in found)
 
 
@@ -76,19 +86,28 @@ def test_nerve_registering_elsewhere_than_synapse_watches_is_caught(example_buil
 
     found = messages(nerve_paths_match_synapse, example_build, broken(example_build, ENCRYPTION, breakage))
     # every client that watches encryption in sjc is named: upload's and download's workloads
-    assert any(m.startswith(f"internal error in {UPLOAD}: Synapse watches encryption in sjc at "
-                            "/nerve/services/encryption/services") for m in found)
+    assert any(
+        m.startswith(
+            f"internal error in {UPLOAD}: Synapse watches encryption in sjc at "
+            "/nerve/services/encryption/services"
+        )
+        for m in found
+    )
     assert any("vm/download/iad" in m for m in found)
     assert all("Nerve registers at /nerve/services/encryption on" in m for m in found)
 
 
 def test_watcher_without_any_nerve_is_caught(example_build: Any) -> None:
     sidecars = dict(example_build.sidecars)
-    sidecars[ENCRYPTION] = SidecarConfig(workload=sidecars[ENCRYPTION].workload,
-                                         documents={k: v for k, v in sidecars[ENCRYPTION].documents.items() if k != NERVE})
+    sidecars[ENCRYPTION] = SidecarConfig(
+        workload=sidecars[ENCRYPTION].workload,
+        documents={k: v for k, v in sidecars[ENCRYPTION].documents.items() if k != NERVE},
+    )
     found = messages(nerve_paths_match_synapse, example_build, sidecars)
-    assert f"internal error in {UPLOAD}: Synapse watches encryption in sjc at /nerve/services/encryption/services, " \
-           "where no Nerve registers (a meshc bug; please report it)" in found
+    assert (
+        f"internal error in {UPLOAD}: Synapse watches encryption in sjc at /nerve/services/encryption/services, "
+        "where no Nerve registers (a meshc bug; please report it)" in found
+    )
 
 
 def test_nerve_on_another_ensemble_is_caught(example_build: Any) -> None:
@@ -103,8 +122,10 @@ def test_egress_listener_on_the_wrong_port_is_caught(example_build: Any) -> None
         docs[ENVOY_LDS]["resources"][1]["address"]["socket_address"]["port_value"] = 7199
 
     [message] = messages(egress_ports_match, example_build, broken(example_build, UPLOAD, breakage))
-    assert message == (f"internal error in {UPLOAD}: egress listener of encryption is "
-                       "{'address': '127.0.0.1', 'port_value': 7199}, not 127.0.0.1:7105 (a meshc bug; please report it)")
+    assert message == (
+        f"internal error in {UPLOAD}: egress listener of encryption is "
+        "{'address': '127.0.0.1', 'port_value': 7199}, not 127.0.0.1:7105 (a meshc bug; please report it)"
+    )
 
 
 def test_missing_egress_listener_is_caught(example_build: Any) -> None:
@@ -127,8 +148,10 @@ def test_priority_gap_is_caught(example_build: Any) -> None:
         docs[SYNAPSE]["services"]["encryption"]["envoy_eds"]["localities"]["zk-iad"]["priority"] = 2
 
     [message] = messages(priorities_contiguous, example_build, broken(example_build, UPLOAD, breakage))
-    assert message == (f"internal error in {UPLOAD}: priorities of encryption are [0, 2], not contiguous from 0 "
-                       "(a meshc bug; please report it)")
+    assert message == (
+        f"internal error in {UPLOAD}: priorities of encryption are [0, 2], not contiguous from 0 "
+        "(a meshc bug; please report it)"
+    )
 
 
 def test_priorities_not_starting_at_zero_are_caught(example_build: Any) -> None:
@@ -143,17 +166,23 @@ def test_grant_to_an_identity_of_no_workload_is_caught(example_build: Any) -> No
     def breakage(docs: dict[str, Any]) -> None:
         hcm = docs[ENVOY_LDS]["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         principals = hcm["http_filters"][0]["typed_config"]["rules"]["policies"]["mesh-clients"]["principals"]
-        principals.append({"authenticated": {"principal_name": {"exact": "spiffe://box.mesh/ns/upload/sa/uplaod"}}})
+        principals.append(
+            {"authenticated": {"principal_name": {"exact": "spiffe://box.mesh/ns/upload/sa/uplaod"}}}
+        )
 
     [message] = messages(allowed_clients_exist, example_build, broken(example_build, ENCRYPTION, breakage))
-    assert message == (f"internal error in {ENCRYPTION}: ingress admits spiffe://box.mesh/ns/upload/sa/uplaod, "
-                       "which is no workload's identity (a meshc bug; please report it)")
+    assert message == (
+        f"internal error in {ENCRYPTION}: ingress admits spiffe://box.mesh/ns/upload/sa/uplaod, "
+        "which is no workload's identity (a meshc bug; please report it)"
+    )
 
 
 def test_grant_on_a_tcp_ingress_is_checked_too(example_build: Any) -> None:
     def breakage(docs: dict[str, Any]) -> None:
         rules = docs[ENVOY_LDS]["resources"][0]["filter_chains"][0]["filters"][0]["typed_config"]["rules"]
-        rules["policies"]["mesh-clients"]["principals"][0]["authenticated"]["principal_name"]["exact"] = "spiffe://x/ns/y/sa/z"
+        rules["policies"]["mesh-clients"]["principals"][0]["authenticated"]["principal_name"]["exact"] = (
+            "spiffe://x/ns/y/sa/z"
+        )
 
     assert messages(allowed_clients_exist, example_build, broken(example_build, "vm/event-bus/sjc", breakage))
 

@@ -42,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "mesh-spec"
 sys.path.insert(0, str(ROOT))
 from benchmarks.synth import generate  # noqa: E402 - the benchmark's mesh, larger and differently shaped than ours
+
 EXAMPLE_DEPLOYMENT = ROOT / "examples" / "kubernetes" / "deployment.yaml"
 
 
@@ -72,11 +73,17 @@ class Case:
 
 def declared_of(files: Mapping[str, bytes]) -> Declared:
     """Dependencies, placements and mesh ports as the service files write them, and mesh.yaml's clusters."""
-    docs = [yaml.load(raw, Loader=yaml.CSafeLoader) for path, raw in files.items() if path.startswith("services/")]
+    docs = [
+        yaml.load(raw, Loader=yaml.CSafeLoader) for path, raw in files.items() if path.startswith("services/")
+    ]
     return Declared(
         deps={d["service"]: {dep["service"] for dep in d.get("dependencies") or ()} for d in docs},
-        placements={d["service"]: {k["cluster"]: k.get("namespace", d["service"]) for k in (d["deploy"].get("kubernetes") or ())}
-                    for d in docs},
+        placements={
+            d["service"]: {
+                k["cluster"]: k.get("namespace", d["service"]) for k in (d["deploy"].get("kubernetes") or ())
+            }
+            for d in docs
+        },
         mesh_ports={d["service"]: d["mesh_port"] for d in docs},
         clusters=yaml.safe_load(files["mesh.yaml"]).get("clusters") or {},
     )
@@ -86,8 +93,12 @@ def compile_case(files: Mapping[str, bytes], label: str) -> Case:
     """Compile through the stages this backend reads (not the other backends)."""
     mesh = lower(check(load_documents(files, label)))
     artifacts = build_kubernetes(mesh, render(mesh))
-    return Case(declared=declared_of(files), mesh=mesh, artifacts=artifacts,
-                objects=[(a.path, obj) for a in artifacts for obj in load(a.data)])
+    return Case(
+        declared=declared_of(files),
+        mesh=mesh,
+        artifacts=artifacts,
+        objects=[(a.path, obj) for a in artifacts for obj in load(a.data)],
+    )
 
 
 def random_spec(seed: int, services: int = 80) -> dict[str, bytes]:
@@ -96,16 +107,30 @@ def random_spec(seed: int, services: int = 80) -> dict[str, bytes]:
     dcs = ["dc-a", "dc-b", "dc-c", "dc-d"]
     clusters = {
         "k-a1": {"datacenter": "dc-a", "api_server": "https://k-a1.example:6443"},
-        "k-a2": {"datacenter": "dc-a", "api_server": "https://k-a2.example:6443",
-                 "network_policy": {"enabled": True, "off_cluster_cidrs": ["10.0.0.0/12", "10.32.0.0/12"]}},
+        "k-a2": {
+            "datacenter": "dc-a",
+            "api_server": "https://k-a2.example:6443",
+            "network_policy": {"enabled": True, "off_cluster_cidrs": ["10.0.0.0/12", "10.32.0.0/12"]},
+        },
         "k-b1": {"datacenter": "dc-b", "api_server": "https://k-b1.example:6443"},
-        "k-c1": {"datacenter": "dc-c", "api_server": "https://k-c1.example:6443", "network_policy": {"enabled": True}},
+        "k-c1": {
+            "datacenter": "dc-c",
+            "api_server": "https://k-c1.example:6443",
+            "network_policy": {"enabled": True},
+        },
         "k-d1": {"datacenter": "dc-d", "api_server": "https://k-d1.example:6443"},
     }
     mesh = {
-        "mesh": "synth", "trust_domain": "synth.mesh",
-        "datacenters": {dc: {"region": f"r-{dc}", "zookeeper": [f"zk.{dc}.example:2181"], "failover": [d for d in dcs if d != dc]}
-                        for dc in dcs},
+        "mesh": "synth",
+        "trust_domain": "synth.mesh",
+        "datacenters": {
+            dc: {
+                "region": f"r-{dc}",
+                "zookeeper": [f"zk.{dc}.example:2181"],
+                "failover": [d for d in dcs if d != dc],
+            }
+            for dc in dcs
+        },
         "clusters": clusters,
         "certificates": {"issuer": {"kind": "Issuer", "name": "mesh-ca"}},
     }
@@ -119,12 +144,22 @@ def random_spec(seed: int, services: int = 80) -> dict[str, bytes]:
         chosen = sorted(rng.sample(sorted(clusters), rng.randint(0 if deploy else 1, 3)))
         if chosen:
             # Half the services get their own namespace, the others share one of four.
-            deploy["kubernetes"] = [{"cluster": c, **({"namespace": rng.choice(namespaces)} if rng.random() < 0.5 else {})} for c in chosen]
+            deploy["kubernetes"] = [
+                {"cluster": c, **({"namespace": rng.choice(namespaces)} if rng.random() < 0.5 else {})}
+                for c in chosen
+            ]
         others = [n for n in names if n != name]
         deps = sorted(rng.sample(others, rng.randint(0, 6)))
-        service = {"service": name, "owner": "team", "port": 8080, "mesh_port": 18080, "local_port": 20000 + i,
-                   "locality": rng.choice(["failover", "global"]), "deploy": deploy,
-                   "dependencies": [{"service": d} for d in deps]}
+        service = {
+            "service": name,
+            "owner": "team",
+            "port": 8080,
+            "mesh_port": 18080,
+            "local_port": 20000 + i,
+            "locality": rng.choice(["failover", "global"]),
+            "deploy": deploy,
+            "dependencies": [{"service": d} for d in deps],
+        }
         files[f"services/{name}.yaml"] = yaml.safe_dump(service).encode()
     return files
 
@@ -140,24 +175,31 @@ def synthetic() -> Case:
 
 
 @pytest.fixture(scope="module", params=["example", "synthetic-1", "synthetic-2", "bench-200"])
-def case(request: pytest.FixtureRequest, example: Case, synthetic: Case, tmp_path_factory: pytest.TempPathFactory) -> Case:
+def case(
+    request: pytest.FixtureRequest, example: Case, synthetic: Case, tmp_path_factory: pytest.TempPathFactory
+) -> Case:
     """The example mesh, seeded random meshes (with NetworkPolicies), and the benchmark generator's mesh."""
     if request.param == "example":
         return example
     if request.param == "bench-200":
-        spec_dir = generate(tmp_path_factory.mktemp("synth") / "spec", services=200, datacenters=4, clusters=8, deps=6)
+        spec_dir = generate(
+            tmp_path_factory.mktemp("synth") / "spec", services=200, datacenters=4, clusters=8, deps=6
+        )
         return compile_case(spec_files(spec_dir), "bench-200")
     return synthetic if request.param == "synthetic-1" else compile_case(random_spec(2), "synthetic-2")
 
 
 # ---------------------------------------------------------------- layout
 
+
 def test_every_file_is_a_stream_of_objects_each_opened_by_a_document_start(case: Case) -> None:
     for artifact in case.artifacts:
         assert artifact.path.endswith(".yaml") and artifact.data.startswith(b"---\n"), artifact.path
         docs = load(artifact.data)
         assert docs and all(isinstance(d, dict) and d["kind"] for d in docs), artifact.path
-        assert artifact.data.count(b"\n---\n") == len(docs) - 1, artifact.path  # no empty document, no stray separator
+        assert artifact.data.count(b"\n---\n") == len(docs) - 1, (
+            artifact.path
+        )  # no empty document, no stray separator
 
 
 def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
@@ -170,10 +212,14 @@ def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
         cluster, objects = parts[1], load(artifact.data)
         files[cluster].add(artifact.path)
         if parts[2:] == ["00-cluster.yaml"]:  # cluster-scoped objects: the discovery ClusterRole
-            assert [(o["kind"], "namespace" in o["metadata"]) for o in objects] == [("ClusterRole", False)], artifact.path
+            assert [(o["kind"], "namespace" in o["metadata"]) for o in objects] == [("ClusterRole", False)], (
+                artifact.path
+            )
             assert artifact.target is None
         elif parts[2] == "00-namespaces":
-            assert [(o["kind"], f"{o['metadata']['name']}.yaml") for o in objects] == [("Namespace", parts[3])], artifact.path
+            assert [(o["kind"], f"{o['metadata']['name']}.yaml") for o in objects] == [
+                ("Namespace", parts[3])
+            ], artifact.path
             assert artifact.target is None
         else:
             _, _, namespace, name = parts
@@ -190,7 +236,9 @@ def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
         units = [t for t in [*workloads, *readers] if t.split("/")[1] == cluster]
         if any(r.cluster == cluster for r in readers.values()):
             namespaces.add(DISCOVERY_NAMESPACE)
-        assert len(paths) == len(units) + len(namespaces) + 1, cluster  # the issue's goal: <= that plus a handful
+        assert len(paths) == len(units) + len(namespaces) + 1, (
+            cluster
+        )  # the issue's goal: <= that plus a handful
 
 
 def test_labels_on_every_object(case: Case) -> None:
@@ -198,7 +246,9 @@ def test_labels_on_every_object(case: Case) -> None:
         labels = obj["metadata"]["labels"]
         assert labels[MANAGED_BY] == "meshc" and labels[MESH_LABEL] == case.mesh.name, path
         if obj["kind"] not in ("Namespace", "ClusterRole"):  # shared by several services
-            assert labels[NAME_LABEL] == obj["metadata"]["annotations"][WORKLOAD_ANNOTATION].rsplit("/", 1)[1], path
+            assert (
+                labels[NAME_LABEL] == obj["metadata"]["annotations"][WORKLOAD_ANNOTATION].rsplit("/", 1)[1]
+            ), path
 
 
 def test_kube_applier_order_applies_what_an_object_needs_before_it(case: Case) -> None:
@@ -209,25 +259,37 @@ def test_kube_applier_order_applies_what_an_object_needs_before_it(case: Case) -
         by_cluster[path.split("/")[1]].append((path, obj))
     for cluster, objects in by_cluster.items():
         applied: set[tuple[str, str | None, str]] = set()
-        for path, obj in sorted(objects, key=lambda item: item[0].encode()):  # stable: a file's documents keep their order
+        for path, obj in sorted(
+            objects, key=lambda item: item[0].encode()
+        ):  # stable: a file's documents keep their order
             meta = obj["metadata"]
             namespace = meta.get("namespace")
             if namespace is not None:
-                assert ("Namespace", None, namespace) in applied, f"{path}: {obj['kind']} applied before its Namespace"
+                assert ("Namespace", None, namespace) in applied, (
+                    f"{path}: {obj['kind']} applied before its Namespace"
+                )
                 service = meta["labels"][NAME_LABEL]
                 owner = meta["annotations"][WORKLOAD_ANNOTATION].split("/")[2]
                 if owner == namespace and obj["kind"] != "ServiceAccount":
-                    assert ("ServiceAccount", namespace, service) in applied, f"{path}: {obj['kind']} applied before ServiceAccount {service}"
+                    assert ("ServiceAccount", namespace, service) in applied, (
+                        f"{path}: {obj['kind']} applied before ServiceAccount {service}"
+                    )
             if obj["kind"] == "RoleBinding":
-                assert ("ClusterRole", None, obj["roleRef"]["name"]) in applied, f"{path} applied before its ClusterRole"
+                assert ("ClusterRole", None, obj["roleRef"]["name"]) in applied, (
+                    f"{path} applied before its ClusterRole"
+                )
                 for subject in obj["subjects"]:
                     if subject["namespace"] == namespace:
-                        assert ("ServiceAccount", namespace, subject["name"]) in applied, f"{path} applied before its subject"
+                        assert ("ServiceAccount", namespace, subject["name"]) in applied, (
+                            f"{path} applied before its subject"
+                        )
             applied.add((obj["kind"], namespace, meta["name"]))
         # Bindings to a ServiceAccount of another namespace may precede it (RBAC allows that); it must exist though.
         for path, obj in objects:
             for subject in obj.get("subjects", ()):
-                assert ("ServiceAccount", subject["namespace"], subject["name"]) in applied, f"{path}: unknown subject in {cluster}"
+                assert ("ServiceAccount", subject["namespace"], subject["name"]) in applied, (
+                    f"{path}: unknown subject in {cluster}"
+                )
 
 
 def test_documents_of_a_file_come_in_apply_order(case: Case) -> None:
@@ -237,10 +299,19 @@ def test_documents_of_a_file_come_in_apply_order(case: Case) -> None:
         assert kinds == sorted(kinds, key=APPLY_ORDER.index), artifact.path
         if artifact.target is not None:  # a workload or reader: its identity first, once
             assert kinds[0] == "ServiceAccount" and kinds.count("ServiceAccount") == 1, artifact.path
-    assert list(APPLY_ORDER[2:]) == ["ServiceAccount", "Secret", "RoleBinding", "ConfigMap", "Certificate", "Service", "NetworkPolicy"]
+    assert list(APPLY_ORDER[2:]) == [
+        "ServiceAccount",
+        "Secret",
+        "RoleBinding",
+        "ConfigMap",
+        "Certificate",
+        "Service",
+        "NetworkPolicy",
+    ]
 
 
 # ---------------------------------------------------------------- least privilege
+
 
 def watched_from(case: Case) -> dict[tuple[str, str], set[tuple[str, str]]]:
     """(reading service, its namespace or None off-cluster) -> {(cluster, namespace)} its Synapse configs watch,
@@ -253,17 +324,25 @@ def watched_from(case: Case) -> dict[tuple[str, str], set[tuple[str, str]]]:
                 if watcher["method"] != "kubernetes":
                     continue
                 if watcher["cluster"] == workload.cluster:
-                    found[(workload.service, workload.namespace)].add((watcher["cluster"], watcher["namespace"]))
+                    found[(workload.service, workload.namespace)].add(
+                        (watcher["cluster"], watcher["namespace"])
+                    )
                 else:  # read with the service's external reader identity in that cluster
-                    found[(workload.service, DISCOVERY_NAMESPACE)].add((watcher["cluster"], watcher["namespace"]))
+                    found[(workload.service, DISCOVERY_NAMESPACE)].add(
+                        (watcher["cluster"], watcher["namespace"])
+                    )
     return found
 
 
 def test_role_bindings_grant_only_declared_dependencies_that_are_watched(case: Case) -> None:
     """Sound and complete: every grant is a declared, watched dependency's namespace; every watch has its grant."""
     deps, placements = case.declared.deps, case.declared.placements
-    roles = {(p.split("/")[1], o["metadata"]["name"]): o for p, o in case.objects if o["kind"] == "ClusterRole"}
-    assert not any(o["kind"] in ("Role", "ClusterRoleBinding") for _, o in case.objects), "grants are namespace-scoped bindings only"
+    roles = {
+        (p.split("/")[1], o["metadata"]["name"]): o for p, o in case.objects if o["kind"] == "ClusterRole"
+    }
+    assert not any(o["kind"] in ("Role", "ClusterRoleBinding") for _, o in case.objects), (
+        "grants are namespace-scoped bindings only"
+    )
     watched = watched_from(case)
     granted: set[tuple[str, str, str, str]] = set()
     for path, obj in case.objects:
@@ -275,28 +354,51 @@ def test_role_bindings_grant_only_declared_dependencies_that_are_watched(case: C
         assert subject["kind"] == "ServiceAccount", path
         # the identity: the client's own ServiceAccount where it runs here, or its external reader account
         assert account_ns == DISCOVERY_NAMESPACE or placements[client].get(cluster) == account_ns, path
-        assert any(placements[d].get(cluster) == namespace for d in deps[client]), f"{path}: {client} declares no dependency in {namespace}"
-        assert (cluster, namespace) in watched[(client, account_ns)], f"{path}: no Synapse of {client} watches {namespace} here"
+        assert any(placements[d].get(cluster) == namespace for d in deps[client]), (
+            f"{path}: {client} declares no dependency in {namespace}"
+        )
+        assert (cluster, namespace) in watched[(client, account_ns)], (
+            f"{path}: no Synapse of {client} watches {namespace} here"
+        )
         role = roles[(cluster, obj["roleRef"]["name"])]
-        assert obj["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role["metadata"]["name"]}
-        assert sorted((tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]) == [
+        assert obj["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": role["metadata"]["name"],
+        }
+        assert sorted(
+            (tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r["verbs"])) for r in role["rules"]
+        ) == [
             (("",), ("endpoints",), ("get", "list", "watch")),
             (("discovery.k8s.io",), ("endpointslices",), ("get", "list", "watch")),
         ]
         granted.add((cluster, client, account_ns, namespace))
     # and nothing Synapse needs is missing: every in-cluster dependency's namespace is granted (pods of
     # a cluster watch every dependency placed there: read from the spec, not from the rendering)
-    needed = {(c, s, placements[s][c], placements[d][c]) for s in deps for c in placements[s] for d in deps[s] if c in placements[d]}
+    needed = {
+        (c, s, placements[s][c], placements[d][c])
+        for s in deps
+        for c in placements[s]
+        for d in deps[s]
+        if c in placements[d]
+    }
     assert {g for g in granted if g[2] != DISCOVERY_NAMESPACE} == needed
     # and every watch from outside a cluster is granted to the reader identity of that client service
-    outside = {(c, s, ns, namespace) for (s, ns), pairs in watched.items() if ns == DISCOVERY_NAMESPACE for c, namespace in pairs}
+    outside = {
+        (c, s, ns, namespace)
+        for (s, ns), pairs in watched.items()
+        if ns == DISCOVERY_NAMESPACE
+        for c, namespace in pairs
+    }
     assert {g for g in granted if g[2] == DISCOVERY_NAMESPACE} == outside
 
 
 def test_every_external_reader_has_its_identity_and_token_secret(case: Case) -> None:
     """Per (cluster, client) read from outside: a ServiceAccount in meshc-discovery and its token Secret, nothing else there."""
     readers = {(r.cluster, r.service) for r in external_readers(case.mesh)}
-    outside = {(c, s) for (s, ns), pairs in watched_from(case).items() if ns == DISCOVERY_NAMESPACE for c, _ in pairs}
+    outside = {
+        (c, s) for (s, ns), pairs in watched_from(case).items() if ns == DISCOVERY_NAMESPACE for c, _ in pairs
+    }
     assert readers == outside and readers, "the mesh should have readers from outside a cluster"
     found: dict[tuple[str, str], set[str]] = defaultdict(set)
     for path, obj in case.objects:
@@ -304,37 +406,57 @@ def test_every_external_reader_has_its_identity_and_token_secret(case: Case) -> 
         if meta.get("namespace", meta["name"]) != DISCOVERY_NAMESPACE or obj["kind"] == "Namespace":
             continue
         service = meta["labels"][NAME_LABEL]
-        assert meta["annotations"][WORKLOAD_ANNOTATION] == f"k8s/{cluster}/{DISCOVERY_NAMESPACE}/{service}", path
+        assert meta["annotations"][WORKLOAD_ANNOTATION] == f"k8s/{cluster}/{DISCOVERY_NAMESPACE}/{service}", (
+            path
+        )
         if obj["kind"] == "Secret":
             assert obj["type"] == "kubernetes.io/service-account-token" and "data" not in obj, path
-            assert meta["name"] == f"{service}-token" and meta["annotations"]["kubernetes.io/service-account.name"] == service, path
+            assert (
+                meta["name"] == f"{service}-token"
+                and meta["annotations"]["kubernetes.io/service-account.name"] == service
+            ), path
         else:
             assert obj["kind"] == "ServiceAccount" and meta["name"] == service, path
         found[(cluster, service)].add(obj["kind"])
     assert dict(found) == {reader: {"ServiceAccount", "Secret"} for reader in readers}
-    namespaces = {p.split("/")[1] for p, o in case.objects if o["kind"] == "Namespace" and o["metadata"]["name"] == DISCOVERY_NAMESPACE}
+    namespaces = {
+        p.split("/")[1]
+        for p, o in case.objects
+        if o["kind"] == "Namespace" and o["metadata"]["name"] == DISCOVERY_NAMESPACE
+    }
     assert namespaces == {c for c, _ in readers}
 
 
 def test_example_download_vms_read_metadata_in_both_clusters(example: Case) -> None:
     """The article's Example 2: download on VMs watches metadata's Endpoints in kube-sjc-a and kube-iad-a."""
     for cluster in ("kube-sjc-a", "kube-iad-a"):
-        objects = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o for p, o in example.objects
-                   if p == f"kubernetes/{cluster}/{DISCOVERY_NAMESPACE}/download.yaml"}  # the reader's file
+        objects = {
+            (o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]): o
+            for p, o in example.objects
+            if p == f"kubernetes/{cluster}/{DISCOVERY_NAMESPACE}/download.yaml"
+        }  # the reader's file
         binding = objects[("RoleBinding", "metadata", f"meshc-discovery.{DISCOVERY_NAMESPACE}.download")]
-        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "download", "namespace": DISCOVERY_NAMESPACE}]
-        readers = objects[("ServiceAccount", DISCOVERY_NAMESPACE, "download")]["metadata"]["annotations"]["meshc.dev/readers"]
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "download", "namespace": DISCOVERY_NAMESPACE}
+        ]
+        readers = objects[("ServiceAccount", DISCOVERY_NAMESPACE, "download")]["metadata"]["annotations"][
+            "meshc.dev/readers"
+        ]
         assert {r for r in readers.split(",") if r.startswith("vm/download/")}, readers
 
 
 def test_a_service_in_the_readers_namespace_is_rejected(example: Case) -> None:
     """The spec checks reject it, at the namespace, before any backend runs."""
     files = dict(spec_files(EXAMPLE))
-    files["services/upload.yaml"] = files["services/upload.yaml"].replace(b"cluster: kube-sjc-a", b"cluster: kube-sjc-a, namespace: meshc-discovery", 1)
+    files["services/upload.yaml"] = files["services/upload.yaml"].replace(
+        b"cluster: kube-sjc-a", b"cluster: kube-sjc-a, namespace: meshc-discovery", 1
+    )
     assert files["services/upload.yaml"] != spec_files(EXAMPLE)["services/upload.yaml"]
     with pytest.raises(SpecError) as caught:
         check(load_documents(files, "mesh-spec"))
-    assert [(d.code, d.span.file) for d in caught.value.diagnostics] == [("reserved-namespace", "mesh-spec/services/upload.yaml")]
+    assert [(d.code, d.span.file) for d in caught.value.diagnostics] == [
+        ("reserved-namespace", "mesh-spec/services/upload.yaml")
+    ]
 
 
 def test_network_policies_admit_only_declared_clients_and_off_cluster_ranges(case: Case) -> None:
@@ -348,7 +470,11 @@ def test_network_policies_admit_only_declared_clients_and_off_cluster_ranges(cas
         policy = clusters[cluster].get("network_policy") or {}
         assert policy.get("enabled") and placements[service][cluster] == obj["metadata"]["namespace"], path
         assert obj["spec"]["policyTypes"] == ["Ingress"]
-        clients = {(placements[c][cluster], c) for c, wanted in deps.items() if service in wanted and cluster in placements[c]}
+        clients = {
+            (placements[c][cluster], c)
+            for c, wanted in deps.items()
+            if service in wanted and cluster in placements[c]
+        }
         ranges = set(policy.get("off_cluster_cidrs") or ())
         peers, blocks = set(), set()
         for rule in obj["spec"]["ingress"]:
@@ -360,19 +486,36 @@ def test_network_policies_admit_only_declared_clients_and_off_cluster_ranges(cas
                     blocks.add(peer["ipBlock"]["cidr"])
                 else:
                     assert set(peer) == {"namespaceSelector", "podSelector"}, path
-                    peers.add((peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
-                               peer["podSelector"]["matchLabels"][NAME_LABEL]))
+                    peers.add(
+                        (
+                            peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+                            peer["podSelector"]["matchLabels"][NAME_LABEL],
+                        )
+                    )
         assert peers == clients and blocks == ranges, path
         seen.add((cluster, service))
-    expected = {(c, s) for s in placements for c in placements[s] if (clusters[c].get("network_policy") or {}).get("enabled")}
+    expected = {
+        (c, s)
+        for s in placements
+        for c in placements[s]
+        if (clusters[c].get("network_policy") or {}).get("enabled")
+    }
     assert seen == expected
 
 
 def test_a_service_nobody_may_call_gets_a_deny_all_policy(synthetic: Case) -> None:
     """In a cluster without off-cluster ranges, a server with no client there admits no one, not everyone."""
     deps, placements = synthetic.declared.deps, synthetic.declared.placements
-    lonely = [(p, o) for p, o in synthetic.objects if o["kind"] == "NetworkPolicy" and p.split("/")[1] == "k-c1"
-              and not any(o["spec"]["podSelector"]["matchLabels"][NAME_LABEL] in d and "k-c1" in placements[c] for c, d in deps.items())]
+    lonely = [
+        (p, o)
+        for p, o in synthetic.objects
+        if o["kind"] == "NetworkPolicy"
+        and p.split("/")[1] == "k-c1"
+        and not any(
+            o["spec"]["podSelector"]["matchLabels"][NAME_LABEL] in d and "k-c1" in placements[c]
+            for c, d in deps.items()
+        )
+    ]
     assert lonely, "the random mesh should have such a service"
     for path, obj in lonely:
         assert obj["spec"]["ingress"] == [], path
@@ -380,21 +523,34 @@ def test_a_service_nobody_may_call_gets_a_deny_all_policy(synthetic: Case) -> No
 
 # ---------------------------------------------------------------- objects
 
+
 def test_example_upload_objects(example: Case) -> None:
     [artifact] = [a for a in example.artifacts if a.path == "kubernetes/kube-sjc-a/upload/upload.yaml"]
     assert artifact.target == "k8s/kube-sjc-a/upload/upload"
     listed = [(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in load(artifact.data)]
     # upload depends on metadata and feature-flags in this cluster (storage-gateway is not here): a grant in each
-    assert listed == [("ServiceAccount", "upload", "upload"),
-                      ("RoleBinding", "feature-flags", "meshc-discovery.upload.upload"),
-                      ("RoleBinding", "metadata", "meshc-discovery.upload.upload"),
-                      ("ConfigMap", "upload", "upload-mesh-envoy"), ("ConfigMap", "upload", "upload-mesh-synapse"),
-                      ("Certificate", "upload", "upload-mesh-tls"), ("Service", "upload", "upload")]  # no NetworkPolicy: opt-in
+    assert listed == [
+        ("ServiceAccount", "upload", "upload"),
+        ("RoleBinding", "feature-flags", "meshc-discovery.upload.upload"),
+        ("RoleBinding", "metadata", "meshc-discovery.upload.upload"),
+        ("ConfigMap", "upload", "upload-mesh-envoy"),
+        ("ConfigMap", "upload", "upload-mesh-synapse"),
+        ("Certificate", "upload", "upload-mesh-tls"),
+        ("Service", "upload", "upload"),
+    ]  # no NetworkPolicy: opt-in
     objects = {(kind, name): obj for (kind, _, name), obj in zip(listed, load(artifact.data))}
     cert = objects[("Certificate", "upload-mesh-tls")]
     assert cert["spec"]["uris"] == ["spiffe://box.mesh/ns/upload/sa/upload"]
-    assert cert["spec"]["issuerRef"] == {"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "mesh-ca"}
-    assert (cert["spec"]["secretName"], cert["spec"]["duration"], cert["spec"]["renewBefore"]) == ("upload-mesh-tls", "720h", "240h")
+    assert cert["spec"]["issuerRef"] == {
+        "group": "cert-manager.io",
+        "kind": "ClusterIssuer",
+        "name": "mesh-ca",
+    }
+    assert (cert["spec"]["secretName"], cert["spec"]["duration"], cert["spec"]["renewBefore"]) == (
+        "upload-mesh-tls",
+        "720h",
+        "240h",
+    )
     svc = objects[("Service", "upload")]
     assert svc["spec"]["selector"] == {NAME_LABEL: "upload"}
     assert svc["spec"]["ports"] == [{"name": "mesh", "protocol": "TCP", "port": 18080, "targetPort": 18080}]
@@ -418,12 +574,19 @@ def test_config_maps_hold_the_documents_and_the_restart_hash(example: Case) -> N
 def test_files_are_exactly_the_canonical_yaml_of_their_objects(case: Case) -> None:
     """The backend memoizes ConfigMap entries; the bytes must still be dump_yaml of each whole object, `---` before each."""
     for artifact in case.artifacts:
-        assert b"".join(b"---\n" + dump_yaml(obj) for obj in load(artifact.data)) == artifact.data, artifact.path
+        assert b"".join(b"---\n" + dump_yaml(obj) for obj in load(artifact.data)) == artifact.data, (
+            artifact.path
+        )
 
 
 def _hand_sidecars(mesh: Mesh, **changes: Any) -> dict[str, SidecarConfig]:
     """Hand-made documents for every workload; `changes` overrides documents by file name."""
-    base = {ENVOY_BOOTSTRAP: {"node": "n"}, ENVOY_LDS: {"resources": []}, ENVOY_CDS: {"resources": []}, SYNAPSE: {"services": {}}}
+    base = {
+        ENVOY_BOOTSTRAP: {"node": "n"},
+        ENVOY_LDS: {"resources": []},
+        ENVOY_CDS: {"resources": []},
+        SYNAPSE: {"services": {}},
+    }
     names = {"bootstrap": ENVOY_BOOTSTRAP, "lds": ENVOY_LDS, "cds": ENVOY_CDS, "synapse": SYNAPSE}
     documents = {**base, **{names[k]: v for k, v in changes.items()}}
     return {w.id: SidecarConfig(workload=w, documents=documents) for w in mesh.workloads}
@@ -434,14 +597,19 @@ def _restart_hashes(mesh: Mesh, **changes: Any) -> set[str]:
     return {o["metadata"]["annotations"][RESTART_ANNOTATION] for o in objects if o["kind"] == "ConfigMap"}
 
 
-@pytest.mark.parametrize(("change", "rolls"), [
-    ({"lds": {"resources": [1]}}, False),
-    ({"cds": {"resources": [2]}}, False),
-    ({"bootstrap": {"node": "m"}}, True),
-    ({"synapse": {"services": {"a": 1}}}, False),  # the Synapse fork reconciles services live
-    ({"synapse": {"services": {}, "file_output": {"output_directory": "/x"}}}, True),
-])
-def test_restart_hash_changes_only_for_restart_class_documents(example: Case, change: dict[str, Any], rolls: bool) -> None:
+@pytest.mark.parametrize(
+    ("change", "rolls"),
+    [
+        ({"lds": {"resources": [1]}}, False),
+        ({"cds": {"resources": [2]}}, False),
+        ({"bootstrap": {"node": "m"}}, True),
+        ({"synapse": {"services": {"a": 1}}}, False),  # the Synapse fork reconciles services live
+        ({"synapse": {"services": {}, "file_output": {"output_directory": "/x"}}}, True),
+    ],
+)
+def test_restart_hash_changes_only_for_restart_class_documents(
+    example: Case, change: dict[str, Any], rolls: bool
+) -> None:
     before = _restart_hashes(example.mesh)
     after = _restart_hashes(example.mesh, **change)
     assert len(before) == len(after) == 1
@@ -454,29 +622,43 @@ def test_an_oversized_config_map_is_a_diagnostic_not_a_failed_apply(example: Cas
         build_kubernetes(example.mesh, _hand_sidecars(example.mesh, lds=huge))
     diagnostics = caught.value.diagnostics
     assert diagnostics and {d.code for d in diagnostics} == {"object-too-large"}
-    assert any("k8s/kube-sjc-a/upload/upload: ConfigMap upload-mesh-envoy is" in d.message for d in diagnostics)
+    assert any(
+        "k8s/kube-sjc-a/upload/upload: ConfigMap upload-mesh-envoy is" in d.message for d in diagnostics
+    )
 
 
 def test_a_document_no_pod_mounts_is_an_internal_error(example: Case) -> None:
-    sidecars = {wid: SidecarConfig(workload=c.workload, documents={**c.documents, "nerve/nerve.json": {}})
-                for wid, c in _hand_sidecars(example.mesh).items()}
+    sidecars = {
+        wid: SidecarConfig(workload=c.workload, documents={**c.documents, "nerve/nerve.json": {}})
+        for wid, c in _hand_sidecars(example.mesh).items()
+    }
     with pytest.raises(InternalError) as caught:
         build_kubernetes(example.mesh, sidecars)
-    assert "k8s/kube-sjc-a/upload/upload: sidecar document 'nerve/nerve.json' is in no directory mounted in pods" in str(caught.value)
+    assert (
+        "k8s/kube-sjc-a/upload/upload: sidecar document 'nerve/nerve.json' is in no directory mounted in pods"
+        in str(caught.value)
+    )
     assert str(caught.value).splitlines()[0].endswith("[internal]")
 
 
 def test_build_is_deterministic(example: Case) -> None:
     again = build_kubernetes(example.mesh, render(example.mesh))
-    assert [(a.path, a.data, a.target) for a in again] == [(a.path, a.data, a.target) for a in example.artifacts]
+    assert [(a.path, a.data, a.target) for a in again] == [
+        (a.path, a.data, a.target) for a in example.artifacts
+    ]
 
 
 # ---------------------------------------------------------------- the service team's Deployment
 
+
 def test_example_deployment_uses_what_meshc_writes(example: Case) -> None:
     """Names, paths and labels in examples/kubernetes/deployment.yaml match upload's objects in kube-sjc-a."""
     [deployment] = load(EXAMPLE_DEPLOYMENT.read_bytes())
-    objects = {(o["kind"], o["metadata"]["name"]): o for p, o in example.objects if p.startswith("kubernetes/kube-sjc-a/upload/")}
+    objects = {
+        (o["kind"], o["metadata"]["name"]): o
+        for p, o in example.objects
+        if p.startswith("kubernetes/kube-sjc-a/upload/")
+    }
     pod = deployment["spec"]["template"]
     sidecar = example.mesh.sidecar
     assert deployment["metadata"]["namespace"] == "upload"
@@ -485,7 +667,9 @@ def test_example_deployment_uses_what_meshc_writes(example: Case) -> None:
     assert RESTART_ANNOTATION in pod["metadata"]["annotations"]
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     mounts = {m["mountPath"]: m["name"] for c in pod["spec"]["initContainers"] for m in c["volumeMounts"]}
-    assert volumes[mounts[f"{sidecar.config_dir}/envoy"]]["configMap"]["name"] in {n for k, n in objects if k == "ConfigMap"}
+    assert volumes[mounts[f"{sidecar.config_dir}/envoy"]]["configMap"]["name"] in {
+        n for k, n in objects if k == "ConfigMap"
+    }
     assert volumes[mounts[f"{sidecar.config_dir}/envoy"]]["configMap"]["name"] == "upload-mesh-envoy"
     assert volumes[mounts[f"{sidecar.config_dir}/synapse"]]["configMap"]["name"] == "upload-mesh-synapse"
     cert = objects[("Certificate", "upload-mesh-tls")]
@@ -493,8 +677,12 @@ def test_example_deployment_uses_what_meshc_writes(example: Case) -> None:
     assert "emptyDir" in volumes[mounts[sidecar.runtime_dir]]
     assert all("subPath" not in m for c in pod["spec"]["initContainers"] for m in c["volumeMounts"])
     synapse = yaml.safe_load(objects[("ConfigMap", "upload-mesh-synapse")]["data"]["synapse.json"])
-    credential_dirs = {_dirname(w["token_file"]) for s in synapse["services"].values()
-                       for w in s["discovery"]["watchers"].values() if w["method"] == "kubernetes"}
+    credential_dirs = {
+        _dirname(w["token_file"])
+        for s in synapse["services"].values()
+        for w in s["discovery"]["watchers"].values()
+        if w["method"] == "kubernetes"
+    }
     assert credential_dirs and credential_dirs <= set(mounts)
 
 

@@ -26,8 +26,17 @@ from compiler.ir.lower import lower
 from compiler.render import ENVOY_BOOTSTRAP, render
 from compiler.spec.checks import check
 from compiler.spec.load import load_documents
-from tests.test_render_envoy_real import (Sidecar, _wait_live, eds_file, envoy_binary, example_under, free_port, make_ca, make_leaf,
-                                          mount_secret)
+from tests.test_render_envoy_real import (
+    Sidecar,
+    _wait_live,
+    eds_file,
+    envoy_binary,
+    example_under,
+    free_port,
+    make_ca,
+    make_leaf,
+    mount_secret,
+)
 
 WORKLOAD = "k8s/kube-sjc-a/upload/upload"
 UPLOAD_FILE = "kubernetes/kube-sjc-a/upload/upload.yaml"  # upload's objects, its two ConfigMaps among them
@@ -37,7 +46,11 @@ def config_maps(root: Path, admin: int) -> dict[str, dict[str, str]]:
     """upload's ConfigMaps in kube-sjc-a (mount name -> data), compiled with the sidecar paths under `root`."""
     mesh = lower(check(load_documents(example_under(root, admin), "mesh-spec")))
     artifacts = {a.path: a.data for a in build_kubernetes(mesh, render(mesh))}
-    maps = {o["metadata"]["name"]: o["data"] for o in yaml.safe_load_all(artifacts[UPLOAD_FILE]) if o["kind"] == "ConfigMap"}
+    maps = {
+        o["metadata"]["name"]: o["data"]
+        for o in yaml.safe_load_all(artifacts[UPLOAD_FILE])
+        if o["kind"] == "ConfigMap"
+    }
     return {mount: maps[f"upload-mesh-{mount}"] for mount in ("envoy", "synapse")}
 
 
@@ -64,15 +77,26 @@ def pod(tmp_path: Path) -> Iterator[tuple[Sidecar, dict[str, dict[str, str]]]]:
     root, admin = tmp_path / "pod", free_port()
     maps = config_maps(root, admin)
     kubelet_mount(root / "etc" / "envoy", maps["envoy"], 1)
-    for entry in json.loads(maps["synapse"]["synapse.json"])["services"].values():  # what Synapse writes into the emptyDir
+    for entry in json.loads(maps["synapse"]["synapse.json"])[
+        "services"
+    ].values():  # what Synapse writes into the emptyDir
         Path(entry["envoy_eds"]["path"]).parent.mkdir(parents=True, exist_ok=True)
-        Path(entry["envoy_eds"]["path"]).write_bytes(dump_json(eds_file(entry["envoy_eds"], ("127.0.0.2", 28080))))
+        Path(entry["envoy_eds"]["path"]).write_bytes(
+            dump_json(eds_file(entry["envoy_eds"], ("127.0.0.2", 28080)))
+        )
     ca = make_ca(tmp_path / "ca")
     crt, key = make_leaf(tmp_path / "issued", "upload", "spiffe://box.mesh/ns/upload/sa/upload", ca)
-    mount_secret(root / "etc" / "tls", {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(), "ca.crt": ca[0].read_bytes()}, 1)
+    mount_secret(
+        root / "etc" / "tls",
+        {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(), "ca.crt": ca[0].read_bytes()},
+        1,
+    )
     with open(tmp_path / "envoy.log", "wb") as log:
-        process = subprocess.Popen([binary, "-c", str(root / "etc" / ENVOY_BOOTSTRAP), "--disable-hot-restart", "-l", "warning"],
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [binary, "-c", str(root / "etc" / ENVOY_BOOTSTRAP), "--disable-hot-restart", "-l", "warning"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             sidecar = Sidecar(root=root, admin=admin, documents={}, ca=ca, process=process)
             _wait_live(sidecar, tmp_path / "envoy.log")
@@ -98,16 +122,24 @@ def test_config_map_mount_serves_envoy(pod: tuple[Sidecar, dict[str, dict[str, s
     sidecar, maps = pod
     stats = sidecar.stats()
     egress = json.loads(maps["synapse"]["synapse.json"])["services"]
-    assert (stats["listener_manager.lds.update_success"], stats["cluster_manager.cds.update_success"]) == ("1", "1")
+    assert (stats["listener_manager.lds.update_success"], stats["cluster_manager.cds.update_success"]) == (
+        "1",
+        "1",
+    )
     assert stats["listener_manager.total_listeners_active"] == str(1 + len(egress))
     assert stats["sds.workload-cert.update_success"] == "1"
 
 
-def test_config_map_update_hot_reloads_lds_without_restart(pod: tuple[Sidecar, dict[str, dict[str, str]]]) -> None:
+def test_config_map_update_hot_reloads_lds_without_restart(
+    pod: tuple[Sidecar, dict[str, dict[str, str]]],
+) -> None:
     sidecar, maps = pod
     assert '"timeout": "42s"' not in sidecar.get("/config_dump?resource=dynamic_listeners")
     kubelet_mount(sidecar.root / "etc" / "envoy", _with_lds_timeout(maps["envoy"], "42s"), 2)
     stats = sidecar.wait_for("listener_manager.lds.update_success", "2")
-    assert (stats["listener_manager.lds.update_success"], stats["listener_manager.lds.update_rejected"]) == ("2", "0")
+    assert (stats["listener_manager.lds.update_success"], stats["listener_manager.lds.update_rejected"]) == (
+        "2",
+        "0",
+    )
     assert '"timeout": "42s"' in sidecar.get("/config_dump?resource=dynamic_listeners")
     assert sidecar.process.poll() is None and stats["server.hot_restart_epoch"] == "0"

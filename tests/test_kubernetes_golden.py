@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT, build_kubernetes
+from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
+from compiler.backends.kubernetes import build_kubernetes
 from compiler.emit import read_tree
 from compiler.ir.lower import lower
 from compiler.pipeline import spec_files
@@ -51,9 +52,17 @@ def test_cluster_tree_matches_golden(trees: dict[str, dict[str, bytes]], cluster
             (expected_dir / path).parent.mkdir(parents=True, exist_ok=True)
             (expected_dir / path).write_bytes(data)
     expected = read_tree(expected_dir)
-    assert sorted(actual) == sorted(expected), f"the file set of {KUBERNETES_ROOT}/{cluster} differs from {expected_dir}"
+    assert sorted(actual) == sorted(expected), (
+        f"the file set of {KUBERNETES_ROOT}/{cluster} differs from {expected_dir}"
+    )
     for path in sorted(actual):
         if actual[path] != expected[path]:
-            diff = difflib.unified_diff(expected[path].decode().splitlines(), actual[path].decode().splitlines(),
-                                        f"golden/{path}", f"built/{path}", lineterm="", n=2)
+            diff = difflib.unified_diff(
+                expected[path].decode().splitlines(),
+                actual[path].decode().splitlines(),
+                f"golden/{path}",
+                f"built/{path}",
+                lineterm="",
+                n=2,
+            )
             pytest.fail(f"{cluster}/{path} differs from the golden file:\n" + "\n".join(list(diff)[:40]))

@@ -44,7 +44,9 @@ EXAMPLE_DEPLOYMENT = ROOT / "examples" / "kubernetes" / "deployment.yaml"
 sys.path.insert(0, str(ROOT))
 from benchmarks.synth import generate  # noqa: E402 - the benchmark's mesh: other names, sizes and shapes
 
-OBJECT_META = "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+OBJECT_META = (
+    "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+)
 
 
 class Schemas:
@@ -65,8 +67,13 @@ class Schemas:
             self.validators[key] = self._validator(*key)
         validator = self.validators[key]
         if validator is None:
-            return [f"no schema for apiVersion {key[0]!r} kind {key[1]!r} (neither built in to Kubernetes {K8S_VERSION} nor a known CRD)"]
-        return [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}" for e in validator.iter_errors(obj)]
+            return [
+                f"no schema for apiVersion {key[0]!r} kind {key[1]!r} (neither built in to Kubernetes {K8S_VERSION} nor a known CRD)"
+            ]
+        return [
+            f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+            for e in validator.iter_errors(obj)
+        ]
 
     def _validator(self, api_version: str, kind: str) -> jsonschema.Validator | None:
         schema = self.crds.get((api_version, kind)) or self._builtin(api_version, kind)
@@ -92,7 +99,10 @@ def crd_schemas(crd_dir: Path) -> Iterator[tuple[tuple[str, str], dict[str, Any]
             for version in crd["spec"]["versions"]:
                 if version.get("served", True) and "schema" in version:
                     api_version = f"{group}/{version['name']}"
-                    yield (api_version, kind), strict_crd_schema(version["schema"]["openAPIV3Schema"], api_version, kind)
+                    yield (
+                        (api_version, kind),
+                        strict_crd_schema(version["schema"]["openAPIV3Schema"], api_version, kind),
+                    )
 
 
 def strict_crd_schema(openapi: Mapping[str, Any], api_version: str, kind: str) -> dict[str, Any]:
@@ -143,25 +153,43 @@ def kubernetes_artifacts(spec_dir: Path) -> list[Artifact]:
 @pytest.fixture(scope="session")
 def example_objects() -> list[tuple[str, dict[str, Any]]]:
     """(path, object) for every YAML document the example mesh gets under kubernetes/, parsed once."""
-    return [(a.path, doc) for a in kubernetes_artifacts(ROOT / "mesh-spec")
-            for doc in yaml.load_all(a.data, Loader=yaml.CSafeLoader)]
+    return [
+        (a.path, doc)
+        for a in kubernetes_artifacts(ROOT / "mesh-spec")
+        for doc in yaml.load_all(a.data, Loader=yaml.CSafeLoader)
+    ]
 
 
-def test_every_example_object_is_valid_in_strict_mode(example_objects: list[tuple[str, dict[str, Any]]], schemas: Schemas) -> None:
+def test_every_example_object_is_valid_in_strict_mode(
+    example_objects: list[tuple[str, dict[str, Any]]], schemas: Schemas
+) -> None:
     objects = example_objects
     started = time.perf_counter()
     failures = {path: errors for path, obj in objects if (errors := schemas.errors(obj))}
     elapsed = time.perf_counter() - started
     assert failures == {}
     kinds = {obj["kind"] for _, obj in objects}
-    assert {"Namespace", "ServiceAccount", "Secret", "Service", "ConfigMap", "Certificate", "ClusterRole", "RoleBinding",
-            "NetworkPolicy"} <= kinds
+    assert {
+        "Namespace",
+        "ServiceAccount",
+        "Secret",
+        "Service",
+        "ConfigMap",
+        "Certificate",
+        "ClusterRole",
+        "RoleBinding",
+        "NetworkPolicy",
+    } <= kinds
     assert elapsed < 5, f"validating {len(objects)} objects took {elapsed:.1f}s"
 
 
 def test_every_object_of_the_benchmark_mesh_is_valid_in_strict_mode(schemas: Schemas, tmp_path: Path) -> None:
     spec_dir = generate(tmp_path / "spec", services=150, datacenters=4, clusters=8, deps=6)
-    objects = [(a.path, doc) for a in kubernetes_artifacts(spec_dir) for doc in yaml.load_all(a.data, Loader=yaml.CSafeLoader)]
+    objects = [
+        (a.path, doc)
+        for a in kubernetes_artifacts(spec_dir)
+        for doc in yaml.load_all(a.data, Loader=yaml.CSafeLoader)
+    ]
     assert len(objects) > 500
     assert {path: errors for path, obj in objects if (errors := schemas.errors(obj))} == {}
 
@@ -177,26 +205,36 @@ def test_unknown_kind_fails(schemas: Schemas) -> None:
     assert len(errors) == 1 and "no schema for apiVersion 'example.com/v1' kind 'Widget'" in errors[0]
 
 
-@pytest.mark.parametrize(("kind", "mutate", "expected"), [
-    ("ConfigMap", lambda o: o["metadata"].__setitem__("bogus", 1), "'bogus' was unexpected"),
-    ("Service", lambda o: o["spec"]["ports"][0].__setitem__("port", "18080"), "is not of type 'integer'"),
-    ("Certificate", lambda o: o["spec"].__setitem__("uri", o["spec"].pop("uris")), "'uri' was unexpected"),
-    ("Certificate", lambda o: o["spec"].pop("issuerRef"), "'issuerRef' is a required property"),
-    ("Certificate", lambda o: o["metadata"].__setitem__("label", {}), "'label' was unexpected"),
-    ("Certificate", lambda o: o.__setitem__("apiVersion", "cert-manager.io/v1alpha1"), "no schema"),
-    ("RoleBinding", lambda o: o.__setitem__("apiVersion", "rbac.authorization.k8s.io/v2"), "no schema"),
-    ("Secret", lambda o: o.__setitem__("data", {"token": 1}), "is not of type 'string'"),
-    ("Secret", lambda o: o.__setitem__("tpye", o.pop("type")), "'tpye' was unexpected"),
-])
-def test_strict_mode_rejects_broken_objects(example_objects: list[tuple[str, dict[str, Any]]], schemas: Schemas,
-                                           kind: str, mutate: Any, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("kind", "mutate", "expected"),
+    [
+        ("ConfigMap", lambda o: o["metadata"].__setitem__("bogus", 1), "'bogus' was unexpected"),
+        ("Service", lambda o: o["spec"]["ports"][0].__setitem__("port", "18080"), "is not of type 'integer'"),
+        (
+            "Certificate",
+            lambda o: o["spec"].__setitem__("uri", o["spec"].pop("uris")),
+            "'uri' was unexpected",
+        ),
+        ("Certificate", lambda o: o["spec"].pop("issuerRef"), "'issuerRef' is a required property"),
+        ("Certificate", lambda o: o["metadata"].__setitem__("label", {}), "'label' was unexpected"),
+        ("Certificate", lambda o: o.__setitem__("apiVersion", "cert-manager.io/v1alpha1"), "no schema"),
+        ("RoleBinding", lambda o: o.__setitem__("apiVersion", "rbac.authorization.k8s.io/v2"), "no schema"),
+        ("Secret", lambda o: o.__setitem__("data", {"token": 1}), "is not of type 'string'"),
+        ("Secret", lambda o: o.__setitem__("tpye", o.pop("type")), "'tpye' was unexpected"),
+    ],
+)
+def test_strict_mode_rejects_broken_objects(
+    example_objects: list[tuple[str, dict[str, Any]]], schemas: Schemas, kind: str, mutate: Any, expected: str
+) -> None:
     obj = copy.deepcopy(next(o for _, o in example_objects if o["kind"] == kind))
     assert schemas.errors(obj) == []
     mutate(obj)
     assert any(expected in error for error in schemas.errors(obj)), schemas.errors(obj)
 
 
-def test_cached_validators_agree_with_kubernetes_validate(example_objects: list[tuple[str, dict[str, Any]]], schemas: Schemas) -> None:
+def test_cached_validators_agree_with_kubernetes_validate(
+    example_objects: list[tuple[str, dict[str, Any]]], schemas: Schemas
+) -> None:
     """The fast path is the shipped library's check: one object of each built-in kind, good and broken."""
     first: dict[str, dict[str, Any]] = {}
     for _, obj in example_objects:

@@ -8,8 +8,16 @@ import pytest
 
 from compiler.diagnostics import Span, SpecError
 from compiler.ir.lower import lower
-from compiler.spec.load import MAX_DEPTH, MAX_FILE_BYTES, LoadError, load_documents, parse_document, read_tree, resolve_plain
 from compiler.pipeline import validate_only
+from compiler.spec.load import (
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    LoadError,
+    load_documents,
+    parse_document,
+    read_tree,
+    resolve_plain,
+)
 
 
 def parse(text: str | bytes) -> dict:
@@ -25,18 +33,44 @@ def load_error(text: str | bytes) -> tuple[str, int, int]:
 
 # ------------------------------------------------------------------ scalars
 
-@pytest.mark.parametrize(("plain", "value"), [
-    # YAML 1.1 booleans and Norway: only true/false are booleans here
-    ("no", "no"), ("yes", "yes"), ("on", "on"), ("off", "off"), ("y", "y"), ("n", "n"), ("NO", "NO"),
-    ("true", True), ("True", True), ("false", False), ("FALSE", False),
-    # versions, octal-looking and float-looking text stays text
-    ("1.10", "1.10"), ("1.0", "1.0"), ("1e3", "1e3"), (".inf", ".inf"), ("0x1F", "0x1F"), ("0o7", "0o7"),
-    ("07", "07"), ("1_000", "1_000"), ("12:30", "12:30"), ("2021-01-01", "2021-01-01"),
-    # decimal integers are integers
-    ("0", 0), ("8080", 8080), ("-3", -3), ("+5", 5),
-    # nulls
-    ("null", None), ("~", None), ("", None),
-])
+
+@pytest.mark.parametrize(
+    ("plain", "value"),
+    [
+        # YAML 1.1 booleans and Norway: only true/false are booleans here
+        ("no", "no"),
+        ("yes", "yes"),
+        ("on", "on"),
+        ("off", "off"),
+        ("y", "y"),
+        ("n", "n"),
+        ("NO", "NO"),
+        ("true", True),
+        ("True", True),
+        ("false", False),
+        ("FALSE", False),
+        # versions, octal-looking and float-looking text stays text
+        ("1.10", "1.10"),
+        ("1.0", "1.0"),
+        ("1e3", "1e3"),
+        (".inf", ".inf"),
+        ("0x1F", "0x1F"),
+        ("0o7", "0o7"),
+        ("07", "07"),
+        ("1_000", "1_000"),
+        ("12:30", "12:30"),
+        ("2021-01-01", "2021-01-01"),
+        # decimal integers are integers
+        ("0", 0),
+        ("8080", 8080),
+        ("-3", -3),
+        ("+5", 5),
+        # nulls
+        ("null", None),
+        ("~", None),
+        ("", None),
+    ],
+)
 def test_plain_scalars(plain: str, value: object) -> None:
     assert resolve_plain(plain) == value and type(resolve_plain(plain)) is type(value)
     assert parse(f"k: {plain}\n") == {"k": value}
@@ -62,10 +96,12 @@ def test_datacenter_named_no_and_version_1_10_survive_the_pipeline(tmp_path: Pat
     (spec / "mesh.yaml").write_text(
         "mesh: m\ntrust_domain: m.mesh\ndatacenters:\n"
         "  no: {region: north, zookeeper: [zk.no:2181], failover: [yes]}\n"
-        "  yes: {region: south, zookeeper: [zk.yes:2181], failover: [no]}\n")
+        "  yes: {region: south, zookeeper: [zk.yes:2181], failover: [no]}\n"
+    )
     (spec / "services" / "a.yaml").write_text(
         "service: a\nowner: team\ndescription: 1.10\nport: 8080\nmesh_port: 18080\nlocal_port: 7001\n"
-        "deploy: {vm: {datacenters: [no, yes]}}\n")
+        "deploy: {vm: {datacenters: [no, yes]}}\n"
+    )
     checked = validate_only(read_tree(spec), "spec")
     assert list(checked.mesh.datacenters) == ["no", "yes"]
     assert checked.services["a"].description == "1.10"
@@ -131,26 +167,33 @@ def test_crlf_and_bom() -> None:
 
 # ------------------------------------------------------------------ rejected YAML
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("a: &x 1\nb: 2\n", ("yaml-alias", 1, 4)),
-    ("a: [1]\nb: *x\n", ("yaml-alias", 2, 4)),  # rejected as an alias before anyone asks what it names
-    ("&x a: 1\n", ("yaml-alias", 1, 1)),
-    ("a: !!str 1\n", ("yaml-tag", 1, 4)),
-    ("a: !custom x\n", ("yaml-tag", 1, 4)),
-    ("a: !!seq [1]\n", ("yaml-tag", 1, 4)),
-    ("a: 1\nb: 2\na: 3\n", ("yaml-duplicate-key", 3, 1)),
-    ("a: {x: 1, x: 2}\n", ("yaml-duplicate-key", 1, 11)),
-    ("a: 1\n---\nb: 2\n", ("yaml-multi-document", 2, 1)),
-    ("", ("file-empty", 1, 1)),
-    ("# only a comment\n", ("file-empty", 1, 1)),
-    ("---\n...\n", ("file-empty", 1, 1)),
-    ("a: [1\n", ("yaml-syntax", 1, 6)),  # at the end of the last line, never on a line past the end of the file
-    ("a: [1", ("yaml-syntax", 1, 6)),
-    ("a: 1\rb: [\r\n", ("yaml-syntax", 2, 5)),  # a lone CR is a YAML line break, as libyaml counts it
-    ("a:\n\tb: 1\n", ("yaml-syntax", 2, 1)),
-    ("? [a]\n: 1\n", ("yaml-syntax", 1, 3)),
-    ("a: 1\n: 2\n", ("yaml-syntax", 2, 1)),
-])
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a: &x 1\nb: 2\n", ("yaml-alias", 1, 4)),
+        ("a: [1]\nb: *x\n", ("yaml-alias", 2, 4)),  # rejected as an alias before anyone asks what it names
+        ("&x a: 1\n", ("yaml-alias", 1, 1)),
+        ("a: !!str 1\n", ("yaml-tag", 1, 4)),
+        ("a: !custom x\n", ("yaml-tag", 1, 4)),
+        ("a: !!seq [1]\n", ("yaml-tag", 1, 4)),
+        ("a: 1\nb: 2\na: 3\n", ("yaml-duplicate-key", 3, 1)),
+        ("a: {x: 1, x: 2}\n", ("yaml-duplicate-key", 1, 11)),
+        ("a: 1\n---\nb: 2\n", ("yaml-multi-document", 2, 1)),
+        ("", ("file-empty", 1, 1)),
+        ("# only a comment\n", ("file-empty", 1, 1)),
+        ("---\n...\n", ("file-empty", 1, 1)),
+        (
+            "a: [1\n",
+            ("yaml-syntax", 1, 6),
+        ),  # at the end of the last line, never on a line past the end of the file
+        ("a: [1", ("yaml-syntax", 1, 6)),
+        ("a: 1\rb: [\r\n", ("yaml-syntax", 2, 5)),  # a lone CR is a YAML line break, as libyaml counts it
+        ("a:\n\tb: 1\n", ("yaml-syntax", 2, 1)),
+        ("? [a]\n: 1\n", ("yaml-syntax", 1, 3)),
+        ("a: 1\n: 2\n", ("yaml-syntax", 2, 1)),
+    ],
+)
 def test_rejected(text: str, expected: tuple[str, int, int]) -> None:
     assert load_error(text) == expected
 
@@ -175,6 +218,7 @@ def test_alias_of_a_null_anchor_is_still_an_alias() -> None:
 
 # ------------------------------------------------------------------ files
 
+
 def test_read_tree_reads_mesh_and_services_only(tmp_path: Path) -> None:
     (tmp_path / "services").mkdir()
     (tmp_path / "mesh.yaml").write_text("mesh: m\n")
@@ -198,7 +242,9 @@ def test_load_documents_names_files_as_the_user_does() -> None:
 
 def test_load_documents_collects_every_file_error() -> None:
     with pytest.raises(SpecError) as info:
-        load_documents({"services/a.yaml": b"a: &x 1\n", "services/b.yaml": b"", "services/c.yml": b"x: 1\n"}, "s")
+        load_documents(
+            {"services/a.yaml": b"a: &x 1\n", "services/b.yaml": b"", "services/c.yml": b"x: 1\n"}, "s"
+        )
     assert [(d.span.file, d.code) for d in info.value.diagnostics] == [
         ("s/mesh.yaml", "file-missing"),
         ("s/services/a.yaml", "yaml-alias"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 from conftest import write_spec
 
@@ -109,10 +108,23 @@ def test_workload_ids_sorted(mesh: Mesh) -> None:
 def test_workload_placement_fields(mesh: Mesh) -> None:
     web = workload(mesh, "k8s/kube-iad/frontend/web")
     assert (web.platform, web.service, web.datacenter, web.region, web.cluster, web.namespace, web.owner) == (
-        "kubernetes", "web", "iad", "us-east", "kube-iad", "frontend", "frontend")
+        "kubernetes",
+        "web",
+        "iad",
+        "us-east",
+        "kube-iad",
+        "frontend",
+        "frontend",
+    )
     pool = workload(mesh, "vm/db/sjc")
-    assert (pool.platform, pool.datacenter, pool.region, pool.cluster, pool.namespace, pool.restart_sensitive) == (
-        "vm", "sjc", "us-west", None, "db", True)
+    assert (
+        pool.platform,
+        pool.datacenter,
+        pool.region,
+        pool.cluster,
+        pool.namespace,
+        pool.restart_sensitive,
+    ) == ("vm", "sjc", "us-west", None, "db", True)
 
 
 def test_spans_point_at_the_spec(mesh: Mesh) -> None:
@@ -123,8 +135,12 @@ def test_spans_point_at_the_spec(mesh: Mesh) -> None:
 
 def test_identities(mesh: Mesh) -> None:
     assert workload(mesh, "vm/db/sjc").identity == "spiffe://m.mesh/ns/db/sa/db"
-    assert workload(mesh, "vm/web/iad").identity == "spiffe://m.mesh/ns/web/sa/web"  # VM pools: namespace = service
-    assert workload(mesh, "k8s/kube-sjc/web/web").identity == "spiffe://m.mesh/ns/web/sa/web"  # same as its VMs
+    assert (
+        workload(mesh, "vm/web/iad").identity == "spiffe://m.mesh/ns/web/sa/web"
+    )  # VM pools: namespace = service
+    assert (
+        workload(mesh, "k8s/kube-sjc/web/web").identity == "spiffe://m.mesh/ns/web/sa/web"
+    )  # same as its VMs
     assert workload(mesh, "k8s/kube-iad/frontend/web").identity == "spiffe://m.mesh/ns/frontend/sa/web"
 
 
@@ -150,7 +166,9 @@ def test_nobody_calls_worker(mesh: Mesh) -> None:
 def test_egress_per_dependency(mesh: Mesh) -> None:
     egress = workload(mesh, "k8s/kube-sjc/web/web").egress
     assert [(e.service, e.local_port, e.protocol, e.locality) for e in egress] == [
-        ("db", 7001, "tcp", "failover"), ("api", 7003, "grpc", "failover")]
+        ("db", 7001, "tcp", "failover"),
+        ("api", 7003, "grpc", "failover"),
+    ]
     assert egress[0].server_identities == ("spiffe://m.mesh/ns/db/sa/db",)
     assert egress[1].server_identities == ("spiffe://m.mesh/ns/api/sa/api",)
 
@@ -159,8 +177,12 @@ DEFAULT_POLICY = Policy(
     connect_timeout_ms=1000,  # built in
     timeout_ms=10_000,  # mesh.yaml defaults
     retries=Retries(attempts=2, per_try_timeout_ms=4000, retry_on=("connect-failure", "reset", "5xx")),
-    circuit_breaker=CircuitBreaker(max_connections=1024, max_pending_requests=1024, max_requests=2048, max_retries=3),
-    outlier_detection=OutlierDetection(consecutive_5xx=5, interval_ms=10_000, base_ejection_time_ms=30_000, max_ejection_percent=50),
+    circuit_breaker=CircuitBreaker(
+        max_connections=1024, max_pending_requests=1024, max_requests=2048, max_retries=3
+    ),
+    outlier_detection=OutlierDetection(
+        consecutive_5xx=5, interval_ms=10_000, base_ejection_time_ms=30_000, max_ejection_percent=50
+    ),
 )
 
 
@@ -174,8 +196,12 @@ def test_policy_overrides_are_laid_over_the_defaults_key_by_key(mesh: Mesh) -> N
     assert policy == Policy(
         connect_timeout_ms=2000,
         timeout_ms=10_000,
-        retries=Retries(attempts=4, per_try_timeout_ms=4000, retry_on=("connect-failure", "reset", "5xx")),  # per-try and `on` kept
-        circuit_breaker=CircuitBreaker(max_connections=10, max_pending_requests=1024, max_requests=2048, max_retries=3),
+        retries=Retries(
+            attempts=4, per_try_timeout_ms=4000, retry_on=("connect-failure", "reset", "5xx")
+        ),  # per-try and `on` kept
+        circuit_breaker=CircuitBreaker(
+            max_connections=10, max_pending_requests=1024, max_requests=2048, max_retries=3
+        ),
         outlier_detection=DEFAULT_POLICY.outlier_detection,
     )
 
@@ -193,15 +219,21 @@ def test_registration_only_for_vms(mesh: Mesh) -> None:
 def test_health_checks(mesh: Mesh) -> None:
     # tcp service without its own path: a TCP check, timings from the mesh defaults
     assert workload(mesh, "vm/db/iad").registration.health_check == HealthCheck(
-        kind="tcp", path=None, interval_ms=3000, timeout_ms=1000, rise=3, fall=2)
+        kind="tcp", path=None, interval_ms=3000, timeout_ms=1000, rise=3, fall=2
+    )
     # the service's own keys over the mesh defaults
     assert workload(mesh, "vm/web/iad").registration.health_check == HealthCheck(
-        kind="http", path="/ready", interval_ms=3000, timeout_ms=1000, rise=5, fall=2)
+        kind="http", path="/ready", interval_ms=3000, timeout_ms=1000, rise=5, fall=2
+    )
 
 
 def test_mesh_settings_carried(mesh: Mesh) -> None:
     assert (mesh.name, mesh.trust_domain) == ("m", "m.mesh")
-    assert (mesh.sidecar.admin_port, mesh.sidecar.config_dir, mesh.sidecar.runtime_dir) == (9901, "/etc/mesh", "/var/run/mesh")
+    assert (mesh.sidecar.admin_port, mesh.sidecar.config_dir, mesh.sidecar.runtime_dir) == (
+        9901,
+        "/etc/mesh",
+        "/var/run/mesh",
+    )
     assert (mesh.issuer.kind, mesh.issuer.name) == ("ClusterIssuer", "mesh-ca")
     assert list(mesh.datacenters) == ["sjc", "iad"] and list(mesh.clusters) == ["kube-sjc", "kube-iad"]
 
@@ -220,4 +252,8 @@ def test_example_mesh_lowers(example_build) -> None:
     encryption = mesh.workloads_of("encryption")[0]
     assert "spiffe://box.mesh/ns/upload/sa/upload" in encryption.ingress.allowed_clients
     edge = next(e for e in upload[0].egress if e.service == "encryption")
-    assert (edge.policy.timeout_ms, edge.policy.retries.attempts, edge.policy.retries.per_try_timeout_ms) == (2000, 3, 600)
+    assert (edge.policy.timeout_ms, edge.policy.retries.attempts, edge.policy.retries.per_try_timeout_ms) == (
+        2000,
+        3,
+        600,
+    )

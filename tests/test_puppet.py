@@ -13,7 +13,15 @@ import yaml
 
 from compiler.backends import BACKENDS
 from compiler.backends.puppet import (
-    HIERA_ESCAPE, HIERARCHY, READERS, _render, build_puppet, document_hash, hiera_escape, pool_data, restart_fingerprints,
+    HIERA_ESCAPE,
+    HIERARCHY,
+    READERS,
+    _render,
+    build_puppet,
+    document_hash,
+    hiera_escape,
+    pool_data,
+    restart_fingerprints,
 )
 from compiler.diagnostics import InternalError
 from compiler.emit import dump_json
@@ -88,7 +96,9 @@ def test_pool_files_are_canonical_json_of_the_pool(example_build: Any) -> None:
             "mesh::wave": example_build.mesh.waves[artifact.target],
             "mesh::workload": artifact.target,
             "mesh::restart_sensitive": sidecar.workload.restart_sensitive,
-            "mesh::sidecar": {name: hiera_escape(sidecar.documents[name]) for name in sorted(sidecar.documents)},
+            "mesh::sidecar": {
+                name: hiera_escape(sidecar.documents[name]) for name in sorted(sidecar.documents)
+            },
             "mesh::restart_fingerprints": restart_fingerprints(sidecar.documents),
             "mesh::document_hashes": {name: document_hash(doc) for name, doc in sidecar.documents.items()},
         }
@@ -102,8 +112,14 @@ def test_document_hashes_are_sha256_of_the_unescaped_compact_sorted_document(exa
     data = json.loads(pool_data(with_documents(sidecar, {SYNAPSE: document})))
     expected = hashlib.sha256('{"a":[1,"é"],"b":"check port %{port}"}'.encode()).hexdigest()
     assert data["mesh::document_hashes"][SYNAPSE] == expected
-    assert data["mesh::document_hashes"][NERVE] == hashlib.sha256(
-        json.dumps(sidecar.documents[NERVE], sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    assert (
+        data["mesh::document_hashes"][NERVE]
+        == hashlib.sha256(
+            json.dumps(
+                sidecar.documents[NERVE], sort_keys=True, separators=(",", ":"), ensure_ascii=False
+            ).encode()
+        ).hexdigest()
+    )
     assert sorted(data["mesh::document_hashes"]) == sorted(sidecar.documents)
 
 
@@ -119,8 +135,15 @@ def test_hiera_interpolation_is_escaped_in_strings_and_keys() -> None:
 
 def test_yaml_11_traps_stay_strings(example_build: Any) -> None:
     sidecar = example_build.sidecars["vm/encryption/sjc"]
-    traps = {"no": "no", "on": "On", "version": "1.10", "octal": "017", "date": "2001-01-01", "tilde": "~",
-             "sexagesimal": "1:30"}
+    traps = {
+        "no": "no",
+        "on": "On",
+        "version": "1.10",
+        "octal": "017",
+        "date": "2001-01-01",
+        "tilde": "~",
+        "sexagesimal": "1:30",
+    }
     text = pool_data(with_documents(sidecar, {SYNAPSE: traps})).decode()
     for value in traps.values():
         assert f'"{value}"' in text
@@ -132,8 +155,11 @@ def test_yaml_11_traps_stay_strings(example_build: Any) -> None:
 def test_lookup_options_merge_sidecar_per_document(example_build: Any) -> None:
     common = next(a for a in build_puppet(example_build.mesh, {}) if a.path == "puppet/data/common.yaml")
     data = yaml.safe_load(common.data)
-    assert data["lookup_options"] == {"mesh::sidecar": {"merge": "hash"}, "mesh::restart_fingerprints": {"merge": "hash"},
-                                      "mesh::document_hashes": {"merge": "hash"}}
+    assert data["lookup_options"] == {
+        "mesh::sidecar": {"merge": "hash"},
+        "mesh::restart_fingerprints": {"merge": "hash"},
+        "mesh::document_hashes": {"merge": "hash"},
+    }
     assert data["mesh::config_dir"] == example_build.mesh.sidecar.config_dir
 
 
@@ -141,12 +167,16 @@ def test_hierarchy_goes_from_node_to_pool_to_datacenter_to_common(example_build:
     hiera = next(a for a in build_puppet(example_build.mesh, {}) if a.path == "puppet/hiera.yaml")
     config = yaml.safe_load(hiera.data)
     assert config["version"] == 5
-    assert [level["path"] for level in config["hierarchy"]] == [level.path for level in HIERARCHY] == [
-        "nodes/%{trusted.certname}.json",
-        "pools/%{facts.mesh_service}/%{facts.mesh_datacenter}.json",
-        "datacenters/%{facts.mesh_datacenter}.yaml",
-        "common.yaml",
-    ]
+    assert (
+        [level["path"] for level in config["hierarchy"]]
+        == [level.path for level in HIERARCHY]
+        == [
+            "nodes/%{trusted.certname}.json",
+            "pools/%{facts.mesh_service}/%{facts.mesh_datacenter}.json",
+            "datacenters/%{facts.mesh_datacenter}.yaml",
+            "common.yaml",
+        ]
+    )
     pool_level = config["hierarchy"][1]
     assert pool_level["data_hash"] == "json_data", "pool files are JSON and need hiera's json backend"
 
@@ -157,7 +187,8 @@ def test_only_bootstrap_and_nerve_files_restart_a_process() -> None:
     assert READERS[SYNAPSE] == "", "Synapse reloads its services: its restarts go through the fingerprint"
     assert READERS[ENVOY_LDS] == READERS[ENVOY_CDS] == ""
     assert {name for name, reader in READERS.items() if not reader} == {
-        name for name, cost in DOCUMENT_CLASS.items() if cost == RestartClass.HOT_RELOAD} | {SYNAPSE}
+        name for name, cost in DOCUMENT_CLASS.items() if cost == RestartClass.HOT_RELOAD
+    } | {SYNAPSE}
 
 
 def test_synapse_fingerprint_ignores_services_only(example_build: Any) -> None:
@@ -171,7 +202,9 @@ def test_synapse_fingerprint_ignores_services_only(example_build: Any) -> None:
 
 
 def test_module_restarts_follow_the_readers(example_build: Any) -> None:
-    init = next(a for a in build_puppet(example_build.mesh, {}) if a.path.endswith("manifests/init.pp")).data.decode()
+    init = next(
+        a for a in build_puppet(example_build.mesh, {}) if a.path.endswith("manifests/init.pp")
+    ).data.decode()
     for name, reader in READERS.items():
         assert f"    '{name}' => '{reader}',\n" in init
 
@@ -192,8 +225,10 @@ def test_unknown_document_is_an_internal_error(example_build: Any) -> None:
 
 def test_output_does_not_depend_on_document_key_order(example_build: Any) -> None:
     sidecar = example_build.sidecars["vm/encryption/sjc"]
-    reordered = SidecarConfig(workload=sidecar.workload, documents={
-        name: _reverse_keys(doc) for name, doc in reversed(list(sidecar.documents.items()))})
+    reordered = SidecarConfig(
+        workload=sidecar.workload,
+        documents={name: _reverse_keys(doc) for name, doc in reversed(list(sidecar.documents.items()))},
+    )
     assert pool_data(reordered) == pool_data(sidecar)
 
 
@@ -207,7 +242,10 @@ def _reverse_keys(value: Any) -> Any:
 
 @pytest.mark.golden
 def test_puppet_tree_matches_golden(example_build: Any) -> None:
-    actual = {a.path.removeprefix("puppet/"): a.data for a in build_puppet(example_build.mesh, example_build.sidecars)}
+    actual = {
+        a.path.removeprefix("puppet/"): a.data
+        for a in build_puppet(example_build.mesh, example_build.sidecars)
+    }
     if os.environ.get("MESHC_UPDATE_GOLDEN"):
         for stale in GOLDEN.rglob("*"):
             if stale.is_file() and stale.relative_to(GOLDEN).as_posix() not in actual:
@@ -215,7 +253,11 @@ def test_puppet_tree_matches_golden(example_build: Any) -> None:
         for path, data in actual.items():
             (GOLDEN / path).parent.mkdir(parents=True, exist_ok=True)
             (GOLDEN / path).write_bytes(data)
-    expected = {p.relative_to(GOLDEN).as_posix(): p.read_bytes() for p in sorted(GOLDEN.rglob("*")) if p.is_file()}
+    expected = {
+        p.relative_to(GOLDEN).as_posix(): p.read_bytes() for p in sorted(GOLDEN.rglob("*")) if p.is_file()
+    }
     assert sorted(actual) == sorted(expected), "file set differs from tests/golden/puppet"
     for path, data in actual.items():
-        assert data == expected[path], f"{path} differs from {GOLDEN / path} (MESHC_UPDATE_GOLDEN=1 to refresh)"
+        assert data == expected[path], (
+            f"{path} differs from {GOLDEN / path} (MESHC_UPDATE_GOLDEN=1 to refresh)"
+        )

@@ -44,10 +44,10 @@ CREDENTIALS = {
 # A spec whose names YAML 1.1 (Ruby's Psych) would misread if they were not quoted: a service
 # named `yes`, a datacenter named `no` in region `on`.
 TRAP_SPEC = {
-    "mesh.yaml": b'mesh: trap\ntrust_domain: trap.mesh\n'
-                 b'datacenters:\n  "no": {region: "on", zookeeper: [zk1.no.example:2181]}\n',
+    "mesh.yaml": b"mesh: trap\ntrust_domain: trap.mesh\n"
+    b'datacenters:\n  "no": {region: "on", zookeeper: [zk1.no.example:2181]}\n',
     "services/yes.yaml": b'service: "yes"\nowner: ops\nport: 8080\nmesh_port: 18080\nlocal_port: 7100\n'
-                         b'restart_sensitive: true\ndeploy:\n  vm: {datacenters: ["no"]}\n',
+    b'restart_sensitive: true\ndeploy:\n  vm: {datacenters: ["no"]}\n',
 }
 # Values no spec can produce today, injected into the trap pool's documents: hiera interpolation
 # syntax (Synapse's haproxy server_options really use %{port}), YAML 1.1 look-alikes, odd text.
@@ -57,12 +57,40 @@ TRAPS: dict[str, Any] = {
     "literal": "%{literal('%')}",
     "percent": "100% %%{x}",
     "version": "1.10",
-    "no": "no", "on": "On", "y": "y", "tilde": "~", "null": "null", "octal": "017", "octal12": "0o17",
-    "hex": "0x1F", "sexagesimal": "1:30", "date": "2001-01-01", "exp": "1e3", "inf": ".inf", "merge": "<<",
-    "empty": "", "padded": " padded ", "multiline": "line1\nline2\n", "unicode": "résumé ✓", "quote": "it's \"x\"",
-    "tab": "a\tb", "backslash": "C:\\dir", "hash": "# not a comment", "colon": "key: value", "dash": "- item",
-    "star": "*ref", "amp": "&anchor", "bang": "!tag", "pipe": "|", "at": "@x",
-    "int": 7, "float": 0.25, "true": True, "false": False, "list": [], "map": {},
+    "no": "no",
+    "on": "On",
+    "y": "y",
+    "tilde": "~",
+    "null": "null",
+    "octal": "017",
+    "octal12": "0o17",
+    "hex": "0x1F",
+    "sexagesimal": "1:30",
+    "date": "2001-01-01",
+    "exp": "1e3",
+    "inf": ".inf",
+    "merge": "<<",
+    "empty": "",
+    "padded": " padded ",
+    "multiline": "line1\nline2\n",
+    "unicode": "résumé ✓",
+    "quote": 'it\'s "x"',
+    "tab": "a\tb",
+    "backslash": "C:\\dir",
+    "hash": "# not a comment",
+    "colon": "key: value",
+    "dash": "- item",
+    "star": "*ref",
+    "amp": "&anchor",
+    "bang": "!tag",
+    "pipe": "|",
+    "at": "@x",
+    "int": 7,
+    "float": 0.25,
+    "true": True,
+    "false": False,
+    "list": [],
+    "map": {},
 }
 
 # Drives Puppet's own `puppet lookup` application once per job in one process: settings are
@@ -105,8 +133,15 @@ class Node:
     @property
     def facts(self) -> dict[str, Any]:
         hostname, domain = self.certname.split(".", 1)
-        return {"clientcert": self.certname, "hostname": hostname, "domain": domain, "fqdn": self.certname,
-                "mesh_service": self.service, "mesh_datacenter": self.datacenter, "networking": {"ip": HOST_IP}}
+        return {
+            "clientcert": self.certname,
+            "hostname": hostname,
+            "domain": domain,
+            "fqdn": self.certname,
+            "mesh_service": self.service,
+            "mesh_datacenter": self.datacenter,
+            "networking": {"ip": HOST_IP},
+        }
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -149,7 +184,9 @@ def node_of(workload_id: str) -> Node:
 
 def settings(work: Path) -> list[str]:
     """Keep Puppet's state out of /etc/puppet and /var/cache/puppet."""
-    return [arg for d in ("confdir", "vardir", "codedir", "logdir", "rundir") for arg in (f"--{d}", str(work / d))]
+    return [
+        arg for d in ("confdir", "vardir", "codedir", "logdir", "rundir") for arg in (f"--{d}", str(work / d))
+    ]
 
 
 def write_tree(artifacts: list[Any], root: Path) -> None:
@@ -219,45 +256,82 @@ class Host:
         for path in (self.root / "etc", self.root / "var/run", base / "work/vardir/facts.d"):
             path.mkdir(parents=True, exist_ok=True)
         # External facts: strings quoted (a bare `no` would be the boolean false), networking overridden.
-        facts = {"mesh_service": node.service, "mesh_datacenter": node.datacenter, "networking": {"ip": HOST_IP}}
+        facts = {
+            "mesh_service": node.service,
+            "mesh_datacenter": node.datacenter,
+            "networking": {"ip": HOST_IP},
+        }
         (base / "work/vardir/facts.d/mesh.yaml").write_bytes(dump_yaml(facts))
 
     def apply(self, credentials: str = "{}") -> Applied:
         log = self.root / "restarts.log"
         before = log.read_text().split() if log.exists() else []
-        restart = {p: f"/bin/sh -c \\\"echo {p} >> {log}\\\"" for p in ("envoy", "envoy-hot", "nerve", "synapse")}
+        restart = {
+            p: f'/bin/sh -c \\"echo {p} >> {log}\\"' for p in ("envoy", "envoy-hot", "nerve", "synapse")
+        }
         manifest = (
             f'class {{ "mesh": root => "{self.root}", manage_services => false, '
             f'envoy_restart_command => "{restart["envoy"]}", envoy_hot_restart_command => "{restart["envoy-hot"]}", '
             f'nerve_restart_command => "{restart["nerve"]}", synapse_restart_command => "{restart["synapse"]}", '
-            f'discovery_credentials => {credentials} }}'
+            f"discovery_credentials => {credentials} }}"
         )
         result = subprocess.run(
-            ["puppet", "apply", "--detailed-exitcodes", "--color=false", *settings(self.base / "work"),
-             "--modulepath", f"{self.tree / 'modules'}:{STDLIB_MODULES}",
-             "--hiera_config", str(self.tree / "hiera.yaml"),
-             "--certname", self.node.certname, "-e", manifest],
-            capture_output=True, text=True, timeout=300)
+            [
+                "puppet",
+                "apply",
+                "--detailed-exitcodes",
+                "--color=false",
+                *settings(self.base / "work"),
+                "--modulepath",
+                f"{self.tree / 'modules'}:{STDLIB_MODULES}",
+                "--hiera_config",
+                str(self.tree / "hiera.yaml"),
+                "--certname",
+                self.node.certname,
+                "-e",
+                manifest,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         after = log.read_text().split() if log.exists() else []
         config = self.root / "etc/mesh"
         # Dot files are the module's restart fingerprints, discovery/ the site's credentials: not sidecar documents.
-        files = sorted(p for p in config.rglob("*") if p.is_file() and not p.name.startswith(".")
-                       and p.relative_to(config).parts[0] != "discovery")
+        files = sorted(
+            p
+            for p in config.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and p.relative_to(config).parts[0] != "discovery"
+        )
         fingerprints = {p.parent.name: p.read_text() for p in config.rglob(".restart-fingerprint")}
-        discovery = {p.relative_to(config / "discovery").as_posix(): (p.read_bytes(), p.stat().st_mode & 0o777)
-                     for p in sorted((config / "discovery").rglob("*")) if p.is_file()}
-        return Applied(rc=result.returncode, output=result.stdout + result.stderr, restarts=after[len(before):],
-                       files={p.relative_to(config).as_posix(): p.read_bytes() for p in files},
-                       inodes={p.relative_to(config).as_posix(): p.stat().st_ino for p in files}, fingerprints=fingerprints,
-                       discovery=discovery)
+        discovery = {
+            p.relative_to(config / "discovery").as_posix(): (p.read_bytes(), p.stat().st_mode & 0o777)
+            for p in sorted((config / "discovery").rglob("*"))
+            if p.is_file()
+        }
+        return Applied(
+            rc=result.returncode,
+            output=result.stdout + result.stderr,
+            restarts=after[len(before) :],
+            files={p.relative_to(config).as_posix(): p.read_bytes() for p in files},
+            inodes={p.relative_to(config).as_posix(): p.stat().st_ino for p in files},
+            fingerprints=fingerprints,
+            discovery=discovery,
+        )
 
     def update(self, mesh: Mesh, sidecar: SidecarConfig) -> None:
         """Publish new data for one pool, as a new build deployed on the Puppet server would."""
         write_tree(build_puppet(mesh, {sidecar.workload.id: sidecar}), self.tree)
 
 
-def host_runs(base: Path, tree: Path, mesh: Mesh, sidecar: SidecarConfig,
-              steps: tuple[tuple[str, tuple[str, ...]], ...], credentials: Mapping[str, str] | None = None) -> dict[str, Applied]:
+def host_runs(
+    base: Path,
+    tree: Path,
+    mesh: Mesh,
+    sidecar: SidecarConfig,
+    steps: tuple[tuple[str, tuple[str, ...]], ...],
+    credentials: Mapping[str, str] | None = None,
+) -> dict[str, Applied]:
     """A host of the pool: a first apply, then one apply after each step's documents (and credentials) changed."""
     shutil.copytree(tree, base / "puppet")  # its own tree: the steps change the pool's data
     host = Host(base, base / "puppet", node_of(sidecar.workload.id))
@@ -283,11 +357,21 @@ def lookup_jobs(base: Path, sidecars: Mapping[str, SidecarConfig]) -> list[dict[
         jobs.append({"name": name, "args": ["mesh::sidecar", *common, "--render-as", "json"]})
         # --compile: the node's whole catalog (`include mesh`, parameters from hiera, services managed)
         # is compiled before the lookup; any evaluation error fails the job.
-        jobs.append({"name": f"{name} compiled", "code": "include mesh",
-                     "args": ["mesh::workload", *common, "--compile", "--render-as", "json"]})
+        jobs.append(
+            {
+                "name": f"{name} compiled",
+                "code": "include mesh",
+                "args": ["mesh::workload", *common, "--compile", "--render-as", "json"],
+            }
+        )
         if name == POOL:  # proves the compile jobs compile: a duplicate declaration must fail
-            jobs.append({"name": "compile control", "code": "include mesh\nservice { 'envoy': }",
-                         "args": ["mesh::workload", *common, "--compile", "--render-as", "json"]})
+            jobs.append(
+                {
+                    "name": "compile control",
+                    "code": "include mesh\nservice { 'envoy': }",
+                    "args": ["mesh::workload", *common, "--compile", "--render-as", "json"],
+                }
+            )
         if name == "canary":
             jobs.append({"name": "explain", "args": ["mesh::sidecar", *common, "--explain"]})
     for i, job in enumerate(jobs):
@@ -295,16 +379,27 @@ def lookup_jobs(base: Path, sidecars: Mapping[str, SidecarConfig]) -> list[dict[
     return jobs
 
 
-def batch_lookups(base: Path, tree: Path, sidecars: Mapping[str, SidecarConfig]) -> dict[str, tuple[int, str]]:
+def batch_lookups(
+    base: Path, tree: Path, sidecars: Mapping[str, SidecarConfig]
+) -> dict[str, tuple[int, str]]:
     """Job name -> (exit code, stdout) of every lookup job, all run in one Ruby process."""
     jobs = lookup_jobs(base, sidecars)
     (base / "jobs.json").write_text(json.dumps(jobs))
-    global_settings = [*settings(base / "work"), "--hiera_config", str(tree / "hiera.yaml"),
-                       "--modulepath", f"{tree / 'modules'}:{STDLIB_MODULES}"]
+    global_settings = [
+        *settings(base / "work"),
+        "--hiera_config",
+        str(tree / "hiera.yaml"),
+        "--modulepath",
+        f"{tree / 'modules'}:{STDLIB_MODULES}",
+    ]
     (base / "settings.json").write_text(json.dumps(global_settings))
     (base / "driver.rb").write_text(LOOKUP_DRIVER)
-    result = subprocess.run(["ruby", str(base / "driver.rb"), str(base / "jobs.json"), str(base / "settings.json")],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["ruby", str(base / "driver.rb"), str(base / "jobs.json"), str(base / "settings.json")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     if result.returncode != 0:
         return {"driver": (result.returncode, result.stderr)}
     status = json.loads(result.stdout.splitlines()[-1])
@@ -320,16 +415,33 @@ def lookup_command(base: Path, tree: Path, node: Node) -> Command:
     """The real `puppet lookup` command, offline, facts from a file."""
     facts = base / "facts.yaml"
     facts.write_bytes(dump_yaml(node.facts))
-    return command(["puppet", "lookup", "mesh::sidecar", "--node", node.certname, "--facts", str(facts),
-                    "--render-as", "json", "--hiera_config", str(tree / "hiera.yaml"), *settings(base / "work")])
+    return command(
+        [
+            "puppet",
+            "lookup",
+            "mesh::sidecar",
+            "--node",
+            node.certname,
+            "--facts",
+            str(facts),
+            "--render-as",
+            "json",
+            "--hiera_config",
+            str(tree / "hiera.yaml"),
+            *settings(base / "work"),
+        ]
+    )
 
 
 def queries(base: Path, tree: Path, sidecars: Mapping[str, SidecarConfig]) -> tuple[Any, ...]:
     manifests = sorted(str(p) for p in (tree / "modules/mesh").rglob("*.pp"))
     (base / "batch").mkdir(parents=True)
     (base / "command").mkdir()
-    return (batch_lookups(base / "batch", tree, sidecars), lookup_command(base / "command", tree, node_of(TRAP_POOL)),
-            command(["puppet", "parser", "validate", *manifests]))
+    return (
+        batch_lookups(base / "batch", tree, sidecars),
+        lookup_command(base / "command", tree, node_of(TRAP_POOL)),
+        command(["puppet", "parser", "validate", *manifests]),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -339,27 +451,60 @@ def sidecars(example_build: Build) -> dict[str, SidecarConfig]:
 
 
 @pytest.fixture(scope="module")
-def runs(example_build: Build, sidecars: dict[str, SidecarConfig], tmp_path_factory: pytest.TempPathFactory) -> Runs:
+def runs(
+    example_build: Build, sidecars: dict[str, SidecarConfig], tmp_path_factory: pytest.TempPathFactory
+) -> Runs:
     """Every Puppet run of this module, in three concurrent chains (see the module docstring)."""
     require_tool("puppet")
     require_tool("ruby")  # Puppet's own interpreter; drives the batched lookups
     if not Path(STDLIB_MODULES, "stdlib").is_dir():
-        pytest.fail(f"puppetlabs-stdlib is not in {STDLIB_MODULES} (apt-get install puppet-module-puppetlabs-stdlib)")
+        pytest.fail(
+            f"puppetlabs-stdlib is not in {STDLIB_MODULES} (apt-get install puppet-module-puppetlabs-stdlib)"
+        )
     base = tmp_path_factory.mktemp("puppet")
     tree = base / "server/puppet"  # output/puppet as a Puppet server holds it, plus one canary node file
     write_tree(build_puppet(example_build.mesh, sidecars), tree)
-    write_tree([Artifact(path=f"puppet/data/nodes/{CANARY}.json",
-                         data=dump_json({"mesh::sidecar": {ENVOY_CDS: {"canary": True}}}))], tree)
+    write_tree(
+        [
+            Artifact(
+                path=f"puppet/data/nodes/{CANARY}.json",
+                data=dump_json({"mesh::sidecar": {ENVOY_CDS: {"canary": True}}}),
+            )
+        ],
+        tree,
+    )
     mesh = example_build.mesh
     with ThreadPoolExecutor(max_workers=3) as pool:
-        example = pool.submit(host_runs, base / "example", tree, mesh, sidecars[POOL], (
-            ("again", ()), ("hot", (ENVOY_LDS, ENVOY_CDS, ENVOY_SDS)), ("services", (SYNAPSE + SERVICES_ONLY,)),
-            ("restart", (ENVOY_BOOTSTRAP, NERVE))), CREDENTIALS)
-        trap = pool.submit(host_runs, base / "trap", tree, mesh, sidecars[TRAP_POOL], (
-            ("restart", (ENVOY_BOOTSTRAP, SYNAPSE)),))
+        example = pool.submit(
+            host_runs,
+            base / "example",
+            tree,
+            mesh,
+            sidecars[POOL],
+            (
+                ("again", ()),
+                ("hot", (ENVOY_LDS, ENVOY_CDS, ENVOY_SDS)),
+                ("services", (SYNAPSE + SERVICES_ONLY,)),
+                ("restart", (ENVOY_BOOTSTRAP, NERVE)),
+            ),
+            CREDENTIALS,
+        )
+        trap = pool.submit(
+            host_runs,
+            base / "trap",
+            tree,
+            mesh,
+            sidecars[TRAP_POOL],
+            (("restart", (ENVOY_BOOTSTRAP, SYNAPSE)),),
+        )
         lookups, lookup, validate = pool.submit(queries, base / "queries", tree, sidecars).result()
-        return Runs(example=example.result(), trap=trap.result(), lookups=lookups, lookup_command=lookup,
-                    validate=validate)
+        return Runs(
+            example=example.result(),
+            trap=trap.result(),
+            lookups=lookups,
+            lookup_command=lookup,
+            validate=validate,
+        )
 
 
 def documents_after(sidecar: SidecarConfig, steps: tuple[tuple[str, ...], ...]) -> Mapping[str, Any]:
@@ -386,14 +531,18 @@ def test_every_module_manifest_parses(runs: Runs) -> None:
 # ---------------------------------------------------------------- lookup
 
 
-def test_lookup_returns_each_pools_rendered_sidecar_config(runs: Runs, sidecars: dict[str, SidecarConfig]) -> None:
+def test_lookup_returns_each_pools_rendered_sidecar_config(
+    runs: Runs, sidecars: dict[str, SidecarConfig]
+) -> None:
     assert "driver" not in runs.lookups, runs.lookups.get("driver")
     pools = sorted(wid for wid, s in sidecars.items() if s.workload.platform == "vm")
     assert len(pools) == 23
     for wid in pools:
         rc, out = runs.lookups[wid]
         assert rc == 0, f"{wid}: lookup failed: {out}"
-        assert strict(json.loads(out)) == strict(dict(sidecars[wid].documents)), f"{wid}: lookup differs from rendering"
+        assert strict(json.loads(out)) == strict(dict(sidecars[wid].documents)), (
+            f"{wid}: lookup differs from rendering"
+        )
         rc, out = runs.lookups[f"{wid} compiled"]
         assert rc == 0 and json.loads(out) == wid, f"{wid}: the catalog with `include mesh` does not compile"
 
@@ -429,7 +578,11 @@ def test_trap_values_survive_lookup(runs: Runs) -> None:
     assert rc == 0, out
     documents = json.loads(out)
     assert strict(documents[SYNAPSE]["x_meshc_traps"]) == strict(TRAPS)
-    assert documents[NERVE]["services"]["yes"]["labels"] == {"datacenter": "no", "region": "on", "version": "1.10"}
+    assert documents[NERVE]["services"]["yes"]["labels"] == {
+        "datacenter": "no",
+        "region": "on",
+        "version": "1.10",
+    }
 
 
 # ---------------------------------------------------------------- apply
@@ -470,10 +623,14 @@ def test_synapse_services_change_restarts_nothing(runs: Runs, sidecars: dict[str
     before = runs.example["hot"].inodes
     assert sorted(name for name, inode in applied.inodes.items() if inode != before[name]) == [SYNAPSE]
     assert applied.fingerprints == runs.example["hot"].fingerprints, "services only: the fingerprint stays"
-    assert applied.fingerprints == {"synapse": restart_fingerprints(documents_after(sidecars[POOL], steps))["synapse"] + "\n"}
+    assert applied.fingerprints == {
+        "synapse": restart_fingerprints(documents_after(sidecars[POOL], steps))["synapse"] + "\n"
+    }
 
 
-def test_bootstrap_and_nerve_change_restart_envoy_and_nerve(runs: Runs, sidecars: dict[str, SidecarConfig]) -> None:
+def test_bootstrap_and_nerve_change_restart_envoy_and_nerve(
+    runs: Runs, sidecars: dict[str, SidecarConfig]
+) -> None:
     applied = runs.example["restart"]
     assert applied.rc == 2, applied.output
     assert sorted(applied.restarts) == ["envoy", "nerve"]
@@ -485,7 +642,9 @@ def test_trap_values_survive_apply(runs: Runs, sidecars: dict[str, SidecarConfig
     applied = runs.trap["first"]
     assert applied.rc == 2, applied.output
     assert_files_are_rendering(applied, node_of(TRAP_POOL), sidecars[TRAP_POOL].documents)
-    assert json.loads(applied.files[SYNAPSE])["x_meshc_traps"]["server_options"] == "check inter 2s port %{port}"
+    assert (
+        json.loads(applied.files[SYNAPSE])["x_meshc_traps"]["server_options"] == "check inter 2s port %{port}"
+    )
 
 
 def test_restart_sensitive_pool_hot_restarts_envoy(runs: Runs, sidecars: dict[str, SidecarConfig]) -> None:
@@ -497,7 +656,10 @@ def test_restart_sensitive_pool_hot_restarts_envoy(runs: Runs, sidecars: dict[st
 
 def test_discovery_credentials_are_written_private_and_never_logged(runs: Runs) -> None:
     applied = runs.example["first"]
-    assert applied.discovery == {"kube-sjc-a/ca.crt": (b"CA sjc", 0o644), "kube-sjc-a/token": (b"secret-one", 0o600)}
+    assert applied.discovery == {
+        "kube-sjc-a/ca.crt": (b"CA sjc", 0o644),
+        "kube-sjc-a/token": (b"secret-one", 0o600),
+    }
     assert "discovery/kube-sjc-a/token]/ensure" in applied.output  # the output does report the file
     assert "secret" not in applied.output
     assert runs.trap["first"].discovery == {}, "no credentials given: the module writes none"
@@ -507,8 +669,15 @@ def test_a_new_token_and_cluster_restart_nothing(runs: Runs) -> None:
     """Synapse re-reads its token (Synapse fork contract): a rotated token or a new cluster's credentials notify nothing."""
     applied = runs.example["hot"]
     assert applied.restarts == []
-    assert applied.discovery == {"kube-iad-a/ca.crt": (b"CA iad", 0o644), "kube-iad-a/token": (b"secret-iad", 0o600),
-                                 "kube-sjc-a/ca.crt": (b"CA sjc", 0o644), "kube-sjc-a/token": (b"secret-two", 0o600)}
-    assert "discovery/kube-iad-a/token]/ensure" in applied.output and "discovery/kube-sjc-a/token]/content" in applied.output
+    assert applied.discovery == {
+        "kube-iad-a/ca.crt": (b"CA iad", 0o644),
+        "kube-iad-a/token": (b"secret-iad", 0o600),
+        "kube-sjc-a/ca.crt": (b"CA sjc", 0o644),
+        "kube-sjc-a/token": (b"secret-two", 0o600),
+    }
+    assert (
+        "discovery/kube-iad-a/token]/ensure" in applied.output
+        and "discovery/kube-sjc-a/token]/content" in applied.output
+    )
     assert "secret" not in applied.output, "a token given as a plain String is redacted too"
     assert runs.example["restart"].discovery == applied.discovery

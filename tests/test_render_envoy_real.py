@@ -49,6 +49,7 @@ def free_port() -> int:
 
 # ---------------------------------------------------------------- certificates
 
+
 def openssl(*args: str) -> None:
     subprocess.run([require_tool("openssl"), *args], check=True, capture_output=True)
 
@@ -56,8 +57,23 @@ def openssl(*args: str) -> None:
 def make_ca(directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     key, crt = directory / "ca.key", directory / "ca.crt"
-    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key),
-            "-out", str(crt), "-days", "2", "-subj", "/CN=test-mesh-ca")
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(crt),
+        "-days",
+        "2",
+        "-subj",
+        "/CN=test-mesh-ca",
+    )
     return crt, key
 
 
@@ -66,9 +82,37 @@ def make_leaf(directory: Path, name: str, identity: str, ca: tuple[Path, Path]) 
     directory.mkdir(parents=True, exist_ok=True)
     key, csr, crt, ext = (directory / f"{name}.{suffix}" for suffix in ("key", "csr", "crt", "ext"))
     ext.write_text(f"subjectAltName=URI:{identity}\nextendedKeyUsage=serverAuth,clientAuth\n")
-    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={name}")
-    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]), "-CAcreateserial", "-out", str(crt),
-            "-days", "1", "-extfile", str(ext))
+    openssl(
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        str(key),
+        "-out",
+        str(csr),
+        "-subj",
+        f"/CN={name}",
+    )
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(ca[0]),
+        "-CAkey",
+        str(ca[1]),
+        "-CAcreateserial",
+        "-out",
+        str(crt),
+        "-days",
+        "1",
+        "-extfile",
+        str(ext),
+    )
     return crt, key
 
 
@@ -85,6 +129,7 @@ def mount_secret(tls_dir: Path, files: dict[str, bytes], generation: int) -> Non
 
 
 # ---------------------------------------------------------------- the running sidecar
+
 
 @dataclass
 class Sidecar:
@@ -115,15 +160,20 @@ def example_under(root: Path, admin: int) -> dict[str, bytes]:
     """The example spec's files with the sidecar's admin port and directories moved under `root`."""
     files = spec_files(EXAMPLE)
     text = files["mesh.yaml"].decode()
-    for old, new in (("admin_port: 9901", f"admin_port: {admin}"), ("config_dir: /etc/mesh", f"config_dir: {root}/etc"),
-                     ("runtime_dir: /var/run/mesh", f"runtime_dir: {root}/var")):
+    for old, new in (
+        ("admin_port: 9901", f"admin_port: {admin}"),
+        ("config_dir: /etc/mesh", f"config_dir: {root}/etc"),
+        ("runtime_dir: /var/run/mesh", f"runtime_dir: {root}/var"),
+    ):
         assert text.count(old) == 1
         text = text.replace(old, new)
     files["mesh.yaml"] = text.encode()
     return files
 
 
-def write_workload(root: Path, workload: str, admin: int, backend: tuple[str, int]) -> tuple[dict[str, Any], str]:
+def write_workload(
+    root: Path, workload: str, admin: int, backend: tuple[str, int]
+) -> tuple[dict[str, Any], str]:
     """Compile the example with the sidecar paths under `root`; write the workload's documents and EDS files.
 
     Returns the documents and the workload's SPIFFE identity.
@@ -142,11 +192,23 @@ def write_workload(root: Path, workload: str, admin: int, backend: tuple[str, in
 def eds_file(entry: dict[str, Any], backend: tuple[str, int]) -> dict[str, Any]:
     """One backend per locality, as the Synapse fork's envoy_eds generator writes (README contract)."""
     localities = sorted(entry["localities"].items(), key=lambda item: (item[1]["priority"], item[0]))
-    endpoint = {"endpoint": {"address": {"socket_address": {"address": backend[0], "port_value": backend[1]}}}}
-    endpoints = [{"locality": {"region": loc["region"], "zone": loc["zone"]}, "priority": loc["priority"],
-                  "load_balancing_weight": 1, "lb_endpoints": [endpoint]} for _, loc in localities]
-    resource = {"@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-                "cluster_name": entry["cluster_name"], "endpoints": endpoints}
+    endpoint = {
+        "endpoint": {"address": {"socket_address": {"address": backend[0], "port_value": backend[1]}}}
+    }
+    endpoints = [
+        {
+            "locality": {"region": loc["region"], "zone": loc["zone"]},
+            "priority": loc["priority"],
+            "load_balancing_weight": 1,
+            "lb_endpoints": [endpoint],
+        }
+        for _, loc in localities
+    ]
+    resource = {
+        "@type": "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+        "cluster_name": entry["cluster_name"],
+        "endpoints": endpoints,
+    }
     return {"version_info": "1", "type_url": resource["@type"], "resources": [resource]}
 
 
@@ -162,16 +224,25 @@ def start(tmp_path: Path) -> Iterator[Any]:
     started: list[subprocess.Popen[bytes]] = []
     logs: list[Any] = []
 
-    def run(workload: str, backend: tuple[str, int] = (EDS_HOST, EDS_PORT), identity: str | None = None) -> Sidecar:
+    def run(
+        workload: str, backend: tuple[str, int] = (EDS_HOST, EDS_PORT), identity: str | None = None
+    ) -> Sidecar:
         root = tmp_path / workload.replace("/", "_")
         admin = free_port()
         documents, own_identity = write_workload(root, workload, admin, backend)
         crt, key = make_leaf(root / "issued", "gen1", identity or own_identity, ca)
-        mount_secret(root / "etc" / "tls", {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(), "ca.crt": ca[0].read_bytes()}, 1)
+        mount_secret(
+            root / "etc" / "tls",
+            {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(), "ca.crt": ca[0].read_bytes()},
+            1,
+        )
         log = open(root / "envoy.log", "wb")  # noqa: SIM115 - closed after the test
         logs.append(log)
-        process = subprocess.Popen([binary, "-c", str(root / "etc" / ENVOY_BOOTSTRAP), "--disable-hot-restart", "-l", "warning"],
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [binary, "-c", str(root / "etc" / ENVOY_BOOTSTRAP), "--disable-hot-restart", "-l", "warning"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         started.append(process)
         sidecar = Sidecar(root=root, admin=admin, documents=documents, ca=ca, process=process)
         _wait_live(sidecar, root / "envoy.log")
@@ -201,17 +272,30 @@ def _wait_live(sidecar: Sidecar, log: Path) -> None:
 
 # ---------------------------------------------------------------- tests
 
+
 @pytest.mark.parametrize("workload", WORKLOADS)
 def test_envoy_accepts_every_document(start: Any, workload: str) -> None:
     sidecar = start(workload)
     stats = sidecar.stats()
     egress = list(sidecar.documents[SYNAPSE]["services"])
-    assert {k: stats[k] for k in ("listener_manager.lds.update_success", "listener_manager.lds.update_rejected",
-                                  "cluster_manager.cds.update_success", "cluster_manager.cds.update_rejected",
-                                  "sds.workload-cert.update_success", "sds.workload-cert.update_rejected")} == {
-        "listener_manager.lds.update_success": "1", "listener_manager.lds.update_rejected": "0",
-        "cluster_manager.cds.update_success": "1", "cluster_manager.cds.update_rejected": "0",
-        "sds.workload-cert.update_success": "1", "sds.workload-cert.update_rejected": "0"}
+    assert {
+        k: stats[k]
+        for k in (
+            "listener_manager.lds.update_success",
+            "listener_manager.lds.update_rejected",
+            "cluster_manager.cds.update_success",
+            "cluster_manager.cds.update_rejected",
+            "sds.workload-cert.update_success",
+            "sds.workload-cert.update_rejected",
+        )
+    } == {
+        "listener_manager.lds.update_success": "1",
+        "listener_manager.lds.update_rejected": "0",
+        "cluster_manager.cds.update_success": "1",
+        "cluster_manager.cds.update_rejected": "0",
+        "sds.workload-cert.update_success": "1",
+        "sds.workload-cert.update_rejected": "0",
+    }
     assert stats["listener_manager.total_listeners_active"] == str(1 + len(egress))
     assert stats["cluster_manager.active_clusters"] == str(1 + len(egress))
     for service in egress:  # every EDS file of the Synapse contract fed its cluster
@@ -250,14 +334,19 @@ def test_ingress_admits_declared_clients_only(start: Any) -> None:
 def test_lds_change_is_hot_reloaded(start: Any) -> None:
     sidecar = start(ENCRYPTION)
     lds = json.loads(json.dumps(sidecar.documents[ENVOY_LDS]))
-    route = lds["resources"][1]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]
+    route = lds["resources"][1]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"][
+        "virtual_hosts"
+    ][0]["routes"][0]
     route["route"]["timeout"] = "7s"
     lds["version_info"] = "changed"
     staged = sidecar.root / "etc" / "envoy" / ".lds.json.tmp"
     staged.write_bytes(dump_json(lds))
     os.rename(staged, sidecar.root / "etc" / ENVOY_LDS)  # what Puppet does; a ConfigMap swaps ..data instead
     stats = sidecar.wait_for("listener_manager.lds.update_success", "2")
-    assert (stats["listener_manager.lds.update_success"], stats["listener_manager.lds.update_rejected"]) == ("2", "0")
+    assert (stats["listener_manager.lds.update_success"], stats["listener_manager.lds.update_rejected"]) == (
+        "2",
+        "0",
+    )
     assert '"timeout": "7s"' in sidecar.get("/config_dump?resource=dynamic_listeners")
 
 
@@ -265,9 +354,14 @@ def test_renewed_certificate_is_picked_up_without_restart(start: Any) -> None:
     sidecar = start(ENCRYPTION)
     before = _serials(sidecar)
     assert len(before) == 1
-    crt, key = make_leaf(sidecar.root / "issued", "gen2", "spiffe://box.mesh/ns/encryption/sa/encryption", sidecar.ca)
-    mount_secret(sidecar.root / "etc" / "tls", {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(),
-                                               "ca.crt": sidecar.ca[0].read_bytes()}, 2)
+    crt, key = make_leaf(
+        sidecar.root / "issued", "gen2", "spiffe://box.mesh/ns/encryption/sa/encryption", sidecar.ca
+    )
+    mount_secret(
+        sidecar.root / "etc" / "tls",
+        {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(), "ca.crt": sidecar.ca[0].read_bytes()},
+        2,
+    )
     deadline = time.monotonic() + 20
     while _serials(sidecar) == before and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -330,7 +424,10 @@ def test_client_reaches_server_through_both_sidecars_over_mtls(start: Any, echo_
     client = start(UPLOAD, backend=("127.0.0.1", 19092))
     assert _roundtrip(7114, b"hello") == b"echo:hello"
     stats = server.stats()
-    assert (stats["ingress.rbac.allowed"], stats["ingress.rbac.denied"]) == ("1", "0")  # the network RBAC filter
+    assert (stats["ingress.rbac.allowed"], stats["ingress.rbac.denied"]) == (
+        "1",
+        "0",
+    )  # the network RBAC filter
     assert client.stats()["cluster.event-bus.upstream_cx_total"] == "1"
 
 

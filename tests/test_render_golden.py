@@ -37,7 +37,9 @@ def test_sidecar_documents_match_golden(example_build: Any, workload: str) -> No
         for name, data in actual.items():
             (expected_dir / name).parent.mkdir(parents=True, exist_ok=True)
             (expected_dir / name).write_bytes(data)
-    expected = {p.relative_to(expected_dir).as_posix(): p.read_bytes() for p in sorted(expected_dir.rglob("*.json"))}
+    expected = {
+        p.relative_to(expected_dir).as_posix(): p.read_bytes() for p in sorted(expected_dir.rglob("*.json"))
+    }
     assert sorted(actual) == sorted(expected), "document set differs from the golden files"
     for name in actual:
         assert actual[name] == expected[name], f"{workload}: {name} differs from {expected_dir / name}"

@@ -33,19 +33,48 @@ def test_encryption_registration(example_build: Any) -> None:
         "zk_path": "/nerve/services/encryption/services",
         "check_interval": 1,
         "checks": [
-            {"type": "http", "name": "app", "host": "127.0.0.1", "port": 8080, "uri": "/healthz", "timeout": 1, "rise": 2, "fall": 3},
-            {"type": "tcp", "name": "sidecar", "host": "127.0.0.1", "port": 18080, "timeout": 1, "rise": 2, "fall": 3},
+            {
+                "type": "http",
+                "name": "app",
+                "host": "127.0.0.1",
+                "port": 8080,
+                "uri": "/healthz",
+                "timeout": 1,
+                "rise": 2,
+                "fall": 3,
+            },
+            {
+                "type": "tcp",
+                "name": "sidecar",
+                "host": "127.0.0.1",
+                "port": 18080,
+                "timeout": 1,
+                "rise": 2,
+                "fall": 3,
+            },
         ],
         "labels": {"datacenter": "iad", "region": "us-east"},
     }
 
 
 def test_tcp_service_checks_tcp(example_build: Any) -> None:
-    [app, _] = example_build.sidecars["vm/mysql-proxy/sjc"].documents[NERVE]["services"]["mysql-proxy"]["checks"]
-    assert app == {"type": "tcp", "name": "app", "host": "127.0.0.1", "port": 3306, "timeout": 1, "rise": 3, "fall": 2}
+    [app, _] = example_build.sidecars["vm/mysql-proxy/sjc"].documents[NERVE]["services"]["mysql-proxy"][
+        "checks"
+    ]
+    assert app == {
+        "type": "tcp",
+        "name": "app",
+        "host": "127.0.0.1",
+        "port": 3306,
+        "timeout": 1,
+        "rise": 3,
+        "fall": 2,
+    }
 
 
 def test_registration_path_is_where_clients_watch(example_build: Any) -> None:
     nerve = example_build.sidecars["vm/encryption/sjc"].documents[NERVE]["services"]["encryption"]
-    watcher = example_build.sidecars["vm/download/iad"].documents[SYNAPSE]["services"]["encryption"]["discovery"]["watchers"]["zk-sjc"]
+    watcher = example_build.sidecars["vm/download/iad"].documents[SYNAPSE]["services"]["encryption"][
+        "discovery"
+    ]["watchers"]["zk-sjc"]
     assert (watcher["path"], watcher["hosts"]) == (nerve["zk_path"], nerve["zk_hosts"])

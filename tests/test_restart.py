@@ -36,7 +36,11 @@ def _docs(build: Build, wid: str) -> Any:
 
 
 def test_timeout_change_is_a_hot_reload_of_the_clients_only(example_build: Build) -> None:
-    after = edited("services/upload.yaml", "  - service: encryption\n    timeout: 2s", "  - service: encryption\n    timeout: 3s")
+    after = edited(
+        "services/upload.yaml",
+        "  - service: encryption\n    timeout: 2s",
+        "  - service: encryption\n    timeout: 3s",
+    )
     assert costs(example_build, after) == {
         "k8s/kube-iad-a/upload/upload": RestartClass.HOT_RELOAD,
         UPLOAD: RestartClass.HOT_RELOAD,
@@ -51,7 +55,11 @@ def test_circuit_breaker_change_is_a_hot_reload(example_build: Build) -> None:
 
 def test_new_dependency_is_a_hot_reload(example_build: Build) -> None:
     """Envoy hot-reloads the new listener and cluster, Synapse its services: no process restarts."""
-    after = edited("services/upload.yaml", "  - service: feature-flags\n", "  - service: feature-flags\n  - service: search\n")
+    after = edited(
+        "services/upload.yaml",
+        "  - service: feature-flags\n",
+        "  - service: feature-flags\n  - service: search\n",
+    )
     assert changes(_docs(example_build, UPLOAD), _docs(after, UPLOAD)) == {
         ENVOY_CDS: RestartClass.HOT_RELOAD,
         ENVOY_LDS: RestartClass.HOT_RELOAD,
@@ -69,7 +77,9 @@ def test_synapse_process_settings_still_need_a_restart(example_build: Build) -> 
     after = dict(before)
     after[SYNAPSE] = {**before[SYNAPSE], "file_output": {"output_directory": "/elsewhere"}}
     assert changes(before, after) == {SYNAPSE: RestartClass.SIDECAR_RESTART}
-    assert restart_view(SYNAPSE, before[SYNAPSE]) == {k: v for k, v in before[SYNAPSE].items() if k != "services"}
+    assert restart_view(SYNAPSE, before[SYNAPSE]) == {
+        k: v for k, v in before[SYNAPSE].items() if k != "services"
+    }
     assert restart_view(ENVOY_LDS, before[ENVOY_LDS]) is None
     assert restart_view(ENVOY_BOOTSTRAP, before[ENVOY_BOOTSTRAP]) == before[ENVOY_BOOTSTRAP]
 
@@ -79,7 +89,9 @@ def test_admin_port_change_restarts_every_envoy(example_build: Build) -> None:
     found = costs(example_build, after)
     assert set(found) == set(example_build.sidecars)
     assert set(found.values()) == {RestartClass.ENVOY_RESTART}
-    assert changes(_docs(example_build, UPLOAD), _docs(after, UPLOAD)) == {ENVOY_BOOTSTRAP: RestartClass.ENVOY_RESTART}
+    assert changes(_docs(example_build, UPLOAD), _docs(after, UPLOAD)) == {
+        ENVOY_BOOTSTRAP: RestartClass.ENVOY_RESTART
+    }
 
 
 def test_node_locality_change_restarts_envoy(example_build: Build) -> None:
@@ -93,8 +105,13 @@ def test_node_locality_change_restarts_envoy(example_build: Build) -> None:
 
 def test_health_check_change_restarts_nerve_only(example_build: Build) -> None:
     after = edited("services/encryption.yaml", "rise: 2", "rise: 4")
-    assert costs(example_build, after) == {"vm/encryption/iad": RestartClass.SIDECAR_RESTART, ENCRYPTION: RestartClass.SIDECAR_RESTART}
-    assert changes(_docs(example_build, ENCRYPTION), _docs(after, ENCRYPTION)) == {NERVE: RestartClass.SIDECAR_RESTART}
+    assert costs(example_build, after) == {
+        "vm/encryption/iad": RestartClass.SIDECAR_RESTART,
+        ENCRYPTION: RestartClass.SIDECAR_RESTART,
+    }
+    assert changes(_docs(example_build, ENCRYPTION), _docs(after, ENCRYPTION)) == {
+        NERVE: RestartClass.SIDECAR_RESTART
+    }
 
 
 def test_unchanged_spec_costs_nothing(example_build: Build) -> None:
@@ -108,10 +125,17 @@ def test_a_workload_that_appears_or_disappears_costs_a_start(example_build: Buil
     assert classify(documents, None) is RestartClass.ENVOY_RESTART
 
 
-@pytest.mark.parametrize("name, expected", [
-    (ENVOY_LDS, RestartClass.HOT_RELOAD), (ENVOY_CDS, RestartClass.HOT_RELOAD), (ENVOY_SDS, RestartClass.HOT_RELOAD),
-    (SYNAPSE, RestartClass.SIDECAR_RESTART), (NERVE, RestartClass.SIDECAR_RESTART), (ENVOY_BOOTSTRAP, RestartClass.ENVOY_RESTART),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        (ENVOY_LDS, RestartClass.HOT_RELOAD),
+        (ENVOY_CDS, RestartClass.HOT_RELOAD),
+        (ENVOY_SDS, RestartClass.HOT_RELOAD),
+        (SYNAPSE, RestartClass.SIDECAR_RESTART),
+        (NERVE, RestartClass.SIDECAR_RESTART),
+        (ENVOY_BOOTSTRAP, RestartClass.ENVOY_RESTART),
+    ],
+)
 def test_every_rendered_document_has_a_class(example_build: Build, name: str, expected: RestartClass) -> None:
     assert DOCUMENT_CLASS[name] is expected
     assert any(name in s.documents for s in example_build.sidecars.values())
@@ -122,7 +146,13 @@ def test_unknown_document_is_assumed_costliest() -> None:
 
 
 def test_labels() -> None:
-    assert [c.label for c in RestartClass] == ["none", "hot-reload", "sidecar-restart", "envoy-restart", "pod-roll"]
+    assert [c.label for c in RestartClass] == [
+        "none",
+        "hot-reload",
+        "sidecar-restart",
+        "envoy-restart",
+        "pod-roll",
+    ]
 
 
 def test_no_rendered_document_falls_back_to_the_default(example_build: Build) -> None:

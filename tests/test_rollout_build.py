@@ -100,6 +100,7 @@ def merged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
 
 # ---------------------------------------------------------------- a merge reaches the first wave only
 
+
 def test_a_merge_during_a_rollout_reaches_only_the_first_wave(merged: tuple[Path, str, str]) -> None:
     repo, base, head = merged
     tree = output_for(repo / SPEC)
@@ -110,12 +111,20 @@ def test_a_merge_during_a_rollout_reaches_only_the_first_wave(merged: tuple[Path
     assert {waves[t] for t in changed} == {"canary", "west", "rest"}, "the change touches every wave"
     for target, wave in waves.items():
         expected = new if wave == "canary" else old
-        assert files_of(tree, target) == files_of(expected, target), f"{target} ({wave}) is not its wave's rendering"
+        assert files_of(tree, target) == files_of(expected, target), (
+            f"{target} ({wave}) is not its wave's rendering"
+        )
     manifest = json.loads(tree[MANIFEST])["rollout"]
-    assert manifest["waves"] == [{"name": "canary", "revision": "HEAD"}, {"name": "west", "revision": base}, {"name": "rest", "revision": base}]
+    assert manifest["waves"] == [
+        {"name": "canary", "revision": "HEAD"},
+        {"name": "west", "revision": base},
+        {"name": "rest", "revision": base},
+    ]
     assert manifest["targets"][AUDIT_LOG] == {"wave": "canary", "revision": "HEAD"}
     assert manifest["targets"]["vm/auth/sjc"] == {"wave": "west", "revision": base}
-    assert not any(base.encode() in data for path, data in tree.items() if path != MANIFEST), "no revision inside artifacts"
+    assert not any(base.encode() in data for path, data in tree.items() if path != MANIFEST), (
+        "no revision inside artifacts"
+    )
 
 
 def test_without_rollout_yaml_the_build_is_the_plain_build(tmp_path: Path) -> None:
@@ -130,7 +139,9 @@ def test_without_rollout_yaml_the_build_is_the_plain_build(tmp_path: Path) -> No
     assert in_git == output_for(outside) == plain_tree(spec)
     assert "rollout" not in json.loads(in_git[MANIFEST])
     # outside git, a rollout.yaml has no revisions to name: the build is the plain build too
-    (outside / "rollout.yaml").write_text("hold: true\npins: {canary: 0000000000000000000000000000000000000000}\n")
+    (outside / "rollout.yaml").write_text(
+        "hold: true\npins: {canary: 0000000000000000000000000000000000000000}\n"
+    )
     assert output_for(outside) == in_git
 
 
@@ -150,6 +161,7 @@ def test_every_distinct_spec_is_compiled_once(merged: tuple[Path, str, str]) -> 
 
 # ---------------------------------------------------------------- pins
 
+
 def pin_errors(spec: Path) -> list[str]:
     with pytest.raises(SpecError) as caught:
         output_for(spec)
@@ -168,12 +180,17 @@ def test_pins_that_skip_a_wave_or_are_not_commits_are_rejected(tmp_path: Path) -
     line = line_of(spec / "rollout.yaml", "rest:")
     assert pin_errors(spec) == [
         f"{label}:{line}:9: error: wave 'rest' is pinned to {head[:12]}, which is not {base[:12]} of the wave before it nor one of "
-        "its ancestors; pins move forward one wave at a time (meshc promote), never past the wave before  [rollout-pin-order]"]
+        "its ancestors; pins move forward one wave at a time (meshc promote), never past the wave before  [rollout-pin-order]"
+    ]
     set_pins(spec, west="f" * 40, rest=base)
-    assert pin_errors(spec) == [f"{label}:{line_of(spec / 'rollout.yaml', '  west: ')}:9: error: the pin of wave 'west' is not a commit "
-                                "of this repository; fetch the full history (CI: fetch-depth: 0) or fix the pin  [rollout-pin-unknown]"]
+    assert pin_errors(spec) == [
+        f"{label}:{line_of(spec / 'rollout.yaml', '  west: ')}:9: error: the pin of wave 'west' is not a commit "
+        "of this repository; fetch the full history (CI: fetch-depth: 0) or fix the pin  [rollout-pin-unknown]"
+    ]
     set_pins(spec, west="main", rest=base)
-    assert pin_errors(spec)[0].endswith("the pin of wave 'west' must be a full 40-hex commit id (git rev-parse REV), not 'main'  [rollout-pin-unknown]")
+    assert pin_errors(spec)[0].endswith(
+        "the pin of wave 'west' must be a full 40-hex commit id (git rev-parse REV), not 'main'  [rollout-pin-unknown]"
+    )
     (spec / "rollout.yaml").write_text(f"pins:\n  wst: {base}\n")
     assert pin_errors(spec) == [
         f"{label}:1:1: error: wave 'rest' has no pin; add `rest: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
@@ -188,10 +205,15 @@ def test_a_pin_ahead_of_the_current_commit_is_rejected(tmp_path: Path) -> None:
     git(repo, "checkout", "-q", base)  # HEAD goes back; the pins stay ahead of it
     set_pins(spec, west=head, rest=head)
     found = pin_errors(spec)
-    assert len(found) == 1 and "wave 'west' is pinned to" in found[0] and "which is not the current commit" in found[0]
+    assert (
+        len(found) == 1
+        and "wave 'west' is pinned to" in found[0]
+        and "which is not the current commit" in found[0]
+    )
 
 
 # ---------------------------------------------------------------- promote, revert, hold
+
 
 def test_promote_moves_exactly_one_pin_keeps_comments_and_rebuilds(tmp_path: Path) -> None:
     repo, spec, base = start_rollout(tmp_path / "repo")
@@ -205,8 +227,14 @@ def test_promote_moves_exactly_one_pin_keeps_comments_and_rebuilds(tmp_path: Pat
     done = promote(spec, out)
     assert (done.wave, done.old, done.new) == ("west", base, head)
     after = (spec / "rollout.yaml").read_text()
-    changed = [line for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0) if line[:1] in "+-"]
-    assert changed == ["--- ", "+++ ", f"-  west: {base}", f"+  west: {head}"], "one line changes; comments and layout stay"
+    changed = [
+        line
+        for line in difflib.unified_diff(before.splitlines(), after.splitlines(), lineterm="", n=0)
+        if line[:1] in "+-"
+    ]
+    assert changed == ["--- ", "+++ ", f"-  west: {base}", f"+  west: {head}"], (
+        "one line changes; comments and layout stay"
+    )
     assert read_tree(out) == output_for(spec), "promote wrote what a build of the new pins writes"
     assert main(["check", str(spec), "-o", str(out)]) == 0
     assert waves_of(read_tree(out))["vm/auth/sjc"] == "west"
@@ -246,13 +274,20 @@ def test_git_revert_of_a_promotion_restores_the_output_byte_for_byte(tmp_path: P
     context = rollout_context(spec)
     assert context is not None
     report = check_rollout(context, build_rollout(context))
-    assert report.promotion == ("west", reverted) and report.combinations > report.pairs > 0 and not report.problems
+    assert (
+        report.promotion == ("west", reverted)
+        and report.combinations > report.pairs > 0
+        and not report.problems
+    )
 
 
 def test_hold_stops_a_new_merge_from_reaching_the_first_wave(tmp_path: Path) -> None:
     repo, spec, base = start_rollout(tmp_path / "repo")
-    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base).replace("hold: false", "hold: true")
-                                       .replace("pins:\n", f"pins:\n  canary: {base}\n"))
+    (spec / "rollout.yaml").write_text(
+        ROLLOUT.format(west=base, rest=base)
+        .replace("hold: false", "hold: true")
+        .replace("pins:\n", f"pins:\n  canary: {base}\n")
+    )
     commit(repo, "hold")
     held = output_for(spec)
     add_timeout_change(repo)
@@ -264,7 +299,12 @@ def test_hold_stops_a_new_merge_from_reaching_the_first_wave(tmp_path: Path) -> 
 
 def output_for_without_hold(spec: Path) -> dict[str, bytes]:
     text = (spec / "rollout.yaml").read_text()
-    (spec / "rollout.yaml").write_text("\n".join(line for line in text.splitlines() if "canary:" not in line).replace("hold: true", "hold: false") + "\n")
+    (spec / "rollout.yaml").write_text(
+        "\n".join(line for line in text.splitlines() if "canary:" not in line).replace(
+            "hold: true", "hold: false"
+        )
+        + "\n"
+    )
     try:
         return output_for(spec)
     finally:
@@ -273,16 +313,23 @@ def output_for_without_hold(spec: Path) -> dict[str, bytes]:
 
 def test_first_wave_pinned_without_hold_is_an_error(tmp_path: Path) -> None:
     repo, spec, base = start_rollout(tmp_path / "repo")
-    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base).replace("pins:\n", f"pins:\n  canary: {base}\n"))
+    (spec / "rollout.yaml").write_text(
+        ROLLOUT.format(west=base, rest=base).replace("pins:\n", f"pins:\n  canary: {base}\n")
+    )
     found = pin_errors(spec)
-    assert len(found) == 1 and found[0].endswith("the first wave 'canary' runs the revision being built; pin it only with `hold: true`  [rollout-file]")
+    assert len(found) == 1 and found[0].endswith(
+        "the first wave 'canary' runs the revision being built; pin it only with `hold: true`  [rollout-file]"
+    )
 
 
 # ---------------------------------------------------------------- expand before contract, unsafe changes
 
+
 def test_a_new_dependency_on_a_later_wave_is_admitted_everywhere_first(tmp_path: Path) -> None:
     repo, spec, base = start_rollout(tmp_path / "repo")
-    (spec / "services/audit-log.yaml").write_text((spec / "services/audit-log.yaml").read_text() + "  - service: auth\n")
+    (spec / "services/audit-log.yaml").write_text(
+        (spec / "services/audit-log.yaml").read_text() + "  - service: auth\n"
+    )
     head = commit(repo, "audit-log calls auth")
     identity = "spiffe://box.mesh/ns/audit-log/sa/audit-log"
     context = rollout_context(spec)
@@ -292,21 +339,32 @@ def test_a_new_dependency_on_a_later_wave_is_admitted_everywhere_first(tmp_path:
         placement = build.state.placements[target]
         assert placement.revision == base and identity in placement.workload.ingress.allowed_clients, target
     plain_base = compile(read_revision(locate(spec), base), SPEC).mesh
-    assert identity not in plain_base.workloads_of("auth")[0].ingress.allowed_clients, "the naive selection would refuse it"
+    assert identity not in plain_base.workloads_of("auth")[0].ingress.allowed_clients, (
+        "the naive selection would refuse it"
+    )
     plan = plan_rollout(context)
     assert [(s.service, s.identities) for s in plan.expanded] == [("auth", (identity,))]
     assert plan.promotion == ("west", head) and plan.next_states is not None and not plan.next_states.problems
     # removing the dependency again: auth keeps admitting audit-log until no live revision calls it
-    (spec / "services/audit-log.yaml").write_text((spec / "services/audit-log.yaml").read_text().replace("  - service: auth\n", ""))
+    (spec / "services/audit-log.yaml").write_text(
+        (spec / "services/audit-log.yaml").read_text().replace("  - service: auth\n", "")
+    )
     removed = commit(repo, "audit-log stops calling auth")
     set_pins(spec, west=head, rest=head)
     commit(repo, "west and rest at head")
     context = rollout_context(spec)
     assert context is not None
     build = build_rollout(context)
-    assert identity in build.state.placements["vm/auth/sjc"].workload.ingress.allowed_clients  # west runs head, which calls auth
+    assert (
+        identity in build.state.placements["vm/auth/sjc"].workload.ingress.allowed_clients
+    )  # west runs head, which calls auth
     set_pins(spec, west=removed, rest=removed)
-    assert identity not in build_rollout(rollout_context(spec)).state.placements["vm/auth/sjc"].workload.ingress.allowed_clients  # type: ignore[arg-type]
+    assert (
+        identity
+        not in build_rollout(rollout_context(spec))
+        .state.placements["vm/auth/sjc"]
+        .workload.ingress.allowed_clients
+    )  # type: ignore[arg-type]
 
 
 def test_a_protocol_switch_across_waves_is_unsafe(tmp_path: Path) -> None:
@@ -328,7 +386,11 @@ def test_plan_formats(merged: tuple[Path, str, str], capsys: pytest.CaptureFixtu
     repo, base, head = merged
     assert main(["plan", str(repo / SPEC), "--format", "json"]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert [(w["name"], w["revision"]) for w in plan["waves"]] == [("canary", "HEAD"), ("west", base), ("rest", base)]
+    assert [(w["name"], w["revision"]) for w in plan["waves"]] == [
+        ("canary", "HEAD"),
+        ("west", base),
+        ("rest", base),
+    ]
     assert plan["promotion"] == {"wave": "west", "revision": head}
     changes = {c["target"]: c for c in plan["changes"]}
     assert changes and {c["wave"] for c in changes.values()} == {"west"}
@@ -336,13 +398,18 @@ def test_plan_formats(merged: tuple[Path, str, str], capsys: pytest.CaptureFixtu
     assert plan["states"]["next"]["problems"] == 0 and plan["states"]["next"]["combinations"] > 0
     assert main(["plan", str(repo / SPEC), "--format", "markdown"]) == 0
     markdown = capsys.readouterr().out
-    assert markdown.startswith("## meshc rollout plan\n") and f"### Next: promote west to {head[:12]}" in markdown
+    assert (
+        markdown.startswith("## meshc rollout plan\n")
+        and f"### Next: promote west to {head[:12]}" in markdown
+    )
     assert "| west | `" in markdown and "hot reload" in markdown
     assert main(["plan", str(repo / SPEC)]) == 0
     assert "Checked states" in capsys.readouterr().out
 
 
-def test_diff_shows_what_changes_now_and_what_is_ahead(merged: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_diff_shows_what_changes_now_and_what_is_ahead(
+    merged: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     repo, base, head = merged
     assert main(["diff", "--base", base, "--head", head, "--spec", str(repo / SPEC), "--format", "json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -351,25 +418,34 @@ def test_diff_shows_what_changes_now_and_what_is_ahead(merged: tuple[Path, str, 
     assert list(splits) == ["canary", "west", "rest"]
     changed = {t["target"] for t in report["targets"]}
     assert set().union(*splits.values()) == changed
-    assert AUDIT_LOG in splits["canary"] and "vm/auth/sjc" in splits["west"] and "vm/auth/iad" in splits["rest"]
+    assert (
+        AUDIT_LOG in splits["canary"] and "vm/auth/sjc" in splits["west"] and "vm/auth/iad" in splits["rest"]
+    )
     # what "now" means is what the rollout build really changes: exactly the canary wave's targets
     tree, old = output_for(repo / SPEC), revision_tree(repo, base)
     really = {t for t in targets(tree) if t in targets(old) and files_of(tree, t) != files_of(old, t)}
     assert really == set(splits["canary"])
     assert main(["diff", "--base", base, "--head", head, "--spec", str(repo / SPEC)]) == 0
     text = capsys.readouterr().out
-    assert (f"Now: wave canary ({len(splits['canary'])} target(s)); still ahead, one promotion each: "
-            f"west ({len(splits['west'])}), rest ({len(splits['rest'])})") in text
+    assert (
+        f"Now: wave canary ({len(splits['canary'])} target(s)); still ahead, one promotion each: "
+        f"west ({len(splits['west'])}), rest ({len(splits['rest'])})"
+    ) in text
 
 
 def test_on_hold_the_first_wave_is_never_promoted(tmp_path: Path) -> None:
     repo, spec, base = start_rollout(tmp_path / "repo")
-    (spec / "rollout.yaml").write_text(f"hold: true\npins:\n  canary: {base}\n  west: {base}\n  rest: {base}\n")
+    (spec / "rollout.yaml").write_text(
+        f"hold: true\npins:\n  canary: {base}\n  west: {base}\n  rest: {base}\n"
+    )
     commit(repo, "hold")
     add_timeout_change(repo)
     with pytest.raises(PromoteError, match="nothing to promote"):
         promote(spec, repo / "output")
-    with pytest.raises(PromoteError, match="the first wave 'canary' is never promoted: it runs the commit being built once the hold is lifted"):
+    with pytest.raises(
+        PromoteError,
+        match="the first wave 'canary' is never promoted: it runs the commit being built once the hold is lifted",
+    ):
         promote(spec, repo / "output", "canary")
     with pytest.raises(PromoteError, match="unknown wave 'wets'"):
         promote(spec, repo / "output", "wets")
@@ -382,12 +458,18 @@ def test_validate_checks_the_pins_too(tmp_path: Path) -> None:
     assert main(["validate", str(spec)]) == 2
 
 
-def test_a_rollout_yaml_that_is_no_file_is_an_error_not_the_plain_build(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_rollout_yaml_that_is_no_file_is_an_error_not_the_plain_build(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # It was taken for "no rollout": every wave silently got the commit being built, past the canary.
     repo, spec, _ = start_rollout(tmp_path / "repo")
     rollout = spec / "rollout.yaml"
     text = rollout.read_text()
-    for make in (lambda: rollout.mkdir(), lambda: os.mkfifo(rollout), lambda: rollout.symlink_to("/nonexistent")):
+    for make in (
+        lambda: rollout.mkdir(),
+        lambda: os.mkfifo(rollout),
+        lambda: rollout.symlink_to("/nonexistent"),
+    ):
         rollout.unlink()
         make()
         for command in (["build", str(spec), "-o", str(repo / "output")], ["plan", str(spec)]):

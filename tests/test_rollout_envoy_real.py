@@ -26,7 +26,15 @@ from compiler.gitsource import locate, read_revision
 from compiler.pipeline import compile
 from compiler.render import ENVOY_BOOTSTRAP
 from compiler.rollout.build import output_for
-from tests.test_render_envoy_real import Sidecar, _wait_live, envoy_binary, free_port, make_ca, make_leaf, mount_secret
+from tests.test_render_envoy_real import (
+    Sidecar,
+    _wait_live,
+    envoy_binary,
+    free_port,
+    make_ca,
+    make_leaf,
+    mount_secret,
+)
 from tests.test_rollout_build import POLICY, ROLLOUT, SPEC, commit, make_repo, replace_in, set_policy
 
 AUTH = "vm/auth/sjc"
@@ -66,8 +74,11 @@ def rollout_repo(root: Path, ports: dict[str, int]) -> tuple[Path, str, str]:
     repo = make_repo(root / "repo")
     spec = repo / SPEC
     mesh = spec / "mesh.yaml"
-    for old, new in (("admin_port: 9901", f"admin_port: {ports['admin']}"), ("config_dir: /etc/mesh", f"config_dir: {root}/etc"),
-                     ("runtime_dir: /var/run/mesh", f"runtime_dir: {root}/var")):
+    for old, new in (
+        ("admin_port: 9901", f"admin_port: {ports['admin']}"),
+        ("config_dir: /etc/mesh", f"config_dir: {root}/etc"),
+        ("runtime_dir: /var/run/mesh", f"runtime_dir: {root}/var"),
+    ):
         replace_in(mesh, old, new)
     set_policy(spec, POLICY)
     replace_in(spec / "services/auth.yaml", "\nport: 8080", f"\nport: {ports['app']}")
@@ -75,7 +86,9 @@ def rollout_repo(root: Path, ports: dict[str, int]) -> tuple[Path, str, str]:
     base = commit(repo, "base")
     (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
     commit(repo, "rollout")
-    (spec / "services/audit-log.yaml").write_text((spec / "services/audit-log.yaml").read_text() + "  - service: auth\n")
+    (spec / "services/audit-log.yaml").write_text(
+        (spec / "services/audit-log.yaml").read_text() + "  - service: auth\n"
+    )
     return spec, base, commit(repo, "audit-log calls auth")
 
 
@@ -85,10 +98,17 @@ def run_server(root: Path, documents: dict[str, Any], ca: tuple[Path, Path], adm
         (root / "etc" / name).parent.mkdir(parents=True, exist_ok=True)
         (root / "etc" / name).write_bytes(dump_json(document))
     crt, key = make_leaf(root / "issued", "auth", "spiffe://box.mesh/ns/auth/sa/auth", ca)
-    mount_secret(root / "etc" / "tls", {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(), "ca.crt": ca[0].read_bytes()}, 1)
+    mount_secret(
+        root / "etc" / "tls",
+        {"tls.crt": crt.read_bytes(), "tls.key": key.read_bytes(), "ca.crt": ca[0].read_bytes()},
+        1,
+    )
     log = root / "envoy.log"
-    process = subprocess.Popen([envoy_binary(), "-c", str(root / "etc" / ENVOY_BOOTSTRAP), "--disable-hot-restart", "-l", "warning"],
-                               stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [envoy_binary(), "-c", str(root / "etc" / ENVOY_BOOTSTRAP), "--disable-hot-restart", "-l", "warning"],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     sidecar = Sidecar(root=root, admin=admin, documents=documents, ca=ca, process=process)
     try:
         _wait_live(sidecar, log)
@@ -114,16 +134,22 @@ def call(sidecar: Sidecar, mesh_port: int, client: tuple[Path, Path]) -> tuple[i
 
 
 def test_naive_selection_refuses_the_new_client_and_every_state_meshc_writes_admits_it(
-        tmp_path: Path, ports: dict[str, int], app: int) -> None:
+    tmp_path: Path, ports: dict[str, int], app: int
+) -> None:
     envoy_binary()
     spec, base, head = rollout_repo(tmp_path, ports)
-    naive = compile(read_revision(locate(spec), base), SPEC).sidecars[AUTH].documents  # wave west's revision, as it was
+    naive = (
+        compile(read_revision(locate(spec), base), SPEC).sidecars[AUTH].documents
+    )  # wave west's revision, as it was
     states = {"naive": dict(naive)}
     # the state now (auth/sjc in wave west, still at base), then after each promotion
     for name, west, rest in (("now", base, base), ("west promoted", head, base), ("done", head, head)):
         (spec / "rollout.yaml").write_text(ROLLOUT.format(west=west, rest=rest))
         tree = output_for(spec)
-        assert json.loads(tree["MANIFEST.json"])["rollout"]["targets"][AUTH] == {"wave": "west", "revision": west}
+        assert json.loads(tree["MANIFEST.json"])["rollout"]["targets"][AUTH] == {
+            "wave": "west",
+            "revision": west,
+        }
         states[name] = json.loads(tree["puppet/data/pools/auth/sjc.json"])["mesh::sidecar"]
         assert "%{" not in json.dumps(states[name]), "no hiera escapes to undo in these documents"
     # auth's own spec did not change: widened, base renders for auth exactly what the head renders
@@ -131,7 +157,10 @@ def test_naive_selection_refuses_the_new_client_and_every_state_meshc_writes_adm
     ca = make_ca(tmp_path / "ca")
     client = make_leaf(tmp_path / "client", "audit-log", CLIENT_IDENTITY, ca)
     results = {}
-    for name, documents in (("naive", states["naive"]), ("meshc", states["now"])):  # every meshc state has these documents
+    for name, documents in (
+        ("naive", states["naive"]),
+        ("meshc", states["now"]),
+    ):  # every meshc state has these documents
         sidecar = run_server(tmp_path, documents, ca, ports["admin"])
         try:
             results[name] = call(sidecar, ports["mesh"], client)

@@ -22,7 +22,9 @@ POOL = "vm/auth/sjc"
 
 def hosts(pool: str, names: list[str]) -> list[Host]:
     service, dc = pool.split("/")[1:]
-    return [Host(certname=name, service=service, datacenter=dc, span=Span(file="inventory")) for name in names]
+    return [
+        Host(certname=name, service=service, datacenter=dc, span=Span(file="inventory")) for name in names
+    ]
 
 
 def names(chosen: list[Host]) -> set[str]:
@@ -44,7 +46,9 @@ def test_adding_hosts_never_reshuffles_existing_canaries() -> None:
     before = names(choose(existing, 2))
     rng = random.Random(11)
     for round_ in range(30):
-        added = hosts(POOL, [f"new-{round_}-{rng.randrange(10**9)}.sjc.box.net" for _ in range(rng.randrange(1, 40))])
+        added = hosts(
+            POOL, [f"new-{round_}-{rng.randrange(10**9)}.sjc.box.net" for _ in range(rng.randrange(1, 40))]
+        )
         after = names(choose(existing + added, 2))
         kept = after & before
         newcomers = after - before
@@ -53,7 +57,9 @@ def test_adding_hosts_never_reshuffles_existing_canaries() -> None:
         displaced = before - after
         assert len(displaced) == len(newcomers)
         lowest_new = min((score(POOL, n) for n in newcomers), default=None)
-        assert all(score(POOL, d) < lowest_new for d in displaced) if lowest_new is not None else not displaced
+        assert (
+            all(score(POOL, d) < lowest_new for d in displaced) if lowest_new is not None else not displaced
+        )
         assert kept | newcomers == after
 
 
@@ -69,8 +75,10 @@ def test_additions_that_score_lower_leave_the_canaries_identical() -> None:
 
 def test_inventory_errors_are_positioned(tmp_path: Path) -> None:
     path = tmp_path / "hosts.yaml"
-    path.write_text("- {certname: a.example, service: auth, datacenter: sjc}\n- {certname: a.example, service: auth, datacenter: iad}\n"
-                    "- {certname: b.example, service: auth}\n")
+    path.write_text(
+        "- {certname: a.example, service: auth, datacenter: sjc}\n- {certname: a.example, service: auth, datacenter: iad}\n"
+        "- {certname: b.example, service: auth}\n"
+    )
     with pytest.raises(SpecError) as caught:
         load_inventory(path, "mesh-spec/inventory/hosts.yaml")
     assert [d.format() for d in caught.value.diagnostics] == [
@@ -100,8 +108,11 @@ rollout:
 
 
 def inventory(count: int) -> str:
-    lines = [f"- {{certname: {service}-{i:02}.{dc}.box.net, service: {service}, datacenter: {dc}}}"
-             for service, dc in (("auth", "sjc"), ("auth", "iad"), ("audit-log", "gcp-usc1")) for i in range(count)]
+    lines = [
+        f"- {{certname: {service}-{i:02}.{dc}.box.net, service: {service}, datacenter: {dc}}}"
+        for service, dc in (("auth", "sjc"), ("auth", "iad"), ("audit-log", "gcp-usc1"))
+        for i in range(count)
+    ]
     return "# PuppetDB inventory export\n" + "\n".join(lines) + "\n"
 
 
@@ -113,10 +124,14 @@ def canary_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, st
     (spec / "inventory").mkdir(exist_ok=True)
     (spec / "inventory/hosts.yaml").write_text(inventory(10))
     base = commit(repo, "policy and inventory")
-    (spec / "rollout.yaml").write_text(f"hold: false\npins:\n  canary-hosts: {base}\n  west: {base}\n  rest: {base}\n")
+    (spec / "rollout.yaml").write_text(
+        f"hold: false\npins:\n  canary-hosts: {base}\n  west: {base}\n  rest: {base}\n"
+    )
     commit(repo, "rollout")
     head = add_timeout_change(repo)
-    (spec / "rollout.yaml").write_text(f"hold: false\npins:\n  canary-hosts: {head}\n  west: {base}\n  rest: {base}\n")
+    (spec / "rollout.yaml").write_text(
+        f"hold: false\npins:\n  canary-hosts: {head}\n  west: {base}\n  rest: {base}\n"
+    )
     commit(repo, "promote canary-hosts")
     return repo, base, head
 
@@ -126,7 +141,9 @@ def test_canary_hosts_get_node_files_with_their_waves_rendering(canary_repo: tup
     tree = output_for(repo / SPEC)
     rollout = json.loads(tree[MANIFEST])["rollout"]
     chosen = {c: h for c, h in rollout["hosts"].items()}
-    assert {h["target"] for h in chosen.values()} == {"vm/auth/sjc", "vm/auth/iad"}, "audit-log/gcp-usc1 is in the canary wave already"
+    assert {h["target"] for h in chosen.values()} == {"vm/auth/sjc", "vm/auth/iad"}, (
+        "audit-log/gcp-usc1 is in the canary wave already"
+    )
     assert len(chosen) == 4 and {h["wave"] for h in chosen.values()} == {"canary-hosts"}
     assert {h["revision"] for h in chosen.values()} == {head}
     new, old = revision_tree(repo, head), revision_tree(repo, base)
@@ -135,30 +152,46 @@ def test_canary_hosts_get_node_files_with_their_waves_rendering(canary_repo: tup
         pool_path = f"puppet/data/pools/{host['target'].split('/')[1]}/{host['target'].split('/')[2]}.json"
         assert node["mesh::wave"] == "canary-hosts"
         expected = json.loads(new[pool_path])
-        assert node["mesh::sidecar"] == expected["mesh::sidecar"], "the node gets the canary-host wave's revision"
-        assert json.loads(tree[pool_path])["mesh::sidecar"] == json.loads(old[pool_path])["mesh::sidecar"], "the pool keeps its wave's"
-    assert not any(p.startswith("puppet/data/nodes/") and p[len("puppet/data/nodes/"):-5] not in chosen for p in tree)
+        assert node["mesh::sidecar"] == expected["mesh::sidecar"], (
+            "the node gets the canary-host wave's revision"
+        )
+        assert json.loads(tree[pool_path])["mesh::sidecar"] == json.loads(old[pool_path])["mesh::sidecar"], (
+            "the pool keeps its wave's"
+        )
+    assert not any(
+        p.startswith("puppet/data/nodes/") and p[len("puppet/data/nodes/") : -5] not in chosen for p in tree
+    )
 
 
-def test_adding_hosts_to_the_inventory_keeps_the_existing_canaries(canary_repo: tuple[Path, str, str], tmp_path: Path) -> None:
+def test_adding_hosts_to_the_inventory_keeps_the_existing_canaries(
+    canary_repo: tuple[Path, str, str], tmp_path: Path
+) -> None:
     repo, _, _ = canary_repo
     spec = repo / SPEC
     before = json.loads(output_for(spec)[MANIFEST])["rollout"]["hosts"]
     original = (spec / "inventory/hosts.yaml").read_text()
     try:
-        (spec / "inventory/hosts.yaml").write_text(inventory(40))  # the same 10 hosts per pool and 30 more each
+        (spec / "inventory/hosts.yaml").write_text(
+            inventory(40)
+        )  # the same 10 hosts per pool and 30 more each
         after = json.loads(output_for(spec)[MANIFEST])["rollout"]["hosts"]
     finally:
         (spec / "inventory/hosts.yaml").write_text(original)
-    for certname in set(before) - set(after):  # a canary goes only for a newcomer of its pool that outscores it
+    for certname in set(before) - set(
+        after
+    ):  # a canary goes only for a newcomer of its pool that outscores it
         pool = before[certname]["target"]
         newcomers = [c for c, h in after.items() if h["target"] == pool and c not in before]
         assert newcomers and all(score(pool, n) > score(pool, certname) for n in newcomers)
     for certname, host in after.items():
-        assert certname in before or int(certname.split("-")[-1].split(".")[0]) >= 10, "an existing non-canary became a canary"
+        assert certname in before or int(certname.split("-")[-1].split(".")[0]) >= 10, (
+            "an existing non-canary became a canary"
+        )
 
 
-def test_real_puppet_lookup_serves_the_canary_its_revision_and_the_pool_its_pin(canary_repo: tuple[Path, str, str], tmp_path: Path) -> None:
+def test_real_puppet_lookup_serves_the_canary_its_revision_and_the_pool_its_pin(
+    canary_repo: tuple[Path, str, str], tmp_path: Path
+) -> None:
     require_tool("puppet")
     repo, base, head = canary_repo
     tree = output_for(repo / SPEC)
@@ -175,9 +208,13 @@ def test_real_puppet_lookup_serves_the_canary_its_revision_and_the_pool_its_pin(
     looked_up = {}
     for certname in (canary, other):
         (tmp_path / certname).mkdir()
-        result = lookup_command(tmp_path / certname, root, Node(certname=certname, service="auth", datacenter="sjc"))
+        result = lookup_command(
+            tmp_path / certname, root, Node(certname=certname, service="auth", datacenter="sjc")
+        )
         assert result.rc == 0, result.stderr
         looked_up[certname] = json.loads(result.stdout)
     assert strict(looked_up[canary]) == strict(json.loads(new[pool])["mesh::sidecar"])
     assert strict(looked_up[other]) == strict(json.loads(old[pool])["mesh::sidecar"])
-    assert looked_up[canary][ENVOY_CDS] != looked_up[other][ENVOY_CDS], "the change (connect timeout) is in the CDS"
+    assert looked_up[canary][ENVOY_CDS] != looked_up[other][ENVOY_CDS], (
+        "the change (connect timeout) is in the CDS"
+    )

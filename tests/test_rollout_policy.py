@@ -58,7 +58,9 @@ def test_every_target_gets_the_first_wave_that_matches() -> None:
             expected = "rest"
         assert mesh.waves[workload.id] == expected, workload.id
     assert "hosts" not in mesh.waves.values(), "a canary-host wave takes hosts, never whole targets"
-    assert {w.restart_sensitive for w in mesh.workloads if w.datacenter == "sjc" and mesh.waves[w.id] == "rest"} == {True}
+    assert {
+        w.restart_sensitive for w in mesh.workloads if w.datacenter == "sjc" and mesh.waves[w.id] == "rest"
+    } == {True}
 
 
 def test_no_policy_no_waves() -> None:
@@ -67,7 +69,9 @@ def test_no_policy_no_waves() -> None:
 
 def test_the_example_has_a_wave_for_every_target(example_build: Build) -> None:
     assert set(example_build.mesh.waves) == {w.id for w in example_build.mesh.workloads}
-    assert {example_build.mesh.waves[w.id] for w in example_build.mesh.workloads if w.restart_sensitive} == {"restart-sensitive"}
+    assert {example_build.mesh.waves[w.id] for w in example_build.mesh.workloads if w.restart_sensitive} == {
+        "restart-sensitive"
+    }
 
 
 def test_pool_data_carries_its_wave_only_with_a_policy() -> None:
@@ -76,14 +80,21 @@ def test_pool_data_carries_its_wave_only_with_a_policy() -> None:
     pool = "puppet/data/pools/encryption/sjc.json"
     assert json.loads(with_waves[pool].data)["mesh::wave"] == "west"
     assert "mesh::wave" not in json.loads(without[pool].data)
-    assert json.loads(with_waves["puppet/data/pools/storage-gateway/gcp-usc1.json"].data)["mesh::wave"] == "canary"
+    assert (
+        json.loads(with_waves["puppet/data/pools/storage-gateway/gcp-usc1.json"].data)["mesh::wave"]
+        == "canary"
+    )
 
 
 def test_explain_shows_each_workloads_wave() -> None:
     report = explain(build(POLICY).mesh, "encryption")
     assert {w["id"]: w["wave"] for w in report["workloads"]} == {"vm/encryption/sjc": "west"} | {
-        w["id"]: ("canary" if w["datacenter"] == "gcp-usc1" else "west" if w["datacenter"] == "sjc" else "rest")
-        for w in report["workloads"] if w["id"] != "vm/encryption/sjc"}
+        w["id"]: (
+            "canary" if w["datacenter"] == "gcp-usc1" else "west" if w["datacenter"] == "sjc" else "rest"
+        )
+        for w in report["workloads"]
+        if w["id"] != "vm/encryption/sjc"
+    }
 
 
 def test_a_policy_that_leaves_a_target_out_is_an_error() -> None:
@@ -92,18 +103,24 @@ def test_a_policy_that_leaves_a_target_out_is_an_error() -> None:
     assert len(found) == 1
     line = mesh_line(policy, "name: west")
     assert found[0].startswith(f"mesh-spec/mesh.yaml:{line}:13: error: no wave takes ")
-    assert "k8s/kube-iad-a/" in found[0] and found[0].endswith("the last wave 'west' must match every target left (drop its match)  [rollout-uncovered]")
+    assert "k8s/kube-iad-a/" in found[0] and found[0].endswith(
+        "the last wave 'west' must match every target left (drop its match)  [rollout-uncovered]"
+    )
 
 
 def test_the_last_wave_cannot_be_a_canary_host_wave() -> None:
     policy = "rollout:\n  waves:\n    - name: canary\n      hosts_per_pool: 1\n"
-    assert errors(policy) == [f"mesh-spec/mesh.yaml:{mesh_line(policy, 'hosts_per_pool')}:23: error: the last wave 'canary' takes canary "
-                              "hosts only; add a last wave without hosts_per_pool that takes every target left  [rollout-uncovered]"]
+    assert errors(policy) == [
+        f"mesh-spec/mesh.yaml:{mesh_line(policy, 'hosts_per_pool')}:23: error: the last wave 'canary' takes canary "
+        "hosts only; add a last wave without hosts_per_pool that takes every target left  [rollout-uncovered]"
+    ]
 
 
 def test_unknown_names_in_a_match_and_duplicate_waves() -> None:
-    policy = ("rollout:\n  waves:\n    - name: canary\n      match: {datacenters: [gcp-usc2], clusters: [kube-sjc-b], services: [uplod]}\n"
-              "    - name: canary\n")
+    policy = (
+        "rollout:\n  waves:\n    - name: canary\n      match: {datacenters: [gcp-usc2], clusters: [kube-sjc-b], services: [uplod]}\n"
+        "    - name: canary\n"
+    )
     line = mesh_line(policy, "match: {datacenters")
     col = {name: policy.splitlines()[3].index(name) + 1 for name in ("gcp-usc2", "kube-sjc-b", "uplod")}
     assert errors(policy) == [

@@ -31,11 +31,16 @@ def test_a_trust_domain_change_breaks_the_expected_identity(tmp_path: Path) -> N
 
 def test_a_new_zookeeper_ensemble_breaks_discovery_across_waves(tmp_path: Path) -> None:
     repo, spec, _ = start_rollout(tmp_path / "repo")
-    replace_in(spec / "mesh.yaml", "zookeeper: [zk1.sjc.box.net:2181, zk2.sjc.box.net:2181, zk3.sjc.box.net:2181]",
-               "zookeeper: [zk4.sjc.box.net:2181, zk5.sjc.box.net:2181, zk6.sjc.box.net:2181]")
+    replace_in(
+        spec / "mesh.yaml",
+        "zookeeper: [zk1.sjc.box.net:2181, zk2.sjc.box.net:2181, zk3.sjc.box.net:2181]",
+        "zookeeper: [zk4.sjc.box.net:2181, zk5.sjc.box.net:2181, zk6.sjc.box.net:2181]",
+    )
     commit(repo, "new sjc ensemble")
     found = unsafe(spec)
-    mismatch = [f for f in found if "watches zk4.sjc.box.net:2181" in f and "registers at zk1.sjc.box.net:2181" in f]
+    mismatch = [
+        f for f in found if "watches zk4.sjc.box.net:2181" in f and "registers at zk1.sjc.box.net:2181" in f
+    ]
     assert mismatch and all("/nerve/services/" in f for f in mismatch)
 
 
@@ -43,7 +48,9 @@ def test_removing_a_local_dependency_before_its_clients_is_unsafe(tmp_path: Path
     """mysql-proxy (local) leaves sjc, and so does its client metadata: while sjc converges, an old metadata pod
     may meet a datacenter without mysql-proxy."""
     repo, spec, _ = start_rollout(tmp_path / "repo")
-    replace_in(spec / "services/mysql-proxy.yaml", "vm: {datacenters: [sjc, iad]}", "vm: {datacenters: [iad]}")
+    replace_in(
+        spec / "services/mysql-proxy.yaml", "vm: {datacenters: [sjc, iad]}", "vm: {datacenters: [iad]}"
+    )
     replace_in(spec / "services/metadata.yaml", "    - {cluster: kube-sjc-a}\n", "")
     commit(repo, "no mysql-proxy and no metadata in sjc")
     found = unsafe(spec)
@@ -53,14 +60,25 @@ def test_removing_a_local_dependency_before_its_clients_is_unsafe(tmp_path: Path
     assert "k8s/kube-sjc-a/metadata/metadata in wave west" in local[0] and "once west is promoted" in local[0]
 
 
-def test_a_new_service_called_from_the_first_wave_but_placed_in_a_later_one_is_unavailable(tmp_path: Path) -> None:
+def test_a_new_service_called_from_the_first_wave_but_placed_in_a_later_one_is_unavailable(
+    tmp_path: Path,
+) -> None:
     repo, spec, _ = start_rollout(tmp_path / "repo")
-    (spec / "services/quota.yaml").write_text("service: quota\nowner: storage\nport: 8080\nmesh_port: 18080\nlocal_port: 7199\n"
-                                              "deploy:\n  vm: {datacenters: [sjc]}\n")
-    (spec / "services/audit-log.yaml").write_text((spec / "services/audit-log.yaml").read_text() + "  - service: quota\n")
+    (spec / "services/quota.yaml").write_text(
+        "service: quota\nowner: storage\nport: 8080\nmesh_port: 18080\nlocal_port: 7199\n"
+        "deploy:\n  vm: {datacenters: [sjc]}\n"
+    )
+    (spec / "services/audit-log.yaml").write_text(
+        (spec / "services/audit-log.yaml").read_text() + "  - service: quota\n"
+    )
     commit(repo, "audit-log calls the new quota service, which runs in sjc only")
     found = unsafe(spec)
-    assert any("→ no server now" in f and "vm/audit-log/gcp-usc1 needs quota where it watches, and every server there is absent in some state" in f for f in found), found
+    assert any(
+        "→ no server now" in f
+        and "vm/audit-log/gcp-usc1 needs quota where it watches, and every server there is absent in some state"
+        in f
+        for f in found
+    ), found
 
 
 def test_every_check_passes_for_safe_changes_and_counts_combinations(tmp_path: Path) -> None:

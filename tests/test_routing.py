@@ -17,15 +17,24 @@ from compiler.spec.model import Datacenter
 
 
 def datacenters(**failover: list[str]) -> dict[str, Datacenter]:
-    return {name: Datacenter(name=name, region=f"r-{name}", zookeeper=(f"zk.{name}:2181",), failover=tuple(order),
-                             public_cloud=False, span=Span(file="mesh.yaml"))
-            for name, order in failover.items()}
+    return {
+        name: Datacenter(
+            name=name,
+            region=f"r-{name}",
+            zookeeper=(f"zk.{name}:2181",),
+            failover=tuple(order),
+            public_cloud=False,
+            span=Span(file="mesh.yaml"),
+        )
+        for name, order in failover.items()
+    }
 
 
 DCS = datacenters(a=["b", "c", "d"], b=["a", "c", "d"], c=["d", "b", "a"], d=["c"])
 
 
 # ------------------------------------------------------------------ failover
+
 
 def test_own_datacenter_first_then_failover_order() -> None:
     assert priorities("c", {"a", "b", "c", "d"}, "failover", DCS) == {"c": 0, "d": 1, "b": 2, "a": 3}
@@ -66,6 +75,7 @@ def test_random_failover_lists_give_contiguous_priorities() -> None:
 
 # ------------------------------------------------------------------ local and global
 
+
 def test_local_is_only_the_clients_datacenter() -> None:
     assert priorities("a", {"a", "b"}, "local", DCS) == {"a": 0}
     assert unreachable("a", {"a", "b"}, "local", DCS) == []  # b is out of reach by design, not an error
@@ -104,7 +114,9 @@ def service(name: str, port: int, deploy: str, locality: str = "failover", deps:
 
 
 def build(tmp_path: Path, services: dict[str, str], mesh: str = MESH) -> Mesh:
-    root = write_spec(tmp_path / "spec", {"mesh.yaml": mesh, **{f"services/{n}.yaml": t for n, t in services.items()}})
+    root = write_spec(
+        tmp_path / "spec", {"mesh.yaml": mesh, **{f"services/{n}.yaml": t for n, t in services.items()}}
+    )
     return lower(validate_only(spec_files(root), "spec"))
 
 
@@ -115,70 +127,130 @@ def sources(mesh: Mesh, workload: str, dependency: str) -> list[tuple[int, str, 
 
 
 def test_lowered_failover_order_per_client_datacenter(tmp_path: Path) -> None:
-    mesh = build(tmp_path, {
-        "client": service("client", 7001, "{vm: {datacenters: [iad]}, kubernetes: [{cluster: kube-sjc}]}", deps=("server",)),
-        "server": service("server", 7002, "{vm: {datacenters: [sjc, gcp]}, kubernetes: [{cluster: kube-gcp}]}"),
-    })
+    mesh = build(
+        tmp_path,
+        {
+            "client": service(
+                "client",
+                7001,
+                "{vm: {datacenters: [iad]}, kubernetes: [{cluster: kube-sjc}]}",
+                deps=("server",),
+            ),
+            "server": service(
+                "server", 7002, "{vm: {datacenters: [sjc, gcp]}, kubernetes: [{cluster: kube-gcp}]}"
+            ),
+        },
+    )
     # in iad, where the server does not run: iad's failover list, sjc then gcp (both of gcp's sources)
-    assert sources(mesh, "vm/client/iad", "server") == [(0, "sjc", "zookeeper"), (1, "gcp", "kubernetes"), (1, "gcp", "zookeeper")]
+    assert sources(mesh, "vm/client/iad", "server") == [
+        (0, "sjc", "zookeeper"),
+        (1, "gcp", "kubernetes"),
+        (1, "gcp", "zookeeper"),
+    ]
     # in sjc, where it runs: sjc first, then gcp (iad is skipped: no server there)
-    assert sources(mesh, "k8s/kube-sjc/client/client", "server") == [(0, "sjc", "zookeeper"), (1, "gcp", "kubernetes"), (1, "gcp", "zookeeper")]
+    assert sources(mesh, "k8s/kube-sjc/client/client", "server") == [
+        (0, "sjc", "zookeeper"),
+        (1, "gcp", "kubernetes"),
+        (1, "gcp", "zookeeper"),
+    ]
 
 
 def test_lowered_sources_name_where_to_discover(tmp_path: Path) -> None:
-    mesh = build(tmp_path, {
-        "client": service("client", 7001, "{vm: {datacenters: [gcp]}}", deps=("server",)),
-        "server": service("server", 7002, "{vm: {datacenters: [iad]}, kubernetes: [{cluster: kube-gcp, namespace: srv}]}"),
-    })
+    mesh = build(
+        tmp_path,
+        {
+            "client": service("client", 7001, "{vm: {datacenters: [gcp]}}", deps=("server",)),
+            "server": service(
+                "server",
+                7002,
+                "{vm: {datacenters: [iad]}, kubernetes: [{cluster: kube-gcp, namespace: srv}]}",
+            ),
+        },
+    )
     egress = mesh.workloads_of("client")[0].egress[0]
     first, second = egress.sources
     assert (first.kind, first.priority, first.cluster, first.api_server, first.namespace, first.service) == (
-        "kubernetes", 0, "kube-gcp", "https://kube-gcp.example", "srv", "server")
+        "kubernetes",
+        0,
+        "kube-gcp",
+        "https://kube-gcp.example",
+        "srv",
+        "server",
+    )
     assert (second.kind, second.priority, second.hosts, second.path) == (
-        "zookeeper", 1, ("zk.iad:2181",), "/nerve/services/server/services")
+        "zookeeper",
+        1,
+        ("zk.iad:2181",),
+        "/nerve/services/server/services",
+    )
 
 
 def test_lowered_global(tmp_path: Path) -> None:
-    mesh = build(tmp_path, {
-        "client": service("client", 7001, "{vm: {datacenters: [sjc]}}", deps=("flags",)),
-        "flags": service("flags", 7002, "{vm: {datacenters: [sjc, iad]}, kubernetes: [{cluster: kube-gcp}]}", locality="global"),
-    })
-    assert sources(mesh, "vm/client/sjc", "flags") == [(0, "gcp", "kubernetes"), (0, "iad", "zookeeper"), (0, "sjc", "zookeeper")]
+    mesh = build(
+        tmp_path,
+        {
+            "client": service("client", 7001, "{vm: {datacenters: [sjc]}}", deps=("flags",)),
+            "flags": service(
+                "flags",
+                7002,
+                "{vm: {datacenters: [sjc, iad]}, kubernetes: [{cluster: kube-gcp}]}",
+                locality="global",
+            ),
+        },
+    )
+    assert sources(mesh, "vm/client/sjc", "flags") == [
+        (0, "gcp", "kubernetes"),
+        (0, "iad", "zookeeper"),
+        (0, "sjc", "zookeeper"),
+    ]
 
 
 def test_lowered_local(tmp_path: Path) -> None:
-    mesh = build(tmp_path, {
-        "client": service("client", 7001, "{vm: {datacenters: [sjc, iad]}}", deps=("cache",)),
-        "cache": service("cache", 7002, "{vm: {datacenters: [sjc, iad, gcp]}}", locality="local"),
-    })
+    mesh = build(
+        tmp_path,
+        {
+            "client": service("client", 7001, "{vm: {datacenters: [sjc, iad]}}", deps=("cache",)),
+            "cache": service("cache", 7002, "{vm: {datacenters: [sjc, iad, gcp]}}", locality="local"),
+        },
+    )
     assert sources(mesh, "vm/client/sjc", "cache") == [(0, "sjc", "zookeeper")]
     assert sources(mesh, "vm/client/iad", "cache") == [(0, "iad", "zookeeper")]
 
 
 def test_local_dependency_missing_in_a_client_datacenter_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
-        build(tmp_path, {
-            "client": service("client", 7001, "{vm: {datacenters: [sjc, iad, gcp]}}", deps=("cache",)),
-            "cache": service("cache", 7002, "{kubernetes: [{cluster: kube-sjc}]}", locality="local"),
-        })
+        build(
+            tmp_path,
+            {
+                "client": service("client", 7001, "{vm: {datacenters: [sjc, iad, gcp]}}", deps=("cache",)),
+                "cache": service("cache", 7002, "{kubernetes: [{cluster: kube-sjc}]}", locality="local"),
+            },
+        )
     found = [(d.code, d.span.file, d.span.line, d.message) for d in info.value.diagnostics]
     # one error per client datacenter without the cache, at the dependency entry
     assert [(code, file, line) for code, file, line, _ in found] == [
-        ("local-unavailable", "spec/services/client.yaml", 9), ("local-unavailable", "spec/services/client.yaml", 9)]
+        ("local-unavailable", "spec/services/client.yaml", 9),
+        ("local-unavailable", "spec/services/client.yaml", 9),
+    ]
     assert "'client' runs in 'gcp' but its `local` dependency 'cache' does not" in found[0][3] + found[1][3]
     assert "'client' runs in 'iad'" in found[0][3] + found[1][3]
 
 
 def test_failover_unreachable_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as info:
-        build(tmp_path, {
-            "client": service("client", 7001, "{vm: {datacenters: [sjc]}}", deps=("server",)),
-            "server": service("server", 7002, "{vm: {datacenters: [iad, gcp]}}"),
-        }, mesh=MESH.replace("failover: [iad, gcp]}", "failover: [iad]}"))
+        build(
+            tmp_path,
+            {
+                "client": service("client", 7001, "{vm: {datacenters: [sjc]}}", deps=("server",)),
+                "server": service("server", 7002, "{vm: {datacenters: [iad, gcp]}}"),
+            },
+            mesh=MESH.replace("failover: [iad, gcp]}", "failover: [iad]}"),
+        )
     [diagnostic] = info.value.diagnostics
     assert diagnostic.code == "failover-unreachable"
-    assert diagnostic.message == ("'client' in 'sjc' cannot reach 'server' in 'gcp'; "
-                                  "add gcp to the failover list of 'sjc' in mesh.yaml")
+    assert diagnostic.message == (
+        "'client' in 'sjc' cannot reach 'server' in 'gcp'; add gcp to the failover list of 'sjc' in mesh.yaml"
+    )
 
 
 def test_example_upload_routing(example_build) -> None:
@@ -186,6 +258,11 @@ def test_example_upload_routing(example_build) -> None:
     for workload in example_build.mesh.workloads_of("upload"):
         for egress in workload.egress:
             ranks = [s.priority for s in egress.sources]
-            assert ranks == sorted(ranks) and set(ranks) == set(range(max(ranks) + 1)), (workload.id, egress.service)
-            if egress.locality == "failover" and any(s.datacenter == workload.datacenter for s in egress.sources):
+            assert ranks == sorted(ranks) and set(ranks) == set(range(max(ranks) + 1)), (
+                workload.id,
+                egress.service,
+            )
+            if egress.locality == "failover" and any(
+                s.datacenter == workload.datacenter for s in egress.sources
+            ):
                 assert {s.datacenter for s in egress.sources if s.priority == 0} == {workload.datacenter}

@@ -33,8 +33,14 @@ Snapshot = dict[str, tuple[str, bytes]]
 
 def meshc(*args: str | Path, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """The real command line, as users run it."""
-    result = subprocess.run([sys.executable, "-m", "compiler", *map(str, args)], cwd=cwd, env=ENV,
-                            capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-m", "compiler", *map(str, args)],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert "Traceback" not in result.stdout + result.stderr
     return result
 
@@ -63,7 +69,9 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, label: s
     prefix = f"meshc: error: {label}: "
     assert lines[0].startswith(prefix), lines[0]
     sentence = lines[0].removeprefix(prefix)
-    assert re.search(r"[a-z]{3,} [a-z]{2,}", sentence) and not re.fullmatch(r"\d+", sentence), sentence  # words, not an errno
+    assert re.search(r"[a-z]{3,} [a-z]{2,}", sentence) and not re.fullmatch(r"\d+", sentence), (
+        sentence
+    )  # words, not an errno
     return sentence
 
 
@@ -93,13 +101,17 @@ def workspace(tmp_path: Path) -> Path:
 
 # ------------------------------------------------------------------ item 1: replace only what meshc wrote
 
-@pytest.mark.parametrize(("out", "reason"), [
-    (".", "is the current directory"),
-    ("mesh-spec", "is the spec directory"),
-    ("..", "contains the current directory"),
-    (".git", "is inside a .git directory"),
-    (".git/meshc", "is inside a .git directory"),
-])
+
+@pytest.mark.parametrize(
+    ("out", "reason"),
+    [
+        (".", "is the current directory"),
+        ("mesh-spec", "is the spec directory"),
+        ("..", "contains the current directory"),
+        (".git", "is inside a .git directory"),
+        (".git/meshc", "is inside a .git directory"),
+    ],
+)
 def test_build_refuses_the_project_the_spec_and_their_parents(workspace: Path, out: str, reason: str) -> None:
     before = snapshot(workspace.parent)
     sentence = one_line_error(meshc("build", "mesh-spec", "-o", out, cwd=workspace), 2, out)
@@ -111,19 +123,26 @@ def test_build_refuses_a_directory_that_contains_the_spec(workspace: Path, tmp_p
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     before = snapshot(workspace)
-    sentence = one_line_error(meshc("build", workspace / "mesh-spec", "-o", workspace, cwd=elsewhere), 2, workspace)
+    sentence = one_line_error(
+        meshc("build", workspace / "mesh-spec", "-o", workspace, cwd=elsewhere), 2, workspace
+    )
     assert sentence.startswith("contains the spec directory"), sentence
     assert snapshot(workspace) == before
 
 
-@pytest.mark.parametrize("content", [
-    {"notes.txt": b"mine\n"},
-    {"sub/deep.txt": b"mine\n"},
-    {MANIFEST: b'{"name": "a package manifest", "version": 1}\n'},  # a MANIFEST.json, but not meshc's
-    {MANIFEST: b'{"format": 1, "meshc_version": "0.1.0", "files": {"a": "not a hash"}, "targets": {}}\n'},
-    {MANIFEST: b"[]\n", "x": b""},
-])
-def test_build_refuses_a_non_empty_directory_meshc_did_not_write(tmp_path: Path, content: dict[str, bytes]) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"notes.txt": b"mine\n"},
+        {"sub/deep.txt": b"mine\n"},
+        {MANIFEST: b'{"name": "a package manifest", "version": 1}\n'},  # a MANIFEST.json, but not meshc's
+        {MANIFEST: b'{"format": 1, "meshc_version": "0.1.0", "files": {"a": "not a hash"}, "targets": {}}\n'},
+        {MANIFEST: b"[]\n", "x": b""},
+    ],
+)
+def test_build_refuses_a_non_empty_directory_meshc_did_not_write(
+    tmp_path: Path, content: dict[str, bytes]
+) -> None:
     out = tmp_path / "out"
     for relative, data in content.items():
         (out / relative).parent.mkdir(parents=True, exist_ok=True)
@@ -153,13 +172,19 @@ def test_build_writes_into_an_absent_an_empty_or_its_own_directory(tmp_path: Pat
         result = meshc("build", EXAMPLE, "-o", out)
         assert result.returncode == 0, result.stderr
         assert read_tree(out) == read_tree(ROOT / "output")
-    (empty / "stray.txt").write_text("extra\n")  # an extra in a tree meshc built is reported and replaced, as before
+    (empty / "stray.txt").write_text(
+        "extra\n"
+    )  # an extra in a tree meshc built is reported and replaced, as before
     result = meshc("build", EXAMPLE, "-o", empty)
     assert (result.returncode, result.stdout) == (0, f"{empty}: 0 file(s) written, 1 removed\n")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "empty"]  # no lock file, staging or parked tree left
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "a",
+        "empty",
+    ]  # no lock file, staging or parked tree left
 
 
 # ------------------------------------------------------------------ item 2: files, symlinks, mount points
+
 
 def _hostile_paths(root: Path) -> dict[str, str]:
     """Output paths that are not a directory meshc may replace, and the start of the sentence each gets."""
@@ -169,9 +194,14 @@ def _hostile_paths(root: Path) -> dict[str, str]:
     (root / "loop-a").symlink_to("loop-b")
     (root / "loop-b").symlink_to("loop-a")
     os.mkfifo(root / "fifo")
-    return {"afile": "is a regular file, not a directory", "afile/sub": "lies under afile, which is not a directory",
-            "dangling": "is a dangling symlink (-> nowhere)", "to-file": "is a symlink to a regular file, not a directory",
-            "loop-a": "is a symlink loop", "fifo": "is a named pipe (FIFO), not a directory"}
+    return {
+        "afile": "is a regular file, not a directory",
+        "afile/sub": "lies under afile, which is not a directory",
+        "dangling": "is a dangling symlink (-> nowhere)",
+        "to-file": "is a symlink to a regular file, not a directory",
+        "loop-a": "is a symlink loop",
+        "fifo": "is a named pipe (FIFO), not a directory",
+    }
 
 
 def test_build_refuses_files_dangling_links_and_paths_under_a_file(tmp_path: Path) -> None:
@@ -200,8 +230,15 @@ def test_a_symlink_to_a_directory_is_built_through(tmp_path: Path) -> None:
 def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
     """A real tmpfs of `size` at `mount_point` (root only); skips where mounting is not allowed."""
     mount_point.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)], capture_output=True, text=True) \
-        if shutil.which("mount") and os.geteuid() == 0 else None
+    mounted = (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)],
+            capture_output=True,
+            text=True,
+        )
+        if shutil.which("mount") and os.geteuid() == 0
+        else None
+    )
     if mounted is None or mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip() if mounted else 'not root'}")
     try:
@@ -276,8 +313,21 @@ sys.exit(main(args))
 
 def hooked(hook: str, markers: Path, *args: str | Path, stderr: int | None = None) -> subprocess.Popen[str]:
     markers.mkdir(exist_ok=True)
-    return subprocess.Popen([sys.executable, "-c", HOOKED, hook, str(markers / "paused"), str(markers / "resume"), *map(str, args)],
-                            cwd=ROOT, env=ENV, stderr=stderr, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            HOOKED,
+            hook,
+            str(markers / "paused"),
+            str(markers / "resume"),
+            *map(str, args),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stderr=stderr,
+        text=True,
+    )
 
 
 def wait_for(path: Path, child: subprocess.Popen[str]) -> None:
@@ -297,8 +347,16 @@ def first_stderr_line(child: subprocess.Popen[str], seconds: float) -> str:
 
 def tree_with(**changed: str) -> dict[str, bytes]:
     """A small output tree (manifest included); `f0="x"` gives file t0/f0.json other bytes."""
-    return render_tree([Artifact(path=f"t{i % 3}/f{i}.json", data=changed.get(f"f{i}", f"file {i}").encode(), target=f"t{i % 3}")
-                        for i in range(6)])
+    return render_tree(
+        [
+            Artifact(
+                path=f"t{i % 3}/f{i}.json",
+                data=changed.get(f"f{i}", f"file {i}").encode(),
+                target=f"t{i % 3}",
+            )
+            for i in range(6)
+        ]
+    )
 
 
 def test_without_a_lock_this_interleaving_publishes_a_tree_nobody_rendered(tmp_path: Path) -> None:
@@ -314,6 +372,7 @@ def test_without_a_lock_this_interleaving_publishes_a_tree_nobody_rendered(tmp_p
     for name, files in (("b", b), ("c", c)):
         (write / f"{name}.json").write_text(json.dumps({p: d.decode() for p, d in files.items()}))
     from compiler.emit import write_tree
+
     write_tree(out, a)
     p2 = hooked("pause-before-link", tmp_path / "p2", "write_tree", out, write / "c.json")
     wait_for(tmp_path / "p2" / "paused", p2)
@@ -334,16 +393,28 @@ def test_concurrent_builds_wait_for_each_other_and_publish_what_a_spec_renders(t
     assert meshc("build", EXAMPLE, "-o", out).returncode == 0
     p2 = hooked("pause-before-link", tmp_path / "p2", "build", spec_c, "-o", out)
     wait_for(tmp_path / "p2" / "paused", p2)
-    p1 = subprocess.Popen([sys.executable, "-m", "compiler", "build", str(spec_b), "-o", str(out)], env=ENV,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p1 = subprocess.Popen(
+        [sys.executable, "-m", "compiler", "build", str(spec_b), "-o", str(out)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = first_stderr_line(p1, 120)  # P1 says it waits; P2 stays paused until then, so P1 cannot slip past
     (tmp_path / "p2" / "resume").touch()
     assert p2.wait(timeout=120) == 0
     assert p1.wait(timeout=120) == 0
     check_b = meshc("check", spec_b, "-o", out)
-    assert check_b.returncode == 0, check_b.stdout  # P1 ran last, on top of P2's whole tree (unlocked: a mix of B and C)
+    assert check_b.returncode == 0, (
+        check_b.stdout
+    )  # P1 ran last, on top of P2's whole tree (unlocked: a mix of B and C)
     assert line.startswith("meshc: waiting for another meshc build or check of this output (lock "), line
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["output", "p2", "spec-b", "spec-c"]  # the lock file is gone too
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "output",
+        "p2",
+        "spec-b",
+        "spec-c",
+    ]  # the lock file is gone too
 
 
 def test_a_second_build_or_check_gives_up_after_its_lock_timeout(tmp_path: Path) -> None:
@@ -359,9 +430,13 @@ def test_a_second_build_or_check_gives_up_after_its_lock_timeout(tmp_path: Path)
             assert result.returncode == 4, result.stderr
             lines = result.stderr.splitlines()
             assert lines[0].startswith("meshc: waiting for another meshc build or check of this output")
-            assert lines[1:] == [f"meshc: error: {out}: another meshc build or check still holds its lock (.output.meshc-lock) "
-                                 "after 0.2s; try again when it has finished"]
-        assert snapshot(out) == before  # the paused build has not swapped yet, and the refused ones wrote nothing
+            assert lines[1:] == [
+                f"meshc: error: {out}: another meshc build or check still holds its lock (.output.meshc-lock) "
+                "after 0.2s; try again when it has finished"
+            ]
+        assert (
+            snapshot(out) == before
+        )  # the paused build has not swapped yet, and the refused ones wrote nothing
     finally:
         (tmp_path / "p2" / "resume").touch()
         assert p2.wait(timeout=120) == 0
@@ -370,9 +445,12 @@ def test_a_second_build_or_check_gives_up_after_its_lock_timeout(tmp_path: Path)
 
 # ------------------------------------------------------------------ item 7: no staging left behind
 
+
 def test_disk_full_on_a_real_tmpfs_leaves_no_staging_and_the_previous_output(tmp_path: Path) -> None:
     """ENOSPC for real: a tmpfs with room for half of what the next build writes."""
-    changed = variant(tmp_path, "changed", "mesh.yaml", "trust_domain: box.mesh", "trust_domain: box2.mesh")  # every identity
+    changed = variant(
+        tmp_path, "changed", "mesh.yaml", "trust_domain: box.mesh", "trust_domain: box2.mesh"
+    )  # every identity
     assert meshc("build", changed, "-o", tmp_path / "probe").returncode == 0
     new, old = read_tree(tmp_path / "probe"), read_tree(ROOT / "output")
     page = os.sysconf("SC_PAGE_SIZE")
@@ -397,10 +475,15 @@ def test_an_injected_write_failure_leaves_no_staging_and_the_previous_output(tmp
     changed = variant(tmp_path, "changed", "mesh.yaml", "timeout: 15s", "timeout: 20s")
     assert meshc("build", EXAMPLE, "-o", out).returncode == 0
     before = snapshot(tmp_path)
-    child = hooked("enospc-at-third-write", tmp_path / "hooks", "build", changed, "-o", out, stderr=subprocess.PIPE)
+    child = hooked(
+        "enospc-at-third-write", tmp_path / "hooks", "build", changed, "-o", out, stderr=subprocess.PIPE
+    )
     _, err = child.communicate(timeout=120)
     assert child.returncode == 4, err
-    assert err == f"meshc: error: {out}: cannot write the new tree: no space left on device; the output is left as it was\n"
+    assert (
+        err
+        == f"meshc: error: {out}: cannot write the new tree: no space left on device; the output is left as it was\n"
+    )
     assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("hooks")} == before
 
 
@@ -418,21 +501,28 @@ def test_a_previous_tree_that_cannot_be_removed_is_an_environment_failure(tmp_pa
         result = meshc("build", changed, "-o", out)
         [leftover] = [p for p in tmp_path.iterdir() if ".meshc-new-" in p.name]
         sentence = one_line_error(result, 4, leftover)
-        assert sentence.startswith("the new output is in place, but this copy of the previous one cannot be removed: "), sentence
+        assert sentence.startswith(
+            "the new output is in place, but this copy of the previous one cannot be removed: "
+        ), sentence
         assert meshc("check", changed, "-o", out).returncode == 0
     finally:
         for path in tmp_path.rglob("stray.txt"):
             subprocess.run([chattr, "-i", str(path)], check=True)
-    assert meshc("build", changed, "-o", out).returncode == 0  # the next build removes the dead build's leftover
+    assert (
+        meshc("build", changed, "-o", out).returncode == 0
+    )  # the next build removes the dead build's leftover
     assert sorted(p.name for p in tmp_path.iterdir()) == ["changed", "output"]
 
 
 # ------------------------------------------------------------------ item 8: never open what meshc did not write
 
+
 def _special_files(out: Path) -> dict[str, str]:
     """A FIFO, a socket, a symlink to a secret outside, and (as root) a device, in a built tree; their kinds."""
     os.mkfifo(out / "fifo")
-    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # a socket path must fit in 108 bytes; made short, then moved
+    with tempfile.TemporaryDirectory(
+        dir="/tmp"
+    ) as short:  # a socket path must fit in 108 bytes; made short, then moved
         server = socket.socket(socket.AF_UNIX)
         server.bind(f"{short}/s")
         server.close()
@@ -474,12 +564,16 @@ def test_non_regular_files_in_output_are_extras_never_opened(tmp_path: Path) -> 
     assert build.returncode == 0, build.stderr
     assert build.stdout == f"{out}: 2 file(s) written, {len(kinds)} removed\n"
     assert read_tree(out) == read_tree(ROOT / "output") and meshc("check", EXAMPLE, "-o", out).returncode == 0
-    assert {p: v for p, v in snapshot(tmp_path).items() if not p.startswith("output")} == outside  # the secret untouched
+    assert {
+        p: v for p, v in snapshot(tmp_path).items() if not p.startswith("output")
+    } == outside  # the secret untouched
 
 
 def _peak_rss_kib(*args: str | Path) -> tuple[int, str]:
     """Run the command line and return (peak RSS in KiB, stdout) of that child alone."""
-    child = subprocess.Popen([sys.executable, "-m", "compiler", *map(str, args)], env=ENV, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "compiler", *map(str, args)], env=ENV, stdout=subprocess.PIPE, text=True
+    )
     assert child.stdout is not None
     out = child.stdout.read()
     _, status, usage = os.wait4(child.pid, 0)
@@ -502,7 +596,10 @@ def test_a_huge_file_in_output_is_hashed_in_chunks_not_read_whole(tmp_path: Path
     peak, report = _peak_rss_kib("check", EXAMPLE, "-o", out)
     assert peak < baseline + 64 * 1024, (peak, baseline)  # reading either file whole would add 256 MiB
     assert f"  hand-edited  {out.as_posix()}/puppet/data/common.yaml" in report.splitlines()
-    assert f"      (not compared: {size:,} bytes on disk, more than the 16 MiB meshc compares as data)" in report.splitlines()
+    assert (
+        f"      (not compared: {size:,} bytes on disk, more than the 16 MiB meshc compares as data)"
+        in report.splitlines()
+    )
     peak, report = _peak_rss_kib("build", EXAMPLE, "-o", out)
     assert peak < baseline + 64 * 1024, (peak, baseline)
     assert report == f"{out}: 1 file(s) written, 1 removed\n"
@@ -510,6 +607,7 @@ def test_a_huge_file_in_output_is_hashed_in_chunks_not_read_whole(tmp_path: Path
 
 
 # ------------------------------------------------------------------ item 11: exit codes 3 and 4
+
 
 def test_a_read_only_filesystem_is_an_environment_failure(tmp_path: Path) -> None:
     changed = variant(tmp_path, "changed", "services/upload.yaml", "timeout: 2s", "timeout: 3s")
@@ -521,12 +619,22 @@ def test_a_read_only_filesystem_is_an_environment_failure(tmp_path: Path) -> Non
         sentence = one_line_error(meshc("build", changed, "-o", out), 4, out)
         assert sentence == "cannot create its lock file .output.meshc-lock beside it: read-only file system"
         assert snapshot(ro) == before
-        check = meshc("check", changed, "-o", out)  # a check reads: no build can run there, so it goes on unlocked
+        check = meshc(
+            "check", changed, "-o", out
+        )  # a check reads: no build can run there, so it goes on unlocked
         assert check.returncode == 1 and check.stdout.startswith(f"{out}: not what the spec renders (")
 
 
 def test_an_os_error_reading_the_spec_exits_4_with_path_and_cause(tmp_path: Path) -> None:
-    child = hooked("unreadable-spec", tmp_path / "hooks", "build", "mesh-spec", "-o", tmp_path / "out", stderr=subprocess.PIPE)
+    child = hooked(
+        "unreadable-spec",
+        tmp_path / "hooks",
+        "build",
+        "mesh-spec",
+        "-o",
+        tmp_path / "out",
+        stderr=subprocess.PIPE,
+    )
     _, err = child.communicate(timeout=120)
     assert (child.returncode, err) == (4, "meshc: error: mesh-spec/mesh.yaml: permission denied\n")
     assert not (tmp_path / "out").exists()
@@ -534,7 +642,15 @@ def test_an_os_error_reading_the_spec_exits_4_with_path_and_cause(tmp_path: Path
 
 def test_a_broken_compiler_invariant_exits_3_not_2(tmp_path: Path) -> None:
     """A rendering that violates an invariant is a bug in meshc (exit 3), not an invalid spec (exit 2)."""
-    child = hooked("renderer-bug", tmp_path / "hooks", "build", "mesh-spec", "-o", tmp_path / "out", stderr=subprocess.PIPE)
+    child = hooked(
+        "renderer-bug",
+        tmp_path / "hooks",
+        "build",
+        "mesh-spec",
+        "-o",
+        tmp_path / "out",
+        stderr=subprocess.PIPE,
+    )
     _, err = child.communicate(timeout=120)
     assert child.returncode == 3, err
     lines = err.splitlines()
@@ -546,9 +662,12 @@ def test_a_broken_compiler_invariant_exits_3_not_2(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ smaller truths
 
+
 def test_ci_waits_for_the_dpkg_lock() -> None:
     """Another apt process on a fresh machine must not fail CI at once: every apt-get waits for the lock."""
-    calls = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line.lstrip().startswith("apt-get")]
+    calls = [
+        line for line in (ROOT / ".ci/run").read_text().splitlines() if line.lstrip().startswith("apt-get")
+    ]
     assert calls and all("-o DPkg::Lock::Timeout=600" in line for line in calls), calls
 
 

@@ -36,7 +36,9 @@ def meshc(*args: str, cwd: Path, as_nobody: bool = False) -> subprocess.Complete
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MESHC_DEBUG", None)
     prefix = [require_tool(NOBODY[0]), *NOBODY[1:]] if as_nobody else []
-    result = subprocess.run([*prefix, *command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*prefix, *command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+    )
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     return result
 
@@ -83,7 +85,9 @@ def built(world: Path) -> tuple[Path, dict[str, bytes]]:
 
 def fails_and_keeps_output(world: Path, before: dict[str, bytes], *, as_nobody: bool = False) -> list[str]:
     """validate and build both exit 2 with one-line diagnostics; build leaves output/ byte-identical."""
-    if as_nobody:  # build takes the output's lock (a file beside output/) before it reads the spec: let nobody create it
+    if (
+        as_nobody
+    ):  # build takes the output's lock (a file beside output/) before it reads the spec: let nobody create it
         world.chmod(0o1777)
     checked = meshc("validate", "spec", cwd=world, as_nobody=as_nobody)
     assert "ok" not in checked.stdout
@@ -95,11 +99,13 @@ def fails_and_keeps_output(world: Path, before: dict[str, bytes], *, as_nobody: 
 
 # ---------------------------------------------------------------- item 3: services/ is not a directory of services
 
+
 def test_services_missing_is_an_error_not_an_empty_mesh(built: tuple[Path, dict[str, bytes]]) -> None:
     world, before = built
     shutil.rmtree(world / "spec/services")
     assert fails_and_keeps_output(world, before) == [
-        "spec/services:1:1: error: no services/ directory; a mesh needs at least one services/<name>.yaml  [file-missing]"]
+        "spec/services:1:1: error: no services/ directory; a mesh needs at least one services/<name>.yaml  [file-missing]"
+    ]
 
 
 def test_services_empty_is_an_error(built: tuple[Path, dict[str, bytes]]) -> None:
@@ -108,7 +114,9 @@ def test_services_empty_is_an_error(built: tuple[Path, dict[str, bytes]]) -> Non
         path.unlink()
     (world / "spec/services/.editor-swap").write_text("x")
     lines = fails_and_keeps_output(world, before)
-    assert lines == ["spec/services:1:1: error: services/ holds no service; add one file per service, services/<name>.yaml  [no-services]"]
+    assert lines == [
+        "spec/services:1:1: error: services/ holds no service; add one file per service, services/<name>.yaml  [no-services]"
+    ]
 
 
 def test_services_as_a_regular_file_is_an_error(built: tuple[Path, dict[str, bytes]]) -> None:
@@ -116,7 +124,8 @@ def test_services_as_a_regular_file_is_an_error(built: tuple[Path, dict[str, byt
     shutil.rmtree(world / "spec/services")
     (world / "spec/services").write_text(BASE["services/a.yaml"])
     assert fails_and_keeps_output(world, before) == [
-        "spec/services:1:1: error: this is a regular file, not a directory; make it a directory of service files  [file-type]"]
+        "spec/services:1:1: error: this is a regular file, not a directory; make it a directory of service files  [file-type]"
+    ]
 
 
 def test_unreadable_services_directory_as_nobody(built: tuple[Path, dict[str, bytes]]) -> None:
@@ -124,7 +133,8 @@ def test_unreadable_services_directory_as_nobody(built: tuple[Path, dict[str, by
     world, before = built
     (world / "spec/services").chmod(0o000)
     assert fails_and_keeps_output(world, before, as_nobody=True) == [
-        "spec/services:1:1: error: cannot list services/: permission denied  [file-unreadable]"]
+        "spec/services:1:1: error: cannot list services/: permission denied  [file-unreadable]"
+    ]
 
 
 def test_unlistable_services_directory_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -139,20 +149,27 @@ def test_unlistable_services_directory_in_process(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(os, "scandir", denied)
     with pytest.raises(SpecError) as info:
         compile_dir(tmp_path)
-    assert [(d.code, d.span.file) for d in info.value.diagnostics] == [("file-unreadable", f"{tmp_path.as_posix()}/services")]
+    assert [(d.code, d.span.file) for d in info.value.diagnostics] == [
+        ("file-unreadable", f"{tmp_path.as_posix()}/services")
+    ]
 
 
 # ---------------------------------------------------------------- item 11: an unreadable spec file
 
+
 @pytest.mark.parametrize("relative", ["mesh.yaml", "services/b.yaml"])
-def test_unreadable_spec_file_is_a_positioned_error(built: tuple[Path, dict[str, bytes]], relative: str) -> None:
+def test_unreadable_spec_file_is_a_positioned_error(
+    built: tuple[Path, dict[str, bytes]], relative: str
+) -> None:
     world, before = built
     (world / "spec" / relative).chmod(0o000)
     assert fails_and_keeps_output(world, before, as_nobody=True) == [
-        f"spec/{relative}:1:1: error: cannot read the file: permission denied  [file-unreadable]"]
+        f"spec/{relative}:1:1: error: cannot read the file: permission denied  [file-unreadable]"
+    ]
 
 
 # ---------------------------------------------------------------- item 4: non-regular *.yaml entries
+
 
 def _fifo(path: Path) -> None:
     os.mkfifo(path)
@@ -178,23 +195,36 @@ def _directory(path: Path) -> None:
 
 def _device(path: Path) -> None:
     try:
-        os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 3))  # /dev/null's numbers: reading it would end at once anyway
+        os.mknod(
+            path, 0o644 | stat.S_IFCHR, os.makedev(1, 3)
+        )  # /dev/null's numbers: reading it would end at once anyway
     except PermissionError:
         pytest.skip("this container may not create device nodes")
 
 
 ENTRIES = {
     "fifo": (_fifo, "this is a FIFO, not a regular file; remove it or make it a regular file  [file-type]"),
-    "socket": (_socket, "this is a socket, not a regular file; remove it or make it a regular file  [file-type]"),
-    "device": (_device, "this is a character device, not a regular file; remove it or make it a regular file  [file-type]"),
-    "directory": (_directory, "this is a directory, not a regular file; remove it or make it a regular file  [file-type]"),
+    "socket": (
+        _socket,
+        "this is a socket, not a regular file; remove it or make it a regular file  [file-type]",
+    ),
+    "device": (
+        _device,
+        "this is a character device, not a regular file; remove it or make it a regular file  [file-type]",
+    ),
+    "directory": (
+        _directory,
+        "this is a directory, not a regular file; remove it or make it a regular file  [file-type]",
+    ),
     "dangling-symlink": (_dangling, "this is a symbolic link; spec entries must be real files"),
     "symlink-loop": (_loop, "this is a symbolic link; spec entries must be real files"),
 }
 
 
 @pytest.mark.parametrize("kind", sorted(ENTRIES))
-def test_non_regular_yaml_entry_is_a_positioned_error(built: tuple[Path, dict[str, bytes]], kind: str) -> None:
+def test_non_regular_yaml_entry_is_a_positioned_error(
+    built: tuple[Path, dict[str, bytes]], kind: str
+) -> None:
     """Each used to vanish from the mesh (and its outputs were deleted by the next build); a FIFO is never opened."""
     world, before = built
     make, message = ENTRIES[kind]
@@ -216,6 +246,7 @@ def test_a_fifo_is_never_opened(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- item 5: symlinks
 
+
 def test_symlink_leaving_the_spec_is_never_followed_or_echoed(built: tuple[Path, dict[str, bytes]]) -> None:
     world, before = built
     secret = world / "secret.txt"
@@ -223,8 +254,10 @@ def test_symlink_leaving_the_spec_is_never_followed_or_echoed(built: tuple[Path,
     (world / "spec/services/b.yaml").unlink()
     (world / "spec/services/b.yaml").symlink_to(secret)
     lines = fails_and_keeps_output(world, before)
-    assert lines == ["spec/services/b.yaml:1:1: error: this is a symbolic link that leaves the spec directory; "
-                     "meshc does not follow it: put the real file or directory here  [symlink-escape]"]
+    assert lines == [
+        "spec/services/b.yaml:1:1: error: this is a symbolic link that leaves the spec directory; "
+        "meshc does not follow it: put the real file or directory here  [symlink-escape]"
+    ]
     assert "s3cr3t" not in "".join(lines) and str(secret) not in "".join(lines)
 
 
@@ -234,7 +267,8 @@ def test_symlinked_services_directory_is_refused(built: tuple[Path, dict[str, by
     (world / "spec/services").symlink_to(world / "elsewhere")
     assert fails_and_keeps_output(world, before) == [
         "spec/services:1:1: error: this is a symbolic link that leaves the spec directory; "
-        "meshc does not follow it: put the real file or directory here  [symlink-escape]"]
+        "meshc does not follow it: put the real file or directory here  [symlink-escape]"
+    ]
 
 
 def test_symlink_inside_the_spec_is_refused_too(built: tuple[Path, dict[str, bytes]]) -> None:
@@ -242,11 +276,22 @@ def test_symlink_inside_the_spec_is_refused_too(built: tuple[Path, dict[str, byt
     (world / "spec/services/b.yaml").rename(world / "spec/b.yaml")
     (world / "spec/services/b.yaml").symlink_to("../b.yaml")
     [line] = fails_and_keeps_output(world, before)
-    assert line.startswith("spec/services/b.yaml:1:1: error: this is a symbolic link;") and line.endswith("[file-symlink]")
+    assert line.startswith("spec/services/b.yaml:1:1: error: this is a symbolic link;") and line.endswith(
+        "[file-symlink]"
+    )
 
 
 def git(repo: Path, *args: str) -> str:
-    command = ["git", "-c", "user.name=meshc test", "-c", "user.email=test@meshc.invalid", "-c", "commit.gpgsign=false", *args]
+    command = [
+        "git",
+        "-c",
+        "user.name=meshc test",
+        "-c",
+        "user.email=test@meshc.invalid",
+        "-c",
+        "commit.gpgsign=false",
+        *args,
+    ]
     return subprocess.run(command, cwd=repo, check=True, capture_output=True, text=True).stdout
 
 
@@ -287,29 +332,47 @@ def test_git_tree_named_like_a_service_file_is_refused(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- item 12: one line per diagnostic, real positions
 
+
 def test_newline_in_a_file_name_is_escaped(world: Path) -> None:
-    (world / "spec/services/evil\nname.yaml").write_text(BASE["services/b.yaml"].replace("service: b", "service: x"))
+    (world / "spec/services/evil\nname.yaml").write_text(
+        BASE["services/b.yaml"].replace("service: b", "service: x")
+    )
     lines = diagnostics(meshc("validate", "spec", cwd=world))
-    assert lines == ["spec/services/evil\\nname.yaml:1:10: error: service 'x' is defined in 'evil\\nname.yaml'; "
-                     "rename the file to x.yaml or fix `service:`  [service-name-mismatch]"]
+    assert lines == [
+        "spec/services/evil\\nname.yaml:1:10: error: service 'x' is defined in 'evil\\nname.yaml'; "
+        "rename the file to x.yaml or fix `service:`  [service-name-mismatch]"
+    ]
 
 
 def test_file_name_that_is_not_utf8_is_escaped_and_missing_keys_are_named_once(world: Path) -> None:
-    os.close(os.open(os.path.join(os.fsencode(world / "spec/services"), b"\xff.yaml"), os.O_CREAT | os.O_WRONLY, 0o644))
-    Path(os.fsdecode(os.path.join(os.fsencode(world / "spec/services"), b"\xff.yaml"))).write_text("service: x\n")
+    os.close(
+        os.open(
+            os.path.join(os.fsencode(world / "spec/services"), b"\xff.yaml"), os.O_CREAT | os.O_WRONLY, 0o644
+        )
+    )
+    Path(os.fsdecode(os.path.join(os.fsencode(world / "spec/services"), b"\xff.yaml"))).write_text(
+        "service: x\n"
+    )
     lines = diagnostics(meshc("validate", "spec", cwd=world))
     assert [line.split(": error: ")[1] for line in lines] == [
-        f"missing required key '{key}'  [missing-key]" for key in ("deploy", "local_port", "mesh_port", "owner", "port")
-    ] + ["service 'x' is defined in '\\udcff.yaml'; rename the file to x.yaml or fix `service:`  [service-name-mismatch]"]
+        f"missing required key '{key}'  [missing-key]"
+        for key in ("deploy", "local_port", "mesh_port", "owner", "port")
+    ] + [
+        "service 'x' is defined in '\\udcff.yaml'; rename the file to x.yaml or fix `service:`  [service-name-mismatch]"
+    ]
     assert all(line.startswith("spec/services/\\udcff.yaml:1:") for line in lines)
 
 
 @pytest.mark.parametrize("char", ["\x00", "\x1b", "\x7f", "\x9b", "\ufffe", "\uffff"])
 def test_control_character_is_one_positioned_line(world: Path, char: str) -> None:
-    (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"].replace("owner: team", f"owner: te{char}am"), "utf-8")
+    (world / "spec/services/b.yaml").write_text(
+        BASE["services/b.yaml"].replace("owner: team", f"owner: te{char}am"), "utf-8"
+    )
     [line] = diagnostics(meshc("validate", "spec", cwd=world))
-    assert line == (f"spec/services/b.yaml:2:10: error: control character U+{ord(char):04X} is not allowed in YAML; "
-                    "remove it (write it as an escape in a double-quoted string)  [yaml-character]")
+    assert line == (
+        f"spec/services/b.yaml:2:10: error: control character U+{ord(char):04X} is not allowed in YAML; "
+        "remove it (write it as an escape in a double-quoted string)  [yaml-character]"
+    )
 
 
 @pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029"])
@@ -323,7 +386,9 @@ def test_line_separators_in_a_comment_do_not_shift_lines(world: Path, char: str)
 
 
 def test_long_values_are_cut_in_diagnostics(world: Path) -> None:
-    (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"] + f"{'k' * 1000}: 1\ndescription: [{'v' * 5000}]\n")
+    (world / "spec/services/b.yaml").write_text(
+        BASE["services/b.yaml"] + f"{'k' * 1000}: 1\ndescription: [{'v' * 5000}]\n"
+    )
     lines = diagnostics(meshc("validate", "spec", cwd=world))
     assert len(lines) == 2 and all(len(line) < 300 for line in lines), lines
     assert "'" + "k" * 63 + "…'" in lines[0]
@@ -331,20 +396,37 @@ def test_long_values_are_cut_in_diagnostics(world: Path) -> None:
 
 # ---------------------------------------------------------------- item 13: diagnostics speak YAML
 
+
 def test_document_that_is_a_list_is_shown_as_yaml(world: Path) -> None:
     (world / "spec/mesh.yaml").write_text("- mesh: acme\n")
     [line] = diagnostics(meshc("validate", "spec", cwd=world))
     assert line == "spec/mesh.yaml:1:1: error: document: [{mesh: acme}] should be a mapping  [schema]"
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    ("null", "service: null is not a string; if you mean the text null, quote it: 'null'  [invalid-name]"),
-    ("true", "service: true is not a string; if you mean the text true, quote it: 'true'  [invalid-name]"),
-    ("8080", "service: 8080 is not a string; if you mean the text 8080, quote it: '8080'  [invalid-name]"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (
+            "null",
+            "service: null is not a string; if you mean the text null, quote it: 'null'  [invalid-name]",
+        ),
+        (
+            "true",
+            "service: true is not a string; if you mean the text true, quote it: 'true'  [invalid-name]",
+        ),
+        (
+            "8080",
+            "service: 8080 is not a string; if you mean the text 8080, quote it: '8080'  [invalid-name]",
+        ),
+    ],
+)
 def test_bare_scalar_names_get_a_hint_to_quote_them(world: Path, value: str, message: str) -> None:
-    (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"].replace("service: b", f"service: {value}"))
-    assert diagnostics(meshc("validate", "spec", cwd=world)) == [f"spec/services/b.yaml:1:10: error: {message}"]
+    (world / "spec/services/b.yaml").write_text(
+        BASE["services/b.yaml"].replace("service: b", f"service: {value}")
+    )
+    assert diagnostics(meshc("validate", "spec", cwd=world)) == [
+        f"spec/services/b.yaml:1:10: error: {message}"
+    ]
 
 
 def test_quoted_port_and_yaml11_boolean(world: Path) -> None:
@@ -360,7 +442,8 @@ def test_quoted_port_and_yaml11_boolean(world: Path) -> None:
 def test_tab_indentation_says_so(world: Path) -> None:
     (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"].replace("  vm:", "\tvm:"))
     assert diagnostics(meshc("validate", "spec", cwd=world)) == [
-        "spec/services/b.yaml:7:1: error: tabs cannot indent YAML (and cannot start a value); indent with spaces  [yaml-syntax]"]
+        "spec/services/b.yaml:7:1: error: tabs cannot indent YAML (and cannot start a value); indent with spaces  [yaml-syntax]"
+    ]
 
 
 def test_no_python_reprs_in_schema_messages(world: Path) -> None:
@@ -376,17 +459,23 @@ def test_explain_unknown_service_suggests_names(world: Path) -> None:
     near = meshc("explain", "bb", "--spec", "spec", cwd=world)
     assert near.returncode == 2 and near.stderr == "meshc: error: unknown service 'bb' (did you mean 'b'?)\n"
     far = meshc("explain", "nosuch", "--spec", "spec", cwd=world)
-    assert far.returncode == 2 and far.stderr == "meshc: error: unknown service 'nosuch'; the spec's services: a, b\n"
+    assert (
+        far.returncode == 2
+        and far.stderr == "meshc: error: unknown service 'nosuch'; the spec's services: a, b\n"
+    )
 
 
 def test_validate_a_file_says_it_is_a_file(world: Path) -> None:
     result = meshc("validate", "spec/mesh.yaml", cwd=world)
     assert result.returncode == 2
-    assert result.stderr == ("meshc: error: 'spec/mesh.yaml' is a file, not a spec directory; "
-                             "pass the directory that holds mesh.yaml and services/\n")
+    assert result.stderr == (
+        "meshc: error: 'spec/mesh.yaml' is a file, not a spec directory; "
+        "pass the directory that holds mesh.yaml and services/\n"
+    )
 
 
 # ---------------------------------------------------------------- item 16: tcp dependencies
+
 
 def test_explain_shows_what_a_tcp_dependency_really_gets(world: Path) -> None:
     """Explain used to show an HTTP timeout and retries for a tcp dependency; Envoy's TCP proxy applies neither."""
@@ -396,7 +485,9 @@ def test_explain_shows_what_a_tcp_dependency_really_gets(world: Path) -> None:
     (world / "spec/services/a.yaml").write_text(BASE["services/a.yaml"] + "    retries: {attempts: 3}\n")
     text = meshc("explain", "a", "--spec", "spec", cwd=world)
     assert text.returncode == 0, text.stderr
-    assert "    -> b on 127.0.0.1:7002 (failover): tcp, 3 connection attempt(s), connect 1000ms\n" in text.stdout
+    assert (
+        "    -> b on 127.0.0.1:7002 (failover): tcp, 3 connection attempt(s), connect 1000ms\n" in text.stdout
+    )
     report = json.loads(meshc("explain", "a", "--spec", "spec", "--format", "json", cwd=world).stdout)
     policy = report["workloads"][0]["dependencies"][0]["policy"]
     assert policy["max_connect_attempts"] == 3 and "timeout_ms" not in policy and "retries" not in policy
@@ -408,4 +499,5 @@ def test_tcp_dependency_with_http_policy_is_rejected(world: Path) -> None:
     assert diagnostics(meshc("validate", "spec", cwd=world)) == [
         "spec/services/a.yaml:10:5: error: timeout has no effect on 'b', a tcp service: Envoy's TCP proxy has no request "
         "timeout or retry conditions; remove it (tcp takes connect_timeout and retries.attempts, the number of connection "
-        "attempts)  [tcp-http-policy]"]
+        "attempts)  [tcp-http-policy]"
+    ]

@@ -39,16 +39,95 @@ COMPILE_EVERY = 4  # a quarter of the mutants that validate also go through lowe
 
 # Values chosen to hit every layer: YAML traps, wrong types, out-of-range ports, references to
 # nothing, duplicate placements, clashing ports, localities that strand clients, huge numbers.
-VALUES = ("0", "-1", "70000", "''", "null", "[]", "{}", "yes", "no", "on", "1.5", "x" * 70, "UPPER", "a b", "'%{x}'", "7102",
-          "18080", "9901", "[sjc, sjc]", "[nowhere]", "{cluster: kube-sjc-a}", "[{service: upload}]", "0ms", "99999999s",
-          "local", "global", "tcp", "grpc", "[{cluster: kube-sjc-a, namespace: x}, {cluster: kube-sjc-a}]", "'no'", "~",
-          "!!str x", "&a x", "*a", "9" * 40, "-" + "9" * 30, "24h", "86401s", "999999999h", '"8080"', "true", "[" * 40 + "]" * 40,
-          "{a: " * 40 + "1" + "}" * 40, "'" + "y" * 3000 + "'", "|\n  block", ">-", "? complex", "- list item", "@x", "`x`")
-CHARACTERS = ("\x00", "\x01", "\x07", "\x0b", "\x0c", "\x1b", "\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\ufffe", "\uffff",
-              "\t", "\r", "\r\n", "\ufeff", "é", "\U0001f600", "\n", ":", "#", "'", '"', "{", "[", "&", "*", "!", "%", "\\")
+VALUES = (
+    "0",
+    "-1",
+    "70000",
+    "''",
+    "null",
+    "[]",
+    "{}",
+    "yes",
+    "no",
+    "on",
+    "1.5",
+    "x" * 70,
+    "UPPER",
+    "a b",
+    "'%{x}'",
+    "7102",
+    "18080",
+    "9901",
+    "[sjc, sjc]",
+    "[nowhere]",
+    "{cluster: kube-sjc-a}",
+    "[{service: upload}]",
+    "0ms",
+    "99999999s",
+    "local",
+    "global",
+    "tcp",
+    "grpc",
+    "[{cluster: kube-sjc-a, namespace: x}, {cluster: kube-sjc-a}]",
+    "'no'",
+    "~",
+    "!!str x",
+    "&a x",
+    "*a",
+    "9" * 40,
+    "-" + "9" * 30,
+    "24h",
+    "86401s",
+    "999999999h",
+    '"8080"',
+    "true",
+    "[" * 40 + "]" * 40,
+    "{a: " * 40 + "1" + "}" * 40,
+    "'" + "y" * 3000 + "'",
+    "|\n  block",
+    ">-",
+    "? complex",
+    "- list item",
+    "@x",
+    "`x`",
+)
+CHARACTERS = (
+    "\x00",
+    "\x01",
+    "\x07",
+    "\x0b",
+    "\x0c",
+    "\x1b",
+    "\x7f",
+    "\x85",
+    "\x9b",
+    "\u2028",
+    "\u2029",
+    "\ufffe",
+    "\uffff",
+    "\t",
+    "\r",
+    "\r\n",
+    "\ufeff",
+    "é",
+    "\U0001f600",
+    "\n",
+    ":",
+    "#",
+    "'",
+    '"',
+    "{",
+    "[",
+    "&",
+    "*",
+    "!",
+    "%",
+    "\\",
+)
 
 
 # ---------------------------------------------------------------- in-memory mutations (YAML- and byte-level)
+
 
 def _lines(data: bytes) -> list[str]:
     return data.decode("utf-8", errors="surrogateescape").split("\n")
@@ -88,7 +167,7 @@ def byte_mutation(data: bytes, rng: random.Random) -> bytes:
         return data[:at] + bytes(rng.randrange(256) for _ in range(rng.randrange(1, 9))) + data[at:]
     if roll < 0.85 and data:
         flip = rng.randrange(len(data))
-        return data[:flip] + bytes([data[flip] ^ (1 << rng.randrange(8))]) + data[flip + 1:]
+        return data[:flip] + bytes([data[flip] ^ (1 << rng.randrange(8))]) + data[flip + 1 :]
     return data[:at]
 
 
@@ -108,6 +187,7 @@ def mutate(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
 
 
 # ---------------------------------------------------------------- file-level mutations (on disk)
+
 
 def _clear(path: Path) -> None:
     """Remove whatever is at `path` (a link itself, never its target), so the next edit creates, never writes through."""
@@ -130,6 +210,7 @@ def _symlink(target: str) -> Callable[[Path, str], None]:
         _clear(root / relative)
         # An absolute target outside the spec: a file of the test's own, in the work directory beside the spec.
         (root / relative).symlink_to(str(root.parent / "secret") if target == "<outside>" else target)
+
     return make
 
 
@@ -158,17 +239,37 @@ def _garbage(root: Path, relative: str) -> None:
 
 
 FILE_EDITS: tuple[Callable[[Path, str], None], ...] = (
-    _symlink("<outside>"), _symlink("../mesh.yaml"), _symlink("nowhere.yaml"), _symlink("loop.yaml"),
-    _fifo, _socket, _directory, _remove, _garbage,
+    _symlink("<outside>"),
+    _symlink("../mesh.yaml"),
+    _symlink("nowhere.yaml"),
+    _symlink("loop.yaml"),
+    _fifo,
+    _socket,
+    _directory,
+    _remove,
+    _garbage,
 )
-NEW_NAMES = ("c.yaml", "new\nline.yaml", "tab\there.yaml", "x.yml", "README", "..yaml", "loop.yaml", "é.yaml", "-.yaml", "a" * 200 + ".yaml")
+NEW_NAMES = (
+    "c.yaml",
+    "new\nline.yaml",
+    "tab\there.yaml",
+    "x.yml",
+    "README",
+    "..yaml",
+    "loop.yaml",
+    "é.yaml",
+    "-.yaml",
+    "a" * 200 + ".yaml",
+)
 
 
 def file_mutation(root: Path, rng: random.Random) -> None:
     """Edit the spec tree on disk: files removed, renamed, added, replaced by links, FIFOs or directories."""
     try:
         _file_mutation(root, rng)
-    except OSError:  # an edit that does not apply to what an earlier edit left (a directory to unlink…): skip it
+    except (
+        OSError
+    ):  # an edit that does not apply to what an earlier edit left (a directory to unlink…): skip it
         pass
 
 
@@ -195,6 +296,7 @@ def _file_mutation(root: Path, rng: random.Random) -> None:
 
 # ---------------------------------------------------------------- the checks
 
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Outcome:
     """How one mutant fared: valid, or the stderr a user would read."""
@@ -220,10 +322,14 @@ def run_in_memory(files: dict[str, bytes], context: str, compile_it: bool) -> Ou
         assert error.diagnostics, context
         for diagnostic in error.diagnostics:
             relative = diagnostic.span.file.removeprefix("spec/")
-            assert relative in files or relative in ("mesh.yaml", "services"), f"{context}: {diagnostic.format()}"
+            assert relative in files or relative in ("mesh.yaml", "services"), (
+                f"{context}: {diagnostic.format()}"
+            )
             raw = files.get(relative)
             if isinstance(raw, bytes):  # never past the end of the file
-                assert diagnostic.span.line <= len(BREAKS.findall(raw)) + 1, f"{context}: {diagnostic.format()}"
+                assert diagnostic.span.line <= len(BREAKS.findall(raw)) + 1, (
+                    f"{context}: {diagnostic.format()}"
+                )
         return Outcome(valid=False, stderr=format_all(error.diagnostics))
     return Outcome(valid=True, stderr="")
 
@@ -277,7 +383,9 @@ def fuzz_on_disk(seed: int, count: int, workdir: Path) -> tuple[int, int]:
             failed += 1
             assert_one_line_each(outcome.stderr, f"seed {seed} disk mutant {index}")
         shutil.rmtree(root)
-    assert secret.read_text() == "never-echoed: this must not appear in any diagnostic\n"  # nothing wrote through a link
+    assert (
+        secret.read_text() == "never-echoed: this must not appear in any diagnostic\n"
+    )  # nothing wrote through a link
     return valid, failed
 
 

@@ -25,7 +25,10 @@ from tests.test_rollout_build import SPEC, add_timeout_change, set_policy
 from tests.test_rollout_hosts import POLICY, inventory
 
 WAVES = ["canary", "canary-hosts", "west", "rest"]
-AT_REVISION, WAITING = "rgb(221, 244, 255)", "rgb(246, 248, 250)"  # STATE_COLORS fills as the browser computes them
+AT_REVISION, WAITING = (
+    "rgb(221, 244, 255)",
+    "rgb(246, 248, 250)",
+)  # STATE_COLORS fills as the browser computes them
 
 
 def start(root: Path) -> tuple[Path, str, str]:
@@ -36,7 +39,9 @@ def start(root: Path) -> tuple[Path, str, str]:
     (spec / "inventory").mkdir(exist_ok=True)
     (spec / "inventory/hosts.yaml").write_text(inventory(3))
     base = commit(repo, "policy and inventory")
-    (spec / "rollout.yaml").write_text(f"hold: false\npins:\n  canary-hosts: {base}\n  west: {base}\n  rest: {base}\n")
+    (spec / "rollout.yaml").write_text(
+        f"hold: false\npins:\n  canary-hosts: {base}\n  west: {base}\n  rest: {base}\n"
+    )
     commit(repo, "rollout")
     return repo, base, add_timeout_change(repo)
 
@@ -52,8 +57,14 @@ def plan_of(spec: Path) -> Plan:
 
 def meshc_plan_html(spec: Path, seed: str) -> bytes:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": seed}
-    result = subprocess.run([sys.executable, "-m", "compiler", "plan", str(spec), "--format", "html"], cwd=ROOT, env=env,
-                            capture_output=True, timeout=300, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "compiler", "plan", str(spec), "--format", "html"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0 and result.stderr == b"", result.stderr
     return result.stdout
 
@@ -81,26 +92,42 @@ def click(chromium: Chromium, box_id: str) -> list[str]:
     }})()""")
 
 
-def test_plan_page_shows_every_target_and_host_by_wave(chromium: Chromium, rollout: tuple[Path, str, str], tmp_path: Path) -> None:
+def test_plan_page_shows_every_target_and_host_by_wave(
+    chromium: Chromium, rollout: tuple[Path, str, str], tmp_path: Path
+) -> None:
     repo, base, head = rollout
     plan = plan_of(repo / SPEC)
     load_page(chromium, tmp_path / "plan.html", render_plan_page(plan))
     shown = columns(chromium)
-    assert shown["titles"] == [f"next promotion: canary-hosts → {head[:12]}, {len(plan.changes)} target(s) change", *WAVES]
+    assert shown["titles"] == [
+        f"next promotion: canary-hosts → {head[:12]}, {len(plan.changes)} target(s) change",
+        *WAVES,
+    ]
     assert shown["highlighted"] == 1
     hosts = [t for t in plan.targets if t.target.startswith("host/")]
-    assert len(hosts) == 4 and {t.wave for t in hosts} == {"canary-hosts"} and {t.pool for t in hosts} == {"vm/auth/sjc", "vm/auth/iad"}
+    assert (
+        len(hosts) == 4
+        and {t.wave for t in hosts} == {"canary-hosts"}
+        and {t.pool for t in hosts} == {"vm/auth/sjc", "vm/auth/iad"}
+    )
     assert set(shown["boxes"]) == {element_id(t.target) for t in plan.targets}
     for target in plan.targets:
         box = shown["boxes"][element_id(target.target)]
         assert box["fill"] == (AT_REVISION if target.wave == "canary" else WAITING), target
     changed = {element_id(c.target) for c in plan.changes}
-    assert changed == {element_id(t.target) for t in hosts}, "promoting canary-hosts changes exactly its hosts' node files"
+    assert changed == {element_id(t.target) for t in hosts}, (
+        "promoting canary-hosts changes exactly its hosts' node files"
+    )
     assert {i for i, box in shown["boxes"].items() if box["marked"]} == changed
     title, body = click(chromium, element_id(hosts[0].target))
     assert title == hosts[0].target
-    assert body.splitlines() == ["wave: canary-hosts", f"revision: {base[:12]} (behind the newest)", f"canary host of the pool {hosts[0].pool}",
-                                 "restart-sensitive: no", "next promotion: changed (promoted), costs hot reload"]
+    assert body.splitlines() == [
+        "wave: canary-hosts",
+        f"revision: {base[:12]} (behind the newest)",
+        f"canary host of the pool {hosts[0].pool}",
+        "restart-sensitive: no",
+        "next promotion: changed (promoted), costs hot reload",
+    ]
     header = chromium.evaluate("document.querySelector('header').textContent")
     assert "Contract (with the promotion of canary-hosts): nothing" in header
     assert "Checked: every state while canary-hosts converges: " in header and ": safe" in header
@@ -120,8 +147,12 @@ def test_a_promotion_moves_the_colours_and_the_outlined_column(chromium: Chromiu
     auth_sjc = element_id("vm/auth/sjc")  # in west
     assert [s["boxes"][auth_sjc]["fill"] for s in seen] == [WAITING, WAITING, AT_REVISION, AT_REVISION]
     assert [s["boxes"][auth_sjc]["marked"] for s in seen] == [False, True, False, False]
-    assert [s["titles"][0].split(" →")[0] for s in seen] == ["next promotion: canary-hosts", "next promotion: west", "next promotion: rest",
-                                                             "every wave runs the newest revision: nothing to promote"]
+    assert [s["titles"][0].split(" →")[0] for s in seen] == [
+        "next promotion: canary-hosts",
+        "next promotion: west",
+        "next promotion: rest",
+        "every wave runs the newest revision: nothing to promote",
+    ]
     assert [s["highlighted"] for s in seen] == [1, 1, 1, 0]
     assert {box["fill"] for box in seen[-1]["boxes"].values()} == {AT_REVISION}
     assert head in plan_of(spec).waves[-1].revision
@@ -136,8 +167,12 @@ def test_plan_html_is_the_same_bytes_across_runs_and_hash_seeds(rollout: tuple[P
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
 
 
-def test_plan_html_through_the_cli(rollout: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_plan_html_through_the_cli(
+    rollout: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["plan", str(rollout[0] / SPEC), "--format", "html"]) == 0
     page = capsys.readouterr().out
     assert page.count('class="box state-') == len(plan_of(rollout[0] / SPEC).targets)
-    assert f"fill=\"{STATE_COLORS['at-revision'][0]}\"" in page and f"fill=\"{STATE_COLORS['waiting'][0]}\"" in page
+    assert (
+        f'fill="{STATE_COLORS["at-revision"][0]}"' in page and f'fill="{STATE_COLORS["waiting"][0]}"' in page
+    )

@@ -18,8 +18,14 @@ from compiler.emit import MANIFEST, Artifact, compare_tree, read_tree, render_tr
 
 
 def tree(version: str, count: int = 5) -> dict[str, bytes]:
-    artifacts = [Artifact(path=f"t{i % 3}/f{i}.json", data=f'{{"v": "{version}", "i": {i}}}\n'.encode(), target=f"target-{i % 3}")
-                 for i in range(count)]
+    artifacts = [
+        Artifact(
+            path=f"t{i % 3}/f{i}.json",
+            data=f'{{"v": "{version}", "i": {i}}}\n'.encode(),
+            target=f"target-{i % 3}",
+        )
+        for i in range(count)
+    ]
     return render_tree(artifacts)
 
 
@@ -28,11 +34,16 @@ def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
     found: dict[str, tuple[int, int, bytes]] = {}
     for path in [root, *sorted(root.rglob("*"))]:
         stat = path.stat()
-        found[path.relative_to(root).as_posix()] = (stat.st_ino, stat.st_mtime_ns, path.read_bytes() if path.is_file() else b"")
+        found[path.relative_to(root).as_posix()] = (
+            stat.st_ino,
+            stat.st_mtime_ns,
+            path.read_bytes() if path.is_file() else b"",
+        )
     return found
 
 
 # ------------------------------------------------------------------ writing
+
 
 def test_writes_exactly_the_tree(tmp_path: Path) -> None:
     out = tmp_path / "out"
@@ -48,7 +59,11 @@ def test_manifest(tmp_path: Path) -> None:
     manifest = json.loads(files[MANIFEST])
     assert manifest["format"] == 1 and "meshc_version" in manifest
     assert manifest["files"] == {p: hashlib.sha256(d).hexdigest() for p, d in files.items() if p != MANIFEST}
-    assert manifest["targets"] == {"target-0": ["t0/f0.json", "t0/f3.json"], "target-1": ["t1/f1.json", "t1/f4.json"], "target-2": ["t2/f2.json"]}
+    assert manifest["targets"] == {
+        "target-0": ["t0/f0.json", "t0/f3.json"],
+        "target-1": ["t1/f1.json", "t1/f4.json"],
+        "target-2": ["t2/f2.json"],
+    }
 
 
 def test_no_op_write_touches_nothing(tmp_path: Path) -> None:
@@ -104,6 +119,7 @@ def test_duplicate_paths_are_refused() -> None:
 
 # ------------------------------------------------------------------ compare_tree
 
+
 def test_compare_tree_tells_stale_from_hand_edited(tmp_path: Path) -> None:
     out = tmp_path / "out"
     old = tree("a")
@@ -128,6 +144,7 @@ def test_compare_tree_on_missing_output(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------ recovery and SIGKILL
 
+
 def test_recovers_what_a_killed_fallback_swap_left(tmp_path: Path) -> None:
     """Killed between the two renames of the non-Linux swap: the parked tree is put back first."""
     out = tmp_path / "out"
@@ -140,11 +157,16 @@ def test_recovers_what_a_killed_fallback_swap_left(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
-def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import compiler.emit as emit
 
     out = tmp_path / "out"
-    write_tree(out, render_tree([Artifact(path="a/kept.txt", data=b"same\n"), Artifact(path="a/b/old.txt", data=b"1\n")]))
+    write_tree(
+        out,
+        render_tree([Artifact(path="a/kept.txt", data=b"same\n"), Artifact(path="a/b/old.txt", data=b"1\n")]),
+    )
     synced: list[tuple[int, int]] = []
     real_fsync, real_swap = os.fsync, emit._swap
     swapped: list[int] = []
@@ -164,16 +186,21 @@ def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "sync", no_sync)
     monkeypatch.setattr(emit, "_swap", swap)
-    tree = render_tree([Artifact(path="a/kept.txt", data=b"same\n"), Artifact(path="a/b/new.txt", data=b"2\n"),
-                        Artifact(path="c/d/e.txt", data=b"3\n")])
+    tree = render_tree(
+        [
+            Artifact(path="a/kept.txt", data=b"same\n"),
+            Artifact(path="a/b/new.txt", data=b"2\n"),
+            Artifact(path="c/d/e.txt", data=b"3\n"),
+        ]
+    )
     result = write_tree(out, tree)
     assert result.written == ("MANIFEST.json", "a/b/new.txt", "c/d/e.txt")
     inode = lambda path: (os.stat(path).st_dev, os.stat(path).st_ino)  # noqa: E731
-    before_swap = set(synced[:swapped[0]])
+    before_swap = set(synced[: swapped[0]])
     for path in (*result.written, "a", "a/b", "c", "c/d"):
         assert inode(out / path) in before_swap, f"{path} was not fsynced before the swap"
     assert inode(out) in before_swap  # the staging root, now the output
-    assert inode(tmp_path) in set(synced[swapped[0]:])  # the swap itself, after it
+    assert inode(tmp_path) in set(synced[swapped[0] :])  # the swap itself, after it
 
 
 # A child that writes `new` over `out` and freezes at a chosen point, for the parent to SIGKILL.
@@ -221,7 +248,9 @@ def run_and_kill(out: Path, files: dict[str, bytes], point: str, tmp_path: Path)
     marker = tmp_path / f"frozen-{point.replace(':', '-')}"
     payload = json.dumps({path: data.decode() for path, data in files.items()})
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(marker), point], stdin=subprocess.PIPE, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(out), str(marker), point], stdin=subprocess.PIPE, env=env
+    )
     assert child.stdin is not None
     child.stdin.write(payload.encode())
     child.stdin.close()
@@ -274,7 +303,11 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_tree(tmp_path: Path) -
     outcomes = set()
     for delay in (0.0, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6):
         write_tree(out, old)
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(tmp_path / "never"), "none"], stdin=subprocess.PIPE, env=env)
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(out), str(tmp_path / "never"), "none"],
+            stdin=subprocess.PIPE,
+            env=env,
+        )
         assert child.stdin is not None
         child.stdin.write(payload)
         child.stdin.close()

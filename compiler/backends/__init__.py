@@ -22,6 +22,8 @@ BACKENDS["kubernetes"] = build_kubernetes
 BACKENDS["puppet"] = build_puppet
 
 
-def run_backends(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None) -> list[Artifact]:
+def run_backends(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+) -> list[Artifact]:
     """Every artifact of every registered backend (of the workloads in `only`, when given, plus every shared file)."""
     return [artifact for backend in BACKENDS.values() for artifact in backend(mesh, sidecars, only)]

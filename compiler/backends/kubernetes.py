@@ -35,6 +35,7 @@ cluster C. meshc never sees the token: the token controller writes it into the S
 site's secret distribution copies `token` and `ca.crt` to `{config_dir}/discovery/<C>/` of S's
 VMs and pods.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -72,8 +73,17 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on
 # The order kube-applier applies objects in: files by path, then a file's documents in this kind
 # order. A token Secret comes after its ServiceAccount (the token controller deletes a token Secret
 # whose ServiceAccount does not exist); the RoleBindings' ClusterRole is in 00-cluster.yaml.
-APPLY_ORDER: tuple[str, ...] = ("Namespace", "ClusterRole", "ServiceAccount", "Secret", "RoleBinding", "ConfigMap", "Certificate",
-                                "Service", "NetworkPolicy")
+APPLY_ORDER: tuple[str, ...] = (
+    "Namespace",
+    "ClusterRole",
+    "ServiceAccount",
+    "Secret",
+    "RoleBinding",
+    "ConfigMap",
+    "Certificate",
+    "Service",
+    "NetworkPolicy",
+)
 _RANK: Mapping[str, int] = {kind: rank for rank, kind in enumerate(APPLY_ORDER)}
 
 CLUSTER_FILE = "00-cluster.yaml"  # `00-` sorts before every namespace directory: those start with a letter
@@ -99,34 +109,57 @@ DISCOVERY_RULES = (
 MAX_APPLIED_BYTES = 256 * 1024 - 4096
 
 
-def build_kubernetes(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None) -> list[Artifact]:
+def build_kubernetes(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+) -> list[Artifact]:
     """The files of every Kubernetes workload and external reader (those in `only`, if given, by target id),
     plus one per Namespace and one per cluster (its discovery ClusterRole)."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     in_cluster = _workloads_by_cluster_service(workloads)
     readers = external_readers(mesh)
     memo = Memo()  # render shares documents between workloads: serialize each once
-    namespaces = {(w.cluster or "", w.namespace) for w in workloads} | {(r.cluster, DISCOVERY_NAMESPACE) for r in readers}
-    artifacts = [_file(mesh, cluster, namespace_path(cluster, ns), [namespace_object(mesh, ns)], None, memo)
-                 for cluster, ns in sorted(namespaces)]
-    artifacts += [_file(mesh, cluster, cluster_path(cluster), [discovery_cluster_role(mesh)], None, memo)
-                  for cluster in sorted({c for c, _ in namespaces})]
-    artifacts += [_file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo) for r in readers
-                  if only is None or r.id in only]
+    namespaces = {(w.cluster or "", w.namespace) for w in workloads} | {
+        (r.cluster, DISCOVERY_NAMESPACE) for r in readers
+    }
+    artifacts = [
+        _file(mesh, cluster, namespace_path(cluster, ns), [namespace_object(mesh, ns)], None, memo)
+        for cluster, ns in sorted(namespaces)
+    ]
+    artifacts += [
+        _file(mesh, cluster, cluster_path(cluster), [discovery_cluster_role(mesh)], None, memo)
+        for cluster in sorted({c for c, _ in namespaces})
+    ]
+    artifacts += [
+        _file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo)
+        for r in readers
+        if only is None or r.id in only
+    ]
     problems: list[Diagnostic] = []
     for workload in workloads:
         if only is not None and workload.id not in only:
             continue
         if workload.id not in sidecars:
-            problems.append(Diagnostic(span=workload.span, code="internal", message=f"{workload.id}: no sidecar documents were rendered"))
+            problems.append(
+                Diagnostic(
+                    span=workload.span,
+                    code="internal",
+                    message=f"{workload.id}: no sidecar documents were rendered",
+                )
+            )
             continue
         documents = sidecars[workload.id].documents
         texts = {name: memo.once(("json", id(doc)), _json_text, doc) for name, doc in documents.items()}
-        objects = [owned(mesh, workload.cluster or "", obj)
-                   for obj in workload_objects(mesh, workload, texts, restart_hash_of(documents), in_cluster)]
+        objects = [
+            owned(mesh, workload.cluster or "", obj)
+            for obj in workload_objects(mesh, workload, texts, restart_hash_of(documents), in_cluster)
+        ]
         problems += _unmounted(workload, texts)
-        problems += _size_problems(workload, objects)  # per object: kubectl records each object's own annotation
-        artifacts.append(_file(mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo))
+        problems += _size_problems(
+            workload, objects
+        )  # per object: kubectl records each object's own annotation
+        artifacts.append(
+            _file(mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo)
+        )
     bugs = [d for d in problems if d.code == "internal"]
     if bugs:  # a meshc bug outranks what the spec got wrong: the spec's errors may be its consequence
         raise internal_error(bugs)
@@ -198,8 +231,13 @@ def owned(mesh: Mesh, cluster: str, obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, "metadata": {**meta, "annotations": annotations}}
 
 
-def workload_objects(mesh: Mesh, workload: Workload, texts: Mapping[str, str], restart_hash: str,
-                     in_cluster: Mapping[tuple[str, str], Sequence[Workload]]) -> list[dict[str, Any]]:
+def workload_objects(
+    mesh: Mesh,
+    workload: Workload,
+    texts: Mapping[str, str],
+    restart_hash: str,
+    in_cluster: Mapping[tuple[str, str], Sequence[Workload]],
+) -> list[dict[str, Any]]:
     """Every object of one workload (its documents given serialized), in its namespace or, for RBAC, its dependencies'."""
     objects = [service_account(mesh, workload)]
     objects += discovery_rbac(mesh, workload)
@@ -207,7 +245,9 @@ def workload_objects(mesh: Mesh, workload: Workload, texts: Mapping[str, str], r
     objects += [certificate(mesh, workload), service(mesh, workload)]
     cluster = mesh.clusters[workload.cluster or ""]
     if cluster.network_policy:
-        clients = [c for name in workload.ingress.client_services for c in in_cluster.get((cluster.name, name), ())]
+        clients = [
+            c for name in workload.ingress.client_services for c in in_cluster.get((cluster.name, name), ())
+        ]
         objects.append(network_policy(mesh, workload, clients, cluster.off_cluster_cidrs))
     return objects
 
@@ -225,6 +265,7 @@ def restart_hash_of(documents: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------- objects
 
+
 def labels(mesh: Mesh, service: str | None) -> dict[str, str]:
     """The labels every meshc object carries; a shared Namespace has no service label."""
     found = {MANAGED_BY: "meshc"}
@@ -234,23 +275,37 @@ def labels(mesh: Mesh, service: str | None) -> dict[str, str]:
     return found
 
 
-def metadata(mesh: Mesh, workload: Workload, name: str, namespace: str | None = None,
-             extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+def metadata(
+    mesh: Mesh,
+    workload: Workload,
+    name: str,
+    namespace: str | None = None,
+    extra: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Name, namespace (always explicit: kube-applier applies without -n), labels, annotations."""
     return owned_metadata(mesh, workload.service, workload.id, name, namespace or workload.namespace, extra)
 
 
-def owned_metadata(mesh: Mesh, service: str, owner: str, name: str, namespace: str,
-                   extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+def owned_metadata(
+    mesh: Mesh, service: str, owner: str, name: str, namespace: str, extra: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """metadata() for an owner given by id: a workload id, or an external reader id."""
     annotations = {WORKLOAD_ANNOTATION: owner, **(extra or {})}
-    return {"name": name, "namespace": namespace, "labels": labels(mesh, service),
-            "annotations": dict(sorted(annotations.items()))}
+    return {
+        "name": name,
+        "namespace": namespace,
+        "labels": labels(mesh, service),
+        "annotations": dict(sorted(annotations.items())),
+    }
 
 
 def namespace_object(mesh: Mesh, namespace: str) -> dict[str, Any]:
     """A Namespace, shared by every meshc service placed in it."""
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace, "labels": labels(mesh, None)}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": namespace, "labels": labels(mesh, None)},
+    }
 
 
 def service_account(mesh: Mesh, workload: Workload) -> dict[str, Any]:
@@ -266,34 +321,54 @@ def discovery_role_name(namespace: str, service: str) -> str:
 
 def discovery_namespaces(workload: Workload) -> list[str]:
     """Namespaces of this cluster whose Endpoints the workload's Synapse watches."""
-    return sorted({source.namespace for egress in workload.egress for source in egress.sources
-                   if isinstance(source, KubernetesSource) and source.cluster == workload.cluster})
+    return sorted(
+        {
+            source.namespace
+            for egress in workload.egress
+            for source in egress.sources
+            if isinstance(source, KubernetesSource) and source.cluster == workload.cluster
+        }
+    )
 
 
 def discovery_rbac(mesh: Mesh, workload: Workload) -> list[dict[str, Any]]:
     """A RoleBinding per dependency namespace in this cluster: read Endpoints/EndpointSlices there only."""
-    return discovery_grants(mesh, workload.service, workload.id, workload.namespace, discovery_namespaces(workload))
+    return discovery_grants(
+        mesh, workload.service, workload.id, workload.namespace, discovery_namespaces(workload)
+    )
 
 
-def discovery_grants(mesh: Mesh, service: str, owner: str, account_namespace: str,
-                     namespaces: Sequence[str]) -> list[dict[str, Any]]:
+def discovery_grants(
+    mesh: Mesh, service: str, owner: str, account_namespace: str, namespaces: Sequence[str]
+) -> list[dict[str, Any]]:
     """A RoleBinding in each namespace to the cluster's discovery ClusterRole, for ServiceAccount `service` of `account_namespace`."""
     name = discovery_role_name(account_namespace, service)
     subject = {"kind": "ServiceAccount", "name": service, "namespace": account_namespace}
     role = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": DISCOVERY_CLUSTER_ROLE}
-    return [{"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-             "metadata": owned_metadata(mesh, service, owner, name, namespace), "roleRef": dict(role), "subjects": [dict(subject)]}
-            for namespace in namespaces]
+    return [
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": owned_metadata(mesh, service, owner, name, namespace),
+            "roleRef": dict(role),
+            "subjects": [dict(subject)],
+        }
+        for namespace in namespaces
+    ]
 
 
 def discovery_cluster_role(mesh: Mesh) -> dict[str, Any]:
     """The rules every discovery RoleBinding refers to: read Endpoints and EndpointSlices (granted per namespace by the bindings)."""
-    return {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": DISCOVERY_CLUSTER_ROLE, "labels": labels(mesh, None)},
-            "rules": [dict(rule) for rule in DISCOVERY_RULES]}
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": DISCOVERY_CLUSTER_ROLE, "labels": labels(mesh, None)},
+        "rules": [dict(rule) for rule in DISCOVERY_RULES],
+    }
 
 
 # ---------------------------------------------------------------- external readers
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ExternalReader:
@@ -320,22 +395,47 @@ def external_readers(mesh: Mesh) -> list[ExternalReader]:
                 if isinstance(source, KubernetesSource) and source.cluster != workload.cluster:
                     namespaces[(source.cluster, workload.service)].add(source.namespace)
                     readers[(source.cluster, workload.service)].add(workload.id)
-    return [ExternalReader(cluster=cluster, service=service, namespaces=tuple(sorted(namespaces[(cluster, service)])),
-                           workloads=tuple(sorted(readers[(cluster, service)])))
-            for cluster, service in sorted(namespaces)]
+    return [
+        ExternalReader(
+            cluster=cluster,
+            service=service,
+            namespaces=tuple(sorted(namespaces[(cluster, service)])),
+            workloads=tuple(sorted(readers[(cluster, service)])),
+        )
+        for cluster, service in sorted(namespaces)
+    ]
 
 
 def reader_objects(mesh: Mesh, reader: ExternalReader) -> list[dict[str, Any]]:
     """The reader's ServiceAccount and token Secret in meshc-discovery, and its discovery grants."""
     extra = {READERS_ANNOTATION: ",".join(reader.workloads)}
-    account = {"apiVersion": "v1", "kind": "ServiceAccount",
-               "metadata": owned_metadata(mesh, reader.service, reader.id, reader.service, DISCOVERY_NAMESPACE, extra)}
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": owned_metadata(
+            mesh, reader.service, reader.id, reader.service, DISCOVERY_NAMESPACE, extra
+        ),
+    }
     # No data: the token controller fills in token, ca.crt and namespace. Client-side apply merges
     # against the last applied object, which has no data, so a later apply keeps what it wrote.
-    token = {"apiVersion": "v1", "kind": "Secret", "type": SERVICE_ACCOUNT_TOKEN,
-             "metadata": owned_metadata(mesh, reader.service, reader.id, reader_secret_name(reader.service),
-                                        DISCOVERY_NAMESPACE, {**extra, SERVICE_ACCOUNT_NAME_ANNOTATION: reader.service})}
-    return [account, token, *discovery_grants(mesh, reader.service, reader.id, DISCOVERY_NAMESPACE, reader.namespaces)]
+    token = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": SERVICE_ACCOUNT_TOKEN,
+        "metadata": owned_metadata(
+            mesh,
+            reader.service,
+            reader.id,
+            reader_secret_name(reader.service),
+            DISCOVERY_NAMESPACE,
+            {**extra, SERVICE_ACCOUNT_NAME_ANNOTATION: reader.service},
+        ),
+    }
+    return [
+        account,
+        token,
+        *discovery_grants(mesh, reader.service, reader.id, DISCOVERY_NAMESPACE, reader.namespaces),
+    ]
 
 
 def reader_secret_name(service: str) -> str:
@@ -348,10 +448,16 @@ def config_map_name(workload: Workload, mount: str) -> str:
     return f"{workload.service}-mesh-{mount}"
 
 
-def config_map(mesh: Mesh, workload: Workload, mount: str, texts: Mapping[str, str], restart_hash: str) -> dict[str, Any]:
+def config_map(
+    mesh: Mesh, workload: Workload, mount: str, texts: Mapping[str, str], restart_hash: str
+) -> dict[str, Any]:
     """The sidecar documents of one directory (canonical JSON text), keyed by file name."""
-    data = {name.split("/", 1)[1]: text for name, text in sorted(texts.items()) if name.split("/", 1)[0] == mount}
-    meta = metadata(mesh, workload, config_map_name(workload, mount), extra={RESTART_ANNOTATION: restart_hash})
+    data = {
+        name.split("/", 1)[1]: text for name, text in sorted(texts.items()) if name.split("/", 1)[0] == mount
+    }
+    meta = metadata(
+        mesh, workload, config_map_name(workload, mount), extra={RESTART_ANNOTATION: restart_hash}
+    )
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta, "data": data}
 
 
@@ -374,8 +480,12 @@ def certificate(mesh: Mesh, workload: Workload) -> dict[str, Any]:
         "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
         "usages": ["digital signature", "server auth", "client auth"],
     }
-    return {"apiVersion": "cert-manager.io/v1", "kind": "Certificate",
-            "metadata": metadata(mesh, workload, tls_secret_name(workload)), "spec": spec}
+    return {
+        "apiVersion": "cert-manager.io/v1",
+        "kind": "Certificate",
+        "metadata": metadata(mesh, workload, tls_secret_name(workload)),
+        "spec": spec,
+    }
 
 
 def service(mesh: Mesh, workload: Workload) -> dict[str, Any]:
@@ -386,25 +496,44 @@ def service(mesh: Mesh, workload: Workload) -> dict[str, Any]:
         "selector": {NAME_LABEL: workload.service},
         "ports": [{"name": "mesh", "protocol": "TCP", "port": port, "targetPort": port}],
     }
-    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata(mesh, workload, workload.service), "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(mesh, workload, workload.service),
+        "spec": spec,
+    }
 
 
-def network_policy(mesh: Mesh, workload: Workload, clients: Sequence[Workload], cidrs: Sequence[str]) -> dict[str, Any]:
+def network_policy(
+    mesh: Mesh, workload: Workload, clients: Sequence[Workload], cidrs: Sequence[str]
+) -> dict[str, Any]:
     """Admit mesh_port only from declared clients' pods in this cluster and the off-cluster ranges."""
     peers: list[dict[str, Any]] = [
-        {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: c.namespace}},
-         "podSelector": {"matchLabels": {NAME_LABEL: c.service}}}
-        for c in sorted(clients, key=lambda c: (c.namespace, c.service))]
+        {
+            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: c.namespace}},
+            "podSelector": {"matchLabels": {NAME_LABEL: c.service}},
+        }
+        for c in sorted(clients, key=lambda c: (c.namespace, c.service))
+    ]
     peers += [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
     port = {"protocol": "TCP", "port": workload.ingress.mesh_port}
     # A rule with no `from` admits everyone, so no peers means no rule at all: deny every source.
     rules = [{"from": peers, "ports": [port]}] if peers else []
-    spec = {"podSelector": {"matchLabels": {NAME_LABEL: workload.service}}, "policyTypes": ["Ingress"], "ingress": rules}
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": metadata(mesh, workload, f"{workload.service}-mesh"), "spec": spec}
+    spec = {
+        "podSelector": {"matchLabels": {NAME_LABEL: workload.service}},
+        "policyTypes": ["Ingress"],
+        "ingress": rules,
+    }
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(mesh, workload, f"{workload.service}-mesh"),
+        "spec": spec,
+    }
 
 
 # ---------------------------------------------------------------- helpers
+
 
 def _workloads_by_cluster_service(workloads: Sequence[Workload]) -> dict[tuple[str, str], list[Workload]]:
     found: dict[tuple[str, str], list[Workload]] = defaultdict(list)
@@ -413,11 +542,20 @@ def _workloads_by_cluster_service(workloads: Sequence[Workload]) -> dict[tuple[s
     return found
 
 
-def _file(mesh: Mesh, cluster: str, path: str, objects: Sequence[dict[str, Any]], target: str | None, memo: Memo) -> Artifact:
+def _file(
+    mesh: Mesh, cluster: str, path: str, objects: Sequence[dict[str, Any]], target: str | None, memo: Memo
+) -> Artifact:
     """One file: its objects in APPLY_ORDER (a stable sort: same-kind objects keep their order), each one document."""
-    ordered = sorted((obj if OWNER_ANNOTATION in obj["metadata"].get("annotations", {}) else owned(mesh, cluster, obj) for obj in objects),
-                     key=lambda obj: _RANK[obj["kind"]])
-    return Artifact(path=path, data=b"".join(DOCUMENT_START + _yaml(obj, memo) for obj in ordered), target=target)
+    ordered = sorted(
+        (
+            obj if OWNER_ANNOTATION in obj["metadata"].get("annotations", {}) else owned(mesh, cluster, obj)
+            for obj in objects
+        ),
+        key=lambda obj: _RANK[obj["kind"]],
+    )
+    return Artifact(
+        path=path, data=b"".join(DOCUMENT_START + _yaml(obj, memo) for obj in ordered), target=target
+    )
 
 
 def _json_text(document: Any) -> str:
@@ -434,7 +572,11 @@ def _yaml(obj: Mapping[str, Any], memo: Memo) -> bytes:
     if not data:
         return dump_yaml(obj)
     head = dump_yaml({key: value for key, value in obj.items() if key != "data"})
-    return head + b"data:\n" + b"".join(memo.once(("entry", key, id(text)), _data_entry, key, text) for key, text in data.items())
+    return (
+        head
+        + b"data:\n"
+        + b"".join(memo.once(("entry", key, id(text)), _data_entry, key, text) for key, text in data.items())
+    )
 
 
 def _data_entry(key: str, text: str) -> bytes:
@@ -445,8 +587,11 @@ def _unmounted(workload: Workload, texts: Mapping[str, str]) -> Iterator[Diagnos
     """A document outside the mounted directories would silently never reach the pod."""
     for name in sorted(texts):
         if name.split("/", 1)[0] not in CONFIG_MOUNTS:
-            yield Diagnostic(span=workload.span, code="internal",
-                             message=f"{workload.id}: sidecar document {name!r} is in no directory mounted in pods {CONFIG_MOUNTS}")
+            yield Diagnostic(
+                span=workload.span,
+                code="internal",
+                message=f"{workload.id}: sidecar document {name!r} is in no directory mounted in pods {CONFIG_MOUNTS}",
+            )
 
 
 def _size_problems(workload: Workload, objects: Sequence[Mapping[str, Any]]) -> Iterator[Diagnostic]:
@@ -455,6 +600,11 @@ def _size_problems(workload: Workload, objects: Sequence[Mapping[str, Any]]) -> 
             continue
         size = len(orjson.dumps(obj))  # compact JSON, as kubectl stores it in the annotation
         if size > MAX_APPLIED_BYTES:
-            yield Diagnostic(span=workload.span, code="object-too-large", message=(
-                f"{workload.id}: {obj['kind']} {obj['metadata']['name']} is {size} bytes, over the {MAX_APPLIED_BYTES} "
-                "that `kubectl apply` can record in its last-applied annotation; split the service's dependencies"))
+            yield Diagnostic(
+                span=workload.span,
+                code="object-too-large",
+                message=(
+                    f"{workload.id}: {obj['kind']} {obj['metadata']['name']} is {size} bytes, over the {MAX_APPLIED_BYTES} "
+                    "that `kubectl apply` can record in its last-applied annotation; split the service's dependencies"
+                ),
+            )

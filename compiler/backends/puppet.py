@@ -44,7 +44,9 @@ from compiler.render.restart import DOCUMENT_CLASS, RELOADABLE_KEYS, RestartClas
 
 ROOT = "puppet"
 MODULE_DIR = f"{ROOT}/modules/mesh"
-SITE_MANIFEST = f"{ROOT}/manifests/site.pp"  # the environment's main manifest, when output/puppet/ is deployed as one
+SITE_MANIFEST = (
+    f"{ROOT}/manifests/site.pp"  # the environment's main manifest, when output/puppet/ is deployed as one
+)
 SIDECAR_KEY = "mesh::sidecar"
 WAVE_KEY = "mesh::wave"
 HIERA_ESCAPE = "%{literal('%')}{"
@@ -62,7 +64,11 @@ class Level:
 
 HIERARCHY = (
     Level(name="Per node (canary hosts)", path="nodes/%{trusted.certname}.json", data_hash="json_data"),
-    Level(name="Per pool (service x datacenter)", path="pools/%{facts.mesh_service}/%{facts.mesh_datacenter}.json", data_hash="json_data"),
+    Level(
+        name="Per pool (service x datacenter)",
+        path="pools/%{facts.mesh_service}/%{facts.mesh_datacenter}.json",
+        data_hash="json_data",
+    ),
     Level(name="Per datacenter", path="datacenters/%{facts.mesh_datacenter}.yaml"),
     Level(name="Common", path="common.yaml"),
 )
@@ -81,9 +87,16 @@ HASHES_KEY = "mesh::document_hashes"
 RECEIPT = ".meshc-applied.json"
 
 # Module files rendered from templates/puppet/module/<path>.j2.
-MODULE_TEMPLATES = ("manifests/init.pp", "functions/nerve_for_host.pp", "functions/sort_keys.pp", "lib/facter/mesh_applied.rb")
+MODULE_TEMPLATES = (
+    "manifests/init.pp",
+    "functions/nerve_for_host.pp",
+    "functions/sort_keys.pp",
+    "lib/facter/mesh_applied.rb",
+)
 
-STDLIB_REQUIREMENT = ">= 8.0.0 < 10.0.0"  # to_json_pretty exists (un-namespaced) in 8.x and, deprecated, in 9.x
+STDLIB_REQUIREMENT = (
+    ">= 8.0.0 < 10.0.0"  # to_json_pretty exists (un-namespaced) in 8.x and, deprecated, in 9.x
+)
 
 # Templates are compiled once per process; the environment holds no data.
 _TEMPLATES = jinja2.Environment(
@@ -96,16 +109,31 @@ _TEMPLATES = jinja2.Environment(
 )
 
 
-def build_puppet(mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None) -> list[Artifact]:
+def build_puppet(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+) -> list[Artifact]:
     """hiera.yaml, common data, one data file per VM pool (those in `only`, if given), the `mesh` module, and site.pp."""
-    pools = sorted((s for s in sidecars.values() if s.workload.platform == "vm" and (only is None or s.workload.id in only)),
-                   key=lambda s: s.workload.id)
+    pools = sorted(
+        (
+            s
+            for s in sidecars.values()
+            if s.workload.platform == "vm" and (only is None or s.workload.id in only)
+        ),
+        key=lambda s: s.workload.id,
+    )
     _check_documents(pools)
     memo = Memo()  # render shares documents between pools: escape and hash each once
     return [
         Artifact(path=f"{ROOT}/hiera.yaml", data=hiera_config(mesh)),
         Artifact(path=f"{ROOT}/data/common.yaml", data=common_data(mesh)),
-        *(Artifact(path=pool_path(s), data=pool_data(s, memo, mesh.waves.get(s.workload.id)), target=s.workload.id) for s in pools),
+        *(
+            Artifact(
+                path=pool_path(s),
+                data=pool_data(s, memo, mesh.waves.get(s.workload.id)),
+                target=s.workload.id,
+            )
+            for s in pools
+        ),
         *module_files(mesh),
         Artifact(path=SITE_MANIFEST, data=_render("site.pp.j2")),
     ]
@@ -128,7 +156,11 @@ def common_data(mesh: Mesh) -> bytes:
         # `hash`: a more specific level replaces whole documents. Never `deep`: it would union the
         # arrays of two renderings (listeners, clusters) into a config nobody rendered.
         # Document hashes merge like the documents, so a node-level document brings its own hash.
-        "lookup_options": {SIDECAR_KEY: {"merge": "hash"}, FINGERPRINTS_KEY: {"merge": "hash"}, HASHES_KEY: {"merge": "hash"}},
+        "lookup_options": {
+            SIDECAR_KEY: {"merge": "hash"},
+            FINGERPRINTS_KEY: {"merge": "hash"},
+            HASHES_KEY: {"merge": "hash"},
+        },
         "mesh::config_dir": mesh.sidecar.config_dir,
         "mesh::runtime_dir": mesh.sidecar.runtime_dir,
     }
@@ -142,14 +174,22 @@ def pool_data(sidecar: SidecarConfig, memo: Memo | None = None, wave: str | None
     """
     workload = sidecar.workload
     memo = memo or Memo()
-    return dump_json({
-        **({WAVE_KEY: wave} if wave is not None else {}),
-        "mesh::workload": hiera_escape(workload.id),
-        "mesh::restart_sensitive": workload.restart_sensitive,
-        SIDECAR_KEY: {name: memo.once(("escaped", id(document)), hiera_escape, document) for name, document in sidecar.documents.items()},
-        FINGERPRINTS_KEY: restart_fingerprints(sidecar.documents),
-        HASHES_KEY: {name: memo.once(("hash", id(document)), document_hash, document) for name, document in sidecar.documents.items()},
-    })
+    return dump_json(
+        {
+            **({WAVE_KEY: wave} if wave is not None else {}),
+            "mesh::workload": hiera_escape(workload.id),
+            "mesh::restart_sensitive": workload.restart_sensitive,
+            SIDECAR_KEY: {
+                name: memo.once(("escaped", id(document)), hiera_escape, document)
+                for name, document in sidecar.documents.items()
+            },
+            FINGERPRINTS_KEY: restart_fingerprints(sidecar.documents),
+            HASHES_KEY: {
+                name: memo.once(("hash", id(document)), document_hash, document)
+                for name, document in sidecar.documents.items()
+            },
+        }
+    )
 
 
 def document_hash(document: Any) -> str:
@@ -165,7 +205,8 @@ def restart_fingerprints(documents: Mapping[str, Any]) -> dict[str, str]:
     """Process -> sha256 of what it reads only at start, for documents it otherwise reloads live."""
     return {
         name.split("/")[0]: hashlib.sha256(dump_json(restart_view(name, documents[name]))).hexdigest()
-        for name in sorted(RELOADABLE_KEYS) if name in documents
+        for name in sorted(RELOADABLE_KEYS)
+        if name in documents
     }
 
 
@@ -182,8 +223,13 @@ def hiera_escape(value: Any) -> Any:
 def module_files(mesh: Mesh) -> Iterator[Artifact]:
     """The `mesh` module: rendered manifests, functions and custom fact, and metadata.json."""
     for path in MODULE_TEMPLATES:
-        data = _render(f"module/{path}.j2", readers=sorted(READERS.items()), nerve=NERVE, receipt=RECEIPT,
-                       config_dir=mesh.sidecar.config_dir)
+        data = _render(
+            f"module/{path}.j2",
+            readers=sorted(READERS.items()),
+            nerve=NERVE,
+            receipt=RECEIPT,
+            config_dir=mesh.sidecar.config_dir,
+        )
         yield Artifact(path=f"{MODULE_DIR}/{path}", data=data)
     yield Artifact(path=f"{MODULE_DIR}/metadata.json", data=dump_json(module_metadata()))
 
@@ -205,9 +251,14 @@ def module_metadata() -> dict[str, Any]:
 def _check_documents(pools: list[SidecarConfig]) -> None:
     """Every document must be one the module knows how to restart for, or the VM would fail its run."""
     problems = [
-        Diagnostic(span=s.workload.span, code="internal",
-                   message=f"{s.workload.id}: the Puppet module does not know sidecar document {name!r}")
-        for s in pools for name in s.documents if name not in READERS
+        Diagnostic(
+            span=s.workload.span,
+            code="internal",
+            message=f"{s.workload.id}: the Puppet module does not know sidecar document {name!r}",
+        )
+        for s in pools
+        for name in s.documents
+        if name not in READERS
     ]
     if problems:
         raise internal_error(problems)

@@ -41,22 +41,37 @@ def read_acknowledgements(name: str, raw: bytes, today: datetime.date) -> tuple[
     except LoadError as exc:
         raise AcknowledgementError(str(exc.diagnostic.span), exc.diagnostic.message) from None
     data = document.data
-    if not isinstance(data, dict) or set(data) != {"acknowledgements"} or not isinstance(data["acknowledgements"], list):
-        _fail(document, (), "expected one key, `acknowledgements:`, holding a list of {match, reason, expires}")
-    return tuple(_entry(document, index, entry, today) for index, entry in enumerate(data["acknowledgements"]))
+    if (
+        not isinstance(data, dict)
+        or set(data) != {"acknowledgements"}
+        or not isinstance(data["acknowledgements"], list)
+    ):
+        _fail(
+            document, (), "expected one key, `acknowledgements:`, holding a list of {match, reason, expires}"
+        )
+    return tuple(
+        _entry(document, index, entry, today) for index, entry in enumerate(data["acknowledgements"])
+    )
 
 
 def _entry(document: Document, index: int, entry: object, today: datetime.date) -> Acknowledgement:
     path: tuple[str | int, ...] = ("acknowledgements", index)
     if not isinstance(entry, dict) or set(entry) != set(_KEYS):
         keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-        _fail(document, path, f"an acknowledgement has exactly the keys match, reason, expires (found {keys})")
+        _fail(
+            document, path, f"an acknowledgement has exactly the keys match, reason, expires (found {keys})"
+        )
     for key in _KEYS:
         if not isinstance(entry[key], str) or not entry[key].strip():
             _fail(document, (*path, key), f"`{key}` must be a non-empty string")
     expires = _date(document, (*path, "expires"), entry["expires"])
-    return Acknowledgement(match=entry["match"], reason=entry["reason"], expires=entry["expires"],
-                           location=str(document.span(path)), expired=today > expires)
+    return Acknowledgement(
+        match=entry["match"],
+        reason=entry["reason"],
+        expires=entry["expires"],
+        location=str(document.span(path)),
+        expired=today > expires,
+    )
 
 
 def _date(document: Document, path: tuple[str | int, ...], text: str) -> datetime.date:

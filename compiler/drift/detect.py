@@ -18,38 +18,77 @@ from pathlib import Path
 import orjson
 
 from compiler.diagnostics import EnvironmentFailure, did_you_mean
+from compiler.drift import puppet
 from compiler.drift.acknowledge import FILE_NAME as ACK_FILE
 from compiler.drift.acknowledge import acknowledge, mark_used, read_acknowledgements
-from compiler.drift import puppet
 from compiler.drift.kubernetes import PLATFORM, check_cluster, expected_objects, parse_dump, read_dump_file
-from compiler.drift.model import (ACKNOWLEDGED, CONVERGED, DRIFTED, EXPIRED_ACKNOWLEDGEMENT, INCOMPLETE, NOT_CHECKED,
-                                  ORPHAN, PENDING, Acknowledgement, DriftInputError, DriftItem, DriftReport, ScopeState, SubjectState)
+from compiler.drift.model import (
+    ACKNOWLEDGED,
+    CONVERGED,
+    DRIFTED,
+    EXPIRED_ACKNOWLEDGEMENT,
+    INCOMPLETE,
+    NOT_CHECKED,
+    ORPHAN,
+    PENDING,
+    Acknowledgement,
+    DriftInputError,
+    DriftItem,
+    DriftReport,
+    ScopeState,
+    SubjectState,
+)
 from compiler.emit import MANIFEST
 from compiler.ir.model import Mesh
 from compiler.pipeline import compile_dir, lower_dir
 from compiler.spec.load import MAX_FILE_BYTES
 
 
-def assemble_report(checked: Sequence[tuple[ScopeState, Sequence[SubjectState]]], unchecked: Sequence[tuple[str, str]], *,
-                    acknowledgements: Sequence[Acknowledgement] = (), tree: Mapping[str, bytes] | None = None,
-                    partial: bool = False, today: str = "") -> DriftReport:
+def assemble_report(
+    checked: Sequence[tuple[ScopeState, Sequence[SubjectState]]],
+    unchecked: Sequence[tuple[str, str]],
+    *,
+    acknowledgements: Sequence[Acknowledgement] = (),
+    tree: Mapping[str, bytes] | None = None,
+    partial: bool = False,
+    today: str = "",
+) -> DriftReport:
     """The report: acknowledged items applied, scope counts taken, unchecked (platform, scope) pairs listed."""
     used: set[str] = set()
     scopes: list[ScopeState] = []
     subjects: list[SubjectState] = []
     for scope, found in checked:
         judged = [_acknowledged(subject, acknowledgements, used) for subject in found]
-        counts = Counter(ORPHAN if s.state == DRIFTED and any(i.kind == ORPHAN for i in s.items) else s.state for s in judged)
+        counts = Counter(
+            ORPHAN if s.state == DRIFTED and any(i.kind == ORPHAN for i in s.items) else s.state
+            for s in judged
+        )
         scopes.append(replace(scope, state=_scope_state(judged), counts=dict(sorted(counts.items()))))
         subjects += judged
     scopes += [ScopeState(platform=platform, scope=name, state=NOT_CHECKED) for platform, name in unchecked]
-    expired = tuple(DriftItem(kind=EXPIRED_ACKNOWLEDGEMENT, platform="meshc", scope="acknowledgements", subject=ack.location,
-                              expected=ack.match, live=ack.expires, detail=f"expired on {ack.expires}: {ack.reason}")
-                    for ack in acknowledgements if ack.expired)
-    return DriftReport(scopes=tuple(sorted(scopes, key=lambda s: (s.platform, s.scope))), subjects=tuple(subjects),
-                       findings=expired, acknowledgements=mark_used(acknowledgements, used),
-                       waves=waves_of(tree or {}), wave_order=wave_order_of(tree or {}),
-                       partial=partial, today=today)
+    expired = tuple(
+        DriftItem(
+            kind=EXPIRED_ACKNOWLEDGEMENT,
+            platform="meshc",
+            scope="acknowledgements",
+            subject=ack.location,
+            expected=ack.match,
+            live=ack.expires,
+            detail=f"expired on {ack.expires}: {ack.reason}",
+        )
+        for ack in acknowledgements
+        if ack.expired
+    )
+    return DriftReport(
+        scopes=tuple(sorted(scopes, key=lambda s: (s.platform, s.scope))),
+        subjects=tuple(subjects),
+        findings=expired,
+        acknowledgements=mark_used(acknowledgements, used),
+        waves=waves_of(tree or {}),
+        wave_order=wave_order_of(tree or {}),
+        partial=partial,
+        today=today,
+    )
 
 
 def _scope_state(subjects: Sequence[SubjectState]) -> str:
@@ -64,7 +103,9 @@ def _scope_state(subjects: Sequence[SubjectState]) -> str:
     return INCOMPLETE if NOT_CHECKED in states else PENDING if states else CONVERGED
 
 
-def _acknowledged(subject: SubjectState, acknowledgements: Sequence[Acknowledgement], used: set[str]) -> SubjectState:
+def _acknowledged(
+    subject: SubjectState, acknowledgements: Sequence[Acknowledgement], used: set[str]
+) -> SubjectState:
     """The subject with each accepted item carrying its reason; ACKNOWLEDGED when every item is accepted."""
     if not subject.items or not acknowledgements:
         return subject
@@ -92,7 +133,11 @@ def waves_of(tree: Mapping[str, bytes]) -> dict[str, str]:
     if raw is None:
         return {}
     rollout = orjson.loads(raw).get("rollout") or {}
-    return {target: str(entry["wave"]) for target, entry in sorted((rollout.get("targets") or {}).items()) if "wave" in entry}
+    return {
+        target: str(entry["wave"])
+        for target, entry in sorted((rollout.get("targets") or {}).items())
+        if "wave" in entry
+    }
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -137,7 +182,9 @@ class Evidence:
     hint: str = ""  # how to give evidence, for the "nothing to check" error
 
 
-def detect_drift(request: DriftRequest, tree: Mapping[str, bytes] | None = None, *, require_evidence: bool = True) -> DriftReport:
+def detect_drift(
+    request: DriftRequest, tree: Mapping[str, bytes] | None = None, *, require_evidence: bool = True
+) -> DriftReport:
     """Compile the spec (the truth, as `check` does), check every platform's evidence against it, assemble the report.
 
     The truth is what `meshc build` writes: with a rollout in force, each target's and canary host's wave's
@@ -150,9 +197,17 @@ def detect_drift(request: DriftRequest, tree: Mapping[str, bytes] | None = None,
     # the whole command (cli.main), which made reading a 1,000-service mesh's YAML dumps 3x faster.
     found = [check(request, mesh, tree) for check in PLATFORM_CHECKS]
     if require_evidence and not any(evidence.given for evidence in found):
-        raise DriftInputError("meshc drift", "nothing to check: give " + "; or ".join(e.hint for e in found), "drift-usage")
-    return assemble_report([c for e in found for c in e.checked], [u for e in found for u in e.unchecked],
-                           acknowledgements=acknowledgements, tree=tree, partial=request.partial, today=request.today.isoformat())
+        raise DriftInputError(
+            "meshc drift", "nothing to check: give " + "; or ".join(e.hint for e in found), "drift-usage"
+        )
+    return assemble_report(
+        [c for e in found for c in e.checked],
+        [u for e in found for u in e.unchecked],
+        acknowledgements=acknowledgements,
+        tree=tree,
+        partial=request.partial,
+        today=request.today.isoformat(),
+    )
 
 
 def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[str, bytes]]:
@@ -163,11 +218,15 @@ def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[
     """
     from compiler.rollout.pins import ROLLOUT_FILE
 
-    if tree is None and not os.path.lexists(spec / ROLLOUT_FILE):  # a rollout.yaml that is no file is an error there
+    if tree is None and not os.path.lexists(
+        spec / ROLLOUT_FILE
+    ):  # a rollout.yaml that is no file is an error there
         build = compile_dir(spec)
         return build.mesh, build.tree()
     if tree is None:
-        from compiler.rollout.build import output_for  # compiles every wave's revision: only when a rollout is in force
+        from compiler.rollout.build import (
+            output_for,
+        )  # compiles every wave's revision: only when a rollout is in force
 
         tree = output_for(spec)
     return lower_dir(spec), tree
@@ -181,10 +240,18 @@ def check_kubernetes(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes
     if not dumps:
         return Evidence(given=False, unchecked=tuple((PLATFORM, c) for c in clusters), hint=hint)
     expected = expected_objects(tree)
-    checked = tuple(check_cluster(mesh.name, cluster, expected.get(cluster, []), parse_dump(str(path), read_dump_file(path)))
-                    for cluster, path in dumps.items())
-    return Evidence(given=True, checked=tuple((scope, tuple(subjects)) for scope, subjects in checked),
-                    unchecked=tuple((PLATFORM, c) for c in clusters if c not in dumps), hint=hint)
+    checked = tuple(
+        check_cluster(
+            mesh.name, cluster, expected.get(cluster, []), parse_dump(str(path), read_dump_file(path))
+        )
+        for cluster, path in dumps.items()
+    )
+    return Evidence(
+        given=True,
+        checked=tuple((scope, tuple(subjects)) for scope, subjects in checked),
+        unchecked=tuple((PLATFORM, c) for c in clusters if c not in dumps),
+        hint=hint,
+    )
 
 
 def check_puppet(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -> Evidence:
@@ -198,15 +265,29 @@ def check_puppet(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -
         return Evidence(given=False, unchecked=unchecked, hint=hint)
     observations = None
     if evidence.puppetdb:
-        observations = puppet.read_puppetdb(evidence.puppetdb, cafile=_str(evidence.ca), certfile=_str(evidence.cert),
-                                            keyfile=_str(evidence.key))
+        observations = puppet.read_puppetdb(
+            evidence.puppetdb,
+            cafile=_str(evidence.ca),
+            certfile=_str(evidence.cert),
+            keyfile=_str(evidence.key),
+        )
     elif evidence.facts is not None:
         observations = puppet.read_export(evidence.facts)
     now = evidence.now or datetime.datetime.now(datetime.UTC)
-    vms = puppet.check_vms(tree, observations, puppet.Policy(now=now, lag=evidence.lag, since=evidence.since), hiera=evidence.hiera)
-    checked = ([puppet.host_records(vms.hosts)] if vms.hosts is not None else []) + \
-              ([puppet.hiera_records(evidence.hiera, vms.hiera, tree)] if evidence.hiera is not None and vms.hiera is not None else [])
-    return Evidence(given=True, checked=tuple(checked), unchecked=unchecked if observations is None else (), hint=hint)
+    vms = puppet.check_vms(
+        tree,
+        observations,
+        puppet.Policy(now=now, lag=evidence.lag, since=evidence.since),
+        hiera=evidence.hiera,
+    )
+    checked = ([puppet.host_records(vms.hosts)] if vms.hosts is not None else []) + (
+        [puppet.hiera_records(evidence.hiera, vms.hiera, tree)]
+        if evidence.hiera is not None and vms.hiera is not None
+        else []
+    )
+    return Evidence(
+        given=True, checked=tuple(checked), unchecked=unchecked if observations is None else (), hint=hint
+    )
 
 
 def _str(path: Path | None) -> str | None:
@@ -214,7 +295,10 @@ def _str(path: Path | None) -> str | None:
 
 
 # One check per platform, each reading its own fields of DriftRequest.
-PLATFORM_CHECKS: tuple[Callable[[DriftRequest, Mesh, Mapping[str, bytes]], Evidence], ...] = (check_kubernetes, check_puppet)
+PLATFORM_CHECKS: tuple[Callable[[DriftRequest, Mesh, Mapping[str, bytes]], Evidence], ...] = (
+    check_kubernetes,
+    check_puppet,
+)
 
 
 def _dump_files(pairs: Sequence[tuple[str, Path]], clusters: Sequence[str]) -> dict[str, Path]:
@@ -222,11 +306,18 @@ def _dump_files(pairs: Sequence[tuple[str, Path]], clusters: Sequence[str]) -> d
     found: dict[str, Path] = {}
     for cluster, path in pairs:
         if cluster not in clusters:
-            raise DriftInputError(f"--kubernetes {cluster}={path}", f"the spec has no cluster {cluster!r}"
-                                  f"{did_you_mean(cluster, clusters)}; its clusters: {', '.join(clusters) or 'none'}", "drift-usage")
+            raise DriftInputError(
+                f"--kubernetes {cluster}={path}",
+                f"the spec has no cluster {cluster!r}"
+                f"{did_you_mean(cluster, clusters)}; its clusters: {', '.join(clusters) or 'none'}",
+                "drift-usage",
+            )
         if cluster in found:
-            raise DriftInputError(f"--kubernetes {cluster}={path}", f"cluster {cluster!r} is given twice; one dump per cluster",
-                                  "drift-usage")
+            raise DriftInputError(
+                f"--kubernetes {cluster}={path}",
+                f"cluster {cluster!r} is given twice; one dump per cluster",
+                "drift-usage",
+            )
         found[cluster] = path
     return found
 
@@ -236,10 +327,14 @@ def _acknowledgements(request: DriftRequest) -> tuple[Acknowledgement, ...]:
     if request.acknowledgements is None and not path.is_file():
         return ()
     try:
-        with path.open("rb") as handle:  # one byte past a spec file's cap: parse_document reports it, /dev/zero ends
+        with path.open(
+            "rb"
+        ) as handle:  # one byte past a spec file's cap: parse_document reports it, /dev/zero ends
             raw = handle.read(MAX_FILE_BYTES + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise DriftInputError(str(path), f"cannot read the acknowledgements file: {exc.strerror}", "drift-acknowledgement") from None
+        raise DriftInputError(
+            str(path), f"cannot read the acknowledgements file: {exc.strerror}", "drift-acknowledgement"
+        ) from None
     except OSError as exc:
         raise EnvironmentFailure(str(path), exc.strerror or type(exc).__name__) from None
     return read_acknowledgements(str(path), raw, request.today)

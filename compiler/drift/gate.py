@@ -37,7 +37,11 @@ class GateVerdict:
 
 def wave_verdict(report: DriftReport, wave: str) -> GateVerdict:
     """Every target and host of `wave` (MANIFEST rollout targets, a host's own wave) that is not converged, or has no data."""
-    blocking = [_subject_line(s) for s in report.subjects if _wave_of(report.waves, s) == wave and s.state in BLOCKING_STATES]
+    blocking = [
+        _subject_line(s)
+        for s in report.subjects
+        if _wave_of(report.waves, s) == wave and s.state in BLOCKING_STATES
+    ]
     unchecked = {(s.platform, s.scope) for s in report.scopes if s.state == NOT_CHECKED}
     for target in sorted(t for t, w in report.waves.items() if w == wave):
         reason = _no_data(target, unchecked)
@@ -53,9 +57,17 @@ def _wave_of(waves: Mapping[str, str], subject: SubjectState) -> str | None:
 
 def _subject_line(subject: SubjectState) -> str:
     """`vm/upload/sjc upload-17.sjc.example: pending (envoy/cds.json: applied 0000…, expected 3f2a…)`."""
-    reasons = [i.detail or (f"{i.kind} {i.path}" if i.path else i.kind) for i in subject.items if not i.acknowledged]
-    where = f"{subject.target} {subject.subject}" if subject.target and subject.target != subject.subject else subject.subject
-    return f"{where}: {subject.state}" + (f" ({'; '.join(reasons[:3])}{'; …' if len(reasons) > 3 else ''})" if reasons else "")
+    reasons = [
+        i.detail or (f"{i.kind} {i.path}" if i.path else i.kind) for i in subject.items if not i.acknowledged
+    ]
+    where = (
+        f"{subject.target} {subject.subject}"
+        if subject.target and subject.target != subject.subject
+        else subject.subject
+    )
+    return f"{where}: {subject.state}" + (
+        f" ({'; '.join(reasons[:3])}{'; …' if len(reasons) > 3 else ''})" if reasons else ""
+    )
 
 
 def _no_data(target: str, unchecked: set[tuple[str, str]]) -> str:
@@ -66,7 +78,6 @@ def _no_data(target: str, unchecked: set[tuple[str, str]]) -> str:
     if kind == "vm" and (PUPPET, "puppetdb") in unchecked:
         return "no PuppetDB or export given (--puppetdb, --puppet-facts)"
     return ""
-
 
 
 class GateRefused(Exception):
@@ -99,16 +110,24 @@ def promotion_gate(request: DriftRequest, force: bool) -> Callable[[Context, str
         evidence = ", ".join(verdict.evidence) or "none given"
         if not force:
             raise GateRefused(wave, verdict, evidence)
-        return (f"forced past the drift gate on {request.today.isoformat()}: wave {before} had {len(verdict.blocking)} "
-                f"not converged ({'; '.join(verdict.blocking[:3])}{'; …' if len(verdict.blocking) > 3 else ''}); "
-                f"evidence: {evidence}")
+        return (
+            f"forced past the drift gate on {request.today.isoformat()}: wave {before} had {len(verdict.blocking)} "
+            f"not converged ({'; '.join(verdict.blocking[:3])}{'; …' if len(verdict.blocking) > 3 else ''}); "
+            f"evidence: {evidence}"
+        )
 
     return gate
 
 
 def _refusal(wave: str, verdict: GateVerdict, evidence: str) -> str:
-    lines = [f"wave {wave} is not promoted: {len(verdict.blocking)} target(s) or host(s) of wave {verdict.wave} "
-             f"have not converged (evidence read: {evidence}); --force overrides, and is recorded"]
+    lines = [
+        f"wave {wave} is not promoted: {len(verdict.blocking)} target(s) or host(s) of wave {verdict.wave} "
+        f"have not converged (evidence read: {evidence}); --force overrides, and is recorded"
+    ]
     lines += [f"  {line}" for line in verdict.blocking[:SHOWN]]
-    lines += [f"  … {len(verdict.blocking) - SHOWN} more (meshc drift --format json has them all)"] if len(verdict.blocking) > SHOWN else []
+    lines += (
+        [f"  … {len(verdict.blocking) - SHOWN} more (meshc drift --format json has them all)"]
+        if len(verdict.blocking) > SHOWN
+        else []
+    )
     return "\n".join(lines)

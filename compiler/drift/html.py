@@ -12,8 +12,19 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from compiler.drift.model import (ACKNOWLEDGED, CONVERGED, DRIFTED, FAILED, NO_HOSTS, NOT_CHECKED, ORPHAN, PENDING, DriftItem,
-                                  DriftReport, SubjectState)
+from compiler.drift.model import (
+    ACKNOWLEDGED,
+    CONVERGED,
+    DRIFTED,
+    FAILED,
+    NO_HOSTS,
+    NOT_CHECKED,
+    ORPHAN,
+    PENDING,
+    DriftItem,
+    DriftReport,
+    SubjectState,
+)
 from compiler.drift.report import HOST_PLATFORM, orphan_commands, verdict, worst
 from compiler.graph.columns import STATE_COLORS, Box, Column, render_columns
 from compiler.graph.dot import element_id
@@ -21,14 +32,27 @@ from compiler.graph.page import Detail, render_page
 
 DRIFT_STATES = ("converged", "pending", "drifted", "failed", "unknown")
 DRIFT_LEGEND = tuple((STATE_COLORS[state][0], state) for state in DRIFT_STATES)
-DRIFT_HELP = ("Columns are the waves in promotion order (or the scopes checked, without a rollout), boxes their targets and "
-              "canary hosts, coloured by their worst finding; acknowledged drift counts as converged. Hover over a box for "
-              "its findings; click to keep them.")
+DRIFT_HELP = (
+    "Columns are the waves in promotion order (or the scopes checked, without a rollout), boxes their targets and "
+    "canary hosts, coloured by their worst finding; acknowledged drift counts as converged. Hover over a box for "
+    "its findings; click to keep them."
+)
 # subject state -> box colour (compiler.graph.columns STATE_COLORS); any other (unknown, not-checked) is unknown
-_COLOUR = {CONVERGED: "converged", ACKNOWLEDGED: "converged", PENDING: "pending", DRIFTED: "drifted", FAILED: "failed"}
-MAX_HOST_BOXES = 40  # hosts of one pool drawn as their own boxes (those not converged, canary hosts); the rest are counted
+_COLOUR = {
+    CONVERGED: "converged",
+    ACKNOWLEDGED: "converged",
+    PENDING: "pending",
+    DRIFTED: "drifted",
+    FAILED: "failed",
+}
+MAX_HOST_BOXES = (
+    40  # hosts of one pool drawn as their own boxes (those not converged, canary hosts); the rest are counted
+)
 VALUE_WIDTH = 80
-NO_WAVE, ORPHANS = "no wave", "orphans"  # objects of no target (shared, the hiera tree); what meshc no longer renders
+NO_WAVE, ORPHANS = (
+    "no wave",
+    "orphans",
+)  # objects of no target (shared, the hiera tree); what meshc no longer renders
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,13 +70,29 @@ def render_drift_page(report: DriftReport) -> str:
     """The drift status page of `report`: one self-contained HTML document, the same bytes for the same report."""
     groups = _drift_groups(report)
     order = _column_order(report, groups)
-    columns = [Column(title=name, subtitle=_column_subtitle([g for g in groups if g.column == name]),
-                      boxes=tuple(_drift_box(g) for g in groups if g.column == name)) for name in order]
+    columns = [
+        Column(
+            title=name,
+            subtitle=_column_subtitle([g for g in groups if g.column == name]),
+            boxes=tuple(_drift_box(g) for g in groups if g.column == name),
+        )
+        for name in order
+    ]
     details = {g.id: _drift_detail(report, g) for g in groups}
-    notes = [f"{s.platform}/{s.scope}: not checked, no evidence given" + (" (--partial)" if report.partial else "")
-             for s in report.scopes if s.state == NOT_CHECKED]
-    return render_page(title="meshc drift status", notes=notes, figure_svg=render_columns(columns, marker=verdict(report)),
-                       details=details, legend=DRIFT_LEGEND, help_text=DRIFT_HELP, summary=list(_drift_summary(report)))
+    notes = [
+        f"{s.platform}/{s.scope}: not checked, no evidence given" + (" (--partial)" if report.partial else "")
+        for s in report.scopes
+        if s.state == NOT_CHECKED
+    ]
+    return render_page(
+        title="meshc drift status",
+        notes=notes,
+        figure_svg=render_columns(columns, marker=verdict(report)),
+        details=details,
+        legend=DRIFT_LEGEND,
+        help_text=DRIFT_HELP,
+        summary=list(_drift_summary(report)),
+    )
 
 
 def _wave(report: DriftReport, subject: SubjectState) -> str | None:
@@ -64,7 +104,9 @@ def _is_orphan(subject: SubjectState) -> bool:
 
 
 def _is_host(subject: SubjectState) -> bool:
-    return subject.platform == HOST_PLATFORM and subject.target is not None and subject.subject != subject.target
+    return (
+        subject.platform == HOST_PLATFORM and subject.target is not None and subject.subject != subject.target
+    )
 
 
 def _drift_groups(report: DriftReport) -> list[_Group]:
@@ -74,24 +116,68 @@ def _drift_groups(report: DriftReport) -> list[_Group]:
     groups: list[_Group] = []
     for subject in report.subjects:
         if _is_orphan(subject):
-            groups.append(_Group(id=element_id(f"orphan/{subject.platform}/{subject.scope}/{subject.subject}"), label=subject.subject,
-                                 column=ORPHANS, subjects=(subject,), lines=(f"{subject.platform}: {subject.scope}",)))
+            groups.append(
+                _Group(
+                    id=element_id(f"orphan/{subject.platform}/{subject.scope}/{subject.subject}"),
+                    label=subject.subject,
+                    column=ORPHANS,
+                    subjects=(subject,),
+                    lines=(f"{subject.platform}: {subject.scope}",),
+                )
+            )
         else:
             found.setdefault((subject.platform, subject.scope, subject.target or ""), []).append(subject)
     for (platform, scope, target), subjects in sorted(found.items()):
         column = _column_of(by_wave, platform, scope, report.waves.get(target))
-        hosts = [h for h in subjects if _is_host(h) and (_colour(h.state) != "converged" or _column_of(by_wave, platform, scope, _wave(report, h)) != column)]
+        hosts = [
+            h
+            for h in subjects
+            if _is_host(h)
+            and (
+                _colour(h.state) != "converged"
+                or _column_of(by_wave, platform, scope, _wave(report, h)) != column
+            )
+        ]
         label = target or f"shared objects of {scope}"
-        lines = ([f"{platform}: {scope}"] if by_wave else []) + [_converged_line(subjects)]  # else the column says it
-        lines += [f"{len(hosts) - MAX_HOST_BOXES} more hosts not drawn (details)"] if len(hosts) > MAX_HOST_BOXES else []
-        groups.append(_Group(id=element_id(f"{platform}/{scope}/{label}"), label=label, column=column, subjects=tuple(subjects),
-                             lines=tuple(lines)))
-        groups += [_Group(id=element_id(f"host/{platform}/{scope}/{h.subject}"), label=h.subject, subjects=(h,),
-                          column=_column_of(by_wave, platform, scope, _wave(report, h)), lines=(f"host of {target}",))
-                   for h in hosts[:MAX_HOST_BOXES]]
+        lines = ([f"{platform}: {scope}"] if by_wave else []) + [
+            _converged_line(subjects)
+        ]  # else the column says it
+        lines += (
+            [f"{len(hosts) - MAX_HOST_BOXES} more hosts not drawn (details)"]
+            if len(hosts) > MAX_HOST_BOXES
+            else []
+        )
+        groups.append(
+            _Group(
+                id=element_id(f"{platform}/{scope}/{label}"),
+                label=label,
+                column=column,
+                subjects=tuple(subjects),
+                lines=tuple(lines),
+            )
+        )
+        groups += [
+            _Group(
+                id=element_id(f"host/{platform}/{scope}/{h.subject}"),
+                label=h.subject,
+                subjects=(h,),
+                column=_column_of(by_wave, platform, scope, _wave(report, h)),
+                lines=(f"host of {target}",),
+            )
+            for h in hosts[:MAX_HOST_BOXES]
+        ]
     checked = {s.target for s in report.subjects if s.target}
-    groups += [_Group(id=element_id(f"no-evidence/{target}"), label=target, column=wave, subjects=(), lines=("no evidence",))
-               for target, wave in sorted(report.waves.items()) if target not in checked]
+    groups += [
+        _Group(
+            id=element_id(f"no-evidence/{target}"),
+            label=target,
+            column=wave,
+            subjects=(),
+            lines=("no evidence",),
+        )
+        for target, wave in sorted(report.waves.items())
+        if target not in checked
+    ]
     return groups
 
 
@@ -104,9 +190,15 @@ def _column_order(report: DriftReport, groups: Sequence[_Group]) -> list[str]:
     """Waves in promotion order (a wave MANIFEST does not list, by name, after them), or scopes; then the rest."""
     present = {g.column for g in groups}
     order = report.wave_order
-    waves = sorted(present - {NO_WAVE, ORPHANS}, key=lambda w: (order.index(w) if w in order else len(order), w))
+    waves = sorted(
+        present - {NO_WAVE, ORPHANS}, key=lambda w: (order.index(w) if w in order else len(order), w)
+    )
     scopes = [f"{s.platform}/{s.scope}" for s in report.scopes]
-    return [*(w for w in waves if w not in scopes), *(s for s in scopes if s in present), *(c for c in (NO_WAVE, ORPHANS) if c in present)]
+    return [
+        *(w for w in waves if w not in scopes),
+        *(s for s in scopes if s in present),
+        *(c for c in (NO_WAVE, ORPHANS) if c in present),
+    ]
 
 
 def _colour(state: str) -> str:
@@ -136,10 +228,17 @@ def _drift_box(group: _Group) -> Box:
 
 def _drift_detail(report: DriftReport, group: _Group) -> Detail:
     if not group.subjects:
-        return Detail(title=group.label, text=f"wave: {report.waves.get(group.label)}\nno evidence: its cluster or the VMs' "
-                                              "PuppetDB was not given, or nothing there belongs to it")
+        return Detail(
+            title=group.label,
+            text=f"wave: {report.waves.get(group.label)}\nno evidence: its cluster or the VMs' "
+            "PuppetDB was not given, or nothing there belongs to it",
+        )
     first = group.subjects[0]
-    lines = [f"{first.platform}: {first.scope}", f"wave: {_wave(report, first) or 'none'}", f"state: {_group_state(group)}"]
+    lines = [
+        f"{first.platform}: {first.scope}",
+        f"wave: {_wave(report, first) or 'none'}",
+        f"state: {_group_state(group)}",
+    ]
     for subject in group.subjects:
         if subject.state == CONVERGED:
             continue
@@ -153,7 +252,11 @@ def _drift_detail(report: DriftReport, group: _Group) -> Detail:
 
 def _finding(item: DriftItem) -> str:
     values = f": {_short(item.expected)} → {_short(item.live)}" if item.path else ""
-    note = f" (acknowledged: {item.acknowledged})" if item.acknowledged else (f" ({item.detail})" if item.detail else "")
+    note = (
+        f" (acknowledged: {item.acknowledged})"
+        if item.acknowledged
+        else (f" ({item.detail})" if item.detail else "")
+    )
     return f"{item.kind}{' ' + item.path if item.path else ''}{values}{note}"
 
 
@@ -167,7 +270,11 @@ def _short(value: object) -> str:
 def _drift_summary(report: DriftReport) -> Iterator[str]:
     for scope in report.scopes:
         counts = ", ".join(f"{n} {state}" for state, n in scope.counts.items())
-        yield f"{scope.platform}/{scope.scope}: {scope.state}" + (f" ({counts})" if counts else "") + (f", from {scope.evidence}" if scope.evidence else "")
+        yield (
+            f"{scope.platform}/{scope.scope}: {scope.state}"
+            + (f" ({counts})" if counts else "")
+            + (f", from {scope.evidence}" if scope.evidence else "")
+        )
     commands = orphan_commands(report)
     if commands:
         yield f"{len(commands)} orphan(s): owned by meshc, no longer rendered; their delete commands are in their details"

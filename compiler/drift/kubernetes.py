@@ -30,8 +30,20 @@ import yaml
 from compiler.backends.kubernetes import OWNER_ANNOTATION, ROOT, apply_key, owner_id
 from compiler.diagnostics import escape
 from compiler.diff import NotCanonical, diff_values, load_canonical_yaml, stream_documents
-from compiler.drift.model import (CONVERGED, DRIFTED, EXTRA, MISSING, MODIFIED, ORPHAN, UNKNOWN, DriftInputError, DriftItem, read_capped,
-                                  ScopeState, SubjectState)
+from compiler.drift.model import (
+    CONVERGED,
+    DRIFTED,
+    EXTRA,
+    MISSING,
+    MODIFIED,
+    ORPHAN,
+    UNKNOWN,
+    DriftInputError,
+    DriftItem,
+    ScopeState,
+    SubjectState,
+    read_capped,
+)
 from compiler.emit import MANIFEST
 
 PLATFORM = "kubernetes"
@@ -41,11 +53,34 @@ MAX_DUMP_BYTES = 1 << 30
 # Label and annotation prefixes that are meshc's: an unexpected key under them is drift.
 OWN_PREFIXES = ("meshc.dev/", "meshc.io/")
 # The kinds meshc writes, as `kubectl get` resource names, in one command (README "Drift").
-KUBECTL_KINDS = ("namespaces", "clusterroles", "serviceaccounts", "secrets", "rolebindings", "configmaps",
-                 "certificates.cert-manager.io", "services", "networkpolicies")
+KUBECTL_KINDS = (
+    "namespaces",
+    "clusterroles",
+    "serviceaccounts",
+    "secrets",
+    "rolebindings",
+    "configmaps",
+    "certificates.cert-manager.io",
+    "services",
+    "networkpolicies",
+)
 
-_RESOURCES = dict(zip(("Namespace", "ClusterRole", "ServiceAccount", "Secret", "RoleBinding", "ConfigMap", "Certificate", "Service",
-                        "NetworkPolicy"), KUBECTL_KINDS))
+_RESOURCES = dict(
+    zip(
+        (
+            "Namespace",
+            "ClusterRole",
+            "ServiceAccount",
+            "Secret",
+            "RoleBinding",
+            "ConfigMap",
+            "Certificate",
+            "Service",
+            "NetworkPolicy",
+        ),
+        KUBECTL_KINDS,
+    )
+)
 
 # Per kind, the fields API servers and controllers add to meshc's objects: never extra. Paths are
 # dotted, `[]` standing for every list item. Top-level `status` is dropped for every kind.
@@ -54,8 +89,16 @@ SERVER_FIELDS: Mapping[str, frozenset[str]] = {
     "ServiceAccount": frozenset({"secrets", "imagePullSecrets"}),  # token and image-pull controllers
     "Secret": frozenset({"data"}),  # the token controller writes token, ca.crt and namespace
     "RoleBinding": frozenset({"subjects[].apiGroup"}),
-    "Service": frozenset({"spec.clusterIPs", "spec.ipFamilies", "spec.ipFamilyPolicy", "spec.internalTrafficPolicy",
-                          "spec.sessionAffinity", "spec.type"}),
+    "Service": frozenset(
+        {
+            "spec.clusterIPs",
+            "spec.ipFamilies",
+            "spec.ipFamilyPolicy",
+            "spec.internalTrafficPolicy",
+            "spec.sessionAffinity",
+            "spec.type",
+        }
+    ),
 }
 # Defaults the API server fills in when a field is left out, applied to both sides so that a field
 # meshc stops emitting does not read as drift: (kind, list path, item key, default or "=port").
@@ -66,7 +109,15 @@ ITEM_DEFAULTS: tuple[tuple[str, str, str, Any], ...] = (
 )
 DURATION_FIELDS = frozenset({("Certificate", "spec.duration"), ("Certificate", "spec.renewBefore")})
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_NS = {"ns": 1, "us": 10**3, "µs": 10**3, "ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9}
+_DURATION_NS = {
+    "ns": 1,
+    "us": 10**3,
+    "µs": 10**3,
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+}
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LEADING_SPACE = re.compile(rb"\s*")
 _STR = "tag:yaml.org,2002:str"
@@ -100,19 +151,33 @@ class ExpectedObject:
 
 # ---------------------------------------------------------------- reading
 
+
 def read_dump_file(path: Path) -> bytes:
     """The bytes of a dump file, refusing more than MAX_DUMP_BYTES (pipes and /dev/fd paths work too)."""
-    return read_capped(path, MAX_DUMP_BYTES, what="the dump", question="is this a kubectl dump of one cluster?", code="drift-dump")
+    return read_capped(
+        path,
+        MAX_DUMP_BYTES,
+        what="the dump",
+        question="is this a kubectl dump of one cluster?",
+        code="drift-dump",
+    )
 
 
 def parse_dump(source: str, raw: bytes) -> Dump:
     """Parse `kubectl get … -A -o yaml` or `-o json` output (a List); raise DumpError on anything else."""
     start = _LEADING_SPACE.match(raw)
-    is_json = raw[start.end() if start else 0:][:1] == b"{"
+    is_json = raw[start.end() if start else 0 :][:1] == b"{"
     data = _load_json(source, raw) if is_json else _load_yaml(source, _decode(source, raw))
-    if not isinstance(data, dict) or not str(data.get("kind", "")).endswith("List") or not isinstance(data.get("items"), list):
+    if (
+        not isinstance(data, dict)
+        or not str(data.get("kind", "")).endswith("List")
+        or not isinstance(data.get("items"), list)
+    ):
         kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
-        raise DumpError(source, f"not a kubectl List (found {kind!r}); dump with `kubectl get {','.join(KUBECTL_KINDS)} -A -o yaml`")
+        raise DumpError(
+            source,
+            f"not a kubectl List (found {kind!r}); dump with `kubectl get {','.join(KUBECTL_KINDS)} -A -o yaml`",
+        )
     objects: dict[Key, Mapping[str, Any]] = {}
     for index, item in enumerate(data["items"]):
         key = _item_key(source, index, item)
@@ -161,7 +226,9 @@ def _construct(source: str, loader: yaml.CSafeLoader, node: yaml.Node, seen: set
     if isinstance(node, yaml.ScalarNode):
         return node.value if node.tag == _STR else loader.construct_object(node)
     if id(node) in seen:  # an alias: kubectl writes none, and an alias bomb would expand in the comparison
-        raise DumpError(_where(source, node), "YAML anchors and aliases are not allowed in a dump (kubectl writes none)")
+        raise DumpError(
+            _where(source, node), "YAML anchors and aliases are not allowed in a dump (kubectl writes none)"
+        )
     seen.add(id(node))
     if isinstance(node, yaml.SequenceNode):
         return [_construct(source, loader, item, seen) for item in node.value]
@@ -192,22 +259,31 @@ def _item_key(source: str, index: int, item: Any) -> Key:
     for field in ("labels", "annotations"):
         values = meta.get(field) or {}
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
-            raise DumpError(source, f"{where} ({kind} {meta['name']}): metadata.{field} is not a map of strings")
+            raise DumpError(
+                source, f"{where} ({kind} {meta['name']}): metadata.{field} is not a map of strings"
+            )
     return (api_version.rpartition("/")[0], kind, meta.get("namespace", ""), meta["name"])
 
 
 # ---------------------------------------------------------------- the rendering
 
+
 def expected_objects(tree: Mapping[str, bytes]) -> dict[str, list[ExpectedObject]]:
     """Per cluster, the objects of a built tree in apply order (contract 7: the files a build writes, targets from
     MANIFEST.json); every object of a file has the file's path and target."""
-    targets = {path: target for target, paths in orjson.loads(tree[MANIFEST]).get("targets", {}).items() for path in paths}
+    targets = {
+        path: target
+        for target, paths in orjson.loads(tree[MANIFEST]).get("targets", {}).items()
+        for path in paths
+    }
     found: dict[str, list[ExpectedObject]] = {}
     for path in sorted(tree):
         parts = path.split("/")
         if parts[0] == ROOT and len(parts) >= 3 and path.endswith(".yaml"):
-            found.setdefault(parts[1], []).extend(ExpectedObject(path=path, target=targets.get(path), obj=obj)
-                                                  for obj in _load_output(tree[path]))
+            found.setdefault(parts[1], []).extend(
+                ExpectedObject(path=path, target=targets.get(path), obj=obj)
+                for obj in _load_output(tree[path])
+            )
     return found
 
 
@@ -233,18 +309,28 @@ def _subject(key: Key) -> str:
 
 # ---------------------------------------------------------------- comparison
 
-def check_cluster(mesh: str, cluster: str, expected: Sequence[ExpectedObject], dump: Dump) -> tuple[ScopeState, list[SubjectState]]:
+
+def check_cluster(
+    mesh: str, cluster: str, expected: Sequence[ExpectedObject], dump: Dump
+) -> tuple[ScopeState, list[SubjectState]]:
     """Every expected object of one cluster against its dump, plus the orphans the dump holds."""
     _check_dump_is_of(mesh, cluster, dump)
     dumped = {key[:2] for key in dump.objects}
     try:
-        subjects = [_check_object(cluster, item, dump.objects.get(object_key(item.obj))) if object_key(item.obj)[:2] in dumped
-                    else _not_dumped(cluster, item) for item in expected]
+        subjects = [
+            _check_object(cluster, item, dump.objects.get(object_key(item.obj)))
+            if object_key(item.obj)[:2] in dumped
+            else _not_dumped(cluster, item)
+            for item in expected
+        ]
     except RecursionError:
         raise DumpError(dump.source, "an object is nested too deeply to be one meshc wrote") from None
     wanted = {object_key(item.obj) for item in expected}
-    orphans = sorted((o for key, o in dump.objects.items() if key not in wanted and _owned_here(mesh, cluster, key, o)),
-                     key=lambda o: apply_key(cluster, o), reverse=True)  # delete in reverse apply order
+    orphans = sorted(
+        (o for key, o in dump.objects.items() if key not in wanted and _owned_here(mesh, cluster, key, o)),
+        key=lambda o: apply_key(cluster, o),
+        reverse=True,
+    )  # delete in reverse apply order
     subjects += [_orphan(cluster, obj) for obj in orphans]
     state = DRIFTED if any(s.state != CONVERGED for s in subjects) else CONVERGED
     return ScopeState(platform=PLATFORM, scope=cluster, state=state, evidence=dump.source), subjects
@@ -252,13 +338,21 @@ def check_cluster(mesh: str, cluster: str, expected: Sequence[ExpectedObject], d
 
 def _check_dump_is_of(mesh: str, cluster: str, dump: Dump) -> None:
     """A dump whose meshc objects all name another cluster was given for the wrong one: refuse it."""
-    clusters = Counter(value.split("/")[1] for obj in dump.objects.values()
-                       if (value := (obj["metadata"].get("annotations") or {}).get(OWNER_ANNOTATION, "")).startswith(f"{mesh}/")
-                       and value.count("/") >= 4)
+    clusters = Counter(
+        value.split("/")[1]
+        for obj in dump.objects.values()
+        if (value := (obj["metadata"].get("annotations") or {}).get(OWNER_ANNOTATION, "")).startswith(
+            f"{mesh}/"
+        )
+        and value.count("/") >= 4
+    )
     if clusters and cluster not in clusters:
         other = clusters.most_common(1)[0][0]
-        raise DumpError(dump.source, f"given for cluster {cluster!r}, but its {sum(clusters.values())} meshc objects "
-                        f"belong to {other!r}; check `kubectl --context` and the CLUSTER=DUMP pairs")
+        raise DumpError(
+            dump.source,
+            f"given for cluster {cluster!r}, but its {sum(clusters.values())} meshc objects "
+            f"belong to {other!r}; check `kubectl --context` and the CLUSTER=DUMP pairs",
+        )
 
 
 def _owned_here(mesh: str, cluster: str, key: Key, obj: Mapping[str, Any]) -> bool:
@@ -277,13 +371,25 @@ def delete_command(cluster: str, key: Key) -> str:
 
 def _orphan(cluster: str, obj: Mapping[str, Any]) -> SubjectState:
     key = object_key(obj)
-    item = DriftItem(kind=ORPHAN, platform=PLATFORM, scope=cluster, subject=_subject(key),
-                     detail="owned by meshc, no longer rendered; kube-applier never deletes it")
+    item = DriftItem(
+        kind=ORPHAN,
+        platform=PLATFORM,
+        scope=cluster,
+        subject=_subject(key),
+        detail="owned by meshc, no longer rendered; kube-applier never deletes it",
+    )
     command = delete_command(cluster, key)
     if key[1] == "Namespace":  # deleting it deletes everything in it, objects meshc did not write included
         command = f"# {command}   # only once nothing else lives in namespace {key[3]}: it takes everything in it along"
-    return SubjectState(platform=PLATFORM, scope=cluster, subject=_subject(key), target=None, state=DRIFTED,
-                        items=(item,), delete_command=command)
+    return SubjectState(
+        platform=PLATFORM,
+        scope=cluster,
+        subject=_subject(key),
+        target=None,
+        state=DRIFTED,
+        items=(item,),
+        delete_command=command,
+    )
 
 
 def _check_object(cluster: str, expected: ExpectedObject, live: Mapping[str, Any] | None) -> SubjectState:
@@ -294,19 +400,50 @@ def _check_object(cluster: str, expected: ExpectedObject, live: Mapping[str, Any
         differences = compare_object(expected.obj, live)
         note = _applied_note(expected.obj, live) if differences else ""
         findings = [(kind, path, want, got, note) for kind, path, want, got in differences]
-    items = tuple(DriftItem(kind=kind, platform=PLATFORM, scope=cluster, subject=subject, target=expected.target,
-                            path=path, expected=want, live=got, detail=detail) for kind, path, want, got, detail in findings)
-    return SubjectState(platform=PLATFORM, scope=cluster, subject=subject, target=expected.target,
-                        state=DRIFTED if items else CONVERGED, items=items)
+    items = tuple(
+        DriftItem(
+            kind=kind,
+            platform=PLATFORM,
+            scope=cluster,
+            subject=subject,
+            target=expected.target,
+            path=path,
+            expected=want,
+            live=got,
+            detail=detail,
+        )
+        for kind, path, want, got, detail in findings
+    )
+    return SubjectState(
+        platform=PLATFORM,
+        scope=cluster,
+        subject=subject,
+        target=expected.target,
+        state=DRIFTED if items else CONVERGED,
+        items=items,
+    )
 
 
 def _not_dumped(cluster: str, expected: ExpectedObject) -> SubjectState:
     """An object of a kind the dump has none of: the kind was probably left out of `kubectl get`, so nothing is known."""
     group, kind, _, _ = key = object_key(expected.obj)
     resource = _RESOURCES.get(kind, f"{kind.lower()}s" + (f".{group}" if group else ""))
-    item = DriftItem(kind=UNKNOWN, platform=PLATFORM, scope=cluster, subject=_subject(key), target=expected.target,
-                     detail=f"the dump holds no {kind} at all: was {resource} in the `kubectl get`? (or every one was deleted)")
-    return SubjectState(platform=PLATFORM, scope=cluster, subject=_subject(key), target=expected.target, state=UNKNOWN, items=(item,))
+    item = DriftItem(
+        kind=UNKNOWN,
+        platform=PLATFORM,
+        scope=cluster,
+        subject=_subject(key),
+        target=expected.target,
+        detail=f"the dump holds no {kind} at all: was {resource} in the `kubectl get`? (or every one was deleted)",
+    )
+    return SubjectState(
+        platform=PLATFORM,
+        scope=cluster,
+        subject=_subject(key),
+        target=expected.target,
+        state=UNKNOWN,
+        items=(item,),
+    )
 
 
 def _applied_note(expected: Mapping[str, Any], live: Mapping[str, Any]) -> str:
@@ -319,7 +456,9 @@ def _applied_note(expected: Mapping[str, Any], live: Mapping[str, Any]) -> str:
     except orjson.JSONDecodeError:
         return "unreadable last-applied annotation"
     if isinstance(applied, dict) and not compare_object(expected, applied):
-        return "changed after kube-applier's last apply of this rendering (a hand edit, or another controller)"
+        return (
+            "changed after kube-applier's last apply of this rendering (a hand edit, or another controller)"
+        )
     return "kube-applier has not applied this rendering yet: its last apply differs (pending, or the file fails to apply)"
 
 
@@ -334,7 +473,9 @@ def compare_object(expected: Mapping[str, Any], live: Mapping[str, Any]) -> list
     return out
 
 
-def _compare_metadata(expected: Mapping[str, Any], live: Mapping[str, Any], out: list[tuple[str, str, Any, Any]]) -> None:
+def _compare_metadata(
+    expected: Mapping[str, Any], live: Mapping[str, Any], out: list[tuple[str, str, Any, Any]]
+) -> None:
     for field in ("labels", "annotations"):
         want, got = expected.get(field) or {}, live.get(field) or {}
         for key, value in want.items():
@@ -345,22 +486,36 @@ def _compare_metadata(expected: Mapping[str, Any], live: Mapping[str, Any], out:
                 out.append((EXTRA, f"metadata.{field}[{key}]", None, got[key]))
 
 
-def _compare(kind: str, want: Any, got: Any, path: str, pattern: str, out: list[tuple[str, str, Any, Any]]) -> None:
+def _compare(
+    kind: str, want: Any, got: Any, path: str, pattern: str, out: list[tuple[str, str, Any, Any]]
+) -> None:
     if want == got:
         return
     if isinstance(want, dict) and isinstance(got, dict):
         _compare_keyed(kind, want, got, lambda key: (_child(path, key), _child(pattern, key)), out)
     elif isinstance(want, list) and isinstance(got, list) and _named(want) and _named(got):
-        _compare_keyed(kind, {i["name"]: i for i in want}, {i["name"]: i for i in got},
-                       lambda name: (f"{path}[{escape(str(name))}]", f"{pattern}[]"), out)  # e.g. spec.ports[mesh].port
+        _compare_keyed(
+            kind,
+            {i["name"]: i for i in want},
+            {i["name"]: i for i in got},
+            lambda name: (f"{path}[{escape(str(name))}]", f"{pattern}[]"),
+            out,
+        )  # e.g. spec.ports[mesh].port
     elif isinstance(want, str) and isinstance(got, str) and want[:1] in ("{", "[") and got[:1] in ("{", "["):
-        out += [(MODIFIED, path + _suffix(c.path), c.old, c.new) for c in diff_values(want, got)]  # JSON documents (ConfigMap data)
+        out += [
+            (MODIFIED, path + _suffix(c.path), c.old, c.new) for c in diff_values(want, got)
+        ]  # JSON documents (ConfigMap data)
     else:
         out.append((MODIFIED, path, want, got))
 
 
-def _compare_keyed(kind: str, want: Mapping[str, Any], got: Mapping[str, Any], child: Callable[[str], tuple[str, str]],
-                   out: list[tuple[str, str, Any, Any]]) -> None:
+def _compare_keyed(
+    kind: str,
+    want: Mapping[str, Any],
+    got: Mapping[str, Any],
+    child: Callable[[str], tuple[str, str]],
+    out: list[tuple[str, str, Any, Any]],
+) -> None:
     """Entries by key: absent live (modified to nothing), extra live (unless a server field), or compared in place."""
     for key in [*want, *sorted(k for k in got if k not in want)]:
         path, pattern = child(key)
@@ -386,7 +541,9 @@ def _child(path: str, key: Any) -> str:
 
 def _named(items: list) -> bool:
     names = [i.get("name") for i in items if isinstance(i, dict)]
-    return len(names) == len(items) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+    return (
+        len(names) == len(items) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
+    )
 
 
 def _normalize(kind: str, value: Any, pattern: str) -> Any:
@@ -402,7 +559,9 @@ def _normalize(kind: str, value: Any, pattern: str) -> Any:
         return sorted(items, key=lambda item: orjson.dumps(item, option=orjson.OPT_SORT_KEYS))
     if (kind, pattern) in DURATION_FIELDS and isinstance(value, str):
         return _duration(value)
-    if isinstance(value, (set, frozenset)):  # YAML's !!set: sorted, so the report does not depend on PYTHONHASHSEED
+    if isinstance(
+        value, (set, frozenset)
+    ):  # YAML's !!set: sorted, so the report does not depend on PYTHONHASHSEED
         return sorted(map(str, value))
     if not isinstance(value, (str, int, float)) and value is not None:  # bool is an int
         return str(value)  # YAML's !!binary, !!set, timestamps: compared and reported as text

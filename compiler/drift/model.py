@@ -29,7 +29,13 @@ NO_HOSTS = "no-hosts"  # a VM pool no host reports for: its subject is the pool 
 EXPIRED_ACKNOWLEDGEMENT = "expired-acknowledgement"
 
 # Subject and scope states.
-CONVERGED, DRIFTED, ACKNOWLEDGED, UNKNOWN, NOT_CHECKED = "converged", "drifted", "acknowledged", "unknown", "not-checked"
+CONVERGED, DRIFTED, ACKNOWLEDGED, UNKNOWN, NOT_CHECKED = (
+    "converged",
+    "drifted",
+    "acknowledged",
+    "unknown",
+    "not-checked",
+)
 PENDING, FAILED = "pending", "failed"
 INCOMPLETE = "incomplete"  # a scope whose only findings are pools with no data (their subjects fail the run, unless --partial)
 # States that make `meshc drift` exit 1. NOT_CHECKED is in it: no data is not a pass (--partial lifts it).
@@ -91,7 +97,9 @@ class DriftItem:
     @property
     def id(self) -> str:
         """`<platform>/<scope>/<subject>#<kind>[:<path>]`, e.g. `kubernetes/kube-sjc-a/ConfigMap/upload/upload-mesh-envoy#extra:data[debug.json]`."""
-        return f"{self.platform}/{self.scope}/{self.subject}#{self.kind}" + (f":{self.path}" if self.path else "")
+        return f"{self.platform}/{self.scope}/{self.subject}#{self.kind}" + (
+            f":{self.path}" if self.path else ""
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -105,7 +113,9 @@ class SubjectState:
     state: str
     items: tuple[DriftItem, ...] = ()
     delete_command: str | None = None  # orphans only: how to remove it by hand
-    wave: str | None = None  # a host's own wave (a canary host's may differ from its pool's); None: its target's
+    wave: str | None = (
+        None  # a host's own wave (a canary host's may differ from its pool's); None: its target's
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -148,6 +158,10 @@ class DriftReport:
     def failing(self) -> bool:
         """True when the run must exit 1: drift, failures, unknowns, unchecked scopes or pools (unless partial), expired
         acknowledgements. Pending hosts (within their lag) do not fail the run; they block `meshc promote`."""
-        scopes = any(s.state in FAILING_STATES and not (self.partial and s.state == NOT_CHECKED) for s in self.scopes)
-        subjects = any(s.state in FAILING_STATES and not (self.partial and s.state == NOT_CHECKED) for s in self.subjects)
+        scopes = any(
+            s.state in FAILING_STATES and not (self.partial and s.state == NOT_CHECKED) for s in self.scopes
+        )
+        subjects = any(
+            s.state in FAILING_STATES and not (self.partial and s.state == NOT_CHECKED) for s in self.subjects
+        )
         return scopes or subjects or any(not f.acknowledged for f in self.findings)

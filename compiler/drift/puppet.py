@@ -29,8 +29,18 @@ from typing import Any
 import orjson
 
 from compiler.backends.puppet import HASHES_KEY, HIERA_ESCAPE, SIDECAR_KEY, document_hash
-from compiler.drift.model import (CONVERGED, DRIFTED, NO_HOSTS, NOT_CHECKED, ORPHAN, DriftInputError, DriftItem, ScopeState, read_capped,
-                                  SubjectState)
+from compiler.drift.model import (
+    CONVERGED,
+    DRIFTED,
+    NO_HOSTS,
+    NOT_CHECKED,
+    ORPHAN,
+    DriftInputError,
+    DriftItem,
+    ScopeState,
+    SubjectState,
+    read_capped,
+)
 from compiler.emit import MANIFEST, TreeStatus, compare_files, read_tree, recorded_hashes
 
 PLATFORM = "puppet"
@@ -206,11 +216,16 @@ def _expectation(path: str, raw: bytes, waves: Mapping[str, Any], key: str | Non
         raise DriftInputError(path, f"not valid JSON: {error}", "drift-rendering") from None
     workload, hashes = data.get("mesh::workload"), data.get(HASHES_KEY)
     if not isinstance(workload, str) or not isinstance(hashes, dict):
-        raise DriftInputError(path, f"no mesh::workload or {HASHES_KEY}: built by a meshc without drift support; rebuild",
-                              "drift-rendering")
+        raise DriftInputError(
+            path,
+            f"no mesh::workload or {HASHES_KEY}: built by a meshc without drift support; rebuild",
+            "drift-rendering",
+        )
     pinned = waves.get(key or workload)
     wave = pinned.get("wave") if isinstance(pinned, dict) else data.get("mesh::wave")
-    return Expectation(path=path, workload=workload, wave=wave if isinstance(wave, str) else None, hashes=hashes)
+    return Expectation(
+        path=path, workload=workload, wave=wave if isinstance(wave, str) else None, hashes=hashes
+    )
 
 
 def _unescape(raw: bytes) -> bytes:
@@ -221,8 +236,14 @@ def _unescape(raw: bytes) -> bytes:
 # ---------------------------------------------------------------- what runs: PuppetDB and exports
 
 
-def read_puppetdb(url: str, *, cafile: str | None = None, certfile: str | None = None, keyfile: str | None = None,
-                  timeout: float = 60) -> Observations:
+def read_puppetdb(
+    url: str,
+    *,
+    cafile: str | None = None,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+    timeout: float = 60,
+) -> Observations:
     """Every mesh node from PuppetDB's query API (v4): `nodes`, then the three mesh facts."""
     context = _tls_context(url, cafile, certfile, keyfile)
     names = ["or", *(["=", "name", name] for name in (FACT, *PROVISIONING_FACTS))]
@@ -231,7 +252,9 @@ def read_puppetdb(url: str, *, cafile: str | None = None, certfile: str | None =
     return parse_observations(nodes, facts, where=url.rstrip("/"), code="puppetdb-response")
 
 
-def _tls_context(url: str, cafile: str | None, certfile: str | None, keyfile: str | None) -> ssl.SSLContext | None:
+def _tls_context(
+    url: str, cafile: str | None, certfile: str | None, keyfile: str | None
+) -> ssl.SSLContext | None:
     if urllib.parse.urlsplit(url).scheme != "https":
         return None
     try:
@@ -239,7 +262,9 @@ def _tls_context(url: str, cafile: str | None, certfile: str | None, keyfile: st
         if certfile:
             context.load_cert_chain(certfile, keyfile)
     except (OSError, ssl.SSLError) as error:
-        raise DriftInputError(certfile or cafile or url, f"cannot load TLS material: {error}", "puppetdb-unreachable") from None
+        raise DriftInputError(
+            certfile or cafile or url, f"cannot load TLS material: {error}", "puppetdb-unreachable"
+        ) from None
     return context
 
 
@@ -253,17 +278,25 @@ def _get(base: str, endpoint: str, query: str | None, context: ssl.SSLContext | 
             body = response.read()
     except urllib.error.HTTPError as error:
         detail = error.read(300).decode(errors="replace").strip().splitlines()
-        raise DriftInputError(where, f"PuppetDB answered HTTP {error.code}" + (f": {detail[0]}" if detail else ""),
-                              "puppetdb-unreachable") from None
+        raise DriftInputError(
+            where,
+            f"PuppetDB answered HTTP {error.code}" + (f": {detail[0]}" if detail else ""),
+            "puppetdb-unreachable",
+        ) from None
     except urllib.error.URLError as error:
-        raise DriftInputError(where, f"cannot reach PuppetDB: {error.reason}", "puppetdb-unreachable") from None
+        raise DriftInputError(
+            where, f"cannot reach PuppetDB: {error.reason}", "puppetdb-unreachable"
+        ) from None
     except (OSError, http.client.HTTPException) as error:
-        raise DriftInputError(where, f"cannot read PuppetDB's answer: {error or type(error).__name__}",
-                              "puppetdb-unreachable") from None
+        raise DriftInputError(
+            where, f"cannot read PuppetDB's answer: {error or type(error).__name__}", "puppetdb-unreachable"
+        ) from None
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise DriftInputError(where, f"PuppetDB's answer is not JSON ({len(body)} bytes): {error}", "puppetdb-response") from None
+        raise DriftInputError(
+            where, f"PuppetDB's answer is not JSON ({len(body)} bytes): {error}", "puppetdb-response"
+        ) from None
 
 
 MAX_EXPORT_BYTES = 1 << 30  # as a cluster dump's cap: an export of 10,000 hosts is tens of MB
@@ -272,7 +305,13 @@ MAX_EXPORT_BYTES = 1 << 30  # as a cluster dump's cap: an export of 10,000 hosts
 def read_export(path: Path) -> Observations:
     """Every mesh node from an export file: `{"nodes": <nodes query answer>, "facts": <facts query answer>}`."""
     # capped: `--puppet-facts /dev/zero` must not read until memory runs out
-    raw = read_capped(path, MAX_EXPORT_BYTES, what="the export", question="is this a PuppetDB export?", code="puppetdb-export")
+    raw = read_capped(
+        path,
+        MAX_EXPORT_BYTES,
+        what="the export",
+        question="is this a PuppetDB export?",
+        code="puppetdb-export",
+    )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -280,9 +319,13 @@ def read_export(path: Path) -> Observations:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
-        raise DriftInputError(f"{path}:{error.lineno}:{error.colno}", f"not valid JSON: {error.msg}", "puppetdb-export") from None
+        raise DriftInputError(
+            f"{path}:{error.lineno}:{error.colno}", f"not valid JSON: {error.msg}", "puppetdb-export"
+        ) from None
     if not isinstance(data, dict) or not {"nodes", "facts"} <= data.keys():
-        raise DriftInputError(str(path), 'an export is an object {"nodes": [...], "facts": [...]}', "puppetdb-export")
+        raise DriftInputError(
+            str(path), 'an export is an object {"nodes": [...], "facts": [...]}', "puppetdb-export"
+        )
     return parse_observations(data["nodes"], data["facts"], where=str(path), code="puppetdb-export")
 
 
@@ -290,7 +333,10 @@ def parse_observations(nodes: Any, facts: Any, *, where: str, code: str) -> Obse
     """Mesh nodes from the answers of the nodes and facts queries; malformed rows are one DriftInputError."""
     facts_by_node: dict[str, dict[str, Any]] = {}
     for i, row in enumerate(_rows(facts, "facts", where, code)):
-        certname, name = _field(row, "certname", f"facts[{i}]", where, code), _field(row, "name", f"facts[{i}]", where, code)
+        certname, name = (
+            _field(row, "certname", f"facts[{i}]", where, code),
+            _field(row, "name", f"facts[{i}]", where, code),
+        )
         facts_by_node.setdefault(certname, {})[name] = row.get("value")
     found = []
     for i, row in enumerate(_rows(nodes, "nodes", where, code)):
@@ -304,7 +350,9 @@ def parse_observations(nodes: Any, facts: Any, *, where: str, code: str) -> Obse
 
 def _rows(value: Any, name: str, where: str, code: str) -> list[dict[str, Any]]:
     if not isinstance(value, list) or not all(isinstance(row, dict) for row in value):
-        raise DriftInputError(where, f"{name}: expected a list of objects, as PuppetDB's {name} query returns", code)
+        raise DriftInputError(
+            where, f"{name}: expected a list of objects, as PuppetDB's {name} query returns", code
+        )
     return value
 
 
@@ -315,7 +363,9 @@ def _field(row: Mapping[str, Any], key: str, at: str, where: str, code: str) -> 
     return value
 
 
-def _node(row: Mapping[str, Any], certname: str, facts: Mapping[str, Any], at: str, where: str, code: str) -> Node:
+def _node(
+    row: Mapping[str, Any], certname: str, facts: Mapping[str, Any], at: str, where: str, code: str
+) -> Node:
     service, datacenter = (facts.get(name) for name in PROVISIONING_FACTS)
     pool = f"vm/{service}/{datacenter}" if isinstance(service, str) and isinstance(datacenter, str) else None
     return Node(
@@ -356,8 +406,11 @@ def parse_applied(value: Any) -> Applied:
     documents, workload, wave = value.get("documents"), value.get("workload"), value.get("wave")
     if not isinstance(documents, dict) or not all(isinstance(v, str) for v in documents.values()):
         return Applied(error="mesh_applied has no documents map of name -> hash")
-    return Applied(workload=workload if isinstance(workload, str) else None, wave=wave if isinstance(wave, str) else None,
-                   documents=documents)
+    return Applied(
+        workload=workload if isinstance(workload, str) else None,
+        wave=wave if isinstance(wave, str) else None,
+        documents=documents,
+    )
 
 
 # ---------------------------------------------------------------- judging
@@ -379,18 +432,37 @@ def detect_puppet_drift(rendering: Rendering, observations: Observations, policy
         state, reasons = judge_host(node, expectation, policy)
         hosts.append(_host(node.certname, expectation, node.certname in rendering.nodes, state, reasons))
     for certname in sorted(set(rendering.nodes) - seen):  # a canary host PuppetDB does not know
-        hosts.append(_host(certname, rendering.nodes[certname], True, HostState.UNKNOWN, ("no node in PuppetDB",)))
+        hosts.append(
+            _host(certname, rendering.nodes[certname], True, HostState.UNKNOWN, ("no node in PuppetDB",))
+        )
     hosts.sort(key=lambda h: (h.target, h.certname))
     pools = [_summary(name, [h for h in hosts if h.target == name]) for name in sorted(rendering.pools)]
-    waves = sorted({h.wave for h in hosts if h.wave is not None} | {e.wave for e in rendering.pools.values() if e.wave})
-    return PuppetDrift(source=observations.source, hosts=tuple(hosts), pools=tuple(pools),
-                       waves=tuple(_summary(w, [h for h in hosts if h.wave == w]) for w in waves), orphans=tuple(orphans),
-                       documents=frozenset(name for e in (*rendering.pools.values(), *rendering.nodes.values()) for name in e.hashes))
+    waves = sorted(
+        {h.wave for h in hosts if h.wave is not None} | {e.wave for e in rendering.pools.values() if e.wave}
+    )
+    return PuppetDrift(
+        source=observations.source,
+        hosts=tuple(hosts),
+        pools=tuple(pools),
+        waves=tuple(_summary(w, [h for h in hosts if h.wave == w]) for w in waves),
+        orphans=tuple(orphans),
+        documents=frozenset(
+            name for e in (*rendering.pools.values(), *rendering.nodes.values()) for name in e.hashes
+        ),
+    )
 
 
-def _host(certname: str, expectation: Expectation, canary: bool, state: HostState, reasons: Sequence[str]) -> HostDrift:
-    return HostDrift(certname=certname, target=expectation.workload, wave=expectation.wave, canary=canary, state=state,
-                     reasons=tuple(reasons))
+def _host(
+    certname: str, expectation: Expectation, canary: bool, state: HostState, reasons: Sequence[str]
+) -> HostDrift:
+    return HostDrift(
+        certname=certname,
+        target=expectation.workload,
+        wave=expectation.wave,
+        canary=canary,
+        state=state,
+        reasons=tuple(reasons),
+    )
 
 
 def judge_host(node: Node, expectation: Expectation, policy: Policy) -> tuple[HostState, list[str]]:
@@ -401,8 +473,11 @@ def judge_host(node: Node, expectation: Expectation, policy: Policy) -> tuple[Ho
         return HostState.FAILED, [f"last Puppet run failed ({_ago(policy.now, node.report_time)})"]
     if node.cached_catalog_status in CACHED_CATALOG:
         return HostState.UNKNOWN, [f"last run used a cached catalog ({node.cached_catalog_status})"]
-    stale = [f"{name} {_ago(policy.now, when)}" for name, when in (("facts", node.facts_time), ("report", node.report_time))
-             if when is None or policy.now - when > policy.stale_after]
+    stale = [
+        f"{name} {_ago(policy.now, when)}"
+        for name, when in (("facts", node.facts_time), ("report", node.report_time))
+        if when is None or policy.now - when > policy.stale_after
+    ]
     if stale:
         return HostState.UNKNOWN, [f"stale: {', '.join(stale)} (older than {_duration(policy.stale_after)})"]
     if node.applied is None:
@@ -427,8 +502,10 @@ def _compare_documents(applied: Applied, expectation: Expectation) -> tuple[list
         if have == want:
             continue
         if have is not None and (have.startswith(EDITED) or have == MISSING):
-            edited.append(f"{name}: {'removed' if have == MISSING else 'edited'} by hand since Puppet wrote it"
-                          + ("" if have == MISSING else f" ({have.removeprefix(EDITED)[:19]}…)"))
+            edited.append(
+                f"{name}: {'removed' if have == MISSING else 'edited'} by hand since Puppet wrote it"
+                + ("" if have == MISSING else f" ({have.removeprefix(EDITED)[:19]}…)")
+            )
         elif have is None:
             outdated.append(f"{name}: not applied yet")
         elif want is None:
@@ -450,8 +527,12 @@ def _outdated_state(node: Node, expectation: Expectation, policy: Policy) -> Hos
 
 def _summary(name: str, hosts: Sequence[HostDrift]) -> Summary:
     counts = {state: sum(1 for h in hosts if h.state == state) for state in HostState}
-    return Summary(name=name, hosts=len(hosts), counts={s: n for s, n in counts.items() if n},
-                   not_converged=tuple(h.certname for h in hosts if h.state != HostState.CONVERGED))
+    return Summary(
+        name=name,
+        hosts=len(hosts),
+        counts={s: n for s, n in counts.items() if n},
+        not_converged=tuple(h.certname for h in hosts if h.state != HostState.CONVERGED),
+    )
 
 
 def _ago(now: datetime, when: datetime | None) -> str:
@@ -468,39 +549,116 @@ def _duration(delta: timedelta) -> str:
 
 def host_records(drift: PuppetDrift) -> tuple[ScopeState, tuple[SubjectState, ...]]:
     """One scope (the PuppetDB URL or export file), a subject per host, per orphan, and per pool no host reports for."""
-    subjects = [SubjectState(platform=PLATFORM, scope=drift.source, subject=h.certname, target=h.target, wave=h.wave,
-                             state=str(h.state),
-                             items=tuple(_host_item(drift.source, h, reason, drift.documents) for reason in h.reasons))
-                for h in drift.hosts]
-    subjects += [SubjectState(platform=PLATFORM, scope=drift.source, subject=pool.name, target=pool.name, state=NOT_CHECKED,
-                              items=(DriftItem(kind=NO_HOSTS, platform=PLATFORM, scope=drift.source, subject=pool.name,
-                                               target=pool.name, detail="no host reports this pool: no data is not a pass"),))
-                 for pool in drift.pools if pool.hosts == 0]
-    subjects += [SubjectState(platform=PLATFORM, scope=drift.source, subject=o.certname, target=None, state=DRIFTED,
-                              items=(DriftItem(kind=ORPHAN, platform=PLATFORM, scope=drift.source, subject=o.certname,
-                                               detail=f"reports mesh facts for {o.workload}, which meshc does not render"),))
-                 for o in drift.orphans]
-    return ScopeState(platform=PLATFORM, scope=drift.source, state=CONVERGED, evidence=drift.source), tuple(subjects)
+    subjects = [
+        SubjectState(
+            platform=PLATFORM,
+            scope=drift.source,
+            subject=h.certname,
+            target=h.target,
+            wave=h.wave,
+            state=str(h.state),
+            items=tuple(_host_item(drift.source, h, reason, drift.documents) for reason in h.reasons),
+        )
+        for h in drift.hosts
+    ]
+    subjects += [
+        SubjectState(
+            platform=PLATFORM,
+            scope=drift.source,
+            subject=pool.name,
+            target=pool.name,
+            state=NOT_CHECKED,
+            items=(
+                DriftItem(
+                    kind=NO_HOSTS,
+                    platform=PLATFORM,
+                    scope=drift.source,
+                    subject=pool.name,
+                    target=pool.name,
+                    detail="no host reports this pool: no data is not a pass",
+                ),
+            ),
+        )
+        for pool in drift.pools
+        if pool.hosts == 0
+    ]
+    subjects += [
+        SubjectState(
+            platform=PLATFORM,
+            scope=drift.source,
+            subject=o.certname,
+            target=None,
+            state=DRIFTED,
+            items=(
+                DriftItem(
+                    kind=ORPHAN,
+                    platform=PLATFORM,
+                    scope=drift.source,
+                    subject=o.certname,
+                    detail=f"reports mesh facts for {o.workload}, which meshc does not render",
+                ),
+            ),
+        )
+        for o in drift.orphans
+    ]
+    return ScopeState(platform=PLATFORM, scope=drift.source, state=CONVERGED, evidence=drift.source), tuple(
+        subjects
+    )
 
 
 def _host_item(scope: str, host: HostDrift, reason: str, documents: frozenset[str]) -> DriftItem:
     """A reason as an item: its `path` is the document it is about, so an acknowledgement can name one document."""
     document, sep, _ = reason.partition(": ")
-    return DriftItem(kind=str(host.state), platform=PLATFORM, scope=scope, subject=host.certname, target=host.target,
-                     path=document if sep and document in documents else "", detail=reason)
+    return DriftItem(
+        kind=str(host.state),
+        platform=PLATFORM,
+        scope=scope,
+        subject=host.certname,
+        target=host.target,
+        path=document if sep and document in documents else "",
+        detail=reason,
+    )
 
 
-def hiera_records(directory: Path, status: TreeStatus, tree: Mapping[str, bytes]) -> tuple[ScopeState, tuple[SubjectState, ...]]:
+def hiera_records(
+    directory: Path, status: TreeStatus, tree: Mapping[str, bytes]
+) -> tuple[ScopeState, tuple[SubjectState, ...]]:
     """The deployed hiera tree as one scope: a subject per file of output/puppet/ (and per extra file)."""
     scope = str(directory)
-    differs = {path: kind for kind, paths in (("stale", status.stale), ("missing", status.missing), ("extra", status.extra),
-                                              ("hand-edited", status.hand_edited)) for path in paths}
-    files = sorted({path.removeprefix("puppet/") for path in tree if path.startswith("puppet/")} | set(differs))
+    differs = {
+        path: kind
+        for kind, paths in (
+            ("stale", status.stale),
+            ("missing", status.missing),
+            ("extra", status.extra),
+            ("hand-edited", status.hand_edited),
+        )
+        for path in paths
+    }
+    files = sorted(
+        {path.removeprefix("puppet/") for path in tree if path.startswith("puppet/")} | set(differs)
+    )
     subjects = tuple(
-        SubjectState(platform=PLATFORM, scope=scope, subject=path, target=None, state=DRIFTED if path in differs else CONVERGED,
-                     items=(DriftItem(kind=differs[path], platform=PLATFORM, scope=scope, subject=path, detail=_HIERA[differs[path]]),)
-                     if path in differs else ())
-        for path in files)
+        SubjectState(
+            platform=PLATFORM,
+            scope=scope,
+            subject=path,
+            target=None,
+            state=DRIFTED if path in differs else CONVERGED,
+            items=(
+                DriftItem(
+                    kind=differs[path],
+                    platform=PLATFORM,
+                    scope=scope,
+                    subject=path,
+                    detail=_HIERA[differs[path]],
+                ),
+            )
+            if path in differs
+            else (),
+        )
+        for path in files
+    )
     return ScopeState(platform=PLATFORM, scope=scope, state=CONVERGED, evidence=scope), subjects
 
 
@@ -523,18 +681,32 @@ def compare_hiera(deployed: Path, tree: Mapping[str, bytes]) -> TreeStatus:
     Anything else that differs was edited by hand.
     """
     if not deployed.is_dir():
-        raise DriftInputError(str(deployed), "not a directory (the Puppet environment holding hiera.yaml and data/)",
-                              "hiera-tree")
+        raise DriftInputError(
+            str(deployed),
+            "not a directory (the Puppet environment holding hiera.yaml and data/)",
+            "hiera-tree",
+        )
     try:
         actual = read_tree(deployed)
     except OSError as error:
-        raise DriftInputError(str(deployed), f"cannot read the deployed tree: {error.strerror or error}", "hiera-tree") from None
+        raise DriftInputError(
+            str(deployed), f"cannot read the deployed tree: {error.strerror or error}", "hiera-tree"
+        ) from None
     # Dot files and directories are the deployment tool's (.git, r10k's .r10k-deploy.json), not meshc's.
-    actual = {path: data for path, data in actual.items() if not any(part.startswith(".") for part in path.split("/"))}
+    actual = {
+        path: data
+        for path, data in actual.items()
+        if not any(part.startswith(".") for part in path.split("/"))
+    }
     files = {path.removeprefix("puppet/"): data for path, data in tree.items() if path.startswith("puppet/")}
-    recorded = {path.removeprefix("puppet/"): sha for path, sha in recorded_hashes(actual.pop(MANIFEST, b"")).items()}
-    recorded |= {path: _sha256(data) for path, data in actual.items()
-                 if path in files and data != files[path] and _self_consistent(data)}
+    recorded = {
+        path.removeprefix("puppet/"): sha for path, sha in recorded_hashes(actual.pop(MANIFEST, b"")).items()
+    }
+    recorded |= {
+        path: _sha256(data)
+        for path, data in actual.items()
+        if path in files and data != files[path] and _self_consistent(data)
+    }
     return compare_files(actual, files, recorded)
 
 
@@ -564,7 +736,11 @@ def deployed_times(deployed: Path, tree: Mapping[str, bytes]) -> dict[str, datet
         try:
             seen = os.lstat(local)
             # Only a regular file of the rendering's size is opened: a FIFO would block, a device never end.
-            if stat.S_ISREG(seen.st_mode) and seen.st_size == len(tree[path]) and local.read_bytes() == tree[path]:
+            if (
+                stat.S_ISREG(seen.st_mode)
+                and seen.st_size == len(tree[path])
+                and local.read_bytes() == tree[path]
+            ):
                 times[path] = datetime.fromtimestamp(seen.st_mtime, UTC)
         except OSError:
             continue  # missing or unreadable: compare_hiera reports it
@@ -591,11 +767,16 @@ class VmDrift:
         return (self.hosts is None or self.hosts.converged) and (self.hiera is None or self.hiera.clean)
 
 
-def check_vms(tree: Mapping[str, bytes], observations: Observations | None, policy: Policy,
-              hiera: Path | None = None) -> VmDrift:
+def check_vms(
+    tree: Mapping[str, bytes], observations: Observations | None, policy: Policy, hiera: Path | None = None
+) -> VmDrift:
     """Judge the hosts against the built tree; with `hiera`, also compare the deployed tree and time the lag from it."""
     status = compare_hiera(hiera, tree) if hiera is not None else None
     if hiera is not None:
         policy = replace(policy, deployed_at={**deployed_times(hiera, tree), **policy.deployed_at})
-    hosts = detect_puppet_drift(expected_rendering(tree), observations, policy) if observations is not None else None
+    hosts = (
+        detect_puppet_drift(expected_rendering(tree), observations, policy)
+        if observations is not None
+        else None
+    )
     return VmDrift(hosts=hosts, hiera=status)

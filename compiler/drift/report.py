@@ -9,18 +9,41 @@ from typing import Any
 
 import orjson
 
-from compiler.drift.model import (ACKNOWLEDGED, CONVERGED, DRIFTED, FAILED, FAILING_STATES, INCOMPLETE, NO_HOSTS, NOT_CHECKED,
-                                  PENDING, REPORT_FORMAT, UNKNOWN, DriftItem, DriftReport, SubjectState)
+from compiler.drift.model import (
+    ACKNOWLEDGED,
+    CONVERGED,
+    DRIFTED,
+    FAILED,
+    FAILING_STATES,
+    INCOMPLETE,
+    NO_HOSTS,
+    NOT_CHECKED,
+    PENDING,
+    REPORT_FORMAT,
+    UNKNOWN,
+    DriftItem,
+    DriftReport,
+    SubjectState,
+)
 
 FORMATS = ("text", "markdown", "json")
-MARKDOWN_BUDGET = 60_000  # under GitHub's 65,536-character comment limit, with room for the note on what was cut
+MARKDOWN_BUDGET = (
+    60_000  # under GitHub's 65,536-character comment limit, with room for the note on what was cut
+)
 VALUE_WIDTH = 100
 # Worse is higher: a definite difference (drifted, any other state) is worse than a failed run, worse than unknown.
 _RANK = {CONVERGED: 0, ACKNOWLEDGED: 1, PENDING: 2, NOT_CHECKED: 3, UNKNOWN: 4, FAILED: 5}
 _WORST = 6
-_SHOWN = (PENDING, DRIFTED, FAILED, UNKNOWN)  # the order of a summary's counts, as HostState lists them; others after
+_SHOWN = (
+    PENDING,
+    DRIFTED,
+    FAILED,
+    UNKNOWN,
+)  # the order of a summary's counts, as HostState lists them; others after
 _PASSING = (CONVERGED, ACKNOWLEDGED)
-HOST_PLATFORM = "puppet"  # its subjects are hosts, counted one by one in summaries; other platforms count targets
+HOST_PLATFORM = (
+    "puppet"  # its subjects are hosts, counted one by one in summaries; other platforms count targets
+)
 SUMMARY_NAMES = 5  # hosts named on a summary line before "… n more"
 
 
@@ -47,14 +70,24 @@ def target_rows(report: DriftReport) -> list[dict[str, Any]]:
     for subject in report.subjects:
         rows.setdefault((subject.platform, subject.scope, subject.target), []).append(subject)
     result = []
-    for (platform, scope, target), found in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")):
+    for (platform, scope, target), found in sorted(
+        rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")
+    ):
         counted = _hosts(found)
         waves = {_wave(report, s) for s in found}
-        result.append({"target": target, "platform": platform, "scope": scope, "wave": waves.pop() if len(waves) == 1 else None,
-                       "state": worst(s.state for s in found), "subjects": len(counted),
-                       "converged": sum(s.state == CONVERGED for s in counted),
-                       "counts": dict(sorted(Counter(s.state for s in counted).items())),
-                       "not_converged": [s.subject for s in counted if s.state not in _PASSING]})
+        result.append(
+            {
+                "target": target,
+                "platform": platform,
+                "scope": scope,
+                "wave": waves.pop() if len(waves) == 1 else None,
+                "state": worst(s.state for s in found),
+                "subjects": len(counted),
+                "converged": sum(s.state == CONVERGED for s in counted),
+                "counts": dict(sorted(Counter(s.state for s in counted).items())),
+                "not_converged": [s.subject for s in counted if s.state not in _PASSING],
+            }
+        )
     return result
 
 
@@ -75,13 +108,25 @@ def wave_rows(report: DriftReport) -> list[dict[str, Any]]:
         for subject in found:
             targets.setdefault(subject.target or "", []).append(subject)
         hosts = [s for s in _hosts(found) if s.platform == HOST_PLATFORM]
-        held = sorted({t for t, subjects in targets.items() if any(s.platform != HOST_PLATFORM and s.state not in _PASSING
-                                                                      for s in subjects)})
+        held = sorted(
+            {
+                t
+                for t, subjects in targets.items()
+                if any(s.platform != HOST_PLATFORM and s.state not in _PASSING for s in subjects)
+            }
+        )
         held += [s.subject for s in found if s.platform == HOST_PLATFORM and s.state not in _PASSING]
-        rows.append({"wave": wave, "targets": len(targets),
-                     "converged": sum(all(s.state in _PASSING for s in subjects) for subjects in targets.values()),
-                     "hosts": len(hosts), "counts": dict(sorted(Counter(s.state for s in hosts).items())),
-                     "state": _rollup({s.state for s in found}), "not_converged": held})
+        rows.append(
+            {
+                "wave": wave,
+                "targets": len(targets),
+                "converged": sum(all(s.state in _PASSING for s in subjects) for subjects in targets.values()),
+                "hosts": len(hosts),
+                "counts": dict(sorted(Counter(s.state for s in hosts).items())),
+                "state": _rollup({s.state for s in found}),
+                "not_converged": held,
+            }
+        )
     return rows
 
 
@@ -106,7 +151,9 @@ def summary_line(row: Mapping[str, Any], limit: int = SUMMARY_NAMES) -> str:
 
 
 def _ordered(counts: Mapping[str, int]) -> list[tuple[str, int]]:
-    return sorted(counts.items(), key=lambda kv: (_SHOWN.index(kv[0]) if kv[0] in _SHOWN else len(_SHOWN), kv[0]))
+    return sorted(
+        counts.items(), key=lambda kv: (_SHOWN.index(kv[0]) if kv[0] in _SHOWN else len(_SHOWN), kv[0])
+    )
 
 
 def wave_line(row: Mapping[str, Any], limit: int = SUMMARY_NAMES) -> str:
@@ -131,17 +178,27 @@ def verdict(report: DriftReport) -> str:
     checked = [s for s in report.scopes if s.state != NOT_CHECKED]
     unchecked = len(report.scopes) - len(checked)
     pending = sum(s.state == PENDING for s in report.subjects)
-    head = "NOT CONVERGED" if report.failing else f"converging: {pending} pending within the lag" if pending else "converged"
+    head = (
+        "NOT CONVERGED"
+        if report.failing
+        else f"converging: {pending} pending within the lag"
+        if pending
+        else "converged"
+    )
     tail = f", {unchecked} not checked" + (" (--partial)" if report.partial else "") if unchecked else ""
     return f"meshc drift: {head}: {len(checked)} of {len(report.scopes)} scope(s) checked{tail}"
 
 
 # ---------------------------------------------------------------- text
 
+
 def format_text(report: DriftReport) -> str:
     """Plain text: the verdict, one line per scope, then every subject that is not converged, orphans' delete commands."""
     lines = [verdict(report), ""]
-    lines += [f"  {s.platform}/{s.scope:<24} {_scope_summary(s.state, s.counts, s.evidence, report.partial)}" for s in report.scopes]
+    lines += [
+        f"  {s.platform}/{s.scope:<24} {_scope_summary(s.state, s.counts, s.evidence, report.partial)}"
+        for s in report.scopes
+    ]
     pools = pool_rows(report)
     if pools:
         lines += ["", "pools:"] + [f"  {summary_line(row)}" for row in pools]
@@ -152,39 +209,62 @@ def format_text(report: DriftReport) -> str:
     if bad:
         lines += ["", "not converged:"]
         for subject in bad:
-            lines.append(f"  {subject.platform}/{subject.scope} {subject.subject}  [{subject.state}]" +
-                         (f"  target {subject.target}" if subject.target else ""))
+            lines.append(
+                f"  {subject.platform}/{subject.scope} {subject.subject}  [{subject.state}]"
+                + (f"  target {subject.target}" if subject.target else "")
+            )
             details = {item.detail for item in subject.items if not item.acknowledged}
-            shared = details.pop() if len(details) == 1 and len(subject.items) > 1 else None  # say a common note once
+            shared = (
+                details.pop() if len(details) == 1 and len(subject.items) > 1 else None
+            )  # say a common note once
             lines += [f"      {_item_line(item, shared)}" for item in subject.items]
             lines += [f"      ({shared})"] if shared else []
     lines += _orphan_lines(report, "  ")
-    lines += [f"  {f.subject}: error: acknowledgement {f.expected!r} {f.detail}" for f in report.findings if not f.acknowledged]
-    lines += [f"  {a.location}: note: acknowledgement {a.match!r} matched nothing" for a in report.acknowledgements
-              if not a.used and not a.expired]
+    lines += [
+        f"  {f.subject}: error: acknowledgement {f.expected!r} {f.detail}"
+        for f in report.findings
+        if not f.acknowledged
+    ]
+    lines += [
+        f"  {a.location}: note: acknowledgement {a.match!r} matched nothing"
+        for a in report.acknowledgements
+        if not a.used and not a.expired
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _scope_summary(state: str, counts: Mapping[str, int], evidence: str | None, partial: bool) -> str:
     if state == NOT_CHECKED:
-        return "not checked: no evidence given" + ("" if partial else " (fails the run; --partial checks only what was given)")
+        return "not checked: no evidence given" + (
+            "" if partial else " (fails the run; --partial checks only what was given)"
+        )
     total = sum(counts.values())
     parts = ", ".join(f"{n} {name}" for name, n in counts.items() if name != CONVERGED)
-    return f"{state}: {counts.get(CONVERGED, 0)}/{total} converged" + (f", {parts}" if parts else "") + f"  ({evidence})"
+    return (
+        f"{state}: {counts.get(CONVERGED, 0)}/{total} converged"
+        + (f", {parts}" if parts else "")
+        + f"  ({evidence})"
+    )
 
 
 def _item_line(item: DriftItem, shared: str | None = None) -> str:
     where = f" {item.path}" if item.path else ""
     values = f": {_value(item.expected)} → {_value(item.live)}" if item.path else ""
     detail = item.detail if item.detail and item.detail != shared else ""
-    note = f"  (acknowledged: {item.acknowledged})" if item.acknowledged else (f"  ({detail})" if detail else "")
+    note = (
+        f"  (acknowledged: {item.acknowledged})" if item.acknowledged else (f"  ({detail})" if detail else "")
+    )
     return f"{item.kind:<9}{where}{values}{note}"
 
 
 def _value(value: Any) -> str:
     if value is None:
         return "(absent)"
-    text = value if isinstance(value, str) and "\n" not in value else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    text = (
+        value
+        if isinstance(value, str) and "\n" not in value
+        else json.dumps(value, sort_keys=True, ensure_ascii=False)
+    )
     return text if len(text) <= VALUE_WIDTH else text[: VALUE_WIDTH - 1] + "…"
 
 
@@ -192,7 +272,10 @@ def _orphan_lines(report: DriftReport, pad: str) -> list[str]:
     commands = orphan_commands(report)
     if not commands:
         return []
-    return ["", "orphans: owned by meshc, no longer rendered; delete in this order (reverse apply order):"] + [pad + c for c in commands]
+    return [
+        "",
+        "orphans: owned by meshc, no longer rendered; delete in this order (reverse apply order):",
+    ] + [pad + c for c in commands]
 
 
 def orphan_commands(report: DriftReport) -> list[str]:
@@ -202,23 +285,42 @@ def orphan_commands(report: DriftReport) -> list[str]:
 
 # ---------------------------------------------------------------- Markdown
 
+
 def format_markdown(report: DriftReport) -> str:
     """A status page or PR comment: summary table, then details per subject folded, cut under GitHub's limit."""
-    head = [f"### {verdict(report)}", "", "| scope | state | converged | other | evidence |", "|---|---|---|---|---|"]
+    head = [
+        f"### {verdict(report)}",
+        "",
+        "| scope | state | converged | other | evidence |",
+        "|---|---|---|---|---|",
+    ]
     for s in report.scopes:
         others = ", ".join(f"{n} {name}" for name, n in s.counts.items() if name != CONVERGED)
-        converged = f"{s.counts.get(CONVERGED, 0)}/{sum(s.counts.values())}" if s.state != NOT_CHECKED else "–"
-        head.append(f"| `{s.platform}/{s.scope}` | **{s.state}** | {converged} | {others} | {_md(s.evidence or 'none given')} |")
+        converged = (
+            f"{s.counts.get(CONVERGED, 0)}/{sum(s.counts.values())}" if s.state != NOT_CHECKED else "–"
+        )
+        head.append(
+            f"| `{s.platform}/{s.scope}` | **{s.state}** | {converged} | {others} | {_md(s.evidence or 'none given')} |"
+        )
     pools = pool_rows(report)
     if pools:
         head += ["", "| pool | hosts converged | not converged |", "|---|---|---|"]
-        head += [f"| `{row['target']}` | {row['converged']}/{row['subjects']} | {_md(_held(row['counts'], row['not_converged']))} |"
-                 for row in pools]
+        head += [
+            f"| `{row['target']}` | {row['converged']}/{row['subjects']} | {_md(_held(row['counts'], row['not_converged']))} |"
+            for row in pools
+        ]
     waves = wave_rows(report)
     if waves:
-        head += ["", "| wave | state | targets converged | hosts converged | not converged |", "|---|---|---|---|---|"]
-        head += [f"| {w['wave']} | **{w['state']}** | {w['converged']}/{w['targets']} | "
-                 f"{w['counts'].get(CONVERGED, 0)}/{w['hosts']} | {_md(_held(w['counts'], w['not_converged']))} |" for w in waves]
+        head += [
+            "",
+            "| wave | state | targets converged | hosts converged | not converged |",
+            "|---|---|---|---|---|",
+        ]
+        head += [
+            f"| {w['wave']} | **{w['state']}** | {w['converged']}/{w['targets']} | "
+            f"{w['counts'].get(CONVERGED, 0)}/{w['hosts']} | {_md(_held(w['counts'], w['not_converged']))} |"
+            for w in waves
+        ]
     blocks = list(_markdown_blocks(report))
     body, used, cut = [], sum(len(line) + 1 for line in head), 0
     for block in blocks:
@@ -227,21 +329,41 @@ def format_markdown(report: DriftReport) -> str:
             continue
         body.append(block)
         used += len(block)
-    note = [f"\n_{cut} subject(s) left out to fit a comment; run `meshc drift --format json` for all._"] if cut else []
+    note = (
+        [f"\n_{cut} subject(s) left out to fit a comment; run `meshc drift --format json` for all._"]
+        if cut
+        else []
+    )
     return "\n".join(head) + "\n" + "".join(body) + "\n".join(note) + "\n"
 
 
 def _markdown_blocks(report: DriftReport) -> Iterator[str]:
     for subject in (s for s in report.subjects if s.state != CONVERGED):
-        lines = [(f"- `{_md(i.path)}` {i.kind}: `{_md(_value(i.expected))}` → `{_md(_value(i.live))}`" if i.path else f"- **{i.kind}**")
-                 + (f" — acknowledged: {_md(i.acknowledged)}" if i.acknowledged else (f" — {_md(i.detail)}" if i.detail else ""))
-                 for i in subject.items]
+        lines = [
+            (
+                f"- `{_md(i.path)}` {i.kind}: `{_md(_value(i.expected))}` → `{_md(_value(i.live))}`"
+                if i.path
+                else f"- **{i.kind}**"
+            )
+            + (
+                f" — acknowledged: {_md(i.acknowledged)}"
+                if i.acknowledged
+                else (f" — {_md(i.detail)}" if i.detail else "")
+            )
+            for i in subject.items
+        ]
         target = f" (target `{subject.target}`)" if subject.target else ""
-        yield (f"\n<details><summary><code>{subject.platform}/{subject.scope} {_md(subject.subject)}</code> {subject.state}{target}"
-               f"</summary>\n\n" + "\n".join(lines) + "\n</details>\n")
+        yield (
+            f"\n<details><summary><code>{subject.platform}/{subject.scope} {_md(subject.subject)}</code> {subject.state}{target}"
+            f"</summary>\n\n" + "\n".join(lines) + "\n</details>\n"
+        )
     commands = orphan_commands(report)
     if commands:
-        yield "\n**Orphans** (kube-applier never deletes them), in reverse apply order:\n\n```sh\n" + "\n".join(commands) + "\n```\n"
+        yield (
+            "\n**Orphans** (kube-applier never deletes them), in reverse apply order:\n\n```sh\n"
+            + "\n".join(commands)
+            + "\n```\n"
+        )
     for finding in report.findings:
         yield f"\n**Expired acknowledgement** at `{finding.subject}`: `{_md(str(finding.expected))}` {_md(finding.detail)}\n"
 
@@ -249,7 +371,9 @@ def _markdown_blocks(report: DriftReport) -> Iterator[str]:
 def _held(counts: Mapping[str, int], names: Sequence[str]) -> str:
     """`1 pending, 1 failed: host-17, host-3` for a table cell."""
     parts = ", ".join(f"{n} {state}" for state, n in _ordered(counts) if state != CONVERGED)
-    listed = ", ".join(names[:SUMMARY_NAMES]) + (f", … {len(names) - SUMMARY_NAMES} more" if len(names) > SUMMARY_NAMES else "")
+    listed = ", ".join(names[:SUMMARY_NAMES]) + (
+        f", … {len(names) - SUMMARY_NAMES} more" if len(names) > SUMMARY_NAMES else ""
+    )
     return (parts + (": " if parts and listed else "") + listed) or "–"
 
 
@@ -259,6 +383,7 @@ def _md(text: str) -> str:
 
 # ---------------------------------------------------------------- JSON
 
+
 def report_data(report: DriftReport) -> dict[str, Any]:
     """The JSON document: every scope, target and non-converged subject with its items (README "Drift", JSON format)."""
     targets = target_rows(report)
@@ -267,17 +392,45 @@ def report_data(report: DriftReport) -> dict[str, Any]:
         "failing": report.failing,
         "partial": report.partial,
         "today": report.today,
-        "scopes": [{"platform": s.platform, "scope": s.scope, "state": s.state, "evidence": s.evidence, "counts": dict(s.counts),
-                    "failing": _scope_failing(s.state, report.partial)} for s in report.scopes],
+        "scopes": [
+            {
+                "platform": s.platform,
+                "scope": s.scope,
+                "state": s.state,
+                "evidence": s.evidence,
+                "counts": dict(s.counts),
+                "failing": _scope_failing(s.state, report.partial),
+            }
+            for s in report.scopes
+        ],
         "waves": wave_rows(report),
         "targets": targets,
-        "subjects": [{"platform": s.platform, "scope": s.scope, "subject": s.subject, "target": s.target, "state": s.state,
-                      "delete_command": s.delete_command, "items": [_item(i) for i in s.items]}
-                     for s in report.subjects if s.state != CONVERGED],
+        "subjects": [
+            {
+                "platform": s.platform,
+                "scope": s.scope,
+                "subject": s.subject,
+                "target": s.target,
+                "state": s.state,
+                "delete_command": s.delete_command,
+                "items": [_item(i) for i in s.items],
+            }
+            for s in report.subjects
+            if s.state != CONVERGED
+        ],
         "findings": [_item(f) for f in report.findings],
         "orphan_commands": orphan_commands(report),
-        "acknowledgements": [{"match": a.match, "reason": a.reason, "expires": a.expires, "location": a.location,
-                              "expired": a.expired, "used": a.used} for a in report.acknowledgements],
+        "acknowledgements": [
+            {
+                "match": a.match,
+                "reason": a.reason,
+                "expires": a.expires,
+                "location": a.location,
+                "expired": a.expired,
+                "used": a.used,
+            }
+            for a in report.acknowledgements
+        ],
     }
 
 
@@ -287,14 +440,26 @@ def _scope_failing(state: str, partial: bool) -> bool:
 
 
 def _item(item: DriftItem) -> dict[str, Any]:
-    return {"id": item.id, "kind": item.kind, "platform": item.platform, "scope": item.scope, "subject": item.subject,
-            "target": item.target, "path": item.path, "expected": item.expected, "live": item.live, "detail": item.detail,
-            "acknowledged": item.acknowledged}
+    return {
+        "id": item.id,
+        "kind": item.kind,
+        "platform": item.platform,
+        "scope": item.scope,
+        "subject": item.subject,
+        "target": item.target,
+        "path": item.path,
+        "expected": item.expected,
+        "live": item.live,
+        "detail": item.detail,
+        "acknowledged": item.acknowledged,
+    }
 
 
 def format_json(report: DriftReport) -> str:
     """report_data as indented JSON with sorted keys, so the same report is the same bytes."""
-    return orjson.dumps(report_data(report), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    return (
+        orjson.dumps(report_data(report), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS).decode() + "\n"
+    )
 
 
 FORMATTERS = {"text": format_text, "markdown": format_markdown, "json": format_json}

@@ -11,8 +11,11 @@ from compiler.ir.model import Egress, Mesh, Policy
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 MAX_DRAWN = 80  # call changes drawn in one diagram; the rest are counted in its title and below it
 MAX_SUMMARY_CHARS = 120  # a changed edge's label; `meshc diff --format json` has every change
-_STYLE = {ADDED: "stroke:#1a7f37,stroke-width:2px", REMOVED: "stroke:#cf222e,stroke-width:2px,stroke-dasharray:5 4",
-          CHANGED: "stroke:#9a6700,stroke-width:2px"}
+_STYLE = {
+    ADDED: "stroke:#1a7f37,stroke-width:2px",
+    REMOVED: "stroke:#cf222e,stroke-width:2px,stroke-dasharray:5 4",
+    CHANGED: "stroke:#9a6700,stroke-width:2px",
+}
 _ARROW = {ADDED: "==>", REMOVED: "-.->", CHANGED: "-->"}
 _SIGN = {ADDED: "+", REMOVED: "−", CHANGED: "~"}
 
@@ -48,7 +51,13 @@ def calls(mesh: Mesh) -> dict[tuple[str, str], Call]:
 
 
 def _call(client: str, egress: Egress) -> Call:
-    return Call(client=client, server=egress.service, locality=egress.locality, protocol=egress.protocol, policy=egress.policy)
+    return Call(
+        client=client,
+        server=egress.service,
+        locality=egress.locality,
+        protocol=egress.protocol,
+        policy=egress.policy,
+    )
 
 
 def diff_calls(old: Mesh | None, new: Mesh) -> tuple[CallChange, ...]:
@@ -63,7 +72,14 @@ def diff_calls(old: Mesh | None, new: Mesh) -> tuple[CallChange, ...]:
         elif new_call is None and old_call is not None:
             changes.append(CallChange(client=key[0], server=key[1], status=REMOVED, summary=_how(old_call)))
         elif old_call is not None and new_call is not None and old_call != new_call:
-            changes.append(CallChange(client=key[0], server=key[1], status=CHANGED, summary=_cut("; ".join(_differences(old_call, new_call)))))
+            changes.append(
+                CallChange(
+                    client=key[0],
+                    server=key[1],
+                    status=CHANGED,
+                    summary=_cut("; ".join(_differences(old_call, new_call))),
+                )
+            )
     return tuple(changes)
 
 
@@ -88,13 +104,19 @@ def _duration(ms: int) -> str:
 
 def _flat(policy: Policy) -> dict[str, object]:
     return {
-        "connect_timeout": _duration(policy.connect_timeout_ms), "timeout": _duration(policy.timeout_ms),
-        "retries.attempts": policy.retries.attempts, "retries.per_try_timeout": _duration(policy.retries.per_try_timeout_ms),
+        "connect_timeout": _duration(policy.connect_timeout_ms),
+        "timeout": _duration(policy.timeout_ms),
+        "retries.attempts": policy.retries.attempts,
+        "retries.per_try_timeout": _duration(policy.retries.per_try_timeout_ms),
         "retries.on": ",".join(policy.retries.retry_on),
-        **{f"circuit_breaker.{k}": getattr(policy.circuit_breaker, k)
-           for k in ("max_connections", "max_pending_requests", "max_requests", "max_retries")},
-        **{f"outlier_detection.{k}": getattr(policy.outlier_detection, k)
-           for k in ("consecutive_5xx", "max_ejection_percent")},
+        **{
+            f"circuit_breaker.{k}": getattr(policy.circuit_breaker, k)
+            for k in ("max_connections", "max_pending_requests", "max_requests", "max_retries")
+        },
+        **{
+            f"outlier_detection.{k}": getattr(policy.outlier_detection, k)
+            for k in ("consecutive_5xx", "max_ejection_percent")
+        },
         "outlier_detection.interval": _duration(policy.outlier_detection.interval_ms),
         "outlier_detection.base_ejection_time": _duration(policy.outlier_detection.base_ejection_time_ms),
     }
@@ -106,7 +128,9 @@ def _policy_differences(old: dict[str, object], new: dict[str, object]) -> Itera
             yield f"{key} {old[key]} → {new[key]}"
 
 
-def calls_mermaid(changes: Sequence[CallChange], restarting: Collection[str] = (), max_drawn: int = MAX_DRAWN) -> str:
+def calls_mermaid(
+    changes: Sequence[CallChange], restarting: Collection[str] = (), max_drawn: int = MAX_DRAWN
+) -> str:
     """A Mermaid flowchart of the call-graph changes: green added, red dashed removed, amber changed; "" when there are none.
 
     `restarting`: restart-sensitive services the change restarts (MeshDiff.sensitive_services); only those are
@@ -115,9 +139,14 @@ def calls_mermaid(changes: Sequence[CallChange], restarting: Collection[str] = (
     if not changes:
         return ""
     drawn = changes[:max_drawn]
-    counts = ", ".join(f"{sum(c.status == s for c in changes)} {s}" for s in (ADDED, REMOVED, CHANGED)
-                       if any(c.status == s for c in changes))
-    title = f"call graph: {counts}" + (f" (first {len(drawn)} of {len(changes)} drawn)" if len(drawn) < len(changes) else "")
+    counts = ", ".join(
+        f"{sum(c.status == s for c in changes)} {s}"
+        for s in (ADDED, REMOVED, CHANGED)
+        if any(c.status == s for c in changes)
+    )
+    title = f"call graph: {counts}" + (
+        f" (first {len(drawn)} of {len(changes)} drawn)" if len(drawn) < len(changes) else ""
+    )
     services = sorted({s for c in drawn for s in (c.client, c.server)})
     ids = {service: f"s{index}" for index, service in enumerate(services)}
     sensitive = set(restarting)

@@ -57,14 +57,26 @@ def render_columns(columns: Sequence[Column], marker: str = "") -> str:
     for column in columns:
         for box in column.boxes:
             if box.state not in STATE_COLORS:
-                raise ValueError(f"unknown state {box.state!r} of {box.id!r}; one of {', '.join(STATE_COLORS)}")
+                raise ValueError(
+                    f"unknown state {box.state!r} of {box.id!r}; one of {', '.join(STATE_COLORS)}"
+                )
     top = MARKER if marker else 0
     height = top + HEADER + max((_column_height(c) for c in columns), default=0) + PAD
     width = max(len(columns), 1) * (COLUMN_WIDTH + GAP) + GAP
-    body = "\n".join(line for index, column in enumerate(columns) for line in _column(column, GAP + index * (COLUMN_WIDTH + GAP), top))
-    heading = f'<text x="{GAP}" y="18" font-size="13" font-weight="bold">{escape(marker)}</text>\n' if marker else ""
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-            f'font-family="DejaVu Sans, sans-serif" font-size="11">\n{heading}{body}\n</svg>\n')
+    body = "\n".join(
+        line
+        for index, column in enumerate(columns)
+        for line in _column(column, GAP + index * (COLUMN_WIDTH + GAP), top)
+    )
+    heading = (
+        f'<text x="{GAP}" y="18" font-size="13" font-weight="bold">{escape(marker)}</text>\n'
+        if marker
+        else ""
+    )
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'font-family="DejaVu Sans, sans-serif" font-size="11">\n{heading}{body}\n</svg>\n'
+    )
 
 
 def _box_height(box: Box) -> int:
@@ -90,10 +102,16 @@ def _box(box: Box, x: int, y: int) -> Iterator[str]:
     fill, stroke = STATE_COLORS[box.state]
     ink = "#ffffff" if box.state == "failed" else "#1f2328"
     label = box.label if len(box.label) <= MAX_LABEL_CHARS else box.label[: MAX_LABEL_CHARS - 1] + "…"
-    outline = f' stroke="{MARK_COLOR}" stroke-width="3" stroke-dasharray="6 3"' if box.marked else f' stroke="{stroke}"'
+    outline = (
+        f' stroke="{MARK_COLOR}" stroke-width="3" stroke-dasharray="6 3"'
+        if box.marked
+        else f' stroke="{stroke}"'
+    )
     yield f'<g id="{escape(box.id)}" class="box state-{box.state}{" marked" if box.marked else ""}"><title>{escape(box.label)}: {box.state}</title>'
-    yield (f'<rect x="{x}" y="{y}" width="{COLUMN_WIDTH - 2 * PAD}" height="{_box_height(box)}" rx="4" '
-           f'fill="{fill}"{outline}/>')
+    yield (
+        f'<rect x="{x}" y="{y}" width="{COLUMN_WIDTH - 2 * PAD}" height="{_box_height(box)}" rx="4" '
+        f'fill="{fill}"{outline}/>'
+    )
     yield f'<text x="{x + PAD}" y="{y + PAD + 10}" fill="{ink}" font-weight="bold">{escape(label)}</text>'
     for index, line in enumerate((*box.lines, box.state)):
         yield f'<text x="{x + PAD}" y="{y + PAD + 10 + LINE * (index + 1)}" fill="{ink}">{escape(line)}</text>'

@@ -14,8 +14,10 @@ FONT = "DejaVu Sans"  # Debian's default font: Graphviz measures text with it, C
 EDGE_COLORS = {"http": "#1f6feb", "grpc": "#8250df", "tcp": "#57606a"}
 RESTART_COLOR = "#bc4c00"
 # The key printed under the title, since an SVG has no legend of its own.
-KEY = {WORKLOADS: "edges: solid = priority-0 route, dashed pN = failover route at priority N; "
-                  "blue http, purple grpc, grey tcp; double orange border = restart-sensitive"}
+KEY = {
+    WORKLOADS: "edges: solid = priority-0 route, dashed pN = failover route at priority N; "
+    "blue http, purple grpc, grey tcp; double orange border = restart-sensitive"
+}
 _UNSAFE = re.compile(r"[^A-Za-z0-9]")
 
 
@@ -32,9 +34,13 @@ def render_dot(graph: Graph) -> str:
 
 def _dot_lines(graph: Graph) -> Iterator[str]:
     yield f"digraph {_quote(graph.mesh)} {{"
-    label = "".join(_escape(line) + "\\l" for line in (graph.title, graph.note or KEY.get(graph.level, "")) if line)  # \l: left-aligned
-    yield (f'  graph [rankdir=LR, newrank=true, nodesep=0.25, ranksep=1.1, fontname="{FONT}", fontsize=12, '
-           f'labelloc=t, labeljust=l, label="{label}"];')
+    label = "".join(
+        _escape(line) + "\\l" for line in (graph.title, graph.note or KEY.get(graph.level, "")) if line
+    )  # \l: left-aligned
+    yield (
+        f'  graph [rankdir=LR, newrank=true, nodesep=0.25, ranksep=1.1, fontname="{FONT}", fontsize=12, '
+        f'labelloc=t, labeljust=l, label="{label}"];'
+    )
     yield f'  node [shape=box, style="rounded,filled", fillcolor="#f6f8fa", color="#57606a", fontname="{FONT}", fontsize=10];'
     yield f'  edge [fontname="{FONT}", fontsize=7, arrowsize=0.6];'
     nodes = {n.id: n for n in graph.nodes}
@@ -64,19 +70,33 @@ def _node_line(node: Node) -> str:
     label = "\\n".join(_escape(text) for text in (node.label, *node.lines))
     attrs = [f'label="{label}"', f'id="{element_id(node.id)}"', f'tooltip="{_escape(node.tooltip)}"']
     if node.restart_sensitive:
-        attrs += ["peripheries=2", f'color="{RESTART_COLOR}"', 'fillcolor="#fff1e5"', 'class="restart-sensitive"']
+        attrs += [
+            "peripheries=2",
+            f'color="{RESTART_COLOR}"',
+            'fillcolor="#fff1e5"',
+            'class="restart-sensitive"',
+        ]
     return f"{_quote(node.id)} [{', '.join(attrs)}];"
 
 
 def _edge_line(edge: Edge) -> str:
     color = EDGE_COLORS.get(edge.protocol, "#57606a")
-    attrs = [f'label="{_escape(edge.label)}"', f'color="{color}"', f'fontcolor="{color}"', f'tooltip="{_escape(edge.label)}"']
+    attrs = [
+        f'label="{_escape(edge.label)}"',
+        f'color="{color}"',
+        f'fontcolor="{color}"',
+        f'tooltip="{_escape(edge.label)}"',
+    ]
     if edge.style == FALLBACK:
         # Fallback routes outnumber primary ones; a short label keeps the picture readable, the tooltip says all.
         attrs[0] = f'label="p{edge.priority}"'
-        attrs += ['style="dashed"', 'penwidth=0.7']
+        attrs += ['style="dashed"', "penwidth=0.7"]
     elif edge.style == AGGREGATE:
-        attrs = [f'label="{_escape(edge.label)}"', 'color="#57606a"', f'penwidth={min(1 + edge.calls / 500, 4):.1f}']
+        attrs = [
+            f'label="{_escape(edge.label)}"',
+            'color="#57606a"',
+            f"penwidth={min(1 + edge.calls / 500, 4):.1f}",
+        ]
     return f"{_quote(edge.source)} -> {_quote(edge.target)} [{', '.join(attrs)}];"
 
 
@@ -96,5 +116,7 @@ def render_svg(dot_text: str, dot_binary: str | None = None) -> str:
     proc = subprocess.run([binary, "-Tsvg"], input=dot_text.encode(), capture_output=True, check=False)
     if proc.returncode != 0 or proc.stderr:
         # meshc wrote the DOT, so anything Graphviz objects to is meshc's bug, not the spec's.
-        raise InternalError(f"graphviz dot exited {proc.returncode}: {proc.stderr.decode(errors='replace').strip()}")
+        raise InternalError(
+            f"graphviz dot exited {proc.returncode}: {proc.stderr.decode(errors='replace').strip()}"
+        )
     return proc.stdout.decode()

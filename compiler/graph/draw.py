@@ -41,7 +41,9 @@ def check_picture_path(path: Path, spec_dir: Path) -> None:
     except FileNotFoundError:
         mode = None
     except NotADirectoryError:
-        raise OutputRefused(str(path), "is under a file, not in a directory; name a file in a directory") from None
+        raise OutputRefused(
+            str(path), "is under a file, not in a directory; name a file in a directory"
+        ) from None
     except OSError:
         return  # unreadable: the write itself reports the cause (exit 4)
     if mode is not None and not stat.S_ISREG(mode):
@@ -49,7 +51,9 @@ def check_picture_path(path: Path, spec_dir: Path) -> None:
         raise OutputRefused(str(path), "is not a regular file; name a file for the picture (e.g. mesh.html)")
     spec = spec_dir.resolve()
     if path.resolve() == spec or spec in path.resolve().parents:
-        raise OutputRefused(str(path), f"is inside the spec directory {spec_dir}; write the picture elsewhere")
+        raise OutputRefused(
+            str(path), f"is inside the spec directory {spec_dir}; write the picture elsewhere"
+        )
 
 
 def write_atomically(path: Path, text: str) -> None:

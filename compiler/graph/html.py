@@ -14,17 +14,26 @@ LEGEND = (
     (EDGE_COLORS["tcp"], "tcp call"),
     (RESTART_COLOR, "restart-sensitive service (double border)"),
 )
-COLLAPSED_HELP = "Boxes are groups of workloads; an edge counts the routes between two boxes, by locality and protocol."
-HELP = ("Boxes are workloads (a VM pool or a cluster deployment), framed by datacenter and platform. Solid edges are a "
-        "client's priority-0 routes, dashed ones the failover routes it falls back to (p1, p2: by priority).")
+COLLAPSED_HELP = (
+    "Boxes are groups of workloads; an edge counts the routes between two boxes, by locality and protocol."
+)
+HELP = (
+    "Boxes are workloads (a VM pool or a cluster deployment), framed by datacenter and platform. Solid edges are a "
+    "client's priority-0 routes, dashed ones the failover routes it falls back to (p1, p2: by priority)."
+)
 MAX_LISTED_SERVICES = 200  # a collapsed box's panel names at most this many services
 
 
 def render_html(mesh: Mesh, graph: Graph, svg: str) -> str:
     """The page for `graph`, whose SVG Graphviz laid out; `mesh` supplies each service's explain details."""
-    return render_page(title=graph.title, notes=[graph.note] if graph.note else [], figure_svg=svg,
-                       details=node_details(mesh, graph), legend=LEGEND,
-                       help_text=HELP if graph.level == WORKLOADS else COLLAPSED_HELP)
+    return render_page(
+        title=graph.title,
+        notes=[graph.note] if graph.note else [],
+        figure_svg=svg,
+        details=node_details(mesh, graph),
+        legend=LEGEND,
+        help_text=HELP if graph.level == WORKLOADS else COLLAPSED_HELP,
+    )
 
 
 def node_details(mesh: Mesh, graph: Graph) -> dict[str, Detail]:

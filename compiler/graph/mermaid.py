@@ -54,12 +54,19 @@ def _group_ids(groups: tuple[Group, ...]) -> dict[str, str]:
         for group in items:
             ids[group.id] = f"g{len(ids)}"
             walk(group.groups)
+
     walk(groups)
     return ids
 
 
-def _group(group: Group, nodes: Mapping[str, Node], ids: Mapping[str, str], group_ids: Mapping[str, str],
-           framed: set[str], indent: str) -> Iterator[str]:
+def _group(
+    group: Group,
+    nodes: Mapping[str, Node],
+    ids: Mapping[str, str],
+    group_ids: Mapping[str, str],
+    framed: set[str],
+    indent: str,
+) -> Iterator[str]:
     yield f'{indent}subgraph {group_ids[group.id]}["{text(group.label)}"]'
     for inner in group.groups:
         yield from _group(inner, nodes, ids, group_ids, framed, indent + "  ")

@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from compiler.explain import UnknownService
 from compiler.diagnostics import did_you_mean
+from compiler.explain import UnknownService
 from compiler.ir.model import Egress, Mesh, Source, Workload
 
 WORKLOADS, PLATFORMS, DATACENTERS = "workloads", "platforms", "datacenters"
@@ -90,6 +90,7 @@ class Route:
 
 # ---------------------------------------------------------------- selection
 
+
 def build_graph(mesh: Mesh, services: Sequence[str] = (), depth: int = 1, limits: Limits = Limits()) -> Graph:
     """The picture of the whole mesh, or of the neighbourhood of `services` (`depth` hops both ways)."""
     selected = neighbourhood(mesh, services, depth) if services else {w.service for w in mesh.workloads}
@@ -140,7 +141,12 @@ def _routes(workloads: Iterable[Workload]) -> Iterable[Route]:
     for workload in workloads:
         for egress in workload.egress:
             for source in egress.sources:
-                yield Route(client=workload, server=source_workload(egress.service, source), egress=egress, priority=source.priority)
+                yield Route(
+                    client=workload,
+                    server=source_workload(egress.service, source),
+                    egress=egress,
+                    priority=source.priority,
+                )
 
 
 def source_workload(service: str, source: Source) -> str:
@@ -150,9 +156,13 @@ def source_workload(service: str, source: Source) -> str:
     return f"k8s/{source.cluster}/{source.namespace}/{source.service}"
 
 
-def _title(mesh: Mesh, services: Sequence[str], depth: int, selected: set[str], workloads: Sequence[Workload]) -> str:
+def _title(
+    mesh: Mesh, services: Sequence[str], depth: int, selected: set[str], workloads: Sequence[Workload]
+) -> str:
     datacenters = len({w.datacenter for w in workloads})
-    counts = f"{_n(len(selected), 'service')}, {_n(len(workloads), 'workload')} in {_n(datacenters, 'datacenter')}"
+    counts = (
+        f"{_n(len(selected), 'service')}, {_n(len(workloads), 'workload')} in {_n(datacenters, 'datacenter')}"
+    )
     if not services:
         return f"mesh {mesh.name}: {counts}"
     hops = f"{depth} hop{'s' if depth != 1 else ''}"
@@ -161,8 +171,10 @@ def _title(mesh: Mesh, services: Sequence[str], depth: int, selected: set[str], 
 
 def _collapse_note(level: str, workloads: Sequence[Workload], routes: Sequence[Route]) -> str:
     unit = "platform group (VM pools, clusters)" if level == PLATFORMS else "datacenter"
-    return (f"{_n(len(workloads), 'workload')} and {_n(len(routes), 'route')} are too many to draw one by one: "
-            f"collapsed to one box per {unit}; `meshc graph SERVICE` draws a service's neighbourhood")
+    return (
+        f"{_n(len(workloads), 'workload')} and {_n(len(routes), 'route')} are too many to draw one by one: "
+        f"collapsed to one box per {unit}; `meshc graph SERVICE` draws a service's neighbourhood"
+    )
 
 
 def _n(count: int, noun: str) -> str:
@@ -188,16 +200,28 @@ def _workload_node(workload: Workload) -> Node:
     if workload.restart_sensitive:
         lines.append("restart-sensitive")
     about = f"{workload.id}: owner {workload.owner}, {workload.ingress.protocol}"
-    return Node(id=workload.id, label=workload.service, lines=tuple(lines), services=(workload.service,),
-                restart_sensitive=workload.restart_sensitive,
-                tooltip=about + (", restart-sensitive" if workload.restart_sensitive else ""), workload=True)
+    return Node(
+        id=workload.id,
+        label=workload.service,
+        lines=tuple(lines),
+        services=(workload.service,),
+        restart_sensitive=workload.restart_sensitive,
+        tooltip=about + (", restart-sensitive" if workload.restart_sensitive else ""),
+        workload=True,
+    )
 
 
 def _route_edge(route: Route) -> Edge:
     egress = route.egress
     where = egress.locality if route.priority == 0 else f"{egress.locality} p{route.priority}"
-    return Edge(source=route.client.id, target=route.server, label=f"{where} · {egress.protocol}",
-                protocol=egress.protocol, priority=route.priority, style=PRIMARY if route.priority == 0 else FALLBACK)
+    return Edge(
+        source=route.client.id,
+        target=route.server,
+        label=f"{where} · {egress.protocol}",
+        protocol=egress.protocol,
+        priority=route.priority,
+        style=PRIMARY if route.priority == 0 else FALLBACK,
+    )
 
 
 def _platform_key(workload: Workload) -> str:
@@ -212,7 +236,9 @@ def _platform_level(mesh: Mesh, workloads: Sequence[Workload], routes: Sequence[
     members = _members(workloads, _platform_key)
     nodes = tuple(_group_node(key, _platform_label(ws[0]), ws) for key, ws in sorted(members.items()))
     edges = _aggregate(routes, {w.id: _platform_key(w) for w in workloads})
-    groups = _datacenter_groups(mesh, {key: ws[0] for key, ws in members.items()}, lambda w: _platform_key(w), platforms=False)
+    groups = _datacenter_groups(
+        mesh, {key: ws[0] for key, ws in members.items()}, lambda w: _platform_key(w), platforms=False
+    )
     return groups, nodes, edges
 
 
@@ -233,18 +259,35 @@ def _members(workloads: Iterable[Workload], key: Callable[[Workload], str]) -> d
 def _group_node(key: str, label: str, workloads: Sequence[Workload]) -> Node:
     services = tuple(sorted({w.service for w in workloads}))
     sensitive = sorted({w.service for w in workloads if w.restart_sensitive})
-    lines = [_n(len(workloads), "workload")] + ([f"{_n(len(sensitive), 'restart-sensitive service')}"] if sensitive else [])
-    return Node(id=key, label=label, lines=tuple(lines), services=services, restart_sensitive=bool(sensitive),
-                tooltip=f"{label} in {workloads[0].datacenter}: {_n(len(services), 'service')}, {_n(len(workloads), 'workload')}")
+    lines = [_n(len(workloads), "workload")] + (
+        [f"{_n(len(sensitive), 'restart-sensitive service')}"] if sensitive else []
+    )
+    return Node(
+        id=key,
+        label=label,
+        lines=tuple(lines),
+        services=services,
+        restart_sensitive=bool(sensitive),
+        tooltip=f"{label} in {workloads[0].datacenter}: {_n(len(services), 'service')}, {_n(len(workloads), 'workload')}",
+    )
 
 
 def _datacenter_node(mesh: Mesh, key: str, workloads: Sequence[Workload]) -> Node:
     datacenter = workloads[0].datacenter
     platforms = Counter(_platform_label(w) for w in workloads)
     node = _group_node(key, f"{datacenter} ({mesh.datacenters[datacenter].region})", workloads)
-    lines = tuple(f"{label}: {_n(count, 'workload')}" for label, count in sorted(platforms.items())) + node.lines[1:]
-    return Node(id=node.id, label=node.label, lines=lines, services=node.services, restart_sensitive=node.restart_sensitive,
-                tooltip=f"{node.label}: {_n(len(node.services), 'service')}, {_n(len(workloads), 'workload')}")
+    lines = (
+        tuple(f"{label}: {_n(count, 'workload')}" for label, count in sorted(platforms.items()))
+        + node.lines[1:]
+    )
+    return Node(
+        id=node.id,
+        label=node.label,
+        lines=lines,
+        services=node.services,
+        restart_sensitive=node.restart_sensitive,
+        tooltip=f"{node.label}: {_n(len(node.services), 'service')}, {_n(len(workloads), 'workload')}",
+    )
 
 
 def _aggregate(routes: Iterable[Route], box: Mapping[str, str]) -> tuple[Edge, ...]:
@@ -254,18 +297,30 @@ def _aggregate(routes: Iterable[Route], box: Mapping[str, str]) -> tuple[Edge, .
         pair = (box[route.client.id], box[route.server])
         localities.setdefault(pair, Counter())[route.egress.locality] += 1
         protocols.setdefault(pair, Counter())[route.egress.protocol] += 1
-    return tuple(Edge(source=s, target=t, label=_counts_label(localities[(s, t)], protocols[(s, t)]), style=AGGREGATE,
-                      calls=sum(localities[(s, t)].values()))
-                 for s, t in sorted(localities))
+    return tuple(
+        Edge(
+            source=s,
+            target=t,
+            label=_counts_label(localities[(s, t)], protocols[(s, t)]),
+            style=AGGREGATE,
+            calls=sum(localities[(s, t)].values()),
+        )
+        for s, t in sorted(localities)
+    )
 
 
 def _counts_label(localities: Counter[str], protocols: Counter[str]) -> str:
     def mix(counter: Counter[str]) -> str:
-        return ", ".join(f"{count:,} {name}" for name, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])))
+        return ", ".join(
+            f"{count:,} {name}" for name, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+        )
+
     return f"{_n(sum(localities.values()), 'route')}: {mix(localities)}; {mix(protocols)}"
 
 
-def _datacenter_groups(mesh: Mesh, boxes: Mapping[str, Workload], key: Callable[[Workload], str], platforms: bool) -> tuple[Group, ...]:
+def _datacenter_groups(
+    mesh: Mesh, boxes: Mapping[str, Workload], key: Callable[[Workload], str], platforms: bool
+) -> tuple[Group, ...]:
     """Datacenter frames (sorted), each holding its boxes, inside platform frames when `platforms`."""
     by_dc: dict[str, dict[str, list[str]]] = {}
     labels: dict[str, str] = {}
@@ -277,10 +332,18 @@ def _datacenter_groups(mesh: Mesh, boxes: Mapping[str, Workload], key: Callable[
     for dc, members in sorted(by_dc.items()):
         label = f"{dc} ({mesh.datacenters[dc].region})"
         if platforms:
-            inner = tuple(Group(id=p, label=labels[p], nodes=tuple(ids)) for p, ids in sorted(members.items()))
+            inner = tuple(
+                Group(id=p, label=labels[p], nodes=tuple(ids)) for p, ids in sorted(members.items())
+            )
             groups.append(Group(id=f"dc@{dc}", label=label, nodes=(), groups=inner))
         else:
-            groups.append(Group(id=f"dc@{dc}", label=label, nodes=tuple(sorted(i for ids in members.values() for i in ids))))
+            groups.append(
+                Group(
+                    id=f"dc@{dc}",
+                    label=label,
+                    nodes=tuple(sorted(i for ids in members.values() for i in ids)),
+                )
+            )
     return tuple(groups)
 
 

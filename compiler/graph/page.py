@@ -64,40 +64,54 @@ class Detail:
     text: str
 
 
-def render_page(*, title: str, notes: Sequence[str], figure_svg: str, details: Mapping[str, Detail],
-                legend: Sequence[tuple[str, str]] = (), help_text: str = "", summary: Sequence[str] = ()) -> str:
+def render_page(
+    *,
+    title: str,
+    notes: Sequence[str],
+    figure_svg: str,
+    details: Mapping[str, Detail],
+    legend: Sequence[tuple[str, str]] = (),
+    help_text: str = "",
+    summary: Sequence[str] = (),
+) -> str:
     """The page: a header (title, warnings, summary lines, help, legend of colour -> meaning), the figure, and a details panel."""
     data = {key: {"title": d.title, "text": d.text} for key, d in sorted(details.items())}
-    legend_items = "".join(f'<li><span class="swatch" style="background:{html.escape(color)}"></span>{html.escape(meaning)}</li>'
-                           for color, meaning in legend)
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        "<head>",
-        '<meta charset="utf-8">',
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
-        '<link rel="icon" href="data:,">',  # or the browser asks the server for /favicon.ico
-        f"<title>{html.escape(title)}</title>",
-        f"<style>{_STYLE}</style>",
-        "</head>",
-        "<body>",
-        f"<header><h1>{html.escape(title)}</h1>",
-        *(f'<p class="note">{html.escape(note)}</p>' for note in notes),
-        '<ul class="summary">' + "".join(f"<li>{html.escape(line)}</li>" for line in summary) + "</ul>" if summary else "",
-        f'<p class="help">{html.escape(help_text)}</p>' if help_text else "",
-        f'<ul class="legend">{legend_items}</ul>' if legend else "",
-        "</header>",
-        "<main>",
-        f"<figure>{inline_svg(figure_svg)}</figure>",
-        '<aside><h2 id="meshc-panel-title">Details</h2>'
-        '<pre id="meshc-panel-body">Hover over a box for its details; click to keep them.</pre></aside>',
-        "</main>",
-        f'<script type="application/json" id="meshc-details">{script_json(data)}</script>',
-        f"<script>{_SCRIPT}</script>",
-        "</body>",
-        "</html>",
-        "",
-    ])
+    legend_items = "".join(
+        f'<li><span class="swatch" style="background:{html.escape(color)}"></span>{html.escape(meaning)}</li>'
+        for color, meaning in legend
+    )
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            "<head>",
+            '<meta charset="utf-8">',
+            f'<meta http-equiv="Content-Security-Policy" content="{CSP}">',
+            '<link rel="icon" href="data:,">',  # or the browser asks the server for /favicon.ico
+            f"<title>{html.escape(title)}</title>",
+            f"<style>{_STYLE}</style>",
+            "</head>",
+            "<body>",
+            f"<header><h1>{html.escape(title)}</h1>",
+            *(f'<p class="note">{html.escape(note)}</p>' for note in notes),
+            '<ul class="summary">' + "".join(f"<li>{html.escape(line)}</li>" for line in summary) + "</ul>"
+            if summary
+            else "",
+            f'<p class="help">{html.escape(help_text)}</p>' if help_text else "",
+            f'<ul class="legend">{legend_items}</ul>' if legend else "",
+            "</header>",
+            "<main>",
+            f"<figure>{inline_svg(figure_svg)}</figure>",
+            '<aside><h2 id="meshc-panel-title">Details</h2>'
+            '<pre id="meshc-panel-body">Hover over a box for its details; click to keep them.</pre></aside>',
+            "</main>",
+            f'<script type="application/json" id="meshc-details">{script_json(data)}</script>',
+            f"<script>{_SCRIPT}</script>",
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
 
 
 def inline_svg(svg: str) -> str:

@@ -21,8 +21,10 @@ PLAN_LEGEND = (
     (STATE_COLORS["waiting"][0], "waiting: the wave runs an older revision, until it is promoted"),
     (MARK_COLOR, "dashed outline: changes at the next promotion (its cost in the box)"),
 )
-PLAN_HELP = ("Columns are the waves in promotion order, boxes their targets and canary hosts (host/…). The outlined "
-             "column is the wave the next promotion moves. Hover over a box for its details; click to keep them.")
+PLAN_HELP = (
+    "Columns are the waves in promotion order, boxes their targets and canary hosts (host/…). The outlined "
+    "column is the wave the next promotion moves. Hover over a box for its details; click to keep them."
+)
 
 
 def render_plan_page(plan: Plan) -> str:
@@ -31,17 +33,37 @@ def render_plan_page(plan: Plan) -> str:
     columns = [_wave_column(plan, wave, changes) for wave in plan.waves]
     details = {element_id(t.target): _target_detail(plan, t, changes.get(t.target)) for t in _statuses(plan)}
     title = "meshc rollout status" + (" (HOLD: no new merge reaches any wave)" if plan.hold else "")
-    notes = [f"{len(plan.next_states.problems)} unsafe state(s) while the next wave converges"] if plan.next_states and plan.next_states.problems else []
-    return render_page(title=title, notes=notes, figure_svg=render_columns(columns, marker=_marker(plan)), details=details,
-                       legend=PLAN_LEGEND, help_text=PLAN_HELP, summary=list(_summary(plan)))
+    notes = (
+        [f"{len(plan.next_states.problems)} unsafe state(s) while the next wave converges"]
+        if plan.next_states and plan.next_states.problems
+        else []
+    )
+    return render_page(
+        title=title,
+        notes=notes,
+        figure_svg=render_columns(columns, marker=_marker(plan)),
+        details=details,
+        legend=PLAN_LEGEND,
+        help_text=PLAN_HELP,
+        summary=list(_summary(plan)),
+    )
 
 
 def _statuses(plan: Plan) -> list[TargetStatus]:
     """Every target of the plan, and those only the next promotion brings (added by it, absent now)."""
     known = {t.target for t in plan.targets}
     revisions = {w.name: w.revision for w in plan.waves}
-    extra = [TargetStatus(target=c.target, wave=c.wave, revision=revisions[c.wave], present=False, restart_sensitive=c.restart_sensitive)
-             for c in plan.changes if c.target not in known]
+    extra = [
+        TargetStatus(
+            target=c.target,
+            wave=c.wave,
+            revision=revisions[c.wave],
+            present=False,
+            restart_sensitive=c.restart_sensitive,
+        )
+        for c in plan.changes
+        if c.target not in known
+    ]
     return [*plan.targets, *extra]
 
 
@@ -55,7 +77,12 @@ def _marker(plan: Plan) -> str:
 def _wave_column(plan: Plan, wave: WaveStatus, changes: Mapping[str, TargetChange]) -> Column:
     boxes = tuple(_box(t, wave, changes.get(t.target)) for t in _statuses(plan) if t.wave == wave.name)
     subtitle = f"{revision_name(wave.revision)}{'' if wave.current else ' (behind)'} · {wave.targets} target(s), {wave.hosts} host(s)"
-    return Column(title=wave.name, subtitle=subtitle, boxes=boxes, highlight=plan.promotion is not None and plan.promotion[0] == wave.name)
+    return Column(
+        title=wave.name,
+        subtitle=subtitle,
+        boxes=boxes,
+        highlight=plan.promotion is not None and plan.promotion[0] == wave.name,
+    )
 
 
 def _box(target: TargetStatus, wave: WaveStatus, change: TargetChange | None) -> Box:
@@ -63,18 +90,28 @@ def _box(target: TargetStatus, wave: WaveStatus, change: TargetChange | None) ->
     lines += [] if target.present else ["absent at this revision"]
     lines += ["restart-sensitive"] if target.restart_sensitive else []
     lines += [f"next: {change.status}, {cost(change)}"] if change else []
-    return Box(id=element_id(target.target), label=target.target, state="at-revision" if wave.current else "waiting",
-               lines=tuple(lines), marked=change is not None)
+    return Box(
+        id=element_id(target.target),
+        label=target.target,
+        state="at-revision" if wave.current else "waiting",
+        lines=tuple(lines),
+        marked=change is not None,
+    )
 
 
 def _target_detail(plan: Plan, target: TargetStatus, change: TargetChange | None) -> Detail:
     current = next(w.current for w in plan.waves if w.name == target.wave)
-    lines = [f"wave: {target.wave}", f"revision: {revision_name(target.revision)} ({'the newest' if current else 'behind the newest'})"]
+    lines = [
+        f"wave: {target.wave}",
+        f"revision: {revision_name(target.revision)} ({'the newest' if current else 'behind the newest'})",
+    ]
     lines += [f"canary host of the pool {target.pool}"] if target.pool else []
     lines += [] if target.present else ["not present at its wave's revision"]
     lines += [f"restart-sensitive: {'yes' if target.restart_sensitive else 'no'}"]
     if change is None:
-        lines.append("next promotion: unchanged" if plan.promotion else "next promotion: none (nothing to promote)")
+        lines.append(
+            "next promotion: unchanged" if plan.promotion else "next promotion: none (nothing to promote)"
+        )
     else:
         lines.append(f"next promotion: {change.status} ({change.reason}), costs {cost(change)}")
     return Detail(title=target.target, text="\n".join(lines))
@@ -83,7 +120,9 @@ def _target_detail(plan: Plan, target: TargetStatus, change: TargetChange | None
 def _summary(plan: Plan) -> Iterator[str]:
     yield "Expand (in force now): " + _steps(plan.expanded, "admits")
     if plan.promotion is not None:
-        yield f"Contract (with the promotion of {plan.promotion[0]}): " + _steps(plan.contracted, "stops admitting")
+        yield f"Contract (with the promotion of {plan.promotion[0]}): " + _steps(
+            plan.contracted, "stops admitting"
+        )
     yield "Checked: " + state_line("current state", plan.current_states)
     if plan.next_states is not None and plan.promotion is not None:
         yield "Checked: " + state_line(f"every state while {plan.promotion[0]} converges", plan.next_states)

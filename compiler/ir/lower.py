@@ -11,13 +11,13 @@ from compiler.ir.model import (
     Egress,
     HealthCheck,
     Ingress,
+    KubernetesSource,
     Mesh,
     OutlierDetection,
     Policy,
     Registration,
     Retries,
     Source,
-    KubernetesSource,
     Workload,
     ZookeeperSource,
 )
@@ -69,7 +69,11 @@ def policy_from(raw: Mapping[str, Any]) -> Policy:
     return Policy(
         connect_timeout_ms=duration_ms(raw["connect_timeout"]),
         timeout_ms=duration_ms(raw["timeout"]),
-        retries=Retries(attempts=retries["attempts"], per_try_timeout_ms=duration_ms(retries["per_try_timeout"]), retry_on=tuple(retries["on"])),
+        retries=Retries(
+            attempts=retries["attempts"],
+            per_try_timeout_ms=duration_ms(retries["per_try_timeout"]),
+            retry_on=tuple(retries["on"]),
+        ),
         circuit_breaker=CircuitBreaker(**breaker),
         outlier_detection=OutlierDetection(
             consecutive_5xx=outlier["consecutive_5xx"],
@@ -122,12 +126,20 @@ class _Lowering:
     def workloads(self, service: ServiceSpec) -> list[Workload]:
         ingress = self._ingress(service)
         pools = [self._vm(service, dc, ingress) for dc in service.vm_datacenters]
-        return pools + [self._k8s(service, p.cluster, p.namespace, ingress, p.span) for p in service.kubernetes]
+        return pools + [
+            self._k8s(service, p.cluster, p.namespace, ingress, p.span) for p in service.kubernetes
+        ]
 
     def _ingress(self, service: ServiceSpec) -> Ingress:
         clients = sorted(set(self.clients[service.name]))
         allowed = sorted({ident for client in clients for ident in self.identities[client]})
-        return Ingress(mesh_port=service.mesh_port, app_port=service.port, protocol=service.protocol, allowed_clients=tuple(allowed), client_services=tuple(clients))
+        return Ingress(
+            mesh_port=service.mesh_port,
+            app_port=service.port,
+            protocol=service.protocol,
+            allowed_clients=tuple(allowed),
+            client_services=tuple(clients),
+        )
 
     def _vm(self, service: ServiceSpec, dc: str, ingress: Ingress) -> Workload:
         region = self.mesh.datacenters[dc].region
@@ -138,19 +150,61 @@ class _Lowering:
             health_check=health_check_from(self.mesh, service),
             labels={"datacenter": dc, "region": region},
         )
-        return self._workload(service, vm_workload_id(service.name, dc), "vm", dc, None, service.name, ingress, registration, service.span)
+        return self._workload(
+            service,
+            vm_workload_id(service.name, dc),
+            "vm",
+            dc,
+            None,
+            service.name,
+            ingress,
+            registration,
+            service.span,
+        )
 
-    def _k8s(self, service: ServiceSpec, cluster: str, namespace: str, ingress: Ingress, span: Any) -> Workload:
+    def _k8s(
+        self, service: ServiceSpec, cluster: str, namespace: str, ingress: Ingress, span: Any
+    ) -> Workload:
         dc = self.mesh.clusters[cluster].datacenter
-        return self._workload(service, k8s_workload_id(cluster, namespace, service.name), "kubernetes", dc, cluster, namespace, ingress, None, span)
+        return self._workload(
+            service,
+            k8s_workload_id(cluster, namespace, service.name),
+            "kubernetes",
+            dc,
+            cluster,
+            namespace,
+            ingress,
+            None,
+            span,
+        )
 
-    def _workload(self, service: ServiceSpec, wid: str, platform: str, dc: str, cluster: str | None, namespace: str,
-                  ingress: Ingress, registration: Registration | None, span: Any) -> Workload:
+    def _workload(
+        self,
+        service: ServiceSpec,
+        wid: str,
+        platform: str,
+        dc: str,
+        cluster: str | None,
+        namespace: str,
+        ingress: Ingress,
+        registration: Registration | None,
+        span: Any,
+    ) -> Workload:
         return Workload(
-            id=wid, platform=platform, service=service.name, datacenter=dc, region=self.mesh.datacenters[dc].region,
-            cluster=cluster, namespace=namespace, identity=identity(self.mesh.trust_domain, namespace, service.name),
-            ingress=ingress, egress=self.memo.once(("egress", service.name, dc), self._egress, service.name, dc), registration=registration,
-            restart_sensitive=service.restart_sensitive, owner=service.owner, span=span,
+            id=wid,
+            platform=platform,
+            service=service.name,
+            datacenter=dc,
+            region=self.mesh.datacenters[dc].region,
+            cluster=cluster,
+            namespace=namespace,
+            identity=identity(self.mesh.trust_domain, namespace, service.name),
+            ingress=ingress,
+            egress=self.memo.once(("egress", service.name, dc), self._egress, service.name, dc),
+            registration=registration,
+            restart_sensitive=service.restart_sensitive,
+            owner=service.owner,
+            span=span,
         )
 
     def _policy(self, overrides: Mapping[str, Any]) -> Policy:
@@ -161,26 +215,51 @@ class _Lowering:
         edges = []
         for dep in self.spec.services[service_name].dependencies:
             server = self.spec.services[dep.service]
-            edges.append(Egress(
-                service=server.name, local_port=server.local_port, protocol=server.protocol, locality=server.locality,
-                server_identities=self.identities[server.name],
-                policy=self._policy(dep.overrides),
-                sources=self.memo.once(("sources", dc, server.name), self._sources, dc, server.name), span=dep.span,
-            ))
+            edges.append(
+                Egress(
+                    service=server.name,
+                    local_port=server.local_port,
+                    protocol=server.protocol,
+                    locality=server.locality,
+                    server_identities=self.identities[server.name],
+                    policy=self._policy(dep.overrides),
+                    sources=self.memo.once(("sources", dc, server.name), self._sources, dc, server.name),
+                    span=dep.span,
+                )
+            )
         return tuple(edges)
 
     def _sources(self, client_dc: str, server_name: str) -> tuple[Source, ...]:
         server = self.spec.services[server_name]
-        ranks = priorities(client_dc, service_datacenters(self.spec, server), server.locality, self.mesh.datacenters)
+        ranks = priorities(
+            client_dc, service_datacenters(self.spec, server), server.locality, self.mesh.datacenters
+        )
         found: list[Source] = []
         for dc in server.vm_datacenters:
             if dc in ranks:
-                found.append(ZookeeperSource(name=f"zk-{dc}", datacenter=dc, region=self.mesh.datacenters[dc].region, priority=ranks[dc],
-                                             hosts=self.mesh.datacenters[dc].zookeeper, path=zk_path(server.name)))
+                found.append(
+                    ZookeeperSource(
+                        name=f"zk-{dc}",
+                        datacenter=dc,
+                        region=self.mesh.datacenters[dc].region,
+                        priority=ranks[dc],
+                        hosts=self.mesh.datacenters[dc].zookeeper,
+                        path=zk_path(server.name),
+                    )
+                )
         for placement in server.kubernetes:
             cluster = self.mesh.clusters[placement.cluster]
             if cluster.datacenter in ranks:
-                found.append(KubernetesSource(name=f"k8s-{cluster.name}", datacenter=cluster.datacenter,
-                                              region=self.mesh.datacenters[cluster.datacenter].region, priority=ranks[cluster.datacenter],
-                                              cluster=cluster.name, api_server=cluster.api_server, namespace=placement.namespace, service=server.name))
+                found.append(
+                    KubernetesSource(
+                        name=f"k8s-{cluster.name}",
+                        datacenter=cluster.datacenter,
+                        region=self.mesh.datacenters[cluster.datacenter].region,
+                        priority=ranks[cluster.datacenter],
+                        cluster=cluster.name,
+                        api_server=cluster.api_server,
+                        namespace=placement.namespace,
+                        service=server.name,
+                    )
+                )
         return tuple(sorted(found, key=lambda s: (s.priority, s.name)))

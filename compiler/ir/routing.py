@@ -7,7 +7,9 @@ from collections.abc import Collection, Mapping
 from compiler.spec.model import Datacenter
 
 
-def priorities(client_dc: str, server_dcs: Collection[str], locality: str, datacenters: Mapping[str, Datacenter]) -> dict[str, int]:
+def priorities(
+    client_dc: str, server_dcs: Collection[str], locality: str, datacenters: Mapping[str, Datacenter]
+) -> dict[str, int]:
     """Datacenter -> priority (0 highest, contiguous) for a client in `client_dc`.
 
     failover: the client's own DC first if the server runs there, then its failover list in
@@ -23,7 +25,9 @@ def priorities(client_dc: str, server_dcs: Collection[str], locality: str, datac
     return {dc: rank for rank, dc in enumerate(reachable)}
 
 
-def unreachable(client_dc: str, server_dcs: Collection[str], locality: str, datacenters: Mapping[str, Datacenter]) -> list[str]:
+def unreachable(
+    client_dc: str, server_dcs: Collection[str], locality: str, datacenters: Mapping[str, Datacenter]
+) -> list[str]:
     """The server's DCs a client in `client_dc` can never reach under `locality` (sorted).
 
     For `local`, the question is only whether the client's own DC has the server; other DCs

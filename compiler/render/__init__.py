@@ -13,7 +13,9 @@ from compiler.memo import Memo
 ENVOY_BOOTSTRAP = "envoy/bootstrap.json"
 ENVOY_LDS = "envoy/lds.json"
 ENVOY_CDS = "envoy/cds.json"
-ENVOY_SDS = "envoy/sds.json"  # the workload certificate as an SDS secret, so a renewed certificate hot-reloads
+ENVOY_SDS = (
+    "envoy/sds.json"  # the workload certificate as an SDS secret, so a renewed certificate hot-reloads
+)
 SYNAPSE = "synapse/synapse.json"
 NERVE = "nerve/nerve.json"
 
@@ -65,7 +67,9 @@ class _Renderer:
             ENVOY_LDS: self.memo.once(("lds", workload.service), envoy.lds, mesh, workload),
             ENVOY_CDS: self.memo.once(("cds", workload.service), envoy.cds, mesh, workload),
             ENVOY_SDS: self.memo.once(("sds",), envoy.sds, mesh),
-            SYNAPSE: self.memo.once(("synapse", workload.service, workload.datacenter), self._synapse, workload),
+            SYNAPSE: self.memo.once(
+                ("synapse", workload.service, workload.datacenter), self._synapse, workload
+            ),
         }
         registration = nerve.nerve(workload)
         if registration is not None:
@@ -74,7 +78,14 @@ class _Renderer:
 
     def _synapse(self, workload: Workload) -> dict[str, Any]:
         """Synapse entries depend only on the dependency and the client's datacenter: shared mesh-wide."""
-        entries = {edge.service: self.memo.once(("synapse-entry", edge.service, workload.datacenter), synapse.service_entry,
-                                            self.mesh, edge, self.mesh_ports[edge.service]) for edge in workload.egress}
+        entries = {
+            edge.service: self.memo.once(
+                ("synapse-entry", edge.service, workload.datacenter),
+                synapse.service_entry,
+                self.mesh,
+                edge,
+                self.mesh_ports[edge.service],
+            )
+            for edge in workload.egress
+        }
         return synapse.synapse_document(self.mesh, entries)
-

@@ -66,6 +66,7 @@ def content_hash(data: Any) -> str:
 
 # ---------------------------------------------------------------- bootstrap
 
+
 def bootstrap(mesh: Mesh, workload: Workload) -> dict[str, Any]:
     """The static bootstrap: who this Envoy is, its admin port, and where LDS/CDS live."""
     return {
@@ -84,7 +85,10 @@ def bootstrap(mesh: Mesh, workload: Workload) -> dict[str, Any]:
 
 def _file_source(path: str, watched: str) -> dict[str, Any]:
     """A ConfigSource reading a file, reloaded when anything is moved into `watched` (ConfigMap swap)."""
-    return {"resource_api_version": "V3", "path_config_source": {"path": path, "watched_directory": {"path": watched}}}
+    return {
+        "resource_api_version": "V3",
+        "path_config_source": {"path": path, "watched_directory": {"path": watched}},
+    }
 
 
 def _envoy_file_source(mesh: Mesh, name: str) -> dict[str, Any]:
@@ -98,6 +102,7 @@ def _socket(address: str, port: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- TLS
 
+
 def sds(mesh: Mesh) -> dict[str, Any]:
     """The SDS file: the workload certificate, re-read when the TLS directory is swapped (renewal)."""
     tls = f"{mesh.sidecar.config_dir}/tls"
@@ -107,7 +112,9 @@ def sds(mesh: Mesh) -> dict[str, Any]:
         # cert-manager's Secret mount and the VM PKI both replace the directory's contents atomically.
         "watched_directory": {"path": tls},
     }
-    return discovery_response(SECRET, [{"@type": SECRET, "name": WORKLOAD_CERT, "tls_certificate": certificate}])
+    return discovery_response(
+        SECRET, [{"@type": SECRET, "name": WORKLOAD_CERT, "tls_certificate": certificate}]
+    )
 
 
 def _common_tls(mesh: Mesh, validation: dict[str, Any]) -> dict[str, Any]:
@@ -140,9 +147,12 @@ def _upstream_tls(mesh: Mesh, identities: tuple[str, ...]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- LDS
 
+
 def lds(mesh: Mesh, workload: Workload) -> dict[str, Any]:
     """The LDS file: the mTLS ingress listener, then one egress listener per dependency."""
-    listeners = [ingress_listener(mesh, workload.ingress)] + [egress_listener(edge) for edge in workload.egress]
+    listeners = [ingress_listener(mesh, workload.ingress)] + [
+        egress_listener(edge) for edge in workload.egress
+    ]
     return discovery_response(LISTENER, listeners)
 
 
@@ -151,7 +161,13 @@ def ingress_listener(mesh: Mesh, ingress: Ingress) -> dict[str, Any]:
     if ingress.protocol == "tcp":
         filters = [_network_rbac(ingress.allowed_clients), _tcp_proxy(INGRESS, LOCAL_APP)]
     else:
-        filters = [_hcm(INGRESS, _route_config(INGRESS, LOCAL_APP, {"timeout": "0s"}), _http_rbac(ingress.allowed_clients))]
+        filters = [
+            _hcm(
+                INGRESS,
+                _route_config(INGRESS, LOCAL_APP, {"timeout": "0s"}),
+                _http_rbac(ingress.allowed_clients),
+            )
+        ]
     return {
         "@type": LISTENER,
         "name": INGRESS,
@@ -167,7 +183,12 @@ def egress_listener(edge: Egress) -> dict[str, Any]:
         filters = [_tcp_proxy(name, edge.service, max_connect_attempts=edge.policy.retries.attempts)]
     else:
         filters = [_hcm(name, _route_config(edge.service, edge.service, _route_policy(edge.policy)))]
-    return {"@type": LISTENER, "name": name, "address": _socket("127.0.0.1", edge.local_port), "filter_chains": [{"filters": filters}]}
+    return {
+        "@type": LISTENER,
+        "name": name,
+        "address": _socket("127.0.0.1", edge.local_port),
+        "filter_chains": [{"filters": filters}],
+    }
 
 
 def _route_policy(policy: Policy) -> dict[str, Any]:
@@ -210,11 +231,17 @@ def _rbac_rules(allowed: tuple[str, ...]) -> dict[str, Any]:
     if not allowed:
         return {"action": "ALLOW"}
     principals = [{"authenticated": {"principal_name": {"exact": identity}}} for identity in allowed]
-    return {"action": "ALLOW", "policies": {"mesh-clients": {"permissions": [{"any": True}], "principals": principals}}}
+    return {
+        "action": "ALLOW",
+        "policies": {"mesh-clients": {"permissions": [{"any": True}], "principals": principals}},
+    }
 
 
 def _http_rbac(allowed: tuple[str, ...]) -> dict[str, Any]:
-    return {"name": "envoy.filters.http.rbac", "typed_config": {"@type": HTTP_RBAC, "rules": _rbac_rules(allowed)}}
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {"@type": HTTP_RBAC, "rules": _rbac_rules(allowed)},
+    }
 
 
 def _network_rbac(allowed: tuple[str, ...]) -> dict[str, Any]:
@@ -242,15 +269,22 @@ def _rbac_configs(filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if config["@type"] == NETWORK_RBAC:
             configs.append(config["rules"])
         elif config["@type"] == HCM:
-            configs += [f["typed_config"]["rules"] for f in config["http_filters"] if f["typed_config"]["@type"] == HTTP_RBAC]
+            configs += [
+                f["typed_config"]["rules"]
+                for f in config["http_filters"]
+                if f["typed_config"]["@type"] == HTTP_RBAC
+            ]
     return configs
 
 
 # ---------------------------------------------------------------- CDS
 
+
 def cds(mesh: Mesh, workload: Workload) -> dict[str, Any]:
     """The CDS file: the local app, then one EDS cluster per dependency."""
-    clusters = [local_app_cluster(workload.ingress)] + [dependency_cluster(mesh, edge) for edge in workload.egress]
+    clusters = [local_app_cluster(workload.ingress)] + [
+        dependency_cluster(mesh, edge) for edge in workload.egress
+    ]
     return discovery_response(CLUSTER, clusters)
 
 
@@ -275,7 +309,10 @@ def dependency_cluster(mesh: Mesh, edge: Egress) -> dict[str, Any]:
         "name": edge.service,
         "type": "EDS",
         "connect_timeout": duration(policy.connect_timeout_ms),
-        "eds_cluster_config": {"service_name": edge.service, "eds_config": _file_source(eds_path(mesh, edge.service), eds_dir(mesh))},
+        "eds_cluster_config": {
+            "service_name": edge.service,
+            "eds_config": _file_source(eds_path(mesh, edge.service), eds_dir(mesh)),
+        },
         "circuit_breakers": {"thresholds": [_thresholds(policy)]},
         "outlier_detection": _outlier_detection(policy),
         "common_lb_config": {"locality_weighted_lb_config": {}},

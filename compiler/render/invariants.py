@@ -22,10 +22,16 @@ Invariant = Callable[[Mesh, Sidecars], Iterator[Diagnostic]]
 
 def internal(workload: Workload, message: str) -> Diagnostic:
     """A compiler-bug diagnostic naming the workload, placed at the spec that produced it."""
-    return Diagnostic(span=workload.span, code="internal", message=f"internal error in {workload.id}: {message} (a meshc bug; please report it)")
+    return Diagnostic(
+        span=workload.span,
+        code="internal",
+        message=f"internal error in {workload.id}: {message} (a meshc bug; please report it)",
+    )
 
 
-def distinct(sidecars: Sidecars, *names: str, by_service: bool = False) -> Iterator[tuple[Workload, tuple[Any, ...]]]:
+def distinct(
+    sidecars: Sidecars, *names: str, by_service: bool = False
+) -> Iterator[tuple[Workload, tuple[Any, ...]]]:
     """The first workload of each distinct combination of the named documents (shared ones are checked once)."""
     seen = set()
     for sidecar in sidecars.values():
@@ -43,21 +49,32 @@ def eds_paths_have_one_writer(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagno
         for cluster in cds["resources"]:
             path = eds_config_path(cluster)
             if path is not None and written[path] != 1:
-                yield internal(workload, f"cluster {cluster['name']!r} reads {path}, which {written[path]} Synapse entries write")
+                yield internal(
+                    workload,
+                    f"cluster {cluster['name']!r} reads {path}, which {written[path]} Synapse entries write",
+                )
 
 
 def nerve_paths_match_synapse(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
     """Every ZooKeeper watcher watches exactly where Nerve of that service and datacenter registers."""
-    registered = {(s.workload.service, s.workload.datacenter): s.documents[NERVE]["services"][s.workload.service]
-                  for s in sidecars.values() if NERVE in s.documents}
+    registered = {
+        (s.workload.service, s.workload.datacenter): s.documents[NERVE]["services"][s.workload.service]
+        for s in sidecars.values()
+        if NERVE in s.documents
+    }
     for workload, (synapse,) in distinct(sidecars, SYNAPSE):
         for service, dc, path, hosts in watcher_paths(synapse):
             nerve = registered.get((service, dc))
             if nerve is None:
-                yield internal(workload, f"Synapse watches {service} in {dc} at {path}, where no Nerve registers")
+                yield internal(
+                    workload, f"Synapse watches {service} in {dc} at {path}, where no Nerve registers"
+                )
             elif (nerve["zk_path"], nerve["zk_hosts"]) != (path, hosts):
-                yield internal(workload, f"Synapse watches {service} in {dc} at {path} on {hosts}, "
-                                                 f"Nerve registers at {nerve['zk_path']} on {nerve['zk_hosts']}")
+                yield internal(
+                    workload,
+                    f"Synapse watches {service} in {dc} at {path} on {hosts}, "
+                    f"Nerve registers at {nerve['zk_path']} on {nerve['zk_hosts']}",
+                )
 
 
 def egress_ports_match(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
@@ -67,7 +84,10 @@ def egress_ports_match(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
         for edge in workload.egress:
             address = listeners.get(egress_listener_name(edge.service))
             if address != {"address": "127.0.0.1", "port_value": edge.local_port}:
-                yield internal(workload, f"egress listener of {edge.service} is {address}, not 127.0.0.1:{edge.local_port}")
+                yield internal(
+                    workload,
+                    f"egress listener of {edge.service} is {address}, not 127.0.0.1:{edge.local_port}",
+                )
 
 
 def priorities_contiguous(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:

@@ -42,7 +42,12 @@ def service_entry(workload: Workload, registration: Registration) -> dict[str, A
 
 def app_check(workload: Workload, check: HealthCheck) -> dict[str, Any]:
     """The app's own health, asked directly on loopback (not through Envoy, which requires mTLS)."""
-    entry: dict[str, Any] = {"type": check.kind, "name": "app", "host": LOOPBACK, "port": workload.ingress.app_port}
+    entry: dict[str, Any] = {
+        "type": check.kind,
+        "name": "app",
+        "host": LOOPBACK,
+        "port": workload.ingress.app_port,
+    }
     if check.kind == "http":
         entry["uri"] = check.path
     return entry | _thresholds(check)
@@ -50,7 +55,9 @@ def app_check(workload: Workload, check: HealthCheck) -> dict[str, Any]:
 
 def sidecar_check(registration: Registration, check: HealthCheck) -> dict[str, Any]:
     """Envoy's ingress listener is up: the registered port must accept connections too."""
-    return {"type": "tcp", "name": "sidecar", "host": LOOPBACK, "port": registration.port} | _thresholds(check)
+    return {"type": "tcp", "name": "sidecar", "host": LOOPBACK, "port": registration.port} | _thresholds(
+        check
+    )
 
 
 def _thresholds(check: HealthCheck) -> dict[str, Any]:

@@ -99,7 +99,9 @@ def watched_clusters(documents: Mapping[str, Any] | None) -> dict[str, Credentia
     for entry in synapse.get("services", {}).values():
         for watcher in entry["discovery"]["watchers"].values():
             if watcher.get("method") == "kubernetes":
-                found[watcher["cluster"]] = Credentials(cluster=watcher["cluster"], directory=posixpath.dirname(watcher["token_file"]))
+                found[watcher["cluster"]] = Credentials(
+                    cluster=watcher["cluster"], directory=posixpath.dirname(watcher["token_file"])
+                )
     return found
 
 

@@ -15,7 +15,9 @@ from compiler.render.envoy import eds_dir, eds_path
 
 def synapse(mesh: Mesh, workload: Workload, mesh_ports: Mapping[str, int]) -> dict[str, Any]:
     """The Synapse config: one service per dependency, plus the generators' global sections."""
-    return synapse_document(mesh, {edge.service: service_entry(mesh, edge, mesh_ports[edge.service]) for edge in workload.egress})
+    return synapse_document(
+        mesh, {edge.service: service_entry(mesh, edge, mesh_ports[edge.service]) for edge in workload.egress}
+    )
 
 
 def synapse_document(mesh: Mesh, services: dict[str, Any]) -> dict[str, Any]:

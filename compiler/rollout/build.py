@@ -70,7 +70,9 @@ class State:
 
     revisions: tuple[WaveRevision, ...]
     placements: Mapping[str, Placement]
-    meshes: Mapping[str, Mesh]  # live revision -> its widened IR (clients read server ports from their own revision)
+    meshes: Mapping[
+        str, Mesh
+    ]  # live revision -> its widened IR (clients read server ports from their own revision)
     canaries: tuple[Canary, ...]
 
 
@@ -93,7 +95,9 @@ class RevisionCache:
 
     compiled: dict[str, Revision] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # commit id -> spec key
-    parsed: dict[tuple[str, str], Document] = field(default_factory=dict)  # (file, content hash) -> parsed document
+    parsed: dict[tuple[str, str], Document] = field(
+        default_factory=dict
+    )  # (file, content hash) -> parsed document
     rendered: dict[tuple[str, str], Rendered] = field(default_factory=dict)
 
 
@@ -119,7 +123,9 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     Raises SpecError for a rollout.yaml that is malformed or without a wave policy.
     """
     label = spec_dir.as_posix().rstrip("/") or "."
-    if not os.path.lexists(spec_dir / ROLLOUT_FILE):  # a directory, FIFO or link there is an error (load_rollout), not "none"
+    if not os.path.lexists(
+        spec_dir / ROLLOUT_FILE
+    ):  # a directory, FIFO or link there is an error (load_rollout), not "none"
         return None
     try:
         location = locate(spec_dir)
@@ -132,26 +138,49 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     parsed: dict[tuple[str, str], Document] = {}
     head_spec = check(load_parsed(head_files, label, parsed))
     if head_spec.mesh.rollout is None:
-        raise SpecError([_diagnostic(rollout, "rollout-no-policy", f"{ROLLOUT_FILE} pins waves, but {head_spec.mesh.file} has no "
-                                                                   "`rollout.waves`; add the wave policy or remove rollout.yaml")])
+        raise SpecError(
+            [
+                _diagnostic(
+                    rollout,
+                    "rollout-no-policy",
+                    f"{ROLLOUT_FILE} pins waves, but {head_spec.mesh.file} has no "
+                    "`rollout.waves`; add the wave policy or remove rollout.yaml",
+                )
+            ]
+        )
     hosts = load_inventory(spec_dir / INVENTORY_FILE, f"{label}/{INVENTORY_FILE}")
     head = location.repo.head.commit.hexsha if location.repo.head.is_valid() else ""
-    context = Context(spec_dir=spec_dir, label=label, location=location, head_files=head_files, policy=head_spec.mesh.rollout,
-                      rollout=rollout, hosts=hosts, head=head, cache=cache or RevisionCache())
+    context = Context(
+        spec_dir=spec_dir,
+        label=label,
+        location=location,
+        head_files=head_files,
+        policy=head_spec.mesh.rollout,
+        rollout=rollout,
+        hosts=hosts,
+        head=head,
+        cache=cache or RevisionCache(),
+    )
     context.cache.parsed.update(parsed)
     key = spec_key(context, WORKING_TREE)
-    if key is not None and key not in context.cache.compiled:  # the head was just checked: lower it, do not load it again
+    if (
+        key is not None and key not in context.cache.compiled
+    ):  # the head was just checked: lower it, do not load it again
         context.cache.compiled[key] = Revision(revision=WORKING_TREE, spec=head_spec, mesh=lower(head_spec))
     return context
 
 
 def no_rollout_reason(spec_dir: Path) -> str:
     """Why `spec_dir` has no rollout in force (rollout_context gave None); raise OSError if it is no spec directory."""
-    spec_files(spec_dir)  # a missing spec directory, or a file, is said as such, not as a missing rollout.yaml
+    spec_files(
+        spec_dir
+    )  # a missing spec directory, or a file, is said as such, not as a missing rollout.yaml
     label = spec_dir.as_posix().rstrip("/") or "."
     if (spec_dir / ROLLOUT_FILE).is_file():
-        return (f"{label}/{ROLLOUT_FILE} pins git revisions, but {label} is not in a git repository "
-                "(a copy of the spec has no history)")
+        return (
+            f"{label}/{ROLLOUT_FILE} pins git revisions, but {label} is not in a git repository "
+            "(a copy of the spec has no history)"
+        )
     return f"no {ROLLOUT_FILE} in {label}"
 
 
@@ -166,7 +195,14 @@ def build_rollout(context: Context, revisions: Sequence[WaveRevision] | None = N
     state = rollout_state(context, tuple(revisions))
     rendered = render_live(context, state)
     tree = output_tree(state, rendered)
-    return RolloutBuild(policy=context.policy, rollout=context.rollout, head=context.head, state=state, rendered=rendered, tree=tree)
+    return RolloutBuild(
+        policy=context.policy,
+        rollout=context.rollout,
+        head=context.head,
+        state=state,
+        rendered=rendered,
+        tree=tree,
+    )
 
 
 def compile_revision(context: Context, revision: str) -> Revision | None:
@@ -188,7 +224,9 @@ def compile_revision(context: Context, revision: str) -> Revision | None:
     return replace(cached, revision=revision) if cached.revision != revision else cached
 
 
-def load_parsed(files: Mapping[str, bytes], label: str, parsed: dict[tuple[str, str], Document]) -> dict[str, Document]:
+def load_parsed(
+    files: Mapping[str, bytes], label: str, parsed: dict[tuple[str, str], Document]
+) -> dict[str, Document]:
     """load_documents, parsing each distinct file once per command: revisions of a rollout share most of their files.
 
     Anything load_documents would report (a parse error, a stray file, no mesh.yaml) is left to it, so the
@@ -227,8 +265,14 @@ def spec_key(context: Context, revision: str) -> str | None:
     """
     if revision == WORKING_TREE:
         files = context.head_files
-        services = sorted((path.split("/", 1)[1], data) for path, data in files.items() if path.startswith(f"{SERVICES_DIR}/"))
-        tree = b"".join(b"100644 " + name.encode() + b"\0" + bytes.fromhex(_blob_sha(data)) for name, data in services)
+        services = sorted(
+            (path.split("/", 1)[1], data)
+            for path, data in files.items()
+            if path.startswith(f"{SERVICES_DIR}/")
+        )
+        tree = b"".join(
+            b"100644 " + name.encode() + b"\0" + bytes.fromhex(_blob_sha(data)) for name, data in services
+        )
         mesh = _blob_sha(files[MESH_FILE]) if MESH_FILE in files else "-"
         services_sha = hashlib.sha1(b"tree %d\0" % len(tree) + tree).hexdigest() if services else "-"
         return f"{mesh}:{services_sha}"
@@ -239,7 +283,9 @@ def spec_key(context: Context, revision: str) -> str | None:
             root = commit.tree / context.location.relative if context.location.relative else commit.tree
         except KeyError:
             return None
-        cached = context.cache.keys[revision] = f"{_entry_sha(root, MESH_FILE)}:{_entry_sha(root, SERVICES_DIR)}"
+        cached = context.cache.keys[revision] = (
+            f"{_entry_sha(root, MESH_FILE)}:{_entry_sha(root, SERVICES_DIR)}"
+        )
     return cached
 
 
@@ -259,7 +305,9 @@ def rollout_state(context: Context, revisions: tuple[WaveRevision, ...]) -> Stat
     compiled = {r.revision: compile_revision(context, r.revision) for r in revisions}
     wave_revision = {r.wave: r.revision for r in revisions}
     waves = _target_waves(context.policy, revisions, compiled)
-    by_id = {rev: {w.id: w for w in found.mesh.workloads} for rev, found in compiled.items() if found is not None}
+    by_id = {
+        rev: {w.id: w for w in found.mesh.workloads} for rev, found in compiled.items() if found is not None
+    }
     chosen: dict[str, Workload] = {}
     for target, wave in waves.items():
         workload = by_id.get(wave_revision[wave], {}).get(target)
@@ -271,13 +319,21 @@ def rollout_state(context: Context, revisions: tuple[WaveRevision, ...]) -> Stat
     live = sorted({wave_revision[waves[t]] for t in chosen} | {wave_revision[c.wave] for c in hosts})
     widened = widen({rev: compiled[rev].mesh for rev in live if compiled[rev] is not None}, waves)
     widened_by_id = {rev: {w.id: w for w in mesh.workloads} for rev, mesh in widened.items()}
-    placements = {t: Placement(target=t, wave=w, revision=wave_revision[w],
-                               workload=widened_by_id[wave_revision[w]][t] if t in chosen else None)
-                  for t, w in sorted(waves.items())}
+    placements = {
+        t: Placement(
+            target=t,
+            wave=w,
+            revision=wave_revision[w],
+            workload=widened_by_id[wave_revision[w]][t] if t in chosen else None,
+        )
+        for t, w in sorted(waves.items())
+    }
     return State(revisions=revisions, placements=placements, meshes=widened, canaries=hosts)
 
 
-def _target_waves(policy: WavePolicy, revisions: tuple[WaveRevision, ...], compiled: Mapping[str, Revision | None]) -> dict[str, str]:
+def _target_waves(
+    policy: WavePolicy, revisions: tuple[WaveRevision, ...], compiled: Mapping[str, Revision | None]
+) -> dict[str, str]:
     """Target -> wave, by the head's policy; a target is placed by its newest description (wave order = newest first)."""
     waves: dict[str, str] = {}
     for wave_revision in revisions:
@@ -298,17 +354,34 @@ def widen(meshes: Mapping[str, Mesh], waves: Mapping[str, str]) -> dict[str, Mes
             allowed.setdefault(workload.service, set()).update(workload.ingress.allowed_clients)
             callers.setdefault(workload.service, set()).update(workload.ingress.client_services)
             identities.add(workload.identity)
-    return {rev: _widened(mesh, allowed, callers, frozenset(identities), waves) for rev, mesh in meshes.items()}
+    return {
+        rev: _widened(mesh, allowed, callers, frozenset(identities), waves) for rev, mesh in meshes.items()
+    }
 
 
-def _widened(mesh: Mesh, allowed: Mapping[str, set[str]], callers: Mapping[str, set[str]], identities: frozenset[str],
-             waves: Mapping[str, str]) -> Mesh:
-    ingresses = {w.service: replace(w.ingress, allowed_clients=tuple(sorted(allowed[w.service])),
-                                    client_services=tuple(sorted(callers[w.service]))) for w in mesh.workloads}
+def _widened(
+    mesh: Mesh,
+    allowed: Mapping[str, set[str]],
+    callers: Mapping[str, set[str]],
+    identities: frozenset[str],
+    waves: Mapping[str, str],
+) -> Mesh:
+    ingresses = {
+        w.service: replace(
+            w.ingress,
+            allowed_clients=tuple(sorted(allowed[w.service])),
+            client_services=tuple(sorted(callers[w.service])),
+        )
+        for w in mesh.workloads
+    }
     workloads = tuple(replace(w, ingress=ingresses[w.service]) for w in mesh.workloads)
     own = {w.identity for w in mesh.workloads}
-    return replace(mesh, workloads=workloads, waves={w.id: waves[w.id] for w in mesh.workloads if w.id in waves},
-                   rollout_identities=identities - own)
+    return replace(
+        mesh,
+        workloads=workloads,
+        waves={w.id: waves[w.id] for w in mesh.workloads if w.id in waves},
+        rollout_identities=identities - own,
+    )
 
 
 def render_live(context: Context, state: State) -> dict[str, Rendered]:
@@ -323,17 +396,26 @@ def render_live(context: Context, state: State) -> dict[str, Rendered]:
     return dict(sorted(rendered.items()))
 
 
-def render_revision(context: Context, revision: str, state: State, readers: frozenset[str] = frozenset()) -> Rendered:
+def render_revision(
+    context: Context, revision: str, state: State, readers: frozenset[str] = frozenset()
+) -> Rendered:
     """The sidecars of one live revision's widened IR, and the artifacts of the targets that run it, of `readers`, and shared files."""
     mesh = state.meshes[revision]
-    own = frozenset(t for t, p in state.placements.items() if p.revision == revision and p.workload is not None) | readers
+    own = (
+        frozenset(t for t, p in state.placements.items() if p.revision == revision and p.workload is not None)
+        | readers
+    )
     key = (revision, _mesh_key(mesh), own)
     cached = context.cache.rendered.get(key)
     if cached is None:
         sidecars = render(mesh)  # the whole revision: the invariants compare every workload's documents
         # Backends serialize most of a build: only this revision's own targets are worth laying out.
-        cached = context.cache.rendered[key] = Rendered(revision=revision, mesh=mesh, sidecars=sidecars,
-                                                        artifacts=tuple(run_backends(mesh, sidecars, own)))
+        cached = context.cache.rendered[key] = Rendered(
+            revision=revision,
+            mesh=mesh,
+            sidecars=sidecars,
+            artifacts=tuple(run_backends(mesh, sidecars, own)),
+        )
     return cached
 
 
@@ -344,7 +426,11 @@ def _mesh_key(mesh: Mesh) -> str:
     for workload in mesh.workloads:
         if workload.service not in seen:
             seen.add(workload.service)
-            digest.update(repr((workload.service, workload.ingress.allowed_clients, workload.ingress.client_services)).encode())
+            digest.update(
+                repr(
+                    (workload.service, workload.ingress.allowed_clients, workload.ingress.client_services)
+                ).encode()
+            )
     digest.update(repr(sorted(mesh.waves.items())).encode() + repr(sorted(mesh.rollout_identities)).encode())
     return digest.hexdigest()
 
@@ -362,7 +448,9 @@ def output_tree(state: State, rendered: Mapping[str, Rendered]) -> dict[str, byt
     for revision in dict.fromkeys(order):
         workloads = {w.id for w in rendered[revision].mesh.workloads}
         for artifact in rendered[revision].artifacts:
-            if artifact.target not in workloads:  # shared files and external readers: expand before contract too
+            if (
+                artifact.target not in workloads
+            ):  # shared files and external readers: expand before contract too
                 chosen.setdefault(artifact.path, artifact)
     for artifact in node_files(state, rendered):
         chosen[artifact.path] = artifact
@@ -376,7 +464,13 @@ def node_files(state: State, rendered: Mapping[str, Rendered]) -> list[Artifact]
     for canary in state.canaries:
         sidecar = rendered[wave_revision[canary.wave]].sidecars.get(canary.pool)
         if sidecar is not None:
-            files.append(Artifact(path=node_path(canary.certname), data=pool_data(sidecar, wave=canary.wave), target=canary.pool))
+            files.append(
+                Artifact(
+                    path=node_path(canary.certname),
+                    data=pool_data(sidecar, wave=canary.wave),
+                    target=canary.pool,
+                )
+            )
     return files
 
 
@@ -390,8 +484,15 @@ def manifest_section(state: State) -> dict[str, object]:
     # The unpinned first wave is named "HEAD": the commit that will hold this output cannot name itself.
     wave_revision = {r.wave: r.revision for r in state.revisions}
     return {
-        "targets": {t: {"wave": p.wave, "revision": p.revision} for t, p in state.placements.items() if p.workload is not None},
-        "hosts": {c.certname: {"wave": c.wave, "revision": wave_revision[c.wave], "target": c.pool} for c in state.canaries},
+        "targets": {
+            t: {"wave": p.wave, "revision": p.revision}
+            for t, p in state.placements.items()
+            if p.workload is not None
+        },
+        "hosts": {
+            c.certname: {"wave": c.wave, "revision": wave_revision[c.wave], "target": c.pool}
+            for c in state.canaries
+        },
         "waves": [{"name": r.wave, "revision": r.revision} for r in state.revisions],
     }
 
@@ -419,8 +520,11 @@ def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, 
     return dict(result.tree)
 
 
-def build(spec_dir: Path, out: Path, lock_timeout: float = LOCK_TIMEOUT,
-          on_wait: Callable[[Path], None] | None = None) -> WriteResult:
+def build(
+    spec_dir: Path,
+    out: Path,
+    lock_timeout: float = LOCK_TIMEOUT,
+    on_wait: Callable[[Path], None] | None = None,
+) -> WriteResult:
     """`meshc build`: compile (every wave's revision when a rollout is in force) and write the tree atomically."""
     return write_output(spec_dir, out, lambda: output_for(spec_dir), lock_timeout, on_wait)
-

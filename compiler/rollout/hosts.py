@@ -61,18 +61,35 @@ def load_inventory(path: Path, label: str) -> tuple[Host, ...]:
     except LoadError as exc:
         raise SpecError([exc.diagnostic]) from None
     if not isinstance(doc.data, list):
-        raise SpecError([Diagnostic(span=doc.span(()), code="rollout-inventory", message="the inventory must be a list of {certname, service, datacenter}")])
+        raise SpecError(
+            [
+                Diagnostic(
+                    span=doc.span(()),
+                    code="rollout-inventory",
+                    message="the inventory must be a list of {certname, service, datacenter}",
+                )
+            ]
+        )
     hosts, problems = [], []
     seen: dict[str, int] = {}
     for index, item in enumerate(doc.data):
         problem = _item_problem(item)
         if problem is None and item["certname"] in seen:
-            problem = f"certname {item['certname']!r} is listed twice (first as item {seen[item['certname']] + 1})"
+            problem = (
+                f"certname {item['certname']!r} is listed twice (first as item {seen[item['certname']] + 1})"
+            )
         if problem is not None:
             problems.append(Diagnostic(span=doc.span((index,)), code="rollout-inventory", message=problem))
             continue
         seen[item["certname"]] = index
-        hosts.append(Host(certname=item["certname"], service=item["service"], datacenter=item["datacenter"], span=doc.span((index,))))
+        hosts.append(
+            Host(
+                certname=item["certname"],
+                service=item["service"],
+                datacenter=item["datacenter"],
+                span=doc.span((index,)),
+            )
+        )
     if problems:
         raise SpecError(problems)
     return tuple(hosts)
@@ -99,7 +116,9 @@ def choose(hosts: Sequence[Host], count: int) -> list[Host]:
     return sorted(ranked[:count], key=lambda h: h.certname)
 
 
-def canaries(policy: WavePolicy | None, hosts: Sequence[Host], pools: Mapping[str, Placed], waves: Mapping[str, str]) -> tuple[Canary, ...]:
+def canaries(
+    policy: WavePolicy | None, hosts: Sequence[Host], pools: Mapping[str, Placed], waves: Mapping[str, str]
+) -> tuple[Canary, ...]:
     """Every canary host: for each canary-host wave, in each matching pool that a later wave holds, its top hosts.
 
     `pools` are the VM pools by target id, `waves` the wave of every target. A host already chosen
@@ -117,10 +136,13 @@ def canaries(policy: WavePolicy | None, hosts: Sequence[Host], pools: Mapping[st
             continue
         for pool_id in sorted(by_pool):
             pool = pools.get(pool_id)
-            if pool is None or not wave.match.matches(pool) or order.get(waves.get(pool_id, ""), -1) <= wave.index:
+            if (
+                pool is None
+                or not wave.match.matches(pool)
+                or order.get(waves.get(pool_id, ""), -1) <= wave.index
+            ):
                 continue
             free = [h for h in by_pool[pool_id] if h.certname not in chosen]
             for host in choose(free, wave.hosts_per_pool):
                 chosen[host.certname] = Canary(certname=host.certname, wave=wave.name, pool=pool_id)
     return tuple(sorted(chosen.values(), key=lambda c: c.certname))
-

@@ -61,8 +61,13 @@ def load_rollout(path: Path, label: str) -> RolloutFile | None:
     if problems:
         raise SpecError(problems)
     pins = doc.data.get("pins") or {}
-    return RolloutFile(file=label, hold=bool(doc.data.get("hold", False)), pins=dict(pins),
-                       spans={wave: doc.span(("pins", wave)) for wave in pins}, span=doc.span(()))
+    return RolloutFile(
+        file=label,
+        hold=bool(doc.data.get("hold", False)),
+        pins=dict(pins),
+        spans={wave: doc.span(("pins", wave)) for wave in pins},
+        span=doc.span(()),
+    )
 
 
 def _shape_problems(doc: Document) -> Iterator[Diagnostic]:
@@ -71,7 +76,11 @@ def _shape_problems(doc: Document) -> Iterator[Diagnostic]:
         yield _error(doc.span(()), "rollout-file", "rollout.yaml must be a mapping with `hold` and `pins`")
         return
     for key in sorted(set(data) - {"hold", "pins"}):
-        yield _error(doc.key_span((key,)), "rollout-file", f"unknown key {key!r}{did_you_mean(key, ('hold', 'pins'))}; rollout.yaml has `hold` and `pins`")
+        yield _error(
+            doc.key_span((key,)),
+            "rollout-file",
+            f"unknown key {key!r}{did_you_mean(key, ('hold', 'pins'))}; rollout.yaml has `hold` and `pins`",
+        )
     if "hold" in data and not isinstance(data["hold"], bool):
         yield _error(doc.span(("hold",)), "rollout-file", f"hold must be true or false, not {data['hold']!r}")
     pins = data.get("pins")
@@ -80,8 +89,11 @@ def _shape_problems(doc: Document) -> Iterator[Diagnostic]:
         return
     for wave, pin in (pins or {}).items():
         if not isinstance(pin, str) or not _SHA.fullmatch(pin):
-            yield _error(doc.span(("pins", wave)), "rollout-pin-unknown",
-                         f"the pin of wave {wave!r} must be a full 40-hex commit id (git rev-parse REV), not {pin!r}")
+            yield _error(
+                doc.span(("pins", wave)),
+                "rollout-pin-unknown",
+                f"the pin of wave {wave!r} must be a full 40-hex commit id (git rev-parse REV), not {pin!r}",
+            )
 
 
 def _error(span: Span, code: str, message: str) -> Diagnostic:
@@ -112,16 +124,26 @@ def _name_problems(policy: WavePolicy, rollout: RolloutFile) -> Iterator[Diagnos
     names = policy.names
     for wave, span in rollout.spans.items():
         if wave not in names:
-            yield _error(span, "rollout-unknown-wave", f"rollout.yaml pins unknown wave {wave!r}{did_you_mean(wave, names)}; "
-                                                       f"the waves are {', '.join(names)}")
+            yield _error(
+                span,
+                "rollout-unknown-wave",
+                f"rollout.yaml pins unknown wave {wave!r}{did_you_mean(wave, names)}; "
+                f"the waves are {', '.join(names)}",
+            )
     first = names[0]
     if first in rollout.pins and not rollout.hold:
-        yield _error(rollout.spans[first], "rollout-file", f"the first wave {first!r} runs the revision being built; "
-                                                           "pin it only with `hold: true`")
-    for wave in names[0 if rollout.hold else 1:]:
+        yield _error(
+            rollout.spans[first],
+            "rollout-file",
+            f"the first wave {first!r} runs the revision being built; pin it only with `hold: true`",
+        )
+    for wave in names[0 if rollout.hold else 1 :]:
         if wave not in rollout.pins:
-            yield _error(rollout.span, "rollout-pin-missing", f"wave {wave!r} has no pin; add `{wave}: <commit>` under pins "
-                                                              "(the revision it runs now)")
+            yield _error(
+                rollout.span,
+                "rollout-pin-missing",
+                f"wave {wave!r} has no pin; add `{wave}: <commit>` under pins (the revision it runs now)",
+            )
 
 
 def _head(repo: git.Repo) -> str:
@@ -131,20 +153,30 @@ def _head(repo: git.Repo) -> str:
         return ""  # no commit yet: every pin is then unknown
 
 
-def _pin_problems(repo: git.Repo, rollout: RolloutFile, wave: str, pin: str, previous: str, head: str) -> Iterator[Diagnostic]:
+def _pin_problems(
+    repo: git.Repo, rollout: RolloutFile, wave: str, pin: str, previous: str, head: str
+) -> Iterator[Diagnostic]:
     span = rollout.spans[wave]
     if not is_commit(repo, pin):
-        yield _error(span, "rollout-pin-unknown", f"the pin of wave {wave!r} is not a commit of this repository; "
-                                                  "fetch the full history (CI: fetch-depth: 0) or fix the pin")
+        yield _error(
+            span,
+            "rollout-pin-unknown",
+            f"the pin of wave {wave!r} is not a commit of this repository; "
+            "fetch the full history (CI: fetch-depth: 0) or fix the pin",
+        )
         return
     newer = head if previous == WORKING_TREE else previous
     if not newer or not is_commit(repo, newer):
         return  # the wave before it is itself reported
     if pin != newer and not repo.is_ancestor(pin, newer):
         before = "the current commit" if previous == WORKING_TREE else f"{newer[:12]}"
-        yield _error(span, "rollout-pin-order", f"wave {wave!r} is pinned to {pin[:12]}, which is not {before} of the wave before it "
-                                                "nor one of its ancestors; pins move forward one wave at a time "
-                                                "(meshc promote), never past the wave before")
+        yield _error(
+            span,
+            "rollout-pin-order",
+            f"wave {wave!r} is pinned to {pin[:12]}, which is not {before} of the wave before it "
+            "nor one of its ancestors; pins move forward one wave at a time "
+            "(meshc promote), never past the wave before",
+        )
 
 
 def is_commit(repo: git.Repo, sha: str) -> bool:
@@ -155,7 +187,9 @@ def is_commit(repo: git.Repo, sha: str) -> bool:
         return False
 
 
-def next_wave(revisions: tuple[WaveRevision, ...], head: str, key: Callable[[str], object]) -> tuple[str, str] | None:
+def next_wave(
+    revisions: tuple[WaveRevision, ...], head: str, key: Callable[[str], object]
+) -> tuple[str, str] | None:
     """(wave, revision) the next promotion moves to, or None when every wave runs the newest spec.
 
     A wave is behind when its spec differs (by `key`, the spec's content) from the wave before it:
@@ -175,7 +209,9 @@ def _commit_of(revision: str, head: str) -> str:
     return head if revision == WORKING_TREE else revision
 
 
-def promotion_target(revisions: tuple[WaveRevision, ...], head: str, wave: str | None, key: Callable[[str], object]) -> tuple[str, str] | None:
+def promotion_target(
+    revisions: tuple[WaveRevision, ...], head: str, wave: str | None, key: Callable[[str], object]
+) -> tuple[str, str] | None:
     """(wave, revision) that `meshc promote [WAVE]` moves; None when there is nothing to promote; KeyError for an unknown wave."""
     if wave is None:
         return next_wave(revisions, head, key)
@@ -191,7 +227,9 @@ def promotion_target(revisions: tuple[WaveRevision, ...], head: str, wave: str |
 
 def with_pin(revisions: tuple[WaveRevision, ...], wave: str, revision: str) -> tuple[WaveRevision, ...]:
     """The revisions after moving `wave` to `revision`."""
-    return tuple(WaveRevision(wave=r.wave, revision=revision if r.wave == wave else r.revision) for r in revisions)
+    return tuple(
+        WaveRevision(wave=r.wave, revision=revision if r.wave == wave else r.revision) for r in revisions
+    )
 
 
 def rewrite_pin(text: str, wave: str, revision: str, note: str | None = None) -> str:

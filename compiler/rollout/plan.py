@@ -11,10 +11,20 @@ from pathlib import Path
 from compiler.emit import WriteResult
 from compiler.pipeline import write_output
 from compiler.render.restart import RestartClass, classify
-from compiler.rollout.build import (Context, RolloutBuild, State, build_rollout, compile_revision, no_rollout_reason, node_path,
-                                    rollout_context, spec_key)
+from compiler.rollout.build import (
+    Context,
+    RolloutBuild,
+    State,
+    build_rollout,
+    compile_revision,
+    no_rollout_reason,
+    node_path,
+    rollout_context,
+    spec_key,
+)
 from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
 from compiler.rollout.states import StatesReport, check_rollout, check_states, next_state
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class WaveStatus:
@@ -71,7 +81,9 @@ class Plan:
     contracted: tuple[AuthzStep, ...]  # the next promotion stops admitting these
     current_states: StatesReport
     next_states: StatesReport | None
-    targets: tuple[TargetStatus, ...] = ()  # every target and canary host, by wave order then id (the status page's boxes)
+    targets: tuple[
+        TargetStatus, ...
+    ] = ()  # every target and canary host, by wave order then id (the status page's boxes)
 
 
 class PromoteError(Exception):
@@ -81,7 +93,9 @@ class PromoteError(Exception):
 def plan_rollout(context: Context) -> Plan:
     """The plan of the rollout in force: each wave, the next promotion's changes and costs, and the checked states."""
     current = build_rollout(context)
-    checked = check_rollout(context, current)  # raises SpecError [rollout-unsafe]: a plan of an unsafe rollout is the error list
+    checked = check_rollout(
+        context, current
+    )  # raises SpecError [rollout-unsafe]: a plan of an unsafe rollout is the error list
     now = check_states(current.state, None, None)
     promotion, following, revisions = next_state(context, current)
     changes: tuple[TargetChange, ...] = ()
@@ -92,9 +106,17 @@ def plan_rollout(context: Context) -> Plan:
         changes = tuple(_changes(current, after, promotion[0]))
         contracted = tuple(_allow_steps(after.state, current.state))
         report = checked
-    return Plan(waves=tuple(_waves(current.state, context)), hold=context.rollout.hold, promotion=promotion, changes=changes,
-                expanded=tuple(_expanded(current.state, context)), contracted=contracted, current_states=now, next_states=report,
-                targets=tuple(_targets(current.state)))
+    return Plan(
+        waves=tuple(_waves(current.state, context)),
+        hold=context.rollout.hold,
+        promotion=promotion,
+        changes=changes,
+        expanded=tuple(_expanded(current.state, context)),
+        contracted=contracted,
+        current_states=now,
+        next_states=report,
+        targets=tuple(_targets(current.state)),
+    )
 
 
 def _waves(state: State, context: Context) -> list[WaveStatus]:
@@ -104,18 +126,45 @@ def _waves(state: State, context: Context) -> list[WaveStatus]:
             counts[placement.wave] += 1
     hosts = {r.wave: sum(c.wave == r.wave for c in state.canaries) for r in state.revisions}
     newest = spec_key(context, state.revisions[0].revision)
-    return [WaveStatus(name=r.wave, revision=r.revision, targets=counts[r.wave], hosts=hosts[r.wave],
-                       current=spec_key(context, r.revision) == newest) for r in state.revisions]
+    return [
+        WaveStatus(
+            name=r.wave,
+            revision=r.revision,
+            targets=counts[r.wave],
+            hosts=hosts[r.wave],
+            current=spec_key(context, r.revision) == newest,
+        )
+        for r in state.revisions
+    ]
 
 
 def _targets(state: State) -> list[TargetStatus]:
     order = {r.wave: index for index, r in enumerate(state.revisions)}
     revision = {r.wave: r.revision for r in state.revisions}
-    sensitive = {p.target: bool(p.workload and p.workload.restart_sensitive) for p in state.placements.values()}
-    found = [TargetStatus(target=p.target, wave=p.wave, revision=p.revision, present=p.workload is not None,
-                          restart_sensitive=sensitive[p.target]) for p in state.placements.values()]
-    found += [TargetStatus(target=f"host/{c.certname}", wave=c.wave, revision=revision[c.wave], present=True,
-                           restart_sensitive=sensitive.get(c.pool, False), pool=c.pool) for c in state.canaries]
+    sensitive = {
+        p.target: bool(p.workload and p.workload.restart_sensitive) for p in state.placements.values()
+    }
+    found = [
+        TargetStatus(
+            target=p.target,
+            wave=p.wave,
+            revision=p.revision,
+            present=p.workload is not None,
+            restart_sensitive=sensitive[p.target],
+        )
+        for p in state.placements.values()
+    ]
+    found += [
+        TargetStatus(
+            target=f"host/{c.certname}",
+            wave=c.wave,
+            revision=revision[c.wave],
+            present=True,
+            restart_sensitive=sensitive.get(c.pool, False),
+            pool=c.pool,
+        )
+        for c in state.canaries
+    ]
     return sorted(found, key=lambda t: (order[t.wave], t.target))
 
 
@@ -136,9 +185,16 @@ def _changes(before: RolloutBuild, after: RolloutBuild, wave: str) -> list[Targe
         placement = after.state.placements.get(target) or before.state.placements[target]
         workload = placement.workload or before.state.placements[target].workload
         status = "added" if old is None else "removed" if new is None else "changed"
-        found.append(TargetChange(target=target, wave=placement.wave, status=status, restart=classify(old, new),
-                                  restart_sensitive=bool(workload and workload.restart_sensitive),
-                                  reason="promoted" if placement.wave == wave else "authorization"))
+        found.append(
+            TargetChange(
+                target=target,
+                wave=placement.wave,
+                status=status,
+                restart=classify(old, new),
+                restart_sensitive=bool(workload and workload.restart_sensitive),
+                reason="promoted" if placement.wave == wave else "authorization",
+            )
+        )
     return found + _host_changes(before, after)
 
 
@@ -154,9 +210,19 @@ def _host_changes(before: RolloutBuild, after: RolloutBuild) -> list[TargetChang
             continue
         canary = new.get(certname) or old[certname]
         documents = [json.loads(data)["mesh::sidecar"] if data is not None else None for data in (was, now)]
-        sensitive = any(json.loads(data)["mesh::restart_sensitive"] for data in (was, now) if data is not None)
-        found.append(TargetChange(target=f"host/{certname}", wave=canary.wave, status="added" if was is None else "removed" if now is None else "changed",
-                                  restart=classify(documents[0], documents[1]), restart_sensitive=sensitive, reason="promoted"))
+        sensitive = any(
+            json.loads(data)["mesh::restart_sensitive"] for data in (was, now) if data is not None
+        )
+        found.append(
+            TargetChange(
+                target=f"host/{certname}",
+                wave=canary.wave,
+                status="added" if was is None else "removed" if now is None else "changed",
+                restart=classify(documents[0], documents[1]),
+                restart_sensitive=sensitive,
+                reason="promoted",
+            )
+        )
     return found
 
 
@@ -164,7 +230,9 @@ def _allow_lists(state: State) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for placement in state.placements.values():
         if placement.workload is not None:
-            found.setdefault(placement.workload.service, set()).update(placement.workload.ingress.allowed_clients)
+            found.setdefault(placement.workload.service, set()).update(
+                placement.workload.ingress.allowed_clients
+            )
     return found
 
 
@@ -202,7 +270,9 @@ class Promotion:
     old: str
     new: str
     written: WriteResult
-    note: str | None = None  # what the gate asked to record (a --force past it), also a comment on the pin in rollout.yaml
+    note: str | None = (
+        None  # what the gate asked to record (a --force past it), also a comment on the pin in rollout.yaml
+    )
 
 
 # The convergence gate (compiler.drift.gate.promotion_gate): called with the context and the wave about
@@ -211,7 +281,9 @@ class Promotion:
 PromotionGate = Callable[[Context, str], str | None]
 
 
-def promote(spec_dir: Path, out: Path, wave: str | None = None, gate: PromotionGate | None = None) -> Promotion:
+def promote(
+    spec_dir: Path, out: Path, wave: str | None = None, gate: PromotionGate | None = None
+) -> Promotion:
     """Move the next (or the named) wave's pin to the revision of the wave before it, prove its states safe,
     rewrite rollout.yaml (comments kept) and rebuild `out`: one pull request."""
     context = rollout_context(spec_dir)
@@ -223,18 +295,27 @@ def promote(spec_dir: Path, out: Path, wave: str | None = None, gate: PromotionG
         context.location.repo.close()
 
 
-def _promote(context: Context, spec_dir: Path, out: Path, wave: str | None, gate: PromotionGate | None) -> Promotion:
+def _promote(
+    context: Context, spec_dir: Path, out: Path, wave: str | None, gate: PromotionGate | None
+) -> Promotion:
     revisions = resolve(context.policy, context.rollout, context.location.repo)
     try:
         target = promotion_target(revisions, context.head, wave, lambda rev: spec_key(context, rev))
     except KeyError:
-        raise PromoteError(f"unknown wave {wave!r}; the waves are {', '.join(context.policy.names)}") from None
+        raise PromoteError(
+            f"unknown wave {wave!r}; the waves are {', '.join(context.policy.names)}"
+        ) from None
     if target is None and wave == context.policy.names[0]:
-        raise PromoteError(f"the first wave {wave!r} is never promoted: it runs the commit being built"
-                           + (" once the hold is lifted (hold: false, and remove its pin)" if context.rollout.hold else ""))
+        raise PromoteError(
+            f"the first wave {wave!r} is never promoted: it runs the commit being built"
+            + (" once the hold is lifted (hold: false, and remove its pin)" if context.rollout.hold else "")
+        )
     if target is None:
-        raise PromoteError(f"wave {wave!r} already runs the revision of the wave before it" if wave else
-                           "every wave already runs the newest revision: nothing to promote")
+        raise PromoteError(
+            f"wave {wave!r} already runs the revision of the wave before it"
+            if wave
+            else "every wave already runs the newest revision: nothing to promote"
+        )
     if target[1] == context.head:
         _require_clean(context)
     note = gate(context, target[0]) if gate is not None else None
@@ -244,7 +325,9 @@ def _promote(context: Context, spec_dir: Path, out: Path, wave: str | None, gate
     check_rollout(_with_pins(context, target[0], target[1]), result)
     path = spec_dir / ROLLOUT_FILE
     text = rewrite_pin(path.read_text("utf-8"), target[0], target[1], note)
-    written = write_output(spec_dir, out, lambda: dict(result.tree))  # refuses what meshc did not write; holds the lock
+    written = write_output(
+        spec_dir, out, lambda: dict(result.tree)
+    )  # refuses what meshc did not write; holds the lock
     staged = path.with_name(f".{path.name}.meshc-new")
     staged.write_text(text, "utf-8")
     os.replace(staged, path)  # atomic: rollout.yaml is never half written
@@ -261,6 +344,7 @@ def _require_clean(context: Context) -> None:
     repo = context.location.repo
     relative = context.location.relative or "."
     if repo.is_dirty(index=True, working_tree=True, untracked_files=True, path=relative):
-        raise PromoteError(f"{context.label} has uncommitted changes; the second wave moves to the current commit, "
-                           "so commit (and merge) the change first")
-
+        raise PromoteError(
+            f"{context.label} has uncommitted changes; the second wave moves to the current commit, "
+            "so commit (and merge) the change first"
+        )

@@ -41,11 +41,13 @@ class Match:
 
     def matches(self, target: Placed) -> bool:
         """Does `target` satisfy every criterion of this match?"""
-        return ((self.datacenters is None or target.datacenter in self.datacenters)
-                and (self.clusters is None or target.cluster in self.clusters)
-                and (self.platform is None or target.platform == self.platform)
-                and (self.services is None or target.service in self.services)
-                and (self.restart_sensitive is None or target.restart_sensitive == self.restart_sensitive))
+        return (
+            (self.datacenters is None or target.datacenter in self.datacenters)
+            and (self.clusters is None or target.cluster in self.clusters)
+            and (self.platform is None or target.platform == self.platform)
+            and (self.services is None or target.service in self.services)
+            and (self.restart_sensitive is None or target.restart_sensitive == self.restart_sensitive)
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -96,8 +98,13 @@ def _wave(doc: Document, index: int, data: Mapping[str, Any]) -> Wave:
     raw = data.get("match") or {}
     lists = {key: tuple(raw[key]) for key in ("datacenters", "clusters", "services") if key in raw}
     match = Match(**lists, platform=raw.get("platform"), restart_sensitive=raw.get("restart_sensitive"))
-    return Wave(name=data["name"], match=match, hosts_per_pool=data.get("hosts_per_pool"), index=index,
-                span=doc.span(("rollout", "waves", index, "name")))
+    return Wave(
+        name=data["name"],
+        match=match,
+        hosts_per_pool=data.get("hosts_per_pool"),
+        index=index,
+        span=doc.span(("rollout", "waves", index, "name")),
+    )
 
 
 def wave_of(policy: WavePolicy, target: Placed) -> str | None:

@@ -29,26 +29,58 @@ def cost(change: TargetChange) -> str:
     label = _COST[change.restart]
     if change.target.startswith("k8s/") and change.restart >= RestartClass.SIDECAR_RESTART:
         label = "pod roll"
-    return label + (" (restart-sensitive!)" if change.restart_sensitive and change.restart >= RestartClass.SIDECAR_RESTART else "")
+    return label + (
+        " (restart-sensitive!)"
+        if change.restart_sensitive and change.restart >= RestartClass.SIDECAR_RESTART
+        else ""
+    )
 
 
 def to_json(plan: Plan) -> dict[str, Any]:
     """The plan as JSON-ready data."""
     return {
         "hold": plan.hold,
-        "waves": [{"name": w.name, "revision": w.revision, "targets": w.targets, "hosts": w.hosts, "current": w.current} for w in plan.waves],
-        "promotion": None if plan.promotion is None else {"wave": plan.promotion[0], "revision": plan.promotion[1]},
-        "changes": [{"target": c.target, "wave": c.wave, "status": c.status, "restart": c.restart.label, "cost": cost(c),
-                     "restart_sensitive": c.restart_sensitive, "reason": c.reason} for c in plan.changes],
+        "waves": [
+            {
+                "name": w.name,
+                "revision": w.revision,
+                "targets": w.targets,
+                "hosts": w.hosts,
+                "current": w.current,
+            }
+            for w in plan.waves
+        ],
+        "promotion": None
+        if plan.promotion is None
+        else {"wave": plan.promotion[0], "revision": plan.promotion[1]},
+        "changes": [
+            {
+                "target": c.target,
+                "wave": c.wave,
+                "status": c.status,
+                "restart": c.restart.label,
+                "cost": cost(c),
+                "restart_sensitive": c.restart_sensitive,
+                "reason": c.reason,
+            }
+            for c in plan.changes
+        ],
         "expand": [{"service": s.service, "identities": list(s.identities)} for s in plan.expanded],
         "contract": [{"service": s.service, "identities": list(s.identities)} for s in plan.contracted],
-        "states": {"current": _states(plan.current_states), "next": _states(plan.next_states) if plan.next_states else None},
+        "states": {
+            "current": _states(plan.current_states),
+            "next": _states(plan.next_states) if plan.next_states else None,
+        },
     }
 
 
 def _states(report: StatesReport) -> dict[str, Any]:
-    return {"pairs": report.pairs, "combinations": report.combinations, "problems": len(report.problems),
-            "contracting_edges": [f"{c.client} -> {c.server}" for c in report.contractions]}
+    return {
+        "pairs": report.pairs,
+        "combinations": report.combinations,
+        "problems": len(report.problems),
+        "contracting_edges": [f"{c.client} -> {c.server}" for c in report.contractions],
+    }
 
 
 def format_json(plan: Plan) -> str:
@@ -88,7 +120,11 @@ def _lines(plan: Plan, markdown: bool) -> Iterator[str]:
     yield ("### " if markdown else "") + "Checked states"
     yield _state_line("current state", plan.current_states, markdown)
     if plan.next_states is not None:
-        yield _state_line(f"every state while {plan.promotion[0] if plan.promotion else ''} converges", plan.next_states, markdown)
+        yield _state_line(
+            f"every state while {plan.promotion[0] if plan.promotion else ''} converges",
+            plan.next_states,
+            markdown,
+        )
 
 
 def _wave_table(plan: Plan, markdown: bool) -> Iterator[str]:

@@ -50,7 +50,9 @@ class Problem:
     check: str
     detail: str
     fix: str
-    missing: str | None = None  # the state (CURRENT or NEXT) in which no server is there; `server` is then any instance of it
+    missing: str | None = (
+        None  # the state (CURRENT or NEXT) in which no server is there; `server` is then any instance of it
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -76,11 +78,11 @@ class StatesReport:
 FIXES = {
     "identity-admitted": "split the change: admit the new identity in one change, promote it to every wave, then switch",
     "identity-expected": "a moved identity or trust-domain change cannot go wave by wave: split it (present both, then drop the old) "
-                         "or order the waves so client and server move together",
+    "or order the waves so client and server move together",
     "protocol": "split the change: serve the new protocol beside the old one (a new service or port) until every client "
-                "wave has moved, or order the waves so the server moves with its clients",
+    "wave has moved, or order the waves so the server moves with its clients",
     "discovery": "split the change: register at the new location beside the old one until every wave watches it, "
-                 "and remove a service only after no wave calls it (or order the waves so the server comes first)",
+    "and remove a service only after no wave calls it (or order the waves so the server comes first)",
     "local": "keep a server in the client's datacenter until the last wave has the change, or order the waves so clients move first",
 }
 
@@ -90,15 +92,31 @@ def instances(state: State, label: str) -> dict[str, Instance]:
     found = {}
     for target, placement in state.placements.items():
         if placement.workload is not None:
-            found[target] = Instance(id=target, state=label, wave=placement.wave, revision=placement.revision,
-                                     workload=placement.workload, mesh=state.meshes[placement.revision])
+            found[target] = Instance(
+                id=target,
+                state=label,
+                wave=placement.wave,
+                revision=placement.revision,
+                workload=placement.workload,
+                mesh=state.meshes[placement.revision],
+            )
     wave_revision = {r.wave: r.revision for r in state.revisions}
     for canary in state.canaries:
         revision = wave_revision[canary.wave]
-        pool = next((w for w in state.meshes[revision].workloads if w.id == canary.pool), None) if revision in state.meshes else None
+        pool = (
+            next((w for w in state.meshes[revision].workloads if w.id == canary.pool), None)
+            if revision in state.meshes
+            else None
+        )
         if pool is not None:
-            found[f"host/{canary.certname}"] = Instance(id=f"host/{canary.certname}", state=label, wave=canary.wave, revision=revision,
-                                                        workload=pool, mesh=state.meshes[revision])
+            found[f"host/{canary.certname}"] = Instance(
+                id=f"host/{canary.certname}",
+                state=label,
+                wave=canary.wave,
+                revision=revision,
+                workload=pool,
+                mesh=state.meshes[revision],
+            )
     return found
 
 
@@ -139,8 +157,13 @@ def _aims(edge: Egress) -> Iterator[tuple[str, ...]]:
 
 def _distinct(options: list[Instance | None]) -> list[Instance | None]:
     """The versions an instance can be in: one when both states agree (same revision, same widened IR)."""
-    if len(options) == 2 and options[0] is not None and options[1] is not None and options[0].workload == options[1].workload \
-            and options[0].revision == options[1].revision:
+    if (
+        len(options) == 2
+        and options[0] is not None
+        and options[1] is not None
+        and options[0].workload == options[1].workload
+        and options[0].revision == options[1].revision
+    ):
         return [options[0]]
     return options
 
@@ -148,7 +171,9 @@ def _distinct(options: list[Instance | None]) -> list[Instance | None]:
 class _Checker:
     """Runs the pair checks over every client version, its edges, and the server instances discovery connects."""
 
-    def __init__(self, versions: Mapping[str, list[Instance | None]], located: Mapping[tuple[str, ...], list[str]]) -> None:
+    def __init__(
+        self, versions: Mapping[str, list[Instance | None]], located: Mapping[tuple[str, ...], list[str]]
+    ) -> None:
         self.versions = versions
         self.located = located
         self.problems: dict[tuple[str, str, str, str], Problem] = {}
@@ -170,12 +195,19 @@ class _Checker:
                 if client is not None:
                     self._client(client_id, client, options)
         problems = tuple(sorted(self.problems.values(), key=lambda p: (p.client.id, p.server.id, p.check)))
-        return StatesReport(promotion=promotion, pairs=self.pairs, combinations=self.combinations, problems=problems,
-                            contractions=tuple(sorted(self.contractions.values(), key=lambda c: (c.client, c.server))))
+        return StatesReport(
+            promotion=promotion,
+            pairs=self.pairs,
+            combinations=self.combinations,
+            problems=problems,
+            contractions=tuple(sorted(self.contractions.values(), key=lambda c: (c.client, c.server))),
+        )
 
     def _client(self, client_id: str, client: Instance, options: list[Instance | None]) -> None:
         for edge in client.workload.egress:
-            keeps_edge = [o is not None and any(e.service == edge.service for e in o.workload.egress) for o in options]
+            keeps_edge = [
+                o is not None and any(e.service == edge.service for e in o.workload.egress) for o in options
+            ]
             reached = list(dict.fromkeys(s for where in _aims(edge) for s in self.located.get(where, ())))
             for server_id in reached:
                 self.pairs += 1
@@ -194,15 +226,35 @@ class _Checker:
         if client.workload.identity not in ingress.allowed_clients:
             if not keeps_edge:
                 key = (client.workload.service, target.service, client.workload.identity)
-                self.contractions.setdefault(key, Contraction(client=client.workload.service, server=target.service,
-                                                              identity=client.workload.identity))
+                self.contractions.setdefault(
+                    key,
+                    Contraction(
+                        client=client.workload.service,
+                        server=target.service,
+                        identity=client.workload.identity,
+                    ),
+                )
             else:
-                self._problem(client, server, "identity-admitted", f"{server.id} does not admit {client.workload.identity}")
+                self._problem(
+                    client,
+                    server,
+                    "identity-admitted",
+                    f"{server.id} does not admit {client.workload.identity}",
+                )
         if target.identity not in edge.server_identities:
-            self._problem(client, server, "identity-expected",
-                          f"{client.id} expects {', '.join(edge.server_identities)} but {server.id} presents {target.identity}")
+            self._problem(
+                client,
+                server,
+                "identity-expected",
+                f"{client.id} expects {', '.join(edge.server_identities)} but {server.id} presents {target.identity}",
+            )
         if edge.protocol != ingress.protocol:
-            self._problem(client, server, "protocol", f"{client.id} speaks {edge.protocol} to {server.id}, which serves {ingress.protocol}")
+            self._problem(
+                client,
+                server,
+                "protocol",
+                f"{client.id} speaks {edge.protocol} to {server.id}, which serves {ingress.protocol}",
+            )
         mismatch = _location_mismatch(client, edge, server, self._port(client.mesh, edge.service))
         if mismatch:
             self._problem(client, server, "discovery", mismatch)
@@ -210,41 +262,80 @@ class _Checker:
     def _available(self, client: Instance, edge: Egress, servers: list[str]) -> None:
         """Some server the client watches is there in every state (for `local`: in the client's datacenter)."""
         if edge.locality == "local":
-            servers = [s for s in servers if any(o is not None and o.workload.datacenter == client.workload.datacenter
-                                                 for o in self.versions[s])]
+            servers = [
+                s
+                for s in servers
+                if any(
+                    o is not None and o.workload.datacenter == client.workload.datacenter
+                    for o in self.versions[s]
+                )
+            ]
         if any(None not in self.versions[s] for s in servers):
             return
         somewhere = next((o for s in servers for o in self.versions[s] if o is not None), None)
         there_now = any(o is not None and o.state == CURRENT for s in servers for o in self.versions[s])
-        where = f"in {client.workload.datacenter} (locality local)" if edge.locality == "local" else "where it watches"
+        where = (
+            f"in {client.workload.datacenter} (locality local)"
+            if edge.locality == "local"
+            else "where it watches"
+        )
         detail = f"{client.id} needs {edge.service} {where}, and " + (
-            "every server there is absent in some state" if somewhere else "no server is there")
-        self._problem(client, somewhere or client, "local" if edge.locality == "local" else "discovery", detail,
-                      missing=NEXT if there_now else CURRENT)
+            "every server there is absent in some state" if somewhere else "no server is there"
+        )
+        self._problem(
+            client,
+            somewhere or client,
+            "local" if edge.locality == "local" else "discovery",
+            detail,
+            missing=NEXT if there_now else CURRENT,
+        )
 
-    def _problem(self, client: Instance, server: Instance, check: str, detail: str, missing: str | None = None) -> None:
+    def _problem(
+        self, client: Instance, server: Instance, check: str, detail: str, missing: str | None = None
+    ) -> None:
         key = (client.workload.service, server.workload.service, check, f"{client.state}/{server.state}")
-        self.problems.setdefault(key, Problem(client=client, server=server, check=check, detail=detail, fix=FIXES[check], missing=missing))
+        self.problems.setdefault(
+            key,
+            Problem(
+                client=client, server=server, check=check, detail=detail, fix=FIXES[check], missing=missing
+            ),
+        )
 
 
-def _location_mismatch(client: Instance, edge: Egress, server: Instance, expected_port: int | None) -> str | None:
+def _location_mismatch(
+    client: Instance, edge: Egress, server: Instance, expected_port: int | None
+) -> str | None:
     """Where the client watches vs where the server registers, for the source aimed at this server (None if they agree)."""
     target = server.workload
     for source in edge.sources:
-        if isinstance(source, ZookeeperSource) and target.registration is not None and source.datacenter == target.datacenter:
+        if (
+            isinstance(source, ZookeeperSource)
+            and target.registration is not None
+            and source.datacenter == target.datacenter
+        ):
             registered = (tuple(target.registration.zk_hosts), target.registration.zk_path)
             if (tuple(source.hosts), source.path) != registered:
-                return (f"{client.id} watches {','.join(source.hosts)}{source.path} but {server.id} registers at "
-                        f"{','.join(registered[0])}{registered[1]}")
-        if isinstance(source, KubernetesSource) and source.cluster == target.cluster and source.namespace == target.namespace:
+                return (
+                    f"{client.id} watches {','.join(source.hosts)}{source.path} but {server.id} registers at "
+                    f"{','.join(registered[0])}{registered[1]}"
+                )
+        if (
+            isinstance(source, KubernetesSource)
+            and source.cluster == target.cluster
+            and source.namespace == target.namespace
+        ):
             port = target.ingress.mesh_port if expected_port is None else expected_port
             if source.service != target.service or port != target.ingress.mesh_port:
-                return (f"{client.id} watches {source.cluster}/{source.namespace}/{source.service}:{port} but {server.id} serves "
-                        f"{target.cluster}/{target.namespace}/{target.service}:{target.ingress.mesh_port}")
+                return (
+                    f"{client.id} watches {source.cluster}/{source.namespace}/{source.service}:{port} but {server.id} serves "
+                    f"{target.cluster}/{target.namespace}/{target.service}:{target.ingress.mesh_port}"
+                )
     return None
 
 
-def next_state(context: Context, build: RolloutBuild) -> tuple[tuple[str, str] | None, State | None, tuple[WaveRevision, ...] | None]:
+def next_state(
+    context: Context, build: RolloutBuild
+) -> tuple[tuple[str, str] | None, State | None, tuple[WaveRevision, ...] | None]:
     """The next promotion (wave, revision), the state it leads to and its pins; Nones when every wave is current."""
     promotion = next_wave(build.state.revisions, context.head, lambda rev: spec_key(context, rev))
     if promotion is None:
@@ -268,17 +359,30 @@ def check_rollout(context: Context, build: RolloutBuild) -> StatesReport:
 def _diagnostic(context: Context, report: StatesReport, problem: Problem) -> Diagnostic:
     client, server = problem.client, problem.server
     if problem.missing:
-        gone = f"once {report.promotion[0]} is promoted" if problem.missing == NEXT and report.promotion else "now"
+        gone = (
+            f"once {report.promotion[0]} is promoted"
+            if problem.missing == NEXT and report.promotion
+            else "now"
+        )
         states = f"{_describe(client, report)} → no server {gone}"
     else:
         states = f"{_describe(client, report)} → {_describe(server, report)}"
-    return Diagnostic(span=_span(context, client, server), code="rollout-unsafe",
-                      message=f"{client.workload.service} → {server.workload.service}: {problem.detail} ({states}); {problem.fix}")
+    return Diagnostic(
+        span=_span(context, client, server),
+        code="rollout-unsafe",
+        message=f"{client.workload.service} → {server.workload.service}: {problem.detail} ({states}); {problem.fix}",
+    )
 
 
 def _describe(instance: Instance, report: StatesReport) -> str:
     revision = "the revision being built" if instance.revision == WORKING_TREE else instance.revision[:12]
-    when = "now" if instance.state == CURRENT else f"once {report.promotion[0]} is promoted" if report.promotion else "next"
+    when = (
+        "now"
+        if instance.state == CURRENT
+        else f"once {report.promotion[0]} is promoted"
+        if report.promotion
+        else "next"
+    )
     return f"{instance.id} in wave {instance.wave} at {revision}, {when}"
 
 
@@ -297,4 +401,3 @@ def _span(context: Context, client: Instance, server: Instance) -> Span:
         if other is not None:
             return other.span
     return context.rollout.span
-

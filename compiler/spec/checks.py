@@ -10,7 +10,16 @@ from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean, exce
 from compiler.ir.routing import unreachable
 from compiler.rollout.policy import assign
 from compiler.spec.load import MESH_FILE, Document
-from compiler.spec.model import DISCOVERY_NAMESPACE, Dependency, ServiceSpec, Spec, deep_merge, duration_ms, mesh_from_document, service_from_document
+from compiler.spec.model import (
+    DISCOVERY_NAMESPACE,
+    Dependency,
+    ServiceSpec,
+    Spec,
+    deep_merge,
+    duration_ms,
+    mesh_from_document,
+    service_from_document,
+)
 from compiler.spec.schema import validate_document
 
 Check = Callable[[Spec], Iterator[Diagnostic]]
@@ -25,13 +34,19 @@ def check_datacenter_refs(spec: Spec) -> Iterator[Diagnostic]:
     known = spec.mesh.datacenters
     for name, cluster in spec.mesh.clusters.items():
         if cluster.datacenter not in known:
-            yield _error(spec.at(spec.mesh.file, "clusters", name, "datacenter"), "unknown-datacenter",
-                         f"cluster {quote(name)} is in unknown datacenter {quote(cluster.datacenter)}{did_you_mean(cluster.datacenter, known)}")
+            yield _error(
+                spec.at(spec.mesh.file, "clusters", name, "datacenter"),
+                "unknown-datacenter",
+                f"cluster {quote(name)} is in unknown datacenter {quote(cluster.datacenter)}{did_you_mean(cluster.datacenter, known)}",
+            )
     for service in spec.services.values():
         for i, dc in enumerate(service.vm_datacenters):
             if dc not in known:
-                yield _error(spec.at(service.file, "deploy", "vm", "datacenters", i), "unknown-datacenter",
-                             f"unknown datacenter {quote(dc)}{did_you_mean(dc, known)}; mesh.yaml defines {', '.join(sorted(known))}")
+                yield _error(
+                    spec.at(service.file, "deploy", "vm", "datacenters", i),
+                    "unknown-datacenter",
+                    f"unknown datacenter {quote(dc)}{did_you_mean(dc, known)}; mesh.yaml defines {', '.join(sorted(known))}",
+                )
 
 
 def check_cluster_refs(spec: Spec) -> Iterator[Diagnostic]:
@@ -40,8 +55,11 @@ def check_cluster_refs(spec: Spec) -> Iterator[Diagnostic]:
     for service in spec.services.values():
         for placement in service.kubernetes:
             if placement.cluster not in known:
-                yield _error(spec.at(service.file, "deploy", "kubernetes", placement.index, "cluster"), "unknown-cluster",
-                             f"unknown cluster {quote(placement.cluster)}{did_you_mean(placement.cluster, known)}")
+                yield _error(
+                    spec.at(service.file, "deploy", "kubernetes", placement.index, "cluster"),
+                    "unknown-cluster",
+                    f"unknown cluster {quote(placement.cluster)}{did_you_mean(placement.cluster, known)}",
+                )
 
 
 def check_dependency_refs(spec: Spec) -> Iterator[Diagnostic]:
@@ -49,8 +67,11 @@ def check_dependency_refs(spec: Spec) -> Iterator[Diagnostic]:
     for service in spec.services.values():
         for dep in service.dependencies:
             if dep.service not in spec.services and dep.service != service.name:
-                yield _error(dep.span, "unknown-dependency",
-                             f"unknown dependency {quote(dep.service)}{did_you_mean(dep.service, spec.services)}; add services/{dep.service}.yaml or fix the name")
+                yield _error(
+                    dep.span,
+                    "unknown-dependency",
+                    f"unknown dependency {quote(dep.service)}{did_you_mean(dep.service, spec.services)}; add services/{dep.service}.yaml or fix the name",
+                )
 
 
 def check_self_dependency(spec: Spec) -> Iterator[Diagnostic]:
@@ -58,7 +79,11 @@ def check_self_dependency(spec: Spec) -> Iterator[Diagnostic]:
     for service in spec.services.values():
         for dep in service.dependencies:
             if dep.service == service.name:
-                yield _error(dep.span, "self-dependency", f"service {quote(service.name)} depends on itself; remove this entry")
+                yield _error(
+                    dep.span,
+                    "self-dependency",
+                    f"service {quote(service.name)} depends on itself; remove this entry",
+                )
 
 
 def check_duplicate_dependency(spec: Spec) -> Iterator[Diagnostic]:
@@ -67,8 +92,11 @@ def check_duplicate_dependency(spec: Spec) -> Iterator[Diagnostic]:
         seen: dict[str, Dependency] = {}
         for dep in service.dependencies:
             if dep.service in seen:
-                yield _error(dep.span, "duplicate-dependency",
-                             f"dependency {quote(dep.service)} is already listed at line {seen[dep.service].span.line}; merge the two entries")
+                yield _error(
+                    dep.span,
+                    "duplicate-dependency",
+                    f"dependency {quote(dep.service)} is already listed at line {seen[dep.service].span.line}; merge the two entries",
+                )
             seen.setdefault(dep.service, dep)
 
 
@@ -80,11 +108,23 @@ def check_failover_lists(spec: Spec) -> Iterator[Diagnostic]:
         for i, target in enumerate(dc.failover):
             span = spec.at(spec.mesh.file, "datacenters", name, "failover", i)
             if target not in known:
-                yield _error(span, "failover-unknown", f"failover of {quote(name)} names unknown datacenter {quote(target)}{did_you_mean(target, known)}")
+                yield _error(
+                    span,
+                    "failover-unknown",
+                    f"failover of {quote(name)} names unknown datacenter {quote(target)}{did_you_mean(target, known)}",
+                )
             elif target == name:
-                yield _error(span, "failover-self", f"failover of {quote(name)} names {quote(name)} itself; a datacenter is always tried first, remove it")
+                yield _error(
+                    span,
+                    "failover-self",
+                    f"failover of {quote(name)} names {quote(name)} itself; a datacenter is always tried first, remove it",
+                )
             elif target in seen:
-                yield _error(span, "failover-duplicate", f"failover of {quote(name)} names {quote(target)} twice; keep the first")
+                yield _error(
+                    span,
+                    "failover-duplicate",
+                    f"failover of {quote(name)} names {quote(target)} twice; keep the first",
+                )
             seen.add(target)
 
 
@@ -94,8 +134,11 @@ def check_local_ports(spec: Spec) -> Iterator[Diagnostic]:
     for service in sorted(spec.services.values(), key=lambda s: s.file):
         first = owners.setdefault(service.local_port, service)
         if first is not service:
-            yield _error(spec.at(service.file, "local_port"), "duplicate-local-port",
-                         f"local_port {service.local_port} is already used by service {quote(first.name)} ({first.file}); pick an unused port")
+            yield _error(
+                spec.at(service.file, "local_port"),
+                "duplicate-local-port",
+                f"local_port {service.local_port} is already used by service {quote(first.name)} ({first.file}); pick an unused port",
+            )
 
 
 def check_workload_ports(spec: Spec) -> Iterator[Diagnostic]:
@@ -104,7 +147,11 @@ def check_workload_ports(spec: Spec) -> Iterator[Diagnostic]:
     for service in spec.services.values():
         # The admin port comes first, so a clash with it is reported at the service's own port.
         claims: list[tuple[int, str, Span]] = [
-            (admin, "the Envoy admin port (mesh.yaml sidecar.admin_port)", spec.at(spec.mesh.file, "sidecar", "admin_port")),
+            (
+                admin,
+                "the Envoy admin port (mesh.yaml sidecar.admin_port)",
+                spec.at(spec.mesh.file, "sidecar", "admin_port"),
+            ),
             (service.port, "port", spec.at(service.file, "port")),
             (service.mesh_port, "mesh_port", spec.at(service.file, "mesh_port")),
         ]
@@ -123,7 +170,11 @@ def _port_clashes(service: ServiceSpec, claims: list[tuple[int, str, Span]]) -> 
     first: dict[int, str] = {}
     for port, what, span in claims:
         if port in first:
-            yield _error(span, "port-clash", f"{what} {port} of service {quote(service.name)} clashes with {first[port]}; every port of a workload must differ")
+            yield _error(
+                span,
+                "port-clash",
+                f"{what} {port} of service {quote(service.name)} clashes with {first[port]}; every port of a workload must differ",
+            )
         else:
             first[port] = what
 
@@ -132,16 +183,26 @@ def check_placements(spec: Spec) -> Iterator[Diagnostic]:
     """A service runs somewhere, and at most once per datacenter's VMs and per cluster."""
     for service in spec.services.values():
         if not service.vm_datacenters and not service.kubernetes:
-            yield _error(spec.key_at(service.file, "deploy"), "no-placement",
-                         f"service {quote(service.name)} is placed nowhere; add deploy.vm.datacenters or deploy.kubernetes")
+            yield _error(
+                spec.key_at(service.file, "deploy"),
+                "no-placement",
+                f"service {quote(service.name)} is placed nowhere; add deploy.vm.datacenters or deploy.kubernetes",
+            )
         for i, dc in enumerate(service.vm_datacenters):
             if dc in service.vm_datacenters[:i]:
-                yield _error(spec.at(service.file, "deploy", "vm", "datacenters", i), "duplicate-placement", f"datacenter {quote(dc)} is listed twice")
+                yield _error(
+                    spec.at(service.file, "deploy", "vm", "datacenters", i),
+                    "duplicate-placement",
+                    f"datacenter {quote(dc)} is listed twice",
+                )
         clusters: set[str] = set()
         for placement in service.kubernetes:
             if placement.cluster in clusters:
-                yield _error(placement.span, "duplicate-placement",
-                             f"cluster {quote(placement.cluster)} is listed twice; a service runs in one namespace per cluster")
+                yield _error(
+                    placement.span,
+                    "duplicate-placement",
+                    f"cluster {quote(placement.cluster)} is listed twice; a service runs in one namespace per cluster",
+                )
             clusters.add(placement.cluster)
 
 
@@ -150,9 +211,12 @@ def check_reserved_namespaces(spec: Spec) -> Iterator[Diagnostic]:
     for service in spec.services.values():
         for placement in service.kubernetes:
             if placement.namespace == DISCOVERY_NAMESPACE:
-                yield _error(spec.at(service.file, "deploy", "kubernetes", placement.index, "namespace"), "reserved-namespace",
-                             f"namespace {quote(DISCOVERY_NAMESPACE)} holds the identities of discovery readers outside the "
-                             "cluster; place the service in another namespace")
+                yield _error(
+                    spec.at(service.file, "deploy", "kubernetes", placement.index, "namespace"),
+                    "reserved-namespace",
+                    f"namespace {quote(DISCOVERY_NAMESPACE)} holds the identities of discovery readers outside the "
+                    "cluster; place the service in another namespace",
+                )
 
 
 def check_routing(spec: Spec) -> Iterator[Diagnostic]:
@@ -168,13 +232,19 @@ def check_routing(spec: Spec) -> Iterator[Diagnostic]:
             for dc in sorted(client_dcs):
                 missing = unreachable(dc, server_dcs, server.locality, datacenters)
                 if missing and server.locality == "local":
-                    yield _error(dep.span, "local-unavailable",
-                                 f"{quote(service.name)} runs in {quote(dc)} but its `local` dependency {quote(server.name)} does not; "
-                                 f"run {quote(server.name)} in {quote(dc)} or make it `failover`")
+                    yield _error(
+                        dep.span,
+                        "local-unavailable",
+                        f"{quote(service.name)} runs in {quote(dc)} but its `local` dependency {quote(server.name)} does not; "
+                        f"run {quote(server.name)} in {quote(dc)} or make it `failover`",
+                    )
                 elif missing:
-                    yield _error(dep.span, "failover-unreachable",
-                                 f"{quote(service.name)} in {quote(dc)} cannot reach {quote(server.name)} in {', '.join(map(quote, missing))}; "
-                                 f"add {', '.join(missing)} to the failover list of {quote(dc)} in mesh.yaml")
+                    yield _error(
+                        dep.span,
+                        "failover-unreachable",
+                        f"{quote(service.name)} in {quote(dc)} cannot reach {quote(server.name)} in {', '.join(map(quote, missing))}; "
+                        f"add {', '.join(missing)} to the failover list of {quote(dc)} in mesh.yaml",
+                    )
 
 
 def _datacenters(spec: Spec, service: ServiceSpec) -> set[str]:
@@ -202,10 +272,13 @@ def check_tcp_policy(spec: Spec) -> Iterator[Diagnostic]:
             for path in TCP_IGNORED:
                 holder = dep.overrides.get(path[0]) if len(path) > 1 else dep.overrides
                 if isinstance(holder, Mapping) and path[-1] in holder:
-                    yield _error(spec.key_at(service.file, "dependencies", dep.index, *path), "tcp-http-policy",
-                                 f"{'.'.join(path)} has no effect on {quote(dep.service)}, a tcp service: Envoy's TCP proxy "
-                                 "has no request timeout or retry conditions; remove it (tcp takes connect_timeout and "
-                                 "retries.attempts, the number of connection attempts)")
+                    yield _error(
+                        spec.key_at(service.file, "dependencies", dep.index, *path),
+                        "tcp-http-policy",
+                        f"{'.'.join(path)} has no effect on {quote(dep.service)}, a tcp service: Envoy's TCP proxy "
+                        "has no request timeout or retry conditions; remove it (tcp takes connect_timeout and "
+                        "retries.attempts, the number of connection attempts)",
+                    )
 
 
 def check_retry_budget(spec: Spec) -> Iterator[Diagnostic]:
@@ -217,7 +290,9 @@ def check_retry_budget(spec: Spec) -> Iterator[Diagnostic]:
     for service in spec.services.values():
         for dep in service.dependencies:
             server = spec.services.get(dep.service)
-            if dep.overrides and (server is None or server.protocol != "tcp"):  # tcp: no request timeout to budget
+            if dep.overrides and (
+                server is None or server.protocol != "tcp"
+            ):  # tcp: no request timeout to budget
                 message = _budget_problem(deep_merge(spec.mesh.defaults, dep.overrides))
                 if message:
                     yield _error(dep.span, "retry-budget", f"dependency {quote(dep.service)}: {message}")
@@ -225,11 +300,17 @@ def check_retry_budget(spec: Spec) -> Iterator[Diagnostic]:
 
 def _budget_problem(policy: dict) -> str | None:
     retries = policy["retries"]
-    per_try, attempts, timeout = duration_ms(retries["per_try_timeout"]), retries["attempts"], duration_ms(policy["timeout"])
+    per_try, attempts, timeout = (
+        duration_ms(retries["per_try_timeout"]),
+        retries["attempts"],
+        duration_ms(policy["timeout"]),
+    )
     if per_try * attempts <= timeout:
         return None
-    return (f"{attempts} attempts × {retries['per_try_timeout']} per try = {per_try * attempts}ms exceeds the timeout "
-            f"{policy['timeout']}; set per_try_timeout to at most {timeout // attempts}ms or raise timeout")
+    return (
+        f"{attempts} attempts × {retries['per_try_timeout']} per try = {per_try * attempts}ms exceeds the timeout "
+        f"{policy['timeout']}; set per_try_timeout to at most {timeout // attempts}ms or raise timeout"
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -249,13 +330,28 @@ def spec_targets(spec: Spec) -> list[SpecTarget]:
     found = []
     for svc in spec.services.values():
         for dc in svc.vm_datacenters:
-            found.append(SpecTarget(id=f"vm/{svc.name}/{dc}", platform="vm", service=svc.name, datacenter=dc, cluster=None,
-                                    restart_sensitive=svc.restart_sensitive))
+            found.append(
+                SpecTarget(
+                    id=f"vm/{svc.name}/{dc}",
+                    platform="vm",
+                    service=svc.name,
+                    datacenter=dc,
+                    cluster=None,
+                    restart_sensitive=svc.restart_sensitive,
+                )
+            )
         for placement in svc.kubernetes:
             cluster = spec.mesh.clusters.get(placement.cluster)
-            found.append(SpecTarget(id=f"k8s/{placement.cluster}/{placement.namespace}/{svc.name}", platform="kubernetes",
-                                    service=svc.name, datacenter=cluster.datacenter if cluster else "", cluster=placement.cluster,
-                                    restart_sensitive=svc.restart_sensitive))
+            found.append(
+                SpecTarget(
+                    id=f"k8s/{placement.cluster}/{placement.namespace}/{svc.name}",
+                    platform="kubernetes",
+                    service=svc.name,
+                    datacenter=cluster.datacenter if cluster else "",
+                    cluster=placement.cluster,
+                    restart_sensitive=svc.restart_sensitive,
+                )
+            )
     return found
 
 
@@ -268,13 +364,20 @@ def check_wave_names(spec: Spec) -> Iterator[Diagnostic]:
     seen: dict[str, int] = {}
     for wave in policy.waves:
         if wave.name in seen:
-            yield _error(wave.span, "rollout-duplicate-wave", f"wave {wave.name!r} is already defined as wave {seen[wave.name] + 1}; rename one")
+            yield _error(
+                wave.span,
+                "rollout-duplicate-wave",
+                f"wave {wave.name!r} is already defined as wave {seen[wave.name] + 1}; rename one",
+            )
         seen.setdefault(wave.name, wave.index)
         for key, names in known.items():
             for i, name in enumerate(getattr(wave.match, key) or ()):
                 if name not in names:
-                    yield _error(spec.at(spec.mesh.file, "rollout", "waves", wave.index, "match", key, i), "rollout-unknown-name",
-                                 f"wave {wave.name!r} matches unknown {key[:-1]} {name!r}{did_you_mean(name, names)}")
+                    yield _error(
+                        spec.at(spec.mesh.file, "rollout", "waves", wave.index, "match", key, i),
+                        "rollout-unknown-name",
+                        f"wave {wave.name!r} matches unknown {key[:-1]} {name!r}{did_you_mean(name, names)}",
+                    )
 
 
 def check_wave_coverage(spec: Spec) -> Iterator[Diagnostic]:
@@ -284,17 +387,23 @@ def check_wave_coverage(spec: Spec) -> Iterator[Diagnostic]:
         return
     last = policy.waves[-1]
     if last.takes_hosts:
-        yield _error(spec.at(spec.mesh.file, "rollout", "waves", last.index, "hosts_per_pool"), "rollout-uncovered",
-                     f"the last wave {last.name!r} takes canary hosts only; add a last wave without hosts_per_pool that takes every target left")
+        yield _error(
+            spec.at(spec.mesh.file, "rollout", "waves", last.index, "hosts_per_pool"),
+            "rollout-uncovered",
+            f"the last wave {last.name!r} takes canary hosts only; add a last wave without hosts_per_pool that takes every target left",
+        )
         return
     targets = spec_targets(spec)
     assigned = assign(policy, targets)
     left = sorted(t.id for t in targets if t.id not in assigned)
     if left:
         more = f" and {len(left) - 5} more" if len(left) > 5 else ""
-        yield _error(last.span, "rollout-uncovered",
-                     f"no wave takes {', '.join(left[:5])}{more}; the last wave {last.name!r} must match every target left "
-                     "(drop its match)")
+        yield _error(
+            last.span,
+            "rollout-uncovered",
+            f"no wave takes {', '.join(left[:5])}{more}; the last wave {last.name!r} must match every target left "
+            "(drop its match)",
+        )
 
 
 SEMANTIC_CHECKS: tuple[Check, ...] = (
@@ -324,7 +433,9 @@ def run_checks(spec: Spec) -> list[Diagnostic]:
 def check(documents: Mapping[str, Document]) -> Spec:
     """Schema-check every document, build the model, run the semantic checks; raise SpecError with all findings."""
     problems: list[Diagnostic] = []
-    mesh_doc = next(doc for name, doc in documents.items() if name.endswith("/" + MESH_FILE) or name == MESH_FILE)
+    mesh_doc = next(
+        doc for name, doc in documents.items() if name.endswith("/" + MESH_FILE) or name == MESH_FILE
+    )
     problems += validate_document(mesh_doc, "mesh")
     service_docs = [doc for doc in documents.values() if doc is not mesh_doc]
     for doc in service_docs:
@@ -344,5 +455,8 @@ def _name_mismatch(doc: Document) -> Iterator[Diagnostic]:
     stem = PurePosixPath(doc.file).stem
     name = doc.data.get("service") if isinstance(doc.data, dict) else None
     if isinstance(name, str) and name != stem:
-        yield _error(doc.span(("service",)), "service-name-mismatch",
-                     f"service {quote(name)} is defined in {quote(PurePosixPath(doc.file).name)}; rename the file to {excerpt(name)}.yaml or fix `service:`")
+        yield _error(
+            doc.span(("service",)),
+            "service-name-mismatch",
+            f"service {quote(name)} is defined in {quote(PurePosixPath(doc.file).name)}; rename the file to {excerpt(name)}.yaml or fix `service:`",
+        )

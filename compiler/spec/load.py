@@ -77,8 +77,15 @@ class Unreadable:
 # What a reader hands the compiler: relative path -> the file's bytes, or why it could not be read.
 SpecFiles = Mapping[str, "bytes | Unreadable"]
 
-_KINDS = {stat.S_IFREG: "a regular file", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symbolic link"}
+_KINDS = {
+    stat.S_IFREG: "a regular file",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFDIR: "a directory",
+    stat.S_IFLNK: "a symbolic link",
+}
 
 
 def read_tree(root: Path) -> dict[str, bytes | Unreadable]:
@@ -110,7 +117,10 @@ def _list_services(root: Path) -> list[str] | Unreadable:
     if isinstance(kind, Unreadable):
         return kind
     if kind is None:
-        return Unreadable(code="file-missing", message=f"no {SERVICES_DIR}/ directory; a mesh needs at least one services/<name>.yaml")
+        return Unreadable(
+            code="file-missing",
+            message=f"no {SERVICES_DIR}/ directory; a mesh needs at least one services/<name>.yaml",
+        )
     if kind != stat.S_IFDIR:
         return _wrong_kind(root, SERVICES_DIR, kind, "a directory")
     try:
@@ -142,12 +152,16 @@ def _read_entry(root: Path, relative: str, skip_directories: bool = False) -> by
         return _wrong_kind(root, relative, kind, "a regular file")
     try:
         # O_NOFOLLOW and O_NONBLOCK: if the entry was swapped for a link or a FIFO since lstat, fail, never block.
-        fd = os.open(root / relative, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(
+            root / relative, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+        )
     except OSError as exc:
         return Unreadable(code="file-unreadable", message=f"cannot read the file: {_cause(exc)}")
     with os.fdopen(fd, "rb") as handle:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return Unreadable(code="file-type", message="the file changed while meshc read it; run meshc again")
+            return Unreadable(
+                code="file-type", message="the file changed while meshc read it; run meshc again"
+            )
         try:
             return handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
@@ -167,19 +181,33 @@ def _kind(path: Path) -> int | Unreadable | None:
 def _wrong_kind(root: Path, relative: str, kind: int, wanted: str) -> Unreadable:
     if kind == stat.S_IFLNK:
         return symlink_problem(relative, os.readlink(root / relative))
-    fix = "make it a directory of service files" if wanted == "a directory" else "remove it or make it a regular file"
-    return Unreadable(code="file-type", message=f"this is {_KINDS.get(kind, 'not a regular file')}, not {wanted}; {fix}")
+    fix = (
+        "make it a directory of service files"
+        if wanted == "a directory"
+        else "remove it or make it a regular file"
+    )
+    return Unreadable(
+        code="file-type", message=f"this is {_KINDS.get(kind, 'not a regular file')}, not {wanted}; {fix}"
+    )
 
 
 def symlink_problem(relative: str, target: str | bytes) -> Unreadable:
     """Why a symlinked spec entry is refused; the link is never followed and its target never printed."""
     text = os.fsdecode(target)
-    inside = not os.path.isabs(text) and not posixpath.normpath(posixpath.join(posixpath.dirname(relative), text)).startswith("..")
+    inside = not os.path.isabs(text) and not posixpath.normpath(
+        posixpath.join(posixpath.dirname(relative), text)
+    ).startswith("..")
     if inside:
-        return Unreadable(code="file-symlink", message="this is a symbolic link; spec entries must be real files and directories "
-                          "(git stores the link, not its target, so `meshc diff` would not see it): copy the target here")
-    return Unreadable(code="symlink-escape", message="this is a symbolic link that leaves the spec directory; "
-                      "meshc does not follow it: put the real file or directory here")
+        return Unreadable(
+            code="file-symlink",
+            message="this is a symbolic link; spec entries must be real files and directories "
+            "(git stores the link, not its target, so `meshc diff` would not see it): copy the target here",
+        )
+    return Unreadable(
+        code="symlink-escape",
+        message="this is a symbolic link that leaves the spec directory; "
+        "meshc does not follow it: put the real file or directory here",
+    )
 
 
 def _cause(exc: OSError) -> str:
@@ -190,7 +218,15 @@ def _cause(exc: OSError) -> str:
 def parse_document(name: str, raw: bytes) -> Document:
     """Parse one spec file's bytes into a Document; raise LoadError with a positioned diagnostic."""
     if len(raw) > MAX_FILE_BYTES:
-        raise LoadError(_error(name, 1, 1, "file-too-large", f"file is larger than {MAX_FILE_BYTES // 1024} KiB; split it or trim it"))
+        raise LoadError(
+            _error(
+                name,
+                1,
+                1,
+                "file-too-large",
+                f"file is larger than {MAX_FILE_BYTES // 1024} KiB; split it or trim it",
+            )
+        )
     text = _decode(name, raw)
     _check_characters(name, text)
     builder = _Builder(name)
@@ -205,7 +241,9 @@ def parse_document(name: str, raw: bytes) -> Document:
         line, col = _position(text, mark)
         raise LoadError(_error(name, line, col, "yaml-syntax", _syntax_message(exc, text, mark))) from None
     except yaml.YAMLError as exc:  # libyaml reader errors carry no mark object
-        raise LoadError(_error(name, 1, 1, "yaml-syntax", f"invalid YAML: {str(exc).splitlines()[0]}")) from None
+        raise LoadError(
+            _error(name, 1, 1, "yaml-syntax", f"invalid YAML: {str(exc).splitlines()[0]}")
+        ) from None
     if builder.documents == 0 or builder.root is None:
         raise LoadError(_error(name, 1, 1, "file-empty", "file is empty; it must hold one YAML mapping"))
     return Document(file=name, data=builder.root, spans=builder.spans, key_spans=builder.key_spans)
@@ -216,7 +254,11 @@ def parse_document(name: str, raw: bytes) -> Document:
 # comment would be read as YAML nobody sees, and every later line number would be off.
 _NOT_ALLOWED = re.compile("[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _BREAKS = re.compile("\r\n|\r|\n")  # YAML's line breaks, once NEL, U+2028 and U+2029 are refused
-_CHARACTER_NAMES = {"\x85": "NEL (next line)", "\u2028": "U+2028 (line separator)", "\u2029": "U+2029 (paragraph separator)"}
+_CHARACTER_NAMES = {
+    "\x85": "NEL (next line)",
+    "\u2028": "U+2028 (line separator)",
+    "\u2029": "U+2029 (paragraph separator)",
+}
 
 
 def _check_characters(name: str, text: str) -> None:
@@ -228,8 +270,11 @@ def _check_characters(name: str, text: str) -> None:
     line = len(_BREAKS.findall(text, 0, at)) + 1
     col = at - (max(text.rfind("\n", 0, at), text.rfind("\r", 0, at)) + 1) + 1
     what = _CHARACTER_NAMES.get(char)
-    message = (f"{what} is a line break to some YAML parsers and not to others or to editors; use a plain newline or remove it"
-               if what else f"control character U+{ord(char):04X} is not allowed in YAML; remove it (write it as an escape in a double-quoted string)")
+    message = (
+        f"{what} is a line break to some YAML parsers and not to others or to editors; use a plain newline or remove it"
+        if what
+        else f"control character U+{ord(char):04X} is not allowed in YAML; remove it (write it as an escape in a double-quoted string)"
+    )
     raise LoadError(_error(name, line, col, "yaml-character", message))
 
 
@@ -244,7 +289,9 @@ def _position(text: str, mark: Any) -> tuple[int, int]:
     body = text.removeprefix("\ufeff")  # libyaml's index does not count the byte-order mark
     at = min(index, len(body))
     if at == len(body) and body.endswith(("\n", "\r")):
-        at -= 2 if body.endswith("\r\n") else 1  # the end of the file: point at the last line, not at one past it
+        at -= (
+            2 if body.endswith("\r\n") else 1
+        )  # the end of the file: point at the last line, not at one past it
     breaks = _BREAKS.findall(body, 0, at)
     line_start = max(body.rfind("\n", 0, at), body.rfind("\r", 0, at)) + 1
     return len(breaks) + 1, at - line_start + 1
@@ -269,7 +316,15 @@ def _decode(name: str, raw: bytes) -> str:
         before = raw[: exc.start]
         line = before.count(b"\n") + 1
         col = exc.start - (before.rfind(b"\n") + 1) + 1
-        raise LoadError(_error(name, line, col, "file-encoding", f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8")) from None
+        raise LoadError(
+            _error(
+                name,
+                line,
+                col,
+                "file-encoding",
+                f"byte 0x{raw[exc.start]:02x} is not UTF-8; save the file as UTF-8",
+            )
+        ) from None
 
 
 def _error(name: str, line: int, col: int, code: str, message: str) -> Diagnostic:
@@ -302,7 +357,11 @@ class _Builder:
             if isinstance(event, yaml.DocumentStartEvent):
                 self.documents += 1
                 if self.documents > 1:
-                    self._fail(event, "yaml-multi-document", "a spec file holds one YAML document; remove the extra `---`")
+                    self._fail(
+                        event,
+                        "yaml-multi-document",
+                        "a spec file holds one YAML document; remove the extra `---`",
+                    )
             elif isinstance(event, yaml.NodeEvent):
                 self.root = self._node(event, events, ())
 
@@ -315,11 +374,19 @@ class _Builder:
 
     def _node(self, event: yaml.Event, events: Iterator[yaml.Event], path: DataPath) -> Any:
         if len(path) >= MAX_DEPTH:
-            self._fail(event, "yaml-syntax", f"values are nested deeper than {MAX_DEPTH} levels; the spec never needs that many")
+            self._fail(
+                event,
+                "yaml-syntax",
+                f"values are nested deeper than {MAX_DEPTH} levels; the spec never needs that many",
+            )
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
-            self._fail(event, "yaml-alias", "anchors and aliases (&name, *name) are not allowed; write the value out")
+            self._fail(
+                event, "yaml-alias", "anchors and aliases (&name, *name) are not allowed; write the value out"
+            )
         if _explicit_tag(event):
-            self._fail(event, "yaml-tag", f"explicit tag {quote(event.tag)} is not allowed; write the plain value")
+            self._fail(
+                event, "yaml-tag", f"explicit tag {quote(event.tag)} is not allowed; write the plain value"
+            )
         self.spans[path] = self._span(event)
         if isinstance(event, yaml.ScalarEvent):
             return resolve_plain(event.value) if not event.style else event.value
@@ -343,12 +410,20 @@ class _Builder:
             if not isinstance(event, yaml.ScalarEvent):
                 self._fail(event, "yaml-syntax", "mapping keys must be plain names, not lists or mappings")
             if event.anchor or _explicit_tag(event):
-                self._fail(event, "yaml-alias" if event.anchor else "yaml-tag", "anchors and tags are not allowed on keys")
+                self._fail(
+                    event,
+                    "yaml-alias" if event.anchor else "yaml-tag",
+                    "anchors and tags are not allowed on keys",
+                )
             key = event.value
             child = (*path, key)
             if key in result:
                 first = self.key_spans[child]
-                self._fail(event, "yaml-duplicate-key", f"duplicate key {quote(key)} (first defined at line {first.line}); remove one")
+                self._fail(
+                    event,
+                    "yaml-duplicate-key",
+                    f"duplicate key {quote(key)} (first defined at line {first.line}); remove one",
+                )
             self.key_spans[child] = self._span(event)
             result[key] = self._node(next(events), events, child)
         return result
@@ -372,7 +447,15 @@ def load_documents(files: SpecFiles, label: str) -> dict[str, Document]:
         if isinstance(raw, Unreadable):
             problems.append(_error(name, 1, 1, raw.code, raw.message))
         elif relative != MESH_FILE and not relative.endswith(".yaml"):
-            problems.append(_error(name, 1, 1, "stray-file", "services/ holds only <service>.yaml files; rename or remove this file"))
+            problems.append(
+                _error(
+                    name,
+                    1,
+                    1,
+                    "stray-file",
+                    "services/ holds only <service>.yaml files; rename or remove this file",
+                )
+            )
         else:
             try:
                 documents[name] = parse_document(name, raw)
@@ -386,8 +469,19 @@ def load_documents(files: SpecFiles, label: str) -> dict[str, Document]:
 def _tree_problems(files: SpecFiles, label: str) -> Iterator[Diagnostic]:
     """A missing mesh.yaml, and a services/ directory that holds no service: no data is never an empty mesh."""
     if MESH_FILE not in files:
-        yield _error(f"{label}/{MESH_FILE}", 1, 1, "file-missing", f"no {MESH_FILE} here; is this a mesh spec directory?")
+        yield _error(
+            f"{label}/{MESH_FILE}",
+            1,
+            1,
+            "file-missing",
+            f"no {MESH_FILE} here; is this a mesh spec directory?",
+        )
     services = [name for name in files if name.startswith(SERVICES_DIR + "/") and name.endswith(".yaml")]
     if not services and SERVICES_DIR not in files:
-        yield _error(f"{label}/{SERVICES_DIR}", 1, 1, "no-services",
-                     f"{SERVICES_DIR}/ holds no service; add one file per service, {SERVICES_DIR}/<name>.yaml")
+        yield _error(
+            f"{label}/{SERVICES_DIR}",
+            1,
+            1,
+            "no-services",
+            f"{SERVICES_DIR}/ holds no service; add one file per service, {SERVICES_DIR}/<name>.yaml",
+        )

@@ -19,14 +19,26 @@ _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 
 # meshc's own defaults, under whatever mesh.yaml `defaults:` says. Chosen to match Envoy's
 # documented defaults except where a mesh needs more (retries on connect failure and reset).
-BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType({
-    "connect_timeout": "1s",
-    "timeout": "15s",
-    "retries": {"attempts": 2, "per_try_timeout": "5s", "on": ["connect-failure", "reset", "5xx"]},
-    "circuit_breaker": {"max_connections": 1024, "max_pending_requests": 1024, "max_requests": 1024, "max_retries": 3},
-    "outlier_detection": {"consecutive_5xx": 5, "interval": "10s", "base_ejection_time": "30s", "max_ejection_percent": 50},
-    "health_check": {"http": "/health", "interval": "2s", "timeout": "1s", "rise": 3, "fall": 2},
-})
+BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType(
+    {
+        "connect_timeout": "1s",
+        "timeout": "15s",
+        "retries": {"attempts": 2, "per_try_timeout": "5s", "on": ["connect-failure", "reset", "5xx"]},
+        "circuit_breaker": {
+            "max_connections": 1024,
+            "max_pending_requests": 1024,
+            "max_requests": 1024,
+            "max_retries": 3,
+        },
+        "outlier_detection": {
+            "consecutive_5xx": 5,
+            "interval": "10s",
+            "base_ejection_time": "30s",
+            "max_ejection_percent": 50,
+        },
+        "health_check": {"http": "/health", "interval": "2s", "timeout": "1s", "rise": 3, "fall": 2},
+    }
+)
 # The namespace meshc keeps, in every cluster, for the identities of discovery readers outside it
 # (VM pools and other clusters' pods): no service may be placed there.
 DISCOVERY_NAMESPACE = "meshc-discovery"
@@ -172,7 +184,10 @@ def mesh_from_document(doc: Document) -> MeshSpec:
     """Build MeshSpec from schema-valid mesh.yaml."""
     data = doc.data
     certificates = data.get("certificates") or {"issuer": {"kind": "ClusterIssuer", "name": "mesh-ca"}}
-    issuer = Issuer(**certificates["issuer"], **{k: certificates[k] for k in ("duration", "renew_before") if k in certificates})
+    issuer = Issuer(
+        **certificates["issuer"],
+        **{k: certificates[k] for k in ("duration", "renew_before") if k in certificates},
+    )
     return MeshSpec(
         name=data["mesh"],
         trust_domain=data["trust_domain"],
@@ -225,7 +240,9 @@ def service_from_document(doc: Document) -> ServiceSpec:
         restart_sensitive=data.get("restart_sensitive", False),
         health_check=MappingProxyType(dict(data.get("health_check") or {})),
         vm_datacenters=tuple((deploy.get("vm") or {}).get("datacenters", ())),
-        kubernetes=tuple(_kube_placement(doc, data["service"], i, k) for i, k in enumerate(deploy.get("kubernetes") or ())),
+        kubernetes=tuple(
+            _kube_placement(doc, data["service"], i, k) for i, k in enumerate(deploy.get("kubernetes") or ())
+        ),
         dependencies=tuple(_dependency(doc, i, d) for i, d in enumerate(data.get("dependencies") or ())),
         file=doc.file,
         span=doc.span(("service",)),
@@ -234,9 +251,16 @@ def service_from_document(doc: Document) -> ServiceSpec:
 
 def _kube_placement(doc: Document, service: str, index: int, data: Mapping[str, Any]) -> KubePlacement:
     path: DataPath = ("deploy", "kubernetes", index)
-    return KubePlacement(cluster=data["cluster"], namespace=data.get("namespace", service), index=index, span=doc.span(path))
+    return KubePlacement(
+        cluster=data["cluster"], namespace=data.get("namespace", service), index=index, span=doc.span(path)
+    )
 
 
 def _dependency(doc: Document, index: int, data: Mapping[str, Any]) -> Dependency:
     overrides = {key: data[key] for key in POLICY_KEYS if key in data}
-    return Dependency(service=data["service"], overrides=MappingProxyType(overrides), index=index, span=doc.span(("dependencies", index, "service")))
+    return Dependency(
+        service=data["service"],
+        overrides=MappingProxyType(overrides),
+        index=index,
+        span=doc.span(("dependencies", index, "service")),
+    )

@@ -26,7 +26,9 @@ def schema_text(name: str) -> str:
 @cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
     schema = json.loads(schema_text(name))
-    cls = jsonschema.validators.validator_for(schema)  # the schemas are checked against their metaschema in the tests
+    cls = jsonschema.validators.validator_for(
+        schema
+    )  # the schemas are checked against their metaschema in the tests
     # Resolving `$ref` through the registry on every node doubles validation time, so the
     # validator gets the same schema with each local `$ref` replaced by its definition.
     return cls(_python_patterns(_inline_refs(schema, schema.get("$defs", {}))))
@@ -65,7 +67,9 @@ def validate_document(doc: Document, name: str) -> Iterator[Diagnostic]:
     seen: set[Diagnostic] = set()
     for error in sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
         for diagnostic in _diagnostics(doc, error):
-            if diagnostic not in seen:  # jsonschema reports `required` once per missing key, we name them all at once
+            if (
+                diagnostic not in seen
+            ):  # jsonschema reports `required` once per missing key, we name them all at once
                 seen.add(diagnostic)
                 yield diagnostic
 
@@ -81,7 +85,11 @@ def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[D
         return
     if error.validator == "required" and isinstance(error.instance, dict):
         for missing in [key for key in error.validator_value if key not in error.instance]:
-            yield Diagnostic(span=doc.span(path), code="missing-key", message=f"missing required key {quote(missing)}{where and ' in ' + where}")
+            yield Diagnostic(
+                span=doc.span(path),
+                code="missing-key",
+                message=f"missing required key {quote(missing)}{where and ' in ' + where}",
+            )
         return
     # Most errors are best reported at the value; a bad mapping key is reported at the key.
     span = doc.key_span((*path, error.instance)) if _is_key_error(error) else doc.span(path)
@@ -93,7 +101,13 @@ def _is_key_error(error: jsonschema.ValidationError) -> bool:
     return any(part == "propertyNames" for part in error.absolute_schema_path)
 
 
-_TYPE_NAMES = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "a whole number", "boolean": "true or false"}
+_TYPE_NAMES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "a whole number",
+    "boolean": "true or false",
+}
 # Words other YAML readers take for booleans; meshc reads only true and false, so these stay strings.
 _YAML11_BOOLS = frozenset({"yes", "no", "on", "off", "y", "n"})
 
@@ -122,8 +136,10 @@ def _type_message(value: Any, rule: Any, custom: str | None) -> str:
     if isinstance(value, str) and rule == "boolean" and value.lower() in _YAML11_BOOLS:
         return f"{yaml_value(value)} is a string to meshc (only true and false are booleans); write true or false"
     if rule == "string" and (value is None or isinstance(value, bool) or isinstance(value, int)):
-        return (f"{yaml_value(value)} is not a string; if you mean the text {yaml_value(value)}, "
-                f"quote it: '{yaml_value(value)}'")
+        return (
+            f"{yaml_value(value)} is not a string; if you mean the text {yaml_value(value)}, "
+            f"quote it: '{yaml_value(value)}'"
+        )
     return f"{yaml_value(value)} should be {wanted}" + (f" ({custom})" if custom else "")
 
 
@@ -132,9 +148,13 @@ def _bound_message(validator: str, value: Any, rule: Any) -> str:
     messages = {
         "minimum": lambda: f"{yaml_value(value)} is less than the minimum, {rule}",
         "maximum": lambda: f"{yaml_value(value)} is more than the maximum, {rule}",
-        "minLength": lambda: "must not be empty" if rule == 1 else f"{yaml_value(value)} is shorter than {rule} characters",
+        "minLength": lambda: (
+            "must not be empty" if rule == 1 else f"{yaml_value(value)} is shorter than {rule} characters"
+        ),
         "minItems": lambda: f"{yaml_value(value)} must hold at least {rule} item{'s' if rule != 1 else ''}",
-        "minProperties": lambda: f"{yaml_value(value)} must hold at least {rule} entr{'ies' if rule != 1 else 'y'}",
+        "minProperties": lambda: (
+            f"{yaml_value(value)} must hold at least {rule} entr{'ies' if rule != 1 else 'y'}"
+        ),
         "uniqueItems": lambda: f"{yaml_value(value)} lists {_first_repeat(value)} more than once; keep one",
         "pattern": lambda: f"{yaml_value(value)} is not allowed here",
     }

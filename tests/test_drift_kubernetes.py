@@ -359,7 +359,7 @@ def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(
         if line.strip().startswith(("kubectl ", "# kubectl "))
     ]
     # the reverse of the apply order: that file's documents backwards (its grant came after its ServiceAccount), then the
-    # Namespace, whose file 00-namespaces/legacy.yaml sorts before every namespace directory
+    # Namespace, whose file 00-cluster.yaml sorts before every namespace directory
     assert commands == [
         "kubectl --context kube-sjc-a delete -n legacy certificate.cert-manager.io/legacy-mesh-tls",
         "kubectl --context kube-sjc-a delete -n legacy configmap/legacy-mesh-envoy",

@@ -2,22 +2,20 @@
 
 Layout, one multi-document YAML file (each document opened by `---`) per unit of rollout:
 
-    kubernetes/<cluster>/00-cluster.yaml              cluster-scoped objects: the discovery ClusterRole
-    kubernetes/<cluster>/00-namespaces/<ns>.yaml      one Namespace
+    kubernetes/<cluster>/00-cluster.yaml              every Namespace, then the discovery ClusterRole
     kubernetes/<cluster>/<ns>/<service>.yaml          one workload (target `k8s/<cluster>/<ns>/<service>`)
     kubernetes/<cluster>/meshc-discovery/<service>.yaml   one external reader (its pseudo-target, below)
 
 kube-applier runs one `kubectl apply -f` per file, in `sort.Strings` order of the paths, and never
 prunes. `00-` sorts before every namespace directory (namespace names start with a letter), so
-every Namespace and the ClusterRole exist before any file that needs them: a workload's
+the Namespaces and the ClusterRole exist before any file that needs them: a workload's
 RoleBindings live in its dependencies' namespaces, not only its own. Inside a file the objects
 come in APPLY_ORDER (ServiceAccount, its token Secret, RoleBindings, ConfigMaps, Certificate,
 Service, NetworkPolicy), which `kubectl apply -f` follows. One file per workload, not per object:
 kube-applier starts one process per file, and the kernel's cost of creating a file dominated
-large builds. A Namespace keeps a file of its own because several services share it and a
-rollout build takes shared files from several revisions by path: a namespace only an older
-revision still uses keeps its file. Namespaces and the ClusterRole have target None (they
-change only when a namespace or cluster appears or disappears).
+large builds. The cluster file has target None (it changes only when a namespace or cluster
+appears or disappears); a rollout build writes it from the union of the Namespaces of every live
+revision (cluster_file), so a namespace only an older wave still uses stays.
 
 Discovery RBAC: one ClusterRole per cluster, `meshc-discovery-reader` (read Endpoints and
 EndpointSlices; it grants nothing by itself), and one RoleBinding to it per (reader, namespace
@@ -87,7 +85,6 @@ APPLY_ORDER: tuple[str, ...] = (
 _RANK: Mapping[str, int] = {kind: rank for rank, kind in enumerate(APPLY_ORDER)}
 
 CLUSTER_FILE = "00-cluster.yaml"  # `00-` sorts before every namespace directory: those start with a letter
-NAMESPACES_DIR = "00-namespaces"
 DOCUMENT_START = b"---\n"
 
 # Sidecar document directories, each a ConfigMap mounted at {config_dir}/<dir>. A ConfigMap key
@@ -113,21 +110,14 @@ def build_kubernetes(
     mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
 ) -> list[Artifact]:
     """The files of every Kubernetes workload and external reader (those in `only`, if given, by target id),
-    plus one per Namespace and one per cluster (its discovery ClusterRole)."""
+    plus one per cluster (its Namespaces and discovery ClusterRole)."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     in_cluster = _workloads_by_cluster_service(workloads)
     readers = external_readers(mesh)
     memo = Memo()  # render shares documents between workloads: serialize each once
-    namespaces = {(w.cluster or "", w.namespace) for w in workloads} | {
-        (r.cluster, DISCOVERY_NAMESPACE) for r in readers
-    }
     artifacts = [
-        _file(mesh, cluster, namespace_path(cluster, ns), [namespace_object(mesh, ns)], None, memo)
-        for cluster, ns in sorted(namespaces)
-    ]
-    artifacts += [
-        _file(mesh, cluster, cluster_path(cluster), [discovery_cluster_role(mesh)], None, memo)
-        for cluster in sorted({c for c, _ in namespaces})
+        cluster_file(mesh, cluster, namespaces)
+        for cluster, namespaces in sorted(cluster_namespaces(mesh).items())
     ]
     artifacts += [
         _file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo)
@@ -168,14 +158,26 @@ def build_kubernetes(
     return artifacts
 
 
+def cluster_namespaces(mesh: Mesh) -> dict[str, frozenset[str]]:
+    """Cluster -> the namespaces meshc writes there: its workloads' and, with an external reader, meshc-discovery."""
+    found: dict[str, set[str]] = defaultdict(set)
+    for workload in mesh.workloads:
+        if workload.platform == "kubernetes":
+            found[workload.cluster or ""].add(workload.namespace)
+    for reader in external_readers(mesh):
+        found[reader.cluster].add(DISCOVERY_NAMESPACE)
+    return {cluster: frozenset(namespaces) for cluster, namespaces in found.items()}
+
+
+def cluster_file(mesh: Mesh, cluster: str, namespaces: Collection[str]) -> Artifact:
+    """kubernetes/<cluster>/00-cluster.yaml: the Namespaces, sorted by name, then the discovery ClusterRole."""
+    objects = [namespace_object(mesh, ns) for ns in sorted(namespaces)] + [discovery_cluster_role(mesh)]
+    return _file(mesh, cluster, cluster_path(cluster), objects, None, Memo())
+
+
 def cluster_path(cluster: str) -> str:
-    """The file of a cluster's cluster-scoped objects other than Namespaces: kubernetes/<cluster>/00-cluster.yaml."""
+    """The file of a cluster's cluster-scoped objects, Namespaces included: kubernetes/<cluster>/00-cluster.yaml."""
     return f"{ROOT}/{cluster}/{CLUSTER_FILE}"
-
-
-def namespace_path(cluster: str, namespace: str) -> str:
-    """The file of one Namespace: kubernetes/<cluster>/00-namespaces/<namespace>.yaml."""
-    return f"{ROOT}/{cluster}/{NAMESPACES_DIR}/{namespace}.yaml"
 
 
 def unit_path(target: str) -> str:
@@ -190,9 +192,7 @@ def object_path(cluster: str, obj: Mapping[str, Any]) -> str:
     A namespaced object is in the file of the workload or reader its `meshc.dev/workload` annotation
     names; one without a usable annotation is placed in its namespace as its service's (or its own) file.
     """
-    kind, meta = obj["kind"], obj["metadata"]
-    if kind == "Namespace":
-        return namespace_path(cluster, meta["name"])
+    meta = obj["metadata"]
     namespace = meta.get("namespace")
     if not namespace:
         return cluster_path(cluster)

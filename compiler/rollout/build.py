@@ -17,7 +17,7 @@ from pathlib import Path
 import git
 
 from compiler.backends import run_backends
-from compiler.backends.kubernetes import external_readers
+from compiler.backends.kubernetes import cluster_file, cluster_namespaces, external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
 from compiler.backends.puppet import pool_data
 from compiler.diagnostics import Diagnostic, SpecError
@@ -436,8 +436,9 @@ def _mesh_key(mesh: Mesh) -> str:
 
 
 def output_tree(state: State, rendered: Mapping[str, Rendered]) -> dict[str, bytes]:
-    """Each target's files from its wave's revision, shared files from the newest live revision that has them,
-    canary hosts' node files, and MANIFEST.json with the rollout section."""
+    """Each target's files from its wave's revision, shared files from the newest live revision that has them
+    (a cluster's Namespaces: the union over live revisions), canary hosts' node files, and MANIFEST.json with
+    the rollout section."""
     order = [r.revision for r in state.revisions if r.revision in rendered]
     chosen: dict[str, Artifact] = {}
     for revision in dict.fromkeys(order):
@@ -452,9 +453,22 @@ def output_tree(state: State, rendered: Mapping[str, Rendered]) -> dict[str, byt
                 artifact.target not in workloads
             ):  # shared files and external readers: expand before contract too
                 chosen.setdefault(artifact.path, artifact)
-    for artifact in node_files(state, rendered):
+    for artifact in [
+        *cluster_files([rendered[r].mesh for r in dict.fromkeys(order)]),
+        *node_files(state, rendered),
+    ]:
         chosen[artifact.path] = artifact
     return render_tree(list(chosen.values()), rollout=manifest_section(state))
+
+
+def cluster_files(meshes: Sequence[Mesh]) -> list[Artifact]:
+    """Each cluster's 00-cluster.yaml with every Namespace any of `meshes` (the live revisions, newest first) writes
+    there: one file holds them all, so a namespace only an older wave still uses must be merged in, not dropped."""
+    namespaces: dict[str, set[str]] = {}
+    for mesh in meshes:
+        for cluster, found in cluster_namespaces(mesh).items():
+            namespaces.setdefault(cluster, set()).update(found)
+    return [cluster_file(meshes[0], cluster, names) for cluster, names in sorted(namespaces.items())]
 
 
 def node_files(state: State, rendered: Mapping[str, Rendered]) -> list[Artifact]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import jinja2
 
-from compiler.backends.kubernetes import reader_secret_name
+from compiler.backends.kubernetes.readers import reader_secret_name
 from compiler.diagnostics import Diagnostic
 from compiler.diff import (
     ADDED,

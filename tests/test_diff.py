@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.backends.kubernetes import external_readers
+from compiler.backends.kubernetes.readers import external_readers
 from compiler.cli import main
 from compiler.diff import diff_revisions
 from compiler.ir.lower import lower

@@ -21,7 +21,7 @@ from conftest import EXAMPLE, ROOT
 from live_k8s import LAST_APPLIED, dump_json, dump_yaml, find, last_applied, live_objects, orphan
 from test_kubernetes_schemas import Schemas, schemas  # noqa: F401 - the fixture: Kubernetes 1.32 strict schemas + CRDs
 
-from compiler.backends.kubernetes import OWNER_ANNOTATION
+from compiler.backends.kubernetes.layout import OWNER_ANNOTATION
 from compiler.drift.detect import assemble_report
 from compiler.drift.kubernetes import check_cluster, expected_objects, parse_dump
 from compiler.drift.model import (

@@ -17,19 +17,17 @@ from typing import Any
 import pytest
 import yaml
 
-from compiler.backends.kubernetes import (
-    APPLY_ORDER,
+from compiler.backends.kubernetes import build_kubernetes, restart_hash_of
+from compiler.backends.kubernetes.layout import APPLY_ORDER
+from compiler.backends.kubernetes.objects import (
     DISCOVERY_CLUSTER_ROLE,
-    DISCOVERY_NAMESPACE,
     MANAGED_BY,
     MESH_LABEL,
     NAME_LABEL,
     RESTART_ANNOTATION,
     WORKLOAD_ANNOTATION,
-    build_kubernetes,
-    external_readers,
-    restart_hash_of,
 )
+from compiler.backends.kubernetes.readers import external_readers
 from compiler.diagnostics import InternalError, SpecError
 from compiler.emit import Artifact, dump_yaml
 from compiler.ir.lower import lower
@@ -38,6 +36,7 @@ from compiler.pipeline import spec_files
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, SYNAPSE, SidecarConfig, render
 from compiler.spec.checks import check
 from compiler.spec.load import load_documents
+from compiler.spec.model import DISCOVERY_NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "mesh-spec"

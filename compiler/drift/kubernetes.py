@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 import yaml
 
-from compiler.backends.kubernetes import OWNER_ANNOTATION, ROOT, apply_key, owner_id
+from compiler.backends.kubernetes.layout import OWNER_ANNOTATION, ROOT, apply_key, owner_id
 from compiler.diagnostics import escape
 from compiler.diff import NotCanonical, diff_values, load_canonical_yaml, stream_documents
 from compiler.drift.model import (

@@ -17,7 +17,8 @@ from pathlib import Path
 import git
 
 from compiler.backends import run_backends
-from compiler.backends.kubernetes import cluster_file, cluster_namespaces, external_readers
+from compiler.backends.kubernetes import cluster_file, cluster_namespaces
+from compiler.backends.kubernetes.readers import external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
 from compiler.backends.puppet import pool_data
 from compiler.diagnostics import Diagnostic, SpecError

@@ -24,7 +24,9 @@ from compiler.drift.detect import assemble_report
 from compiler.drift.html import render_drift_page
 from compiler.drift.kubernetes import check_cluster, expected_objects, parse_dump
 from compiler.drift.model import DriftReport
-from compiler.drift.puppet import Policy, detect_puppet_drift, expected_rendering, host_records, read_export
+from compiler.drift.puppet import Policy, detect_puppet_drift, expected_rendering
+from compiler.drift.puppet_records import host_records
+from compiler.drift.puppetdb import read_export
 from compiler.graph.dot import element_id
 from compiler.pipeline import compile_dir
 from compiler.rollout.build import output_for

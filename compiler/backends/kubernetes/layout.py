@@ -51,14 +51,8 @@ APPLY_ORDER: tuple[str, ...] = (
     "Service",
     "NetworkPolicy",
 )
-
-
 _RANK: Mapping[str, int] = {kind: rank for rank, kind in enumerate(APPLY_ORDER)}
-
-
 CLUSTER_FILE = "00-cluster.yaml"  # `00-` sorts before every namespace directory: those start with a letter
-
-
 DOCUMENT_START = b"---\n"
 
 

@@ -14,23 +14,11 @@ from typing import Any
 from compiler.ir.model import KubernetesSource, Mesh, Workload
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
-
-
 NAME_LABEL = "app.kubernetes.io/name"
-
-
 MESH_LABEL = "meshc.dev/mesh"
-
-
 WORKLOAD_ANNOTATION = "meshc.dev/workload"
-
-
 IDENTITY_ANNOTATION = "meshc.dev/identity"
-
-
 RESTART_ANNOTATION = "meshc.dev/restart-hash"
-
-
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on every Namespace
 
 
@@ -38,11 +26,7 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by the API server on
 # cannot contain '/', and Envoy's watched_directory must be the mount root so the kubelet's
 # `..data` symlink swap reloads LDS/CDS, hence one ConfigMap per directory.
 CONFIG_MOUNTS = ("envoy", "synapse")
-
-
 DISCOVERY_CLUSTER_ROLE = "meshc-discovery-reader"
-
-
 DISCOVERY_RULES = (
     {"apiGroups": [""], "resources": ["endpoints"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},

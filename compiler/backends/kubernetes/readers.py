@@ -22,11 +22,7 @@ from compiler.ir.model import KubernetesSource, Mesh
 from compiler.spec.model import DISCOVERY_NAMESPACE  # no service may be placed there (spec checks)
 
 READERS_ANNOTATION = "meshc.dev/readers"  # on an external reader's objects: the workloads that use its token
-
-
 SERVICE_ACCOUNT_NAME_ANNOTATION = "kubernetes.io/service-account.name"  # the token controller's key
-
-
 SERVICE_ACCOUNT_TOKEN = "kubernetes.io/service-account-token"
 
 

@@ -23,7 +23,8 @@ from test_kubernetes_schemas import Schemas, schemas  # noqa: F401 - the fixture
 
 from compiler.backends.kubernetes.layout import OWNER_ANNOTATION
 from compiler.drift.detect import assemble_report
-from compiler.drift.kubernetes import check_cluster, expected_objects, parse_dump
+from compiler.drift.kube_dump import parse_dump
+from compiler.drift.kubernetes import check_cluster, expected_objects
 from compiler.drift.model import (
     ACKNOWLEDGED,
     CONVERGED,

@@ -22,7 +22,8 @@ import pytest
 from compiler.backends.puppet import HASHES_KEY
 from compiler.drift.detect import assemble_report
 from compiler.drift.html import render_drift_page
-from compiler.drift.kubernetes import check_cluster, expected_objects, parse_dump
+from compiler.drift.kube_dump import parse_dump
+from compiler.drift.kubernetes import check_cluster, expected_objects
 from compiler.drift.model import DriftReport
 from compiler.drift.puppet import Policy, detect_puppet_drift, expected_rendering
 from compiler.drift.puppet_records import host_records

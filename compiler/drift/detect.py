@@ -22,7 +22,8 @@ from compiler.drift import puppet
 from compiler.drift.acknowledge import FILE_NAME as ACK_FILE
 from compiler.drift.acknowledge import acknowledge, mark_used, read_acknowledgements
 from compiler.drift.hiera import POOLS_DIR
-from compiler.drift.kubernetes import PLATFORM, check_cluster, expected_objects, parse_dump, read_dump_file
+from compiler.drift.kube_dump import parse_dump, read_dump_file
+from compiler.drift.kubernetes import PLATFORM, check_cluster, expected_objects
 from compiler.drift.model import (
     ACKNOWLEDGED,
     CONVERGED,

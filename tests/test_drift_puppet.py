@@ -40,7 +40,8 @@ from compiler.drift.puppet import (
 )
 from compiler.drift.puppet_records import host_records
 from compiler.drift.puppetdb import Applied, Node, Observations, parse_applied, read_export, read_puppetdb
-from compiler.drift.report import pool_rows, report_data, summary_line
+from compiler.drift.report import report_data
+from compiler.drift.summary import pool_rows, summary_line
 from compiler.emit import dump_yaml
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig

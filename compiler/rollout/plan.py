@@ -22,8 +22,9 @@ from compiler.rollout.build import (
     rollout_context,
     spec_key,
 )
+from compiler.rollout.pairs import StatesReport
 from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
-from compiler.rollout.states import StatesReport, check_rollout, check_states, next_state
+from compiler.rollout.states import check_rollout, check_states, next_state
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

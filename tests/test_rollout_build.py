@@ -16,8 +16,9 @@ from compiler.diagnostics import SpecError
 from compiler.emit import MANIFEST, read_tree
 from compiler.gitsource import locate, read_revision
 from compiler.pipeline import compile
-from compiler.rollout.build import RevisionCache, build_rollout, output_for, plain_tree, rollout_context
+from compiler.rollout.build import build_rollout, output_for, plain_tree
 from compiler.rollout.plan import PromoteError, plan_rollout, promote
+from compiler.rollout.revisions import RevisionCache, rollout_context
 from compiler.rollout.states import check_rollout
 from tests.test_gitsource import commit, git, make_repo
 
@@ -148,7 +149,7 @@ def test_without_rollout_yaml_the_build_is_the_plain_build(tmp_path: Path) -> No
 
 def test_every_distinct_spec_is_compiled_once(merged: tuple[Path, str, str]) -> None:
     repo, base, head = merged
-    from compiler.rollout.build import compile_revision, spec_key
+    from compiler.rollout.revisions import compile_revision, spec_key
 
     context = rollout_context(repo / SPEC, RevisionCache())
     assert context is not None

@@ -10,7 +10,7 @@ discovery connects, in each of the four combinations {current, next} × {current
 from __future__ import annotations
 
 from compiler.diagnostics import Diagnostic, Span, SpecError
-from compiler.rollout.build import Context, RolloutBuild, State, compile_revision, rollout_state, spec_key
+from compiler.rollout.build import RolloutBuild
 from compiler.rollout.pairs import (
     CURRENT,
     NEXT,
@@ -21,6 +21,8 @@ from compiler.rollout.pairs import (
     location,
 )
 from compiler.rollout.pins import WORKING_TREE, WaveRevision, next_wave, with_pin
+from compiler.rollout.placement import State, rollout_state
+from compiler.rollout.revisions import Context, compile_revision, spec_key
 
 
 def instances(state: State, label: str) -> dict[str, Instance]:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean, excerpt, quote
-from compiler.ir.routing import unreachable
 from compiler.rollout.policy import assign
 from compiler.spec.load import MESH_FILE, Document
 from compiler.spec.model import (
@@ -20,6 +19,7 @@ from compiler.spec.model import (
     mesh_from_document,
     service_from_document,
 )
+from compiler.spec.routing import unreachable
 from compiler.spec.schema import validate_document
 
 Check = Callable[[Spec], Iterator[Diagnostic]]

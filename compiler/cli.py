@@ -253,7 +253,7 @@ def _waiting(lock: Path) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from compiler.rollout.build import build  # with a rollout.yaml, every wave's revision is compiled
+    from compiler.rollout.output import build  # with a rollout.yaml, every wave's revision is compiled
 
     result = build(args.spec, args.output, args.lock_timeout, _waiting)
     if not result.changed:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -139,6 +139,13 @@ class InternalError(Exception):
 def internal_error(diagnostics: Iterable[Diagnostic]) -> InternalError:
     """An InternalError listing violated invariants, one `file:line:col` line each (where in the spec they arose)."""
     return InternalError("\n".join(d.format() for d in sorted(diagnostics, key=Diagnostic.sort_key)))
+
+
+def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tuple[Diagnostic, ...]:
+    """Diagnostics whose files are named `REV:path`, git's own name for a file at a revision."""
+    if revision is None:
+        return tuple(diagnostics)
+    return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

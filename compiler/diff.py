@@ -22,7 +22,7 @@ import yaml
 
 from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
 from compiler.backends.kubernetes import kind_rank
-from compiler.diagnostics import Diagnostic, SpecError
+from compiler.diagnostics import Diagnostic, SpecError, at_revision
 from compiler.emit import (
     LOCK_TIMEOUT,
     MANIFEST,
@@ -256,13 +256,6 @@ def _read_base(location: SpecLocation, base: str) -> SpecFiles | None:
         return read_revision(location, base)
     except SpecDirMissing:
         return None
-
-
-def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tuple[Diagnostic, ...]:
-    """Diagnostics whose files are named `REV:path`, git's own name for a file at a revision."""
-    if revision is None:
-        return tuple(diagnostics)
-    return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
 
 
 def diff_specs(
@@ -663,9 +656,8 @@ def output_drift(
     """
     real = Path(os.path.realpath(out))
     with output_lock(real, str(out), lock_timeout, on_wait, required=False):
-        from compiler.rollout.build import (
-            output_for,
-        )  # with a rollout.yaml, every wave's revision is compiled
+        # with a rollout.yaml, every wave's revision is compiled
+        from compiler.rollout.output import output_for
 
         tree = output_for(spec_dir)
         status = compare_tree(real, tree)

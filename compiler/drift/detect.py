@@ -224,9 +224,7 @@ def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[
         build = compile_dir(spec)
         return build.mesh, build.tree()
     if tree is None:
-        from compiler.rollout.build import (
-            output_for,
-        )  # compiles every wave's revision: only when a rollout is in force
+        from compiler.rollout.output import output_for  # compiles every wave's revision: only with a rollout
 
         tree = output_for(spec)
     return lower_dir(spec), tree

@@ -116,6 +116,11 @@ class Diagnostic:
         return (self.span.file, self.span.line, self.span.col, self.code, self.message)
 
 
+def error(span: Span, code: str, message: str) -> Diagnostic:
+    """An error diagnostic at `span`."""
+    return Diagnostic(span=span, code=code, message=message)
+
+
 class SpecError(Exception):
     """Raised by library code when the spec is invalid; carries every diagnostic found."""
 

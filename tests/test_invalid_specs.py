@@ -30,7 +30,7 @@ DIAGNOSTIC = re.compile(
 
 # The spec layer (loader, schemas, checks) names its codes as string literals; each needs a case.
 SPEC_LAYER = [
-    *(ROOT / "compiler" / "spec").glob("*.py"),
+    *(ROOT / "compiler" / "spec").rglob("*.py"),
     *(ROOT / "compiler" / "spec" / "schema").glob("*.json"),
 ]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from compiler.diagnostics import CODES
-from compiler.spec.load import MAX_FILE_BYTES
+from compiler.spec.document import MAX_FILE_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES_DIR = Path(__file__).resolve().parent / "invalid"

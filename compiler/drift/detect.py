@@ -41,7 +41,7 @@ from compiler.drift.model import (
 from compiler.emit import MANIFEST
 from compiler.ir.model import Mesh
 from compiler.pipeline import compile_dir, lower_dir
-from compiler.spec.load import MAX_FILE_BYTES
+from compiler.spec.document import MAX_FILE_BYTES
 
 
 def assemble_report(

@@ -31,7 +31,8 @@ from compiler.rollout.hosts import INVENTORY_FILE, Canary, Host, canaries, load_
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, WaveRevision, load_rollout, resolve
 from compiler.rollout.policy import WavePolicy, assign
 from compiler.spec.checks import check
-from compiler.spec.load import MESH_FILE, SERVICES_DIR, Document, LoadError, load_documents, parse_document
+from compiler.spec.document import Document, LoadError, parse_document
+from compiler.spec.load import MESH_FILE, SERVICES_DIR, load_documents
 from compiler.spec.model import Spec
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from compiler.diagnostics import Diagnostic, Span, SpecError
 from compiler.rollout.policy import Placed, WavePolicy
-from compiler.spec.load import LoadError, parse_document, read_side_file
+from compiler.spec.document import LoadError, parse_document
+from compiler.spec.load import read_side_file
 
 INVENTORY_FILE = "inventory/hosts.yaml"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from compiler.diagnostics import Span
 from compiler.rollout.policy import WavePolicy, policy_from_document
-from compiler.spec.load import DataPath, Document
+from compiler.spec.document import DataPath, Document
 
 MODEL = dict(frozen=True, kw_only=True, slots=True)
 

@@ -21,7 +21,8 @@ from compiler.spec.checks.references import (
     check_self_dependency,
 )
 from compiler.spec.checks.waves import check_wave_coverage, check_wave_names
-from compiler.spec.load import MESH_FILE, Document
+from compiler.spec.document import Document
+from compiler.spec.load import MESH_FILE
 from compiler.spec.model import Spec, mesh_from_document, service_from_document
 from compiler.spec.schema import validate_document
 

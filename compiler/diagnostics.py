@@ -141,6 +141,10 @@ class InternalError(Exception):
     """A bug in meshc: an invariant of the rendering does not hold (exit 3)."""
 
 
+class UnknownService(LookupError):
+    """A command names a service that is not in the spec (a usage error, exit 2)."""
+
+
 def internal_error(diagnostics: Iterable[Diagnostic]) -> InternalError:
     """An InternalError listing violated invariants, one `file:line:col` line each (where in the spec they arose)."""
     return InternalError("\n".join(d.format() for d in sorted(diagnostics, key=Diagnostic.sort_key)))

@@ -1,8 +1,9 @@
 """Semantic diff of two builds: which spec files, targets, documents and files change, and what it costs.
 
-Results are frozen records; `compiler.report` formats them. The value differ is generic over
-dict/list/scalar data: mappings by key, lists of named things by their name (so inserting one
-cluster does not shift every later one), other lists of unique scalars as sets, the rest by index.
+Results are frozen records; compiler/commands/diff_report.py, diff_text.py and diff_markdown.py format
+them. The value differ is generic over dict/list/scalar data: mappings by key, lists of named things by
+their name (so inserting one cluster does not shift every later one), other lists of unique scalars as
+sets, the rest by index.
 """
 
 from __future__ import annotations

@@ -170,3 +170,27 @@ def test_a_stage_imports_no_later_stage(stage: str) -> None:
         if any(_in(target, other) for other in later)
     ]
     assert not leaks, f"{stage} reaches a later stage: " + "; ".join(leaks[:5])
+
+
+# The library under the commands: none of it reaches what a command shows (compiler.commands) or the CLI.
+LIBRARY = (
+    *STAGES,
+    "compiler.emit",
+    "compiler.pipeline",
+    "compiler.diff",
+    "compiler.rollout",
+    "compiler.drift",
+)
+
+
+def test_the_library_reaches_no_command() -> None:
+    """Presentation sits on top: the pipeline, diff, rollout and drift never import compiler.commands or the CLI."""
+    graph = import_graph(PACKAGE)
+    leaks = [
+        " -> ".join(chain)
+        for module in sorted(graph)
+        if any(_in(module, package) for package in LIBRARY)
+        for target, chain in sorted(reachable(graph, module).items())
+        if _in(target, "compiler.commands") or target == "compiler.cli"
+    ]
+    assert not leaks, "the library reaches a command: " + "; ".join(leaks[:5])

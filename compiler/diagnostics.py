@@ -122,10 +122,16 @@ def error(span: Span, code: str, message: str) -> Diagnostic:
 
 
 class SpecError(Exception):
-    """Raised by library code when the spec is invalid; carries every diagnostic found."""
+    """Raised by library code when the spec is invalid; carries every diagnostic found.
+
+    Constructing one with an `internal` diagnostic raises InternalError instead.
+    """
 
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
         self.diagnostics = tuple(sorted(diagnostics, key=Diagnostic.sort_key))
+        bugs = [d for d in self.diagnostics if d.code == "internal"]
+        if bugs:  # whoever collected them, a meshc bug is never the spec's fault: exit 3, not 2
+            raise internal_error(bugs)
         super().__init__(f"{len(self.diagnostics)} error(s) in the spec")
 
 

@@ -331,7 +331,7 @@ def _wave_split(old: Build | None, new: Build, targets: Sequence[TargetDiff]) ->
     policy = new.spec.mesh.rollout
     if policy is None:
         return ()
-    from compiler.rollout.policy import assign
+    from compiler.spec.wave_policy import assign
 
     waves = assign(policy, old.mesh.workloads if old else ()) | dict(new.mesh.waves)
     first = next(w.name for w in policy.waves if not w.takes_hosts)

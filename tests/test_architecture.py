@@ -172,6 +172,20 @@ def test_a_stage_imports_no_later_stage(stage: str) -> None:
     assert not leaks, f"{stage} reaches a later stage: " + "; ".join(leaks[:5])
 
 
+def test_the_spec_stands_alone() -> None:
+    """The front end (spec/) reaches nothing but itself and the diagnostics: it can be read and reused on its own."""
+    graph = import_graph(PACKAGE)
+    allowed = ("compiler.spec", "compiler.diagnostics")
+    leaks = [
+        " -> ".join(chain)
+        for module in sorted(graph)
+        if _in(module, "compiler.spec")
+        for target, chain in sorted(reachable(graph, module).items())
+        if target != "compiler" and not any(_in(target, package) for package in allowed)
+    ]
+    assert not leaks, "the spec reaches beyond itself: " + "; ".join(leaks[:5])
+
+
 # The library under the commands: none of it reaches what a command shows (compiler.commands) or the CLI.
 LIBRARY = (
     *STAGES,

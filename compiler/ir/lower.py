@@ -22,9 +22,9 @@ from compiler.ir.model import (
     ZookeeperSource,
 )
 from compiler.memo import Memo
-from compiler.rollout.policy import assign
 from compiler.spec.model import MeshSpec, ServiceSpec, Spec, deep_merge, duration_ms
 from compiler.spec.routing import priorities
+from compiler.spec.wave_policy import assign
 
 
 def identity(trust_domain: str, namespace: str, service: str) -> str:

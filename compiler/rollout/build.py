@@ -29,11 +29,11 @@ from compiler.pipeline import spec_files
 from compiler.render import SidecarConfig, render
 from compiler.rollout.hosts import INVENTORY_FILE, Canary, Host, canaries, load_inventory
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, WaveRevision, load_rollout, resolve
-from compiler.rollout.policy import WavePolicy, assign
 from compiler.spec.checks import check
 from compiler.spec.document import Document, LoadError, parse_document
 from compiler.spec.load import MESH_FILE, SERVICES_DIR, load_documents
 from compiler.spec.model import Spec
+from compiler.spec.wave_policy import WavePolicy, assign
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from compiler.diagnostics import Diagnostic, did_you_mean, error
-from compiler.rollout.policy import assign
 from compiler.spec.model import Spec
+from compiler.spec.wave_policy import assign
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from functools import cache
+from typing import Any
 
 import jinja2
 
@@ -63,7 +64,7 @@ def _cap_text(lines: Iterable[str]) -> list[str]:
 
 def format_markdown(diff: MeshDiff, budget: int = MARKDOWN_BUDGET) -> str:
     """A pull-request comment: summary table first, details folded, cut to `budget` characters with a note."""
-    macros = _template().module
+    macros: Any = _template().module  # the macros of diff.md.j2, which Jinja types as plain attributes
     capped = dataclasses.replace(diff, base_diagnostics=diff.base_diagnostics[:MAX_DIAGNOSTICS])
     parts = [str(macros.header(capped, summary(diff), calls_block(diff)))]
     parts += [f"**{line}**\n\n" for line in rollout_lines(diff)]
@@ -72,7 +73,7 @@ def format_markdown(diff: MeshDiff, budget: int = MARKDOWN_BUDGET) -> str:
         ("target", macros.targets_heading(diff), [macros.target(t) for t in diff.targets]),
         ("shared file", macros.shared_heading(diff), [macros.shared_file(f) for f in diff.shared]),
     )
-    size, cut = len(parts[0]), {}
+    size, cut = len(parts[0]), dict[str, int]()
     for kind, heading, blocks in sections:
         for index, block in enumerate(blocks):
             text = (str(heading) if index == 0 else "") + str(block)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from compiler.diagnostics import UnknownService, did_you_mean, quote
-from compiler.ir.model import Egress, Mesh, Policy, Source, Workload
+from compiler.ir.model import Egress, Mesh, Policy, Source, Workload, ZookeeperSource
 
 
 def explain(mesh: Mesh, service: str) -> dict[str, Any]:
@@ -95,7 +95,7 @@ def _source(source: Source) -> dict[str, Any]:
         "kind": source.kind,
         "datacenter": source.datacenter,
     }
-    if source.kind == "zookeeper":
+    if isinstance(source, ZookeeperSource):
         return {**common, "hosts": list(source.hosts), "path": source.path}
     return {
         **common,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 from compiler.diagnostics import Diagnostic, error, quote
 from compiler.spec.model import Spec, deep_merge, duration_ms
@@ -48,7 +49,7 @@ def check_retry_budget(spec: Spec) -> Iterator[Diagnostic]:
                     yield error(dep.span, "retry-budget", f"dependency {quote(dep.service)}: {message}")
 
 
-def _budget_problem(policy: dict) -> str | None:
+def _budget_problem(policy: Mapping[str, Any]) -> str | None:
     retries = policy["retries"]
     per_try, attempts, timeout = (
         duration_ms(retries["per_try_timeout"]),

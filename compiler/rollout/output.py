@@ -1,4 +1,4 @@
-"""What `meshc build` writes: the rollout tree when a rollout is in force (every state checked), else the plain build."""
+"""What `meshc build` writes: the rollout tree when a rollout is in force (every state checked), else the build."""
 
 from __future__ import annotations
 

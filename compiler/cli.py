@@ -13,10 +13,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compiler import __version__
-from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, escape, format_all
+from compiler.commands.explain import explain, format_explain
+from compiler.diagnostics import (
+    EnvironmentFailure,
+    InternalError,
+    SpecError,
+    UnknownService,
+    escape,
+    format_all,
+)
 from compiler.diff import DocumentDiff, diff_revisions, output_drift
 from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
-from compiler.explain import UnknownService, explain, format_explain
 from compiler.gitsource import RevisionError
 from compiler.pipeline import collector_paused, compile_dir, spec_files, validate_only
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
@@ -253,7 +260,7 @@ def _waiting(lock: Path) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from compiler.rollout.build import build  # with a rollout.yaml, every wave's revision is compiled
+    from compiler.rollout.output import build  # with a rollout.yaml, every wave's revision is compiled
 
     result = build(args.spec, args.output, args.lock_timeout, _waiting)
     if not result.changed:
@@ -292,7 +299,7 @@ def _edit_lines(edit: DocumentDiff | None) -> list[str]:
     """What a rebuild would change in a stale or hand-edited file (on disk → rendered, as diff shows base → head)."""
     if edit is None:
         return []
-    from compiler.report import change_lines  # the report module is loaded only when something differs
+    from compiler.commands.diff_report import change_lines  # loaded only when something differs
 
     if not edit.changes and not edit.text:
         return ["(same data; only formatting or comments differ)"]
@@ -368,7 +375,10 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from compiler import report  # the report's Jinja environment is only needed here
+    # the report's Jinja environment is only needed here
+    from compiler.commands.diff_markdown import format_markdown
+    from compiler.commands.diff_report import format_json
+    from compiler.commands.diff_text import format_text
 
     try:
         result = diff_revisions(args.spec, args.base, args.head)
@@ -377,9 +387,9 @@ def _diff(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     color = args.format == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     formatters = {
-        "text": lambda d: report.format_text(d, color=color),
-        "markdown": report.format_markdown,
-        "json": report.format_json,
+        "text": lambda d: format_text(d, color=color),
+        "markdown": format_markdown,
+        "json": format_json,
     }
     sys.stdout.write(formatters[args.format](result))
     return EXIT_FINDINGS if args.exit_code and result.changed else EXIT_OK

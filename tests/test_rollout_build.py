@@ -16,7 +16,8 @@ from compiler.diagnostics import SpecError
 from compiler.emit import MANIFEST, read_tree
 from compiler.gitsource import locate, read_revision
 from compiler.pipeline import compile
-from compiler.rollout.build import build_rollout, output_for, plain_tree
+from compiler.rollout.build import build_rollout
+from compiler.rollout.output import output_for, plain_tree
 from compiler.rollout.plan import PromoteError, plan_rollout, promote
 from compiler.rollout.revisions import RevisionCache, rollout_context
 from compiler.rollout.states import check_rollout

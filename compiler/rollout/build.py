@@ -9,23 +9,21 @@ and revision.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from compiler.backends import run_backends
 from compiler.backends.kubernetes import cluster_file, cluster_namespaces
 from compiler.backends.kubernetes.readers import external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
 from compiler.backends.puppet import pool_data
-from compiler.emit import LOCK_TIMEOUT, Artifact, WriteResult, render_tree
+from compiler.emit import Artifact, render_tree
 from compiler.ir.model import Mesh
-from compiler.pipeline import compile_dir, write_output
 from compiler.render import render
 from compiler.rollout.pins import RolloutFile, WaveRevision, resolve
 from compiler.rollout.placement import State, rollout_state
-from compiler.rollout.policy import WavePolicy
-from compiler.rollout.revisions import Context, Rendered, RevisionCache, rollout_context
+from compiler.rollout.revisions import Context, Rendered
+from compiler.spec.wave_policy import WavePolicy
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -183,36 +181,3 @@ def manifest_section(state: State) -> dict[str, object]:
         },
         "waves": [{"name": r.wave, "revision": r.revision} for r in state.revisions],
     }
-
-
-def plain_tree(spec_dir: Path) -> dict[str, bytes]:
-    """The output tree without a rollout: the one-revision build."""
-    return compile_dir(spec_dir).tree()
-
-
-def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, bytes]:
-    """What `meshc build` writes for `spec_dir`: the rollout tree when a rollout is in force, else the plain build.
-
-    Raises SpecError when a state of the rollout is unsafe (see compiler.rollout.states).
-    """
-    context = rollout_context(spec_dir, cache)
-    if context is None:
-        return plain_tree(spec_dir)
-    from compiler.rollout.states import check_rollout  # the states module reads this module's records
-
-    try:
-        result = build_rollout(context)
-        check_rollout(context, result)
-    finally:
-        context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
-    return dict(result.tree)
-
-
-def build(
-    spec_dir: Path,
-    out: Path,
-    lock_timeout: float = LOCK_TIMEOUT,
-    on_wait: Callable[[Path], None] | None = None,
-) -> WriteResult:
-    """`meshc build`: compile (every wave's revision when a rollout is in force) and write the tree atomically."""
-    return write_output(spec_dir, out, lambda: output_for(spec_dir), lock_timeout, on_wait)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, replace
 from compiler.ir.model import Mesh, Workload
 from compiler.rollout.hosts import Canary, canaries
 from compiler.rollout.pins import WaveRevision
-from compiler.rollout.policy import WavePolicy, assign
 from compiler.rollout.revisions import Context, Revision, compile_revision
+from compiler.spec.wave_policy import WavePolicy, assign
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import git
 
-from compiler.diagnostics import Diagnostic, SpecError
+from compiler.diagnostics import Diagnostic, SpecError, at_revision
 from compiler.emit import Artifact
 from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision
 from compiler.ir.lower import lower
@@ -23,10 +23,11 @@ from compiler.pipeline import spec_files
 from compiler.render import SidecarConfig
 from compiler.rollout.hosts import INVENTORY_FILE, Host, load_inventory
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, load_rollout
-from compiler.rollout.policy import WavePolicy
 from compiler.spec.checks import check
-from compiler.spec.load import MESH_FILE, SERVICES_DIR, Document, LoadError, load_documents, parse_document
+from compiler.spec.document import Document, LoadError, parse_document
+from compiler.spec.load import MESH_FILE, SERVICES_DIR, load_documents
 from compiler.spec.model import Spec
+from compiler.spec.wave_policy import WavePolicy
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -160,8 +161,6 @@ def compile_revision(context: Context, revision: str) -> Revision | None:
         try:
             spec = check(load_parsed(files, context.label, context.cache.parsed))
         except SpecError as exc:
-            from compiler.diff import at_revision  # names files `REV:path`, as git does
-
             raise SpecError(at_revision(exc.diagnostics, revision[:12])) from None
         cached = context.cache.compiled[key] = Revision(revision=revision, spec=spec, mesh=lower(spec))
     return replace(cached, revision=revision) if cached.revision != revision else cached

@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 
 from compiler.diagnostics import Diagnostic, did_you_mean, quote, yaml_value
-from compiler.spec.load import Document
+from compiler.spec.document import Document
 
 SCHEMA_NAMES = ("mesh", "service")
 

@@ -175,7 +175,9 @@ def drift_child(spec_dir: Path, url: str) -> None:
     from datetime import UTC, datetime
 
     from compiler.drift.detect import assemble_report
-    from compiler.drift.puppet import Policy, check_vms, host_records, read_puppetdb
+    from compiler.drift.puppet import Policy, check_vms
+    from compiler.drift.puppet_records import host_records
+    from compiler.drift.puppetdb import read_puppetdb
     from compiler.drift.report import format_json
     from compiler.pipeline import compile_dir
 

@@ -237,8 +237,8 @@ def _command(
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from compiler.rollout.build import rollout_context
     from compiler.rollout.pins import resolve
+    from compiler.rollout.revisions import rollout_context
 
     spec = validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/"))
     context = rollout_context(args.spec)  # rollout.yaml and the inventory are part of the spec repo too
@@ -320,8 +320,8 @@ def _schema(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from compiler.graph.status import render_plan_page
     from compiler.rollout import report
-    from compiler.rollout.build import no_rollout_reason, rollout_context
     from compiler.rollout.plan import plan_rollout
+    from compiler.rollout.revisions import no_rollout_reason, rollout_context
 
     context = rollout_context(args.spec)
     if context is None:

@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 import yaml
 
-from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
-from compiler.backends.kubernetes import kind_rank
+from compiler.backends.kubernetes.layout import ROOT as KUBERNETES_ROOT
+from compiler.backends.kubernetes.layout import kind_rank
 from compiler.diagnostics import Diagnostic, SpecError, at_revision
 from compiler.emit import (
     LOCK_TIMEOUT,

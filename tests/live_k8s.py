@@ -32,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from compiler.backends.kubernetes import NAME_LABEL, OWNER_ANNOTATION, WORKLOAD_ANNOTATION
+from compiler.backends.kubernetes.layout import OWNER_ANNOTATION
+from compiler.backends.kubernetes.objects import NAME_LABEL, WORKLOAD_ANNOTATION
 from compiler.drift.kubernetes import LAST_APPLIED, expected_objects
 
 APPLIED_AT = "2026-11-20T10:00:00Z"

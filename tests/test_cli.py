@@ -313,7 +313,7 @@ def test_drift_reads_endless_inputs_only_up_to_their_cap(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Both read /dev/zero until memory ran out; a dump already stopped one byte past its cap.
-    import compiler.drift.puppet
+    import compiler.drift.puppetdb
 
     assert cli_main(["drift", str(EXAMPLE), "--acknowledgements", "/dev/zero"]) == 2
     assert (
@@ -321,7 +321,7 @@ def test_drift_reads_endless_inputs_only_up_to_their_cap(
         == "/dev/zero:1:1: error: file is larger than 1024 KiB; split it or trim it  [drift-acknowledgement]\n"
     )
     monkeypatch.setattr(
-        compiler.drift.puppet, "MAX_EXPORT_BYTES", 1 << 20
+        compiler.drift.puppetdb, "MAX_EXPORT_BYTES", 1 << 20
     )  # the real cap (1 GiB) is too much for a test
     assert cli_main(["drift", str(EXAMPLE), "--puppet-facts", "/dev/zero"]) == 2
     assert (

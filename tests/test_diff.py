@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from compiler.backends.kubernetes import external_readers
+from compiler.backends.kubernetes.readers import external_readers
 from compiler.cli import main
 from compiler.commands.diff_markdown import GITHUB_COMMENT_LIMIT, format_markdown
 from compiler.diff import diff_revisions

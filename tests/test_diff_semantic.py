@@ -660,11 +660,16 @@ def test_object_heads_read_apiversion_kind_and_metadata_wherever_they_stand() ->
 
 
 def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_order() -> None:
-    """An object that moves to another file is kept; one dropped from a file that stays, or whose file goes, is deleted."""
+    """An object that moves to another file is kept; one dropped from a file that stays, or whose file goes, is
+    deleted: a Namespace dropped from its cluster's file too."""
     svc, other = "k8s/c/ns/svc", "k8s/c/other/other"
+    role = _obj("ClusterRole", None, "meshc-discovery-reader", RB)
+    cluster_file = "kubernetes/c/00-cluster.yaml"  # every Namespace of the cluster, then the ClusterRole
     old = [
-        Artifact(path="kubernetes/c/00-namespaces/ns.yaml", data=_stream(_obj("Namespace", None, "ns"))),
-        Artifact(path="kubernetes/c/00-namespaces/gone.yaml", data=_stream(_obj("Namespace", None, "gone"))),
+        Artifact(
+            path=cluster_file,
+            data=_stream(_obj("Namespace", None, "gone"), _obj("Namespace", None, "ns"), role),
+        ),
         Artifact(
             path="kubernetes/c/ns/svc.yaml",
             target=svc,
@@ -691,7 +696,7 @@ def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_ord
         ),
     ]
     new = [
-        old[0],
+        Artifact(path=cluster_file, data=_stream(_obj("Namespace", None, "ns"), role)),
         Artifact(
             path="kubernetes/c/ns/svc.yaml",
             target=svc,
@@ -712,6 +717,6 @@ def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_ord
         ("RoleBinding", "gone", "g", "kubernetes/c/ns/svc.yaml"),
         ("ConfigMap", "gone", "gone-cm", "kubernetes/c/gone/gone.yaml"),
         ("ServiceAccount", "gone", "gone", "kubernetes/c/gone/gone.yaml"),
-        ("Namespace", None, "gone", "kubernetes/c/00-namespaces/gone.yaml"),
+        ("Namespace", None, "gone", cluster_file),
     ]
     assert [d.cascades for d in kube_deletions(old, new)] == [False] * 4 + [True]

@@ -21,9 +21,10 @@ from conftest import EXAMPLE, ROOT
 from live_k8s import LAST_APPLIED, dump_json, dump_yaml, find, last_applied, live_objects, orphan
 from test_kubernetes_schemas import Schemas, schemas  # noqa: F401 - the fixture: Kubernetes 1.32 strict schemas + CRDs
 
-from compiler.backends.kubernetes import OWNER_ANNOTATION
+from compiler.backends.kubernetes.layout import OWNER_ANNOTATION
 from compiler.drift.detect import assemble_report
-from compiler.drift.kubernetes import check_cluster, expected_objects, parse_dump
+from compiler.drift.kube_dump import parse_dump
+from compiler.drift.kubernetes import check_cluster, expected_objects
 from compiler.drift.model import (
     ACKNOWLEDGED,
     CONVERGED,
@@ -359,7 +360,7 @@ def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(
         if line.strip().startswith(("kubectl ", "# kubectl "))
     ]
     # the reverse of the apply order: that file's documents backwards (its grant came after its ServiceAccount), then the
-    # Namespace, whose file 00-namespaces/legacy.yaml sorts before every namespace directory
+    # Namespace, whose file 00-cluster.yaml sorts before every namespace directory
     assert commands == [
         "kubectl --context kube-sjc-a delete -n legacy certificate.cert-manager.io/legacy-mesh-tls",
         "kubectl --context kube-sjc-a delete -n legacy configmap/legacy-mesh-envoy",

@@ -22,9 +22,12 @@ import pytest
 from compiler.backends.puppet import HASHES_KEY
 from compiler.drift.detect import assemble_report
 from compiler.drift.html import render_drift_page
-from compiler.drift.kubernetes import check_cluster, expected_objects, parse_dump
+from compiler.drift.kube_dump import parse_dump
+from compiler.drift.kubernetes import check_cluster, expected_objects
 from compiler.drift.model import DriftReport
-from compiler.drift.puppet import Policy, detect_puppet_drift, expected_rendering, host_records, read_export
+from compiler.drift.puppet import Policy, detect_puppet_drift, expected_rendering
+from compiler.drift.puppet_records import host_records
+from compiler.drift.puppetdb import read_export
 from compiler.graph.dot import element_id
 from compiler.pipeline import compile_dir
 from compiler.rollout.hosts import INVENTORY_FILE

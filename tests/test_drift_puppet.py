@@ -26,27 +26,22 @@ import pytest
 
 from compiler.backends.puppet import HASHES_KEY, pool_data
 from compiler.drift.detect import assemble_report
+from compiler.drift.hiera import compare_hiera, deployed_times
+from compiler.drift.model import DriftInputError
 from compiler.drift.puppet import (
-    Applied,
-    DriftInputError,
     Expectation,
     HostState,
-    Node,
-    Observations,
     Policy,
     PuppetDrift,
     check_vms,
-    compare_hiera,
-    deployed_times,
     detect_puppet_drift,
     expected_rendering,
-    host_records,
     judge_host,
-    parse_applied,
-    read_export,
-    read_puppetdb,
 )
-from compiler.drift.report import pool_rows, report_data, summary_line
+from compiler.drift.puppet_records import host_records
+from compiler.drift.puppetdb import Applied, Node, Observations, parse_applied, read_export, read_puppetdb
+from compiler.drift.report import report_data
+from compiler.drift.summary import pool_rows, summary_line
 from compiler.emit import dump_yaml
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig

@@ -433,8 +433,11 @@ def test_json_is_byte_identical_under_two_hash_seeds(fleet: Fleet, tmp_path: Pat
 def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build) -> None:
     from compiler.backends.puppet import HASHES_KEY
     from compiler.drift.detect import assemble_report
-    from compiler.drift.puppet import Applied, Node, Observations, Policy, detect_puppet_drift, host_records
-    from compiler.drift.report import report_data, wave_line
+    from compiler.drift.puppet import Policy, detect_puppet_drift
+    from compiler.drift.puppet_records import host_records
+    from compiler.drift.puppetdb import Applied, Node, Observations
+    from compiler.drift.report import report_data
+    from compiler.drift.summary import wave_line
     from tests.test_drift_puppet import canary_file
 
     canary = "encryption-canary.sjc.wire"

@@ -17,18 +17,17 @@ from typing import Any
 import pytest
 import yaml
 
-from compiler.backends.kubernetes import (
-    APPLY_ORDER,
-    DISCOVERY_NAMESPACE,
+from compiler.backends.kubernetes import build_kubernetes, restart_hash_of
+from compiler.backends.kubernetes.layout import APPLY_ORDER
+from compiler.backends.kubernetes.objects import (
+    DISCOVERY_CLUSTER_ROLE,
     MANAGED_BY,
     MESH_LABEL,
     NAME_LABEL,
     RESTART_ANNOTATION,
     WORKLOAD_ANNOTATION,
-    build_kubernetes,
-    external_readers,
-    restart_hash_of,
 )
+from compiler.backends.kubernetes.readers import external_readers
 from compiler.diagnostics import InternalError, SpecError
 from compiler.emit import Artifact, dump_yaml
 from compiler.ir.lower import lower
@@ -37,6 +36,7 @@ from compiler.pipeline import spec_files
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, SYNAPSE, SidecarConfig, render
 from compiler.spec.checks import check
 from compiler.spec.load import load_documents
+from compiler.spec.model import DISCOVERY_NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "mesh-spec"
@@ -202,8 +202,9 @@ def test_every_file_is_a_stream_of_objects_each_opened_by_a_document_start(case:
         )  # no empty document, no stray separator
 
 
-def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
-    """kubernetes/<cluster>/00-cluster.yaml, 00-namespaces/<ns>.yaml, and <ns>/<service>.yaml per workload or reader."""
+def test_one_file_per_workload_reader_and_cluster(case: Case) -> None:
+    """kubernetes/<cluster>/00-cluster.yaml (its Namespaces, then the ClusterRole) and <ns>/<service>.yaml per
+    workload or reader."""
     workloads = {w.id: w for w in case.mesh.workloads if w.platform == "kubernetes"}
     readers = {r.id: r for r in external_readers(case.mesh)}
     files: dict[str, set[str]] = defaultdict(set)
@@ -211,14 +212,15 @@ def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
         parts = artifact.path.split("/")
         cluster, objects = parts[1], load(artifact.data)
         files[cluster].add(artifact.path)
-        if parts[2:] == ["00-cluster.yaml"]:  # cluster-scoped objects: the discovery ClusterRole
-            assert [(o["kind"], "namespace" in o["metadata"]) for o in objects] == [("ClusterRole", False)], (
-                artifact.path
-            )
-            assert artifact.target is None
-        elif parts[2] == "00-namespaces":
-            assert [(o["kind"], f"{o['metadata']['name']}.yaml") for o in objects] == [
-                ("Namespace", parts[3])
+        if parts[2:] == [
+            "00-cluster.yaml"
+        ]:  # cluster-scoped objects: every Namespace, the discovery ClusterRole
+            namespaces = {w.namespace for w in workloads.values() if w.cluster == cluster}
+            if any(r.cluster == cluster for r in readers.values()):
+                namespaces.add(DISCOVERY_NAMESPACE)
+            assert [(o["kind"], o["metadata"]["name"], "namespace" in o["metadata"]) for o in objects] == [
+                *(("Namespace", ns, False) for ns in sorted(namespaces)),
+                ("ClusterRole", DISCOVERY_CLUSTER_ROLE, False),
             ], artifact.path
             assert artifact.target is None
         else:
@@ -232,13 +234,8 @@ def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
                 # in the unit's own namespace, but for the discovery grants in the namespaces it reads
                 assert meta["namespace"] == namespace or obj["kind"] == "RoleBinding", artifact.path
     for cluster, paths in files.items():
-        namespaces = {ns for c, ns in ((w.cluster, w.namespace) for w in workloads.values()) if c == cluster}
         units = [t for t in [*workloads, *readers] if t.split("/")[1] == cluster]
-        if any(r.cluster == cluster for r in readers.values()):
-            namespaces.add(DISCOVERY_NAMESPACE)
-        assert len(paths) == len(units) + len(namespaces) + 1, (
-            cluster
-        )  # the issue's goal: <= that plus a handful
+        assert len(paths) == len(units) + 1, cluster  # the issue's goal: <= that plus a handful
 
 
 def test_labels_on_every_object(case: Case) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
 from compiler.backends.kubernetes import build_kubernetes
+from compiler.backends.kubernetes.layout import ROOT as KUBERNETES_ROOT
 from compiler.emit import read_tree
 from compiler.ir.lower import lower
 from compiler.pipeline import spec_files

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from compiler.backends.kubernetes import reader_secret_name
+from compiler.backends.kubernetes.readers import reader_secret_name
 from compiler.diagnostics import Diagnostic
 from compiler.diff import ADDED, CHANGED, REMOVED, Change, KubeDelete, MeshDiff, TargetDiff, restart_key
 from compiler.render.restart import Credentials, RestartClass

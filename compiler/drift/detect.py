@@ -21,7 +21,9 @@ from compiler.diagnostics import EnvironmentFailure, did_you_mean
 from compiler.drift import puppet
 from compiler.drift.acknowledge import FILE_NAME as ACK_FILE
 from compiler.drift.acknowledge import acknowledge, mark_used, read_acknowledgements
-from compiler.drift.kubernetes import PLATFORM, check_cluster, expected_objects, parse_dump, read_dump_file
+from compiler.drift.hiera import POOLS_DIR
+from compiler.drift.kube_dump import parse_dump, read_dump_file
+from compiler.drift.kubernetes import PLATFORM, check_cluster, expected_objects
 from compiler.drift.model import (
     ACKNOWLEDGED,
     CONVERGED,
@@ -38,6 +40,8 @@ from compiler.drift.model import (
     ScopeState,
     SubjectState,
 )
+from compiler.drift.puppet_records import hiera_records, host_records
+from compiler.drift.puppetdb import read_export, read_puppetdb
 from compiler.emit import MANIFEST
 from compiler.ir.model import Mesh
 from compiler.pipeline import compile_dir, lower_dir
@@ -256,21 +260,21 @@ def check_puppet(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -
     """The VM hosts from PuppetDB or an export against their pool or canary node file; with --hiera, the deployed tree."""
     del mesh  # the built tree holds everything the Puppet half compares
     evidence = request.puppet
-    has_vms = any(path.startswith(puppet.POOLS_DIR) for path in tree)
+    has_vms = any(path.startswith(POOLS_DIR) for path in tree)
     unchecked = ((puppet.PLATFORM, "puppetdb"),) if has_vms else ()
     hint = "--puppetdb URL (with --puppetdb-ca/-cert/-key for HTTPS) or --puppet-facts FILE for the VMs"
     if not evidence.given:
         return Evidence(given=False, unchecked=unchecked, hint=hint)
     observations = None
     if evidence.puppetdb:
-        observations = puppet.read_puppetdb(
+        observations = read_puppetdb(
             evidence.puppetdb,
             cafile=_str(evidence.ca),
             certfile=_str(evidence.cert),
             keyfile=_str(evidence.key),
         )
     elif evidence.facts is not None:
-        observations = puppet.read_export(evidence.facts)
+        observations = read_export(evidence.facts)
     now = evidence.now or datetime.datetime.now(datetime.UTC)
     vms = puppet.check_vms(
         tree,
@@ -278,8 +282,8 @@ def check_puppet(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -
         puppet.Policy(now=now, lag=evidence.lag, since=evidence.since),
         hiera=evidence.hiera,
     )
-    checked = ([puppet.host_records(vms.hosts)] if vms.hosts is not None else []) + (
-        [puppet.hiera_records(evidence.hiera, vms.hiera, tree)]
+    checked = ([host_records(vms.hosts)] if vms.hosts is not None else []) + (
+        [hiera_records(evidence.hiera, vms.hiera, tree)]
         if evidence.hiera is not None and vms.hiera is not None
         else []
     )

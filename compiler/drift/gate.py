@@ -16,7 +16,7 @@ from compiler.drift.model import BLOCKING_STATES, NOT_CHECKED, DriftReport, Subj
 
 if TYPE_CHECKING:
     from compiler.drift.detect import DriftRequest
-    from compiler.rollout.build import Context
+    from compiler.rollout.revisions import Context
 
 KUBERNETES, PUPPET = "kubernetes", "puppet"
 

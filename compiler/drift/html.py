@@ -25,7 +25,7 @@ from compiler.drift.model import (
     DriftReport,
     SubjectState,
 )
-from compiler.drift.report import HOST_PLATFORM, orphan_commands, verdict, worst
+from compiler.drift.summary import HOST_PLATFORM, orphan_commands, verdict, worst
 from compiler.graph.columns import STATE_COLORS, Box, Column, render_columns
 from compiler.graph.dot import element_id
 from compiler.graph.page import Detail, render_page

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from compiler.emit import LOCK_TIMEOUT, WriteResult
 from compiler.pipeline import compile_dir, write_output
-from compiler.rollout.build import RevisionCache, build_rollout, rollout_context
+from compiler.rollout.build import build_rollout
+from compiler.rollout.revisions import RevisionCache, rollout_context
 from compiler.rollout.states import check_rollout
 
 

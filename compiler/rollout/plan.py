@@ -11,19 +11,12 @@ from pathlib import Path
 from compiler.emit import WriteResult
 from compiler.pipeline import write_output
 from compiler.render.restart import RestartClass, classify
-from compiler.rollout.build import (
-    Context,
-    RolloutBuild,
-    State,
-    build_rollout,
-    compile_revision,
-    no_rollout_reason,
-    node_path,
-    rollout_context,
-    spec_key,
-)
+from compiler.rollout.build import RolloutBuild, build_rollout, node_path
+from compiler.rollout.pairs import StatesReport
 from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
-from compiler.rollout.states import StatesReport, check_rollout, check_states, next_state
+from compiler.rollout.placement import State
+from compiler.rollout.revisions import Context, compile_revision, no_rollout_reason, rollout_context, spec_key
+from compiler.rollout.states import check_rollout, check_states, next_state
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from compiler.render.restart import RestartClass
+from compiler.rollout.pairs import StatesReport
 from compiler.rollout.pins import WORKING_TREE
 from compiler.rollout.plan import Plan, TargetChange
-from compiler.rollout.states import StatesReport
 
 _COST = {
     RestartClass.NONE: "no restart",

@@ -43,8 +43,6 @@ from compiler.render.restart import changes as restart_costs
 from compiler.spec.load import MESH_FILE, SpecFiles
 from compiler.spec.model import Spec
 
-RECORD = dict(frozen=True, kw_only=True, slots=True)
-
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 MAX_TEXT_LINES = 400  # a changed text file's unified diff is cut after this many lines
 MAX_COMPARED_BYTES = (
@@ -58,7 +56,7 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # ---------------------------------------------------------------- records
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Change:
     """One semantic difference: the value at `path` was added, removed or changed."""
 
@@ -68,7 +66,7 @@ class Change:
     new: Any = None
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SpecFileDiff:
     """A spec file whose data changed; `service` is None for mesh.yaml."""
 
@@ -78,7 +76,7 @@ class SpecFileDiff:
     changes: tuple[Change, ...] = ()
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DocumentDiff:
     """A changed sidecar document (by document name) or output file (by path under output/)."""
 
@@ -92,7 +90,7 @@ class DocumentDiff:
     )
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TargetDiff:
     """One target (workload) whose sidecar documents or output files change, and what that costs.
 
@@ -124,7 +122,7 @@ class TargetDiff:
         return self.restart_sensitive and self.needs_restart
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Group:
     """The changed targets of one platform in one datacenter, counted by restart class."""
 
@@ -140,7 +138,7 @@ class Group:
     pod_roll: int
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class KubeDelete:
     """A Kubernetes object the base applied and the head no longer writes: kube-applier never deletes
     it, so someone must. `cascades` marks a Namespace, whose deletion takes everything still in it."""
@@ -166,7 +164,7 @@ class KubeDelete:
         return f"kubectl --context {self.cluster} delete{namespace} {self.resource}"
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WaveSplit:
     """The changed targets of one wave of the head's wave policy."""
 
@@ -174,7 +172,7 @@ class WaveSplit:
     targets: tuple[str, ...]
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class MeshDiff:
     """Everything that changes between a base and a head build."""
 

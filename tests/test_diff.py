@@ -24,7 +24,7 @@ from tests.test_gitsource import commit, git, make_repo, repo_state
 SPEC = "mesh-spec"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Scenario:
     """One commit on top of the previous one, and what its diff must report."""
 

@@ -88,10 +88,11 @@ class RolloutBuild:
     tree: Mapping[str, bytes]
 
 
-@dataclass(kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RevisionCache:
     """Compiled revisions by spec tree hash: a revision pinned by several waves, or unchanged between
-    pins, is loaded, checked and lowered once per process (one cache per command, no global state)."""
+    pins, is loaded, checked and lowered once per process (one cache per command, no global state).
+    Frozen: the fields are never rebound; only the dicts they hold fill up."""
 
     compiled: dict[str, Revision] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # commit id -> spec key

@@ -376,8 +376,7 @@ def cluster_dumps(spec_dir: Path) -> list[Path]:
     """The dump of every cluster of a synthetic mesh, made once beside it (YAML and JSON alternately)."""
     dumps = spec_dir.parent / f"{spec_dir.name}-dumps"
     if not (dumps / "complete").exists():
-        sys.path.insert(0, str(ROOT / "tests"))
-        from live_k8s import dump_json, dump_yaml, live_objects
+        from tests.live_k8s import dump_json, dump_yaml, live_objects
 
         from compiler.pipeline import compile_dir
 

@@ -31,9 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `meshc` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         with collector_paused():  # a command is one batch of acyclic garbage; see collector_paused
-            return args.handler(args)
+            return handler(args)
     except SpecError as exc:
         print(format_all(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID
@@ -170,7 +171,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _graph_command(commands: argparse._SubParsersAction) -> None:
+def _graph_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from compiler.graph.draw import FORMATS
 
     graph_cmd = _command(
@@ -210,7 +211,7 @@ def _depth(text: str) -> int:
 
 
 def _command(
-    commands: argparse._SubParsersAction,
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
     help_text: str,
     handler: Callable[[argparse.Namespace], int],

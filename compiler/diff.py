@@ -302,7 +302,9 @@ def diff_builds(
         name: c.datacenter
         for name, c in (*(old.mesh.clusters.items() if old else ()), *new.mesh.clusters.items())
     }
-    ids = sorted((set(old_files) | set(new_files) | set(old_docs) | set(new_docs) | set(workloads)) - {None})
+    # Files of no target (the None key) are the shared files, diffed apart below.
+    keys = set(old_files) | set(new_files) | set(old_docs) | set(new_docs) | set(workloads)
+    ids = sorted(key for key in keys if key is not None)
     targets = []
     for target in ids:
         found = _target(
@@ -455,7 +457,7 @@ def object_heads(path: str, data: bytes) -> list[dict[str, Any]]:
     """
     try:
         text = data.decode()
-        heads = [_object_head(document) for document in stream_documents(text) or [text]]
+        heads: list[Any] = [_object_head(document) for document in stream_documents(text) or [text]]
     except (NotCanonical, UnicodeDecodeError):
         parsed = parse_file(path, data)
         found = parsed[0] if parsed is not None else None
@@ -888,7 +890,7 @@ def _diff_spans(
             _diff(old.entry_value(before[key], indent), new.entry_value(after[key], indent), child, out)
 
 
-class _PerLine(dict):
+class _PerLine(dict[int, Any]):
     """A value per line index, computed on first access."""
 
     def __init__(self, lines: list[str], compute: Callable[[str], Any]) -> None:
@@ -1091,7 +1093,7 @@ def _diff(old: Any, new: Any, path: str, out: list[Change]) -> None:
         out.append(Change(path=path or ".", kind=CHANGED, old=old, new=new))
 
 
-def _diff_dicts(old: dict, new: dict, path: str, out: list[Change]) -> None:
+def _diff_dicts(old: dict[str, Any], new: dict[str, Any], path: str, out: list[Change]) -> None:
     _diff_keyed(old, new, lambda key: _key_path(path, key), out)
 
 
@@ -1108,7 +1110,7 @@ def _diff_keyed(
             _diff(old[key], new[key], child(key), out)
 
 
-def _diff_lists(old: list, new: list, path: str, out: list[Change]) -> None:
+def _diff_lists(old: list[Any], new: list[Any], path: str, out: list[Change]) -> None:
     keyed = _list_key(old, new)
     if keyed is not None:
         label, key = keyed
@@ -1122,7 +1124,7 @@ def _diff_lists(old: list, new: list, path: str, out: list[Change]) -> None:
         _diff_aligned(old, new, path, out)
 
 
-def _diff_aligned(old: list, new: list, path: str, out: list[Change]) -> None:
+def _diff_aligned(old: list[Any], new: list[Any], path: str, out: list[Change]) -> None:
     """Unnamed items aligned by content (longest common subsequence), so one insertion is one `+`.
 
     Items replaced one for one are diffed inside, at their new index; the rest are added or removed.
@@ -1144,7 +1146,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _diff_sets(old: list, new: list, path: str, out: list[Change]) -> None:
+def _diff_sets(old: list[Any], new: list[Any], path: str, out: list[Change]) -> None:
     gone, came = set(old) - set(new), set(new) - set(old)
     out += [Change(path=path or ".", kind=REMOVED, old=item) for item in old if item in gone]
     out += [Change(path=path or ".", kind=ADDED, new=item) for item in new if item in came]
@@ -1157,11 +1159,11 @@ def _diff_sets(old: list, new: list, path: str, out: list[Change]) -> None:
 _OR_LIST = re.compile(r"(?:^|\.)(?:principals|permissions|from)$")
 
 
-def _unique_values(items: list) -> bool:
+def _unique_values(items: list[Any]) -> bool:
     return len({_canonical(i) for i in items}) == len(items)
 
 
-def _diff_value_sets(old: list, new: list, path: str, out: list[Change]) -> None:
+def _diff_value_sets(old: list[Any], new: list[Any], path: str, out: list[Change]) -> None:
     """Items matched by value, like `_diff_sets`: adding a client is one `+` of it, wherever it sorts."""
     before, after = {_canonical(i): i for i in old}, {_canonical(i): i for i in new}
     out += [
@@ -1174,7 +1176,7 @@ def _diff_value_sets(old: list, new: list, path: str, out: list[Change]) -> None
         out.append(Change(path=path or ".", kind=CHANGED, old=old, new=new))
 
 
-def _unique_scalars(items: list) -> bool:
+def _unique_scalars(items: list[Any]) -> bool:
     return all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in items) and len(
         set(items)
     ) == len(items)
@@ -1199,7 +1201,7 @@ _LIST_KEYS: tuple[tuple[Callable[[Any], bool], KeyFn, Callable[[Any], str]], ...
 )
 
 
-def _list_key(old: list, new: list) -> tuple[Callable[[Any], str], KeyFn] | None:
+def _list_key(old: list[Any], new: list[Any]) -> tuple[Callable[[Any], str], KeyFn] | None:
     """The first key that names every item of both lists uniquely, or None (then items match by index)."""
     items = [*old, *new]
     if not items or not all(isinstance(i, dict) for i in items):
@@ -1210,7 +1212,7 @@ def _list_key(old: list, new: list) -> tuple[Callable[[Any], str], KeyFn] | None
     return None
 
 
-def _unique_names(items: list, key: KeyFn) -> bool:
+def _unique_names(items: list[Any], key: KeyFn) -> bool:
     names = [key(i) for i in items]
     return all(isinstance(n, (str, int)) for n in names) and len(set(names)) == len(names)
 

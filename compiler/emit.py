@@ -90,7 +90,7 @@ def yaml_string(value: str) -> str:
     return _YAML_ESCAPE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)
 
 
-def _block(data: dict | list, indent: int, lines: list[str]) -> None:
+def _block(data: dict[str, Any] | list[Any], indent: int, lines: list[str]) -> None:
     pad = " " * indent
     if isinstance(data, dict):
         for key, value in data.items():
@@ -738,7 +738,7 @@ def _exchange(a: Path, b: Path) -> bool:
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return False
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    result: int = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return result == 0
 
 
@@ -777,7 +777,8 @@ def compare_digests(
     (`recorded`, from its manifest) is stale (the spec changed, nobody rebuilt); one that matches
     neither was edited by hand, and so is anything at a rendered path that is not a regular file.
     """
-    stale, edited = [], []
+    stale: list[str] = []
+    edited: list[str] = []
     for path in sorted(set(files) & set(actual) - {MANIFEST}):
         digest = actual[path]
         if digest == hashlib.sha256(files[path]).hexdigest():

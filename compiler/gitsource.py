@@ -126,9 +126,8 @@ def _wrong_entry(entry: git.Object, relative: str, wanted: str) -> Unreadable:
         return symlink_problem(
             relative, entry.data_stream.read() if entry.size <= _MAX_SYMLINK_BYTES else b"/"
         )
-    kind = {"tree": "a directory", "submodule": "a git submodule", "blob": "a file"}.get(
-        entry.type, "not a regular file"
-    )
+    kinds: dict[str | None, str] = {"tree": "a directory", "submodule": "a git submodule", "blob": "a file"}
+    kind = kinds.get(entry.type, "not a regular file")
     fix = (
         "make it a directory of service files"
         if wanted == "a directory"
@@ -213,8 +212,9 @@ def _link_target(blob: git.Blob, link: str, where: str) -> str:
     """The path a committed symlink holds (its blob's bytes)."""
     if blob.size > _MAX_SYMLINK_BYTES:
         raise RevisionError(f"{link!r} is a symlink {where} whose target is longer than a path can be")
+    target: bytes = blob.data_stream.read()
     try:
-        return blob.data_stream.read().decode()
+        return target.decode()
     except UnicodeDecodeError:
         raise RevisionError(f"{link!r} is a symlink {where} whose target is not UTF-8") from None
 
@@ -233,4 +233,5 @@ def _read_blob(blob: git.Blob) -> bytes:
     # within the limit is read whole: a partly read stream would desync git's cat-file pipe.
     if blob.size > MAX_FILE_BYTES:
         return OVERSIZED
-    return blob.data_stream.read()
+    data: bytes = blob.data_stream.read()
+    return data

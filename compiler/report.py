@@ -159,7 +159,7 @@ def change_lines(changes: Iterable[Change], limit: int = MAX_CHANGES_PER_DOCUMEN
 
 def to_json(diff: MeshDiff) -> dict[str, Any]:
     """The diff as JSON-ready data: every record's fields, restart classes by label, plus a summary."""
-    data = _plain(diff)
+    data: dict[str, Any] = _plain(diff)
     data["summary"] = summary(diff)
     data["changed"] = diff.changed
     data["sensitive_services"] = list(diff.sensitive_services)
@@ -388,7 +388,7 @@ def _cap_text(lines: Iterable[str]) -> list[str]:
 
 def format_markdown(diff: MeshDiff, budget: int = MARKDOWN_BUDGET) -> str:
     """A pull-request comment: summary table first, details folded, cut to `budget` characters with a note."""
-    macros = _template().module
+    macros: Any = _template().module  # the template's macros: attributes only Jinja knows of
     capped = dataclasses.replace(diff, base_diagnostics=diff.base_diagnostics[:MAX_DIAGNOSTICS])
     parts = [str(macros.header(capped, summary(diff), calls_block(diff)))]
     parts += [f"**{line}**\n\n" for line in rollout_lines(diff)]
@@ -397,7 +397,8 @@ def format_markdown(diff: MeshDiff, budget: int = MARKDOWN_BUDGET) -> str:
         ("target", macros.targets_heading(diff), [macros.target(t) for t in diff.targets]),
         ("shared file", macros.shared_heading(diff), [macros.shared_file(f) for f in diff.shared]),
     )
-    size, cut = len(parts[0]), {}
+    size = len(parts[0])
+    cut: dict[str, int] = {}  # kind -> blocks left out
     for kind, heading, blocks in sections:
         for index, block in enumerate(blocks):
             text = (str(heading) if index == 0 else "") + str(block)

@@ -199,6 +199,15 @@ def test_pins_that_skip_a_wave_or_are_not_commits_are_rejected(tmp_path: Path) -
     ]
 
 
+def test_an_unreadable_spec_file_during_a_rollout_is_a_diagnostic_not_a_crash(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    os.mkfifo(spec / "services" / "pipe.yaml")  # the revision cache once hashed the reader's refusal
+    assert pin_errors(spec) == [
+        f"{(spec / 'services' / 'pipe.yaml').as_posix()}:1:1: error: this is a FIFO, not a regular file; "
+        "remove it or make it a regular file  [file-type]"
+    ]
+
+
 def test_a_pin_ahead_of_the_current_commit_is_rejected(tmp_path: Path) -> None:
     repo, spec, base = start_rollout(tmp_path / "repo")
     head = add_timeout_change(repo)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from compiler.diagnostics import Span
 from compiler.spec.model import Cluster, Datacenter, Issuer, Sidecar
@@ -71,7 +72,7 @@ class ZookeeperSource:
     priority: int
     hosts: tuple[str, ...]
     path: str
-    kind: str = "zookeeper"
+    kind: Literal["zookeeper"] = "zookeeper"  # the tag that tells the two sources apart
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,7 +87,7 @@ class KubernetesSource:
     api_server: str
     namespace: str
     service: str
-    kind: str = "kubernetes"
+    kind: Literal["kubernetes"] = "kubernetes"
 
 
 Source = ZookeeperSource | KubernetesSource

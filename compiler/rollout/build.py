@@ -20,7 +20,7 @@ from compiler.backends import run_backends
 from compiler.backends.kubernetes import external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
 from compiler.backends.puppet import pool_data
-from compiler.diagnostics import Diagnostic, SpecError
+from compiler.diagnostics import Diagnostic, InternalError, SpecError
 from compiler.emit import LOCK_TIMEOUT, Artifact, WriteResult, render_tree
 from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision
 from compiler.ir.lower import lower
@@ -31,7 +31,16 @@ from compiler.rollout.hosts import INVENTORY_FILE, Canary, Host, canaries, load_
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, WaveRevision, load_rollout, resolve
 from compiler.rollout.policy import WavePolicy, assign
 from compiler.spec.checks import check
-from compiler.spec.load import MESH_FILE, SERVICES_DIR, Document, LoadError, load_documents, parse_document
+from compiler.spec.load import (
+    MESH_FILE,
+    SERVICES_DIR,
+    Document,
+    LoadError,
+    SpecFiles,
+    Unreadable,
+    load_documents,
+    parse_document,
+)
 from compiler.spec.model import Spec
 
 
@@ -99,7 +108,8 @@ class RevisionCache:
     parsed: dict[tuple[str, str], Document] = field(
         default_factory=dict
     )  # (file, content hash) -> parsed document
-    rendered: dict[tuple[str, str], Rendered] = field(default_factory=dict)
+    # (revision, mesh key, targets laid out) -> what render_revision made of them
+    rendered: dict[tuple[str, str, frozenset[str]], Rendered] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -135,9 +145,10 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     rollout = load_rollout(spec_dir / ROLLOUT_FILE, f"{label}/{ROLLOUT_FILE}")
     if rollout is None:
         return None
-    head_files = spec_files(spec_dir)
+    files = spec_files(spec_dir)
     parsed: dict[tuple[str, str], Document] = {}
-    head_spec = check(load_parsed(head_files, label, parsed))
+    head_spec = check(load_parsed(files, label, parsed))
+    head_files = _read_files(files)
     if head_spec.mesh.rollout is None:
         raise SpecError(
             [
@@ -225,9 +236,7 @@ def compile_revision(context: Context, revision: str) -> Revision | None:
     return replace(cached, revision=revision) if cached.revision != revision else cached
 
 
-def load_parsed(
-    files: Mapping[str, bytes], label: str, parsed: dict[tuple[str, str], Document]
-) -> dict[str, Document]:
+def load_parsed(files: SpecFiles, label: str, parsed: dict[tuple[str, str], Document]) -> dict[str, Document]:
     """load_documents, parsing each distinct file once per command: revisions of a rollout share most of their files.
 
     Anything load_documents would report (a parse error, a stray file, no mesh.yaml) is left to it, so the
@@ -235,6 +244,8 @@ def load_parsed(
     """
     documents: dict[str, Document] = {}
     for relative, raw in sorted(files.items()):
+        if isinstance(raw, Unreadable):
+            return load_documents(files, label)
         name = f"{label}/{relative}"
         key = (name, hashlib.sha1(raw).hexdigest())
         if key not in parsed:
@@ -250,7 +261,15 @@ def load_parsed(
     return documents
 
 
-def _tree_key(context: Context, revision: str) -> tuple[str | None, Mapping[str, bytes] | None]:
+def _read_files(files: SpecFiles) -> dict[str, bytes]:
+    """The files of a spec that loaded, every one read: an unreadable file fails the load before."""
+    unread = sorted(path for path, data in files.items() if isinstance(data, Unreadable))
+    if unread:
+        raise InternalError(f"{', '.join(unread)}: unreadable, yet the spec loaded")
+    return {path: data for path, data in files.items() if isinstance(data, bytes)}
+
+
+def _tree_key(context: Context, revision: str) -> tuple[str | None, SpecFiles | None]:
     """The cache key of a revision's spec and, for the working tree, its files (None, None: no spec directory there)."""
     if revision == WORKING_TREE:
         return spec_key(context, revision), context.head_files
@@ -318,7 +337,7 @@ def rollout_state(context: Context, revisions: tuple[WaveRevision, ...]) -> Stat
     pools = {w.id: w for w in head_mesh.mesh.workloads if w.platform == "vm"} if head_mesh is not None else {}
     hosts = canaries(context.policy, context.hosts, pools, waves)
     live = sorted({wave_revision[waves[t]] for t in chosen} | {wave_revision[c.wave] for c in hosts})
-    widened = widen({rev: compiled[rev].mesh for rev in live if compiled[rev] is not None}, waves)
+    widened = widen({rev: found.mesh for rev in live if (found := compiled[rev]) is not None}, waves)
     widened_by_id = {rev: {w.id: w for w in mesh.workloads} for rev, mesh in widened.items()}
     placements = {
         t: Placement(

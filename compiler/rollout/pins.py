@@ -168,7 +168,7 @@ def _pin_problems(
     newer = head if previous == WORKING_TREE else previous
     if not newer or not is_commit(repo, newer):
         return  # the wave before it is itself reported
-    if pin != newer and not repo.is_ancestor(pin, newer):
+    if pin != newer and not repo.is_ancestor(repo.commit(pin), repo.commit(newer)):
         before = "the current commit" if previous == WORKING_TREE else f"{newer[:12]}"
         yield _error(
             span,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
 from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean, excerpt, quote
 from compiler.ir.routing import unreachable
@@ -298,7 +299,7 @@ def check_retry_budget(spec: Spec) -> Iterator[Diagnostic]:
                     yield _error(dep.span, "retry-budget", f"dependency {quote(dep.service)}: {message}")
 
 
-def _budget_problem(policy: dict) -> str | None:
+def _budget_problem(policy: Mapping[str, Any]) -> str | None:
     retries = policy["retries"]
     per_try, attempts, timeout = (
         duration_ms(retries["per_try_timeout"]),

@@ -376,9 +376,8 @@ def cluster_dumps(spec_dir: Path) -> list[Path]:
     """The dump of every cluster of a synthetic mesh, made once beside it (YAML and JSON alternately)."""
     dumps = spec_dir.parent / f"{spec_dir.name}-dumps"
     if not (dumps / "complete").exists():
-        from tests.live_k8s import dump_json, dump_yaml, live_objects
-
         from compiler.pipeline import compile_dir
+        from tests.live_k8s import dump_json, dump_yaml, live_objects
 
         tree = compile_dir(spec_dir).tree()
         clusters = sorted({path.split("/")[1] for path in tree if path.startswith("kubernetes/")})
@@ -559,9 +558,8 @@ def bench_floor(size: int, repeat: int) -> None:
             )
             floor_wall, floor_cpu, files, size_bytes = json.loads(output)
             if (built / "MANIFEST.json").read_bytes() != (floor / "MANIFEST.json").read_bytes():
-                raise SystemExit(
-                    "the floor did not write the tree meshc built"
-                )  # the manifest holds every file's sha256
+                # the manifest holds every file's sha256: equal manifests, equal trees
+                raise SystemExit("the floor did not write the tree meshc built")
             pairs.append((build_wall, build_cpu, floor_wall, floor_cpu))
             shutil.rmtree(work)
     finally:

@@ -45,9 +45,8 @@ from compiler.spec.model import Spec
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 MAX_TEXT_LINES = 400  # a changed text file's unified diff is cut after this many lines
-MAX_COMPARED_BYTES = (
-    16 << 20
-)  # `check` shows what differs only for files up to this size (meshc's are far smaller)
+# `check` shows what differs only for files up to this size (meshc's are far smaller)
+MAX_COMPARED_BYTES = 16 << 20
 
 _IDENT = re.compile(r"[A-Za-z_@$][\w@$-]*")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -106,9 +105,8 @@ class TargetDiff:
     status: str
     restart: RestartClass
     restart_sensitive: bool = False  # the service's `restart_sensitive`
-    credentials: tuple[
-        Credentials, ...
-    ] = ()  # clusters it newly watches: the platform must deliver their credentials
+    # clusters it newly watches: the platform must deliver their credentials
+    credentials: tuple[Credentials, ...] = ()
     documents: tuple[DocumentDiff, ...] = ()
     files: tuple[DocumentDiff, ...] = ()
 
@@ -186,9 +184,8 @@ class MeshDiff:
     groups: tuple[Group, ...] = ()
     shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
     deletions: tuple[KubeDelete, ...] = ()  # in the order to run them: the reverse of kube-applier's
-    calls: tuple[
-        CallChange, ...
-    ] = ()  # call-graph edges added, removed or re-policied (compiler.graph.calls)
+    # call-graph edges added, removed or re-policied (compiler.graph.calls)
+    calls: tuple[CallChange, ...] = ()
     waves: tuple[WaveSplit, ...] = ()  # changed targets by wave, in rollout order (the head's wave policy)
     rollout: str = "none"  # "active": rollout.yaml pins the later waves, so only the first wave changes now; "hold"; "none"
 
@@ -587,9 +584,8 @@ def _document_diffs(
     old: Mapping[str, Any], new: Mapping[str, Any], priced: bool = True
 ) -> tuple[DocumentDiff, ...]:
     diffs = []
-    costs = (
-        restart_costs(old, new) if priced else {}
-    )  # per document: a Synapse `services` change alone is a hot reload
+    # per document: a Synapse `services` change alone is a hot reload
+    costs = restart_costs(old, new) if priced else {}
     for name in sorted(set(old) | set(new)):
         restart = costs.get(name, RestartClass.NONE)
         if name not in new:
@@ -956,9 +952,8 @@ class _CanonicalReader:
         """The mapping at `indent` in `span`: each key and the lines of its entry (key line included)."""
         lines = self.lines[span[0] : span[1]]
         # map() over compiled patterns keeps this scan, the hot loop of a mesh-wide diff, in C.
-        if any(
-            map(re.compile(f"(?! {{{indent}}})(?=.)").match, lines)
-        ):  # blank lines belong to literal blocks
+        # blank lines belong to literal blocks
+        if any(map(re.compile(f"(?! {{{indent}}})(?=.)").match, lines)):
             raise NotCanonical(f"line {span[0] + 1}: a block ends inside its span")
         starts = list(compress(range(*span), map(re.compile(f" {{{indent}}}[^ ]").match, lines)))
         result: dict[str, Span] = {}

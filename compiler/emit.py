@@ -232,9 +232,8 @@ def read_tree(root: Path) -> dict[str, bytes]:
 
 REGULAR, DIRECTORY = "regular file", "directory"
 _CHUNK = 1 << 20  # files are hashed in 1 MiB reads: a 2 GiB hand-made file costs time, never memory
-MAX_MANIFEST_BYTES = (
-    64 << 20
-)  # a 3,000-service mesh's manifest is a few MB; a bigger "manifest" is not meshc's
+# a 3,000-service mesh's manifest is a few MB; a bigger "manifest" is not meshc's
+MAX_MANIFEST_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -590,9 +589,8 @@ def write_tree(out: Path, files: Mapping[str, bytes]) -> WriteResult:
         _stage(staging, real, files, kept)
         _swap(staging, real)
     except BaseException as error:
-        shutil.rmtree(
-            staging, ignore_errors=True
-        )  # the partial tree must not keep the disk full until the next build
+        # the partial tree must not keep the disk full until the next build
+        shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, OSError):
             raise EnvironmentFailure(
                 label, f"cannot write the new tree: {cause(error)}; the output is left as it was"
@@ -633,9 +631,8 @@ def _same(path: Path, entry: OnDisk, data: bytes) -> bool:
 
 def _stage(staging: Path, real: Path, files: Mapping[str, bytes], kept: frozenset[str]) -> None:
     """Write the new tree at `staging`, durably: new bytes written, unchanged files hard-linked from `real`."""
-    if (
-        staging.is_dir() and not staging.is_symlink()
-    ):  # only this process's pid names it: a leftover of a reused pid
+    # only this process's pid names it: a leftover of a reused pid
+    if staging.is_dir() and not staging.is_symlink():
         shutil.rmtree(staging)
     elif os.path.lexists(staging):
         staging.unlink()
@@ -793,9 +790,8 @@ def compare_digests(
             not (stale or edited or missing or extra)
             and actual[MANIFEST] != hashlib.sha256(files[MANIFEST]).hexdigest()
         ):
-            stale.append(
-                MANIFEST
-            )  # the manifest follows the files: listed only when nothing else explains it
+            # the manifest follows the files: listed only when nothing else explains it
+            stale.append(MANIFEST)
     return TreeStatus(
         stale=tuple(stale), missing=tuple(missing), extra=tuple(extra), hand_edited=tuple(edited)
     )

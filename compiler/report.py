@@ -322,9 +322,8 @@ def _target_text(target: TargetDiff, paint: Paint) -> Iterator[str]:
 
 
 def _document_text(doc: DocumentDiff, indent: str, paint: Paint, sidecar: bool) -> Iterator[str]:
-    priced = sidecar and (
-        doc.status == CHANGED or doc.restart
-    )  # a new or removed target's documents cost nothing apart
+    # a new or removed target's documents cost nothing apart
+    priced = sidecar and (doc.status == CHANGED or doc.restart)
     what = (
         f"document {doc.name} ({restart_label(doc.restart)})"
         if priced

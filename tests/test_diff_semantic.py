@@ -436,9 +436,8 @@ def test_canonical_reader_reads_every_yaml_output_file(example_build: Build) -> 
     for artifact in example_build.artifacts:
         if artifact.path.endswith(".yaml"):
             expected = _yaml_data(artifact.data)
-            documents = stream_documents(
-                artifact.data.decode()
-            )  # the Kubernetes files: one document per object
+            # the Kubernetes files: one document per object
+            documents = stream_documents(artifact.data.decode())
             try:
                 got = (
                     load_canonical_yaml(artifact.data.decode())

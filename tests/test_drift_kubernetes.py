@@ -148,9 +148,8 @@ def test_normalization_durations_api_versions_order_and_empty_values(tree: dict[
     policy = find(objects, "NetworkPolicy", "storage", "storage-gateway-mesh")
     policy["spec"]["ingress"][0]["from"].reverse()
     policy["metadata"]["annotations"] = dict(reversed(policy["metadata"]["annotations"].items()))
-    find(objects, "ConfigMap", "storage", "storage-gateway-mesh-envoy")[
-        "binaryData"
-    ] = {}  # empty equals absent
+    # empty equals absent
+    find(objects, "ConfigMap", "storage", "storage-gateway-mesh-envoy")["binaryData"] = {}
     assert items(check(tree, objects, "gke-usc1-a")) == []
     cert["spec"]["duration"] = "721h"
     assert items(check(tree, objects, "gke-usc1-a")) == [
@@ -218,9 +217,8 @@ def test_missing_object_exits_1(dumps: Callable[..., list[str]]) -> None:
 
 
 def test_a_kind_left_out_of_the_dump_is_unknown_not_missing(tree: dict[str, bytes]) -> None:
-    objects = [
-        o for o in live_objects(tree, SJC) if o["kind"] != "Certificate"
-    ]  # `kubectl get` without certificates
+    # `kubectl get` without certificates
+    objects = [o for o in live_objects(tree, SJC) if o["kind"] != "Certificate"]
     report = check(tree, objects)
     unknown = [s for s in report.subjects if s.state != CONVERGED]
     assert unknown and {(s.subject.split("/")[0], s.state) for s in unknown} == {("Certificate", "unknown")}
@@ -399,9 +397,8 @@ def test_copied_label_or_annotation_is_not_ownership(tree: dict[str, bytes]) -> 
     assert items(check(tree, objects)) == []
     objects.append(orphan("box", SJC, "ConfigMap", "v1", "upload", "ours"))
     assert items(check(tree, objects)) == [(ORPHAN, "ConfigMap/upload/ours", "", None, None)]
-    objects.append(
-        orphan("box", SJC, "ConfigMap", "v1", "upload", "x; rm -rf ~")
-    )  # a crafted dump: names are not trusted
+    # a crafted dump: names are not trusted
+    objects.append(orphan("box", SJC, "ConfigMap", "v1", "upload", "x; rm -rf ~"))
     objects[-1]["metadata"]["labels"] = None
     commands = [s.delete_command for s in check(tree, objects).subjects if s.delete_command]
     assert commands == [
@@ -653,9 +650,8 @@ def test_markdown_is_cut_under_the_comment_limit_with_a_note(
 ) -> None:
     from compiler.drift import report as drift_report
 
-    report = check(
-        tree, [o for o in live_objects(tree, SJC) if o["kind"] != "ConfigMap"]
-    )  # every ConfigMap missing
+    # every ConfigMap missing
+    report = check(tree, [o for o in live_objects(tree, SJC) if o["kind"] != "ConfigMap"])
     missing = sum(s.state != CONVERGED for s in report.subjects)
     monkeypatch.setattr(drift_report, "MARKDOWN_BUDGET", 2_000)
     markdown = format_markdown(report)

@@ -274,9 +274,8 @@ def test_meshc_drift_html_is_the_same_bytes_across_hash_seeds(chromium: Chromium
             timeout=300,
             check=False,
         )
-        assert result.returncode == 1 and result.stderr == b"", (
-            result.stderr
-        )  # the export's edited and failed hosts
+        # the export's edited and failed hosts
+        assert result.returncode == 1 and result.stderr == b"", result.stderr
         pages.add(result.stdout)
     assert len(pages) == 1
     page = pages.pop().decode()
@@ -290,9 +289,8 @@ def test_meshc_drift_html_is_the_same_bytes_across_hash_seeds(chromium: Chromium
         f"puppet/{tmp_path / 'facts.json'}",
     ]
     assert {n: b["state"] for n, b in boxes["boxes"].items() if b["state"] != "converged"} == {
-        element_id(
-            f"puppet/{tmp_path / 'facts.json'}/{POOL}"
-        ): "drifted",  # its worst host: a hand edit is worse than a failed run
+        # its worst host: a hand edit is worse than a failed run
+        element_id(f"puppet/{tmp_path / 'facts.json'}/{POOL}"): "drifted",
         element_id(f"host/puppet/{tmp_path / 'facts.json'}/{INVENTORY[0]}"): "drifted",
         element_id(f"host/puppet/{tmp_path / 'facts.json'}/{INVENTORY[1]}"): "failed",
     }

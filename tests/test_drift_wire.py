@@ -70,9 +70,8 @@ def deactivate_all(pdb: PuppetDB) -> None:
 @pytest.fixture(scope="module")
 def fleet(puppetdb: PuppetDB) -> Iterator[Fleet]:
     deactivate_all(puppetdb)
-    rendering = expected_rendering(
-        output_for(EXAMPLE)
-    )  # what meshc build writes: the rollout's tree, node files included
+    # what meshc build writes: the rollout's tree, node files included
+    rendering = expected_rendering(output_for(EXAMPLE))
     pools, canaries = rendering.pools, rendering.nodes
     now = datetime.now(UTC)
     hosts: dict[str, tuple[dict[str, Any], str, str]] = {
@@ -312,9 +311,8 @@ def test_a_pool_no_host_reports_for_is_no_pass_unless_partial(fleet: Fleet, tmp_
 def test_both_platforms_in_one_run(fleet: Fleet, tmp_path: Path) -> None:
     dumps = kubernetes_args(tmp_path)
     facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet)))
-    result = meshc(
-        *dumps, "--puppet-facts", facts, "--format", "json"
-    )  # no --partial: every scope has evidence
+    # no --partial: every scope has evidence
+    result = meshc(*dumps, "--puppet-facts", facts, "--format", "json")
     assert result.returncode == 0, result.stdout[-2000:]
     data = json.loads(result.stdout)
     assert [(s["platform"], s["scope"], s["state"]) for s in data["scopes"]] == [
@@ -477,9 +475,8 @@ def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build
         wave_line(waves["canary"])
         == f"canary: 0/1 targets converged, 0/1 hosts converged, 1 pending: {canary}"
     )
-    assert (
-        waves["main"]["counts"] == {"converged": 1} and waves["main"]["state"] == "incomplete"
-    )  # other pools: no hosts
+    # other pools: no hosts
+    assert waves["main"]["counts"] == {"converged": 1} and waves["main"]["state"] == "incomplete"
     assert POOL not in waves["main"]["not_converged"] and "vm/auth/sjc" in waves["main"]["not_converged"]
     assert report.failing
 

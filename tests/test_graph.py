@@ -93,9 +93,8 @@ def test_edges_are_labelled_with_locality_protocol_and_failover_priority(mesh: M
 def test_boxes_sit_in_their_datacenter_and_platform_frames(mesh: Mesh) -> None:
     graph = build_graph(mesh)
     where = frames(graph.groups)
-    assert set(where) == {
-        n.id for n in graph.nodes
-    }  # each box in exactly one frame (dict keys), none left out
+    # each box in exactly one frame (dict keys), none left out
+    assert set(where) == {n.id for n in graph.nodes}
     for workload in mesh.workloads:
         platform = "VM pools" if workload.platform == "vm" else f"cluster {workload.cluster}"
         region = mesh.datacenters[workload.datacenter].region

@@ -53,9 +53,8 @@ def diff_blocks() -> Iterator[tuple[str, str]]:
     head = read_tree(EXAMPLE)
     edit(head, "services/encryption.yaml", "timeout: 500ms", "timeout: 600ms")
     edit(head, "mesh.yaml", "consecutive_5xx: 5", "consecutive_5xx: 7")
-    edit(
-        head, "services/key-manager.yaml", "port: 8080", "port: 8081"
-    )  # restarts key-manager's Nerve: marked
+    # restarts key-manager's Nerve: marked
+    edit(head, "services/key-manager.yaml", "port: 8080", "port: 8081")
     yield "restart-sensitive and mesh-wide policy", MERMAID_BLOCK.findall(format_markdown(diff(head)))[0]
     removed = read_tree(EXAMPLE)
     del removed["services/audit-log.yaml"]
@@ -135,9 +134,8 @@ def test_html_pages_load_clean_and_show_explain_details_on_click(
         document.getElementById({element_id("vm/key-manager/sjc")!r}).dispatchEvent(new MouseEvent("mouseenter"));
         return document.getElementById("meshc-panel-title").textContent;
     }})()""")
-    assert (
-        hovered == "k8s/kube-sjc-a/upload/upload"
-    )  # pinned by the click: hovering elsewhere does not replace it
+    # pinned by the click: hovering elsewhere does not replace it
+    assert hovered == "k8s/kube-sjc-a/upload/upload"
     load_page(chromium, tmp_path / "upload.html", draw(mesh, "html", ["upload"], 2))
 
 

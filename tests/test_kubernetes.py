@@ -197,9 +197,8 @@ def test_every_file_is_a_stream_of_objects_each_opened_by_a_document_start(case:
         assert artifact.path.endswith(".yaml") and artifact.data.startswith(b"---\n"), artifact.path
         docs = load(artifact.data)
         assert docs and all(isinstance(d, dict) and d["kind"] for d in docs), artifact.path
-        assert artifact.data.count(b"\n---\n") == len(docs) - 1, (
-            artifact.path
-        )  # no empty document, no stray separator
+        # no empty document, no stray separator
+        assert artifact.data.count(b"\n---\n") == len(docs) - 1, artifact.path
 
 
 def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
@@ -236,9 +235,8 @@ def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
         units = [t for t in [*workloads, *readers] if t.split("/")[1] == cluster]
         if any(r.cluster == cluster for r in readers.values()):
             namespaces.add(DISCOVERY_NAMESPACE)
-        assert len(paths) == len(units) + len(namespaces) + 1, (
-            cluster
-        )  # the goal: <= that plus a handful
+        # the goal: <= that plus a handful
+        assert len(paths) == len(units) + len(namespaces) + 1, cluster
 
 
 def test_labels_on_every_object(case: Case) -> None:
@@ -259,9 +257,8 @@ def test_kube_applier_order_applies_what_an_object_needs_before_it(case: Case) -
         by_cluster[path.split("/")[1]].append((path, obj))
     for cluster, objects in by_cluster.items():
         applied: set[tuple[str, str | None, str]] = set()
-        for path, obj in sorted(
-            objects, key=lambda item: item[0].encode()
-        ):  # stable: a file's documents keep their order
+        # stable: a file's documents keep their order
+        for path, obj in sorted(objects, key=lambda item: item[0].encode()):
             meta = obj["metadata"]
             namespace = meta.get("namespace")
             if namespace is not None:

@@ -364,9 +364,8 @@ def test_a_new_dependency_on_a_later_wave_is_admitted_everywhere_first(tmp_path:
     context = rollout_context(spec)
     assert context is not None
     build = build_rollout(context)
-    assert (
-        identity in build.state.placements["vm/auth/sjc"].workload.ingress.allowed_clients
-    )  # west runs head, which calls auth
+    # west runs head, which calls auth
+    assert identity in build.state.placements["vm/auth/sjc"].workload.ingress.allowed_clients
     set_pins(spec, west=removed, rest=removed)
     assert (
         identity

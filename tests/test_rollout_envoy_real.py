@@ -138,9 +138,8 @@ def test_naive_selection_refuses_the_new_client_and_every_state_meshc_writes_adm
 ) -> None:
     envoy_binary()
     spec, base, head = rollout_repo(tmp_path, ports)
-    naive = (
-        compile(read_revision(locate(spec), base), SPEC).sidecars[AUTH].documents
-    )  # wave west's revision, as it was
+    # wave west's revision, as it was
+    naive = compile(read_revision(locate(spec), base), SPEC).sidecars[AUTH].documents
     states = {"naive": dict(naive)}
     # the state now (auth/sjc in wave west, still at base), then after each promotion
     for name, west, rest in (("now", base, base), ("west promoted", head, base), ("done", head, head)):

@@ -171,15 +171,13 @@ def test_adding_hosts_to_the_inventory_keeps_the_existing_canaries(
     before = json.loads(output_for(spec)[MANIFEST])["rollout"]["hosts"]
     original = (spec / "inventory/hosts.yaml").read_text()
     try:
-        (spec / "inventory/hosts.yaml").write_text(
-            inventory(40)
-        )  # the same 10 hosts per pool and 30 more each
+        # the same 10 hosts per pool and 30 more each
+        (spec / "inventory/hosts.yaml").write_text(inventory(40))
         after = json.loads(output_for(spec)[MANIFEST])["rollout"]["hosts"]
     finally:
         (spec / "inventory/hosts.yaml").write_text(original)
-    for certname in set(before) - set(
-        after
-    ):  # a canary goes only for a newcomer of its pool that outscores it
+    # a canary goes only for a newcomer of its pool that outscores it
+    for certname in set(before) - set(after):
         pool = before[certname]["target"]
         newcomers = [c for c, h in after.items() if h["target"] == pool and c not in before]
         assert newcomers and all(score(pool, n) > score(pool, certname) for n in newcomers)

@@ -182,12 +182,10 @@ def test_restart_sensitive_services_are_flagged_in_the_headline_and_per_target(
 ) -> None:
     repo = make_repo(tmp_path / "repo")
     base = git(repo, "rev-parse", "HEAD").strip()
-    _replace(
-        repo / SPEC / "services/key-manager.yaml", "port: 8080", "port: 8081"
-    )  # Nerve's check port: Nerve restarts
-    _replace(
-        repo / SPEC / "services/encryption.yaml", "rise: 2", "rise: 4"
-    )  # a Nerve restart of a service that is not sensitive
+    # Nerve's check port: Nerve restarts
+    _replace(repo / SPEC / "services/key-manager.yaml", "port: 8080", "port: 8081")
+    # a Nerve restart of a service that is not sensitive
+    _replace(repo / SPEC / "services/encryption.yaml", "rise: 2", "rise: 4")
     head = commit(repo, "restart key-manager's and encryption's Nerve")
     report, text, markdown = _diff_all_formats(capsys, repo, base, head)
     sensitive = {"vm/key-manager/sjc", "vm/key-manager/iad"}
@@ -324,12 +322,10 @@ def test_removed_services_read_removed_and_their_kubernetes_objects_get_delete_c
     base = git(repo, "rev-parse", "HEAD").strip()
     before = compile_dir(repo / SPEC).tree()
     (repo / SPEC / "services/notification.yaml").unlink()  # pods in kube-iad-a only
-    _replace(
-        repo / SPEC / "services/search.yaml", "  - service: metadata\n", ""
-    )  # search stops reading kube-sjc-a and kube-iad-a
-    _replace(
-        repo / SPEC / "services/edge.yaml", "dependencies:\n", "dependencies:\n  - service: search\n"
-    )  # a new reader
+    # search stops reading kube-sjc-a and kube-iad-a
+    _replace(repo / SPEC / "services/search.yaml", "  - service: metadata\n", "")
+    # edge becomes a new reader of search
+    _replace(repo / SPEC / "services/edge.yaml", "dependencies:\n", "dependencies:\n  - service: search\n")
     head = commit(repo, "remove notification; search stops calling metadata")
     after = compile_dir(repo / SPEC).tree()
     report, text, markdown = _diff_all_formats(capsys, repo, base, head)
@@ -353,9 +349,8 @@ def test_removed_services_read_removed_and_their_kubernetes_objects_get_delete_c
         (key[1], key[2], key[3], key[4], where[0])
         for key, where in sorted(gone, key=lambda g: (g[0][0], g[1]), reverse=True)
     ]
-    expected = sorted(
-        expected, key=lambda e: e[-1].split("/")[1]
-    )  # clusters in order; stable: reverse apply order inside each
+    # clusters in order; stable: reverse apply order inside each
+    expected = sorted(expected, key=lambda e: e[-1].split("/")[1])
     assert [
         (d["api_version"].rpartition("/")[0], d["kind"], d["namespace"], d["name"], d["file"])
         for d in report["deletions"]
@@ -383,9 +378,8 @@ def test_removed_services_read_removed_and_their_kubernetes_objects_get_delete_c
         "kubectl --context kube-iad-a delete namespace/notification",
     )
     inside = [i for i, d in enumerate(report["deletions"]) if d["namespace"] == "notification"]
-    assert inside and max(inside) < commands.index(
-        namespace["command"]
-    )  # a Namespace goes after what it holds
+    # a Namespace goes after what it holds
+    assert inside and max(inside) < commands.index(namespace["command"])
     lines = [
         line[2:]
         for line in text.splitlines()
@@ -429,9 +423,8 @@ def _puppet_apply_environment(
     from tests.test_puppet_real import STDLIB_MODULES, settings
 
     (work / "vardir/facts.d").mkdir(parents=True, exist_ok=True)
-    (work / "vardir/facts.d/mesh.yaml").write_bytes(
-        dump_yaml(facts)
-    )  # external facts, as provisioning sets them
+    # external facts, as provisioning sets them
+    (work / "vardir/facts.d/mesh.yaml").write_bytes(dump_yaml(facts))
     return subprocess.run(
         [
             "puppet",

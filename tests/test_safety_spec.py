@@ -85,9 +85,8 @@ def built(world: Path) -> tuple[Path, dict[str, bytes]]:
 
 def fails_and_keeps_output(world: Path, before: dict[str, bytes], *, as_nobody: bool = False) -> list[str]:
     """validate and build both exit 2 with one-line diagnostics; build leaves output/ byte-identical."""
-    if (
-        as_nobody
-    ):  # build takes the output's lock (a file beside output/) before it reads the spec: let nobody create it
+    # build takes the output's lock (a file beside output/) before it reads the spec: let nobody create it
+    if as_nobody:
         world.chmod(0o1777)
     checked = meshc("validate", "spec", cwd=world, as_nobody=as_nobody)
     assert "ok" not in checked.stdout
@@ -195,9 +194,8 @@ def _directory(path: Path) -> None:
 
 def _device(path: Path) -> None:
     try:
-        os.mknod(
-            path, 0o644 | stat.S_IFCHR, os.makedev(1, 3)
-        )  # /dev/null's numbers: reading it would end at once anyway
+        # /dev/null's numbers: reading it would end at once anyway
+        os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 3))
     except PermissionError:
         pytest.skip("this container may not create device nodes")
 

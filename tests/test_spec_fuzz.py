@@ -267,9 +267,8 @@ def file_mutation(root: Path, rng: random.Random) -> None:
     """Edit the spec tree on disk: files removed, renamed, added, replaced by links, FIFOs or directories."""
     try:
         _file_mutation(root, rng)
-    except (
-        OSError
-    ):  # an edit that does not apply to what an earlier edit left (a directory to unlink…): skip it
+    # an edit that does not apply to what an earlier edit left (a directory to unlink…): skip it
+    except OSError:
         pass
 
 
@@ -383,9 +382,8 @@ def fuzz_on_disk(seed: int, count: int, workdir: Path) -> tuple[int, int]:
             failed += 1
             assert_one_line_each(outcome.stderr, f"seed {seed} disk mutant {index}")
         shutil.rmtree(root)
-    assert (
-        secret.read_text() == "never-echoed: this must not appear in any diagnostic\n"
-    )  # nothing wrote through a link
+    # nothing wrote through a link
+    assert secret.read_text() == "never-echoed: this must not appear in any diagnostic\n"
     return valid, failed
 
 

@@ -154,9 +154,8 @@ def build_kubernetes(
             for obj in workload_objects(mesh, workload, texts, restart_hash_of(documents), in_cluster)
         ]
         problems += _unmounted(workload, texts)
-        problems += _size_problems(
-            workload, objects
-        )  # per object: kubectl records each object's own annotation
+        # per object: kubectl records each object's own annotation
+        problems += _size_problems(workload, objects)
         artifacts.append(
             _file(mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo)
         )

@@ -218,9 +218,8 @@ def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[
     """
     from compiler.rollout.pins import ROLLOUT_FILE
 
-    if tree is None and not os.path.lexists(
-        spec / ROLLOUT_FILE
-    ):  # a rollout.yaml that is no file is an error there
+    # a rollout.yaml that is no file is an error there
+    if tree is None and not os.path.lexists(spec / ROLLOUT_FILE):
         build = compile_dir(spec)
         return build.mesh, build.tree()
     if tree is None:
@@ -327,9 +326,8 @@ def _acknowledgements(request: DriftRequest) -> tuple[Acknowledgement, ...]:
     if request.acknowledgements is None and not path.is_file():
         return ()
     try:
-        with path.open(
-            "rb"
-        ) as handle:  # one byte past a spec file's cap: parse_document reports it, /dev/zero ends
+        # one byte past a spec file's cap: parse_document reports it, /dev/zero ends
+        with path.open("rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         raise DriftInputError(

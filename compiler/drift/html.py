@@ -139,9 +139,8 @@ def _drift_groups(report: DriftReport) -> list[_Group]:
             )
         ]
         label = target or f"shared objects of {scope}"
-        lines = ([f"{platform}: {scope}"] if by_wave else []) + [
-            _converged_line(subjects)
-        ]  # else the column says it
+        # in wave columns a box names its platform and scope; in scope columns the column does
+        lines = ([f"{platform}: {scope}"] if by_wave else []) + [_converged_line(subjects)]
         lines += (
             [f"{len(hosts) - MAX_HOST_BOXES} more hosts not drawn (details)"]
             if len(hosts) > MAX_HOST_BOXES

@@ -502,9 +502,8 @@ def _compare(
             out,
         )  # e.g. spec.ports[mesh].port
     elif isinstance(want, str) and isinstance(got, str) and want[:1] in ("{", "[") and got[:1] in ("{", "["):
-        out += [
-            (MODIFIED, path + _suffix(c.path), c.old, c.new) for c in diff_values(want, got)
-        ]  # JSON documents (ConfigMap data)
+        # JSON documents held as strings (ConfigMap data): compared as data
+        out += [(MODIFIED, path + _suffix(c.path), c.old, c.new) for c in diff_values(want, got)]
     else:
         out.append((MODIFIED, path, want, got))
 
@@ -559,9 +558,8 @@ def _normalize(kind: str, value: Any, pattern: str) -> Any:
         return sorted(items, key=lambda item: orjson.dumps(item, option=orjson.OPT_SORT_KEYS))
     if (kind, pattern) in DURATION_FIELDS and isinstance(value, str):
         return _duration(value)
-    if isinstance(
-        value, (set, frozenset)
-    ):  # YAML's !!set: sorted, so the report does not depend on PYTHONHASHSEED
+    # YAML's !!set: sorted, so the report does not depend on PYTHONHASHSEED
+    if isinstance(value, (set, frozenset)):
         return sorted(map(str, value))
     if not isinstance(value, (str, int, float)) and value is not None:  # bool is an int
         return str(value)  # YAML's !!binary, !!set, timestamps: compared and reported as text

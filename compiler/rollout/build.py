@@ -79,9 +79,8 @@ class State:
 
     revisions: tuple[WaveRevision, ...]
     placements: Mapping[str, Placement]
-    meshes: Mapping[
-        str, Mesh
-    ]  # live revision -> its widened IR (clients read server ports from their own revision)
+    # live revision -> its widened IR (clients read server ports from their own revision)
+    meshes: Mapping[str, Mesh]
     canaries: tuple[Canary, ...]
 
 
@@ -105,9 +104,8 @@ class RevisionCache:
 
     compiled: dict[str, Revision] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # commit id -> spec key
-    parsed: dict[tuple[str, str], Document] = field(
-        default_factory=dict
-    )  # (file, content hash) -> parsed document
+    # (file, content hash) -> parsed document
+    parsed: dict[tuple[str, str], Document] = field(default_factory=dict)
     # (revision, mesh key, targets laid out) -> what render_revision made of them
     rendered: dict[tuple[str, str, frozenset[str]], Rendered] = field(default_factory=dict)
 
@@ -134,9 +132,8 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     Raises SpecError for a rollout.yaml that is malformed or without a wave policy.
     """
     label = spec_dir.as_posix().rstrip("/") or "."
-    if not os.path.lexists(
-        spec_dir / ROLLOUT_FILE
-    ):  # a directory, FIFO or link there is an error (load_rollout), not "none"
+    # a directory, FIFO or link there is an error (load_rollout), not "none"
+    if not os.path.lexists(spec_dir / ROLLOUT_FILE):
         return None
     try:
         location = locate(spec_dir)
@@ -175,18 +172,16 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     )
     context.cache.parsed.update(parsed)
     key = spec_key(context, WORKING_TREE)
-    if (
-        key is not None and key not in context.cache.compiled
-    ):  # the head was just checked: lower it, do not load it again
+    # the head was just checked: lower it, do not load it again
+    if key is not None and key not in context.cache.compiled:
         context.cache.compiled[key] = Revision(revision=WORKING_TREE, spec=head_spec, mesh=lower(head_spec))
     return context
 
 
 def no_rollout_reason(spec_dir: Path) -> str:
     """Why `spec_dir` has no rollout in force (rollout_context gave None); raise OSError if it is no spec directory."""
-    spec_files(
-        spec_dir
-    )  # a missing spec directory, or a file, is said as such, not as a missing rollout.yaml
+    # a missing spec directory, or a file, is said as such, not as a missing rollout.yaml
+    spec_files(spec_dir)
     label = spec_dir.as_posix().rstrip("/") or "."
     if (spec_dir / ROLLOUT_FILE).is_file():
         return (
@@ -468,9 +463,8 @@ def output_tree(state: State, rendered: Mapping[str, Rendered]) -> dict[str, byt
     for revision in dict.fromkeys(order):
         workloads = {w.id for w in rendered[revision].mesh.workloads}
         for artifact in rendered[revision].artifacts:
-            if (
-                artifact.target not in workloads
-            ):  # shared files and external readers: expand before contract too
+            # shared files and external readers: expand before contract too
+            if artifact.target not in workloads:
                 chosen.setdefault(artifact.path, artifact)
     for artifact in node_files(state, rendered):
         chosen[artifact.path] = artifact

@@ -81,9 +81,8 @@ class Plan:
     contracted: tuple[AuthzStep, ...]  # the next promotion stops admitting these
     current_states: StatesReport
     next_states: StatesReport | None
-    targets: tuple[
-        TargetStatus, ...
-    ] = ()  # every target and canary host, by wave order then id (the status page's boxes)
+    # every target and canary host, by wave order then id (the status page's boxes)
+    targets: tuple[TargetStatus, ...] = ()
 
 
 class PromoteError(Exception):
@@ -93,9 +92,8 @@ class PromoteError(Exception):
 def plan_rollout(context: Context) -> Plan:
     """The plan of the rollout in force: each wave, the next promotion's changes and costs, and the checked states."""
     current = build_rollout(context)
-    checked = check_rollout(
-        context, current
-    )  # raises SpecError [rollout-unsafe]: a plan of an unsafe rollout is the error list
+    # raises SpecError [rollout-unsafe]: a plan of an unsafe rollout is the error list
+    checked = check_rollout(context, current)
     now = check_states(current.state, None, None)
     promotion, following, revisions = next_state(context, current)
     changes: tuple[TargetChange, ...] = ()
@@ -325,9 +323,8 @@ def _promote(
     check_rollout(_with_pins(context, target[0], target[1]), result)
     path = spec_dir / ROLLOUT_FILE
     text = rewrite_pin(path.read_text("utf-8"), target[0], target[1], note)
-    written = write_output(
-        spec_dir, out, lambda: dict(result.tree)
-    )  # refuses what meshc did not write; holds the lock
+    # refuses what meshc did not write; holds the lock
+    written = write_output(spec_dir, out, lambda: dict(result.tree))
     staged = path.with_name(f".{path.name}.meshc-new")
     staged.write_text(text, "utf-8")
     os.replace(staged, path)  # atomic: rollout.yaml is never half written

@@ -291,9 +291,8 @@ def check_retry_budget(spec: Spec) -> Iterator[Diagnostic]:
     for service in spec.services.values():
         for dep in service.dependencies:
             server = spec.services.get(dep.service)
-            if dep.overrides and (
-                server is None or server.protocol != "tcp"
-            ):  # tcp: no request timeout to budget
+            # a tcp server has no request timeout to budget
+            if dep.overrides and (server is None or server.protocol != "tcp"):
                 message = _budget_problem(deep_merge(spec.mesh.defaults, dep.overrides))
                 if message:
                     yield _error(dep.span, "retry-budget", f"dependency {quote(dep.service)}: {message}")

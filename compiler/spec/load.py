@@ -289,9 +289,8 @@ def _position(text: str, mark: Any) -> tuple[int, int]:
     body = text.removeprefix("\ufeff")  # libyaml's index does not count the byte-order mark
     at = min(index, len(body))
     if at == len(body) and body.endswith(("\n", "\r")):
-        at -= (
-            2 if body.endswith("\r\n") else 1
-        )  # the end of the file: point at the last line, not at one past it
+        # the end of the file: point at the last line, not at one past it
+        at -= 2 if body.endswith("\r\n") else 1
     breaks = _BREAKS.findall(body, 0, at)
     line_start = max(body.rfind("\n", 0, at), body.rfind("\r", 0, at)) + 1
     return len(breaks) + 1, at - line_start + 1

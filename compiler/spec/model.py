@@ -12,7 +12,6 @@ from compiler.diagnostics import Span
 from compiler.rollout.policy import WavePolicy, policy_from_document
 from compiler.spec.load import DataPath, Document
 
-
 _DURATION = re.compile(r"(\d+)(ms|s|m|h)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
 

@@ -26,9 +26,8 @@ def schema_text(name: str) -> str:
 @cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
     schema = json.loads(schema_text(name))
-    cls = jsonschema.validators.validator_for(
-        schema
-    )  # the schemas are checked against their metaschema in the tests
+    # no check_schema here: the tests check the schemas against their metaschema
+    cls = jsonschema.validators.validator_for(schema)
     # Resolving `$ref` through the registry on every node doubles validation time, so the
     # validator gets the same schema with each local `$ref` replaced by its definition.
     return cls(_python_patterns(_inline_refs(schema, schema.get("$defs", {}))))
@@ -67,9 +66,8 @@ def validate_document(doc: Document, name: str) -> Iterator[Diagnostic]:
     seen: set[Diagnostic] = set()
     for error in sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
         for diagnostic in _diagnostics(doc, error):
-            if (
-                diagnostic not in seen
-            ):  # jsonschema reports `required` once per missing key, we name them all at once
+            # jsonschema reports `required` once per missing key, we name them all at once
+            if diagnostic not in seen:
                 seen.add(diagnostic)
                 yield diagnostic
 

@@ -298,7 +298,8 @@ def bench_drift(size: int, hosts: int) -> None:
         started = time.perf_counter()
         pools = load_hosts(pdb, spec_dir, hosts)
         print(
-            f"{size:>8}  (setup: {hosts} hosts over {pools} VM pools loaded into PuppetDB in {time.perf_counter() - started:.0f} s)"
+            f"{size:>8}  (setup: {hosts} hosts over {pools} VM pools loaded into PuppetDB in "
+            f"{time.perf_counter() - started:.0f} s)"
         )
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         started = time.perf_counter()
@@ -333,7 +334,8 @@ def bench_drift(size: int, hosts: int) -> None:
         wall, cpu, rss, code = both
         verdict = "ok" if wall <= DRIFT_TARGET_SECONDS and rss <= DRIFT_TARGET_RSS_MB else "MISSED"
         print(
-            f"{size:>8}  meshc drift --puppetdb + {len(dumps)} dumps: {wall:.3f} s wall, {cpu:.3f} s CPU, peak RSS {rss:.1f} MB, "
+            f"{size:>8}  meshc drift --puppetdb + {len(dumps)} dumps: "
+            f"{wall:.3f} s wall, {cpu:.3f} s CPU, peak RSS {rss:.1f} MB, "
             f"exit {code} (target <= {DRIFT_TARGET_SECONDS:g} s, <= {DRIFT_TARGET_RSS_MB} MB): {verdict}"
         )
 
@@ -576,7 +578,8 @@ def bench_floor(size: int, repeat: int) -> None:
     median = ratios[len(ratios) // 2]
     verdict = "ok" if median <= FLOOR_TARGET_RATIO else "MISSED"
     print(
-        f"{size:>8}  build / floor, wall: median {median:.2f}x over {len(pairs)} pair(s), range {ratios[0]:.2f}-{ratios[-1]:.2f}x; "
+        f"{size:>8}  build / floor, wall: "
+        f"median {median:.2f}x over {len(pairs)} pair(s), range {ratios[0]:.2f}-{ratios[-1]:.2f}x; "
         f"cpu {_span([p[1] / p[3] for p in pairs], 'x')} (goal <= {FLOOR_TARGET_RATIO:g}x): {verdict}"
     )
 
@@ -667,7 +670,8 @@ def main() -> None:
         return
     stages = [s for s in STAGES if s.name in args.stages.split(",")]
     print(
-        f"meshc benchmark: D={DATACENTERS} datacenters, C={CLUSTERS} clusters, K={DEPENDENCIES} dependencies per service; "
+        f"meshc benchmark: D={DATACENTERS} datacenters, C={CLUSTERS} clusters, "
+        f"K={DEPENDENCIES} dependencies per service; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
     print(f"{'services':>8}  {'stage':<10} {'wall s':>7} {'cpu s':>7} {'peak RSS MB':>11}  what")

@@ -212,7 +212,8 @@ def rollout_lines(diff: MeshDiff) -> list[str]:
         return [f"Waves: {', '.join(counts)}; no rollout.yaml, so every wave gets this at once"]
     if diff.rollout == "hold":
         return [
-            f"Rollout on hold: no wave gets this until hold is lifted; then, one promotion at a time: {', '.join(counts)}"
+            "Rollout on hold: no wave gets this until hold is lifted; "
+            f"then, one promotion at a time: {', '.join(counts)}"
         ]
     first, *rest = diff.waves
     ahead = [f"{split.wave} ({len(split.targets)})" for split in rest]
@@ -252,7 +253,8 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
     else:
         yield paint(
             f"{counts['targets']} target(s) change: {counts['added']} new, {counts['removed']} removed; "
-            f"{restart_headline(diff, counts)}; {counts['hot_reload']} hot-reload, {counts['no_restart']} without restart",
+            f"{restart_headline(diff, counts)}; "
+            f"{counts['hot_reload']} hot-reload, {counts['no_restart']} without restart",
             "bold",
         )
         if counts["restart_sensitive"]:
@@ -270,7 +272,8 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
             )
         for g in diff.groups:
             yield (
-                f"  {g.platform:<10} {g.datacenter:<10} {len(g.targets):>5} target(s): {g.added} new, {g.removed} removed, "
+                f"  {g.platform:<10} {g.datacenter:<10} {len(g.targets):>5} target(s): "
+                f"{g.added} new, {g.removed} removed, "
                 f"{g.pod_roll} pod-roll, {g.envoy_restart} envoy-restart, {g.sidecar_restart} sidecar-restart, "
                 f"{g.hot_reload} hot-reload, {g.no_restart} no restart"
             )

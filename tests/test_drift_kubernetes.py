@@ -361,7 +361,8 @@ def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(
     assert commands == [
         "kubectl --context kube-sjc-a delete -n legacy certificate.cert-manager.io/legacy-mesh-tls",
         "kubectl --context kube-sjc-a delete -n legacy configmap/legacy-mesh-envoy",
-        "kubectl --context kube-sjc-a delete -n upload rolebinding.rbac.authorization.k8s.io/meshc-discovery.legacy.legacy",
+        "kubectl --context kube-sjc-a delete -n upload "
+        "rolebinding.rbac.authorization.k8s.io/meshc-discovery.legacy.legacy",
         "kubectl --context kube-sjc-a delete -n legacy serviceaccount/legacy",
         "# kubectl --context kube-sjc-a delete namespace/legacy   # only once nothing else lives in namespace legacy: "
         "it takes everything in it along",

@@ -496,8 +496,8 @@ def test_truncated_export_is_one_line_with_its_position(world: World, tmp_path: 
             "nodes[0].certname: expected a non-empty string, got 7",
         ),
         (
-            '{"nodes": [{"certname": "a", "facts_timestamp": "yesterday"}], "facts": [{"certname": "a", "name": "mesh_service", '
-            '"value": "x"}]}',
+            '{"nodes": [{"certname": "a", "facts_timestamp": "yesterday"}], '
+            '"facts": [{"certname": "a", "name": "mesh_service", "value": "x"}]}',
             "nodes[0].facts_timestamp: not an ISO 8601 timestamp: 'yesterday'",
         ),
     ],

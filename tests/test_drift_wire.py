@@ -233,8 +233,8 @@ def test_text_and_markdown_summarise_per_pool(fleet: Fleet) -> None:
     assert text.startswith("meshc drift: NOT CONVERGED: 1 of 4 scope(s) checked, 3 not checked")
     markdown = meshc(*tls_args(fleet), "--format", "markdown").stdout
     assert (
-        f"| `{POOL}` | {1 + k}/{5 + k} | 1 pending, 1 drifted, 1 failed, 1 unknown: {UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING} |"
-        in markdown
+        f"| `{POOL}` | {1 + k}/{5 + k} | 1 pending, 1 drifted, 1 failed, 1 unknown: "
+        f"{UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING} |" in markdown
     )
     assert f"{PENDING}</code> pending (target `{POOL}`)" in markdown
 
@@ -399,8 +399,10 @@ def test_truncated_export_is_one_line_exit_2(tmp_path: Path) -> None:
         ),
         (
             [],
-            "meshc drift: error: nothing to check: give --kubernetes CLUSTER=DUMP for each cluster (gke-usc1-a, kube-iad-a, "
-            "kube-sjc-a); or --puppetdb URL (with --puppetdb-ca/-cert/-key for HTTPS) or --puppet-facts FILE for the VMs  [drift-usage]",
+            "meshc drift: error: nothing to check: "
+            "give --kubernetes CLUSTER=DUMP for each cluster (gke-usc1-a, kube-iad-a, kube-sjc-a); "
+            "or --puppetdb URL (with --puppetdb-ca/-cert/-key for HTTPS) or --puppet-facts FILE for the VMs  "
+            "[drift-usage]",
         ),
     ],
 )

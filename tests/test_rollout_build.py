@@ -179,8 +179,10 @@ def test_pins_that_skip_a_wave_or_are_not_commits_are_rejected(tmp_path: Path) -
     set_pins(spec, west=base, rest=head)  # rest would run a revision west has not had
     line = line_of(spec / "rollout.yaml", "rest:")
     assert pin_errors(spec) == [
-        f"{label}:{line}:9: error: wave 'rest' is pinned to {head[:12]}, which is not {base[:12]} of the wave before it nor one of "
-        "its ancestors; pins move forward one wave at a time (meshc promote), never past the wave before  [rollout-pin-order]"
+        f"{label}:{line}:9: error: wave 'rest' is pinned to {head[:12]}, "
+        f"which is not {base[:12]} of the wave before it nor one of "
+        "its ancestors; pins move forward one wave at a time (meshc promote), "
+        "never past the wave before  [rollout-pin-order]"
     ]
     set_pins(spec, west="f" * 40, rest=base)
     assert pin_errors(spec) == [
@@ -193,9 +195,12 @@ def test_pins_that_skip_a_wave_or_are_not_commits_are_rejected(tmp_path: Path) -
     )
     (spec / "rollout.yaml").write_text(f"pins:\n  wst: {base}\n")
     assert pin_errors(spec) == [
-        f"{label}:1:1: error: wave 'rest' has no pin; add `rest: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
-        f"{label}:1:1: error: wave 'west' has no pin; add `west: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
-        f"{label}:2:8: error: rollout.yaml pins unknown wave 'wst' (did you mean 'west'?); the waves are canary, west, rest  [rollout-unknown-wave]",
+        f"{label}:1:1: error: wave 'rest' has no pin; "
+        "add `rest: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
+        f"{label}:1:1: error: wave 'west' has no pin; "
+        "add `west: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
+        f"{label}:2:8: error: rollout.yaml pins unknown wave 'wst' (did you mean 'west'?); "
+        "the waves are canary, west, rest  [rollout-unknown-wave]",
     ]
 
 

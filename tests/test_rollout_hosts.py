@@ -76,14 +76,17 @@ def test_additions_that_score_lower_leave_the_canaries_identical() -> None:
 def test_inventory_errors_are_positioned(tmp_path: Path) -> None:
     path = tmp_path / "hosts.yaml"
     path.write_text(
-        "- {certname: a.example, service: auth, datacenter: sjc}\n- {certname: a.example, service: auth, datacenter: iad}\n"
+        "- {certname: a.example, service: auth, datacenter: sjc}\n"
+        "- {certname: a.example, service: auth, datacenter: iad}\n"
         "- {certname: b.example, service: auth}\n"
     )
     with pytest.raises(SpecError) as caught:
         load_inventory(path, "mesh-spec/inventory/hosts.yaml")
     assert [d.format() for d in caught.value.diagnostics] == [
-        "mesh-spec/inventory/hosts.yaml:2:3: error: certname 'a.example' is listed twice (first as item 1)  [rollout-inventory]",
-        "mesh-spec/inventory/hosts.yaml:3:3: error: each host is a mapping of exactly certname, service and datacenter  [rollout-inventory]",
+        "mesh-spec/inventory/hosts.yaml:2:3: error: "
+        "certname 'a.example' is listed twice (first as item 1)  [rollout-inventory]",
+        "mesh-spec/inventory/hosts.yaml:3:3: error: "
+        "each host is a mapping of exactly certname, service and datacenter  [rollout-inventory]",
     ]
     path.write_text("a: b\n")
     with pytest.raises(SpecError, match="1 error"):

@@ -263,7 +263,8 @@ def test_a_new_cluster_to_watch_needs_credentials_on_vms_and_rolls_pods(
         "meshc-discovery/permissions-token in gke-usc1-a)"
     ) in text
     assert (
-        "    rolls its pods: the Deployment must mount Secret mesh-discovery-gke-usc1-a (the site's copy of the token of "
+        "    rolls its pods: the Deployment must mount Secret mesh-discovery-gke-usc1-a (the site's copy of "
+        "the token of "
         "meshc-discovery/permissions-token in gke-usc1-a) at /etc/mesh/discovery/gke-usc1-a"
     ) in text
     assert _summary(markdown, "k8s/kube-iad-a/permissions/permissions").startswith("changed, <b>pod-roll</b>")

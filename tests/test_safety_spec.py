@@ -103,7 +103,8 @@ def test_services_missing_is_an_error_not_an_empty_mesh(built: tuple[Path, dict[
     world, before = built
     shutil.rmtree(world / "spec/services")
     assert fails_and_keeps_output(world, before) == [
-        "spec/services:1:1: error: no services/ directory; a mesh needs at least one services/<name>.yaml  [file-missing]"
+        "spec/services:1:1: error: no services/ directory; "
+        "a mesh needs at least one services/<name>.yaml  [file-missing]"
     ]
 
 
@@ -114,7 +115,8 @@ def test_services_empty_is_an_error(built: tuple[Path, dict[str, bytes]]) -> Non
     (world / "spec/services/.editor-swap").write_text("x")
     lines = fails_and_keeps_output(world, before)
     assert lines == [
-        "spec/services:1:1: error: services/ holds no service; add one file per service, services/<name>.yaml  [no-services]"
+        "spec/services:1:1: error: services/ holds no service; "
+        "add one file per service, services/<name>.yaml  [no-services]"
     ]
 
 
@@ -123,7 +125,8 @@ def test_services_as_a_regular_file_is_an_error(built: tuple[Path, dict[str, byt
     shutil.rmtree(world / "spec/services")
     (world / "spec/services").write_text(BASE["services/a.yaml"])
     assert fails_and_keeps_output(world, before) == [
-        "spec/services:1:1: error: this is a regular file, not a directory; make it a directory of service files  [file-type]"
+        "spec/services:1:1: error: this is a regular file, not a directory; "
+        "make it a directory of service files  [file-type]"
     ]
 
 
@@ -431,8 +434,10 @@ def test_quoted_port_and_yaml11_boolean(world: Path) -> None:
     body = BASE["services/b.yaml"].replace("port: 8080", 'port: "8080"') + "restart_sensitive: on\n"
     (world / "spec/services/b.yaml").write_text(body)
     assert diagnostics(meshc("validate", "spec", cwd=world)) == [
-        "spec/services/b.yaml:3:7: error: port: '8080' is a quoted string, not a number; remove the quotes  [port-range]",
-        "spec/services/b.yaml:10:20: error: restart_sensitive: 'on' is a string to meshc (only true and false are booleans); "
+        "spec/services/b.yaml:3:7: error: port: '8080' is a quoted string, not a number; "
+        "remove the quotes  [port-range]",
+        "spec/services/b.yaml:10:20: error: restart_sensitive: "
+        "'on' is a string to meshc (only true and false are booleans); "
         "write true or false  [schema]",
     ]
 
@@ -440,7 +445,8 @@ def test_quoted_port_and_yaml11_boolean(world: Path) -> None:
 def test_tab_indentation_says_so(world: Path) -> None:
     (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"].replace("  vm:", "\tvm:"))
     assert diagnostics(meshc("validate", "spec", cwd=world)) == [
-        "spec/services/b.yaml:7:1: error: tabs cannot indent YAML (and cannot start a value); indent with spaces  [yaml-syntax]"
+        "spec/services/b.yaml:7:1: error: tabs cannot indent YAML (and cannot start a value); "
+        "indent with spaces  [yaml-syntax]"
     ]
 
 
@@ -495,7 +501,9 @@ def test_tcp_dependency_with_http_policy_is_rejected(world: Path) -> None:
     (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"] + "protocol: tcp\n")
     (world / "spec/services/a.yaml").write_text(BASE["services/a.yaml"] + "    timeout: 5s\n")
     assert diagnostics(meshc("validate", "spec", cwd=world)) == [
-        "spec/services/a.yaml:10:5: error: timeout has no effect on 'b', a tcp service: Envoy's TCP proxy has no request "
-        "timeout or retry conditions; remove it (tcp takes connect_timeout and retries.attempts, the number of connection "
+        "spec/services/a.yaml:10:5: error: timeout has no effect on 'b', a tcp service: "
+        "Envoy's TCP proxy has no request "
+        "timeout or retry conditions; remove it (tcp takes connect_timeout and retries.attempts, "
+        "the number of connection "
         "attempts)  [tcp-http-policy]"
     ]

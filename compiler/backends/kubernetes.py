@@ -603,7 +603,8 @@ def _size_problems(workload: Workload, objects: Sequence[Mapping[str, Any]]) -> 
                 span=workload.span,
                 code="object-too-large",
                 message=(
-                    f"{workload.id}: {obj['kind']} {obj['metadata']['name']} is {size} bytes, over the {MAX_APPLIED_BYTES} "
-                    "that `kubectl apply` can record in its last-applied annotation; split the service's dependencies"
+                    f"{workload.id}: {obj['kind']} {obj['metadata']['name']} is {size} bytes, "
+                    f"over the {MAX_APPLIED_BYTES} that `kubectl apply` can record in its last-applied annotation; "
+                    "split the service's dependencies"
                 ),
             )

@@ -305,7 +305,8 @@ def format_markdown(report: DriftReport) -> str:
     if pools:
         head += ["", "| pool | hosts converged | not converged |", "|---|---|---|"]
         head += [
-            f"| `{row['target']}` | {row['converged']}/{row['subjects']} | {_md(_held(row['counts'], row['not_converged']))} |"
+            f"| `{row['target']}` | {row['converged']}/{row['subjects']} | "
+            f"{_md(_held(row['counts'], row['not_converged']))} |"
             for row in pools
         ]
     waves = wave_rows(report)
@@ -353,7 +354,8 @@ def _markdown_blocks(report: DriftReport) -> Iterator[str]:
         ]
         target = f" (target `{subject.target}`)" if subject.target else ""
         yield (
-            f"\n<details><summary><code>{subject.platform}/{subject.scope} {_md(subject.subject)}</code> {subject.state}{target}"
+            f"\n<details><summary><code>{subject.platform}/{subject.scope} {_md(subject.subject)}</code> "
+            f"{subject.state}{target}"
             f"</summary>\n\n" + "\n".join(lines) + "\n</details>\n"
         )
     commands = orphan_commands(report)

@@ -327,8 +327,9 @@ def _location_mismatch(
             port = target.ingress.mesh_port if expected_port is None else expected_port
             if source.service != target.service or port != target.ingress.mesh_port:
                 return (
-                    f"{client.id} watches {source.cluster}/{source.namespace}/{source.service}:{port} but {server.id} serves "
-                    f"{target.cluster}/{target.namespace}/{target.service}:{target.ingress.mesh_port}"
+                    f"{client.id} watches {source.cluster}/{source.namespace}/{source.service}:{port} "
+                    f"but {server.id} serves {target.cluster}/{target.namespace}/{target.service}:"
+                    f"{target.ingress.mesh_port}"
                 )
     return None
 

@@ -38,7 +38,8 @@ def check_datacenter_refs(spec: Spec) -> Iterator[Diagnostic]:
             yield _error(
                 spec.at(spec.mesh.file, "clusters", name, "datacenter"),
                 "unknown-datacenter",
-                f"cluster {quote(name)} is in unknown datacenter {quote(cluster.datacenter)}{did_you_mean(cluster.datacenter, known)}",
+                f"cluster {quote(name)} is in unknown datacenter {quote(cluster.datacenter)}"
+                f"{did_you_mean(cluster.datacenter, known)}",
             )
     for service in spec.services.values():
         for i, dc in enumerate(service.vm_datacenters):
@@ -46,7 +47,8 @@ def check_datacenter_refs(spec: Spec) -> Iterator[Diagnostic]:
                 yield _error(
                     spec.at(service.file, "deploy", "vm", "datacenters", i),
                     "unknown-datacenter",
-                    f"unknown datacenter {quote(dc)}{did_you_mean(dc, known)}; mesh.yaml defines {', '.join(sorted(known))}",
+                    f"unknown datacenter {quote(dc)}{did_you_mean(dc, known)}; "
+                    f"mesh.yaml defines {', '.join(sorted(known))}",
                 )
 
 
@@ -71,7 +73,8 @@ def check_dependency_refs(spec: Spec) -> Iterator[Diagnostic]:
                 yield _error(
                     dep.span,
                     "unknown-dependency",
-                    f"unknown dependency {quote(dep.service)}{did_you_mean(dep.service, spec.services)}; add services/{dep.service}.yaml or fix the name",
+                    f"unknown dependency {quote(dep.service)}{did_you_mean(dep.service, spec.services)}; "
+                    f"add services/{dep.service}.yaml or fix the name",
                 )
 
 
@@ -96,7 +99,8 @@ def check_duplicate_dependency(spec: Spec) -> Iterator[Diagnostic]:
                 yield _error(
                     dep.span,
                     "duplicate-dependency",
-                    f"dependency {quote(dep.service)} is already listed at line {seen[dep.service].span.line}; merge the two entries",
+                    f"dependency {quote(dep.service)} is already listed at line {seen[dep.service].span.line}; "
+                    "merge the two entries",
                 )
             seen.setdefault(dep.service, dep)
 
@@ -118,7 +122,8 @@ def check_failover_lists(spec: Spec) -> Iterator[Diagnostic]:
                 yield _error(
                     span,
                     "failover-self",
-                    f"failover of {quote(name)} names {quote(name)} itself; a datacenter is always tried first, remove it",
+                    f"failover of {quote(name)} names {quote(name)} itself; "
+                    "a datacenter is always tried first, remove it",
                 )
             elif target in seen:
                 yield _error(
@@ -138,7 +143,8 @@ def check_local_ports(spec: Spec) -> Iterator[Diagnostic]:
             yield _error(
                 spec.at(service.file, "local_port"),
                 "duplicate-local-port",
-                f"local_port {service.local_port} is already used by service {quote(first.name)} ({first.file}); pick an unused port",
+                f"local_port {service.local_port} is already used by service {quote(first.name)} ({first.file}); "
+                "pick an unused port",
             )
 
 
@@ -174,7 +180,8 @@ def _port_clashes(service: ServiceSpec, claims: list[tuple[int, str, Span]]) -> 
             yield _error(
                 span,
                 "port-clash",
-                f"{what} {port} of service {quote(service.name)} clashes with {first[port]}; every port of a workload must differ",
+                f"{what} {port} of service {quote(service.name)} clashes with {first[port]}; "
+                "every port of a workload must differ",
             )
         else:
             first[port] = what
@@ -236,14 +243,16 @@ def check_routing(spec: Spec) -> Iterator[Diagnostic]:
                     yield _error(
                         dep.span,
                         "local-unavailable",
-                        f"{quote(service.name)} runs in {quote(dc)} but its `local` dependency {quote(server.name)} does not; "
+                        f"{quote(service.name)} runs in {quote(dc)} but its `local` dependency "
+                        f"{quote(server.name)} does not; "
                         f"run {quote(server.name)} in {quote(dc)} or make it `failover`",
                     )
                 elif missing:
                     yield _error(
                         dep.span,
                         "failover-unreachable",
-                        f"{quote(service.name)} in {quote(dc)} cannot reach {quote(server.name)} in {', '.join(map(quote, missing))}; "
+                        f"{quote(service.name)} in {quote(dc)} cannot reach {quote(server.name)} "
+                        f"in {', '.join(map(quote, missing))}; "
                         f"add {', '.join(missing)} to the failover list of {quote(dc)} in mesh.yaml",
                     )
 
@@ -390,7 +399,8 @@ def check_wave_coverage(spec: Spec) -> Iterator[Diagnostic]:
         yield _error(
             spec.at(spec.mesh.file, "rollout", "waves", last.index, "hosts_per_pool"),
             "rollout-uncovered",
-            f"the last wave {last.name!r} takes canary hosts only; add a last wave without hosts_per_pool that takes every target left",
+            f"the last wave {last.name!r} takes canary hosts only; "
+            "add a last wave without hosts_per_pool that takes every target left",
         )
         return
     targets = spec_targets(spec)
@@ -458,5 +468,6 @@ def _name_mismatch(doc: Document) -> Iterator[Diagnostic]:
         yield _error(
             doc.span(("service",)),
             "service-name-mismatch",
-            f"service {quote(name)} is defined in {quote(PurePosixPath(doc.file).name)}; rename the file to {excerpt(name)}.yaml or fix `service:`",
+            f"service {quote(name)} is defined in {quote(PurePosixPath(doc.file).name)}; "
+            f"rename the file to {excerpt(name)}.yaml or fix `service:`",
         )

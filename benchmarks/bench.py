@@ -10,7 +10,8 @@ To measure a new stage, add a `Stage` to STAGES after the stage whose state it r
 render (mesh -> sidecars), backends (sidecars -> artifacts), build (tree + write into a fresh
 directory), rebuild (no-op write), diff (one service edited, compare against the previous tree).
 
-    python benchmarks/bench.py [--sizes 100,1000,3000] [--stages validate,lower,floor] [--repeat 1] [--drift-hosts 10000]
+    python benchmarks/bench.py [--sizes 100,1000,3000] [--stages validate,lower,floor] [--repeat 1]
+                               [--drift-hosts 10000]
 
 The pseudo-stage `floor` (1,000-service mesh) measures, pair by pair, `meshc build` as a process
 (interpreter start to exit, into a fresh directory) against the floor: a plain-Python write of the
@@ -341,7 +342,9 @@ def bench_drift(size: int, hosts: int) -> None:
 
 
 def whole_drift(spec_dir: Path, url: str, dumps: list[Path]) -> tuple[float, float, float, int]:
-    """One real `meshc drift --puppetdb URL --kubernetes C=DUMP... --format json` process: (wall s, CPU s, peak RSS MB, exit)."""
+    """One real `meshc drift --puppetdb URL --kubernetes C=DUMP... --format json` process.
+
+    Returns (wall s, CPU s, peak RSS MB, exit code)."""
     pairs = [arg for path in dumps for arg in ("--kubernetes", f"{path.stem}={path}")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
@@ -370,7 +373,7 @@ def whole_drift(spec_dir: Path, url: str, dumps: list[Path]) -> tuple[float, flo
 
 
 def _drift_setup(state: State) -> None:
-    """Not part of drift: a live dump of every cluster of the synthetic mesh (tests/live_k8s.py's rules), made once under .bench/."""
+    """Not part of drift: a live dump of every cluster (tests/live_k8s.py's rules), made once under .bench/."""
     state["dumps"] = cluster_dumps(state["dir"])
 
 
@@ -393,7 +396,7 @@ def cluster_dumps(spec_dir: Path) -> list[Path]:
 
 
 def _meshc_drift(state: State) -> None:
-    """`meshc drift --format json` with a dump of every cluster: compile, parse every dump, compare (no drift expected)."""
+    """`meshc drift --format json` with every cluster's dump: compile, parse the dumps, compare (no drift)."""
     import contextlib
     import io
 
@@ -477,7 +480,7 @@ def _rollout_setup(state: State) -> None:
 
 
 def _rollout_build(state: State) -> None:
-    """`meshc build` of the rollout: four distinct revisions (three pinned + the working tree) into a fresh directory."""
+    """`meshc build` of the rollout into a fresh directory: three pinned revisions and the working tree."""
     from compiler.rollout.build import build
 
     out = scratch_dir() / "rollout-out"

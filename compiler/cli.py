@@ -493,7 +493,9 @@ def _instant(text: str) -> datetime.datetime:
 
 
 def _puppet_evidence(args: argparse.Namespace) -> PuppetEvidence:
-    """The Puppet options of drift (and promote) as one request field; TLS files without --puppetdb are a usage error."""
+    """The Puppet options of drift (and promote) as one request field.
+
+    TLS files without --puppetdb are a usage error."""
     from compiler.drift.detect import PuppetEvidence
     from compiler.drift.model import DriftInputError
 

@@ -151,7 +151,9 @@ class KubeDelete:
 
     @property
     def resource(self) -> str:
-        """`kind.group/name` as kubectl names it unambiguously (`configmap/x`, `rolebinding.rbac.authorization.k8s.io/x`)."""
+        """`kind.group/name`, as kubectl names it unambiguously.
+
+        `configmap/x`, `rolebinding.rbac.authorization.k8s.io/x`."""
         group = self.api_version.rpartition("/")[0]
         return f"{self.kind.lower()}{'.' + group if group else ''}/{self.name}"
 
@@ -187,7 +189,8 @@ class MeshDiff:
     # call-graph edges added, removed or re-policied (compiler.graph.calls)
     calls: tuple[CallChange, ...] = ()
     waves: tuple[WaveSplit, ...] = ()  # changed targets by wave, in rollout order (the head's wave policy)
-    rollout: str = "none"  # "active": rollout.yaml pins the later waves, so only the first wave changes now; "hold"; "none"
+    # "active": rollout.yaml pins the later waves, so only the first wave changes now; "hold"; "none"
+    rollout: str = "none"
 
     @property
     def restarts(self) -> int:
@@ -723,7 +726,9 @@ def parse_file(path: str, data: bytes) -> tuple[Any] | None:
 
 
 def _load_yaml(text: str) -> Any:
-    """One document's data, or the list of a stream's documents (a file opened by `---`, as meshc writes Kubernetes files)."""
+    """One document's data, or the list of a stream's documents.
+
+    A stream is a file opened by `---`, as meshc writes Kubernetes files."""
     documents = stream_documents(text)
     try:
         return load_canonical_yaml(text) if documents is None else [load_canonical_yaml(d) for d in documents]
@@ -957,7 +962,7 @@ class _CanonicalReader:
             raise NotCanonical(f"line {span[0] + 1}: a block ends inside its span")
         starts = list(compress(range(*span), map(re.compile(f" {{{indent}}}[^ ]").match, lines)))
         result: dict[str, Span] = {}
-        for start, end in zip(starts, [*starts[1:], span[1]]):
+        for start, end in zip(starts, [*starts[1:], span[1]], strict=True):
             found = self.key(start)
             if found is None or found[0] in result:
                 raise NotCanonical(f"line {start + 1}: not a mapping key")

@@ -187,7 +187,7 @@ class TreeStatus:
 
 
 def manifest(artifacts: Sequence[Artifact], rollout: Mapping[str, Any] | None = None) -> bytes:
-    """MANIFEST.json: format, meshc version, sha256 of every file, the files of every target, and the rollout if one is in force."""
+    """MANIFEST.json: format, meshc version, every file's sha256, each target's files, the rollout if any."""
     targets: dict[str, list[str]] = {}
     for artifact in artifacts:
         if artifact.target is not None:
@@ -222,7 +222,7 @@ def _check_path(path: str) -> None:
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    """Every regular file under `root` as relative posix path -> bytes ({} if root is absent); for tests and small trees."""
+    """Every regular file under `root` as relative posix path -> bytes ({} if absent); for small trees."""
     return {
         path: (root / path).read_bytes() for path, entry in scan_tree(root).items() if entry.kind == REGULAR
     }

@@ -134,7 +134,10 @@ def format_explain(report: dict[str, Any]) -> str:
 def _format_dependency(dep: dict[str, Any]) -> list[str]:
     policy = dep["policy"]
     if dep["protocol"] == "tcp":
-        effect = f"tcp, {policy['max_connect_attempts']} connection attempt(s), connect {policy['connect_timeout_ms']}ms"
+        effect = (
+            f"tcp, {policy['max_connect_attempts']} connection attempt(s), "
+            f"connect {policy['connect_timeout_ms']}ms"
+        )
     else:
         retries = policy["retries"]
         effect = (

@@ -90,7 +90,7 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def read_revision(location: SpecLocation, revision: str) -> dict[str, bytes | Unreadable]:
-    """The spec files at `revision` as relative path -> bytes or Unreadable, exactly as `read_tree` reads a directory."""
+    """The spec files at `revision` as relative path -> bytes or Unreadable, as `read_tree` reads a directory."""
     tree = _spec_tree(location, revision)
     files: dict[str, bytes | Unreadable] = {}
     mesh = _child(tree, MESH_FILE)

@@ -163,13 +163,13 @@ def to_json(diff: MeshDiff) -> dict[str, Any]:
     data["summary"] = summary(diff)
     data["changed"] = diff.changed
     data["sensitive_services"] = list(diff.sensitive_services)
-    for target, record in zip(diff.targets, data["targets"]):
+    for target, record in zip(diff.targets, data["targets"], strict=True):
         record["sensitive_restart"] = target.sensitive_restart
         record["credentials"] = [
             {**c, "action": credential_line(target, credentials)}
-            for c, credentials in zip(record["credentials"], target.credentials)
+            for c, credentials in zip(record["credentials"], target.credentials, strict=True)
         ]
-    for deletion, record in zip(diff.deletions, data["deletions"]):
+    for deletion, record in zip(diff.deletions, data["deletions"], strict=True):
         record["command"] = deletion.command
     return data
 
@@ -311,7 +311,8 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
 def _target_text(target: TargetDiff, paint: Paint) -> Iterator[str]:
     restart_style = ("red", "bold") if target.needs_restart else ("green",)
     if target.status == CHANGED:
-        cost = f"{paint(target.status, _STATUS_COLOR[target.status])}, {paint(restart_label(target.restart), *restart_style)}"
+        status = paint(target.status, _STATUS_COLOR[target.status])
+        cost = f"{status}, {paint(restart_label(target.restart), *restart_style)}"
     else:
         cost = paint(target_cost(target), _STATUS_COLOR[target.status])
     sensitive = paint(" (restart-sensitive)", "red", "bold") if target.sensitive_restart else ""

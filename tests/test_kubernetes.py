@@ -535,7 +535,7 @@ def test_example_upload_objects(example: Case) -> None:
         ("Certificate", "upload", "upload-mesh-tls"),
         ("Service", "upload", "upload"),
     ]  # no NetworkPolicy: opt-in
-    objects = {(kind, name): obj for (kind, _, name), obj in zip(listed, load(artifact.data))}
+    objects = {(kind, name): obj for (kind, _, name), obj in zip(listed, load(artifact.data), strict=True)}
     cert = objects[("Certificate", "upload-mesh-tls")]
     assert cert["spec"]["uris"] == ["spiffe://box.mesh/ns/upload/sa/upload"]
     assert cert["spec"]["issuerRef"] == {

@@ -178,7 +178,9 @@ def namespace_path(cluster: str, namespace: str) -> str:
 
 
 def unit_path(target: str) -> str:
-    """The file of a workload or external reader `k8s/<cluster>/<namespace>/<service>`: kubernetes/<cluster>/<namespace>/<service>.yaml."""
+    """The file of a workload or external reader `k8s/<cluster>/<namespace>/<service>`.
+
+    It is kubernetes/<cluster>/<namespace>/<service>.yaml."""
     _, cluster, namespace, service = target.split("/")
     return f"{ROOT}/{cluster}/{namespace}/{service}.yaml"
 
@@ -237,7 +239,9 @@ def workload_objects(
     restart_hash: str,
     in_cluster: Mapping[tuple[str, str], Sequence[Workload]],
 ) -> list[dict[str, Any]]:
-    """Every object of one workload (its documents given serialized), in its namespace or, for RBAC, its dependencies'."""
+    """Every object of one workload (its documents given serialized), in its namespace.
+
+    Its RBAC objects sit in its dependencies' namespaces."""
     objects = [service_account(mesh, workload)]
     objects += discovery_rbac(mesh, workload)
     objects += [config_map(mesh, workload, mount, texts, restart_hash) for mount in CONFIG_MOUNTS]
@@ -340,7 +344,9 @@ def discovery_rbac(mesh: Mesh, workload: Workload) -> list[dict[str, Any]]:
 def discovery_grants(
     mesh: Mesh, service: str, owner: str, account_namespace: str, namespaces: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """A RoleBinding in each namespace to the cluster's discovery ClusterRole, for ServiceAccount `service` of `account_namespace`."""
+    """A RoleBinding in each namespace to the cluster's discovery ClusterRole.
+
+    It binds ServiceAccount `service` of `account_namespace`."""
     name = discovery_role_name(account_namespace, service)
     subject = {"kind": "ServiceAccount", "name": service, "namespace": account_namespace}
     role = {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": DISCOVERY_CLUSTER_ROLE}
@@ -357,7 +363,9 @@ def discovery_grants(
 
 
 def discovery_cluster_role(mesh: Mesh) -> dict[str, Any]:
-    """The rules every discovery RoleBinding refers to: read Endpoints and EndpointSlices (granted per namespace by the bindings)."""
+    """The rules every discovery RoleBinding refers to: read Endpoints and EndpointSlices.
+
+    The bindings grant them namespace by namespace."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRole",

@@ -121,7 +121,7 @@ def _acknowledged(
 
 
 def wave_order_of(tree: Mapping[str, bytes]) -> tuple[str, ...]:
-    """The waves in promotion order from MANIFEST.json's `rollout.waves` (contract 4), () when no rollout is in force."""
+    """The waves in promotion order from MANIFEST.json's `rollout.waves` (contract 4); () without a rollout."""
     raw = tree.get(MANIFEST)
     rollout = (orjson.loads(raw).get("rollout") or {}) if raw is not None else {}
     return tuple(str(wave["name"]) for wave in rollout.get("waves") or () if "name" in wave)
@@ -174,7 +174,7 @@ class PuppetEvidence:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Evidence:
-    """What one platform's check found: the scopes checked, with their subjects, and the spec's scopes with no evidence."""
+    """What one platform's check found: the scopes checked, with their subjects; the scopes with no evidence."""
 
     given: bool  # any evidence for this platform on the command line
     checked: tuple[tuple[ScopeState, tuple[SubjectState, ...]], ...] = ()
@@ -254,7 +254,7 @@ def check_kubernetes(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes
 
 
 def check_puppet(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -> Evidence:
-    """The VM hosts from PuppetDB or an export against their pool or canary node file; with --hiera, the deployed tree."""
+    """The VM hosts (PuppetDB or an export) against their pool or canary node file; --hiera: the deployed tree."""
     del mesh  # the built tree holds everything the Puppet half compares
     evidence = request.puppet
     has_vms = any(path.startswith(puppet.POOLS_DIR) for path in tree)

@@ -79,6 +79,7 @@ _RESOURCES = dict(
             "NetworkPolicy",
         ),
         KUBECTL_KINDS,
+        strict=True,
     )
 )
 
@@ -204,7 +205,7 @@ def _load_json(source: str, raw: bytes) -> Any:
 
 
 def _load_yaml(source: str, text: str) -> Any:
-    """libyaml composes the node tree; _construct turns it into data (twice as fast as PyYAML's constructor on a dump)."""
+    """libyaml composes the node tree; _construct makes it data (twice as fast as PyYAML's constructor on a dump)."""
     loader = yaml.CSafeLoader(text)
     try:
         node = loader.get_single_node()
@@ -222,7 +223,9 @@ def _load_yaml(source: str, text: str) -> Any:
 
 
 def _construct(source: str, loader: yaml.CSafeLoader, node: yaml.Node, seen: set[int]) -> Any:
-    """Plain data from a node; strings directly, other scalars by the safe constructor; aliases and complex keys refused."""
+    """Plain data from a node: strings as they are, other scalars by the safe constructor.
+
+    Aliases and complex keys are refused."""
     if isinstance(node, yaml.ScalarNode):
         return node.value if node.tag == _STR else loader.construct_object(node)
     if id(node) in seen:  # an alias: kubectl writes none, and an alias bomb would expand in the comparison
@@ -288,7 +291,7 @@ def expected_objects(tree: Mapping[str, bytes]) -> dict[str, list[ExpectedObject
 
 
 def _load_output(data: bytes) -> list[Any]:
-    """An output file's documents: meshc's canonical YAML reader (faster than PyYAML's constructor), PyYAML otherwise."""
+    """An output file's documents: meshc's canonical YAML reader (faster than PyYAML's), else PyYAML."""
     text = data.decode()
     documents = stream_documents(text)
     try:
@@ -425,7 +428,7 @@ def _check_object(cluster: str, expected: ExpectedObject, live: Mapping[str, Any
 
 
 def _not_dumped(cluster: str, expected: ExpectedObject) -> SubjectState:
-    """An object of a kind the dump has none of: the kind was probably left out of `kubectl get`, so nothing is known."""
+    """An object of a kind the dump has none of: probably left out of `kubectl get`, so nothing is known."""
     group, kind, _, _ = key = object_key(expected.obj)
     resource = _RESOURCES.get(kind, f"{kind.lower()}s" + (f".{group}" if group else ""))
     item = DriftItem(
@@ -459,7 +462,10 @@ def _applied_note(expected: Mapping[str, Any], live: Mapping[str, Any]) -> str:
         return (
             "changed after kube-applier's last apply of this rendering (a hand edit, or another controller)"
         )
-    return "kube-applier has not applied this rendering yet: its last apply differs (pending, or the file fails to apply)"
+    return (
+        "kube-applier has not applied this rendering yet: "
+        "its last apply differs (pending, or the file fails to apply)"
+    )
 
 
 def compare_object(expected: Mapping[str, Any], live: Mapping[str, Any]) -> list[tuple[str, str, Any, Any]]:
@@ -546,7 +552,9 @@ def _named(items: list[Any]) -> bool:
 
 
 def _normalize(kind: str, value: Any, pattern: str) -> Any:
-    """Empty values dropped, server fields inside list items dropped, defaults filled, lists as sorted sets, durations by value."""
+    """`item` as compared: empty values and server fields in list items dropped, defaults filled.
+
+    Lists compare as sorted sets, durations by value."""
     if isinstance(value, dict):
         value = _with_defaults(kind, value, pattern)
         # str(k): a YAML dump may hold keys JSON cannot (`1: x`); what is reported must stay JSON
@@ -581,7 +589,9 @@ def _empty(value: Any) -> bool:
 
 
 def _duration(text: str) -> str:
-    """A Go duration (`720h`, `720h0m0s`, `43200m`) in the largest unit that holds it exactly, so equal durations compare equal."""
+    """A Go duration (`720h`, `720h0m0s`, `43200m`) in the largest unit that holds it exactly.
+
+    Equal durations then compare equal."""
     parts = _DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         return text  # not a duration: compared as written

@@ -756,7 +756,7 @@ def _data_paths(tree: Iterable[str]) -> Iterator[str]:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class VmDrift:
-    """The Puppet half of `meshc drift`: host states (when PuppetDB or an export was given) and the hiera tree (--hiera)."""
+    """The Puppet half of `meshc drift`: host states (from PuppetDB or an export) and the hiera tree (--hiera)."""
 
     hosts: PuppetDrift | None
     hiera: TreeStatus | None

@@ -193,7 +193,7 @@ def verdict(report: DriftReport) -> str:
 
 
 def format_text(report: DriftReport) -> str:
-    """Plain text: the verdict, one line per scope, then every subject that is not converged, orphans' delete commands."""
+    """Plain text: the verdict, a line per scope, every subject not converged, orphans' delete commands."""
     lines = [verdict(report), ""]
     lines += [
         f"  {s.platform}/{s.scope:<24} {_scope_summary(s.state, s.counts, s.evidence, report.partial)}"
@@ -366,7 +366,10 @@ def _markdown_blocks(report: DriftReport) -> Iterator[str]:
             + "\n```\n"
         )
     for finding in report.findings:
-        yield f"\n**Expired acknowledgement** at `{finding.subject}`: `{_md(str(finding.expected))}` {_md(finding.detail)}\n"
+        yield (
+            f"\n**Expired acknowledgement** at `{finding.subject}`: "
+            f"`{_md(str(finding.expected))}` {_md(finding.detail)}\n"
+        )
 
 
 def _held(counts: Mapping[str, int], names: Sequence[str]) -> str:

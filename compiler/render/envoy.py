@@ -1,4 +1,4 @@
-"""Envoy documents of a workload: a static bootstrap, and the LDS, CDS and SDS DiscoveryResponse files it hot-reloads."""
+"""Envoy documents of a workload: a static bootstrap, and the LDS, CDS and SDS responses it hot-reloads."""
 
 from __future__ import annotations
 

@@ -316,7 +316,7 @@ def _blob_sha(data: bytes) -> str:
 
 
 def rollout_state(context: Context, revisions: tuple[WaveRevision, ...]) -> State:
-    """Every target's wave, revision and widened workload under `revisions`, and the widened IR of each live revision."""
+    """Every target's wave, revision and widened workload under `revisions`; each live revision's widened IR."""
     compiled = {r.revision: compile_revision(context, r.revision) for r in revisions}
     wave_revision = {r.wave: r.revision for r in revisions}
     waves = _target_waves(context.policy, revisions, compiled)
@@ -349,7 +349,7 @@ def rollout_state(context: Context, revisions: tuple[WaveRevision, ...]) -> Stat
 def _target_waves(
     policy: WavePolicy, revisions: tuple[WaveRevision, ...], compiled: Mapping[str, Revision | None]
 ) -> dict[str, str]:
-    """Target -> wave, by the head's policy; a target is placed by its newest description (wave order = newest first)."""
+    """Target -> wave, by the head's policy; a target is placed by its newest description (waves: newest first)."""
     waves: dict[str, str] = {}
     for wave_revision in revisions:
         found = compiled[wave_revision.revision]
@@ -360,7 +360,7 @@ def _target_waves(
 
 
 def widen(meshes: Mapping[str, Mesh], waves: Mapping[str, str]) -> dict[str, Mesh]:
-    """Each live revision's IR with every service's allow-list the union over all live revisions (expand before contract)."""
+    """Each live revision's IR, every allow-list the union over all live revisions (expand before contract)."""
     allowed: dict[str, set[str]] = {}
     callers: dict[str, set[str]] = {}
     identities: set[str] = set()
@@ -414,7 +414,9 @@ def render_live(context: Context, state: State) -> dict[str, Rendered]:
 def render_revision(
     context: Context, revision: str, state: State, readers: frozenset[str] = frozenset()
 ) -> Rendered:
-    """The sidecars of one live revision's widened IR, and the artifacts of the targets that run it, of `readers`, and shared files."""
+    """The sidecars of one live revision's widened IR, and the artifacts of what it renders.
+
+    Those are the targets that run the revision, the external `readers`, and the shared files."""
     mesh = state.meshes[revision]
     own = (
         frozenset(t for t, p in state.placements.items() if p.revision == revision and p.workload is not None)

@@ -63,7 +63,7 @@ class TargetChange:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AuthzStep:
-    """An allow-list step: identities a service admits beyond its own revision (expand), or stops admitting (contract)."""
+    """An allow-list step: identities a service admits beyond its own revision (expand), or stops admitting."""
 
     service: str
     identities: tuple[str, ...]

@@ -57,7 +57,7 @@ class Problem:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Contraction:
-    """An edge the next promotion removes: the server stops admitting a client whose next rendering no longer calls it."""
+    """An edge the next promotion removes: the server stops admitting a client that will no longer call it."""
 
     client: str
     server: str
@@ -76,14 +76,25 @@ class StatesReport:
 
 
 FIXES = {
-    "identity-admitted": "split the change: admit the new identity in one change, promote it to every wave, then switch",
-    "identity-expected": "a moved identity or trust-domain change cannot go wave by wave: split it (present both, then drop the old) "
-    "or order the waves so client and server move together",
-    "protocol": "split the change: serve the new protocol beside the old one (a new service or port) until every client "
-    "wave has moved, or order the waves so the server moves with its clients",
-    "discovery": "split the change: register at the new location beside the old one until every wave watches it, "
-    "and remove a service only after no wave calls it (or order the waves so the server comes first)",
-    "local": "keep a server in the client's datacenter until the last wave has the change, or order the waves so clients move first",
+    "identity-admitted": (
+        "split the change: admit the new identity in one change, promote it to every wave, then switch"
+    ),
+    "identity-expected": (
+        "a moved identity or trust-domain change cannot go wave by wave: "
+        "split it (present both, then drop the old) or order the waves so client and server move together"
+    ),
+    "protocol": (
+        "split the change: serve the new protocol beside the old one (a new service or port) "
+        "until every client wave has moved, or order the waves so the server moves with its clients"
+    ),
+    "discovery": (
+        "split the change: register at the new location beside the old one until every wave watches it, "
+        "and remove a service only after no wave calls it (or order the waves so the server comes first)"
+    ),
+    "local": (
+        "keep a server in the client's datacenter until the last wave has the change, "
+        "or order the waves so clients move first"
+    ),
 }
 
 
@@ -305,7 +316,7 @@ class _Checker:
 def _location_mismatch(
     client: Instance, edge: Egress, server: Instance, expected_port: int | None
 ) -> str | None:
-    """Where the client watches vs where the server registers, for the source aimed at this server (None if they agree)."""
+    """Where the client watches vs where the server registers, for the source aimed at it (None if they agree)."""
     target = server.workload
     for source in edge.sources:
         if (
@@ -349,7 +360,7 @@ def next_state(
 
 
 def check_rollout(context: Context, build: RolloutBuild) -> StatesReport:
-    """Check the current state and the next promotion's states; raise SpecError [rollout-unsafe] naming each broken pair."""
+    """Check the current state and the next promotion's; SpecError [rollout-unsafe] names each broken pair."""
     promotion, following, _ = next_state(context, build)
     report = check_states(build.state, following, promotion)
     if report.problems:
@@ -388,7 +399,7 @@ def _describe(instance: Instance, report: StatesReport) -> str:
 
 
 def _span(context: Context, client: Instance, server: Instance) -> Span:
-    """The client's dependency entry in the head spec, else the client's or the server's service file, else rollout.yaml."""
+    """The client's dependency entry in the head spec, else the client's or server's service file, else rollout.yaml."""
     head = compile_revision(context, WORKING_TREE)
     if head is not None:
         spec = head.spec

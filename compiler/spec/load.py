@@ -131,8 +131,11 @@ def _list_services(root: Path) -> list[str] | Unreadable:
 
 
 def read_side_file(path: Path, label: str) -> bytes | None:
-    """A file beside the spec (rollout.yaml, the inventory): its bytes, None if absent; SpecError if it is no regular
-    file, e.g. a directory, FIFO or symlink, which must not pass for an absent file (that would silently drop the rollout)."""
+    """A file beside the spec (rollout.yaml, the inventory): its bytes, None if absent.
+
+    SpecError if it is no regular file, e.g. a directory, FIFO or symlink: that must not pass for an
+    absent file (which would silently drop the rollout).
+    """
     from compiler.diagnostics import SpecError  # local: diagnostics has no dependency on load
 
     found = _read_entry(path.parent, path.name)
@@ -273,7 +276,8 @@ def _check_characters(name: str, text: str) -> None:
     message = (
         f"{what} is a line break to some YAML parsers and not to others or to editors; use a plain newline or remove it"
         if what
-        else f"control character U+{ord(char):04X} is not allowed in YAML; remove it (write it as an escape in a double-quoted string)"
+        else f"control character U+{ord(char):04X} is not allowed in YAML; "
+        "remove it (write it as an escape in a double-quoted string)"
     )
     raise LoadError(_error(name, line, col, "yaml-character", message))
 

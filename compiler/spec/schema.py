@@ -129,7 +129,8 @@ def _message(error: jsonschema.ValidationError) -> str:
     if custom:
         return f"{yaml_value(value)} {custom}"
     if error.validator == "enum":
-        return f"{yaml_value(value)} is not one of {', '.join(map(str, rule))}{did_you_mean(str(value), map(str, rule))}"
+        choices = [str(choice) for choice in rule]
+        return f"{yaml_value(value)} is not one of {', '.join(choices)}{did_you_mean(str(value), choices)}"
     return _bound_message(str(error.validator), value, rule)
 
 

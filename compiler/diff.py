@@ -662,9 +662,8 @@ def output_drift(
     """
     real = Path(os.path.realpath(out))
     with output_lock(real, str(out), lock_timeout, on_wait, required=False):
-        from compiler.rollout.build import (
-            output_for,
-        )  # with a rollout.yaml, every wave's revision is compiled
+        # with a rollout.yaml, every wave's revision is compiled
+        from compiler.rollout.build import output_for
 
         tree = output_for(spec_dir)
         status = compare_tree(real, tree)

@@ -314,10 +314,8 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     raw = read_regular(root / MANIFEST, MAX_MANIFEST_BYTES)
     try:
         data = json.loads(raw) if raw is not None else None
-    except (
-        ValueError,
-        RecursionError,
-    ):  # RecursionError: a hand-made file nested deeper than the parser goes
+    # RecursionError: a hand-made file nested deeper than the parser goes
+    except (ValueError, RecursionError):
         return None
     return data if _is_manifest(data) else None
 

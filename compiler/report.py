@@ -42,10 +42,8 @@ _RESTART_LABEL = {
     RestartClass.ENVOY_RESTART: "envoy-restart",
     RestartClass.POD_ROLL: "pod-roll",
 }
-_NEW_OR_REMOVED = {
-    ADDED: "new",
-    REMOVED: "removed",
-}  # what a target that starts or stops reads as, instead of a restart
+# What a target that starts or stops reads as, instead of a restart.
+_NEW_OR_REMOVED = {ADDED: "new", REMOVED: "removed"}
 _ANSI = {
     "bold": "\033[1m",
     "red": "\033[31m",

@@ -259,9 +259,8 @@ def _console_lines(events: list[dict[str, Any]]) -> list[str]:
                 + " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"])
             )
         elif event["method"] == "Runtime.exceptionThrown":
-            lines.append(
-                f"exception: {params['exceptionDetails'].get('exception', {}).get('description', params['exceptionDetails'])}"
-            )
+            details = params["exceptionDetails"]
+            lines.append(f"exception: {details.get('exception', {}).get('description', details)}")
         elif event["method"] == "Log.entryAdded":
             lines.append(
                 f"log.{params['entry']['level']} ({params['entry']['source']}): {params['entry']['text']}"

@@ -59,8 +59,8 @@ def test_hand_edited_missing_and_extra_files(
     assert code == 1
     lines = text.splitlines()
     assert (
-        lines[0]
-        == f"{out}: not what the spec renders (1 missing, 1 extra, 1 hand-edited); run `meshc build` and commit the result"
+        lines[0] == f"{out}: not what the spec renders (1 missing, 1 extra, 1 hand-edited); "
+        "run `meshc build` and commit the result"
     )
     assert sorted(line for line in lines[1:] if not line.startswith(DETAIL)) == sorted(
         [

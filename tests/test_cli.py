@@ -281,8 +281,8 @@ def test_drift_and_promote_refuse_a_puppetdb_that_is_no_http_url(
         assert cli_main([command, "--puppetdb", url]) == 2
         err = capsys.readouterr().err
         assert (
-            err
-            == f"{url}: error: --puppetdb takes PuppetDB's http:// or https:// URL (e.g. https://puppetdb:8081)  [drift-usage]\n"
+            err == f"{url}: error: --puppetdb takes PuppetDB's http:// or https:// URL "
+            "(e.g. https://puppetdb:8081)  [drift-usage]\n"
         )
 
 

@@ -472,7 +472,7 @@ def test_anything_else_is_not_canonical_and_parse_file_falls_back(text: str) -> 
 
 
 def _yaml_data(data: bytes) -> Any:
-    """What PyYAML reads: one document's data, or the list of documents of a stream opened by `---` (as meshc's Kubernetes files)."""
+    """What PyYAML reads: a document's data, or the documents of a stream opened by `---` (Kubernetes files)."""
     documents = list(yaml.load_all(data, Loader=yaml.CSafeLoader))
     return documents if data.startswith(b"---\n") else documents[0]
 
@@ -558,7 +558,7 @@ def test_diffing_output_files_as_text_equals_diffing_their_data(example_build: B
 
 
 def test_external_reader_targets_are_placed_in_their_clusters_datacenter(example_build: Build) -> None:
-    """A VM client that starts watching a cluster changes that cluster's reader grant (`k8s/<C>/meshc-discovery/<S>`)."""
+    """A VM client that starts watching a cluster changes its reader grant (`k8s/<C>/meshc-discovery/<S>`)."""
     from compiler.pipeline import compile, spec_files
 
     files = spec_files(EXAMPLE)
@@ -658,7 +658,7 @@ def test_object_heads_read_apiversion_kind_and_metadata_wherever_they_stand() ->
 
 
 def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_order() -> None:
-    """An object that moves to another file is kept; one dropped from a file that stays, or whose file goes, is deleted."""
+    """An object that moves to another file is kept; one dropped from its file, or whose file goes, is deleted."""
     svc, other = "k8s/c/ns/svc", "k8s/c/other/other"
     old = [
         Artifact(path="kubernetes/c/00-namespaces/ns.yaml", data=_stream(_obj("Namespace", None, "ns"))),

@@ -63,7 +63,7 @@ def tree(example_build: Build) -> dict[str, bytes]:
 
 @pytest.fixture()
 def dumps(tree: dict[str, bytes], tmp_path: Path) -> Callable[..., list[str]]:
-    """Write a dump per cluster (YAML, or JSON for kube-iad-a) after `edit` changed sjc's objects; the --kubernetes args."""
+    """Write a dump per cluster (YAML; JSON for kube-iad-a) after `edit` changed sjc's objects; --kubernetes args."""
 
     def write(edit: Callable[[list[dict[str, Any]]], None] | None = None) -> list[str]:
         args = []
@@ -166,9 +166,8 @@ def test_labels_and_annotations_of_other_tools_are_not_drift_but_meshc_keys_are(
     account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] = "arn:aws:iam::1:role/x"
     assert items(check(tree, objects)) == []
     other = find(objects, "Service", "upload", "upload")
-    other["metadata"]["annotations"] = (
-        None  # `annotations: null` is what a dump may hold: every meshc annotation is gone
-    )
+    # `annotations: null` is what a dump may hold: every meshc annotation is gone
+    other["metadata"]["annotations"] = None
     assert {(i[0], i[2]) for i in items(check(tree, objects))} == {
         (MODIFIED, f"metadata.annotations[{key}]") for key in ("meshc.dev/workload", OWNER_ANNOTATION)
     }
@@ -321,7 +320,8 @@ def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(
     dumps: Callable[..., list[str]],
 ) -> None:
     def edit(objects: list[dict[str, Any]]) -> None:
-        legacy = f"k8s/{SJC}/legacy/legacy"  # a former workload: its objects were applied from kubernetes/kube-sjc-a/legacy/legacy.yaml
+        # a former workload: its objects were applied from kubernetes/kube-sjc-a/legacy/legacy.yaml
+        legacy = f"k8s/{SJC}/legacy/legacy"
         objects += [
             orphan("box", SJC, "Namespace", "v1", None, "legacy"),
             orphan("box", SJC, "ServiceAccount", "v1", "legacy", "legacy", workload=legacy),
@@ -356,8 +356,9 @@ def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(
         for line in result.stdout.splitlines()
         if line.strip().startswith(("kubectl ", "# kubectl "))
     ]
-    # the reverse of the apply order: that file's documents backwards (its grant came after its ServiceAccount), then the
-    # Namespace, whose file 00-namespaces/legacy.yaml sorts before every namespace directory
+    # the reverse of the apply order: that file's documents backwards (its grant came after its
+    # ServiceAccount), then the Namespace, whose file 00-namespaces/legacy.yaml sorts before every
+    # namespace directory
     assert commands == [
         "kubectl --context kube-sjc-a delete -n legacy certificate.cert-manager.io/legacy-mesh-tls",
         "kubectl --context kube-sjc-a delete -n legacy configmap/legacy-mesh-envoy",
@@ -458,7 +459,9 @@ def test_clusters_without_a_dump_are_not_checked_and_fail_unless_partial(
             r"metadata\.labels is not a map of strings",
         ),
         (
-            b"kind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n",
+            b"kind: List\nitems:\n"
+            b"- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n"
+            b"- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n",
             r"items\[1\]: Namespace/_/a appears twice",
         ),
         (
@@ -719,8 +722,11 @@ def test_json_report_is_stable(dumps: Callable[..., list[str]]) -> None:
     }
 
 
-def test_live_fixtures_are_valid_kubernetes_objects(tree: dict[str, bytes], schemas: Schemas) -> None:
-    """Every field the fixture rules add is a real field of Kubernetes 1.32 (or of the Certificate CRD), spelled right."""
+def test_live_fixtures_are_valid_kubernetes_objects(
+    tree: dict[str, bytes],
+    schemas: Schemas,  # noqa: F811 - the fixture imported above
+) -> None:
+    """Every field the fixture rules add is a real field of Kubernetes 1.32 (or the Certificate CRD), spelled right."""
     objects = [o for cluster in CLUSTERS for o in live_objects(tree, cluster)]
     failures = {
         f"{o['kind']}/{o['metadata'].get('namespace', '_')}/{o['metadata']['name']}": errors

@@ -94,7 +94,9 @@ def states(tree: Mapping[str, bytes], caught_up: bool = False) -> dict[str, str]
 
 
 def export(tree: Mapping[str, bytes], path: Path, hosts_do: Mapping[str, str]) -> Path:
-    """A PuppetDB export (its nodes and facts answers): a converged host in every pool, plus `hosts_do` (certname -> what it does)."""
+    """A PuppetDB export (its nodes and facts answers): a converged host per pool, plus `hosts_do`.
+
+    `hosts_do` maps a certname to what that host does."""
     rendering = expected_rendering(tree)
     nodes, facts = [], []
     hosts = {
@@ -139,7 +141,7 @@ def export(tree: Mapping[str, bytes], path: Path, hosts_do: Mapping[str, str]) -
 def report_of(
     tree: Mapping[str, bytes], directory: Path, caught_up: bool = False, edit_sjc: bool = True
 ) -> DriftReport:
-    """The real checks: dumps of two clusters (sjc with a hand-edited ConfigMap key and an orphan), the PuppetDB export."""
+    """The real checks: two clusters' dumps (sjc: a hand-edited ConfigMap key, an orphan), the PuppetDB export."""
     checked = []
     for cluster in DUMPED:
         objects = live_objects(tree, cluster)
@@ -171,7 +173,8 @@ def report_of(
 def shown(chromium: Chromium) -> dict[str, Any]:
     return chromium.evaluate("""(() => ({
         boxes: Object.fromEntries([...document.querySelectorAll("g.box")].map(g => [g.id,
-            {state: [...g.classList].find(c => c.startsWith("state-")).slice(6), fill: getComputedStyle(g.querySelector("rect")).fill}])),
+            {state: [...g.classList].find(c => c.startsWith("state-")).slice(6),
+             fill: getComputedStyle(g.querySelector("rect")).fill}])),
         titles: [...document.querySelectorAll("svg > text[font-weight=bold]")].map(t => t.textContent),
     }))()""")
 

@@ -174,7 +174,7 @@ class Agent:
 def real_runs(
     base: Path, certname: str, pdb: PuppetDB, tree: Path, edit: bool
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Two applies; with `edit`, lds.json edited and synapse.json removed in between (the second run's fact sees both)."""
+    """Two applies; with `edit`, lds.json edited and synapse.json removed in between (the second fact sees both)."""
     agent = Agent(base / certname, certname, pdb, tree)
     runs = [agent.apply()]
     if edit:

@@ -487,7 +487,7 @@ def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build
 
 
 def gate_report(host_state: str, dumps: tuple[str, ...], puppet: bool = True) -> Any:
-    """A report of a two-wave rollout: wave canary = one canary host and k8s/kube-sjc-a/upload/upload; main = the rest."""
+    """A two-wave rollout's report: canary = one canary host and k8s/kube-sjc-a/upload/upload; main = the rest."""
     from compiler.drift.detect import assemble_report
     from compiler.drift.model import DriftItem, ScopeState, SubjectState
 

@@ -1,4 +1,4 @@
-"""`meshc graph`: the picture is built from the lowered IR, grouped and collapsed as promised, and Graphviz accepts every DOT."""
+"""`meshc graph`: a picture of the lowered IR, grouped and collapsed as promised; Graphviz accepts every DOT."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -223,7 +222,10 @@ def has_edge(fmt: str, picture: str, client: str, server: str) -> bool:
     if fmt == "dot":
         return f'"{client}" -> "{server}"' in picture
     if fmt in ("svg", "html"):
-        escape: Callable[[str], str] = lambda s: s.replace("-", "&#45;")
+
+        def escape(text: str) -> str:
+            return text.replace("-", "&#45;")
+
         return f"<title>{escape(client)}&#45;&gt;{escape(server)}</title>" in picture
     ids = mermaid_ids(picture)
     if client not in ids or server not in ids:

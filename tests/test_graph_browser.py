@@ -62,7 +62,7 @@ def diff_blocks() -> Iterator[tuple[str, str]]:
 
 
 def graph_blocks(mesh: Mesh, big_mesh: Mesh) -> Iterator[tuple[str, str]]:
-    """Every kind of `meshc graph --format mermaid` picture: whole, collapsed twice, each neighbourhood, 1,000 services."""
+    """Every kind of `meshc graph --format mermaid` picture: whole, collapsed twice, neighbourhoods, 1,000 services."""
     yield "whole example", render_mermaid(build_graph(mesh))
     yield "platform groups", render_mermaid(build_graph(mesh, limits=Limits(max_nodes=10)))
     yield "datacenters", render_mermaid(build_graph(mesh, limits=Limits(max_nodes=5)))
@@ -151,7 +151,10 @@ def test_html_page_of_a_thousand_services_loads_clean(
 
 def test_a_page_that_fetches_would_be_caught(chromium: Chromium, tmp_path: Path) -> None:
     """The checks above mean something: a page with an external image logs a refusal, a script error is seen."""
-    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100"><rect width="200" height="100" fill="#123456"/></svg>'
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100">'
+        '<rect width="200" height="100" fill="#123456"/></svg>'
+    )
     page = (
         render_page(title="t", notes=[], figure_svg=svg, details={})
         .replace("</figure>", '<img src="http://127.0.0.1:9/x.png"></figure>')

@@ -1,4 +1,4 @@
-"""The call-graph picture in `meshc diff --format markdown`: exact changes, above the tables, omitted or capped as promised."""
+"""The call graph in `meshc diff --format markdown`: exact changes, above the tables, omitted or capped as promised."""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ def compile_case(files: Mapping[str, bytes], label: str) -> Case:
 
 
 def random_spec(seed: int, services: int = 80) -> dict[str, bytes]:
-    """A valid random mesh: 4 datacenters, 5 clusters (two with NetworkPolicy, one without ranges), shared namespaces."""
+    """A valid random mesh: 4 datacenters, 5 clusters (2 with NetworkPolicy, 1 without ranges), shared namespaces."""
     rng = random.Random(seed)
     dcs = ["dc-a", "dc-b", "dc-c", "dc-d"]
     clusters = {
@@ -391,7 +391,7 @@ def test_role_bindings_grant_only_declared_dependencies_that_are_watched(case: C
 
 
 def test_every_external_reader_has_its_identity_and_token_secret(case: Case) -> None:
-    """Per (cluster, client) read from outside: a ServiceAccount in meshc-discovery and its token Secret, nothing else there."""
+    """Per (cluster, client) read from outside: a ServiceAccount in meshc-discovery and its token Secret, no more."""
     readers = {(r.cluster, r.service) for r in external_readers(case.mesh)}
     outside = {
         (c, s) for (s, ns), pairs in watched_from(case).items() if ns == DISCOVERY_NAMESPACE for c, _ in pairs
@@ -569,7 +569,7 @@ def test_config_maps_hold_the_documents_and_the_restart_hash(example: Case) -> N
 
 
 def test_files_are_exactly_the_canonical_yaml_of_their_objects(case: Case) -> None:
-    """The backend memoizes ConfigMap entries; the bytes must still be dump_yaml of each whole object, `---` before each."""
+    """The backend memoizes ConfigMap entries; the bytes are still dump_yaml of each whole object, `---` before each."""
     for artifact in case.artifacts:
         assert b"".join(b"---\n" + dump_yaml(obj) for obj in load(artifact.data)) == artifact.data, (
             artifact.path

@@ -1,4 +1,4 @@
-"""The rollout build on real git repositories: pins, per-wave renderings, expand before contract, promotion, revert, hold."""
+"""The rollout build on real git repositories: pins, per-wave renderings, expand before contract, promote, hold."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def app(ports: dict[str, int]) -> Iterator[int]:
 
 
 def rollout_repo(root: Path, ports: dict[str, int]) -> tuple[Path, str, str]:
-    """The example spec with sidecar paths under `root`, free ports for auth; rollout pinned at base; then the new dependency."""
+    """The example spec, sidecar paths under `root`, free ports for auth; rollout pinned at base; the new dependency."""
     repo = make_repo(root / "repo")
     spec = repo / SPEC
     mesh = spec / "mesh.yaml"

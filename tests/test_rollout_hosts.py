@@ -184,7 +184,7 @@ def test_adding_hosts_to_the_inventory_keeps_the_existing_canaries(
         pool = before[certname]["target"]
         newcomers = [c for c, h in after.items() if h["target"] == pool and c not in before]
         assert newcomers and all(score(pool, n) > score(pool, certname) for n in newcomers)
-    for certname, host in after.items():
+    for certname in after:
         assert certname in before or int(certname.split("-")[-1].split(".")[0]) >= 10, (
             "an existing non-canary became a canary"
         )

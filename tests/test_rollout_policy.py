@@ -98,7 +98,11 @@ def test_explain_shows_each_workloads_wave() -> None:
 
 
 def test_a_policy_that_leaves_a_target_out_is_an_error() -> None:
-    policy = "rollout:\n  waves:\n    - name: canary\n      match: {datacenters: [gcp-usc1]}\n    - name: west\n      match: {datacenters: [sjc]}\n"
+    policy = (
+        "rollout:\n  waves:\n"
+        "    - name: canary\n      match: {datacenters: [gcp-usc1]}\n"
+        "    - name: west\n      match: {datacenters: [sjc]}\n"
+    )
     found = errors(policy)
     assert len(found) == 1
     line = mesh_line(policy, "name: west")

@@ -269,7 +269,8 @@ def test_a_new_cluster_to_watch_needs_credentials_on_vms_and_rolls_pods(
     ) in text
     assert _summary(markdown, "k8s/kube-iad-a/permissions/permissions").startswith("changed, <b>pod-roll</b>")
     assert "> [!IMPORTANT]\n> 2 targets watch a cluster they did not watch before" in markdown
-    # 7 targets: the two clients, storage-gateway's four (one more client admitted), permissions' new reader in gke-usc1-a
+    # 7 targets: the two clients, storage-gateway's four (one more client admitted), permissions' new
+    # reader in gke-usc1-a
     assert "| **total** | | **7** | **1** | **0** | **1** | **0** | **0** | **5** | **0** |" in markdown
 
 

@@ -298,7 +298,7 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.mark.parametrize("target", ["../b-real.yaml", "/nonexistent/outside/the/spec"])
 def test_validate_and_diff_agree_on_a_committed_symlink(tmp_path: Path, target: str) -> None:
-    """git stores a link blob (mode 120000): the revision reader refuses it with the same diagnostic as the directory reader."""
+    """git stores a link blob (mode 120000): the revision reader refuses it as the directory reader does."""
     from compiler.gitsource import locate, read_revision
     from compiler.spec.load import read_tree
 
@@ -378,7 +378,7 @@ def test_control_character_is_one_positioned_line(world: Path, char: str) -> Non
 
 @pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029"])
 def test_line_separators_in_a_comment_do_not_shift_lines(world: Path, char: str) -> None:
-    """libyaml counts NEL/LS/PS as line breaks (and reads what follows one in a comment as YAML): refuse them where they are."""
+    """libyaml counts NEL/LS/PS as line breaks (and reads what follows one in a comment as YAML): refused in place."""
     body = BASE["services/b.yaml"].replace("owner: team", f"owner: team  # a{char}b{char}c")
     (world / "spec/services/b.yaml").write_text(body, "utf-8")
     [line] = diagnostics(meshc("validate", "spec", cwd=world))

@@ -190,7 +190,7 @@ def mutate(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
 
 
 def _clear(path: Path) -> None:
-    """Remove whatever is at `path` (a link itself, never its target), so the next edit creates, never writes through."""
+    """Remove whatever is at `path` (a link, never its target), so the next edit creates, never writes through."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.is_symlink() or path.exists():
@@ -198,7 +198,7 @@ def _clear(path: Path) -> None:
 
 
 def put(path: Path, data: bytes) -> None:
-    """Write a new file at `path`: O_EXCL|O_NOFOLLOW, so a mutant's symlink or FIFO is replaced, never written through."""
+    """Write a new file at `path`: O_EXCL|O_NOFOLLOW, so a mutant's symlink or FIFO is replaced, not written through."""
     _clear(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as handle:

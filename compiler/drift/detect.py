@@ -223,9 +223,8 @@ def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[
         build = compile_dir(spec)
         return build.mesh, build.tree()
     if tree is None:
-        from compiler.rollout.build import (
-            output_for,
-        )  # compiles every wave's revision: only when a rollout is in force
+        # compiles every wave's revision: only when a rollout is in force
+        from compiler.rollout.build import output_for
 
         tree = output_for(spec)
     return lower_dir(spec), tree

@@ -45,14 +45,11 @@ _COLOUR = {
     DRIFTED: "drifted",
     FAILED: "failed",
 }
-MAX_HOST_BOXES = (
-    40  # hosts of one pool drawn as their own boxes (those not converged, canary hosts); the rest are counted
-)
+# Hosts of one pool drawn as their own boxes (those not converged, canary hosts); the rest are counted.
+MAX_HOST_BOXES = 40
 VALUE_WIDTH = 80
-NO_WAVE, ORPHANS = (
-    "no wave",
-    "orphans",
-)  # objects of no target (shared, the hiera tree); what meshc no longer renders
+# Columns: objects of no target (shared, the hiera tree); what meshc no longer renders.
+NO_WAVE, ORPHANS = "no wave", "orphans"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -34,12 +34,8 @@ VALUE_WIDTH = 100
 # Worse is higher: a definite difference (drifted, any other state) is worse than a failed run, worse than unknown.
 _RANK = {CONVERGED: 0, ACKNOWLEDGED: 1, PENDING: 2, NOT_CHECKED: 3, UNKNOWN: 4, FAILED: 5}
 _WORST = 6
-_SHOWN = (
-    PENDING,
-    DRIFTED,
-    FAILED,
-    UNKNOWN,
-)  # the order of a summary's counts, as HostState lists them; others after
+# The order of a summary's counts, as HostState lists them; others after.
+_SHOWN = (PENDING, DRIFTED, FAILED, UNKNOWN)
 _PASSING = (CONVERGED, ACKNOWLEDGED)
 HOST_PLATFORM = (
     "puppet"  # its subjects are hosts, counted one by one in summaries; other platforms count targets

@@ -268,9 +268,8 @@ class Promotion:
     old: str
     new: str
     written: WriteResult
-    note: str | None = (
-        None  # what the gate asked to record (a --force past it), also a comment on the pin in rollout.yaml
-    )
+    # what the gate asked to record (a --force past it), also a comment on the pin in rollout.yaml
+    note: str | None = None
 
 
 # The convergence gate (compiler.drift.gate.promotion_gate): called with the context and the wave about

@@ -50,9 +50,8 @@ class Problem:
     check: str
     detail: str
     fix: str
-    missing: str | None = (
-        None  # the state (CURRENT or NEXT) in which no server is there; `server` is then any instance of it
-    )
+    # the state (CURRENT or NEXT) in which no server is there; `server` is then any instance of it
+    missing: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

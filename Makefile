@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: build test golden bench fuzz clean
+.PHONY: build test lint golden bench fuzz clean
 
 build: $(STAMP)
 	$(BIN)/meshc build mesh-spec -o output
@@ -18,6 +18,12 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# What tests/test_lint.py enforces, for a quick run by hand (`ruff format .` fixes the formatting).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Refresh golden files on purpose; review the diff like code before committing it.
 golden: $(STAMP)

@@ -38,9 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `meshc` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         with collector_paused():  # a command is one batch of acyclic garbage; see collector_paused
-            return args.handler(args)
+            return handler(args)
     except SpecError as exc:
         print(format_all(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID
@@ -177,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _graph_command(commands: argparse._SubParsersAction) -> None:
+def _graph_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from compiler.graph.draw import FORMATS
 
     graph_cmd = _command(
@@ -217,7 +218,7 @@ def _depth(text: str) -> int:
 
 
 def _command(
-    commands: argparse._SubParsersAction,
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
     help_text: str,
     handler: Callable[[argparse.Namespace], int],
@@ -502,7 +503,9 @@ def _instant(text: str) -> datetime.datetime:
 
 
 def _puppet_evidence(args: argparse.Namespace) -> PuppetEvidence:
-    """The Puppet options of drift (and promote) as one request field; TLS files without --puppetdb are a usage error."""
+    """The Puppet options of drift (and promote) as one request field.
+
+    TLS files without --puppetdb are a usage error."""
     from compiler.drift.detect import PuppetEvidence
     from compiler.drift.model import DriftInputError
 
@@ -513,9 +516,8 @@ def _puppet_evidence(args: argparse.Namespace) -> PuppetEvidence:
     ]
     if tls and not args.puppetdb:
         raise DriftInputError(tls[0], "is an option of --puppetdb URL, which is not given", "drift-usage")
-    if args.puppetdb and not _http_url(
-        args.puppetdb
-    ):  # urllib would read file: or ftp: URLs, or fail with a ValueError
+    # urllib would read file: or ftp: URLs, or fail with a ValueError
+    if args.puppetdb and not _http_url(args.puppetdb):
         raise DriftInputError(
             args.puppetdb,
             "--puppetdb takes PuppetDB's http:// or https:// URL (e.g. https://puppetdb:8081)",

@@ -35,9 +35,17 @@ CODES: dict[str, str] = {
     "file-missing": "a required spec file or directory is missing",
     "file-empty": "a spec file has no content",
     "file-unreadable": "a spec file or services/ cannot be read (permission denied, I/O error)",
-    "file-type": "a spec entry is a FIFO, socket, device or directory where a file belongs, or a file where services/ belongs",
-    "file-symlink": "a spec file or services/ is a symbolic link (git stores links as links: build and diff would disagree)",
-    "symlink-escape": "a spec file or services/ is a symbolic link that leaves the spec directory; it is never followed",
+    "file-type": (
+        "a spec entry is a FIFO, socket, device or directory where a file belongs, "
+        "or a file where services/ belongs"
+    ),
+    "file-symlink": (
+        "a spec file or services/ is a symbolic link "
+        "(git stores links as links: build and diff would disagree)"
+    ),
+    "symlink-escape": (
+        "a spec file or services/ is a symbolic link that leaves the spec directory; it is never followed"
+    ),
     "no-services": "services/ holds no service file: no data is not an empty mesh",
     "service-name-mismatch": "a service file's name differs from its `service:` key",
     # schema
@@ -62,7 +70,10 @@ CODES: dict[str, str] = {
     "self-dependency": "a service depends on itself",
     "duplicate-dependency": "a service lists the same dependency twice",
     "retry-budget": "per-try timeout × attempts exceeds the request timeout",
-    "tcp-http-policy": "a dependency on a tcp service sets timeout, retries.per_try_timeout or retries.on, which TCP proxying cannot apply",
+    "tcp-http-policy": (
+        "a dependency on a tcp service sets timeout, retries.per_try_timeout or retries.on, "
+        "which TCP proxying cannot apply"
+    ),
     "no-placement": "a service is placed nowhere",
     "duplicate-placement": "a service is placed twice in one cluster or datacenter",
     # rollout (canary waves)
@@ -174,7 +185,9 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 # lone surrogates that stand for the bytes of a file name that is not UTF-8.
 _UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 _NAMED = {"\n": "\\n", "\r": "\\r"}
-MAX_EXCERPT = 64  # a user value in a message is cut to this many characters (a DNS label, 63, fits whole): a diagnostic names, it does not echo
+# A user value in a message is cut to this many characters (a DNS label, 63, fits whole):
+# a diagnostic names, it does not echo.
+MAX_EXCERPT = 64
 
 
 def escape(text: str) -> str:

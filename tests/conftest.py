@@ -78,7 +78,7 @@ def write_spec(root: Path, files: dict[str, str | bytes]) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_1000(tmp_path_factory: pytest.TempPathFactory) -> Build:
-    """The benchmark's 1,000-service mesh (6 datacenters, 24 clusters, 8 dependencies each), compiled once per session."""
+    """The benchmark's 1,000-service mesh (6 datacenters, 24 clusters, 8 dependencies each), compiled once."""
     sys.path.insert(0, str(ROOT))
     from benchmarks.synth import generate
 

@@ -207,9 +207,8 @@ def as_list(objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def dump_yaml(objects: Sequence[Mapping[str, Any]]) -> str:
     """`-o yaml`: block style, keys sorted as kubectl prints them."""
-    dumper = getattr(
-        yaml, "CSafeDumper", yaml.SafeDumper
-    )  # libyaml's emitter: the benchmark dumps a thousand services
+    # libyaml's emitter: the benchmark dumps a thousand services
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump(
         as_list(objects), Dumper=dumper, sort_keys=True, default_flow_style=False, allow_unicode=True
     )

@@ -24,7 +24,7 @@ from tests.test_gitsource import commit, git, make_repo, repo_state
 SPEC = "mesh-spec"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Scenario:
     """One commit on top of the previous one, and what its diff must report."""
 
@@ -281,7 +281,8 @@ def test_invalid_head_is_diagnosed_with_the_revision_in_the_file_name(
     code, out, err = run(capsys, "--base", "HEAD~1", "--head", bad, "--spec", str(repo / SPEC))
     assert (code, out) == (2, "")
     assert re.search(
-        rf"^{bad}:{re.escape(str(repo / SPEC))}/services/upload.yaml:\d+:\d+: error: .*'metdata'.*\[unknown-dependency\]$",
+        rf"^{bad}:{re.escape(str(repo / SPEC))}/services/upload.yaml:\d+:\d+: "
+        r"error: .*'metdata'.*\[unknown-dependency\]$",
         err,
         re.MULTILINE,
     )

@@ -436,9 +436,8 @@ def test_canonical_reader_reads_every_yaml_output_file(example_build: Build) -> 
     for artifact in example_build.artifacts:
         if artifact.path.endswith(".yaml"):
             expected = _yaml_data(artifact.data)
-            documents = stream_documents(
-                artifact.data.decode()
-            )  # the Kubernetes files: one document per object
+            # the Kubernetes files: one document per object
+            documents = stream_documents(artifact.data.decode())
             try:
                 got = (
                     load_canonical_yaml(artifact.data.decode())
@@ -473,7 +472,7 @@ def test_anything_else_is_not_canonical_and_parse_file_falls_back(text: str) -> 
 
 
 def _yaml_data(data: bytes) -> Any:
-    """What PyYAML reads: one document's data, or the list of documents of a stream opened by `---` (as meshc's Kubernetes files)."""
+    """What PyYAML reads: a document's data, or the documents of a stream opened by `---` (Kubernetes files)."""
     documents = list(yaml.load_all(data, Loader=yaml.CSafeLoader))
     return documents if data.startswith(b"---\n") else documents[0]
 
@@ -560,7 +559,7 @@ def test_diffing_output_files_as_text_equals_diffing_their_data(example_build: B
 
 
 def test_external_reader_targets_are_placed_in_their_clusters_datacenter(example_build: Build) -> None:
-    """A VM client that starts watching a cluster changes that cluster's reader grant (`k8s/<C>/meshc-discovery/<S>`)."""
+    """A VM client that starts watching a cluster changes its reader grant (`k8s/<C>/meshc-discovery/<S>`)."""
     from compiler.pipeline import compile, spec_files
 
     files = spec_files(EXAMPLE)

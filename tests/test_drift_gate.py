@@ -50,7 +50,7 @@ def canary_pools(tree: dict[str, bytes]) -> dict[str, dict[str, str]]:
 
 
 def write_export(path: Path, hosts: Iterable[tuple[str, str, dict[str, str]]]) -> Path:
-    """A PuppetDB export (nodes and facts as PuppetDB answers them) of (certname, workload, documents) hosts, reporting now."""
+    """A PuppetDB export (nodes and facts, as PuppetDB answers) of (certname, workload, documents) hosts, now."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     nodes, facts = [], []
     for certname, workload, documents in hosts:

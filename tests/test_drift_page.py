@@ -97,7 +97,9 @@ def states(tree: Mapping[str, bytes], caught_up: bool = False) -> dict[str, str]
 
 
 def export(tree: Mapping[str, bytes], path: Path, hosts_do: Mapping[str, str]) -> Path:
-    """A PuppetDB export (its nodes and facts answers): a converged host in every pool, plus `hosts_do` (certname -> what it does)."""
+    """A PuppetDB export (its nodes and facts answers): a converged host per pool, plus `hosts_do`.
+
+    `hosts_do` maps a certname to what that host does."""
     rendering = expected_rendering(tree)
     nodes, facts = [], []
     hosts = {
@@ -142,7 +144,7 @@ def export(tree: Mapping[str, bytes], path: Path, hosts_do: Mapping[str, str]) -
 def report_of(
     tree: Mapping[str, bytes], directory: Path, caught_up: bool = False, edit_sjc: bool = True
 ) -> DriftReport:
-    """The real checks: dumps of two clusters (sjc with a hand-edited ConfigMap key and an orphan), the PuppetDB export."""
+    """The real checks: two clusters' dumps (sjc: a hand-edited ConfigMap key, an orphan), the PuppetDB export."""
     checked = []
     for cluster in DUMPED:
         objects = live_objects(tree, cluster)
@@ -174,7 +176,8 @@ def report_of(
 def shown(chromium: Chromium) -> dict[str, Any]:
     return chromium.evaluate("""(() => ({
         boxes: Object.fromEntries([...document.querySelectorAll("g.box")].map(g => [g.id,
-            {state: [...g.classList].find(c => c.startsWith("state-")).slice(6), fill: getComputedStyle(g.querySelector("rect")).fill}])),
+            {state: [...g.classList].find(c => c.startsWith("state-")).slice(6),
+             fill: getComputedStyle(g.querySelector("rect")).fill}])),
         titles: [...document.querySelectorAll("svg > text[font-weight=bold]")].map(t => t.textContent),
     }))()""")
 
@@ -277,9 +280,8 @@ def test_meshc_drift_html_is_the_same_bytes_across_hash_seeds(chromium: Chromium
             timeout=300,
             check=False,
         )
-        assert result.returncode == 1 and result.stderr == b"", (
-            result.stderr
-        )  # the export's edited and failed hosts
+        # the export's edited and failed hosts
+        assert result.returncode == 1 and result.stderr == b"", result.stderr
         pages.add(result.stdout)
     assert len(pages) == 1
     page = pages.pop().decode()
@@ -293,9 +295,8 @@ def test_meshc_drift_html_is_the_same_bytes_across_hash_seeds(chromium: Chromium
         f"puppet/{tmp_path / 'facts.json'}",
     ]
     assert {n: b["state"] for n, b in boxes["boxes"].items() if b["state"] != "converged"} == {
-        element_id(
-            f"puppet/{tmp_path / 'facts.json'}/{POOL}"
-        ): "drifted",  # its worst host: a hand edit is worse than a failed run
+        # its worst host: a hand edit is worse than a failed run
+        element_id(f"puppet/{tmp_path / 'facts.json'}/{POOL}"): "drifted",
         element_id(f"host/puppet/{tmp_path / 'facts.json'}/{INVENTORY[0]}"): "drifted",
         element_id(f"host/puppet/{tmp_path / 'facts.json'}/{INVENTORY[1]}"): "failed",
     }

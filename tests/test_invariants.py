@@ -189,7 +189,7 @@ def test_grant_on_a_tcp_ingress_is_checked_too(example_build: Any) -> None:
 
 
 def test_every_build_runs_the_invariants(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A renderer bug (here: EDS files written to the wrong place) fails the build with InternalError, not a spec error."""
+    """A renderer bug (here: EDS files in the wrong place) fails the build with InternalError, not a spec error."""
     real = envoy.eds_path
     monkeypatch.setattr(envoy, "eds_path", lambda mesh, service: real(mesh, service) + ".tmp")
     with pytest.raises(InternalError) as raised:

@@ -102,7 +102,7 @@ def compile_case(files: Mapping[str, bytes], label: str) -> Case:
 
 
 def random_spec(seed: int, services: int = 80) -> dict[str, bytes]:
-    """A valid random mesh: 4 datacenters, 5 clusters (two with NetworkPolicy, one without ranges), shared namespaces."""
+    """A valid random mesh: 4 datacenters, 5 clusters (2 with NetworkPolicy, 1 without ranges), shared namespaces."""
     rng = random.Random(seed)
     dcs = ["dc-a", "dc-b", "dc-c", "dc-d"]
     clusters = {
@@ -197,9 +197,8 @@ def test_every_file_is_a_stream_of_objects_each_opened_by_a_document_start(case:
         assert artifact.path.endswith(".yaml") and artifact.data.startswith(b"---\n"), artifact.path
         docs = load(artifact.data)
         assert docs and all(isinstance(d, dict) and d["kind"] for d in docs), artifact.path
-        assert artifact.data.count(b"\n---\n") == len(docs) - 1, (
-            artifact.path
-        )  # no empty document, no stray separator
+        # no empty document, no stray separator
+        assert artifact.data.count(b"\n---\n") == len(docs) - 1, artifact.path
 
 
 def test_one_file_per_workload_reader_and_cluster(case: Case) -> None:
@@ -256,9 +255,8 @@ def test_kube_applier_order_applies_what_an_object_needs_before_it(case: Case) -
         by_cluster[path.split("/")[1]].append((path, obj))
     for cluster, objects in by_cluster.items():
         applied: set[tuple[str, str | None, str]] = set()
-        for path, obj in sorted(
-            objects, key=lambda item: item[0].encode()
-        ):  # stable: a file's documents keep their order
+        # stable: a file's documents keep their order
+        for path, obj in sorted(objects, key=lambda item: item[0].encode()):
             meta = obj["metadata"]
             namespace = meta.get("namespace")
             if namespace is not None:
@@ -391,7 +389,7 @@ def test_role_bindings_grant_only_declared_dependencies_that_are_watched(case: C
 
 
 def test_every_external_reader_has_its_identity_and_token_secret(case: Case) -> None:
-    """Per (cluster, client) read from outside: a ServiceAccount in meshc-discovery and its token Secret, nothing else there."""
+    """Per (cluster, client) read from outside: a ServiceAccount in meshc-discovery and its token Secret, no more."""
     readers = {(r.cluster, r.service) for r in external_readers(case.mesh)}
     outside = {
         (c, s) for (s, ns), pairs in watched_from(case).items() if ns == DISCOVERY_NAMESPACE for c, _ in pairs
@@ -535,7 +533,7 @@ def test_example_upload_objects(example: Case) -> None:
         ("Certificate", "upload", "upload-mesh-tls"),
         ("Service", "upload", "upload"),
     ]  # no NetworkPolicy: opt-in
-    objects = {(kind, name): obj for (kind, _, name), obj in zip(listed, load(artifact.data))}
+    objects = {(kind, name): obj for (kind, _, name), obj in zip(listed, load(artifact.data), strict=True)}
     cert = objects[("Certificate", "upload-mesh-tls")]
     assert cert["spec"]["uris"] == ["spiffe://box.mesh/ns/upload/sa/upload"]
     assert cert["spec"]["issuerRef"] == {
@@ -569,7 +567,7 @@ def test_config_maps_hold_the_documents_and_the_restart_hash(example: Case) -> N
 
 
 def test_files_are_exactly_the_canonical_yaml_of_their_objects(case: Case) -> None:
-    """The backend memoizes ConfigMap entries; the bytes must still be dump_yaml of each whole object, `---` before each."""
+    """The backend memoizes ConfigMap entries; the bytes are still dump_yaml of each whole object, `---` before each."""
     for artifact in case.artifacts:
         assert b"".join(b"---\n" + dump_yaml(obj) for obj in load(artifact.data)) == artifact.data, (
             artifact.path

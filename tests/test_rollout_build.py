@@ -1,4 +1,4 @@
-"""The rollout build on real git repositories: pins, per-wave renderings, expand before contract, promotion, revert, hold."""
+"""The rollout build on real git repositories: pins, per-wave renderings, expand before contract, promote, hold."""
 
 from __future__ import annotations
 
@@ -182,8 +182,10 @@ def test_pins_that_skip_a_wave_or_are_not_commits_are_rejected(tmp_path: Path) -
     set_pins(spec, west=base, rest=head)  # rest would run a revision west has not had
     line = line_of(spec / "rollout.yaml", "rest:")
     assert pin_errors(spec) == [
-        f"{label}:{line}:9: error: wave 'rest' is pinned to {head[:12]}, which is not {base[:12]} of the wave before it nor one of "
-        "its ancestors; pins move forward one wave at a time (meshc promote), never past the wave before  [rollout-pin-order]"
+        f"{label}:{line}:9: error: wave 'rest' is pinned to {head[:12]}, "
+        f"which is not {base[:12]} of the wave before it nor one of "
+        "its ancestors; pins move forward one wave at a time (meshc promote), "
+        "never past the wave before  [rollout-pin-order]"
     ]
     set_pins(spec, west="f" * 40, rest=base)
     assert pin_errors(spec) == [
@@ -196,9 +198,21 @@ def test_pins_that_skip_a_wave_or_are_not_commits_are_rejected(tmp_path: Path) -
     )
     (spec / "rollout.yaml").write_text(f"pins:\n  wst: {base}\n")
     assert pin_errors(spec) == [
-        f"{label}:1:1: error: wave 'rest' has no pin; add `rest: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
-        f"{label}:1:1: error: wave 'west' has no pin; add `west: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
-        f"{label}:2:8: error: rollout.yaml pins unknown wave 'wst' (did you mean 'west'?); the waves are canary, west, rest  [rollout-unknown-wave]",
+        f"{label}:1:1: error: wave 'rest' has no pin; "
+        "add `rest: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
+        f"{label}:1:1: error: wave 'west' has no pin; "
+        "add `west: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
+        f"{label}:2:8: error: rollout.yaml pins unknown wave 'wst' (did you mean 'west'?); "
+        "the waves are canary, west, rest  [rollout-unknown-wave]",
+    ]
+
+
+def test_an_unreadable_spec_file_during_a_rollout_is_a_diagnostic_not_a_crash(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    os.mkfifo(spec / "services" / "pipe.yaml")  # the revision cache once hashed the reader's refusal
+    assert pin_errors(spec) == [
+        f"{(spec / 'services' / 'pipe.yaml').as_posix()}:1:1: error: this is a FIFO, not a regular file; "
+        "remove it or make it a regular file  [file-type]"
     ]
 
 
@@ -358,9 +372,8 @@ def test_a_new_dependency_on_a_later_wave_is_admitted_everywhere_first(tmp_path:
     context = rollout_context(spec)
     assert context is not None
     build = build_rollout(context)
-    assert (
-        identity in build.state.placements["vm/auth/sjc"].workload.ingress.allowed_clients
-    )  # west runs head, which calls auth
+    # west runs head, which calls auth
+    assert identity in build.state.placements["vm/auth/sjc"].workload.ingress.allowed_clients
     set_pins(spec, west=removed, rest=removed)
     assert (
         identity

@@ -1,4 +1,4 @@
-"""Each check of the intermediate states, on real git histories: what cannot be made safe fails with [rollout-unsafe]."""
+"""Each check of the intermediate states, on real git histories: what cannot be safe fails [rollout-unsafe]."""
 
 from __future__ import annotations
 

@@ -109,7 +109,10 @@ clusters:
 
 
 def service(name: str, port: int, deploy: str, locality: str = "failover", deps: tuple[str, ...] = ()) -> str:
-    text = f"service: {name}\nowner: t\nport: 8080\nmesh_port: 18080\nlocal_port: {port}\nlocality: {locality}\ndeploy: {deploy}\n"
+    text = (
+        f"service: {name}\nowner: t\nport: 8080\nmesh_port: 18080\nlocal_port: {port}\n"
+        f"locality: {locality}\ndeploy: {deploy}\n"
+    )
     return text + ("dependencies:\n" + "".join(f"  - service: {d}\n" for d in deps) if deps else "")
 
 

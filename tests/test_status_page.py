@@ -88,7 +88,8 @@ def columns(chromium: Chromium) -> dict[str, Any]:
 def click(chromium: Chromium, box_id: str) -> list[str]:
     return chromium.evaluate(f"""(() => {{
         document.getElementById({box_id!r}).dispatchEvent(new MouseEvent("click", {{bubbles: true}}));
-        return [document.getElementById("meshc-panel-title").textContent, document.getElementById("meshc-panel-body").textContent];
+        return [document.getElementById("meshc-panel-title").textContent,
+                document.getElementById("meshc-panel-body").textContent];
     }})()""")
 
 

@@ -112,7 +112,7 @@ _TEMPLATES = jinja2.Environment(
 def build_puppet(
     mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
 ) -> list[Artifact]:
-    """hiera.yaml, common data, one data file per VM pool (those in `only`, if given), the `mesh` module, and site.pp."""
+    """hiera.yaml, common data, a data file per VM pool (those in `only`), the `mesh` module, site.pp."""
     pools = sorted(
         (
             s

@@ -135,7 +135,7 @@ def change_lines(changes: Iterable[Change], limit: int = MAX_CHANGES_PER_DOCUMEN
 
 def to_json(diff: MeshDiff) -> dict[str, Any]:
     """The diff as JSON-ready data: every record's fields, restart classes by label, plus a summary."""
-    data = _plain(diff)
+    data: dict[str, Any] = _plain(diff)
     data["summary"] = summary(diff)
     data["changed"] = diff.changed
     data["sensitive_services"] = list(diff.sensitive_services)

@@ -125,7 +125,7 @@ def _acknowledged(
 
 
 def wave_order_of(tree: Mapping[str, bytes]) -> tuple[str, ...]:
-    """The waves in promotion order from MANIFEST.json's `rollout.waves` (contract 4), () when no rollout is in force."""
+    """The waves in promotion order from MANIFEST.json's `rollout.waves` (contract 4); () without a rollout."""
     raw = tree.get(MANIFEST)
     rollout = (orjson.loads(raw).get("rollout") or {}) if raw is not None else {}
     return tuple(str(wave["name"]) for wave in rollout.get("waves") or () if "name" in wave)
@@ -178,7 +178,7 @@ class PuppetEvidence:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Evidence:
-    """What one platform's check found: the scopes checked, with their subjects, and the spec's scopes with no evidence."""
+    """What one platform's check found: the scopes checked, with their subjects; the scopes with no evidence."""
 
     given: bool  # any evidence for this platform on the command line
     checked: tuple[tuple[ScopeState, tuple[SubjectState, ...]], ...] = ()
@@ -222,9 +222,8 @@ def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[
     """
     from compiler.rollout.pins import ROLLOUT_FILE
 
-    if tree is None and not os.path.lexists(
-        spec / ROLLOUT_FILE
-    ):  # a rollout.yaml that is no file is an error there
+    # a rollout.yaml that is no file is an error there
+    if tree is None and not os.path.lexists(spec / ROLLOUT_FILE):
         build = compile_dir(spec)
         return build.mesh, build.tree()
     if tree is None:
@@ -257,7 +256,7 @@ def check_kubernetes(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes
 
 
 def check_puppet(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -> Evidence:
-    """The VM hosts from PuppetDB or an export against their pool or canary node file; with --hiera, the deployed tree."""
+    """The VM hosts (PuppetDB or an export) against their pool or canary node file; --hiera: the deployed tree."""
     del mesh  # the built tree holds everything the Puppet half compares
     evidence = request.puppet
     has_vms = any(path.startswith(POOLS_DIR) for path in tree)
@@ -329,9 +328,8 @@ def _acknowledgements(request: DriftRequest) -> tuple[Acknowledgement, ...]:
     if request.acknowledgements is None and not path.is_file():
         return ()
     try:
-        with path.open(
-            "rb"
-        ) as handle:  # one byte past a spec file's cap: parse_document reports it, /dev/zero ends
+        # one byte past a spec file's cap: parse_document reports it, /dev/zero ends
+        with path.open("rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         raise DriftInputError(

@@ -148,7 +148,7 @@ def _child(path: str, key: Any) -> str:
     return f"{path}.{text}" if _IDENT.fullmatch(text) else f"{path}[{text}]"
 
 
-def _named(items: list) -> bool:
+def _named(items: list[Any]) -> bool:
     names = [i.get("name") for i in items if isinstance(i, dict)]
     return (
         len(names) == len(items) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
@@ -178,7 +178,7 @@ def _normalize(kind: str, value: Any, pattern: str) -> Any:
     return value
 
 
-def _with_defaults(kind: str, item: dict, pattern: str) -> dict:
+def _with_defaults(kind: str, item: dict[str, Any], pattern: str) -> dict[str, Any]:
     if pattern.endswith("[]"):
         server = SERVER_FIELDS.get(kind, frozenset())
         item = {k: v for k, v in item.items() if f"{pattern}.{k}" not in server}

@@ -111,11 +111,12 @@ def check_cluster(
     except RecursionError:
         raise DumpError(dump.source, "an object is nested too deeply to be one meshc wrote") from None
     wanted = {object_key(item.obj) for item in expected}
+    # delete in reverse apply order
     orphans = sorted(
         (o for key, o in dump.objects.items() if key not in wanted and _owned_here(mesh, cluster, key, o)),
         key=lambda o: apply_key(cluster, o),
         reverse=True,
-    )  # delete in reverse apply order
+    )
     subjects += [_orphan(cluster, obj) for obj in orphans]
     state = DRIFTED if any(s.state != CONVERGED for s in subjects) else CONVERGED
     return ScopeState(platform=PLATFORM, scope=cluster, state=state, evidence=dump.source), subjects

@@ -120,7 +120,9 @@ def _get(base: str, endpoint: str, query: str | None, context: ssl.SSLContext | 
         ) from None
     except (OSError, http.client.HTTPException) as error:
         raise DriftInputError(
-            where, f"cannot read PuppetDB's answer: {error or type(error).__name__}", "puppetdb-unreachable"
+            where,
+            f"cannot read PuppetDB's answer: {str(error) or type(error).__name__}",
+            "puppetdb-unreachable",
         ) from None
     try:
         return orjson.loads(body)

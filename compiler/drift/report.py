@@ -62,9 +62,8 @@ def format_text(report: DriftReport) -> str:
                 + (f"  target {subject.target}" if subject.target else "")
             )
             details = {item.detail for item in subject.items if not item.acknowledged}
-            shared = (
-                details.pop() if len(details) == 1 and len(subject.items) > 1 else None
-            )  # say a common note once
+            # say a common note once
+            shared = details.pop() if len(details) == 1 and len(subject.items) > 1 else None
             lines += [f"      {_item_line(item, shared)}" for item in subject.items]
             lines += [f"      ({shared})"] if shared else []
     lines += _orphan_lines(report, "  ")

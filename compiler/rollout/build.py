@@ -121,9 +121,8 @@ def output_tree(state: State, rendered: Mapping[str, Rendered]) -> dict[str, byt
     for revision in dict.fromkeys(order):
         workloads = {w.id for w in rendered[revision].mesh.workloads}
         for artifact in rendered[revision].artifacts:
-            if (
-                artifact.target not in workloads
-            ):  # shared files and external readers: expand before contract too
+            # shared files and external readers: expand before contract too
+            if artifact.target not in workloads:
                 chosen.setdefault(artifact.path, artifact)
     for artifact in [
         *cluster_files([rendered[r].mesh for r in dict.fromkeys(order)]),

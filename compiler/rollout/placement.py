@@ -57,7 +57,7 @@ def rollout_state(context: Context, revisions: tuple[WaveRevision, ...]) -> Stat
     pools = {w.id: w for w in head_mesh.mesh.workloads if w.platform == "vm"} if head_mesh is not None else {}
     hosts = canaries(context.policy, context.hosts, pools, waves)
     live = sorted({wave_revision[waves[t]] for t in chosen} | {wave_revision[c.wave] for c in hosts})
-    widened = widen({rev: compiled[rev].mesh for rev in live if compiled[rev] is not None}, waves)
+    widened = widen({rev: found.mesh for rev in live if (found := compiled[rev]) is not None}, waves)
     widened_by_id = {rev: {w.id: w for w in mesh.workloads} for rev, mesh in widened.items()}
     placements = {
         t: Placement(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import git
 
-from compiler.diagnostics import Diagnostic, SpecError, at_revision
+from compiler.diagnostics import Diagnostic, InternalError, SpecError, at_revision
 from compiler.emit import Artifact
 from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision
 from compiler.ir.lower import lower
@@ -25,7 +25,7 @@ from compiler.rollout.hosts import INVENTORY_FILE, Host, load_inventory
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, load_rollout
 from compiler.spec.checks import check
 from compiler.spec.document import Document, LoadError, parse_document
-from compiler.spec.load import MESH_FILE, SERVICES_DIR, load_documents
+from compiler.spec.load import MESH_FILE, SERVICES_DIR, SpecFiles, Unreadable, load_documents
 from compiler.spec.model import Spec
 from compiler.spec.wave_policy import WavePolicy
 
@@ -59,7 +59,8 @@ class RevisionCache:
     parsed: dict[tuple[str, str], Document] = field(
         default_factory=dict
     )  # (file, content hash) -> parsed document
-    rendered: dict[tuple[str, str], Rendered] = field(default_factory=dict)
+    # (revision, mesh key, targets laid out) -> what render_revision made of them
+    rendered: dict[tuple[str, str, frozenset[str]], Rendered] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -95,9 +96,10 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     rollout = load_rollout(spec_dir / ROLLOUT_FILE, f"{label}/{ROLLOUT_FILE}")
     if rollout is None:
         return None
-    head_files = spec_files(spec_dir)
+    files = spec_files(spec_dir)
     parsed: dict[tuple[str, str], Document] = {}
-    head_spec = check(load_parsed(head_files, label, parsed))
+    head_spec = check(load_parsed(files, label, parsed))
+    head_files = _read_files(files)
     if head_spec.mesh.rollout is None:
         raise SpecError(
             [
@@ -166,9 +168,7 @@ def compile_revision(context: Context, revision: str) -> Revision | None:
     return replace(cached, revision=revision) if cached.revision != revision else cached
 
 
-def load_parsed(
-    files: Mapping[str, bytes], label: str, parsed: dict[tuple[str, str], Document]
-) -> dict[str, Document]:
+def load_parsed(files: SpecFiles, label: str, parsed: dict[tuple[str, str], Document]) -> dict[str, Document]:
     """load_documents, parsing each distinct file once per command: revisions of a rollout share most of their files.
 
     Anything load_documents would report (a parse error, a stray file, no mesh.yaml) is left to it, so the
@@ -176,6 +176,8 @@ def load_parsed(
     """
     documents: dict[str, Document] = {}
     for relative, raw in sorted(files.items()):
+        if isinstance(raw, Unreadable):
+            return load_documents(files, label)
         name = f"{label}/{relative}"
         key = (name, hashlib.sha1(raw).hexdigest())
         if key not in parsed:
@@ -191,7 +193,15 @@ def load_parsed(
     return documents
 
 
-def _tree_key(context: Context, revision: str) -> tuple[str | None, Mapping[str, bytes] | None]:
+def _read_files(files: SpecFiles) -> dict[str, bytes]:
+    """The files of a spec that loaded, every one read: an unreadable file fails the load before."""
+    unread = sorted(path for path, data in files.items() if isinstance(data, Unreadable))
+    if unread:
+        raise InternalError(f"{', '.join(unread)}: unreadable, yet the spec loaded")
+    return {path: data for path, data in files.items() if isinstance(data, bytes)}
+
+
+def _tree_key(context: Context, revision: str) -> tuple[str | None, SpecFiles | None]:
     """The cache key of a revision's spec and, for the working tree, its files (None, None: no spec directory there)."""
     if revision == WORKING_TREE:
         return spec_key(context, revision), context.head_files

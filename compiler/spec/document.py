@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -215,9 +215,11 @@ class _Builder:
 
     def _span(self, event: yaml.Event) -> Span:
         mark = event.start_mark
+        if mark is None:  # the parser marks every event; a hand-made one points at the file
+            return Span(file=self.name)
         return Span(file=self.name, line=mark.line + 1, col=mark.column + 1)
 
-    def _fail(self, event: yaml.Event, code: str, message: str) -> None:
+    def _fail(self, event: yaml.Event, code: str, message: str) -> NoReturn:
         raise LoadError(Diagnostic(span=self._span(event), code=code, message=message))
 
     def _node(self, event: yaml.Event, events: Iterator[yaml.Event], path: DataPath) -> Any:
@@ -231,10 +233,9 @@ class _Builder:
             self._fail(
                 event, "yaml-alias", "anchors and aliases (&name, *name) are not allowed; write the value out"
             )
-        if _explicit_tag(event):
-            self._fail(
-                event, "yaml-tag", f"explicit tag {quote(event.tag)} is not allowed; write the plain value"
-            )
+        tag = _explicit_tag(event)
+        if tag is not None:
+            self._fail(event, "yaml-tag", f"explicit tag {quote(tag)} is not allowed; write the plain value")
         self.spans[path] = self._span(event)
         if isinstance(event, yaml.ScalarEvent):
             return resolve_plain(event.value) if not event.style else event.value
@@ -257,7 +258,7 @@ class _Builder:
                 return result
             if not isinstance(event, yaml.ScalarEvent):
                 self._fail(event, "yaml-syntax", "mapping keys must be plain names, not lists or mappings")
-            if event.anchor or _explicit_tag(event):
+            if event.anchor or _explicit_tag(event) is not None:
                 self._fail(
                     event,
                     "yaml-alias" if event.anchor else "yaml-tag",
@@ -277,8 +278,10 @@ class _Builder:
         return result
 
 
-def _explicit_tag(event: yaml.Event) -> bool:
-    if not getattr(event, "tag", None):
-        return False
-    # A collection's tag is explicit when not implicit; a scalar with any tag was tagged by hand.
-    return isinstance(event, yaml.ScalarEvent) or not event.implicit
+def _explicit_tag(event: yaml.Event) -> str | None:
+    # A scalar with any tag was tagged by hand; a collection's tag is explicit when not implicit.
+    if isinstance(event, yaml.ScalarEvent):
+        return event.tag or None
+    if isinstance(event, yaml.CollectionStartEvent) and not event.implicit:
+        return event.tag or None
+    return None

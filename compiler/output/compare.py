@@ -1,0 +1,81 @@
+"""Comparing an output tree with what the spec renders: stale files told from hand-edited ones."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler.output.disk import DIRECTORY, REGULAR, file_digest, scan_tree
+from compiler.output.manifest import MANIFEST, read_manifest
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TreeStatus:
+    """How an output tree differs from what the spec renders."""
+
+    stale: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()
+    hand_edited: tuple[str, ...] = ()
+
+    @property
+    def clean(self) -> bool:
+        return not (self.stale or self.missing or self.extra or self.hand_edited)
+
+
+def compare_tree(out: Path, files: Mapping[str, bytes]) -> TreeStatus:
+    """Compare `out` with the tree a build would write; tell stale files from hand-edited ones.
+
+    Files are hashed in chunks, and non-regular files are never opened (see `compare_digests`).
+    """
+    root = Path(os.path.realpath(out))
+    on_disk = {
+        path: file_digest(root / path) if entry.kind == REGULAR else None
+        for path, entry in scan_tree(root).items()
+        if entry.kind != DIRECTORY
+    }
+    return compare_digests(on_disk, files, (read_manifest(root) or {}).get("files", {}))
+
+
+def compare_files(
+    actual: Mapping[str, bytes], files: Mapping[str, bytes], recorded: Mapping[str, str]
+) -> TreeStatus:
+    """`compare_tree` on a tree held in memory (path -> bytes)."""
+    return compare_digests(
+        {path: hashlib.sha256(data).hexdigest() for path, data in actual.items()}, files, recorded
+    )
+
+
+def compare_digests(
+    actual: Mapping[str, str | None], files: Mapping[str, bytes], recorded: Mapping[str, str]
+) -> TreeStatus:
+    """Compare a tree (path -> sha256, None for what is not a regular file) with the tree a build would write.
+
+    A file that differs from the new rendering but matches the hash a past build recorded
+    (`recorded`, from its manifest) is stale (the spec changed, nobody rebuilt); one that matches
+    neither was edited by hand, and so is anything at a rendered path that is not a regular file.
+    """
+    stale, edited = [], []
+    for path in sorted(set(files) & set(actual) - {MANIFEST}):
+        digest = actual[path]
+        if digest == hashlib.sha256(files[path]).hexdigest():
+            continue
+        (stale if digest is not None and recorded.get(path) == digest else edited).append(path)
+    missing = sorted(set(files) - set(actual))
+    extra = sorted(set(actual) - set(files))
+    if MANIFEST in files and MANIFEST in actual:
+        if actual[MANIFEST] is None:
+            edited.append(MANIFEST)
+        elif (
+            not (stale or edited or missing or extra)
+            and actual[MANIFEST] != hashlib.sha256(files[MANIFEST]).hexdigest()
+        ):
+            stale.append(
+                MANIFEST
+            )  # the manifest follows the files: listed only when nothing else explains it
+    return TreeStatus(
+        stale=tuple(stale), missing=tuple(missing), extra=tuple(extra), hand_edited=tuple(edited)
+    )

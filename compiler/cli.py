@@ -14,15 +14,18 @@ from typing import TYPE_CHECKING
 
 from compiler import __version__
 from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, escape, format_all
-from compiler.diff import DocumentDiff, diff_revisions, output_drift
-from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
-from compiler.explain import UnknownService, explain, format_explain
-from compiler.gitsource import RevisionError
+from compiler.output.disk import cause
+from compiler.output.guard import OutputRefused
+from compiler.output.lock import LOCK_TIMEOUT
 from compiler.pipeline import collector_paused, compile_dir, spec_files, validate_only
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
 
+# The differ, git and the explainer load only for the commands that use them: `meshc build`'s
+# no-op path must not pay for importing them.
 if TYPE_CHECKING:
+    from compiler.diff import DocumentDiff
     from compiler.drift.detect import PuppetEvidence
+    from compiler.output.compare import TreeStatus
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID, EXIT_INTERNAL, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
 
@@ -37,11 +40,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         print(format_all(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID
-    except (OutputRefused, UnknownService) as exc:
-        print(
-            f"meshc: error: {escape(str(exc.args[0] if isinstance(exc, UnknownService) else exc))}",
-            file=sys.stderr,
-        )
+    except OutputRefused as exc:
+        print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
         return EXIT_INVALID
     except EnvironmentFailure as exc:
         print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
@@ -253,9 +253,9 @@ def _waiting(lock: Path) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from compiler.rollout.build import build  # with a rollout.yaml, every wave's revision is compiled
+    from compiler.incremental import build_output  # with a rollout.yaml, every wave's revision is compiled
 
-    result = build(args.spec, args.output, args.lock_timeout, _waiting)
+    result = build_output(args.spec, args.output, args.lock_timeout, _waiting)
     if not result.changed:
         print(f"{args.output}: up to date, nothing written")
     else:
@@ -264,6 +264,8 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    from compiler.diff import output_drift
+
     status, edits = output_drift(args.spec, args.output, args.lock_timeout, _waiting)
     if status.clean:
         print(f"{args.output}: up to date with {args.spec}")
@@ -300,7 +302,13 @@ def _edit_lines(edit: DocumentDiff | None) -> list[str]:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    report = explain(compile_dir(args.spec).mesh, args.service)
+    from compiler.explain import UnknownService, explain, format_explain
+
+    try:
+        report = explain(compile_dir(args.spec).mesh, args.service)
+    except UnknownService as exc:
+        print(f"meshc: error: {escape(str(exc.args[0]))}", file=sys.stderr)
+        return EXIT_INVALID
     print(json.dumps(report, indent=2) if args.format == "json" else format_explain(report))
     return EXIT_OK
 
@@ -369,6 +377,8 @@ def _promote(args: argparse.Namespace) -> int:
 
 def _diff(args: argparse.Namespace) -> int:
     from compiler import report  # the report's Jinja environment is only needed here
+    from compiler.diff import diff_revisions
+    from compiler.gitsource import RevisionError
 
     try:
         result = diff_revisions(args.spec, args.base, args.head)

@@ -57,16 +57,18 @@ def scan_tree(root: Path) -> dict[str, OnDisk]:
 
 def kind_of(mode: int) -> str:
     """What a file mode is, in words."""
-    kinds = (
-        (stat.S_ISREG, REGULAR),
-        (stat.S_ISDIR, DIRECTORY),
-        (stat.S_ISLNK, "symlink"),
-        (stat.S_ISFIFO, "named pipe (FIFO)"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-    )
-    return next((name for test, name in kinds if test(mode)), "special file")
+    return _KINDS.get(stat.S_IFMT(mode), "special file")
+
+
+_KINDS = {
+    stat.S_IFREG: REGULAR,
+    stat.S_IFDIR: DIRECTORY,
+    stat.S_IFLNK: "symlink",
+    stat.S_IFIFO: "named pipe (FIFO)",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
 
 
 def open_regular(path: Path) -> int:

@@ -7,7 +7,7 @@ import os
 import re
 import stat
 from collections.abc import Mapping, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure
 from compiler.output.disk import OnDisk, cause, kind_of
@@ -120,7 +120,7 @@ def _is_mount_point(path: Path) -> bool:
 
 def check_replaceable(root: Path, label: str, entries: Mapping[str, OnDisk]) -> None:
     """Refuse to replace a directory that holds a git repository, or that is neither empty nor a tree meshc built."""
-    git = next((path for path in sorted(entries) if PurePosixPath(path).name == ".git"), None)
+    git = min((path for path in entries if path.rpartition("/")[2] == ".git"), default=None)
     if git is not None:
         raise OutputRefused(
             label, f"holds {git}, a git repository, which a build would delete with the rest of the directory"

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from compiler import __version__
 from compiler.emit import Artifact, dump_json
 from compiler.output.disk import read_regular
@@ -67,16 +69,13 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     """The MANIFEST.json meshc wrote in `root`, or None if there is none or it is not one meshc writes."""
     raw = read_regular(root / MANIFEST, MAX_MANIFEST_BYTES)
     try:
-        data = json.loads(raw) if raw is not None else None
-    except (
-        ValueError,
-        RecursionError,
-    ):  # RecursionError: a hand-made file nested deeper than the parser goes
+        data = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError:  # also a hand-made file nested deeper than the parser goes
         return None
-    return data if _is_manifest(data) else None
+    return data if is_manifest(data) else None
 
 
-def _is_manifest(data: Any) -> bool:
+def is_manifest(data: Any) -> bool:
     """The shape `manifest()` writes (`rollout` is added by rollout-aware builds); a stray JSON file is not one."""
     if not isinstance(data, dict) or not {"format", "meshc_version", "files", "targets"} <= set(data):
         return False

@@ -367,15 +367,11 @@ def test_the_build_command_is_incremental_and_says_so(tmp_path: Path) -> None:
 
     spec = generate(tmp_path / "spec", 10, datacenters=2, clusters=2, deps=2, seed=5)
     out = tmp_path / "out"
-    run = lambda: (
-        subprocess.run(  # noqa: E731
-            [sys.executable, "-m", "compiler", "build", str(spec), "-o", str(out)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+
+    def run() -> str:
+        command = [sys.executable, "-m", "compiler", "build", str(spec), "-o", str(out)]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
     run()
     assert run() == f"{out}: up to date, nothing written\n"
     edit_spec(spec)

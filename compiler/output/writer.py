@@ -125,11 +125,13 @@ class _Staging:
     def __init__(self, real: Path, old: Mapping[str, OnDisk], trusted: Mapping[str, str]) -> None:
         self.real, self.old, self.trusted = real, old, trusted
         self.root = real.parent / f".{real.name}.meshc-new-{os.getpid()}"
+        # Plain strings in the per-file loop: pathlib's joins cost more than the link syscalls they name.
+        self.source, self.target = f"{real}/", f"{self.root}/"
         self.started = False
         self.seen: set[str] = set()
         self.pending: list[str] = []  # equal files noted before the staging tree existed
         self.written: list[str] = []
-        self.directories: set[Path] = set()
+        self.directories: set[str] = set()
 
     def add(self, file: NewFile) -> None:
         """Take one file of the new tree: link it if the previous tree holds it, else write it."""
@@ -163,7 +165,7 @@ class _Staging:
             self.root.unlink()
         self.root.parent.mkdir(parents=True, exist_ok=True)
         self.root.mkdir()
-        self.directories.add(self.root)
+        self.directories.add("")
         for path in self.pending:
             self._link(path)
         self.pending = []
@@ -176,7 +178,7 @@ class _Staging:
         """
         self.start()  # a tree that only lost files still needs its staging copy
         fsync_paths([self.root / path for path in self.written], os.O_RDONLY)
-        fsync_paths(sorted(self.directories), os.O_RDONLY | os.O_DIRECTORY)
+        fsync_paths([self.root / path for path in sorted(self.directories)], os.O_RDONLY | os.O_DIRECTORY)
 
     def _held(self, file: NewFile) -> bool:
         entry = self.old.get(file.path)
@@ -194,16 +196,16 @@ class _Staging:
 
     def _link(self, path: str) -> None:
         self._parent(path)
-        os.link(self.real / path, self.root / path, follow_symlinks=False)
+        os.link(self.source + path, self.target + path, follow_symlinks=False)
 
     def _parent(self, path: str) -> None:
-        parent = (self.root / path).parent
+        parent = path.rpartition("/")[0]
         missing = []
         while parent not in self.directories:
             missing.append(parent)
-            parent = parent.parent
+            parent = parent.rpartition("/")[0]
         for directory in reversed(missing):  # parents first
-            directory.mkdir()
+            os.mkdir(self.target + directory)
             self.directories.add(directory)
 
 

@@ -66,7 +66,7 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     spec, mesh, sidecars = pipeline.render_files(files, label)
     inputs = target_inputs(spec, mesh, file_hashes(files, label))
     reused = reusable(inputs, cached)
-    artifacts = pipeline.artifacts(mesh, sidecars, frozenset(inputs) - reused)
+    artifacts = pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused)
     stream = tree_files(artifacts, reused, cached)
     result = write_files(out, stream, (real, old), cached.trusted if cached is not None else None)
     write_cache(real, digest, inputs)

@@ -60,9 +60,16 @@ def artifacts(
     mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
 ) -> list[Artifact]:
     """The backends' files: every shared file, and the per-target files of `only` (None: every target)."""
-    from compiler.backends import run_backends
+    return list(stream_artifacts(mesh, sidecars, only))
 
-    return run_backends(mesh, sidecars, only)
+
+def stream_artifacts(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+) -> Iterator[Artifact]:
+    """`artifacts`, one file at a time: a build hashes and writes each before the next is serialized."""
+    from compiler.backends import stream_backends
+
+    yield from stream_backends(mesh, sidecars, only)
 
 
 @contextmanager

@@ -114,6 +114,16 @@ def build_kubernetes(
 ) -> list[Artifact]:
     """The files of every Kubernetes workload and external reader (those in `only`, if given, by target id),
     plus one per Namespace and one per cluster (its discovery ClusterRole)."""
+    return list(stream_kubernetes(mesh, sidecars, only))
+
+
+def stream_kubernetes(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+) -> Iterator[Artifact]:
+    """`build_kubernetes` one file at a time, so a build writes each before the next is serialized.
+
+    What the spec got wrong is raised after the last file: a build streaming into a staging tree
+    then throws that tree away."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     in_cluster = _workloads_by_cluster_service(workloads)
     readers = external_readers(mesh)
@@ -121,19 +131,13 @@ def build_kubernetes(
     namespaces = {(w.cluster or "", w.namespace) for w in workloads} | {
         (r.cluster, DISCOVERY_NAMESPACE) for r in readers
     }
-    artifacts = [
-        _file(mesh, cluster, namespace_path(cluster, ns), [namespace_object(mesh, ns)], None, memo)
-        for cluster, ns in sorted(namespaces)
-    ]
-    artifacts += [
-        _file(mesh, cluster, cluster_path(cluster), [discovery_cluster_role(mesh)], None, memo)
-        for cluster in sorted({c for c, _ in namespaces})
-    ]
-    artifacts += [
-        _file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo)
-        for r in readers
-        if only is None or r.id in only
-    ]
+    for cluster, ns in sorted(namespaces):
+        yield _file(mesh, cluster, namespace_path(cluster, ns), [namespace_object(mesh, ns)], None, memo)
+    for cluster in sorted({c for c, _ in namespaces}):
+        yield _file(mesh, cluster, cluster_path(cluster), [discovery_cluster_role(mesh)], None, memo)
+    for r in readers:
+        if only is None or r.id in only:
+            yield _file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo)
     problems: list[Diagnostic] = []
     for workload in workloads:
         if only is not None and workload.id not in only:
@@ -157,15 +161,12 @@ def build_kubernetes(
         problems += _size_problems(
             workload, objects
         )  # per object: kubectl records each object's own annotation
-        artifacts.append(
-            _file(mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo)
-        )
+        yield _file(mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo)
     bugs = [d for d in problems if d.code == "internal"]
     if bugs:  # a meshc bug outranks what the spec got wrong: the spec's errors may be its consequence
         raise internal_error(bugs)
     if problems:
         raise SpecError(problems)
-    return artifacts
 
 
 def cluster_path(cluster: str) -> str:

@@ -264,9 +264,9 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from compiler.diff import output_drift
+    from compiler.incremental import check_output  # with a rollout.yaml, every wave's revision is compiled
 
-    status, edits = output_drift(args.spec, args.output, args.lock_timeout, _waiting)
+    status, edits = check_output(args.spec, args.output, args.lock_timeout, _waiting)
     if status.clean:
         print(f"{args.output}: up to date with {args.spec}")
         return EXIT_OK

@@ -670,10 +670,10 @@ def output_drift(
         tree = output_for(spec_dir)
         status = compare_tree(real, tree)
         changed = (*status.stale, *status.hand_edited)
-        return status, {path: _rebuild_edit(real, path, tree[path]) for path in changed}
+        return status, {path: rebuild_edit(real, path, tree[path]) for path in changed}
 
 
-def _rebuild_edit(root: Path, path: str, rendered: bytes) -> DocumentDiff:
+def rebuild_edit(root: Path, path: str, rendered: bytes) -> DocumentDiff:
     """One file from disk to its rendering; a non-regular or huge file is described, never opened or read whole."""
     on_disk = read_regular(root / path, MAX_COMPARED_BYTES)
     if on_disk is not None:

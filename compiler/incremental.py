@@ -21,13 +21,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compiler.output.cache import Cached, read_cache, write_cache
-from compiler.output.disk import DIRECTORY, OnDisk
+from compiler.output.compare import TreeStatus, compare_stream
+from compiler.output.disk import DIRECTORY, OnDisk, scan_tree
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.manifest import MANIFEST, manifest_of
 from compiler.output.writer import NewFile, WriteResult, new_file, previous_tree, write_files
 
 if TYPE_CHECKING:
+    from compiler.diff import DocumentDiff
     from compiler.emit import Artifact
     from compiler.ir.model import Mesh
     from compiler.spec.load import Unreadable
@@ -71,6 +73,42 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     result = write_files(out, stream, (real, old), cached.trusted if cached is not None else None)
     write_cache(real, digest, inputs)
     return result
+
+
+def check_output(
+    spec_dir: Path,
+    out: Path,
+    lock_timeout: float = LOCK_TIMEOUT,
+    on_wait: Callable[[Path], None] | None = None,
+) -> tuple[TreeStatus, dict[str, DocumentDiff]]:
+    """`meshc check`: how `out` differs from what the spec renders, and what a rebuild would change in each
+    stale or hand-edited file. Streams like a build, reading only the files the build cache cannot vouch for."""
+    from compiler.diff import output_drift, rebuild_edit  # the differ, only once something differs
+
+    if os.path.lexists(spec_dir / ROLLOUT_FILE):
+        return output_drift(spec_dir, out, lock_timeout, on_wait)
+    real = Path(os.path.realpath(out))
+    with output_lock(real, str(out), lock_timeout, on_wait, required=False):
+        status, rendered = output_status(spec_dir, real)
+        return status, {path: rebuild_edit(real, path, data) for path, data in rendered.items()}
+
+
+def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, bytes]]:
+    """The status of output directory `real` against the spec, and the rendered bytes of every file that differs."""
+    from compiler import pipeline
+
+    files = pipeline.spec_files(spec_dir)
+    label = spec_dir.as_posix().rstrip("/")
+    old = scan_tree(real)
+    cached = read_cache(real, old)
+    digest = spec_digest(files, label)
+    if cached is not None and digest is not None and cached.spec == digest and untouched(cached, old):
+        return TreeStatus(), {}
+    spec, mesh, sidecars = pipeline.render_files(files, label)
+    inputs = target_inputs(spec, mesh, file_hashes(files, label))
+    reused = reusable(inputs, cached)
+    stream = tree_files(pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused), reused, cached)
+    return compare_stream(real, old, stream, cached.trusted if cached is not None else {})
 
 
 def spec_digest(files: Mapping[str, bytes | Unreadable], label: str) -> str | None:

@@ -377,3 +377,20 @@ def test_the_build_command_is_incremental_and_says_so(tmp_path: Path) -> None:
     edit_spec(spec)
     written = int(run().split(": ")[1].split()[0])
     assert 0 < written < len(read_tree(out)) // 2
+
+
+def test_check_with_the_cache_says_what_check_without_it_says(built: tuple[Path, Path]) -> None:
+    spec, out = built
+    assert incremental.output_status(spec, out) == (incremental.TreeStatus(), {})
+    victim = next(p for p in sorted(read_tree(out)) if p.startswith("puppet/data/pools/"))
+    (out / victim).write_bytes((out / victim).read_bytes() + b" ")
+    edit_spec(spec)
+    with_cache = incremental.output_status(spec, out)
+    cache.cache_path(out).unlink()
+    without = incremental.output_status(spec, out)
+    assert with_cache == without
+    status, rendered = with_cache
+    assert status.hand_edited == (victim,) and status.stale and not status.missing and not status.extra
+    assert sorted(rendered) == sorted((*status.stale, *status.hand_edited))
+    build(spec, out)
+    assert incremental.output_status(spec, out)[0].clean

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from compiler.output.disk import DIRECTORY, REGULAR, file_digest, scan_tree
+from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, file_digest, scan_tree
 from compiler.output.manifest import MANIFEST, read_manifest
+from compiler.output.writer import NewFile
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,21 +59,57 @@ def compare_digests(
     (`recorded`, from its manifest) is stale (the spec changed, nobody rebuilt); one that matches
     neither was edited by hand, and so is anything at a rendered path that is not a regular file.
     """
+    return _compare(
+        actual, {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}, recorded
+    )
+
+
+def compare_stream(
+    root: Path, entries: Mapping[str, OnDisk], files: Iterable[NewFile], trusted: Mapping[str, str]
+) -> tuple[TreeStatus, dict[str, bytes]]:
+    """`compare_tree` on a tree as a build streams it; also the rendered bytes of every file that differs.
+
+    Only digests are kept, and a file on disk is read only when `trusted` (the build cache) cannot
+    vouch for its digest.
+    """
+    expected: dict[str, str] = {}
+    actual: dict[str, str | None] = {
+        path: None for path, entry in entries.items() if entry.kind not in (DIRECTORY, REGULAR)
+    }
+    differing: dict[str, bytes] = {}
+    for file in files:
+        expected[file.path] = file.digest
+        entry = entries.get(file.path)
+        if entry is None or entry.kind != REGULAR:
+            continue
+        digest = trusted.get(file.path) or file_digest(root / file.path)
+        actual[file.path] = digest
+        if digest != file.digest and file.data is not None:
+            differing[file.path] = file.data
+    actual.update(
+        {path: "" for path, entry in entries.items() if entry.kind == REGULAR and path not in expected}
+    )
+    status = _compare(actual, expected, (read_manifest(root) or {}).get("files", {}))
+    return status, {
+        path: differing[path] for path in (*status.stale, *status.hand_edited) if path in differing
+    }
+
+
+def _compare(
+    actual: Mapping[str, str | None], expected: Mapping[str, str], recorded: Mapping[str, str]
+) -> TreeStatus:
     stale, edited = [], []
-    for path in sorted(set(files) & set(actual) - {MANIFEST}):
+    for path in sorted(set(expected) & set(actual) - {MANIFEST}):
         digest = actual[path]
-        if digest == hashlib.sha256(files[path]).hexdigest():
+        if digest == expected[path]:
             continue
         (stale if digest is not None and recorded.get(path) == digest else edited).append(path)
-    missing = sorted(set(files) - set(actual))
-    extra = sorted(set(actual) - set(files))
-    if MANIFEST in files and MANIFEST in actual:
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    if MANIFEST in expected and MANIFEST in actual:
         if actual[MANIFEST] is None:
             edited.append(MANIFEST)
-        elif (
-            not (stale or edited or missing or extra)
-            and actual[MANIFEST] != hashlib.sha256(files[MANIFEST]).hexdigest()
-        ):
+        elif not (stale or edited or missing or extra) and actual[MANIFEST] != expected[MANIFEST]:
             stale.append(
                 MANIFEST
             )  # the manifest follows the files: listed only when nothing else explains it

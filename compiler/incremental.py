@@ -83,13 +83,17 @@ def check_output(
 ) -> tuple[TreeStatus, dict[str, DocumentDiff]]:
     """`meshc check`: how `out` differs from what the spec renders, and what a rebuild would change in each
     stale or hand-edited file. Streams like a build, reading only the files the build cache cannot vouch for."""
-    from compiler.diff import output_drift, rebuild_edit  # the differ, only once something differs
-
     if os.path.lexists(spec_dir / ROLLOUT_FILE):
+        from compiler.diff import output_drift
+
         return output_drift(spec_dir, out, lock_timeout, on_wait)
     real = Path(os.path.realpath(out))
     with output_lock(real, str(out), lock_timeout, on_wait, required=False):
         status, rendered = output_status(spec_dir, real)
+        if not rendered:
+            return status, {}
+        from compiler.diff import rebuild_edit  # the differ, only once something differs
+
         return status, {path: rebuild_edit(real, path, data) for path, data in rendered.items()}
 
 

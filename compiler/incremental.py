@@ -70,7 +70,8 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     reused = reusable(inputs, cached)
     artifacts = pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused)
     stream = tree_files(artifacts, reused, cached)
-    result = write_files(out, stream, (real, old), cached.trusted if cached is not None else None)
+    trusted = cached.trusted if cached is not None else None
+    result = write_files(out, stream, (real, old), trusted, spare=real.parent / f".{real.name}.meshc-spare")
     write_cache(real, digest, inputs)
     return result
 

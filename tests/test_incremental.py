@@ -27,6 +27,7 @@ from compiler.emit import dump_yaml
 from compiler.output import cache
 from compiler.output.disk import read_tree, scan_tree
 from compiler.output.writer import WriteResult
+from compiler.pipeline import compile_dir
 
 STEPS = int(os.environ.get("MESHC_FUZZ_STEPS", "12"))
 SEEDS = [int(seed) for seed in os.environ.get("MESHC_FUZZ_SEEDS", "1,2").split(",")]
@@ -37,11 +38,8 @@ def build(spec: Path, out: Path) -> WriteResult:
 
 
 def clean_tree(spec: Path, tmp_path: Path) -> dict[str, bytes]:
-    fresh = tmp_path / "clean"
-    shutil.rmtree(fresh, ignore_errors=True)
-    build(spec, fresh)
-    cache.cache_path(fresh).unlink()
-    return read_tree(fresh)
+    """What a from-scratch compile renders, without the incremental build's code path (no cache, no spare)."""
+    return compile_dir(spec).tree()
 
 
 class Spec:
@@ -394,3 +392,60 @@ def test_check_with_the_cache_says_what_check_without_it_says(built: tuple[Path,
     assert sorted(rendered) == sorted((*status.stale, *status.hand_edited))
     build(spec, out)
     assert incremental.output_status(spec, out)[0].clean
+
+
+def spare(out: Path) -> Path:
+    return out.parent / f".{out.name}.meshc-spare"
+
+
+def test_a_rebuild_stages_in_the_spare_tree_and_touches_only_what_changed(
+    built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, out = built
+    edit_spec(spec)
+    build(spec, out)  # the first rebuild leaves the previous tree as the spare
+    assert spare(out).is_dir()
+    calls: list[str] = []
+    for name in ("link", "mkdir", "rmdir", "unlink"):
+        real = getattr(os, name)
+        monkeypatch.setattr(
+            os, name, lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k))[1]
+        )
+    path = spec / "services" / "svc-0001.yaml"
+    path.write_text(path.read_text().replace("port: 8181", "port: 8282", 1))
+    result = build(spec, out)
+    monkeypatch.undo()
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+    files = len(read_tree(out))
+    assert 0 < len(result.written) < files // 3
+    # The files of the last two builds' changes are relinked or rewritten; nothing else is touched.
+    assert calls.count("link") + calls.count("unlink") <= 4 * len(result.written) < files
+    assert (
+        calls.count("mkdir") <= 1 and calls.count("rmdir") == 0
+    )  # at most the lock's parent, made if missing
+
+
+def test_a_spare_tree_in_any_state_is_never_trusted(built: tuple[Path, Path], tmp_path: Path) -> None:
+    """The spare is scratch: wrong bytes, strays, a file where a directory goes and the reverse are all replaced."""
+    spec, out = built
+    edit_spec(spec)
+    build(spec, out)
+    root = spare(out)
+    files = sorted(p for p in read_tree(root))
+    victim, other = files[0], files[-1]
+    (root / victim).unlink()
+    (root / victim).write_bytes(b"not what the output holds\n")  # same path, another inode
+    (root / "stray.txt").write_text("stray\n")
+    os.symlink("/etc/passwd", root / "link")
+    directory = (root / other).parent
+    shutil.rmtree(directory)
+    directory.write_text("a file where a directory goes\n")
+    (root / "puppet" / "data" / "extra-dir").mkdir()
+    path = spec / "services" / "svc-0002.yaml"
+    path.write_text(path.read_text().replace("port: 8080", "port: 8383", 1))
+    build(spec, out)
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+    assert sorted(p for p, e in scan_tree(out).items() if e.kind == "directory") == sorted(
+        {str(Path(p).parent) for p in clean_tree(spec, tmp_path)} - {"."}
+        | {str(q) for p in clean_tree(spec, tmp_path) for q in Path(p).parents if str(q) != "."}
+    )

@@ -76,6 +76,7 @@ def write_files(
     files: Iterable[NewFile],
     previous: tuple[Path, Mapping[str, OnDisk]] | None = None,
     trusted: Mapping[str, str] | None = None,
+    spare: Path | None = None,
 ) -> WriteResult:
     """Make `out` hold exactly `files`, atomically: the old tree stays whole until one rename swaps it.
 
@@ -84,10 +85,19 @@ def write_files(
     that checked their stat); any other previous file is hashed, in chunks, only when a new file
     of the same path and size needs the comparison. On any failure the staging tree is removed and
     `out` is left as it was.
+
+    With `spare` (an incremental build's `.<output>.meshc-spare`), the previous tree is kept there
+    after the swap instead of being removed, and the next write stages in it: its files that are
+    links to the output's (same inode, so the same bytes) stay, and only the differences are
+    unlinked, linked or written. A one-service rebuild then touches a few directories instead of
+    re-creating every directory and link of the tree and deleting the old one.
     """
     label = str(out)
     real, old = previous if previous is not None else previous_tree(out)
-    stage = _Staging(real, old, trusted or {})
+    if spare is not None and old and spare.is_dir() and not spare.is_symlink():
+        stage: _Staging = _Recycled(real, old, trusted or {}, spare)
+    else:
+        stage = _Staging(real, old, trusted or {}, spare)
     try:
         for file in files:
             stage.add(file)
@@ -111,7 +121,8 @@ def write_files(
         raise EnvironmentFailure(
             label, f"the new output is in place, but the swap cannot be flushed to disk: {cause(error)}"
         ) from error
-    _remove_previous(stage.root)
+    if spare is None:
+        _remove_previous(stage.root)
     return WriteResult(changed=True, written=tuple(sorted(stage.written)), removed=removed)
 
 
@@ -122,9 +133,11 @@ class _Staging:
     as they come, new bytes are written, and every path written is kept for the fsync before the swap.
     """
 
-    def __init__(self, real: Path, old: Mapping[str, OnDisk], trusted: Mapping[str, str]) -> None:
+    def __init__(
+        self, real: Path, old: Mapping[str, OnDisk], trusted: Mapping[str, str], root: Path | None = None
+    ) -> None:
         self.real, self.old, self.trusted = real, old, trusted
-        self.root = real.parent / f".{real.name}.meshc-new-{os.getpid()}"
+        self.root = root or real.parent / f".{real.name}.meshc-new-{os.getpid()}"
         # Plain strings in the per-file loop: pathlib's joins cost more than the link syscalls they name.
         self.source, self.target = f"{real}/", f"{self.root}/"
         self.started = False
@@ -148,9 +161,12 @@ class _Staging:
         if file.data is None:
             raise InternalError(f"{file.path}: reused from a previous tree that does not hold it")
         self.start()
-        self._parent(file.path)
-        (self.root / file.path).write_bytes(file.data)
+        self._write(file.path, file.data)
         self.written.append(file.path)
+
+    def _write(self, path: str, data: bytes) -> None:
+        self._parent(path)
+        (self.root / path).write_bytes(data)
 
     def start(self) -> None:
         """Create the staging tree (once) and link the equal files noted so far."""
@@ -207,6 +223,91 @@ class _Staging:
         for directory in reversed(missing):  # parents first
             os.mkdir(self.target + directory)
             self.directories.add(directory)
+
+
+class _Recycled(_Staging):
+    """Staging in the spare tree (the output before the last build): only what differs is touched.
+
+    The spare is meshc's scratch: nothing in it is trusted but the identity of a file with the
+    output's (same inode). Anything else there, whatever it holds, is replaced or removed.
+    """
+
+    def __init__(
+        self, real: Path, old: Mapping[str, OnDisk], trusted: Mapping[str, str], spare: Path
+    ) -> None:
+        super().__init__(real, old, trusted, spare)
+        self.spare: dict[str, OnDisk] = {}
+        self.touched: set[str] = set()  # directories whose entries changed: fsynced before the swap
+
+    def start(self) -> None:
+        """Read what the spare holds (once) and link the equal files noted so far."""
+        if self.started:
+            return
+        self.started = True
+        self.spare = scan_tree(self.root)
+        self.directories = {""} | {path for path, entry in self.spare.items() if entry.kind == DIRECTORY}
+        for path in self.pending:
+            self._link(path)
+        self.pending = []
+
+    def finish(self) -> None:
+        """Remove what the new tree does not hold, then make what changed durable (see `_Staging.finish`)."""
+        self.start()
+        for path in sorted(p for p, e in self.spare.items() if e.kind != DIRECTORY and p not in self.seen):
+            self._clear(path)
+        needed = {""}
+        for path in self.seen:
+            parent = path.rpartition("/")[0]
+            while parent not in needed:
+                needed.add(parent)
+                parent = parent.rpartition("/")[0]
+        for directory in sorted(self.directories - needed, reverse=True):  # children first
+            os.rmdir(self.target + directory)
+            self.directories.discard(directory)
+            self.touched.add(directory.rpartition("/")[0])
+        fsync_paths([self.root / path for path in self.written], os.O_RDONLY)
+        changed = (self.touched & self.directories) | {""}  # a directory removed since needs no flush
+        fsync_paths([self.root / path for path in sorted(changed)], os.O_RDONLY | os.O_DIRECTORY)
+
+    def _link(self, path: str) -> None:
+        entry, wanted = self.spare.get(path), self.old[path]
+        if entry is not None and entry.kind == REGULAR and entry.inode == wanted.inode:
+            return  # the very file of the output: nothing to do
+        self._clear(path)
+        super()._link(path)
+        self.touched.add(path.rpartition("/")[0])
+
+    def _write(self, path: str, data: bytes) -> None:
+        self._clear(path)  # never write into a file that may be a link to the output's
+        super()._write(path, data)
+        self.touched.add(path.rpartition("/")[0])
+
+    def _parent(self, path: str) -> None:
+        parent = path.rpartition("/")[0]
+        missing = []
+        while parent not in self.directories:
+            missing.append(parent)
+            parent = parent.rpartition("/")[0]
+        for directory in reversed(missing):  # parents first; a file where a directory goes is removed
+            self._clear(directory)
+            os.mkdir(self.target + directory)
+            self.directories.add(directory)
+            self.touched.add(directory.rpartition("/")[0])
+
+    def _clear(self, path: str) -> None:
+        """Remove what the spare holds at `path`, if anything."""
+        entry = self.spare.pop(path, None)
+        if entry is None:
+            return
+        if entry.kind == DIRECTORY:
+            shutil.rmtree(self.target + path)
+            inside = f"{path}/"
+            self.directories = {d for d in self.directories if d != path and not d.startswith(inside)}
+            for other in [p for p in self.spare if p.startswith(inside)]:
+                del self.spare[other]
+        else:
+            os.unlink(self.target + path)
+        self.touched.add(path.rpartition("/")[0])
 
 
 def _remove_previous(staging: Path) -> None:

@@ -146,30 +146,30 @@ def target_inputs(spec: Spec, mesh: Mesh, hashes: Mapping[str, str]) -> dict[str
     from compiler.backends.kubernetes import external_readers
 
     clients: dict[str, set[str]] = {name: set() for name in spec.services}
-    for name, service in spec.services.items():
-        for dependency in service.dependencies:
+    for name, found in spec.services.items():
+        for dependency in found.dependencies:
             clients.setdefault(dependency.service, set()).add(name)
-    mesh_hash = hashes.get(spec.mesh.file, "")
-
-    def slice_of(service: str) -> list[str]:
-        found = spec.services[service]
-        related = {d.service for d in found.dependencies} | clients.get(service, set())
-        return [
-            mesh_hash,
-            hashes.get(found.file, ""),
-            *(f"{r}:{_file_hash(spec, hashes, r)}" for r in sorted(related)),
-        ]
-
     slices: dict[str, list[str]] = {}
     owners = [(w.id, w.service) for w in mesh.workloads] + [(r.id, r.service) for r in external_readers(mesh)]
     inputs = {}
-    for target, service in owners:
-        if service not in slices:
-            slices[service] = slice_of(service)
+    for target, owner in owners:
+        if owner not in slices:
+            slices[owner] = _slice(spec, hashes, owner, clients.get(owner, set()))
         inputs[target] = hashlib.sha256(
-            "\0".join([spec.mesh.file, target, *slices[service]]).encode()
+            "\0".join([spec.mesh.file, target, *slices[owner]]).encode()
         ).hexdigest()
     return inputs
+
+
+def _slice(spec: Spec, hashes: Mapping[str, str], service: str, clients: set[str]) -> list[str]:
+    """The hashes a service's targets depend on: mesh.yaml, its file, its dependencies' and its clients' files."""
+    found = spec.services[service]
+    related = {d.service for d in found.dependencies} | clients
+    return [
+        hashes.get(spec.mesh.file, ""),
+        hashes.get(found.file, ""),
+        *(f"{name}:{_file_hash(spec, hashes, name)}" for name in sorted(related)),
+    ]
 
 
 def _file_hash(spec: Spec, hashes: Mapping[str, str], service: str) -> str:

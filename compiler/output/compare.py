@@ -98,7 +98,8 @@ def compare_stream(
 def _compare(
     actual: Mapping[str, str | None], expected: Mapping[str, str], recorded: Mapping[str, str]
 ) -> TreeStatus:
-    stale, edited = [], []
+    stale: list[str] = []
+    edited: list[str] = []
     for path in sorted(set(expected) & set(actual) - {MANIFEST}):
         digest = actual[path]
         if digest == expected[path]:

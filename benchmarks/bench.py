@@ -485,7 +485,7 @@ def _rollout_setup(state: State) -> None:
 
 def _rollout_build(state: State) -> None:
     """`meshc build` of the rollout: four distinct revisions (three pinned + the working tree) into a fresh directory."""
-    from compiler.rollout.build import build
+    from compiler.rollout.output import build
 
     out = scratch_dir() / "rollout-out"
     shutil.rmtree(out, ignore_errors=True)

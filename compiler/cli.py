@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compiler import __version__
-from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, escape, format_all
+from compiler.diagnostics import (
+    EnvironmentFailure,
+    InternalError,
+    SpecError,
+    UnknownService,
+    escape,
+    format_all,
+)
 from compiler.output.disk import cause
 from compiler.output.guard import OutputRefused
 from compiler.output.lock import LOCK_TIMEOUT
@@ -40,8 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SpecError as exc:
         print(format_all(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID
-    except OutputRefused as exc:
-        print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
+    except (OutputRefused, UnknownService) as exc:
+        print(
+            f"meshc: error: {escape(str(exc.args[0] if isinstance(exc, UnknownService) else exc))}",
+            file=sys.stderr,
+        )
         return EXIT_INVALID
     except EnvironmentFailure as exc:
         print(f"meshc: error: {escape(str(exc))}", file=sys.stderr)
@@ -294,7 +304,7 @@ def _edit_lines(edit: DocumentDiff | None) -> list[str]:
     """What a rebuild would change in a stale or hand-edited file (on disk → rendered, as diff shows base → head)."""
     if edit is None:
         return []
-    from compiler.report import change_lines  # the report module is loaded only when something differs
+    from compiler.commands.diff_report import change_lines  # loaded only when something differs
 
     if not edit.changes and not edit.text:
         return ["(same data; only formatting or comments differ)"]
@@ -302,13 +312,9 @@ def _edit_lines(edit: DocumentDiff | None) -> list[str]:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from compiler.explain import UnknownService, explain, format_explain
+    from compiler.commands.explain import explain, format_explain
 
-    try:
-        report = explain(compile_dir(args.spec).mesh, args.service)
-    except UnknownService as exc:
-        print(f"meshc: error: {escape(str(exc.args[0]))}", file=sys.stderr)
-        return EXIT_INVALID
+    report = explain(compile_dir(args.spec).mesh, args.service)
     print(json.dumps(report, indent=2) if args.format == "json" else format_explain(report))
     return EXIT_OK
 
@@ -376,7 +382,10 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from compiler import report  # the report's Jinja environment is only needed here
+    # the report's Jinja environment is only needed here
+    from compiler.commands.diff_markdown import format_markdown
+    from compiler.commands.diff_report import format_json
+    from compiler.commands.diff_text import format_text
     from compiler.diff import diff_revisions
     from compiler.gitsource import RevisionError
 
@@ -387,9 +396,9 @@ def _diff(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     color = args.format == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     formatters = {
-        "text": lambda d: report.format_text(d, color=color),
-        "markdown": report.format_markdown,
-        "json": report.format_json,
+        "text": lambda d: format_text(d, color=color),
+        "markdown": format_markdown,
+        "json": format_json,
     }
     sys.stdout.write(formatters[args.format](result))
     return EXIT_FINDINGS if args.exit_code and result.changed else EXIT_OK

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -116,11 +116,22 @@ class Diagnostic:
         return (self.span.file, self.span.line, self.span.col, self.code, self.message)
 
 
+def error(span: Span, code: str, message: str) -> Diagnostic:
+    """An error diagnostic at `span`."""
+    return Diagnostic(span=span, code=code, message=message)
+
+
 class SpecError(Exception):
-    """Raised by library code when the spec is invalid; carries every diagnostic found."""
+    """Raised by library code when the spec is invalid; carries every diagnostic found.
+
+    Constructing one with an `internal` diagnostic raises InternalError instead.
+    """
 
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
         self.diagnostics = tuple(sorted(diagnostics, key=Diagnostic.sort_key))
+        bugs = [d for d in self.diagnostics if d.code == "internal"]
+        if bugs:  # whoever collected them, a meshc bug is never the spec's fault: exit 3, not 2
+            raise internal_error(bugs)
         super().__init__(f"{len(self.diagnostics)} error(s) in the spec")
 
 
@@ -136,9 +147,20 @@ class InternalError(Exception):
     """A bug in meshc: an invariant of the rendering does not hold (exit 3)."""
 
 
+class UnknownService(LookupError):
+    """A command names a service that is not in the spec (a usage error, exit 2)."""
+
+
 def internal_error(diagnostics: Iterable[Diagnostic]) -> InternalError:
     """An InternalError listing violated invariants, one `file:line:col` line each (where in the spec they arose)."""
     return InternalError("\n".join(d.format() for d in sorted(diagnostics, key=Diagnostic.sort_key)))
+
+
+def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tuple[Diagnostic, ...]:
+    """Diagnostics whose files are named `REV:path`, git's own name for a file at a revision."""
+    if revision is None:
+        return tuple(diagnostics)
+    return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:

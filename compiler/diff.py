@@ -1,8 +1,9 @@
 """Semantic diff of two builds: which spec files, targets, documents and files change, and what it costs.
 
-Results are frozen records; `compiler.report` formats them. The value differ is generic over
-dict/list/scalar data: mappings by key, lists of named things by their name (so inserting one
-cluster does not shift every later one), other lists of unique scalars as sets, the rest by index.
+Results are frozen records; compiler/commands/diff_report.py, diff_text.py and diff_markdown.py format
+them. The value differ is generic over dict/list/scalar data: mappings by key, lists of named things by
+their name (so inserting one cluster does not shift every later one), other lists of unique scalars as
+sets, the rest by index.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import yaml
 
 from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
 from compiler.backends.kubernetes import kind_rank
-from compiler.diagnostics import Diagnostic, SpecError
+from compiler.diagnostics import Diagnostic, SpecError, at_revision
 from compiler.emit import (
     LOCK_TIMEOUT,
     MANIFEST,
@@ -258,13 +259,6 @@ def _read_base(location: SpecLocation, base: str) -> SpecFiles | None:
         return None
 
 
-def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tuple[Diagnostic, ...]:
-    """Diagnostics whose files are named `REV:path`, git's own name for a file at a revision."""
-    if revision is None:
-        return tuple(diagnostics)
-    return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
-
-
 def diff_specs(
     base_files: SpecFiles | None, head_files: SpecFiles, *, base: str, head: str, label: str
 ) -> MeshDiff:
@@ -337,7 +331,7 @@ def _wave_split(old: Build | None, new: Build, targets: Sequence[TargetDiff]) ->
     policy = new.spec.mesh.rollout
     if policy is None:
         return ()
-    from compiler.rollout.policy import assign
+    from compiler.spec.wave_policy import assign
 
     waves = assign(policy, old.mesh.workloads if old else ()) | dict(new.mesh.waves)
     first = next(w.name for w in policy.waves if not w.takes_hosts)
@@ -663,9 +657,8 @@ def output_drift(
     """
     real = Path(os.path.realpath(out))
     with output_lock(real, str(out), lock_timeout, on_wait, required=False):
-        from compiler.rollout.build import (
-            output_for,
-        )  # with a rollout.yaml, every wave's revision is compiled
+        # with a rollout.yaml, every wave's revision is compiled
+        from compiler.rollout.output import output_for
 
         tree = output_for(spec_dir)
         status = compare_tree(real, tree)

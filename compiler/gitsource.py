@@ -9,7 +9,8 @@ from pathlib import Path, PurePosixPath
 import git
 from gitdb.exc import BadName, BadObject
 
-from compiler.spec.load import MAX_FILE_BYTES, MESH_FILE, SERVICES_DIR, Unreadable, symlink_problem
+from compiler.spec.document import MAX_FILE_BYTES
+from compiler.spec.load import MESH_FILE, SERVICES_DIR, Unreadable, symlink_problem
 
 _BLOB_MODES = (0o100644, 0o100755)  # regular files; symlinks and submodules are not spec files
 _SYMLINK_MODE = 0o120000

@@ -46,7 +46,7 @@ def build_output(
 ) -> WriteResult:
     """`meshc build`: the rollout build when a rollout.yaml is there, else the incremental plain build."""
     if os.path.lexists(spec_dir / ROLLOUT_FILE):
-        from compiler.rollout.build import build  # every wave's revision is compiled, from git objects
+        from compiler.rollout.output import build  # every wave's revision is compiled, from git objects
 
         return build(spec_dir, out, lock_timeout, on_wait)
     real = resolve_output(out, protect=(("the spec directory", spec_dir),))

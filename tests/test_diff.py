@@ -12,11 +12,11 @@ import pytest
 
 from compiler.backends.kubernetes import external_readers
 from compiler.cli import main
+from compiler.commands.diff_markdown import GITHUB_COMMENT_LIMIT, format_markdown
 from compiler.diff import diff_revisions
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.pipeline import validate_only
-from compiler.report import GITHUB_COMMENT_LIMIT, format_markdown
 from compiler.spec.load import read_tree
 from tests.conftest import EXAMPLE
 from tests.test_gitsource import commit, git, make_repo, repo_state

@@ -479,7 +479,8 @@ def _yaml_data(data: bytes) -> Any:
 
 
 def test_text_is_coloured_only_when_asked_and_json_keeps_every_field(base_build: Build) -> None:
-    from compiler.report import format_text, to_json
+    from compiler.commands.diff_report import to_json
+    from compiler.commands.diff_text import format_text
 
     result = diff_builds(None, base_build)
     assert "\033[" in format_text(result, color=True) and "\033[" not in format_text(result, color=False)

@@ -20,7 +20,7 @@ import pytest
 from compiler.cli import main
 from compiler.drift.puppet import expected_rendering
 from compiler.render import ENVOY_CDS
-from compiler.rollout.build import output_for
+from compiler.rollout.output import output_for
 from tests.conftest import ROOT
 from tests.live_k8s import dump_json, live_objects
 from tests.test_gitsource import commit

@@ -27,8 +27,8 @@ from compiler.drift.model import DriftReport
 from compiler.drift.puppet import Policy, detect_puppet_drift, expected_rendering, host_records, read_export
 from compiler.graph.dot import element_id
 from compiler.pipeline import compile_dir
-from compiler.rollout.build import output_for
 from compiler.rollout.hosts import INVENTORY_FILE
+from compiler.rollout.output import output_for
 from tests.browser import Chromium
 from tests.conftest import EXAMPLE, ROOT
 from tests.live_k8s import dump_json, dump_yaml, live_objects, orphan

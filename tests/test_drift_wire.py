@@ -23,7 +23,7 @@ import pytest
 from compiler.drift.puppet import Expectation, expected_rendering
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS
-from compiler.rollout.build import output_for
+from compiler.rollout.output import output_for
 from tests.conftest import EXAMPLE, ROOT
 from tests.live_k8s import dump_json, live_objects
 from tests.puppetdb_server import PuppetDB, free_port

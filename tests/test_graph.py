@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from compiler.cli import main
+from compiler.diagnostics import InternalError
 from compiler.graph.dot import element_id, render_dot, render_svg
 from compiler.graph.draw import FORMATS, draw
 from compiler.graph.html import render_html
@@ -381,7 +382,7 @@ def test_columns_draw_one_box_per_target_in_its_state_colour() -> None:
         ("c", "waiting"),
     ]
     assert f'fill="{STATE_COLORS["failed"][0]}"' in svg and ">2 hosts<" in svg and 'stroke="#bc4c00"' in svg
-    with pytest.raises(ValueError, match="unknown state 'late' of 'd'"):
+    with pytest.raises(InternalError, match="unknown state 'late' of 'd'"):
         render_columns([Column(title="w", subtitle="", boxes=(Box(id="d", label="x", state="late"),))])
 
 

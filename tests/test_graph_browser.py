@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from compiler.commands.diff_markdown import format_markdown
 from compiler.graph.columns import Box, Column, render_columns
 from compiler.graph.dot import element_id
 from compiler.graph.draw import draw
@@ -18,7 +19,6 @@ from compiler.graph.model import Limits, build_graph
 from compiler.graph.page import Detail, render_page
 from compiler.ir.model import Mesh
 from compiler.pipeline import Build
-from compiler.report import format_markdown
 from compiler.spec.load import read_tree
 from tests.browser import Chromium, ink, mermaid_check, mermaid_page
 from tests.conftest import EXAMPLE, ROOT, require_tool

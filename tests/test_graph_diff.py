@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from compiler.commands.diff_markdown import GITHUB_COMMENT_LIMIT, format_markdown
+from compiler.commands.diff_report import format_json
 from compiler.diff import MeshDiff, diff_specs
 from compiler.graph.calls import ADDED, CHANGED, MAX_DRAWN, REMOVED, CallChange, calls_mermaid
-from compiler.report import GITHUB_COMMENT_LIMIT, format_json, format_markdown
 from compiler.spec.load import read_tree
 from tests.conftest import EXAMPLE, ROOT
 

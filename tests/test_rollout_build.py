@@ -15,7 +15,8 @@ from compiler.diagnostics import SpecError
 from compiler.emit import MANIFEST, read_tree
 from compiler.gitsource import locate, read_revision
 from compiler.pipeline import compile
-from compiler.rollout.build import RevisionCache, build_rollout, output_for, plain_tree, rollout_context
+from compiler.rollout.build import RevisionCache, build_rollout, rollout_context
+from compiler.rollout.output import output_for, plain_tree
 from compiler.rollout.plan import PromoteError, plan_rollout, promote
 from compiler.rollout.states import check_rollout
 from tests.test_gitsource import commit, git, make_repo

@@ -25,7 +25,7 @@ from compiler.emit import dump_json
 from compiler.gitsource import locate, read_revision
 from compiler.pipeline import compile
 from compiler.render import ENVOY_BOOTSTRAP
-from compiler.rollout.build import output_for
+from compiler.rollout.output import output_for
 from tests.test_render_envoy_real import (
     Sidecar,
     _wait_live,

@@ -11,8 +11,9 @@ import pytest
 from compiler.diagnostics import Span, SpecError
 from compiler.emit import MANIFEST
 from compiler.render import ENVOY_CDS
-from compiler.rollout.build import node_path, output_for
+from compiler.rollout.build import node_path
 from compiler.rollout.hosts import Host, choose, load_inventory, score
+from compiler.rollout.output import output_for
 from tests.conftest import require_tool
 from tests.test_puppet_real import Node, lookup_command, strict
 from tests.test_rollout_build import SPEC, add_timeout_change, commit, make_repo, revision_tree, set_policy

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from compiler.commands.explain import explain
 from compiler.diagnostics import SpecError
-from compiler.explain import explain
 from compiler.pipeline import Build, compile, spec_files
 from tests.conftest import EXAMPLE
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from compiler.diagnostics import SpecError
-from compiler.rollout.build import build_rollout, output_for, rollout_context
+from compiler.rollout.build import build_rollout, rollout_context
+from compiler.rollout.output import output_for
 from compiler.rollout.states import check_rollout, check_states
 from tests.test_rollout_build import commit, line_of, replace_in, start_rollout
 

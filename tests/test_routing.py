@@ -11,9 +11,9 @@ from conftest import write_spec
 from compiler.diagnostics import Span, SpecError
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
-from compiler.ir.routing import priorities, unreachable
 from compiler.pipeline import spec_files, validate_only
 from compiler.spec.model import Datacenter
+from compiler.spec.routing import priorities, unreachable
 
 
 def datacenters(**failover: list[str]) -> dict[str, Datacenter]:

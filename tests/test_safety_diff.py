@@ -16,7 +16,8 @@ from compiler.emit import dump_yaml
 from compiler.gitsource import RevisionError, locate, read_revision
 from compiler.pipeline import Build
 from compiler.render import NERVE
-from compiler.spec.load import MAX_FILE_BYTES, read_tree
+from compiler.spec.document import MAX_FILE_BYTES
+from compiler.spec.load import read_tree
 from tests.conftest import EXAMPLE, require_tool
 from tests.test_gitsource import commit, git, make_repo
 

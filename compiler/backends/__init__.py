@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
 
+from compiler.backends.kubernetes import stream_kubernetes
+from compiler.backends.puppet import stream_puppet
 from compiler.emit import Artifact
 from compiler.ir.model import Mesh
 from compiler.render import SidecarConfig
@@ -14,13 +16,7 @@ from compiler.render import SidecarConfig
 Backend = Callable[[Mesh, Mapping[str, SidecarConfig], Collection[str] | None], Iterator[Artifact]]
 
 # Explicit registry (no discovery by name): each backend is a function of the mesh and the sidecars.
-BACKENDS: dict[str, Backend] = {}
-
-from compiler.backends.kubernetes import stream_kubernetes  # noqa: E402 - after Backend, which backends may import
-from compiler.backends.puppet import stream_puppet  # noqa: E402
-
-BACKENDS["kubernetes"] = stream_kubernetes
-BACKENDS["puppet"] = stream_puppet
+BACKENDS: dict[str, Backend] = {"kubernetes": stream_kubernetes, "puppet": stream_puppet}
 
 
 def run_backends(

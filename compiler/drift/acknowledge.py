@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from compiler.drift.model import Acknowledgement, DriftInputError
-from compiler.spec.load import Document, LoadError, parse_document
+from compiler.spec.document import Document, LoadError, parse_document
 
 FILE_NAME = "drift-acknowledgements.yaml"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")

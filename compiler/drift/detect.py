@@ -41,7 +41,7 @@ from compiler.drift.model import (
 from compiler.emit import MANIFEST
 from compiler.ir.model import Mesh
 from compiler.pipeline import compile_dir, lower_dir
-from compiler.spec.load import MAX_FILE_BYTES
+from compiler.spec.document import MAX_FILE_BYTES
 
 
 def assemble_report(
@@ -224,9 +224,7 @@ def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[
         build = compile_dir(spec)
         return build.mesh, build.tree()
     if tree is None:
-        from compiler.rollout.build import (
-            output_for,
-        )  # compiles every wave's revision: only when a rollout is in force
+        from compiler.rollout.output import output_for  # compiles every wave's revision: only with a rollout
 
         tree = output_for(spec)
     return lower_dir(spec), tree

@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from html import escape
 
+from compiler.diagnostics import InternalError
+
 # fill, stroke: GitHub's palette, readable in print and for common colour blindness (text says the state too)
 STATE_COLORS: dict[str, tuple[str, str]] = {
     "at-revision": ("#ddf4ff", "#0969da"),
@@ -57,7 +59,7 @@ def render_columns(columns: Sequence[Column], marker: str = "") -> str:
     for column in columns:
         for box in column.boxes:
             if box.state not in STATE_COLORS:
-                raise ValueError(
+                raise InternalError(  # states come from meshc's own judgement, never from input
                     f"unknown state {box.state!r} of {box.id!r}; one of {', '.join(STATE_COLORS)}"
                 )
     top = MARKER if marker else 0

@@ -13,8 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from compiler.diagnostics import did_you_mean
-from compiler.explain import UnknownService
+from compiler.diagnostics import UnknownService, did_you_mean
 from compiler.ir.model import Egress, Mesh, Source, Workload
 
 WORKLOADS, PLATFORMS, DATACENTERS = "workloads", "platforms", "datacenters"

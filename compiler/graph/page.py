@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from compiler.diagnostics import InternalError
+
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
 _STYLE = """
@@ -118,7 +120,7 @@ def inline_svg(svg: str) -> str:
     """An SVG document as an element to inline in HTML: without its XML declaration, DOCTYPE and leading comments."""
     start = svg.find("<svg")
     if start < 0:
-        raise ValueError("not an SVG document: no <svg> element")
+        raise InternalError("not an SVG document: no <svg> element")  # meshc or its Graphviz call went wrong
     return svg[start:].strip()
 
 

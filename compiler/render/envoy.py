@@ -6,7 +6,7 @@ from typing import Any
 
 from compiler.emit import content_digest
 from compiler.ir.model import Egress, Ingress, Mesh, Policy, Workload
-from compiler.render import ENVOY_CDS, ENVOY_LDS, ENVOY_SDS
+from compiler.render.documents import ENVOY_CDS, ENVOY_LDS, ENVOY_SDS
 
 TYPE = "type.googleapis.com/"
 LISTENER = TYPE + "envoy.config.listener.v3.Listener"

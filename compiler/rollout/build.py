@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -20,19 +20,20 @@ from compiler.backends import run_backends
 from compiler.backends.kubernetes import external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
 from compiler.backends.puppet import pool_data
-from compiler.diagnostics import Diagnostic, SpecError
-from compiler.emit import LOCK_TIMEOUT, Artifact, WriteResult, render_tree
+from compiler.diagnostics import Diagnostic, SpecError, at_revision
+from compiler.emit import Artifact, render_tree
 from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh, Workload
-from compiler.pipeline import compile_dir, spec_files, write_output
+from compiler.pipeline import spec_files
 from compiler.render import SidecarConfig, render
 from compiler.rollout.hosts import INVENTORY_FILE, Canary, Host, canaries, load_inventory
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, WaveRevision, load_rollout, resolve
-from compiler.rollout.policy import WavePolicy, assign
 from compiler.spec.checks import check
-from compiler.spec.load import MESH_FILE, SERVICES_DIR, Document, LoadError, load_documents, parse_document
+from compiler.spec.document import Document, LoadError, parse_document
+from compiler.spec.load import MESH_FILE, SERVICES_DIR, load_documents
 from compiler.spec.model import Spec
+from compiler.spec.wave_policy import WavePolicy, assign
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -217,8 +218,6 @@ def compile_revision(context: Context, revision: str) -> Revision | None:
         try:
             spec = check(load_parsed(files, context.label, context.cache.parsed))
         except SpecError as exc:
-            from compiler.diff import at_revision  # names files `REV:path`, as git does
-
             raise SpecError(at_revision(exc.diagnostics, revision[:12])) from None
         cached = context.cache.compiled[key] = Revision(revision=revision, spec=spec, mesh=lower(spec))
     return replace(cached, revision=revision) if cached.revision != revision else cached
@@ -495,36 +494,3 @@ def manifest_section(state: State) -> dict[str, object]:
         },
         "waves": [{"name": r.wave, "revision": r.revision} for r in state.revisions],
     }
-
-
-def plain_tree(spec_dir: Path) -> dict[str, bytes]:
-    """The output tree without a rollout: the one-revision build."""
-    return compile_dir(spec_dir).tree()
-
-
-def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, bytes]:
-    """What `meshc build` writes for `spec_dir`: the rollout tree when a rollout is in force, else the plain build.
-
-    Raises SpecError when a state of the rollout is unsafe (see compiler.rollout.states).
-    """
-    context = rollout_context(spec_dir, cache)
-    if context is None:
-        return plain_tree(spec_dir)
-    from compiler.rollout.states import check_rollout  # the states module reads this module's records
-
-    try:
-        result = build_rollout(context)
-        check_rollout(context, result)
-    finally:
-        context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
-    return dict(result.tree)
-
-
-def build(
-    spec_dir: Path,
-    out: Path,
-    lock_timeout: float = LOCK_TIMEOUT,
-    on_wait: Callable[[Path], None] | None = None,
-) -> WriteResult:
-    """`meshc build`: compile (every wave's revision when a rollout is in force) and write the tree atomically."""
-    return write_output(spec_dir, out, lambda: output_for(spec_dir), lock_timeout, on_wait)

@@ -21,8 +21,9 @@ from gitdb.exc import BadName, BadObject
 from ruamel.yaml import YAML
 
 from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean
-from compiler.rollout.policy import WavePolicy
-from compiler.spec.load import Document, LoadError, parse_document, read_side_file
+from compiler.spec.document import Document, LoadError, parse_document
+from compiler.spec.load import read_side_file
+from compiler.spec.wave_policy import WavePolicy
 
 ROLLOUT_FILE = "rollout.yaml"
 WORKING_TREE = "HEAD"  # the revision name of the unpinned first wave: the commit this output is built in

@@ -9,8 +9,8 @@ from types import MappingProxyType
 from typing import Any
 
 from compiler.diagnostics import Span
-from compiler.rollout.policy import WavePolicy, policy_from_document
-from compiler.spec.load import DataPath, Document
+from compiler.spec.document import DataPath, Document
+from compiler.spec.wave_policy import WavePolicy, policy_from_document
 
 MODEL = dict(frozen=True, kw_only=True, slots=True)
 

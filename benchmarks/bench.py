@@ -13,6 +13,13 @@ directory), rebuild (no-op write), diff (one service edited, compare against the
     python benchmarks/bench.py [--sizes 100,1000,3000] [--stages validate,lower,floor] [--repeat 1]
                                [--drift-hosts 10000]
 
+The pseudo-stage `incremental` (every size) runs `meshc build` from scratch, then no-op rebuilds,
+one-service rebuilds (one port toggled) and `meshc check`, each a process, at least three times, and
+prints medians, the peak RSS (wait4) of each command and the issue's goals. The issue's figures:
+
+    python benchmarks/bench.py --sizes 1000,3000 --stages incremental --repeat 5
+    python benchmarks/bench.py --sizes 10000 --stages incremental --repeat 3
+
 The pseudo-stage `floor` (1,000-service mesh) measures, pair by pair, `meshc build` as a process
 (interpreter start to exit, into a fresh directory) against the floor: a plain-Python write of the
 very same tree (the same files in the same order, the same bytes — checked through the manifest)
@@ -36,7 +43,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -513,7 +520,7 @@ FLOOR_TARGET_RATIO = 1.3
 
 def floor_child(spec_dir: Path, out: Path) -> None:
     """In the child: write the tree meshc renders with plain Python, durably as meshc does; print [wall, cpu]."""
-    from compiler.emit import fsync_paths, tree_directories
+    from compiler.output.writer import fsync_paths, tree_directories
     from compiler.pipeline import compile_dir
 
     tree = compile_dir(spec_dir).tree()  # not timed: the floor is the writing alone
@@ -589,6 +596,120 @@ def bench_floor(size: int, repeat: int) -> None:
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Run:
+    """One measured `meshc` process: wall and CPU seconds, peak RSS (MiB), what it printed."""
+
+    wall: float
+    cpu: float
+    rss: float
+    stdout: str
+
+
+def meshc_run(*args: str) -> Run:
+    """Run `python -m compiler ARGS` (others' dirty pages flushed first); its wall, CPU, peak RSS (wait4) and stdout."""
+    os.sync()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    with subprocess.Popen(
+        [sys.executable, "-m", "compiler", *args], stdout=subprocess.PIPE, env=env
+    ) as child:
+        output = child.stdout.read() if child.stdout else b""
+        _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"meshc {' '.join(args)} failed (exit {os.waitstatus_to_exitcode(status)})")
+    return Run(
+        wall=time.perf_counter() - started,
+        cpu=usage.ru_utime + usage.ru_stime,
+        rss=usage.ru_maxrss / 1024,
+        stdout=output.decode(),
+    )
+
+
+# The issue's goals for incremental builds (1,000 services) and memory (3,000 and 10,000 services).
+ONE_SERVICE_SECONDS, ONE_SERVICE_SHARE, NOOP_SECONDS, CHECK_SECONDS = 0.3, 0.10, 0.3, 0.5
+RSS_GOALS_MB = {3_000: 1024, 10_000: 2048}
+FULL_SECONDS_10K = 60.0
+
+
+def bench_incremental(size: int, repeat: int) -> None:
+    """`meshc build` from scratch, then no-op rebuilds, one-service rebuilds (one port toggled) and `meshc check`.
+
+    Each a separate process, `repeat` times (medians printed with the range); the spec is a copy, so the
+    edits stay there. At the end the incremental tree's manifest must equal a clean build's.
+    """
+    work = BENCH_DIR / f"incremental-{os.getpid()}"
+    spec, out = work / "spec", work / "out"
+    try:
+        shutil.copytree(spec_for(size), spec)
+        full = meshc_run("build", str(spec), "-o", str(out))
+        noop = [meshc_run("build", str(spec), "-o", str(out)) for _ in range(repeat)]
+        victim = spec / "services" / f"svc-{size // 2:04d}.yaml"
+        one = []
+        for run in range(repeat):
+            text = victim.read_text()
+            victim.write_text(
+                text.replace("\nport: 8080\n", "\nport: 8081\n")
+                if run % 2 == 0
+                else text.replace("\nport: 8081\n", "\nport: 8080\n")
+            )
+            one.append(meshc_run("build", str(spec), "-o", str(out)))
+        check = [meshc_run("check", str(spec), "-o", str(out)) for _ in range(repeat)]
+        if any("up to date" not in r.stdout for r in (*noop, *check)):
+            raise SystemExit("a no-op build or a check found something to do")
+        clean = work / "clean"
+        if size <= 3_000:
+            meshc_run("build", str(spec), "-o", str(clean))
+            if (clean / "MANIFEST.json").read_bytes() != (out / "MANIFEST.json").read_bytes():
+                raise SystemExit("the incremental tree is not the clean build's")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    written = one[-1].stdout.strip()
+    rows = (
+        ("full", [full], "`meshc build` into a fresh directory, whole process"),
+        ("no-op", noop, "`meshc build` again: nothing changed"),
+        ("one-svc", one, f"`meshc build` after one service's port changed ({written.split(': ', 1)[1]})"),
+        ("check", check, "`meshc check` of an up-to-date output"),
+    )
+    for name, runs, what in rows:
+        print(
+            f"{size:>8}  {name:<10} {_median(r.wall for r in runs):>7.3f} {_median(r.cpu for r in runs):>7.3f} "
+            f"{max(r.rss for r in runs):>11.1f}  {what}; wall {_span([r.wall for r in runs])} s over {len(runs)}"
+        )
+    share = _median(r.wall for r in one) / full.wall
+    print(f"{size:>8}  one-service rebuild / full build, wall: {share:.1%}")
+    if size == TARGET_SIZE:
+        goals = (
+            ("one-service rebuild", _median(r.wall for r in one), ONE_SERVICE_SECONDS),
+            ("no-op rebuild", _median(r.wall for r in noop), NOOP_SECONDS),
+            ("check", _median(r.wall for r in check), CHECK_SECONDS),
+        )
+        for what, seconds, goal in goals:
+            print(
+                f"{size:>8}  {what}: {seconds:.3f} s wall (goal <= {goal:g} s): {_verdict(seconds <= goal)}"
+            )
+        print(
+            f"{size:>8}  one-service share: {share:.1%} (goal <= {ONE_SERVICE_SHARE:.0%}): "
+            f"{_verdict(share <= ONE_SERVICE_SHARE)}"
+        )
+    if size in RSS_GOALS_MB:
+        peak = max(r.rss for r in (full, *noop, *one, *check))
+        print(
+            f"{size:>8}  peak RSS of every command: {peak:.0f} MB (goal <= {RSS_GOALS_MB[size]} MB): "
+            f"{_verdict(peak <= RSS_GOALS_MB[size])}"
+        )
+    if size == 10_000:
+        print(
+            f"{size:>8}  full build: {full.wall:.1f} s (goal <= {FULL_SECONDS_10K:g} s): "
+            f"{_verdict(full.wall <= FULL_SECONDS_10K)}"
+        )
+
+
+def _median(values: Iterable[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
 def _span(values: list[float], unit: str = "") -> str:
     """`low-high` of a few measurements (one value when there is one)."""
     low, high = min(values), max(values)
@@ -653,8 +774,9 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated service counts")
     parser.add_argument(
         "--stages",
-        default=",".join([*(s.name for s in STAGES), "floor", "drift-puppet"]),
-        help="comma-separated stage names (floor and drift-puppet: 1,000 services; drift-puppet needs PuppetDB)",
+        default=",".join([*(s.name for s in STAGES), "floor", "incremental", "drift-puppet"]),
+        help="comma-separated stage names (floor and drift-puppet: 1,000 services; drift-puppet needs PuppetDB; "
+        "incremental: full, no-op and one-service builds and check as processes, with peak RSS, at every size)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is reported")
     parser.add_argument(
@@ -705,8 +827,14 @@ def main() -> None:
             )
         if size == TARGET_SIZE and "floor" in args.stages.split(","):
             bench_floor(size, max(3, args.repeat))
+        if "incremental" in args.stages.split(","):
+            bench_incremental(size, max(3, args.repeat))
         if size == TARGET_SIZE and "drift-puppet" in args.stages.split(","):
             bench_drift(size, args.drift_hosts)
+
+
+def _verdict(met: bool) -> str:
+    return "ok" if met else "MISSED"
 
 
 if __name__ == "__main__":

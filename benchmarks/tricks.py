@@ -28,6 +28,7 @@ from benchmarks.bench import BENCH_DIR, spec_for  # noqa: E402 - after the path 
 from compiler import emit, memo  # noqa: E402
 from compiler.backends import run_backends  # noqa: E402
 from compiler.ir.lower import lower  # noqa: E402
+from compiler.output import writer  # noqa: E402
 from compiler.pipeline import spec_files  # noqa: E402
 from compiler.render import render  # noqa: E402
 from compiler.spec.checks import check  # noqa: E402
@@ -130,7 +131,7 @@ def measure_writes(spec_dir: Path, repeat: int) -> None:
 
 
 def _write(tree: dict[str, bytes], out: Path, threads: int) -> None:
-    directories = emit.tree_directories(out, tree)
+    directories = writer.tree_directories(out, tree)
     for directory in directories:
         directory.mkdir(parents=True)
     for path, data in tree.items():
@@ -139,8 +140,8 @@ def _write(tree: dict[str, bytes], out: Path, threads: int) -> None:
         os.sync()
         return
     with _replaced(emit, "FSYNC_THREADS", threads):
-        emit.fsync_paths([out / path for path in tree], os.O_RDONLY)
-        emit.fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
+        writer.fsync_paths([out / path for path in tree], os.O_RDONLY)
+        writer.fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def main() -> None:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compiler import __version__
-from compiler.commands.explain import explain, format_explain
 from compiler.diagnostics import (
     EnvironmentFailure,
     InternalError,
@@ -22,14 +21,18 @@ from compiler.diagnostics import (
     escape,
     format_all,
 )
-from compiler.diff import DocumentDiff, diff_revisions, output_drift
-from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
-from compiler.gitsource import RevisionError
+from compiler.output.disk import cause
+from compiler.output.guard import OutputRefused
+from compiler.output.lock import LOCK_TIMEOUT
 from compiler.pipeline import collector_paused, compile_dir, spec_files, validate_only
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
 
+# The differ, git and the explainer load only for the commands that use them: `meshc build`'s
+# no-op path must not pay for importing them.
 if TYPE_CHECKING:
+    from compiler.diff import DocumentDiff
     from compiler.drift.detect import PuppetEvidence
+    from compiler.output.compare import TreeStatus
 
 EXIT_OK, EXIT_FINDINGS, EXIT_INVALID, EXIT_INTERNAL, EXIT_ENVIRONMENT = 0, 1, 2, 3, 4
 
@@ -261,9 +264,9 @@ def _waiting(lock: Path) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from compiler.rollout.output import build  # with a rollout.yaml, every wave's revision is compiled
+    from compiler.incremental import build_output  # with a rollout.yaml, every wave's revision is compiled
 
-    result = build(args.spec, args.output, args.lock_timeout, _waiting)
+    result = build_output(args.spec, args.output, args.lock_timeout, _waiting)
     if not result.changed:
         print(f"{args.output}: up to date, nothing written")
     else:
@@ -272,7 +275,9 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    status, edits = output_drift(args.spec, args.output, args.lock_timeout, _waiting)
+    from compiler.incremental import check_output  # with a rollout.yaml, every wave's revision is compiled
+
+    status, edits = check_output(args.spec, args.output, args.lock_timeout, _waiting)
     if status.clean:
         print(f"{args.output}: up to date with {args.spec}")
         return EXIT_OK
@@ -308,6 +313,8 @@ def _edit_lines(edit: DocumentDiff | None) -> list[str]:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from compiler.commands.explain import explain, format_explain
+
     report = explain(compile_dir(args.spec).mesh, args.service)
     print(json.dumps(report, indent=2) if args.format == "json" else format_explain(report))
     return EXIT_OK
@@ -380,6 +387,8 @@ def _diff(args: argparse.Namespace) -> int:
     from compiler.commands.diff_markdown import format_markdown
     from compiler.commands.diff_report import format_json
     from compiler.commands.diff_text import format_text
+    from compiler.diff import diff_revisions
+    from compiler.gitsource import RevisionError
 
     try:
         result = diff_revisions(args.spec, args.base, args.head)

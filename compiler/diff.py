@@ -24,20 +24,14 @@ import yaml
 from compiler.backends.kubernetes.layout import ROOT as KUBERNETES_ROOT
 from compiler.backends.kubernetes.layout import kind_rank
 from compiler.diagnostics import Diagnostic, SpecError, at_revision
-from compiler.emit import (
-    LOCK_TIMEOUT,
-    MANIFEST,
-    REGULAR,
-    Artifact,
-    TreeStatus,
-    compare_tree,
-    kind_of,
-    output_lock,
-    read_regular,
-)
+from compiler.emit import Artifact
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.graph.calls import CallChange, diff_calls
 from compiler.ir.model import Workload
+from compiler.output.compare import TreeStatus, compare_tree
+from compiler.output.disk import REGULAR, kind_of, read_regular
+from compiler.output.lock import LOCK_TIMEOUT, output_lock
+from compiler.output.manifest import MANIFEST
 from compiler.pipeline import Build, compile
 from compiler.render.restart import Credentials, RestartClass, classify, new_credentials
 from compiler.render.restart import changes as restart_costs
@@ -662,10 +656,10 @@ def output_drift(
         tree = output_for(spec_dir)
         status = compare_tree(real, tree)
         changed = (*status.stale, *status.hand_edited)
-        return status, {path: _rebuild_edit(real, path, tree[path]) for path in changed}
+        return status, {path: rebuild_edit(real, path, tree[path]) for path in changed}
 
 
-def _rebuild_edit(root: Path, path: str, rendered: bytes) -> DocumentDiff:
+def rebuild_edit(root: Path, path: str, rendered: bytes) -> DocumentDiff:
     """One file from disk to its rendering; a non-regular or huge file is described, never opened or read whole."""
     on_disk = read_regular(root / path, MAX_COMPARED_BYTES)
     if on_disk is not None:

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from compiler.backends import run_backends
 from compiler.diagnostics import quote
-from compiler.emit import (
-    LOCK_TIMEOUT,
-    Artifact,
-    WriteResult,
-    output_lock,
-    render_tree,
-    resolve_output,
-    write_tree,
-)
-from compiler.ir.lower import lower
-from compiler.ir.model import Mesh
-from compiler.render import SidecarConfig, render
-from compiler.spec.checks import check
+from compiler.output.guard import resolve_output
+from compiler.output.lock import LOCK_TIMEOUT, output_lock
+from compiler.output.manifest import render_tree
+from compiler.output.writer import WriteResult, write_tree
 from compiler.spec.load import SpecFiles, Unreadable, load_documents, read_tree
-from compiler.spec.model import Spec
+
+# The stages import jinja2, jsonschema and the whole IR: they load when a spec is compiled, so a
+# command that finds nothing to compile (a no-op build) does not pay for them.
+if TYPE_CHECKING:
+    from compiler.emit import Artifact
+    from compiler.ir.model import Mesh
+    from compiler.render import SidecarConfig
+    from compiler.spec.model import Spec
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -43,11 +41,35 @@ class Build:
 
 def compile(files: SpecFiles, label: str) -> Build:  # noqa: A001 - the compiler's main verb
     """Compile a spec file tree (relative path -> bytes); raise SpecError with every diagnostic."""
+    spec, mesh, sidecars = render_files(files, label)
+    return Build(spec=spec, mesh=mesh, sidecars=sidecars, artifacts=tuple(artifacts(mesh, sidecars)))
+
+
+def render_files(files: SpecFiles, label: str) -> tuple[Spec, Mesh, dict[str, SidecarConfig]]:
+    """Every stage before the backends: the checked spec, its IR and every workload's sidecar documents."""
+    from compiler.ir.lower import lower
+    from compiler.render import render
+    from compiler.spec.checks import check
+
     spec = check(load_documents(files, label))
     mesh = lower(spec)
-    sidecars = render(mesh)
-    artifacts = run_backends(mesh, sidecars)
-    return Build(spec=spec, mesh=mesh, sidecars=sidecars, artifacts=tuple(artifacts))
+    return spec, mesh, render(mesh)
+
+
+def artifacts(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+) -> list[Artifact]:
+    """The backends' files: every shared file, and the per-target files of `only` (None: every target)."""
+    return list(stream_artifacts(mesh, sidecars, only))
+
+
+def stream_artifacts(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+) -> Iterator[Artifact]:
+    """`artifacts`, one file at a time: a build hashes and writes each before the next is serialized."""
+    from compiler.backends import stream_backends
+
+    yield from stream_backends(mesh, sidecars, only)
 
 
 @contextmanager
@@ -70,6 +92,8 @@ def collector_paused() -> Iterator[None]:
 
 def validate_only(files: SpecFiles, label: str) -> Spec:
     """Load and check a spec without lowering or rendering it."""
+    from compiler.spec.checks import check
+
     return check(load_documents(files, label))
 
 
@@ -92,6 +116,8 @@ def compile_dir(spec_dir: Path) -> Build:
 
 def lower_dir(spec_dir: Path) -> Mesh:
     """Check and lower the spec in a directory, without rendering: for callers that need only the model."""
+    from compiler.ir.lower import lower
+
     return lower(validate_only(spec_files(spec_dir), spec_dir.as_posix().rstrip("/")))
 
 

@@ -135,7 +135,8 @@ def test_the_graph_is_read_from_the_source() -> None:
     graph = import_graph(PACKAGE)
     assert "compiler.spec.routing" in graph["compiler.ir.lower"]
     assert "compiler.render.documents" in graph["compiler.render"]
-    assert "compiler.rollout.output" in graph["compiler.cli"]  # a lazy import, inside _build
+    assert "compiler.incremental" in graph["compiler.cli"]  # a lazy import, inside _build
+    assert "compiler.rollout.output" in graph["compiler.incremental"]  # lazy, only with a rollout.yaml
     assert "compiler.render" in graph["compiler.backends"]  # `from compiler.render import SidecarConfig`
 
 
@@ -190,6 +191,8 @@ def test_the_spec_stands_alone() -> None:
 LIBRARY = (
     *STAGES,
     "compiler.emit",
+    "compiler.output",
+    "compiler.incremental",
     "compiler.pipeline",
     "compiler.diff",
     "compiler.rollout",

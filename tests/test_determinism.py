@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLE, ROOT
 
-from compiler.emit import read_tree
+from compiler.output.disk import read_tree
 
 sys.path.insert(0, str(ROOT))
 from benchmarks.synth import generate  # noqa: E402 - the benchmark's generator is a handy varied spec

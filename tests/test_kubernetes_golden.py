@@ -14,8 +14,8 @@ import pytest
 
 from compiler.backends.kubernetes import build_kubernetes
 from compiler.backends.kubernetes.layout import ROOT as KUBERNETES_ROOT
-from compiler.emit import read_tree
 from compiler.ir.lower import lower
+from compiler.output.disk import read_tree
 from compiler.pipeline import spec_files
 from compiler.render import render
 from compiler.spec.checks import check

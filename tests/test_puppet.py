@@ -22,6 +22,7 @@ from compiler.backends.puppet import (
     hiera_escape,
     pool_data,
     restart_fingerprints,
+    stream_puppet,
 )
 from compiler.diagnostics import InternalError
 from compiler.emit import dump_json
@@ -48,7 +49,7 @@ def with_documents(sidecar: SidecarConfig, changes: dict[str, Any]) -> SidecarCo
 
 
 def test_registered_as_puppet() -> None:
-    assert BACKENDS["puppet"] is build_puppet
+    assert BACKENDS["puppet"] is stream_puppet
 
 
 def test_one_data_file_per_vm_pool_with_its_target(example_build: Any) -> None:

@@ -13,8 +13,9 @@ import yaml
 
 from compiler.cli import main
 from compiler.diagnostics import SpecError
-from compiler.emit import MANIFEST, read_tree
 from compiler.gitsource import locate, read_revision
+from compiler.output.disk import read_tree
+from compiler.output.manifest import MANIFEST
 from compiler.pipeline import compile
 from compiler.rollout.build import build_rollout
 from compiler.rollout.output import output_for, plain_tree

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from compiler.diagnostics import Span, SpecError
-from compiler.emit import MANIFEST
+from compiler.output.manifest import MANIFEST
 from compiler.render import ENVOY_CDS
 from compiler.rollout.build import node_path
 from compiler.rollout.hosts import Host, choose, load_inventory, score

@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLE, ROOT
 
-from compiler.emit import MANIFEST, Artifact, read_tree, render_tree
+from compiler.emit import Artifact
+from compiler.output.disk import read_tree
+from compiler.output.manifest import MANIFEST, render_tree
 
 ENV = {**{k: v for k, v in os.environ.items() if k != "MESHC_DEBUG"}, "PYTHONPATH": str(ROOT)}
 Snapshot = dict[str, tuple[str, bytes]]
@@ -300,7 +302,7 @@ elif hook == "renderer-bug":  # EDS files written where no cluster reads them: a
     envoy.eds_path = lambda mesh, service: real_eds_path(mesh, service) + ".tmp"
 if args[0] == "write_tree":  # the writer alone, without the command line's lock
     import json
-    from compiler.emit import write_tree
+    from compiler.output.writer import write_tree
     files = {path: data.encode() for path, data in json.loads(Path(args[2]).read_text()).items()}
     write_tree(Path(args[1]), files)
     sys.exit(0)
@@ -369,7 +371,7 @@ def test_without_a_lock_this_interleaving_publishes_a_tree_nobody_rendered(tmp_p
     write.mkdir()
     for name, files in (("b", b), ("c", c)):
         (write / f"{name}.json").write_text(json.dumps({p: d.decode() for p, d in files.items()}))
-    from compiler.emit import write_tree
+    from compiler.output.writer import write_tree
 
     write_tree(out, a)
     p2 = hooked("pause-before-link", tmp_path / "p2", "write_tree", out, write / "c.json")

@@ -14,7 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from compiler.emit import MANIFEST, Artifact, compare_tree, read_tree, render_tree, write_tree
+from compiler.emit import Artifact
+from compiler.output.compare import compare_tree
+from compiler.output.disk import read_tree
+from compiler.output.manifest import MANIFEST, render_tree
+from compiler.output.writer import write_tree
 
 
 def tree(version: str, count: int = 5) -> dict[str, bytes]:
@@ -160,7 +164,7 @@ def test_recovers_what_a_killed_fallback_swap_left(tmp_path: Path) -> None:
 def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import compiler.emit as emit
+    import compiler.output.writer as emit
 
     out = tmp_path / "out"
     write_tree(
@@ -207,7 +211,7 @@ def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
 CHILD = r"""
 import json, os, shutil, sys, time
 from pathlib import Path
-import compiler.emit as emit
+import compiler.output.writer as emit
 
 out, marker, point = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 files = {path: data.encode() for path, data in json.loads(sys.stdin.read()).items()}

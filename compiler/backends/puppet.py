@@ -113,6 +113,13 @@ def build_puppet(
     mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
 ) -> list[Artifact]:
     """hiera.yaml, common data, a data file per VM pool (those in `only`), the `mesh` module, site.pp."""
+    return list(stream_puppet(mesh, sidecars, only))
+
+
+def stream_puppet(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+) -> Iterator[Artifact]:
+    """`build_puppet` one file at a time (documents are checked before the first file)."""
     pools = sorted(
         (
             s
@@ -123,20 +130,14 @@ def build_puppet(
     )
     _check_documents(pools)
     memo = Memo()  # render shares documents between pools: escape and hash each once
-    return [
-        Artifact(path=f"{ROOT}/hiera.yaml", data=hiera_config(mesh)),
-        Artifact(path=f"{ROOT}/data/common.yaml", data=common_data(mesh)),
-        *(
-            Artifact(
-                path=pool_path(s),
-                data=pool_data(s, memo, mesh.waves.get(s.workload.id)),
-                target=s.workload.id,
-            )
-            for s in pools
-        ),
-        *module_files(mesh),
-        Artifact(path=SITE_MANIFEST, data=_render("site.pp.j2")),
-    ]
+    yield Artifact(path=f"{ROOT}/hiera.yaml", data=hiera_config(mesh))
+    yield Artifact(path=f"{ROOT}/data/common.yaml", data=common_data(mesh))
+    for s in pools:
+        yield Artifact(
+            path=pool_path(s), data=pool_data(s, memo, mesh.waves.get(s.workload.id)), target=s.workload.id
+        )
+    yield from module_files(mesh)
+    yield Artifact(path=SITE_MANIFEST, data=_render("site.pp.j2"))
 
 
 def pool_path(sidecar: SidecarConfig) -> str:

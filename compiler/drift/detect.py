@@ -42,8 +42,8 @@ from compiler.drift.model import (
 )
 from compiler.drift.puppet_records import hiera_records, host_records
 from compiler.drift.puppetdb import read_export, read_puppetdb
-from compiler.emit import MANIFEST
 from compiler.ir.model import Mesh
+from compiler.output.manifest import MANIFEST
 from compiler.pipeline import compile_dir, lower_dir
 from compiler.spec.document import MAX_FILE_BYTES
 

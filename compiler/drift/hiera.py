@@ -17,7 +17,9 @@ import orjson
 
 from compiler.backends.puppet import HASHES_KEY, HIERA_ESCAPE, SIDECAR_KEY, document_hash
 from compiler.drift.model import DriftInputError
-from compiler.emit import MANIFEST, TreeStatus, compare_files, read_tree, recorded_hashes
+from compiler.output.compare import TreeStatus, compare_files
+from compiler.output.disk import read_tree
+from compiler.output.manifest import MANIFEST, recorded_hashes
 
 POOLS_DIR = "puppet/data/pools/"
 NODES_DIR = "puppet/data/nodes/"

@@ -33,7 +33,7 @@ from compiler.drift.model import (
     ScopeState,
     SubjectState,
 )
-from compiler.emit import MANIFEST
+from compiler.output.manifest import MANIFEST
 
 PLATFORM = "kubernetes"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"

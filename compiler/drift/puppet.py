@@ -24,7 +24,8 @@ from compiler.backends.puppet import HASHES_KEY
 from compiler.drift.hiera import NODES_DIR, POOLS_DIR, compare_hiera, deployed_times, unescape
 from compiler.drift.model import DriftInputError
 from compiler.drift.puppetdb import EDITED, FACT, MISSING, UNHASHED, Applied, Node, Observations
-from compiler.emit import MANIFEST, TreeStatus
+from compiler.output.compare import TreeStatus
+from compiler.output.manifest import MANIFEST
 
 PLATFORM = "puppet"
 DEFAULT_LAG = timedelta(minutes=30)  # Puppet's default runinterval

@@ -16,7 +16,7 @@ from compiler.drift.model import (
     SubjectState,
 )
 from compiler.drift.puppet import PLATFORM, HostDrift, PuppetDrift
-from compiler.emit import TreeStatus
+from compiler.output.compare import TreeStatus
 
 
 def host_records(drift: PuppetDrift) -> tuple[ScopeState, tuple[SubjectState, ...]]:

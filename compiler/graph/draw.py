@@ -9,12 +9,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure
-from compiler.emit import OutputRefused
 from compiler.graph.dot import render_dot, render_svg
 from compiler.graph.html import render_html
 from compiler.graph.mermaid import render_mermaid
 from compiler.graph.model import build_graph
 from compiler.ir.model import Mesh
+from compiler.output.guard import OutputRefused
 
 FORMATS = ("mermaid", "dot", "svg", "html")
 

@@ -17,8 +17,9 @@ from compiler.backends.kubernetes import cluster_file, cluster_namespaces
 from compiler.backends.kubernetes.readers import external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
 from compiler.backends.puppet import pool_data
-from compiler.emit import Artifact, render_tree
+from compiler.emit import Artifact
 from compiler.ir.model import Mesh
+from compiler.output.manifest import render_tree
 from compiler.render import render
 from compiler.rollout.pins import RolloutFile, WaveRevision, resolve
 from compiler.rollout.placement import State, rollout_state

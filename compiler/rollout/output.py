@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from compiler.emit import LOCK_TIMEOUT, WriteResult
+from compiler.output.lock import LOCK_TIMEOUT
+from compiler.output.writer import WriteResult
 from compiler.pipeline import compile_dir, write_output
 from compiler.rollout.build import build_rollout
 from compiler.rollout.revisions import RevisionCache, rollout_context

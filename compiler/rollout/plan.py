@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from compiler.emit import WriteResult
+from compiler.output.writer import WriteResult
 from compiler.pipeline import write_output
 from compiler.render.restart import RestartClass, classify
 from compiler.rollout.build import RolloutBuild, build_rollout, node_path

@@ -7,12 +7,13 @@ import re
 from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import resources
-from typing import Any
-
-import jsonschema
+from typing import TYPE_CHECKING, Any
 
 from compiler.diagnostics import Diagnostic, did_you_mean, quote, yaml_value
 from compiler.spec.document import Document
+
+if TYPE_CHECKING:  # jsonschema loads when a spec is validated, not for every command line
+    import jsonschema
 
 SCHEMA_NAMES = ("mesh", "service")
 
@@ -25,6 +26,8 @@ def schema_text(name: str) -> str:
 
 @cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
+    import jsonschema
+
     schema = json.loads(schema_text(name))
     # no check_schema here: the tests check the schemas against their metaschema
     cls = jsonschema.validators.validator_for(schema)

@@ -47,19 +47,25 @@ def build_kubernetes(
 ) -> list[Artifact]:
     """The files of every Kubernetes workload and external reader (those in `only`, if given, by target id),
     plus one per cluster (its Namespaces and discovery ClusterRole)."""
+    return list(stream_kubernetes(mesh, sidecars, only))
+
+
+def stream_kubernetes(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+) -> Iterator[Artifact]:
+    """`build_kubernetes` one file at a time, so a build writes each before the next is serialized.
+
+    What the spec got wrong is raised after the last file: a build streaming into a staging tree
+    then throws that tree away."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     in_cluster = _workloads_by_cluster_service(workloads)
     readers = external_readers(mesh)
     memo = Memo()  # render shares documents between workloads: serialize each once
-    artifacts = [
-        cluster_file(mesh, cluster, namespaces)
-        for cluster, namespaces in sorted(cluster_namespaces(mesh).items())
-    ]
-    artifacts += [
-        object_file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo)
-        for r in readers
-        if only is None or r.id in only
-    ]
+    for cluster, namespaces in sorted(cluster_namespaces(mesh).items()):
+        yield cluster_file(mesh, cluster, namespaces)
+    for r in readers:
+        if only is None or r.id in only:
+            yield object_file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo)
     problems: list[Diagnostic] = []
     for workload in workloads:
         if only is not None and workload.id not in only:
@@ -83,15 +89,12 @@ def build_kubernetes(
         problems += _size_problems(
             workload, objects
         )  # per object: kubectl records each object's own annotation
-        artifacts.append(
-            object_file(mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo)
-        )
+        yield object_file(mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo)
     bugs = [d for d in problems if d.code == "internal"]
     if bugs:  # a meshc bug outranks what the spec got wrong: the spec's errors may be its consequence
         raise internal_error(bugs)
     if problems:
         raise SpecError(problems)
-    return artifacts
 
 
 def cluster_namespaces(mesh: Mesh) -> dict[str, frozenset[str]]:

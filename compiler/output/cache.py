@@ -1,0 +1,218 @@
+"""The build cache beside an output tree: per-target input hashes and the stat of every file meshc wrote.
+
+`.<output>.meshc-cache` sits beside `output/` (like the lock file) and never inside it: the stat
+data changes on every build and `output/` is committed. It is a hint, never trusted blindly. It is
+used only when all of this holds, else ignored (the build starts from scratch):
+
+- it is a regular file meshc wrote: its first line is the sha256 of the rest, so a truncated,
+  corrupt or hand-edited cache fails the check;
+- it was written by this meshc: same version and same code fingerprint (the compiler package's
+  file names, sizes and mtimes, so an edited template or module is a different meshc);
+- it describes the tree that is there: it records the sha256 of the MANIFEST.json it was written
+  beside, and the MANIFEST.json in `output/` has it.
+
+A file of `output/` is taken to hold its manifest hash without being read only if its size, mtime
+and inode are the recorded ones and its mtime is older than the cache file's own ("racy" files,
+written in the same clock tick as the cache, are hashed, as git does with its index).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from compiler import __version__
+from compiler.output.disk import REGULAR, OnDisk, open_regular, read_regular, scan_tree
+from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, is_manifest
+
+CACHE_FORMAT = 1
+MAX_CACHE_BYTES = 256 << 20  # 10,000 services record ~100,000 files in ~10 MB; more is not meshc's
+_MAGIC = b"meshc-cache"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Cached:
+    """What a valid cache says about the tree in `output/`.
+
+    `spec`: the digest of the spec files that built it (None for a rollout build); `inputs`: target id ->
+    input hash; `trusted`: path -> sha256 of every file whose stat still matches; `targets`: the
+    manifest's target id -> paths.
+    """
+
+    spec: str | None
+    inputs: Mapping[str, str]
+    trusted: Mapping[str, str]
+    targets: Mapping[str, list[str]]
+    files: Mapping[str, str]
+
+
+def cache_path(real: Path) -> Path:
+    """The cache file of an output directory, beside it."""
+    return real.parent / f".{real.name}.meshc-cache"
+
+
+def code_fingerprint() -> str:
+    """meshc's version and the name, size and mtime of every file of the compiler package.
+
+    A cache written by another meshc, or by this one before a module or template was edited, is
+    another build's: its input hashes do not say what this code renders.
+    """
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256(__version__.encode())
+    pending = [package]
+    while pending:
+        directory = pending.pop()
+        with os.scandir(directory) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.name == "__pycache__":
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(Path(entry.path))
+                    continue
+                info = entry.stat(follow_symlinks=False)
+                name = os.path.relpath(entry.path, package)
+                digest.update(f"{name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def read_cache(real: Path, entries: Mapping[str, OnDisk]) -> Cached | None:
+    """The cache of `real` if it is valid for the tree there (whose entries are `entries`), else None."""
+    try:
+        fd = open_regular(cache_path(real))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        stamp = os.fstat(handle.fileno()).st_mtime_ns
+        raw = handle.read(MAX_CACHE_BYTES + 1)
+    body = _checked_body(raw)
+    manifest_raw = read_regular(real / MANIFEST, MAX_MANIFEST_BYTES) if body is not None else None
+    if body is None or manifest_raw is None:
+        return None
+    if body.get("manifest") != hashlib.sha256(manifest_raw).hexdigest():
+        return None  # the cache of another tree: a build killed before it wrote its cache, or a checkout
+    try:
+        manifest = orjson.loads(manifest_raw)
+    except orjson.JSONDecodeError:
+        return None
+    if not is_manifest(manifest):
+        return None
+    files: dict[str, str] = manifest["files"]
+    recorded: dict[str, list[int]] = body["files"]
+    trusted = {
+        path: files[path]
+        for path, entry in entries.items()
+        if path in files and _untouched(entry, recorded.get(path), stamp)
+    }
+    return Cached(
+        spec=body["spec"], inputs=body["inputs"], trusted=trusted, targets=manifest["targets"], files=files
+    )
+
+
+def _checked_body(raw: bytes) -> dict[str, Any] | None:
+    """The cache's content if its checksum, shape, format, version and code fingerprint hold."""
+    if len(raw) > MAX_CACHE_BYTES:
+        return None
+    head, _, rest = raw.partition(b"\n")
+    if head != _MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
+        return None
+    try:
+        body = orjson.loads(rest)
+    except orjson.JSONDecodeError:
+        return None
+    if not _is_cache(body):
+        return None
+    if body["format"] != CACHE_FORMAT or body["meshc_version"] != __version__:
+        return None
+    return body if body["code"] == code_fingerprint() else None
+
+
+def _is_cache(body: Any) -> bool:
+    return (
+        isinstance(body, dict)
+        and {"format", "meshc_version", "code", "manifest", "spec", "inputs", "files"} <= set(body)
+        and type(body["format"]) is int
+        and isinstance(body["spec"], (str, type(None)))
+        and isinstance(body["inputs"], dict)
+        and all(isinstance(v, str) for v in body["inputs"].values())
+        and isinstance(body["files"], dict)
+        and all(
+            isinstance(v, list) and len(v) == 3 and all(type(n) is int for n in v)
+            for v in body["files"].values()
+        )
+    )
+
+
+def _untouched(entry: OnDisk, recorded: list[int] | None, stamp: int) -> bool:
+    """Whether a file is as the cache recorded it: same size, mtime and inode, and older than the cache itself."""
+    return (
+        recorded is not None
+        and entry.kind == REGULAR
+        and [entry.size, entry.mtime_ns, entry.inode] == recorded
+        and entry.mtime_ns < stamp
+    )
+
+
+def write_cache(real: Path, spec: str | None, inputs: Mapping[str, str]) -> bool:
+    """Record the tree now in `real` (after a build's swap): its manifest hash, each file's stat, the input hashes.
+
+    Best effort: a cache that cannot be written only makes the next build slower, so nothing is raised.
+    An existing file at the cache's path that is not a meshc cache is left alone (meshc never
+    replaces what it did not write); returns whether a cache was written.
+    """
+    target = cache_path(real)
+    if os.path.lexists(target) and not _is_ours(target):
+        return False
+    manifest_raw = read_regular(real / MANIFEST, MAX_MANIFEST_BYTES)
+    if manifest_raw is None:
+        return False
+    try:
+        entries = scan_tree(real)
+    except OSError:
+        return False
+    body = orjson.dumps(
+        {
+            "format": CACHE_FORMAT,
+            "meshc_version": __version__,
+            "code": code_fingerprint(),
+            "manifest": hashlib.sha256(manifest_raw).hexdigest(),
+            "spec": spec,
+            "inputs": dict(inputs),
+            "files": {
+                path: [e.size, e.mtime_ns, e.inode] for path, e in entries.items() if e.kind == REGULAR
+            },
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return _replace(target, _MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+
+
+def _is_ours(path: Path) -> bool:
+    """Whether `path` is a regular file that starts like a meshc cache (a corrupt one of ours is replaced too)."""
+    try:
+        fd = open_regular(path)
+    except OSError:
+        return False
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(len(_MAGIC) + 1) == _MAGIC + b" "
+
+
+def _replace(target: Path, data: bytes) -> bool:
+    """Write `data` at `target` through a temporary file and one rename; False if the machine refuses."""
+    temporary = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.rename(temporary, target)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        return False
+    return True

@@ -1,0 +1,113 @@
+"""What is on disk: entries of an output tree as lstat sees them, and regular files read or hashed safely."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+# ---------------------------------------------------------------- what is on disk
+
+REGULAR, DIRECTORY = "regular file", "directory"
+_CHUNK = 1 << 20  # files are hashed in 1 MiB reads: a 2 GiB hand-made file costs time, never memory
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OnDisk:
+    """One entry of an output tree as `lstat` sees it; nothing is opened to learn it.
+
+    `mtime_ns` and `inode` let a build tell an untouched file from its recorded stat (see output.cache).
+    """
+
+    kind: str
+    size: int = 0
+    mtime_ns: int = 0
+    inode: int = 0
+
+
+def scan_tree(root: Path) -> dict[str, OnDisk]:
+    """Every entry under `root` (relative posix path -> OnDisk), symlinks not followed; {} if `root` is no directory.
+
+    A symlink, FIFO, socket or device is listed with its kind and never opened: opening a FIFO
+    blocks until a writer comes, and a symlink may point anywhere.
+    """
+    if not root.is_dir():
+        return {}
+    found: dict[str, OnDisk] = {}
+    pending = [""]
+    while pending:
+        relative = pending.pop()
+        with os.scandir(root / relative if relative else root) as entries:
+            for entry in entries:
+                path = f"{relative}/{entry.name}" if relative else entry.name
+                info = entry.stat(follow_symlinks=False)
+                found[path] = OnDisk(
+                    kind=kind_of(info.st_mode),
+                    size=info.st_size,
+                    mtime_ns=info.st_mtime_ns,
+                    inode=info.st_ino,
+                )
+                if stat.S_ISDIR(info.st_mode):
+                    pending.append(path)
+    return found
+
+
+def kind_of(mode: int) -> str:
+    """What a file mode is, in words."""
+    return _KINDS.get(stat.S_IFMT(mode), "special file")
+
+
+_KINDS = {
+    stat.S_IFREG: REGULAR,
+    stat.S_IFDIR: DIRECTORY,
+    stat.S_IFLNK: "symlink",
+    stat.S_IFIFO: "named pipe (FIFO)",
+    stat.S_IFSOCK: "socket",
+    stat.S_IFCHR: "character device",
+    stat.S_IFBLK: "block device",
+}
+
+
+def open_regular(path: Path) -> int:
+    """Open a regular file for reading; refuse (OSError) a symlink, and never block on a FIFO swapped in meanwhile."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
+    return fd
+
+
+def file_digest(path: Path) -> str:
+    """The sha256 hex of a regular file, read in chunks."""
+    digest = hashlib.sha256()
+    with os.fdopen(open_regular(path), "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_regular(path: Path, limit: int) -> bytes | None:
+    """A regular file's bytes, or None if it is anything else or larger than `limit` bytes."""
+    try:
+        fd = open_regular(path)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    """Every regular file under `root` as relative posix path -> bytes ({} if root is absent); for small trees."""
+    return {
+        path: (root / path).read_bytes() for path, entry in scan_tree(root).items() if entry.kind == REGULAR
+    }
+
+
+def cause(error: OSError) -> str:
+    """An OSError in words, as the C library says it (`no space left on device`), never a bare errno."""
+    text = error.strerror or str(error) or type(error).__name__
+    return text[:1].lower() + text[1:]

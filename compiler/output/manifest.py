@@ -1,0 +1,102 @@
+"""MANIFEST.json: what a build records of its tree (format, meshc version, sha256 of each file, files per target)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from compiler import __version__
+from compiler.emit import Artifact, dump_json
+from compiler.output.disk import read_regular
+
+MANIFEST = "MANIFEST.json"
+MANIFEST_FORMAT = 1
+# A 3,000-service mesh's manifest is a few MB; a bigger "manifest" is not meshc's.
+MAX_MANIFEST_BYTES = 64 << 20
+
+
+def manifest(artifacts: Sequence[Artifact], rollout: Mapping[str, Any] | None = None) -> bytes:
+    """MANIFEST.json: format, meshc version, sha256 of every file, files of every target, the rollout if in force."""
+    return manifest_of(((a.path, hashlib.sha256(a.data).hexdigest(), a.target) for a in artifacts), rollout)
+
+
+def manifest_of(
+    entries: Iterable[tuple[str, str, str | None]], rollout: Mapping[str, Any] | None = None
+) -> bytes:
+    """MANIFEST.json from (path, sha256, target) of every file: what a streamed build keeps instead of the bytes."""
+    files: dict[str, str] = {}
+    targets: dict[str, list[str]] = {}
+    for path, digest, target in sorted(entries):
+        files[path] = digest
+        if target is not None:
+            targets.setdefault(target, []).append(path)
+    return dump_json(
+        {
+            "format": MANIFEST_FORMAT,
+            "meshc_version": __version__,
+            "files": files,
+            "targets": targets,
+            **({"rollout": rollout} if rollout is not None else {}),
+        }
+    )
+
+
+def render_tree(artifacts: Sequence[Artifact], rollout: Mapping[str, Any] | None = None) -> dict[str, bytes]:
+    """The complete file tree of a build, manifest included, checking paths are safe and unique."""
+    files: dict[str, bytes] = {}
+    for artifact in sorted(artifacts, key=lambda a: a.path):
+        check_path(artifact.path)
+        if artifact.path in files or artifact.path == MANIFEST:
+            raise ValueError(f"two artifacts claim {artifact.path}")
+        files[artifact.path] = artifact.data
+    files[MANIFEST] = manifest(sorted(artifacts, key=lambda a: a.path), rollout)
+    return files
+
+
+def check_path(path: str) -> None:
+    parts = path.split("/")
+    if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"unsafe artifact path {path!r}")
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The MANIFEST.json meshc wrote in `root`, or None if there is none or it is not one meshc writes."""
+    raw = read_regular(root / MANIFEST, MAX_MANIFEST_BYTES)
+    try:
+        data = orjson.loads(raw) if raw is not None else None
+    except orjson.JSONDecodeError:  # also a hand-made file nested deeper than the parser goes
+        return None
+    return data if is_manifest(data) else None
+
+
+def is_manifest(data: Any) -> bool:
+    """The shape `manifest()` writes (`rollout` is added by rollout-aware builds); a stray JSON file is not one."""
+    if not isinstance(data, dict) or not {"format", "meshc_version", "files", "targets"} <= set(data):
+        return False
+    files, targets = data["files"], data["targets"]
+    return (
+        type(data["format"]) is int
+        and data["format"] == MANIFEST_FORMAT
+        and isinstance(data["meshc_version"], str)
+        and isinstance(files, dict)
+        and all(isinstance(v, str) and _SHA256.fullmatch(v) for v in files.values())
+        and isinstance(targets, dict)
+        and all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in targets.values())
+    )
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def recorded_hashes(raw: bytes) -> dict[str, str]:
+    """Path -> sha256 from a MANIFEST.json's `files` ({} if it is not one)."""
+    try:
+        return dict(json.loads(raw).get("files", {}))
+    except (ValueError, AttributeError, TypeError):
+        return {}

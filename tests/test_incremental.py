@@ -1,0 +1,451 @@
+"""Incremental builds: after random edit sequences an incremental build writes the tree a clean build writes,
+and a build cache that is corrupt, truncated, stale, from another meshc or edited by hand is never trusted.
+
+`MESHC_FUZZ_STEPS` (default 12) and `MESHC_FUZZ_SEEDS` (default "1,2") make the fuzz run longer, e.g.
+`MESHC_FUZZ_STEPS=200 MESHC_FUZZ_SEEDS=1,2,3,4,5 pytest tests/test_incremental.py -k fuzz`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from conftest import ROOT
+
+from benchmarks.synth import generate
+from compiler import incremental
+from compiler.diagnostics import SpecError
+from compiler.emit import dump_yaml
+from compiler.output import cache
+from compiler.output.disk import read_tree, scan_tree
+from compiler.output.writer import WriteResult
+from compiler.pipeline import compile_dir
+
+STEPS = int(os.environ.get("MESHC_FUZZ_STEPS", "12"))
+SEEDS = [int(seed) for seed in os.environ.get("MESHC_FUZZ_SEEDS", "1,2").split(",")]
+
+
+def build(spec: Path, out: Path) -> WriteResult:
+    return incremental.build_output(spec, out)
+
+
+def clean_tree(spec: Path, tmp_path: Path) -> dict[str, bytes]:
+    """What a from-scratch compile renders, without the incremental build's code path (no cache, no spare)."""
+    return compile_dir(spec).tree()
+
+
+class Spec:
+    """A synthetic spec held as data and written back file by file, with edits that keep it valid (mostly)."""
+
+    def __init__(self, root: Path, rng: random.Random) -> None:
+        self.root, self.rng = root, rng
+        self.mesh = yaml.safe_load((root / "mesh.yaml").read_text())
+        self.services = {
+            path.stem: yaml.safe_load(path.read_text()) for path in sorted((root / "services").iterdir())
+        }
+        self.added = 0
+
+    def write(self, name: str | None) -> None:
+        if name is None:
+            (self.root / "mesh.yaml").write_bytes(dump_yaml(self.mesh))
+        elif name in self.services:
+            (self.root / "services" / f"{name}.yaml").write_bytes(dump_yaml(self.services[name]))
+        else:
+            (self.root / "services" / f"{name}.yaml").unlink()
+
+    def pick(self) -> str:
+        return self.rng.choice(sorted(self.services))
+
+    def edit_port(self) -> list[str | None]:
+        name = self.pick()
+        key = self.rng.choice(["port", "mesh_port", "local_port"])
+        base = {"port": 8000, "mesh_port": 18000, "local_port": 30000 + 100 * self.rng.randint(0, 50)}[key]
+        used = {s["local_port"] for s in self.services.values()}
+        value = base + self.rng.randint(0, 99)
+        while key == "local_port" and value in used:
+            value += 1
+        self.services[name][key] = value
+        return [name]
+
+    def add_dependency(self) -> list[str | None]:
+        name, other = self.pick(), self.pick()
+        deps = self.services[name].setdefault("dependencies", [])
+        if other == name or any(d["service"] == other for d in deps):
+            return []
+        deps.append({"service": other})
+        return [name]
+
+    def remove_dependency(self) -> list[str | None]:
+        name = self.pick()
+        deps = self.services[name].get("dependencies") or []
+        if not deps:
+            return []
+        deps.pop(self.rng.randrange(len(deps)))
+        return [name]
+
+    def add_service(self) -> list[str | None]:
+        self.added += 1
+        name = f"new-{self.added:03d}"
+        used = {s["local_port"] for s in self.services.values()}
+        port = next(p for p in range(40000, 50000) if p not in used)
+        clusters = sorted(self.mesh["clusters"])
+        deploy: dict[str, Any] = (
+            {"vm": {"datacenters": [self.rng.choice(sorted(self.mesh["datacenters"]))]}}
+            if self.rng.random() < 0.5
+            else {"kubernetes": [{"cluster": self.rng.choice(clusters)}]}
+        )
+        deps = self.rng.sample(sorted(self.services), min(2, len(self.services)))
+        client = self.pick()
+        self.services[name] = {
+            "service": name,
+            "owner": "fuzz",
+            "port": 8080,
+            "mesh_port": 18080,
+            "local_port": port,
+            "protocol": "http",
+            "deploy": deploy,
+            "dependencies": [{"service": d} for d in deps],
+        }
+        self.services[client].setdefault("dependencies", []).append({"service": name})
+        return [name, client]
+
+    def remove_service(self) -> list[str | None]:
+        if len(self.services) <= 4:
+            return []
+        name = self.pick()
+        del self.services[name]
+        changed: list[str | None] = [name]
+        for other, doc in self.services.items():
+            deps = doc.get("dependencies") or []
+            if any(d["service"] == name for d in deps):
+                doc["dependencies"] = [d for d in deps if d["service"] != name]
+                changed.append(other)
+        return changed
+
+    def move_service(self) -> list[str | None]:
+        name = self.pick()
+        doc = self.services[name]
+        if doc.get("locality") == "local":
+            return []
+        clusters = sorted(self.mesh["clusters"])
+        doc["deploy"] = {
+            "vm": {"datacenters": sorted(self.rng.sample(sorted(self.mesh["datacenters"]), 2))},
+            "kubernetes": [
+                {"cluster": self.rng.choice(clusters), "namespace": f"ns-{self.rng.randint(0, 2)}"}
+            ],
+        }
+        return [name]
+
+    def edit_mesh(self) -> list[str | None]:
+        choice = self.rng.randrange(3)
+        if choice == 0:
+            self.mesh["defaults"]["timeout"] = self.rng.choice(["15s", "20s", "25s"])
+        elif choice == 1:
+            dc = self.rng.choice(sorted(self.mesh["datacenters"]))
+            self.mesh["datacenters"][dc]["failover"].reverse()
+        else:
+            cluster = self.rng.choice(sorted(self.mesh["clusters"]))
+            self.mesh["clusters"][cluster]["network_policy"] = not self.mesh["clusters"][cluster].get(
+                "network_policy", False
+            )
+        return [None]
+
+
+EDITS: list[Callable[[Spec], list[str | None]]] = [
+    Spec.edit_port,
+    Spec.add_dependency,
+    Spec.remove_dependency,
+    Spec.add_service,
+    Spec.remove_service,
+    Spec.move_service,
+    Spec.edit_mesh,
+]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_fuzz_incremental_builds_equal_clean_builds(tmp_path: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    root = generate(tmp_path / "spec", 14, datacenters=3, clusters=4, deps=3, seed=seed)
+    spec, out = Spec(root, rng), tmp_path / "out"
+    build(root, out)
+    applied = written = rendered = 0
+    for _ in range(STEPS):
+        saved = {p: p.read_bytes() for p in [root / "mesh.yaml", *(root / "services").iterdir()]}
+        edit = rng.choice(EDITS)
+        changed = edit(spec)
+        for name in changed:
+            spec.write(name)
+        try:
+            expected = clean_tree(root, tmp_path)
+        except (
+            SpecError
+        ):  # an edit the spec rejects: the incremental build must refuse it too, touching nothing
+            before = read_tree(out)
+            with pytest.raises(SpecError):
+                build(root, out)
+            assert read_tree(out) == before
+            for path in (root / "services").iterdir():
+                path.unlink()
+            for path, data in saved.items():
+                path.write_bytes(data)
+            spec = Spec(root, rng)
+            spec.added += applied + 100
+            continue
+        applied += 1
+        written += len(build(root, out).written)
+        rendered += len(expected)
+        assert read_tree(out) == expected, f"seed {seed}: after {edit.__name__} on {changed}"
+        assert not build(root, out).changed  # and a second build finds nothing to do
+    assert applied >= STEPS // 2, "most edits must be valid, or the fuzz tests little"
+    assert written < rendered / 2, "the builds were not incremental: they rewrote most files"
+
+
+# ------------------------------------------------------------------ a cache is never trusted blindly
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> tuple[Path, Path]:
+    spec = generate(tmp_path / "spec", 8, datacenters=2, clusters=2, deps=2, seed=3)
+    out = tmp_path / "out"
+    build(spec, out)
+    assert cache.cache_path(out).is_file()
+    return spec, out
+
+
+def cached(out: Path) -> cache.Cached | None:
+    return cache.read_cache(out, scan_tree(out))
+
+
+def rewrite(out: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Edit the cache's content and give it a valid checksum: a well-formed cache that says something else."""
+    path = cache.cache_path(out)
+    body = orjson.loads(path.read_bytes().partition(b"\n")[2])
+    change(body)
+    raw = orjson.dumps(body)
+    path.write_bytes(b"meshc-cache " + hashlib.sha256(raw).hexdigest().encode() + b"\n" + raw)
+    os.utime(path, ns=(os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns + 10**9))  # not racy
+
+
+def lie(body: dict[str, Any]) -> None:
+    """A cache claiming every target is unchanged whatever the spec says: trusted, it would keep stale files."""
+    body["inputs"] = {target: "0" * 64 for target in body["inputs"]}
+
+
+def edit_spec(spec: Path) -> None:
+    path = spec / "services" / "svc-0001.yaml"
+    path.write_text(path.read_text().replace("port: 8080", "port: 8181", 1))
+
+
+def test_a_valid_cache_is_used(built: tuple[Path, Path]) -> None:
+    spec, out = built
+    found = cached(out)
+    assert found is not None and found.spec is not None and found.inputs
+    assert not build(spec, out).changed
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda p: p.write_bytes(b"\x00garbage\xff"), id="corrupt"),
+        pytest.param(lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), id="truncated"),
+        pytest.param(
+            lambda p: p.write_bytes(p.read_bytes().replace(b'"spec":"', b'"spec":"0', 1)), id="hand-edited"
+        ),
+        pytest.param(lambda p: p.write_bytes(b""), id="empty"),
+    ],
+)
+def test_a_damaged_cache_is_ignored(
+    built: tuple[Path, Path], tmp_path: Path, damage: Callable[[Path], None]
+) -> None:
+    spec, out = built
+    damage(cache.cache_path(out))
+    assert cached(out) is None
+    edit_spec(spec)
+    assert build(spec, out).changed
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+    # A cache that still starts as meshc's is rewritten whole by that build; a file that does not is
+    # not known to be meshc's, so it is left alone (and never trusted).
+    assert (cached(out) is not None) == cache.cache_path(out).read_bytes().startswith(b"meshc-cache ")
+
+
+def test_a_cache_from_another_meshc_version_is_ignored(built: tuple[Path, Path], tmp_path: Path) -> None:
+    spec, out = built
+    rewrite(out, lambda body: (lie(body), body.update(meshc_version="0.0.0-other")))
+    assert cached(out) is None
+    edit_spec(spec)
+    build(spec, out)
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+
+
+def test_a_cache_from_other_compiler_code_is_ignored(built: tuple[Path, Path], tmp_path: Path) -> None:
+    spec, out = built
+    rewrite(out, lambda body: (lie(body), body.update(code="0" * 64)))
+    assert cached(out) is None
+
+
+def test_a_stale_cache_of_another_tree_is_ignored(built: tuple[Path, Path], tmp_path: Path) -> None:
+    """The tree changed behind the cache's back (a checkout, a build killed before it wrote its cache)."""
+    spec, out = built
+    saved = cache.cache_path(out).read_bytes()
+    edit_spec(spec)
+    build(spec, out)  # a new tree and a new cache
+    cache.cache_path(out).write_bytes(saved)  # the old cache back: it names the previous MANIFEST.json
+    assert cached(out) is None
+
+
+def test_a_hand_edited_output_file_is_rebuilt(built: tuple[Path, Path], tmp_path: Path) -> None:
+    spec, out = built
+    victim = next(p for p in sorted(read_tree(out)) if p.startswith("kubernetes/") and "/00-" not in p)
+    data = (out / victim).read_bytes()
+    (out / victim).write_bytes(data.replace(b"meshc", b"MESHC", 1))  # same size, new mtime
+    assert victim not in (cached(out) or pytest.fail("cache")).trusted
+    assert build(spec, out).written == (victim,)
+    assert (out / victim).read_bytes() == data
+
+
+def test_a_racy_file_is_hashed_not_trusted(built: tuple[Path, Path], tmp_path: Path) -> None:
+    """A file changed in the clock tick the cache was written in has the recorded stat; its mtime gives it away."""
+    spec, out = built
+    victim = next(p for p in sorted(read_tree(out)) if p.startswith("puppet/data/pools/"))
+    data = (out / victim).read_bytes()
+    (out / victim).write_bytes(data.replace(b"true", b"TRUE", 1) if b"true" in data else data[:-2] + b"x\n")
+    stamp = os.stat(cache.cache_path(out)).st_mtime_ns
+    os.utime(out / victim, ns=(stamp, stamp))
+    info = os.stat(out / victim)
+    rewrite(out, lambda body: body["files"].update({victim: [info.st_size, info.st_mtime_ns, info.st_ino]}))
+    os.utime(cache.cache_path(out), ns=(stamp, stamp))  # the cache written in that very tick
+    assert victim not in (cached(out) or pytest.fail("cache")).trusted
+    assert build(spec, out).written == (victim,)
+    assert (out / victim).read_bytes() == data
+
+
+@pytest.mark.parametrize("kind", ["directory", "symlink", "fifo", "foreign file"])
+def test_a_cache_path_meshc_did_not_write_is_neither_read_nor_replaced(tmp_path: Path, kind: str) -> None:
+    spec = generate(tmp_path / "spec", 6, datacenters=2, clusters=2, deps=2, seed=4)
+    out = tmp_path / "out"
+    path = cache.cache_path(out)
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "symlink":
+        (tmp_path / "elsewhere").write_bytes(b"meshc-cache x\n{}")
+        path.symlink_to(tmp_path / "elsewhere")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(b"my notes\n")
+    build(spec, out)
+    build(spec, out)  # a FIFO is never opened: this would block
+    assert cached(out) is None
+    assert os.path.lexists(path)
+    if kind == "foreign file":
+        assert path.read_bytes() == b"my notes\n"
+    if kind == "symlink":
+        assert path.is_symlink() and (tmp_path / "elsewhere").read_bytes() == b"meshc-cache x\n{}"
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+
+
+def test_the_cache_lives_beside_the_output_never_inside(built: tuple[Path, Path]) -> None:
+    spec, out = built
+    assert cache.cache_path(out).parent == out.parent
+    assert not [p for p in read_tree(out) if "cache" in p]
+
+
+def test_the_build_command_is_incremental_and_says_so(tmp_path: Path) -> None:
+    """Through the command line: the second build writes nothing, a one-port edit rewrites that service's files."""
+    import subprocess
+    import sys
+
+    spec = generate(tmp_path / "spec", 10, datacenters=2, clusters=2, deps=2, seed=5)
+    out = tmp_path / "out"
+
+    def run() -> str:
+        command = [sys.executable, "-m", "compiler", "build", str(spec), "-o", str(out)]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+    run()
+    assert run() == f"{out}: up to date, nothing written\n"
+    edit_spec(spec)
+    written = int(run().split(": ")[1].split()[0])
+    assert 0 < written < len(read_tree(out)) // 2
+
+
+def test_check_with_the_cache_says_what_check_without_it_says(built: tuple[Path, Path]) -> None:
+    spec, out = built
+    assert incremental.output_status(spec, out) == (incremental.TreeStatus(), {})
+    victim = next(p for p in sorted(read_tree(out)) if p.startswith("puppet/data/pools/"))
+    (out / victim).write_bytes((out / victim).read_bytes() + b" ")
+    edit_spec(spec)
+    with_cache = incremental.output_status(spec, out)
+    cache.cache_path(out).unlink()
+    without = incremental.output_status(spec, out)
+    assert with_cache == without
+    status, rendered = with_cache
+    assert status.hand_edited == (victim,) and status.stale and not status.missing and not status.extra
+    assert sorted(rendered) == sorted((*status.stale, *status.hand_edited))
+    build(spec, out)
+    assert incremental.output_status(spec, out)[0].clean
+
+
+def spare(out: Path) -> Path:
+    return out.parent / f".{out.name}.meshc-spare"
+
+
+def test_a_rebuild_stages_in_the_spare_tree_and_touches_only_what_changed(
+    built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, out = built
+    edit_spec(spec)
+    build(spec, out)  # the first rebuild leaves the previous tree as the spare
+    assert spare(out).is_dir()
+    calls: list[str] = []
+    for name in ("link", "mkdir", "rmdir", "unlink"):
+        real = getattr(os, name)
+        monkeypatch.setattr(
+            os, name, lambda *a, _real=real, _name=name, **k: (calls.append(_name), _real(*a, **k))[1]
+        )
+    path = spec / "services" / "svc-0001.yaml"
+    path.write_text(path.read_text().replace("port: 8181", "port: 8282", 1))
+    result = build(spec, out)
+    monkeypatch.undo()
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+    files = len(read_tree(out))
+    assert 0 < len(result.written) < files // 3
+    # The files of the last two builds' changes are relinked or rewritten; nothing else is touched.
+    assert calls.count("link") + calls.count("unlink") <= 4 * len(result.written) < files
+    assert (
+        calls.count("mkdir") <= 1 and calls.count("rmdir") == 0
+    )  # at most the lock's parent, made if missing
+
+
+def test_a_spare_tree_in_any_state_is_never_trusted(built: tuple[Path, Path], tmp_path: Path) -> None:
+    """The spare is scratch: wrong bytes, strays, a file where a directory goes and the reverse are all replaced."""
+    spec, out = built
+    edit_spec(spec)
+    build(spec, out)
+    root = spare(out)
+    files = sorted(p for p in read_tree(root))
+    victim, other = files[0], files[-1]
+    (root / victim).unlink()
+    (root / victim).write_bytes(b"not what the output holds\n")  # same path, another inode
+    (root / "stray.txt").write_text("stray\n")
+    os.symlink("/etc/passwd", root / "link")
+    directory = (root / other).parent
+    shutil.rmtree(directory)
+    directory.write_text("a file where a directory goes\n")
+    (root / "puppet" / "data" / "extra-dir").mkdir()
+    path = spec / "services" / "svc-0002.yaml"
+    path.write_text(path.read_text().replace("port: 8080", "port: 8383", 1))
+    build(spec, out)
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+    assert sorted(p for p, e in scan_tree(out).items() if e.kind == "directory") == sorted(
+        {str(Path(p).parent) for p in clean_tree(spec, tmp_path)} - {"."}
+        | {str(q) for p in clean_tree(spec, tmp_path) for q in Path(p).parents if str(q) != "."}
+    )

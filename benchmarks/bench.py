@@ -132,8 +132,8 @@ def _diff_wide_setup(state: State) -> None:
     repo = _committed_spec("diff-wide-repo", state["dir"])
     mesh = repo / "mesh.yaml"
     text = mesh.read_text()
-    assert "connect_timeout: 1s\n" in text, "mesh.yaml: no `connect_timeout: 1s` to edit"
-    mesh.write_text(text.replace("connect_timeout: 1s\n", "connect_timeout: 2s\n", 1))
+    assert 'connect_timeout: "1s"\n' in text, "mesh.yaml: no `connect_timeout: 1s` to edit"
+    mesh.write_text(text.replace('connect_timeout: "1s"\n', 'connect_timeout: "2s"\n', 1))
     state["diff_spec"] = repo
 
 

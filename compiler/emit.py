@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -40,11 +40,18 @@ _YAML_ESCAPE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Artifact:
-    """One output file: its path under output/, its bytes, and the target (workload id) it belongs to."""
+    """One output file: its path under output/, its bytes, and the target (workload id) it belongs to.
+
+    `value` is the data the bytes serialize (the very object, not a copy), so `meshc diff` compares
+    data and never re-parses its own output: a JSON file's value, a multi-document YAML file's tuple
+    of documents. Files rendered from templates have none (None) and are compared as text. The bytes
+    alone decide equality (the value is what they say).
+    """
 
     path: str
     data: bytes
     target: str | None = None
+    value: Any = field(default=None, compare=False)
 
 
 # ---------------------------------------------------------------- serialization

@@ -125,15 +125,8 @@ def build_puppet(
     memo = Memo()  # render shares documents between pools: escape and hash each once
     return [
         Artifact(path=f"{ROOT}/hiera.yaml", data=hiera_config(mesh)),
-        Artifact(path=f"{ROOT}/data/common.yaml", data=common_data(mesh)),
-        *(
-            Artifact(
-                path=pool_path(s),
-                data=pool_data(s, memo, mesh.waves.get(s.workload.id)),
-                target=s.workload.id,
-            )
-            for s in pools
-        ),
+        _common_artifact(mesh),
+        *(pool_artifact(pool_path(s), s, memo, mesh.waves.get(s.workload.id)) for s in pools),
         *module_files(mesh),
         Artifact(path=SITE_MANIFEST, data=_render("site.pp.j2")),
     ]
@@ -150,8 +143,8 @@ def hiera_config(mesh: Mesh) -> bytes:
     return _render("hiera.yaml.j2", mesh=mesh.name, hierarchy=HIERARCHY)
 
 
-def common_data(mesh: Mesh) -> bytes:
-    """Data every VM shares: how `mesh::sidecar` merges across levels, and the sidecar paths."""
+def common_data(mesh: Mesh) -> dict[str, Any]:
+    """Data every VM shares: how `mesh::sidecar` merges across levels, and the sidecar paths (hiera-escaped)."""
     data = {
         # `hash`: a more specific level replaces whole documents. Never `deep`: it would union the
         # arrays of two renderings (listeners, clusters) into a config nobody rendered.
@@ -164,32 +157,51 @@ def common_data(mesh: Mesh) -> bytes:
         "mesh::config_dir": mesh.sidecar.config_dir,
         "mesh::runtime_dir": mesh.sidecar.runtime_dir,
     }
-    return f"{GENERATED}\n".encode() + dump_yaml(hiera_escape(data))
+    escaped: dict[str, Any] = hiera_escape(data)
+    return escaped
+
+
+def _common_artifact(mesh: Mesh) -> Artifact:
+    value = common_data(mesh)
+    return Artifact(
+        path=f"{ROOT}/data/common.yaml", data=f"{GENERATED}\n".encode() + dump_yaml(value), value=value
+    )
+
+
+def pool_artifact(
+    path: str, sidecar: SidecarConfig, memo: Memo | None = None, wave: str | None = None
+) -> Artifact:
+    """A pool's (or a canary host's) hiera data file at `path`, its data beside its bytes; its target is the pool."""
+    value = pool_value(sidecar, memo, wave)
+    return Artifact(path=path, data=dump_json(value), target=sidecar.workload.id, value=value)
 
 
 def pool_data(sidecar: SidecarConfig, memo: Memo | None = None, wave: str | None = None) -> bytes:
-    """The hiera data of one VM pool (JSON): its complete sidecar config under `mesh::sidecar`, and its wave if any.
+    """The hiera data file of one VM pool: `pool_value` as canonical JSON."""
+    return dump_json(pool_value(sidecar, memo, wave))
+
+
+def pool_value(sidecar: SidecarConfig, memo: Memo | None = None, wave: str | None = None) -> dict[str, Any]:
+    """The hiera data of one VM pool: its complete sidecar config under `mesh::sidecar`, and its wave if any.
 
     A canary host's node file (nodes/<certname>.json) has the same shape, with its wave's rendering.
     """
     workload = sidecar.workload
     memo = memo or Memo()
-    return dump_json(
-        {
-            **({WAVE_KEY: wave} if wave is not None else {}),
-            "mesh::workload": hiera_escape(workload.id),
-            "mesh::restart_sensitive": workload.restart_sensitive,
-            SIDECAR_KEY: {
-                name: memo.once(("escaped", id(document)), hiera_escape, document)
-                for name, document in sidecar.documents.items()
-            },
-            FINGERPRINTS_KEY: restart_fingerprints(sidecar.documents),
-            HASHES_KEY: {
-                name: memo.once(("hash", id(document)), document_hash, document)
-                for name, document in sidecar.documents.items()
-            },
-        }
-    )
+    return {
+        **({WAVE_KEY: wave} if wave is not None else {}),
+        "mesh::workload": hiera_escape(workload.id),
+        "mesh::restart_sensitive": workload.restart_sensitive,
+        SIDECAR_KEY: {
+            name: memo.once(("escaped", id(document)), hiera_escape, document)
+            for name, document in sidecar.documents.items()
+        },
+        FINGERPRINTS_KEY: restart_fingerprints(sidecar.documents),
+        HASHES_KEY: {
+            name: memo.once(("hash", id(document)), document_hash, document)
+            for name, document in sidecar.documents.items()
+        },
+    }
 
 
 def document_hash(document: Any) -> str:
@@ -231,7 +243,8 @@ def module_files(mesh: Mesh) -> Iterator[Artifact]:
             config_dir=mesh.sidecar.config_dir,
         )
         yield Artifact(path=f"{MODULE_DIR}/{path}", data=data)
-    yield Artifact(path=f"{MODULE_DIR}/metadata.json", data=dump_json(module_metadata()))
+    metadata = module_metadata()
+    yield Artifact(path=f"{MODULE_DIR}/metadata.json", data=dump_json(metadata), value=metadata)
 
 
 def module_metadata() -> dict[str, Any]:

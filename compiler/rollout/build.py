@@ -19,7 +19,7 @@ import git
 from compiler.backends import run_backends
 from compiler.backends.kubernetes import external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
-from compiler.backends.puppet import pool_data
+from compiler.backends.puppet import pool_artifact
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.emit import LOCK_TIMEOUT, Artifact, WriteResult, render_tree
 from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision
@@ -464,13 +464,7 @@ def node_files(state: State, rendered: Mapping[str, Rendered]) -> list[Artifact]
     for canary in state.canaries:
         sidecar = rendered[wave_revision[canary.wave]].sidecars.get(canary.pool)
         if sidecar is not None:
-            files.append(
-                Artifact(
-                    path=node_path(canary.certname),
-                    data=pool_data(sidecar, wave=canary.wave),
-                    target=canary.pool,
-                )
-            )
+            files.append(pool_artifact(node_path(canary.certname), sidecar, wave=canary.wave))
     return files
 
 

@@ -16,13 +16,14 @@ from compiler.diff import (
     CHANGED,
     REMOVED,
     Change,
-    diff_artifact,
     diff_builds,
     diff_file,
+    diff_output_file,
     diff_values,
     group,
     kube_deletions,
     kube_objects,
+    output_file,
     parse_file,
 )
 from compiler.emit import Artifact, dump_json, dump_yaml
@@ -452,7 +453,8 @@ def test_files_read_from_disk_parse_as_pyyaml_reads_them_whatever_their_form(tex
 
 
 def _yaml_data(data: bytes) -> Any:
-    """What PyYAML reads: one document's data, or the list of documents of a stream opened by `---` (as meshc's Kubernetes files)."""
+    """What PyYAML reads: one document's data, or the list of documents of a stream opened by `---` (as meshc's
+    Kubernetes files)."""
     documents = list(yaml.load_all(data, Loader=yaml.CSafeLoader))
     return documents if data.startswith(b"---\n") else documents[0]
 
@@ -518,8 +520,9 @@ def test_diffing_values_equals_diffing_what_a_parser_reads_from_the_bytes() -> N
                 continue
             if parse_file(path, before) is None or parse_file(path, after) is None:
                 continue  # not ours to read then (emit's fuzz tests own what PyYAML accepts)
-            got = diff_artifact(
-                Artifact(path=path, data=before, value=old), Artifact(path=path, data=after, value=new)
+            got = diff_output_file(
+                output_file(Artifact(path=path, data=before, value=old)),
+                output_file(Artifact(path=path, data=after, value=new)),
             )
             assert got == diff_file(path, before, after), (path, before, after)
             compared += 1
@@ -538,14 +541,16 @@ def test_diffing_output_files_on_their_values_equals_diffing_their_bytes(example
         after = changed.get(artifact.path)
         if after is not None and after.data != artifact.data and after.value is not None:
             expected = diff_file(artifact.path, artifact.data, after.data)
-            assert expected.changes and diff_artifact(artifact, after) == expected, artifact.path
+            assert expected.changes, artifact.path
+            assert diff_output_file(output_file(artifact), output_file(after)) == expected, artifact.path
             compared.add(artifact.path.rsplit(".", 1)[-1])
     # every Kubernetes workload file and every pool's hiera data change (the bootstrap's admin port)
     assert compared == {"yaml", "json"}
 
 
 def test_external_reader_targets_are_placed_in_their_clusters_datacenter(example_build: Build) -> None:
-    """A VM client that starts watching a cluster changes that cluster's reader grant (`k8s/<C>/meshc-discovery/<S>`)."""
+    """A VM client that starts watching a cluster changes that cluster's reader grant
+    (`k8s/<C>/meshc-discovery/<S>`)."""
     from compiler.pipeline import compile, spec_files
 
     files = spec_files(EXAMPLE)
@@ -627,7 +632,7 @@ def test_a_stream_of_objects_is_diffed_object_by_object() -> None:
         Artifact(path="kubernetes/c/ns/svc.yaml", data=data, value=tuple(yaml.safe_load_all(data)))
         for data in (old, new)
     ]
-    assert diff_artifact(*files).changes == changes
+    assert diff_output_file(*map(output_file, files)).changes == changes
 
 
 def test_a_stream_against_a_single_document_is_still_diffed_as_data() -> None:
@@ -645,8 +650,9 @@ def test_kube_objects_are_the_documents_with_a_kind_and_a_name() -> None:
         "metadata": {"name": "s-token", "namespace": "meshc-discovery"},
     }
     big = _obj("ConfigMap", "ns", "big", data={"k": "x\n" * 5000})
-    assert kube_objects(_kube_file("f.yaml", secret, big)) == [secret, big]
-    assert kube_objects(_kube_file("f.yaml", {"a": 1}, [1], {"kind": "X", "metadata": {"name": 1}})) == []  # type: ignore[arg-type]
+    assert kube_objects(output_file(_kube_file("f.yaml", secret, big))) == [secret, big]
+    not_objects = _kube_file("f.yaml", {"a": 1}, [1], {"kind": "X", "metadata": {"name": 1}})  # type: ignore[arg-type]
+    assert kube_objects(output_file(not_objects)) == []  # type: ignore[arg-type]
 
 
 def test_a_kubernetes_file_without_its_objects_is_a_meshc_bug_not_an_empty_file() -> None:
@@ -659,7 +665,8 @@ def test_a_kubernetes_file_without_its_objects_is_a_meshc_bug_not_an_empty_file(
 
 
 def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_order() -> None:
-    """An object that moves to another file is kept; one dropped from a file that stays, or whose file goes, is deleted."""
+    """An object that moves to another file is kept; one dropped from a file that stays, or whose file goes, is
+    deleted."""
     svc, other = "k8s/c/ns/svc", "k8s/c/other/other"
     old = [
         _kube_file("kubernetes/c/00-namespaces/ns.yaml", _obj("Namespace", None, "ns")),
@@ -700,7 +707,8 @@ def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_ord
             target=other,
         ),
     ]
-    deletes = [(d.kind, d.namespace, d.name, d.file) for d in kube_deletions(old, new)]
+    deletions = kube_deletions([output_file(a) for a in old], [output_file(a) for a in new])
+    deletes = [(d.kind, d.namespace, d.name, d.file) for d in deletions]
     assert deletes == [
         ("ConfigMap", "ns", "svc-mesh-envoy", "kubernetes/c/ns/svc.yaml"),
         ("RoleBinding", "gone", "g", "kubernetes/c/ns/svc.yaml"),
@@ -708,4 +716,4 @@ def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_ord
         ("ServiceAccount", "gone", "gone", "kubernetes/c/gone/gone.yaml"),
         ("Namespace", None, "gone", "kubernetes/c/00-namespaces/gone.yaml"),
     ]
-    assert [d.cascades for d in kube_deletions(old, new)] == [False] * 4 + [True]
+    assert [d.cascades for d in deletions] == [False] * 4 + [True]

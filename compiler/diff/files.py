@@ -4,6 +4,8 @@ bytes (files on disk), or, for files that hold no data (templates, text), line b
 from __future__ import annotations
 
 import difflib
+import hashlib
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -17,10 +19,34 @@ MAX_TEXT_LINES = 400  # a changed text file's unified diff is cut after this man
 DOCUMENT_START = "---\n"  # a stream of documents as meshc writes one: every document opened by `---`
 
 
-def diff_artifact(old: Artifact, new: Artifact) -> DocumentDiff:
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutputFile:
+    """An output file as a diff keeps it: the sha256 of its bytes, to tell whether it changed, and its data to diff
+    (a file without data keeps its bytes instead). A diff holds two builds: their data files' bytes, most of a
+    build's memory, are not kept twice over."""
+
+    path: str
+    target: str | None
+    digest: bytes
+    value: Any = None
+    text: bytes = b""  # the bytes of a file without data (a template), diffed by line
+
+
+def output_file(artifact: Artifact) -> OutputFile:
+    """What a diff keeps of one artifact."""
+    return OutputFile(
+        path=artifact.path,
+        target=artifact.target,
+        digest=hashlib.sha256(artifact.data).digest(),
+        value=artifact.value,
+        text=artifact.data if artifact.value is None else b"",
+    )
+
+
+def diff_output_file(old: OutputFile, new: OutputFile) -> DocumentDiff:
     """Two versions of one output file of a build: the data they serialize, or their lines if they hold none."""
     if old.value is None or new.value is None:
-        return diff_text(new.path, old.data, new.data)
+        return diff_text(new.path, old.text, new.text)
     # A JSON file's changes in the file's order: meshc writes its keys sorted.
     changes = diff_values(_as_parsed(old.value), _as_parsed(new.value), sort_keys=new.path.endswith(".json"))
     return DocumentDiff(name=new.path, status=CHANGED, changes=changes)

@@ -9,13 +9,13 @@ from typing import Any
 from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
 from compiler.backends.kubernetes import kind_rank
 from compiler.diagnostics import InternalError
+from compiler.diff.files import OutputFile
 from compiler.diff.records import KubeDelete
-from compiler.emit import Artifact
 
 KubeKey = tuple[str | None, str, str, str | None, str]
 
 
-def kube_deletions(old: Sequence[Artifact], new: Sequence[Artifact]) -> tuple[KubeDelete, ...]:
+def kube_deletions(old: Sequence[OutputFile], new: Sequence[OutputFile]) -> tuple[KubeDelete, ...]:
     """The Kubernetes objects of `old` that `new` no longer writes, in the order to delete them by hand.
 
     kube-applier applies a cluster's files sorted by path, each file's documents in order, and never
@@ -28,17 +28,17 @@ def kube_deletions(old: Sequence[Artifact], new: Sequence[Artifact]) -> tuple[Ku
     after = {a.path: a for a in new if _cluster_of(a.path)}
     kept = {
         _kube_key(path, obj)
-        for path, artifact in after.items()
-        if not _same(before.get(path), artifact)
-        for obj in kube_objects(artifact)
+        for path, file in after.items()
+        if not _same(before.get(path), file)
+        for obj in kube_objects(file)
     }
     gone: dict[str, list[KubeDelete]] = {}
-    for path, artifact in before.items():
-        if _same(after.get(path), artifact):
+    for path, file in before.items():
+        if _same(after.get(path), file):
             continue
         cluster = _cluster_of(path) or ""
         gone.setdefault(cluster, []).extend(
-            _delete(cluster, path, obj) for obj in kube_objects(artifact) if _kube_key(path, obj) not in kept
+            _delete(cluster, path, obj) for obj in kube_objects(file) if _kube_key(path, obj) not in kept
         )
     return tuple(
         d
@@ -49,12 +49,12 @@ def kube_deletions(old: Sequence[Artifact], new: Sequence[Artifact]) -> tuple[Ku
     )
 
 
-def kube_objects(artifact: Artifact) -> list[Mapping[str, Any]]:
+def kube_objects(file: OutputFile) -> list[Mapping[str, Any]]:
     """The Kubernetes objects one output file holds: its documents with a kind and a metadata name (and a
     namespace, if any, that is a string); other documents are skipped."""
-    value = artifact.value
+    value = file.value
     if value is None:
-        raise InternalError(f"{artifact.path}: a Kubernetes file was rendered without its objects")
+        raise InternalError(f"{file.path}: a Kubernetes file was rendered without its objects")
     documents = value if isinstance(value, (tuple, list)) else (value,)
     return [
         d
@@ -67,8 +67,8 @@ def kube_objects(artifact: Artifact) -> list[Mapping[str, Any]]:
     ]
 
 
-def _same(other: Artifact | None, artifact: Artifact) -> bool:
-    return other is not None and other.data == artifact.data
+def _same(other: OutputFile | None, file: OutputFile) -> bool:
+    return other is not None and other.digest == file.digest
 
 
 def _cluster_of(path: str) -> str | None:

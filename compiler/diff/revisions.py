@@ -21,7 +21,7 @@ from compiler.diff.records import (
     WaveSplit,
     restart_key,
 )
-from compiler.diff.targets import diff_targets
+from compiler.diff.targets import Compiled, compiled, diff_targets
 from compiler.diff.values import diff_values
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.graph.calls import diff_calls
@@ -91,7 +91,7 @@ def diff_specs(
     Both sides are compiled under the same `label`, so nothing that names the spec directory can
     differ. An invalid head raises SpecError: there is nothing to review until it is fixed.
     """
-    new = compile(head_files, label)
+    new = compiled(compile(head_files, label))  # the head's bytes are freed before the base is compiled
     notes: list[str] = []
     diagnostics: tuple[Diagnostic, ...] = ()
     old = None
@@ -99,14 +99,14 @@ def diff_specs(
         notes.append(f"there is no spec at {base}; the diff treats the base as empty, so every target is new")
     else:
         try:
-            old = compile(base_files, label)
+            old = compiled(compile(base_files, label))
         except SpecError as exc:
             diagnostics = exc.diagnostics
             notes.append(
                 f"the spec at {base} is invalid ({len(diagnostics)} error(s), listed below); "
                 "the diff treats the base as empty, so every target is new"
             )
-    result = diff_builds(old, new, base=base, head=head, notes=tuple(notes))
+    result = _diff_compiled(old, new, base=base, head=head, notes=tuple(notes))
     reformatted = _reformatted(base_files or {}, head_files, old, new)
     return replace(result, base_diagnostics=diagnostics, reformatted=reformatted)
 
@@ -115,6 +115,12 @@ def diff_builds(
     old: Build | None, new: Build, *, base: str = "base", head: str = "head", notes: tuple[str, ...] = ()
 ) -> MeshDiff:
     """Diff two builds (None: nothing at the base) spec file by spec file and target by target."""
+    return _diff_compiled(compiled(old) if old else None, compiled(new), base=base, head=head, notes=notes)
+
+
+def _diff_compiled(
+    old: Compiled | None, new: Compiled, *, base: str, head: str, notes: tuple[str, ...]
+) -> MeshDiff:
     targets, shared = diff_targets(old, new)
     return MeshDiff(
         base=base,
@@ -124,13 +130,13 @@ def diff_builds(
         targets=targets,
         groups=group(targets),
         shared=shared,
-        deletions=kube_deletions(old.artifacts if old else (), new.artifacts),
+        deletions=kube_deletions(old.files if old else (), new.files),
         calls=diff_calls(old.mesh if old else None, new.mesh),
         waves=_wave_split(old, new, targets),
     )
 
 
-def _wave_split(old: Build | None, new: Build, targets: Sequence[TargetDiff]) -> tuple[WaveSplit, ...]:
+def _wave_split(old: Compiled | None, new: Compiled, targets: Sequence[TargetDiff]) -> tuple[WaveSplit, ...]:
     """Changed targets by the head's waves (the first wave always, even empty); targets no wave matches (external
     readers, which every live revision's union keeps) go with the first wave."""
     policy = new.spec.mesh.rollout
@@ -197,7 +203,7 @@ def _spec_data(spec: Spec | None) -> dict[str, Any]:
     return {name[len(label) :]: doc.data for name, doc in spec.documents.items()}
 
 
-def _reformatted(before: SpecFiles, after: SpecFiles, old: Build | None, new: Build) -> tuple[str, ...]:
+def _reformatted(before: SpecFiles, after: SpecFiles, old: Compiled | None, new: Compiled) -> tuple[str, ...]:
     if old is None:
         return ()
     old_data, new_data = _spec_data(old.spec), _spec_data(new.spec)

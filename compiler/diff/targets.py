@@ -4,24 +4,45 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
-from compiler.diff.files import diff_artifact
+from compiler.diff.files import OutputFile, diff_output_file, output_file
 from compiler.diff.records import ADDED, CHANGED, REMOVED, Change, DocumentDiff, TargetDiff
 from compiler.diff.values import diff_values
-from compiler.emit import MANIFEST, Artifact
-from compiler.ir.model import Workload
+from compiler.emit import MANIFEST
+from compiler.ir.model import Mesh, Workload
 from compiler.pipeline import Build
+from compiler.render import SidecarConfig
 from compiler.render.restart import RestartClass, classify, new_credentials
 from compiler.render.restart import changes as restart_costs
+from compiler.spec.model import Spec
 
-Files = Mapping[str, Artifact]  # a target's output files by path
+Files = Mapping[str, OutputFile]  # a target's output files by path
 
 
-def diff_targets(old: Build | None, new: Build) -> tuple[tuple[TargetDiff, ...], tuple[DocumentDiff, ...]]:
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Compiled:
+    """A build as a diff keeps it: its spec, IR and sidecar documents, and its output files without the bytes of
+    those that hold data (see OutputFile)."""
+
+    spec: Spec
+    mesh: Mesh
+    sidecars: Mapping[str, SidecarConfig]
+    files: tuple[OutputFile, ...]
+
+
+def compiled(build: Build) -> Compiled:
+    """What a diff keeps of a build (MANIFEST.json aside: it lists the files a diff compares one by one)."""
+    files = tuple(output_file(a) for a in build.artifacts if a.path != MANIFEST)
+    return Compiled(spec=build.spec, mesh=build.mesh, sidecars=build.sidecars, files=files)
+
+
+def diff_targets(
+    old: Compiled | None, new: Compiled
+) -> tuple[tuple[TargetDiff, ...], tuple[DocumentDiff, ...]]:
     """Every target whose documents or files change (by target id), and the changed files of no single target."""
-    old_files, new_files = _files_by_target(old.artifacts if old else ()), _files_by_target(new.artifacts)
+    old_files, new_files = _files_by_target(old.files if old else ()), _files_by_target(new.files)
     old_docs, new_docs = _documents(old), _documents(new)
     workloads = {w.id: w for w in (old.mesh.workloads if old else ())} | {w.id: w for w in new.mesh.workloads}
     datacenters = {
@@ -48,15 +69,14 @@ def diff_targets(old: Build | None, new: Build) -> tuple[tuple[TargetDiff, ...],
     return tuple(targets), _file_diffs(old_files.get(None, {}), new_files.get(None, {}))
 
 
-def _files_by_target(artifacts: Sequence[Artifact]) -> dict[str | None, dict[str, Artifact]]:
-    files: dict[str | None, dict[str, Artifact]] = {}
-    for artifact in artifacts:
-        if artifact.path != MANIFEST:
-            files.setdefault(artifact.target, {})[artifact.path] = artifact
-    return files
+def _files_by_target(files: Sequence[OutputFile]) -> dict[str | None, dict[str, OutputFile]]:
+    found: dict[str | None, dict[str, OutputFile]] = {}
+    for file in files:
+        found.setdefault(file.target, {})[file.path] = file
+    return found
 
 
-def _documents(build: Build | None) -> dict[str, Mapping[str, Any]]:
+def _documents(build: Compiled | None) -> dict[str, Mapping[str, Any]]:
     return {wid: config.documents for wid, config in build.sidecars.items()} if build else {}
 
 
@@ -178,6 +198,6 @@ def _file_diffs(old: Files, new: Files) -> tuple[DocumentDiff, ...]:
             diffs.append(DocumentDiff(name=path, status=REMOVED))
         elif path not in old:
             diffs.append(DocumentDiff(name=path, status=ADDED))
-        elif old[path].data != new[path].data:
-            diffs.append(diff_artifact(old[path], new[path]))
+        elif old[path].digest != new[path].digest:
+            diffs.append(diff_output_file(old[path], new[path]))
     return tuple(diffs)

@@ -340,6 +340,41 @@ def test_files_added_removed_and_text_files_and_targets_that_come_and_go(base_bu
     )
 
 
+def test_a_change_equality_misses_is_still_a_change(base_build: Build) -> None:
+    """Files are compared by the sha256 of their bytes, so 1 -> 1.0 (equal to Python's ==) is still found."""
+    artifacts = tuple(
+        _yaml_artifact(a.path, {"mesh::port": 18080.0}, a.target) if a.path.endswith("sjc.yaml") else a
+        for a in base_build.artifacts
+    )
+    (target,) = diff_builds(base_build, _with(base_build, artifacts=artifacts)).targets
+    assert [(f.name, f.changes) for f in target.files] == [
+        (
+            "puppet/data/vm/auth/sjc.yaml",
+            (Change(path='["mesh::port"]', kind=CHANGED, old=18080, new=18080.0),),
+        )
+    ]
+    # and so are files read from disk (`meshc check`), whose bytes differ too
+    assert diff_file("x.json", b'{"a": [true]}\n', b'{"a": [1]}\n').changes == (
+        Change(path="a[0]", kind=CHANGED, old=True, new=1),
+    )
+
+
+def test_a_diff_keeps_the_data_of_data_files_not_their_bytes(example_build: Build) -> None:
+    """Two builds are held at once: a data file is kept as its value and the sha256 of its bytes, a template as its
+    bytes (for a line diff)."""
+    import hashlib
+
+    from compiler.diff.targets import compiled
+
+    kept = {f.path: f for f in compiled(example_build).files}
+    for artifact in example_build.artifacts:
+        file = kept[artifact.path]
+        assert file.digest == hashlib.sha256(artifact.data).digest(), artifact.path
+        assert (file.value, file.text) == (
+            (artifact.value, b"") if artifact.value is not None else (None, artifact.data)
+        ), artifact.path
+
+
 def test_nothing_at_the_base_makes_every_target_new(base_build: Build) -> None:
     result = diff_builds(None, base_build, notes=("no base",))
     assert {t.target for t in result.targets} == set(base_build.sidecars)

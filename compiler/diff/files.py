@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from compiler.diff.records import CHANGED, DocumentDiff
+from compiler.diff.records import CHANGED, Change, DocumentDiff
 from compiler.diff.values import diff_values, load_json
 from compiler.emit import Artifact
 
@@ -48,8 +48,16 @@ def diff_output_file(old: OutputFile, new: OutputFile) -> DocumentDiff:
     if old.value is None or new.value is None:
         return diff_text(new.path, old.text, new.text)
     # A JSON file's changes in the file's order: meshc writes its keys sorted.
-    changes = diff_values(_as_parsed(old.value), _as_parsed(new.value), sort_keys=new.path.endswith(".json"))
+    changes = _changes(_as_parsed(old.value), _as_parsed(new.value), sort_keys=new.path.endswith(".json"))
     return DocumentDiff(name=new.path, status=CHANGED, changes=changes)
+
+
+def _changes(old: Any, new: Any, *, sort_keys: bool = False) -> tuple[Change, ...]:
+    """The changes between the data of a file whose bytes differ: if `==` finds none, the data differs in a way
+    it misses (1 and 1.0, true and 1), so look again strictly."""
+    return diff_values(old, new, sort_keys=sort_keys) or diff_values(
+        old, new, sort_keys=sort_keys, strict=True
+    )
 
 
 def _as_parsed(value: Any) -> Any:
@@ -65,7 +73,7 @@ def diff_file(path: str, old: bytes, new: bytes) -> DocumentDiff:
     """
     before, after = parse_file(path, old), parse_file(path, new)
     if before is not None and after is not None:
-        return DocumentDiff(name=path, status=CHANGED, changes=diff_values(before[0], after[0]))
+        return DocumentDiff(name=path, status=CHANGED, changes=_changes(before[0], after[0]))
     return diff_text(path, old, new)
 
 

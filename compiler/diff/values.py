@@ -43,13 +43,15 @@ _LIST_KEYS: tuple[tuple[Callable[[Any], bool], KeyFn, Callable[[Any], str]], ...
 )
 
 
-def diff_values(old: Any, new: Any, *, sort_keys: bool = False) -> tuple[Change, ...]:
+def diff_values(old: Any, new: Any, *, sort_keys: bool = False, strict: bool = False) -> tuple[Change, ...]:
     """Every difference between two plain data values, as changes at paths like `a[name].b[0].c`.
 
     Changes come in the order of the keys as they stand (a YAML file's order); `sort_keys` lists a
-    mapping's keys sorted instead, the order of a JSON file meshc writes.
+    mapping's keys sorted instead, the order of a JSON file meshc writes. Equal subtrees are skipped
+    by Python's `==`, which takes 1, 1.0 and true for one another; `strict` tells them apart, at the
+    cost of serializing every subtree it compares (for data known to differ that `==` finds equal).
     """
-    differ = _Differ(sort_keys=sort_keys)
+    differ = _Differ(sort_keys=sort_keys, strict=strict)
     differ.diff(old, new, "")
     return tuple(differ.out)
 
@@ -57,14 +59,15 @@ def diff_values(old: Any, new: Any, *, sort_keys: bool = False) -> tuple[Change,
 class _Differ:
     """One diff's options and the changes found so far."""
 
-    __slots__ = ("out", "sort_keys")
+    __slots__ = ("out", "sort_keys", "strict")
 
-    def __init__(self, *, sort_keys: bool) -> None:
-        self.sort_keys = sort_keys
+    def __init__(self, *, sort_keys: bool, strict: bool) -> None:
+        self.sort_keys, self.strict = sort_keys, strict
         self.out: list[Change] = []
 
     def diff(self, old: Any, new: Any, path: str) -> None:
-        if type(old) is type(new) and old == new:  # C-speed equality prunes every unchanged subtree
+        # C-speed equality prunes every unchanged subtree
+        if type(old) is type(new) and old == new and (not self.strict or _canonical(old) == _canonical(new)):
             return
         if isinstance(old, dict) and isinstance(new, dict):
             added = [k for k in new if k not in old]

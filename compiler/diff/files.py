@@ -45,7 +45,9 @@ def output_file(artifact: Artifact) -> OutputFile:
 
 def diff_output_file(old: OutputFile, new: OutputFile) -> DocumentDiff:
     """Two versions of one output file of a build: the data they serialize, or their lines if they hold none."""
-    if old.value is None or new.value is None:
+    if (
+        old.value is None or new.value is None
+    ):  # one meshc built both: a path holds data in both or in neither
         return diff_text(new.path, old.text, new.text)
     # A JSON file's changes in the file's order: meshc writes its keys sorted.
     changes = _changes(_as_parsed(old.value), _as_parsed(new.value), sort_keys=new.path.endswith(".json"))

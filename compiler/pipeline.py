@@ -41,12 +41,15 @@ class Build:
         return render_tree(self.artifacts)
 
 
-def compile(files: SpecFiles, label: str) -> Build:  # noqa: A001 - the compiler's main verb
-    """Compile a spec file tree (relative path -> bytes); raise SpecError with every diagnostic."""
+def compile(files: SpecFiles, label: str, *, values: bool = True) -> Build:  # noqa: A001 - the compiler's main verb
+    """Compile a spec file tree (relative path -> bytes); raise SpecError with every diagnostic.
+
+    `values=False`: the artifacts carry their bytes only (see `run_backends`).
+    """
     spec = check(load_documents(files, label))
     mesh = lower(spec)
     sidecars = render(mesh)
-    artifacts = run_backends(mesh, sidecars)
+    artifacts = run_backends(mesh, sidecars, values=values)
     return Build(spec=spec, mesh=mesh, sidecars=sidecars, artifacts=tuple(artifacts))
 
 
@@ -85,9 +88,9 @@ def spec_files(spec_dir: Path) -> dict[str, bytes | Unreadable]:
     raise FileNotFoundError(f"spec directory {quote(spec_dir.as_posix())} does not exist")
 
 
-def compile_dir(spec_dir: Path) -> Build:
+def compile_dir(spec_dir: Path, *, values: bool = True) -> Build:
     """Compile the spec in a directory, naming files as the user wrote the directory."""
-    return compile(spec_files(spec_dir), spec_dir.as_posix().rstrip("/"))
+    return compile(spec_files(spec_dir), spec_dir.as_posix().rstrip("/"), values=values)
 
 
 def lower_dir(spec_dir: Path) -> Mesh:
@@ -119,4 +122,6 @@ def build(
     on_wait: Callable[[Path], None] | None = None,
 ) -> WriteResult:
     """Compile and write the output tree atomically (see `write_output`)."""
-    return write_output(spec_dir, out, lambda: compile_dir(spec_dir).tree(), lock_timeout, on_wait)
+    return write_output(
+        spec_dir, out, lambda: compile_dir(spec_dir, values=False).tree(), lock_timeout, on_wait
+    )

@@ -375,6 +375,18 @@ def test_a_diff_keeps_the_data_of_data_files_not_their_bytes(example_build: Buil
         ), artifact.path
 
 
+def test_a_build_that_only_writes_its_tree_drops_the_values(example_build: Build) -> None:
+    """`meshc build` (values=False) holds no values at its peak; its files are the very same."""
+    from compiler.pipeline import compile_dir
+
+    build = compile_dir(EXAMPLE, values=False)
+    assert [(a.path, a.data, a.target) for a in build.artifacts] == [
+        (a.path, a.data, a.target) for a in example_build.artifacts
+    ]
+    assert all(a.value is None for a in build.artifacts)
+    assert any(a.value is not None for a in example_build.artifacts)
+
+
 def test_nothing_at_the_base_makes_every_target_new(base_build: Build) -> None:
     result = diff_builds(None, base_build, notes=("no base",))
     assert {t.target for t in result.targets} == set(base_build.sidecars)

@@ -221,7 +221,7 @@ def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[
     if tree is None and not os.path.lexists(
         spec / ROLLOUT_FILE
     ):  # a rollout.yaml that is no file is an error there
-        build = compile_dir(spec)
+        build = compile_dir(spec, values=False)
         return build.mesh, build.tree()
     if tree is None:
         from compiler.rollout.build import (

@@ -414,7 +414,7 @@ def render_revision(
             revision=revision,
             mesh=mesh,
             sidecars=sidecars,
-            artifacts=tuple(run_backends(mesh, sidecars, own)),
+            artifacts=tuple(run_backends(mesh, sidecars, own, values=False)),
         )
     return cached
 
@@ -493,7 +493,7 @@ def manifest_section(state: State) -> dict[str, object]:
 
 def plain_tree(spec_dir: Path) -> dict[str, bytes]:
     """The output tree without a rollout: the one-revision build."""
-    return compile_dir(spec_dir).tree()
+    return compile_dir(spec_dir, values=False).tree()
 
 
 def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, bytes]:

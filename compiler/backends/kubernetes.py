@@ -110,10 +110,14 @@ MAX_APPLIED_BYTES = 256 * 1024 - 4096
 
 
 def build_kubernetes(
-    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+    mesh: Mesh,
+    sidecars: Mapping[str, SidecarConfig],
+    only: Collection[str] | None = None,
+    values: bool = True,
 ) -> list[Artifact]:
     """The files of every Kubernetes workload and external reader (those in `only`, if given, by target id),
-    plus one per Namespace and one per cluster (its discovery ClusterRole)."""
+    plus one per Namespace and one per cluster (its discovery ClusterRole); with `values`, each file's value is
+    the tuple of its objects."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     in_cluster = _workloads_by_cluster_service(workloads)
     readers = external_readers(mesh)
@@ -122,15 +126,15 @@ def build_kubernetes(
         (r.cluster, DISCOVERY_NAMESPACE) for r in readers
     }
     artifacts = [
-        _file(mesh, cluster, namespace_path(cluster, ns), [namespace_object(mesh, ns)], None, memo)
+        _file(mesh, cluster, namespace_path(cluster, ns), [namespace_object(mesh, ns)], None, memo, values)
         for cluster, ns in sorted(namespaces)
     ]
     artifacts += [
-        _file(mesh, cluster, cluster_path(cluster), [discovery_cluster_role(mesh)], None, memo)
+        _file(mesh, cluster, cluster_path(cluster), [discovery_cluster_role(mesh)], None, memo, values)
         for cluster in sorted({c for c, _ in namespaces})
     ]
     artifacts += [
-        _file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo)
+        _file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo, values)
         for r in readers
         if only is None or r.id in only
     ]
@@ -158,7 +162,7 @@ def build_kubernetes(
             workload, objects
         )  # per object: kubectl records each object's own annotation
         artifacts.append(
-            _file(mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo)
+            _file(mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo, values)
         )
     bugs = [d for d in problems if d.code == "internal"]
     if bugs:  # a meshc bug outranks what the spec got wrong: the spec's errors may be its consequence
@@ -543,7 +547,13 @@ def _workloads_by_cluster_service(workloads: Sequence[Workload]) -> dict[tuple[s
 
 
 def _file(
-    mesh: Mesh, cluster: str, path: str, objects: Sequence[dict[str, Any]], target: str | None, memo: Memo
+    mesh: Mesh,
+    cluster: str,
+    path: str,
+    objects: Sequence[dict[str, Any]],
+    target: str | None,
+    memo: Memo,
+    values: bool = True,
 ) -> Artifact:
     """One file: its objects in APPLY_ORDER (a stable sort: same-kind objects keep their order), each one document;
     its value is the tuple of the objects."""
@@ -562,7 +572,7 @@ def _file(
         path=path,
         data=b"".join(DOCUMENT_START + _yaml(obj, memo) for obj in ordered),
         target=target,
-        value=ordered,
+        value=ordered if values else None,
     )
 
 

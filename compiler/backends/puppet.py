@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jinja2
@@ -110,9 +110,13 @@ _TEMPLATES = jinja2.Environment(
 
 
 def build_puppet(
-    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+    mesh: Mesh,
+    sidecars: Mapping[str, SidecarConfig],
+    only: Collection[str] | None = None,
+    values: bool = True,
 ) -> list[Artifact]:
-    """hiera.yaml, common data, one data file per VM pool (those in `only`, if given), the `mesh` module, and site.pp."""
+    """hiera.yaml, common data, one data file per VM pool (those in `only`, if given), the `mesh` module, and
+    site.pp; with `values`, each data file carries its data."""
     pools = sorted(
         (
             s
@@ -123,13 +127,15 @@ def build_puppet(
     )
     _check_documents(pools)
     memo = Memo()  # render shares documents between pools: escape and hash each once
-    return [
+    artifacts = [
         Artifact(path=f"{ROOT}/hiera.yaml", data=hiera_config(mesh)),
         _common_artifact(mesh),
         *(pool_artifact(pool_path(s), s, memo, mesh.waves.get(s.workload.id)) for s in pools),
         *module_files(mesh),
         Artifact(path=SITE_MANIFEST, data=_render("site.pp.j2")),
     ]
+    # A pool's value holds the documents the sidecars hold anyway: keeping them costs little till here.
+    return artifacts if values else [replace(a, value=None) for a in artifacts]
 
 
 def pool_path(sidecar: SidecarConfig) -> str:

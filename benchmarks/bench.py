@@ -8,7 +8,7 @@ the child's whole life (interpreter start and imports included).
 
 To measure a new stage, add a `Stage` to STAGES after the stage whose state it reads. Planned:
 render (mesh -> sidecars), backends (sidecars -> artifacts), build (tree + write into a fresh
-directory), rebuild (no-op write), diff (one service edited, compare against the previous tree).
+directory), rebuild (no-op write).
 
     python benchmarks/bench.py [--sizes 100,1000,3000] [--stages validate,lower,floor] [--repeat 1]
                                [--drift-hosts 10000]
@@ -126,9 +126,30 @@ STAGES += (
 
 def _diff_setup(state: State) -> None:
     """Not part of the diff: a git repo holding the synthetic spec, committed, then one service's app port edited."""
-    repo = scratch_dir() / "diff-repo"
+    repo = _committed_spec("diff-repo", state["dir"])
+    service = min((repo / "services").glob("*.yaml"))
+    text = service.read_text()
+    assert "\nport: 8080\n" in text, f"{service.name}: no `port: 8080` to edit"
+    service.write_text(text.replace("\nport: 8080\n", "\nport: 8081\n", 1))
+    state["diff_spec"] = repo
+
+
+def _diff_wide_setup(state: State) -> None:
+    """Not part of the diff: the synthetic spec committed, then the mesh-wide default connect timeout edited, which
+    changes the CDS document of every target (a ConfigMap in every Kubernetes file, every pool's hiera data)."""
+    repo = _committed_spec("diff-wide-repo", state["dir"])
+    mesh = repo / "mesh.yaml"
+    text = mesh.read_text()
+    assert 'connect_timeout: "1s"\n' in text, "mesh.yaml: no `connect_timeout: 1s` to edit"
+    mesh.write_text(text.replace('connect_timeout: "1s"\n', 'connect_timeout: "2s"\n', 1))
+    state["diff_spec"] = repo
+
+
+def _committed_spec(name: str, spec_dir: Path) -> Path:
+    """A scratch git repo holding a copy of the spec, committed; returns its spec directory."""
+    repo = scratch_dir() / name
     shutil.rmtree(repo, ignore_errors=True)
-    shutil.copytree(state["dir"], repo / "mesh-spec")
+    shutil.copytree(spec_dir, repo / "mesh-spec")
     git = [
         "git",
         "-c",
@@ -140,11 +161,7 @@ def _diff_setup(state: State) -> None:
     ]
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "synthetic spec"]):
         subprocess.run(git + command, cwd=repo, check=True)
-    service = min((repo / "mesh-spec/services").glob("*.yaml"))
-    text = service.read_text()
-    assert "\nport: 8080\n" in text, f"{service.name}: no `port: 8080` to edit"
-    service.write_text(text.replace("\nport: 8080\n", "\nport: 8081\n", 1))
-    state["diff_spec"] = repo / "mesh-spec"
+    return repo / "mesh-spec"
 
 
 def _meshc_diff(state: State) -> None:
@@ -160,15 +177,30 @@ def _meshc_diff(state: State) -> None:
 
 
 STAGES += (
+    # Each diff runs in a child of its own (its setup only), so its peak RSS is the diff's, not a build's.
     Stage(
         name="diff-setup",
         description="(setup, not timed as diff) synthetic spec in a git repo, one service edited",
         run=_diff_setup,
+        requires=(),
     ),
     Stage(
         name="meshc-diff",
         description="meshc diff --base HEAD: one-service change (target <= 2.5x meshc-build)",
         run=_meshc_diff,
+        requires=("diff-setup",),
+    ),
+    Stage(
+        name="diff-wide-setup",
+        description="(setup, not timed as diff) synthetic spec in a git repo, mesh-wide connect_timeout edited",
+        run=_diff_wide_setup,
+        requires=(),
+    ),
+    Stage(
+        name="diff-wide",
+        description="meshc diff --base HEAD: mesh-wide change (every target's CDS document)",
+        run=_meshc_diff,
+        requires=("diff-wide-setup",),
     ),
 )
 

@@ -30,7 +30,7 @@ from compiler.spec.schema import SCHEMA_NAMES, schema_text
 # The differ, git and the explainer load only for the commands that use them: `meshc build`'s
 # no-op path must not pay for importing them.
 if TYPE_CHECKING:
-    from compiler.diff import DocumentDiff
+    from compiler.diff.records import DocumentDiff
     from compiler.drift.detect import PuppetEvidence
     from compiler.output.compare import TreeStatus
 
@@ -387,7 +387,7 @@ def _diff(args: argparse.Namespace) -> int:
     from compiler.commands.diff_markdown import format_markdown
     from compiler.commands.diff_report import format_json
     from compiler.commands.diff_text import format_text
-    from compiler.diff import diff_revisions
+    from compiler.diff.revisions import diff_revisions
     from compiler.gitsource import RevisionError
 
     try:

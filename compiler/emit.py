@@ -8,7 +8,7 @@ import functools
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -24,11 +24,18 @@ _YAML_ESCAPE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ufffe\uffff]")
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Artifact:
-    """One output file: its path under output/, its bytes, and the target (workload id) it belongs to."""
+    """One output file: its path under output/, its bytes, and the target (workload id) it belongs to.
+
+    `value` is the data the bytes serialize (the very object, not a copy), so `meshc diff` compares
+    data and never re-parses its own output: a JSON file's value, a multi-document YAML file's tuple
+    of documents. Files rendered from templates have none (None) and are compared as text. The bytes
+    alone decide equality (the value is what they say).
+    """
 
     path: str
     data: bytes
     target: str | None = None
+    value: Any = field(default=None, compare=False)
 
 
 # ---------------------------------------------------------------- serialization

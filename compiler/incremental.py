@@ -29,7 +29,7 @@ from compiler.output.manifest import MANIFEST, manifest_of
 from compiler.output.writer import NewFile, WriteResult, new_file, previous_tree, write_files
 
 if TYPE_CHECKING:
-    from compiler.diff import DocumentDiff
+    from compiler.diff.records import DocumentDiff
     from compiler.emit import Artifact
     from compiler.ir.model import Mesh
     from compiler.spec.load import Unreadable
@@ -85,7 +85,7 @@ def check_output(
     """`meshc check`: how `out` differs from what the spec renders, and what a rebuild would change in each
     stale or hand-edited file. Streams like a build, reading only the files the build cache cannot vouch for."""
     if os.path.lexists(spec_dir / ROLLOUT_FILE):
-        from compiler.diff import output_drift
+        from compiler.diff.output import output_drift
 
         return output_drift(spec_dir, out, lock_timeout, on_wait)
     real = Path(os.path.realpath(out))
@@ -93,7 +93,7 @@ def check_output(
         status, rendered = output_status(spec_dir, real)
         if not rendered:
             return status, {}
-        from compiler.diff import rebuild_edit  # the differ, only once something differs
+        from compiler.diff.output import rebuild_edit  # the differ, only once something differs
 
         return status, {path: rebuild_edit(real, path, data) for path, data in rendered.items()}
 

@@ -39,10 +39,15 @@ class Build:
         return render_tree(self.artifacts)
 
 
-def compile(files: SpecFiles, label: str) -> Build:  # noqa: A001 - the compiler's main verb
-    """Compile a spec file tree (relative path -> bytes); raise SpecError with every diagnostic."""
+def compile(files: SpecFiles, label: str, *, values: bool = True) -> Build:  # noqa: A001 - the main verb
+    """Compile a spec file tree (relative path -> bytes); raise SpecError with every diagnostic.
+
+    `values=False`: the artifacts carry their bytes only (see `run_backends`).
+    """
     spec, mesh, sidecars = render_files(files, label)
-    return Build(spec=spec, mesh=mesh, sidecars=sidecars, artifacts=tuple(artifacts(mesh, sidecars)))
+    return Build(
+        spec=spec, mesh=mesh, sidecars=sidecars, artifacts=tuple(artifacts(mesh, sidecars, values=values))
+    )
 
 
 def render_files(files: SpecFiles, label: str) -> tuple[Spec, Mesh, dict[str, SidecarConfig]]:
@@ -57,19 +62,27 @@ def render_files(files: SpecFiles, label: str) -> tuple[Spec, Mesh, dict[str, Si
 
 
 def artifacts(
-    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+    mesh: Mesh,
+    sidecars: Mapping[str, SidecarConfig],
+    only: Collection[str] | None = None,
+    *,
+    values: bool = False,
 ) -> list[Artifact]:
     """The backends' files: every shared file, and the per-target files of `only` (None: every target)."""
-    return list(stream_artifacts(mesh, sidecars, only))
+    return list(stream_artifacts(mesh, sidecars, only, values=values))
 
 
 def stream_artifacts(
-    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+    mesh: Mesh,
+    sidecars: Mapping[str, SidecarConfig],
+    only: Collection[str] | None = None,
+    *,
+    values: bool = False,
 ) -> Iterator[Artifact]:
     """`artifacts`, one file at a time: a build hashes and writes each before the next is serialized."""
     from compiler.backends import stream_backends
 
-    yield from stream_backends(mesh, sidecars, only)
+    yield from stream_backends(mesh, sidecars, only, values=values)
 
 
 @contextmanager
@@ -109,9 +122,9 @@ def spec_files(spec_dir: Path) -> dict[str, bytes | Unreadable]:
     raise FileNotFoundError(f"spec directory {quote(spec_dir.as_posix())} does not exist")
 
 
-def compile_dir(spec_dir: Path) -> Build:
+def compile_dir(spec_dir: Path, *, values: bool = True) -> Build:
     """Compile the spec in a directory, naming files as the user wrote the directory."""
-    return compile(spec_files(spec_dir), spec_dir.as_posix().rstrip("/"))
+    return compile(spec_files(spec_dir), spec_dir.as_posix().rstrip("/"), values=values)
 
 
 def lower_dir(spec_dir: Path) -> Mesh:
@@ -145,4 +158,6 @@ def build(
     on_wait: Callable[[Path], None] | None = None,
 ) -> WriteResult:
     """Compile and write the output tree atomically (see `write_output`)."""
-    return write_output(spec_dir, out, lambda: compile_dir(spec_dir).tree(), lock_timeout, on_wait)
+    return write_output(
+        spec_dir, out, lambda: compile_dir(spec_dir, values=False).tree(), lock_timeout, on_wait
+    )

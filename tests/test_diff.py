@@ -13,7 +13,7 @@ import pytest
 from compiler.backends.kubernetes.readers import external_readers
 from compiler.cli import main
 from compiler.commands.diff_markdown import GITHUB_COMMENT_LIMIT, format_markdown
-from compiler.diff import diff_revisions
+from compiler.diff.revisions import diff_revisions
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.pipeline import validate_only

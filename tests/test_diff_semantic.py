@@ -6,26 +6,16 @@ import json
 import random
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 
-from compiler.diff import (
-    ADDED,
-    CHANGED,
-    REMOVED,
-    Change,
-    NotCanonical,
-    diff_builds,
-    diff_canonical_yaml,
-    diff_file,
-    diff_values,
-    group,
-    kube_deletions,
-    load_canonical_yaml,
-    object_heads,
-    parse_file,
-    stream_documents,
-)
+from compiler.diagnostics import InternalError
+from compiler.diff.files import diff_file, diff_output_file, output_file, parse_file
+from compiler.diff.kube import kube_deletions, kube_objects
+from compiler.diff.records import ADDED, CHANGED, REMOVED, Change
+from compiler.diff.revisions import diff_builds, group
+from compiler.diff.values import diff_values
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.lower import lower
 from compiler.pipeline import Build, validate_only
@@ -194,16 +184,19 @@ def base_build() -> Build:
     sidecars = {w.id: SidecarConfig(workload=w, documents=_documents(w.platform)) for w in chosen}
     artifacts = (
         Artifact(path="puppet/manifests/init.pp", data=b"class mesh {\n  # one\n}\n"),
-        Artifact(
-            path="puppet/data/vm/auth/sjc.yaml", data=dump_yaml({"mesh::port": 18080}), target="vm/auth/sjc"
-        ),
-        Artifact(
-            path="kubernetes/kube-sjc-a/metadata/cm.yaml",
-            target="k8s/kube-sjc-a/metadata/metadata",
-            data=dump_yaml({"kind": "ConfigMap", "data": {"lds.json": dump_json(_lds(1024)).decode()}}),
+        _yaml_artifact("puppet/data/vm/auth/sjc.yaml", {"mesh::port": 18080}, "vm/auth/sjc"),
+        _yaml_artifact(
+            "kubernetes/kube-sjc-a/metadata/cm.yaml",
+            {"kind": "ConfigMap", "data": {"lds.json": dump_json(_lds(1024)).decode()}},
+            "k8s/kube-sjc-a/metadata/metadata",
         ),
     )
     return Build(spec=spec, mesh=mesh, sidecars=sidecars, artifacts=artifacts)
+
+
+def _yaml_artifact(path: str, value: Any, target: str | None = None) -> Artifact:
+    """A YAML output file as a backend makes one: its value beside its bytes."""
+    return Artifact(path=path, data=dump_yaml(value), target=target, value=value)
 
 
 def _lds(max_requests: int) -> dict:
@@ -301,7 +294,7 @@ def test_file_changes_that_repeat_a_document_change_are_counted_not_listed(base_
         "data": {"lds.json": dump_json(_lds(2048)).decode()},
     }
     artifacts = tuple(
-        a if "cm.yaml" not in a.path else Artifact(path=a.path, target=a.target, data=dump_yaml(configmap))
+        a if "cm.yaml" not in a.path else _yaml_artifact(a.path, configmap, a.target)
         for a in base_build.artifacts
     )
     (target,) = diff_builds(base_build, _with(base_build, sidecars=sidecars, artifacts=artifacts)).targets
@@ -317,14 +310,8 @@ def test_files_added_removed_and_text_files_and_targets_that_come_and_go(base_bu
     sidecars = {k: v for k, v in base_build.sidecars.items() if k != "vm/auth/sjc"}
     artifacts = (
         Artifact(path="puppet/manifests/init.pp", data=b"class mesh {\n  # two\n}\n"),
-        Artifact(
-            path="kubernetes/kube-sjc-a/metadata/cm.yaml",
-            target="k8s/kube-sjc-a/metadata/metadata",
-            data=base_build.artifacts[2].data,
-        ),
-        Artifact(
-            path="puppet/data/vm/auth/iad.yaml", data=dump_yaml({"mesh::port": 18080}), target=auth_iad.id
-        ),
+        base_build.artifacts[2],
+        _yaml_artifact("puppet/data/vm/auth/iad.yaml", {"mesh::port": 18080}, auth_iad.id),
     )
     result = diff_builds(base_build, _with(base_build, sidecars=sidecars, artifacts=artifacts))
     assert [(t.target, t.status, t.restart) for t in result.targets] == [
@@ -341,6 +328,53 @@ def test_files_added_removed_and_text_files_and_targets_that_come_and_go(base_bu
         (),
         ("@@ -1,3 +1,3 @@", " class mesh {", "-  # one", "+  # two", " }"),
     )
+
+
+def test_a_change_equality_misses_is_still_a_change(base_build: Build) -> None:
+    """Files are compared by the sha256 of their bytes, so 1 -> 1.0 (equal to Python's ==) is still found."""
+    artifacts = tuple(
+        _yaml_artifact(a.path, {"mesh::port": 18080.0}, a.target) if a.path.endswith("sjc.yaml") else a
+        for a in base_build.artifacts
+    )
+    (target,) = diff_builds(base_build, _with(base_build, artifacts=artifacts)).targets
+    assert [(f.name, f.changes) for f in target.files] == [
+        (
+            "puppet/data/vm/auth/sjc.yaml",
+            (Change(path='["mesh::port"]', kind=CHANGED, old=18080, new=18080.0),),
+        )
+    ]
+    # and so are files read from disk (`meshc check`), whose bytes differ too
+    assert diff_file("x.json", b'{"a": [true]}\n', b'{"a": [1]}\n').changes == (
+        Change(path="a[0]", kind=CHANGED, old=True, new=1),
+    )
+
+
+def test_a_diff_keeps_the_data_of_data_files_not_their_bytes(example_build: Build) -> None:
+    """Two builds are held at once: a data file is kept as its value and the sha256 of its bytes, a template as its
+    bytes (for a line diff)."""
+    import hashlib
+
+    from compiler.diff.targets import compiled
+
+    kept = {f.path: f for f in compiled(example_build).files}
+    for artifact in example_build.artifacts:
+        file = kept[artifact.path]
+        assert file.digest == hashlib.sha256(artifact.data).digest(), artifact.path
+        assert (file.value, file.text) == (
+            (artifact.value, b"") if artifact.value is not None else (None, artifact.data)
+        ), artifact.path
+
+
+def test_a_build_that_only_writes_its_tree_drops_the_values(example_build: Build) -> None:
+    """`meshc build` (values=False) holds no values at its peak; its files are the very same."""
+    from compiler.pipeline import compile_dir
+
+    build = compile_dir(EXAMPLE, values=False)
+    assert [(a.path, a.data, a.target) for a in build.artifacts] == [
+        (a.path, a.data, a.target) for a in example_build.artifacts
+    ]
+    assert all(a.value is None for a in build.artifacts)
+    assert any(a.value is not None for a in example_build.artifacts)
 
 
 def test_nothing_at_the_base_makes_every_target_new(base_build: Build) -> None:
@@ -369,7 +403,7 @@ def test_group_counts_every_restart_class(base_build: Build) -> None:
     assert all(g.added == len(g.targets) for g in result.groups)  # nothing at the base: every target is new
 
 
-# ---------------------------------------------------------------- the canonical YAML reader
+# ---------------------------------------------------------------- values beside bytes: the data a parser reads
 
 
 def _random_value(rnd: random.Random, depth: int = 0) -> object:
@@ -417,38 +451,24 @@ def _random_value(rnd: random.Random, depth: int = 0) -> object:
     )
 
 
-def test_canonical_reader_reads_what_pyyaml_reads() -> None:
-    rnd = random.Random(20261126)
-    compared = 0
-    for _ in range(3000):
-        text = dump_yaml(_random_value(rnd)).decode()
-        try:
-            expected = yaml.load(text, Loader=yaml.CSafeLoader)
-        except yaml.YAMLError:
-            continue  # not ours to read then (emit's fuzz tests own what PyYAML accepts)
-        assert repr(load_canonical_yaml(text)) == repr(expected), text
-        compared += 1
-    assert compared > 2900
-
-
-def test_canonical_reader_reads_every_yaml_output_file(example_build: Build) -> None:
-    read = 0
+def test_every_structured_output_file_carries_the_data_its_bytes_hold(example_build: Build) -> None:
+    """JSON files, hiera's common.yaml and every Kubernetes file (a tuple of its objects) carry their value; only
+    files rendered from templates carry none. The value is exactly what a parser reads back: same types, same data."""
+    without = set()
     for artifact in example_build.artifacts:
-        if artifact.path.endswith(".yaml"):
-            expected = _yaml_data(artifact.data)
-            # the Kubernetes files: one document per object
-            documents = stream_documents(artifact.data.decode())
-            try:
-                got = (
-                    load_canonical_yaml(artifact.data.decode())
-                    if documents is None
-                    else [load_canonical_yaml(d) for d in documents]
-                )
-            except NotCanonical:
-                continue
-            assert repr(got) == repr(expected), artifact.path
-            read += 1
-    assert read >= len([a for a in example_build.artifacts if a.path.endswith(".yaml")]) - 3
+        if artifact.value is None:
+            without.add(artifact.path)
+            continue
+        (parsed,) = parse_file(artifact.path, artifact.data) or pytest.fail(artifact.path)
+        value = list(artifact.value) if isinstance(artifact.value, tuple) else artifact.value
+        assert isinstance(artifact.value, tuple) == artifact.path.startswith("kubernetes/"), artifact.path
+        # diff_values tells lists from tuples, canonical JSON tells true from 1 and 1 from 1.0
+        assert diff_values(value, parsed) == (), artifact.path
+        assert orjson.dumps(value, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+            parsed, option=orjson.OPT_SORT_KEYS
+        ), artifact.path
+    assert {"puppet/hiera.yaml", "puppet/manifests/site.pp"} <= without
+    assert all(not path.endswith((".json", ".yaml")) for path in without - {"puppet/hiera.yaml"}), without
 
 
 @pytest.mark.parametrize(
@@ -464,15 +484,14 @@ def test_canonical_reader_reads_every_yaml_output_file(example_build: Build) -> 
         "a: 1",
     ],
 )
-def test_anything_else_is_not_canonical_and_parse_file_falls_back(text: str) -> None:
-    with pytest.raises(NotCanonical):
-        load_canonical_yaml(text)
-    if text.endswith("\n"):
-        assert parse_file("x.yaml", text.encode()) == (_yaml_data(text.encode()),)
+def test_files_read_from_disk_parse_as_pyyaml_reads_them_whatever_their_form(text: str) -> None:
+    """`meshc check` reads hand-edited files: comments, flow collections, other indentation, `---`."""
+    assert parse_file("x.yaml", text.encode()) == (_yaml_data(text.encode()),)
 
 
 def _yaml_data(data: bytes) -> Any:
-    """What PyYAML reads: a document's data, or the documents of a stream opened by `---` (Kubernetes files)."""
+    """What PyYAML reads: one document's data, or the list of documents of a stream opened by `---` (as meshc's
+    Kubernetes files)."""
     documents = list(yaml.load_all(data, Loader=yaml.CSafeLoader))
     return documents if data.startswith(b"---\n") else documents[0]
 
@@ -523,43 +542,53 @@ def _mutate(value: object, rnd: random.Random) -> object:
     return _random_value(rnd, 2)
 
 
-def test_diffing_canonical_yaml_text_equals_diffing_the_data() -> None:
+def test_diffing_values_equals_diffing_what_a_parser_reads_from_the_bytes() -> None:
+    """In a YAML file the changes come in the keys' order; in a JSON file, whose keys meshc sorts, sorted."""
     rnd = random.Random(7)
+    compared = 0
     for _ in range(3000):
         old = {"a": _random_value(rnd, 1), "b": {"c": _random_value(rnd, 2), "d": [_random_value(rnd, 3)]}}
         new = _mutate(old, rnd)
-        old_text, new_text = dump_yaml(old).decode(), dump_yaml(new).decode()
-        assert diff_canonical_yaml(old_text, new_text) == diff_values(
-            load_canonical_yaml(old_text), load_canonical_yaml(new_text)
-        )
+        if new is None:
+            continue  # an artifact's value None means a file without data (a template), compared as text
+        for path, dump in (("x.yaml", dump_yaml), ("x.json", dump_json)):
+            try:
+                before, after = dump(old), dump(new)
+            except TypeError:  # orjson: an integer beyond 64 bits is no JSON meshc writes
+                continue
+            if parse_file(path, before) is None or parse_file(path, after) is None:
+                continue  # not ours to read then (emit's fuzz tests own what PyYAML accepts)
+            got = diff_output_file(
+                output_file(Artifact(path=path, data=before, value=old)),
+                output_file(Artifact(path=path, data=after, value=new)),
+            )
+            assert got == diff_file(path, before, after), (path, before, after)
+            compared += 1
+    assert compared > 4000  # of 6,000: the rest hold integers beyond 64 bits (no JSON) or are no YAML
 
 
-def test_diffing_output_files_as_text_equals_diffing_their_data(example_build: Build) -> None:
+def test_diffing_output_files_on_their_values_equals_diffing_their_bytes(example_build: Build) -> None:
     from compiler.pipeline import compile
 
     files = read_tree(EXAMPLE)
     files["mesh.yaml"] = files["mesh.yaml"].replace(b"admin_port: 9901", b"admin_port: 9902")
     files["services/upload.yaml"] = files["services/upload.yaml"].replace(b"timeout: 2s", b"timeout: 3s")
-    changed = {a.path: a.data for a in compile(files, "mesh-spec").artifacts}
-    compared = candidates = 0
+    changed = {a.path: a for a in compile(files, "mesh-spec").artifacts}
+    compared = set()
     for artifact in example_build.artifacts:
         after = changed.get(artifact.path)
-        if artifact.path.endswith(".yaml") and after is not None and after != artifact.data:
-            candidates += 1
-            try:
-                fast = diff_canonical_yaml(artifact.data.decode(), after.decode())
-            except NotCanonical:
-                continue
-            assert fast == diff_values(_yaml_data(artifact.data), _yaml_data(after)), artifact.path
-            compared += 1
-    # every Kubernetes workload file changes (the bootstrap's admin port), and the fast path reads them all
-    assert (
-        compared == candidates >= len([w for w in example_build.mesh.workloads if w.platform == "kubernetes"])
-    )
+        if after is not None and after.data != artifact.data and after.value is not None:
+            expected = diff_file(artifact.path, artifact.data, after.data)
+            assert expected.changes, artifact.path
+            assert diff_output_file(output_file(artifact), output_file(after)) == expected, artifact.path
+            compared.add(artifact.path.rsplit(".", 1)[-1])
+    # every Kubernetes workload file and every pool's hiera data change (the bootstrap's admin port)
+    assert compared == {"yaml", "json"}
 
 
 def test_external_reader_targets_are_placed_in_their_clusters_datacenter(example_build: Build) -> None:
-    """A VM client that starts watching a cluster changes its reader grant (`k8s/<C>/meshc-discovery/<S>`)."""
+    """A VM client that starts watching a cluster changes that cluster's reader grant
+    (`k8s/<C>/meshc-discovery/<S>`)."""
     from compiler.pipeline import compile, spec_files
 
     files = spec_files(EXAMPLE)
@@ -592,6 +621,11 @@ def _obj(
 
 def _stream(*objects: dict[str, Any]) -> bytes:
     return b"".join(b"---\n" + dump_yaml(obj) for obj in objects)
+
+
+def _kube_file(path: str, *objects: dict[str, Any], target: str | None = None) -> Artifact:
+    """A Kubernetes file as the backend makes one: the tuple of its objects beside their bytes."""
+    return Artifact(path=path, data=_stream(*objects), target=target, value=objects)
 
 
 RB = "rbac.authorization.k8s.io/v1"
@@ -631,6 +665,12 @@ def test_a_stream_of_objects_is_diffed_object_by_object() -> None:
     # the same changes as PyYAML's documents diffed as a list of named objects
     assert changes == diff_values(list(yaml.safe_load_all(old)), list(yaml.safe_load_all(new)))
     assert diff_file("kubernetes/c/ns/svc.yaml", old, old).changes == ()
+    # and as a build's two files holding those objects, diffed on the objects themselves
+    files = [
+        Artifact(path="kubernetes/c/ns/svc.yaml", data=data, value=tuple(yaml.safe_load_all(data)))
+        for data in (old, new)
+    ]
+    assert diff_output_file(*map(output_file, files)).changes == changes
 
 
 def test_a_stream_against_a_single_document_is_still_diffed_as_data() -> None:
@@ -639,7 +679,7 @@ def test_a_stream_against_a_single_document_is_still_diffed_as_data() -> None:
     assert [(c.kind, c.path) for c in changes.changes] == [(CHANGED, ".")]
 
 
-def test_object_heads_read_apiversion_kind_and_metadata_wherever_they_stand() -> None:
+def test_kube_objects_are_the_documents_with_a_kind_and_a_name() -> None:
     """A token Secret has `type` before `metadata`; a document that is no object is skipped."""
     secret = {
         "apiVersion": "v1",
@@ -647,15 +687,19 @@ def test_object_heads_read_apiversion_kind_and_metadata_wherever_they_stand() ->
         "type": "kubernetes.io/service-account-token",
         "metadata": {"name": "s-token", "namespace": "meshc-discovery"},
     }
-    data = _stream(secret, _obj("ConfigMap", "ns", "big", data={"k": "x\n" * 5000}))
-    assert object_heads("f.yaml", data) == [
-        {k: v for k, v in secret.items() if k != "type"},
-        {k: v for k, v in _obj("ConfigMap", "ns", "big").items()},
-    ]
-    assert object_heads("f.yaml", b"---\na: 1\n---\n- 1\n") == []
-    assert object_heads("f.yaml", b"---\nkind: X\nmetadata: {name: y}\n") == [
-        {"kind": "X", "metadata": {"name": "y"}}
-    ]  # PyYAML
+    big = _obj("ConfigMap", "ns", "big", data={"k": "x\n" * 5000})
+    assert kube_objects(output_file(_kube_file("f.yaml", secret, big))) == [secret, big]
+    not_objects = _kube_file("f.yaml", {"a": 1}, [1], {"kind": "X", "metadata": {"name": 1}})  # type: ignore[arg-type]
+    assert kube_objects(output_file(not_objects)) == []  # type: ignore[arg-type]
+
+
+def test_a_kubernetes_file_without_its_objects_is_a_meshc_bug_not_an_empty_file() -> None:
+    """Deletions are computed from the objects a build holds: a file without them would hide deletions."""
+    old = [Artifact(path="kubernetes/c/ns/svc.yaml", data=_stream(_obj("ServiceAccount", "ns", "svc")))]
+    with pytest.raises(
+        InternalError, match="kubernetes/c/ns/svc.yaml: a Kubernetes file was rendered without"
+    ):
+        kube_deletions(old, [])
 
 
 def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_order() -> None:
@@ -665,52 +709,45 @@ def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_ord
     role = _obj("ClusterRole", None, "meshc-discovery-reader", RB)
     cluster_file = "kubernetes/c/00-cluster.yaml"  # every Namespace of the cluster, then the ClusterRole
     old = [
-        Artifact(
-            path=cluster_file,
-            data=_stream(_obj("Namespace", None, "gone"), _obj("Namespace", None, "ns"), role),
-        ),
-        Artifact(
-            path="kubernetes/c/ns/svc.yaml",
+        _kube_file(cluster_file, _obj("Namespace", None, "gone"), _obj("Namespace", None, "ns"), role),
+        _kube_file(
+            "kubernetes/c/ns/svc.yaml",
+            _obj("ServiceAccount", "ns", "svc"),
+            _obj("RoleBinding", "gone", "g", RB),
+            _obj("RoleBinding", "other", "moves", RB),
+            _obj("ConfigMap", "ns", "svc-mesh-envoy"),
+            _obj("Service", "ns", "svc"),
             target=svc,
-            data=_stream(
-                _obj("ServiceAccount", "ns", "svc"),
-                _obj("RoleBinding", "gone", "g", RB),
-                _obj("RoleBinding", "other", "moves", RB),
-                _obj("ConfigMap", "ns", "svc-mesh-envoy"),
-                _obj("Service", "ns", "svc"),
-            ),
         ),
-        Artifact(
-            path="kubernetes/c/gone/gone.yaml",
+        _kube_file(
+            "kubernetes/c/gone/gone.yaml",
+            _obj("ServiceAccount", "gone", "gone", workload="k8s/c/gone/gone"),
+            _obj("ConfigMap", "gone", "gone-cm", workload="k8s/c/gone/gone"),
             target="k8s/c/gone/gone",
-            data=_stream(
-                _obj("ServiceAccount", "gone", "gone", workload="k8s/c/gone/gone"),
-                _obj("ConfigMap", "gone", "gone-cm", workload="k8s/c/gone/gone"),
-            ),
         ),
-        Artifact(
-            path="kubernetes/c/other/other.yaml",
+        _kube_file(
+            "kubernetes/c/other/other.yaml",
+            _obj("ServiceAccount", "other", "other", workload=other),
             target=other,
-            data=_stream(_obj("ServiceAccount", "other", "other", workload=other)),
         ),
     ]
     new = [
-        Artifact(path=cluster_file, data=_stream(_obj("Namespace", None, "ns"), role)),
-        Artifact(
-            path="kubernetes/c/ns/svc.yaml",
+        _kube_file(cluster_file, _obj("Namespace", None, "ns"), role),
+        _kube_file(
+            "kubernetes/c/ns/svc.yaml",
+            _obj("ServiceAccount", "ns", "svc"),
+            _obj("Service", "ns", "svc"),
             target=svc,
-            data=_stream(_obj("ServiceAccount", "ns", "svc"), _obj("Service", "ns", "svc")),
         ),
-        Artifact(
-            path="kubernetes/c/other/other.yaml",
+        _kube_file(
+            "kubernetes/c/other/other.yaml",
+            _obj("ServiceAccount", "other", "other", workload=other),
+            _obj("RoleBinding", "other", "moves", RB, workload=other),
             target=other,
-            data=_stream(
-                _obj("ServiceAccount", "other", "other", workload=other),
-                _obj("RoleBinding", "other", "moves", RB, workload=other),
-            ),
         ),
     ]
-    deletes = [(d.kind, d.namespace, d.name, d.file) for d in kube_deletions(old, new)]
+    deletions = kube_deletions([output_file(a) for a in old], [output_file(a) for a in new])
+    deletes = [(d.kind, d.namespace, d.name, d.file) for d in deletions]
     assert deletes == [
         ("ConfigMap", "ns", "svc-mesh-envoy", "kubernetes/c/ns/svc.yaml"),
         ("RoleBinding", "gone", "g", "kubernetes/c/ns/svc.yaml"),
@@ -718,4 +755,4 @@ def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_ord
         ("ServiceAccount", "gone", "gone", "kubernetes/c/gone/gone.yaml"),
         ("Namespace", None, "gone", cluster_file),
     ]
-    assert [d.cascades for d in kube_deletions(old, new)] == [False] * 4 + [True]
+    assert [d.cascades for d in deletions] == [False] * 4 + [True]

@@ -10,7 +10,8 @@ import pytest
 
 from compiler.commands.diff_markdown import GITHUB_COMMENT_LIMIT, format_markdown
 from compiler.commands.diff_report import format_json
-from compiler.diff import MeshDiff, diff_specs
+from compiler.diff.records import MeshDiff
+from compiler.diff.revisions import diff_specs
 from compiler.graph.calls import ADDED, CHANGED, MAX_DRAWN, REMOVED, CallChange, calls_mermaid
 from compiler.spec.load import read_tree
 from tests.conftest import EXAMPLE, ROOT

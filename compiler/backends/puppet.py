@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import sys
 from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jinja2
@@ -110,14 +110,22 @@ _TEMPLATES = jinja2.Environment(
 
 
 def build_puppet(
-    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+    mesh: Mesh,
+    sidecars: Mapping[str, SidecarConfig],
+    only: Collection[str] | None = None,
+    values: bool = True,
 ) -> list[Artifact]:
-    """hiera.yaml, common data, a data file per VM pool (those in `only`), the `mesh` module, site.pp."""
-    return list(stream_puppet(mesh, sidecars, only))
+    """hiera.yaml, common data, a data file per VM pool (those in `only`), the `mesh` module, site.pp.
+
+    With `values`, each data file carries its data."""
+    return list(stream_puppet(mesh, sidecars, only, values))
 
 
 def stream_puppet(
-    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+    mesh: Mesh,
+    sidecars: Mapping[str, SidecarConfig],
+    only: Collection[str] | None = None,
+    values: bool = False,
 ) -> Iterator[Artifact]:
     """`build_puppet` one file at a time (documents are checked before the first file)."""
     pools = sorted(
@@ -131,13 +139,16 @@ def stream_puppet(
     _check_documents(pools)
     memo = Memo()  # render shares documents between pools: escape and hash each once
     yield Artifact(path=f"{ROOT}/hiera.yaml", data=hiera_config(mesh))
-    yield Artifact(path=f"{ROOT}/data/common.yaml", data=common_data(mesh))
+    yield _valued(_common_artifact(mesh), values)
     for s in pools:
-        yield Artifact(
-            path=pool_path(s), data=pool_data(s, memo, mesh.waves.get(s.workload.id)), target=s.workload.id
-        )
-    yield from module_files(mesh)
+        yield _valued(pool_artifact(pool_path(s), s, memo, mesh.waves.get(s.workload.id)), values)
+    yield from (_valued(artifact, values) for artifact in module_files(mesh))
     yield Artifact(path=SITE_MANIFEST, data=_render("site.pp.j2"))
+
+
+def _valued(artifact: Artifact, values: bool) -> Artifact:
+    """The artifact as the caller asked: a streaming build drops the value the moment it is serialized."""
+    return artifact if values else replace(artifact, value=None)
 
 
 def pool_path(sidecar: SidecarConfig) -> str:
@@ -151,8 +162,8 @@ def hiera_config(mesh: Mesh) -> bytes:
     return _render("hiera.yaml.j2", mesh=mesh.name, hierarchy=HIERARCHY)
 
 
-def common_data(mesh: Mesh) -> bytes:
-    """Data every VM shares: how `mesh::sidecar` merges across levels, and the sidecar paths."""
+def common_data(mesh: Mesh) -> dict[str, Any]:
+    """Data every VM shares: how `mesh::sidecar` merges across levels, and the sidecar paths (hiera-escaped)."""
     data = {
         # `hash`: a more specific level replaces whole documents. Never `deep`: it would union the
         # arrays of two renderings (listeners, clusters) into a config nobody rendered.
@@ -165,32 +176,51 @@ def common_data(mesh: Mesh) -> bytes:
         "mesh::config_dir": mesh.sidecar.config_dir,
         "mesh::runtime_dir": mesh.sidecar.runtime_dir,
     }
-    return f"{GENERATED}\n".encode() + dump_yaml(hiera_escape(data))
+    escaped: dict[str, Any] = hiera_escape(data)
+    return escaped
+
+
+def _common_artifact(mesh: Mesh) -> Artifact:
+    value = common_data(mesh)
+    return Artifact(
+        path=f"{ROOT}/data/common.yaml", data=f"{GENERATED}\n".encode() + dump_yaml(value), value=value
+    )
+
+
+def pool_artifact(
+    path: str, sidecar: SidecarConfig, memo: Memo | None = None, wave: str | None = None
+) -> Artifact:
+    """A pool's (or a canary host's) hiera data file at `path`, its data beside its bytes; its target is the pool."""
+    value = pool_value(sidecar, memo, wave)
+    return Artifact(path=path, data=dump_json(value), target=sidecar.workload.id, value=value)
 
 
 def pool_data(sidecar: SidecarConfig, memo: Memo | None = None, wave: str | None = None) -> bytes:
-    """The hiera data of one VM pool (JSON): its complete sidecar config under `mesh::sidecar`, and its wave if any.
+    """The hiera data file of one VM pool: `pool_value` as canonical JSON."""
+    return dump_json(pool_value(sidecar, memo, wave))
+
+
+def pool_value(sidecar: SidecarConfig, memo: Memo | None = None, wave: str | None = None) -> dict[str, Any]:
+    """The hiera data of one VM pool: its complete sidecar config under `mesh::sidecar`, and its wave if any.
 
     A canary host's node file (nodes/<certname>.json) has the same shape, with its wave's rendering.
     """
     workload = sidecar.workload
     memo = memo or Memo()
-    return dump_json(
-        {
-            **({WAVE_KEY: wave} if wave is not None else {}),
-            "mesh::workload": hiera_escape(workload.id),
-            "mesh::restart_sensitive": workload.restart_sensitive,
-            SIDECAR_KEY: {
-                name: memo.once(("escaped", id(document)), hiera_escape, document)
-                for name, document in sidecar.documents.items()
-            },
-            FINGERPRINTS_KEY: restart_fingerprints(sidecar.documents),
-            HASHES_KEY: {
-                name: memo.once(("hash", id(document)), document_hash, document)
-                for name, document in sidecar.documents.items()
-            },
-        }
-    )
+    return {
+        **({WAVE_KEY: wave} if wave is not None else {}),
+        "mesh::workload": hiera_escape(workload.id),
+        "mesh::restart_sensitive": workload.restart_sensitive,
+        SIDECAR_KEY: {
+            name: memo.once(("escaped", id(document)), hiera_escape, document)
+            for name, document in sidecar.documents.items()
+        },
+        FINGERPRINTS_KEY: restart_fingerprints(sidecar.documents),
+        HASHES_KEY: {
+            name: memo.once(("hash", id(document)), document_hash, document)
+            for name, document in sidecar.documents.items()
+        },
+    }
 
 
 def document_hash(document: Any) -> str:
@@ -232,7 +262,8 @@ def module_files(mesh: Mesh) -> Iterator[Artifact]:
             config_dir=mesh.sidecar.config_dir,
         )
         yield Artifact(path=f"{MODULE_DIR}/{path}", data=data)
-    yield Artifact(path=f"{MODULE_DIR}/metadata.json", data=dump_json(module_metadata()))
+    metadata = module_metadata()
+    yield Artifact(path=f"{MODULE_DIR}/metadata.json", data=dump_json(metadata), value=metadata)
 
 
 def module_metadata() -> dict[str, Any]:

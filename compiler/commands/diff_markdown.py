@@ -21,7 +21,7 @@ from compiler.commands.diff_report import (
     summary,
     target_cost,
 )
-from compiler.diff import CHANGED, MeshDiff
+from compiler.diff.records import CHANGED, MeshDiff
 from compiler.graph.calls import MAX_DRAWN, calls_mermaid
 
 GITHUB_COMMENT_LIMIT = 65_536

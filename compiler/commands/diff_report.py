@@ -14,7 +14,16 @@ from typing import Any
 
 from compiler.backends.kubernetes.readers import reader_secret_name
 from compiler.diagnostics import Diagnostic
-from compiler.diff import ADDED, CHANGED, REMOVED, Change, KubeDelete, MeshDiff, TargetDiff, restart_key
+from compiler.diff.records import (
+    ADDED,
+    CHANGED,
+    REMOVED,
+    Change,
+    KubeDelete,
+    MeshDiff,
+    TargetDiff,
+    restart_key,
+)
 from compiler.render.restart import Credentials, RestartClass
 from compiler.spec.model import DISCOVERY_NAMESPACE
 

@@ -15,7 +15,7 @@ from compiler.commands.diff_report import (
     summary,
     target_cost,
 )
-from compiler.diff import ADDED, CHANGED, REMOVED, Change, DocumentDiff, MeshDiff, TargetDiff
+from compiler.diff.records import ADDED, CHANGED, REMOVED, Change, DocumentDiff, MeshDiff, TargetDiff
 
 _ANSI = {
     "bold": "\033[1m",

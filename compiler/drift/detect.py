@@ -224,7 +224,7 @@ def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[
 
     # a rollout.yaml that is no file is an error there
     if tree is None and not os.path.lexists(spec / ROLLOUT_FILE):
-        build = compile_dir(spec)
+        build = compile_dir(spec, values=False)
         return build.mesh, build.tree()
     if tree is None:
         from compiler.rollout.output import output_for  # compiles every wave's revision: only with a rollout

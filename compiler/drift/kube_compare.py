@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from compiler.diagnostics import escape
-from compiler.diff import diff_values
+from compiler.diff.values import diff_values
 from compiler.drift.model import (
     EXTRA,
     MODIFIED,

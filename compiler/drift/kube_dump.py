@@ -108,12 +108,12 @@ def _load_json(source: str, raw: bytes) -> Any:
 
 
 def _load_yaml(source: str, text: str) -> Any:
-    """libyaml composes the node tree; _construct turns it into data (twice as fast as PyYAML's constructor
+    """libyaml composes the node tree; construct turns it into data (twice as fast as PyYAML's constructor
     on a dump)."""
     loader = yaml.CSafeLoader(text)
     try:
         node = loader.get_single_node()
-        return None if node is None else _construct(source, loader, node, set())
+        return None if node is None else construct(source, loader, node, set())
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -126,7 +126,7 @@ def _load_yaml(source: str, text: str) -> Any:
         loader.dispose()
 
 
-def _construct(source: str, loader: yaml.CSafeLoader, node: yaml.Node, seen: set[int]) -> Any:
+def construct(source: str, loader: yaml.CSafeLoader, node: yaml.Node, seen: set[int]) -> Any:
     """Plain data from a node; strings directly, other scalars by the safe constructor; aliases and complex
     keys refused."""
     if isinstance(node, yaml.ScalarNode):
@@ -137,12 +137,12 @@ def _construct(source: str, loader: yaml.CSafeLoader, node: yaml.Node, seen: set
         )
     seen.add(id(node))
     if isinstance(node, yaml.SequenceNode):
-        return [_construct(source, loader, item, seen) for item in node.value]
+        return [construct(source, loader, item, seen) for item in node.value]
     found = {}
     for key, value in node.value:
         if not isinstance(key, yaml.ScalarNode):
             raise DumpError(_where(source, key), "a mapping key that is not a scalar")
-        found[_construct(source, loader, key, seen)] = _construct(source, loader, value, seen)
+        found[construct(source, loader, key, seen)] = construct(source, loader, value, seen)
     return found
 
 

@@ -16,7 +16,7 @@ from compiler.backends import run_backends
 from compiler.backends.kubernetes import cluster_file, cluster_namespaces
 from compiler.backends.kubernetes.readers import external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
-from compiler.backends.puppet import pool_data
+from compiler.backends.puppet import pool_artifact
 from compiler.emit import Artifact
 from compiler.ir.model import Mesh
 from compiler.output.manifest import render_tree
@@ -87,7 +87,7 @@ def render_revision(
             revision=revision,
             mesh=mesh,
             sidecars=sidecars,
-            artifacts=tuple(run_backends(mesh, sidecars, own)),
+            artifacts=tuple(run_backends(mesh, sidecars, own, values=False)),
         )
     return cached
 
@@ -150,13 +150,7 @@ def node_files(state: State, rendered: Mapping[str, Rendered]) -> list[Artifact]
     for canary in state.canaries:
         sidecar = rendered[wave_revision[canary.wave]].sidecars.get(canary.pool)
         if sidecar is not None:
-            files.append(
-                Artifact(
-                    path=node_path(canary.certname),
-                    data=pool_data(sidecar, wave=canary.wave),
-                    target=canary.pool,
-                )
-            )
+            files.append(pool_artifact(node_path(canary.certname), sidecar, wave=canary.wave))
     return files
 
 

@@ -15,7 +15,7 @@ from compiler.rollout.states import check_rollout
 
 def plain_tree(spec_dir: Path) -> dict[str, bytes]:
     """The output tree without a rollout: the one-revision build."""
-    return compile_dir(spec_dir).tree()
+    return compile_dir(spec_dir, values=False).tree()
 
 
 def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, bytes]:

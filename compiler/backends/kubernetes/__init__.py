@@ -43,15 +43,22 @@ MAX_APPLIED_BYTES = 256 * 1024 - 4096
 
 
 def build_kubernetes(
-    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+    mesh: Mesh,
+    sidecars: Mapping[str, SidecarConfig],
+    only: Collection[str] | None = None,
+    values: bool = True,
 ) -> list[Artifact]:
     """The files of every Kubernetes workload and external reader (those in `only`, if given, by target id),
-    plus one per cluster (its Namespaces and discovery ClusterRole)."""
-    return list(stream_kubernetes(mesh, sidecars, only))
+    plus one per cluster (its Namespaces and discovery ClusterRole); with `values`, each file's value is the
+    tuple of its objects."""
+    return list(stream_kubernetes(mesh, sidecars, only, values))
 
 
 def stream_kubernetes(
-    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
+    mesh: Mesh,
+    sidecars: Mapping[str, SidecarConfig],
+    only: Collection[str] | None = None,
+    values: bool = False,
 ) -> Iterator[Artifact]:
     """`build_kubernetes` one file at a time, so a build writes each before the next is serialized.
 
@@ -62,10 +69,10 @@ def stream_kubernetes(
     readers = external_readers(mesh)
     memo = Memo()  # render shares documents between workloads: serialize each once
     for cluster, namespaces in sorted(cluster_namespaces(mesh).items()):
-        yield cluster_file(mesh, cluster, namespaces)
+        yield cluster_file(mesh, cluster, namespaces, values)
     for r in readers:
         if only is None or r.id in only:
-            yield object_file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo)
+            yield object_file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo, values)
     problems: list[Diagnostic] = []
     for workload in workloads:
         if only is not None and workload.id not in only:
@@ -89,7 +96,9 @@ def stream_kubernetes(
         problems += _size_problems(
             workload, objects
         )  # per object: kubectl records each object's own annotation
-        yield object_file(mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo)
+        yield object_file(
+            mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo, values
+        )
     bugs = [d for d in problems if d.code == "internal"]
     if bugs:  # a meshc bug outranks what the spec got wrong: the spec's errors may be its consequence
         raise internal_error(bugs)
@@ -108,10 +117,10 @@ def cluster_namespaces(mesh: Mesh) -> dict[str, frozenset[str]]:
     return {cluster: frozenset(namespaces) for cluster, namespaces in found.items()}
 
 
-def cluster_file(mesh: Mesh, cluster: str, namespaces: Collection[str]) -> Artifact:
+def cluster_file(mesh: Mesh, cluster: str, namespaces: Collection[str], values: bool = True) -> Artifact:
     """kubernetes/<cluster>/00-cluster.yaml: the Namespaces, sorted by name, then the discovery ClusterRole."""
     objects = [namespace_object(mesh, ns) for ns in sorted(namespaces)] + [discovery_cluster_role(mesh)]
-    return object_file(mesh, cluster, cluster_path(cluster), objects, None, Memo())
+    return object_file(mesh, cluster, cluster_path(cluster), objects, None, Memo(), values)
 
 
 def workload_objects(

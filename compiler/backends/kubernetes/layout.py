@@ -114,18 +114,33 @@ def owned(mesh: Mesh, cluster: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def object_file(
-    mesh: Mesh, cluster: str, path: str, objects: Sequence[dict[str, Any]], target: str | None, memo: Memo
+    mesh: Mesh,
+    cluster: str,
+    path: str,
+    objects: Sequence[dict[str, Any]],
+    target: str | None,
+    memo: Memo,
+    values: bool = True,
 ) -> Artifact:
-    """One file: its objects in APPLY_ORDER (a stable sort: same-kind objects keep their order), each one document."""
-    ordered = sorted(
-        (
-            obj if OWNER_ANNOTATION in obj["metadata"].get("annotations", {}) else owned(mesh, cluster, obj)
-            for obj in objects
-        ),
-        key=lambda obj: _RANK[obj["kind"]],
+    """One file: its objects in APPLY_ORDER (a stable sort: same-kind objects keep their order), each one document.
+
+    With `values`, its value is the tuple of the objects."""
+    ordered = tuple(
+        sorted(
+            (
+                obj
+                if OWNER_ANNOTATION in obj["metadata"].get("annotations", {})
+                else owned(mesh, cluster, obj)
+                for obj in objects
+            ),
+            key=lambda obj: _RANK[obj["kind"]],
+        )
     )
     return Artifact(
-        path=path, data=b"".join(DOCUMENT_START + _yaml(obj, memo) for obj in ordered), target=target
+        path=path,
+        data=b"".join(DOCUMENT_START + _yaml(obj, memo) for obj in ordered),
+        target=target,
+        value=ordered if values else None,
     )
 
 

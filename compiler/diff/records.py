@@ -1,0 +1,173 @@
+"""The results of a diff as frozen records: what changes between two builds, where, and what it costs.
+
+`compiler.report` formats them; nothing here computes a diff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from compiler.diagnostics import Diagnostic
+from compiler.graph.calls import CallChange
+from compiler.render.restart import Credentials, RestartClass
+
+ADDED, REMOVED, CHANGED = "added", "removed", "changed"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Change:
+    """One semantic difference: the value at `path` was added, removed or changed."""
+
+    path: str
+    kind: str
+    old: Any = None
+    new: Any = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SpecFileDiff:
+    """A spec file whose data changed; `service` is None for mesh.yaml."""
+
+    file: str
+    service: str | None
+    status: str
+    changes: tuple[Change, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DocumentDiff:
+    """A changed sidecar document (by document name) or output file (by path under output/)."""
+
+    name: str
+    status: str
+    restart: RestartClass = RestartClass.NONE
+    changes: tuple[Change, ...] = ()
+    text: tuple[str, ...] = ()  # unified diff lines, for files that hold no data (templates, text)
+    # changes left out of a file's list because they repeat its target's sidecar document changes
+    mirrored: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TargetDiff:
+    """One target (workload) whose sidecar documents or output files change, and what that costs.
+
+    A target that appears or disappears restarts nothing that runs (`restart` NONE): it is new or removed.
+    """
+
+    target: str
+    service: str
+    platform: str
+    datacenter: str
+    cluster: str | None
+    namespace: str
+    status: str
+    restart: RestartClass
+    restart_sensitive: bool = False  # the service's `restart_sensitive`
+    # clusters it newly watches: the platform must deliver their credentials
+    credentials: tuple[Credentials, ...] = ()
+    documents: tuple[DocumentDiff, ...] = ()
+    files: tuple[DocumentDiff, ...] = ()
+
+    @property
+    def needs_restart(self) -> bool:
+        """Does the change restart a process (sidecar or Envoy) or roll the pods, more than a hot reload?"""
+        return self.restart >= RestartClass.SIDECAR_RESTART
+
+    @property
+    def sensitive_restart(self) -> bool:
+        """Does the change restart a sidecar (or roll the pods) of a restart-sensitive service?"""
+        return self.restart_sensitive and self.needs_restart
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Group:
+    """The changed targets of one platform in one datacenter, counted by restart class."""
+
+    platform: str
+    datacenter: str
+    targets: tuple[str, ...]
+    added: int  # new targets: they start, nothing restarts
+    removed: int
+    no_restart: int  # the rest count changed targets by their restart class
+    hot_reload: int
+    sidecar_restart: int
+    envoy_restart: int
+    pod_roll: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class KubeDelete:
+    """A Kubernetes object the base applied and the head no longer writes: kube-applier never deletes
+    it, so someone must. `cascades` marks a Namespace, whose deletion takes everything still in it."""
+
+    cluster: str
+    api_version: str
+    kind: str
+    namespace: str | None
+    name: str
+    file: str  # the removed file, under output/
+    cascades: bool = False
+
+    @property
+    def resource(self) -> str:
+        """`kind.group/name` as kubectl names it unambiguously: `configmap/x`,
+        `rolebinding.rbac.authorization.k8s.io/x`."""
+        group = self.api_version.rpartition("/")[0]
+        return f"{self.kind.lower()}{'.' + group if group else ''}/{self.name}"
+
+    @property
+    def command(self) -> str:
+        """The kubectl command that deletes it, in the cluster's context (contexts named after mesh.yaml's clusters)."""
+        namespace = f" -n {self.namespace}" if self.namespace else ""
+        return f"kubectl --context {self.cluster} delete{namespace} {self.resource}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WaveSplit:
+    """The changed targets of one wave of the head's wave policy."""
+
+    wave: str
+    targets: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MeshDiff:
+    """Everything that changes between a base and a head build."""
+
+    base: str
+    head: str
+    notes: tuple[str, ...] = ()
+    base_diagnostics: tuple[Diagnostic, ...] = ()
+    spec: tuple[SpecFileDiff, ...] = ()
+    reformatted: tuple[str, ...] = ()  # spec files whose bytes changed but whose data did not
+    targets: tuple[TargetDiff, ...] = ()
+    groups: tuple[Group, ...] = ()
+    shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
+    deletions: tuple[KubeDelete, ...] = ()  # in the order to run them: the reverse of kube-applier's
+    calls: tuple[
+        CallChange, ...
+    ] = ()  # call-graph edges added, removed or re-policied (compiler.graph.calls)
+    waves: tuple[WaveSplit, ...] = ()  # changed targets by wave, in rollout order (the head's wave policy)
+    # "active": rollout.yaml pins the later waves, so only the first wave changes now; "hold"; "none"
+    rollout: str = "none"
+
+    @property
+    def restarts(self) -> int:
+        """How many targets need a process restart (sidecar or Envoy) or a pod roll, not just a hot reload."""
+        return sum(t.needs_restart for t in self.targets)
+
+    @property
+    def sensitive_services(self) -> tuple[str, ...]:
+        """Restart-sensitive services with at least one target that restarts, sorted."""
+        return tuple(sorted({t.service for t in self.targets if t.sensitive_restart}))
+
+    @property
+    def changed(self) -> bool:
+        """Does any output change?"""
+        return bool(self.targets or self.shared)
+
+
+def restart_key(cls: RestartClass) -> str:
+    """A restart class as a count's name: `no_restart`, `hot_reload`, … `pod_roll`."""
+    return cls.name.lower() if cls else "no_restart"

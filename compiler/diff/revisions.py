@@ -1,0 +1,209 @@
+"""Revisions and builds diffed: read two revisions of the spec from git, compile both in-process, and diff the
+builds spec file by spec file and target by target, grouped by platform and datacenter and split by wave."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from compiler.diagnostics import Diagnostic, SpecError, at_revision
+from compiler.diff.kube import kube_deletions
+from compiler.diff.records import (
+    ADDED,
+    CHANGED,
+    REMOVED,
+    Group,
+    MeshDiff,
+    SpecFileDiff,
+    TargetDiff,
+    WaveSplit,
+    restart_key,
+)
+from compiler.diff.targets import Compiled, compiled, diff_targets
+from compiler.diff.values import diff_values
+from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
+from compiler.graph.calls import diff_calls
+from compiler.pipeline import Build, compile
+from compiler.render.restart import RestartClass
+from compiler.spec.load import MESH_FILE, SpecFiles
+from compiler.spec.model import Spec
+
+WORKING_TREE = "working tree"
+
+
+def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDiff:
+    """Diff the spec at git revision `base` against `head` (None: the working tree, uncommitted edits included).
+
+    Revisions are read from git objects; the working tree, index and HEAD are never touched.
+    Raises RevisionError for an unknown revision, SpecError (files named `REV:path`) for an invalid head.
+    """
+    location = locate(spec_dir)
+    label = spec_dir.as_posix().rstrip("/") or "."
+    try:
+        head_files = read_worktree(spec_dir) if head is None else read_revision(location, head)
+        base_files = _read_base(location, base)
+    finally:
+        location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
+    try:
+        result = diff_specs(base_files, head_files, base=base, head=head or WORKING_TREE, label=label)
+    except SpecError as exc:
+        raise SpecError(at_revision(exc.diagnostics, head)) from None
+    return replace(
+        result,
+        base_diagnostics=at_revision(result.base_diagnostics, base),
+        rollout=_rollout_mode(spec_dir) if result.waves else "none",
+    )
+
+
+def _rollout_mode(spec_dir: Path) -> str:
+    """Is a rollout in force in the spec directory: "active", "hold", or "none" (no rollout.yaml)?"""
+    from compiler.rollout.pins import ROLLOUT_FILE, load_rollout
+
+    try:
+        rollout = load_rollout(spec_dir / ROLLOUT_FILE, ROLLOUT_FILE)
+    except SpecError:
+        return "active"  # a broken rollout.yaml fails the build; for the review, assume the pins hold
+    return "none" if rollout is None else "hold" if rollout.hold else "active"
+
+
+def _read_base(location: SpecLocation, base: str) -> SpecFiles | None:
+    """The spec at the base, or None when the revision exists but has no spec directory yet."""
+    try:
+        return read_revision(location, base)
+    except SpecDirMissing:
+        return None
+
+
+def diff_specs(
+    base_files: SpecFiles | None, head_files: SpecFiles, *, base: str, head: str, label: str
+) -> MeshDiff:
+    """Compile both spec trees and diff them; an invalid or absent (None) base is diffed as empty, with a note.
+
+    Both sides are compiled under the same `label`, so nothing that names the spec directory can
+    differ. An invalid head raises SpecError: there is nothing to review until it is fixed.
+    """
+    new = compiled(compile(head_files, label))  # the head's bytes are freed before the base is compiled
+    notes: list[str] = []
+    diagnostics: tuple[Diagnostic, ...] = ()
+    old = None
+    if base_files is None:
+        notes.append(f"there is no spec at {base}; the diff treats the base as empty, so every target is new")
+    else:
+        try:
+            old = compiled(compile(base_files, label))
+        except SpecError as exc:
+            diagnostics = exc.diagnostics
+            notes.append(
+                f"the spec at {base} is invalid ({len(diagnostics)} error(s), listed below); "
+                "the diff treats the base as empty, so every target is new"
+            )
+    result = _diff_compiled(old, new, base=base, head=head, notes=tuple(notes))
+    reformatted = _reformatted(base_files or {}, head_files, old, new)
+    return replace(result, base_diagnostics=diagnostics, reformatted=reformatted)
+
+
+def diff_builds(
+    old: Build | None, new: Build, *, base: str = "base", head: str = "head", notes: tuple[str, ...] = ()
+) -> MeshDiff:
+    """Diff two builds (None: nothing at the base) spec file by spec file and target by target."""
+    return _diff_compiled(compiled(old) if old else None, compiled(new), base=base, head=head, notes=notes)
+
+
+def _diff_compiled(
+    old: Compiled | None, new: Compiled, *, base: str, head: str, notes: tuple[str, ...]
+) -> MeshDiff:
+    targets, shared = diff_targets(old, new)
+    return MeshDiff(
+        base=base,
+        head=head,
+        notes=notes,
+        spec=tuple(_spec_diffs(old.spec if old else None, new.spec)),
+        targets=targets,
+        groups=group(targets),
+        shared=shared,
+        deletions=kube_deletions(old.files if old else (), new.files),
+        calls=diff_calls(old.mesh if old else None, new.mesh),
+        waves=_wave_split(old, new, targets),
+    )
+
+
+def _wave_split(old: Compiled | None, new: Compiled, targets: Sequence[TargetDiff]) -> tuple[WaveSplit, ...]:
+    """Changed targets by the head's waves (the first wave always, even empty); targets no wave matches (external
+    readers, which every live revision's union keeps) go with the first wave."""
+    policy = new.spec.mesh.rollout
+    if policy is None:
+        return ()
+    from compiler.spec.wave_policy import assign
+
+    waves = assign(policy, old.mesh.workloads if old else ()) | dict(new.mesh.waves)
+    first = next(w.name for w in policy.waves if not w.takes_hosts)
+    split = {
+        wave.name: [t.target for t in targets if waves.get(t.target, first) == wave.name]
+        for wave in policy.waves
+    }
+    if not targets:
+        return ()
+    return tuple(
+        WaveSplit(wave=name, targets=tuple(found)) for name, found in split.items() if found or name == first
+    )
+
+
+def group(targets: Sequence[TargetDiff]) -> tuple[Group, ...]:
+    """Changed targets by (platform, datacenter): how many are new, removed, or need which kind of restart."""
+    keyed: dict[tuple[str, str], list[TargetDiff]] = {}
+    for target in targets:
+        keyed.setdefault((target.platform, target.datacenter), []).append(target)
+    return tuple(
+        Group(
+            platform=platform,
+            datacenter=dc,
+            targets=tuple(t.target for t in members),
+            added=sum(t.status == ADDED for t in members),
+            removed=sum(t.status == REMOVED for t in members),
+            **{
+                restart_key(cls): sum(t.status == CHANGED and t.restart == cls for t in members)
+                for cls in RestartClass
+            },
+        )
+        for (platform, dc), members in sorted(keyed.items())
+    )
+
+
+# ---------------------------------------------------------------- spec files
+
+
+def _spec_diffs(old: Spec | None, new: Spec) -> Iterator[SpecFileDiff]:
+    before, after = _spec_data(old), _spec_data(new)
+    for name in sorted(set(before) | set(after), key=lambda n: (n != MESH_FILE, n)):
+        service = None if name == MESH_FILE else PurePosixPath(name).stem
+        if name not in after:
+            yield SpecFileDiff(file=name, service=service, status=REMOVED)
+        elif name not in before:
+            yield SpecFileDiff(file=name, service=service, status=ADDED)
+        elif before[name] != after[name]:
+            yield SpecFileDiff(
+                file=name, service=service, status=CHANGED, changes=diff_values(before[name], after[name])
+            )
+
+
+def _spec_data(spec: Spec | None) -> dict[str, Any]:
+    """Document data by path relative to the spec directory (documents are keyed `label/relative`)."""
+    if spec is None:
+        return {}
+    label = spec.mesh.file[: -len(MESH_FILE)]
+    return {name[len(label) :]: doc.data for name, doc in spec.documents.items()}
+
+
+def _reformatted(before: SpecFiles, after: SpecFiles, old: Compiled | None, new: Compiled) -> tuple[str, ...]:
+    if old is None:
+        return ()
+    old_data, new_data = _spec_data(old.spec), _spec_data(new.spec)
+    return tuple(
+        sorted(
+            name
+            for name in set(before) & set(after)
+            if before[name] != after[name] and name in old_data and old_data.get(name) == new_data.get(name)
+        )
+    )

@@ -328,3 +328,33 @@ def test_drift_reads_endless_inputs_only_up_to_their_cap(
         capsys.readouterr().err
         == "/dev/zero: error: larger than 1 MiB; is this a PuppetDB export?  [puppetdb-export]\n"
     )
+
+
+def test_validate_and_build_do_not_import_what_other_commands_need(tmp_path: Path) -> None:
+    # The differ, reports, graph renderers and drift are other commands' start-up cost: cli imports them lazily.
+    probe = (
+        "import sys\n"
+        "from compiler.cli import main\n"
+        "assert main(['validate', sys.argv[1]]) == 0\n"
+        "assert main(['build', sys.argv[1], '-o', sys.argv[2]]) == 0\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(EXAMPLE), str(tmp_path / "out")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    loaded = set(result.stdout.split())
+    assert "compiler.pipeline" in loaded and "compiler.rollout.build" in loaded  # the probe ran the commands
+    lazy = {
+        "compiler.diff",
+        "compiler.report",
+        "compiler.graph.draw",
+        "compiler.graph.calls",
+        "compiler.drift",
+    }
+    assert loaded & lazy == set()

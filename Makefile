@@ -19,10 +19,11 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
-# Refresh golden files on purpose; review the diff like code before committing it.
+# Refresh golden files on purpose; review the diff like code before committing it. The committed output/
+# is the golden Kubernetes and Puppet tree (rebuilt first); tests/golden/ holds the sidecar documents.
 golden: $(STAMP)
-	MESHC_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q -m golden
 	$(BIN)/meshc build mesh-spec -o output
+	MESHC_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m golden
 	$(BIN)/meshc graph --spec mesh-spec --format svg -o docs/mesh.svg
 
 # The suite fuzzes 4,000 mutated specs; this runs 20,000 (FUZZ_SPECS=N for more), seeded and deterministic.

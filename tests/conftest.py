@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from compiler.emit import read_tree
 from compiler.pipeline import Build, compile_dir
 from tests.puppetdb_server import PuppetDB, PuppetDBUnavailable, missing_tools
 
@@ -65,6 +67,38 @@ def puppetdb() -> Iterator[PuppetDB]:
 def example_build() -> Build:
     """The example mesh, compiled once per test session."""
     return compile_dir(EXAMPLE)
+
+
+@pytest.fixture(scope="session")
+def example_output() -> dict[str, bytes]:
+    """What `meshc build` writes for the example mesh (its rollout included), computed once per session."""
+    from compiler.rollout.build import output_for
+
+    return output_for(EXAMPLE)
+
+
+def assert_same_tree(actual: Mapping[str, bytes], directory: Path, refresh: str) -> None:
+    """Fail unless `directory` holds exactly `actual` (relative path -> bytes); show the first file that differs."""
+    expected = read_tree(directory)
+    assert sorted(actual) == sorted(expected), (
+        f"the file set rendered differs from {directory} (run {refresh}, review the diff, commit it):\n"
+        f"  only rendered: {sorted(set(actual) - set(expected))}\n"
+        f"  only in {directory}: {sorted(set(expected) - set(actual))}"
+    )
+    for path in sorted(actual):
+        if actual[path] != expected[path]:
+            diff = difflib.unified_diff(
+                expected[path].decode(errors="replace").splitlines(),
+                actual[path].decode(errors="replace").splitlines(),
+                f"{directory.name}/{path}",
+                f"rendered/{path}",
+                lineterm="",
+                n=2,
+            )
+            pytest.fail(
+                f"{directory / path} is not what meshc renders (run {refresh}, review the diff, commit it):\n"
+                + "\n".join(list(diff)[:40])
+            )
 
 
 def write_spec(root: Path, files: dict[str, str | bytes]) -> Path:

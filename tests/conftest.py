@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -12,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from compiler import cli
 from compiler.emit import read_tree
 from compiler.pipeline import Build, compile_dir
 from tests import consumers
@@ -30,7 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Refuse a suite in which a test starts PuppetDB or Chromium without the `consumer` mark."""
+    """Refuse a suite in which a test uses PuppetDB, Chromium or the Kubernetes schemas without the `consumer` mark."""
     unmarked = consumers.unmarked(items)
     if unmarked:
         raise pytest.UsageError(f"real-consumer tests without @pytest.mark.consumer: {', '.join(unmarked)}")
@@ -113,6 +117,49 @@ def assert_same_tree(actual: Mapping[str, bytes], directory: Path, refresh: str)
                 f"{directory / path} is not what meshc renders (run {refresh}, review the diff, commit it):\n"
                 + "\n".join(list(diff)[:40])
             )
+
+
+def meshc_in_process(
+    *args: str | Path, cwd: Path = ROOT, env: Mapping[str, str | None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`meshc ARGS` run by `compiler.cli.main` in this process, from `cwd`, with `env` set (None: unset) meanwhile.
+
+    What a user sees of a run (exit code, stdout, stderr) without a child process, whose ~0.5 s of
+    imports tested nothing more. Keep a child process where it does: hash seeds, signals, concurrent
+    builds and their locks, another user, the console script itself.
+    """
+    argv = [str(arg) for arg in args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with (
+        contextlib.chdir(cwd),
+        _environment({"MESHC_DEBUG": None, **(env or {})}),
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        try:
+            code = cli.main(argv)  # any other exception escaping main fails the test, as a traceback would
+        except SystemExit as exc:  # argparse refused the arguments (2), or printed --help or --version (0)
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["meshc", *argv], code, stdout.getvalue(), stderr.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            _set_variable(name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            _set_variable(name, value)
+
+
+def _set_variable(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def write_spec(root: Path, files: dict[str, str | bytes]) -> Path:

@@ -15,8 +15,8 @@ DESCRIPTION = (
     "consumer: hands artifacts to a real consumer (Puppet, PuppetDB, Envoy, kubernetes-validate, CRDs, "
     "Chromium/Mermaid, Graphviz, xds-protos); deselect with -m 'not consumer' (make quick)"
 )
-# Fixtures that start a consumer, and tools (conftest.require_tool) that are one.
-FIXTURES = frozenset({"puppetdb", "chromium"})
+# Fixtures that start or load a consumer, and tools (conftest.require_tool) that are one.
+FIXTURES = frozenset({"puppetdb", "chromium", "schemas"})  # schemas: kubernetes-validate + CRDs
 TOOLS = frozenset({"puppet", "ruby", "envoy", "openssl", "dot", "chromium", "npm"})
 
 _running: list[pytest.Item] = []  # the test being set up or run: require_tool checks its mark

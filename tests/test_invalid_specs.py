@@ -9,8 +9,6 @@ tested nothing more); the `*_process` tests below keep the real exit path, `pyth
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import re
 import subprocess
@@ -21,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler import cli
 from compiler.diagnostics import CODES
 from compiler.spec.load import MAX_FILE_BYTES
+from tests.conftest import meshc_in_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES_DIR = Path(__file__).resolve().parent / "invalid"
@@ -116,14 +114,7 @@ def expectations(spec_dir: Path) -> list[Expected]:
 
 def run_validate(cwd: Path, spec: str) -> subprocess.CompletedProcess[str]:
     """`meshc validate SPEC` run from `cwd` in this process: the exit code `main` returns and what it printed."""
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.chdir(cwd), contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = cli.main(
-            ["validate", spec]
-        )  # a traceback escaping main fails the test as it would fail a user
-    return subprocess.CompletedProcess(
-        ["meshc", "validate", spec], code, stdout.getvalue(), stderr.getvalue()
-    )
+    return meshc_in_process("validate", spec, cwd=cwd)
 
 
 def run_validate_process(cwd: Path, spec: str) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,7 @@ golden: $(STAMP)
 	MESHC_UPDATE_GOLDEN=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m golden
 	$(BIN)/meshc graph --spec mesh-spec --format svg -o docs/mesh.svg
 
-# The suite fuzzes 4,000 mutated specs; this runs 20,000 (FUZZ_SPECS=N for more), seeded and deterministic.
+# The suite fuzzes 2,000 mutated specs; this runs 20,000 (FUZZ_SPECS=N for more), seeded and deterministic.
 FUZZ_SPECS ?= 20000
 fuzz: $(STAMP)
 	MESHC_FUZZ_SPECS=$(FUZZ_SPECS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_spec_fuzz.py

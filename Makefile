@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: build test golden bench fuzz clean
+.PHONY: build test quick golden bench fuzz clean
 
 build: $(STAMP)
 	$(BIN)/meshc build mesh-spec -o output
@@ -18,6 +18,11 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The suite without the real-consumer tests (marker `consumer`: Puppet, PuppetDB, Envoy, kubernetes-validate,
+# Chromium, Graphviz): the loop while editing. `make test` (what CI runs) runs everything.
+quick: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not consumer"
 
 # Refresh golden files on purpose; review the diff like code before committing it. The committed output/
 # is the golden Kubernetes and Puppet tree (rebuilt first); tests/golden/ holds the sidecar documents.

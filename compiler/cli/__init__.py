@@ -26,7 +26,8 @@ from compiler.explain import (
     explain,
     format_explain,
 )  # small (1 ms); graph raises UnknownService too
-from compiler.pipeline import collector_paused, compile_dir, spec_files, validate_only
+from compiler.pipeline import collector_paused, compile_dir, spec_files, validate_only, write_output
+from compiler.rollout import has_rollout
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
 
 if TYPE_CHECKING:
@@ -197,18 +198,23 @@ def _command(
 
 
 def _validate(args: argparse.Namespace) -> int:
+    spec = validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/"))
+    if has_rollout(args.spec):  # rollout.yaml and the inventory are part of the spec repo too
+        _validate_rollout(args.spec)
+    print(f"{args.spec}: ok, {len(spec.services)} services in {len(spec.mesh.datacenters)} datacenters")
+    return EXIT_OK
+
+
+def _validate_rollout(spec_dir: Path) -> None:
     from compiler.rollout.build import rollout_context
     from compiler.rollout.pins import resolve
 
-    spec = validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/"))
-    context = rollout_context(args.spec)  # rollout.yaml and the inventory are part of the spec repo too
+    context = rollout_context(spec_dir)
     if context is not None:
         try:
             resolve(context.policy, context.rollout, context.location.repo)
         finally:
             context.location.repo.close()
-    print(f"{args.spec}: ok, {len(spec.services)} services in {len(spec.mesh.datacenters)} datacenters")
-    return EXIT_OK
 
 
 def _waiting(lock: Path) -> None:
@@ -220,9 +226,13 @@ def _waiting(lock: Path) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from compiler.rollout.build import build  # with a rollout.yaml, every wave's revision is compiled
+    if has_rollout(args.spec):
+        from compiler.rollout.build import build  # every wave's revision is compiled
 
-    result = build(args.spec, args.output, args.lock_timeout, _waiting)
+        result = build(args.spec, args.output, args.lock_timeout, _waiting)
+    else:  # the plain build, as rollout.build.build writes it for a spec without a rollout
+        tree = lambda: compile_dir(args.spec).tree()  # noqa: E731 - read under the output's lock, not before
+        result = write_output(args.spec, args.output, tree, args.lock_timeout, _waiting)
     if not result.changed:
         print(f"{args.output}: up to date, nothing written")
     else:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: build test quick golden bench fuzz clean
+.PHONY: build test quick lint golden bench fuzz clean
 
 build: $(STAMP)
 	$(BIN)/meshc build mesh-spec -o output
@@ -23,6 +23,12 @@ test: $(STAMP)
 # Chromium, Graphviz): the loop while editing. `make test` (what CI runs) runs everything.
 quick: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not consumer"
+
+# What tests/test_lint.py enforces, for a quick run by hand (`ruff format .` fixes the formatting).
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Refresh golden files on purpose; review the diff like code before committing it. The committed output/
 # is the golden Kubernetes and Puppet tree (rebuilt first); tests/golden/ holds the sidecar documents.

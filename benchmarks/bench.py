@@ -10,7 +10,8 @@ To measure a new stage, add a `Stage` to STAGES after the stage whose state it r
 render (mesh -> sidecars), backends (sidecars -> artifacts), build (tree + write into a fresh
 directory), rebuild (no-op write), diff (one service edited, compare against the previous tree).
 
-    python benchmarks/bench.py [--sizes 100,1000,3000] [--stages validate,lower,floor] [--repeat 1] [--drift-hosts 10000]
+    python benchmarks/bench.py [--sizes 100,1000,3000] [--stages validate,lower,floor] [--repeat 1]
+                               [--drift-hosts 10000]
 
 The pseudo-stage `floor` (1,000-service mesh) measures, pair by pair, `meshc build` as a process
 (interpreter start to exit, into a fresh directory) against the floor: a plain-Python write of the
@@ -175,7 +176,9 @@ def drift_child(spec_dir: Path, url: str) -> None:
     from datetime import UTC, datetime
 
     from compiler.drift.detect import assemble_report
-    from compiler.drift.puppet import Policy, check_vms, host_records, read_puppetdb
+    from compiler.drift.puppet import Policy, check_vms
+    from compiler.drift.puppet_records import host_records
+    from compiler.drift.puppetdb import read_puppetdb
     from compiler.drift.report import format_json
     from compiler.pipeline import compile_dir
 
@@ -298,7 +301,8 @@ def bench_drift(size: int, hosts: int) -> None:
         started = time.perf_counter()
         pools = load_hosts(pdb, spec_dir, hosts)
         print(
-            f"{size:>8}  (setup: {hosts} hosts over {pools} VM pools loaded into PuppetDB in {time.perf_counter() - started:.0f} s)"
+            f"{size:>8}  (setup: {hosts} hosts over {pools} VM pools loaded into PuppetDB in "
+            f"{time.perf_counter() - started:.0f} s)"
         )
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         started = time.perf_counter()
@@ -333,13 +337,16 @@ def bench_drift(size: int, hosts: int) -> None:
         wall, cpu, rss, code = both
         verdict = "ok" if wall <= DRIFT_TARGET_SECONDS and rss <= DRIFT_TARGET_RSS_MB else "MISSED"
         print(
-            f"{size:>8}  meshc drift --puppetdb + {len(dumps)} dumps: {wall:.3f} s wall, {cpu:.3f} s CPU, peak RSS {rss:.1f} MB, "
+            f"{size:>8}  meshc drift --puppetdb + {len(dumps)} dumps: "
+            f"{wall:.3f} s wall, {cpu:.3f} s CPU, peak RSS {rss:.1f} MB, "
             f"exit {code} (target <= {DRIFT_TARGET_SECONDS:g} s, <= {DRIFT_TARGET_RSS_MB} MB): {verdict}"
         )
 
 
 def whole_drift(spec_dir: Path, url: str, dumps: list[Path]) -> tuple[float, float, float, int]:
-    """One real `meshc drift --puppetdb URL --kubernetes C=DUMP... --format json` process: (wall s, CPU s, peak RSS MB, exit)."""
+    """One real `meshc drift --puppetdb URL --kubernetes C=DUMP... --format json` process.
+
+    Returns (wall s, CPU s, peak RSS MB, exit code)."""
     pairs = [arg for path in dumps for arg in ("--kubernetes", f"{path.stem}={path}")]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
@@ -368,7 +375,7 @@ def whole_drift(spec_dir: Path, url: str, dumps: list[Path]) -> tuple[float, flo
 
 
 def _drift_setup(state: State) -> None:
-    """Not part of drift: a live dump of every cluster of the synthetic mesh (tests/live_k8s.py's rules), made once under .bench/."""
+    """Not part of drift: a live dump of every cluster (tests/live_k8s.py's rules), made once under .bench/."""
     state["dumps"] = cluster_dumps(state["dir"])
 
 
@@ -376,10 +383,8 @@ def cluster_dumps(spec_dir: Path) -> list[Path]:
     """The dump of every cluster of a synthetic mesh, made once beside it (YAML and JSON alternately)."""
     dumps = spec_dir.parent / f"{spec_dir.name}-dumps"
     if not (dumps / "complete").exists():
-        sys.path.insert(0, str(ROOT / "tests"))
-        from live_k8s import dump_json, dump_yaml, live_objects
-
         from compiler.pipeline import compile_dir
+        from tests.live_k8s import dump_json, dump_yaml, live_objects
 
         tree = compile_dir(spec_dir).tree()
         clusters = sorted({path.split("/")[1] for path in tree if path.startswith("kubernetes/")})
@@ -393,7 +398,7 @@ def cluster_dumps(spec_dir: Path) -> list[Path]:
 
 
 def _meshc_drift(state: State) -> None:
-    """`meshc drift --format json` with a dump of every cluster: compile, parse every dump, compare (no drift expected)."""
+    """`meshc drift --format json` with every cluster's dump: compile, parse the dumps, compare (no drift)."""
     import contextlib
     import io
 
@@ -477,8 +482,8 @@ def _rollout_setup(state: State) -> None:
 
 
 def _rollout_build(state: State) -> None:
-    """`meshc build` of the rollout: four distinct revisions (three pinned + the working tree) into a fresh directory."""
-    from compiler.rollout.build import build
+    """`meshc build` of the rollout: four distinct revisions (three pinned, the working tree) into a fresh directory."""
+    from compiler.rollout.output import build
 
     out = scratch_dir() / "rollout-out"
     shutil.rmtree(out, ignore_errors=True)
@@ -560,9 +565,8 @@ def bench_floor(size: int, repeat: int) -> None:
             )
             floor_wall, floor_cpu, files, size_bytes = json.loads(output)
             if (built / "MANIFEST.json").read_bytes() != (floor / "MANIFEST.json").read_bytes():
-                raise SystemExit(
-                    "the floor did not write the tree meshc built"
-                )  # the manifest holds every file's sha256
+                # the manifest holds every file's sha256: equal manifests, equal trees
+                raise SystemExit("the floor did not write the tree meshc built")
             pairs.append((build_wall, build_cpu, floor_wall, floor_cpu))
             shutil.rmtree(work)
     finally:
@@ -579,7 +583,8 @@ def bench_floor(size: int, repeat: int) -> None:
     median = ratios[len(ratios) // 2]
     verdict = "ok" if median <= FLOOR_TARGET_RATIO else "MISSED"
     print(
-        f"{size:>8}  build / floor, wall: median {median:.2f}x over {len(pairs)} pair(s), range {ratios[0]:.2f}-{ratios[-1]:.2f}x; "
+        f"{size:>8}  build / floor, wall: "
+        f"median {median:.2f}x over {len(pairs)} pair(s), range {ratios[0]:.2f}-{ratios[-1]:.2f}x; "
         f"cpu {_span([p[1] / p[3] for p in pairs], 'x')} (goal <= {FLOOR_TARGET_RATIO:g}x): {verdict}"
     )
 
@@ -670,7 +675,8 @@ def main() -> None:
         return
     stages = [s for s in STAGES if s.name in args.stages.split(",")]
     print(
-        f"meshc benchmark: D={DATACENTERS} datacenters, C={CLUSTERS} clusters, K={DEPENDENCIES} dependencies per service; "
+        f"meshc benchmark: D={DATACENTERS} datacenters, C={CLUSTERS} clusters, "
+        f"K={DEPENDENCIES} dependencies per service; "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
     print(f"{'services':>8}  {'stage':<10} {'wall s':>7} {'cpu s':>7} {'peak RSS MB':>11}  what")

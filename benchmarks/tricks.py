@@ -153,7 +153,8 @@ def main() -> None:
     args = parser.parse_args()
     spec_dir = spec_for(args.size)
     print(
-        f"meshc speed tricks at {args.size} services, {args.repeat} interleaved runs each; load average {os.getloadavg()[0]:.2f}"
+        f"meshc speed tricks at {args.size} services, {args.repeat} interleaved runs each; "
+        f"load average {os.getloadavg()[0]:.2f}"
     )
     measure_tricks(spec_dir, args.repeat)
     if args.writes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -35,9 +35,17 @@ CODES: dict[str, str] = {
     "file-missing": "a required spec file or directory is missing",
     "file-empty": "a spec file has no content",
     "file-unreadable": "a spec file or services/ cannot be read (permission denied, I/O error)",
-    "file-type": "a spec entry is a FIFO, socket, device or directory where a file belongs, or a file where services/ belongs",
-    "file-symlink": "a spec file or services/ is a symbolic link (git stores links as links: build and diff would disagree)",
-    "symlink-escape": "a spec file or services/ is a symbolic link that leaves the spec directory; it is never followed",
+    "file-type": (
+        "a spec entry is a FIFO, socket, device or directory where a file belongs, "
+        "or a file where services/ belongs"
+    ),
+    "file-symlink": (
+        "a spec file or services/ is a symbolic link "
+        "(git stores links as links: build and diff would disagree)"
+    ),
+    "symlink-escape": (
+        "a spec file or services/ is a symbolic link that leaves the spec directory; it is never followed"
+    ),
     "no-services": "services/ holds no service file: no data is not an empty mesh",
     "service-name-mismatch": "a service file's name differs from its `service:` key",
     # schema
@@ -62,7 +70,10 @@ CODES: dict[str, str] = {
     "self-dependency": "a service depends on itself",
     "duplicate-dependency": "a service lists the same dependency twice",
     "retry-budget": "per-try timeout × attempts exceeds the request timeout",
-    "tcp-http-policy": "a dependency on a tcp service sets timeout, retries.per_try_timeout or retries.on, which TCP proxying cannot apply",
+    "tcp-http-policy": (
+        "a dependency on a tcp service sets timeout, retries.per_try_timeout or retries.on, "
+        "which TCP proxying cannot apply"
+    ),
     "no-placement": "a service is placed nowhere",
     "duplicate-placement": "a service is placed twice in one cluster or datacenter",
     # rollout (canary waves)
@@ -116,11 +127,22 @@ class Diagnostic:
         return (self.span.file, self.span.line, self.span.col, self.code, self.message)
 
 
+def error(span: Span, code: str, message: str) -> Diagnostic:
+    """An error diagnostic at `span`."""
+    return Diagnostic(span=span, code=code, message=message)
+
+
 class SpecError(Exception):
-    """Raised by library code when the spec is invalid; carries every diagnostic found."""
+    """Raised by library code when the spec is invalid; carries every diagnostic found.
+
+    Constructing one with an `internal` diagnostic raises InternalError instead.
+    """
 
     def __init__(self, diagnostics: Iterable[Diagnostic]) -> None:
         self.diagnostics = tuple(sorted(diagnostics, key=Diagnostic.sort_key))
+        bugs = [d for d in self.diagnostics if d.code == "internal"]
+        if bugs:  # whoever collected them, a meshc bug is never the spec's fault: exit 3, not 2
+            raise internal_error(bugs)
         super().__init__(f"{len(self.diagnostics)} error(s) in the spec")
 
 
@@ -136,9 +158,20 @@ class InternalError(Exception):
     """A bug in meshc: an invariant of the rendering does not hold (exit 3)."""
 
 
+class UnknownService(LookupError):
+    """A command names a service that is not in the spec (a usage error, exit 2)."""
+
+
 def internal_error(diagnostics: Iterable[Diagnostic]) -> InternalError:
     """An InternalError listing violated invariants, one `file:line:col` line each (where in the spec they arose)."""
     return InternalError("\n".join(d.format() for d in sorted(diagnostics, key=Diagnostic.sort_key)))
+
+
+def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tuple[Diagnostic, ...]:
+    """Diagnostics whose files are named `REV:path`, git's own name for a file at a revision."""
+    if revision is None:
+        return tuple(diagnostics)
+    return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
@@ -152,7 +185,9 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
 # lone surrogates that stand for the bytes of a file name that is not UTF-8.
 _UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 _NAMED = {"\n": "\\n", "\r": "\\r"}
-MAX_EXCERPT = 64  # a user value in a message is cut to this many characters (a DNS label, 63, fits whole): a diagnostic names, it does not echo
+# A user value in a message is cut to this many characters (a DNS label, 63, fits whole):
+# a diagnostic names, it does not echo.
+MAX_EXCERPT = 64
 
 
 def escape(text: str) -> str:

@@ -1,8 +1,9 @@
 """Semantic diff of two builds: which spec files, targets, documents and files change, and what it costs.
 
-Results are frozen records; `compiler.report` formats them. The value differ is generic over
-dict/list/scalar data: mappings by key, lists of named things by their name (so inserting one
-cluster does not shift every later one), other lists of unique scalars as sets, the rest by index.
+Results are frozen records; compiler/commands/diff_report.py, diff_text.py and diff_markdown.py format
+them. The value differ is generic over dict/list/scalar data: mappings by key, lists of named things by
+their name (so inserting one cluster does not shift every later one), other lists of unique scalars as
+sets, the rest by index.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from typing import Any
 import orjson
 import yaml
 
-from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
-from compiler.backends.kubernetes import kind_rank
-from compiler.diagnostics import Diagnostic, SpecError
+from compiler.backends.kubernetes.layout import ROOT as KUBERNETES_ROOT
+from compiler.backends.kubernetes.layout import kind_rank
+from compiler.diagnostics import Diagnostic, SpecError, at_revision
 from compiler.emit import (
     LOCK_TIMEOUT,
     MANIFEST,
@@ -43,13 +44,10 @@ from compiler.render.restart import changes as restart_costs
 from compiler.spec.load import MESH_FILE, SpecFiles
 from compiler.spec.model import Spec
 
-RECORD = dict(frozen=True, kw_only=True, slots=True)
-
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 MAX_TEXT_LINES = 400  # a changed text file's unified diff is cut after this many lines
-MAX_COMPARED_BYTES = (
-    16 << 20
-)  # `check` shows what differs only for files up to this size (meshc's are far smaller)
+# `check` shows what differs only for files up to this size (meshc's are far smaller)
+MAX_COMPARED_BYTES = 16 << 20
 
 _IDENT = re.compile(r"[A-Za-z_@$][\w@$-]*")
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -58,7 +56,7 @@ _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # ---------------------------------------------------------------- records
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Change:
     """One semantic difference: the value at `path` was added, removed or changed."""
 
@@ -68,7 +66,7 @@ class Change:
     new: Any = None
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class SpecFileDiff:
     """A spec file whose data changed; `service` is None for mesh.yaml."""
 
@@ -78,7 +76,7 @@ class SpecFileDiff:
     changes: tuple[Change, ...] = ()
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class DocumentDiff:
     """A changed sidecar document (by document name) or output file (by path under output/)."""
 
@@ -92,7 +90,7 @@ class DocumentDiff:
     )
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class TargetDiff:
     """One target (workload) whose sidecar documents or output files change, and what that costs.
 
@@ -108,9 +106,8 @@ class TargetDiff:
     status: str
     restart: RestartClass
     restart_sensitive: bool = False  # the service's `restart_sensitive`
-    credentials: tuple[
-        Credentials, ...
-    ] = ()  # clusters it newly watches: the platform must deliver their credentials
+    # clusters it newly watches: the platform must deliver their credentials
+    credentials: tuple[Credentials, ...] = ()
     documents: tuple[DocumentDiff, ...] = ()
     files: tuple[DocumentDiff, ...] = ()
 
@@ -124,7 +121,7 @@ class TargetDiff:
         return self.restart_sensitive and self.needs_restart
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Group:
     """The changed targets of one platform in one datacenter, counted by restart class."""
 
@@ -140,7 +137,7 @@ class Group:
     pod_roll: int
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class KubeDelete:
     """A Kubernetes object the base applied and the head no longer writes: kube-applier never deletes
     it, so someone must. `cascades` marks a Namespace, whose deletion takes everything still in it."""
@@ -155,7 +152,9 @@ class KubeDelete:
 
     @property
     def resource(self) -> str:
-        """`kind.group/name` as kubectl names it unambiguously (`configmap/x`, `rolebinding.rbac.authorization.k8s.io/x`)."""
+        """`kind.group/name`, as kubectl names it unambiguously.
+
+        `configmap/x`, `rolebinding.rbac.authorization.k8s.io/x`."""
         group = self.api_version.rpartition("/")[0]
         return f"{self.kind.lower()}{'.' + group if group else ''}/{self.name}"
 
@@ -166,7 +165,7 @@ class KubeDelete:
         return f"kubectl --context {self.cluster} delete{namespace} {self.resource}"
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WaveSplit:
     """The changed targets of one wave of the head's wave policy."""
 
@@ -174,7 +173,7 @@ class WaveSplit:
     targets: tuple[str, ...]
 
 
-@dataclass(**RECORD)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class MeshDiff:
     """Everything that changes between a base and a head build."""
 
@@ -188,11 +187,11 @@ class MeshDiff:
     groups: tuple[Group, ...] = ()
     shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
     deletions: tuple[KubeDelete, ...] = ()  # in the order to run them: the reverse of kube-applier's
-    calls: tuple[
-        CallChange, ...
-    ] = ()  # call-graph edges added, removed or re-policied (compiler.graph.calls)
+    # call-graph edges added, removed or re-policied (compiler.graph.calls)
+    calls: tuple[CallChange, ...] = ()
     waves: tuple[WaveSplit, ...] = ()  # changed targets by wave, in rollout order (the head's wave policy)
-    rollout: str = "none"  # "active": rollout.yaml pins the later waves, so only the first wave changes now; "hold"; "none"
+    # "active": rollout.yaml pins the later waves, so only the first wave changes now; "hold"; "none"
+    rollout: str = "none"
 
     @property
     def restarts(self) -> int:
@@ -258,13 +257,6 @@ def _read_base(location: SpecLocation, base: str) -> SpecFiles | None:
         return None
 
 
-def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tuple[Diagnostic, ...]:
-    """Diagnostics whose files are named `REV:path`, git's own name for a file at a revision."""
-    if revision is None:
-        return tuple(diagnostics)
-    return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
-
-
 def diff_specs(
     base_files: SpecFiles | None, head_files: SpecFiles, *, base: str, head: str, label: str
 ) -> MeshDiff:
@@ -304,7 +296,9 @@ def diff_builds(
         name: c.datacenter
         for name, c in (*(old.mesh.clusters.items() if old else ()), *new.mesh.clusters.items())
     }
-    ids = sorted((set(old_files) | set(new_files) | set(old_docs) | set(new_docs) | set(workloads)) - {None})
+    # Files of no target (the None key) are the shared files, diffed apart below.
+    keys = set(old_files) | set(new_files) | set(old_docs) | set(new_docs) | set(workloads)
+    ids = sorted(key for key in keys if key is not None)
     targets = []
     for target in ids:
         found = _target(
@@ -337,7 +331,7 @@ def _wave_split(old: Build | None, new: Build, targets: Sequence[TargetDiff]) ->
     policy = new.spec.mesh.rollout
     if policy is None:
         return ()
-    from compiler.rollout.policy import assign
+    from compiler.spec.wave_policy import assign
 
     waves = assign(policy, old.mesh.workloads if old else ()) | dict(new.mesh.waves)
     first = next(w.name for w in policy.waves if not w.takes_hosts)
@@ -457,7 +451,7 @@ def object_heads(path: str, data: bytes) -> list[dict[str, Any]]:
     """
     try:
         text = data.decode()
-        heads = [_object_head(document) for document in stream_documents(text) or [text]]
+        heads: list[Any] = [_object_head(document) for document in stream_documents(text) or [text]]
     except (NotCanonical, UnicodeDecodeError):
         parsed = parse_file(path, data)
         found = parsed[0] if parsed is not None else None
@@ -587,9 +581,8 @@ def _document_diffs(
     old: Mapping[str, Any], new: Mapping[str, Any], priced: bool = True
 ) -> tuple[DocumentDiff, ...]:
     diffs = []
-    costs = (
-        restart_costs(old, new) if priced else {}
-    )  # per document: a Synapse `services` change alone is a hot reload
+    # per document: a Synapse `services` change alone is a hot reload
+    costs = restart_costs(old, new) if priced else {}
     for name in sorted(set(old) | set(new)):
         restart = costs.get(name, RestartClass.NONE)
         if name not in new:
@@ -663,9 +656,8 @@ def output_drift(
     """
     real = Path(os.path.realpath(out))
     with output_lock(real, str(out), lock_timeout, on_wait, required=False):
-        from compiler.rollout.build import (
-            output_for,
-        )  # with a rollout.yaml, every wave's revision is compiled
+        # with a rollout.yaml, every wave's revision is compiled
+        from compiler.rollout.output import output_for
 
         tree = output_for(spec_dir)
         status = compare_tree(real, tree)
@@ -727,7 +719,9 @@ def parse_file(path: str, data: bytes) -> tuple[Any] | None:
 
 
 def _load_yaml(text: str) -> Any:
-    """One document's data, or the list of a stream's documents (a file opened by `---`, as meshc writes Kubernetes files)."""
+    """One document's data, or the list of a stream's documents.
+
+    A stream is a file opened by `---`, as meshc writes Kubernetes files."""
     documents = stream_documents(text)
     try:
         return load_canonical_yaml(text) if documents is None else [load_canonical_yaml(d) for d in documents]
@@ -890,7 +884,7 @@ def _diff_spans(
             _diff(old.entry_value(before[key], indent), new.entry_value(after[key], indent), child, out)
 
 
-class _PerLine(dict):
+class _PerLine(dict[int, Any]):
     """A value per line index, computed on first access."""
 
     def __init__(self, lines: list[str], compute: Callable[[str], Any]) -> None:
@@ -956,13 +950,12 @@ class _CanonicalReader:
         """The mapping at `indent` in `span`: each key and the lines of its entry (key line included)."""
         lines = self.lines[span[0] : span[1]]
         # map() over compiled patterns keeps this scan, the hot loop of a mesh-wide diff, in C.
-        if any(
-            map(re.compile(f"(?! {{{indent}}})(?=.)").match, lines)
-        ):  # blank lines belong to literal blocks
+        # blank lines belong to literal blocks
+        if any(map(re.compile(f"(?! {{{indent}}})(?=.)").match, lines)):
             raise NotCanonical(f"line {span[0] + 1}: a block ends inside its span")
         starts = list(compress(range(*span), map(re.compile(f" {{{indent}}}[^ ]").match, lines)))
         result: dict[str, Span] = {}
-        for start, end in zip(starts, [*starts[1:], span[1]]):
+        for start, end in zip(starts, [*starts[1:], span[1]], strict=True):
             found = self.key(start)
             if found is None or found[0] in result:
                 raise NotCanonical(f"line {start + 1}: not a mapping key")
@@ -1093,7 +1086,7 @@ def _diff(old: Any, new: Any, path: str, out: list[Change]) -> None:
         out.append(Change(path=path or ".", kind=CHANGED, old=old, new=new))
 
 
-def _diff_dicts(old: dict, new: dict, path: str, out: list[Change]) -> None:
+def _diff_dicts(old: dict[str, Any], new: dict[str, Any], path: str, out: list[Change]) -> None:
     _diff_keyed(old, new, lambda key: _key_path(path, key), out)
 
 
@@ -1110,7 +1103,7 @@ def _diff_keyed(
             _diff(old[key], new[key], child(key), out)
 
 
-def _diff_lists(old: list, new: list, path: str, out: list[Change]) -> None:
+def _diff_lists(old: list[Any], new: list[Any], path: str, out: list[Change]) -> None:
     keyed = _list_key(old, new)
     if keyed is not None:
         label, key = keyed
@@ -1124,7 +1117,7 @@ def _diff_lists(old: list, new: list, path: str, out: list[Change]) -> None:
         _diff_aligned(old, new, path, out)
 
 
-def _diff_aligned(old: list, new: list, path: str, out: list[Change]) -> None:
+def _diff_aligned(old: list[Any], new: list[Any], path: str, out: list[Change]) -> None:
     """Unnamed items aligned by content (longest common subsequence), so one insertion is one `+`.
 
     Items replaced one for one are diffed inside, at their new index; the rest are added or removed.
@@ -1146,7 +1139,7 @@ def _canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def _diff_sets(old: list, new: list, path: str, out: list[Change]) -> None:
+def _diff_sets(old: list[Any], new: list[Any], path: str, out: list[Change]) -> None:
     gone, came = set(old) - set(new), set(new) - set(old)
     out += [Change(path=path or ".", kind=REMOVED, old=item) for item in old if item in gone]
     out += [Change(path=path or ".", kind=ADDED, new=item) for item in new if item in came]
@@ -1159,11 +1152,11 @@ def _diff_sets(old: list, new: list, path: str, out: list[Change]) -> None:
 _OR_LIST = re.compile(r"(?:^|\.)(?:principals|permissions|from)$")
 
 
-def _unique_values(items: list) -> bool:
+def _unique_values(items: list[Any]) -> bool:
     return len({_canonical(i) for i in items}) == len(items)
 
 
-def _diff_value_sets(old: list, new: list, path: str, out: list[Change]) -> None:
+def _diff_value_sets(old: list[Any], new: list[Any], path: str, out: list[Change]) -> None:
     """Items matched by value, like `_diff_sets`: adding a client is one `+` of it, wherever it sorts."""
     before, after = {_canonical(i): i for i in old}, {_canonical(i): i for i in new}
     out += [
@@ -1176,7 +1169,7 @@ def _diff_value_sets(old: list, new: list, path: str, out: list[Change]) -> None
         out.append(Change(path=path or ".", kind=CHANGED, old=old, new=new))
 
 
-def _unique_scalars(items: list) -> bool:
+def _unique_scalars(items: list[Any]) -> bool:
     return all(isinstance(i, (str, int)) and not isinstance(i, bool) for i in items) and len(
         set(items)
     ) == len(items)
@@ -1201,7 +1194,7 @@ _LIST_KEYS: tuple[tuple[Callable[[Any], bool], KeyFn, Callable[[Any], str]], ...
 )
 
 
-def _list_key(old: list, new: list) -> tuple[Callable[[Any], str], KeyFn] | None:
+def _list_key(old: list[Any], new: list[Any]) -> tuple[Callable[[Any], str], KeyFn] | None:
     """The first key that names every item of both lists uniquely, or None (then items match by index)."""
     items = [*old, *new]
     if not items or not all(isinstance(i, dict) for i in items):
@@ -1212,7 +1205,7 @@ def _list_key(old: list, new: list) -> tuple[Callable[[Any], str], KeyFn] | None
     return None
 
 
-def _unique_names(items: list, key: KeyFn) -> bool:
+def _unique_names(items: list[Any], key: KeyFn) -> bool:
     names = [key(i) for i in items]
     return all(isinstance(n, (str, int)) for n in names) and len(set(names)) == len(names)
 

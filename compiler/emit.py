@@ -90,7 +90,7 @@ def yaml_string(value: str) -> str:
     return _YAML_ESCAPE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)
 
 
-def _block(data: dict | list, indent: int, lines: list[str]) -> None:
+def _block(data: dict[str, Any] | list[Any], indent: int, lines: list[str]) -> None:
     pad = " " * indent
     if isinstance(data, dict):
         for key, value in data.items():
@@ -187,7 +187,7 @@ class TreeStatus:
 
 
 def manifest(artifacts: Sequence[Artifact], rollout: Mapping[str, Any] | None = None) -> bytes:
-    """MANIFEST.json: format, meshc version, sha256 of every file, the files of every target, and the rollout if one is in force."""
+    """MANIFEST.json: format, meshc version, every file's sha256, each target's files, the rollout if any."""
     targets: dict[str, list[str]] = {}
     for artifact in artifacts:
         if artifact.target is not None:
@@ -222,7 +222,7 @@ def _check_path(path: str) -> None:
 
 
 def read_tree(root: Path) -> dict[str, bytes]:
-    """Every regular file under `root` as relative posix path -> bytes ({} if root is absent); for tests and small trees."""
+    """Every regular file under `root` as relative posix path -> bytes ({} if absent); for small trees."""
     return {
         path: (root / path).read_bytes() for path, entry in scan_tree(root).items() if entry.kind == REGULAR
     }
@@ -232,9 +232,8 @@ def read_tree(root: Path) -> dict[str, bytes]:
 
 REGULAR, DIRECTORY = "regular file", "directory"
 _CHUNK = 1 << 20  # files are hashed in 1 MiB reads: a 2 GiB hand-made file costs time, never memory
-MAX_MANIFEST_BYTES = (
-    64 << 20
-)  # a 3,000-service mesh's manifest is a few MB; a bigger "manifest" is not meshc's
+# a 3,000-service mesh's manifest is a few MB; a bigger "manifest" is not meshc's
+MAX_MANIFEST_BYTES = 64 << 20
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -315,10 +314,8 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     raw = read_regular(root / MANIFEST, MAX_MANIFEST_BYTES)
     try:
         data = json.loads(raw) if raw is not None else None
-    except (
-        ValueError,
-        RecursionError,
-    ):  # RecursionError: a hand-made file nested deeper than the parser goes
+    # RecursionError: a hand-made file nested deeper than the parser goes
+    except (ValueError, RecursionError):
         return None
     return data if _is_manifest(data) else None
 
@@ -590,9 +587,8 @@ def write_tree(out: Path, files: Mapping[str, bytes]) -> WriteResult:
         _stage(staging, real, files, kept)
         _swap(staging, real)
     except BaseException as error:
-        shutil.rmtree(
-            staging, ignore_errors=True
-        )  # the partial tree must not keep the disk full until the next build
+        # the partial tree must not keep the disk full until the next build
+        shutil.rmtree(staging, ignore_errors=True)
         if isinstance(error, OSError):
             raise EnvironmentFailure(
                 label, f"cannot write the new tree: {cause(error)}; the output is left as it was"
@@ -633,9 +629,8 @@ def _same(path: Path, entry: OnDisk, data: bytes) -> bool:
 
 def _stage(staging: Path, real: Path, files: Mapping[str, bytes], kept: frozenset[str]) -> None:
     """Write the new tree at `staging`, durably: new bytes written, unchanged files hard-linked from `real`."""
-    if (
-        staging.is_dir() and not staging.is_symlink()
-    ):  # only this process's pid names it: a leftover of a reused pid
+    # only this process's pid names it: a leftover of a reused pid
+    if staging.is_dir() and not staging.is_symlink():
         shutil.rmtree(staging)
     elif os.path.lexists(staging):
         staging.unlink()
@@ -738,7 +733,7 @@ def _exchange(a: Path, b: Path) -> bool:
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
         return False
-    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    result: int = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     return result == 0
 
 
@@ -777,7 +772,8 @@ def compare_digests(
     (`recorded`, from its manifest) is stale (the spec changed, nobody rebuilt); one that matches
     neither was edited by hand, and so is anything at a rendered path that is not a regular file.
     """
-    stale, edited = [], []
+    stale: list[str] = []
+    edited: list[str] = []
     for path in sorted(set(files) & set(actual) - {MANIFEST}):
         digest = actual[path]
         if digest == hashlib.sha256(files[path]).hexdigest():
@@ -792,9 +788,8 @@ def compare_digests(
             not (stale or edited or missing or extra)
             and actual[MANIFEST] != hashlib.sha256(files[MANIFEST]).hexdigest()
         ):
-            stale.append(
-                MANIFEST
-            )  # the manifest follows the files: listed only when nothing else explains it
+            # the manifest follows the files: listed only when nothing else explains it
+            stale.append(MANIFEST)
     return TreeStatus(
         stale=tuple(stale), missing=tuple(missing), extra=tuple(extra), hand_edited=tuple(edited)
     )

@@ -9,7 +9,8 @@ from pathlib import Path, PurePosixPath
 import git
 from gitdb.exc import BadName, BadObject
 
-from compiler.spec.load import MAX_FILE_BYTES, MESH_FILE, SERVICES_DIR, Unreadable, symlink_problem
+from compiler.spec.document import MAX_FILE_BYTES
+from compiler.spec.load import MESH_FILE, SERVICES_DIR, Unreadable, symlink_problem
 
 _BLOB_MODES = (0o100644, 0o100755)  # regular files; symlinks and submodules are not spec files
 _SYMLINK_MODE = 0o120000
@@ -90,7 +91,7 @@ def _existing_ancestor(path: Path) -> Path:
 
 
 def read_revision(location: SpecLocation, revision: str) -> dict[str, bytes | Unreadable]:
-    """The spec files at `revision` as relative path -> bytes or Unreadable, exactly as `read_tree` reads a directory."""
+    """The spec files at `revision` as relative path -> bytes or Unreadable, as `read_tree` reads a directory."""
     tree = _spec_tree(location, revision)
     files: dict[str, bytes | Unreadable] = {}
     mesh = _child(tree, MESH_FILE)
@@ -126,9 +127,8 @@ def _wrong_entry(entry: git.Object, relative: str, wanted: str) -> Unreadable:
         return symlink_problem(
             relative, entry.data_stream.read() if entry.size <= _MAX_SYMLINK_BYTES else b"/"
         )
-    kind = {"tree": "a directory", "submodule": "a git submodule", "blob": "a file"}.get(
-        entry.type, "not a regular file"
-    )
+    kinds: dict[str | None, str] = {"tree": "a directory", "submodule": "a git submodule", "blob": "a file"}
+    kind = kinds.get(entry.type, "not a regular file")
     fix = (
         "make it a directory of service files"
         if wanted == "a directory"
@@ -139,9 +139,8 @@ def _wrong_entry(entry: git.Object, relative: str, wanted: str) -> Unreadable:
 
 def read_worktree(spec_dir: Path) -> dict[str, bytes | Unreadable]:
     """The spec files in the working tree, uncommitted edits included."""
-    from compiler.pipeline import (
-        spec_files,
-    )  # local: the pipeline is the one place a spec directory is opened
+    # local: the pipeline is the one place a spec directory is opened
+    from compiler.pipeline import spec_files
 
     return spec_files(spec_dir)
 
@@ -213,8 +212,9 @@ def _link_target(blob: git.Blob, link: str, where: str) -> str:
     """The path a committed symlink holds (its blob's bytes)."""
     if blob.size > _MAX_SYMLINK_BYTES:
         raise RevisionError(f"{link!r} is a symlink {where} whose target is longer than a path can be")
+    target: bytes = blob.data_stream.read()
     try:
-        return blob.data_stream.read().decode()
+        return target.decode()
     except UnicodeDecodeError:
         raise RevisionError(f"{link!r} is a symlink {where} whose target is not UTF-8") from None
 
@@ -233,4 +233,5 @@ def _read_blob(blob: git.Blob) -> bytes:
     # within the limit is read whole: a partly read stream would desync git's cat-file pipe.
     if blob.size > MAX_FILE_BYTES:
         return OVERSIZED
-    return blob.data_stream.read()
+    data: bytes = blob.data_stream.read()
+    return data

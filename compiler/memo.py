@@ -27,4 +27,4 @@ class Memo:
         found = self._values.get(key)
         if found is None:
             found = self._values[key] = (args, build(*args))
-        return found[1]  # type: ignore[no-any-return]
+        return found[1]

@@ -219,9 +219,8 @@ class Chromium:
         self.events.clear()
         self.call("Page.navigate", url=url)
         self._wait_for("Page.loadEventFired")
-        self.evaluate(
-            "new Promise(resolve => setTimeout(resolve, 200))"
-        )  # let load-time scripts finish and log
+        # let load-time scripts finish and log
+        self.evaluate("new Promise(resolve => setTimeout(resolve, 200))")
         width, height = VIEWPORT
         # Half scale: a quarter of the pixels for the pure-Python PNG decoder, still every box and line.
         clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 0.5}
@@ -260,9 +259,8 @@ def _console_lines(events: list[dict[str, Any]]) -> list[str]:
                 + " ".join(str(a.get("value", a.get("description", ""))) for a in params["args"])
             )
         elif event["method"] == "Runtime.exceptionThrown":
-            lines.append(
-                f"exception: {params['exceptionDetails'].get('exception', {}).get('description', params['exceptionDetails'])}"
-            )
+            details = params["exceptionDetails"]
+            lines.append(f"exception: {details.get('exception', {}).get('description', details)}")
         elif event["method"] == "Log.entryAdded":
             lines.append(
                 f"log.{params['entry']['level']} ({params['entry']['source']}): {params['entry']['text']}"

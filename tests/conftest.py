@@ -90,7 +90,7 @@ def example_build() -> Build:
 @pytest.fixture(scope="session")
 def example_output() -> dict[str, bytes]:
     """What `meshc build` writes for the example mesh (its rollout included), computed once per session."""
-    from compiler.rollout.build import output_for
+    from compiler.rollout.output import output_for
 
     return output_for(EXAMPLE)
 

@@ -32,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from compiler.backends.kubernetes import NAME_LABEL, OWNER_ANNOTATION, WORKLOAD_ANNOTATION
+from compiler.backends.kubernetes.layout import OWNER_ANNOTATION
+from compiler.backends.kubernetes.objects import NAME_LABEL, WORKLOAD_ANNOTATION
 from compiler.drift.kubernetes import LAST_APPLIED, expected_objects
 
 APPLIED_AT = "2026-11-20T10:00:00Z"
@@ -206,9 +207,8 @@ def as_list(objects: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 def dump_yaml(objects: Sequence[Mapping[str, Any]]) -> str:
     """`-o yaml`: block style, keys sorted as kubectl prints them."""
-    dumper = getattr(
-        yaml, "CSafeDumper", yaml.SafeDumper
-    )  # libyaml's emitter: the benchmark dumps a thousand services
+    # libyaml's emitter: the benchmark dumps a thousand services
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump(
         as_list(objects), Dumper=dumper, sort_keys=True, default_flow_style=False, allow_unicode=True
     )

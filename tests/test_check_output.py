@@ -59,8 +59,8 @@ def test_hand_edited_missing_and_extra_files(
     assert code == 1
     lines = text.splitlines()
     assert (
-        lines[0]
-        == f"{out}: not what the spec renders (1 missing, 1 extra, 1 hand-edited); run `meshc build` and commit the result"
+        lines[0] == f"{out}: not what the spec renders (1 missing, 1 extra, 1 hand-edited); "
+        "run `meshc build` and commit the result"
     )
     assert sorted(line for line in lines[1:] if not line.startswith(DETAIL)) == sorted(
         [
@@ -82,13 +82,11 @@ def test_spec_change_without_rebuild_is_stale(
     details = [line for line in text.splitlines()[1:] if line.startswith(DETAIL)]
     lines = [line for line in text.splitlines()[1:] if not line.startswith(DETAIL)]
     assert lines and all(line.startswith("  stale ") for line in lines)
-    assert any(line.endswith("route.timeout: 2s → 3s") for line in details), (
-        details
-    )  # on disk → rendered, as diff: old → new
+    # on disk → rendered, as diff: old → new
+    assert any(line.endswith("route.timeout: 2s → 3s") for line in details), details
     stale = [line.split()[-1] for line in lines]
-    assert all("/upload" in path for path in stale), (
-        stale
-    )  # only upload's files; the manifest follows the files
+    # only upload's files; the manifest follows the files
+    assert all("/upload" in path for path in stale), stale
     assert f"({len(stale)} stale)" in text.splitlines()[0]
 
 

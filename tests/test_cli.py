@@ -192,9 +192,8 @@ def test_build_then_check(tmp_path: Path) -> None:
     assert (out / "MANIFEST.json").is_file()
     before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [out, *out.rglob("*")]}
     assert meshc("build", "mesh-spec", "-o", str(out)).stdout == f"{out}: up to date, nothing written\n"
-    assert {
-        p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [out, *out.rglob("*")]
-    } == before  # not a byte written
+    # not a byte written
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in [out, *out.rglob("*")]} == before
     assert meshc("check", "mesh-spec", "-o", str(out)).returncode == 0
     victim = next(p for p in sorted(out.rglob("*")) if p.is_file() and p.name != "MANIFEST.json")
     victim.write_bytes(victim.read_bytes() + b"# edited\n")
@@ -290,13 +289,12 @@ def test_drift_and_promote_refuse_a_puppetdb_that_is_no_http_url(
     url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     for command in ("drift", "promote"):
-        assert (
-            cli_main([command, "--puppetdb", url]) == 2
-        )  # was an internal error (exit 3) from urllib's ValueError
+        # was an internal error (exit 3) from urllib's ValueError
+        assert cli_main([command, "--puppetdb", url]) == 2
         err = capsys.readouterr().err
         assert (
-            err
-            == f"{url}: error: --puppetdb takes PuppetDB's http:// or https:// URL (e.g. https://puppetdb:8081)  [drift-usage]\n"
+            err == f"{url}: error: --puppetdb takes PuppetDB's http:// or https:// URL "
+            "(e.g. https://puppetdb:8081)  [drift-usage]\n"
         )
 
 
@@ -314,9 +312,8 @@ def test_plan_and_promote_say_why_there_is_no_rollout(
     assert capsys.readouterr().err.startswith(
         f"meshc: error: {spec}/rollout.yaml pins git revisions, but {spec} is not in a git repository"
     )
-    assert (
-        cli_main(["plan", str(tmp_path / "absent")]) == 2
-    )  # said "no rollout.yaml in …" of a directory that is not there
+    # said "no rollout.yaml in …" of a directory that is not there
+    assert cli_main(["plan", str(tmp_path / "absent")]) == 2
     err = capsys.readouterr().err  # (quote() shortens a long path)
     assert err.startswith("meshc: error: spec directory '") and err.endswith("' does not exist\n")
 
@@ -325,7 +322,7 @@ def test_drift_reads_endless_inputs_only_up_to_their_cap(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Both read /dev/zero until memory ran out; a dump already stopped one byte past its cap.
-    import compiler.drift.puppet
+    import compiler.drift.puppetdb
 
     assert cli_main(["drift", str(EXAMPLE), "--acknowledgements", "/dev/zero"]) == 2
     assert (
@@ -333,7 +330,7 @@ def test_drift_reads_endless_inputs_only_up_to_their_cap(
         == "/dev/zero:1:1: error: file is larger than 1024 KiB; split it or trim it  [drift-acknowledgement]\n"
     )
     monkeypatch.setattr(
-        compiler.drift.puppet, "MAX_EXPORT_BYTES", 1 << 20
+        compiler.drift.puppetdb, "MAX_EXPORT_BYTES", 1 << 20
     )  # the real cap (1 GiB) is too much for a test
     assert cli_main(["drift", str(EXAMPLE), "--puppet-facts", "/dev/zero"]) == 2
     assert (

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from compiler.backends.kubernetes import external_readers
+from compiler.backends.kubernetes.readers import external_readers
 from compiler.cli import main
+from compiler.commands.diff_markdown import GITHUB_COMMENT_LIMIT, format_markdown
 from compiler.diff import diff_revisions
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.pipeline import validate_only
-from compiler.report import GITHUB_COMMENT_LIMIT, format_markdown
 from compiler.spec.load import read_tree
 from tests.conftest import EXAMPLE
 from tests.test_gitsource import commit, git, make_repo, repo_state
@@ -24,7 +24,7 @@ from tests.test_gitsource import commit, git, make_repo, repo_state
 SPEC = "mesh-spec"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Scenario:
     """One commit on top of the previous one, and what its diff must report."""
 
@@ -281,7 +281,8 @@ def test_invalid_head_is_diagnosed_with_the_revision_in_the_file_name(
     code, out, err = run(capsys, "--base", "HEAD~1", "--head", bad, "--spec", str(repo / SPEC))
     assert (code, out) == (2, "")
     assert re.search(
-        rf"^{bad}:{re.escape(str(repo / SPEC))}/services/upload.yaml:\d+:\d+: error: .*'metdata'.*\[unknown-dependency\]$",
+        rf"^{bad}:{re.escape(str(repo / SPEC))}/services/upload.yaml:\d+:\d+: "
+        r"error: .*'metdata'.*\[unknown-dependency\]$",
         err,
         re.MULTILINE,
     )

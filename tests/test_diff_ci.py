@@ -40,9 +40,8 @@ def test_workflow_validates_diffs_and_checks() -> None:
     assert {c[c.index("--format") + 1] for c in commands if c[0] == "diff"} == {"markdown", "json", "text"}
     for command in commands:
         _parser().parse_args(command)  # argparse exits on anything meshc would reject
-    assert not re.search(
-        r"run:.*\$\{\{\s*github\.(base_ref|head_ref)", WORKFLOW.read_text()
-    )  # refs reach scripts via env only
+    # refs reach scripts via env only
+    assert not re.search(r"run:.*\$\{\{\s*github\.(base_ref|head_ref)", WORKFLOW.read_text())
 
 
 def test_pre_commit_hooks_run_meshc_on_the_whole_spec(capsys: pytest.CaptureFixture[str]) -> None:

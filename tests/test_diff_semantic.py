@@ -436,9 +436,8 @@ def test_canonical_reader_reads_every_yaml_output_file(example_build: Build) -> 
     for artifact in example_build.artifacts:
         if artifact.path.endswith(".yaml"):
             expected = _yaml_data(artifact.data)
-            documents = stream_documents(
-                artifact.data.decode()
-            )  # the Kubernetes files: one document per object
+            # the Kubernetes files: one document per object
+            documents = stream_documents(artifact.data.decode())
             try:
                 got = (
                     load_canonical_yaml(artifact.data.decode())
@@ -473,13 +472,14 @@ def test_anything_else_is_not_canonical_and_parse_file_falls_back(text: str) -> 
 
 
 def _yaml_data(data: bytes) -> Any:
-    """What PyYAML reads: one document's data, or the list of documents of a stream opened by `---` (as meshc's Kubernetes files)."""
+    """What PyYAML reads: a document's data, or the documents of a stream opened by `---` (Kubernetes files)."""
     documents = list(yaml.load_all(data, Loader=yaml.CSafeLoader))
     return documents if data.startswith(b"---\n") else documents[0]
 
 
 def test_text_is_coloured_only_when_asked_and_json_keeps_every_field(base_build: Build) -> None:
-    from compiler.report import format_text, to_json
+    from compiler.commands.diff_report import to_json
+    from compiler.commands.diff_text import format_text
 
     result = diff_builds(None, base_build)
     assert "\033[" in format_text(result, color=True) and "\033[" not in format_text(result, color=False)
@@ -559,7 +559,7 @@ def test_diffing_output_files_as_text_equals_diffing_their_data(example_build: B
 
 
 def test_external_reader_targets_are_placed_in_their_clusters_datacenter(example_build: Build) -> None:
-    """A VM client that starts watching a cluster changes that cluster's reader grant (`k8s/<C>/meshc-discovery/<S>`)."""
+    """A VM client that starts watching a cluster changes its reader grant (`k8s/<C>/meshc-discovery/<S>`)."""
     from compiler.pipeline import compile, spec_files
 
     files = spec_files(EXAMPLE)
@@ -659,11 +659,16 @@ def test_object_heads_read_apiversion_kind_and_metadata_wherever_they_stand() ->
 
 
 def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_order() -> None:
-    """An object that moves to another file is kept; one dropped from a file that stays, or whose file goes, is deleted."""
+    """An object that moves to another file is kept; one dropped from a file that stays, or whose file goes, is
+    deleted: a Namespace dropped from its cluster's file too."""
     svc, other = "k8s/c/ns/svc", "k8s/c/other/other"
+    role = _obj("ClusterRole", None, "meshc-discovery-reader", RB)
+    cluster_file = "kubernetes/c/00-cluster.yaml"  # every Namespace of the cluster, then the ClusterRole
     old = [
-        Artifact(path="kubernetes/c/00-namespaces/ns.yaml", data=_stream(_obj("Namespace", None, "ns"))),
-        Artifact(path="kubernetes/c/00-namespaces/gone.yaml", data=_stream(_obj("Namespace", None, "gone"))),
+        Artifact(
+            path=cluster_file,
+            data=_stream(_obj("Namespace", None, "gone"), _obj("Namespace", None, "ns"), role),
+        ),
         Artifact(
             path="kubernetes/c/ns/svc.yaml",
             target=svc,
@@ -690,7 +695,7 @@ def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_ord
         ),
     ]
     new = [
-        old[0],
+        Artifact(path=cluster_file, data=_stream(_obj("Namespace", None, "ns"), role)),
         Artifact(
             path="kubernetes/c/ns/svc.yaml",
             target=svc,
@@ -711,6 +716,6 @@ def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_ord
         ("RoleBinding", "gone", "g", "kubernetes/c/ns/svc.yaml"),
         ("ConfigMap", "gone", "gone-cm", "kubernetes/c/gone/gone.yaml"),
         ("ServiceAccount", "gone", "gone", "kubernetes/c/gone/gone.yaml"),
-        ("Namespace", None, "gone", "kubernetes/c/00-namespaces/gone.yaml"),
+        ("Namespace", None, "gone", cluster_file),
     ]
     assert [d.cascades for d in kube_deletions(old, new)] == [False] * 4 + [True]

@@ -20,7 +20,7 @@ import pytest
 from compiler.cli import main
 from compiler.drift.puppet import expected_rendering
 from compiler.render import ENVOY_CDS
-from compiler.rollout.build import output_for
+from compiler.rollout.output import output_for
 from tests.conftest import ROOT
 from tests.live_k8s import dump_json, live_objects
 from tests.test_gitsource import commit
@@ -50,7 +50,7 @@ def canary_pools(tree: dict[str, bytes]) -> dict[str, dict[str, str]]:
 
 
 def write_export(path: Path, hosts: Iterable[tuple[str, str, dict[str, str]]]) -> Path:
-    """A PuppetDB export (nodes and facts as PuppetDB answers them) of (certname, workload, documents) hosts, reporting now."""
+    """A PuppetDB export (nodes and facts, as PuppetDB answers) of (certname, workload, documents) hosts, now."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     nodes, facts = [], []
     for certname, workload, documents in hosts:

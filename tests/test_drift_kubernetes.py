@@ -21,9 +21,10 @@ from conftest import EXAMPLE, ROOT, meshc_in_process
 from live_k8s import LAST_APPLIED, dump_json, dump_yaml, find, last_applied, live_objects, orphan
 from test_kubernetes_schemas import Schemas, schemas  # noqa: F401 - the fixture: Kubernetes 1.32 strict schemas + CRDs
 
-from compiler.backends.kubernetes import OWNER_ANNOTATION
+from compiler.backends.kubernetes.layout import OWNER_ANNOTATION
 from compiler.drift.detect import assemble_report
-from compiler.drift.kubernetes import check_cluster, expected_objects, parse_dump
+from compiler.drift.kube_dump import parse_dump
+from compiler.drift.kubernetes import check_cluster, expected_objects
 from compiler.drift.model import (
     ACKNOWLEDGED,
     CONVERGED,
@@ -68,7 +69,7 @@ def tree(example_build: Build) -> dict[str, bytes]:
 
 @pytest.fixture()
 def dumps(tree: dict[str, bytes], tmp_path: Path) -> Callable[..., list[str]]:
-    """Write a dump per cluster (YAML, or JSON for kube-iad-a) after `edit` changed sjc's objects; the --kubernetes args."""
+    """Write a dump per cluster (YAML; JSON for kube-iad-a) after `edit` changed sjc's objects; --kubernetes args."""
 
     def write(edit: Callable[[list[dict[str, Any]]], None] | None = None) -> list[str]:
         args = []
@@ -153,9 +154,8 @@ def test_normalization_durations_api_versions_order_and_empty_values(tree: dict[
     policy = find(objects, "NetworkPolicy", "storage", "storage-gateway-mesh")
     policy["spec"]["ingress"][0]["from"].reverse()
     policy["metadata"]["annotations"] = dict(reversed(policy["metadata"]["annotations"].items()))
-    find(objects, "ConfigMap", "storage", "storage-gateway-mesh-envoy")[
-        "binaryData"
-    ] = {}  # empty equals absent
+    # empty equals absent
+    find(objects, "ConfigMap", "storage", "storage-gateway-mesh-envoy")["binaryData"] = {}
     assert items(check(tree, objects, "gke-usc1-a")) == []
     cert["spec"]["duration"] = "721h"
     assert items(check(tree, objects, "gke-usc1-a")) == [
@@ -172,9 +172,8 @@ def test_labels_and_annotations_of_other_tools_are_not_drift_but_meshc_keys_are(
     account["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] = "arn:aws:iam::1:role/x"
     assert items(check(tree, objects)) == []
     other = find(objects, "Service", "upload", "upload")
-    other["metadata"]["annotations"] = (
-        None  # `annotations: null` is what a dump may hold: every meshc annotation is gone
-    )
+    # `annotations: null` is what a dump may hold: every meshc annotation is gone
+    other["metadata"]["annotations"] = None
     assert {(i[0], i[2]) for i in items(check(tree, objects))} == {
         (MODIFIED, f"metadata.annotations[{key}]") for key in ("meshc.dev/workload", OWNER_ANNOTATION)
     }
@@ -223,9 +222,8 @@ def test_missing_object_exits_1(dumps: Callable[..., list[str]]) -> None:
 
 
 def test_a_kind_left_out_of_the_dump_is_unknown_not_missing(tree: dict[str, bytes]) -> None:
-    objects = [
-        o for o in live_objects(tree, SJC) if o["kind"] != "Certificate"
-    ]  # `kubectl get` without certificates
+    # `kubectl get` without certificates
+    objects = [o for o in live_objects(tree, SJC) if o["kind"] != "Certificate"]
     report = check(tree, objects)
     unknown = [s for s in report.subjects if s.state != CONVERGED]
     assert unknown and {(s.subject.split("/")[0], s.state) for s in unknown} == {("Certificate", "unknown")}
@@ -328,7 +326,8 @@ def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(
     dumps: Callable[..., list[str]],
 ) -> None:
     def edit(objects: list[dict[str, Any]]) -> None:
-        legacy = f"k8s/{SJC}/legacy/legacy"  # a former workload: its objects were applied from kubernetes/kube-sjc-a/legacy/legacy.yaml
+        # a former workload: its objects were applied from kubernetes/kube-sjc-a/legacy/legacy.yaml
+        legacy = f"k8s/{SJC}/legacy/legacy"
         objects += [
             orphan("box", SJC, "Namespace", "v1", None, "legacy"),
             orphan("box", SJC, "ServiceAccount", "v1", "legacy", "legacy", workload=legacy),
@@ -363,12 +362,13 @@ def test_orphans_with_the_annotation_get_delete_commands_in_reverse_apply_order(
         for line in result.stdout.splitlines()
         if line.strip().startswith(("kubectl ", "# kubectl "))
     ]
-    # the reverse of the apply order: that file's documents backwards (its grant came after its ServiceAccount), then the
-    # Namespace, whose file 00-namespaces/legacy.yaml sorts before every namespace directory
+    # the reverse of the apply order: that file's documents backwards (its grant came after its
+    # ServiceAccount), then the Namespace, whose file 00-cluster.yaml sorts before every namespace directory
     assert commands == [
         "kubectl --context kube-sjc-a delete -n legacy certificate.cert-manager.io/legacy-mesh-tls",
         "kubectl --context kube-sjc-a delete -n legacy configmap/legacy-mesh-envoy",
-        "kubectl --context kube-sjc-a delete -n upload rolebinding.rbac.authorization.k8s.io/meshc-discovery.legacy.legacy",
+        "kubectl --context kube-sjc-a delete -n upload "
+        "rolebinding.rbac.authorization.k8s.io/meshc-discovery.legacy.legacy",
         "kubectl --context kube-sjc-a delete -n legacy serviceaccount/legacy",
         "# kubectl --context kube-sjc-a delete namespace/legacy   # only once nothing else lives in namespace legacy: "
         "it takes everything in it along",
@@ -404,9 +404,8 @@ def test_copied_label_or_annotation_is_not_ownership(tree: dict[str, bytes]) -> 
     assert items(check(tree, objects)) == []
     objects.append(orphan("box", SJC, "ConfigMap", "v1", "upload", "ours"))
     assert items(check(tree, objects)) == [(ORPHAN, "ConfigMap/upload/ours", "", None, None)]
-    objects.append(
-        orphan("box", SJC, "ConfigMap", "v1", "upload", "x; rm -rf ~")
-    )  # a crafted dump: names are not trusted
+    # a crafted dump: names are not trusted
+    objects.append(orphan("box", SJC, "ConfigMap", "v1", "upload", "x; rm -rf ~"))
     objects[-1]["metadata"]["labels"] = None
     commands = [s.delete_command for s in check(tree, objects).subjects if s.delete_command]
     assert commands == [
@@ -465,7 +464,9 @@ def test_clusters_without_a_dump_are_not_checked_and_fail_unless_partial(
             r"metadata\.labels is not a map of strings",
         ),
         (
-            b"kind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n",
+            b"kind: List\nitems:\n"
+            b"- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n"
+            b"- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n",
             r"items\[1\]: Namespace/_/a appears twice",
         ),
         (
@@ -658,9 +659,8 @@ def test_markdown_is_cut_under_the_comment_limit_with_a_note(
 ) -> None:
     from compiler.drift import report as drift_report
 
-    report = check(
-        tree, [o for o in live_objects(tree, SJC) if o["kind"] != "ConfigMap"]
-    )  # every ConfigMap missing
+    # every ConfigMap missing
+    report = check(tree, [o for o in live_objects(tree, SJC) if o["kind"] != "ConfigMap"])
     missing = sum(s.state != CONVERGED for s in report.subjects)
     monkeypatch.setattr(drift_report, "MARKDOWN_BUDGET", 2_000)
     markdown = format_markdown(report)
@@ -728,8 +728,11 @@ def test_json_report_is_stable(dumps: Callable[..., list[str]]) -> None:
 
 
 @pytest.mark.consumer
-def test_live_fixtures_are_valid_kubernetes_objects(tree: dict[str, bytes], schemas: Schemas) -> None:
-    """Every field the fixture rules add is a real field of Kubernetes 1.32 (or of the Certificate CRD), spelled right."""
+def test_live_fixtures_are_valid_kubernetes_objects(
+    tree: dict[str, bytes],
+    schemas: Schemas,  # noqa: F811 - the fixture imported above
+) -> None:
+    """Every field the fixture rules add is a real field of Kubernetes 1.32 (or the Certificate CRD), spelled right."""
     objects = [o for cluster in CLUSTERS for o in live_objects(tree, cluster)]
     failures = {
         f"{o['kind']}/{o['metadata'].get('namespace', '_')}/{o['metadata']['name']}": errors

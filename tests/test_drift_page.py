@@ -22,13 +22,16 @@ import pytest
 from compiler.backends.puppet import HASHES_KEY
 from compiler.drift.detect import assemble_report
 from compiler.drift.html import render_drift_page
-from compiler.drift.kubernetes import check_cluster, expected_objects, parse_dump
+from compiler.drift.kube_dump import parse_dump
+from compiler.drift.kubernetes import check_cluster, expected_objects
 from compiler.drift.model import DriftReport
-from compiler.drift.puppet import Policy, detect_puppet_drift, expected_rendering, host_records, read_export
+from compiler.drift.puppet import Policy, detect_puppet_drift, expected_rendering
+from compiler.drift.puppet_records import host_records
+from compiler.drift.puppetdb import read_export
 from compiler.graph.dot import element_id
 from compiler.pipeline import compile_dir
-from compiler.rollout.build import output_for
 from compiler.rollout.hosts import INVENTORY_FILE
+from compiler.rollout.output import output_for
 from tests.browser import Chromium
 from tests.conftest import EXAMPLE, ROOT
 from tests.live_k8s import dump_json, dump_yaml, live_objects, orphan
@@ -96,7 +99,9 @@ def states(tree: Mapping[str, bytes], caught_up: bool = False) -> dict[str, str]
 
 
 def export(tree: Mapping[str, bytes], path: Path, hosts_do: Mapping[str, str]) -> Path:
-    """A PuppetDB export (its nodes and facts answers): a converged host in every pool, plus `hosts_do` (certname -> what it does)."""
+    """A PuppetDB export (its nodes and facts answers): a converged host per pool, plus `hosts_do`.
+
+    `hosts_do` maps a certname to what that host does."""
     rendering = expected_rendering(tree)
     nodes, facts = [], []
     hosts = {
@@ -141,7 +146,7 @@ def export(tree: Mapping[str, bytes], path: Path, hosts_do: Mapping[str, str]) -
 def report_of(
     tree: Mapping[str, bytes], directory: Path, caught_up: bool = False, edit_sjc: bool = True
 ) -> DriftReport:
-    """The real checks: dumps of two clusters (sjc with a hand-edited ConfigMap key and an orphan), the PuppetDB export."""
+    """The real checks: two clusters' dumps (sjc: a hand-edited ConfigMap key, an orphan), the PuppetDB export."""
     checked = []
     for cluster in DUMPED:
         objects = live_objects(tree, cluster)
@@ -173,7 +178,8 @@ def report_of(
 def shown(chromium: Chromium) -> dict[str, Any]:
     return chromium.evaluate("""(() => ({
         boxes: Object.fromEntries([...document.querySelectorAll("g.box")].map(g => [g.id,
-            {state: [...g.classList].find(c => c.startsWith("state-")).slice(6), fill: getComputedStyle(g.querySelector("rect")).fill}])),
+            {state: [...g.classList].find(c => c.startsWith("state-")).slice(6),
+             fill: getComputedStyle(g.querySelector("rect")).fill}])),
         titles: [...document.querySelectorAll("svg > text[font-weight=bold]")].map(t => t.textContent),
     }))()""")
 
@@ -276,9 +282,8 @@ def test_meshc_drift_html_is_the_same_bytes_across_hash_seeds(chromium: Chromium
             timeout=300,
             check=False,
         )
-        assert result.returncode == 1 and result.stderr == b"", (
-            result.stderr
-        )  # the export's edited and failed hosts
+        # the export's edited and failed hosts
+        assert result.returncode == 1 and result.stderr == b"", result.stderr
         pages.add(result.stdout)
     assert len(pages) == 1
     page = pages.pop().decode()
@@ -292,9 +297,8 @@ def test_meshc_drift_html_is_the_same_bytes_across_hash_seeds(chromium: Chromium
         f"puppet/{tmp_path / 'facts.json'}",
     ]
     assert {n: b["state"] for n, b in boxes["boxes"].items() if b["state"] != "converged"} == {
-        element_id(
-            f"puppet/{tmp_path / 'facts.json'}/{POOL}"
-        ): "drifted",  # its worst host: a hand edit is worse than a failed run
+        # its worst host: a hand edit is worse than a failed run
+        element_id(f"puppet/{tmp_path / 'facts.json'}/{POOL}"): "drifted",
         element_id(f"host/puppet/{tmp_path / 'facts.json'}/{INVENTORY[0]}"): "drifted",
         element_id(f"host/puppet/{tmp_path / 'facts.json'}/{INVENTORY[1]}"): "failed",
     }

@@ -26,27 +26,22 @@ import pytest
 
 from compiler.backends.puppet import HASHES_KEY, pool_data
 from compiler.drift.detect import assemble_report
+from compiler.drift.hiera import compare_hiera, deployed_times
+from compiler.drift.model import DriftInputError
 from compiler.drift.puppet import (
-    Applied,
-    DriftInputError,
     Expectation,
     HostState,
-    Node,
-    Observations,
     Policy,
     PuppetDrift,
     check_vms,
-    compare_hiera,
-    deployed_times,
     detect_puppet_drift,
     expected_rendering,
-    host_records,
     judge_host,
-    parse_applied,
-    read_export,
-    read_puppetdb,
 )
-from compiler.drift.report import pool_rows, report_data, summary_line
+from compiler.drift.puppet_records import host_records
+from compiler.drift.puppetdb import Applied, Node, Observations, parse_applied, read_export, read_puppetdb
+from compiler.drift.report import report_data
+from compiler.drift.summary import pool_rows, summary_line
 from compiler.emit import dump_yaml
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
@@ -174,7 +169,7 @@ class Agent:
 def real_runs(
     base: Path, certname: str, pdb: PuppetDB, tree: Path, edit: bool
 ) -> list[subprocess.CompletedProcess[str]]:
-    """Two applies; with `edit`, lds.json edited and synapse.json removed in between (the second run's fact sees both)."""
+    """Two applies; with `edit`, lds.json edited and synapse.json removed in between (the second fact sees both)."""
     agent = Agent(base / certname, certname, pdb, tree)
     runs = [agent.apply()]
     if edit:
@@ -510,8 +505,8 @@ def test_truncated_export_is_one_line_with_its_position(world: World, tmp_path: 
             "nodes[0].certname: expected a non-empty string, got 7",
         ),
         (
-            '{"nodes": [{"certname": "a", "facts_timestamp": "yesterday"}], "facts": [{"certname": "a", "name": "mesh_service", '
-            '"value": "x"}]}',
+            '{"nodes": [{"certname": "a", "facts_timestamp": "yesterday"}], '
+            '"facts": [{"certname": "a", "name": "mesh_service", "value": "x"}]}',
             "nodes[0].facts_timestamp: not an ISO 8601 timestamp: 'yesterday'",
         ),
     ],
@@ -580,9 +575,8 @@ def test_hiera_tree_stale_missing_extra_and_hand_edited(example_build: Build, tm
     missing_path = pools[-1] if pools[-1] != edited_path else pools[-2]
     (tmp_path / missing_path.removeprefix("puppet/")).unlink()
     (tmp_path / ".git").mkdir()
-    (tmp_path / ".git/HEAD").write_text(
-        "ref: refs/heads/production\n"
-    )  # r10k/git checkouts: not meshc's files
+    # r10k/git checkouts: not meshc's files
+    (tmp_path / ".git/HEAD").write_text("ref: refs/heads/production\n")
     (tmp_path / "data/pools/ghost").mkdir()
     (tmp_path / "data/pools/ghost/sjc.json").write_text("{}")
     status = compare_hiera(tmp_path, tree)
@@ -743,17 +737,15 @@ def test_a_fifo_in_the_deployed_tree_is_drift_not_a_hang(example_build: Build, t
     pool_file = tmp_path / "data/pools/encryption/sjc.json"
     pool_file.unlink()
     os.mkfifo(pool_file)
-    with ThreadPoolExecutor(
-        1
-    ) as pool:  # a regression blocks in open(): fail after 60 s instead of hanging the suite
+    # a regression blocks in open(): fail after 60 s instead of hanging the suite
+    with ThreadPoolExecutor(1) as pool:
         times = pool.submit(deployed_times, tmp_path, tree)
         try:
             found = times.result(timeout=60)
         finally:
             if not times.done():
-                os.close(
-                    os.open(pool_file, os.O_WRONLY | os.O_NONBLOCK)
-                )  # a writer come and gone: the reader gets EOF
+                # a writer come and gone: the reader gets EOF
+                os.close(os.open(pool_file, os.O_WRONLY | os.O_NONBLOCK))
     assert "puppet/data/pools/encryption/sjc.json" not in found and found, (
         "the other deployed files keep their times"
     )

@@ -23,7 +23,7 @@ import pytest
 from compiler.drift.puppet import Expectation, expected_rendering
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS
-from compiler.rollout.build import output_for
+from compiler.rollout.output import output_for
 from tests.conftest import EXAMPLE, ROOT, meshc_in_process
 from tests.live_k8s import dump_json, live_objects
 from tests.puppetdb_server import PuppetDB, free_port
@@ -70,9 +70,8 @@ def deactivate_all(pdb: PuppetDB) -> None:
 @pytest.fixture(scope="module")
 def fleet(puppetdb: PuppetDB) -> Iterator[Fleet]:
     deactivate_all(puppetdb)
-    rendering = expected_rendering(
-        output_for(EXAMPLE)
-    )  # what meshc build writes: the rollout's tree, node files included
+    # what meshc build writes: the rollout's tree, node files included
+    rendering = expected_rendering(output_for(EXAMPLE))
     pools, canaries = rendering.pools, rendering.nodes
     now = datetime.now(UTC)
     hosts: dict[str, tuple[dict[str, Any], str, str]] = {
@@ -241,8 +240,8 @@ def test_text_and_markdown_summarise_per_pool(fleet: Fleet) -> None:
     assert text.startswith("meshc drift: NOT CONVERGED: 1 of 4 scope(s) checked, 3 not checked")
     markdown = meshc(*tls_args(fleet), "--format", "markdown").stdout
     assert (
-        f"| `{POOL}` | {1 + k}/{5 + k} | 1 pending, 1 drifted, 1 failed, 1 unknown: {UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING} |"
-        in markdown
+        f"| `{POOL}` | {1 + k}/{5 + k} | 1 pending, 1 drifted, 1 failed, 1 unknown: "
+        f"{UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING} |" in markdown
     )
     assert f"{PENDING}</code> pending (target `{POOL}`)" in markdown
 
@@ -324,9 +323,8 @@ def test_a_pool_no_host_reports_for_is_no_pass_unless_partial(fleet: Fleet, tmp_
 def test_both_platforms_in_one_run(fleet: Fleet, tmp_path: Path) -> None:
     dumps = kubernetes_args(tmp_path)
     facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet)))
-    result = meshc(
-        *dumps, "--puppet-facts", facts, "--format", "json"
-    )  # no --partial: every scope has evidence
+    # no --partial: every scope has evidence
+    result = meshc(*dumps, "--puppet-facts", facts, "--format", "json")
     assert result.returncode == 0, result.stdout[-2000:]
     data = json.loads(result.stdout)
     assert [(s["platform"], s["scope"], s["state"]) for s in data["scopes"]] == [
@@ -416,8 +414,10 @@ def test_truncated_export_is_one_line_exit_2(tmp_path: Path) -> None:
         ),
         (
             [],
-            "meshc drift: error: nothing to check: give --kubernetes CLUSTER=DUMP for each cluster (gke-usc1-a, kube-iad-a, "
-            "kube-sjc-a); or --puppetdb URL (with --puppetdb-ca/-cert/-key for HTTPS) or --puppet-facts FILE for the VMs  [drift-usage]",
+            "meshc drift: error: nothing to check: "
+            "give --kubernetes CLUSTER=DUMP for each cluster (gke-usc1-a, kube-iad-a, kube-sjc-a); "
+            "or --puppetdb URL (with --puppetdb-ca/-cert/-key for HTTPS) or --puppet-facts FILE for the VMs  "
+            "[drift-usage]",
         ),
     ],
 )
@@ -449,8 +449,11 @@ def test_json_is_byte_identical_under_two_hash_seeds(fleet: Fleet, tmp_path: Pat
 def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build) -> None:
     from compiler.backends.puppet import HASHES_KEY
     from compiler.drift.detect import assemble_report
-    from compiler.drift.puppet import Applied, Node, Observations, Policy, detect_puppet_drift, host_records
-    from compiler.drift.report import report_data, wave_line
+    from compiler.drift.puppet import Policy, detect_puppet_drift
+    from compiler.drift.puppet_records import host_records
+    from compiler.drift.puppetdb import Applied, Node, Observations
+    from compiler.drift.report import report_data
+    from compiler.drift.summary import wave_line
     from tests.test_drift_puppet import canary_file
 
     canary = "encryption-canary.sjc.wire"
@@ -493,9 +496,8 @@ def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build
         wave_line(waves["canary"])
         == f"canary: 0/1 targets converged, 0/1 hosts converged, 1 pending: {canary}"
     )
-    assert (
-        waves["main"]["counts"] == {"converged": 1} and waves["main"]["state"] == "incomplete"
-    )  # other pools: no hosts
+    # other pools: no hosts
+    assert waves["main"]["counts"] == {"converged": 1} and waves["main"]["state"] == "incomplete"
     assert POOL not in waves["main"]["not_converged"] and "vm/auth/sjc" in waves["main"]["not_converged"]
     assert report.failing
 
@@ -504,7 +506,7 @@ def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build
 
 
 def gate_report(host_state: str, dumps: tuple[str, ...], puppet: bool = True) -> Any:
-    """A report of a two-wave rollout: wave canary = one canary host and k8s/kube-sjc-a/upload/upload; main = the rest."""
+    """A two-wave rollout's report: canary = one canary host and k8s/kube-sjc-a/upload/upload; main = the rest."""
     from compiler.drift.detect import assemble_report
     from compiler.drift.model import DriftItem, ScopeState, SubjectState
 

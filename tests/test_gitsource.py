@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from compiler.gitsource import RevisionError, SpecDirMissing, locate, read_revision, read_worktree
-from compiler.spec.load import MAX_FILE_BYTES, read_tree
+from compiler.spec.document import MAX_FILE_BYTES
+from compiler.spec.load import read_tree
 from tests.conftest import EXAMPLE
 
 

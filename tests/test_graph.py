@@ -1,4 +1,4 @@
-"""`meshc graph`: the picture is built from the lowered IR, grouped and collapsed as promised, and Graphviz accepts every DOT."""
+"""`meshc graph`: a picture of the lowered IR, grouped and collapsed as promised; Graphviz accepts every DOT."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import shutil
 import stat
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from compiler.cli import main
+from compiler.diagnostics import InternalError
 from compiler.graph.dot import element_id, render_dot, render_svg
 from compiler.graph.draw import FORMATS, draw
 from compiler.graph.html import render_html
@@ -93,9 +93,8 @@ def test_edges_are_labelled_with_locality_protocol_and_failover_priority(mesh: M
 def test_boxes_sit_in_their_datacenter_and_platform_frames(mesh: Mesh) -> None:
     graph = build_graph(mesh)
     where = frames(graph.groups)
-    assert set(where) == {
-        n.id for n in graph.nodes
-    }  # each box in exactly one frame (dict keys), none left out
+    # each box in exactly one frame (dict keys), none left out
+    assert set(where) == {n.id for n in graph.nodes}
     for workload in mesh.workloads:
         platform = "VM pools" if workload.platform == "vm" else f"cluster {workload.cluster}"
         region = mesh.datacenters[workload.datacenter].region
@@ -227,7 +226,10 @@ def has_edge(fmt: str, picture: str, client: str, server: str) -> bool:
     if fmt == "dot":
         return f'"{client}" -> "{server}"' in picture
     if fmt in ("svg", "html"):
-        escape: Callable[[str], str] = lambda s: s.replace("-", "&#45;")
+
+        def escape(text: str) -> str:
+            return text.replace("-", "&#45;")
+
         return f"<title>{escape(client)}&#45;&gt;{escape(server)}</title>" in picture
     ids = mermaid_ids(picture)
     if client not in ids or server not in ids:
@@ -386,7 +388,7 @@ def test_columns_draw_one_box_per_target_in_its_state_colour() -> None:
         ("c", "waiting"),
     ]
     assert f'fill="{STATE_COLORS["failed"][0]}"' in svg and ">2 hosts<" in svg and 'stroke="#bc4c00"' in svg
-    with pytest.raises(ValueError, match="unknown state 'late' of 'd'"):
+    with pytest.raises(InternalError, match="unknown state 'late' of 'd'"):
         render_columns([Column(title="w", subtitle="", boxes=(Box(id="d", label="x", state="late"),))])
 
 

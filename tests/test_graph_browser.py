@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from compiler.commands.diff_markdown import format_markdown
 from compiler.graph.columns import Box, Column, render_columns
 from compiler.graph.dot import element_id
 from compiler.graph.draw import draw
@@ -18,7 +19,6 @@ from compiler.graph.model import Limits, build_graph
 from compiler.graph.page import Detail, render_page
 from compiler.ir.model import Mesh
 from compiler.pipeline import Build
-from compiler.report import format_markdown
 from compiler.spec.load import read_tree
 from tests.browser import Chromium, ink, mermaid_check, mermaid_page
 from tests.conftest import EXAMPLE, ROOT, require_tool
@@ -55,9 +55,8 @@ def diff_blocks() -> Iterator[tuple[str, str]]:
     head = read_tree(EXAMPLE)
     edit(head, "services/encryption.yaml", "timeout: 500ms", "timeout: 600ms")
     edit(head, "mesh.yaml", "consecutive_5xx: 5", "consecutive_5xx: 7")
-    edit(
-        head, "services/key-manager.yaml", "port: 8080", "port: 8081"
-    )  # restarts key-manager's Nerve: marked
+    # restarts key-manager's Nerve: marked
+    edit(head, "services/key-manager.yaml", "port: 8080", "port: 8081")
     yield "restart-sensitive and mesh-wide policy", MERMAID_BLOCK.findall(format_markdown(diff(head)))[0]
     removed = read_tree(EXAMPLE)
     del removed["services/audit-log.yaml"]
@@ -65,7 +64,7 @@ def diff_blocks() -> Iterator[tuple[str, str]]:
 
 
 def graph_blocks(mesh: Mesh, big_mesh: Mesh) -> Iterator[tuple[str, str]]:
-    """Every kind of `meshc graph --format mermaid` picture: whole, collapsed twice, each neighbourhood, 1,000 services."""
+    """Every kind of `meshc graph --format mermaid` picture: whole, collapsed twice, neighbourhoods, 1,000 services."""
     yield "whole example", render_mermaid(build_graph(mesh))
     yield "platform groups", render_mermaid(build_graph(mesh, limits=Limits(max_nodes=10)))
     yield "datacenters", render_mermaid(build_graph(mesh, limits=Limits(max_nodes=5)))
@@ -137,9 +136,8 @@ def test_html_pages_load_clean_and_show_explain_details_on_click(
         document.getElementById({element_id("vm/key-manager/sjc")!r}).dispatchEvent(new MouseEvent("mouseenter"));
         return document.getElementById("meshc-panel-title").textContent;
     }})()""")
-    assert (
-        hovered == "k8s/kube-sjc-a/upload/upload"
-    )  # pinned by the click: hovering elsewhere does not replace it
+    # pinned by the click: hovering elsewhere does not replace it
+    assert hovered == "k8s/kube-sjc-a/upload/upload"
     load_page(chromium, tmp_path / "upload.html", draw(mesh, "html", ["upload"], 2))
 
 
@@ -155,7 +153,10 @@ def test_html_page_of_a_thousand_services_loads_clean(
 
 def test_a_page_that_fetches_would_be_caught(chromium: Chromium, tmp_path: Path) -> None:
     """The checks above mean something: a page with an external image logs a refusal, a script error is seen."""
-    svg = '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100"><rect width="200" height="100" fill="#123456"/></svg>'
+    svg = (
+        '<svg xmlns="http://www.w3.org/2000/svg" width="200" height="100">'
+        '<rect width="200" height="100" fill="#123456"/></svg>'
+    )
     page = (
         render_page(title="t", notes=[], figure_svg=svg, details={})
         .replace("</figure>", '<img src="http://127.0.0.1:9/x.png"></figure>')

@@ -1,4 +1,4 @@
-"""The call-graph picture in `meshc diff --format markdown`: exact changes, above the tables, omitted or capped as promised."""
+"""The call graph in `meshc diff --format markdown`: exact changes, above the tables, omitted or capped as promised."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from compiler.commands.diff_markdown import GITHUB_COMMENT_LIMIT, format_markdown
+from compiler.commands.diff_report import format_json
 from compiler.diff import MeshDiff, diff_specs
 from compiler.graph.calls import ADDED, CHANGED, MAX_DRAWN, REMOVED, CallChange, calls_mermaid
-from compiler.report import GITHUB_COMMENT_LIMIT, format_json, format_markdown
 from compiler.spec.load import read_tree
 from tests.conftest import EXAMPLE, ROOT
 
@@ -84,14 +85,12 @@ def test_markdown_draws_the_changes_above_the_tables(readme_diff: MeshDiff) -> N
 
 def test_restart_sensitive_services_are_marked_only_when_the_change_restarts_them() -> None:
     head = read_tree(EXAMPLE)
-    edit(
-        head, "services/encryption.yaml", "timeout: 500ms", "timeout: 600ms"
-    )  # encryption -> key-manager, a hot reload
+    # encryption -> key-manager, a hot reload
+    edit(head, "services/encryption.yaml", "timeout: 500ms", "timeout: 600ms")
     diagram = MERMAID_BLOCK.findall(format_markdown(diff(head)))[0]
     assert re.search(r'^  s\d+\["key-manager"\]$', diagram, re.M) and "restart-sensitive" not in diagram
-    edit(
-        head, "services/key-manager.yaml", "port: 8080", "port: 8081"
-    )  # Nerve's check port: key-manager's Nerve restarts
+    # Nerve's check port: key-manager's Nerve restarts
+    edit(head, "services/key-manager.yaml", "port: 8080", "port: 8081")
     diagram = MERMAID_BLOCK.findall(format_markdown(diff(head)))[0]
     assert re.search(r'^  s\d+\["key-manager<br/>restart-sensitive, restarts"\]:::restart$', diagram, re.M)
 

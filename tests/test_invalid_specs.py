@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from compiler.diagnostics import CODES
-from compiler.spec.load import MAX_FILE_BYTES
+from compiler.spec.document import MAX_FILE_BYTES
 from tests.conftest import meshc_in_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ DIAGNOSTIC = re.compile(
 
 # The spec layer (loader, schemas, checks) names its codes as string literals; each needs a case.
 SPEC_LAYER = [
-    *(ROOT / "compiler" / "spec").glob("*.py"),
+    *(ROOT / "compiler" / "spec").rglob("*.py"),
     *(ROOT / "compiler" / "spec" / "schema").glob("*.json"),
 ]
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from compiler.diagnostics import InternalError
+from compiler import cli
+from compiler.diagnostics import Diagnostic, InternalError, Span, SpecError
 from compiler.pipeline import compile_dir
 from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig, envoy
 from compiler.render.invariants import (
@@ -188,7 +189,7 @@ def test_grant_on_a_tcp_ingress_is_checked_too(example_build: Any) -> None:
 
 
 def test_every_build_runs_the_invariants(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A renderer bug (here: EDS files written to the wrong place) fails the build with InternalError, not a spec error."""
+    """A renderer bug (here: EDS files in the wrong place) fails the build with InternalError, not a spec error."""
     real = envoy.eds_path
     monkeypatch.setattr(envoy, "eds_path", lambda mesh, service: real(mesh, service) + ".tmp")
     with pytest.raises(InternalError) as raised:
@@ -196,3 +197,35 @@ def test_every_build_runs_the_invariants(monkeypatch: pytest.MonkeyPatch) -> Non
     lines = str(raised.value).splitlines()
     assert lines and all(line.endswith("(a meshc bug; please report it)  [internal]") for line in lines)
     assert any("which 0 Synapse entries write" in line for line in lines)
+
+
+def _bug_and_spec_problem() -> list[Diagnostic]:
+    return [
+        Diagnostic(
+            span=Span(file="m/services/a.yaml", line=3, col=1), code="internal", message="bug (a meshc bug)"
+        ),
+        Diagnostic(span=Span(file="m/services/b.yaml", line=1, col=1), code="unknown-cluster", message="x"),
+    ]
+
+
+def test_a_spec_error_never_carries_a_compiler_bug() -> None:
+    """Collecting an `internal` diagnostic into a SpecError raises InternalError with the bug alone."""
+    with pytest.raises(InternalError) as raised:
+        raise SpecError(_bug_and_spec_problem())
+    assert str(raised.value) == "m/services/a.yaml:3:1: error: bug (a meshc bug)  [internal]"
+    spec_only = SpecError(_bug_and_spec_problem()[1:])
+    assert [d.code for d in spec_only.diagnostics] == ["unknown-cluster"]
+
+
+def test_a_compiler_bug_exits_3_even_from_a_spec_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Whichever stage collected it, a meshc bug reaches the command line as exit 3, never as an invalid spec."""
+
+    def validate_only(*args: Any) -> Any:
+        raise SpecError(_bug_and_spec_problem())
+
+    monkeypatch.setattr(cli, "validate_only", validate_only)
+    assert cli.main(["validate", str(EXAMPLE)]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith("meshc: internal error: m/services/a.yaml:3:1:") and "Found" not in err

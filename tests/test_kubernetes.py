@@ -17,18 +17,17 @@ from typing import Any
 import pytest
 import yaml
 
-from compiler.backends.kubernetes import (
-    APPLY_ORDER,
-    DISCOVERY_NAMESPACE,
+from compiler.backends.kubernetes import build_kubernetes, restart_hash_of
+from compiler.backends.kubernetes.layout import APPLY_ORDER
+from compiler.backends.kubernetes.objects import (
+    DISCOVERY_CLUSTER_ROLE,
     MANAGED_BY,
     MESH_LABEL,
     NAME_LABEL,
     RESTART_ANNOTATION,
     WORKLOAD_ANNOTATION,
-    build_kubernetes,
-    external_readers,
-    restart_hash_of,
 )
+from compiler.backends.kubernetes.readers import external_readers
 from compiler.diagnostics import InternalError, SpecError
 from compiler.emit import Artifact, dump_yaml
 from compiler.ir.lower import lower
@@ -37,6 +36,7 @@ from compiler.pipeline import spec_files
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, SYNAPSE, SidecarConfig, render
 from compiler.spec.checks import check
 from compiler.spec.load import load_documents
+from compiler.spec.model import DISCOVERY_NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "mesh-spec"
@@ -102,7 +102,7 @@ def compile_case(files: Mapping[str, bytes], label: str) -> Case:
 
 
 def random_spec(seed: int, services: int = 80) -> dict[str, bytes]:
-    """A valid random mesh: 4 datacenters, 5 clusters (two with NetworkPolicy, one without ranges), shared namespaces."""
+    """A valid random mesh: 4 datacenters, 5 clusters (2 with NetworkPolicy, 1 without ranges), shared namespaces."""
     rng = random.Random(seed)
     dcs = ["dc-a", "dc-b", "dc-c", "dc-d"]
     clusters = {
@@ -197,13 +197,13 @@ def test_every_file_is_a_stream_of_objects_each_opened_by_a_document_start(case:
         assert artifact.path.endswith(".yaml") and artifact.data.startswith(b"---\n"), artifact.path
         docs = load(artifact.data)
         assert docs and all(isinstance(d, dict) and d["kind"] for d in docs), artifact.path
-        assert artifact.data.count(b"\n---\n") == len(docs) - 1, (
-            artifact.path
-        )  # no empty document, no stray separator
+        # no empty document, no stray separator
+        assert artifact.data.count(b"\n---\n") == len(docs) - 1, artifact.path
 
 
-def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
-    """kubernetes/<cluster>/00-cluster.yaml, 00-namespaces/<ns>.yaml, and <ns>/<service>.yaml per workload or reader."""
+def test_one_file_per_workload_reader_and_cluster(case: Case) -> None:
+    """kubernetes/<cluster>/00-cluster.yaml (its Namespaces, then the ClusterRole) and <ns>/<service>.yaml per
+    workload or reader."""
     workloads = {w.id: w for w in case.mesh.workloads if w.platform == "kubernetes"}
     readers = {r.id: r for r in external_readers(case.mesh)}
     files: dict[str, set[str]] = defaultdict(set)
@@ -211,14 +211,15 @@ def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
         parts = artifact.path.split("/")
         cluster, objects = parts[1], load(artifact.data)
         files[cluster].add(artifact.path)
-        if parts[2:] == ["00-cluster.yaml"]:  # cluster-scoped objects: the discovery ClusterRole
-            assert [(o["kind"], "namespace" in o["metadata"]) for o in objects] == [("ClusterRole", False)], (
-                artifact.path
-            )
-            assert artifact.target is None
-        elif parts[2] == "00-namespaces":
-            assert [(o["kind"], f"{o['metadata']['name']}.yaml") for o in objects] == [
-                ("Namespace", parts[3])
+        if parts[2:] == [
+            "00-cluster.yaml"
+        ]:  # cluster-scoped objects: every Namespace, the discovery ClusterRole
+            namespaces = {w.namespace for w in workloads.values() if w.cluster == cluster}
+            if any(r.cluster == cluster for r in readers.values()):
+                namespaces.add(DISCOVERY_NAMESPACE)
+            assert [(o["kind"], o["metadata"]["name"], "namespace" in o["metadata"]) for o in objects] == [
+                *(("Namespace", ns, False) for ns in sorted(namespaces)),
+                ("ClusterRole", DISCOVERY_CLUSTER_ROLE, False),
             ], artifact.path
             assert artifact.target is None
         else:
@@ -232,13 +233,8 @@ def test_one_file_per_workload_reader_namespace_and_cluster(case: Case) -> None:
                 # in the unit's own namespace, but for the discovery grants in the namespaces it reads
                 assert meta["namespace"] == namespace or obj["kind"] == "RoleBinding", artifact.path
     for cluster, paths in files.items():
-        namespaces = {ns for c, ns in ((w.cluster, w.namespace) for w in workloads.values()) if c == cluster}
         units = [t for t in [*workloads, *readers] if t.split("/")[1] == cluster]
-        if any(r.cluster == cluster for r in readers.values()):
-            namespaces.add(DISCOVERY_NAMESPACE)
-        assert len(paths) == len(units) + len(namespaces) + 1, (
-            cluster
-        )  # the issue's goal: <= that plus a handful
+        assert len(paths) == len(units) + 1, cluster  # the issue's goal: <= that plus a handful
 
 
 def test_labels_on_every_object(case: Case) -> None:
@@ -259,9 +255,8 @@ def test_kube_applier_order_applies_what_an_object_needs_before_it(case: Case) -
         by_cluster[path.split("/")[1]].append((path, obj))
     for cluster, objects in by_cluster.items():
         applied: set[tuple[str, str | None, str]] = set()
-        for path, obj in sorted(
-            objects, key=lambda item: item[0].encode()
-        ):  # stable: a file's documents keep their order
+        # stable: a file's documents keep their order
+        for path, obj in sorted(objects, key=lambda item: item[0].encode()):
             meta = obj["metadata"]
             namespace = meta.get("namespace")
             if namespace is not None:
@@ -394,7 +389,7 @@ def test_role_bindings_grant_only_declared_dependencies_that_are_watched(case: C
 
 
 def test_every_external_reader_has_its_identity_and_token_secret(case: Case) -> None:
-    """Per (cluster, client) read from outside: a ServiceAccount in meshc-discovery and its token Secret, nothing else there."""
+    """Per (cluster, client) read from outside: a ServiceAccount in meshc-discovery and its token Secret, no more."""
     readers = {(r.cluster, r.service) for r in external_readers(case.mesh)}
     outside = {
         (c, s) for (s, ns), pairs in watched_from(case).items() if ns == DISCOVERY_NAMESPACE for c, _ in pairs
@@ -538,7 +533,7 @@ def test_example_upload_objects(example: Case) -> None:
         ("Certificate", "upload", "upload-mesh-tls"),
         ("Service", "upload", "upload"),
     ]  # no NetworkPolicy: opt-in
-    objects = {(kind, name): obj for (kind, _, name), obj in zip(listed, load(artifact.data))}
+    objects = {(kind, name): obj for (kind, _, name), obj in zip(listed, load(artifact.data), strict=True)}
     cert = objects[("Certificate", "upload-mesh-tls")]
     assert cert["spec"]["uris"] == ["spiffe://box.mesh/ns/upload/sa/upload"]
     assert cert["spec"]["issuerRef"] == {
@@ -572,7 +567,7 @@ def test_config_maps_hold_the_documents_and_the_restart_hash(example: Case) -> N
 
 
 def test_files_are_exactly_the_canonical_yaml_of_their_objects(case: Case) -> None:
-    """The backend memoizes ConfigMap entries; the bytes must still be dump_yaml of each whole object, `---` before each."""
+    """The backend memoizes ConfigMap entries; the bytes are still dump_yaml of each whole object, `---` before each."""
     for artifact in case.artifacts:
         assert b"".join(b"---\n" + dump_yaml(obj) for obj in load(artifact.data)) == artifact.data, (
             artifact.path

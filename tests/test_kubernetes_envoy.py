@@ -79,9 +79,8 @@ def pod(tmp_path: Path) -> Iterator[tuple[Sidecar, dict[str, dict[str, str]]]]:
     root, admin = tmp_path / "pod", free_port()
     maps = config_maps(root, admin)
     kubelet_mount(root / "etc" / "envoy", maps["envoy"], 1)
-    for entry in json.loads(maps["synapse"]["synapse.json"])[
-        "services"
-    ].values():  # what Synapse writes into the emptyDir
+    # what Synapse writes into the emptyDir
+    for entry in json.loads(maps["synapse"]["synapse.json"])["services"].values():
         Path(entry["envoy_eds"]["path"]).parent.mkdir(parents=True, exist_ok=True)
         Path(entry["envoy_eds"]["path"]).write_bytes(
             dump_json(eds_file(entry["envoy_eds"], ("127.0.0.2", 28080)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from compiler.backends.kubernetes import ROOT as KUBERNETES_ROOT
+from compiler.backends.kubernetes.layout import ROOT as KUBERNETES_ROOT
 from tests.conftest import ROOT, assert_same_tree
 
 GOLDEN = ROOT / "output" / KUBERNETES_ROOT

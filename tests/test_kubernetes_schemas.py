@@ -70,7 +70,8 @@ class Schemas:
         validator = self.validators[key]
         if validator is None:
             return [
-                f"no schema for apiVersion {key[0]!r} kind {key[1]!r} (neither built in to Kubernetes {K8S_VERSION} nor a known CRD)"
+                f"no schema for apiVersion {key[0]!r} kind {key[1]!r} (neither built in to Kubernetes "
+                f"{K8S_VERSION} nor a known CRD)"
             ]
         return [
             f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"

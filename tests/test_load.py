@@ -9,15 +9,8 @@ import pytest
 from compiler.diagnostics import Span, SpecError
 from compiler.ir.lower import lower
 from compiler.pipeline import validate_only
-from compiler.spec.load import (
-    MAX_DEPTH,
-    MAX_FILE_BYTES,
-    LoadError,
-    load_documents,
-    parse_document,
-    read_tree,
-    resolve_plain,
-)
+from compiler.spec.document import MAX_DEPTH, MAX_FILE_BYTES, LoadError, parse_document, resolve_plain
+from compiler.spec.load import load_documents, read_tree
 
 
 def parse(text: str | bytes) -> dict:

@@ -135,12 +135,10 @@ def test_spans_point_at_the_spec(mesh: Mesh) -> None:
 
 def test_identities(mesh: Mesh) -> None:
     assert workload(mesh, "vm/db/sjc").identity == "spiffe://m.mesh/ns/db/sa/db"
-    assert (
-        workload(mesh, "vm/web/iad").identity == "spiffe://m.mesh/ns/web/sa/web"
-    )  # VM pools: namespace = service
-    assert (
-        workload(mesh, "k8s/kube-sjc/web/web").identity == "spiffe://m.mesh/ns/web/sa/web"
-    )  # same as its VMs
+    # VM pools: namespace = service
+    assert workload(mesh, "vm/web/iad").identity == "spiffe://m.mesh/ns/web/sa/web"
+    # a deployment has the same identity as its VMs
+    assert workload(mesh, "k8s/kube-sjc/web/web").identity == "spiffe://m.mesh/ns/web/sa/web"
     assert workload(mesh, "k8s/kube-iad/frontend/web").identity == "spiffe://m.mesh/ns/frontend/sa/web"
 
 
@@ -196,9 +194,8 @@ def test_policy_overrides_are_laid_over_the_defaults_key_by_key(mesh: Mesh) -> N
     assert policy == Policy(
         connect_timeout_ms=2000,
         timeout_ms=10_000,
-        retries=Retries(
-            attempts=4, per_try_timeout_ms=4000, retry_on=("connect-failure", "reset", "5xx")
-        ),  # per-try and `on` kept
+        # per-try and `on` kept
+        retries=Retries(attempts=4, per_try_timeout_ms=4000, retry_on=("connect-failure", "reset", "5xx")),
         circuit_breaker=CircuitBreaker(
             max_connections=10, max_pending_requests=1024, max_requests=2048, max_retries=3
         ),

@@ -211,7 +211,8 @@ def test_module_restarts_follow_the_readers(example_build: Any) -> None:
 
 
 def test_template_errors_name_the_template_and_line() -> None:
-    with pytest.raises(RuntimeError) as error:
+    """An undefined template variable is a meshc bug (InternalError, exit 3) naming the template's file and line."""
+    with pytest.raises(InternalError) as error:
         _render("hiera.yaml.j2", mesh="box")  # no hierarchy
     assert str(error.value).endswith("compiler/templates/puppet/hiera.yaml.j2:15: 'hierarchy' is undefined")
 

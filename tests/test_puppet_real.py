@@ -40,7 +40,10 @@ CANARY = "encryption-canary.sjc.example"  # has a node-level override of one doc
 # and a second cluster whose token comes as a plain String, which the module must still redact.
 CREDENTIALS = {
     "first": "{'kube-sjc-a' => {token => Sensitive('secret-one'), ca => 'CA sjc'}}",
-    "hot": "{'kube-sjc-a' => {token => Sensitive('secret-two'), ca => 'CA sjc'}, 'kube-iad-a' => {token => 'secret-iad', ca => 'CA iad'}}",
+    "hot": (
+        "{'kube-sjc-a' => {token => Sensitive('secret-two'), ca => 'CA sjc'}, "
+        "'kube-iad-a' => {token => 'secret-iad', ca => 'CA iad'}}"
+    ),
 }
 
 # A spec whose names YAML 1.1 (Ruby's Psych) would misread if they were not quoted: a service
@@ -668,7 +671,7 @@ def test_discovery_credentials_are_written_private_and_never_logged(runs: Runs) 
 
 
 def test_a_new_token_and_cluster_restart_nothing(runs: Runs) -> None:
-    """Synapse re-reads its token (Synapse fork contract): a rotated token or a new cluster's credentials notify nothing."""
+    """Synapse re-reads its token (Synapse fork contract): a rotated token or new cluster credentials notify nothing."""
     applied = runs.example["hot"]
     assert applied.restarts == []
     assert applied.discovery == {

@@ -214,9 +214,8 @@ def test_content_hash_is_sha256_of_canonical_json() -> None:
         content_hash(data)
         == hashlib.sha256(b'{"a":{"x":2,"y":1},"b":[1,"two",null,true,2.5]}').hexdigest()[:16]
     )
-    assert content_hash(data) == content_hash(
-        {"a": {"x": 2, "y": 1}, "b": [1, "two", None, True, 2.5]}
-    )  # key order is no content
+    # key order is no content
+    assert content_hash(data) == content_hash({"a": {"x": 2, "y": 1}, "b": [1, "two", None, True, 2.5]})
 
 
 def test_version_info_is_a_content_hash(example_build: Any) -> None:

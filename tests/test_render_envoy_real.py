@@ -133,7 +133,7 @@ def mount_secret(tls_dir: Path, files: dict[str, bytes], generation: int) -> Non
 # ---------------------------------------------------------------- the running sidecar
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Sidecar:
     root: Path
     admin: int

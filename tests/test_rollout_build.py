@@ -1,4 +1,4 @@
-"""The rollout build on real git repositories: pins, per-wave renderings, expand before contract, promotion, revert, hold."""
+"""The rollout build on real git repositories: pins, per-wave renderings, expand before contract, promote, hold."""
 
 from __future__ import annotations
 
@@ -9,14 +9,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from compiler.cli import main
 from compiler.diagnostics import SpecError
 from compiler.emit import MANIFEST, read_tree
 from compiler.gitsource import locate, read_revision
 from compiler.pipeline import compile
-from compiler.rollout.build import RevisionCache, build_rollout, output_for, plain_tree, rollout_context
+from compiler.rollout.build import build_rollout
+from compiler.rollout.output import output_for, plain_tree
 from compiler.rollout.plan import PromoteError, plan_rollout, promote
+from compiler.rollout.revisions import RevisionCache, rollout_context
 from compiler.rollout.states import check_rollout
 from tests.test_gitsource import commit, git, make_repo
 
@@ -147,7 +150,7 @@ def test_without_rollout_yaml_the_build_is_the_plain_build(tmp_path: Path) -> No
 
 def test_every_distinct_spec_is_compiled_once(merged: tuple[Path, str, str]) -> None:
     repo, base, head = merged
-    from compiler.rollout.build import compile_revision, spec_key
+    from compiler.rollout.revisions import compile_revision, spec_key
 
     context = rollout_context(repo / SPEC, RevisionCache())
     assert context is not None
@@ -179,8 +182,10 @@ def test_pins_that_skip_a_wave_or_are_not_commits_are_rejected(tmp_path: Path) -
     set_pins(spec, west=base, rest=head)  # rest would run a revision west has not had
     line = line_of(spec / "rollout.yaml", "rest:")
     assert pin_errors(spec) == [
-        f"{label}:{line}:9: error: wave 'rest' is pinned to {head[:12]}, which is not {base[:12]} of the wave before it nor one of "
-        "its ancestors; pins move forward one wave at a time (meshc promote), never past the wave before  [rollout-pin-order]"
+        f"{label}:{line}:9: error: wave 'rest' is pinned to {head[:12]}, "
+        f"which is not {base[:12]} of the wave before it nor one of "
+        "its ancestors; pins move forward one wave at a time (meshc promote), "
+        "never past the wave before  [rollout-pin-order]"
     ]
     set_pins(spec, west="f" * 40, rest=base)
     assert pin_errors(spec) == [
@@ -193,9 +198,21 @@ def test_pins_that_skip_a_wave_or_are_not_commits_are_rejected(tmp_path: Path) -
     )
     (spec / "rollout.yaml").write_text(f"pins:\n  wst: {base}\n")
     assert pin_errors(spec) == [
-        f"{label}:1:1: error: wave 'rest' has no pin; add `rest: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
-        f"{label}:1:1: error: wave 'west' has no pin; add `west: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
-        f"{label}:2:8: error: rollout.yaml pins unknown wave 'wst' (did you mean 'west'?); the waves are canary, west, rest  [rollout-unknown-wave]",
+        f"{label}:1:1: error: wave 'rest' has no pin; "
+        "add `rest: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
+        f"{label}:1:1: error: wave 'west' has no pin; "
+        "add `west: <commit>` under pins (the revision it runs now)  [rollout-pin-missing]",
+        f"{label}:2:8: error: rollout.yaml pins unknown wave 'wst' (did you mean 'west'?); "
+        "the waves are canary, west, rest  [rollout-unknown-wave]",
+    ]
+
+
+def test_an_unreadable_spec_file_during_a_rollout_is_a_diagnostic_not_a_crash(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    os.mkfifo(spec / "services" / "pipe.yaml")  # the revision cache once hashed the reader's refusal
+    assert pin_errors(spec) == [
+        f"{(spec / 'services' / 'pipe.yaml').as_posix()}:1:1: error: this is a FIFO, not a regular file; "
+        "remove it or make it a regular file  [file-type]"
     ]
 
 
@@ -355,9 +372,8 @@ def test_a_new_dependency_on_a_later_wave_is_admitted_everywhere_first(tmp_path:
     context = rollout_context(spec)
     assert context is not None
     build = build_rollout(context)
-    assert (
-        identity in build.state.placements["vm/auth/sjc"].workload.ingress.allowed_clients
-    )  # west runs head, which calls auth
+    # west runs head, which calls auth
+    assert identity in build.state.placements["vm/auth/sjc"].workload.ingress.allowed_clients
     set_pins(spec, west=removed, rest=removed)
     assert (
         identity
@@ -484,3 +500,42 @@ def test_a_rollout_yaml_that_is_no_file_is_an_error_not_the_plain_build(
     os.mkfifo(spec / "inventory" / "hosts.yaml")
     assert main(["build", str(spec), "-o", str(repo / "output")]) == 2
     assert capsys.readouterr().err.startswith(f"{spec}/inventory/hosts.yaml:1:1: error: this is a FIFO")
+
+
+# ---------------------------------------------------------------- a cluster's Namespaces: the union over live revisions
+
+
+def cluster_namespaces_in(tree: dict[str, bytes], cluster: str) -> list[str]:
+    """The Namespaces of a cluster's 00-cluster.yaml, in file order (it holds them all, then the ClusterRole)."""
+    objects = list(yaml.safe_load_all(tree[f"kubernetes/{cluster}/00-cluster.yaml"]))
+    assert [o["kind"] for o in objects][-1] == "ClusterRole"
+    return [o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"]
+
+
+def test_a_namespace_only_an_older_wave_uses_stays_until_no_live_revision_needs_it(tmp_path: Path) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    # upload in kube-sjc-a (the west wave) moves from namespace `upload` to `uploads` at head
+    replace_in(
+        spec / "services/upload.yaml",
+        "- {cluster: kube-sjc-a}",
+        "- {cluster: kube-sjc-a, namespace: uploads}",
+    )
+    head = commit(repo, "upload moves to namespace uploads in kube-sjc-a")
+    assert "upload" not in cluster_namespaces_in(revision_tree(repo, head), "kube-sjc-a")
+    tree = output_for(spec)  # canary runs head, west and rest still run base
+    assert waves_of(tree)["k8s/kube-sjc-a/upload/upload"] == "west"
+    assert "kubernetes/kube-sjc-a/upload/upload.yaml" in tree, "west still runs upload in namespace upload"
+    found = cluster_namespaces_in(tree, "kube-sjc-a")
+    assert found == sorted(found) and {"upload", "uploads"} <= set(found), found
+    assert not [path for path in tree if "00-namespaces" in path]
+    # every wave at head: base is no longer live, and nothing writes namespace `upload` in kube-sjc-a
+    set_pins(spec, west=head, rest=head)
+    commit(repo, "west and rest at head")
+    tree = output_for(spec)
+    assert "upload" not in cluster_namespaces_in(tree, "kube-sjc-a")
+    assert "uploads" in cluster_namespaces_in(tree, "kube-sjc-a")
+    assert "upload" in cluster_namespaces_in(tree, "kube-iad-a"), "kube-iad-a's upload stays where it was"
+    assert (
+        tree["kubernetes/kube-sjc-a/00-cluster.yaml"]
+        == revision_tree(repo, head)["kubernetes/kube-sjc-a/00-cluster.yaml"]
+    )

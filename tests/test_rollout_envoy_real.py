@@ -25,7 +25,7 @@ from compiler.emit import dump_json
 from compiler.gitsource import locate, read_revision
 from compiler.pipeline import compile
 from compiler.render import ENVOY_BOOTSTRAP
-from compiler.rollout.build import output_for
+from compiler.rollout.output import output_for
 from tests.test_render_envoy_real import (
     Sidecar,
     _wait_live,
@@ -72,7 +72,7 @@ def app(ports: dict[str, int]) -> Iterator[int]:
 
 
 def rollout_repo(root: Path, ports: dict[str, int]) -> tuple[Path, str, str]:
-    """The example spec with sidecar paths under `root`, free ports for auth; rollout pinned at base; then the new dependency."""
+    """The example spec, sidecar paths under `root`, free ports for auth; rollout pinned at base; the new dependency."""
     repo = make_repo(root / "repo")
     spec = repo / SPEC
     mesh = spec / "mesh.yaml"
@@ -140,9 +140,8 @@ def test_naive_selection_refuses_the_new_client_and_every_state_meshc_writes_adm
 ) -> None:
     envoy_binary()
     spec, base, head = rollout_repo(tmp_path, ports)
-    naive = (
-        compile(read_revision(locate(spec), base), SPEC).sidecars[AUTH].documents
-    )  # wave west's revision, as it was
+    # wave west's revision, as it was
+    naive = compile(read_revision(locate(spec), base), SPEC).sidecars[AUTH].documents
     states = {"naive": dict(naive)}
     # the state now (auth/sjc in wave west, still at base), then after each promotion
     for name, west, rest in (("now", base, base), ("west promoted", head, base), ("done", head, head)):

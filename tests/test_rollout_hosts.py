@@ -11,8 +11,9 @@ import pytest
 from compiler.diagnostics import Span, SpecError
 from compiler.emit import MANIFEST
 from compiler.render import ENVOY_CDS
-from compiler.rollout.build import node_path, output_for
+from compiler.rollout.build import node_path
 from compiler.rollout.hosts import Host, choose, load_inventory, score
+from compiler.rollout.output import output_for
 from tests.conftest import require_tool
 from tests.test_puppet_real import Node, lookup_command, strict
 from tests.test_rollout_build import SPEC, add_timeout_change, commit, make_repo, revision_tree, set_policy
@@ -76,14 +77,17 @@ def test_additions_that_score_lower_leave_the_canaries_identical() -> None:
 def test_inventory_errors_are_positioned(tmp_path: Path) -> None:
     path = tmp_path / "hosts.yaml"
     path.write_text(
-        "- {certname: a.example, service: auth, datacenter: sjc}\n- {certname: a.example, service: auth, datacenter: iad}\n"
+        "- {certname: a.example, service: auth, datacenter: sjc}\n"
+        "- {certname: a.example, service: auth, datacenter: iad}\n"
         "- {certname: b.example, service: auth}\n"
     )
     with pytest.raises(SpecError) as caught:
         load_inventory(path, "mesh-spec/inventory/hosts.yaml")
     assert [d.format() for d in caught.value.diagnostics] == [
-        "mesh-spec/inventory/hosts.yaml:2:3: error: certname 'a.example' is listed twice (first as item 1)  [rollout-inventory]",
-        "mesh-spec/inventory/hosts.yaml:3:3: error: each host is a mapping of exactly certname, service and datacenter  [rollout-inventory]",
+        "mesh-spec/inventory/hosts.yaml:2:3: error: "
+        "certname 'a.example' is listed twice (first as item 1)  [rollout-inventory]",
+        "mesh-spec/inventory/hosts.yaml:3:3: error: "
+        "each host is a mapping of exactly certname, service and datacenter  [rollout-inventory]",
     ]
     path.write_text("a: b\n")
     with pytest.raises(SpecError, match="1 error"):
@@ -171,19 +175,17 @@ def test_adding_hosts_to_the_inventory_keeps_the_existing_canaries(
     before = json.loads(output_for(spec)[MANIFEST])["rollout"]["hosts"]
     original = (spec / "inventory/hosts.yaml").read_text()
     try:
-        (spec / "inventory/hosts.yaml").write_text(
-            inventory(40)
-        )  # the same 10 hosts per pool and 30 more each
+        # the same 10 hosts per pool and 30 more each
+        (spec / "inventory/hosts.yaml").write_text(inventory(40))
         after = json.loads(output_for(spec)[MANIFEST])["rollout"]["hosts"]
     finally:
         (spec / "inventory/hosts.yaml").write_text(original)
-    for certname in set(before) - set(
-        after
-    ):  # a canary goes only for a newcomer of its pool that outscores it
+    # a canary goes only for a newcomer of its pool that outscores it
+    for certname in set(before) - set(after):
         pool = before[certname]["target"]
         newcomers = [c for c, h in after.items() if h["target"] == pool and c not in before]
         assert newcomers and all(score(pool, n) > score(pool, certname) for n in newcomers)
-    for certname, host in after.items():
+    for certname in after:
         assert certname in before or int(certname.split("-")[-1].split(".")[0]) >= 10, (
             "an existing non-canary became a canary"
         )

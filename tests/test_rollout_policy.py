@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from compiler.commands.explain import explain
 from compiler.diagnostics import SpecError
-from compiler.explain import explain
 from compiler.pipeline import Build, compile, spec_files
 from tests.conftest import EXAMPLE
 
@@ -98,7 +98,11 @@ def test_explain_shows_each_workloads_wave() -> None:
 
 
 def test_a_policy_that_leaves_a_target_out_is_an_error() -> None:
-    policy = "rollout:\n  waves:\n    - name: canary\n      match: {datacenters: [gcp-usc1]}\n    - name: west\n      match: {datacenters: [sjc]}\n"
+    policy = (
+        "rollout:\n  waves:\n"
+        "    - name: canary\n      match: {datacenters: [gcp-usc1]}\n"
+        "    - name: west\n      match: {datacenters: [sjc]}\n"
+    )
     found = errors(policy)
     assert len(found) == 1
     line = mesh_line(policy, "name: west")
@@ -118,16 +122,21 @@ def test_the_last_wave_cannot_be_a_canary_host_wave() -> None:
 
 def test_unknown_names_in_a_match_and_duplicate_waves() -> None:
     policy = (
-        "rollout:\n  waves:\n    - name: canary\n      match: {datacenters: [gcp-usc2], clusters: [kube-sjc-b], services: [uplod]}\n"
+        "rollout:\n  waves:\n    - name: canary\n"
+        "      match: {datacenters: [gcp-usc2], clusters: [kube-sjc-b], services: [uplod]}\n"
         "    - name: canary\n"
     )
     line = mesh_line(policy, "match: {datacenters")
     col = {name: policy.splitlines()[3].index(name) + 1 for name in ("gcp-usc2", "kube-sjc-b", "uplod")}
     assert errors(policy) == [
-        f"mesh-spec/mesh.yaml:{line}:{col['gcp-usc2']}: error: wave 'canary' matches unknown datacenter 'gcp-usc2' (did you mean 'gcp-usc1'?)  [rollout-unknown-name]",
-        f"mesh-spec/mesh.yaml:{line}:{col['kube-sjc-b']}: error: wave 'canary' matches unknown cluster 'kube-sjc-b' (did you mean 'kube-sjc-a'?)  [rollout-unknown-name]",
-        f"mesh-spec/mesh.yaml:{line}:{col['uplod']}: error: wave 'canary' matches unknown service 'uplod' (did you mean 'upload'?)  [rollout-unknown-name]",
-        f"mesh-spec/mesh.yaml:{line + 1}:13: error: wave 'canary' is already defined as wave 1; rename one  [rollout-duplicate-wave]",
+        f"mesh-spec/mesh.yaml:{line}:{col['gcp-usc2']}: error: wave 'canary' matches unknown datacenter "
+        "'gcp-usc2' (did you mean 'gcp-usc1'?)  [rollout-unknown-name]",
+        f"mesh-spec/mesh.yaml:{line}:{col['kube-sjc-b']}: error: wave 'canary' matches unknown cluster "
+        "'kube-sjc-b' (did you mean 'kube-sjc-a'?)  [rollout-unknown-name]",
+        f"mesh-spec/mesh.yaml:{line}:{col['uplod']}: error: "
+        "wave 'canary' matches unknown service 'uplod' (did you mean 'upload'?)  [rollout-unknown-name]",
+        f"mesh-spec/mesh.yaml:{line + 1}:13: error: wave 'canary' is already defined as wave 1; "
+        "rename one  [rollout-duplicate-wave]",
     ]
 
 

@@ -1,4 +1,4 @@
-"""Each check of the intermediate states, on real git histories: what cannot be made safe fails with [rollout-unsafe]."""
+"""Each check of the intermediate states, on real git histories: what cannot be safe fails [rollout-unsafe]."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from compiler.diagnostics import SpecError
-from compiler.rollout.build import build_rollout, output_for, rollout_context
+from compiler.rollout.build import build_rollout
+from compiler.rollout.output import output_for
+from compiler.rollout.revisions import rollout_context
 from compiler.rollout.states import check_rollout, check_states
 from tests.test_rollout_build import commit, line_of, replace_in, start_rollout
 

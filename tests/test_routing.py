@@ -11,9 +11,9 @@ from conftest import write_spec
 from compiler.diagnostics import Span, SpecError
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
-from compiler.ir.routing import priorities, unreachable
 from compiler.pipeline import spec_files, validate_only
 from compiler.spec.model import Datacenter
+from compiler.spec.routing import priorities, unreachable
 
 
 def datacenters(**failover: list[str]) -> dict[str, Datacenter]:
@@ -109,7 +109,10 @@ clusters:
 
 
 def service(name: str, port: int, deploy: str, locality: str = "failover", deps: tuple[str, ...] = ()) -> str:
-    text = f"service: {name}\nowner: t\nport: 8080\nmesh_port: 18080\nlocal_port: {port}\nlocality: {locality}\ndeploy: {deploy}\n"
+    text = (
+        f"service: {name}\nowner: t\nport: 8080\nmesh_port: 18080\nlocal_port: {port}\n"
+        f"locality: {locality}\ndeploy: {deploy}\n"
+    )
     return text + ("dependencies:\n" + "".join(f"  - service: {d}\n" for d in deps) if deps else "")
 
 

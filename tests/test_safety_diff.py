@@ -16,7 +16,8 @@ from compiler.emit import dump_yaml
 from compiler.gitsource import RevisionError, locate, read_revision
 from compiler.pipeline import Build
 from compiler.render import NERVE
-from compiler.spec.load import MAX_FILE_BYTES, read_tree
+from compiler.spec.document import MAX_FILE_BYTES
+from compiler.spec.load import read_tree
 from tests.conftest import EXAMPLE, require_tool
 from tests.test_gitsource import commit, git, make_repo
 
@@ -182,12 +183,10 @@ def test_restart_sensitive_services_are_flagged_in_the_headline_and_per_target(
 ) -> None:
     repo = make_repo(tmp_path / "repo")
     base = git(repo, "rev-parse", "HEAD").strip()
-    _replace(
-        repo / SPEC / "services/key-manager.yaml", "port: 8080", "port: 8081"
-    )  # Nerve's check port: Nerve restarts
-    _replace(
-        repo / SPEC / "services/encryption.yaml", "rise: 2", "rise: 4"
-    )  # a Nerve restart of a service that is not sensitive
+    # Nerve's check port: Nerve restarts
+    _replace(repo / SPEC / "services/key-manager.yaml", "port: 8080", "port: 8081")
+    # a Nerve restart of a service that is not sensitive
+    _replace(repo / SPEC / "services/encryption.yaml", "rise: 2", "rise: 4")
     head = commit(repo, "restart key-manager's and encryption's Nerve")
     report, text, markdown = _diff_all_formats(capsys, repo, base, head)
     sensitive = {"vm/key-manager/sjc", "vm/key-manager/iad"}
@@ -265,12 +264,14 @@ def test_a_new_cluster_to_watch_needs_credentials_on_vms_and_rolls_pods(
         "meshc-discovery/permissions-token in gke-usc1-a)"
     ) in text
     assert (
-        "    rolls its pods: the Deployment must mount Secret mesh-discovery-gke-usc1-a (the site's copy of the token of "
+        "    rolls its pods: the Deployment must mount Secret mesh-discovery-gke-usc1-a (the site's copy of "
+        "the token of "
         "meshc-discovery/permissions-token in gke-usc1-a) at /etc/mesh/discovery/gke-usc1-a"
     ) in text
     assert _summary(markdown, "k8s/kube-iad-a/permissions/permissions").startswith("changed, <b>pod-roll</b>")
     assert "> [!IMPORTANT]\n> 2 targets watch a cluster they did not watch before" in markdown
-    # 7 targets: the two clients, storage-gateway's four (one more client admitted), permissions' new reader in gke-usc1-a
+    # 7 targets: the two clients, storage-gateway's four (one more client admitted), permissions' new
+    # reader in gke-usc1-a
     assert "| **total** | | **7** | **1** | **0** | **1** | **0** | **0** | **5** | **0** |" in markdown
 
 
@@ -324,12 +325,10 @@ def test_removed_services_read_removed_and_their_kubernetes_objects_get_delete_c
     base = git(repo, "rev-parse", "HEAD").strip()
     before = compile_dir(repo / SPEC).tree()
     (repo / SPEC / "services/notification.yaml").unlink()  # pods in kube-iad-a only
-    _replace(
-        repo / SPEC / "services/search.yaml", "  - service: metadata\n", ""
-    )  # search stops reading kube-sjc-a and kube-iad-a
-    _replace(
-        repo / SPEC / "services/edge.yaml", "dependencies:\n", "dependencies:\n  - service: search\n"
-    )  # a new reader
+    # search stops reading kube-sjc-a and kube-iad-a
+    _replace(repo / SPEC / "services/search.yaml", "  - service: metadata\n", "")
+    # edge becomes a new reader of search
+    _replace(repo / SPEC / "services/edge.yaml", "dependencies:\n", "dependencies:\n  - service: search\n")
     head = commit(repo, "remove notification; search stops calling metadata")
     after = compile_dir(repo / SPEC).tree()
     report, text, markdown = _diff_all_formats(capsys, repo, base, head)
@@ -353,9 +352,8 @@ def test_removed_services_read_removed_and_their_kubernetes_objects_get_delete_c
         (key[1], key[2], key[3], key[4], where[0])
         for key, where in sorted(gone, key=lambda g: (g[0][0], g[1]), reverse=True)
     ]
-    expected = sorted(
-        expected, key=lambda e: e[-1].split("/")[1]
-    )  # clusters in order; stable: reverse apply order inside each
+    # clusters in order; stable: reverse apply order inside each
+    expected = sorted(expected, key=lambda e: e[-1].split("/")[1])
     assert [
         (d["api_version"].rpartition("/")[0], d["kind"], d["namespace"], d["name"], d["file"])
         for d in report["deletions"]
@@ -383,9 +381,8 @@ def test_removed_services_read_removed_and_their_kubernetes_objects_get_delete_c
         "kubectl --context kube-iad-a delete namespace/notification",
     )
     inside = [i for i, d in enumerate(report["deletions"]) if d["namespace"] == "notification"]
-    assert inside and max(inside) < commands.index(
-        namespace["command"]
-    )  # a Namespace goes after what it holds
+    # a Namespace goes after what it holds
+    assert inside and max(inside) < commands.index(namespace["command"])
     lines = [
         line[2:]
         for line in text.splitlines()
@@ -429,9 +426,8 @@ def _puppet_apply_environment(
     from tests.test_puppet_real import STDLIB_MODULES, settings
 
     (work / "vardir/facts.d").mkdir(parents=True, exist_ok=True)
-    (work / "vardir/facts.d/mesh.yaml").write_bytes(
-        dump_yaml(facts)
-    )  # external facts, as provisioning sets them
+    # external facts, as provisioning sets them
+    (work / "vardir/facts.d/mesh.yaml").write_bytes(dump_yaml(facts))
     return subprocess.run(
         [
             "puppet",

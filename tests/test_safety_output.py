@@ -78,9 +78,8 @@ def one_line_error(result: subprocess.CompletedProcess[str], code: int, label: s
     prefix = f"meshc: error: {label}: "
     assert lines[0].startswith(prefix), lines[0]
     sentence = lines[0].removeprefix(prefix)
-    assert re.search(r"[a-z]{3,} [a-z]{2,}", sentence) and not re.fullmatch(r"\d+", sentence), (
-        sentence
-    )  # words, not an errno
+    # words, not an errno
+    assert re.search(r"[a-z]{3,} [a-z]{2,}", sentence) and not re.fullmatch(r"\d+", sentence), sentence
     return sentence
 
 
@@ -181,9 +180,8 @@ def test_build_writes_into_an_absent_an_empty_or_its_own_directory(tmp_path: Pat
         result = meshc("build", EXAMPLE, "-o", out)
         assert result.returncode == 0, result.stderr
         assert read_tree(out) == read_tree(ROOT / "output")
-    (empty / "stray.txt").write_text(
-        "extra\n"
-    )  # an extra in a tree meshc built is reported and replaced, as before
+    # an extra in a tree meshc built is reported and replaced, as before
+    (empty / "stray.txt").write_text("extra\n")
     result = meshc("build", EXAMPLE, "-o", empty)
     assert (result.returncode, result.stdout) == (0, f"{empty}: 0 file(s) written, 1 removed\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -414,9 +412,8 @@ def test_concurrent_builds_wait_for_each_other_and_publish_what_a_spec_renders(t
     assert p2.wait(timeout=120) == 0
     assert p1.wait(timeout=120) == 0
     check_b = meshc("check", spec_b, "-o", out)
-    assert check_b.returncode == 0, (
-        check_b.stdout
-    )  # P1 ran last, on top of P2's whole tree (unlocked: a mix of B and C)
+    # P1 ran last, on top of P2's whole tree (unlocked: a mix of B and C)
+    assert check_b.returncode == 0, check_b.stdout
     assert line.startswith("meshc: waiting for another meshc build or check of this output (lock "), line
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "output",
@@ -443,9 +440,8 @@ def test_a_second_build_or_check_gives_up_after_its_lock_timeout(tmp_path: Path)
                 f"meshc: error: {out}: another meshc build or check still holds its lock (.output.meshc-lock) "
                 "after 0.2s; try again when it has finished"
             ]
-        assert (
-            snapshot(out) == before
-        )  # the paused build has not swapped yet, and the refused ones wrote nothing
+        # the paused build has not swapped yet, and the refused ones wrote nothing
+        assert snapshot(out) == before
     finally:
         (tmp_path / "p2" / "resume").touch()
         assert p2.wait(timeout=120) == 0
@@ -457,9 +453,8 @@ def test_a_second_build_or_check_gives_up_after_its_lock_timeout(tmp_path: Path)
 
 def test_disk_full_on_a_real_tmpfs_leaves_no_staging_and_the_previous_output(tmp_path: Path) -> None:
     """ENOSPC for real: a tmpfs with room for half of what the next build writes."""
-    changed = variant(
-        tmp_path, "changed", "mesh.yaml", "trust_domain: box.mesh", "trust_domain: box2.mesh"
-    )  # every identity
+    # a new trust domain: every identity changes
+    changed = variant(tmp_path, "changed", "mesh.yaml", "trust_domain: box.mesh", "trust_domain: box2.mesh")
     assert meshc("build", changed, "-o", tmp_path / "probe").returncode == 0
     new, old = read_tree(tmp_path / "probe"), read_tree(ROOT / "output")
     page = os.sysconf("SC_PAGE_SIZE")
@@ -518,9 +513,8 @@ def test_a_previous_tree_that_cannot_be_removed_is_an_environment_failure(tmp_pa
     finally:
         for path in tmp_path.rglob("stray.txt"):
             subprocess.run([chattr, "-i", str(path)], check=True)
-    assert (
-        meshc("build", changed, "-o", out).returncode == 0
-    )  # the next build removes the dead build's leftover
+    # the next build removes the dead build's leftover
+    assert meshc("build", changed, "-o", out).returncode == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["changed", "output"]
 
 
@@ -530,9 +524,8 @@ def test_a_previous_tree_that_cannot_be_removed_is_an_environment_failure(tmp_pa
 def _special_files(out: Path) -> dict[str, str]:
     """A FIFO, a socket, a symlink to a secret outside, and (as root) a device, in a built tree; their kinds."""
     os.mkfifo(out / "fifo")
-    with tempfile.TemporaryDirectory(
-        dir="/tmp"
-    ) as short:  # a socket path must fit in 108 bytes; made short, then moved
+    # a socket path must fit in 108 bytes; made short, then moved
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:
         server = socket.socket(socket.AF_UNIX)
         server.bind(f"{short}/s")
         server.close()
@@ -574,9 +567,8 @@ def test_non_regular_files_in_output_are_extras_never_opened(tmp_path: Path) -> 
     assert build.returncode == 0, build.stderr
     assert build.stdout == f"{out}: 2 file(s) written, {len(kinds)} removed\n"
     assert read_tree(out) == read_tree(ROOT / "output") and meshc("check", EXAMPLE, "-o", out).returncode == 0
-    assert {
-        p: v for p, v in snapshot(tmp_path).items() if not p.startswith("output")
-    } == outside  # the secret untouched
+    # the secret untouched
+    assert {p: v for p, v in snapshot(tmp_path).items() if not p.startswith("output")} == outside
 
 
 def _peak_rss_kib(*args: str | Path) -> tuple[int, str]:
@@ -629,9 +621,8 @@ def test_a_read_only_filesystem_is_an_environment_failure(tmp_path: Path) -> Non
         sentence = one_line_error(meshc("build", changed, "-o", out), 4, out)
         assert sentence == "cannot create its lock file .output.meshc-lock beside it: read-only file system"
         assert snapshot(ro) == before
-        check = meshc(
-            "check", changed, "-o", out
-        )  # a check reads: no build can run there, so it goes on unlocked
+        # a check reads: no build can run there, so it goes on unlocked
+        check = meshc("check", changed, "-o", out)
         assert check.returncode == 1 and check.stdout.startswith(f"{out}: not what the spec renders (")
 
 

@@ -89,9 +89,8 @@ def built(world: Path) -> tuple[Path, dict[str, bytes]]:
 
 def fails_and_keeps_output(world: Path, before: dict[str, bytes], *, as_nobody: bool = False) -> list[str]:
     """validate and build both exit 2 with one-line diagnostics; build leaves output/ byte-identical."""
-    if (
-        as_nobody
-    ):  # build takes the output's lock (a file beside output/) before it reads the spec: let nobody create it
+    # build takes the output's lock (a file beside output/) before it reads the spec: let nobody create it
+    if as_nobody:
         world.chmod(0o1777)
     checked = meshc("validate", "spec", cwd=world, as_nobody=as_nobody)
     assert "ok" not in checked.stdout
@@ -108,7 +107,8 @@ def test_services_missing_is_an_error_not_an_empty_mesh(built: tuple[Path, dict[
     world, before = built
     shutil.rmtree(world / "spec/services")
     assert fails_and_keeps_output(world, before) == [
-        "spec/services:1:1: error: no services/ directory; a mesh needs at least one services/<name>.yaml  [file-missing]"
+        "spec/services:1:1: error: no services/ directory; "
+        "a mesh needs at least one services/<name>.yaml  [file-missing]"
     ]
 
 
@@ -119,7 +119,8 @@ def test_services_empty_is_an_error(built: tuple[Path, dict[str, bytes]]) -> Non
     (world / "spec/services/.editor-swap").write_text("x")
     lines = fails_and_keeps_output(world, before)
     assert lines == [
-        "spec/services:1:1: error: services/ holds no service; add one file per service, services/<name>.yaml  [no-services]"
+        "spec/services:1:1: error: services/ holds no service; "
+        "add one file per service, services/<name>.yaml  [no-services]"
     ]
 
 
@@ -128,7 +129,8 @@ def test_services_as_a_regular_file_is_an_error(built: tuple[Path, dict[str, byt
     shutil.rmtree(world / "spec/services")
     (world / "spec/services").write_text(BASE["services/a.yaml"])
     assert fails_and_keeps_output(world, before) == [
-        "spec/services:1:1: error: this is a regular file, not a directory; make it a directory of service files  [file-type]"
+        "spec/services:1:1: error: this is a regular file, not a directory; "
+        "make it a directory of service files  [file-type]"
     ]
 
 
@@ -199,9 +201,8 @@ def _directory(path: Path) -> None:
 
 def _device(path: Path) -> None:
     try:
-        os.mknod(
-            path, 0o644 | stat.S_IFCHR, os.makedev(1, 3)
-        )  # /dev/null's numbers: reading it would end at once anyway
+        # /dev/null's numbers: reading it would end at once anyway
+        os.mknod(path, 0o644 | stat.S_IFCHR, os.makedev(1, 3))
     except PermissionError:
         pytest.skip("this container may not create device nodes")
 
@@ -301,7 +302,7 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.mark.parametrize("target", ["../b-real.yaml", "/nonexistent/outside/the/spec"])
 def test_validate_and_diff_agree_on_a_committed_symlink(tmp_path: Path, target: str) -> None:
-    """git stores a link blob (mode 120000): the revision reader refuses it with the same diagnostic as the directory reader."""
+    """git stores a link blob (mode 120000): the revision reader refuses it as the directory reader does."""
     from compiler.gitsource import locate, read_revision
     from compiler.spec.load import read_tree
 
@@ -381,7 +382,7 @@ def test_control_character_is_one_positioned_line(world: Path, char: str) -> Non
 
 @pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029"])
 def test_line_separators_in_a_comment_do_not_shift_lines(world: Path, char: str) -> None:
-    """libyaml counts NEL/LS/PS as line breaks (and reads what follows one in a comment as YAML): refuse them where they are."""
+    """libyaml counts NEL/LS/PS as line breaks (and reads what follows one in a comment as YAML): refused in place."""
     body = BASE["services/b.yaml"].replace("owner: team", f"owner: team  # a{char}b{char}c")
     (world / "spec/services/b.yaml").write_text(body, "utf-8")
     [line] = diagnostics(meshc("validate", "spec", cwd=world))
@@ -437,8 +438,10 @@ def test_quoted_port_and_yaml11_boolean(world: Path) -> None:
     body = BASE["services/b.yaml"].replace("port: 8080", 'port: "8080"') + "restart_sensitive: on\n"
     (world / "spec/services/b.yaml").write_text(body)
     assert diagnostics(meshc("validate", "spec", cwd=world)) == [
-        "spec/services/b.yaml:3:7: error: port: '8080' is a quoted string, not a number; remove the quotes  [port-range]",
-        "spec/services/b.yaml:10:20: error: restart_sensitive: 'on' is a string to meshc (only true and false are booleans); "
+        "spec/services/b.yaml:3:7: error: port: '8080' is a quoted string, not a number; "
+        "remove the quotes  [port-range]",
+        "spec/services/b.yaml:10:20: error: restart_sensitive: "
+        "'on' is a string to meshc (only true and false are booleans); "
         "write true or false  [schema]",
     ]
 
@@ -446,7 +449,8 @@ def test_quoted_port_and_yaml11_boolean(world: Path) -> None:
 def test_tab_indentation_says_so(world: Path) -> None:
     (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"].replace("  vm:", "\tvm:"))
     assert diagnostics(meshc("validate", "spec", cwd=world)) == [
-        "spec/services/b.yaml:7:1: error: tabs cannot indent YAML (and cannot start a value); indent with spaces  [yaml-syntax]"
+        "spec/services/b.yaml:7:1: error: tabs cannot indent YAML (and cannot start a value); "
+        "indent with spaces  [yaml-syntax]"
     ]
 
 
@@ -501,7 +505,9 @@ def test_tcp_dependency_with_http_policy_is_rejected(world: Path) -> None:
     (world / "spec/services/b.yaml").write_text(BASE["services/b.yaml"] + "protocol: tcp\n")
     (world / "spec/services/a.yaml").write_text(BASE["services/a.yaml"] + "    timeout: 5s\n")
     assert diagnostics(meshc("validate", "spec", cwd=world)) == [
-        "spec/services/a.yaml:10:5: error: timeout has no effect on 'b', a tcp service: Envoy's TCP proxy has no request "
-        "timeout or retry conditions; remove it (tcp takes connect_timeout and retries.attempts, the number of connection "
+        "spec/services/a.yaml:10:5: error: timeout has no effect on 'b', a tcp service: "
+        "Envoy's TCP proxy has no request "
+        "timeout or retry conditions; remove it (tcp takes connect_timeout and retries.attempts, "
+        "the number of connection "
         "attempts)  [tcp-http-policy]"
     ]

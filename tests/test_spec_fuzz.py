@@ -191,7 +191,7 @@ def mutate(files: dict[str, bytes], rng: random.Random) -> dict[str, bytes]:
 
 
 def _clear(path: Path) -> None:
-    """Remove whatever is at `path` (a link itself, never its target), so the next edit creates, never writes through."""
+    """Remove whatever is at `path` (a link, never its target), so the next edit creates, never writes through."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     elif path.is_symlink() or path.exists():
@@ -199,7 +199,7 @@ def _clear(path: Path) -> None:
 
 
 def put(path: Path, data: bytes) -> None:
-    """Write a new file at `path`: O_EXCL|O_NOFOLLOW, so a mutant's symlink or FIFO is replaced, never written through."""
+    """Write a new file at `path`: O_EXCL|O_NOFOLLOW, so a mutant's symlink or FIFO is replaced, not written through."""
     _clear(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as handle:
@@ -268,9 +268,8 @@ def file_mutation(root: Path, rng: random.Random) -> None:
     """Edit the spec tree on disk: files removed, renamed, added, replaced by links, FIFOs or directories."""
     try:
         _file_mutation(root, rng)
-    except (
-        OSError
-    ):  # an edit that does not apply to what an earlier edit left (a directory to unlink…): skip it
+    # an edit that does not apply to what an earlier edit left (a directory to unlink…): skip it
+    except OSError:
         pass
 
 
@@ -384,9 +383,8 @@ def fuzz_on_disk(seed: int, count: int, workdir: Path) -> tuple[int, int]:
             failed += 1
             assert_one_line_each(outcome.stderr, f"seed {seed} disk mutant {index}")
         shutil.rmtree(root)
-    assert (
-        secret.read_text() == "never-echoed: this must not appear in any diagnostic\n"
-    )  # nothing wrote through a link
+    # nothing wrote through a link
+    assert secret.read_text() == "never-echoed: this must not appear in any diagnostic\n"
     return valid, failed
 
 

@@ -15,8 +15,8 @@ from compiler.cli import main
 from compiler.graph.columns import STATE_COLORS
 from compiler.graph.dot import element_id
 from compiler.graph.status import render_plan_page
-from compiler.rollout.build import rollout_context
 from compiler.rollout.plan import Plan, plan_rollout, promote
+from compiler.rollout.revisions import rollout_context
 from tests.browser import Chromium
 from tests.conftest import ROOT
 from tests.test_gitsource import commit, make_repo
@@ -88,7 +88,8 @@ def columns(chromium: Chromium) -> dict[str, Any]:
 def click(chromium: Chromium, box_id: str) -> list[str]:
     return chromium.evaluate(f"""(() => {{
         document.getElementById({box_id!r}).dispatchEvent(new MouseEvent("click", {{bubbles: true}}));
-        return [document.getElementById("meshc-panel-title").textContent, document.getElementById("meshc-panel-body").textContent];
+        return [document.getElementById("meshc-panel-title").textContent,
+                document.getElementById("meshc-panel-body").textContent];
     }})()""")
 
 

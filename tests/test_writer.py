@@ -231,7 +231,11 @@ elif point == "before-swap":
     emit._swap = lambda staging, target: (freeze(), real_swap(staging, target))
 elif point == "after-exchange":
     real_rmtree = shutil.rmtree
-    shutil.rmtree = lambda path, *a, **k: freeze() if ".meshc-new-" in str(path) and Path(path).exists() and os.path.exists(out) else real_rmtree(path, *a, **k)
+    def rmtree(path, *a, **k):
+        if ".meshc-new-" in str(path) and Path(path).exists() and os.path.exists(out):
+            return freeze()
+        return real_rmtree(path, *a, **k)
+    shutil.rmtree = rmtree
 elif point == "between-renames":
     emit._exchange = lambda a, b: False
     real_rename = os.rename

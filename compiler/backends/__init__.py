@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 
+from compiler.backends.kubernetes import build_kubernetes
+from compiler.backends.puppet import build_puppet
 from compiler.emit import Artifact
 from compiler.ir.model import Mesh
 from compiler.render import SidecarConfig
@@ -13,13 +15,7 @@ from compiler.render import SidecarConfig
 Backend = Callable[[Mesh, Mapping[str, SidecarConfig], Collection[str] | None], list[Artifact]]
 
 # Explicit registry (no discovery by name): each backend is a function of the mesh and the sidecars.
-BACKENDS: dict[str, Backend] = {}
-
-from compiler.backends.kubernetes import build_kubernetes  # noqa: E402 - after Backend, which backends may import
-from compiler.backends.puppet import build_puppet  # noqa: E402
-
-BACKENDS["kubernetes"] = build_kubernetes
-BACKENDS["puppet"] = build_puppet
+BACKENDS: dict[str, Backend] = {"kubernetes": build_kubernetes, "puppet": build_puppet}
 
 
 def run_backends(

@@ -35,7 +35,7 @@ import jinja2
 import orjson
 
 from compiler import __version__
-from compiler.diagnostics import Diagnostic, internal_error
+from compiler.diagnostics import Diagnostic, InternalError, internal_error
 from compiler.emit import Artifact, canonical_json, content_digest, dump_json, dump_yaml
 from compiler.ir.model import Mesh
 from compiler.memo import Memo
@@ -112,7 +112,7 @@ _TEMPLATES = jinja2.Environment(
 def build_puppet(
     mesh: Mesh, sidecars: Mapping[str, SidecarConfig], only: Collection[str] | None = None
 ) -> list[Artifact]:
-    """hiera.yaml, common data, one data file per VM pool (those in `only`, if given), the `mesh` module, and site.pp."""
+    """hiera.yaml, common data, a data file per VM pool (those in `only`), the `mesh` module, site.pp."""
     pools = sorted(
         (
             s
@@ -270,7 +270,8 @@ def _render(name: str, **context: Any) -> bytes:
     try:
         return template.render(**context).encode()
     except jinja2.UndefinedError as error:
-        raise RuntimeError(f"{template.filename}:{_template_line(template.filename)}: {error}") from error
+        # The templates are meshc's own and their context is built in code: an undefined name is a meshc bug.
+        raise InternalError(f"{template.filename}:{_template_line(template.filename)}: {error}") from error
 
 
 def _template_line(filename: str | None) -> int:

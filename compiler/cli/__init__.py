@@ -19,13 +19,16 @@ from compiler import __version__
 from compiler.cli.evidence import drift_arguments, drift_request, evidence_arguments
 from compiler.cli.exits import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK
 from compiler.cli.graph import graph_command
-from compiler.diagnostics import EnvironmentFailure, InternalError, SpecError, escape, format_all
-from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
-from compiler.explain import (
+from compiler.commands.explain import explain, format_explain
+from compiler.diagnostics import (
+    EnvironmentFailure,
+    InternalError,
+    SpecError,
     UnknownService,
-    explain,
-    format_explain,
-)  # small (1 ms); graph raises UnknownService too
+    escape,
+    format_all,
+)
+from compiler.emit import LOCK_TIMEOUT, OutputRefused, TreeStatus, cause
 from compiler.pipeline import collector_paused, compile_dir, spec_files, validate_only, write_output
 from compiler.rollout import has_rollout
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
@@ -38,9 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `meshc` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         with collector_paused():  # a command is one batch of acyclic garbage; see collector_paused
-            return args.handler(args)
+            return handler(args)
     except SpecError as exc:
         print(format_all(exc.diagnostics), file=sys.stderr)
         return EXIT_INVALID
@@ -178,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _command(
-    commands: argparse._SubParsersAction,
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
     help_text: str,
     handler: Callable[[argparse.Namespace], int],
@@ -206,8 +210,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _validate_rollout(spec_dir: Path) -> None:
-    from compiler.rollout.build import rollout_context
     from compiler.rollout.pins import resolve
+    from compiler.rollout.revisions import rollout_context
 
     context = rollout_context(spec_dir)
     if context is not None:
@@ -227,11 +231,14 @@ def _waiting(lock: Path) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     if has_rollout(args.spec):
-        from compiler.rollout.build import build  # every wave's revision is compiled
+        from compiler.rollout.output import build  # every wave's revision is compiled
 
         result = build(args.spec, args.output, args.lock_timeout, _waiting)
-    else:  # the plain build, as rollout.build.build writes it for a spec without a rollout
-        tree = lambda: compile_dir(args.spec).tree()  # noqa: E731 - read under the output's lock, not before
+    else:  # the plain build, as rollout.output.build writes it for a spec without a rollout
+
+        def tree() -> Mapping[str, bytes]:  # rendered under the output's lock, not before
+            return compile_dir(args.spec).tree()
+
         result = write_output(args.spec, args.output, tree, args.lock_timeout, _waiting)
     if not result.changed:
         print(f"{args.output}: up to date, nothing written")
@@ -271,7 +278,7 @@ def _edit_lines(edit: DocumentDiff | None) -> list[str]:
     """What a rebuild would change in a stale or hand-edited file (on disk → rendered, as diff shows base → head)."""
     if edit is None:
         return []
-    from compiler.report import change_lines  # the report module is loaded only when something differs
+    from compiler.commands.diff_report import change_lines  # loaded only when something differs
 
     if not edit.changes and not edit.text:
         return ["(same data; only formatting or comments differ)"]
@@ -292,8 +299,8 @@ def _schema(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from compiler.graph.status import render_plan_page
     from compiler.rollout import report
-    from compiler.rollout.build import no_rollout_reason, rollout_context
     from compiler.rollout.plan import plan_rollout
+    from compiler.rollout.revisions import no_rollout_reason, rollout_context
 
     context = rollout_context(args.spec)
     if context is None:
@@ -340,7 +347,10 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from compiler import report  # the report's Jinja environment is only needed here
+    # the report's Jinja environment is only needed here
+    from compiler.commands.diff_markdown import format_markdown
+    from compiler.commands.diff_report import format_json
+    from compiler.commands.diff_text import format_text
     from compiler.diff import diff_revisions
     from compiler.gitsource import RevisionError
 
@@ -351,9 +361,9 @@ def _diff(args: argparse.Namespace) -> int:
         return EXIT_INVALID
     color = args.format == "text" and sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     formatters = {
-        "text": lambda d: report.format_text(d, color=color),
-        "markdown": report.format_markdown,
-        "json": report.format_json,
+        "text": lambda d: format_text(d, color=color),
+        "markdown": format_markdown,
+        "json": format_json,
     }
     sys.stdout.write(formatters[args.format](result))
     return EXIT_FINDINGS if args.exit_code and result.changed else EXIT_OK

@@ -147,9 +147,8 @@ def _puppet_evidence(args: argparse.Namespace) -> PuppetEvidence:
     ]
     if tls and not args.puppetdb:
         raise DriftInputError(tls[0], "is an option of --puppetdb URL, which is not given", "drift-usage")
-    if args.puppetdb and not _http_url(
-        args.puppetdb
-    ):  # urllib would read file: or ftp: URLs, or fail with a ValueError
+    # urllib would read file: or ftp: URLs, or fail with a ValueError
+    if args.puppetdb and not _http_url(args.puppetdb):
         raise DriftInputError(
             args.puppetdb,
             "--puppetdb takes PuppetDB's http:// or https:// URL (e.g. https://puppetdb:8081)",

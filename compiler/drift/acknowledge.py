@@ -18,9 +18,10 @@ import datetime
 import re
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import NoReturn
 
 from compiler.drift.model import Acknowledgement, DriftInputError
-from compiler.spec.load import Document, LoadError, parse_document
+from compiler.spec.document import Document, LoadError, parse_document
 
 FILE_NAME = "drift-acknowledgements.yaml"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -84,7 +85,7 @@ def _date(document: Document, path: tuple[str | int, ...], text: str) -> datetim
     raise AssertionError  # unreachable: _fail raises
 
 
-def _fail(document: Document, path: tuple[str | int, ...], message: str) -> None:
+def _fail(document: Document, path: tuple[str | int, ...], message: str) -> NoReturn:
     raise AcknowledgementError(str(document.span(path)), message)
 
 

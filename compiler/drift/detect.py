@@ -21,7 +21,9 @@ from compiler.diagnostics import EnvironmentFailure, did_you_mean
 from compiler.drift import puppet
 from compiler.drift.acknowledge import FILE_NAME as ACK_FILE
 from compiler.drift.acknowledge import acknowledge, mark_used, read_acknowledgements
-from compiler.drift.kubernetes import PLATFORM, check_cluster, expected_objects, parse_dump, read_dump_file
+from compiler.drift.hiera import POOLS_DIR
+from compiler.drift.kube_dump import parse_dump, read_dump_file
+from compiler.drift.kubernetes import PLATFORM, check_cluster, expected_objects
 from compiler.drift.model import (
     ACKNOWLEDGED,
     CONVERGED,
@@ -38,10 +40,12 @@ from compiler.drift.model import (
     ScopeState,
     SubjectState,
 )
+from compiler.drift.puppet_records import hiera_records, host_records
+from compiler.drift.puppetdb import read_export, read_puppetdb
 from compiler.emit import MANIFEST
 from compiler.ir.model import Mesh
 from compiler.pipeline import compile_dir, lower_dir
-from compiler.spec.load import MAX_FILE_BYTES
+from compiler.spec.document import MAX_FILE_BYTES
 
 
 def assemble_report(
@@ -121,7 +125,7 @@ def _acknowledged(
 
 
 def wave_order_of(tree: Mapping[str, bytes]) -> tuple[str, ...]:
-    """The waves in promotion order from MANIFEST.json's `rollout.waves` (contract 4), () when no rollout is in force."""
+    """The waves in promotion order from MANIFEST.json's `rollout.waves` (contract 4); () without a rollout."""
     raw = tree.get(MANIFEST)
     rollout = (orjson.loads(raw).get("rollout") or {}) if raw is not None else {}
     return tuple(str(wave["name"]) for wave in rollout.get("waves") or () if "name" in wave)
@@ -174,7 +178,7 @@ class PuppetEvidence:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Evidence:
-    """What one platform's check found: the scopes checked, with their subjects, and the spec's scopes with no evidence."""
+    """What one platform's check found: the scopes checked, with their subjects; the scopes with no evidence."""
 
     given: bool  # any evidence for this platform on the command line
     checked: tuple[tuple[ScopeState, tuple[SubjectState, ...]], ...] = ()
@@ -218,15 +222,12 @@ def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[
     """
     from compiler.rollout.pins import ROLLOUT_FILE
 
-    if tree is None and not os.path.lexists(
-        spec / ROLLOUT_FILE
-    ):  # a rollout.yaml that is no file is an error there
+    # a rollout.yaml that is no file is an error there
+    if tree is None and not os.path.lexists(spec / ROLLOUT_FILE):
         build = compile_dir(spec)
         return build.mesh, build.tree()
     if tree is None:
-        from compiler.rollout.build import (
-            output_for,
-        )  # compiles every wave's revision: only when a rollout is in force
+        from compiler.rollout.output import output_for  # compiles every wave's revision: only with a rollout
 
         tree = output_for(spec)
     return lower_dir(spec), tree
@@ -255,24 +256,24 @@ def check_kubernetes(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes
 
 
 def check_puppet(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -> Evidence:
-    """The VM hosts from PuppetDB or an export against their pool or canary node file; with --hiera, the deployed tree."""
+    """The VM hosts (PuppetDB or an export) against their pool or canary node file; --hiera: the deployed tree."""
     del mesh  # the built tree holds everything the Puppet half compares
     evidence = request.puppet
-    has_vms = any(path.startswith(puppet.POOLS_DIR) for path in tree)
+    has_vms = any(path.startswith(POOLS_DIR) for path in tree)
     unchecked = ((puppet.PLATFORM, "puppetdb"),) if has_vms else ()
     hint = "--puppetdb URL (with --puppetdb-ca/-cert/-key for HTTPS) or --puppet-facts FILE for the VMs"
     if not evidence.given:
         return Evidence(given=False, unchecked=unchecked, hint=hint)
     observations = None
     if evidence.puppetdb:
-        observations = puppet.read_puppetdb(
+        observations = read_puppetdb(
             evidence.puppetdb,
             cafile=_str(evidence.ca),
             certfile=_str(evidence.cert),
             keyfile=_str(evidence.key),
         )
     elif evidence.facts is not None:
-        observations = puppet.read_export(evidence.facts)
+        observations = read_export(evidence.facts)
     now = evidence.now or datetime.datetime.now(datetime.UTC)
     vms = puppet.check_vms(
         tree,
@@ -280,8 +281,8 @@ def check_puppet(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -
         puppet.Policy(now=now, lag=evidence.lag, since=evidence.since),
         hiera=evidence.hiera,
     )
-    checked = ([puppet.host_records(vms.hosts)] if vms.hosts is not None else []) + (
-        [puppet.hiera_records(evidence.hiera, vms.hiera, tree)]
+    checked = ([host_records(vms.hosts)] if vms.hosts is not None else []) + (
+        [hiera_records(evidence.hiera, vms.hiera, tree)]
         if evidence.hiera is not None and vms.hiera is not None
         else []
     )
@@ -327,9 +328,8 @@ def _acknowledgements(request: DriftRequest) -> tuple[Acknowledgement, ...]:
     if request.acknowledgements is None and not path.is_file():
         return ()
     try:
-        with path.open(
-            "rb"
-        ) as handle:  # one byte past a spec file's cap: parse_document reports it, /dev/zero ends
+        # one byte past a spec file's cap: parse_document reports it, /dev/zero ends
+        with path.open("rb") as handle:
             raw = handle.read(MAX_FILE_BYTES + 1)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         raise DriftInputError(

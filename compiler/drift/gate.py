@@ -16,7 +16,7 @@ from compiler.drift.model import BLOCKING_STATES, NOT_CHECKED, DriftReport, Subj
 
 if TYPE_CHECKING:
     from compiler.drift.detect import DriftRequest
-    from compiler.rollout.build import Context
+    from compiler.rollout.revisions import Context
 
 KUBERNETES, PUPPET = "kubernetes", "puppet"
 
@@ -36,7 +36,9 @@ class GateVerdict:
 
 
 def wave_verdict(report: DriftReport, wave: str) -> GateVerdict:
-    """Every target and host of `wave` (MANIFEST rollout targets, a host's own wave) that is not converged, or has no data."""
+    """Every target and host of `wave` that is not converged, or has no data.
+
+    A target's wave is MANIFEST's rollout targets; a host has its own wave."""
     blocking = [
         _subject_line(s)
         for s in report.subjects

@@ -1,4 +1,4 @@
-"""The drift status page (`meshc drift --format html`): waves as columns of targets and hosts coloured by their findings.
+"""The drift status page (`meshc drift --format html`): waves as columns of targets and hosts.
 
 Built from the DriftReport records only (what compiler.drift.report formats as text, Markdown and JSON):
 each target per scope is a box coloured by its worst subject (converged / pending / drifted / failed /
@@ -25,7 +25,7 @@ from compiler.drift.model import (
     DriftReport,
     SubjectState,
 )
-from compiler.drift.report import HOST_PLATFORM, orphan_commands, verdict, worst
+from compiler.drift.summary import HOST_PLATFORM, orphan_commands, verdict, worst
 from compiler.graph.columns import STATE_COLORS, Box, Column, render_columns
 from compiler.graph.dot import element_id
 from compiler.graph.page import Detail, render_page
@@ -45,19 +45,16 @@ _COLOUR = {
     DRIFTED: "drifted",
     FAILED: "failed",
 }
-MAX_HOST_BOXES = (
-    40  # hosts of one pool drawn as their own boxes (those not converged, canary hosts); the rest are counted
-)
+# Hosts of one pool drawn as their own boxes (those not converged, canary hosts); the rest are counted.
+MAX_HOST_BOXES = 40
 VALUE_WIDTH = 80
-NO_WAVE, ORPHANS = (
-    "no wave",
-    "orphans",
-)  # objects of no target (shared, the hiera tree); what meshc no longer renders
+# Columns: objects of no target (shared, the hiera tree); what meshc no longer renders.
+NO_WAVE, ORPHANS = "no wave", "orphans"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _Group:
-    """One box of the drift page: a target's subjects in one scope, one host, an orphan, or a target with no evidence."""
+    """One box of the drift page: a target's subjects in a scope, a host, an orphan, or a target with no evidence."""
 
     id: str
     label: str
@@ -110,7 +107,7 @@ def _is_host(subject: SubjectState) -> bool:
 
 
 def _drift_groups(report: DriftReport) -> list[_Group]:
-    """Every box: a target per scope (hosts counted in it), hosts worth their own box, orphans, targets with no evidence."""
+    """Every box: a target per scope (hosts counted in it), hosts worth their own box, orphans, unseen targets."""
     by_wave = bool(report.waves) or any(s.wave for s in report.subjects)
     found: dict[tuple[str, str, str], list[SubjectState]] = {}
     groups: list[_Group] = []
@@ -139,9 +136,8 @@ def _drift_groups(report: DriftReport) -> list[_Group]:
             )
         ]
         label = target or f"shared objects of {scope}"
-        lines = ([f"{platform}: {scope}"] if by_wave else []) + [
-            _converged_line(subjects)
-        ]  # else the column says it
+        # in wave columns a box names its platform and scope; in scope columns the column does
+        lines = ([f"{platform}: {scope}"] if by_wave else []) + [_converged_line(subjects)]
         lines += (
             [f"{len(hosts) - MAX_HOST_BOXES} more hosts not drawn (details)"]
             if len(hosts) > MAX_HOST_BOXES
@@ -214,7 +210,8 @@ def _converged_line(subjects: Sequence[SubjectState]) -> str:
     counted = [s for s in subjects if not any(i.kind == NO_HOSTS for i in s.items)]
     if not counted:
         return "no host reports"
-    return f"{sum(_colour(s.state) == 'converged' for s in counted)}/{len(counted)} {'hosts' if _is_host(counted[0]) else 'objects'} converged"
+    converged = sum(_colour(s.state) == "converged" for s in counted)
+    return f"{converged}/{len(counted)} {'hosts' if _is_host(counted[0]) else 'objects'} converged"
 
 
 def _column_subtitle(groups: Sequence[_Group]) -> str:
@@ -277,4 +274,7 @@ def _drift_summary(report: DriftReport) -> Iterator[str]:
         )
     commands = orphan_commands(report)
     if commands:
-        yield f"{len(commands)} orphan(s): owned by meshc, no longer rendered; their delete commands are in their details"
+        yield (
+            f"{len(commands)} orphan(s): owned by meshc, no longer rendered; "
+            "their delete commands are in their details"
+        )

@@ -37,7 +37,8 @@ CONVERGED, DRIFTED, ACKNOWLEDGED, UNKNOWN, NOT_CHECKED = (
     "not-checked",
 )
 PENDING, FAILED = "pending", "failed"
-INCOMPLETE = "incomplete"  # a scope whose only findings are pools with no data (their subjects fail the run, unless --partial)
+# A scope whose only findings are pools with no data (their subjects fail the run, unless --partial).
+INCOMPLETE = "incomplete"
 # States that make `meshc drift` exit 1. NOT_CHECKED is in it: no data is not a pass (--partial lifts it).
 # PENDING is not: a host still within its lag is on its way (the issue: exit 1 for "unknown past its lag").
 FAILING_STATES = frozenset({DRIFTED, UNKNOWN, NOT_CHECKED, FAILED})
@@ -96,7 +97,9 @@ class DriftItem:
 
     @property
     def id(self) -> str:
-        """`<platform>/<scope>/<subject>#<kind>[:<path>]`, e.g. `kubernetes/kube-sjc-a/ConfigMap/upload/upload-mesh-envoy#extra:data[debug.json]`."""
+        """`<platform>/<scope>/<subject>#<kind>[:<path>]`.
+
+        E.g. `kubernetes/kube-sjc-a/ConfigMap/upload/upload-mesh-envoy#extra:data[debug.json]`."""
         return f"{self.platform}/{self.scope}/{self.subject}#{self.kind}" + (
             f":{self.path}" if self.path else ""
         )

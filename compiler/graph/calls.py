@@ -42,7 +42,7 @@ class CallChange:
 
 
 def calls(mesh: Mesh) -> dict[tuple[str, str], Call]:
-    """Every (client service, dependency) edge, from the client's first workload (all of a service's workloads share its edges)."""
+    """Every (client service, dependency) edge, from the client's first workload (they all share its edges)."""
     found: dict[tuple[str, str], Call] = {}
     for workload in mesh.workloads:
         for egress in workload.egress:
@@ -131,7 +131,9 @@ def _policy_differences(old: dict[str, object], new: dict[str, object]) -> Itera
 def calls_mermaid(
     changes: Sequence[CallChange], restarting: Collection[str] = (), max_drawn: int = MAX_DRAWN
 ) -> str:
-    """A Mermaid flowchart of the call-graph changes: green added, red dashed removed, amber changed; "" when there are none.
+    """A Mermaid flowchart of the call-graph changes; "" when there are none.
+
+    Added edges are green, removed ones red and dashed, changed ones amber.
 
     `restarting`: restart-sensitive services the change restarts (MeshDiff.sensitive_services); only those are
     marked, as the rest of the report does, so a hot reload of a sensitive service raises no alarm.

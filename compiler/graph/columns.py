@@ -1,4 +1,6 @@
-"""Columns of boxes coloured by state, as SVG: the rollout picture's building block (waves as columns, targets as boxes).
+"""Columns of boxes coloured by state, as SVG: the building block of the rollout and drift pictures.
+
+Waves are the columns, targets the boxes.
 
 Pure Python and deterministic (no layout engine needed: columns are laid out on a grid). Put the SVG
 in `compiler.graph.page.render_page` with a `Detail` per box id for hover and click, and
@@ -10,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from html import escape
+
+from compiler.diagnostics import InternalError
 
 # fill, stroke: GitHub's palette, readable in print and for common colour blindness (text says the state too)
 STATE_COLORS: dict[str, tuple[str, str]] = {
@@ -57,7 +61,7 @@ def render_columns(columns: Sequence[Column], marker: str = "") -> str:
     for column in columns:
         for box in column.boxes:
             if box.state not in STATE_COLORS:
-                raise ValueError(
+                raise InternalError(  # states come from meshc's own judgement, never from input
                     f"unknown state {box.state!r} of {box.id!r}; one of {', '.join(STATE_COLORS)}"
                 )
     top = MARKER if marker else 0
@@ -89,7 +93,10 @@ def _column_height(column: Column) -> int:
 
 def _column(column: Column, x: int, top: int) -> Iterator[str]:
     stroke = f' stroke="{MARK_COLOR}" stroke-width="3"' if column.highlight else ' stroke="#d0d7de"'
-    yield f'<rect x="{x}" y="{top + HEADER - 8}" width="{COLUMN_WIDTH}" height="{_column_height(column)}" rx="8" fill="none"{stroke}/>'
+    yield (
+        f'<rect x="{x}" y="{top + HEADER - 8}" width="{COLUMN_WIDTH}" height="{_column_height(column)}" '
+        f'rx="8" fill="none"{stroke}/>'
+    )
     yield f'<text x="{x + PAD}" y="{top + HEADER - 30}" font-size="13" font-weight="bold">{escape(column.title)}</text>'
     yield f'<text x="{x + PAD}" y="{top + HEADER - 14}" fill="#57606a">{escape(column.subtitle)}</text>'
     y = top + HEADER
@@ -107,7 +114,10 @@ def _box(box: Box, x: int, y: int) -> Iterator[str]:
         if box.marked
         else f' stroke="{stroke}"'
     )
-    yield f'<g id="{escape(box.id)}" class="box state-{box.state}{" marked" if box.marked else ""}"><title>{escape(box.label)}: {box.state}</title>'
+    yield (
+        f'<g id="{escape(box.id)}" class="box state-{box.state}{" marked" if box.marked else ""}">'
+        f"<title>{escape(box.label)}: {box.state}</title>"
+    )
     yield (
         f'<rect x="{x}" y="{y}" width="{COLUMN_WIDTH - 2 * PAD}" height="{_box_height(box)}" rx="4" '
         f'fill="{fill}"{outline}/>'

@@ -41,7 +41,10 @@ def _dot_lines(graph: Graph) -> Iterator[str]:
         f'  graph [rankdir=LR, newrank=true, nodesep=0.25, ranksep=1.1, fontname="{FONT}", fontsize=12, '
         f'labelloc=t, labeljust=l, label="{label}"];'
     )
-    yield f'  node [shape=box, style="rounded,filled", fillcolor="#f6f8fa", color="#57606a", fontname="{FONT}", fontsize=10];'
+    yield (
+        '  node [shape=box, style="rounded,filled", fillcolor="#f6f8fa", color="#57606a", '
+        f'fontname="{FONT}", fontsize=10];'
+    )
     yield f'  edge [fontname="{FONT}", fontsize=7, arrowsize=0.6];'
     nodes = {n.id: n for n in graph.nodes}
     framed: set[str] = set()

@@ -34,7 +34,9 @@ def draw(mesh: Mesh, fmt: str, services: Sequence[str] = (), depth: int = 1) -> 
 
 
 def check_picture_path(path: Path, spec_dir: Path) -> None:
-    """Refuse (OutputRefused) an `-o` path whose replacement would destroy something: not a regular file, or in the spec."""
+    """Refuse (OutputRefused) an `-o` path whose replacement would destroy something.
+
+    That is anything but a regular file, and any file in the spec."""
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -56,7 +58,7 @@ def check_picture_path(path: Path, spec_dir: Path) -> None:
 
 
 def write_atomically(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename, so a reader never sees half a picture; EnvironmentFailure if it cannot."""
+    """Replace `path` with `text` in one rename, so no reader sees half a picture; EnvironmentFailure if not."""
     temp = path.with_name(f".{path.name}.meshc-{os.getpid()}")
     try:
         temp.write_text(text, encoding="utf-8")

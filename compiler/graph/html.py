@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.explain import explain, format_explain
+from compiler.commands.explain import explain, format_explain
 from compiler.graph.dot import EDGE_COLORS, RESTART_COLOR, element_id
 from compiler.graph.model import WORKLOADS, Graph, Node
 from compiler.graph.page import Detail, render_page

@@ -13,8 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from compiler.diagnostics import did_you_mean
-from compiler.explain import UnknownService
+from compiler.diagnostics import UnknownService, did_you_mean
 from compiler.ir.model import Egress, Mesh, Source, Workload
 
 WORKLOADS, PLATFORMS, DATACENTERS = "workloads", "platforms", "datacenters"
@@ -98,7 +97,7 @@ def build_graph(mesh: Mesh, services: Sequence[str] = (), depth: int = 1, limits
     ids = {w.id for w in workloads}
     routes = tuple(r for r in _routes(workloads) if r.server in ids)
     title = _title(mesh, services, depth, selected, workloads)
-    for level, draw in _LEVELS:
+    for level, draw in _LEVELS:  # noqa: B007 - the level that fits is read after the loop
         groups, nodes, edges = draw(mesh, workloads, routes)
         if len(nodes) <= limits.max_nodes and len(edges) <= limits.max_edges:
             break
@@ -268,7 +267,10 @@ def _group_node(key: str, label: str, workloads: Sequence[Workload]) -> Node:
         lines=tuple(lines),
         services=services,
         restart_sensitive=bool(sensitive),
-        tooltip=f"{label} in {workloads[0].datacenter}: {_n(len(services), 'service')}, {_n(len(workloads), 'workload')}",
+        tooltip=(
+            f"{label} in {workloads[0].datacenter}: "
+            f"{_n(len(services), 'service')}, {_n(len(workloads), 'workload')}"
+        ),
     )
 
 

@@ -12,6 +12,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from compiler.diagnostics import InternalError
+
 CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:"
 
 _STYLE = """
@@ -21,11 +23,14 @@ h1 { font-size: 18px; margin: 0 0 4px 0; }
 p.note { margin: 4px 0; color: #9a6700; }
 p.help { margin: 4px 0; font-size: 12px; }
 ul.summary { margin: 4px 0; padding-left: 18px; font-size: 12px; }
-ul.legend { list-style: none; margin: 4px 0 0 0; padding: 0; display: flex; flex-wrap: wrap; gap: 14px; font-size: 12px; }
-ul.legend span.swatch { display: inline-block; width: 14px; height: 10px; margin-right: 4px; border: 1px solid #57606a; vertical-align: middle; }
+ul.legend { list-style: none; margin: 4px 0 0 0; padding: 0;
+  display: flex; flex-wrap: wrap; gap: 14px; font-size: 12px; }
+ul.legend span.swatch { display: inline-block; width: 14px; height: 10px; margin-right: 4px;
+  border: 1px solid #57606a; vertical-align: middle; }
 main { display: flex; align-items: flex-start; }
 figure { margin: 0; padding: 8px; overflow: auto; flex: 1 1 auto; min-width: 0; max-height: 100vh; }
-aside { background: #ffffff; flex: 0 0 420px; max-height: 100vh; overflow: auto; position: sticky; top: 0; border-left: 1px solid #d0d7de; padding: 8px 12px; }
+aside { background: #ffffff; flex: 0 0 420px; max-height: 100vh; overflow: auto; position: sticky; top: 0;
+  border-left: 1px solid #d0d7de; padding: 8px 12px; }
 aside h2 { font-size: 14px; margin: 4px 0; }
 aside pre { font-size: 11px; white-space: pre-wrap; }
 .has-details { cursor: pointer; }
@@ -74,7 +79,7 @@ def render_page(
     help_text: str = "",
     summary: Sequence[str] = (),
 ) -> str:
-    """The page: a header (title, warnings, summary lines, help, legend of colour -> meaning), the figure, and a details panel."""
+    """The page: a header (title, warnings, summary, help, colour legend), the figure, and a details panel."""
     data = {key: {"title": d.title, "text": d.text} for key, d in sorted(details.items())}
     legend_items = "".join(
         f'<li><span class="swatch" style="background:{html.escape(color)}"></span>{html.escape(meaning)}</li>'
@@ -118,7 +123,7 @@ def inline_svg(svg: str) -> str:
     """An SVG document as an element to inline in HTML: without its XML declaration, DOCTYPE and leading comments."""
     start = svg.find("<svg")
     if start < 0:
-        raise ValueError("not an SVG document: no <svg> element")
+        raise InternalError("not an SVG document: no <svg> element")  # meshc or its Graphviz call went wrong
     return svg[start:].strip()
 
 

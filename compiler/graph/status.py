@@ -1,4 +1,4 @@
-"""The rollout status page (`meshc plan --format html`): waves as columns of targets and canary hosts, from the Plan records.
+"""The rollout status page (`meshc plan --format html`): waves as columns of targets and canary hosts.
 
 Nothing is computed here that the plan did not compute: the page lays out `Plan.targets` by wave, colours
 each box by whether its wave runs the newest revision, outlines what the next promotion changes and
@@ -76,7 +76,8 @@ def _marker(plan: Plan) -> str:
 
 def _wave_column(plan: Plan, wave: WaveStatus, changes: Mapping[str, TargetChange]) -> Column:
     boxes = tuple(_box(t, wave, changes.get(t.target)) for t in _statuses(plan) if t.wave == wave.name)
-    subtitle = f"{revision_name(wave.revision)}{'' if wave.current else ' (behind)'} · {wave.targets} target(s), {wave.hosts} host(s)"
+    behind = "" if wave.current else " (behind)"
+    subtitle = f"{revision_name(wave.revision)}{behind} · {wave.targets} target(s), {wave.hosts} host(s)"
     return Column(
         title=wave.name,
         subtitle=subtitle,

@@ -21,10 +21,10 @@ from compiler.ir.model import (
     Workload,
     ZookeeperSource,
 )
-from compiler.ir.routing import priorities
 from compiler.memo import Memo
-from compiler.rollout.policy import assign
 from compiler.spec.model import MeshSpec, ServiceSpec, Spec, deep_merge, duration_ms
+from compiler.spec.routing import priorities
+from compiler.spec.wave_policy import assign
 
 
 def identity(trust_domain: str, namespace: str, service: str) -> str:

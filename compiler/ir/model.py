@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from compiler.diagnostics import Span
 from compiler.spec.model import Cluster, Datacenter, Issuer, Sidecar
 
-IR = dict(frozen=True, kw_only=True, slots=True)
 
-
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Retries:
     """Retry policy; `attempts` counts the first try too."""
 
@@ -20,7 +19,7 @@ class Retries:
     retry_on: tuple[str, ...]
 
 
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class CircuitBreaker:
     """Envoy circuit-breaker thresholds."""
 
@@ -30,7 +29,7 @@ class CircuitBreaker:
     max_retries: int
 
 
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class OutlierDetection:
     """Envoy outlier detection; without it, priority failover never triggers."""
 
@@ -40,7 +39,7 @@ class OutlierDetection:
     max_ejection_percent: int
 
 
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Policy:
     """The effective resiliency policy of one edge: mesh defaults overlaid by the edge's overrides."""
 
@@ -51,7 +50,7 @@ class Policy:
     outlier_detection: OutlierDetection
 
 
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class HealthCheck:
     """How Nerve checks the app: `http` with a path, or `tcp`."""
 
@@ -63,7 +62,7 @@ class HealthCheck:
     fall: int
 
 
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ZookeeperSource:
     """Discovery of a VM pool: the pool's datacenter ensemble and the path Nerve registers under."""
 
@@ -73,10 +72,10 @@ class ZookeeperSource:
     priority: int
     hosts: tuple[str, ...]
     path: str
-    kind: str = "zookeeper"
+    kind: Literal["zookeeper"] = "zookeeper"  # the tag that tells the two sources apart
 
 
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class KubernetesSource:
     """Discovery of a cluster workload: the Endpoints of its Service through the API server."""
 
@@ -88,13 +87,13 @@ class KubernetesSource:
     api_server: str
     namespace: str
     service: str
-    kind: str = "kubernetes"
+    kind: Literal["kubernetes"] = "kubernetes"
 
 
 Source = ZookeeperSource | KubernetesSource
 
 
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Egress:
     """One dependency of a workload: where clients reach it locally and where it really runs."""
 
@@ -108,7 +107,7 @@ class Egress:
     span: Span
 
 
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Ingress:
     """The sidecar's mTLS listener in front of the app, and who may call through it."""
 
@@ -119,7 +118,7 @@ class Ingress:
     client_services: tuple[str, ...]
 
 
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Registration:
     """Nerve's registration of a VM instance in its datacenter's ZooKeeper."""
 
@@ -130,7 +129,7 @@ class Registration:
     labels: Mapping[str, str]
 
 
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Workload:
     """One deployment unit and unit of rollout: a VM pool or a cluster/namespace deployment."""
 
@@ -150,7 +149,7 @@ class Workload:
     span: Span
 
 
-@dataclass(**IR)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Mesh:
     """The resolved mesh: its settings and every workload, sorted by id."""
 

@@ -2,43 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from compiler.ir.model import Mesh, Workload
 from compiler.memo import Memo
-
-# Document names are paths relative to the sidecar config_dir (mesh.yaml `sidecar.config_dir`).
-ENVOY_BOOTSTRAP = "envoy/bootstrap.json"
-ENVOY_LDS = "envoy/lds.json"
-ENVOY_CDS = "envoy/cds.json"
-ENVOY_SDS = (
-    "envoy/sds.json"  # the workload certificate as an SDS secret, so a renewed certificate hot-reloads
+from compiler.render import envoy, nerve, synapse
+from compiler.render.documents import (
+    ENVOY_BOOTSTRAP,
+    ENVOY_CDS,
+    ENVOY_LDS,
+    ENVOY_SDS,
+    NERVE,
+    SYNAPSE,
+    SidecarConfig,
 )
-SYNAPSE = "synapse/synapse.json"
-NERVE = "nerve/nerve.json"
+from compiler.render.invariants import check_invariants
 
-# The renderers build paths from the document names above, so they are imported after them.
-from compiler.render import envoy, nerve, synapse  # noqa: E402
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SidecarConfig:
-    """The sidecar documents of one workload, by document name; NERVE only for VM workloads."""
-
-    workload: Workload
-    documents: Mapping[str, Any]
+# The package's public names: callers import the document names and the record from here.
+__all__ = [
+    "ENVOY_BOOTSTRAP",
+    "ENVOY_CDS",
+    "ENVOY_LDS",
+    "ENVOY_SDS",
+    "NERVE",
+    "SYNAPSE",
+    "SidecarConfig",
+    "render",
+]
 
 
 def render(mesh: Mesh) -> dict[str, SidecarConfig]:
-    """Workload id -> its sidecar documents; raise SpecError (code `internal`) if an invariant breaks.
+    """Workload id -> its sidecar documents; raise InternalError (a meshc bug, exit 3) if an invariant breaks.
 
     Workloads of one service share their LDS/CDS (and, per datacenter, Synapse) documents: each
     distinct document is built once and the same object is reused, so callers must not mutate them.
     """
-    from compiler.render.invariants import check_invariants  # the invariants read this module's names
-
     renderer = _Renderer(mesh)
     sidecars = {w.id: SidecarConfig(workload=w, documents=renderer.documents(w)) for w in mesh.workloads}
     check_invariants(mesh, sidecars)

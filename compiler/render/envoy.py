@@ -1,4 +1,4 @@
-"""Envoy documents of a workload: a static bootstrap, and the LDS, CDS and SDS DiscoveryResponse files it hot-reloads."""
+"""Envoy documents of a workload: a static bootstrap, and the LDS, CDS and SDS responses it hot-reloads."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from compiler.emit import content_digest
 from compiler.ir.model import Egress, Ingress, Mesh, Policy, Workload
-from compiler.render import ENVOY_CDS, ENVOY_LDS, ENVOY_SDS
+from compiler.render.documents import ENVOY_CDS, ENVOY_LDS, ENVOY_SDS
 
 TYPE = "type.googleapis.com/"
 LISTENER = TYPE + "envoy.config.listener.v3.Listener"
@@ -325,7 +325,8 @@ def eds_config_path(cluster: dict[str, Any]) -> str | None:
     """The EDS file a CDS cluster reads, or None for a cluster that is not EDS."""
     if cluster.get("type") != "EDS":
         return None
-    return cluster["eds_cluster_config"]["eds_config"]["path_config_source"]["path"]
+    path: str = cluster["eds_cluster_config"]["eds_config"]["path_config_source"]["path"]
+    return path
 
 
 def _thresholds(policy: Policy) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from compiler.diagnostics import Diagnostic, internal_error
 from compiler.ir.model import Mesh, Workload
-from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
+from compiler.render.documents import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
 from compiler.render.envoy import allowed_principals, eds_config_path, egress_listener_name
 from compiler.render.synapse import watcher_paths
 

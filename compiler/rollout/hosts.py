@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.diagnostics import Diagnostic, Span, SpecError
-from compiler.rollout.policy import Placed, WavePolicy
-from compiler.spec.load import LoadError, parse_document, read_side_file
+from compiler.spec.document import LoadError, parse_document
+from compiler.spec.load import read_side_file
+from compiler.spec.wave_policy import Placed, WavePolicy
 
 INVENTORY_FILE = "inventory/hosts.yaml"
 

@@ -22,8 +22,9 @@ from ruamel.yaml import YAML
 
 from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean
 from compiler.rollout import ROLLOUT_FILE as ROLLOUT_FILE  # re-exported: importers read it here
-from compiler.rollout.policy import WavePolicy
-from compiler.spec.load import Document, LoadError, parse_document, read_side_file
+from compiler.spec.document import Document, LoadError, parse_document
+from compiler.spec.load import read_side_file
+from compiler.spec.wave_policy import WavePolicy
 
 WORKING_TREE = "HEAD"  # the revision name of the unpinned first wave: the commit this output is built in
 _SHA = re.compile(r"[0-9a-f]{40}")
@@ -49,7 +50,7 @@ class WaveRevision:
 
 
 def load_rollout(path: Path, label: str) -> RolloutFile | None:
-    """rollout.yaml at `path` (named `label` in diagnostics), or None when there is none; raise SpecError if malformed."""
+    """rollout.yaml at `path` (named `label` in diagnostics), or None if there is none; SpecError if malformed."""
     raw = read_side_file(path, label)
     if raw is None:
         return None
@@ -101,7 +102,7 @@ def _error(span: Span, code: str, message: str) -> Diagnostic:
 
 
 def resolve(policy: WavePolicy, rollout: RolloutFile, repo: git.Repo) -> tuple[WaveRevision, ...]:
-    """Each wave's revision, checked: known waves, every wave but the first pinned, pins are commits that only move forward."""
+    """Each wave's revision, checked: known waves, all but the first pinned, to commits that only move forward."""
     problems = list(_name_problems(policy, rollout))
     if problems:
         raise SpecError(problems)
@@ -168,7 +169,7 @@ def _pin_problems(
     newer = head if previous == WORKING_TREE else previous
     if not newer or not is_commit(repo, newer):
         return  # the wave before it is itself reported
-    if pin != newer and not repo.is_ancestor(pin, newer):
+    if pin != newer and not repo.is_ancestor(repo.commit(pin), repo.commit(newer)):
         before = "the current commit" if previous == WORKING_TREE else f"{newer[:12]}"
         yield _error(
             span,
@@ -212,7 +213,7 @@ def _commit_of(revision: str, head: str) -> str:
 def promotion_target(
     revisions: tuple[WaveRevision, ...], head: str, wave: str | None, key: Callable[[str], object]
 ) -> tuple[str, str] | None:
-    """(wave, revision) that `meshc promote [WAVE]` moves; None when there is nothing to promote; KeyError for an unknown wave."""
+    """(wave, revision) that `meshc promote [WAVE]` moves; None if nothing is left; KeyError for an unknown wave."""
     if wave is None:
         return next_wave(revisions, head, key)
     names = [r.wave for r in revisions]

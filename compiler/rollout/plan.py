@@ -11,19 +11,12 @@ from pathlib import Path
 from compiler.emit import WriteResult
 from compiler.pipeline import write_output
 from compiler.render.restart import RestartClass, classify
-from compiler.rollout.build import (
-    Context,
-    RolloutBuild,
-    State,
-    build_rollout,
-    compile_revision,
-    no_rollout_reason,
-    node_path,
-    rollout_context,
-    spec_key,
-)
+from compiler.rollout.build import RolloutBuild, build_rollout, node_path
+from compiler.rollout.pairs import StatesReport
 from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
-from compiler.rollout.states import StatesReport, check_rollout, check_states, next_state
+from compiler.rollout.placement import State
+from compiler.rollout.revisions import Context, compile_revision, no_rollout_reason, rollout_context, spec_key
+from compiler.rollout.states import check_rollout, check_states, next_state
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -63,7 +56,7 @@ class TargetChange:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class AuthzStep:
-    """An allow-list step: identities a service admits beyond its own revision (expand), or stops admitting (contract)."""
+    """An allow-list step: identities a service admits beyond its own revision (expand), or stops admitting."""
 
     service: str
     identities: tuple[str, ...]
@@ -81,9 +74,8 @@ class Plan:
     contracted: tuple[AuthzStep, ...]  # the next promotion stops admitting these
     current_states: StatesReport
     next_states: StatesReport | None
-    targets: tuple[
-        TargetStatus, ...
-    ] = ()  # every target and canary host, by wave order then id (the status page's boxes)
+    # every target and canary host, by wave order then id (the status page's boxes)
+    targets: tuple[TargetStatus, ...] = ()
 
 
 class PromoteError(Exception):
@@ -93,9 +85,8 @@ class PromoteError(Exception):
 def plan_rollout(context: Context) -> Plan:
     """The plan of the rollout in force: each wave, the next promotion's changes and costs, and the checked states."""
     current = build_rollout(context)
-    checked = check_rollout(
-        context, current
-    )  # raises SpecError [rollout-unsafe]: a plan of an unsafe rollout is the error list
+    # raises SpecError [rollout-unsafe]: a plan of an unsafe rollout is the error list
+    checked = check_rollout(context, current)
     now = check_states(current.state, None, None)
     promotion, following, revisions = next_state(context, current)
     changes: tuple[TargetChange, ...] = ()
@@ -270,9 +261,8 @@ class Promotion:
     old: str
     new: str
     written: WriteResult
-    note: str | None = (
-        None  # what the gate asked to record (a --force past it), also a comment on the pin in rollout.yaml
-    )
+    # what the gate asked to record (a --force past it), also a comment on the pin in rollout.yaml
+    note: str | None = None
 
 
 # The convergence gate (compiler.drift.gate.promotion_gate): called with the context and the wave about
@@ -325,9 +315,8 @@ def _promote(
     check_rollout(_with_pins(context, target[0], target[1]), result)
     path = spec_dir / ROLLOUT_FILE
     text = rewrite_pin(path.read_text("utf-8"), target[0], target[1], note)
-    written = write_output(
-        spec_dir, out, lambda: dict(result.tree)
-    )  # refuses what meshc did not write; holds the lock
+    # refuses what meshc did not write; holds the lock
+    written = write_output(spec_dir, out, lambda: dict(result.tree))
     staged = path.with_name(f".{path.name}.meshc-new")
     staged.write_text(text, "utf-8")
     os.replace(staged, path)  # atomic: rollout.yaml is never half written

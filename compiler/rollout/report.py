@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 from compiler.render.restart import RestartClass
+from compiler.rollout.pairs import StatesReport
 from compiler.rollout.pins import WORKING_TREE
 from compiler.rollout.plan import Plan, TargetChange
-from compiler.rollout.states import StatesReport
 
 _COST = {
     RestartClass.NONE: "no restart",
@@ -132,10 +132,12 @@ def _wave_table(plan: Plan, markdown: bool) -> Iterator[str]:
         yield "| wave | revision | targets | canary hosts |"
         yield "|---|---|---:|---:|"
         for w in plan.waves:
-            yield f"| {w.name} | `{revision_name(w.revision)}`{'' if w.current else ' (behind)'} | {w.targets} | {w.hosts} |"
+            behind = "" if w.current else " (behind)"
+            yield f"| {w.name} | `{revision_name(w.revision)}`{behind} | {w.targets} | {w.hosts} |"
         return
     for w in plan.waves:
-        yield f"  {w.name:<18} {revision_name(w.revision):<20} {w.targets:>5} target(s) {w.hosts:>4} host(s){'' if w.current else '  behind'}"
+        behind = "" if w.current else "  behind"
+        yield f"  {w.name:<18} {revision_name(w.revision):<20} {w.targets:>5} target(s) {w.hosts:>4} host(s){behind}"
 
 
 def _steps(steps: tuple[Any, ...], verb: str, markdown: bool) -> Iterator[str]:
@@ -169,4 +171,7 @@ def state_line(what: str, report: StatesReport) -> str:
     """One line on checked states: how many pairs and combinations, safe or how many unsafe, edges contracting."""
     verdict = "safe" if not report.problems else f"{len(report.problems)} UNSAFE"
     contracting = f", {len(report.contractions)} edge(s) contracting" if report.contractions else ""
-    return f"{what}: {report.pairs} client→server pair(s), {report.combinations} combination(s) checked: {verdict}{contracting}"
+    return (
+        f"{what}: {report.pairs} client→server pair(s), {report.combinations} combination(s) checked: "
+        f"{verdict}{contracting}"
+    )

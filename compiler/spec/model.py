@@ -9,10 +9,8 @@ from types import MappingProxyType
 from typing import Any
 
 from compiler.diagnostics import Span
-from compiler.rollout.policy import WavePolicy, policy_from_document
-from compiler.spec.load import DataPath, Document
-
-MODEL = dict(frozen=True, kw_only=True, slots=True)
+from compiler.spec.document import DataPath, Document
+from compiler.spec.wave_policy import WavePolicy, policy_from_document
 
 _DURATION = re.compile(r"(\d+)(ms|s|m|h)")
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000}
@@ -64,7 +62,7 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
-@dataclass(**MODEL)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Datacenter:
     """A datacenter (or public-cloud region) with its ZooKeeper ensemble and failover order."""
 
@@ -76,7 +74,7 @@ class Datacenter:
     span: Span
 
 
-@dataclass(**MODEL)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Cluster:
     """A Kubernetes cluster in one datacenter."""
 
@@ -88,7 +86,7 @@ class Cluster:
     span: Span
 
 
-@dataclass(**MODEL)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Sidecar:
     """Where sidecar files live, the same on a VM and in a pod."""
 
@@ -97,7 +95,7 @@ class Sidecar:
     runtime_dir: str = "/var/run/mesh"
 
 
-@dataclass(**MODEL)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Issuer:
     """The cert-manager issuer that signs workload certificates."""
 
@@ -107,7 +105,7 @@ class Issuer:
     renew_before: str = "360h"
 
 
-@dataclass(**MODEL)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class MeshSpec:
     """mesh.yaml."""
 
@@ -122,7 +120,7 @@ class MeshSpec:
     rollout: WavePolicy | None = None
 
 
-@dataclass(**MODEL)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class KubePlacement:
     """One `deploy.kubernetes` entry."""
 
@@ -132,7 +130,7 @@ class KubePlacement:
     span: Span
 
 
-@dataclass(**MODEL)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Dependency:
     """One `dependencies` entry: the service called and the policy keys it overrides."""
 
@@ -142,7 +140,7 @@ class Dependency:
     span: Span
 
 
-@dataclass(**MODEL)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ServiceSpec:
     """services/<name>.yaml."""
 
@@ -163,7 +161,7 @@ class ServiceSpec:
     span: Span
 
 
-@dataclass(**MODEL)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Spec:
     """The whole spec: mesh.yaml, the services by name, and the documents for positions."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 
 from compiler.diagnostics import Diagnostic, did_you_mean, quote, yaml_value
-from compiler.spec.load import Document
+from compiler.spec.document import Document
 
 SCHEMA_NAMES = ("mesh", "service")
 
@@ -26,9 +26,8 @@ def schema_text(name: str) -> str:
 @cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
     schema = json.loads(schema_text(name))
-    cls = jsonschema.validators.validator_for(
-        schema
-    )  # the schemas are checked against their metaschema in the tests
+    # no check_schema here: the tests check the schemas against their metaschema
+    cls = jsonschema.validators.validator_for(schema)
     # Resolving `$ref` through the registry on every node doubles validation time, so the
     # validator gets the same schema with each local `$ref` replaced by its definition.
     return cls(_python_patterns(_inline_refs(schema, schema.get("$defs", {}))))
@@ -67,9 +66,8 @@ def validate_document(doc: Document, name: str) -> Iterator[Diagnostic]:
     seen: set[Diagnostic] = set()
     for error in sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
         for diagnostic in _diagnostics(doc, error):
-            if (
-                diagnostic not in seen
-            ):  # jsonschema reports `required` once per missing key, we name them all at once
+            # jsonschema reports `required` once per missing key, we name them all at once
+            if diagnostic not in seen:
                 seen.add(diagnostic)
                 yield diagnostic
 
@@ -77,14 +75,16 @@ def validate_document(doc: Document, name: str) -> Iterator[Diagnostic]:
 def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[Diagnostic]:
     path = tuple(error.absolute_path)
     where = _describe(path)
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = error.schema.get("properties", {})
-        for key in sorted(set(error.instance) - set(allowed)):
+    instance: Any = error.instance  # the document's data at `path`: any JSON value
+    if error.validator == "additionalProperties" and isinstance(instance, dict):
+        allowed = _subschema(error).get("properties", {})
+        for key in sorted(set(instance) - set(allowed)):
             message = f"unknown key {quote(key)}{where and ' in ' + where}{did_you_mean(key, allowed)}"
             yield Diagnostic(span=doc.key_span((*path, key)), code="unknown-key", message=message)
         return
-    if error.validator == "required" and isinstance(error.instance, dict):
-        for missing in [key for key in error.validator_value if key not in error.instance]:
+    if error.validator == "required" and isinstance(instance, dict):
+        required: Any = error.validator_value  # the schema's list of required keys
+        for missing in [key for key in required if key not in instance]:
             yield Diagnostic(
                 span=doc.span(path),
                 code="missing-key",
@@ -92,9 +92,14 @@ def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[D
             )
         return
     # Most errors are best reported at the value; a bad mapping key is reported at the key.
-    span = doc.key_span((*path, error.instance)) if _is_key_error(error) else doc.span(path)
-    code = error.schema.get("x-meshc-code", "schema") if isinstance(error.schema, dict) else "schema"
+    span = doc.key_span((*path, instance)) if _is_key_error(error) else doc.span(path)
+    code = _subschema(error).get("x-meshc-code", "schema")
     yield Diagnostic(span=span, code=code, message=f"{where or 'document'}: {_message(error)}")
+
+
+def _subschema(error: jsonschema.ValidationError) -> Mapping[str, Any]:
+    """The schema that failed; `{}` when it is a boolean schema (no keywords to read)."""
+    return error.schema if isinstance(error.schema, Mapping) else {}
 
 
 def _is_key_error(error: jsonschema.ValidationError) -> bool:
@@ -114,8 +119,9 @@ _YAML11_BOOLS = frozenset({"yes", "no", "on", "off", "y", "n"})
 
 def _message(error: jsonschema.ValidationError) -> str:
     """What is wrong with the value, in YAML's words (`null`, `true`, `'8080'`), never Python's."""
-    custom = error.schema.get("x-meshc-message") if isinstance(error.schema, dict) else None
-    value, rule = error.instance, error.validator_value
+    custom = _subschema(error).get("x-meshc-message")
+    value: Any = error.instance
+    rule: Any = error.validator_value
     if _is_key_error(error):
         return f"name {quote(str(value))} {custom or 'is not allowed'}"
     if error.validator == "type":
@@ -123,8 +129,9 @@ def _message(error: jsonschema.ValidationError) -> str:
     if custom:
         return f"{yaml_value(value)} {custom}"
     if error.validator == "enum":
-        return f"{yaml_value(value)} is not one of {', '.join(map(str, rule))}{did_you_mean(str(value), map(str, rule))}"
-    return _bound_message(error.validator, value, rule)
+        choices = [str(choice) for choice in rule]
+        return f"{yaml_value(value)} is not one of {', '.join(choices)}{did_you_mean(str(value), choices)}"
+    return _bound_message(str(error.validator), value, rule)
 
 
 def _type_message(value: Any, rule: Any, custom: str | None) -> str:

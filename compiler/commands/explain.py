@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.diagnostics import did_you_mean, quote
-from compiler.ir.model import Egress, Mesh, Policy, Source, Workload
-
-
-class UnknownService(LookupError):
-    """The service asked about is not in the spec."""
+from compiler.diagnostics import UnknownService, did_you_mean, quote
+from compiler.ir.model import Egress, Mesh, Policy, Source, Workload, ZookeeperSource
 
 
 def explain(mesh: Mesh, service: str) -> dict[str, Any]:
@@ -99,7 +95,7 @@ def _source(source: Source) -> dict[str, Any]:
         "kind": source.kind,
         "datacenter": source.datacenter,
     }
-    if source.kind == "zookeeper":
+    if isinstance(source, ZookeeperSource):
         return {**common, "hosts": list(source.hosts), "path": source.path}
     return {
         **common,
@@ -134,7 +130,8 @@ def format_explain(report: dict[str, Any]) -> str:
 def _format_dependency(dep: dict[str, Any]) -> list[str]:
     policy = dep["policy"]
     if dep["protocol"] == "tcp":
-        effect = f"tcp, {policy['max_connect_attempts']} connection attempt(s), connect {policy['connect_timeout_ms']}ms"
+        attempts, connect = policy["max_connect_attempts"], policy["connect_timeout_ms"]
+        effect = f"tcp, {attempts} connection attempt(s), connect {connect}ms"
     else:
         retries = policy["retries"]
         effect = (

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from compiler.diagnostics import Span
-from compiler.spec.load import Document
+from compiler.spec.document import Document
 
 MATCH_KEYS = ("datacenters", "clusters", "platform", "services", "restart_sensitive")
 

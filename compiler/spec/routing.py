@@ -1,4 +1,4 @@
-"""Cross-datacenter routing: which datacenters of a dependency a client reaches, at what priority."""
+"""Cross-datacenter routing as mesh.yaml defines it: which datacenters of a dependency a client reaches."""
 
 from __future__ import annotations
 

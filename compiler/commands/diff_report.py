@@ -1,0 +1,197 @@
+"""The diff report (`meshc diff`, `meshc check`): what every format says, and the JSON form.
+
+Counts, restart labels, change lines and wave notes are shared by the terminal text (diff_text) and the
+pull-request comment (diff_markdown); JSON carries every record whole.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from compiler.backends.kubernetes.readers import reader_secret_name
+from compiler.diagnostics import Diagnostic
+from compiler.diff import ADDED, CHANGED, REMOVED, Change, KubeDelete, MeshDiff, TargetDiff, restart_key
+from compiler.render.restart import Credentials, RestartClass
+from compiler.spec.model import DISCOVERY_NAMESPACE
+
+FORMATS = ("text", "markdown", "json")
+MAX_CHANGES_PER_DOCUMENT = 60  # in Markdown and text; JSON always has every change
+MAX_VALUE_CHARS = 160
+MAX_DIAGNOSTICS = 50
+_SIGN = {ADDED: "+", REMOVED: "-", CHANGED: "~"}
+_RESTART_LABEL = {
+    RestartClass.NONE: "no restart",
+    RestartClass.HOT_RELOAD: "hot-reload",
+    RestartClass.SIDECAR_RESTART: "sidecar-restart",
+    RestartClass.ENVOY_RESTART: "envoy-restart",
+    RestartClass.POD_ROLL: "pod-roll",
+}
+_NEW_OR_REMOVED = {
+    ADDED: "new",
+    REMOVED: "removed",
+}  # what a target that starts or stops reads as, instead of a restart
+
+
+def summary(diff: MeshDiff) -> dict[str, int]:
+    """Headline counts: targets that change, are new or removed; how many need a restart, how many of
+    those are restart-sensitive; changed targets per restart class; credentials and objects to delete."""
+    counts = {
+        "targets": len(diff.targets),
+        "restarts": diff.restarts,
+        "restart_sensitive": sum(t.sensitive_restart for t in diff.targets),
+        "added": sum(t.status == ADDED for t in diff.targets),
+        "removed": sum(t.status == REMOVED for t in diff.targets),
+    }
+    for cls in RestartClass:
+        counts[restart_key(cls)] = sum(t.status == CHANGED and t.restart == cls for t in diff.targets)
+    counts["credentials"] = sum(bool(t.credentials) for t in diff.targets)
+    counts["deletions"] = len(diff.deletions)
+    counts["shared_files"] = len(diff.shared)
+    counts["spec_files"] = len(diff.spec)
+    return counts
+
+
+def restart_label(cls: RestartClass) -> str:
+    """How a restart class reads in a report."""
+    return _RESTART_LABEL[cls]
+
+
+def target_cost(target: TargetDiff) -> str:
+    """`new`, `removed`, or the restart class of a changed target."""
+    return _NEW_OR_REMOVED.get(target.status) or restart_label(target.restart)
+
+
+def restart_headline(diff: MeshDiff, counts: dict[str, int]) -> str:
+    """`3 need a restart (…), 2 of them restart-sensitive: key-manager`: the cost of the change in one clause."""
+    text = (
+        f"{counts['restarts']} need{'s' if counts['restarts'] == 1 else ''} a restart ({counts['pod_roll']} pod roll, "
+        f"{counts['envoy_restart']} Envoy restart, {counts['sidecar_restart']} sidecar restart)"
+    )
+    if counts["restart_sensitive"]:
+        text += (
+            f", {counts['restart_sensitive']} of them restart-sensitive: {', '.join(diff.sensitive_services)}"
+        )
+    return text
+
+
+def credential_line(target: TargetDiff, credentials: Credentials) -> str:
+    """What the platform must deliver before `target` can read a cluster it did not watch, and what that costs."""
+    cluster, where = credentials.cluster, credentials.directory
+    source = f"the token of {DISCOVERY_NAMESPACE}/{reader_secret_name(target.service)} in {cluster}"
+    if target.platform != "kubernetes":
+        return (
+            f"needs discovery credentials for {cluster}: add mesh::discovery_credentials['{cluster}'] ({source}); "
+            f"Puppet writes them to {where}, Synapse reads them without a restart"
+        )
+    rolls = (
+        "rolls its pods: the Deployment must mount"
+        if target.status == CHANGED
+        else "its Deployment must mount"
+    )
+    if cluster == target.cluster:
+        return f"{rolls} a projected ServiceAccount token with kube-root-ca.crt at {where} (its own cluster, {cluster})"
+    return f"{rolls} Secret mesh-discovery-{cluster} (the site's copy of {source}) at {where}"
+
+
+def delete_line(deletion: KubeDelete) -> str:
+    """A kubectl delete command; a Namespace's commented out, since it would take everything still in it."""
+    if deletion.cascades:
+        return (
+            f"# {deletion.command}   # only once nothing else lives in namespace {deletion.name}: "
+            "deleting it deletes everything in it, objects meshc did not write included"
+        )
+    return deletion.command
+
+
+def change_line(change: Change) -> str:
+    """`~ path: old → new`, `+ path: new` or `- path: old`."""
+    if change.kind == CHANGED:
+        return f"~ {change.path}: {short_value(change.old)} → {short_value(change.new)}"
+    value = change.new if change.kind == ADDED else change.old
+    return f"{_SIGN[change.kind]} {change.path}: {short_value(value)}"
+
+
+def short_value(value: Any) -> str:
+    """A value on one line: plain strings as they are, the rest as compact JSON, cut at MAX_VALUE_CHARS."""
+    if isinstance(value, str) and value and value.isprintable() and value.strip() == value:
+        text = value
+    else:
+        text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "…"
+
+
+def change_lines(changes: Iterable[Change], limit: int = MAX_CHANGES_PER_DOCUMENT) -> list[str]:
+    """The lines of a change list, with a last line saying how many were cut."""
+    items = list(changes)
+    lines = [change_line(c) for c in items[:limit]]
+    if len(items) > limit:
+        lines.append(f"… {len(items) - limit} more change(s); `meshc diff --format json` has them all")
+    return lines
+
+
+def to_json(diff: MeshDiff) -> dict[str, Any]:
+    """The diff as JSON-ready data: every record's fields, restart classes by label, plus a summary."""
+    data: dict[str, Any] = _plain(diff)
+    data["summary"] = summary(diff)
+    data["changed"] = diff.changed
+    data["sensitive_services"] = list(diff.sensitive_services)
+    for target, record in zip(diff.targets, data["targets"], strict=True):
+        record["sensitive_restart"] = target.sensitive_restart
+        record["credentials"] = [
+            {**c, "action": credential_line(target, credentials)}
+            for c, credentials in zip(record["credentials"], target.credentials, strict=True)
+        ]
+    for deletion, record in zip(diff.deletions, data["deletions"], strict=True):
+        record["command"] = deletion.command
+    return data
+
+
+def format_json(diff: MeshDiff) -> str:
+    """The diff as indented JSON text."""
+    return json.dumps(to_json(diff), indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, RestartClass):
+        return value.label
+    if isinstance(value, enum.Enum):
+        return value.name.lower()
+    if isinstance(value, Diagnostic):
+        return {
+            "file": value.span.file,
+            "line": value.span.line,
+            "col": value.span.col,
+            "severity": value.severity,
+            "code": value.code,
+            "message": value.message,
+            "text": value.format(),
+        }
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def rollout_lines(diff: MeshDiff) -> list[str]:
+    """What changes now and what is still ahead, by wave (empty without a wave policy)."""
+    if not diff.waves:
+        return []
+    counts = [f"{split.wave} ({len(split.targets)})" for split in diff.waves if split.targets]
+    if diff.rollout == "none":
+        return [f"Waves: {', '.join(counts)}; no rollout.yaml, so every wave gets this at once"]
+    if diff.rollout == "hold":
+        return [
+            "Rollout on hold: no wave gets this until hold is lifted; then, one promotion at a time: "
+            f"{', '.join(counts)}"
+        ]
+    first, *rest = diff.waves
+    ahead = [f"{split.wave} ({len(split.targets)})" for split in rest]
+    now = f"Now: wave {first.wave} ({len(first.targets)} target(s))"
+    return [now + (f"; still ahead, one promotion each: {', '.join(ahead)}" if ahead else "; nothing ahead")]

@@ -1,0 +1,252 @@
+"""The revisions of a rollout: the context one command reads, and each revision's spec compiled once per tree hash.
+
+A revision pinned by several waves, or whose spec did not change between pins, is loaded, checked
+and lowered once per command; the files the revisions share are parsed once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import git
+
+from compiler.diagnostics import Diagnostic, InternalError, SpecError, at_revision
+from compiler.emit import Artifact
+from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision
+from compiler.ir.lower import lower
+from compiler.ir.model import Mesh
+from compiler.pipeline import spec_files
+from compiler.render import SidecarConfig
+from compiler.rollout.hosts import INVENTORY_FILE, Host, load_inventory
+from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, load_rollout
+from compiler.spec.checks import check
+from compiler.spec.document import Document, LoadError, parse_document
+from compiler.spec.load import MESH_FILE, SERVICES_DIR, SpecFiles, Unreadable, load_documents
+from compiler.spec.model import Spec
+from compiler.spec.wave_policy import WavePolicy
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Revision:
+    """One revision's checked spec and IR (before any widening)."""
+
+    revision: str
+    spec: Spec
+    mesh: Mesh
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Rendered:
+    """One live revision rendered with the widened allow-lists."""
+
+    revision: str
+    mesh: Mesh
+    sidecars: Mapping[str, SidecarConfig]
+    artifacts: tuple[Artifact, ...]
+
+
+@dataclass(kw_only=True, slots=True)
+class RevisionCache:
+    """Compiled revisions by spec tree hash: a revision pinned by several waves, or unchanged between
+    pins, is loaded, checked and lowered once per process (one cache per command, no global state)."""
+
+    compiled: dict[str, Revision] = field(default_factory=dict)
+    keys: dict[str, str] = field(default_factory=dict)  # commit id -> spec key
+    parsed: dict[tuple[str, str], Document] = field(
+        default_factory=dict
+    )  # (file, content hash) -> parsed document
+    # (revision, mesh key, targets laid out) -> what render_revision made of them
+    rendered: dict[tuple[str, str, frozenset[str]], Rendered] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Context:
+    """What every rollout computation of one command reads: the spec directory, its repository, the head spec."""
+
+    spec_dir: Path
+    label: str
+    location: SpecLocation
+    head_files: Mapping[str, bytes]
+    policy: WavePolicy
+    rollout: RolloutFile
+    hosts: tuple[Host, ...]
+    head: str
+    cache: RevisionCache
+
+
+def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Context | None:
+    """The rollout in force for `spec_dir`, or None when there is none: no rollout.yaml, or a spec outside git
+    (pins name git revisions; a copy of the spec has none), where a build is the plain build, exactly as without waves.
+
+    Raises SpecError for a rollout.yaml that is malformed or without a wave policy.
+    """
+    label = spec_dir.as_posix().rstrip("/") or "."
+    if not os.path.lexists(
+        spec_dir / ROLLOUT_FILE
+    ):  # a directory, FIFO or link there is an error (load_rollout), not "none"
+        return None
+    try:
+        location = locate(spec_dir)
+    except RevisionError:
+        return None
+    rollout = load_rollout(spec_dir / ROLLOUT_FILE, f"{label}/{ROLLOUT_FILE}")
+    if rollout is None:
+        return None
+    files = spec_files(spec_dir)
+    parsed: dict[tuple[str, str], Document] = {}
+    head_spec = check(load_parsed(files, label, parsed))
+    head_files = _read_files(files)
+    if head_spec.mesh.rollout is None:
+        raise SpecError(
+            [
+                _diagnostic(
+                    rollout,
+                    "rollout-no-policy",
+                    f"{ROLLOUT_FILE} pins waves, but {head_spec.mesh.file} has no "
+                    "`rollout.waves`; add the wave policy or remove rollout.yaml",
+                )
+            ]
+        )
+    hosts = load_inventory(spec_dir / INVENTORY_FILE, f"{label}/{INVENTORY_FILE}")
+    head = location.repo.head.commit.hexsha if location.repo.head.is_valid() else ""
+    context = Context(
+        spec_dir=spec_dir,
+        label=label,
+        location=location,
+        head_files=head_files,
+        policy=head_spec.mesh.rollout,
+        rollout=rollout,
+        hosts=hosts,
+        head=head,
+        cache=cache or RevisionCache(),
+    )
+    context.cache.parsed.update(parsed)
+    key = spec_key(context, WORKING_TREE)
+    if (
+        key is not None and key not in context.cache.compiled
+    ):  # the head was just checked: lower it, do not load it again
+        context.cache.compiled[key] = Revision(revision=WORKING_TREE, spec=head_spec, mesh=lower(head_spec))
+    return context
+
+
+def no_rollout_reason(spec_dir: Path) -> str:
+    """Why `spec_dir` has no rollout in force (rollout_context gave None); raise OSError if it is no spec directory."""
+    spec_files(
+        spec_dir
+    )  # a missing spec directory, or a file, is said as such, not as a missing rollout.yaml
+    label = spec_dir.as_posix().rstrip("/") or "."
+    if (spec_dir / ROLLOUT_FILE).is_file():
+        return (
+            f"{label}/{ROLLOUT_FILE} pins git revisions, but {label} is not in a git repository "
+            "(a copy of the spec has no history)"
+        )
+    return f"no {ROLLOUT_FILE} in {label}"
+
+
+def _diagnostic(rollout: RolloutFile, code: str, message: str) -> Diagnostic:
+    return Diagnostic(span=rollout.span, code=code, message=message)
+
+
+def compile_revision(context: Context, revision: str) -> Revision | None:
+    """A revision's spec, checked and lowered once per tree hash; None when the spec directory does not exist there."""
+    key, files = _tree_key(context, revision)
+    if key is None:
+        return None
+    cached = context.cache.compiled.get(key)
+    if cached is None:
+        if files is None:
+            files = read_revision(context.location, revision)
+        try:
+            spec = check(load_parsed(files, context.label, context.cache.parsed))
+        except SpecError as exc:
+            raise SpecError(at_revision(exc.diagnostics, revision[:12])) from None
+        cached = context.cache.compiled[key] = Revision(revision=revision, spec=spec, mesh=lower(spec))
+    return replace(cached, revision=revision) if cached.revision != revision else cached
+
+
+def load_parsed(files: SpecFiles, label: str, parsed: dict[tuple[str, str], Document]) -> dict[str, Document]:
+    """load_documents, parsing each distinct file once per command: revisions of a rollout share most of their files.
+
+    Anything load_documents would report (a parse error, a stray file, no mesh.yaml) is left to it, so the
+    diagnostics are exactly the same.
+    """
+    documents: dict[str, Document] = {}
+    for relative, raw in sorted(files.items()):
+        if isinstance(raw, Unreadable):
+            return load_documents(files, label)
+        name = f"{label}/{relative}"
+        key = (name, hashlib.sha1(raw).hexdigest())
+        if key not in parsed:
+            if relative != MESH_FILE and not relative.endswith(".yaml"):
+                return load_documents(files, label)
+            try:
+                parsed[key] = parse_document(name, raw)
+            except LoadError:
+                return load_documents(files, label)
+        documents[name] = parsed[key]
+    if MESH_FILE not in files:
+        return load_documents(files, label)
+    return documents
+
+
+def _read_files(files: SpecFiles) -> dict[str, bytes]:
+    """The files of a spec that loaded, every one read: an unreadable file fails the load before."""
+    unread = sorted(path for path, data in files.items() if isinstance(data, Unreadable))
+    if unread:
+        raise InternalError(f"{', '.join(unread)}: unreadable, yet the spec loaded")
+    return {path: data for path, data in files.items() if isinstance(data, bytes)}
+
+
+def _tree_key(context: Context, revision: str) -> tuple[str | None, SpecFiles | None]:
+    """The cache key of a revision's spec and, for the working tree, its files (None, None: no spec directory there)."""
+    if revision == WORKING_TREE:
+        return spec_key(context, revision), context.head_files
+    return spec_key(context, revision), None
+
+
+def spec_key(context: Context, revision: str) -> str | None:
+    """What a revision's spec is made of, as git hashes it: mesh.yaml's blob and the services/ tree.
+
+    Read from git objects without reading any blob; for the working tree, hashed the way git hashes
+    them. rollout.yaml, the inventory and output/ are not part of it, so a promotion commit has the
+    spec of its parent. Equal keys mean equal spec files; a mismatch only costs a compile.
+    """
+    if revision == WORKING_TREE:
+        files = context.head_files
+        services = sorted(
+            (path.split("/", 1)[1], data)
+            for path, data in files.items()
+            if path.startswith(f"{SERVICES_DIR}/")
+        )
+        tree = b"".join(
+            b"100644 " + name.encode() + b"\0" + bytes.fromhex(_blob_sha(data)) for name, data in services
+        )
+        mesh = _blob_sha(files[MESH_FILE]) if MESH_FILE in files else "-"
+        services_sha = hashlib.sha1(b"tree %d\0" % len(tree) + tree).hexdigest() if services else "-"
+        return f"{mesh}:{services_sha}"
+    cached = context.cache.keys.get(revision)
+    if cached is None:
+        commit = context.location.repo.commit(revision)
+        try:
+            root = commit.tree / context.location.relative if context.location.relative else commit.tree
+        except KeyError:
+            return None
+        cached = context.cache.keys[revision] = (
+            f"{_entry_sha(root, MESH_FILE)}:{_entry_sha(root, SERVICES_DIR)}"
+        )
+    return cached
+
+
+def _entry_sha(tree: git.Tree, name: str) -> str:
+    try:
+        return (tree / name).hexsha
+    except KeyError:
+        return "-"
+
+
+def _blob_sha(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()

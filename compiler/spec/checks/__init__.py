@@ -1,0 +1,86 @@
+"""Semantic checks of a schema-valid spec: an ordered tuple of small functions, one code each.
+
+The checks live in modules by what they look at: references, ports, placement, policy, waves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import PurePosixPath
+
+from compiler.diagnostics import Diagnostic, SpecError, error, excerpt, quote
+from compiler.spec.checks.placement import check_placements, check_reserved_namespaces, check_routing
+from compiler.spec.checks.policy import check_retry_budget, check_tcp_policy
+from compiler.spec.checks.ports import check_local_ports, check_workload_ports
+from compiler.spec.checks.references import (
+    check_cluster_refs,
+    check_datacenter_refs,
+    check_dependency_refs,
+    check_duplicate_dependency,
+    check_failover_lists,
+    check_self_dependency,
+)
+from compiler.spec.checks.waves import check_wave_coverage, check_wave_names
+from compiler.spec.document import Document
+from compiler.spec.load import MESH_FILE
+from compiler.spec.model import Spec, mesh_from_document, service_from_document
+from compiler.spec.schema import validate_document
+
+Check = Callable[[Spec], Iterator[Diagnostic]]
+
+
+SEMANTIC_CHECKS: tuple[Check, ...] = (
+    check_datacenter_refs,
+    check_cluster_refs,
+    check_dependency_refs,
+    check_self_dependency,
+    check_duplicate_dependency,
+    check_failover_lists,
+    check_local_ports,
+    check_workload_ports,
+    check_placements,
+    check_reserved_namespaces,
+    check_routing,
+    check_tcp_policy,
+    check_retry_budget,
+    check_wave_names,
+    check_wave_coverage,
+)
+
+
+def run_checks(spec: Spec) -> list[Diagnostic]:
+    """Every diagnostic of every semantic check, in check order."""
+    return [diagnostic for check in SEMANTIC_CHECKS for diagnostic in check(spec)]
+
+
+def check(documents: Mapping[str, Document]) -> Spec:
+    """Schema-check every document, build the model, run the semantic checks; raise SpecError with all findings."""
+    problems: list[Diagnostic] = []
+    mesh_doc = next(
+        doc for name, doc in documents.items() if name.endswith("/" + MESH_FILE) or name == MESH_FILE
+    )
+    problems += validate_document(mesh_doc, "mesh")
+    service_docs = [doc for doc in documents.values() if doc is not mesh_doc]
+    for doc in service_docs:
+        problems += validate_document(doc, "service")
+        problems += _name_mismatch(doc)
+    if problems:
+        raise SpecError(problems)
+    services = {svc.name: svc for svc in map(service_from_document, service_docs)}
+    spec = Spec(mesh=mesh_from_document(mesh_doc), services=services, documents=documents)
+    problems = run_checks(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def _name_mismatch(doc: Document) -> Iterator[Diagnostic]:
+    stem = PurePosixPath(doc.file).stem
+    name = doc.data.get("service") if isinstance(doc.data, dict) else None
+    if isinstance(name, str) and name != stem:
+        yield error(
+            doc.span(("service",)),
+            "service-name-mismatch",
+            f"service {quote(name)} is defined in {quote(PurePosixPath(doc.file).name)}; rename the file to "
+            f"{excerpt(name)}.yaml or fix `service:`",
+        )

@@ -1,0 +1,89 @@
+"""Placement checks: a service runs somewhere, once per place, outside the reserved namespace, within reach."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from compiler.diagnostics import Diagnostic, error, quote
+from compiler.spec.model import DISCOVERY_NAMESPACE, ServiceSpec, Spec
+from compiler.spec.routing import unreachable
+
+
+def check_placements(spec: Spec) -> Iterator[Diagnostic]:
+    """A service runs somewhere, and at most once per datacenter's VMs and per cluster."""
+    for service in spec.services.values():
+        if not service.vm_datacenters and not service.kubernetes:
+            yield error(
+                spec.key_at(service.file, "deploy"),
+                "no-placement",
+                f"service {quote(service.name)} is placed nowhere; add deploy.vm.datacenters or deploy.kubernetes",
+            )
+        for i, dc in enumerate(service.vm_datacenters):
+            if dc in service.vm_datacenters[:i]:
+                yield error(
+                    spec.at(service.file, "deploy", "vm", "datacenters", i),
+                    "duplicate-placement",
+                    f"datacenter {quote(dc)} is listed twice",
+                )
+        clusters: set[str] = set()
+        for placement in service.kubernetes:
+            if placement.cluster in clusters:
+                yield error(
+                    placement.span,
+                    "duplicate-placement",
+                    f"cluster {quote(placement.cluster)} is listed twice; a service runs in one namespace per cluster",
+                )
+            clusters.add(placement.cluster)
+
+
+def check_reserved_namespaces(spec: Spec) -> Iterator[Diagnostic]:
+    """No service is placed in the namespace that holds external discovery readers' identities."""
+    for service in spec.services.values():
+        for placement in service.kubernetes:
+            if placement.namespace == DISCOVERY_NAMESPACE:
+                yield error(
+                    spec.at(service.file, "deploy", "kubernetes", placement.index, "namespace"),
+                    "reserved-namespace",
+                    f"namespace {quote(DISCOVERY_NAMESPACE)} holds the identities of discovery readers outside the "
+                    "cluster; place the service in another namespace",
+                )
+
+
+def check_routing(spec: Spec) -> Iterator[Diagnostic]:
+    """Every client DC reaches its dependencies: `local` ones in its own DC, `failover` ones everywhere they run."""
+    datacenters = spec.mesh.datacenters
+    for service in spec.services.values():
+        client_dcs = _datacenters(spec, service)
+        for dep in service.dependencies:
+            server = spec.services.get(dep.service)
+            if server is None or server is service:
+                continue
+            server_dcs = _datacenters(spec, server)
+            for dc in sorted(client_dcs):
+                missing = unreachable(dc, server_dcs, server.locality, datacenters)
+                if missing and server.locality == "local":
+                    yield error(
+                        dep.span,
+                        "local-unavailable",
+                        f"{quote(service.name)} runs in {quote(dc)} but its `local` dependency "
+                        f"{quote(server.name)} does not; "
+                        f"run {quote(server.name)} in {quote(dc)} or make it `failover`",
+                    )
+                elif missing:
+                    yield error(
+                        dep.span,
+                        "failover-unreachable",
+                        f"{quote(service.name)} in {quote(dc)} cannot reach {quote(server.name)} in "
+                        f"{', '.join(map(quote, missing))}; "
+                        f"add {', '.join(missing)} to the failover list of {quote(dc)} in mesh.yaml",
+                    )
+
+
+def _datacenters(spec: Spec, service: ServiceSpec) -> set[str]:
+    known = spec.mesh.datacenters
+    dcs = {dc for dc in service.vm_datacenters if dc in known}
+    for placement in service.kubernetes:
+        cluster = spec.mesh.clusters.get(placement.cluster)
+        if cluster is not None and cluster.datacenter in known:
+            dcs.add(cluster.datacenter)
+    return dcs

@@ -1,0 +1,112 @@
+"""Reference checks: every datacenter, cluster, dependency and failover entry names something that exists, once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from compiler.diagnostics import Diagnostic, did_you_mean, error, quote
+from compiler.spec.model import Dependency, Spec
+
+
+def check_datacenter_refs(spec: Spec) -> Iterator[Diagnostic]:
+    """VM placements and clusters name datacenters that mesh.yaml defines."""
+    known = spec.mesh.datacenters
+    for name, cluster in spec.mesh.clusters.items():
+        if cluster.datacenter not in known:
+            yield error(
+                spec.at(spec.mesh.file, "clusters", name, "datacenter"),
+                "unknown-datacenter",
+                f"cluster {quote(name)} is in unknown datacenter "
+                f"{quote(cluster.datacenter)}{did_you_mean(cluster.datacenter, known)}",
+            )
+    for service in spec.services.values():
+        for i, dc in enumerate(service.vm_datacenters):
+            if dc not in known:
+                yield error(
+                    spec.at(service.file, "deploy", "vm", "datacenters", i),
+                    "unknown-datacenter",
+                    f"unknown datacenter {quote(dc)}{did_you_mean(dc, known)}; mesh.yaml defines "
+                    f"{', '.join(sorted(known))}",
+                )
+
+
+def check_cluster_refs(spec: Spec) -> Iterator[Diagnostic]:
+    """Kubernetes placements name clusters that mesh.yaml defines."""
+    known = spec.mesh.clusters
+    for service in spec.services.values():
+        for placement in service.kubernetes:
+            if placement.cluster not in known:
+                yield error(
+                    spec.at(service.file, "deploy", "kubernetes", placement.index, "cluster"),
+                    "unknown-cluster",
+                    f"unknown cluster {quote(placement.cluster)}{did_you_mean(placement.cluster, known)}",
+                )
+
+
+def check_dependency_refs(spec: Spec) -> Iterator[Diagnostic]:
+    """Dependencies name services that have a file in services/."""
+    for service in spec.services.values():
+        for dep in service.dependencies:
+            if dep.service not in spec.services and dep.service != service.name:
+                yield error(
+                    dep.span,
+                    "unknown-dependency",
+                    f"unknown dependency {quote(dep.service)}{did_you_mean(dep.service, spec.services)}; add "
+                    f"services/{dep.service}.yaml or fix the name",
+                )
+
+
+def check_self_dependency(spec: Spec) -> Iterator[Diagnostic]:
+    """A service does not list itself: calls within a service never leave its pod or VM."""
+    for service in spec.services.values():
+        for dep in service.dependencies:
+            if dep.service == service.name:
+                yield error(
+                    dep.span,
+                    "self-dependency",
+                    f"service {quote(service.name)} depends on itself; remove this entry",
+                )
+
+
+def check_duplicate_dependency(spec: Spec) -> Iterator[Diagnostic]:
+    """Each dependency is listed once, since it gets one listener and one cluster."""
+    for service in spec.services.values():
+        seen: dict[str, Dependency] = {}
+        for dep in service.dependencies:
+            if dep.service in seen:
+                yield error(
+                    dep.span,
+                    "duplicate-dependency",
+                    f"dependency {quote(dep.service)} is already listed at line "
+                    f"{seen[dep.service].span.line}; merge the two entries",
+                )
+            seen.setdefault(dep.service, dep)
+
+
+def check_failover_lists(spec: Spec) -> Iterator[Diagnostic]:
+    """Failover lists name other, known datacenters, each once."""
+    known = spec.mesh.datacenters
+    for name, dc in known.items():
+        seen: set[str] = set()
+        for i, target in enumerate(dc.failover):
+            span = spec.at(spec.mesh.file, "datacenters", name, "failover", i)
+            if target not in known:
+                yield error(
+                    span,
+                    "failover-unknown",
+                    f"failover of {quote(name)} names unknown datacenter {quote(target)}{did_you_mean(target, known)}",
+                )
+            elif target == name:
+                yield error(
+                    span,
+                    "failover-self",
+                    f"failover of {quote(name)} names {quote(name)} itself; a datacenter is always tried "
+                    "first, remove it",
+                )
+            elif target in seen:
+                yield error(
+                    span,
+                    "failover-duplicate",
+                    f"failover of {quote(name)} names {quote(target)} twice; keep the first",
+                )
+            seen.add(target)

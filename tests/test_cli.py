@@ -1,4 +1,8 @@
-"""The command line, run as users run it: `python -m compiler …` in a child process."""
+"""The command line: `compiler.cli.main` in-process, and `python -m compiler …` in a child process for the exit path.
+
+A child process per test cost ~0.5 s of imports and checked nothing more; `meshc_process` keeps the
+real process where its exit status, streams and start-up are the point.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,21 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import EXAMPLE, ROOT
+from conftest import EXAMPLE, ROOT, meshc_in_process
 
 from compiler.cli import main as cli_main
 from compiler.spec.load import load_documents, read_tree
 
 
 def meshc(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`meshc ARGS` from `cwd`, in this process."""
+    result = meshc_in_process(*args, cwd=cwd)
+    assert "Traceback" not in result.stdout + result.stderr
+    return result
+
+
+def meshc_process(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`python -m compiler ARGS` from `cwd` in a child process, as users run it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MESHC_DEBUG", None)
     result = subprocess.run(
@@ -34,7 +46,7 @@ def meshc(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 
 def test_validate_example() -> None:
-    result = meshc("validate", "mesh-spec")
+    result = meshc_process("validate", "mesh-spec")
     assert result.returncode == 0, result.stderr
     assert re.fullmatch(r"mesh-spec: ok, \d+ services in 3 datacenters\n", result.stdout)
 
@@ -53,7 +65,7 @@ def misspelled_dependency(spec: Path) -> Path:
 
 def test_validate_invalid_spec_exits_2(tmp_path: Path) -> None:
     misspelled_dependency(tmp_path / "spec")
-    result = meshc("validate", "spec", cwd=tmp_path)
+    result = meshc_process("validate", "spec", cwd=tmp_path)
     assert result.returncode == 2
     assert re.search(
         r"^spec/services/upload\.yaml:\d+:14: error: unknown dependency 'metdata' "
@@ -202,7 +214,7 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
 
 
 def test_version() -> None:
-    result = meshc("--version")
+    result = meshc_process("--version")
     assert result.returncode == 0 and re.fullmatch(r"meshc \d+\.\d+\.\d+\n", result.stdout)
 
 
@@ -325,3 +337,46 @@ def test_drift_reads_endless_inputs_only_up_to_their_cap(
         capsys.readouterr().err
         == "/dev/zero: error: larger than 1 MiB; is this a PuppetDB export?  [puppetdb-export]\n"
     )
+
+
+def _modules_after(spec: Path, out: Path) -> set[str]:
+    """The modules a fresh interpreter holds after `meshc validate SPEC` and `meshc build SPEC -o OUT`."""
+    probe = (
+        "import sys\n"
+        "from compiler.cli import main\n"
+        "assert main(['validate', sys.argv[1]]) == 0\n"
+        "assert main(['build', sys.argv[1], '-o', sys.argv[2]]) == 0\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(spec), str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return set(result.stdout.split())
+
+
+def test_validate_and_build_do_not_import_what_other_commands_need(tmp_path: Path) -> None:
+    # The differ, reports, graph renderers and drift are other commands' start-up cost: cli imports them lazily;
+    # the rollout modules and GitPython only for a spec with a rollout.yaml.
+    plain = tmp_path / "spec"
+    shutil.copytree(EXAMPLE, plain, ignore=shutil.ignore_patterns("rollout.yaml"))
+    loaded = _modules_after(plain, tmp_path / "out")
+    assert "compiler.pipeline" in loaded and "compiler.backends.kubernetes" in loaded  # the probe built
+    lazy = {
+        "compiler.diff",
+        "compiler.report",
+        "compiler.graph.draw",
+        "compiler.graph.calls",
+        "compiler.drift",
+    }
+    assert (
+        loaded & (lazy | {"git", "compiler.gitsource", "compiler.rollout.build", "compiler.rollout.pins"})
+        == set()
+    )
+    with_rollout = _modules_after(EXAMPLE, tmp_path / "out-rollout")
+    assert {"git", "compiler.rollout.build"} <= with_rollout and with_rollout & lazy == set()

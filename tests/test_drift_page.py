@@ -40,6 +40,8 @@ from tests.test_graph_browser import load_page
 from tests.test_rollout_build import SPEC, add_timeout_change, set_policy
 from tests.test_rollout_hosts import POLICY
 
+pytestmark = pytest.mark.consumer  # every test here hands artifacts to Chromium
+
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 WAVES = ("canary", "canary-hosts", "west", "rest")
 DUMPED = ("gke-usc1-a", "kube-sjc-a")  # kube-iad-a is given no dump: its targets have no evidence

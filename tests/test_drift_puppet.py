@@ -330,6 +330,7 @@ def state_of(drift: PuppetDrift, certname: str) -> tuple[HostState, tuple[str, .
 # ---------------------------------------------------------------- the module's fact, from real runs
 
 
+@pytest.mark.consumer
 def test_real_applies_succeed_and_reach_puppetdb(world: World) -> None:
     for certname, runs in world.runs.items():
         assert runs[0].returncode == 2, f"{certname} first run: {runs[0].stdout}{runs[0].stderr}"
@@ -339,6 +340,7 @@ def test_real_applies_succeed_and_reach_puppetdb(world: World) -> None:
     assert {r["cached_catalog_status"] for r in status} == {"not_used"}
 
 
+@pytest.mark.consumer
 def test_fact_reports_the_rendered_hashes_after_a_clean_run(world: World) -> None:
     rows = world.pdb.query(f'facts[value] {{ name = "mesh_applied" and certname = "{CLEAN}" }}')
     assert rows == [
@@ -354,6 +356,7 @@ def test_fact_reports_the_rendered_hashes_after_a_clean_run(world: World) -> Non
     ]
 
 
+@pytest.mark.consumer
 def test_fact_reports_a_hand_edit_as_edited(world: World) -> None:
     value = world.pdb.query(f'facts[value] {{ name = "mesh_applied" and certname = "{EDITED}" }}')[0]["value"]
     expected = hashes(world.tree, POOL_FILE)
@@ -369,10 +372,12 @@ def test_fact_reports_a_hand_edit_as_edited(world: World) -> None:
 # ---------------------------------------------------------------- each state, read over HTTPS
 
 
+@pytest.mark.consumer
 def test_clean_host_is_converged(drift: PuppetDrift) -> None:
     assert state_of(drift, CLEAN) == (HostState.CONVERGED, ())
 
 
+@pytest.mark.consumer
 def test_hand_edited_host_is_drifted(drift: PuppetDrift) -> None:
     state, reasons = state_of(drift, EDITED)
     assert state == HostState.DRIFTED
@@ -380,6 +385,7 @@ def test_hand_edited_host_is_drifted(drift: PuppetDrift) -> None:
     assert reasons[1] == f"{SYNAPSE}: removed by hand since Puppet wrote it"
 
 
+@pytest.mark.consumer
 def test_canary_is_judged_against_its_node_file(drift: PuppetDrift) -> None:
     canary = next(h for h in drift.hosts if h.certname == CANARY)
     assert (canary.state, canary.canary, canary.target) == (HostState.CONVERGED, True, POOL)
@@ -389,6 +395,7 @@ def test_canary_is_judged_against_its_node_file(drift: PuppetDrift) -> None:
     assert len(reasons) == 1 and reasons[0].startswith(f"{ENVOY_CDS}: applied ")
 
 
+@pytest.mark.consumer
 def test_old_hash_is_pending_within_the_lag(drift: PuppetDrift, world: World) -> None:
     expected = hashes(world.tree, POOL_FILE)[ENVOY_CDS]
     assert state_of(drift, PENDING) == (
@@ -397,6 +404,7 @@ def test_old_hash_is_pending_within_the_lag(drift: PuppetDrift, world: World) ->
     )
 
 
+@pytest.mark.consumer
 def test_old_hash_is_drifted_after_the_lag_since_deployment(world: World) -> None:
     observations = read_tls(world)
     deployed = world.submitted - timedelta(hours=1)  # deployed an hour before the facts were gathered
@@ -413,10 +421,12 @@ def test_old_hash_is_drifted_after_the_lag_since_deployment(world: World) -> Non
     assert state_of(late, CLEAN)[0] == HostState.CONVERGED
 
 
+@pytest.mark.consumer
 def test_failed_run_is_failed(drift: PuppetDrift) -> None:
     assert state_of(drift, FAILED)[0] == HostState.FAILED
 
 
+@pytest.mark.consumer
 def test_cached_catalog_stale_facts_and_no_report_are_unknown(drift: PuppetDrift) -> None:
     assert state_of(drift, CACHED) == (HostState.UNKNOWN, ("last run used a cached catalog (on_failure)",))
     state, reasons = state_of(drift, STALE)
@@ -424,11 +434,13 @@ def test_cached_catalog_stale_facts_and_no_report_are_unknown(drift: PuppetDrift
     assert state_of(drift, NO_REPORT) == (HostState.UNKNOWN, ("no report in PuppetDB",))
 
 
+@pytest.mark.consumer
 def test_orphans_and_non_mesh_nodes(drift: PuppetDrift) -> None:
     assert [(o.certname, o.workload) for o in drift.orphans] == [(ORPHAN, "vm/ghost/sjc")]
     assert NOT_MESH not in {h.certname for h in drift.hosts}
 
 
+@pytest.mark.consumer
 def test_pool_summary_and_findings(drift: PuppetDrift) -> None:
     report = assemble_report([host_records(drift)], [])
     rows = {row["target"]: row for row in pool_rows(report)}
@@ -455,6 +467,7 @@ def test_pool_summary_and_findings(drift: PuppetDrift) -> None:
 # ---------------------------------------------------------------- the same over HTTP, and from an export
 
 
+@pytest.mark.consumer
 def test_plain_http_and_an_export_read_the_same(world: World, tmp_path: Path) -> None:
     over_tls = read_tls(world)
     plain = read_puppetdb(world.pdb.url)
@@ -467,6 +480,7 @@ def test_plain_http_and_an_export_read_the_same(world: World, tmp_path: Path) ->
     assert read_export(export).source == str(export)
 
 
+@pytest.mark.consumer
 def test_truncated_export_is_one_line_with_its_position(world: World, tmp_path: Path) -> None:
     export = tmp_path / "export.json"
     export.write_text('{"nodes": [\n {"certname": "a"')
@@ -515,6 +529,7 @@ def test_unreachable_puppetdb_is_one_line() -> None:
     assert str(error.value).endswith("[puppetdb-unreachable]") and "\n" not in str(error.value)
 
 
+@pytest.mark.consumer
 def test_https_without_a_client_certificate_is_refused_in_one_line(world: World) -> None:
     assert world.pdb.tls is not None
     with pytest.raises(DriftInputError) as error:
@@ -522,6 +537,7 @@ def test_https_without_a_client_certificate_is_refused_in_one_line(world: World)
     assert str(error.value).startswith("/nonexistent.pem: error: cannot load TLS material")
 
 
+@pytest.mark.consumer
 def test_wrong_ca_is_one_line(world: World, tmp_path: Path) -> None:
     with pytest.raises(DriftInputError) as error:
         read_puppetdb(world.pdb.ssl_url, timeout=10)  # the system CAs do not know the test CA
@@ -626,6 +642,7 @@ def test_waves_come_from_the_manifest_rollout(example_build: Build) -> None:
     assert state_of(drift, CANARY) == (HostState.UNKNOWN, ("no node in PuppetDB",))
 
 
+@pytest.mark.consumer
 def test_check_vms_times_the_lag_from_the_deployed_hiera_tree(world: World, tmp_path: Path) -> None:
     """--hiera: the pool file's modification time on the Puppet server is when its rendering was deployed."""
     deploy(world.tree, tmp_path)

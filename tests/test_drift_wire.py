@@ -24,7 +24,7 @@ from compiler.drift.puppet import Expectation, expected_rendering
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS
 from compiler.rollout.output import output_for
-from tests.conftest import EXAMPLE, ROOT
+from tests.conftest import EXAMPLE, ROOT, meshc_in_process
 from tests.live_k8s import dump_json, live_objects
 from tests.puppetdb_server import PuppetDB, free_port
 from tests.test_drift_puppet import OLD_HASH, iso, mesh_facts, submit_facts, submit_report
@@ -112,7 +112,12 @@ def fleet(puppetdb: PuppetDB) -> Iterator[Fleet]:
     deactivate_all(puppetdb)  # leave the session's PuppetDB as empty as this module found it
 
 
-def meshc(*args: str, command: str = "drift", seed: str = "random") -> subprocess.CompletedProcess[str]:
+def meshc(*args: str, command: str = "drift", seed: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`meshc COMMAND EXAMPLE ARGS`: in this process, or in a child process when a hash seed is asked for."""
+    if seed is None:
+        result = meshc_in_process(command, EXAMPLE, *args, env={"MESHC_TODAY": "2026-11-30"})
+        assert "Traceback" not in result.stdout + result.stderr
+        return result
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_TODAY": "2026-11-30", "PYTHONHASHSEED": seed}
     env.pop("MESHC_DEBUG", None)
     result = subprocess.run(
@@ -181,6 +186,7 @@ def kubernetes_args(directory: Path) -> list[str]:
 # ---------------------------------------------------------------- every state, from a real PuppetDB over HTTPS
 
 
+@pytest.mark.consumer
 def test_every_host_state_from_puppetdb_over_https(fleet: Fleet) -> None:
     result = meshc(*tls_args(fleet), "--partial", "--format", "json")
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr
@@ -222,6 +228,7 @@ def test_every_host_state_from_puppetdb_over_https(fleet: Fleet) -> None:
     )
 
 
+@pytest.mark.consumer
 def test_text_and_markdown_summarise_per_pool(fleet: Fleet) -> None:
     text = meshc(*tls_args(fleet)).stdout
     k = canaries_of(fleet, POOL)
@@ -242,6 +249,7 @@ def test_text_and_markdown_summarise_per_pool(fleet: Fleet) -> None:
 # ---------------------------------------------------------------- exit codes, from exports of the same PuppetDB
 
 
+@pytest.mark.consumer
 def test_every_host_converged_exits_0_and_plain_http_reads_the_same(fleet: Fleet, tmp_path: Path) -> None:
     result = meshc(
         "--puppet-facts", str(export(fleet, tmp_path / "export.json", converged_hosts(fleet))), "--partial"
@@ -256,6 +264,7 @@ def test_every_host_converged_exits_0_and_plain_http_reads_the_same(fleet: Fleet
     assert states(plain) == states(over_tls)
 
 
+@pytest.mark.consumer
 def test_pending_within_the_lag_exits_0_and_shows_it_past_the_lag_drifted(
     fleet: Fleet, tmp_path: Path
 ) -> None:
@@ -274,6 +283,7 @@ def test_pending_within_the_lag_exits_0_and_shows_it_past_the_lag_drifted(
     assert early.returncode == 0 and states(json.loads(early.stdout)) == {PENDING: "pending"}
 
 
+@pytest.mark.consumer
 @pytest.mark.parametrize(
     "host, state", [(DRIFTED, "drifted"), (FAILED, "failed"), (UNKNOWN, "unknown"), (ORPHAN, "drifted")]
 )
@@ -290,6 +300,7 @@ def test_drifted_failed_unknown_and_orphan_each_exit_1(
     assert result.returncode == 1 and states(json.loads(result.stdout)) == {host: state}
 
 
+@pytest.mark.consumer
 def test_a_pool_no_host_reports_for_is_no_pass_unless_partial(fleet: Fleet, tmp_path: Path) -> None:
     facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet) - {ok_host(LONE_POOL)}))
     dumps = kubernetes_args(tmp_path)
@@ -308,6 +319,7 @@ def test_a_pool_no_host_reports_for_is_no_pass_unless_partial(fleet: Fleet, tmp_
     assert meshc(*dumps, "--puppet-facts", facts, "--partial").returncode == 0
 
 
+@pytest.mark.consumer
 def test_both_platforms_in_one_run(fleet: Fleet, tmp_path: Path) -> None:
     dumps = kubernetes_args(tmp_path)
     facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet)))
@@ -325,6 +337,7 @@ def test_both_platforms_in_one_run(fleet: Fleet, tmp_path: Path) -> None:
     assert scopes == {"kubernetes": "converged", "puppet": "drifted"}
 
 
+@pytest.mark.consumer
 def test_a_host_item_is_acknowledged_by_its_id(fleet: Fleet, tmp_path: Path) -> None:
     facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet) | {DRIFTED}))
     acks = tmp_path / "acks.yaml"
@@ -337,6 +350,7 @@ def test_a_host_item_is_acknowledged_by_its_id(fleet: Fleet, tmp_path: Path) -> 
     assert states(json.loads(result.stdout)) == {DRIFTED: "acknowledged"}
 
 
+@pytest.mark.consumer
 def test_deployed_hiera_tree_is_a_scope_of_its_own(fleet: Fleet, tmp_path: Path) -> None:
     server = tmp_path / "server"
     for path, data in output_for(EXAMPLE).items():
@@ -366,6 +380,7 @@ def test_unreachable_puppetdb_is_one_line_exit_2() -> None:
     assert result.stderr.endswith("[puppetdb-unreachable]\n") and result.stderr.count("\n") == 1
 
 
+@pytest.mark.consumer
 def test_https_without_the_ca_is_one_line_exit_2(fleet: Fleet) -> None:
     result = meshc("--puppetdb", fleet.pdb.ssl_url)
     assert (
@@ -419,6 +434,7 @@ def test_malformed_options_exit_2(args: list[str]) -> None:
     assert result.returncode == 2 and "usage: meshc drift" in result.stderr
 
 
+@pytest.mark.consumer
 def test_json_is_byte_identical_under_two_hash_seeds(fleet: Fleet, tmp_path: Path) -> None:
     facts = str(export(fleet, tmp_path / "export.json", {n["certname"] for n in fleet.nodes}))
     first, second = (

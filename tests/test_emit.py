@@ -116,6 +116,7 @@ def test_round_trip_ruamel_yaml12(seed: int) -> None:
         assert ruamel_load(dump_yaml(data)) == data, dump_yaml(data)
 
 
+@pytest.mark.consumer
 def test_round_trip_psych() -> None:
     """Puppet reads hiera data with Ruby's Psych (YAML 1.1): feed it a batch and compare."""
     ruby = require_tool("ruby")

@@ -24,6 +24,8 @@ from google.protobuf import any_pb2, json_format, symbol_database
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, ENVOY_SDS
 from compiler.render.envoy import CLUSTER, LISTENER, SECRET, WORKLOAD_CERT
 
+pytestmark = pytest.mark.consumer  # every test here hands artifacts to Envoy's own protos (xds-protos)
+
 PREFIX = "type.googleapis.com/"
 
 

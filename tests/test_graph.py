@@ -154,6 +154,7 @@ def _dc(mesh: Mesh, workload_id: str) -> str:
     return next(w.datacenter for w in mesh.workloads if w.id == workload_id)
 
 
+@pytest.mark.consumer
 def test_a_thousand_services_collapse_to_datacenters_and_the_picture_says_so(big_mesh: Mesh) -> None:
     require_tool("dot")
     graph = build_graph(big_mesh)
@@ -179,6 +180,7 @@ def test_restart_sensitive_services_are_marked_in_every_format(mesh: Mesh) -> No
     assert re.search(r'n\d+\["key-manager<br/>restart-sensitive"\]:::restart', render_mermaid(graph))
 
 
+@pytest.mark.consumer
 def test_graphviz_renders_every_dot_meshc_writes_without_warnings(mesh: Mesh, big_mesh: Mesh) -> None:
     dot_binary = require_tool("dot")
     graphs = [
@@ -200,6 +202,7 @@ def test_graphviz_renders_every_dot_meshc_writes_without_warnings(mesh: Mesh, bi
         assert proc.stdout.count(b'class="edge"') == len(graph.edges), graph.title
 
 
+@pytest.mark.consumer
 def test_html_is_one_self_contained_page_with_explain_details(mesh: Mesh) -> None:
     require_tool("dot")
     graph = build_graph(mesh)
@@ -257,6 +260,7 @@ def mermaid_ids(picture: str) -> dict[str, str]:
     return ids
 
 
+@pytest.mark.consumer
 def test_a_changed_dependency_moves_the_edge_in_every_format(tmp_path: Path) -> None:
     require_tool("dot")
     files = {k: v for k, v in read_tree(EXAMPLE).items()}
@@ -295,9 +299,9 @@ def test_a_changed_dependency_moves_the_edge_in_every_format(tmp_path: Path) -> 
     [
         ("--format", "mermaid"),
         ("--format", "dot"),
-        ("--format", "svg"),
-        ("--format", "html"),
-        ("upload", "--depth", "2", "--format", "svg"),
+        pytest.param(("--format", "svg"), marks=pytest.mark.consumer),  # svg and html run Graphviz
+        pytest.param(("--format", "html"), marks=pytest.mark.consumer),
+        pytest.param(("upload", "--depth", "2", "--format", "svg"), marks=pytest.mark.consumer),
     ],
 )
 def test_pictures_are_byte_identical_across_runs_and_hash_seeds(args: tuple[str, ...]) -> None:
@@ -345,6 +349,7 @@ def test_missing_graphviz_is_an_environment_failure(
     assert main(["graph", "--format", "mermaid", "--spec", str(EXAMPLE)]) == 0  # Mermaid needs no Graphviz
 
 
+@pytest.mark.consumer
 def test_readme_picture_is_what_the_example_renders() -> None:
     """docs/mesh.svg is committed like output/: `make build` rewrites it, and a stale one fails here."""
     require_tool("dot")

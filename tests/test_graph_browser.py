@@ -24,6 +24,8 @@ from tests.browser import Chromium, ink, mermaid_check, mermaid_page
 from tests.conftest import EXAMPLE, ROOT, require_tool
 from tests.test_graph_diff import MERMAID_BLOCK, diff, edit, readme_change
 
+pytestmark = pytest.mark.consumer  # every test here hands artifacts to Chromium with Mermaid (and Graphviz)
+
 MIN_INK = 0.01  # share of sampled pixels that differ from the background; a blank page has 0
 
 

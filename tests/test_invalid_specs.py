@@ -2,6 +2,9 @@
 
 Annotations follow tests/invalid/README.md: `# E:<col> [<code>] <text>` at the end of the offending
 line, or `<file>:<line>:<col> [<code>] <text>` lines in the case's expected.txt.
+
+The cases call `compiler.cli.main` in-process (a child process per case cost ~0.45 s of imports and
+tested nothing more); the `*_process` tests below keep the real exit path, `python -m compiler`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import pytest
 
 from compiler.diagnostics import CODES
 from compiler.spec.document import MAX_FILE_BYTES
+from tests.conftest import meshc_in_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES_DIR = Path(__file__).resolve().parent / "invalid"
@@ -108,6 +113,11 @@ def expectations(spec_dir: Path) -> list[Expected]:
 
 
 def run_validate(cwd: Path, spec: str) -> subprocess.CompletedProcess[str]:
+    """`meshc validate SPEC` run from `cwd` in this process: the exit code `main` returns and what it printed."""
+    return meshc_in_process("validate", spec, cwd=cwd)
+
+
+def run_validate_process(cwd: Path, spec: str) -> subprocess.CompletedProcess[str]:
     """`python -m compiler validate SPEC` in a child process, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("MESHC_DEBUG", None)
@@ -134,10 +144,15 @@ def reported(result: subprocess.CompletedProcess[str], label: str) -> dict[Key, 
     return found
 
 
-def assert_fails_as_annotated(cwd: Path, spec: str, expected: list[Expected]) -> dict[Key, str]:
+def assert_fails_as_annotated(
+    cwd: Path,
+    spec: str,
+    expected: list[Expected],
+    run: Callable[[Path, str], subprocess.CompletedProcess[str]] = run_validate,
+) -> dict[Key, str]:
     """Run validate on one spec and compare its diagnostics with the annotations, exactly."""
     assert expected, f"{spec}: no annotations"
-    result = run_validate(cwd, spec)
+    result = run(cwd, spec)
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output
     assert result.returncode == 2, f"exit {result.returncode}:\n{output}"
@@ -168,6 +183,13 @@ def test_base_spec_is_valid(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_base_spec_is_valid_process(tmp_path: Path) -> None:
+    write_spec(tmp_path / "spec", BASE)
+    result = run_validate_process(tmp_path, "spec")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == "spec: ok, 2 services in 2 datacenters\n"
+
+
 def test_file_encoding(tmp_path: Path) -> None:
     # 0xe9 is `é` in Latin-1, a classic of files saved by the wrong editor; line 2, column 11.
     write_spec(tmp_path / "spec", {**BASE, "services/a.yaml": b"service: a\nowner: caf\xe9\nport: 8080\n"})
@@ -175,6 +197,8 @@ def test_file_encoding(tmp_path: Path) -> None:
         Expected(file="services/a.yaml", line=2, col=11, code="file-encoding", text="byte 0xe9 is not UTF-8")
     ]
     assert_fails_as_annotated(tmp_path, "spec", expected)
+    # The same through a real process: the message about a non-UTF-8 byte survives the real stderr.
+    assert_fails_as_annotated(tmp_path, "spec", expected, run=run_validate_process)
 
 
 def test_file_too_large(tmp_path: Path) -> None:
@@ -195,8 +219,8 @@ def test_file_at_the_limit_is_read(tmp_path: Path) -> None:
     assert run_validate(tmp_path, "spec").returncode == 0
 
 
-def test_missing_spec_directory(tmp_path: Path) -> None:
-    result = run_validate(tmp_path, "nowhere")
+def test_missing_spec_directory_process(tmp_path: Path) -> None:
+    result = run_validate_process(tmp_path, "nowhere")
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "spec directory 'nowhere' does not exist" in result.stderr
@@ -250,8 +274,8 @@ def test_message_retry_budget_defaults() -> None:
     }
 
 
-def test_printed_line_format() -> None:
-    result = run_validate(CASES_DIR, "unknown-dependency")
+def test_printed_line_format_process() -> None:
+    result = run_validate_process(CASES_DIR, "unknown-dependency")
     assert result.stderr.splitlines() == [
         "unknown-dependency/services/a.yaml:9:14: error: unknown dependency 'bb' (did you mean 'b'?); "
         "add services/bb.yaml or fix the name  [unknown-dependency]",

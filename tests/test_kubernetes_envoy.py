@@ -38,6 +38,8 @@ from tests.test_render_envoy_real import (
     mount_secret,
 )
 
+pytestmark = pytest.mark.consumer  # every test here hands artifacts to a real Envoy
+
 WORKLOAD = "k8s/kube-sjc-a/upload/upload"
 UPLOAD_FILE = "kubernetes/kube-sjc-a/upload/upload.yaml"  # upload's objects, its two ConfigMaps among them
 

@@ -44,6 +44,8 @@ EXAMPLE_DEPLOYMENT = ROOT / "examples" / "kubernetes" / "deployment.yaml"
 sys.path.insert(0, str(ROOT))
 from benchmarks.synth import generate  # noqa: E402 - the benchmark's mesh: other names, sizes and shapes
 
+pytestmark = pytest.mark.consumer  # every test here hands objects to kubernetes-validate and CRD schemas
+
 OBJECT_META = (
     "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
 )

@@ -29,6 +29,8 @@ from compiler.pipeline import Build, compile
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, ENVOY_SDS, NERVE, SYNAPSE, SidecarConfig
 from tests.conftest import require_tool
 
+pytestmark = pytest.mark.consumer  # every test here hands artifacts to Puppet 7 and its Ruby
+
 STDLIB_MODULES = "/usr/share/puppet/modules"  # Debian's puppet-module-puppetlabs-stdlib
 HOST_IP = "10.20.30.40"
 POOL = "vm/encryption/sjc"

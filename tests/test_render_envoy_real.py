@@ -29,6 +29,8 @@ from compiler.pipeline import compile, spec_files
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_LDS, SYNAPSE
 from tests.conftest import EXAMPLE, require_tool
 
+pytestmark = pytest.mark.consumer  # every test here hands artifacts to a real Envoy
+
 ENCRYPTION = "vm/encryption/sjc"
 WORKLOADS = (ENCRYPTION, "k8s/kube-sjc-a/upload/upload", "vm/event-bus/sjc")
 EDS_HOST = "127.0.0.2"

@@ -37,6 +37,8 @@ from tests.test_render_envoy_real import (
 )
 from tests.test_rollout_build import POLICY, ROLLOUT, SPEC, commit, make_repo, replace_in, set_policy
 
+pytestmark = pytest.mark.consumer  # every test here hands artifacts to a real Envoy
+
 AUTH = "vm/auth/sjc"
 CLIENT_IDENTITY = "spiffe://box.mesh/ns/audit-log/sa/audit-log"
 

@@ -191,6 +191,7 @@ def test_adding_hosts_to_the_inventory_keeps_the_existing_canaries(
         )
 
 
+@pytest.mark.consumer
 def test_real_puppet_lookup_serves_the_canary_its_revision_and_the_pool_its_pin(
     canary_repo: tuple[Path, str, str], tmp_path: Path
 ) -> None:

@@ -451,6 +451,7 @@ def _puppet_apply_environment(
     )
 
 
+@pytest.mark.consumer
 def test_site_pp_includes_mesh_on_mesh_nodes_only(example_build: Build, tmp_path: Path) -> None:
     puppet = require_tool("puppet")
     env = tmp_path / "envs/production"

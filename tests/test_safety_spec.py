@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require_tool, write_spec
+from tests.conftest import ROOT, meshc_in_process, require_tool, write_spec
 from tests.test_invalid_specs import BASE
 
 LINE = re.compile(r"^[^\n]+:\d+:\d+: error: [^\n]+  \[[a-z-]+\]$")
@@ -30,7 +30,11 @@ NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
 
 def meshc(*args: str, cwd: Path, as_nobody: bool = False) -> subprocess.CompletedProcess[str]:
-    """The installed `meshc` console script (python -m compiler if absent), as a user runs it."""
+    """The command line in this process; as nobody, the installed `meshc` script (python -m compiler if absent)."""
+    if not as_nobody:
+        result = meshc_in_process(*args, cwd=cwd)
+        assert "Traceback" not in result.stdout + result.stderr, result.stderr
+        return result
     script = Path(sys.executable).parent / "meshc"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "compiler"]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -93,6 +93,7 @@ def click(chromium: Chromium, box_id: str) -> list[str]:
     }})()""")
 
 
+@pytest.mark.consumer
 def test_plan_page_shows_every_target_and_host_by_wave(
     chromium: Chromium, rollout: tuple[Path, str, str], tmp_path: Path
 ) -> None:
@@ -134,6 +135,7 @@ def test_plan_page_shows_every_target_and_host_by_wave(
     assert "Checked: every state while canary-hosts converges: " in header and ": safe" in header
 
 
+@pytest.mark.consumer
 def test_a_promotion_moves_the_colours_and_the_outlined_column(chromium: Chromium, tmp_path: Path) -> None:
     repo, _, head = start(tmp_path / "repo")
     spec, out = repo / SPEC, repo / "output"

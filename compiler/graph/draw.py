@@ -9,14 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure
+from compiler.graph import FORMATS
 from compiler.graph.dot import render_dot, render_svg
 from compiler.graph.html import render_html
 from compiler.graph.mermaid import render_mermaid
 from compiler.graph.model import build_graph
 from compiler.ir.model import Mesh
 from compiler.output.guard import OutputRefused
-
-FORMATS = ("mermaid", "dot", "svg", "html")
 
 
 def draw(mesh: Mesh, fmt: str, services: Sequence[str] = (), depth: int = 1) -> str:

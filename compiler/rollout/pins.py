@@ -21,11 +21,11 @@ from gitdb.exc import BadName, BadObject
 from ruamel.yaml import YAML
 
 from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean
+from compiler.rollout import ROLLOUT_FILE as ROLLOUT_FILE  # re-exported: importers read it here
 from compiler.spec.document import Document, LoadError, parse_document
 from compiler.spec.load import read_side_file
 from compiler.spec.wave_policy import WavePolicy
 
-ROLLOUT_FILE = "rollout.yaml"
 WORKING_TREE = "HEAD"  # the revision name of the unpinned first wave: the commit this output is built in
 _SHA = re.compile(r"[0-9a-f]{40}")
 

@@ -24,7 +24,8 @@ from compiler.drift.model import (
 MAX_DUMP_BYTES = 1 << 30
 
 
-# The kinds meshc writes, as `kubectl get` resource names, in one command (README "Drift").
+# The kinds meshc writes, as `kubectl get` resource names, in one command (README "Drift"), in
+# APPLY_ORDER: drift pairs the two up by position.
 KUBECTL_KINDS = (
     "namespaces",
     "clusterroles",

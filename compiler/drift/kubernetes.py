@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import yaml
 
-from compiler.backends.kubernetes.layout import OWNER_ANNOTATION, ROOT, apply_key, owner_id
+from compiler.backends.kubernetes.layout import APPLY_ORDER, OWNER_ANNOTATION, ROOT, apply_key, owner_id
 from compiler.drift.kube_compare import compare_object
 from compiler.drift.kube_dump import KUBECTL_KINDS, Dump, DumpError, Key, construct, object_key, subject_of
 from compiler.drift.model import (
@@ -36,23 +36,7 @@ from compiler.output.manifest import MANIFEST
 
 PLATFORM = "kubernetes"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-_RESOURCES = dict(
-    zip(
-        (
-            "Namespace",
-            "ClusterRole",
-            "ServiceAccount",
-            "Secret",
-            "RoleBinding",
-            "ConfigMap",
-            "Certificate",
-            "Service",
-            "NetworkPolicy",
-        ),
-        KUBECTL_KINDS,
-        strict=True,
-    )
-)
+_RESOURCES = dict(zip(APPLY_ORDER, KUBECTL_KINDS, strict=True))  # kind -> the `kubectl get` resource
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

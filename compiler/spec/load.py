@@ -168,8 +168,13 @@ def _cause(exc: OSError) -> str:
     return (exc.strerror or type(exc).__name__).lower()
 
 
-def load_documents(files: SpecFiles, label: str) -> dict[str, Document]:
-    """Parse every spec file; files are keyed `label/relative-path` so diagnostics name them as the user does."""
+def load_documents(
+    files: SpecFiles, label: str, known: Mapping[str, Document] | None = None
+) -> dict[str, Document]:
+    """Parse every spec file; files are keyed `label/relative-path` so diagnostics name them as the user does.
+
+    `known`: documents already parsed from the very bytes in `files` (a build's document cache), by name.
+    """
     from compiler.spec.document import LoadError, parse_document
 
     documents: dict[str, Document] = {}
@@ -186,6 +191,8 @@ def load_documents(files: SpecFiles, label: str) -> dict[str, Document]:
                     "services/ holds only <service>.yaml files; rename or remove this file",
                 )
             )
+        elif known is not None and name in known:
+            documents[name] = known[name]
         else:
             try:
                 documents[name] = parse_document(name, raw)

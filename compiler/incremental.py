@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from compiler.output.cache import Cached, read_cache, write_cache
 from compiler.output.compare import TreeStatus, compare_stream
 from compiler.output.disk import DIRECTORY, OnDisk, scan_tree
+from compiler.output.documents import read_documents, write_documents
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.manifest import MANIFEST, manifest_of
@@ -65,14 +66,17 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     digest = spec_digest(files, label)
     if cached is not None and digest is not None and cached.spec == digest and untouched(cached, old):
         return WriteResult(changed=False)
-    spec, mesh, sidecars = pipeline.render_files(files, label)
-    inputs = target_inputs(spec, mesh, file_hashes(files, label))
+    hashes = file_hashes(files, label)
+    known = read_documents(real, hashes)
+    spec, mesh, sidecars = pipeline.render_files(files, label, {n: k.document for n, k in known.items()})
+    inputs = target_inputs(spec, mesh, hashes)
     reused = reusable(inputs, cached)
     artifacts = pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused)
     stream = tree_files(artifacts, reused, cached)
     trusted = cached.trusted if cached is not None else None
     result = write_files(out, stream, (real, old), trusted, spare=real.parent / f".{real.name}.meshc-spare")
     write_cache(real, digest, inputs)
+    write_documents(real, spec.documents, hashes, known)
     return result
 
 
@@ -109,8 +113,10 @@ def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, byt
     digest = spec_digest(files, label)
     if cached is not None and digest is not None and cached.spec == digest and untouched(cached, old):
         return TreeStatus(), {}
-    spec, mesh, sidecars = pipeline.render_files(files, label)
-    inputs = target_inputs(spec, mesh, file_hashes(files, label))
+    hashes = file_hashes(files, label)
+    known = {name: k.document for name, k in read_documents(real, hashes).items()}
+    spec, mesh, sidecars = pipeline.render_files(files, label, known)
+    inputs = target_inputs(spec, mesh, hashes)
     reused = reusable(inputs, cached)
     stream = tree_files(pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused), reused, cached)
     return compare_stream(real, old, stream, cached.trusted if cached is not None else {})

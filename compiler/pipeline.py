@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from compiler.emit import Artifact
     from compiler.ir.model import Mesh
     from compiler.render import SidecarConfig
+    from compiler.spec.document import Document
     from compiler.spec.model import Spec
 
 
@@ -50,13 +51,19 @@ def compile(files: SpecFiles, label: str, *, values: bool = True) -> Build:  # n
     )
 
 
-def render_files(files: SpecFiles, label: str) -> tuple[Spec, Mesh, dict[str, SidecarConfig]]:
-    """Every stage before the backends: the checked spec, its IR and every workload's sidecar documents."""
+def render_files(
+    files: SpecFiles, label: str, known: Mapping[str, Document] | None = None
+) -> tuple[Spec, Mesh, dict[str, SidecarConfig]]:
+    """Every stage before the backends: the checked spec, its IR and every workload's sidecar documents.
+
+    `known`: documents parsed from the very bytes in `files` that passed the per-file checks with this
+    code (a build's document cache, by name): they are neither parsed nor schema-checked again.
+    """
     from compiler.ir.lower import lower
     from compiler.render import render
     from compiler.spec.checks import check
 
-    spec = check(load_documents(files, label))
+    spec = check(load_documents(files, label, known), frozenset(known or ()))
     mesh = lower(spec)
     return spec, mesh, render(mesh)
 

@@ -380,3 +380,30 @@ def test_validate_and_build_do_not_import_what_other_commands_need(tmp_path: Pat
     )
     with_rollout = _modules_after(EXAMPLE, tmp_path / "out-rollout")
     assert {"git", "compiler.rollout.build"} <= with_rollout and with_rollout & lazy == set()
+
+
+def test_a_no_op_build_imports_no_parser_and_no_stage(tmp_path: Path) -> None:
+    # A build that finds the recorded spec over an untouched tree stops before parsing: it must not pay
+    # for the YAML parser, the schema engine, the IR or the threads and libc a writing build uses.
+    plain = tmp_path / "spec"
+    shutil.copytree(EXAMPLE, plain, ignore=shutil.ignore_patterns("rollout.yaml"))
+    assert cli_main(["build", str(plain), "-o", str(tmp_path / "out")]) == 0
+    probe = (
+        "import sys\n"
+        "from compiler.cli import main\n"
+        "assert main(['build', sys.argv[1], '-o', sys.argv[2]]) == 0\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, str(plain), str(tmp_path / "out")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    loaded = set(result.stdout.split())
+    assert "compiler.incremental" in loaded
+    heavy = {"yaml", "jsonschema", "jinja2", "compiler.spec.document", "compiler.ir.model", "compiler.render"}
+    assert loaded & (heavy | {"concurrent.futures", "ctypes"}) == set()

@@ -26,8 +26,10 @@ from compiler.diagnostics import SpecError
 from compiler.emit import dump_yaml
 from compiler.output import cache
 from compiler.output.disk import read_tree, scan_tree
+from compiler.output.documents import read_documents
 from compiler.output.writer import WriteResult
-from compiler.pipeline import compile_dir
+from compiler.pipeline import compile_dir, spec_files
+from compiler.spec.document import parse_document
 
 STEPS = int(os.environ.get("MESHC_FUZZ_STEPS", "12"))
 SEEDS = [int(seed) for seed in os.environ.get("MESHC_FUZZ_SEEDS", "1,2").split(",")]
@@ -189,8 +191,11 @@ def test_fuzz_incremental_builds_equal_clean_builds(tmp_path: Path, seed: int) -
             SpecError
         ):  # an edit the spec rejects: the incremental build must refuse it too, touching nothing
             before = read_tree(out)
-            with pytest.raises(SpecError):
-                build(root, out)
+            with pytest.raises(SpecError) as clean_error:
+                compile_dir(root)
+            with pytest.raises(SpecError) as built_error:
+                build(root, out)  # with recorded documents for the files the edit left alone
+            assert built_error.value.diagnostics == clean_error.value.diagnostics
             assert read_tree(out) == before
             for path in (root / "services").iterdir():
                 path.unlink()
@@ -203,9 +208,26 @@ def test_fuzz_incremental_builds_equal_clean_builds(tmp_path: Path, seed: int) -
         written += len(build(root, out).written)
         rendered += len(expected)
         assert read_tree(out) == expected, f"seed {seed}: after {edit.__name__} on {changed}"
+        assert_documents_are_the_parse(root, out)
         assert not build(root, out).changed  # and a second build finds nothing to do
     assert applied >= STEPS // 2, "most edits must be valid, or the fuzz tests little"
     assert written < rendered / 2, "the builds were not incremental: they rewrote most files"
+
+
+def assert_documents_are_the_parse(root: Path, out: Path) -> None:
+    """Every spec file has a recorded document, and it is what parsing the file's bytes gives, type for type."""
+    files = spec_files(root)
+    label = root.as_posix().rstrip("/")
+    known = read_documents(out, incremental.file_hashes(files, label))
+    assert sorted(known) == sorted(f"{label}/{name}" for name in files)
+    for name, found in known.items():
+        raw = files[name.removeprefix(label + "/")]
+        assert isinstance(raw, bytes)
+        fresh = parse_document(name, raw)
+        recorded = found.document
+        assert orjson.dumps(recorded.data) == orjson.dumps(fresh.data)  # 1, True and "1" stay apart
+        assert recorded.file == fresh.file
+        assert dict(recorded.spans) == dict(fresh.spans) and dict(recorded.key_spans) == dict(fresh.key_spans)
 
 
 # ------------------------------------------------------------------ a cache is never trusted blindly

@@ -19,7 +19,6 @@ from compiler import __version__
 from compiler.cli.evidence import drift_arguments, drift_request, evidence_arguments
 from compiler.cli.exits import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK
 from compiler.cli.graph import graph_command
-from compiler.commands.explain import explain, format_explain
 from compiler.diagnostics import (
     EnvironmentFailure,
     InternalError,
@@ -284,6 +283,7 @@ def _edit_lines(edit: DocumentDiff | None) -> list[str]:
 
 
 def _explain(args: argparse.Namespace) -> int:
+    from compiler.commands.explain import explain, format_explain  # the IR, only for this command
 
     report = explain(compile_dir(args.spec).mesh, args.service)
     print(json.dumps(report, indent=2) if args.format == "json" else format_explain(report))

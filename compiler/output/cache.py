@@ -167,7 +167,7 @@ def write_cache(real: Path, spec: str | None, inputs: Mapping[str, str]) -> bool
     replaces what it did not write); returns whether a cache was written.
     """
     target = cache_path(real)
-    if os.path.lexists(target) and not _is_ours(target):
+    if os.path.lexists(target) and not is_ours(target, _MAGIC):
         return False
     manifest_raw = read_regular(real / MANIFEST, MAX_MANIFEST_BYTES)
     if manifest_raw is None:
@@ -190,20 +190,20 @@ def write_cache(real: Path, spec: str | None, inputs: Mapping[str, str]) -> bool
         },
         option=orjson.OPT_SORT_KEYS,
     )
-    return _replace(target, _MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    return replace_file(target, _MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
 
 
-def _is_ours(path: Path) -> bool:
-    """Whether `path` is a regular file that starts like a meshc cache (a corrupt one of ours is replaced too)."""
+def is_ours(path: Path, magic: bytes) -> bool:
+    """Whether `path` is a regular file that starts with `magic` (a corrupt cache of ours is replaced too)."""
     try:
         fd = open_regular(path)
     except OSError:
         return False
     with os.fdopen(fd, "rb") as handle:
-        return handle.read(len(_MAGIC) + 1) == _MAGIC + b" "
+        return handle.read(len(magic) + 1) == magic + b" "
 
 
-def _replace(target: Path, data: bytes) -> bool:
+def replace_file(target: Path, data: bytes) -> bool:
     """Write `data` at `target` through a temporary file and one rename; False if the machine refuses."""
     temporary = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     try:

@@ -8,12 +8,10 @@ nothing and stages nothing.
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -342,6 +340,8 @@ FSYNC_THREADS = 64
 
 def fsync_paths(paths: Sequence[Path], flags: int) -> None:
     """fsync every path (opened with `flags`), FSYNC_THREADS at a time."""
+    from concurrent.futures import ThreadPoolExecutor  # only a build that writes pays for threading
+
     with ThreadPoolExecutor(max_workers=FSYNC_THREADS) as pool:
         for _ in pool.map(lambda path: _fsync(path, flags), paths):
             pass
@@ -399,6 +399,8 @@ def _swap(staging: Path, out: Path) -> None:
 
 
 def _exchange(a: Path, b: Path) -> bool:
+    import ctypes  # only the swap needs libc
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2

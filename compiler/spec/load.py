@@ -8,9 +8,14 @@ import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compiler.diagnostics import Diagnostic, Span, SpecError, error
-from compiler.spec.document import MAX_FILE_BYTES, Document, LoadError, parse_document
+from compiler.spec import MAX_FILE_BYTES
+
+# The YAML parser loads when a spec is parsed: a no-op build reads the files and stops there.
+if TYPE_CHECKING:
+    from compiler.spec.document import Document
 
 MESH_FILE = "mesh.yaml"
 SERVICES_DIR = "services"
@@ -163,8 +168,15 @@ def _cause(exc: OSError) -> str:
     return (exc.strerror or type(exc).__name__).lower()
 
 
-def load_documents(files: SpecFiles, label: str) -> dict[str, Document]:
-    """Parse every spec file; files are keyed `label/relative-path` so diagnostics name them as the user does."""
+def load_documents(
+    files: SpecFiles, label: str, known: Mapping[str, Document] | None = None
+) -> dict[str, Document]:
+    """Parse every spec file; files are keyed `label/relative-path` so diagnostics name them as the user does.
+
+    `known`: documents already parsed from the very bytes in `files` (a build's document cache), by name.
+    """
+    from compiler.spec.document import LoadError, parse_document
+
     documents: dict[str, Document] = {}
     problems = list(_tree_problems(files, label))
     for relative, raw in sorted(files.items()):
@@ -179,6 +191,8 @@ def load_documents(files: SpecFiles, label: str) -> dict[str, Document]:
                     "services/ holds only <service>.yaml files; rename or remove this file",
                 )
             )
+        elif known is not None and name in known:
+            documents[name] = known[name]
         else:
             try:
                 documents[name] = parse_document(name, raw)

@@ -10,10 +10,11 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from compiler.diagnostics import Diagnostic, did_you_mean, quote, yaml_value
-from compiler.spec.document import Document
 
 if TYPE_CHECKING:  # jsonschema loads when a spec is validated, not for every command line
     import jsonschema
+
+    from compiler.spec.document import Document
 
 SCHEMA_NAMES = ("mesh", "service")
 

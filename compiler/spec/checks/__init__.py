@@ -5,7 +5,7 @@ The checks live in modules by what they look at: references, ports, placement, p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import PurePosixPath
 
 from compiler.diagnostics import Diagnostic, SpecError, error, excerpt, quote
@@ -53,17 +53,23 @@ def run_checks(spec: Spec) -> list[Diagnostic]:
     return [diagnostic for check in SEMANTIC_CHECKS for diagnostic in check(spec)]
 
 
-def check(documents: Mapping[str, Document]) -> Spec:
-    """Schema-check every document, build the model, run the semantic checks; raise SpecError with all findings."""
+def check(documents: Mapping[str, Document], valid: Collection[str] = ()) -> Spec:
+    """Schema-check every document, build the model, run the semantic checks; raise SpecError with all findings.
+
+    `valid`: names of documents that passed the per-file checks (schema, file name) with this code
+    already (a build's document cache); the checks across files run on every document.
+    """
     problems: list[Diagnostic] = []
-    mesh_doc = next(
-        doc for name, doc in documents.items() if name.endswith("/" + MESH_FILE) or name == MESH_FILE
+    mesh_name, mesh_doc = next(
+        (name, doc) for name, doc in documents.items() if name.endswith("/" + MESH_FILE) or name == MESH_FILE
     )
-    problems += validate_document(mesh_doc, "mesh")
+    if mesh_name not in valid:
+        problems += validate_document(mesh_doc, "mesh")
     service_docs = [doc for doc in documents.values() if doc is not mesh_doc]
-    for doc in service_docs:
-        problems += validate_document(doc, "service")
-        problems += _name_mismatch(doc)
+    for name, doc in documents.items():
+        if doc is not mesh_doc and name not in valid:
+            problems += validate_document(doc, "service")
+            problems += _name_mismatch(doc)
     if problems:
         raise SpecError(problems)
     services = {svc.name: svc for svc in map(service_from_document, service_docs)}

@@ -1,0 +1,198 @@
+"""The document cache beside an output tree: each spec file's parsed, schema-valid Document by content hash.
+
+`.<output>.meshc-documents` sits beside `output/`, next to the build cache. A rebuild after a
+one-service edit would otherwise parse and schema-check all 1,000 files again, for one that changed.
+Each line after the header records one Document as [sha256 of the file's bytes, file name, data,
+spans, key spans], and is written only after a build whose whole spec passed every check, so a
+recorded document is the parse of those bytes and passed the schema (and the file-name check) with
+this code. The cross-file checks, lowering and rendering still run on the whole spec.
+
+It is a hint, never trusted blindly, under the build cache's rules: the first line is the sha256 of
+the rest (a truncated, corrupt or hand-edited file fails the check), the second names the format,
+meshc's version and code fingerprint (another meshc's documents are not this one's parse), and every
+line is checked for the shape meshc writes. A file that fails any of it is ignored as a whole, and
+a path there that does not start like one of meshc's is neither read as one nor replaced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from compiler import __version__
+from compiler.diagnostics import Span
+from compiler.output.cache import code_fingerprint, is_ours, replace_file
+from compiler.output.disk import read_regular
+
+if TYPE_CHECKING:
+    from compiler.spec.document import DataPath, Document
+
+DOCUMENTS_FORMAT = 1
+MAX_DOCUMENTS_BYTES = 256 << 20  # 1,000 services record ~3 MB; 10,000 ~30 MB
+_MAGIC = b"meshc-documents"
+_DEPTH = 40  # deeper than the parser's MAX_DEPTH: recorded data nested deeper is not a parse meshc wrote
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Known:
+    """A recorded document whose file still holds the recorded bytes, and its line (rewritten verbatim)."""
+
+    document: Document
+    line: bytes
+
+
+class SpanTable(Mapping["DataPath", Span]):
+    """A document's spans as recorded, each made a Span only when asked for.
+
+    A build asks for a few spans per service (a model's positions) and all of them only to report an
+    error; making 80,000 Span records for a 1,000-service spec on every rebuild cost as much as parsing.
+    Keys are the JSON text of the path, so that `"0"` (a key) and `0` (an index) stay apart.
+    """
+
+    __slots__ = ("_file", "_raw")
+
+    def __init__(self, file: str, raw: Mapping[str, list[int]]) -> None:
+        self._file = file
+        self._raw = raw
+
+    def __getitem__(self, path: DataPath) -> Span:
+        line, col = self._raw[orjson.dumps(list(path)).decode()]
+        return Span(file=self._file, line=line, col=col)
+
+    def __iter__(self) -> Iterator[DataPath]:
+        return (tuple(orjson.loads(key)) for key in self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def recorded(self) -> Mapping[str, list[int]]:
+        """The table as the cache file holds it."""
+        return self._raw
+
+
+def documents_path(real: Path) -> Path:
+    """The document cache of an output directory, beside it."""
+    return real.parent / f".{real.name}.meshc-documents"
+
+
+def read_documents(real: Path, hashes: Mapping[str, str]) -> dict[str, Known]:
+    """The recorded documents of the files whose sha256 (by name, in `hashes`) is the recorded one; {} if none or
+    if the cache is not one this meshc wrote."""
+    path = documents_path(real)
+    raw = read_regular(path, MAX_DOCUMENTS_BYTES) if is_ours(path, _MAGIC) else None
+    if raw is None:
+        return {}
+    head, _, rest = raw.partition(b"\n")
+    if head != _MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
+        return {}
+    header, *lines = rest.split(b"\n")
+    if not _is_ours_header(header):
+        return {}
+    known: dict[str, Known] = {}
+    for line in lines:
+        record = _record(line)
+        if record is None:
+            return {}  # a line meshc does not write: the whole file is another's
+        digest, name, document = record
+        if hashes.get(name) == digest:
+            known[name] = Known(document=document, line=line)
+    return known
+
+
+def _is_ours_header(header: bytes) -> bool:
+    try:
+        body = orjson.loads(header)
+    except orjson.JSONDecodeError:
+        return False
+    expected = {"format": DOCUMENTS_FORMAT, "meshc_version": __version__, "code": code_fingerprint()}
+    return isinstance(body, dict) and body == expected
+
+
+def _record(line: bytes) -> tuple[str, str, Document] | None:
+    """One line as (sha256, file name, Document), or None if it is not the shape meshc writes."""
+    from compiler.spec.document import Document
+
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return None
+    if not (isinstance(value, list) and len(value) == 5):
+        return None
+    digest, name, data, spans, key_spans = value
+    if not (isinstance(digest, str) and isinstance(name, str) and _is_data(data, 0)):
+        return None
+    if not (_is_table(spans) and _is_table(key_spans)):
+        return None
+    document = Document(
+        file=name, data=data, spans=SpanTable(name, spans), key_spans=SpanTable(name, key_spans)
+    )
+    return digest, name, document
+
+
+def _is_data(value: Any, depth: int) -> bool:
+    """Whether `value` is what the spec parser builds: str, int, bool, None, lists and str-keyed mappings."""
+    if value is None or isinstance(value, (str, int)):  # bool is an int
+        return True
+    if depth > _DEPTH:
+        return False
+    if isinstance(value, list):
+        return all(_is_data(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(key, str) and _is_data(item, depth + 1) for key, item in value.items())
+    return False
+
+
+def _is_table(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        type(v) is list and len(v) == 2 and type(v[0]) is int and type(v[1]) is int for v in value.values()
+    )
+
+
+def write_documents(
+    real: Path, documents: Mapping[str, Document], hashes: Mapping[str, str], known: Mapping[str, Known]
+) -> bool:
+    """Record the documents of a spec that passed every check, beside output directory `real`.
+
+    `hashes`: file name -> sha256 of the bytes each document was parsed from; a document read from the
+    cache (in `known`) keeps its line. Best effort, like the build cache: returns whether it was written.
+    """
+    target = documents_path(real)
+    if os.path.lexists(target) and not is_ours(target, _MAGIC):
+        return False
+    header = orjson.dumps(
+        {"format": DOCUMENTS_FORMAT, "meshc_version": __version__, "code": code_fingerprint()},
+        option=orjson.OPT_SORT_KEYS,
+    )
+    lines = [header]
+    for name, document in sorted(documents.items()):
+        found = known.get(name)
+        if found is not None and found.document is document:
+            lines.append(found.line)
+        elif name in hashes:
+            line = _line(hashes[name], document)
+            if line is not None:
+                lines.append(line)
+    body = b"\n".join(lines)
+    return replace_file(target, _MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+
+
+def _line(digest: str, document: Document) -> bytes | None:
+    """One document as a line; None for one JSON cannot hold exactly (an integer beyond 64 bits): it is parsed again."""
+    try:
+        return orjson.dumps(
+            [digest, document.file, document.data, _table(document.spans), _table(document.key_spans)]
+        )
+    except (orjson.JSONEncodeError, TypeError):
+        return None
+
+
+def _table(spans: Mapping[DataPath, Span]) -> Mapping[str, list[int]]:
+    if isinstance(spans, SpanTable):
+        return spans.recorded()
+    return {orjson.dumps(list(path)).decode(): [span.line, span.col] for path, span in spans.items()}

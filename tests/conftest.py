@@ -9,7 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -141,6 +142,35 @@ def meshc_in_process(
         except SystemExit as exc:  # argparse refused the arguments (2), or printed --help or --version (0)
             code = exc.code if isinstance(exc.code, int) else 1
     return subprocess.CompletedProcess(["meshc", *argv], code, stdout.getvalue(), stderr.getvalue())
+
+
+def run_under_seeds(
+    commands: Mapping[str, Sequence[str | Path]],
+    *,
+    cwd: Path = ROOT,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 300,
+) -> dict[str, subprocess.CompletedProcess[str]]:
+    """Each command (PYTHONHASHSEED -> argv) in a child process under its seed, the children side by side.
+
+    A hash seed is fixed when an interpreter starts, so each seed needs its own process; running
+    them together roughly halves their wall time on two cores and changes nothing they prove.
+    """
+    base = {**os.environ, **(env or {}), "PYTHONPATH": str(ROOT)}
+    base.pop("MESHC_DEBUG", None)
+
+    def run(seed: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(part) for part in commands[seed]],
+            cwd=cwd,
+            env={**base, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    with ThreadPoolExecutor(max_workers=len(commands)) as pool:
+        return dict(zip(commands, pool.map(run, commands), strict=True))
 
 
 @contextlib.contextmanager

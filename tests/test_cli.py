@@ -208,9 +208,18 @@ def test_build_then_check(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("args", [["bogus"], ["validate", "a", "b"], ["explain"], ["schema", "nope"], []])
 def test_usage_errors_exit_2(args: list[str]) -> None:
+    """One line that says what is wrong and where help is; argparse printed its usage block before it."""
     result = meshc(*args)
-    assert result.returncode == 2
-    assert "usage: meshc" in result.stderr
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("meshc: error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert "usage:" not in result.stderr and result.stderr.endswith(" --help`\n")
+
+
+def test_a_usage_error_names_the_command_and_its_help() -> None:
+    result = meshc("explain")
+    assert result.stderr == (
+        "meshc: error: explain: the following arguments are required: service; see `meshc explain --help`\n"
+    )
 
 
 def test_version() -> None:

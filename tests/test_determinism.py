@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE, ROOT, meshc_in_process
+from conftest import EXAMPLE, ROOT, meshc_in_process, run_under_seeds
 
 from compiler.output.disk import read_tree
 
@@ -19,21 +19,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.synth import generate  # noqa: E402 - the benchmark's generator is a handy varied spec
 
 SEEDS = ("0", "1", "4242")
+MESHC = [sys.executable, "-m", "compiler"]
 
 
-def meshc(*args: str, seed: str | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """`meshc ARGS`: under PYTHONHASHSEED=`seed` in a child process, or in this process when no seed matters."""
-    if seed is None:
-        return meshc_in_process(*args, cwd=cwd)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": seed}
-    return subprocess.run(
-        [sys.executable, "-m", "compiler", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+def meshc(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`meshc ARGS` in this process (run_under_seeds runs the hash-seed children)."""
+    return meshc_in_process(*args, cwd=cwd)
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
@@ -59,18 +50,21 @@ def test_builds_under_different_hash_seeds_are_byte_identical(
     spec: str, synthetic: Path, tmp_path: Path
 ) -> None:
     source = EXAMPLE if spec == "example" else synthetic
+    # One output directory per seed (each with its own lock and cache): the builds run side by side.
+    results = run_under_seeds(
+        {seed: [*MESHC, "build", source, "-o", tmp_path / f"out-{seed}"] for seed in SEEDS}
+    )
     trees = []
-    for seed in SEEDS:
-        out = tmp_path / f"out-{seed}"
-        result = meshc("build", str(source), "-o", str(out), seed=seed)
+    for seed, result in results.items():
         assert result.returncode == 0, result.stderr
-        trees.append(read_tree(out))
+        trees.append(read_tree(tmp_path / f"out-{seed}"))
     assert len(trees[0]) > 1
     assert trees[1] == trees[0] and trees[2] == trees[0]
 
 
 def test_explain_under_different_hash_seeds_is_identical() -> None:
-    outputs = {meshc("explain", "upload", "--format", "json", seed=seed).stdout for seed in SEEDS}
+    results = run_under_seeds({seed: [*MESHC, "explain", "upload", "--format", "json"] for seed in SEEDS})
+    outputs = {result.stdout for result in results.values()}
     assert len(outputs) == 1 and outputs != {""}
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import datetime
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import EXAMPLE, ROOT, meshc_in_process
+from conftest import EXAMPLE, meshc_in_process, run_under_seeds
 from live_k8s import LAST_APPLIED, dump_json, dump_yaml, find, last_applied, live_objects, orphan
 from test_kubernetes_schemas import Schemas, schemas  # noqa: F401 - the fixture: Kubernetes 1.32 strict schemas + CRDs
 
@@ -42,22 +41,9 @@ CLUSTERS = ("gke-usc1-a", "kube-iad-a", "kube-sjc-a")
 SJC = "kube-sjc-a"
 
 
-def meshc(*args: str, today: str = "2026-11-30", seed: str | None = None) -> subprocess.CompletedProcess[str]:
-    """`meshc drift EXAMPLE ARGS`: in this process, or in a child process when a hash seed is asked for."""
-    if seed is None:
-        result = meshc_in_process("drift", EXAMPLE, *args, env={"MESHC_TODAY": today})
-        assert "Traceback" not in result.stdout + result.stderr
-        return result
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_TODAY": today, "PYTHONHASHSEED": seed}
-    env.pop("MESHC_DEBUG", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "compiler", "drift", str(EXAMPLE), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def meshc(*args: str, today: str = "2026-11-30") -> subprocess.CompletedProcess[str]:
+    """`meshc drift EXAMPLE ARGS` in this process (run_under_seeds runs the hash-seed children)."""
+    result = meshc_in_process("drift", EXAMPLE, *args, env={"MESHC_TODAY": today})
     assert "Traceback" not in result.stdout + result.stderr
     return result
 
@@ -694,7 +680,10 @@ def test_summaries_group_targets_by_wave_from_the_manifest(tree: dict[str, bytes
 
 def test_json_report_is_stable(dumps: Callable[..., list[str]]) -> None:
     args = dumps(extra_key)
-    first, second = meshc(*args, "--format", "json", seed="0"), meshc(*args, "--format", "json", seed="1")
+    command = [sys.executable, "-m", "compiler", "drift", EXAMPLE, *args, "--format", "json"]
+    runs = run_under_seeds(dict.fromkeys(("0", "1"), command), env={"MESHC_TODAY": "2026-11-30"}, timeout=120)
+    first, second = runs["0"], runs["1"]
+    assert "Traceback" not in first.stderr + second.stderr
     assert first.stdout == second.stdout
     data = json.loads(first.stdout)
     assert set(data) == {

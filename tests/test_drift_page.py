@@ -294,7 +294,7 @@ def test_meshc_drift_html_is_the_same_bytes_across_hash_seeds(chromium: Chromium
         "kubernetes/gke-usc1-a",
         "kubernetes/kube-iad-a",
         "kubernetes/kube-sjc-a",
-        f"puppet/{tmp_path / 'facts.json'}",
+        f"puppet:{tmp_path / 'facts.json'}",  # a path scope: not puppet//tmp/…
     ]
     assert {n: b["state"] for n, b in boxes["boxes"].items() if b["state"] != "converged"} == {
         # its worst host: a hand edit is worse than a failed run

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,10 +25,12 @@ from compiler.drift.puppet import Expectation, expected_rendering
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS
 from compiler.rollout.output import output_for
-from tests.conftest import EXAMPLE, ROOT, meshc_in_process
+from tests.conftest import EXAMPLE, ROOT, meshc_in_process, write_spec
 from tests.live_k8s import dump_json, live_objects
 from tests.puppetdb_server import PuppetDB, free_port
 from tests.test_drift_puppet import OLD_HASH, iso, mesh_facts, submit_facts, submit_report
+from tests.test_invalid_specs import BASE
+from tests.test_safety_spec import meshc as safety_meshc
 
 POOL = "vm/encryption/sjc"
 LONE_POOL = "vm/audit-log/gcp-usc1"  # wave canary: whole targets, no canary hosts (the example's rollout)
@@ -431,7 +434,51 @@ def test_usage_errors_are_one_line_exit_2(args: list[str], message: str) -> None
 )
 def test_malformed_options_exit_2(args: list[str]) -> None:
     result = meshc(*args)
-    assert result.returncode == 2 and "usage: meshc drift" in result.stderr
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "usage:" not in result.stderr
+    assert result.stderr.startswith(f"meshc: error: drift: argument {args[0]}") or result.stderr.startswith(
+        f"meshc: error: drift: argument {args[2]}"
+    ), result.stderr
+    assert result.stderr.endswith("; see `meshc drift --help`\n")
+
+
+def test_the_hiera_scope_reads_as_a_path_not_after_a_double_slash(tmp_path: Path) -> None:
+    server = tmp_path / "server"
+    server.mkdir()
+    (server / "hiera.yaml").write_text("# not what meshc renders\n")
+    result = meshc("--hiera", str(server), "--partial")
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"  puppet:{server} " in result.stdout and f"puppet:{server} hiera.yaml  [drifted]" in result.stdout
+    )
+    assert "puppet//" not in result.stdout
+    markdown = meshc("--hiera", str(server), "--partial", "--format", "markdown").stdout
+    assert f"`puppet:{server}`" in markdown and "puppet//" not in markdown
+
+
+def test_an_unreadable_file_in_the_hiera_tree_is_named() -> None:
+    """`meshc drift --hiera /` said only `/: cannot read the deployed tree: Permission denied`."""
+    # Root reads anything: meshc runs as nobody, in a directory nobody may enter (pytest's tmp_path is root-only).
+    with tempfile.TemporaryDirectory(prefix="meshc-hiera-") as name:
+        _unreadable_hiera_file_is_named(Path(name))
+
+
+def _unreadable_hiera_file_is_named(world: Path) -> None:
+    write_spec(world / "spec", BASE)
+    for path in (world, *world.rglob("*")):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    server = world / "server"
+    (server / "data/nodes").mkdir(parents=True)
+    (server / "hiera.yaml").write_text("version: 5\n")
+    secret = server / "data/nodes/secret.json"
+    secret.write_text("{}\n")
+    for path in (server, server / "data", server / "data/nodes"):
+        path.chmod(0o755)
+    secret.chmod(0o000)
+    result = safety_meshc("drift", "spec", "--hiera", str(server), "--partial", cwd=world, as_nobody=True)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        f"{secret}: error: cannot read the deployed tree: Permission denied  [hiera-tree]\n"
+    ), result.stderr
 
 
 @pytest.mark.consumer

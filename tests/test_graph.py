@@ -33,7 +33,7 @@ from compiler.graph.model import (
 from compiler.ir.model import Mesh
 from compiler.pipeline import Build, compile_dir
 from compiler.spec.load import read_tree
-from tests.conftest import EXAMPLE, ROOT, require_tool, write_spec
+from tests.conftest import EXAMPLE, ROOT, require_tool, run_under_seeds, write_spec
 
 DOCS_SVG = ROOT / "docs" / "mesh.svg"
 
@@ -307,17 +307,10 @@ def test_a_changed_dependency_moves_the_edge_in_every_format(tmp_path: Path) -> 
 def test_pictures_are_byte_identical_across_runs_and_hash_seeds(args: tuple[str, ...]) -> None:
     if "svg" in args or "html" in args:
         require_tool("dot")
-    outputs = set()
-    for seed in ("0", "1", "4242"):
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": seed}
-        proc = subprocess.run(
-            [sys.executable, "-m", "compiler", "graph", *args, "--spec", str(EXAMPLE)],
-            env=env,
-            capture_output=True,
-            check=True,
-            timeout=120,
-        )
-        outputs.add(proc.stdout)
+    command = [sys.executable, "-m", "compiler", "graph", *args, "--spec", str(EXAMPLE)]
+    results = run_under_seeds(dict.fromkeys(("0", "1", "4242"), command), timeout=120)
+    assert all(result.returncode == 0 for result in results.values()), results
+    outputs = {result.stdout for result in results.values()}
     assert len(outputs) == 1 and len(next(iter(outputs))) > 1000
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
 from typing import Any
 
@@ -21,7 +20,7 @@ from compiler.render.envoy import (
     content_hash,
     duration,
 )
-from tests.conftest import ROOT
+from tests.conftest import run_under_seeds
 
 UPLOAD = "k8s/kube-sjc-a/upload/upload"
 
@@ -273,15 +272,7 @@ print(h.hexdigest())
 
 
 def test_rendering_is_identical_under_any_hash_seed() -> None:
-    digests = {
-        subprocess.run(
-            [sys.executable, "-c", _DUMP],
-            cwd=ROOT,
-            env={"PYTHONHASHSEED": seed},
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout
-        for seed in ("0", "1", "4242")
-    }
+    results = run_under_seeds(dict.fromkeys(("0", "1", "4242"), [sys.executable, "-c", _DUMP]))
+    assert all(result.returncode == 0 for result in results.values()), results
+    digests = {result.stdout for result in results.values()}
     assert len(digests) == 1

@@ -3,8 +3,6 @@ waves as columns, boxes coloured by state, the next promotion outlined; a promot
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from compiler.graph.status import render_plan_page
 from compiler.rollout.plan import Plan, plan_rollout, promote
 from compiler.rollout.revisions import rollout_context
 from tests.browser import Chromium
-from tests.conftest import ROOT
+from tests.conftest import run_under_seeds
 from tests.test_gitsource import commit, make_repo
 from tests.test_graph_browser import load_page
 from tests.test_rollout_build import SPEC, add_timeout_change, set_policy
@@ -53,20 +51,6 @@ def plan_of(spec: Path) -> Plan:
         return plan_rollout(context)
     finally:
         context.location.repo.close()
-
-
-def meshc_plan_html(spec: Path, seed: str) -> bytes:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": seed}
-    result = subprocess.run(
-        [sys.executable, "-m", "compiler", "plan", str(spec), "--format", "html"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0 and result.stderr == b"", result.stderr
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
@@ -163,9 +147,12 @@ def test_a_promotion_moves_the_colours_and_the_outlined_column(chromium: Chromiu
 
 def test_plan_html_is_the_same_bytes_across_runs_and_hash_seeds(rollout: tuple[Path, str, str]) -> None:
     repo = rollout[0]
-    pages = {meshc_plan_html(repo / SPEC, seed) for seed in ("0", "1", "4242")}
+    command = [sys.executable, "-m", "compiler", "plan", repo / SPEC, "--format", "html"]
+    results = run_under_seeds(dict.fromkeys(("0", "1", "4242"), command))
+    assert all(r.returncode == 0 and r.stderr == "" for r in results.values()), results
+    pages = {result.stdout for result in results.values()}
     assert len(pages) == 1
-    page = pages.pop().decode()
+    page = pages.pop()
     assert page.startswith("<!DOCTYPE html>") and page == render_plan_page(plan_of(repo / SPEC))
     assert "http://" not in page.replace("http://www.w3.org/2000/svg", "") and "https://" not in page
 

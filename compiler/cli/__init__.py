@@ -19,6 +19,7 @@ from compiler import __version__
 from compiler.cli.evidence import drift_arguments, drift_request, evidence_arguments
 from compiler.cli.exits import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK
 from compiler.cli.graph import graph_command
+from compiler.cli.usage import Parser
 from compiler.diagnostics import (
     EnvironmentFailure,
     InternalError,
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = Parser(
         prog="meshc", description="Compile a service-mesh spec into Puppet and Kubernetes artifacts."
     )
     parser.add_argument("--version", action="version", version=f"meshc {__version__}")

@@ -46,8 +46,10 @@ def compare_hiera(deployed: Path, tree: Mapping[str, bytes]) -> TreeStatus:
     try:
         actual = read_tree(deployed)
     except OSError as error:
+        # Name the file or directory that failed, not the root: under a large tree the root says nothing.
+        where = str(error.filename) if error.filename is not None else str(deployed)
         raise DriftInputError(
-            str(deployed), f"cannot read the deployed tree: {error.strerror or error}", "hiera-tree"
+            where, f"cannot read the deployed tree: {error.strerror or error}", "hiera-tree"
         ) from None
     # Dot files and directories are the deployment tool's (.git, r10k's .r10k-deploy.json), not meshc's.
     actual = {

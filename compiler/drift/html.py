@@ -24,6 +24,7 @@ from compiler.drift.model import (
     DriftItem,
     DriftReport,
     SubjectState,
+    scope_label,
 )
 from compiler.drift.summary import HOST_PLATFORM, orphan_commands, verdict, worst
 from compiler.graph.columns import STATE_COLORS, Box, Column, render_columns
@@ -77,7 +78,8 @@ def render_drift_page(report: DriftReport) -> str:
     ]
     details = {g.id: _drift_detail(report, g) for g in groups}
     notes = [
-        f"{s.platform}/{s.scope}: not checked, no evidence given" + (" (--partial)" if report.partial else "")
+        f"{scope_label(s.platform, s.scope)}: not checked, no evidence given"
+        + (" (--partial)" if report.partial else "")
         for s in report.scopes
         if s.state == NOT_CHECKED
     ]
@@ -179,7 +181,7 @@ def _drift_groups(report: DriftReport) -> list[_Group]:
 
 def _column_of(by_wave: bool, platform: str, scope: str, wave: str | None) -> str:
     """A box's column: its wave (NO_WAVE for objects of no target) when a rollout is in force, else its scope."""
-    return (wave or NO_WAVE) if by_wave else f"{platform}/{scope}"
+    return (wave or NO_WAVE) if by_wave else scope_label(platform, scope)
 
 
 def _column_order(report: DriftReport, groups: Sequence[_Group]) -> list[str]:
@@ -189,7 +191,7 @@ def _column_order(report: DriftReport, groups: Sequence[_Group]) -> list[str]:
     waves = sorted(
         present - {NO_WAVE, ORPHANS}, key=lambda w: (order.index(w) if w in order else len(order), w)
     )
-    scopes = [f"{s.platform}/{s.scope}" for s in report.scopes]
+    scopes = [scope_label(s.platform, s.scope) for s in report.scopes]
     return [
         *(w for w in waves if w not in scopes),
         *(s for s in scopes if s in present),
@@ -268,7 +270,7 @@ def _drift_summary(report: DriftReport) -> Iterator[str]:
     for scope in report.scopes:
         counts = ", ".join(f"{n} {state}" for state, n in scope.counts.items())
         yield (
-            f"{scope.platform}/{scope.scope}: {scope.state}"
+            f"{scope_label(scope.platform, scope.scope)}: {scope.state}"
             + (f" ({counts})" if counts else "")
             + (f", from {scope.evidence}" if scope.evidence else "")
         )

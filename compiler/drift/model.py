@@ -48,6 +48,11 @@ BLOCKING_STATES = FAILING_STATES | {PENDING}
 REPORT_FORMAT = 1
 
 
+def scope_label(platform: str, scope: str) -> str:
+    """A scope as people read it: `kubernetes/prod-a`; a path reads `puppet:/srv/hiera`, not `puppet//srv/hiera`."""
+    return f"{platform}:{scope}" if scope.startswith("/") else f"{platform}/{scope}"
+
+
 class DriftInputError(Exception):
     """Input `meshc drift` cannot use (a dump, an acknowledgements file, a CLUSTER=DUMP pair): exit 2.
 

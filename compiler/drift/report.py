@@ -19,6 +19,7 @@ from compiler.drift.model import (
     REPORT_FORMAT,
     DriftItem,
     DriftReport,
+    scope_label,
 )
 from compiler.drift.summary import (
     SUMMARY_NAMES,
@@ -44,7 +45,8 @@ def format_text(report: DriftReport) -> str:
     commands."""
     lines = [verdict(report), ""]
     lines += [
-        f"  {s.platform}/{s.scope:<24} {_scope_summary(s.state, s.counts, s.evidence, report.partial)}"
+        f"  {scope_label(s.platform, s.scope):<{len(s.platform) + 25}} "
+        + _scope_summary(s.state, s.counts, s.evidence, report.partial)
         for s in report.scopes
     ]
     pools = pool_rows(report)
@@ -58,7 +60,7 @@ def format_text(report: DriftReport) -> str:
         lines += ["", "not converged:"]
         for subject in bad:
             lines.append(
-                f"  {subject.platform}/{subject.scope} {subject.subject}  [{subject.state}]"
+                f"  {scope_label(subject.platform, subject.scope)} {subject.subject}  [{subject.state}]"
                 + (f"  target {subject.target}" if subject.target else "")
             )
             details = {item.detail for item in subject.items if not item.acknowledged}
@@ -139,7 +141,8 @@ def format_markdown(report: DriftReport) -> str:
             f"{s.counts.get(CONVERGED, 0)}/{sum(s.counts.values())}" if s.state != NOT_CHECKED else "–"
         )
         head.append(
-            f"| `{s.platform}/{s.scope}` | **{s.state}** | {converged} | {others} | {_md(s.evidence or 'none given')} |"
+            f"| `{scope_label(s.platform, s.scope)}` | **{s.state}** | {converged} | {others} "
+            f"| {_md(s.evidence or 'none given')} |"
         )
     pools = pool_rows(report)
     if pools:
@@ -194,7 +197,7 @@ def _markdown_blocks(report: DriftReport) -> Iterator[str]:
         ]
         target = f" (target `{subject.target}`)" if subject.target else ""
         yield (
-            f"\n<details><summary><code>{subject.platform}/{subject.scope} {_md(subject.subject)}</code> "
+            f"\n<details><summary><code>{scope_label(subject.platform, subject.scope)} {_md(subject.subject)}</code> "
             f"{subject.state}{target}"
             f"</summary>\n\n" + "\n".join(lines) + "\n</details>\n"
         )

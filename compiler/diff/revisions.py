@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from compiler.diagnostics import Diagnostic, SpecError, at_revision
+from compiler.diff.files import output_file
 from compiler.diff.kube import kube_deletions
 from compiler.diff.records import (
     ADDED,
@@ -25,7 +26,10 @@ from compiler.diff.targets import Compiled, compiled, diff_targets
 from compiler.diff.values import diff_values
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.graph.calls import diff_calls
-from compiler.pipeline import Build, compile
+from compiler.incremental import file_hashes, target_inputs
+from compiler.ir.model import Mesh
+from compiler.output.manifest import MANIFEST
+from compiler.pipeline import Build, stream_artifacts
 from compiler.render.restart import RestartClass
 from compiler.spec.load import MESH_FILE, SpecFiles
 from compiler.spec.model import Spec
@@ -81,27 +85,79 @@ def diff_specs(
 ) -> MeshDiff:
     """Compile both spec trees and diff them; an invalid or absent (None) base is diffed as empty, with a note.
 
+    Only the targets whose inputs differ are rendered into files: the diff is the one `diff_builds` makes of
+    both whole builds (`tests/test_diff_changed.py` compares the two on random edits).
+
     Both sides are compiled under the same `label`, so nothing that names the spec directory can
     differ. An invalid head raises SpecError: there is nothing to review until it is fixed.
     """
-    new = compiled(compile(head_files, label))  # the head's bytes are freed before the base is compiled
+    head_model = _lowered(head_files, label)  # an invalid head raises before the base is looked at
     notes: list[str] = []
     diagnostics: tuple[Diagnostic, ...] = ()
-    old = None
+    base_model = None
     if base_files is None:
         notes.append(f"there is no spec at {base}; the diff treats the base as empty, so every target is new")
     else:
         try:
-            old = compiled(compile(base_files, label))
+            base_model = _lowered(base_files, label)
         except SpecError as exc:
             diagnostics = exc.diagnostics
             notes.append(
                 f"the spec at {base} is invalid ({len(diagnostics)} error(s), listed below); "
                 "the diff treats the base as empty, so every target is new"
             )
+    changed = _changed_targets(base_model, base_files or {}, head_model, head_files, label)
+    # One revision rendered at a time, each reduced to its changed targets before the next is rendered.
+    old = _compiled_changed(base_model, changed) if base_model is not None else None
+    new = _compiled_changed(head_model, changed)
     result = _diff_compiled(old, new, base=base, head=head, notes=tuple(notes))
     reformatted = _reformatted(base_files or {}, head_files, old, new)
     return replace(result, base_diagnostics=diagnostics, reformatted=reformatted)
+
+
+def _lowered(files: SpecFiles, label: str) -> tuple[Spec, Mesh]:
+    """A revision checked and lowered, not yet rendered; raise SpecError with every diagnostic."""
+    from compiler.ir.lower import lower
+    from compiler.spec.checks import check
+    from compiler.spec.load import load_documents
+
+    spec = check(load_documents(files, label))
+    return spec, lower(spec)
+
+
+def _changed_targets(
+    base: tuple[Spec, Mesh] | None,
+    base_files: SpecFiles,
+    head: tuple[Spec, Mesh],
+    head_files: SpecFiles,
+    label: str,
+) -> frozenset[str]:
+    """Targets whose input hash (compiler.incremental) differs between the revisions, or that exist in one only.
+
+    Equal inputs render equal files and documents (`tests/test_incremental.py` fuzzes it), so every other
+    target is the same on both sides and no diff needs it rendered.
+    """
+    head_inputs = target_inputs(*head, file_hashes(head_files, label))
+    base_inputs = target_inputs(*base, file_hashes(base_files, label)) if base is not None else {}
+    return frozenset(
+        target
+        for target in head_inputs.keys() | base_inputs.keys()
+        if head_inputs.get(target) != base_inputs.get(target)
+    )
+
+
+def _compiled_changed(model: tuple[Spec, Mesh], changed: frozenset[str]) -> Compiled:
+    """A revision rendered, with the sidecar documents and files of the `changed` targets only (and every shared
+    file): the other targets' documents are dropped before the next revision is rendered."""
+    from compiler.render import render
+
+    spec, mesh = model
+    sidecars = render(mesh)
+    files = tuple(
+        output_file(a) for a in stream_artifacts(mesh, sidecars, changed, values=True) if a.path != MANIFEST
+    )
+    kept = {target: config for target, config in sidecars.items() if target in changed}
+    return Compiled(spec=spec, mesh=mesh, sidecars=kept, files=files)
 
 
 def diff_builds(

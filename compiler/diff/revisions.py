@@ -3,14 +3,13 @@ builds spec file by spec file and target by target, grouped by platform and data
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from compiler.diagnostics import Diagnostic, SpecError, at_revision
-from compiler.diff.files import output_file
-from compiler.diff.kube import kube_deletions
+from compiler.diff.files import OutputFile, output_file
 from compiler.diff.records import (
     ADDED,
     CHANGED,
@@ -22,7 +21,7 @@ from compiler.diff.records import (
     WaveSplit,
     restart_key,
 )
-from compiler.diff.targets import Compiled, compiled, diff_targets
+from compiler.diff.targets import Compiled, compiled, diff_files, diff_targets
 from compiler.diff.values import diff_values
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.graph.calls import diff_calls
@@ -30,6 +29,7 @@ from compiler.incremental import file_hashes, target_inputs
 from compiler.ir.model import Mesh
 from compiler.output.manifest import MANIFEST
 from compiler.pipeline import Build, stream_artifacts
+from compiler.render import SidecarConfig
 from compiler.render.restart import RestartClass
 from compiler.spec.load import MESH_FILE, SpecFiles
 from compiler.spec.model import Spec
@@ -107,7 +107,8 @@ def diff_specs(
                 "the diff treats the base as empty, so every target is new"
             )
     changed = _changed_targets(base_model, base_files or {}, head_model, head_files, label)
-    # One revision rendered at a time, each reduced to its changed targets before the next is rendered.
+    # Both revisions rendered, their changed targets' files streamed side by side (see diff_files): no build's
+    # files are ever held whole.
     old = _compiled_changed(base_model, changed) if base_model is not None else None
     new = _compiled_changed(head_model, changed)
     result = _diff_compiled(old, new, base=base, head=head, notes=tuple(notes))
@@ -147,17 +148,23 @@ def _changed_targets(
 
 
 def _compiled_changed(model: tuple[Spec, Mesh], changed: frozenset[str]) -> Compiled:
-    """A revision rendered, with the sidecar documents and files of the `changed` targets only (and every shared
-    file): the other targets' documents are dropped before the next revision is rendered."""
+    """A revision rendered, with the sidecar documents of the `changed` targets only and their files (and every
+    shared file) as a stream: the backends run as the diff reads it."""
     from compiler.render import render
 
     spec, mesh = model
     sidecars = render(mesh)
-    files = tuple(
-        output_file(a) for a in stream_artifacts(mesh, sidecars, changed, values=True) if a.path != MANIFEST
-    )
     kept = {target: config for target, config in sidecars.items() if target in changed}
-    return Compiled(spec=spec, mesh=mesh, sidecars=kept, files=files)
+    return Compiled(spec=spec, mesh=mesh, sidecars=kept, files=_streamed_files(mesh, sidecars, changed))
+
+
+def _streamed_files(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], changed: frozenset[str]
+) -> Iterator[OutputFile]:
+    """The files of the `changed` targets and every shared file, rendered one at a time (MANIFEST.json aside)."""
+    for artifact in stream_artifacts(mesh, sidecars, changed, values=True):
+        if artifact.path != MANIFEST:
+            yield output_file(artifact)
 
 
 def diff_builds(
@@ -170,7 +177,8 @@ def diff_builds(
 def _diff_compiled(
     old: Compiled | None, new: Compiled, *, base: str, head: str, notes: tuple[str, ...]
 ) -> MeshDiff:
-    targets, shared = diff_targets(old, new)
+    files = diff_files(old.files if old else (), new.files)  # first: it reads streamed files, then frees them
+    targets, shared = diff_targets(old, new, files)
     return MeshDiff(
         base=base,
         head=head,
@@ -179,7 +187,7 @@ def _diff_compiled(
         targets=targets,
         groups=group(targets),
         shared=shared,
-        deletions=kube_deletions(old.files if old else (), new.files),
+        deletions=files.deletions,
         calls=diff_calls(old.mesh if old else None, new.mesh),
         waves=_wave_split(old, new, targets),
     )

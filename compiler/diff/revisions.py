@@ -35,6 +35,7 @@ from compiler.spec.load import MESH_FILE, SpecFiles
 from compiler.spec.model import Spec
 
 WORKING_TREE = "working tree"
+CHUNK = 1000  # targets per backend run in a diff; see _streamed_files
 
 
 def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDiff:
@@ -154,17 +155,27 @@ def _compiled_changed(model: tuple[Spec, Mesh], changed: frozenset[str]) -> Comp
 
     spec, mesh = model
     sidecars = render(mesh)
+    # The backends read the sidecars of the targets in `only` alone: the others are dropped now, before the other
+    # revision is rendered.
     kept = {target: config for target, config in sidecars.items() if target in changed}
-    return Compiled(spec=spec, mesh=mesh, sidecars=kept, files=_streamed_files(mesh, sidecars, changed))
+    return Compiled(spec=spec, mesh=mesh, sidecars=kept, files=_streamed_files(mesh, kept, changed))
 
 
 def _streamed_files(
     mesh: Mesh, sidecars: Mapping[str, SidecarConfig], changed: frozenset[str]
 ) -> Iterator[OutputFile]:
-    """The files of the `changed` targets and every shared file, rendered one at a time (MANIFEST.json aside)."""
-    for artifact in stream_artifacts(mesh, sidecars, changed, values=True):
-        if artifact.path != MANIFEST:
-            yield output_file(artifact)
+    """The files of the `changed` targets and every shared file, rendered one at a time (MANIFEST.json aside).
+
+    The backends run CHUNK targets at a time: each run's memo (escaped and serialized documents) dies with
+    it, where one run over every target would hold them all, on both sides of the diff at once.
+    """
+    ordered = sorted(changed)
+    for start in range(0, max(len(ordered), 1), CHUNK):
+        for artifact in stream_artifacts(
+            mesh, sidecars, frozenset(ordered[start : start + CHUNK]), values=True
+        ):
+            if artifact.path != MANIFEST and (start == 0 or artifact.target is not None):
+                yield output_file(artifact)
 
 
 def diff_builds(

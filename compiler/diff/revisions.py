@@ -28,14 +28,14 @@ from compiler.graph.calls import diff_calls
 from compiler.incremental import file_hashes, target_inputs
 from compiler.ir.model import Mesh
 from compiler.output.manifest import MANIFEST
-from compiler.pipeline import Build, stream_artifacts
+from compiler.pipeline import Build
 from compiler.render import SidecarConfig
 from compiler.render.restart import RestartClass
 from compiler.spec.load import MESH_FILE, SpecFiles
 from compiler.spec.model import Spec
 
 WORKING_TREE = "working tree"
-CHUNK = 1000  # targets per backend run in a diff; see _streamed_files
+CHUNK = 3000  # targets per backend run in a diff; see _streamed_files
 
 
 def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDiff:
@@ -166,10 +166,14 @@ def _streamed_files(
 ) -> Iterator[OutputFile]:
     """The files of the `changed` targets and every shared file, rendered one at a time (MANIFEST.json aside).
 
-    The backends run CHUNK targets at a time: each run's memo (escaped and serialized documents) dies with
-    it, where one run over every target would hold them all, on both sides of the diff at once.
+    The backends run CHUNK targets at a time, service by service: each run's memo (the serialized and
+    escaped copies of its services' documents) dies with it, where one run over every target would hold
+    them all, on both sides of the diff at once.
     """
-    ordered = sorted(changed)
+    from compiler.pipeline import stream_artifacts
+
+    owners = {w.id: w.service for w in mesh.workloads}
+    ordered = sorted(changed, key=lambda t: (owners.get(t) or t.rsplit("/", 1)[-1], t))  # readers: by service
     for start in range(0, max(len(ordered), 1), CHUNK):
         for artifact in stream_artifacts(
             mesh, sidecars, frozenset(ordered[start : start + CHUNK]), values=True

@@ -6,6 +6,7 @@ the one made of both whole builds (`diff_builds`), spec files, restart classes, 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 from dataclasses import replace
@@ -17,9 +18,10 @@ from test_incremental import EDITS, Spec
 from benchmarks.synth import generate
 from compiler.diagnostics import SpecError
 from compiler.diff import revisions
-from compiler.diff.records import MeshDiff
+from compiler.diff.files import OutputFile
+from compiler.diff.records import ADDED, CHANGED, REMOVED, MeshDiff
 from compiler.diff.revisions import diff_builds, diff_specs
-from compiler.diff.targets import compiled
+from compiler.diff.targets import compiled, diff_files
 from compiler.pipeline import compile, spec_files
 from compiler.spec.load import SpecFiles
 
@@ -116,3 +118,26 @@ def test_a_one_service_edit_renders_only_the_targets_it_reaches(tmp_path: Path) 
     assert all((owners.get(target) or target.rsplit("/", 1)[-1]) in reached for target in changed)
     assert len(changed) < len(owners) / 2, "most targets are untouched, so not rendered"
     assert changed_only_diff(base, head) == both_builds_diff(base, head)
+
+
+def _file(path: str, target: str | None, value: dict[str, int]) -> OutputFile:
+    return OutputFile(
+        path=path, target=target, digest=hashlib.sha256(repr(value).encode()).digest(), value=value
+    )
+
+
+def test_streamed_files_pair_by_path_whatever_their_order() -> None:
+    old = [_file("a.json", "t1", {"x": 1}), _file("b.json", "t1", {"y": 1}), _file("c.json", None, {"z": 1})]
+    old.append(_file("m.json", "t1", {"k": 1}))
+    new = [_file("m.json", "t2", {"k": 1}), _file("c.json", None, {"z": 2}), _file("b.json", "t1", {"y": 1})]
+    new.append(_file("d.json", "t2", {"w": 1}))
+    found = diff_files(iter(old), iter(new))
+    statuses = {t: [(d.name, d.status) for d in diffs] for t, diffs in found.by_target.items()}
+    # a file that moves to another target leaves one and joins the other; an equal file is no change
+    assert statuses == {
+        "t1": [("a.json", REMOVED), ("m.json", REMOVED)],
+        "t2": [("d.json", ADDED), ("m.json", ADDED)],
+        None: [("c.json", CHANGED)],
+    }
+    assert [c.path for c in found.by_target[None][0].changes] == ["z"]
+    assert found.old_targets == {"t1", None} and found.new_targets == {"t1", "t2", None}

@@ -24,29 +24,47 @@ def kube_deletions(old: Sequence[OutputFile], new: Sequence[OutputFile]) -> tupl
     name) in any file of its cluster. Only files whose bytes differ are looked into: a file both
     builds write alike holds the same objects on both sides, and an object lives in one file only.
     """
-    before = {a.path: a for a in old if _cluster_of(a.path)}
-    after = {a.path: a for a in new if _cluster_of(a.path)}
-    kept = {
-        _kube_key(path, obj)
-        for path, file in after.items()
-        if not _same(before.get(path), file)
-        for obj in kube_objects(file)
-    }
-    gone: dict[str, list[KubeDelete]] = {}
-    for path, file in before.items():
-        if _same(after.get(path), file):
-            continue
-        cluster = _cluster_of(path) or ""
-        gone.setdefault(cluster, []).extend(
-            _delete(cluster, path, obj) for obj in kube_objects(file) if _kube_key(path, obj) not in kept
+    before, after = {a.path: a for a in old}, {a.path: a for a in new}
+    deletions = KubeDeletions()
+    for path in before.keys() | after.keys():
+        deletions.add(before.get(path), after.get(path))
+    return deletions.ordered()
+
+
+class KubeDeletions:
+    """`kube_deletions` fed one path's two versions at a time, so a diff that streams its files holds no file
+    twice: what it keeps is each changed file's object keys and the base's candidate deletions."""
+
+    def __init__(self) -> None:
+        self.kept: set[KubeKey] = set()
+        self.gone: list[tuple[KubeKey, KubeDelete]] = []
+
+    def add(self, old: OutputFile | None, new: OutputFile | None) -> None:
+        """One path's file at the base and at the head (None: absent there)."""
+        if old is not None and new is not None and old.digest == new.digest:
+            return
+        if new is not None and _cluster_of(new.path):
+            self.kept.update(_kube_key(new.path, obj) for obj in kube_objects(new))
+        if old is not None and (cluster := _cluster_of(old.path)):
+            self.gone.extend(
+                (_kube_key(old.path, obj), _delete(cluster, old.path, obj)) for obj in kube_objects(old)
+            )
+
+    def ordered(self) -> tuple[KubeDelete, ...]:
+        """The base's objects the head no longer writes, cluster by cluster, each in reverse apply order."""
+        gone: dict[str, list[KubeDelete]] = {}
+        for key, delete in self.gone:
+            if key not in self.kept:
+                gone.setdefault(delete.cluster, []).append(delete)
+        return tuple(
+            d
+            for cluster in sorted(gone)
+            for d in sorted(
+                gone[cluster],
+                key=lambda d: (d.file, kind_rank(d.kind), d.namespace or "", d.name),
+                reverse=True,
+            )
         )
-    return tuple(
-        d
-        for cluster in sorted(gone)
-        for d in sorted(
-            gone[cluster], key=lambda d: (d.file, kind_rank(d.kind), d.namespace or "", d.name), reverse=True
-        )
-    )
 
 
 def kube_objects(file: OutputFile) -> list[Mapping[str, Any]]:
@@ -65,10 +83,6 @@ def kube_objects(file: OutputFile) -> list[Mapping[str, Any]]:
         and isinstance(d["metadata"].get("name"), str)
         and isinstance(d["metadata"].get("namespace", ""), str)
     ]
-
-
-def _same(other: OutputFile | None, file: OutputFile) -> bool:
-    return other is not None and other.digest == file.digest
 
 
 def _cluster_of(path: str) -> str | None:

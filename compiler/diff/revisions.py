@@ -3,13 +3,13 @@ builds spec file by spec file and target by target, grouped by platform and data
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from compiler.diagnostics import Diagnostic, SpecError, at_revision
-from compiler.diff.kube import kube_deletions
+from compiler.diff.files import OutputFile, output_file
 from compiler.diff.records import (
     ADDED,
     CHANGED,
@@ -21,16 +21,21 @@ from compiler.diff.records import (
     WaveSplit,
     restart_key,
 )
-from compiler.diff.targets import Compiled, compiled, diff_targets
+from compiler.diff.targets import Compiled, compiled, diff_files, diff_targets
 from compiler.diff.values import diff_values
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.graph.calls import diff_calls
-from compiler.pipeline import Build, compile
+from compiler.incremental import file_hashes, target_inputs
+from compiler.ir.model import Mesh
+from compiler.output.manifest import MANIFEST
+from compiler.pipeline import Build
+from compiler.render import SidecarConfig
 from compiler.render.restart import RestartClass
 from compiler.spec.load import MESH_FILE, SpecFiles
 from compiler.spec.model import Spec
 
 WORKING_TREE = "working tree"
+CHUNK = 3000  # targets per backend run in a diff; see _streamed_files
 
 
 def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDiff:
@@ -81,27 +86,100 @@ def diff_specs(
 ) -> MeshDiff:
     """Compile both spec trees and diff them; an invalid or absent (None) base is diffed as empty, with a note.
 
+    Only the targets whose inputs differ are rendered into files: the diff is the one `diff_builds` makes of
+    both whole builds (`tests/test_diff_changed.py` compares the two on random edits).
+
     Both sides are compiled under the same `label`, so nothing that names the spec directory can
     differ. An invalid head raises SpecError: there is nothing to review until it is fixed.
     """
-    new = compiled(compile(head_files, label))  # the head's bytes are freed before the base is compiled
+    head_model = _lowered(head_files, label)  # an invalid head raises before the base is looked at
     notes: list[str] = []
     diagnostics: tuple[Diagnostic, ...] = ()
-    old = None
+    base_model = None
     if base_files is None:
         notes.append(f"there is no spec at {base}; the diff treats the base as empty, so every target is new")
     else:
         try:
-            old = compiled(compile(base_files, label))
+            base_model = _lowered(base_files, label)
         except SpecError as exc:
             diagnostics = exc.diagnostics
             notes.append(
                 f"the spec at {base} is invalid ({len(diagnostics)} error(s), listed below); "
                 "the diff treats the base as empty, so every target is new"
             )
+    changed = _changed_targets(base_model, base_files or {}, head_model, head_files, label)
+    # Both revisions rendered, their changed targets' files streamed side by side (see diff_files): no build's
+    # files are ever held whole.
+    old = _compiled_changed(base_model, changed) if base_model is not None else None
+    new = _compiled_changed(head_model, changed)
     result = _diff_compiled(old, new, base=base, head=head, notes=tuple(notes))
     reformatted = _reformatted(base_files or {}, head_files, old, new)
     return replace(result, base_diagnostics=diagnostics, reformatted=reformatted)
+
+
+def _lowered(files: SpecFiles, label: str) -> tuple[Spec, Mesh]:
+    """A revision checked and lowered, not yet rendered; raise SpecError with every diagnostic."""
+    from compiler.ir.lower import lower
+    from compiler.spec.checks import check
+    from compiler.spec.load import load_documents
+
+    spec = check(load_documents(files, label))
+    return spec, lower(spec)
+
+
+def _changed_targets(
+    base: tuple[Spec, Mesh] | None,
+    base_files: SpecFiles,
+    head: tuple[Spec, Mesh],
+    head_files: SpecFiles,
+    label: str,
+) -> frozenset[str]:
+    """Targets whose input hash (compiler.incremental) differs between the revisions, or that exist in one only.
+
+    Equal inputs render equal files and documents (`tests/test_incremental.py` fuzzes it), so every other
+    target is the same on both sides and no diff needs it rendered.
+    """
+    head_inputs = target_inputs(*head, file_hashes(head_files, label))
+    base_inputs = target_inputs(*base, file_hashes(base_files, label)) if base is not None else {}
+    return frozenset(
+        target
+        for target in head_inputs.keys() | base_inputs.keys()
+        if head_inputs.get(target) != base_inputs.get(target)
+    )
+
+
+def _compiled_changed(model: tuple[Spec, Mesh], changed: frozenset[str]) -> Compiled:
+    """A revision rendered, with the sidecar documents of the `changed` targets only and their files (and every
+    shared file) as a stream: the backends run as the diff reads it."""
+    from compiler.render import render
+
+    spec, mesh = model
+    sidecars = render(mesh)
+    # The backends read the sidecars of the targets in `only` alone: the others are dropped now, before the other
+    # revision is rendered.
+    kept = {target: config for target, config in sidecars.items() if target in changed}
+    return Compiled(spec=spec, mesh=mesh, sidecars=kept, files=_streamed_files(mesh, kept, changed))
+
+
+def _streamed_files(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], changed: frozenset[str]
+) -> Iterator[OutputFile]:
+    """The files of the `changed` targets and every shared file, rendered one at a time (MANIFEST.json aside).
+
+    The backends run CHUNK targets at a time, service by service: each run's memo (the serialized and
+    escaped copies of its services' documents) dies with it, where one run over every target would hold
+    them all, on both sides of the diff at once.
+    """
+    from compiler.pipeline import stream_artifacts
+
+    owners = {w.id: w.service for w in mesh.workloads}
+    ordered = sorted(changed, key=lambda t: (owners.get(t) or t.rsplit("/", 1)[-1], t))  # readers: by service
+    for start in range(0, max(len(ordered), 1), CHUNK):
+        for artifact in stream_artifacts(
+            mesh, sidecars, frozenset(ordered[start : start + CHUNK]), values=True
+        ):
+            if artifact.path != MANIFEST and (start == 0 or artifact.target is not None):
+                yield output_file(artifact)
 
 
 def diff_builds(
@@ -114,7 +192,8 @@ def diff_builds(
 def _diff_compiled(
     old: Compiled | None, new: Compiled, *, base: str, head: str, notes: tuple[str, ...]
 ) -> MeshDiff:
-    targets, shared = diff_targets(old, new)
+    files = diff_files(old.files if old else (), new.files)  # first: it reads streamed files, then frees them
+    targets, shared = diff_targets(old, new, files)
     return MeshDiff(
         base=base,
         head=head,
@@ -123,7 +202,7 @@ def _diff_compiled(
         targets=targets,
         groups=group(targets),
         shared=shared,
-        deletions=kube_deletions(old.files if old else (), new.files),
+        deletions=files.deletions,
         calls=diff_calls(old.mesh if old else None, new.mesh),
         waves=_wave_split(old, new, targets),
     )

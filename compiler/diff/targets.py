@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from compiler.diff.files import OutputFile, diff_output_file, output_file
-from compiler.diff.records import ADDED, CHANGED, REMOVED, Change, DocumentDiff, TargetDiff
+from compiler.diff.kube import KubeDeletions
+from compiler.diff.records import ADDED, CHANGED, REMOVED, Change, DocumentDiff, KubeDelete, TargetDiff
 from compiler.diff.values import diff_values
 from compiler.ir.model import Mesh, Workload
 from compiler.output.manifest import MANIFEST
@@ -18,18 +19,27 @@ from compiler.render.restart import RestartClass, classify, new_credentials
 from compiler.render.restart import changes as restart_costs
 from compiler.spec.model import Spec
 
-Files = Mapping[str, OutputFile]  # a target's output files by path
-
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Compiled:
     """A build as a diff keeps it: its spec, IR and sidecar documents, and its output files without the bytes of
-    those that hold data (see OutputFile)."""
+    those that hold data (see OutputFile). `files` may stream (a generator, read once by `diff_files`)."""
 
     spec: Spec
     mesh: Mesh
     sidecars: Mapping[str, SidecarConfig]
-    files: tuple[OutputFile, ...]
+    files: Iterable[OutputFile]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FileChanges:
+    """Two builds' output files compared path by path: the changed files of each target (None: shared files),
+    sorted by path, the targets that have files on each side, and the Kubernetes objects left behind."""
+
+    by_target: Mapping[str | None, tuple[DocumentDiff, ...]]
+    old_targets: frozenset[str | None]
+    new_targets: frozenset[str | None]
+    deletions: tuple[KubeDelete, ...]
 
 
 def compiled(build: Build) -> Compiled:
@@ -38,11 +48,64 @@ def compiled(build: Build) -> Compiled:
     return Compiled(spec=build.spec, mesh=build.mesh, sidecars=build.sidecars, files=files)
 
 
+def diff_files(old: Iterable[OutputFile], new: Iterable[OutputFile]) -> FileChanges:
+    """Compare two builds' files as they stream, each pair as soon as both sides have yielded its path.
+
+    Both builds lay out their files in the same order, so few wait for their other half: a diff of
+    two streamed builds holds neither build's files whole.
+    """
+    diffs: dict[str | None, list[DocumentDiff]] = {}
+    old_targets: set[str | None] = set()
+    new_targets: set[str | None] = set()
+    deletions = KubeDeletions()
+    waiting: tuple[dict[str, OutputFile], dict[str, OutputFile]] = ({}, {})
+
+    def pair(before: OutputFile | None, after: OutputFile | None) -> None:
+        deletions.add(before, after)
+        for target, found in _file_changes(before, after):
+            diffs.setdefault(target, []).append(found)
+
+    streams = [(0, iter(old)), (1, iter(new))]
+    while streams:
+        for side, stream in list(streams):
+            file = next(stream, None)
+            if file is None:
+                streams.remove((side, stream))
+                continue
+            (old_targets, new_targets)[side].add(file.target)
+            other = waiting[1 - side].pop(file.path, None)
+            if other is None:
+                waiting[side][file.path] = file
+            else:
+                pair(*((file, other) if side == 0 else (other, file)))
+    for path in sorted(waiting[0].keys() | waiting[1].keys()):
+        pair(waiting[0].get(path), waiting[1].get(path))
+    return FileChanges(
+        by_target={t: tuple(sorted(found, key=lambda d: d.name)) for t, found in diffs.items()},
+        old_targets=frozenset(old_targets),
+        new_targets=frozenset(new_targets),
+        deletions=deletions.ordered(),
+    )
+
+
+def _file_changes(
+    old: OutputFile | None, new: OutputFile | None
+) -> Iterator[tuple[str | None, DocumentDiff]]:
+    """One path's change, by target: a file that moves between targets is removed from one and added to the other."""
+    if old is not None and new is not None and old.target == new.target:
+        if old.digest != new.digest:
+            yield new.target, diff_output_file(old, new)
+        return
+    if old is not None:
+        yield old.target, DocumentDiff(name=old.path, status=REMOVED)
+    if new is not None:
+        yield new.target, DocumentDiff(name=new.path, status=ADDED)
+
+
 def diff_targets(
-    old: Compiled | None, new: Compiled
+    old: Compiled | None, new: Compiled, files: FileChanges
 ) -> tuple[tuple[TargetDiff, ...], tuple[DocumentDiff, ...]]:
     """Every target whose documents or files change (by target id), and the changed files of no single target."""
-    old_files, new_files = _files_by_target(old.files if old else ()), _files_by_target(new.files)
     old_docs, new_docs = _documents(old), _documents(new)
     workloads = {w.id: w for w in (old.mesh.workloads if old else ())} | {w.id: w for w in new.mesh.workloads}
     datacenters = {
@@ -51,7 +114,7 @@ def diff_targets(
     }
     ids = sorted(
         target
-        for target in {*old_files, *new_files, *old_docs, *new_docs, *workloads}
+        for target in {*files.old_targets, *files.new_targets, *old_docs, *new_docs, *workloads}
         if target is not None  # the files of no single target are `shared`
     )
     targets = []
@@ -61,19 +124,12 @@ def diff_targets(
             _placement(target, workloads.get(target), datacenters),
             old_docs.get(target),
             new_docs.get(target),
-            old_files.get(target),
-            new_files.get(target),
+            (target in files.old_targets, target in files.new_targets),
+            files.by_target.get(target, ()),
         )
         if found is not None:
             targets.append(found)
-    return tuple(targets), _file_diffs(old_files.get(None, {}), new_files.get(None, {}))
-
-
-def _files_by_target(files: Sequence[OutputFile]) -> dict[str | None, dict[str, OutputFile]]:
-    found: dict[str | None, dict[str, OutputFile]] = {}
-    for file in files:
-        found.setdefault(file.target, {})[file.path] = file
-    return found
+    return tuple(targets), files.by_target.get(None, ())
 
 
 def _documents(build: Compiled | None) -> dict[str, Mapping[str, Any]]:
@@ -85,17 +141,14 @@ def _target(
     placement: Mapping[str, Any],
     old_docs: Mapping[str, Any] | None,
     new_docs: Mapping[str, Any] | None,
-    old_files: Files | None,
-    new_files: Files | None,
+    has_files: tuple[bool, bool],
+    file_diffs: tuple[DocumentDiff, ...],
 ) -> TargetDiff | None:
-    existed, exists = (
-        old_docs is not None or old_files is not None,
-        new_docs is not None or new_files is not None,
-    )
+    existed, exists = old_docs is not None or has_files[0], new_docs is not None or has_files[1]
     status = CHANGED if existed and exists else (ADDED if exists else REMOVED)
     # A target that starts or stops restarts nothing that runs: its documents cost nothing either.
     documents = _document_diffs(old_docs or {}, new_docs or {}, priced=status == CHANGED)
-    files = _without_mirrors(_file_diffs(old_files or {}, new_files or {}), documents)
+    files = _without_mirrors(file_diffs, documents)
     if not documents and not files and existed == exists:
         return None
     credentials = new_credentials(old_docs, new_docs)
@@ -189,15 +242,3 @@ def _mirrors(change: Change, paths: Sequence[str]) -> bool:
         for path in paths
         if len(change.path) > len(path)
     )
-
-
-def _file_diffs(old: Files, new: Files) -> tuple[DocumentDiff, ...]:
-    diffs = []
-    for path in sorted(set(old) | set(new)):
-        if path not in new:
-            diffs.append(DocumentDiff(name=path, status=REMOVED))
-        elif path not in old:
-            diffs.append(DocumentDiff(name=path, status=ADDED))
-        elif old[path].digest != new[path].digest:
-            diffs.append(diff_output_file(old[path], new[path]))
-    return tuple(diffs)

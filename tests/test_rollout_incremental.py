@@ -21,6 +21,7 @@ from compiler.output import cache
 from compiler.output.disk import read_tree
 from compiler.output.writer import WriteResult
 from compiler.rollout import output as rollout_output
+from compiler.rollout import rebuild
 from compiler.rollout.output import output_for
 from tests.test_gitsource import commit, git, make_repo
 
@@ -198,7 +199,7 @@ def test_anything_a_rollout_build_reads_makes_the_rebuild_compile(
     rollout.edit_service()
     rollout.commit()
     build(rollout.spec, out)
-    digest = rollout_output.rollout_digest(rollout.spec)
+    digest = rebuild.rollout_digest(rollout.spec)
     assert digest is not None
     if change == "pins":
         rollout.pin(hold=False, chain=[len(rollout.history) - 1] * len(rollout.waves))
@@ -208,13 +209,13 @@ def test_anything_a_rollout_build_reads_makes_the_rebuild_compile(
         git(rollout.repo, "commit", "-q", "--allow-empty", "-m", "empty")
     else:
         rollout.edit_mesh()
-    assert rollout_output.rollout_digest(rollout.spec) != digest
+    assert rebuild.rollout_digest(rollout.spec) != digest
     build(rollout.spec, out)
     assert read_tree(out) == output_for(rollout.spec)
 
 
 def test_a_rollout_input_that_is_no_file_is_never_vouched_for(rollout: Rollout) -> None:
     (rollout.spec / INVENTORY).unlink()
-    assert rollout_output.rollout_digest(rollout.spec) is not None  # no inventory: a valid state of its own
+    assert rebuild.rollout_digest(rollout.spec) is not None  # no inventory: a valid state of its own
     (rollout.spec / INVENTORY).mkdir()
-    assert rollout_output.rollout_digest(rollout.spec) is None
+    assert rebuild.rollout_digest(rollout.spec) is None

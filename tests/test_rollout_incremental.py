@@ -185,6 +185,13 @@ def test_a_rollout_rebuild_with_nothing_changed_compiles_nothing(
 
     monkeypatch.setattr(rollout_output, "rollout_tree", refuse)
     assert not build(rollout.spec, out).changed
+    monkeypatch.undo()
+    status, edits = incremental.check_output(rollout.spec, out)
+    assert status.clean and not edits  # `meshc check` agrees with the incremental build
+    rollout.edit_mesh()
+    assert not incremental.check_output(rollout.spec, out)[0].clean
+    assert build(rollout.spec, out).changed
+    assert incremental.check_output(rollout.spec, out)[0].clean
 
 
 @pytest.mark.parametrize(

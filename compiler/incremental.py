@@ -48,13 +48,10 @@ def build_output(
     real = resolve_output(out, protect=(("the spec directory", spec_dir),))
     with output_lock(real, str(out), lock_timeout, on_wait):
         if os.path.lexists(spec_dir / ROLLOUT_FILE):
-            from compiler.rollout.rebuild import (
-                build_rollout_locked,
-            )  # every wave's revision, from git objects
+            # every wave's revision, from git objects
+            from compiler.rollout.rebuild import build_rollout_locked
 
-            result = build_rollout_locked(spec_dir, out)
-            if result is not None:
-                return result
+            return build_rollout_locked(spec_dir, out)
         return build_locked(spec_dir, out)
 
 

@@ -148,10 +148,9 @@ def test_build_killed_mid_write_leaves_the_previous_output(tmp_path: Path) -> No
     result = meshc("build", str(changed), "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert read_tree(out) != {path: data for path, (_, _, data) in before.items() if path != "."}
-    # no staging tree left; the build cache and the spare tree (the previous output) are the incremental build's
+    # no staging tree left; the build cache is the first (rollout) build's
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         ".output.meshc-cache",
-        ".output.meshc-spare",
         "changed",
         "frozen",
         "output",

@@ -32,10 +32,10 @@ MAX_SIDE_FILE_BYTES = 64 << 20  # rollout.yaml or an inventory bigger than this 
 _COMMIT_ID = re.compile(rb"\b[0-9a-f]{40}\b")  # pins are full commit ids; one in a comment costs nothing
 
 
-def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult | None:
-    """The incremental rollout build, under the output's lock (see the module docstring); None when no rollout is
-    in force (a rollout.yaml outside git): then the build is the plain one."""
-    from compiler.rollout.output import rollout_tree  # every revision's compiler, only past the no-op check
+def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
+    """The incremental rollout build, under the output's lock (see the module docstring). With no rollout in force
+    (a rollout.yaml outside git) the plain tree is written whole, as before, without a cache."""
+    from compiler.rollout.output import plain_tree, rollout_tree  # only past the no-op check
 
     real, old = previous_tree(out)
     cached = read_cache(real, old)
@@ -44,7 +44,7 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult | None:
         return WriteResult(changed=False)
     tree = rollout_tree(spec_dir)
     if tree is None:
-        return None
+        return write_files(out, _stream(plain_tree(spec_dir)), (real, old))
     trusted = cached.trusted if cached is not None else None
     spare = real.parent / f".{real.name}.meshc-spare"
     result = write_files(out, _stream(tree), (real, old), trusted, spare=spare)

@@ -522,7 +522,7 @@ def _rollout_setup(state: State) -> None:
 
 def _rollout_build(state: State) -> None:
     """`meshc build` of the rollout: four distinct revisions (three pinned, the working tree) into a fresh directory."""
-    from compiler.rollout.output import build
+    from compiler.incremental import build_output as build  # meshc build: incremental, from a fresh directory
 
     out = scratch_dir() / "rollout-out"
     shutil.rmtree(out, ignore_errors=True)

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compiler.output.cache import Cached, read_cache, write_cache
+from compiler.output.cache import Cached, read_cache, spec_digest, untouched, write_cache
 from compiler.output.compare import TreeStatus, compare_stream
-from compiler.output.disk import DIRECTORY, OnDisk, scan_tree
+from compiler.output.disk import scan_tree
 from compiler.output.documents import read_documents, write_documents
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
@@ -46,12 +46,13 @@ def build_output(
     on_wait: Callable[[Path], None] | None = None,
 ) -> WriteResult:
     """`meshc build`: the rollout build when a rollout.yaml is there, else the incremental plain build."""
-    if os.path.lexists(spec_dir / ROLLOUT_FILE):
-        from compiler.rollout.output import build  # every wave's revision is compiled, from git objects
-
-        return build(spec_dir, out, lock_timeout, on_wait)
     real = resolve_output(out, protect=(("the spec directory", spec_dir),))
     with output_lock(real, str(out), lock_timeout, on_wait):
+        if os.path.lexists(spec_dir / ROLLOUT_FILE):
+            # every wave's revision, from git objects
+            from compiler.rollout.rebuild import build_rollout_locked
+
+            return build_rollout_locked(spec_dir, out)
         return build_locked(spec_dir, out)
 
 
@@ -120,22 +121,6 @@ def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, byt
     reused = reusable(inputs, cached)
     stream = tree_files(pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused), reused, cached)
     return compare_stream(real, old, stream, cached.trusted if cached is not None else {})
-
-
-def spec_digest(files: Mapping[str, bytes | Unreadable], label: str) -> str | None:
-    """One hash of every spec file's name and bytes (None if one is unreadable: that build must fail as usual)."""
-    digest = hashlib.sha256(label.encode() + b"\0")
-    for name, data in sorted(files.items()):
-        if not isinstance(data, bytes):
-            return None
-        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
-    return digest.hexdigest()
-
-
-def untouched(cached: Cached, old: Mapping[str, OnDisk]) -> bool:
-    """Whether the output holds exactly the manifest's files, each as the cache recorded it."""
-    present = {path for path, entry in old.items() if entry.kind != DIRECTORY}
-    return present == {*cached.files, MANIFEST} and len(cached.trusted) == len(cached.files)
 
 
 def file_hashes(files: Mapping[str, bytes | Unreadable], label: str) -> dict[str, str]:

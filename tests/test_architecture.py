@@ -136,7 +136,7 @@ def test_the_graph_is_read_from_the_source() -> None:
     assert "compiler.spec.routing" in graph["compiler.ir.lower"]
     assert "compiler.render.documents" in graph["compiler.render"]
     assert "compiler.incremental" in graph["compiler.cli"]  # a lazy import, inside _build
-    assert "compiler.rollout.output" in graph["compiler.incremental"]  # lazy, only with a rollout.yaml
+    assert "compiler.rollout.rebuild" in graph["compiler.incremental"]  # lazy, only with a rollout.yaml
     assert "compiler.render" in graph["compiler.backends"]  # `from compiler.render import SidecarConfig`
 
 

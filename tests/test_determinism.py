@@ -92,7 +92,8 @@ def test_failed_validation_leaves_the_previous_output(tmp_path: Path) -> None:
     result = meshc("build", str(broken), "-o", str(out))
     assert result.returncode == 2 and "[port-range]" in result.stderr
     assert snapshot(out) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "output"]
+    # no staging leftovers; the build cache beside output/ is the first (successful) build's
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".output.meshc-cache", "broken", "output"]
 
 
 # `meshc build` in a child that freezes after writing a few staged files, for the parent to SIGKILL.
@@ -141,7 +142,13 @@ def test_build_killed_mid_write_leaves_the_previous_output(tmp_path: Path) -> No
     result = meshc("build", str(changed), "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert read_tree(out) != {path: data for path, (_, _, data) in before.items() if path != "."}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["changed", "frozen", "output"]
+    # no staging tree left; the build cache is the first (rollout) build's
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".output.meshc-cache",
+        "changed",
+        "frozen",
+        "output",
+    ]
 
 
 def test_synthetic_generator_is_deterministic_valid_and_varied(tmp_path: Path) -> None:

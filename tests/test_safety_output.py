@@ -187,6 +187,8 @@ def test_build_writes_into_an_absent_an_empty_or_its_own_directory(tmp_path: Pat
     result = meshc("build", EXAMPLE, "-o", empty)
     assert (result.returncode, result.stdout) == (0, f"{empty}: 0 file(s) written, 1 removed\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".empty.meshc-cache",  # the rollout build's cache and spare tree (the previous output, to stage in)
+        ".empty.meshc-spare",
         "a",
         "empty",
     ]  # no lock file, staging or parked tree left
@@ -232,7 +234,12 @@ def test_a_symlink_to_a_directory_is_built_through(tmp_path: Path) -> None:
     assert read_tree(tmp_path / "real") == read_tree(ROOT / "output")
     assert meshc("build", EXAMPLE, "-o", "link", cwd=tmp_path).stdout == "link: up to date, nothing written\n"
     assert meshc("check", EXAMPLE, "-o", "link", cwd=tmp_path).returncode == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".real.meshc-cache",  # the build cache and spare tree sit beside the real directory
+        ".real.meshc-spare",
+        "link",
+        "real",
+    ]
 
 
 @contextlib.contextmanager
@@ -266,7 +273,7 @@ def test_a_mount_point_is_refused_and_a_directory_inside_it_is_fine(tmp_path: Pa
         assert snapshot(tmp_path) == before  # no staging copy left on the parent filesystem
         result = meshc("build", EXAMPLE, "-o", "mnt/output", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
-        assert sorted(p.name for p in mnt.iterdir()) == ["output"]
+        assert sorted(p.name for p in mnt.iterdir()) == [".output.meshc-cache", "output"]
 
 
 # ------------------------------------------------------------------ item 6: one build at a time
@@ -418,6 +425,7 @@ def test_concurrent_builds_wait_for_each_other_and_publish_what_a_spec_renders(t
     assert check_b.returncode == 0, check_b.stdout
     assert line.startswith("meshc: waiting for another meshc build or check of this output (lock "), line
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".output.meshc-cache",
         "output",
         "p2",
         "spec-b",
@@ -517,7 +525,7 @@ def test_a_previous_tree_that_cannot_be_removed_is_an_environment_failure(tmp_pa
             subprocess.run([chattr, "-i", str(path)], check=True)
     # the next build removes the dead build's leftover
     assert meshc("build", changed, "-o", out).returncode == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["changed", "output"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".output.meshc-cache", "changed", "output"]
 
 
 # ------------------------------------------------------------------ item 8: never open what meshc did not write
@@ -554,7 +562,7 @@ def test_non_regular_files_in_output_are_extras_never_opened(tmp_path: Path) -> 
     linked = out / "puppet/data/common.yaml"
     linked.unlink()
     linked.symlink_to(tmp_path / "secret.txt")
-    outside = {p: v for p, v in snapshot(tmp_path).items() if not p.startswith("output")}
+    outside = {p: v for p, v in snapshot(tmp_path).items() if not p.startswith(("output", ".output.meshc-"))}
     check = meshc("check", EXAMPLE, "-o", out, timeout=60)  # old meshc: TimeoutExpired here
     assert check.returncode == 1, check.stderr
     lines = check.stdout.splitlines()
@@ -570,7 +578,9 @@ def test_non_regular_files_in_output_are_extras_never_opened(tmp_path: Path) -> 
     assert build.stdout == f"{out}: 2 file(s) written, {len(kinds)} removed\n"
     assert read_tree(out) == read_tree(ROOT / "output") and meshc("check", EXAMPLE, "-o", out).returncode == 0
     # the secret untouched
-    assert {p: v for p, v in snapshot(tmp_path).items() if not p.startswith("output")} == outside
+    assert {
+        p: v for p, v in snapshot(tmp_path).items() if not p.startswith(("output", ".output.meshc-"))
+    } == outside
 
 
 def _peak_rss_kib(*args: str | Path) -> tuple[int, str]:

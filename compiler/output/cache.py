@@ -24,13 +24,16 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from compiler import __version__
-from compiler.output.disk import REGULAR, OnDisk, open_regular, read_regular, scan_tree
+from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, open_regular, read_regular, scan_tree
 from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, is_manifest
+
+if TYPE_CHECKING:
+    from compiler.spec.load import Unreadable
 
 CACHE_FORMAT = 1
 MAX_CACHE_BYTES = 256 << 20  # 10,000 services record ~100,000 files in ~10 MB; more is not meshc's
@@ -216,3 +219,19 @@ def replace_file(target: Path, data: bytes) -> bool:
             os.unlink(temporary)
         return False
     return True
+
+
+def spec_digest(files: Mapping[str, bytes | Unreadable], label: str) -> str | None:
+    """One hash of every spec file's name and bytes (None if one is unreadable: that build must fail as usual)."""
+    digest = hashlib.sha256(label.encode() + b"\0")
+    for name, data in sorted(files.items()):
+        if not isinstance(data, bytes):
+            return None
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def untouched(cached: Cached, old: Mapping[str, OnDisk]) -> bool:
+    """Whether the output holds exactly the manifest's files, each as the cache recorded it."""
+    present = {path for path, entry in old.items() if entry.kind != DIRECTORY}
+    return present == {*cached.files, MANIFEST} and len(cached.trusted) == len(cached.files)

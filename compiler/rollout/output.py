@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
-from compiler.output.lock import LOCK_TIMEOUT
-from compiler.output.writer import WriteResult
-from compiler.pipeline import compile_dir, write_output
+from compiler.pipeline import compile_dir
 from compiler.rollout.build import build_rollout
 from compiler.rollout.revisions import RevisionCache, rollout_context
 from compiler.rollout.states import check_rollout
@@ -23,22 +20,18 @@ def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, 
 
     Raises SpecError when a state of the rollout is unsafe (see compiler.rollout.states).
     """
+    tree = rollout_tree(spec_dir, cache)
+    return plain_tree(spec_dir) if tree is None else tree
+
+
+def rollout_tree(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, bytes] | None:
+    """The rollout tree of `spec_dir` (every state checked), or None when no rollout is in force."""
     context = rollout_context(spec_dir, cache)
     if context is None:
-        return plain_tree(spec_dir)
+        return None
     try:
         result = build_rollout(context)
         check_rollout(context, result)
     finally:
         context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
     return dict(result.tree)
-
-
-def build(
-    spec_dir: Path,
-    out: Path,
-    lock_timeout: float = LOCK_TIMEOUT,
-    on_wait: Callable[[Path], None] | None = None,
-) -> WriteResult:
-    """`meshc build`: compile (every wave's revision when a rollout is in force) and write the tree atomically."""
-    return write_output(spec_dir, out, lambda: output_for(spec_dir), lock_timeout, on_wait)

@@ -106,7 +106,7 @@ def _meshc_build(state: State) -> None:
     The earlier stages' results are dropped first, so the peak RSS is close to the build's own;
     that is why this stage must stay the last one.
     """
-    from compiler.pipeline import build
+    from compiler.incremental import build_output as build  # what `meshc build` runs
 
     for key in [k for k in state if k != "dir"]:
         del state[key]

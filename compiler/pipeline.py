@@ -156,15 +156,3 @@ def write_output(
     real = resolve_output(out, protect=(("the spec directory", spec_dir),))
     with output_lock(real, str(out), lock_timeout, on_wait):
         return write_tree(out, tree())
-
-
-def build(
-    spec_dir: Path,
-    out: Path,
-    lock_timeout: float = LOCK_TIMEOUT,
-    on_wait: Callable[[Path], None] | None = None,
-) -> WriteResult:
-    """Compile and write the output tree atomically (see `write_output`)."""
-    return write_output(
-        spec_dir, out, lambda: compile_dir(spec_dir, values=False).tree(), lock_timeout, on_wait
-    )

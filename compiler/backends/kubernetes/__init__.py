@@ -27,7 +27,7 @@ from compiler.backends.kubernetes.objects import (
     service,
     service_account,
 )
-from compiler.backends.kubernetes.readers import external_readers, reader_objects
+from compiler.backends.kubernetes.readers import ExternalReader, external_readers, reader_objects
 from compiler.diagnostics import Diagnostic, SpecError, internal_error
 from compiler.emit import Artifact, dump_json
 from compiler.ir.model import Mesh, Workload
@@ -68,7 +68,7 @@ def stream_kubernetes(
     in_cluster = _workloads_by_cluster_service(workloads)
     readers = external_readers(mesh)
     memo = Memo()  # render shares documents between workloads: serialize each once
-    for cluster, namespaces in sorted(cluster_namespaces(mesh).items()):
+    for cluster, namespaces in sorted(cluster_namespaces(mesh, readers).items()):
         yield cluster_file(mesh, cluster, namespaces, values)
     for r in readers:
         if only is None or r.id in only:
@@ -106,13 +106,17 @@ def stream_kubernetes(
         raise SpecError(problems)
 
 
-def cluster_namespaces(mesh: Mesh) -> dict[str, frozenset[str]]:
-    """Cluster -> the namespaces meshc writes there: its workloads' and, with an external reader, meshc-discovery."""
+def cluster_namespaces(
+    mesh: Mesh, readers: Sequence[ExternalReader] | None = None
+) -> dict[str, frozenset[str]]:
+    """Cluster -> the namespaces meshc writes there: its workloads' and, with an external reader, meshc-discovery.
+
+    `readers`: the mesh's external readers when the caller has them already (they are not cheap)."""
     found: dict[str, set[str]] = defaultdict(set)
     for workload in mesh.workloads:
         if workload.platform == "kubernetes":
             found[workload.cluster or ""].add(workload.namespace)
-    for reader in external_readers(mesh):
+    for reader in external_readers(mesh) if readers is None else readers:
         found[reader.cluster].add(DISCOVERY_NAMESPACE)
     return {cluster: frozenset(namespaces) for cluster, namespaces in found.items()}
 

@@ -35,9 +35,34 @@ from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, is_manifest
 if TYPE_CHECKING:
     from compiler.spec.load import Unreadable
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 MAX_CACHE_BYTES = 256 << 20  # 10,000 services record ~100,000 files in ~10 MB; more is not meshc's
 _MAGIC = b"meshc-cache"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServiceFacts:
+    """What a plain build recorded of one service of a spec that passed every check (see compiler.partial).
+
+    `file`/`digest`: its spec file's name and sha256; `places`: the (cluster, namespace) pairs its
+    targets write into, external readers' `meshc-discovery` included.
+    """
+
+    file: str
+    digest: str
+    dependencies: tuple[str, ...]
+    local_port: int
+    targets: tuple[str, ...]
+    places: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Recorded:
+    """The spec a plain build's tree was built from, by facts: mesh.yaml's name and sha256, and every service's."""
+
+    mesh_file: str
+    mesh_digest: str
+    services: Mapping[str, ServiceFacts]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,7 +71,8 @@ class Cached:
 
     `spec`: the digest of the spec files that built it (None for a rollout build); `inputs`: target id ->
     input hash; `trusted`: path -> sha256 of every file whose stat still matches; `targets`: the
-    manifest's target id -> paths.
+    manifest's target id -> paths; `recorded`: the facts of the spec it was built from (None for a
+    rollout build).
     """
 
     spec: str | None
@@ -54,6 +80,7 @@ class Cached:
     trusted: Mapping[str, str]
     targets: Mapping[str, list[str]]
     files: Mapping[str, str]
+    recorded: Recorded | None = None
 
 
 def cache_path(real: Path) -> Path:
@@ -114,8 +141,45 @@ def read_cache(real: Path, entries: Mapping[str, OnDisk]) -> Cached | None:
         if path in files and _untouched(entry, recorded.get(path), stamp)
     }
     return Cached(
-        spec=body["spec"], inputs=body["inputs"], trusted=trusted, targets=manifest["targets"], files=files
+        spec=body["spec"],
+        inputs=body["inputs"],
+        trusted=trusted,
+        targets=manifest["targets"],
+        files=files,
+        recorded=_recorded(body["recorded"]),
     )
+
+
+def _recorded(raw: Any) -> Recorded | None:
+    if raw is None:
+        return None
+    return Recorded(
+        mesh_file=raw["mesh"][0],
+        mesh_digest=raw["mesh"][1],
+        services={
+            name: ServiceFacts(
+                file=file,
+                digest=digest,
+                dependencies=tuple(dependencies),
+                local_port=local_port,
+                targets=tuple(targets),
+                places=tuple((cluster, namespace) for cluster, namespace in places),
+            )
+            for name, (file, digest, dependencies, local_port, targets, places) in raw["services"].items()
+        },
+    )
+
+
+def _recorded_json(recorded: Recorded | None) -> Any:
+    if recorded is None:
+        return None
+    return {
+        "mesh": [recorded.mesh_file, recorded.mesh_digest],
+        "services": {
+            name: [f.file, f.digest, f.dependencies, f.local_port, f.targets, f.places]
+            for name, f in recorded.services.items()
+        },
+    }
 
 
 def _checked_body(raw: bytes) -> dict[str, Any] | None:
@@ -139,7 +203,8 @@ def _checked_body(raw: bytes) -> dict[str, Any] | None:
 def _is_cache(body: Any) -> bool:
     return (
         isinstance(body, dict)
-        and {"format", "meshc_version", "code", "manifest", "spec", "inputs", "files"} <= set(body)
+        and {"format", "meshc_version", "code", "manifest", "spec", "inputs", "files", "recorded"}
+        <= set(body)
         and type(body["format"]) is int
         and isinstance(body["spec"], (str, type(None)))
         and isinstance(body["inputs"], dict)
@@ -149,6 +214,41 @@ def _is_cache(body: Any) -> bool:
             isinstance(v, list) and len(v) == 3 and all(type(n) is int for n in v)
             for v in body["files"].values()
         )
+        and (body["recorded"] is None or _is_recorded(body["recorded"]))
+    )
+
+
+def _is_recorded(raw: Any) -> bool:
+    return (
+        isinstance(raw, dict)
+        and set(raw) == {"mesh", "services"}
+        and _strings(raw["mesh"], 2)
+        and isinstance(raw["services"], dict)
+        and all(_is_facts(v) for v in raw["services"].values())
+    )
+
+
+def _is_facts(raw: Any) -> bool:
+    """[file, digest, dependencies, local_port, targets, places], as `_recorded_json` writes it."""
+    if not (isinstance(raw, list) and len(raw) == 6):
+        return False
+    file, digest, dependencies, local_port, targets, places = raw
+    return (
+        isinstance(file, str)
+        and isinstance(digest, str)
+        and _strings(dependencies)
+        and type(local_port) is int
+        and _strings(targets)
+        and isinstance(places, list)
+        and all(_strings(place, 2) for place in places)
+    )
+
+
+def _strings(raw: Any, length: int | None = None) -> bool:
+    return (
+        isinstance(raw, list)
+        and (length is None or len(raw) == length)
+        and all(isinstance(item, str) for item in raw)
     )
 
 
@@ -162,8 +262,11 @@ def _untouched(entry: OnDisk, recorded: list[int] | None, stamp: int) -> bool:
     )
 
 
-def write_cache(real: Path, spec: str | None, inputs: Mapping[str, str]) -> bool:
-    """Record the tree now in `real` (after a build's swap): its manifest hash, each file's stat, the input hashes.
+def write_cache(
+    real: Path, spec: str | None, inputs: Mapping[str, str], recorded: Recorded | None = None
+) -> bool:
+    """Record the tree now in `real` (after a build's swap): its manifest hash, each file's stat, the input hashes
+    and the facts of the spec it was built from.
 
     Best effort: a cache that cannot be written only makes the next build slower, so nothing is raised.
     An existing file at the cache's path that is not a meshc cache is left alone (meshc never
@@ -187,6 +290,7 @@ def write_cache(real: Path, spec: str | None, inputs: Mapping[str, str]) -> bool
             "manifest": hashlib.sha256(manifest_raw).hexdigest(),
             "spec": spec,
             "inputs": dict(inputs),
+            "recorded": _recorded_json(recorded),
             "files": {
                 path: [e.size, e.mtime_ns, e.inode] for path, e in entries.items() if e.kind == REGULAR
             },

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from compiler.output.cache import (
     Recorded,
     ServiceFacts,
+    Swapped,
     read_cache,
     spec_digest,
     untouched,
@@ -97,7 +98,8 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     stream = tree_files(artifacts, reused, cached)
     trusted = cached.trusted if cached is not None else None
     result = write_files(out, stream, (real, old), trusted, spare=spare_path(real))
-    write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers))
+    swapped = Swapped(old=old, written=result.written)
+    write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     write_documents(real, spec.documents, hashes, known)
     return result
 

@@ -40,7 +40,7 @@ from compiler.diagnostics import InternalError, SpecError
 from compiler.emit import Artifact
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
-from compiler.output.cache import Cached, Recorded, ServiceFacts, write_cache
+from compiler.output.cache import Cached, Recorded, ServiceFacts, Swapped, write_cache
 from compiler.output.disk import OnDisk
 from compiler.output.documents import document_line, parse_lines, read_lines, write_lines
 from compiler.output.reuse import input_hash, reusable, spare_path, tree_files
@@ -190,7 +190,7 @@ def _build(
     stream = tree_files(artifacts, reused, cached)
     result = write_files(out, stream, (real, previous.old), cached.trusted, spare=spare_path(real))
     new = Recorded(mesh_file=recorded.mesh_file, mesh_digest=recorded.mesh_digest, services=facts)
-    write_cache(real, digest, inputs, new)
+    write_cache(real, digest, inputs, new, Swapped(old=previous.old, written=result.written))
     _write_documents(real, lines, edit, hashes, spec)
     return result
 

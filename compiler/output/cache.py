@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from compiler import __version__
-from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, open_regular, read_regular, scan_tree
+from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, kind_of, open_regular, read_regular, scan_tree
 from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, is_manifest
 
 if TYPE_CHECKING:
@@ -262,12 +262,26 @@ def _untouched(entry: OnDisk, recorded: list[int] | None, stamp: int) -> bool:
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Swapped:
+    """What a build knows of the tree it just swapped in: the previous tree's entries, and the paths it wrote
+    (every other file of the new tree is a link to the previous tree's, the very inode scanned)."""
+
+    old: Mapping[str, OnDisk]
+    written: Collection[str]
+
+
 def write_cache(
-    real: Path, spec: str | None, inputs: Mapping[str, str], recorded: Recorded | None = None
+    real: Path,
+    spec: str | None,
+    inputs: Mapping[str, str],
+    recorded: Recorded | None = None,
+    swapped: Swapped | None = None,
 ) -> bool:
     """Record the tree now in `real` (after a build's swap): its manifest hash, each file's stat, the input hashes
     and the facts of the spec it was built from.
 
+    `swapped`: what the build wrote, so that only those files are stat'ed (else the whole tree is scanned).
     Best effort: a cache that cannot be written only makes the next build slower, so nothing is raised.
     An existing file at the cache's path that is not a meshc cache is left alone (meshc never
     replaces what it did not write); returns whether a cache was written.
@@ -279,8 +293,8 @@ def write_cache(
     if manifest_raw is None:
         return False
     try:
-        entries = scan_tree(real)
-    except OSError:
+        entries = scan_tree(real) if swapped is None else _swapped_entries(real, manifest_raw, swapped)
+    except (OSError, orjson.JSONDecodeError, KeyError):
         return False
     body = orjson.dumps(
         {
@@ -298,6 +312,25 @@ def write_cache(
         option=orjson.OPT_SORT_KEYS,
     )
     return replace_file(target, _MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+
+
+def _swapped_entries(real: Path, manifest_raw: bytes, swapped: Swapped) -> dict[str, OnDisk]:
+    """The entries of the files of the tree now in `real`, from the previous scan and a stat of each file written.
+
+    A link has its inode's size and mtime, as scanned before the build: a file changed since is seen as
+    changed by the next build (its stat differs from the record) and hashed, never trusted.
+    """
+    written = set(swapped.written)
+    entries: dict[str, OnDisk] = {}
+    for path in [*orjson.loads(manifest_raw)["files"], MANIFEST]:
+        previous = swapped.old.get(path)
+        if path in written or previous is None:
+            info = os.lstat(real / path)
+            previous = OnDisk(
+                kind=kind_of(info.st_mode), size=info.st_size, mtime_ns=info.st_mtime_ns, inode=info.st_ino
+            )
+        entries[path] = previous
+    return entries
 
 
 def is_ours(path: Path, magic: bytes) -> bool:

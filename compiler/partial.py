@@ -228,6 +228,8 @@ def _affected(recorded: Recorded, cached: Cached, edit: Edit, graph: Graph) -> s
     for name in edit.changed:
         old = recorded.services.get(name)
         found |= set(old.dependencies) if old is not None else set()
+    if len(cached.trusted) == len(cached.files) and cached.inputs.keys() >= cached.targets.keys():
+        return found  # every file untouched, every target's inputs recorded: the loop below finds nothing
     for name, facts in recorded.services.items():  # a hand-edited or lost output file: its target is rendered
         if name not in found and not all(_vouched(cached, target) for target in facts.targets):
             found.add(name)

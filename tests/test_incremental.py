@@ -574,3 +574,46 @@ def test_a_spare_tree_in_any_state_is_never_trusted(built: tuple[Path, Path], tm
         {str(Path(p).parent) for p in clean_tree(spec, tmp_path)} - {"."}
         | {str(q) for p in clean_tree(spec, tmp_path) for q in Path(p).parents if str(q) != "."}
     )
+
+
+# ------------------------------------------------------------------ the partial path
+
+
+def test_a_one_service_edit_takes_the_partial_path_and_lowers_its_neighbourhood_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = generate(tmp_path / "spec", 60, datacenters=3, clusters=4, deps=2, seed=5)
+    out = tmp_path / "out"
+    build(spec, out)
+    lowered: list[int] = []
+    lower = partial.lower
+
+    def counted(found: Any, only: Any = None) -> Any:
+        lowered.append(len(found.services))
+        return lower(found, only)
+
+    monkeypatch.setattr(partial, "lower", counted)
+    paths = Paths(monkeypatch)
+    monkeypatch.setattr(partial, "MAX_SHARE", 0.5)  # the default: the mesh is big enough
+    edit_spec(spec)
+    assert build(spec, out).written
+    assert paths.partial == 1 and lowered and lowered[0] <= 30
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+
+
+def test_a_partial_build_renders_a_hand_edited_target_far_from_the_edit(
+    built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, out = built
+    paths = Paths(monkeypatch)
+    files = sorted(read_tree(out))
+    far = next(p for p in files if p.startswith("kubernetes/") and "/00-" not in p and "svc-0001" not in p)
+    shared = next(p for p in files if p.endswith("/00-cluster.yaml"))
+    for victim in (far, shared):
+        data = (out / victim).read_bytes()
+        (out / victim).write_bytes(data.replace(b"meshc", b"MESHC", 1))
+    edit_spec(spec)
+    assert {far, shared} <= set(build(spec, out).written)
+    assert paths.partial == 1
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+    assert not build(spec, out).changed

@@ -131,7 +131,8 @@ def build_partial(
 def _edit(
     files: Mapping[str, bytes | Unreadable], label: str, hashes: Mapping[str, str], recorded: Recorded
 ) -> Edit | None:
-    """What changed against the recorded spec; None if mesh.yaml did, or if a file is not a service file as read."""
+    """What changed against the recorded spec; None if mesh.yaml did, if a file is not a service file as read, or if
+    there is none (what the spec loader reports about the tree, the whole build reports)."""
     mesh_file = f"{label}/{MESH_FILE}"
     if recorded.mesh_file != mesh_file or hashes.get(mesh_file) != recorded.mesh_digest:
         return None
@@ -151,6 +152,8 @@ def _edit(
                 documents[stem] = spec_document.parse_document(name, raw)
             except LoadError:
                 return None
+    if not names:
+        return None  # no service left: the whole build reports the empty services/
     gone = set(recorded.services) - set(names)
     return Edit(files=names, changed=frozenset(documents) | gone, documents=documents)
 

@@ -25,6 +25,7 @@ from compiler.output.cache import (
     ServiceFacts,
     Swapped,
     read_cache,
+    recorded_of,
     spec_digest,
     untouched,
     write_cache,
@@ -78,10 +79,11 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
         return WriteResult(changed=False)
     hashes = file_hashes(files, label)
     checked: Mapping[str, Document] = {}
-    if cached is not None and cached.recorded is not None and digest is not None:
+    recorded = recorded_of(cached) if cached is not None and digest is not None else None
+    if cached is not None and recorded is not None and digest is not None:
         from compiler.partial import Previous, build_partial
 
-        previous = Previous(real=real, old=old, cached=cached, recorded=cached.recorded)
+        previous = Previous(real=real, old=old, cached=cached, recorded=recorded)
         partial = build_partial(out, files, label, hashes, digest, previous)
         if isinstance(partial, WriteResult):
             return partial

@@ -617,3 +617,30 @@ def test_a_partial_build_renders_a_hand_edited_target_far_from_the_edit(
     assert paths.partial == 1
     assert read_tree(out) == clean_tree(spec, tmp_path)
     assert not build(spec, out).changed
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda body: body.update(recorded={"mesh": 1}), id="shape"),
+        pytest.param(
+            lambda body: body["recorded"]["services"].pop(sorted(body["recorded"]["services"])[0]),
+            id="a-service-missing",
+        ),
+        pytest.param(
+            lambda body: body["inputs"].update({"vm/nobody/dc-00": "0" * 64}), id="a-target-of-no-service"
+        ),
+    ],
+)
+def test_recorded_facts_meshc_did_not_write_are_never_used(
+    built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: Callable[[Any], None]
+) -> None:
+    """Facts checksummed but not in the shape meshc writes: the partial path does not run, the whole build does."""
+    spec, out = built
+    rewrite(out, damage)
+    found = cached(out)
+    assert found is not None and cache.recorded_of(found) is None
+    paths = Paths(monkeypatch)
+    edit_spec(spec)
+    assert build(spec, out).changed and paths.partial == 0
+    assert read_tree(out) == clean_tree(spec, tmp_path)

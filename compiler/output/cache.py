@@ -71,8 +71,8 @@ class Cached:
 
     `spec`: the digest of the spec files that built it (None for a rollout build); `inputs`: target id ->
     input hash; `trusted`: path -> sha256 of every file whose stat still matches; `targets`: the
-    manifest's target id -> paths; `recorded`: the facts of the spec it was built from (None for a
-    rollout build).
+    manifest's target id -> paths; `recorded`: the facts of the spec it was built from as JSON, unchecked
+    (None for a rollout build; `recorded_of` checks and reads them).
     """
 
     spec: str | None
@@ -80,7 +80,7 @@ class Cached:
     trusted: Mapping[str, str]
     targets: Mapping[str, list[str]]
     files: Mapping[str, str]
-    recorded: Recorded | None = None
+    recorded: Any = None
 
 
 def cache_path(real: Path) -> Path:
@@ -146,13 +146,31 @@ def read_cache(real: Path, entries: Mapping[str, OnDisk]) -> Cached | None:
         trusted=trusted,
         targets=manifest["targets"],
         files=files,
-        recorded=_recorded(body["recorded"]),
+        recorded=body["recorded"],
     )
 
 
-def _recorded(raw: Any) -> Recorded | None:
-    if raw is None:
+def recorded_of(cached: Cached) -> Recorded | None:
+    """The facts of the spec the cached tree was built from, if the cache holds them in the shape meshc writes.
+
+    Parsed only here, for a partial build: a no-op build or `check` never pays for them. Each service's
+    targets are the input-hashed target ids it owns (`vm/<service>/<dc>`, `k8s/<cluster>/<namespace>/<service>`,
+    an external reader's `k8s/<cluster>/meshc-discovery/<service>`), its places their cluster and namespace.
+    """
+    raw = cached.recorded
+    if not _is_recorded(raw):
         return None
+    targets: dict[str, list[str]] = {name: [] for name in raw["services"]}
+    places: dict[str, set[tuple[str, str]]] = {name: set() for name in raw["services"]}
+    for target in cached.inputs:
+        parts = target.split("/")
+        vm, k8s = parts[0] == "vm" and len(parts) == 3, parts[0] == "k8s" and len(parts) == 4
+        owner = parts[1] if vm else parts[3] if k8s else None
+        if owner not in targets:
+            return None
+        targets[owner].append(target)
+        if k8s:
+            places[owner].add((parts[1], parts[2]))
     return Recorded(
         mesh_file=raw["mesh"][0],
         mesh_digest=raw["mesh"][1],
@@ -162,10 +180,10 @@ def _recorded(raw: Any) -> Recorded | None:
                 digest=digest,
                 dependencies=tuple(dependencies),
                 local_port=local_port,
-                targets=tuple(targets),
-                places=tuple((cluster, namespace) for cluster, namespace in places),
+                targets=tuple(sorted(targets[name])),
+                places=tuple(sorted(places[name])),
             )
-            for name, (file, digest, dependencies, local_port, targets, places) in raw["services"].items()
+            for name, (file, digest, dependencies, local_port) in raw["services"].items()
         },
     )
 
@@ -176,8 +194,7 @@ def _recorded_json(recorded: Recorded | None) -> Any:
     return {
         "mesh": [recorded.mesh_file, recorded.mesh_digest],
         "services": {
-            name: [f.file, f.digest, f.dependencies, f.local_port, f.targets, f.places]
-            for name, f in recorded.services.items()
+            name: [f.file, f.digest, f.dependencies, f.local_port] for name, f in recorded.services.items()
         },
     }
 
@@ -214,7 +231,7 @@ def _is_cache(body: Any) -> bool:
             isinstance(v, list) and len(v) == 3 and all(type(n) is int for n in v)
             for v in body["files"].values()
         )
-        and (body["recorded"] is None or _is_recorded(body["recorded"]))
+        and (body["recorded"] is None or isinstance(body["recorded"], dict))  # checked when used: recorded_of
     )
 
 
@@ -229,19 +246,11 @@ def _is_recorded(raw: Any) -> bool:
 
 
 def _is_facts(raw: Any) -> bool:
-    """[file, digest, dependencies, local_port, targets, places], as `_recorded_json` writes it."""
-    if not (isinstance(raw, list) and len(raw) == 6):
+    """[file, digest, dependencies, local_port], as `_recorded_json` writes it."""
+    if not (isinstance(raw, list) and len(raw) == 4):
         return False
-    file, digest, dependencies, local_port, targets, places = raw
-    return (
-        isinstance(file, str)
-        and isinstance(digest, str)
-        and _strings(dependencies)
-        and type(local_port) is int
-        and _strings(targets)
-        and isinstance(places, list)
-        and all(_strings(place, 2) for place in places)
-    )
+    file, digest, dependencies, local_port = raw
+    return isinstance(file, str) and isinstance(digest, str) and _strings(dependencies) and type(local_port) is int
 
 
 def _strings(raw: Any, length: int | None = None) -> bool:

@@ -31,8 +31,9 @@ from compiler.diagnostics import (
 from compiler.output.disk import cause
 from compiler.output.guard import OutputRefused
 from compiler.output.lock import LOCK_TIMEOUT
-from compiler.pipeline import collector_paused, compile_dir, spec_files, validate_only
+from compiler.pipeline import collector_paused, compile_dir, validate_only
 from compiler.rollout import has_rollout
+from compiler.spec.load import spec_files
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
 
 # The differ and git load only for the commands that use them: `meshc build`'s

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Mapping
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ import orjson
 
 from compiler import __version__
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, open_regular, read_regular, scan_tree
-from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, is_manifest
+from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, all_of
 
 if TYPE_CHECKING:
     from compiler.spec.load import Unreadable
@@ -100,18 +101,19 @@ def read_cache(real: Path, entries: Mapping[str, OnDisk]) -> Cached | None:
         return None
     if body.get("manifest") != hashlib.sha256(manifest_raw).hexdigest():
         return None  # the cache of another tree: a build killed before it wrote its cache, or a checkout
-    try:
-        manifest = orjson.loads(manifest_raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not is_manifest(manifest):
-        return None
+    # The manifest is the very one this meshc wrote with the cache (its sha256 is the recorded one, and the
+    # cache's checksum and code fingerprint hold): its shape needs no second check.
+    manifest = orjson.loads(manifest_raw)
     files: dict[str, str] = manifest["files"]
     recorded: dict[str, list[int]] = body["files"]
+    # Untouched: a regular file of the same size, mtime and inode as recorded, older than the cache itself.
     trusted = {
         path: files[path]
-        for path, entry in entries.items()
-        if path in files and _untouched(entry, recorded.get(path), stamp)
+        for path, (kind, size, mtime_ns, inode) in entries.items()
+        if kind == REGULAR
+        and mtime_ns < stamp
+        and path in files
+        and recorded.get(path) == [size, mtime_ns, inode]
     }
     return Cached(
         spec=body["spec"], inputs=body["inputs"], trusted=trusted, targets=manifest["targets"], files=files
@@ -143,22 +145,11 @@ def _is_cache(body: Any) -> bool:
         and type(body["format"]) is int
         and isinstance(body["spec"], (str, type(None)))
         and isinstance(body["inputs"], dict)
-        and all(isinstance(v, str) for v in body["inputs"].values())
+        and all_of(str, body["inputs"].values())
         and isinstance(body["files"], dict)
-        and all(
-            isinstance(v, list) and len(v) == 3 and all(type(n) is int for n in v)
-            for v in body["files"].values()
-        )
-    )
-
-
-def _untouched(entry: OnDisk, recorded: list[int] | None, stamp: int) -> bool:
-    """Whether a file is as the cache recorded it: same size, mtime and inode, and older than the cache itself."""
-    return (
-        recorded is not None
-        and entry.kind == REGULAR
-        and [entry.size, entry.mtime_ns, entry.inode] == recorded
-        and entry.mtime_ns < stamp
+        and all_of(list, body["files"].values())
+        and set(map(len, body["files"].values())) <= {3}
+        and all_of(int, chain.from_iterable(body["files"].values()))
     )
 
 

@@ -17,13 +17,14 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compiler.output.cache import Cached, read_cache, spec_digest, untouched, write_cache
 from compiler.output.compare import TreeStatus, compare_stream
 from compiler.output.disk import scan_tree
-from compiler.output.documents import read_documents, write_documents
+from compiler.output.documents import foreign_cache_notes, read_documents, write_documents
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.manifest import MANIFEST, manifest_of
@@ -80,7 +81,7 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     result = write_files(out, stream, (real, old), trusted, spare=real.parent / f".{real.name}.meshc-spare")
     write_cache(real, digest, inputs)
     write_documents(real, spec.documents, hashes, known)
-    return result
+    return replace(result, notes=result.notes + foreign_cache_notes(real))
 
 
 def check_output(

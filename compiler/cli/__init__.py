@@ -239,6 +239,8 @@ def _build(args: argparse.Namespace) -> int:
     from compiler.incremental import build_output  # with a rollout.yaml, every wave's revision is compiled
 
     result = build_output(args.spec, args.output, args.lock_timeout, _waiting)
+    for note in result.notes:
+        print(f"meshc: warning: {escape(note)}", file=sys.stderr)
     if not result.changed:
         print(f"{args.output}: up to date, nothing written")
     else:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 CACHE_FORMAT = 1
 MAX_CACHE_BYTES = 256 << 20  # 10,000 services record ~100,000 files in ~10 MB; more is not meshc's
-_MAGIC = b"meshc-cache"
+MAGIC = b"meshc-cache"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -125,7 +125,7 @@ def _checked_body(raw: bytes) -> dict[str, Any] | None:
     if len(raw) > MAX_CACHE_BYTES:
         return None
     head, _, rest = raw.partition(b"\n")
-    if head != _MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
+    if head != MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
         return None
     try:
         body = orjson.loads(rest)
@@ -161,7 +161,7 @@ def write_cache(real: Path, spec: str | None, inputs: Mapping[str, str]) -> bool
     replaces what it did not write); returns whether a cache was written.
     """
     target = cache_path(real)
-    if os.path.lexists(target) and not is_ours(target, _MAGIC):
+    if foreign(target, MAGIC):
         return False
     manifest_raw = read_regular(real / MANIFEST, MAX_MANIFEST_BYTES)
     if manifest_raw is None:
@@ -184,7 +184,12 @@ def write_cache(real: Path, spec: str | None, inputs: Mapping[str, str]) -> bool
         },
         option=orjson.OPT_SORT_KEYS,
     )
-    return replace_file(target, _MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    return replace_file(target, MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+
+
+def foreign(path: Path, magic: bytes) -> bool:
+    """Whether something meshc did not write sits at the path of one of its caches (it is then left alone)."""
+    return os.path.lexists(path) and not is_ours(path, magic)
 
 
 def is_ours(path: Path, magic: bytes) -> bool:

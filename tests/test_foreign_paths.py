@@ -44,6 +44,13 @@ def test_the_first_rebuild_keeps_the_previous_tree_as_the_spare(built: tuple[Pat
     assert not list(out.parent.glob(f".{out.name}.meshc-new-*"))
 
 
+def _content(path: Path) -> object:
+    """What is at `path`, whatever its kind: a link's target, a directory's files, a file's bytes."""
+    if path.is_symlink():
+        return os.readlink(path)
+    return read_tree(path) if path.is_dir() else path.read_bytes()
+
+
 @pytest.mark.parametrize("kind", ["file", "directory", "symlink"])
 def test_something_else_at_the_spare_path_is_left_alone(
     built: tuple[Path, Path], tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]
@@ -57,13 +64,7 @@ def test_something_else_at_the_spare_path_is_left_alone(
         (theirs / "notes.txt").write_text("my notes\n")
     else:
         theirs.symlink_to(tmp_path / "elsewhere")
-    snapshot = (
-        os.readlink(theirs)
-        if kind == "symlink"
-        else read_tree(theirs)
-        if kind == "directory"
-        else theirs.read_bytes()
-    )
+    snapshot = _content(theirs)
     for run, port in enumerate(("8181", "8282")):  # twice: the second rebuild must not recycle it either
         _other_port(spec, "svc-0002", port)
         assert main(["build", str(spec), "-o", str(out)]) == 0

@@ -54,8 +54,9 @@ sys.path.insert(0, str(ROOT))
 # Imported before any stage runs, so stage times exclude import time (the target line includes it).
 from benchmarks.synth import generate  # noqa: E402 - after the path set-up above
 from compiler.ir.lower import lower  # noqa: E402
-from compiler.pipeline import collector_paused, spec_files, validate_only  # noqa: E402
+from compiler.pipeline import collector_paused, validate_only  # noqa: E402
 from compiler.render import render  # noqa: E402
+from compiler.spec.load import spec_files  # noqa: E402
 
 BENCH_DIR = ROOT / ".bench"
 SIZES = (100, 1_000, 3_000)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,7 +33,7 @@ from compiler.output.cache import (
 )
 from compiler.output.compare import TreeStatus, compare_stream
 from compiler.output.disk import scan_tree
-from compiler.output.documents import read_documents, write_documents
+from compiler.output.documents import foreign_cache_notes, read_documents, write_documents
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.reuse import input_hash, reusable, spare_path, tree_files
@@ -68,15 +69,17 @@ def build_output(
 
 def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     """The incremental plain build, under the output's lock (see the module docstring)."""
-    from compiler import pipeline  # the compiler stages, only once the no-op check has failed
+    from compiler.spec.load import spec_files  # at call time: the safety tests stand a failing reader in
 
-    files = pipeline.spec_files(spec_dir)
+    files = spec_files(spec_dir)
     label = spec_dir.as_posix().rstrip("/")
     real, old = previous_tree(out)
     cached = read_cache(real, old)
     digest = spec_digest(files, label)
     if cached is not None and digest is not None and cached.spec == digest and untouched(cached, old):
         return WriteResult(changed=False)
+    from compiler import pipeline  # the compiler stages, only once the no-op check has failed
+
     hashes = file_hashes(files, label)
     checked: Mapping[str, Document] = {}
     recorded = recorded_of(cached) if cached is not None and digest is not None else None
@@ -86,7 +89,7 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
         previous = Previous(real=real, old=old, cached=cached, recorded=recorded)
         partial = build_partial(out, files, label, hashes, digest, previous)
         if isinstance(partial, WriteResult):
-            return partial
+            return replace(partial, notes=partial.notes + foreign_cache_notes(real))
         checked = partial.documents  # parsed and checked file by file: not again
     from compiler.backends.kubernetes.readers import external_readers
 
@@ -103,7 +106,7 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     swapped = Swapped(old=old, written=result.written)
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     write_documents(real, spec.documents, hashes, known)
-    return result
+    return replace(result, notes=result.notes + foreign_cache_notes(real))
 
 
 def check_output(
@@ -132,8 +135,9 @@ def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, byt
     """The status of output directory `real` against the spec, and the rendered bytes of every file that differs."""
     from compiler import pipeline
     from compiler.backends.kubernetes.readers import external_readers
+    from compiler.spec.load import spec_files
 
-    files = pipeline.spec_files(spec_dir)
+    files = spec_files(spec_dir)
     label = spec_dir.as_posix().rstrip("/")
     old = scan_tree(real)
     cached = read_cache(real, old)

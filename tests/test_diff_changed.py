@@ -22,8 +22,8 @@ from compiler.diff.files import OutputFile
 from compiler.diff.records import ADDED, CHANGED, REMOVED, MeshDiff
 from compiler.diff.revisions import diff_builds, diff_specs
 from compiler.diff.targets import compiled, diff_files
-from compiler.pipeline import compile, spec_files
-from compiler.spec.load import SpecFiles
+from compiler.pipeline import compile
+from compiler.spec.load import SpecFiles, spec_files
 
 STEPS = int(os.environ.get("MESHC_FUZZ_STEPS", "10"))
 SEEDS = [int(seed) for seed in os.environ.get("MESHC_FUZZ_SEEDS", "3,4").split(",")]

@@ -32,10 +32,9 @@ from compiler.diagnostics import InternalError, SpecError
 from compiler.emit import Artifact, dump_yaml
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
-from compiler.pipeline import spec_files
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, SYNAPSE, SidecarConfig, render
 from compiler.spec.checks import check
-from compiler.spec.load import load_documents
+from compiler.spec.load import load_documents, spec_files
 from compiler.spec.model import DISCOVERY_NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import os
 from collections.abc import Collection, Mapping
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,14 +31,14 @@ import orjson
 
 from compiler import __version__
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, kind_of, open_regular, read_regular, scan_tree
-from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, is_manifest
+from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, all_of
 
 if TYPE_CHECKING:
     from compiler.spec.load import Unreadable
 
 CACHE_FORMAT = 2
 MAX_CACHE_BYTES = 256 << 20  # 10,000 services record ~100,000 files in ~10 MB; more is not meshc's
-_MAGIC = b"meshc-cache"
+MAGIC = b"meshc-cache"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -127,18 +128,19 @@ def read_cache(real: Path, entries: Mapping[str, OnDisk]) -> Cached | None:
         return None
     if body.get("manifest") != hashlib.sha256(manifest_raw).hexdigest():
         return None  # the cache of another tree: a build killed before it wrote its cache, or a checkout
-    try:
-        manifest = orjson.loads(manifest_raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not is_manifest(manifest):
-        return None
+    # The manifest is the very one this meshc wrote with the cache (its sha256 is the recorded one, and the
+    # cache's checksum and code fingerprint hold): its shape needs no second check.
+    manifest = orjson.loads(manifest_raw)
     files: dict[str, str] = manifest["files"]
     recorded: dict[str, list[int]] = body["files"]
+    # Untouched: a regular file of the same size, mtime and inode as recorded, older than the cache itself.
     trusted = {
         path: files[path]
-        for path, entry in entries.items()
-        if path in files and _untouched(entry, recorded.get(path), stamp)
+        for path, (kind, size, mtime_ns, inode) in entries.items()
+        if kind == REGULAR
+        and mtime_ns < stamp
+        and path in files
+        and recorded.get(path) == [size, mtime_ns, inode]
     }
     return Cached(
         spec=body["spec"],
@@ -204,7 +206,7 @@ def _checked_body(raw: bytes) -> dict[str, Any] | None:
     if len(raw) > MAX_CACHE_BYTES:
         return None
     head, _, rest = raw.partition(b"\n")
-    if head != _MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
+    if head != MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
         return None
     try:
         body = orjson.loads(rest)
@@ -220,17 +222,15 @@ def _checked_body(raw: bytes) -> dict[str, Any] | None:
 def _is_cache(body: Any) -> bool:
     return (
         isinstance(body, dict)
-        and {"format", "meshc_version", "code", "manifest", "spec", "inputs", "files", "recorded"}
-        <= set(body)
+        and {"format", "meshc_version", "code", "manifest", "spec", "inputs", "files", "recorded"} <= set(body)
         and type(body["format"]) is int
         and isinstance(body["spec"], (str, type(None)))
         and isinstance(body["inputs"], dict)
-        and all(isinstance(v, str) for v in body["inputs"].values())
+        and all_of(str, body["inputs"].values())
         and isinstance(body["files"], dict)
-        and all(
-            isinstance(v, list) and len(v) == 3 and all(type(n) is int for n in v)
-            for v in body["files"].values()
-        )
+        and all_of(list, body["files"].values())
+        and set(map(len, body["files"].values())) <= {3}
+        and all_of(int, chain.from_iterable(body["files"].values()))
         and (body["recorded"] is None or isinstance(body["recorded"], dict))  # checked when used: recorded_of
     )
 
@@ -261,16 +261,6 @@ def _strings(raw: Any, length: int | None = None) -> bool:
     )
 
 
-def _untouched(entry: OnDisk, recorded: list[int] | None, stamp: int) -> bool:
-    """Whether a file is as the cache recorded it: same size, mtime and inode, and older than the cache itself."""
-    return (
-        recorded is not None
-        and entry.kind == REGULAR
-        and [entry.size, entry.mtime_ns, entry.inode] == recorded
-        and entry.mtime_ns < stamp
-    )
-
-
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Swapped:
     """What a build knows of the tree it just swapped in: the previous tree's entries, and the paths it wrote
@@ -296,7 +286,7 @@ def write_cache(
     replaces what it did not write); returns whether a cache was written.
     """
     target = cache_path(real)
-    if os.path.lexists(target) and not is_ours(target, _MAGIC):
+    if foreign(target, MAGIC):
         return False
     manifest_raw = read_regular(real / MANIFEST, MAX_MANIFEST_BYTES)
     if manifest_raw is None:
@@ -320,7 +310,7 @@ def write_cache(
         },
         option=orjson.OPT_SORT_KEYS,
     )
-    return replace_file(target, _MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    return replace_file(target, MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
 
 
 def _swapped_entries(real: Path, manifest_raw: bytes, swapped: Swapped) -> dict[str, OnDisk]:
@@ -340,6 +330,11 @@ def _swapped_entries(real: Path, manifest_raw: bytes, swapped: Swapped) -> dict[
             )
         entries[path] = previous
     return entries
+
+
+def foreign(path: Path, magic: bytes) -> bool:
+    """Whether something meshc did not write sits at the path of one of its caches (it is then left alone)."""
+    return os.path.lexists(path) and not is_ours(path, magic)
 
 
 def is_ours(path: Path, magic: bytes) -> bool:

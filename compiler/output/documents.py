@@ -28,7 +28,8 @@ import orjson
 
 from compiler import __version__
 from compiler.diagnostics import Span
-from compiler.output.cache import code_fingerprint, is_ours, replace_file
+from compiler.output.cache import MAGIC as CACHE_MAGIC
+from compiler.output.cache import cache_path, code_fingerprint, foreign, is_ours, replace_file
 from compiler.output.disk import read_regular
 
 if TYPE_CHECKING:
@@ -224,7 +225,7 @@ def write_documents(
 def write_lines(real: Path, lines: Mapping[str, bytes]) -> bool:
     """Write the document cache beside `real` from its record lines by file name (see `write_documents`)."""
     target = documents_path(real)
-    if os.path.lexists(target) and not is_ours(target, _MAGIC):
+    if foreign(target, _MAGIC):
         return False
     header = orjson.dumps(
         {"format": DOCUMENTS_FORMAT, "meshc_version": __version__, "code": code_fingerprint()},
@@ -253,3 +254,16 @@ def _table(spans: Mapping[DataPath, Span]) -> Mapping[str, list[int]]:
     if isinstance(spans, SpanTable):
         return spans.recorded()
     return {orjson.dumps(list(path)).decode(): [span.line, span.col] for path, span in spans.items()}
+
+
+def foreign_cache_notes(real: Path) -> tuple[str, ...]:
+    """A sentence for each cache path beside output directory `real` that holds something meshc did not write."""
+    return tuple(
+        f"{path} is not a file meshc wrote, so meshc leaves it alone and keeps no {what} there; "
+        "move it away to make rebuilds fast again"
+        for path, magic, what in (
+            (cache_path(real), CACHE_MAGIC, "build cache"),
+            (documents_path(real), _MAGIC, "cache of parsed spec files"),
+        )
+        if foreign(path, magic)
+    )

@@ -36,13 +36,13 @@ from compiler.output.disk import scan_tree
 from compiler.output.documents import foreign_cache_notes, read_documents, write_documents
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
-from compiler.output.reuse import input_hash, reusable, spare_path, tree_files
+from compiler.output.reuse import face, input_hash, reusable, roles, spare_path, tree_files
 from compiler.output.writer import WriteResult, previous_tree, write_files
 
 if TYPE_CHECKING:
     from compiler.backends.kubernetes.readers import ExternalReader
     from compiler.diff.records import DocumentDiff
-    from compiler.ir.model import Mesh
+    from compiler.ir.model import Mesh, Workload
     from compiler.spec.document import Document
     from compiler.spec.load import Unreadable
     from compiler.spec.model import Spec
@@ -165,7 +165,7 @@ def file_hashes(files: Mapping[str, bytes | Unreadable], label: str) -> dict[str
 def target_inputs(
     spec: Spec, mesh: Mesh, hashes: Mapping[str, str], readers: Sequence[ExternalReader] | None = None
 ) -> dict[str, str]:
-    """Target id -> hash of the spec files its files are rendered from (workloads and external readers).
+    """Target id -> hash of what its files are rendered from (workloads and external readers; see `input_hash`).
 
     `readers`: the mesh's external readers when the caller has them already (they are not cheap)."""
     if readers is None:
@@ -177,12 +177,13 @@ def target_inputs(
         for dependency in found.dependencies:
             clients.setdefault(dependency.service, set()).add(name)
     related: dict[str, dict[str, str]] = {}
+    faces: dict[str, str] = {}
     owners = [(w.id, w.service) for w in mesh.workloads] + [(r.id, r.service) for r in readers]
     inputs = {}
     for target, owner in owners:
         if owner not in related:
-            names = {d.service for d in spec.services[owner].dependencies} | clients.get(owner, set())
-            related[owner] = {name: _file_hash(spec, hashes, name) for name in names}
+            servers = {d.service for d in spec.services[owner].dependencies}
+            related[owner] = roles(servers, clients.get(owner, set()), lambda name: _face(spec, faces, name))
         own = hashes.get(spec.services[owner].file, "")
         inputs[target] = input_hash(
             spec.mesh.file, hashes.get(spec.mesh.file, ""), target, own, related[owner]
@@ -190,20 +191,26 @@ def target_inputs(
     return inputs
 
 
-def _file_hash(spec: Spec, hashes: Mapping[str, str], service: str) -> str:
-    found = spec.services.get(service)
-    return hashes.get(found.file, "") if found is not None else "-"
+def _face(spec: Spec, faces: dict[str, str], service: str) -> str:
+    """A service's face (compiler.output.reuse.face), each computed once; `-` for a service the spec lacks."""
+    if service not in faces:
+        found = spec.services.get(service)
+        faces[service] = face(found) if found is not None else "-"
+    return faces[service]
 
 
 def recorded_facts(
     spec: Spec, mesh: Mesh, hashes: Mapping[str, str], readers: Sequence[ExternalReader]
 ) -> Recorded:
     """What the build cache records of a spec that passed every check, for the next partial build."""
+    from compiler.render.invariants import exposed
     from compiler.spec.model import DISCOVERY_NAMESPACE
 
     targets: dict[str, list[str]] = {name: [] for name in spec.services}
     places: dict[str, set[tuple[str, str]]] = {name: set() for name in spec.services}
+    workloads: dict[str, list[Workload]] = {name: [] for name in spec.services}
     for workload in mesh.workloads:
+        workloads[workload.service].append(workload)
         targets[workload.service].append(workload.id)
         if workload.cluster is not None:
             places[workload.service].add((workload.cluster, workload.namespace))
@@ -217,6 +224,8 @@ def recorded_facts(
             name: ServiceFacts(
                 file=found.file,
                 digest=hashes.get(found.file, ""),
+                face=face(found),
+                exposed=exposed(workloads[name]),
                 dependencies=tuple(sorted({d.service for d in found.dependencies})),
                 local_port=found.local_port,
                 targets=tuple(sorted(targets[name])),

@@ -1,28 +1,34 @@
 """Partial builds: after an edit of a few service files, check, lower and render only their neighbourhood.
 
 A plain build records, beside its input hashes, a few facts of every service of the spec it built
-(compiler.output.cache.ServiceFacts: its file's sha256, dependencies, local port, targets and the
-namespaces they write into). That spec passed every check. A rebuild whose mesh.yaml is the recorded
-one then works on the services an edit can affect, each the recorded facts of the others:
+(compiler.output.cache.ServiceFacts: its file's sha256, its face, what it exposes to the invariants,
+its dependencies and local port; its targets are the input-hashed ids it owns). That spec passed every
+check. A rebuild whose mesh.yaml is the recorded one then works on the services an edit can affect,
+with the recorded facts of all the others:
 
-- `changed`: the services whose file is new, different or gone;
-- `checked`: the changed services and their clients. Every semantic check but the two mesh-wide ones
-  (spec.checks.MESH_WIDE_CHECKS) finds in a service's file what mesh.yaml, the service and its
-  dependencies make of it; any other service sees what it saw when it passed. So the checks run on a
-  spec of the checked services and their dependencies, and count what they find in the checked
-  services' files (and mesh.yaml); local ports and the services waves name are checked on the index;
-- `affected`: the services whose targets' input hashes can change (compiler.incremental: a target's
-  inputs are mesh.yaml, its service's file and the files of the services it depends on and is called
-  by), so the changed services, their old and new dependencies and their clients; plus any service
-  with a target whose files the cache cannot vouch for;
+- `changed`: the services whose file is new, different or gone; `faced`: those of them whose face
+  (compiler.output.reuse.face: name, ports, protocol, locality, placements; what lowering and rendering
+  read of a service for other services' targets, and what other services' checks read of it) changed;
+- `checked`: the changed services and the clients of the faced ones. Every semantic check but the two
+  mesh-wide ones (spec.checks.MESH_WIDE_CHECKS) finds in a service's file what mesh.yaml, the service
+  and its dependencies' faces make of it; every other service sees what it saw when it passed. So the
+  checks run on those services only (Spec.focus), their dependencies there to be looked up; local
+  ports and the services waves name are checked on the index;
+- `affected`: the services whose targets' input hashes can change (a target's inputs are mesh.yaml, its
+  service's file and the faces of the services it depends on and is called by, compiler.output.reuse):
+  the changed services, the neighbours of the faced ones, the dependencies a changed service added or
+  dropped; plus any service with a target whose files the cache cannot vouch for;
 - the affected services are lowered whole, their dependencies and clients as context (compiler.ir.lower:
   their placements, identities and registrations), and only the targets whose input hash differs
   from the recorded one are rendered, their invariants checked with the context's Nerve documents and
-  identities (compiler.render.invariants); every other target keeps its files.
+  identities (compiler.render.invariants); every other target keeps its files. A service whose face
+  did not change has its clients left alone, so what their invariants read of it must not change
+  either (invariants.exposed, recorded): if it did, a rendering reads more than faces, and the whole
+  build checks every client.
 
 Whatever the partial path cannot decide exactly it does not decide: any finding (a spec error, a
-meshc bug), an index that does not match, or a neighbourhood over half the mesh returns None, and
-the caller runs the whole build, which reports exactly what a clean build reports.
+meshc bug), an index that does not match, or a neighbourhood over half the mesh returns a Fallback,
+and the caller runs the whole build, which reports exactly what a clean build reports.
 `tests/test_incremental.py` compares both paths with clean builds after random edit sequences,
 rejected edits across files and a deliberately broken renderer included.
 """
@@ -43,10 +49,11 @@ from compiler.ir.model import Mesh
 from compiler.output.cache import Cached, Recorded, ServiceFacts, Swapped, write_cache
 from compiler.output.disk import OnDisk
 from compiler.output.documents import document_line, parse_lines, read_lines, write_lines
-from compiler.output.reuse import input_hash, reusable, spare_path, tree_files
+from compiler.output.reuse import face, input_hash, reusable, roles, spare_path, tree_files
 from compiler.output.writer import WriteResult, write_files
 from compiler.pipeline import stream_artifacts
 from compiler.render import SidecarConfig, render
+from compiler.render.invariants import exposed
 from compiler.spec import document as spec_document
 from compiler.spec.checks import MESH_WIDE_CHECKS, SEMANTIC_CHECKS, model, run_checks
 from compiler.spec.document import Document, LoadError
@@ -170,8 +177,10 @@ def _build(
     recorded, cached = previous.recorded, previous.cached
     graph = _graph(recorded, edit, changed)
     present = set(edit.files)
-    checked = (edit.changed | {c for name in edit.changed for c in graph.clients.get(name, ())}) & present
-    affected = _affected(recorded, cached, edit, graph) & present
+    faced = _faced(recorded, edit, changed)
+    # What a client's checks read of a dependency (existence, ports, protocol, locality, placements) is its face.
+    checked = (edit.changed | {c for name in faced for c in graph.clients.get(name, ())}) & present
+    affected = _affected(recorded, cached, edit, graph, faced) & present
     context = graph.around(affected) & present
     if len(context) > MAX_SHARE * len(present):
         return None  # the whole build costs little more
@@ -182,6 +191,10 @@ def _build(
         return None
     mesh = lower(spec, only=affected)
     facts = _facts(recorded, edit, hashes, spec, mesh, affected)
+    if any(_exposes_anew(recorded, facts, name) for name in affected - faced):
+        return (
+            None  # the clients, which are not rendered, would see it differently: the whole build checks them
+        )
     inputs = _inputs(recorded, cached, graph, facts, affected)
     reused = reusable(inputs, cached)
     rendered = frozenset(inputs) - reused
@@ -196,6 +209,15 @@ def _build(
     write_cache(real, digest, inputs, new, Swapped(old=previous.old, written=result.written))
     _write_documents(real, lines, edit, hashes, spec)
     return result
+
+
+def _exposes_anew(recorded: Recorded, facts: Mapping[str, ServiceFacts], name: str) -> bool:
+    """Whether what other workloads' invariants read of the service's workloads changed (invariants.exposed).
+
+    Its face is the recorded one, so its clients are not rendered and their invariants not run: that holds
+    only while what they read of it is unchanged (always, for a rendering that reads of it its face alone).
+    """
+    return name in recorded.services and facts[name].exposed != recorded.services[name].exposed
 
 
 def _changed_specs(
@@ -225,12 +247,26 @@ def _graph(recorded: Recorded, edit: Edit, changed: Mapping[str, ServiceSpec]) -
     )
 
 
-def _affected(recorded: Recorded, cached: Cached, edit: Edit, graph: Graph) -> set[str]:
-    """The services whose targets may be rendered: see the module docstring."""
-    found = graph.around(edit.changed)
+def _faced(recorded: Recorded, edit: Edit, changed: Mapping[str, ServiceSpec]) -> set[str]:
+    """The changed services whose face (what other services' targets read of them) changed: new, gone, or
+    edited where others look (compiler.output.reuse.face)."""
+    return {
+        name
+        for name in edit.changed
+        if name not in changed
+        or name not in recorded.services
+        or recorded.services[name].face != face(changed[name])
+    }
+
+
+def _affected(recorded: Recorded, cached: Cached, edit: Edit, graph: Graph, faced: set[str]) -> set[str]:
+    """The services whose targets' input hashes may change: see the module docstring."""
+    found = set(edit.changed) | graph.around(faced)
     for name in edit.changed:
         old = recorded.services.get(name)
-        found |= set(old.dependencies) if old is not None else set()
+        before = frozenset(old.dependencies) if old is not None else frozenset()
+        # a face changed: every neighbour's inputs did; a dependency added or dropped: that one's clients did
+        found |= before if name in faced else before ^ graph.dependencies.get(name, frozenset())
     if len(cached.trusted) == len(cached.files) and cached.inputs.keys() >= cached.targets.keys():
         return found  # every file untouched, every target's inputs recorded: the loop below finds nothing
     for name, facts in recorded.services.items():  # a hand-edited or lost output file: its target is rendered
@@ -298,6 +334,8 @@ def _facts(
         facts[name] = ServiceFacts(
             file=found.file,
             digest=hashes[found.file],
+            face=face(found),
+            exposed=exposed(mesh.workloads_of(name)),
             dependencies=tuple(sorted({d.service for d in found.dependencies})),
             local_port=found.local_port,
             targets=tuple(sorted(targets[name])),
@@ -319,12 +357,13 @@ def _inputs(
         if name not in affected:
             inputs.update((target, cached.inputs[target]) for target in found.targets)
             continue
-        related = graph.dependencies[name] | graph.clients.get(name, frozenset())
-        digests = {other: facts[other].digest if other in facts else "-" for other in related}
+        faces = roles(
+            graph.dependencies[name],
+            graph.clients.get(name, frozenset()),
+            lambda other: facts[other].face if other in facts else "-",
+        )
         for target in found.targets:
-            inputs[target] = input_hash(
-                recorded.mesh_file, recorded.mesh_digest, target, found.digest, digests
-            )
+            inputs[target] = input_hash(recorded.mesh_file, recorded.mesh_digest, target, found.digest, faces)
     return inputs
 
 

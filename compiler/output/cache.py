@@ -45,12 +45,16 @@ MAGIC = b"meshc-cache"
 class ServiceFacts:
     """What a plain build recorded of one service of a spec that passed every check (see compiler.partial).
 
-    `file`/`digest`: its spec file's name and sha256; `places`: the (cluster, namespace) pairs its
+    `file`/`digest`: its spec file's name and sha256; `face`: what other services' targets read of its spec
+    (compiler.output.reuse.face); `exposed`: what other workloads' invariants read of its workloads
+    (compiler.render.invariants.exposed); `places`: the (cluster, namespace) pairs its
     targets write into, external readers' `meshc-discovery` included.
     """
 
     file: str
     digest: str
+    face: str
+    exposed: str
     dependencies: tuple[str, ...]
     local_port: int
     targets: tuple[str, ...]
@@ -180,12 +184,14 @@ def recorded_of(cached: Cached) -> Recorded | None:
             name: ServiceFacts(
                 file=file,
                 digest=digest,
+                face=face,
+                exposed=exposed,
                 dependencies=tuple(dependencies),
                 local_port=local_port,
                 targets=tuple(sorted(targets[name])),
                 places=tuple(sorted(places[name])),
             )
-            for name, (file, digest, dependencies, local_port) in raw["services"].items()
+            for name, (file, digest, face, exposed, dependencies, local_port) in raw["services"].items()
         },
     )
 
@@ -196,7 +202,8 @@ def _recorded_json(recorded: Recorded | None) -> Any:
     return {
         "mesh": [recorded.mesh_file, recorded.mesh_digest],
         "services": {
-            name: [f.file, f.digest, f.dependencies, f.local_port] for name, f in recorded.services.items()
+            name: [f.file, f.digest, f.face, f.exposed, f.dependencies, f.local_port]
+            for name, f in recorded.services.items()
         },
     }
 
@@ -246,11 +253,11 @@ def _is_recorded(raw: Any) -> bool:
 
 
 def _is_facts(raw: Any) -> bool:
-    """[file, digest, dependencies, local_port], as `_recorded_json` writes it."""
-    if not (isinstance(raw, list) and len(raw) == 4):
+    """[file, digest, face, exposed, dependencies, local_port], as `_recorded_json` writes it."""
+    if not (isinstance(raw, list) and len(raw) == 6):
         return False
-    file, digest, dependencies, local_port = raw
-    return isinstance(file, str) and isinstance(digest, str) and _strings(dependencies) and type(local_port) is int
+    *names, dependencies, local_port = raw
+    return _strings(names) and _strings(dependencies) and type(local_port) is int
 
 
 def _strings(raw: Any, length: int | None = None) -> bool:

@@ -6,9 +6,11 @@ Shared by the whole incremental build (compiler.incremental) and the partial one
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import orjson
 
 from compiler.output.cache import Cached
 from compiler.output.manifest import MANIFEST, manifest_of
@@ -16,11 +18,33 @@ from compiler.output.writer import NewFile, new_file
 
 if TYPE_CHECKING:
     from compiler.emit import Artifact
+    from compiler.spec.model import ServiceSpec
+
+
+def face(service: ServiceSpec) -> str:
+    """sha256 of what lowering and rendering read of `service` for *other* services' targets: its name, ports,
+    protocol, locality and placements. A client's egress to it reads its local and mesh ports, protocol,
+    locality, identities (its namespaces) and discovery sources (its placements); a server's allow-list and
+    NetworkPolicy read its name, identities and pods' namespaces. Everything else in its file (its own
+    dependencies and their policy, health check, owner, ...) reaches its own targets only."""
+    placements = [[p.cluster, p.namespace] for p in service.kubernetes]
+    data = [service.name, service.local_port, service.mesh_port, service.protocol, service.locality]
+    return hashlib.sha256(orjson.dumps([*data, service.vm_datacenters, placements])).hexdigest()
+
+
+def roles(dependencies: Iterable[str], clients: Iterable[str], face_of: Callable[[str], str]) -> dict[str, str]:
+    """The related services of a target's service for `input_hash`: `dependency <name>` and `client <name>` -> face.
+
+    Both roles are named: a service that is both a dependency and a client and stops being one changes
+    what the target renders (its allow-list, or its egress) while its face stays the same.
+    """
+    found = {f"dependency {name}": face_of(name) for name in dependencies}
+    return found | {f"client {name}": face_of(name) for name in clients}
 
 
 def input_hash(mesh_file: str, mesh_digest: str, target: str, own: str, related: Mapping[str, str]) -> str:
-    """A target's input hash: mesh.yaml's name and sha256, the target id, its service file's sha256, and the name
-    and file sha256 (`-`: no such service) of every service its service depends on or is called by."""
+    """A target's input hash: mesh.yaml's name and sha256, the target id, its service file's sha256, and the
+    `face` (`-`: no such service) of every service its service depends on or is called by (`roles`)."""
     parts = [mesh_file, target, mesh_digest, own, *(f"{name}:{related[name]}" for name in sorted(related))]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 

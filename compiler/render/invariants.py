@@ -6,9 +6,12 @@ caught whatever its cause. Tests break a rendering on purpose and call the check
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
+
+import orjson
 
 from compiler.diagnostics import Diagnostic, internal_error
 from compiler.ir.model import Mesh, Workload
@@ -116,6 +119,22 @@ def allowed_clients_exist(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic
         for principal in allowed_principals(lds):
             if principal not in identities:
                 yield internal(workload, f"ingress admits {principal}, which is no workload's identity")
+
+
+def exposed(workloads: Iterable[Workload]) -> str:
+    """sha256 of what the invariants of *other* workloads read of `workloads`: each one's identity (an allow-list
+    must name a real one) and Nerve registration path and ensemble (a watcher must find it).
+
+    A partial build (compiler.partial) re-checks a workload's clients only when this changes: if a rendering
+    made it depend on more than the service's face (compiler.output.reuse.face), the build falls back to the
+    whole build, whose invariants see every client.
+    """
+    found = []
+    for workload in workloads:
+        document = nerve_documents.nerve(workload)
+        entry = document["services"][workload.service] if document is not None else {}
+        found.append([workload.id, workload.identity, entry.get("zk_path"), entry.get("zk_hosts")])
+    return hashlib.sha256(orjson.dumps(sorted(found))).hexdigest()
 
 
 INVARIANTS: tuple[Invariant, ...] = (

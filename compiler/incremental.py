@@ -134,7 +134,6 @@ def check_output(
 def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, bytes]]:
     """The status of output directory `real` against the spec, and the rendered bytes of every file that differs."""
     from compiler import pipeline
-    from compiler.backends.kubernetes.readers import external_readers
     from compiler.spec.load import spec_files
 
     files = spec_files(spec_dir)
@@ -147,7 +146,7 @@ def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, byt
     hashes = file_hashes(files, label)
     known = {name: k.document for name, k in read_documents(real, hashes).items()}
     spec, mesh, sidecars = pipeline.render_files(files, label, known)
-    inputs = target_inputs(spec, mesh, hashes, external_readers(mesh))
+    inputs = target_inputs(spec, mesh, hashes)
     reused = reusable(inputs, cached)
     stream = tree_files(pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused), reused, cached)
     return compare_stream(real, old, stream, cached.trusted if cached is not None else {})

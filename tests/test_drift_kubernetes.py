@@ -37,6 +37,7 @@ from compiler.drift.model import (
 )
 from compiler.drift.report import format_markdown, format_text, report_data
 from compiler.pipeline import Build
+from compiler.rollout import output as rollout_output
 
 CLUSTERS = ("gke-usc1-a", "kube-iad-a", "kube-sjc-a")
 SJC = "kube-sjc-a"
@@ -47,6 +48,18 @@ def meshc(*args: str, today: str = "2026-11-30") -> subprocess.CompletedProcess[
     result = meshc_in_process("drift", EXAMPLE, *args, env={"MESHC_TODAY": today})
     assert "Traceback" not in result.stdout + result.stderr
     return result
+
+
+@pytest.fixture(autouse=True)
+def rollout_compiled_once(monkeypatch: pytest.MonkeyPatch, example_output: dict[str, bytes]) -> None:
+    """Every `meshc drift EXAMPLE` here compiles the example's rollout into the same tree (the truth it compares
+    with); the session's `example_output`, made by that very function once, stands in for the repeats."""
+    compile_rollout = rollout_output.output_for
+
+    def output_for(spec: Path) -> dict[str, bytes]:
+        return dict(example_output) if Path(spec) == EXAMPLE else compile_rollout(spec)
+
+    monkeypatch.setattr(rollout_output, "output_for", output_for)
 
 
 @pytest.fixture(scope="module")

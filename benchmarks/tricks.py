@@ -25,7 +25,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench import BENCH_DIR, spec_for  # noqa: E402 - after the path set-up above
+from benchmarks.harness import BENCH_DIR, spec_for  # noqa: E402 - after the path set-up above
 from compiler import emit, memo  # noqa: E402
 from compiler.backends import run_backends  # noqa: E402
 from compiler.ir.lower import lower  # noqa: E402

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import meshc_in_process
 
 from benchmarks.synth import generate
 from compiler import incremental, partial
@@ -485,15 +485,13 @@ def test_the_cache_lives_beside_the_output_never_inside(built: tuple[Path, Path]
 
 def test_the_build_command_is_incremental_and_says_so(tmp_path: Path) -> None:
     """Through the command line: the second build writes nothing, a one-port edit rewrites that service's files."""
-    import subprocess
-    import sys
-
     spec = generate(tmp_path / "spec", 10, datacenters=2, clusters=2, deps=2, seed=5)
     out = tmp_path / "out"
 
     def run() -> str:
-        command = [sys.executable, "-m", "compiler", "build", str(spec), "-o", str(out)]
-        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        result = meshc_in_process("build", spec, "-o", out)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        return result.stdout
 
     run()
     assert run() == f"{out}: up to date, nothing written\n"

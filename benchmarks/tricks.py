@@ -4,7 +4,7 @@ One process compiles the synthetic mesh once, then reruns a stage alternately wi
 off (interleaved, so a loaded machine slows both alike) and prints CPU seconds, median and range.
 `--writes` also writes the whole tree into fresh directories under each durability policy (wall).
 
-    python benchmarks/tricks.py [--size 1000] [--repeat 7] [--writes]
+    python benchmarks/tricks.py [--size 1000] [--repeat 7] [--writes | --scan]
 """
 
 from __future__ import annotations
@@ -18,21 +18,21 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench import BENCH_DIR, spec_for  # noqa: E402 - after the path set-up above
+from benchmarks.harness import BENCH_DIR, spec_for  # noqa: E402 - after the path set-up above
 from compiler import emit, memo  # noqa: E402
 from compiler.backends import run_backends  # noqa: E402
 from compiler.ir.lower import lower  # noqa: E402
 from compiler.output import writer  # noqa: E402
-from compiler.pipeline import spec_files  # noqa: E402
 from compiler.render import render  # noqa: E402
 from compiler.spec.checks import check  # noqa: E402
-from compiler.spec.load import load_documents  # noqa: E402
+from compiler.spec.load import load_documents, spec_files  # noqa: E402
 
 
 @contextmanager
@@ -70,8 +70,8 @@ def _cpu(run: Callable[[], Any]) -> float:
     return time.process_time() - started
 
 
-def _line(times: list[float]) -> str:
-    return f"{statistics.median(times):.2f} s ({min(times):.2f}-{max(times):.2f})"
+def _line(times: list[float], digits: int = 2) -> str:
+    return f"{statistics.median(times):.{digits}f} s ({min(times):.{digits}f}-{max(times):.{digits}f})"
 
 
 def measure_tricks(spec_dir: Path, repeat: int) -> None:
@@ -139,9 +139,44 @@ def _write(tree: dict[str, bytes], out: Path, threads: int) -> None:
     if not threads:
         os.sync()
         return
-    with _replaced(emit, "FSYNC_THREADS", threads):
+    with _replaced(writer, "FSYNC_THREADS", threads):
         writer.fsync_paths([out / path for path in tree], os.O_RDONLY)
         writer.fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
+
+
+@dataclass(frozen=True, slots=True)
+class _FrozenOnDisk:
+    """output.disk.OnDisk as a frozen dataclass would be: what the NamedTuple is measured against."""
+
+    kind: str
+    size: int = 0
+    mtime_ns: int = 0
+    inode: int = 0
+
+
+def measure_scan(spec_dir: Path, repeat: int) -> None:
+    """CPU of scanning a built output tree (as every build and check does): NamedTuple or frozen-dataclass entries."""
+    from compiler.incremental import build_output
+    from compiler.output import disk
+
+    out = BENCH_DIR / f"scan-{os.getpid()}"
+    try:
+        build_output(spec_dir, out)
+        on: list[float] = []
+        off: list[float] = []
+        for _ in range(repeat):
+            on.append(_cpu(lambda: disk.scan_tree(out)))
+            with _replaced(disk, "OnDisk", _FrozenOnDisk):
+                off.append(_cpu(lambda: disk.scan_tree(out)))
+        entries = len(disk.scan_tree(out))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+        for beside in out.parent.glob(f".{out.name}.meshc-*"):
+            shutil.rmtree(beside) if beside.is_dir() else beside.unlink()
+    print(
+        f"{'OnDisk as NamedTuple':<30} {'scan':<9} {entries} entries: "
+        f"cpu with {_line(on, 3)}, frozen dataclass {_line(off, 3)}"
+    )
 
 
 def main() -> None:
@@ -151,12 +186,16 @@ def main() -> None:
     parser.add_argument(
         "--writes", action="store_true", help="also compare durability policies (slow: minutes)"
     )
+    parser.add_argument("--scan", action="store_true", help="only the output-tree scan (builds one tree)")
     args = parser.parse_args()
     spec_dir = spec_for(args.size)
     print(
         f"meshc speed tricks at {args.size} services, {args.repeat} interleaved runs each; "
         f"load average {os.getloadavg()[0]:.2f}"
     )
+    if args.scan:
+        measure_scan(spec_dir, args.repeat)
+        return
     measure_tricks(spec_dir, args.repeat)
     if args.writes:
         measure_writes(spec_dir, max(1, args.repeat // 3))

@@ -140,7 +140,7 @@ def _wrong_entry(entry: git.Object, relative: str, wanted: str) -> Unreadable:
 def read_worktree(spec_dir: Path) -> dict[str, bytes | Unreadable]:
     """The spec files in the working tree, uncommitted edits included."""
     # local: the pipeline is the one place a spec directory is opened
-    from compiler.pipeline import spec_files
+    from compiler.spec.load import spec_files
 
     return spec_files(spec_dir)
 

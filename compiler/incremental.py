@@ -16,23 +16,34 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compiler.output.cache import Cached, read_cache, spec_digest, untouched, write_cache
+from compiler.output.cache import (
+    Recorded,
+    ServiceFacts,
+    Swapped,
+    read_cache,
+    recorded_of,
+    spec_digest,
+    untouched,
+    write_cache,
+)
 from compiler.output.compare import TreeStatus, compare_stream
 from compiler.output.disk import scan_tree
-from compiler.output.documents import read_documents, write_documents
+from compiler.output.documents import foreign_cache_notes, read_documents, write_documents
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
-from compiler.output.manifest import MANIFEST, manifest_of
-from compiler.output.writer import NewFile, WriteResult, new_file, previous_tree, write_files
+from compiler.output.reuse import face, input_hash, reusable, roles, spare_path, tree_files
+from compiler.output.writer import WriteResult, previous_tree, write_files
 
 if TYPE_CHECKING:
+    from compiler.backends.kubernetes.readers import ExternalReader
     from compiler.diff.records import DocumentDiff
-    from compiler.emit import Artifact
-    from compiler.ir.model import Mesh
+    from compiler.ir.model import Mesh, Workload
+    from compiler.spec.document import Document
     from compiler.spec.load import Unreadable
     from compiler.spec.model import Spec
 
@@ -58,29 +69,46 @@ def build_output(
 
 def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     """The incremental plain build, under the output's lock (see the module docstring)."""
-    from compiler import pipeline  # the compiler stages, only once the no-op check has failed
+    from compiler.spec.load import spec_files  # at call time: the safety tests stand a failing reader in
 
-    files = pipeline.spec_files(spec_dir)
+    files = spec_files(spec_dir)
     label = spec_dir.as_posix().rstrip("/")
     real, old = previous_tree(out)
     cached = read_cache(real, old)
     digest = spec_digest(files, label)
     if cached is not None and digest is not None and cached.spec == digest and untouched(cached, old):
         return WriteResult(changed=False)
+    from compiler import pipeline  # the compiler stages, only once the no-op check has failed
+
     hashes = file_hashes(files, label)
+    checked: Mapping[str, Document] = {}
+    recorded = recorded_of(cached) if cached is not None and digest is not None else None
+    if cached is not None and recorded is not None and digest is not None:
+        from compiler.partial import Previous, build_partial
+
+        previous = Previous(real=real, old=old, cached=cached, recorded=recorded)
+        partial = build_partial(out, files, label, hashes, digest, previous)
+        if isinstance(partial, WriteResult):
+            return replace(partial, notes=partial.notes + foreign_cache_notes(real))
+        checked = partial.documents  # parsed and checked file by file: not again
+    from compiler.backends.kubernetes.readers import external_readers
+
     known = read_documents(real, hashes)
-    spec, mesh, sidecars = pipeline.render_files(files, label, {n: k.document for n, k in known.items()})
-    inputs = target_inputs(spec, mesh, hashes)
+    documents = {**checked, **{n: k.document for n, k in known.items()}}
+    spec, mesh, sidecars = pipeline.render_files(files, label, documents)
+    readers = external_readers(mesh)
+    inputs = target_inputs(spec, mesh, hashes, readers)
     reused = reusable(inputs, cached)
     artifacts = pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused)
     stream = tree_files(artifacts, reused, cached)
     trusted = cached.trusted if cached is not None else None
-    result = write_files(out, stream, (real, old), trusted, spare=real.parent / f".{real.name}.meshc-spare")
-    # Every file is written: let the IR and the documents (most of the memory) go before the caches are built.
-    del mesh, sidecars, artifacts, stream
-    write_cache(real, digest, inputs)
+    result = write_files(out, stream, (real, old), trusted, spare=spare_path(real))
+    # Every file is written: let the documents (most of the memory) go before the caches are built.
+    del sidecars, artifacts, stream
+    swapped = Swapped(old=old, written=result.written)
+    write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     write_documents(real, spec.documents, hashes, known)
-    return result
+    return replace(result, notes=result.notes + foreign_cache_notes(real))
 
 
 def check_output(
@@ -108,8 +136,9 @@ def check_output(
 def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, bytes]]:
     """The status of output directory `real` against the spec, and the rendered bytes of every file that differs."""
     from compiler import pipeline
+    from compiler.spec.load import spec_files
 
-    files = pipeline.spec_files(spec_dir)
+    files = spec_files(spec_dir)
     label = spec_dir.as_posix().rstrip("/")
     old = scan_tree(real)
     cached = read_cache(real, old)
@@ -134,67 +163,75 @@ def file_hashes(files: Mapping[str, bytes | Unreadable], label: str) -> dict[str
     }
 
 
-def target_inputs(spec: Spec, mesh: Mesh, hashes: Mapping[str, str]) -> dict[str, str]:
-    """Target id -> hash of the spec files its files are rendered from (workloads and external readers)."""
-    from compiler.backends.kubernetes.readers import external_readers
+def target_inputs(
+    spec: Spec, mesh: Mesh, hashes: Mapping[str, str], readers: Sequence[ExternalReader] | None = None
+) -> dict[str, str]:
+    """Target id -> hash of what its files are rendered from (workloads and external readers; see `input_hash`).
 
+    `readers`: the mesh's external readers when the caller has them already (they are not cheap)."""
+    if readers is None:
+        from compiler.backends.kubernetes.readers import external_readers
+
+        readers = external_readers(mesh)
     clients: dict[str, set[str]] = {name: set() for name in spec.services}
     for name, found in spec.services.items():
         for dependency in found.dependencies:
             clients.setdefault(dependency.service, set()).add(name)
-    slices: dict[str, list[str]] = {}
-    owners = [(w.id, w.service) for w in mesh.workloads] + [(r.id, r.service) for r in external_readers(mesh)]
+    related: dict[str, dict[str, str]] = {}
+    faces: dict[str, str] = {}
+    owners = [(w.id, w.service) for w in mesh.workloads] + [(r.id, r.service) for r in readers]
     inputs = {}
     for target, owner in owners:
-        if owner not in slices:
-            slices[owner] = _slice(spec, hashes, owner, clients.get(owner, set()))
-        inputs[target] = hashlib.sha256(
-            "\0".join([spec.mesh.file, target, *slices[owner]]).encode()
-        ).hexdigest()
+        if owner not in related:
+            servers = {d.service for d in spec.services[owner].dependencies}
+            related[owner] = roles(servers, clients.get(owner, set()), lambda name: _face(spec, faces, name))
+        own = hashes.get(spec.services[owner].file, "")
+        inputs[target] = input_hash(
+            spec.mesh.file, hashes.get(spec.mesh.file, ""), target, own, related[owner]
+        )
     return inputs
 
 
-def _slice(spec: Spec, hashes: Mapping[str, str], service: str, clients: set[str]) -> list[str]:
-    """The hashes a service's targets depend on: mesh.yaml, its file, its dependencies' and its clients' files."""
-    found = spec.services[service]
-    related = {d.service for d in found.dependencies} | clients
-    return [
-        hashes.get(spec.mesh.file, ""),
-        hashes.get(found.file, ""),
-        *(f"{name}:{_file_hash(spec, hashes, name)}" for name in sorted(related)),
-    ]
+def _face(spec: Spec, faces: dict[str, str], service: str) -> str:
+    """A service's face (compiler.output.reuse.face), each computed once; `-` for a service the spec lacks."""
+    if service not in faces:
+        found = spec.services.get(service)
+        faces[service] = face(found) if found is not None else "-"
+    return faces[service]
 
 
-def _file_hash(spec: Spec, hashes: Mapping[str, str], service: str) -> str:
-    found = spec.services.get(service)
-    return hashes.get(found.file, "") if found is not None else "-"
+def recorded_facts(
+    spec: Spec, mesh: Mesh, hashes: Mapping[str, str], readers: Sequence[ExternalReader]
+) -> Recorded:
+    """What the build cache records of a spec that passed every check, for the next partial build."""
+    from compiler.render.invariants import exposed
+    from compiler.spec.model import DISCOVERY_NAMESPACE
 
-
-def reusable(inputs: Mapping[str, str], cached: Cached | None) -> frozenset[str]:
-    """Targets whose input hash is the recorded one and whose files are all untouched on disk."""
-    if cached is None:
-        return frozenset()
-    return frozenset(
-        target
-        for target, digest in inputs.items()
-        if cached.inputs.get(target) == digest
-        and target in cached.targets
-        and all(path in cached.trusted for path in cached.targets[target])
+    targets: dict[str, list[str]] = {name: [] for name in spec.services}
+    places: dict[str, set[tuple[str, str]]] = {name: set() for name in spec.services}
+    workloads: dict[str, list[Workload]] = {name: [] for name in spec.services}
+    for workload in mesh.workloads:
+        workloads[workload.service].append(workload)
+        targets[workload.service].append(workload.id)
+        if workload.cluster is not None:
+            places[workload.service].add((workload.cluster, workload.namespace))
+    for reader in readers:
+        targets[reader.service].append(reader.id)
+        places[reader.service].add((reader.cluster, DISCOVERY_NAMESPACE))
+    return Recorded(
+        mesh_file=spec.mesh.file,
+        mesh_digest=hashes.get(spec.mesh.file, ""),
+        services={
+            name: ServiceFacts(
+                file=found.file,
+                digest=hashes.get(found.file, ""),
+                face=face(found),
+                exposed=exposed(workloads[name]),
+                dependencies=tuple(sorted({d.service for d in found.dependencies})),
+                local_port=found.local_port,
+                targets=tuple(sorted(targets[name])),
+                places=tuple(sorted(places[name])),
+            )
+            for name, found in spec.services.items()
+        },
     )
-
-
-def tree_files(
-    artifacts: Iterable[Artifact], reused: Iterable[str], cached: Cached | None
-) -> Iterator[NewFile]:
-    """The new tree as it streams: each rendered artifact, each reused target's files, and MANIFEST.json last."""
-    entries: list[tuple[str, str, str | None]] = []
-    for artifact in artifacts:
-        file = new_file(artifact.path, artifact.data)
-        entries.append((file.path, file.digest, artifact.target))
-        yield file
-    if cached is not None:
-        for target in sorted(reused):
-            for path in cached.targets[target]:
-                entries.append((path, cached.files[path], target))
-                yield NewFile(path=path, digest=cached.files[path])
-    yield new_file(MANIFEST, manifest_of(entries))

@@ -9,12 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compiler.diagnostics import quote
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.manifest import render_tree
 from compiler.output.writer import WriteResult, write_tree
-from compiler.spec.load import SpecFiles, Unreadable, load_documents, read_tree
+from compiler.spec.load import SpecFiles, load_documents, spec_files
 
 # The stages import jinja2, jsonschema and the whole IR: they load when a spec is compiled, so a
 # command that finds nothing to compile (a no-op build) does not pay for them.
@@ -115,18 +114,6 @@ def validate_only(files: SpecFiles, label: str) -> Spec:
     from compiler.spec.checks import check
 
     return check(load_documents(files, label))
-
-
-def spec_files(spec_dir: Path) -> dict[str, bytes | Unreadable]:
-    """Read a spec directory; raise FileNotFoundError (NotADirectoryError for a file) if it is not one."""
-    if spec_dir.is_dir():
-        return read_tree(spec_dir)
-    if spec_dir.exists():
-        raise NotADirectoryError(
-            f"{quote(spec_dir.as_posix())} is a file, not a spec directory; "
-            "pass the directory that holds mesh.yaml and services/"
-        )
-    raise FileNotFoundError(f"spec directory {quote(spec_dir.as_posix())} does not exist")
 
 
 def compile_dir(spec_dir: Path, *, values: bool = True) -> Build:

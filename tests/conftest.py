@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from compiler import cli
+from compiler.output import writer
 from compiler.output.disk import read_tree
 from compiler.pipeline import Build, compile_dir
 from tests import consumers
@@ -24,6 +25,7 @@ from tests.puppetdb_server import PuppetDB, PuppetDBUnavailable, missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "mesh-spec"
+FSYNC_PATHS = writer.fsync_paths
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -80,6 +82,29 @@ def puppetdb() -> Iterator[PuppetDB]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def fsync_off() -> Iterator[None]:
+    """Builds in this process write without fsync, as PostgreSQL runs here with fsync=off (puppetdb_server.py).
+
+    fsync orders a build's writes against a power loss, which no test causes; it was ~4 s of the quick
+    suite's wall time, in tests that check something else. What a build fsyncs is checked with the real
+    calls (the `real_fsync` fixture), and every build in a child process (kills, hash seeds, locks) fsyncs.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(writer, "fsync_paths", _no_fsync)
+        yield
+
+
+def _no_fsync(paths: Sequence[Path], flags: int) -> None:
+    del paths, flags
+
+
+@pytest.fixture
+def real_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer's own fsync_paths back, for a test that checks what a build fsyncs."""
+    monkeypatch.setattr(writer, "fsync_paths", FSYNC_PATHS)
 
 
 @pytest.fixture(scope="session")

@@ -140,6 +140,12 @@ def test_the_graph_is_read_from_the_source() -> None:
     assert "compiler.render" in graph["compiler.backends"]  # `from compiler.render import SidecarConfig`
 
 
+@pytest.fixture(scope="module")
+def graph() -> dict[str, dict[str, int]]:
+    """The compiler's import graph, read from the source once for the checks below (they only read it)."""
+    return import_graph(PACKAGE)
+
+
 def test_cycles_are_found() -> None:
     """The cycle finder is not vacuous: it reports a three-module ring and leaves a tree alone."""
     ring = {"a": {"b": 1}, "b": {"c": 1}, "c": {"a": 1, "d": 1}, "d": {}}
@@ -147,9 +153,8 @@ def test_cycles_are_found() -> None:
     assert cycles({"a": {"b": 1}, "b": {}, "c": {"a": 1, "b": 1}}) == []
 
 
-def test_no_import_cycles() -> None:
+def test_no_import_cycles(graph: Graph) -> None:
     """No compiler module imports itself through others: each can be read, tested and loaded on its own."""
-    graph = import_graph(PACKAGE)
     found = cycles(graph)
     described = [
         ", ".join(f"{a} -> {b} (line {graph[a][b]})" for a in ring for b in sorted(graph[a]) if b in ring)
@@ -159,9 +164,8 @@ def test_no_import_cycles() -> None:
 
 
 @pytest.mark.parametrize("stage", STAGES[:-1])
-def test_a_stage_imports_no_later_stage(stage: str) -> None:
+def test_a_stage_imports_no_later_stage(stage: str, graph: Graph) -> None:
     """spec knows no IR, rendering or backend; ir no rendering or backend; render no backend (directly or not)."""
-    graph = import_graph(PACKAGE)
     later = STAGES[STAGES.index(stage) + 1 :]
     leaks = [
         " -> ".join(chain)
@@ -173,9 +177,8 @@ def test_a_stage_imports_no_later_stage(stage: str) -> None:
     assert not leaks, f"{stage} reaches a later stage: " + "; ".join(leaks[:5])
 
 
-def test_the_spec_stands_alone() -> None:
+def test_the_spec_stands_alone(graph: Graph) -> None:
     """The front end (spec/) reaches nothing but itself and the diagnostics: it can be read and reused on its own."""
-    graph = import_graph(PACKAGE)
     allowed = ("compiler.spec", "compiler.diagnostics")
     leaks = [
         " -> ".join(chain)
@@ -200,9 +203,8 @@ LIBRARY = (
 )
 
 
-def test_the_library_reaches_no_command() -> None:
+def test_the_library_reaches_no_command(graph: Graph) -> None:
     """Presentation sits on top: the pipeline, diff, rollout and drift never import compiler.commands or the CLI."""
-    graph = import_graph(PACKAGE)
     leaks = [
         " -> ".join(chain)
         for module in sorted(graph)

@@ -19,7 +19,6 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.synth import generate  # noqa: E402 - the benchmark's generator is a handy varied spec
 
 SEEDS = ("0", "1", "4242")
-MESHC = [sys.executable, "-m", "compiler"]
 
 
 def meshc(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -45,26 +44,42 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(tmp_path_factory.mktemp("synth") / "spec", services=60, datacenters=4, clusters=6, deps=5)
 
 
-@pytest.mark.parametrize("spec", ["example", "synthetic"])
-def test_builds_under_different_hash_seeds_are_byte_identical(
-    spec: str, synthetic: Path, tmp_path: Path
-) -> None:
-    source = EXAMPLE if spec == "example" else synthetic
-    # One output directory per seed (each with its own lock and cache): the builds run side by side.
+# What each hash seed's child runs: both builds and `explain`, each through the command line's main, one after
+# the other. One interpreter start per seed, not one per command and seed: the seed is what the tests vary.
+SEEDED_COMMANDS = r"""
+import contextlib, sys
+from compiler.cli import main
+
+example, synthetic, out = sys.argv[1:4]
+assert main(["build", example, "-o", out + "/example"]) == 0
+assert main(["build", synthetic, "-o", out + "/synthetic"]) == 0
+with open(out + "/explain.json", "w") as handle, contextlib.redirect_stdout(handle):
+    assert main(["explain", "upload", "--format", "json"]) == 0
+"""
+
+
+@pytest.fixture(scope="module")
+def seeded(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """seed -> the directory where that seed's child wrote both builds (own lock and cache each) and explain.json."""
+    root = tmp_path_factory.mktemp("seeded")
+    # The children run side by side, each into its own directory.
     results = run_under_seeds(
-        {seed: [*MESHC, "build", source, "-o", tmp_path / f"out-{seed}"] for seed in SEEDS}
+        {seed: [sys.executable, "-c", SEEDED_COMMANDS, EXAMPLE, synthetic, root / seed] for seed in SEEDS}
     )
-    trees = []
     for seed, result in results.items():
-        assert result.returncode == 0, result.stderr
-        trees.append(read_tree(tmp_path / f"out-{seed}"))
+        assert result.returncode == 0, f"seed {seed}: {result.stderr}"
+    return {seed: root / seed for seed in SEEDS}
+
+
+@pytest.mark.parametrize("spec", ["example", "synthetic"])
+def test_builds_under_different_hash_seeds_are_byte_identical(spec: str, seeded: dict[str, Path]) -> None:
+    trees = [read_tree(seeded[seed] / spec) for seed in SEEDS]
     assert len(trees[0]) > 1
     assert trees[1] == trees[0] and trees[2] == trees[0]
 
 
-def test_explain_under_different_hash_seeds_is_identical() -> None:
-    results = run_under_seeds({seed: [*MESHC, "explain", "upload", "--format", "json"] for seed in SEEDS})
-    outputs = {result.stdout for result in results.values()}
+def test_explain_under_different_hash_seeds_is_identical(seeded: dict[str, Path]) -> None:
+    outputs = {(seeded[seed] / "explain.json").read_text() for seed in SEEDS}
     assert len(outputs) == 1 and outputs != {""}
 
 

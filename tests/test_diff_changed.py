@@ -22,21 +22,36 @@ from compiler.diff.files import OutputFile
 from compiler.diff.records import ADDED, CHANGED, REMOVED, MeshDiff
 from compiler.diff.revisions import diff_builds, diff_specs
 from compiler.diff.targets import compiled, diff_files
-from compiler.pipeline import compile, spec_files
-from compiler.spec.load import SpecFiles
+from compiler.pipeline import Build, compile
+from compiler.spec.load import SpecFiles, spec_files
 
 STEPS = int(os.environ.get("MESHC_FUZZ_STEPS", "10"))
 SEEDS = [int(seed) for seed in os.environ.get("MESHC_FUZZ_SEEDS", "3,4").split(",")]
 LABEL = "spec"
 
 
-def both_builds_diff(base_files: SpecFiles | None, head_files: SpecFiles) -> MeshDiff:
+Builds = dict[tuple[tuple[str, object], ...], Build]
+
+
+def whole_build(files: SpecFiles, builds: Builds) -> Build:
+    """`compile(files)`, once per distinct spec in `builds`: a build is a frozen record, and the fuzz diffs
+    each spec up to three times (as the head, then as the previous step, and the first state throughout)."""
+    key = tuple(sorted(files.items()))
+    if key not in builds:
+        builds[key] = compile(files, LABEL)
+    return builds[key]
+
+
+def both_builds_diff(
+    base_files: SpecFiles | None, head_files: SpecFiles, builds: Builds | None = None
+) -> MeshDiff:
     """The diff as meshc made it before: both revisions compiled whole, every target's files diffed."""
-    new = compile(head_files, LABEL)
+    builds = {} if builds is None else builds
+    new = whole_build(head_files, builds)
     if base_files is None:
         notes = ("there is no spec at base; the diff treats the base as empty, so every target is new",)
         return diff_builds(None, new, base="base", head="head", notes=notes)
-    old = compile(base_files, LABEL)
+    old = whole_build(base_files, builds)
     result = diff_builds(old, new, base="base", head="head")
     return replace(
         result, reformatted=revisions._reformatted(base_files, head_files, compiled(old), compiled(new))
@@ -64,7 +79,8 @@ def test_the_changed_targets_diff_is_the_both_builds_diff(
     root = generate(tmp_path / "spec", 12, datacenters=3, clusters=4, deps=3, seed=seed)
     spec = Spec(root, rng)
     first = previous = dict(spec_files(root))
-    assert changed_only_diff(None, previous) == both_builds_diff(None, previous)
+    builds: Builds = {}
+    assert changed_only_diff(None, previous) == both_builds_diff(None, previous, builds)
     compared = changed = 0
     for _ in range(STEPS):
         edit = rng.choice([*EDITS, reformat])
@@ -72,7 +88,7 @@ def test_the_changed_targets_diff_is_the_both_builds_diff(
             spec.write(name)
         head = dict(spec_files(root))
         try:
-            expected = both_builds_diff(previous, head)
+            expected = both_builds_diff(previous, head, builds)
         except SpecError:  # an edit the spec rejects: the diff refuses the head too
             with pytest.raises(SpecError):
                 changed_only_diff(previous, head)
@@ -81,7 +97,9 @@ def test_the_changed_targets_diff_is_the_both_builds_diff(
             spec.added += 100 + compared
             continue
         assert changed_only_diff(previous, head) == expected, f"seed {seed}: after {edit.__name__}"
-        assert changed_only_diff(first, head) == both_builds_diff(first, head), f"seed {seed}: from the start"
+        assert changed_only_diff(first, head) == both_builds_diff(first, head, builds), (
+            f"seed {seed}: from the start"
+        )
         compared += 1
         changed += bool(expected.targets)
         previous = head

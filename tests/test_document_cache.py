@@ -16,9 +16,10 @@ from compiler import incremental
 from compiler.diagnostics import SpecError
 from compiler.output import documents as doccache
 from compiler.output.disk import read_tree
-from compiler.pipeline import compile_dir, spec_files
+from compiler.pipeline import compile_dir
 from compiler.spec import document as spec_document
 from compiler.spec import schema
+from compiler.spec.load import spec_files
 
 
 def known(spec: Path, out: Path) -> dict[str, doccache.Known]:

@@ -8,9 +8,7 @@ stands, from a dump of its cluster (tests/live_k8s.py's rules) and an export of 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +19,7 @@ from compiler.cli import main
 from compiler.drift.puppet import expected_rendering
 from compiler.render import ENVOY_CDS
 from compiler.rollout.output import output_for
-from tests.conftest import ROOT
+from tests.conftest import meshc_in_process
 from tests.live_k8s import dump_json, live_objects
 from tests.test_gitsource import commit
 from tests.test_rollout_build import add_timeout_change, start_rollout
@@ -94,16 +92,8 @@ def canary_dump(path: Path, tree: dict[str, bytes]) -> list[str]:
 
 
 def promote(spec: Path, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_TODAY": "2026-11-30"}
-    env.pop("MESHC_DEBUG", None)
-    result = subprocess.run(
-        [sys.executable, "-m", "compiler", "promote", "--spec", str(spec), "-o", str(out), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    """`meshc promote --spec SPEC -o OUT ARGS`, in this process (a child's imports would test nothing more)."""
+    result = meshc_in_process("promote", "--spec", spec, "-o", out, *args, env={"MESHC_TODAY": "2026-11-30"})
     assert "Traceback" not in result.stdout + result.stderr
     return result
 
@@ -224,26 +214,17 @@ def test_drift_judges_a_canary_host_against_its_node_file(tmp_path: Path) -> Non
             *others,
         ],
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MESHC_TODAY": "2026-11-30"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "compiler",
-            "drift",
-            str(spec),
-            "--puppet-facts",
-            str(export),
-            "--partial",
-            "--format",
-            "json",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    result = meshc_in_process(
+        "drift",
+        spec,
+        "--puppet-facts",
+        export,
+        "--partial",
+        "--format",
+        "json",
+        env={"MESHC_TODAY": "2026-11-30"},
     )
+    assert "Traceback" not in result.stdout + result.stderr
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr  # pending within the lag
     data = json.loads(result.stdout)
     hosts = {

@@ -456,7 +456,7 @@ def test_the_hiera_scope_reads_as_a_path_not_after_a_double_slash(tmp_path: Path
 
 
 def test_an_unreadable_file_in_the_hiera_tree_is_named() -> None:
-    """`meshc drift --hiera /` said only `/: cannot read the deployed tree: Permission denied`."""
+    """`meshc drift --hiera /` said only `/: cannot read the deployed tree: Permission denied`, with exit 2."""
     # Root reads anything: meshc runs as nobody, in a directory nobody may enter (pytest's tmp_path is root-only).
     with tempfile.TemporaryDirectory(prefix="meshc-hiera-") as name:
         _unreadable_hiera_file_is_named(Path(name))
@@ -475,10 +475,11 @@ def _unreadable_hiera_file_is_named(world: Path) -> None:
         path.chmod(0o755)
     secret.chmod(0o000)
     result = safety_meshc("drift", "spec", "--hiera", str(server), "--partial", cwd=world, as_nobody=True)
-    assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == (
-        f"{secret}: error: cannot read the deployed tree: Permission denied  [hiera-tree]\n"
-    ), result.stderr
+    # Permission denied is the machine's refusal: exit 4, as for a dump or export meshc cannot read.
+    assert (result.returncode, result.stdout) == (4, "")
+    assert result.stderr == f"meshc: error: {secret}: cannot read the deployed tree: permission denied\n", (
+        result.stderr
+    )
 
 
 @pytest.mark.consumer

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import hashlib
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -31,8 +34,20 @@ def git(repo: Path, *args: str) -> str:
 
 
 def make_repo(root: Path, spec_dir: str = "mesh-spec") -> Path:
-    """A fresh git repo holding a copy of the example spec in `spec_dir`, committed once."""
-    root.mkdir(parents=True, exist_ok=True)
+    """A fresh git repo holding a copy of the example spec in `spec_dir`, committed once.
+
+    A copy of one such repository per test process: copying it costs a tenth of `git init`, `add` and
+    `commit` (~0.13 s wall), and ~50 tests start from it. Every copy is a whole repository of its own.
+    """
+    shutil.copytree(_example_repo(spec_dir), root, symlinks=True, dirs_exist_ok=True)
+    return root
+
+
+@functools.cache
+def _example_repo(spec_dir: str) -> Path:
+    """The repository make_repo copies, made on first use and removed when the test process exits."""
+    root = Path(tempfile.mkdtemp(prefix="meshc-example-repo-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     git(root, "init", "-q", "-b", "main")
     # rollout.yaml pins commits of this project's history, which a fresh repository does not have
     shutil.copytree(

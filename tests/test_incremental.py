@@ -11,6 +11,7 @@ import hashlib
 import os
 import random
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,17 +19,20 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from conftest import ROOT
+from conftest import meshc_in_process
 
 from benchmarks.synth import generate
-from compiler import incremental
-from compiler.diagnostics import SpecError
+from compiler import incremental, partial
+from compiler.diagnostics import InternalError, SpecError
 from compiler.emit import dump_yaml
+from compiler.ir.lower import zk_path
+from compiler.ir.model import Workload
 from compiler.output import cache
 from compiler.output.disk import read_tree, scan_tree
 from compiler.output.documents import read_documents
 from compiler.output.writer import WriteResult
 from compiler.pipeline import compile_dir, spec_files
+from compiler.render import nerve
 from compiler.spec.document import parse_document
 
 STEPS = int(os.environ.get("MESHC_FUZZ_STEPS", "12"))
@@ -160,6 +164,51 @@ class Spec:
             )
         return [None]
 
+    # Edits one file that break (or may break) a check in another file: a partial build must see them too.
+
+    def clash_local_port(self) -> list[str | None]:
+        """Two services' local ports clash (reported at the later file: maybe not the edited one)."""
+        name, other = self.pick(), self.pick()
+        self.services[name]["local_port"] = self.services[other]["local_port"]
+        return [name]
+
+    def clash_with_client_port(self) -> list[str | None]:
+        """A service takes as local port its client's app port: a port clash in the client's file."""
+        clients = [
+            (c, d["service"]) for c, doc in self.services.items() for d in doc.get("dependencies") or []
+        ]
+        if not clients:
+            return []
+        client, server = self.rng.choice(sorted(clients))
+        self.services[server]["local_port"] = self.services[client]["port"]
+        return [server]
+
+    def make_tcp(self) -> list[str | None]:
+        """A service turns tcp: its clients' HTTP-only policy keys (timeout, per-try timeout) become errors there."""
+        name = self.pick()
+        self.services[name]["protocol"] = "tcp"
+        return [name]
+
+    def make_local(self) -> list[str | None]:
+        """A service turns `local`: a client in a datacenter it does not run in cannot reach it."""
+        name = self.pick()
+        self.services[name]["locality"] = "local"
+        return [name]
+
+    def shift_app_port(self) -> list[str | None]:
+        """A service's app port moves by one (the broken renderer's trigger, see `misregistering_nerve`)."""
+        name = self.pick()
+        self.services[name]["port"] += 1
+        return [name]
+
+    def drop_service_only(self) -> list[str | None]:
+        """A service file goes, its clients still name it: unknown dependencies in their files."""
+        if len(self.services) <= 4:
+            return []
+        name = self.pick()
+        del self.services[name]
+        return [name]
+
 
 EDITS: list[Callable[[Spec], list[str | None]]] = [
     Spec.edit_port,
@@ -169,33 +218,83 @@ EDITS: list[Callable[[Spec], list[str | None]]] = [
     Spec.remove_service,
     Spec.move_service,
     Spec.edit_mesh,
+    Spec.clash_local_port,
+    Spec.clash_with_client_port,
+    Spec.make_tcp,
+    Spec.make_local,
+    Spec.drop_service_only,
+    Spec.shift_app_port,
 ]
 
 
+class Paths:
+    """Which path each build took: partial (compiler.partial) or whole."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.partial = 0
+        build_partial = partial.build_partial
+
+        def counted(*args: Any) -> Any:
+            result = build_partial(*args)
+            self.partial += isinstance(result, WriteResult)
+            return result
+
+        monkeypatch.setattr(partial, "build_partial", counted)
+        # The fuzz's meshes are small: a neighbourhood is most of one, and the whole build would run.
+        monkeypatch.setattr(partial, "MAX_SHARE", 1.0)
+
+
+def misregistering_nerve(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rendering bug on purpose: a VM pool whose app and mesh ports add up odd registers where its service's
+    name without its last letter says (svc-0001 and svc-0002 clash at svc-000). The invariants flag it in the
+    *clients'* rendering, so a partial build that checked only the edited service's targets would miss it."""
+    render_nerve = nerve.nerve
+
+    def broken(workload: Workload) -> dict[str, Any] | None:
+        document = render_nerve(workload)
+        if document is None or (workload.ingress.app_port + workload.ingress.mesh_port) % 2 == 0:
+            return document
+        entry = document["services"][workload.service]
+        return {"services": {workload.service: {**entry, "zk_path": zk_path(workload.service[:-1])}}}
+
+    monkeypatch.setattr(nerve, "nerve", broken)
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["renderer", "broken-renderer"])
 @pytest.mark.parametrize("seed", SEEDS)
-def test_fuzz_incremental_builds_equal_clean_builds(tmp_path: Path, seed: int) -> None:
+def test_fuzz_incremental_builds_equal_clean_builds(
+    tmp_path: Path, seed: int, broken: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = random.Random(seed)
     root = generate(tmp_path / "spec", 14, datacenters=3, clusters=4, deps=3, seed=seed)
     spec, out = Spec(root, rng), tmp_path / "out"
+    paths = Paths(monkeypatch)
+    if broken:
+        misregistering_nerve(monkeypatch)
     build(root, out)
-    applied = written = rendered = 0
+    applied = written = rendered = rejected = bugs = 0
+    edits = EDITS + [Spec.shift_app_port] * 6 if broken else EDITS
     for _ in range(STEPS):
         saved = {p: p.read_bytes() for p in [root / "mesh.yaml", *(root / "services").iterdir()]}
-        edit = rng.choice(EDITS)
+        edit = rng.choice(edits)
         changed = edit(spec)
         for name in changed:
             spec.write(name)
         try:
             expected = clean_tree(root, tmp_path)
-        except (
-            SpecError
-        ):  # an edit the spec rejects: the incremental build must refuse it too, touching nothing
+        except (SpecError, InternalError):
+            # an edit the spec rejects (or that meets the broken renderer): the incremental build must refuse
+            # it too, with the same findings, touching nothing
+            rejected += 1
+            bugs += isinstance(sys.exc_info()[1], InternalError)
             before = read_tree(out)
-            with pytest.raises(SpecError) as clean_error:
+            with pytest.raises((SpecError, InternalError)) as clean_error:
                 compile_dir(root)
-            with pytest.raises(SpecError) as built_error:
+            with pytest.raises(clean_error.type) as built_error:
                 build(root, out)  # with recorded documents for the files the edit left alone
-            assert built_error.value.diagnostics == clean_error.value.diagnostics
+            if isinstance(clean_error.value, SpecError):
+                assert built_error.value.diagnostics == clean_error.value.diagnostics  # type: ignore[attr-defined]
+            assert str(built_error.value) == str(clean_error.value)
             assert read_tree(out) == before
             for path in (root / "services").iterdir():
                 path.unlink()
@@ -210,8 +309,12 @@ def test_fuzz_incremental_builds_equal_clean_builds(tmp_path: Path, seed: int) -
         assert read_tree(out) == expected, f"seed {seed}: after {edit.__name__} on {changed}"
         assert_documents_are_the_parse(root, out)
         assert not build(root, out).changed  # and a second build finds nothing to do
-    assert applied >= STEPS // 2, "most edits must be valid, or the fuzz tests little"
+    assert applied >= STEPS // 3 and rejected, "both valid and rejected edits, or the fuzz tests little"
     assert written < rendered / 2, "the builds were not incremental: they rewrote most files"
+    assert paths.partial >= applied // 2, (
+        "most valid edits take the partial path, or the fuzz does not test it"
+    )
+    assert bugs or not broken, "the broken renderer never showed: the fuzz did not test the invariants"
 
 
 def assert_documents_are_the_parse(root: Path, out: Path) -> None:
@@ -382,15 +485,13 @@ def test_the_cache_lives_beside_the_output_never_inside(built: tuple[Path, Path]
 
 def test_the_build_command_is_incremental_and_says_so(tmp_path: Path) -> None:
     """Through the command line: the second build writes nothing, a one-port edit rewrites that service's files."""
-    import subprocess
-    import sys
-
     spec = generate(tmp_path / "spec", 10, datacenters=2, clusters=2, deps=2, seed=5)
     out = tmp_path / "out"
 
     def run() -> str:
-        command = [sys.executable, "-m", "compiler", "build", str(spec), "-o", str(out)]
-        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+        result = meshc_in_process("build", spec, "-o", out)
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        return result.stdout
 
     run()
     assert run() == f"{out}: up to date, nothing written\n"
@@ -471,3 +572,73 @@ def test_a_spare_tree_in_any_state_is_never_trusted(built: tuple[Path, Path], tm
         {str(Path(p).parent) for p in clean_tree(spec, tmp_path)} - {"."}
         | {str(q) for p in clean_tree(spec, tmp_path) for q in Path(p).parents if str(q) != "."}
     )
+
+
+# ------------------------------------------------------------------ the partial path
+
+
+def test_a_one_service_edit_takes_the_partial_path_and_lowers_its_neighbourhood_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = generate(tmp_path / "spec", 60, datacenters=3, clusters=4, deps=2, seed=5)
+    out = tmp_path / "out"
+    build(spec, out)
+    lowered: list[int] = []
+    lower = partial.lower
+
+    def counted(found: Any, only: Any = None) -> Any:
+        lowered.append(len(found.services))
+        return lower(found, only)
+
+    monkeypatch.setattr(partial, "lower", counted)
+    paths = Paths(monkeypatch)
+    monkeypatch.setattr(partial, "MAX_SHARE", 0.5)  # the default: the mesh is big enough
+    edit_spec(spec)
+    assert build(spec, out).written
+    assert paths.partial == 1 and lowered and lowered[0] <= 30
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+
+
+def test_a_partial_build_renders_a_hand_edited_target_far_from_the_edit(
+    built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, out = built
+    paths = Paths(monkeypatch)
+    files = sorted(read_tree(out))
+    far = next(p for p in files if p.startswith("kubernetes/") and "/00-" not in p and "svc-0001" not in p)
+    shared = next(p for p in files if p.endswith("/00-cluster.yaml"))
+    for victim in (far, shared):
+        data = (out / victim).read_bytes()
+        (out / victim).write_bytes(data.replace(b"meshc", b"MESHC", 1))
+    edit_spec(spec)
+    assert {far, shared} <= set(build(spec, out).written)
+    assert paths.partial == 1
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+    assert not build(spec, out).changed
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda body: body.update(recorded={"mesh": 1}), id="shape"),
+        pytest.param(
+            lambda body: body["recorded"]["services"].pop(sorted(body["recorded"]["services"])[0]),
+            id="a-service-missing",
+        ),
+        pytest.param(
+            lambda body: body["inputs"].update({"vm/nobody/dc-00": "0" * 64}), id="a-target-of-no-service"
+        ),
+    ],
+)
+def test_recorded_facts_meshc_did_not_write_are_never_used(
+    built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, damage: Callable[[Any], None]
+) -> None:
+    """Facts checksummed but not in the shape meshc writes: the partial path does not run, the whole build does."""
+    spec, out = built
+    rewrite(out, damage)
+    found = cached(out)
+    assert found is not None and cache.recorded_of(found) is None
+    paths = Paths(monkeypatch)
+    edit_spec(spec)
+    assert build(spec, out).changed and paths.partial == 0
+    assert read_tree(out) == clean_tree(spec, tmp_path)

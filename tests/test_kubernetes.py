@@ -32,10 +32,9 @@ from compiler.diagnostics import InternalError, SpecError
 from compiler.emit import Artifact, dump_yaml
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
-from compiler.pipeline import spec_files
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, SYNAPSE, SidecarConfig, render
 from compiler.spec.checks import check
-from compiler.spec.load import load_documents
+from compiler.spec.load import load_documents, spec_files
 from compiler.spec.model import DISCOVERY_NAMESPACE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,6 +67,9 @@ class Case:
     declared: Declared
     mesh: Mesh
     artifacts: list[Artifact]
+    documents: dict[
+        str, list[Any]
+    ]  # path -> its file's YAML documents, parsed once (the tests only read them)
     objects: list[tuple[str, dict[str, Any]]]  # (path, object) for every object of every file, in file order
 
 
@@ -93,11 +95,13 @@ def compile_case(files: Mapping[str, bytes], label: str) -> Case:
     """Compile through the stages this backend reads (not the other backends)."""
     mesh = lower(check(load_documents(files, label)))
     artifacts = build_kubernetes(mesh, render(mesh))
+    documents = {a.path: load(a.data) for a in artifacts}
     return Case(
         declared=declared_of(files),
         mesh=mesh,
         artifacts=artifacts,
-        objects=[(a.path, obj) for a in artifacts for obj in load(a.data)],
+        documents=documents,
+        objects=[(a.path, obj) for a in artifacts for obj in documents[a.path]],
     )
 
 
@@ -195,7 +199,7 @@ def case(
 def test_every_file_is_a_stream_of_objects_each_opened_by_a_document_start(case: Case) -> None:
     for artifact in case.artifacts:
         assert artifact.path.endswith(".yaml") and artifact.data.startswith(b"---\n"), artifact.path
-        docs = load(artifact.data)
+        docs = case.documents[artifact.path]
         assert docs and all(isinstance(d, dict) and d["kind"] for d in docs), artifact.path
         # no empty document, no stray separator
         assert artifact.data.count(b"\n---\n") == len(docs) - 1, artifact.path
@@ -209,7 +213,7 @@ def test_one_file_per_workload_reader_and_cluster(case: Case) -> None:
     files: dict[str, set[str]] = defaultdict(set)
     for artifact in case.artifacts:
         parts = artifact.path.split("/")
-        cluster, objects = parts[1], load(artifact.data)
+        cluster, objects = parts[1], case.documents[artifact.path]
         files[cluster].add(artifact.path)
         if parts[2:] == [
             "00-cluster.yaml"
@@ -290,7 +294,7 @@ def test_kube_applier_order_applies_what_an_object_needs_before_it(case: Case) -
 def test_documents_of_a_file_come_in_apply_order(case: Case) -> None:
     """ServiceAccount, token Secret, RoleBindings, ConfigMaps, Certificate, Service, NetworkPolicy."""
     for artifact in case.artifacts:
-        kinds = [o["kind"] for o in load(artifact.data)]
+        kinds = [o["kind"] for o in case.documents[artifact.path]]
         assert kinds == sorted(kinds, key=APPLY_ORDER.index), artifact.path
         if artifact.target is not None:  # a workload or reader: its identity first, once
             assert kinds[0] == "ServiceAccount" and kinds.count("ServiceAccount") == 1, artifact.path
@@ -522,7 +526,10 @@ def test_a_service_nobody_may_call_gets_a_deny_all_policy(synthetic: Case) -> No
 def test_example_upload_objects(example: Case) -> None:
     [artifact] = [a for a in example.artifacts if a.path == "kubernetes/kube-sjc-a/upload/upload.yaml"]
     assert artifact.target == "k8s/kube-sjc-a/upload/upload"
-    listed = [(o["kind"], o["metadata"]["namespace"], o["metadata"]["name"]) for o in load(artifact.data)]
+    listed = [
+        (o["kind"], o["metadata"]["namespace"], o["metadata"]["name"])
+        for o in example.documents[artifact.path]
+    ]
     # upload depends on metadata and feature-flags in this cluster (storage-gateway is not here): a grant in each
     assert listed == [
         ("ServiceAccount", "upload", "upload"),
@@ -533,7 +540,10 @@ def test_example_upload_objects(example: Case) -> None:
         ("Certificate", "upload", "upload-mesh-tls"),
         ("Service", "upload", "upload"),
     ]  # no NetworkPolicy: opt-in
-    objects = {(kind, name): obj for (kind, _, name), obj in zip(listed, load(artifact.data), strict=True)}
+    objects = {
+        (kind, name): obj
+        for (kind, _, name), obj in zip(listed, example.documents[artifact.path], strict=True)
+    }
     cert = objects[("Certificate", "upload-mesh-tls")]
     assert cert["spec"]["uris"] == ["spiffe://box.mesh/ns/upload/sa/upload"]
     assert cert["spec"]["issuerRef"] == {
@@ -562,16 +572,16 @@ def test_config_maps_hold_the_documents_and_the_restart_hash(example: Case) -> N
         documents = sidecars[obj["metadata"]["annotations"][WORKLOAD_ANNOTATION]].documents
         mount = obj["metadata"]["name"].rsplit("-", 1)[1]
         for key, text in obj["data"].items():
-            assert yaml.safe_load(text) == documents[f"{mount}/{key}"], path
+            assert yaml.load(text, Loader=yaml.CSafeLoader) == documents[f"{mount}/{key}"], path
         assert obj["metadata"]["annotations"][RESTART_ANNOTATION] == restart_hash_of(documents)
 
 
 def test_files_are_exactly_the_canonical_yaml_of_their_objects(case: Case) -> None:
     """The backend memoizes ConfigMap entries; the bytes are still dump_yaml of each whole object, `---` before each."""
     for artifact in case.artifacts:
-        assert b"".join(b"---\n" + dump_yaml(obj) for obj in load(artifact.data)) == artifact.data, (
-            artifact.path
-        )
+        assert (
+            b"".join(b"---\n" + dump_yaml(obj) for obj in case.documents[artifact.path]) == artifact.data
+        ), artifact.path
 
 
 def _hand_sidecars(mesh: Mesh, **changes: Any) -> dict[str, SidecarConfig]:

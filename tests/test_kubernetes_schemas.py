@@ -28,10 +28,9 @@ from referencing import Registry, Resource
 from compiler.backends.kubernetes import build_kubernetes
 from compiler.emit import Artifact
 from compiler.ir.lower import lower
-from compiler.pipeline import spec_files
 from compiler.render import render
 from compiler.spec.checks import check
-from compiler.spec.load import load_documents
+from compiler.spec.load import load_documents, spec_files
 
 # Kubernetes 1.32: the kubectl on our build hosts is v1.32 and kube-applier refuses to run when
 # kubectl and the API server differ by more than one minor, so our clusters are 1.31-1.33; native

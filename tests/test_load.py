@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,30 @@ def test_load_documents_collects_every_file_error() -> None:
         ("s/services/b.yaml", "file-empty"),
         ("s/services/c.yml", "stray-file"),
     ]
+
+
+# ------------------------------------------------------------------ reading the files
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, MAX_FILE_BYTES, MAX_FILE_BYTES + 1, 3 * MAX_FILE_BYTES])
+def test_spec_files_are_read_whole_up_to_the_limit_plus_one_byte(tmp_path: Path, size: int) -> None:
+    (tmp_path / "services").mkdir()
+    (tmp_path / "mesh.yaml").write_bytes(b"#" * size)
+    (tmp_path / "services/a.yaml").write_bytes(b"a: 1\n")
+    files = read_tree(tmp_path)
+    assert files["mesh.yaml"] == b"#" * min(size, MAX_FILE_BYTES + 1)
+    assert files["services/a.yaml"] == b"a: 1\n"
+
+
+@pytest.mark.parametrize("stated", [0, 10, 99])
+def test_a_file_longer_than_fstat_said_is_read_on(tmp_path: Path, stated: int) -> None:
+    """The file grew between fstat and read: the reader does not stop at the size fstat gave."""
+    from compiler.spec.load import _read_capped
+
+    path = tmp_path / "f.yaml"
+    path.write_bytes(bytes(range(100)) * 2000)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert _read_capped(fd, stated, 150_001) == (bytes(range(100)) * 2000)[:150_001]
+    finally:
+        os.close(fd)

@@ -7,7 +7,8 @@ from conftest import write_spec
 
 from compiler.ir.lower import lower
 from compiler.ir.model import CircuitBreaker, HealthCheck, Mesh, OutlierDetection, Policy, Retries, Workload
-from compiler.pipeline import spec_files, validate_only
+from compiler.pipeline import validate_only
+from compiler.spec.load import spec_files
 
 MESH = """\
 mesh: m

@@ -11,7 +11,8 @@ from conftest import write_spec
 from compiler.diagnostics import Span, SpecError
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
-from compiler.pipeline import spec_files, validate_only
+from compiler.pipeline import validate_only
+from compiler.spec.load import spec_files
 from compiler.spec.model import Datacenter
 from compiler.spec.routing import priorities, unreachable
 

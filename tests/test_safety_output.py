@@ -308,10 +308,10 @@ elif hook == "enospc-at-third-write":
         return real_write(fd, data)
     os.write = write
 elif hook == "unreadable-spec":
-    import compiler.pipeline as pipeline
+    import compiler.spec.load as load
     def spec_files(spec_dir):
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(spec_dir / "mesh.yaml"))
-    pipeline.spec_files = spec_files
+    load.spec_files = spec_files
 elif hook == "renderer-bug":  # EDS files written where no cluster reads them: an invariant of the rendering breaks
     from compiler.render import envoy
     real_eds_path = envoy.eds_path

@@ -162,7 +162,7 @@ def test_recovers_what_a_killed_fallback_swap_left(tmp_path: Path) -> None:
 
 
 def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_fsync: None
 ) -> None:
     import compiler.output.writer as emit
 

@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,8 +32,9 @@ from compiler.diagnostics import (
 from compiler.output.disk import cause
 from compiler.output.guard import OutputRefused
 from compiler.output.lock import LOCK_TIMEOUT
-from compiler.pipeline import collector_paused, compile_dir, spec_files, validate_only
+from compiler.pipeline import collector_paused, compile_dir, validate_only
 from compiler.rollout import has_rollout
+from compiler.spec.load import spec_files
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
 
 # The differ and git load only for the commands that use them: `meshc build`'s
@@ -91,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+@cache  # parsing does not change the parser; in-process callers (the test suite: 700 calls) build it once
 def _parser() -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = Parser(
         prog="meshc", description="Compile a service-mesh spec into Puppet and Kubernetes artifacts."
@@ -238,6 +241,8 @@ def _build(args: argparse.Namespace) -> int:
     from compiler.incremental import build_output  # with a rollout.yaml, every wave's revision is compiled
 
     result = build_output(args.spec, args.output, args.lock_timeout, _waiting)
+    for note in result.notes:
+        print(f"meshc: warning: {escape(note)}", file=sys.stderr)
     if not result.changed:
         print(f"{args.output}: up to date, nothing written")
     else:

@@ -16,9 +16,10 @@ from pathlib import Path
 import orjson
 
 from compiler.backends.puppet import HASHES_KEY, HIERA_ESCAPE, SIDECAR_KEY, document_hash
+from compiler.diagnostics import EnvironmentFailure
 from compiler.drift.model import DriftInputError
 from compiler.output.compare import TreeStatus, compare_files
-from compiler.output.disk import read_tree
+from compiler.output.disk import cause, read_tree
 from compiler.output.manifest import MANIFEST, recorded_hashes
 
 POOLS_DIR = "puppet/data/pools/"
@@ -46,11 +47,10 @@ def compare_hiera(deployed: Path, tree: Mapping[str, bytes]) -> TreeStatus:
     try:
         actual = read_tree(deployed)
     except OSError as error:
-        # Name the file or directory that failed, not the root: under a large tree the root says nothing.
+        # The machine refused (exit 4, as for every other input meshc cannot read), naming the file or
+        # directory that failed, not the root: under a large tree the root says nothing.
         where = str(error.filename) if error.filename is not None else str(deployed)
-        raise DriftInputError(
-            where, f"cannot read the deployed tree: {error.strerror or error}", "hiera-tree"
-        ) from None
+        raise EnvironmentFailure(where, f"cannot read the deployed tree: {cause(error)}") from None
     # Dot files and directories are the deployment tool's (.git, r10k's .r10k-deploy.json), not meshc's.
     actual = {
         path: data

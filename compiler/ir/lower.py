@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from compiler.ir.model import (
@@ -47,9 +47,15 @@ def k8s_workload_id(cluster: str, namespace: str, service: str) -> str:
     return f"k8s/{cluster}/{namespace}/{service}"
 
 
-def lower(spec: Spec) -> Mesh:
-    """Resolve a checked spec into the Mesh IR."""
-    lowering = _Lowering(spec)
+def lower(spec: Spec, only: Collection[str] | None = None) -> Mesh:
+    """Resolve a checked spec into the Mesh IR.
+
+    `only` (a partial build, compiler.partial): the services whose workloads are lowered whole; the
+    others are context, lowered without egress (their dependencies need not be in `spec`) and with an
+    ingress that admits only the clients in `spec`. Their placements, identities and registrations are
+    exact; nothing may render them.
+    """
+    lowering = _Lowering(spec, only)
     workloads = [w for service in spec.services.values() for w in lowering.workloads(service)]
     return Mesh(
         waves=assign(spec.mesh.rollout, workloads),
@@ -108,8 +114,9 @@ class _Lowering:
     """Shared lookups for one lowering: discovery sources once per (client DC, server), egress once per
     (service, DC) since a service's workloads in one DC share it, and a policy once per distinct override."""
 
-    def __init__(self, spec: Spec) -> None:
+    def __init__(self, spec: Spec, only: Collection[str] | None) -> None:
         self.spec = spec
+        self.only = only
         self.mesh = spec.mesh
         self.clients: dict[str, list[str]] = defaultdict(list)
         for service in spec.services.values():
@@ -200,12 +207,17 @@ class _Lowering:
             namespace=namespace,
             identity=identity(self.mesh.trust_domain, namespace, service.name),
             ingress=ingress,
-            egress=self.memo.once(("egress", service.name, dc), self._egress, service.name, dc),
+            egress=self._egress_of(service.name, dc),
             registration=registration,
             restart_sensitive=service.restart_sensitive,
             owner=service.owner,
             span=span,
         )
+
+    def _egress_of(self, service_name: str, dc: str) -> tuple[Egress, ...]:
+        if self.only is not None and service_name not in self.only:
+            return ()  # context of a partial lowering: see `lower`
+        return self.memo.once(("egress", service_name, dc), self._egress, service_name, dc)
 
     def _policy(self, overrides: Mapping[str, Any]) -> Policy:
         key = ("policy", repr(tuple(overrides.items())))  # equal reprs of plain data mean equal overrides

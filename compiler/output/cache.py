@@ -21,7 +21,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from itertools import chain
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,15 +30,44 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from compiler import __version__
-from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, open_regular, read_regular, scan_tree
-from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, is_manifest
+from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, kind_of, open_regular, read_regular, scan_tree
+from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, all_of
 
 if TYPE_CHECKING:
     from compiler.spec.load import Unreadable
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 MAX_CACHE_BYTES = 256 << 20  # 10,000 services record ~100,000 files in ~10 MB; more is not meshc's
-_MAGIC = b"meshc-cache"
+MAGIC = b"meshc-cache"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServiceFacts:
+    """What a plain build recorded of one service of a spec that passed every check (see compiler.partial).
+
+    `file`/`digest`: its spec file's name and sha256; `face`: what other services' targets read of its spec
+    (compiler.output.reuse.face); `exposed`: what other workloads' invariants read of its workloads
+    (compiler.render.invariants.exposed); `places`: the (cluster, namespace) pairs its
+    targets write into, external readers' `meshc-discovery` included.
+    """
+
+    file: str
+    digest: str
+    face: str
+    exposed: str
+    dependencies: tuple[str, ...]
+    local_port: int
+    targets: tuple[str, ...]
+    places: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Recorded:
+    """The spec a plain build's tree was built from, by facts: mesh.yaml's name and sha256, and every service's."""
+
+    mesh_file: str
+    mesh_digest: str
+    services: Mapping[str, ServiceFacts]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,7 +76,8 @@ class Cached:
 
     `spec`: the digest of the spec files that built it (None for a rollout build); `inputs`: target id ->
     input hash; `trusted`: path -> sha256 of every file whose stat still matches; `targets`: the
-    manifest's target id -> paths.
+    manifest's target id -> paths; `recorded`: the facts of the spec it was built from as JSON, unchecked
+    (None for a rollout build; `recorded_of` checks and reads them).
     """
 
     spec: str | None
@@ -54,6 +85,7 @@ class Cached:
     trusted: Mapping[str, str]
     targets: Mapping[str, list[str]]
     files: Mapping[str, str]
+    recorded: Any = None
 
 
 def cache_path(real: Path) -> Path:
@@ -100,22 +132,80 @@ def read_cache(real: Path, entries: Mapping[str, OnDisk]) -> Cached | None:
         return None
     if body.get("manifest") != hashlib.sha256(manifest_raw).hexdigest():
         return None  # the cache of another tree: a build killed before it wrote its cache, or a checkout
-    try:
-        manifest = orjson.loads(manifest_raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not is_manifest(manifest):
-        return None
+    # The manifest is the very one this meshc wrote with the cache (its sha256 is the recorded one, and the
+    # cache's checksum and code fingerprint hold): its shape needs no second check.
+    manifest = orjson.loads(manifest_raw)
     files: dict[str, str] = manifest["files"]
     recorded: dict[str, list[int]] = body["files"]
+    # Untouched: a regular file of the same size, mtime and inode as recorded, older than the cache itself.
     trusted = {
         path: files[path]
-        for path, entry in entries.items()
-        if path in files and _untouched(entry, recorded.get(path), stamp)
+        for path, (kind, size, mtime_ns, inode) in entries.items()
+        if kind == REGULAR
+        and mtime_ns < stamp
+        and path in files
+        and recorded.get(path) == [size, mtime_ns, inode]
     }
     return Cached(
-        spec=body["spec"], inputs=body["inputs"], trusted=trusted, targets=manifest["targets"], files=files
+        spec=body["spec"],
+        inputs=body["inputs"],
+        trusted=trusted,
+        targets=manifest["targets"],
+        files=files,
+        recorded=body["recorded"],
     )
+
+
+def recorded_of(cached: Cached) -> Recorded | None:
+    """The facts of the spec the cached tree was built from, if the cache holds them in the shape meshc writes.
+
+    Parsed only here, for a partial build: a no-op build or `check` never pays for them. Each service's
+    targets are the input-hashed target ids it owns (`vm/<service>/<dc>`, `k8s/<cluster>/<namespace>/<service>`,
+    an external reader's `k8s/<cluster>/meshc-discovery/<service>`), its places their cluster and namespace.
+    """
+    raw = cached.recorded
+    if not _is_recorded(raw):
+        return None
+    targets: dict[str, list[str]] = {name: [] for name in raw["services"]}
+    places: dict[str, set[tuple[str, str]]] = {name: set() for name in raw["services"]}
+    for target in cached.inputs:
+        parts = target.split("/")
+        vm, k8s = parts[0] == "vm" and len(parts) == 3, parts[0] == "k8s" and len(parts) == 4
+        owner = parts[1] if vm else parts[3] if k8s else None
+        if owner not in targets:
+            return None
+        targets[owner].append(target)
+        if k8s:
+            places[owner].add((parts[1], parts[2]))
+    return Recorded(
+        mesh_file=raw["mesh"][0],
+        mesh_digest=raw["mesh"][1],
+        services={
+            name: ServiceFacts(
+                file=file,
+                digest=digest,
+                face=face,
+                exposed=exposed,
+                dependencies=tuple(dependencies),
+                local_port=local_port,
+                targets=tuple(sorted(targets[name])),
+                places=tuple(sorted(places[name])),
+            )
+            for name, (file, digest, face, exposed, dependencies, local_port) in raw["services"].items()
+        },
+    )
+
+
+def _recorded_json(recorded: Recorded | None) -> Any:
+    if recorded is None:
+        return None
+    return {
+        "mesh": [recorded.mesh_file, recorded.mesh_digest],
+        "services": {
+            name: [f.file, f.digest, f.face, f.exposed, f.dependencies, f.local_port]
+            for name, f in recorded.services.items()
+        },
+    }
 
 
 def _checked_body(raw: bytes) -> dict[str, Any] | None:
@@ -123,7 +213,7 @@ def _checked_body(raw: bytes) -> dict[str, Any] | None:
     if len(raw) > MAX_CACHE_BYTES:
         return None
     head, _, rest = raw.partition(b"\n")
-    if head != _MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
+    if head != MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
         return None
     try:
         body = orjson.loads(rest)
@@ -139,45 +229,78 @@ def _checked_body(raw: bytes) -> dict[str, Any] | None:
 def _is_cache(body: Any) -> bool:
     return (
         isinstance(body, dict)
-        and {"format", "meshc_version", "code", "manifest", "spec", "inputs", "files"} <= set(body)
+        and {"format", "meshc_version", "code", "manifest", "spec", "inputs", "files", "recorded"} <= set(body)
         and type(body["format"]) is int
         and isinstance(body["spec"], (str, type(None)))
         and isinstance(body["inputs"], dict)
-        and all(isinstance(v, str) for v in body["inputs"].values())
+        and all_of(str, body["inputs"].values())
         and isinstance(body["files"], dict)
-        and all(
-            isinstance(v, list) and len(v) == 3 and all(type(n) is int for n in v)
-            for v in body["files"].values()
-        )
+        and all_of(list, body["files"].values())
+        and set(map(len, body["files"].values())) <= {3}
+        and all_of(int, chain.from_iterable(body["files"].values()))
+        and (body["recorded"] is None or isinstance(body["recorded"], dict))  # checked when used: recorded_of
     )
 
 
-def _untouched(entry: OnDisk, recorded: list[int] | None, stamp: int) -> bool:
-    """Whether a file is as the cache recorded it: same size, mtime and inode, and older than the cache itself."""
+def _is_recorded(raw: Any) -> bool:
     return (
-        recorded is not None
-        and entry.kind == REGULAR
-        and [entry.size, entry.mtime_ns, entry.inode] == recorded
-        and entry.mtime_ns < stamp
+        isinstance(raw, dict)
+        and set(raw) == {"mesh", "services"}
+        and _strings(raw["mesh"], 2)
+        and isinstance(raw["services"], dict)
+        and all(_is_facts(v) for v in raw["services"].values())
     )
 
 
-def write_cache(real: Path, spec: str | None, inputs: Mapping[str, str]) -> bool:
-    """Record the tree now in `real` (after a build's swap): its manifest hash, each file's stat, the input hashes.
+def _is_facts(raw: Any) -> bool:
+    """[file, digest, face, exposed, dependencies, local_port], as `_recorded_json` writes it."""
+    if not (isinstance(raw, list) and len(raw) == 6):
+        return False
+    *names, dependencies, local_port = raw
+    return _strings(names) and _strings(dependencies) and type(local_port) is int
 
+
+def _strings(raw: Any, length: int | None = None) -> bool:
+    return (
+        isinstance(raw, list)
+        and (length is None or len(raw) == length)
+        and all(isinstance(item, str) for item in raw)
+    )
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Swapped:
+    """What a build knows of the tree it just swapped in: the previous tree's entries, and the paths it wrote
+    (every other file of the new tree is a link to the previous tree's, the very inode scanned)."""
+
+    old: Mapping[str, OnDisk]
+    written: Collection[str]
+
+
+def write_cache(
+    real: Path,
+    spec: str | None,
+    inputs: Mapping[str, str],
+    recorded: Recorded | None = None,
+    swapped: Swapped | None = None,
+) -> bool:
+    """Record the tree now in `real` (after a build's swap): its manifest hash, each file's stat, the input hashes
+    and the facts of the spec it was built from.
+
+    `swapped`: what the build wrote, so that only those files are stat'ed (else the whole tree is scanned).
     Best effort: a cache that cannot be written only makes the next build slower, so nothing is raised.
     An existing file at the cache's path that is not a meshc cache is left alone (meshc never
     replaces what it did not write); returns whether a cache was written.
     """
     target = cache_path(real)
-    if os.path.lexists(target) and not is_ours(target, _MAGIC):
+    if foreign(target, MAGIC):
         return False
     manifest_raw = read_regular(real / MANIFEST, MAX_MANIFEST_BYTES)
     if manifest_raw is None:
         return False
     try:
-        entries = scan_tree(real)
-    except OSError:
+        entries = scan_tree(real) if swapped is None else _swapped_entries(real, manifest_raw, swapped)
+    except (OSError, orjson.JSONDecodeError, KeyError):
         return False
     body = orjson.dumps(
         {
@@ -187,13 +310,38 @@ def write_cache(real: Path, spec: str | None, inputs: Mapping[str, str]) -> bool
             "manifest": hashlib.sha256(manifest_raw).hexdigest(),
             "spec": spec,
             "inputs": dict(inputs),
+            "recorded": _recorded_json(recorded),
             "files": {
                 path: [e.size, e.mtime_ns, e.inode] for path, e in entries.items() if e.kind == REGULAR
             },
         },
         option=orjson.OPT_SORT_KEYS,
     )
-    return replace_file(target, _MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    return replace_file(target, MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+
+
+def _swapped_entries(real: Path, manifest_raw: bytes, swapped: Swapped) -> dict[str, OnDisk]:
+    """The entries of the files of the tree now in `real`, from the previous scan and a stat of each file written.
+
+    A link has its inode's size and mtime, as scanned before the build: a file changed since is seen as
+    changed by the next build (its stat differs from the record) and hashed, never trusted.
+    """
+    written = set(swapped.written)
+    entries: dict[str, OnDisk] = {}
+    for path in [*orjson.loads(manifest_raw)["files"], MANIFEST]:
+        previous = swapped.old.get(path)
+        if path in written or previous is None:
+            info = os.lstat(real / path)
+            previous = OnDisk(
+                kind=kind_of(info.st_mode), size=info.st_size, mtime_ns=info.st_mtime_ns, inode=info.st_ino
+            )
+        entries[path] = previous
+    return entries
+
+
+def foreign(path: Path, magic: bytes) -> bool:
+    """Whether something meshc did not write sits at the path of one of its caches (it is then left alone)."""
+    return os.path.lexists(path) and not is_ours(path, magic)
 
 
 def is_ours(path: Path, magic: bytes) -> bool:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,8 @@ import orjson
 
 from compiler import __version__
 from compiler.diagnostics import Span
-from compiler.output.cache import code_fingerprint, is_ours, replace_file
+from compiler.output.cache import MAGIC as CACHE_MAGIC
+from compiler.output.cache import cache_path, code_fingerprint, foreign, is_ours, replace_file
 from compiler.output.disk import read_regular
 
 if TYPE_CHECKING:
@@ -84,15 +86,8 @@ def documents_path(real: Path) -> Path:
 def read_documents(real: Path, hashes: Mapping[str, str]) -> dict[str, Known]:
     """The recorded documents of the files whose sha256 (by name, in `hashes`) is the recorded one; {} if none or
     if the cache is not one this meshc wrote."""
-    path = documents_path(real)
-    raw = read_regular(path, MAX_DOCUMENTS_BYTES) if is_ours(path, _MAGIC) else None
-    if raw is None:
-        return {}
-    head, _, rest = raw.partition(b"\n")
-    if head != _MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
-        return {}
-    header, *lines = rest.split(b"\n")
-    if not _is_ours_header(header):
+    lines = _lines(real)
+    if lines is None:
         return {}
     known: dict[str, Known] = {}
     for line in lines:
@@ -103,6 +98,59 @@ def read_documents(real: Path, hashes: Mapping[str, str]) -> dict[str, Known]:
         if hashes.get(name) == digest:
             known[name] = Known(document=document, line=line)
     return known
+
+
+def _lines(real: Path) -> list[bytes] | None:
+    """The record lines of the document cache beside `real`, if its checksum and header are this meshc's."""
+    path = documents_path(real)
+    raw = read_regular(path, MAX_DOCUMENTS_BYTES) if is_ours(path, _MAGIC) else None
+    if raw is None:
+        return None
+    head, _, rest = raw.partition(b"\n")
+    if head != _MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
+        return None
+    header, *lines = rest.split(b"\n")
+    return lines if _is_ours_header(header) else None
+
+
+# A record line starts `["<sha256>","<file name>",`, as `_line` writes it.
+_PREFIX = re.compile(rb'\["([0-9a-f]{64})","((?:[^"\\]|\\.)*)",')
+
+
+def read_lines(real: Path, hashes: Mapping[str, str]) -> dict[str, bytes] | None:
+    """The recorded lines, unparsed, of the files whose sha256 (by name, in `hashes`) is the recorded one; None if
+    the cache is not one this meshc wrote.
+
+    For a partial build (compiler.partial), which parses only the few lines it needs (`parse_lines`) and
+    writes the others back as they are: each line is checked for meshc's shape when it is parsed.
+    """
+    lines = _lines(real)
+    if lines is None:
+        return None
+    found: dict[str, bytes] = {}
+    for line in lines:
+        match = _PREFIX.match(line)
+        if match is None:
+            return None  # a line meshc does not write: the whole file is another's
+        try:
+            name = orjson.loads(b'"' + match[2] + b'"')
+        except orjson.JSONDecodeError:
+            return None
+        if hashes.get(name) == match[1].decode():
+            found[name] = line
+    return found
+
+
+def parse_lines(lines: Mapping[str, bytes], names: Iterable[str]) -> dict[str, Document] | None:
+    """The documents recorded on the lines of `names` (from `read_lines`); None if one is missing or not meshc's."""
+    documents: dict[str, Document] = {}
+    for name in names:
+        line = lines.get(name)
+        record = _record(line) if line is not None else None
+        if record is None or record[1] != name:
+            return None
+        documents[name] = record[2]
+    return documents
 
 
 def _is_ours_header(header: bytes) -> bool:
@@ -162,24 +210,34 @@ def write_documents(
     `hashes`: file name -> sha256 of the bytes each document was parsed from; a document read from the
     cache (in `known`) keeps its line. Best effort, like the build cache: returns whether it was written.
     """
+    lines: dict[str, bytes] = {}
+    for name, document in documents.items():
+        found = known.get(name)
+        if found is not None and found.document is document:
+            lines[name] = found.line
+        elif name in hashes:
+            line = _line(hashes[name], document)
+            if line is not None:
+                lines[name] = line
+    return write_lines(real, lines)
+
+
+def write_lines(real: Path, lines: Mapping[str, bytes]) -> bool:
+    """Write the document cache beside `real` from its record lines by file name (see `write_documents`)."""
     target = documents_path(real)
-    if os.path.lexists(target) and not is_ours(target, _MAGIC):
+    if foreign(target, _MAGIC):
         return False
     header = orjson.dumps(
         {"format": DOCUMENTS_FORMAT, "meshc_version": __version__, "code": code_fingerprint()},
         option=orjson.OPT_SORT_KEYS,
     )
-    lines = [header]
-    for name, document in sorted(documents.items()):
-        found = known.get(name)
-        if found is not None and found.document is document:
-            lines.append(found.line)
-        elif name in hashes:
-            line = _line(hashes[name], document)
-            if line is not None:
-                lines.append(line)
-    body = b"\n".join(lines)
+    body = b"\n".join([header, *(line for _, line in sorted(lines.items()))])
     return replace_file(target, _MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+
+
+def document_line(digest: str, document: Document) -> bytes | None:
+    """One document's record line (None if JSON cannot hold it exactly: it is parsed again next time)."""
+    return _line(digest, document)
 
 
 def _line(digest: str, document: Document) -> bytes | None:
@@ -196,3 +254,16 @@ def _table(spans: Mapping[DataPath, Span]) -> Mapping[str, list[int]]:
     if isinstance(spans, SpanTable):
         return spans.recorded()
     return {orjson.dumps(list(path)).decode(): [span.line, span.col] for path, span in spans.items()}
+
+
+def foreign_cache_notes(real: Path) -> tuple[str, ...]:
+    """A sentence for each cache path beside output directory `real` that holds something meshc did not write."""
+    return tuple(
+        f"{path} is not a file meshc wrote, so meshc leaves it alone and keeps no {what} there; "
+        "move it away to make rebuilds fast again"
+        for path, magic, what in (
+            (cache_path(real), CACHE_MAGIC, "build cache"),
+            (documents_path(real), _MAGIC, "cache of parsed spec files"),
+        )
+        if foreign(path, magic)
+    )

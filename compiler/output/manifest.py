@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,22 @@ def is_manifest(data: Any) -> bool:
         and data["format"] == MANIFEST_FORMAT
         and isinstance(data["meshc_version"], str)
         and isinstance(files, dict)
-        and all(isinstance(v, str) and _SHA256.fullmatch(v) for v in files.values())
+        and all_of(str, files.values())
+        # every value 64 hex digits: one match over them all, not one per file (a build reads 10,000 of them)
+        and _HEX.fullmatch("".join(files.values())) is not None
+        and set(map(len, files.values())) <= {64}
         and isinstance(targets, dict)
-        and all(isinstance(v, list) and all(isinstance(p, str) for p in v) for v in targets.values())
+        and all_of(list, targets.values())
+        and all_of(str, chain.from_iterable(targets.values()))
     )
 
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+def all_of(kind: type, values: Iterable[object]) -> bool:
+    """Whether every value is exactly of type `kind` (one pass in C: a JSON document meshc reads holds 10,000s)."""
+    return set(map(type, values)) <= {kind}
+
+
+_HEX = re.compile(r"[0-9a-f]*")
 
 
 def recorded_hashes(raw: bytes) -> dict[str, str]:

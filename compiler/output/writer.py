@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ class WriteResult:
     changed: bool
     written: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what the user should know though nothing failed, e.g. a path meshc left alone
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -92,10 +94,12 @@ def write_files(
     """
     label = str(out)
     real, old = previous if previous is not None else previous_tree(out)
-    if spare is not None and old and spare.is_dir() and not spare.is_symlink():
+    state = _spare_state(spare) if spare is not None else _ABSENT
+    notes = (_foreign_note(spare),) if spare is not None and state == _FOREIGN else ()
+    if spare is not None and state == _OURS and old:
         stage: _Staging = _Recycled(real, old, trusted or {}, spare)
     else:
-        stage = _Staging(real, old, trusted or {}, spare)
+        stage = _Staging(real, old, trusted or {})
     try:
         for file in files:
             stage.add(file)
@@ -103,7 +107,7 @@ def write_files(
             sorted(p for p, entry in old.items() if entry.kind != DIRECTORY and p not in stage.seen)
         )
         if not stage.started and not removed:
-            return WriteResult(changed=False)
+            return WriteResult(changed=False, notes=notes)
         stage.finish()
         _swap(stage.root, real)
     except BaseException as error:
@@ -119,9 +123,52 @@ def write_files(
         raise EnvironmentFailure(
             label, f"the new output is in place, but the swap cannot be flushed to disk: {cause(error)}"
         ) from error
-    if spare is None:
+    if not isinstance(stage, _Recycled) and not (spare is not None and state == _ABSENT and _keep(stage.root, spare)):
         _remove_previous(stage.root)
-    return WriteResult(changed=True, written=tuple(sorted(stage.written)), removed=removed)
+    return WriteResult(changed=True, written=tuple(sorted(stage.written)), removed=removed, notes=notes)
+
+
+_ABSENT, _OURS, _FOREIGN = "absent", "ours", "foreign"
+
+
+def _keep(previous: Path, spare: Path) -> bool:
+    """Make the previous tree, which the swap left under this process's staging name, the next build's spare."""
+    if not os.path.isdir(previous):
+        return False  # there was no previous tree
+    try:
+        os.rename(previous, spare)
+    except OSError:
+        return False  # it is removed instead: the next build then writes its tree whole
+    return True
+
+
+def _spare_state(spare: Path) -> str:
+    """Whether the spare path is free, holds a tree meshc left there (a directory with a MANIFEST.json, or
+    an empty one), or holds something else, which meshc never rewrites: it only replaces what it wrote.
+
+    The spare is only ever created by renaming a whole previous output into place, so a killed build
+    never leaves a half-made one there (its staging tree has this process's name).
+    """
+    try:
+        info = os.lstat(spare)
+    except FileNotFoundError:
+        return _ABSENT
+    if not stat.S_ISDIR(info.st_mode):
+        return _FOREIGN
+    try:
+        if stat.S_ISREG(os.lstat(spare / MANIFEST).st_mode):
+            return _OURS
+    except FileNotFoundError:
+        pass
+    with os.scandir(spare) as entries:
+        return _OURS if next(entries, None) is None else _FOREIGN
+
+
+def _foreign_note(spare: Path) -> str:
+    return (
+        f"{spare} is not a tree meshc left there, so meshc leaves it alone and rewrites the whole output "
+        "instead of only what changed; move it away to make rebuilds fast again"
+    )
 
 
 class _Staging:

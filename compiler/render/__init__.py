@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from compiler.ir.model import Mesh, Workload
@@ -31,14 +32,19 @@ __all__ = [
 ]
 
 
-def render(mesh: Mesh) -> dict[str, SidecarConfig]:
+def render(mesh: Mesh, only: Collection[str] | None = None) -> dict[str, SidecarConfig]:
     """Workload id -> its sidecar documents; raise InternalError (a meshc bug, exit 3) if an invariant breaks.
 
     Workloads of one service share their LDS/CDS (and, per datacenter, Synapse) documents: each
     distinct document is built once and the same object is reused, so callers must not mutate them.
+    `only`: render (and check) just the workloads with these ids (a partial build's, see compiler.partial).
     """
     renderer = _Renderer(mesh)
-    sidecars = {w.id: SidecarConfig(workload=w, documents=renderer.documents(w)) for w in mesh.workloads}
+    sidecars = {
+        w.id: SidecarConfig(workload=w, documents=renderer.documents(w))
+        for w in mesh.workloads
+        if only is None or w.id in only
+    }
     check_invariants(mesh, sidecars)
     return sidecars
 

@@ -6,12 +6,16 @@ caught whatever its cause. Tests break a rendering on purpose and call the check
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
+
+import orjson
 
 from compiler.diagnostics import Diagnostic, internal_error
 from compiler.ir.model import Mesh, Workload
+from compiler.render import nerve as nerve_documents
 from compiler.render.documents import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
 from compiler.render.envoy import allowed_principals, eds_config_path, egress_listener_name
 from compiler.render.synapse import watcher_paths
@@ -62,6 +66,13 @@ def nerve_paths_match_synapse(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagno
         for s in sidecars.values()
         if NERVE in s.documents
     }
+    # A partial build renders a few workloads; the VM pools they watch are in the mesh beside them,
+    # each with the Nerve document its rendering would hold (a full build renders every one).
+    for workload in mesh.workloads:
+        if workload.id not in sidecars and workload.registration is not None:
+            document = nerve_documents.nerve(workload)
+            if document is not None:
+                registered[(workload.service, workload.datacenter)] = document["services"][workload.service]
     for workload, (synapse,) in distinct(sidecars, SYNAPSE):
         for service, dc, path, hosts in watcher_paths(synapse):
             nerve = registered.get((service, dc))
@@ -101,11 +112,29 @@ def priorities_contiguous(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic
 
 def allowed_clients_exist(mesh: Mesh, sidecars: Sidecars) -> Iterator[Diagnostic]:
     """Every identity an ingress admits belongs to a real workload (no stale or misspelled grant)."""
+    # Exact on a partial build's mesh too: an identity names its service (…/ns/<namespace>/sa/<service>),
+    # so only that service's workloads can hold it, and the mesh holds every client of each rendered one.
     identities = {workload.identity for workload in mesh.workloads} | mesh.rollout_identities
     for workload, (lds,) in distinct(sidecars, ENVOY_LDS):
         for principal in allowed_principals(lds):
             if principal not in identities:
                 yield internal(workload, f"ingress admits {principal}, which is no workload's identity")
+
+
+def exposed(workloads: Iterable[Workload]) -> str:
+    """sha256 of what the invariants of *other* workloads read of `workloads`: each one's identity (an allow-list
+    must name a real one) and Nerve registration path and ensemble (a watcher must find it).
+
+    A partial build (compiler.partial) re-checks a workload's clients only when this changes: if a rendering
+    made it depend on more than the service's face (compiler.output.reuse.face), the build falls back to the
+    whole build, whose invariants see every client.
+    """
+    found = []
+    for workload in workloads:
+        document = nerve_documents.nerve(workload)
+        entry = document["services"][workload.service] if document is not None else {}
+        found.append([workload.id, workload.identity, entry.get("zk_path"), entry.get("zk_hosts")])
+    return hashlib.sha256(orjson.dumps(sorted(found))).hexdigest()
 
 
 INVARIANTS: tuple[Invariant, ...] = (

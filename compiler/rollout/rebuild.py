@@ -19,10 +19,12 @@ import re
 import stat
 import subprocess
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 
 from compiler.output.cache import read_cache, spec_digest, untouched, write_cache
 from compiler.output.disk import read_regular
+from compiler.output.documents import foreign_cache_notes
 from compiler.output.writer import NewFile, WriteResult, new_file, previous_tree, write_files
 from compiler.rollout import ROLLOUT_FILE
 from compiler.spec.load import read_tree
@@ -51,7 +53,7 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
     # Recorded only if nothing the build read moved while it ran, else the next build must not skip.
     after = rollout_digest(spec_dir)
     write_cache(real, before if before == after else None, {})
-    return result
+    return replace(result, notes=result.notes + foreign_cache_notes(real))
 
 
 def _stream(tree: Mapping[str, bytes]) -> Iterator[NewFile]:

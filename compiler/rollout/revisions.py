@@ -19,13 +19,12 @@ from compiler.emit import Artifact
 from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
-from compiler.pipeline import spec_files
 from compiler.render import SidecarConfig
 from compiler.rollout.hosts import INVENTORY_FILE, Host, load_inventory
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, load_rollout
 from compiler.spec.checks import check
 from compiler.spec.document import Document, LoadError, parse_document
-from compiler.spec.load import MESH_FILE, SERVICES_DIR, SpecFiles, Unreadable, load_documents
+from compiler.spec.load import MESH_FILE, SERVICES_DIR, SpecFiles, Unreadable, load_documents, spec_files
 from compiler.spec.model import Spec
 from compiler.spec.wave_policy import WavePolicy
 

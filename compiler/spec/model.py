@@ -168,6 +168,15 @@ class Spec:
     mesh: MeshSpec
     services: Mapping[str, ServiceSpec]
     documents: Mapping[str, Document]
+    # The services whose files the semantic checks look at (None: every one). A partial build
+    # (compiler.partial) checks a few, and holds their neighbours only to look them up.
+    focus: frozenset[str] | None = None
+
+    def checked(self) -> tuple[ServiceSpec, ...]:
+        """The services the semantic checks look at, in spec order."""
+        if self.focus is None:
+            return tuple(self.services.values())
+        return tuple(found for name, found in self.services.items() if name in self.focus)
 
     def at(self, file: str, *path: str | int) -> Span:
         """The span of the value at `path` in `file`."""

@@ -48,9 +48,15 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
 )
 
 
-def run_checks(spec: Spec) -> list[Diagnostic]:
-    """Every diagnostic of every semantic check, in check order."""
-    return [diagnostic for check in SEMANTIC_CHECKS for diagnostic in check(spec)]
+# What the other checks find in a service's file depends only on mesh.yaml, the service and the services
+# it depends on. These two look at the whole mesh (every local port; every service a wave names): a
+# partial build (compiler.partial) decides them from its index of the mesh instead.
+MESH_WIDE_CHECKS: tuple[Check, ...] = (check_local_ports, check_wave_names)
+
+
+def run_checks(spec: Spec, checks: tuple[Check, ...] = SEMANTIC_CHECKS) -> list[Diagnostic]:
+    """Every diagnostic of every semantic check (of `checks`), in check order."""
+    return [diagnostic for check in checks for diagnostic in check(spec)]
 
 
 def check(documents: Mapping[str, Document], valid: Collection[str] = ()) -> Spec:
@@ -59,6 +65,16 @@ def check(documents: Mapping[str, Document], valid: Collection[str] = ()) -> Spe
     `valid`: names of documents that passed the per-file checks (schema, file name) with this code
     already (a build's document cache); the checks across files run on every document.
     """
+    spec = model(documents, valid)
+    problems = run_checks(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def model(documents: Mapping[str, Document], valid: Collection[str] = ()) -> Spec:
+    """The per-file checks (schema, file name) of every document not in `valid`, then the model; SpecError if one
+    fails. The semantic checks are not run."""
     problems: list[Diagnostic] = []
     mesh_name, mesh_doc = next(
         (name, doc) for name, doc in documents.items() if name.endswith("/" + MESH_FILE) or name == MESH_FILE
@@ -73,11 +89,7 @@ def check(documents: Mapping[str, Document], valid: Collection[str] = ()) -> Spe
     if problems:
         raise SpecError(problems)
     services = {svc.name: svc for svc in map(service_from_document, service_docs)}
-    spec = Spec(mesh=mesh_from_document(mesh_doc), services=services, documents=documents)
-    problems = run_checks(spec)
-    if problems:
-        raise SpecError(problems)
-    return spec
+    return Spec(mesh=mesh_from_document(mesh_doc), services=services, documents=documents)
 
 
 def _name_mismatch(doc: Document) -> Iterator[Diagnostic]:

@@ -11,7 +11,7 @@ from compiler.spec.routing import unreachable
 
 def check_placements(spec: Spec) -> Iterator[Diagnostic]:
     """A service runs somewhere, and at most once per datacenter's VMs and per cluster."""
-    for service in spec.services.values():
+    for service in spec.checked():
         if not service.vm_datacenters and not service.kubernetes:
             yield error(
                 spec.key_at(service.file, "deploy"),
@@ -38,7 +38,7 @@ def check_placements(spec: Spec) -> Iterator[Diagnostic]:
 
 def check_reserved_namespaces(spec: Spec) -> Iterator[Diagnostic]:
     """No service is placed in the namespace that holds external discovery readers' identities."""
-    for service in spec.services.values():
+    for service in spec.checked():
         for placement in service.kubernetes:
             if placement.namespace == DISCOVERY_NAMESPACE:
                 yield error(
@@ -52,7 +52,7 @@ def check_reserved_namespaces(spec: Spec) -> Iterator[Diagnostic]:
 def check_routing(spec: Spec) -> Iterator[Diagnostic]:
     """Every client DC reaches its dependencies: `local` ones in its own DC, `failover` ones everywhere they run."""
     datacenters = spec.mesh.datacenters
-    for service in spec.services.values():
+    for service in spec.checked():
         client_dcs = _datacenters(spec, service)
         for dep in service.dependencies:
             server = spec.services.get(dep.service)

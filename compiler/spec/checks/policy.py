@@ -15,7 +15,7 @@ TCP_IGNORED = (("timeout",), ("retries", "per_try_timeout"), ("retries", "on"))
 
 def check_tcp_policy(spec: Spec) -> Iterator[Diagnostic]:
     """A dependency on a `tcp` service sets no HTTP-only policy key, which would never reach Envoy."""
-    for service in spec.services.values():
+    for service in spec.checked():
         for dep in service.dependencies:
             server = spec.services.get(dep.service)
             if server is None or server.protocol != "tcp":
@@ -38,7 +38,7 @@ def check_retry_budget(spec: Spec) -> Iterator[Diagnostic]:
     if message:
         yield error(spec.key_at(spec.mesh.file, "defaults"), "retry-budget", f"defaults: {message}")
         return
-    for service in spec.services.values():
+    for service in spec.checked():
         for dep in service.dependencies:
             server = spec.services.get(dep.service)
             if dep.overrides and (

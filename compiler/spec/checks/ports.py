@@ -25,7 +25,7 @@ def check_local_ports(spec: Spec) -> Iterator[Diagnostic]:
 def check_workload_ports(spec: Spec) -> Iterator[Diagnostic]:
     """Within one workload, the app port, mesh port, admin port and dependency local ports all differ."""
     admin = spec.mesh.sidecar.admin_port
-    for service in spec.services.values():
+    for service in spec.checked():
         # The admin port comes first, so a clash with it is reported at the service's own port.
         claims: list[tuple[int, str, Span]] = [
             (

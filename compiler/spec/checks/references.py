@@ -19,7 +19,7 @@ def check_datacenter_refs(spec: Spec) -> Iterator[Diagnostic]:
                 f"cluster {quote(name)} is in unknown datacenter "
                 f"{quote(cluster.datacenter)}{did_you_mean(cluster.datacenter, known)}",
             )
-    for service in spec.services.values():
+    for service in spec.checked():
         for i, dc in enumerate(service.vm_datacenters):
             if dc not in known:
                 yield error(
@@ -33,7 +33,7 @@ def check_datacenter_refs(spec: Spec) -> Iterator[Diagnostic]:
 def check_cluster_refs(spec: Spec) -> Iterator[Diagnostic]:
     """Kubernetes placements name clusters that mesh.yaml defines."""
     known = spec.mesh.clusters
-    for service in spec.services.values():
+    for service in spec.checked():
         for placement in service.kubernetes:
             if placement.cluster not in known:
                 yield error(
@@ -45,7 +45,7 @@ def check_cluster_refs(spec: Spec) -> Iterator[Diagnostic]:
 
 def check_dependency_refs(spec: Spec) -> Iterator[Diagnostic]:
     """Dependencies name services that have a file in services/."""
-    for service in spec.services.values():
+    for service in spec.checked():
         for dep in service.dependencies:
             if dep.service not in spec.services and dep.service != service.name:
                 yield error(
@@ -58,7 +58,7 @@ def check_dependency_refs(spec: Spec) -> Iterator[Diagnostic]:
 
 def check_self_dependency(spec: Spec) -> Iterator[Diagnostic]:
     """A service does not list itself: calls within a service never leave its pod or VM."""
-    for service in spec.services.values():
+    for service in spec.checked():
         for dep in service.dependencies:
             if dep.service == service.name:
                 yield error(
@@ -70,7 +70,7 @@ def check_self_dependency(spec: Spec) -> Iterator[Diagnostic]:
 
 def check_duplicate_dependency(spec: Spec) -> Iterator[Diagnostic]:
     """Each dependency is listed once, since it gets one listener and one cluster."""
-    for service in spec.services.values():
+    for service in spec.checked():
         seen: dict[str, Dependency] = {}
         for dep in service.dependencies:
             if dep.service in seen:

@@ -25,7 +25,7 @@ class SpecTarget:
 def spec_targets(spec: Spec) -> list[SpecTarget]:
     """Every target the spec places, with ids as lowering names them."""
     found = []
-    for svc in spec.services.values():
+    for svc in spec.checked():
         for dc in svc.vm_datacenters:
             found.append(
                 SpecTarget(

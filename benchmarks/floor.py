@@ -1,0 +1,94 @@
+"""The floor: `meshc build` as a process against a plain-Python write of the very same tree (goal <= 1.3x)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.harness import BENCH_DIR, BENCH_SCRIPT, ROOT, span, spec_for
+
+# The issue's goal for a full build against the floor (a plain write of the same tree) at 1,000 services.
+FLOOR_TARGET_RATIO = 1.3
+
+
+def floor_child(spec_dir: Path, out: Path) -> None:
+    """In the child: write the tree meshc renders with plain Python, durably as meshc does; print [wall, cpu]."""
+    from compiler.output.writer import fsync_paths, tree_directories
+    from compiler.pipeline import compile_dir
+
+    tree = compile_dir(spec_dir).tree()  # not timed: the floor is the writing alone
+    wall, cpu = time.perf_counter(), time.process_time()
+    staging = out.parent / f".{out.name}.floor"
+    directories = tree_directories(staging, tree)
+    for directory in directories:
+        directory.mkdir()
+    for path, data in tree.items():
+        (staging / path).write_bytes(data)
+    fsync_paths([staging / path for path in tree], os.O_RDONLY)
+    fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
+    os.rename(staging, out)
+    fsync_paths([out.parent], os.O_RDONLY | os.O_DIRECTORY)
+    print(
+        json.dumps(
+            [time.perf_counter() - wall, time.process_time() - cpu, len(tree), sum(map(len, tree.values()))]
+        )
+    )
+
+
+def _timed_process(command: list[str]) -> tuple[bytes, float, float]:
+    """Run `command` (others' dirty pages flushed first); its stdout, wall seconds and CPU seconds (user + system)."""
+    os.sync()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    with subprocess.Popen(command, stdout=subprocess.PIPE, env=env) as child:
+        output = child.stdout.read() if child.stdout else b""
+        _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(command)} failed (exit {os.waitstatus_to_exitcode(status)})")
+    return output, time.perf_counter() - started, usage.ru_utime + usage.ru_stime
+
+
+def bench_floor(size: int, repeat: int) -> None:
+    """`meshc build` into a fresh directory against the floor, alternately, `repeat` pairs; print both and the ratio."""
+    spec_dir = spec_for(size)
+    work = BENCH_DIR / f"floor-{os.getpid()}"
+    pairs: list[tuple[float, float, float, float]] = []
+    try:
+        for run in range(max(1, repeat)):
+            built, floor = work / f"meshc-{run}", work / f"floor-{run}"
+            work.mkdir(parents=True, exist_ok=True)
+            _, build_wall, build_cpu = _timed_process(
+                [sys.executable, "-m", "compiler", "build", str(spec_dir), "-o", str(built)]
+            )
+            output, _, _ = _timed_process(
+                [sys.executable, str(BENCH_SCRIPT), "--floor-child", str(spec_dir), str(floor)]
+            )
+            floor_wall, floor_cpu, files, size_bytes = json.loads(output)
+            if (built / "MANIFEST.json").read_bytes() != (floor / "MANIFEST.json").read_bytes():
+                # the manifest holds every file's sha256: equal manifests, equal trees
+                raise SystemExit("the floor did not write the tree meshc built")
+            pairs.append((build_wall, build_cpu, floor_wall, floor_cpu))
+            shutil.rmtree(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(
+        f"{size:>8}  {'floor':<10} {span([p[2] for p in pairs]):>15} {span([p[3] for p in pairs]):>15}  "
+        f"plain Python, same {files} files ({size_bytes / 2**20:.0f} MiB), fresh directory, fsync files + directories"
+    )
+    print(
+        f"{size:>8}  {'build':<10} {span([p[0] for p in pairs]):>15} {span([p[1] for p in pairs]):>15}  "
+        f"`meshc build` process into a fresh directory (interpreter start to exit)"
+    )
+    ratios = sorted(p[0] / p[2] for p in pairs)
+    median = ratios[len(ratios) // 2]
+    verdict = "ok" if median <= FLOOR_TARGET_RATIO else "MISSED"
+    print(
+        f"{size:>8}  build / floor, wall: "
+        f"median {median:.2f}x over {len(pairs)} pair(s), range {ratios[0]:.2f}-{ratios[-1]:.2f}x; "
+        f"cpu {span([p[1] / p[3] for p in pairs], 'x')} (goal <= {FLOOR_TARGET_RATIO:g}x): {verdict}"
+    )

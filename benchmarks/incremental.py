@@ -1,0 +1,131 @@
+"""Incremental builds as processes: a full build, no-op and one-service rebuilds, `meshc check`, peak RSS each."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from benchmarks.harness import BENCH_DIR, ROOT, TARGET_SIZE, span, spec_for
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Run:
+    """One measured `meshc` process: wall and CPU seconds, peak RSS (MiB), what it printed."""
+
+    wall: float
+    cpu: float
+    rss: float
+    stdout: str
+
+
+def meshc_run(*args: str) -> Run:
+    """Run `python -m compiler ARGS` (others' dirty pages flushed first); its wall, CPU, peak RSS (wait4) and stdout."""
+    os.sync()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    started = time.perf_counter()
+    with subprocess.Popen(
+        [sys.executable, "-m", "compiler", *args], stdout=subprocess.PIPE, env=env
+    ) as child:
+        output = child.stdout.read() if child.stdout else b""
+        _, status, usage = os.wait4(child.pid, 0)
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"meshc {' '.join(args)} failed (exit {os.waitstatus_to_exitcode(status)})")
+    return Run(
+        wall=time.perf_counter() - started,
+        cpu=usage.ru_utime + usage.ru_stime,
+        rss=usage.ru_maxrss / 1024,
+        stdout=output.decode(),
+    )
+
+
+# The issue's goals for incremental builds (1,000 services) and memory (3,000 and 10,000 services).
+ONE_SERVICE_SECONDS, ONE_SERVICE_SHARE, NOOP_SECONDS, CHECK_SECONDS = 0.3, 0.10, 0.3, 0.5
+RSS_GOALS_MB = {3_000: 1024, 10_000: 2048}
+FULL_SECONDS_10K = 60.0
+
+
+def bench_incremental(size: int, repeat: int) -> None:
+    """`meshc build` from scratch, then no-op rebuilds, one-service rebuilds (one port toggled) and `meshc check`.
+
+    Each a separate process, `repeat` times (medians printed with the range); the spec is a copy, so the
+    edits stay there. At the end the incremental tree's manifest must equal a clean build's.
+    """
+    work = BENCH_DIR / f"incremental-{os.getpid()}"
+    spec, out = work / "spec", work / "out"
+    try:
+        shutil.copytree(spec_for(size), spec)
+        full = meshc_run("build", str(spec), "-o", str(out))
+        noop = [meshc_run("build", str(spec), "-o", str(out)) for _ in range(repeat)]
+        victim = spec / "services" / f"svc-{size // 2:04d}.yaml"
+        one = []
+        for run in range(repeat):
+            text = victim.read_text()
+            victim.write_text(
+                text.replace("\nport: 8080\n", "\nport: 8081\n")
+                if run % 2 == 0
+                else text.replace("\nport: 8081\n", "\nport: 8080\n")
+            )
+            one.append(meshc_run("build", str(spec), "-o", str(out)))
+        check = [meshc_run("check", str(spec), "-o", str(out)) for _ in range(repeat)]
+        if any("up to date" not in r.stdout for r in (*noop, *check)):
+            raise SystemExit("a no-op build or a check found something to do")
+        clean = work / "clean"
+        if size <= 3_000:
+            meshc_run("build", str(spec), "-o", str(clean))
+            if (clean / "MANIFEST.json").read_bytes() != (out / "MANIFEST.json").read_bytes():
+                raise SystemExit("the incremental tree is not the clean build's")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    written = one[-1].stdout.strip()
+    rows = (
+        ("full", [full], "`meshc build` into a fresh directory, whole process"),
+        ("no-op", noop, "`meshc build` again: nothing changed"),
+        ("one-svc", one, f"`meshc build` after one service's port changed ({written.split(': ', 1)[1]})"),
+        ("check", check, "`meshc check` of an up-to-date output"),
+    )
+    for name, runs, what in rows:
+        print(
+            f"{size:>8}  {name:<10} {_median(r.wall for r in runs):>7.3f} {_median(r.cpu for r in runs):>7.3f} "
+            f"{max(r.rss for r in runs):>11.1f}  {what}; wall {span([r.wall for r in runs])} s over {len(runs)}"
+        )
+    share = _median(r.wall for r in one) / full.wall
+    print(f"{size:>8}  one-service rebuild / full build, wall: {share:.1%}")
+    if size == TARGET_SIZE:
+        goals = (
+            ("one-service rebuild", _median(r.wall for r in one), ONE_SERVICE_SECONDS),
+            ("no-op rebuild", _median(r.wall for r in noop), NOOP_SECONDS),
+            ("check", _median(r.wall for r in check), CHECK_SECONDS),
+        )
+        for what, seconds, goal in goals:
+            print(
+                f"{size:>8}  {what}: {seconds:.3f} s wall (goal <= {goal:g} s): {_verdict(seconds <= goal)}"
+            )
+        print(
+            f"{size:>8}  one-service share: {share:.1%} (goal <= {ONE_SERVICE_SHARE:.0%}): "
+            f"{_verdict(share <= ONE_SERVICE_SHARE)}"
+        )
+    if size in RSS_GOALS_MB:
+        peak = max(r.rss for r in (full, *noop, *one, *check))
+        print(
+            f"{size:>8}  peak RSS of every command: {peak:.0f} MB (goal <= {RSS_GOALS_MB[size]} MB): "
+            f"{_verdict(peak <= RSS_GOALS_MB[size])}"
+        )
+    if size == 10_000:
+        print(
+            f"{size:>8}  full build: {full.wall:.1f} s (goal <= {FULL_SECONDS_10K:g} s): "
+            f"{_verdict(full.wall <= FULL_SECONDS_10K)}"
+        )
+
+
+def _median(values: Iterable[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
+
+
+def _verdict(met: bool) -> str:
+    return "ok" if met else "MISSED"

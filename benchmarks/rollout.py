@@ -1,0 +1,77 @@
+"""The rollout build stages: a git history of three edits, rollout.yaml pinning three waves to them, one build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from benchmarks.harness import GIT, Stage, State, scratch_dir
+
+# A rollout: the synthetic spec with a wave per datacenter group, committed three times (one app
+# port edited each time); rollout.yaml pins three waves to those three distinct revisions, and the
+# first wave runs a fourth (the working tree). Measured against meshc-build of the same spec.
+ROLLOUT_POLICY = """
+rollout:
+  waves:
+    - {name: w0, match: {datacenters: [dc-00]}}
+    - {name: w1, match: {datacenters: [dc-01, dc-02]}}
+    - {name: w2, match: {datacenters: [dc-03, dc-04]}}
+    - {name: w3}
+"""
+
+
+def _rollout_setup(state: State) -> None:
+    """Not part of the rollout build: a git history of three edits and a rollout.yaml pinning three waves to them."""
+    repo = scratch_dir() / "rollout-repo"
+    shutil.rmtree(repo, ignore_errors=True)
+    shutil.copytree(state["dir"], repo / "mesh-spec")
+    (repo / "mesh-spec/mesh.yaml").write_text((repo / "mesh-spec/mesh.yaml").read_text() + ROLLOUT_POLICY)
+    subprocess.run(GIT + ["init", "-q"], cwd=repo, check=True)
+    services = sorted((repo / "mesh-spec/services").glob("*.yaml"))
+    revisions = []
+    for step, service in enumerate(services[:4]):
+        if step:
+            text = service.read_text()
+            assert "\nport: 8080\n" in text, f"{service.name}: no `port: 8080` to edit"
+            service.write_text(text.replace("\nport: 8080\n", "\nport: 8081\n", 1))
+        if step < 3:
+            for command in (["add", "-A"], ["commit", "-q", "-m", f"revision {step}"]):
+                subprocess.run(GIT + command, cwd=repo, check=True)
+            revisions.append(
+                subprocess.run(
+                    GIT + ["rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
+                ).stdout.strip()
+            )
+    pins = {"w1": revisions[2], "w2": revisions[1], "w3": revisions[0]}
+    (repo / "mesh-spec/rollout.yaml").write_text(
+        "hold: false\npins:\n" + "".join(f"  {w}: {r}\n" for w, r in pins.items())
+    )
+    state["rollout_spec"] = repo / "mesh-spec"
+    os.sync()  # the build syncs before its swap: it must pay for its own writes, not for these commits
+
+
+def _rollout_build(state: State) -> None:
+    """`meshc build` of the rollout: four distinct revisions (three pinned, the working tree) into a fresh directory."""
+    from compiler.incremental import build_output as build  # meshc build: incremental, from a fresh directory
+
+    out = scratch_dir() / "rollout-out"
+    shutil.rmtree(out, ignore_errors=True)
+    result = build(state["rollout_spec"], out)
+    assert result.changed and (out / "MANIFEST.json").exists()
+
+
+ROLLOUT_STAGES: tuple[Stage, ...] = (
+    Stage(
+        name="rollout-setup",
+        description="(setup, not timed as a build) git history of 3 edits, rollout.yaml pinning 3 waves to them",
+        run=_rollout_setup,
+        requires=(),
+    ),
+    Stage(
+        name="rollout-build",
+        description="meshc build with a rollout: 3 pinned revisions + the working tree (goal <= 1.5x meshc-build)",
+        run=_rollout_build,
+        requires=("rollout-setup",),
+    ),
+)

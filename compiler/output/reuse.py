@@ -1,0 +1,84 @@
+"""Reusing the targets of a previous tree: input hashes, the targets that keep their files, the new tree's stream.
+
+Shared by the whole incremental build (compiler.incremental) and the partial one (compiler.partial).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import orjson
+
+from compiler.output.cache import Cached
+from compiler.output.manifest import MANIFEST, manifest_of
+from compiler.output.writer import NewFile, new_file
+
+if TYPE_CHECKING:
+    from compiler.emit import Artifact
+    from compiler.spec.model import ServiceSpec
+
+
+def face(service: ServiceSpec) -> str:
+    """sha256 of what lowering and rendering read of `service` for *other* services' targets: its name, ports,
+    protocol, locality and placements. A client's egress to it reads its local and mesh ports, protocol,
+    locality, identities (its namespaces) and discovery sources (its placements); a server's allow-list and
+    NetworkPolicy read its name, identities and pods' namespaces. Everything else in its file (its own
+    dependencies and their policy, health check, owner, ...) reaches its own targets only."""
+    placements = [[p.cluster, p.namespace] for p in service.kubernetes]
+    data = [service.name, service.local_port, service.mesh_port, service.protocol, service.locality]
+    return hashlib.sha256(orjson.dumps([*data, service.vm_datacenters, placements])).hexdigest()
+
+
+def roles(dependencies: Iterable[str], clients: Iterable[str], face_of: Callable[[str], str]) -> dict[str, str]:
+    """The related services of a target's service for `input_hash`: `dependency <name>` and `client <name>` -> face.
+
+    Both roles are named: a service that is both a dependency and a client and stops being one changes
+    what the target renders (its allow-list, or its egress) while its face stays the same.
+    """
+    found = {f"dependency {name}": face_of(name) for name in dependencies}
+    return found | {f"client {name}": face_of(name) for name in clients}
+
+
+def input_hash(mesh_file: str, mesh_digest: str, target: str, own: str, related: Mapping[str, str]) -> str:
+    """A target's input hash: mesh.yaml's name and sha256, the target id, its service file's sha256, and the
+    `face` (`-`: no such service) of every service its service depends on or is called by (`roles`)."""
+    parts = [mesh_file, target, mesh_digest, own, *(f"{name}:{related[name]}" for name in sorted(related))]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def reusable(inputs: Mapping[str, str], cached: Cached | None) -> frozenset[str]:
+    """Targets whose input hash is the recorded one and whose files are all untouched on disk."""
+    if cached is None:
+        return frozenset()
+    return frozenset(
+        target
+        for target, digest in inputs.items()
+        if cached.inputs.get(target) == digest
+        and target in cached.targets
+        and all(path in cached.trusted for path in cached.targets[target])
+    )
+
+
+def tree_files(
+    artifacts: Iterable[Artifact], reused: Iterable[str], cached: Cached | None
+) -> Iterator[NewFile]:
+    """The new tree as it streams: each rendered artifact, each reused target's files, and MANIFEST.json last."""
+    entries: list[tuple[str, str, str | None]] = []
+    for artifact in artifacts:
+        file = new_file(artifact.path, artifact.data)
+        entries.append((file.path, file.digest, artifact.target))
+        yield file
+    if cached is not None:
+        for target in sorted(reused):
+            for path in cached.targets[target]:
+                entries.append((path, cached.files[path], target))
+                yield NewFile(path=path, digest=cached.files[path])
+    yield new_file(MANIFEST, manifest_of(entries))
+
+
+def spare_path(real: Path) -> Path:
+    """The spare tree of an output directory, beside it (see compiler.output.writer.write_files)."""
+    return real.parent / f".{real.name}.meshc-spare"

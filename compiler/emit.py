@@ -82,16 +82,35 @@ def yaml_string(value: str) -> str:
 
 
 def _block(data: dict[str, Any] | list[Any], indent: int, lines: list[str]) -> None:
+    # Strings, ints and non-empty containers take a fast path here (`type() is`, then the general
+    # `_entry`): objects of a 1,000-service Kubernetes tree emit in 0.25-0.27 s, not 0.37-0.42 s
+    # (best of 5, 32,576 objects without their ConfigMap data). Subclasses go the general way.
     pad = " " * indent
+    inner = indent + 2
+    append = lines.append
     if isinstance(data, dict):
         for key, value in data.items():
-            _entry(f"{pad}{yaml_string(str(key))}:", value, indent, lines)
+            head = f"{pad}{yaml_string(key if type(key) is str else str(key))}:"
+            kind = type(value)
+            if kind is str:
+                literal = "\n" in value and _literal_ok(value)
+                append(f"{head} {_literal(value, inner) if literal else yaml_string(value)}")
+            elif kind is int:
+                append(f"{head} {value}")
+            elif (kind is dict or kind is list) and value:
+                append(head)
+                _block(value, inner, lines)
+            else:
+                _entry(head, value, indent, lines)
     else:
         for item in data:
-            if isinstance(item, dict) and item:
+            if type(item) is str:
+                literal = "\n" in item and _literal_ok(item)
+                append(f"{pad}- {_literal(item, inner) if literal else yaml_string(item)}")
+            elif isinstance(item, dict) and item:
                 start = len(lines)
-                _block(item, indent + 2, lines)
-                lines[start] = f"{pad}- {lines[start][indent + 2 :]}"
+                _block(item, inner, lines)
+                lines[start] = f"{pad}- {lines[start][inner:]}"
             else:
                 _entry(f"{pad}-", item, indent, lines)
 
@@ -145,7 +164,9 @@ def _literal(value: str, indent: int) -> str:
     trailing = len(value) - len(body)
     chomp = "-" if trailing == 0 else ("" if trailing == 1 else "+")
     pad = " " * indent
+    if trailing <= 1 and "\n\n" not in body:
+        # The common case (embedded JSON, no empty line): indent with one C-level replace, without
+        # splitting into lines first. A 55 kB document: 105 us, not 330 us (timeit, best of 5).
+        return f"|{chomp}\n{pad}" + body.replace("\n", "\n" + pad)
     lines = body.split("\n") + [""] * max(trailing - 1, 0)
-    if "" not in lines:  # the common case (embedded JSON): indent with one C-level replace
-        return f"|{chomp}\n{pad}" + "\n".join(lines).replace("\n", "\n" + pad)
     return f"|{chomp}\n" + "\n".join(f"{pad}{line}" if line else "" for line in lines)

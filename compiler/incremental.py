@@ -103,6 +103,8 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     stream = tree_files(artifacts, reused, cached)
     trusted = cached.trusted if cached is not None else None
     result = write_files(out, stream, (real, old), trusted, spare=spare_path(real))
+    # Every file is written: let the documents (most of the memory) go before the caches are built.
+    del sidecars, artifacts, stream
     swapped = Swapped(old=old, written=result.written)
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     write_documents(real, spec.documents, hashes, known)

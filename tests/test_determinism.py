@@ -113,21 +113,20 @@ def test_failed_validation_leaves_the_previous_output(tmp_path: Path) -> None:
 
 # `meshc build` in a child that freezes after writing a few staged files, for the parent to SIGKILL.
 FREEZING_BUILD = r"""
-import sys, time
-from pathlib import Path
+import os, sys, time
 from compiler.cli import main
 
 marker = sys.argv[1]
 remaining = [3]
-real = Path.write_bytes
-def write_bytes(self, data):
+real = os.write  # the writer writes each staged file's bytes with one os.write
+def write(fd, data):
     remaining[0] -= 1
     if remaining[0] == 0:
         with open(marker, "w") as handle:
             handle.write("frozen")
         time.sleep(600)
-    return real(self, data)
-Path.write_bytes = write_bytes
+    return real(fd, data)
+os.write = write
 sys.exit(main(sys.argv[2:]))
 """
 

@@ -299,14 +299,14 @@ if hook == "pause-before-link":  # the moment a build links "unchanged" files fr
         return real_link(*a, **k)
     os.link = link
 elif hook == "enospc-at-third-write":
-    real_write = Path.write_bytes
+    real_write = os.write  # the writer writes each staged file's bytes with one os.write
     count = [0]
-    def write_bytes(self, data):
+    def write(fd, data):
         count[0] += 1
         if count[0] == 3:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
-        return real_write(self, data)
-    Path.write_bytes = write_bytes
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+    os.write = write
 elif hook == "unreadable-spec":
     import compiler.spec.load as load
     def spec_files(spec_dir):

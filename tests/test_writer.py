@@ -223,13 +223,13 @@ def freeze():
 
 if point.startswith("write:"):
     remaining = [int(point.split(":")[1])]
-    real = Path.write_bytes
-    def write_bytes(self, data):
+    real = os.write  # the writer writes each file's bytes with one os.write
+    def write(fd, data):
         remaining[0] -= 1
         if remaining[0] == 0:
             freeze()
-        return real(self, data)
-    Path.write_bytes = write_bytes
+        return real(fd, data)
+    os.write = write
 elif point == "before-swap":
     real_swap = emit._swap
     emit._swap = lambda staging, target: (freeze(), real_swap(staging, target))

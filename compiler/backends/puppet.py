@@ -216,20 +216,25 @@ def pool_value(sidecar: SidecarConfig, memo: Memo | None = None, wave: str | Non
     """
     workload = sidecar.workload
     memo = memo or Memo()
+    held = {
+        name: memo.once(("hiera", id(document)), _escaped_and_hash, document)
+        for name, document in sidecar.documents.items()
+    }
     return {
         **({WAVE_KEY: wave} if wave is not None else {}),
         "mesh::workload": hiera_escape(workload.id),
         "mesh::restart_sensitive": workload.restart_sensitive,
-        SIDECAR_KEY: {
-            name: memo.once(("escaped", id(document)), hiera_escape, document)
-            for name, document in sidecar.documents.items()
-        },
+        SIDECAR_KEY: {name: escaped for name, (escaped, _) in held.items()},
         FINGERPRINTS_KEY: restart_fingerprints(sidecar.documents),
-        HASHES_KEY: {
-            name: memo.once(("hash", id(document)), document_hash, document)
-            for name, document in sidecar.documents.items()
-        },
+        HASHES_KEY: {name: digest for name, (_, digest) in held.items()},
     }
+
+
+def _escaped_and_hash(document: Any) -> tuple[Any, str]:
+    """`hiera_escape(document)` and `document_hash(document)` from one canonical JSON text: at 10,000 services
+    the second serialization of each of 60,000 distinct documents was 0.5 of the backend's 3.4 s (cProfile)."""
+    text = canonical_json(document)
+    return _escape_text(document, text), hashlib.sha256(text).hexdigest()
 
 
 def document_hash(document: Any) -> str:
@@ -254,7 +259,11 @@ def hiera_escape(value: Any) -> Any:
     """`value` as hiera must hold it: `%{` escaped in every string and key (a copy only where one occurs)."""
     # Through compiled JSON: `%` occurs only inside strings in JSON text, and the escape needs no
     # JSON escaping, so replacing in the text is exact. Most documents have no `%{` at all.
-    text = canonical_json(value)
+    return _escape_text(value, canonical_json(value))
+
+
+def _escape_text(value: Any, text: bytes) -> Any:
+    """`hiera_escape(value)`, given `canonical_json(value)`."""
     if b"%{" not in text:
         return value
     return orjson.loads(text.replace(b"%{", HIERA_ESCAPE.encode()))

@@ -211,7 +211,15 @@ class _Staging:
 
     def _write(self, path: str, data: bytes) -> None:
         self._parent(path)
-        (self.root / path).write_bytes(data)
+        # os.open, not Path.write_bytes: a buffered file object costs an fstat, an isatty ioctl and
+        # its own allocations per file. Writing 20,000 files of 20 kB: 0.03-0.08 s user, not 0.22-0.27 s.
+        fd = os.open(self.target + path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:  # a regular file takes it all at once, but write() promises no more than some
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
 
     def start(self) -> None:
         """Create the staging tree (once) and link the equal files noted so far."""
@@ -238,8 +246,8 @@ class _Staging:
         machine, everybody's dirty pages included.
         """
         self.start()  # a tree that only lost files still needs its staging copy
-        fsync_paths([self.root / path for path in self.written], os.O_RDONLY)
-        fsync_paths([self.root / path for path in sorted(self.directories)], os.O_RDONLY | os.O_DIRECTORY)
+        fsync_paths([self.target + path for path in self.written], os.O_RDONLY)
+        fsync_paths([self.target + path for path in sorted(self.directories)], os.O_RDONLY | os.O_DIRECTORY)
 
     def _held(self, file: NewFile) -> bool:
         entry = self.old.get(file.path)
@@ -310,9 +318,9 @@ class _Recycled(_Staging):
             os.rmdir(self.target + directory)
             self.directories.discard(directory)
             self.touched.add(directory.rpartition("/")[0])
-        fsync_paths([self.root / path for path in self.written], os.O_RDONLY)
+        fsync_paths([self.target + path for path in self.written], os.O_RDONLY)
         changed = (self.touched & self.directories) | {""}  # a directory removed since needs no flush
-        fsync_paths([self.root / path for path in sorted(changed)], os.O_RDONLY | os.O_DIRECTORY)
+        fsync_paths([self.target + path for path in sorted(changed)], os.O_RDONLY | os.O_DIRECTORY)
 
     def _link(self, path: str) -> None:
         entry, wanted = self.spare.get(path), self.old[path]
@@ -385,16 +393,26 @@ def tree_directories(root: Path, files: Iterable[str]) -> list[Path]:
 FSYNC_THREADS = 64
 
 
-def fsync_paths(paths: Sequence[Path], flags: int) -> None:
-    """fsync every path (opened with `flags`), FSYNC_THREADS at a time."""
+def fsync_paths(paths: Sequence[str | Path], flags: int) -> None:
+    """fsync every path (opened with `flags`), FSYNC_THREADS at a time; the first failure is raised."""
     from concurrent.futures import ThreadPoolExecutor  # only a build that writes pays for threading
 
+    # Each thread takes the next path from one shared iterator (its next() is atomic under the GIL).
+    # pool.map would make a Future per path up front: 106,000 of them at 10,000 services. With this and
+    # the build letting its documents go before it writes its caches, a full 10,000-service build peaks
+    # at 1,599 MB RSS, not 1,747 MB.
+    pending = iter(paths)
+
+    def drain() -> None:
+        for path in pending:
+            _fsync(path, flags)
+
     with ThreadPoolExecutor(max_workers=FSYNC_THREADS) as pool:
-        for _ in pool.map(lambda path: _fsync(path, flags), paths):
-            pass
+        for future in [pool.submit(drain) for _ in range(min(FSYNC_THREADS, len(paths)))]:
+            future.result()
 
 
-def _fsync(path: Path, flags: int) -> None:
+def _fsync(path: str | Path, flags: int) -> None:
     fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         os.fsync(fd)

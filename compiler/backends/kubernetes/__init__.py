@@ -65,18 +65,41 @@ def stream_kubernetes(
     What the spec got wrong is raised after the last file: a build streaming into a staging tree
     then throws that tree away."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
-    in_cluster = _workloads_by_cluster_service(workloads)
     readers = external_readers(mesh)
-    memo = Memo()  # render shares documents between workloads: serialize each once
     for cluster, namespaces in sorted(cluster_namespaces(mesh, readers).items()):
         yield cluster_file(mesh, cluster, namespaces, values)
     for r in readers:
         if only is None or r.id in only:
-            yield object_file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, memo, values)
+            yield object_file(mesh, r.cluster, unit_path(r.id), reader_objects(mesh, r), r.id, Memo(), values)
     problems: list[Diagnostic] = []
-    for workload in workloads:
+    yield from _workload_files(mesh, sidecars, workloads, only, values, problems)
+    bugs = [d for d in problems if d.code == "internal"]
+    if bugs:  # a meshc bug outranks what the spec got wrong: the spec's errors may be its consequence
+        raise internal_error(bugs)
+    if problems:
+        raise SpecError(problems)
+
+
+def _workload_files(
+    mesh: Mesh,
+    sidecars: Mapping[str, SidecarConfig],
+    workloads: Sequence[Workload],
+    only: Collection[str] | None,
+    values: bool,
+    problems: list[Diagnostic],
+) -> Iterator[Artifact]:
+    """The file of each workload (of `only`, if given), service by service; what is wrong goes to `problems`."""
+    in_cluster = _workloads_by_cluster_service(workloads)
+    memo, current = Memo(), ""
+    for workload in sorted(workloads, key=lambda w: (w.service, w.id)):
         if only is not None and workload.id not in only:
             continue
+        if workload.service != current:
+            # Render shares a service's documents between its workloads (and with no other service but
+            # the tiny SDS): serialize each once per service, then let its texts go. One Memo for the
+            # whole run held every text to the end: 10,000 services, backends run without writing,
+            # 2,320 MB peak RSS, not 1,563 MB.
+            memo, current = Memo(), workload.service
         if workload.id not in sidecars:
             problems.append(
                 Diagnostic(
@@ -99,11 +122,6 @@ def stream_kubernetes(
         yield object_file(
             mesh, workload.cluster or "", unit_path(workload.id), objects, workload.id, memo, values
         )
-    bugs = [d for d in problems if d.code == "internal"]
-    if bugs:  # a meshc bug outranks what the spec got wrong: the spec's errors may be its consequence
-        raise internal_error(bugs)
-    if problems:
-        raise SpecError(problems)
 
 
 def cluster_namespaces(

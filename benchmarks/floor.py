@@ -18,7 +18,7 @@ FLOOR_TARGET_RATIO = 1.3
 
 def floor_child(spec_dir: Path, out: Path) -> None:
     """In the child: write the tree meshc renders with plain Python, durably as meshc does; print [wall, cpu]."""
-    from compiler.output.writer import fsync_paths, tree_directories
+    from compiler.output.durable import fsync_paths, tree_directories
     from compiler.pipeline import compile_dir
 
     tree = compile_dir(spec_dir).tree()  # not timed: the floor is the writing alone

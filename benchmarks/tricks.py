@@ -29,7 +29,7 @@ from benchmarks.harness import BENCH_DIR, spec_for  # noqa: E402 - after the pat
 from compiler import emit, memo  # noqa: E402
 from compiler.backends import run_backends  # noqa: E402
 from compiler.ir.lower import lower  # noqa: E402
-from compiler.output import writer  # noqa: E402
+from compiler.output import durable  # noqa: E402
 from compiler.render import render  # noqa: E402
 from compiler.spec.checks import check  # noqa: E402
 from compiler.spec.load import load_documents, spec_files  # noqa: E402
@@ -131,7 +131,7 @@ def measure_writes(spec_dir: Path, repeat: int) -> None:
 
 
 def _write(tree: dict[str, bytes], out: Path, threads: int) -> None:
-    directories = writer.tree_directories(out, tree)
+    directories = durable.tree_directories(out, tree)
     for directory in directories:
         directory.mkdir(parents=True)
     for path, data in tree.items():
@@ -139,9 +139,9 @@ def _write(tree: dict[str, bytes], out: Path, threads: int) -> None:
     if not threads:
         os.sync()
         return
-    with _replaced(writer, "FSYNC_THREADS", threads):
-        writer.fsync_paths([out / path for path in tree], os.O_RDONLY)
-        writer.fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
+    with _replaced(durable, "FSYNC_THREADS", threads):
+        durable.fsync_paths([out / path for path in tree], os.O_RDONLY)
+        durable.fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
 
 
 @dataclass(frozen=True, slots=True)

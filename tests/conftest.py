@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from compiler import cli
-from compiler.output import writer
+from compiler.output import durable
 from compiler.output.disk import read_tree
 from compiler.pipeline import Build, compile_dir
 from tests import consumers
@@ -25,7 +25,7 @@ from tests.puppetdb_server import PuppetDB, PuppetDBUnavailable, missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "mesh-spec"
-FSYNC_PATHS = writer.fsync_paths
+FSYNC_PATHS = durable.fsync_paths
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -93,7 +93,7 @@ def fsync_off() -> Iterator[None]:
     calls (the `real_fsync` fixture), and every build in a child process (kills, hash seeds, locks) fsyncs.
     """
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(writer, "fsync_paths", _no_fsync)
+        patch.setattr(durable, "fsync_paths", _no_fsync)
         yield
 
 
@@ -104,7 +104,7 @@ def _no_fsync(paths: Sequence[Path], flags: int) -> None:
 @pytest.fixture
 def real_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer's own fsync_paths back, for a test that checks what a build fsyncs."""
-    monkeypatch.setattr(writer, "fsync_paths", FSYNC_PATHS)
+    monkeypatch.setattr(durable, "fsync_paths", FSYNC_PATHS)
 
 
 @pytest.fixture(scope="session")

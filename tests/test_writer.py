@@ -164,7 +164,7 @@ def test_recovers_what_a_killed_fallback_swap_left(tmp_path: Path) -> None:
 def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_fsync: None
 ) -> None:
-    import compiler.output.writer as emit
+    import compiler.output.durable as durable
 
     out = tmp_path / "out"
     write_tree(
@@ -172,7 +172,7 @@ def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
         render_tree([Artifact(path="a/kept.txt", data=b"same\n"), Artifact(path="a/b/old.txt", data=b"1\n")]),
     )
     synced: list[tuple[int, int]] = []
-    real_fsync, real_swap = os.fsync, emit._swap
+    real_fsync, real_swap = os.fsync, durable.swap
     swapped: list[int] = []
 
     def fsync(fd: int) -> None:
@@ -189,7 +189,7 @@ def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "sync", no_sync)
-    monkeypatch.setattr(emit, "_swap", swap)
+    monkeypatch.setattr(durable, "swap", swap)
     tree = render_tree(
         [
             Artifact(path="a/kept.txt", data=b"same\n"),
@@ -211,6 +211,7 @@ def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
 CHILD = r"""
 import json, os, shutil, sys, time
 from pathlib import Path
+import compiler.output.durable as durable
 import compiler.output.writer as emit
 
 out, marker, point = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -231,8 +232,8 @@ if point.startswith("write:"):
         return real(fd, data)
     os.write = write
 elif point == "before-swap":
-    real_swap = emit._swap
-    emit._swap = lambda staging, target: (freeze(), real_swap(staging, target))
+    real_swap = durable.swap
+    durable.swap = lambda staging, target: (freeze(), real_swap(staging, target))
 elif point == "after-exchange":
     real_rmtree = shutil.rmtree
     def rmtree(path, *a, **k):
@@ -241,7 +242,7 @@ elif point == "after-exchange":
         return real_rmtree(path, *a, **k)
     shutil.rmtree = rmtree
 elif point == "between-renames":
-    emit._exchange = lambda a, b: False
+    durable.exchange = lambda a, b: False
     real_rename = os.rename
     def rename(src, dst):
         real_rename(src, dst)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure, InternalError
+from compiler.output import durable
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, cause, file_digest, scan_tree
 from compiler.output.guard import check_replaceable, resolve_output
 from compiler.output.manifest import MANIFEST, check_path
@@ -57,7 +58,7 @@ def previous_tree(out: Path) -> tuple[Path, dict[str, OnDisk]]:
     """
     label = str(out)
     real = resolve_output(out)
-    _recover(real)
+    durable.recover(real)
     try:
         old = scan_tree(real)
     except OSError as error:
@@ -109,7 +110,7 @@ def write_files(
         if not stage.started and not removed:
             return WriteResult(changed=False, notes=notes)
         stage.finish()
-        _swap(stage.root, real)
+        durable.swap(stage.root, real)
     except BaseException as error:
         shutil.rmtree(stage.root, ignore_errors=True)  # a partial tree must not keep the disk full
         if isinstance(error, OSError):
@@ -118,13 +119,13 @@ def write_files(
             ) from error
         raise
     try:
-        _fsync(real.parent, os.O_RDONLY | os.O_DIRECTORY)  # the swap itself survives a crash
+        durable.fsync_path(real.parent, os.O_RDONLY | os.O_DIRECTORY)  # the swap itself survives a crash
     except OSError as error:
         raise EnvironmentFailure(
             label, f"the new output is in place, but the swap cannot be flushed to disk: {cause(error)}"
         ) from error
     if not isinstance(stage, _Recycled) and not (spare is not None and state == _ABSENT and _keep(stage.root, spare)):
-        _remove_previous(stage.root)
+        durable.remove_previous(stage.root)
     return WriteResult(changed=True, written=tuple(sorted(stage.written)), removed=removed, notes=notes)
 
 
@@ -246,8 +247,8 @@ class _Staging:
         machine, everybody's dirty pages included.
         """
         self.start()  # a tree that only lost files still needs its staging copy
-        fsync_paths([self.target + path for path in self.written], os.O_RDONLY)
-        fsync_paths([self.target + path for path in sorted(self.directories)], os.O_RDONLY | os.O_DIRECTORY)
+        durable.fsync_paths([self.target + path for path in self.written], os.O_RDONLY)
+        durable.fsync_paths([self.target + path for path in sorted(self.directories)], os.O_RDONLY | os.O_DIRECTORY)
 
     def _held(self, file: NewFile) -> bool:
         entry = self.old.get(file.path)
@@ -318,9 +319,9 @@ class _Recycled(_Staging):
             os.rmdir(self.target + directory)
             self.directories.discard(directory)
             self.touched.add(directory.rpartition("/")[0])
-        fsync_paths([self.target + path for path in self.written], os.O_RDONLY)
+        durable.fsync_paths([self.target + path for path in self.written], os.O_RDONLY)
         changed = (self.touched & self.directories) | {""}  # a directory removed since needs no flush
-        fsync_paths([self.target + path for path in sorted(changed)], os.O_RDONLY | os.O_DIRECTORY)
+        durable.fsync_paths([self.target + path for path in sorted(changed)], os.O_RDONLY | os.O_DIRECTORY)
 
     def _link(self, path: str) -> None:
         entry, wanted = self.spare.get(path), self.old[path]
@@ -361,115 +362,3 @@ class _Recycled(_Staging):
         else:
             os.unlink(self.target + path)
         self.touched.add(path.rpartition("/")[0])
-
-
-def _remove_previous(staging: Path) -> None:
-    """Remove the previous tree, which the swap left at `staging` (nothing is there if there was none)."""
-    try:
-        if os.path.lexists(staging):
-            shutil.rmtree(staging)
-    except OSError as error:
-        raise EnvironmentFailure(
-            str(staging),
-            f"the new output is in place, but this copy of the previous one cannot be "
-            f"removed: {cause(error)}",
-        ) from error
-
-
-def tree_directories(root: Path, files: Iterable[str]) -> list[Path]:
-    """`root` and every directory under it that holds a file of `files`, parents before children."""
-    found = {root}
-    for path in files:
-        parent = (root / path).parent
-        while parent not in found:
-            found.add(parent)
-            parent = parent.parent
-    return sorted(found)
-
-
-# ext4 folds concurrent fsyncs into one journal commit. Writing a fresh 1,000-service tree (34,110 files)
-# on a loaded 2-core VM, wall: one fsync at a time 84 s, 16 threads 25-45 s, 64 threads 21-31 s, and
-# the machine-wide os.sync() this replaced 26-36 s (`python benchmarks/tricks.py --writes`).
-FSYNC_THREADS = 64
-
-
-def fsync_paths(paths: Sequence[str | Path], flags: int) -> None:
-    """fsync every path (opened with `flags`), FSYNC_THREADS at a time; the first failure is raised."""
-    from concurrent.futures import ThreadPoolExecutor  # only a build that writes pays for threading
-
-    # Each thread takes the next path from one shared iterator (its next() is atomic under the GIL).
-    # pool.map would make a Future per path up front: 106,000 of them at 10,000 services. With this and
-    # the build letting its documents go before it writes its caches, a full 10,000-service build peaks
-    # at 1,599 MB RSS, not 1,747 MB.
-    pending = iter(paths)
-
-    def drain() -> None:
-        for path in pending:
-            _fsync(path, flags)
-
-    with ThreadPoolExecutor(max_workers=FSYNC_THREADS) as pool:
-        for future in [pool.submit(drain) for _ in range(min(FSYNC_THREADS, len(paths)))]:
-            future.result()
-
-
-def _fsync(path: str | Path, flags: int) -> None:
-    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _recover(out: Path) -> None:
-    """Undo what a build killed between the two renames of the fallback swap left behind."""
-    parked = out.parent / f".{out.name}.meshc-old"
-    if parked.is_dir() and not os.path.lexists(out):
-        os.rename(parked, out)
-    shutil.rmtree(parked, ignore_errors=True)
-    for stale in out.parent.glob(f".{out.name}.meshc-new-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _swap(staging: Path, out: Path) -> None:
-    """Put `staging` at `out`, leaving the previous tree at `staging`. Exchange is one atomic syscall on Linux."""
-    if os.path.lexists(out) and _exchange(staging, out):
-        return
-    parked = out.parent / f".{out.name}.meshc-old"
-    if os.path.lexists(out):
-        os.rename(out, parked)
-    try:
-        os.rename(staging, out)
-    except BaseException:
-        if os.path.lexists(parked):
-            os.rename(parked, out)  # the previous tree goes back where it was
-        raise
-    if os.path.lexists(parked):
-        os.rename(parked, staging)
-
-
-def _exchange(a: Path, b: Path) -> bool:
-    import ctypes  # only the swap needs libc
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    result: int = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-    return result == 0

@@ -1,0 +1,129 @@
+"""Durability of the output tree: fsync what was written, swap a staged tree in with one rename, recover a killed swap.
+
+Split from the writer (compiler.output.writer), which stages the tree; everything here works on whole
+paths and is what the crash-safety tests (tests/test_writer.py) stand a fault in, through this module.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from compiler.diagnostics import EnvironmentFailure
+from compiler.output.disk import cause
+
+
+def remove_previous(staging: Path) -> None:
+    """Remove the previous tree, which the swap left at `staging` (nothing is there if there was none)."""
+    try:
+        if os.path.lexists(staging):
+            shutil.rmtree(staging)
+    except OSError as error:
+        raise EnvironmentFailure(
+            str(staging),
+            f"the new output is in place, but this copy of the previous one cannot be "
+            f"removed: {cause(error)}",
+        ) from error
+
+
+def tree_directories(root: Path, files: Iterable[str]) -> list[Path]:
+    """`root` and every directory under it that holds a file of `files`, parents before children."""
+    found = {root}
+    for path in files:
+        parent = (root / path).parent
+        while parent not in found:
+            found.add(parent)
+            parent = parent.parent
+    return sorted(found)
+
+
+# ext4 folds concurrent fsyncs into one journal commit. Writing a fresh 1,000-service tree (34,110 files)
+# on a loaded 2-core VM, wall: one fsync at a time 84 s, 16 threads 25-45 s, 64 threads 21-31 s, and
+# the machine-wide os.sync() this replaced 26-36 s (`python benchmarks/tricks.py --writes`).
+FSYNC_THREADS = 64
+
+
+def fsync_paths(paths: Sequence[str | Path], flags: int) -> None:
+    """fsync every path (opened with `flags`), FSYNC_THREADS at a time; the first failure is raised."""
+    from concurrent.futures import ThreadPoolExecutor  # only a build that writes pays for threading
+
+    # Each thread takes the next path from one shared iterator (its next() is atomic under the GIL).
+    # pool.map would make a Future per path up front: 106,000 of them at 10,000 services. With this and
+    # the build letting its documents go before it writes its caches, a full 10,000-service build peaks
+    # at 1,599 MB RSS, not 1,747 MB.
+    pending = iter(paths)
+
+    def drain() -> None:
+        for path in pending:
+            fsync_path(path, flags)
+
+    with ThreadPoolExecutor(max_workers=FSYNC_THREADS) as pool:
+        for future in [pool.submit(drain) for _ in range(min(FSYNC_THREADS, len(paths)))]:
+            future.result()
+
+
+def fsync_path(path: str | Path, flags: int) -> None:
+    """fsync one path, opened with `flags` (a symlink is refused, never followed)."""
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover(out: Path) -> None:
+    """Undo what a build killed between the two renames of the fallback swap left behind."""
+    parked = out.parent / f".{out.name}.meshc-old"
+    if parked.is_dir() and not os.path.lexists(out):
+        os.rename(parked, out)
+    shutil.rmtree(parked, ignore_errors=True)
+    for stale in out.parent.glob(f".{out.name}.meshc-new-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if not pid.isdigit() or not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def swap(staging: Path, out: Path) -> None:
+    """Put `staging` at `out`, leaving the previous tree at `staging`. Exchange is one atomic syscall on Linux."""
+    if os.path.lexists(out) and exchange(staging, out):
+        return
+    parked = out.parent / f".{out.name}.meshc-old"
+    if os.path.lexists(out):
+        os.rename(out, parked)
+    try:
+        os.rename(staging, out)
+    except BaseException:
+        if os.path.lexists(parked):
+            os.rename(parked, out)  # the previous tree goes back where it was
+        raise
+    if os.path.lexists(parked):
+        os.rename(parked, staging)
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap `a` and `b` with renameat2(RENAME_EXCHANGE); False where libc or the filesystem does not offer it."""
+    import ctypes  # only the swap needs libc
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    result: int = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return result == 0

@@ -275,8 +275,11 @@ class _Staging:
             missing.append(parent)
             parent = parent.rpartition("/")[0]
         for directory in reversed(missing):  # parents first
-            os.mkdir(self.target + directory)
-            self.directories.add(directory)
+            self._mkdir(directory)
+
+    def _mkdir(self, directory: str) -> None:
+        os.mkdir(self.target + directory)
+        self.directories.add(directory)
 
 
 class _Recycled(_Staging):
@@ -336,17 +339,10 @@ class _Recycled(_Staging):
         super()._write(path, data)
         self.touched.add(path.rpartition("/")[0])
 
-    def _parent(self, path: str) -> None:
-        parent = path.rpartition("/")[0]
-        missing = []
-        while parent not in self.directories:
-            missing.append(parent)
-            parent = parent.rpartition("/")[0]
-        for directory in reversed(missing):  # parents first; a file where a directory goes is removed
-            self._clear(directory)
-            os.mkdir(self.target + directory)
-            self.directories.add(directory)
-            self.touched.add(directory.rpartition("/")[0])
+    def _mkdir(self, directory: str) -> None:
+        self._clear(directory)  # a file where a directory goes is removed
+        super()._mkdir(directory)
+        self.touched.add(directory.rpartition("/")[0])
 
     def _clear(self, path: str) -> None:
         """Remove what the spare holds at `path`, if anything."""

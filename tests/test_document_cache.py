@@ -4,7 +4,6 @@ and a document cache that is corrupt, truncated, forged, from another meshc or n
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -172,34 +171,6 @@ def test_a_recorded_document_is_used_only_for_the_same_bytes(built: tuple[Path, 
     assert name in known(spec, out)
     edit_port(spec)
     assert name not in known(spec, out) and len(known(spec, out)) == len(spec_files(spec)) - 1
-
-
-@pytest.mark.parametrize("kind", ["directory", "symlink", "fifo", "foreign file"])
-def test_a_document_cache_path_meshc_did_not_write_is_neither_read_nor_replaced(
-    tmp_path: Path, kind: str
-) -> None:
-    spec = generate(tmp_path / "spec", 6, datacenters=2, clusters=2, deps=2, seed=4)
-    out = tmp_path / "out"
-    path = doccache.documents_path(out)
-    if kind == "directory":
-        path.mkdir()
-    elif kind == "symlink":
-        (tmp_path / "elsewhere").write_bytes(b"meshc-documents x\n{}")
-        path.symlink_to(tmp_path / "elsewhere")
-    elif kind == "fifo":
-        os.mkfifo(path)
-    else:
-        path.write_bytes(b"my notes\n")
-    incremental.build_output(spec, out)
-    edit_port(spec)
-    incremental.build_output(spec, out)  # a FIFO is never opened: this would block
-    assert known(spec, out) == {}
-    assert os.path.lexists(path)
-    if kind == "foreign file":
-        assert path.read_bytes() == b"my notes\n"
-    if kind == "symlink":
-        assert path.is_symlink() and (tmp_path / "elsewhere").read_bytes() == b"meshc-documents x\n{}"
-    assert read_tree(out) == compile_dir(spec).tree()
 
 
 def test_a_document_json_cannot_hold_is_parsed_each_time(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,11 @@ from test_incremental import build, clean_tree, edit_spec, spare
 
 from benchmarks.synth import generate
 from compiler.cli import main
-from compiler.output.cache import cache_path
-from compiler.output.disk import read_tree
-from compiler.output.documents import documents_path
+from compiler.incremental import file_hashes
+from compiler.output.cache import cache_path, read_cache
+from compiler.output.disk import read_tree, scan_tree
+from compiler.output.documents import documents_path, read_documents
+from compiler.spec.load import spec_files
 
 
 @pytest.fixture
@@ -69,32 +72,58 @@ def test_something_else_at_the_spare_path_is_left_alone(
         _other_port(spec, "svc-0002", port)
         assert main(["build", str(spec), "-o", str(out)]) == 0
         assert read_tree(out) == clean_tree(spec, tmp_path), run
-        now = (
-            os.readlink(theirs)
-            if kind == "symlink"
-            else read_tree(theirs)
-            if kind == "directory"
-            else theirs.read_bytes()
-        )
-        assert now == snapshot
+        assert _content(theirs) == snapshot
         err = capsys.readouterr().err
         assert f"meshc: warning: {theirs} is not a tree meshc left there" in err
         assert err.count("\n") == 1
     assert not list(out.parent.glob(f".{out.name}.meshc-new-*"))  # the previous tree went, as without a spare
 
 
-@pytest.mark.parametrize("which", [cache_path, documents_path])
-def test_a_file_meshc_did_not_write_at_a_cache_path_is_left_alone(
-    built: tuple[Path, Path], tmp_path: Path, which, capsys: pytest.CaptureFixture[str]
+def _unused_cache(spec: Path, out: Path) -> bool:
+    return read_cache(out, scan_tree(out)) is None
+
+
+def _unused_documents(spec: Path, out: Path) -> bool:
+    return read_documents(out, file_hashes(spec_files(spec), spec.as_posix().rstrip("/"))) == {}
+
+
+@pytest.mark.parametrize(
+    ("which", "magic", "unused"),
+    [(cache_path, b"meshc-cache", _unused_cache), (documents_path, b"meshc-documents", _unused_documents)],
+)
+@pytest.mark.parametrize("kind", ["directory", "symlink", "fifo", "foreign file"])
+def test_a_cache_path_meshc_did_not_write_is_neither_read_nor_replaced(
+    tmp_path: Path,
+    which: Callable[[Path], Path],
+    magic: bytes,
+    unused: Callable[[Path, Path], bool],
+    kind: str,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    spec, out = built
-    which(out).write_text("not meshc's\n")
-    edit_spec(spec)
+    spec = generate(tmp_path / "spec", 6, datacenters=2, clusters=2, deps=2, seed=4)
+    out = tmp_path / "out"
+    path = which(out)
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "symlink":
+        (tmp_path / "elsewhere").write_bytes(magic + b" x\n{}")  # looks like meshc's, but behind a link
+        path.symlink_to(tmp_path / "elsewhere")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.write_bytes(b"my notes\n")
     assert main(["build", str(spec), "-o", str(out)]) == 0
-    assert which(out).read_text() == "not meshc's\n"
+    edit_spec(spec)
+    assert main(["build", str(spec), "-o", str(out)]) == 0  # a FIFO is never opened: this would block
+    assert unused(spec, out)
+    assert os.path.lexists(path)
+    if kind == "foreign file":
+        assert path.read_bytes() == b"my notes\n"
+    if kind == "symlink":
+        assert path.is_symlink() and (tmp_path / "elsewhere").read_bytes() == magic + b" x\n{}"
     assert read_tree(out) == clean_tree(spec, tmp_path)
-    err = capsys.readouterr().err
-    assert f"meshc: warning: {which(out)} is not a file meshc wrote" in err
+    warning = f"meshc: warning: {path} is not a file meshc wrote"
+    assert capsys.readouterr().err.count(warning) == 2  # once a build
 
 
 def test_no_warning_when_every_path_is_meshc_s(

@@ -452,31 +452,6 @@ def test_a_racy_file_is_hashed_not_trusted(built: tuple[Path, Path], tmp_path: P
     assert (out / victim).read_bytes() == data
 
 
-@pytest.mark.parametrize("kind", ["directory", "symlink", "fifo", "foreign file"])
-def test_a_cache_path_meshc_did_not_write_is_neither_read_nor_replaced(tmp_path: Path, kind: str) -> None:
-    spec = generate(tmp_path / "spec", 6, datacenters=2, clusters=2, deps=2, seed=4)
-    out = tmp_path / "out"
-    path = cache.cache_path(out)
-    if kind == "directory":
-        path.mkdir()
-    elif kind == "symlink":
-        (tmp_path / "elsewhere").write_bytes(b"meshc-cache x\n{}")
-        path.symlink_to(tmp_path / "elsewhere")
-    elif kind == "fifo":
-        os.mkfifo(path)
-    else:
-        path.write_bytes(b"my notes\n")
-    build(spec, out)
-    build(spec, out)  # a FIFO is never opened: this would block
-    assert cached(out) is None
-    assert os.path.lexists(path)
-    if kind == "foreign file":
-        assert path.read_bytes() == b"my notes\n"
-    if kind == "symlink":
-        assert path.is_symlink() and (tmp_path / "elsewhere").read_bytes() == b"meshc-cache x\n{}"
-    assert read_tree(out) == clean_tree(spec, tmp_path)
-
-
 def test_the_cache_lives_beside_the_output_never_inside(built: tuple[Path, Path]) -> None:
     spec, out = built
     assert cache.cache_path(out).parent == out.parent

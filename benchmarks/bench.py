@@ -61,9 +61,25 @@ from benchmarks.incremental import bench_incremental  # noqa: E402
 from benchmarks.stages import STAGES, measure, run_child  # noqa: E402
 
 
+def _sizes(text: str) -> list[int]:
+    """`--sizes`: positive service counts, comma-separated; a usage error (not a traceback) otherwise."""
+    try:
+        sizes = [int(n) for n in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of service counts: {text!r}") from None
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"service counts are positive: {text!r}")
+    return sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated service counts")
+    parser.add_argument(
+        "--sizes",
+        type=_sizes,
+        default=list(SIZES),
+        help=f"comma-separated service counts (default: {','.join(map(str, SIZES))})",
+    )
     parser.add_argument(
         "--stages",
         default=",".join([*(s.name for s in STAGES), "floor", "incremental", "drift-puppet"]),
@@ -94,7 +110,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"
     )
     print(f"{'services':>8}  {'stage':<10} {'wall s':>7} {'cpu s':>7} {'peak RSS MB':>11}  what")
-    for size in (int(n) for n in args.sizes.split(",")):
+    for size in args.sizes:
         spec_dir = spec_for(size)
         totals: dict[str, list[float]] = {}
         for stage in stages:

@@ -36,7 +36,7 @@ from compiler.output.disk import scan_tree
 from compiler.output.documents import foreign_cache_notes, read_documents, write_documents
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
-from compiler.output.reuse import face, input_hash, reusable, roles, spare_path, tree_files
+from compiler.output.reuse import face, input_hash, kept_files, reusable, roles, spare_path, tree_files
 from compiler.output.writer import WriteResult, previous_tree, write_files
 
 if TYPE_CHECKING:
@@ -102,7 +102,8 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     artifacts = pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused)
     stream = tree_files(artifacts, reused, cached)
     trusted = cached.trusted if cached is not None else None
-    result = write_files(out, stream, (real, old), trusted, spare=spare_path(real))
+    kept = kept_files(reused, cached)
+    result = write_files(out, stream, (real, old), trusted, spare=spare_path(real), kept=kept)
     # Every file is written: let the documents (most of the memory) go before the caches are built.
     del sidecars, artifacts, stream
     swapped = Swapped(old=old, written=result.written)
@@ -151,7 +152,8 @@ def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, byt
     inputs = target_inputs(spec, mesh, hashes)
     reused = reusable(inputs, cached)
     stream = tree_files(pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused), reused, cached)
-    return compare_stream(real, old, stream, cached.trusted if cached is not None else {})
+    trusted = cached.trusted if cached is not None else {}
+    return compare_stream(real, old, stream, trusted, kept_files(reused, cached))
 
 
 def file_hashes(files: Mapping[str, bytes | Unreadable], label: str) -> dict[str, str]:

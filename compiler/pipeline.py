@@ -84,11 +84,14 @@ def stream_artifacts(
     only: Collection[str] | None = None,
     *,
     values: bool = False,
+    shared: bool = True,
 ) -> Iterator[Artifact]:
-    """`artifacts`, one file at a time: a build hashes and writes each before the next is serialized."""
+    """`artifacts`, one file at a time: a build hashes and writes each before the next is serialized.
+
+    `shared=False`: no shared file (see compiler.backends.Backend)."""
     from compiler.backends import stream_backends
 
-    yield from stream_backends(mesh, sidecars, only, values=values)
+    yield from stream_backends(mesh, sidecars, only, values=values, shared=shared)
 
 
 @contextmanager

@@ -23,6 +23,7 @@ from conftest import meshc_in_process
 
 from benchmarks.synth import generate
 from compiler import incremental, partial
+from compiler.backends import puppet
 from compiler.diagnostics import InternalError, SpecError
 from compiler.emit import dump_yaml
 from compiler.ir.lower import zk_path
@@ -568,9 +569,15 @@ def test_a_one_service_edit_takes_the_partial_path_and_lowers_its_neighbourhood_
     monkeypatch.setattr(partial, "lower", counted)
     paths = Paths(monkeypatch)
     monkeypatch.setattr(partial, "MAX_SHARE", 0.5)  # the default: the mesh is big enough
+    mesh_files: list[
+        str
+    ] = []  # the shared files of mesh.yaml alone are kept, not rendered (compiler.partial.files)
+    monkeypatch.setattr(puppet, "hiera_config", lambda mesh: mesh_files.append("hiera.yaml") or b"")
     edit_spec(spec)
     assert build(spec, out).written
     assert paths.partial == 1 and lowered and lowered[0] <= 30
+    assert mesh_files == []
+    monkeypatch.undo()
     assert read_tree(out) == clean_tree(spec, tmp_path)
 
 
@@ -582,11 +589,13 @@ def test_a_partial_build_renders_a_hand_edited_target_far_from_the_edit(
     files = sorted(read_tree(out))
     far = next(p for p in files if p.startswith("kubernetes/") and "/00-" not in p and "svc-0001" not in p)
     shared = next(p for p in files if p.endswith("/00-cluster.yaml"))
-    for victim in (far, shared):
+    # A shared file of mesh.yaml alone: the partial build keeps those it can vouch for, and renders them all else.
+    mesh_file = "puppet/hiera.yaml"
+    for victim in (far, shared, mesh_file):
         data = (out / victim).read_bytes()
-        (out / victim).write_bytes(data.replace(b"meshc", b"MESHC", 1))
+        (out / victim).write_bytes(data.replace(b"hier", b"HIER", 1).replace(b"meshc", b"MESHC", 1))
     edit_spec(spec)
-    assert {far, shared} <= set(build(spec, out).written)
+    assert {far, shared, mesh_file} <= set(build(spec, out).written)
     assert paths.partial == 1
     assert read_tree(out) == clean_tree(spec, tmp_path)
     assert not build(spec, out).changed
@@ -617,3 +626,23 @@ def test_recorded_facts_meshc_did_not_write_are_never_used(
     edit_spec(spec)
     assert build(spec, out).changed and paths.partial == 0
     assert read_tree(out) == clean_tree(spec, tmp_path)
+
+
+def test_the_shared_files_a_partial_build_keeps_read_mesh_yaml_alone(tmp_path: Path) -> None:
+    # compiler.partial.files keeps every shared file but the cluster files from the previous tree: none may read
+    # the services. Two specs with one mesh.yaml and different services must render them byte for byte alike.
+    one = generate(tmp_path / "one", 12, datacenters=2, clusters=2, deps=2, seed=1)
+    other = generate(tmp_path / "other", 30, datacenters=2, clusters=2, deps=3, seed=9)
+    shutil.copyfile(one / "mesh.yaml", other / "mesh.yaml")
+
+    def mesh_files(spec: Path) -> dict[str, bytes]:
+        built = compile_dir(spec)
+        return {
+            a.path: a.data
+            for a in built.artifacts
+            if a.target is None and not a.path.endswith("00-cluster.yaml")
+        }
+
+    kept = mesh_files(one)
+    assert "puppet/hiera.yaml" in kept and "puppet/data/common.yaml" in kept
+    assert mesh_files(other) == kept

@@ -10,11 +10,17 @@ from compiler.emit import Artifact
 from compiler.ir.model import Mesh
 from compiler.render import SidecarConfig
 
-# (mesh, sidecars, only, values): `only` limits the per-target artifacts (workloads, external readers) to those
-# target ids (None: all); shared files are always built. A rollout build lays out each revision's own targets only.
+# (mesh, sidecars, only, values, shared): `only` limits the per-target artifacts (workloads, external readers) to
+# those target ids (None: all). A rollout build lays out each revision's own targets only.
 # `values`: do the artifacts carry their values (Artifact.value)? Only `meshc diff` reads them.
+# `shared`: are the shared files (those of no target) built? A partial build (compiler.partial) asks for none: it
+# keeps them from the previous tree, which holds for the puppet ones because they are functions of mesh.yaml and
+# meshc's code alone (a partial build runs only when both are the recorded ones), and it renders the Kubernetes
+# cluster files, which list the namespaces placed in each cluster, itself (tests/test_partial_shared.py).
 # Each yields its files one at a time (a build writes each before the next is serialized).
-Backend = Callable[[Mesh, Mapping[str, SidecarConfig], Collection[str] | None, bool], Iterator[Artifact]]
+Backend = Callable[
+    [Mesh, Mapping[str, SidecarConfig], Collection[str] | None, bool, bool], Iterator[Artifact]
+]
 
 # Explicit registry (no discovery by name): each backend is a function of the mesh and the sidecars.
 BACKENDS: dict[str, Backend] = {"kubernetes": stream_kubernetes, "puppet": stream_puppet}
@@ -41,7 +47,8 @@ def stream_backends(
     only: Collection[str] | None = None,
     *,
     values: bool = False,
+    shared: bool = True,
 ) -> Iterator[Artifact]:
     """`run_backends`, one file at a time (without values unless asked: a streaming build writes bytes)."""
     for backend in BACKENDS.values():
-        yield from backend(mesh, sidecars, only, values)
+        yield from backend(mesh, sidecars, only, values, shared)

@@ -135,8 +135,10 @@ def stream_puppet(
     sidecars: Mapping[str, SidecarConfig],
     only: Collection[str] | None = None,
     values: bool = False,
+    shared: bool = True,
 ) -> Iterator[Artifact]:
-    """`build_puppet` one file at a time (documents are checked before the first file)."""
+    """`build_puppet` one file at a time (documents are checked before the first file); the pools' alone without
+    `shared`."""
     pools = sorted(
         (
             s
@@ -147,12 +149,14 @@ def stream_puppet(
     )
     _check_documents(pools)
     memo = Memo()  # render shares documents between pools: escape and hash each once
-    yield Artifact(path=f"{ROOT}/hiera.yaml", data=hiera_config(mesh))
-    yield _valued(_common_artifact(mesh), values)
+    if shared:
+        yield Artifact(path=f"{ROOT}/hiera.yaml", data=hiera_config(mesh))
+        yield _valued(_common_artifact(mesh), values)
     for s in pools:
         yield _valued(pool_artifact(pool_path(s), s, memo, mesh.waves.get(s.workload.id)), values)
-    yield from (_valued(artifact, values) for artifact in module_files(mesh))
-    yield Artifact(path=SITE_MANIFEST, data=_render("site.pp.j2"))
+    if shared:
+        yield from (_valued(artifact, values) for artifact in module_files(mesh))
+        yield Artifact(path=SITE_MANIFEST, data=_render("site.pp.j2"))
 
 
 def _valued(artifact: Artifact, values: bool) -> Artifact:

@@ -65,18 +65,26 @@ def compare_digests(
 
 
 def compare_stream(
-    root: Path, entries: Mapping[str, OnDisk], files: Iterable[NewFile], trusted: Mapping[str, str]
+    root: Path,
+    entries: Mapping[str, OnDisk],
+    files: Iterable[NewFile],
+    trusted: Mapping[str, str],
+    kept: Mapping[str, str] | None = None,
 ) -> tuple[TreeStatus, dict[str, bytes]]:
     """`compare_tree` on a tree as a build streams it; also the rendered bytes of every file that differs.
 
     Only digests are kept, and a file on disk is read only when `trusted` (the build cache) cannot
-    vouch for its digest.
+    vouch for its digest. `kept`: path -> sha256 of files the build takes from the tree as they are
+    (compiler.output.reuse.kept_files), which `files` does not stream.
     """
-    expected: dict[str, str] = {}
+    expected: dict[str, str] = dict(kept or {})
     actual: dict[str, str | None] = {
         path: None for path, entry in entries.items() if entry.kind not in (DIRECTORY, REGULAR)
     }
     differing: dict[str, bytes] = {}
+    for path in expected:  # the kept files: on disk, the cache vouches for them
+        if (entry := entries.get(path)) is not None and entry.kind == REGULAR:
+            actual[path] = trusted.get(path) or file_digest(root / path)
     for file in files:
         expected[file.path] = file.digest
         entry = entries.get(file.path)

@@ -60,6 +60,37 @@ def scan_tree(root: Path) -> dict[str, OnDisk]:
     return found
 
 
+def list_tree(root: Path) -> dict[str, OnDisk]:
+    """`scan_tree` from the directory listings alone: each entry's kind and inode, size and mtime left 0.
+
+    For a tree whose files are only told apart by inode (the spare tree, compiler.output.writer): the
+    listing already names each entry's type and inode, so no file is lstat'ed. One listing's inode is
+    checked against lstat first; where they differ (overlayfs without xino), the full scan runs instead.
+    """
+    if not root.is_dir():
+        return {}
+    found: dict[str, OnDisk] = {}
+    pending = [""]
+    checked = False
+    while pending:
+        relative = pending.pop()
+        with os.scandir(f"{root}/{relative}" if relative else root) as entries:
+            for entry in entries:
+                path = f"{relative}/{entry.name}" if relative else entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    found[path] = _A_DIRECTORY
+                    pending.append(path)
+                elif entry.is_file(follow_symlinks=False):
+                    if not checked:
+                        if entry.inode() != entry.stat(follow_symlinks=False).st_ino:
+                            return scan_tree(root)
+                        checked = True
+                    found[path] = OnDisk(REGULAR, 0, 0, entry.inode())
+                else:
+                    found[path] = OnDisk(kind_of(entry.stat(follow_symlinks=False).st_mode))
+    return found
+
+
 def kind_of(mode: int) -> str:
     """What a file mode is, in words."""
     return _KINDS.get(stat.S_IFMT(mode), _SPECIAL)

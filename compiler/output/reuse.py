@@ -62,20 +62,31 @@ def reusable(inputs: Mapping[str, str], cached: Cached | None) -> frozenset[str]
     )
 
 
+def kept_files(reused: Iterable[str], cached: Cached | None) -> dict[str, str]:
+    """Path -> sha256 of every file of the reused targets: the new tree takes them from the previous one as they are."""
+    if cached is None:
+        return {}
+    files = cached.files
+    return {path: files[path] for target in reused for path in cached.targets[target]}
+
+
 def tree_files(
-    artifacts: Iterable[Artifact], reused: Iterable[str], cached: Cached | None
+    artifacts: Iterable[Artifact],
+    reused: Iterable[str],
+    cached: Cached | None,
+    shared: Mapping[str, str] | None = None,
 ) -> Iterator[NewFile]:
-    """The new tree as it streams: each rendered artifact, each reused target's files, and MANIFEST.json last."""
+    """The new tree's rendered files as they stream, and MANIFEST.json last, which also lists the reused
+    targets' files (`kept_files`: the writer takes those in bulk) and the `shared` files kept (path -> sha256)."""
     entries: list[tuple[str, str, str | None]] = []
     for artifact in artifacts:
         file = new_file(artifact.path, artifact.data)
         entries.append((file.path, file.digest, artifact.target))
         yield file
     if cached is not None:
-        for target in sorted(reused):
-            for path in cached.targets[target]:
-                entries.append((path, cached.files[path], target))
-                yield NewFile(path=path, digest=cached.files[path])
+        files = cached.files
+        entries.extend((path, files[path], target) for target in reused for path in cached.targets[target])
+    entries.extend((path, digest, None) for path, digest in (shared or {}).items())
     yield new_file(MANIFEST, manifest_of(entries))
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure, InternalError
 from compiler.output import durable
-from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, cause, file_digest, scan_tree
+from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, cause, file_digest, list_tree, scan_tree
 from compiler.output.guard import check_replaceable, resolve_output
 from compiler.output.manifest import MANIFEST, check_path
 
@@ -78,6 +78,7 @@ def write_files(
     previous: tuple[Path, Mapping[str, OnDisk]] | None = None,
     trusted: Mapping[str, str] | None = None,
     spare: Path | None = None,
+    kept: Mapping[str, str] | None = None,
 ) -> WriteResult:
     """Make `out` hold exactly `files`, atomically: the old tree stays whole until one rename swaps it.
 
@@ -92,6 +93,10 @@ def write_files(
     links to the output's (same inode, so the same bytes) stay, and only the differences are
     unlinked, linked or written. A one-service rebuild then touches a few directories instead of
     re-creating every directory and link of the tree and deleting the old one.
+
+    `kept`: path -> sha256 of files the new tree reuses from the previous one (an incremental build's
+    unchanged targets), taken in one pass instead of one `NewFile` each; every one must be `trusted` with
+    that digest, and no file of `files` may claim one of their paths.
     """
     label = str(out)
     real, old = previous if previous is not None else previous_tree(out)
@@ -102,6 +107,7 @@ def write_files(
     else:
         stage = _Staging(real, old, trusted or {})
     try:
+        stage.keep(kept or {})
         for file in files:
             stage.add(file)
         removed = tuple(
@@ -210,6 +216,22 @@ class _Staging:
         self._write(file.path, file.data)
         self.written.append(file.path)
 
+    def keep(self, kept: Mapping[str, str]) -> None:
+        """Take the files the caller reuses from the previous tree, in bulk (see `write_files`).
+
+        The trusted digests come from the build cache's stat check of the previous tree's regular files,
+        so a path trusted with the same digest is held there. The paths are the manifest's, which meshc
+        checked when it first wrote them.
+        """
+        if not kept:
+            return
+        held = self.trusted
+        wrong = next((path for path, digest in kept.items() if held.get(path) != digest), None)
+        if wrong is not None:
+            raise InternalError(f"{wrong}: reused from a previous tree that does not hold it")
+        self.seen.update(kept)
+        self.pending.extend(kept)
+
     def _write(self, path: str, data: bytes) -> None:
         self._parent(path)
         # os.open, not Path.write_bytes: a buffered file object costs an fstat, an isatty ioctl and
@@ -301,9 +323,16 @@ class _Recycled(_Staging):
         if self.started:
             return
         self.started = True
-        self.spare = scan_tree(self.root)
+        self.spare = list_tree(self.root)  # only inodes matter here: 30 ms, not 60, at 1,000 services
         self.directories = {""} | {path for path, entry in self.spare.items() if entry.kind == DIRECTORY}
-        for path in self.pending:
+        spare, old = self.spare, self.old
+        # Most noted files are the output's very files already (same inode): one comprehension finds the others,
+        # not a call per file (a one-service rebuild at 1,000 services notes 10,600 of them).
+        for path in [
+            path
+            for path in self.pending
+            if (entry := spare.get(path)) is None or entry.kind != REGULAR or entry.inode != old[path].inode
+        ]:
             self._link(path)
         self.pending = []
 
@@ -313,8 +342,7 @@ class _Recycled(_Staging):
         for path in sorted(p for p, e in self.spare.items() if e.kind != DIRECTORY and p not in self.seen):
             self._clear(path)
         needed = {""}
-        for path in self.seen:
-            parent = path.rpartition("/")[0]
+        for parent in {path.rpartition("/")[0] for path in self.seen}:  # ~1,700 directories for 10,600 files
             while parent not in needed:
                 needed.add(parent)
                 parent = parent.rpartition("/")[0]

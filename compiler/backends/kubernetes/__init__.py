@@ -59,6 +59,7 @@ def stream_kubernetes(
     sidecars: Mapping[str, SidecarConfig],
     only: Collection[str] | None = None,
     values: bool = False,
+    shared: bool = True,
 ) -> Iterator[Artifact]:
     """`build_kubernetes` one file at a time, so a build writes each before the next is serialized.
 
@@ -66,7 +67,7 @@ def stream_kubernetes(
     then throws that tree away."""
     workloads = [w for w in mesh.workloads if w.platform == "kubernetes"]
     readers = external_readers(mesh)
-    for cluster, namespaces in sorted(cluster_namespaces(mesh, readers).items()):
+    for cluster, namespaces in sorted(cluster_namespaces(mesh, readers).items()) if shared else ():
         yield cluster_file(mesh, cluster, namespaces, values)
     for r in readers:
         if only is None or r.id in only:

@@ -35,24 +35,21 @@ rejected edits across files and a deliberately broken renderer included.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from compiler.backends.kubernetes import cluster_file
-from compiler.backends.kubernetes.layout import cluster_path
 from compiler.backends.kubernetes.readers import external_readers
 from compiler.diagnostics import InternalError, SpecError
-from compiler.emit import Artifact
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.output.cache import Cached, Recorded, ServiceFacts, Swapped, write_cache
 from compiler.output.disk import OnDisk
 from compiler.output.documents import document_line, parse_lines, read_lines, write_lines
-from compiler.output.reuse import face, input_hash, reusable, roles, spare_path, tree_files
+from compiler.output.reuse import face, input_hash, kept_files, reusable, roles, spare_path, tree_files
 from compiler.output.writer import WriteResult, write_files
-from compiler.pipeline import stream_artifacts
-from compiler.render import SidecarConfig, render
+from compiler.partial.files import partial_artifacts, shared_files
+from compiler.render import render
 from compiler.render.invariants import exposed
 from compiler.spec import document as spec_document
 from compiler.spec.checks import MESH_WIDE_CHECKS, SEMANTIC_CHECKS, model, run_checks
@@ -200,11 +197,13 @@ def _build(
     rendered = frozenset(inputs) - reused
     if not rendered <= {target for name in affected for target in facts[name].targets}:
         return None  # cannot happen (see _affected): a target outside the neighbourhood is never rendered
+    shared = shared_files(recorded, facts, cached)
     sidecars = render(mesh, only=rendered)
-    artifacts = _artifacts(mesh, sidecars, rendered, facts)
+    artifacts = partial_artifacts(mesh, sidecars, rendered, shared)
     real = previous.real
-    stream = tree_files(artifacts, reused, cached)
-    result = write_files(out, stream, (real, previous.old), cached.trusted, spare=spare_path(real))
+    kept = {**kept_files(reused, cached), **shared.kept}
+    stream = tree_files(artifacts, reused, cached, shared.kept)
+    result = write_files(out, stream, (real, previous.old), cached.trusted, spare=spare_path(real), kept=kept)
     new = Recorded(mesh_file=recorded.mesh_file, mesh_digest=recorded.mesh_digest, services=facts)
     write_cache(real, digest, inputs, new, Swapped(old=previous.old, written=result.written))
     _write_documents(real, lines, edit, hashes, spec)
@@ -365,25 +364,6 @@ def _inputs(
         for target in found.targets:
             inputs[target] = input_hash(recorded.mesh_file, recorded.mesh_digest, target, found.digest, faces)
     return inputs
-
-
-def _artifacts(
-    mesh: Mesh,
-    sidecars: Mapping[str, SidecarConfig],
-    rendered: frozenset[str],
-    facts: Mapping[str, ServiceFacts],
-) -> Iterator[Artifact]:
-    """The rendered targets' files and the shared files; each cluster file from every service's places."""
-    clusters = {cluster_path(name) for name in mesh.clusters}
-    for artifact in stream_artifacts(mesh, sidecars, rendered):
-        if artifact.path not in clusters:  # the partial mesh knows only its neighbourhood's namespaces
-            yield artifact
-    namespaces: dict[str, set[str]] = {}
-    for found in facts.values():
-        for cluster, namespace in found.places:
-            namespaces.setdefault(cluster, set()).add(namespace)
-    for cluster, names in sorted(namespaces.items()):
-        yield cluster_file(mesh, cluster, names, False)
 
 
 def _write_documents(

@@ -9,12 +9,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT
 
 from compiler.emit import Artifact
+from compiler.output import disk
 from compiler.output.compare import compare_tree
 from compiler.output.disk import read_tree
 from compiler.output.manifest import MANIFEST, render_tree
@@ -210,7 +213,9 @@ def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
 # A child that writes `new` over `out` and freezes at a chosen point, for the parent to SIGKILL.
 CHILD = r"""
 import json, os, shutil, sys, time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 import compiler.output.durable as durable
 import compiler.output.writer as emit
 
@@ -329,3 +334,53 @@ def test_sigkill_at_random_moments_never_leaves_a_partial_tree(tmp_path: Path) -
         assert found in (old, new), f"partial tree after SIGKILL at {delay}s"
         outcomes.add("old" if found == old else "new")
     assert "old" in outcomes  # at least one kill landed mid-write
+
+
+def _tree_of_every_kind(root: Path) -> Path:
+    (root / "d" / "e").mkdir(parents=True)
+    (root / "d" / "file").write_bytes(b"x")
+    os.link(root / "d" / "file", root / "d" / "e" / "link")
+    (root / "symlink").symlink_to("d/file")
+    os.mkfifo(root / "fifo")
+    return root
+
+
+def test_the_spare_listing_tells_kinds_and_inodes_as_lstat_does(tmp_path: Path) -> None:
+    # The writer tells the spare's files from the output's by inode alone, read from the directory listing.
+    root = _tree_of_every_kind(tmp_path / "tree")
+    listed, scanned = disk.list_tree(root), disk.scan_tree(root)
+    assert {p: (e.kind, e.inode) for p, e in listed.items()} == {
+        p: (e.kind, e.inode) for p, e in scanned.items()
+    }
+    assert listed["d/e/link"].inode == listed["d/file"].inode and listed["fifo"].kind == "named pipe (FIFO)"
+
+
+def test_a_listing_whose_inodes_are_not_lstat_s_falls_back_to_the_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # overlayfs without xino: a directory listing's d_ino need not be the st_ino lstat gives.
+    root = _tree_of_every_kind(tmp_path / "tree")
+    scandir = os.scandir
+
+    class Lying:
+        def __init__(self, entry: os.DirEntry[str]) -> None:
+            self.entry = entry
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.entry, name)
+
+        def inode(self) -> int:
+            return self.entry.inode() + 1
+
+    class Listing:
+        def __init__(self, path: str) -> None:
+            self.inner = scandir(path)
+
+        def __enter__(self) -> Iterator[Lying]:
+            return (Lying(entry) for entry in self.inner.__enter__())
+
+        def __exit__(self, *exc: object) -> None:
+            self.inner.__exit__(*exc)
+
+    monkeypatch.setattr(disk.os, "scandir", Listing)
+    assert disk.list_tree(root) == disk.scan_tree(root)

@@ -87,7 +87,7 @@ def list_tree(root: Path) -> dict[str, OnDisk]:
                         checked = True
                     found[path] = OnDisk(REGULAR, 0, 0, entry.inode())
                 else:
-                    found[path] = OnDisk(kind_of(entry.stat(follow_symlinks=False).st_mode))
+                    found[path] = OnDisk(kind_of(entry.stat(follow_symlinks=False).st_mode), 0, 0, entry.inode())
     return found
 
 

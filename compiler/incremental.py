@@ -106,7 +106,7 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     result = write_files(out, stream, (real, old), trusted, spare=spare_path(real), kept=kept)
     # Every file is written: let the documents (most of the memory) go before the caches are built.
     del sidecars, artifacts, stream
-    swapped = Swapped(old=old, written=result.written)
+    swapped = Swapped(old=old, written=result.written, removed=result.removed)
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     write_documents(real, spec.documents, hashes, known)
     return replace(result, notes=result.notes + foreign_cache_notes(real))

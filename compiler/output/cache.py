@@ -19,6 +19,7 @@ written in the same clock tick as the cache, are hashed, as git does with its in
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 from collections.abc import Collection, Mapping
@@ -93,13 +94,14 @@ def cache_path(real: Path) -> Path:
     return real.parent / f".{real.name}.meshc-cache"
 
 
+@functools.cache  # once per process, which runs the code it started with; a build asks four times
 def code_fingerprint() -> str:
     """meshc's version and the name, size and mtime of every file of the compiler package.
 
     A cache written by another meshc, or by this one before a module or template was edited, is
     another build's: its input hashes do not say what this code renders.
     """
-    package = Path(__file__).resolve().parent.parent
+    package = str(Path(__file__).resolve().parent.parent)
     digest = hashlib.sha256(__version__.encode())
     pending = [package]
     while pending:
@@ -109,10 +111,10 @@ def code_fingerprint() -> str:
                 if entry.name == "__pycache__":
                     continue
                 if entry.is_dir(follow_symlinks=False):
-                    pending.append(Path(entry.path))
+                    pending.append(entry.path)
                     continue
                 info = entry.stat(follow_symlinks=False)
-                name = os.path.relpath(entry.path, package)
+                name = entry.path[len(package) + 1 :]  # relative to the package, as os.path.relpath says it
                 digest.update(f"{name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
@@ -270,11 +272,12 @@ def _strings(raw: Any, length: int | None = None) -> bool:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Swapped:
-    """What a build knows of the tree it just swapped in: the previous tree's entries, and the paths it wrote
-    (every other file of the new tree is a link to the previous tree's, the very inode scanned)."""
+    """What a build knows of the tree it just swapped in: the previous tree's entries, the paths it wrote and the
+    paths it removed (every other file of the new tree is a link to the previous tree's, the very inode scanned)."""
 
     old: Mapping[str, OnDisk]
     written: Collection[str]
+    removed: Collection[str]
 
 
 def write_cache(
@@ -299,7 +302,7 @@ def write_cache(
     if manifest_raw is None:
         return False
     try:
-        entries = scan_tree(real) if swapped is None else _swapped_entries(real, manifest_raw, swapped)
+        entries = scan_tree(real) if swapped is None else _swapped_entries(real, swapped)
     except (OSError, orjson.JSONDecodeError, KeyError):
         return False
     body = orjson.dumps(
@@ -320,22 +323,19 @@ def write_cache(
     return replace_file(target, MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
 
 
-def _swapped_entries(real: Path, manifest_raw: bytes, swapped: Swapped) -> dict[str, OnDisk]:
+def _swapped_entries(real: Path, swapped: Swapped) -> dict[str, OnDisk]:
     """The entries of the files of the tree now in `real`, from the previous scan and a stat of each file written.
 
-    A link has its inode's size and mtime, as scanned before the build: a file changed since is seen as
-    changed by the next build (its stat differs from the record) and hashed, never trusted.
+    The new tree is the previous one's files less those removed, with those written (new or replaced): a
+    file the writer kept is a link to the previous tree's, and anything there that was not a regular file was
+    written anew or removed. A link has its inode's size and mtime, as scanned before the build: a file changed
+    since is seen as changed by the next build (its stat differs from the record) and hashed, never trusted.
     """
-    written = set(swapped.written)
-    entries: dict[str, OnDisk] = {}
-    for path in [*orjson.loads(manifest_raw)["files"], MANIFEST]:
-        previous = swapped.old.get(path)
-        if path in written or previous is None:
-            info = os.lstat(real / path)
-            previous = OnDisk(
-                kind=kind_of(info.st_mode), size=info.st_size, mtime_ns=info.st_mtime_ns, inode=info.st_ino
-            )
-        entries[path] = previous
+    dropped = {*swapped.written, *swapped.removed}
+    entries = {path: e for path, e in swapped.old.items() if e.kind != DIRECTORY and path not in dropped}
+    for path in swapped.written:
+        info = os.lstat(real / path)
+        entries[path] = OnDisk(kind_of(info.st_mode), info.st_size, info.st_mtime_ns, info.st_ino)
     return entries
 
 

@@ -53,12 +53,17 @@ def reusable(inputs: Mapping[str, str], cached: Cached | None) -> frozenset[str]
     """Targets whose input hash is the recorded one and whose files are all untouched on disk."""
     if cached is None:
         return frozenset()
+    trusted, targets, recorded = cached.trusted, cached.targets, cached.inputs
+    # Usually the cache vouches for every file: then no target's paths need a look (10,575 at 1,000 services).
+    untrusted = (
+        {t for t, paths in targets.items() if not all(p in trusted for p in paths)}
+        if len(trusted) < len(cached.files)
+        else set()
+    )
     return frozenset(
         target
         for target, digest in inputs.items()
-        if cached.inputs.get(target) == digest
-        and target in cached.targets
-        and all(path in cached.trusted for path in cached.targets[target])
+        if recorded.get(target) == digest and target in targets and target not in untrusted
     )
 
 

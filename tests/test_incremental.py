@@ -512,6 +512,7 @@ def test_a_rebuild_stages_in_the_spare_tree_and_touches_only_what_changed(
         )
     path = spec / "services" / "svc-0001.yaml"
     path.write_text(path.read_text().replace("port: 8181", "port: 8282", 1))
+    before = scan_tree(spare(out))  # the tree before the first edit: svc-0001's files are its own there
     result = build(spec, out)
     monkeypatch.undo()
     assert read_tree(out) == clean_tree(spec, tmp_path)
@@ -519,6 +520,10 @@ def test_a_rebuild_stages_in_the_spare_tree_and_touches_only_what_changed(
     assert 0 < len(result.written) < files // 3
     # The files of the last two builds' changes are relinked or rewritten; nothing else is touched.
     assert calls.count("link") + calls.count("unlink") <= 4 * len(result.written) < files
+    # A spare file no other name links to is rewritten in place: no unlink (~2 ms each on a `discard` disk).
+    after = scan_tree(out)
+    own = [p for p in result.written if p in before and os.stat(out / p).st_nlink == 1]
+    assert own and all(after[p].inode == before[p].inode for p in own)
     assert (
         calls.count("mkdir") <= 1 and calls.count("rmdir") == 0
     )  # at most the lock's parent, made if missing

@@ -363,7 +363,10 @@ class _Recycled(_Staging):
         self.touched.add(path.rpartition("/")[0])
 
     def _write(self, path: str, data: bytes) -> None:
-        self._clear(path)  # never write into a file that may be a link to the output's
+        entry = self.spare.get(path)
+        if entry is not None and entry.kind == REGULAR and _overwrite(self.target + path, data):
+            return  # the same directory entry, new bytes: nothing for the directory's fsync
+        self._clear(path)
         super()._write(path, data)
         self.touched.add(path.rpartition("/")[0])
 
@@ -386,3 +389,28 @@ class _Recycled(_Staging):
         else:
             os.unlink(self.target + path)
         self.touched.add(path.rpartition("/")[0])
+
+
+def _overwrite(path: str, data: bytes) -> bool:
+    """Write `data` over the file at `path` if it is a regular file no other name links to; False if it is not.
+
+    A file of the spare that is not the output's (its only link is its own) is meshc's to rewrite in place. On
+    this kind of disk (ext4 mounted with `discard`) unlinking a file already on disk costs ~2 ms: its blocks are
+    freed and discarded, 20 unlinks take 42 ms, and a new file then takes new blocks. Overwriting keeps both
+    the blocks and the directory entry. A file linked to the output's (two links or more) is never written into.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return False
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+    return True

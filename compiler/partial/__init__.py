@@ -205,7 +205,9 @@ def _build(
     stream = tree_files(artifacts, reused, cached, shared.kept)
     result = write_files(out, stream, (real, previous.old), cached.trusted, spare=spare_path(real), kept=kept)
     new = Recorded(mesh_file=recorded.mesh_file, mesh_digest=recorded.mesh_digest, services=facts)
-    write_cache(real, digest, inputs, new, Swapped(old=previous.old, written=result.written, removed=result.removed))
+    write_cache(
+        real, digest, inputs, new, Swapped(old=previous.old, written=result.written, removed=result.removed)
+    )
     _write_documents(real, lines, edit, hashes, spec)
     return result
 

@@ -1,5 +1,5 @@
 """`python -m compiler` runs the meshc command line."""
 
-from compiler.cli import main
+from compiler.cli import run
 
-raise SystemExit(main())
+run()

@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT
 
 from compiler.emit import Artifact
-from compiler.output import disk
+from compiler.output import disk, manifest
 from compiler.output.compare import compare_tree
 from compiler.output.disk import read_tree
 from compiler.output.manifest import MANIFEST, render_tree
@@ -384,3 +384,25 @@ def test_a_listing_whose_inodes_are_not_lstat_s_falls_back_to_the_scan(
 
     monkeypatch.setattr(disk.os, "scandir", Listing)
     assert disk.list_tree(root) == disk.scan_tree(root)
+
+
+def test_the_manifest_is_parsed_once_per_version_and_read_anew_once_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A build reads the previous MANIFEST.json twice (is it meshc's tree? the build cache): one parse serves both,
+    # as long as the file is the very one read, and never once a write may have changed it.
+    write_tree(tmp_path / "out", render_tree([Artifact(path="a.txt", data=b"a\n")]))
+    path = tmp_path / "out" / MANIFEST
+    parses: list[bytes] = []
+    loads = manifest.orjson.loads
+    monkeypatch.setattr(manifest.orjson, "loads", lambda raw: (parses.append(raw), loads(raw))[1])
+    first = manifest.manifest_file(tmp_path / "out")
+    assert first is not None and len(parses) == 1
+    assert manifest.manifest_file(tmp_path / "out") == first and len(parses) == 2  # written just now: racy
+    monkeypatch.setattr(manifest, "RACY_NS", -(10**18))  # no file is racy any more
+    manifest.manifest_file(tmp_path / "out")
+    assert manifest.manifest_file(tmp_path / "out") == first and len(parses) == 3  # one parse for two reads
+    time.sleep(0.02)  # past the clock's tick: the write below gets a new ctime
+    path.write_bytes(path.read_bytes().replace(b'"a.txt"', b'"b.txt"'))
+    again = manifest.manifest_file(tmp_path / "out")
+    assert again is not None and b'"b.txt"' in again[0] and len(parses) == 4

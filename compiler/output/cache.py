@@ -32,7 +32,7 @@ import orjson
 
 from compiler import __version__
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, kind_of, open_regular, read_regular, scan_tree
-from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, all_of
+from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, all_of, manifest_file
 
 if TYPE_CHECKING:
     from compiler.spec.load import Unreadable
@@ -129,14 +129,14 @@ def read_cache(real: Path, entries: Mapping[str, OnDisk]) -> Cached | None:
         stamp = os.fstat(handle.fileno()).st_mtime_ns
         raw = handle.read(MAX_CACHE_BYTES + 1)
     body = _checked_body(raw)
-    manifest_raw = read_regular(real / MANIFEST, MAX_MANIFEST_BYTES) if body is not None else None
-    if body is None or manifest_raw is None:
+    found = manifest_file(real) if body is not None else None
+    if body is None or found is None:
         return None
+    manifest_raw, manifest = found
     if body.get("manifest") != hashlib.sha256(manifest_raw).hexdigest():
         return None  # the cache of another tree: a build killed before it wrote its cache, or a checkout
     # The manifest is the very one this meshc wrote with the cache (its sha256 is the recorded one, and the
     # cache's checksum and code fingerprint hold): its shape needs no second check.
-    manifest = orjson.loads(manifest_raw)
     files: dict[str, str] = manifest["files"]
     recorded: dict[str, list[int]] = body["files"]
     # Untouched: a regular file of the same size, mtime and inode as recorded, older than the cache itself.

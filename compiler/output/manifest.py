@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
@@ -14,7 +16,7 @@ import orjson
 
 from compiler import __version__
 from compiler.emit import Artifact, dump_json
-from compiler.output.disk import read_regular
+from compiler.output.disk import open_regular
 
 MANIFEST = "MANIFEST.json"
 MANIFEST_FORMAT = 1
@@ -68,12 +70,43 @@ def check_path(path: str) -> None:
 
 def read_manifest(root: Path) -> dict[str, Any] | None:
     """The MANIFEST.json meshc wrote in `root`, or None if there is none or it is not one meshc writes."""
-    raw = read_regular(root / MANIFEST, MAX_MANIFEST_BYTES)
+    found = manifest_file(root)
+    return found[1] if found is not None and is_manifest(found[1]) else None
+
+
+# The last MANIFEST.json read, by the identity of the file it was read from. A build reads the previous tree's
+# twice, to know the tree is meshc's and for the build cache: at 1,000 services 700 kB parsed twice, ~6 ms.
+_last: tuple[tuple[str, int, int, int, int, int], bytes, Any] | None = None
+RACY_NS = 100_000_000
+
+
+def manifest_file(root: Path) -> tuple[bytes, Any] | None:
+    """MANIFEST.json in `root`: its bytes and their JSON value (None where they are not JSON); None if it is no
+    regular file within MAX_MANIFEST_BYTES. The value is shared between readers: never change it.
+
+    Read again unless the file is the very one read last: same path, device, inode, size, mtime and ctime
+    (any write to it changes its ctime). A file changed less than RACY_NS before it was read is not kept: the
+    clock that stamps files ticks coarsely, so a write right after the read could leave the same ctime.
+    """
+    global _last
     try:
-        data = orjson.loads(raw) if raw is not None else None
-    except orjson.JSONDecodeError:  # also a hand-made file nested deeper than the parser goes
+        fd = open_regular(root / MANIFEST)
+    except OSError:
         return None
-    return data if is_manifest(data) else None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        key = (str(root), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        if _last is not None and _last[0] == key:
+            return _last[1], _last[2]
+        raw = handle.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # also a hand-made file nested deeper than the parser goes
+        value = None
+    _last = (key, raw, value) if max(info.st_mtime_ns, info.st_ctime_ns) < time.time_ns() - RACY_NS else None
+    return raw, value
 
 
 def is_manifest(data: Any) -> bool:

@@ -9,6 +9,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from compiler.diagnostics import Diagnostic, did_you_mean, quote, yaml_value
+from compiler.spec.conform import Check, compile_schema
 
 if TYPE_CHECKING:  # jsonschema loads when a spec is validated, not for every command line
     import jsonschema
@@ -27,15 +28,26 @@ def schema_text(name: str) -> str:
 
 
 @cache
+def prepared_schema(name: str) -> dict[str, Any]:
+    """Schema `name` as both engines read it: local `$ref`s inlined, patterns in Python's dialect."""
+    schema = json.loads(schema_text(name))
+    # Resolving `$ref` through the registry on every node doubles jsonschema's validation time.
+    prepared: dict[str, Any] = _python_patterns(_inline_refs(schema, schema.get("$defs", {})))
+    return prepared
+
+
+@cache
+def _conforms(name: str) -> Check:
+    return compile_schema(prepared_schema(name))
+
+
+@cache
 def _validator(name: str) -> jsonschema.protocols.Validator:
     import jsonschema
 
-    schema = json.loads(schema_text(name))
     # no check_schema here: the tests check the schemas against their metaschema
-    cls = jsonschema.validators.validator_for(schema)
-    # Resolving `$ref` through the registry on every node doubles validation time, so the
-    # validator gets the same schema with each local `$ref` replaced by its definition.
-    return cls(_python_patterns(_inline_refs(schema, schema.get("$defs", {}))))
+    schema = prepared_schema(name)
+    return jsonschema.validators.validator_for(schema)(schema)
 
 
 def _python_patterns(node: Any) -> Any:
@@ -67,6 +79,8 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
 
 def validate_document(doc: Document, name: str) -> Iterator[Diagnostic]:
     """Every schema violation of `doc` against schema `name`, each at its spec position."""
+    if _conforms(name)(doc.data):
+        return  # jsonschema (its import, its validator, its walk) only explains a document the fast check rejects
     errors = _validator(name).iter_errors(doc.data)
     seen: set[Diagnostic] = set()
     for error in sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.validator)):

@@ -21,7 +21,7 @@ from compiler.spec import schema
 from compiler.spec.conform import compile_schema, json_equal, unique_items
 from compiler.spec.document import LoadError, parse_document
 from compiler.spec.load import MESH_FILE, spec_files
-from tests.conftest import EXAMPLE
+from tests.conftest import EXAMPLE, meshc_in_process
 from tests.test_cli import _modules_after
 from tests.test_invalid_specs import BASE, CASES, CASES_DIR
 from tests.test_spec_fuzz import SHARDS, SPECS, mutate
@@ -355,3 +355,13 @@ def test_an_invalid_document_still_gets_jsonschemas_diagnostics() -> None:
     doc = parse_document("services/b.yaml", (BASE["services/b.yaml"] + "colour: red\n").encode())
     found = [d.format() for d in schema.validate_document(doc, "service")]
     assert found == ["services/b.yaml:10:1: error: unknown key 'colour'  [unknown-key]"]
+
+
+def test_a_one_service_rebuild_never_imports_jsonschema(tmp_path: Path) -> None:
+    spec, out = generate(tmp_path / "spec", 60, datacenters=3, clusters=4, deps=2, seed=5), tmp_path / "out"
+    assert meshc_in_process("build", spec, "-o", out).returncode == 0
+    edited = spec / "services" / "svc-0002.yaml"
+    edited.write_text(edited.read_text().replace("port: 8080", "port: 8383", 1))
+    loaded = _modules_after(spec, out, validate=False)
+    assert {"compiler.partial", "compiler.spec.conform"} <= loaded  # the edited file was schema-checked
+    assert loaded & {"jsonschema", "referencing", "rpds", "attrs"} == set()

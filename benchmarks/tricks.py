@@ -3,8 +3,9 @@
 One process compiles the synthetic mesh once, then reruns a stage alternately with the trick on and
 off (interleaved, so a loaded machine slows both alike) and prints CPU seconds, median and range.
 `--writes` also writes the whole tree into fresh directories under each durability policy (wall).
+`--validate` measures only the schema check: jsonschema against spec.conform's fast check.
 
-    python benchmarks/tricks.py [--size 1000] [--repeat 7] [--writes | --scan]
+    python benchmarks/tricks.py [--size 1000] [--repeat 7] [--writes | --scan | --validate]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import gc
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,8 +33,9 @@ from compiler.backends import run_backends  # noqa: E402
 from compiler.ir.lower import lower  # noqa: E402
 from compiler.output import durable  # noqa: E402
 from compiler.render import render  # noqa: E402
+from compiler.spec import schema  # noqa: E402
 from compiler.spec.checks import check  # noqa: E402
-from compiler.spec.load import load_documents, spec_files  # noqa: E402
+from compiler.spec.load import MESH_FILE, load_documents, spec_files  # noqa: E402
 
 
 @contextmanager
@@ -179,6 +182,61 @@ def measure_scan(spec_dir: Path, repeat: int) -> None:
     )
 
 
+def measure_validation(spec_dir: Path, repeat: int) -> None:
+    """CPU of schema-checking every document of the mesh, jsonschema against the fast check (interleaved), and of
+    each engine's first check of one service document in a fresh process (import and set-up included)."""
+    gc.disable()  # as the command line runs every command (collector_paused)
+    documents = load_documents(spec_files(spec_dir), "spec")
+    named = [
+        (doc.data, "mesh" if file.endswith("/" + MESH_FILE) else "service") for file, doc in documents.items()
+    ]
+    for name in schema.SCHEMA_NAMES:  # both engines built before the clock starts
+        schema._validator(name), schema._conforms(name)
+    slow: list[float] = []
+    fast: list[float] = []
+    for _ in range(repeat):
+        slow.append(_cpu(lambda: [list(schema._validator(name).iter_errors(data)) for data, name in named]))
+        fast.append(_cpu(lambda: [schema._conforms(name)(data) for data, name in named]))
+    print(f"{'validate, jsonschema':<30} {len(named)} docs: cpu {_line(slow, 3)}")
+    print(f"{'validate, fast check':<30} {len(named)} docs: cpu {_line(fast, 3)}")
+    service = next(file for file in sorted(documents) if "/services/" in file)
+    first: dict[str, list[float]] = {"jsonschema": [], "fast check": []}
+    for _ in range(repeat):
+        for engine in first:
+            first[engine].append(_first_check(spec_dir / service.removeprefix("spec/"), engine))
+    for engine, times in first.items():
+        print(f"{'first check, ' + engine:<30} one service, fresh process: cpu {_line(times, 3)}")
+
+
+# A fresh interpreter that has loaded what a one-service rebuild loads before validating, then times one
+# engine's first check of one service file: jsonschema's import and validator, or compiling the fast check.
+_FIRST_CHECK = """
+import sys, time
+from pathlib import Path
+from compiler.spec import schema
+from compiler.spec.document import parse_document
+data = parse_document("s.yaml", Path(sys.argv[1]).read_bytes()).data
+schema.prepared_schema("service")
+started = time.process_time()
+if sys.argv[2] == "jsonschema":
+    assert not list(schema._validator("service").iter_errors(data))
+else:
+    assert schema._conforms("service")(data)
+print(time.process_time() - started)
+"""
+
+
+def _first_check(service_file: Path, engine: str) -> float:
+    run = subprocess.run(
+        [sys.executable, "-c", _FIRST_CHECK, str(service_file), engine],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(run.stdout)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1_000, help="services in the synthetic mesh")
@@ -187,6 +245,9 @@ def main() -> None:
         "--writes", action="store_true", help="also compare durability policies (slow: minutes)"
     )
     parser.add_argument("--scan", action="store_true", help="only the output-tree scan (builds one tree)")
+    parser.add_argument(
+        "--validate", action="store_true", help="only the schema check: jsonschema, fast check"
+    )
     args = parser.parse_args()
     spec_dir = spec_for(args.size)
     print(
@@ -195,6 +256,9 @@ def main() -> None:
     )
     if args.scan:
         measure_scan(spec_dir, args.repeat)
+        return
+    if args.validate:
+        measure_validation(spec_dir, args.repeat)
         return
     measure_tricks(spec_dir, args.repeat)
     if args.writes:

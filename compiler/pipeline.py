@@ -15,7 +15,7 @@ from compiler.output.manifest import render_tree
 from compiler.output.writer import WriteResult, write_tree
 from compiler.spec.load import SpecFiles, load_documents, spec_files
 
-# The stages import jinja2, jsonschema and the whole IR: they load when a spec is compiled, so a
+# The stages import jinja2, the schema check and the whole IR: they load when a spec is compiled, so a
 # command that finds nothing to compile (a no-op build) does not pay for them.
 if TYPE_CHECKING:
     from compiler.emit import Artifact

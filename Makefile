@@ -47,8 +47,10 @@ FUZZ_SPECS ?= 20000
 fuzz: $(STAMP)
 	MESHC_FUZZ_SPECS=$(FUZZ_SPECS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_spec_fuzz.py
 
+# Bytecode cached as an installed meshc has it: where PYTHONDONTWRITEBYTECODE is set, every measured child would
+# compile the modules it imports from source (~65 ms of a one-service rebuild's CPU).
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench.py
+	$(PYENV) $(BIN)/python benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .bench .cache build *.egg-info

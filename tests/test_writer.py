@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -16,8 +17,9 @@ from typing import Any
 import pytest
 from conftest import ROOT
 
+from compiler.diagnostics import EnvironmentFailure
 from compiler.emit import Artifact
-from compiler.output import disk, manifest
+from compiler.output import disk, durable, manifest
 from compiler.output.compare import compare_tree
 from compiler.output.disk import read_tree
 from compiler.output.manifest import MANIFEST, render_tree
@@ -406,3 +408,24 @@ def test_the_manifest_is_parsed_once_per_version_and_read_anew_once_changed(
     path.write_bytes(path.read_bytes().replace(b'"a.txt"', b'"b.txt"'))
     again = manifest.manifest_file(tmp_path / "out")
     assert again is not None and b'"b.txt"' in again[0] and len(parses) == 4
+
+
+def test_an_fsync_failing_in_a_thread_fails_the_write_and_leaves_the_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_fsync: None
+) -> None:
+    # The fsyncs run in threads: a failure there must reach the build, before the swap publishes anything.
+    out = tmp_path / "out"
+    write_tree(out, render_tree([Artifact(path="a.txt", data=b"a\n")]))
+    before = read_tree(out)
+    real = durable.fsync_path
+
+    def failing(path: str | Path, flags: int) -> None:
+        if str(path).endswith("b.txt"):
+            raise OSError(errno.EIO, "Input/output error", str(path))
+        real(path, flags)
+
+    monkeypatch.setattr(durable, "fsync_path", failing)
+    with pytest.raises(EnvironmentFailure, match="input/output error"):
+        write_tree(out, render_tree([Artifact(path=f"{n}.txt", data=b"x\n") for n in "abcdefgh"]))
+    assert read_tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging tree left

@@ -100,9 +100,9 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     inputs = target_inputs(spec, mesh, hashes, readers)
     reused = reusable(inputs, cached)
     artifacts = pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused)
-    stream = tree_files(artifacts, reused, cached)
-    trusted = cached.trusted if cached is not None else None
     kept = kept_files(reused, cached)
+    stream = tree_files(artifacts, reused, cached, kept)
+    trusted = cached.trusted if cached is not None else None
     result = write_files(out, stream, (real, old), trusted, spare=spare_path(real), kept=kept)
     # Every file is written: let the documents (most of the memory) go before the caches are built.
     del sidecars, artifacts, stream
@@ -151,9 +151,12 @@ def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, byt
     spec, mesh, sidecars = pipeline.render_files(files, label, known)
     inputs = target_inputs(spec, mesh, hashes)
     reused = reusable(inputs, cached)
-    stream = tree_files(pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused), reused, cached)
+    kept = kept_files(reused, cached)
+    stream = tree_files(
+        pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused), reused, cached, kept
+    )
     trusted = cached.trusted if cached is not None else {}
-    return compare_stream(real, old, stream, trusted, kept_files(reused, cached))
+    return compare_stream(real, old, stream, trusted, kept)
 
 
 def file_hashes(files: Mapping[str, bytes | Unreadable], label: str) -> dict[str, str]:

@@ -35,16 +35,23 @@ def manifest_of(
     """MANIFEST.json from (path, sha256, target) of every file: what a streamed build keeps instead of the bytes."""
     files: dict[str, str] = {}
     targets: dict[str, list[str]] = {}
-    for path, digest, target in sorted(entries):
+    for path, digest, target in entries:
         files[path] = digest
         if target is not None:
             targets.setdefault(target, []).append(path)
+    return manifest_json(files, targets, rollout)
+
+
+def manifest_json(
+    files: Mapping[str, str], targets: Mapping[str, Sequence[str]], rollout: Mapping[str, Any] | None = None
+) -> bytes:
+    """MANIFEST.json from path -> sha256 and target -> its paths, in any order: keys and paths come out sorted."""
     return dump_json(
         {
             "format": MANIFEST_FORMAT,
             "meshc_version": __version__,
-            "files": files,
-            "targets": targets,
+            "files": files,  # dump_json sorts keys
+            "targets": {target: sorted(paths) for target, paths in targets.items()},
             **({"rollout": rollout} if rollout is not None else {}),
         }
     )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from compiler.output.cache import Cached
-from compiler.output.manifest import MANIFEST, manifest_of
+from compiler.output.manifest import MANIFEST, manifest_json
 from compiler.output.writer import NewFile, new_file
 
 if TYPE_CHECKING:
@@ -79,20 +79,23 @@ def tree_files(
     artifacts: Iterable[Artifact],
     reused: Iterable[str],
     cached: Cached | None,
-    shared: Mapping[str, str] | None = None,
+    kept: Mapping[str, str],
 ) -> Iterator[NewFile]:
-    """The new tree's rendered files as they stream, and MANIFEST.json last, which also lists the reused
-    targets' files (`kept_files`: the writer takes those in bulk) and the `shared` files kept (path -> sha256)."""
-    entries: list[tuple[str, str, str | None]] = []
+    """The new tree's rendered files as they stream, and MANIFEST.json last, which also lists the files `kept`
+    from the previous tree (path -> sha256: the reused targets' files, `kept_files`, and any shared file kept; the
+    writer takes those in bulk) and the reused targets' paths."""
+    files: dict[str, str] = {}
+    targets: dict[str, list[str]] = {}
     for artifact in artifacts:
         file = new_file(artifact.path, artifact.data)
-        entries.append((file.path, file.digest, artifact.target))
+        files[file.path] = file.digest
+        if artifact.target is not None:
+            targets.setdefault(artifact.target, []).append(file.path)
         yield file
+    files.update(kept)
     if cached is not None:
-        files = cached.files
-        entries.extend((path, files[path], target) for target in reused for path in cached.targets[target])
-    entries.extend((path, digest, None) for path, digest in (shared or {}).items())
-    yield new_file(MANIFEST, manifest_of(entries))
+        targets.update((target, cached.targets[target]) for target in reused)
+    yield new_file(MANIFEST, manifest_json(files, targets))
 
 
 def spare_path(real: Path) -> Path:

@@ -202,7 +202,7 @@ def _build(
     artifacts = partial_artifacts(mesh, sidecars, rendered, shared)
     real = previous.real
     kept = {**kept_files(reused, cached), **shared.kept}
-    stream = tree_files(artifacts, reused, cached, shared.kept)
+    stream = tree_files(artifacts, reused, cached, kept)
     result = write_files(out, stream, (real, previous.old), cached.trusted, spare=spare_path(real), kept=kept)
     new = Recorded(mesh_file=recorded.mesh_file, mesh_digest=recorded.mesh_digest, services=facts)
     write_cache(

@@ -356,7 +356,7 @@ def _inputs(
     inputs: dict[str, str] = {}
     for name, found in facts.items():
         if name not in affected:
-            inputs.update((target, cached.inputs[target]) for target in found.targets)
+            inputs.update(zip(found.targets, map(cached.inputs.__getitem__, found.targets), strict=True))
             continue
         faces = roles(
             graph.dependencies[name],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import chain
 
 from compiler.backends.kubernetes import cluster_file
 from compiler.backends.kubernetes.layout import cluster_path
@@ -36,7 +37,7 @@ def shared_files(recorded: Recorded, facts: Mapping[str, ServiceFacts], cached: 
     only its neighbourhood's) or the cache cannot vouch for it; drop a cluster left with none (it has no file);
     render the mesh's files when the cache cannot vouch for one of them (edited by hand); keep the rest."""
     now, before = _namespaces(facts.values()), _namespaces(recorded.services.values())
-    owned = {path for paths in cached.targets.values() for path in paths}
+    owned = set(chain.from_iterable(cached.targets.values()))
     previous = {path: d for path, d in cached.files.items() if path not in owned and path != MANIFEST}
     vouched = {path for path, digest in previous.items() if cached.trusted.get(path) == digest}
     clusters = {

@@ -14,6 +14,7 @@ import shutil
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure, InternalError
@@ -225,9 +226,8 @@ class _Staging:
         """
         if not kept:
             return
-        held = self.trusted
-        wrong = next((path for path, digest in kept.items() if held.get(path) != digest), None)
-        if wrong is not None:
+        if not kept.items() <= self.trusted.items():  # one C-level pass over 10,600 pairs
+            wrong = min(path for path, digest in kept.items() if self.trusted.get(path) != digest)
             raise InternalError(f"{wrong}: reused from a previous tree that does not hold it")
         self.seen.update(kept)
         self.pending.extend(kept)
@@ -325,14 +325,15 @@ class _Recycled(_Staging):
         self.started = True
         self.spare = list_tree(self.root)  # only inodes matter here: 30 ms, not 60, at 1,000 services
         self.directories = {""} | {path for path, entry in self.spare.items() if entry.kind == DIRECTORY}
-        spare, old = self.spare, self.old
-        # Most noted files are the output's very files already (same inode): one comprehension finds the others,
-        # not a call per file (a one-service rebuild at 1,000 services notes 10,600 of them).
-        for path in [
-            path
-            for path in self.pending
-            if (entry := spare.get(path)) is None or entry.kind != REGULAR or entry.inode != old[path].inode
-        ]:
+        # Most noted files are the output's very files already (same inode): set operations on (path, inode) pairs
+        # find the others in C, not a look per file (a one-service rebuild at 1,000 services notes 10,600). Inodes
+        # alone tell them: no other entry of the same filesystem has a regular file's inode, and directories
+        # carry none here (0).
+        inode = itemgetter(3)  # OnDisk.inode
+        old = dict(zip(self.old, map(inode, self.old.values()), strict=True))
+        spare = dict(zip(self.spare, map(inode, self.spare.values()), strict=True))
+        wanted = dict(zip(self.pending, map(old.__getitem__, self.pending), strict=True))
+        for path, _ in sorted(wanted.items() - spare.items()):
             self._link(path)
         self.pending = []
 

@@ -10,7 +10,7 @@ import pytest
 from compiler.diagnostics import Span, SpecError
 from compiler.ir.lower import lower
 from compiler.pipeline import validate_only
-from compiler.spec.document import MAX_DEPTH, MAX_FILE_BYTES, LoadError, parse_document, resolve_plain
+from compiler.spec.document import MAX_DEPTH, MAX_FILE_BYTES, LoadError, Spans, parse_document, resolve_plain
 from compiler.spec.load import load_documents, read_tree
 
 
@@ -146,6 +146,18 @@ def test_span_falls_back_to_nearest_ancestor() -> None:
     doc = parse_document("f.yaml", SPANS.encode())
     assert doc.span(("dependencies", 0, "retries", "attempts")) == doc.span(("dependencies", 0))
     assert doc.span(("nothing", "here")) == doc.span(())
+
+
+def test_spans_answer_a_missing_path_with_the_default_and_give_every_position() -> None:
+    doc = parse_document("f.yaml", SPANS.encode())
+    assert doc.spans.get(("nothing",)) is None and doc.spans.get(("nothing",), "x") == "x"
+    assert ("nothing",) not in doc.spans and doc.spans.get(("service",)) == Span(
+        file="f.yaml", line=2, col=10
+    )
+    assert isinstance(doc.spans, Spans)  # positions kept as numbers, made Span records when asked for
+    positions = doc.spans.positions()
+    assert positions == {path: (span.line, span.col) for path, span in doc.spans.items()}
+    assert len(positions) == len(doc.spans) == 15
 
 
 def test_columns_count_characters_not_bytes() -> None:

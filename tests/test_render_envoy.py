@@ -230,6 +230,25 @@ def test_documents_are_shared_between_workloads_of_one_service(example_build: An
     assert sjc[ENVOY_BOOTSTRAP] != iad[ENVOY_BOOTSTRAP]
 
 
+def test_clients_with_one_policy_share_a_dependency_s_listener_and_cluster(example_build: Any) -> None:
+    """Per (dependency, policy object) one egress listener and one CDS cluster, whichever service calls it."""
+    # (dependency, policy id) -> client service -> ids of its (egress listener, CDS cluster)
+    found: dict[tuple[str, int], dict[str, tuple[int, int]]] = {}
+    for sidecar in example_build.sidecars.values():
+        lds, cds = sidecar.documents[ENVOY_LDS]["resources"], sidecar.documents[ENVOY_CDS]["resources"]
+        for edge in sidecar.workload.egress:
+            listener_id = next(id(r) for r in lds if r["name"] == envoy.egress_listener_name(edge.service))
+            cluster_id = next(id(r) for r in cds if r["name"] == edge.service)
+            clients = found.setdefault((edge.service, id(edge.policy)), {})
+            clients[sidecar.workload.service] = (listener_id, cluster_id)
+    assert any(len(clients) > 1 for clients in found.values()), "the example has no two clients of one policy"
+    assert all(len(set(clients.values())) == 1 for clients in found.values())
+    assert len({service for service, _ in found}) < len(found), (
+        "the example has no dependency with two policies"
+    )
+    assert len({ids for clients in found.values() for ids in clients.values()}) == len(found)
+
+
 def test_shared_documents_equal_a_fresh_rendering(example_build: Any) -> None:
     """The cache keys cover everything the renderers read: no workload gets another's document by mistake."""
     mesh = example_build.mesh

@@ -111,8 +111,9 @@ def service_datacenters(spec: Spec, service: ServiceSpec) -> frozenset[str]:
 
 
 class _Lowering:
-    """Shared lookups for one lowering: discovery sources once per (client DC, server), egress once per
-    (service, DC) since a service's workloads in one DC share it, and a policy once per distinct override."""
+    """Shared lookups for one lowering: each service's identities and datacenters once, discovery sources once
+    per (client DC, server), egress once per (service, DC) since a service's workloads in one DC share it, and
+    a policy once per distinct override."""
 
     def __init__(self, spec: Spec, only: Collection[str] | None) -> None:
         self.spec = spec
@@ -123,6 +124,7 @@ class _Lowering:
             for dep in service.dependencies:
                 self.clients[dep.service].append(service.name)
         self.identities = {name: self._identities(svc) for name, svc in spec.services.items()}
+        self.placed = {name: service_datacenters(spec, svc) for name, svc in spec.services.items()}
         self.memo = Memo()
 
     def _identities(self, service: ServiceSpec) -> tuple[str, ...]:
@@ -243,9 +245,7 @@ class _Lowering:
 
     def _sources(self, client_dc: str, server_name: str) -> tuple[Source, ...]:
         server = self.spec.services[server_name]
-        ranks = priorities(
-            client_dc, service_datacenters(self.spec, server), server.locality, self.mesh.datacenters
-        )
+        ranks = priorities(client_dc, self.placed[server_name], server.locality, self.mesh.datacenters)
         found: list[Source] = []
         for dc in server.vm_datacenters:
             if dc in ranks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from compiler.ir.model import Mesh, Workload
+from compiler.ir.model import Egress, Mesh, Workload
 from compiler.memo import Memo
 from compiler.render import envoy, nerve, synapse
 from compiler.render.documents import (
@@ -55,8 +55,12 @@ class _Renderer:
     Lowering gives every workload of a service the same ingress and the same per-dependency policy;
     only the discovery sources differ, and they are a function of the workload's datacenter. So
     LDS and CDS are per service, Synapse per (service, datacenter), and a Synapse service entry per
-    (dependency, client datacenter). Keys this coarse are cheap (hashing the IR values costs more
-    than rendering); tests compare every shared document with a fresh rendering to keep them honest.
+    (dependency, client datacenter). Inside LDS and CDS, an egress listener and a dependency cluster
+    are per (dependency, policy): the rest of an edge is its server's, and lowering gives equal
+    overrides one Policy object (1,000 services: 8,000 edges, 2,579 distinct; render 0.38 -> 0.36 s
+    CPU and 94 -> 52 MB more peak RSS, medians of 9 fresh processes, interleaved). Keys this coarse
+    are cheap (hashing the IR values costs more than rendering); tests compare every shared
+    document with a fresh rendering to keep them honest.
     """
 
     def __init__(self, mesh: Mesh) -> None:
@@ -68,8 +72,8 @@ class _Renderer:
         mesh = self.mesh
         documents = {
             ENVOY_BOOTSTRAP: envoy.bootstrap(mesh, workload),
-            ENVOY_LDS: self.memo.once(("lds", workload.service), envoy.lds, mesh, workload),
-            ENVOY_CDS: self.memo.once(("cds", workload.service), envoy.cds, mesh, workload),
+            ENVOY_LDS: self.memo.once(("lds", workload.service), self._lds, workload),
+            ENVOY_CDS: self.memo.once(("cds", workload.service), self._cds, workload),
             ENVOY_SDS: self.memo.once(("sds",), envoy.sds, mesh),
             SYNAPSE: self.memo.once(
                 ("synapse", workload.service, workload.datacenter), self._synapse, workload
@@ -79,6 +83,22 @@ class _Renderer:
         if registration is not None:
             documents[NERVE] = registration
         return documents
+
+    def _lds(self, workload: Workload) -> dict[str, Any]:
+        listeners = [
+            self.memo.once(("egress-listener", *_edge_key(edge)), envoy.egress_listener, edge)
+            for edge in workload.egress
+        ]
+        return envoy.lds_document(self.mesh, workload.ingress, listeners)
+
+    def _cds(self, workload: Workload) -> dict[str, Any]:
+        clusters = [
+            self.memo.once(
+                ("dependency-cluster", *_edge_key(edge)), envoy.dependency_cluster, self.mesh, edge
+            )
+            for edge in workload.egress
+        ]
+        return envoy.cds_document(workload.ingress, clusters)
 
     def _synapse(self, workload: Workload) -> dict[str, Any]:
         """Synapse entries depend only on the dependency and the client's datacenter: shared mesh-wide."""
@@ -93,3 +113,9 @@ class _Renderer:
             for edge in workload.egress
         }
         return synapse.synapse_document(self.mesh, entries)
+
+
+def _edge_key(edge: Egress) -> tuple[str, int]:
+    """What an egress listener or a dependency cluster is rendered from, apart from its server's own facts: the
+    policy object (the Memo holds the edge, so the id stays the policy's)."""
+    return (edge.service, id(edge.policy))

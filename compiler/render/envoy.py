@@ -150,10 +150,12 @@ def _upstream_tls(mesh: Mesh, identities: tuple[str, ...]) -> dict[str, Any]:
 
 def lds(mesh: Mesh, workload: Workload) -> dict[str, Any]:
     """The LDS file: the mTLS ingress listener, then one egress listener per dependency."""
-    listeners = [ingress_listener(mesh, workload.ingress)] + [
-        egress_listener(edge) for edge in workload.egress
-    ]
-    return discovery_response(LISTENER, listeners)
+    return lds_document(mesh, workload.ingress, [egress_listener(edge) for edge in workload.egress])
+
+
+def lds_document(mesh: Mesh, ingress: Ingress, egress: list[dict[str, Any]]) -> dict[str, Any]:
+    """The LDS file around egress listeners already rendered (the renderer shares them between services)."""
+    return discovery_response(LISTENER, [ingress_listener(mesh, ingress), *egress])
 
 
 def ingress_listener(mesh: Mesh, ingress: Ingress) -> dict[str, Any]:
@@ -282,10 +284,12 @@ def _rbac_configs(filters: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def cds(mesh: Mesh, workload: Workload) -> dict[str, Any]:
     """The CDS file: the local app, then one EDS cluster per dependency."""
-    clusters = [local_app_cluster(workload.ingress)] + [
-        dependency_cluster(mesh, edge) for edge in workload.egress
-    ]
-    return discovery_response(CLUSTER, clusters)
+    return cds_document(workload.ingress, [dependency_cluster(mesh, edge) for edge in workload.egress])
+
+
+def cds_document(ingress: Ingress, dependencies: list[dict[str, Any]]) -> dict[str, Any]:
+    """The CDS file around dependency clusters already rendered (the renderer shares them between services)."""
+    return discovery_response(CLUSTER, [local_app_cluster(ingress), *dependencies])
 
 
 def local_app_cluster(ingress: Ingress) -> dict[str, Any]:

@@ -72,12 +72,11 @@ def _locality(source: Source) -> dict[str, Any]:
     return {"region": source.region, "zone": source.datacenter, "priority": source.priority}
 
 
-def watcher_paths(synapse_doc: Mapping[str, Any]) -> list[tuple[str, str, str, list[str]]]:
-    """(service, datacenter, path, hosts) of every ZooKeeper watcher in a Synapse document."""
-    found = []
-    for service, entry in synapse_doc["services"].items():
-        localities = entry["envoy_eds"]["localities"]
-        for name, config in entry["discovery"]["watchers"].items():
-            if config["method"] == "zookeeper":
-                found.append((service, localities[name]["zone"], config["path"], config["hosts"]))
-    return found
+def watcher_paths(entry: Mapping[str, Any]) -> list[tuple[str, str, list[str]]]:
+    """(datacenter, path, hosts) of every ZooKeeper watcher in one service entry of a Synapse document."""
+    localities = entry["envoy_eds"]["localities"]
+    return [
+        (localities[name]["zone"], config["path"], config["hosts"])
+        for name, config in entry["discovery"]["watchers"].items()
+        if config["method"] == "zookeeper"
+    ]

@@ -52,15 +52,23 @@ def check_reserved_namespaces(spec: Spec) -> Iterator[Diagnostic]:
 def check_routing(spec: Spec) -> Iterator[Diagnostic]:
     """Every client DC reaches its dependencies: `local` ones in its own DC, `failover` ones everywhere they run."""
     datacenters = spec.mesh.datacenters
+    # Clients share servers and datacenters: each service's DCs, and what a client DC misses of a server,
+    # are worked out once (1,000 services: 19,616 client-DC edges, 5,802 distinct; 0.049 -> 0.026 s CPU,
+    # medians of 5 interleaved processes).
+    placed = {name: _datacenters(spec, service) for name, service in spec.services.items()}
+    missed: dict[tuple[str, str], list[str]] = {}
     for service in spec.checked():
-        client_dcs = _datacenters(spec, service)
+        client_dcs = sorted(placed[service.name])
         for dep in service.dependencies:
             server = spec.services.get(dep.service)
             if server is None or server is service:
                 continue
-            server_dcs = _datacenters(spec, server)
-            for dc in sorted(client_dcs):
-                missing = unreachable(dc, server_dcs, server.locality, datacenters)
+            for dc in client_dcs:
+                if (dc, server.name) not in missed:
+                    missed[dc, server.name] = unreachable(
+                        dc, placed[server.name], server.locality, datacenters
+                    )
+                missing = missed[dc, server.name]
                 if missing and server.locality == "local":
                     yield error(
                         dep.span,

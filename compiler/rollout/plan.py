@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from compiler.ir.model import Workload
 from compiler.output.writer import WriteResult
 from compiler.pipeline import write_output
 from compiler.render.restart import RestartClass, classify
@@ -239,13 +240,22 @@ def _expanded(state: State, context: Context) -> list[AuthzStep]:
     steps = []
     widened = _allow_lists(state)
     own: dict[str, set[str]] = {}
+    # Each revision's first workload (by id) of each service, indexed once: a look through every workload for
+    # each placement made this quadratic in the mesh's size.
+    first: dict[str, dict[str, Workload]] = {}
     for placement in state.placements.values():
         if placement.workload is None:
             continue
         revision = compile_revision(context, placement.revision)
-        if revision is not None:
-            for workload in revision.mesh.workloads_of(placement.workload.service)[:1]:
-                own.setdefault(workload.service, set()).update(workload.ingress.allowed_clients)
+        if revision is None:
+            continue
+        if placement.revision not in first:
+            first[placement.revision] = {}
+            for candidate in revision.mesh.workloads:  # sorted by id
+                first[placement.revision].setdefault(candidate.service, candidate)
+        workload = first[placement.revision].get(placement.workload.service)
+        if workload is not None:
+            own.setdefault(workload.service, set()).update(workload.ingress.allowed_clients)
     for service in sorted(widened):
         extra = widened[service] - own.get(service, set())
         if extra:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, file_digest, scan_tree
 from compiler.output.manifest import MANIFEST, read_manifest
-from compiler.output.writer import NewFile
+from compiler.output.staging import NewFile
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -16,7 +16,7 @@ import orjson
 
 from compiler.output.cache import Cached
 from compiler.output.manifest import MANIFEST, manifest_json
-from compiler.output.writer import NewFile, new_file
+from compiler.output.staging import NewFile, new_file
 
 if TYPE_CHECKING:
     from compiler.emit import Artifact

@@ -25,7 +25,8 @@ from pathlib import Path
 from compiler.output.cache import read_cache, spec_digest, untouched, write_cache
 from compiler.output.disk import read_regular
 from compiler.output.documents import foreign_cache_notes
-from compiler.output.writer import NewFile, WriteResult, new_file, previous_tree, write_files
+from compiler.output.staging import NewFile, new_file
+from compiler.output.writer import WriteResult, previous_tree, write_files
 from compiler.rollout import ROLLOUT_FILE
 from compiler.spec.load import read_tree
 

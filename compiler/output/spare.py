@@ -1,0 +1,173 @@
+"""The spare tree beside an output (`.<output>.meshc-spare`): the tree before the last build, which the next build
+stages in, touching only what differs (see compiler.output.writer.write_files).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Mapping
+from operator import itemgetter
+from pathlib import Path
+
+from compiler.output import durable
+from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, list_tree
+from compiler.output.manifest import MANIFEST
+from compiler.output.staging import Staging
+
+# What is at the spare path: nothing, a tree meshc left there, or something meshc did not write (left alone).
+ABSENT, OURS, FOREIGN = "absent", "ours", "foreign"
+
+
+def keep_as_spare(previous: Path, spare: Path) -> bool:
+    """Make the previous tree, which the swap left under this process's staging name, the next build's spare."""
+    if not os.path.isdir(previous):
+        return False  # there was no previous tree
+    try:
+        os.rename(previous, spare)
+    except OSError:
+        return False  # it is removed instead: the next build then writes its tree whole
+    return True
+
+
+def spare_state(spare: Path) -> str:
+    """Whether the spare path is free, holds a tree meshc left there (a directory with a MANIFEST.json, or
+    an empty one), or holds something else, which meshc never rewrites: it only replaces what it wrote.
+
+    The spare is only ever created by renaming a whole previous output into place, so a killed build
+    never leaves a half-made one there (its staging tree has this process's name).
+    """
+    try:
+        info = os.lstat(spare)
+    except FileNotFoundError:
+        return ABSENT
+    if not stat.S_ISDIR(info.st_mode):
+        return FOREIGN
+    try:
+        if stat.S_ISREG(os.lstat(spare / MANIFEST).st_mode):
+            return OURS
+    except FileNotFoundError:
+        pass
+    with os.scandir(spare) as entries:
+        return OURS if next(entries, None) is None else FOREIGN
+
+
+def foreign_note(spare: Path) -> str:
+    return (
+        f"{spare} is not a tree meshc left there, so meshc leaves it alone and rewrites the whole output "
+        "instead of only what changed; move it away to make rebuilds fast again"
+    )
+
+
+class Recycled(Staging):
+    """Staging in the spare tree (the output before the last build): only what differs is touched.
+
+    The spare is meshc's scratch: nothing in it is trusted but the identity of a file with the
+    output's (same inode). Anything else there, whatever it holds, is replaced or removed.
+    """
+
+    def __init__(
+        self, real: Path, old: Mapping[str, OnDisk], trusted: Mapping[str, str], spare: Path
+    ) -> None:
+        super().__init__(real, old, trusted, spare)
+        self.spare: dict[str, OnDisk] = {}
+        self.touched: set[str] = set()  # directories whose entries changed: fsynced before the swap
+
+    def start(self) -> None:
+        """Read what the spare holds (once) and link the equal files noted so far."""
+        if self.started:
+            return
+        self.started = True
+        self.spare = list_tree(self.root)  # only inodes matter here: 30 ms, not 60, at 1,000 services
+        self.directories = {""} | {path for path, entry in self.spare.items() if entry.kind == DIRECTORY}
+        # Most noted files are the output's very files already (same inode): set operations on (path, inode) pairs
+        # find the others in C, not a look per file (a one-service rebuild at 1,000 services notes 10,600). Inodes
+        # alone tell them: no other entry of the same filesystem has a regular file's inode, and directories
+        # carry none here (0).
+        inode = itemgetter(3)  # OnDisk.inode
+        old = dict(zip(self.old, map(inode, self.old.values()), strict=True))
+        spare = dict(zip(self.spare, map(inode, self.spare.values()), strict=True))
+        wanted = dict(zip(self.pending, map(old.__getitem__, self.pending), strict=True))
+        for path, _ in sorted(wanted.items() - spare.items()):
+            self._link(path)
+        self.pending = []
+
+    def finish(self) -> None:
+        """Remove what the new tree does not hold, then make what changed durable (see `Staging.finish`)."""
+        self.start()
+        for path in sorted(p for p, e in self.spare.items() if e.kind != DIRECTORY and p not in self.seen):
+            self._clear(path)
+        needed = {""}
+        for parent in {path.rpartition("/")[0] for path in self.seen}:  # ~1,700 directories for 10,600 files
+            while parent not in needed:
+                needed.add(parent)
+                parent = parent.rpartition("/")[0]
+        for directory in sorted(self.directories - needed, reverse=True):  # children first
+            os.rmdir(self.target + directory)
+            self.directories.discard(directory)
+            self.touched.add(directory.rpartition("/")[0])
+        durable.fsync_paths([self.target + path for path in self.written], os.O_RDONLY)
+        changed = (self.touched & self.directories) | {""}  # a directory removed since needs no flush
+        durable.fsync_paths([self.target + path for path in sorted(changed)], os.O_RDONLY | os.O_DIRECTORY)
+
+    def _link(self, path: str) -> None:
+        entry, wanted = self.spare.get(path), self.old[path]
+        if entry is not None and entry.kind == REGULAR and entry.inode == wanted.inode:
+            return  # the very file of the output: nothing to do
+        self._clear(path)
+        super()._link(path)
+        self.touched.add(path.rpartition("/")[0])
+
+    def _write(self, path: str, data: bytes) -> None:
+        entry = self.spare.get(path)
+        if entry is not None and entry.kind == REGULAR and _overwrite(self.target + path, data):
+            return  # the same directory entry, new bytes: nothing for the directory's fsync
+        self._clear(path)
+        super()._write(path, data)
+        self.touched.add(path.rpartition("/")[0])
+
+    def _mkdir(self, directory: str) -> None:
+        self._clear(directory)  # a file where a directory goes is removed
+        super()._mkdir(directory)
+        self.touched.add(directory.rpartition("/")[0])
+
+    def _clear(self, path: str) -> None:
+        """Remove what the spare holds at `path`, if anything."""
+        entry = self.spare.pop(path, None)
+        if entry is None:
+            return
+        if entry.kind == DIRECTORY:
+            shutil.rmtree(self.target + path)
+            inside = f"{path}/"
+            self.directories = {d for d in self.directories if d != path and not d.startswith(inside)}
+            for other in [p for p in self.spare if p.startswith(inside)]:
+                del self.spare[other]
+        else:
+            os.unlink(self.target + path)
+        self.touched.add(path.rpartition("/")[0])
+
+
+def _overwrite(path: str, data: bytes) -> bool:
+    """Write `data` over the file at `path` if it is a regular file no other name links to; False if it is not.
+
+    A file of the spare that is not the output's (its only link is its own) is meshc's to rewrite in place. On
+    this kind of disk (ext4 mounted with `discard`) unlinking a file already on disk costs ~2 ms: its blocks are
+    freed and discarded, 20 unlinks take 42 ms, and a new file then takes new blocks. Overwriting keeps both
+    the blocks and the directory entry. A file linked to the output's (two links or more) is never written into.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return False
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+    return True

@@ -1,0 +1,161 @@
+"""The staging tree of one write: files linked from the previous tree or written, directories made, fsync before the swap.
+
+compiler.output.writer drives it (and swaps it in); compiler.output.spare stages in the spare tree instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler.diagnostics import InternalError
+from compiler.output import durable
+from compiler.output.disk import REGULAR, OnDisk, file_digest
+from compiler.output.manifest import MANIFEST, check_path
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewFile:
+    """One file of the tree being written: its sha256 and its bytes, or None to keep the previous tree's file.
+
+    `data=None` is a promise of the caller (an incremental build reusing a target): the previous
+    tree holds this path with this digest, as the build cache vouched.
+    """
+
+    path: str
+    digest: str
+    data: bytes | None = None
+
+
+def new_file(path: str, data: bytes) -> NewFile:
+    """A file given by its bytes."""
+    return NewFile(path=path, digest=hashlib.sha256(data).hexdigest(), data=data)
+
+
+class Staging:
+    """The staging tree of one write, started at the first file that differs from the previous tree.
+
+    Until then, files equal to the previous tree's are only noted; once started, they are hard-linked
+    as they come, new bytes are written, and every path written is kept for the fsync before the swap.
+    """
+
+    def __init__(
+        self, real: Path, old: Mapping[str, OnDisk], trusted: Mapping[str, str], root: Path | None = None
+    ) -> None:
+        self.real, self.old, self.trusted = real, old, trusted
+        self.root = root or real.parent / f".{real.name}.meshc-new-{os.getpid()}"
+        # Plain strings in the per-file loop: pathlib's joins cost more than the link syscalls they name.
+        self.source, self.target = f"{real}/", f"{self.root}/"
+        self.started = False
+        self.seen: set[str] = set()
+        self.pending: list[str] = []  # equal files noted before the staging tree existed
+        self.written: list[str] = []
+        self.directories: set[str] = set()
+
+    def add(self, file: NewFile) -> None:
+        """Take one file of the new tree: link it if the previous tree holds it, else write it."""
+        check_path(file.path)
+        if file.path in self.seen or (file.path == MANIFEST and file.data is None):
+            raise InternalError(f"two artifacts claim {file.path}")
+        self.seen.add(file.path)
+        if self._held(file):
+            if self.started:
+                self._link(file.path)
+            else:
+                self.pending.append(file.path)
+            return
+        if file.data is None:
+            raise InternalError(f"{file.path}: reused from a previous tree that does not hold it")
+        self.start()
+        self._write(file.path, file.data)
+        self.written.append(file.path)
+
+    def keep(self, kept: Mapping[str, str]) -> None:
+        """Take the files the caller reuses from the previous tree, in bulk (see `write_files`).
+
+        The trusted digests come from the build cache's stat check of the previous tree's regular files,
+        so a path trusted with the same digest is held there. The paths are the manifest's, which meshc
+        checked when it first wrote them.
+        """
+        if not kept:
+            return
+        if not kept.items() <= self.trusted.items():  # one C-level pass over 10,600 pairs
+            wrong = min(path for path, digest in kept.items() if self.trusted.get(path) != digest)
+            raise InternalError(f"{wrong}: reused from a previous tree that does not hold it")
+        self.seen.update(kept)
+        self.pending.extend(kept)
+
+    def _write(self, path: str, data: bytes) -> None:
+        self._parent(path)
+        # os.open, not Path.write_bytes: a buffered file object costs an fstat, an isatty ioctl and
+        # its own allocations per file. Writing 20,000 files of 20 kB: 0.03-0.08 s user, not 0.22-0.27 s.
+        fd = os.open(self.target + path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:  # a regular file takes it all at once, but write() promises no more than some
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+
+    def start(self) -> None:
+        """Create the staging tree (once) and link the equal files noted so far."""
+        if self.started:
+            return
+        self.started = True
+        if (
+            self.root.is_dir() and not self.root.is_symlink()
+        ):  # only this pid names it: a reused pid's leftover
+            shutil.rmtree(self.root)
+        elif os.path.lexists(self.root):
+            self.root.unlink()
+        self.root.parent.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir()
+        self.directories.add("")
+        for path in self.pending:
+            self._link(path)
+        self.pending = []
+
+    def finish(self) -> None:
+        """Everything written reaches the disk before the swap publishes it: files, then the directories naming them.
+
+        Hard-linked files are already durable. Not os.sync(): that flushes every filesystem on the
+        machine, everybody's dirty pages included.
+        """
+        self.start()  # a tree that only lost files still needs its staging copy
+        durable.fsync_paths([self.target + path for path in self.written], os.O_RDONLY)
+        durable.fsync_paths([self.target + path for path in sorted(self.directories)], os.O_RDONLY | os.O_DIRECTORY)
+
+    def _held(self, file: NewFile) -> bool:
+        entry = self.old.get(file.path)
+        if entry is None or entry.kind != REGULAR:
+            return False
+        known = self.trusted.get(file.path)
+        if known is not None:
+            return known == file.digest
+        if file.data is not None and entry.size != len(file.data):
+            return False
+        try:
+            return file_digest(self.real / file.path) == file.digest
+        except OSError:  # unreadable: write it anew
+            return False
+
+    def _link(self, path: str) -> None:
+        self._parent(path)
+        os.link(self.source + path, self.target + path, follow_symlinks=False)
+
+    def _parent(self, path: str) -> None:
+        parent = path.rpartition("/")[0]
+        missing = []
+        while parent not in self.directories:
+            missing.append(parent)
+            parent = parent.rpartition("/")[0]
+        for directory in reversed(missing):  # parents first
+            self._mkdir(directory)
+
+    def _mkdir(self, directory: str) -> None:
+        os.mkdir(self.target + directory)
+        self.directories.add(directory)

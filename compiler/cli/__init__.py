@@ -11,10 +11,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from compiler import __version__
 from compiler.cli.evidence import drift_arguments, drift_request, evidence_arguments
@@ -36,12 +35,6 @@ from compiler.pipeline import collector_paused, compile_dir, validate_only
 from compiler.rollout import has_rollout
 from compiler.spec.load import spec_files
 from compiler.spec.schema import SCHEMA_NAMES, schema_text
-
-# The differ and git load only for the commands that use them: `meshc build`'s
-# no-op path must not pay for importing them.
-if TYPE_CHECKING:
-    from compiler.diff.records import DocumentDiff
-    from compiler.output.compare import TreeStatus
 
 
 def run() -> None:
@@ -274,35 +267,10 @@ def _check(args: argparse.Namespace) -> int:
     if status.clean:
         print(f"{args.output}: up to date with {args.spec}")
         return EXIT_OK
-    print(_format_status(status, args.output, edits))  # the report is the result, like diff's: stdout
+    from compiler.commands.check_report import format_status  # only once something differs
+
+    print(format_status(status, args.output, edits))  # the report is the result, like diff's: stdout
     return EXIT_FINDINGS
-
-
-def _format_status(status: TreeStatus, out: Path, edits: Mapping[str, DocumentDiff]) -> str:
-    groups = (
-        ("stale", status.stale),
-        ("missing", status.missing),
-        ("extra", status.extra),
-        ("hand-edited", status.hand_edited),
-    )
-    counts = ", ".join(f"{len(paths)} {label}" for label, paths in groups if paths)
-    lines = [f"{out}: not what the spec renders ({counts}); run `meshc build` and commit the result"]
-    for label, paths in groups:
-        for path in paths:
-            lines.append(f"  {label:<12} {out.as_posix()}/{path}")
-            lines += [f"      {line}" for line in _edit_lines(edits.get(path))]
-    return "\n".join(lines)
-
-
-def _edit_lines(edit: DocumentDiff | None) -> list[str]:
-    """What a rebuild would change in a stale or hand-edited file (on disk → rendered, as diff shows base → head)."""
-    if edit is None:
-        return []
-    from compiler.commands.diff_report import change_lines  # loaded only when something differs
-
-    if not edit.changes and not edit.text:
-        return ["(same data; only formatting or comments differ)"]
-    return change_lines(edit.changes, limit=5) if edit.changes else list(edit.text[:12])
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,55 +41,53 @@ def scan_tree(root: Path) -> dict[str, OnDisk]:
     blocks until a writer comes, and a symlink may point anywhere. A directory is known from its
     listing (no lstat of its own): only files need their size, mtime and inode.
     """
-    if not root.is_dir():
-        return {}
     found: dict[str, OnDisk] = {}
-    pending = [""]
-    while pending:
-        relative = pending.pop()
-        with os.scandir(f"{root}/{relative}" if relative else root) as entries:
-            for entry in entries:
-                path = f"{relative}/{entry.name}" if relative else entry.name
-                if entry.is_dir(follow_symlinks=False):
-                    found[path] = _A_DIRECTORY
-                    pending.append(path)
-                    continue
-                info = entry.stat(follow_symlinks=False)
-                found[path] = OnDisk(
-                    kind_of(info.st_mode), info.st_size, info.st_mtime_ns, info.st_ino
-                )
+    for path, entry in _walk(root):
+        if entry.is_dir(follow_symlinks=False):
+            found[path] = _A_DIRECTORY
+            continue
+        info = entry.stat(follow_symlinks=False)
+        found[path] = OnDisk(kind_of(info.st_mode), info.st_size, info.st_mtime_ns, info.st_ino)
     return found
 
 
 def list_tree(root: Path) -> dict[str, OnDisk]:
     """`scan_tree` from the directory listings alone: each entry's kind and inode, size and mtime left 0.
 
-    For a tree whose files are only told apart by inode (the spare tree, compiler.output.writer): the
+    For a tree whose files are only told apart by inode (the spare tree, compiler.output.spare): the
     listing already names each entry's type and inode, so no file is lstat'ed. One listing's inode is
     checked against lstat first; where they differ (overlayfs without xino), the full scan runs instead.
     """
-    if not root.is_dir():
-        return {}
     found: dict[str, OnDisk] = {}
-    pending = [""]
     checked = False
+    for path, entry in _walk(root):
+        if entry.is_dir(follow_symlinks=False):
+            found[path] = _A_DIRECTORY
+        elif entry.is_file(follow_symlinks=False):
+            if not checked:
+                if entry.inode() != entry.stat(follow_symlinks=False).st_ino:
+                    return scan_tree(root)
+                checked = True
+            found[path] = OnDisk(REGULAR, 0, 0, entry.inode())
+        else:
+            found[path] = OnDisk(kind_of(entry.stat(follow_symlinks=False).st_mode), 0, 0, entry.inode())
+    return found
+
+
+def _walk(root: Path) -> Iterator[tuple[str, os.DirEntry[str]]]:
+    """Every entry under `root` with its relative posix path, directories walked into (none if `root` is no
+    directory). The directory listing's type is cached in each entry: telling a directory costs no lstat."""
+    if not root.is_dir():
+        return
+    pending = [""]
     while pending:
         relative = pending.pop()
         with os.scandir(f"{root}/{relative}" if relative else root) as entries:
             for entry in entries:
                 path = f"{relative}/{entry.name}" if relative else entry.name
                 if entry.is_dir(follow_symlinks=False):
-                    found[path] = _A_DIRECTORY
                     pending.append(path)
-                elif entry.is_file(follow_symlinks=False):
-                    if not checked:
-                        if entry.inode() != entry.stat(follow_symlinks=False).st_ino:
-                            return scan_tree(root)
-                        checked = True
-                    found[path] = OnDisk(REGULAR, 0, 0, entry.inode())
-                else:
-                    found[path] = OnDisk(kind_of(entry.stat(follow_symlinks=False).st_mode), 0, 0, entry.inode())
-    return found
+                yield path, entry
 
 
 def kind_of(mode: int) -> str:

@@ -182,7 +182,7 @@ def target_inputs(
     for name, found in spec.services.items():
         for dependency in found.dependencies:
             clients.setdefault(dependency.service, set()).add(name)
-    related: dict[str, dict[str, str]] = {}
+    related: dict[str, str] = {}
     faces: dict[str, str] = {}
     owners = [(w.id, w.service) for w in mesh.workloads] + [(r.id, r.service) for r in readers]
     inputs = {}

@@ -34,20 +34,22 @@ def face(service: ServiceSpec) -> str:
     return hashlib.sha256(orjson.dumps([*data, service.vm_datacenters, placements])).hexdigest()
 
 
-def roles(dependencies: Iterable[str], clients: Iterable[str], face_of: Callable[[str], str]) -> dict[str, str]:
-    """The related services of a target's service for `input_hash`: `dependency <name>` and `client <name>` -> face.
+def roles(dependencies: Iterable[str], clients: Iterable[str], face_of: Callable[[str], str]) -> str:
+    """The related services of a target's service for `input_hash`, as one text: `dependency <name>:<face>` and
+    `client <name>:<face>`, sorted, NUL-separated. Once per service: each of its targets hashes the same text.
 
     Both roles are named: a service that is both a dependency and a client and stops being one changes
     what the target renders (its allow-list, or its egress) while its face stays the same.
     """
     found = {f"dependency {name}": face_of(name) for name in dependencies}
-    return found | {f"client {name}": face_of(name) for name in clients}
+    found |= {f"client {name}": face_of(name) for name in clients}
+    return "\0".join(f"{name}:{found[name]}" for name in sorted(found))
 
 
-def input_hash(mesh_file: str, mesh_digest: str, target: str, own: str, related: Mapping[str, str]) -> str:
+def input_hash(mesh_file: str, mesh_digest: str, target: str, own: str, related: str) -> str:
     """A target's input hash: mesh.yaml's name and sha256, the target id, its service file's sha256, and the
     `face` (`-`: no such service) of every service its service depends on or is called by (`roles`)."""
-    parts = [mesh_file, target, mesh_digest, own, *(f"{name}:{related[name]}" for name in sorted(related))]
+    parts = [mesh_file, target, mesh_digest, own, *([related] if related else [])]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 

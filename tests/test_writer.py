@@ -200,13 +200,16 @@ def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
             Artifact(path="a/kept.txt", data=b"same\n"),
             Artifact(path="a/b/new.txt", data=b"2\n"),
             Artifact(path="c/d/e.txt", data=b"3\n"),
+            # enough files for the writer to hand most of them to its worker threads, which fsync them
+            *(Artifact(path=f"many/f{i:02}.txt", data=b"%d\n" % i) for i in range(40)),
         ]
     )
     result = write_tree(out, tree)
-    assert result.written == ("MANIFEST.json", "a/b/new.txt", "c/d/e.txt")
+    many = tuple(f"many/f{i:02}.txt" for i in range(40))
+    assert result.written == ("MANIFEST.json", "a/b/new.txt", "c/d/e.txt", *many)
     inode = lambda path: (os.stat(path).st_dev, os.stat(path).st_ino)  # noqa: E731
     before_swap = set(synced[: swapped[0]])
-    for path in (*result.written, "a", "a/b", "c", "c/d"):
+    for path in (*result.written, "a", "a/b", "c", "c/d", "many"):
         assert inode(out / path) in before_swap, f"{path} was not fsynced before the swap"
     assert inode(out) in before_swap  # the staging root, now the output
     assert inode(tmp_path) in set(synced[swapped[0] :])  # the swap itself, after it
@@ -441,10 +444,10 @@ def test_file_writers_bound_the_pending_bytes_and_raise_the_first_failure(
     gate, started = threading.Event(), threading.Event()
     real = workers.write_file
 
-    def held(path: str, data: bytes) -> None:
+    def held(path: str, data: bytes, sync: bool = False) -> None:
         started.set()
         assert gate.wait(30)
-        real(path, data)
+        real(path, data, sync)
 
     monkeypatch.setattr(workers, "write_file", held)
     pool = workers.FileWriters(threads=1, budget=100)
@@ -482,11 +485,11 @@ def test_a_write_failing_in_a_worker_thread_leaves_the_output_and_no_staging(
     real = workers.write_file
     failed: list[str] = []
 
-    def write_file(path: str, data: bytes) -> None:
+    def write_file(path: str, data: bytes, sync: bool = False) -> None:
         if path.endswith("/f150.json"):
             failed.append(threading.current_thread().name)
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real(path, data)
+        real(path, data, sync)
 
     monkeypatch.setattr(workers, "write_file", write_file)
     with pytest.raises(

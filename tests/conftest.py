@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from compiler import cli
-from compiler.output import durable, workers
+from compiler.output import durable
 from compiler.output.disk import read_tree
 from compiler.pipeline import Build, compile_dir
 from tests import consumers
@@ -25,7 +25,7 @@ from tests.puppetdb_server import PuppetDB, PuppetDBUnavailable, missing_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "mesh-spec"
-FSYNC_PATHS, WORKERS_SYNC = durable.fsync_paths, workers.SYNC
+FSYNC_PATHS = durable.fsync_paths
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -94,7 +94,6 @@ def fsync_off() -> Iterator[None]:
     """
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(durable, "fsync_paths", _no_fsync)
-        patch.setattr(workers, "SYNC", False)  # the writer's threads fsync each file they write
         yield
 
 
@@ -106,7 +105,6 @@ def _no_fsync(paths: Sequence[Path], flags: int) -> None:
 def real_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer's own fsync_paths back, for a test that checks what a build fsyncs."""
     monkeypatch.setattr(durable, "fsync_paths", FSYNC_PATHS)
-    monkeypatch.setattr(workers, "SYNC", WORKERS_SYNC)
 
 
 @pytest.fixture(scope="session")

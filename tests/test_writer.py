@@ -200,7 +200,7 @@ def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
             Artifact(path="a/kept.txt", data=b"same\n"),
             Artifact(path="a/b/new.txt", data=b"2\n"),
             Artifact(path="c/d/e.txt", data=b"3\n"),
-            # enough files for the writer to hand most of them to its worker threads, which fsync them
+            # enough files for the writer to hand most of them to its worker threads
             *(Artifact(path=f"many/f{i:02}.txt", data=b"%d\n" % i) for i in range(40)),
         ]
     )
@@ -444,10 +444,10 @@ def test_file_writers_bound_the_pending_bytes_and_raise_the_first_failure(
     gate, started = threading.Event(), threading.Event()
     real = workers.write_file
 
-    def held(path: str, data: bytes, sync: bool = False) -> None:
+    def held(path: str, data: bytes) -> None:
         started.set()
         assert gate.wait(30)
-        real(path, data, sync)
+        real(path, data)
 
     monkeypatch.setattr(workers, "write_file", held)
     pool = workers.FileWriters(threads=1, budget=100)
@@ -485,11 +485,11 @@ def test_a_write_failing_in_a_worker_thread_leaves_the_output_and_no_staging(
     real = workers.write_file
     failed: list[str] = []
 
-    def write_file(path: str, data: bytes, sync: bool = False) -> None:
+    def write_file(path: str, data: bytes) -> None:
         if path.endswith("/f150.json"):
             failed.append(threading.current_thread().name)
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real(path, data, sync)
+        real(path, data)
 
     monkeypatch.setattr(workers, "write_file", write_file)
     with pytest.raises(

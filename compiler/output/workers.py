@@ -1,7 +1,7 @@
 """File writing on worker threads: the kernel creates, fills and closes files while the main thread compiles.
 
 Creating a file costs the kernel about as much as serializing it costs Python, and a syscall releases
-the GIL, so on a machine with two cores the writes of a build overlap its backends; so do their fsyncs. What waits to be
+the GIL, so on a machine with two cores the writes of a build overlap its backends. What waits to be
 written is bounded in bytes, so memory stays flat however large the tree; the first failure stops the
 pool and is raised in the caller's thread, at its next submit or at `join`.
 """
@@ -15,21 +15,20 @@ from collections import deque
 # How many files the writer writes itself before it starts the pool: a one-service rebuild writes ~9
 # files and never pays for threads.
 START_AFTER = 16
-# Each thread fsyncs the file it wrote before closing it, so the disk writes start while the build
-# compiles instead of all at the end (then FSYNC_THREADS reopen every file). Backends and write of the
-# 1,000-service tree (10,624 files) into a fresh directory, 6 interleaved runs each on the loaded 2-core VM,
-# wall (the phase after the last file, fsyncs included): 2 threads writing, fsyncs at the end 5.25-8.65 s
-# (0.44-0.81 s); 8 threads writing and fsyncing 3.44-6.29 s (0.05-0.13 s); 16 threads 3.45-6.29 s.
-# Writing only, inline vs 2 threads, best of 8: 2.72 s wall, 2.53 s CPU (main thread 2.11 s) vs 2.25 s,
-# 2.24 s (1.34 s): the kernel's file creation moves off the main thread.
-THREADS = 8
-SYNC = True
+# Two threads create, write and close files; every file is fsynced at the end, as before (FSYNC_THREADS).
+# Backends and write of the 1,000-service tree (10,624 files) into a fresh directory, in one process, wall
+# over 6 rounds in turn on the shared 2-core VM (load 2-5): written inline 2.83-3.38 s (CPU 2.95-3.68 s,
+# main thread 2.18-2.49 s); 2 threads 2.42-3.16 s (CPU 3.04-4.15 s, main thread 1.44-1.84 s); 8 threads
+# that also fsync each file before closing it 2.82-3.50 s (CPU 3.70-4.51 s): every syscall's return takes
+# the GIL back from the compiling thread, and 8 threads take it four times per file. Under heavy load
+# (load 8-18, other builds deleting trees) the 8 fsyncing threads won 8 of 10 pairs against 2 threads.
+THREADS = 2
 # Bytes submitted and not yet written, at most (a single larger file is taken alone).
 BUDGET = 32 * 1024 * 1024
 
 
-def write_file(path: str, data: bytes, sync: bool = False) -> None:
-    """Create (or truncate) `path` and write `data` to it, without a buffered file object; with `sync`, fsync it.
+def write_file(path: str, data: bytes) -> None:
+    """Create (or truncate) `path` and write `data` to it, without a buffered file object.
 
     os.open, not Path.write_bytes: a buffered file object costs an fstat, an isatty ioctl and its
     own allocations per file. Writing 20,000 files of 20 kB: 0.03-0.08 s user, not 0.22-0.27 s.
@@ -39,23 +38,19 @@ def write_file(path: str, data: bytes, sync: bool = False) -> None:
         view = memoryview(data)
         while view:  # a regular file takes it all at once, but write() promises no more than some
             view = view[os.write(fd, view) :]
-        if sync:
-            os.fsync(fd)
     finally:
         os.close(fd)
 
 
 class FileWriters:
-    """A few threads writing (and with `sync`, fsyncing) the files submitted to them, in no particular order,
-    with bounded pending bytes.
+    """A few threads writing the files submitted to them, in no particular order, with bounded pending bytes.
 
     The caller creates each file's directory before submitting it. `join` waits for every file and
     raises the first failure; `stop` drops what is not written yet and waits for the threads, so that
     nothing writes into a tree the caller is about to remove.
     """
 
-    def __init__(self, threads: int = THREADS, budget: int = BUDGET, sync: bool | None = None) -> None:
-        self.sync = SYNC if sync is None else sync  # read at each start: the test suite turns fsync off
+    def __init__(self, threads: int = THREADS, budget: int = BUDGET) -> None:
         self._budget = budget
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # a worker waits for a file or the end
@@ -109,7 +104,7 @@ class FileWriters:
                     return
                 path, data = self._jobs.popleft()
             try:
-                write_file(path, data, self.sync)
+                write_file(path, data)
             except BaseException as error:  # raised in the caller's thread; nothing more is written
                 with self._lock:
                     if self._error is None:

@@ -250,10 +250,6 @@ class _Staging:
         if self.writers is not None:
             self.writers.join()
 
-    def _unsynced(self) -> list[str]:
-        """The files written and not fsynced yet: the worker threads fsync theirs (all but the first START_AFTER)."""
-        return self.written[:START_AFTER] if self.writers is not None and self.writers.sync else self.written
-
     def stop(self) -> None:
         """Stop the worker threads before the staging tree is removed: none may write into it afterwards."""
         if self.writers is not None:
@@ -284,7 +280,7 @@ class _Staging:
         machine, everybody's dirty pages included.
         """
         self.start()  # a tree that only lost files still needs its staging copy
-        durable.fsync_paths([self.target + path for path in self._unsynced()], os.O_RDONLY)
+        durable.fsync_paths([self.target + path for path in self.written], os.O_RDONLY)
         durable.fsync_paths([self.target + path for path in sorted(self.directories)], os.O_RDONLY | os.O_DIRECTORY)
 
     def _held(self, file: NewFile) -> bool:

@@ -200,16 +200,13 @@ def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
             Artifact(path="a/kept.txt", data=b"same\n"),
             Artifact(path="a/b/new.txt", data=b"2\n"),
             Artifact(path="c/d/e.txt", data=b"3\n"),
-            # enough files for the writer to hand most of them to its worker threads
-            *(Artifact(path=f"many/f{i:02}.txt", data=b"%d\n" % i) for i in range(40)),
         ]
     )
     result = write_tree(out, tree)
-    many = tuple(f"many/f{i:02}.txt" for i in range(40))
-    assert result.written == ("MANIFEST.json", "a/b/new.txt", "c/d/e.txt", *many)
+    assert result.written == ("MANIFEST.json", "a/b/new.txt", "c/d/e.txt")
     inode = lambda path: (os.stat(path).st_dev, os.stat(path).st_ino)  # noqa: E731
     before_swap = set(synced[: swapped[0]])
-    for path in (*result.written, "a", "a/b", "c", "c/d", "many"):
+    for path in (*result.written, "a", "a/b", "c", "c/d"):
         assert inode(out / path) in before_swap, f"{path} was not fsynced before the swap"
     assert inode(out) in before_swap  # the staging root, now the output
     assert inode(tmp_path) in set(synced[swapped[0] :])  # the swap itself, after it
@@ -432,71 +429,3 @@ def test_an_fsync_failing_in_a_thread_fails_the_write_and_leaves_the_output(
         write_tree(out, render_tree([Artifact(path=f"{n}.txt", data=b"x\n") for n in "abcdefgh"]))
     assert read_tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging tree left
-
-
-def test_file_writers_bound_the_pending_bytes_and_raise_the_first_failure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import threading
-
-    import compiler.output.workers as workers
-
-    gate, started = threading.Event(), threading.Event()
-    real = workers.write_file
-
-    def held(path: str, data: bytes) -> None:
-        started.set()
-        assert gate.wait(30)
-        real(path, data)
-
-    monkeypatch.setattr(workers, "write_file", held)
-    pool = workers.FileWriters(threads=1, budget=100)
-    pool.submit(str(tmp_path / "a"), b"a" * 60)
-    assert started.wait(30)  # the worker holds a: 60 bytes pending
-    second = threading.Thread(target=pool.submit, args=(str(tmp_path / "b"), b"b" * 60))
-    second.start()
-    second.join(0.3)
-    assert second.is_alive()  # 120 bytes would be over the budget: the caller waits
-    gate.set()
-    second.join(30)
-    pool.join()
-    assert (tmp_path / "a").read_bytes() == b"a" * 60 and (tmp_path / "b").read_bytes() == b"b" * 60
-
-    monkeypatch.setattr(workers, "write_file", real)
-    pool = workers.FileWriters(threads=2)
-    pool.submit(str(tmp_path / "no-such-directory" / "c"), b"c")
-    with pytest.raises(FileNotFoundError):
-        pool.join()
-    assert not [t for t in threading.enumerate() if t.name.startswith("meshc-writer")]
-
-
-def test_a_write_failing_in_a_worker_thread_leaves_the_output_and_no_staging(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import errno
-    import threading
-
-    import compiler.output.workers as workers
-    from compiler.diagnostics import EnvironmentFailure
-
-    out = tmp_path / "out"
-    write_tree(out, tree("a", count=200))
-    before = snapshot(out)
-    real = workers.write_file
-    failed: list[str] = []
-
-    def write_file(path: str, data: bytes) -> None:
-        if path.endswith("/f150.json"):
-            failed.append(threading.current_thread().name)
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        real(path, data)
-
-    monkeypatch.setattr(workers, "write_file", write_file)
-    with pytest.raises(
-        EnvironmentFailure, match="cannot write the new tree: input/output error; the output is left"
-    ):
-        write_tree(out, tree("b", count=200))
-    assert failed and failed[0].startswith("meshc-writer")  # it did fail in a worker thread
-    assert snapshot(out) == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert not [t for t in threading.enumerate() if t.name.startswith("meshc-writer")]

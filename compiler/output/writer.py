@@ -22,7 +22,6 @@ from compiler.output import durable
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, cause, file_digest, list_tree, scan_tree
 from compiler.output.guard import check_replaceable, resolve_output
 from compiler.output.manifest import MANIFEST, check_path
-from compiler.output.workers import START_AFTER, FileWriters, write_file
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -117,11 +116,9 @@ def write_files(
         )
         if not stage.started and not removed:
             return WriteResult(changed=False, notes=notes)
-        stage.drain()
         stage.finish()
         durable.swap(stage.root, real)
     except BaseException as error:
-        stage.stop()
         shutil.rmtree(stage.root, ignore_errors=True)  # a partial tree must not keep the disk full
         if isinstance(error, OSError):
             raise EnvironmentFailure(
@@ -201,7 +198,6 @@ class _Staging:
         self.pending: list[str] = []  # equal files noted before the staging tree existed
         self.written: list[str] = []
         self.directories: set[str] = set()
-        self.writers: FileWriters | None = None  # started once the tree is big enough to pay for them
 
     def add(self, file: NewFile) -> None:
         """Take one file of the new tree: link it if the previous tree holds it, else write it."""
@@ -237,23 +233,16 @@ class _Staging:
         self.pending.extend(kept)
 
     def _write(self, path: str, data: bytes) -> None:
-        self._parent(path)  # directories are made here, in order, before a worker creates a file in one
-        if self.writers is None and len(self.written) >= START_AFTER:
-            self.writers = FileWriters()
-        if self.writers is not None:
-            self.writers.submit(self.target + path, data)
-        else:
-            write_file(self.target + path, data)
-
-    def drain(self) -> None:
-        """Wait until the worker threads wrote every file given to them; raise the first failure."""
-        if self.writers is not None:
-            self.writers.join()
-
-    def stop(self) -> None:
-        """Stop the worker threads before the staging tree is removed: none may write into it afterwards."""
-        if self.writers is not None:
-            self.writers.stop()
+        self._parent(path)
+        # os.open, not Path.write_bytes: a buffered file object costs an fstat, an isatty ioctl and
+        # its own allocations per file. Writing 20,000 files of 20 kB: 0.03-0.08 s user, not 0.22-0.27 s.
+        fd = os.open(self.target + path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+        try:
+            view = memoryview(data)
+            while view:  # a regular file takes it all at once, but write() promises no more than some
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
 
     def start(self) -> None:
         """Create the staging tree (once) and link the equal files noted so far."""

@@ -159,6 +159,39 @@ def _literal_ok(value: str) -> bool:
     )
 
 
+# Every ASCII byte a literal block may hold as it is: printable ones, line feed and tab.
+_LITERAL_ASCII = bytes([9, 10, *range(0x20, 0x7F)])
+
+
+def literal_entry(key: str, text: str, indent: int) -> bytes | None:
+    """`key: text` of a block mapping at `indent` as dump_yaml writes it, for ASCII text that is a literal block;
+    None otherwise (the caller takes the general path).
+
+    For the sidecar documents in ConfigMaps (JSON text, most of a build's bytes): one C-level pass over
+    the text's bytes instead of _literal_ok's two replaces, isprintable and the str round trip
+    (str.isascii is a flag, not a scan). Backends of 1,000 services, CPU, 8 interleaved runs: 1.10-1.24 s
+    (median 1.18), not 1.26-1.48 s (median 1.36).
+    """
+    if not text.isascii() or text.startswith((" ", "\n")):
+        return None
+    data = text.encode()
+    body = data.rstrip(b"\n")
+    trailing = len(data) - len(body)
+    if trailing > 1 or b"\n" not in body or b"\n\n" in body or body.translate(None, _LITERAL_ASCII):
+        return None  # one line, kept empty lines, or a character a literal block cannot hold: the general way
+    pad = b" " * (indent + 2)
+    return b"".join(
+        (
+            b" " * indent,
+            yaml_string(key).encode(),
+            b": |-\n" if trailing == 0 else b": |\n",
+            pad,
+            body.replace(b"\n", b"\n" + pad),
+            b"\n",
+        )
+    )
+
+
 def _literal(value: str, indent: int) -> str:
     body = value.rstrip("\n")
     trailing = len(value) - len(body)

@@ -13,7 +13,7 @@ import yaml
 from conftest import require_tool
 from ruamel.yaml import YAML
 
-from compiler.emit import dump_json, dump_yaml, yaml_string
+from compiler.emit import dump_json, dump_yaml, literal_entry, yaml_string
 
 # Characters that make YAML scalars ambiguous or break them, plus line breaks of every kind.
 HOSTILE = list(":#-?{}[],&*!|>'\"%@`~=<\\ \t\n\r/._") + [
@@ -229,3 +229,34 @@ def test_dump_json_is_canonical() -> None:
         '{\n  "a": {\n    "c": null,\n    "d": true\n  },\n  "b": [\n    1,\n    "é"\n  ]\n}\n'.encode()
     )
     assert dump_json({"a": 1, "b": 2}) == dump_json({"b": 2, "a": 1})
+
+
+def test_literal_entry_writes_what_dump_yaml_writes_or_declines() -> None:
+    """The ConfigMap fast path: the very bytes of the general emitter, or None where it must take the general way."""
+    rng = random.Random(7)
+    pieces = [*HOSTILE, "{", '  "a": 1,', "x", "\n", "\n\n", "\t", "é", "\x7f", "\x01"]
+    texts = [
+        '{\n  "a": 1\n}\n',  # dump_json's own shape: the case the fast path is for
+        '{\n  "a": 1\n}',
+        "a\nb\n\n",
+        "a\n\nb\n",
+        " lead\nx\n",
+        "\nlead\n",
+        "one line\n",
+        "tab\tin\nit\n",
+        "del\x7f\nx\n",
+        "ctl\x01\nx\n",
+        "caf\u00e9\nx\n",
+        *("".join(rng.choice(pieces) for _ in range(rng.randrange(1, 12))) for _ in range(3000)),
+    ]
+    taken = 0
+    for key in ("bootstrap.json", "no", "a b"):
+        for text in texts:
+            general = dump_yaml({"data": {key: text}}).removeprefix(b"data:\n")
+            fast = literal_entry(key, text, 2)
+            if fast is not None:
+                taken += 1
+                assert fast == general, (key, text)
+    assert taken > 100  # the fast path is taken, not always declined
+    assert literal_entry("k", "caf\u00e9\nx\n", 2) is None  # non-ASCII: the general way
+    assert literal_entry("k", "del\x7f\nx\n", 2) is None  # not printable: quoted by the general way

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from compiler.backends.kubernetes.objects import NAME_LABEL, WORKLOAD_ANNOTATION
-from compiler.emit import Artifact, dump_yaml
+from compiler.emit import Artifact, dump_yaml, literal_entry
 from compiler.ir.model import Mesh
 from compiler.memo import Memo
 
@@ -162,4 +162,5 @@ def _yaml(obj: Mapping[str, Any], memo: Memo) -> bytes:
 
 
 def _data_entry(key: str, text: str) -> bytes:
-    return dump_yaml({"data": {key: text}}).removeprefix(b"data:\n")
+    fast = literal_entry(key, text, 2)
+    return fast if fast is not None else dump_yaml({"data": {key: text}}).removeprefix(b"data:\n")

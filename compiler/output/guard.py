@@ -120,7 +120,7 @@ def _is_mount_point(path: Path) -> bool:
 
 def check_replaceable(root: Path, label: str, entries: Mapping[str, OnDisk]) -> None:
     """Refuse to replace a directory that holds a git repository, or that is neither empty nor a tree meshc built."""
-    git = min((path for path in entries if path.rpartition("/")[2] == ".git"), default=None)
+    git = min((p for p in entries if p.endswith(".git") and p.rpartition("/")[2] == ".git"), default=None)
     if git is not None:
         raise OutputRefused(
             label, f"holds {git}, a git repository, which a build would delete with the rest of the directory"

@@ -529,6 +529,26 @@ def test_a_rebuild_stages_in_the_spare_tree_and_touches_only_what_changed(
     )  # at most the lock's parent, made if missing
 
 
+def test_a_spare_file_a_reader_holds_open_is_replaced_not_rewritten(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # A reader that opened a file when it was the output's still reads those bytes: the spare's own file is
+    # rewritten in place only when nobody has it open (Linux grants the writer a lease only then).
+    spec, out = built
+    edit_spec(spec)
+    build(spec, out)  # svc-0001's files now differ between the output and the spare (the first tree)
+    path = spec / "services" / "svc-0001.yaml"
+    path.write_text(path.read_text().replace("port: 8181", "port: 8282", 1))
+    own = [p for p, e in scan_tree(spare(out)).items() if e.kind == "regular file" and "svc-0001" in p]
+    victim = next(p for p in own if os.stat(spare(out) / p).st_nlink == 1)
+    before = (spare(out) / victim).read_bytes()
+    with open(spare(out) / victim, "rb") as reader:
+        result = build(spec, out)
+        assert victim in result.written
+        assert reader.read() == before  # the reader's file kept its bytes
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+
+
 def test_a_spare_tree_in_any_state_is_never_trusted(built: tuple[Path, Path], tmp_path: Path) -> None:
     """The spare is scratch: wrong bytes, strays, a file where a directory goes and the reverse are all replaced."""
     spec, out = built

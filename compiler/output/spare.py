@@ -4,6 +4,7 @@ stages in, touching only what differs (see compiler.output.writer.write_files).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import stat
@@ -149,12 +150,15 @@ class Recycled(Staging):
 
 
 def _overwrite(path: str, data: bytes) -> bool:
-    """Write `data` over the file at `path` if it is a regular file no other name links to; False if it is not.
+    """Write `data` over the file at `path` if it is a regular file no other name links to and no process has
+    open; False if it is not (the caller then unlinks it and writes a new file).
 
     A file of the spare that is not the output's (its only link is its own) is meshc's to rewrite in place. On
     this kind of disk (ext4 mounted with `discard`) unlinking a file already on disk costs ~2 ms: its blocks are
     freed and discarded, 20 unlinks take 42 ms, and a new file then takes new blocks. Overwriting keeps both
-    the blocks and the directory entry. A file linked to the output's (two links or more) is never written into.
+    the blocks and the directory entry. A file linked to the output's (two links or more) is never written into,
+    and neither is one a reader still has open from when it was the output's: Linux grants a write lease only
+    on a file nobody else has open (or mapped), and holds back any open until the lease is let go.
     """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -164,10 +168,14 @@ def _overwrite(path: str, data: bytes) -> bool:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             return False
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
+        except OSError:  # open elsewhere, or no leases on this filesystem
+            return False
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
         os.ftruncate(fd, len(data))
     finally:
-        os.close(fd)
+        os.close(fd)  # lets the lease go
     return True

@@ -93,7 +93,8 @@ def manifest_file(root: Path) -> tuple[bytes, Any] | None:
 
     Read again unless the file is the very one read last: same path, device, inode, size, mtime and ctime
     (any write to it changes its ctime). A file changed less than RACY_NS before it was read is not kept: the
-    clock that stamps files ticks coarsely, so a write right after the read could leave the same ctime.
+    clock that stamps files ticks coarsely (a few ms on ext4, xfs, btrfs, tmpfs), so a write right after the
+    read could leave the same ctime. A build reads the file twice within ~50 ms, under its output lock.
     """
     global _last
     try:

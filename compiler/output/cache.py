@@ -23,8 +23,8 @@ import functools
 import hashlib
 import os
 from collections.abc import Collection, Mapping
-from itertools import chain
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -303,7 +303,7 @@ def write_cache(
         return False
     try:
         entries = scan_tree(real) if swapped is None else _swapped_entries(real, swapped)
-    except (OSError, orjson.JSONDecodeError, KeyError):
+    except OSError:
         return False
     body = orjson.dumps(
         {

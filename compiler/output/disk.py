@@ -121,6 +121,13 @@ def open_regular(path: Path) -> int:
     return fd
 
 
+def write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to open file `fd`: a regular file takes it at once, but write() promises no more than some."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def file_digest(path: Path) -> str:
     """The sha256 hex of a regular file, read in chunks."""
     digest = hashlib.sha256()

@@ -13,7 +13,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from compiler.output import durable
-from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, list_tree
+from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, list_tree, write_all
 from compiler.output.manifest import MANIFEST
 from compiler.output.staging import Staging
 
@@ -172,9 +172,7 @@ def _overwrite(path: str, data: bytes) -> bool:
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
         except OSError:  # open elsewhere, or no leases on this filesystem
             return False
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, data)
         os.ftruncate(fd, len(data))
     finally:
         os.close(fd)  # lets the lease go

@@ -57,16 +57,17 @@ def reusable(inputs: Mapping[str, str], cached: Cached | None) -> frozenset[str]
     """Targets whose input hash is the recorded one and whose files are all untouched on disk."""
     if cached is None:
         return frozenset()
-    trusted, targets, recorded = cached.trusted, cached.targets, cached.inputs
-    # Usually the cache vouches for every file: then no target's paths need a look (10,575 at 1,000 services).
-    untrusted = (
-        {t for t, paths in targets.items() if not all(p in trusted for p in paths)}
-        if len(trusted) < len(cached.files)
-        else set()
-    )
     # Set operations on the dicts' views run in C: 10,575 targets in ~1 ms, not ~4 ms one by one.
-    same = frozenset(map(itemgetter(0), inputs.items() & recorded.items()))
-    return same.intersection(targets) - untrusted
+    same = frozenset(map(itemgetter(0), inputs.items() & cached.inputs.items()))
+    return same.intersection(cached.targets) - untrusted_targets(cached)
+
+
+def untrusted_targets(cached: Cached) -> set[str]:
+    """The targets with a file the cache cannot vouch for (changed on disk since it was written, or gone)."""
+    trusted = cached.trusted
+    if len(trusted) == len(cached.files):
+        return set()  # the usual case: no target's paths need a look (10,575 at 1,000 services)
+    return {target for target, paths in cached.targets.items() if not all(p in trusted for p in paths)}
 
 
 def kept_files(reused: Iterable[str], cached: Cached | None) -> dict[str, str]:

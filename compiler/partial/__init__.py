@@ -46,7 +46,16 @@ from compiler.ir.model import Mesh
 from compiler.output.cache import Cached, Recorded, ServiceFacts, Swapped, write_cache
 from compiler.output.disk import OnDisk
 from compiler.output.documents import document_line, parse_lines, read_lines, write_lines
-from compiler.output.reuse import face, input_hash, kept_files, reusable, roles, spare_path, tree_files
+from compiler.output.reuse import (
+    face,
+    input_hash,
+    kept_files,
+    reusable,
+    roles,
+    spare_path,
+    tree_files,
+    untrusted_targets,
+)
 from compiler.output.writer import WriteResult, write_files
 from compiler.partial.files import partial_artifacts, shared_files
 from compiler.render import render
@@ -270,19 +279,12 @@ def _affected(recorded: Recorded, cached: Cached, edit: Edit, graph: Graph, face
         found |= before if name in faced else before ^ graph.dependencies.get(name, frozenset())
     if len(cached.trusted) == len(cached.files) and cached.inputs.keys() >= cached.targets.keys():
         return found  # every file untouched, every target's inputs recorded: the loop below finds nothing
+    untrusted = untrusted_targets(cached)
     for name, facts in recorded.services.items():  # a hand-edited or lost output file: its target is rendered
-        if name not in found and not all(_vouched(cached, target) for target in facts.targets):
+        vouched = (t in cached.inputs and t in cached.targets and t not in untrusted for t in facts.targets)
+        if name not in found and not all(vouched):
             found.add(name)
     return found
-
-
-def _vouched(cached: Cached, target: str) -> bool:
-    """Whether the cache holds an input hash for `target` and every file of it untouched."""
-    return (
-        target in cached.inputs
-        and target in cached.targets
-        and all(path in cached.trusted for path in cached.targets[target])
-    )
 
 
 def _mesh_wide_checks_pass(

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from compiler.output.cache import (
+    Cached,
     Recorded,
     ServiceFacts,
     Swapped,
@@ -32,17 +33,19 @@ from compiler.output.cache import (
     write_cache,
 )
 from compiler.output.compare import TreeStatus, compare_stream
-from compiler.output.disk import scan_tree
+from compiler.output.disk import OnDisk, scan_tree
 from compiler.output.documents import foreign_cache_notes, read_documents, write_documents
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.reuse import face, input_hash, kept_files, reusable, roles, spare_path, tree_files
+from compiler.output.staging import NewFile
 from compiler.output.writer import WriteResult, previous_tree, write_files
 
 if TYPE_CHECKING:
     from compiler.backends.kubernetes.readers import ExternalReader
     from compiler.diff.records import DocumentDiff
     from compiler.ir.model import Mesh, Workload
+    from compiler.render import SidecarConfig
     from compiler.spec.document import Document
     from compiler.spec.load import Unreadable
     from compiler.spec.model import Spec
@@ -76,7 +79,7 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     real, old = previous_tree(out)
     cached = read_cache(real, old)
     digest = spec_digest(files, label)
-    if cached is not None and digest is not None and cached.spec == digest and untouched(cached, old):
+    if _up_to_date(cached, digest, old):
         return WriteResult(changed=False)
     from compiler import pipeline  # the compiler stages, only once the no-op check has failed
 
@@ -98,14 +101,11 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     spec, mesh, sidecars = pipeline.render_files(files, label, documents)
     readers = external_readers(mesh)
     inputs = target_inputs(spec, mesh, hashes, readers)
-    reused = reusable(inputs, cached)
-    artifacts = pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused)
-    kept = kept_files(reused, cached)
-    stream = tree_files(artifacts, reused, cached, kept)
+    stream, kept = _new_tree(mesh, sidecars, inputs, cached)
     trusted = cached.trusted if cached is not None else None
     result = write_files(out, stream, (real, old), trusted, spare=spare_path(real), kept=kept)
     # Every file is written: let the documents (most of the memory) go before the caches are built.
-    del sidecars, artifacts, stream
+    del sidecars, stream
     swapped = Swapped(old=old, written=result.written, removed=result.removed)
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     write_documents(real, spec.documents, hashes, known)
@@ -144,19 +144,32 @@ def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, byt
     old = scan_tree(real)
     cached = read_cache(real, old)
     digest = spec_digest(files, label)
-    if cached is not None and digest is not None and cached.spec == digest and untouched(cached, old):
+    if _up_to_date(cached, digest, old):
         return TreeStatus(), {}
     hashes = file_hashes(files, label)
     known = {name: k.document for name, k in read_documents(real, hashes).items()}
     spec, mesh, sidecars = pipeline.render_files(files, label, known)
-    inputs = target_inputs(spec, mesh, hashes)
-    reused = reusable(inputs, cached)
-    kept = kept_files(reused, cached)
-    stream = tree_files(
-        pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused), reused, cached, kept
-    )
+    stream, kept = _new_tree(mesh, sidecars, target_inputs(spec, mesh, hashes), cached)
     trusted = cached.trusted if cached is not None else {}
     return compare_stream(real, old, stream, trusted, kept)
+
+
+def _up_to_date(cached: Cached | None, digest: str | None, old: Mapping[str, OnDisk]) -> bool:
+    """Whether the output was built from these very spec files (`digest`) and is untouched since."""
+    return cached is not None and digest is not None and cached.spec == digest and untouched(cached, old)
+
+
+def _new_tree(
+    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], inputs: Mapping[str, str], cached: Cached | None
+) -> tuple[Iterator[NewFile], dict[str, str]]:
+    """The new tree as it streams, the targets whose inputs are the recorded ones left out, and the files it keeps
+    from the previous tree as they are (path -> sha256)."""
+    from compiler import pipeline
+
+    reused = reusable(inputs, cached)
+    kept = kept_files(reused, cached)
+    artifacts = pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused)
+    return tree_files(artifacts, reused, cached, kept), kept
 
 
 def file_hashes(files: Mapping[str, bytes | Unreadable], label: str) -> dict[str, str]:

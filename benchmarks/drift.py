@@ -75,8 +75,9 @@ def load_hosts(pdb: Any, spec_dir: Path, count: int) -> int:
 
 def _bench_host(i: int, pool: Any) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """Host number `i` of `pool`: its certname, replace_facts (v5) and store_report (v8) payloads."""
-    import uuid
     from datetime import UTC, datetime, timedelta
+
+    from tests.puppetdb_server import report_payload
 
     end = datetime.now(UTC)
     now, start = (
@@ -103,28 +104,7 @@ def _bench_host(i: int, pool: Any) -> tuple[str, dict[str, Any], dict[str, Any]]
         "producer": "bench",
         "values": {"mesh_service": service, "mesh_datacenter": datacenter, "mesh_applied": applied},
     }
-    report = {
-        "certname": certname,
-        "environment": "production",
-        "puppet_version": "7.23.0",
-        "report_format": 12,
-        "configuration_version": "1",
-        "start_time": start,
-        "end_time": now,
-        "producer_timestamp": now,
-        "producer": "bench",
-        "corrective_change": False,
-        "noop": False,
-        "noop_pending": False,
-        "transaction_uuid": str(uuid.uuid4()),
-        "catalog_uuid": str(uuid.uuid4()),
-        "code_id": None,
-        "cached_catalog_status": "not_used",
-        "status": "failed" if i % 97 == 0 else "unchanged",
-        "resources": [],
-        "logs": [],
-        "metrics": [],
-    }
+    report = report_payload(certname, start, now, "bench", "failed" if i % 97 == 0 else "unchanged")
     return certname, facts, report
 
 

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,40 @@ LOGBACK = """<configuration>
 
 class PuppetDBUnavailable(Exception):
     """The tools are missing or the pair did not start; the message says which and where the log is."""
+
+
+def report_payload(
+    certname: str,
+    start: str,
+    end: str,
+    producer: str,
+    status: str = "unchanged",
+    cached_catalog_status: str = "not_used",
+) -> dict[str, Any]:
+    """A `store_report` (v8) command's payload: one Puppet 7 run of `certname` from `start` to `end` (ISO 8601,
+    UTC), its status and whether it ran a cached catalog; no resources, logs or metrics."""
+    return {
+        "certname": certname,
+        "environment": "production",
+        "puppet_version": "7.23.0",
+        "report_format": 12,
+        "configuration_version": "1",
+        "start_time": start,
+        "end_time": end,
+        "producer_timestamp": end,
+        "producer": producer,
+        "corrective_change": False,
+        "noop": False,
+        "noop_pending": False,
+        "transaction_uuid": str(uuid.uuid4()),
+        "catalog_uuid": str(uuid.uuid4()),
+        "code_id": None,
+        "cached_catalog_status": cached_catalog_status,
+        "status": status,
+        "resources": [],
+        "logs": [],
+        "metrics": [],
+    }
 
 
 def missing_tools() -> list[str]:

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -46,7 +45,7 @@ from compiler.emit import dump_yaml
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
 from tests.conftest import require_tool
-from tests.puppetdb_server import PuppetDB
+from tests.puppetdb_server import PuppetDB, report_payload
 
 STDLIB_MODULES = "/usr/share/puppet/modules"
 POOL = "vm/encryption/sjc"
@@ -205,33 +204,9 @@ def submit_report(
     status: str = "unchanged",
     cached_catalog_status: str = "not_used",
 ) -> None:
-    pdb.command(
-        "store_report",
-        8,
-        certname,
-        {
-            "certname": certname,
-            "environment": "production",
-            "puppet_version": "7.23.0",
-            "report_format": 12,
-            "configuration_version": "1",
-            "start_time": iso(when - timedelta(seconds=20)),
-            "end_time": iso(when),
-            "producer_timestamp": iso(when),
-            "producer": "puppet.test",
-            "corrective_change": False,
-            "noop": False,
-            "noop_pending": False,
-            "transaction_uuid": str(uuid.uuid4()),
-            "catalog_uuid": str(uuid.uuid4()),
-            "code_id": None,
-            "cached_catalog_status": cached_catalog_status,
-            "status": status,
-            "resources": [],
-            "logs": [],
-            "metrics": [],
-        },
-    )
+    start, end = iso(when - timedelta(seconds=20)), iso(when)
+    payload = report_payload(certname, start, end, "puppet.test", status, cached_catalog_status)
+    pdb.command("store_report", 8, certname, payload)
 
 
 def mesh_facts(workload: str, documents: Mapping[str, str]) -> dict[str, Any]:

@@ -16,7 +16,8 @@ from compiler.render import SidecarConfig
 # `shared`: are the shared files (those of no target) built? A partial build (compiler.partial) asks for none: it
 # keeps them from the previous tree, which holds for the puppet ones because they are functions of mesh.yaml and
 # meshc's code alone (a partial build runs only when both are the recorded ones), and it renders the Kubernetes
-# cluster files, which list the namespaces placed in each cluster, itself (tests/test_partial_shared.py).
+# cluster files, which list the namespaces placed in each cluster, itself
+# (tests/test_incremental.py::test_the_shared_files_a_partial_build_keeps_read_mesh_yaml_alone).
 # Each yields its files one at a time (a build writes each before the next is serialized).
 Backend = Callable[
     [Mesh, Mapping[str, SidecarConfig], Collection[str] | None, bool, bool], Iterator[Artifact]

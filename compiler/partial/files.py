@@ -67,9 +67,8 @@ def partial_artifacts(
     mesh: Mesh, sidecars: Mapping[str, SidecarConfig], rendered: frozenset[str], shared: Shared
 ) -> Iterator[Artifact]:
     """The rendered targets' files, and the shared files `shared` says to render."""
-    clusters = {
-        cluster_path(name) for name in mesh.clusters
-    }  # the partial mesh's would list its namespaces only
+    # The backends' own cluster files are left out: the partial mesh's would list its namespaces only.
+    clusters = {cluster_path(name) for name in mesh.clusters}
     for artifact in stream_artifacts(mesh, sidecars, rendered, shared=shared.mesh_files):
         if artifact.path not in clusters:
             yield artifact

@@ -402,3 +402,21 @@ def test_a_no_op_build_imports_no_parser_and_no_stage(tmp_path: Path) -> None:
     assert "compiler.incremental" in loaded
     heavy = {"yaml", "jsonschema", "jinja2", "compiler.spec.document", "compiler.ir.model", "compiler.render"}
     assert loaded & (heavy | {"concurrent.futures", "ctypes"}) == set()
+
+
+def test_build_and_check_name_an_output_with_a_line_break_on_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What a command prints of a path it was given is escaped, as in its errors: one result, one line.
+    plain = tmp_path / "spec"
+    shutil.copytree(EXAMPLE, plain, ignore=shutil.ignore_patterns("rollout.yaml"))
+    out = tmp_path / "out\nput"
+    assert cli_main(["build", str(plain), "-o", str(out)]) == 0
+    assert cli_main(["check", str(plain), "-o", str(out)]) == 0
+    (out / "puppet" / "hiera.yaml").write_text("edited\n")
+    assert cli_main(["check", str(plain), "-o", str(out)]) == 1
+    printed = capsys.readouterr().out.splitlines()
+    assert re.search(r"out\\nput: \d+ file\(s\) written, 0 removed$", printed[0])
+    assert printed[1].endswith("out\\nput: up to date with " + str(plain))
+    assert printed[2].startswith(str(tmp_path)) and "out\\nput: not what the spec renders" in printed[2]
+    assert printed[3].endswith("out\\nput/puppet/hiera.yaml")

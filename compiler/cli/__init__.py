@@ -254,9 +254,11 @@ def _build(args: argparse.Namespace) -> int:
     for note in result.notes:
         print(f"meshc: warning: {escape(note)}", file=sys.stderr)
     if not result.changed:
-        print(f"{args.output}: up to date, nothing written")
+        print(f"{escape(str(args.output))}: up to date, nothing written")
     else:
-        print(f"{args.output}: {len(result.written)} file(s) written, {len(result.removed)} removed")
+        print(
+            f"{escape(str(args.output))}: {len(result.written)} file(s) written, {len(result.removed)} removed"
+        )
     return EXIT_OK
 
 
@@ -265,7 +267,7 @@ def _check(args: argparse.Namespace) -> int:
 
     status, edits = check_output(args.spec, args.output, args.lock_timeout, _waiting)
     if status.clean:
-        print(f"{args.output}: up to date with {args.spec}")
+        print(f"{escape(str(args.output))}: up to date with {escape(str(args.spec))}")
         return EXIT_OK
     from compiler.commands.check_report import format_status  # only once something differs
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from compiler.diagnostics import escape
 from compiler.diff.records import DocumentDiff
 from compiler.output.compare import TreeStatus
 
@@ -19,10 +20,12 @@ def format_status(status: TreeStatus, out: Path, edits: Mapping[str, DocumentDif
         ("hand-edited", status.hand_edited),
     )
     counts = ", ".join(f"{len(paths)} {label}" for label, paths in groups if paths)
-    lines = [f"{out}: not what the spec renders ({counts}); run `meshc build` and commit the result"]
+    lines = [
+        f"{escape(str(out))}: not what the spec renders ({counts}); run `meshc build` and commit the result"
+    ]
     for label, paths in groups:
         for path in paths:
-            lines.append(f"  {label:<12} {out.as_posix()}/{path}")
+            lines.append(f"  {label:<12} {escape(f'{out.as_posix()}/{path}')}")
             lines += [f"      {line}" for line in edit_lines(edits.get(path))]
     return "\n".join(lines)
 

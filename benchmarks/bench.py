@@ -72,6 +72,21 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+# Stages run by their own functions in main(), beside those of STAGES.
+PROCESS_STAGES = ("floor", "incremental", "drift-puppet")
+
+
+def _stages(text: str) -> list[str]:
+    """`--stages`: known stage names, comma-separated; a usage error (not a run that measures nothing) otherwise."""
+    known = [*(s.name for s in STAGES), *PROCESS_STAGES]
+    unknown = [name for name in text.split(",") if name not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"no stage {', '.join(map(repr, unknown))}; stages: {', '.join(known)}"
+        )
+    return text.split(",")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -82,7 +97,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--stages",
-        default=",".join([*(s.name for s in STAGES), "floor", "incremental", "drift-puppet"]),
+        type=_stages,
+        default=[*(s.name for s in STAGES), *PROCESS_STAGES],
         help="comma-separated stage names (floor and drift-puppet: 1,000 services; drift-puppet needs PuppetDB; "
         "incremental: full, no-op and one-service builds and check as processes, with peak RSS, at every size)",
     )
@@ -103,7 +119,7 @@ def main() -> None:
     if args.floor_child:
         floor_child(Path(args.floor_child[0]), Path(args.floor_child[1]))
         return
-    stages = [s for s in STAGES if s.name in args.stages.split(",")]
+    stages = [s for s in STAGES if s.name in args.stages]
     print(
         f"meshc benchmark: D={DATACENTERS} datacenters, C={CLUSTERS} clusters, "
         f"K={DEPENDENCIES} dependencies per service; "
@@ -133,11 +149,11 @@ def main() -> None:
                 f"(target <= {TARGET_SECONDS:g} s, <= {TARGET_RSS_MB} MB): {verdict}; "
                 f"whole process {totals['lower'][3]:.3f} s"
             )
-        if size == TARGET_SIZE and "floor" in args.stages.split(","):
+        if size == TARGET_SIZE and "floor" in args.stages:
             bench_floor(size, max(3, args.repeat))
-        if "incremental" in args.stages.split(","):
+        if "incremental" in args.stages:
             bench_incremental(size, max(3, args.repeat))
-        if size == TARGET_SIZE and "drift-puppet" in args.stages.split(","):
+        if size == TARGET_SIZE and "drift-puppet" in args.stages:
             bench_drift(size, args.drift_hosts)
 
 

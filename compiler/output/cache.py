@@ -214,8 +214,8 @@ def _checked_body(raw: bytes) -> dict[str, Any] | None:
     """The cache's content if its checksum, shape, format, version and code fingerprint hold."""
     if len(raw) > MAX_CACHE_BYTES:
         return None
-    head, _, rest = raw.partition(b"\n")
-    if head != MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
+    rest = unsealed(MAGIC, raw)
+    if rest is None:
         return None
     try:
         body = orjson.loads(rest)
@@ -320,7 +320,7 @@ def write_cache(
         },
         option=orjson.OPT_SORT_KEYS,
     )
-    return replace_file(target, MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    return replace_file(target, sealed(MAGIC, body))
 
 
 def _swapped_entries(real: Path, swapped: Swapped) -> dict[str, OnDisk]:
@@ -337,6 +337,18 @@ def _swapped_entries(real: Path, swapped: Swapped) -> dict[str, OnDisk]:
         info = os.lstat(real / path)
         entries[path] = OnDisk(kind_of(info.st_mode), info.st_size, info.st_mtime_ns, info.st_ino)
     return entries
+
+
+def sealed(magic: bytes, body: bytes) -> bytes:
+    """A cache file's bytes: `<magic> <sha256 of body>`, a line feed, the body. A truncated, corrupt or
+    hand-edited file then fails `unsealed`."""
+    return magic + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+
+
+def unsealed(magic: bytes, raw: bytes) -> bytes | None:
+    """The body of a file `sealed` with `magic`, if its first line still holds the body's sha256; else None."""
+    head, _, body = raw.partition(b"\n")
+    return body if head == magic + b" " + hashlib.sha256(body).hexdigest().encode() else None
 
 
 def foreign(path: Path, magic: bytes) -> bool:

@@ -29,7 +29,7 @@ import orjson
 from compiler import __version__
 from compiler.diagnostics import Span
 from compiler.output.cache import MAGIC as CACHE_MAGIC
-from compiler.output.cache import cache_path, code_fingerprint, foreign, is_ours, replace_file
+from compiler.output.cache import cache_path, code_fingerprint, foreign, is_ours, replace_file, sealed, unsealed
 from compiler.output.disk import read_regular
 
 if TYPE_CHECKING:
@@ -106,14 +106,14 @@ def _lines(real: Path) -> list[bytes] | None:
     raw = read_regular(path, MAX_DOCUMENTS_BYTES) if is_ours(path, _MAGIC) else None
     if raw is None:
         return None
-    head, _, rest = raw.partition(b"\n")
-    if head != _MAGIC + b" " + hashlib.sha256(rest).hexdigest().encode():
+    rest = unsealed(_MAGIC, raw)
+    if rest is None:
         return None
     header, *lines = rest.split(b"\n")
     return lines if _is_ours_header(header) else None
 
 
-# A record line starts `["<sha256>","<file name>",`, as `_line` writes it.
+# A record line starts `["<sha256>","<file name>",`, as `document_line` writes it.
 _PREFIX = re.compile(rb'\["([0-9a-f]{64})","((?:[^"\\]|\\.)*)",')
 
 
@@ -216,7 +216,7 @@ def write_documents(
         if found is not None and found.document is document:
             lines[name] = found.line
         elif name in hashes:
-            line = _line(hashes[name], document)
+            line = document_line(hashes[name], document)
             if line is not None:
                 lines[name] = line
     return write_lines(real, lines)
@@ -232,15 +232,10 @@ def write_lines(real: Path, lines: Mapping[str, bytes]) -> bool:
         option=orjson.OPT_SORT_KEYS,
     )
     body = b"\n".join([header, *(line for _, line in sorted(lines.items()))])
-    return replace_file(target, _MAGIC + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body)
+    return replace_file(target, sealed(_MAGIC, body))
 
 
 def document_line(digest: str, document: Document) -> bytes | None:
-    """One document's record line (None if JSON cannot hold it exactly: it is parsed again next time)."""
-    return _line(digest, document)
-
-
-def _line(digest: str, document: Document) -> bytes | None:
     """One document as a line; None for one JSON cannot hold exactly (an integer beyond 64 bits): it is parsed again."""
     try:
         return orjson.dumps(

@@ -26,9 +26,11 @@ from compiler.output.cache import (
     Recorded,
     ServiceFacts,
     Swapped,
+    load_cache,
     read_cache,
     recorded_of,
     spec_digest,
+    trusted_cache,
     untouched,
     write_cache,
 )
@@ -37,9 +39,10 @@ from compiler.output.disk import OnDisk, scan_tree
 from compiler.output.documents import foreign_cache_notes, read_documents, write_documents
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
+from compiler.output.prescan import Prescan, prescanned
 from compiler.output.reuse import face, input_hash, kept_files, reusable, roles, spare_path, tree_files
 from compiler.output.staging import NewFile
-from compiler.output.writer import WriteResult, previous_tree, write_files
+from compiler.output.writer import WriteResult, prepared_output, previous_entries, write_files
 
 if TYPE_CHECKING:
     from compiler.backends.kubernetes.readers import ExternalReader
@@ -72,13 +75,23 @@ def build_output(
 
 def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     """The incremental plain build, under the output's lock (see the module docstring)."""
+    real = prepared_output(out)
+    with prescanned(real, spare_path(real)) as prescan:
+        return _build_prescanned(spec_dir, out, real, prescan)
+
+
+def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -> WriteResult:
     from compiler.spec.load import spec_files  # at call time: the safety tests stand a failing reader in
 
     files = spec_files(spec_dir)
     label = spec_dir.as_posix().rstrip("/")
-    real, old = previous_tree(out)
-    cached = read_cache(real, old)
+    found = load_cache(real)
     digest = spec_digest(files, label)
+    if found is None or digest is None or found.spec != digest:
+        # Not a no-op: the compiler stages load while the child scans the output (compiler.output.prescan).
+        import compiler.partial  # noqa: F401
+    old = previous_entries(real, str(out), lambda _: prescan.scan())
+    cached = trusted_cache(found, old)
     if _up_to_date(cached, digest, old):
         return WriteResult(changed=False)
     from compiler import pipeline  # the compiler stages, only once the no-op check has failed
@@ -86,14 +99,16 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     hashes = file_hashes(files, label)
     checked: Mapping[str, Document] = {}
     recorded = recorded_of(cached) if cached is not None and digest is not None else None
+    listing = prescan.listing()
     if cached is not None and recorded is not None and digest is not None:
         from compiler.partial import Previous, build_partial
 
-        previous = Previous(real=real, old=old, cached=cached, recorded=recorded)
+        previous = Previous(real=real, old=old, cached=cached, recorded=recorded, listing=listing)
         partial = build_partial(out, files, label, hashes, digest, previous)
         if isinstance(partial, WriteResult):
             return replace(partial, notes=partial.notes + foreign_cache_notes(real))
         checked = partial.documents  # parsed and checked file by file: not again
+        listing = None  # the partial build may have staged in the spare before it gave up: listed anew
     from compiler.backends.kubernetes.readers import external_readers
 
     known = read_documents(real, hashes)
@@ -103,7 +118,9 @@ def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     inputs = target_inputs(spec, mesh, hashes, readers)
     stream, kept = _new_tree(mesh, sidecars, inputs, cached)
     trusted = cached.trusted if cached is not None else None
-    result = write_files(out, stream, (real, old), trusted, spare=spare_path(real), kept=kept)
+    result = write_files(
+        out, stream, (real, old), trusted, spare=spare_path(real), kept=kept, listing=listing
+    )
     # Every file is written: let the documents (most of the memory) go before the caches are built.
     del sidecars, stream
     swapped = Swapped(old=old, written=result.written, removed=result.removed)

@@ -119,8 +119,29 @@ def code_fingerprint() -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CacheFile:
+    """A cache as read and checked (checksum, version, code, manifest hash) before the tree's stat is compared
+    with it: `stamp` is the cache file's mtime, `manifest` the MANIFEST.json value it was written beside."""
+
+    body: dict[str, Any]
+    stamp: int
+    manifest: dict[str, Any]
+
+    @property
+    def spec(self) -> str | None:
+        spec: str | None = self.body["spec"]
+        return spec
+
+
 def read_cache(real: Path, entries: Mapping[str, OnDisk]) -> Cached | None:
     """The cache of `real` if it is valid for the tree there (whose entries are `entries`), else None."""
+    return trusted_cache(load_cache(real), entries)
+
+
+def load_cache(real: Path) -> CacheFile | None:
+    """The cache of `real` if meshc wrote it beside the MANIFEST.json there now, else None (`read_cache`'s first
+    half: nothing here needs the tree's scan)."""
     try:
         fd = open_regular(cache_path(real))
     except OSError:
@@ -135,9 +156,17 @@ def read_cache(real: Path, entries: Mapping[str, OnDisk]) -> Cached | None:
     manifest_raw, manifest = found
     if body.get("manifest") != hashlib.sha256(manifest_raw).hexdigest():
         return None  # the cache of another tree: a build killed before it wrote its cache, or a checkout
+    return CacheFile(body=body, stamp=stamp, manifest=manifest)
+
+
+def trusted_cache(found: CacheFile | None, entries: Mapping[str, OnDisk]) -> Cached | None:
+    """What cache `found` says of the tree whose entries are `entries` (`read_cache`'s second half)."""
+    if found is None:
+        return None
+    body, stamp = found.body, found.stamp
     # The manifest is the very one this meshc wrote with the cache (its sha256 is the recorded one, and the
     # cache's checksum and code fingerprint hold): its shape needs no second check.
-    files: dict[str, str] = manifest["files"]
+    files: dict[str, str] = found.manifest["files"]
     recorded: dict[str, list[int]] = body["files"]
     # Untouched: a regular file of the same size, mtime and inode as recorded, older than the cache itself.
     trusted = {
@@ -152,7 +181,7 @@ def read_cache(real: Path, entries: Mapping[str, OnDisk]) -> Cached | None:
         spec=body["spec"],
         inputs=body["inputs"],
         trusted=trusted,
-        targets=manifest["targets"],
+        targets=found.manifest["targets"],
         files=files,
         recorded=body["recorded"],
     )

@@ -69,9 +69,15 @@ class Recycled(Staging):
     """
 
     def __init__(
-        self, real: Path, old: Mapping[str, OnDisk], trusted: Mapping[str, str], spare: Path
+        self,
+        real: Path,
+        old: Mapping[str, OnDisk],
+        trusted: Mapping[str, str],
+        spare: Path,
+        listing: Mapping[str, OnDisk] | None = None,
     ) -> None:
         super().__init__(real, old, trusted, spare)
+        self.listing = listing  # the spare's entries if the caller listed them already
         self.spare: dict[str, OnDisk] = {}
         self.touched: set[str] = set()  # directories whose entries changed: fsynced before the swap
 
@@ -80,7 +86,8 @@ class Recycled(Staging):
         if self.started:
             return
         self.started = True
-        self.spare = list_tree(self.root)  # only inodes matter here: 30 ms, not 60, at 1,000 services
+        # only inodes matter here: 30 ms, not 60, at 1,000 services
+        self.spare = dict(self.listing) if self.listing is not None else list_tree(self.root)
         self.directories = {""} | {path for path, entry in self.spare.items() if entry.kind == DIRECTORY}
         # Most noted files are the output's very files already (same inode): set operations on (path, inode) pairs
         # find the others in C, not a look per file (a one-service rebuild at 1,000 services notes 10,600). Inodes

@@ -13,7 +13,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -41,15 +41,25 @@ def previous_tree(out: Path) -> tuple[Path, dict[str, OnDisk]]:
 
     The caller holds `output_lock`.
     """
-    label = str(out)
+    real = prepared_output(out)
+    return real, previous_entries(real, str(out), scan_tree)
+
+
+def prepared_output(out: Path) -> Path:
+    """The real directory behind `out`, a killed build's leftovers cleared (`previous_tree`'s first half)."""
     real = resolve_output(out)
     durable.recover(real)
+    return real
+
+
+def previous_entries(real: Path, label: str, scan: Callable[[Path], dict[str, OnDisk]]) -> dict[str, OnDisk]:
+    """The entries of output `real` as `scan` finds them, if meshc may replace it (`previous_tree`'s second half)."""
     try:
-        old = scan_tree(real)
+        old = scan(real)
     except OSError as error:
         raise EnvironmentFailure(label, f"cannot read the previous output: {cause(error)}") from error
     check_replaceable(real, label, old)
-    return real, old
+    return old
 
 
 def write_tree(out: Path, files: Mapping[str, bytes]) -> WriteResult:
@@ -64,6 +74,7 @@ def write_files(
     trusted: Mapping[str, str] | None = None,
     spare: Path | None = None,
     kept: Mapping[str, str] | None = None,
+    listing: Mapping[str, OnDisk] | None = None,
 ) -> WriteResult:
     """Make `out` hold exactly `files`, atomically: the old tree stays whole until one rename swaps it.
 
@@ -81,14 +92,15 @@ def write_files(
 
     `kept`: path -> sha256 of files the new tree reuses from the previous one (an incremental build's
     unchanged targets), taken in one pass instead of one `NewFile` each; every one must be `trusted` with
-    that digest, and no file of `files` may claim one of their paths.
+    that digest, and no file of `files` may claim one of their paths. `listing`: the spare's entries
+    (`list_tree`) if the caller has them (compiler.output.prescan), else the spare is listed here.
     """
     label = str(out)
     real, old = previous if previous is not None else previous_tree(out)
     state = spare_state(spare) if spare is not None else ABSENT
     notes = (foreign_note(spare),) if spare is not None and state == FOREIGN else ()
     if spare is not None and state == OURS and old:
-        stage: Staging = Recycled(real, old, trusted or {}, spare)
+        stage: Staging = Recycled(real, old, trusted or {}, spare, listing)
     else:
         stage = Staging(real, old, trusted or {})
     try:

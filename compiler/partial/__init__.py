@@ -79,6 +79,9 @@ class Previous:
     old: Mapping[str, OnDisk]
     cached: Cached
     recorded: Recorded
+    listing: Mapping[str, OnDisk] | None = (
+        None  # the spare's entries, if listed already (compiler.output.prescan)
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -212,7 +215,15 @@ def _build(
     real = previous.real
     kept = {**kept_files(reused, cached), **shared.kept}
     stream = tree_files(artifacts, reused, cached, kept)
-    result = write_files(out, stream, (real, previous.old), cached.trusted, spare=spare_path(real), kept=kept)
+    result = write_files(
+        out,
+        stream,
+        (real, previous.old),
+        cached.trusted,
+        spare=spare_path(real),
+        kept=kept,
+        listing=previous.listing,
+    )
     new = Recorded(mesh_file=recorded.mesh_file, mesh_digest=recorded.mesh_digest, services=facts)
     write_cache(
         real, digest, inputs, new, Swapped(old=previous.old, written=result.written, removed=result.removed)

@@ -1,0 +1,168 @@
+"""The output's scan and the spare's listing, made by a forked child while the build reads the spec and the cache
+and imports its stages.
+
+A one-service rebuild at 1,000 services lstats 10,600 output files and lists the spare's 12,000 entries: ~90 ms,
+mostly in the kernel, with the second core idle. The child is forked under the output's lock, before the
+build has loaded its stages (a small process, few pages to copy), and hands both results back as one
+`marshal` blob through a pipe. Whatever goes wrong in the child (it dies, is killed, cannot fork, sends
+something short), the build scans in its own process, as it did without one, so a failure is reported
+with the very message an in-process scan gives.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import signal
+import struct
+from array import array
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import chain, repeat
+from pathlib import Path
+
+from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, kind_of, list_tree, scan_tree, write_all
+
+
+# The kinds an entry can have (compiler.output.disk.kind_of), by the one-byte code a frame gives them.
+_KINDS = (REGULAR, DIRECTORY, *sorted({kind_of(mode << 12) for mode in range(16)} - {REGULAR, DIRECTORY}))
+_CODES = {kind: code for code, kind in enumerate(_KINDS)}
+_HEADER = struct.Struct("<Q")  # a frame's length
+
+
+class Prescan:
+    """`scan_tree(real)` and then `list_tree(spare)`, computed in a child and sent as two frames; each is taken once.
+
+    The frames go into a memory file (memfd), so the child never waits for the parent to read one; one byte
+    on a pipe says a frame is there, and the pipe's end says the child is done. A frame is one `marshal`
+    blob of a tree's entries in columns (the paths joined by NUL, which no path holds, the kinds as one
+    byte each, the numbers as arrays): decoding 12,000 entries so takes ~4 ms where a tuple per entry
+    took ~12 ms.
+    """
+
+    def __init__(self, real: Path, spare: Path) -> None:
+        self.real, self.spare = real, spare
+        self.pid: int | None = None
+        self.fd: int | None = None  # the pipe's reading end
+        self.memory: int | None = None  # the memory file the frames are in
+        self.offset = 0  # where the next frame starts in it
+        self.frames = 0  # frames taken
+
+    def start(self) -> None:
+        try:
+            memory = os.memfd_create("meshc-prescan", os.MFD_CLOEXEC)
+        except (OSError, AttributeError):  # not Linux: the build scans in its own process
+            return
+        try:
+            read, write = os.pipe2(os.O_CLOEXEC)
+            pid = os.fork()
+        except OSError:
+            os.close(memory)
+            return
+        if pid == 0:  # the child: never returns into the caller's code
+            os.close(read)
+            _child(write, memory, self.real, self.spare)
+        os.close(write)
+        self.pid, self.fd, self.memory = pid, read, memory
+
+    def scan(self) -> dict[str, OnDisk]:
+        """The output's entries (`scan_tree`), from the child if it made them, else scanned here."""
+        found = self._frame(0)
+        return found if found is not None else scan_tree(self.real)
+
+    def listing(self) -> dict[str, OnDisk] | None:
+        """The spare's entries (`list_tree`) if the child made them; None: the caller lists it itself."""
+        return self._frame(1)
+
+    def _frame(self, index: int) -> dict[str, OnDisk] | None:
+        """Frame `index` (0: the scan, 1: the listing), if the child sends it and it was not taken before."""
+        while self.fd is not None and self.frames <= index:
+            self.frames += 1
+            try:
+                found = self._next()
+            except (OSError, EOFError, ValueError, TypeError, IndexError):
+                found = None
+            if found is None:
+                self.close()  # the child failed, or sent no listing: it has nothing more
+            elif self.frames > index:
+                return found
+        return None
+
+    def _next(self) -> dict[str, OnDisk] | None:
+        """The entries of the next frame, once the child says it is written; None when the child is done."""
+        if self.fd is None or self.memory is None or not os.read(self.fd, 1):
+            return None
+        (length,) = _HEADER.unpack(_read(self.memory, self.offset, _HEADER.size))
+        body = _read(self.memory, self.offset + _HEADER.size, length)
+        self.offset += _HEADER.size + length
+        return _decode(body)
+
+    def close(self) -> None:
+        """Let the child go (killed if it is still at work) and reap it."""
+        for fd in (self.fd, self.memory):
+            if fd is not None:
+                os.close(fd)
+        self.fd = self.memory = None
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(self.pid, 0)
+            self.pid = None
+
+
+@contextmanager
+def prescanned(real: Path, spare: Path) -> Iterator[Prescan]:
+    """A Prescan of `real` and `spare` whose child is started now and reaped when the block ends; no child when there is
+    no output yet (a first build has nothing to scan)."""
+    prescan = Prescan(real, spare)
+    if real.is_dir():
+        prescan.start()
+    try:
+        yield prescan
+    finally:
+        prescan.close()
+
+
+def _child(signal_fd: int, memory: int, real: Path, spare: Path) -> None:
+    code = 1
+    try:
+        for entries in (scan_tree(real), list_tree(spare) if spare.is_dir() else None):
+            if entries is None:
+                break
+            write_all(memory, _encode(entries))
+            os.write(signal_fd, b"\n")
+        code = 0
+    except BaseException:  # noqa: BLE001, S110 - the parent scans itself: it reports whatever went wrong
+        pass
+    finally:
+        os._exit(code)
+
+
+def _encode(entries: dict[str, OnDisk]) -> bytes:
+    kinds = bytes(_CODES[entry.kind] for entry in entries.values())
+    numbers = array("q", chain.from_iterable((entry.size, entry.mtime_ns) for entry in entries.values()))
+    inodes = array("Q", (entry.inode for entry in entries.values()))
+    body = marshal.dumps(("\0".join(entries), kinds, numbers.tobytes(), inodes.tobytes()))
+    return _HEADER.pack(len(body)) + body
+
+
+def _decode(body: bytes) -> dict[str, OnDisk]:
+    joined, kinds, raw_numbers, raw_inodes = marshal.loads(body)
+    numbers, inodes = array("q"), array("Q")
+    numbers.frombytes(raw_numbers)
+    inodes.frombytes(raw_inodes)
+    paths = joined.split("\0") if joined else []
+    pairs = iter(numbers)
+    rows = zip(map(_KINDS.__getitem__, kinds), pairs, pairs, inodes, strict=True)
+    # tuple.__new__ through map: the records are made in C (OnDisk's own __new__ is Python)
+    return dict(zip(paths, map(tuple.__new__, repeat(OnDisk), rows), strict=True))
+
+
+def _read(fd: int, offset: int, size: int) -> bytes:
+    """Exactly `size` bytes of file `fd` from `offset`; EOFError if it ends before."""
+    data = os.pread(fd, size, offset)
+    if len(data) != size:  # a memory file returns all it holds at once
+        raise EOFError("a prescan frame is cut short")
+    return data

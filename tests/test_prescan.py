@@ -1,0 +1,125 @@
+"""The output's scan and the spare's listing made by a forked child (compiler.output.prescan): the very entries an
+in-process scan finds, an in-process scan whenever the child fails, and no child left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from benchmarks.synth import generate
+from compiler import incremental
+from compiler.output import prescan
+from compiler.output.disk import list_tree, scan_tree
+
+
+def odd_tree(root: Path) -> Path:
+    """Regular files of several sizes, nested and empty directories, a symlink, a FIFO and odd names."""
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "empty").mkdir()
+    (root / "a" / "b" / "deep.yaml").write_bytes(b"x" * 5000)
+    (root / "a" / "one.json").write_text("{}")
+    (root / "blank").write_bytes(b"")
+    (root / "with space\tand tab é").write_text("unicode")
+    (root / "link").symlink_to("a/one.json")
+    os.mkfifo(root / "fifo")
+    return root
+
+
+def spare_of(tmp_path: Path) -> Path:
+    spare = odd_tree(tmp_path / "spare")
+    os.link(spare / "a" / "one.json", spare / "hard")
+    return spare
+
+
+def test_the_child_finds_what_an_in_process_scan_finds(tmp_path: Path) -> None:
+    real, spare = odd_tree(tmp_path / "out"), spare_of(tmp_path)
+    with prescan.prescanned(real, spare) as scans:
+        assert scans.pid is not None  # the scans come from a child
+        scanned, listed = scans.scan(), scans.listing()
+    assert scanned == scan_tree(real) and listed == list_tree(spare)
+    assert {type(entry) for entry in [*scanned.values(), *listed.values()]} == {prescan.OnDisk}
+    assert scanned["fifo"].kind == "named pipe (FIFO)" and scanned["link"].kind == "symlink"
+
+
+def test_without_a_spare_there_is_no_listing(tmp_path: Path) -> None:
+    real = odd_tree(tmp_path / "out")
+    with prescan.prescanned(real, tmp_path / "no-spare") as scans:
+        assert scans.scan() == scan_tree(real)
+        assert scans.listing() is None
+    with prescan.prescanned(tmp_path / "absent", tmp_path / "no-spare") as scans:
+        assert scans.scan() == {}
+
+
+def test_a_failing_child_means_an_in_process_scan(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real, spare = odd_tree(tmp_path / "out"), spare_of(tmp_path)
+    parent = os.getpid()
+
+    def scan_in_parent_only(root: Path) -> dict[str, prescan.OnDisk]:
+        if os.getpid() != parent:
+            raise OSError("the child cannot read")
+        return scan_tree(root)
+
+    monkeypatch.setattr(prescan, "scan_tree", scan_in_parent_only)
+    with prescan.prescanned(real, spare) as scans:
+        assert scans.scan() == scan_tree(real)
+        assert scans.listing() is None  # the child sent nothing: the writer lists the spare itself
+
+
+def test_a_killed_child_means_an_in_process_scan_and_is_reaped(tmp_path: Path) -> None:
+    real, spare = odd_tree(tmp_path / "out"), spare_of(tmp_path)
+    with prescan.prescanned(real, spare) as scans:
+        assert scans.pid is not None
+        pid = scans.pid
+        os.kill(pid, signal.SIGKILL)
+        assert scans.scan() == scan_tree(real)
+        assert scans.listing() is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # reaped: no zombie is left
+
+
+def test_a_child_still_at_work_is_killed_and_reaped_when_the_build_ends(tmp_path: Path) -> None:
+    real, spare = odd_tree(tmp_path / "out"), spare_of(tmp_path)
+    with prescan.prescanned(real, spare) as scans:
+        pid = scans.pid
+    assert pid is not None and scans.pid is None and scans.fd is None and scans.memory is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_frame_cut_short_is_no_frame(tmp_path: Path) -> None:
+    real, spare = odd_tree(tmp_path / "out"), spare_of(tmp_path)
+    with prescan.prescanned(real, spare) as scans:
+        scans.scan()
+        assert scans.memory is not None and scans.pid is not None
+        os.waitpid(scans.pid, 0)  # both frames written
+        scans.pid = None
+        os.ftruncate(
+            scans.memory, scans.offset + 3
+        )  # the listing's frame, as a child killed mid-write leaves it
+        assert scans.listing() is None
+
+
+def test_a_rebuild_takes_the_output_scan_from_the_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = generate(tmp_path / "spec", 6, datacenters=2, clusters=2, deps=2, seed=5)
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    parent = os.getpid()
+    listed: list[bool] = []
+
+    def not_in_the_parent(root: Path) -> dict[str, prescan.OnDisk]:
+        assert os.getpid() != parent, "the build scanned the output itself"
+        return scan_tree(root)
+
+    monkeypatch.setattr(prescan, "scan_tree", not_in_the_parent)
+    original = prescan.Prescan.listing
+    monkeypatch.setattr(prescan.Prescan, "listing", lambda self: listed.append(True) or original(self))
+    path = spec / "services" / "svc-0001.yaml"
+    path.write_text(path.read_text().replace("port: 8080", "port: 8181", 1))
+    assert incremental.build_output(spec, out).changed
+    assert incremental.build_output(spec, out).changed is False  # the no-op build takes it too
+    assert listed

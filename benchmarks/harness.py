@@ -70,3 +70,54 @@ def spec_for(size: int) -> Path:
     if not (out / "mesh.yaml").exists():
         generate(out, size, DATACENTERS, CLUSTERS, DEPENDENCIES)
     return out
+
+
+class TreeMemory:
+    """The peak memory of a process and its descendants, sampled: the sum of their PSS (proportional set size).
+
+    wait4's ru_maxrss is the peak of the largest single process, which undercounts a build that forks: the
+    worker (compiler.output.worker) and the helpers it starts each have their own RSS, and a forked child's
+    RSS also counts the pages it shares with its parent. PSS splits every shared page between its sharers, so
+    the sum over the tree counts each page once. Sampled every 20 ms from /proc/<pid>/smaps_rollup.
+    """
+
+    def __init__(self, pid: int) -> None:
+        import threading
+
+        self.pid, self.peak_kb = pid, 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> float:
+        """Stop sampling; the peak in MB."""
+        self.done.set()
+        self.thread.join()
+        return self.peak_kb / 1024
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.02):
+            self.peak_kb = max(self.peak_kb, sum(map(_pss_kb, _tree(self.pid))))
+
+
+def _tree(pid: int) -> list[int]:
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        try:
+            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
+        except OSError:
+            continue
+        pending.extend(map(int, children))
+    return found
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0

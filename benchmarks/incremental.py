@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from benchmarks.harness import BENCH_DIR, ROOT, TARGET_SIZE, span, spec_for
+from benchmarks.harness import BENCH_DIR, ROOT, TARGET_SIZE, TreeMemory, span, spec_for
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -21,6 +21,7 @@ class Run:
     cpu: float
     rss: float
     stdout: str
+    tree_mb: float = 0.0  # the peak PSS summed over the process and its children (harness.TreeMemory)
 
 
 def meshc_run(*args: str) -> Run:
@@ -31,8 +32,10 @@ def meshc_run(*args: str) -> Run:
     with subprocess.Popen(
         [sys.executable, "-m", "compiler", *args], stdout=subprocess.PIPE, env=env
     ) as child:
+        memory = TreeMemory(child.pid)
         output = child.stdout.read() if child.stdout else b""
         _, status, usage = os.wait4(child.pid, 0)
+        tree_mb = memory.stop()
     if os.waitstatus_to_exitcode(status) not in (0, 1):
         raise SystemExit(f"meshc {' '.join(args)} failed (exit {os.waitstatus_to_exitcode(status)})")
     return Run(
@@ -40,6 +43,7 @@ def meshc_run(*args: str) -> Run:
         cpu=usage.ru_utime + usage.ru_stime,
         rss=usage.ru_maxrss / 1024,
         stdout=output.decode(),
+        tree_mb=tree_mb,
     )
 
 
@@ -91,7 +95,8 @@ def bench_incremental(size: int, repeat: int) -> None:
     for name, runs, what in rows:
         print(
             f"{size:>8}  {name:<10} {_median(r.wall for r in runs):>7.3f} {_median(r.cpu for r in runs):>7.3f} "
-            f"{max(r.rss for r in runs):>11.1f}  {what}; wall {span([r.wall for r in runs])} s over {len(runs)}"
+            f"{max(r.rss for r in runs):>11.1f}  {what}; wall {span([r.wall for r in runs])} s over {len(runs)}; "
+            f"process tree {max(r.tree_mb for r in runs):.0f} MB PSS"
         )
     share = _median(r.wall for r in one) / full.wall
     print(f"{size:>8}  one-service rebuild / full build, wall: {share:.1%}")
@@ -110,9 +115,10 @@ def bench_incremental(size: int, repeat: int) -> None:
             f"{_verdict(share <= ONE_SERVICE_SHARE)}"
         )
     if size in RSS_GOALS_MB:
-        peak = max(r.rss for r in (full, *noop, *one, *check))
+        # the larger of the biggest process's peak RSS and the whole process tree's sampled PSS (a full build forks)
+        peak = max(max(r.rss, r.tree_mb) for r in (full, *noop, *one, *check))
         print(
-            f"{size:>8}  peak RSS of every command: {peak:.0f} MB (goal <= {RSS_GOALS_MB[size]} MB): "
+            f"{size:>8}  peak memory of every command: {peak:.0f} MB (goal <= {RSS_GOALS_MB[size]} MB): "
             f"{_verdict(peak <= RSS_GOALS_MB[size])}"
         )
     if size == 10_000:

@@ -42,6 +42,7 @@ from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.prescan import Prescan, prescanned
 from compiler.output.reuse import face, input_hash, kept_files, reusable, roles, spare_path, tree_files
 from compiler.output.staging import NewFile
+from compiler.output.worker import Worker
 from compiler.output.writer import WriteResult, prepared_output, previous_entries, write_files
 
 if TYPE_CHECKING:
@@ -53,7 +54,9 @@ if TYPE_CHECKING:
     from compiler.spec.load import Unreadable
     from compiler.spec.model import Spec
 
-ROLLOUT_FILE = "rollout.yaml"  # compiler.rollout.pins.ROLLOUT_FILE, without importing git for a plain build
+ROLLOUT_FILE = "rollout.yaml"
+# From this many targets to render on, a forked worker lays out and writes half of them (compiler.output.worker).
+PARALLEL_FROM = 200  # compiler.rollout.pins.ROLLOUT_FILE, without importing git for a plain build
 
 
 def build_output(
@@ -116,10 +119,10 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     spec, mesh, sidecars = pipeline.render_files(files, label, documents)
     readers = external_readers(mesh)
     inputs = target_inputs(spec, mesh, hashes, readers)
-    stream, kept = _new_tree(mesh, sidecars, inputs, cached)
+    stream, kept, worker = _new_tree(mesh, sidecars, inputs, cached, parallel=True)
     trusted = cached.trusted if cached is not None else None
     result = write_files(
-        out, stream, (real, old), trusted, spare=spare_path(real), kept=kept, listing=listing
+        out, stream, (real, old), trusted, spare=spare_path(real), kept=kept, listing=listing, worker=worker
     )
     # Every file is written: let the documents (most of the memory) go before the caches are built.
     del sidecars, stream
@@ -166,7 +169,7 @@ def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, byt
     hashes = file_hashes(files, label)
     known = {name: k.document for name, k in read_documents(real, hashes).items()}
     spec, mesh, sidecars = pipeline.render_files(files, label, known)
-    stream, kept = _new_tree(mesh, sidecars, target_inputs(spec, mesh, hashes), cached)
+    stream, kept, _ = _new_tree(mesh, sidecars, target_inputs(spec, mesh, hashes), cached)
     trusted = cached.trusted if cached is not None else {}
     return compare_stream(real, old, stream, trusted, kept)
 
@@ -177,16 +180,28 @@ def _up_to_date(cached: Cached | None, digest: str | None, old: Mapping[str, OnD
 
 
 def _new_tree(
-    mesh: Mesh, sidecars: Mapping[str, SidecarConfig], inputs: Mapping[str, str], cached: Cached | None
-) -> tuple[Iterator[NewFile], dict[str, str]]:
-    """The new tree as it streams, the targets whose inputs are the recorded ones left out, and the files it keeps
-    from the previous tree as they are (path -> sha256)."""
+    mesh: Mesh,
+    sidecars: Mapping[str, SidecarConfig],
+    inputs: Mapping[str, str],
+    cached: Cached | None,
+    *,
+    parallel: bool = False,
+) -> tuple[Iterator[NewFile], dict[str, str], Worker | None]:
+    """The new tree as it streams, the targets whose inputs are the recorded ones left out; the files it keeps
+    from the previous tree as they are (path -> sha256); and with `parallel`, where there are PARALLEL_FROM
+    targets to render or more, the worker that lays out every second one of them (compiler.output.worker)."""
     from compiler import pipeline
 
     reused = reusable(inputs, cached)
     kept = kept_files(reused, cached)
-    artifacts = pipeline.stream_artifacts(mesh, sidecars, frozenset(inputs) - reused)
-    return tree_files(artifacts, reused, cached, kept), kept
+    rendered = sorted(frozenset(inputs) - reused)
+    worker = None
+    if parallel and len(rendered) >= PARALLEL_FROM:
+        theirs = frozenset(rendered[1::2])
+        worker = Worker(lambda: pipeline.stream_artifacts(mesh, sidecars, theirs, shared=False))
+        rendered = rendered[::2]
+    artifacts = pipeline.stream_artifacts(mesh, sidecars, frozenset(rendered))
+    return tree_files(artifacts, reused, cached, kept, worker.entries if worker else None), kept, worker
 
 
 def file_hashes(files: Mapping[str, bytes | Unreadable], label: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ from tests.puppetdb_server import PuppetDB, PuppetDBUnavailable, missing_tools
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "mesh-spec"
 FSYNC_PATHS = durable.fsync_paths
+BACKGROUND_FLUSHER = durable.background_flusher
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -94,6 +95,7 @@ def fsync_off() -> Iterator[None]:
     """
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(durable, "fsync_paths", _no_fsync)
+        patch.setattr(durable, "background_flusher", lambda: None)  # nor a helper process that fsyncs
         yield
 
 
@@ -103,8 +105,9 @@ def _no_fsync(paths: Sequence[Path], flags: int) -> None:
 
 @pytest.fixture
 def real_fsync(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The writer's own fsync_paths back, for a test that checks what a build fsyncs."""
+    """The writer's own fsync_paths and fsync helper back, for a test that checks what a build fsyncs."""
     monkeypatch.setattr(durable, "fsync_paths", FSYNC_PATHS)
+    monkeypatch.setattr(durable, "background_flusher", BACKGROUND_FLUSHER)
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,16 @@ from compiler.output import prescan
 from compiler.output.disk import list_tree, scan_tree
 
 
+@pytest.fixture(autouse=True)
+def any_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child for any output with a MANIFEST.json, however small."""
+    monkeypatch.setattr(prescan, "PRESCAN_FROM_BYTES", 1)
+
+
 def odd_tree(root: Path) -> Path:
     """Regular files of several sizes, nested and empty directories, a symlink, a FIFO and odd names."""
     (root / "a" / "b").mkdir(parents=True)
+    (root / "MANIFEST.json").write_text("{}")
     (root / "empty").mkdir()
     (root / "a" / "b" / "deep.yaml").write_bytes(b"x" * 5000)
     (root / "a" / "one.json").write_text("{}")
@@ -50,6 +57,7 @@ def test_without_a_spare_there_is_no_listing(tmp_path: Path) -> None:
         assert scans.scan() == scan_tree(real)
         assert scans.listing() is None
     with prescan.prescanned(tmp_path / "absent", tmp_path / "no-spare") as scans:
+        assert scans.pid is None  # no output, no child
         assert scans.scan() == {}
 
 

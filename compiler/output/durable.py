@@ -13,6 +13,7 @@ from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure
 from compiler.output.disk import cause
+from compiler.output.flusher import Flusher, start_flusher
 
 
 def remove_previous(staging: Path) -> None:
@@ -71,6 +72,12 @@ def fsync_paths(paths: Sequence[str | Path], flags: int) -> None:
         thread.join()
     if failures:
         raise failures[0]
+
+
+def background_flusher() -> Flusher | None:
+    """A helper process that fsyncs a big write's files while it goes on (compiler.output.flusher); None: fsync
+    them with `fsync_paths` at the end. A seam the tests stand in for, as they do for `fsync_paths`."""
+    return start_flusher()
 
 
 def fsync_path(path: str | Path, flags: int) -> None:

@@ -83,10 +83,12 @@ def tree_files(
     reused: Iterable[str],
     cached: Cached | None,
     kept: Mapping[str, str],
+    more: Callable[[], Iterable[tuple[str, str, str | None]]] | None = None,
 ) -> Iterator[NewFile]:
     """The new tree's rendered files as they stream, and MANIFEST.json last, which also lists the files `kept`
     from the previous tree (path -> sha256: the reused targets' files, `kept_files`, and any shared file kept; the
-    writer takes those in bulk) and the reused targets' paths."""
+    writer takes those in bulk) and the reused targets' paths. `more()`: the (path, sha256, target) of files written
+    beside this stream (compiler.output.worker), asked for once every rendered file is out, before the manifest."""
     files: dict[str, str] = {}
     targets: dict[str, list[str]] = {}
     for artifact in artifacts:
@@ -95,6 +97,10 @@ def tree_files(
         if artifact.target is not None:
             targets.setdefault(artifact.target, []).append(file.path)
         yield file
+    for path, digest, target in more() if more is not None else ():
+        files[path] = digest
+        if target is not None:
+            targets.setdefault(target, []).append(path)
     files.update(kept)
     if cached is not None:
         targets.update((target, cached.targets[target]) for target in reused)

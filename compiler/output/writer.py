@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
-from compiler.diagnostics import EnvironmentFailure
+from compiler.diagnostics import EnvironmentFailure, InternalError
 from compiler.output import durable
 from compiler.output.disk import DIRECTORY, OnDisk, cause, scan_tree
 from compiler.output.guard import check_replaceable, resolve_output
 from compiler.output.spare import ABSENT, FOREIGN, OURS, Recycled, foreign_note, keep_as_spare, spare_state
 from compiler.output.staging import NewFile, Staging, new_file
+from compiler.output.worker import Worker
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -75,6 +76,7 @@ def write_files(
     spare: Path | None = None,
     kept: Mapping[str, str] | None = None,
     listing: Mapping[str, OnDisk] | None = None,
+    worker: Worker | None = None,
 ) -> WriteResult:
     """Make `out` hold exactly `files`, atomically: the old tree stays whole until one rename swaps it.
 
@@ -93,7 +95,8 @@ def write_files(
     `kept`: path -> sha256 of files the new tree reuses from the previous one (an incremental build's
     unchanged targets), taken in one pass instead of one `NewFile` each; every one must be `trusted` with
     that digest, and no file of `files` may claim one of their paths. `listing`: the spare's entries
-    (`list_tree`) if the caller has them (compiler.output.prescan), else the spare is listed here.
+    (`list_tree`) if the caller has them (compiler.output.prescan), else the spare is listed here. `worker`: a
+    compiler.output.worker.Worker writing part of the tree beside `files`, which must take its entries.
     """
     label = str(out)
     real, old = previous if previous is not None else previous_tree(out)
@@ -105,8 +108,12 @@ def write_files(
         stage = Staging(real, old, trusted or {})
     try:
         stage.keep(kept or {})
+        if worker is not None:
+            worker.start(stage)
         for file in files:
             stage.add(file)
+        if worker is not None and not worker.merged:
+            raise InternalError("the worker's files were never taken into the tree")
         removed = tuple(
             sorted(p for p, entry in old.items() if entry.kind != DIRECTORY and p not in stage.seen)
         )
@@ -115,6 +122,9 @@ def write_files(
         stage.finish()
         durable.swap(stage.root, real)
     except BaseException as error:
+        if worker is not None:
+            worker.close()
+        stage.abandon()
         shutil.rmtree(stage.root, ignore_errors=True)  # a partial tree must not keep the disk full
         if isinstance(error, OSError):
             raise EnvironmentFailure(

@@ -1,0 +1,170 @@
+"""The forked worker of a big build (compiler.output.worker): the tree is the one a build without it writes, and a
+worker that fails in any way has its part done again by the build, which then fails or not as one without it."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+
+from benchmarks.synth import generate
+from compiler import incremental
+from compiler.diagnostics import InternalError
+from compiler.emit import Artifact
+from compiler.output import worker as worker_module
+from compiler.output.disk import read_tree, scan_tree
+from compiler.output.staging import Staging, new_file
+from compiler.pipeline import compile_dir
+
+
+@pytest.fixture
+def spec(tmp_path: Path) -> Path:
+    return generate(tmp_path / "spec", 10, datacenters=2, clusters=2, deps=2, seed=7)
+
+
+@pytest.fixture
+def workers(monkeypatch: pytest.MonkeyPatch) -> list[worker_module.Worker]:
+    """Every build forks a worker (PARALLEL_FROM lowered for a small mesh); each one started is recorded."""
+    monkeypatch.setattr(incremental, "PARALLEL_FROM", 2)
+    started: list[worker_module.Worker] = []
+    original = worker_module.Worker.start
+
+    def recorded(self: worker_module.Worker, stage: Staging) -> None:
+        started.append(self)
+        original(self, stage)
+
+    monkeypatch.setattr(worker_module.Worker, "start", recorded)
+    return started
+
+
+def in_child_only(monkeypatch: pytest.MonkeyPatch, fail: str) -> None:
+    """Make the worker fail in its child, `before` writing anything or `after` writing all its files."""
+    parent = os.getpid()
+    original = worker_module._write_here
+
+    def failing(stage: Staging, artifacts: Iterable[Artifact]) -> list[worker_module.Entry]:
+        if os.getpid() == parent:
+            return original(stage, artifacts)
+        if fail == "before":
+            raise RuntimeError("the worker fails before it writes")
+        entries = original(stage, artifacts)
+        raise RuntimeError("the worker fails after it wrote everything")
+        return entries
+
+    monkeypatch.setattr(worker_module, "_write_here", failing)
+
+
+def test_a_build_with_a_worker_writes_the_tree_a_build_without_one_writes(
+    spec: Path, tmp_path: Path, workers: list[worker_module.Worker]
+) -> None:
+    out = tmp_path / "out"
+    result = incremental.build_output(spec, out)
+    assert len(workers) == 1 and workers[0].merged
+    tree = read_tree(out)
+    assert tree == compile_dir(spec).tree()
+    assert set(result.written) == set(tree)  # the worker's files are reported written too
+
+
+@pytest.mark.parametrize("fail", ["before", "after"])
+def test_a_failing_worker_has_its_part_done_by_the_build(
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[worker_module.Worker],
+    fail: str,
+) -> None:
+    in_child_only(monkeypatch, fail)
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    assert len(workers) == 1 and workers[0].pid == -1
+    assert read_tree(out) == compile_dir(spec).tree()
+
+
+def test_a_killed_worker_has_its_part_done_by_the_build(
+    spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[worker_module.Worker]
+) -> None:
+    original = worker_module.Worker.start
+
+    def start_and_kill(self: worker_module.Worker, stage: Staging) -> None:
+        original(self, stage)
+        if self.pid > 0:
+            os.kill(self.pid, signal.SIGKILL)
+
+    monkeypatch.setattr(worker_module.Worker, "start", start_and_kill)
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    assert read_tree(out) == compile_dir(spec).tree()
+
+
+def test_a_worker_that_failed_after_linking_never_writes_through_a_link_into_the_previous_tree(
+    spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[worker_module.Worker]
+) -> None:
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    before = read_tree(out)
+    inodes = {path: entry.inode for path, entry in scan_tree(out).items()}
+    # mesh.yaml changes: every target is rendered anew (a full build), most files are the same bytes
+    # (hard-linked from the previous tree by the worker too), some differ.
+    mesh = spec / "mesh.yaml"
+    mesh.write_text(mesh.read_text().replace('connect_timeout: "1s"', 'connect_timeout: "2s"', 1))
+    in_child_only(monkeypatch, "after")
+    incremental.build_output(spec, out)
+    assert read_tree(out) == compile_dir(spec).tree()
+    previous = out.parent / f".{out.name}.meshc-spare"  # the previous tree, kept for the next build
+    assert read_tree(previous) == before
+    assert {p: e.inode for p, e in scan_tree(previous).items()} == inodes
+    assert workers and workers[-1].merged
+
+
+def test_a_part_that_fails_fails_the_build_as_without_a_worker(
+    spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[worker_module.Worker]
+) -> None:
+    from compiler.backends import kubernetes
+
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    before = read_tree(out)
+    original = kubernetes.object_file
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise InternalError("a backend bug")
+
+    monkeypatch.setattr(kubernetes, "object_file", broken)
+    path = spec / "mesh.yaml"
+    path.write_text(path.read_text().replace('connect_timeout: "1s"', 'connect_timeout: "3s"', 1))
+    with pytest.raises(InternalError, match="a backend bug"):
+        incremental.build_output(spec, out)
+    monkeypatch.setattr(kubernetes, "object_file", original)
+    assert read_tree(out) == before
+    assert all(w.pid == -1 for w in workers)  # every worker reaped
+    assert sorted(p.name for p in tmp_path.iterdir() if "meshc-new" in p.name) == []  # no staging tree left
+
+
+def test_two_parts_claiming_one_path_is_a_compiler_bug(
+    spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[worker_module.Worker]
+) -> None:
+    original = worker_module.Worker.__init__
+
+    def and_a_shared_file(self: worker_module.Worker, artifacts: Callable[[], Iterable[Artifact]]) -> None:
+        original(self, lambda: [*artifacts(), Artifact(path="puppet/hiera.yaml", data=b"claimed twice\n")])
+
+    monkeypatch.setattr(worker_module.Worker, "__init__", and_a_shared_file)
+    with pytest.raises(InternalError, match="two artifacts claim puppet/hiera.yaml"):
+        incremental.build_output(spec, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_path_a_failed_worker_linked_is_replaced_never_written_through(tmp_path: Path) -> None:
+    real = tmp_path / "out"
+    real.mkdir()
+    (real / "a.txt").write_text("the output's bytes\n")
+    stage = Staging(real, {}, {})
+    stage.start()
+    os.link(real / "a.txt", stage.root / "a.txt")  # what a worker that linked the file and died leaves there
+    stage.replacing = True
+    stage.add(new_file("a.txt", b"new bytes\n"))
+    assert (real / "a.txt").read_text() == "the output's bytes\n"
+    assert (stage.root / "a.txt").read_text() == "new bytes\n"

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from compiler.output.cache import (
     Cached,
+    CacheFile,
     Recorded,
     ServiceFacts,
     Swapped,
@@ -90,24 +91,28 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     label = spec_dir.as_posix().rstrip("/")
     found = load_cache(real)
     digest = spec_digest(files, label)
+    read = None
     if found is None or digest is None or found.spec != digest:
-        # Not a no-op: the compiler stages load while the child scans the output (compiler.output.prescan).
+        # Not a no-op. While the child scans the output (compiler.output.prescan), the compiler stages load and
+        # what a partial build reads of the caches is read.
         import compiler.partial  # noqa: F401
+
+        read = _previous_facts(real, files, label, found, digest)
     old = previous_entries(real, str(out), lambda _: prescan.scan())
     cached = trusted_cache(found, old)
     if _up_to_date(cached, digest, old):
         return WriteResult(changed=False)
     from compiler import pipeline  # the compiler stages, only once the no-op check has failed
 
-    hashes = file_hashes(files, label)
+    hashes, recorded, lines = read or _previous_facts(real, files, label, found, digest)
+
     checked: Mapping[str, Document] = {}
-    recorded = recorded_of(cached) if cached is not None and digest is not None else None
     listing = prescan.listing()
     if cached is not None and recorded is not None and digest is not None:
         from compiler.partial import Previous, build_partial
 
         previous = Previous(real=real, old=old, cached=cached, recorded=recorded, listing=listing)
-        partial = build_partial(out, files, label, hashes, digest, previous)
+        partial = build_partial(out, files, label, hashes, digest, previous, lines)
         if isinstance(partial, WriteResult):
             return replace(partial, notes=partial.notes + foreign_cache_notes(real))
         checked = partial.documents  # parsed and checked file by file: not again
@@ -130,6 +135,21 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     write_documents(real, spec.documents, hashes, known)
     return replace(result, notes=result.notes + foreign_cache_notes(real))
+
+
+def _previous_facts(
+    real: Path,
+    files: Mapping[str, bytes | Unreadable],
+    label: str,
+    found: CacheFile | None,
+    digest: str | None,
+) -> tuple[dict[str, str], Recorded | None, dict[str, bytes] | None]:
+    """The spec files' hashes, and what a partial build reads of the caches: the recorded facts, the document lines."""
+    from compiler.output.documents import read_lines
+
+    hashes = file_hashes(files, label)
+    recorded = recorded_of(found) if found is not None and digest is not None else None
+    return hashes, recorded, read_lines(real, hashes) if recorded is not None else None
 
 
 def check_output(

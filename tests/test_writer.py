@@ -429,3 +429,39 @@ def test_an_fsync_failing_in_a_thread_fails_the_write_and_leaves_the_output(
         write_tree(out, render_tree([Artifact(path=f"{n}.txt", data=b"x\n") for n in "abcdefgh"]))
     assert read_tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging tree left
+
+
+def test_a_manifest_patched_from_the_previous_one_is_the_one_made_anew() -> None:
+    import random
+
+    import orjson
+
+    rng = random.Random(4)
+    digest = lambda: "".join(rng.choice("0123456789abcdef") for _ in range(64))  # noqa: E731
+    files = {f"k/c{n % 3}/ns/svc-{n:03d}{'/é' if n % 5 == 0 else ''}.yaml": digest() for n in range(60)}
+    files['odd/"quoted"\\name.json'] = digest()
+    targets = {f"k8s/c{t}": sorted(p for p in files if p.startswith(f"k/c{t}/")) for t in range(3)}
+    raw = manifest.manifest_json(files, targets)
+    previous = (raw, orjson.loads(raw))
+    for _ in range(20):
+        changed = dict(files)
+        fresh = rng.sample(sorted(files), rng.randint(1, 6))  # rendered anew: some keep their digest
+        for path in fresh[1:]:
+            changed[path] = digest()
+        shuffled = {t: list(reversed(paths)) for t, paths in targets.items()}  # stream order, not sorted
+        patched = manifest.patched_manifest(previous, changed, shuffled, fresh)
+        assert patched == manifest.manifest_json(changed, targets)
+    assert manifest.patched_manifest(previous, files, targets, []) == raw
+    # a file more or fewer, another target or a target's paths changed: made anew, never patched
+    assert manifest.patched_manifest(previous, {**files, "new.txt": digest()}, targets, ["new.txt"]) is None
+    assert manifest.patched_manifest(previous, dict(list(files.items())[1:]), targets, []) is None
+    assert manifest.patched_manifest(previous, files, {**targets, "vm/x": []}, []) is None
+    moved = {**targets, "k8s/c0": targets["k8s/c0"][1:]}
+    assert manifest.patched_manifest(previous, files, moved, []) is None
+    assert manifest.patched_manifest((raw, {"not": "a manifest"}), files, targets, []) is None
+    # a previous text that does not hold the pair (not the bytes the value was read from): made anew
+    other = {**files, next(iter(files)): digest()}
+    assert (
+        manifest.patched_manifest((raw.replace(b"k/c0", b"k/cX"), previous[1]), other, targets, list(files))
+        is None
+    )

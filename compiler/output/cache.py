@@ -133,6 +133,15 @@ class CacheFile:
         spec: str | None = self.body["spec"]
         return spec
 
+    @property
+    def inputs(self) -> Mapping[str, str]:
+        inputs: Mapping[str, str] = self.body["inputs"]
+        return inputs
+
+    @property
+    def recorded(self) -> Any:
+        return self.body["recorded"]
+
 
 def read_cache(real: Path, entries: Mapping[str, OnDisk]) -> Cached | None:
     """The cache of `real` if it is valid for the tree there (whose entries are `entries`), else None."""
@@ -187,7 +196,7 @@ def trusted_cache(found: CacheFile | None, entries: Mapping[str, OnDisk]) -> Cac
     )
 
 
-def recorded_of(cached: Cached) -> Recorded | None:
+def recorded_of(cached: Cached | CacheFile) -> Recorded | None:
     """The facts of the spec the cached tree was built from, if the cache holds them in the shape meshc writes.
 
     Parsed only here, for a partial build: a no-op build or `check` never pays for them. Each service's

@@ -7,7 +7,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,58 @@ def manifest_json(
             **({"rollout": rollout} if rollout is not None else {}),
         }
     )
+
+
+def patched_manifest(
+    previous: tuple[bytes, Any],
+    files: Mapping[str, str],
+    targets: Mapping[str, Sequence[str]],
+    fresh: Iterable[str],
+) -> bytes | None:
+    """`manifest_json(files, targets)` made from the previous MANIFEST.json (its bytes and value, as `manifest_file`
+    reads them) where the two list the same files and targets and differ only in the digests of the paths `fresh`
+    (the files rendered anew; every other file is the previous one); None otherwise.
+
+    A one-service rebuild at 1,000 services renders ~10 of 10,600 files: rewriting their digests in place (a
+    digest is always 64 characters) takes ~3 ms, where making the 2.5 MB again took ~11 ms. Each key of "files"
+    appears once in the text followed by its digest, so the pair `"<path>": "<old digest>"` names one place.
+    """
+    raw, value = previous
+    if not isinstance(value, dict) or value.keys() != {"format", "meshc_version", "files", "targets"}:
+        return None
+    old_files, old_targets = value["files"], value["targets"]
+    if (
+        value["format"] != MANIFEST_FORMAT
+        or value["meshc_version"] != __version__
+        or not isinstance(old_files, dict)
+        or not isinstance(old_targets, dict)
+        or files.keys() != old_files.keys()
+        or targets.keys() != old_targets.keys()
+    ):
+        return None
+    for target, paths in targets.items():
+        if paths is not old_targets[target] and sorted(paths) != old_targets[target]:
+            return None
+    pieces: list[bytes] = []
+    done = 0
+    for at, digest in sorted(_digest_places(raw, old_files, files, fresh)):
+        if at < 0:
+            return None
+        pieces += (raw[done:at], digest.encode())
+        done = at + 64
+    return b"".join([*pieces, raw[done:]])
+
+
+def _digest_places(
+    raw: bytes, old_files: Mapping[str, Any], files: Mapping[str, str], paths: Iterable[str]
+) -> Iterator[tuple[int, str]]:
+    """Where in `raw` each changed path's digest starts (-1 if it is not there), with its new digest."""
+    for path in paths:
+        old, new = old_files[path], files[path]
+        if old != new:
+            key = orjson.dumps(path) + b': "'
+            at = raw.find(key + str(old).encode() + b'"')
+            yield (at + len(key) if at >= 0 else -1), new
 
 
 def render_tree(artifacts: Sequence[Artifact], rollout: Mapping[str, Any] | None = None) -> dict[str, bytes]:

@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from compiler.output.cache import Cached
-from compiler.output.manifest import MANIFEST, manifest_json
+from compiler.output.manifest import MANIFEST, manifest_json, patched_manifest
 from compiler.output.staging import NewFile, new_file
 
 if TYPE_CHECKING:
@@ -84,27 +84,33 @@ def tree_files(
     cached: Cached | None,
     kept: Mapping[str, str],
     more: Callable[[], Iterable[tuple[str, str, str | None]]] | None = None,
+    previous: tuple[bytes, Any] | None = None,
 ) -> Iterator[NewFile]:
     """The new tree's rendered files as they stream, and MANIFEST.json last, which also lists the files `kept`
     from the previous tree (path -> sha256: the reused targets' files, `kept_files`, and any shared file kept; the
     writer takes those in bulk) and the reused targets' paths. `more()`: the (path, sha256, target) of files written
-    beside this stream (compiler.output.worker), asked for once every rendered file is out, before the manifest."""
+    beside this stream (compiler.output.worker), asked for once every rendered file is out, before the manifest. `previous`: the previous MANIFEST.json's bytes and
+    value, which the new one is patched from where only digests changed (`patched_manifest`)."""
     files: dict[str, str] = {}
     targets: dict[str, list[str]] = {}
+    fresh: list[str] = []  # the paths rendered here (or beside, by `more`): the only digests that can differ
     for artifact in artifacts:
         file = new_file(artifact.path, artifact.data)
         files[file.path] = file.digest
         if artifact.target is not None:
             targets.setdefault(artifact.target, []).append(file.path)
+        fresh.append(file.path)
         yield file
     for path, digest, target in more() if more is not None else ():
+        fresh.append(path)
         files[path] = digest
         if target is not None:
             targets.setdefault(target, []).append(path)
     files.update(kept)
     if cached is not None:
         targets.update((target, cached.targets[target]) for target in reused)
-    yield new_file(MANIFEST, manifest_json(files, targets))
+    data = patched_manifest(previous, files, targets, fresh) if previous is not None else None
+    yield new_file(MANIFEST, data if data is not None else manifest_json(files, targets))
 
 
 def spare_path(real: Path) -> Path:

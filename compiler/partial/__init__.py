@@ -46,6 +46,7 @@ from compiler.ir.model import Mesh
 from compiler.output.cache import Cached, Recorded, ServiceFacts, Swapped, write_cache
 from compiler.output.disk import OnDisk
 from compiler.output.documents import document_line, parse_lines, read_lines, write_lines
+from compiler.output.manifest import manifest_file
 from compiler.output.reuse import (
     face,
     input_hash,
@@ -122,12 +123,15 @@ def build_partial(
     hashes: Mapping[str, str],
     digest: str,
     previous: Previous,
+    lines: Mapping[str, bytes] | None = None,
 ) -> WriteResult | Fallback:
     """Build `out` from the neighbourhood of what changed since the recorded build, or say the whole build must run.
 
-    `hashes`: sha256 of each spec file by name; `digest`: the spec's digest (compiler.output.cache.spec_digest).
+    `hashes`: sha256 of each spec file by name; `digest`: the spec's digest (compiler.output.cache.spec_digest);
+    `lines`: the document cache's lines (compiler.output.documents.read_lines) if the caller read them already.
     """
-    lines = read_lines(previous.real, hashes)
+    if lines is None:
+        lines = read_lines(previous.real, hashes)
     edit = _edit(files, label, hashes, previous.recorded) if lines is not None else None
     if lines is None or edit is None:
         return Fallback(documents={})
@@ -214,7 +218,7 @@ def _build(
     artifacts = partial_artifacts(mesh, sidecars, rendered, shared)
     real = previous.real
     kept = {**kept_files(reused, cached), **shared.kept}
-    stream = tree_files(artifacts, reused, cached, kept)
+    stream = tree_files(artifacts, reused, cached, kept, previous=manifest_file(real))
     result = write_files(
         out,
         stream,

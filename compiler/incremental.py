@@ -131,7 +131,7 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     )
     # Every file is written: let the documents (most of the memory) go before the caches are built.
     del sidecars, stream
-    swapped = Swapped(old=old, written=result.written, removed=result.removed)
+    swapped = Swapped(old=old, written=result.written, removed=result.removed, manifest=result.manifest)
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     write_documents(real, spec.documents, hashes, known)
     return replace(result, notes=result.notes + foreign_cache_notes(real))

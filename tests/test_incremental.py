@@ -690,3 +690,28 @@ def test_the_shared_files_a_partial_build_keeps_read_mesh_yaml_alone(tmp_path: P
     kept = mesh_files(one)
     assert "puppet/hiera.yaml" in kept and "puppet/data/common.yaml" in kept
     assert mesh_files(other) == kept
+
+
+def test_the_caches_are_written_over_in_place_unless_another_name_links_to_them(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """In place: no unlink, which frees and discards blocks on a `discard` disk; a linked file is never written into."""
+    from compiler.output.documents import documents_path
+
+    spec, out = built
+    paths = [cache.cache_path(out), documents_path(out)]
+    inodes = [os.stat(path).st_ino for path in paths]
+    edit_spec(spec)
+    build(spec, out)
+    assert [os.stat(path).st_ino for path in paths] == inodes
+    kept = []
+    for n, path in enumerate(paths):
+        os.link(path, tmp_path / f"elsewhere-{n}")
+        kept.append(path.read_bytes())
+    path = spec / "services" / "svc-0002.yaml"
+    path.write_text(path.read_text().replace("port: 8080", "port: 8282", 1))
+    build(spec, out)
+    assert [(tmp_path / f"elsewhere-{n}").read_bytes() for n in range(2)] == kept
+    assert all(os.stat(path).st_ino != inode for path, inode in zip(paths, inodes, strict=True))
+    assert cached(out) is not None
+    assert read_tree(out) == clean_tree(spec, tmp_path)

@@ -22,6 +22,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import stat
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -31,7 +32,16 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from compiler import __version__
-from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, kind_of, open_regular, read_regular, scan_tree
+from compiler.output.disk import (
+    DIRECTORY,
+    REGULAR,
+    OnDisk,
+    kind_of,
+    open_regular,
+    read_regular,
+    scan_tree,
+    write_all,
+)
 from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, all_of, manifest_file
 
 if TYPE_CHECKING:
@@ -316,6 +326,7 @@ class Swapped:
     old: Mapping[str, OnDisk]
     written: Collection[str]
     removed: Collection[str]
+    manifest: str | None = None  # the sha256 of the MANIFEST.json it wrote (else it is read from the tree)
 
 
 def write_cache(
@@ -336,9 +347,12 @@ def write_cache(
     target = cache_path(real)
     if foreign(target, MAGIC):
         return False
-    manifest_raw = read_regular(real / MANIFEST, MAX_MANIFEST_BYTES)
-    if manifest_raw is None:
-        return False
+    manifest = swapped.manifest if swapped is not None else None
+    if manifest is None:
+        manifest_raw = read_regular(real / MANIFEST, MAX_MANIFEST_BYTES)
+        if manifest_raw is None:
+            return False
+        manifest = hashlib.sha256(manifest_raw).hexdigest()
     try:
         entries = scan_tree(real) if swapped is None else _swapped_entries(real, swapped)
     except OSError:
@@ -348,7 +362,7 @@ def write_cache(
             "format": CACHE_FORMAT,
             "meshc_version": __version__,
             "code": code_fingerprint(),
-            "manifest": hashlib.sha256(manifest_raw).hexdigest(),
+            "manifest": manifest,
             "spec": spec,
             "inputs": dict(inputs),
             "recorded": _recorded_json(recorded),
@@ -358,7 +372,7 @@ def write_cache(
         },
         option=orjson.OPT_SORT_KEYS,
     )
-    return replace_file(target, sealed(MAGIC, body))
+    return rewrite_file(target, sealed(MAGIC, body))
 
 
 def _swapped_entries(real: Path, swapped: Swapped) -> dict[str, OnDisk]:
@@ -402,6 +416,31 @@ def is_ours(path: Path, magic: bytes) -> bool:
         return False
     with os.fdopen(fd, "rb") as handle:
         return handle.read(len(magic) + 1) == magic + b" "
+
+
+def rewrite_file(target: Path, data: bytes) -> bool:
+    """`replace_file`, but where `target` is a regular file no other name links to, it is written over in place.
+
+    Replacing a cache through a rename unlinks the previous file; on a disk mounted with `discard` that frees and
+    discards its blocks while the build waits: the two caches' renames took 7 ms of a one-service rebuild. A reader
+    never trusts a half-written cache (its checksum line fails), so a build killed mid-write costs the next one
+    its cache, never its correctness. The caller checked that the file is a meshc cache (`foreign`).
+    """
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return replace_file(target, data)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return replace_file(target, data)
+        write_all(fd, data)
+        os.ftruncate(fd, len(data))
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def replace_file(target: Path, data: bytes) -> bool:

@@ -29,7 +29,7 @@ import orjson
 from compiler import __version__
 from compiler.diagnostics import Span
 from compiler.output.cache import MAGIC as CACHE_MAGIC
-from compiler.output.cache import cache_path, code_fingerprint, foreign, is_ours, replace_file, sealed, unsealed
+from compiler.output.cache import cache_path, code_fingerprint, foreign, is_ours, rewrite_file, sealed, unsealed
 from compiler.output.disk import read_regular
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ def write_lines(real: Path, lines: Mapping[str, bytes]) -> bool:
         option=orjson.OPT_SORT_KEYS,
     )
     body = b"\n".join([header, *(line for _, line in sorted(lines.items()))])
-    return replace_file(target, sealed(_MAGIC, body))
+    return rewrite_file(target, sealed(_MAGIC, body))
 
 
 def document_line(digest: str, document: Document) -> bytes | None:

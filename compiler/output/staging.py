@@ -63,6 +63,7 @@ class Staging:
         self.written: list[str] = []
         self.directories: set[str] = set()
         self.flusher: Flusher | None = None
+        self.manifest: str | None = None  # the sha256 of the MANIFEST.json taken, if any
         self.replacing = False  # paths may hold files already (a failed worker's, compiler.output.worker): replace them
 
     def add(self, file: NewFile) -> None:
@@ -71,6 +72,8 @@ class Staging:
         if file.path in self.seen or (file.path == MANIFEST and file.data is None):
             raise InternalError(f"two artifacts claim {file.path}")
         self.seen.add(file.path)
+        if file.path == MANIFEST:
+            self.manifest = file.digest
         if self._held(file):
             if self.started:
                 self._link(file.path)

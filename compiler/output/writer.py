@@ -35,6 +35,7 @@ class WriteResult:
     written: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()  # what the user should know though nothing failed, e.g. a path meshc left alone
+    manifest: str | None = None  # the sha256 of the MANIFEST.json swapped in, if the tree had one
 
 
 def previous_tree(out: Path) -> tuple[Path, dict[str, OnDisk]]:
@@ -139,4 +140,10 @@ def write_files(
         ) from error
     if not isinstance(stage, Recycled) and not (spare is not None and state == ABSENT and keep_as_spare(stage.root, spare)):
         durable.remove_previous(stage.root)
-    return WriteResult(changed=True, written=tuple(sorted(stage.written)), removed=removed, notes=notes)
+    return WriteResult(
+        changed=True,
+        written=tuple(sorted(stage.written)),
+        removed=removed,
+        notes=notes,
+        manifest=stage.manifest,
+    )

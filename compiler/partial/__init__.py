@@ -230,7 +230,11 @@ def _build(
     )
     new = Recorded(mesh_file=recorded.mesh_file, mesh_digest=recorded.mesh_digest, services=facts)
     write_cache(
-        real, digest, inputs, new, Swapped(old=previous.old, written=result.written, removed=result.removed)
+        real,
+        digest,
+        inputs,
+        new,
+        Swapped(old=previous.old, written=result.written, removed=result.removed, manifest=result.manifest),
     )
     _write_documents(real, lines, edit, hashes, spec)
     return result

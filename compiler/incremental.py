@@ -79,17 +79,21 @@ def build_output(
 
 def build_locked(spec_dir: Path, out: Path) -> WriteResult:
     """The incremental plain build, under the output's lock (see the module docstring)."""
+    from compiler.spec import load  # at call time: the safety tests stand a failing reader in
+
     real = prepared_output(out)
-    with prescanned(real, spare_path(real)) as prescan:
+    # The child reads the spec files while this process reads the caches (a failure there: read here).
+    with prescanned(real, spare_path(real), lambda: load.files_bytes(load.spec_files(spec_dir))) as prescan:
         return _build_prescanned(spec_dir, out, real, prescan)
 
 
 def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -> WriteResult:
-    from compiler.spec.load import spec_files  # at call time: the safety tests stand a failing reader in
+    from compiler.spec import load
 
-    files = spec_files(spec_dir)
-    label = spec_dir.as_posix().rstrip("/")
     found = load_cache(real)
+    blob = prescan.job_result()
+    files = load.files_of(blob) if blob is not None else load.spec_files(spec_dir)
+    label = spec_dir.as_posix().rstrip("/")
     digest = spec_digest(files, label)
     read = None
     if found is None or digest is None or found.spec != digest:

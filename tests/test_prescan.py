@@ -13,6 +13,7 @@ from benchmarks.synth import generate
 from compiler import incremental
 from compiler.output import prescan
 from compiler.output.disk import list_tree, scan_tree
+from compiler.spec import load
 
 
 @pytest.fixture(autouse=True)
@@ -124,6 +125,13 @@ def test_a_rebuild_takes_the_output_scan_from_the_child(
         return scan_tree(root)
 
     monkeypatch.setattr(prescan, "scan_tree", not_in_the_parent)
+    reader = load.spec_files
+
+    def read_in_the_child_only(spec_dir: Path) -> dict[str, bytes | load.Unreadable]:
+        assert os.getpid() != parent, "the build read its spec itself"
+        return reader(spec_dir)
+
+    monkeypatch.setattr(load, "spec_files", read_in_the_child_only)
     original = prescan.Prescan.listing
     monkeypatch.setattr(prescan.Prescan, "listing", lambda self: listed.append(True) or original(self))
     path = spec / "services" / "svc-0001.yaml"
@@ -131,3 +139,30 @@ def test_a_rebuild_takes_the_output_scan_from_the_child(
     assert incremental.build_output(spec, out).changed
     assert incremental.build_output(spec, out).changed is False  # the no-op build takes it too
     assert listed
+
+
+def test_the_job_runs_first_in_the_child_and_a_failed_one_is_no_result(tmp_path: Path) -> None:
+    real = odd_tree(tmp_path / "out")
+    parent = os.getpid()
+    with prescan.prescanned(real, tmp_path / "no-spare", lambda: f"pid {os.getpid()}".encode()) as scans:
+        result = scans.job_result()
+        assert result is not None and result != f"pid {parent}".encode()
+        assert scans.scan() == scan_tree(real)
+
+    def failing() -> bytes:
+        raise OSError("the child cannot read the spec")
+
+    with prescan.prescanned(real, tmp_path / "no-spare", failing) as scans:
+        assert scans.job_result() is None  # the caller reads it itself, and reports what fails
+        assert scans.scan() == scan_tree(real)
+
+
+def test_spec_files_cross_the_child_as_they_were_read(tmp_path: Path) -> None:
+    files = {
+        "mesh.yaml": b"mesh: x\n",
+        "services/a.yaml": "service: a  # caf\u00e9\n".encode(),
+        "services/b.yaml": load.Unreadable(code="spec-unreadable", message="a named pipe (FIFO)"),
+        "services/empty.yaml": b"",
+    }
+    again = load.files_of(load.files_bytes(files))
+    assert again == files and list(again) == list(files)

@@ -16,7 +16,7 @@ import os
 import signal
 import struct
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import chain, repeat
 from pathlib import Path
@@ -36,7 +36,8 @@ _HEADER = struct.Struct("<Q")  # a frame's length
 
 
 class Prescan:
-    """`scan_tree(real)` and then `list_tree(spare)`, computed in a child and sent as two frames; each is taken once.
+    """`job()`'s bytes, `scan_tree(real)` and then `list_tree(spare)`, computed in a child and sent as three frames;
+    each is taken once. The job (a build reads its spec files there) runs first: its result is wanted first.
 
     The frames go into a memory file (memfd), so the child never waits for the parent to read one; one byte
     on a pipe says a frame is there, and the pipe's end says the child is done. A frame is one `marshal`
@@ -45,8 +46,8 @@ class Prescan:
     took ~12 ms.
     """
 
-    def __init__(self, real: Path, spare: Path) -> None:
-        self.real, self.spare = real, spare
+    def __init__(self, real: Path, spare: Path, job: Callable[[], bytes] | None = None) -> None:
+        self.real, self.spare, self.job = real, spare, job
         self.pid: int | None = None
         self.fd: int | None = None  # the pipe's reading end
         self.memory: int | None = None  # the memory file the frames are in
@@ -66,21 +67,26 @@ class Prescan:
             return
         if pid == 0:  # the child: never returns into the caller's code
             os.close(read)
-            _child(write, memory, self.real, self.spare)
+            _child(write, memory, self)
         os.close(write)
         self.pid, self.fd, self.memory = pid, read, memory
 
+    def job_result(self) -> bytes | None:
+        """What `job()` returned in the child; None if it failed there (or there is no child): run it here."""
+        found = self._frame(0)
+        return found if found else None
+
     def scan(self) -> dict[str, OnDisk]:
         """The output's entries (`scan_tree`), from the child if it made them, else scanned here."""
-        found = self._frame(0)
+        found = _decoded(self._frame(1))
         return found if found is not None else scan_tree(self.real)
 
     def listing(self) -> dict[str, OnDisk] | None:
         """The spare's entries (`list_tree`) if the child made them; None: the caller lists it itself."""
-        return self._frame(1)
+        return _decoded(self._frame(2))
 
-    def _frame(self, index: int) -> dict[str, OnDisk] | None:
-        """Frame `index` (0: the scan, 1: the listing), if the child sends it and it was not taken before."""
+    def _frame(self, index: int) -> bytes | None:
+        """Frame `index` (0: the job's, 1: the scan, 2: the listing), if the child sent it and it was not taken."""
         while self.fd is not None and self.frames <= index:
             self.frames += 1
             try:
@@ -93,14 +99,14 @@ class Prescan:
                 return found
         return None
 
-    def _next(self) -> dict[str, OnDisk] | None:
-        """The entries of the next frame, once the child says it is written; None when the child is done."""
+    def _next(self) -> bytes | None:
+        """The next frame, once the child says it is written; None when the child is done."""
         if self.fd is None or self.memory is None or not os.read(self.fd, 1):
             return None
         (length,) = _HEADER.unpack(_read(self.memory, self.offset, _HEADER.size))
         body = _read(self.memory, self.offset + _HEADER.size, length)
         self.offset += _HEADER.size + length
-        return _decode(body)
+        return body
 
     def close(self) -> None:
         """Let the child go (killed if it is still at work) and reap it."""
@@ -118,10 +124,10 @@ class Prescan:
 
 
 @contextmanager
-def prescanned(real: Path, spare: Path) -> Iterator[Prescan]:
+def prescanned(real: Path, spare: Path, job: Callable[[], bytes] | None = None) -> Iterator[Prescan]:
     """A Prescan of `real` and `spare` whose child is started now and reaped when the block ends; no child for an
     output under PRESCAN_FROM_BYTES of MANIFEST.json (none yet, or a small tree, scanned here in a few ms)."""
-    prescan = Prescan(real, spare)
+    prescan = Prescan(real, spare, job)
     try:
         big = os.lstat(real / MANIFEST).st_size >= PRESCAN_FROM_BYTES
     except OSError:
@@ -134,14 +140,17 @@ def prescanned(real: Path, spare: Path) -> Iterator[Prescan]:
         prescan.close()
 
 
-def _child(signal_fd: int, memory: int, real: Path, spare: Path) -> None:
+def _child(signal_fd: int, memory: int, prescan: Prescan) -> None:
     code = 1
     try:
-        for entries in (scan_tree(real), list_tree(spare) if spare.is_dir() else None):
-            if entries is None:
-                break
-            write_all(memory, _encode(entries))
-            os.write(signal_fd, b"\n")
+        try:
+            first = prescan.job() if prescan.job is not None else b""
+        except Exception:  # noqa: BLE001 - the parent runs the job itself and reports what fails
+            first = b""
+        _send(signal_fd, memory, first)
+        _send(signal_fd, memory, _encode(scan_tree(prescan.real)))
+        if prescan.spare.is_dir():
+            _send(signal_fd, memory, _encode(list_tree(prescan.spare)))
         code = 0
     except BaseException:  # noqa: BLE001, S110 - the parent scans itself: it reports whatever went wrong
         pass
@@ -149,12 +158,24 @@ def _child(signal_fd: int, memory: int, real: Path, spare: Path) -> None:
         os._exit(code)
 
 
+def _send(signal_fd: int, memory: int, body: bytes) -> None:
+    write_all(memory, _HEADER.pack(len(body)) + body)
+    os.write(signal_fd, b"\n")
+
+
 def _encode(entries: dict[str, OnDisk]) -> bytes:
     kinds = bytes(_CODES[entry.kind] for entry in entries.values())
     numbers = array("q", chain.from_iterable((entry.size, entry.mtime_ns) for entry in entries.values()))
     inodes = array("Q", (entry.inode for entry in entries.values()))
-    body = marshal.dumps(("\0".join(entries), kinds, numbers.tobytes(), inodes.tobytes()))
-    return _HEADER.pack(len(body)) + body
+    return marshal.dumps(("\0".join(entries), kinds, numbers.tobytes(), inodes.tobytes()))
+
+
+def _decoded(body: bytes | None) -> dict[str, OnDisk] | None:
+    """The entries of a frame; None for none, or for one that does not decode (the caller scans itself)."""
+    try:
+        return _decode(body) if body is not None else None
+    except (EOFError, ValueError, TypeError, IndexError):
+        return None
 
 
 def _decode(body: bytes) -> dict[str, OnDisk]:

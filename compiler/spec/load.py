@@ -32,6 +32,29 @@ class Unreadable:
 # What a reader hands the compiler: relative path -> the file's bytes, or why it could not be read.
 SpecFiles = Mapping[str, "bytes | Unreadable"]
 
+
+def files_bytes(files: SpecFiles) -> bytes:
+    """`files` as one `marshal` blob (for compiler.output.prescan, whose child reads the spec); `files_of` reads it."""
+    import marshal
+
+    return marshal.dumps(
+        [
+            (name, data) if isinstance(data, bytes) else (name, data.code, data.message)
+            for name, data in files.items()
+        ]
+    )
+
+
+def files_of(blob: bytes) -> dict[str, bytes | Unreadable]:
+    """The spec files `files_bytes` wrote, in their order."""
+    import marshal
+
+    return {
+        entry[0]: entry[1] if len(entry) == 2 else Unreadable(code=entry[1], message=entry[2])
+        for entry in marshal.loads(blob)
+    }
+
+
 _KINDS = {
     stat.S_IFREG: "a regular file",
     stat.S_IFIFO: "a FIFO",

@@ -99,17 +99,23 @@ def test_a_killed_worker_has_its_part_done_by_the_build(
     assert read_tree(out) == compile_dir(spec).tree()
 
 
+def built_then_mesh_edited(spec: Path, out: Path, timeout: str) -> dict[str, bytes]:
+    """Build, then edit mesh.yaml (every target is rendered anew, most files to the same bytes); the first tree."""
+    incremental.build_output(spec, out)
+    mesh = spec / "mesh.yaml"
+    before = read_tree(out)
+    mesh.write_text(mesh.read_text().replace('connect_timeout: "1s"', f'connect_timeout: "{timeout}"', 1))
+    return before
+
+
 def test_a_worker_that_failed_after_linking_never_writes_through_a_link_into_the_previous_tree(
     spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[worker_module.Worker]
 ) -> None:
     out = tmp_path / "out"
-    incremental.build_output(spec, out)
-    before = read_tree(out)
+    before = built_then_mesh_edited(
+        spec, out, "2s"
+    )  # same bytes: hard-linked from the previous tree, by the worker too
     inodes = {path: entry.inode for path, entry in scan_tree(out).items()}
-    # mesh.yaml changes: every target is rendered anew (a full build), most files are the same bytes
-    # (hard-linked from the previous tree by the worker too), some differ.
-    mesh = spec / "mesh.yaml"
-    mesh.write_text(mesh.read_text().replace('connect_timeout: "1s"', 'connect_timeout: "2s"', 1))
     in_child_only(monkeypatch, "after")
     incremental.build_output(spec, out)
     assert read_tree(out) == compile_dir(spec).tree()
@@ -125,16 +131,13 @@ def test_a_part_that_fails_fails_the_build_as_without_a_worker(
     from compiler.backends import kubernetes
 
     out = tmp_path / "out"
-    incremental.build_output(spec, out)
-    before = read_tree(out)
+    before = built_then_mesh_edited(spec, out, "3s")
     original = kubernetes.object_file
 
     def broken(*args: object, **kwargs: object) -> object:
         raise InternalError("a backend bug")
 
     monkeypatch.setattr(kubernetes, "object_file", broken)
-    path = spec / "mesh.yaml"
-    path.write_text(path.read_text().replace('connect_timeout: "1s"', 'connect_timeout: "3s"', 1))
     with pytest.raises(InternalError, match="a backend bug"):
         incremental.build_output(spec, out)
     monkeypatch.setattr(kubernetes, "object_file", original)

@@ -57,6 +57,8 @@ from benchmarks.harness import (  # noqa: E402
     TARGET_RSS_MB,
     TARGET_SECONDS,
     TARGET_SIZE,
+    Stage,
+    empty_trash,
     spec_for,
 )
 from benchmarks.incremental import bench_incremental  # noqa: E402
@@ -122,6 +124,13 @@ def main() -> None:
         floor_child(Path(args.floor_child[0]), Path(args.floor_child[1]))
         return
     stages = [s for s in STAGES if s.name in args.stages]
+    try:
+        _run(args, stages)
+    finally:
+        empty_trash()
+
+
+def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
     print(
         f"meshc benchmark: D={DATACENTERS} datacenters, C={CLUSTERS} clusters, "
         f"K={DEPENDENCIES} dependencies per service; "

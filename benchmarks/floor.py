@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchmarks.harness import BENCH_DIR, BENCH_SCRIPT, ROOT, span, spec_for
+from benchmarks.harness import BENCH_DIR, BENCH_SCRIPT, ROOT, discard, span, spec_for
 
 # The goal for a full build against the floor (a plain write of the same tree) at 1,000 services.
 FLOOR_TARGET_RATIO = 1.3
@@ -79,7 +78,7 @@ def bench_floor(size: int, repeat: int) -> None:
                 raise SystemExit("the floor did not write the tree meshc built")
             pairs.append((build_wall, build_cpu, floor_wall, floor_cpu))
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard(work)  # deleted when the run ends (harness.TRASH)
     print(
         f"{size:>8}  {'floor':<10} {span([p[2] for p in pairs]):>15} {span([p[3] for p in pairs]):>15}  "
         f"plain Python, same {files} files ({size_bytes / 2**20:.0f} MiB), fresh directory, fsync files + directories"

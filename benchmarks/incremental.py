@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from benchmarks.harness import BENCH_DIR, ROOT, TARGET_SIZE, TreeMemory, span, spec_for
+from benchmarks.harness import BENCH_DIR, ROOT, TARGET_SIZE, TreeMemory, discard, span, spec_for
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -84,7 +84,7 @@ def bench_incremental(size: int, repeat: int) -> None:
             if (clean / "MANIFEST.json").read_bytes() != (out / "MANIFEST.json").read_bytes():
                 raise SystemExit("the incremental tree is not the clean build's")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard(work)  # deleted when the run ends (harness.TRASH)
     written = one[-1].stdout.strip()
     rows = (
         ("full", [full], "`meshc build` into a fresh directory, whole process"),

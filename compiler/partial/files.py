@@ -36,7 +36,13 @@ def shared_files(recorded: Recorded, facts: Mapping[str, ServiceFacts], cached: 
     """Render a cluster's file when its namespaces changed (from every service's `places`: the partial mesh knows
     only its neighbourhood's) or the cache cannot vouch for it; drop a cluster left with none (it has no file);
     render the mesh's files when the cache cannot vouch for one of them (edited by hand); keep the rest."""
-    now, before = _namespaces(facts.values()), _namespaces(recorded.services.values())
+    before = _namespaces(recorded.services.values())
+    # An unaffected service's facts are the recorded object itself: only the others can have moved.
+    moved = facts.keys() != recorded.services.keys() or any(
+        found is not recorded.services[name] and found.places != recorded.services[name].places
+        for name, found in facts.items()
+    )
+    now = _namespaces(facts.values()) if moved else before
     owned = set(chain.from_iterable(cached.targets.values()))
     previous = {path: d for path, d in cached.files.items() if path not in owned and path != MANIFEST}
     vouched = {path for path, digest in previous.items() if cached.trusted.get(path) == digest}

@@ -166,3 +166,38 @@ def test_spec_files_cross_the_child_as_they_were_read(tmp_path: Path) -> None:
     }
     again = load.files_of(load.files_bytes(files))
     assert again == files and list(again) == list(files)
+
+
+def test_a_forked_child_exits_with_its_work_and_dies_with_its_parent(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from compiler.output.forked import fork_child
+
+    for work, code in ((lambda: None, 0), (lambda: 1 / 0, 1)):
+        pid = fork_child(work)
+        assert pid is not None
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == code
+    # A parent killed mid-build: its child (which shares the output's lock) must not outlive it.
+    script = (
+        "import os, sys, time\n"
+        "from compiler.output.forked import fork_child\n"
+        "print(fork_child(lambda: time.sleep(60)), flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            return  # gone and reaped
+        if state in ("Z", "X"):
+            return  # dead, waiting for whoever adopted it to reap it
+        time.sleep(0.02)
+    raise AssertionError(f"the child {child} outlived its parent")

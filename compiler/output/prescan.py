@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from itertools import chain, repeat
 from pathlib import Path
 
+from compiler.output.forked import fork_child
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, kind_of, list_tree, scan_tree, write_all
 from compiler.output.manifest import MANIFEST
 
@@ -61,15 +62,28 @@ class Prescan:
             return
         try:
             read, write = os.pipe2(os.O_CLOEXEC)
-            pid = os.fork()
         except OSError:
             os.close(memory)
             return
-        if pid == 0:  # the child: never returns into the caller's code
-            os.close(read)
-            _child(write, memory, self)
+        pid = fork_child(lambda: self._work(read, write, memory))
         os.close(write)
+        if pid is None:
+            os.close(read)
+            os.close(memory)
+            return
         self.pid, self.fd, self.memory = pid, read, memory
+
+    def _work(self, read: int, signal_fd: int, memory: int) -> None:
+        """In the child: the job's bytes, the scan and the listing, each sent as soon as it is made."""
+        os.close(read)  # the parent's end
+        try:
+            first = self.job() if self.job is not None else b""
+        except Exception:  # noqa: BLE001 - the parent runs the job itself and reports what fails
+            first = b""
+        _send(signal_fd, memory, first)
+        _send(signal_fd, memory, _encode(scan_tree(self.real)))
+        if self.spare.is_dir():
+            _send(signal_fd, memory, _encode(list_tree(self.spare)))
 
     def job_result(self) -> bytes | None:
         """What `job()` returned in the child; None if it failed there (or there is no child): run it here."""
@@ -138,24 +152,6 @@ def prescanned(real: Path, spare: Path, job: Callable[[], bytes] | None = None) 
         yield prescan
     finally:
         prescan.close()
-
-
-def _child(signal_fd: int, memory: int, prescan: Prescan) -> None:
-    code = 1
-    try:
-        try:
-            first = prescan.job() if prescan.job is not None else b""
-        except Exception:  # noqa: BLE001 - the parent runs the job itself and reports what fails
-            first = b""
-        _send(signal_fd, memory, first)
-        _send(signal_fd, memory, _encode(scan_tree(prescan.real)))
-        if prescan.spare.is_dir():
-            _send(signal_fd, memory, _encode(list_tree(prescan.spare)))
-        code = 0
-    except BaseException:  # noqa: BLE001, S110 - the parent scans itself: it reports whatever went wrong
-        pass
-    finally:
-        os._exit(code)
 
 
 def _send(signal_fd: int, memory: int, body: bytes) -> None:

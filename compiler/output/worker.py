@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from compiler.output import durable
 from compiler.output.disk import write_all
+from compiler.output.forked import fork_child
 from compiler.output.staging import Staging, new_file
 
 if TYPE_CHECKING:
@@ -53,13 +54,10 @@ class Worker:
             memory = os.memfd_create("meshc-worker", os.MFD_CLOEXEC)
         except (OSError, AttributeError):
             return
-        try:
-            pid = os.fork()
-        except OSError:
+        pid = fork_child(lambda: _work(stage, self.artifacts, memory))
+        if pid is None:
             os.close(memory)
             return
-        if pid == 0:  # the child: never returns into the caller's code
-            _work(stage, self.artifacts, memory)
         self.pid, self.memory = pid, memory
 
     def entries(self) -> list[Entry]:
@@ -118,26 +116,20 @@ class Worker:
 
 
 def _work(stage: Staging, artifacts: Callable[[], Iterable[Artifact]], memory: int) -> None:
-    code = 1
-    try:
-        if stage.flusher is not None:  # the parent's helper must see its input end when the parent ends it
-            os.close(stage.flusher.send)
-            os.close(stage.flusher.answer)
-        mine = Staging(stage.real, stage.old, stage.trusted, stage.root)
-        mine.started = True
-        mine.directories = set(stage.directories)
-        mine.flusher = durable.background_flusher()  # its own helper: the parent's pipe is the parent's
-        entries = _write_here(mine, artifacts())
-        # its files durable; every directory is flushed by the parent, last
-        if (mine.flusher is None or not mine.flusher.finish([])) and mine.written:
-            durable.fsync_paths([mine.target + path for path in mine.written], os.O_RDONLY)
-        made = sorted(mine.directories - stage.directories)
-        write_all(memory, marshal.dumps((entries, mine.written, made)))
-        code = 0
-    except BaseException:  # noqa: BLE001, S110 - the parent does this part again and reports what fails
-        pass
-    finally:
-        os._exit(code)
+    """In the child: lay out and write `artifacts()` beside the parent, make them durable, and say what was done."""
+    if stage.flusher is not None:  # the parent's helper must see its input end when the parent ends it
+        os.close(stage.flusher.send)
+        os.close(stage.flusher.answer)
+    mine = Staging(stage.real, stage.old, stage.trusted, stage.root)
+    mine.started = True
+    mine.directories = set(stage.directories)
+    mine.flusher = durable.background_flusher()  # its own helper: the parent's pipe is the parent's
+    entries = _write_here(mine, artifacts())
+    # its files durable; every directory is flushed by the parent, last
+    if (mine.flusher is None or not mine.flusher.finish([])) and mine.written:
+        durable.fsync_paths([mine.target + path for path in mine.written], os.O_RDONLY)
+    made = sorted(mine.directories - stage.directories)
+    write_all(memory, marshal.dumps((entries, mine.written, made)))
 
 
 def _write_here(stage: Staging, artifacts: Iterable[Artifact]) -> list[Entry]:

@@ -91,8 +91,7 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     from compiler.spec import load
 
     found = load_cache(real)
-    blob = prescan.job_result()
-    files = load.files_of(blob) if blob is not None else load.spec_files(spec_dir)
+    files = _files_of(prescan.job_result()) or load.spec_files(spec_dir)
     label = spec_dir.as_posix().rstrip("/")
     digest = spec_digest(files, label)
     read = None
@@ -139,6 +138,16 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     write_documents(real, spec.documents, hashes, known)
     return replace(result, notes=result.notes + foreign_cache_notes(real))
+
+
+def _files_of(blob: bytes | None) -> dict[str, bytes | Unreadable] | None:
+    """The spec files the prescan child read, or None (none read there, or a frame that does not decode)."""
+    from compiler.spec import load
+
+    try:
+        return load.files_of(blob) if blob is not None else None
+    except (EOFError, ValueError, TypeError, IndexError):
+        return None
 
 
 def _previous_facts(

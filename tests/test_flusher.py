@@ -37,7 +37,7 @@ def test_the_helper_answers_once_everything_is_flushed(tmp_path: Path) -> None:
     for path in files(tmp_path, 300):
         helper.file(path)
     pid = helper.pid
-    helper.finish([str(tmp_path / "d"), str(tmp_path)])
+    assert helper.finish([str(tmp_path / "d"), str(tmp_path)]) is True
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # answered and reaped
 
@@ -118,11 +118,21 @@ def helpers(monkeypatch: pytest.MonkeyPatch, real_fsync: None) -> Iterator[list[
     yield made
 
 
-def test_a_big_write_is_flushed_by_the_helper(tmp_path: Path, helpers: list[flusher.Flusher]) -> None:
+def test_a_big_write_is_flushed_by_the_helper(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, helpers: list[flusher.Flusher]
+) -> None:
+    answers: list[bool] = []
+    original = flusher.Flusher.finish
+    monkeypatch.setattr(
+        flusher.Flusher,
+        "finish",
+        lambda self, directories: answers.append(original(self, directories)) or answers[-1],
+    )
     out = tmp_path / "out"
     tree = many(staging.FLUSH_FROM + 50)
     write_tree(out, tree)
     assert read_tree(out) == tree
+    assert answers == [True]  # the helper answered: nothing was fsynced here instead
     assert len(helpers) == 1 and helpers[0].pid == -1  # answered and reaped
     assert len(helpers[0].sent) == len(tree)  # every file, the ones before FLUSH_FROM too
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ from benchmarks.synth import generate
 from compiler import incremental
 from compiler.diagnostics import InternalError
 from compiler.emit import Artifact
+from compiler.output import cache
 from compiler.output import worker as worker_module
 from compiler.output.disk import read_tree, scan_tree
 from compiler.output.staging import Staging, new_file
@@ -88,14 +89,18 @@ def test_a_killed_worker_has_its_part_done_by_the_build(
 ) -> None:
     original = worker_module.Worker.start
 
+    killed: list[int] = []
+
     def start_and_kill(self: worker_module.Worker, stage: Staging) -> None:
         original(self, stage)
-        if self.pid > 0:
-            os.kill(self.pid, signal.SIGKILL)
+        assert self.pid > 0  # forked
+        killed.append(self.pid)
+        os.kill(self.pid, signal.SIGKILL)
 
     monkeypatch.setattr(worker_module.Worker, "start", start_and_kill)
     out = tmp_path / "out"
     incremental.build_output(spec, out)
+    assert killed
     assert read_tree(out) == compile_dir(spec).tree()
 
 
@@ -146,18 +151,67 @@ def test_a_part_that_fails_fails_the_build_as_without_a_worker(
     assert sorted(p.name for p in tmp_path.iterdir() if "meshc-new" in p.name) == []  # no staging tree left
 
 
-def test_two_parts_claiming_one_path_is_a_compiler_bug(
-    spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[worker_module.Worker]
+@pytest.mark.parametrize("over", ["nothing", "a previous tree"])
+def test_two_parts_claiming_one_path_is_a_compiler_bug_that_leaves_the_output_as_it_was(
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[worker_module.Worker],
+    over: str,
 ) -> None:
+    out = tmp_path / "out"
+    before = built_then_mesh_edited(spec, out, "4s") if over == "a previous tree" else {}
     original = worker_module.Worker.__init__
 
     def and_a_shared_file(self: worker_module.Worker, artifacts: Callable[[], Iterable[Artifact]]) -> None:
         original(self, lambda: [*artifacts(), Artifact(path="puppet/hiera.yaml", data=b"claimed twice\n")])
 
+    # The parent lays out puppet/hiera.yaml as well: over a previous tree it is a link to the output's own file,
+    # which the worker's claim must never write through.
     monkeypatch.setattr(worker_module.Worker, "__init__", and_a_shared_file)
     with pytest.raises(InternalError, match="two artifacts claim puppet/hiera.yaml"):
-        incremental.build_output(spec, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+        incremental.build_output(spec, out)
+    assert read_tree(out) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if "meshc-new" in p.name) == []
+
+
+def test_a_build_that_changes_nothing_says_so_though_a_worker_ran(
+    spec: Path, tmp_path: Path, workers: list[worker_module.Worker]
+) -> None:
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    inodes = {path: entry.inode for path, entry in scan_tree(out).items()}
+    cache.cache_path(out).unlink()  # no cache: the whole build runs again, to the same bytes
+    result = incremental.build_output(spec, out)
+    assert workers and not result.changed and not result.written
+    assert {path: entry.inode for path, entry in scan_tree(out).items()} == inodes  # nothing swapped in
+    assert sorted(p.name for p in tmp_path.iterdir() if "meshc-new" in p.name) == []
+
+
+def test_a_worker_with_real_fsync_helpers_writes_the_tree(
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[worker_module.Worker],
+    real_fsync: None,
+) -> None:
+    from compiler.output import flusher, staging
+
+    monkeypatch.setattr(staging, "FLUSH_FROM", 1)  # a helper for the parent and one for the worker
+    answers: list[bool] = []
+    original = flusher.Flusher.finish
+
+    def recorded(self: flusher.Flusher, directories: Sequence[str]) -> bool:
+        answers.append(original(self, directories))
+        return answers[-1]
+
+    monkeypatch.setattr(flusher.Flusher, "finish", recorded)
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    assert read_tree(out) == compile_dir(spec).tree()
+    # the worker's helper answered in the worker (not seen here); the parent's answered here, once
+    assert answers == [True]
+    assert workers[0].merged
 
 
 def test_a_path_a_failed_worker_linked_is_replaced_never_written_through(tmp_path: Path) -> None:

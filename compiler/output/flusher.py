@@ -24,18 +24,24 @@ from collections.abc import Sequence
 # stdin: records b"f<path>\0" (a file) and b"d<path>\0" (a directory, fsynced after every file);
 # stdout, at the end: b"0\n", or b"<errno> <path>" for the first failure.
 _HELPER = r"""
-import os, sys, threading
-THREADS = int(sys.argv[1])
+import os, signal, sys, threading
+
+# Ctrl-C reaches the whole process group: the build handles it and ends this helper (its input ends, or it is
+# killed). Whatever else goes wrong here ends the helper without an answer: the build then fsyncs everything.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 pending, directories, failure = [], [], []
 ready = threading.Condition()
 done = False
 
 def fsync(path, flags):
-    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as error:
+        failure.append((error.errno or 5, path))
 
 def work():
     while True:
@@ -45,38 +51,50 @@ def work():
             if not pending:
                 return
             path = pending.pop()
-        try:
-            fsync(path, os.O_RDONLY)
-        except OSError as error:
-            failure.append((error.errno or 5, path))
+        fsync(path, os.O_RDONLY)
 
-threads = [threading.Thread(target=work) for _ in range(THREADS)]
-for thread in threads:
-    thread.start()
-rest = b""
-while chunk := os.read(0, 1 << 16):
-    *records, rest = (rest + chunk).split(b"\0")
-    files = [os.fsdecode(r[1:]) for r in records if r[:1] == b"f"]
-    directories += [os.fsdecode(r[1:]) for r in records if r[:1] == b"d"]
+def main():
+    global done
+    threads = []
+    for _ in range(int(sys.argv[1])):
+        thread = threading.Thread(target=work, daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no more threads allowed: those started do the work, or this one does
+            break
+        threads.append(thread)
+    rest = b""
+    while chunk := os.read(0, 1 << 16):
+        *records, rest = (rest + chunk).split(b"\0")
+        files = [os.fsdecode(r[1:]) for r in records if r[:1] == b"f"]
+        directories.extend(os.fsdecode(r[1:]) for r in records if r[:1] == b"d")
+        if not threads:
+            for path in files:
+                fsync(path, os.O_RDONLY)
+            continue
+        with ready:
+            pending.extend(files)
+            ready.notify(len(files))
     with ready:
-        pending.extend(files)
-        ready.notify(len(files))
-with ready:
-    done = True
-    ready.notify_all()
-for thread in threads:
-    thread.join()
-for path in directories if not failure else ():
-    try:
+        done = True
+        ready.notify_all()
+    for thread in threads:
+        thread.join()
+    for path in directories if not failure else ():
         fsync(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as error:
-        failure.append((error.errno or 5, path))
-        break
-if failure:
-    code, path = failure[0]
-    os.write(1, str(code).encode() + b" " + os.fsencode(path))
-else:
-    os.write(1, b"0\n")
+        if failure:
+            break
+    if failure:
+        code, path = failure[0]
+        os.write(1, str(code).encode() + b" " + os.fsencode(path))
+    else:
+        os.write(1, b"0\n")
+
+try:
+    main()
+except BaseException:
+    os._exit(3)
+os._exit(0)
 """
 
 THREADS = 32
@@ -104,15 +122,17 @@ class Flusher:
         OSError for the first failure it reports, False if it answered nothing (killed, crashed): the caller
         then fsyncs everything itself, as a write without a helper does."""
         self.batch.extend(b"d" + os.fsencode(path) + b"\0" for path in directories)
-        self._send()
         try:
+            self._send()
             os.close(self.send)
             self.send = -1
             answer = b"" if self.lost else _read_all(self.answer)
         except OSError:
             answer = b""
-        finally:
-            self.close(kill=self.lost)
+        except BaseException:  # interrupted while the helper works: it is killed, not waited for
+            self.close(kill=True)
+            raise
+        self.close(kill=self.lost or not answer)
         code, _, path = answer.partition(b" ")
         if answer == b"0\n":
             return True

@@ -131,9 +131,9 @@ class Prescan:
         if self.pid is not None:
             try:
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
                 pass
-            os.waitpid(self.pid, 0)
             self.pid = None
 
 
@@ -146,9 +146,9 @@ def prescanned(real: Path, spare: Path, job: Callable[[], bytes] | None = None) 
         big = os.lstat(real / MANIFEST).st_size >= PRESCAN_FROM_BYTES
     except OSError:
         big = False
-    if big:
-        prescan.start()
     try:
+        if big:
+            prescan.start()
         yield prescan
     finally:
         prescan.close()

@@ -73,11 +73,11 @@ class Worker:
             return _write_here(stage, self.artifacts())
         entries, written, directories = result
         paths = [path for path, _, _ in entries]
-        claimed = stage.seen.intersection(paths)
+        claimed = stage.seen.intersection(paths) or {p for p in paths if paths.count(p) > 1}
         if claimed or len(set(paths)) != len(paths):
             from compiler.diagnostics import InternalError
 
-            raise InternalError(f"two artifacts claim {min(claimed or paths)}")
+            raise InternalError(f"two artifacts claim {min(claimed)}")
         stage.seen.update(paths)
         stage.written.extend(written)
         stage.directories.update(directories)
@@ -86,7 +86,10 @@ class Worker:
     def _result(self) -> tuple[list[Entry], list[str], list[str]] | None:
         if self.pid <= 0:
             return None
-        _, status = os.waitpid(self.pid, 0)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+        except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): its result cannot be told
+            status = 1 << 8
         self.pid = -1
         try:
             if os.waitstatus_to_exitcode(status) != 0:
@@ -106,9 +109,9 @@ class Worker:
         if self.pid > 0:
             try:
                 os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
                 pass
-            os.waitpid(self.pid, 0)
             self.pid = -1
         if self.memory >= 0:
             os.close(self.memory)
@@ -124,10 +127,14 @@ def _work(stage: Staging, artifacts: Callable[[], Iterable[Artifact]], memory: i
     mine.started = True
     mine.directories = set(stage.directories)
     mine.flusher = durable.background_flusher()  # its own helper: the parent's pipe is the parent's
-    entries = _write_here(mine, artifacts())
-    # its files durable; every directory is flushed by the parent, last
-    if (mine.flusher is None or not mine.flusher.finish([])) and mine.written:
-        durable.fsync_paths([mine.target + path for path in mine.written], os.O_RDONLY)
+    try:
+        entries = _write_here(mine, artifacts())
+        # its files durable; every directory is flushed by the parent, last
+        flusher, mine.flusher = mine.flusher, None
+        if (flusher is None or not flusher.finish([])) and mine.written:
+            durable.fsync_paths([mine.target + path for path in mine.written], os.O_RDONLY)
+    finally:
+        mine.abandon()  # a helper left (the work failed) is killed and reaped, never orphaned
     made = sorted(mine.directories - stage.directories)
     write_all(memory, marshal.dumps((entries, mine.written, made)))
 

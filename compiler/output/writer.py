@@ -120,6 +120,11 @@ def write_files(
         )
         if not stage.started and not removed:
             return WriteResult(changed=False, notes=notes)
+        if worker is not None and type(stage) is Staging and not stage.written and not removed:
+            # Staged only because the worker needed the tree to exist: every file is the previous tree's own.
+            stage.abandon()
+            shutil.rmtree(stage.root)
+            return WriteResult(changed=False, notes=notes)
         stage.finish()
         durable.swap(stage.root, real)
     except BaseException as error:

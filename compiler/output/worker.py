@@ -15,6 +15,7 @@ reported by the very code and with the very message a build without a worker giv
 from __future__ import annotations
 
 import marshal
+from collections import Counter
 import os
 import signal
 from collections.abc import Callable, Iterable
@@ -73,8 +74,10 @@ class Worker:
             return _write_here(stage, self.artifacts())
         entries, written, directories = result
         paths = [path for path, _, _ in entries]
-        claimed = stage.seen.intersection(paths) or {p for p in paths if paths.count(p) > 1}
-        if claimed or len(set(paths)) != len(paths):
+        claimed = stage.seen.intersection(paths)
+        if not claimed and len(set(paths)) != len(paths):  # the worker's own paths twice (cannot be: its add refuses)
+            claimed = {path for path, count in Counter(paths).items() if count > 1}
+        if claimed:
             from compiler.diagnostics import InternalError
 
             raise InternalError(f"two artifacts claim {min(claimed)}")

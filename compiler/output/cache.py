@@ -43,6 +43,7 @@ from compiler.output.disk import (
     write_all,
 )
 from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, all_of, manifest_file
+from compiler.output.sealed import foreign, rewrite_file, sealed, unsealed
 
 if TYPE_CHECKING:
     from compiler.spec.load import Unreadable
@@ -389,73 +390,6 @@ def _swapped_entries(real: Path, swapped: Swapped) -> dict[str, OnDisk]:
         info = os.lstat(real / path)
         entries[path] = OnDisk(kind_of(info.st_mode), info.st_size, info.st_mtime_ns, info.st_ino)
     return entries
-
-
-def sealed(magic: bytes, body: bytes) -> bytes:
-    """A cache file's bytes: `<magic> <sha256 of body>`, a line feed, the body. A truncated, corrupt or
-    hand-edited file then fails `unsealed`."""
-    return magic + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
-
-
-def unsealed(magic: bytes, raw: bytes) -> bytes | None:
-    """The body of a file `sealed` with `magic`, if its first line still holds the body's sha256; else None."""
-    head, _, body = raw.partition(b"\n")
-    return body if head == magic + b" " + hashlib.sha256(body).hexdigest().encode() else None
-
-
-def foreign(path: Path, magic: bytes) -> bool:
-    """Whether something meshc did not write sits at the path of one of its caches (it is then left alone)."""
-    return os.path.lexists(path) and not is_ours(path, magic)
-
-
-def is_ours(path: Path, magic: bytes) -> bool:
-    """Whether `path` is a regular file that starts with `magic` (a corrupt cache of ours is replaced too)."""
-    try:
-        fd = open_regular(path)
-    except OSError:
-        return False
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read(len(magic) + 1) == magic + b" "
-
-
-def rewrite_file(target: Path, data: bytes) -> bool:
-    """`replace_file`, but where `target` is a regular file no other name links to, it is written over in place.
-
-    Replacing a cache through a rename unlinks the previous file; on a disk mounted with `discard` that frees and
-    discards its blocks while the build waits: the two caches' renames took 7 ms of a one-service rebuild. A reader
-    never trusts a half-written cache (its checksum line fails), so a build killed mid-write costs the next one
-    its cache, never its correctness. The caller checked that the file is a meshc cache (`foreign`).
-    """
-    try:
-        fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return replace_file(target, data)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            return replace_file(target, data)
-        write_all(fd, data)
-        os.ftruncate(fd, len(data))
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-def replace_file(target: Path, data: bytes) -> bool:
-    """Write `data` at `target` through a temporary file and one rename; False if the machine refuses."""
-    temporary = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.rename(temporary, target)
-    except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        return False
-    return True
 
 
 def spec_digest(files: Mapping[str, bytes | Unreadable], label: str) -> str | None:

@@ -29,7 +29,8 @@ import orjson
 from compiler import __version__
 from compiler.diagnostics import Span
 from compiler.output.cache import MAGIC as CACHE_MAGIC
-from compiler.output.cache import cache_path, code_fingerprint, foreign, is_ours, rewrite_file, sealed, unsealed
+from compiler.output.cache import cache_path, code_fingerprint
+from compiler.output.sealed import foreign, is_ours, rewrite_file, sealed, unsealed
 from compiler.output.disk import read_regular
 
 if TYPE_CHECKING:

@@ -44,11 +44,15 @@ def spare_of(tmp_path: Path) -> Path:
 
 def test_the_child_finds_what_an_in_process_scan_finds(tmp_path: Path) -> None:
     real, spare = odd_tree(tmp_path / "out"), spare_of(tmp_path)
+    (spare / "a" / "b" / "deep.yaml").unlink()
+    os.link(real / "a" / "b" / "deep.yaml", spare / "a" / "b" / "deep.yaml")  # the output's very file
     with prescan.prescanned(real, spare) as scans:
         assert scans.pid is not None  # the scans come from a child
         scanned, listed = scans.scan(), scans.listing()
-    assert scanned == scan_tree(real) and listed == list_tree(spare)
-    assert {type(entry) for entry in [*scanned.values(), *listed.values()]} == {prescan.OnDisk}
+    assert listed is not None
+    assert scanned == scan_tree(real) and listed.entries == list_tree(spare)
+    assert listed.linked == {"a/b/deep.yaml"} == prescan.linked(scan_tree(real), list_tree(spare))
+    assert {type(entry) for entry in [*scanned.values(), *listed.entries.values()]} == {prescan.OnDisk}
     assert scanned["fifo"].kind == "named pipe (FIFO)" and scanned["link"].kind == "symlink"
 
 
@@ -201,3 +205,18 @@ def test_a_forked_child_exits_with_its_work_and_dies_with_its_parent(tmp_path: P
             return  # dead, waiting for whoever adopted it to reap it
         time.sleep(0.02)
     raise AssertionError(f"the child {child} outlived its parent")
+
+
+def test_the_spare_links_are_not_taken_from_a_child_whose_scan_was_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real, spare = odd_tree(tmp_path / "out"), spare_of(tmp_path)
+    original = prescan.Prescan._frame
+    monkeypatch.setattr(
+        prescan.Prescan, "_frame", lambda self, index: None if index == 1 else original(self, index)
+    )
+    with prescan.prescanned(real, spare) as scans:
+        assert scans.scan() == scan_tree(real)  # scanned here
+        assert (
+            scans.listing() is None
+        )  # its links were found against another scan: the writer lists the spare

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import re
 import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the drift package is imported only by the commands that read evidence
+if TYPE_CHECKING:  # the drift package and datetime are imported only by the commands that read evidence
+    import datetime
+
     from compiler.drift.detect import DriftRequest, PuppetEvidence
 
 
@@ -117,6 +118,8 @@ def _cluster_dump(text: str) -> tuple[str, Path]:
 
 def _duration(text: str) -> datetime.timedelta:
     """`30m`, `2h`, `90s`, `1h30m`: a lag."""
+    import datetime  # only where a date or duration is read, not at every command's start
+
     match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text.strip())
     if not text.strip() or match is None:
         raise argparse.ArgumentTypeError(f"expected a duration such as 30m, 2h or 1h30m, got {text!r}")
@@ -126,6 +129,8 @@ def _duration(text: str) -> datetime.timedelta:
 
 def _instant(text: str) -> datetime.datetime:
     """An ISO 8601 time; without a zone, UTC."""
+    import datetime  # only where a date or duration is read, not at every command's start
+
     try:
         when = datetime.datetime.fromisoformat(text)
     except ValueError:
@@ -191,6 +196,8 @@ def _now(text: str) -> datetime.datetime:
 
 def _today() -> datetime.date:
     """Today (UTC) for acknowledgement expiry; MESHC_TODAY=YYYY-MM-DD pins it (tests, reproducible reports)."""
+    import datetime  # only where a date or duration is read, not at every command's start
+
     from compiler.drift.model import DriftInputError
 
     pinned = os.environ.get("MESHC_TODAY")

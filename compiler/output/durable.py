@@ -7,12 +7,11 @@ paths and is what the crash-safety tests (tests/test_writer.py) stand a fault in
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure
-from compiler.output.disk import cause
+from compiler.output.disk import cause, remove_tree
 from compiler.output.flusher import Flusher, start_flusher
 
 
@@ -20,7 +19,7 @@ def remove_previous(staging: Path) -> None:
     """Remove the previous tree, which the swap left at `staging` (nothing is there if there was none)."""
     try:
         if os.path.lexists(staging):
-            shutil.rmtree(staging)
+            remove_tree(staging)
     except OSError as error:
         raise EnvironmentFailure(
             str(staging),
@@ -94,11 +93,12 @@ def recover(out: Path) -> None:
     parked = out.parent / f".{out.name}.meshc-old"
     if parked.is_dir() and not os.path.lexists(out):
         os.rename(parked, out)
-    shutil.rmtree(parked, ignore_errors=True)
+    if os.path.lexists(parked):
+        remove_tree(parked, ignore_errors=True)
     for stale in out.parent.glob(f".{out.name}.meshc-new-*"):
         pid = stale.name.rsplit("-", 1)[-1]
         if not pid.isdigit() or not _alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+            remove_tree(stale, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:

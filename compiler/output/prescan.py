@@ -16,7 +16,7 @@ import os
 import signal
 import struct
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from itertools import chain, repeat
 from pathlib import Path
@@ -24,6 +24,7 @@ from pathlib import Path
 from compiler.output.forked import fork_child
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, kind_of, list_tree, scan_tree, write_all
 from compiler.output.manifest import MANIFEST
+from compiler.output.spare import Listed
 
 # A MANIFEST.json this big lists ~1,000 files or more (~240 bytes each): below, the scan here takes a few ms,
 # less than the fork (the 1,000-service output's is 2.5 MB).
@@ -54,6 +55,7 @@ class Prescan:
         self.memory: int | None = None  # the memory file the frames are in
         self.offset = 0  # where the next frame starts in it
         self.frames = 0  # frames taken
+        self.scanned_here = False  # the child's scan was lost: its listing's links are not the scan's
 
     def start(self) -> None:
         try:
@@ -81,9 +83,11 @@ class Prescan:
         except Exception:  # noqa: BLE001 - the parent runs the job itself and reports what fails
             first = b""
         _send(signal_fd, memory, first)
-        _send(signal_fd, memory, _encode(scan_tree(self.real)))
+        scanned = scan_tree(self.real)
+        _send(signal_fd, memory, _encode(scanned))
         if self.spare.is_dir():
-            _send(signal_fd, memory, _encode(list_tree(self.spare)))
+            listed = list_tree(self.spare)
+            _send(signal_fd, memory, _encode(listed, linked(scanned, listed)))
 
     def job_result(self) -> bytes | None:
         """What `job()` returned in the child; None if it failed there (or there is no child): run it here."""
@@ -93,11 +97,14 @@ class Prescan:
     def scan(self) -> dict[str, OnDisk]:
         """The output's entries (`scan_tree`), from the child if it made them, else scanned here."""
         found = _decoded(self._frame(1))
-        return found if found is not None else scan_tree(self.real)
+        self.scanned_here = found is None
+        return found[0] if found is not None else scan_tree(self.real)
 
-    def listing(self) -> dict[str, OnDisk] | None:
-        """The spare's entries (`list_tree`) if the child made them; None: the caller lists it itself."""
-        return _decoded(self._frame(2))
+    def listing(self) -> Listed | None:
+        """The spare's entries (`list_tree`) and the paths where they are the output's very files, if the child
+        made them from the scan `scan()` returned; None: the caller lists the spare itself."""
+        found = _decoded(self._frame(2)) if not self.scanned_here else None
+        return Listed(entries=found[0], linked=found[1]) if found is not None else None
 
     def _frame(self, index: int) -> bytes | None:
         """Frame `index` (0: the job's, 1: the scan, 2: the listing), if the child sent it and it was not taken."""
@@ -159,23 +166,37 @@ def _send(signal_fd: int, memory: int, body: bytes) -> None:
     os.write(signal_fd, b"\n")
 
 
-def _encode(entries: dict[str, OnDisk]) -> bytes:
+def linked(scanned: Mapping[str, OnDisk], listed: Mapping[str, OnDisk]) -> frozenset[str]:
+    """The paths where the spare (`listed`) holds the output's very file: a regular file of the same inode."""
+    return frozenset(
+        path
+        for path, entry in listed.items()
+        if entry.kind == REGULAR
+        and (found := scanned.get(path)) is not None
+        and found.kind == REGULAR
+        and found.inode == entry.inode
+    )
+
+
+def _encode(entries: dict[str, OnDisk], also: frozenset[str] = frozenset()) -> bytes:
     kinds = bytes(_CODES[entry.kind] for entry in entries.values())
     numbers = array("q", chain.from_iterable((entry.size, entry.mtime_ns) for entry in entries.values()))
     inodes = array("Q", (entry.inode for entry in entries.values()))
-    return marshal.dumps(("\0".join(entries), kinds, numbers.tobytes(), inodes.tobytes()))
+    joined = "\0".join(entries), "\0".join(sorted(also))
+    return marshal.dumps((*joined, kinds, numbers.tobytes(), inodes.tobytes()))
 
 
-def _decoded(body: bytes | None) -> dict[str, OnDisk] | None:
-    """The entries of a frame; None for none, or for one that does not decode (the caller scans itself)."""
+def _decoded(body: bytes | None) -> tuple[dict[str, OnDisk], frozenset[str]] | None:
+    """The entries of a frame and the paths it names besides; None for no frame, or one that does not decode (the
+    caller scans itself)."""
     try:
         return _decode(body) if body is not None else None
     except (EOFError, ValueError, TypeError, IndexError):
         return None
 
 
-def _decode(body: bytes) -> dict[str, OnDisk]:
-    joined, kinds, raw_numbers, raw_inodes = marshal.loads(body)
+def _decode(body: bytes) -> tuple[dict[str, OnDisk], frozenset[str]]:
+    joined, also, kinds, raw_numbers, raw_inodes = marshal.loads(body)
     numbers, inodes = array("q"), array("Q")
     numbers.frombytes(raw_numbers)
     inodes.frombytes(raw_inodes)
@@ -183,7 +204,8 @@ def _decode(body: bytes) -> dict[str, OnDisk]:
     pairs = iter(numbers)
     rows = zip(map(_KINDS.__getitem__, kinds), pairs, pairs, inodes, strict=True)
     # tuple.__new__ through map: the records are made in C (OnDisk's own __new__ is Python)
-    return dict(zip(paths, map(tuple.__new__, repeat(OnDisk), rows), strict=True))
+    entries = dict(zip(paths, map(tuple.__new__, repeat(OnDisk), rows), strict=True))
+    return entries, frozenset(also.split("\0")) if also else frozenset()
 
 
 def _read(fd: int, offset: int, size: int) -> bytes:

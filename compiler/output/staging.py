@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from compiler.diagnostics import InternalError
 from compiler.output import durable
-from compiler.output.disk import REGULAR, OnDisk, file_digest, write_all
+from compiler.output.disk import OnDisk, REGULAR, file_digest, remove_tree, write_all
 from compiler.output.flusher import Flusher
 from compiler.output.manifest import MANIFEST, check_path
 
@@ -144,7 +143,7 @@ class Staging:
         if (
             self.root.is_dir() and not self.root.is_symlink()
         ):  # only this pid names it: a reused pid's leftover
-            shutil.rmtree(self.root)
+            remove_tree(self.root)
         elif os.path.lexists(self.root):
             self.root.unlink()
         self.root.parent.mkdir(parents=True, exist_ok=True)

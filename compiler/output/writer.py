@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import stat
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,9 +19,9 @@ from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure, InternalError
 from compiler.output import durable
-from compiler.output.disk import DIRECTORY, OnDisk, cause, scan_tree
+from compiler.output.disk import DIRECTORY, OnDisk, cause, remove_tree, scan_tree
 from compiler.output.guard import check_replaceable, resolve_output
-from compiler.output.spare import ABSENT, FOREIGN, OURS, Recycled, foreign_note, keep_as_spare, spare_state
+from compiler.output.spare import ABSENT, FOREIGN, OURS, Listed, Recycled, foreign_note, keep_as_spare, spare_state
 from compiler.output.staging import NewFile, Staging, new_file
 from compiler.output.worker import Worker
 
@@ -76,7 +75,7 @@ def write_files(
     trusted: Mapping[str, str] | None = None,
     spare: Path | None = None,
     kept: Mapping[str, str] | None = None,
-    listing: Mapping[str, OnDisk] | None = None,
+    listing: Listed | None = None,
     worker: Worker | None = None,
 ) -> WriteResult:
     """Make `out` hold exactly `files`, atomically: the old tree stays whole until one rename swaps it.
@@ -123,7 +122,7 @@ def write_files(
         if worker is not None and type(stage) is Staging and not stage.written and not removed:
             # Staged only because the worker needed the tree to exist: every file is the previous tree's own.
             stage.abandon()
-            shutil.rmtree(stage.root)
+            remove_tree(stage.root)
             return WriteResult(changed=False, notes=notes)
         stage.finish()
         durable.swap(stage.root, real)
@@ -131,7 +130,7 @@ def write_files(
         if worker is not None:
             worker.close()
         stage.abandon()
-        shutil.rmtree(stage.root, ignore_errors=True)  # a partial tree must not keep the disk full
+        remove_tree(stage.root, ignore_errors=True)  # a partial tree must not keep the disk full
         if isinstance(error, OSError):
             raise EnvironmentFailure(
                 label, f"cannot write the new tree: {cause(error)}; the output is left as it was"

@@ -372,12 +372,17 @@ def _inputs(
     facts: Mapping[str, ServiceFacts],
     affected: set[str],
 ) -> dict[str, str]:
-    """Every target's input hash: computed for the affected services' targets, recorded for the others'."""
-    inputs: dict[str, str] = {}
-    for name, found in facts.items():
-        if name not in affected:
-            inputs.update(zip(found.targets, map(cached.inputs.__getitem__, found.targets), strict=True))
-            continue
+    """Every target's input hash: computed for the affected services' targets, recorded for the others'.
+
+    The recorded ones are the cache's as they are (one C-level copy of 10,600 entries, not one update per service):
+    an unaffected service's targets are its recorded ones; the affected services' and the gone ones' are dropped."""
+    inputs = dict(cached.inputs)
+    for name in affected | (recorded.services.keys() - facts.keys()):
+        before = recorded.services.get(name)
+        for target in before.targets if before is not None else ():
+            del inputs[target]
+    for name in affected & facts.keys():
+        found = facts[name]
         faces = roles(
             graph.dependencies[name],
             graph.clients.get(name, frozenset()),

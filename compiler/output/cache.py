@@ -18,11 +18,9 @@ written in the same clock tick as the cache, are hashed, as git does with its in
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
-import stat
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -40,7 +38,6 @@ from compiler.output.disk import (
     open_regular,
     read_regular,
     scan_tree,
-    write_all,
 )
 from compiler.output.manifest import MANIFEST, MAX_MANIFEST_BYTES, all_of, manifest_file
 from compiler.output.sealed import foreign, rewrite_file, sealed, unsealed
@@ -280,7 +277,8 @@ def _checked_body(raw: bytes) -> dict[str, Any] | None:
 def _is_cache(body: Any) -> bool:
     return (
         isinstance(body, dict)
-        and {"format", "meshc_version", "code", "manifest", "spec", "inputs", "files", "recorded"} <= set(body)
+        and {"format", "meshc_version", "code", "manifest", "spec", "inputs", "files", "recorded"}
+        <= set(body)
         and type(body["format"]) is int
         and isinstance(body["spec"], (str, type(None)))
         and isinstance(body["inputs"], dict)

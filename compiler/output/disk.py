@@ -122,7 +122,7 @@ def open_regular(path: Path) -> int:
 
 
 def write_all(fd: int, data: bytes) -> None:
-    """Write all of `data` to open file `fd`: a regular file takes it at once, but write() promises no more than some."""
+    """Write all of `data` to open file `fd`: a regular file takes it at once, but write() promises no more."""
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]

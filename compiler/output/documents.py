@@ -16,8 +16,6 @@ a path there that does not start like one of meshc's is neither read as one nor 
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,8 +28,8 @@ from compiler import __version__
 from compiler.diagnostics import Span
 from compiler.output.cache import MAGIC as CACHE_MAGIC
 from compiler.output.cache import cache_path, code_fingerprint
-from compiler.output.sealed import foreign, is_ours, rewrite_file, sealed, unsealed
 from compiler.output.disk import read_regular
+from compiler.output.sealed import foreign, is_ours, rewrite_file, sealed, unsealed
 
 if TYPE_CHECKING:
     from compiler.spec.document import DataPath, Document
@@ -249,9 +247,11 @@ def document_line(digest: str, document: Document) -> bytes | None:
 def _table(spans: Mapping[DataPath, Span]) -> Mapping[str, list[int]]:
     if isinstance(spans, SpanTable):
         return spans.recorded()
-    from compiler.spec.document import Spans  # loaded by now: a document was parsed (no-op builds stay yaml-free)
+    # loaded by now: a document was parsed (no-op builds stay yaml-free)
+    from compiler.spec.document import Spans
 
-    if isinstance(spans, Spans):  # the parser's positions as they are, not a Span made for each (0.036 s, not 0.101)
+    # the parser's positions as they are, not a Span made for each (0.036 s, not 0.101)
+    if isinstance(spans, Spans):
         return {orjson.dumps(list(path)).decode(): list(at) for path, at in spans.positions().items()}
     return {orjson.dumps(list(path)).decode(): [span.line, span.col] for path, span in spans.items()}
 

@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from itertools import chain, repeat
 from pathlib import Path
 
-from compiler.output.forked import fork_child
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, kind_of, list_tree, scan_tree, write_all
+from compiler.output.forked import fork_child
 from compiler.output.manifest import MANIFEST
 from compiler.output.spare import Listed
 

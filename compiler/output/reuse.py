@@ -75,7 +75,8 @@ def kept_files(reused: Iterable[str], cached: Cached | None) -> dict[str, str]:
     if cached is None:
         return {}
     paths = list(chain.from_iterable(map(cached.targets.__getitem__, reused)))
-    return dict(zip(paths, map(cached.files.__getitem__, paths), strict=True))  # in C: ~2 ms for 10,600 files, not 9
+    # in C: ~2 ms for 10,600 files, not 9
+    return dict(zip(paths, map(cached.files.__getitem__, paths), strict=True))
 
 
 def tree_files(
@@ -89,8 +90,9 @@ def tree_files(
     """The new tree's rendered files as they stream, and MANIFEST.json last, which also lists the files `kept`
     from the previous tree (path -> sha256: the reused targets' files, `kept_files`, and any shared file kept; the
     writer takes those in bulk) and the reused targets' paths. `more()`: the (path, sha256, target) of files written
-    beside this stream (compiler.output.worker), asked for once every rendered file is out, before the manifest. `previous`: the previous MANIFEST.json's bytes and
-    value, which the new one is patched from where only digests changed (`patched_manifest`)."""
+    beside this stream (compiler.output.worker), asked for once every rendered file is out, before the manifest.
+    `previous`: the previous MANIFEST.json's bytes and value, which the new one is patched from where only digests
+    changed (`patched_manifest`)."""
     files: dict[str, str] = {}
     targets: dict[str, list[str]] = {}
     fresh: list[str] = []  # the paths rendered here (or beside, by `more`): the only digests that can differ

@@ -5,17 +5,18 @@ stages in, touching only what differs (see compiler.output.writer.write_files).
 from __future__ import annotations
 
 import fcntl
-from dataclasses import dataclass
 import os
 import stat
 from collections.abc import Mapping
+from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
 
 from compiler.output import durable
-from compiler.output.disk import DIRECTORY, OnDisk, REGULAR, list_tree, remove_tree, write_all
+from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, list_tree, remove_tree, write_all
 from compiler.output.manifest import MANIFEST
 from compiler.output.staging import Staging
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Listed:

@@ -1,4 +1,5 @@
-"""The staging tree of one write: files linked from the previous tree or written, directories made, fsync before the swap.
+"""The staging tree of one write: files linked from the previous tree or written, directories made, fsync before
+the swap.
 
 compiler.output.writer drives it (and swaps it in); compiler.output.spare stages in the spare tree instead.
 """
@@ -14,10 +15,9 @@ from pathlib import Path
 
 from compiler.diagnostics import InternalError
 from compiler.output import durable
-from compiler.output.disk import OnDisk, REGULAR, file_digest, remove_tree, write_all
+from compiler.output.disk import REGULAR, OnDisk, file_digest, remove_tree, write_all
 from compiler.output.flusher import Flusher
 from compiler.output.manifest import MANIFEST, check_path
-
 
 # From this many files written on, a helper process fsyncs them as the write goes on (compiler.output.flusher).
 # Below it the helper's start (~10 ms, beside the build) is not worth it: a one-service rebuild writes ~10.
@@ -63,7 +63,8 @@ class Staging:
         self.directories: set[str] = set()
         self.flusher: Flusher | None = None
         self.manifest: str | None = None  # the sha256 of the MANIFEST.json taken, if any
-        self.replacing = False  # paths may hold files already (a failed worker's, compiler.output.worker): replace them
+        # Paths may hold files already (a failed worker's, compiler.output.worker): replace them.
+        self.replacing = False
 
     def add(self, file: NewFile) -> None:
         """Take one file of the new tree: link it if the previous tree holds it, else write it."""

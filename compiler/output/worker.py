@@ -15,7 +15,6 @@ reported by the very code and with the very message a build without a worker giv
 from __future__ import annotations
 
 import marshal
-from collections import Counter
 import os
 import signal
 from collections.abc import Callable, Iterable
@@ -33,7 +32,7 @@ Entry = tuple[str, str, "str | None"]  # (path, sha256, target) of a file, as MA
 
 
 class Worker:
-    """The worker of one write: `artifacts()` is what it lays out (called in the forked child, or here as a fallback)."""
+    """The worker of one write: `artifacts()` is what it lays out (called in the forked child, or here if it fails)."""
 
     def __init__(self, artifacts: Callable[[], Iterable[Artifact]]) -> None:
         self.artifacts = artifacts
@@ -74,9 +73,7 @@ class Worker:
             return _write_here(stage, self.artifacts())
         entries, written, directories = result
         paths = [path for path, _, _ in entries]
-        claimed = stage.seen.intersection(paths)
-        if not claimed and len(set(paths)) != len(paths):  # the worker's own paths twice (cannot be: its add refuses)
-            claimed = {path for path, count in Counter(paths).items() if count > 1}
+        claimed = stage.seen.intersection(paths)  # the worker's own Staging refused a path it claimed twice
         if claimed:
             from compiler.diagnostics import InternalError
 

@@ -9,19 +9,25 @@ nothing and stages nothing. The staging tree is compiler.output.staging's, or th
 
 from __future__ import annotations
 
-import hashlib
 import os
-import stat
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure, InternalError
 from compiler.output import durable
 from compiler.output.disk import DIRECTORY, OnDisk, cause, remove_tree, scan_tree
 from compiler.output.guard import check_replaceable, resolve_output
-from compiler.output.spare import ABSENT, FOREIGN, OURS, Listed, Recycled, foreign_note, keep_as_spare, spare_state
+from compiler.output.spare import (
+    ABSENT,
+    FOREIGN,
+    OURS,
+    Listed,
+    Recycled,
+    foreign_note,
+    keep_as_spare,
+    spare_state,
+)
 from compiler.output.staging import NewFile, Staging, new_file
 from compiler.output.worker import Worker
 
@@ -33,7 +39,8 @@ class WriteResult:
     changed: bool
     written: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
-    notes: tuple[str, ...] = ()  # what the user should know though nothing failed, e.g. a path meshc left alone
+    # What the user should know though nothing failed, e.g. a path meshc left alone.
+    notes: tuple[str, ...] = ()
     manifest: str | None = None  # the sha256 of the MANIFEST.json swapped in, if the tree had one
 
 
@@ -142,7 +149,9 @@ def write_files(
         raise EnvironmentFailure(
             label, f"the new output is in place, but the swap cannot be flushed to disk: {cause(error)}"
         ) from error
-    if not isinstance(stage, Recycled) and not (spare is not None and state == ABSENT and keep_as_spare(stage.root, spare)):
+    if not isinstance(stage, Recycled) and not (
+        spare is not None and state == ABSENT and keep_as_spare(stage.root, spare)
+    ):
         durable.remove_previous(stage.root)
     return WriteResult(
         changed=True,

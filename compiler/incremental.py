@@ -55,9 +55,9 @@ if TYPE_CHECKING:
     from compiler.spec.load import Unreadable
     from compiler.spec.model import Spec
 
-ROLLOUT_FILE = "rollout.yaml"
+ROLLOUT_FILE = "rollout.yaml"  # compiler.rollout.pins.ROLLOUT_FILE, without importing git for a plain build
 # From this many targets to render on, a forked worker lays out and writes half of them (compiler.output.worker).
-PARALLEL_FROM = 200  # compiler.rollout.pins.ROLLOUT_FILE, without importing git for a plain build
+PARALLEL_FROM = 200
 
 
 def build_output(

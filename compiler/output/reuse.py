@@ -96,18 +96,19 @@ def tree_files(
     files: dict[str, str] = {}
     targets: dict[str, list[str]] = {}
     fresh: list[str] = []  # the paths rendered here (or beside, by `more`): the only digests that can differ
-    for artifact in artifacts:
-        file = new_file(artifact.path, artifact.data)
-        files[file.path] = file.digest
-        if artifact.target is not None:
-            targets.setdefault(artifact.target, []).append(file.path)
-        fresh.append(file.path)
-        yield file
-    for path, digest, target in more() if more is not None else ():
-        fresh.append(path)
+
+    def note(path: str, digest: str, target: str | None) -> None:
         files[path] = digest
         if target is not None:
             targets.setdefault(target, []).append(path)
+        fresh.append(path)
+
+    for artifact in artifacts:
+        file = new_file(artifact.path, artifact.data)
+        note(file.path, file.digest, artifact.target)
+        yield file
+    for entry in more() if more is not None else ():
+        note(*entry)
     files.update(kept)
     if cached is not None:
         targets.update((target, cached.targets[target]) for target in reused)

@@ -42,6 +42,7 @@ from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.prescan import Prescan, prescanned
 from compiler.output.reuse import face, input_hash, kept_files, reusable, roles, spare_path, tree_files
+from compiler.output.spare import Listing
 from compiler.output.staging import NewFile
 from compiler.output.worker import Worker
 from compiler.output.writer import WriteResult, prepared_output, previous_entries, write_files
@@ -110,7 +111,8 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     hashes, recorded, lines = read or _previous_facts(real, files, label, found, digest)
 
     checked: Mapping[str, Document] = {}
-    listing = prescan.listing()
+    # taken when the writer starts: the child may still be listing the spare while the partial build renders
+    listing: Listing | None = prescan.listing
     if cached is not None and recorded is not None and digest is not None:
         from compiler.partial import Previous, build_partial
 

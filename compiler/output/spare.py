@@ -7,7 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -25,6 +25,11 @@ class Listed:
 
     entries: Mapping[str, OnDisk]
     linked: frozenset[str]
+
+
+# Where the spare's entries come from when the writer first needs them: a call, so that compiler.output.prescan's
+# child can still be listing them while the build checks, lowers and renders (None: the writer lists the spare).
+Listing = Callable[[], Listed | None]
 
 
 # What is at the spare path: nothing, a tree meshc left there, or something meshc did not write (left alone).
@@ -84,10 +89,10 @@ class Recycled(Staging):
         old: Mapping[str, OnDisk],
         trusted: Mapping[str, str],
         spare: Path,
-        listing: Listed | None = None,
+        listing: Listing | None = None,
     ) -> None:
         super().__init__(real, old, trusted, spare)
-        self.listing = listing  # the spare's entries if the caller listed them already
+        self.listing = listing  # the spare's entries if the caller has them
         self.spare: dict[str, OnDisk] = {}
         self.touched: set[str] = set()  # directories whose entries changed: fsynced before the swap
 
@@ -97,14 +102,15 @@ class Recycled(Staging):
             return
         self.started = True
         # only inodes matter here: 30 ms, not 60, at 1,000 services
-        self.spare = dict(self.listing.entries) if self.listing is not None else list_tree(self.root)
+        listed = self.listing() if self.listing is not None else None
+        self.spare = dict(listed.entries) if listed is not None else list_tree(self.root)
         self.directories = {""} | {path for path, entry in self.spare.items() if entry.kind == DIRECTORY}
         # Most noted files are the output's very files already (same inode): set operations on (path, inode) pairs
         # find the others in C, not a look per file (a one-service rebuild at 1,000 services notes 10,600). Inodes
         # alone tell them: no other entry of the same filesystem has a regular file's inode, and directories
         # carry none here (0).
-        if self.listing is not None:
-            differ = set(self.pending).difference(self.listing.linked)
+        if listed is not None:
+            differ = set(self.pending).difference(listed.linked)
         else:
             inode = itemgetter(3)  # OnDisk.inode
             old = dict(zip(self.old, map(inode, self.old.values()), strict=True))

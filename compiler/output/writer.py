@@ -22,7 +22,7 @@ from compiler.output.spare import (
     ABSENT,
     FOREIGN,
     OURS,
-    Listed,
+    Listing,
     Recycled,
     foreign_note,
     keep_as_spare,
@@ -82,7 +82,7 @@ def write_files(
     trusted: Mapping[str, str] | None = None,
     spare: Path | None = None,
     kept: Mapping[str, str] | None = None,
-    listing: Listed | None = None,
+    listing: Listing | None = None,
     worker: Worker | None = None,
 ) -> WriteResult:
     """Make `out` hold exactly `files`, atomically: the old tree stays whole until one rename swaps it.
@@ -101,7 +101,7 @@ def write_files(
 
     `kept`: path -> sha256 of files the new tree reuses from the previous one (an incremental build's
     unchanged targets), taken in one pass instead of one `NewFile` each; every one must be `trusted` with
-    that digest, and no file of `files` may claim one of their paths. `listing`: the spare's entries
+    that digest, and no file of `files` may claim one of their paths. `listing`: gives the spare's entries
     (`list_tree`) if the caller has them (compiler.output.prescan), else the spare is listed here. `worker`: a
     compiler.output.worker.Worker writing part of the tree beside `files`, which must take its entries.
     """

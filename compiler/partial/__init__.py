@@ -57,7 +57,7 @@ from compiler.output.reuse import (
     tree_files,
     untrusted_targets,
 )
-from compiler.output.spare import Listed
+from compiler.output.spare import Listing
 from compiler.output.writer import WriteResult, write_files
 from compiler.partial.files import partial_artifacts, shared_files
 from compiler.render import render
@@ -81,7 +81,7 @@ class Previous:
     old: Mapping[str, OnDisk]
     cached: Cached
     recorded: Recorded
-    listing: Listed | None = None  # the spare's entries, if listed already (compiler.output.prescan)
+    listing: Listing | None = None  # gives the spare's entries, if listed already (compiler.output.prescan)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

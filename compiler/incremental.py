@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from compiler.lifetime import park
 from compiler.output.cache import (
     Cached,
     CacheFile,
@@ -105,6 +106,7 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     old = previous_entries(real, str(out), lambda _: prescan.scan())
     cached = trusted_cache(found, old)
     if _up_to_date(cached, digest, old):
+        park(locals())  # the caches as read and the scan (compiler.lifetime)
         return WriteResult(changed=False)
     from compiler import pipeline  # the compiler stages, only once the no-op check has failed
 
@@ -119,6 +121,8 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
         previous = Previous(real=real, old=old, cached=cached, recorded=recorded, listing=listing)
         partial = build_partial(out, files, label, hashes, digest, previous, lines)
         if isinstance(partial, WriteResult):
+            # the caches as read: freed one by one only for a library caller (compiler.lifetime)
+            park(locals())
             return replace(partial, notes=partial.notes + foreign_cache_notes(real))
         checked = partial.documents  # parsed and checked file by file: not again
         listing = None  # the partial build may have staged in the spare before it gave up: listed anew
@@ -139,6 +143,8 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     swapped = Swapped(old=old, written=result.written, removed=result.removed, manifest=result.manifest)
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     write_documents(real, spec.documents, hashes, known)
+    # the spec, the IR and the caches: freed one by one only for a library caller (compiler.lifetime)
+    park(locals())
     return replace(result, notes=result.notes + foreign_cache_notes(real))
 
 
@@ -200,6 +206,7 @@ def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, byt
     cached = read_cache(real, old)
     digest = spec_digest(files, label)
     if _up_to_date(cached, digest, old):
+        park(locals())  # the caches as read and the scan (compiler.lifetime)
         return TreeStatus(), {}
     hashes = file_hashes(files, label)
     known = {name: k.document for name, k in read_documents(real, hashes).items()}

@@ -118,7 +118,9 @@ def test_a_frame_cut_short_is_no_frame(tmp_path: Path) -> None:
 def test_a_rebuild_takes_the_output_scan_from_the_child(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = generate(tmp_path / "spec", 30, datacenters=2, clusters=2, deps=2, seed=5)  # a one-service edit: partial
+    spec = generate(
+        tmp_path / "spec", 30, datacenters=2, clusters=2, deps=2, seed=5
+    )  # a one-service edit: partial
     out = tmp_path / "out"
     incremental.build_output(spec, out)
     parent = os.getpid()

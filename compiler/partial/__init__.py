@@ -43,6 +43,7 @@ from compiler.backends.kubernetes.readers import external_readers
 from compiler.diagnostics import InternalError, SpecError
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
+from compiler.lifetime import park
 from compiler.output.cache import Cached, Recorded, ServiceFacts, Swapped, write_cache
 from compiler.output.disk import OnDisk
 from compiler.output.documents import document_line, parse_lines, read_lines, write_lines
@@ -236,6 +237,7 @@ def _build(
         Swapped(old=previous.old, written=result.written, removed=result.removed, manifest=result.manifest),
     )
     _write_documents(real, lines, edit, hashes, spec)
+    park(locals())  # freed one by one only for a library caller (compiler.lifetime)
     return result
 
 

@@ -140,7 +140,9 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     )
     # Every file is written: let the documents (most of the memory) go before the caches are built.
     del sidecars, stream
-    swapped = Swapped(old=old, written=result.written, removed=result.removed, manifest=result.manifest)
+    swapped = Swapped(
+        old=old, written=result.written, removed=result.removed, manifest=result.manifest, stats=result.stats
+    )
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     write_documents(real, spec.documents, hashes, known)
     # the spec, the IR and the caches: freed one by one only for a library caller (compiler.lifetime)

@@ -543,6 +543,8 @@ def test_a_rebuild_stages_in_the_spare_tree_and_touches_only_what_changed(
     assert own
     if leases_work(tmp_path):
         assert all(after[p].inode == before[p].inode for p in own)
+    # every file written, rewritten in place or anew, is recorded with the stat lstat finds after the swap
+    assert dict(result.stats) == {p: after[p] for p in result.written}
     assert (
         calls.count("mkdir") <= 1 and calls.count("rmdir") == 0
     )  # at most the lock's parent, made if missing

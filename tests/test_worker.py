@@ -67,6 +67,13 @@ def test_a_build_with_a_worker_writes_the_tree_a_build_without_one_writes(
     tree = read_tree(out)
     assert tree == compile_dir(spec).tree()
     assert set(result.written) == set(tree)  # the worker's files are reported written too
+    # each file's stat as taken once written, by the worker or here, is what lstat finds after the swap: the cache
+    # records it, and the next build trusts every file without reading one
+    scanned = scan_tree(out)
+    assert dict(result.stats) == {path: scanned[path] for path in tree}
+    found = cache.read_cache(out.resolve(), scanned)
+    assert found is not None and set(found.trusted) == set(tree) - {"MANIFEST.json"}
+    assert incremental.build_output(spec, out).changed is False
 
 
 @pytest.mark.parametrize("fail", ["before", "after"])

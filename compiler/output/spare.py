@@ -15,7 +15,7 @@ from pathlib import Path
 from compiler.output import durable
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, list_tree, remove_tree, write_all
 from compiler.output.manifest import MANIFEST
-from compiler.output.staging import Staging
+from compiler.output.staging import Staging, stat_of
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -150,7 +150,11 @@ class Recycled(Staging):
 
     def _write(self, path: str, data: bytes) -> None:
         entry = self.spare.get(path)
-        if entry is not None and entry.kind == REGULAR and _overwrite(self.target + path, data):
+        rewritten = (
+            _overwrite(self.target + path, data) if entry is not None and entry.kind == REGULAR else None
+        )
+        if rewritten is not None:
+            self.stats[path] = rewritten
             return  # the same directory entry, new bytes: nothing for the directory's fsync
         self._clear(path)
         super()._write(path, data)
@@ -177,9 +181,9 @@ class Recycled(Staging):
         self.touched.add(path.rpartition("/")[0])
 
 
-def _overwrite(path: str, data: bytes) -> bool:
+def _overwrite(path: str, data: bytes) -> OnDisk | None:
     """Write `data` over the file at `path` if it is a regular file no other name links to and no process has
-    open; False if it is not (the caller then unlinks it and writes a new file).
+    open, and give its entry as written; None if it is not (the caller then unlinks it and writes a new file).
 
     A file of the spare that is not the output's (its only link is its own) is meshc's to rewrite in place. On
     this kind of disk (ext4 mounted with `discard`) unlinking a file already on disk costs ~2 ms: its blocks are
@@ -191,17 +195,17 @@ def _overwrite(path: str, data: bytes) -> bool:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return False
+        return None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            return False
+            return None
         try:
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
         except OSError:  # open elsewhere, or no leases on this filesystem
-            return False
+            return None
         write_all(fd, data)
         os.ftruncate(fd, len(data))
+        return stat_of(fd)
     finally:
         os.close(fd)  # lets the lease go
-    return True

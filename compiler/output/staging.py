@@ -37,6 +37,12 @@ class NewFile:
     data: bytes | None = None
 
 
+def stat_of(fd: int) -> OnDisk:
+    """An open regular file's entry as `scan_tree` would find it, from fstat (no path looked up)."""
+    info = os.fstat(fd)
+    return OnDisk(REGULAR, info.st_size, info.st_mtime_ns, info.st_ino)
+
+
 def new_file(path: str, data: bytes) -> NewFile:
     """A file given by its bytes."""
     return NewFile(path=path, digest=hashlib.sha256(data).hexdigest(), data=data)
@@ -60,6 +66,9 @@ class Staging:
         self.seen: set[str] = set()
         self.pending: list[str] = []  # equal files noted before the staging tree existed
         self.written: list[str] = []
+        # Each written file's stat as fstat gave it once written, for the build cache: one lstat by path per file
+        # after the swap took ~60 ms of a full build at 1,000 services (compiler.output.cache.Swapped).
+        self.stats: dict[str, OnDisk] = {}
         self.directories: set[str] = set()
         self.flusher: Flusher | None = None
         self.manifest: str | None = None  # the sha256 of the MANIFEST.json taken, if any
@@ -133,6 +142,7 @@ class Staging:
             raise InternalError(f"two artifacts claim {path}") from None
         try:
             write_all(fd, data)
+            self.stats[path] = stat_of(fd)
         finally:
             os.close(fd)
 

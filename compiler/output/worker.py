@@ -18,10 +18,11 @@ import marshal
 import os
 import signal
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from compiler.output import durable
-from compiler.output.disk import write_all
+from compiler.output.disk import OnDisk, write_all
 from compiler.output.forked import fork_child
 from compiler.output.staging import Staging, new_file
 
@@ -71,7 +72,7 @@ class Worker:
         if result is None:
             stage.replacing = True  # the worker may have left files at any of these paths
             return _write_here(stage, self.artifacts())
-        entries, written, directories = result
+        entries, written, directories, stats = result
         paths = [path for path, _, _ in entries]
         claimed = stage.seen.intersection(paths)  # the worker's own Staging refused a path it claimed twice
         if claimed:
@@ -81,9 +82,10 @@ class Worker:
         stage.seen.update(paths)
         stage.written.extend(written)
         stage.directories.update(directories)
+        stage.stats.update(zip(written, map(tuple.__new__, repeat(OnDisk), stats), strict=True))
         return entries
 
-    def _result(self) -> tuple[list[Entry], list[str], list[str]] | None:
+    def _result(self) -> tuple[list[Entry], list[str], list[str], list[tuple[str, int, int, int]]] | None:
         if self.pid <= 0:
             return None
         try:
@@ -96,13 +98,13 @@ class Worker:
                 return None
             size = os.fstat(self.memory).st_size
             body = os.pread(self.memory, size, 0)
-            entries, written, directories = marshal.loads(body)
+            entries, written, directories, stats = marshal.loads(body)
         except (OSError, EOFError, ValueError, TypeError):
             return None
         finally:
             os.close(self.memory)
             self.memory = -1
-        return entries, written, directories
+        return entries, written, directories, stats
 
     def close(self) -> None:
         """The write is given up: the worker is killed (if still at work) and reaped."""
@@ -136,7 +138,8 @@ def _work(stage: Staging, artifacts: Callable[[], Iterable[Artifact]], memory: i
     finally:
         mine.abandon()  # a helper left (the work failed) is killed and reaped, never orphaned
     made = sorted(mine.directories - stage.directories)
-    write_all(memory, marshal.dumps((entries, mine.written, made)))
+    stats = [tuple(mine.stats[path]) for path in mine.written]
+    write_all(memory, marshal.dumps((entries, mine.written, made, stats)))
 
 
 def _write_here(stage: Staging, artifacts: Iterable[Artifact]) -> list[Entry]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure, InternalError
@@ -42,6 +42,8 @@ class WriteResult:
     # What the user should know though nothing failed, e.g. a path meshc left alone.
     notes: tuple[str, ...] = ()
     manifest: str | None = None  # the sha256 of the MANIFEST.json swapped in, if the tree had one
+    # The files written, as fstat found them once written (compiler.output.cache.Swapped); may miss some.
+    stats: Mapping[str, OnDisk] = field(default_factory=dict)
 
 
 def previous_tree(out: Path) -> tuple[Path, dict[str, OnDisk]]:
@@ -159,4 +161,5 @@ def write_files(
         removed=removed,
         notes=notes,
         manifest=stage.manifest,
+        stats=stage.stats,
     )

@@ -234,7 +234,13 @@ def _build(
         digest,
         inputs,
         new,
-        Swapped(old=previous.old, written=result.written, removed=result.removed, manifest=result.manifest),
+        Swapped(
+            old=previous.old,
+            written=result.written,
+            removed=result.removed,
+            manifest=result.manifest,
+            stats=result.stats,
+        ),
     )
     _write_documents(real, lines, edit, hashes, spec)
     park(locals())  # freed one by one only for a library caller (compiler.lifetime)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,6 +51,7 @@ from compiler.output.writer import WriteResult, prepared_output, previous_entrie
 if TYPE_CHECKING:
     from compiler.backends.kubernetes.readers import ExternalReader
     from compiler.diff.records import DocumentDiff
+    from compiler.emit import Artifact
     from compiler.ir.model import Mesh, Workload
     from compiler.render import SidecarConfig
     from compiler.spec.document import Document
@@ -130,16 +131,19 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
 
     known = read_documents(real, hashes)
     documents = {**checked, **{n: k.document for n, k in known.items()}}
-    spec, mesh, sidecars = pipeline.render_files(files, label, documents)
+    spec, mesh = pipeline.lower_files(files, label, documents)
     readers = external_readers(mesh)
     inputs = target_inputs(spec, mesh, hashes, readers)
-    stream, kept, worker = _new_tree(mesh, sidecars, inputs, cached, parallel=True)
+    owners = {w.id: w.service for w in mesh.workloads} | {r.id: r.service for r in readers}
+    stream, kept, worker = _new_tree(
+        mesh, inputs, cached, lambda part: pipeline.render_part(mesh, part), owners
+    )
     trusted = cached.trusted if cached is not None else None
     result = write_files(
         out, stream, (real, old), trusted, spare=spare_path(real), kept=kept, listing=listing, worker=worker
     )
     # Every file is written: let the documents (most of the memory) go before the caches are built.
-    del sidecars, stream
+    del stream
     swapped = Swapped(
         old=old, written=result.written, removed=result.removed, manifest=result.manifest, stats=result.stats
     )
@@ -213,7 +217,7 @@ def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, byt
     hashes = file_hashes(files, label)
     known = {name: k.document for name, k in read_documents(real, hashes).items()}
     spec, mesh, sidecars = pipeline.render_files(files, label, known)
-    stream, kept, _ = _new_tree(mesh, sidecars, target_inputs(spec, mesh, hashes), cached)
+    stream, kept, _ = _new_tree(mesh, target_inputs(spec, mesh, hashes), cached, lambda part: sidecars)
     trusted = cached.trusted if cached is not None else {}
     return compare_stream(real, old, stream, trusted, kept)
 
@@ -225,27 +229,41 @@ def _up_to_date(cached: Cached | None, digest: str | None, old: Mapping[str, OnD
 
 def _new_tree(
     mesh: Mesh,
-    sidecars: Mapping[str, SidecarConfig],
     inputs: Mapping[str, str],
     cached: Cached | None,
-    *,
-    parallel: bool = False,
+    render: Callable[[frozenset[str] | None], Mapping[str, SidecarConfig]],
+    owners: Mapping[str, str] | None = None,
 ) -> tuple[Iterator[NewFile], dict[str, str], Worker | None]:
     """The new tree as it streams, the targets whose inputs are the recorded ones left out; the files it keeps
-    from the previous tree as they are (path -> sha256); and with `parallel`, where there are PARALLEL_FROM
-    targets to render or more, the worker that lays out every second one of them (compiler.output.worker)."""
+    from the previous tree as they are (path -> sha256); and with `owners` (every target id -> its service), where
+    there are PARALLEL_FROM targets to render or more, the worker that renders every second service and lays out
+    its targets (compiler.output.worker). `render(part)`: the sidecars of the workloads of the target ids `part`
+    (None: every one). Every workload is rendered, reused or not: the invariants of a rendering check each
+    against the others (a client's watcher against a server's registration).
+
+    Each share is rendered when its stream starts: this process's once the worker is forked, so the two render
+    at once. The shares are whole services: the renderer and the Kubernetes backend build a service's shared
+    documents once for all its workloads, and split workloads would build them twice."""
     from compiler import pipeline
 
     reused = reusable(inputs, cached)
     kept = kept_files(reused, cached)
-    rendered = sorted(frozenset(inputs) - reused)
-    worker = None
-    if parallel and len(rendered) >= PARALLEL_FROM:
-        theirs = frozenset(rendered[1::2])
-        worker = Worker(lambda: pipeline.stream_artifacts(mesh, sidecars, theirs, shared=False))
-        rendered = rendered[::2]
-    artifacts = pipeline.stream_artifacts(mesh, sidecars, frozenset(rendered))
-    return tree_files(artifacts, reused, cached, kept, worker.entries if worker else None), kept, worker
+    rendered = frozenset(inputs) - reused
+    if owners is None or len(rendered) < PARALLEL_FROM:
+        artifacts = _started(lambda: pipeline.stream_artifacts(mesh, render(None), rendered))
+        return tree_files(artifacts, reused, cached, kept), kept, None
+    shares = frozenset(sorted(set(owners.values()))[1::2])
+    their_share = frozenset(target for target, service in owners.items() if service in shares)
+    theirs = rendered & their_share
+    worker = Worker(lambda: pipeline.stream_artifacts(mesh, render(their_share), theirs, shared=False))
+    our_share = frozenset(owners) - their_share
+    artifacts = _started(lambda: pipeline.stream_artifacts(mesh, render(our_share), rendered - theirs))
+    return tree_files(artifacts, reused, cached, kept, worker.entries), kept, worker
+
+
+def _started(stream: Callable[[], Iterable[Artifact]]) -> Iterator[Artifact]:
+    """`stream()`'s artifacts, made only when the first is asked for."""
+    yield from stream()
 
 
 def file_hashes(files: Mapping[str, bytes | Unreadable], label: str) -> dict[str, str]:

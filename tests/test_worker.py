@@ -232,3 +232,36 @@ def test_a_path_a_failed_worker_linked_is_replaced_never_written_through(tmp_pat
     stage.add(new_file("a.txt", b"new bytes\n"))
     assert (real / "a.txt").read_text() == "the output's bytes\n"
     assert (stage.root / "a.txt").read_text() == "new bytes\n"
+
+
+@pytest.mark.parametrize("where", ["worker", "build", "both"])
+def test_a_rendering_bug_in_either_share_raises_what_a_build_in_one_process_raises(
+    spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[worker_module.Worker], where: str
+) -> None:
+    # The worker renders every second service (compiler.incremental._new_tree): a broken Nerve registration of a
+    # service in its share, in this process's, or in both, is flagged in each share's invariants; the error the
+    # build raises names every violation, as a rendering of the whole mesh does.
+    from compiler.ir.model import Workload
+    from compiler.render import nerve
+
+    services = sorted(path.stem for path in (spec / "services").iterdir())
+    broken_services = {"worker": services[1:2], "build": services[:1], "both": services[:2]}[where]
+    render_nerve = nerve.nerve
+
+    def broken(workload: Workload) -> dict[str, object] | None:
+        document = render_nerve(workload)
+        if document is None or workload.service not in broken_services:
+            return document
+        entry = document["services"][workload.service]
+        return {"services": {workload.service: {**entry, "zk_path": "/nowhere"}}}
+
+    monkeypatch.setattr(nerve, "nerve", broken)
+    with pytest.raises(InternalError) as serial:
+        compile_dir(spec)
+    out = tmp_path / "out"
+    with pytest.raises(InternalError) as parallel:
+        incremental.build_output(spec, out)
+    assert workers  # the build forked its worker before it rendered
+    assert str(parallel.value) == str(serial.value)
+    assert all(f"{name}" in str(serial.value) for name in broken_services)
+    assert not out.exists()

@@ -136,7 +136,14 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     inputs = target_inputs(spec, mesh, hashes, readers)
     owners = {w.id: w.service for w in mesh.workloads} | {r.id: r.service for r in readers}
     stream, kept, worker = _new_tree(
-        mesh, inputs, cached, lambda part: pipeline.render_part(mesh, part), owners
+        mesh,
+        inputs,
+        cached,
+        lambda part: pipeline.render_part(mesh, part),
+        owners,
+        # the spec passed every check: its documents are recorded by the worker, if there is one, while this
+        # process finishes its part of the tree (the document cache holds parsed spec files, not output)
+        also=lambda: write_documents(real, spec.documents, hashes, known),
     )
     trusted = cached.trusted if cached is not None else None
     result = write_files(
@@ -148,7 +155,8 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
         old=old, written=result.written, removed=result.removed, manifest=result.manifest, stats=result.stats
     )
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
-    write_documents(real, spec.documents, hashes, known)
+    if worker is None or not worker.also_done:
+        write_documents(real, spec.documents, hashes, known)
     # the spec, the IR and the caches: freed one by one only for a library caller (compiler.lifetime)
     park(locals())
     return replace(result, notes=result.notes + foreign_cache_notes(real))
@@ -233,13 +241,14 @@ def _new_tree(
     cached: Cached | None,
     render: Callable[[frozenset[str] | None], Mapping[str, SidecarConfig]],
     owners: Mapping[str, str] | None = None,
+    also: Callable[[], bool] | None = None,
 ) -> tuple[Iterator[NewFile], dict[str, str], Worker | None]:
     """The new tree as it streams, the targets whose inputs are the recorded ones left out; the files it keeps
     from the previous tree as they are (path -> sha256); and with `owners` (every target id -> its service), where
     there are PARALLEL_FROM targets to render or more, the worker that renders every second service and lays out
-    its targets (compiler.output.worker). `render(part)`: the sidecars of the workloads of the target ids `part`
-    (None: every one). Every workload is rendered, reused or not: the invariants of a rendering check each
-    against the others (a client's watcher against a server's registration).
+    its targets (compiler.output.worker), then runs `also()`. `render(part)`: the sidecars of the workloads of the
+    target ids `part` (None: every one). Every workload is rendered, reused or not: the invariants of a rendering
+    check each against the others (a client's watcher against a server's registration).
 
     Each share is rendered when its stream starts: this process's once the worker is forked, so the two render
     at once. The shares are whole services: the renderer and the Kubernetes backend build a service's shared
@@ -255,7 +264,7 @@ def _new_tree(
     shares = frozenset(sorted(set(owners.values()))[1::2])
     their_share = frozenset(target for target, service in owners.items() if service in shares)
     theirs = rendered & their_share
-    worker = Worker(lambda: pipeline.stream_artifacts(mesh, render(their_share), theirs, shared=False))
+    worker = Worker(lambda: pipeline.stream_artifacts(mesh, render(their_share), theirs, shared=False), also)
     our_share = frozenset(owners) - their_share
     artifacts = _started(lambda: pipeline.stream_artifacts(mesh, render(our_share), rendered - theirs))
     return tree_files(artifacts, reused, cached, kept, worker.entries), kept, worker

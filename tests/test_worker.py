@@ -7,6 +7,7 @@ import os
 import signal
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,8 +171,14 @@ def test_two_parts_claiming_one_path_is_a_compiler_bug_that_leaves_the_output_as
     before = built_then_mesh_edited(spec, out, "4s") if over == "a previous tree" else {}
     original = worker_module.Worker.__init__
 
-    def and_a_shared_file(self: worker_module.Worker, artifacts: Callable[[], Iterable[Artifact]]) -> None:
-        original(self, lambda: [*artifacts(), Artifact(path="puppet/hiera.yaml", data=b"claimed twice\n")])
+    def and_a_shared_file(
+        self: worker_module.Worker,
+        artifacts: Callable[[], Iterable[Artifact]],
+        also: Callable[[], bool] | None = None,
+    ) -> None:
+        original(
+            self, lambda: [*artifacts(), Artifact(path="puppet/hiera.yaml", data=b"claimed twice\n")], also
+        )
 
     # The parent lays out puppet/hiera.yaml as well: over a previous tree it is a link to the output's own file,
     # which the worker's claim must never write through.
@@ -236,7 +243,11 @@ def test_a_path_a_failed_worker_linked_is_replaced_never_written_through(tmp_pat
 
 @pytest.mark.parametrize("where", ["worker", "build", "both"])
 def test_a_rendering_bug_in_either_share_raises_what_a_build_in_one_process_raises(
-    spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[worker_module.Worker], where: str
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[worker_module.Worker],
+    where: str,
 ) -> None:
     # The worker renders every second service (compiler.incremental._new_tree): a broken Nerve registration of a
     # service in its share, in this process's, or in both, is flagged in each share's invariants; the error the
@@ -265,3 +276,31 @@ def test_a_rendering_bug_in_either_share_raises_what_a_build_in_one_process_rais
     assert str(parallel.value) == str(serial.value)
     assert all(f"{name}" in str(serial.value) for name in broken_services)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["worker", "worker-fails"])
+def test_the_document_cache_is_recorded_by_the_worker_or_else_by_the_build(
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[worker_module.Worker],
+    fails: bool,
+) -> None:
+    from compiler.output.documents import documents_path
+
+    parent, record = os.getpid(), incremental.write_documents
+
+    def in_child_failing(*args: Any) -> bool:
+        if fails and os.getpid() != parent:
+            raise OSError("the worker cannot write the document cache")
+        return record(*args)
+
+    monkeypatch.setattr(incremental, "write_documents", in_child_failing)
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    assert workers[0].merged and workers[0].also_done is not fails
+    recorded = documents_path(out.resolve()).read_bytes()
+    monkeypatch.setattr(incremental, "PARALLEL_FROM", 10**9)  # no worker: the build records them itself
+    alone = tmp_path / "alone"
+    incremental.build_output(spec, alone)
+    assert documents_path(alone.resolve()).read_bytes() == recorded

@@ -304,3 +304,55 @@ def test_the_document_cache_is_recorded_by_the_worker_or_else_by_the_build(
     alone = tmp_path / "alone"
     incremental.build_output(spec, alone)
     assert documents_path(alone.resolve()).read_bytes() == recorded
+
+
+@pytest.mark.parametrize("fail", ["", "after"], ids=["worker", "failed-worker"])
+def test_every_directory_is_fsynced_after_its_last_entry_by_whoever_made_it(
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[worker_module.Worker],
+    real_fsync: None,
+    fail: str,
+) -> None:
+    # The worker fsyncs the directories it made entries in, once its files are flushed; this process, those it
+    # made entries in, at the end. A worker that fails fsyncs nothing this process counts on: every directory is
+    # then fsynced here. The record is a file both processes append to (the worker is a fork of this one).
+    from compiler.output import durable, flusher, staging
+
+    monkeypatch.setattr(staging, "FLUSH_FROM", 1)  # helpers on both sides
+    if fail:
+        in_child_only(monkeypatch, fail)
+    record = tmp_path / "fsynced"
+    finish, fsync_paths = flusher.Flusher.finish, durable.fsync_paths
+
+    def note(side: str, directories: Iterable[str | Path]) -> None:
+        with record.open("a") as handle:
+            handle.writelines(f"{side} {path}\n" for path in directories)
+
+    def finish_noted(self: flusher.Flusher, directories: Sequence[str]) -> bool:
+        note("worker" if os.getpid() != parent else "build", directories)
+        return finish(self, directories)
+
+    def fsync_noted(paths: Sequence[str | Path], flags: int) -> None:
+        if flags & os.O_DIRECTORY:
+            note("worker" if os.getpid() != parent else "build", paths)
+        fsync_paths(paths, flags)
+
+    parent = os.getpid()
+    monkeypatch.setattr(flusher.Flusher, "finish", finish_noted)
+    monkeypatch.setattr(durable, "fsync_paths", fsync_noted)
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    assert read_tree(out) == compile_dir(spec).tree()
+    root = f"{tmp_path}/.out.meshc-new-{parent}/"
+    synced: dict[str, set[str]] = {"worker": set(), "build": set()}
+    for line in record.read_text().splitlines():
+        side, path = line.split(" ", 1)
+        synced[side].add(path.removeprefix(root).rstrip("/") if path != root.rstrip("/") else "")
+    directories = {"", *(path for path, entry in scan_tree(out).items() if entry.kind == "directory")}
+    assert synced["worker"] | synced["build"] >= directories
+    if fail:
+        assert synced["build"] >= directories  # the failed worker's fsyncs are not counted on
+    else:
+        assert synced["worker"] and synced["build"] < directories  # split between the two

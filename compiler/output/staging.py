@@ -70,6 +70,11 @@ class Staging:
         # after the swap took ~60 ms of a full build at 1,000 services (compiler.output.cache.Swapped).
         self.stats: dict[str, OnDisk] = {}
         self.directories: set[str] = set()
+        # The directories this process made an entry in (a file, a link, a directory), and whether a worker beside
+        # it (compiler.output.worker) fsynced the ones it made entries in, after its last: then `finish` fsyncs
+        # these alone, not every directory of the tree.
+        self.created_in: set[str] = set()
+        self.others_synced = False
         self.flusher: Flusher | None = None
         self.manifest: str | None = None  # the sha256 of the MANIFEST.json taken, if any
         # Paths may hold files already (a failed worker's, compiler.output.worker): replace them.
@@ -140,6 +145,7 @@ class Staging:
             fd = os.open(self.target + path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
         except FileExistsError:
             raise InternalError(f"two artifacts claim {path}") from None
+        self.created_in.add(path.rpartition("/")[0])
         try:
             write_all(fd, data)
             self.stats[path] = stat_of(fd)
@@ -171,7 +177,8 @@ class Staging:
         machine, everybody's dirty pages included.
         """
         self.start()  # a tree that only lost files still needs its staging copy
-        directories = [self.target + path for path in sorted(self.directories)]
+        mine = self.created_in if self.others_synced else self.directories
+        directories = [self.target + path for path in sorted(mine)]
         if self.flusher is not None:
             flusher, self.flusher = self.flusher, None
             if flusher.finish(directories):
@@ -201,6 +208,7 @@ class Staging:
             os.link(self.source + path, self.target + path, follow_symlinks=False)
         except FileExistsError:
             raise InternalError(f"two artifacts claim {path}") from None
+        self.created_in.add(path.rpartition("/")[0])
 
     def _parent(self, path: str) -> None:
         parent = path.rpartition("/")[0]
@@ -214,6 +222,7 @@ class Staging:
     def _mkdir(self, directory: str) -> None:
         try:
             os.mkdir(self.target + directory)
+            self.created_in.add(directory.rpartition("/")[0])
         except FileExistsError:  # made by the worker writing beside this process (compiler.output.worker)
             if not stat.S_ISDIR(os.lstat(self.target + directory).st_mode):
                 raise

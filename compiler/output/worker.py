@@ -88,6 +88,7 @@ class Worker:
         stage.seen.update(paths)
         stage.written.extend(written)
         stage.directories.update(directories)
+        stage.others_synced = True  # it fsynced its files and the directories it made entries in
         stage.stats.update(zip(written, map(tuple.__new__, repeat(OnDisk), stats), strict=True))
         return entries
 
@@ -143,10 +144,13 @@ def _work(
     try:
         entries = _write_here(mine, artifacts())
         also_done = _also(also)
-        # its files durable; every directory is flushed by the parent, last
+        # Its files durable, then the directories it made entries in (after its last entry in each): the parent
+        # flushes those it made entries in itself, after the worker is done.
         flusher, mine.flusher = mine.flusher, None
-        if (flusher is None or not flusher.finish([])) and mine.written:
+        directories = [mine.target + path for path in sorted(mine.created_in)]
+        if flusher is None or not flusher.finish(directories):
             durable.fsync_paths([mine.target + path for path in mine.written], os.O_RDONLY)
+            durable.fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
     finally:
         mine.abandon()  # a helper left (the work failed) is killed and reaped, never orphaned
     made = sorted(mine.directories - stage.directories)

@@ -21,6 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from compiler.diagnostics import InternalError, SpecError
 from compiler.lifetime import park
 from compiler.output.cache import (
     Cached,
@@ -263,14 +264,32 @@ def _new_tree(
     kept = kept_files(reused, cached)
     rendered = frozenset(inputs) - reused
     if owners is None or len(rendered) < PARALLEL_FROM:
-        artifacts = _started(lambda: pipeline.stream_artifacts(mesh, render(None), rendered))
+        # rendered before anything is staged: a rendering bug leaves a spare tree as it was
+        artifacts = pipeline.stream_artifacts(mesh, render(None), rendered)
         return tree_files(artifacts, reused, cached, kept), kept, None
     their_share = _worker_share(owners)
     theirs = rendered & their_share
     worker = Worker(lambda: pipeline.stream_artifacts(mesh, render(their_share), theirs, shared=False), also)
     our_share = frozenset(owners) - their_share
     artifacts = _started(lambda: pipeline.stream_artifacts(mesh, render(our_share), rendered - theirs))
-    return tree_files(artifacts, reused, cached, kept, worker.entries), kept, worker
+    stream = tree_files(artifacts, reused, cached, kept, worker.entries)
+    return _as_one(stream, lambda: pipeline.stream_artifacts(mesh, render(None), rendered)), kept, worker
+
+
+def _as_one(stream: Iterator[NewFile], whole: Callable[[], Iterable[Artifact]]) -> Iterator[NewFile]:
+    """`stream`, a build's files made in two processes, failing as a build in one process fails.
+
+    One process renders every workload before its backends run, and its backends report the problems of every
+    target at once. Made in two shares, a share's backend problem can come before the other share's rendering
+    bug, and a share reports its own problems alone. So where the stream fails with a finding (a spec or meshc
+    error), the whole is made here, `whole()`, which raises what the build in one process raises; the first
+    finding stands if it does not (a conflict the writer found between the shares' paths)."""
+    try:
+        yield from stream
+    except (SpecError, InternalError):
+        for _ in whole():
+            pass
+        raise
 
 
 def _worker_share(owners: Mapping[str, str]) -> frozenset[str]:

@@ -356,3 +356,48 @@ def test_every_directory_is_fsynced_after_its_last_entry_by_whoever_made_it(
         assert synced["build"] >= directories  # the failed worker's fsyncs are not counted on
     else:
         assert synced["worker"] and synced["build"] < directories  # split between the two
+
+
+@pytest.mark.parametrize("broken", ["worker", "build"])
+def test_a_rendering_bug_beside_a_backend_problem_fails_as_a_build_in_one_process(
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[worker_module.Worker],
+    broken: str,
+) -> None:
+    # One process renders the whole mesh before any backend runs: a rendering bug (exit 3) is reported even where
+    # every ConfigMap is also too big (a spec finding, exit 2), and the backends report every target's problems.
+    # In two shares, this process's backends may fail before the worker's rendering does: the build then makes
+    # the whole here and raises what one process raises.
+    from compiler.backends import kubernetes
+    from compiler.diagnostics import SpecError
+    from compiler.ir.model import Workload
+    from compiler.render import nerve
+
+    owners = {name: name for name in (path.stem for path in (spec / "services").iterdir())}
+    share = incremental._worker_share(owners)
+    victim = min(share) if broken == "worker" else min(set(owners) - share)
+    render_nerve = nerve.nerve
+
+    def misregistered(workload: Workload) -> dict[str, object] | None:
+        document = render_nerve(workload)
+        if document is None or workload.service != victim:
+            return document
+        entry = document["services"][workload.service]
+        return {"services": {workload.service: {**entry, "zk_path": "/nowhere"}}}
+
+    monkeypatch.setattr(nerve, "nerve", misregistered)
+    monkeypatch.setattr(kubernetes, "MAX_APPLIED_BYTES", 10)
+    with pytest.raises((SpecError, InternalError)) as serial:
+        compile_dir(spec)
+    assert serial.type is InternalError
+    with pytest.raises((SpecError, InternalError)) as parallel:
+        incremental.build_output(spec, tmp_path / "out")
+    assert workers and (parallel.type, str(parallel.value)) == (serial.type, str(serial.value))
+    monkeypatch.setattr(nerve, "nerve", render_nerve)  # the backends' findings alone: every share's, as one
+    with pytest.raises(SpecError) as serial_spec:
+        compile_dir(spec)
+    with pytest.raises(SpecError) as parallel_spec:
+        incremental.build_output(spec, tmp_path / "out")
+    assert parallel_spec.value.diagnostics == serial_spec.value.diagnostics

@@ -148,7 +148,7 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
         owners,
         # the spec passed every check: its documents are recorded by the worker, if there is one, while this
         # process finishes its part of the tree (the document cache holds parsed spec files, not output)
-        also=lambda: write_documents(real, spec.documents, hashes, known),
+        also=lambda: write_documents(real, spec.documents, hashes, known, renamed=True),
     )
     trusted = cached.trusted if cached is not None else None
     result = write_files(

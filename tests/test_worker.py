@@ -290,10 +290,10 @@ def test_the_document_cache_is_recorded_by_the_worker_or_else_by_the_build(
 
     parent, record = os.getpid(), incremental.write_documents
 
-    def in_child_failing(*args: Any) -> bool:
+    def in_child_failing(*args: Any, **kwargs: Any) -> bool:
         if fails and os.getpid() != parent:
             raise OSError("the worker cannot write the document cache")
-        return record(*args)
+        return record(*args, **kwargs)
 
     monkeypatch.setattr(incremental, "write_documents", in_child_failing)
     out = tmp_path / "out"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -306,6 +307,7 @@ def test_the_document_cache_is_recorded_by_the_worker_or_else_by_the_build(
     assert documents_path(alone.resolve()).read_bytes() == recorded
 
 
+@pytest.mark.parametrize("over", ["nothing", "a previous tree"])
 @pytest.mark.parametrize("fail", ["", "after"], ids=["worker", "failed-worker"])
 def test_every_directory_is_fsynced_after_its_last_entry_by_whoever_made_it(
     spec: Path,
@@ -314,48 +316,69 @@ def test_every_directory_is_fsynced_after_its_last_entry_by_whoever_made_it(
     workers: list[worker_module.Worker],
     real_fsync: None,
     fail: str,
+    over: str,
 ) -> None:
     # The worker fsyncs the directories it made entries in, once its files are flushed; this process, those it
     # made entries in, at the end. A worker that fails fsyncs nothing this process counts on: every directory is
-    # then fsynced here. The record is a file both processes append to (the worker is a fork of this one).
+    # then fsynced here. Both processes (the worker is a fork of this one) append to one record: each entry made
+    # (a file written, a file linked from the previous tree, a directory) with its directory and the time, and
+    # each fsync of directories asked for, with the time it was asked (the fsync itself comes after).
     from compiler.output import durable, flusher, staging
 
+    out = tmp_path / "out"
+    if over == "a previous tree":
+        built_then_mesh_edited(spec, out, "5s")  # most files are linked from it, on both sides
     monkeypatch.setattr(staging, "FLUSH_FROM", 1)  # helpers on both sides
     if fail:
         in_child_only(monkeypatch, fail)
-    record = tmp_path / "fsynced"
+    record = tmp_path / "record"
+    parent = os.getpid()
+
+    def note(kind: str, directories: Iterable[str]) -> None:
+        side, now = "worker" if os.getpid() != parent else "build", time.monotonic_ns()
+        with record.open("a") as handle:
+            handle.writelines(f"{kind} {side} {now} {path}\n" for path in directories)
+
+    for name in ("_write", "_link", "_mkdir"):
+        made = getattr(staging.Staging, name)
+
+        def noted(self: Staging, path: str, *args: Any, _made: Any = made) -> None:
+            _made(self, path, *args)
+            note("entry", [self.target + path.rpartition("/")[0]])
+
+        monkeypatch.setattr(staging.Staging, name, noted)
     finish, fsync_paths = flusher.Flusher.finish, durable.fsync_paths
 
-    def note(side: str, directories: Iterable[str | Path]) -> None:
-        with record.open("a") as handle:
-            handle.writelines(f"{side} {path}\n" for path in directories)
-
     def finish_noted(self: flusher.Flusher, directories: Sequence[str]) -> bool:
-        note("worker" if os.getpid() != parent else "build", directories)
+        note("sync", directories)
         return finish(self, directories)
 
     def fsync_noted(paths: Sequence[str | Path], flags: int) -> None:
         if flags & os.O_DIRECTORY:
-            note("worker" if os.getpid() != parent else "build", paths)
+            note("sync", map(str, paths))
         fsync_paths(paths, flags)
 
-    parent = os.getpid()
     monkeypatch.setattr(flusher.Flusher, "finish", finish_noted)
     monkeypatch.setattr(durable, "fsync_paths", fsync_noted)
-    out = tmp_path / "out"
     incremental.build_output(spec, out)
     assert read_tree(out) == compile_dir(spec).tree()
     root = f"{tmp_path}/.out.meshc-new-{parent}/"
-    synced: dict[str, set[str]] = {"worker": set(), "build": set()}
+    last_entry: dict[str, int] = {}
+    synced: dict[str, dict[str, int]] = {"worker": {}, "build": {}}
     for line in record.read_text().splitlines():
-        side, path = line.split(" ", 1)
-        synced[side].add(path.removeprefix(root).rstrip("/") if path != root.rstrip("/") else "")
+        kind, side, when, path = line.split(" ", 3)
+        directory = path.removeprefix(root).rstrip("/") if path != root.rstrip("/") else ""
+        if kind == "entry":
+            last_entry[directory] = max(last_entry.get(directory, 0), int(when))
+        elif not (fail and side == "worker"):  # a failed worker's fsyncs are not counted on
+            synced[side][directory] = max(synced[side].get(directory, 0), int(when))
+    last_sync = {d: max(synced["worker"].get(d, 0), synced["build"].get(d, 0)) for d in last_entry}
+    late = sorted(d for d, when in last_entry.items() if last_sync[d] <= when)
+    assert not late, f"directories fsynced before their last entry, or never: {late[:5]}"
     directories = {"", *(path for path, entry in scan_tree(out).items() if entry.kind == "directory")}
-    assert synced["worker"] | synced["build"] >= directories
-    if fail:
-        assert synced["build"] >= directories  # the failed worker's fsyncs are not counted on
-    else:
-        assert synced["worker"] and synced["build"] < directories  # split between the two
+    assert set(last_entry) == directories
+    if not fail:
+        assert synced["worker"] and set(synced["build"]) < directories  # split between the two
 
 
 @pytest.mark.parametrize("broken", ["worker", "build"])

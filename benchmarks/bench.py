@@ -16,8 +16,9 @@ measure; harness.py holds what they share.
 The pseudo-stage `incremental` (every size) runs `meshc build` from scratch, then no-op rebuilds,
 one-service rebuilds (one port toggled) and `meshc check`, each a process, at least three times, and
 prints medians, the peak RSS (wait4) of each command, the peak PSS summed over its process tree (a full
-build forks a worker and fsync helpers; harness.TreeMemory) and the issue's goals, memory taken as the
-larger of the two. The issue's figures:
+build forks a worker and fsync helpers; harness.TreeMemory: every run at the sizes with a memory goal, else
+the full build and the first run of each command, as sampling slows what it samples) and the issue's goals,
+memory taken as the larger of the two. The issue's figures:
 
     python benchmarks/bench.py --sizes 1000,3000 --stages incremental --repeat 5
     python benchmarks/bench.py --sizes 10000 --stages incremental --repeat 3

@@ -58,13 +58,40 @@ def render_files(
     `known`: documents parsed from the very bytes in `files` that passed the per-file checks with this
     code (a build's document cache, by name): they are neither parsed nor schema-checked again.
     """
-    from compiler.ir.lower import lower
     from compiler.render import render
+
+    spec, mesh = lower_files(files, label, known)
+    return spec, mesh, render(mesh)
+
+
+def lower_files(
+    files: SpecFiles, label: str, known: Mapping[str, Document] | None = None
+) -> tuple[Spec, Mesh]:
+    """`render_files` without the rendering: the checked spec and its IR (a big build renders in two processes)."""
+    from compiler.ir.lower import lower
     from compiler.spec.checks import check
 
     spec = check(load_documents(files, label, known), frozenset(known or ()))
-    mesh = lower(spec)
-    return spec, mesh, render(mesh)
+    return spec, lower(spec)
+
+
+def render_part(mesh: Mesh, part: Collection[str] | None) -> dict[str, SidecarConfig]:
+    """The sidecars of the workloads in `part` (None: every one), a share of the mesh a build renders in two
+    processes, every workload in one share or the other.
+
+    Each share's invariants are checked on its own: they hold on a partial rendering (compiler.render.invariants),
+    so the two shares together check what one rendering of the whole checks. Where one breaks, the whole is
+    rendered here, to raise the very InternalError a build in one process raises, every violation in it."""
+    from compiler.diagnostics import InternalError
+    from compiler.render import render
+
+    if part is None:
+        return render(mesh)
+    try:
+        return render(mesh, only=part)
+    except InternalError:
+        render(mesh)
+        raise
 
 
 def artifacts(

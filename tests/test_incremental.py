@@ -543,6 +543,8 @@ def test_a_rebuild_stages_in_the_spare_tree_and_touches_only_what_changed(
     assert own
     if leases_work(tmp_path):
         assert all(after[p].inode == before[p].inode for p in own)
+    # every file written, rewritten in place or anew, is recorded with the stat lstat finds after the swap
+    assert dict(result.stats) == {p: after[p] for p in result.written}
     assert (
         calls.count("mkdir") <= 1 and calls.count("rmdir") == 0
     )  # at most the lock's parent, made if missing
@@ -715,3 +717,33 @@ def test_the_caches_are_written_over_in_place_unless_another_name_links_to_them(
     assert all(os.stat(path).st_ino != inode for path, inode in zip(paths, inodes, strict=True))
     assert cached(out) is not None
     assert read_tree(out) == clean_tree(spec, tmp_path)
+
+
+def test_a_rendering_bug_in_a_whole_build_leaves_the_spare_tree_as_it_was(
+    built: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a worker, the whole mesh is rendered before anything is staged: the spare tree, where the build
+    # would stage, keeps the previous tree for the next build.
+    spec, out = built
+    edit_spec(spec)
+    build(spec, out)  # the first rebuild leaves the previous tree as the spare
+    before = read_tree(spare(out))
+    mesh = spec / "mesh.yaml"
+    mesh.write_text(
+        mesh.read_text().replace('connect_timeout: "1s"', 'connect_timeout: "2s"', 1)
+    )  # a whole build
+    render_nerve = nerve.nerve
+
+    def nowhere(
+        workload: Workload,
+    ) -> dict[str, Any] | None:  # every VM pool registers where no watcher looks
+        document = render_nerve(workload)
+        if document is None:
+            return None
+        entry = document["services"][workload.service]
+        return {"services": {workload.service: {**entry, "zk_path": "/nowhere"}}}
+
+    monkeypatch.setattr(nerve, "nerve", nowhere)
+    with pytest.raises(InternalError):
+        build(spec, out)
+    assert read_tree(spare(out)) == before

@@ -118,11 +118,13 @@ def test_a_frame_cut_short_is_no_frame(tmp_path: Path) -> None:
 def test_a_rebuild_takes_the_output_scan_from_the_child(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spec = generate(tmp_path / "spec", 6, datacenters=2, clusters=2, deps=2, seed=5)
+    spec = generate(
+        tmp_path / "spec", 30, datacenters=2, clusters=2, deps=2, seed=5
+    )  # a one-service edit: partial
     out = tmp_path / "out"
     incremental.build_output(spec, out)
     parent = os.getpid()
-    listed: list[bool] = []
+    listed: list[prescan.Listed | None] = []
 
     def not_in_the_parent(root: Path) -> dict[str, prescan.OnDisk]:
         assert os.getpid() != parent, "the build scanned the output itself"
@@ -137,12 +139,23 @@ def test_a_rebuild_takes_the_output_scan_from_the_child(
 
     monkeypatch.setattr(load, "spec_files", read_in_the_child_only)
     original = prescan.Prescan.listing
-    monkeypatch.setattr(prescan.Prescan, "listing", lambda self: listed.append(True) or original(self))
+
+    def listing(self: prescan.Prescan) -> prescan.Listed | None:
+        listed.append(original(self))
+        return listed[-1]
+
+    monkeypatch.setattr(prescan.Prescan, "listing", listing)
     path = spec / "services" / "svc-0001.yaml"
-    path.write_text(path.read_text().replace("port: 8080", "port: 8181", 1))
-    assert incremental.build_output(spec, out).changed
-    assert incremental.build_output(spec, out).changed is False  # the no-op build takes it too
-    assert listed
+    text = path.read_text()
+    for edited in (
+        text.replace("port: 8080", "port: 8181", 1),
+        text,
+    ):  # the second stages in the first's spare
+        path.write_text(edited)
+        assert incremental.build_output(spec, out).changed
+    assert incremental.build_output(spec, out).changed is False  # the no-op build takes the scan too
+    # the spare's listing came from the child, taken once, when the writer started staging in the spare
+    assert len(listed) == 1 and listed[0] is not None and listed[0].linked
 
 
 def test_the_job_runs_first_in_the_child_and_a_failed_one_is_no_result(tmp_path: Path) -> None:
@@ -207,16 +220,21 @@ def test_a_forked_child_exits_with_its_work_and_dies_with_its_parent(tmp_path: P
     raise AssertionError(f"the child {child} outlived its parent")
 
 
-def test_the_spare_links_are_not_taken_from_a_child_whose_scan_was_lost(
+def test_the_spare_links_are_found_against_the_scan_the_build_took(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real, spare = odd_tree(tmp_path / "out"), spare_of(tmp_path)
+    (spare / "a" / "b" / "deep.yaml").unlink()
+    os.link(real / "a" / "b" / "deep.yaml", spare / "a" / "b" / "deep.yaml")
     original = prescan.Prescan._frame
     monkeypatch.setattr(
         prescan.Prescan, "_frame", lambda self, index: None if index == 1 else original(self, index)
     )
     with prescan.prescanned(real, spare) as scans:
-        assert scans.scan() == scan_tree(real)  # scanned here
-        assert (
-            scans.listing() is None
-        )  # its links were found against another scan: the writer lists the spare
+        assert scans.listing() is None  # no scan taken yet: nothing to find links against
+    with prescan.prescanned(real, spare) as scans:
+        # the child's scan is lost: the build scans here, and the child's listing is linked against that scan
+        assert scans.scan() == scan_tree(real)
+        listed = scans.listing()
+        assert listed is not None and listed.entries == list_tree(spare)
+        assert listed.linked == {"a/b/deep.yaml"}

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,6 +69,13 @@ def test_a_build_with_a_worker_writes_the_tree_a_build_without_one_writes(
     tree = read_tree(out)
     assert tree == compile_dir(spec).tree()
     assert set(result.written) == set(tree)  # the worker's files are reported written too
+    # each file's stat as taken once written, by the worker or here, is what lstat finds after the swap: the cache
+    # records it, and the next build trusts every file without reading one
+    scanned = scan_tree(out)
+    assert dict(result.stats) == {path: scanned[path] for path in tree}
+    found = cache.read_cache(out.resolve(), scanned)
+    assert found is not None and set(found.trusted) == set(tree) - {"MANIFEST.json"}
+    assert incremental.build_output(spec, out).changed is False
 
 
 @pytest.mark.parametrize("fail", ["before", "after"])
@@ -163,8 +172,14 @@ def test_two_parts_claiming_one_path_is_a_compiler_bug_that_leaves_the_output_as
     before = built_then_mesh_edited(spec, out, "4s") if over == "a previous tree" else {}
     original = worker_module.Worker.__init__
 
-    def and_a_shared_file(self: worker_module.Worker, artifacts: Callable[[], Iterable[Artifact]]) -> None:
-        original(self, lambda: [*artifacts(), Artifact(path="puppet/hiera.yaml", data=b"claimed twice\n")])
+    def and_a_shared_file(
+        self: worker_module.Worker,
+        artifacts: Callable[[], Iterable[Artifact]],
+        also: Callable[[], bool] | None = None,
+    ) -> None:
+        original(
+            self, lambda: [*artifacts(), Artifact(path="puppet/hiera.yaml", data=b"claimed twice\n")], also
+        )
 
     # The parent lays out puppet/hiera.yaml as well: over a previous tree it is a link to the output's own file,
     # which the worker's claim must never write through.
@@ -225,3 +240,187 @@ def test_a_path_a_failed_worker_linked_is_replaced_never_written_through(tmp_pat
     stage.add(new_file("a.txt", b"new bytes\n"))
     assert (real / "a.txt").read_text() == "the output's bytes\n"
     assert (stage.root / "a.txt").read_text() == "new bytes\n"
+
+
+@pytest.mark.parametrize("where", ["worker", "build", "both"])
+def test_a_rendering_bug_in_either_share_raises_what_a_build_in_one_process_raises(
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[worker_module.Worker],
+    where: str,
+) -> None:
+    # The worker renders every second service (compiler.incremental._new_tree): a broken Nerve registration of a
+    # service in its share, in this process's, or in both, is flagged in each share's invariants; the error the
+    # build raises names every violation, as a rendering of the whole mesh does.
+    from compiler.ir.model import Workload
+    from compiler.render import nerve
+
+    services = sorted(path.stem for path in (spec / "services").iterdir())
+    broken_services = {"worker": services[1:2], "build": services[:1], "both": services[:2]}[where]
+    render_nerve = nerve.nerve
+
+    def broken(workload: Workload) -> dict[str, object] | None:
+        document = render_nerve(workload)
+        if document is None or workload.service not in broken_services:
+            return document
+        entry = document["services"][workload.service]
+        return {"services": {workload.service: {**entry, "zk_path": "/nowhere"}}}
+
+    monkeypatch.setattr(nerve, "nerve", broken)
+    with pytest.raises(InternalError) as serial:
+        compile_dir(spec)
+    out = tmp_path / "out"
+    with pytest.raises(InternalError) as parallel:
+        incremental.build_output(spec, out)
+    assert workers  # the build forked its worker before it rendered
+    assert str(parallel.value) == str(serial.value)
+    assert all(f"{name}" in str(serial.value) for name in broken_services)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["worker", "worker-fails"])
+def test_the_document_cache_is_recorded_by_the_worker_or_else_by_the_build(
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[worker_module.Worker],
+    fails: bool,
+) -> None:
+    from compiler.output.documents import documents_path
+
+    parent, record = os.getpid(), incremental.write_documents
+
+    def in_child_failing(*args: Any, **kwargs: Any) -> bool:
+        if fails and os.getpid() != parent:
+            raise OSError("the worker cannot write the document cache")
+        return record(*args, **kwargs)
+
+    monkeypatch.setattr(incremental, "write_documents", in_child_failing)
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    assert workers[0].merged and workers[0].also_done is not fails
+    recorded = documents_path(out.resolve()).read_bytes()
+    monkeypatch.setattr(incremental, "PARALLEL_FROM", 10**9)  # no worker: the build records them itself
+    alone = tmp_path / "alone"
+    incremental.build_output(spec, alone)
+    assert documents_path(alone.resolve()).read_bytes() == recorded
+
+
+@pytest.mark.parametrize("over", ["nothing", "a previous tree"])
+@pytest.mark.parametrize("fail", ["", "after"], ids=["worker", "failed-worker"])
+def test_every_directory_is_fsynced_after_its_last_entry_by_whoever_made_it(
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[worker_module.Worker],
+    real_fsync: None,
+    fail: str,
+    over: str,
+) -> None:
+    # The worker fsyncs the directories it made entries in, once its files are flushed; this process, those it
+    # made entries in, at the end. A worker that fails fsyncs nothing this process counts on: every directory is
+    # then fsynced here. Both processes (the worker is a fork of this one) append to one record: each entry made
+    # (a file written, a file linked from the previous tree, a directory) with its directory and the time, and
+    # each fsync of directories asked for, with the time it was asked (the fsync itself comes after).
+    from compiler.output import durable, flusher, staging
+
+    out = tmp_path / "out"
+    if over == "a previous tree":
+        built_then_mesh_edited(spec, out, "5s")  # most files are linked from it, on both sides
+    monkeypatch.setattr(staging, "FLUSH_FROM", 1)  # helpers on both sides
+    if fail:
+        in_child_only(monkeypatch, fail)
+    record = tmp_path / "record"
+    parent = os.getpid()
+
+    def note(kind: str, directories: Iterable[str]) -> None:
+        side, now = "worker" if os.getpid() != parent else "build", time.monotonic_ns()
+        with record.open("a") as handle:
+            handle.writelines(f"{kind} {side} {now} {path}\n" for path in directories)
+
+    for name in ("_write", "_link", "_mkdir"):
+        made = getattr(staging.Staging, name)
+
+        def noted(self: Staging, path: str, *args: Any, _made: Any = made) -> None:
+            _made(self, path, *args)
+            note("entry", [self.target + path.rpartition("/")[0]])
+
+        monkeypatch.setattr(staging.Staging, name, noted)
+    finish, fsync_paths = flusher.Flusher.finish, durable.fsync_paths
+
+    def finish_noted(self: flusher.Flusher, directories: Sequence[str]) -> bool:
+        note("sync", directories)
+        return finish(self, directories)
+
+    def fsync_noted(paths: Sequence[str | Path], flags: int) -> None:
+        if flags & os.O_DIRECTORY:
+            note("sync", map(str, paths))
+        fsync_paths(paths, flags)
+
+    monkeypatch.setattr(flusher.Flusher, "finish", finish_noted)
+    monkeypatch.setattr(durable, "fsync_paths", fsync_noted)
+    incremental.build_output(spec, out)
+    assert read_tree(out) == compile_dir(spec).tree()
+    root = f"{tmp_path}/.out.meshc-new-{parent}/"
+    last_entry: dict[str, int] = {}
+    synced: dict[str, dict[str, int]] = {"worker": {}, "build": {}}
+    for line in record.read_text().splitlines():
+        kind, side, when, path = line.split(" ", 3)
+        directory = path.removeprefix(root).rstrip("/") if path != root.rstrip("/") else ""
+        if kind == "entry":
+            last_entry[directory] = max(last_entry.get(directory, 0), int(when))
+        elif not (fail and side == "worker"):  # a failed worker's fsyncs are not counted on
+            synced[side][directory] = max(synced[side].get(directory, 0), int(when))
+    last_sync = {d: max(synced["worker"].get(d, 0), synced["build"].get(d, 0)) for d in last_entry}
+    late = sorted(d for d, when in last_entry.items() if last_sync[d] <= when)
+    assert not late, f"directories fsynced before their last entry, or never: {late[:5]}"
+    directories = {"", *(path for path, entry in scan_tree(out).items() if entry.kind == "directory")}
+    assert set(last_entry) == directories
+    if not fail:
+        assert synced["worker"] and set(synced["build"]) < directories  # split between the two
+
+
+@pytest.mark.parametrize("broken", ["worker", "build"])
+def test_a_rendering_bug_beside_a_backend_problem_fails_as_a_build_in_one_process(
+    spec: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    workers: list[worker_module.Worker],
+    broken: str,
+) -> None:
+    # One process renders the whole mesh before any backend runs: a rendering bug (exit 3) is reported even where
+    # every ConfigMap is also too big (a spec finding, exit 2), and the backends report every target's problems.
+    # In two shares, this process's backends may fail before the worker's rendering does: the build then makes
+    # the whole here and raises what one process raises.
+    from compiler.backends import kubernetes
+    from compiler.diagnostics import SpecError
+    from compiler.ir.model import Workload
+    from compiler.render import nerve
+
+    owners = {name: name for name in (path.stem for path in (spec / "services").iterdir())}
+    share = incremental._worker_share(owners)
+    victim = min(share) if broken == "worker" else min(set(owners) - share)
+    render_nerve = nerve.nerve
+
+    def misregistered(workload: Workload) -> dict[str, object] | None:
+        document = render_nerve(workload)
+        if document is None or workload.service != victim:
+            return document
+        entry = document["services"][workload.service]
+        return {"services": {workload.service: {**entry, "zk_path": "/nowhere"}}}
+
+    monkeypatch.setattr(nerve, "nerve", misregistered)
+    monkeypatch.setattr(kubernetes, "MAX_APPLIED_BYTES", 10)
+    with pytest.raises((SpecError, InternalError)) as serial:
+        compile_dir(spec)
+    assert serial.type is InternalError
+    with pytest.raises((SpecError, InternalError)) as parallel:
+        incremental.build_output(spec, tmp_path / "out")
+    assert workers and (parallel.type, str(parallel.value)) == (serial.type, str(serial.value))
+    monkeypatch.setattr(nerve, "nerve", render_nerve)  # the backends' findings alone: every share's, as one
+    with pytest.raises(SpecError) as serial_spec:
+        compile_dir(spec)
+    with pytest.raises(SpecError) as parallel_spec:
+        incremental.build_output(spec, tmp_path / "out")
+    assert parallel_spec.value.diagnostics == serial_spec.value.diagnostics

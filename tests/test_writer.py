@@ -166,6 +166,24 @@ def test_recovers_what_a_killed_fallback_swap_left(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_a_cache_temporary_of_a_process_that_is_gone_is_removed_and_nothing_else(tmp_path: Path) -> None:
+    # A worker killed while it renamed a cache into place (compiler.output.sealed.replace_file) leaves its
+    # temporary file: the next build removes it; a live process's, a directory or another name stays.
+    out = tmp_path / "out"
+    write_tree(out, tree("a"))
+    dead, live = (
+        tmp_path / ".out.meshc-documents.tmp-999999999",
+        tmp_path / f".out.meshc-cache.tmp-{os.getpid()}",
+    )
+    kept = [live, tmp_path / ".out.meshc-cache.tmp-x", tmp_path / "out.meshc-cache.tmp-999999999"]
+    for path in (dead, *kept):
+        path.write_bytes(b"cut short")
+    (tmp_path / ".out.meshc-cache.tmp-999999998").mkdir()
+    write_tree(out, tree("b"))
+    assert not dead.exists() and all(path.exists() for path in kept)
+    assert (tmp_path / ".out.meshc-cache.tmp-999999998").is_dir()
+
+
 def test_what_is_written_is_fsynced_before_the_swap_and_never_the_whole_machine(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_fsync: None
 ) -> None:

@@ -22,7 +22,7 @@ import functools
 import hashlib
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -326,6 +326,9 @@ class Swapped:
     written: Collection[str]
     removed: Collection[str]
     manifest: str | None = None  # the sha256 of the MANIFEST.json it wrote (else it is read from the tree)
+    stats: Mapping[str, OnDisk] = field(
+        default_factory=dict
+    )  # written files as fstat found them once written
 
 
 def write_cache(
@@ -384,9 +387,13 @@ def _swapped_entries(real: Path, swapped: Swapped) -> dict[str, OnDisk]:
     """
     dropped = {*swapped.written, *swapped.removed}
     entries = {path: e for path, e in swapped.old.items() if e.kind != DIRECTORY and path not in dropped}
+    stats = swapped.stats
     for path in swapped.written:
-        info = os.lstat(real / path)
-        entries[path] = OnDisk(kind_of(info.st_mode), info.st_size, info.st_mtime_ns, info.st_ino)
+        found = stats.get(path)
+        if found is None:
+            info = os.lstat(f"{real}/{path}")
+            found = OnDisk(kind_of(info.st_mode), info.st_size, info.st_mtime_ns, info.st_ino)
+        entries[path] = found
     return entries
 
 

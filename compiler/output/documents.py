@@ -29,7 +29,7 @@ from compiler.diagnostics import Span
 from compiler.output.cache import MAGIC as CACHE_MAGIC
 from compiler.output.cache import cache_path, code_fingerprint
 from compiler.output.disk import read_regular
-from compiler.output.sealed import foreign, is_ours, rewrite_file, sealed, unsealed
+from compiler.output.sealed import foreign, is_ours, replace_file, rewrite_file, sealed, unsealed
 
 if TYPE_CHECKING:
     from compiler.spec.document import DataPath, Document
@@ -202,12 +202,19 @@ def _is_table(value: Any) -> bool:
 
 
 def write_documents(
-    real: Path, documents: Mapping[str, Document], hashes: Mapping[str, str], known: Mapping[str, Known]
+    real: Path,
+    documents: Mapping[str, Document],
+    hashes: Mapping[str, str],
+    known: Mapping[str, Known],
+    *,
+    renamed: bool = False,
 ) -> bool:
     """Record the documents of a spec that passed every check, beside output directory `real`.
 
     `hashes`: file name -> sha256 of the bytes each document was parsed from; a document read from the
     cache (in `known`) keeps its line. Best effort, like the build cache: returns whether it was written.
+    `renamed`: through a temporary file and a rename, never over the previous file (a forked worker, which the
+    build kills if it fails, must not leave the cache cut short: sealed.rewrite_file).
     """
     lines: dict[str, bytes] = {}
     for name, document in documents.items():
@@ -218,10 +225,10 @@ def write_documents(
             line = document_line(hashes[name], document)
             if line is not None:
                 lines[name] = line
-    return write_lines(real, lines)
+    return write_lines(real, lines, renamed=renamed)
 
 
-def write_lines(real: Path, lines: Mapping[str, bytes]) -> bool:
+def write_lines(real: Path, lines: Mapping[str, bytes], *, renamed: bool = False) -> bool:
     """Write the document cache beside `real` from its record lines by file name (see `write_documents`)."""
     target = documents_path(real)
     if foreign(target, _MAGIC):
@@ -231,7 +238,7 @@ def write_lines(real: Path, lines: Mapping[str, bytes]) -> bool:
         option=orjson.OPT_SORT_KEYS,
     )
     body = b"\n".join([header, *(line for _, line in sorted(lines.items()))])
-    return rewrite_file(target, sealed(_MAGIC, body))
+    return (replace_file if renamed else rewrite_file)(target, sealed(_MAGIC, body))
 
 
 def document_line(digest: str, document: Document) -> bytes | None:

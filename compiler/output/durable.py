@@ -89,7 +89,8 @@ def fsync_path(path: str | Path, flags: int) -> None:
 
 
 def recover(out: Path) -> None:
-    """Undo what a build killed between the two renames of the fallback swap left behind."""
+    """Undo what a killed build left behind: a tree between the two renames of the fallback swap, a staging tree,
+    a cache's temporary file (each named with the pid of a process that is gone)."""
     parked = out.parent / f".{out.name}.meshc-old"
     if parked.is_dir() and not os.path.lexists(out):
         os.rename(parked, out)
@@ -99,6 +100,11 @@ def recover(out: Path) -> None:
         pid = stale.name.rsplit("-", 1)[-1]
         if not pid.isdigit() or not _alive(int(pid)):
             remove_tree(stale, ignore_errors=True)
+    # A cache's temporary file (compiler.output.sealed.replace_file) of a process killed before its rename.
+    for stale in out.parent.glob(f".{out.name}.meshc-*.tmp-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)) and stale.is_file() and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

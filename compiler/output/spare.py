@@ -7,7 +7,7 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 from compiler.output import durable
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, list_tree, remove_tree, write_all
 from compiler.output.manifest import MANIFEST
-from compiler.output.staging import Staging
+from compiler.output.staging import Staging, stat_of
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -25,6 +25,11 @@ class Listed:
 
     entries: Mapping[str, OnDisk]
     linked: frozenset[str]
+
+
+# Where the spare's entries come from when the writer first needs them: a call, so that compiler.output.prescan's
+# child can still be listing them while the build checks, lowers and renders (None: the writer lists the spare).
+Listing = Callable[[], Listed | None]
 
 
 # What is at the spare path: nothing, a tree meshc left there, or something meshc did not write (left alone).
@@ -84,10 +89,10 @@ class Recycled(Staging):
         old: Mapping[str, OnDisk],
         trusted: Mapping[str, str],
         spare: Path,
-        listing: Listed | None = None,
+        listing: Listing | None = None,
     ) -> None:
         super().__init__(real, old, trusted, spare)
-        self.listing = listing  # the spare's entries if the caller listed them already
+        self.listing = listing  # the spare's entries if the caller has them
         self.spare: dict[str, OnDisk] = {}
         self.touched: set[str] = set()  # directories whose entries changed: fsynced before the swap
 
@@ -97,14 +102,15 @@ class Recycled(Staging):
             return
         self.started = True
         # only inodes matter here: 30 ms, not 60, at 1,000 services
-        self.spare = dict(self.listing.entries) if self.listing is not None else list_tree(self.root)
+        listed = self.listing() if self.listing is not None else None
+        self.spare = dict(listed.entries) if listed is not None else list_tree(self.root)
         self.directories = {""} | {path for path, entry in self.spare.items() if entry.kind == DIRECTORY}
         # Most noted files are the output's very files already (same inode): set operations on (path, inode) pairs
         # find the others in C, not a look per file (a one-service rebuild at 1,000 services notes 10,600). Inodes
         # alone tell them: no other entry of the same filesystem has a regular file's inode, and directories
         # carry none here (0).
-        if self.listing is not None:
-            differ = set(self.pending).difference(self.listing.linked)
+        if listed is not None:
+            differ = set(self.pending).difference(listed.linked)
         else:
             inode = itemgetter(3)  # OnDisk.inode
             old = dict(zip(self.old, map(inode, self.old.values()), strict=True))
@@ -144,7 +150,11 @@ class Recycled(Staging):
 
     def _write(self, path: str, data: bytes) -> None:
         entry = self.spare.get(path)
-        if entry is not None and entry.kind == REGULAR and _overwrite(self.target + path, data):
+        rewritten = (
+            _overwrite(self.target + path, data) if entry is not None and entry.kind == REGULAR else None
+        )
+        if rewritten is not None:
+            self.stats[path] = rewritten
             return  # the same directory entry, new bytes: nothing for the directory's fsync
         self._clear(path)
         super()._write(path, data)
@@ -171,9 +181,9 @@ class Recycled(Staging):
         self.touched.add(path.rpartition("/")[0])
 
 
-def _overwrite(path: str, data: bytes) -> bool:
+def _overwrite(path: str, data: bytes) -> OnDisk | None:
     """Write `data` over the file at `path` if it is a regular file no other name links to and no process has
-    open; False if it is not (the caller then unlinks it and writes a new file).
+    open, and give its entry as written; None if it is not (the caller then unlinks it and writes a new file).
 
     A file of the spare that is not the output's (its only link is its own) is meshc's to rewrite in place. On
     this kind of disk (ext4 mounted with `discard`) unlinking a file already on disk costs ~2 ms: its blocks are
@@ -185,17 +195,17 @@ def _overwrite(path: str, data: bytes) -> bool:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return False
+        return None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            return False
+            return None
         try:
             fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)
         except OSError:  # open elsewhere, or no leases on this filesystem
-            return False
+            return None
         write_all(fd, data)
         os.ftruncate(fd, len(data))
+        return stat_of(fd)
     finally:
         os.close(fd)  # lets the lease go
-    return True

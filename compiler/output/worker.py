@@ -18,10 +18,11 @@ import marshal
 import os
 import signal
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from typing import TYPE_CHECKING
 
 from compiler.output import durable
-from compiler.output.disk import write_all
+from compiler.output.disk import OnDisk, write_all
 from compiler.output.forked import fork_child
 from compiler.output.staging import Staging, new_file
 
@@ -32,10 +33,16 @@ Entry = tuple[str, str, "str | None"]  # (path, sha256, target) of a file, as MA
 
 
 class Worker:
-    """The worker of one write: `artifacts()` is what it lays out (called in the forked child, or here if it fails)."""
+    """The worker of one write: `artifacts()` is what it lays out (called in the forked child, or here if it fails).
 
-    def __init__(self, artifacts: Callable[[], Iterable[Artifact]]) -> None:
-        self.artifacts = artifacts
+    `also()`: more work for the child once its files are written, while its helper flushes them and the parent
+    finishes its part (a build's document cache); whether it returned True is `also_done`, once merged."""
+
+    def __init__(
+        self, artifacts: Callable[[], Iterable[Artifact]], also: Callable[[], bool] | None = None
+    ) -> None:
+        self.artifacts, self.also = artifacts, also
+        self.also_done = False
         self.pid = -1
         self.memory = -1
         self.stage: Staging | None = None
@@ -54,7 +61,7 @@ class Worker:
             memory = os.memfd_create("meshc-worker", os.MFD_CLOEXEC)
         except (OSError, AttributeError):
             return
-        pid = fork_child(lambda: _work(stage, self.artifacts, memory))
+        pid = fork_child(lambda: _work(stage, self.artifacts, memory, self.also))
         if pid is None:
             os.close(memory)
             return
@@ -71,7 +78,7 @@ class Worker:
         if result is None:
             stage.replacing = True  # the worker may have left files at any of these paths
             return _write_here(stage, self.artifacts())
-        entries, written, directories = result
+        entries, written, directories, stats, self.also_done = result
         paths = [path for path, _, _ in entries]
         claimed = stage.seen.intersection(paths)  # the worker's own Staging refused a path it claimed twice
         if claimed:
@@ -81,9 +88,13 @@ class Worker:
         stage.seen.update(paths)
         stage.written.extend(written)
         stage.directories.update(directories)
+        stage.others_synced = True  # it fsynced its files and the directories it made entries in
+        stage.stats.update(zip(written, map(tuple.__new__, repeat(OnDisk), stats), strict=True))
         return entries
 
-    def _result(self) -> tuple[list[Entry], list[str], list[str]] | None:
+    def _result(
+        self,
+    ) -> tuple[list[Entry], list[str], list[str], list[tuple[str, int, int, int]], bool] | None:
         if self.pid <= 0:
             return None
         try:
@@ -96,13 +107,13 @@ class Worker:
                 return None
             size = os.fstat(self.memory).st_size
             body = os.pread(self.memory, size, 0)
-            entries, written, directories = marshal.loads(body)
+            entries, written, directories, stats, also_done = marshal.loads(body)
         except (OSError, EOFError, ValueError, TypeError):
             return None
         finally:
             os.close(self.memory)
             self.memory = -1
-        return entries, written, directories
+        return entries, written, directories, stats, also_done is True
 
     def close(self) -> None:
         """The write is given up: the worker is killed (if still at work) and reaped."""
@@ -118,8 +129,11 @@ class Worker:
             self.memory = -1
 
 
-def _work(stage: Staging, artifacts: Callable[[], Iterable[Artifact]], memory: int) -> None:
-    """In the child: lay out and write `artifacts()` beside the parent, make them durable, and say what was done."""
+def _work(
+    stage: Staging, artifacts: Callable[[], Iterable[Artifact]], memory: int, also: Callable[[], bool] | None
+) -> None:
+    """In the child: lay out and write `artifacts()` beside the parent, run `also()`, make the files durable, and
+    say what was done."""
     if stage.flusher is not None:  # the parent's helper must see its input end when the parent ends it
         os.close(stage.flusher.send)
         os.close(stage.flusher.answer)
@@ -129,14 +143,27 @@ def _work(stage: Staging, artifacts: Callable[[], Iterable[Artifact]], memory: i
     mine.flusher = durable.background_flusher()  # its own helper: the parent's pipe is the parent's
     try:
         entries = _write_here(mine, artifacts())
-        # its files durable; every directory is flushed by the parent, last
+        also_done = _also(also)
+        # Its files durable, then the directories it made entries in (after its last entry in each): the parent
+        # flushes those it made entries in itself, after the worker is done.
         flusher, mine.flusher = mine.flusher, None
-        if (flusher is None or not flusher.finish([])) and mine.written:
+        directories = [mine.target + path for path in sorted(mine.created_in)]
+        if flusher is None or not flusher.finish(directories):
             durable.fsync_paths([mine.target + path for path in mine.written], os.O_RDONLY)
+            durable.fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
     finally:
         mine.abandon()  # a helper left (the work failed) is killed and reaped, never orphaned
     made = sorted(mine.directories - stage.directories)
-    write_all(memory, marshal.dumps((entries, mine.written, made)))
+    stats = [tuple(mine.stats[path]) for path in mine.written]
+    write_all(memory, marshal.dumps((entries, mine.written, made, stats, also_done)))
+
+
+def _also(also: Callable[[], bool] | None) -> bool:
+    """`also()`'s answer; False where there is none or it fails (the parent then does it itself)."""
+    try:
+        return also is not None and also() is True
+    except Exception:  # noqa: BLE001 - the parent does it again and reports what fails
+        return False
 
 
 def _write_here(stage: Staging, artifacts: Iterable[Artifact]) -> list[Entry]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from compiler.diagnostics import EnvironmentFailure, InternalError
@@ -22,7 +22,7 @@ from compiler.output.spare import (
     ABSENT,
     FOREIGN,
     OURS,
-    Listed,
+    Listing,
     Recycled,
     foreign_note,
     keep_as_spare,
@@ -42,6 +42,8 @@ class WriteResult:
     # What the user should know though nothing failed, e.g. a path meshc left alone.
     notes: tuple[str, ...] = ()
     manifest: str | None = None  # the sha256 of the MANIFEST.json swapped in, if the tree had one
+    # The files written, as fstat found them once written (compiler.output.cache.Swapped); may miss some.
+    stats: Mapping[str, OnDisk] = field(default_factory=dict)
 
 
 def previous_tree(out: Path) -> tuple[Path, dict[str, OnDisk]]:
@@ -82,7 +84,7 @@ def write_files(
     trusted: Mapping[str, str] | None = None,
     spare: Path | None = None,
     kept: Mapping[str, str] | None = None,
-    listing: Listed | None = None,
+    listing: Listing | None = None,
     worker: Worker | None = None,
 ) -> WriteResult:
     """Make `out` hold exactly `files`, atomically: the old tree stays whole until one rename swaps it.
@@ -101,7 +103,7 @@ def write_files(
 
     `kept`: path -> sha256 of files the new tree reuses from the previous one (an incremental build's
     unchanged targets), taken in one pass instead of one `NewFile` each; every one must be `trusted` with
-    that digest, and no file of `files` may claim one of their paths. `listing`: the spare's entries
+    that digest, and no file of `files` may claim one of their paths. `listing`: gives the spare's entries
     (`list_tree`) if the caller has them (compiler.output.prescan), else the spare is listed here. `worker`: a
     compiler.output.worker.Worker writing part of the tree beside `files`, which must take its entries.
     """
@@ -159,4 +161,5 @@ def write_files(
         removed=removed,
         notes=notes,
         manifest=stage.manifest,
+        stats=stage.stats,
     )

@@ -43,6 +43,7 @@ from compiler.backends.kubernetes.readers import external_readers
 from compiler.diagnostics import InternalError, SpecError
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
+from compiler.lifetime import park
 from compiler.output.cache import Cached, Recorded, ServiceFacts, Swapped, write_cache
 from compiler.output.disk import OnDisk
 from compiler.output.documents import document_line, parse_lines, read_lines, write_lines
@@ -57,7 +58,7 @@ from compiler.output.reuse import (
     tree_files,
     untrusted_targets,
 )
-from compiler.output.spare import Listed
+from compiler.output.spare import Listing
 from compiler.output.writer import WriteResult, write_files
 from compiler.partial.files import partial_artifacts, shared_files
 from compiler.render import render
@@ -81,7 +82,7 @@ class Previous:
     old: Mapping[str, OnDisk]
     cached: Cached
     recorded: Recorded
-    listing: Listed | None = None  # the spare's entries, if listed already (compiler.output.prescan)
+    listing: Listing | None = None  # gives the spare's entries, if listed already (compiler.output.prescan)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -233,9 +234,16 @@ def _build(
         digest,
         inputs,
         new,
-        Swapped(old=previous.old, written=result.written, removed=result.removed, manifest=result.manifest),
+        Swapped(
+            old=previous.old,
+            written=result.written,
+            removed=result.removed,
+            manifest=result.manifest,
+            stats=result.stats,
+        ),
     )
     _write_documents(real, lines, edit, hashes, spec)
+    park(locals())  # freed one by one only for a library caller (compiler.lifetime)
     return result
 
 

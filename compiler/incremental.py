@@ -133,6 +133,7 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
         checked = partial.documents  # parsed and checked file by file: not again
         listing = None  # the partial build may have staged in the spare before it gave up: listed anew
     from compiler.backends.kubernetes.readers import external_readers
+    from compiler.render import render
 
     known = read_documents(real, hashes)
     documents = {**checked, **{n: k.document for n, k in known.items()}}
@@ -144,7 +145,7 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
         mesh,
         inputs,
         cached,
-        lambda part: pipeline.render_part(mesh, part),
+        lambda part: render(mesh, only=part),
         owners,
         # the spec passed every check: its documents are recorded by the worker, if there is one, while this
         # process finishes its part of the tree (the document cache holds parsed spec files, not output)
@@ -279,11 +280,14 @@ def _new_tree(
 def _as_one(stream: Iterator[NewFile], whole: Callable[[], Iterable[Artifact]]) -> Iterator[NewFile]:
     """`stream`, a build's files made in two processes, failing as a build in one process fails.
 
-    One process renders every workload before its backends run, and its backends report the problems of every
-    target at once. Made in two shares, a share's backend problem can come before the other share's rendering
-    bug, and a share reports its own problems alone. So where the stream fails with a finding (a spec or meshc
-    error), the whole is made here, `whole()`, which raises what the build in one process raises; the first
-    finding stands if it does not (a conflict the writer found between the shares' paths)."""
+    Each share checks the invariants of its own rendering: they hold on a partial rendering
+    (compiler.render.invariants), so the two shares check what one rendering of the whole checks. But one process
+    renders every workload before its backends run, and its backends report the problems of every target at once;
+    a share reports its own problems alone, and its backends' may come before the other share's rendering bug.
+    So where the stream fails with a finding (a spec or meshc error, this process's share's or the worker's, which
+    is redone here when the worker fails), the whole is made here, `whole()`, which raises what the build in one
+    process raises; the first finding stands if it does not (a conflict the writer found between the shares'
+    paths)."""
     try:
         yield from stream
     except (SpecError, InternalError):

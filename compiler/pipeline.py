@@ -75,25 +75,6 @@ def lower_files(
     return spec, lower(spec)
 
 
-def render_part(mesh: Mesh, part: Collection[str] | None) -> dict[str, SidecarConfig]:
-    """The sidecars of the workloads in `part` (None: every one), a share of the mesh a build renders in two
-    processes, every workload in one share or the other.
-
-    Each share's invariants are checked on its own: they hold on a partial rendering (compiler.render.invariants),
-    so the two shares together check what one rendering of the whole checks. Where one breaks, the whole is
-    rendered here, to raise the very InternalError a build in one process raises, every violation in it."""
-    from compiler.diagnostics import InternalError
-    from compiler.render import render
-
-    if part is None:
-        return render(mesh)
-    try:
-        return render(mesh, only=part)
-    except InternalError:
-        render(mesh)
-        raise
-
-
 def artifacts(
     mesh: Mesh,
     sidecars: Mapping[str, SidecarConfig],

@@ -34,7 +34,7 @@ from compiler.output.disk import (
     DIRECTORY,
     REGULAR,
     OnDisk,
-    kind_of,
+    entry_of,
     open_regular,
     read_regular,
     scan_tree,
@@ -391,8 +391,7 @@ def _swapped_entries(real: Path, swapped: Swapped) -> dict[str, OnDisk]:
     for path in swapped.written:
         found = stats.get(path)
         if found is None:
-            info = os.lstat(f"{real}/{path}")
-            found = OnDisk(kind_of(info.st_mode), info.st_size, info.st_mtime_ns, info.st_ino)
+            found = entry_of(os.lstat(f"{real}/{path}"))
         entries[path] = found
     return entries
 

@@ -56,6 +56,11 @@ def scan_tree(root: Path) -> dict[str, OnDisk]:
     return found
 
 
+def entry_of(info: os.stat_result) -> OnDisk:
+    """An entry as `scan_tree` records it, from the (l)stat of a file that is not a directory."""
+    return OnDisk(kind_of(info.st_mode), info.st_size, info.st_mtime_ns, info.st_ino)
+
+
 def list_tree(root: Path) -> dict[str, OnDisk]:
     """`scan_tree` from the directory listings alone: each entry's kind and inode, size and mtime left 0.
 

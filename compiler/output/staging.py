@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.diagnostics import InternalError
 from compiler.output import durable
-from compiler.output.disk import REGULAR, OnDisk, file_digest, remove_tree, write_all
+from compiler.output.disk import REGULAR, OnDisk, entry_of, file_digest, remove_tree, write_all
 from compiler.output.flusher import Flusher
 from compiler.output.manifest import MANIFEST, check_path
 
@@ -38,9 +38,8 @@ class NewFile:
 
 
 def stat_of(fd: int) -> OnDisk:
-    """An open regular file's entry as `scan_tree` would find it, from fstat (no path looked up)."""
-    info = os.fstat(fd)
-    return OnDisk(REGULAR, info.st_size, info.st_mtime_ns, info.st_ino)
+    """An open file's entry as `scan_tree` would find it, from fstat (no path looked up)."""
+    return entry_of(os.fstat(fd))
 
 
 def new_file(path: str, data: bytes) -> NewFile:
@@ -177,14 +176,18 @@ class Staging:
         machine, everybody's dirty pages included.
         """
         self.start()  # a tree that only lost files still needs its staging copy
-        mine = self.created_in if self.others_synced else self.directories
-        directories = [self.target + path for path in sorted(mine)]
+        self.flush(self.created_in if self.others_synced else self.directories)
+
+    def flush(self, directories: Collection[str]) -> None:
+        """fsync every file written, then `directories`: through the helper if there is one (and it answers),
+        else here."""
+        paths = [self.target + path for path in sorted(directories)]
         if self.flusher is not None:
             flusher, self.flusher = self.flusher, None
-            if flusher.finish(directories):
+            if flusher.finish(paths):
                 return
         durable.fsync_paths([self.target + path for path in self.written], os.O_RDONLY)
-        durable.fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
+        durable.fsync_paths(paths, os.O_RDONLY | os.O_DIRECTORY)
 
     def _held(self, file: NewFile) -> bool:
         entry = self.old.get(file.path)

@@ -146,11 +146,7 @@ def _work(
         also_done = _also(also)
         # Its files durable, then the directories it made entries in (after its last entry in each): the parent
         # flushes those it made entries in itself, after the worker is done.
-        flusher, mine.flusher = mine.flusher, None
-        directories = [mine.target + path for path in sorted(mine.created_in)]
-        if flusher is None or not flusher.finish(directories):
-            durable.fsync_paths([mine.target + path for path in mine.written], os.O_RDONLY)
-            durable.fsync_paths(directories, os.O_RDONLY | os.O_DIRECTORY)
+        mine.flush(mine.created_in)
     finally:
         mine.abandon()  # a helper left (the work failed) is killed and reaped, never orphaned
     made = sorted(mine.directories - stage.directories)

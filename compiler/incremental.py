@@ -140,7 +140,7 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     spec, mesh = pipeline.lower_files(files, label, documents)
     readers = external_readers(mesh)
     inputs = target_inputs(spec, mesh, hashes, readers)
-    owners = {w.id: w.service for w in mesh.workloads} | {r.id: r.service for r in readers}
+    owners = target_owners(mesh, readers)
     stream, kept, worker = _new_tree(
         mesh,
         inputs,
@@ -296,6 +296,11 @@ def _as_one(stream: Iterator[NewFile], whole: Callable[[], Iterable[Artifact]]) 
         raise
 
 
+def target_owners(mesh: Mesh, readers: Sequence[ExternalReader]) -> dict[str, str]:
+    """Every target id (a workload's, an external reader's) -> the service it belongs to."""
+    return {w.id: w.service for w in mesh.workloads} | {r.id: r.service for r in readers}
+
+
 def _worker_share(owners: Mapping[str, str]) -> frozenset[str]:
     """The targets of the services the worker takes: in name order, each to whichever side is short of its share
     (WORKER_SHARE of the targets; this process also lays out the shared files and the manifest)."""
@@ -342,9 +347,8 @@ def target_inputs(
             clients.setdefault(dependency.service, set()).add(name)
     related: dict[str, str] = {}
     faces: dict[str, str] = {}
-    owners = [(w.id, w.service) for w in mesh.workloads] + [(r.id, r.service) for r in readers]
     inputs = {}
-    for target, owner in owners:
+    for target, owner in target_owners(mesh, readers).items():
         if owner not in related:
             servers = {d.service for d in spec.services[owner].dependencies}
             related[owner] = roles(servers, clients.get(owner, set()), lambda name: _face(spec, faces, name))

@@ -113,6 +113,33 @@ def test_a_killed_worker_has_its_part_done_by_the_build(
     assert read_tree(out) == compile_dir(spec).tree()
 
 
+def shares(spec: Path) -> tuple[frozenset[str], frozenset[str]]:
+    """The services the worker renders and those the build renders (compiler.incremental._worker_share)."""
+    from compiler.backends.kubernetes.readers import external_readers
+
+    mesh = compile_dir(spec).mesh
+    owners = incremental.target_owners(mesh, external_readers(mesh))
+    theirs = {owners[target] for target in incremental._worker_share(owners)}
+    return frozenset(theirs), frozenset(owners.values()) - theirs
+
+
+def registered_nowhere(monkeypatch: pytest.MonkeyPatch, services: Iterable[str]) -> None:
+    """A rendering bug on purpose: the Nerve documents of `services` register where no watcher looks."""
+    from compiler.ir.model import Workload
+    from compiler.render import nerve
+
+    broken, render_nerve = set(services), nerve.nerve
+
+    def nowhere(workload: Workload) -> dict[str, object] | None:
+        document = render_nerve(workload)
+        if document is None or workload.service not in broken:
+            return document
+        entry = document["services"][workload.service]
+        return {"services": {workload.service: {**entry, "zk_path": "/nowhere"}}}
+
+    monkeypatch.setattr(nerve, "nerve", nowhere)
+
+
 def built_then_mesh_edited(spec: Path, out: Path, timeout: str) -> dict[str, bytes]:
     """Build, then edit mesh.yaml (every target is rendered anew, most files to the same bytes); the first tree."""
     incremental.build_output(spec, out)
@@ -250,24 +277,12 @@ def test_a_rendering_bug_in_either_share_raises_what_a_build_in_one_process_rais
     workers: list[worker_module.Worker],
     where: str,
 ) -> None:
-    # The worker renders every second service (compiler.incremental._new_tree): a broken Nerve registration of a
-    # service in its share, in this process's, or in both, is flagged in each share's invariants; the error the
-    # build raises names every violation, as a rendering of the whole mesh does.
-    from compiler.ir.model import Workload
-    from compiler.render import nerve
-
-    services = sorted(path.stem for path in (spec / "services").iterdir())
-    broken_services = {"worker": services[1:2], "build": services[:1], "both": services[:2]}[where]
-    render_nerve = nerve.nerve
-
-    def broken(workload: Workload) -> dict[str, object] | None:
-        document = render_nerve(workload)
-        if document is None or workload.service not in broken_services:
-            return document
-        entry = document["services"][workload.service]
-        return {"services": {workload.service: {**entry, "zk_path": "/nowhere"}}}
-
-    monkeypatch.setattr(nerve, "nerve", broken)
+    # The worker renders its share of the services (compiler.incremental._new_tree): a broken Nerve registration
+    # of a service in its share, in this process's, or in both, is flagged in each share's invariants; the error
+    # the build raises names every violation, as a rendering of the whole mesh does.
+    theirs, ours = shares(spec)
+    broken_services = {"worker": [min(theirs)], "build": [min(ours)], "both": [min(theirs), min(ours)]}[where]
+    registered_nowhere(monkeypatch, broken_services)
     with pytest.raises(InternalError) as serial:
         compile_dir(spec)
     out = tmp_path / "out"
@@ -395,22 +410,11 @@ def test_a_rendering_bug_beside_a_backend_problem_fails_as_a_build_in_one_proces
     # the whole here and raises what one process raises.
     from compiler.backends import kubernetes
     from compiler.diagnostics import SpecError
-    from compiler.ir.model import Workload
     from compiler.render import nerve
 
-    owners = {name: name for name in (path.stem for path in (spec / "services").iterdir())}
-    share = incremental._worker_share(owners)
-    victim = min(share) if broken == "worker" else min(set(owners) - share)
+    theirs, ours = shares(spec)
     render_nerve = nerve.nerve
-
-    def misregistered(workload: Workload) -> dict[str, object] | None:
-        document = render_nerve(workload)
-        if document is None or workload.service != victim:
-            return document
-        entry = document["services"][workload.service]
-        return {"services": {workload.service: {**entry, "zk_path": "/nowhere"}}}
-
-    monkeypatch.setattr(nerve, "nerve", misregistered)
+    registered_nowhere(monkeypatch, [min(theirs) if broken == "worker" else min(ours)])
     monkeypatch.setattr(kubernetes, "MAX_APPLIED_BYTES", 10)
     with pytest.raises((SpecError, InternalError)) as serial:
         compile_dir(spec)

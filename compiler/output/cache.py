@@ -326,9 +326,8 @@ class Swapped:
     written: Collection[str]
     removed: Collection[str]
     manifest: str | None = None  # the sha256 of the MANIFEST.json it wrote (else it is read from the tree)
-    stats: Mapping[str, OnDisk] = field(
-        default_factory=dict
-    )  # written files as fstat found them once written
+    # the files written, as fstat found them once written (any missing is lstat'ed)
+    stats: Mapping[str, OnDisk] = field(default_factory=dict)
 
 
 def write_cache(

@@ -12,6 +12,7 @@ import pytest
 from benchmarks.synth import generate
 from compiler import incremental
 from compiler.output import prescan
+from compiler.output import spare as spare_module
 from compiler.output.disk import list_tree, scan_tree
 from compiler.spec import load
 
@@ -50,9 +51,9 @@ def test_the_child_finds_what_an_in_process_scan_finds(tmp_path: Path) -> None:
         assert scans.pid is not None  # the scans come from a child
         scanned, listed = scans.scan(), scans.listing()
     assert listed is not None
-    assert scanned == scan_tree(real) and listed.entries == list_tree(spare)
-    assert listed.linked == {"a/b/deep.yaml"} == prescan.linked(scan_tree(real), list_tree(spare))
-    assert {type(entry) for entry in [*scanned.values(), *listed.entries.values()]} == {prescan.OnDisk}
+    assert scanned == scan_tree(real) and listed == list_tree(spare)
+    assert spare_module.linked(scanned, listed) == {"a/b/deep.yaml"}  # what the writer relinks nothing for
+    assert {type(entry) for entry in [*scanned.values(), *listed.values()]} == {prescan.OnDisk}
     assert scanned["fifo"].kind == "named pipe (FIFO)" and scanned["link"].kind == "symlink"
 
 
@@ -124,7 +125,8 @@ def test_a_rebuild_takes_the_output_scan_from_the_child(
     out = tmp_path / "out"
     incremental.build_output(spec, out)
     parent = os.getpid()
-    listed: list[prescan.Listed | None] = []
+    listed: list[dict[str, prescan.OnDisk] | None] = []
+    links: list[frozenset[str]] = []
 
     def not_in_the_parent(root: Path) -> dict[str, prescan.OnDisk]:
         assert os.getpid() != parent, "the build scanned the output itself"
@@ -140,11 +142,13 @@ def test_a_rebuild_takes_the_output_scan_from_the_child(
     monkeypatch.setattr(load, "spec_files", read_in_the_child_only)
     original = prescan.Prescan.listing
 
-    def listing(self: prescan.Prescan) -> prescan.Listed | None:
+    def listing(self: prescan.Prescan) -> dict[str, prescan.OnDisk] | None:
         listed.append(original(self))
         return listed[-1]
 
     monkeypatch.setattr(prescan.Prescan, "listing", listing)
+    find_links = spare_module.linked
+    monkeypatch.setattr(spare_module, "linked", lambda *args: links.append(find_links(*args)) or links[-1])
     path = spec / "services" / "svc-0001.yaml"
     text = path.read_text()
     for edited in (
@@ -155,7 +159,10 @@ def test_a_rebuild_takes_the_output_scan_from_the_child(
         assert incremental.build_output(spec, out).changed
     assert incremental.build_output(spec, out).changed is False  # the no-op build takes the scan too
     # the spare's listing came from the child, taken once, when the writer started staging in the spare
-    assert len(listed) == 1 and listed[0] is not None and listed[0].linked
+    assert len(listed) == 1 and listed[0] is not None
+    assert (
+        len(links) == 1 and links[0]
+    )  # most of the spare is the output's very files: nothing to do for them
 
 
 def test_the_job_runs_first_in_the_child_and_a_failed_one_is_no_result(tmp_path: Path) -> None:
@@ -220,21 +227,16 @@ def test_a_forked_child_exits_with_its_work_and_dies_with_its_parent(tmp_path: P
     raise AssertionError(f"the child {child} outlived its parent")
 
 
-def test_the_spare_links_are_found_against_the_scan_the_build_took(
+def test_the_spare_listing_stands_on_its_own_when_the_child_s_scan_is_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The writer finds the spare's links against the scan the build took (compiler.output.spare.Recycled), so the
+    # child's listing serves whichever process made that scan.
     real, spare = odd_tree(tmp_path / "out"), spare_of(tmp_path)
-    (spare / "a" / "b" / "deep.yaml").unlink()
-    os.link(real / "a" / "b" / "deep.yaml", spare / "a" / "b" / "deep.yaml")
     original = prescan.Prescan._frame
     monkeypatch.setattr(
         prescan.Prescan, "_frame", lambda self, index: None if index == 1 else original(self, index)
     )
     with prescan.prescanned(real, spare) as scans:
-        assert scans.listing() is None  # no scan taken yet: nothing to find links against
-    with prescan.prescanned(real, spare) as scans:
-        # the child's scan is lost: the build scans here, and the child's listing is linked against that scan
-        assert scans.scan() == scan_tree(real)
-        listed = scans.listing()
-        assert listed is not None and listed.entries == list_tree(spare)
-        assert listed.linked == {"a/b/deep.yaml"}
+        assert scans.scan() == scan_tree(real)  # scanned here
+        assert scans.listing() == list_tree(spare)  # listed there

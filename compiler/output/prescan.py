@@ -16,7 +16,7 @@ import os
 import signal
 import struct
 from array import array
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from itertools import chain, repeat
 from pathlib import Path
@@ -24,7 +24,6 @@ from pathlib import Path
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, kind_of, list_tree, scan_tree, write_all
 from compiler.output.forked import fork_child
 from compiler.output.manifest import MANIFEST
-from compiler.output.spare import Listed
 
 # A MANIFEST.json this big lists ~1,000 files or more (~240 bytes each): below, the scan here takes a few ms,
 # less than the fork (the 1,000-service output's is 2.5 MB).
@@ -55,9 +54,6 @@ class Prescan:
         self.memory: int | None = None  # the memory file the frames are in
         self.offset = 0  # where the next frame starts in it
         self.frames = 0  # frames taken
-        self.scanned: dict[str, OnDisk] | None = (
-            None  # what `scan()` returned: the spare's links are to its files
-        )
 
     def start(self) -> None:
         try:
@@ -85,8 +81,7 @@ class Prescan:
         except Exception:  # noqa: BLE001 - the parent runs the job itself and reports what fails
             first = b""
         _send(signal_fd, memory, first)
-        scanned = scan_tree(self.real)
-        _send(signal_fd, memory, _encode(scanned))
+        _send(signal_fd, memory, _encode(scan_tree(self.real)))
         if self.spare.is_dir():
             _send(signal_fd, memory, _encode(list_tree(self.spare)))
 
@@ -98,23 +93,14 @@ class Prescan:
     def scan(self) -> dict[str, OnDisk]:
         """The output's entries (`scan_tree`), from the child if it made them, else scanned here."""
         found = _decoded(self._frame(1))
-        self.scanned = found if found is not None else scan_tree(self.real)
-        return self.scanned
+        return found if found is not None else scan_tree(self.real)
 
-    def listing(self) -> Listed | None:
-        """The spare's entries (`list_tree`) if the child listed them, with the paths where they are the very files
-        of the scan `scan()` returned; None (the caller lists the spare itself) if it did not, or before a scan.
+    def listing(self) -> dict[str, OnDisk] | None:
+        """The spare's entries (`list_tree`) if the child listed them; None: the caller lists the spare itself.
 
         Called when the writer starts (compiler.output.spare.Listing), so the child lists while the build checks,
-        lowers and renders; the links are found here, against the scan the build took, whichever process made it.
-        """
-        scanned = self.scanned
-        found = _decoded(self._frame(2)) if scanned is not None else None
-        return (
-            Listed(entries=found, linked=linked(scanned, found))
-            if scanned is not None and found is not None
-            else None
-        )
+        lowers and renders."""
+        return _decoded(self._frame(2))
 
     def _frame(self, index: int) -> bytes | None:
         """Frame `index` (0: the job's, 1: the scan, 2: the listing), if the child sent it and it was not taken."""
@@ -174,20 +160,6 @@ def prescanned(real: Path, spare: Path, job: Callable[[], bytes] | None = None) 
 def _send(signal_fd: int, memory: int, body: bytes) -> None:
     write_all(memory, _HEADER.pack(len(body)) + body)
     os.write(signal_fd, b"\n")
-
-
-def linked(scanned: Mapping[str, OnDisk], listed: Mapping[str, OnDisk]) -> frozenset[str]:
-    """The paths where the spare (`listed`) holds the output's very file: a regular file of the same inode."""
-    # By index (0: kind, 3: inode), in the build's process: 2.5-5 ms at 1,000 services, against 4.5-5 ms by name.
-    get = scanned.get
-    return frozenset(
-        path
-        for path, entry in listed.items()
-        if entry[0] == REGULAR
-        and (found := get(path)) is not None
-        and found[3] == entry[3]
-        and found[0] == REGULAR
-    )
 
 
 def _encode(entries: dict[str, OnDisk]) -> bytes:

@@ -8,8 +8,6 @@ import fcntl
 import os
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from operator import itemgetter
 from pathlib import Path
 
 from compiler.output import durable
@@ -17,19 +15,10 @@ from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, list_tree, remove_t
 from compiler.output.manifest import MANIFEST
 from compiler.output.staging import Staging, stat_of
 
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Listed:
-    """The spare's entries as listed (`list_tree`), and the paths where it holds the output's very file (a regular
-    file of the output's inode): what compiler.output.prescan's child finds while the build does other work."""
-
-    entries: Mapping[str, OnDisk]
-    linked: frozenset[str]
-
-
-# Where the spare's entries come from when the writer first needs them: a call, so that compiler.output.prescan's
-# child can still be listing them while the build checks, lowers and renders (None: the writer lists the spare).
-Listing = Callable[[], Listed | None]
+# Where the spare's entries (`list_tree`) come from when the writer first needs them: a call, so that
+# compiler.output.prescan's child can still be listing them while the build checks, lowers and renders (None: the
+# writer lists the spare).
+Listing = Callable[[], Mapping[str, OnDisk] | None]
 
 
 # What is at the spare path: nothing, a tree meshc left there, or something meshc did not write (left alone).
@@ -103,21 +92,11 @@ class Recycled(Staging):
         self.started = True
         # only inodes matter here: 30 ms, not 60, at 1,000 services
         listed = self.listing() if self.listing is not None else None
-        self.spare = dict(listed.entries) if listed is not None else list_tree(self.root)
+        self.spare = dict(listed) if listed is not None else list_tree(self.root)
         self.directories = {""} | {path for path, entry in self.spare.items() if entry.kind == DIRECTORY}
-        # Most noted files are the output's very files already (same inode): set operations on (path, inode) pairs
-        # find the others in C, not a look per file (a one-service rebuild at 1,000 services notes 10,600). Inodes
-        # alone tell them: no other entry of the same filesystem has a regular file's inode, and directories
-        # carry none here (0).
-        if listed is not None:
-            differ = set(self.pending).difference(listed.linked)
-        else:
-            inode = itemgetter(3)  # OnDisk.inode
-            old = dict(zip(self.old, map(inode, self.old.values()), strict=True))
-            spare = dict(zip(self.spare, map(inode, self.spare.values()), strict=True))
-            wanted = dict(zip(self.pending, map(old.__getitem__, self.pending), strict=True))
-            differ = {path for path, _ in wanted.items() - spare.items()}
-        for path in sorted(differ):
+        # Most noted files are the output's very files already (same inode): one set difference finds the others
+        # (a one-service rebuild at 1,000 services notes 10,600).
+        for path in sorted(set(self.pending).difference(linked(self.old, self.spare))):
             self._link(path)
         self.pending = []
 
@@ -179,6 +158,21 @@ class Recycled(Staging):
         else:
             os.unlink(self.target + path)
         self.touched.add(path.rpartition("/")[0])
+
+
+def linked(old: Mapping[str, OnDisk], spare: Mapping[str, OnDisk]) -> frozenset[str]:
+    """The paths where the spare holds the output's (`old`'s) very file: a regular file of the same inode."""
+    # By index (0: kind, 3: inode): 2.5-5 ms at 1,000 services, against 4.5-5 ms by name, and ~7 ms for set
+    # arithmetic on (path, inode) pairs.
+    get = old.get
+    return frozenset(
+        path
+        for path, entry in spare.items()
+        if entry[0] == REGULAR
+        and (found := get(path)) is not None
+        and found[3] == entry[3]
+        and found[0] == REGULAR
+    )
 
 
 def _overwrite(path: str, data: bytes) -> OnDisk | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -82,12 +83,19 @@ def test_a_failing_child_means_an_in_process_scan(tmp_path: Path, monkeypatch: p
         assert scans.listing() is None  # the child sent nothing: the writer lists the spare itself
 
 
+def never_done() -> bytes:
+    """A job the child is still at when the test kills it: the kill comes before any frame, whatever the load."""
+    time.sleep(3600)
+    return b""
+
+
 def test_a_killed_child_means_an_in_process_scan_and_is_reaped(tmp_path: Path) -> None:
     real, spare = odd_tree(tmp_path / "out"), spare_of(tmp_path)
-    with prescan.prescanned(real, spare) as scans:
+    with prescan.prescanned(real, spare, never_done) as scans:
         assert scans.pid is not None
         pid = scans.pid
         os.kill(pid, signal.SIGKILL)
+        assert scans.job_result() is None
         assert scans.scan() == scan_tree(real)
         assert scans.listing() is None
     with pytest.raises(ChildProcessError):

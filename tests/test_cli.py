@@ -6,6 +6,7 @@ real process where its exit status, streams and start-up are the point.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -220,6 +221,28 @@ def test_a_usage_error_names_the_command_and_its_help() -> None:
     assert result.stderr == (
         "meshc: error: explain: the following arguments are required: service; see `meshc explain --help`\n"
     )
+
+
+def test_a_command_parses_and_helps_as_it_does_among_all_commands() -> None:
+    """A named command gets a parser with only its own arguments (compiler.cli._parser_of): the same help, the same
+    parse, and every command still listed by `meshc --help`."""
+    from compiler.cli import _COMMANDS, _parser, _parser_of
+
+    def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return dict(action.choices)
+
+    everything = _parser_of(None)
+    assert list(commands(everything)) == list(_COMMANDS)
+    for name in _COMMANDS:
+        alone = commands(_parser([name]))
+        assert list(alone) == [name]
+        assert alone[name].format_help() == commands(everything)[name].format_help()
+    argv = ["build", "spec", "-o", "x"]
+    assert _parser(argv).parse_args(argv) == everything.parse_args(argv)
+    listed = everything.format_help()
+    assert all(f"    {name}" in listed for name in _COMMANDS)
+    assert _parser(["--help"]) is everything and _parser(["bogus"]) is everything
 
 
 def test_version() -> None:

@@ -245,6 +245,16 @@ def test_a_command_parses_and_helps_as_it_does_among_all_commands() -> None:
     assert _parser(["--help"]) is everything and _parser(["bogus"]) is everything
 
 
+def test_help_is_as_wide_as_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The width shutil.get_terminal_size gives (compiler.cli.usage.Formatter): $COLUMNS first, else 80 off a tty."""
+    from compiler.cli import _parser
+
+    for columns, widest in (("50", 48), ("", 78)):
+        monkeypatch.setenv("COLUMNS", columns)
+        lines = _parser(["--help"]).format_help().splitlines()
+        assert max(map(len, lines)) <= widest < max(map(len, lines)) + 8, lines
+
+
 def test_version() -> None:
     result = meshc_process("--version")
     assert result.returncode == 0 and re.fullmatch(r"meshc \d+\.\d+\.\d+\n", result.stdout)

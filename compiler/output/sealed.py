@@ -30,7 +30,9 @@ def unsealed(magic: bytes, raw: bytes) -> memoryview | None:
     took 5.8 MB of fresh memory, ~1,400 page faults, in a one-service rebuild)."""
     end = raw.find(b"\n")
     body = memoryview(raw)[end + 1 :]
-    return body if end >= 0 and raw[:end] == magic + b" " + hashlib.sha256(body).hexdigest().encode() else None
+    return (
+        body if end >= 0 and raw[:end] == magic + b" " + hashlib.sha256(body).hexdigest().encode() else None
+    )
 
 
 def foreign(path: Path, magic: bytes) -> bool:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
-from conftest import meshc_in_process
+from conftest import meshc_in_process, settled
 
 from benchmarks.synth import generate
 from compiler import incremental, partial
@@ -605,6 +605,7 @@ def test_a_one_service_edit_takes_the_partial_path_and_lowers_its_neighbourhood_
     spec = generate(tmp_path / "spec", 60, datacenters=3, clusters=4, deps=2, seed=5)
     out = tmp_path / "out"
     build(spec, out)
+    settled(out)  # no file in the cache's clock tick (conftest.settled)
     lowered: list[int] = []
     lower = partial.lower
 

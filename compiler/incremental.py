@@ -109,7 +109,8 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
         import compiler.partial  # noqa: F401
 
         read = _previous_facts(real, files, label, found, digest)
-    old = previous_entries(real, str(out), lambda _: prescan.scan())
+    # a valid cache holds the sha256 of the MANIFEST.json there: the tree is meshc's
+    old = previous_entries(real, str(out), lambda _: prescan.scan(), vouched=found is not None)
     cached = trusted_cache(found, old)
     if _up_to_date(cached, digest, old):
         park(locals())  # the caches as read and the scan (compiler.lifetime)

@@ -26,12 +26,9 @@ from compiler.lifetime import park
 from compiler.output.cache import (
     Cached,
     CacheFile,
-    Recorded,
-    ServiceFacts,
     Swapped,
     load_cache,
     read_cache,
-    recorded_of,
     spec_digest,
     trusted_cache,
     untouched,
@@ -40,6 +37,7 @@ from compiler.output.cache import (
 from compiler.output.compare import TreeStatus, compare_stream
 from compiler.output.disk import OnDisk, scan_tree
 from compiler.output.documents import foreign_cache_notes, read_documents, write_documents
+from compiler.output.facts import Recorded, ServiceFacts, recorded_of
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.prescan import Prescan, prescanned

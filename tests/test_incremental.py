@@ -29,7 +29,7 @@ from compiler.diagnostics import InternalError, SpecError
 from compiler.emit import dump_yaml
 from compiler.ir.lower import zk_path
 from compiler.ir.model import Workload
-from compiler.output import cache
+from compiler.output import cache, facts
 from compiler.output.disk import read_tree, scan_tree
 from compiler.output.documents import read_documents
 from compiler.output.writer import WriteResult
@@ -668,7 +668,7 @@ def test_recorded_facts_meshc_did_not_write_are_never_used(
     spec, out = built
     rewrite(out, damage)
     found = cached(out)
-    assert found is not None and cache.recorded_of(found) is None
+    assert found is not None and facts.recorded_of(found) is None
     paths = Paths(monkeypatch)
     edit_spec(spec)
     assert build(spec, out).changed and paths.partial == 0

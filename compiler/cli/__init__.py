@@ -17,7 +17,17 @@ from functools import cache
 from pathlib import Path
 
 from compiler import __version__, lifetime
-from compiler.cli.evidence import drift_arguments, drift_request, evidence_arguments
+from compiler.cli.arguments import (
+    diff_arguments,
+    drift_command_arguments,
+    explain_arguments,
+    output_arguments,
+    plan_arguments,
+    promote_arguments,
+    schema_arguments,
+    spec_argument,
+)
+from compiler.cli.evidence import drift_request
 from compiler.cli.exits import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK
 from compiler.cli.graph import GRAPH_HELP, graph_arguments, run_graph
 from compiler.cli.usage import Parser
@@ -31,11 +41,10 @@ from compiler.diagnostics import (
 )
 from compiler.output.disk import cause
 from compiler.output.guard import OutputRefused
-from compiler.output.lock import LOCK_TIMEOUT
 from compiler.pipeline import collector_paused, compile_dir, validate_only
 from compiler.rollout import has_rollout
 from compiler.spec.load import spec_files
-from compiler.spec.schema import SCHEMA_NAMES, schema_text
+from compiler.spec.schema import schema_text
 
 
 def run() -> None:
@@ -135,84 +144,6 @@ def _parser_of(command: str | None) -> argparse.ArgumentParser:
             sub.set_defaults(handler=handler)
             arguments(sub)
     return parser
-
-
-def _spec_argument(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "spec", nargs="?", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)"
-    )
-
-
-def _spec_option(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)"
-    )
-
-
-def _output_arguments(sub: argparse.ArgumentParser) -> None:
-    """build's and check's: the spec, the output and how long to wait for its lock."""
-    _spec_argument(sub)
-    sub.add_argument(
-        "-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)"
-    )
-    sub.add_argument(
-        "--lock-timeout",
-        type=float,
-        default=LOCK_TIMEOUT,
-        metavar="SECONDS",
-        help=f"how long to wait for another build or check of the same output (default: {LOCK_TIMEOUT:g})",
-    )
-
-
-def _explain_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("service")
-    _spec_option(sub)
-    sub.add_argument("--format", choices=("text", "json"), default="text")
-
-
-def _schema_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("name", nargs="?", choices=SCHEMA_NAMES, default="service")
-
-
-def _diff_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--base", required=True, help="base revision, e.g. origin/main")
-    sub.add_argument(
-        "--head", default=None, help="head revision (default: the working tree, uncommitted edits included)"
-    )
-    _spec_option(sub)
-    sub.add_argument("--format", choices=("text", "markdown", "json"), default="text")
-    sub.add_argument("--exit-code", action="store_true", help="exit 1 when any target changes")
-
-
-def _drift_arguments(sub: argparse.ArgumentParser) -> None:
-    _spec_argument(sub)
-    drift_arguments(sub)
-
-
-def _plan_arguments(sub: argparse.ArgumentParser) -> None:
-    _spec_argument(sub)
-    sub.add_argument(
-        "--format",
-        choices=("text", "markdown", "json", "html"),
-        default="text",
-        help="html: the rollout status page, one self-contained file to publish from CI",
-    )
-
-
-def _promote_arguments(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "wave", nargs="?", default=None, help="the wave to promote (default: the next one behind)"
-    )
-    _spec_option(sub)
-    sub.add_argument(
-        "-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)"
-    )
-    evidence_arguments(sub)
-    sub.add_argument(
-        "--force",
-        action="store_true",
-        help="promote although the wave before has not converged; recorded in the output and in rollout.yaml",
-    )
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -377,34 +308,34 @@ def _drift(args: argparse.Namespace) -> int:
 _COMMANDS: dict[
     str, tuple[str, Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None]]
 ] = {
-    "validate": ("check the spec and report every error", _validate, _spec_argument),
-    "build": ("compile the spec and write the output tree atomically", _build, _output_arguments),
-    "check": ("exit 1 unless the output tree is exactly what the spec renders", _check, _output_arguments),
+    "validate": ("check the spec and report every error", _validate, spec_argument),
+    "build": ("compile the spec and write the output tree atomically", _build, output_arguments),
+    "check": ("exit 1 unless the output tree is exactly what the spec renders", _check, output_arguments),
     "explain": (
         "show where a service runs and how it reaches its dependencies",
         _explain,
-        _explain_arguments,
+        explain_arguments,
     ),
-    "schema": ("print the JSON Schema of mesh.yaml or of a service file", _schema, _schema_arguments),
+    "schema": ("print the JSON Schema of mesh.yaml or of a service file", _schema, schema_arguments),
     "diff": (
         "show what a spec change does to every target, between two git revisions",
         _diff,
-        _diff_arguments,
+        diff_arguments,
     ),
     "drift": (
         "compare what runs (cluster dumps, PuppetDB) with what the spec renders",
         _drift,
-        _drift_arguments,
+        drift_command_arguments,
     ),
     "graph": (GRAPH_HELP, run_graph, graph_arguments),
     "plan": (
         "show each wave's revision, what the next promotion changes and the checked states",
         _plan,
-        _plan_arguments,
+        plan_arguments,
     ),
     "promote": (
         "move the next wave's pin forward (rewrites rollout.yaml) and rebuild the output",
         _promote,
-        _promote_arguments,
+        promote_arguments,
     ),
 }

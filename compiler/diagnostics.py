@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -176,6 +175,8 @@ def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tupl
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """A ` (did you mean 'x'?)` suffix for the closest candidate, or ''."""
+    import difflib  # only where a name is unknown: not in every command's start (1.1 ms)
+
     close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
     return f" (did you mean {quote(close[0])}?)" if close else ""
 

@@ -9,7 +9,6 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -145,6 +144,8 @@ def _float(value: float) -> str:
     """Floats always with a dot and no exponent: YAML 1.1 (Psych) reads `1e-05` as a string."""
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError("NaN and infinity are not valid in meshc output")
+    from decimal import Decimal  # only where a float is written (a few per build): not in every start (1 ms)
+
     text = format(Decimal(repr(value)), "f")  # repr is the shortest text that reads back as the same float
     return text if "." in text else text + ".0"
 

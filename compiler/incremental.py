@@ -26,12 +26,9 @@ from compiler.lifetime import park
 from compiler.output.cache import (
     Cached,
     CacheFile,
-    Recorded,
-    ServiceFacts,
     Swapped,
     load_cache,
     read_cache,
-    recorded_of,
     spec_digest,
     trusted_cache,
     untouched,
@@ -40,6 +37,7 @@ from compiler.output.cache import (
 from compiler.output.compare import TreeStatus, compare_stream
 from compiler.output.disk import OnDisk, scan_tree
 from compiler.output.documents import foreign_cache_notes, read_documents, write_documents
+from compiler.output.facts import Recorded, ServiceFacts, recorded_of
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.prescan import Prescan, prescanned
@@ -109,7 +107,8 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
         import compiler.partial  # noqa: F401
 
         read = _previous_facts(real, files, label, found, digest)
-    old = previous_entries(real, str(out), lambda _: prescan.scan())
+    # a valid cache holds the sha256 of the MANIFEST.json there: the tree is meshc's
+    old = previous_entries(real, str(out), lambda _: prescan.scan(), vouched=found is not None)
     cached = trusted_cache(found, old)
     if _up_to_date(cached, digest, old):
         park(locals())  # the caches as read and the scan (compiler.lifetime)

@@ -220,6 +220,25 @@ def _set_variable(name: str, value: str | None) -> None:
         os.environ[name] = value
 
 
+def settled(out: Path) -> None:
+    """Date the build cache beside `out` a second after the newest entry of the tree, as a build that ended a clock
+    tick before it wrote its cache leaves it.
+
+    A file whose mtime is not older than the cache's is racy and rightly not trusted (it may have changed in the
+    same tick). Before Linux 6.13 file times come from a clock that ticks every 4-10 ms, and a test build writes
+    its cache 1-4 ms after its last file: a test that asserts that the next build trusts every file (a no-op, a
+    partial build that renders only the edited neighbourhood) settles the tree first.
+    """
+    from compiler.output.cache import cache_path
+    from compiler.output.disk import scan_tree
+
+    real = out.resolve()
+    newest = max(entry.mtime_ns for entry in scan_tree(real).values())
+    path = cache_path(real)
+    info = os.stat(path)
+    os.utime(path, ns=(info.st_atime_ns, max(info.st_mtime_ns, newest + 10**9)))
+
+
 def write_spec(root: Path, files: dict[str, str | bytes]) -> Path:
     """Write a small spec tree (relative path -> text or bytes) under `root`; return `root`."""
     for relative, content in files.items():

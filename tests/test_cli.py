@@ -6,6 +6,7 @@ real process where its exit status, streams and start-up are the point.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from conftest import EXAMPLE, ROOT, meshc_in_process
+from conftest import EXAMPLE, ROOT, meshc_in_process, settled
 
 from compiler.cli import main as cli_main
 from compiler.spec.load import load_documents, read_tree
@@ -222,6 +223,38 @@ def test_a_usage_error_names_the_command_and_its_help() -> None:
     )
 
 
+def test_a_command_parses_and_helps_as_it_does_among_all_commands() -> None:
+    """A named command gets a parser with only its own arguments (compiler.cli._parser_of): the same help, the same
+    parse, and every command still listed by `meshc --help`."""
+    from compiler.cli import _COMMANDS, _parser, _parser_of
+
+    def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+        (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        return dict(action.choices)
+
+    everything = _parser_of(None)
+    assert list(commands(everything)) == list(_COMMANDS)
+    for name in _COMMANDS:
+        alone = commands(_parser([name]))
+        assert list(alone) == [name]
+        assert alone[name].format_help() == commands(everything)[name].format_help()
+    argv = ["build", "spec", "-o", "x"]
+    assert _parser(argv).parse_args(argv) == everything.parse_args(argv)
+    listed = everything.format_help()
+    assert all(f"    {name}" in listed for name in _COMMANDS)
+    assert _parser(["--help"]) is everything and _parser(["bogus"]) is everything
+
+
+def test_help_is_as_wide_as_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The width shutil.get_terminal_size gives (compiler.cli.usage.Formatter): $COLUMNS first, else 80 off a tty."""
+    from compiler.cli import _parser
+
+    for columns, widest in (("50", 48), ("", 78)):
+        monkeypatch.setenv("COLUMNS", columns)
+        lines = _parser(["--help"]).format_help().splitlines()
+        assert max(map(len, lines)) <= widest < max(map(len, lines)) + 8, lines
+
+
 def test_version() -> None:
     result = meshc_process("--version")
     assert result.returncode == 0 and re.fullmatch(r"meshc \d+\.\d+\.\d+\n", result.stdout)
@@ -398,6 +431,7 @@ def test_a_no_op_build_imports_no_parser_and_no_stage(tmp_path: Path) -> None:
     plain = tmp_path / "spec"
     shutil.copytree(EXAMPLE, plain, ignore=shutil.ignore_patterns("rollout.yaml"))
     assert cli_main(["build", str(plain), "-o", str(tmp_path / "out")]) == 0
+    settled(tmp_path / "out")  # no file in the cache's clock tick (conftest.settled)
     loaded = _modules_after(plain, tmp_path / "out", validate=False)
     assert "compiler.incremental" in loaded
     heavy = {"yaml", "jsonschema", "jinja2", "compiler.spec.document", "compiler.ir.model", "compiler.render"}

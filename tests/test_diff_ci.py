@@ -39,7 +39,7 @@ def test_workflow_validates_diffs_and_checks() -> None:
     assert [c[0] for c in commands] == ["validate", "diff", "diff", "diff", "check"]
     assert {c[c.index("--format") + 1] for c in commands if c[0] == "diff"} == {"markdown", "json", "text"}
     for command in commands:
-        _parser().parse_args(command)  # argparse exits on anything meshc would reject
+        _parser(command).parse_args(command)  # argparse exits on anything meshc would reject
     # refs reach scripts via env only
     assert not re.search(r"run:.*\$\{\{\s*github\.(base_ref|head_ref)", WORKFLOW.read_text())
 
@@ -53,7 +53,7 @@ def test_pre_commit_hooks_run_meshc_on_the_whole_spec(capsys: pytest.CaptureFixt
         assert pattern.search("mesh-spec/services/upload.yaml") and pattern.search("mesh.yaml")
         assert not pattern.search("README.md")
         argv = shlex.split(hook["entry"])[1:] + hook["args"]
-        _parser().parse_args(argv)
+        _parser(argv).parse_args(argv)
     validate = shlex.split(hooks["meshc-validate"]["entry"])[1:] + [str(ROOT / "mesh-spec")]
     assert main(validate) == 0
     assert "ok," in capsys.readouterr().out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -52,9 +53,10 @@ def test_the_child_finds_what_an_in_process_scan_finds(tmp_path: Path) -> None:
         assert scans.pid is not None  # the scans come from a child
         scanned, listed = scans.scan(), scans.listing()
     assert listed is not None
-    assert scanned == scan_tree(real) and listed == list_tree(spare)
-    assert spare_module.linked(scanned, listed) == {"a/b/deep.yaml"}  # what the writer relinks nothing for
-    assert {type(entry) for entry in [*scanned.values(), *listed.values()]} == {prescan.OnDisk}
+    assert scanned == scan_tree(real) and listed == spare_module.listed(scanned, list_tree(spare))
+    assert listed.linked == {"a/b/deep.yaml"}  # what the writer relinks nothing for, sent as paths alone
+    assert listed.others.keys() == list_tree(spare).keys() - {"a/b/deep.yaml"}
+    assert {type(entry) for entry in [*scanned.values(), *listed.others.values()]} == {prescan.OnDisk}
     assert scanned["fifo"].kind == "named pipe (FIFO)" and scanned["link"].kind == "symlink"
 
 
@@ -133,8 +135,7 @@ def test_a_rebuild_takes_the_output_scan_from_the_child(
     out = tmp_path / "out"
     incremental.build_output(spec, out)
     parent = os.getpid()
-    listed: list[dict[str, prescan.OnDisk] | None] = []
-    links: list[frozenset[str]] = []
+    listed: list[spare_module.Listed | None] = []
 
     def not_in_the_parent(root: Path) -> dict[str, prescan.OnDisk]:
         assert os.getpid() != parent, "the build scanned the output itself"
@@ -150,13 +151,18 @@ def test_a_rebuild_takes_the_output_scan_from_the_child(
     monkeypatch.setattr(load, "spec_files", read_in_the_child_only)
     original = prescan.Prescan.listing
 
-    def listing(self: prescan.Prescan) -> dict[str, prescan.OnDisk] | None:
+    def listing(self: prescan.Prescan) -> spare_module.Listed | None:
         listed.append(original(self))
         return listed[-1]
 
     monkeypatch.setattr(prescan.Prescan, "listing", listing)
     find_links = spare_module.linked
-    monkeypatch.setattr(spare_module, "linked", lambda *args: links.append(find_links(*args)) or links[-1])
+
+    def links_in_the_child_only(*args: Mapping[str, prescan.OnDisk]) -> frozenset[str]:
+        assert os.getpid() != parent, "the build looked for the spare's links itself"
+        return find_links(*args)
+
+    monkeypatch.setattr(spare_module, "linked", links_in_the_child_only)
     path = spec / "services" / "svc-0001.yaml"
     text = path.read_text()
     for edited in (
@@ -166,11 +172,11 @@ def test_a_rebuild_takes_the_output_scan_from_the_child(
         path.write_text(edited)
         assert incremental.build_output(spec, out).changed
     assert incremental.build_output(spec, out).changed is False  # the no-op build takes the scan too
-    # the spare's listing came from the child, taken once, when the writer started staging in the spare
+    # the spare's listing came from the child, taken once, when the writer started staging in the spare; most of
+    # it is the output's very files, sent as paths alone: nothing to do for them
     assert len(listed) == 1 and listed[0] is not None
-    assert (
-        len(links) == 1 and links[0]
-    )  # most of the spare is the output's very files: nothing to do for them
+    files_apart = [path for path, entry in listed[0].others.items() if entry.kind == "regular file"]
+    assert len(listed[0].linked) > 10 * len(files_apart)
 
 
 def test_the_job_runs_first_in_the_child_and_a_failed_one_is_no_result(tmp_path: Path) -> None:
@@ -235,11 +241,11 @@ def test_a_forked_child_exits_with_its_work_and_dies_with_its_parent(tmp_path: P
     raise AssertionError(f"the child {child} outlived its parent")
 
 
-def test_the_spare_listing_stands_on_its_own_when_the_child_s_scan_is_lost(
+def test_the_child_s_listing_serves_only_the_child_s_scan(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The writer finds the spare's links against the scan the build took (compiler.output.spare.Recycled), so the
-    # child's listing serves whichever process made that scan.
+    # The child finds the spare's links against its own scan: a build that scanned the output itself (the child's
+    # scan lost) lists the spare itself too, so that the links are found against the scan it stages over.
     real, spare = odd_tree(tmp_path / "out"), spare_of(tmp_path)
     original = prescan.Prescan._frame
     monkeypatch.setattr(
@@ -247,4 +253,7 @@ def test_the_spare_listing_stands_on_its_own_when_the_child_s_scan_is_lost(
     )
     with prescan.prescanned(real, spare) as scans:
         assert scans.scan() == scan_tree(real)  # scanned here
-        assert scans.listing() == list_tree(spare)  # listed there
+        assert scans.listing() is None  # not the child's: the writer lists the spare
+    monkeypatch.setattr(prescan.Prescan, "_frame", original)
+    with prescan.prescanned(real, spare) as scans:
+        assert scans.listing() is None  # asked before the scan: nothing says which scan it would serve

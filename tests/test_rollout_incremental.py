@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import settled
 
 from compiler import incremental
 from compiler.diagnostics import SpecError
@@ -179,6 +180,7 @@ def test_a_rollout_rebuild_with_nothing_changed_compiles_nothing(
     out = tmp_path / "out"
     assert build(rollout.spec, out).changed
     assert cache.cache_path(out).is_file()
+    settled(out)  # no file in the cache's clock tick (conftest.settled)
 
     def refuse(*args: object) -> None:
         raise AssertionError("a no-op rollout build compiled a revision")

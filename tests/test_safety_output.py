@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLE, ROOT, meshc_in_process
+from conftest import EXAMPLE, ROOT, meshc_in_process, settled
 
 from compiler.emit import Artifact
 from compiler.output.disk import read_tree
@@ -161,6 +161,30 @@ def test_build_refuses_a_non_empty_directory_meshc_did_not_write(
     sentence = one_line_error(meshc("build", EXAMPLE, "-o", out), 2, out)
     assert sentence.startswith("is not empty and holds no MANIFEST.json written by meshc"), sentence
     assert snapshot(tmp_path) == before
+
+
+def test_a_tree_is_meshc_s_by_its_cache_or_by_its_manifest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A valid build cache holds the sha256 of the MANIFEST.json it was written with (compiler.output.guard
+    # .check_replaceable's `vouched`): the manifest's shape needs no second look. Once the manifest is not that
+    # one, the cache vouches for nothing, and a manifest meshc did not write is refused as before.
+    from compiler.output import guard
+
+    spec = shutil.copytree(EXAMPLE, tmp_path / "spec", ignore=shutil.ignore_patterns("rollout.yaml"))
+    out = tmp_path / "out"
+    assert meshc("build", spec, "-o", out).returncode == 0
+    settled(out)  # no file in the cache's clock tick (conftest.settled)
+    looked: list[Path] = []
+    read_manifest = guard.read_manifest
+    monkeypatch.setattr(guard, "read_manifest", lambda root: looked.append(root) or read_manifest(root))
+    assert meshc("build", spec, "-o", out).stdout == f"{out}: up to date, nothing written\n"
+    assert looked == []  # vouched for by the cache
+    (out / MANIFEST).write_text("[]\n")
+    before = snapshot(tmp_path)
+    sentence = one_line_error(meshc("build", spec, "-o", out), 2, out)
+    assert sentence.startswith("is not empty and holds no MANIFEST.json written by meshc"), sentence
+    assert looked and snapshot(tmp_path) == before
 
 
 @pytest.mark.parametrize("where", [".git", "puppet/.git"])

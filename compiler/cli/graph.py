@@ -12,10 +12,8 @@ from compiler.graph import FORMATS
 GRAPH_HELP = "draw the mesh, or some services' neighbourhood, as Mermaid, DOT, SVG or HTML"
 
 
-def graph_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `meshc graph` and its options."""
-    graph_cmd = commands.add_parser("graph", help=GRAPH_HELP, description=GRAPH_HELP)
-    graph_cmd.set_defaults(handler=run_graph)
+def graph_arguments(graph_cmd: argparse.ArgumentParser) -> None:
+    """`meshc graph`'s options."""
     graph_cmd.add_argument(
         "services",
         nargs="*",

@@ -105,10 +105,9 @@ def _lines(real: Path) -> list[bytes] | None:
     raw = read_regular(path, MAX_DOCUMENTS_BYTES) if is_ours(path, _MAGIC) else None
     if raw is None:
         return None
-    rest = unsealed(_MAGIC, raw)
-    if rest is None:
+    if unsealed(_MAGIC, raw) is None:
         return None
-    header, *lines = rest.split(b"\n")
+    _, header, *lines = raw.split(b"\n")  # the seal's line, then the body's
     return lines if _is_ours_header(header) else None
 
 

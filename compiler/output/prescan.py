@@ -16,7 +16,7 @@ import os
 import signal
 import struct
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from itertools import chain, repeat
 from pathlib import Path
@@ -24,6 +24,7 @@ from pathlib import Path
 from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, kind_of, list_tree, scan_tree, write_all
 from compiler.output.forked import fork_child
 from compiler.output.manifest import MANIFEST
+from compiler.output.spare import Listed, listed
 
 # A MANIFEST.json this big lists ~1,000 files or more (~240 bytes each): below, the scan here takes a few ms,
 # less than the fork (the 1,000-service output's is 2.5 MB).
@@ -37,8 +38,9 @@ _HEADER = struct.Struct("<Q")  # a frame's length
 
 
 class Prescan:
-    """`job()`'s bytes, `scan_tree(real)` and then `list_tree(spare)`, computed in a child and sent as three frames;
-    each is taken once. The job (a build reads its spec files there) runs first: its result is wanted first.
+    """`job()`'s bytes, `scan_tree(real)` and then `list_tree(spare)` told apart against that scan
+    (compiler.output.spare.Listed), computed in a child and sent as three frames; each is taken once. The job (a
+    build reads its spec files there) runs first: its result is wanted first.
 
     The frames go into a memory file (memfd), so the child never waits for the parent to read one; one byte
     on a pipe says a frame is there, and the pipe's end says the child is done. A frame is one `marshal`
@@ -54,6 +56,9 @@ class Prescan:
         self.memory: int | None = None  # the memory file the frames are in
         self.offset = 0  # where the next frame starts in it
         self.frames = 0  # frames taken
+        self.scanned_there = (
+            False  # whether `scan()` gave the child's scan: the listing's links are found against it
+        )
 
     def start(self) -> None:
         try:
@@ -81,9 +86,11 @@ class Prescan:
         except Exception:  # noqa: BLE001 - the parent runs the job itself and reports what fails
             first = b""
         _send(signal_fd, memory, first)
-        _send(signal_fd, memory, _encode(scan_tree(self.real)))
+        scanned = scan_tree(self.real)
+        _send(signal_fd, memory, _encode(scanned))
         if self.spare.is_dir():
-            _send(signal_fd, memory, _encode(list_tree(self.spare)))
+            found = listed(scanned, list_tree(self.spare))
+            _send(signal_fd, memory, marshal.dumps(("\0".join(found.linked), _columns(found.others))))
 
     def job_result(self) -> bytes | None:
         """What `job()` returned in the child; None if it failed there (or there is no child): run it here."""
@@ -93,14 +100,24 @@ class Prescan:
     def scan(self) -> dict[str, OnDisk]:
         """The output's entries (`scan_tree`), from the child if it made them, else scanned here."""
         found = _decoded(self._frame(1))
+        self.scanned_there = found is not None
         return found if found is not None else scan_tree(self.real)
 
-    def listing(self) -> dict[str, OnDisk] | None:
-        """The spare's entries (`list_tree`) if the child listed them; None: the caller lists the spare itself.
+    def listing(self) -> Listed | None:
+        """The spare's entries told apart against the scan `scan()` gave, if the child listed them and that scan
+        was the child's; None: the caller lists the spare itself.
 
         Called when the writer starts (compiler.output.spare.Listing), so the child lists while the build checks,
         lowers and renders."""
-        return _decoded(self._frame(2))
+        frame = self._frame(2)
+        if frame is None or not self.scanned_there:
+            return None
+        try:
+            joined, columns = marshal.loads(frame)
+            others = _from_columns(columns)
+        except (EOFError, ValueError, TypeError, IndexError):
+            return None
+        return Listed(linked=frozenset(joined.split("\0") if joined else ()), others=others)
 
     def _frame(self, index: int) -> bytes | None:
         """Frame `index` (0: the job's, 1: the scan, 2: the listing), if the child sent it and it was not taken."""
@@ -162,11 +179,15 @@ def _send(signal_fd: int, memory: int, body: bytes) -> None:
     os.write(signal_fd, b"\n")
 
 
-def _encode(entries: dict[str, OnDisk]) -> bytes:
+def _encode(entries: Mapping[str, OnDisk]) -> bytes:
+    return marshal.dumps(_columns(entries))
+
+
+def _columns(entries: Mapping[str, OnDisk]) -> tuple[str, bytes, bytes, bytes]:
     kinds = bytes(_CODES[entry.kind] for entry in entries.values())
     numbers = array("q", chain.from_iterable((entry.size, entry.mtime_ns) for entry in entries.values()))
     inodes = array("Q", (entry.inode for entry in entries.values()))
-    return marshal.dumps(("\0".join(entries), kinds, numbers.tobytes(), inodes.tobytes()))
+    return "\0".join(entries), kinds, numbers.tobytes(), inodes.tobytes()
 
 
 def _decoded(body: bytes | None) -> dict[str, OnDisk] | None:
@@ -178,7 +199,11 @@ def _decoded(body: bytes | None) -> dict[str, OnDisk] | None:
 
 
 def _decode(body: bytes) -> dict[str, OnDisk]:
-    joined, kinds, raw_numbers, raw_inodes = marshal.loads(body)
+    return _from_columns(marshal.loads(body))
+
+
+def _from_columns(columns: tuple[str, bytes, bytes, bytes]) -> dict[str, OnDisk]:
+    joined, kinds, raw_numbers, raw_inodes = columns
     numbers, inodes = array("q"), array("Q")
     numbers.frombytes(raw_numbers)
     inodes.frombytes(raw_inodes)

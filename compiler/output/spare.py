@@ -8,6 +8,7 @@ import fcntl
 import os
 import stat
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from compiler.output import durable
@@ -15,10 +16,32 @@ from compiler.output.disk import DIRECTORY, REGULAR, OnDisk, list_tree, remove_t
 from compiler.output.manifest import MANIFEST
 from compiler.output.staging import Staging, stat_of
 
-# Where the spare's entries (`list_tree`) come from when the writer first needs them: a call, so that
-# compiler.output.prescan's child can still be listing them while the build checks, lowers and renders (None: the
-# writer lists the spare).
-Listing = Callable[[], Mapping[str, OnDisk] | None]
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Listed:
+    """The spare's entries (`list_tree`) against the output's scan: `linked`, the paths where the spare holds the
+    output's very file (`linked`); `others`, every other entry (directories, files that differ, anything else).
+
+    A one-service rebuild at 1,000 services finds 10,600 of its 12,000 entries linked. They need no entry of
+    their own: the scan's is theirs (same inode). So compiler.output.prescan's child, which lists the spare,
+    finds them and sends their paths alone: the build decodes ~1,400 entries, not 12,000, and does not look for
+    the links itself.
+    """
+
+    linked: frozenset[str]
+    others: Mapping[str, OnDisk]
+
+
+def listed(old: Mapping[str, OnDisk], entries: Mapping[str, OnDisk]) -> Listed:
+    """The spare's entries `entries` told apart against the output's `old` (see `Listed`)."""
+    links = linked(old, entries)
+    return Listed(linked=links, others={path: entry for path, entry in entries.items() if path not in links})
+
+
+# Where the spare's entries come from when the writer first needs them: a call, so that compiler.output.prescan's
+# child can still be listing them while the build checks, lowers and renders (None: the writer lists the spare).
+# The links must have been found against the very scan the writer stages over.
+Listing = Callable[[], Listed | None]
 
 
 # What is at the spare path: nothing, a tree meshc left there, or something meshc did not write (left alone).
@@ -90,13 +113,18 @@ class Recycled(Staging):
         if self.started:
             return
         self.started = True
-        # only inodes matter here: 30 ms, not 60, at 1,000 services
-        listed = self.listing() if self.listing is not None else None
-        self.spare = dict(listed) if listed is not None else list_tree(self.root)
-        self.directories = {""} | {path for path, entry in self.spare.items() if entry.kind == DIRECTORY}
-        # Most noted files are the output's very files already (same inode): one set difference finds the others
-        # (a one-service rebuild at 1,000 services notes 10,600).
-        for path in sorted(set(self.pending).difference(linked(self.old, self.spare))):
+        found = self.listing() if self.listing is not None else None
+        if found is None:
+            found = listed(
+                self.old, list_tree(self.root)
+            )  # only inodes matter: 30 ms, not 60, at 1,000 services
+        # a linked path holds the output's very file: its entry is the scan's
+        self.spare = dict(zip(found.linked, map(self.old.__getitem__, found.linked), strict=True))
+        self.spare.update(found.others)
+        self.directories = {""} | {path for path, entry in found.others.items() if entry.kind == DIRECTORY}
+        # Most noted files are the output's very files already: one set difference finds the others (a one-service
+        # rebuild at 1,000 services notes 10,600).
+        for path in sorted(set(self.pending).difference(found.linked)):
             self._link(path)
         self.pending = []
 

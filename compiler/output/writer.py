@@ -62,13 +62,16 @@ def prepared_output(out: Path) -> Path:
     return real
 
 
-def previous_entries(real: Path, label: str, scan: Callable[[Path], dict[str, OnDisk]]) -> dict[str, OnDisk]:
-    """The entries of output `real` as `scan` finds them, if meshc may replace it (`previous_tree`'s second half)."""
+def previous_entries(
+    real: Path, label: str, scan: Callable[[Path], dict[str, OnDisk]], vouched: bool = False
+) -> dict[str, OnDisk]:
+    """The entries of output `real` as `scan` finds them, if meshc may replace it (`previous_tree`'s second half);
+    `vouched`: a build cache vouches for the tree's manifest (see `check_replaceable`)."""
     try:
         old = scan(real)
     except OSError as error:
         raise EnvironmentFailure(label, f"cannot read the previous output: {cause(error)}") from error
-    check_replaceable(real, label, old)
+    check_replaceable(real, label, old, vouched)
     return old
 
 

@@ -1,7 +1,7 @@
 """Partial builds: after an edit of a few service files, check, lower and render only their neighbourhood.
 
 A plain build records, beside its input hashes, a few facts of every service of the spec it built
-(compiler.output.cache.ServiceFacts: its file's sha256, its face, what it exposes to the invariants,
+(compiler.output.facts.ServiceFacts: its file's sha256, its face, what it exposes to the invariants,
 its dependencies and local port; its targets are the input-hashed ids it owns). That spec passed every
 check. A rebuild whose mesh.yaml is the recorded one then works on the services an edit can affect,
 with the recorded facts of all the others:
@@ -44,9 +44,10 @@ from compiler.diagnostics import InternalError, SpecError
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.lifetime import park
-from compiler.output.cache import Cached, Recorded, ServiceFacts, Swapped, write_cache
+from compiler.output.cache import Cached, Swapped, write_cache
 from compiler.output.disk import OnDisk
 from compiler.output.documents import document_line, parse_lines, read_lines, write_lines
+from compiler.output.facts import Recorded, ServiceFacts
 from compiler.output.manifest import manifest_file
 from compiler.output.reuse import (
     face,

@@ -16,7 +16,8 @@ from compiler.backends.kubernetes import cluster_file
 from compiler.backends.kubernetes.layout import cluster_path
 from compiler.emit import Artifact
 from compiler.ir.model import Mesh
-from compiler.output.cache import Cached, Recorded, ServiceFacts
+from compiler.output.cache import Cached
+from compiler.output.facts import Recorded, ServiceFacts
 from compiler.output.manifest import MANIFEST
 from compiler.pipeline import stream_artifacts
 from compiler.render import SidecarConfig

@@ -1,0 +1,88 @@
+"""Each command's arguments: compiler.cli adds only those of the command named (`_parser_of`)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from compiler.cli.evidence import drift_arguments, evidence_arguments
+from compiler.output.lock import LOCK_TIMEOUT
+from compiler.spec.schema import SCHEMA_NAMES
+
+
+def spec_argument(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "spec", nargs="?", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)"
+    )
+
+
+def spec_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)"
+    )
+
+
+def output_arguments(sub: argparse.ArgumentParser) -> None:
+    """build's and check's: the spec, the output and how long to wait for its lock."""
+    spec_argument(sub)
+    sub.add_argument(
+        "-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)"
+    )
+    sub.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help=f"how long to wait for another build or check of the same output (default: {LOCK_TIMEOUT:g})",
+    )
+
+
+def explain_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("service")
+    spec_option(sub)
+    sub.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def schema_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("name", nargs="?", choices=SCHEMA_NAMES, default="service")
+
+
+def diff_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--base", required=True, help="base revision, e.g. origin/main")
+    sub.add_argument(
+        "--head", default=None, help="head revision (default: the working tree, uncommitted edits included)"
+    )
+    spec_option(sub)
+    sub.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    sub.add_argument("--exit-code", action="store_true", help="exit 1 when any target changes")
+
+
+def drift_command_arguments(sub: argparse.ArgumentParser) -> None:
+    spec_argument(sub)
+    drift_arguments(sub)
+
+
+def plan_arguments(sub: argparse.ArgumentParser) -> None:
+    spec_argument(sub)
+    sub.add_argument(
+        "--format",
+        choices=("text", "markdown", "json", "html"),
+        default="text",
+        help="html: the rollout status page, one self-contained file to publish from CI",
+    )
+
+
+def promote_arguments(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "wave", nargs="?", default=None, help="the wave to promote (default: the next one behind)"
+    )
+    spec_option(sub)
+    sub.add_argument(
+        "-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)"
+    )
+    evidence_arguments(sub)
+    sub.add_argument(
+        "--force",
+        action="store_true",
+        help="promote although the wave before has not converged; recorded in the output and in rollout.yaml",
+    )

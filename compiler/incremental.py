@@ -188,7 +188,7 @@ def _previous_facts(
     from compiler.output.documents import read_lines
 
     hashes = file_hashes(files, label)
-    recorded = recorded_of(found) if found is not None and digest is not None else None
+    recorded = recorded_of(found.recorded, found.inputs) if found is not None and digest is not None else None
     return hashes, recorded, read_lines(real, hashes) if recorded is not None else None
 
 

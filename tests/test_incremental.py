@@ -668,7 +668,7 @@ def test_recorded_facts_meshc_did_not_write_are_never_used(
     spec, out = built
     rewrite(out, damage)
     found = cached(out)
-    assert found is not None and facts.recorded_of(found) is None
+    assert found is not None and facts.recorded_of(found.recorded, found.inputs) is None
     paths = Paths(monkeypatch)
     edit_spec(spec)
     assert build(spec, out).changed and paths.partial == 0

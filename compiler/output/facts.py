@@ -4,12 +4,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from compiler.output.cache import Cached, CacheFile
+from typing import Any
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -41,19 +38,19 @@ class Recorded:
     services: Mapping[str, ServiceFacts]
 
 
-def recorded_of(cached: Cached | CacheFile) -> Recorded | None:
-    """The facts of the spec the cached tree was built from, if the cache holds them in the shape meshc writes.
+def recorded_of(raw: Any, inputs: Iterable[str]) -> Recorded | None:
+    """The facts of the spec the cached tree was built from, if the cache holds them (`raw`, its "recorded") in the
+    shape meshc writes; `inputs`: the targets the cache holds input hashes of.
 
     Parsed only here, for a partial build: a no-op build or `check` never pays for them. Each service's
     targets are the input-hashed target ids it owns (`vm/<service>/<dc>`, `k8s/<cluster>/<namespace>/<service>`,
     an external reader's `k8s/<cluster>/meshc-discovery/<service>`), its places their cluster and namespace.
     """
-    raw = cached.recorded
     if not _is_recorded(raw):
         return None
     targets: dict[str, list[str]] = {name: [] for name in raw["services"]}
     places: dict[str, set[tuple[str, str]]] = {name: set() for name in raw["services"]}
-    for target in cached.inputs:
+    for target in inputs:
         parts = target.split("/")
         vm, k8s = parts[0] == "vm" and len(parts) == 3, parts[0] == "k8s" and len(parts) == 4
         owner = parts[1] if vm else parts[3] if k8s else None

@@ -245,14 +245,32 @@ def test_a_command_parses_and_helps_as_it_does_among_all_commands() -> None:
     assert _parser(["--help"]) is everything and _parser(["bogus"]) is everything
 
 
-def test_help_is_as_wide_as_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The width shutil.get_terminal_size gives (compiler.cli.usage.Formatter): $COLUMNS first, else 80 off a tty."""
+@pytest.mark.parametrize(
+    ("columns", "terminal", "width"), [("50", 120, 50), ("", 120, 120), ("x", 100, 100), ("", None, 80)]
+)
+def test_help_is_as_wide_as_the_terminal(
+    monkeypatch: pytest.MonkeyPatch, columns: str, terminal: int | None, width: int
+) -> None:
+    """The width shutil.get_terminal_size gives (compiler.cli.usage.Formatter): $COLUMNS, else the terminal's, else
+    80 (not on a terminal)."""
     from compiler.cli import _parser
+    from compiler.cli.usage import _columns
 
-    for columns, widest in (("50", 48), ("", 78)):
-        monkeypatch.setenv("COLUMNS", columns)
-        lines = _parser(["--help"]).format_help().splitlines()
-        assert max(map(len, lines)) <= widest < max(map(len, lines)) + 8, lines
+    def terminal_size(fd: int = 1) -> os.terminal_size:
+        if terminal is None:
+            raise OSError("not a terminal")
+        return os.terminal_size((terminal, 40))
+
+    monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setattr(os, "get_terminal_size", terminal_size)
+    assert _columns() == shutil.get_terminal_size().columns == width
+    parser = _parser(["--help"])
+    ours = parser.format_help()
+    monkeypatch.setattr(
+        parser, "formatter_class", argparse.HelpFormatter
+    )  # argparse's own, which asks shutil
+    assert ours == parser.format_help()
+    assert max(map(len, ours.splitlines())) <= width - 2
 
 
 def test_version() -> None:

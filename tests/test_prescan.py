@@ -55,6 +55,7 @@ def test_the_child_finds_what_an_in_process_scan_finds(tmp_path: Path) -> None:
     assert listed is not None
     assert scanned == scan_tree(real) and listed == spare_module.listed(scanned, list_tree(spare))
     assert listed.linked == {"a/b/deep.yaml"}  # what the writer relinks nothing for, sent as paths alone
+    assert listed.against is scanned  # the scan the links hold for: the writer uses them over that one only
     assert listed.others.keys() == list_tree(spare).keys() - {"a/b/deep.yaml"}
     assert {type(entry) for entry in [*scanned.values(), *listed.others.values()]} == {prescan.OnDisk}
     assert scanned["fifo"].kind == "named pipe (FIFO)" and scanned["link"].kind == "symlink"

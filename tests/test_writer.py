@@ -23,6 +23,7 @@ from compiler.output import disk, durable, manifest
 from compiler.output.compare import compare_tree
 from compiler.output.disk import read_tree
 from compiler.output.manifest import MANIFEST, render_tree
+from compiler.output.staging import new_file
 from compiler.output.writer import write_tree
 
 
@@ -363,6 +364,36 @@ def _tree_of_every_kind(root: Path) -> Path:
     (root / "symlink").symlink_to("d/file")
     os.mkfifo(root / "fifo")
     return root
+
+
+def test_a_spare_listing_made_against_another_scan_is_not_used(tmp_path: Path) -> None:
+    # The links a listing names (compiler.output.spare.Listed) hold for the scan they were found against: over any
+    # other scan the writer lists the spare itself. Here the output's a.txt was replaced after the listing was
+    # made: taken at its word, the listing would leave the old a.txt in the new tree.
+    from compiler.output.disk import list_tree, scan_tree
+    from compiler.output.spare import listed
+    from compiler.output.writer import previous_tree, write_files
+
+    out, spare = tmp_path / "out", tmp_path / ".out.meshc-spare"
+
+    def tree(files: dict[str, bytes]) -> dict[str, bytes]:
+        return render_tree([Artifact(path=path, data=data) for path, data in files.items()])
+
+    write_tree(out, tree({"a.txt": b"v1\n"}))
+    write_files(out, (new_file(p, d) for p, d in tree({"a.txt": b"v1\n"}).items()), spare=spare)
+    write_files(
+        out, (new_file(p, d) for p, d in tree({"a.txt": b"v1\n", "b.txt": b"x"}).items()), spare=spare
+    )
+    early = listed(scan_tree(out), list_tree(spare))
+    assert "a.txt" in early.linked
+    (out / "a.txt").unlink()
+    (out / "a.txt").write_bytes(b"v2\n")
+    real, old = previous_tree(out)
+    wanted = tree({"a.txt": b"v2\n", "b.txt": b"y"})
+    write_files(
+        out, (new_file(p, d) for p, d in wanted.items()), (real, old), spare=spare, listing=lambda: early
+    )
+    assert read_tree(out) == wanted
 
 
 def test_the_spare_listing_tells_kinds_and_inodes_as_lstat_does(tmp_path: Path) -> None:

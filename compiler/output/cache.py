@@ -244,6 +244,9 @@ def write_cache(
     Best effort: a cache that cannot be written only makes the next build slower, so nothing is raised.
     An existing file at the cache's path that is not a meshc cache is left alone (meshc never
     replaces what it did not write); returns whether a cache was written.
+
+    Only ever called on a tree meshc just wrote or found replaceable (compiler.output.guard.check_replaceable): a
+    cache vouches for its tree's MANIFEST.json being meshc's, and a build then checks its shape no more.
     """
     target = cache_path(real)
     if foreign(target, MAGIC):

@@ -56,8 +56,8 @@ class Prescan:
         self.memory: int | None = None  # the memory file the frames are in
         self.offset = 0  # where the next frame starts in it
         self.frames = 0  # frames taken
-        self.scanned_there = (
-            False  # whether `scan()` gave the child's scan: the listing's links are found against it
+        self.scanned: dict[str, OnDisk] | None = (
+            None  # the child's scan as `scan()` gave it: the listing's links
         )
 
     def start(self) -> None:
@@ -99,9 +99,8 @@ class Prescan:
 
     def scan(self) -> dict[str, OnDisk]:
         """The output's entries (`scan_tree`), from the child if it made them, else scanned here."""
-        found = _decoded(self._frame(1))
-        self.scanned_there = found is not None
-        return found if found is not None else scan_tree(self.real)
+        self.scanned = _decoded(self._frame(1))
+        return self.scanned if self.scanned is not None else scan_tree(self.real)
 
     def listing(self) -> Listed | None:
         """The spare's entries told apart against the scan `scan()` gave, if the child listed them and that scan
@@ -109,15 +108,20 @@ class Prescan:
 
         Called when the writer starts (compiler.output.spare.Listing), so the child lists while the build checks,
         lowers and renders."""
+        if self.scanned is None:
+            self.close()  # its links serve no scan this build has: the child's last work is not waited for
+            return None
         frame = self._frame(2)
-        if frame is None or not self.scanned_there:
+        if frame is None:
             return None
         try:
             joined, columns = marshal.loads(frame)
             others = _from_columns(columns)
         except (EOFError, ValueError, TypeError, IndexError):
             return None
-        return Listed(linked=frozenset(joined.split("\0") if joined else ()), others=others)
+        return Listed(
+            linked=frozenset(joined.split("\0") if joined else ()), others=others, against=self.scanned
+        )
 
     def _frame(self, index: int) -> bytes | None:
         """Frame `index` (0: the job's, 1: the scan, 2: the listing), if the child sent it and it was not taken."""

@@ -30,17 +30,20 @@ class Listed:
 
     linked: frozenset[str]
     others: Mapping[str, OnDisk]
+    # the very scan (the object) the links were found against: the writer uses them only over that scan
+    against: Mapping[str, OnDisk]
 
 
 def listed(old: Mapping[str, OnDisk], entries: Mapping[str, OnDisk]) -> Listed:
     """The spare's entries `entries` told apart against the output's `old` (see `Listed`)."""
     links = linked(old, entries)
-    return Listed(linked=links, others={path: entry for path, entry in entries.items() if path not in links})
+    others = {path: entry for path, entry in entries.items() if path not in links}
+    return Listed(linked=links, others=others, against=old)
 
 
 # Where the spare's entries come from when the writer first needs them: a call, so that compiler.output.prescan's
 # child can still be listing them while the build checks, lowers and renders (None: the writer lists the spare).
-# The links must have been found against the very scan the writer stages over.
+# A listing whose links were found against another scan than the one the writer stages over is not used.
 Listing = Callable[[], Listed | None]
 
 
@@ -114,10 +117,9 @@ class Recycled(Staging):
             return
         self.started = True
         found = self.listing() if self.listing is not None else None
-        if found is None:
-            found = listed(
-                self.old, list_tree(self.root)
-            )  # only inodes matter: 30 ms, not 60, at 1,000 services
+        if found is None or found.against is not self.old:  # links found against another scan: not these
+            # only inodes matter: 30 ms, not 60, at 1,000 services
+            found = listed(self.old, list_tree(self.root))
         # a linked path holds the output's very file: its entry is the scan's
         self.spare = dict(zip(found.linked, map(self.old.__getitem__, found.linked), strict=True))
         self.spare.update(found.others)

@@ -34,7 +34,6 @@ from compiler.output.cache import (
     untouched,
     write_cache,
 )
-from compiler.output.compare import TreeStatus, compare_stream
 from compiler.output.disk import OnDisk, scan_tree
 from compiler.output.documents import foreign_cache_notes, read_documents, write_documents
 from compiler.output.facts import Recorded, ServiceFacts, recorded_of
@@ -52,6 +51,7 @@ if TYPE_CHECKING:
     from compiler.diff.records import DocumentDiff
     from compiler.emit import Artifact
     from compiler.ir.model import Mesh, Workload
+    from compiler.output.compare import TreeStatus
     from compiler.render import SidecarConfig
     from compiler.spec.document import Document
     from compiler.spec.load import Unreadable
@@ -217,6 +217,7 @@ def check_output(
 def output_status(spec_dir: Path, real: Path) -> tuple[TreeStatus, dict[str, bytes]]:
     """The status of output directory `real` against the spec, and the rendered bytes of every file that differs."""
     from compiler import pipeline
+    from compiler.output.compare import TreeStatus, compare_stream  # `check`'s alone: not in a build's start
     from compiler.spec.load import spec_files
 
     files = spec_files(spec_dir)

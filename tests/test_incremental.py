@@ -30,6 +30,7 @@ from compiler.emit import dump_yaml
 from compiler.ir.lower import zk_path
 from compiler.ir.model import Workload
 from compiler.output import cache, facts
+from compiler.output.compare import TreeStatus
 from compiler.output.disk import read_tree, scan_tree
 from compiler.output.documents import read_documents
 from compiler.output.writer import WriteResult
@@ -479,7 +480,7 @@ def test_the_build_command_is_incremental_and_says_so(tmp_path: Path) -> None:
 
 def test_check_with_the_cache_says_what_check_without_it_says(built: tuple[Path, Path]) -> None:
     spec, out = built
-    assert incremental.output_status(spec, out) == (incremental.TreeStatus(), {})
+    assert incremental.output_status(spec, out) == (TreeStatus(), {})
     victim = next(p for p in sorted(read_tree(out)) if p.startswith("puppet/data/pools/"))
     (out / victim).write_bytes((out / victim).read_bytes() + b" ")
     edit_spec(spec)

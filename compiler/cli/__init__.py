@@ -19,7 +19,7 @@ from pathlib import Path
 from compiler import __version__, lifetime
 from compiler.cli.arguments import (
     diff_arguments,
-    drift_command_arguments,
+    drift_arguments,
     explain_arguments,
     output_arguments,
     plan_arguments,
@@ -325,7 +325,7 @@ _COMMANDS: dict[
     "drift": (
         "compare what runs (cluster dumps, PuppetDB) with what the spec renders",
         _drift,
-        drift_command_arguments,
+        drift_arguments,
     ),
     "graph": (GRAPH_HELP, run_graph, graph_arguments),
     "plan": (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from compiler.cli.evidence import drift_arguments, evidence_arguments
+from compiler.cli.evidence import evidence_arguments
 from compiler.output.lock import LOCK_TIMEOUT
 from compiler.spec.schema import SCHEMA_NAMES
 
@@ -57,18 +57,30 @@ def diff_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--exit-code", action="store_true", help="exit 1 when any target changes")
 
 
-def drift_command_arguments(sub: argparse.ArgumentParser) -> None:
+def drift_arguments(sub: argparse.ArgumentParser) -> None:
+    """`meshc drift`'s: the spec, the evidence (as promote takes it), --partial and --format."""
     spec_argument(sub)
-    drift_arguments(sub)
+    evidence_arguments(sub)
+    sub.add_argument(
+        "--partial",
+        action="store_true",
+        help="check only the evidence given: scopes without evidence are listed but do not fail the run",
+    )
+    _page_format(sub, "drift")
 
 
 def plan_arguments(sub: argparse.ArgumentParser) -> None:
     spec_argument(sub)
+    _page_format(sub, "rollout")
+
+
+def _page_format(sub: argparse.ArgumentParser, page: str) -> None:
+    """--format of a command that also renders a status page (`page`: what it is the status of)."""
     sub.add_argument(
         "--format",
         choices=("text", "markdown", "json", "html"),
         default="text",
-        help="html: the rollout status page, one self-contained file to publish from CI",
+        help=f"html: the {page} status page, one self-contained file to publish from CI",
     )
 
 

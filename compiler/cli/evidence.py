@@ -32,22 +32,6 @@ def drift_request(args: argparse.Namespace, partial: bool = False) -> DriftReque
     )
 
 
-def drift_arguments(sub: argparse.ArgumentParser) -> None:
-    """`meshc drift`'s options: the evidence (as promote takes it), --partial and --format."""
-    evidence_arguments(sub)
-    sub.add_argument(
-        "--partial",
-        action="store_true",
-        help="check only the evidence given: scopes without evidence are listed but do not fail the run",
-    )
-    sub.add_argument(
-        "--format",
-        choices=("text", "markdown", "json", "html"),
-        default="text",
-        help="html: the drift status page, one self-contained file to publish from CI",
-    )
-
-
 def evidence_arguments(sub: argparse.ArgumentParser) -> None:
     """What runs, for drift and for promote's gate: one evidence option per platform, and the acknowledgements."""
     sub.add_argument(

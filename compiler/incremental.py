@@ -35,7 +35,7 @@ from compiler.output.cache import (
     write_cache,
 )
 from compiler.output.disk import OnDisk, scan_tree
-from compiler.output.documents import foreign_cache_notes, read_documents, write_documents
+from compiler.output.documents import Line, foreign_cache_notes, read_documents, write_documents
 from compiler.output.facts import Recorded, ServiceFacts, recorded_of
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
@@ -183,7 +183,7 @@ def _previous_facts(
     label: str,
     found: CacheFile | None,
     digest: str | None,
-) -> tuple[dict[str, str], Recorded | None, dict[str, bytes] | None]:
+) -> tuple[dict[str, str], Recorded | None, dict[str, Line] | None]:
     """The spec files' hashes, and what a partial build reads of the caches: the recorded facts, the document lines."""
     from compiler.output.documents import read_lines
 

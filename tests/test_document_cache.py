@@ -194,3 +194,20 @@ def test_a_span_table_answers_like_the_parser_s_spans() -> None:
     assert dict(table) == dict(document.spans) and len(table) == len(document.spans)
     assert table[("0", 1, "1")] == document.spans[("0", 1, "1")]
     assert ("0", "1") not in table and (0,) not in table  # a key "0" and an index 0 stay apart
+
+
+@pytest.mark.parametrize("raw", [b"", b"\n", b"a", b"a\n", b"a\nb", b"\n\na\n\nbc\n", "é\nü".encode()])
+def test_the_cache_s_lines_are_its_split_as_views(raw: bytes) -> None:
+    assert [bytes(line) for line in doccache._split(raw)] == raw.split(b"\n")
+
+
+def test_a_sealed_file_is_written_in_pieces_over_a_longer_one(tmp_path: Path) -> None:
+    # The seal and the body go out one after the other (no megabyte copy joins them); written in place over a
+    # longer file, what is left of it past the new end is cut off, and the seal still holds.
+    from compiler.output.sealed import rewrite_file, sealed, unsealed
+
+    target = tmp_path / "cache"
+    target.write_bytes(b"x" * 1000)
+    assert rewrite_file(target, sealed(b"magic", b"body\n"))
+    raw = target.read_bytes()
+    assert raw.startswith(b"magic ") and raw.endswith(b"\nbody\n") and unsealed(b"magic", raw) == b"body\n"

@@ -12,15 +12,17 @@ import contextlib
 import hashlib
 import os
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 
 from compiler.output.disk import open_regular, write_all
 
 
-def sealed(magic: bytes, body: bytes) -> bytes:
-    """A cache file's bytes: `<magic> <sha256 of body>`, a line feed, the body. A truncated, corrupt or
-    hand-edited file then fails `unsealed`."""
-    return magic + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+def sealed(magic: bytes, body: bytes) -> tuple[bytes, bytes]:
+    """A cache file's content: `<magic> <sha256 of body>` and a line feed, then the body; two pieces, written one
+    after the other, not joined (a copy of megabytes). A truncated, corrupt or hand-edited file then fails
+    `unsealed`."""
+    return magic + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n", body
 
 
 def unsealed(magic: bytes, raw: bytes) -> memoryview | None:
@@ -50,7 +52,7 @@ def is_ours(path: Path, magic: bytes) -> bool:
         return handle.read(len(magic) + 1) == magic + b" "
 
 
-def rewrite_file(target: Path, data: bytes) -> bool:
+def rewrite_file(target: Path, pieces: Sequence[bytes]) -> bool:
     """`replace_file`, but where `target` is a regular file no other name links to, it is written over in place.
 
     Replacing a cache through a rename unlinks the previous file; on a disk mounted with `discard` that frees and
@@ -61,13 +63,14 @@ def rewrite_file(target: Path, data: bytes) -> bool:
     try:
         fd = os.open(target, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
-        return replace_file(target, data)
+        return replace_file(target, pieces)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
-            return replace_file(target, data)
-        write_all(fd, data)
-        os.ftruncate(fd, len(data))
+            return replace_file(target, pieces)
+        for piece in pieces:
+            write_all(fd, piece)
+        os.ftruncate(fd, sum(map(len, pieces)))
     except OSError:
         return False
     finally:
@@ -75,13 +78,14 @@ def rewrite_file(target: Path, data: bytes) -> bool:
     return True
 
 
-def replace_file(target: Path, data: bytes) -> bool:
-    """Write `data` at `target` through a temporary file and one rename; False if the machine refuses."""
+def replace_file(target: Path, pieces: Sequence[bytes]) -> bool:
+    """Write `pieces`, one after the other, at `target` through a temporary file and one rename; False if the
+    machine refuses."""
     temporary = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     try:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            handle.writelines(pieces)
         os.rename(temporary, target)
     except OSError:
         with contextlib.suppress(OSError):

@@ -46,7 +46,7 @@ from compiler.ir.model import Mesh
 from compiler.lifetime import park
 from compiler.output.cache import Cached, Swapped, write_cache
 from compiler.output.disk import OnDisk
-from compiler.output.documents import document_line, parse_lines, read_lines, write_lines
+from compiler.output.documents import Line, document_line, parse_lines, read_lines, write_lines
 from compiler.output.facts import Recorded, ServiceFacts
 from compiler.output.manifest import manifest_file
 from compiler.output.reuse import (
@@ -124,7 +124,7 @@ def build_partial(
     hashes: Mapping[str, str],
     digest: str,
     previous: Previous,
-    lines: Mapping[str, bytes] | None = None,
+    lines: Mapping[str, Line] | None = None,
 ) -> WriteResult | Fallback:
     """Build `out` from the neighbourhood of what changed since the recorded build, or say the whole build must run.
 
@@ -184,7 +184,7 @@ def _build(
     hashes: Mapping[str, str],
     digest: str,
     previous: Previous,
-    lines: Mapping[str, bytes],
+    lines: Mapping[str, Line],
     edit: Edit,
     changed: Mapping[str, ServiceSpec],
 ) -> WriteResult | None:
@@ -258,7 +258,7 @@ def _exposes_anew(recorded: Recorded, facts: Mapping[str, ServiceFacts], name: s
 
 
 def _changed_specs(
-    recorded: Recorded, lines: Mapping[str, bytes], edit: Edit
+    recorded: Recorded, lines: Mapping[str, Line], edit: Edit
 ) -> dict[str, ServiceSpec] | None:
     """The changed services' new ServiceSpecs, after their per-file checks (SpecError if one fails)."""
     mesh = parse_lines(lines, [recorded.mesh_file])
@@ -328,7 +328,7 @@ def _mesh_wide_checks_pass(
     return all(name in edit.files for wave in waves for name in wave.match.services or ())
 
 
-def _spec(recorded: Recorded, lines: Mapping[str, bytes], edit: Edit, names: Iterable[str]) -> Spec | None:
+def _spec(recorded: Recorded, lines: Mapping[str, Line], edit: Edit, names: Iterable[str]) -> Spec | None:
     """The spec of mesh.yaml and the services `names`: changed ones parsed anew, the others as recorded."""
     wanted = [edit.files[name] for name in names if name not in edit.documents]
     documents = parse_lines(lines, [recorded.mesh_file, *wanted])
@@ -403,7 +403,7 @@ def _inputs(
 
 
 def _write_documents(
-    real: Path, lines: Mapping[str, bytes], edit: Edit, hashes: Mapping[str, str], spec: Spec
+    real: Path, lines: Mapping[str, Line], edit: Edit, hashes: Mapping[str, str], spec: Spec
 ) -> None:
     """The document cache: the recorded lines of the files left alone, new lines for the changed ones."""
     kept = {name: line for name, line in lines.items() if name in hashes}

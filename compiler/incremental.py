@@ -14,9 +14,8 @@ before anything is parsed: that path imports no compiler stage.
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,26 +35,25 @@ from compiler.output.cache import (
 )
 from compiler.output.disk import OnDisk, scan_tree
 from compiler.output.documents import Line, foreign_cache_notes, read_documents, write_documents
-from compiler.output.facts import Recorded, ServiceFacts, recorded_of
+from compiler.output.facts import Recorded, recorded_of
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.prescan import Prescan, prescanned
-from compiler.output.reuse import face, input_hash, kept_files, reusable, roles, spare_path, tree_files
+from compiler.output.reuse import kept_files, reusable, spare_path, tree_files
 from compiler.output.spare import Listing
 from compiler.output.staging import NewFile
 from compiler.output.worker import Worker
 from compiler.output.writer import WriteResult, prepared_output, previous_entries, write_files
+from compiler.targets import file_hashes, recorded_facts, target_inputs, target_owners
 
 if TYPE_CHECKING:
-    from compiler.backends.kubernetes.readers import ExternalReader
     from compiler.diff.records import DocumentDiff
     from compiler.emit import Artifact
-    from compiler.ir.model import Mesh, Workload
+    from compiler.ir.model import Mesh
     from compiler.output.compare import TreeStatus
     from compiler.render import SidecarConfig
     from compiler.spec.document import Document
     from compiler.spec.load import Unreadable
-    from compiler.spec.model import Spec
 
 ROLLOUT_FILE = "rollout.yaml"  # compiler.rollout.pins.ROLLOUT_FILE, without importing git for a plain build
 # From this many targets to render on, a forked worker lays out and writes half of them (compiler.output.worker).
@@ -296,11 +294,6 @@ def _as_one(stream: Iterator[NewFile], whole: Callable[[], Iterable[Artifact]]) 
         raise
 
 
-def target_owners(mesh: Mesh, readers: Sequence[ExternalReader]) -> dict[str, str]:
-    """Every target id (a workload's, an external reader's) -> the service it belongs to."""
-    return {w.id: w.service for w in mesh.workloads} | {r.id: r.service for r in readers}
-
-
 def _worker_share(owners: Mapping[str, str]) -> frozenset[str]:
     """The targets of the services the worker takes: in name order, each to whichever side is short of its share
     (WORKER_SHARE of the targets; this process also lays out the shared files and the manifest)."""
@@ -320,85 +313,3 @@ def _worker_share(owners: Mapping[str, str]) -> frozenset[str]:
 def _started(stream: Callable[[], Iterable[Artifact]]) -> Iterator[Artifact]:
     """`stream()`'s artifacts, made only when the first is asked for."""
     yield from stream()
-
-
-def file_hashes(files: Mapping[str, bytes | Unreadable], label: str) -> dict[str, str]:
-    """sha256 of each spec file, by the name diagnostics and spec records give it (`<label>/<relative path>`)."""
-    return {
-        f"{label}/{name}": hashlib.sha256(data).hexdigest()
-        for name, data in files.items()
-        if isinstance(data, bytes)
-    }
-
-
-def target_inputs(
-    spec: Spec, mesh: Mesh, hashes: Mapping[str, str], readers: Sequence[ExternalReader] | None = None
-) -> dict[str, str]:
-    """Target id -> hash of what its files are rendered from (workloads and external readers; see `input_hash`).
-
-    `readers`: the mesh's external readers when the caller has them already (they are not cheap)."""
-    if readers is None:
-        from compiler.backends.kubernetes.readers import external_readers
-
-        readers = external_readers(mesh)
-    clients: dict[str, set[str]] = {name: set() for name in spec.services}
-    for name, found in spec.services.items():
-        for dependency in found.dependencies:
-            clients.setdefault(dependency.service, set()).add(name)
-    related: dict[str, str] = {}
-    faces: dict[str, str] = {}
-    inputs = {}
-    for target, owner in target_owners(mesh, readers).items():
-        if owner not in related:
-            servers = {d.service for d in spec.services[owner].dependencies}
-            related[owner] = roles(servers, clients.get(owner, set()), lambda name: _face(spec, faces, name))
-        own = hashes.get(spec.services[owner].file, "")
-        inputs[target] = input_hash(
-            spec.mesh.file, hashes.get(spec.mesh.file, ""), target, own, related[owner]
-        )
-    return inputs
-
-
-def _face(spec: Spec, faces: dict[str, str], service: str) -> str:
-    """A service's face (compiler.output.reuse.face), each computed once; `-` for a service the spec lacks."""
-    if service not in faces:
-        found = spec.services.get(service)
-        faces[service] = face(found) if found is not None else "-"
-    return faces[service]
-
-
-def recorded_facts(
-    spec: Spec, mesh: Mesh, hashes: Mapping[str, str], readers: Sequence[ExternalReader]
-) -> Recorded:
-    """What the build cache records of a spec that passed every check, for the next partial build."""
-    from compiler.render.invariants import exposed
-    from compiler.spec.model import DISCOVERY_NAMESPACE
-
-    targets: dict[str, list[str]] = {name: [] for name in spec.services}
-    places: dict[str, set[tuple[str, str]]] = {name: set() for name in spec.services}
-    workloads: dict[str, list[Workload]] = {name: [] for name in spec.services}
-    for workload in mesh.workloads:
-        workloads[workload.service].append(workload)
-        targets[workload.service].append(workload.id)
-        if workload.cluster is not None:
-            places[workload.service].add((workload.cluster, workload.namespace))
-    for reader in readers:
-        targets[reader.service].append(reader.id)
-        places[reader.service].add((reader.cluster, DISCOVERY_NAMESPACE))
-    return Recorded(
-        mesh_file=spec.mesh.file,
-        mesh_digest=hashes.get(spec.mesh.file, ""),
-        services={
-            name: ServiceFacts(
-                file=found.file,
-                digest=hashes.get(found.file, ""),
-                face=face(found),
-                exposed=exposed(workloads[name]),
-                dependencies=tuple(sorted({d.service for d in found.dependencies})),
-                local_port=found.local_port,
-                targets=tuple(sorted(targets[name])),
-                places=tuple(sorted(places[name])),
-            )
-            for name, found in spec.services.items()
-        },
-    )

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from benchmarks.synth import generate
-from compiler import incremental
+from compiler import incremental, targets
 from compiler.diagnostics import SpecError
 from compiler.output import documents as doccache
 from compiler.output.disk import read_tree
@@ -23,7 +23,7 @@ from compiler.spec.load import spec_files
 
 def known(spec: Path, out: Path) -> dict[str, doccache.Known]:
     files = spec_files(spec)
-    return doccache.read_documents(out, incremental.file_hashes(files, spec.as_posix().rstrip("/")))
+    return doccache.read_documents(out, targets.file_hashes(files, spec.as_posix().rstrip("/")))
 
 
 @pytest.fixture

@@ -15,11 +15,11 @@ from test_incremental import build, clean_tree, edit_spec, spare
 
 from benchmarks.synth import generate
 from compiler.cli import main
-from compiler.incremental import file_hashes
 from compiler.output.cache import cache_path, read_cache
 from compiler.output.disk import read_tree, scan_tree
 from compiler.output.documents import documents_path, read_documents
 from compiler.spec.load import spec_files
+from compiler.targets import file_hashes
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ import yaml
 from conftest import meshc_in_process, settled
 
 from benchmarks.synth import generate
-from compiler import incremental, partial
+from compiler import incremental, partial, targets
 from compiler.backends import puppet
 from compiler.diagnostics import InternalError, SpecError
 from compiler.emit import dump_yaml
@@ -324,7 +324,7 @@ def assert_documents_are_the_parse(root: Path, out: Path) -> None:
     """Every spec file has a recorded document, and it is what parsing the file's bytes gives, type for type."""
     files = spec_files(root)
     label = root.as_posix().rstrip("/")
-    known = read_documents(out, incremental.file_hashes(files, label))
+    known = read_documents(out, targets.file_hashes(files, label))
     assert sorted(known) == sorted(f"{label}/{name}" for name in files)
     for name, found in known.items():
         raw = files[name.removeprefix(label + "/")]

@@ -14,7 +14,7 @@ import pytest
 from conftest import settled
 
 from benchmarks.synth import generate
-from compiler import incremental
+from compiler import incremental, targets
 from compiler.diagnostics import InternalError
 from compiler.emit import Artifact
 from compiler.output import cache
@@ -120,7 +120,7 @@ def shares(spec: Path) -> tuple[frozenset[str], frozenset[str]]:
     from compiler.backends.kubernetes.readers import external_readers
 
     mesh = compile_dir(spec).mesh
-    owners = incremental.target_owners(mesh, external_readers(mesh))
+    owners = targets.target_owners(mesh, external_readers(mesh))
     theirs = {owners[target] for target in incremental._worker_share(owners)}
     return frozenset(theirs), frozenset(owners.values()) - theirs
 

@@ -25,7 +25,6 @@ from compiler.diff.targets import Compiled, compiled, diff_files, diff_targets
 from compiler.diff.values import diff_values
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.graph.calls import diff_calls
-from compiler.incremental import file_hashes, target_inputs
 from compiler.ir.model import Mesh
 from compiler.output.manifest import MANIFEST
 from compiler.pipeline import Build
@@ -33,6 +32,7 @@ from compiler.render import SidecarConfig
 from compiler.render.restart import RestartClass
 from compiler.spec.load import MESH_FILE, SpecFiles
 from compiler.spec.model import Spec
+from compiler.targets import file_hashes, target_inputs
 
 WORKING_TREE = "working tree"
 CHUNK = 3000  # targets per backend run in a diff; see _streamed_files

@@ -240,6 +240,24 @@ def write_documents(
     return write_lines(real, lines, renamed=renamed)
 
 
+def write_changed_lines(
+    real: Path,
+    lines: Mapping[str, Line],
+    documents: Mapping[str, Document],
+    changed: Iterable[str],
+    hashes: Mapping[str, str],
+) -> bool:
+    """The document cache of a partial build: the recorded `lines` (`read_lines`) of the files still in `hashes`
+    as they are, a new line for each file `changed` (its document in `documents`)."""
+    kept = {name: line for name, line in lines.items() if name in hashes}
+    for name in changed:
+        kept.pop(name, None)
+        line = document_line(hashes[name], documents[name])
+        if line is not None:
+            kept[name] = line
+    return write_lines(real, kept)
+
+
 def write_lines(real: Path, lines: Mapping[str, Line], *, renamed: bool = False) -> bool:
     """Write the document cache beside `real` from its record lines by file name (see `write_documents`)."""
     target = documents_path(real)

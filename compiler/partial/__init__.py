@@ -46,7 +46,7 @@ from compiler.ir.model import Mesh
 from compiler.lifetime import park
 from compiler.output.cache import Cached, Swapped, write_cache
 from compiler.output.disk import OnDisk
-from compiler.output.documents import Line, document_line, parse_lines, read_lines, write_lines
+from compiler.output.documents import Line, parse_lines, read_lines, write_changed_lines
 from compiler.output.facts import Recorded, ServiceFacts
 from compiler.output.manifest import manifest_file
 from compiler.output.reuse import (
@@ -243,7 +243,8 @@ def _build(
             stats=result.stats,
         ),
     )
-    _write_documents(real, lines, edit, hashes, spec)
+    # the recorded lines of the files left alone, new lines for the changed ones
+    write_changed_lines(real, lines, spec.documents, [doc.file for doc in edit.documents.values()], hashes)
     park(locals())  # freed one by one only for a library caller (compiler.lifetime)
     return result
 
@@ -400,16 +401,3 @@ def _inputs(
         for target in found.targets:
             inputs[target] = input_hash(recorded.mesh_file, recorded.mesh_digest, target, found.digest, faces)
     return inputs
-
-
-def _write_documents(
-    real: Path, lines: Mapping[str, Line], edit: Edit, hashes: Mapping[str, str], spec: Spec
-) -> None:
-    """The document cache: the recorded lines of the files left alone, new lines for the changed ones."""
-    kept = {name: line for name, line in lines.items() if name in hashes}
-    for doc in edit.documents.values():
-        kept.pop(doc.file, None)
-        line = document_line(hashes[doc.file], spec.documents[doc.file])
-        if line is not None:
-            kept[doc.file] = line
-    write_lines(real, kept)

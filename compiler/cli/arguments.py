@@ -22,12 +22,16 @@ def spec_option(sub: argparse.ArgumentParser) -> None:
     )
 
 
-def output_arguments(sub: argparse.ArgumentParser) -> None:
-    """build's and check's: the spec, the output and how long to wait for its lock."""
-    spec_argument(sub)
+def output_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)"
     )
+
+
+def output_arguments(sub: argparse.ArgumentParser) -> None:
+    """build's and check's: the spec, the output and how long to wait for its lock."""
+    spec_argument(sub)
+    output_option(sub)
     sub.add_argument(
         "--lock-timeout",
         type=float,
@@ -89,9 +93,7 @@ def promote_arguments(sub: argparse.ArgumentParser) -> None:
         "wave", nargs="?", default=None, help="the wave to promote (default: the next one behind)"
     )
     spec_option(sub)
-    sub.add_argument(
-        "-o", "--output", type=Path, default=Path("output"), help="output directory (default: output)"
-    )
+    output_option(sub)
     evidence_arguments(sub)
     sub.add_argument(
         "--force",

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from compiler.cli.arguments import spec_option
 from compiler.cli.exits import EXIT_INVALID, EXIT_OK
 from compiler.graph import FORMATS
 
@@ -24,9 +25,7 @@ def graph_arguments(graph_cmd: argparse.ArgumentParser) -> None:
         "--depth", type=_depth, default=None, help="hops from SERVICE in each direction (default: 1)"
     )
     graph_cmd.add_argument("--format", choices=FORMATS, default="mermaid")
-    graph_cmd.add_argument(
-        "--spec", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)"
-    )
+    spec_option(graph_cmd)
     graph_cmd.add_argument(
         "-o",
         "--output",

@@ -97,14 +97,20 @@ def recover(out: Path) -> None:
     if os.path.lexists(parked):
         remove_tree(parked, ignore_errors=True)
     for stale in out.parent.glob(f".{out.name}.meshc-new-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if not pid.isdigit() or not _alive(int(pid)):
+        pid = _pid_of(stale)
+        if pid is None or not _alive(pid):
             remove_tree(stale, ignore_errors=True)
     # A cache's temporary file (compiler.output.sealed.replace_file) of a process killed before its rename.
     for stale in out.parent.glob(f".{out.name}.meshc-*.tmp-*"):
-        pid = stale.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)) and stale.is_file() and not stale.is_symlink():
+        pid = _pid_of(stale)
+        if pid is not None and not _alive(pid) and stale.is_file() and not stale.is_symlink():
             stale.unlink(missing_ok=True)
+
+
+def _pid_of(leftover: Path) -> int | None:
+    """The pid a staging tree's or a temporary file's name ends with (`…-<pid>`), if it ends with one."""
+    pid = leftover.name.rsplit("-", 1)[-1]
+    return int(pid) if pid.isdigit() else None
 
 
 def _alive(pid: int) -> bool:

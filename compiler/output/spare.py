@@ -107,7 +107,7 @@ class Recycled(Staging):
         listing: Listing | None = None,
     ) -> None:
         super().__init__(real, old, trusted, spare)
-        self.listing = listing  # the spare's entries if the caller has them
+        self.listing = listing  # gives the spare's entries told apart, if the caller has them
         self.spare: dict[str, OnDisk] = {}
         self.touched: set[str] = set()  # directories whose entries changed: fsynced before the swap
 

@@ -106,8 +106,9 @@ def write_files(
 
     `kept`: path -> sha256 of files the new tree reuses from the previous one (an incremental build's
     unchanged targets), taken in one pass instead of one `NewFile` each; every one must be `trusted` with
-    that digest, and no file of `files` may claim one of their paths. `listing`: gives the spare's entries
-    (`list_tree`) if the caller has them (compiler.output.prescan), else the spare is listed here. `worker`: a
+    that digest, and no file of `files` may claim one of their paths. `listing`: gives the spare's entries told
+    apart against `previous`'s scan (compiler.output.spare.Listed) if the caller has them (compiler.output.prescan),
+    else the spare is listed here. `worker`: a
     compiler.output.worker.Worker writing part of the tree beside `files`, which must take its entries.
     """
     label = str(out)

@@ -258,22 +258,22 @@ def _new_tree(
     Each share is rendered when its stream starts: this process's once the worker is forked, so the two render
     at once. The shares are whole services: the renderer and the Kubernetes backend build a service's shared
     documents once for all its workloads, and split workloads would build them twice."""
-    from compiler import pipeline
+    from compiler.backends import stream_backends
 
     reused = reusable(inputs, cached)
     kept = kept_files(reused, cached)
     rendered = frozenset(inputs) - reused
     if owners is None or len(rendered) < PARALLEL_FROM:
         # rendered before anything is staged: a rendering bug leaves a spare tree as it was
-        artifacts = pipeline.stream_artifacts(mesh, render(None), rendered)
+        artifacts = stream_backends(mesh, render(None), rendered)
         return tree_files(artifacts, reused, cached, kept), kept, None
     their_share = _worker_share(owners)
     theirs = rendered & their_share
-    worker = Worker(lambda: pipeline.stream_artifacts(mesh, render(their_share), theirs, shared=False), also)
+    worker = Worker(lambda: stream_backends(mesh, render(their_share), theirs, shared=False), also)
     our_share = frozenset(owners) - their_share
-    artifacts = _started(lambda: pipeline.stream_artifacts(mesh, render(our_share), rendered - theirs))
+    artifacts = _started(lambda: stream_backends(mesh, render(our_share), rendered - theirs))
     stream = tree_files(artifacts, reused, cached, kept, worker.entries)
-    return _as_one(stream, lambda: pipeline.stream_artifacts(mesh, render(None), rendered)), kept, worker
+    return _as_one(stream, lambda: stream_backends(mesh, render(None), rendered)), kept, worker
 
 
 def _as_one(stream: Iterator[NewFile], whole: Callable[[], Iterable[Artifact]]) -> Iterator[NewFile]:

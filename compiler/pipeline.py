@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +44,11 @@ def compile(files: SpecFiles, label: str, *, values: bool = True) -> Build:  # n
 
     `values=False`: the artifacts carry their bytes only (see `run_backends`).
     """
+    from compiler.backends import stream_backends
+
     spec, mesh, sidecars = render_files(files, label)
-    return Build(
-        spec=spec, mesh=mesh, sidecars=sidecars, artifacts=tuple(artifacts(mesh, sidecars, values=values))
-    )
+    artifacts = tuple(stream_backends(mesh, sidecars, values=values))
+    return Build(spec=spec, mesh=mesh, sidecars=sidecars, artifacts=artifacts)
 
 
 def render_files(
@@ -73,33 +74,6 @@ def lower_files(
 
     spec = check(load_documents(files, label, known), frozenset(known or ()))
     return spec, lower(spec)
-
-
-def artifacts(
-    mesh: Mesh,
-    sidecars: Mapping[str, SidecarConfig],
-    only: Collection[str] | None = None,
-    *,
-    values: bool = False,
-) -> list[Artifact]:
-    """The backends' files: every shared file, and the per-target files of `only` (None: every target)."""
-    return list(stream_artifacts(mesh, sidecars, only, values=values))
-
-
-def stream_artifacts(
-    mesh: Mesh,
-    sidecars: Mapping[str, SidecarConfig],
-    only: Collection[str] | None = None,
-    *,
-    values: bool = False,
-    shared: bool = True,
-) -> Iterator[Artifact]:
-    """`artifacts`, one file at a time: a build hashes and writes each before the next is serialized.
-
-    `shared=False`: no shared file (see compiler.backends.Backend)."""
-    from compiler.backends import stream_backends
-
-    yield from stream_backends(mesh, sidecars, only, values=values, shared=shared)
 
 
 @contextmanager

@@ -170,12 +170,12 @@ def _streamed_files(
     escaped copies of its services' documents) dies with it, where one run over every target would hold
     them all, on both sides of the diff at once.
     """
-    from compiler.pipeline import stream_artifacts
+    from compiler.backends import stream_backends
 
     owners = {w.id: w.service for w in mesh.workloads}
     ordered = sorted(changed, key=lambda t: (owners.get(t) or t.rsplit("/", 1)[-1], t))  # readers: by service
     for start in range(0, max(len(ordered), 1), CHUNK):
-        for artifact in stream_artifacts(
+        for artifact in stream_backends(
             mesh, sidecars, frozenset(ordered[start : start + CHUNK]), values=True
         ):
             if artifact.path != MANIFEST and (start == 0 or artifact.target is not None):

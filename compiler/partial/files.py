@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import chain
 
+from compiler.backends import stream_backends
 from compiler.backends.kubernetes import cluster_file
 from compiler.backends.kubernetes.layout import cluster_path
 from compiler.emit import Artifact
@@ -19,7 +20,6 @@ from compiler.ir.model import Mesh
 from compiler.output.cache import Cached
 from compiler.output.facts import Recorded, ServiceFacts
 from compiler.output.manifest import MANIFEST
-from compiler.pipeline import stream_artifacts
 from compiler.render import SidecarConfig
 
 
@@ -76,7 +76,7 @@ def partial_artifacts(
     """The rendered targets' files, and the shared files `shared` says to render."""
     # The backends' own cluster files are left out: the partial mesh's would list its namespaces only.
     clusters = {cluster_path(name) for name in mesh.clusters}
-    for artifact in stream_artifacts(mesh, sidecars, rendered, shared=shared.mesh_files):
+    for artifact in stream_backends(mesh, sidecars, rendered, shared=shared.mesh_files):
         if artifact.path not in clusters:
             yield artifact
     for cluster, names in sorted(shared.clusters.items()):

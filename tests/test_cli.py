@@ -358,6 +358,25 @@ def test_drift_and_promote_refuse_a_puppetdb_that_is_no_http_url(
         )
 
 
+def test_validate_and_build_warn_when_the_rollout_is_not_in_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A copy outside git: rollout.yaml is there, its pins name no revision, so every wave gets the spec as it is
+    # and the canary hosts' node files go. Documented, but never silent.
+    spec, out = tmp_path / "spec", tmp_path / "out"
+    shutil.copytree(EXAMPLE, spec)
+    warning = (
+        f"meshc: warning: {spec}/rollout.yaml pins git revisions, but {spec} is not in a git repository "
+        "(a copy of the spec has no history): no wave is held back, every target gets the spec as it is "
+        "(a plain build)\n"
+    )
+    assert cli_main(["validate", str(spec)]) == 0
+    assert capsys.readouterr().err == warning
+    assert cli_main(["build", str(spec), "-o", str(out)]) == 0
+    assert capsys.readouterr().err == warning
+    assert not (out / "puppet/data/nodes").exists()
+
+
 def test_plan_and_promote_say_why_there_is_no_rollout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

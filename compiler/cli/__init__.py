@@ -159,11 +159,16 @@ def _validate_rollout(spec_dir: Path) -> None:
     from compiler.rollout.revisions import rollout_context
 
     context = rollout_context(spec_dir)
-    if context is not None:
-        try:
-            resolve(context.policy, context.rollout, context.location.repo)
-        finally:
-            context.location.repo.close()
+    if context is None:
+        from compiler.rollout.rebuild import plain_build_note
+        from compiler.rollout.revisions import no_rollout_reason
+
+        print(f"meshc: warning: {escape(plain_build_note(no_rollout_reason(spec_dir)))}", file=sys.stderr)
+        return
+    try:
+        resolve(context.policy, context.rollout, context.location.repo)
+    finally:
+        context.location.repo.close()
 
 
 def _waiting(lock: Path) -> None:

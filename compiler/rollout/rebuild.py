@@ -37,7 +37,7 @@ _COMMIT_ID = re.compile(rb"\b[0-9a-f]{40}\b")  # pins are full commit ids; one i
 
 def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
     """The incremental rollout build, under the output's lock (see the module docstring). With no rollout in force
-    (a rollout.yaml outside git) the plain tree is written whole, as before, without a cache."""
+    (a rollout.yaml outside git) the plain tree is written whole, without a cache, with a note that says so."""
     from compiler.rollout.output import plain_tree, rollout_tree  # only past the no-op check
 
     real, old = previous_tree(out)
@@ -47,7 +47,12 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
         return WriteResult(changed=False)
     tree = rollout_tree(spec_dir)
     if tree is None:
-        return write_files(out, _stream(plain_tree(spec_dir)), (real, old))
+        # Outside git, pins name no revision: the plain tree, as documented, but never silently (it gives every
+        # wave the spec as it is, and drops the canary hosts' node files).
+        from compiler.rollout.revisions import no_rollout_reason
+
+        result = write_files(out, _stream(plain_tree(spec_dir)), (real, old))
+        return replace(result, notes=(*result.notes, plain_build_note(no_rollout_reason(spec_dir))))
     trusted = cached.trusted if cached is not None else None
     spare = real.parent / f".{real.name}.meshc-spare"
     result = write_files(out, _stream(tree), (real, old), trusted, spare=spare)
@@ -55,6 +60,11 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
     after = rollout_digest(spec_dir)
     write_cache(real, before if before == after else None, {})
     return replace(result, notes=result.notes + foreign_cache_notes(real))
+
+
+def plain_build_note(reason: str) -> str:
+    """What a build or validate says when a rollout.yaml is there but no rollout is in force (`reason`)."""
+    return f"{reason}: no wave is held back, every target gets the spec as it is (a plain build)"
 
 
 def _stream(tree: Mapping[str, bytes]) -> Iterator[NewFile]:

@@ -114,6 +114,14 @@ def read_revision(location: SpecLocation, revision: str) -> dict[str, bytes | Un
     return files
 
 
+def read_side_revision(location: SpecLocation, revision: str, relative: str) -> bytes | Unreadable | None:
+    """A file beside the spec (rollout.yaml, the inventory) at `revision`: its bytes, None if absent there."""
+    entry: git.Object | None = _spec_tree(location, revision)
+    for part in relative.split("/"):
+        entry = _child(entry, part) if entry is not None and entry.type == "tree" else None
+    return None if entry is None else _read_entry(entry, relative)
+
+
 def _read_entry(entry: git.Object, relative: str) -> bytes | Unreadable:
     if entry.type == "blob" and entry.mode in _BLOB_MODES:
         return _read_blob(entry)

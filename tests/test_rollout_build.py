@@ -438,16 +438,90 @@ def test_diff_shows_what_changes_now_and_what_is_ahead(
     assert (
         AUDIT_LOG in splits["canary"] and "vm/auth/sjc" in splits["west"] and "vm/auth/iad" in splits["rest"]
     )
-    # what "now" means is what the rollout build really changes: exactly the canary wave's targets
+    # what "now" means is what the rollout build really changes: exactly the canary wave's targets, which the
+    # diff lists from the rollout builds of both revisions (the base is the plain build: no rollout.yaml there)
     tree, old = output_for(repo / SPEC), revision_tree(repo, base)
     really = {t for t in targets(tree) if t in targets(old) and files_of(tree, t) != files_of(old, t)}
     assert really == set(splits["canary"])
+    now = report["now"]
+    assert {c["target"] for c in now["changes"]} == really and now["files"] == []
+    assert {(c["wave"], c["reason"]) for c in now["changes"]} == {("canary", "its wave moves")}
+    assert now["moves"] == [{"wave": "canary", "old": base, "new": head}]
     assert main(["diff", "--base", base, "--head", head, "--spec", str(repo / SPEC)]) == 0
     text = capsys.readouterr().out
     assert (
-        f"Now: wave canary ({len(splits['canary'])} target(s)); still ahead, one promotion each: "
-        f"west ({len(splits['west'])}), rest ({len(splits['rest'])})"
+        f"Still ahead, one promotion each: west ({len(splits['west'])}), rest ({len(splits['rest'])})" in text
+    )
+    assert (
+        f"Rollout: merging changes {len(really)} target(s) and canary host(s) in output/ at once, 0 with a restart"
     ) in text
+
+
+def test_the_diff_of_a_promotion_lists_what_it_changes_and_restarts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A promotion commit changes rollout.yaml and output/ alone: no spec file renders differently, yet the wave it
+    # moves changes at once, restarts included. The diff must say so (it said "No target changes.", exit 0).
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    out = repo / "output"
+    replace_in(
+        spec / "services/auth.yaml", "mesh_port: 18080", "mesh_port: 18081"
+    )  # Nerve registers it: a restart
+    head = commit(repo, "auth: another mesh port")
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    built = commit(repo, "output with the change in canary")
+    before = read_tree(out)
+    promote(spec, out)
+    promoted = commit(repo, "promote west")
+    capsys.readouterr()  # the build's line
+    changed = {
+        path for path in before.keys() | read_tree(out).keys() if before.get(path) != read_tree(out).get(path)
+    }
+    assert main(["diff", "--base", built, "--head", promoted, "--spec", str(spec), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["targets"] == [] and report["changed"] is True
+    now = report["now"]
+    assert now["moves"] == [{"wave": "west", "old": base, "new": built}]
+    listed = {path for c in now["changes"] for path in targets(read_tree(out)).get(c["target"], [])}
+    assert listed | {path for path, _ in now["files"]} == changed - {MANIFEST}
+    assert {c["wave"] for c in now["changes"]} == {"west"}
+    assert "vm/auth/sjc" in {c["target"] for c in now["changes"] if c["restart"] == "sidecar-restart"}
+    # --exit-code: a promotion is a change; the text says what moves, not "No target changes."
+    assert main(["diff", "--base", built, "--head", promoted, "--spec", str(spec), "--exit-code"]) == 1
+    text = capsys.readouterr().out
+    assert "No target changes." not in text
+    assert f"  wave west moves: {base[:12]} → {built[:12]}\n" in text
+    assert head != built
+
+
+def test_the_diff_lists_allow_lists_a_merge_widens_in_later_waves(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Expand before contract: a new client in the canary wave is admitted at once by its server's targets in every
+    # wave. The diff's "now" is exactly what the build changes, those targets included, as an authorization step.
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    out = repo / "output"
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    built = commit(repo, "output at base")
+    before = read_tree(out)
+    with (spec / "services/audit-log.yaml").open("a") as handle:  # audit-log: the canary wave alone
+        handle.write("  - service: auth\n")
+    head = commit(repo, "audit-log calls auth")
+    capsys.readouterr()  # the build's line
+    assert main(["diff", "--base", built, "--head", head, "--spec", str(spec), "--format", "json"]) == 0
+    now = json.loads(capsys.readouterr().out)["now"]
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    after = read_tree(out)
+    changed = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)} - {
+        MANIFEST
+    }
+    listed = {path for c in now["changes"] for path in targets(after).get(c["target"], [])}
+    assert listed | {path for path, _ in now["files"]} == changed
+    reasons = {c["target"]: (c["wave"], c["reason"]) for c in now["changes"]}
+    assert reasons["vm/auth/sjc"] == ("west", "authorization") and reasons["vm/auth/iad"] == (
+        "rest",
+        "authorization",
+    )
 
 
 def test_on_hold_the_first_wave_is_never_promoted(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from compiler.commands.diff_report import (
     change_lines,
     credential_line,
     delete_line,
+    now_lines,
     restart_headline,
     restart_label,
     rollout_lines,
@@ -68,6 +69,8 @@ def format_markdown(diff: MeshDiff, budget: int = MARKDOWN_BUDGET) -> str:
     capped = dataclasses.replace(diff, base_diagnostics=diff.base_diagnostics[:MAX_DIAGNOSTICS])
     parts = [str(macros.header(capped, summary(diff), calls_block(diff)))]
     parts += [f"**{line}**\n\n" for line in rollout_lines(diff)]
+    if diff.now is not None:
+        parts.append("\n".join(now_lines(diff, markdown=True)) + "\n\n")
     sections = (
         ("spec file", macros.spec_heading(diff), [macros.spec_file(f) for f in diff.spec]),
         ("target", macros.targets_heading(diff), [macros.target(t) for t in diff.targets]),

@@ -188,8 +188,43 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def now_lines(diff: MeshDiff, markdown: bool) -> list[str]:
+    """Under a rollout: the waves the merge moves and every target and canary host its built output changes at
+    once, with the cost (empty without a rollout.yaml at either side)."""
+    now = diff.now
+    if now is None:
+        return []
+    from compiler.rollout.pins import WORKING_TREE
+    from compiler.rollout.report import revision_name, target_change_lines  # loaded with diff.now
+
+    restarts = sum(change.restart >= RestartClass.SIDECAR_RESTART for change in now.changes)
+    files = f" and {len(now.files)} other file(s)" if now.files else ""
+    head = (
+        f"Rollout: merging changes {len(now.changes)} target(s) and canary host(s){files} in output/ at once, "
+        f"{restarts} with a restart"
+        if now.changes or now.files
+        else "Rollout: merging changes nothing in output/ at once"
+    )
+    lines = [f"#### {head}" if markdown else head]
+    for move in now.moves:
+        old = revision_name(move.old) if move.old else "(no such wave)"
+        new = "the working tree" if move.new == WORKING_TREE else revision_name(move.new)
+        text = f"wave {move.wave} moves: {old} → {new}"
+        lines.append(f"- {text}" if markdown else f"  {text}")
+    if now.changes:
+        lines += ([""] if markdown else []) + list(target_change_lines(now.changes, markdown))
+    if now.files:
+        lines += [""] if markdown else []
+        lines += [
+            f"- file `{path}`: {status}" if markdown else f"  file {path}: {status}"
+            for path, status in now.files
+        ]
+    return lines
+
+
 def rollout_lines(diff: MeshDiff) -> list[str]:
-    """What changes now and what is still ahead, by wave (empty without a wave policy)."""
+    """What changes now and what is still ahead, by wave (empty without a wave policy). Where the diff holds what
+    the merge changes at once (`now_lines`), only what is still ahead."""
     if not diff.waves:
         return []
     counts = [f"{split.wave} ({len(split.targets)})" for split in diff.waves if split.targets]
@@ -202,5 +237,7 @@ def rollout_lines(diff: MeshDiff) -> list[str]:
         ]
     first, *rest = diff.waves
     ahead = [f"{split.wave} ({len(split.targets)})" for split in rest]
+    if diff.now is not None:
+        return [f"Still ahead, one promotion each: {', '.join(ahead)}"] if ahead else []
     now = f"Now: wave {first.wave} ({len(first.targets)} target(s))"
     return [now + (f"; still ahead, one promotion each: {', '.join(ahead)}" if ahead else "; nothing ahead")]

@@ -9,6 +9,7 @@ from compiler.commands.diff_report import (
     change_lines,
     credential_line,
     delete_line,
+    now_lines,
     restart_headline,
     restart_label,
     rollout_lines,
@@ -52,7 +53,9 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
     for note in diff.notes:
         yield paint(f"note: {note}", "yellow")
     yield from (f"  {d.format()}" for d in diff.base_diagnostics[:MAX_DIAGNOSTICS])
-    if not diff.changed:
+    if not diff.renders_differently and diff.changed:
+        yield "The spec renders the same output at both revisions; the rollout changes what runs (below)."
+    elif not diff.renders_differently:
         yield "No target changes." + (" The spec changed, but renders the same output." if diff.spec else "")
     else:
         yield paint(
@@ -91,6 +94,9 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
         )
         yield from (f"  {delete_line(d)}" for d in diff.deletions)
     yield from rollout_lines(diff)
+    if diff.now is not None:
+        yield ""
+        yield from now_lines(diff, markdown=False)
     if diff.reformatted:
         yield "Only comments or formatting changed in: " + ", ".join(diff.reformatted)
     if diff.spec:

@@ -6,11 +6,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compiler.diagnostics import Diagnostic
 from compiler.graph.calls import CallChange
 from compiler.render.restart import Credentials, RestartClass
+
+if TYPE_CHECKING:
+    from compiler.rollout.plan import (
+        TargetChange,
+    )  # the rollout's own record: the diff loads it only under one
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 
@@ -132,6 +137,28 @@ class WaveSplit:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PinMove:
+    """A wave whose revision the merge changes: the commit it ran at the base ("" if it was no wave there) and the
+    one it runs at the head."""
+
+    wave: str
+    old: str
+    new: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RolloutNow:
+    """What merging changes in the rollout-built output at once (compiler.diff.rollout): the waves that move and
+    every target and canary host (`host/<certname>`) whose rendering changes, with its cost."""
+
+    moves: tuple[PinMove, ...]
+    changes: tuple[TargetChange, ...]
+    # (path, added | removed | changed) of every other file that changes at once: an external reader's, a shared
+    # one's, or a target's whose sidecar documents stay the same (its Kubernetes objects change)
+    files: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class MeshDiff:
     """Everything that changes between a base and a head build."""
 
@@ -151,6 +178,8 @@ class MeshDiff:
     waves: tuple[WaveSplit, ...] = ()  # changed targets by wave, in rollout order (the head's wave policy)
     # "active": rollout.yaml pins the later waves, so only the first wave changes now; "hold"; "none"
     rollout: str = "none"
+    # where a rollout.yaml is there at the base or the head: what the merge changes in the built output at once
+    now: RolloutNow | None = None
 
     @property
     def restarts(self) -> int:
@@ -163,9 +192,15 @@ class MeshDiff:
         return tuple(sorted({t.service for t in self.targets if t.sensitive_restart}))
 
     @property
-    def changed(self) -> bool:
-        """Does any output change?"""
+    def renders_differently(self) -> bool:
+        """Does the head's spec render any file differently from the base's (every wave counted)?"""
         return bool(self.targets or self.shared)
+
+    @property
+    def changed(self) -> bool:
+        """Does any output change: the spec's rendering, or under a rollout what the merge changes at once (a
+        promotion commit changes no spec file)?"""
+        return self.renders_differently or bool(self.now and (self.now.changes or self.now.files))
 
 
 def restart_key(cls: RestartClass) -> str:

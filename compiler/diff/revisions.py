@@ -55,10 +55,15 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
         result = diff_specs(base_files, head_files, base=base, head=head or WORKING_TREE, label=label)
     except SpecError as exc:
         raise SpecError(at_revision(exc.diagnostics, head)) from None
+    from compiler.diff.rollout import rollout_now  # the rollout's modules, only for a diff
+
+    now, notes = rollout_now(spec_dir, base, head)
     return replace(
         result,
+        notes=result.notes + notes,
         base_diagnostics=at_revision(result.base_diagnostics, base),
         rollout=_rollout_mode(spec_dir) if result.waves else "none",
+        now=now,
     )
 
 

@@ -55,8 +55,11 @@ class Canary:
 def load_inventory(path: Path, label: str) -> tuple[Host, ...]:
     """The hosts listed at `path` (none when the file is absent); raise SpecError for a malformed list."""
     raw = read_side_file(path, label)
-    if raw is None:
-        return ()
+    return () if raw is None else parse_inventory(raw, label)
+
+
+def parse_inventory(raw: bytes, label: str) -> tuple[Host, ...]:
+    """The hosts an inventory's bytes list (named `label` in diagnostics); raise SpecError for a malformed list."""
     try:
         doc = parse_document(label, raw)
     except LoadError as exc:

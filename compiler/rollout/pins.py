@@ -52,8 +52,11 @@ class WaveRevision:
 def load_rollout(path: Path, label: str) -> RolloutFile | None:
     """rollout.yaml at `path` (named `label` in diagnostics), or None if there is none; SpecError if malformed."""
     raw = read_side_file(path, label)
-    if raw is None:
-        return None
+    return None if raw is None else parse_rollout(raw, label)
+
+
+def parse_rollout(raw: bytes, label: str) -> RolloutFile:
+    """rollout.yaml's bytes (named `label` in diagnostics) as read; SpecError if malformed."""
     try:
         doc = parse_document(label, raw)
     except LoadError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -95,7 +95,7 @@ def plan_rollout(context: Context) -> Plan:
     report = None
     if promotion is not None and following is not None and revisions is not None:
         after = build_rollout(context, revisions)
-        changes = tuple(_changes(current, after, promotion[0]))
+        changes = tuple(target_changes(current, after, {promotion[0]}))
         contracted = tuple(_allow_steps(after.state, current.state))
         report = checked
     return Plan(
@@ -168,7 +168,12 @@ def _documents(build: RolloutBuild, target: str) -> Mapping[str, object] | None:
     return sidecar.documents if sidecar is not None else None
 
 
-def _changes(before: RolloutBuild, after: RolloutBuild, wave: str) -> list[TargetChange]:
+def target_changes(
+    before: RolloutBuild, after: RolloutBuild, moved: Collection[str], reason: str = "promoted"
+) -> list[TargetChange]:
+    """Every target and canary host whose rendering differs between two rollout builds, and what it costs: `reason`
+    where its wave is one of the `moved` (runs another revision), else "authorization" (an allow-list another live
+    revision widens or narrows)."""
     found = []
     for target in sorted(set(before.state.placements) | set(after.state.placements)):
         old, new = _documents(before, target), _documents(after, target)
@@ -184,13 +189,15 @@ def _changes(before: RolloutBuild, after: RolloutBuild, wave: str) -> list[Targe
                 status=status,
                 restart=classify(old, new),
                 restart_sensitive=bool(workload and workload.restart_sensitive),
-                reason="promoted" if placement.wave == wave else "authorization",
+                reason=reason if placement.wave in moved else "authorization",
             )
         )
-    return found + _host_changes(before, after)
+    return found + _host_changes(before, after, moved, reason)
 
 
-def _host_changes(before: RolloutBuild, after: RolloutBuild) -> list[TargetChange]:
+def _host_changes(
+    before: RolloutBuild, after: RolloutBuild, moved: Collection[str], reason: str
+) -> list[TargetChange]:
     """Canary hosts whose node file the promotion changes (target `host/<certname>`)."""
     old = {c.certname: c for c in before.state.canaries}
     new = {c.certname: c for c in after.state.canaries}
@@ -212,7 +219,7 @@ def _host_changes(before: RolloutBuild, after: RolloutBuild) -> list[TargetChang
                 status="added" if was is None else "removed" if now is None else "changed",
                 restart=classify(documents[0], documents[1]),
                 restart_sensitive=sensitive,
-                reason="promoted",
+                reason=reason if canary.wave in moved else "authorization",
             )
         )
     return found

@@ -112,7 +112,7 @@ def _lines(plan: Plan, markdown: bool) -> Iterator[str]:
     else:
         wave, revision = plan.promotion
         yield ("### " if markdown else "") + f"Next: promote {wave} to {revision_name(revision)}"
-        yield from _changes(plan.changes, markdown)
+        yield from target_change_lines(plan.changes, markdown)
         yield ""
         yield ("### " if markdown else "") + "Contract (with this promotion)"
         yield from _steps(plan.contracted, "stops admitting", markdown)
@@ -148,7 +148,8 @@ def _steps(steps: tuple[Any, ...], verb: str, markdown: bool) -> Iterator[str]:
         yield f"- {step.service} {verb}: {names}" if markdown else f"  {step.service} {verb}: {names}"
 
 
-def _changes(changes: tuple[TargetChange, ...], markdown: bool) -> Iterator[str]:
+def target_change_lines(changes: tuple[TargetChange, ...], markdown: bool) -> Iterator[str]:
+    """Each target or canary host that changes, its wave, what it costs and why: a table in Markdown, else lines."""
     if not changes:
         yield "- no target changes" if markdown else "  no target changes"
         return

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import git
 
-from compiler.diagnostics import Diagnostic, InternalError, SpecError, at_revision
+from compiler.diagnostics import Diagnostic, InternalError, Span, SpecError, at_revision
 from compiler.emit import Artifact
-from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision
+from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision, read_side_revision
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.render import SidecarConfig
-from compiler.rollout.hosts import INVENTORY_FILE, Host, load_inventory
-from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, load_rollout
+from compiler.rollout.hosts import INVENTORY_FILE, Host, load_inventory, parse_inventory
+from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, load_rollout, parse_rollout
 from compiler.spec.checks import check
 from compiler.spec.document import Document, LoadError, parse_document
 from compiler.spec.load import MESH_FILE, SERVICES_DIR, SpecFiles, Unreadable, load_documents, spec_files
@@ -95,11 +96,82 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     rollout = load_rollout(spec_dir / ROLLOUT_FILE, f"{label}/{ROLLOUT_FILE}")
     if rollout is None:
         return None
-    files = spec_files(spec_dir)
-    parsed: dict[tuple[str, str], Document] = {}
-    head_spec = check(load_parsed(files, label, parsed))
-    head_files = _read_files(files)
-    if head_spec.mesh.rollout is None:
+    hosts = partial(load_inventory, spec_dir / INVENTORY_FILE, f"{label}/{INVENTORY_FILE}")
+    head = location.repo.head.commit.hexsha if location.repo.head.is_valid() else ""
+    return _context(spec_dir, location, spec_files(spec_dir), rollout, hosts, head, cache or RevisionCache())
+
+
+def revision_context(
+    spec_dir: Path, location: SpecLocation, revision: str, cache: RevisionCache
+) -> Context | None:
+    """The rollout in force at git `revision`, as a build of that commit sees it: its rollout.yaml, inventory and
+    spec, its first wave running the commit itself; None when it has no rollout.yaml there.
+
+    Raises SpecError as rollout_context does. `cache` may be another context's only if no revision is rendered
+    in it: a rendering of WORKING_TREE is keyed by the widening, not by the spec it renders (RevisionCache).
+    """
+    label = spec_dir.as_posix().rstrip("/") or "."
+    raw = _side_file(location, revision, ROLLOUT_FILE, label)
+    if raw is None:
+        return None
+    rollout = parse_rollout(raw, f"{label}/{ROLLOUT_FILE}")
+    hosts = partial(
+        _inventory, _side_file(location, revision, INVENTORY_FILE, label), f"{label}/{INVENTORY_FILE}"
+    )
+    commit = location.repo.commit(revision).hexsha
+    return _context(spec_dir, location, read_revision(location, revision), rollout, hosts, commit, cache)
+
+
+def plain_context(
+    spec_dir: Path, location: SpecLocation, revision: str | None, cache: RevisionCache, policy: WavePolicy
+) -> Context:
+    """A build without rollout.yaml at git `revision` (None: the working tree) as a rollout context: every wave is
+    to run its spec, no host is a canary (a plain build writes no node file), and its own wave policy names the
+    waves, else `policy` (the other side's, in a diff). Raises SpecError for an invalid spec."""
+    label = spec_dir.as_posix().rstrip("/") or "."
+    files = spec_files(spec_dir) if revision is None else read_revision(location, revision)
+    rollout = RolloutFile(
+        file=f"{label}/{ROLLOUT_FILE}",
+        hold=False,
+        pins={},
+        spans={},
+        span=Span(file=f"{label}/{ROLLOUT_FILE}"),
+    )
+    head = (
+        location.repo.commit(revision or "HEAD").hexsha if revision or location.repo.head.is_valid() else ""
+    )
+    return _context(spec_dir, location, files, rollout, lambda: (), head, cache, policy)
+
+
+def _side_file(location: SpecLocation, revision: str, relative: str, label: str) -> bytes | None:
+    found = read_side_revision(location, revision, relative)
+    if isinstance(found, Unreadable):
+        raise SpecError(
+            [Diagnostic(span=Span(file=f"{label}/{relative}"), code=found.code, message=found.message)]
+        )
+    return found
+
+
+def _inventory(raw: bytes | None, label: str) -> tuple[Host, ...]:
+    return () if raw is None else parse_inventory(raw, label)
+
+
+def _context(
+    spec_dir: Path,
+    location: SpecLocation,
+    files: SpecFiles,
+    rollout: RolloutFile,
+    hosts: Callable[[], tuple[Host, ...]],
+    head: str,
+    cache: RevisionCache,
+    policy: WavePolicy | None = None,
+) -> Context:
+    """The context of a rollout whose first wave runs `files` (commit `head`), its spec checked and lowered once;
+    `policy`: the waves where the spec has no policy of its own (else that is an error)."""
+    label = spec_dir.as_posix().rstrip("/") or "."
+    head_spec = check(load_parsed(files, label, cache.parsed))
+    policy = head_spec.mesh.rollout or policy
+    if policy is None:
         raise SpecError(
             [
                 _diagnostic(
@@ -110,20 +182,17 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
                 )
             ]
         )
-    hosts = load_inventory(spec_dir / INVENTORY_FILE, f"{label}/{INVENTORY_FILE}")
-    head = location.repo.head.commit.hexsha if location.repo.head.is_valid() else ""
     context = Context(
         spec_dir=spec_dir,
         label=label,
         location=location,
-        head_files=head_files,
-        policy=head_spec.mesh.rollout,
+        head_files=_read_files(files),
+        policy=policy,
         rollout=rollout,
-        hosts=hosts,
+        hosts=hosts(),  # after the spec: its errors come first
         head=head,
-        cache=cache or RevisionCache(),
+        cache=cache,
     )
-    context.cache.parsed.update(parsed)
     key = spec_key(context, WORKING_TREE)
     if (
         key is not None and key not in context.cache.compiled

@@ -494,6 +494,25 @@ def test_the_diff_of_a_promotion_lists_what_it_changes_and_restarts(
     assert head != built
 
 
+def test_the_plan_shows_the_expand_step_of_a_service_whose_canary_admits_the_client(tmp_path: Path) -> None:
+    # storage-gateway runs in every wave: its canary (gcp-usc1) runs the revision that admits audit-log; sjc and
+    # iad still run the base and admit it by widening alone. That is an expand step in force (it said "nothing",
+    # as one of storage-gateway's revisions admits the client).
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    with (spec / "services/audit-log.yaml").open("a") as handle:
+        handle.write("  - service: storage-gateway\n")
+    commit(repo, "audit-log calls storage-gateway")
+    context = rollout_context(spec)
+    assert context is not None
+    plan = plan_rollout(context)
+    identity = "spiffe://box.mesh/ns/audit-log/sa/audit-log"
+    assert [(s.service, s.identities) for s in plan.expanded] == [("storage-gateway", (identity,))]
+    sjc = build_rollout(context).state.placements["vm/storage-gateway/sjc"]
+    assert (
+        sjc.wave == "west" and sjc.workload is not None and identity in sjc.workload.ingress.allowed_clients
+    )
+
+
 def test_the_diff_lists_allow_lists_a_merge_widens_in_later_waves(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

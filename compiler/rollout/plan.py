@@ -243,10 +243,10 @@ def _allow_steps(after: State, before: State) -> list[AuthzStep]:
 
 
 def _expanded(state: State, context: Context) -> list[AuthzStep]:
-    """Identities each service admits only because another live revision admits them (the expand step in force)."""
-    steps = []
-    widened = _allow_lists(state)
-    own: dict[str, set[str]] = {}
+    """Identities a service admits somewhere only because another live revision admits them (the expand step in
+    force): per target, its widened allow-list beyond its own revision's. A service whose canary runs a revision
+    that admits a new client admits it in its other waves by widening alone, though one revision of it admits it."""
+    extra: dict[str, set[str]] = {}
     # Each revision's first workload (by id) of each service, indexed once: a look through every workload for
     # each placement made this quadratic in the mesh's size.
     first: dict[str, dict[str, Workload]] = {}
@@ -260,14 +260,13 @@ def _expanded(state: State, context: Context) -> list[AuthzStep]:
             first[placement.revision] = {}
             for candidate in revision.mesh.workloads:  # sorted by id
                 first[placement.revision].setdefault(candidate.service, candidate)
-        workload = first[placement.revision].get(placement.workload.service)
-        if workload is not None:
-            own.setdefault(workload.service, set()).update(workload.ingress.allowed_clients)
-    for service in sorted(widened):
-        extra = widened[service] - own.get(service, set())
-        if extra:
-            steps.append(AuthzStep(service=service, identities=tuple(sorted(extra))))
-    return steps
+        service = placement.workload.service
+        own = first[placement.revision].get(service)
+        admitted = set(placement.workload.ingress.allowed_clients)
+        extra.setdefault(service, set()).update(admitted - set(own.ingress.allowed_clients if own else ()))
+    return [
+        AuthzStep(service=s, identities=tuple(sorted(found))) for s, found in sorted(extra.items()) if found
+    ]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

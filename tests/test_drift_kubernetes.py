@@ -468,24 +468,31 @@ MALFORMED_DUMPS: list[tuple[bytes, str]] = [
     ),
     (
         b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n",
-        r"live\.yaml: error: not a kubectl List \(found 'ConfigMap'\)",
+        r"live\.yaml:1:1: error: not a kubectl List \(found 'ConfigMap'\)",
     ),
-    (b"- 1\n- 2\n", r"live\.yaml: error: not a kubectl List \(found 'list'\)"),
+    (b"- 1\n- 2\n", r"live\.yaml:1:1: error: not a kubectl List \(found 'list'\)"),
     (b"", r"live\.yaml: error: not a kubectl List \(found 'NoneType'\)"),
     (
         b"kind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {namespace: a}\n",
-        r"items\[0\] \(ConfigMap\): lacks metadata\.name",
+        r"live\.yaml:5:13: error: items\[0\] \(ConfigMap\): lacks metadata\.name",  # at the metadata that lacks it
     ),
-    (b"kind: List\nitems:\n- metadata: {name: a}\n", r"items\[0\]: lacks apiVersion or kind"),
+    (
+        b"kind: List\nitems:\n- metadata: {name: a}\n",
+        r"live\.yaml:3:3: error: items\[0\]: lacks apiVersion or kind",
+    ),
+    (  # JSON has positions too (found again in the text: orjson keeps none)
+        b'{"apiVersion": "v1", "kind": "List",\n "items": [\n  {"kind": "ConfigMap"}]}\n',
+        r"live\.yaml:3:3: error: items\[0\]: lacks apiVersion or kind",
+    ),
     (
         b"kind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: a, labels: [x]}}\n",
-        r"metadata\.labels is not a map of strings",
+        r"live\.yaml:3:65: error: .*metadata\.labels is not a map of strings",
     ),
     (
         b"kind: List\nitems:\n"
         b"- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n"
         b"- {apiVersion: v1, kind: Namespace, metadata: {name: a}}\n",
-        r"items\[1\]: Namespace/_/a appears twice",
+        r"live\.yaml:4:3: error: items\[1\]: Namespace/_/a appears twice",
     ),
     (
         b"kind: List\nitems: &a [*a]\n",
@@ -500,7 +507,10 @@ MALFORMED_DUMPS: list[tuple[bytes, str]] = [
         r"live\.yaml:3:5: error: a mapping key that is not a scalar",
     ),
     # tags on collections are ignored (never run), tags on scalars go through the safe constructor
-    (b"kind: List\nitems:\n- !!python/object:os.system {}\n", r"items\[0\]: lacks apiVersion or kind"),
+    (
+        b"kind: List\nitems:\n- !!python/object:os.system {}\n",
+        r"live\.yaml:3:3: error: items\[0\]: lacks apiVersion or kind",
+    ),
     (
         b"kind: List\nitems:\n- {apiVersion: !!python/name:os.system '', kind: X}\n",
         r"live\.yaml:3:\d+: error: invalid YAML: could not determine a constructor",

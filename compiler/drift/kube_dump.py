@@ -80,16 +80,56 @@ def parse_dump(source: str, raw: bytes) -> Dump:
     ):
         kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
         raise DumpError(
-            source,
+            _at(source, raw, ()),
             f"not a kubectl List (found {kind!r}); dump with `kubectl get {','.join(KUBECTL_KINDS)} -A -o yaml`",
         )
     objects: dict[Key, Mapping[str, Any]] = {}
     for index, item in enumerate(data["items"]):
-        key = _item_key(source, index, item)
+        try:
+            key = _item_key(index, item)
+        except _ItemError as exc:
+            raise DumpError(_at(source, raw, ("items", index, *exc.path)), exc.message) from None
         if key in objects:
-            raise DumpError(source, f"items[{index}]: {subject_of(key)} appears twice; dump one cluster once")
+            raise DumpError(
+                _at(source, raw, ("items", index)),
+                f"items[{index}]: {subject_of(key)} appears twice; dump one cluster once",
+            )
         objects[key] = item
     return Dump(source=source, objects=objects)
+
+
+class _ItemError(Exception):
+    """What is wrong with a List item, and where in it (keys from the item down)."""
+
+    def __init__(self, message: str, *path: str) -> None:
+        super().__init__(message)
+        self.message, self.path = message, path
+
+
+def _at(source: str, raw: bytes, path: tuple[str | int, ...]) -> str:
+    """`source:line:col` of the value at `path` (keys and indexes from the top) in a dump, found again for an error:
+    orjson keeps no positions, and the data built from YAML nodes none either. `source` alone if not found."""
+    try:
+        loader = yaml.CSafeLoader(raw.decode("utf-8"))  # JSON is YAML too, as kubectl writes it
+        try:
+            node = loader.get_single_node()
+        finally:
+            loader.dispose()
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
+        return source
+    for step in path:
+        if isinstance(node, yaml.SequenceNode) and isinstance(step, int) and step < len(node.value):
+            node = node.value[step]
+        elif isinstance(node, yaml.MappingNode) and isinstance(step, str):
+            found = [
+                value for key, value in node.value if isinstance(key, yaml.ScalarNode) and key.value == step
+            ]
+            if not found:
+                break  # a missing field: the place of what lacks it
+            node = found[0]
+        else:
+            break
+    return source if node is None else _where(source, node)
 
 
 def _decode(source: str, raw: bytes) -> str:
@@ -151,23 +191,27 @@ def _where(source: str, node: yaml.Node) -> str:
     return f"{source}:{node.start_mark.line + 1}:{node.start_mark.column + 1}"
 
 
-def _item_key(source: str, index: int, item: Any) -> Key:
+def _item_key(index: int, item: Any) -> Key:
     """(group, kind, namespace, name) of one List item, checking the fields the comparison relies on."""
     where = f"items[{index}]"
     if not isinstance(item, dict):
-        raise DumpError(source, f"{where}: not an object")
+        raise _ItemError(f"{where}: not an object")
     api_version, kind, meta = item.get("apiVersion"), item.get("kind"), item.get("metadata")
     if not isinstance(api_version, str) or not isinstance(kind, str) or not api_version or not kind:
-        raise DumpError(source, f"{where}: lacks apiVersion or kind")
+        raise _ItemError(f"{where}: lacks apiVersion or kind")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not meta["name"]:
-        raise DumpError(source, f"{where} ({kind}): lacks metadata.name")
+        raise _ItemError(f"{where} ({kind}): lacks metadata.name", "metadata", "name")
     if not isinstance(meta.get("namespace", ""), str):
-        raise DumpError(source, f"{where} ({kind} {meta['name']}): metadata.namespace is not a string")
+        raise _ItemError(
+            f"{where} ({kind} {meta['name']}): metadata.namespace is not a string", "metadata", "namespace"
+        )
     for field in ("labels", "annotations"):
         values = meta.get(field) or {}
         if not isinstance(values, dict) or not all(isinstance(v, str) for v in values.values()):
-            raise DumpError(
-                source, f"{where} ({kind} {meta['name']}): metadata.{field} is not a map of strings"
+            raise _ItemError(
+                f"{where} ({kind} {meta['name']}): metadata.{field} is not a map of strings",
+                "metadata",
+                field,
             )
     return (api_version.rpartition("/")[0], kind, meta.get("namespace", ""), meta["name"])
 

@@ -52,7 +52,8 @@ CODES: dict[str, str] = {
     "unknown-key": "a key the schema does not define",
     "missing-key": "a required key is missing",
     "port-range": "a port is outside 1-65535",
-    "invalid-duration": "a duration is not written like 250ms, 2s, 5m or 1h",
+    "invalid-duration": "a duration is not written like 250ms, 2s, 5m or 1h, or is outside its range",
+    "invalid-cidr": "an off-cluster range is not an IPv4 CIDR the Kubernetes API server accepts",
     "stray-file": "a file in services/ that is not a .yaml service file",
     # semantics
     "unknown-datacenter": "a reference to a datacenter that mesh.yaml does not define",
@@ -73,6 +74,8 @@ CODES: dict[str, str] = {
         "a dependency on a tcp service sets timeout, retries.per_try_timeout or retries.on, "
         "which TCP proxying cannot apply"
     ),
+    "certificate-renewal": "certificates.renew_before is not shorter than certificates.duration",
+    "health-check-timing": "a health check's timeout is longer than its interval",
     "no-placement": "a service is placed nowhere",
     "duplicate-placement": "a service is placed twice in one cluster or datacenter",
     # rollout (canary waves)

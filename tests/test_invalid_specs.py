@@ -274,6 +274,110 @@ def test_message_retry_budget_defaults() -> None:
     }
 
 
+# Values a consumer rejects (Envoy, cert-manager, Nerve, the Kubernetes API server): the words users read.
+
+
+def test_message_zero_connect_timeout() -> None:
+    found = reported(run_validate(CASES_DIR, "invalid-duration-zero"), "invalid-duration-zero")
+    assert found[("mesh.yaml", 9, 20, "invalid-duration")] == (
+        "defaults.connect_timeout: '0ms' must be a duration greater than 0, such as 250ms, 2s, 5m or 1h, at most 24h"
+    )
+
+
+def test_message_certificate_minimums() -> None:
+    found = reported(run_validate(CASES_DIR, "invalid-duration-certificate"), "invalid-duration-certificate")
+    assert found == {
+        (
+            "mesh.yaml",
+            10,
+            13,
+            "invalid-duration",
+        ): "certificates.duration: '59m' must be a duration such as 2160h, "
+        "from 1h (cert-manager's minimum) to 87600h (10 years)",
+        (
+            "mesh.yaml",
+            11,
+            17,
+            "invalid-duration",
+        ): "certificates.renew_before: '299s' must be a duration such as "
+        "360h, from 5m (cert-manager's minimum) to 87600h (10 years)",
+    }
+
+
+def test_message_certificate_renewal() -> None:
+    found = reported(run_validate(CASES_DIR, "certificate-renewal"), "certificate-renewal")
+    assert found == {
+        (
+            "mesh.yaml",
+            11,
+            17,
+            "certificate-renewal",
+        ): "certificates.renew_before 800h is not shorter than duration "
+        "720h, which cert-manager rejects; set renew_before below 720h or raise duration"
+    }
+
+
+def test_message_certificate_renewal_default() -> None:
+    found = reported(run_validate(CASES_DIR, "certificate-renewal-default"), "certificate-renewal-default")
+    assert found == {
+        (
+            "mesh.yaml",
+            10,
+            13,
+            "certificate-renewal",
+        ): "certificates.duration 360h is not longer than renew_before "
+        "360h (the default), which cert-manager rejects; raise duration or set renew_before below 360h"
+    }
+
+
+def test_message_zookeeper_port() -> None:
+    found = reported(run_validate(CASES_DIR, "schema-host-port-range"), "schema-host-port-range")
+    assert found[("mesh.yaml", 4, 38, "schema")] == (
+        "datacenters.sjc.zookeeper[0]: 'zk1.sjc.box.net:99999' must be host:port, with a port from 1 to 65535"
+    )
+
+
+def test_message_cidr() -> None:
+    found = reported(run_validate(CASES_DIR, "invalid-cidr"), "invalid-cidr")
+    assert found[("mesh.yaml", 13, 11, "invalid-cidr")] == (
+        "clusters.kube-a.network_policy.off_cluster_cidrs[0]: '10.16.0.0/33' must be an IPv4 CIDR such as "
+        "10.0.0.0/8: four numbers from 0 to 255 and a prefix length from 0 to 32, without leading zeros"
+    )
+
+
+def test_message_cidr_host_bits() -> None:
+    found = reported(run_validate(CASES_DIR, "invalid-cidr-host-bits"), "invalid-cidr-host-bits")
+    assert found == {
+        (
+            "mesh.yaml",
+            13,
+            11,
+            "invalid-cidr",
+        ): "10.16.0.1/16 has bits set after its /16 prefix, which Kubernetes "
+        "rejects in a NetworkPolicy; write the range 10.16.0.0/16, or 10.16.0.1/32 for that one host"
+    }
+
+
+def test_message_health_check_timing() -> None:
+    found = reported(run_validate(CASES_DIR, "health-check-timing-service"), "health-check-timing-service")
+    assert found == {
+        (
+            "services/a.yaml",
+            11,
+            12,
+            "health-check-timing",
+        ): "health_check: timeout 5s is longer than interval 2s; "
+        "a check must give up before the next one is due: set timeout to at most 2s or raise interval",
+        (
+            "services/b.yaml",
+            10,
+            26,
+            "health-check-timing",
+        ): "health_check: timeout 1s is longer than interval "
+        "500ms; a check must give up before the next one is due: set timeout to at most 500ms or raise interval",
+    }
+
+
 def test_printed_line_format_process() -> None:
     result = run_validate_process(CASES_DIR, "unknown-dependency")
     assert result.stderr.splitlines() == [

@@ -26,7 +26,7 @@ import pytest
 
 from compiler.emit import dump_json
 from compiler.pipeline import compile, spec_files
-from compiler.render import ENVOY_BOOTSTRAP, ENVOY_LDS, SYNAPSE
+from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, ENVOY_SDS, SYNAPSE
 from tests.conftest import EXAMPLE, require_tool
 
 pytestmark = pytest.mark.consumer  # every test here hands artifacts to a real Envoy
@@ -442,3 +442,90 @@ def test_client_refuses_a_server_with_the_wrong_identity(start: Any, echo_app: i
     stats = client.wait_for("cluster.event-bus.ssl.fail_verify_san", "2")
     assert stats["cluster.event-bus.ssl.fail_verify_san"] == "2"
     assert stats["cluster.event-bus.upstream_cx_connect_attempts_exceeded"] == "1"
+
+
+# ---------------------------------------------------------------- the smallest durations meshc accepts
+
+# Envoy's proto rules (`gt: 0s`) on a cluster's connect_timeout and outlier_detection's interval and
+# base_ejection_time; a route's timeout and per-try timeout have none (0 is "no limit").
+SMALLEST_DURATIONS = (
+    "defaults:\n  connect_timeout: 1ms\n  timeout: 0s\n  retries: {per_try_timeout: 0s}\n"
+    "  outlier_detection: {interval: 1ms, base_ejection_time: 1ms}\n"
+)
+
+
+def envoy_validate(root: Path, documents: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """`envoy --mode validate` over the workload's listeners and clusters as static resources (validate mode
+    does not read the LDS and CDS files the real bootstrap names)."""
+    bootstrap = {
+        key: value for key, value in documents[ENVOY_BOOTSTRAP].items() if key != "dynamic_resources"
+    }
+    bootstrap["static_resources"] = {
+        kind: [
+            {k: v for k, v in resource.items() if k != "@type"} for resource in documents[name]["resources"]
+        ]
+        for kind, name in (("listeners", ENVOY_LDS), ("clusters", ENVOY_CDS))
+    }
+    path = root / "static.json"
+    path.write_bytes(dump_json(bootstrap))
+    command = [envoy_binary(), "--mode", "validate", "-c", str(path), "-l", "error"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def smallest_durations_documents(root: Path) -> dict[str, Any]:
+    """The documents of vm/a/sjc of the invalid-spec base with the smallest durations meshc accepts, the sidecar
+    directories under `root` and a real CA there (Envoy reads the trusted CA file when it validates)."""
+    from tests.test_invalid_specs import BASE
+
+    mesh = (
+        BASE["mesh.yaml"]
+        + f"sidecar: {{config_dir: {root}/etc, runtime_dir: {root}/var}}\n"
+        + SMALLEST_DURATIONS
+    )
+    files = {name: text.encode() for name, text in {**BASE, "mesh.yaml": mesh}.items()}
+    documents = dict(compile(files, "spec").sidecars["vm/a/sjc"].documents)
+    make_ca(root / "etc" / "tls")
+    for entry in documents[SYNAPSE][
+        "services"
+    ].values():  # the EDS files the clusters read, as Synapse writes
+        Path(entry["envoy_eds"]["path"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(entry["envoy_eds"]["path"]).write_bytes(
+            dump_json(eds_file(entry["envoy_eds"], (EDS_HOST, EDS_PORT)))
+        )
+    (root / "etc" / ENVOY_SDS).parent.mkdir(parents=True, exist_ok=True)
+    (root / "etc" / ENVOY_SDS).write_bytes(dump_json(documents[ENVOY_SDS]))
+    return documents
+
+
+def test_envoy_accepts_the_smallest_durations_and_rejects_zero(tmp_path: Path) -> None:
+    from compiler.diagnostics import SpecError
+    from compiler.pipeline import validate_only
+    from tests.test_invalid_specs import BASE
+
+    # meshc's bound is Envoy's: 0 is refused by meshc ...
+    for zero in ("connect_timeout: 0ms", "outlier_detection: {interval: 0s, base_ejection_time: 0s}"):
+        files = {**BASE, "mesh.yaml": BASE["mesh.yaml"] + f"defaults: {{{zero}}}\n"}
+        with pytest.raises(SpecError) as info:
+            validate_only({name: text.encode() for name, text in files.items()}, "spec")
+        assert {d.code for d in info.value.diagnostics} == {"invalid-duration"}, zero
+    # ... 1ms renders a cluster Envoy accepts ...
+    documents = smallest_durations_documents(tmp_path)
+    [cluster] = [c for c in documents[ENVOY_CDS]["resources"] if c["name"] == "b"]
+    assert (cluster["connect_timeout"], cluster["outlier_detection"]["interval"]) == ("0.001s", "0.001s")
+    accepted = envoy_validate(tmp_path, documents)
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    # ... and the same cluster with 0s in any of the three is what Envoy rejects.
+    for holder, key, rule in (
+        (cluster, "connect_timeout", "ClusterValidationError.ConnectTimeout"),
+        (cluster["outlier_detection"], "interval", "OutlierDetectionValidationError.Interval"),
+        (
+            cluster["outlier_detection"],
+            "base_ejection_time",
+            "OutlierDetectionValidationError.BaseEjectionTime",
+        ),
+    ):
+        kept, holder[key] = holder[key], "0s"
+        rejected = envoy_validate(tmp_path, documents)
+        holder[key] = kept
+        assert rejected.returncode != 0, key
+        assert f"{rule}: value must be greater than 0s" in rejected.stdout + rejected.stderr, key

@@ -1,6 +1,7 @@
 """Semantic checks of a schema-valid spec: an ordered tuple of small functions, one code each.
 
-The checks live in modules by what they look at: references, ports, placement, policy, waves.
+The checks live in modules by what they look at: references, ports, placement, policy, waves, and the
+consumers' rules that span values (certificates, health checks, CIDRs).
 """
 
 from __future__ import annotations
@@ -9,6 +10,11 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from pathlib import PurePosixPath
 
 from compiler.diagnostics import Diagnostic, SpecError, error, excerpt, quote
+from compiler.spec.checks.consumers import (
+    check_certificate_renewal,
+    check_cidr_host_bits,
+    check_health_check_timing,
+)
 from compiler.spec.checks.placement import check_placements, check_reserved_namespaces, check_routing
 from compiler.spec.checks.policy import check_retry_budget, check_tcp_policy
 from compiler.spec.checks.ports import check_local_ports, check_workload_ports
@@ -43,6 +49,9 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_routing,
     check_tcp_policy,
     check_retry_budget,
+    check_health_check_timing,
+    check_certificate_renewal,
+    check_cidr_host_bits,
     check_wave_names,
     check_wave_coverage,
 )

@@ -270,7 +270,7 @@ def test_promote_refuses_an_uncommitted_working_tree(tmp_path: Path) -> None:
     repo, spec, _ = start_rollout(tmp_path / "repo")
     add_timeout_change(repo)
     replace_in(spec / "mesh.yaml", "connect_timeout: 2s", "connect_timeout: 3s")
-    with pytest.raises(PromoteError, match="uncommitted changes"):
+    with pytest.raises(PromoteError, match="uncommitted changes; wave 'west' moves to the current commit"):
         promote(spec, repo / "output")
 
 

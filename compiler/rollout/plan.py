@@ -323,7 +323,7 @@ def _promote(
             else "every wave already runs the newest revision: nothing to promote"
         )
     if target[1] == context.head:
-        _require_clean(context)
+        _require_clean(context, target[0])
     note = gate(context, target[0]) if gate is not None else None
     old = next(r.revision for r in revisions if r.wave == target[0])
     moved = with_pin(revisions, *target)
@@ -345,11 +345,13 @@ def _with_pins(context: Context, wave: str, revision: str) -> Context:
     return replace(context, rollout=replace(context.rollout, pins=pins))
 
 
-def _require_clean(context: Context) -> None:
+def _require_clean(context: Context, wave: str) -> None:
+    """`wave` moves to the commit the working tree is on: what the working tree holds beyond it must not pass
+    for that commit."""
     repo = context.location.repo
     relative = context.location.relative or "."
     if repo.is_dirty(index=True, working_tree=True, untracked_files=True, path=relative):
         raise PromoteError(
-            f"{context.label} has uncommitted changes; the second wave moves to the current commit, "
-            "so commit (and merge) the change first"
+            f"{context.label} has uncommitted changes; wave {wave!r} moves to the current commit "
+            f"({context.head[:12]}), so commit (and merge) the change first"
         )

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from compiler.cli import main
 from compiler.diagnostics import Span, SpecError
 from compiler.output.manifest import MANIFEST
 from compiler.render import ENVOY_CDS
-from compiler.rollout.build import node_path
+from compiler.rollout.build import build_rollout, node_path
 from compiler.rollout.hosts import Host, choose, load_inventory, score
 from compiler.rollout.output import output_for
+from compiler.rollout.revisions import rollout_context
 from tests.conftest import require_tool
 from tests.test_puppet_real import Node, lookup_command, strict
 from tests.test_rollout_build import SPEC, add_timeout_change, commit, make_repo, revision_tree, set_policy
@@ -220,4 +222,37 @@ def test_real_puppet_lookup_serves_the_canary_its_revision_and_the_pool_its_pin(
     assert strict(looked_up[other]) == strict(json.loads(old[pool])["mesh::sidecar"])
     assert looked_up[canary][ENVOY_CDS] != looked_up[other][ENVOY_CDS], (
         "the change (connect timeout) is in the CDS"
+    )
+
+
+def test_the_diff_counts_canary_hosts_among_the_promotions_still_ahead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The canary-hosts wave is the next promotion of a change to auth's pools: "still ahead" names it with its
+    # hosts (it named the target waves alone), in the policy's order.
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / SPEC
+    set_policy(spec, POLICY)
+    (spec / "inventory").mkdir(exist_ok=True)
+    (spec / "inventory/hosts.yaml").write_text(inventory(10))
+    base = commit(repo, "policy and inventory")
+    (spec / "rollout.yaml").write_text(
+        f"hold: false\npins:\n  canary-hosts: {base}\n  west: {base}\n  rest: {base}\n"
+    )
+    start = commit(repo, "rollout")
+    head = add_timeout_change(repo)
+    assert main(["diff", "--base", start, "--head", head, "--spec", str(spec), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    context = rollout_context(spec)
+    assert context is not None
+    hosts = {f"host/{c.certname}" for c in build_rollout(context).state.canaries}
+    assert len(hosts) == 4
+    [ahead] = report["now"]["hosts_ahead"]
+    assert ahead["wave"] == "canary-hosts" and set(ahead["targets"]) == hosts
+    assert not hosts & {c["target"] for c in report["now"]["changes"]}, "they keep the base until promoted"
+    assert main(["diff", "--base", start, "--head", head, "--spec", str(spec)]) == 0
+    splits = {s["wave"]: len(s["targets"]) for s in report["waves"]}
+    assert (
+        f"Still ahead, one promotion each: canary-hosts (4 host(s)), west ({splits['west']}), rest ({splits['rest']})"
+        in capsys.readouterr().out
     )

@@ -238,6 +238,13 @@ def rollout_lines(diff: MeshDiff) -> list[str]:
     first, *rest = diff.waves
     ahead = [f"{split.wave} ({len(split.targets)})" for split in rest]
     if diff.now is not None:
+        # the canary hosts' waves too, in the policy's order: they are promotions like the target waves
+        order = {name: index for index, name in enumerate(diff.now.waves)}
+        splits = sorted([*rest, *diff.now.hosts_ahead], key=lambda split: order.get(split.wave, len(order)))
+        ahead = [
+            f"{split.wave} ({len(split.targets)}{' host(s)' if split in diff.now.hosts_ahead else ''})"
+            for split in splits
+        ]
         return [f"Still ahead, one promotion each: {', '.join(ahead)}"] if ahead else []
     now = f"Now: wave {first.wave} ({len(first.targets)} target(s))"
     return [now + (f"; still ahead, one promotion each: {', '.join(ahead)}" if ahead else "; nothing ahead")]

@@ -156,6 +156,10 @@ class RolloutNow:
     # (path, added | removed | changed) of every other file that changes at once: an external reader's, a shared
     # one's, or a target's whose sidecar documents stay the same (its Kubernetes objects change)
     files: tuple[tuple[str, str], ...] = ()
+    # the canary hosts (`host/<certname>`) of the changed VM pools that do not change now, by their wave: each
+    # wave's promotion brings them the change, like a target wave's
+    hosts_ahead: tuple[WaveSplit, ...] = ()
+    waves: tuple[str, ...] = ()  # every wave of the head's policy, in order
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

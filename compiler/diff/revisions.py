@@ -57,7 +57,7 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
         raise SpecError(at_revision(exc.diagnostics, head)) from None
     from compiler.diff.rollout import rollout_now  # the rollout's modules, only for a diff
 
-    now, notes = rollout_now(spec_dir, base, head)
+    now, notes = rollout_now(spec_dir, base, head, {t.target for t in result.targets})
     return replace(
         result,
         notes=result.notes + notes,

@@ -10,18 +10,19 @@ what it costs. A side without rollout.yaml is its plain build (every wave runs i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
 from compiler.diagnostics import SpecError, at_revision
-from compiler.diff.records import PinMove, RolloutNow
+from compiler.diff.records import PinMove, RolloutNow, WaveSplit
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate
 from compiler.output.manifest import MANIFEST
 from compiler.rollout import has_rollout
 from compiler.rollout.build import build_rollout, node_path
+from compiler.rollout.hosts import Canary
 from compiler.rollout.pins import WORKING_TREE, WaveRevision, resolve
 from compiler.rollout.plan import TargetChange, target_changes
 from compiler.rollout.revisions import (
@@ -45,10 +46,13 @@ class _Side:
     revisions: tuple[WaveRevision, ...]
 
 
-def rollout_now(spec_dir: Path, base: str, head: str | None) -> tuple[RolloutNow | None, tuple[str, ...]]:
+def rollout_now(
+    spec_dir: Path, base: str, head: str | None, changed: Collection[str] = ()
+) -> tuple[RolloutNow | None, tuple[str, ...]]:
     """What merging `head` (None: the working tree) into `base` changes at once, and notes; (None, ()) where neither
-    side has a rollout.yaml. A side whose rollout cannot be built (a pin not fetched, an unsafe state) is a note
-    naming its first error, and nothing is shown: `meshc validate` and `meshc build` report them all."""
+    side has a rollout.yaml. `changed`: the targets the spec change reaches in the end (their canary hosts that
+    do not change now are still ahead). A side whose rollout cannot be built (a pin not fetched, an unsafe
+    state) is a note naming its first error, and nothing is shown: `meshc validate` and `build` list them all."""
     location = locate(spec_dir)
     cache = RevisionCache()
     # A rendering is keyed by its widening, not its spec: the base's renderings must not meet the head's.
@@ -78,7 +82,26 @@ def rollout_now(spec_dir: Path, base: str, head: str | None) -> tuple[RolloutNow
     finally:
         location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
     changes = tuple(target_changes(old, new, {move.wave for move in moves}, NEW_REVISION))
-    return RolloutNow(moves=moves, changes=changes, files=_other_files(old.tree, new.tree, changes)), ()
+    now = RolloutNow(
+        moves=moves,
+        changes=changes,
+        files=_other_files(old.tree, new.tree, changes),
+        hosts_ahead=_hosts_ahead(new.state.canaries, changed, {c.target for c in changes}),
+        waves=after.context.policy.names,
+    )
+    return now, ()
+
+
+def _hosts_ahead(
+    canaries: Sequence[Canary], changed: Collection[str], now: Collection[str]
+) -> tuple[WaveSplit, ...]:
+    """The canary hosts of the `changed` pools that do not change `now`, by wave."""
+    found: dict[str, list[str]] = {}
+    for canary in canaries:
+        host = f"host/{canary.certname}"
+        if canary.pool in changed and host not in now:
+            found.setdefault(canary.wave, []).append(host)
+    return tuple(WaveSplit(wave=wave, targets=tuple(hosts)) for wave, hosts in found.items())
 
 
 def _rollout_side(

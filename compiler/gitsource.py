@@ -92,7 +92,7 @@ def _existing_ancestor(path: Path) -> Path:
 
 def read_revision(location: SpecLocation, revision: str) -> dict[str, bytes | Unreadable]:
     """The spec files at `revision` as relative path -> bytes or Unreadable, as `read_tree` reads a directory."""
-    tree = _spec_tree(location, revision)
+    tree = spec_tree(location, revision)
     files: dict[str, bytes | Unreadable] = {}
     mesh = _child(tree, MESH_FILE)
     if mesh is not None:
@@ -115,10 +115,9 @@ def read_revision(location: SpecLocation, revision: str) -> dict[str, bytes | Un
 
 
 def read_side_revision(location: SpecLocation, revision: str, relative: str) -> bytes | Unreadable | None:
-    """A file beside the spec (rollout.yaml, the inventory) at `revision`: its bytes, None if absent there."""
-    entry: git.Object | None = _spec_tree(location, revision)
-    for part in relative.split("/"):
-        entry = _child(entry, part) if entry is not None and entry.type == "tree" else None
+    """A file beside the spec (rollout.yaml, the inventory) at `revision`, committed links followed as in a
+    checkout: its bytes, None if absent there."""
+    entry = _walk(spec_tree(location, revision), relative, f"at revision {revision!r}")
     return None if entry is None else _read_entry(entry, relative)
 
 
@@ -153,7 +152,9 @@ def read_worktree(spec_dir: Path) -> dict[str, bytes | Unreadable]:
     return spec_files(spec_dir)
 
 
-def _spec_tree(location: SpecLocation, revision: str) -> git.Tree:
+def spec_tree(location: SpecLocation, revision: str) -> git.Tree:
+    """The spec directory's tree at `revision`, committed links followed; RevisionError for an unknown revision,
+    SpecDirMissing where the revision has no such directory."""
     try:
         commit = location.repo.commit(revision)
     except (BadName, BadObject, ValueError, git.GitCommandError):

@@ -321,6 +321,10 @@ def test_no_spec_at_base_is_a_note(tmp_path: Path, capsys: pytest.CaptureFixture
     (repo / "README").write_text("empty\n")
     commit(repo, "before the spec")
     shutil.copytree(EXAMPLE, repo / SPEC)
+    # its pins name this repository's commits, which the new one lacks: the head's rollout cannot be built
+    code, _, err = run(capsys, "--base", "HEAD", "--spec", str(repo / SPEC))
+    assert code == 2 and err.count("[rollout-pin-unknown]") == 4, err
+    (repo / SPEC / "rollout.yaml").unlink()
     code, out, _ = run(capsys, "--base", "HEAD", "--spec", str(repo / SPEC), "--format", "json")
     assert code == 0 and "no spec at HEAD" in json.loads(out)["notes"][0]
 

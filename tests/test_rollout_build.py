@@ -17,7 +17,7 @@ from compiler.gitsource import locate, read_revision
 from compiler.output.disk import read_tree
 from compiler.output.manifest import MANIFEST
 from compiler.pipeline import compile
-from compiler.rollout.build import build_rollout
+from compiler.rollout.build import build_rollout, node_path
 from compiler.rollout.output import output_for, plain_tree
 from compiler.rollout.plan import PromoteError, plan_rollout, promote
 from compiler.rollout.revisions import RevisionCache, rollout_context
@@ -633,3 +633,124 @@ def test_a_namespace_only_an_older_wave_uses_stays_until_no_live_revision_needs_
         tree["kubernetes/kube-sjc-a/00-cluster.yaml"]
         == revision_tree(repo, head)["kubernetes/kube-sjc-a/00-cluster.yaml"]
     )
+
+
+# ---------------------------------------------------------------- the diff's "at once" against two real builds
+
+
+def built_at(repo: Path, revision: str, where: Path) -> dict[str, bytes]:
+    """What `meshc build` writes in a checkout of `revision` (a worktree of `repo`: its pins resolve there)."""
+    git(repo, "worktree", "add", "-q", "--detach", str(where), revision)
+    return output_for(where / SPEC)
+
+
+def assert_now_is_what_the_builds_change(
+    repo: Path, base: str, head: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> dict:
+    """The diff's `now`, checked: the files it names are exactly those a build at `head` writes differently from
+    a build at `base` (MANIFEST.json aside)."""
+    old, new = built_at(repo, base, tmp_path / "at-base"), built_at(repo, head, tmp_path / "at-head")
+    changed = {path for path in old.keys() | new.keys() if old.get(path) != new.get(path)} - {MANIFEST}
+    capsys.readouterr()
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(repo / SPEC), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    now = report["now"]
+    named = {path for path, _ in now["files"]}
+    for change in now["changes"]:
+        if change["target"].startswith("host/"):
+            named.add(node_path(change["target"].removeprefix("host/")))
+        else:
+            named.update(targets(old).get(change["target"], []) + targets(new).get(change["target"], []))
+    assert named == changed
+    return report
+
+
+def test_the_diff_of_a_rollout_starting_names_every_file_it_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The base has no wave policy and no rollout.yaml (a plain build); the head adds both, every wave pinned to the
+    # base: nothing runs differently, but every pool file gains its wave. The base must be built as what it is,
+    # not with the head's waves (then those files went unnamed).
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / SPEC
+    set_policy(spec, "")
+    base = commit(repo, "no waves")
+    set_policy(spec, POLICY)
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
+    head = commit(repo, "waves, every one at the base")
+    report = assert_now_is_what_the_builds_change(repo, base, head, tmp_path, capsys)
+    assert report["now"]["changes"] == [] and report["now"]["files"], "no sidecar changes, files do"
+    assert report["now"]["mode"] == "active"
+
+
+def test_the_diff_of_a_rollout_ending_names_every_file_it_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # rollout.yaml removed while west and rest still run the base: every wave jumps to the head at once.
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    started = git(repo, "rev-parse", "HEAD").strip()
+    add_timeout_change(repo)
+    (spec / "rollout.yaml").unlink()
+    head = commit(repo, "end the rollout")
+    report = assert_now_is_what_the_builds_change(repo, started, head, tmp_path, capsys)
+    assert {c["wave"] for c in report["now"]["changes"]} >= {"west", "rest"}
+    assert report["now"]["mode"] == "none" and report["rollout"] == "none"
+
+
+def test_on_hold_the_diff_changes_nothing_at_once_and_every_wave_is_ahead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    set_pins(spec, west=base, rest=base, hold=True)
+    (spec / "rollout.yaml").write_text((spec / "rollout.yaml").read_text() + f"  canary: {base}\n")
+    held = commit(repo, "hold")
+    head = add_timeout_change(repo)
+    report = assert_now_is_what_the_builds_change(repo, held, head, tmp_path, capsys)
+    assert report["now"]["changes"] == report["now"]["files"] == [] and report["now"]["mode"] == "hold"
+    splits = {s["wave"]: len(s["targets"]) for s in report["waves"]}
+    assert main(["diff", "--base", held, "--head", head, "--spec", str(spec)]) == 0
+    assert (
+        "Rollout on hold: no wave gets this until hold is lifted; then, one promotion at a time: "
+        f"canary ({splits['canary']}), west ({splits['west']}), rest ({splits['rest']})"
+    ) in capsys.readouterr().out
+
+
+def test_a_base_whose_rollout_cannot_be_built_is_unknown_never_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A pin the repository does not hold (a shallow clone's): what the merge changes at once cannot be known, so
+    # the diff says so, and --exit-code does not report "no change".
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west="1" * 40, rest=base))
+    broken = commit(repo, "a pin that is no commit")
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
+    head = commit(repo, "pins fixed")
+    capsys.readouterr()
+    assert main(["diff", "--base", broken, "--head", head, "--spec", str(spec), "--exit-code"]) == 1
+    text = capsys.readouterr().out
+    assert "what the rollout changes at once is unknown" in text
+    assert f"the rollout at {broken} cannot be built: {broken}:{spec}/rollout.yaml:" in text
+    # the head's, in turn, is an error, as its build is
+    assert main(["diff", "--base", head, "--head", broken, "--spec", str(spec)]) == 2
+    assert "[rollout-pin-unknown]" in capsys.readouterr().err
+
+
+def test_a_rollout_in_a_spec_directory_reached_through_a_committed_link(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `mesh-spec -> specs/v2`, committed: each revision's tree is read through the link (the review flow documents
+    # it), the rollout's spec keys too (they looked the path up without following it: an internal error).
+    repo = make_repo(tmp_path / "repo")
+    (repo / "specs").mkdir()
+    (repo / SPEC).rename(repo / "specs/v2")
+    (repo / SPEC).symlink_to("specs/v2")
+    spec = repo / SPEC
+    set_policy(spec, POLICY)
+    base = commit(repo, "spec behind a link")
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
+    started = commit(repo, "start the rollout")
+    head = add_timeout_change(repo)
+    capsys.readouterr()
+    assert main(["diff", "--base", started, "--head", head, "--spec", str(spec), "--format", "json"]) == 0
+    now = json.loads(capsys.readouterr().out)["now"]
+    assert {c["wave"] for c in now["changes"]} == {"canary"} and now["moves"][0]["wave"] == "canary"

@@ -18,7 +18,15 @@ from compiler.rollout.output import output_for
 from compiler.rollout.revisions import rollout_context
 from tests.conftest import require_tool
 from tests.test_puppet_real import Node, lookup_command, strict
-from tests.test_rollout_build import SPEC, add_timeout_change, commit, make_repo, revision_tree, set_policy
+from tests.test_rollout_build import (
+    SPEC,
+    add_timeout_change,
+    assert_now_is_what_the_builds_change,
+    commit,
+    make_repo,
+    revision_tree,
+    set_policy,
+)
 
 POOL = "vm/auth/sjc"
 
@@ -256,3 +264,26 @@ def test_the_diff_counts_canary_hosts_among_the_promotions_still_ahead(
         f"Still ahead, one promotion each: canary-hosts (4 host(s)), west ({splits['west']}), rest ({splits['rest']})"
         in capsys.readouterr().out
     )
+
+
+def test_a_host_becoming_a_canary_is_compared_with_its_pool(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A rollout starts with every wave at the base: the canary hosts get node files that hold their pool's very
+    # rendering. Nothing they run changes (it read "added … Envoy restart" against nothing); the files are named.
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / SPEC
+    set_policy(spec, POLICY)
+    (spec / "inventory").mkdir(exist_ok=True)
+    (spec / "inventory/hosts.yaml").write_text(inventory(10))
+    base = commit(repo, "policy and inventory")
+    (spec / "rollout.yaml").write_text(
+        f"hold: false\npins:\n  canary-hosts: {base}\n  west: {base}\n  rest: {base}\n"
+    )
+    head = commit(repo, "rollout")
+    report = assert_now_is_what_the_builds_change(repo, base, head, tmp_path, capsys)
+    assert not [c for c in report["now"]["changes"] if c["target"].startswith("host/")]
+    nodes = [
+        (path, status) for path, status in report["now"]["files"] if path.startswith("puppet/data/nodes/")
+    ]
+    assert len(nodes) == 4 and {status for _, status in nodes} == {"added"}

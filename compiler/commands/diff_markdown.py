@@ -76,7 +76,7 @@ def format_markdown(diff: MeshDiff, budget: int = MARKDOWN_BUDGET) -> str:
         ("target", macros.targets_heading(diff), [macros.target(t) for t in diff.targets]),
         ("shared file", macros.shared_heading(diff), [macros.shared_file(f) for f in diff.shared]),
     )
-    size, cut = len(parts[0]), dict[str, int]()
+    size, cut = sum(map(len, parts)), dict[str, int]()  # the header and the rollout's lines count too
     for kind, heading, blocks in sections:
         for index, block in enumerate(blocks):
             text = (str(heading) if index == 0 else "") + str(block)

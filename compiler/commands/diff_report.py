@@ -58,6 +58,10 @@ def summary(diff: MeshDiff) -> dict[str, int]:
     for cls in RestartClass:
         counts[restart_key(cls)] = sum(t.status == CHANGED and t.restart == cls for t in diff.targets)
     counts["credentials"] = sum(bool(t.credentials) for t in diff.targets)
+    # under a rollout: what the merge changes at once (targets and canary hosts), and how many of them restart
+    now = diff.now.changes if diff.now is not None else ()
+    counts["now"] = len(now)
+    counts["now_restarts"] = sum(change.restart >= RestartClass.SIDECAR_RESTART for change in now)
     counts["deletions"] = len(diff.deletions)
     counts["shared_files"] = len(diff.shared)
     counts["spec_files"] = len(diff.spec)
@@ -188,46 +192,65 @@ def _plain(value: Any) -> Any:
     return value
 
 
+MAX_NOW_ROWS = 100  # rows of the "at once" table in Markdown; text and JSON have every row
+
+
 def now_lines(diff: MeshDiff, markdown: bool) -> list[str]:
     """Under a rollout: the waves the merge moves and every target and canary host its built output changes at
-    once, with the cost (empty without a rollout.yaml at either side)."""
+    once, with the cost (empty without a rollout.yaml at either side); or why that is not known."""
     now = diff.now
     if now is None:
         return []
-    from compiler.rollout.pins import WORKING_TREE
     from compiler.rollout.report import revision_name, target_change_lines  # loaded with diff.now
 
     restarts = sum(change.restart >= RestartClass.SIDECAR_RESTART for change in now.changes)
     files = f" and {len(now.files)} other file(s)" if now.files else ""
-    head = (
-        f"Rollout: merging changes {len(now.changes)} target(s) and canary host(s){files} in output/ at once, "
-        f"{restarts} with a restart"
-        if now.changes or now.files
-        else "Rollout: merging changes nothing in output/ at once"
-    )
+    if now.unknown:
+        head = f"Rollout: what merging changes in output/ at once is unknown: {now.unknown}"
+    elif now.changes or now.files:
+        head = (
+            f"Rollout: merging changes {len(now.changes)} target(s) and canary host(s){files} in output/ at once, "
+            f"{restarts} with a restart"
+        )
+    else:
+        head = "Rollout: merging changes nothing in output/ at once"
     lines = [f"#### {head}" if markdown else head]
     for move in now.moves:
         old = revision_name(move.old) if move.old else "(no such wave)"
-        new = "the working tree" if move.new == WORKING_TREE else revision_name(move.new)
-        text = f"wave {move.wave} moves: {old} → {new}"
+        text = f"wave {move.wave} moves: {old} → {revision_name(move.new)}"
         lines.append(f"- {text}" if markdown else f"  {text}")
-    if now.changes:
-        lines += ([""] if markdown else []) + list(target_change_lines(now.changes, markdown))
+    shown = now.changes[:MAX_NOW_ROWS] if markdown else now.changes
+    if shown:
+        lines += ([""] if markdown else []) + list(target_change_lines(shown, markdown))
+    if len(shown) < len(now.changes):
+        lines += [
+            "",
+            f"… and {len(now.changes) - len(shown)} more (`meshc diff --format json` lists every one)",
+        ]
     if now.files:
         lines += [""] if markdown else []
         lines += [
             f"- file `{path}`: {status}" if markdown else f"  file {path}: {status}"
-            for path, status in now.files
+            for path, status in (now.files[:MAX_NOW_ROWS] if markdown else now.files)
         ]
     return lines
 
 
 def rollout_lines(diff: MeshDiff) -> list[str]:
     """What changes now and what is still ahead, by wave (empty without a wave policy). Where the diff holds what
-    the merge changes at once (`now_lines`), only what is still ahead."""
+    the merge changes at once (`now_lines`), what is still ahead: each wave's changed targets (and canary hosts)
+    that do not change at once, in the policy's order."""
     if not diff.waves:
         return []
     counts = [f"{split.wave} ({len(split.targets)})" for split in diff.waves if split.targets]
+    now = diff.now
+    if now is not None and not now.unknown:
+        at_once = {change.target for change in now.changes}
+        order = {name: index for index, name in enumerate(now.waves)}
+        splits = [(s.wave, [t for t in s.targets if t not in at_once], "") for s in diff.waves]
+        splits += [(s.wave, list(s.targets), " host(s)") for s in now.hosts_ahead]
+        splits.sort(key=lambda split: order.get(split[0], len(order)))
+        counts = [f"{wave} ({len(targets)}{unit})" for wave, targets, unit in splits if targets]
     if diff.rollout == "none":
         return [f"Waves: {', '.join(counts)}; no rollout.yaml, so every wave gets this at once"]
     if diff.rollout == "hold":
@@ -235,16 +258,9 @@ def rollout_lines(diff: MeshDiff) -> list[str]:
             "Rollout on hold: no wave gets this until hold is lifted; then, one promotion at a time: "
             f"{', '.join(counts)}"
         ]
+    if now is not None and not now.unknown:
+        return [f"Still ahead, one promotion each: {', '.join(counts)}"] if counts else []
     first, *rest = diff.waves
     ahead = [f"{split.wave} ({len(split.targets)})" for split in rest]
-    if diff.now is not None:
-        # the canary hosts' waves too, in the policy's order: they are promotions like the target waves
-        order = {name: index for index, name in enumerate(diff.now.waves)}
-        splits = sorted([*rest, *diff.now.hosts_ahead], key=lambda split: order.get(split.wave, len(order)))
-        ahead = [
-            f"{split.wave} ({len(split.targets)}{' host(s)' if split in diff.now.hosts_ahead else ''})"
-            for split in splits
-        ]
-        return [f"Still ahead, one promotion each: {', '.join(ahead)}"] if ahead else []
-    now = f"Now: wave {first.wave} ({len(first.targets)} target(s))"
-    return [now + (f"; still ahead, one promotion each: {', '.join(ahead)}" if ahead else "; nothing ahead")]
+    line = f"Now: wave {first.wave} ({len(first.targets)} target(s))"
+    return [line + (f"; still ahead, one promotion each: {', '.join(ahead)}" if ahead else "; nothing ahead")]

@@ -53,7 +53,9 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
     for note in diff.notes:
         yield paint(f"note: {note}", "yellow")
     yield from (f"  {d.format()}" for d in diff.base_diagnostics[:MAX_DIAGNOSTICS])
-    if not diff.renders_differently and diff.changed:
+    if not diff.renders_differently and diff.now is not None and diff.now.unknown:
+        yield "The spec renders the same output at both revisions; what the rollout changes at once is unknown (below)."
+    elif not diff.renders_differently and diff.changed:
         yield "The spec renders the same output at both revisions; the rollout changes what runs (below)."
     elif not diff.renders_differently:
         yield "No target changes." + (" The spec changed, but renders the same output." if diff.spec else "")

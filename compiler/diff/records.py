@@ -160,6 +160,8 @@ class RolloutNow:
     # wave's promotion brings them the change, like a target wave's
     hosts_ahead: tuple[WaveSplit, ...] = ()
     waves: tuple[str, ...] = ()  # every wave of the head's policy, in order
+    mode: str = "active"  # the rollout at the head: "active", "hold" (nothing new reaches a wave), "none"
+    unknown: str = ""  # why what the merge changes at once is not known (the base's rollout cannot be built)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -204,7 +206,8 @@ class MeshDiff:
     def changed(self) -> bool:
         """Does any output change: the spec's rendering, or under a rollout what the merge changes at once (a
         promotion commit changes no spec file)?"""
-        return self.renders_differently or bool(self.now and (self.now.changes or self.now.files))
+        now = self.now
+        return self.renders_differently or bool(now and (now.changes or now.files or now.unknown))
 
 
 def restart_key(cls: RestartClass) -> str:

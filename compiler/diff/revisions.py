@@ -57,25 +57,14 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
         raise SpecError(at_revision(exc.diagnostics, head)) from None
     from compiler.diff.rollout import rollout_now  # the rollout's modules, only for a diff
 
-    now, notes = rollout_now(spec_dir, base, head, {t.target for t in result.targets})
+    now = rollout_now(spec_dir, base, head, {t.target for t in result.targets})
     return replace(
         result,
-        notes=result.notes + notes,
         base_diagnostics=at_revision(result.base_diagnostics, base),
-        rollout=_rollout_mode(spec_dir) if result.waves else "none",
+        # the head's rollout (not the working tree's: the head may be another revision)
+        rollout=(now.mode if now is not None else "none") if result.waves else "none",
         now=now,
     )
-
-
-def _rollout_mode(spec_dir: Path) -> str:
-    """Is a rollout in force in the spec directory: "active", "hold", or "none" (no rollout.yaml)?"""
-    from compiler.rollout.pins import ROLLOUT_FILE, load_rollout
-
-    try:
-        rollout = load_rollout(spec_dir / ROLLOUT_FILE, ROLLOUT_FILE)
-    except SpecError:
-        return "active"  # a broken rollout.yaml fails the build; for the review, assume the pins hold
-    return "none" if rollout is None else "hold" if rollout.hold else "active"
 
 
 def _read_base(location: SpecLocation, base: str) -> SpecFiles | None:

@@ -11,17 +11,17 @@ what it costs. A side without rollout.yaml is its plain build (every wave runs i
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
 
-from compiler.diagnostics import SpecError, at_revision
+from compiler.diagnostics import Diagnostic, SpecError, at_revision
 from compiler.diff.records import PinMove, RolloutNow, WaveSplit
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate
 from compiler.output.manifest import MANIFEST
 from compiler.rollout import has_rollout
-from compiler.rollout.build import build_rollout, node_path
+from compiler.rollout.build import RolloutBuild, build_rollout, node_path
 from compiler.rollout.hosts import Canary
 from compiler.rollout.pins import WORKING_TREE, WaveRevision, resolve
 from compiler.rollout.plan import TargetChange, target_changes
@@ -37,59 +37,104 @@ from compiler.spec.wave_policy import WavePolicy
 
 # The reason a target changes when its wave runs another revision after the merge (else: "authorization").
 NEW_REVISION = "its wave moves"
-WORKING_TREE_NAME = "the working tree"
+WORKING_TREE_NAME = "working tree"  # a move to the working tree, as `meshc diff` names it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class _Side:
     context: Context
     revisions: tuple[WaveRevision, ...]
+    plain: bool  # no rollout.yaml at this revision: its build is the plain build
 
 
 def rollout_now(
     spec_dir: Path, base: str, head: str | None, changed: Collection[str] = ()
-) -> tuple[RolloutNow | None, tuple[str, ...]]:
-    """What merging `head` (None: the working tree) into `base` changes at once, and notes; (None, ()) where neither
-    side has a rollout.yaml. `changed`: the targets the spec change reaches in the end (their canary hosts that
-    do not change now are still ahead). A side whose rollout cannot be built (a pin not fetched, an unsafe
-    state) is a note naming its first error, and nothing is shown: `meshc validate` and `build` list them all."""
+) -> RolloutNow | None:
+    """What merging `head` (None: the working tree) into `base` changes at once; None where neither side has a
+    rollout.yaml. `changed`: the targets the spec change reaches in the end (their canary hosts that do not
+    change now are still ahead).
+
+    Raises SpecError where the head's rollout cannot be built, as `meshc build` there fails (a pin not fetched:
+    CI needs the history). A base whose rollout cannot be built gives a RolloutNow that says why and nothing
+    else: what the merge changes is then unknown, never "nothing"."""
     location = locate(spec_dir)
+    label = spec_dir.as_posix().rstrip("/") or "."
     cache = RevisionCache()
     # A rendering is keyed by its widening, not its spec: the base's renderings must not meet the head's.
     base_cache = RevisionCache(compiled=cache.compiled, keys=cache.keys, parsed=cache.parsed)
-    side = base
     try:
-        before = _rollout_side(spec_dir, location, base, base_cache)
-        side = head or WORKING_TREE_NAME
-        after = _rollout_side(spec_dir, location, head, cache)
+        try:
+            after = _rollout_side(spec_dir, location, head, cache)
+        except SpecError as exc:
+            raise SpecError(_named(exc.diagnostics, head, label)) from None
+        try:
+            before = _rollout_side(spec_dir, location, base, base_cache)
+        except SpecDirMissing:
+            return None  # no spec at the base: the spec diff says every target is new, as each is at once
+        except SpecError as exc:
+            if after is None:
+                return None  # a broken rollout.yaml at the base and none at the head: the plain build is what runs
+            return _unknown(after, base, _named(exc.diagnostics, base, label))
         known = after or before
         if known is None:
-            return None, ()
+            return None
         policy = known.context.policy  # names the waves of a side without a policy of its own
-        after = after or _plain_side(spec_dir, location, head, cache, policy)
-        new = build_rollout(after.context, after.revisions)
-        side = base
-        before = before or _plain_side(spec_dir, location, base, base_cache, policy)
-        old = build_rollout(before.context, before.revisions)
+        try:
+            after = after or _plain_side(spec_dir, location, head, cache, policy)
+            new = _build(after)
+        except SpecError as exc:
+            raise SpecError(_named(exc.diagnostics, head, label)) from None
+        try:
+            before = before or _plain_side(spec_dir, location, base, base_cache, policy)
+            old = _build(before)
+        except SpecError as exc:
+            return _unknown(after, base, _named(exc.diagnostics, base, label))
         moves = tuple(_moves(before, after, worktree=head is None))
-    except SpecDirMissing:
-        return None, ()  # no spec at the base: the spec diff says every target is new, as it is at once
-    except SpecError as exc:
-        first = at_revision(exc.diagnostics, None if side == WORKING_TREE_NAME else side)[0].format()
-        return None, (
-            f"the rollout at {side} cannot be built ({first}); what the merge changes at once is not shown",
-        )
     finally:
         location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
     changes = tuple(target_changes(old, new, {move.wave for move in moves}, NEW_REVISION))
-    now = RolloutNow(
+    return RolloutNow(
         moves=moves,
         changes=changes,
         files=_other_files(old.tree, new.tree, changes),
         hosts_ahead=_hosts_ahead(new.state.canaries, changed, {c.target for c in changes}),
         waves=after.context.policy.names,
+        mode=_mode(after),
     )
-    return now, ()
+
+
+def _build(side: _Side) -> RolloutBuild:
+    """A side's build; a plain side's tree is the plain build's own (no wave keys, no node files, no rollout
+    section), its documents the rollout build's with every wave at its spec, which are the same."""
+    built = build_rollout(side.context, side.revisions)
+    if not side.plain:
+        return built
+    from compiler.pipeline import compile  # noqa: A004 - the pipeline's verb
+
+    return replace(built, tree=compile(side.context.head_files, side.context.label, values=False).tree())
+
+
+def _mode(side: _Side) -> str:
+    """The rollout in force at a side: "active", "hold" (nothing new reaches any wave), or "none"."""
+    return "none" if side.plain else "hold" if side.context.rollout.hold else "active"
+
+
+def _unknown(after: _Side | None, base: str, diagnostics: Sequence[Diagnostic]) -> RolloutNow:
+    problem = f"the rollout at {base} cannot be built: {diagnostics[0].format()}"
+    if len(diagnostics) > 1:
+        problem += f" (and {len(diagnostics) - 1} more error(s))"
+    if after is None:
+        return RolloutNow(moves=(), changes=(), unknown=problem)
+    return RolloutNow(
+        moves=(), changes=(), waves=after.context.policy.names, mode=_mode(after), unknown=problem
+    )
+
+
+def _named(diagnostics: Sequence[Diagnostic], revision: str | None, label: str) -> tuple[Diagnostic, ...]:
+    """Diagnostics of a revision's files named `REV:path`; those of a pinned revision are named so already."""
+    if revision is None:
+        return tuple(diagnostics)
+    return tuple(at_revision([d], revision)[0] if d.span.file.startswith(label) else d for d in diagnostics)
 
 
 def _hosts_ahead(
@@ -114,7 +159,9 @@ def _rollout_side(
         context = revision_context(spec_dir, location, revision, cache)
     if context is None:
         return None
-    return _Side(context=context, revisions=resolve(context.policy, context.rollout, location.repo))
+    return _Side(
+        context=context, revisions=resolve(context.policy, context.rollout, location.repo), plain=False
+    )
 
 
 def _plain_side(
@@ -122,7 +169,7 @@ def _plain_side(
 ) -> _Side:
     context = plain_context(spec_dir, location, revision, cache, policy)
     waves = tuple(WaveRevision(wave=wave.name, revision=WORKING_TREE) for wave in context.policy.waves)
-    return _Side(context=context, revisions=waves)
+    return _Side(context=context, revisions=waves, plain=True)
 
 
 def _moves(before: _Side, after: _Side, worktree: bool) -> list[PinMove]:
@@ -133,7 +180,11 @@ def _moves(before: _Side, after: _Side, worktree: bool) -> list[PinMove]:
     for wave in after.revisions:
         old = ran.get(wave.wave)
         if old is None or spec_key(before.context, old) != spec_key(after.context, wave.revision):
-            new = wave.revision if worktree else _commit(after.context, wave.revision)
+            new = (
+                WORKING_TREE_NAME
+                if worktree and wave.revision == WORKING_TREE
+                else _commit(after.context, wave.revision)
+            )
             found.append(PinMove(wave=wave.wave, old=_commit(before.context, old) if old else "", new=new))
     return found
 

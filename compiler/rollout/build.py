@@ -159,6 +159,12 @@ def node_path(certname: str) -> str:
     return f"{PUPPET_ROOT}/data/nodes/{certname}.json"
 
 
+def pool_file(pool: str) -> str:
+    """The hiera data file of VM pool `vm/<service>/<datacenter>`: what a host without a node file reads."""
+    _, service, datacenter = pool.split("/")
+    return f"{PUPPET_ROOT}/data/pools/{service}/{datacenter}.json"
+
+
 def manifest_section(state: State) -> dict[str, object]:
     """MANIFEST.json's `rollout`: each target's and canary host's wave and revision, and the waves in order."""
     # The unpinned first wave is named "HEAD": the commit that will hold this output cannot name itself.

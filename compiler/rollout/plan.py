@@ -7,12 +7,13 @@ import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from compiler.ir.model import Workload
 from compiler.output.writer import WriteResult
 from compiler.pipeline import write_output
 from compiler.render.restart import RestartClass, classify
-from compiler.rollout.build import RolloutBuild, build_rollout, node_path
+from compiler.rollout.build import RolloutBuild, build_rollout, node_path, pool_file
 from compiler.rollout.pairs import StatesReport
 from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
 from compiler.rollout.placement import State
@@ -198,31 +199,41 @@ def target_changes(
 def _host_changes(
     before: RolloutBuild, after: RolloutBuild, moved: Collection[str], reason: str
 ) -> list[TargetChange]:
-    """Canary hosts whose node file the promotion changes (target `host/<certname>`)."""
+    """Canary hosts (target `host/<certname>`) whose rendering changes: a host reads its node file, and its pool's
+    file where it has none (it is no canary there), so a host that becomes or stops being a canary is compared
+    with its pool's rendering, not with nothing. A node file that comes or goes alone changes no host."""
     old = {c.certname: c for c in before.state.canaries}
     new = {c.certname: c for c in after.state.canaries}
     found = []
     for certname in sorted(set(old) | set(new)):
         path = node_path(certname)
-        was, now = before.tree.get(path), after.tree.get(path)
-        if was == now:
+        if before.tree.get(path) == after.tree.get(path):
             continue
         canary = new.get(certname) or old[certname]
-        documents = [json.loads(data)["mesh::sidecar"] if data is not None else None for data in (was, now)]
-        sensitive = any(
-            json.loads(data)["mesh::restart_sensitive"] for data in (was, now) if data is not None
-        )
+        was = _host_data(before, path, canary.pool)
+        now = _host_data(after, path, canary.pool)
+        documents = [data["mesh::sidecar"] if data is not None else None for data in (was, now)]
+        if documents[0] == documents[1]:
+            continue
         found.append(
             TargetChange(
                 target=f"host/{certname}",
                 wave=canary.wave,
                 status="added" if was is None else "removed" if now is None else "changed",
                 restart=classify(documents[0], documents[1]),
-                restart_sensitive=sensitive,
+                restart_sensitive=any(
+                    data["mesh::restart_sensitive"] for data in (was, now) if data is not None
+                ),
                 reason=reason if canary.wave in moved else "authorization",
             )
         )
     return found
+
+
+def _host_data(build: RolloutBuild, node: str, pool: str) -> dict[str, Any] | None:
+    """The hiera data a host reads in `build`: its node file, else its pool's file; None if neither is there."""
+    data = build.tree.get(node) or build.tree.get(pool_file(pool))
+    return json.loads(data) if data is not None else None
 
 
 def _allow_lists(state: State) -> dict[str, set[str]]:

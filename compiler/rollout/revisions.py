@@ -17,7 +17,15 @@ import git
 
 from compiler.diagnostics import Diagnostic, InternalError, Span, SpecError, at_revision
 from compiler.emit import Artifact
-from compiler.gitsource import RevisionError, SpecLocation, locate, read_revision, read_side_revision
+from compiler.gitsource import (
+    RevisionError,
+    SpecDirMissing,
+    SpecLocation,
+    locate,
+    read_revision,
+    read_side_revision,
+    spec_tree,
+)
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.render import SidecarConfig
@@ -298,10 +306,9 @@ def spec_key(context: Context, revision: str) -> str | None:
         return f"{mesh}:{services_sha}"
     cached = context.cache.keys.get(revision)
     if cached is None:
-        commit = context.location.repo.commit(revision)
-        try:
-            root = commit.tree / context.location.relative if context.location.relative else commit.tree
-        except KeyError:
+        try:  # through the links committed on the way, as read_revision reads the files
+            root = spec_tree(context.location, revision)
+        except SpecDirMissing:
             return None
         cached = context.cache.keys[revision] = (
             f"{_entry_sha(root, MESH_FILE)}:{_entry_sha(root, SERVICES_DIR)}"

@@ -216,6 +216,21 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert "usage:" not in result.stderr and result.stderr.endswith(" --help`\n")
 
 
+@pytest.mark.parametrize("command", ["build", "check"])
+@pytest.mark.parametrize("value", ["-5", "nan", "soon"])
+def test_a_lock_timeout_that_is_no_duration_is_a_usage_error(
+    tmp_path: Path, command: str, value: str
+) -> None:
+    # `--lock-timeout -5` used to give up at once and blame another build ("after -5s", exit 4).
+    out = tmp_path / "out"
+    result = meshc(command, str(EXAMPLE), "-o", str(out), f"--lock-timeout={value}")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(
+        f"meshc: error: {command}: argument --lock-timeout: '{value}' is not a number"
+    )
+    assert result.stderr.count("\n") == 1 and not os.path.lexists(out)
+
+
 def test_a_usage_error_names_the_command_and_its_help() -> None:
     result = meshc("explain")
     assert result.stderr == (

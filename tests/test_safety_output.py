@@ -239,11 +239,15 @@ def _hostile_paths(root: Path) -> dict[str, str]:
     }
 
 
-def test_build_refuses_files_dangling_links_and_paths_under_a_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["build", "check"])
+def test_build_and_check_refuse_files_dangling_links_and_paths_under_a_file(
+    tmp_path: Path, command: str
+) -> None:
+    # check as build: a path that can hold no tree is refused, not reported as a tree with every file missing
     cases = _hostile_paths(tmp_path)
     before = snapshot(tmp_path)
     for out, start in cases.items():
-        sentence = one_line_error(meshc("build", EXAMPLE, "-o", out, cwd=tmp_path), 2, out)
+        sentence = one_line_error(meshc(command, EXAMPLE, "-o", out, cwd=tmp_path), 2, out)
         assert sentence.startswith(start), (out, sentence)
     assert snapshot(tmp_path) == before  # the file is kept where it was, not swapped away into a hidden copy
 

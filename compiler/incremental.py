@@ -155,7 +155,12 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     # Every file is written: let the documents (most of the memory) go before the caches are built.
     del stream
     swapped = Swapped(
-        old=old, written=result.written, removed=result.removed, manifest=result.manifest, stats=result.stats
+        old=old,
+        written=result.written,
+        removed=result.removed,
+        manifest=result.manifest,
+        stats=result.stats,
+        relinked=result.relinked,
     )
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     if worker is None or not worker.also_done:

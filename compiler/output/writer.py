@@ -44,6 +44,10 @@ class WriteResult:
     manifest: str | None = None  # the sha256 of the MANIFEST.json swapped in, if the tree had one
     # The files written, as fstat found them once written (compiler.output.cache.Swapped); may miss some.
     stats: Mapping[str, OnDisk] = field(default_factory=dict)
+    # The files kept from the previous tree whose inode got a new ctime in this write: a link to it was made (into
+    # the staging or the spare tree) or removed (with the previous tree, or an abandoned staging tree). None: any
+    # kept file may have (compiler.output.cache.Swapped.relinked).
+    relinked: tuple[str, ...] | None = ()
 
 
 def previous_tree(out: Path) -> tuple[Path, dict[str, OnDisk]]:
@@ -133,10 +137,11 @@ def write_files(
         if not stage.started and not removed:
             return WriteResult(changed=False, notes=notes)
         if worker is not None and type(stage) is Staging and not stage.written and not removed:
-            # Staged only because the worker needed the tree to exist: every file is the previous tree's own.
+            # Staged only because the worker needed the tree to exist: every file is the previous tree's own, and
+            # removing the links to them made there gives each a new ctime.
             stage.abandon()
             remove_tree(stage.root)
-            return WriteResult(changed=False, notes=notes)
+            return WriteResult(changed=False, notes=notes, relinked=None)
         stage.finish()
         durable.swap(stage.root, real)
     except BaseException as error:
@@ -166,4 +171,13 @@ def write_files(
         notes=notes,
         manifest=stage.manifest,
         stats=stage.stats,
+        relinked=_relinked(stage),
     )
+
+
+def _relinked(stage: Staging) -> tuple[str, ...] | None:
+    """The kept files whose ctime the write changed (`WriteResult.relinked`), once the previous tree is the spare
+    or removed. In the spare tree, only the files linked there (most are the output's already: a one-service
+    rebuild links ~10). In a staging tree every kept file was linked, some by a worker, and the previous tree's
+    removal unlinks one name of each."""
+    return tuple(stage.linked) if isinstance(stage, Recycled) else None

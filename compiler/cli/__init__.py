@@ -31,7 +31,6 @@ from compiler.cli.evidence import drift_request
 from compiler.cli.exits import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK
 from compiler.cli.graph import GRAPH_HELP, graph_arguments, run_graph
 from compiler.cli.usage import Parser
-from compiler.launch import INTERRUPTED
 from compiler.diagnostics import (
     EnvironmentFailure,
     InternalError,
@@ -40,6 +39,7 @@ from compiler.diagnostics import (
     escape,
     format_all,
 )
+from compiler.launch import INTERRUPTED
 from compiler.output.disk import cause
 from compiler.output.guard import OutputRefused
 from compiler.pipeline import collector_paused, compile_dir, validate_only

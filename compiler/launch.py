@@ -13,7 +13,8 @@ import os
 import signal  # compiler.cli loads it anyway: loading it here first costs the start nothing
 from types import FrameType
 
-INTERRUPTED = 130  # 128 + SIGINT: what a shell reports of a process a Ctrl-C ended
+# compiler.cli.exits.EXIT_INTERRUPTED, written again: importing compiler.cli is what this module guards.
+INTERRUPTED = 130
 
 
 def run() -> None:

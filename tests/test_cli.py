@@ -19,6 +19,8 @@ import jsonschema
 import pytest
 from conftest import EXAMPLE, ROOT, meshc_in_process, settled
 
+from compiler import launch
+from compiler.cli import exits
 from compiler.cli import main as cli_main
 from compiler.spec.load import load_documents, read_tree
 
@@ -262,6 +264,7 @@ def test_a_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130(sigint: 
         assert (result.returncode, result.stderr) == (0, "")
         return
     assert (result.returncode, result.stdout, result.stderr) == (130, "", "meshc: interrupted\n")
+    assert launch.INTERRUPTED == exits.EXIT_INTERRUPTED == 130  # one code, written twice (compiler.launch)
 
 
 def test_a_ctrl_c_while_the_arguments_are_parsed_is_one_line_and_exit_130(

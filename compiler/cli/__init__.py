@@ -28,7 +28,14 @@ from compiler.cli.arguments import (
     spec_argument,
 )
 from compiler.cli.evidence import drift_request
-from compiler.cli.exits import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK
+from compiler.cli.exits import (
+    EXIT_ENVIRONMENT,
+    EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+)
 from compiler.cli.graph import GRAPH_HELP, graph_arguments, run_graph
 from compiler.cli.usage import Parser
 from compiler.diagnostics import (
@@ -39,7 +46,6 @@ from compiler.diagnostics import (
     escape,
     format_all,
 )
-from compiler.launch import INTERRUPTED
 from compiler.output.disk import cause
 from compiler.output.guard import OutputRefused
 from compiler.pipeline import collector_paused, compile_dir, validate_only
@@ -99,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
     except KeyboardInterrupt:
         print("meshc: interrupted", file=sys.stderr)  # as compiler.launch says it before this can
-        return INTERRUPTED
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `meshc explain x | head`: the reader has all it wanted
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -155,6 +155,7 @@ class _FrozenOnDisk:
     size: int = 0
     mtime_ns: int = 0
     inode: int = 0
+    ctime_ns: int = 0
 
 
 def measure_scan(spec_dir: Path, repeat: int) -> None:

@@ -1,5 +1,5 @@
 """`python -m compiler` runs the meshc command line."""
 
-from compiler.cli import run
+from compiler.launch import run
 
 run()

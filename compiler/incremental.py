@@ -36,7 +36,7 @@ from compiler.output.cache import (
 from compiler.output.disk import OnDisk, scan_tree
 from compiler.output.documents import Line, foreign_cache_notes, read_documents, write_documents
 from compiler.output.facts import Recorded, recorded_of
-from compiler.output.guard import resolve_output
+from compiler.output.guard import output_directory, resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.prescan import Prescan, prescanned
 from compiler.output.reuse import kept_files, reusable, spare_path, tree_files
@@ -155,7 +155,12 @@ def _build_prescanned(spec_dir: Path, out: Path, real: Path, prescan: Prescan) -
     # Every file is written: let the documents (most of the memory) go before the caches are built.
     del stream
     swapped = Swapped(
-        old=old, written=result.written, removed=result.removed, manifest=result.manifest, stats=result.stats
+        old=old,
+        written=result.written,
+        removed=result.removed,
+        manifest=result.manifest,
+        stats=result.stats,
+        relinked=result.relinked,
     )
     write_cache(real, digest, inputs, recorded_facts(spec, mesh, hashes, readers), swapped)
     if worker is None or not worker.also_done:
@@ -197,12 +202,16 @@ def check_output(
     on_wait: Callable[[Path], None] | None = None,
 ) -> tuple[TreeStatus, dict[str, DocumentDiff]]:
     """`meshc check`: how `out` differs from what the spec renders, and what a rebuild would change in each
-    stale or hand-edited file. Streams like a build, reading only the files the build cache cannot vouch for."""
+    stale or hand-edited file. Streams like a build, reading only the files the build cache cannot vouch for.
+
+    A path that can hold no tree (a regular file, a FIFO, a dangling symlink...) is refused as a build refuses it
+    (OutputRefused): "every file missing" would say a build could fix it. What a build refuses only because it
+    would replace it (the current directory, a mount point) is read as any directory is."""
+    real = output_directory(out)
     if os.path.lexists(spec_dir / ROLLOUT_FILE):
         from compiler.diff.output import output_drift
 
         return output_drift(spec_dir, out, lock_timeout, on_wait)
-    real = Path(os.path.realpath(out))
     with output_lock(real, str(out), lock_timeout, on_wait, required=False):
         status, rendered = output_status(spec_dir, real)
         if not rendered:

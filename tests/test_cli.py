@@ -19,6 +19,8 @@ import jsonschema
 import pytest
 from conftest import EXAMPLE, ROOT, meshc_in_process, settled
 
+from compiler import launch
+from compiler.cli import exits
 from compiler.cli import main as cli_main
 from compiler.spec.load import load_documents, read_tree
 
@@ -214,6 +216,68 @@ def test_usage_errors_exit_2(args: list[str]) -> None:
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr.startswith("meshc: error: ") and result.stderr.count("\n") == 1, result.stderr
     assert "usage:" not in result.stderr and result.stderr.endswith(" --help`\n")
+
+
+@pytest.mark.parametrize("command", ["build", "check"])
+@pytest.mark.parametrize("value", ["-5", "nan", "soon"])
+def test_a_lock_timeout_that_is_no_duration_is_a_usage_error(
+    tmp_path: Path, command: str, value: str
+) -> None:
+    # `--lock-timeout -5` used to give up at once and blame another build ("after -5s", exit 4).
+    out = tmp_path / "out"
+    result = meshc(command, str(EXAMPLE), "-o", str(out), f"--lock-timeout={value}")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(
+        f"meshc: error: {command}: argument --lock-timeout: '{value}' is not a number"
+    )
+    assert result.stderr.count("\n") == 1 and not os.path.lexists(out)
+
+
+# A child that gets a SIGINT while it imports compiler.cli (`meshc` spends ~70 ms there): `python -m compiler`'s own
+# path, run by runpy as `-m` runs it, with the signal sent from inside that very import, whatever the machine's load.
+_INTERRUPTED_WHILE_LOADING = """
+import builtins, os, runpy, signal, sys
+if sys.argv.pop(1) == "ignored":
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+real = builtins.__import__
+def hooked(name, *args, **kwargs):
+    if name == "compiler.cli" and "compiler.cli" not in sys.modules:
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(name, *args, **kwargs)
+builtins.__import__ = hooked
+sys.argv[0] = "meshc"
+runpy.run_module("compiler", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_a_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130(sigint: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_WHILE_LOADING, sigint, "validate", str(EXAMPLE)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if sigint == "ignored":  # a background job of a script: the signal stays ignored and the command runs
+        assert (result.returncode, result.stderr) == (0, "")
+        return
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "meshc: interrupted\n")
+    assert launch.INTERRUPTED == exits.EXIT_INTERRUPTED == 130  # one code, written twice (compiler.launch)
+
+
+def test_a_ctrl_c_while_the_arguments_are_parsed_is_one_line_and_exit_130(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from compiler import cli
+
+    def interrupted(argv: object = None) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_parser", interrupted)
+    result = meshc("validate", str(EXAMPLE))
+    assert (result.returncode, result.stdout, result.stderr) == (130, "", "meshc: interrupted\n")
 
 
 def test_a_usage_error_names_the_command_and_its_help() -> None:

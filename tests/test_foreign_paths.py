@@ -5,6 +5,7 @@ The build still writes the tree a clean build writes (only slower), and says why
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -134,3 +135,68 @@ def test_no_warning_when_every_path_is_meshc_s(
         _other_port(spec, "svc-0003", port)
         assert main(["build", str(spec), "-o", str(out)]) == 0
     assert capsys.readouterr().err == ""
+
+
+# ------------------------------------------------------------------ extras inside the output
+
+
+def _extras(out: Path, count: int) -> dict[str, bytes]:
+    """`count` files meshc did not write, put into output `out` by hand."""
+    made = {
+        f"notes-{n:02}.txt" if n % 2 else f"puppet/mine-{n:02}.yaml": f"mine {n}\n".encode()
+        for n in range(count)
+    }
+    for path, data in made.items():
+        (out / path).write_bytes(data)
+    return made
+
+
+def test_the_files_a_build_removes_that_meshc_did_not_write_are_named_with_where_they_still_are(
+    built: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec, out = built
+    edit_spec(spec)
+    build(
+        spec, out
+    )  # a spare tree now: the next build stages in it, and the previous output becomes the spare
+    made = _extras(out, 2)
+    capsys.readouterr()
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == f"{out}: 0 file(s) written, 2 removed\n"
+    assert captured.err == (
+        f"meshc: warning: {out}: removed 2 file(s) meshc had not written: notes-01.txt, puppet/mine-00.yaml; "
+        f"until the next build they are still in {spare(out)}/ (the previous tree)\n"
+    )
+    assert {path: (spare(out) / path).read_bytes() for path in made} == made  # where the note says
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+
+
+def test_extras_removed_with_no_spare_kept_are_said_to_be_deleted_and_a_long_list_is_cut(
+    built: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec, out = built
+    spare(out).write_text("my notes\n")  # not meshc's: the previous tree is removed, not kept there
+    made = _extras(out, 12)
+    capsys.readouterr()
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    named = ", ".join(sorted(made)[:10])
+    assert err[-1] == (
+        f"meshc: warning: {out}: removed 12 file(s) meshc had not written: {named} and 2 more; they are deleted"
+    )
+    assert spare(out).read_text() == "my notes\n"
+
+
+def test_the_files_meshc_wrote_and_no_longer_renders_are_not_named(tmp_path: Path) -> None:
+    from compiler.output.manifest import MANIFEST, manifest_json
+    from compiler.output.writer import write_tree
+
+    out = tmp_path / "out"
+    files = {"a.yaml": b"a\n", "b.yaml": b"b\n"}
+    digests = {path: hashlib.sha256(data).hexdigest() for path, data in files.items()}
+    write_tree(out, {**files, MANIFEST: manifest_json(digests, {})})
+    (out / "mine.txt").write_bytes(b"mine\n")
+    result = write_tree(out, {"a.yaml": b"a\n", MANIFEST: manifest_json({"a.yaml": digests["a.yaml"]}, {})})
+    assert result.removed == ("b.yaml", "mine.txt")
+    assert result.notes == (f"{out}: removed 1 file(s) meshc had not written: mine.txt; they are deleted",)

@@ -439,6 +439,79 @@ def test_a_hand_edited_output_file_is_rebuilt(built: tuple[Path, Path], tmp_path
     assert (out / victim).read_bytes() == data
 
 
+def test_an_edit_that_puts_size_and_mtime_back_is_caught_by_its_ctime(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # `cp -p`, `rsync -t`, `touch -r`: the edited file has the recorded size, mtime and inode; only its ctime,
+    # which no one can set, tells (as git's index knows).
+    spec, out = built
+    settled(
+        out
+    )  # no file in the cache's clock tick (conftest.settled): only the ctime may give the edit away
+    victim = next(p for p in sorted(read_tree(out)) if p.startswith("kubernetes/") and "/00-" not in p)
+    data = (out / victim).read_bytes()
+    before = os.stat(out / victim)
+    (out / victim).write_bytes(data.replace(b"meshc", b"MESHC", 1))
+    os.utime(out / victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = os.stat(out / victim)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    assert victim not in (cached(out) or pytest.fail("cache")).trusted
+    assert incremental.check_output(spec, out)[0].hand_edited == (victim,)
+    assert build(spec, out).written == (victim,)
+    assert (out / victim).read_bytes() == data
+
+
+def test_a_cache_of_the_format_without_ctimes_is_ignored(built: tuple[Path, Path]) -> None:
+    # Format 2 recorded (size, mtime, inode): read as format 3 it would trust a file by three of its four fields.
+    spec, out = built
+    rewrite(
+        out,
+        lambda body: body.update(format=2, files={path: stat[:3] for path, stat in body["files"].items()}),
+    )
+    assert cached(out) is None
+    rewrite(out, lambda body: body.update(format=2))  # the ctimes still there: the format alone refuses it
+    assert cached(out) is None
+
+
+@pytest.mark.parametrize("staging", ["spare", "fresh", "worker"])
+def test_the_files_a_rebuild_linked_are_recorded_with_their_new_ctime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, staging: str
+) -> None:
+    # meshc links the output's unchanged files into the spare or a staging tree, and may remove a tree holding such
+    # links: each changes the inode's ctime. The cache records every file's stat after the build's last link and
+    # unlink, so the next build trusts every file it did not write (and a no-op stops before parsing).
+    spec = generate(tmp_path / "spec", 8, datacenters=2, clusters=2, deps=2, seed=3)
+    out = tmp_path / "out"
+    build(spec, out)
+    edit_spec(spec)
+    build(spec, out)  # the spare now holds the previous files of the edited targets: the next edit links them
+    if staging == "fresh":
+        shutil.rmtree(spare(out))  # staged in a new tree, the previous one removed after the swap
+    if staging == "worker":
+        shutil.rmtree(spare(out))
+        cache.cache_path(out).unlink()  # every target rendered, none changed: the worker's tree is abandoned
+        monkeypatch.setattr(incremental, "PARALLEL_FROM", 1)
+    else:  # another service: the first edit's files, unchanged now, are linked into the tree
+        path = spec / "services" / "svc-0002.yaml"
+        path.write_text(path.read_text().replace("port: 8080", "port: 8282", 1))
+    before = scan_tree(out)
+    result = build(spec, out)
+    assert result.changed == (staging != "worker")
+    after = scan_tree(out)
+    linked = {p for p, e in after.items() if e.kind == "regular file"} - set(result.written)
+    # the trap is there: files the build did not write have a new ctime, not the one it scanned
+    assert {p for p in linked if after[p].ctime_ns != before[p].ctime_ns}
+    settled(out)  # no file in the cache's clock tick (conftest.settled)
+    found = cached(out) or pytest.fail("cache")
+    assert linked - {"MANIFEST.json"} <= set(found.trusted)
+    assert len(found.trusted) == len(found.files)
+    assert build(spec, out).changed is False
+
+
 def test_a_racy_file_is_hashed_not_trusted(built: tuple[Path, Path], tmp_path: Path) -> None:
     """A file changed in the clock tick the cache was written in has the recorded stat; its mtime gives it away."""
     spec, out = built
@@ -448,7 +521,12 @@ def test_a_racy_file_is_hashed_not_trusted(built: tuple[Path, Path], tmp_path: P
     stamp = os.stat(cache.cache_path(out)).st_mtime_ns
     os.utime(out / victim, ns=(stamp, stamp))
     info = os.stat(out / victim)
-    rewrite(out, lambda body: body["files"].update({victim: [info.st_size, info.st_mtime_ns, info.st_ino]}))
+    rewrite(
+        out,
+        lambda body: body["files"].update(
+            {victim: [info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns]}
+        ),
+    )
     os.utime(cache.cache_path(out), ns=(stamp, stamp))  # the cache written in that very tick
     assert victim not in (cached(out) or pytest.fail("cache")).trusted
     assert build(spec, out).written == (victim,)

@@ -239,11 +239,15 @@ def _hostile_paths(root: Path) -> dict[str, str]:
     }
 
 
-def test_build_refuses_files_dangling_links_and_paths_under_a_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["build", "check"])
+def test_build_and_check_refuse_files_dangling_links_and_paths_under_a_file(
+    tmp_path: Path, command: str
+) -> None:
+    # check as build: a path that can hold no tree is refused, not reported as a tree with every file missing
     cases = _hostile_paths(tmp_path)
     before = snapshot(tmp_path)
     for out, start in cases.items():
-        sentence = one_line_error(meshc("build", EXAMPLE, "-o", out, cwd=tmp_path), 2, out)
+        sentence = one_line_error(meshc(command, EXAMPLE, "-o", out, cwd=tmp_path), 2, out)
         assert sentence.startswith(start), (out, sentence)
     assert snapshot(tmp_path) == before  # the file is kept where it was, not swapped away into a hidden copy
 
@@ -480,6 +484,42 @@ def test_a_second_build_or_check_gives_up_after_its_lock_timeout(tmp_path: Path)
         (tmp_path / "p2" / "resume").touch()
         assert p2.wait(timeout=120) == 0
     assert meshc("check", spec_c, "-o", out).returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["file", "directory", "symlink", "fifo"])
+def test_something_else_at_the_lock_path_is_never_removed(tmp_path: Path, kind: str) -> None:
+    # A build removes its lock file when done: what it did not make there (an empty regular file) it must neither
+    # lock through nor remove. A build refuses, naming it; a check goes on unlocked (no build can lock meanwhile).
+    spec = shutil.copytree(EXAMPLE, tmp_path / "spec", ignore=shutil.ignore_patterns("rollout.yaml"))
+    out = tmp_path / "k"
+    assert meshc("build", spec, "-o", out).returncode == 0
+    lock = tmp_path / ".k.meshc-lock"
+    if kind == "file":
+        lock.write_text("my notes\n")
+    elif kind == "directory":
+        lock.mkdir()
+        (lock / "notes.txt").write_text("my notes\n")
+    elif kind == "symlink":
+        lock.symlink_to(tmp_path / "elsewhere")
+    else:
+        os.mkfifo(lock)
+    what = {"file": "a regular file holding data", "directory": "a directory", "symlink": "a symlink"}
+    before = snapshot(tmp_path)
+    sentence = one_line_error(meshc("build", spec, "-o", out, timeout=60), 2, lock)
+    assert sentence == (
+        f"is {what.get(kind, 'a named pipe (FIFO)')}, not the lock file meshc makes beside the output; meshc never "
+        "removes what it did not write: move it away, then build again"
+    )
+    assert meshc("check", spec, "-o", out, timeout=60).returncode == 0
+    assert snapshot(tmp_path) == before
+
+
+def test_the_empty_lock_file_a_killed_build_left_is_taken_and_removed(tmp_path: Path) -> None:
+    out = tmp_path / "k"
+    (tmp_path / ".k.meshc-lock").touch()  # what a build killed while it held the lock leaves
+    spec = shutil.copytree(EXAMPLE, tmp_path / "spec", ignore=shutil.ignore_patterns("rollout.yaml"))
+    assert meshc("build", spec, "-o", out).returncode == 0
+    assert not os.path.lexists(tmp_path / ".k.meshc-lock")
 
 
 # ------------------------------------------------------------------ item 7: no staging left behind

@@ -28,7 +28,14 @@ from compiler.cli.arguments import (
     spec_argument,
 )
 from compiler.cli.evidence import drift_request
-from compiler.cli.exits import EXIT_ENVIRONMENT, EXIT_FINDINGS, EXIT_INTERNAL, EXIT_INVALID, EXIT_OK
+from compiler.cli.exits import (
+    EXIT_ENVIRONMENT,
+    EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_INVALID,
+    EXIT_OK,
+)
 from compiler.cli.graph import GRAPH_HELP, graph_arguments, run_graph
 from compiler.cli.usage import Parser
 from compiler.diagnostics import (
@@ -48,7 +55,8 @@ from compiler.spec.schema import schema_text
 
 
 def run() -> None:
-    """The `meshc` console script and `python -m compiler`: `main`, then the process ends without tearing its heap down.
+    """What the `meshc` console script and `python -m compiler` run once loaded (compiler.launch): `main`, then the
+    process ends without tearing its heap down.
 
     Interpreter shutdown frees every module and object one by one, for a process that is ending: after flushing
     what meshc printed, os._exit skips it. A one-service rebuild at 1,000 services takes 28 ms less CPU (0.459 s
@@ -73,9 +81,9 @@ def run() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """What the `meshc` console script runs (through `run`): parse the arguments, run the command, its exit code."""
-    args = _parser(argv).parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
     try:
+        args = _parser(argv).parse_args(argv)  # in here too: a Ctrl-C while the parser is built is answered
+        handler: Callable[[argparse.Namespace], int] = args.handler
         with collector_paused():  # a command is one batch of acyclic garbage; see collector_paused
             return handler(args)
     except SpecError as exc:
@@ -96,7 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"meshc: internal error: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
     except KeyboardInterrupt:
-        return 130
+        print("meshc: interrupted", file=sys.stderr)  # as compiler.launch says it before this can
+        return EXIT_INTERRUPTED
     except BrokenPipeError:  # `meshc explain x | head`: the reader has all it wanted
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

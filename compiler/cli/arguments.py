@@ -34,11 +34,23 @@ def output_arguments(sub: argparse.ArgumentParser) -> None:
     output_option(sub)
     sub.add_argument(
         "--lock-timeout",
-        type=float,
+        type=seconds,
         default=LOCK_TIMEOUT,
         metavar="SECONDS",
         help=f"how long to wait for another build or check of the same output (default: {LOCK_TIMEOUT:g})",
     )
+
+
+def seconds(text: str) -> float:
+    """A duration in seconds, 0 or more: a negative one or NaN is a usage error, never a wait that ends at once
+    (and then blames another build) or never."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:  # NaN too: it compares false with everything
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
+    return value
 
 
 def explain_arguments(sub: argparse.ArgumentParser) -> None:

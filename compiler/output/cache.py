@@ -11,9 +11,13 @@ used only when all of this holds, else ignored (the build starts from scratch):
 - it describes the tree that is there: it records the sha256 of the MANIFEST.json it was written
   beside, and the MANIFEST.json in `output/` has it.
 
-A file of `output/` is taken to hold its manifest hash without being read only if its size, mtime
-and inode are the recorded ones and its mtime is older than the cache file's own ("racy" files,
-written in the same clock tick as the cache, are hashed, as git does with its index).
+A file of `output/` is taken to hold its manifest hash without being read only if its size, mtime,
+inode and ctime are the recorded ones and its mtime is older than the cache file's own ("racy" files,
+written in the same clock tick as the cache, are hashed, as git does with its index). The ctime is what
+catches an edit whose size and mtime were put back (`cp -p`, `touch -r`): no one can set it. meshc itself
+changes it too, each time it links a file of the output into a new tree or the spare tree, or removes a
+tree holding such a link: the build records the stat of those files after its last link and unlink
+(`Swapped.relinked`), so that the next build still trusts every file it did not write.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from compiler.output.sealed import foreign, rewrite_file, sealed, unsealed
 if TYPE_CHECKING:
     from compiler.spec.load import Unreadable
 
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: each file's ctime is recorded (a format-2 cache is ignored, not misread)
 MAX_CACHE_BYTES = 256 << 20  # 10,000 services record ~100,000 files in ~10 MB; more is not meshc's
 MAGIC = b"meshc-cache"
 
@@ -157,17 +161,18 @@ def trusted_cache(found: CacheFile | None, entries: Mapping[str, OnDisk]) -> Cac
     # cache's checksum and code fingerprint hold): its shape needs no second check.
     files: dict[str, str] = found.manifest["files"]
     recorded: dict[str, list[int]] = body["files"]
-    # Untouched: a regular file of the same size, mtime and inode as recorded, older than the cache itself. Field by
-    # field from the record's side, the mtime (the likeliest to differ) first: 4.4 ms at 1,000 services where a
-    # list made per entry and compared took 7.9 ms.
+    # Untouched: a regular file of the same size, mtime, inode and ctime as recorded, older than the cache itself.
+    # Field by field from the record's side, the mtime (the likeliest to differ) first: 4.4 ms at 1,000 services
+    # where a list made per entry and compared took 7.9 ms.
     found_at = entries.get
     trusted = {
         path: files[path]
-        for path, (size, mtime_ns, inode) in recorded.items()
+        for path, (size, mtime_ns, inode, ctime_ns) in recorded.items()
         if (entry := found_at(path)) is not None
         and entry.mtime_ns == mtime_ns
         and entry.size == size
         and entry.inode == inode
+        and entry.ctime_ns == ctime_ns
         and entry.kind == REGULAR
         and mtime_ns < stamp
         and path in files
@@ -211,7 +216,7 @@ def _is_cache(body: Any) -> bool:
         and all_of(str, body["inputs"].values())
         and isinstance(body["files"], dict)
         and all_of(list, body["files"].values())
-        and set(map(len, body["files"].values())) <= {3}
+        and set(map(len, body["files"].values())) <= {4}
         and all_of(int, chain.from_iterable(body["files"].values()))
         and (body["recorded"] is None or isinstance(body["recorded"], dict))  # checked when read: recorded_of
     )
@@ -228,6 +233,10 @@ class Swapped:
     manifest: str | None = None  # the sha256 of the MANIFEST.json it wrote (else it is read from the tree)
     # the files written, as fstat found them once written (any missing is lstat'ed)
     stats: Mapping[str, OnDisk] = field(default_factory=dict)
+    # The files kept from the previous tree whose inode the write linked or unlinked a name of since the scan
+    # (compiler.output.writer.WriteResult.relinked): their ctime is no longer the scanned one, so they are lstat'ed
+    # now. None: every file kept may be.
+    relinked: Collection[str] | None = ()
 
 
 def write_cache(
@@ -271,7 +280,9 @@ def write_cache(
             "inputs": dict(inputs),
             "recorded": recorded_json(recorded),
             "files": {
-                path: [e.size, e.mtime_ns, e.inode] for path, e in entries.items() if e.kind == REGULAR
+                path: [e.size, e.mtime_ns, e.inode, e.ctime_ns]
+                for path, e in entries.items()
+                if e.kind == REGULAR
             },
         },
         # In the order the build made them, not sorted: nothing reads the cache in order (its readers look paths
@@ -287,17 +298,32 @@ def _swapped_entries(real: Path, swapped: Swapped) -> dict[str, OnDisk]:
     The new tree is the previous one's files less those removed, with those written (new or replaced): a
     file the writer kept is a link to the previous tree's, and anything there that was not a regular file was
     written anew or removed. A link has its inode's size and mtime, as scanned before the build: a file changed
-    since is seen as changed by the next build (its stat differs from the record) and hashed, never trusted.
+    since is seen as changed by the next build (its stat differs from the record) and hashed, never trusted. A
+    file `relinked` (a link to it made or removed in this build) has a new ctime: it is lstat'ed, after the
+    write's last link or unlink.
     """
     dropped = {*swapped.written, *swapped.removed}
     entries = {path: e for path, e in swapped.old.items() if e.kind != DIRECTORY and path not in dropped}
     stats = swapped.stats
+    relinked = list(entries) if swapped.relinked is None else swapped.relinked
+    for path in relinked:
+        scanned = entries.get(path)
+        if scanned is not None:
+            entries[path] = _relinked(entry_of(os.lstat(f"{real}/{path}")), scanned)
     for path in swapped.written:
         found = stats.get(path)
         if found is None:
             found = entry_of(os.lstat(f"{real}/{path}"))
         entries[path] = found
     return entries
+
+
+def _relinked(now: OnDisk, scanned: OnDisk) -> OnDisk:
+    """The entry to record of a file linked or unlinked since the scan: its stat now, if only its ctime changed.
+
+    Anything else changed means someone wrote to it during the build: the scanned entry is kept, which the next
+    build finds different and hashes."""
+    return now if now[:4] == scanned[:4] else scanned
 
 
 def spec_digest(files: Mapping[str, bytes | Unreadable], label: str) -> str | None:

@@ -19,7 +19,7 @@ _CHUNK = 1 << 20  # files are hashed in 1 MiB reads: a 2 GiB hand-made file cost
 class OnDisk(NamedTuple):
     """One entry of an output tree as `lstat` sees it; nothing is opened to learn it.
 
-    `mtime_ns` and `inode` let a build tell an untouched file from its recorded stat (see output.cache).
+    `mtime_ns`, `inode` and `ctime_ns` let a build tell an untouched file from its recorded stat (see output.cache).
     A NamedTuple, not a frozen dataclass: every build and check scans the whole output (12,363
     entries at 1,000 services), and a frozen dataclass's __init__ makes that scan 12 % slower
     (median CPU 76 ms against 68 ms over 15 interleaved runs; `python benchmarks/tricks.py --scan`).
@@ -29,6 +29,9 @@ class OnDisk(NamedTuple):
     size: int = 0
     mtime_ns: int = 0
     inode: int = 0
+    # The inode's change time, which no one can set back: an edit whose size and mtime were put back (`cp -p`,
+    # `touch -r`) still changes it, as git's index knows.
+    ctime_ns: int = 0
 
 
 _A_DIRECTORY = OnDisk(DIRECTORY)
@@ -39,7 +42,7 @@ def scan_tree(root: Path) -> dict[str, OnDisk]:
 
     A symlink, FIFO, socket or device is listed with its kind and never opened: opening a FIFO
     blocks until a writer comes, and a symlink may point anywhere. A directory is known from its
-    listing (no lstat of its own): only files need their size, mtime and inode.
+    listing (no lstat of its own): only files need their size, mtime, inode and ctime.
     """
     found: dict[str, OnDisk] = {}
     # Regular files told first and the record made through tuple.__new__ (OnDisk's own __new__ is Python): the
@@ -52,17 +55,17 @@ def scan_tree(root: Path) -> dict[str, OnDisk]:
         info = entry.stat(follow_symlinks=False)
         mode = info.st_mode
         kind = REGULAR if stat.S_ISREG(mode) else kind_of(mode)
-        found[path] = new(OnDisk, (kind, info.st_size, info.st_mtime_ns, info.st_ino))
+        found[path] = new(OnDisk, (kind, info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns))
     return found
 
 
 def entry_of(info: os.stat_result) -> OnDisk:
     """An entry as `scan_tree` records it, from the (l)stat of a file that is not a directory."""
-    return OnDisk(kind_of(info.st_mode), info.st_size, info.st_mtime_ns, info.st_ino)
+    return OnDisk(kind_of(info.st_mode), info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
 
 
 def list_tree(root: Path) -> dict[str, OnDisk]:
-    """`scan_tree` from the directory listings alone: each entry's kind and inode, size and mtime left 0.
+    """`scan_tree` from the directory listings alone: each entry's kind and inode, size and times left 0.
 
     For a tree whose files are only told apart by inode (the spare tree, compiler.output.spare): the
     listing already names each entry's type and inode, so no file is lstat'ed. One listing's inode is

@@ -30,17 +30,7 @@ def resolve_output(out: Path, protect: Sequence[tuple[str, Path]] = ()) -> Path:
     output or inside it, since a build replaces the whole directory.
     """
     label = str(out)
-    path = Path(os.path.abspath(out))
-    info = _lstat(out, label)
-    link = info is not None and stat.S_ISLNK(info.st_mode)
-    if link:
-        info = _link_target(path, label)
-    if info is not None and not stat.S_ISDIR(info.st_mode):
-        what = f"a symlink to a {kind_of(info.st_mode)}" if link else f"a {kind_of(info.st_mode)}"
-        raise OutputRefused(
-            label, f"is {what}, not a directory; name a directory that is new, empty or built by meshc"
-        )
-    real = Path(os.path.realpath(path))
+    real = output_directory(out)
     if ".git" in real.parts:
         raise OutputRefused(
             label,
@@ -54,7 +44,7 @@ def resolve_output(out: Path, protect: Sequence[tuple[str, Path]] = ()) -> Path:
                 label,
                 f"{relation}; a build replaces its whole output directory, so give it one of its own (e.g. output)",
             )
-    if info is not None and _is_mount_point(real):
+    if os.path.lexists(real) and _is_mount_point(real):
         # Publishing is one rename of the whole directory, which cannot replace a mount point (EBUSY), and the
         # staging copy beside it would land on the parent filesystem (a cross-device rename fails anyway).
         # Building in place file by file would give up atomicity, so a mount point is refused on purpose.
@@ -64,6 +54,25 @@ def resolve_output(out: Path, protect: Sequence[tuple[str, Path]] = ()) -> Path:
             f"cannot be, so build into a directory inside it (e.g. {label.rstrip('/')}/output)",
         )
     return real
+
+
+def output_directory(out: Path) -> Path:
+    """The real path behind `out`, a directory or nothing yet; OutputRefused for a path that can hold no tree (a
+    regular file, a FIFO, a dangling symlink or one to a file, a path under a file, a symlink loop).
+
+    `resolve_output`'s first half, and all of it that `check` needs: it reads a tree, it never replaces one."""
+    label = str(out)
+    path = Path(os.path.abspath(out))
+    info = _lstat(out, label)
+    link = info is not None and stat.S_ISLNK(info.st_mode)
+    if link:
+        info = _link_target(path, label)
+    if info is not None and not stat.S_ISDIR(info.st_mode):
+        what = f"a symlink to a {kind_of(info.st_mode)}" if link else f"a {kind_of(info.st_mode)}"
+        raise OutputRefused(
+            label, f"is {what}, not a directory; name a directory that is new, empty or built by meshc"
+        )
+    return Path(os.path.realpath(path))
 
 
 def _lstat(path: Path, label: str) -> os.stat_result | None:

@@ -186,11 +186,12 @@ def _encode(entries: Mapping[str, OnDisk]) -> bytes:
     return marshal.dumps(_columns(entries))
 
 
-def _columns(entries: Mapping[str, OnDisk]) -> tuple[str, bytes, bytes, bytes]:
+def _columns(entries: Mapping[str, OnDisk]) -> tuple[str, bytes, bytes, bytes, bytes]:
     kinds = bytes(_CODES[entry.kind] for entry in entries.values())
     numbers = array("q", chain.from_iterable((entry.size, entry.mtime_ns) for entry in entries.values()))
     inodes = array("Q", (entry.inode for entry in entries.values()))
-    return "\0".join(entries), kinds, numbers.tobytes(), inodes.tobytes()
+    ctimes = array("q", (entry.ctime_ns for entry in entries.values()))
+    return "\0".join(entries), kinds, numbers.tobytes(), inodes.tobytes(), ctimes.tobytes()
 
 
 def _decoded(body: bytes | None) -> dict[str, OnDisk] | None:
@@ -205,14 +206,15 @@ def _decode(body: bytes) -> dict[str, OnDisk]:
     return _from_columns(marshal.loads(body))
 
 
-def _from_columns(columns: tuple[str, bytes, bytes, bytes]) -> dict[str, OnDisk]:
-    joined, kinds, raw_numbers, raw_inodes = columns
-    numbers, inodes = array("q"), array("Q")
+def _from_columns(columns: tuple[str, bytes, bytes, bytes, bytes]) -> dict[str, OnDisk]:
+    joined, kinds, raw_numbers, raw_inodes, raw_ctimes = columns
+    numbers, inodes, ctimes = array("q"), array("Q"), array("q")
     numbers.frombytes(raw_numbers)
     inodes.frombytes(raw_inodes)
+    ctimes.frombytes(raw_ctimes)
     paths = joined.split("\0") if joined else []
     pairs = iter(numbers)
-    rows = zip(map(_KINDS.__getitem__, kinds), pairs, pairs, inodes, strict=True)
+    rows = zip(map(_KINDS.__getitem__, kinds), pairs, pairs, inodes, ctimes, strict=True)
     # tuple.__new__ through map: the records are made in C (OnDisk's own __new__ is Python)
     return dict(zip(paths, map(tuple.__new__, repeat(OnDisk), rows), strict=True))
 

@@ -18,6 +18,7 @@ from compiler.diagnostics import EnvironmentFailure, InternalError
 from compiler.output import durable
 from compiler.output.disk import DIRECTORY, OnDisk, cause, remove_tree, scan_tree
 from compiler.output.guard import check_replaceable, resolve_output
+from compiler.output.manifest import read_manifest
 from compiler.output.spare import (
     ABSENT,
     FOREIGN,
@@ -44,6 +45,10 @@ class WriteResult:
     manifest: str | None = None  # the sha256 of the MANIFEST.json swapped in, if the tree had one
     # The files written, as fstat found them once written (compiler.output.cache.Swapped); may miss some.
     stats: Mapping[str, OnDisk] = field(default_factory=dict)
+    # The files kept from the previous tree whose inode got a new ctime in this write: a link to it was made (into
+    # the staging or the spare tree) or removed (with the previous tree, or an abandoned staging tree). None: any
+    # kept file may have (compiler.output.cache.Swapped.relinked).
+    relinked: tuple[str, ...] | None = ()
 
 
 def previous_tree(out: Path) -> tuple[Path, dict[str, OnDisk]]:
@@ -114,7 +119,7 @@ def write_files(
     label = str(out)
     real, old = previous if previous is not None else previous_tree(out)
     state = spare_state(spare) if spare is not None else ABSENT
-    notes = (foreign_note(spare),) if spare is not None and state == FOREIGN else ()
+    notes: tuple[str, ...] = (foreign_note(spare),) if spare is not None and state == FOREIGN else ()
     if spare is not None and state == OURS and old:
         stage: Staging = Recycled(real, old, trusted or {}, spare, listing)
     else:
@@ -133,10 +138,12 @@ def write_files(
         if not stage.started and not removed:
             return WriteResult(changed=False, notes=notes)
         if worker is not None and type(stage) is Staging and not stage.written and not removed:
-            # Staged only because the worker needed the tree to exist: every file is the previous tree's own.
+            # Staged only because the worker needed the tree to exist: every file is the previous tree's own, and
+            # removing the links to them made there gives each a new ctime.
             stage.abandon()
             remove_tree(stage.root)
-            return WriteResult(changed=False, notes=notes)
+            return WriteResult(changed=False, notes=notes, relinked=None)
+        extras = _extras(real, removed)  # read before the swap: the previous MANIFEST.json is still in place
         stage.finish()
         durable.swap(stage.root, real)
     except BaseException as error:
@@ -155,10 +162,13 @@ def write_files(
         raise EnvironmentFailure(
             label, f"the new output is in place, but the swap cannot be flushed to disk: {cause(error)}"
         ) from error
-    if not isinstance(stage, Recycled) and not (
+    kept_previous = isinstance(stage, Recycled) or (
         spare is not None and state == ABSENT and keep_as_spare(stage.root, spare)
-    ):
+    )
+    if not kept_previous:
         durable.remove_previous(stage.root)
+    if extras:
+        notes += (extras_note(label, extras, spare if kept_previous else None),)
     return WriteResult(
         changed=True,
         written=tuple(sorted(stage.written)),
@@ -166,4 +176,41 @@ def write_files(
         notes=notes,
         manifest=stage.manifest,
         stats=stage.stats,
+        relinked=_relinked(stage),
     )
+
+
+# How many removed files a note names; the rest are counted ("and N more"), as a diagnostic list is.
+NAMED_EXTRAS = 10
+
+
+def _extras(real: Path, removed: tuple[str, ...]) -> tuple[str, ...]:
+    """The removed paths that the previous tree's MANIFEST.json does not list: files meshc did not write (all of
+    them where it has none). Read only when a build removes something."""
+    if not removed:
+        return ()
+    previous = read_manifest(real)
+    listed = previous["files"] if previous is not None else {}
+    return tuple(path for path in removed if path not in listed)
+
+
+def extras_note(label: str, extras: tuple[str, ...], spare: Path | None) -> str:
+    """What a build says of the files it removed that meshc had not written: each by name (NAMED_EXTRAS of them),
+    and where they still are. The previous tree is the spare tree until the next build stages in it; where it was
+    not kept (no spare, or a path there meshc leaves alone) it was deleted."""
+    named = ", ".join(extras[:NAMED_EXTRAS])
+    more = f" and {len(extras) - NAMED_EXTRAS} more" if len(extras) > NAMED_EXTRAS else ""
+    where = (
+        f"; until the next build they are still in {spare}/ (the previous tree)"
+        if spare is not None
+        else "; they are deleted"
+    )
+    return f"{label}: removed {len(extras)} file(s) meshc had not written: {named}{more}{where}"
+
+
+def _relinked(stage: Staging) -> tuple[str, ...] | None:
+    """The kept files whose ctime the write changed (`WriteResult.relinked`), once the previous tree is the spare
+    or removed. In the spare tree, only the files linked there (most are the output's already: a one-service
+    rebuild links ~10). In a staging tree every kept file was linked, some by a worker, and the previous tree's
+    removal unlinks one name of each."""
+    return tuple(stage.linked) if isinstance(stage, Recycled) else None

@@ -241,6 +241,7 @@ def _build(
             removed=result.removed,
             manifest=result.manifest,
             stats=result.stats,
+            relinked=result.relinked,
         ),
     )
     # the recorded lines of the files left alone, new lines for the changed ones

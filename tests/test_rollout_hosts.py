@@ -130,9 +130,10 @@ def inventory(count: int) -> str:
     return "# PuppetDB inventory export\n" + "\n".join(lines) + "\n"
 
 
-@pytest.fixture(scope="module")
-def canary_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
-    repo = make_repo(tmp_path_factory.mktemp("hosts") / "repo")
+def hosts_repo(root: Path) -> tuple[Path, str]:
+    """A repo with POLICY and an inventory (commit `base`), and rollout.yaml pinning every later wave to base,
+    not yet committed: (repo, base)."""
+    repo = make_repo(root)
     spec = repo / SPEC
     set_policy(spec, POLICY)
     (spec / "inventory").mkdir(exist_ok=True)
@@ -141,6 +142,13 @@ def canary_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, st
     (spec / "rollout.yaml").write_text(
         f"hold: false\npins:\n  canary-hosts: {base}\n  west: {base}\n  rest: {base}\n"
     )
+    return repo, base
+
+
+@pytest.fixture(scope="module")
+def canary_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    repo, base = hosts_repo(tmp_path_factory.mktemp("hosts") / "repo")
+    spec = repo / SPEC
     commit(repo, "rollout")
     head = add_timeout_change(repo)
     (spec / "rollout.yaml").write_text(
@@ -238,15 +246,8 @@ def test_the_diff_counts_canary_hosts_among_the_promotions_still_ahead(
 ) -> None:
     # The canary-hosts wave is the next promotion of a change to auth's pools: "still ahead" names it with its
     # hosts (it named the target waves alone), in the policy's order.
-    repo = make_repo(tmp_path / "repo")
+    repo, base = hosts_repo(tmp_path / "repo")
     spec = repo / SPEC
-    set_policy(spec, POLICY)
-    (spec / "inventory").mkdir(exist_ok=True)
-    (spec / "inventory/hosts.yaml").write_text(inventory(10))
-    base = commit(repo, "policy and inventory")
-    (spec / "rollout.yaml").write_text(
-        f"hold: false\npins:\n  canary-hosts: {base}\n  west: {base}\n  rest: {base}\n"
-    )
     start = commit(repo, "rollout")
     head = add_timeout_change(repo)
     assert main(["diff", "--base", start, "--head", head, "--spec", str(spec), "--format", "json"]) == 0
@@ -271,15 +272,7 @@ def test_a_host_becoming_a_canary_is_compared_with_its_pool(
 ) -> None:
     # A rollout starts with every wave at the base: the canary hosts get node files that hold their pool's very
     # rendering. Nothing they run changes (it read "added … Envoy restart" against nothing); the files are named.
-    repo = make_repo(tmp_path / "repo")
-    spec = repo / SPEC
-    set_policy(spec, POLICY)
-    (spec / "inventory").mkdir(exist_ok=True)
-    (spec / "inventory/hosts.yaml").write_text(inventory(10))
-    base = commit(repo, "policy and inventory")
-    (spec / "rollout.yaml").write_text(
-        f"hold: false\npins:\n  canary-hosts: {base}\n  west: {base}\n  rest: {base}\n"
-    )
+    repo, base = hosts_repo(tmp_path / "repo")
     head = commit(repo, "rollout")
     report = assert_now_is_what_the_builds_change(repo, base, head, tmp_path, capsys)
     assert not [c for c in report["now"]["changes"] if c["target"].startswith("host/")]

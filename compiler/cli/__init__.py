@@ -169,10 +169,9 @@ def _validate_rollout(spec_dir: Path) -> None:
 
     context = rollout_context(spec_dir)
     if context is None:
-        from compiler.rollout.rebuild import plain_build_note
-        from compiler.rollout.revisions import no_rollout_reason
+        from compiler.rollout.revisions import plain_build_note
 
-        print(f"meshc: warning: {escape(plain_build_note(no_rollout_reason(spec_dir)))}", file=sys.stderr)
+        print(f"meshc: warning: {escape(plain_build_note(spec_dir))}", file=sys.stderr)
         return
     try:
         resolve(context.policy, context.rollout, context.location.repo)

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     )  # the rollout's own record: the diff loads it only under one
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
+WORKING_TREE = (
+    "working tree"  # how a diff names its head when that is the working tree, uncommitted edits included
+)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -162,6 +165,11 @@ class RolloutNow:
     waves: tuple[str, ...] = ()  # every wave of the head's policy, in order
     mode: str = "active"  # the rollout at the head: "active", "hold" (nothing new reaches a wave), "none"
     unknown: str = ""  # why what the merge changes at once is not known (the base's rollout cannot be built)
+
+    @property
+    def restarts(self) -> int:
+        """How many of the targets and hosts that change at once need a process restart or a pod roll."""
+        return sum(change.restart >= RestartClass.SIDECAR_RESTART for change in self.changes)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -14,6 +14,7 @@ from compiler.diff.records import (
     ADDED,
     CHANGED,
     REMOVED,
+    WORKING_TREE,
     Group,
     MeshDiff,
     SpecFileDiff,
@@ -30,11 +31,10 @@ from compiler.output.manifest import MANIFEST
 from compiler.pipeline import Build
 from compiler.render import SidecarConfig
 from compiler.render.restart import RestartClass
-from compiler.spec.load import MESH_FILE, SpecFiles
+from compiler.spec.load import MESH_FILE, SpecFiles, spec_label
 from compiler.spec.model import Spec
 from compiler.targets import file_hashes, target_inputs
 
-WORKING_TREE = "working tree"
 CHUNK = 3000  # targets per backend run in a diff; see _streamed_files
 
 
@@ -45,7 +45,7 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
     Raises RevisionError for an unknown revision, SpecError (files named `REV:path`) for an invalid head.
     """
     location = locate(spec_dir)
-    label = spec_dir.as_posix().rstrip("/") or "."
+    label = spec_label(spec_dir)
     try:
         head_files = read_worktree(spec_dir) if head is None else read_revision(location, head)
         base_files = _read_base(location, base)

@@ -17,6 +17,7 @@ from pathlib import Path
 import orjson
 
 from compiler.diagnostics import Diagnostic, SpecError, at_revision
+from compiler.diff.records import WORKING_TREE as DIFF_WORKING_TREE
 from compiler.diff.records import PinMove, RolloutNow, WaveSplit
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate
 from compiler.output.manifest import MANIFEST
@@ -33,11 +34,11 @@ from compiler.rollout.revisions import (
     rollout_context,
     spec_key,
 )
+from compiler.spec.load import spec_label
 from compiler.spec.wave_policy import WavePolicy
 
 # The reason a target changes when its wave runs another revision after the merge (else: "authorization").
 NEW_REVISION = "its wave moves"
-WORKING_TREE_NAME = "working tree"  # a move to the working tree, as `meshc diff` names it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,7 +59,7 @@ def rollout_now(
     CI needs the history). A base whose rollout cannot be built gives a RolloutNow that says why and nothing
     else: what the merge changes is then unknown, never "nothing"."""
     location = locate(spec_dir)
-    label = spec_dir.as_posix().rstrip("/") or "."
+    label = spec_label(spec_dir)
     cache = RevisionCache()
     # A rendering is keyed by its widening, not its spec: the base's renderings must not meet the head's.
     base_cache = RevisionCache(compiled=cache.compiled, keys=cache.keys, parsed=cache.parsed)
@@ -119,12 +120,11 @@ def _mode(side: _Side) -> str:
     return "none" if side.plain else "hold" if side.context.rollout.hold else "active"
 
 
-def _unknown(after: _Side | None, base: str, diagnostics: Sequence[Diagnostic]) -> RolloutNow:
+def _unknown(after: _Side, base: str, diagnostics: Sequence[Diagnostic]) -> RolloutNow:
+    """What the merge changes at once when the base's rollout cannot be built: unknown, and why."""
     problem = f"the rollout at {base} cannot be built: {diagnostics[0].format()}"
     if len(diagnostics) > 1:
         problem += f" (and {len(diagnostics) - 1} more error(s))"
-    if after is None:
-        return RolloutNow(moves=(), changes=(), unknown=problem)
     return RolloutNow(
         moves=(), changes=(), waves=after.context.policy.names, mode=_mode(after), unknown=problem
     )
@@ -181,7 +181,7 @@ def _moves(before: _Side, after: _Side, worktree: bool) -> list[PinMove]:
         old = ran.get(wave.wave)
         if old is None or spec_key(before.context, old) != spec_key(after.context, wave.revision):
             new = (
-                WORKING_TREE_NAME
+                DIFF_WORKING_TREE
                 if worktree and wave.revision == WORKING_TREE
                 else _commit(after.context, wave.revision)
             )

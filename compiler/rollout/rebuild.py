@@ -49,10 +49,10 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
     if tree is None:
         # Outside git, pins name no revision: the plain tree, as documented, but never silently (it gives every
         # wave the spec as it is, and drops the canary hosts' node files).
-        from compiler.rollout.revisions import no_rollout_reason
+        from compiler.rollout.revisions import plain_build_note
 
         result = write_files(out, _stream(plain_tree(spec_dir)), (real, old))
-        return replace(result, notes=(*result.notes, plain_build_note(no_rollout_reason(spec_dir))))
+        return replace(result, notes=(*result.notes, plain_build_note(spec_dir)))
     trusted = cached.trusted if cached is not None else None
     spare = real.parent / f".{real.name}.meshc-spare"
     result = write_files(out, _stream(tree), (real, old), trusted, spare=spare)
@@ -60,11 +60,6 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
     after = rollout_digest(spec_dir)
     write_cache(real, before if before == after else None, {})
     return replace(result, notes=result.notes + foreign_cache_notes(real))
-
-
-def plain_build_note(reason: str) -> str:
-    """What a build or validate says when a rollout.yaml is there but no rollout is in force (`reason`)."""
-    return f"{reason}: no wave is held back, every target gets the spec as it is (a plain build)"
 
 
 def _stream(tree: Mapping[str, bytes]) -> Iterator[NewFile]:

@@ -33,7 +33,16 @@ from compiler.rollout.hosts import INVENTORY_FILE, Host, load_inventory, parse_i
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, load_rollout, parse_rollout
 from compiler.spec.checks import check
 from compiler.spec.document import Document, LoadError, parse_document
-from compiler.spec.load import MESH_FILE, SERVICES_DIR, SpecFiles, Unreadable, load_documents, spec_files
+from compiler.spec.load import (
+    MESH_FILE,
+    SERVICES_DIR,
+    SpecFiles,
+    Unreadable,
+    load_documents,
+    side_bytes,
+    spec_files,
+    spec_label,
+)
 from compiler.spec.model import Spec
 from compiler.spec.wave_policy import WavePolicy
 
@@ -92,7 +101,7 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
 
     Raises SpecError for a rollout.yaml that is malformed or without a wave policy.
     """
-    label = spec_dir.as_posix().rstrip("/") or "."
+    label = spec_label(spec_dir)
     if not os.path.lexists(
         spec_dir / ROLLOUT_FILE
     ):  # a directory, FIFO or link there is an error (load_rollout), not "none"
@@ -105,8 +114,10 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
     if rollout is None:
         return None
     hosts = partial(load_inventory, spec_dir / INVENTORY_FILE, f"{label}/{INVENTORY_FILE}")
-    head = location.repo.head.commit.hexsha if location.repo.head.is_valid() else ""
-    return _context(spec_dir, location, spec_files(spec_dir), rollout, hosts, head, cache or RevisionCache())
+    files = spec_files(spec_dir)
+    return _context(
+        spec_dir, location, files, rollout, hosts, _commit_of(location, None), cache or RevisionCache()
+    )
 
 
 def revision_context(
@@ -118,16 +129,17 @@ def revision_context(
     Raises SpecError as rollout_context does. `cache` may be another context's only if no revision is rendered
     in it: a rendering of WORKING_TREE is keyed by the widening, not by the spec it renders (RevisionCache).
     """
-    label = spec_dir.as_posix().rstrip("/") or "."
-    raw = _side_file(location, revision, ROLLOUT_FILE, label)
+    label = spec_label(spec_dir)
+    raw = side_bytes(read_side_revision(location, revision, ROLLOUT_FILE), f"{label}/{ROLLOUT_FILE}")
     if raw is None:
         return None
     rollout = parse_rollout(raw, f"{label}/{ROLLOUT_FILE}")
+    inventory = f"{label}/{INVENTORY_FILE}"
     hosts = partial(
-        _inventory, _side_file(location, revision, INVENTORY_FILE, label), f"{label}/{INVENTORY_FILE}"
+        _inventory, side_bytes(read_side_revision(location, revision, INVENTORY_FILE), inventory), inventory
     )
-    commit = location.repo.commit(revision).hexsha
-    return _context(spec_dir, location, read_revision(location, revision), rollout, hosts, commit, cache)
+    files = read_revision(location, revision)
+    return _context(spec_dir, location, files, rollout, hosts, _commit_of(location, revision), cache)
 
 
 def plain_context(
@@ -136,7 +148,7 @@ def plain_context(
     """A build without rollout.yaml at git `revision` (None: the working tree) as a rollout context: every wave is
     to run its spec, no host is a canary (a plain build writes no node file), and its own wave policy names the
     waves, else `policy` (the other side's, in a diff). Raises SpecError for an invalid spec."""
-    label = spec_dir.as_posix().rstrip("/") or "."
+    label = spec_label(spec_dir)
     files = spec_files(spec_dir) if revision is None else read_revision(location, revision)
     rollout = RolloutFile(
         file=f"{label}/{ROLLOUT_FILE}",
@@ -145,19 +157,16 @@ def plain_context(
         spans={},
         span=Span(file=f"{label}/{ROLLOUT_FILE}"),
     )
-    head = (
-        location.repo.commit(revision or "HEAD").hexsha if revision or location.repo.head.is_valid() else ""
+    return _context(
+        spec_dir, location, files, rollout, lambda: (), _commit_of(location, revision), cache, policy
     )
-    return _context(spec_dir, location, files, rollout, lambda: (), head, cache, policy)
 
 
-def _side_file(location: SpecLocation, revision: str, relative: str, label: str) -> bytes | None:
-    found = read_side_revision(location, revision, relative)
-    if isinstance(found, Unreadable):
-        raise SpecError(
-            [Diagnostic(span=Span(file=f"{label}/{relative}"), code=found.code, message=found.message)]
-        )
-    return found
+def _commit_of(location: SpecLocation, revision: str | None) -> str:
+    """The commit id of `revision` (None: the one the working tree is on; "" in a repository without one)."""
+    if revision is None:
+        return location.repo.head.commit.hexsha if location.repo.head.is_valid() else ""
+    return location.repo.commit(revision).hexsha
 
 
 def _inventory(raw: bytes | None, label: str) -> tuple[Host, ...]:
@@ -176,7 +185,7 @@ def _context(
 ) -> Context:
     """The context of a rollout whose first wave runs `files` (commit `head`), its spec checked and lowered once;
     `policy`: the waves where the spec has no policy of its own (else that is an error)."""
-    label = spec_dir.as_posix().rstrip("/") or "."
+    label = spec_label(spec_dir)
     head_spec = check(load_parsed(files, label, cache.parsed))
     policy = head_spec.mesh.rollout or policy
     if policy is None:
@@ -214,13 +223,18 @@ def no_rollout_reason(spec_dir: Path) -> str:
     spec_files(
         spec_dir
     )  # a missing spec directory, or a file, is said as such, not as a missing rollout.yaml
-    label = spec_dir.as_posix().rstrip("/") or "."
+    label = spec_label(spec_dir)
     if (spec_dir / ROLLOUT_FILE).is_file():
         return (
             f"{label}/{ROLLOUT_FILE} pins git revisions, but {label} is not in a git repository "
             "(a copy of the spec has no history)"
         )
     return f"no {ROLLOUT_FILE} in {label}"
+
+
+def plain_build_note(spec_dir: Path) -> str:
+    """What build and validate say when a rollout.yaml is there but no rollout is in force (no_rollout_reason)."""
+    return f"{no_rollout_reason(spec_dir)}: no wave is held back, every target gets the spec as it is (a plain build)"
 
 
 def _diagnostic(rollout: RolloutFile, code: str, message: str) -> Diagnostic:

@@ -133,10 +133,20 @@ def _list_services(root: Path) -> list[tuple[str, bool]] | Unreadable:
 def read_side_file(path: Path, label: str) -> bytes | None:
     """A file beside the spec (rollout.yaml, the inventory): its bytes, None if absent; SpecError if it is no regular
     file, e.g. a directory, FIFO or symlink, which must not pass for an absent file (that would drop the rollout)."""
-    found = _read_entry(path.parent, path.name)
+    return side_bytes(_read_entry(path.parent, path.name), label)
+
+
+def side_bytes(found: bytes | Unreadable | None, label: str) -> bytes | None:
+    """A side file as read (from a directory or a git revision): its bytes, None if absent; SpecError naming `label`
+    if it is no regular file."""
     if isinstance(found, Unreadable):
         raise SpecError([_error(label, found.code, found.message)])
     return found
+
+
+def spec_label(spec_dir: Path) -> str:
+    """How diagnostics and the rollout name the spec directory: as given, without a trailing slash ("." for /)."""
+    return spec_dir.as_posix().rstrip("/") or "."
 
 
 def _read_entry(

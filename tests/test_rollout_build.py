@@ -695,6 +695,13 @@ def test_the_diff_of_a_rollout_ending_names_every_file_it_changes(
     report = assert_now_is_what_the_builds_change(repo, started, head, tmp_path, capsys)
     assert {c["wave"] for c in report["now"]["changes"]} >= {"west", "rest"}
     assert report["now"]["mode"] == "none" and report["rollout"] == "none"
+    # every wave gets the change at once: the wave line counts each wave's targets (it counted none)
+    splits = {s["wave"]: len(s["targets"]) for s in report["waves"]}
+    assert main(["diff", "--base", started, "--head", head, "--spec", str(spec)]) == 0
+    assert (
+        f"Waves: canary ({splits['canary']}), west ({splits['west']}), rest ({splits['rest']}); "
+        "no rollout.yaml, so every wave gets this at once"
+    ) in capsys.readouterr().out
 
 
 def test_on_hold_the_diff_changes_nothing_at_once_and_every_wave_is_ahead(

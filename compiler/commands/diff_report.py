@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from compiler.backends.kubernetes.readers import reader_secret_name
@@ -21,7 +21,9 @@ from compiler.diff.records import (
     Change,
     KubeDelete,
     MeshDiff,
+    RolloutNow,
     TargetDiff,
+    WaveSplit,
     restart_key,
 )
 from compiler.render.restart import Credentials, RestartClass
@@ -59,9 +61,8 @@ def summary(diff: MeshDiff) -> dict[str, int]:
         counts[restart_key(cls)] = sum(t.status == CHANGED and t.restart == cls for t in diff.targets)
     counts["credentials"] = sum(bool(t.credentials) for t in diff.targets)
     # under a rollout: what the merge changes at once (targets and canary hosts), and how many of them restart
-    now = diff.now.changes if diff.now is not None else ()
-    counts["now"] = len(now)
-    counts["now_restarts"] = sum(change.restart >= RestartClass.SIDECAR_RESTART for change in now)
+    counts["now"] = len(diff.now.changes) if diff.now is not None else 0
+    counts["now_restarts"] = diff.now.restarts if diff.now is not None else 0
     counts["deletions"] = len(diff.deletions)
     counts["shared_files"] = len(diff.shared)
     counts["spec_files"] = len(diff.spec)
@@ -203,14 +204,13 @@ def now_lines(diff: MeshDiff, markdown: bool) -> list[str]:
         return []
     from compiler.rollout.report import revision_name, target_change_lines  # loaded with diff.now
 
-    restarts = sum(change.restart >= RestartClass.SIDECAR_RESTART for change in now.changes)
     files = f" and {len(now.files)} other file(s)" if now.files else ""
     if now.unknown:
         head = f"Rollout: what merging changes in output/ at once is unknown: {now.unknown}"
     elif now.changes or now.files:
         head = (
             f"Rollout: merging changes {len(now.changes)} target(s) and canary host(s){files} in output/ at once, "
-            f"{restarts} with a restart"
+            f"{now.restarts} with a restart"
         )
     else:
         head = "Rollout: merging changes nothing in output/ at once"
@@ -243,24 +243,31 @@ def rollout_lines(diff: MeshDiff) -> list[str]:
     if not diff.waves:
         return []
     counts = [f"{split.wave} ({len(split.targets)})" for split in diff.waves if split.targets]
-    now = diff.now
-    if now is not None and not now.unknown:
-        at_once = {change.target for change in now.changes}
-        order = {name: index for index, name in enumerate(now.waves)}
-        splits = [(s.wave, [t for t in s.targets if t not in at_once], "") for s in diff.waves]
-        splits += [(s.wave, list(s.targets), " host(s)") for s in now.hosts_ahead]
-        splits.sort(key=lambda split: order.get(split[0], len(order)))
-        counts = [f"{wave} ({len(targets)}{unit})" for wave, targets, unit in splits if targets]
     if diff.rollout == "none":
         return [f"Waves: {', '.join(counts)}; no rollout.yaml, so every wave gets this at once"]
+    now = diff.now
+    known = now is not None and not now.unknown
+    if now is not None and known:
+        counts = _ahead(diff.waves, now)
     if diff.rollout == "hold":
         return [
             "Rollout on hold: no wave gets this until hold is lifted; then, one promotion at a time: "
             f"{', '.join(counts)}"
         ]
-    if now is not None and not now.unknown:
+    if known:
         return [f"Still ahead, one promotion each: {', '.join(counts)}"] if counts else []
     first, *rest = diff.waves
     ahead = [f"{split.wave} ({len(split.targets)})" for split in rest]
     line = f"Now: wave {first.wave} ({len(first.targets)} target(s))"
     return [line + (f"; still ahead, one promotion each: {', '.join(ahead)}" if ahead else "; nothing ahead")]
+
+
+def _ahead(waves: Sequence[WaveSplit], now: RolloutNow) -> list[str]:
+    """Each wave's changed targets that do not change at once, and the canary hosts still ahead, in the policy's
+    order: `wave (count)`."""
+    at_once = {change.target for change in now.changes}
+    order = {name: index for index, name in enumerate(now.waves)}
+    splits = [(split.wave, [t for t in split.targets if t not in at_once], "") for split in waves]
+    splits += [(split.wave, list(split.targets), " host(s)") for split in now.hosts_ahead]
+    splits.sort(key=lambda split: order.get(split[0], len(order)))
+    return [f"{wave} ({len(targets)}{unit})" for wave, targets, unit in splits if targets]

@@ -110,6 +110,9 @@ class Recycled(Staging):
         self.listing = listing  # gives the spare's entries told apart, if the caller has them
         self.spare: dict[str, OnDisk] = {}
         self.touched: set[str] = set()  # directories whose entries changed: fsynced before the swap
+        # The output's files linked into the spare here: a link changes the inode's ctime, which the build cache
+        # records (compiler.output.cache.Swapped.relinked). A plain staging tree links every kept file.
+        self.linked: list[str] = []
 
     def start(self) -> None:
         """Read what the spare holds (once) and link the equal files noted so far."""
@@ -155,6 +158,7 @@ class Recycled(Staging):
             return  # the very file of the output: nothing to do
         self._clear(path)
         super()._link(path)
+        self.linked.append(path)
         self.touched.add(path.rpartition("/")[0])
 
     def _write(self, path: str, data: bytes) -> None:

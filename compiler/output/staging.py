@@ -65,9 +65,6 @@ class Staging:
         self.seen: set[str] = set()
         self.pending: list[str] = []  # equal files noted before the staging tree existed
         self.written: list[str] = []
-        # The previous tree's files linked into this tree: a link changes the inode's ctime, which the build cache
-        # records (compiler.output.cache.Swapped.relinked).
-        self.linked: list[str] = []
         # Each written file's stat as fstat gave it once written, for the build cache: one lstat by path per file
         # after the swap took ~60 ms of a full build at 1,000 services (compiler.output.cache.Swapped).
         self.stats: dict[str, OnDisk] = {}
@@ -214,7 +211,6 @@ class Staging:
             os.link(self.source + path, self.target + path, follow_symlinks=False)
         except FileExistsError:
             raise InternalError(f"two artifacts claim {path}") from None
-        self.linked.append(path)
         self.created_in.add(path.rpartition("/")[0])
 
     def _parent(self, path: str) -> None:

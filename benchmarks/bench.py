@@ -62,7 +62,7 @@ from benchmarks.harness import (  # noqa: E402
     empty_trash,
     spec_for,
 )
-from benchmarks.incremental import bench_incremental  # noqa: E402
+from benchmarks.incremental import RSS_GOALS_MB, bench_incremental  # noqa: E402
 from benchmarks.stages import STAGES, measure, run_child  # noqa: E402
 
 
@@ -77,6 +77,8 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
+# The stages that are a rollout's meshc commands (benchmarks/rollout.py), whose peak RSS has the memory goals too.
+ROLLOUT_COMMANDS = ("rollout-build", "rollout-plan", "rollout-diff")
 # Stages run by their own functions in main(), beside those of STAGES.
 PROCESS_STAGES = ("floor", "incremental", "drift-puppet")
 
@@ -152,6 +154,15 @@ def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
         if {"meshc-build", "rollout-build"} <= set(totals):
             ratio = totals["rollout-build"][0] / totals["meshc-build"][0]
             print(f"{size:>8}  rollout-build / meshc-build: {ratio:.2f}x wall (goal <= 1.5x)")
+        rollout = {name: totals[name][2] for name in ROLLOUT_COMMANDS if name in totals}
+        if size in RSS_GOALS_MB and rollout:
+            # "every command" includes the rollout's: a build, plan and diff where a rollout.yaml is in force
+            peak = max(rollout.values())
+            each = ", ".join(f"{name} {rss:.0f}" for name, rss in rollout.items())
+            verdict = "ok" if peak <= RSS_GOALS_MB[size] else "MISSED"
+            print(
+                f"{size:>8}  peak RSS with a rollout, MB: {each} (goal <= {RSS_GOALS_MB[size]} MB): {verdict}"
+            )
         if size == TARGET_SIZE and {"validate", "lower"} <= set(totals):
             wall = totals["validate"][0] + totals["lower"][0]
             rss = totals["lower"][2]

@@ -44,11 +44,46 @@ def _rollout_setup(state: State) -> None:
                 ).stdout.strip()
             )
     pins = {"w1": revisions[2], "w2": revisions[1], "w3": revisions[0]}
-    (repo / "mesh-spec/rollout.yaml").write_text(
-        "hold: false\npins:\n" + "".join(f"  {w}: {r}\n" for w, r in pins.items())
-    )
+    (repo / "mesh-spec/rollout.yaml").write_text(_rollout_file(pins))
+    # committed with the fourth edit, so a diff's base has the rollout too (the working tree is that commit)
+    for command in (["add", "-A"], ["commit", "-q", "-m", "rollout"]):
+        subprocess.run(GIT + command, cwd=repo, check=True)
     state["rollout_spec"] = repo / "mesh-spec"
+    state["rollout_pins"] = pins
     os.sync()  # the build syncs before its swap: it must pay for its own writes, not for these commits
+
+
+def _rollout_file(pins: dict[str, str]) -> str:
+    return "hold: false\npins:\n" + "".join(f"  {wave}: {revision}\n" for wave, revision in pins.items())
+
+
+def _promotion_setup(state: State) -> None:
+    """Not part of the diff: the promotion pull request, w2 moved to w1's revision in the working tree."""
+    pins = {**state["rollout_pins"], "w2": state["rollout_pins"]["w1"]}
+    (state["rollout_spec"] / "rollout.yaml").write_text(_rollout_file(pins))
+
+
+def _meshc(arguments: list[str], expect: str) -> None:
+    """One meshc command in this child (its stdout kept apart: the child's stdout carries the timings)."""
+    import contextlib
+    import io
+
+    from compiler.cli import main as meshc
+
+    with contextlib.redirect_stdout(io.StringIO()) as report:
+        code = meshc(arguments)
+    assert code == 0 and expect in report.getvalue(), report.getvalue()[-2000:]
+
+
+def _rollout_plan(state: State) -> None:
+    """`meshc plan`: the rollout built as it stands and as the next promotion leaves it, every state checked."""
+    _meshc(["plan", str(state["rollout_spec"])], "every state while")
+
+
+def _rollout_diff(state: State) -> None:
+    """`meshc diff --base HEAD` of the promotion: the spec diff, and both sides' rollouts built and compared."""
+    spec = str(state["rollout_spec"])
+    _meshc(["diff", "--base", "HEAD", "--spec", spec, "--format", "markdown"], "its wave moves")
 
 
 def _rollout_build(state: State) -> None:
@@ -73,5 +108,23 @@ ROLLOUT_STAGES: tuple[Stage, ...] = (
         description="meshc build with a rollout: 3 pinned revisions + the working tree (goal <= 1.5x meshc-build)",
         run=_rollout_build,
         requires=("rollout-setup",),
+    ),
+    Stage(
+        name="rollout-plan",
+        description="meshc plan: the rollout and its next promotion built, every state checked",
+        run=_rollout_plan,
+        requires=("rollout-setup",),
+    ),
+    Stage(
+        name="promotion-setup",
+        description="(setup, not timed as diff) the promotion pull request: w2 moved to w1's pin, uncommitted",
+        run=_promotion_setup,
+        requires=("rollout-setup",),
+    ),
+    Stage(
+        name="rollout-diff",
+        description="meshc diff --base HEAD of the promotion: spec diff + both sides' rollouts",
+        run=_rollout_diff,
+        requires=("rollout-setup", "promotion-setup"),
     ),
 )

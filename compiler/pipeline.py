@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.manifest import render_tree
-from compiler.output.writer import WriteResult, write_tree
+from compiler.output.staging import NewFile
+from compiler.output.writer import WriteResult, write_files
 from compiler.spec.load import SpecFiles, load_documents, spec_files
 
 # The stages import jinja2, the schema check and the whole IR: they load when a spec is compiled, so a
@@ -116,15 +117,15 @@ def lower_dir(spec_dir: Path) -> Mesh:
 def write_output(
     spec_dir: Path,
     out: Path,
-    tree: Callable[[], Mapping[str, bytes]],
+    files: Callable[[], Iterable[NewFile]],
     lock_timeout: float = LOCK_TIMEOUT,
     on_wait: Callable[[Path], None] | None = None,
 ) -> WriteResult:
-    """Write the tree `tree()` renders atomically, holding the output's lock from reading the spec to the swap.
+    """Write the tree `files()` streams atomically, holding the output's lock from reading the spec to the swap.
 
     An output meshc may not replace (see `resolve_output`) is refused before the spec is read; an
-    invalid spec raises before anything is written.
+    invalid spec raises before the swap, and the output is left as it was.
     """
     real = resolve_output(out, protect=(("the spec directory", spec_dir),))
     with output_lock(real, str(out), lock_timeout, on_wait):
-        return write_tree(out, tree())
+        return write_files(out, files())

@@ -6,9 +6,18 @@ from typing import Any
 
 import pytest
 
+from compiler.memo import Memo
 from compiler.pipeline import Build, compile, spec_files
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, ENVOY_SDS, NERVE, SYNAPSE
-from compiler.render.restart import DOCUMENT_CLASS, RestartClass, changes, classify, restart_view
+from compiler.render.restart import (
+    DOCUMENT_CLASS,
+    RestartClass,
+    changes,
+    classify,
+    document_prints,
+    print_view,
+    restart_view,
+)
 from tests.conftest import EXAMPLE
 
 UPLOAD = "k8s/kube-sjc-a/upload/upload"
@@ -25,14 +34,23 @@ def edited(path: str, old: str, new: str) -> Build:
 
 
 def costs(before: Build, after: Build) -> dict[str, RestartClass]:
-    """Workload id -> class, for every workload whose documents changed."""
+    """Workload id -> class, for every workload whose documents changed; each also found from the documents' prints
+    (what comparing two rollout builds keeps of them), which must say the same, document by document."""
     ids = set(before.sidecars) | set(after.sidecars)
     found = {wid: classify(_docs(before, wid), _docs(after, wid)) for wid in sorted(ids)}
+    for wid in ids:
+        old, new = _prints(before, wid), _prints(after, wid)
+        assert changes(old, new, print_view) == changes(_docs(before, wid), _docs(after, wid)), wid
+        assert (old == new) == (_docs(before, wid) == _docs(after, wid)), wid
     return {wid: cost for wid, cost in found.items() if cost is not RestartClass.NONE}
 
 
 def _docs(build: Build, wid: str) -> Any:
     return build.sidecars[wid].documents if wid in build.sidecars else None
+
+
+def _prints(build: Build, wid: str) -> Any:
+    return document_prints(build.sidecars[wid].documents, Memo()) if wid in build.sidecars else None
 
 
 def test_timeout_change_is_a_hot_reload_of_the_clients_only(example_build: Build) -> None:

@@ -17,7 +17,7 @@ from compiler.gitsource import locate, read_revision
 from compiler.output.disk import read_tree
 from compiler.output.manifest import MANIFEST
 from compiler.pipeline import compile
-from compiler.rollout.build import build_rollout, node_path
+from compiler.rollout.build import build_rollout, node_path, rollout_state_of
 from compiler.rollout.output import output_for, plain_tree
 from compiler.rollout.plan import PromoteError, plan_rollout, promote
 from compiler.rollout.revisions import RevisionCache, rollout_context
@@ -291,7 +291,7 @@ def test_git_revert_of_a_promotion_restores_the_output_byte_for_byte(tmp_path: P
     # the revert's own transition (west: head -> base) is checked: its states are those of promoting west again
     context = rollout_context(spec)
     assert context is not None
-    report = check_rollout(context, build_rollout(context))
+    report = check_rollout(context, rollout_state_of(context))
     assert (
         report.promotion == ("west", reverted)
         and report.combinations > report.pairs > 0

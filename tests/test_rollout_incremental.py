@@ -22,7 +22,7 @@ from compiler.output import cache
 from compiler.output.disk import read_tree
 from compiler.output.writer import WriteResult
 from compiler.rollout import output as rollout_output
-from compiler.rollout import rebuild
+from compiler.rollout import placement, rebuild
 from compiler.rollout.output import output_for
 from tests.test_gitsource import commit, git, make_repo
 
@@ -183,13 +183,24 @@ def test_a_rollout_rebuild_with_nothing_changed_compiles_nothing(
     settled(out)  # no file in the cache's clock tick (conftest.settled)
 
     def refuse(*args: object) -> None:
-        raise AssertionError("a no-op rollout build compiled a revision")
+        raise AssertionError("a no-op rollout build or check compiled a revision")
 
-    monkeypatch.setattr(rollout_output, "rollout_tree", refuse)
+    monkeypatch.setattr(rollout_output, "rollout_files", refuse)
+    monkeypatch.setattr(
+        placement, "compile_revision", refuse
+    )  # what every way to a rollout's state goes through
     assert not build(rollout.spec, out).changed
-    monkeypatch.undo()
+    # `meshc check` agrees with the incremental build, from the same record: no revision compiled either
     status, edits = incremental.check_output(rollout.spec, out)
-    assert status.clean and not edits  # `meshc check` agrees with the incremental build
+    assert status.clean and not edits
+    monkeypatch.undo()
+    (out / "puppet/data/common.yaml").write_bytes(b"# edited by hand\n")
+    status, edits = incremental.check_output(
+        rollout.spec, out
+    )  # the record no longer holds: compiled, compared
+    assert status.hand_edited == ("puppet/data/common.yaml",) and set(edits) == {"puppet/data/common.yaml"}
+    assert build(rollout.spec, out).changed
+    assert incremental.check_output(rollout.spec, out)[0].clean
     rollout.edit_mesh()
     assert not incremental.check_output(rollout.spec, out)[0].clean
     assert build(rollout.spec, out).changed

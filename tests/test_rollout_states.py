@@ -90,7 +90,7 @@ def test_every_check_passes_for_safe_changes_and_counts_combinations(tmp_path: P
     context = rollout_context(spec)
     assert context is not None
     build = build_rollout(context)
-    report = check_rollout(context, build)
+    report = check_rollout(context, build.state)
     assert report.promotion is not None and report.promotion[0] == "west"
     now = check_states(build.state, None, None)
     assert report.pairs > now.pairs > 0 and report.combinations > report.pairs and not report.problems

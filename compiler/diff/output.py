@@ -8,7 +8,7 @@ from pathlib import Path
 
 from compiler.diff.files import diff_file
 from compiler.diff.records import CHANGED, DocumentDiff
-from compiler.output.compare import TreeStatus, compare_tree
+from compiler.output.compare import TreeStatus, compare_stream
 from compiler.output.disk import REGULAR, kind_of, read_regular
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 
@@ -23,19 +23,31 @@ def output_drift(
     lock_timeout: float = LOCK_TIMEOUT,
     on_wait: Callable[[Path], None] | None = None,
 ) -> tuple[TreeStatus, dict[str, DocumentDiff]]:
-    """How `out` differs from what the spec renders, and, for every stale or hand-edited file, what a rebuild
-    would change (on disk → rendered, as `diff` shows base → head).
+    """`meshc check` where a rollout.yaml is there: how `out` differs from what a build renders, and, for every stale
+    or hand-edited file, what a rebuild would change (on disk → rendered, as `diff` shows base → head).
 
-    Holds the output's lock, so it never reads a tree a build is swapping.
+    Holds the output's lock, so it never reads a tree a build is swapping. An output the rollout build recorded from
+    these very inputs (compiler.rollout.rebuild.rollout_digest), untouched since, is clean without compiling any
+    revision; otherwise the tree streams as a build writes it, and only digests are kept.
     """
-    from compiler.rollout.output import output_for  # with a rollout.yaml, every wave's revision is compiled
+    from compiler.output.cache import read_cache, untouched
+    from compiler.output.disk import scan_tree
+    from compiler.output.staging import new_file
+    from compiler.rollout.output import plain_tree, rollout_files  # every wave's revision is compiled
+    from compiler.rollout.rebuild import rollout_digest
 
     real = Path(os.path.realpath(out))
     with output_lock(real, str(out), lock_timeout, on_wait, required=False):
-        tree = output_for(spec_dir)
-        status = compare_tree(real, tree)
-        changed = (*status.stale, *status.hand_edited)
-        return status, {path: rebuild_edit(real, path, tree[path]) for path in changed}
+        old = scan_tree(real)
+        cached = read_cache(real, old)
+        digest = rollout_digest(spec_dir)
+        if cached is not None and digest is not None and cached.spec == digest and untouched(cached, old):
+            return TreeStatus(), {}
+        files = rollout_files(spec_dir)
+        if files is None:  # no rollout in force (outside git): the plain build, as `meshc build` writes it
+            files = (new_file(path, data) for path, data in plain_tree(spec_dir).items())
+        status, rendered = compare_stream(real, old, files, cached.trusted if cached is not None else {})
+        return status, {path: rebuild_edit(real, path, data) for path, data in rendered.items()}
 
 
 def rebuild_edit(root: Path, path: str, rendered: bytes) -> DocumentDiff:

@@ -10,19 +10,16 @@ what it costs. A side without rollout.yaml is its plain build (every wave runs i
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-import orjson
 
 from compiler.diagnostics import Diagnostic, SpecError, at_revision
 from compiler.diff.records import WORKING_TREE as DIFF_WORKING_TREE
 from compiler.diff.records import PinMove, RolloutNow, WaveSplit
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate
-from compiler.output.manifest import MANIFEST
 from compiler.rollout import has_rollout
-from compiler.rollout.build import RolloutBuild, build_rollout, node_path
+from compiler.rollout.build import RolloutBuild, build_rollout, file_index, laid_files, node_path
 from compiler.rollout.hosts import Canary
 from compiler.rollout.pins import WORKING_TREE, WaveRevision, resolve
 from compiler.rollout.plan import TargetChange, target_changes
@@ -97,7 +94,7 @@ def rollout_now(
     return RolloutNow(
         moves=moves,
         changes=changes,
-        files=_other_files(old.tree, new.tree, changes),
+        files=_other_files(old, new, changes),
         hosts_ahead=_hosts_ahead(new.state.canaries, changed, {c.target for c in changes}),
         waves=after.context.policy.names,
         mode=_mode(after),
@@ -110,9 +107,12 @@ def _build(side: _Side) -> RolloutBuild:
     built = build_rollout(side.context, side.revisions)
     if not side.plain:
         return built
-    from compiler.pipeline import compile  # noqa: A004 - the pipeline's verb
+    from compiler.backends import stream_backends
+    from compiler.pipeline import render_files
 
-    return replace(built, tree=compile(side.context.head_files, side.context.label, values=False).tree())
+    _, mesh, sidecars = render_files(side.context.head_files, side.context.label)
+    files, targets = file_index(laid_files(stream_backends(mesh, sidecars), keep=False))
+    return replace(built, files=files, targets=targets)
 
 
 def _mode(side: _Side) -> str:
@@ -195,15 +195,14 @@ def _commit(context: Context, revision: str) -> str:
 
 
 def _other_files(
-    old: Mapping[str, bytes], new: Mapping[str, bytes], changes: Sequence[TargetChange]
+    old: RolloutBuild, new: RolloutBuild, changes: Sequence[TargetChange]
 ) -> tuple[tuple[str, str], ...]:
     """The files that differ between the trees (MANIFEST.json aside) and belong to none of the `changes`."""
     listed = {node_path(c.target.removeprefix("host/")) for c in changes if c.target.startswith("host/")}
-    for tree in (old, new):
-        files_of = orjson.loads(tree[MANIFEST])["targets"]
-        listed.update(path for change in changes for path in files_of.get(change.target, ()))
+    for build in (old, new):
+        listed.update(path for change in changes for path in build.targets.get(change.target, ()))
     return tuple(
-        (path, "added" if path not in old else "removed" if path not in new else "changed")
-        for path in sorted(old.keys() | new.keys())
-        if path != MANIFEST and path not in listed and old.get(path) != new.get(path)
+        (path, "added" if path not in old.files else "removed" if path not in new.files else "changed")
+        for path in sorted(old.files.keys() | new.files.keys())
+        if path not in listed and old.files.get(path) != new.files.get(path)
     )

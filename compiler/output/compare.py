@@ -88,7 +88,11 @@ def compare_stream(
     for file in files:
         expected[file.path] = file.digest
         entry = entries.get(file.path)
-        if entry is None or entry.kind != REGULAR:
+        if entry is None:
+            continue
+        if entry.kind != REGULAR:  # hand-edited (a link, a FIFO...): never opened, described by what it is
+            if file.data is not None:
+                differing[file.path] = file.data
             continue
         digest = trusted.get(file.path) or file_digest(root / file.path)
         actual[file.path] = digest

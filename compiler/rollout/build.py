@@ -9,87 +9,200 @@ and revision.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
-from compiler.backends import run_backends
+from compiler.backends import stream_backends
 from compiler.backends.kubernetes import cluster_file, cluster_namespaces
 from compiler.backends.kubernetes.readers import external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
 from compiler.backends.puppet import pool_artifact
+from compiler.diagnostics import InternalError
 from compiler.emit import Artifact
 from compiler.ir.model import Mesh
-from compiler.output.manifest import render_tree
-from compiler.render import render
+from compiler.memo import Memo
+from compiler.output.manifest import MANIFEST, manifest_of
+from compiler.output.staging import NewFile, new_file
+from compiler.render import SidecarConfig, render
+from compiler.render.restart import document_prints
 from compiler.rollout.pins import RolloutFile, WaveRevision, resolve
 from compiler.rollout.placement import State, rollout_state
-from compiler.rollout.revisions import Context, Rendered
+from compiler.rollout.revisions import Context, Laid, Rendered, TargetPrint
 from compiler.spec.wave_policy import WavePolicy
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RolloutBuild:
-    """A rollout build: the state, the rendering of each live revision, and the output tree."""
+    """Two rollout builds' comparison material (`meshc plan`, `meshc diff`): the state, what each live revision
+    rendered (the prints of its targets' documents), and each file of the tree by its sha256, not its bytes.
+
+    At 3,000 services a build holding its bytes and every revision's documents peaked at 1.4 GB, and `meshc diff`,
+    which holds two, at 2.8 GB; a build that writes streams its files instead (`rollout_stream`)."""
 
     policy: WavePolicy
     rollout: RolloutFile
     head: str  # the commit the working tree is on
     state: State
     rendered: Mapping[str, Rendered]
-    tree: Mapping[str, bytes]
+    files: Mapping[str, str]  # path -> sha256 of every file but MANIFEST.json
+    targets: Mapping[str, tuple[str, ...]]  # target -> its files, as MANIFEST.json lists them
 
 
 def build_rollout(context: Context, revisions: Sequence[WaveRevision] | None = None) -> RolloutBuild:
-    """The output tree of the rollout (the pins of rollout.yaml unless `revisions` are given)."""
-    if revisions is None:
-        revisions = resolve(context.policy, context.rollout, context.location.repo)
-    state = rollout_state(context, tuple(revisions))
-    rendered = render_live(context, state)
-    tree = output_tree(state, rendered)
+    """The rollout (the pins of rollout.yaml unless `revisions` are given) laid out for comparison: its files by
+    digest, its targets' documents by print. Renderings are kept in the context's cache, keyed by what they depend
+    on, so a second build of the same command (the next promotion, the other side of a diff) reuses them."""
+    state = rollout_state(context, _resolved(context, revisions))
+    rendered: dict[str, Rendered] = {}
+    files, targets = file_index(laid_out(context, state, rendered, keep=False))
     return RolloutBuild(
         policy=context.policy,
         rollout=context.rollout,
         head=context.head,
         state=state,
         rendered=rendered,
-        tree=tree,
+        files=files,
+        targets=targets,
     )
 
 
-def render_live(context: Context, state: State) -> dict[str, Rendered]:
-    """Every live revision rendered; each external reader (a pseudo-target every live revision's union keeps) is laid
-    out once, from the newest revision that has it."""
+def file_index(files: Iterable[Laid]) -> tuple[dict[str, str], dict[str, tuple[str, ...]]]:
+    """Path -> sha256 of each file, and target -> its paths (sorted), as RolloutBuild holds them."""
+    digests: dict[str, str] = {}
+    targets: dict[str, list[str]] = {}
+    for laid in files:
+        digests[laid.path] = laid.digest
+        if laid.target is not None:
+            targets.setdefault(laid.target, []).append(laid.path)
+    return digests, {target: tuple(sorted(paths)) for target, paths in targets.items()}
+
+
+def rollout_state_of(context: Context, revisions: Sequence[WaveRevision] | None = None) -> State:
+    """The state the rollout (or `revisions`) leaves: what a build lays out, known before anything is rendered."""
+    return rollout_state(context, _resolved(context, revisions))
+
+
+def _resolved(context: Context, revisions: Sequence[WaveRevision] | None) -> tuple[WaveRevision, ...]:
+    return tuple(
+        revisions
+        if revisions is not None
+        else resolve(context.policy, context.rollout, context.location.repo)
+    )
+
+
+def rollout_stream(context: Context, state: State) -> Iterator[NewFile]:
+    """The rollout tree of `state` as a build writes it: each file as it is laid out, revision by revision (only one
+    revision's documents are held at a time), MANIFEST.json last. A rendering problem raises mid-stream: the writer
+    then throws its staging tree away."""
+    entries = []
+    for laid in laid_out(context, state, {}, keep=True):
+        entries.append((laid.path, laid.digest, laid.target))
+        yield NewFile(path=laid.path, digest=laid.digest, data=laid.data)
+    yield new_file(MANIFEST, manifest_of(sorted(entries), rollout=manifest_section(state)))
+
+
+def rollout_bytes(context: Context, state: State) -> dict[str, bytes]:
+    """The rollout tree of `state`, path -> bytes, MANIFEST.json included (what drift and the gate compare)."""
+    return {file.path: file.data for file in rollout_stream(context, state) if file.data is not None}
+
+
+def laid_out(context: Context, state: State, rendered: dict[str, Rendered], keep: bool) -> Iterator[Laid]:
+    """Every file of the rollout tree but MANIFEST.json, each revision's as soon as it is rendered; what each live
+    revision rendered goes into `rendered`. `keep`: the files carry their bytes (a build), else their digests alone.
+
+    Each target's files come from its wave's revision; a shared file or an external reader's (a pseudo-target every
+    live revision's union keeps: expand before contract) from the newest live revision that has it; a cluster's
+    Namespaces from every live revision; canary hosts' node files from their wave's revision."""
+    order = list(dict.fromkeys(r.revision for r in state.revisions if r.revision in state.meshes))
+    targets: set[str] = set()
+    shared: dict[str, Laid] = {}
     readers_done: set[str] = set()
-    rendered = {}
-    for revision in dict.fromkeys(r.revision for r in state.revisions if r.revision in state.meshes):
+    for revision in order:
         readers = {r.id for r in external_readers(state.meshes[revision])} - readers_done
         readers_done |= readers
-        rendered[revision] = render_revision(context, revision, state, frozenset(readers))
-    return dict(sorted(rendered.items()))
+        done, files = render_revision(context, revision, state, frozenset(readers), keep)
+        rendered[revision] = done
+        mine = _own_targets(state, revision)
+        workloads = {w.id for w in done.mesh.workloads}
+        for laid in files:
+            if laid.target in mine:
+                targets.add(laid.path)
+                yield laid
+            elif laid.target not in workloads:
+                shared.setdefault(laid.path, laid)
+    last = [*cluster_files([rendered[r].mesh for r in order]), *node_files(state, rendered)]
+    replaced = {artifact.path for artifact in last}
+    if replaced & targets:
+        raise InternalError(
+            f"a target's file is also a cluster or node file: {sorted(replaced & targets)[0]}"
+        )
+    yield from (laid for path, laid in shared.items() if path not in targets and path not in replaced)
+    yield from laid_files(last, keep)
+
+
+def laid_files(artifacts: Iterable[Artifact], keep: bool) -> Iterator[Laid]:
+    """Each artifact as a file of the tree: with its bytes if `keep`, else by digest alone."""
+    for artifact in artifacts:
+        digest = hashlib.sha256(artifact.data).hexdigest()
+        yield Laid(
+            path=artifact.path, target=artifact.target, digest=digest, data=artifact.data if keep else None
+        )
+
+
+def _own_targets(state: State, revision: str) -> frozenset[str]:
+    """The targets placed at `revision` that exist there."""
+    return frozenset(
+        t for t, p in state.placements.items() if p.revision == revision and p.workload is not None
+    )
+
+
+def _canary_pools(state: State, revision: str) -> frozenset[str]:
+    """The VM pools with a canary host whose wave runs `revision`: their sidecars make its node files."""
+    waves = {r.wave for r in state.revisions if r.revision == revision}
+    return frozenset(c.pool for c in state.canaries if c.wave in waves)
 
 
 def render_revision(
-    context: Context, revision: str, state: State, readers: frozenset[str] = frozenset()
-) -> Rendered:
-    """The sidecars of one live revision's widened IR, and the artifacts of the targets that run it, of
-    `readers`, and shared files."""
+    context: Context, revision: str, state: State, readers: frozenset[str] = frozenset(), keep: bool = False
+) -> tuple[Rendered, Iterator[Laid]]:
+    """One live revision's widened IR rendered, and the files of the targets that run it, of `readers`, and shared
+    files. What is kept of the rendering: the sidecars of its canary pools (their node files), and unless `keep`,
+    the prints of its targets' documents and its files' digests, in the context's cache.
+
+    `keep` (a build, which renders each revision once): the files carry their bytes and are serialized as they are
+    taken, while this revision's documents are held."""
     mesh = state.meshes[revision]
-    own = (
-        frozenset(t for t, p in state.placements.items() if p.revision == revision and p.workload is not None)
-        | readers
-    )
-    key = (revision, _mesh_key(mesh), own)
+    own = _own_targets(state, revision) | readers
+    canaries = _canary_pools(state, revision)
+    if keep:
+        sidecars = render(mesh)  # the whole revision: the invariants compare every workload's documents
+        done = Rendered(revision=revision, mesh=mesh, canaries=_kept(sidecars, canaries), prints={}, laid=())
+        # Backends serialize most of a build: only this revision's own targets are worth laying out.
+        return done, laid_files(stream_backends(mesh, sidecars, own), keep=True)
+    key = (revision, _mesh_key(mesh), own, canaries)
     cached = context.cache.rendered.get(key)
     if cached is None:
-        sidecars = render(mesh)  # the whole revision: the invariants compare every workload's documents
-        # Backends serialize most of a build: only this revision's own targets are worth laying out.
+        sidecars = render(mesh)
+        memo = Memo()
+        prints = {
+            target: TargetPrint(
+                documents=document_prints(sidecars[target].documents, memo),
+                restart_sensitive=sidecars[target].workload.restart_sensitive,
+            )
+            for target in sorted((own | canaries) & sidecars.keys())
+        }
         cached = context.cache.rendered[key] = Rendered(
             revision=revision,
             mesh=mesh,
-            sidecars=sidecars,
-            artifacts=tuple(run_backends(mesh, sidecars, own, values=False)),
+            canaries=_kept(sidecars, canaries),
+            prints=prints,
+            laid=tuple(laid_files(stream_backends(mesh, sidecars, own), keep=False)),
         )
-    return cached
+    return cached, iter(cached.laid)
+
+
+def _kept(sidecars: Mapping[str, SidecarConfig], pools: frozenset[str]) -> dict[str, SidecarConfig]:
+    return {pool: sidecars[pool] for pool in sorted(pools) if pool in sidecars}
 
 
 def _mesh_key(mesh: Mesh) -> str:
@@ -108,31 +221,6 @@ def _mesh_key(mesh: Mesh) -> str:
     return digest.hexdigest()
 
 
-def output_tree(state: State, rendered: Mapping[str, Rendered]) -> dict[str, bytes]:
-    """Each target's files from its wave's revision, shared files from the newest live revision that has them
-    (a cluster's Namespaces: the union over live revisions), canary hosts' node files, and MANIFEST.json with
-    the rollout section."""
-    order = [r.revision for r in state.revisions if r.revision in rendered]
-    chosen: dict[str, Artifact] = {}
-    for revision in dict.fromkeys(order):
-        mine = {t for t, p in state.placements.items() if p.revision == revision and p.workload is not None}
-        for artifact in rendered[revision].artifacts:
-            if artifact.target in mine:
-                chosen.setdefault(artifact.path, artifact)
-    for revision in dict.fromkeys(order):
-        workloads = {w.id for w in rendered[revision].mesh.workloads}
-        for artifact in rendered[revision].artifacts:
-            # shared files and external readers: expand before contract too
-            if artifact.target not in workloads:
-                chosen.setdefault(artifact.path, artifact)
-    for artifact in [
-        *cluster_files([rendered[r].mesh for r in dict.fromkeys(order)]),
-        *node_files(state, rendered),
-    ]:
-        chosen[artifact.path] = artifact
-    return render_tree(list(chosen.values()), rollout=manifest_section(state))
-
-
 def cluster_files(meshes: Sequence[Mesh]) -> list[Artifact]:
     """Each cluster's 00-cluster.yaml with every Namespace any of `meshes` (the live revisions, newest first) writes
     there: one file holds them all, so a namespace only an older wave still uses must be merged in, not dropped."""
@@ -148,7 +236,7 @@ def node_files(state: State, rendered: Mapping[str, Rendered]) -> list[Artifact]
     wave_revision = {r.wave: r.revision for r in state.revisions}
     files = []
     for canary in state.canaries:
-        sidecar = rendered[wave_revision[canary.wave]].sidecars.get(canary.pool)
+        sidecar = rendered[wave_revision[canary.wave]].canaries.get(canary.pool)
         if sidecar is not None:
             files.append(pool_artifact(node_path(canary.certname), sidecar, wave=canary.wave))
     return files

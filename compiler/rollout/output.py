@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from compiler.output.staging import NewFile
 from compiler.pipeline import compile_dir
-from compiler.rollout.build import build_rollout
+from compiler.rollout.build import rollout_bytes, rollout_state_of, rollout_stream
 from compiler.rollout.revisions import RevisionCache, rollout_context
 from compiler.rollout.states import check_rollout
 
@@ -16,22 +18,40 @@ def plain_tree(spec_dir: Path) -> dict[str, bytes]:
 
 
 def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, bytes]:
-    """What `meshc build` writes for `spec_dir`: the rollout tree when a rollout is in force, else the plain build.
+    """What `meshc build` writes for `spec_dir`, path -> bytes: the rollout tree when a rollout is in force, else the
+    plain build.
 
     Raises SpecError when a state of the rollout is unsafe (see compiler.rollout.states).
     """
-    tree = rollout_tree(spec_dir, cache)
-    return plain_tree(spec_dir) if tree is None else tree
-
-
-def rollout_tree(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, bytes] | None:
-    """The rollout tree of `spec_dir` (every state checked), or None when no rollout is in force."""
     context = rollout_context(spec_dir, cache)
+    if context is None:
+        return plain_tree(spec_dir)
+    try:
+        state = rollout_state_of(context)
+        check_rollout(context, state)
+        return rollout_bytes(context, state)
+    finally:
+        context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
+
+
+def rollout_files(spec_dir: Path) -> Iterator[NewFile] | None:
+    """The rollout tree of `spec_dir` as a build writes it, file by file (every state checked before the first), or
+    None when no rollout is in force."""
+    context = rollout_context(spec_dir)
     if context is None:
         return None
     try:
-        result = build_rollout(context)
-        check_rollout(context, result)
+        state = rollout_state_of(context)
+        check_rollout(context, state)
+    except BaseException:
+        context.location.repo.close()
+        raise
+    return _closing(context.location.repo.close, rollout_stream(context, state))
+
+
+def _closing(close: Callable[[], None], files: Iterator[NewFile]) -> Iterator[NewFile]:
+    """`files`, then `close()` once they are all out or the writer stops taking them."""
+    try:
+        yield from files
     finally:
-        context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
-    return dict(result.tree)
+        close()

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from compiler.ir.model import Workload
 from compiler.output.writer import WriteResult
 from compiler.pipeline import write_output
-from compiler.render.restart import RestartClass, classify
-from compiler.rollout.build import RolloutBuild, build_rollout, node_path, pool_file
+from compiler.render.restart import DocumentPrint, RestartClass, classify, print_view
+from compiler.rollout.build import (
+    RolloutBuild,
+    build_rollout,
+    node_path,
+    pool_file,
+    rollout_state_of,
+    rollout_stream,
+)
+from compiler.rollout.hosts import Canary
 from compiler.rollout.pairs import StatesReport
 from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
 from compiler.rollout.placement import State
-from compiler.rollout.revisions import Context, compile_revision, no_rollout_reason, rollout_context, spec_key
+from compiler.rollout.revisions import (
+    Context,
+    TargetPrint,
+    compile_revision,
+    no_rollout_reason,
+    rollout_context,
+    spec_key,
+)
 from compiler.rollout.states import check_rollout, check_states, next_state
 
 
@@ -88,9 +101,9 @@ def plan_rollout(context: Context) -> Plan:
     """The plan of the rollout in force: each wave, the next promotion's changes and costs, and the checked states."""
     current = build_rollout(context)
     # raises SpecError [rollout-unsafe]: a plan of an unsafe rollout is the error list
-    checked = check_rollout(context, current)
+    checked = check_rollout(context, current.state)
     now = check_states(current.state, None, None)
-    promotion, following, revisions = next_state(context, current)
+    promotion, following, revisions = next_state(context, current.state)
     changes: tuple[TargetChange, ...] = ()
     contracted: tuple[AuthzStep, ...] = ()
     report = None
@@ -161,12 +174,16 @@ def _targets(state: State) -> list[TargetStatus]:
     return sorted(found, key=lambda t: (order[t.wave], t.target))
 
 
-def _documents(build: RolloutBuild, target: str) -> Mapping[str, object] | None:
+def _prints(build: RolloutBuild, target: str) -> TargetPrint | None:
+    """What `target` runs in `build`, by print; None where it is absent."""
     placement = build.state.placements.get(target)
     if placement is None or placement.workload is None:
         return None
-    sidecar = build.rendered[placement.revision].sidecars.get(target)
-    return sidecar.documents if sidecar is not None else None
+    return build.rendered[placement.revision].prints.get(target)
+
+
+def _documents(found: TargetPrint | None) -> Mapping[str, DocumentPrint] | None:
+    return found.documents if found is not None else None
 
 
 def target_changes(
@@ -177,7 +194,7 @@ def target_changes(
     revision widens or narrows)."""
     found = []
     for target in sorted(set(before.state.placements) | set(after.state.placements)):
-        old, new = _documents(before, target), _documents(after, target)
+        old, new = _documents(_prints(before, target)), _documents(_prints(after, target))
         if old == new:
             continue
         placement = after.state.placements.get(target) or before.state.placements[target]
@@ -188,7 +205,7 @@ def target_changes(
                 target=target,
                 wave=placement.wave,
                 status=status,
-                restart=classify(old, new),
+                restart=classify(old, new, print_view),
                 restart_sensitive=bool(workload and workload.restart_sensitive),
                 reason=reason if placement.wave in moved else "authorization",
             )
@@ -207,12 +224,12 @@ def _host_changes(
     found = []
     for certname in sorted(set(old) | set(new)):
         path = node_path(certname)
-        if before.tree.get(path) == after.tree.get(path):
+        if before.files.get(path) == after.files.get(path):
             continue
         canary = new.get(certname) or old[certname]
-        was = _host_data(before, path, canary.pool)
-        now = _host_data(after, path, canary.pool)
-        documents = [data["mesh::sidecar"] if data is not None else None for data in (was, now)]
+        was = _host_print(before, old.get(certname), path, canary.pool)
+        now = _host_print(after, new.get(certname), path, canary.pool)
+        documents = (_documents(was), _documents(now))
         if documents[0] == documents[1]:
             continue
         found.append(
@@ -220,20 +237,21 @@ def _host_changes(
                 target=f"host/{certname}",
                 wave=canary.wave,
                 status="added" if was is None else "removed" if now is None else "changed",
-                restart=classify(documents[0], documents[1]),
-                restart_sensitive=any(
-                    data["mesh::restart_sensitive"] for data in (was, now) if data is not None
-                ),
+                restart=classify(documents[0], documents[1], print_view),
+                restart_sensitive=any(p.restart_sensitive for p in (was, now) if p is not None),
                 reason=reason if canary.wave in moved else "authorization",
             )
         )
     return found
 
 
-def _host_data(build: RolloutBuild, node: str, pool: str) -> dict[str, Any] | None:
-    """The hiera data a host reads in `build`: its node file, else its pool's file; None if neither is there."""
-    data = build.tree.get(node) or build.tree.get(pool_file(pool))
-    return json.loads(data) if data is not None else None
+def _host_print(build: RolloutBuild, canary: Canary | None, node: str, pool: str) -> TargetPrint | None:
+    """What a host runs in `build`, by print: its node file's rendering (its pool at its wave's revision), else its
+    pool file's (its pool where the pool stands); None if neither file is there."""
+    if canary is not None and node in build.files:
+        revision = next(r.revision for r in build.state.revisions if r.wave == canary.wave)
+        return build.rendered[revision].prints.get(pool)
+    return _prints(build, pool) if pool_file(pool) in build.files else None
 
 
 def _allow_lists(state: State) -> dict[str, set[str]]:
@@ -338,12 +356,12 @@ def _promote(
     note = gate(context, target[0]) if gate is not None else None
     old = next(r.revision for r in revisions if r.wave == target[0])
     moved = with_pin(revisions, *target)
-    result = build_rollout(context, moved)
-    check_rollout(_with_pins(context, target[0], target[1]), result)
+    state = rollout_state_of(context, moved)
+    check_rollout(_with_pins(context, target[0], target[1]), state)
     path = spec_dir / ROLLOUT_FILE
     text = rewrite_pin(path.read_text("utf-8"), target[0], target[1], note)
     # refuses what meshc did not write; holds the lock
-    written = write_output(spec_dir, out, lambda: dict(result.tree))
+    written = write_output(spec_dir, out, lambda: rollout_stream(context, state))
     staged = path.with_name(f".{path.name}.meshc-new")
     staged.write_text(text, "utf-8")
     os.replace(staged, path)  # atomic: rollout.yaml is never half written

@@ -38,15 +38,15 @@ _COMMIT_ID = re.compile(rb"\b[0-9a-f]{40}\b")  # pins are full commit ids; one i
 def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
     """The incremental rollout build, under the output's lock (see the module docstring). With no rollout in force
     (a rollout.yaml outside git) the plain tree is written whole, without a cache, with a note that says so."""
-    from compiler.rollout.output import plain_tree, rollout_tree  # only past the no-op check
+    from compiler.rollout.output import plain_tree, rollout_files  # only past the no-op check
 
     real, old = previous_tree(out)
     cached = read_cache(real, old)
     before = rollout_digest(spec_dir)
     if cached is not None and before is not None and cached.spec == before and untouched(cached, old):
         return WriteResult(changed=False)
-    tree = rollout_tree(spec_dir)
-    if tree is None:
+    files = rollout_files(spec_dir)
+    if files is None:
         # Outside git, pins name no revision: the plain tree, as documented, but never silently (it gives every
         # wave the spec as it is, and drops the canary hosts' node files).
         from compiler.rollout.revisions import plain_build_note
@@ -55,7 +55,7 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
         return replace(result, notes=(*result.notes, plain_build_note(spec_dir)))
     trusted = cached.trusted if cached is not None else None
     spare = real.parent / f".{real.name}.meshc-spare"
-    result = write_files(out, _stream(tree), (real, old), trusted, spare=spare)
+    result = write_files(out, files, (real, old), trusted, spare=spare)
     # Recorded only if nothing the build read moved while it ran, else the next build must not skip.
     after = rollout_digest(spec_dir)
     write_cache(real, before if before == after else None, {})

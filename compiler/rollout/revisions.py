@@ -16,7 +16,6 @@ from pathlib import Path
 import git
 
 from compiler.diagnostics import Diagnostic, InternalError, Span, SpecError, at_revision
-from compiler.emit import Artifact
 from compiler.gitsource import (
     RevisionError,
     SpecDirMissing,
@@ -29,6 +28,7 @@ from compiler.gitsource import (
 from compiler.ir.lower import lower
 from compiler.ir.model import Mesh
 from compiler.render import SidecarConfig
+from compiler.render.restart import DocumentPrint
 from compiler.rollout.hosts import INVENTORY_FILE, Host, load_inventory, parse_inventory
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, load_rollout, parse_rollout
 from compiler.spec.checks import check
@@ -57,13 +57,37 @@ class Revision:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Laid:
+    """A file of the rollout tree: its path, its target (None: a shared file) and the sha256 of its bytes, and the
+    bytes where they are kept (a build writes them; comparing two builds needs the digests alone)."""
+
+    path: str
+    target: str | None
+    digest: str
+    data: bytes | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TargetPrint:
+    """A target's sidecar documents known by their prints (what comparing two renderings needs of them)."""
+
+    documents: Mapping[str, DocumentPrint]
+    restart_sensitive: bool
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Rendered:
-    """One live revision rendered with the widened allow-lists."""
+    """What a rollout build keeps of one live revision rendered with the widened allow-lists."""
 
     revision: str
     mesh: Mesh
-    sidecars: Mapping[str, SidecarConfig]
-    artifacts: tuple[Artifact, ...]
+    canaries: Mapping[
+        str, SidecarConfig
+    ]  # the sidecars of the VM pools whose canary hosts run it: node files
+    # Comparing builds only (empty in a build that writes): the prints of the documents of its targets and canary
+    # pools, and the digests of the files it laid out.
+    prints: Mapping[str, TargetPrint]
+    laid: tuple[Laid, ...]
 
 
 @dataclass(kw_only=True, slots=True)
@@ -76,8 +100,8 @@ class RevisionCache:
     parsed: dict[tuple[str, str], Document] = field(
         default_factory=dict
     )  # (file, content hash) -> parsed document
-    # (revision, mesh key, targets laid out) -> what render_revision made of them
-    rendered: dict[tuple[str, str, frozenset[str]], Rendered] = field(default_factory=dict)
+    # (revision, mesh key, targets laid out, canary pools) -> what render_revision kept of them
+    rendered: dict[tuple[str, str, frozenset[str], frozenset[str]], Rendered] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -10,7 +10,6 @@ discovery connects, in each of the four combinations {current, next} × {current
 from __future__ import annotations
 
 from compiler.diagnostics import Diagnostic, Span, SpecError
-from compiler.rollout.build import RolloutBuild
 from compiler.rollout.pairs import (
     CURRENT,
     NEXT,
@@ -91,24 +90,24 @@ def _distinct(options: list[Instance | None]) -> list[Instance | None]:
 
 
 def next_state(
-    context: Context, build: RolloutBuild
+    context: Context, state: State
 ) -> tuple[tuple[str, str] | None, State | None, tuple[WaveRevision, ...] | None]:
     """The next promotion (wave, revision), the state it leads to and its pins; Nones when every wave is current."""
-    promotion = next_wave(build.state.revisions, context.head, lambda rev: spec_key(context, rev))
+    promotion = next_wave(state.revisions, context.head, lambda rev: spec_key(context, rev))
     if promotion is None:
         return None, None, None
     # Moving to the current commit: check the working tree, which a promotion requires clean (so equal), and
     # which a build before committing must already prove safe for the waves after the first.
     revision = WORKING_TREE if promotion[1] == context.head else promotion[1]
-    revisions = with_pin(build.state.revisions, promotion[0], revision)
+    revisions = with_pin(state.revisions, promotion[0], revision)
     return promotion, rollout_state(context, revisions), revisions
 
 
-def check_rollout(context: Context, build: RolloutBuild) -> StatesReport:
+def check_rollout(context: Context, state: State) -> StatesReport:
     """Check the current state and the next promotion's states; raise SpecError [rollout-unsafe] naming each
     broken pair."""
-    promotion, following, _ = next_state(context, build)
-    report = check_states(build.state, following, promotion)
+    promotion, following, _ = next_state(context, state)
+    report = check_states(state, following, promotion)
     if report.problems:
         raise SpecError([_diagnostic(context, report, problem) for problem in report.problems])
     return report

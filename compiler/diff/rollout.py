@@ -58,8 +58,11 @@ def rollout_now(
     location = locate(spec_dir)
     label = spec_label(spec_dir)
     cache = RevisionCache()
-    # A rendering is keyed by its widening, not its spec: the base's renderings must not meet the head's.
-    base_cache = RevisionCache(compiled=cache.compiled, keys=cache.keys, parsed=cache.parsed)
+    # Compiled revisions are keyed by their spec, renderings by their spec and widening (build.render_revision), never
+    # by a name (WORKING_TREE is another spec at each side): the base reuses whatever the head rendered alike.
+    base_cache = RevisionCache(
+        compiled=cache.compiled, keys=cache.keys, parsed=cache.parsed, rendered=cache.rendered
+    )
     try:
         try:
             after = _rollout_side(spec_dir, location, head, cache)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from compiler.backends import stream_backends
 from compiler.backends.kubernetes import cluster_file, cluster_namespaces
@@ -27,7 +27,7 @@ from compiler.render import SidecarConfig, render
 from compiler.render.restart import document_prints
 from compiler.rollout.pins import RolloutFile, WaveRevision, resolve
 from compiler.rollout.placement import State, rollout_state
-from compiler.rollout.revisions import Context, Laid, Rendered, TargetPrint
+from compiler.rollout.revisions import Context, Laid, Rendered, TargetPrint, spec_key
 from compiler.spec.wave_policy import WavePolicy
 
 
@@ -179,8 +179,11 @@ def render_revision(
         done = Rendered(revision=revision, mesh=mesh, canaries=_kept(sidecars, canaries), prints={}, laid=())
         # Backends serialize most of a build: only this revision's own targets are worth laying out.
         return done, laid_files(stream_backends(mesh, sidecars, own), keep=True)
-    key = (revision, _mesh_key(mesh), own, canaries)
+    # By content: the revision's spec (its name means another spec at each side of a diff) and what widening added.
+    key = (spec_key(context, revision) or revision, _mesh_key(mesh), own, canaries)
     cached = context.cache.rendered.get(key)
+    if cached is not None and cached.revision != revision:
+        cached = replace(cached, revision=revision)
     if cached is None:
         sidecars = render(mesh)
         memo = Memo()

@@ -10,10 +10,11 @@ import orjson
 import pytest
 import yaml
 
+from compiler.commands.diff_report import MAX_NOW_ROWS, now_lines
 from compiler.diagnostics import InternalError
 from compiler.diff.files import diff_file, diff_output_file, output_file, parse_file
 from compiler.diff.kube import kube_deletions, kube_objects
-from compiler.diff.records import ADDED, CHANGED, REMOVED, Change
+from compiler.diff.records import ADDED, CHANGED, REMOVED, Change, MeshDiff, RolloutNow
 from compiler.diff.revisions import diff_builds, group
 from compiler.diff.values import diff_values
 from compiler.emit import Artifact, dump_json, dump_yaml
@@ -21,6 +22,7 @@ from compiler.ir.lower import lower
 from compiler.pipeline import Build, validate_only
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
 from compiler.render.restart import RestartClass
+from compiler.rollout.plan import TargetChange
 from compiler.spec.load import read_tree
 from tests.conftest import EXAMPLE
 
@@ -756,3 +758,30 @@ def test_kubectl_deletes_come_from_the_objects_in_the_files_in_reverse_apply_ord
         ("Namespace", None, "gone", cluster_file),
     ]
     assert [d.cascades for d in deletions] == [False] * 4 + [True]
+
+
+@pytest.mark.parametrize("rows", [MAX_NOW_ROWS, MAX_NOW_ROWS + 7])
+def test_markdown_says_how_many_rows_of_the_at_once_lists_it_left_out(rows: int) -> None:
+    """Markdown cuts both lists of what changes at once (targets, other files) at MAX_NOW_ROWS and says how many
+    more there are; text lists every one."""
+    changes = tuple(
+        TargetChange(
+            target=f"vm/s{n:03}/dc",
+            wave="w",
+            status="changed",
+            restart=RestartClass.HOT_RELOAD,
+            restart_sensitive=False,
+            reason="its wave moves",
+        )
+        for n in range(rows)
+    )
+    files = tuple((f"kubernetes/c/meshc-discovery/s{n:03}.yaml", "changed") for n in range(rows))
+    diff = MeshDiff(base="b", head="h", now=RolloutNow(moves=(), changes=changes, files=files))
+    markdown = now_lines(diff, markdown=True)
+    more = f"… and {rows - MAX_NOW_ROWS} more (`meshc diff --format json` lists every one)"
+    assert markdown.count(more) == (2 if rows > MAX_NOW_ROWS else 0)
+    assert sum(line.startswith("- file ") for line in markdown) == MAX_NOW_ROWS
+    text = now_lines(diff, markdown=False)
+    assert sum(line.startswith("  file ") for line in text) == rows and not any(
+        "more (" in line for line in text
+    )

@@ -222,18 +222,21 @@ def now_lines(diff: MeshDiff, markdown: bool) -> list[str]:
     shown = now.changes[:MAX_NOW_ROWS] if markdown else now.changes
     if shown:
         lines += ([""] if markdown else []) + list(target_change_lines(shown, markdown))
-    if len(shown) < len(now.changes):
-        lines += [
-            "",
-            f"… and {len(now.changes) - len(shown)} more (`meshc diff --format json` lists every one)",
-        ]
+    lines += _more(len(now.changes) - len(shown))
     if now.files:
+        files_shown = now.files[:MAX_NOW_ROWS] if markdown else now.files
         lines += [""] if markdown else []
         lines += [
             f"- file `{path}`: {status}" if markdown else f"  file {path}: {status}"
-            for path, status in (now.files[:MAX_NOW_ROWS] if markdown else now.files)
+            for path, status in files_shown
         ]
+        lines += _more(len(now.files) - len(files_shown))
     return lines
+
+
+def _more(left_out: int) -> list[str]:
+    """The line that says how many rows Markdown left out (none where it left out none)."""
+    return ["", f"… and {left_out} more (`meshc diff --format json` lists every one)"] if left_out else []
 
 
 def rollout_lines(diff: MeshDiff) -> list[str]:

@@ -139,3 +139,16 @@ def discard(tree: Path) -> None:
 
 def empty_trash() -> None:
     shutil.rmtree(TRASH, ignore_errors=True)
+
+
+def run_meshc(arguments: list[str], expect: str) -> None:
+    """One meshc command in this child process, which must exit 0 and print `expect` (its stdout is kept apart: the
+    child's stdout carries the stage timings)."""
+    import contextlib
+    import io
+
+    from compiler.cli import main as meshc
+
+    with contextlib.redirect_stdout(io.StringIO()) as report:
+        code = meshc(arguments)
+    assert code == 0 and expect in report.getvalue(), report.getvalue()[-2000:]

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 
-from benchmarks.harness import GIT, Stage, State, scratch_dir
+from benchmarks.harness import GIT, Stage, State, run_meshc, scratch_dir
 
 # A rollout: the synthetic spec with a wave per datacenter group, committed three times (one app
 # port edited each time); rollout.yaml pins three waves to those three distinct revisions, and the
@@ -63,27 +63,15 @@ def _promotion_setup(state: State) -> None:
     (state["rollout_spec"] / "rollout.yaml").write_text(_rollout_file(pins))
 
 
-def _meshc(arguments: list[str], expect: str) -> None:
-    """One meshc command in this child (its stdout kept apart: the child's stdout carries the timings)."""
-    import contextlib
-    import io
-
-    from compiler.cli import main as meshc
-
-    with contextlib.redirect_stdout(io.StringIO()) as report:
-        code = meshc(arguments)
-    assert code == 0 and expect in report.getvalue(), report.getvalue()[-2000:]
-
-
 def _rollout_plan(state: State) -> None:
     """`meshc plan`: the rollout built as it stands and as the next promotion leaves it, every state checked."""
-    _meshc(["plan", str(state["rollout_spec"])], "every state while")
+    run_meshc(["plan", str(state["rollout_spec"])], "every state while")
 
 
 def _rollout_diff(state: State) -> None:
     """`meshc diff --base HEAD` of the promotion: the spec diff, and both sides' rollouts built and compared."""
     spec = str(state["rollout_spec"])
-    _meshc(["diff", "--base", "HEAD", "--spec", spec, "--format", "markdown"], "its wave moves")
+    run_meshc(["diff", "--base", "HEAD", "--spec", spec, "--format", "markdown"], "its wave moves")
 
 
 def _rollout_build(state: State) -> None:

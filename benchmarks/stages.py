@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from benchmarks.drift import DRIFT_STAGES
-from benchmarks.harness import BENCH_SCRIPT, ROOT, Stage, State, committed_spec, scratch_dir
+from benchmarks.harness import BENCH_SCRIPT, ROOT, Stage, State, committed_spec, run_meshc, scratch_dir
 from benchmarks.rollout import ROLLOUT_STAGES
 
 # Imported before any stage runs, so stage times exclude import time (the target line includes it).
@@ -95,14 +95,9 @@ def _diff_wide_setup(state: State) -> None:
 
 def _meshc_diff(state: State) -> None:
     """`meshc diff --base HEAD --format markdown` on the one-service edit (two compiles + the semantic diff)."""
-    import contextlib
-    import io
-
-    from compiler.cli import main as meshc
-
-    with contextlib.redirect_stdout(io.StringIO()) as report:  # stdout carries this child's timings
-        code = meshc(["diff", "--base", "HEAD", "--spec", str(state["diff_spec"]), "--format", "markdown"])
-    assert code == 0 and "| **total** |" in report.getvalue(), report.getvalue()[-2000:]
+    run_meshc(
+        ["diff", "--base", "HEAD", "--spec", str(state["diff_spec"]), "--format", "markdown"], "| **total** |"
+    )
 
 
 STAGES += (

@@ -280,3 +280,25 @@ def test_a_host_becoming_a_canary_is_compared_with_its_pool(
         (path, status) for path, status in report["now"]["files"] if path.startswith("puppet/data/nodes/")
     ]
     assert len(nodes) == 4 and {status for _, status in nodes} == {"added"}
+
+
+def test_a_canary_host_moved_to_another_pool_is_compared_with_what_it_ran(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An inventory edit moves a canary host to another VM pool, where it stays a canary: its node file now holds the
+    # other pool's rendering. It is compared with the pool it ran before (it read "no change" against its new
+    # pool's own rendering at the base, and the node file went among the other files).
+    repo, _ = hosts_repo(tmp_path / "repo")
+    base = commit(repo, "rollout")
+    context = rollout_context(repo / SPEC)
+    assert context is not None
+    moved = next(c for c in build_rollout(context).state.canaries if c.pool == "vm/auth/sjc")
+    hosts = repo / SPEC / "inventory/hosts.yaml"
+    before = f"{{certname: {moved.certname}, service: auth,"
+    assert hosts.read_text().count(before) == 1
+    hosts.write_text(hosts.read_text().replace(before, f"{{certname: {moved.certname}, service: edge,"))
+    head = commit(repo, f"{moved.certname} serves edge")
+    report = assert_now_is_what_the_builds_change(repo, base, head, tmp_path, capsys)
+    changes = [c for c in report["now"]["changes"] if c["target"] == f"host/{moved.certname}"]
+    assert [(c["status"], c["restart"]) for c in changes] == [("changed", "envoy-restart")]
+    assert node_path(moved.certname) not in {path for path, _ in report["now"]["files"]}

@@ -246,11 +246,12 @@ def _host_changes(
 
 
 def _host_print(build: RolloutBuild, canary: Canary | None, node: str, pool: str) -> TargetPrint | None:
-    """What a host runs in `build`, by print: its node file's rendering (its pool at its wave's revision), else its
-    pool file's (its pool where the pool stands); None if neither file is there."""
-    if canary is not None and node in build.files:
+    """What a host runs in `build`, by print: its node file's rendering (its pool in `build`, which an inventory edit
+    may change, at its wave's revision), else the file of `pool` (where that pool stands); None if neither file is
+    there."""
+    if canary is not None and node in build.files:  # rendered from this side's pool of the host
         revision = next(r.revision for r in build.state.revisions if r.wave == canary.wave)
-        return build.rendered[revision].prints.get(pool)
+        return build.rendered[revision].prints.get(canary.pool)
     return _prints(build, pool) if pool_file(pool) in build.files else None
 
 

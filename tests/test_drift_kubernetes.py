@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from conftest import EXAMPLE, meshc_in_process, run_under_seeds
 from live_k8s import LAST_APPLIED, dump_json, dump_yaml, find, last_applied, live_objects, orphan
@@ -24,7 +25,7 @@ from test_kubernetes_schemas import Schemas, schemas  # noqa: F401 - the fixture
 from compiler.backends.kubernetes.layout import OWNER_ANNOTATION
 from compiler.drift.detect import assemble_report
 from compiler.drift.kube_dump import DumpError, parse_dump
-from compiler.drift.kubernetes import ExpectedObject, check_cluster, expected_objects
+from compiler.drift.kubernetes import ExpectedObject, _load_output, check_cluster, expected_objects
 from compiler.drift.model import (
     ACKNOWLEDGED,
     CONVERGED,
@@ -805,3 +806,47 @@ def test_a_live_key_with_control_characters_is_reported_escaped(
     assert sorted(items(check(expected, objects))) == [
         (EXTRA, "ConfigMap/upload/upload-mesh-envoy", "data[evil\\x1b[2J]", None, "x")
     ]
+
+
+def test_the_objects_a_build_holds_are_what_its_kubernetes_files_say(
+    example_build: Build, synthetic_1000: Build
+) -> None:
+    """Drift compares the live objects with the objects the build serialized (Artifact.value), not with a parse of
+    the bytes: the two must agree on every Kubernetes file, types included (the example's, and one cluster's of the
+    synthetic mesh: readers, workloads of every kind, NetworkPolicies)."""
+    checked = 0
+    for build, prefix in ((example_build, "kubernetes/"), (synthetic_1000, "kubernetes/kube-dc-02-2/")):
+        for artifact in build.artifacts:
+            if artifact.path.startswith(prefix):
+                parsed = _load_output(artifact.path, artifact.data)
+                assert parsed == list(artifact.value), artifact.path
+                assert orjson.dumps(parsed) == orjson.dumps(list(artifact.value)), (
+                    artifact.path
+                )  # True is not 1
+                checked += 1
+    assert checked > 400
+
+
+def test_drift_of_a_plain_spec_reads_no_file_of_its_own_rendering(
+    tmp_path: Path, example_build: Build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a rollout, the truth's objects come from the build: drift parses the dumps, never its own files."""
+    import shutil
+
+    from compiler.drift import kubernetes
+
+    spec = tmp_path / "plain-spec"
+    shutil.copytree(EXAMPLE, spec, ignore=shutil.ignore_patterns("rollout.yaml"))
+    tree = example_build.tree()
+    cluster = "kube-sjc-a"
+    dump = tmp_path / "sjc.json"
+    dump.write_text(
+        dump_json(live_objects(tree, cluster))
+    )  # what kube-applier made of exactly this rendering
+
+    def refuse(path: str, data: bytes) -> list[Any]:
+        raise AssertionError(f"drift parsed its own rendering of {path}")
+
+    monkeypatch.setattr(kubernetes, "_load_output", refuse)
+    result = meshc_in_process("drift", str(spec), "--kubernetes", f"{cluster}={dump}", "--partial")
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -14,9 +14,11 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from compiler.backends.kubernetes.layout import ROOT as KUBE_ROOT
 from compiler.diagnostics import EnvironmentFailure, did_you_mean
 from compiler.drift import puppet
 from compiler.drift.acknowledge import FILE_NAME as ACK_FILE
@@ -195,11 +197,11 @@ def detect_drift(
     rendering (contract 7); `tree` gives it when the caller has it. Without evidence, DriftInputError,
     unless `require_evidence` is False (the promote gate: no data there blocks, it is not a usage error).
     """
-    mesh, tree = _truth(request.spec, tree)
+    mesh, truth = _truth(request.spec, tree)
     acknowledgements = _acknowledgements(request)
     # Reading dumps builds millions of acyclic dicts: the command line pauses the cycle collector for
     # the whole command (cli.main), which made reading a 1,000-service mesh's YAML dumps 3x faster.
-    found = [check(request, mesh, tree) for check in PLATFORM_CHECKS]
+    found = [check(request, mesh, truth) for check in PLATFORM_CHECKS]
     if require_evidence and not any(evidence.given for evidence in found):
         raise DriftInputError(
             "meshc drift", "nothing to check: give " + "; or ".join(e.hint for e in found), "drift-usage"
@@ -208,13 +210,22 @@ def detect_drift(
         [c for e in found for c in e.checked],
         [u for e in found for u in e.unchecked],
         acknowledgements=acknowledgements,
-        tree=tree,
+        tree=truth.tree,
         partial=request.partial,
         today=request.today.isoformat(),
     )
 
 
-def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[str, bytes]]:
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Truth:
+    """What `meshc build` writes for the spec: each file's bytes, and the objects of each Kubernetes file where the
+    build that rendered them held them (kubernetes.expected_objects reads those instead of parsing the bytes)."""
+
+    tree: Mapping[str, bytes]
+    objects: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+
+
+def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Truth]:
     """The head's model (mesh name, clusters) and what `meshc build` writes for the spec, rendering the head once.
 
     Without a rollout that is the plain build. With one (or when the caller holds the tree), the head is
@@ -224,23 +235,24 @@ def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Mapping[
 
     # a rollout.yaml that is no file is an error there
     if tree is None and not os.path.lexists(spec / ROLLOUT_FILE):
-        build = compile_dir(spec, values=False)
-        return build.mesh, build.tree()
+        build = compile_dir(spec, values=True)
+        objects = {a.path: a.value for a in build.artifacts if a.path.startswith(f"{KUBE_ROOT}/") and a.value}
+        return build.mesh, Truth(tree=build.tree(), objects=objects)
     if tree is None:
         from compiler.rollout.output import output_for  # compiles every wave's revision: only with a rollout
 
         tree = output_for(spec)
-    return lower_dir(spec), tree
+    return lower_dir(spec), Truth(tree=tree)
 
 
-def check_kubernetes(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -> Evidence:
+def check_kubernetes(request: DriftRequest, mesh: Mesh, truth: Truth) -> Evidence:
     """Each cluster dump given against the cluster's rendering; the spec's other clusters are not checked."""
     clusters = sorted(mesh.clusters)
     dumps = _dump_files(request.kubernetes, clusters)
     hint = f"--kubernetes CLUSTER=DUMP for each cluster ({', '.join(clusters) or 'the spec has none'})"
     if not dumps:
         return Evidence(given=False, unchecked=tuple((PLATFORM, c) for c in clusters), hint=hint)
-    expected = expected_objects(tree)
+    expected = expected_objects(truth.tree, truth.objects)
     checked = tuple(
         check_cluster(
             mesh.name, cluster, expected.get(cluster, []), parse_dump(str(path), read_dump_file(path))
@@ -255,9 +267,10 @@ def check_kubernetes(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes
     )
 
 
-def check_puppet(request: DriftRequest, mesh: Mesh, tree: Mapping[str, bytes]) -> Evidence:
+def check_puppet(request: DriftRequest, mesh: Mesh, truth: Truth) -> Evidence:
     """The VM hosts (PuppetDB or an export) against their pool or canary node file; --hiera: the deployed tree."""
     del mesh  # the built tree holds everything the Puppet half compares
+    tree = truth.tree
     evidence = request.puppet
     has_vms = any(path.startswith(POOLS_DIR) for path in tree)
     unchecked = ((puppet.PLATFORM, "puppetdb"),) if has_vms else ()
@@ -296,7 +309,7 @@ def _str(path: Path | None) -> str | None:
 
 
 # One check per platform, each reading its own fields of DriftRequest.
-PLATFORM_CHECKS: tuple[Callable[[DriftRequest, Mesh, Mapping[str, bytes]], Evidence], ...] = (
+PLATFORM_CHECKS: tuple[Callable[[DriftRequest, Mesh, Truth], Evidence], ...] = (
     check_kubernetes,
     check_puppet,
 )

@@ -117,11 +117,17 @@ def example_build() -> Build:
 
 
 @pytest.fixture(scope="session")
-def example_output() -> dict[str, bytes]:
+def example_output(example_truth: tuple[dict[str, bytes], dict[str, Any]]) -> dict[str, bytes]:
     """What `meshc build` writes for the example mesh (its rollout included), computed once per session."""
-    from compiler.rollout.output import output_for
+    return example_truth[0]
 
-    return output_for(EXAMPLE)
+
+@pytest.fixture(scope="session")
+def example_truth() -> tuple[dict[str, bytes], dict[str, Any]]:
+    """`output_truth(EXAMPLE)`: the example's rollout tree, and the data its files serialize (drift's truth)."""
+    from compiler.rollout.output import output_truth
+
+    return output_truth(EXAMPLE)
 
 
 def assert_same_tree(actual: Mapping[str, bytes], directory: Path, refresh: str) -> None:

@@ -52,15 +52,21 @@ def meshc(*args: str, today: str = "2026-11-30") -> subprocess.CompletedProcess[
 
 
 @pytest.fixture(autouse=True)
-def rollout_compiled_once(monkeypatch: pytest.MonkeyPatch, example_output: dict[str, bytes]) -> None:
-    """Every `meshc drift EXAMPLE` here compiles the example's rollout into the same tree (the truth it compares
-    with); the session's `example_output`, made by that very function once, stands in for the repeats."""
-    compile_rollout = rollout_output.output_for
+def rollout_compiled_once(
+    monkeypatch: pytest.MonkeyPatch, example_truth: tuple[dict[str, bytes], dict[str, Any]]
+) -> None:
+    """Every `meshc drift EXAMPLE` here compiles the example's rollout into the same truth (what it compares with);
+    the session's `example_truth`, made by that very function once, stands in for the repeats."""
+    compile_rollout = rollout_output.output_truth
 
-    def output_for(spec: Path) -> dict[str, bytes]:
-        return dict(example_output) if Path(spec) == EXAMPLE else compile_rollout(spec)
+    def output_truth(spec: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
+        return (
+            (dict(example_truth[0]), dict(example_truth[1]))
+            if Path(spec) == EXAMPLE
+            else compile_rollout(spec)
+        )
 
-    monkeypatch.setattr(rollout_output, "output_for", output_for)
+    monkeypatch.setattr(rollout_output, "output_truth", output_truth)
 
 
 @pytest.fixture(scope="module")
@@ -809,38 +815,50 @@ def test_a_live_key_with_control_characters_is_reported_escaped(
 
 
 def test_the_objects_a_build_holds_are_what_its_kubernetes_files_say(
-    example_build: Build, tmp_path: Path
+    example_build: Build, example_truth: tuple[dict[str, bytes], dict[str, Any]], tmp_path: Path
 ) -> None:
     """Drift compares the live objects with the objects the build serialized (Artifact.value), not with a parse of
-    the bytes: the two must agree on every Kubernetes file, types included (the example's, and a 150-service
-    synthetic mesh's: readers, workloads of every kind, NetworkPolicies)."""
+    the bytes: the two must agree on every Kubernetes file, types included (the example's plain build and rollout
+    build, and a 150-service synthetic mesh's: readers, workloads of every kind, NetworkPolicies)."""
     from benchmarks.synth import generate
 
     synthetic = compile_dir(generate(tmp_path / "spec", 150))
+    rollout_tree, rollout_values = example_truth
+    files = [(a.path, a.data, a.value) for build in (example_build, synthetic) for a in build.artifacts]
+    files += [(path, rollout_tree[path], value) for path, value in rollout_values.items()]
     checked = 0
-    for build in (example_build, synthetic):
-        for artifact in build.artifacts:
-            if artifact.path.startswith("kubernetes/"):
-                parsed = _load_output(artifact.path, artifact.data)
-                assert parsed == list(artifact.value), artifact.path
-                assert orjson.dumps(parsed) == orjson.dumps(list(artifact.value)), (
-                    artifact.path
-                )  # True is not 1
-                checked += 1
+    for path, data, value in files:
+        if path.startswith("kubernetes/"):
+            parsed = _load_output(path, data)
+            assert parsed == list(value), path
+            assert orjson.dumps(parsed) == orjson.dumps(list(value)), path  # True is not 1
+            checked += 1
     assert checked > 1000
+    assert {p for p in rollout_tree if p.startswith("kubernetes/")} == {
+        p for p in rollout_values if p.startswith("kubernetes/")
+    }
 
 
-def test_drift_of_a_plain_spec_reads_no_file_of_its_own_rendering(
-    tmp_path: Path, example_build: Build, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("rollout", [True, False], ids=["rollout", "plain"])
+def test_drift_reads_no_file_of_its_own_rendering(
+    tmp_path: Path,
+    example_output: dict[str, bytes],
+    example_build: Build,
+    monkeypatch: pytest.MonkeyPatch,
+    rollout: bool,
 ) -> None:
-    """Without a rollout, the truth's objects come from the build: drift parses the dumps, never its own files."""
+    """The truth's objects come from the build (the rollout build's, with a rollout): drift parses the dumps, never
+    its own files."""
     import shutil
 
     from compiler.drift import kubernetes
 
-    spec = tmp_path / "plain-spec"
-    shutil.copytree(EXAMPLE, spec, ignore=shutil.ignore_patterns("rollout.yaml"))
-    tree = example_build.tree()
+    spec = EXAMPLE
+    tree = example_output
+    if not rollout:
+        spec = tmp_path / "plain-spec"
+        shutil.copytree(EXAMPLE, spec, ignore=shutil.ignore_patterns("rollout.yaml"))
+        tree = example_build.tree()
     cluster = "kube-sjc-a"
     dump = tmp_path / "sjc.json"
     dump.write_text(

@@ -189,15 +189,20 @@ class Evidence:
 
 
 def detect_drift(
-    request: DriftRequest, tree: Mapping[str, bytes] | None = None, *, require_evidence: bool = True
+    request: DriftRequest,
+    tree: Mapping[str, bytes] | None = None,
+    *,
+    values: Mapping[str, Any] | None = None,
+    require_evidence: bool = True,
 ) -> DriftReport:
     """Compile the spec (the truth, as `check` does), check every platform's evidence against it, assemble the report.
 
     The truth is what `meshc build` writes: with a rollout in force, each target's and canary host's wave's
-    rendering (contract 7); `tree` gives it when the caller has it. Without evidence, DriftInputError,
+    rendering (contract 7); `tree` gives it when the caller has it, and `values` what its files serialize where the
+    caller holds that too (else the Kubernetes files are parsed). Without evidence, DriftInputError,
     unless `require_evidence` is False (the promote gate: no data there blocks, it is not a usage error).
     """
-    mesh, truth = _truth(request.spec, tree)
+    mesh, truth = _truth(request.spec, tree, values)
     acknowledgements = _acknowledgements(request)
     # Reading dumps builds millions of acyclic dicts: the command line pauses the cycle collector for
     # the whole command (cli.main), which made reading a 1,000-service mesh's YAML dumps 3x faster.
@@ -225,7 +230,9 @@ class Truth:
     objects: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
 
 
-def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Truth]:
+def _truth(
+    spec: Path, tree: Mapping[str, bytes] | None, values: Mapping[str, Any] | None
+) -> tuple[Mesh, Truth]:
     """The head's model (mesh name, clusters) and what `meshc build` writes for the spec, rendering the head once.
 
     Without a rollout that is the plain build. With one (or when the caller holds the tree), the head is
@@ -236,13 +243,21 @@ def _truth(spec: Path, tree: Mapping[str, bytes] | None) -> tuple[Mesh, Truth]:
     # a rollout.yaml that is no file is an error there
     if tree is None and not os.path.lexists(spec / ROLLOUT_FILE):
         build = compile_dir(spec, values=True)
-        objects = {a.path: a.value for a in build.artifacts if a.path.startswith(f"{KUBE_ROOT}/") and a.value}
-        return build.mesh, Truth(tree=build.tree(), objects=objects)
+        return build.mesh, Truth(
+            tree=build.tree(), objects=kube_objects({a.path: a.value for a in build.artifacts})
+        )
     if tree is None:
-        from compiler.rollout.output import output_for  # compiles every wave's revision: only with a rollout
+        from compiler.rollout.output import (
+            output_truth,  # compiles every wave's revision: only with a rollout
+        )
 
-        tree = output_for(spec)
-    return lower_dir(spec), Truth(tree=tree)
+        tree, values = output_truth(spec)
+    return lower_dir(spec), Truth(tree=tree, objects=kube_objects(values or {}))
+
+
+def kube_objects(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of the Kubernetes files among `values` (path -> the data a file's bytes serialize)."""
+    return {path: value for path, value in values.items() if path.startswith(f"{KUBE_ROOT}/") and value}
 
 
 def check_kubernetes(request: DriftRequest, mesh: Mesh, truth: Truth) -> Evidence:

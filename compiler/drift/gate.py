@@ -100,14 +100,13 @@ def promotion_gate(request: DriftRequest, force: bool) -> Callable[[Context, str
     the note promote records (printed, and the pin's comment in rollout.yaml).
     """
     from compiler.drift.detect import detect_drift
-    from compiler.rollout.build import rollout_bytes, rollout_state_of
+    from compiler.rollout.build import rollout_state_of, rollout_truth
 
     def gate(context: Context, wave: str) -> str | None:
         names = list(context.policy.names)
         before = names[names.index(wave) - 1]  # the first wave is never promoted, so there is one before
-        report = detect_drift(
-            request, rollout_bytes(context, rollout_state_of(context)), require_evidence=False
-        )
+        tree, values = rollout_truth(context, rollout_state_of(context))
+        report = detect_drift(request, tree, values=values, require_evidence=False)
         verdict = wave_verdict(report, before)
         if verdict.passed:
             return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from compiler.backends import stream_backends
 from compiler.backends.kubernetes import cluster_file, cluster_namespaces
@@ -94,21 +95,38 @@ def rollout_stream(context: Context, state: State) -> Iterator[NewFile]:
     """The rollout tree of `state` as a build writes it: each file as it is laid out, revision by revision (only one
     revision's documents are held at a time), MANIFEST.json last. A rendering problem raises mid-stream: the writer
     then throws its staging tree away."""
-    entries = []
-    for laid in laid_out(context, state, {}, keep=True):
-        entries.append((laid.path, laid.digest, laid.target))
+    for laid in _with_manifest(state, laid_out(context, state, {}, keep=True)):
         yield NewFile(path=laid.path, digest=laid.digest, data=laid.data)
-    yield new_file(MANIFEST, manifest_of(sorted(entries), rollout=manifest_section(state)))
 
 
-def rollout_bytes(context: Context, state: State) -> dict[str, bytes]:
-    """The rollout tree of `state`, path -> bytes, MANIFEST.json included (what drift and the gate compare)."""
-    return {file.path: file.data for file in rollout_stream(context, state) if file.data is not None}
+def rollout_truth(context: Context, state: State) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """The rollout tree of `state`, path -> bytes (MANIFEST.json included), and path -> the data each file's bytes
+    serialize, where a backend gives it: what drift and the promote gate compare the evidence with."""
+    tree: dict[str, bytes] = {}
+    values: dict[str, Any] = {}
+    for laid in _with_manifest(state, laid_out(context, state, {}, keep=True, values=True)):
+        tree[laid.path] = laid.data or b""
+        if laid.value is not None:
+            values[laid.path] = laid.value
+    return tree, values
 
 
-def laid_out(context: Context, state: State, rendered: dict[str, Rendered], keep: bool) -> Iterator[Laid]:
+def _with_manifest(state: State, files: Iterable[Laid]) -> Iterator[Laid]:
+    """`files`, then the MANIFEST.json that lists them, with the rollout section of `state`."""
+    entries = []
+    for laid in files:
+        entries.append((laid.path, laid.digest, laid.target))
+        yield laid
+    manifest = new_file(MANIFEST, manifest_of(sorted(entries), rollout=manifest_section(state)))
+    yield Laid(path=MANIFEST, target=None, digest=manifest.digest, data=manifest.data)
+
+
+def laid_out(
+    context: Context, state: State, rendered: dict[str, Rendered], keep: bool, values: bool = False
+) -> Iterator[Laid]:
     """Every file of the rollout tree but MANIFEST.json, each revision's as soon as it is rendered; what each live
-    revision rendered goes into `rendered`. `keep`: the files carry their bytes (a build), else their digests alone.
+    revision rendered goes into `rendered`. `keep`: the files carry their bytes (a build), else their digests alone;
+    `values` (with `keep`): and the data the bytes serialize.
 
     Each target's files come from its wave's revision; a shared file or an external reader's (a pseudo-target every
     live revision's union keeps: expand before contract) from the newest live revision that has it; a cluster's
@@ -120,7 +138,7 @@ def laid_out(context: Context, state: State, rendered: dict[str, Rendered], keep
     for revision in order:
         readers = {r.id for r in external_readers(state.meshes[revision])} - readers_done
         readers_done |= readers
-        done, files = render_revision(context, revision, state, frozenset(readers), keep)
+        done, files = render_revision(context, revision, state, frozenset(readers), keep, values)
         rendered[revision] = done
         mine = _own_targets(state, revision)
         workloads = {w.id for w in done.mesh.workloads}
@@ -137,15 +155,20 @@ def laid_out(context: Context, state: State, rendered: dict[str, Rendered], keep
             f"a target's file is also a cluster or node file: {sorted(replaced & targets)[0]}"
         )
     yield from (laid for path, laid in shared.items() if path not in targets and path not in replaced)
-    yield from laid_files(last, keep)
+    yield from laid_files(last, keep, values)
 
 
-def laid_files(artifacts: Iterable[Artifact], keep: bool) -> Iterator[Laid]:
-    """Each artifact as a file of the tree: with its bytes if `keep`, else by digest alone."""
+def laid_files(artifacts: Iterable[Artifact], keep: bool, values: bool = False) -> Iterator[Laid]:
+    """Each artifact as a file of the tree: with its bytes if `keep` (and its value if `values`), else by digest
+    alone."""
     for artifact in artifacts:
         digest = hashlib.sha256(artifact.data).hexdigest()
         yield Laid(
-            path=artifact.path, target=artifact.target, digest=digest, data=artifact.data if keep else None
+            path=artifact.path,
+            target=artifact.target,
+            digest=digest,
+            data=artifact.data if keep else None,
+            value=artifact.value if keep and values else None,
         )
 
 
@@ -163,14 +186,19 @@ def _canary_pools(state: State, revision: str) -> frozenset[str]:
 
 
 def render_revision(
-    context: Context, revision: str, state: State, readers: frozenset[str] = frozenset(), keep: bool = False
+    context: Context,
+    revision: str,
+    state: State,
+    readers: frozenset[str] = frozenset(),
+    keep: bool = False,
+    values: bool = False,
 ) -> tuple[Rendered, Iterator[Laid]]:
     """One live revision's widened IR rendered, and the files of the targets that run it, of `readers`, and shared
     files. What is kept of the rendering: the sidecars of its canary pools (their node files), and unless `keep`,
     the prints of its targets' documents and its files' digests, in the context's cache.
 
-    `keep` (a build, which renders each revision once): the files carry their bytes and are serialized as they are
-    taken, while this revision's documents are held."""
+    `keep` (a build, which renders each revision once): the files carry their bytes (and with `values`, the data
+    they serialize) and are serialized as they are taken, while this revision's documents are held."""
     mesh = state.meshes[revision]
     own = _own_targets(state, revision) | readers
     canaries = _canary_pools(state, revision)
@@ -178,7 +206,7 @@ def render_revision(
         sidecars = render(mesh)  # the whole revision: the invariants compare every workload's documents
         done = Rendered(revision=revision, mesh=mesh, canaries=_kept(sidecars, canaries), prints={}, laid=())
         # Backends serialize most of a build: only this revision's own targets are worth laying out.
-        return done, laid_files(stream_backends(mesh, sidecars, own), keep=True)
+        return done, laid_files(stream_backends(mesh, sidecars, own, values=values), keep=True, values=values)
     # By content: the revision's spec (its name means another spec at each side of a diff) and what widening added.
     key = (spec_key(context, revision) or revision, _mesh_key(mesh), own, canaries)
     cached = context.cache.rendered.get(key)

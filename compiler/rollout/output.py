@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from compiler.output.staging import NewFile
 from compiler.pipeline import compile_dir
-from compiler.rollout.build import rollout_bytes, rollout_state_of, rollout_stream
-from compiler.rollout.revisions import RevisionCache, rollout_context
+from compiler.rollout.build import rollout_state_of, rollout_stream, rollout_truth
+from compiler.rollout.revisions import rollout_context
 from compiler.rollout.states import check_rollout
 
 
@@ -17,19 +18,25 @@ def plain_tree(spec_dir: Path) -> dict[str, bytes]:
     return compile_dir(spec_dir, values=False).tree()
 
 
-def output_for(spec_dir: Path, cache: RevisionCache | None = None) -> dict[str, bytes]:
+def output_for(spec_dir: Path) -> dict[str, bytes]:
     """What `meshc build` writes for `spec_dir`, path -> bytes: the rollout tree when a rollout is in force, else the
     plain build.
 
     Raises SpecError when a state of the rollout is unsafe (see compiler.rollout.states).
     """
-    context = rollout_context(spec_dir, cache)
+    return output_truth(spec_dir)[0]
+
+
+def output_truth(spec_dir: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
+    """`output_for`, and path -> the data each file's bytes serialize where a backend gives it (drift's truth)."""
+    context = rollout_context(spec_dir)
     if context is None:
-        return plain_tree(spec_dir)
+        build = compile_dir(spec_dir, values=True)
+        return build.tree(), {a.path: a.value for a in build.artifacts if a.value is not None}
     try:
         state = rollout_state_of(context)
         check_rollout(context, state)
-        return rollout_bytes(context, state)
+        return rollout_truth(context, state)
     finally:
         context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import git
 
@@ -65,6 +66,9 @@ class Laid:
     target: str | None
     digest: str
     data: bytes | None
+    value: Any = (
+        None  # the data the bytes serialize, where asked for: drift compares objects, not a parse of them
+    )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

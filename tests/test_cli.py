@@ -280,6 +280,49 @@ def test_a_ctrl_c_while_the_arguments_are_parsed_is_one_line_and_exit_130(
     assert (result.returncode, result.stdout, result.stderr) == (130, "", "meshc: interrupted\n")
 
 
+_INTERRUPTED_TWICE = """
+import os, signal, sys
+from compiler import cli
+
+class Flushing:  # stdout whose final flush meets one more Ctrl-C
+    def __init__(self, stream):
+        self.stream = stream
+    def write(self, text):
+        return self.stream.write(text)
+    def flush(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        self.stream.flush()
+
+def main(argv=None):
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C, during the command
+        signal.pause()
+    except KeyboardInterrupt:
+        print("meshc: interrupted", file=sys.stderr)
+        if sys.argv[1] == "answering":
+            os.kill(os.getpid(), signal.SIGINT)  # the second, as the command answers the first
+        return 130
+
+cli.main = main
+sys.stdout = Flushing(sys.stdout)
+cli.run()
+"""
+
+
+@pytest.mark.parametrize("when", ["answering", "flushing"])
+def test_a_second_ctrl_c_as_the_command_ends_is_no_traceback(when: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_TWICE, when],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    lines = ["meshc: interrupted"] * (2 if when == "answering" else 1)
+    assert (result.returncode, result.stderr.splitlines()) == (130, lines)
+
+
 def test_a_usage_error_names_the_command_and_its_help() -> None:
     result = meshc("explain")
     assert result.stderr == (

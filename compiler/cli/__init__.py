@@ -11,6 +11,7 @@ import argparse
 import gc
 import json
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from functools import cache
@@ -70,7 +71,13 @@ def run() -> None:
     """
     gc.disable()
     lifetime.keep_until_exit()
-    code = main()
+    try:
+        code = main()
+    except KeyboardInterrupt:  # a second Ctrl-C while main answered the first
+        print("meshc: interrupted", file=sys.stderr)
+        code = EXIT_INTERRUPTED
+    # The command is over: a Ctrl-C now could only break the flush below, with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -649,6 +649,58 @@ def test_a_spare_file_a_reader_holds_open_is_replaced_not_rewritten(
     assert read_tree(out) == clean_tree(spec, tmp_path)
 
 
+_KILLED_AT_THE_SPARE_MANIFEST = """
+import os, signal, sys
+from compiler import cli
+
+def killing(real, after):
+    # killed once the spare's manifest is unlinked, or just before another file is renamed over it
+    def call(*args, **kwargs):
+        spare_manifest = str(args[-1]).endswith(".meshc-spare/MANIFEST.json")
+        if spare_manifest and not after:
+            os.kill(os.getpid(), signal.SIGKILL)
+        done = real(*args, **kwargs)
+        if spare_manifest:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return done
+    return call
+
+os.unlink, os.replace = killing(os.unlink, after=True), killing(os.replace, after=False)
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_build_killed_as_it_replaces_the_spares_manifest_leaves_a_spare_the_next_build_takes(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # The spare is meshc's while it holds a MANIFEST.json. Where the old one cannot be rewritten in place (a reader
+    # holds it open), the new one takes its place in one rename: a build killed there once left a spare with none,
+    # which every later build called "not a tree meshc left there" and left alone, with a warning each time.
+    import subprocess
+
+    from compiler.output.spare import OURS, spare_state
+
+    spec, out = built
+    edit_spec(spec)
+    build(spec, out)  # the first tree is now the spare
+    path = spec / "services" / "svc-0001.yaml"
+    path.write_text(path.read_text().replace("port: 8181", "port: 8282", 1))
+    with open(spare(out) / "MANIFEST.json", "rb"):  # no write lease while this is open: no rewrite in place
+        killed = subprocess.run(
+            [sys.executable, "-c", _KILLED_AT_THE_SPARE_MANIFEST, "build", str(spec), "-o", str(out)],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert killed.returncode == -9, killed.stderr  # killed right there
+    assert spare_state(spare(out)) == OURS
+    result = build(spec, out)
+    assert not result.notes, result.notes
+    assert read_tree(out) == clean_tree(spec, tmp_path)
+    assert not (spare(out) / "MANIFEST.json.meshc-new").exists()
+
+
 def test_a_spare_tree_in_any_state_is_never_trusted(built: tuple[Path, Path], tmp_path: Path) -> None:
     """The spare is scratch: wrong bytes, strays, a file where a directory goes and the reverse are all replaced."""
     spec, out = built

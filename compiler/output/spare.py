@@ -49,6 +49,8 @@ Listing = Callable[[], Listed | None]
 
 # What is at the spare path: nothing, a tree meshc left there, or something meshc did not write (left alone).
 ABSENT, OURS, FOREIGN = "absent", "ours", "foreign"
+# Where a build in the spare writes the new MANIFEST.json before it renames it over the old one.
+SPARE_MANIFEST = f"{MANIFEST}.meshc-new"
 
 
 def keep_as_spare(previous: Path, spare: Path) -> bool:
@@ -169,9 +171,23 @@ class Recycled(Staging):
         if rewritten is not None:
             self.stats[path] = rewritten
             return  # the same directory entry, new bytes: nothing for the directory's fsync
+        if path == MANIFEST and entry is not None and entry.kind == REGULAR:
+            self._replace_manifest(data)
+            return
         self._clear(path)
         super()._write(path, data)
         self.touched.add(path.rpartition("/")[0])
+
+    def _replace_manifest(self, data: bytes) -> None:
+        """The new MANIFEST.json in the old one's place in one rename, never after an unlink: the spare is meshc's
+        while it holds one (`spare_state`), and a build killed between an unlink and the write left a spare every
+        later build took for someone else's and left alone, with a warning each time."""
+        self._clear(SPARE_MANIFEST)  # a killed build's, if any
+        super()._write(SPARE_MANIFEST, data)
+        os.replace(self.target + SPARE_MANIFEST, self.target + MANIFEST)
+        self.stats[MANIFEST] = self.stats.pop(SPARE_MANIFEST)
+        self.spare.pop(MANIFEST, None)
+        self.touched.add("")
 
     def _mkdir(self, directory: str) -> None:
         self._clear(directory)  # a file where a directory goes is removed

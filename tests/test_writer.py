@@ -167,6 +167,30 @@ def test_recovers_what_a_killed_fallback_swap_left(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_a_staging_tree_named_for_a_pid_another_process_took_since_is_removed(tmp_path: Path) -> None:
+    """A killed build's staging tree whose pid is now another process's (pids are soon reused in a container) is a
+    leftover: that process started after the tree last changed. A live build's tree, changed since its start,
+    stays."""
+    out = tmp_path / "out"
+    write_tree(out, tree("a"))
+    with subprocess.Popen(["sleep", "60"]) as other:
+        try:
+            reused = tmp_path / f".out.meshc-new-{other.pid}"
+            reused.mkdir()
+            (reused / "x.yaml").write_text("left by a build killed an hour ago\n")
+            an_hour_ago = time.time() - 3600
+            os.utime(reused, (an_hour_ago, an_hour_ago))
+            assert not write_tree(out, tree("a")).changed
+            assert not reused.exists()
+            reused.mkdir()  # now changed after that process started: it may be writing it
+            assert not write_tree(out, tree("a")).changed
+            assert reused.is_dir()
+        finally:
+            other.kill()
+    assert not write_tree(out, tree("a")).changed
+    assert not reused.exists()  # its process is gone
+
+
 def test_a_cache_temporary_of_a_process_that_is_gone_is_removed_and_nothing_else(tmp_path: Path) -> None:
     # A worker killed while it renamed a cache into place (compiler.output.sealed.replace_file) leaves its
     # temporary file: the next build removes it; a live process's, a directory or another name stays.

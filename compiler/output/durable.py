@@ -98,12 +98,12 @@ def recover(out: Path) -> None:
         remove_tree(parked, ignore_errors=True)
     for stale in out.parent.glob(f".{out.name}.meshc-new-*"):
         pid = _pid_of(stale)
-        if pid is None or not _alive(pid):
+        if pid is None or not _owned(stale, pid):
             remove_tree(stale, ignore_errors=True)
     # A cache's temporary file (compiler.output.sealed.replace_file) of a process killed before its rename.
     for stale in out.parent.glob(f".{out.name}.meshc-*.tmp-*"):
         pid = _pid_of(stale)
-        if pid is not None and not _alive(pid) and stale.is_file() and not stale.is_symlink():
+        if pid is not None and not _owned(stale, pid) and stale.is_file() and not stale.is_symlink():
             stale.unlink(missing_ok=True)
 
 
@@ -113,14 +113,39 @@ def _pid_of(leftover: Path) -> int | None:
     return int(pid) if pid.isdigit() else None
 
 
-def _alive(pid: int) -> bool:
+def _owned(leftover: Path, pid: int) -> bool:
+    """Whether the process `pid` a leftover is named for may still be writing it: alive, and started before the
+    leftover was last changed. A pid is soon another process's in a container: a killed build's staging tree
+    (200 MB at 1,000 services) then outlived it for as long as that other process ran."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass  # someone else's process: judged by its start below
+    started = _start_time(pid)
+    try:
+        changed = os.lstat(leftover).st_mtime
+    except FileNotFoundError:
+        return False
+    return started is None or started <= changed + _START_SLACK
+
+
+# Seconds of slack between a process's start (kernel clock ticks after boot) and a file's mtime (the wall clock).
+_START_SLACK = 2.0
+
+
+def _start_time(pid: int) -> float | None:
+    """When process `pid` started, in seconds since the epoch (from /proc); None where that cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            # the fields after the command's closing parenthesis (the command may hold spaces and parentheses)
+            fields = stat_file.read().rpartition(b")")[2].split()
+        with open("/proc/stat", "rb") as system:
+            boot = next(int(line.split()[1]) for line in system if line.startswith(b"btime "))
+        return boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat: starttime
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 _RENAME_EXCHANGE = 2

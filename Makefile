@@ -25,9 +25,11 @@ test: $(STAMP)
 	$(PYENV) $(BIN)/python -m pytest
 
 # The suite without the real-consumer tests (marker `consumer`: Puppet, PuppetDB, Envoy, kubernetes-validate,
-# Chromium, Graphviz): the loop while editing. `make test` (what CI runs) runs everything.
+# Chromium, Graphviz): the loop while editing, on two processes (pytest-xdist; 65 s in one, 41 s in two on this
+# 2-core machine). `make test` (what CI runs) runs everything in one process: the consumers' fixtures (a PuppetDB,
+# a browser) are started once per process.
 quick: $(STAMP)
-	$(PYENV) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not consumer"
+	$(PYENV) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not consumer" -n 2
 
 # What tests/test_lint.py enforces, for a quick run by hand (`ruff format .` fixes the formatting).
 lint: $(STAMP)

@@ -32,7 +32,7 @@ def output_drift(
     """
     from compiler.output.cache import read_cache, untouched
     from compiler.output.disk import scan_tree
-    from compiler.output.staging import new_file
+    from compiler.output.staging import new_files
     from compiler.rollout.output import plain_tree, rollout_files  # every wave's revision is compiled
     from compiler.rollout.rebuild import rollout_digest
 
@@ -45,7 +45,7 @@ def output_drift(
             return TreeStatus(), {}
         files = rollout_files(spec_dir)
         if files is None:  # no rollout in force (outside git): the plain build, as `meshc build` writes it
-            files = (new_file(path, data) for path, data in plain_tree(spec_dir).items())
+            files = new_files(plain_tree(spec_dir))
         status, rendered = compare_stream(real, old, files, cached.trusted if cached is not None else {})
         return status, {path: rebuild_edit(real, path, data) for path, data in rendered.items()}
 

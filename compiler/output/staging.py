@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +45,12 @@ def stat_of(fd: int) -> OnDisk:
 def new_file(path: str, data: bytes) -> NewFile:
     """A file given by its bytes."""
     return NewFile(path=path, digest=hashlib.sha256(data).hexdigest(), data=data)
+
+
+def new_files(tree: Mapping[str, bytes]) -> Iterator[NewFile]:
+    """A tree held in memory (path -> bytes) as the writer takes it, one file at a time."""
+    for path, data in tree.items():
+        yield new_file(path, data)
 
 
 class Staging:

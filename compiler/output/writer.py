@@ -29,7 +29,7 @@ from compiler.output.spare import (
     keep_as_spare,
     spare_state,
 )
-from compiler.output.staging import NewFile, Staging, new_file
+from compiler.output.staging import NewFile, Staging, new_files
 from compiler.output.worker import Worker
 
 
@@ -82,7 +82,7 @@ def previous_entries(
 
 def write_tree(out: Path, files: Mapping[str, bytes]) -> WriteResult:
     """Make `out` hold exactly `files`, atomically (see `write_files`)."""
-    return write_files(out, (new_file(path, data) for path, data in files.items()))
+    return write_files(out, new_files(files))
 
 
 def write_files(

@@ -18,14 +18,13 @@ import os
 import re
 import stat
 import subprocess
-from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
 from compiler.output.cache import read_cache, spec_digest, untouched, write_cache
 from compiler.output.disk import read_regular
 from compiler.output.documents import foreign_cache_notes
-from compiler.output.staging import NewFile, new_file
+from compiler.output.staging import new_files
 from compiler.output.writer import WriteResult, previous_tree, write_files
 from compiler.rollout import ROLLOUT_FILE
 from compiler.spec.load import read_tree
@@ -51,7 +50,7 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
         # wave the spec as it is, and drops the canary hosts' node files).
         from compiler.rollout.revisions import plain_build_note
 
-        result = write_files(out, _stream(plain_tree(spec_dir)), (real, old))
+        result = write_files(out, new_files(plain_tree(spec_dir)), (real, old))
         return replace(result, notes=(*result.notes, plain_build_note(spec_dir)))
     trusted = cached.trusted if cached is not None else None
     spare = real.parent / f".{real.name}.meshc-spare"
@@ -60,11 +59,6 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
     after = rollout_digest(spec_dir)
     write_cache(real, before if before == after else None, {})
     return replace(result, notes=result.notes + foreign_cache_notes(real))
-
-
-def _stream(tree: Mapping[str, bytes]) -> Iterator[NewFile]:
-    for path, data in tree.items():
-        yield new_file(path, data)
 
 
 def rollout_digest(spec_dir: Path) -> str | None:

@@ -9,7 +9,8 @@ from typing import Any
 from compiler.output.staging import NewFile
 from compiler.pipeline import compile_dir
 from compiler.rollout.build import rollout_state_of, rollout_stream, rollout_truth
-from compiler.rollout.revisions import rollout_context
+from compiler.rollout.placement import State
+from compiler.rollout.revisions import Context, rollout_context
 from compiler.rollout.states import check_rollout
 
 
@@ -34,9 +35,7 @@ def output_truth(spec_dir: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
         build = compile_dir(spec_dir, values=True)
         return build.tree(), {a.path: a.value for a in build.artifacts if a.value is not None}
     try:
-        state = rollout_state_of(context)
-        check_rollout(context, state)
-        return rollout_truth(context, state)
+        return rollout_truth(context, _checked_state(context))
     finally:
         context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
 
@@ -48,12 +47,18 @@ def rollout_files(spec_dir: Path) -> Iterator[NewFile] | None:
     if context is None:
         return None
     try:
-        state = rollout_state_of(context)
-        check_rollout(context, state)
+        state = _checked_state(context)
     except BaseException:
         context.location.repo.close()
         raise
     return _closing(context.location.repo.close, rollout_stream(context, state))
+
+
+def _checked_state(context: Context) -> State:
+    """The state the rollout leaves, each of its states and the next promotion's checked: SpecError where unsafe."""
+    state = rollout_state_of(context)
+    check_rollout(context, state)
+    return state
 
 
 def _closing(close: Callable[[], None], files: Iterator[NewFile]) -> Iterator[NewFile]:

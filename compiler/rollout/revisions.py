@@ -66,9 +66,8 @@ class Laid:
     target: str | None
     digest: str
     data: bytes | None
-    value: Any = (
-        None  # the data the bytes serialize, where asked for: drift compares objects, not a parse of them
-    )
+    # the data the bytes serialize, where asked for: drift compares objects, not a parse of them
+    value: Any = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -85,9 +84,8 @@ class Rendered:
 
     revision: str
     mesh: Mesh
-    canaries: Mapping[
-        str, SidecarConfig
-    ]  # the sidecars of the VM pools whose canary hosts run it: node files
+    # the sidecars of the VM pools whose canary hosts run it: their node files
+    canaries: Mapping[str, SidecarConfig]
     # Comparing builds only (empty in a build that writes): the prints of the documents of its targets and canary
     # pools, and the digests of the files it laid out.
     prints: Mapping[str, TargetPrint]
@@ -104,7 +102,8 @@ class RevisionCache:
     parsed: dict[tuple[str, str], Document] = field(
         default_factory=dict
     )  # (file, content hash) -> parsed document
-    # (revision, mesh key, targets laid out, canary pools) -> what render_revision kept of them
+    # (spec key, mesh key, targets laid out, canary pools) -> what render_revision kept of them: by content, so one
+    # cache may serve the two sides of a diff, where WORKING_TREE names another spec at each
     rendered: dict[tuple[str, str, frozenset[str], frozenset[str]], Rendered] = field(default_factory=dict)
 
 
@@ -154,8 +153,8 @@ def revision_context(
     """The rollout in force at git `revision`, as a build of that commit sees it: its rollout.yaml, inventory and
     spec, its first wave running the commit itself; None when it has no rollout.yaml there.
 
-    Raises SpecError as rollout_context does. `cache` may be another context's only if no revision is rendered
-    in it: a rendering of WORKING_TREE is keyed by the widening, not by the spec it renders (RevisionCache).
+    Raises SpecError as rollout_context does. `cache` may be another context's: what it holds is keyed by content
+    (RevisionCache), never by a revision's name.
     """
     label = spec_label(spec_dir)
     raw = side_bytes(read_side_revision(location, revision, ROLLOUT_FILE), f"{label}/{ROLLOUT_FILE}")

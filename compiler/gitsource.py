@@ -90,13 +90,20 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def read_revision(location: SpecLocation, revision: str) -> dict[str, bytes | Unreadable]:
-    """The spec files at `revision` as relative path -> bytes or Unreadable, as `read_tree` reads a directory."""
+def read_revision(
+    location: SpecLocation, revision: str, blobs: dict[str, bytes] | None = None
+) -> dict[str, bytes | Unreadable]:
+    """The spec files at `revision` as relative path -> bytes or Unreadable, as `read_tree` reads a directory.
+
+    `blobs`: blob id -> bytes of the files read so far (by this command); each blob is read from git once and
+    added there. Revisions of a rollout share all but a few of their files, and each read costs two round trips
+    to `git cat-file`: at 1,000 services ~0.2 s per revision.
+    """
     tree = spec_tree(location, revision)
     files: dict[str, bytes | Unreadable] = {}
     mesh = _child(tree, MESH_FILE)
     if mesh is not None:
-        files[MESH_FILE] = _read_entry(mesh, MESH_FILE)
+        files[MESH_FILE] = _read_entry(mesh, MESH_FILE, blobs)
     services = _child(tree, SERVICES_DIR)
     if services is None:
         files[SERVICES_DIR] = Unreadable(
@@ -110,7 +117,7 @@ def read_revision(location: SpecLocation, revision: str) -> dict[str, bytes | Un
             relative = f"{SERVICES_DIR}/{entry.name}"
             # A directory not named like a spec file is not one, as in the directory reader.
             if not entry.name.startswith(".") and (entry.type == "blob" or entry.name.endswith(".yaml")):
-                files[relative] = _read_entry(entry, relative)
+                files[relative] = _read_entry(entry, relative, blobs)
     return files
 
 
@@ -121,9 +128,16 @@ def read_side_revision(location: SpecLocation, revision: str, relative: str) -> 
     return None if entry is None else _read_entry(entry, relative)
 
 
-def _read_entry(entry: git.Object, relative: str) -> bytes | Unreadable:
+def _read_entry(
+    entry: git.Object, relative: str, blobs: dict[str, bytes] | None = None
+) -> bytes | Unreadable:
     if entry.type == "blob" and entry.mode in _BLOB_MODES:
-        return _read_blob(entry)
+        if blobs is None:
+            return _read_blob(entry)
+        known = blobs.get(entry.hexsha)  # the tree names each blob's id: no round trip to git to look it up
+        if known is None:
+            known = blobs[entry.hexsha] = _read_blob(entry)
+        return known
     return _wrong_entry(entry, relative, "a regular file")
 
 

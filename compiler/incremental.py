@@ -20,7 +20,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from compiler.diagnostics import InternalError, SpecError
 from compiler.lifetime import park
 from compiler.output.cache import (
     Cached,
@@ -42,7 +41,7 @@ from compiler.output.prescan import Prescan, prescanned
 from compiler.output.reuse import kept_files, reusable, spare_path, tree_files
 from compiler.output.spare import Listing
 from compiler.output.staging import NewFile
-from compiler.output.worker import Worker
+from compiler.output.worker import PARALLEL_FROM, Worker, as_one, worker_share
 from compiler.output.writer import WriteResult, prepared_output, previous_entries, write_files
 from compiler.targets import file_hashes, recorded_facts, target_inputs, target_owners
 
@@ -56,12 +55,6 @@ if TYPE_CHECKING:
     from compiler.spec.load import Unreadable
 
 ROLLOUT_FILE = "rollout.yaml"  # compiler.rollout.pins.ROLLOUT_FILE, without importing git for a plain build
-# From this many targets to render on, a forked worker lays out and writes half of them (compiler.output.worker).
-PARALLEL_FROM = 200
-# The worker's share of the targets. This process also lays out the shared files and MANIFEST.json and takes in the
-# worker's files; the worker also records the document cache and waits for its fsyncs, directories included. At
-# 1,000 services either side waited 0-270 ms for the other with 0.52 and 0.54, 0-110 ms with 0.48 (6 builds each).
-WORKER_SHARE = 0.48
 
 
 def build_output(
@@ -259,7 +252,7 @@ def _new_tree(
     """The new tree as it streams, the targets whose inputs are the recorded ones left out; the files it keeps
     from the previous tree as they are (path -> sha256); and with `owners` (every target id -> its service), where
     there are PARALLEL_FROM targets to render or more, the worker that renders its share of the services
-    (`_worker_share`) and lays out their targets (compiler.output.worker), then runs `also()`. `render(part)`: the
+    (`worker_share`) and lays out their targets (compiler.output.worker), then runs `also()`. `render(part)`: the
     sidecars of the workloads of the target ids `part` (None: every one). Every workload is rendered, reused or
     not: the invariants of a rendering check each against the others (a client's watcher against a server's
     registration).
@@ -276,48 +269,13 @@ def _new_tree(
         # rendered before anything is staged: a rendering bug leaves a spare tree as it was
         artifacts = stream_backends(mesh, render(None), rendered)
         return tree_files(artifacts, reused, cached, kept), kept, None
-    their_share = _worker_share(owners)
+    their_share = worker_share(owners)
     theirs = rendered & their_share
     worker = Worker(lambda: stream_backends(mesh, render(their_share), theirs, shared=False), also)
     our_share = frozenset(owners) - their_share
     artifacts = _started(lambda: stream_backends(mesh, render(our_share), rendered - theirs))
     stream = tree_files(artifacts, reused, cached, kept, worker.entries)
-    return _as_one(stream, lambda: stream_backends(mesh, render(None), rendered)), kept, worker
-
-
-def _as_one(stream: Iterator[NewFile], whole: Callable[[], Iterable[Artifact]]) -> Iterator[NewFile]:
-    """`stream`, a build's files made in two processes, failing as a build in one process fails.
-
-    Each share checks the invariants of its own rendering: they hold on a partial rendering
-    (compiler.render.invariants), so the two shares check what one rendering of the whole checks. But one process
-    renders every workload before its backends run, and its backends report the problems of every target at once;
-    a share reports its own problems alone, and its backends' may come before the other share's rendering bug.
-    So where the stream fails with a finding (a spec or meshc error, this process's share's or the worker's, which
-    is redone here when the worker fails), the whole is made here, `whole()`, which raises what the build in one
-    process raises; the first finding stands if it does not (a conflict the writer found between the shares'
-    paths)."""
-    try:
-        yield from stream
-    except (SpecError, InternalError):
-        for _ in whole():
-            pass
-        raise
-
-
-def _worker_share(owners: Mapping[str, str]) -> frozenset[str]:
-    """The targets of the services the worker takes: in name order, each to whichever side is short of its share
-    (WORKER_SHARE of the targets; this process also lays out the shared files and the manifest)."""
-    targets: dict[str, list[str]] = {}
-    for target, service in owners.items():
-        targets.setdefault(service, []).append(target)
-    theirs: list[str] = []
-    ours = 0
-    for service in sorted(targets):
-        if len(theirs) * (1 - WORKER_SHARE) <= ours * WORKER_SHARE:
-            theirs += targets[service]
-        else:
-            ours += len(targets[service])
-    return frozenset(theirs)
+    return as_one(stream, lambda: stream_backends(mesh, render(None), rendered)), kept, worker
 
 
 def _started(stream: Callable[[], Iterable[Artifact]]) -> Iterator[Artifact]:

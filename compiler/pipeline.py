@@ -13,6 +13,7 @@ from compiler.output.guard import resolve_output
 from compiler.output.lock import LOCK_TIMEOUT, output_lock
 from compiler.output.manifest import render_tree
 from compiler.output.staging import NewFile
+from compiler.output.worker import Worker
 from compiler.output.writer import WriteResult, write_files
 from compiler.spec.load import SpecFiles, load_documents, spec_files
 
@@ -117,15 +118,17 @@ def lower_dir(spec_dir: Path) -> Mesh:
 def write_output(
     spec_dir: Path,
     out: Path,
-    files: Callable[[], Iterable[NewFile]],
+    files: Callable[[], tuple[Iterable[NewFile], Worker | None]],
     lock_timeout: float = LOCK_TIMEOUT,
     on_wait: Callable[[Path], None] | None = None,
 ) -> WriteResult:
-    """Write the tree `files()` streams atomically, holding the output's lock from reading the spec to the swap.
+    """Write the tree `files()` streams atomically (with the worker that writes part of it beside the stream, if
+    any), holding the output's lock from reading the spec to the swap.
 
     An output meshc may not replace (see `resolve_output`) is refused before the spec is read; an
     invalid spec raises before the swap, and the output is left as it was.
     """
     real = resolve_output(out, protect=(("the spec directory", spec_dir),))
     with output_lock(real, str(out), lock_timeout, on_wait):
-        return write_files(out, files())
+        stream, worker = files()
+        return write_files(out, stream, worker=worker)

@@ -116,12 +116,12 @@ def test_a_killed_worker_has_its_part_done_by_the_build(
 
 
 def shares(spec: Path) -> tuple[frozenset[str], frozenset[str]]:
-    """The services the worker renders and those the build renders (compiler.incremental._worker_share)."""
+    """The services the worker renders and those the build renders (compiler.output.worker.worker_share)."""
     from compiler.backends.kubernetes.readers import external_readers
 
     mesh = compile_dir(spec).mesh
     owners = targets.target_owners(mesh, external_readers(mesh))
-    theirs = {owners[target] for target in incremental._worker_share(owners)}
+    theirs = {owners[target] for target in worker_module.worker_share(owners)}
     return frozenset(theirs), frozenset(owners.values()) - theirs
 
 

@@ -43,9 +43,9 @@ def output_drift(
         digest = rollout_digest(spec_dir)
         if cached is not None and digest is not None and cached.spec == digest and untouched(cached, old):
             return TreeStatus(), {}
-        files = rollout_files(spec_dir)
-        if files is None:  # no rollout in force (outside git): the plain build, as `meshc build` writes it
-            files = new_files(plain_tree(spec_dir))
+        laid_out = rollout_files(spec_dir, split=False)  # nothing is written: all of it streams here
+        # no rollout in force (outside git): the plain build, as `meshc build` writes it
+        files = new_files(plain_tree(spec_dir)) if laid_out is None else laid_out[0]
         status, rendered = compare_stream(real, old, files, cached.trusted if cached is not None else {})
         return status, {path: rebuild_edit(real, path, data) for path, data in rendered.items()}
 

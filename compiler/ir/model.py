@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from compiler.diagnostics import Span
 from compiler.spec.model import Cluster, Datacenter, Issuer, Sidecar
@@ -165,6 +165,10 @@ class Mesh:
     # Identities of workloads that exist only in other revisions live in a rollout: the allow-lists
     # of a rollout build admit them too (expand before contract).
     rollout_identities: frozenset[str] = frozenset()
+    # Views of this very object that the stages after lowering compute from it alone, each once, by the name of the
+    # function computing it (compiler.backends.kubernetes.readers.external_readers). Not part of the value: a
+    # changed mesh (dataclasses.replace) starts without any.
+    derived: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def workloads_of(self, service: str) -> tuple[Workload, ...]:
         """The workloads of one service, sorted by id."""

@@ -9,13 +9,13 @@ and revision.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from compiler.backends import stream_backends
 from compiler.backends.kubernetes import cluster_file, cluster_namespaces
-from compiler.backends.kubernetes.readers import external_readers
+from compiler.backends.kubernetes.readers import ExternalReader, external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
 from compiler.backends.puppet import pool_artifact
 from compiler.diagnostics import InternalError
@@ -24,6 +24,7 @@ from compiler.ir.model import Mesh
 from compiler.memo import Memo
 from compiler.output.manifest import MANIFEST, manifest_of
 from compiler.output.staging import NewFile, new_file
+from compiler.output.worker import PARALLEL_FROM, Entry, Worker, as_one, worker_share
 from compiler.render import SidecarConfig, render
 from compiler.render.restart import document_prints
 from compiler.rollout.pins import RolloutFile, WaveRevision, resolve
@@ -91,12 +92,43 @@ def _resolved(context: Context, revisions: Sequence[WaveRevision] | None) -> tup
     )
 
 
-def rollout_stream(context: Context, state: State) -> Iterator[NewFile]:
+def rollout_stream(
+    context: Context, state: State, split: bool = True
+) -> tuple[Iterator[NewFile], Worker | None]:
     """The rollout tree of `state` as a build writes it: each file as it is laid out, revision by revision (only one
     revision's documents are held at a time), MANIFEST.json last. A rendering problem raises mid-stream: the writer
-    then throws its staging tree away."""
-    for laid in _with_manifest(state, laid_out(context, state, {}, keep=True)):
-        yield NewFile(path=laid.path, digest=laid.digest, data=laid.data)
+    then throws its staging tree away.
+
+    With `split`, from PARALLEL_FROM targets on, a worker forked by the writer (compiler.output.worker) lays out
+    the targets of a share of the services, at every revision, beside the stream, which lists them in MANIFEST.json
+    once it has taken them; the worker is returned for the writer to start. Where the stream fails with a finding,
+    the tree is laid out again in this process alone, which raises what a build without a worker raises
+    (`as_one`)."""
+    parts = live_parts(state)
+    owners = {target: service for part in parts for target, service in part.owners.items()}
+    theirs = worker_share(owners) if split and len(owners) >= PARALLEL_FROM else frozenset()
+    if not theirs:
+        return _new_files(_with_manifest(state, laid_out(context, state, {}, keep=True))), None
+    worker = Worker(lambda: _share_artifacts(state, parts, theirs))
+    laid = laid_out(context, state, {}, keep=True, parts=parts, beside=theirs, more=worker.entries)
+    stream = as_one(_new_files(_with_manifest(state, laid)), lambda: laid_out(context, state, {}, keep=False))
+    return stream, worker
+
+
+def _new_files(files: Iterable[Laid]) -> Iterator[NewFile]:
+    """What the writer takes of `files`: each one laid out here, with its bytes."""
+    for laid in files:
+        if not laid.beside:
+            yield NewFile(path=laid.path, digest=laid.digest, data=laid.data)
+
+
+def _share_artifacts(state: State, parts: Sequence[Part], theirs: frozenset[str]) -> Iterator[Artifact]:
+    """In the worker: the files of the targets in `theirs`, revision by revision, each rendered at its own."""
+    for part in parts:
+        mine = part.targets & theirs
+        if mine:
+            mesh = state.meshes[part.revision]
+            yield from stream_backends(mesh, render(mesh, only=mine), mine, shared=False)
 
 
 def rollout_truth(context: Context, state: State) -> tuple[dict[str, bytes], dict[str, Any]]:
@@ -122,25 +154,31 @@ def _with_manifest(state: State, files: Iterable[Laid]) -> Iterator[Laid]:
 
 
 def laid_out(
-    context: Context, state: State, rendered: dict[str, Rendered], keep: bool, values: bool = False
+    context: Context,
+    state: State,
+    rendered: dict[str, Rendered],
+    keep: bool,
+    values: bool = False,
+    parts: Sequence[Part] | None = None,
+    beside: frozenset[str] = frozenset(),
+    more: Callable[[], Iterable[Entry]] | None = None,
 ) -> Iterator[Laid]:
     """Every file of the rollout tree but MANIFEST.json, each revision's as soon as it is rendered; what each live
     revision rendered goes into `rendered`. `keep`: the files carry their bytes (a build), else their digests alone;
-    `values` (with `keep`): and the data the bytes serialize.
+    `values` (with `keep`): and the data the bytes serialize. `parts`: `live_parts(state)`, if the caller has them.
+    The targets in `beside` are laid out by a worker:
+    `more()` gives their files' entries once every revision is done here, which come out as `Laid.beside`.
 
     Each target's files come from its wave's revision; a shared file or an external reader's (a pseudo-target every
     live revision's union keeps: expand before contract) from the newest live revision that has it; a cluster's
     Namespaces from every live revision; canary hosts' node files from their wave's revision."""
-    order = list(dict.fromkeys(r.revision for r in state.revisions if r.revision in state.meshes))
     targets: set[str] = set()
     shared: dict[str, Laid] = {}
-    readers_done: set[str] = set()
-    for revision in order:
-        readers = {r.id for r in external_readers(state.meshes[revision])} - readers_done
-        readers_done |= readers
-        done, files = render_revision(context, revision, state, frozenset(readers), keep, values)
-        rendered[revision] = done
-        mine = _own_targets(state, revision)
+    parts = live_parts(state) if parts is None else parts
+    for part in parts:
+        done, files = render_revision(context, part.revision, state, part.targets - beside, keep, values)
+        rendered[part.revision] = done
+        mine = _own_targets(state, part.revision)
         workloads = {w.id for w in done.mesh.workloads}
         for laid in files:
             if laid.target in mine:
@@ -148,7 +186,13 @@ def laid_out(
                 yield laid
             elif laid.target not in workloads:
                 shared.setdefault(laid.path, laid)
-    last = [*cluster_files([rendered[r].mesh for r in order]), *node_files(state, rendered)]
+    for path, digest, target in more() if more is not None else ():
+        targets.add(path)
+        yield Laid(path=path, target=target, digest=digest, data=None, beside=True)
+    last = [
+        *cluster_files([(rendered[p.revision].mesh, p.readers) for p in parts]),
+        *node_files(state, rendered),
+    ]
     replaced = {artifact.path for artifact in last}
     if replaced & targets:
         raise InternalError(
@@ -156,6 +200,30 @@ def laid_out(
         )
     yield from (laid for path, laid in shared.items() if path not in targets and path not in replaced)
     yield from laid_files(last, keep, values)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Part:
+    """One live revision's share of the tree: the targets laid out from its rendering."""
+
+    revision: str
+    targets: frozenset[str]  # the workloads placed at it, and the external readers no newer live revision has
+    owners: Mapping[str, str]  # each of those targets -> its service
+    readers: tuple[ExternalReader, ...]  # every external reader of the revision (not cheap to find)
+
+
+def live_parts(state: State) -> list[Part]:
+    """Each live revision (newest first) and what is laid out from it."""
+    parts: list[Part] = []
+    readers_done: set[str] = set()
+    for revision in dict.fromkeys(r.revision for r in state.revisions if r.revision in state.meshes):
+        every = external_readers(state.meshes[revision])
+        readers = {r.id: r.service for r in every if r.id not in readers_done}
+        readers_done.update(readers)
+        own = {t: state.placements[t].workload for t in _own_targets(state, revision)}
+        owners = {**{t: w.service for t, w in own.items() if w is not None}, **readers}
+        parts.append(Part(revision=revision, targets=frozenset(owners), owners=owners, readers=every))
+    return parts
 
 
 def laid_files(artifacts: Iterable[Artifact], keep: bool, values: bool = False) -> Iterator[Laid]:
@@ -189,21 +257,26 @@ def render_revision(
     context: Context,
     revision: str,
     state: State,
-    readers: frozenset[str] = frozenset(),
+    own: frozenset[str],
     keep: bool = False,
     values: bool = False,
 ) -> tuple[Rendered, Iterator[Laid]]:
-    """One live revision's widened IR rendered, and the files of the targets that run it, of `readers`, and shared
-    files. What is kept of the rendering: the sidecars of its canary pools (their node files), and unless `keep`,
-    the prints of its targets' documents and its files' digests, in the context's cache.
+    """One live revision's widened IR rendered, and the files of the targets in `own` (workloads that run it and
+    external readers) and its shared files. What is kept of the rendering: the sidecars of its canary pools (their
+    node files), and unless `keep`, the prints of its targets' documents and its files' digests, in the context's
+    cache.
 
     `keep` (a build, which renders each revision once): the files carry their bytes (and with `values`, the data
     they serialize) and are serialized as they are taken, while this revision's documents are held."""
     mesh = state.meshes[revision]
-    own = _own_targets(state, revision) | readers
     canaries = _canary_pools(state, revision)
+    # Only the workloads this revision lays out or keeps are rendered (the readers' ids name none). The invariants
+    # check each of them against the whole revision's IR, exactly as on a full rendering
+    # (compiler.render.invariants); how a workload at one revision meets a peer at another is what
+    # compiler.rollout.states checks. Every target is then rendered once per build, not once per live revision.
+    wanted = own | canaries
     if keep:
-        sidecars = render(mesh)  # the whole revision: the invariants compare every workload's documents
+        sidecars = render(mesh, only=wanted)
         done = Rendered(revision=revision, mesh=mesh, canaries=_kept(sidecars, canaries), prints={}, laid=())
         # Backends serialize most of a build: only this revision's own targets are worth laying out.
         return done, laid_files(stream_backends(mesh, sidecars, own, values=values), keep=True, values=values)
@@ -213,7 +286,7 @@ def render_revision(
     if cached is not None and cached.revision != revision:
         cached = replace(cached, revision=revision)
     if cached is None:
-        sidecars = render(mesh)
+        sidecars = render(mesh, only=wanted)
         memo = Memo()
         prints = {
             target: TargetPrint(
@@ -252,14 +325,15 @@ def _mesh_key(mesh: Mesh) -> str:
     return digest.hexdigest()
 
 
-def cluster_files(meshes: Sequence[Mesh]) -> list[Artifact]:
-    """Each cluster's 00-cluster.yaml with every Namespace any of `meshes` (the live revisions, newest first) writes
-    there: one file holds them all, so a namespace only an older wave still uses must be merged in, not dropped."""
+def cluster_files(meshes: Sequence[tuple[Mesh, Sequence[ExternalReader]]]) -> list[Artifact]:
+    """Each cluster's 00-cluster.yaml with every Namespace any of `meshes` (the live revisions, newest first, each
+    with its external readers) writes there: one file holds them all, so a namespace only an older wave still uses
+    must be merged in, not dropped."""
     namespaces: dict[str, set[str]] = {}
-    for mesh in meshes:
-        for cluster, found in cluster_namespaces(mesh).items():
+    for mesh, readers in meshes:
+        for cluster, found in cluster_namespaces(mesh, readers).items():
             namespaces.setdefault(cluster, set()).update(found)
-    return [cluster_file(meshes[0], cluster, names) for cluster, names in sorted(namespaces.items())]
+    return [cluster_file(meshes[0][0], cluster, names) for cluster, names in sorted(namespaces.items())]
 
 
 def node_files(state: State, rendered: Mapping[str, Rendered]) -> list[Artifact]:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.output.staging import NewFile
+from compiler.output.worker import Worker
 from compiler.pipeline import compile_dir
 from compiler.rollout.build import rollout_state_of, rollout_stream, rollout_truth
 from compiler.rollout.placement import State
@@ -40,8 +41,9 @@ def output_truth(spec_dir: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
         context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
 
 
-def rollout_files(spec_dir: Path) -> Iterator[NewFile] | None:
-    """The rollout tree of `spec_dir` as a build writes it, file by file (every state checked before the first), or
+def rollout_files(spec_dir: Path, split: bool = True) -> tuple[Iterator[NewFile], Worker | None] | None:
+    """The rollout tree of `spec_dir` as a build writes it, file by file (every state checked before the first), and
+    the worker that writes part of it beside the stream, if there is one (see `rollout_stream`; none unless `split`);
     None when no rollout is in force."""
     context = rollout_context(spec_dir)
     if context is None:
@@ -51,7 +53,8 @@ def rollout_files(spec_dir: Path) -> Iterator[NewFile] | None:
     except BaseException:
         context.location.repo.close()
         raise
-    return _closing(context.location.repo.close, rollout_stream(context, state))
+    files, worker = rollout_stream(context, state, split)
+    return _closing(context.location.repo.close, files), worker
 
 
 def _checked_state(context: Context) -> State:

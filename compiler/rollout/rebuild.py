@@ -44,8 +44,8 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
     before = rollout_digest(spec_dir)
     if cached is not None and before is not None and cached.spec == before and untouched(cached, old):
         return WriteResult(changed=False)
-    files = rollout_files(spec_dir)
-    if files is None:
+    laid_out = rollout_files(spec_dir)
+    if laid_out is None:
         # Outside git, pins name no revision: the plain tree, as documented, but never silently (it gives every
         # wave the spec as it is, and drops the canary hosts' node files).
         from compiler.rollout.revisions import plain_build_note
@@ -54,7 +54,8 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
         return replace(result, notes=(*result.notes, plain_build_note(spec_dir)))
     trusted = cached.trusted if cached is not None else None
     spare = real.parent / f".{real.name}.meshc-spare"
-    result = write_files(out, files, (real, old), trusted, spare=spare)
+    files, worker = laid_out
+    result = write_files(out, files, (real, old), trusted, spare=spare, worker=worker)
     # Recorded only if nothing the build read moved while it ran, else the next build must not skip.
     after = rollout_digest(spec_dir)
     write_cache(real, before if before == after else None, {})

@@ -68,6 +68,8 @@ class Laid:
     data: bytes | None
     # the data the bytes serialize, where asked for: drift compares objects, not a parse of them
     value: Any = None
+    # written beside the build by its worker (compiler.output.worker): MANIFEST.json lists it, nobody writes it here
+    beside: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -102,6 +104,9 @@ class RevisionCache:
     parsed: dict[tuple[str, str], Document] = field(
         default_factory=dict
     )  # (file, content hash) -> parsed document
+    blobs: dict[str, bytes] = field(
+        default_factory=dict
+    )  # git blob id -> bytes (compiler.gitsource.read_revision)
     # (spec key, mesh key, targets laid out, canary pools) -> what render_revision kept of them: by content, so one
     # cache may serve the two sides of a diff, where WORKING_TREE names another spec at each
     rendered: dict[tuple[str, str, frozenset[str], frozenset[str]], Rendered] = field(default_factory=dict)
@@ -165,7 +170,7 @@ def revision_context(
     hosts = partial(
         _inventory, side_bytes(read_side_revision(location, revision, INVENTORY_FILE), inventory), inventory
     )
-    files = read_revision(location, revision)
+    files = read_revision(location, revision, cache.blobs)
     return _context(spec_dir, location, files, rollout, hosts, _commit_of(location, revision), cache)
 
 
@@ -176,7 +181,7 @@ def plain_context(
     to run its spec, no host is a canary (a plain build writes no node file), and its own wave policy names the
     waves, else `policy` (the other side's, in a diff). Raises SpecError for an invalid spec."""
     label = spec_label(spec_dir)
-    files = spec_files(spec_dir) if revision is None else read_revision(location, revision)
+    files = spec_files(spec_dir) if revision is None else read_revision(location, revision, cache.blobs)
     rollout = RolloutFile(
         file=f"{label}/{ROLLOUT_FILE}",
         hold=False,
@@ -276,7 +281,7 @@ def compile_revision(context: Context, revision: str) -> Revision | None:
     cached = context.cache.compiled.get(key)
     if cached is None:
         if files is None:
-            files = read_revision(context.location, revision)
+            files = read_revision(context.location, revision, context.cache.blobs)
         try:
             spec = check(load_parsed(files, context.label, context.cache.parsed))
         except SpecError as exc:

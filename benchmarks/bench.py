@@ -178,6 +178,7 @@ def _run(args: argparse.Namespace, stages: list[Stage]) -> None:
             bench_incremental(size, max(3, args.repeat))
         if size == TARGET_SIZE and "drift-puppet" in args.stages:
             bench_drift(size, args.drift_hosts)
+        empty_trash()  # the trash holds one size's trees at most (the disk is not unbounded)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,16 @@ import time
 from pathlib import Path
 
 from benchmarks.drift import DRIFT_STAGES
-from benchmarks.harness import BENCH_SCRIPT, ROOT, Stage, State, committed_spec, run_meshc, scratch_dir
+from benchmarks.harness import (
+    BENCH_SCRIPT,
+    ROOT,
+    Stage,
+    State,
+    committed_spec,
+    discard,
+    run_meshc,
+    scratch_dir,
+)
 from benchmarks.rollout import ROLLOUT_STAGES
 
 # Imported before any stage runs, so stage times exclude import time (the target line includes it).
@@ -147,7 +156,7 @@ def run_child(spec_dir: Path, last: str) -> None:
             if stage.name == last:
                 break
     finally:
-        shutil.rmtree(scratch_dir(), ignore_errors=True)
+        discard(scratch_dir())  # deleted when the run ends (harness.TRASH)
     print(json.dumps(times))
 
 

@@ -59,8 +59,9 @@ def worker_services(spec: Path) -> tuple[set[str], set[str]]:
     context = rollout_context(spec)
     assert context is not None
     state = rollout_state_of(context)
-    owners = {target: service for part in live_parts(state) for target, service in part.owners.items()}
-    theirs = worker_module.worker_share(owners)
+    parts = live_parts(state)
+    owners = {target: service for part in parts for target, service in part.owners.items()}
+    theirs = rollout_build.worker_targets(parts)
     workloads = [p.workload for p in state.placements.values() if p.workload is not None]
     watched = {
         edge.service for w in workloads for edge in w.egress
@@ -183,7 +184,10 @@ def test_an_unsafe_rollout_fails_as_in_one_process_and_writes_nothing(
         incremental.build_output(spec, out)
     assert str(parallel.value) == str(alone.value)
     assert {d.code for d in parallel.value.diagnostics} == {"rollout-unsafe"}
-    assert not out.exists() and not workers  # refused before anything was laid out
+    # The worker was forked before the check (it renders while the states are checked), then stopped: no output, no
+    # staging tree beside it, no process left.
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
+    assert len(workers) == 1 and workers[0].pid == -1
 
 
 def test_the_worker_takes_targets_at_every_live_revision(

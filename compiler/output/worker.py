@@ -178,9 +178,9 @@ def _write_here(stage: Staging, artifacts: Iterable[Artifact]) -> list[Entry]:
     return entries
 
 
-def worker_share(owners: Mapping[str, str]) -> frozenset[str]:
+def worker_share(owners: Mapping[str, str], share: float = WORKER_SHARE) -> frozenset[str]:
     """The targets of the services the worker takes, of `owners` (target -> its service): in name order, each to
-    whichever side is short of its share (WORKER_SHARE of the targets; the build also lays out the shared files and
+    whichever side is short of its share (`share` of the targets; the build also lays out the shared files and
     the manifest). The shares are whole services: the renderer and the Kubernetes backend build a service's shared
     documents once for all its workloads, and split workloads would build them twice."""
     targets: dict[str, list[str]] = {}
@@ -189,7 +189,7 @@ def worker_share(owners: Mapping[str, str]) -> frozenset[str]:
     theirs: list[str] = []
     ours = 0
     for service in sorted(targets):
-        if len(theirs) * (1 - WORKER_SHARE) <= ours * WORKER_SHARE:
+        if len(theirs) * (1 - share) <= ours * share:
             theirs += targets[service]
         else:
             ours += len(targets[service])

@@ -49,11 +49,11 @@ def rollout_files(spec_dir: Path, split: bool = True) -> tuple[Iterator[NewFile]
     if context is None:
         return None
     try:
-        state = _checked_state(context)
+        state = rollout_state_of(context)
+        files, worker = rollout_stream(context, state, split, lambda: check_rollout(context, state))
     except BaseException:
         context.location.repo.close()
         raise
-    files, worker = rollout_stream(context, state, split)
     return _closing(context.location.repo.close, files), worker
 
 

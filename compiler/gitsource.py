@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -119,6 +121,15 @@ def read_revision(
             if not entry.name.startswith(".") and (entry.type == "blob" or entry.name.endswith(".yaml")):
                 files[relative] = _read_entry(entry, relative, blobs)
     return files
+
+
+def known_blobs(files: Mapping[str, bytes | Unreadable], blobs: dict[str, bytes]) -> None:
+    """Add the files read from a working tree to `blobs` (see `read_revision`) under the ids git gives their bytes:
+    a revision's files that are the same as the working tree's are then never read from git. The id is the bytes'
+    own hash, as git computes it, so an uncommitted edit only adds a blob no revision names."""
+    for data in files.values():
+        if isinstance(data, bytes) and len(data) <= MAX_FILE_BYTES:
+            blobs[hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()] = data  # noqa: S324 - git's id
 
 
 def read_side_revision(location: SpecLocation, revision: str, relative: str) -> bytes | Unreadable | None:

@@ -105,6 +105,35 @@ def test_older_revisions_and_uncommitted_edits(tmp_path: Path) -> None:
     assert read_revision(location, "main~1") == at_first
 
 
+def test_blobs_known_from_the_working_tree_are_not_read_from_git_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollout build seeds its blob cache with the working tree's files (gitsource.known_blobs): a revision reads
+    from git only the files whose bytes the working tree does not hold, and an uncommitted edit never stands in for
+    the committed file."""
+    import compiler.gitsource as gitsource
+
+    repo = make_repo(tmp_path / "repo")
+    (repo / "mesh-spec/services/auth.yaml").write_bytes(b"service: auth\n# uncommitted\n")
+    (repo / "mesh-spec/services/zz-new.yaml").write_text("service: zz-new\n")  # not in HEAD at all
+    blobs: dict[str, bytes] = {}
+    gitsource.known_blobs(read_worktree(repo / "mesh-spec"), blobs)
+    read: list[str] = []
+    original = gitsource._read_blob
+
+    def counted(blob: object) -> bytes:
+        read.append(blob.path)  # type: ignore[attr-defined]
+        return original(blob)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gitsource, "_read_blob", counted)
+    location = locate(repo / "mesh-spec")
+    seeded = read_revision(location, "HEAD", blobs)
+    assert read == ["mesh-spec/services/auth.yaml"]  # the one file the working tree changed
+    read.clear()
+    assert seeded == read_revision(location, "HEAD") == read_tree(EXAMPLE)  # the committed bytes, read whole
+    assert len(read) == len(seeded)
+
+
 def test_reading_changes_nothing_in_the_repository(tmp_path: Path) -> None:
     repo = make_repo(tmp_path / "repo")
     (repo / "mesh-spec/services/auth.yaml").write_text("edited but not staged\n")

@@ -21,6 +21,7 @@ from compiler.gitsource import (
     RevisionError,
     SpecDirMissing,
     SpecLocation,
+    known_blobs,
     locate,
     read_revision,
     read_side_revision,
@@ -147,9 +148,11 @@ def rollout_context(spec_dir: Path, cache: RevisionCache | None = None) -> Conte
         return None
     hosts = partial(load_inventory, spec_dir / INVENTORY_FILE, f"{label}/{INVENTORY_FILE}")
     files = spec_files(spec_dir)
-    return _context(
-        spec_dir, location, files, rollout, hosts, _commit_of(location, None), cache or RevisionCache()
-    )
+    cache = cache or RevisionCache()
+    known_blobs(
+        files, cache.blobs
+    )  # the pinned revisions share most of them: ~0.13 s of reads at 1,000 services
+    return _context(spec_dir, location, files, rollout, hosts, _commit_of(location, None), cache)
 
 
 def revision_context(
@@ -182,6 +185,8 @@ def plain_context(
     waves, else `policy` (the other side's, in a diff). Raises SpecError for an invalid spec."""
     label = spec_label(spec_dir)
     files = spec_files(spec_dir) if revision is None else read_revision(location, revision, cache.blobs)
+    if revision is None:
+        known_blobs(files, cache.blobs)
     rollout = RolloutFile(
         file=f"{label}/{ROLLOUT_FILE}",
         hold=False,

@@ -27,8 +27,8 @@ from compiler.gitsource import (
     read_side_revision,
     spec_tree,
 )
-from compiler.ir.lower import lower
-from compiler.ir.model import Mesh
+from compiler.ir.lower import Reuse, lower
+from compiler.ir.model import Mesh, Workload
 from compiler.render import SidecarConfig
 from compiler.render.restart import DocumentPrint
 from compiler.rollout.hosts import INVENTORY_FILE, Host, load_inventory, parse_inventory
@@ -47,6 +47,7 @@ from compiler.spec.load import (
 )
 from compiler.spec.model import Spec
 from compiler.spec.wave_policy import WavePolicy
+from compiler.targets import file_hashes
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -102,12 +103,12 @@ class RevisionCache:
 
     compiled: dict[str, Revision] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)  # commit id -> spec key
-    parsed: dict[tuple[str, str], Document] = field(
-        default_factory=dict
-    )  # (file, content hash) -> parsed document
-    blobs: dict[str, bytes] = field(
-        default_factory=dict
-    )  # git blob id -> bytes (compiler.gitsource.read_revision)
+    # (file, content hash) -> parsed document
+    parsed: dict[tuple[str, str], Document] = field(default_factory=dict)
+    # git blob id -> bytes (compiler.gitsource.read_revision)
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    # a service's lowered workloads, by the files they are lowered from (compiler.ir.lower.Reuse)
+    lowered: dict[tuple[Any, ...], tuple[Workload, ...]] = field(default_factory=dict)
     # (spec key, mesh key, targets laid out, canary pools) -> what render_revision kept of them: by content, so one
     # cache may serve the two sides of a diff, where WORKING_TREE names another spec at each
     rendered: dict[tuple[str, str, frozenset[str], frozenset[str]], Rendered] = field(default_factory=dict)
@@ -251,7 +252,8 @@ def _context(
     if (
         key is not None and key not in context.cache.compiled
     ):  # the head was just checked: lower it, do not load it again
-        context.cache.compiled[key] = Revision(revision=WORKING_TREE, spec=head_spec, mesh=lower(head_spec))
+        mesh = lower(head_spec, reuse=_reuse(files, label, cache))
+        context.cache.compiled[key] = Revision(revision=WORKING_TREE, spec=head_spec, mesh=mesh)
     return context
 
 
@@ -291,8 +293,14 @@ def compile_revision(context: Context, revision: str) -> Revision | None:
             spec = check(load_parsed(files, context.label, context.cache.parsed))
         except SpecError as exc:
             raise SpecError(at_revision(exc.diagnostics, revision[:12])) from None
-        cached = context.cache.compiled[key] = Revision(revision=revision, spec=spec, mesh=lower(spec))
+        mesh = lower(spec, reuse=_reuse(files, context.label, context.cache))
+        cached = context.cache.compiled[key] = Revision(revision=revision, spec=spec, mesh=mesh)
     return replace(cached, revision=revision) if cached.revision != revision else cached
+
+
+def _reuse(files: SpecFiles, label: str, cache: RevisionCache) -> Reuse:
+    """What lowering a spec of these files may take from the revisions lowered before it (compiler.ir.lower.Reuse)."""
+    return Reuse(digests=file_hashes(files, label), workloads=cache.lowered)
 
 
 def load_parsed(files: SpecFiles, label: str, parsed: dict[tuple[str, str], Document]) -> dict[str, Document]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from conftest import write_spec
 
@@ -257,61 +255,3 @@ def test_example_mesh_lowers(example_build) -> None:
         3,
         600,
     )
-
-
-def test_workloads_reused_across_specs_equal_a_fresh_lowering(tmp_path: Path) -> None:
-    """A rollout's revisions share one Reuse (compiler.ir.lower): along random edits of ports, placements,
-    protocols, dependencies and mesh defaults, each spec lowered with it equals its lowering from scratch, and most
-    services are taken from it."""
-    import random
-
-    import yaml
-
-    from benchmarks.synth import generate
-    from compiler.diagnostics import SpecError
-    from compiler.ir.lower import Reuse
-    from compiler.targets import file_hashes
-
-    spec_dir = generate(tmp_path / "spec", 24, datacenters=3, clusters=3, deps=3, seed=11)
-    rng = random.Random(3)
-    shared = Reuse(digests={})
-    reused = lowered = checked = 0
-    for step in range(30):
-        path = rng.choice(sorted((spec_dir / "services").glob("*.yaml")))
-        data = yaml.safe_load(path.read_text())
-        others = sorted(p.stem for p in (spec_dir / "services").glob("*.yaml") if p != path)
-        move = rng.choice(["port", "placement", "protocol", "add", "drop", "mesh"])
-        if move == "port":
-            data["local_port"] += 100
-        elif move == "placement":
-            vm = data["deploy"].setdefault("vm", {}).setdefault("datacenters", [])
-            if len(vm) > 1:
-                vm.pop()
-            else:
-                data["deploy"].setdefault("kubernetes", []).clear()
-        elif move == "protocol":
-            data["protocol"] = rng.choice(["http", "http2", "grpc"])
-        elif move == "add":
-            data.setdefault("dependencies", []).append({"service": rng.choice(others)})
-        elif move == "drop" and data.get("dependencies"):
-            data["dependencies"].pop(rng.randrange(len(data["dependencies"])))
-        edited = spec_dir / "mesh.yaml" if move == "mesh" else path
-        before_edit = edited.read_text()
-        if move == "mesh":
-            edited.write_text(before_edit.replace("connect_timeout: ", f"connect_timeout: {step}", 1))
-        else:
-            edited.write_text(yaml.safe_dump(data, sort_keys=False))
-        files = spec_files(spec_dir)
-        try:
-            spec = validate_only(files, "spec")
-        except SpecError:
-            edited.write_text(before_edit)  # an edit a check rejects: the next one starts from a valid spec
-            continue
-        first, before = not shared.workloads, len(shared.workloads)
-        mesh = lower(spec, reuse=Reuse(digests=file_hashes(files, "spec"), workloads=shared.workloads))
-        assert mesh == lower(spec), f"step {step} ({move}): a reused lowering differs from a fresh one"
-        if not first:
-            checked += 1
-            lowered += len(shared.workloads) - before
-            reused += len(spec.services) - (len(shared.workloads) - before)
-    assert checked >= 5 and reused > lowered > 0, (checked, reused, lowered)  # reuse is the common path

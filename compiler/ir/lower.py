@@ -51,7 +51,7 @@ def k8s_workload_id(cluster: str, namespace: str, service: str) -> str:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Reuse:
     """Workloads lowered from other specs of one command (the live revisions of a rollout share all but a few
-    files), by what a service's workloads are lowered from (`_Lowering.slice_of`). `digests`: a hash of the bytes
+    files), by what a service's workloads are lowered from (`service_slice`). `digests`: a hash of the bytes
     of each file of the spec being lowered, by its name (compiler.targets.file_hashes)."""
 
     digests: Mapping[str, str]
@@ -125,6 +125,33 @@ def service_datacenters(spec: Spec, service: ServiceSpec) -> frozenset[str]:
     return frozenset(service.vm_datacenters) | {clusters[p.cluster].datacenter for p in service.kubernetes}
 
 
+def clients_of(spec: Spec) -> dict[str, list[str]]:
+    """Each service -> the services that depend on it (in spec order; a service the spec lacks included)."""
+    clients: dict[str, list[str]] = defaultdict(list)
+    for service in spec.services.values():
+        for dep in service.dependencies:
+            clients[dep.service].append(service.name)
+    return clients
+
+
+def service_slice(
+    spec: Spec, service: ServiceSpec, clients: Mapping[str, Sequence[str]], digests: Mapping[str, str]
+) -> tuple[Any, ...] | None:
+    """Every file a service's workloads are lowered from, and its neighbourhood checked with, by name and hash:
+    mesh.yaml, the service's own, its servers' (their ports, protocol, locality, placements and identities) and its
+    clients' (its allow-list). None where one is missing or not hashed. Each file makes its spec model alone
+    (compiler.spec.model)."""
+    neighbours = [
+        spec.services.get(name)
+        for name in (*(d.service for d in service.dependencies), *sorted(set(clients.get(service.name, ()))))
+    ]
+    if any(found is None for found in neighbours):
+        return None
+    names = [spec.mesh.file, service.file, *(found.file for found in neighbours if found is not None)]
+    hashed = tuple((name, digests.get(name)) for name in names)
+    return None if any(digest is None for _, digest in hashed) else (service.name, hashed)
+
+
 class _Lowering:
     """Shared lookups for one lowering: each service's identities and datacenters once, discovery sources once
     per (client DC, server), egress once per (service, DC) since a service's workloads in one DC share it, and
@@ -134,36 +161,22 @@ class _Lowering:
         self.spec = spec
         self.only = only
         self.mesh = spec.mesh
-        self.clients: dict[str, list[str]] = defaultdict(list)
-        for service in spec.services.values():
-            for dep in service.dependencies:
-                self.clients[dep.service].append(service.name)
+        self.clients = clients_of(spec)
         self.identities = {name: self._identities(svc) for name, svc in spec.services.items()}
         self.placed = {name: service_datacenters(spec, svc) for name, svc in spec.services.items()}
         self.memo = Memo()
 
     def reused(self, service: ServiceSpec, reuse: Reuse | None) -> Sequence[Workload]:
         """`workloads(service)`, from `reuse` where it holds them for the same files (see `lower`)."""
-        key = self.slice_of(service, reuse.digests) if reuse is not None and self.only is None else None
+        key = None
+        if reuse is not None and self.only is None:
+            key = service_slice(self.spec, service, self.clients, reuse.digests)
         if key is None or reuse is None:
             return self.workloads(service)
         found = reuse.workloads.get(key)
         if found is None:
             found = reuse.workloads[key] = tuple(self.workloads(service))
         return found
-
-    def slice_of(self, service: ServiceSpec, digests: Mapping[str, str]) -> tuple[Any, ...] | None:
-        """Every file `workloads(service)` reads, by name and hash: mesh.yaml, the service's own, its servers' (their
-        ports, protocol, locality, placements and identities) and its clients' (its allow-list); None where one is
-        not hashed. Each file makes its spec model alone (compiler.spec.model)."""
-        names = [
-            self.mesh.file,
-            service.file,
-            *(self.spec.services[d.service].file for d in service.dependencies),
-            *(self.spec.services[c].file for c in sorted(set(self.clients[service.name]))),
-        ]
-        found = tuple((name, digests.get(name)) for name in names)
-        return None if any(digest is None for _, digest in found) else (service.name, found)
 
     def _identities(self, service: ServiceSpec) -> tuple[str, ...]:
         namespaces = {service.name} if service.vm_datacenters else set()

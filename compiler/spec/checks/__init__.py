@@ -7,6 +7,7 @@ consumers' rules that span values (certificates, health checks, CIDRs).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import replace
 from pathlib import PurePosixPath
 
 from compiler.diagnostics import Diagnostic, SpecError, error, excerpt, quote
@@ -76,6 +77,20 @@ def check(documents: Mapping[str, Document], valid: Collection[str] = ()) -> Spe
     """
     spec = model(documents, valid)
     problems = run_checks(spec)
+    if problems:
+        raise SpecError(problems)
+    return spec
+
+
+def check_around(
+    documents: Mapping[str, Document], valid: Collection[str], focus_of: Callable[[Spec], Collection[str]]
+) -> Spec:
+    """`check`, where the checks that read a service's neighbourhood run only on the services `focus_of(spec)` names:
+    the others were checked clean with the very same files (a rollout's revisions, compiler.rollout.revisions). The
+    mesh-wide checks run on every service, and the findings come in the order `check` gives them."""
+    spec = model(documents, valid)
+    focused = replace(spec, focus=frozenset(focus_of(spec)))
+    problems = [d for found in SEMANTIC_CHECKS for d in found(spec if found in MESH_WIDE_CHECKS else focused)]
     if problems:
         raise SpecError(problems)
     return spec

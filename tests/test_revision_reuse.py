@@ -1,0 +1,98 @@
+"""A rollout's revisions share all but a few spec files, and one command checks and lowers each file's neighbourhood
+once (compiler.rollout.revisions._checked, compiler.ir.lower.Reuse). Along random edits, valid or not, what is
+reused gives exactly what checking and lowering from scratch give: the same findings, the same IR."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks.synth import generate
+from compiler.diagnostics import SpecError
+from compiler.ir.lower import Reuse, lower
+from compiler.rollout.revisions import RevisionCache, _checked
+from compiler.spec.checks import check
+from compiler.spec.load import load_documents, spec_files
+from compiler.targets import file_hashes
+
+LABEL = "spec"
+
+
+def _edit(spec_dir: Path, rng: random.Random, step: int) -> tuple[Path, str]:
+    """One random edit: a port, a placement, a protocol, a dependency added or dropped, a mesh default. The file
+    and its text before."""
+    move = rng.choice(["port", "placement", "protocol", "add", "drop", "mesh"])
+    if move == "mesh":
+        mesh = spec_dir / "mesh.yaml"
+        text = mesh.read_text()
+        mesh.write_text(text.replace("connect_timeout: ", f"connect_timeout: {step}", 1))
+        return mesh, text
+    path = rng.choice(sorted((spec_dir / "services").glob("*.yaml")))
+    text = path.read_text()
+    data = yaml.safe_load(text)
+    others = sorted(p.stem for p in (spec_dir / "services").glob("*.yaml") if p != path)
+    if move == "port":
+        data["local_port"] = rng.choice(
+            [data["local_port"] + 100, 20001]
+        )  # 20001: maybe another's (an error)
+    elif move == "placement":
+        vm = data["deploy"].setdefault("vm", {}).setdefault("datacenters", [])
+        if len(vm) > 1:
+            vm.pop()
+        else:
+            data["deploy"].setdefault("kubernetes", []).clear()
+    elif move == "protocol":
+        data["protocol"] = rng.choice(["http", "http2", "grpc", "tcp"])
+    elif move == "add":
+        data.setdefault("dependencies", []).append({"service": rng.choice([*others, "no-such-service"])})
+    elif data.get("dependencies"):
+        data["dependencies"].pop(rng.randrange(len(data["dependencies"])))
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path, text
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_checks_and_lowering_reused_across_specs_equal_from_scratch(tmp_path: Path, seed: int) -> None:
+    spec_dir = generate(tmp_path / "spec", 24, datacenters=3, clusters=3, deps=3, seed=11)
+    rng = random.Random(seed)
+    cache = RevisionCache()
+    outcomes = {"valid": 0, "invalid": 0}
+    reused = lowered = 0
+    piled: list[tuple[Path, str]] = []  # invalid edits left in place, undone after a few
+    for step in range(50):
+        edited, before = _edit(spec_dir, rng, step)
+        files = spec_files(spec_dir)
+        digests = file_hashes(files, LABEL)
+        try:
+            expected: object = check(load_documents(files, LABEL))
+        except SpecError as error:
+            expected = str(error)
+        documents = load_documents(files, LABEL)
+        try:
+            spec = _checked(documents, digests, cache)
+        except SpecError as error:
+            assert str(error) == expected, f"step {step}: other findings than a check from scratch"
+            outcomes["invalid"] += 1
+            if rng.random() < 0.85:
+                edited.write_text(before)  # mostly back to where it was, sometimes errors pile up for a while
+            else:
+                piled.append((edited, before))
+            if len(piled) > 2:
+                for path, text in reversed(piled):
+                    path.write_text(text)
+                piled.clear()
+            continue
+        piled.clear()
+        assert spec == expected, f"step {step}: a reused check passed where one from scratch did not"
+        cached = len(cache.lowered)
+        mesh = lower(spec, reuse=Reuse(digests=digests, workloads=cache.lowered))
+        assert mesh == lower(spec), f"step {step}: a reused lowering differs from a fresh one"
+        if outcomes["valid"]:
+            lowered += len(cache.lowered) - cached
+            reused += len(spec.services) - (len(cache.lowered) - cached)
+        outcomes["valid"] += 1
+    assert outcomes["valid"] >= 5 and outcomes["invalid"] >= 3, outcomes
+    assert reused > lowered > 0, (reused, lowered)  # reuse is the common path

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 from collections import Counter
 from collections.abc import Collection
 from pathlib import Path
@@ -14,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from compiler import incremental
-from compiler.diagnostics import InternalError, SpecError
+from compiler.diagnostics import SpecError
 from compiler.ir.model import Mesh
 from compiler.output import worker as worker_module
 from compiler.output.disk import read_tree
-from compiler.output.staging import Staging
 from compiler.render import SidecarConfig
 from compiler.rollout import build as rollout_build
 from compiler.rollout.build import live_parts, rollout_state_of
@@ -27,22 +25,19 @@ from compiler.rollout.revisions import rollout_context
 from tests.test_gitsource import commit
 from tests.test_rollout_build import add_timeout_change, replace_in, set_pins, start_rollout
 from tests.test_rollout_incremental import Rollout
-from tests.test_worker import in_child_only, registered_nowhere
+from tests.test_worker import (
+    in_child_only,
+    killed_once_forked,
+    raised_alike,
+    recorded_workers,
+    registered_nowhere,
+)
 
 
 @pytest.fixture
 def workers(monkeypatch: pytest.MonkeyPatch) -> list[worker_module.Worker]:
     """Every rollout build forks a worker (PARALLEL_FROM lowered for the example); each one started is recorded."""
-    monkeypatch.setattr(rollout_build, "PARALLEL_FROM", 1)
-    started: list[worker_module.Worker] = []
-    original = worker_module.Worker.start
-
-    def recorded(self: worker_module.Worker, stage: Staging) -> None:
-        started.append(self)
-        original(self, stage)
-
-    monkeypatch.setattr(worker_module.Worker, "start", recorded)
-    return started
+    return recorded_workers(monkeypatch, rollout_build, 1)
 
 
 @pytest.fixture
@@ -126,19 +121,12 @@ def test_a_failing_worker_has_its_share_laid_out_by_the_build(
     workers: list[worker_module.Worker],
     fail: str,
 ) -> None:
-    if fail == "killed":
-        original = worker_module.Worker.start
-
-        def start_and_kill(self: worker_module.Worker, stage: Staging) -> None:
-            original(self, stage)
-            assert self.pid > 0  # forked
-            os.kill(self.pid, signal.SIGKILL)
-
-        monkeypatch.setattr(worker_module.Worker, "start", start_and_kill)
-    else:
+    killed = killed_once_forked(monkeypatch) if fail == "killed" else [0]
+    if fail != "killed":
         in_child_only(monkeypatch, fail)
     out = tmp_path / "out"
     incremental.build_output(merged, out)
+    assert killed
     assert read_tree(out) == output_for(merged)
 
 
@@ -159,16 +147,10 @@ def test_a_rendering_bug_in_either_share_raises_what_one_process_raises(
         "all": everything,
     }[where]
     registered_nowhere(monkeypatch, broken)
-    with pytest.raises(InternalError) as alone:
-        output_for(merged)
-    out = tmp_path / "out"
-    with pytest.raises(InternalError) as parallel:
-        incremental.build_output(merged, out)
+    found = raised_alike(lambda: output_for(merged), merged, tmp_path / "out")
     assert workers  # the build forked its worker before it rendered
-    assert str(parallel.value) == str(alone.value)
     # one process stops at the first live revision whose rendering breaks: the services broken there are named
-    assert any(f"watches {service} " in str(alone.value) for service in broken)
-    assert not out.exists()
+    assert any(f"watches {service} " in found for service in broken)
 
 
 def test_an_unsafe_rollout_fails_as_in_one_process_and_writes_nothing(

@@ -32,7 +32,15 @@ def spec(tmp_path: Path) -> Path:
 @pytest.fixture
 def workers(monkeypatch: pytest.MonkeyPatch) -> list[worker_module.Worker]:
     """Every build forks a worker (PARALLEL_FROM lowered for a small mesh); each one started is recorded."""
-    monkeypatch.setattr(incremental, "PARALLEL_FROM", 2)
+    return recorded_workers(monkeypatch, incremental, 2)
+
+
+def recorded_workers(
+    monkeypatch: pytest.MonkeyPatch, build: object, threshold: int
+) -> list[worker_module.Worker]:
+    """The workers started from now on, every build of `build` (a module with PARALLEL_FROM) forking one from
+    `threshold` targets on."""
+    monkeypatch.setattr(build, "PARALLEL_FROM", threshold)
     started: list[worker_module.Worker] = []
     original = worker_module.Worker.start
 
@@ -98,8 +106,16 @@ def test_a_failing_worker_has_its_part_done_by_the_build(
 def test_a_killed_worker_has_its_part_done_by_the_build(
     spec: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: list[worker_module.Worker]
 ) -> None:
-    original = worker_module.Worker.start
+    killed = killed_once_forked(monkeypatch)
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    assert killed
+    assert read_tree(out) == compile_dir(spec).tree()
 
+
+def killed_once_forked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every worker started from now on is killed (SIGKILL) as soon as it is forked; their pids."""
+    original = worker_module.Worker.start
     killed: list[int] = []
 
     def start_and_kill(self: worker_module.Worker, stage: Staging) -> None:
@@ -109,10 +125,7 @@ def test_a_killed_worker_has_its_part_done_by_the_build(
         os.kill(self.pid, signal.SIGKILL)
 
     monkeypatch.setattr(worker_module.Worker, "start", start_and_kill)
-    out = tmp_path / "out"
-    incremental.build_output(spec, out)
-    assert killed
-    assert read_tree(out) == compile_dir(spec).tree()
+    return killed
 
 
 def shares(spec: Path) -> tuple[frozenset[str], frozenset[str]]:
@@ -285,15 +298,21 @@ def test_a_rendering_bug_in_either_share_raises_what_a_build_in_one_process_rais
     theirs, ours = shares(spec)
     broken_services = {"worker": [min(theirs)], "build": [min(ours)], "both": [min(theirs), min(ours)]}[where]
     registered_nowhere(monkeypatch, broken_services)
+    found = raised_alike(lambda: compile_dir(spec), spec, tmp_path / "out")
+    assert workers  # the build forked its worker before it rendered
+    assert all(f"{name}" in found for name in broken_services)
+
+
+def raised_alike(alone: Callable[[], object], spec: Path, out: Path) -> str:
+    """What `alone()` (one process) raises, an InternalError, which the build of `spec` into `out` raises too,
+    writing nothing; its text."""
     with pytest.raises(InternalError) as serial:
-        compile_dir(spec)
-    out = tmp_path / "out"
+        alone()
     with pytest.raises(InternalError) as parallel:
         incremental.build_output(spec, out)
-    assert workers  # the build forked its worker before it rendered
     assert str(parallel.value) == str(serial.value)
-    assert all(f"{name}" in str(serial.value) for name in broken_services)
     assert not out.exists()
+    return str(serial.value)
 
 
 @pytest.mark.parametrize("fails", [False, True], ids=["worker", "worker-fails"])

@@ -129,7 +129,12 @@ def known_blobs(files: Mapping[str, bytes | Unreadable], blobs: dict[str, bytes]
     own hash, as git computes it, so an uncommitted edit only adds a blob no revision names."""
     for data in files.values():
         if isinstance(data, bytes) and len(data) <= MAX_FILE_BYTES:
-            blobs[hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()] = data  # noqa: S324 - git's id
+            blobs[blob_id(data)] = data
+
+
+def blob_id(data: bytes) -> str:
+    """The id git gives a blob of these bytes."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()  # noqa: S324 - git's own hash
 
 
 def read_side_revision(location: SpecLocation, revision: str, relative: str) -> bytes | Unreadable | None:

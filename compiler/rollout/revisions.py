@@ -21,6 +21,7 @@ from compiler.gitsource import (
     RevisionError,
     SpecDirMissing,
     SpecLocation,
+    blob_id,
     known_blobs,
     locate,
     read_revision,
@@ -126,6 +127,7 @@ class Context:
     label: str
     location: SpecLocation
     head_files: Mapping[str, bytes]
+    head_key: str  # spec_key of the working tree: hashing every file per lookup made `plan` quadratic
     policy: WavePolicy
     rollout: RolloutFile
     hosts: tuple[Host, ...]
@@ -242,11 +244,13 @@ def _context(
                 )
             ]
         )
+    head_files = _read_files(files)
     context = Context(
         spec_dir=spec_dir,
         label=label,
         location=location,
-        head_files=_read_files(files),
+        head_files=head_files,
+        head_key=_files_key(head_files),
         policy=policy,
         rollout=rollout,
         hosts=hosts(),  # after the spec: its errors come first
@@ -374,18 +378,7 @@ def spec_key(context: Context, revision: str) -> str | None:
     spec of its parent. Equal keys mean equal spec files; a mismatch only costs a compile.
     """
     if revision == WORKING_TREE:
-        files = context.head_files
-        services = sorted(
-            (path.split("/", 1)[1], data)
-            for path, data in files.items()
-            if path.startswith(f"{SERVICES_DIR}/")
-        )
-        tree = b"".join(
-            b"100644 " + name.encode() + b"\0" + bytes.fromhex(_blob_sha(data)) for name, data in services
-        )
-        mesh = _blob_sha(files[MESH_FILE]) if MESH_FILE in files else "-"
-        services_sha = hashlib.sha1(b"tree %d\0" % len(tree) + tree).hexdigest() if services else "-"
-        return f"{mesh}:{services_sha}"
+        return context.head_key
     cached = context.cache.keys.get(revision)
     if cached is None:
         try:  # through the links committed on the way, as read_revision reads the files
@@ -398,12 +391,21 @@ def spec_key(context: Context, revision: str) -> str | None:
     return cached
 
 
+def _files_key(files: Mapping[str, bytes]) -> str:
+    """`spec_key` of a working tree's spec files: its files hashed the way git hashes them."""
+    services = sorted(
+        (path.split("/", 1)[1], data) for path, data in files.items() if path.startswith(f"{SERVICES_DIR}/")
+    )
+    tree = b"".join(
+        b"100644 " + name.encode() + b"\0" + bytes.fromhex(blob_id(data)) for name, data in services
+    )
+    mesh = blob_id(files[MESH_FILE]) if MESH_FILE in files else "-"
+    services_sha = hashlib.sha1(b"tree %d\0" % len(tree) + tree).hexdigest() if services else "-"
+    return f"{mesh}:{services_sha}"
+
+
 def _entry_sha(tree: git.Tree, name: str) -> str:
     try:
         return (tree / name).hexsha
     except KeyError:
         return "-"
-
-
-def _blob_sha(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()

@@ -96,3 +96,45 @@ def test_checks_and_lowering_reused_across_specs_equal_from_scratch(tmp_path: Pa
         outcomes["valid"] += 1
     assert outcomes["valid"] >= 5 and outcomes["invalid"] >= 3, outcomes
     assert reused > lowered > 0, (reused, lowered)  # reuse is the common path
+
+
+def test_a_target_rendered_for_one_rollout_is_not_rendered_again_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`meshc plan` and `meshc diff` build two rollouts (compiler.rollout.build.render_revision keeps each widened
+    revision's renderings target by target): a second, wider request renders only what the first lacked, and gives
+    what a cache of its own gives."""
+    from compiler.rollout import build as rollout_build
+    from compiler.rollout.build import render_revision, rollout_state_of
+    from compiler.rollout.revisions import rollout_context
+    from tests.test_rollout_build import add_timeout_change, start_rollout
+
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    add_timeout_change(repo)
+    context = rollout_context(spec)
+    assert context is not None
+    state = rollout_state_of(context)
+    revision = state.revisions[-1].revision  # the pinned base: the last waves'
+    own = frozenset(
+        t for t, p in state.placements.items() if p.revision == revision and p.workload is not None
+    )
+    first = frozenset(sorted(own)[: len(own) // 2])
+    rendered: list[str] = []
+    original = rollout_build.render
+
+    def counted(mesh: object, only: frozenset[str] | None = None) -> object:
+        rendered.extend(sorted(only or ()))
+        return original(mesh, only)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rollout_build, "render", counted)
+    render_revision(context, revision, state, first)
+    rendered.clear()
+    again, files = render_revision(context, revision, state, own)
+    assert set(rendered) == own - first and len(rendered) == len(own - first)
+    alone = rollout_context(spec)  # a cache of its own
+    assert alone is not None
+    fresh, fresh_files = render_revision(alone, revision, rollout_state_of(alone), own)
+    assert again.prints == fresh.prints and again.canaries.keys() == fresh.canaries.keys()
+    assert sorted((f.path, f.digest, f.target) for f in files) == sorted(
+        (f.path, f.digest, f.target) for f in fresh_files
+    )

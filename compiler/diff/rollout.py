@@ -61,7 +61,14 @@ def rollout_now(
     # Compiled revisions are keyed by their spec, renderings by their spec and widening (build.render_revision), never
     # by a name (WORKING_TREE is another spec at each side): the base reuses whatever the head rendered alike.
     base_cache = RevisionCache(
-        compiled=cache.compiled, keys=cache.keys, parsed=cache.parsed, rendered=cache.rendered
+        compiled=cache.compiled,
+        keys=cache.keys,
+        parsed=cache.parsed,
+        rendered=cache.rendered,
+        blobs=cache.blobs,
+        lowered=cache.lowered,
+        valid=cache.valid,
+        clean=cache.clean,
     )
     try:
         try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from compiler.backends import stream_backends
@@ -29,7 +29,7 @@ from compiler.render import SidecarConfig, render
 from compiler.render.restart import document_prints
 from compiler.rollout.pins import RolloutFile, WaveRevision, resolve
 from compiler.rollout.placement import State, rollout_state
-from compiler.rollout.revisions import Context, Laid, Rendered, TargetPrint, spec_key
+from compiler.rollout.revisions import Context, Laid, Rendered, Renderings, TargetPrint, spec_key
 from compiler.spec.wave_policy import WavePolicy
 
 # The worker's share of a rollout build's targets (compiler.output.worker.worker_share): this process also checks
@@ -306,28 +306,51 @@ def render_revision(
         # Backends serialize most of a build: only this revision's own targets are worth laying out.
         return done, laid_files(stream_backends(mesh, sidecars, own, values=values), keep=True, values=values)
     # By content: the revision's spec (its name means another spec at each side of a diff) and what widening added.
-    key = (spec_key(context, revision) or revision, _mesh_key(mesh), own, canaries)
-    cached = context.cache.rendered.get(key)
-    if cached is not None and cached.revision != revision:
-        cached = replace(cached, revision=revision)
-    if cached is None:
-        sidecars = render(mesh, only=wanted)
-        memo = Memo()
-        prints = {
-            target: TargetPrint(
-                documents=document_prints(sidecars[target].documents, memo),
-                restart_sensitive=sidecars[target].workload.restart_sensitive,
-            )
-            for target in sorted((own | canaries) & sidecars.keys())
-        }
-        cached = context.cache.rendered[key] = Rendered(
-            revision=revision,
-            mesh=mesh,
-            canaries=_kept(sidecars, canaries),
-            prints=prints,
-            laid=tuple(laid_files(stream_backends(mesh, sidecars, own), keep=False)),
+    found = context.cache.rendered.setdefault(
+        (spec_key(context, revision) or revision, _mesh_key(mesh)), Renderings()
+    )
+    _render_more(found, mesh, own, canaries)
+    done = Rendered(
+        revision=revision,
+        mesh=mesh,
+        canaries={pool: found.canaries[pool] for pool in sorted(canaries) if pool in found.canaries},
+        prints={target: found.prints[target] for target in sorted(wanted) if target in found.prints},
+        laid=(
+            *(found.shared or ()),
+            *(laid for target in sorted(own) for laid in found.files.get(target, ())),
+        ),
+    )
+    return done, iter(done.laid)
+
+
+def _render_more(found: Renderings, mesh: Mesh, own: frozenset[str], canaries: frozenset[str]) -> None:
+    """Add to `found` what it lacks of `own` (the prints of the workloads' documents, every target's files) and of
+    `canaries` (the prints and sidecars of those pools), and the shared files the first time: a target asked for
+    again (the other rollout of a plan or a diff) is not rendered again."""
+    workloads = {w.id for w in mesh.workloads}
+    files = own - found.files.keys()
+    pools = canaries - found.canaries.keys()
+    renders = (files | pools | (own - found.prints.keys())) & workloads
+    if not files and not pools and not renders and found.shared is not None:
+        return
+    sidecars = render(mesh, only=renders)
+    memo = Memo()
+    for target in sorted(renders - found.prints.keys()):
+        found.prints[target] = TargetPrint(
+            documents=document_prints(sidecars[target].documents, memo),
+            restart_sensitive=sidecars[target].workload.restart_sensitive,
         )
-    return cached, iter(cached.laid)
+    found.canaries.update((pool, sidecars[pool]) for pool in sorted(pools) if pool in sidecars)
+    laid: dict[str, list[Laid]] = {target: [] for target in files}
+    shared: list[Laid] = []
+    for file in laid_files(stream_backends(mesh, sidecars, files, shared=found.shared is None), keep=False):
+        if file.target in laid:
+            laid[file.target].append(file)
+        else:
+            shared.append(file)
+    found.files.update((target, tuple(those)) for target, those in laid.items())
+    if found.shared is None:
+        found.shared = tuple(shared)
 
 
 def _kept(sidecars: Mapping[str, SidecarConfig], pools: frozenset[str]) -> dict[str, SidecarConfig]:

@@ -98,6 +98,19 @@ class Rendered:
 
 
 @dataclass(kw_only=True, slots=True)
+class Renderings:
+    """What comparing builds keeps of one widened revision's renderings, target by target, as they are asked for:
+    `meshc plan` and `meshc diff` build two rollouts whose revisions lay out mostly the same targets."""
+
+    prints: dict[str, TargetPrint] = field(default_factory=dict)  # workload -> the prints of its documents
+    files: dict[str, tuple[Laid, ...]] = field(default_factory=dict)  # target laid out -> its files
+    canaries: dict[str, SidecarConfig] = field(
+        default_factory=dict
+    )  # VM pool with a canary host -> its sidecars
+    shared: tuple[Laid, ...] | None = None  # the files of no target, once laid out
+
+
+@dataclass(kw_only=True, slots=True)
 class RevisionCache:
     """Compiled revisions by spec tree hash: a revision pinned by several waves, or unchanged between
     pins, is loaded, checked and lowered once per process (one cache per command, no global state)."""
@@ -114,9 +127,9 @@ class RevisionCache:
     # service's neighbourhood, by its files (compiler.ir.lower.service_slice)
     valid: dict[str, Document] = field(default_factory=dict)
     clean: set[tuple[Any, ...]] = field(default_factory=set)
-    # (spec key, mesh key, targets laid out, canary pools) -> what render_revision kept of them: by content, so one
-    # cache may serve the two sides of a diff, where WORKING_TREE names another spec at each
-    rendered: dict[tuple[str, str, frozenset[str], frozenset[str]], Rendered] = field(default_factory=dict)
+    # (spec key, mesh key) -> what render_revision kept of its targets so far: by content, so one cache may serve the
+    # two sides of a diff, where WORKING_TREE names another spec at each
+    rendered: dict[tuple[str, str], Renderings] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from compiler.diagnostics import Diagnostic, SpecError, at_revision
 from compiler.diff.files import OutputFile, output_file
@@ -35,6 +35,9 @@ from compiler.spec.load import MESH_FILE, SpecFiles, spec_label
 from compiler.spec.model import Spec
 from compiler.targets import file_hashes, target_inputs
 
+if TYPE_CHECKING:
+    from compiler.rollout.revisions import RevisionCache
+
 CHUNK = 3000  # targets per backend run in a diff; see _streamed_files
 
 
@@ -51,13 +54,16 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
         base_files = _read_base(location, base)
     finally:
         location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
+    cache = _new_cache()
     try:
-        result = diff_specs(base_files, head_files, base=base, head=head or WORKING_TREE, label=label)
+        result = diff_specs(
+            base_files, head_files, base=base, head=head or WORKING_TREE, label=label, cache=cache
+        )
     except SpecError as exc:
         raise SpecError(at_revision(exc.diagnostics, head)) from None
     from compiler.diff.rollout import rollout_now  # the rollout's modules, only for a diff
 
-    now = rollout_now(spec_dir, base, head, {t.target for t in result.targets})
+    now = rollout_now(spec_dir, base, head, {t.target for t in result.targets}, cache)
     return replace(
         result,
         base_diagnostics=at_revision(result.base_diagnostics, base),
@@ -65,6 +71,12 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
         rollout=(now.mode if now is not None else "none") if result.waves else "none",
         now=now,
     )
+
+
+def _new_cache() -> RevisionCache:
+    from compiler.rollout.revisions import RevisionCache
+
+    return RevisionCache()
 
 
 def _read_base(location: SpecLocation, base: str) -> SpecFiles | None:
@@ -76,7 +88,13 @@ def _read_base(location: SpecLocation, base: str) -> SpecFiles | None:
 
 
 def diff_specs(
-    base_files: SpecFiles | None, head_files: SpecFiles, *, base: str, head: str, label: str
+    base_files: SpecFiles | None,
+    head_files: SpecFiles,
+    *,
+    base: str,
+    head: str,
+    label: str,
+    cache: RevisionCache | None = None,
 ) -> MeshDiff:
     """Compile both spec trees and diff them; an invalid or absent (None) base is diffed as empty, with a note.
 
@@ -84,9 +102,12 @@ def diff_specs(
     both whole builds (`tests/test_diff_changed.py` compares the two on random edits).
 
     Both sides are compiled under the same `label`, so nothing that names the spec directory can
-    differ. An invalid head raises SpecError: there is nothing to review until it is fixed.
+    differ. An invalid head raises SpecError: there is nothing to review until it is fixed. `cache`: what the
+    command parsed, checked and lowered so far (compiler.rollout.revisions.RevisionCache): the two sides share
+    all but a few files, and a rollout's revisions after them.
     """
-    head_model = _lowered(head_files, label)  # an invalid head raises before the base is looked at
+    cache = cache if cache is not None else _new_cache()
+    head_model = _lowered(head_files, label, cache)  # an invalid head raises before the base is looked at
     notes: list[str] = []
     diagnostics: tuple[Diagnostic, ...] = ()
     base_model = None
@@ -94,7 +115,7 @@ def diff_specs(
         notes.append(f"there is no spec at {base}; the diff treats the base as empty, so every target is new")
     else:
         try:
-            base_model = _lowered(base_files, label)
+            base_model = _lowered(base_files, label, cache)
         except SpecError as exc:
             diagnostics = exc.diagnostics
             notes.append(
@@ -111,14 +132,12 @@ def diff_specs(
     return replace(result, base_diagnostics=diagnostics, reformatted=reformatted)
 
 
-def _lowered(files: SpecFiles, label: str) -> tuple[Spec, Mesh]:
-    """A revision checked and lowered, not yet rendered; raise SpecError with every diagnostic."""
-    from compiler.ir.lower import lower
-    from compiler.spec.checks import check
-    from compiler.spec.load import load_documents
+def _lowered(files: SpecFiles, label: str, cache: RevisionCache | None = None) -> tuple[Spec, Mesh]:
+    """A revision checked and lowered, not yet rendered, from what `cache` holds (compile_files); raise SpecError
+    with every diagnostic."""
+    from compiler.rollout.revisions import RevisionCache, compile_files
 
-    spec = check(load_documents(files, label))
-    return spec, lower(spec)
+    return compile_files(files, label, cache if cache is not None else RevisionCache())
 
 
 def _changed_targets(

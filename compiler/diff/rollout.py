@@ -46,18 +46,22 @@ class _Side:
 
 
 def rollout_now(
-    spec_dir: Path, base: str, head: str | None, changed: Collection[str] = ()
+    spec_dir: Path,
+    base: str,
+    head: str | None,
+    changed: Collection[str] = (),
+    cache: RevisionCache | None = None,
 ) -> RolloutNow | None:
     """What merging `head` (None: the working tree) into `base` changes at once; None where neither side has a
     rollout.yaml. `changed`: the targets the spec change reaches in the end (their canary hosts that do not
-    change now are still ahead).
+    change now are still ahead). `cache`: what the command parsed, checked and lowered so far (the spec diff's).
 
     Raises SpecError where the head's rollout cannot be built, as `meshc build` there fails (a pin not fetched:
     CI needs the history). A base whose rollout cannot be built gives a RolloutNow that says why and nothing
     else: what the merge changes is then unknown, never "nothing"."""
     location = locate(spec_dir)
     label = spec_label(spec_dir)
-    cache = RevisionCache()
+    cache = cache if cache is not None else RevisionCache()
     # Compiled revisions are keyed by their spec, renderings by their spec and widening (build.render_revision), never
     # by a name (WORKING_TREE is another spec at each side): the base reuses whatever the head rendered alike.
     base_cache = RevisionCache(

@@ -311,14 +311,21 @@ def compile_revision(context: Context, revision: str) -> Revision | None:
     if cached is None:
         if files is None:
             files = read_revision(context.location, revision, context.cache.blobs)
-        digests = file_hashes(files, context.label)
         try:
-            spec = _checked(load_parsed(files, context.label, context.cache.parsed), digests, context.cache)
+            spec, mesh = compile_files(files, context.label, context.cache)
         except SpecError as exc:
             raise SpecError(at_revision(exc.diagnostics, revision[:12])) from None
-        mesh = lower(spec, reuse=Reuse(digests=digests, workloads=context.cache.lowered))
         cached = context.cache.compiled[key] = Revision(revision=revision, spec=spec, mesh=mesh)
     return replace(cached, revision=revision) if cached.revision != revision else cached
+
+
+def compile_files(files: SpecFiles, label: str, cache: RevisionCache) -> tuple[Spec, Mesh]:
+    """The spec of `files` checked and lowered, as `check(load_documents(files, label))` and `lower` give them, from
+    what this command parsed, checked and lowered already (`load_parsed`, `_checked`, compiler.ir.lower.Reuse):
+    raise SpecError with every finding."""
+    digests = file_hashes(files, label)
+    spec = _checked(load_parsed(files, label, cache.parsed), digests, cache)
+    return spec, lower(spec, reuse=Reuse(digests=digests, workloads=cache.lowered))
 
 
 def _checked(documents: Mapping[str, Document], digests: Mapping[str, str], cache: RevisionCache) -> Spec:

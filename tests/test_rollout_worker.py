@@ -166,10 +166,30 @@ def test_an_unsafe_rollout_fails_as_in_one_process_and_writes_nothing(
         incremental.build_output(spec, out)
     assert str(parallel.value) == str(alone.value)
     assert {d.code for d in parallel.value.diagnostics} == {"rollout-unsafe"}
-    # The worker was forked before the check (it renders while the states are checked), then stopped: no output, no
-    # staging tree beside it, no process left.
+    # Every state is checked before the writer starts: no worker, no output, no staging tree beside it.
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["repo"]
-    assert len(workers) == 1 and workers[0].pid == -1
+    assert not workers
+
+
+@pytest.mark.parametrize("threshold", [1, 10**9], ids=["worker", "one-process"])
+def test_an_unsafe_rollout_leaves_the_output_and_its_spare_tree_as_they_were(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threshold: int
+) -> None:
+    monkeypatch.setattr(rollout_build, "PARALLEL_FROM", threshold)
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    out = tmp_path / "out"
+    incremental.build_output(spec, out)
+    replace_in(
+        spec / "services/search.yaml", "port: 8080", "port: 8085"
+    )  # the canary wave runs the working tree
+    assert incremental.build_output(spec, out).written  # the previous tree is now the spare
+    spare = tmp_path / ".out.meshc-spare"
+    before = read_tree(out), {p.relative_to(spare): p.lstat().st_ino for p in spare.rglob("*")}
+    replace_in(spec / "services/encryption.yaml", "protocol: grpc", "protocol: http")  # unsafe across waves
+    with pytest.raises(SpecError) as unsafe:
+        incremental.build_output(spec, out)
+    assert {d.code for d in unsafe.value.diagnostics} == {"rollout-unsafe"}
+    assert (read_tree(out), {p.relative_to(spare): p.lstat().st_ino for p in spare.rglob("*")}) == before
 
 
 def test_the_worker_takes_targets_at_every_live_revision(

@@ -32,12 +32,11 @@ from compiler.rollout.placement import State, rollout_state
 from compiler.rollout.revisions import Context, Laid, Rendered, Renderings, TargetPrint, spec_key
 from compiler.spec.wave_policy import WavePolicy
 
-# The worker's share of a rollout build's targets (compiler.output.worker.worker_share): this process also checks
-# every state of the rollout while the worker renders (see rollout_stream; ~0.4 s at 1,000 services), and lays out
+# The worker's share of a rollout build's targets (compiler.output.worker.worker_share): this process also lays out
 # the shared files, the cluster files and MANIFEST.json. At 1,000 services with four live revisions (CLI, fresh
-# directory) the build waited 120-330 ms for the worker with 0.6, and 10-200 ms with 0.55 (2 builds each), where
-# 0.48 (the plain build's share) left the worker idle while this process finished.
-ROLLOUT_WORKER_SHARE = 0.55
+# directory, one build each) the worker was done 300-400 ms before this process with 0.48 and 0.5, this process
+# waited 370 ms for it with 0.55, and 0.52 left 80 ms between the two.
+ROLLOUT_WORKER_SHARE = 0.52
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -100,33 +99,25 @@ def _resolved(context: Context, revisions: Sequence[WaveRevision] | None) -> tup
 
 
 def rollout_stream(
-    context: Context, state: State, split: bool = True, check: Callable[[], object] | None = None
+    context: Context, state: State, split: bool = True
 ) -> tuple[Iterator[NewFile], Worker | None]:
-    """The rollout tree of `state` as a build writes it: each file as it is laid out, revision by revision (only one
-    revision's documents are held at a time), MANIFEST.json last. A rendering problem raises mid-stream: the writer
-    then throws its staging tree away. `check()` runs before the first file comes out, and what it raises ends the
-    stream (the states' checks: an unsafe rollout publishes nothing).
+    """The rollout tree of `state` (whose states the caller checked: an unsafe rollout must not reach the writer,
+    which would then remove a spare tree or report a write failure first) as a build writes it: each file as it is
+    laid out, revision by revision (only one revision's documents are held at a time), MANIFEST.json last. A
+    rendering problem raises mid-stream: the writer then throws its staging tree away.
 
     With `split`, from PARALLEL_FROM targets on, a worker forked by the writer (compiler.output.worker) lays out
-    the targets of a share of the services, at every revision, beside the stream, which lists them in MANIFEST.json
-    once it has taken them; the worker is returned for the writer to start. The writer forks it before it takes
-    the first file, so the worker renders while `check()` runs here, and takes the larger share
-    (ROLLOUT_WORKER_SHARE). Where the stream fails with a finding after the check, the tree is laid out again in
-    this process alone, which raises what a build without a worker raises (`as_one`)."""
+    the targets of a share of the services (ROLLOUT_WORKER_SHARE), at every revision, beside the stream, which lists
+    them in MANIFEST.json once it has taken them; the worker is returned for the writer to start. Where the stream
+    fails with a finding, the tree is laid out again in this process alone, which raises what a build without a
+    worker raises (`as_one`)."""
     if not split or len(state.placements) < PARALLEL_FROM:
-        alone = _new_files(_with_manifest(state, laid_out(context, state, {}, keep=True)))
-        return _checked(check, alone), None
+        return _new_files(_with_manifest(state, laid_out(context, state, {}, keep=True))), None
     worker = Worker(lambda: _share_artifacts(state))
     laid = laid_out(context, state, {}, keep=True, more=worker.entries)
-    whole = as_one(_new_files(_with_manifest(state, laid)), lambda: laid_out(context, state, {}, keep=False))
-    return _checked(check, whole), worker
-
-
-def _checked(check: Callable[[], object] | None, files: Iterator[NewFile]) -> Iterator[NewFile]:
-    """`files`, once `check()` has passed: run when the first file is asked for."""
-    if check is not None:
-        check()
-    yield from files
+    return as_one(
+        _new_files(_with_manifest(state, laid)), lambda: laid_out(context, state, {}, keep=False)
+    ), worker
 
 
 def _new_files(files: Iterable[Laid]) -> Iterator[NewFile]:

@@ -49,8 +49,8 @@ def rollout_files(spec_dir: Path, split: bool = True) -> tuple[Iterator[NewFile]
     if context is None:
         return None
     try:
-        state = rollout_state_of(context)
-        files, worker = rollout_stream(context, state, split, lambda: check_rollout(context, state))
+        state = _checked_state(context)  # before the writer: an unsafe rollout touches nothing on disk
+        files, worker = rollout_stream(context, state, split)
     except BaseException:
         context.location.repo.close()
         raise

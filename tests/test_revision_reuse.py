@@ -1,5 +1,5 @@
 """A rollout's revisions share all but a few spec files, and one command checks and lowers each file's neighbourhood
-once (compiler.rollout.revisions._checked, compiler.ir.lower.Reuse). Along random edits, valid or not, what is
+once (compiler.rollout.revisions.check_documents, compiler.ir.lower.Reuse). Along random edits, valid or not, what is
 reused gives exactly what checking and lowering from scratch give: the same findings, the same IR."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import yaml
 from benchmarks.synth import generate
 from compiler.diagnostics import SpecError
 from compiler.ir.lower import Reuse, lower
-from compiler.rollout.revisions import RevisionCache, _checked
+from compiler.rollout.compiled import RevisionCache, check_documents
 from compiler.spec.checks import check
 from compiler.spec.load import load_documents, spec_files
 from compiler.targets import file_hashes
@@ -72,7 +72,7 @@ def test_checks_and_lowering_reused_across_specs_equal_from_scratch(tmp_path: Pa
             expected = str(error)
         documents = load_documents(files, LABEL)
         try:
-            spec = _checked(documents, digests, cache)
+            spec = check_documents(documents, digests, cache)
         except SpecError as error:
             assert str(error) == expected, f"step {step}: other findings than a check from scratch"
             outcomes["invalid"] += 1
@@ -101,11 +101,12 @@ def test_checks_and_lowering_reused_across_specs_equal_from_scratch(tmp_path: Pa
 def test_a_target_rendered_for_one_rollout_is_not_rendered_again_for_the_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`meshc plan` and `meshc diff` build two rollouts (compiler.rollout.build.render_revision keeps each widened
+    """`meshc plan` and `meshc diff` build two rollouts (compiler.rollout.renderings.render_revision keeps each widened
     revision's renderings target by target): a second, wider request renders only what the first lacked, and gives
     what a cache of its own gives."""
-    from compiler.rollout import build as rollout_build
-    from compiler.rollout.build import render_revision, rollout_state_of
+    from compiler.rollout import renderings
+    from compiler.rollout.build import rollout_state_of
+    from compiler.rollout.renderings import render_revision
     from compiler.rollout.revisions import rollout_context
     from tests.test_rollout_build import add_timeout_change, start_rollout
 
@@ -120,13 +121,13 @@ def test_a_target_rendered_for_one_rollout_is_not_rendered_again_for_the_next(
     )
     first = frozenset(sorted(own)[: len(own) // 2])
     rendered: list[str] = []
-    original = rollout_build.render
+    original = renderings.render
 
     def counted(mesh: object, only: frozenset[str] | None = None) -> object:
         rendered.extend(sorted(only or ()))
         return original(mesh, only)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(rollout_build, "render", counted)
+    monkeypatch.setattr(renderings, "render", counted)
     render_revision(context, revision, state, first)
     rendered.clear()
     again, files = render_revision(context, revision, state, own)

@@ -18,9 +18,10 @@ from compiler.output.disk import read_tree
 from compiler.output.manifest import MANIFEST
 from compiler.pipeline import compile
 from compiler.rollout.build import build_rollout, node_path, rollout_state_of
+from compiler.rollout.compiled import RevisionCache
 from compiler.rollout.output import output_for, plain_tree
 from compiler.rollout.plan import PromoteError, plan_rollout, promote
-from compiler.rollout.revisions import RevisionCache, rollout_context
+from compiler.rollout.revisions import rollout_context
 from compiler.rollout.states import check_rollout
 from tests.test_gitsource import commit, git, make_repo
 

@@ -19,6 +19,7 @@ from compiler.output import worker as worker_module
 from compiler.output.disk import read_tree
 from compiler.render import SidecarConfig
 from compiler.rollout import build as rollout_build
+from compiler.rollout import renderings
 from compiler.rollout.build import live_parts, rollout_state_of
 from compiler.rollout.output import output_for
 from compiler.rollout.revisions import rollout_context
@@ -209,7 +210,8 @@ def test_the_worker_takes_targets_at_every_live_revision(
             renders.write(f"{os.getpid()}\n")
         return original(mesh, only)
 
-    monkeypatch.setattr(rollout_build, "render", recorded)
+    monkeypatch.setattr(rollout_build, "render", recorded)  # the worker's
+    monkeypatch.setattr(renderings, "render", recorded)  # this process's (compiler.rollout.renderings)
     expected = output_for(spec)
     log.unlink()
     out = tmp_path / "out"

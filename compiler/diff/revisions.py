@@ -36,7 +36,7 @@ from compiler.spec.model import Spec
 from compiler.targets import file_hashes, target_inputs
 
 if TYPE_CHECKING:
-    from compiler.rollout.revisions import RevisionCache
+    from compiler.rollout.compiled import RevisionCache
 
 CHUNK = 3000  # targets per backend run in a diff; see _streamed_files
 
@@ -74,7 +74,7 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
 
 
 def _new_cache() -> RevisionCache:
-    from compiler.rollout.revisions import RevisionCache
+    from compiler.rollout.compiled import RevisionCache
 
     return RevisionCache()
 
@@ -103,7 +103,7 @@ def diff_specs(
 
     Both sides are compiled under the same `label`, so nothing that names the spec directory can
     differ. An invalid head raises SpecError: there is nothing to review until it is fixed. `cache`: what the
-    command parsed, checked and lowered so far (compiler.rollout.revisions.RevisionCache): the two sides share
+    command parsed, checked and lowered so far (compiler.rollout.compiled.RevisionCache): the two sides share
     all but a few files, and a rollout's revisions after them.
     """
     cache = cache if cache is not None else _new_cache()
@@ -135,7 +135,7 @@ def diff_specs(
 def _lowered(files: SpecFiles, label: str, cache: RevisionCache | None = None) -> tuple[Spec, Mesh]:
     """A revision checked and lowered, not yet rendered, from what `cache` holds (compile_files); raise SpecError
     with every diagnostic."""
-    from compiler.rollout.revisions import RevisionCache, compile_files
+    from compiler.rollout.compiled import RevisionCache, compile_files
 
     return compile_files(files, label, cache if cache is not None else RevisionCache())
 

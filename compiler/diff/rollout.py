@@ -19,13 +19,14 @@ from compiler.diff.records import WORKING_TREE as DIFF_WORKING_TREE
 from compiler.diff.records import PinMove, RolloutNow, WaveSplit
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate
 from compiler.rollout import has_rollout
-from compiler.rollout.build import RolloutBuild, build_rollout, file_index, laid_files, node_path
+from compiler.rollout.build import RolloutBuild, build_rollout, file_index, node_path
+from compiler.rollout.compiled import RevisionCache
 from compiler.rollout.hosts import Canary
 from compiler.rollout.pins import WORKING_TREE, WaveRevision, resolve
 from compiler.rollout.plan import TargetChange, target_changes
+from compiler.rollout.renderings import laid_files
 from compiler.rollout.revisions import (
     Context,
-    RevisionCache,
     plain_context,
     revision_context,
     rollout_context,
@@ -62,25 +63,16 @@ def rollout_now(
     location = locate(spec_dir)
     label = spec_label(spec_dir)
     cache = cache if cache is not None else RevisionCache()
-    # Compiled revisions are keyed by their spec, renderings by their spec and widening (build.render_revision), never
-    # by a name (WORKING_TREE is another spec at each side): the base reuses whatever the head rendered alike.
-    base_cache = RevisionCache(
-        compiled=cache.compiled,
-        keys=cache.keys,
-        parsed=cache.parsed,
-        rendered=cache.rendered,
-        blobs=cache.blobs,
-        lowered=cache.lowered,
-        valid=cache.valid,
-        clean=cache.clean,
-    )
+    # Everything the cache holds is keyed by content, never by a name (WORKING_TREE is another spec at each side):
+    # compiled revisions by their spec, renderings by their spec and widening (renderings.render_revision). So the
+    # base side takes the head's cache, and reuses whatever the head parsed, checked, lowered and rendered alike.
     try:
         try:
             after = _rollout_side(spec_dir, location, head, cache)
         except SpecError as exc:
             raise SpecError(_named(exc.diagnostics, head, label)) from None
         try:
-            before = _rollout_side(spec_dir, location, base, base_cache)
+            before = _rollout_side(spec_dir, location, base, cache)
         except SpecDirMissing:
             return None  # no spec at the base: the spec diff says every target is new, as each is at once
         except SpecError as exc:
@@ -97,7 +89,7 @@ def rollout_now(
         except SpecError as exc:
             raise SpecError(_named(exc.diagnostics, head, label)) from None
         try:
-            before = before or _plain_side(spec_dir, location, base, base_cache, policy)
+            before = before or _plain_side(spec_dir, location, base, cache, policy)
             old = _build(before)
         except SpecError as exc:
             return _unknown(after, base, _named(exc.diagnostics, base, label))

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from compiler.ir.model import Mesh, Workload
+from compiler.rollout.compiled import Revision
 from compiler.rollout.hosts import Canary, canaries
 from compiler.rollout.pins import WaveRevision
-from compiler.rollout.revisions import Context, Revision, compile_revision
+from compiler.rollout.revisions import Context, compile_revision
 from compiler.spec.wave_policy import WavePolicy, assign
 
 

@@ -19,13 +19,13 @@ from compiler.rollout.build import (
     rollout_state_of,
     rollout_stream,
 )
+from compiler.rollout.compiled import TargetPrint
 from compiler.rollout.hosts import Canary
 from compiler.rollout.pairs import StatesReport
 from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
 from compiler.rollout.placement import State
 from compiler.rollout.revisions import (
     Context,
-    TargetPrint,
     compile_revision,
     no_rollout_reason,
     rollout_context,

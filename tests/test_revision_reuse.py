@@ -1,5 +1,5 @@
 """A rollout's revisions share all but a few spec files, and one command checks and lowers each file's neighbourhood
-once (compiler.rollout.revisions.check_documents, compiler.ir.lower.Reuse). Along random edits, valid or not, what is
+once (compiler.rollout.compiled.check_documents, compiler.ir.lower.Reuse). Along random edits, valid or not, what is
 reused gives exactly what checking and lowering from scratch give: the same findings, the same IR."""
 
 from __future__ import annotations

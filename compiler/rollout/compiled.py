@@ -5,7 +5,6 @@ target by target."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,9 +73,8 @@ class Renderings:
 
     prints: dict[str, TargetPrint] = field(default_factory=dict)  # workload -> the prints of its documents
     files: dict[str, tuple[Laid, ...]] = field(default_factory=dict)  # target laid out -> its files
-    canaries: dict[str, SidecarConfig] = field(
-        default_factory=dict
-    )  # VM pool with a canary host -> its sidecars
+    # VM pool with a canary host -> its sidecars
+    canaries: dict[str, SidecarConfig] = field(default_factory=dict)
     shared: tuple[Laid, ...] | None = None  # the files of no target, once laid out
 
 
@@ -107,7 +105,7 @@ def compile_files(files: SpecFiles, label: str, cache: RevisionCache) -> tuple[S
     what this command parsed, checked and lowered already (`load_parsed`, `check_documents`, compiler.ir.lower.Reuse):
     raise SpecError with every finding."""
     digests = file_hashes(files, label)
-    spec = check_documents(load_parsed(files, label, cache.parsed), digests, cache)
+    spec = check_documents(load_parsed(files, label, digests, cache.parsed), digests, cache)
     return spec, lower(spec, reuse=Reuse(digests=digests, workloads=cache.lowered))
 
 
@@ -135,8 +133,11 @@ def check_documents(
     return spec
 
 
-def load_parsed(files: SpecFiles, label: str, parsed: dict[tuple[str, str], Document]) -> dict[str, Document]:
+def load_parsed(
+    files: SpecFiles, label: str, digests: Mapping[str, str], parsed: dict[tuple[str, str], Document]
+) -> dict[str, Document]:
     """load_documents, parsing each distinct file once per command: revisions of a rollout share most of their files.
+    `digests`: each readable file's hash by its name (compiler.targets.file_hashes), which keys `parsed`.
 
     Anything load_documents would report (a parse error, a stray file, no mesh.yaml) is left to it, so the
     diagnostics are exactly the same.
@@ -146,7 +147,7 @@ def load_parsed(files: SpecFiles, label: str, parsed: dict[tuple[str, str], Docu
         if isinstance(raw, Unreadable):
             return load_documents(files, label)
         name = f"{label}/{relative}"
-        key = (name, hashlib.sha1(raw).hexdigest())
+        key = (name, digests[name])
         if key not in parsed:
             if relative != MESH_FILE and not relative.endswith(".yaml"):
                 return load_documents(files, label)

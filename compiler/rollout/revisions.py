@@ -27,8 +27,7 @@ from compiler.gitsource import (
     read_side_revision,
     spec_tree,
 )
-from compiler.ir.lower import Reuse, lower
-from compiler.rollout.compiled import Revision, RevisionCache, check_documents, compile_files, load_parsed
+from compiler.rollout.compiled import Revision, RevisionCache, compile_files
 from compiler.rollout.hosts import INVENTORY_FILE, Host, load_inventory, parse_inventory
 from compiler.rollout.pins import ROLLOUT_FILE, WORKING_TREE, RolloutFile, load_rollout, parse_rollout
 from compiler.spec.load import (
@@ -41,7 +40,6 @@ from compiler.spec.load import (
     spec_label,
 )
 from compiler.spec.wave_policy import WavePolicy
-from compiler.targets import file_hashes
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -155,8 +153,9 @@ def _context(
     """The context of a rollout whose first wave runs `files` (commit `head`), its spec checked and lowered once;
     `policy`: the waves where the spec has no policy of its own (else that is an error)."""
     label = spec_label(spec_dir)
-    digests = file_hashes(files, label)
-    head_spec = check_documents(load_parsed(files, label, cache.parsed), digests, cache)
+    # Lowered even where the head's spec is compiled already (the other side of a diff): from `cache`, that takes
+    # ~0.02 s at 1,000 services.
+    head_spec, head_mesh = compile_files(files, label, cache)
     policy = head_spec.mesh.rollout or policy
     if policy is None:
         raise SpecError(
@@ -183,11 +182,10 @@ def _context(
         cache=cache,
     )
     key = spec_key(context, WORKING_TREE)
-    if (
-        key is not None and key not in context.cache.compiled
-    ):  # the head was just checked: lower it, do not load it again
-        mesh = lower(head_spec, reuse=Reuse(digests=digests, workloads=cache.lowered))
-        context.cache.compiled[key] = Revision(revision=WORKING_TREE, spec=head_spec, mesh=mesh)
+    if key is not None:  # the head was just compiled: compile_revision does not load it again
+        context.cache.compiled.setdefault(
+            key, Revision(revision=WORKING_TREE, spec=head_spec, mesh=head_mesh)
+        )
     return context
 
 

@@ -135,9 +135,9 @@ def diff_specs(
 def _lowered(files: SpecFiles, label: str, cache: RevisionCache | None = None) -> tuple[Spec, Mesh]:
     """A revision checked and lowered, not yet rendered, from what `cache` holds (compile_files); raise SpecError
     with every diagnostic."""
-    from compiler.rollout.compiled import RevisionCache, compile_files
+    from compiler.rollout.compiled import compile_files
 
-    return compile_files(files, label, cache if cache is not None else RevisionCache())
+    return compile_files(files, label, cache if cache is not None else _new_cache())
 
 
 def _changed_targets(

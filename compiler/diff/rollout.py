@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from compiler.diagnostics import Diagnostic, SpecError, at_revision
+from compiler.diagnostics import Diagnostic, InternalError, SpecError, at_revision
 from compiler.diff.records import WORKING_TREE as DIFF_WORKING_TREE
 from compiler.diff.records import PinMove, RolloutNow, WaveSplit
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate
@@ -27,6 +27,7 @@ from compiler.rollout.plan import TargetChange, target_changes
 from compiler.rollout.renderings import laid_files
 from compiler.rollout.revisions import (
     Context,
+    compile_revision,
     plain_context,
     revision_context,
     rollout_context,
@@ -114,10 +115,13 @@ def _build(side: _Side) -> RolloutBuild:
     if not side.plain:
         return built
     from compiler.backends import stream_backends
-    from compiler.pipeline import render_files
+    from compiler.render import render
 
-    _, mesh, sidecars = render_files(side.context.head_files, side.context.label)
-    files, targets = file_index(laid_files(stream_backends(mesh, sidecars), keep=False))
+    # The plain build's IR is the side's spec compiled, before any widening: the context compiled it already.
+    compiled = compile_revision(side.context, WORKING_TREE)
+    if compiled is None:
+        raise InternalError(f"{side.context.label}: a plain side without its spec")
+    files, targets = file_index(laid_files(stream_backends(compiled.mesh, render(compiled.mesh)), keep=False))
     return replace(built, files=files, targets=targets)
 
 

@@ -13,7 +13,7 @@ from compiler.ir.lower import Reuse, clients_of, lower, service_slice
 from compiler.ir.model import Mesh, Workload
 from compiler.render import SidecarConfig
 from compiler.render.restart import DocumentPrint
-from compiler.spec.checks import check_around
+from compiler.spec.checks import check
 from compiler.spec.document import Document, LoadError, parse_document
 from compiler.spec.load import MESH_FILE, SpecFiles, Unreadable, load_documents
 from compiler.spec.model import Spec
@@ -116,7 +116,7 @@ def check_documents(
     checks of the very same parsed documents (`load_parsed` gives one object per distinct file), and the checks of a
     service's neighbourhood where every file of it is one checked clean (compiler.ir.lower.service_slice). A
     rollout's revisions share all but a few files: at 1,000 services a pinned revision is checked in ~0.03 s, not
-    0.12 s. The findings are the ones `check` gives (compiler.spec.checks.check_around)."""
+    0.12 s. The findings are the ones `check` gives (compiler.spec.checks.check)."""
     slices: dict[str, tuple[Any, ...] | None] = {}
 
     def focus_of(spec: Spec) -> list[str]:
@@ -127,7 +127,7 @@ def check_documents(
         return [name for name, key in slices.items() if key is None or key not in cache.clean]
 
     valid = [name for name, document in documents.items() if cache.valid.get(name) is document]
-    spec = check_around(documents, valid, focus_of)
+    spec = check(documents, valid, focus_of)
     cache.valid.update(documents)
     cache.clean.update(key for key in slices.values() if key is not None)
     return spec

@@ -69,27 +69,21 @@ def run_checks(spec: Spec, checks: tuple[Check, ...] = SEMANTIC_CHECKS) -> list[
     return [diagnostic for check in checks for diagnostic in check(spec)]
 
 
-def check(documents: Mapping[str, Document], valid: Collection[str] = ()) -> Spec:
+def check(
+    documents: Mapping[str, Document],
+    valid: Collection[str] = (),
+    focus_of: Callable[[Spec], Collection[str]] | None = None,
+) -> Spec:
     """Schema-check every document, build the model, run the semantic checks; raise SpecError with all findings.
 
     `valid`: names of documents that passed the per-file checks (schema, file name) with this code
-    already (a build's document cache); the checks across files run on every document.
+    already (a build's document cache); the checks across files run on every document. `focus_of`: where the checks
+    that read a service's neighbourhood run only on the services `focus_of(spec)` names, the others checked clean
+    with the very same files already (a rollout's revisions, compiler.rollout.compiled); the mesh-wide checks run
+    on every service, and the findings come in the same order.
     """
     spec = model(documents, valid)
-    problems = run_checks(spec)
-    if problems:
-        raise SpecError(problems)
-    return spec
-
-
-def check_around(
-    documents: Mapping[str, Document], valid: Collection[str], focus_of: Callable[[Spec], Collection[str]]
-) -> Spec:
-    """`check`, where the checks that read a service's neighbourhood run only on the services `focus_of(spec)` names:
-    the others were checked clean with the very same files (a rollout's revisions, compiler.rollout.revisions). The
-    mesh-wide checks run on every service, and the findings come in the order `check` gives them."""
-    spec = model(documents, valid)
-    focused = replace(spec, focus=frozenset(focus_of(spec)))
+    focused = spec if focus_of is None else replace(spec, focus=frozenset(focus_of(spec)))
     problems = [d for found in SEMANTIC_CHECKS for d in found(spec if found in MESH_WIDE_CHECKS else focused)]
     if problems:
         raise SpecError(problems)

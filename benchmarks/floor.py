@@ -103,3 +103,19 @@ def bench_floor(size: int, repeat: int) -> None:
         f"median {median:.2f}x over {len(pairs)} pair(s), range {ratios[0]:.2f}-{ratios[-1]:.2f}x; "
         f"cpu {span([p[1] / p[3] for p in pairs], 'x')} (goal <= {FLOOR_TARGET_RATIO:g}x): {verdict}"
     )
+    print(f"{size:>8}  {parallel_bound(pairs)}")
+
+
+def parallel_bound(pairs: list[tuple[float, float, float, float]]) -> str:
+    """The lowest ratio the build's CPU time allows on this machine: every core busy from its start to its end.
+
+    The build's CPU time (its worker's and fsync helpers' included) holds the kernel's work of creating and flushing
+    the files, which the floor's wall time is mostly made of, and the compile on top: no scheduling of that work
+    over the cores brings the wall time below CPU / cores. A ratio above the goal here says the build must do less
+    work, not spread it better."""
+    cores = os.cpu_count() or 1
+    bounds = sorted(build_cpu / cores / floor_wall for _, build_cpu, floor_wall, _ in pairs)
+    return (
+        f"parallel bound: build cpu / {cores} core(s) / floor wall, median {bounds[len(bounds) // 2]:.2f}x "
+        f"(range {bounds[0]:.2f}-{bounds[-1]:.2f}x): the ratio if every core were busy from start to exit"
+    )

@@ -81,11 +81,14 @@ def test_a_rollout_build_with_a_worker_writes_what_one_process_lays_out(
     assert incremental.build_output(merged, out).changed is False
 
 
+@pytest.mark.parametrize("into", ["fresh", "one"], ids=["fresh-directories", "one-output-and-its-spare"])
 def test_rollout_builds_with_a_worker_equal_clean_builds_along_random_histories(
-    tmp_path: Path, workers: list[worker_module.Worker]
+    tmp_path: Path, workers: list[worker_module.Worker], into: str
 ) -> None:
-    """Spec edits, commits, pin moves (some out of order), holds and inventory edits; after each, a build into a
-    fresh directory (a worker needs one) writes what one process lays out, or both fail alike."""
+    """Spec edits, commits, pin moves (some out of order), holds and inventory edits; after each, a build writes what
+    one process lays out, or both fail alike. Into a fresh directory each time, the worker writes its share into the
+    staging tree; into one output, from the third build on the build stages in the spare tree and the worker spools
+    its share (compiler.output.spool)."""
     rng = random.Random(5)
     rollout = Rollout(tmp_path, rng)
     moves = [
@@ -96,22 +99,28 @@ def test_rollout_builds_with_a_worker_equal_clean_builds_along_random_histories(
         rollout.random_pins,
     ]
     built = 0
-    for step in range(8):
+    previous: dict[str, bytes] | None = None
+    for step in range(8 if into == "fresh" else 10):
         rng.choice(moves)()
         try:
             expected: dict[str, bytes] | str = output_for(rollout.spec)
         except SpecError as error:
             expected = str(error)
-        out = tmp_path / f"out-{step}"
+        out = tmp_path / (f"out-{step}" if into == "fresh" else "out")
         try:
             incremental.build_output(rollout.spec, out)
         except SpecError as error:
             assert str(error) == expected, f"step {step}: the build failed otherwise than one process"
-            assert not out.exists()
+            assert (read_tree(out) if out.exists() else None) == previous
             continue
-        assert read_tree(out) == expected, f"step {step}: the tree differs from one process's"
+        previous = read_tree(out)
+        assert previous == expected, f"step {step}: the tree differs from one process's"
         built += 1
-    assert built and len(workers) == built
+    assert built
+    if into == "fresh":
+        assert len(workers) == built
+    else:
+        assert any(worker.spooled and worker.merged for worker in workers)
 
 
 @pytest.mark.parametrize("fail", ["before", "after", "killed"])

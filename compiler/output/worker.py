@@ -7,6 +7,9 @@ fsync helper flushing them, compiler.output.flusher), and hands back through a m
 parent needs of them: each file's path, sha256 and target for MANIFEST.json, the paths it wrote and the
 directories it made. The parent does the rest of the targets, the shared files and the manifest.
 
+Beside the spare tree (compiler.output.spare.Recycled) the worker writes nothing: it spools its files for the parent
+to stage (compiler.output.spool), since staging there changes what the spare holds as it goes.
+
 A worker that fails in any way (an exception, a crash, a kill, an fsync its helper could not do) has its
 targets done again by the parent, in-process, over whatever it left in the staging tree: a failure is then
 reported by the very code and with the very message a build without a worker gives.
@@ -25,6 +28,7 @@ from compiler.diagnostics import InternalError, SpecError
 from compiler.output import durable
 from compiler.output.disk import OnDisk, write_all
 from compiler.output.forked import fork_child
+from compiler.output.spool import spool_end, spool_files, stage_spooled
 from compiler.output.staging import NewFile, Staging, new_file
 
 if TYPE_CHECKING:
@@ -56,21 +60,26 @@ class Worker:
         self.memory = -1
         self.stage: Staging | None = None
         self.merged = False
+        self.spooled = False  # the worker spools its files instead of writing them (compiler.output.spool)
 
     def start(self, stage: Staging) -> None:
-        """Fork the worker to write into `stage`'s tree (created now if it is not yet); nothing happens where the
-        stage is not a plain one (a spare tree's staging touches what is there: its targets are done here)."""
+        """Fork the worker to write into `stage`'s tree (created now if it is not yet), or, where the stage is the
+        spare tree's (which two processes cannot change at once), to spool its files for this process to stage
+        (compiler.output.spool)."""
         self.stage = stage
-        if type(stage) is not Staging:
-            return
-        stage.start()
-        if stage.flusher is None:
-            stage.flush_in_background()  # before the fork: the parent's files go to its own helper
+        self.spooled = spooled = type(stage) is not Staging
+        if not spooled:
+            stage.start()
+            if stage.flusher is None:
+                stage.flush_in_background()  # before the fork: the parent's files go to its own helper
         try:
             memory = os.memfd_create("meshc-worker", os.MFD_CLOEXEC)
         except (OSError, AttributeError):
             return
-        pid = fork_child(lambda: _work(stage, self.artifacts, memory, self.also))
+        if spooled:
+            pid = fork_child(lambda: spool_files(stage, self.artifacts(), memory, lambda: _also(self.also)))
+        else:
+            pid = fork_child(lambda: _work(stage, self.artifacts, memory, self.also))
         if pid is None:
             os.close(memory)
             return
@@ -83,6 +92,8 @@ class Worker:
         if stage is None or self.merged:
             raise RuntimeError("Worker.entries: the worker was not started, or its entries were taken")
         self.merged = True
+        if self.spooled:
+            return self._take_spool(stage)
         result = self._result()
         if result is None:
             stage.replacing = True  # the worker may have left files at any of these paths
@@ -99,18 +110,35 @@ class Worker:
         stage.stats.update(zip(written, map(tuple.__new__, repeat(OnDisk), stats), strict=True))
         return entries
 
-    def _result(
-        self,
-    ) -> tuple[list[Entry], list[str], list[str], list[tuple[str, int, int, int]], bool] | None:
+    def _take_spool(self, stage: Staging) -> list[Entry]:
+        """Stage the files the worker spooled, once the spool reads through to its end; else (it failed, or never
+        started) lay its targets out here: nothing of the spool was staged."""
+        try:
+            also_done = spool_end(self.memory) if self._exit_code() == 0 else None
+            if also_done is None:
+                return _write_here(stage, self.artifacts())
+            self.also_done = also_done
+            return stage_spooled(stage, self.memory)
+        finally:
+            self.close()
+
+    def _exit_code(self) -> int:
+        """Wait for the worker: its exit code, 1 if it never started or its end cannot be told."""
         if self.pid <= 0:
-            return None
+            return 1
         try:
             _, status = os.waitpid(self.pid, 0)
         except ChildProcessError:  # reaped elsewhere (SIGCHLD ignored): its result cannot be told
-            status = 1 << 8
-        self.pid = -1
+            return 1
+        finally:
+            self.pid = -1
+        return os.waitstatus_to_exitcode(status)
+
+    def _result(
+        self,
+    ) -> tuple[list[Entry], list[str], list[str], list[tuple[str, int, int, int]], bool] | None:
         try:
-            if os.waitstatus_to_exitcode(status) != 0:
+            if self._exit_code() != 0:
                 return None
             size = os.fstat(self.memory).st_size
             body = os.pread(self.memory, size, 0)

@@ -247,9 +247,8 @@ def _truth(
             tree=build.tree(), objects=kube_objects({a.path: a.value for a in build.artifacts})
         )
     if tree is None:
-        from compiler.rollout.output import (
-            output_truth,  # compiles every wave's revision: only with a rollout
-        )
+        # compiles every wave's revision: only with a rollout
+        from compiler.rollout.output import output_truth
 
         tree, values = output_truth(spec)
     return lower_dir(spec), Truth(tree=tree, objects=kube_objects(values or {}))

@@ -20,7 +20,6 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING
 
-from compiler.output.disk import REGULAR
 from compiler.output.staging import NewFile, Staging, new_file
 
 if TYPE_CHECKING:
@@ -44,13 +43,12 @@ def spool_files(
     """In the worker: each of `artifacts` as a record in memory file `memory`, then whether `also_done()`.
 
     A file's bytes are left out where the previous tree holds that very file, as the build cache vouched
-    (`stage.trusted`): the build then links it, as it would have."""
+    (`Staging.vouched`): the build then links it, as it would have."""
     size = 0
     with os.fdopen(os.dup(memory), "wb") as spool:
         for artifact in artifacts:
             file = new_file(artifact.path, artifact.data)
-            entry = stage.old.get(file.path)
-            held = entry is not None and entry.kind == REGULAR and stage.trusted.get(file.path) == file.digest
+            held = stage.vouched(file.path) == file.digest
             if not held:
                 size += len(artifact.data)
                 if size > SPOOL_LIMIT:

@@ -195,13 +195,18 @@ class Staging:
         durable.fsync_paths([self.target + path for path in self.written], os.O_RDONLY)
         durable.fsync_paths(paths, os.O_RDONLY | os.O_DIRECTORY)
 
+    def vouched(self, path: str) -> str | None:
+        """The sha256 the build cache vouches that the previous tree's regular file at `path` holds; None if none."""
+        entry = self.old.get(path)
+        return self.trusted.get(path) if entry is not None and entry.kind == REGULAR else None
+
     def _held(self, file: NewFile) -> bool:
+        known = self.vouched(file.path)
+        if known is not None:
+            return known == file.digest
         entry = self.old.get(file.path)
         if entry is None or entry.kind != REGULAR:
             return False
-        known = self.trusted.get(file.path)
-        if known is not None:
-            return known == file.digest
         if file.data is not None and entry.size != len(file.data):
             return False
         try:

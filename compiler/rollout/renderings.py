@@ -72,7 +72,7 @@ def render_revision(
     done = Rendered(
         revision=revision,
         mesh=mesh,
-        canaries={pool: found.canaries[pool] for pool in sorted(canaries) if pool in found.canaries},
+        canaries=_kept(found.canaries, canaries),
         prints={target: found.prints[target] for target in sorted(wanted) if target in found.prints},
         laid=(
             *(found.shared or ()),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import fcntl
 import io
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -58,6 +60,18 @@ def require_tool(name: str) -> str:
             pytest.fail(f"{name} is required (MESHC_REQUIRE_TOOLS is set) but not installed")
         pytest.skip(f"{name} not installed")
     return path
+
+
+@pytest.fixture
+def example_ports() -> Iterator[None]:
+    """Hold the machine-wide lock on the example spec's fixed ports for one test.
+
+    A real Envoy started from the example binds its listeners (18080, 19092, 7114, ...) and an echo app stands on
+    9092: two suites on one machine (a CI job beside a `make test`) failed with "Address already in use". They now
+    take turns: the lock is an flock on a file in the temporary directory, released when the test ends or dies."""
+    with open(Path(tempfile.gettempdir()) / "meshc-example-ports.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -73,7 +73,7 @@ def kubelet_mount(directory: Path, data: Mapping[str, str], generation: int) -> 
 
 
 @pytest.fixture
-def pod(tmp_path: Path) -> Iterator[tuple[Sidecar, dict[str, dict[str, str]]]]:
+def pod(tmp_path: Path, example_ports: None) -> Iterator[tuple[Sidecar, dict[str, dict[str, str]]]]:
     """Envoy started from upload's ConfigMap mounted at {config_dir}/envoy, its Secret and EDS files in place."""
     binary = envoy_binary()
     root, admin = tmp_path / "pod", free_port()

@@ -215,7 +215,7 @@ def eds_file(entry: dict[str, Any], backend: tuple[str, int]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Any]:
+def start(tmp_path: Path, example_ports: None) -> Iterator[Any]:
     """start(workload, backend=(host, port), identity=None) -> a running Sidecar, all under one test CA.
 
     Every EDS file points at `backend`; `identity` overrides the SPIFFE identity of the certificate
@@ -385,7 +385,7 @@ EVENT_BUS = "vm/event-bus/sjc"  # tcp, mesh_port 19092, app on 9092; upload reac
 
 
 @pytest.fixture
-def echo_app() -> Iterator[int]:
+def echo_app(example_ports: None) -> Iterator[int]:
     """A one-connection-at-a-time TCP echo server standing in for event-bus's app on 127.0.0.1:9092."""
     import threading
 

@@ -44,7 +44,8 @@ CLIENT_IDENTITY = "spiffe://box.mesh/ns/audit-log/sa/audit-log"
 
 
 @pytest.fixture
-def ports() -> dict[str, int]:
+def ports(example_ports: None) -> dict[str, int]:
+    """Free ports for auth's admin, app and ingress; its egress listener keeps user-store's fixed local port."""
     return {"admin": free_port(), "app": free_port(), "mesh": free_port()}
 
 

@@ -6,6 +6,7 @@ import difflib
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,12 @@ from compiler.diagnostics import SpecError
 from compiler.gitsource import locate, read_revision
 from compiler.output.disk import read_tree
 from compiler.output.manifest import MANIFEST
-from compiler.pipeline import compile
+from compiler.pipeline import Build, compile
 from compiler.rollout.build import build_rollout, node_path, rollout_state_of
 from compiler.rollout.compiled import RevisionCache
 from compiler.rollout.output import output_for, plain_tree
 from compiler.rollout.plan import PromoteError, plan_rollout, promote
+from compiler.rollout.renderings import _mesh_key
 from compiler.rollout.revisions import rollout_context
 from compiler.rollout.states import check_rollout
 from tests.test_gitsource import commit, git, make_repo
@@ -636,6 +638,86 @@ def test_a_namespace_only_an_older_wave_uses_stays_until_no_live_revision_needs_
     )
 
 
+SPLIT_POLICY = """
+rollout:
+  waves:
+    - name: canary
+      match: {clusters: [gke-usc1-a], restart_sensitive: false}
+    - name: west
+      match: {datacenters: [sjc]}
+    - name: rest
+"""
+REPORTS = """service: reports
+owner: content-experience
+port: 8080
+mesh_port: 18080
+local_port: 7140
+deploy:
+  kubernetes:
+    - {cluster: gke-usc1-a}
+dependencies:
+  - service: feature-flags
+"""
+
+
+def policy_peers(tree: dict[str, bytes], path: str) -> set[tuple[str, str]]:
+    """(namespace, service) of each pod peer the NetworkPolicy in `path` admits to the mesh port."""
+    (policy,) = (o for o in yaml.safe_load_all(tree[path]) if o["kind"] == "NetworkPolicy")
+    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"] if "podSelector" in peer]
+    return {
+        (
+            peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"],
+        )
+        for peer in peers
+    }
+
+
+def test_a_network_policy_at_an_older_wave_admits_the_pods_of_every_live_revision(tmp_path: Path) -> None:
+    """gke-usc1-a enforces NetworkPolicies and the wave policy splits it: feature-flags, restart-sensitive, is in
+    the last wave. At head preview moves to namespace `previews` and a new service, reports, calls feature-flags;
+    both run head in the canary wave while feature-flags still runs base in the same cluster. Its NetworkPolicy
+    admits the pods of both revisions, then, once base is no longer live, those of head alone (expand before
+    contract, as its allow-list does)."""
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / SPEC
+    set_policy(spec, SPLIT_POLICY)
+    replace_in(
+        spec / "services/feature-flags.yaml", "locality: global", "locality: global\nrestart_sensitive: true"
+    )
+    base = commit(repo, "wave policy split by service")
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
+    commit(repo, "start the rollout")
+    replace_in(
+        spec / "services/preview.yaml",
+        "- {cluster: gke-usc1-a}",
+        "- {cluster: gke-usc1-a, namespace: previews}",
+    )
+    (spec / "services/reports.yaml").write_text(REPORTS)
+    head = commit(repo, "preview moves to namespace previews in gke-usc1-a; reports calls feature-flags")
+    flags = "kubernetes/gke-usc1-a/feature-flags/feature-flags.yaml"
+    tree = output_for(spec)
+    waves = waves_of(tree)
+    assert (
+        waves["k8s/gke-usc1-a/feature-flags/feature-flags"],
+        waves["k8s/gke-usc1-a/previews/preview"],
+    ) == (
+        "rest",
+        "canary",
+    )
+    naive = policy_peers(revision_tree(repo, base), flags)
+    assert ("preview", "preview") in naive and not {("previews", "preview"), ("reports", "reports")} & naive
+    assert {("preview", "preview"), ("previews", "preview"), ("reports", "reports")} <= policy_peers(
+        tree, flags
+    )
+    # every wave at head: nothing runs preview in namespace `preview` any more, and nothing admits it
+    set_pins(spec, west=head, rest=head)
+    commit(repo, "west and rest at head")
+    tree = output_for(spec)
+    assert tree[flags] == revision_tree(repo, head)[flags]
+    assert ("preview", "preview") not in policy_peers(tree, flags)
+
+
 # ---------------------------------------------------------------- the diff's "at once" against two real builds
 
 
@@ -762,3 +844,13 @@ def test_a_rollout_in_a_spec_directory_reached_through_a_committed_link(
     assert main(["diff", "--base", started, "--head", head, "--spec", str(spec), "--format", "json"]) == 0
     now = json.loads(capsys.readouterr().out)["now"]
     assert {c["wave"] for c in now["changes"]} == {"canary"} and now["moves"][0]["wave"] == "canary"
+
+
+def test_the_rendering_cache_tells_apart_widenings_that_differ_in_other_revisions_pods(
+    example_build: Build,
+) -> None:
+    """A rendering is reused by its spec and widening (renderings._mesh_key): the pods other revisions run change
+    the NetworkPolicies, so they are part of the key."""
+    mesh = example_build.mesh
+    moved = replace(mesh, rollout_pods=frozenset({("gke-usc1-a", "preview", "previews")}))
+    assert _mesh_key(mesh) == _mesh_key(replace(mesh)) != _mesh_key(moved)

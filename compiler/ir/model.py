@@ -165,6 +165,9 @@ class Mesh:
     # Identities of workloads that exist only in other revisions live in a rollout: the allow-lists
     # of a rollout build admit them too (expand before contract).
     rollout_identities: frozenset[str] = frozenset()
+    # (cluster, service, namespace) of the pods other revisions live in a rollout run, where this revision has none
+    # (a client that is new, or moved to another namespace): a NetworkPolicy of a rollout build admits them too.
+    rollout_pods: frozenset[tuple[str, str, str]] = frozenset()
     # Views of this very object that the stages after lowering compute from it alone, each once, by the name of the
     # function computing it (compiler.backends.kubernetes.readers.external_readers). Not part of the value: a
     # changed mesh (dataclasses.replace) starts without any.

@@ -7,7 +7,7 @@ anywhere, and an identity goes only once no live revision admits it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 
 from compiler.ir.model import Mesh, Workload
@@ -88,7 +88,7 @@ def _target_waves(
 
 def widen(meshes: Mapping[str, Mesh], waves: Mapping[str, str]) -> dict[str, Mesh]:
     """Each live revision's IR with every service's allow-list the union over all live revisions (expand
-    before contract)."""
+    before contract), and the pods any live revision runs for its NetworkPolicies."""
     allowed: dict[str, set[str]] = {}
     callers: dict[str, set[str]] = {}
     identities: set[str] = set()
@@ -97,9 +97,16 @@ def widen(meshes: Mapping[str, Mesh], waves: Mapping[str, str]) -> dict[str, Mes
             allowed.setdefault(workload.service, set()).update(workload.ingress.allowed_clients)
             callers.setdefault(workload.service, set()).update(workload.ingress.client_services)
             identities.add(workload.identity)
+    pods = frozenset(pod for mesh in meshes.values() for pod in _pods(mesh))
     return {
-        rev: _widened(mesh, allowed, callers, frozenset(identities), waves) for rev, mesh in meshes.items()
+        rev: _widened(mesh, allowed, callers, frozenset(identities), pods, waves)
+        for rev, mesh in meshes.items()
     }
+
+
+def _pods(mesh: Mesh) -> Iterator[tuple[str, str, str]]:
+    """(cluster, service, namespace) of each Kubernetes workload: the callers a NetworkPolicy names."""
+    return ((w.cluster or "", w.service, w.namespace) for w in mesh.workloads if w.platform == "kubernetes")
 
 
 def _widened(
@@ -107,6 +114,7 @@ def _widened(
     allowed: Mapping[str, set[str]],
     callers: Mapping[str, set[str]],
     identities: frozenset[str],
+    pods: frozenset[tuple[str, str, str]],
     waves: Mapping[str, str],
 ) -> Mesh:
     ingresses = {
@@ -124,4 +132,5 @@ def _widened(
         workloads=workloads,
         waves={w.id: waves[w.id] for w in mesh.workloads if w.id in waves},
         rollout_identities=identities - own,
+        rollout_pods=pods - frozenset(_pods(mesh)),
     )

@@ -117,7 +117,7 @@ def _kept(sidecars: Mapping[str, SidecarConfig], pools: frozenset[str]) -> dict[
 
 
 def _mesh_key(mesh: Mesh) -> str:
-    """What a widened IR adds to its revision: the allow-lists, the waves and the foreign identities."""
+    """What a widened IR adds to its revision: the allow-lists, the waves, the foreign identities and pods."""
     digest = hashlib.sha256()
     seen: set[str] = set()
     for workload in mesh.workloads:
@@ -129,4 +129,5 @@ def _mesh_key(mesh: Mesh) -> str:
                 ).encode()
             )
     digest.update(repr(sorted(mesh.waves.items())).encode() + repr(sorted(mesh.rollout_identities)).encode())
+    digest.update(repr(sorted(mesh.rollout_pods)).encode())
     return digest.hexdigest()

@@ -90,7 +90,7 @@ def _workload_files(
     problems: list[Diagnostic],
 ) -> Iterator[Artifact]:
     """The file of each workload (of `only`, if given), service by service; what is wrong goes to `problems`."""
-    in_cluster = _workloads_by_cluster_service(workloads)
+    in_cluster = _namespaces_by_cluster_service(mesh, workloads)
     memo, current = Memo(), ""
     for workload in sorted(workloads, key=lambda w: (w.service, w.id)):
         if only is not None and workload.id not in only:
@@ -151,20 +151,22 @@ def workload_objects(
     workload: Workload,
     texts: Mapping[str, str],
     restart_hash: str,
-    in_cluster: Mapping[tuple[str, str], Sequence[Workload]],
+    in_cluster: Mapping[tuple[str, str], Collection[str]],
 ) -> list[dict[str, Any]]:
     """Every object of one workload (its documents given serialized), in its namespace or, for RBAC, its
-    dependencies'."""
+    dependencies'. `in_cluster`: (cluster, service) -> the namespaces its pods run in."""
     objects = [service_account(mesh, workload)]
     objects += discovery_rbac(mesh, workload)
     objects += [config_map(mesh, workload, mount, texts, restart_hash) for mount in CONFIG_MOUNTS]
     objects += [certificate(mesh, workload), service(mesh, workload)]
     cluster = mesh.clusters[workload.cluster or ""]
     if cluster.network_policy:
-        clients = [
-            c for name in workload.ingress.client_services for c in in_cluster.get((cluster.name, name), ())
-        ]
-        objects.append(network_policy(mesh, workload, clients, cluster.off_cluster_cidrs))
+        clients = {
+            (namespace, name)
+            for name in workload.ingress.client_services
+            for namespace in in_cluster.get((cluster.name, name), ())
+        }
+        objects.append(network_policy(mesh, workload, sorted(clients), cluster.off_cluster_cidrs))
     return objects
 
 
@@ -179,10 +181,16 @@ def restart_hash_of(documents: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
-def _workloads_by_cluster_service(workloads: Sequence[Workload]) -> dict[tuple[str, str], list[Workload]]:
-    found: dict[tuple[str, str], list[Workload]] = defaultdict(list)
+def _namespaces_by_cluster_service(
+    mesh: Mesh, workloads: Sequence[Workload]
+) -> dict[tuple[str, str], set[str]]:
+    """(cluster, service) -> the namespaces its pods run in: this revision's, and in a rollout build those only
+    other live revisions run (`Mesh.rollout_pods`), which its NetworkPolicies admit too (expand before contract)."""
+    found: dict[tuple[str, str], set[str]] = defaultdict(set)
     for workload in workloads:
-        found[(workload.cluster or "", workload.service)].append(workload)
+        found[(workload.cluster or "", workload.service)].add(workload.namespace)
+    for cluster, service, namespace in mesh.rollout_pods:
+        found[(cluster, service)].add(namespace)
     return found
 
 

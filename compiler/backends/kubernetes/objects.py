@@ -198,15 +198,16 @@ def service(mesh: Mesh, workload: Workload) -> dict[str, Any]:
 
 
 def network_policy(
-    mesh: Mesh, workload: Workload, clients: Sequence[Workload], cidrs: Sequence[str]
+    mesh: Mesh, workload: Workload, clients: Sequence[tuple[str, str]], cidrs: Sequence[str]
 ) -> dict[str, Any]:
-    """Admit mesh_port only from declared clients' pods in this cluster and the off-cluster ranges."""
+    """Admit mesh_port only from declared clients' pods in this cluster, (namespace, service) in the order given,
+    and the off-cluster ranges."""
     peers: list[dict[str, Any]] = [
         {
-            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: c.namespace}},
-            "podSelector": {"matchLabels": {NAME_LABEL: c.service}},
+            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
+            "podSelector": {"matchLabels": {NAME_LABEL: service}},
         }
-        for c in sorted(clients, key=lambda c: (c.namespace, c.service))
+        for namespace, service in clients
     ]
     peers += [{"ipBlock": {"cidr": cidr}} for cidr in cidrs]
     port = {"protocol": "TCP", "port": workload.ingress.mesh_port}

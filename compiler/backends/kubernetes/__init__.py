@@ -189,8 +189,8 @@ def _namespaces_by_cluster_service(
     found: dict[tuple[str, str], set[str]] = defaultdict(set)
     for workload in workloads:
         found[(workload.cluster or "", workload.service)].add(workload.namespace)
-    for cluster, service, namespace in mesh.rollout_pods:
-        found[(cluster, service)].add(namespace)
+    for cluster, name, namespace in mesh.rollout_pods:
+        found[(cluster, name)].add(namespace)
     return found
 
 

@@ -7,6 +7,7 @@ a clean rollout build renders, or fails as it does and leaves the output as it w
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -22,7 +23,7 @@ from compiler.output import cache
 from compiler.output.disk import read_tree
 from compiler.output.writer import WriteResult
 from compiler.rollout import output as rollout_output
-from compiler.rollout import placement, rebuild
+from compiler.rollout import placement, rebuild, renderings
 from compiler.rollout.output import output_for
 from tests.test_gitsource import commit, git, make_repo
 
@@ -97,6 +98,33 @@ class Rollout:
             del data["dependencies"]
         path.write_text(yaml.safe_dump(data, sort_keys=False))
 
+    def move_namespace(self) -> None:
+        """A Kubernetes placement of a service moves to another namespace (or back to the default one): its pods and
+        identity move, which every live revision's NetworkPolicies and allow-lists see (rollout.placement.widen)."""
+        placed = [
+            p for p in sorted((self.spec / "services").glob("*.yaml")) if "kubernetes:" in p.read_text()
+        ]
+        path = self.rng.choice(placed)
+        data = yaml.safe_load(path.read_text())
+        placement = self.rng.choice(data["deploy"]["kubernetes"])
+        namespace = self.rng.choice([None, f"{data['service']}-moved", "shared"])
+        if namespace is None:
+            placement.pop("namespace", None)
+        else:
+            placement["namespace"] = namespace
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def add_service(self) -> None:
+        """A new service, in a cluster, calling an existing one: new targets, pods and identities at this revision."""
+        others = sorted(p.stem for p in (self.spec / "services").glob("*.yaml"))
+        name = f"new-{len(others)}"
+        cluster = self.rng.choice(["kube-sjc-a", "kube-iad-a", "gke-usc1-a"])
+        (self.spec / "services" / f"{name}.yaml").write_text(
+            f"service: {name}\nowner: fuzz\nport: 8080\nmesh_port: 18080\nlocal_port: {7200 + len(others)}\n"
+            f"deploy:\n  kubernetes:\n    - {{cluster: {cluster}}}\n"
+            f"dependencies:\n  - service: {self.rng.choice(others)}\n"
+        )
+
     def edit_mesh(self) -> None:
         path = self.spec / "mesh.yaml"
         text = path.read_text()
@@ -135,6 +163,8 @@ def test_fuzz_incremental_rollout_builds_equal_clean_rollout_builds(tmp_path: Pa
     out = tmp_path / "out"
     moves = {
         "service": rollout.edit_service,
+        "namespace": rollout.move_namespace,
+        "new-service": rollout.add_service,
         "mesh": rollout.edit_mesh,
         "inventory": rollout.edit_inventory,
         "commit": rollout.commit,
@@ -205,6 +235,46 @@ def test_a_rollout_rebuild_with_nothing_changed_compiles_nothing(
     assert not incremental.check_output(rollout.spec, out)[0].clean
     assert build(rollout.spec, out).changed
     assert incremental.check_output(rollout.spec, out)[0].clean
+
+
+def test_a_rollout_rebuild_renders_only_what_a_changed_spec_or_widening_makes(
+    rollout: Rollout, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every wave but the first is pinned: an edit of the working tree's connect timeout (no allow-list moves)
+    renders the first wave's targets again, and the canary pools for their hosts' node files; every other target
+    keeps its files. A new dependency widens the server's allow-list at every live revision: those render again."""
+    out = tmp_path / "out"
+    build(rollout.spec, out)
+    settled(out)
+    rendered: set[str] = set()
+    real_render = renderings.render
+
+    def spy(mesh: Any, only: Any = None) -> Any:
+        rendered.update(only if only is not None else (w.id for w in mesh.workloads))
+        return real_render(mesh, only=only)
+
+    monkeypatch.setattr(renderings, "render", spy)
+    rollout.edit_mesh()
+    assert build(rollout.spec, out).changed
+    built = set(rendered)
+    assert read_tree(out) == output_for(rollout.spec)
+    manifest = json.loads((out / "MANIFEST.json").read_bytes())
+    rollout_section = manifest["rollout"]
+    at_head = {t for t, where in rollout_section["targets"].items() if where["revision"] == "HEAD"}
+    canary_pools = {host["target"] for host in rollout_section["hosts"].values()}
+    readers = {
+        t for t in manifest["targets"] if "/meshc-discovery/" in t
+    }  # laid out by the newest revision: HEAD
+    assert at_head and readers and built == at_head | canary_pools | readers
+    assert len(manifest["targets"]) > len(built)
+    settled(out)
+    rendered.clear()
+    (rollout.spec / "services/audit-log.yaml").write_text(
+        (rollout.spec / "services/audit-log.yaml").read_text() + "  - service: auth\n"
+    )
+    assert build(rollout.spec, out).changed
+    assert {"vm/auth/sjc", "vm/auth/iad"} <= rendered, "auth admits audit-log at every live revision"
+    assert read_tree(out) == output_for(rollout.spec)
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,9 @@ and revision.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from compiler.backends import stream_backends
@@ -20,16 +21,20 @@ from compiler.backends.puppet import pool_artifact
 from compiler.diagnostics import InternalError
 from compiler.emit import Artifact
 from compiler.ir.model import Mesh
+from compiler.output.cache import Cached
 from compiler.output.manifest import MANIFEST, manifest_of
+from compiler.output.reuse import kept_files, reusable
 from compiler.output.staging import NewFile, new_file
 from compiler.output.worker import PARALLEL_FROM, Entry, Worker, as_one, worker_share
 from compiler.render import render
 from compiler.rollout.compiled import Laid, Rendered
 from compiler.rollout.pins import RolloutFile, WaveRevision, resolve
 from compiler.rollout.placement import State, rollout_state
-from compiler.rollout.renderings import laid_files, render_revision
+from compiler.rollout.renderings import laid_files, render_revision, rendering_key
 from compiler.rollout.revisions import Context
 from compiler.spec.wave_policy import WavePolicy
+
+NODES = f"{PUPPET_ROOT}/data/nodes/"  # the canary hosts' node files (`node_path`)
 
 # The worker's share of a rollout build's targets (compiler.output.worker.worker_share): this process also lays out
 # the shared files, the cluster files and MANIFEST.json. At 1,000 services with four live revisions (CLI, fresh
@@ -97,8 +102,50 @@ def _resolved(context: Context, revisions: Sequence[WaveRevision] | None) -> tup
     )
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reuse:
+    """What a rollout rebuild takes from the previous tree as it is: each target's input hash (its revision's spec
+    and widening, `target_inputs`), the targets whose hash and files the build cache records (`reusable`), and
+    their files, by path -> sha256 for the writer and as MANIFEST.json's entries."""
+
+    inputs: Mapping[str, str]
+    targets: frozenset[str] = frozenset()
+    kept: Mapping[str, str] = field(default_factory=dict)
+    entries: tuple[Entry, ...] = ()
+
+
+def rollout_reuse(context: Context, state: State, cached: Cached | None) -> Reuse:
+    """The targets of `state` a rebuild over the tree `cached` describes need not render again (see `Reuse`)."""
+    inputs = target_inputs(context, state, live_parts(state))
+    reused = reusable(inputs, cached)
+    if cached is None or not reused:
+        return Reuse(inputs=inputs)
+    # A VM pool's target also lists its canary hosts' node files, which every build lays out anew (the inventory
+    # says which hosts there are): only the files of its own rendering are kept.
+    kept = {path: digest for path, digest in kept_files(reused, cached).items() if not path.startswith(NODES)}
+    entries = tuple(
+        (path, kept[path], target)
+        for target in sorted(reused)
+        for path in cached.targets[target]
+        if path in kept
+    )
+    return Reuse(inputs=inputs, targets=reused, kept=kept, entries=entries)
+
+
+def target_inputs(context: Context, state: State, parts: Sequence[Part]) -> dict[str, str]:
+    """Each target's input hash in a rollout build: what its files are made of, which is the spec of the revision
+    that lays it out and what widening added to that revision's IR (the key a command's renderings are kept by,
+    compiler.rollout.renderings.rendering_key), with the spec directory's name and the target id."""
+    inputs: dict[str, str] = {}
+    for part in parts:
+        spec, widening = rendering_key(context, part.revision, state.meshes[part.revision])
+        prefix = f"rollout\0{context.label}\0{spec}\0{widening}\0"
+        inputs.update((t, hashlib.sha256(f"{prefix}{t}".encode()).hexdigest()) for t in part.targets)
+    return inputs
+
+
 def rollout_stream(
-    context: Context, state: State, split: bool = True
+    context: Context, state: State, split: bool = True, reuse: Reuse | None = None
 ) -> tuple[Iterator[NewFile], Worker | None]:
     """The rollout tree of `state` (whose states the caller checked: an unsafe rollout must not reach the writer,
     which would then remove a spare tree or report a write failure first) as a build writes it: each file as it is
@@ -109,13 +156,18 @@ def rollout_stream(
     the targets of a share of the services (ROLLOUT_WORKER_SHARE), at every revision, beside the stream, which lists
     them in MANIFEST.json once it has taken them; the worker is returned for the writer to start. Where the stream
     fails with a finding, the tree is laid out again in this process alone, which raises what a build without a
-    worker raises (`as_one`)."""
-    if not split or len(state.placements) < PARALLEL_FROM:
-        return _new_files(_with_manifest(state, laid_out(context, state, {}, keep=True))), None
-    worker = Worker(lambda: _share_artifacts(state))
-    laid = laid_out(context, state, {}, keep=True, more=worker.entries)
+    worker raises (`as_one`).
+
+    With `reuse`, the targets it names are not rendered: MANIFEST.json lists their files as the previous tree holds
+    them, which the writer keeps (its `kept`)."""
+    kept = reuse or Reuse(inputs={})
+    rendered = sum(len(part.targets - kept.targets) for part in live_parts(state))
+    if not split or rendered < PARALLEL_FROM:
+        return _new_files(_with_manifest(state, laid_out(context, state, {}, keep=True, reuse=kept))), None
+    worker = Worker(lambda: _share_artifacts(state, kept.targets))
+    laid = laid_out(context, state, {}, keep=True, more=worker.entries, reuse=kept)
     return as_one(
-        _new_files(_with_manifest(state, laid)), lambda: laid_out(context, state, {}, keep=False)
+        _new_files(_with_manifest(state, laid)), lambda: laid_out(context, state, {}, keep=False, reuse=kept)
     ), worker
 
 
@@ -126,13 +178,13 @@ def _new_files(files: Iterable[Laid]) -> Iterator[NewFile]:
             yield NewFile(path=laid.path, digest=laid.digest, data=laid.data)
 
 
-def _share_artifacts(state: State) -> Iterator[Artifact]:
-    """In the worker: the files of its share of the targets (`worker_targets`), revision by revision, each rendered
-    at its own."""
+def _share_artifacts(state: State, reused: frozenset[str]) -> Iterator[Artifact]:
+    """In the worker: the files of its share of the targets (`worker_targets`) but the `reused`, revision by
+    revision, each rendered at its own."""
     parts = live_parts(state)
     theirs = worker_targets(parts)
     for part in parts:
-        mine = part.targets & theirs
+        mine = (part.targets & theirs) - reused
         if mine:
             mesh = state.meshes[part.revision]
             yield from stream_backends(mesh, render(mesh, only=mine), mine, shared=False)
@@ -167,12 +219,14 @@ def laid_out(
     keep: bool,
     values: bool = False,
     more: Callable[[], Iterable[Entry]] | None = None,
+    reuse: Reuse | None = None,
 ) -> Iterator[Laid]:
     """Every file of the rollout tree but MANIFEST.json, each revision's as soon as it is rendered; what each live
     revision rendered goes into `rendered`. `keep`: the files carry their bytes (a build), else their digests alone;
     `values` (with `keep`): and the data the bytes serialize. With `more`, a worker lays out its share of the targets
     (`worker_targets`): `more()` gives their files' entries once this process has laid out the rest, and they come
-    out as `Laid.beside`.
+    out as `Laid.beside`, as do the files of the targets `reuse` keeps from the previous tree, which no revision
+    renders.
 
     Each target's files come from its wave's revision; a shared file or an external reader's (a pseudo-target every
     live revision's union keeps: expand before contract) from the newest live revision that has it; a cluster's
@@ -182,6 +236,11 @@ def laid_out(
     # Found here and in the worker alike, once it is forked: each side knows the other's share without being told.
     parts = live_parts(state)
     beside = worker_targets(parts) if more is not None else frozenset()
+    if reuse is not None:
+        beside |= reuse.targets
+        for path, digest, target in reuse.entries:
+            targets.add(path)
+            yield Laid(path=path, target=target, digest=digest, data=None, beside=True)
     for part in parts:
         done, files = render_revision(context, part.revision, state, part.targets - beside, keep, values)
         rendered[part.revision] = done
@@ -272,7 +331,7 @@ def node_files(state: State, rendered: Mapping[str, Rendered]) -> list[Artifact]
 
 def node_path(certname: str) -> str:
     """The hiera node file of a host (contract: same shape as a pool file)."""
-    return f"{PUPPET_ROOT}/data/nodes/{certname}.json"
+    return f"{NODES}{certname}.json"
 
 
 def pool_file(pool: str) -> str:

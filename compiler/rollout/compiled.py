@@ -40,7 +40,8 @@ class Laid:
     data: bytes | None
     # the data the bytes serialize, where asked for: drift compares objects, not a parse of them
     value: Any = None
-    # written beside the build by its worker (compiler.output.worker): MANIFEST.json lists it, nobody writes it here
+    # written beside the build by its worker (compiler.output.worker), or kept from the previous tree (a rebuild's
+    # reused target): MANIFEST.json lists it, this stream writes nothing of it
     beside: bool = False
 
 

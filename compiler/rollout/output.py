@@ -6,10 +6,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from compiler.output.cache import Cached
 from compiler.output.staging import NewFile
 from compiler.output.worker import Worker
 from compiler.pipeline import compile_dir
-from compiler.rollout.build import rollout_state_of, rollout_stream, rollout_truth
+from compiler.rollout.build import Reuse, rollout_reuse, rollout_state_of, rollout_stream, rollout_truth
 from compiler.rollout.placement import State
 from compiler.rollout.revisions import Context, rollout_context
 from compiler.rollout.states import check_rollout
@@ -41,20 +42,24 @@ def output_truth(spec_dir: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
         context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
 
 
-def rollout_files(spec_dir: Path, split: bool = True) -> tuple[Iterator[NewFile], Worker | None] | None:
-    """The rollout tree of `spec_dir` as a build writes it, file by file (every state checked before the first), and
-    the worker that writes part of it beside the stream, if there is one (see `rollout_stream`; none unless `split`);
-    None when no rollout is in force."""
+def rollout_files(
+    spec_dir: Path, split: bool = True, cached: Cached | None = None
+) -> tuple[Iterator[NewFile], Worker | None, Reuse] | None:
+    """The rollout tree of `spec_dir` as a build writes it, file by file (every state checked before the first), the
+    worker that writes part of it beside the stream, if there is one (see `rollout_stream`; none unless `split`),
+    and what it reuses of the previous tree the build cache `cached` describes (`rollout_reuse`: its files are not
+    in the stream); None when no rollout is in force."""
     context = rollout_context(spec_dir)
     if context is None:
         return None
     try:
         state = _checked_state(context)  # before the writer: an unsafe rollout touches nothing on disk
-        files, worker = rollout_stream(context, state, split)
+        reuse = rollout_reuse(context, state, cached)
+        files, worker = rollout_stream(context, state, split, reuse)
     except BaseException:
         context.location.repo.close()
         raise
-    return _closing(context.location.repo.close, files), worker
+    return _closing(context.location.repo.close, files), worker, reuse
 
 
 def _checked_state(context: Context) -> State:

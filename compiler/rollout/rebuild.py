@@ -44,7 +44,8 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
     before = rollout_digest(spec_dir)
     if cached is not None and before is not None and cached.spec == before and untouched(cached, old):
         return WriteResult(changed=False)
-    laid_out = rollout_files(spec_dir)
+    # the targets whose input hashes the cache records over files it vouches for are kept, not rendered
+    laid_out = rollout_files(spec_dir, cached=cached)
     if laid_out is None:
         # Outside git, pins name no revision: the plain tree, as documented, but never silently (it gives every
         # wave the spec as it is, and drops the canary hosts' node files).
@@ -54,11 +55,11 @@ def build_rollout_locked(spec_dir: Path, out: Path) -> WriteResult:
         return replace(result, notes=(*result.notes, plain_build_note(spec_dir)))
     trusted = cached.trusted if cached is not None else None
     spare = real.parent / f".{real.name}.meshc-spare"
-    files, worker = laid_out
-    result = write_files(out, files, (real, old), trusted, spare=spare, worker=worker)
+    files, worker, reuse = laid_out
+    result = write_files(out, files, (real, old), trusted, spare=spare, worker=worker, kept=reuse.kept)
     # Recorded only if nothing the build read moved while it ran, else the next build must not skip.
     after = rollout_digest(spec_dir)
-    write_cache(real, before if before == after else None, {})
+    write_cache(real, before if before == after else None, reuse.inputs)
     return replace(result, notes=result.notes + foreign_cache_notes(real))
 
 

@@ -64,10 +64,7 @@ def render_revision(
         done = Rendered(revision=revision, mesh=mesh, canaries=_kept(sidecars, canaries), prints={}, laid=())
         # Backends serialize most of a build: only this revision's own targets are worth laying out.
         return done, laid_files(stream_backends(mesh, sidecars, own, values=values), keep=True, values=values)
-    # By content: the revision's spec (its name means another spec at each side of a diff) and what widening added.
-    found = context.cache.rendered.setdefault(
-        (spec_key(context, revision) or revision, _mesh_key(mesh)), Renderings()
-    )
+    found = context.cache.rendered.setdefault(rendering_key(context, revision, mesh), Renderings())
     _render_more(found, mesh, own, canaries)
     done = Rendered(
         revision=revision,
@@ -114,6 +111,12 @@ def _render_more(found: Renderings, mesh: Mesh, own: frozenset[str], canaries: f
 
 def _kept(sidecars: Mapping[str, SidecarConfig], pools: frozenset[str]) -> dict[str, SidecarConfig]:
     return {pool: sidecars[pool] for pool in sorted(pools) if pool in sidecars}
+
+
+def rendering_key(context: Context, revision: str, mesh: Mesh) -> tuple[str, str]:
+    """What a live revision's renderings are made of: its spec (by content: a revision's name means another spec
+    at each side of a diff) and what widening added to its IR (`mesh`)."""
+    return spec_key(context, revision) or revision, _mesh_key(mesh)
 
 
 def _mesh_key(mesh: Mesh) -> str:

@@ -387,10 +387,17 @@ def test_a_new_dependency_on_a_later_wave_is_admitted_everywhere_first(tmp_path:
     )  # type: ignore[arg-type]
 
 
-def test_a_protocol_switch_across_waves_is_unsafe(tmp_path: Path) -> None:
-    repo, spec, _ = start_rollout(tmp_path / "repo")
+def test_a_protocol_switch_across_waves_is_unsafe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    repo, spec, base = start_rollout(tmp_path / "repo")
     replace_in(spec / "services/encryption.yaml", "protocol: grpc", "protocol: http")
-    commit(repo, "encryption speaks http")
+    head = commit(repo, "encryption speaks http")
+    # validate (the pre-commit hook) and the review diff refuse what the build refuses, with the same findings
+    capsys.readouterr()
+    assert main(["validate", str(spec)]) == 2
+    refused = capsys.readouterr().err
+    assert "[rollout-unsafe]" in refused and "upload → encryption: " in refused
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(spec), "--format", "markdown"]) == 2
+    assert "[rollout-unsafe]" in capsys.readouterr().err
     found = pin_errors(spec)
     assert found and all(line.endswith("[rollout-unsafe]") for line in found)
     upload = (spec / "services/upload.yaml").as_posix()

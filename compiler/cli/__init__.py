@@ -171,7 +171,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _validate_rollout(spec_dir: Path) -> None:
-    from compiler.rollout.pins import resolve
+    """The rollout as `meshc build` checks it: its pins resolve, and its state and the next promotion's are safe."""
+    from compiler.rollout.output import checked_state
     from compiler.rollout.revisions import rollout_context
 
     context = rollout_context(spec_dir)
@@ -181,7 +182,7 @@ def _validate_rollout(spec_dir: Path) -> None:
         print(f"meshc: warning: {escape(plain_build_note(spec_dir))}", file=sys.stderr)
         return
     try:
-        resolve(context.policy, context.rollout, context.location.repo)
+        checked_state(context)
     finally:
         context.location.repo.close()
 

@@ -33,6 +33,7 @@ from compiler.rollout.revisions import (
     rollout_context,
     spec_key,
 )
+from compiler.rollout.states import check_rollout
 from compiler.spec.load import spec_label
 from compiler.spec.wave_policy import WavePolicy
 
@@ -87,6 +88,8 @@ def rollout_now(
         try:
             after = after or _plain_side(spec_dir, location, head, cache, policy)
             new = _build(after)
+            if not after.plain:  # the head's rollout must be safe, as `meshc build` there checks it
+                check_rollout(after.context, new.state)
         except SpecError as exc:
             raise SpecError(_named(exc.diagnostics, head, label)) from None
         try:

@@ -37,7 +37,7 @@ def output_truth(spec_dir: Path) -> tuple[dict[str, bytes], dict[str, Any]]:
         build = compile_dir(spec_dir, values=True)
         return build.tree(), {a.path: a.value for a in build.artifacts if a.value is not None}
     try:
-        return rollout_truth(context, _checked_state(context))
+        return rollout_truth(context, checked_state(context))
     finally:
         context.location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
 
@@ -53,7 +53,7 @@ def rollout_files(
     if context is None:
         return None
     try:
-        state = _checked_state(context)  # before the writer: an unsafe rollout touches nothing on disk
+        state = checked_state(context)  # before the writer: an unsafe rollout touches nothing on disk
         reuse = rollout_reuse(context, state, cached)
         files, worker = rollout_stream(context, state, split, reuse)
     except BaseException:
@@ -62,7 +62,7 @@ def rollout_files(
     return _closing(context.location.repo.close, files), worker, reuse
 
 
-def _checked_state(context: Context) -> State:
+def checked_state(context: Context) -> State:
     """The state the rollout leaves, each of its states and the next promotion's checked: SpecError where unsafe."""
     state = rollout_state_of(context)
     check_rollout(context, state)

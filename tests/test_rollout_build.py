@@ -504,6 +504,53 @@ def test_the_diff_of_a_promotion_lists_what_it_changes_and_restarts(
     assert head != built
 
 
+def test_a_promotion_between_revisions_that_render_alike_still_changes_the_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """west moves from base to the commit that started the rollout, whose spec is base's: no target renders
+    differently, but MANIFEST.json records west's new revision. The diff says so and --exit-code calls it a change
+    (it said "merging changes nothing in output/ at once", exit 0)."""
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    started = git(repo, "rev-parse", "HEAD").strip()
+    out = repo / "output"
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    built = commit(repo, "output")
+    before = (out / MANIFEST).read_bytes()
+    set_pins(spec, west=started, rest=base)
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    assert (out / MANIFEST).read_bytes() != before
+    promoted = commit(repo, "promote west")
+    capsys.readouterr()
+    assert main(["diff", "--base", built, "--head", promoted, "--spec", str(spec), "--exit-code"]) == 1
+    text = capsys.readouterr().out
+    assert (
+        "Rollout: merging changes no target in output/ at once; MANIFEST.json records the waves' revisions"
+        in text
+    )
+    assert f"  wave west moves: {base[:12]} → {started[:12]}\n" in text
+
+
+def test_a_target_whose_files_change_at_once_is_not_still_ahead(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """audit-log (a VM pool in gcp-usc1, the canary wave) starts calling preview, which runs in Kubernetes: its
+    external reader in a cluster of preview's is a new pseudo-target, laid out at once by the first wave's
+    revision. Its file is listed as changing now, so it is not "still ahead" in the canary wave, which is never
+    promoted (it was: "Still ahead, one promotion each: canary (1), …")."""
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    replace_in(spec / "services/audit-log.yaml", "dependencies:\n", "dependencies:\n  - service: preview\n")
+    head = commit(repo, "audit-log calls preview")
+    capsys.readouterr()
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(spec), "--format", "json"]) == 0
+    now = json.loads(capsys.readouterr().out)["now"]
+    readers = [t for t in now["file_targets"] if "/meshc-discovery/audit-log" in t]
+    assert readers, now["file_targets"]
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(spec)]) == 0
+    text = capsys.readouterr().out
+    ahead = next((line for line in text.splitlines() if line.startswith("Still ahead")), "")
+    assert not ahead.startswith("Still ahead, one promotion each: canary"), ahead
+
+
 def test_the_plan_shows_the_expand_step_of_a_service_whose_canary_admits_the_client(tmp_path: Path) -> None:
     # storage-gateway runs in every wave: its canary (gcp-usc1) runs the revision that admits audit-log; sjc and
     # iad still run the base and admit it by widening alone. That is an expand step in force (it said "nothing",

@@ -212,6 +212,8 @@ def now_lines(diff: MeshDiff, markdown: bool) -> list[str]:
             f"Rollout: merging changes {len(now.changes)} target(s) and canary host(s){files} in output/ at once, "
             f"{now.restarts} with a restart"
         )
+    elif now.manifest:
+        head = "Rollout: merging changes no target in output/ at once; MANIFEST.json records the waves' revisions"
     else:
         head = "Rollout: merging changes nothing in output/ at once"
     lines = [f"#### {head}" if markdown else head]
@@ -268,7 +270,7 @@ def rollout_lines(diff: MeshDiff) -> list[str]:
 def _ahead(waves: Sequence[WaveSplit], now: RolloutNow) -> list[str]:
     """Each wave's changed targets that do not change at once, and the canary hosts still ahead, in the policy's
     order: `wave (count)`."""
-    at_once = {change.target for change in now.changes}
+    at_once = {change.target for change in now.changes}.union(now.file_targets)
     order = {name: index for index, name in enumerate(now.waves)}
     splits = [(split.wave, [t for t in split.targets if t not in at_once], "") for split in waves]
     splits += [(split.wave, list(split.targets), " host(s)") for split in now.hosts_ahead]

@@ -159,6 +159,11 @@ class RolloutNow:
     # (path, added | removed | changed) of every other file that changes at once: an external reader's, a shared
     # one's, or a target's whose sidecar documents stay the same (its Kubernetes objects change)
     files: tuple[tuple[str, str], ...] = ()
+    # the targets (sorted) whose files are among `files`: they change at once too, though not their documents
+    file_targets: tuple[str, ...] = ()
+    # MANIFEST.json's record of which revision each wave, target and canary host runs changes: a promotion to a
+    # revision that renders alike changes no other file
+    manifest: bool = False
     # the canary hosts (`host/<certname>`) of the changed VM pools that do not change now, by their wave: each
     # wave's promotion brings them the change, like a target wave's
     hosts_ahead: tuple[WaveSplit, ...] = ()
@@ -213,9 +218,12 @@ class MeshDiff:
     @property
     def changed(self) -> bool:
         """Does any output change: the spec's rendering, or under a rollout what the merge changes at once (a
-        promotion commit changes no spec file)?"""
+        promotion commit changes no spec file; a pin that moves changes MANIFEST.json, which records each wave's
+        revision, even where both revisions render alike)?"""
         now = self.now
-        return self.renders_differently or bool(now and (now.changes or now.files or now.unknown))
+        return self.renders_differently or bool(
+            now and (now.changes or now.files or now.manifest or now.unknown)
+        )
 
 
 def restart_key(cls: RestartClass) -> str:

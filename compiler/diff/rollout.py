@@ -19,7 +19,7 @@ from compiler.diff.records import WORKING_TREE as DIFF_WORKING_TREE
 from compiler.diff.records import PinMove, RolloutNow, WaveSplit
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate
 from compiler.rollout import has_rollout
-from compiler.rollout.build import RolloutBuild, build_rollout, file_index, node_path
+from compiler.rollout.build import RolloutBuild, build_rollout, file_index, manifest_section, node_path
 from compiler.rollout.compiled import RevisionCache
 from compiler.rollout.hosts import Canary
 from compiler.rollout.pins import WORKING_TREE, WaveRevision, resolve
@@ -100,11 +100,15 @@ def rollout_now(
         moves = tuple(_moves(before, after, worktree=head is None))
     finally:
         location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
-    changes = tuple(target_changes(old, new, {move.wave for move in moves}, NEW_REVISION))
+    moved = {wave.wave for wave in after.revisions if _spec_moved(before, after, wave)}
+    changes = tuple(target_changes(old, new, moved, NEW_REVISION))
+    files = _other_files(old, new, changes)
     return RolloutNow(
         moves=moves,
         changes=changes,
-        files=_other_files(old, new, changes),
+        files=files,
+        file_targets=_owners([path for path, _ in files], old, new),
+        manifest=_section(before, old) != _section(after, new),
         hosts_ahead=_hosts_ahead(new.state.canaries, changed, {c.target for c in changes}),
         waves=after.context.policy.names,
         mode=_mode(after),
@@ -186,13 +190,16 @@ def _plain_side(
 
 
 def _moves(before: _Side, after: _Side, worktree: bool) -> list[PinMove]:
-    """The waves whose spec differs between the sides (a wave new at the head moves too), in the head's order;
-    `worktree`: the head is the working tree (its first wave runs WORKING_TREE, not a commit)."""
+    """The waves that run another revision at the head, in the head's order: another spec (a wave new at the head
+    moves too), or, where both sides have a rollout, another pin, which MANIFEST.json records (the first wave runs
+    its side's own commit, so it moves only with its spec). `worktree`: the head is the working tree (its first
+    wave runs WORKING_TREE, not a commit)."""
     ran = {r.wave: r.revision for r in before.revisions}
+    pinned = not before.plain and not after.plain
     found = []
     for wave in after.revisions:
         old = ran.get(wave.wave)
-        if old is None or spec_key(before.context, old) != spec_key(after.context, wave.revision):
+        if _spec_moved(before, after, wave) or (pinned and old != wave.revision):
             new = (
                 DIFF_WORKING_TREE
                 if worktree and wave.revision == WORKING_TREE
@@ -202,9 +209,35 @@ def _moves(before: _Side, after: _Side, worktree: bool) -> list[PinMove]:
     return found
 
 
+def _spec_moved(before: _Side, after: _Side, wave: WaveRevision) -> bool:
+    """Whether `wave` runs another spec at the head (its targets then change because it moves)."""
+    old = next((r.revision for r in before.revisions if r.wave == wave.wave), None)
+    return old is None or spec_key(before.context, old) != spec_key(after.context, wave.revision)
+
+
 def _commit(context: Context, revision: str) -> str:
     """The commit a wave runs: its pin, or for the first wave of a revision, that revision's commit."""
     return context.head if revision == WORKING_TREE else revision
+
+
+def _section(side: _Side, built: RolloutBuild) -> dict[str, object] | None:
+    """The rollout section MANIFEST.json has at a side (None: a plain build's has none)."""
+    return None if side.plain else manifest_section(built.state)
+
+
+def _owners(paths: Sequence[str], old: RolloutBuild, new: RolloutBuild) -> tuple[str, ...]:
+    """The targets whose files (at either side) are among `paths`, sorted."""
+    wanted = set(paths)
+    return tuple(
+        sorted(
+            {
+                target
+                for build in (old, new)
+                for target, files in build.targets.items()
+                if wanted.intersection(files)
+            }
+        )
+    )
 
 
 def _other_files(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -84,6 +85,36 @@ def _rollout_build(state: State) -> None:
     assert result.changed and (out / "MANIFEST.json").exists()
 
 
+def _rebuild_setup(state: State) -> None:
+    """Not part of the rebuild: the rollout built (twice: the second records every target's input hash over a
+    settled tree), then a dependency timeout of one service edited in the working tree (the first wave's
+    revision)."""
+    from compiler.incremental import build_output as build
+
+    out = scratch_dir() / "rollout-rebuilt"
+    shutil.rmtree(out, ignore_errors=True)
+    build(state["rollout_spec"], out)
+    build(state["rollout_spec"], out)
+    # a service placed in dc-00 (the first wave, w0, runs the working tree), after a dependency without settings of
+    # its own (the next line starts another): a timeout is new there
+    for service in sorted((state["rollout_spec"] / "services").glob("*.yaml")):
+        text = service.read_text()
+        edited = re.sub(r"(\n  - service: [^\n]+\n)(?=  - )", r"\1    timeout: 30s\n", text, count=1)
+        if "dc-00" in text and edited != text:
+            service.write_text(edited)
+            break
+    else:
+        raise SystemExit("no service in dc-00 with a dependency to edit")
+    state["rollout_out"] = out
+
+
+def _rollout_rebuild(state: State) -> None:
+    """`meshc build` of the rollout after a working-tree edit: only the first wave's targets render again."""
+    from compiler.incremental import build_output as build
+
+    assert build(state["rollout_spec"], state["rollout_out"]).changed
+
+
 ROLLOUT_STAGES: tuple[Stage, ...] = (
     Stage(
         name="rollout-setup",
@@ -96,6 +127,18 @@ ROLLOUT_STAGES: tuple[Stage, ...] = (
         description="meshc build with a rollout: 3 pinned revisions + the working tree (goal <= 1.5x meshc-build)",
         run=_rollout_build,
         requires=("rollout-setup",),
+    ),
+    Stage(
+        name="rollout-rebuild-setup",
+        description="(setup) the rollout built into an output twice, then one service's dependency timeout edited",
+        run=_rebuild_setup,
+        requires=("rollout-setup",),
+    ),
+    Stage(
+        name="rollout-rebuild",
+        description="meshc build of the rollout after that edit: the pinned waves' targets keep their files",
+        run=_rollout_rebuild,
+        requires=("rollout-setup", "rollout-rebuild-setup"),
     ),
     Stage(
         name="rollout-plan",

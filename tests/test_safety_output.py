@@ -28,6 +28,7 @@ from conftest import EXAMPLE, ROOT, meshc_in_process, settled
 from compiler.emit import Artifact
 from compiler.output.disk import read_tree
 from compiler.output.manifest import MANIFEST, render_tree
+from tests.test_rollout_build import add_timeout_change, start_rollout
 
 ENV = {**{k: v for k, v in os.environ.items() if k != "MESHC_DEBUG"}, "PYTHONPATH": str(ROOT)}
 Snapshot = dict[str, tuple[str, bytes]]
@@ -138,6 +139,31 @@ def test_build_refuses_a_directory_that_contains_the_spec(workspace: Path, tmp_p
     )
     assert sentence.startswith("contains the spec directory"), sentence
     assert snapshot(workspace) == before
+
+
+@pytest.mark.parametrize(
+    "out", ["mesh-spec/services/zz.yaml", "mesh-spec/out", "mesh-spec/inventory", "inside"]
+)
+def test_build_refuses_an_output_inside_the_spec(workspace: Path, out: str) -> None:
+    # A tree in services/ made every later command fail ([file-type]); its cache and lock land beside it, in the
+    # spec too. "inside" is a symlink to a spec directory: the build would go through it.
+    (workspace / "inside").symlink_to("mesh-spec/inventory")
+    before = snapshot(workspace.parent)
+    sentence = one_line_error(meshc("build", "mesh-spec", "-o", out, cwd=workspace), 2, out)
+    spec = (workspace / "mesh-spec").resolve()
+    assert sentence.startswith(f"is inside the spec directory ({spec}); "), sentence
+    assert snapshot(workspace.parent) == before
+
+
+def test_promote_refuses_an_output_inside_the_spec(tmp_path: Path) -> None:
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    add_timeout_change(repo)
+    before = snapshot(spec)  # not the repository: git may refresh its index while meshc reads the history
+    out = spec / "out"
+    sentence = one_line_error(meshc("promote", "--spec", spec, "-o", out, "--force", cwd=repo), 2, out)
+    assert sentence.startswith(f"is inside the spec directory ({spec.resolve()}); "), sentence
+    # rollout.yaml keeps its pins: the refusal comes before anything is written
+    assert snapshot(spec) == before
 
 
 @pytest.mark.parametrize(

@@ -492,18 +492,21 @@ def test_a_second_build_or_check_gives_up_after_its_lock_timeout(tmp_path: Path)
     spec_c = variant(tmp_path, "spec-c", "services/edge.yaml", "timeout: 30s", "timeout: 40s")
     assert meshc("build", EXAMPLE, "-o", out).returncode == 0
     before = snapshot(out)
+    lock = Path(os.path.realpath(tmp_path)) / ".output.meshc-lock"
+    waiting = f"meshc: waiting for another meshc build or check of this output (lock {lock})"
     p2 = hooked("pause-before-link", tmp_path / "p2", "build", spec_c, "-o", out)
     try:
         wait_for(tmp_path / "p2" / "paused", p2)
         for command in ("build", "check"):
-            result = meshc(command, EXAMPLE, "-o", out, "--lock-timeout", "0.2")
-            assert result.returncode == 4, result.stderr
-            lines = result.stderr.splitlines()
-            assert lines[0].startswith("meshc: waiting for another meshc build or check of this output")
-            assert lines[1:] == [
-                f"meshc: error: {out}: another meshc build or check still holds its lock (.output.meshc-lock) "
-                "after 0.2s; try again when it has finished"
-            ]
+            for timeout in ("0.2", "0"):
+                result = meshc(command, EXAMPLE, "-o", out, "--lock-timeout", timeout)
+                assert result.returncode == 4, result.stderr
+                told = [waiting] if timeout != "0" else []  # with no time to wait, it does not say it waits
+                assert result.stderr.splitlines() == [
+                    *told,
+                    f"meshc: error: {out}: another meshc build or check still holds its lock (.output.meshc-lock) "
+                    f"after {timeout}s; try again when it has finished",
+                ]
         # the paused build has not swapped yet, and the refused ones wrote nothing
         assert snapshot(out) == before
     finally:

@@ -8,11 +8,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-import git
 from gitdb.exc import BadName, BadObject
 
+from compiler.diagnostics import EnvironmentFailure
 from compiler.spec.document import MAX_FILE_BYTES
 from compiler.spec.load import MESH_FILE, SERVICES_DIR, Unreadable, symlink_problem
+
+_NEEDS_GIT = (
+    "meshc needs git to read the revisions rollout.yaml pins, and any other revision of the spec: install git"
+)
+
+
+def _no_git() -> EnvironmentFailure:
+    """GitPython would not import: it runs `git version` on import, and raises ImportError when that fails."""
+    named = os.environ.get("GIT_PYTHON_GIT_EXECUTABLE")  # GitPython runs this instead of `git` from PATH
+    if named is None:
+        return EnvironmentFailure("git", f"not found on PATH, or it does not run; {_NEEDS_GIT}")
+    return EnvironmentFailure(named, f"does not run as git ($GIT_PYTHON_GIT_EXECUTABLE); {_NEEDS_GIT}")
+
+
+try:
+    # Re-exported: meshc's other modules import GitPython from here, so that a missing git is one line, exit 4.
+    import git as git
+except ModuleNotFoundError:
+    raise  # GitPython itself is not installed: a broken installation, not the machine's git
+except ImportError as error:
+    raise _no_git() from error
 
 _BLOB_MODES = (0o100644, 0o100755)  # regular files; symlinks and submodules are not spec files
 _SYMLINK_MODE = 0o120000

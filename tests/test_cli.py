@@ -484,6 +484,44 @@ def test_validate_and_build_warn_when_the_rollout_is_not_in_force(
     assert not (out / "puppet/data/nodes").exists()
 
 
+NEEDS_GIT = (
+    "meshc needs git to read the revisions rollout.yaml pins, and any other revision of the spec: install git"
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "variable"),
+    [("validate", "PATH"), ("check", "PATH"), ("build", "PATH"), ("validate", "GIT_PYTHON_GIT_EXECUTABLE")],
+)
+def test_a_rollout_without_git_is_one_line_and_exit_4(tmp_path: Path, command: str, variable: str) -> None:
+    # GitPython runs git as it is imported and raised a 15-line ImportError: "internal error", exit 3. A child
+    # process, since this one imported GitPython long ago. PATH keeps only python3; GitPython honours
+    # $GIT_PYTHON_GIT_EXECUTABLE instead of PATH where it is set.
+    bin_dir, missing = tmp_path / "bin", tmp_path / "no-such-git"
+    bin_dir.mkdir()
+    (bin_dir / "python3").symlink_to(sys.executable)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_PYTHON_", "MESHC_DEBUG"))}
+    env |= {"PYTHONPATH": str(ROOT), variable: str(bin_dir if variable == "PATH" else missing)}
+    output = [] if command == "validate" else ["-o", "out"]
+    result = subprocess.run(
+        [sys.executable, "-m", "compiler", command, str(EXAMPLE), *output],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (result.returncode, result.stdout) == (4, ""), result.stderr
+    if variable == "PATH":
+        assert result.stderr == f"meshc: error: git: not found on PATH, or it does not run; {NEEDS_GIT}\n"
+    else:
+        assert (
+            result.stderr
+            == f"meshc: error: {missing}: does not run as git ($GIT_PYTHON_GIT_EXECUTABLE); {NEEDS_GIT}\n"
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]  # no output, lock or cache was made
+
+
 def test_plan_and_promote_say_why_there_is_no_rollout(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -28,6 +28,7 @@ from conftest import EXAMPLE, ROOT, meshc_in_process, settled
 from compiler.emit import Artifact
 from compiler.output.disk import read_tree
 from compiler.output.manifest import MANIFEST, render_tree
+from tests.test_rollout_build import add_timeout_change, start_rollout
 
 ENV = {**{k: v for k, v in os.environ.items() if k != "MESHC_DEBUG"}, "PYTHONPATH": str(ROOT)}
 Snapshot = dict[str, tuple[str, bytes]]
@@ -138,6 +139,31 @@ def test_build_refuses_a_directory_that_contains_the_spec(workspace: Path, tmp_p
     )
     assert sentence.startswith("contains the spec directory"), sentence
     assert snapshot(workspace) == before
+
+
+@pytest.mark.parametrize(
+    "out", ["mesh-spec/services/zz.yaml", "mesh-spec/out", "mesh-spec/inventory", "inside"]
+)
+def test_build_refuses_an_output_inside_the_spec(workspace: Path, out: str) -> None:
+    # A tree in services/ made every later command fail ([file-type]); its cache and lock land beside it, in the
+    # spec too. "inside" is a symlink to a spec directory: the build would go through it.
+    (workspace / "inside").symlink_to("mesh-spec/inventory")
+    before = snapshot(workspace.parent)
+    sentence = one_line_error(meshc("build", "mesh-spec", "-o", out, cwd=workspace), 2, out)
+    spec = (workspace / "mesh-spec").resolve()
+    assert sentence.startswith(f"is inside the spec directory ({spec}); "), sentence
+    assert snapshot(workspace.parent) == before
+
+
+def test_promote_refuses_an_output_inside_the_spec(tmp_path: Path) -> None:
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    add_timeout_change(repo)
+    before = snapshot(spec)  # not the repository: git may refresh its index while meshc reads the history
+    out = spec / "out"
+    sentence = one_line_error(meshc("promote", "--spec", spec, "-o", out, "--force", cwd=repo), 2, out)
+    assert sentence.startswith(f"is inside the spec directory ({spec.resolve()}); "), sentence
+    # rollout.yaml keeps its pins: the refusal comes before anything is written
+    assert snapshot(spec) == before
 
 
 @pytest.mark.parametrize(
@@ -466,18 +492,21 @@ def test_a_second_build_or_check_gives_up_after_its_lock_timeout(tmp_path: Path)
     spec_c = variant(tmp_path, "spec-c", "services/edge.yaml", "timeout: 30s", "timeout: 40s")
     assert meshc("build", EXAMPLE, "-o", out).returncode == 0
     before = snapshot(out)
+    lock = Path(os.path.realpath(tmp_path)) / ".output.meshc-lock"
+    waiting = f"meshc: waiting for another meshc build or check of this output (lock {lock})"
     p2 = hooked("pause-before-link", tmp_path / "p2", "build", spec_c, "-o", out)
     try:
         wait_for(tmp_path / "p2" / "paused", p2)
         for command in ("build", "check"):
-            result = meshc(command, EXAMPLE, "-o", out, "--lock-timeout", "0.2")
-            assert result.returncode == 4, result.stderr
-            lines = result.stderr.splitlines()
-            assert lines[0].startswith("meshc: waiting for another meshc build or check of this output")
-            assert lines[1:] == [
-                f"meshc: error: {out}: another meshc build or check still holds its lock (.output.meshc-lock) "
-                "after 0.2s; try again when it has finished"
-            ]
+            for timeout in ("0.2", "0"):
+                result = meshc(command, EXAMPLE, "-o", out, "--lock-timeout", timeout)
+                assert result.returncode == 4, result.stderr
+                told = [waiting] if timeout != "0" else []  # with no time to wait, it does not say it waits
+                assert result.stderr.splitlines() == [
+                    *told,
+                    f"meshc: error: {out}: another meshc build or check still holds its lock (.output.meshc-lock) "
+                    f"after {timeout}s; try again when it has finished",
+                ]
         # the paused build has not swapped yet, and the refused ones wrote nothing
         assert snapshot(out) == before
     finally:

@@ -27,7 +27,8 @@ def resolve_output(out: Path, protect: Sequence[tuple[str, Path]] = ()) -> Path:
 
     A symlink to a directory is built through: its target is replaced and the link keeps pointing
     at the new tree. The current directory and every `protect` path (what, path) may not be the
-    output or inside it, since a build replaces the whole directory.
+    output or inside it, since a build replaces the whole directory; nor may the output be inside a
+    `protect` path, since the tree, its cache and its lock would land in what is protected.
     """
     label = str(out)
     real = output_directory(out)
@@ -36,14 +37,7 @@ def resolve_output(out: Path, protect: Sequence[tuple[str, Path]] = ()) -> Path:
             label,
             "is inside a .git directory, which belongs to git; give the build a directory of its own (e.g. output)",
         )
-    for what, guarded in (("the current directory", Path.cwd()), *protect):
-        guarded = Path(os.path.realpath(guarded))
-        if guarded == real or guarded.is_relative_to(real):
-            relation = f"is {what}" if guarded == real else f"contains {what} ({guarded})"
-            raise OutputRefused(
-                label,
-                f"{relation}; a build replaces its whole output directory, so give it one of its own (e.g. output)",
-            )
+    _refuse_overlap(label, real, protect)
     if os.path.lexists(real) and _is_mount_point(real):
         # Publishing is one rename of the whole directory, which cannot replace a mount point (EBUSY), and the
         # staging copy beside it would land on the parent filesystem (a cross-device rename fails anyway).
@@ -54,6 +48,26 @@ def resolve_output(out: Path, protect: Sequence[tuple[str, Path]] = ()) -> Path:
             f"cannot be, so build into a directory inside it (e.g. {label.rstrip('/')}/output)",
         )
     return real
+
+
+def _refuse_overlap(label: str, real: Path, protect: Sequence[tuple[str, Path]]) -> None:
+    """OutputRefused if `real` is or contains the current directory or a `protect` path, or lies inside the latter."""
+    for what, guarded in (("the current directory", Path.cwd()), *protect):
+        guarded = Path(os.path.realpath(guarded))
+        if guarded == real or guarded.is_relative_to(real):
+            relation = f"is {what}" if guarded == real else f"contains {what} ({guarded})"
+            raise OutputRefused(
+                label,
+                f"{relation}; a build replaces its whole output directory, so give it one of its own (e.g. output)",
+            )
+    for what, guarded in protect:
+        guarded = Path(os.path.realpath(guarded))
+        if real.is_relative_to(guarded):  # both resolved: a symlink into it is inside it too
+            raise OutputRefused(
+                label,
+                f"is inside {what} ({guarded}); a build writes its tree, cache and lock there, so give it a "
+                f"directory outside it (e.g. output)",
+            )
 
 
 def output_directory(out: Path) -> Path:

@@ -40,8 +40,9 @@ def output_lock(
 
     Without it, a build that compared `output/` with its rendering could link files of a tree
     another build has just swapped in, and publish a tree no spec renders. A second meshc waits
-    (calling `on_wait` once) up to `timeout` seconds, then fails. `required=False` (check) goes on
-    unlocked where no lock file can be made, a place where no build can write either.
+    (calling `on_wait` once, as it starts to wait: never with a timeout of 0) up to `timeout` seconds, then
+    fails. `required=False` (check) goes on unlocked where no lock file can be made, a place where no build can
+    write either.
 
     The lock file's format is an empty regular file (no data block, so making and removing it frees nothing a disk
     mounted with `discard` waits for). Anything else at its path (a file holding bytes, a directory, a symlink, a
@@ -95,15 +96,15 @@ def _acquire(lock: Path, label: str, timeout: float, on_wait: Callable[[Path], N
         fd = _open_lock(lock)
         try:
             while not _try_lock(fd):
-                if not told and on_wait is not None:
-                    on_wait(lock)
-                    told = True
                 if time.monotonic() >= deadline:
                     raise EnvironmentFailure(
                         label,
                         f"another meshc build or check still holds its lock ({lock.name}) after "
                         f"{timeout:g}s; try again when it has finished",
                     )
+                if not told and on_wait is not None:  # after the deadline's check: a timeout of 0 never waits
+                    on_wait(lock)
+                    told = True
                 time.sleep(_LOCK_POLL)
             if _same_file(fd, lock):
                 return fd

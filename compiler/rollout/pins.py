@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import git
 from gitdb.exc import BadName, BadObject
 from ruamel.yaml import YAML
 
 from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean
+from compiler.gitsource import git  # GitPython, or one line (exit 4) where git does not run
 from compiler.rollout import ROLLOUT_FILE as ROLLOUT_FILE  # re-exported: importers read it here
 from compiler.spec.document import Document, LoadError, parse_document
 from compiler.spec.load import read_side_file

@@ -13,14 +13,13 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-import git
-
 from compiler.diagnostics import Diagnostic, InternalError, Span, SpecError, at_revision
 from compiler.gitsource import (
     RevisionError,
     SpecDirMissing,
     SpecLocation,
     blob_id,
+    git,
     known_blobs,
     locate,
     read_revision,

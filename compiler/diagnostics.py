@@ -164,6 +164,19 @@ class UnknownService(LookupError):
     """A command names a service that is not in the spec (a usage error, exit 2)."""
 
 
+def unknown_service(name: str, known: Iterable[str]) -> UnknownService:
+    """The error for a service `name` not among `known`: the closest name, else some of the spec's services; and
+    where `name` is a directory, how a spec directory is given (`meshc graph mesh-spec` took it for a service)."""
+    import os.path  # only where a name is unknown
+
+    names = sorted(known)
+    shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
+    hint = did_you_mean(name, names) or f"; the spec's services: {shown}"
+    if os.path.isdir(name):
+        hint += f"; {quote(name)} is a directory: a spec directory is given as --spec {excerpt(name)}"
+    return UnknownService(f"unknown service {quote(name)}{hint}")
+
+
 def internal_error(diagnostics: Iterable[Diagnostic]) -> InternalError:
     """An InternalError listing violated invariants, one `file:line:col` line each (where in the spec they arose)."""
     return InternalError("\n".join(d.format() for d in sorted(diagnostics, key=Diagnostic.sort_key)))

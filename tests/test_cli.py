@@ -154,6 +154,35 @@ def test_explain_unknown_service() -> None:
     assert result.stderr == "meshc: error: unknown service 'uplaod' (did you mean 'upload'?)\n"
 
 
+def test_a_spec_directory_named_as_a_service_says_how_to_give_it() -> None:
+    """`meshc graph mesh-spec` took the directory for a service; the error now says it is one, and lists services."""
+    result = meshc("graph", "mesh-spec")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "meshc: error: unknown service 'mesh-spec'; the spec's services: api-gateway, "
+    )
+    assert result.stderr.endswith(
+        "; 'mesh-spec' is a directory: a spec directory is given as --spec mesh-spec\n"
+    )
+
+
+@pytest.mark.parametrize("command", [["validate"], ["plan", "--format", "json"], ["check"]])
+def test_every_command_taking_the_spec_first_takes_it_as_spec_too(command: list[str]) -> None:
+    """validate, build, check, plan and drift take the spec directory first; explain, graph, diff and promote as
+    --spec. Either form now works for the first ones, and two different directories are a usage error."""
+    positional = meshc(*command, "mesh-spec")
+    option = meshc(*command, "--spec", "mesh-spec")
+    assert (option.returncode, option.stdout, option.stderr) == (
+        positional.returncode,
+        positional.stdout,
+        positional.stderr,
+    )
+    assert positional.returncode == 0
+    twice = meshc(*command, "mesh-spec", "--spec", "docs")
+    assert twice.returncode == 2
+    assert twice.stderr.startswith(f"meshc: error: {command[0]}: two spec directories: mesh-spec and docs; ")
+
+
 def test_explain_on_an_invalid_spec_exits_2(tmp_path: Path) -> None:
     (tmp_path / "spec").mkdir()
     result = meshc("explain", "upload", "--spec", "spec", cwd=tmp_path)

@@ -4,15 +4,52 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from compiler.cli.evidence import evidence_arguments
 from compiler.output.lock import LOCK_TIMEOUT
 from compiler.spec.schema import SCHEMA_NAMES
 
 
+class _SpecDirectory(argparse.Action):
+    """The spec directory, given as the positional argument or as `--spec` (as explain, graph, diff and promote
+    take it, so either form works everywhere): once, or twice the same."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        if (
+            values is self.default
+        ):  # the positional argument, not given: what --spec gave, or the default, stays
+            return
+        given = getattr(namespace, "spec_given", None)
+        if given is not None and given != values:
+            parser.error(f"two spec directories: {given} and {values}")
+        namespace.spec_given = values
+        setattr(namespace, self.dest, values)
+
+
 def spec_argument(sub: argparse.ArgumentParser) -> None:
+    default = Path("mesh-spec")
     sub.add_argument(
-        "spec", nargs="?", type=Path, default=Path("mesh-spec"), help="spec directory (default: mesh-spec)"
+        "spec",
+        nargs="?",
+        type=Path,
+        default=default,
+        action=_SpecDirectory,
+        help="spec directory (default: mesh-spec)",
+    )
+    sub.add_argument(
+        "--spec",
+        dest="spec",
+        type=Path,
+        default=default,
+        action=_SpecDirectory,
+        help="the same, as an option",
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.diagnostics import UnknownService, did_you_mean, quote
+from compiler.diagnostics import unknown_service
 from compiler.ir.model import Egress, Mesh, Policy, Source, Workload, ZookeeperSource
 
 
@@ -12,9 +12,7 @@ def explain(mesh: Mesh, service: str) -> dict[str, Any]:
     """A JSON-ready account of one service's workloads, routes and callers."""
     workloads = mesh.workloads_of(service)
     if not workloads:
-        names = {w.service for w in mesh.workloads}
-        hint = did_you_mean(service, names) or f"; the spec's services: {_some(sorted(names))}"
-        raise UnknownService(f"unknown service {quote(service)}{hint}")
+        raise unknown_service(service, {w.service for w in mesh.workloads})
     first = workloads[0]
     return {
         "service": service,
@@ -25,10 +23,6 @@ def explain(mesh: Mesh, service: str) -> dict[str, Any]:
         "allowed_identities": list(first.ingress.allowed_clients),
         "workloads": [_workload(w, mesh.waves.get(w.id)) for w in workloads],
     }
-
-
-def _some(names: list[str], shown: int = 8) -> str:
-    return ", ".join(names[:shown]) + (f", … ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _workload(workload: Workload, wave: str | None) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from compiler.diagnostics import UnknownService, did_you_mean
+from compiler.diagnostics import unknown_service
 from compiler.ir.model import Egress, Mesh, Source, Workload
 
 WORKLOADS, PLATFORMS, DATACENTERS = "workloads", "platforms", "datacenters"
@@ -111,7 +111,7 @@ def neighbourhood(mesh: Mesh, services: Sequence[str], depth: int) -> set[str]:
     known = {w.service for w in mesh.workloads}
     for service in services:
         if service not in known:
-            raise UnknownService(f"unknown service {service!r}{did_you_mean(service, known)}")
+            raise unknown_service(service, known)
     callers: dict[str, set[str]] = {}
     for client, servers in calls.items():
         for server in servers:

@@ -13,6 +13,20 @@ from tests.conftest import ROOT
 
 WORKFLOW = ROOT / "examples/ci/github-workflow.yaml"
 HOOKS = ROOT / ".pre-commit-hooks.yaml"
+# Every file validate and build read: a bad pin in rollout.yaml or a duplicate host in the inventory breaks them too.
+SPEC_FILES = (
+    "mesh-spec/mesh.yaml",
+    "mesh.yaml",
+    "mesh-spec/services/upload.yaml",
+    "mesh-spec/rollout.yaml",
+    "mesh-spec/inventory/hosts.yaml",
+)
+UNRELATED_FILES = (
+    "README.md",
+    "docs/rollout.yaml.md",
+    "mesh-spec/inventory/README.md",
+    "mesh-spec/notes.yaml",
+)
 
 
 def meshc_commands(script: str) -> list[list[str]]:
@@ -50,8 +64,10 @@ def test_pre_commit_hooks_run_meshc_on_the_whole_spec(capsys: pytest.CaptureFixt
     for hook in hooks.values():
         assert hook["language"] == "python" and hook["pass_filenames"] is False
         pattern = re.compile(hook["files"])
-        assert pattern.search("mesh-spec/services/upload.yaml") and pattern.search("mesh.yaml")
-        assert not pattern.search("README.md")
+        for read in SPEC_FILES:
+            assert pattern.search(read), f"{hook['id']} does not run when {read} changes"
+        for unrelated in UNRELATED_FILES:
+            assert not pattern.search(unrelated), f"{hook['id']} runs when {unrelated} changes"
         argv = shlex.split(hook["entry"])[1:] + hook["args"]
         _parser(argv).parse_args(argv)
     validate = shlex.split(hooks["meshc-validate"]["entry"])[1:] + [str(ROOT / "mesh-spec")]

@@ -540,14 +540,125 @@ def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build
         {"pending": 1},
         "pending",
     )
-    assert (
-        wave_line(waves["canary"])
-        == f"canary: 0/1 targets converged, 0/1 hosts converged, 1 pending: {canary}"
-    )
+    assert wave_line(waves["canary"]) == f"canary: 0/1 hosts converged, 1 pending: {canary}"
     # other pools: no hosts
     assert waves["main"]["counts"] == {"converged": 1} and waves["main"]["state"] == "incomplete"
     assert POOL not in waves["main"]["not_converged"] and "vm/auth/sjc" in waves["main"]["not_converged"]
     assert report.failing
+
+
+POLICY_ORDER = ["canary", "canary-hosts", "sjc", "iad", "restart-sensitive"]  # mesh.yaml's rollout.waves
+
+
+def export_of(rendering: Any, now: datetime, behind: str = "") -> dict[str, Any]:
+    """A PuppetDB export: every inventory host of a rendered pool applied its pool's or node file's documents, at
+    `now`; the host `behind` still runs an older CDS (pending: no deploy time is known)."""
+    import yaml
+
+    nodes, facts = [], []
+    for host in yaml.safe_load((EXAMPLE / "inventory/hosts.yaml").read_text()):
+        pool = f"vm/{host['service']}/{host['datacenter']}"
+        expectation = rendering.nodes.get(host["certname"]) or rendering.pools.get(pool)
+        if expectation is None:
+            continue
+        hashes = dict(expectation.hashes) | ({ENVOY_CDS: OLD_HASH} if host["certname"] == behind else {})
+        nodes.append(
+            {
+                "certname": host["certname"],
+                "latest_report_status": "unchanged",
+                "cached_catalog_status": "not_used",
+                "report_timestamp": iso(now),
+                "facts_timestamp": iso(now),
+            }
+        )
+        facts += [
+            {"certname": host["certname"], "name": name, "value": value}
+            for name, value in mesh_facts(pool, hashes).items()
+        ]
+    return {"nodes": nodes, "facts": facts}
+
+
+def test_wave_summaries_follow_the_policy_and_a_canary_host_wave_counts_hosts(
+    example_truth: tuple[dict[str, bytes], dict[str, Any]], tmp_path: Path
+) -> None:
+    """The example's rollout, everything converged but one canary host: waves in mesh.yaml's order in every format,
+    and canary-hosts (hosts_per_pool: 2) counts its canary hosts, not the pools they belong to."""
+    from compiler.drift.detect import assemble_report, kube_objects
+    from compiler.drift.kube_dump import parse_dump
+    from compiler.drift.kubernetes import check_cluster, expected_objects
+    from compiler.drift.puppet import Policy, detect_puppet_drift
+    from compiler.drift.puppet_records import host_records
+    from compiler.drift.puppetdb import read_export
+    from compiler.drift.report import format_markdown, format_text, report_data
+
+    tree, values = example_truth
+    assert [w["name"] for w in json.loads(tree["MANIFEST.json"])["rollout"]["waves"]] == POLICY_ORDER
+    rendering = expected_rendering(tree)
+    canary = sorted(c for c, e in rendering.nodes.items() if e.workload == POOL)[0]
+    now = datetime.now(UTC)
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(export_of(rendering, now, behind=canary)))
+    drift = detect_puppet_drift(rendering, read_export(export), Policy(now=now))
+    expected = expected_objects(tree, kube_objects(values))
+    clusters = [
+        check_cluster("box", c, expected[c], parse_dump(c, dump_json(live_objects(tree, c)).encode()))
+        for c in CLUSTERS
+    ]
+    report = assemble_report([*clusters, host_records(drift)], [], tree=tree)
+    data = report_data(report)
+    assert [w["wave"] for w in data["waves"]] == POLICY_ORDER
+    waves = {w["wave"]: w for w in data["waves"]}
+    assert {
+        k: waves["canary-hosts"][k] for k in ("targets", "converged", "hosts", "counts", "not_converged")
+    } == {
+        "targets": 0,  # a canary-host wave takes no whole targets
+        "converged": 0,
+        "hosts": len(rendering.nodes),
+        "counts": {"converged": len(rendering.nodes) - 1, "pending": 1},
+        "not_converged": [canary],
+    }
+    pool_wave = rendering.pools[POOL].wave
+    assert pool_wave == "sjc" and next(r for r in data["targets"] if r["target"] == POOL)["wave"] == pool_wave
+    # the pool's canary hosts count in canary-hosts only: sjc's hosts are its pools' other hosts
+    sjc_hosts = [
+        s.subject
+        for s in report.subjects
+        if s.subject not in rendering.nodes
+        and s.target in rendering.pools
+        and rendering.pools[s.target].wave == "sjc"
+    ]
+    assert waves["sjc"]["hosts"] == len(sjc_hosts) > 0 and waves["sjc"]["not_converged"] == []
+    held = f"{len(rendering.nodes) - 1}/{len(rendering.nodes)}"
+    text = format_text(report).split("\nwaves:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert [line.split(":")[0].strip() for line in text] == POLICY_ORDER
+    assert text[1] == f"  canary-hosts: {held} hosts converged, 1 pending: {canary}"
+    markdown = format_markdown(report).splitlines()
+    table = markdown[
+        markdown.index("| wave | state | targets converged | hosts converged | not converged |") + 2 :
+    ]
+    rows = table[: table.index("")]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows] == POLICY_ORDER
+    assert rows[1] == f"| canary-hosts | **pending** | – | {held} | 1 pending: {canary} |"
+
+
+def test_waves_follow_the_policy_without_a_rollout(example_build: Build, tmp_path: Path) -> None:
+    """A wave policy and no rollout.yaml: the waves come from the pools' mesh::wave, still in mesh.yaml's order."""
+    spec = write_spec(
+        tmp_path / "spec",
+        {
+            p.relative_to(EXAMPLE).as_posix(): p.read_bytes()
+            for p in EXAMPLE.rglob("*")
+            if p.is_file() and p.name != "rollout.yaml"
+        },
+    )
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(export_of(expected_rendering(example_build.tree()), datetime.now(UTC))))
+    result = meshc_in_process(
+        "drift", str(spec), "--puppet-facts", str(export), "--partial", "--format", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    waves = [w["wave"] for w in json.loads(result.stdout)["waves"]]
+    assert waves == [w for w in POLICY_ORDER if w != "canary-hosts"]  # no canary hosts without a rollout
 
 
 # ---------------------------------------------------------------- the promote gate's verdict on one report

@@ -56,10 +56,14 @@ def assemble_report(
     *,
     acknowledgements: Sequence[Acknowledgement] = (),
     tree: Mapping[str, bytes] | None = None,
+    wave_order: Sequence[str] = (),
     partial: bool = False,
     today: str = "",
 ) -> DriftReport:
-    """The report: acknowledged items applied, scope counts taken, unchecked (platform, scope) pairs listed."""
+    """The report: acknowledged items applied, scope counts taken, unchecked (platform, scope) pairs listed.
+
+    The waves' order is MANIFEST.json's rollout's, else `wave_order` (the wave policy's, for a build without one).
+    """
     used: set[str] = set()
     scopes: list[ScopeState] = []
     subjects: list[SubjectState] = []
@@ -91,7 +95,7 @@ def assemble_report(
         findings=expired,
         acknowledgements=mark_used(acknowledgements, used),
         waves=waves_of(tree or {}),
-        wave_order=wave_order_of(tree or {}),
+        wave_order=wave_order_of(tree or {}) or tuple(wave_order),
         partial=partial,
         today=today,
     )
@@ -216,6 +220,7 @@ def detect_drift(
         [u for e in found for u in e.unchecked],
         acknowledgements=acknowledgements,
         tree=truth.tree,
+        wave_order=truth.wave_order,
         partial=request.partial,
         today=request.today.isoformat(),
     )
@@ -228,6 +233,8 @@ class Truth:
 
     tree: Mapping[str, bytes]
     objects: Mapping[str, Sequence[Mapping[str, Any]]] = field(default_factory=dict)
+    # Without a rollout, MANIFEST.json lists no waves, but the pools' data names theirs: the policy orders them.
+    wave_order: tuple[str, ...] = ()
 
 
 def _truth(
@@ -243,8 +250,11 @@ def _truth(
     # a rollout.yaml that is no file is an error there
     if tree is None and not os.path.lexists(spec / ROLLOUT_FILE):
         build = compile_dir(spec, values=True)
+        policy = build.spec.mesh.rollout
         return build.mesh, Truth(
-            tree=build.tree(), objects=kube_objects({a.path: a.value for a in build.artifacts})
+            tree=build.tree(),
+            objects=kube_objects({a.path: a.value for a in build.artifacts}),
+            wave_order=policy.names if policy is not None else (),
         )
     if tree is None:
         # compiles every wave's revision: only with a rollout

@@ -26,7 +26,7 @@ from compiler.drift.model import (
     SubjectState,
     scope_label,
 )
-from compiler.drift.summary import HOST_PLATFORM, orphan_commands, verdict, worst
+from compiler.drift.summary import HOST_PLATFORM, in_wave_order, orphan_commands, verdict, worst
 from compiler.graph.columns import STATE_COLORS, Box, Column, render_columns
 from compiler.graph.dot import element_id
 from compiler.graph.page import Detail, render_page
@@ -187,10 +187,7 @@ def _column_of(by_wave: bool, platform: str, scope: str, wave: str | None) -> st
 def _column_order(report: DriftReport, groups: Sequence[_Group]) -> list[str]:
     """Waves in promotion order (a wave MANIFEST does not list, by name, after them), or scopes; then the rest."""
     present = {g.column for g in groups}
-    order = report.wave_order
-    waves = sorted(
-        present - {NO_WAVE, ORPHANS}, key=lambda w: (order.index(w) if w in order else len(order), w)
-    )
+    waves = in_wave_order(report, present - {NO_WAVE, ORPHANS})
     scopes = [scope_label(s.platform, s.scope) for s in report.scopes]
     return [
         *(w for w in waves if w not in scopes),

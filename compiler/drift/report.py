@@ -160,8 +160,8 @@ def format_markdown(report: DriftReport) -> str:
             "|---|---|---|---|---|",
         ]
         head += [
-            f"| {w['wave']} | **{w['state']}** | {w['converged']}/{w['targets']} | "
-            f"{w['counts'].get(CONVERGED, 0)}/{w['hosts']} | {_md(_held(w['counts'], w['not_converged']))} |"
+            f"| {w['wave']} | **{w['state']}** | {_fraction(w['converged'], w['targets'])} | "
+            f"{_fraction(w['counts'].get(CONVERGED, 0), w['hosts'])} | {_md(_held(w['counts'], w['not_converged']))} |"
             for w in waves
         ]
     blocks = list(_markdown_blocks(report))
@@ -213,6 +213,11 @@ def _markdown_blocks(report: DriftReport) -> Iterator[str]:
             f"\n**Expired acknowledgement** at `{finding.subject}`: "
             f"`{_md(str(finding.expected))}` {_md(finding.detail)}\n"
         )
+
+
+def _fraction(converged: int, total: int) -> str:
+    """`3/4`, or `–` where the wave holds none (a canary-host wave takes no whole targets)."""
+    return f"{converged}/{total}" if total else "–"
 
 
 def _held(counts: Mapping[str, int], names: Sequence[str]) -> str:

@@ -48,6 +48,18 @@ def _wave(report: DriftReport, subject: SubjectState) -> str | None:
     return subject.wave or report.waves.get(subject.target or "")
 
 
+def _canary_host(report: DriftReport, subject: SubjectState) -> bool:
+    """A host in a wave other than its target's (a canary-host wave's): it counts there as a host, not a target."""
+    target_wave = report.waves.get(subject.target or "")
+    return subject.wave is not None and target_wave is not None and subject.wave != target_wave
+
+
+def in_wave_order(report: DriftReport, waves: Iterable[str]) -> list[str]:
+    """Waves in the policy's (promotion) order; a wave the report's order does not list, by name, after them."""
+    order = report.wave_order
+    return sorted(set(waves), key=lambda w: (order.index(w) if w in order else len(order), w))
+
+
 def _hosts(found: Sequence[SubjectState]) -> list[SubjectState]:
     """The subjects that are hosts or objects, not a pool's "no host reports" placeholder."""
     return [s for s in found if not any(i.kind == NO_HOSTS for i in s.items)]
@@ -66,7 +78,9 @@ def target_rows(report: DriftReport) -> list[dict[str, Any]]:
         rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or "")
     ):
         counted = _hosts(found)
-        waves = {_wave(report, s) for s in found}
+        # MANIFEST names the target's own wave; its canary hosts' waves are theirs, not the target's
+        pinned = report.waves.get(target or "")
+        waves = {pinned} if pinned else {_wave(report, s) for s in found}
         result.append(
             {
                 "target": target,
@@ -84,42 +98,44 @@ def target_rows(report: DriftReport) -> list[dict[str, Any]]:
 
 
 def wave_rows(report: DriftReport) -> list[dict[str, Any]]:
-    """Per wave (MANIFEST rollout, a host's own wave), its targets and hosts and what holds it back; [] without waves.
+    """Per wave (MANIFEST rollout, a host's own wave), in promotion order, its targets and hosts and what holds it
+    back; [] without waves.
 
-    A canary host counts in its own wave, not its pool's. `not_converged` names targets (Kubernetes),
-    hosts and pools no host reports for (Puppet).
+    A canary host counts in its own wave as a host, not in its pool's, and not as a target: a canary-host wave
+    takes no whole targets, so its `targets` is 0. `not_converged` names targets (Kubernetes), hosts and pools
+    no host reports for (Puppet).
     """
     waves: dict[str, list[SubjectState]] = {}
     for subject in report.subjects:
         wave = _wave(report, subject)
         if wave is not None:
             waves.setdefault(wave, []).append(subject)
-    rows = []
-    for wave, found in sorted(waves.items()):
-        targets: dict[str, list[SubjectState]] = {}
-        for subject in found:
+    return [_wave_row(report, wave, waves[wave]) for wave in in_wave_order(report, waves)]
+
+
+def _wave_row(report: DriftReport, wave: str, found: Sequence[SubjectState]) -> dict[str, Any]:
+    targets: dict[str, list[SubjectState]] = {}
+    for subject in found:
+        if not _canary_host(report, subject):
             targets.setdefault(subject.target or "", []).append(subject)
-        hosts = [s for s in _hosts(found) if s.platform == HOST_PLATFORM]
-        held = sorted(
-            {
-                t
-                for t, subjects in targets.items()
-                if any(s.platform != HOST_PLATFORM and s.state not in _PASSING for s in subjects)
-            }
-        )
-        held += [s.subject for s in found if s.platform == HOST_PLATFORM and s.state not in _PASSING]
-        rows.append(
-            {
-                "wave": wave,
-                "targets": len(targets),
-                "converged": sum(all(s.state in _PASSING for s in subjects) for subjects in targets.values()),
-                "hosts": len(hosts),
-                "counts": dict(sorted(Counter(s.state for s in hosts).items())),
-                "state": _rollup({s.state for s in found}),
-                "not_converged": held,
-            }
-        )
-    return rows
+    hosts = [s for s in _hosts(found) if s.platform == HOST_PLATFORM]
+    held = sorted(
+        {
+            t
+            for t, subjects in targets.items()
+            if any(s.platform != HOST_PLATFORM and s.state not in _PASSING for s in subjects)
+        }
+    )
+    held += [s.subject for s in found if s.platform == HOST_PLATFORM and s.state not in _PASSING]
+    return {
+        "wave": wave,
+        "targets": len(targets),
+        "converged": sum(all(s.state in _PASSING for s in subjects) for subjects in targets.values()),
+        "hosts": len(hosts),
+        "counts": dict(sorted(Counter(s.state for s in hosts).items())),
+        "state": _rollup({s.state for s in found}),
+        "not_converged": held,
+    }
 
 
 def _rollup(states: set[str]) -> str:
@@ -150,15 +166,20 @@ def ordered_counts(counts: Mapping[str, int]) -> list[tuple[str, int]]:
 
 
 def wave_line(row: Mapping[str, Any], limit: int = SUMMARY_NAMES) -> str:
-    """`canary: 3/3 targets converged, 2/3 hosts converged, 1 pending: host-17`."""
-    parts = [f"{row['wave']}: {row['converged']}/{row['targets']} targets converged"]
+    """`canary: 3/3 targets converged, 2/3 hosts converged, 1 pending: host-17`; a canary-host wave, which holds
+    no targets, only `canary-hosts: 33/34 hosts converged, 1 pending: host-17`."""
+    parts = (
+        [f"{row['converged']}/{row['targets']} targets converged"]
+        if row["targets"] or not row["hosts"]
+        else []
+    )
     if row["hosts"]:
         counts = row["counts"]
         parts.append(f"{counts.get(CONVERGED, 0)}/{row['hosts']} hosts converged")
         parts += [f"{n} {state}" for state, n in ordered_counts(counts) if state != CONVERGED]
     names = list(row["not_converged"][:limit])
     names += [f"… {len(row['not_converged']) - limit} more"] if len(row["not_converged"]) > limit else []
-    return ", ".join(parts) + (f": {', '.join(names)}" if names else "")
+    return f"{row['wave']}: " + ", ".join(parts) + (f": {', '.join(names)}" if names else "")
 
 
 def pool_rows(report: DriftReport) -> list[dict[str, Any]]:

@@ -551,6 +551,30 @@ def test_a_target_whose_files_change_at_once_is_not_still_ahead(
     assert not ahead.startswith("Still ahead, one promotion each: canary"), ahead
 
 
+def test_the_diff_names_the_hosts_an_inventory_edit_adds_and_removes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Canary hosts are chosen from inventory/hosts.yaml: an edit of it is reviewed even where no canary moves (the
+    diff said only "No target changes.")."""
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    inventory = spec / "inventory/hosts.yaml"
+    lines = inventory.read_text().splitlines(keepends=True)
+    gone = next(line for line in lines if line.startswith("- {certname: "))
+    certname = gone.split("certname: ", 1)[1].split(",", 1)[0]
+    inventory.write_text(
+        "".join(line for line in lines if line != gone)
+        + "- {certname: upload-sjc-099.box.net, service: upload, datacenter: sjc}\n"
+    )
+    capsys.readouterr()
+    assert main(["diff", "--base", "HEAD", "--spec", str(spec), "--format", "json"]) in (0, 1)
+    now = json.loads(capsys.readouterr().out)["now"]
+    assert (now["hosts_added"], now["hosts_removed"]) == (["upload-sjc-099.box.net"], [certname])
+    main(["diff", "--base", "HEAD", "--spec", str(spec)])
+    text = capsys.readouterr().out
+    assert "  the inventory gains 1 host(s): upload-sjc-099.box.net\n" in text
+    assert f"  the inventory loses 1 host(s): {certname}\n" in text
+
+
 def test_the_plan_shows_the_expand_step_of_a_service_whose_canary_admits_the_client(tmp_path: Path) -> None:
     # storage-gateway runs in every wave: its canary (gcp-usc1) runs the revision that admits audit-log; sjc and
     # iad still run the base and admit it by widening alone. That is an expand step in force (it said "nothing",

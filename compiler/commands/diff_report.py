@@ -221,6 +221,13 @@ def now_lines(diff: MeshDiff, markdown: bool) -> list[str]:
         old = revision_name(move.old) if move.old else "(no such wave)"
         text = f"wave {move.wave} moves: {old} → {revision_name(move.new)}"
         lines.append(f"- {text}" if markdown else f"  {text}")
+    for verb, hosts in (("gains", now.hosts_added), ("loses", now.hosts_removed)):
+        if hosts:
+            named = ", ".join(hosts[:NAMED_HOSTS]) + (
+                f", … ({len(hosts)} in all)" if len(hosts) > NAMED_HOSTS else ""
+            )
+            text = f"the inventory {verb} {len(hosts)} host(s): {named}"
+            lines.append(f"- {text}" if markdown else f"  {text}")
     shown = now.changes[:MAX_NOW_ROWS] if markdown else now.changes
     if shown:
         lines += ([""] if markdown else []) + list(target_change_lines(shown, markdown))
@@ -234,6 +241,9 @@ def now_lines(diff: MeshDiff, markdown: bool) -> list[str]:
         ]
         lines += _more(len(now.files) - len(files_shown))
     return lines
+
+
+NAMED_HOSTS = 5  # the hosts an inventory edit names in the report; JSON lists every one
 
 
 def _more(left_out: int) -> list[str]:

@@ -164,6 +164,10 @@ class RolloutNow:
     # MANIFEST.json's record of which revision each wave, target and canary host runs changes: a promotion to a
     # revision that renders alike changes no other file
     manifest: bool = False
+    # the VM hosts inventory/hosts.yaml gains and loses (certnames, sorted), where both sides have a rollout: what
+    # canary hosts are chosen from, so an edit of it is reviewed even where no canary moves
+    hosts_added: tuple[str, ...] = ()
+    hosts_removed: tuple[str, ...] = ()
     # the canary hosts (`host/<certname>`) of the changed VM pools that do not change now, by their wave: each
     # wave's promotion brings them the change, like a target wave's
     hosts_ahead: tuple[WaveSplit, ...] = ()

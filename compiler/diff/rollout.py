@@ -103,6 +103,7 @@ def rollout_now(
     moved = {wave.wave for wave in after.revisions if _spec_moved(before, after, wave)}
     changes = tuple(target_changes(old, new, moved, NEW_REVISION))
     files = _other_files(old, new, changes)
+    hosts_added, hosts_removed = _inventory_change(before, after)
     return RolloutNow(
         moves=moves,
         changes=changes,
@@ -110,6 +111,8 @@ def rollout_now(
         file_targets=_owners([path for path, _ in files], old, new),
         manifest=_section(before, old) != _section(after, new),
         hosts_ahead=_hosts_ahead(new.state.canaries, changed, {c.target for c in changes}),
+        hosts_added=hosts_added,
+        hosts_removed=hosts_removed,
         waves=after.context.policy.names,
         mode=_mode(after),
     )
@@ -218,6 +221,16 @@ def _spec_moved(before: _Side, after: _Side, wave: WaveRevision) -> bool:
 def _commit(context: Context, revision: str) -> str:
     """The commit a wave runs: its pin, or for the first wave of a revision, that revision's commit."""
     return context.head if revision == WORKING_TREE else revision
+
+
+def _inventory_change(before: _Side, after: _Side) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The certnames the inventory gains and loses, sorted, between two sides with a rollout (a plain side reads
+    none: nothing is said)."""
+    if before.plain or after.plain:
+        return (), ()
+    old = {host.certname for host in before.context.hosts}
+    new = {host.certname for host in after.context.hosts}
+    return tuple(sorted(new - old)), tuple(sorted(old - new))
 
 
 def _section(side: _Side, built: RolloutBuild) -> dict[str, object] | None:

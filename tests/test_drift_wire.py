@@ -641,6 +641,51 @@ def test_wave_summaries_follow_the_policy_and_a_canary_host_wave_counts_hosts(
     assert rows[1] == f"| canary-hosts | **pending** | – | {held} | 1 pending: {canary} |"
 
 
+def test_a_wave_whose_targets_were_not_checked_is_incomplete_never_converged(
+    example_truth: tuple[dict[str, bytes], dict[str, Any]], tmp_path: Path
+) -> None:
+    """`--partial` without gke-usc1-a's dump: the canary wave's targets there have no evidence. Its line counts them
+    and names them, not converged, as the promote gate blocks on them; it said `3/3 targets converged`, the
+    targets whose evidence was given."""
+    from compiler.drift.detect import assemble_report, kube_objects
+    from compiler.drift.gate import wave_verdict
+    from compiler.drift.kube_dump import parse_dump
+    from compiler.drift.kubernetes import check_cluster, expected_objects
+    from compiler.drift.puppet import Policy, detect_puppet_drift
+    from compiler.drift.puppet_records import host_records
+    from compiler.drift.puppetdb import read_export
+    from compiler.drift.report import format_text, report_data
+
+    tree, values = example_truth
+    rendering = expected_rendering(tree)
+    now = datetime.now(UTC)
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps(export_of(rendering, now)))
+    drift = detect_puppet_drift(rendering, read_export(export), Policy(now=now))
+    expected = expected_objects(tree, kube_objects(values))
+    given = [c for c in CLUSTERS if c != "gke-usc1-a"]
+    clusters = [
+        check_cluster("box", c, expected[c], parse_dump(c, dump_json(live_objects(tree, c)).encode()))
+        for c in given
+    ]
+    report = assemble_report(
+        [*clusters, host_records(drift)], [("kubernetes", "gke-usc1-a")], tree=tree, partial=True
+    )
+    unchecked = sorted(
+        t for t, w in report.waves.items() if w == "canary" and t.startswith("k8s/gke-usc1-a/")
+    )
+    assert unchecked
+    canary = {w["wave"]: w for w in report_data(report)["waves"]}["canary"]
+    assert canary["state"] == "incomplete"
+    assert canary["targets"] - canary["converged"] == len(unchecked)
+    assert [f"{t} (not checked)" for t in unchecked] == [
+        n for n in canary["not_converged"] if "not checked" in n
+    ]
+    line = next(x for x in format_text(report).splitlines() if x.startswith("  canary:"))
+    assert f"{canary['converged']}/{canary['targets']} targets converged" in line
+    assert len(wave_verdict(report, "canary").blocking) >= len(unchecked)
+
+
 def test_waves_follow_the_policy_without_a_rollout(example_build: Build, tmp_path: Path) -> None:
     """A wave policy and no rollout.yaml: the waves come from the pools' mesh::wave, still in mesh.yaml's order."""
     spec = write_spec(

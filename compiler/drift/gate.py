@@ -12,13 +12,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from compiler.drift.model import BLOCKING_STATES, NOT_CHECKED, DriftReport, SubjectState
+from compiler.drift.model import BLOCKING_STATES, DriftReport, SubjectState
 
 if TYPE_CHECKING:
     from compiler.drift.detect import DriftRequest
     from compiler.rollout.revisions import Context
-
-KUBERNETES, PUPPET = "kubernetes", "puppet"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -44,9 +42,8 @@ def wave_verdict(report: DriftReport, wave: str) -> GateVerdict:
         for s in report.subjects
         if _wave_of(report.waves, s) == wave and s.state in BLOCKING_STATES
     ]
-    unchecked = {(s.platform, s.scope) for s in report.scopes if s.state == NOT_CHECKED}
     for target in sorted(t for t, w in report.waves.items() if w == wave):
-        reason = _no_data(target, unchecked)
+        reason = report.no_data(target)
         if reason:
             blocking.append(f"{target}: not checked: {reason}")
     evidence = tuple(s.evidence for s in report.scopes if s.evidence)
@@ -70,16 +67,6 @@ def _subject_line(subject: SubjectState) -> str:
     return f"{where}: {subject.state}" + (
         f" ({'; '.join(reasons[:3])}{'; …' if len(reasons) > 3 else ''})" if reasons else ""
     )
-
-
-def _no_data(target: str, unchecked: set[tuple[str, str]]) -> str:
-    """Why a target has no evidence at all: its cluster's dump or the VMs' PuppetDB was not given ("" when it has)."""
-    kind, _, rest = target.partition("/")
-    if kind == "k8s" and (KUBERNETES, rest.split("/")[0]) in unchecked:
-        return f"no dump of cluster {rest.split('/')[0]} given (--kubernetes)"
-    if kind == "vm" and (PUPPET, "puppetdb") in unchecked:
-        return "no PuppetDB or export given (--puppetdb, --puppet-facts)"
-    return ""
 
 
 class GateRefused(Exception):

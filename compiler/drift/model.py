@@ -28,6 +28,8 @@ MISSING, MODIFIED, EXTRA, ORPHAN = "missing", "modified", "extra", "orphan"
 NO_HOSTS = "no-hosts"  # a VM pool no host reports for: its subject is the pool itself, state NOT_CHECKED
 EXPIRED_ACKNOWLEDGEMENT = "expired-acknowledgement"
 
+KUBERNETES, PUPPET = "kubernetes", "puppet"  # the platforms of scopes
+
 # Subject and scope states.
 CONVERGED, DRIFTED, ACKNOWLEDGED, UNKNOWN, NOT_CHECKED = (
     "converged",
@@ -161,6 +163,18 @@ class DriftReport:
     wave_order: tuple[str, ...] = ()  # the waves in promotion order (MANIFEST rollout), when any
     partial: bool = False
     today: str = ""
+
+    def no_data(self, target: str) -> str:
+        """Why a target has no evidence at all: its cluster's dump, or the VMs' PuppetDB, was not given ("" when it
+        was: its state is then what its subjects say)."""
+        kind, _, rest = target.partition("/")
+        unchecked = {(s.platform, s.scope) for s in self.scopes if s.state == NOT_CHECKED}
+        cluster = rest.split("/")[0]
+        if kind == "k8s" and (KUBERNETES, cluster) in unchecked:
+            return f"no dump of cluster {cluster} given (--kubernetes)"
+        if kind == "vm" and (PUPPET, "puppetdb") in unchecked:
+            return "no PuppetDB or export given (--puppetdb, --puppet-facts)"
+        return ""
 
     @property
     def failing(self) -> bool:

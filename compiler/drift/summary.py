@@ -103,18 +103,30 @@ def wave_rows(report: DriftReport) -> list[dict[str, Any]]:
 
     A canary host counts in its own wave as a host, not in its pool's, and not as a target: a canary-host wave
     takes no whole targets, so its `targets` is 0. `not_converged` names targets (Kubernetes), hosts and pools
-    no host reports for (Puppet).
+    no host reports for (Puppet), and every target of the wave with no evidence at all, as the promote gate
+    blocks on it (`--partial` without its cluster's dump or PuppetDB): counted, never converged, the wave
+    `incomplete`.
     """
     waves: dict[str, list[SubjectState]] = {}
     for subject in report.subjects:
         wave = _wave(report, subject)
         if wave is not None:
             waves.setdefault(wave, []).append(subject)
-    return [_wave_row(report, wave, waves[wave]) for wave in in_wave_order(report, waves)]
+    seen = {s.target for s in report.subjects if not _canary_host(report, s)}
+    unseen: dict[str, list[str]] = {}
+    for target, wave in sorted(report.waves.items()):
+        if target not in seen and report.no_data(target):
+            unseen.setdefault(wave, []).append(target)
+    return [
+        _wave_row(report, wave, waves.get(wave, ()), unseen.get(wave, ()))
+        for wave in in_wave_order(report, waves.keys() | unseen.keys())
+    ]
 
 
-def _wave_row(report: DriftReport, wave: str, found: Sequence[SubjectState]) -> dict[str, Any]:
-    targets: dict[str, list[SubjectState]] = {}
+def _wave_row(
+    report: DriftReport, wave: str, found: Sequence[SubjectState], unseen: Sequence[str]
+) -> dict[str, Any]:
+    targets: dict[str, list[SubjectState]] = {target: [] for target in unseen}
     for subject in found:
         if not _canary_host(report, subject):
             targets.setdefault(subject.target or "", []).append(subject)
@@ -127,13 +139,16 @@ def _wave_row(report: DriftReport, wave: str, found: Sequence[SubjectState]) -> 
         }
     )
     held += [s.subject for s in found if s.platform == HOST_PLATFORM and s.state not in _PASSING]
+    held += [f"{target} (not checked)" for target in unseen]
     return {
         "wave": wave,
         "targets": len(targets),
-        "converged": sum(all(s.state in _PASSING for s in subjects) for subjects in targets.values()),
+        "converged": sum(
+            bool(subjects) and all(s.state in _PASSING for s in subjects) for subjects in targets.values()
+        ),
         "hosts": len(hosts),
         "counts": dict(sorted(Counter(s.state for s in hosts).items())),
-        "state": _rollup({s.state for s in found}),
+        "state": _rollup({s.state for s in found} | ({NOT_CHECKED} if unseen else set())),
         "not_converged": held,
     }
 

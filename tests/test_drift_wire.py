@@ -578,33 +578,49 @@ def export_of(rendering: Any, now: datetime, behind: str = "") -> dict[str, Any]
     return {"nodes": nodes, "facts": facts}
 
 
-def test_wave_summaries_follow_the_policy_and_a_canary_host_wave_counts_hosts(
-    example_truth: tuple[dict[str, bytes], dict[str, Any]], tmp_path: Path
-) -> None:
-    """The example's rollout, everything converged but one canary host: waves in mesh.yaml's order in every format,
-    and canary-hosts (hosts_per_pool: 2) counts its canary hosts, not the pools they belong to."""
+def example_report(
+    example_truth: tuple[dict[str, bytes], dict[str, Any]],
+    tmp_path: Path,
+    behind: str = "",
+    without: str = "",
+) -> Any:
+    """The drift report of the example's rollout as built: every cluster's dump (but `without`'s, then a --partial
+    run) and a PuppetDB export in which every host applied its rendering (but `behind`, see `export_of`)."""
     from compiler.drift.detect import assemble_report, kube_objects
     from compiler.drift.kube_dump import parse_dump
     from compiler.drift.kubernetes import check_cluster, expected_objects
     from compiler.drift.puppet import Policy, detect_puppet_drift
     from compiler.drift.puppet_records import host_records
     from compiler.drift.puppetdb import read_export
-    from compiler.drift.report import format_markdown, format_text, report_data
 
     tree, values = example_truth
-    assert [w["name"] for w in json.loads(tree["MANIFEST.json"])["rollout"]["waves"]] == POLICY_ORDER
     rendering = expected_rendering(tree)
-    canary = sorted(c for c, e in rendering.nodes.items() if e.workload == POOL)[0]
     now = datetime.now(UTC)
     export = tmp_path / "export.json"
-    export.write_text(json.dumps(export_of(rendering, now, behind=canary)))
+    export.write_text(json.dumps(export_of(rendering, now, behind=behind)))
     drift = detect_puppet_drift(rendering, read_export(export), Policy(now=now))
     expected = expected_objects(tree, kube_objects(values))
     clusters = [
         check_cluster("box", c, expected[c], parse_dump(c, dump_json(live_objects(tree, c)).encode()))
         for c in CLUSTERS
+        if c != without
     ]
-    report = assemble_report([*clusters, host_records(drift)], [], tree=tree)
+    unchecked = [("kubernetes", without)] if without else []
+    return assemble_report([*clusters, host_records(drift)], unchecked, tree=tree, partial=bool(without))
+
+
+def test_wave_summaries_follow_the_policy_and_a_canary_host_wave_counts_hosts(
+    example_truth: tuple[dict[str, bytes], dict[str, Any]], tmp_path: Path
+) -> None:
+    """The example's rollout, everything converged but one canary host: waves in mesh.yaml's order in every format,
+    and canary-hosts (hosts_per_pool: 2) counts its canary hosts, not the pools they belong to."""
+    from compiler.drift.report import format_markdown, format_text, report_data
+
+    tree, _ = example_truth
+    assert [w["name"] for w in json.loads(tree["MANIFEST.json"])["rollout"]["waves"]] == POLICY_ORDER
+    rendering = expected_rendering(tree)
+    canary = sorted(c for c, e in rendering.nodes.items() if e.workload == POOL)[0]
+    report = example_report(example_truth, tmp_path, behind=canary)
     data = report_data(report)
     assert [w["wave"] for w in data["waves"]] == POLICY_ORDER
     waves = {w["wave"]: w for w in data["waves"]}
@@ -647,30 +663,10 @@ def test_a_wave_whose_targets_were_not_checked_is_incomplete_never_converged(
     """`--partial` without gke-usc1-a's dump: the canary wave's targets there have no evidence. Its line counts them
     and names them, not converged, as the promote gate blocks on them; it said `3/3 targets converged`, the
     targets whose evidence was given."""
-    from compiler.drift.detect import assemble_report, kube_objects
     from compiler.drift.gate import wave_verdict
-    from compiler.drift.kube_dump import parse_dump
-    from compiler.drift.kubernetes import check_cluster, expected_objects
-    from compiler.drift.puppet import Policy, detect_puppet_drift
-    from compiler.drift.puppet_records import host_records
-    from compiler.drift.puppetdb import read_export
     from compiler.drift.report import format_text, report_data
 
-    tree, values = example_truth
-    rendering = expected_rendering(tree)
-    now = datetime.now(UTC)
-    export = tmp_path / "export.json"
-    export.write_text(json.dumps(export_of(rendering, now)))
-    drift = detect_puppet_drift(rendering, read_export(export), Policy(now=now))
-    expected = expected_objects(tree, kube_objects(values))
-    given = [c for c in CLUSTERS if c != "gke-usc1-a"]
-    clusters = [
-        check_cluster("box", c, expected[c], parse_dump(c, dump_json(live_objects(tree, c)).encode()))
-        for c in given
-    ]
-    report = assemble_report(
-        [*clusters, host_records(drift)], [("kubernetes", "gke-usc1-a")], tree=tree, partial=True
-    )
+    report = example_report(example_truth, tmp_path, without="gke-usc1-a")
     unchecked = sorted(
         t for t, w in report.waves.items() if w == "canary" and t.startswith("k8s/gke-usc1-a/")
     )

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -550,9 +550,10 @@ def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build
 POLICY_ORDER = ["canary", "canary-hosts", "sjc", "iad", "restart-sensitive"]  # mesh.yaml's rollout.waves
 
 
-def export_of(rendering: Any, now: datetime, behind: str = "") -> dict[str, Any]:
+def export_of(rendering: Any, now: datetime, behind: str = "", stale: str = "") -> dict[str, Any]:
     """A PuppetDB export: every inventory host of a rendered pool applied its pool's or node file's documents, at
-    `now`; the host `behind` still runs an older CDS (pending: no deploy time is known)."""
+    `now`; the host `behind` still runs an older CDS (pending: no deploy time is known); the host `stale` last
+    reported two days ago (unknown)."""
     import yaml
 
     nodes, facts = [], []
@@ -567,8 +568,8 @@ def export_of(rendering: Any, now: datetime, behind: str = "") -> dict[str, Any]
                 "certname": host["certname"],
                 "latest_report_status": "unchanged",
                 "cached_catalog_status": "not_used",
-                "report_timestamp": iso(now),
-                "facts_timestamp": iso(now),
+                "report_timestamp": iso(now - timedelta(days=2) if host["certname"] == stale else now),
+                "facts_timestamp": iso(now - timedelta(days=2) if host["certname"] == stale else now),
             }
         )
         facts += [
@@ -583,9 +584,12 @@ def example_report(
     tmp_path: Path,
     behind: str = "",
     without: str = "",
+    stale: str = "",
+    acknowledgements: Sequence[Any] = (),
 ) -> Any:
     """The drift report of the example's rollout as built: every cluster's dump (but `without`'s, then a --partial
-    run) and a PuppetDB export in which every host applied its rendering (but `behind`, see `export_of`)."""
+    run) and a PuppetDB export in which every host applied its rendering (but `behind` and `stale`, see
+    `export_of`), with `acknowledgements`."""
     from compiler.drift.detect import assemble_report, kube_objects
     from compiler.drift.kube_dump import parse_dump
     from compiler.drift.kubernetes import check_cluster, expected_objects
@@ -597,7 +601,7 @@ def example_report(
     rendering = expected_rendering(tree)
     now = datetime.now(UTC)
     export = tmp_path / "export.json"
-    export.write_text(json.dumps(export_of(rendering, now, behind=behind)))
+    export.write_text(json.dumps(export_of(rendering, now, behind=behind, stale=stale)))
     drift = detect_puppet_drift(rendering, read_export(export), Policy(now=now))
     expected = expected_objects(tree, kube_objects(values))
     clusters = [
@@ -606,7 +610,13 @@ def example_report(
         if c != without
     ]
     unchecked = [("kubernetes", without)] if without else []
-    return assemble_report([*clusters, host_records(drift)], unchecked, tree=tree, partial=bool(without))
+    return assemble_report(
+        [*clusters, host_records(drift)],
+        unchecked,
+        tree=tree,
+        partial=bool(without),
+        acknowledgements=acknowledgements,
+    )
 
 
 def test_wave_summaries_follow_the_policy_and_a_canary_host_wave_counts_hosts(
@@ -680,6 +690,28 @@ def test_a_wave_whose_targets_were_not_checked_is_incomplete_never_converged(
     line = next(x for x in format_text(report).splitlines() if x.startswith("  canary:"))
     assert f"{canary['converged']}/{canary['targets']} targets converged" in line
     assert len(wave_verdict(report, "canary").blocking) >= len(unchecked)
+
+
+def test_no_acknowledgement_accepts_an_unknown_host(
+    example_truth: tuple[dict[str, bytes], dict[str, Any]], tmp_path: Path
+) -> None:
+    """Acknowledgements accept known drift. A host that last reported two days ago is unknown (no data): even
+    `match: "*"` leaves it unknown, the run failing and the promote gate closed (it was acknowledged and passed)."""
+    from compiler.drift.acknowledge import read_acknowledgements
+    from compiler.drift.gate import wave_verdict
+
+    rendering = expected_rendering(example_truth[0])
+    host = sorted(c for c, e in rendering.nodes.items() if e.workload == POOL)[0]  # a canary host of vm/...
+    accepted = read_acknowledgements(
+        "acks.yaml",
+        b'acknowledgements:\n  - {match: "*", reason: "accept everything", expires: 2099-01-01}\n',
+        datetime.now(UTC).date(),
+    )
+    report = example_report(example_truth, tmp_path, stale=host, acknowledgements=accepted)
+    (subject,) = [s for s in report.subjects if s.subject == host]
+    assert subject.state == "unknown" and not any(i.acknowledged for i in subject.items)
+    assert report.failing
+    assert any(f" {host}: unknown" in line for line in wave_verdict(report, "canary-hosts").blocking)
 
 
 def test_waves_follow_the_policy_without_a_rollout(example_build: Build, tmp_path: Path) -> None:

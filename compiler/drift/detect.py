@@ -35,6 +35,7 @@ from compiler.drift.model import (
     NOT_CHECKED,
     ORPHAN,
     PENDING,
+    UNACKNOWLEDGEABLE,
     Acknowledgement,
     DriftInputError,
     DriftItem,
@@ -116,12 +117,13 @@ def _scope_state(subjects: Sequence[SubjectState]) -> str:
 def _acknowledged(
     subject: SubjectState, acknowledgements: Sequence[Acknowledgement], used: set[str]
 ) -> SubjectState:
-    """The subject with each accepted item carrying its reason; ACKNOWLEDGED when every item is accepted."""
+    """The subject with each accepted item carrying its reason; ACKNOWLEDGED when every item is accepted. Only
+    drift is accepted (never an item of UNACKNOWLEDGEABLE: no data or a failed run)."""
     if not subject.items or not acknowledgements:
         return subject
     items = []
     for item in subject.items:
-        ack = acknowledge(item.id, acknowledgements)
+        ack = None if item.kind in UNACKNOWLEDGEABLE else acknowledge(item.id, acknowledgements)
         if ack is not None:
             used.add(ack.location)
             item = replace(item, acknowledged=ack.reason)

@@ -47,6 +47,9 @@ FAILING_STATES = frozenset({DRIFTED, UNKNOWN, NOT_CHECKED, FAILED})
 # States that block `meshc promote`: everything but converged (or acknowledged) — pending included, and
 # NOT_CHECKED whatever --partial says: a wave is promoted only on evidence that it has converged.
 BLOCKING_STATES = FAILING_STATES | {PENDING}
+# Items no acknowledgement accepts: no data (an unknown host, a pool no host reports for, an unchecked scope) and a
+# failed run are not known drift, and accepting them would let `meshc promote` pass on no evidence.
+UNACKNOWLEDGEABLE = frozenset({UNKNOWN, FAILED, NO_HOSTS, NOT_CHECKED})
 REPORT_FORMAT = 1
 
 

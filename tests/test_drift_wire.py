@@ -550,17 +550,19 @@ def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build
 POLICY_ORDER = ["canary", "canary-hosts", "sjc", "iad", "restart-sensitive"]  # mesh.yaml's rollout.waves
 
 
-def export_of(rendering: Any, now: datetime, behind: str = "", stale: str = "") -> dict[str, Any]:
-    """A PuppetDB export: every inventory host of a rendered pool applied its pool's or node file's documents, at
-    `now`; the host `behind` still runs an older CDS (pending: no deploy time is known); the host `stale` last
-    reported two days ago (unknown)."""
+def export_of(
+    rendering: Any, now: datetime, behind: str = "", stale: str = "", absent: frozenset[str] = frozenset()
+) -> dict[str, Any]:
+    """A PuppetDB export: every inventory host of a rendered pool (but the `absent`) applied its pool's or node
+    file's documents, at `now`; the host `behind` still runs an older CDS (pending: no deploy time is known); the
+    host `stale` last reported two days ago (unknown)."""
     import yaml
 
     nodes, facts = [], []
     for host in yaml.safe_load((EXAMPLE / "inventory/hosts.yaml").read_text()):
         pool = f"vm/{host['service']}/{host['datacenter']}"
         expectation = rendering.nodes.get(host["certname"]) or rendering.pools.get(pool)
-        if expectation is None:
+        if expectation is None or host["certname"] in absent:
             continue
         hashes = dict(expectation.hashes) | ({ENVOY_CDS: OLD_HASH} if host["certname"] == behind else {})
         nodes.append(
@@ -579,6 +581,14 @@ def export_of(rendering: Any, now: datetime, behind: str = "", stale: str = "") 
     return {"nodes": nodes, "facts": facts}
 
 
+def inventory_of(spec: Path) -> dict[str, str]:
+    """certname -> pool of the spec's inventory/hosts.yaml."""
+    import yaml
+
+    hosts = yaml.safe_load((spec / "inventory/hosts.yaml").read_text())
+    return {h["certname"]: f"vm/{h['service']}/{h['datacenter']}" for h in hosts}
+
+
 def example_report(
     example_truth: tuple[dict[str, bytes], dict[str, Any]],
     tmp_path: Path,
@@ -586,6 +596,7 @@ def example_report(
     without: str = "",
     stale: str = "",
     acknowledgements: Sequence[Any] = (),
+    absent: frozenset[str] = frozenset(),
 ) -> Any:
     """The drift report of the example's rollout as built: every cluster's dump (but `without`'s, then a --partial
     run) and a PuppetDB export in which every host applied its rendering (but `behind` and `stale`, see
@@ -601,8 +612,8 @@ def example_report(
     rendering = expected_rendering(tree)
     now = datetime.now(UTC)
     export = tmp_path / "export.json"
-    export.write_text(json.dumps(export_of(rendering, now, behind=behind, stale=stale)))
-    drift = detect_puppet_drift(rendering, read_export(export), Policy(now=now))
+    export.write_text(json.dumps(export_of(rendering, now, behind=behind, stale=stale, absent=absent)))
+    drift = detect_puppet_drift(rendering, read_export(export), Policy(now=now), inventory_of(EXAMPLE))
     expected = expected_objects(tree, kube_objects(values))
     clusters = [
         check_cluster("box", c, expected[c], parse_dump(c, dump_json(live_objects(tree, c)).encode()))
@@ -712,6 +723,29 @@ def test_no_acknowledgement_accepts_an_unknown_host(
     assert subject.state == "unknown" and not any(i.acknowledged for i in subject.items)
     assert report.failing
     assert any(f" {host}: unknown" in line for line in wave_verdict(report, "canary-hosts").blocking)
+
+
+def test_a_pool_only_its_canary_hosts_report_for_is_not_converged(
+    example_truth: tuple[dict[str, bytes], dict[str, Any]], tmp_path: Path
+) -> None:
+    """vm/encryption/sjc's other hosts are missing from PuppetDB; its canary hosts (wave canary-hosts) report,
+    judged against their node files. Nothing reports the pool's own rendering (wave sjc): the pool is not checked,
+    sjc is not converged and the promote gate blocks (it passed: `vm/encryption/sjc: 2/2 converged`)."""
+    from compiler.drift.gate import wave_verdict
+    from compiler.drift.report import report_data
+
+    rendering = expected_rendering(example_truth[0])
+    others = frozenset(
+        c for c, pool in inventory_of(EXAMPLE).items() if pool == POOL and c not in rendering.nodes
+    )
+    assert others and any(e.workload == POOL for e in rendering.nodes.values())
+    report = example_report(example_truth, tmp_path, absent=others)
+    pool = [s for s in report.subjects if s.subject == POOL]
+    assert [(s.state, s.items[0].kind) for s in pool] == [("not-checked", "no-hosts")]
+    assert report.failing
+    sjc = {w["wave"]: w for w in report_data(report)["waves"]}["sjc"]
+    assert sjc["state"] != "converged" and POOL in sjc["not_converged"]
+    assert any(line.startswith(f"{POOL}: not-checked") for line in wave_verdict(report, "sjc").blocking)
 
 
 def test_waves_follow_the_policy_without_a_rollout(example_build: Build, tmp_path: Path) -> None:

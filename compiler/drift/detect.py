@@ -319,6 +319,7 @@ def check_puppet(request: DriftRequest, mesh: Mesh, truth: Truth) -> Evidence:
         observations,
         puppet.Policy(now=now, lag=evidence.lag, since=evidence.since),
         hiera=evidence.hiera,
+        inventory=_inventory(request.spec),
     )
     checked = ([host_records(vms.hosts)] if vms.hosts is not None else []) + (
         [hiera_records(evidence.hiera, vms.hiera, tree)]
@@ -328,6 +329,15 @@ def check_puppet(request: DriftRequest, mesh: Mesh, truth: Truth) -> Evidence:
     return Evidence(
         given=True, checked=tuple(checked), unchecked=unchecked if observations is None else (), hint=hint
     )
+
+
+def _inventory(spec_dir: Path) -> dict[str, str]:
+    """certname -> pool id of every host of the spec's inventory/hosts.yaml ({} without one)."""
+    from compiler.rollout.hosts import INVENTORY_FILE, load_inventory
+    from compiler.spec.load import spec_label
+
+    label = f"{spec_label(spec_dir)}/{INVENTORY_FILE}"
+    return {host.certname: host.pool for host in load_inventory(spec_dir / INVENTORY_FILE, label)}
 
 
 def _str(path: Path | None) -> str | None:

@@ -117,11 +117,13 @@ class PuppetDrift:
     waves: tuple[Summary, ...]
     orphans: tuple[Orphan, ...]
     documents: frozenset[str] = frozenset()  # every document name meshc renders for a VM
+    # pools only canary hosts report for, though the inventory lists others: their own data file has no evidence
+    unread: tuple[str, ...] = ()
 
     @property
     def converged(self) -> bool:
-        """Every pool converged (none without hosts) and no orphans."""
-        return all(pool.converged for pool in self.pools) and not self.orphans
+        """Every pool converged (none without hosts, none only its canary hosts report for) and no orphans."""
+        return all(pool.converged for pool in self.pools) and not self.orphans and not self.unread
 
 
 def expected_rendering(tree: Mapping[str, bytes]) -> Rendering:
@@ -166,8 +168,17 @@ def _expectation(path: str, raw: bytes, waves: Mapping[str, Any], key: str | Non
     )
 
 
-def detect_puppet_drift(rendering: Rendering, observations: Observations, policy: Policy) -> PuppetDrift:
-    """Every mesh host judged against its pool or canary node file, summed up per pool and per wave."""
+def detect_puppet_drift(
+    rendering: Rendering,
+    observations: Observations,
+    policy: Policy,
+    inventory: Mapping[str, str] | None = None,
+) -> PuppetDrift:
+    """Every mesh host judged against its pool or canary node file, summed up per pool and per wave.
+
+    `inventory` (certname -> pool, the spec's inventory/hosts.yaml): a pool it lists hosts for besides its canary
+    hosts, but only canary hosts report for, is `unread`: its own data file (its wave's rendering) has no evidence,
+    whatever its canary hosts, judged against their node files, say."""
     hosts, orphans = [], []
     seen = set()
     for node in observations.nodes:
@@ -190,10 +201,13 @@ def detect_puppet_drift(rendering: Rendering, observations: Observations, policy
     waves = sorted(
         {h.wave for h in hosts if h.wave is not None} | {e.wave for e in rendering.pools.values() if e.wave}
     )
+    others = {pool for certname, pool in (inventory or {}).items() if certname not in rendering.nodes}
+    read = {h.target for h in hosts if not h.canary}
     return PuppetDrift(
         source=observations.source,
         hosts=tuple(hosts),
         pools=tuple(pools),
+        unread=tuple(sorted(p.name for p in pools if p.hosts and p.name in others and p.name not in read)),
         waves=tuple(_summary(w, [h for h in hosts if h.wave == w]) for w in waves),
         orphans=tuple(orphans),
         documents=frozenset(
@@ -309,14 +323,19 @@ class VmDrift:
 
 
 def check_vms(
-    tree: Mapping[str, bytes], observations: Observations | None, policy: Policy, hiera: Path | None = None
+    tree: Mapping[str, bytes],
+    observations: Observations | None,
+    policy: Policy,
+    hiera: Path | None = None,
+    inventory: Mapping[str, str] | None = None,
 ) -> VmDrift:
-    """Judge the hosts against the built tree; with `hiera`, also compare the deployed tree and time the lag from it."""
+    """Judge the hosts against the built tree (the `inventory`'s must report, see `detect_puppet_drift`); with
+    `hiera`, also compare the deployed tree and time the lag from it."""
     status = compare_hiera(hiera, tree) if hiera is not None else None
     if hiera is not None:
         policy = replace(policy, deployed_at={**deployed_times(hiera, tree), **policy.deployed_at})
     hosts = (
-        detect_puppet_drift(expected_rendering(tree), observations, policy)
+        detect_puppet_drift(expected_rendering(tree), observations, policy, inventory)
         if observations is not None
         else None
     )

@@ -47,12 +47,17 @@ def host_records(drift: PuppetDrift) -> tuple[ScopeState, tuple[SubjectState, ..
                     scope=drift.source,
                     subject=pool.name,
                     target=pool.name,
-                    detail="no host reports this pool: no data is not a pass",
+                    detail=(
+                        "only its canary hosts report, and they run their node files: no host reports the pool's "
+                        "own rendering, which the inventory's other hosts run; no data is not a pass"
+                        if pool.hosts
+                        else "no host reports this pool: no data is not a pass"
+                    ),
                 ),
             ),
         )
         for pool in drift.pools
-        if pool.hosts == 0
+        if pool.hosts == 0 or pool.name in drift.unread
     ]
     subjects += [
         SubjectState(

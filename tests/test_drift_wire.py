@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -597,6 +597,7 @@ def example_report(
     stale: str = "",
     acknowledgements: Sequence[Any] = (),
     absent: frozenset[str] = frozenset(),
+    edit: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> Any:
     """The drift report of the example's rollout as built: every cluster's dump (but `without`'s, then a --partial
     run) and a PuppetDB export in which every host applied its rendering (but `behind` and `stale`, see
@@ -615,11 +616,14 @@ def example_report(
     export.write_text(json.dumps(export_of(rendering, now, behind=behind, stale=stale, absent=absent)))
     drift = detect_puppet_drift(rendering, read_export(export), Policy(now=now), inventory_of(EXAMPLE))
     expected = expected_objects(tree, kube_objects(values))
-    clusters = [
-        check_cluster("box", c, expected[c], parse_dump(c, dump_json(live_objects(tree, c)).encode()))
-        for c in CLUSTERS
-        if c != without
-    ]
+    clusters = []
+    for cluster in (c for c in CLUSTERS if c != without):
+        live = live_objects(tree, cluster)
+        if edit is not None:
+            edit(live)  # a change made in the cluster, by hand or by another controller
+        clusters.append(
+            check_cluster("box", cluster, expected[cluster], parse_dump(cluster, dump_json(live).encode()))
+        )
     unchecked = [("kubernetes", without)] if without else []
     return assemble_report(
         [*clusters, host_records(drift)],
@@ -746,6 +750,28 @@ def test_a_pool_only_its_canary_hosts_report_for_is_not_converged(
     sjc = {w["wave"]: w for w in report_data(report)["waves"]}["sjc"]
     assert sjc["state"] != "converged" and POOL in sjc["not_converged"]
     assert any(line.startswith(f"{POOL}: not-checked") for line in wave_verdict(report, "sjc").blocking)
+
+
+def test_the_gate_names_each_field_of_an_object_that_differs(
+    example_truth: tuple[dict[str, bytes], dict[str, Any]], tmp_path: Path
+) -> None:
+    """A ConfigMap of the canary wave edited in gke-usc1-a: the gate's refusal names the fields that differ, then
+    once what the last-applied annotation says of them (it repeated that sentence once per field, naming none)."""
+    from compiler.drift.gate import wave_verdict
+
+    def edit(live: list[dict[str, Any]]) -> None:
+        config = next(
+            o for o in live if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-mesh-envoy")
+        )
+        config["data"] = {**config["data"], "debug.json": "{}", "lds.json": "{}"}  # every LDS field differs
+
+    report = example_report(example_truth, tmp_path, edit=edit)
+    (line,) = [line for line in wave_verdict(report, "canary").blocking if "ConfigMap/" in line]
+    assert ": drifted (modified data[lds.json]." in line
+    assert line.endswith(
+        "; …; changed after kube-applier's last apply of this rendering (a hand edit, or another controller))"
+    )
+    assert line.count("kube-applier") == 1
 
 
 def test_waves_follow_the_policy_without_a_rollout(example_build: Build, tmp_path: Path) -> None:

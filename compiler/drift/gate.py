@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from compiler.drift.model import BLOCKING_STATES, DriftReport, SubjectState
+from compiler.drift.model import BLOCKING_STATES, KUBERNETES, DriftReport, SubjectState
 
 if TYPE_CHECKING:
     from compiler.drift.detect import DriftRequest
@@ -55,18 +55,22 @@ def _wave_of(waves: Mapping[str, str], subject: SubjectState) -> str | None:
 
 
 def _subject_line(subject: SubjectState) -> str:
-    """`vm/upload/sjc upload-17.sjc.example: pending (envoy/cds.json: applied 0000…, expected 3f2a…)`."""
-    reasons = [
-        i.detail or (f"{i.kind} {i.path}" if i.path else i.kind) for i in subject.items if not i.acknowledged
-    ]
+    """`vm/upload/sjc upload-17.sjc.example: pending (envoy/cds.json: applied 0000…, expected 3f2a…)`; an object
+    names the fields that differ (three at most), then once the note they share: `… ConfigMap/upload/upload-mesh-envoy:
+    drifted (modified data[lds.json].version_info; …; kube-applier has not applied this rendering yet: …)`."""
+    items = [i for i in subject.items if not i.acknowledged]
+    if subject.platform == KUBERNETES:
+        named = [f"{i.kind} {i.path}" if i.path else i.detail or i.kind for i in items]
+        notes = list(dict.fromkeys(i.detail for i in items if i.path and i.detail))
+    else:
+        named, notes = [i.detail or (f"{i.kind} {i.path}" if i.path else i.kind) for i in items], []
+    reasons = named[:3] + (["…"] if len(named) > 3 else []) + notes
     where = (
         f"{subject.target} {subject.subject}"
         if subject.target and subject.target != subject.subject
         else subject.subject
     )
-    return f"{where}: {subject.state}" + (
-        f" ({'; '.join(reasons[:3])}{'; …' if len(reasons) > 3 else ''})" if reasons else ""
-    )
+    return f"{where}: {subject.state}" + (f" ({'; '.join(reasons)})" if reasons else "")
 
 
 class GateRefused(Exception):

@@ -59,6 +59,13 @@ def replace_in(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+def drop_dependency(path: Path, service: str) -> None:
+    """Remove the dependency on `service` (with its overrides) from a service file."""
+    data = yaml.safe_load(path.read_text())
+    data["dependencies"] = [d for d in data["dependencies"] if d["service"] != service]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def start_rollout(root: Path) -> tuple[Path, Path, str]:
     """A repo with the example spec and a wave policy (commit `base`), then rollout.yaml pinning every wave to base."""
     repo = make_repo(root)
@@ -409,6 +416,39 @@ def test_a_protocol_switch_across_waves_is_unsafe(tmp_path: Path, capsys: pytest
     assert not (repo / "output").exists(), "nothing is written for an unsafe rollout"
 
 
+def test_moving_a_placement_to_another_namespace_across_waves_is_unsafe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """preview's pods in gke-usc1-a (the canary wave) move to namespace content at the merge, while api-gateway in
+    west and rest, still at base, watches namespace preview there: those clients lose that half of preview until
+    their waves move, though some preview (kube-sjc-a's) is left for them."""
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    replace_in(
+        spec / "services/preview.yaml",
+        "- {cluster: gke-usc1-a}",
+        "- {cluster: gke-usc1-a, namespace: content}",
+    )
+    head = commit(repo, "preview moves to namespace content in gke-usc1-a")
+    capsys.readouterr()
+    assert main(["validate", str(spec)]) == 2
+    assert "api-gateway → preview: " in capsys.readouterr().err
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(spec)]) == 2
+    assert "[rollout-unsafe]" in capsys.readouterr().err
+    gateway = spec / "services/api-gateway.yaml"
+    line = line_of(gateway, "- service: preview")
+    client = "k8s/kube-iad-a/api-gateway/api-gateway"
+    assert pin_errors(spec) == [
+        f"{gateway.as_posix()}:{line}:14: error: api-gateway → preview: {client} watches gke-usc1-a/preview/preview "
+        "but k8s/gke-usc1-a/content/preview registers in gke-usc1-a/content/preview "
+        f"({client} in wave rest at {base[:12]}, now → k8s/gke-usc1-a/content/preview in wave canary at the "
+        "revision being built, now); split the change: serve both placements (a service runs in one namespace per "
+        "cluster, so the new namespace as a new service beside the old one), move every client wave to it, then "
+        "drop the old  [rollout-unsafe]"
+    ]
+    assert main(["build", str(spec), "-o", str(repo / "output")]) == 2
+    assert not (repo / "output").exists(), "nothing is written for an unsafe rollout"
+
+
 def test_plan_formats(merged: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]) -> None:
     repo, base, head = merged
     assert main(["plan", str(repo / SPEC), "--format", "json"]) == 0
@@ -688,7 +728,13 @@ def cluster_namespaces_in(tree: dict[str, bytes], cluster: str) -> list[str]:
 
 
 def test_a_namespace_only_an_older_wave_uses_stays_until_no_live_revision_needs_it(tmp_path: Path) -> None:
-    repo, spec, base = start_rollout(tmp_path / "repo")
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    # nothing calls upload at base, so moving it is safe (a caller at base would lose it: see
+    # test_moving_a_placement_to_another_namespace_across_waves_is_unsafe)
+    drop_dependency(spec / "services/api-gateway.yaml", "upload")
+    base = commit(repo, "api-gateway no longer calls upload")
+    set_pins(spec, west=base, rest=base)
+    commit(repo, "every wave at base")
     # upload in kube-sjc-a (the west wave) moves from namespace `upload` to `uploads` at head
     replace_in(
         spec / "services/upload.yaml",
@@ -763,7 +809,10 @@ def test_a_network_policy_at_an_older_wave_admits_the_pods_of_every_live_revisio
     replace_in(
         spec / "services/feature-flags.yaml", "locality: global", "locality: global\nrestart_sensitive: true"
     )
-    base = commit(repo, "wave policy split by service")
+    # nothing calls preview at base, so moving it is safe (a caller at base would lose it: see
+    # test_moving_a_placement_to_another_namespace_across_waves_is_unsafe)
+    drop_dependency(spec / "services/api-gateway.yaml", "preview")
+    base = commit(repo, "wave policy split by service; api-gateway no longer calls preview")
     (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
     commit(repo, "start the rollout")
     replace_in(

@@ -105,6 +105,12 @@ def add_timeout_change(repo: Path) -> str:
     return commit(repo, "connect timeout 2s")
 
 
+def add_timeout_change_again(repo: Path) -> str:
+    """A second spec change after add_timeout_change: the connect timeout 2s -> 3s."""
+    replace_in(repo / SPEC / "mesh.yaml", "connect_timeout: 2s", "connect_timeout: 3s")
+    return commit(repo, "connect timeout 3s")
+
+
 @pytest.fixture(scope="module")
 def merged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
     """A rollout at base, then a change merged: (repo, base, head)."""
@@ -474,6 +480,45 @@ def test_plan_formats(merged: tuple[Path, str, str], capsys: pytest.CaptureFixtu
     assert "Checked states" in capsys.readouterr().out
 
 
+def test_on_hold_the_plan_says_the_newest_revision_runs_in_no_wave(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo, spec, base = held_rollout(tmp_path / "repo")
+    # the hold commit changes only rollout.yaml: every wave runs the newest spec
+    capsys.readouterr()
+    assert main(["plan", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert (
+        "Every wave runs the newest revision: nothing to promote." in text and "runs in no wave" not in text
+    )
+    assert "behind" not in text
+    head = add_timeout_change(repo)
+    assert main(["plan", str(spec)]) == 0
+    text = capsys.readouterr().out
+    note = held_back_note(head)
+    assert f"\n{note[0].upper()}{note[1:]}.\n" in text
+    assert f"Every wave runs the held revision {base[:12]}: nothing to promote." in text
+    assert "newest revision: nothing to promote" not in text
+    assert [line.split()[-1] for line in text.splitlines()[2:5]] == ["behind"] * 3, text
+    assert main(["plan", str(spec), "--format", "markdown"]) == 0
+    markdown = capsys.readouterr().out
+    assert (
+        f"**{note[0].upper()}{note[1:]}.**" in markdown and f"| canary | `{base[:12]}` (behind) |" in markdown
+    )
+    assert main(["plan", str(spec), "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["hold"], plan["held_back"], plan["promotion"]) == (True, head, None)
+    assert [w["current"] for w in plan["waves"]] == [False, False, False]
+    # west behind the held revision: it can still be promoted up to it, and the hold is still said
+    set_pins(spec, west=base, rest=base, hold=True)
+    (spec / "rollout.yaml").write_text((spec / "rollout.yaml").read_text() + f"  canary: {head}\n")
+    commit(repo, "hold at head")
+    newest = add_timeout_change_again(repo)
+    assert main(["plan", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert f"Next: promote west to {head[:12]}" in text and held_back_note(newest)[1:] in text
+
+
 def test_diff_shows_what_changes_now_and_what_is_ahead(
     merged: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -664,15 +709,38 @@ def test_the_diff_lists_allow_lists_a_merge_widens_in_later_waves(
     )
 
 
-def test_on_hold_the_first_wave_is_never_promoted(tmp_path: Path) -> None:
-    repo, spec, base = start_rollout(tmp_path / "repo")
+def held_rollout(root: Path) -> tuple[Path, Path, str]:
+    """A rollout with every wave, the first too, held at `base`: (repo, spec, base)."""
+    repo, spec, base = start_rollout(root)
     (spec / "rollout.yaml").write_text(
         f"hold: true\npins:\n  canary: {base}\n  west: {base}\n  rest: {base}\n"
     )
     commit(repo, "hold")
-    add_timeout_change(repo)
-    with pytest.raises(PromoteError, match="nothing to promote"):
+    return repo, spec, base
+
+
+def held_back_note(head: str) -> str:
+    return (
+        f"on hold: the newest revision, {head[:12]}, runs in no wave; lifting the hold "
+        "(hold: false, and no pin for canary) lets it reach the first wave, canary"
+    )
+
+
+def test_on_hold_the_first_wave_is_never_promoted(tmp_path: Path) -> None:
+    repo, spec, base = held_rollout(tmp_path / "repo")
+    head = add_timeout_change(repo)
+    # not "every wave already runs the newest revision": the newest (head) runs in none
+    with pytest.raises(PromoteError) as refused:
         promote(spec, repo / "output")
+    assert str(refused.value) == (
+        f"every wave already runs the held revision {base[:12]}, so nothing to promote; {held_back_note(head)}"
+    )
+    with pytest.raises(PromoteError) as refused:
+        promote(spec, repo / "output", "west")
+    assert str(refused.value) == (
+        f"wave 'west' already runs the revision of the wave before it, so nothing to promote; "
+        f"{held_back_note(head)}"
+    )
     with pytest.raises(
         PromoteError,
         match="the first wave 'canary' is never promoted: it runs the commit being built once the hold is lifted",

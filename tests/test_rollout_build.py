@@ -59,6 +59,13 @@ def replace_in(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new, 1))
 
 
+def drop_dependency(path: Path, service: str) -> None:
+    """Remove the dependency on `service` (with its overrides) from a service file."""
+    data = yaml.safe_load(path.read_text())
+    data["dependencies"] = [d for d in data["dependencies"] if d["service"] != service]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def start_rollout(root: Path) -> tuple[Path, Path, str]:
     """A repo with the example spec and a wave policy (commit `base`), then rollout.yaml pinning every wave to base."""
     repo = make_repo(root)
@@ -96,6 +103,12 @@ def add_timeout_change(repo: Path) -> str:
     """A change to every storage-gateway client edge's policy: event-bus and storage-gateway run in every datacenter."""
     replace_in(repo / SPEC / "mesh.yaml", "connect_timeout: 1s", "connect_timeout: 2s")
     return commit(repo, "connect timeout 2s")
+
+
+def add_timeout_change_again(repo: Path) -> str:
+    """A second spec change after add_timeout_change: the connect timeout 2s -> 3s."""
+    replace_in(repo / SPEC / "mesh.yaml", "connect_timeout: 2s", "connect_timeout: 3s")
+    return commit(repo, "connect timeout 3s")
 
 
 @pytest.fixture(scope="module")
@@ -409,6 +422,39 @@ def test_a_protocol_switch_across_waves_is_unsafe(tmp_path: Path, capsys: pytest
     assert not (repo / "output").exists(), "nothing is written for an unsafe rollout"
 
 
+def test_moving_a_placement_to_another_namespace_across_waves_is_unsafe(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """preview's pods in gke-usc1-a (the canary wave) move to namespace content at the merge, while api-gateway in
+    west and rest, still at base, watches namespace preview there: those clients lose that half of preview until
+    their waves move, though some preview (kube-sjc-a's) is left for them."""
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    replace_in(
+        spec / "services/preview.yaml",
+        "- {cluster: gke-usc1-a}",
+        "- {cluster: gke-usc1-a, namespace: content}",
+    )
+    head = commit(repo, "preview moves to namespace content in gke-usc1-a")
+    capsys.readouterr()
+    assert main(["validate", str(spec)]) == 2
+    assert "api-gateway → preview: " in capsys.readouterr().err
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(spec)]) == 2
+    assert "[rollout-unsafe]" in capsys.readouterr().err
+    gateway = spec / "services/api-gateway.yaml"
+    line = line_of(gateway, "- service: preview")
+    client = "k8s/kube-iad-a/api-gateway/api-gateway"
+    assert pin_errors(spec) == [
+        f"{gateway.as_posix()}:{line}:14: error: api-gateway → preview: {client} watches gke-usc1-a/preview/preview "
+        "but k8s/gke-usc1-a/content/preview registers in gke-usc1-a/content/preview "
+        f"({client} in wave rest at {base[:12]}, now → k8s/gke-usc1-a/content/preview in wave canary at the "
+        "revision being built, now); split the change: serve both placements (a service runs in one namespace per "
+        "cluster, so the new namespace as a new service beside the old one), move every client wave to it, then "
+        "drop the old  [rollout-unsafe]"
+    ]
+    assert main(["build", str(spec), "-o", str(repo / "output")]) == 2
+    assert not (repo / "output").exists(), "nothing is written for an unsafe rollout"
+
+
 def test_plan_formats(merged: tuple[Path, str, str], capsys: pytest.CaptureFixture[str]) -> None:
     repo, base, head = merged
     assert main(["plan", str(repo / SPEC), "--format", "json"]) == 0
@@ -432,6 +478,45 @@ def test_plan_formats(merged: tuple[Path, str, str], capsys: pytest.CaptureFixtu
     assert "| west | `" in markdown and "hot reload" in markdown
     assert main(["plan", str(repo / SPEC)]) == 0
     assert "Checked states" in capsys.readouterr().out
+
+
+def test_on_hold_the_plan_says_the_newest_revision_runs_in_no_wave(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    repo, spec, base = held_rollout(tmp_path / "repo")
+    # the hold commit changes only rollout.yaml: every wave runs the newest spec
+    capsys.readouterr()
+    assert main(["plan", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert (
+        "Every wave runs the newest revision: nothing to promote." in text and "runs in no wave" not in text
+    )
+    assert "behind" not in text
+    head = add_timeout_change(repo)
+    assert main(["plan", str(spec)]) == 0
+    text = capsys.readouterr().out
+    note = held_back_note(head)
+    assert f"\n{note[0].upper()}{note[1:]}.\n" in text
+    assert f"Every wave runs the held revision {base[:12]}: nothing to promote." in text
+    assert "newest revision: nothing to promote" not in text
+    assert [line.split()[-1] for line in text.splitlines()[2:5]] == ["behind"] * 3, text
+    assert main(["plan", str(spec), "--format", "markdown"]) == 0
+    markdown = capsys.readouterr().out
+    assert (
+        f"**{note[0].upper()}{note[1:]}.**" in markdown and f"| canary | `{base[:12]}` (behind) |" in markdown
+    )
+    assert main(["plan", str(spec), "--format", "json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert (plan["hold"], plan["held_back"], plan["promotion"]) == (True, head, None)
+    assert [w["current"] for w in plan["waves"]] == [False, False, False]
+    # west behind the held revision: it can still be promoted up to it, and the hold is still said
+    set_pins(spec, west=base, rest=base, hold=True)
+    (spec / "rollout.yaml").write_text((spec / "rollout.yaml").read_text() + f"  canary: {head}\n")
+    commit(repo, "hold at head")
+    newest = add_timeout_change_again(repo)
+    assert main(["plan", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert f"Next: promote west to {head[:12]}" in text and held_back_note(newest)[1:] in text
 
 
 def test_diff_shows_what_changes_now_and_what_is_ahead(
@@ -624,15 +709,38 @@ def test_the_diff_lists_allow_lists_a_merge_widens_in_later_waves(
     )
 
 
-def test_on_hold_the_first_wave_is_never_promoted(tmp_path: Path) -> None:
-    repo, spec, base = start_rollout(tmp_path / "repo")
+def held_rollout(root: Path) -> tuple[Path, Path, str]:
+    """A rollout with every wave, the first too, held at `base`: (repo, spec, base)."""
+    repo, spec, base = start_rollout(root)
     (spec / "rollout.yaml").write_text(
         f"hold: true\npins:\n  canary: {base}\n  west: {base}\n  rest: {base}\n"
     )
     commit(repo, "hold")
-    add_timeout_change(repo)
-    with pytest.raises(PromoteError, match="nothing to promote"):
+    return repo, spec, base
+
+
+def held_back_note(head: str) -> str:
+    return (
+        f"on hold: the newest revision, {head[:12]}, runs in no wave; lifting the hold "
+        "(hold: false, and no pin for canary) lets it reach the first wave, canary"
+    )
+
+
+def test_on_hold_the_first_wave_is_never_promoted(tmp_path: Path) -> None:
+    repo, spec, base = held_rollout(tmp_path / "repo")
+    head = add_timeout_change(repo)
+    # not "every wave already runs the newest revision": the newest (head) runs in none
+    with pytest.raises(PromoteError) as refused:
         promote(spec, repo / "output")
+    assert str(refused.value) == (
+        f"every wave already runs the held revision {base[:12]}, so nothing to promote; {held_back_note(head)}"
+    )
+    with pytest.raises(PromoteError) as refused:
+        promote(spec, repo / "output", "west")
+    assert str(refused.value) == (
+        f"wave 'west' already runs the revision of the wave before it, so nothing to promote; "
+        f"{held_back_note(head)}"
+    )
     with pytest.raises(
         PromoteError,
         match="the first wave 'canary' is never promoted: it runs the commit being built once the hold is lifted",
@@ -688,7 +796,13 @@ def cluster_namespaces_in(tree: dict[str, bytes], cluster: str) -> list[str]:
 
 
 def test_a_namespace_only_an_older_wave_uses_stays_until_no_live_revision_needs_it(tmp_path: Path) -> None:
-    repo, spec, base = start_rollout(tmp_path / "repo")
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    # nothing calls upload at base, so moving it is safe (a caller at base would lose it: see
+    # test_moving_a_placement_to_another_namespace_across_waves_is_unsafe)
+    drop_dependency(spec / "services/api-gateway.yaml", "upload")
+    base = commit(repo, "api-gateway no longer calls upload")
+    set_pins(spec, west=base, rest=base)
+    commit(repo, "every wave at base")
     # upload in kube-sjc-a (the west wave) moves from namespace `upload` to `uploads` at head
     replace_in(
         spec / "services/upload.yaml",
@@ -763,7 +877,10 @@ def test_a_network_policy_at_an_older_wave_admits_the_pods_of_every_live_revisio
     replace_in(
         spec / "services/feature-flags.yaml", "locality: global", "locality: global\nrestart_sensitive: true"
     )
-    base = commit(repo, "wave policy split by service")
+    # nothing calls preview at base, so moving it is safe (a caller at base would lose it: see
+    # test_moving_a_placement_to_another_namespace_across_waves_is_unsafe)
+    drop_dependency(spec / "services/api-gateway.yaml", "preview")
+    base = commit(repo, "wave policy split by service; api-gateway no longer calls preview")
     (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
     commit(repo, "start the rollout")
     replace_in(

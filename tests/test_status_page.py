@@ -3,6 +3,7 @@ waves as columns, boxes coloured by state, the next promotion outlined; a promot
 
 from __future__ import annotations
 
+import html
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from tests.browser import Chromium
 from tests.conftest import run_under_seeds
 from tests.test_gitsource import commit, make_repo
 from tests.test_graph_browser import load_page
-from tests.test_rollout_build import SPEC, add_timeout_change, set_policy
+from tests.test_rollout_build import SPEC, add_timeout_change, held_back_note, held_rollout, set_policy
 from tests.test_rollout_hosts import POLICY, inventory
 
 WAVES = ["canary", "canary-hosts", "west", "rest"]
@@ -166,3 +167,16 @@ def test_plan_html_through_the_cli(
     assert (
         f'fill="{STATE_COLORS["at-revision"][0]}"' in page and f'fill="{STATE_COLORS["waiting"][0]}"' in page
     )
+
+
+def test_on_hold_the_page_says_the_newest_revision_runs_in_no_wave(tmp_path: Path) -> None:
+    """Every wave held at base and a change merged: no box is at the newest revision, and the page says why."""
+    repo, spec, base = held_rollout(tmp_path / "repo")
+    head = add_timeout_change(repo)
+    plan = plan_of(spec)
+    page = render_plan_page(plan)
+    assert f'<p class="note">{html.escape(held_back_note(head))}</p>' in page
+    assert f"on hold: {head[:12]} runs in no wave, every wave {base[:12]}: nothing to promote" in page
+    assert "runs the newest revision: nothing to promote" not in page
+    assert page.count('class="box state-waiting') == len(plan.targets) and "state-at-revision" not in page
+    assert "next promotion: none (on hold)" in page and "(nothing to promote)" not in page

@@ -13,12 +13,16 @@ from collections.abc import Iterator, Mapping
 from compiler.graph.columns import MARK_COLOR, STATE_COLORS, Box, Column, render_columns
 from compiler.graph.dot import element_id
 from compiler.graph.page import Detail, render_page
-from compiler.rollout.plan import AuthzStep, Plan, TargetChange, TargetStatus, WaveStatus
-from compiler.rollout.report import cost, revision_name, state_line
+from compiler.rollout.plan import AuthzStep, Plan, TargetChange, TargetStatus, WaveStatus, held_back_name
+from compiler.rollout.report import cost, hold_line, revision_name, state_line
 
 PLAN_LEGEND = (
     (STATE_COLORS["at-revision"][0], "at its revision: the wave runs the newest revision"),
-    (STATE_COLORS["waiting"][0], "waiting: the wave runs an older revision, until it is promoted"),
+    (
+        STATE_COLORS["waiting"][0],
+        "waiting: the wave runs an older revision, until it is promoted (on hold, the first wave: until the hold "
+        "is lifted)",
+    ),
     (MARK_COLOR, "dashed outline: changes at the next promotion (its cost in the box)"),
 )
 PLAN_HELP = (
@@ -33,11 +37,10 @@ def render_plan_page(plan: Plan) -> str:
     columns = [_wave_column(plan, wave, changes) for wave in plan.waves]
     details = {element_id(t.target): _target_detail(plan, t, changes.get(t.target)) for t in _statuses(plan)}
     title = "meshc rollout status" + (" (HOLD: no new merge reaches any wave)" if plan.hold else "")
-    notes = (
-        [f"{len(plan.next_states.problems)} unsafe state(s) while the next wave converges"]
-        if plan.next_states and plan.next_states.problems
-        else []
-    )
+    held = hold_line(plan)
+    notes = [held] if held is not None else []
+    if plan.next_states and plan.next_states.problems:
+        notes.append(f"{len(plan.next_states.problems)} unsafe state(s) while the next wave converges")
     return render_page(
         title=title,
         notes=notes,
@@ -68,6 +71,9 @@ def _statuses(plan: Plan) -> list[TargetStatus]:
 
 
 def _marker(plan: Plan) -> str:
+    if plan.promotion is None and plan.held_back is not None:
+        held = revision_name(plan.waves[0].revision)
+        return f"on hold: {held_back_name(plan.held_back)} runs in no wave, every wave {held}: nothing to promote"
     if plan.promotion is None:
         return "every wave runs the newest revision: nothing to promote"
     wave, revision = plan.promotion
@@ -110,12 +116,20 @@ def _target_detail(plan: Plan, target: TargetStatus, change: TargetChange | None
     lines += [] if target.present else ["not present at its wave's revision"]
     lines += [f"restart-sensitive: {'yes' if target.restart_sensitive else 'no'}"]
     if change is None:
-        lines.append(
-            "next promotion: unchanged" if plan.promotion else "next promotion: none (nothing to promote)"
-        )
+        lines.append(_no_change(plan))
     else:
         lines.append(f"next promotion: {change.status} ({change.reason}), costs {cost(change)}")
     return Detail(title=target.target, text="\n".join(lines))
+
+
+def _no_change(plan: Plan) -> str:
+    if plan.promotion is not None:
+        return "next promotion: unchanged"
+    return (
+        "next promotion: none (on hold)"
+        if plan.held_back is not None
+        else "next promotion: none (nothing to promote)"
+    )
 
 
 def _summary(plan: Plan) -> Iterator[str]:

@@ -9,6 +9,10 @@ In every combination of their versions (current or next rendering):
   service and port);
 - a `local` dependency keeps a server in the client's datacenter.
 
+Discovery connects a client to the server instances of the datacenter (ZooKeeper) or the cluster (Kubernetes) it
+watches, whatever path or namespace each registers under: a service runs in one namespace per cluster, so a server
+instance in another namespace of a watched cluster is that placement moved, which the client no longer finds.
+
 A client instance whose next rendering drops the dependency is *contracting* that edge: its old
 rendering may meet a server that no longer admits it, which is the contract step, not a failure.
 """
@@ -86,6 +90,10 @@ FIXES = {
         "split the change: register at the new location beside the old one until every wave watches it, "
         "and remove a service only after no wave calls it (or order the waves so the server comes first)"
     ),
+    "namespace": (
+        "split the change: serve both placements (a service runs in one namespace per cluster, so the new "
+        "namespace as a new service beside the old one), move every client wave to it, then drop the old"
+    ),
     "local": (
         "keep a server in the client's datacenter until the last wave has the change, "
         "or order the waves so clients move first"
@@ -94,10 +102,12 @@ FIXES = {
 
 
 def location(workload: Workload) -> tuple[str, ...]:
-    """Where discovery finds a server instance: its service in a datacenter's ZooKeeper, or in a cluster namespace."""
+    """Where discovery finds a server instance: its service in a datacenter's ZooKeeper, or in a cluster.
+
+    Not the path or namespace: a client watching the placement at another one is a broken pair, not no pair."""
     if workload.platform == "vm":
         return ("zk", workload.service, workload.datacenter)
-    return ("k8s", workload.service, workload.cluster or "", workload.namespace)
+    return ("k8s", workload.service, workload.cluster or "")
 
 
 def _aims(edge: Egress) -> Iterator[tuple[str, ...]]:
@@ -106,7 +116,7 @@ def _aims(edge: Egress) -> Iterator[tuple[str, ...]]:
         if isinstance(source, ZookeeperSource):
             yield ("zk", edge.service, source.datacenter)
         else:
-            yield ("k8s", edge.service, source.cluster, source.namespace)
+            yield ("k8s", edge.service, source.cluster)
 
 
 class PairChecker:
@@ -163,6 +173,11 @@ class PairChecker:
             return  # one revision's rendering of both ends: consistent by construction (spec checks + invariants)
         target, ingress = server.workload, server.workload.ingress
         if target.service != edge.service:
+            return
+        moved = _namespace_mismatch(client, edge, server)
+        if moved:
+            # the client never finds this server, so what the other checks would find between them is moot
+            self._problem(client, server, "namespace", moved)
             return
         if client.workload.identity not in ingress.allowed_clients:
             if not keeps_edge:
@@ -273,4 +288,21 @@ def _location_mismatch(
                     f"but {server.id} serves "
                     f"{target.cluster}/{target.namespace}/{target.service}:{target.ingress.mesh_port}"
                 )
+    return None
+
+
+def _namespace_mismatch(client: Instance, edge: Egress, server: Instance) -> str | None:
+    """The namespace the client watches in the server's cluster vs the one the server runs in (None if they agree,
+    or if the client watches no namespace there)."""
+    target = server.workload
+    for source in edge.sources:
+        if (
+            isinstance(source, KubernetesSource)
+            and source.cluster == target.cluster
+            and source.namespace != target.namespace
+        ):
+            return (
+                f"{client.id} watches {source.cluster}/{source.namespace}/{source.service} "
+                f"but {server.id} registers in {target.cluster}/{target.namespace}/{target.service}"
+            )
     return None

@@ -22,7 +22,15 @@ from compiler.rollout.build import (
 from compiler.rollout.compiled import TargetPrint
 from compiler.rollout.hosts import Canary
 from compiler.rollout.pairs import StatesReport
-from compiler.rollout.pins import ROLLOUT_FILE, promotion_target, resolve, rewrite_pin, with_pin
+from compiler.rollout.pins import (
+    ROLLOUT_FILE,
+    WORKING_TREE,
+    WaveRevision,
+    promotion_target,
+    resolve,
+    rewrite_pin,
+    with_pin,
+)
 from compiler.rollout.placement import State
 from compiler.rollout.revisions import (
     Context,
@@ -42,7 +50,7 @@ class WaveStatus:
     revision: str
     targets: int
     hosts: int
-    current: bool  # runs the newest revision (the one being built)
+    current: bool  # runs the newest revision (the one being built; on hold, possibly no wave does)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -91,6 +99,8 @@ class Plan:
     next_states: StatesReport | None
     # every target and canary host, by wave order then id (the status page's boxes)
     targets: tuple[TargetStatus, ...] = ()
+    # on hold: the newest revision when no wave runs it (held_back()); None without a hold or when a wave runs it
+    held_back: str | None = None
 
 
 class PromoteError(Exception):
@@ -122,6 +132,31 @@ def plan_rollout(context: Context) -> Plan:
         current_states=now,
         next_states=report,
         targets=tuple(_targets(current.state)),
+        held_back=held_back(context, current.state.revisions),
+    )
+
+
+def held_back(context: Context, revisions: tuple[WaveRevision, ...]) -> str | None:
+    """On hold, the newest revision when no wave runs its spec: the commit the working tree is on, or WORKING_TREE
+    where the working tree's spec is not that commit's. None without a hold, or when some wave runs it."""
+    if not context.rollout.hold:
+        return None
+    newest = spec_key(context, WORKING_TREE)
+    if any(spec_key(context, r.revision) == newest for r in revisions):
+        return None
+    return context.head if context.head and spec_key(context, context.head) == newest else WORKING_TREE
+
+
+def held_back_name(revision: str) -> str:
+    """A held-back revision as plan and promote name it: a short commit id, or the working tree's spec."""
+    return "the working tree's uncommitted spec" if revision == WORKING_TREE else revision[:12]
+
+
+def held_back_note(first_wave: str, revision: str) -> str:
+    """What a hold keeps from every wave, and how it moves on (plan's every format and promote say it alike)."""
+    return (
+        f"on hold: the newest revision, {held_back_name(revision)}, runs in no wave; lifting the hold "
+        f"(hold: false, and no pin for {first_wave}) lets it reach the first wave, {first_wave}"
     )
 
 
@@ -131,7 +166,8 @@ def _waves(state: State, context: Context) -> list[WaveStatus]:
         if placement.workload is not None:
             counts[placement.wave] += 1
     hosts = {r.wave: sum(c.wave == r.wave for c in state.canaries) for r in state.revisions}
-    newest = spec_key(context, state.revisions[0].revision)
+    # the working tree's spec, not the first wave's: on hold that wave is pinned, and a newer merge runs nowhere
+    newest = spec_key(context, WORKING_TREE)
     return [
         WaveStatus(
             name=r.wave,
@@ -347,11 +383,7 @@ def _promote(
             + (" once the hold is lifted (hold: false, and remove its pin)" if context.rollout.hold else "")
         )
     if target is None:
-        raise PromoteError(
-            f"wave {wave!r} already runs the revision of the wave before it"
-            if wave
-            else "every wave already runs the newest revision: nothing to promote"
-        )
+        raise PromoteError(_nothing_to_promote(context, revisions, wave))
     if target[1] == context.head:
         _require_clean(context, target[0])
     note = gate(context, target[0]) if gate is not None else None
@@ -367,6 +399,16 @@ def _promote(
     staged.write_text(text, "utf-8")
     os.replace(staged, path)  # atomic: rollout.yaml is never half written
     return Promotion(wave=target[0], old=old, new=target[1], written=written, note=note)
+
+
+def _nothing_to_promote(context: Context, revisions: tuple[WaveRevision, ...], wave: str | None) -> str:
+    """Why there is nothing to promote: on hold with a newer revision, that the hold keeps it from every wave."""
+    held = held_back(context, revisions)
+    named = f"wave {wave!r} already runs the revision of the wave before it" if wave else None
+    if held is None:
+        return named or "every wave already runs the newest revision: nothing to promote"
+    done = named or f"every wave already runs the held revision {revisions[0].revision[:12]}"
+    return f"{done}, so nothing to promote; {held_back_note(revisions[0].wave, held)}"
 
 
 def _with_pins(context: Context, wave: str, revision: str) -> Context:

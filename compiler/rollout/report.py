@@ -9,7 +9,7 @@ from typing import Any
 from compiler.render.restart import RestartClass
 from compiler.rollout.pairs import StatesReport
 from compiler.rollout.pins import WORKING_TREE
-from compiler.rollout.plan import Plan, TargetChange
+from compiler.rollout.plan import Plan, TargetChange, held_back_note
 
 _COST = {
     RestartClass.NONE: "no restart",
@@ -40,6 +40,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
     """The plan as JSON-ready data."""
     return {
         "hold": plan.hold,
+        "held_back": plan.held_back,
         "waves": [
             {
                 "name": w.name,
@@ -107,8 +108,16 @@ def _lines(plan: Plan, markdown: bool) -> Iterator[str]:
     yield ("### " if markdown else "") + "Expand (in force now)"
     yield from _steps(plan.expanded, "admits, because a live revision needs it", markdown)
     yield ""
+    held = hold_line(plan)
+    if held is not None:
+        yield f"**{held[0].upper()}{held[1:]}.**" if markdown else f"{held[0].upper()}{held[1:]}."
+        yield ""
     if plan.promotion is None:
-        yield "Every wave runs the newest revision: nothing to promote."
+        yield (
+            "Every wave runs the newest revision: nothing to promote."
+            if held is None
+            else f"Every wave runs the held revision {revision_name(plan.waves[0].revision)}: nothing to promote."
+        )
     else:
         wave, revision = plan.promotion
         yield ("### " if markdown else "") + f"Next: promote {wave} to {revision_name(revision)}"
@@ -125,6 +134,11 @@ def _lines(plan: Plan, markdown: bool) -> Iterator[str]:
             plan.next_states,
             markdown,
         )
+
+
+def hold_line(plan: Plan) -> str | None:
+    """On hold with a newer revision than any wave runs: that no wave runs it, and how it moves on."""
+    return None if plan.held_back is None else held_back_note(plan.waves[0].name, plan.held_back)
 
 
 def _wave_table(plan: Plan, markdown: bool) -> Iterator[str]:

@@ -660,6 +660,22 @@ def test_the_diff_names_the_hosts_an_inventory_edit_adds_and_removes(
     assert f"  the inventory loses 1 host(s): {certname}\n" in text
 
 
+def test_a_target_that_starts_or_stops_at_once_restarts_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new service in gke-usc1-a (the canary wave) starts at once: the rollout section lists it added, at no
+    restart, as the spec diff does (it said `pod roll` and counted it among the restarts)."""
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    (spec / "services/reports.yaml").write_text(REPORTS)
+    head = commit(repo, "a new service, reports, in gke-usc1-a")
+    capsys.readouterr()
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(spec), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    added = [c for c in report["now"]["changes"] if c["target"] == "k8s/gke-usc1-a/reports/reports"]
+    assert [(c["status"], c["restart"]) for c in added] == [("added", "none")]
+    assert report["summary"]["now_restarts"] == 0
+
+
 def test_the_plan_shows_the_expand_step_of_a_service_whose_canary_admits_the_client(tmp_path: Path) -> None:
     # storage-gateway runs in every wave: its canary (gcp-usc1) runs the revision that admits audit-log; sjc and
     # iad still run the base and admit it by widening alone. That is an expand step in force (it said "nothing",

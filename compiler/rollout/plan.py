@@ -241,7 +241,7 @@ def target_changes(
                 target=target,
                 wave=placement.wave,
                 status=status,
-                restart=classify(old, new, print_view),
+                restart=_cost(status, old, new),
                 restart_sensitive=bool(workload and workload.restart_sensitive),
                 reason=reason if placement.wave in moved else "authorization",
             )
@@ -268,17 +268,26 @@ def _host_changes(
         documents = (_documents(was), _documents(now))
         if documents[0] == documents[1]:
             continue
+        status = "added" if was is None else "removed" if now is None else "changed"
         found.append(
             TargetChange(
                 target=f"host/{certname}",
                 wave=canary.wave,
-                status="added" if was is None else "removed" if now is None else "changed",
-                restart=classify(documents[0], documents[1], print_view),
+                status=status,
+                restart=_cost(status, *documents),
                 restart_sensitive=any(p.restart_sensitive for p in (was, now) if p is not None),
                 reason=reason if canary.wave in moved else "authorization",
             )
         )
     return found
+
+
+def _cost(
+    status: str, old: Mapping[str, DocumentPrint] | None, new: Mapping[str, DocumentPrint] | None
+) -> RestartClass:
+    """What a change costs what runs: a target or host that starts or stops restarts nothing that runs (as the spec
+    diff prices it), a changed one its documents' class."""
+    return classify(old, new, print_view) if status == "changed" else RestartClass.NONE
 
 
 def _host_print(build: RolloutBuild, canary: Canary | None, node: str, pool: str) -> TargetPrint | None:

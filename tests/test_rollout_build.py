@@ -674,6 +674,17 @@ def test_a_target_that_starts_or_stops_at_once_restarts_nothing(
     added = [c for c in report["now"]["changes"] if c["target"] == "k8s/gke-usc1-a/reports/reports"]
     assert [(c["status"], c["restart"]) for c in added] == [("added", "none")]
     assert report["summary"]["now_restarts"] == 0
+    # a restart on Kubernetes is named by its class, as the spec diff names it, and as the pod roll it is
+    from compiler.render.restart import RestartClass
+    from compiler.rollout.plan import TargetChange
+    from compiler.rollout.report import cost
+
+    change = {"wave": "canary", "status": "changed", "restart_sensitive": False, "reason": "promoted"}
+    envoy = RestartClass.ENVOY_RESTART
+    assert cost(TargetChange(target="k8s/gke-usc1-a/reports/reports", restart=envoy, **change)) == (
+        "Envoy restart, a pod roll"
+    )
+    assert cost(TargetChange(target="vm/audit-log/gcp-usc1", restart=envoy, **change)) == "Envoy restart"
 
 
 def test_the_plan_shows_the_expand_step_of_a_service_whose_canary_admits_the_client(tmp_path: Path) -> None:

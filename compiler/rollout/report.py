@@ -25,10 +25,11 @@ def revision_name(revision: str) -> str:
 
 
 def cost(change: TargetChange) -> str:
-    """What a change costs its target: hot reload, a sidecar or Envoy restart, or a pod roll on Kubernetes."""
+    """What a change costs its target: hot reload, or a sidecar or Envoy restart, the class `meshc diff` names it
+    by too; on Kubernetes a restart is a pod roll (the restart hash in the pod template), and says so."""
     label = _COST[change.restart]
     if change.target.startswith("k8s/") and change.restart >= RestartClass.SIDECAR_RESTART:
-        label = "pod roll"
+        label += ", a pod roll"
     return label + (
         " (restart-sensitive!)"
         if change.restart_sensitive and change.restart >= RestartClass.SIDECAR_RESTART

@@ -687,6 +687,41 @@ def test_a_target_that_starts_or_stops_at_once_restarts_nothing(
     assert cost(TargetChange(target="vm/audit-log/gcp-usc1", restart=envoy, **change)) == "Envoy restart"
 
 
+def test_the_plan_lists_every_file_the_next_promotion_changes(tmp_path: Path) -> None:
+    """preview moves namespace in gke-usc1-a (canary) and its base pods are admitted by feature-flags' NetworkPolicy
+    there while base is live. The promotion that ends base narrows that policy, a file whose target's documents do
+    not change: the plan lists it with the targets, so what it names is what the promotion rewrites (it named only
+    the targets whose documents change)."""
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / SPEC
+    set_policy(spec, SPLIT_POLICY)
+    replace_in(spec / "services/api-gateway.yaml", "  - service: preview\n", "")  # nobody later calls preview
+    base = commit(repo, "wave policy split by service; api-gateway stops calling preview")
+    replace_in(
+        spec / "services/preview.yaml",
+        "- {cluster: gke-usc1-a}",
+        "- {cluster: gke-usc1-a, namespace: previews}",
+    )
+    head = commit(repo, "preview moves to namespace previews in gke-usc1-a")
+    set_pins(spec, west=head, rest=base)
+    commit(repo, "west at head, rest at base")
+    context = rollout_context(spec)
+    assert context is not None
+    plan = plan_rollout(context)
+    assert plan.promotion is not None and plan.promotion[0] == "rest"
+    before = output_for(spec)
+    set_pins(spec, west=head, rest=plan.promotion[1])
+    after = output_for(spec)
+    changed = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)} - {
+        MANIFEST
+    }
+    listed = {
+        path for c in plan.changes for tree in (before, after) for path in targets(tree).get(c.target, [])
+    }
+    assert {path for path, _ in plan.files} == changed - listed
+    assert "kubernetes/gke-usc1-a/feature-flags/feature-flags.yaml" in {path for path, _ in plan.files}
+
+
 def test_the_plan_shows_the_expand_step_of_a_service_whose_canary_admits_the_client(tmp_path: Path) -> None:
     # storage-gateway runs in every wave: its canary (gcp-usc1) runs the revision that admits audit-log; sjc and
     # iad still run the base and admit it by widening alone. That is an expand step in force (it said "nothing",

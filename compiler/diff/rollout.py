@@ -19,11 +19,11 @@ from compiler.diff.records import WORKING_TREE as DIFF_WORKING_TREE
 from compiler.diff.records import PinMove, RolloutNow, WaveSplit
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate
 from compiler.rollout import has_rollout
-from compiler.rollout.build import RolloutBuild, build_rollout, file_index, manifest_section, node_path
+from compiler.rollout.build import RolloutBuild, build_rollout, file_index, manifest_section
 from compiler.rollout.compiled import RevisionCache
 from compiler.rollout.hosts import Canary
 from compiler.rollout.pins import WORKING_TREE, WaveRevision, resolve
-from compiler.rollout.plan import TargetChange, target_changes
+from compiler.rollout.plan import other_files, target_changes
 from compiler.rollout.renderings import laid_files
 from compiler.rollout.revisions import (
     Context,
@@ -102,7 +102,7 @@ def rollout_now(
         location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
     moved = {wave.wave for wave in after.revisions if _spec_moved(before, after, wave)}
     changes = tuple(target_changes(old, new, moved, NEW_REVISION))
-    files = _other_files(old, new, changes)
+    files = other_files(old, new, changes)
     hosts_added, hosts_removed = _inventory_change(before, after)
     return RolloutNow(
         moves=moves,
@@ -250,18 +250,4 @@ def _owners(paths: Sequence[str], old: RolloutBuild, new: RolloutBuild) -> tuple
                 if wanted.intersection(files)
             }
         )
-    )
-
-
-def _other_files(
-    old: RolloutBuild, new: RolloutBuild, changes: Sequence[TargetChange]
-) -> tuple[tuple[str, str], ...]:
-    """The files that differ between the trees (MANIFEST.json aside) and belong to none of the `changes`."""
-    listed = {node_path(c.target.removeprefix("host/")) for c in changes if c.target.startswith("host/")}
-    for build in (old, new):
-        listed.update(path for change in changes for path in build.targets.get(change.target, ()))
-    return tuple(
-        (path, "added" if path not in old.files else "removed" if path not in new.files else "changed")
-        for path in sorted(old.files.keys() | new.files.keys())
-        if path not in listed and old.files.get(path) != new.files.get(path)
     )

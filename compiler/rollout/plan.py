@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -99,6 +99,9 @@ class Plan:
     next_states: StatesReport | None
     # every target and canary host, by wave order then id (the status page's boxes)
     targets: tuple[TargetStatus, ...] = ()
+    # (path, added | removed | changed) of every other file the next promotion changes: an object that is no
+    # sidecar document (a NetworkPolicy narrowed, a Namespace no live revision needs), a shared or reader's file
+    files: tuple[tuple[str, str], ...] = ()
     # on hold: the newest revision when no wave runs it (held_back()); None without a hold or when a wave runs it
     held_back: str | None = None
 
@@ -115,11 +118,13 @@ def plan_rollout(context: Context) -> Plan:
     now = check_states(current.state, None, None)
     promotion, following, revisions = next_state(context, current.state)
     changes: tuple[TargetChange, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()
     contracted: tuple[AuthzStep, ...] = ()
     report = None
     if promotion is not None and following is not None and revisions is not None:
         after = build_rollout(context, revisions)
         changes = tuple(target_changes(current, after, {promotion[0]}))
+        files = other_files(current, after, changes)
         contracted = tuple(_allow_steps(after.state, current.state))
         report = checked
     return Plan(
@@ -133,6 +138,7 @@ def plan_rollout(context: Context) -> Plan:
         next_states=report,
         targets=tuple(_targets(current.state)),
         held_back=held_back(context, current.state.revisions),
+        files=files,
     )
 
 
@@ -247,6 +253,20 @@ def target_changes(
             )
         )
     return found + _host_changes(before, after, moved, reason)
+
+
+def other_files(
+    old: RolloutBuild, new: RolloutBuild, changes: Sequence[TargetChange]
+) -> tuple[tuple[str, str], ...]:
+    """The files that differ between the trees (MANIFEST.json aside) and belong to none of the `changes`."""
+    listed = {node_path(c.target.removeprefix("host/")) for c in changes if c.target.startswith("host/")}
+    for build in (old, new):
+        listed.update(path for change in changes for path in build.targets.get(change.target, ()))
+    return tuple(
+        (path, "added" if path not in old.files else "removed" if path not in new.files else "changed")
+        for path in sorted(old.files.keys() | new.files.keys())
+        if path not in listed and old.files.get(path) != new.files.get(path)
+    )
 
 
 def _host_changes(

@@ -67,6 +67,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
             }
             for c in plan.changes
         ],
+        "files": [{"path": path, "status": status} for path, status in plan.files],
         "expand": [{"service": s.service, "identities": list(s.identities)} for s in plan.expanded],
         "contract": [{"service": s.service, "identities": list(s.identities)} for s in plan.contracted],
         "states": {
@@ -123,6 +124,10 @@ def _lines(plan: Plan, markdown: bool) -> Iterator[str]:
         wave, revision = plan.promotion
         yield ("### " if markdown else "") + f"Next: promote {wave} to {revision_name(revision)}"
         yield from target_change_lines(plan.changes, markdown)
+        yield from (
+            f"- file `{path}`: {status}" if markdown else f"  file {path}: {status}"
+            for path, status in plan.files
+        )
         yield ""
         yield ("### " if markdown else "") + "Contract (with this promotion)"
         yield from _steps(plan.contracted, "stops admitting", markdown)

@@ -1111,3 +1111,192 @@ def test_the_rendering_cache_tells_apart_widenings_that_differ_in_other_revision
     mesh = example_build.mesh
     moved = replace(mesh, rollout_pods=frozenset({("gke-usc1-a", "preview", "previews")}))
     assert _mesh_key(mesh) == _mesh_key(replace(mesh)) != _mesh_key(moved)
+
+
+# ---------------------------------------------------------------- objects to delete by hand: what leaves at once
+
+# notification's one placement: kube-iad-a, in wave rest
+NOTIFICATION = "kubernetes/kube-iad-a/notification/notification.yaml"
+ObjectKey = tuple[str, str, str | None, str]
+
+
+def applied(tree: dict[str, bytes]) -> set[ObjectKey]:
+    """(cluster, kind, namespace, name) of every Kubernetes object of an output tree, read with PyYAML: what
+    kube-applier applies from it."""
+    found = set()
+    for path, data in tree.items():
+        if path.startswith("kubernetes/") and path.endswith(".yaml"):
+            for obj in yaml.safe_load_all(data):
+                meta = obj["metadata"]
+                found.add((path.split("/")[1], obj["kind"], meta.get("namespace"), meta["name"]))
+    return found
+
+
+def deletions_of(
+    capsys: pytest.CaptureFixture[str], spec: Path, base: str, head: str | None = None
+) -> tuple[set[ObjectKey], dict[ObjectKey, str]]:
+    """The diff's objects to delete now, and those it says go with a later promotion (by the wave it names)."""
+    capsys.readouterr()
+    args = ["diff", "--base", base, "--spec", str(spec), "--format", "json"]
+    assert main([*args, *(["--head", head] if head else [])]) == 0
+    report = json.loads(capsys.readouterr().out)
+    now = {object_key(d) for d in report["deletions"]}
+    assert len(now) == len(report["deletions"]) == report["summary"]["deletions"]
+    ahead = {object_key(a["object"]): a["wave"] for a in report["now"]["deletions_ahead"]}
+    assert len(ahead) == report["summary"]["deletions_ahead"]
+    return now, ahead
+
+
+def object_key(record: dict) -> ObjectKey:
+    """A deletion record of the diff's JSON as `applied` names its object."""
+    return record["cluster"], record["kind"], record["namespace"], record["name"]
+
+
+def promote_and_commit(repo: Path, spec: Path) -> tuple[set[ObjectKey], set[ObjectKey], str, str]:
+    """The next promotion, committed: the objects output/ held before and after it, and the commits around it."""
+    out = repo / "output"
+    before, previous = applied(read_tree(out)), git(repo, "rev-parse", "HEAD").strip()
+    done = promote(spec, out)
+    return before, applied(read_tree(out)), previous, commit(repo, f"promote {done.wave}")
+
+
+def remove_notification(root: Path) -> tuple[Path, Path, str, str, set[ObjectKey]]:
+    """A rollout whose output/ is committed (`built`), then notification removed, output/ rebuilt (`head`): the repo,
+    the spec, both commits and the objects the spec at head no longer writes."""
+    repo, spec, _ = start_rollout(root)
+    out = repo / "output"
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    built = commit(repo, "output at base")
+    before = applied(read_tree(out))
+    (spec / "services/notification.yaml").unlink()
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    head = commit(repo, "remove notification")
+    gone = before - applied(revision_tree(repo, head))
+    assert ("kube-iad-a", "Service", "notification", "notification") in gone
+    assert ("kube-iad-a", "Namespace", None, "notification") in gone
+    return repo, spec, built, head, gone
+
+
+def test_a_service_removed_in_a_pinned_wave_gets_no_delete_command_at_the_merge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The diff printed `kubectl delete` for notification's objects at the merge, while wave rest still ran the base
+    # and output/ kept writing them: deleting them was an outage.
+    repo, spec, built, head, gone = remove_notification(tmp_path / "repo")
+    assert NOTIFICATION in read_tree(repo / "output") and gone <= applied(read_tree(repo / "output"))
+    now, ahead = deletions_of(capsys, spec, built, head)
+    assert now == set(), "nothing leaves output/ at once"
+    assert ahead == dict.fromkeys(gone, "rest"), "each goes when wave rest has the change"
+    assert main(["diff", "--base", built, "--head", head, "--spec", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert "kubectl --context" not in text and "to delete by hand" not in text
+    assert (
+        "  not yet, until wave rest has this change: service/notification (kube-iad-a, namespace notification)\n"
+        in text
+    )
+    assert main(["diff", "--base", built, "--head", head, "--spec", str(spec), "--format", "markdown"]) == 0
+    markdown = capsys.readouterr().out
+    assert "```sh" not in markdown and "kubectl --context" not in markdown
+    assert "> - not yet, until wave rest has this change: namespace/notification (kube-iad-a)\n" in markdown
+
+
+def test_the_promotion_that_drops_a_removed_service_lists_its_delete_commands(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The promotion that really dropped notification's file from output/ printed no delete command at all.
+    repo, spec, _, _, gone = remove_notification(tmp_path / "repo")
+    # west has nothing of notification: its promotion deletes nothing
+    older, newer, previous, promoted = promote_and_commit(repo, spec)
+    assert older == newer and deletions_of(capsys, spec, previous, promoted) == (set(), {})
+    # rest's promotion drops notification's file and, no live revision placing it any more, its Namespace
+    older, newer, previous, promoted = promote_and_commit(repo, spec)
+    assert NOTIFICATION not in read_tree(repo / "output") and older - newer == gone
+    assert deletions_of(capsys, spec, previous, promoted) == (gone, {})
+    git(repo, "reset", "-q", "--soft", previous)  # the working tree after `meshc promote`, not yet committed
+    assert deletions_of(capsys, spec, previous) == (gone, {})
+    assert main(["diff", "--base", previous, "--spec", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert "  kubectl --context kube-iad-a delete -n notification service/notification\n" in text
+    assert "  # kubectl --context kube-iad-a delete namespace/notification   # only once nothing else" in text
+
+
+def test_a_namespace_left_only_by_a_later_promotion_is_deleted_by_that_promotion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # upload in kube-sjc-a (wave west) moves to namespace uploads: its objects leave with west's promotion, but
+    # namespace upload stays in 00-cluster.yaml while wave rest runs a revision with upload there. Nothing calls
+    # upload at base, so the move is safe (test_moving_a_placement_to_another_namespace_across_waves_is_unsafe).
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    drop_dependency(spec / "services/api-gateway.yaml", "upload")
+    base = commit(repo, "api-gateway no longer calls upload")
+    set_pins(spec, west=base, rest=base)
+    commit(repo, "every wave at base")
+    out = repo / "output"
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    built = commit(repo, "output at base")
+    before = applied(read_tree(out))
+    replace_in(
+        spec / "services/upload.yaml",
+        "- {cluster: kube-sjc-a}",
+        "- {cluster: kube-sjc-a, namespace: uploads}",
+    )
+    assert main(["build", str(spec), "-o", str(out)]) == 0
+    head = commit(repo, "upload moves to namespace uploads in kube-sjc-a")
+    namespace = ("kube-sjc-a", "Namespace", None, "upload")
+    gone = before - applied(revision_tree(repo, head))
+    assert namespace in gone and ("kube-sjc-a", "ServiceAccount", "upload", "upload") in gone
+    now, ahead = deletions_of(capsys, spec, built, head)
+    # at once, only what output/ really drops (an external reader's grant, laid out from the newest revision)
+    assert now == before - applied(read_tree(out)) and namespace not in now
+    assert ahead == {key: "rest" if key == namespace else "west" for key in gone - now}
+    # west's promotion: upload's objects in namespace upload leave, the Namespace does not
+    older, newer, previous, promoted = promote_and_commit(repo, spec)
+    assert namespace in newer and ("kube-sjc-a", "ServiceAccount", "upload", "upload") in older - newer
+    assert deletions_of(capsys, spec, previous, promoted) == (older - newer, {})
+    # rest's: the Namespace leaves
+    older, newer, previous, promoted = promote_and_commit(repo, spec)
+    assert namespace in older - newer
+    assert deletions_of(capsys, spec, previous, promoted) == (older - newer, {})
+
+
+def test_without_a_rollout_the_diff_deletes_what_the_head_no_longer_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No rollout.yaml: the plain build is what runs, so every object the head no longer writes leaves at once.
+    repo = make_repo(tmp_path / "repo")
+    base = git(repo, "rev-parse", "HEAD").strip()
+    (repo / SPEC / "services/notification.yaml").unlink()
+    head = commit(repo, "remove notification")
+    gone = applied(revision_tree(repo, base)) - applied(revision_tree(repo, head))
+    capsys.readouterr()
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(repo / SPEC), "--format", "json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["now"] is None
+    assert {object_key(d) for d in report["deletions"]} == gone
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(repo / SPEC)]) == 0
+    text = capsys.readouterr().out
+    assert (
+        f"Kubernetes objects to delete by hand ({len(gone)}): kube-applier never deletes what the head no longer "
+        "writes. Run in this order (the reverse of its apply order); kubectl contexts are named after mesh.yaml's "
+        "clusters:\n  kubectl --context kube-iad-a delete -n notification service/notification\n"
+    ) in text
+    assert "not yet" not in text
+
+
+def test_where_the_base_rollout_cannot_be_built_no_delete_command_is_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What leaves output/ at once is unknown (a pin the clone lacks): the spec's deletions are no commands to run.
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west="1" * 40, rest=base))
+    broken = commit(repo, "a pin that is no commit")
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
+    (spec / "services/notification.yaml").unlink()
+    head = commit(repo, "pins fixed, notification removed")
+    now, ahead = deletions_of(capsys, spec, broken, head)
+    assert now == set()
+    assert ahead == dict.fromkeys(applied(revision_tree(repo, base)) - applied(revision_tree(repo, head)), "")
+    assert main(["diff", "--base", broken, "--head", head, "--spec", str(spec)]) == 0
+    text = capsys.readouterr().out
+    assert "kubectl --context" not in text
+    assert "whether merging drops them from output/ at once is unknown (below), so delete none now" in text

@@ -12,6 +12,8 @@ import jinja2
 from compiler.commands.diff_report import (
     MAX_CHANGES_PER_DOCUMENT,
     MAX_DIAGNOSTICS,
+    ahead_heading,
+    ahead_line,
     change_lines,
     credential_line,
     delete_line,
@@ -47,8 +49,9 @@ def _template() -> jinja2.Template:
         cost=target_cost,
         credential=credential_line,
         delete=delete_line,
+        ahead=ahead_line,
     )
-    env.globals.update(restart_headline=restart_headline, CHANGED=CHANGED)
+    env.globals.update(restart_headline=restart_headline, ahead_heading=ahead_heading, CHANGED=CHANGED)
     return env.get_template("diff.md.j2")
 
 

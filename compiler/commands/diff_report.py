@@ -19,6 +19,7 @@ from compiler.diff.records import (
     CHANGED,
     REMOVED,
     Change,
+    DeleteAhead,
     KubeDelete,
     MeshDiff,
     RolloutNow,
@@ -64,6 +65,7 @@ def summary(diff: MeshDiff) -> dict[str, int]:
     counts["now"] = len(diff.now.changes) if diff.now is not None else 0
     counts["now_restarts"] = diff.now.restarts if diff.now is not None else 0
     counts["deletions"] = len(diff.deletions)
+    counts["deletions_ahead"] = len(diff.now.deletions_ahead) if diff.now is not None else 0
     counts["shared_files"] = len(diff.shared)
     counts["spec_files"] = len(diff.spec)
     return counts
@@ -109,6 +111,43 @@ def credential_line(target: TargetDiff, credentials: Credentials) -> str:
     if cluster == target.cluster:
         return f"{rolls} a projected ServiceAccount token with kube-root-ca.crt at {where} (its own cluster, {cluster})"
     return f"{rolls} Secret mesh-discovery-{cluster} (the site's copy of {source}) at {where}"
+
+
+def deletions_heading(diff: MeshDiff) -> str:
+    """What the kubectl commands are: without a rollout, the objects the head no longer writes; under one, those the
+    merge drops from the built output at once (the spec's may still be applied by a pinned wave)."""
+    what = (
+        "the head no longer writes"
+        if diff.now is None
+        else "merging drops from the rollout-built output/ at once"
+    )
+    return (
+        f"Kubernetes objects to delete by hand ({len(diff.deletions)}): kube-applier never deletes what {what}. "
+        "Run in this order (the reverse of its apply order); kubectl contexts are named after mesh.yaml's clusters"
+    )
+
+
+def ahead_heading(now: RolloutNow) -> str:
+    """What the objects the spec no longer writes but the built output still holds are: not to be deleted now."""
+    count = len(now.deletions_ahead)
+    if now.unknown:
+        return (
+            f"Kubernetes objects the head no longer writes ({count}): whether merging drops them from output/ at once "
+            "is unknown (below), so delete none now, each only once output/ no longer holds it"
+        )
+    return (
+        f"Not yet: Kubernetes objects the head no longer writes that output/ still holds after this merge ({count}): "
+        "kube-applier still applies them, so do not delete them now. Each leaves output/ once the wave named has "
+        "this change; the diff of that promotion prints its kubectl command"
+    )
+
+
+def ahead_line(ahead: DeleteAhead) -> str:
+    """An object still applied, and the wave whose promotion drops it: no command (it is not to be run now)."""
+    found = ahead.object
+    where = f"{found.cluster}, namespace {found.namespace}" if found.namespace else found.cluster
+    what = f"{found.resource} ({where})"
+    return f"not yet, until wave {ahead.wave} has this change: {what}" if ahead.wave else what
 
 
 def delete_line(deletion: KubeDelete) -> str:

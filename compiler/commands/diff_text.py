@@ -6,9 +6,12 @@ from collections.abc import Callable, Iterable, Iterator
 
 from compiler.commands.diff_report import (
     MAX_DIAGNOSTICS,
+    ahead_heading,
+    ahead_line,
     change_lines,
     credential_line,
     delete_line,
+    deletions_heading,
     now_lines,
     restart_headline,
     restart_label,
@@ -88,13 +91,12 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
             )
     if diff.deletions:
         yield ""
-        yield paint(
-            f"Kubernetes objects to delete by hand ({len(diff.deletions)}): kube-applier never deletes what the "
-            "head no longer writes. Run in this order (the reverse of its apply order); kubectl contexts are "
-            "named after mesh.yaml's clusters:",
-            "bold",
-        )
+        yield paint(f"{deletions_heading(diff)}:", "bold")
         yield from (f"  {delete_line(d)}" for d in diff.deletions)
+    if diff.now is not None and diff.now.deletions_ahead:
+        yield ""
+        yield paint(f"{ahead_heading(diff.now)}:", "bold")
+        yield from (f"  {ahead_line(d)}" for d in diff.now.deletions_ahead)
     yield from rollout_lines(diff)
     if diff.now is not None:
         yield ""

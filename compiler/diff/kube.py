@@ -43,9 +43,9 @@ class KubeDeletions:
         """One path's file at the base and at the head (None: absent there)."""
         if old is not None and new is not None and old.digest == new.digest:
             return
-        if new is not None and _cluster_of(new.path):
+        if new is not None and cluster_of(new.path):
             self.kept.update(_kube_key(new.path, obj) for obj in kube_objects(new))
-        if old is not None and (cluster := _cluster_of(old.path)):
+        if old is not None and (cluster := cluster_of(old.path)):
             self.gone.extend(
                 (_kube_key(old.path, obj), _delete(cluster, old.path, obj)) for obj in kube_objects(old)
             )
@@ -67,6 +67,11 @@ class KubeDeletions:
         )
 
 
+def file_keys(file: OutputFile) -> frozenset[KubeKey]:
+    """The objects one Kubernetes output file holds, by (cluster, API group, kind, namespace, name)."""
+    return frozenset(_kube_key(file.path, obj) for obj in kube_objects(file))
+
+
 def kube_objects(file: OutputFile) -> list[Mapping[str, Any]]:
     """The Kubernetes objects one output file holds: its documents with a kind and a metadata name (and a
     namespace, if any, that is a string); other documents are skipped."""
@@ -85,10 +90,22 @@ def kube_objects(file: OutputFile) -> list[Mapping[str, Any]]:
     ]
 
 
-def _cluster_of(path: str) -> str | None:
+def cluster_of(path: str) -> str | None:
+    """The cluster of a Kubernetes output file (`kubernetes/<cluster>/…yaml`); None for any other path."""
     parts = path.split("/")
     return (
         parts[1] if len(parts) >= 3 and parts[0] == KUBERNETES_ROOT and parts[-1].endswith(".yaml") else None
+    )
+
+
+def delete_key(delete: KubeDelete) -> KubeKey:
+    """A deletion's object as `_kube_key` names it: the same object whatever build or file listed it."""
+    return (
+        delete.cluster,
+        delete.api_version.rpartition("/")[0],
+        delete.kind,
+        delete.namespace,
+        delete.name,
     )
 
 
@@ -96,7 +113,7 @@ def _kube_key(path: str, obj: Mapping[str, Any]) -> KubeKey:
     """(cluster, API group, kind, namespace, name): an object whatever file or API version holds it."""
     meta = obj["metadata"]
     return (
-        _cluster_of(path),
+        cluster_of(path),
         str(obj.get("apiVersion", "v1")).rpartition("/")[0],
         obj["kind"],
         meta.get("namespace"),

@@ -132,6 +132,19 @@ class KubeDelete:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class DeleteAhead:
+    """Under a rollout, an object the head's spec no longer writes that the built output still holds after the merge
+    (a pinned wave's revision writes it): kube-applier still applies it, so it is not to be deleted now. It leaves
+    output/ with the promotion that brings `wave` the change, whose diff lists its kubectl command."""
+
+    object: KubeDelete
+    # the last wave, in the policy's order, whose revision still writes it ("" where what the merge changes at once
+    # is unknown): a workload's file is its wave's alone, a Namespace or an external reader's object stays while
+    # any live revision writes it
+    wave: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WaveSplit:
     """The changed targets of one wave of the head's wave policy."""
 
@@ -171,6 +184,9 @@ class RolloutNow:
     # the canary hosts (`host/<certname>`) of the changed VM pools that do not change now, by their wave: each
     # wave's promotion brings them the change, like a target wave's
     hosts_ahead: tuple[WaveSplit, ...] = ()
+    # the objects the spec no longer writes that stay in output/ after the merge, by the wave whose promotion drops
+    # them (in the policy's order), each in the order to delete it: not commands to run now (MeshDiff.deletions are)
+    deletions_ahead: tuple[DeleteAhead, ...] = ()
     waves: tuple[str, ...] = ()  # every wave of the head's policy, in order
     mode: str = "active"  # the rollout at the head: "active", "hold" (nothing new reaches a wave), "none"
     unknown: str = ""  # why what the merge changes at once is not known (the base's rollout cannot be built)
@@ -194,7 +210,11 @@ class MeshDiff:
     targets: tuple[TargetDiff, ...] = ()
     groups: tuple[Group, ...] = ()
     shared: tuple[DocumentDiff, ...] = ()  # output files that belong to no single target
-    deletions: tuple[KubeDelete, ...] = ()  # in the order to run them: the reverse of kube-applier's
+    # The objects to delete by hand once the head is applied, in the order to run them (the reverse of
+    # kube-applier's): those the base's output/ holds and the head's does not. Where a rollout.yaml is there at
+    # the base or the head, they are read from both rollout-built trees, not from the spec's rendering: an object
+    # a pinned wave still writes stays live (RolloutNow.deletions_ahead).
+    deletions: tuple[KubeDelete, ...] = ()
     calls: tuple[
         CallChange, ...
     ] = ()  # call-graph edges added, removed or re-policied (compiler.graph.calls)

@@ -63,10 +63,13 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
         raise SpecError(at_revision(exc.diagnostics, head)) from None
     from compiler.diff.rollout import rollout_now  # the rollout's modules, only for a diff
 
-    now = rollout_now(spec_dir, base, head, {t.target for t in result.targets}, cache)
+    found = rollout_now(spec_dir, base, head, {t.target for t in result.targets}, cache, result.deletions)
+    now = found.now if found is not None else None
     return replace(
         result,
         base_diagnostics=at_revision(result.base_diagnostics, base),
+        # under a rollout, what leaves the built output at once: the spec's deletions may still be applied
+        deletions=found.deletions if found is not None else result.deletions,
         # the head's rollout (not the working tree's: the head may be another revision)
         rollout=(now.mode if now is not None else "none") if result.waves else "none",
         now=now,

@@ -6,23 +6,40 @@ pin it moves (a promotion commit changes nothing but rollout.yaml); the allow-li
 or narrows (expand before contract), in any wave; and the canary hosts' node files. Here both revisions are built
 as a build of each would build them, and every target and canary host whose rendering differs is listed with
 what it costs. A side without rollout.yaml is its plain build (every wave runs its spec, no canary host).
+
+The Kubernetes objects to delete by hand are read from the two built trees too: those the base's tree holds and the
+head's no longer writes leave at once; those the spec no longer writes but a pinned wave's revision still does stay,
+applied, until the promotion that brings that wave the change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from compiler.backends.kubernetes.layout import unit_target
 from compiler.diagnostics import Diagnostic, InternalError, SpecError, at_revision
+from compiler.diff.files import OutputFile, output_file
+from compiler.diff.kube import KubeDeletions, KubeKey, cluster_of, delete_key, file_keys
 from compiler.diff.records import WORKING_TREE as DIFF_WORKING_TREE
-from compiler.diff.records import PinMove, RolloutNow, WaveSplit
+from compiler.diff.records import DeleteAhead, KubeDelete, PinMove, RolloutNow, WaveSplit
+from compiler.emit import Artifact
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate
+from compiler.ir.model import Mesh
 from compiler.rollout import has_rollout
-from compiler.rollout.build import RolloutBuild, build_rollout, file_index, manifest_section
+from compiler.rollout.build import (
+    RolloutBuild,
+    build_rollout,
+    file_index,
+    kube_files,
+    manifest_section,
+    revision_kube_files,
+)
 from compiler.rollout.compiled import RevisionCache
 from compiler.rollout.hosts import Canary
 from compiler.rollout.pins import WORKING_TREE, WaveRevision, resolve
+from compiler.rollout.placement import State
 from compiler.rollout.plan import other_files, target_changes
 from compiler.rollout.renderings import laid_files
 from compiler.rollout.revisions import (
@@ -48,16 +65,28 @@ class _Side:
     plain: bool  # no rollout.yaml at this revision: its build is the plain build
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AtOnce:
+    """What a merge changes at once where a rollout is in force: the report's record, and the Kubernetes objects
+    that leave the built output at once, in the order to delete them (the diff's `deletions`)."""
+
+    now: RolloutNow
+    deletions: tuple[KubeDelete, ...]
+
+
 def rollout_now(
     spec_dir: Path,
     base: str,
     head: str | None,
     changed: Collection[str] = (),
     cache: RevisionCache | None = None,
-) -> RolloutNow | None:
+    gone: Sequence[KubeDelete] = (),
+) -> AtOnce | None:
     """What merging `head` (None: the working tree) into `base` changes at once; None where neither side has a
     rollout.yaml. `changed`: the targets the spec change reaches in the end (their canary hosts that do not
     change now are still ahead). `cache`: what the command parsed, checked and lowered so far (the spec diff's).
+    `gone`: the Kubernetes objects the spec no longer writes once every wave has the change (the spec diff's
+    deletions): those a pinned wave still writes are `deletions_ahead`.
 
     Raises SpecError where the head's rollout cannot be built, as `meshc build` there fails (a pin not fetched:
     CI needs the history). A base whose rollout cannot be built gives a RolloutNow that says why and nothing
@@ -80,7 +109,7 @@ def rollout_now(
         except SpecError as exc:
             if after is None:
                 return None  # a broken rollout.yaml at the base and none at the head: the plain build is what runs
-            return _unknown(after, base, _named(exc.diagnostics, base, label))
+            return _unknown(after, base, _named(exc.diagnostics, base, label), gone)
         known = after or before
         if known is None:
             return None
@@ -96,15 +125,18 @@ def rollout_now(
             before = before or _plain_side(spec_dir, location, base, cache, policy)
             old = _build(before)
         except SpecError as exc:
-            return _unknown(after, base, _named(exc.diagnostics, base, label))
+            return _unknown(after, base, _named(exc.diagnostics, base, label), gone)
         moves = tuple(_moves(before, after, worktree=head is None))
+        deletions = _deletions_now(before, old, after, new)
+        leaving = {delete_key(d) for d in deletions}
+        ahead = _deletions_ahead(after, new, [d for d in gone if delete_key(d) not in leaving])
     finally:
         location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
     moved = {wave.wave for wave in after.revisions if _spec_moved(before, after, wave)}
     changes = tuple(target_changes(old, new, moved, NEW_REVISION))
     files = other_files(old, new, changes)
     hosts_added, hosts_removed = _inventory_change(before, after)
-    return RolloutNow(
+    now = RolloutNow(
         moves=moves,
         changes=changes,
         files=files,
@@ -113,9 +145,11 @@ def rollout_now(
         hosts_ahead=_hosts_ahead(new.state.canaries, changed, {c.target for c in changes}),
         hosts_added=hosts_added,
         hosts_removed=hosts_removed,
+        deletions_ahead=ahead,
         waves=after.context.policy.names,
         mode=_mode(after),
     )
+    return AtOnce(now=now, deletions=deletions)
 
 
 def _build(side: _Side) -> RolloutBuild:
@@ -127,12 +161,95 @@ def _build(side: _Side) -> RolloutBuild:
     from compiler.backends import stream_backends
     from compiler.render import render
 
-    # The plain build's IR is the side's spec compiled, before any widening: the context compiled it already.
+    mesh = _plain_mesh(side)
+    files, targets = file_index(laid_files(stream_backends(mesh, render(mesh)), keep=False))
+    return replace(built, files=files, targets=targets)
+
+
+def _plain_mesh(side: _Side) -> Mesh:
+    """The IR a plain side's build renders: its spec compiled, before any widening (the context compiled it)."""
     compiled = compile_revision(side.context, WORKING_TREE)
     if compiled is None:
         raise InternalError(f"{side.context.label}: a plain side without its spec")
-    files, targets = file_index(laid_files(stream_backends(compiled.mesh, render(compiled.mesh)), keep=False))
-    return replace(built, files=files, targets=targets)
+    return compiled.mesh
+
+
+def _deletions_now(
+    before: _Side, old: RolloutBuild, after: _Side, new: RolloutBuild
+) -> tuple[KubeDelete, ...]:
+    """The Kubernetes objects the base's built tree holds and the head's no longer writes, in the order to delete
+    them (compiler.diff.kube): read from the Kubernetes files whose digests differ, one side after the other, so
+    what is kept is their objects' keys."""
+    paths = {
+        path
+        for path in old.files.keys() | new.files.keys()
+        if cluster_of(path) is not None and old.files.get(path) != new.files.get(path)
+    }
+    deletions = KubeDeletions()
+    for file in _kube_files(before, old, paths & old.files.keys()):
+        deletions.add(file, None)
+    for file in _kube_files(after, new, paths & new.files.keys()):
+        deletions.add(None, file)
+    return deletions.ordered()
+
+
+def _kube_files(side: _Side, built: RolloutBuild, paths: Collection[str]) -> Iterator[OutputFile]:
+    """The Kubernetes files at `paths` of a side's tree, with their objects: rendered again (a comparison build keeps
+    digests), each checked against the digest its build recorded, so the objects are those of the tree compared."""
+    if not paths:
+        return
+    if side.plain:
+        targets = {target for path in paths if (target := unit_target(path)) is not None}
+        artifacts: Iterable[Artifact] = revision_kube_files(_plain_mesh(side), targets)
+    else:
+        artifacts = kube_files(built.state, paths)
+    read = set()
+    for artifact in artifacts:
+        if artifact.path not in paths:
+            continue
+        file = output_file(artifact)
+        if file.digest.hex() != built.files.get(file.path):
+            raise InternalError(f"{file.path}: rendered again for its objects, it is not the file compared")
+        read.add(file.path)
+        yield file
+    if missing := set(paths) - read:
+        raise InternalError(f"{sorted(missing)[0]}: a changed Kubernetes file was not rendered again")
+
+
+def _deletions_ahead(after: _Side, new: RolloutBuild, left: Sequence[KubeDelete]) -> tuple[DeleteAhead, ...]:
+    """Of the objects the spec no longer writes that do not leave at once (`left`), those a live revision of the
+    head's rollout still writes, each with the last wave (in the policy's order) whose revision writes it, by that
+    wave: its promotion drops it. A head without rollout.yaml is its plain build: it holds none of them."""
+    if after.plain or not left:
+        return ()
+    state = new.state
+    targets = {target for d in left if (target := unit_target(d.file)) is not None}
+    written = {
+        revision: _keys_by_path(revision_kube_files(mesh, targets)) for revision, mesh in state.meshes.items()
+    }
+    order = {name: index for index, name in enumerate(after.context.policy.names)}
+    ahead = []
+    for delete in left:
+        waves = [r.wave for r in state.revisions if _writes(state, written.get(r.revision, {}), r, delete)]
+        if waves:
+            ahead.append(DeleteAhead(object=delete, wave=max(waves, key=order.__getitem__)))
+    # sorted is stable: each wave's objects stay in the order to delete them
+    return tuple(sorted(ahead, key=lambda d: order[d.wave]))
+
+
+def _keys_by_path(artifacts: Iterable[Artifact]) -> dict[str, frozenset[KubeKey]]:
+    return {artifact.path: file_keys(output_file(artifact)) for artifact in artifacts}
+
+
+def _writes(
+    state: State, written: Mapping[str, frozenset[KubeKey]], wave: WaveRevision, delete: KubeDelete
+) -> bool:
+    """Does `wave` write the object into the built tree: its revision renders it into its file (`written`), and a
+    workload's file is laid out from the revision of the workload's own wave alone."""
+    target = unit_target(delete.file)
+    placement = state.placements.get(target) if target is not None else None
+    ours = placement is None or placement.wave == wave.wave
+    return ours and delete_key(delete) in written.get(delete.file, ())
 
 
 def _mode(side: _Side) -> str:
@@ -140,14 +257,23 @@ def _mode(side: _Side) -> str:
     return "none" if side.plain else "hold" if side.context.rollout.hold else "active"
 
 
-def _unknown(after: _Side, base: str, diagnostics: Sequence[Diagnostic]) -> RolloutNow:
-    """What the merge changes at once when the base's rollout cannot be built: unknown, and why."""
+def _unknown(
+    after: _Side, base: str, diagnostics: Sequence[Diagnostic], gone: Sequence[KubeDelete]
+) -> AtOnce:
+    """What the merge changes at once when the base's rollout cannot be built: unknown, and why. No object is to be
+    deleted now: which of those the spec no longer writes (`gone`) leave output/ at once is unknown too."""
     problem = f"the rollout at {base} cannot be built: {diagnostics[0].format()}"
     if len(diagnostics) > 1:
         problem += f" (and {len(diagnostics) - 1} more error(s))"
-    return RolloutNow(
-        moves=(), changes=(), waves=after.context.policy.names, mode=_mode(after), unknown=problem
+    now = RolloutNow(
+        moves=(),
+        changes=(),
+        deletions_ahead=tuple(DeleteAhead(object=d, wave="") for d in gone),
+        waves=after.context.policy.names,
+        mode=_mode(after),
+        unknown=problem,
     )
+    return AtOnce(now=now, deletions=())
 
 
 def _named(diagnostics: Sequence[Diagnostic], revision: str | None, label: str) -> tuple[Diagnostic, ...]:

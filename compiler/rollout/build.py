@@ -9,12 +9,13 @@ and revision.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from compiler.backends import stream_backends
-from compiler.backends.kubernetes import cluster_file, cluster_namespaces
+from compiler.backends.kubernetes import cluster_file, cluster_namespaces, stream_kubernetes
+from compiler.backends.kubernetes.layout import unit_target
 from compiler.backends.kubernetes.readers import ExternalReader, external_readers
 from compiler.backends.puppet import ROOT as PUPPET_ROOT
 from compiler.backends.puppet import pool_artifact
@@ -316,6 +317,27 @@ def cluster_files(meshes: Sequence[tuple[Mesh, Sequence[ExternalReader]]]) -> li
         for cluster, found in cluster_namespaces(mesh, readers).items():
             namespaces.setdefault(cluster, set()).update(found)
     return [cluster_file(meshes[0][0], cluster, names) for cluster, names in sorted(namespaces.items())]
+
+
+def kube_files(state: State, paths: Collection[str]) -> Iterator[Artifact]:
+    """The Kubernetes files of the rollout tree of `state` among `paths`, with their objects (values), laid out as
+    `laid_out` lays them out: a target's from the live revision that lays it out, each cluster's 00-cluster.yaml from
+    every live revision. Only their targets are rendered: a diff reads the objects of the few files that change, which
+    a comparison build (`build_rollout`) knows by digest alone."""
+    targets = {target for path in paths if (target := unit_target(path)) is not None}
+    parts = live_parts(state)
+    for part in parts:
+        if mine := part.targets & targets:
+            yield from revision_kube_files(state.meshes[part.revision], mine, shared=False)
+    if len(targets) < len(paths):  # a cluster's file among them
+        clusters = cluster_files([(state.meshes[p.revision], p.readers) for p in parts])
+        yield from (artifact for artifact in clusters if artifact.path in paths)
+
+
+def revision_kube_files(mesh: Mesh, targets: Collection[str], shared: bool = True) -> Iterator[Artifact]:
+    """The Kubernetes files of `targets` (workloads and external readers) as `mesh` alone renders them, with their
+    objects, and with `shared` every cluster's 00-cluster.yaml of `mesh` (its own Namespaces only)."""
+    return stream_kubernetes(mesh, render(mesh, only=targets), targets, values=True, shared=shared)
 
 
 def node_files(state: State, rendered: Mapping[str, Rendered]) -> list[Artifact]:

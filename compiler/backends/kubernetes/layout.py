@@ -68,6 +68,14 @@ def unit_path(target: str) -> str:
     return f"{ROOT}/{cluster}/{namespace}/{service}.yaml"
 
 
+def unit_target(path: str) -> str | None:
+    """The workload or external reader whose file `path` is (`unit_path` backwards); None for any other path."""
+    parts = path.split("/")
+    if len(parts) != 4 or parts[0] != ROOT or not parts[3].endswith(".yaml"):
+        return None
+    return f"k8s/{parts[1]}/{parts[2]}/{parts[3].removesuffix('.yaml')}"
+
+
 def object_path(cluster: str, obj: Mapping[str, Any]) -> str:
     """The file meshc writes an object into: found from the object alone (for objects no longer rendered, too).
 

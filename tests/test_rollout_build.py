@@ -400,6 +400,28 @@ def test_a_new_dependency_on_a_later_wave_is_admitted_everywhere_first(tmp_path:
     )  # type: ignore[arg-type]
 
 
+def test_an_external_reader_keeps_granting_what_an_older_wave_still_watches(tmp_path: Path) -> None:
+    """api-gateway (kube-sjc-a and kube-iad-a, pinned waves) reads gke-usc1-a from outside: namespaces
+    feature-flags, preview and search. The head stops calling search; the head's revision, the newest live one,
+    lays out the reader, yet base's api-gateway still watches search there, so the grant stays until no live
+    revision watches it (it went at once: contract before expand, and base's pods lost that discovery)."""
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    reader = "kubernetes/gke-usc1-a/meshc-discovery/api-gateway.yaml"
+
+    def granted(tree: dict[str, bytes]) -> list[str]:
+        objects = yaml.safe_load_all(tree[reader])
+        return sorted(o["metadata"]["namespace"] for o in objects if o["kind"] == "RoleBinding")
+
+    assert granted(output_for(spec)) == ["feature-flags", "preview", "search"]
+    drop_dependency(spec / "services/api-gateway.yaml", "search")
+    head = commit(repo, "api-gateway stops calling search")
+    assert granted(revision_tree(repo, head)) == ["feature-flags", "preview"]
+    assert granted(output_for(spec)) == ["feature-flags", "preview", "search"]
+    set_pins(spec, west=head, rest=head)
+    commit(repo, "every wave at head")
+    assert granted(output_for(spec)) == ["feature-flags", "preview"]
+
+
 def test_a_protocol_switch_across_waves_is_unsafe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo, spec, base = start_rollout(tmp_path / "repo")
     replace_in(spec / "services/encryption.yaml", "protocol: grpc", "protocol: http")
@@ -1246,7 +1268,7 @@ def test_a_namespace_left_only_by_a_later_promotion_is_deleted_by_that_promotion
     gone = before - applied(revision_tree(repo, head))
     assert namespace in gone and ("kube-sjc-a", "ServiceAccount", "upload", "upload") in gone
     now, ahead = deletions_of(capsys, spec, built, head)
-    # at once, only what output/ really drops (an external reader's grant, laid out from the newest revision)
+    # at once, only what output/ really drops
     assert now == before - applied(read_tree(out)) and namespace not in now
     assert ahead == {key: "rest" if key == namespace else "west" for key in gone - now}
     # west's promotion: upload's objects in namespace upload leave, the Namespace does not

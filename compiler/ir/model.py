@@ -168,6 +168,9 @@ class Mesh:
     # (cluster, service, namespace) of the pods other revisions live in a rollout run, where this revision has none
     # (a client that is new, or moved to another namespace): a NetworkPolicy of a rollout build admits them too.
     rollout_pods: frozenset[tuple[str, str, str]] = frozenset()
+    # (cluster, client service, namespace) that other live revisions' external readers watch: a reader this revision
+    # lays out keeps granting those namespaces too, so an older client still reading one keeps its grant
+    rollout_readers: frozenset[tuple[str, str, str]] = frozenset()
     # Views of this very object that the stages after lowering compute from it alone, each once, by the name of the
     # function computing it (compiler.backends.kubernetes.readers.external_readers). Not part of the value: a
     # changed mesh (dataclasses.replace) starts without any.

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 
+from compiler.backends.kubernetes.readers import external_readers
 from compiler.ir.model import Mesh, Workload
 from compiler.rollout.compiled import Revision
 from compiler.rollout.hosts import Canary, canaries
@@ -98,10 +99,16 @@ def widen(meshes: Mapping[str, Mesh], waves: Mapping[str, str]) -> dict[str, Mes
             callers.setdefault(workload.service, set()).update(workload.ingress.client_services)
             identities.add(workload.identity)
     pods = frozenset(pod for mesh in meshes.values() for pod in _pods(mesh))
+    readers = frozenset(read for mesh in meshes.values() for read in _reads(mesh))
     return {
-        rev: _widened(mesh, allowed, callers, frozenset(identities), pods, waves)
+        rev: _widened(mesh, allowed, callers, frozenset(identities), pods, readers, waves)
         for rev, mesh in meshes.items()
     }
+
+
+def _reads(mesh: Mesh) -> Iterator[tuple[str, str, str]]:
+    """(cluster, client service, namespace) of each namespace an external reader of `mesh` watches."""
+    return ((r.cluster, r.service, ns) for r in external_readers(mesh) for ns in r.namespaces)
 
 
 def _pods(mesh: Mesh) -> Iterator[tuple[str, str, str]]:
@@ -115,6 +122,7 @@ def _widened(
     callers: Mapping[str, set[str]],
     identities: frozenset[str],
     pods: frozenset[tuple[str, str, str]],
+    readers: frozenset[tuple[str, str, str]],
     waves: Mapping[str, str],
 ) -> Mesh:
     ingresses = {
@@ -133,4 +141,5 @@ def _widened(
         waves={w.id: waves[w.id] for w in mesh.workloads if w.id in waves},
         rollout_identities=identities - own,
         rollout_pods=pods - frozenset(_pods(mesh)),
+        rollout_readers=readers - frozenset(_reads(mesh)),
     )

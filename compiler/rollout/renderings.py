@@ -132,5 +132,5 @@ def _mesh_key(mesh: Mesh) -> str:
                 ).encode()
             )
     digest.update(repr(sorted(mesh.waves.items())).encode() + repr(sorted(mesh.rollout_identities)).encode())
-    digest.update(repr(sorted(mesh.rollout_pods)).encode())
+    digest.update(repr(sorted(mesh.rollout_pods)).encode() + repr(sorted(mesh.rollout_readers)).encode())
     return digest.hexdigest()

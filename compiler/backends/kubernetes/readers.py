@@ -54,6 +54,8 @@ def external_readers(mesh: Mesh) -> tuple[ExternalReader, ...]:
 
 
 def _external_readers(mesh: Mesh) -> tuple[ExternalReader, ...]:
+    """The mesh's readers; in a rollout build, each also grants the namespaces other live revisions' reader of the
+    same client service watches in its cluster (`Mesh.rollout_readers`: expand before contract)."""
     namespaces: dict[tuple[str, str], set[str]] = defaultdict(set)
     readers: dict[tuple[str, str], set[str]] = defaultdict(set)
     for workload in mesh.workloads:
@@ -62,6 +64,9 @@ def _external_readers(mesh: Mesh) -> tuple[ExternalReader, ...]:
                 if isinstance(source, KubernetesSource) and source.cluster != workload.cluster:
                     namespaces[(source.cluster, workload.service)].add(source.namespace)
                     readers[(source.cluster, workload.service)].add(workload.id)
+    for cluster, service, namespace in mesh.rollout_readers:
+        if (cluster, service) in namespaces:  # a reader only other revisions have is laid out by them
+            namespaces[(cluster, service)].add(namespace)
     return tuple(
         ExternalReader(
             cluster=cluster,

@@ -422,6 +422,23 @@ def test_an_external_reader_keeps_granting_what_an_older_wave_still_watches(tmp_
     assert granted(output_for(spec)) == ["feature-flags", "preview"]
 
 
+def test_what_the_first_wave_still_waits_for_is_the_contract_not_a_promotion(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """api-gateway stops calling search: search (gke-usc1-a, the first wave) keeps admitting it while base is live.
+    The first wave is never promoted: its line says what it waits for (it read `canary (2)` among the promotions)."""
+    repo, spec, base = start_rollout(tmp_path / "repo")
+    drop_dependency(spec / "services/api-gateway.yaml", "search")
+    head = commit(repo, "api-gateway stops calling search")
+    capsys.readouterr()
+    assert main(["diff", "--base", base, "--head", head, "--spec", str(spec)]) == 0
+    (ahead,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Still ahead")]
+    assert (
+        ahead.startswith("Still ahead, one promotion each: canary (")
+        and ", when the older revisions leave)" in ahead
+    )
+
+
 def test_a_protocol_switch_across_waves_is_unsafe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo, spec, base = start_rollout(tmp_path / "repo")
     replace_in(spec / "services/encryption.yaml", "protocol: grpc", "protocol: http")

@@ -318,10 +318,19 @@ def rollout_lines(diff: MeshDiff) -> list[str]:
 
 def _ahead(waves: Sequence[WaveSplit], now: RolloutNow) -> list[str]:
     """Each wave's changed targets that do not change at once, and the canary hosts still ahead, in the policy's
-    order: `wave (count)`."""
+    order: `wave (count)`. The first wave, never promoted, runs the merge at once (unless on hold): what of it waits
+    does so for the contract, once no older live revision needs the old rendering."""
     at_once = {change.target for change in now.changes}.union(now.file_targets)
     order = {name: index for index, name in enumerate(now.waves)}
-    splits = [(split.wave, [t for t in split.targets if t not in at_once], "") for split in waves]
+    first = now.waves[0] if now.waves and now.mode == "active" else None
+    splits = [
+        (
+            split.wave,
+            [t for t in split.targets if t not in at_once],
+            ", when the older revisions leave" if split.wave == first else "",
+        )
+        for split in waves
+    ]
     splits += [(split.wave, list(split.targets), " host(s)") for split in now.hosts_ahead]
     splits.sort(key=lambda split: order.get(split[0], len(order)))
     return [f"{wave} ({len(targets)}{unit})" for wave, targets, unit in splits if targets]

@@ -439,6 +439,52 @@ def test_what_the_first_wave_still_waits_for_is_the_contract_not_a_promotion(
     )
 
 
+THUMBNAIL = """service: thumbnail
+owner: content-experience
+port: 8080
+mesh_port: 18080
+local_port: 7141
+deploy:
+  vm: {datacenters: [sjc]}
+"""
+
+
+def test_the_hosts_of_a_pool_new_since_the_canary_host_wave_are_no_canaries_yet(tmp_path: Path) -> None:
+    """The example's own policy (canary-hosts: two hosts of every VM pool) with every wave but the first at base. A
+    new VM service at head, its hosts in the inventory: canary-hosts runs base, where the pool does not exist, so its
+    hosts get no node file and are no canaries (MANIFEST.json listed them: plan counted them, drift called them
+    orphans). Once canary-hosts runs head, they are."""
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / SPEC
+    base = git(repo, "rev-parse", "HEAD").strip()
+    waves = [wave["name"] for wave in yaml.safe_load((spec / "mesh.yaml").read_text())["rollout"]["waves"]]
+    pins = "".join(f"  {wave}: {base}\n" for wave in waves[1:])
+    (spec / "rollout.yaml").write_text(f"hold: false\npins:\n{pins}")
+    commit(repo, "every wave but the first at base")
+    (spec / "services/thumbnail.yaml").write_text(THUMBNAIL)
+    hosts = [f"thumbnail-00{n}.sjc.box.net" for n in (1, 2, 3)]
+    with (spec / "inventory/hosts.yaml").open("a") as inventory:
+        inventory.writelines(
+            f"- {{certname: {host}, service: thumbnail, datacenter: sjc}}\n" for host in hosts
+        )
+    head = commit(repo, "a new VM service, thumbnail, with its hosts")
+
+    def canary_hosts(tree: dict[str, bytes]) -> set[str]:
+        return {h for h in json.loads(tree[MANIFEST])["rollout"]["hosts"] if h.startswith("thumbnail-")}
+
+    tree = output_for(spec)
+    assert canary_hosts(tree) == set() and not [
+        p for p in tree if p.startswith("puppet/data/nodes/thumbnail-")
+    ]
+    (spec / "rollout.yaml").write_text(f"hold: false\npins:\n{pins.replace(base, head, 1)}")
+    commit(repo, "canary-hosts at head")
+    tree = output_for(spec)
+    assert len(canary_hosts(tree)) == 2
+    assert {p for p in tree if p.startswith("puppet/data/nodes/thumbnail-")} == {
+        node_path(host) for host in canary_hosts(tree)
+    }
+
+
 def test_a_protocol_switch_across_waves_is_unsafe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo, spec, base = start_rollout(tmp_path / "repo")
     replace_in(spec / "services/encryption.yaml", "protocol: grpc", "protocol: http")

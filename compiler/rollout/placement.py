@@ -57,7 +57,13 @@ def rollout_state(context: Context, revisions: tuple[WaveRevision, ...]) -> Stat
             chosen[target] = workload
     head_mesh = compiled[revisions[0].revision]
     pools = {w.id: w for w in head_mesh.mesh.workloads if w.platform == "vm"} if head_mesh is not None else {}
-    hosts = canaries(context.policy, context.hosts, pools, waves)
+    # A canary host runs its pool as its wave's revision renders it: where that revision has no such pool (new since),
+    # it gets no node file, so it is no canary yet (MANIFEST.json, plan and drift would count a host nothing renders).
+    hosts = tuple(
+        c
+        for c in canaries(context.policy, context.hosts, pools, waves)
+        if c.pool in by_id.get(wave_revision[c.wave], {})
+    )
     live = sorted({wave_revision[waves[t]] for t in chosen} | {wave_revision[c.wave] for c in hosts})
     widened = widen({rev: found.mesh for rev in live if (found := compiled[rev]) is not None}, waves)
     widened_by_id = {rev: {w.id: w for w in mesh.workloads} for rev, mesh in widened.items()}

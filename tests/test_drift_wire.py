@@ -670,6 +670,9 @@ def test_wave_summaries_follow_the_policy_and_a_canary_host_wave_counts_hosts(
     ]
     assert waves["sjc"]["hosts"] == len(sjc_hosts) > 0 and waves["sjc"]["not_converged"] == []
     held = f"{len(rendering.nodes) - 1}/{len(rendering.nodes)}"
+    # the pending host's item names its document, with the hashes in its detail, not "(absent) → (absent)"
+    assert f"pending   {ENVOY_CDS}  (envoy/cds.json: " in format_text(report)
+    assert "(absent) → (absent)" not in format_text(report)
     text = format_text(report).split("\nwaves:\n", 1)[1].split("\n\n", 1)[0].splitlines()
     assert [line.split(":")[0].strip() for line in text] == POLICY_ORDER
     assert text[1] == f"  canary-hosts: {held} hosts converged, 1 pending: {canary}"

@@ -247,7 +247,10 @@ def _drift_detail(report: DriftReport, group: _Group) -> Detail:
 
 
 def _finding(item: DriftItem) -> str:
-    values = f": {_short(item.expected)} → {_short(item.live)}" if item.path else ""
+    compared = item.path and (
+        item.expected is not None or item.live is not None
+    )  # a host's item carries none
+    values = f": {_short(item.expected)} → {_short(item.live)}" if compared else ""
     note = (
         f" (acknowledged: {item.acknowledged})"
         if item.acknowledged

@@ -22,7 +22,7 @@ from compiler.ir.lower import lower
 from compiler.pipeline import Build, validate_only
 from compiler.render import ENVOY_BOOTSTRAP, ENVOY_CDS, ENVOY_LDS, NERVE, SYNAPSE, SidecarConfig
 from compiler.render.restart import RestartClass
-from compiler.rollout.plan import TargetChange
+from compiler.rollout.changes import TargetChange
 from compiler.spec.load import read_tree
 from tests.conftest import EXAMPLE
 

@@ -761,7 +761,7 @@ def test_a_target_that_starts_or_stops_at_once_restarts_nothing(
     assert report["summary"]["now_restarts"] == 0
     # a restart on Kubernetes is named by its class, as the spec diff names it, and as the pod roll it is
     from compiler.render.restart import RestartClass
-    from compiler.rollout.plan import TargetChange
+    from compiler.rollout.changes import TargetChange
     from compiler.rollout.report import cost
 
     change = {"wave": "canary", "status": "changed", "restart_sensitive": False, "reason": "promoted"}

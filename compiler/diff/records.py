@@ -13,9 +13,9 @@ from compiler.graph.calls import CallChange
 from compiler.render.restart import Credentials, RestartClass
 
 if TYPE_CHECKING:
-    from compiler.rollout.plan import (
-        TargetChange,
-    )  # the rollout's own record: the diff loads it only under one
+    from compiler.rollout.changes import (
+        TargetChange,  # the rollout's own record: the diff loads it only under one
+    )
 
 ADDED, REMOVED, CHANGED = "added", "removed", "changed"
 WORKING_TREE = (

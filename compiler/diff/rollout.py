@@ -36,11 +36,11 @@ from compiler.rollout.build import (
     manifest_section,
     revision_kube_files,
 )
+from compiler.rollout.changes import other_files, target_changes
 from compiler.rollout.compiled import RevisionCache
 from compiler.rollout.hosts import Canary
 from compiler.rollout.pins import WORKING_TREE, WaveRevision, resolve
 from compiler.rollout.placement import State
-from compiler.rollout.plan import other_files, target_changes
 from compiler.rollout.renderings import laid_files
 from compiler.rollout.revisions import (
     Context,

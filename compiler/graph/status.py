@@ -13,7 +13,8 @@ from collections.abc import Iterator, Mapping
 from compiler.graph.columns import MARK_COLOR, STATE_COLORS, Box, Column, render_columns
 from compiler.graph.dot import element_id
 from compiler.graph.page import Detail, render_page
-from compiler.rollout.plan import AuthzStep, Plan, TargetChange, TargetStatus, WaveStatus, held_back_name
+from compiler.rollout.changes import TargetChange
+from compiler.rollout.plan import AuthzStep, Plan, TargetStatus, WaveStatus, held_back_name
 from compiler.rollout.report import cost, hold_line, revision_name, state_line
 
 PLAN_LEGEND = (

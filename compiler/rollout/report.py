@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 from compiler.render.restart import RestartClass
+from compiler.rollout.changes import TargetChange
 from compiler.rollout.pairs import StatesReport
 from compiler.rollout.pins import WORKING_TREE
-from compiler.rollout.plan import Plan, TargetChange, held_back_note
+from compiler.rollout.plan import Plan, held_back_note
 
 _COST = {
     RestartClass.NONE: "no restart",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 
-from compiler.backends.kubernetes.readers import external_readers
+from compiler.backends.kubernetes.readers import external_readers, widened_readers
 from compiler.ir.model import Mesh, Workload
 from compiler.rollout.compiled import Revision
 from compiler.rollout.hosts import Canary, canaries
@@ -141,7 +141,7 @@ def _widened(
     }
     workloads = tuple(replace(w, ingress=ingresses[w.service]) for w in mesh.workloads)
     own = {w.identity for w in mesh.workloads}
-    return replace(
+    widened = replace(
         mesh,
         workloads=workloads,
         waves={w.id: waves[w.id] for w in mesh.workloads if w.id in waves},
@@ -149,3 +149,7 @@ def _widened(
         rollout_pods=pods - frozenset(_pods(mesh)),
         rollout_readers=readers - frozenset(_reads(mesh)),
     )
+    # Widening changes no egress, so the widened IR's readers are the revision's own, widened: found from those
+    # already found (each search walks every source of every edge) rather than searched again.
+    widened.derived["external_readers"] = widened_readers(external_readers(mesh), widened.rollout_readers)
+    return widened

@@ -14,7 +14,8 @@ the token controller writes it into the Secret, and the site's secret distributi
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, replace
 from typing import Any
 
 from compiler.backends.kubernetes.objects import discovery_grants, owned_metadata
@@ -54,8 +55,8 @@ def external_readers(mesh: Mesh) -> tuple[ExternalReader, ...]:
 
 
 def _external_readers(mesh: Mesh) -> tuple[ExternalReader, ...]:
-    """The mesh's readers; in a rollout build, each also grants the namespaces other live revisions' reader of the
-    same client service watches in its cluster (`Mesh.rollout_readers`: expand before contract)."""
+    """The mesh's readers; in a rollout build, each also grants what other live revisions' readers watch
+    (`widened_readers`)."""
     namespaces: dict[tuple[str, str], set[str]] = defaultdict(set)
     readers: dict[tuple[str, str], set[str]] = defaultdict(set)
     for workload in mesh.workloads:
@@ -64,10 +65,7 @@ def _external_readers(mesh: Mesh) -> tuple[ExternalReader, ...]:
                 if isinstance(source, KubernetesSource) and source.cluster != workload.cluster:
                     namespaces[(source.cluster, workload.service)].add(source.namespace)
                     readers[(source.cluster, workload.service)].add(workload.id)
-    for cluster, service, namespace in mesh.rollout_readers:
-        if (cluster, service) in namespaces:  # a reader only other revisions have is laid out by them
-            namespaces[(cluster, service)].add(namespace)
-    return tuple(
+    own = tuple(
         ExternalReader(
             cluster=cluster,
             service=service,
@@ -75,6 +73,24 @@ def _external_readers(mesh: Mesh) -> tuple[ExternalReader, ...]:
             workloads=tuple(sorted(readers[(cluster, service)])),
         )
         for cluster, service in sorted(namespaces)
+    )
+    return widened_readers(own, mesh.rollout_readers)
+
+
+def widened_readers(
+    readers: tuple[ExternalReader, ...], watched: Collection[tuple[str, str, str]]
+) -> tuple[ExternalReader, ...]:
+    """`readers`, each also granting the namespaces `watched` (cluster, client service, namespace) names for its
+    cluster and client: what other live revisions' readers watch (expand before contract). A reader only other
+    revisions have is laid out by them, so none is added."""
+    extra: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for cluster, service, namespace in watched:
+        extra[(cluster, service)].add(namespace)
+    return tuple(
+        replace(r, namespaces=tuple(sorted({*r.namespaces, *extra[(r.cluster, r.service)]})))
+        if (r.cluster, r.service) in extra
+        else r
+        for r in readers
     )
 
 

@@ -1147,15 +1147,22 @@ def test_on_hold_the_diff_changes_nothing_at_once_and_every_wave_is_ahead(
     ) in capsys.readouterr().out
 
 
+def commit_a_broken_pin(repo: Path, spec: Path, base: str) -> str:
+    """Commit a rollout.yaml pinning west to no commit (what a shallow clone lacks), then put the pins back in the
+    working tree (uncommitted); the broken commit's id."""
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west="1" * 40, rest=base))
+    broken = commit(repo, "a pin that is no commit")
+    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
+    return broken
+
+
 def test_a_base_whose_rollout_cannot_be_built_is_unknown_never_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A pin the repository does not hold (a shallow clone's): what the merge changes at once cannot be known, so
     # the diff says so, and --exit-code does not report "no change".
     repo, spec, base = start_rollout(tmp_path / "repo")
-    (spec / "rollout.yaml").write_text(ROLLOUT.format(west="1" * 40, rest=base))
-    broken = commit(repo, "a pin that is no commit")
-    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
+    broken = commit_a_broken_pin(repo, spec, base)
     head = commit(repo, "pins fixed")
     capsys.readouterr()
     assert main(["diff", "--base", broken, "--head", head, "--spec", str(spec), "--exit-code"]) == 1
@@ -1373,9 +1380,7 @@ def test_where_the_base_rollout_cannot_be_built_no_delete_command_is_printed(
 ) -> None:
     # What leaves output/ at once is unknown (a pin the clone lacks): the spec's deletions are no commands to run.
     repo, spec, base = start_rollout(tmp_path / "repo")
-    (spec / "rollout.yaml").write_text(ROLLOUT.format(west="1" * 40, rest=base))
-    broken = commit(repo, "a pin that is no commit")
-    (spec / "rollout.yaml").write_text(ROLLOUT.format(west=base, rest=base))
+    broken = commit_a_broken_pin(repo, spec, base)
     (spec / "services/notification.yaml").unlink()
     head = commit(repo, "pins fixed, notification removed")
     now, ahead = deletions_of(capsys, spec, broken, head)

@@ -11,7 +11,7 @@ from compiler.rollout.build import build_rollout
 from compiler.rollout.output import output_for
 from compiler.rollout.revisions import rollout_context
 from compiler.rollout.states import check_rollout, check_states
-from tests.test_rollout_build import commit, line_of, replace_in, start_rollout
+from tests.test_rollout_build import commit, drop_dependency, line_of, replace_in, start_rollout
 
 
 def unsafe(spec: Path) -> list[str]:
@@ -81,6 +81,19 @@ def test_a_new_service_called_from_the_first_wave_but_placed_in_a_later_one_is_u
         in f
         for f in found
     ), found
+
+
+def test_a_removed_service_an_older_wave_still_calls_is_named_as_the_server(tmp_path: Path) -> None:
+    """search removed (and every call to it) at head while api-gateway in later waves still calls it at base: the
+    finding names api-gateway → search (it named api-gateway → api-gateway, no server instance being there)."""
+    repo, spec, _ = start_rollout(tmp_path / "repo")
+    (spec / "services/search.yaml").unlink()
+    for path in sorted((spec / "services").glob("*.yaml")):
+        if "- service: search\n" in path.read_text():
+            drop_dependency(path, "search")
+    commit(repo, "search is gone")
+    found = [f for f in unsafe(spec) if "needs search where it watches, and no server is there" in f]
+    assert found and all(": api-gateway → search: " in f for f in found), found
 
 
 def test_every_check_passes_for_safe_changes_and_counts_combinations(tmp_path: Path) -> None:

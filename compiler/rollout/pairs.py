@@ -51,6 +51,13 @@ class Problem:
     missing: str | None = (
         None  # the state (CURRENT or NEXT) in which no server is there; `server` is then any instance of it
     )
+    # the service the client needs (where no instance of it is anywhere, `server` stands in for it: the client)
+    service: str = ""
+
+    @property
+    def server_service(self) -> str:
+        """The service of the server side: the one the client needs."""
+        return self.service or self.server.workload.service
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -244,16 +251,34 @@ class PairChecker:
             "local" if edge.locality == "local" else "discovery",
             detail,
             missing=NEXT if there_now else CURRENT,
+            service=edge.service,
         )
 
     def _problem(
-        self, client: Instance, server: Instance, check: str, detail: str, missing: str | None = None
+        self,
+        client: Instance,
+        server: Instance,
+        check: str,
+        detail: str,
+        missing: str | None = None,
+        service: str = "",
     ) -> None:
-        key = (client.workload.service, server.workload.service, check, f"{client.state}/{server.state}")
+        key = (
+            client.workload.service,
+            service or server.workload.service,
+            check,
+            f"{client.state}/{server.state}",
+        )
         self.problems.setdefault(
             key,
             Problem(
-                client=client, server=server, check=check, detail=detail, fix=FIXES[check], missing=missing
+                client=client,
+                server=server,
+                check=check,
+                detail=detail,
+                fix=FIXES[check],
+                missing=missing,
+                service=service,
             ),
         )
 

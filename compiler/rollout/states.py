@@ -125,9 +125,9 @@ def _diagnostic(context: Context, report: StatesReport, problem: Problem) -> Dia
     else:
         states = f"{_describe(client, report)} → {_describe(server, report)}"
     return Diagnostic(
-        span=_span(context, client, server),
+        span=_span(context, client, problem.server_service),
         code="rollout-unsafe",
-        message=f"{client.workload.service} → {server.workload.service}: {problem.detail} ({states}); {problem.fix}",
+        message=f"{client.workload.service} → {problem.server_service}: {problem.detail} ({states}); {problem.fix}",
     )
 
 
@@ -143,7 +143,7 @@ def _describe(instance: Instance, report: StatesReport) -> str:
     return f"{instance.id} in wave {instance.wave} at {revision}, {when}"
 
 
-def _span(context: Context, client: Instance, server: Instance) -> Span:
+def _span(context: Context, client: Instance, server: str) -> Span:
     """The client's dependency entry in the head spec, else the client's or the server's service file, else
     rollout.yaml."""
     head = compile_revision(context, WORKING_TREE)
@@ -152,10 +152,10 @@ def _span(context: Context, client: Instance, server: Instance) -> Span:
         service = spec.services.get(client.workload.service)
         if service is not None:
             for dep in service.dependencies:
-                if dep.service == server.workload.service:
+                if dep.service == server:
                     return dep.span
             return service.span
-        other = spec.services.get(server.workload.service)
+        other = spec.services.get(server)
         if other is not None:
             return other.span
     return context.rollout.span

@@ -804,7 +804,13 @@ def test_the_plan_lists_every_file_the_next_promotion_changes(tmp_path: Path) ->
         path for c in plan.changes for tree in (before, after) for path in targets(tree).get(c.target, [])
     }
     assert {path for path, _ in plan.files} == changed - listed
-    assert "kubernetes/gke-usc1-a/feature-flags/feature-flags.yaml" in {path for path, _ in plan.files}
+    assert ("kubernetes/gke-usc1-a/feature-flags/feature-flags.yaml", "changed") in plan.files
+    # the status page, drawn from the same records, names them too (no box stands for them)
+    from compiler.graph.status import render_plan_page
+
+    page = render_plan_page(plan)
+    assert "Other files the promotion of rest rewrites: " in page
+    assert "kubernetes/gke-usc1-a/feature-flags/feature-flags.yaml (changed)" in page
 
 
 def test_the_plan_shows_the_expand_step_of_a_service_whose_canary_admits_the_client(tmp_path: Path) -> None:

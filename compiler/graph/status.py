@@ -139,6 +139,9 @@ def _summary(plan: Plan) -> Iterator[str]:
         yield f"Contract (with the promotion of {plan.promotion[0]}): " + _steps(
             plan.contracted, "stops admitting"
         )
+        # the files no box stands for (a NetworkPolicy narrowed, a Namespace no live revision needs), as plan lists them
+        files = "; ".join(f"{path} ({status})" for path, status in plan.files) or "none"
+        yield f"Other files the promotion of {plan.promotion[0]} rewrites: {files}"
     yield "Checked: " + state_line("current state", plan.current_states)
     if plan.next_states is not None and plan.promotion is not None:
         yield "Checked: " + state_line(f"every state while {plan.promotion[0]} converges", plan.next_states)

@@ -126,13 +126,13 @@ def rollout_now(
             old = _build(before)
         except SpecError as exc:
             return _unknown(after, base, _named(exc.diagnostics, base, label), gone)
-        moves = tuple(_moves(before, after, worktree=head is None))
+        moved = _spec_moves(before, after)
+        moves = tuple(_moves(before, after, moved, worktree=head is None))
         deletions = _deletions_now(before, old, after, new)
         leaving = {delete_key(d) for d in deletions}
         ahead = _deletions_ahead(after, new, [d for d in gone if delete_key(d) not in leaving])
     finally:
         location.repo.close()  # stop GitPython's `git cat-file` helpers now, not at garbage collection
-    moved = {wave.wave for wave in after.revisions if _spec_moved(before, after, wave)}
     changes = tuple(target_changes(old, new, moved, NEW_REVISION))
     files = other_files(old, new, changes)
     hosts_added, hosts_removed = _inventory_change(before, after)
@@ -318,17 +318,17 @@ def _plain_side(
     return _Side(context=context, revisions=waves, plain=True)
 
 
-def _moves(before: _Side, after: _Side, worktree: bool) -> list[PinMove]:
+def _moves(before: _Side, after: _Side, moved: Collection[str], worktree: bool) -> list[PinMove]:
     """The waves that run another revision at the head, in the head's order: another spec (a wave new at the head
     moves too), or, where both sides have a rollout, another pin, which MANIFEST.json records (the first wave runs
-    its side's own commit, so it moves only with its spec). `worktree`: the head is the working tree (its first
-    wave runs WORKING_TREE, not a commit)."""
+    its side's own commit, so it moves only with its spec). `moved`: the waves whose spec moves (`_spec_moves`);
+    `worktree`: the head is the working tree (its first wave runs WORKING_TREE, not a commit)."""
     ran = {r.wave: r.revision for r in before.revisions}
     pinned = not before.plain and not after.plain
     found = []
     for wave in after.revisions:
         old = ran.get(wave.wave)
-        if _spec_moved(before, after, wave) or (pinned and old != wave.revision):
+        if wave.wave in moved or (pinned and old != wave.revision):
             new = (
                 DIFF_WORKING_TREE
                 if worktree and wave.revision == WORKING_TREE
@@ -338,10 +338,16 @@ def _moves(before: _Side, after: _Side, worktree: bool) -> list[PinMove]:
     return found
 
 
-def _spec_moved(before: _Side, after: _Side, wave: WaveRevision) -> bool:
-    """Whether `wave` runs another spec at the head (its targets then change because it moves)."""
-    old = next((r.revision for r in before.revisions if r.wave == wave.wave), None)
-    return old is None or spec_key(before.context, old) != spec_key(after.context, wave.revision)
+def _spec_moves(before: _Side, after: _Side) -> frozenset[str]:
+    """The waves that run another spec at the head (a wave new at the head too): their targets change because
+    they move."""
+    ran = {r.wave: r.revision for r in before.revisions}
+    return frozenset(
+        wave.wave
+        for wave in after.revisions
+        if wave.wave not in ran
+        or spec_key(before.context, ran[wave.wave]) != spec_key(after.context, wave.revision)
+    )
 
 
 def _commit(context: Context, revision: str) -> str:

@@ -247,10 +247,7 @@ def _drift_detail(report: DriftReport, group: _Group) -> Detail:
 
 
 def _finding(item: DriftItem) -> str:
-    compared = item.path and (
-        item.expected is not None or item.live is not None
-    )  # a host's item carries none
-    values = f": {_short(item.expected)} → {_short(item.live)}" if compared else ""
+    values = f": {_short(item.expected)} → {_short(item.live)}" if item.compared else ""
     note = (
         f" (acknowledged: {item.acknowledged})"
         if item.acknowledged

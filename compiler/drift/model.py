@@ -114,6 +114,12 @@ class DriftItem:
             f":{self.path}" if self.path else ""
         )
 
+    @property
+    def compared(self) -> bool:
+        """Whether the item holds the expected and live values at its path, for reports to show. A host's item
+        names its document but holds none (its detail has the hashes): `(absent) → (absent)` would be noise."""
+        return bool(self.path) and (self.expected is not None or self.live is not None)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SubjectState:

@@ -98,9 +98,7 @@ def _scope_summary(state: str, counts: Mapping[str, int], evidence: str | None, 
 
 def _item_line(item: DriftItem, shared: str | None = None) -> str:
     where = f" {item.path}" if item.path else ""
-    # a host's item names its document but carries no values (its detail has the hashes): nothing → nothing is noise
-    compared = item.path and (item.expected is not None or item.live is not None)
-    values = f": {_value(item.expected)} → {_value(item.live)}" if compared else ""
+    values = f": {_value(item.expected)} → {_value(item.live)}" if item.compared else ""
     detail = item.detail if item.detail and item.detail != shared else ""
     note = (
         f"  (acknowledged: {item.acknowledged})" if item.acknowledged else (f"  ({detail})" if detail else "")

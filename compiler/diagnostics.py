@@ -170,11 +170,15 @@ def unknown_service(name: str, known: Iterable[str]) -> UnknownService:
     import os.path  # only where a name is unknown
 
     names = sorted(known)
-    shown = ", ".join(names[:8]) + (f", … ({len(names)} in all)" if len(names) > 8 else "")
-    hint = did_you_mean(name, names) or f"; the spec's services: {shown}"
+    hint = did_you_mean(name, names) or f"; the spec's services: {some_of(names, 8)}"
     if os.path.isdir(name):
         hint += f"; {quote(name)} is a directory: a spec directory is given as --spec {excerpt(name)}"
     return UnknownService(f"unknown service {quote(name)}{hint}")
+
+
+def some_of(names: Sequence[str], shown: int) -> str:
+    """The first `shown` names, comma-separated, and how many there are in all where some are left out."""
+    return ", ".join(names[:shown]) + (f", … ({len(names)} in all)" if len(names) > shown else "")
 
 
 def internal_error(diagnostics: Iterable[Diagnostic]) -> InternalError:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from compiler.backends.kubernetes.readers import reader_secret_name
-from compiler.diagnostics import Diagnostic
+from compiler.diagnostics import Diagnostic, some_of
 from compiler.diff.records import (
     ADDED,
     CHANGED,
@@ -262,10 +262,7 @@ def now_lines(diff: MeshDiff, markdown: bool) -> list[str]:
         lines.append(f"- {text}" if markdown else f"  {text}")
     for verb, hosts in (("gains", now.hosts_added), ("loses", now.hosts_removed)):
         if hosts:
-            named = ", ".join(hosts[:NAMED_HOSTS]) + (
-                f", … ({len(hosts)} in all)" if len(hosts) > NAMED_HOSTS else ""
-            )
-            text = f"the inventory {verb} {len(hosts)} host(s): {named}"
+            text = f"the inventory {verb} {len(hosts)} host(s): {some_of(hosts, NAMED_HOSTS)}"
             lines.append(f"- {text}" if markdown else f"  {text}")
     shown = now.changes[:MAX_NOW_ROWS] if markdown else now.changes
     if shown:

@@ -22,9 +22,8 @@ class _SpecDirectory(argparse.Action):
         values: Any,
         option_string: str | None = None,
     ) -> None:
-        if (
-            values is self.default
-        ):  # the positional argument, not given: what --spec gave, or the default, stays
+        # the positional argument, not given: what --spec gave, or the default, stays
+        if values is self.default:
             return
         given = getattr(namespace, "spec_given", None)
         if given is not None and given != values:

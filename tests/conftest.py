@@ -259,6 +259,14 @@ def settled(out: Path) -> None:
     os.utime(path, ns=(info.st_atime_ns, max(info.st_mtime_ns, newest + 10**9)))
 
 
+def inventory_of(spec: Path) -> dict[str, str]:
+    """certname -> pool of the spec's inventory/hosts.yaml."""
+    import yaml
+
+    hosts = yaml.safe_load((spec / "inventory/hosts.yaml").read_text())
+    return {h["certname"]: f"vm/{h['service']}/{h['datacenter']}" for h in hosts}
+
+
 def write_spec(root: Path, files: dict[str, str | bytes]) -> Path:
     """Write a small spec tree (relative path -> text or bytes) under `root`; return `root`."""
     for relative, content in files.items():

@@ -19,7 +19,7 @@ from compiler.cli import main
 from compiler.drift.puppet import expected_rendering
 from compiler.render import ENVOY_CDS
 from compiler.rollout.output import output_for
-from tests.conftest import meshc_in_process
+from tests.conftest import inventory_of, meshc_in_process
 from tests.live_k8s import dump_json, live_objects
 from tests.test_gitsource import commit
 from tests.test_rollout_build import add_timeout_change, start_rollout
@@ -77,9 +77,12 @@ def write_export(path: Path, hosts: Iterable[tuple[str, str, dict[str, str]]]) -
     return path
 
 
-def converged_export(path: Path, tree: dict[str, bytes], pending: bool = False) -> Path:
+def converged_export(path: Path, spec: Path, tree: dict[str, bytes], pending: bool = False) -> Path:
+    """Every inventory host of wave canary's pools applied its pool's documents (drift counts an inventory host
+    PuppetDB does not know as unknown); `pending`: one more host still runs an older CDS."""
     pools = canary_pools(tree)
-    hosts = [(f"{w.split('/')[1]}-1.{w.split('/')[2]}.gate", w, h) for w, h in pools.items()]
+    hosts = [(c, w, pools[w]) for c, w in sorted(inventory_of(spec).items()) if w in pools]
+    assert {w for _, w, _ in hosts} == set(pools), "each canary pool has inventory hosts"
     if pending:  # one more host, still on an older CDS
         workload, hashes = next(iter(sorted(pools.items())))
         hosts.append(("late-1.gate", workload, hashes | {ENVOY_CDS: OLD_HASH}))
@@ -117,7 +120,7 @@ def test_promote_blocks_without_evidence_on_a_pending_host_and_on_a_missing_dump
     assert f"not checked: no dump of cluster {CANARY_CLUSTER} given (--kubernetes)" in nothing.stderr
     assert "not checked: no PuppetDB or export given (--puppetdb, --puppet-facts)" in nothing.stderr
 
-    export = converged_export(tmp_path / "pending.json", tree, pending=True)
+    export = converged_export(tmp_path / "pending.json", spec, tree, pending=True)
     pending = promote(spec, out, *canary_dump(tmp_path / "dump.json", tree), "--puppet-facts", str(export))
     assert pending.returncode == 1, pending.stdout + pending.stderr
     [blocker] = [line.strip() for line in pending.stderr.splitlines()[1:]]
@@ -126,7 +129,7 @@ def test_promote_blocks_without_evidence_on_a_pending_host_and_on_a_missing_dump
     )
     assert f"evidence read: {tmp_path / 'dump.json'}, {export}" in pending.stderr
 
-    export = converged_export(tmp_path / "converged.json", tree)
+    export = converged_export(tmp_path / "converged.json", spec, tree)
     no_dump = promote(spec, out, "--puppet-facts", str(export))
     assert no_dump.returncode == 1
     assert [line.strip() for line in no_dump.stderr.splitlines()[1:]][0].endswith(
@@ -139,7 +142,7 @@ def test_promote_passes_once_the_wave_converged(
     rollout: tuple[Path, Path, dict[str, bytes]], tmp_path: Path
 ) -> None:
     spec, out, tree = rollout
-    export = converged_export(tmp_path / "converged.json", tree)
+    export = converged_export(tmp_path / "converged.json", spec, tree)
     result = promote(spec, out, *canary_dump(tmp_path / "dump.json", tree), "--puppet-facts", str(export))
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("promoted west: ") and "FORCED" not in result.stdout
@@ -150,7 +153,7 @@ def test_force_is_recorded_in_the_output_and_in_rollout_yaml(
     rollout: tuple[Path, Path, dict[str, bytes]], tmp_path: Path
 ) -> None:
     spec, out, tree = rollout
-    export = converged_export(tmp_path / "pending.json", tree, pending=True)
+    export = converged_export(tmp_path / "pending.json", spec, tree, pending=True)
     result = promote(
         spec, out, *canary_dump(tmp_path / "dump.json", tree), "--puppet-facts", str(export), "--force"
     )
@@ -204,8 +207,14 @@ def test_drift_judges_a_canary_host_against_its_node_file(tmp_path: Path) -> Non
         next(c for c in changed[1:] if rendering.nodes[c].workload == rendering.nodes[changed[0]].workload),
     )
     workload = rendering.nodes[ahead].workload
-    # every other canary host reports its node file too: a canary PuppetDB does not know is unknown (it fails the run)
+    # every other canary host reports its node file too, every other inventory host its pool's: a host the inventory
+    # lists that PuppetDB does not know is unknown (it fails the run)
     others = [(c, e.workload, dict(e.hashes)) for c, e in rendering.nodes.items() if c not in (ahead, behind)]
+    others += [
+        (c, w, dict(rendering.pools[w].hashes))
+        for c, w in inventory_of(spec).items()
+        if c not in rendering.nodes and w in rendering.pools
+    ]
     export = write_export(
         tmp_path / "export.json",
         [

@@ -659,6 +659,28 @@ def test_malformed_acknowledgements_exit_2_with_a_position(
     ), line
 
 
+def test_every_malformed_acknowledgement_is_named_in_one_run(
+    tmp_path: Path, dumps: Callable[..., list[str]]
+) -> None:
+    """Three bad entries between good ones: three lines, each at its entry, exit 2 (one a run took three runs)."""
+    good = "  - match: ok\n    reason: fine\n    expires: 2026-12-01\n"
+    acks = write_acks(
+        tmp_path,
+        good
+        + "  - match: ''\n    reason: y\n    expires: 2026-02-30\n"
+        + good
+        + "  - match: x\n    reason: y\n",
+    )
+    result = meshc(*dumps(), "--acknowledgements", str(acks))
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"{acks}:5:12: error: `match` must be a non-empty string  [drift-acknowledgement]",
+        f"{acks}:7:14: error: `expires` must be a date written YYYY-MM-DD, not '2026-02-30'  [drift-acknowledgement]",
+        f"{acks}:11:5: error: an acknowledgement has exactly the keys match, reason, expires (found ['match', "
+        "'reason'])  [drift-acknowledgement]",
+    ]
+
+
 def test_spec_acknowledgements_file_is_read_by_default(tmp_path: Path, tree: dict[str, bytes]) -> None:
     import shutil
 

@@ -547,6 +547,15 @@ def test_hiera_tree_stale_missing_extra_and_hand_edited(example_build: Build, tm
         tree[edited_path].replace(b'"version_info"', b'"x": 1, "version_info"', 1)
     )
     (tmp_path / "modules/mesh/manifests/init.pp").write_text("# edited\n")
+    # reformatted: the very data meshc renders, re-indented by hand (Puppet reads the same values); an older
+    # rendering re-indented is no file meshc wrote: hand-edited
+    others = [p for p in pools if p not in (edited_path, "puppet/data/pools/encryption/sjc.json")]
+    reindented, older_reindented = others[0], others[1]
+    for path, data in (
+        (reindented, tree[reindented]),
+        (older_reindented, tree[older_reindented].replace(b"V3", b"V2")),
+    ):
+        (tmp_path / path.removeprefix("puppet/")).write_text(json.dumps(json.loads(data), indent=4))
     missing_path = pools[-1] if pools[-1] != edited_path else pools[-2]
     (tmp_path / missing_path.removeprefix("puppet/")).unlink()
     (tmp_path / ".git").mkdir()
@@ -557,8 +566,12 @@ def test_hiera_tree_stale_missing_extra_and_hand_edited(example_build: Build, tm
     status = compare_hiera(tmp_path, tree)
     assert status.stale == ("data/pools/encryption/sjc.json",)
     assert status.hand_edited == tuple(
-        sorted((edited_path.removeprefix("puppet/"), "modules/mesh/manifests/init.pp"))
+        sorted(
+            p.removeprefix("puppet/")
+            for p in (edited_path, older_reindented, "puppet/modules/mesh/manifests/init.pp")
+        )
     )
+    assert status.reformatted == (reindented.removeprefix("puppet/"),)
     assert status.missing == (missing_path.removeprefix("puppet/"),)
     assert status.extra == ("data/pools/ghost/sjc.json",)
 

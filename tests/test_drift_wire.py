@@ -25,7 +25,7 @@ from compiler.drift.puppet import Expectation, expected_rendering
 from compiler.pipeline import Build
 from compiler.render import ENVOY_CDS, ENVOY_LDS
 from compiler.rollout.output import output_for
-from tests.conftest import EXAMPLE, ROOT, meshc_in_process, write_spec
+from tests.conftest import EXAMPLE, ROOT, inventory_of, meshc_in_process, write_spec
 from tests.live_k8s import dump_json, live_objects
 from tests.puppetdb_server import PuppetDB, free_port
 from tests.test_drift_puppet import OLD_HASH, iso, mesh_facts, submit_facts, submit_report
@@ -43,9 +43,12 @@ MESH_FACTS = '["mesh_applied", "mesh_service", "mesh_datacenter"]'
 CLUSTERS = ("gke-usc1-a", "kube-iad-a", "kube-sjc-a")
 
 
-def ok_host(workload: str) -> str:
+def ok_hosts(workload: str, canaries: Mapping[str, Expectation]) -> tuple[str, ...]:
+    """The hosts of a pool that report converged: its inventory hosts that are no canary hosts (drift counts an
+    inventory host PuppetDB does not know as unknown), or one of the fleet's own where the inventory has none."""
     _, service, datacenter = workload.split("/")
-    return f"{service}-ok.{datacenter}.wire"
+    listed = sorted(c for c, pool in inventory_of(EXAMPLE).items() if pool == workload and c not in canaries)
+    return tuple(listed) or (f"{service}-ok.{datacenter}.wire",)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -55,6 +58,7 @@ class Fleet:
     pdb: PuppetDB
     pools: Mapping[str, Expectation]
     canaries: Mapping[str, Expectation]  # the example rollout's canary hosts (node files), by certname
+    ok: Mapping[str, tuple[str, ...]]  # pool -> its hosts that report converged (ok_hosts)
     nodes: list[dict[str, Any]]
     facts: list[dict[str, Any]]
     client: tuple[Path, Path]
@@ -77,9 +81,11 @@ def fleet(puppetdb: PuppetDB) -> Iterator[Fleet]:
     rendering = expected_rendering(output_for(EXAMPLE))
     pools, canaries = rendering.pools, rendering.nodes
     now = datetime.now(UTC)
+    ok = {workload: ok_hosts(workload, canaries) for workload in pools}
     hosts: dict[str, tuple[dict[str, Any], str, str]] = {
-        ok_host(workload): (mesh_facts(workload, dict(e.hashes)), "unchanged", "not_used")
+        certname: (mesh_facts(workload, dict(e.hashes)), "unchanged", "not_used")
         for workload, e in pools.items()
+        for certname in ok[workload]
     }
     hosts |= {
         certname: (mesh_facts(e.workload, dict(e.hashes)), "unchanged", "not_used")
@@ -107,6 +113,7 @@ def fleet(puppetdb: PuppetDB) -> Iterator[Fleet]:
         pdb=puppetdb,
         pools=pools,
         canaries=canaries,
+        ok=ok,
         nodes=nodes,
         facts=puppetdb.query(f"facts {{ name in {MESH_FACTS} }}"),
         client=puppetdb.tls.client("meshc-drift-wire"),
@@ -165,7 +172,7 @@ def export(fleet: Fleet, path: Path, keep: set[str]) -> Path:
 
 
 def converged_hosts(fleet: Fleet) -> set[str]:
-    return {ok_host(workload) for workload in fleet.pools} | set(fleet.canaries)
+    return {certname for hosts in fleet.ok.values() for certname in hosts} | set(fleet.canaries)
 
 
 def canaries_of(fleet: Fleet, workload: str) -> int:
@@ -209,7 +216,7 @@ def test_every_host_state_from_puppetdb_over_https(fleet: Fleet) -> None:
         True,
     )
     assert scope["counts"] == {
-        "converged": len(fleet.pools) + len(fleet.canaries),
+        "converged": len(converged_hosts(fleet)),
         "drifted": 1,
         "failed": 1,
         "orphan": 1,
@@ -217,8 +224,8 @@ def test_every_host_state_from_puppetdb_over_https(fleet: Fleet) -> None:
         "unknown": 1,
     }
     pool = next(t for t in data["targets"] if t["target"] == POOL)
-    k = canaries_of(fleet, POOL)
-    assert (pool["subjects"], pool["converged"], pool["state"]) == (5 + k, 1 + k, "drifted")
+    k = canaries_of(fleet, POOL) + len(fleet.ok[POOL])
+    assert (pool["subjects"], pool["converged"], pool["state"]) == (4 + k, k, "drifted")
     items = {i["id"]: i for s in data["subjects"] for i in s["items"]}
     edited = f"puppet/{fleet.pdb.ssl_url}/{DRIFTED}#drifted:{ENVOY_LDS}"
     assert items[edited]["target"] == POOL and items[edited]["detail"].startswith(
@@ -234,16 +241,17 @@ def test_every_host_state_from_puppetdb_over_https(fleet: Fleet) -> None:
 @pytest.mark.consumer
 def test_text_and_markdown_summarise_per_pool(fleet: Fleet) -> None:
     text = meshc(*tls_args(fleet)).stdout
-    k = canaries_of(fleet, POOL)
+    k = canaries_of(fleet, POOL) + len(fleet.ok[POOL])
     assert (
-        f"  {POOL}: {1 + k}/{5 + k} converged, 1 pending, 1 drifted, 1 failed, 1 unknown: "
+        f"  {POOL}: {k}/{4 + k} converged, 1 pending, 1 drifted, 1 failed, 1 unknown: "
         f"{UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING}"
     ) in text.splitlines()
-    assert f"  {LONE_POOL}: 1/1 converged" in text.splitlines()
+    lone = len(fleet.ok[LONE_POOL])
+    assert f"  {LONE_POOL}: {lone}/{lone} converged" in text.splitlines()
     assert text.startswith("meshc drift: NOT CONVERGED: 1 of 4 scope(s) checked, 3 not checked")
     markdown = meshc(*tls_args(fleet), "--format", "markdown").stdout
     assert (
-        f"| `{POOL}` | {1 + k}/{5 + k} | 1 pending, 1 drifted, 1 failed, 1 unknown: "
+        f"| `{POOL}` | {k}/{4 + k} | 1 pending, 1 drifted, 1 failed, 1 unknown: "
         f"{UNKNOWN}, {DRIFTED}, {FAILED}, {PENDING} |" in markdown
     )
     assert f"{PENDING}</code> pending (target `{POOL}`)" in markdown
@@ -304,22 +312,27 @@ def test_drifted_failed_unknown_and_orphan_each_exit_1(
 
 
 @pytest.mark.consumer
-def test_a_pool_no_host_reports_for_is_no_pass_unless_partial(fleet: Fleet, tmp_path: Path) -> None:
-    facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet) - {ok_host(LONE_POOL)}))
+def test_inventory_hosts_puppetdb_does_not_know_are_unknown_even_partial(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """LONE_POOL's hosts are missing from PuppetDB: each is unknown (the inventory lists it), the pool is not
+    converged, and --partial (evidence not given for some scopes) does not excuse it: this evidence was given."""
+    missing = set(fleet.ok[LONE_POOL])
+    assert len(missing) > 1 and missing <= set(inventory_of(EXAMPLE))
+    facts = str(export(fleet, tmp_path / "export.json", converged_hosts(fleet) - missing))
     dumps = kubernetes_args(tmp_path)
     result = meshc(*dumps, "--puppet-facts", facts, "--format", "json")
     assert result.returncode == 1
     data = json.loads(result.stdout)
-    assert states(data) == {LONE_POOL: "not-checked"}
-    assert data["subjects"][0]["items"][0]["kind"] == "no-hosts"
-    assert [(s["scope"], s["state"], s["failing"]) for s in data["scopes"] if s["platform"] == "puppet"] == [
-        (facts, "incomplete", True)
-    ]
+    assert states(data) == dict.fromkeys(missing, "unknown")
+    assert {s["items"][0]["detail"] for s in data["subjects"]} == {
+        "no active node in PuppetDB, though inventory/hosts.yaml lists it: if it is retired, regenerate the inventory"
+    }
     assert (
-        f"  {LONE_POOL}: no hosts report to PuppetDB"
-        in meshc(*dumps, "--puppet-facts", facts).stdout.splitlines()
+        f"  {LONE_POOL}: 0/{len(missing)} converged, {len(missing)} unknown: "
+        in meshc(*dumps, "--puppet-facts", facts).stdout
     )
-    assert meshc(*dumps, "--puppet-facts", facts, "--partial").returncode == 0
+    assert meshc(*dumps, "--puppet-facts", facts, "--partial").returncode == 1
 
 
 @pytest.mark.consumer
@@ -530,7 +543,7 @@ def test_wave_summaries_count_a_canary_host_in_its_own_wave(example_build: Build
 
     # the canary still runs its pool's documents: against its node file it is pending; the pool host converged
     observations = Observations(
-        source="export.json", nodes=(host(canary, pool_hashes), host(ok_host(POOL), pool_hashes))
+        source="export.json", nodes=(host(canary, pool_hashes), host("encryption-ok.sjc.wire", pool_hashes))
     )
     drift = detect_puppet_drift(expected_rendering(tree), observations, Policy(now=now))
     report = assemble_report([host_records(drift)], [], tree=tree)
@@ -579,14 +592,6 @@ def export_of(
             for name, value in mesh_facts(pool, hashes).items()
         ]
     return {"nodes": nodes, "facts": facts}
-
-
-def inventory_of(spec: Path) -> dict[str, str]:
-    """certname -> pool of the spec's inventory/hosts.yaml."""
-    import yaml
-
-    hosts = yaml.safe_load((spec / "inventory/hosts.yaml").read_text())
-    return {h["certname"]: f"vm/{h['service']}/{h['datacenter']}" for h in hosts}
 
 
 def example_report(
@@ -736,8 +741,9 @@ def test_a_pool_only_its_canary_hosts_report_for_is_not_converged(
     example_truth: tuple[dict[str, bytes], dict[str, Any]], tmp_path: Path
 ) -> None:
     """vm/encryption/sjc's other hosts are missing from PuppetDB; its canary hosts (wave canary-hosts) report,
-    judged against their node files. Nothing reports the pool's own rendering (wave sjc): the pool is not checked,
-    sjc is not converged and the promote gate blocks (it passed: `vm/encryption/sjc: 2/2 converged`)."""
+    judged against their node files. Nothing reports the pool's own rendering (wave sjc): the inventory's other
+    hosts are unknown there, sjc is not converged and the promote gate blocks (it passed: `vm/encryption/sjc: 2/2
+    converged`)."""
     from compiler.drift.gate import wave_verdict
     from compiler.drift.report import report_data
 
@@ -747,12 +753,38 @@ def test_a_pool_only_its_canary_hosts_report_for_is_not_converged(
     )
     assert others and any(e.workload == POOL for e in rendering.nodes.values())
     report = example_report(example_truth, tmp_path, absent=others)
-    pool = [s for s in report.subjects if s.subject == POOL]
-    assert [(s.state, s.items[0].kind) for s in pool] == [("not-checked", "no-hosts")]
+    missing = {s.subject: s for s in report.subjects if s.subject in others}
+    assert set(missing) == others and {(s.state, s.wave, s.target) for s in missing.values()} == {
+        ("unknown", "sjc", POOL)
+    }
+    assert all("inventory/hosts.yaml lists it" in s.items[0].detail for s in missing.values())
     assert report.failing
     sjc = {w["wave"]: w for w in report_data(report)["waves"]}["sjc"]
-    assert sjc["state"] != "converged" and POOL in sjc["not_converged"]
-    assert any(line.startswith(f"{POOL}: not-checked") for line in wave_verdict(report, "sjc").blocking)
+    assert sjc["state"] != "converged" and others <= set(sjc["not_converged"])
+    blocking = wave_verdict(report, "sjc").blocking
+    assert all(any(f" {host}: unknown" in line for line in blocking) for host in others), blocking
+
+
+def test_an_inventory_host_puppetdb_does_not_know_is_unknown_beside_the_pools_reporting_hosts(
+    example_truth: tuple[dict[str, bytes], dict[str, Any]], tmp_path: Path
+) -> None:
+    """One of a pool's inventory hosts has no node in PuppetDB while the others report converged: the pool is not
+    `n/n converged` over the hosts that happen to report (no data is not a pass); the host is unknown, says why,
+    and no acknowledgement accepts it."""
+    from compiler.drift.model import Acknowledgement
+
+    rendering = expected_rendering(example_truth[0])
+    pool = "vm/auth/iad"
+    hosts = sorted(c for c, p in inventory_of(EXAMPLE).items() if p == pool and c not in rendering.nodes)
+    assert len(hosts) > 1
+    everything = Acknowledgement(match="*", reason="r", expires="2999-01-01", location="ack.yaml:2:3")
+    report = example_report(
+        example_truth, tmp_path, absent=frozenset(hosts[:1]), acknowledgements=(everything,)
+    )
+    [host] = [s for s in report.subjects if s.subject == hosts[0]]
+    assert (host.state, host.target) == ("unknown", pool) and not any(i.acknowledged for i in host.items)
+    assert "no active node in PuppetDB" in host.items[0].detail
+    assert report.failing
 
 
 def test_the_gate_names_each_field_of_an_object_that_differs(

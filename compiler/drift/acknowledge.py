@@ -18,7 +18,6 @@ import datetime
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import NoReturn
 
 from compiler.drift.model import Acknowledgement, DriftInputError
 from compiler.spec.document import Document, LoadError, parse_document
@@ -29,43 +28,72 @@ _KEYS = ("match", "reason", "expires")
 
 
 class AcknowledgementError(DriftInputError):
-    """A malformed acknowledgements file, with the position of what is wrong."""
+    """A malformed acknowledgements file: every problem found, one line each, with the position of what is wrong."""
 
-    def __init__(self, location: str, message: str) -> None:
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        location, message = problems[0]
         super().__init__(location, message, "drift-acknowledgement")
+        self.problems = tuple(problems)
+        self.args = ("\n".join(f"{where}: error: {what}  [{self.code}]" for where, what in self.problems),)
 
 
 def read_acknowledgements(name: str, raw: bytes, today: datetime.date) -> tuple[Acknowledgement, ...]:
-    """Parse the file; each entry marked expired when `today` is past its date. Raise AcknowledgementError."""
+    """Parse the file; each entry marked expired when `today` is past its date. Raise AcknowledgementError naming
+    every malformed entry (a file fixed one error per run would take as many runs as it has errors)."""
     try:
         document = parse_document(name, raw)
     except LoadError as exc:
-        raise AcknowledgementError(str(exc.diagnostic.span), exc.diagnostic.message) from None
+        raise AcknowledgementError([(str(exc.diagnostic.span), exc.diagnostic.message)]) from None
     data = document.data
     if (
         not isinstance(data, dict)
         or set(data) != {"acknowledgements"}
         or not isinstance(data["acknowledgements"], list)
     ):
-        _fail(
-            document, (), "expected one key, `acknowledgements:`, holding a list of {match, reason, expires}"
+        raise AcknowledgementError(
+            [
+                (
+                    str(document.span(())),
+                    "expected one key, `acknowledgements:`, holding a list of {match, reason, expires}",
+                )
+            ]
         )
-    return tuple(
-        _entry(document, index, entry, today) for index, entry in enumerate(data["acknowledgements"])
-    )
+    problems: list[tuple[str, str]] = []
+    entries = [
+        _entry(document, index, entry, today, problems)
+        for index, entry in enumerate(data["acknowledgements"])
+    ]
+    if problems:
+        raise AcknowledgementError(problems)
+    return tuple(entry for entry in entries if entry is not None)
 
 
-def _entry(document: Document, index: int, entry: object, today: datetime.date) -> Acknowledgement:
+def _entry(
+    document: Document, index: int, entry: object, today: datetime.date, problems: list[tuple[str, str]]
+) -> Acknowledgement | None:
+    """One entry, or None with its problems added to `problems`."""
     path: tuple[str | int, ...] = ("acknowledgements", index)
     if not isinstance(entry, dict) or set(entry) != set(_KEYS):
         keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-        _fail(
-            document, path, f"an acknowledgement has exactly the keys match, reason, expires (found {keys})"
+        problems.append(
+            (
+                str(document.span(path)),
+                f"an acknowledgement has exactly the keys match, reason, expires (found {keys})",
+            )
         )
-    for key in _KEYS:
-        if not isinstance(entry[key], str) or not entry[key].strip():
-            _fail(document, (*path, key), f"`{key}` must be a non-empty string")
-    expires = _date(document, (*path, "expires"), entry["expires"])
+        return None
+    bad = [key for key in _KEYS if not isinstance(entry[key], str) or not entry[key].strip()]
+    problems += [(str(document.span((*path, key))), f"`{key}` must be a non-empty string") for key in bad]
+    expires = None if "expires" in bad else _date(entry["expires"])
+    if expires is None and "expires" not in bad:
+        problems.append(
+            (
+                str(document.span((*path, "expires"))),
+                f"`expires` must be a date written YYYY-MM-DD, not {entry['expires']!r}",
+            )
+        )
+    if bad or expires is None:
+        return None
     return Acknowledgement(
         match=entry["match"],
         reason=entry["reason"],
@@ -75,18 +103,12 @@ def _entry(document: Document, index: int, entry: object, today: datetime.date) 
     )
 
 
-def _date(document: Document, path: tuple[str | int, ...], text: str) -> datetime.date:
+def _date(text: str) -> datetime.date | None:
+    """A date written YYYY-MM-DD, or None."""
     try:
-        if _DATE.fullmatch(text):
-            return datetime.date.fromisoformat(text)
+        return datetime.date.fromisoformat(text) if _DATE.fullmatch(text) else None
     except ValueError:
-        pass
-    _fail(document, path, f"`expires` must be a date written YYYY-MM-DD, not {text!r}")
-    raise AssertionError  # unreachable: _fail raises
-
-
-def _fail(document: Document, path: tuple[str | int, ...], message: str) -> NoReturn:
-    raise AcknowledgementError(str(document.span(path)), message)
+        return None
 
 
 def acknowledge(item_id: str, acknowledgements: Sequence[Acknowledgement]) -> Acknowledgement | None:

@@ -3,7 +3,7 @@
 Stricter than `meshc drift`'s exit code: `pending` blocks (a host on its way is not there yet), and
 no data is never a pass whatever --partial says: a target of the wave in a cluster no dump was given
 for, VM targets without PuppetDB evidence, a pool of the wave no host reports for (its `no-hosts`
-subject), a canary host PuppetDB does not know (unknown) all block.
+subject), a canary or inventory host PuppetDB does not know (unknown) all block.
 """
 
 from __future__ import annotations

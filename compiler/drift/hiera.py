@@ -10,6 +10,7 @@ import hashlib
 import os
 import stat
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import orjson
 from compiler.backends.puppet import HASHES_KEY, HIERA_ESCAPE, SIDECAR_KEY, document_hash
 from compiler.diagnostics import EnvironmentFailure
 from compiler.drift.model import DriftInputError
+from compiler.emit import dump_json
 from compiler.output.compare import TreeStatus, compare_files
 from compiler.output.disk import cause, read_tree
 from compiler.output.manifest import MANIFEST, recorded_hashes
@@ -35,8 +37,9 @@ def compare_hiera(deployed: Path, tree: Mapping[str, bytes]) -> TreeStatus:
     """The tree deployed on the Puppet server (an environment: hiera.yaml, data/, modules/) against output/puppet/.
 
     A differing file is stale when an earlier meshc build wrote it: its hash is in a MANIFEST.json
-    deployed beside it, or it is a data file whose documents still match its own document hashes.
-    Anything else that differs was edited by hand.
+    deployed beside it, or it is a data file in meshc's own format whose documents still match its own
+    document hashes. A data file holding the very values meshc renders in other bytes was reformatted by
+    hand (Puppet reads the same data). Anything else that differs was edited by hand.
     """
     if not deployed.is_dir():
         raise DriftInputError(
@@ -61,24 +64,46 @@ def compare_hiera(deployed: Path, tree: Mapping[str, bytes]) -> TreeStatus:
     recorded = {
         path.removeprefix("puppet/"): sha for path, sha in recorded_hashes(actual.pop(MANIFEST, b"")).items()
     }
+    differing = {path: data for path, data in actual.items() if path in files and data != files[path]}
+    reformatted = {path for path, data in differing.items() if _same_data(data, files[path])}
     recorded |= {
         path: _sha256(data)
-        for path, data in actual.items()
-        if path in files and data != files[path] and _self_consistent(data)
+        for path, data in differing.items()
+        if path not in reformatted and _self_consistent(data)
     }
-    return compare_files(actual, files, recorded)
+    status = compare_files(actual, files, recorded)
+    return replace(
+        status,
+        hand_edited=tuple(p for p in status.hand_edited if p not in reformatted),
+        reformatted=tuple(sorted(reformatted)),
+    )
 
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _self_consistent(data: bytes) -> bool:
-    """A data file whose every document hashes to its own `mesh::document_hashes`: written by meshc, not by hand."""
+def _json(data: bytes) -> object:
+    """A JSON file's value, or None where it is not JSON (a file of the tree that is no data file)."""
     try:
-        value = orjson.loads(unescape(data))
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
+        return None
+
+
+def _same_data(deployed: bytes, rendered: bytes) -> bool:
+    """Whether a deployed file that differs from meshc's bytes holds the very values meshc renders."""
+    value = _json(deployed)
+    return value is not None and value == _json(rendered)
+
+
+def _self_consistent(data: bytes) -> bool:
+    """A data file in meshc's own format (orjson, indented, keys sorted) whose every document hashes to its own
+    `mesh::document_hashes`: written by an earlier meshc build, not by hand."""
+    value = _json(data)
+    if not isinstance(value, dict) or dump_json(value) != data:
         return False
+    value = _json(unescape(data))
     if not isinstance(value, dict):
         return False
     documents, hashes = value.get(SIDECAR_KEY), value.get(HASHES_KEY)

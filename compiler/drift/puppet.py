@@ -26,6 +26,7 @@ from compiler.drift.model import DriftInputError
 from compiler.drift.puppetdb import EDITED, FACT, MISSING, UNHASHED, Applied, Node, Observations
 from compiler.output.compare import TreeStatus
 from compiler.output.manifest import MANIFEST
+from compiler.rollout.hosts import INVENTORY_FILE
 
 PLATFORM = "puppet"
 DEFAULT_LAG = timedelta(minutes=30)  # Puppet's default runinterval
@@ -117,13 +118,11 @@ class PuppetDrift:
     waves: tuple[Summary, ...]
     orphans: tuple[Orphan, ...]
     documents: frozenset[str] = frozenset()  # every document name meshc renders for a VM
-    # pools only canary hosts report for, though the inventory lists others: their own data file has no evidence
-    unread: tuple[str, ...] = ()
 
     @property
     def converged(self) -> bool:
-        """Every pool converged (none without hosts, none only its canary hosts report for) and no orphans."""
-        return all(pool.converged for pool in self.pools) and not self.orphans and not self.unread
+        """Every pool converged (none without hosts) and no orphans."""
+        return all(pool.converged for pool in self.pools) and not self.orphans
 
 
 def expected_rendering(tree: Mapping[str, bytes]) -> Rendering:
@@ -176,9 +175,10 @@ def detect_puppet_drift(
 ) -> PuppetDrift:
     """Every mesh host judged against its pool or canary node file, summed up per pool and per wave.
 
-    `inventory` (certname -> pool, the spec's inventory/hosts.yaml): a pool it lists hosts for besides its canary
-    hosts, but only canary hosts report for, is `unread`: its own data file (its wave's rendering) has no evidence,
-    whatever its canary hosts, judged against their node files, say."""
+    `inventory` (certname -> pool, the spec's inventory/hosts.yaml) names the hosts that must report: one PuppetDB
+    does not know (no active node) is `unknown` in its pool, as a canary host PuppetDB does not know is. No data is
+    not a pass: a pool whose other hosts are missing is not converged, even where its canary hosts, judged against
+    their node files, all are (nothing then reports the pool's own rendering)."""
     hosts, orphans = [], []
     seen = set()
     for node in observations.nodes:
@@ -192,28 +192,42 @@ def detect_puppet_drift(
             continue
         state, reasons = judge_host(node, expectation, policy)
         hosts.append(_host(node.certname, expectation, node.certname in rendering.nodes, state, reasons))
-    for certname in sorted(set(rendering.nodes) - seen):  # a canary host PuppetDB does not know
-        hosts.append(
-            _host(certname, rendering.nodes[certname], True, HostState.UNKNOWN, ("no node in PuppetDB",))
-        )
+    hosts += _missing(rendering, inventory or {}, seen)
     hosts.sort(key=lambda h: (h.target, h.certname))
     pools = [_summary(name, [h for h in hosts if h.target == name]) for name in sorted(rendering.pools)]
     waves = sorted(
         {h.wave for h in hosts if h.wave is not None} | {e.wave for e in rendering.pools.values() if e.wave}
     )
-    others = {pool for certname, pool in (inventory or {}).items() if certname not in rendering.nodes}
-    read = {h.target for h in hosts if not h.canary}
     return PuppetDrift(
         source=observations.source,
         hosts=tuple(hosts),
         pools=tuple(pools),
-        unread=tuple(sorted(p.name for p in pools if p.hosts and p.name in others and p.name not in read)),
         waves=tuple(_summary(w, [h for h in hosts if h.wave == w]) for w in waves),
         orphans=tuple(orphans),
         documents=frozenset(
             name for e in (*rendering.pools.values(), *rendering.nodes.values()) for name in e.hashes
         ),
     )
+
+
+def _missing(rendering: Rendering, inventory: Mapping[str, str], seen: set[str]) -> list[HostDrift]:
+    """The canary hosts and inventory hosts of rendered pools that PuppetDB does not know: unknown, each in the
+    pool or node file it would be judged against. An inventory host of a pool meshc does not render has nothing
+    to be judged against (validate checks the inventory against the spec)."""
+    missing = []
+    for certname in sorted((set(rendering.nodes) | set(inventory)) - seen):
+        canary = certname in rendering.nodes
+        expectation = rendering.nodes[certname] if canary else rendering.pools.get(inventory[certname])
+        if expectation is None:
+            continue
+        reason = (
+            "no node in PuppetDB"
+            if canary
+            else f"no active node in PuppetDB, though {INVENTORY_FILE} lists it: "
+            "if it is retired, regenerate the inventory"
+        )
+        missing.append(_host(certname, expectation, canary, HostState.UNKNOWN, (reason,)))
+    return missing
 
 
 def _host(

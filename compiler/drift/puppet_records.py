@@ -47,17 +47,12 @@ def host_records(drift: PuppetDrift) -> tuple[ScopeState, tuple[SubjectState, ..
                     scope=drift.source,
                     subject=pool.name,
                     target=pool.name,
-                    detail=(
-                        "only its canary hosts report, and they run their node files: no host reports the pool's "
-                        "own rendering, which the inventory's other hosts run; no data is not a pass"
-                        if pool.hosts
-                        else "no host reports this pool: no data is not a pass"
-                    ),
+                    detail="no host reports this pool: no data is not a pass",
                 ),
             ),
         )
         for pool in drift.pools
-        if pool.hosts == 0 or pool.name in drift.unread
+        if pool.hosts == 0
     ]
     subjects += [
         SubjectState(
@@ -109,6 +104,7 @@ def hiera_records(
             ("missing", status.missing),
             ("extra", status.extra),
             ("hand-edited", status.hand_edited),
+            ("reformatted", status.reformatted),
         )
         for path in paths
     }
@@ -144,4 +140,6 @@ _HIERA = {
     "missing": "meshc renders it; it is not deployed",
     "extra": "deployed, but meshc does not render it",
     "hand-edited": "differs from every rendering meshc made: edited on the server",
+    "reformatted": "holds the very data meshc renders in other bytes (re-indented or re-ordered on the server): "
+    "Puppet reads the same values; deploy output/puppet/ to restore meshc's file",
 }

@@ -719,7 +719,7 @@ def test_text_and_markdown_name_every_finding(tree: dict[str, bytes], expected: 
         assert "kubectl --context kube-sjc-a delete -n upload configmap/old-config" in output
     assert (
         markdown.startswith("### meshc drift: NOT CONVERGED")
-        and "| `kubernetes/kube-sjc-a` | **drifted** |" in markdown
+        and "| `kubernetes: kube-sjc-a` | **drifted** |" in markdown
     )
 
 
@@ -735,7 +735,7 @@ def test_markdown_is_cut_under_the_comment_limit_with_a_note(
     markdown = format_markdown(report)
     shown = markdown.count("<details>")
     assert 0 < shown < missing and f"_{missing - shown} subject(s) left out to fit a comment" in markdown
-    assert "| `kubernetes/kube-sjc-a` | **drifted** |" in markdown  # the table still counts them all
+    assert "| `kubernetes: kube-sjc-a` | **drifted** |" in markdown  # the table still counts them all
 
 
 def test_summaries_group_targets_by_wave_from_the_manifest(tree: dict[str, bytes]) -> None:

@@ -291,10 +291,10 @@ def test_meshc_drift_html_is_the_same_bytes_across_hash_seeds(chromium: Chromium
     load_page(chromium, tmp_path / "drift.html", page)
     boxes = shown(chromium)
     assert boxes["titles"][1:] == [
-        "kubernetes/gke-usc1-a",
-        "kubernetes/kube-iad-a",
-        "kubernetes/kube-sjc-a",
-        f"puppet:{tmp_path / 'facts.json'}",  # a path scope: not puppet//tmp/…
+        "kubernetes: gke-usc1-a",
+        "kubernetes: kube-iad-a",
+        "kubernetes: kube-sjc-a",
+        f"puppet: {tmp_path / 'facts.json'}",  # a path scope reads as the others do: not puppet//tmp/…
     ]
     assert {n: b["state"] for n, b in boxes["boxes"].items() if b["state"] != "converged"} == {
         # its worst host: a hand edit is worse than a failed run

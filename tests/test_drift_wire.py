@@ -454,18 +454,19 @@ def test_malformed_options_exit_2(args: list[str]) -> None:
     assert result.stderr.endswith("; see `meshc drift --help`\n")
 
 
-def test_the_hiera_scope_reads_as_a_path_not_after_a_double_slash(tmp_path: Path) -> None:
+def test_every_scope_reads_platform_colon_scope_a_path_too(tmp_path: Path) -> None:
     server = tmp_path / "server"
     server.mkdir()
     (server / "hiera.yaml").write_text("# not what meshc renders\n")
     result = meshc("--hiera", str(server), "--partial")
     assert result.returncode == 1, result.stderr
     assert (
-        f"  puppet:{server} " in result.stdout and f"puppet:{server} hiera.yaml  [drifted]" in result.stdout
+        f"  puppet: {server} " in result.stdout and f"puppet: {server} hiera.yaml  [drifted]" in result.stdout
     )
+    assert "  kubernetes: gke-usc1-a " in result.stdout, "a cluster reads as the path does"
     assert "puppet//" not in result.stdout
     markdown = meshc("--hiera", str(server), "--partial", "--format", "markdown").stdout
-    assert f"`puppet:{server}`" in markdown and "puppet//" not in markdown
+    assert f"`puppet: {server}`" in markdown and "puppet//" not in markdown
 
 
 def test_an_unreadable_file_in_the_hiera_tree_is_named() -> None:

@@ -54,8 +54,9 @@ REPORT_FORMAT = 1
 
 
 def scope_label(platform: str, scope: str) -> str:
-    """A scope as people read it: `kubernetes/prod-a`; a path reads `puppet:/srv/hiera`, not `puppet//srv/hiera`."""
-    return f"{platform}:{scope}" if scope.startswith("/") else f"{platform}/{scope}"
+    """A scope as people read it, one way whatever the scope is: `kubernetes: prod-a`, `puppet: /srv/hiera`,
+    `puppet: https://puppetdb:8081` (an item id joins them with `/`, which reads as a path)."""
+    return f"{platform}: {scope}"
 
 
 class DriftInputError(Exception):

@@ -76,6 +76,7 @@ CODES: dict[str, str] = {
     ),
     "certificate-renewal": "certificates.renew_before is not shorter than certificates.duration",
     "health-check-timing": "a health check's timeout is longer than its interval",
+    "health-check-vm-only": "a service running on Kubernetes only sets health_check, which only Nerve on VMs reads",
     "no-placement": "a service is placed nowhere",
     "duplicate-placement": "a service is placed twice in one cluster or datacenter",
     # rollout (canary waves)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import write_spec
 
@@ -223,6 +225,23 @@ def test_health_checks(mesh: Mesh) -> None:
     assert workload(mesh, "vm/web/iad").registration.health_check == HealthCheck(
         kind="http", path="/ready", interval_ms=3000, timeout_ms=1000, rise=5, fall=2
     )
+
+
+def test_grpc_services_check_tcp_unless_they_name_a_path(tmp_path: Path) -> None:
+    """Nerve's http check speaks HTTP/1.1, which a gRPC server refuses: the mesh default path (`/health`) would
+    keep every host of a grpc service unregistered, so it checks TCP; a path the service names itself is kept."""
+    grpc = "service: {name}\nowner: o\nport: 8080\nmesh_port: 18080\nlocal_port: {port}\nprotocol: grpc\n"
+    grpc += "deploy: {{vm: {{datacenters: [sjc]}}}}\n"
+    files = {
+        "mesh.yaml": MESH,
+        "services/plain.yaml": grpc.format(name="plain", port=7001),
+        "services/gateway.yaml": grpc.format(name="gateway", port=7002) + "health_check: {http: /healthz}\n",
+    }
+    mesh = lower(validate_only(spec_files(write_spec(tmp_path / "spec", files)), "spec"))
+    checks = {w.id: w.registration.health_check for w in mesh.workloads if w.registration is not None}
+    assert (checks["vm/plain/sjc"].kind, checks["vm/plain/sjc"].path) == ("tcp", None)
+    assert (checks["vm/gateway/sjc"].kind, checks["vm/gateway/sjc"].path) == ("http", "/healthz")
+    assert checks["vm/plain/sjc"].interval_ms == 3000, "the mesh default's timings still apply"
 
 
 def test_mesh_settings_carried(mesh: Mesh) -> None:

@@ -105,10 +105,16 @@ def policy_from(raw: Mapping[str, Any]) -> Policy:
     )
 
 
+# Protocols whose app port does not answer the HTTP/1.1 request Nerve's http check sends: a gRPC server speaks
+# HTTP/2 only and closes such a connection, so the mesh default path would keep every host unregistered.
+TCP_CHECKED = frozenset({"tcp", "grpc"})
+
+
 def health_check_from(mesh: MeshSpec, service: ServiceSpec) -> HealthCheck:
-    """The service's health check over the mesh default; tcp services check TCP unless they name a path."""
+    """The service's health check over the mesh default; tcp and grpc services check TCP unless they name a
+    path themselves (a gRPC server that also serves HTTP/1.1 health, e.g. through a gateway)."""
     raw = deep_merge(mesh.defaults["health_check"], service.health_check)
-    http = service.health_check.get("http") if service.protocol == "tcp" else raw.get("http")
+    http = service.health_check.get("http") if service.protocol in TCP_CHECKED else raw.get("http")
     return HealthCheck(
         kind="http" if http else "tcp",
         path=http,

@@ -14,6 +14,7 @@ from compiler.diagnostics import Diagnostic, SpecError, error, excerpt, quote
 from compiler.spec.checks.consumers import (
     check_certificate_renewal,
     check_cidr_host_bits,
+    check_health_check_placement,
     check_health_check_timing,
 )
 from compiler.spec.checks.placement import check_placements, check_reserved_namespaces, check_routing
@@ -51,6 +52,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_tcp_policy,
     check_retry_budget,
     check_health_check_timing,
+    check_health_check_placement,
     check_certificate_renewal,
     check_cidr_host_bits,
     check_wave_names,

@@ -63,6 +63,19 @@ def _timing(
     )
 
 
+def check_health_check_placement(spec: Spec) -> Iterator[Diagnostic]:
+    """A service's own health_check is Nerve's, which runs on VMs only: on a service with no VM datacenter it
+    would be silently ignored (a pod's readiness is its Deployment's readinessProbe, which meshc does not render)."""
+    for service in spec.checked():
+        if service.health_check and not service.vm_datacenters:
+            yield error(
+                spec.at(service.file, "health_check"),
+                "health-check-vm-only",
+                f"health_check has no effect on {service.name}, which runs on Kubernetes only: Nerve checks VM hosts; "
+                "a pod's readiness is its Deployment's readinessProbe. Remove it, or set the probe in the Deployment",
+            )
+
+
 def check_cidr_host_bits(spec: Spec) -> Iterator[Diagnostic]:
     """An off-cluster CIDR has no bits set after its prefix: the API server's strict CIDR validation
     (StrictIPCIDRValidation) rejects `10.16.0.1/16` in a NetworkPolicy ipBlock, the lax one warns that it is

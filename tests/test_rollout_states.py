@@ -77,8 +77,14 @@ def test_a_new_service_called_from_the_first_wave_but_placed_in_a_later_one_is_u
     found = unsafe(spec)
     assert any(
         "→ no server now" in f
-        and "vm/audit-log/gcp-usc1 needs quota where it watches, and every server there is absent in some state"
+        and "vm/audit-log/gcp-usc1 needs quota where it watches, and quota is new: the waves of its targets still "
+        "run revisions without it"
         in f
+        # the advice for a new service, not for a moved registration or a removed service (a new user followed it)
+        and f.endswith(
+            "split the change: add the service alone, promote it to every wave that runs its targets, then add the "
+            "dependency (or order the waves so the server comes first)  [rollout-unsafe]"
+        )
         for f in found
     ), found
 
@@ -94,6 +100,7 @@ def test_a_removed_service_an_older_wave_still_calls_is_named_as_the_server(tmp_
     commit(repo, "search is gone")
     found = [f for f in unsafe(spec) if "needs search where it watches, and no server is there" in f]
     assert found and all(": api-gateway → search: " in f for f in found), found
+    assert not any("is new" in f for f in found), "a removed service is no new one"
 
 
 def test_every_check_passes_for_safe_changes_and_counts_combinations(tmp_path: Path) -> None:

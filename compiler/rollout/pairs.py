@@ -97,6 +97,10 @@ FIXES = {
         "split the change: register at the new location beside the old one until every wave watches it, "
         "and remove a service only after no wave calls it (or order the waves so the server comes first)"
     ),
+    "new-server": (
+        "split the change: add the service alone, promote it to every wave that runs its targets, then add the "
+        "dependency (or order the waves so the server comes first)"
+    ),
     "namespace": (
         "split the change: serve both placements (a service runs in one namespace per cluster, so the new "
         "namespace as a new service beside the old one), move every client wave to it, then drop the old"
@@ -130,10 +134,16 @@ class PairChecker:
     """Runs the pair checks over every client version, its edges, and the server instances discovery connects."""
 
     def __init__(
-        self, versions: Mapping[str, list[Instance | None]], located: Mapping[tuple[str, ...], list[str]]
+        self,
+        versions: Mapping[str, list[Instance | None]],
+        located: Mapping[tuple[str, ...], list[str]],
+        newest: frozenset[str] = frozenset(),
     ) -> None:
         self.versions = versions
         self.located = located
+        self.newest = (
+            newest  # the revisions of the first wave, in each state: where a new service appears first
+        )
         self.problems: dict[tuple[str, str, str, str], Problem] = {}
         self.contractions: dict[tuple[str, str, str], Contraction] = {}
         self.pairs = 0
@@ -245,14 +255,27 @@ class PairChecker:
         detail = f"{client.id} needs {edge.service} {where}, and " + (
             "every server there is absent in some state" if somewhere else "no server is there"
         )
+        check = "local" if edge.locality == "local" else "discovery"
+        if check == "discovery" and self._new_service(client, edge.service):
+            check = "new-server"
+            detail = (
+                f"{client.id} needs {edge.service} {where}, and {edge.service} is new: the waves of its targets "
+                "still run revisions without it"
+            )
         self._problem(
             client,
             somewhere or client,
-            "local" if edge.locality == "local" else "discovery",
+            check,
             detail,
             missing=NEXT if there_now else CURRENT,
             service=edge.service,
         )
+
+    def _new_service(self, client: Instance, service: str) -> bool:
+        """Whether `service` is new where `client` misses it: the client runs the newest revision (the first
+        wave's), which has the service, while the waves of its targets run older ones. (A client of an older
+        revision that misses a server calls a service the newest revision removed or moved.)"""
+        return client.revision in self.newest and any(w.service == service for w in client.mesh.workloads)
 
     def _problem(
         self,

@@ -72,7 +72,8 @@ def check_states(current: State, following: State | None, promotion: tuple[str, 
                 where = location(option.workload)
                 if key not in located.setdefault(where, []):
                     located[where].append(key)
-    checker = PairChecker(versions, located)
+    newest = frozenset(s.revisions[0].revision for s in (current, following) if s is not None and s.revisions)
+    checker = PairChecker(versions, located, newest)
     return checker.run(promotion)
 
 

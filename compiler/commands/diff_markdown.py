@@ -10,6 +10,7 @@ from typing import Any
 import jinja2
 
 from compiler.commands.diff_report import (
+    HAZARDS_HEADING,
     MAX_CHANGES_PER_DOCUMENT,
     MAX_DIAGNOSTICS,
     ahead_heading,
@@ -17,6 +18,7 @@ from compiler.commands.diff_report import (
     change_lines,
     credential_line,
     delete_line,
+    hazard_line,
     now_lines,
     restart_headline,
     restart_label,
@@ -50,8 +52,14 @@ def _template() -> jinja2.Template:
         credential=credential_line,
         delete=delete_line,
         ahead=ahead_line,
+        hazard=hazard_line,
     )
-    env.globals.update(restart_headline=restart_headline, ahead_heading=ahead_heading, CHANGED=CHANGED)
+    env.globals.update(
+        restart_headline=restart_headline,
+        ahead_heading=ahead_heading,
+        CHANGED=CHANGED,
+        HAZARDS_HEADING=HAZARDS_HEADING,
+    )
     return env.get_template("diff.md.j2")
 
 

@@ -27,6 +27,7 @@ from compiler.diff.records import (
     WaveSplit,
     restart_key,
 )
+from compiler.diff.transition import Hazard
 from compiler.render.restart import Credentials, RestartClass
 from compiler.spec.model import DISCOVERY_NAMESPACE
 
@@ -65,6 +66,7 @@ def summary(diff: MeshDiff) -> dict[str, int]:
     counts["now"] = len(diff.now.changes) if diff.now is not None else 0
     counts["now_restarts"] = diff.now.restarts if diff.now is not None else 0
     counts["deletions"] = len(diff.deletions)
+    counts["hazards"] = len(diff.hazards)
     counts["deletions_ahead"] = len(diff.now.deletions_ahead) if diff.now is not None else 0
     counts["shared_files"] = len(diff.shared)
     counts["spec_files"] = len(diff.spec)
@@ -111,6 +113,17 @@ def credential_line(target: TargetDiff, credentials: Credentials) -> str:
     if cluster == target.cluster:
         return f"{rolls} a projected ServiceAccount token with kube-root-ca.crt at {where} (its own cluster, {cluster})"
     return f"{rolls} Secret mesh-discovery-{cluster} (the site's copy of {source}) at {where}"
+
+
+HAZARDS_HEADING = (
+    "Calls that work today and can fail while the head is applied (Puppet, kube-applier and the kubelet converge "
+    "on their own clocks, so for a while a client and its server run different sides of the change)"
+)
+
+
+def hazard_line(hazard: Hazard) -> str:
+    """One call that can fail while the head is applied: the services, which end runs which side, what and why."""
+    return f"{hazard.client} → {hazard.server} ({hazard.states}): {hazard.detail}; {hazard.fix}"
 
 
 def deletions_heading(diff: MeshDiff) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 
 from compiler.commands.diff_report import (
+    HAZARDS_HEADING,
     MAX_DIAGNOSTICS,
     ahead_heading,
     ahead_line,
@@ -12,6 +13,7 @@ from compiler.commands.diff_report import (
     credential_line,
     delete_line,
     deletions_heading,
+    hazard_line,
     now_lines,
     restart_headline,
     restart_label,
@@ -89,6 +91,10 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
                 f"{g.pod_roll} pod-roll, {g.envoy_restart} envoy-restart, {g.sidecar_restart} sidecar-restart, "
                 f"{g.hot_reload} hot-reload, {g.no_restart} no restart"
             )
+    if diff.hazards:
+        yield ""
+        yield paint(f"warning: {HAZARDS_HEADING}:", "yellow", "bold")
+        yield from (f"  {hazard_line(h)}" for h in diff.hazards)
     if diff.deletions:
         yield ""
         yield paint(f"{deletions_heading(diff)}:", "bold")

@@ -13,6 +13,7 @@ from compiler.graph.calls import CallChange
 from compiler.render.restart import Credentials, RestartClass
 
 if TYPE_CHECKING:
+    from compiler.diff.transition import Hazard
     from compiler.rollout.changes import (
         TargetChange,  # the rollout's own record: the diff loads it only under one
     )
@@ -223,6 +224,8 @@ class MeshDiff:
     rollout: str = "none"
     # where a rollout.yaml is there at the base or the head: what the merge changes in the built output at once
     now: RolloutNow | None = None
+    # without a rollout: calls that work at the base and can fail while the head is applied (compiler.diff.transition)
+    hazards: tuple[Hazard, ...] = ()
 
     @property
     def restarts(self) -> int:

@@ -23,6 +23,7 @@ from compiler.diff.records import (
     restart_key,
 )
 from compiler.diff.targets import Compiled, compiled, diff_files, diff_targets
+from compiler.diff.transition import transition_hazards
 from compiler.diff.values import diff_values
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate, read_revision, read_worktree
 from compiler.graph.calls import diff_calls
@@ -73,6 +74,8 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
         # the head's rollout (not the working tree's: the head may be another revision)
         rollout=(now.mode if now is not None else "none") if result.waves else "none",
         now=now,
+        # under a rollout, its own checks of every state stand instead (an unsafe one fails the diff)
+        hazards=result.hazards if found is None else (),
     )
 
 
@@ -221,6 +224,7 @@ def _diff_compiled(
         deletions=files.deletions,
         calls=diff_calls(old.mesh if old else None, new.mesh),
         waves=_wave_split(old, new, targets),
+        hazards=transition_hazards(old.mesh if old else None, new.mesh),
     )
 
 

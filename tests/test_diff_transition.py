@@ -1,0 +1,67 @@
+"""`meshc diff` without a rollout names the calls that work at the base and can fail while the head is applied."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from compiler.diff.revisions import diff_revisions
+from tests.conftest import meshc_in_process
+from tests.test_gitsource import make_repo
+from tests.test_rollout_build import drop_dependency, replace_in
+
+
+def test_a_mesh_port_change_names_both_combinations_of_each_client(tmp_path: Path) -> None:
+    """search moves to another mesh port: every restart class is a hot reload, yet a client still at the base
+    watches the old port while search serves the new one, and the other way round."""
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / "mesh-spec"
+    replace_in(spec / "services/search.yaml", "mesh_port: 18080", "mesh_port: 18090")
+    diff = diff_revisions(spec, "HEAD")
+    assert diff.restarts == 0, "the cost the diff states is still true: hot reloads only"
+    found = {(h.client, h.server, h.check, h.states) for h in diff.hazards}
+    assert found == {
+        ("api-gateway", "search", "discovery", "client at base, server at head"),
+        ("api-gateway", "search", "discovery", "client at head, server at base"),
+    }
+    [old_client] = [h for h in diff.hazards if h.states == "client at base, server at head"]
+    assert "search/search:18080 but" in old_client.detail and old_client.detail.endswith(":18090")
+    assert "or roll it out in waves" in old_client.fix and "wave watches" not in old_client.fix
+    text = meshc_in_process("diff", "--base", "HEAD", "--spec", spec).stdout
+    assert "warning: Calls that work today and can fail while the head is applied" in text
+    assert "  api-gateway → search (client at base, server at head): " in text
+    data = json.loads(meshc_in_process("diff", "--base", "HEAD", "--spec", spec, "--format", "json").stdout)
+    assert data["summary"]["hazards"] == 2 and len(data["hazards"]) == 2
+    markdown = meshc_in_process("diff", "--base", "HEAD", "--spec", spec, "--format", "markdown").stdout
+    assert "> - api-gateway → search (client at head, server at base): " in markdown
+
+
+def test_removing_a_service_with_its_callers_names_the_callers_still_at_the_base(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / "mesh-spec"
+    (spec / "services/search.yaml").unlink()
+    drop_dependency(spec / "services/api-gateway.yaml", "search")
+    hazards = diff_revisions(spec, "HEAD").hazards
+    assert {(h.client, h.server, h.states) for h in hazards} == {
+        ("api-gateway", "search", "client at base, no server at head")
+    }
+    assert "remove a service only after no client calls it" in hazards[0].fix
+
+
+def test_safe_changes_and_new_calls_name_nothing(tmp_path: Path) -> None:
+    """A timeout change, and a new service with its first client: nothing that works today can break (a new
+    call fails until its ends converge, which is no regression)."""
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / "mesh-spec"
+    replace_in(spec / "mesh.yaml", "connect_timeout: 1s", "connect_timeout: 2s")
+    (spec / "services/thumb.yaml").write_text(
+        "service: thumb\nowner: media\nport: 9090\nmesh_port: 19090\nlocal_port: 7290\n"
+        "deploy:\n  vm: {datacenters: [sjc]}\n"
+    )
+    (spec / "services/billing.yaml").write_text(
+        "service: billing\nowner: payments\nport: 8080\nmesh_port: 18080\nlocal_port: 7291\n"
+        "deploy:\n  kubernetes: [{cluster: kube-sjc-a}]\ndependencies:\n  - service: thumb\n"
+    )
+    diff = diff_revisions(spec, "HEAD")
+    assert diff.targets and diff.hazards == ()
+    assert "Calls that work today" not in meshc_in_process("diff", "--base", "HEAD", "--spec", spec).stdout

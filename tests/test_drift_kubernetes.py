@@ -522,6 +522,15 @@ MALFORMED_DUMPS: list[tuple[bytes, str]] = [
         b"kind: List\nitems:\n- {apiVersion: !!python/name:os.system '', kind: X}\n",
         r"live\.yaml:3:\d+: error: invalid YAML: could not determine a constructor",
     ),
+    # scalars the safe constructor's int() or datetime() refuse: once `internal error: ValueError`, exit 3
+    (
+        b"kind: List\nitems:\n- {apiVersion: v1, kind: X, metadata: {name: a}, n: 1" + b"0" * 5000 + b"}\n",
+        r"live\.yaml:3:53: error: cannot read 10{62}… as a YAML int; kubectl writes none like it",
+    ),
+    (
+        b"kind: List\nitems:\n- {apiVersion: v1, kind: X, metadata: {name: a}, at: 2026-13-01}\n",
+        r"live\.yaml:3:54: error: cannot read 2026-13-01 as a YAML timestamp",
+    ),
     (b"kind: List\nitems: [\xff\xfe]\n", r"live\.yaml:2:9: error: byte 0xff is not UTF-8"),
     (
         b"kind: List\nitems: " + b"[" * 100_000,

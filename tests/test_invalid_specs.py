@@ -211,6 +211,26 @@ def test_file_too_large(tmp_path: Path) -> None:
     assert_fails_as_annotated(tmp_path, "spec", expected)
 
 
+def test_integers_too_long_to_convert_are_range_errors(tmp_path: Path) -> None:
+    # 5,001 and 4,401 digits: past int()'s 4,300-digit limit (once `internal error: ValueError`, exit 3)
+    port, connections = "9" * 5001, "1" + "0" * 4400
+    service = BASE["services/a.yaml"].replace("port: 8080", f"port: {port}")
+    service += f"    circuit_breaker: {{max_connections: {connections}}}\n"
+    write_spec(tmp_path / "spec", {**BASE, "services/a.yaml": service})
+    expected = [
+        Expected(file="services/a.yaml", line=3, col=7, code="port-range", text=f"port: {'9' * 63}… must be"),
+        Expected(
+            file="services/a.yaml",
+            line=10,
+            col=40,
+            code="schema",
+            text=f"max_connections: 1{'0' * 62}… is more than the maximum, 1000000",
+        ),
+    ]
+    assert_fails_as_annotated(tmp_path, "spec", expected)
+    assert_fails_as_annotated(tmp_path, "spec", expected, run=run_validate_process)
+
+
 def test_file_at_the_limit_is_read(tmp_path: Path) -> None:
     body = BASE["services/b.yaml"]
     body += "#" * (MAX_FILE_BYTES - len(body) - 1) + "\n"

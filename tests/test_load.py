@@ -70,6 +70,19 @@ def test_plain_scalars(plain: str, value: object) -> None:
     assert parse(f"k: {plain}\n") == {"k": value}
 
 
+@pytest.mark.parametrize("literal", ["9" * 5001, "1" + "0" * 4400, "-" + "7" * 641, "+" + "9" * 700])
+def test_an_integer_too_long_for_int_is_above_every_bound_and_prints_as_written(literal: str) -> None:
+    # int() refuses more than 4,300 digits (ValueError, once an internal error, exit 3)
+    value = resolve_plain(literal)
+    assert isinstance(value, int) and abs(value) > 10**600
+    assert (value < 0) == literal.startswith("-")
+    assert str(value) == repr(value) == f"{value}" == literal.removeprefix("+")
+
+
+def test_an_integer_as_long_as_any_int_limit_allows_stays_exact() -> None:
+    assert resolve_plain("9" * 640) == int("9" * 640)
+
+
 @pytest.mark.parametrize("quoted", ['"8080"', "'8080'", '"true"', "'no'", '"null"', '"1.10"', '""'])
 def test_quoted_scalars_are_strings(quoted: str) -> None:
     assert parse(f"k: {quoted}\n") == {"k": quoted[1:-1]}

@@ -304,6 +304,21 @@ def test_message_zero_connect_timeout() -> None:
     )
 
 
+def test_message_duration_without_unit() -> None:
+    # once `3 is not a string; if you mean the text 3, quote it: '3'`, and quoted, another error
+    found = reported(run_validate(CASES_DIR, "invalid-duration-no-unit"), "invalid-duration-no-unit")
+    assert found[("services/a.yaml", 11, 14, "invalid-duration")] == (
+        "dependencies[0].timeout: 3 has no unit; a duration needs one of ms, s, m or h: write 3s, for example"
+    )
+    assert found[("services/a.yaml", 12, 22, "invalid-duration")] == (
+        "dependencies[0].connect_timeout: '2' has no unit; a duration needs one of ms, s, m or h: write 2s, for example"
+    )
+    assert found[("services/a.yaml", 14, 35, "invalid-duration")] == (
+        "dependencies[0].outlier_detection.interval: 0 has no unit (ms, s, m or h), and must be a duration "
+        "greater than 0, such as 250ms, 2s, 5m or 1h, at most 24h"
+    )
+
+
 def test_message_certificate_minimums() -> None:
     found = reported(run_validate(CASES_DIR, "invalid-duration-certificate"), "invalid-duration-certificate")
     assert found == {

@@ -144,6 +144,9 @@ def _message(error: jsonschema.ValidationError) -> str:
     rule: Any = error.validator_value
     if _is_key_error(error):
         return f"name {quote(str(value))} {custom or 'is not allowed'}"
+    unitless = _unitless_duration(value, _subschema(error))
+    if unitless is not None:
+        return unitless
     if error.validator == "type":
         return _type_message(value, rule, custom)
     if custom:
@@ -152,6 +155,28 @@ def _message(error: jsonschema.ValidationError) -> str:
         choices = [str(choice) for choice in rule]
         return f"{yaml_value(value)} is not one of {', '.join(choices)}{did_you_mean(str(value), choices)}"
     return _bound_message(str(error.validator), value, rule)
+
+
+# A duration's units in the order a suggestion tries them: seconds are what a bare number most often means, and
+# where seconds do not fit, a certificate lifetime of 720 means hours sooner than minutes.
+_DURATION_UNITS = ("s", "h", "m", "ms")
+
+
+def _unitless_duration(value: Any, schema: Mapping[str, Any]) -> str | None:
+    """For a duration written as a bare number (`3`, or `'3'` once quoted): that it needs a unit, with the first
+    unit that makes it valid here; None for any other value. Every duration definition of the schemas carries
+    the code invalid-duration, so this holds for each duration field, present and future."""
+    if schema.get("x-meshc-code") != "invalid-duration" or isinstance(value, bool):
+        return None
+    digits = str(value) if isinstance(value, int) else value
+    if not isinstance(digits, str) or not re.fullmatch(r"-?[0-9]+", digits):
+        return None
+    pattern = schema.get("pattern")
+    fits = [digits + unit for unit in _DURATION_UNITS if pattern and re.search(pattern, digits + unit)]
+    if fits:
+        return f"{yaml_value(value)} has no unit; a duration needs one of ms, s, m or h: write {fits[0]}, for example"
+    custom = schema.get("x-meshc-message", "must be a duration")
+    return f"{yaml_value(value)} has no unit (ms, s, m or h), and {custom}"
 
 
 def _type_message(value: Any, rule: Any, custom: str | None) -> str:

@@ -193,12 +193,18 @@ def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tupl
     return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """A ` (did you mean 'x'?)` suffix for the closest candidate, or ''."""
+def close_match(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to `name`, if one is close enough to be what was meant."""
     import difflib  # only where a name is unknown: not in every command's start (1.1 ms)
 
     close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {quote(close[0])}?)" if close else ""
+    return close[0] if close else None
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A ` (did you mean 'x'?)` suffix for the closest candidate, or ''."""
+    close = close_match(name, candidates)
+    return f" (did you mean {quote(close)}?)" if close is not None else ""
 
 
 # Characters that would break a diagnostic's single line or hide in a terminal: C0 controls but

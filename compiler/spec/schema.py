@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compiler.diagnostics import Diagnostic, did_you_mean, quote, yaml_value
+from compiler.diagnostics import Diagnostic, close_match, did_you_mean, quote, yaml_value
 from compiler.spec.conform import Check, compile_schema
 
 if TYPE_CHECKING:  # jsonschema loads when a spec is validated, not for every command line
@@ -98,13 +98,17 @@ def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[D
     instance: Any = error.instance  # the document's data at `path`: any JSON value
     if error.validator == "additionalProperties" and isinstance(instance, dict):
         allowed = _subschema(error).get("properties", {})
-        for key in sorted(set(instance) - set(allowed)):
+        for key in _unknown_keys(instance, _subschema(error)):
             message = f"unknown key {quote(key)}{where and ' in ' + where}{did_you_mean(key, allowed)}"
             yield Diagnostic(span=doc.key_span((*path, key)), code="unknown-key", message=message)
         return
     if error.validator == "required" and isinstance(instance, dict):
         required: Any = error.validator_value  # the schema's list of required keys
-        for missing in [key for key in required if key not in instance]:
+        # One typo, one line: a key missing because it was misspelt is named by the misspelling's unknown-key
+        # diagnostic ("did you mean 'mesh_port'?"), at the typo; reported missing too, it would be twice.
+        allowed = _subschema(error).get("properties", {})
+        misspelt = {close_match(key, allowed) for key in _unknown_keys(instance, _subschema(error))}
+        for missing in [key for key in required if key not in instance and key not in misspelt]:
             yield Diagnostic(
                 span=doc.span(path),
                 code="missing-key",
@@ -115,6 +119,13 @@ def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[D
     span = doc.key_span((*path, instance)) if _is_key_error(error) else doc.span(path)
     code = _subschema(error).get("x-meshc-code", "schema")
     yield Diagnostic(span=span, code=code, message=f"{where or 'document'}: {_message(error)}")
+
+
+def _unknown_keys(instance: dict[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """The keys of a mapping that its schema does not allow (none where it allows any other key), sorted."""
+    if schema.get("additionalProperties", True) is not False:
+        return []
+    return sorted(set(instance) - set(schema.get("properties", {})))
 
 
 def _subschema(error: jsonschema.ValidationError) -> Mapping[str, Any]:

@@ -146,6 +146,18 @@ def test_value_spans() -> None:
     assert all(span.file == "spec/services/upload.yaml" for span in doc.spans.values())
 
 
+def test_an_empty_value_is_at_its_key() -> None:
+    # libyaml marks it after the colon: past the end of `dependencies:`, or on a line after `? b` that does not exist
+    doc = parse_document("f.yaml", b"dependencies:\nowner:  # none\nx: {a: }\n? b\n")
+    at = {path: (span.line, span.col) for path, span in doc.spans.items()}
+    assert at[("dependencies",)] == (1, 1)
+    assert at[("owner",)] == (2, 1)
+    assert at[("x", "a")] == (3, 5)
+    assert at[("b",)] == (4, 3)
+    quoted = parse_document("f.yaml", b"a: ''\n")  # an empty string has its quotes to point at
+    assert quoted.span(("a",)) == Span(file="f.yaml", line=1, col=4)
+
+
 def test_key_spans() -> None:
     doc = parse_document("f.yaml", SPANS.encode())
     assert doc.key_span(("deploy",)) == Span(file="f.yaml", line=3, col=1)

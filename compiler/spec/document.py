@@ -319,6 +319,15 @@ class _Builder:
         if tag is not None:
             self._fail(event, "yaml-tag", f"explicit tag {quote(tag)} is not allowed; write the plain value")
         self.spans[path] = self._position(event)
+        if (
+            isinstance(event, yaml.ScalarEvent)
+            and not event.value
+            and not event.style
+            and path in self.key_spans
+        ):
+            # An empty value (`dependencies:`) has no text to point at: libyaml marks it after the colon, past
+            # the end of the line, or on the line after a `? key`. Its key is what the user reads and fixes.
+            self.spans[path] = self.key_spans[path]
         if isinstance(event, yaml.ScalarEvent):
             return resolve_plain(event.value) if not event.style else event.value
         if isinstance(event, yaml.SequenceStartEvent):

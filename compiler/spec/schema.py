@@ -159,7 +159,7 @@ def _message(error: jsonschema.ValidationError) -> str:
     if unitless is not None:
         return unitless
     if error.validator == "type":
-        return _type_message(value, rule, custom)
+        return _type_message(value, rule, _subschema(error))
     if custom:
         return f"{yaml_value(value)} {custom}"
     if error.validator == "enum":
@@ -190,8 +190,9 @@ def _unitless_duration(value: Any, schema: Mapping[str, Any]) -> str | None:
     return f"{yaml_value(value)} has no unit (ms, s, m or h), and {custom}"
 
 
-def _type_message(value: Any, rule: Any, custom: str | None) -> str:
+def _type_message(value: Any, rule: Any, schema: Mapping[str, Any]) -> str:
     wanted = _TYPE_NAMES.get(rule, str(rule))
+    custom = schema.get("x-meshc-message")
     if isinstance(value, str) and rule == "integer" and re.fullmatch(r"[-+]?[0-9]+", value.strip()):
         return f"{yaml_value(value)} is a quoted string, not a number; remove the quotes"
     if isinstance(value, str) and rule == "boolean" and value.lower() in ("true", "false"):
@@ -203,7 +204,39 @@ def _type_message(value: Any, rule: Any, custom: str | None) -> str:
             f"{yaml_value(value)} is not a string; if you mean the text {yaml_value(value)}, "
             f"quote it: '{yaml_value(value)}'"
         )
-    return f"{yaml_value(value)} should be {wanted}" + (f" ({custom})" if custom else "")
+    fix = _reshaped(value, schema)
+    shown = f": {yaml_value(fix)}" if fix is not None else ""
+    return f"{yaml_value(value)} should be {wanted}" + (f" ({custom})" if custom else "") + shown
+
+
+def _reshaped(value: Any, schema: Any) -> Any:
+    """`value` as `schema` most likely wants it written, or None where no fix is that plain.
+
+    A name where a list belongs means a list of it (`datacenters: sjc`: `[sjc]`; `sjc, iad`: both), a mapping
+    there a list of one. A name where a mapping belongs is the value of its one required key: a dependency
+    written as a bare name, `- thumbnailer`, is `{service: thumbnailer}`.
+    """
+    kind = schema.get("type") if isinstance(schema, Mapping) else None
+    if kind == "array" and isinstance(value, (str, dict)) and value:
+        parts = (
+            [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else [value]
+        )
+        items = schema.get("items")
+        if isinstance(items, Mapping) and items.get("type") == "object":
+            shaped = [part if isinstance(part, dict) else _reshaped(part, items) for part in parts]
+            return shaped if parts and all(part is not None for part in shaped) else None
+        return parts or None
+    required = schema.get("required", []) if kind == "object" else []
+    if not isinstance(value, str) or not value.strip() or len(required) != 1:
+        return None
+    # the key's own shape too: `vm: sjc` is {datacenters: [sjc]}
+    inner = schema.get("properties", {}).get(required[0])
+    shaped = (
+        _reshaped(value, inner)
+        if isinstance(inner, Mapping) and inner.get("type") == "array"
+        else value.strip()
+    )
+    return None if shaped is None else {required[0]: shaped}
 
 
 def _bound_message(validator: str, value: Any, rule: Any) -> str:

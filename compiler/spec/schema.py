@@ -223,15 +223,15 @@ def _reshaped(value: Any, schema: Any) -> Any:
         )
         items = schema.get("items")
         if isinstance(items, Mapping) and items.get("type") == "object":
-            shaped = [part if isinstance(part, dict) else _reshaped(part, items) for part in parts]
-            return shaped if parts and all(part is not None for part in shaped) else None
+            each = [part if isinstance(part, dict) else _reshaped(part, items) for part in parts]
+            return each if parts and all(part is not None for part in each) else None
         return parts or None
     required = schema.get("required", []) if kind == "object" else []
     if not isinstance(value, str) or not value.strip() or len(required) != 1:
         return None
     # the key's own shape too: `vm: sjc` is {datacenters: [sjc]}
     inner = schema.get("properties", {}).get(required[0])
-    shaped = (
+    shaped: Any = (
         _reshaped(value, inner)
         if isinstance(inner, Mapping) and inner.get("type") == "array"
         else value.strip()

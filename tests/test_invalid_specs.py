@@ -256,6 +256,14 @@ def test_message_unknown_key_did_you_mean() -> None:
     }
 
 
+def test_message_unknown_key_allowed_here() -> None:
+    found = reported(run_validate(CASES_DIR, "unknown-key-allowed-here"), "unknown-key-allowed-here")
+    assert found == {
+        ("services/a.yaml", 11, 5, "unknown-key"): "unknown key 'per_try' in dependencies[0]; allowed here: "
+        "service, connect_timeout, timeout, retries, circuit_breaker, outlier_detection"
+    }
+
+
 def test_message_unknown_dependency_did_you_mean() -> None:
     found = reported(run_validate(CASES_DIR, "unknown-dependency"), "unknown-dependency")
     assert found == {

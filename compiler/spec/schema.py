@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compiler.diagnostics import Diagnostic, close_match, did_you_mean, quote, yaml_value
+from compiler.diagnostics import Diagnostic, close_match, did_you_mean, quote, some_of, yaml_value
 from compiler.spec.conform import Check, compile_schema
 
 if TYPE_CHECKING:  # jsonschema loads when a spec is validated, not for every command line
@@ -99,7 +99,11 @@ def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[D
     if error.validator == "additionalProperties" and isinstance(instance, dict):
         allowed = _subschema(error).get("properties", {})
         for key in _unknown_keys(instance, _subschema(error)):
-            message = f"unknown key {quote(key)}{where and ' in ' + where}{did_you_mean(key, allowed)}"
+            # no close match: the keys this mapping takes, so the fix is a look away, not a README search
+            hint = did_you_mean(key, allowed) or (
+                f"; allowed here: {some_of(list(allowed), 12)}" if allowed else ""
+            )
+            message = f"unknown key {quote(key)}{where and ' in ' + where}{hint}"
             yield Diagnostic(span=doc.key_span((*path, key)), code="unknown-key", message=message)
         return
     if error.validator == "required" and isinstance(instance, dict):

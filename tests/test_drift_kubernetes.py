@@ -550,6 +550,13 @@ def test_malformed_dumps_are_one_line_errors(tmp_path: Path, content: bytes, mes
     assert re.search(message.replace("live\\.yaml", re.escape(str(path))), line), line
 
 
+def test_a_dump_path_with_control_characters_is_escaped_in_its_error(tmp_path: Path) -> None:
+    path = tmp_path / "live\tsjc\n.yaml"
+    with pytest.raises(DumpError) as raised:
+        parse_dump(str(path), b"- 1\n")
+    assert str(raised.value).startswith(str(tmp_path) + "/live\\tsjc\\n.yaml:1:1: error: not a kubectl List")
+
+
 # Through the command line: a YAML error with its position, and a List check after parsing.
 @pytest.mark.parametrize(("content", "message"), [MALFORMED_DUMPS[0], MALFORMED_DUMPS[3]])
 def test_a_malformed_dump_exits_2_with_one_line(tmp_path: Path, content: bytes, message: str) -> None:

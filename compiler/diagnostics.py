@@ -194,26 +194,33 @@ def at_revision(diagnostics: Sequence[Diagnostic], revision: str | None) -> tupl
     return tuple(replace(d, span=replace(d.span, file=f"{revision}:{d.span.file}")) for d in diagnostics)
 
 
-def did_you_mean(name: str, candidates: Iterable[str]) -> str:
-    """A ` (did you mean 'x'?)` suffix for the closest candidate, or ''."""
+def close_match(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate closest to `name`, if one is close enough to be what was meant."""
     import difflib  # only where a name is unknown: not in every command's start (1.1 ms)
 
     close = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
-    return f" (did you mean {quote(close[0])}?)" if close else ""
+    return close[0] if close else None
 
 
-# Characters that would break a diagnostic's single line or hide in a terminal: C0 controls but
-# tab, DEL, C1 controls (NEL among them), Unicode line/paragraph separators, noncharacters, and the
-# lone surrogates that stand for the bytes of a file name that is not UTF-8.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
-_NAMED = {"\n": "\\n", "\r": "\\r"}
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """A ` (did you mean 'x'?)` suffix for the closest candidate, or ''."""
+    close = close_match(name, candidates)
+    return f" (did you mean {quote(close)}?)" if close is not None else ""
+
+
+# Characters that would break a diagnostic's single line or hide in a terminal: every C0 control (a tab
+# too: in a file name it reads as spaces, and it splits a line that tools cut at tabs), DEL, C1 controls
+# (NEL among them), Unicode line/paragraph separators, noncharacters, and the lone surrogates that stand
+# for the bytes of a file name that is not UTF-8.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 # A user value in a message is cut to this many characters (a DNS label, 63, fits whole):
 # a diagnostic names, it does not echo.
 MAX_EXCERPT = 64
 
 
 def escape(text: str) -> str:
-    """`text` with line breaks and control characters written as escapes (`\\n`, `\\x00`, `\\u2028`)."""
+    """`text` with line breaks, tabs and control characters written as escapes (`\\n`, `\\t`, `\\x00`, `\\u2028`)."""
     return _UNPRINTABLE.sub(
         lambda m: _NAMED.get(
             m.group(), f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"

@@ -22,6 +22,7 @@ from conftest import EXAMPLE, ROOT, meshc_in_process, settled
 from compiler import launch
 from compiler.cli import exits
 from compiler.cli import main as cli_main
+from compiler.diagnostics import escape
 from compiler.spec.load import load_documents, read_tree
 
 
@@ -649,19 +650,25 @@ def test_a_no_op_build_imports_no_parser_and_no_stage(tmp_path: Path) -> None:
     assert loaded & (heavy | {"concurrent.futures", "ctypes"}) == set()
 
 
+@pytest.mark.parametrize("control", ["\n", "\t"])
 def test_build_and_check_name_an_output_with_a_line_break_on_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], control: str
 ) -> None:
-    # What a command prints of a path it was given is escaped, as in its errors: one result, one line.
-    plain = tmp_path / "spec"
+    # What a command prints of a path it was given is escaped, as in its errors: one result, one line (a tab
+    # was printed raw).
+    plain = tmp_path / f"sp{control}ec"
     shutil.copytree(EXAMPLE, plain, ignore=shutil.ignore_patterns("rollout.yaml"))
-    out = tmp_path / "out\nput"
+    out = tmp_path / f"out{control}put"
+    shown, spec_shown = (f"out{escape(control)}put", f"sp{escape(control)}ec")
+    assert cli_main(["validate", str(plain)]) == 0
     assert cli_main(["build", str(plain), "-o", str(out)]) == 0
     assert cli_main(["check", str(plain), "-o", str(out)]) == 0
     (out / "puppet" / "hiera.yaml").write_text("edited\n")
     assert cli_main(["check", str(plain), "-o", str(out)]) == 1
     printed = capsys.readouterr().out.splitlines()
-    assert re.search(r"out\\nput: \d+ file\(s\) written, 0 removed$", printed[0])
-    assert printed[1].endswith("out\\nput: up to date with " + str(plain))
-    assert printed[2].startswith(str(tmp_path)) and "out\\nput: not what the spec renders" in printed[2]
-    assert printed[3].endswith("out\\nput/puppet/hiera.yaml")
+    assert all(control not in line for line in printed)
+    assert printed[0].endswith(f"{spec_shown}: ok, 18 services in 3 datacenters")
+    assert re.search(re.escape(shown) + r": \d+ file\(s\) written, 0 removed$", printed[1])
+    assert printed[2].endswith(f"{shown}: up to date with {escape(str(plain))}")
+    assert printed[3].startswith(str(tmp_path)) and f"{shown}: not what the spec renders" in printed[3]
+    assert printed[4].endswith(f"{shown}/puppet/hiera.yaml")

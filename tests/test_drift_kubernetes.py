@@ -522,6 +522,15 @@ MALFORMED_DUMPS: list[tuple[bytes, str]] = [
         b"kind: List\nitems:\n- {apiVersion: !!python/name:os.system '', kind: X}\n",
         r"live\.yaml:3:\d+: error: invalid YAML: could not determine a constructor",
     ),
+    # scalars the safe constructor's int() or datetime() refuse: once `internal error: ValueError`, exit 3
+    (
+        b"kind: List\nitems:\n- {apiVersion: v1, kind: X, metadata: {name: a}, n: 1" + b"0" * 5000 + b"}\n",
+        r"live\.yaml:3:53: error: cannot read 10{62}… as a YAML int; kubectl writes none like it",
+    ),
+    (
+        b"kind: List\nitems:\n- {apiVersion: v1, kind: X, metadata: {name: a}, at: 2026-13-01}\n",
+        r"live\.yaml:3:54: error: cannot read 2026-13-01 as a YAML timestamp",
+    ),
     (b"kind: List\nitems: [\xff\xfe]\n", r"live\.yaml:2:9: error: byte 0xff is not UTF-8"),
     (
         b"kind: List\nitems: " + b"[" * 100_000,
@@ -539,6 +548,13 @@ def test_malformed_dumps_are_one_line_errors(tmp_path: Path, content: bytes, mes
     [line] = str(raised.value).splitlines()
     assert line.startswith(str(path)) and line.endswith("[drift-dump]"), line
     assert re.search(message.replace("live\\.yaml", re.escape(str(path))), line), line
+
+
+def test_a_dump_path_with_control_characters_is_escaped_in_its_error(tmp_path: Path) -> None:
+    path = tmp_path / "live\tsjc\n.yaml"
+    with pytest.raises(DumpError) as raised:
+        parse_dump(str(path), b"- 1\n")
+    assert str(raised.value).startswith(str(tmp_path) + "/live\\tsjc\\n.yaml:1:1: error: not a kubectl List")
 
 
 # Through the command line: a YAML error with its position, and a List check after parsing.

@@ -484,6 +484,10 @@ def test_truncated_export_is_one_line_with_its_position(world: World, tmp_path: 
             '"facts": [{"certname": "a", "name": "mesh_service", "value": "x"}]}',
             "nodes[0].facts_timestamp: not an ISO 8601 timestamp: 'yesterday'",
         ),
+        (  # json's int() refuses 4,301 digits and more: once `internal error: ValueError`, exit 3
+            '{"nodes": [{"certname": 1' + "0" * 5000 + '}], "facts": []}',
+            "a number in it is too long to read; PuppetDB writes none like it",
+        ),
     ],
 )
 def test_malformed_export_is_one_line(tmp_path: Path, content: str, message: str) -> None:

@@ -211,6 +211,26 @@ def test_file_too_large(tmp_path: Path) -> None:
     assert_fails_as_annotated(tmp_path, "spec", expected)
 
 
+def test_integers_too_long_to_convert_are_range_errors(tmp_path: Path) -> None:
+    # 5,001 and 4,401 digits: past int()'s 4,300-digit limit (once `internal error: ValueError`, exit 3)
+    port, connections = "9" * 5001, "1" + "0" * 4400
+    service = BASE["services/a.yaml"].replace("port: 8080", f"port: {port}")
+    service += f"    circuit_breaker: {{max_connections: {connections}}}\n"
+    write_spec(tmp_path / "spec", {**BASE, "services/a.yaml": service})
+    expected = [
+        Expected(file="services/a.yaml", line=3, col=7, code="port-range", text=f"port: {'9' * 63}… must be"),
+        Expected(
+            file="services/a.yaml",
+            line=10,
+            col=40,
+            code="schema",
+            text=f"max_connections: 1{'0' * 62}… is more than the maximum, 1000000",
+        ),
+    ]
+    assert_fails_as_annotated(tmp_path, "spec", expected)
+    assert_fails_as_annotated(tmp_path, "spec", expected, run=run_validate_process)
+
+
 def test_file_at_the_limit_is_read(tmp_path: Path) -> None:
     body = BASE["services/b.yaml"]
     body += "#" * (MAX_FILE_BYTES - len(body) - 1) + "\n"
@@ -233,6 +253,14 @@ def test_message_unknown_key_did_you_mean() -> None:
     found = reported(run_validate(CASES_DIR, "unknown-key-did-you-mean"), "unknown-key-did-you-mean")
     assert found == {
         ("services/a.yaml", 8, 1, "unknown-key"): "unknown key 'dependancies' (did you mean 'dependencies'?)"
+    }
+
+
+def test_message_unknown_key_allowed_here() -> None:
+    found = reported(run_validate(CASES_DIR, "unknown-key-allowed-here"), "unknown-key-allowed-here")
+    assert found == {
+        ("services/a.yaml", 11, 5, "unknown-key"): "unknown key 'per_try' in dependencies[0]; allowed here: "
+        "service, connect_timeout, timeout, retries, circuit_breaker, outlier_detection"
     }
 
 
@@ -281,6 +309,21 @@ def test_message_zero_connect_timeout() -> None:
     found = reported(run_validate(CASES_DIR, "invalid-duration-zero"), "invalid-duration-zero")
     assert found[("mesh.yaml", 9, 20, "invalid-duration")] == (
         "defaults.connect_timeout: '0ms' must be a duration greater than 0, such as 250ms, 2s, 5m or 1h, at most 24h"
+    )
+
+
+def test_message_duration_without_unit() -> None:
+    # once `3 is not a string; if you mean the text 3, quote it: '3'`, and quoted, another error
+    found = reported(run_validate(CASES_DIR, "invalid-duration-no-unit"), "invalid-duration-no-unit")
+    assert found[("services/a.yaml", 11, 14, "invalid-duration")] == (
+        "dependencies[0].timeout: 3 has no unit; a duration needs one of ms, s, m or h: write 3s, for example"
+    )
+    assert found[("services/a.yaml", 12, 22, "invalid-duration")] == (
+        "dependencies[0].connect_timeout: '2' has no unit; a duration needs one of ms, s, m or h: write 2s, for example"
+    )
+    assert found[("services/a.yaml", 14, 35, "invalid-duration")] == (
+        "dependencies[0].outlier_detection.interval: 0 has no unit (ms, s, m or h), and must be a duration "
+        "greater than 0, such as 250ms, 2s, 5m or 1h, at most 24h"
     )
 
 

@@ -70,6 +70,19 @@ def test_plain_scalars(plain: str, value: object) -> None:
     assert parse(f"k: {plain}\n") == {"k": value}
 
 
+@pytest.mark.parametrize("literal", ["9" * 5001, "1" + "0" * 4400, "-" + "7" * 641, "+" + "9" * 700])
+def test_an_integer_too_long_for_int_is_above_every_bound_and_prints_as_written(literal: str) -> None:
+    # int() refuses more than 4,300 digits (ValueError, once an internal error, exit 3)
+    value = resolve_plain(literal)
+    assert isinstance(value, int) and abs(value) > 10**600
+    assert (value < 0) == literal.startswith("-")
+    assert str(value) == repr(value) == f"{value}" == literal.removeprefix("+")
+
+
+def test_an_integer_as_long_as_any_int_limit_allows_stays_exact() -> None:
+    assert resolve_plain("9" * 640) == int("9" * 640)
+
+
 @pytest.mark.parametrize("quoted", ['"8080"', "'8080'", '"true"', "'no'", '"null"', '"1.10"', '""'])
 def test_quoted_scalars_are_strings(quoted: str) -> None:
     assert parse(f"k: {quoted}\n") == {"k": quoted[1:-1]}
@@ -131,6 +144,18 @@ def test_value_spans() -> None:
     assert at[("dependencies", 0, "service")] == (9, 14)
     assert at[("dependencies", 0, "timeout")] == (10, 14)  # a quoted scalar starts at its quote
     assert all(span.file == "spec/services/upload.yaml" for span in doc.spans.values())
+
+
+def test_an_empty_value_is_at_its_key() -> None:
+    # libyaml marks it after the colon: past the end of `dependencies:`, or on a line after `? b` that does not exist
+    doc = parse_document("f.yaml", b"dependencies:\nowner:  # none\nx: {a: }\n? b\n")
+    at = {path: (span.line, span.col) for path, span in doc.spans.items()}
+    assert at[("dependencies",)] == (1, 1)
+    assert at[("owner",)] == (2, 1)
+    assert at[("x", "a")] == (3, 5)
+    assert at[("b",)] == (4, 3)
+    quoted = parse_document("f.yaml", b"a: ''\n")  # an empty string has its quotes to point at
+    assert quoted.span(("a",)) == Span(file="f.yaml", line=1, col=4)
 
 
 def test_key_spans() -> None:

@@ -213,6 +213,8 @@ def test_pins_that_skip_a_wave_or_are_not_commits_are_rejected(tmp_path: Path) -
     assert pin_errors(spec)[0].endswith(
         "the pin of wave 'west' must be a full 40-hex commit id (git rev-parse REV), not 'main'  [rollout-pin-unknown]"
     )
+    set_pins(spec, west="9" * 5000, rest=base)  # a number too long for int(): named, cut, not echoed whole
+    assert pin_errors(spec)[0].endswith(f"not {'9' * 63}…  [rollout-pin-unknown]")
     (spec / "rollout.yaml").write_text(f"pins:\n  wst: {base}\n")
     assert pin_errors(spec) == [
         f"{label}:1:1: error: wave 'rest' has no pin; "

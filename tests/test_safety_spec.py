@@ -349,6 +349,31 @@ def test_newline_in_a_file_name_is_escaped(world: Path) -> None:
     ]
 
 
+def test_tab_in_a_file_name_is_escaped(world: Path) -> None:
+    # a tab was printed raw: `services/tab	x.yaml` reads as spaces and splits a line cut at tabs
+    (world / "spec/services/tab\tx.yaml").write_text(
+        BASE["services/b.yaml"].replace("service: b", "service: x")
+    )
+    lines = diagnostics(meshc("validate", "spec", cwd=world))
+    assert lines == [
+        "spec/services/tab\\tx.yaml:1:10: error: service 'x' is defined in 'tab\\tx.yaml'; "
+        "rename the file to x.yaml or fix `service:`  [service-name-mismatch]"
+    ]
+
+
+def test_every_c0_control_and_del_is_escaped() -> None:
+    from compiler.diagnostics import escape
+
+    controls = "".join(map(chr, [*range(0x20), 0x7F]))
+    escaped = escape(controls)
+    assert escaped.isprintable() and escaped.isascii()
+    assert (
+        escaped.startswith("\\x00\\x01")
+        and "\\t\\n\\x0b\\x0c\\r" in escaped
+        and escaped.endswith("\\x1f\\x7f")
+    )
+
+
 def test_file_name_that_is_not_utf8_is_escaped_and_missing_keys_are_named_once(world: Path) -> None:
     os.close(
         os.open(

@@ -356,7 +356,11 @@ def test_a_valid_build_never_imports_jsonschema(tmp_path: Path) -> None:
 def test_an_invalid_document_still_gets_jsonschemas_diagnostics() -> None:
     doc = parse_document("services/b.yaml", (BASE["services/b.yaml"] + "colour: red\n").encode())
     found = [d.format() for d in schema.validate_document(doc, "service")]
-    assert found == ["services/b.yaml:10:1: error: unknown key 'colour'  [unknown-key]"]
+    assert found == [
+        "services/b.yaml:10:1: error: unknown key 'colour'; allowed here: service, owner, description, port, "
+        "mesh_port, local_port, protocol, locality, restart_sensitive, health_check, deploy, dependencies  "
+        "[unknown-key]"
+    ]
 
 
 def test_a_one_service_rebuild_never_imports_jsonschema(tmp_path: Path) -> None:

@@ -92,3 +92,21 @@ def test_cidr_pattern_takes_strict_ipv4_cidrs() -> None:
         assert matches(pattern, f"0.0.0.0/{prefix}") == (decimal(prefix) and int(prefix) <= 32), prefix
     for text in ("10.0.0/8", "10.0.0.0.0/8", "10.0.0.0", "10.0.0.0/", " 10.0.0.0/8", "::/0"):
         assert not matches(pattern, text), text
+
+
+def patterns_without_message(node: Any, where: str) -> Iterator[str]:
+    """Where a schema node has a pattern but no x-meshc-message: its error could only say 'is not allowed here'."""
+    if isinstance(node, dict):
+        if "pattern" in node and "x-meshc-message" not in node:
+            yield where
+        for key, value in node.items():
+            yield from patterns_without_message(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from patterns_without_message(value, f"{where}/{index}")
+
+
+@pytest.mark.parametrize("name", ["mesh", "service"])
+def test_every_pattern_says_in_words_what_it_allows(name: str) -> None:
+    # a regular expression is no message: `'/etc/my mesh' is not allowed here` left the fix to guess
+    assert list(patterns_without_message(schema(name), name)) == []

@@ -166,7 +166,9 @@ def _validate(args: argparse.Namespace) -> int:
     spec = validate_only(spec_files(args.spec), args.spec.as_posix().rstrip("/"))
     if has_rollout(args.spec):  # rollout.yaml and the inventory are part of the spec repo too
         _validate_rollout(args.spec)
-    print(f"{args.spec}: ok, {len(spec.services)} services in {len(spec.mesh.datacenters)} datacenters")
+    print(
+        f"{escape(str(args.spec))}: ok, {len(spec.services)} services in {len(spec.mesh.datacenters)} datacenters"
+    )
     return EXIT_OK
 
 
@@ -189,7 +191,7 @@ def _validate_rollout(spec_dir: Path) -> None:
 
 def _waiting(lock: Path) -> None:
     print(
-        f"meshc: waiting for another meshc build or check of this output (lock {lock})",
+        f"meshc: waiting for another meshc build or check of this output (lock {escape(str(lock))})",
         file=sys.stderr,
         flush=True,
     )
@@ -245,7 +247,8 @@ def _plan(args: argparse.Namespace) -> int:
     context = rollout_context(args.spec)
     if context is None:
         print(
-            f"meshc: error: {no_rollout_reason(args.spec)}: every target runs the spec as built (see README, Rollout)",
+            f"meshc: error: {escape(no_rollout_reason(args.spec))}: "
+            "every target runs the spec as built (see README, Rollout)",
             file=sys.stderr,
         )
         return EXIT_INVALID
@@ -272,17 +275,22 @@ def _promote(args: argparse.Namespace) -> int:
         request = drift_request(args)
         done = promote(args.spec, args.output, args.wave, gate=promotion_gate(request, force=args.force))
     except (PromoteError, DriftInputError) as exc:
-        print(exc if isinstance(exc, DriftInputError) else f"meshc: error: {exc}", file=sys.stderr)
+        print(
+            exc if isinstance(exc, DriftInputError) else f"meshc: error: {escape(str(exc))}", file=sys.stderr
+        )
         return EXIT_INVALID
     except GateRefused as exc:
         print(f"meshc: promote refused: {exc}", file=sys.stderr)
         return EXIT_FINDINGS
     print(
-        f"promoted {done.wave}: {done.old[:12]} -> {done.new[:12]}; {args.spec}/rollout.yaml rewritten, "
-        f"{args.output}: {len(done.written.written)} file(s) written, {len(done.written.removed)} removed"
+        f"promoted {done.wave}: {done.old[:12]} -> {done.new[:12]}; {escape(str(args.spec))}/rollout.yaml rewritten, "
+        f"{escape(str(args.output))}: {len(done.written.written)} file(s) written, {len(done.written.removed)} removed"
     )
     if done.note:
-        print(f"FORCED: {done.note} (also the comment on pins.{done.wave} in {args.spec}/rollout.yaml)")
+        print(
+            f"FORCED: {escape(done.note)} "
+            f"(also the comment on pins.{done.wave} in {escape(str(args.spec))}/rollout.yaml)"
+        )
     return EXIT_OK
 
 

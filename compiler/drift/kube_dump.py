@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import yaml
 
+from compiler.diagnostics import excerpt
 from compiler.drift.model import (
     DriftInputError,
     read_capped,
@@ -171,7 +172,7 @@ def construct(source: str, loader: yaml.CSafeLoader, node: yaml.Node, seen: set[
     """Plain data from a node; strings directly, other scalars by the safe constructor; aliases and complex
     keys refused."""
     if isinstance(node, yaml.ScalarNode):
-        return node.value if node.tag == _STR else loader.construct_object(node)
+        return node.value if node.tag == _STR else _scalar(source, loader, node)
     if id(node) in seen:  # an alias: kubectl writes none, and an alias bomb would expand in the comparison
         raise DumpError(
             _where(source, node), "YAML anchors and aliases are not allowed in a dump (kubectl writes none)"
@@ -185,6 +186,19 @@ def construct(source: str, loader: yaml.CSafeLoader, node: yaml.Node, seen: set[
             raise DumpError(_where(source, key), "a mapping key that is not a scalar")
         found[construct(source, loader, key, seen)] = construct(source, loader, value, seen)
     return found
+
+
+def _scalar(source: str, loader: yaml.CSafeLoader, node: yaml.ScalarNode) -> Any:
+    """A scalar the safe constructor reads; its ValueError (int() of a number over Python's 4,300 digits, a date
+    like 2026-13-01) is the dump's fault, not meshc's."""
+    try:
+        return loader.construct_object(node)
+    except ValueError:
+        kind = node.tag.rpartition(":")[2]  # tag:yaml.org,2002:int -> int
+        raise DumpError(
+            _where(source, node),
+            f"cannot read {excerpt(node.value)} as a YAML {kind}; kubectl writes none like it",
+        ) from None
 
 
 def _where(source: str, node: yaml.Node) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compiler.diagnostics import EnvironmentFailure
+from compiler.diagnostics import EnvironmentFailure, escape
 
 # Item kinds of the Kubernetes half; the Puppet half's items are named after the host's state
 # (pending, drifted, failed, unknown), plus orphan, NO_HOSTS, and the hiera tree's file states.
@@ -67,7 +67,8 @@ class DriftInputError(Exception):
 
     def __init__(self, location: str, message: str, code: str) -> None:
         self.location, self.message, self.code = location, message, code
-        super().__init__(f"{location}: error: {message}  [{code}]")
+        # escaped as a spec diagnostic is: a dump's path or a live value may hold a line break or a tab
+        super().__init__(f"{escape(location)}: error: {escape(message)}  [{code}]")
 
 
 def read_capped(path: Path, cap: int, *, what: str, question: str, code: str) -> bytes:

@@ -155,6 +155,10 @@ def read_export(path: Path) -> Observations:
         raise DriftInputError(
             f"{path}:{error.lineno}:{error.colno}", f"not valid JSON: {error.msg}", "puppetdb-export"
         ) from None
+    except ValueError:  # int() refuses a number over Python's 4,300 digits: the file's fault, not meshc's
+        raise DriftInputError(
+            str(path), "a number in it is too long to read; PuppetDB writes none like it", "puppetdb-export"
+        ) from None
     if not isinstance(data, dict) or not {"nodes", "facts"} <= data.keys():
         raise DriftInputError(
             str(path), 'an export is an object {"nodes": [...], "facts": [...]}', "puppetdb-export"

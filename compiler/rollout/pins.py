@@ -19,7 +19,7 @@ from pathlib import Path
 from gitdb.exc import BadName, BadObject
 from ruamel.yaml import YAML
 
-from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean
+from compiler.diagnostics import Diagnostic, Span, SpecError, did_you_mean, quote, yaml_value
 from compiler.gitsource import git  # GitPython, or one line (exit 4) where git does not run
 from compiler.rollout import ROLLOUT_FILE as ROLLOUT_FILE  # re-exported: importers read it here
 from compiler.spec.document import Document, LoadError, parse_document
@@ -86,7 +86,9 @@ def _shape_problems(doc: Document) -> Iterator[Diagnostic]:
             f"unknown key {key!r}{did_you_mean(key, ('hold', 'pins'))}; rollout.yaml has `hold` and `pins`",
         )
     if "hold" in data and not isinstance(data["hold"], bool):
-        yield _error(doc.span(("hold",)), "rollout-file", f"hold must be true or false, not {data['hold']!r}")
+        yield _error(
+            doc.span(("hold",)), "rollout-file", f"hold must be true or false, not {_shown(data['hold'])}"
+        )
     pins = data.get("pins")
     if pins is not None and not isinstance(pins, dict):
         yield _error(doc.span(("pins",)), "rollout-file", "pins must map wave names to commit ids")
@@ -96,8 +98,14 @@ def _shape_problems(doc: Document) -> Iterator[Diagnostic]:
             yield _error(
                 doc.span(("pins", wave)),
                 "rollout-pin-unknown",
-                f"the pin of wave {wave!r} must be a full 40-hex commit id (git rev-parse REV), not {pin!r}",
+                f"the pin of wave {wave!r} must be a full 40-hex commit id (git rev-parse REV), not {_shown(pin)}",
             )
+
+
+def _shown(value: object) -> str:
+    """A value in a message, cut short: a string quoted, anything else as YAML writes it (a 5,000-digit number
+    is named, not echoed)."""
+    return quote(value) if isinstance(value, str) else yaml_value(value)
 
 
 def _error(span: Span, code: str, message: str) -> Diagnostic:

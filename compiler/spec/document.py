@@ -229,6 +229,37 @@ def _error(name: str, line: int, col: int, code: str, message: str) -> Diagnosti
     return Diagnostic(span=Span(file=name, line=line, col=col), code=code, message=message)
 
 
+# int() refuses a decimal literal longer than sys.get_int_max_str_digits() (CPython's guard: converting one
+# takes time quadratic in its length); 640 is the lowest that limit can be set to, so int() never refuses a
+# shorter one. The widest number a spec allows has 7 digits.
+LONGEST_INT = 640
+
+
+class LongInteger(int):
+    """An integer literal too long to convert (see LONGEST_INT), standing for the smallest number with as many
+    digits, which is above every bound a schema sets, and printed as written: a range error quotes the user's
+    value, not a ValueError from converting it back to text. Two such literals of one length compare equal,
+    which no check can mind: no integer that long is valid anywhere."""
+
+    text: str
+
+    def __new__(cls, literal: str) -> LongInteger:
+        text = literal.removeprefix("+")
+        magnitude = 10 ** (len(text.lstrip("-")) - 1)
+        number = super().__new__(cls, -magnitude if text.startswith("-") else magnitude)
+        number.text = text
+        return number
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __format__(self, spec: str) -> str:
+        return format(self.text, spec)
+
+
 def resolve_plain(value: str) -> Any:
     """Our scalar rules for unquoted YAML scalars (see the module docstring)."""
     if value in _NULLS:
@@ -236,7 +267,7 @@ def resolve_plain(value: str) -> Any:
     if value in _BOOLS:
         return _BOOLS[value]
     if _INT.fullmatch(value):
-        return int(value)
+        return int(value) if len(value) <= LONGEST_INT else LongInteger(value)
     return value
 
 
@@ -288,6 +319,15 @@ class _Builder:
         if tag is not None:
             self._fail(event, "yaml-tag", f"explicit tag {quote(tag)} is not allowed; write the plain value")
         self.spans[path] = self._position(event)
+        if (
+            isinstance(event, yaml.ScalarEvent)
+            and not event.value
+            and not event.style
+            and path in self.key_spans
+        ):
+            # An empty value (`dependencies:`) has no text to point at: libyaml marks it after the colon, past
+            # the end of the line, or on the line after a `? key`. Its key is what the user reads and fixes.
+            self.spans[path] = self.key_spans[path]
         if isinstance(event, yaml.ScalarEvent):
             return resolve_plain(event.value) if not event.style else event.value
         if isinstance(event, yaml.SequenceStartEvent):

@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compiler.diagnostics import Diagnostic, did_you_mean, quote, yaml_value
+from compiler.diagnostics import Diagnostic, close_match, did_you_mean, quote, some_of, yaml_value
 from compiler.spec.conform import Check, compile_schema
 
 if TYPE_CHECKING:  # jsonschema loads when a spec is validated, not for every command line
@@ -98,13 +98,21 @@ def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[D
     instance: Any = error.instance  # the document's data at `path`: any JSON value
     if error.validator == "additionalProperties" and isinstance(instance, dict):
         allowed = _subschema(error).get("properties", {})
-        for key in sorted(set(instance) - set(allowed)):
-            message = f"unknown key {quote(key)}{where and ' in ' + where}{did_you_mean(key, allowed)}"
+        for key in _unknown_keys(instance, _subschema(error)):
+            # no close match: the keys this mapping takes, so the fix is a look away, not a README search
+            hint = did_you_mean(key, allowed) or (
+                f"; allowed here: {some_of(list(allowed), 12)}" if allowed else ""
+            )
+            message = f"unknown key {quote(key)}{where and ' in ' + where}{hint}"
             yield Diagnostic(span=doc.key_span((*path, key)), code="unknown-key", message=message)
         return
     if error.validator == "required" and isinstance(instance, dict):
         required: Any = error.validator_value  # the schema's list of required keys
-        for missing in [key for key in required if key not in instance]:
+        # One typo, one line: a key missing because it was misspelt is named by the misspelling's unknown-key
+        # diagnostic ("did you mean 'mesh_port'?"), at the typo; reported missing too, it would be twice.
+        allowed = _subschema(error).get("properties", {})
+        misspelt = {close_match(key, allowed) for key in _unknown_keys(instance, _subschema(error))}
+        for missing in [key for key in required if key not in instance and key not in misspelt]:
             yield Diagnostic(
                 span=doc.span(path),
                 code="missing-key",
@@ -115,6 +123,13 @@ def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[D
     span = doc.key_span((*path, instance)) if _is_key_error(error) else doc.span(path)
     code = _subschema(error).get("x-meshc-code", "schema")
     yield Diagnostic(span=span, code=code, message=f"{where or 'document'}: {_message(error)}")
+
+
+def _unknown_keys(instance: dict[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """The keys of a mapping that its schema does not allow (none where it allows any other key), sorted."""
+    if schema.get("additionalProperties", True) is not False:
+        return []
+    return sorted(set(instance) - set(schema.get("properties", {})))
 
 
 def _subschema(error: jsonschema.ValidationError) -> Mapping[str, Any]:
@@ -144,8 +159,11 @@ def _message(error: jsonschema.ValidationError) -> str:
     rule: Any = error.validator_value
     if _is_key_error(error):
         return f"name {quote(str(value))} {custom or 'is not allowed'}"
+    unitless = _unitless_duration(value, _subschema(error))
+    if unitless is not None:
+        return unitless
     if error.validator == "type":
-        return _type_message(value, rule, custom)
+        return _type_message(value, rule, _subschema(error))
     if custom:
         return f"{yaml_value(value)} {custom}"
     if error.validator == "enum":
@@ -154,8 +172,31 @@ def _message(error: jsonschema.ValidationError) -> str:
     return _bound_message(str(error.validator), value, rule)
 
 
-def _type_message(value: Any, rule: Any, custom: str | None) -> str:
+# A duration's units in the order a suggestion tries them: seconds are what a bare number most often means, and
+# where seconds do not fit, a certificate lifetime of 720 means hours sooner than minutes.
+_DURATION_UNITS = ("s", "h", "m", "ms")
+
+
+def _unitless_duration(value: Any, schema: Mapping[str, Any]) -> str | None:
+    """For a duration written as a bare number (`3`, or `'3'` once quoted): that it needs a unit, with the first
+    unit that makes it valid here; None for any other value. Every duration definition of the schemas carries
+    the code invalid-duration, so this holds for each duration field, present and future."""
+    if schema.get("x-meshc-code") != "invalid-duration" or isinstance(value, bool):
+        return None
+    digits = str(value) if isinstance(value, int) else value
+    if not isinstance(digits, str) or not re.fullmatch(r"-?[0-9]+", digits):
+        return None
+    pattern = schema.get("pattern")
+    fits = [digits + unit for unit in _DURATION_UNITS if pattern and re.search(pattern, digits + unit)]
+    if fits:
+        return f"{yaml_value(value)} has no unit; a duration needs one of ms, s, m or h: write {fits[0]}, for example"
+    custom = schema.get("x-meshc-message", "must be a duration")
+    return f"{yaml_value(value)} has no unit (ms, s, m or h), and {custom}"
+
+
+def _type_message(value: Any, rule: Any, schema: Mapping[str, Any]) -> str:
     wanted = _TYPE_NAMES.get(rule, str(rule))
+    custom = schema.get("x-meshc-message")
     if isinstance(value, str) and rule == "integer" and re.fullmatch(r"[-+]?[0-9]+", value.strip()):
         return f"{yaml_value(value)} is a quoted string, not a number; remove the quotes"
     if isinstance(value, str) and rule == "boolean" and value.lower() in ("true", "false"):
@@ -167,7 +208,39 @@ def _type_message(value: Any, rule: Any, custom: str | None) -> str:
             f"{yaml_value(value)} is not a string; if you mean the text {yaml_value(value)}, "
             f"quote it: '{yaml_value(value)}'"
         )
-    return f"{yaml_value(value)} should be {wanted}" + (f" ({custom})" if custom else "")
+    fix = _reshaped(value, schema)
+    shown = f": {yaml_value(fix)}" if fix is not None else ""
+    return f"{yaml_value(value)} should be {wanted}" + (f" ({custom})" if custom else "") + shown
+
+
+def _reshaped(value: Any, schema: Any) -> Any:
+    """`value` as `schema` most likely wants it written, or None where no fix is that plain.
+
+    A name where a list belongs means a list of it (`datacenters: sjc`: `[sjc]`; `sjc, iad`: both), a mapping
+    there a list of one. A name where a mapping belongs is the value of its one required key: a dependency
+    written as a bare name, `- thumbnailer`, is `{service: thumbnailer}`.
+    """
+    kind = schema.get("type") if isinstance(schema, Mapping) else None
+    if kind == "array" and isinstance(value, (str, dict)) and value:
+        parts = (
+            [part.strip() for part in value.split(",") if part.strip()] if isinstance(value, str) else [value]
+        )
+        items = schema.get("items")
+        if isinstance(items, Mapping) and items.get("type") == "object":
+            each = [part if isinstance(part, dict) else _reshaped(part, items) for part in parts]
+            return each if parts and all(part is not None for part in each) else None
+        return parts or None
+    required = schema.get("required", []) if kind == "object" else []
+    if not isinstance(value, str) or not value.strip() or len(required) != 1:
+        return None
+    # the key's own shape too: `vm: sjc` is {datacenters: [sjc]}
+    inner = schema.get("properties", {}).get(required[0])
+    shaped: Any = (
+        _reshaped(value, inner)
+        if isinstance(inner, Mapping) and inner.get("type") == "array"
+        else value.strip()
+    )
+    return None if shaped is None else {required[0]: shaped}
 
 
 def _bound_message(validator: str, value: Any, rule: Any) -> str:

@@ -378,6 +378,41 @@ def test_message_health_check_timing() -> None:
     }
 
 
+# Unknown names list what mesh.yaml defines.
+
+
+def test_message_unknown_cluster_lists_the_clusters() -> None:
+    found = reported(run_validate(CASES_DIR, "unknown-cluster"), "unknown-cluster")
+    assert found == {
+        ("services/b.yaml", 9, 17, "unknown-cluster"): "unknown cluster 'kube-b' (did you mean 'kube-a'?); "
+        "mesh.yaml defines clusters kube-a"
+    }
+
+
+def test_message_unknown_cluster_many_or_none(tmp_path: Path) -> None:
+    clusters = "".join(
+        f"  kube-{n}: {{datacenter: sjc, api_server: https://kube-{n}.example:6443}}\n" for n in "abcdefghij"
+    )
+    mesh = BASE["mesh.yaml"].split("clusters:")[0]
+    write_spec(
+        tmp_path / "many",
+        {
+            **BASE,
+            "mesh.yaml": f"{mesh}clusters:\n{clusters}",
+            "services/b.yaml": BASE["services/b.yaml"].replace("kube-a", "gke-x"),
+        },
+    )
+    assert list(reported(run_validate(tmp_path, "many"), "many").values()) == [
+        "unknown cluster 'gke-x'; mesh.yaml defines clusters kube-a, kube-b, kube-c, kube-d, kube-e, kube-f, "
+        "kube-g, kube-h, … (10 in all)"
+    ]
+    write_spec(tmp_path / "none", {**BASE, "mesh.yaml": mesh})
+    assert list(reported(run_validate(tmp_path, "none"), "none").values()) == [
+        "unknown cluster 'kube-a'; mesh.yaml defines no clusters"
+    ]
+
+
+
 def test_printed_line_format_process() -> None:
     result = run_validate_process(CASES_DIR, "unknown-dependency")
     assert result.stderr.splitlines() == [

@@ -531,6 +531,52 @@ def test_message_unknown_cluster_many_or_none(tmp_path: Path) -> None:
     ]
 
 
+# Sidecar directories: what Puppet and the pods' mounts can take.
+
+
+def test_message_sidecar_overlap() -> None:
+    found = reported(run_validate(CASES_DIR, "sidecar-overlap-nested"), "sidecar-overlap-nested")
+    assert found == {
+        ("mesh.yaml", 10, 16, "sidecar-overlap"): "sidecar.runtime_dir '/var/run/mesh/envoy' is inside "
+        "sidecar.config_dir '/var/run/mesh'; the Puppet module and the pods' volume mounts need two separate "
+        "directories, neither inside the other: move it out of /var/run/mesh"
+    }
+    found = reported(run_validate(CASES_DIR, "sidecar-overlap-equal"), "sidecar-overlap-equal")
+    assert found == {
+        ("mesh.yaml", 10, 16, "sidecar-overlap"): "sidecar.runtime_dir '/etc/mesh' is the same directory as "
+        "sidecar.config_dir '/etc/mesh' (the default); the Puppet module and the pods' volume mounts need two "
+        "separate directories, neither inside the other: set it to a directory of its own, such as its default "
+        "/var/run/mesh"
+    }
+
+
+def test_message_sidecar_path() -> None:
+    found = reported(run_validate(CASES_DIR, "sidecar-path"), "sidecar-path")
+    assert found == {
+        ("mesh.yaml", 9, 15, "sidecar-path"): "sidecar.config_dir '/etc/mesh/../../tmp' is not a normalized "
+        "absolute path (no `.` or `..` segment, `//` or trailing `/`); it names /tmp: write that",
+        (
+            "mesh.yaml",
+            10,
+            16,
+            "sidecar-path",
+        ): "sidecar.runtime_dir '/' is the root directory, which the Puppet "
+        "module would manage and pods mount over; give it a directory of its own, such as the default "
+        "/var/run/mesh",
+    }
+
+
+@pytest.mark.parametrize(
+    ("config_dir", "runtime_dir"),
+    [("/srv/mesh", "/srv/mesh-run"), ("/srv/mesh-run", "/srv/mesh"), ("/opt/mesh/etc", "/opt/mesh/run")],
+)
+def test_separate_sidecar_directories_are_valid(tmp_path: Path, config_dir: str, runtime_dir: str) -> None:
+    """One a string prefix of the other, or siblings: two separate trees (compared by segment, not by text)."""
+    mesh = BASE["mesh.yaml"] + f"sidecar: {{config_dir: {config_dir}, runtime_dir: {runtime_dir}}}\n"
+    write_spec(tmp_path / "spec", {**BASE, "mesh.yaml": mesh})
+    result = run_validate(tmp_path, "spec")
+    assert result.returncode == 0, result.stderr
+
 
 def test_printed_line_format_process() -> None:
     result = run_validate_process(CASES_DIR, "unknown-dependency")

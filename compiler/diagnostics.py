@@ -77,6 +77,8 @@ CODES: dict[str, str] = {
     "certificate-renewal": "certificates.renew_before is not shorter than certificates.duration",
     "health-check-timing": "a health check's timeout is longer than its interval",
     "health-check-vm-only": "a service running on Kubernetes only sets health_check, which only Nerve on VMs reads",
+    "sidecar-path": "a sidecar directory is `/` or not a normalized absolute path (`.`, `..`, `//`, a trailing `/`)",
+    "sidecar-overlap": "sidecar.config_dir and sidecar.runtime_dir are the same directory or one is inside the other",
     "no-placement": "a service is placed nowhere",
     "duplicate-placement": "a service is placed twice in one cluster or datacenter",
     # rollout (canary waves)

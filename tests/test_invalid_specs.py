@@ -421,6 +421,206 @@ def test_message_health_check_timing() -> None:
     }
 
 
+# Ports: a shared local_port is reported at every claim; a clash in one workload at the claim its author can move.
+
+
+def test_message_duplicate_local_port_at_both_claims() -> None:
+    found = reported(run_validate(CASES_DIR, "duplicate-local-port"), "duplicate-local-port")
+    fix = (
+        "a local_port is unique mesh-wide: the service whose clients already dial 7001 keeps it, the other must "
+        "pick an unused port, such as 7002"
+    )
+    assert found == {
+        (
+            "services/a.yaml",
+            5,
+            13,
+            "duplicate-local-port",
+        ): "local_port 7001 of service 'a' is also the local_port "
+        f"of service 'b' (duplicate-local-port/services/b.yaml:5:13); {fix}",
+        (
+            "services/b.yaml",
+            5,
+            13,
+            "duplicate-local-port",
+        ): "local_port 7001 of service 'b' is also the local_port "
+        f"of service 'a' (duplicate-local-port/services/a.yaml:5:13); {fix}",
+    }
+
+
+def test_duplicate_local_port_of_three_services(tmp_path: Path) -> None:
+    """Each claim names the two others; the lines and their order are the same in every run."""
+    third = BASE["services/b.yaml"].replace("service: b", "service: c").replace("7002", "7001")
+    write_spec(
+        tmp_path / "spec",
+        {
+            **BASE,
+            "services/b.yaml": BASE["services/b.yaml"].replace("7002", "7001"),
+            "services/c.yaml": third,
+        },
+    )
+    first = run_validate(tmp_path, "spec")
+    found = reported(first, "spec")
+    assert sorted(found) == [(f"services/{name}.yaml", 5, 13, "duplicate-local-port") for name in "abc"]
+    assert found[("services/b.yaml", 5, 13, "duplicate-local-port")] == (
+        "local_port 7001 of service 'b' is also the local_port of services 'a' (spec/services/a.yaml:5:13), "
+        "'c' (spec/services/c.yaml:5:13); a local_port is unique mesh-wide: the service whose clients already "
+        "dial 7001 keeps it, the others must pick an unused port, such as 7002"
+    )
+    assert first.stderr.splitlines()[-1] == "Found 3 errors in 3 files"
+    assert run_validate(tmp_path, "spec").stderr == first.stderr
+
+
+def test_message_port_clash_at_the_services_own_port() -> None:
+    found = reported(run_validate(CASES_DIR, "port-clash-dependency"), "port-clash-dependency")
+    assert found == {
+        ("services/a.yaml", 3, 7, "port-clash"): "port 7002 of service 'a' is also the local_port of its "
+        "dependency 'b' (port-clash-dependency/services/b.yaml:5:13); each port of a workload must differ: "
+        "change port"
+    }
+
+
+def test_message_port_clash_within_the_file_at_the_later_key() -> None:
+    found = reported(run_validate(CASES_DIR, "port-clash"), "port-clash")
+    assert found == {
+        ("services/a.yaml", 4, 12, "port-clash"): "mesh_port 8080 of service 'a' is also its port (line 3); "
+        "each port of a workload must differ: change one of them"
+    }
+
+
+def test_port_clash_of_port_and_mesh_port_with_a_dependency(tmp_path: Path) -> None:
+    """Both own ports equal a dependency's local_port: both must move, and the dependency's entry is not blamed."""
+    client = (
+        BASE["services/a.yaml"]
+        .replace("port: 8080", "port: 7002")
+        .replace("mesh_port: 18080", "mesh_port: 7002")
+    )
+    write_spec(tmp_path / "spec", {**BASE, "services/a.yaml": client})
+    found = reported(run_validate(tmp_path, "spec"), "spec")
+    assert found == {
+        ("services/a.yaml", 3, 7, "port-clash"): "port 7002 of service 'a' is also the local_port of its "
+        "dependency 'b' (spec/services/b.yaml:5:13); each port of a workload must differ: change port",
+        (
+            "services/a.yaml",
+            4,
+            12,
+            "port-clash",
+        ): "mesh_port 7002 of service 'a' is also the local_port of its "
+        "dependency 'b' (spec/services/b.yaml:5:13); each port of a workload must differ: change mesh_port",
+    }
+
+
+def test_port_clash_of_a_dependency_with_the_admin_port(tmp_path: Path) -> None:
+    """The admin port is every workload's: the clash is reported at the dependency entry, to move its local_port."""
+    write_spec(
+        tmp_path / "spec", {**BASE, "services/b.yaml": BASE["services/b.yaml"].replace("7002", "9901")}
+    )
+    found = reported(run_validate(tmp_path, "spec"), "spec")
+    assert found == {
+        (
+            "services/a.yaml",
+            9,
+            14,
+            "port-clash",
+        ): "local_port 9901 of dependency 'b' (spec/services/b.yaml:5:13) "
+        "is also the Envoy admin port (mesh.yaml sidecar.admin_port); each port of a workload must differ: "
+        "give service 'b' another local_port"
+    }
+
+
+def test_two_dependencies_sharing_a_local_port_are_one_mistake(tmp_path: Path) -> None:
+    """Reported at the two services' local_port (duplicate-local-port), not again in every client."""
+    third = BASE["services/b.yaml"].replace("service: b", "service: c")
+    client = BASE["services/a.yaml"] + "  - service: c\n"
+    write_spec(tmp_path / "spec", {**BASE, "services/a.yaml": client, "services/c.yaml": third})
+    found = reported(run_validate(tmp_path, "spec"), "spec")
+    assert sorted(found) == [
+        ("services/b.yaml", 5, 13, "duplicate-local-port"),
+        ("services/c.yaml", 5, 13, "duplicate-local-port"),
+    ]
+
+
+# Unknown names list what mesh.yaml defines.
+
+
+def test_message_unknown_cluster_lists_the_clusters() -> None:
+    found = reported(run_validate(CASES_DIR, "unknown-cluster"), "unknown-cluster")
+    assert found == {
+        ("services/b.yaml", 9, 17, "unknown-cluster"): "unknown cluster 'kube-b' (did you mean 'kube-a'?); "
+        "mesh.yaml defines clusters kube-a"
+    }
+
+
+def test_message_unknown_cluster_many_or_none(tmp_path: Path) -> None:
+    clusters = "".join(
+        f"  kube-{n}: {{datacenter: sjc, api_server: https://kube-{n}.example:6443}}\n" for n in "abcdefghij"
+    )
+    mesh = BASE["mesh.yaml"].split("clusters:")[0]
+    write_spec(
+        tmp_path / "many",
+        {
+            **BASE,
+            "mesh.yaml": f"{mesh}clusters:\n{clusters}",
+            "services/b.yaml": BASE["services/b.yaml"].replace("kube-a", "gke-x"),
+        },
+    )
+    assert list(reported(run_validate(tmp_path, "many"), "many").values()) == [
+        "unknown cluster 'gke-x'; mesh.yaml defines clusters kube-a, kube-b, kube-c, kube-d, kube-e, kube-f, "
+        "kube-g, kube-h, … (10 in all)"
+    ]
+    write_spec(tmp_path / "none", {**BASE, "mesh.yaml": mesh})
+    assert list(reported(run_validate(tmp_path, "none"), "none").values()) == [
+        "unknown cluster 'kube-a'; mesh.yaml defines no clusters"
+    ]
+
+
+# Sidecar directories: what Puppet and the pods' mounts can take.
+
+
+def test_message_sidecar_overlap() -> None:
+    found = reported(run_validate(CASES_DIR, "sidecar-overlap-nested"), "sidecar-overlap-nested")
+    assert found == {
+        ("mesh.yaml", 10, 16, "sidecar-overlap"): "sidecar.runtime_dir '/var/run/mesh/envoy' is inside "
+        "sidecar.config_dir '/var/run/mesh'; the Puppet module and the pods' volume mounts need two separate "
+        "directories, neither inside the other: move it out of /var/run/mesh"
+    }
+    found = reported(run_validate(CASES_DIR, "sidecar-overlap-equal"), "sidecar-overlap-equal")
+    assert found == {
+        ("mesh.yaml", 10, 16, "sidecar-overlap"): "sidecar.runtime_dir '/etc/mesh' is the same directory as "
+        "sidecar.config_dir '/etc/mesh' (the default); the Puppet module and the pods' volume mounts need two "
+        "separate directories, neither inside the other: set it to a directory of its own, such as its default "
+        "/var/run/mesh"
+    }
+
+
+def test_message_sidecar_path() -> None:
+    found = reported(run_validate(CASES_DIR, "sidecar-path"), "sidecar-path")
+    assert found == {
+        ("mesh.yaml", 9, 15, "sidecar-path"): "sidecar.config_dir '/etc/mesh/../../tmp' is not a normalized "
+        "absolute path (no `.` or `..` segment, `//` or trailing `/`); it names /tmp: write that",
+        (
+            "mesh.yaml",
+            10,
+            16,
+            "sidecar-path",
+        ): "sidecar.runtime_dir '/' is the root directory, which the Puppet "
+        "module would manage and pods mount over; give it a directory of its own, such as the default "
+        "/var/run/mesh",
+    }
+
+
+@pytest.mark.parametrize(
+    ("config_dir", "runtime_dir"),
+    [("/srv/mesh", "/srv/mesh-run"), ("/srv/mesh-run", "/srv/mesh"), ("/opt/mesh/etc", "/opt/mesh/run")],
+)
+def test_separate_sidecar_directories_are_valid(tmp_path: Path, config_dir: str, runtime_dir: str) -> None:
+    """One a string prefix of the other, or siblings: two separate trees (compared by segment, not by text)."""
+    mesh = BASE["mesh.yaml"] + f"sidecar: {{config_dir: {config_dir}, runtime_dir: {runtime_dir}}}\n"
+    write_spec(tmp_path / "spec", {**BASE, "mesh.yaml": mesh})
+    result = run_validate(tmp_path, "spec")
+    assert result.returncode == 0, result.stderr
+
+
 def test_printed_line_format_process() -> None:
     result = run_validate_process(CASES_DIR, "unknown-dependency")
     assert result.stderr.splitlines() == [

@@ -16,13 +16,14 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from compiler.backends.puppet import build_puppet, restart_fingerprints
+from compiler.diagnostics import SpecError
 from compiler.emit import Artifact, dump_json, dump_yaml
 from compiler.ir.model import Mesh
 from compiler.pipeline import Build, compile
@@ -686,3 +687,43 @@ def test_a_new_token_and_cluster_restart_nothing(runs: Runs) -> None:
     )
     assert "secret" not in applied.output, "a token given as a plain String is redacted too"
     assert runs.example["restart"].discovery == applied.discovery
+
+
+# ---------------------------------------------------------------- sidecar directories
+
+
+def test_module_applies_with_separate_directories_of_the_sites_choice(tmp_path: Path) -> None:
+    """Directories other than the defaults, one a string prefix of the other (two separate trees), apply; the
+    same directory for both, which `validate` rejects (sidecar-overlap), is a catalog Puppet refuses to compile."""
+    require_tool("puppet")
+    config_dir, runtime_dir = "/srv/mesh", "/srv/mesh-run"
+    sidecar = f"sidecar: {{config_dir: {config_dir}, runtime_dir: {runtime_dir}}}\n".encode()
+    build = compile({**TRAP_SPEC, "mesh.yaml": TRAP_SPEC["mesh.yaml"] + sidecar}, "trap")
+    same = f"sidecar: {{config_dir: {config_dir}, runtime_dir: {config_dir}}}\n".encode()
+    with pytest.raises(SpecError) as rejected:
+        compile({**TRAP_SPEC, "mesh.yaml": TRAP_SPEC["mesh.yaml"] + same}, "trap")
+    assert [d.code for d in rejected.value.diagnostics] == ["sidecar-overlap"]
+    # What the build would have written had validate let it through: the same documents, both directories one.
+    overlapping = replace(build.mesh, sidecar=replace(build.mesh.sidecar, runtime_dir=config_dir))
+    hosts = []
+    for name, mesh in (("separate", build.mesh), ("same", overlapping)):
+        write_tree(build_puppet(mesh, build.sidecars), tmp_path / name / "puppet")
+        host = Host(tmp_path / name / "host", tmp_path / name / "puppet", node_of(TRAP_POOL))
+        (host.root / "srv").mkdir()  # Puppet creates no parent directories; /etc and /var/run are there
+        hosts.append(host)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        separate, same_dir = pool.map(lambda host: host.apply(CREDENTIALS["first"]), hosts)
+
+    assert separate.rc == 2, separate.output
+    config = hosts[0].root / config_dir.removeprefix("/")
+    written = {p.relative_to(config).as_posix() for p in config.rglob("*") if p.is_file()}
+    # Dot files are the module's receipt and restart fingerprints, discovery/ the site's credentials.
+    documents = {name for name in written if "/." not in f"/{name}" and not name.startswith("discovery/")}
+    assert documents == set(build.sidecars[TRAP_POOL].documents)
+    assert {".meshc-applied.json", "discovery/kube-sjc-a/token"} <= written
+    assert (hosts[0].root / runtime_dir.removeprefix("/") / "eds").is_dir()
+    bootstrap = json.loads((config / ENVOY_BOOTSTRAP).read_bytes())
+    assert f"{config_dir}/envoy" in json.dumps(bootstrap), "the documents name the site's directories"
+
+    assert same_dir.rc == 1
+    assert "has already been used in this resource expression" in same_dir.output, same_dir.output

@@ -1,7 +1,7 @@
 """Semantic checks of a schema-valid spec: an ordered tuple of small functions, one code each.
 
-The checks live in modules by what they look at: references, ports, placement, policy, waves, and the
-consumers' rules that span values (certificates, health checks, CIDRs).
+The checks live in modules by what they look at: references, ports, placement, policy, waves, the sidecar
+directories, and the consumers' rules that span values (certificates, health checks, CIDRs).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from compiler.spec.checks.references import (
     check_failover_lists,
     check_self_dependency,
 )
+from compiler.spec.checks.sidecar import check_sidecar_overlap, check_sidecar_paths
 from compiler.spec.checks.waves import check_wave_coverage, check_wave_names
 from compiler.spec.document import Document
 from compiler.spec.load import MESH_FILE
@@ -55,6 +56,8 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_health_check_placement,
     check_certificate_renewal,
     check_cidr_host_bits,
+    check_sidecar_paths,
+    check_sidecar_overlap,
     check_wave_names,
     check_wave_coverage,
 )

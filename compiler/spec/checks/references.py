@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
-from compiler.diagnostics import Diagnostic, did_you_mean, error, quote
+from compiler.diagnostics import Diagnostic, did_you_mean, error, quote, some_of
 from compiler.spec.model import Dependency, Spec
+
+# How many defined names an unknown-name message lists before it counts the rest: a typo is fixed from the
+# list, and a mesh of dozens of clusters must not make one line of the whole list.
+LISTED_NAMES = 8
+
+
+def _defined(kind: str, names: Iterable[str]) -> str:
+    """`; mesh.yaml defines datacenters iad, sjc`: what an unknown name could have been, in every such message."""
+    found = sorted(names)
+    return (
+        f"; mesh.yaml defines {kind} {some_of(found, LISTED_NAMES)}"
+        if found
+        else f"; mesh.yaml defines no {kind}"
+    )
 
 
 def check_datacenter_refs(spec: Spec) -> Iterator[Diagnostic]:
@@ -17,7 +31,8 @@ def check_datacenter_refs(spec: Spec) -> Iterator[Diagnostic]:
                 spec.at(spec.mesh.file, "clusters", name, "datacenter"),
                 "unknown-datacenter",
                 f"cluster {quote(name)} is in unknown datacenter "
-                f"{quote(cluster.datacenter)}{did_you_mean(cluster.datacenter, known)}",
+                f"{quote(cluster.datacenter)}{did_you_mean(cluster.datacenter, known)}"
+                f"{_defined('datacenters', known)}",
             )
     for service in spec.checked():
         for i, dc in enumerate(service.vm_datacenters):
@@ -25,8 +40,7 @@ def check_datacenter_refs(spec: Spec) -> Iterator[Diagnostic]:
                 yield error(
                     spec.at(service.file, "deploy", "vm", "datacenters", i),
                     "unknown-datacenter",
-                    f"unknown datacenter {quote(dc)}{did_you_mean(dc, known)}; mesh.yaml defines "
-                    f"{', '.join(sorted(known))}",
+                    f"unknown datacenter {quote(dc)}{did_you_mean(dc, known)}{_defined('datacenters', known)}",
                 )
 
 
@@ -39,7 +53,8 @@ def check_cluster_refs(spec: Spec) -> Iterator[Diagnostic]:
                 yield error(
                     spec.at(service.file, "deploy", "kubernetes", placement.index, "cluster"),
                     "unknown-cluster",
-                    f"unknown cluster {quote(placement.cluster)}{did_you_mean(placement.cluster, known)}",
+                    f"unknown cluster {quote(placement.cluster)}{did_you_mean(placement.cluster, known)}"
+                    f"{_defined('clusters', known)}",
                 )
 
 

@@ -20,7 +20,7 @@ import pytest
 from conftest import EXAMPLE, ROOT, meshc_in_process, settled
 
 from compiler import launch
-from compiler.cli import exits
+from compiler.cli import exits, termination
 from compiler.cli import main as cli_main
 from compiler.diagnostics import escape
 from compiler.spec.load import load_documents, read_tree
@@ -267,12 +267,13 @@ def test_a_lock_timeout_that_is_no_duration_is_a_usage_error(
 # path, run by runpy as `-m` runs it, with the signal sent from inside that very import, whatever the machine's load.
 _INTERRUPTED_WHILE_LOADING = """
 import builtins, os, runpy, signal, sys
+stop = getattr(signal, sys.argv.pop(1))
 if sys.argv.pop(1) == "ignored":
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(stop, signal.SIG_IGN)
 real = builtins.__import__
 def hooked(name, *args, **kwargs):
     if name == "compiler.cli" and "compiler.cli" not in sys.modules:
-        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), stop)
     return real(name, *args, **kwargs)
 builtins.__import__ = hooked
 sys.argv[0] = "meshc"
@@ -280,21 +281,34 @@ runpy.run_module("compiler", run_name="__main__", alter_sys=True)
 """
 
 
-@pytest.mark.parametrize("sigint", ["default", "ignored"])
-def test_a_ctrl_c_while_the_command_line_loads_is_one_line_and_exit_130(sigint: str) -> None:
+@pytest.mark.parametrize(
+    ("stop", "code", "line"),
+    [
+        ("SIGINT", 130, "meshc: interrupted"),
+        ("SIGTERM", 143, "meshc: terminated (SIGTERM)"),  # CI timeouts, systemd, timeout(1)
+        ("SIGHUP", 129, "meshc: terminated (SIGHUP)"),  # a closed terminal
+    ],
+)
+@pytest.mark.parametrize("disposition", ["default", "ignored"])
+def test_a_signal_while_the_command_line_loads_is_one_line_and_128_plus_the_signal(
+    stop: str, code: int, line: str, disposition: str
+) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", _INTERRUPTED_WHILE_LOADING, sigint, "validate", str(EXAMPLE)],
+        [sys.executable, "-c", _INTERRUPTED_WHILE_LOADING, stop, disposition, "validate", str(EXAMPLE)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    if sigint == "ignored":  # a background job of a script: the signal stays ignored and the command runs
+    if (
+        disposition == "ignored"
+    ):  # a background job of a script, nohup: the signal stays ignored, the command runs
         assert (result.returncode, result.stderr) == (0, "")
         return
-    assert (result.returncode, result.stdout, result.stderr) == (130, "", "meshc: interrupted\n")
+    assert (result.returncode, result.stdout, result.stderr) == (code, "", line + "\n")
     assert launch.INTERRUPTED == exits.EXIT_INTERRUPTED == 130  # one code, written twice (compiler.launch)
+    assert launch.ENDING == termination.ENDING  # the signals, written twice too
 
 
 def test_a_ctrl_c_while_the_arguments_are_parsed_is_one_line_and_exit_130(

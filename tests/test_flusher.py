@@ -6,10 +6,14 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 from compiler.diagnostics import EnvironmentFailure
 from compiler.emit import Artifact
@@ -68,6 +72,50 @@ def test_a_lost_helper_says_so(tmp_path: Path) -> None:
         helper.file(path)
     assert helper.finish([str(tmp_path / "d")]) is False
     assert helper.pid == -1  # reaped
+
+
+# A build that starts a helper, sends it a file and is killed (SIGKILL, or its forked worker killed by the build as
+# it gives up on a Ctrl-C or SIGTERM). The file is a FIFO: opening it to fsync waits for a writer that never comes.
+_BUILD_KILLED = """
+import os, sys
+from compiler.output import flusher
+
+helper = flusher.start_flusher()
+helper.file(sys.argv[1])
+helper._send()
+print(helper.pid, flush=True)
+os._exit(0)
+"""
+
+
+def test_a_helper_whose_build_is_gone_leaves_at_once(tmp_path: Path) -> None:
+    # An orphan flushing what nobody will publish: it left only once done, here never.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    result = subprocess.run(
+        [sys.executable, "-c", _BUILD_KILLED, str(fifo)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    pid = int(result.stdout)
+    try:
+        deadline = time.monotonic() + 10
+        while _running(pid):
+            assert time.monotonic() < deadline, "the helper outlives its build"
+            time.sleep(0.02)
+    finally:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Whether process `pid` is there and not a zombie (an orphan's is init's to reap)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_write_whose_helper_is_lost_flushes_everything_itself(

@@ -183,6 +183,19 @@ def test_hierarchy_goes_from_node_to_pool_to_datacenter_to_common(example_build:
     assert pool_level["data_hash"] == "json_data", "pool files are JSON and need hiera's json backend"
 
 
+def test_hiera_yaml_says_the_datacenter_files_go_on_the_puppet_server_not_in_the_output(
+    example_build: Any,
+) -> None:
+    # Its datacenter level invited a file into output/puppet/data/datacenters/, which the next build removed (to the
+    # spare tree, deleted by the build after).
+    hiera = next(a for a in build_puppet(example_build.mesh, {}) if a.path == "puppet/hiera.yaml")
+    header = " ".join(line.lstrip("# ") for line in hiera.data.decode().split("\n---\n")[0].splitlines())
+    assert 'The "Per datacenter" level is the site\'s' in header
+    assert "Add them at deploy time on the Puppet server, in the deployed copy of this tree" in header
+    assert "never in meshc's output directory" in header
+    assert "the next `meshc build` removes a file put there" in header
+
+
 def test_only_bootstrap_and_nerve_files_restart_a_process() -> None:
     assert READERS[ENVOY_BOOTSTRAP] == "envoy"
     assert READERS[NERVE] == "nerve"
@@ -215,7 +228,7 @@ def test_template_errors_name_the_template_and_line() -> None:
     """An undefined template variable is a meshc bug (InternalError, exit 3) naming the template's file and line."""
     with pytest.raises(InternalError) as error:
         _render("hiera.yaml.j2", mesh="box")  # no hierarchy
-    assert str(error.value).endswith("compiler/templates/puppet/hiera.yaml.j2:15: 'hierarchy' is undefined")
+    assert str(error.value).endswith("compiler/templates/puppet/hiera.yaml.j2:19: 'hierarchy' is undefined")
 
 
 def test_unknown_document_is_an_internal_error(example_build: Any) -> None:

@@ -38,6 +38,7 @@ from compiler.cli.exits import (
     EXIT_OK,
 )
 from compiler.cli.graph import GRAPH_HELP, graph_arguments, run_graph
+from compiler.cli.termination import Terminated, answer_termination, end_termination
 from compiler.cli.usage import Parser
 from compiler.diagnostics import (
     EnvironmentFailure,
@@ -71,13 +72,16 @@ def run() -> None:
     """
     gc.disable()
     lifetime.keep_until_exit()
+    # Until now compiler.launch's handler ends the process at once: nothing is written yet.
+    answer_termination()  # a SIGTERM or SIGHUP is answered as a Ctrl-C (compiler.cli.termination)
     try:
         code = main()
-    except KeyboardInterrupt:  # a second Ctrl-C while main answered the first
-        print("meshc: interrupted", file=sys.stderr)
-        code = EXIT_INTERRUPTED
-    # The command is over: a Ctrl-C now could only break the flush below, with a traceback.
+    except KeyboardInterrupt as stop:
+        code = _stopped(stop)  # a second Ctrl-C (or one after a SIGTERM) while main answered the first
+    # The command is over: a Ctrl-C now could only break the flush below, with a traceback; a SIGTERM ends the
+    # process at once, as it would any that has nothing left to clean up (a flush a stalled reader blocks included).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    end_termination()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -110,9 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"meshc: internal error: {exc}", file=sys.stderr)
         return EXIT_INTERNAL
-    except KeyboardInterrupt:
-        print("meshc: interrupted", file=sys.stderr)  # as compiler.launch says it before this can
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:  # a Ctrl-C, or a SIGTERM or SIGHUP once `run` answers them
+        return _stopped(stop)
     except BrokenPipeError:  # `meshc explain x | head`: the reader has all it wanted
         # Point stdout at /dev/null so the interpreter's final flush does not fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -133,6 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERNAL
+
+
+def _stopped(stop: KeyboardInterrupt) -> int:
+    """Say that a signal stopped the command (as compiler.launch says it before this can); its exit status."""
+    if isinstance(stop, Terminated):
+        print(stop.line, file=sys.stderr)
+        return stop.exit_code
+    print("meshc: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

@@ -63,7 +63,9 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         temp.write_text(text, encoding="utf-8")
         os.replace(temp, path)
-    except OSError as exc:
+    except BaseException as exc:  # a Ctrl-C or SIGTERM too: no half picture is left beside the file
         with contextlib.suppress(OSError):  # the cause is the write's: an unlink failing too must not hide it
             temp.unlink(missing_ok=True)
-        raise EnvironmentFailure(str(path), exc.strerror or str(exc)) from None
+        if isinstance(exc, OSError):
+            raise EnvironmentFailure(str(path), exc.strerror or str(exc)) from None
+        raise

@@ -21,14 +21,18 @@ import sys
 from collections.abc import Sequence
 
 # Run by the helper's interpreter: standard library only, no compiler import (it starts without site-packages).
+# argv: the number of threads, the build's pid;
 # stdin: records b"f<path>\0" (a file) and b"d<path>\0" (a directory, fsynced after every file);
 # stdout, at the end: b"0\n", or b"<errno> <path>" for the first failure.
 _HELPER = r"""
 import os, signal, sys, threading
 
-# Ctrl-C reaches the whole process group: the build handles it and ends this helper (its input ends, or it is
+# Ctrl-C reaches the whole process group, and so do a SIGTERM or SIGHUP from timeout(1), systemd or a closed
+# terminal: the build answers each (compiler.cli.termination) and ends this helper (its input ends, or it is
 # killed). Whatever else goes wrong here ends the helper without an answer: the build then fsyncs everything.
-signal.signal(signal.SIGINT, signal.SIG_IGN)
+for each in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(each, signal.SIG_IGN)
+build = int(sys.argv[2])
 pending, directories, failure = [], [], []
 ready = threading.Condition()
 done = False
@@ -75,6 +79,10 @@ def main():
         with ready:
             pending.extend(files)
             ready.notify(len(files))
+    if os.getppid() != build:
+        # The build is gone (killed, or its forked worker killed by the build giving up): what it wrote is
+        # abandoned and nobody reads an answer. Leave now rather than flush it, an orphan.
+        os._exit(3)
     with ready:
         done = True
         ready.notify_all()
@@ -183,7 +191,7 @@ def start_flusher() -> Flusher | None:
     try:
         pid = os.posix_spawn(
             sys.executable,
-            [sys.executable, "-I", "-S", "-c", _HELPER, str(THREADS)],
+            [sys.executable, "-I", "-S", "-c", _HELPER, str(THREADS), str(os.getpid())],
             os.environ,
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, to_helper, 0),

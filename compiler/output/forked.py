@@ -5,6 +5,11 @@ caller's code: it runs its work and leaves with os._exit (no atexit handler, no 
 parent flushed twice), 0 if the work returned and 1 if it raised anything, which the parent then does
 itself. It is killed if the build dies first (PR_SET_PDEATHSIG): it holds the output's lock with the
 build (flock is shared across fork), and the next build must not wait for a child nobody reads.
+
+A signal that stops a build (a Ctrl-C's SIGINT; SIGTERM and SIGHUP, which the command line answers the same way,
+compiler.cli.termination) raises where the interpreter is, in the child too, which inherits the handlers. The
+child takes one only inside fork_child's `try`, so that it leaves with os._exit: unwound into the caller's code, it
+would run the build's cleanup (remove the staging tree the parent is writing) and print the parent's message.
 """
 
 from __future__ import annotations
@@ -14,19 +19,25 @@ import signal
 from collections.abc import Callable
 
 _PR_SET_PDEATHSIG = 1
+# Held back across the fork (see the module docstring).
+_STOPPING = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGHUP})
 
 
 def fork_child(work: Callable[[], None]) -> int | None:
     """Fork a child that runs `work()` and exits; its pid, or None if the machine refuses a fork."""
     parent = os.getpid()
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
     try:
         pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
         return None
     if pid:
+        _resume(held, pid)
         return pid
     code = 1
     try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a signal that came since the fork is raised here
         _die_with(parent)
         work()
         code = 0
@@ -34,6 +45,17 @@ def fork_child(work: Callable[[], None]) -> int | None:
         pass
     finally:
         os._exit(code)
+
+
+def _resume(held: set[int | signal.Signals], pid: int) -> None:
+    """In the parent: let the signals through again. One that came during the fork raises now, before the caller
+    has the child's pid to end it with: the child is ended here."""
+    try:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    except BaseException:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
 
 
 def _die_with(parent: int) -> None:

@@ -87,8 +87,10 @@ def replace_file(target: Path, pieces: Sequence[bytes]) -> bool:
         with os.fdopen(fd, "wb") as handle:
             handle.writelines(pieces)
         os.rename(temporary, target)
-    except OSError:
+    except BaseException as error:  # a Ctrl-C or SIGTERM too: the temporary file goes, the cache is as it was
         with contextlib.suppress(OSError):
             os.unlink(temporary)
-        return False
+        if isinstance(error, OSError):
+            return False
+        raise
     return True

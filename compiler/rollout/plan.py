@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -303,10 +304,21 @@ def _promote(
     text = rewrite_pin(path.read_text("utf-8"), target[0], target[1], note)
     # refuses what meshc did not write; holds the lock
     written = write_output(spec_dir, out, lambda: rollout_stream(context, state))
-    staged = path.with_name(f".{path.name}.meshc-new")
-    staged.write_text(text, "utf-8")
-    os.replace(staged, path)  # atomic: rollout.yaml is never half written
+    _replace_text(path, text)
     return Promotion(wave=target[0], old=old, new=target[1], written=written, note=note)
+
+
+def _replace_text(path: Path, text: str) -> None:
+    """Make `path` hold `text` with one rename: rollout.yaml is never half written. A write cut short (a full disk,
+    a Ctrl-C or a SIGTERM) leaves no staged copy beside it in the spec, where `git status` would show it."""
+    staged = path.with_name(f".{path.name}.meshc-new")
+    try:
+        staged.write_text(text, "utf-8")
+        os.replace(staged, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # what stopped the write is what the user must see
+            staged.unlink(missing_ok=True)
+        raise
 
 
 def _nothing_to_promote(context: Context, revisions: tuple[WaveRevision, ...], wave: str | None) -> str:

@@ -338,25 +338,16 @@ def test_git_tree_named_like_a_service_file_is_refused(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- item 12: one line per diagnostic, real positions
 
 
-def test_newline_in_a_file_name_is_escaped(world: Path) -> None:
-    (world / "spec/services/evil\nname.yaml").write_text(
+@pytest.mark.parametrize(("name", "shown"), [("evil\nname", "evil\\nname"), ("tab\tx", "tab\\tx")])
+def test_a_control_character_in_a_file_name_is_escaped(world: Path, name: str, shown: str) -> None:
+    # a tab was printed raw, as a newline once was: `services/tab	x.yaml` reads as spaces and splits a line cut at
+    # tabs, a newline splits the one-line diagnostic in two
+    (world / f"spec/services/{name}.yaml").write_text(
         BASE["services/b.yaml"].replace("service: b", "service: x")
     )
     lines = diagnostics(meshc("validate", "spec", cwd=world))
     assert lines == [
-        "spec/services/evil\\nname.yaml:1:10: error: service 'x' is defined in 'evil\\nname.yaml'; "
-        "rename the file to x.yaml or fix `service:`  [service-name-mismatch]"
-    ]
-
-
-def test_tab_in_a_file_name_is_escaped(world: Path) -> None:
-    # a tab was printed raw: `services/tab	x.yaml` reads as spaces and splits a line cut at tabs
-    (world / "spec/services/tab\tx.yaml").write_text(
-        BASE["services/b.yaml"].replace("service: b", "service: x")
-    )
-    lines = diagnostics(meshc("validate", "spec", cwd=world))
-    assert lines == [
-        "spec/services/tab\\tx.yaml:1:10: error: service 'x' is defined in 'tab\\tx.yaml'; "
+        f"spec/services/{shown}.yaml:1:10: error: service 'x' is defined in '{shown}.yaml'; "
         "rename the file to x.yaml or fix `service:`  [service-name-mismatch]"
     ]
 

@@ -79,6 +79,7 @@ CODES: dict[str, str] = {
     "health-check-vm-only": "a service running on Kubernetes only sets health_check, which only Nerve on VMs reads",
     "sidecar-path": "a sidecar directory is `/` or not a normalized absolute path (`.`, `..`, `//`, a trailing `/`)",
     "sidecar-overlap": "sidecar.config_dir and sidecar.runtime_dir are the same directory or one is inside the other",
+    "sidecar-system-dir": "a sidecar directory is the machine's (/tmp, /etc, /var/run…), which the module takes over",
     "no-placement": "a service is placed nowhere",
     "duplicate-placement": "a service is placed twice in one cluster or datacenter",
     # rollout (canary waves)

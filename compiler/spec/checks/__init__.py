@@ -28,7 +28,11 @@ from compiler.spec.checks.references import (
     check_failover_lists,
     check_self_dependency,
 )
-from compiler.spec.checks.sidecar import check_sidecar_overlap, check_sidecar_paths
+from compiler.spec.checks.sidecar import (
+    check_sidecar_overlap,
+    check_sidecar_paths,
+    check_sidecar_system_directories,
+)
 from compiler.spec.checks.waves import check_wave_coverage, check_wave_names
 from compiler.spec.document import Document
 from compiler.spec.load import MESH_FILE
@@ -58,6 +62,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_cidr_host_bits,
     check_sidecar_paths,
     check_sidecar_overlap,
+    check_sidecar_system_directories,
     check_wave_names,
     check_wave_coverage,
 )

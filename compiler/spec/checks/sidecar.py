@@ -114,3 +114,61 @@ def _written(spec: Spec) -> set[str]:
     """The sidecar directory keys mesh.yaml writes (the others take their defaults)."""
     sidecar: Any = spec.documents[spec.mesh.file].data.get("sidecar")
     return {key for key in DIRECTORY_KEYS if isinstance(sidecar, Mapping) and key in sidecar}
+
+
+# Directories of the machine the Puppet module must never own: it declares config_dir and runtime_dir with mode
+# 0755 (/tmp would lose its sticky, world-writable 1777) and purges, with force, the document directories under
+# config_dir (config_dir /etc: /etc/envoy, /etc/nerve, /etc/synapse, whatever else they held). Every top-level
+# directory is one; so are these well-known directories of the standard layout (FHS) and of the tools beside us.
+SYSTEM_DIRECTORIES = frozenset(
+    {
+        *("/etc/default", "/etc/init.d", "/etc/kubernetes", "/etc/pki", "/etc/puppetlabs", "/etc/ssl"),
+        *("/etc/systemd", "/opt/puppetlabs", "/run/lock", "/run/systemd", "/run/user", "/usr/bin"),
+        *("/usr/include", "/usr/lib", "/usr/lib64", "/usr/libexec", "/usr/local", "/usr/sbin", "/usr/share"),
+        *(
+            "/usr/src",
+            "/var/cache",
+            "/var/lib",
+            "/var/local",
+            "/var/log",
+            "/var/mail",
+            "/var/opt",
+            "/var/run",
+        ),
+        *("/var/spool", "/var/tmp", "/var/www"),
+    }
+)
+
+
+def check_sidecar_system_directories(spec: Spec) -> Iterator[Diagnostic]:
+    """Neither sidecar directory is a directory of the machine (SYSTEM_DIRECTORIES, or any top-level one): the
+    module would take it over."""
+    for key in DIRECTORY_KEYS:
+        path: str = getattr(spec.mesh.sidecar, key)
+        if _plain(path) and (path.count("/") == 1 or path in SYSTEM_DIRECTORIES):
+            owned = "sets its mode to 0755" + (
+                " and purges its envoy/, nerve/ and synapse/" if key == "config_dir" else ""
+            )
+            yield error(
+                spec.at(spec.mesh.file, "sidecar", key),
+                "sidecar-system-dir",
+                f"sidecar.{key} {quote(path)} is a directory of the machine, which the Puppet module would take "
+                f"over (it {owned}); give the mesh a directory of its own{_instead(spec.mesh.sidecar, key)}",
+            )
+
+
+def _instead(sidecar: Sidecar, key: str) -> str:
+    """A directory to suggest in place of a system one: inside it, else the key's default; none where either would
+    meet the other sidecar directory (advice that leads into sidecar-overlap is no advice)."""
+    path, other = (
+        getattr(sidecar, key),
+        getattr(sidecar, "runtime_dir" if key == "config_dir" else "config_dir"),
+    )
+    for candidate in (f"{path}/mesh", getattr(DEFAULTS, key)):
+        if (
+            candidate not in SYSTEM_DIRECTORIES
+            and not _inside(candidate, other)
+            and not _inside(other, candidate)
+        ):
+            return f", such as {candidate}"
+    return ""

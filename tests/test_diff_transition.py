@@ -65,3 +65,25 @@ def test_safe_changes_and_new_calls_name_nothing(tmp_path: Path) -> None:
     diff = diff_revisions(spec, "HEAD")
     assert diff.targets and diff.hazards == ()
     assert "Calls that work today" not in meshc_in_process("diff", "--base", "HEAD", "--spec", spec).stdout
+
+
+def test_a_namespace_move_names_the_servers_that_refuse_the_base_pods(tmp_path: Path) -> None:
+    """Every placement of upload moves to namespace upload2: its targets are new ones, so its base pods look as if
+    they stopped calling; they still run (kube-applier deletes nothing) and each server upload calls stops admitting
+    their identity. The head's identity, not admitted yet by a server at the base, is a new call: not named."""
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / "mesh-spec"
+    replace_in(
+        spec / "services/upload.yaml",
+        "    - {cluster: kube-sjc-a}",
+        "    - {cluster: kube-sjc-a, namespace: upload2}",
+    )
+    replace_in(spec / "services/upload.yaml", "namespace: upload}", "namespace: upload2}")
+    hazards = diff_revisions(spec, "HEAD").hazards
+    refused = {h.server for h in hazards if h.client == "upload" and h.check == "identity-admitted"}
+    assert refused == {"encryption", "event-bus", "feature-flags", "metadata", "storage-gateway"}
+    assert all("spiffe://box.mesh/ns/upload/sa/upload" in h.detail for h in hazards if h.client == "upload")
+    assert not any("ns/upload2/" in h.detail for h in hazards if h.check == "identity-admitted")
+    # upload's own clients watch the old namespace at the base: named once per state, not once per client side
+    states = sorted(h.states for h in hazards if h.server == "upload" and h.check == "discovery")
+    assert states == ["client at base or head, no server at head"]

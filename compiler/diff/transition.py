@@ -10,10 +10,11 @@ fails until its ends converge, but nothing that works today breaks.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from compiler.ir.model import Mesh
-from compiler.rollout.pairs import CURRENT, NEXT, Instance, PairChecker, Problem, location
+from compiler.rollout.pairs import CURRENT, NEXT, Contraction, Instance, PairChecker, Problem, location
 
 BASE, HEAD = "base", "head"
 
@@ -76,11 +77,45 @@ def transition_hazards(old: Mesh | None, new: Mesh) -> tuple[Hazard, ...]:
     }
     report = PairChecker(versions, located).run(None, clients)
     calls_today = {(w.id, e.service) for w in old.workloads for e in w.egress}
-    return tuple(
-        _hazard(problem)
-        for problem in report.problems
-        if (problem.client.id, problem.server_service) in calls_today
-    )
+    found = [_hazard(p) for p in report.problems if (p.client.id, p.server_service) in calls_today]
+    return tuple(_merged(found + _moved_identities(report.contractions, old, new)))
+
+
+def _moved_identities(contractions: Sequence[Contraction], old: Mesh, new: Mesh) -> list[Hazard]:
+    """The edges the checker calls contracting whose client service still calls the server at the head, with an
+    identity it presents at the base: not a dropped call but a moved identity (a placement moved to another
+    namespace is another target, so its base pods look as if they stop calling). The server stops admitting them
+    while they still run. (The head's new identity, not admitted yet by a server at the base, is a new call.)"""
+    calls = {(w.service, e.service) for w in new.workloads for e in w.egress}
+    presented = {(w.service, w.identity) for w in old.workloads}
+    return [
+        Hazard(
+            client=c.client,
+            server=c.server,
+            check="identity-admitted",
+            detail=f"{c.server} no longer admits {c.identity}, which {c.client} presents at the base (a moved "
+            "namespace or service account): its pods there are refused while they still run",
+            states="client at base, server at head",
+            fix=f"{FIXES['namespace']}; {ROLLOUT_NOTE}",
+        )
+        for c in contractions
+        if (c.client, c.server) in calls and (c.client, c.identity) in presented
+    ]
+
+
+def _merged(hazards: list[Hazard]) -> list[Hazard]:
+    """One hazard per (client, server, what, detail): a server missing in some state is found from the client at
+    either side; its states then read `client at base or head`."""
+    merged: dict[tuple[str, str, str, str], Hazard] = {}
+    for hazard in hazards:
+        key = (hazard.client, hazard.server, hazard.check, hazard.detail)
+        seen = merged.get(key)
+        if seen is None:
+            merged[key] = hazard
+        elif seen.states != hazard.states:
+            either = f"client at {BASE} or {HEAD}, " + seen.states.split(", ", 1)[1]
+            merged[key] = replace(seen, states=either)
+    return list(merged.values())
 
 
 def _instances(mesh: Mesh, state: str, revision: str) -> dict[str, Instance]:

@@ -87,3 +87,34 @@ def test_a_namespace_move_names_the_servers_that_refuse_the_base_pods(tmp_path: 
     # upload's own clients watch the old namespace at the base: named once per state, not once per client side
     states = sorted(h.states for h in hazards if h.server == "upload" and h.check == "discovery")
     assert states == ["client at base or head, no server at head"]
+
+
+def test_under_a_rollout_a_later_promotion_it_would_refuse_is_named_at_review(tmp_path: Path) -> None:
+    """The example's own waves (canary, canary-hosts, sjc, iad, restart-sensitive), every one pinned to the base:
+    upload moves to another mesh port. The next promotion (canary-hosts, VM hosts only) is safe, so the build and
+    check_rollout pass; promoting sjc would leave api-gateway in iad watching the old port of upload in sjc, and the
+    rollout would stop there. The review diff names those promotions, with their findings."""
+    from tests.test_gitsource import commit
+
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / "mesh-spec"
+    base = commit(repo, "nothing new")
+    pins = "\n".join(f"  {wave}: {base}" for wave in ("canary-hosts", "sjc", "iad", "restart-sensitive"))
+    (spec / "rollout.yaml").write_text(f"hold: false\npins:\n{pins}\n")
+    commit(repo, "start the rollout")
+    replace_in(spec / "services/upload.yaml", "mesh_port: 18080", "mesh_port: 18081")
+    diff = diff_revisions(spec, "HEAD")
+    assert diff.now is not None and diff.hazards == (), "under a rollout, its own checks stand"
+    refused = {r.wave: r.findings for r in diff.now.refused_ahead}
+    assert list(refused) == ["sjc", "iad"]
+    assert all(f.code == "rollout-unsafe" and "api-gateway → upload: " in f.message for f in refused["sjc"])
+    assert any("watches kube-sjc-a/upload/upload:18080 but" in f.message for f in refused["sjc"])
+    text = meshc_in_process("diff", "--base", "HEAD", "--spec", spec).stdout
+    assert (
+        "warning: Promotions the rollout will refuse as this change leaves it" in text
+        and "  wave sjc:" in text
+    )
+    data = json.loads(meshc_in_process("diff", "--base", "HEAD", "--spec", spec, "--format", "json").stdout)
+    assert data["summary"]["refused_ahead"] == 2 and data["now"]["refused_ahead"][0]["wave"] == "sjc"
+    markdown = meshc_in_process("diff", "--base", "HEAD", "--spec", spec, "--format", "markdown").stdout
+    assert "> [!CAUTION]\n> Promotions the rollout will refuse" in markdown

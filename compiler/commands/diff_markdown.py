@@ -13,6 +13,7 @@ from compiler.commands.diff_report import (
     HAZARDS_HEADING,
     MAX_CHANGES_PER_DOCUMENT,
     MAX_DIAGNOSTICS,
+    REFUSED_HEADING,
     ahead_heading,
     ahead_line,
     change_lines,
@@ -20,6 +21,7 @@ from compiler.commands.diff_report import (
     delete_line,
     hazard_line,
     now_lines,
+    refused_lines,
     restart_headline,
     restart_label,
     rollout_lines,
@@ -53,12 +55,14 @@ def _template() -> jinja2.Template:
         delete=delete_line,
         ahead=ahead_line,
         hazard=hazard_line,
+        refused=refused_lines,
     )
     env.globals.update(
         restart_headline=restart_headline,
         ahead_heading=ahead_heading,
         CHANGED=CHANGED,
         HAZARDS_HEADING=HAZARDS_HEADING,
+        REFUSED_HEADING=REFUSED_HEADING,
     )
     return env.get_template("diff.md.j2")
 

@@ -67,6 +67,7 @@ def summary(diff: MeshDiff) -> dict[str, int]:
     counts["now_restarts"] = diff.now.restarts if diff.now is not None else 0
     counts["deletions"] = len(diff.deletions)
     counts["hazards"] = len(diff.hazards)
+    counts["refused_ahead"] = len(diff.now.refused_ahead) if diff.now is not None else 0
     counts["deletions_ahead"] = len(diff.now.deletions_ahead) if diff.now is not None else 0
     counts["shared_files"] = len(diff.shared)
     counts["spec_files"] = len(diff.spec)
@@ -124,6 +125,21 @@ HAZARDS_HEADING = (
 def hazard_line(hazard: Hazard) -> str:
     """One call that can fail while the head is applied: the services, which end runs which side, what and why."""
     return f"{hazard.client} → {hazard.server} ({hazard.states}): {hazard.detail}; {hazard.fix}"
+
+
+REFUSED_HEADING = (
+    "Promotions the rollout will refuse as this change leaves it (an unsafe state on the way); merged, it stops at "
+    "the wave before: split the change first"
+)
+
+
+def refused_lines(now: RolloutNow) -> list[str]:
+    """Each later promotion the rollout would refuse, then its findings, indented."""
+    return [
+        line
+        for refused in now.refused_ahead
+        for line in (f"wave {refused.wave}:", *(f"  {finding.format()}" for finding in refused.findings))
+    ]
 
 
 def deletions_heading(diff: MeshDiff) -> str:

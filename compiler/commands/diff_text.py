@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from compiler.commands.diff_report import (
     HAZARDS_HEADING,
     MAX_DIAGNOSTICS,
+    REFUSED_HEADING,
     ahead_heading,
     ahead_line,
     change_lines,
@@ -15,6 +16,7 @@ from compiler.commands.diff_report import (
     deletions_heading,
     hazard_line,
     now_lines,
+    refused_lines,
     restart_headline,
     restart_label,
     rollout_lines,
@@ -95,6 +97,10 @@ def _text_lines(diff: MeshDiff, paint: Paint) -> Iterator[str]:
         yield ""
         yield paint(f"warning: {HAZARDS_HEADING}:", "yellow", "bold")
         yield from (f"  {hazard_line(h)}" for h in diff.hazards)
+    if diff.now is not None and diff.now.refused_ahead:
+        yield ""
+        yield paint(f"warning: {REFUSED_HEADING}:", "yellow", "bold")
+        yield from (f"  {line}" for line in refused_lines(diff.now))
     if diff.deletions:
         yield ""
         yield paint(f"{deletions_heading(diff)}:", "bold")

@@ -164,6 +164,14 @@ class PinMove:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RefusedPromotion:
+    """A later promotion the rollout would refuse, with its [rollout-unsafe] findings."""
+
+    wave: str
+    findings: tuple[Diagnostic, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RolloutNow:
     """What merging changes in the rollout-built output at once (compiler.diff.rollout): the waves that move and
     every target and canary host (`host/<certname>`) whose rendering changes, with its cost."""
@@ -189,6 +197,9 @@ class RolloutNow:
     # them (in the policy's order), each in the order to delete it: not commands to run now (MeshDiff.deletions are)
     deletions_ahead: tuple[DeleteAhead, ...] = ()
     waves: tuple[str, ...] = ()  # every wave of the head's policy, in order
+    # each promotion after the next that the rollout, as the head leaves it, would refuse: a state it passes
+    # through is unsafe (compiler.rollout.states.refused_ahead); the merge gets as far as the wave before it
+    refused_ahead: tuple[RefusedPromotion, ...] = ()
     mode: str = "active"  # the rollout at the head: "active", "hold" (nothing new reaches a wave), "none"
     unknown: str = ""  # why what the merge changes at once is not known (the base's rollout cannot be built)
 

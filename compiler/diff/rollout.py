@@ -23,7 +23,7 @@ from compiler.diagnostics import Diagnostic, InternalError, SpecError, at_revisi
 from compiler.diff.files import OutputFile, output_file
 from compiler.diff.kube import KubeDeletions, KubeKey, cluster_of, delete_key, file_keys
 from compiler.diff.records import WORKING_TREE as DIFF_WORKING_TREE
-from compiler.diff.records import DeleteAhead, KubeDelete, PinMove, RolloutNow, WaveSplit
+from compiler.diff.records import DeleteAhead, KubeDelete, PinMove, RefusedPromotion, RolloutNow, WaveSplit
 from compiler.emit import Artifact
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate
 from compiler.ir.model import Mesh
@@ -50,7 +50,7 @@ from compiler.rollout.revisions import (
     rollout_context,
     spec_key,
 )
-from compiler.rollout.states import check_rollout
+from compiler.rollout.states import check_rollout, refused_ahead
 from compiler.spec.load import spec_label
 from compiler.spec.wave_policy import WavePolicy
 
@@ -117,8 +117,13 @@ def rollout_now(
         try:
             after = after or _plain_side(spec_dir, location, head, cache, policy)
             new = _build(after)
+            refused: tuple[RefusedPromotion, ...] = ()
             if not after.plain:  # the head's rollout must be safe, as `meshc build` there checks it
                 check_rollout(after.context, new.state)
+                refused = tuple(
+                    RefusedPromotion(wave=wave, findings=findings)
+                    for wave, findings in refused_ahead(after.context, new.state)
+                )
         except SpecError as exc:
             raise SpecError(_named(exc.diagnostics, head, label)) from None
         try:
@@ -147,6 +152,7 @@ def rollout_now(
         hosts_removed=hosts_removed,
         deletions_ahead=ahead,
         waves=after.context.policy.names,
+        refused_ahead=refused,
         mode=_mode(after),
     )
     return AtOnce(now=now, deletions=deletions)

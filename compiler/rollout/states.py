@@ -114,6 +114,26 @@ def check_rollout(context: Context, state: State) -> StatesReport:
     return report
 
 
+def refused_ahead(context: Context, state: State) -> tuple[tuple[str, tuple[Diagnostic, ...]], ...]:
+    """Each promotion after the next one, made in turn as the rollout stands (every wave to the revision of the
+    wave before it), with the unsafe states it would be refused for: (wave, findings), for those refused only.
+
+    check_rollout checks the next promotion alone, so a change whose unsafe state comes with a later wave (a client
+    and its server in one wave, which then moves both at once) passes review and the merge, and stops the rollout
+    at that wave. Known at review time, it is split before it is merged."""
+    refused = []
+    _, following, _ = next_state(context, state)
+    while following is not None:
+        promotion, after, _ = next_state(context, following)
+        if promotion is None or after is None:
+            break
+        report = check_states(following, after, promotion)
+        if report.problems:
+            refused.append((promotion[0], tuple(_diagnostic(context, report, p) for p in report.problems)))
+        following = after
+    return tuple(refused)
+
+
 def _diagnostic(context: Context, report: StatesReport, problem: Problem) -> Diagnostic:
     client, server = problem.client, problem.server
     if problem.missing:

@@ -9,6 +9,8 @@ discovery connects, in each of the four combinations {current, next} × {current
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from compiler.diagnostics import Diagnostic, Span, SpecError
 from compiler.rollout.pairs import (
     CURRENT,
@@ -57,8 +59,13 @@ def instances(state: State, label: str) -> dict[str, Instance]:
     return found
 
 
-def check_states(current: State, following: State | None, promotion: tuple[str, str] | None) -> StatesReport:
-    """Check the current state and, if given, every state on the way to `following` (the next promotion)."""
+def check_states(
+    current: State, following: State | None, promotion: tuple[str, str] | None, *, checked: bool = False
+) -> StatesReport:
+    """Check the current state and, if given, every state on the way to `following` (the next promotion).
+
+    `checked`: the current state is known safe (the state a checked promotion led to), so only the pairs with an
+    end that moves are checked: a client that moves, or one that calls a service with a target that moves."""
     now = instances(current, CURRENT)
     after = instances(following, NEXT) if following is not None else {}
     versions: dict[str, list[Instance | None]] = {}
@@ -74,7 +81,20 @@ def check_states(current: State, following: State | None, promotion: tuple[str, 
                     located[where].append(key)
     newest = frozenset(s.revisions[0].revision for s in (current, following) if s is not None and s.revisions)
     checker = PairChecker(versions, located, newest)
-    return checker.run(promotion)
+    return checker.run(promotion, _moving_clients(versions) if checked else None)
+
+
+def _moving_clients(versions: Mapping[str, list[Instance | None]]) -> set[str]:
+    """The clients whose pairs can differ between the states: those with two versions, and the callers of a service
+    one of whose targets has two."""
+    moving = {target for target, options in versions.items() if len(options) > 1}
+    services = {o.workload.service for t in moving for o in versions[t] if o is not None}
+    return {
+        target
+        for target, options in versions.items()
+        if target in moving
+        or any(e.service in services for o in options if o is not None for e in o.workload.egress)
+    }
 
 
 def _distinct(options: list[Instance | None]) -> list[Instance | None]:
@@ -127,7 +147,7 @@ def refused_ahead(context: Context, state: State) -> tuple[tuple[str, tuple[Diag
         promotion, after, _ = next_state(context, following)
         if promotion is None or after is None:
             break
-        report = check_states(following, after, promotion)
+        report = check_states(following, after, promotion, checked=True)
         if report.problems:
             refused.append((promotion[0], tuple(_diagnostic(context, report, p) for p in report.problems)))
         following = after

@@ -609,6 +609,190 @@ def test_message_sidecar_path() -> None:
     }
 
 
+NORMALIZE = "is not a normalized absolute path (no `.` or `..` segment, `//` or trailing `/`)"
+ROOT_DIRECTORY = "which the Puppet module would manage and pods mount over; give it a directory of its own"
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "message", "fix"),
+    [
+        (  # the new user's case: normalized, it is config_dir's directory
+            {"runtime_dir": "/var/run/../../etc/mesh"},
+            f"sidecar.runtime_dir '/var/run/../../etc/mesh' {NORMALIZE}; it names /etc/mesh, which would overlap "
+            "sidecar.config_dir /etc/mesh (the default): write a normalized directory of its own, such as the "
+            "default /var/run/mesh",
+            {"runtime_dir": "/var/run/mesh"},
+        ),
+        (  # one sentence, naming `/`
+            {"config_dir": "/etc/mesh/../.."},
+            f"sidecar.config_dir '/etc/mesh/../..' names the root directory, /, {ROOT_DIRECTORY}, such as the "
+            "default /etc/mesh",
+            {"config_dir": "/etc/mesh"},
+        ),
+        (  # the default would overlap the other directory: not offered
+            {"config_dir": "/etc/mesh/../..", "runtime_dir": "/etc/mesh/run"},
+            f"sidecar.config_dir '/etc/mesh/../..' names the root directory, /, {ROOT_DIRECTORY}, apart from "
+            "sidecar.runtime_dir /etc/mesh/run",
+            {"config_dir": "/srv/mesh"},
+        ),
+        (
+            {"config_dir": "/srv//mesh/"},
+            f"sidecar.config_dir '/srv//mesh/' {NORMALIZE}; it names /srv/mesh: write that",
+            {"config_dir": "/srv/mesh"},
+        ),
+    ],
+    ids=["normalized-overlaps", "names-root", "names-root-default-overlaps", "normalized-is-apart"],
+)
+def test_sidecar_path_advice_leads_to_a_valid_spec(
+    tmp_path: Path, sidecar: dict[str, str], message: str, fix: dict[str, str]
+) -> None:
+    """A sidecar-path message names a directory only where it passes check_sidecar_overlap too."""
+
+    def mesh(settings: dict[str, str]) -> str:
+        return (
+            BASE["mesh.yaml"]
+            + "sidecar:\n"
+            + "".join(f"  {key}: {value}\n" for key, value in settings.items())
+        )
+
+    write_spec(tmp_path / "spec", {**BASE, "mesh.yaml": mesh(sidecar)})
+    assert list(reported(run_validate(tmp_path, "spec"), "spec").values()) == [message]
+    write_spec(tmp_path / "spec", {"mesh.yaml": mesh({**sidecar, **fix})})
+    result = run_validate(tmp_path, "spec")
+    assert result.returncode == 0, result.stderr
+
+
+DNS_LABEL = (
+    "must be a DNS-1123 label: lowercase letters, digits and '-', starting with a letter, ending with a letter or "
+    "digit, at most 63 characters"
+)
+B_CLUSTER = "    - {cluster: kube-a}\n"
+A_DEPENDENCIES = "dependencies:\n  - service: b\n"
+
+
+@pytest.mark.parametrize(
+    ("file", "line", "written", "message", "fixed"),
+    [
+        pytest.param(  # unquoted: no quotes to remove
+            "b",
+            "port: 8080\n",
+            "port: 08080\n",
+            "port: 08080 has a leading zero, which makes it text to meshc, not a number; write 8080",
+            "port: 8080\n",
+            id="leading-zero",
+        ),
+        pytest.param(
+            "b",
+            "port: 8080\n",
+            "port: '8080'\n",
+            "port: '8080' is a quoted string, not a number; remove the quotes",
+            "port: 8080\n",
+            id="quoted-number",
+        ),
+        pytest.param(  # removing the quotes or the zeros would not do: what is wrong with the number
+            "b",
+            "port: 8080\n",
+            "port: '99999'\n",
+            "port: '99999' is a quoted string, not a number, and as a number, 99999 must be a TCP port from 1 to "
+            "65535",
+            None,
+            id="quoted-number-out-of-range",
+        ),
+        pytest.param(
+            "b",
+            "port: 8080\n",
+            "port: 00\n",
+            "port: 00 has a leading zero, which makes it text to meshc, not a number, and as a number, 0 must be a "
+            "TCP port from 1 to 65535",
+            None,
+            id="leading-zero-out-of-range",
+        ),
+        pytest.param(  # quoted, '123' is no DNS label: quoting is not offered
+            "b",
+            B_CLUSTER,
+            "    - {cluster: kube-a, namespace: 123}\n",
+            f"deploy.kubernetes[0].namespace: 123 is not a string, and quoting it would not do: '123' {DNS_LABEL}",
+            None,
+            id="number-for-a-name",
+        ),
+        pytest.param(
+            "b",
+            "owner: team\n",
+            "owner: 42\n",
+            "owner: 42 is not a string; if you mean the text 42, quote it: '42'",
+            "owner: '42'\n",
+            id="number-for-a-string",
+        ),
+        # Left empty: the key needs a value; removing it, [] or {} only where that is valid.
+        pytest.param(
+            "b",
+            "owner: team\n",
+            "owner:\n",
+            "owner: has no value; it needs a string",
+            None,
+            id="empty-required",
+        ),
+        pytest.param(
+            "b",
+            B_CLUSTER,
+            "    - {cluster: kube-a, namespace: }\n",
+            f"deploy.kubernetes[0].namespace: has no value; it needs a string ({DNS_LABEL}), or remove the key",
+            B_CLUSTER,
+            id="empty-optional",
+        ),
+        pytest.param(
+            "a",
+            A_DEPENDENCIES,
+            "dependencies:\n",
+            "dependencies: has no value; write [] for an empty list, or remove the key",
+            "dependencies: []\n",
+            id="empty-list",
+        ),
+        pytest.param(
+            "b",
+            None,
+            "health_check:\n",
+            "health_check: has no value; write {} for an empty mapping, or remove the key",
+            "health_check: {}\n",
+            id="empty-mapping",
+        ),
+        pytest.param(  # [] is too few, and the key is required
+            "a",
+            "  vm: {datacenters: [sjc, iad]}\n",
+            "  vm: {datacenters: }\n",
+            "deploy.vm.datacenters: has no value; it needs a list of at least 1 item",
+            None,
+            id="empty-list-of-at-least-one",
+        ),
+        pytest.param(
+            "b",
+            None,
+            "protocol:\n",
+            "protocol: has no value; it needs one of http, grpc, tcp, or remove the key",
+            "protocol: http\n",
+            id="empty-enum",
+        ),
+    ],
+)
+def test_schema_advice_leads_to_a_valid_spec(
+    tmp_path: Path, file: str, line: str | None, written: str, message: str, fixed: str | None
+) -> None:
+    """`written` in place of the base spec's `line` (or added) gets `message`; `fixed` there, following it,
+    validates."""
+
+    def service(text: str) -> str:
+        base = BASE[f"services/{file}.yaml"]
+        assert line is None or line in base
+        return base + text if line is None else base.replace(line, text)
+
+    write_spec(tmp_path / "spec", {**BASE, f"services/{file}.yaml": service(written)})
+    assert list(reported(run_validate(tmp_path, "spec"), "spec").values()) == [message]
+    if fixed is not None:
+        write_spec(tmp_path / "spec", {f"services/{file}.yaml": service(fixed)})
+        result = run_validate(tmp_path, "spec")
+        assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize(
     ("config_dir", "runtime_dir"),
     [("/srv/mesh", "/srv/mesh-run"), ("/srv/mesh-run", "/srv/mesh"), ("/opt/mesh/etc", "/opt/mesh/run")],

@@ -252,6 +252,21 @@ def yaml_value(value: Any, limit: int = MAX_EXCERPT) -> str:
     )
 
 
+def yaml_items(items: Sequence[Any], shown: int = 8) -> str:
+    """Items as YAML writes them in a flow list, without its brackets (`expires, reason`), as many as `shown`."""
+    return some_of([excerpt(_flow(item)) for item in items], shown)
+
+
+def yaml_type(value: Any) -> str:
+    """What a YAML reader calls a value's kind, as a message names it: `a string`, `a list`, `nothing`."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):  # before int: a bool is an int to Python
+        return "true or false"
+    kinds = ((str, "a string"), (int, "a number"), (list, "a list"), (dict, "a mapping"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), "a value")
+
+
 def _flow(value: Any) -> str:
     if value is None:
         return "null"

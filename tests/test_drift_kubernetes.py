@@ -692,9 +692,75 @@ def test_every_malformed_acknowledgement_is_named_in_one_run(
     assert result.stderr.splitlines() == [
         f"{acks}:5:12: error: `match` must be a non-empty string  [drift-acknowledgement]",
         f"{acks}:7:14: error: `expires` must be a date written YYYY-MM-DD, not '2026-02-30'  [drift-acknowledgement]",
-        f"{acks}:11:5: error: an acknowledgement has exactly the keys match, reason, expires (found ['match', "
-        "'reason'])  [drift-acknowledgement]",
+        f"{acks}:11:5: error: an acknowledgement has exactly the keys match, reason, expires (found match, reason; "
+        "add expires)  [drift-acknowledgement]",
     ]
+
+
+@pytest.mark.parametrize(
+    ("entry", "problems"),
+    [
+        pytest.param(  # the key problem does not hide the value's
+            "{match: x, reason: y, expires: 2026-13-01, until: 2027-01-01}",
+            [
+                (
+                    "2:5",
+                    "an acknowledgement has exactly the keys match, reason, expires (found expires, match, "
+                    "reason, until; remove until)",
+                ),
+                ("2:36", "`expires` must be a date written YYYY-MM-DD, not '2026-13-01'"),
+            ],
+            id="extra-key-and-bad-date",
+        ),
+        pytest.param(
+            "{match: x, reason: y, expires: 99999999999999999999999999}",
+            [("2:36", "`expires` must be a date written YYYY-MM-DD, not 99999999999999999999999999")],
+            id="huge-number",
+        ),
+        pytest.param(
+            "{match: x, reason: y, expires: [2026-12-01]}",
+            [("2:36", "`expires` must be a date written YYYY-MM-DD, not a list")],
+            id="list-date",
+        ),
+        pytest.param(
+            "{match: x, reason: , expires: }",
+            [
+                ("2:16", "`reason` has no value; it needs a non-empty string"),
+                ("2:26", "`expires` has no value; it needs a date written YYYY-MM-DD"),
+            ],
+            id="empty-values",
+        ),
+        pytest.param(
+            "{match: 42, reason: y, expires: 2026-12-01}",
+            [("2:13", "`match` must be a non-empty string, not a number; if you mean the text 42, quote it")],
+            id="number-match",
+        ),
+        pytest.param(
+            "just a string",
+            [("2:5", "an acknowledgement has exactly the keys match, reason, expires (found a string)")],
+            id="string-entry",
+        ),
+        pytest.param(
+            "{}",
+            [
+                (
+                    "2:5",
+                    "an acknowledgement has exactly the keys match, reason, expires (found no keys; add match, "
+                    "reason, expires)",
+                )
+            ],
+            id="empty-entry",
+        ),
+    ],
+)
+def test_acknowledgement_problems_in_yaml_words(entry: str, problems: list[tuple[str, str]]) -> None:
+    """Every problem of an entry, each in YAML's words (keys as written, a value's kind), never Python's."""
+    from compiler.drift.acknowledge import AcknowledgementError, read_acknowledgements
+
+    raw = f"acknowledgements:\n  - {entry}\n".encode()
+    with pytest.raises(AcknowledgementError) as caught:
+        read_acknowledgements("acks.yaml", raw, datetime.date(2026, 1, 1))
+    assert list(caught.value.problems) == [(f"acks.yaml:{where}", message) for where, message in problems]
 
 
 def test_spec_acknowledgements_file_is_read_by_default(tmp_path: Path, tree: dict[str, bytes]) -> None:

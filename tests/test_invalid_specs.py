@@ -471,13 +471,44 @@ def test_duplicate_local_port_of_three_services(tmp_path: Path) -> None:
     assert run_validate(tmp_path, "spec").stderr == first.stderr
 
 
-def test_message_port_clash_at_the_services_own_port() -> None:
+def test_message_port_clash_with_a_dependency_at_both_claims() -> None:
+    """A service's port against its dependency's local_port spans two files, either of which may be the edit: both
+    are reported, each naming the other, with the same advice on which to move."""
     found = reported(run_validate(CASES_DIR, "port-clash-dependency"), "port-clash-dependency")
+    advice = (
+        "each port of a workload must differ, and every client of 'b' dials its local_port, only service 'a' binds "
+        "its port: if the clients of 'b' already dial 7002, change the port of service 'a'; otherwise give 'b' "
+        "another local_port, such as 7003"
+    )
     assert found == {
         ("services/a.yaml", 3, 7, "port-clash"): "port 7002 of service 'a' is also the local_port of its "
-        "dependency 'b' (port-clash-dependency/services/b.yaml:5:13); each port of a workload must differ: "
-        "change port"
+        f"dependency 'b' (port-clash-dependency/services/b.yaml:5:13); {advice}",
+        ("services/b.yaml", 5, 13, "port-clash"): "local_port 7002 of service 'b' is also the port "
+        f"(port-clash-dependency/services/a.yaml:3:7) of its client 'a'; {advice}",
     }
+
+
+def test_a_dependency_local_port_edited_onto_a_client_port_is_reported_where_it_was_edited(
+    tmp_path: Path,
+) -> None:
+    """The new user's case: b's local_port set to its client's port. The error names b.yaml's line (the file
+    edited), and the local_port it suggests is a valid fix."""
+    edited = BASE["services/b.yaml"].replace("local_port: 7002", "local_port: 8080")
+    write_spec(tmp_path / "spec", {**BASE, "services/b.yaml": edited})
+    found = reported(run_validate(tmp_path, "spec"), "spec")
+    assert sorted(found) == [
+        ("services/a.yaml", 3, 7, "port-clash"),
+        ("services/b.yaml", 5, 13, "port-clash"),
+    ]
+    suggested = re.search(
+        r"give 'b' another local_port, such as (\d+)$", found[("services/b.yaml", 5, 13, "port-clash")]
+    )
+    assert suggested, found
+    write_spec(
+        tmp_path / "spec",
+        {"services/b.yaml": edited.replace("local_port: 8080", f"local_port: {suggested[1]}")},
+    )
+    assert run_validate(tmp_path, "spec").returncode == 0
 
 
 def test_message_port_clash_within_the_file_at_the_later_key() -> None:
@@ -489,7 +520,7 @@ def test_message_port_clash_within_the_file_at_the_later_key() -> None:
 
 
 def test_port_clash_of_port_and_mesh_port_with_a_dependency(tmp_path: Path) -> None:
-    """Both own ports equal a dependency's local_port: both must move, and the dependency's entry is not blamed."""
+    """Both own ports equal a dependency's local_port: each is reported, and the local_port once, naming both."""
     client = (
         BASE["services/a.yaml"]
         .replace("port: 8080", "port: 7002")
@@ -497,35 +528,115 @@ def test_port_clash_of_port_and_mesh_port_with_a_dependency(tmp_path: Path) -> N
     )
     write_spec(tmp_path / "spec", {**BASE, "services/a.yaml": client})
     found = reported(run_validate(tmp_path, "spec"), "spec")
+    advice = (
+        "each port of a workload must differ, and every client of 'b' dials its local_port, only service 'a' binds "
+        "its port and mesh_port: if the clients of 'b' already dial 7002, change the port and mesh_port of service "
+        "'a'; otherwise give 'b' another local_port, such as 7003"
+    )
     assert found == {
         ("services/a.yaml", 3, 7, "port-clash"): "port 7002 of service 'a' is also the local_port of its "
-        "dependency 'b' (spec/services/b.yaml:5:13); each port of a workload must differ: change port",
+        f"dependency 'b' (spec/services/b.yaml:5:13); {advice}",
         (
             "services/a.yaml",
             4,
             12,
             "port-clash",
         ): "mesh_port 7002 of service 'a' is also the local_port of its "
-        "dependency 'b' (spec/services/b.yaml:5:13); each port of a workload must differ: change mesh_port",
+        f"dependency 'b' (spec/services/b.yaml:5:13); {advice}",
+        ("services/b.yaml", 5, 13, "port-clash"): "local_port 7002 of service 'b' is also the port "
+        f"(spec/services/a.yaml:3:7) and mesh_port (spec/services/a.yaml:4:12) of its client 'a'; {advice}",
     }
 
 
-def test_port_clash_of_a_dependency_with_the_admin_port(tmp_path: Path) -> None:
-    """The admin port is every workload's: the clash is reported at the dependency entry, to move its local_port."""
+def test_a_local_port_clashing_with_several_clients_is_one_error(tmp_path: Path) -> None:
+    """b's local_port is the mesh_port of both its clients: one edit of b.yaml, reported once there, to move it."""
+    third = BASE["services/a.yaml"].replace("service: a", "service: c").replace("7001", "7003")
+    edited = BASE["services/b.yaml"].replace("local_port: 7002", "local_port: 18080")
+    write_spec(tmp_path / "spec", {**BASE, "services/b.yaml": edited, "services/c.yaml": third})
+    found = reported(run_validate(tmp_path, "spec"), "spec")
+    assert found == {
+        (
+            "services/b.yaml",
+            5,
+            13,
+            "port-clash",
+        ): "local_port 18080 of service 'b' is also the mesh_port of its "
+        "clients 'a' (spec/services/a.yaml:4:12), 'c' (spec/services/c.yaml:4:12); each client's sidecar binds the "
+        "local_port of 'b' beside its own port and mesh_port: give 'b' another local_port, such as 18081"
+    }
+
+
+def test_port_clash_of_a_dependency_with_the_default_admin_port(tmp_path: Path) -> None:
+    """The admin port left to its default is no edit and has no line: the dependency's local_port is reported, once
+    however many clients bind it (here two)."""
+    third = BASE["services/a.yaml"].replace("service: a", "service: c").replace("7001", "7003")
     write_spec(
-        tmp_path / "spec", {**BASE, "services/b.yaml": BASE["services/b.yaml"].replace("7002", "9901")}
+        tmp_path / "spec",
+        {
+            **BASE,
+            "services/b.yaml": BASE["services/b.yaml"].replace("7002", "9901"),
+            "services/c.yaml": third,
+        },
     )
     found = reported(run_validate(tmp_path, "spec"), "spec")
     assert found == {
         (
-            "services/a.yaml",
-            9,
-            14,
+            "services/b.yaml",
+            5,
+            13,
             "port-clash",
-        ): "local_port 9901 of dependency 'b' (spec/services/b.yaml:5:13) "
-        "is also the Envoy admin port (mesh.yaml sidecar.admin_port); each port of a workload must differ: "
-        "give service 'b' another local_port"
+        ): "local_port 9901 of service 'b' is also the Envoy admin port "
+        "(mesh.yaml sidecar.admin_port, by default 9901), which every sidecar binds; each port of a workload must "
+        "differ: give 'b' another local_port"
     }
+
+
+def test_port_clash_of_a_dependency_with_a_written_admin_port(tmp_path: Path) -> None:
+    """Two mesh-wide settings meet: at both, once each (not once per client), each naming the other."""
+    mesh = BASE["mesh.yaml"] + "sidecar:\n  admin_port: 7002\n"
+    write_spec(tmp_path / "spec", {**BASE, "mesh.yaml": mesh})
+    found = reported(run_validate(tmp_path, "spec"), "spec")
+    advice = (
+        "each port of a workload must differ, and every sidecar binds the admin port, every client of 'b' dials its "
+        "local_port: if the sidecars already use 7002 as their admin port, give 'b' another local_port; otherwise "
+        "change sidecar.admin_port to an unused port, such as 7003"
+    )
+    assert found == {
+        ("mesh.yaml", 9, 15, "port-clash"): "sidecar.admin_port 7002 is also the local_port "
+        f"(spec/services/b.yaml:5:13) of service 'b'; {advice}",
+        (
+            "services/b.yaml",
+            5,
+            13,
+            "port-clash",
+        ): "local_port 7002 of service 'b' is also the Envoy admin port, "
+        f"sidecar.admin_port (spec/mesh.yaml:9:15); {advice}",
+    }
+
+
+def test_admin_port_clashing_with_every_service_is_one_error(tmp_path: Path) -> None:
+    """The new user's case: admin_port set to every service's mesh_port. One error, at admin_port, naming the
+    services (some of them, where they are many), and the port it suggests is a valid fix."""
+    services = {
+        f"services/s{n}.yaml": BASE["services/b.yaml"]
+        .replace("service: b", f"service: s{n}")
+        .replace("7002", str(7100 + n))
+        for n in range(6)
+    }
+    mesh = BASE["mesh.yaml"] + "sidecar:\n  admin_port: 18080\n"
+    write_spec(tmp_path / "spec", {**BASE, **services, "mesh.yaml": mesh})
+    result = run_validate(tmp_path, "spec")
+    found = reported(result, "spec")
+    assert list(found) == [("mesh.yaml", 9, 15, "port-clash")], result.stderr
+    [message] = found.values()
+    assert message.startswith(
+        "sidecar.admin_port 18080 is also the mesh_port of services 'a' (spec/services/a.yaml:4:12), 'b' "
+        "(spec/services/b.yaml:4:12), 's0' (spec/services/s0.yaml:4:12), 's1' (spec/services/s1.yaml:4:12), … "
+        "(8 in all); every sidecar binds the admin port"
+    ), message
+    assert message.endswith(": change sidecar.admin_port to an unused port, such as 18081"), message
+    write_spec(tmp_path / "spec", {"mesh.yaml": mesh.replace("18080", "18081")})
+    assert run_validate(tmp_path, "spec").returncode == 0
 
 
 def test_two_dependencies_sharing_a_local_port_are_one_mistake(tmp_path: Path) -> None:
@@ -607,6 +718,190 @@ def test_message_sidecar_path() -> None:
         "module would manage and pods mount over; give it a directory of its own, such as the default "
         "/var/run/mesh",
     }
+
+
+NORMALIZE = "is not a normalized absolute path (no `.` or `..` segment, `//` or trailing `/`)"
+ROOT_DIRECTORY = "which the Puppet module would manage and pods mount over; give it a directory of its own"
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "message", "fix"),
+    [
+        (  # the new user's case: normalized, it is config_dir's directory
+            {"runtime_dir": "/var/run/../../etc/mesh"},
+            f"sidecar.runtime_dir '/var/run/../../etc/mesh' {NORMALIZE}; it names /etc/mesh, which would overlap "
+            "sidecar.config_dir /etc/mesh (the default): write a normalized directory of its own, such as the "
+            "default /var/run/mesh",
+            {"runtime_dir": "/var/run/mesh"},
+        ),
+        (  # one sentence, naming `/`
+            {"config_dir": "/etc/mesh/../.."},
+            f"sidecar.config_dir '/etc/mesh/../..' names the root directory, /, {ROOT_DIRECTORY}, such as the "
+            "default /etc/mesh",
+            {"config_dir": "/etc/mesh"},
+        ),
+        (  # the default would overlap the other directory: not offered
+            {"config_dir": "/etc/mesh/../..", "runtime_dir": "/etc/mesh/run"},
+            f"sidecar.config_dir '/etc/mesh/../..' names the root directory, /, {ROOT_DIRECTORY}, apart from "
+            "sidecar.runtime_dir /etc/mesh/run",
+            {"config_dir": "/srv/mesh"},
+        ),
+        (
+            {"config_dir": "/srv//mesh/"},
+            f"sidecar.config_dir '/srv//mesh/' {NORMALIZE}; it names /srv/mesh: write that",
+            {"config_dir": "/srv/mesh"},
+        ),
+    ],
+    ids=["normalized-overlaps", "names-root", "names-root-default-overlaps", "normalized-is-apart"],
+)
+def test_sidecar_path_advice_leads_to_a_valid_spec(
+    tmp_path: Path, sidecar: dict[str, str], message: str, fix: dict[str, str]
+) -> None:
+    """A sidecar-path message names a directory only where it passes check_sidecar_overlap too."""
+
+    def mesh(settings: dict[str, str]) -> str:
+        return (
+            BASE["mesh.yaml"]
+            + "sidecar:\n"
+            + "".join(f"  {key}: {value}\n" for key, value in settings.items())
+        )
+
+    write_spec(tmp_path / "spec", {**BASE, "mesh.yaml": mesh(sidecar)})
+    assert list(reported(run_validate(tmp_path, "spec"), "spec").values()) == [message]
+    write_spec(tmp_path / "spec", {"mesh.yaml": mesh({**sidecar, **fix})})
+    result = run_validate(tmp_path, "spec")
+    assert result.returncode == 0, result.stderr
+
+
+DNS_LABEL = (
+    "must be a DNS-1123 label: lowercase letters, digits and '-', starting with a letter, ending with a letter or "
+    "digit, at most 63 characters"
+)
+B_CLUSTER = "    - {cluster: kube-a}\n"
+A_DEPENDENCIES = "dependencies:\n  - service: b\n"
+
+
+@pytest.mark.parametrize(
+    ("file", "line", "written", "message", "fixed"),
+    [
+        pytest.param(  # unquoted: no quotes to remove
+            "b",
+            "port: 8080\n",
+            "port: 08080\n",
+            "port: 08080 has a leading zero, which makes it text to meshc, not a number; write 8080",
+            "port: 8080\n",
+            id="leading-zero",
+        ),
+        pytest.param(
+            "b",
+            "port: 8080\n",
+            "port: '8080'\n",
+            "port: '8080' is a quoted string, not a number; remove the quotes",
+            "port: 8080\n",
+            id="quoted-number",
+        ),
+        pytest.param(  # removing the quotes or the zeros would not do: what is wrong with the number
+            "b",
+            "port: 8080\n",
+            "port: '99999'\n",
+            "port: '99999' is a quoted string, not a number, and as a number, 99999 must be a TCP port from 1 to "
+            "65535",
+            None,
+            id="quoted-number-out-of-range",
+        ),
+        pytest.param(
+            "b",
+            "port: 8080\n",
+            "port: 00\n",
+            "port: 00 has a leading zero, which makes it text to meshc, not a number, and as a number, 0 must be a "
+            "TCP port from 1 to 65535",
+            None,
+            id="leading-zero-out-of-range",
+        ),
+        pytest.param(  # quoted, '123' is no DNS label: quoting is not offered
+            "b",
+            B_CLUSTER,
+            "    - {cluster: kube-a, namespace: 123}\n",
+            f"deploy.kubernetes[0].namespace: 123 is not a string, and quoting it would not do: '123' {DNS_LABEL}",
+            None,
+            id="number-for-a-name",
+        ),
+        pytest.param(
+            "b",
+            "owner: team\n",
+            "owner: 42\n",
+            "owner: 42 is not a string; if you mean the text 42, quote it: '42'",
+            "owner: '42'\n",
+            id="number-for-a-string",
+        ),
+        # Left empty: the key needs a value; removing it, [] or {} only where that is valid.
+        pytest.param(
+            "b",
+            "owner: team\n",
+            "owner:\n",
+            "owner: has no value; it needs a string",
+            None,
+            id="empty-required",
+        ),
+        pytest.param(
+            "b",
+            B_CLUSTER,
+            "    - {cluster: kube-a, namespace: }\n",
+            f"deploy.kubernetes[0].namespace: has no value; it needs a string ({DNS_LABEL}), or remove the key",
+            B_CLUSTER,
+            id="empty-optional",
+        ),
+        pytest.param(
+            "a",
+            A_DEPENDENCIES,
+            "dependencies:\n",
+            "dependencies: has no value; write [] for an empty list, or remove the key",
+            "dependencies: []\n",
+            id="empty-list",
+        ),
+        pytest.param(
+            "b",
+            None,
+            "health_check:\n",
+            "health_check: has no value; write {} for an empty mapping, or remove the key",
+            "health_check: {}\n",
+            id="empty-mapping",
+        ),
+        pytest.param(  # [] is too few, and the key is required
+            "a",
+            "  vm: {datacenters: [sjc, iad]}\n",
+            "  vm: {datacenters: }\n",
+            "deploy.vm.datacenters: has no value; it needs a list of at least 1 item",
+            None,
+            id="empty-list-of-at-least-one",
+        ),
+        pytest.param(
+            "b",
+            None,
+            "protocol:\n",
+            "protocol: has no value; it needs one of http, grpc, tcp, or remove the key",
+            "protocol: http\n",
+            id="empty-enum",
+        ),
+    ],
+)
+def test_schema_advice_leads_to_a_valid_spec(
+    tmp_path: Path, file: str, line: str | None, written: str, message: str, fixed: str | None
+) -> None:
+    """`written` in place of the base spec's `line` (or added) gets `message`; `fixed` there, following it,
+    validates."""
+
+    def service(text: str) -> str:
+        base = BASE[f"services/{file}.yaml"]
+        assert line is None or line in base
+        return base + text if line is None else base.replace(line, text)
+
+    write_spec(tmp_path / "spec", {**BASE, f"services/{file}.yaml": service(written)})
+    assert list(reported(run_validate(tmp_path, "spec"), "spec").values()) == [message]
+    if fixed is not None:
+        write_spec(tmp_path / "spec", {f"services/{file}.yaml": service(fixed)})
+        result = run_validate(tmp_path, "spec")
+        assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize(

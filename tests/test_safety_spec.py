@@ -435,13 +435,16 @@ def test_document_that_is_a_list_is_shown_as_yaml(world: Path) -> None:
             "true",
             "service: true is not a string; if you mean the text true, quote it: 'true'  [invalid-name]",
         ),
-        (
+        (  # quoted, '8080' is no name either: the hint would lead straight to the next error
             "8080",
-            "service: 8080 is not a string; if you mean the text 8080, quote it: '8080'  [invalid-name]",
+            "service: 8080 is not a string, and quoting it would not do: '8080' must be a DNS-1123 label: lowercase "
+            "letters, digits and '-', starting with a letter, ending with a letter or digit, at most 63 characters"
+            "  [invalid-name]",
         ),
     ],
 )
 def test_bare_scalar_names_get_a_hint_to_quote_them(world: Path, value: str, message: str) -> None:
+    """Quoting is suggested only where the quoted text is a valid name."""
     (world / "spec/services/b.yaml").write_text(
         BASE["services/b.yaml"].replace("service: b", f"service: {value}")
     )

@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import replace
 
+from compiler.diagnostics import yaml_items, yaml_type, yaml_value
 from compiler.drift.model import Acknowledgement, DriftInputError
 from compiler.spec.document import Document, LoadError, parse_document
 
@@ -71,28 +72,22 @@ def read_acknowledgements(name: str, raw: bytes, today: datetime.date) -> tuple[
 def _entry(
     document: Document, index: int, entry: object, today: datetime.date, problems: list[tuple[str, str]]
 ) -> Acknowledgement | None:
-    """One entry, or None with its problems added to `problems`."""
+    """One entry, or None with its problems added to `problems`: every problem it has, so that a key missing or
+    extra does not hide a bad value beside it (a fix would otherwise take one run per problem)."""
     path: tuple[str | int, ...] = ("acknowledgements", index)
-    if not isinstance(entry, dict) or set(entry) != set(_KEYS):
-        keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-        problems.append(
-            (
-                str(document.span(path)),
-                f"an acknowledgement has exactly the keys match, reason, expires (found {keys})",
-            )
-        )
+    if not isinstance(entry, dict):
+        problems.append((str(document.span(path)), f"{_SHAPE} (found {yaml_type(entry)})"))
         return None
-    bad = [key for key in _KEYS if not isinstance(entry[key], str) or not entry[key].strip()]
-    problems += [(str(document.span((*path, key))), f"`{key}` must be a non-empty string") for key in bad]
-    expires = None if "expires" in bad else _date(entry["expires"])
-    if expires is None and "expires" not in bad:
-        problems.append(
-            (
-                str(document.span((*path, "expires"))),
-                f"`expires` must be a date written YYYY-MM-DD, not {entry['expires']!r}",
-            )
-        )
-    if bad or expires is None:
+    before = len(problems)
+    missing, extra = [key for key in _KEYS if key not in entry], sorted(set(entry) - set(_KEYS))
+    if missing or extra:
+        problems.append((str(document.span(path)), _keys_problem(list(entry), missing, extra)))
+    for key in (key for key in _KEYS if key in entry):
+        problem = _value_problem(key, entry[key])
+        if problem is not None:
+            problems.append((str(document.span((*path, key))), problem))
+    expires = _date(entry.get("expires"))
+    if len(problems) > before or expires is None:
         return None
     return Acknowledgement(
         match=entry["match"],
@@ -103,8 +98,38 @@ def _entry(
     )
 
 
-def _date(text: str) -> datetime.date | None:
-    """A date written YYYY-MM-DD, or None."""
+_SHAPE = "an acknowledgement has exactly the keys match, reason, expires"
+
+
+def _keys_problem(keys: list[str], missing: list[str], extra: list[str]) -> str:
+    """`… (found expires, reason; add match)`: the keys as written, and what to add and remove."""
+    found = f"found {yaml_items(sorted(keys))}" if keys else "found no keys"
+    fixes = [f"add {yaml_items(missing)}"] * bool(missing) + [f"remove {yaml_items(extra)}"] * bool(extra)
+    return f"{_SHAPE} ({found}; {' and '.join(fixes)})"
+
+
+def _value_problem(key: str, value: object) -> str | None:
+    """What is wrong with the value of `key` (match, reason or expires), in YAML's words; None if nothing is."""
+    wanted = "a date written YYYY-MM-DD" if key == "expires" else "a non-empty string"
+    if value is None:
+        return f"`{key}` has no value; it needs {wanted}"
+    if key == "expires" and _date(value) is None:
+        shown = yaml_value(value) if isinstance(value, (str, int)) else yaml_type(value)
+        return f"`expires` must be {wanted}, not {shown}"
+    if key == "expires":
+        return None
+    if isinstance(value, str) and value.strip():
+        return None
+    if isinstance(value, str):
+        return f"`{key}` must be {wanted}"
+    quoted = f"; if you mean the text {yaml_value(value)}, quote it" if isinstance(value, int) else ""
+    return f"`{key}` must be {wanted}, not {yaml_type(value)}{quoted}"
+
+
+def _date(text: object) -> datetime.date | None:
+    """A date written YYYY-MM-DD, or None (for anything else, a number or a list too)."""
+    if not isinstance(text, str):
+        return None
     try:
         return datetime.date.fromisoformat(text) if _DATE.fullmatch(text) else None
     except ValueError:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compiler.diagnostics import Diagnostic, close_match, did_you_mean, quote, some_of, yaml_value
+from compiler.diagnostics import Diagnostic, close_match, did_you_mean, excerpt, quote, some_of, yaml_value
 from compiler.spec.conform import Check, compile_schema
 
 if TYPE_CHECKING:  # jsonschema loads when a spec is validated, not for every command line
@@ -85,14 +86,16 @@ def validate_document(doc: Document, name: str) -> Iterator[Diagnostic]:
     errors = _validator(name).iter_errors(doc.data)
     seen: set[Diagnostic] = set()
     for error in sorted(errors, key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
-        for diagnostic in _diagnostics(doc, error):
+        for diagnostic in _diagnostics(doc, error, prepared_schema(name)):
             # jsonschema reports `required` once per missing key, we name them all at once
             if diagnostic not in seen:
                 seen.add(diagnostic)
                 yield diagnostic
 
 
-def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[Diagnostic]:
+def _diagnostics(
+    doc: Document, error: jsonschema.ValidationError, root: Mapping[str, Any]
+) -> Iterator[Diagnostic]:
     path = tuple(error.absolute_path)
     where = _describe(path)
     instance: Any = error.instance  # the document's data at `path`: any JSON value
@@ -122,7 +125,63 @@ def _diagnostics(doc: Document, error: jsonschema.ValidationError) -> Iterator[D
     # Most errors are best reported at the value; a bad mapping key is reported at the key.
     span = doc.key_span((*path, instance)) if _is_key_error(error) else doc.span(path)
     code = _subschema(error).get("x-meshc-code", "schema")
-    yield Diagnostic(span=span, code=code, message=f"{where or 'document'}: {_message(error)}")
+    message = _message(error, _slot(doc, error, root))
+    yield Diagnostic(span=span, code=code, message=f"{where or 'document'}: {message}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class _Slot:
+    """Where a failing value sits, as far as its fix depends on it: whether it was left empty (`owner:`, as
+    opposed to a written `null`), and `removal`, the advice to remove it ("remove the key"), or None where the
+    schema needs it there (a required key, a list at its minimum length) or it is a name of the user's own."""
+
+    empty: bool
+    removal: str | None
+
+
+def _slot(doc: Document, error: jsonschema.ValidationError, root: Mapping[str, Any]) -> _Slot:
+    path = tuple(error.absolute_path)
+    # The loader gives an empty value its key's position (it has no text of its own); a written null keeps its own.
+    # A list item has no key: `-` and `- null` look alike, and both are an item with no value.
+    key_span = doc.key_spans.get(path)
+    empty = error.instance is None and (key_span is None or key_span == doc.spans.get(path))
+    return _Slot(empty=empty, removal=_removal(doc, path, list(error.absolute_schema_path), root))
+
+
+def _removal(
+    doc: Document, path: tuple[Any, ...], schema_path: Sequence[Any], root: Mapping[str, Any]
+) -> str | None:
+    """The advice to remove the value (`remove the key`, `remove the item`) where the schema does without it,
+    else None."""
+    if not path or len(schema_path) < 3:
+        return None
+    if isinstance(path[-1], int) and schema_path[-2] == "items":
+        items = _value_at(doc.data, path[:-1])
+        least = _schema_at(root, schema_path[:-2]).get("minItems", 0)
+        return "remove the item" if isinstance(items, list) and len(items) - 1 >= least else None
+    if schema_path[-3] == "properties" and schema_path[-2] == path[-1]:
+        required = _schema_at(root, schema_path[:-3]).get("required", [])
+        return None if path[-1] in required else "remove the key"
+    return None  # a key of the user's naming (a datacenter, a cluster): removing it is no fix for its value
+
+
+def _schema_at(root: Mapping[str, Any], schema_path: Sequence[Any]) -> Mapping[str, Any]:
+    """The subschema at a jsonschema schema path of `root`, or {} should the path lead nowhere."""
+    node: Any = root
+    for part in schema_path:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            return {}
+    return node if isinstance(node, Mapping) else {}
+
+
+def _value_at(data: Any, path: Sequence[Any]) -> Any:
+    for part in path:
+        data = data[part]
+    return data
 
 
 def _unknown_keys(instance: dict[str, Any], schema: Mapping[str, Any]) -> list[str]:
@@ -152,7 +211,7 @@ _TYPE_NAMES = {
 _YAML11_BOOLS = frozenset({"yes", "no", "on", "off", "y", "n"})
 
 
-def _message(error: jsonschema.ValidationError) -> str:
+def _message(error: jsonschema.ValidationError, slot: _Slot) -> str:
     """What is wrong with the value, in YAML's words (`null`, `true`, `'8080'`), never Python's."""
     custom = _subschema(error).get("x-meshc-message")
     value: Any = error.instance
@@ -162,6 +221,12 @@ def _message(error: jsonschema.ValidationError) -> str:
     unitless = _unitless_duration(value, _subschema(error))
     if unitless is not None:
         return unitless
+    if (
+        value is None
+        and error.validator in ("type", "enum")
+        and not _null_as_text(rule, _subschema(error), slot)
+    ):
+        return _no_value(_subschema(error), slot)
     if error.validator == "type":
         return _type_message(value, rule, _subschema(error))
     if custom:
@@ -194,23 +259,101 @@ def _unitless_duration(value: Any, schema: Mapping[str, Any]) -> str | None:
     return f"{yaml_value(value)} has no unit (ms, s, m or h), and {custom}"
 
 
+def _null_as_text(rule: Any, schema: Mapping[str, Any], slot: _Slot) -> bool:
+    """Whether a null is best answered as text meant: written out (`service: null`, not left empty) where a string
+    belongs and the string 'null' would be valid there."""
+    return not slot.empty and rule == "string" and _valid("null", schema)
+
+
+def _no_value(schema: Mapping[str, Any], slot: _Slot) -> str:
+    """For a key or item with no value (`owner:`, `- `): that it needs one, and what it takes; `[]` or `{}`, and
+    removing it, only where the schema takes that (a list that must hold an item, a required key, take neither)."""
+    what = "has no value" if slot.empty else "is null (no value)"
+    removal = f", or {slot.removal}" if slot.removal else ""
+    kind = schema.get("type")
+    for empty, name in (([], "list"), ({}, "mapping")):
+        if kind == ("array" if name == "list" else "object") and _valid(empty, schema):
+            return f"{what}; write {yaml_value(empty)} for an empty {name}{removal}"
+    return f"{what}; it needs {_wanted(schema)}{removal}"
+
+
+def _wanted(schema: Mapping[str, Any]) -> str:
+    """What a value must be, in a YAML author's words: `a string (must be a DNS-1123 label…)`, `one of a, b`."""
+    custom = schema.get("x-meshc-message")
+    if "enum" in schema:
+        return "one of " + ", ".join(str(choice) for choice in schema["enum"])
+    kind = schema.get("type")
+    wanted = _TYPE_NAMES.get(kind, "a value") if isinstance(kind, str) else "a value"
+    if kind == "object" and schema.get("required"):
+        wanted += f" with the key{'s' if len(schema['required']) > 1 else ''} {', '.join(schema['required'])}"
+    least = schema.get("minItems", 0) if kind == "array" else 0
+    if least:
+        wanted += f" of at least {least} item{'s' if least != 1 else ''}"
+    return wanted + (f" ({custom})" if custom else "")
+
+
+def _valid(value: Any, schema: Mapping[str, Any]) -> bool:
+    """Whether `value` passes `schema` (a failing value's own subschema): a fix is offered only if it does."""
+    return not _errors(value, schema)
+
+
+def _errors(value: Any, schema: Mapping[str, Any]) -> list[jsonschema.ValidationError]:
+    import jsonschema  # already loaded: only a document the fast check rejects gets here
+
+    return list(jsonschema.validators.validator_for(schema)(schema).iter_errors(value))
+
+
+def _still_wrong(value: Any, schema: Mapping[str, Any]) -> str | None:
+    """What is wrong with `value`, a fix of a failing value, against its subschema; None if nothing is."""
+    errors = _errors(value, schema)
+    return _message(errors[0], _Slot(empty=False, removal=None)) if errors else None
+
+
 def _type_message(value: Any, rule: Any, schema: Mapping[str, Any]) -> str:
     wanted = _TYPE_NAMES.get(rule, str(rule))
     custom = schema.get("x-meshc-message")
     if isinstance(value, str) and rule == "integer" and re.fullmatch(r"[-+]?[0-9]+", value.strip()):
-        return f"{yaml_value(value)} is a quoted string, not a number; remove the quotes"
+        return _text_number(value.strip(), schema)
     if isinstance(value, str) and rule == "boolean" and value.lower() in ("true", "false"):
         return f"{yaml_value(value)} is a quoted string, not true or false; remove the quotes"
     if isinstance(value, str) and rule == "boolean" and value.lower() in _YAML11_BOOLS:
         return f"{yaml_value(value)} is a string to meshc (only true and false are booleans); write true or false"
     if rule == "string" and (value is None or isinstance(value, bool) or isinstance(value, int)):
-        return (
-            f"{yaml_value(value)} is not a string; if you mean the text {yaml_value(value)}, "
-            f"quote it: '{yaml_value(value)}'"
-        )
+        return _scalar_as_text(value, schema)
     fix = _reshaped(value, schema)
     shown = f": {yaml_value(fix)}" if fix is not None else ""
     return f"{yaml_value(value)} should be {wanted}" + (f" ({custom})" if custom else "") + shown
+
+
+def _text_number(digits: str, schema: Mapping[str, Any]) -> str:
+    """For a whole number that is text: quoted (`'8080'`), or written with a leading zero (`08080`), which meshc
+    reads as text, quoted or not (compiler.spec.document: a YAML 1.1 reader takes `0755` for octal, a YAML 1.2
+    one for decimal, so meshc takes it for neither). The message must not assume quotes the user did not write,
+    and offers to remove the quotes or the zeros only where the number is then valid; else it says what is wrong
+    with the number too."""
+    from compiler.spec.document import resolve_plain  # the loader's rule: a huge literal stays a long integer
+
+    sign, unsigned = ("-" if digits.startswith("-") else ""), digits.lstrip("+-")
+    number = resolve_plain(sign + (unsigned.lstrip("0") or "0"))
+    if unsigned.startswith("0") and len(unsigned) > 1:
+        problem = f"{excerpt(digits)} has a leading zero, which makes it text to meshc, not a number"
+        fix = f"write {number}"
+    else:
+        problem, fix = f"{yaml_value(digits)} is a quoted string, not a number", "remove the quotes"
+    wrong = _still_wrong(number, schema)
+    return f"{problem}; {fix}" if wrong is None else f"{problem}, and as a number, {wrong}"
+
+
+def _scalar_as_text(value: Any, schema: Mapping[str, Any]) -> str:
+    """For a number, true, false or null where a string belongs: to quote it, where the quoted text is valid there;
+    else what the field takes (`namespace: 123`: quoted, '123' is still no DNS label)."""
+    text = yaml_value(value)
+    wrong = _still_wrong(
+        "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value), schema
+    )
+    if wrong is None:
+        return f"{text} is not a string; if you mean the text {text}, quote it: '{text}'"
+    return f"{text} is not a string, and quoting it would not do: {wrong}"
 
 
 def _reshaped(value: Any, schema: Any) -> Any:

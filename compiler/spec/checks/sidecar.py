@@ -36,7 +36,7 @@ def check_sidecar_paths(spec: Spec) -> Iterator[Diagnostic]:
             yield error(
                 spec.at(spec.mesh.file, "sidecar", key),
                 "sidecar-path",
-                f"sidecar.{key} {quote(path)} {_path_problem(path, getattr(DEFAULTS, key))}",
+                f"sidecar.{key} {quote(path)} {_path_problem(spec, key, path)}",
             )
 
 
@@ -49,16 +49,51 @@ def _plain(path: str) -> bool:
     return path != "/" and path == _normalized(path)
 
 
-def _path_problem(path: str, default: str) -> str:
-    """What is wrong with a sidecar directory that is not _plain, and how to fix it."""
+def _path_problem(spec: Spec, key: str, path: str) -> str:
+    """What is wrong with a sidecar directory that is not _plain, and a fix that check_sidecar_overlap accepts too:
+    the path it names is offered only where it is apart from the other directory (`/var/run/../../etc/mesh` names
+    config_dir's /etc/mesh), and the default only where that is."""
     normal = _normalized(path)
-    what = "is the root directory" if path == "/" else f"is not a normalized absolute path ({_NORMAL})"
+    other_key = next(other for other in DIRECTORY_KEYS if other != key)
+    other = _settled(spec, other_key)
     if normal == "/":
+        what = "is the root directory," if path == "/" else "names the root directory, /,"
         return (
-            f"{what}, which the Puppet module would manage and pods mount over; give it a directory of its own, "
-            f"such as the default {default}"
+            f"{what} which the Puppet module would manage and pods mount over; give it a directory of its own, "
+            f"{_instead(spec, key, other_key, other)}"
         )
-    return f"{what}; it names {normal}: write that"
+    what = f"is not a normalized absolute path ({_NORMAL}); it names {normal}"
+    if _apart(normal, other):
+        return f"{what}: write that"
+    return (
+        f"{what}, which would overlap sidecar.{other_key} {other}{_default_note(spec, other_key)}: write a "
+        f"normalized directory of its own, {_instead(spec, key, other_key, other)}"
+    )
+
+
+def _settled(spec: Spec, key: str) -> str:
+    """Where a sidecar directory will most likely be once its own sidecar-path advice is followed, for the other's
+    advice to keep apart from: the path it names, or its default where that is `/`."""
+    path: str = getattr(spec.mesh.sidecar, key)
+    normal = _normalized(path)
+    return normal if normal != "/" else str(getattr(DEFAULTS, key))
+
+
+def _apart(path: str, other: str) -> bool:
+    """Whether two normalized directories other than `/` pass check_sidecar_overlap: neither inside the other."""
+    return not _inside(path, other) and not _inside(other, path)
+
+
+def _instead(spec: Spec, key: str, other_key: str, other: str) -> str:
+    """A directory to suggest for `key`: its default, where that is apart from the other directory."""
+    default: str = getattr(DEFAULTS, key)
+    if _apart(default, other):
+        return f"such as the default {default}"
+    return f"apart from sidecar.{other_key} {other}{_default_note(spec, other_key)}"
+
+
+def _default_note(spec: Spec, key: str) -> str:
+    return "" if key in _written(spec) else " (the default)"
 
 
 _NORMAL = "no `.` or `..` segment, `//` or trailing `/`"

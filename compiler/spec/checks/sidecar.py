@@ -188,11 +188,11 @@ def check_sidecar_system_directories(spec: Spec) -> Iterator[Diagnostic]:
                 spec.at(spec.mesh.file, "sidecar", key),
                 "sidecar-system-dir",
                 f"sidecar.{key} {quote(path)} is a directory of the machine, which the Puppet module would take "
-                f"over (it {owned}); give the mesh a directory of its own{_instead(spec.mesh.sidecar, key)}",
+                f"over (it {owned}); give the mesh a directory of its own{_own_directory(spec.mesh.sidecar, key)}",
             )
 
 
-def _instead(sidecar: Sidecar, key: str) -> str:
+def _own_directory(sidecar: Sidecar, key: str) -> str:
     """A directory to suggest in place of a system one: inside it, else the key's default; none where either would
     meet the other sidecar directory (advice that leads into sidecar-overlap is no advice)."""
     path, other = (

@@ -118,3 +118,31 @@ def test_under_a_rollout_a_later_promotion_it_would_refuse_is_named_at_review(tm
     assert data["summary"]["refused_ahead"] == 2 and data["now"]["refused_ahead"][0]["wave"] == "sjc"
     markdown = meshc_in_process("diff", "--base", "HEAD", "--spec", spec, "--format", "markdown").stdout
     assert "> [!CAUTION]\n> Promotions the rollout will refuse" in markdown
+
+
+def test_under_a_rollout_the_merge_step_of_the_first_wave_is_named(tmp_path: Path) -> None:
+    """b and its only client a run in gke-usc1-a alone (wave canary): moving b's mesh port passes every rollout
+    check (no other wave calls b), yet the merge itself moves both ends at once on their own clocks: a at the base
+    still watches the old port while b at the head serves the new one. The fix is the rollout's (its waves)."""
+    from tests.test_gitsource import commit
+
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / "mesh-spec"
+    service = "service: {name}\nowner: o\nport: 8080\nmesh_port: 18080\nlocal_port: {port}\n"
+    service += "deploy:\n  kubernetes: [{{cluster: gke-usc1-a}}]\n"
+    (spec / "services/b.yaml").write_text(service.format(name="b", port=7295))
+    (spec / "services/a.yaml").write_text(
+        service.format(name="a", port=7296) + "dependencies:\n  - service: b\n"
+    )
+    base = commit(repo, "a and b in the canary")
+    pins = "\n".join(f"  {wave}: {base}" for wave in ("canary-hosts", "sjc", "iad", "restart-sensitive"))
+    (spec / "rollout.yaml").write_text(f"hold: false\npins:\n{pins}\n")
+    commit(repo, "start the rollout")
+    replace_in(spec / "services/b.yaml", "mesh_port: 18080", "mesh_port: 18081")
+    diff = diff_revisions(spec, "HEAD")
+    assert diff.now is not None and diff.now.refused_ahead == ()
+    assert {(h.client, h.server, h.check, h.states) for h in diff.hazards} == {
+        ("a", "b", "discovery", "client at base, server at head"),
+        ("a", "b", "discovery", "client at head, server at base"),
+    }
+    assert all("or roll it out in waves" not in h.fix and "every wave" in h.fix for h in diff.hazards)

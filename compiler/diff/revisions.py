@@ -74,8 +74,9 @@ def diff_revisions(spec_dir: Path, base: str, head: str | None = None) -> MeshDi
         # the head's rollout (not the working tree's: the head may be another revision)
         rollout=(now.mode if now is not None else "none") if result.waves else "none",
         now=now,
-        # under a rollout, its own checks of every state stand instead (an unsafe one fails the diff)
-        hazards=result.hazards if found is None else (),
+        # under a rollout, the merge moves the first wave alone: its step, not the spec's (its later states are the
+        # rollout's own checks, an unsafe one failing the diff)
+        hazards=result.hazards if found is None else found.hazards,
     )
 
 

@@ -24,6 +24,7 @@ from compiler.diff.files import OutputFile, output_file
 from compiler.diff.kube import KubeDeletions, KubeKey, cluster_of, delete_key, file_keys
 from compiler.diff.records import WORKING_TREE as DIFF_WORKING_TREE
 from compiler.diff.records import DeleteAhead, KubeDelete, PinMove, RefusedPromotion, RolloutNow, WaveSplit
+from compiler.diff.transition import Hazard, merge_hazards
 from compiler.emit import Artifact
 from compiler.gitsource import SpecDirMissing, SpecLocation, locate
 from compiler.ir.model import Mesh
@@ -72,6 +73,8 @@ class AtOnce:
 
     now: RolloutNow
     deletions: tuple[KubeDelete, ...]
+    # the calls that work before the merge and can fail while it is applied (compiler.diff.transition)
+    hazards: tuple[Hazard, ...] = ()
 
 
 def rollout_now(
@@ -159,7 +162,7 @@ def rollout_now(
         refused_ahead=refused,
         mode=_mode(after),
     )
-    return AtOnce(now=now, deletions=deletions)
+    return AtOnce(now=now, deletions=deletions, hazards=merge_hazards(old.state, new.state))
 
 
 def _build(side: _Side) -> RolloutBuild:

@@ -10,11 +10,23 @@ fails until its ends converge, but nothing that works today breaks.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 
 from compiler.ir.model import Mesh
-from compiler.rollout.pairs import CURRENT, NEXT, Contraction, Instance, PairChecker, Problem, location
+from compiler.rollout.pairs import (
+    CURRENT,
+    NEXT,
+    Contraction,
+    Instance,
+    PairChecker,
+    Problem,
+    StatesReport,
+    location,
+)
+from compiler.rollout.pairs import FIXES as ROLLOUT_FIXES
+from compiler.rollout.placement import State
+from compiler.rollout.states import instances
 
 BASE, HEAD = "base", "head"
 
@@ -51,10 +63,27 @@ def transition_hazards(old: Mesh | None, new: Mesh) -> tuple[Hazard, ...]:
     (client service, server service, what breaks, combination); () without a base."""
     if old is None:
         return ()
-    versions = {
-        target: [before, after]
-        for target, before, after in _paired(_instances(old, CURRENT, BASE), _instances(new, NEXT, HEAD))
-    }
+    return _transition(_instances(old, CURRENT, BASE), _instances(new, NEXT, HEAD), plain=True)
+
+
+def merge_hazards(before: State, after: State) -> tuple[Hazard, ...]:
+    """Under a rollout: the calls that work before the merge and can fail while it is applied, the first wave (and
+    any allow-list the widening changes) moving from the revision it ran to the head's. The rollout's own checks
+    start from the state the merge leaves; this is the step into it.
+
+    Each side names the first wave's revision HEAD (compiler.rollout.pins.WORKING_TREE), the commit it is built
+    in: here two specs. Relabelled, no instance of one side passes for the other's."""
+    return _transition(
+        {t: replace(i, revision=f"{BASE}:{i.revision}") for t, i in instances(before, CURRENT).items()},
+        {t: replace(i, revision=f"{HEAD}:{i.revision}") for t, i in instances(after, NEXT).items()},
+        plain=False,
+    )
+
+
+def _transition(
+    before: dict[str, Instance], after: dict[str, Instance], *, plain: bool
+) -> tuple[Hazard, ...]:
+    versions = {target: [b, a] for target, b, a in _paired(before, after)}
     located: dict[tuple[str, ...], list[str]] = {}
     for target, options in versions.items():
         for option in options:
@@ -63,11 +92,7 @@ def transition_hazards(old: Mesh | None, new: Mesh) -> tuple[Hazard, ...]:
     # Only a pair with an end that changes can differ between its combinations: a client that changes, or one that
     # calls a service with a target that changes (its server, or where the client reads the server's port from).
     # At 1,000 services this checks a one-service change in ~10 ms instead of 0.5 s.
-    changed = {
-        t
-        for t, (before, after) in versions.items()
-        if before is None or after is None or before.workload != after.workload
-    }
+    changed = {t for t, (b, a) in versions.items() if b is None or a is None or b.workload != a.workload}
     services = {o.workload.service for t in changed for o in versions[t] if o is not None}
     clients = {
         t
@@ -76,18 +101,34 @@ def transition_hazards(old: Mesh | None, new: Mesh) -> tuple[Hazard, ...]:
         or any(e.service in services for o in options if o is not None for e in o.workload.egress)
     }
     report = PairChecker(versions, located).run(None, clients)
-    calls_today = {(w.id, e.service) for w in old.workloads for e in w.egress}
-    found = [_hazard(p) for p in report.problems if (p.client.id, p.server_service) in calls_today]
-    return tuple(_merged(found + _moved_identities(report.contractions, old, new)))
+    return hazards_of(report, before, after, plain=plain)
 
 
-def _moved_identities(contractions: Sequence[Contraction], old: Mesh, new: Mesh) -> list[Hazard]:
-    """The edges the checker calls contracting whose client service still calls the server at the head, with an
-    identity it presents at the base: not a dropped call but a moved identity (a placement moved to another
-    namespace is another target, so its base pods look as if they stop calling). The server stops admitting them
-    while they still run. (The head's new identity, not admitted yet by a server at the base, is a new call.)"""
-    calls = {(w.service, e.service) for w in new.workloads for e in w.egress}
-    presented = {(w.service, w.identity) for w in old.workloads}
+def hazards_of(
+    report: StatesReport, before: Mapping[str, Instance], after: Mapping[str, Instance], *, plain: bool
+) -> tuple[Hazard, ...]:
+    """The problems of a base → head transition that break a call a client makes at the base (a call the head
+    adds fails until its ends converge, which breaks nothing that works), and the identities it moves. `plain`:
+    no rollout, whose waves are then one way round (the fixes say so); else the rollout's own fixes."""
+    calls_today = {(target, e.service) for target, i in before.items() for e in i.workload.egress}
+    found = [_hazard(p, plain) for p in report.problems if (p.client.id, p.server_service) in calls_today]
+    calls = {(i.workload.service, e.service) for i in after.values() for e in i.workload.egress}
+    presented = {(i.workload.service, i.workload.identity) for i in before.values()}
+    fix = f"{FIXES['namespace']}; {ROLLOUT_NOTE}" if plain else ROLLOUT_FIXES["namespace"]
+    return tuple(_merged(found + _moved_identities(report.contractions, calls, presented, fix)))
+
+
+def _moved_identities(
+    contractions: Sequence[Contraction],
+    calls: Set[tuple[str, str]],
+    presented: Set[tuple[str, str]],
+    fix: str,
+) -> list[Hazard]:
+    """The edges the checker calls contracting whose client service still calls the server at the head (`calls`),
+    with an identity it presents at the base (`presented`): not a dropped call but a moved identity (a placement
+    moved to another namespace is another target, so its base pods look as if they stop calling). The server stops
+    admitting them while they still run. (The head's new identity, not admitted yet by a server at the base, is a
+    new call.)"""
     return [
         Hazard(
             client=c.client,
@@ -96,7 +137,7 @@ def _moved_identities(contractions: Sequence[Contraction], old: Mesh, new: Mesh)
             detail=f"{c.server} no longer admits {c.identity}, which {c.client} presents at the base (a moved "
             "namespace or service account): its pods there are refused while they still run",
             states="client at base, server at head",
-            fix=f"{FIXES['namespace']}; {ROLLOUT_NOTE}",
+            fix=fix,
         )
         for c in contractions
         if (c.client, c.server) in calls and (c.client, c.identity) in presented
@@ -133,7 +174,7 @@ def _paired(
     ]
 
 
-def _hazard(problem: Problem) -> Hazard:
+def _hazard(problem: Problem, plain: bool) -> Hazard:
     client, server = problem.client, problem.server
     side = {CURRENT: BASE, NEXT: HEAD}
     if problem.missing is not None:
@@ -146,5 +187,5 @@ def _hazard(problem: Problem) -> Hazard:
         check=problem.check,
         detail=problem.detail,
         states=states,
-        fix=f"{FIXES.get(problem.check, problem.fix)}; {ROLLOUT_NOTE}",
+        fix=f"{FIXES.get(problem.check, problem.fix)}; {ROLLOUT_NOTE}" if plain else problem.fix,
     )

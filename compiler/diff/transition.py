@@ -1,11 +1,12 @@
-"""Calls that work at the base and can fail while the head is applied, for a change made without a rollout.
+"""Calls that work at the base and can fail while the head is applied.
 
 Puppet agents, kube-applier and the kubelet converge on their own clocks, so while the head is applied any
-target may still run the base rendering while another already runs the head's. A rollout checks every such
-state and refuses the unsafe ones (compiler.rollout.states); without one, the merge is the whole rollout, and
-the diff names the pairs the rollout checks would name: a client at one end of the change, its server at the
-other, in each combination of the two. Only calls the client makes at the base count: a call the head adds
-fails until its ends converge, but nothing that works today breaks.
+target may still run the base rendering while another already runs the head's. A rollout checks every state
+from the one a merge leaves on and refuses the unsafe ones (compiler.rollout.states). Without a rollout the merge
+is the whole rollout; under one, the merge's own step (the first wave moving) is the one no check covers. For
+either, the diff names the pairs the rollout's checks would name: a client at one end of the change, its server
+at the other, in each combination of the two. Only calls the client makes at the base count: a call the head
+adds fails until its ends converge, but nothing that works today breaks.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from compiler.rollout.pairs import (
     PairChecker,
     Problem,
     StatesReport,
+    affected_clients,
     location,
 )
 from compiler.rollout.pairs import FIXES as ROLLOUT_FIXES
@@ -89,18 +91,10 @@ def _transition(
         for option in options:
             if option is not None and target not in located.setdefault(location(option.workload), []):
                 located[location(option.workload)].append(target)
-    # Only a pair with an end that changes can differ between its combinations: a client that changes, or one that
-    # calls a service with a target that changes (its server, or where the client reads the server's port from).
-    # At 1,000 services this checks a one-service change in ~10 ms instead of 0.5 s.
-    changed = {t for t, (b, a) in versions.items() if b is None or a is None or b.workload != a.workload}
-    services = {o.workload.service for t in changed for o in versions[t] if o is not None}
-    clients = {
-        t
-        for t, options in versions.items()
-        if t in changed
-        or any(e.service in services for o in options if o is not None for e in o.workload.egress)
-    }
-    report = PairChecker(versions, located).run(None, clients)
+    # Only a pair with an end that changes can differ between its combinations (affected_clients). At 1,000
+    # services this checks a one-service change in ~30 ms instead of 0.5 s.
+    changed = [t for t, (b, a) in versions.items() if b is None or a is None or b.workload != a.workload]
+    report = PairChecker(versions, located).run(None, affected_clients(versions, changed))
     return hazards_of(report, before, after, plain=plain)
 
 

@@ -112,6 +112,19 @@ FIXES = {
 }
 
 
+def affected_clients(versions: Mapping[str, list[Instance | None]], moving: Collection[str]) -> set[str]:
+    """The clients whose pairs can differ between two states, given the `moving` targets (those that change): the
+    moving ones, and every caller of a service one of them serves (its server moves, or where the client reads the
+    server's port from does). Checking only these is checking every pair that can fail."""
+    services = {o.workload.service for t in moving for o in versions[t] if o is not None}
+    return {
+        target
+        for target, options in versions.items()
+        if target in moving
+        or any(e.service in services for o in options if o is not None for e in o.workload.egress)
+    }
+
+
 def location(workload: Workload) -> tuple[str, ...]:
     """Where discovery finds a server instance: its service in a datacenter's ZooKeeper, or in a cluster.
 

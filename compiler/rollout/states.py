@@ -9,8 +9,6 @@ discovery connects, in each of the four combinations {current, next} × {current
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from compiler.diagnostics import Diagnostic, Span, SpecError
 from compiler.rollout.pairs import (
     CURRENT,
@@ -19,6 +17,7 @@ from compiler.rollout.pairs import (
     PairChecker,
     Problem,
     StatesReport,
+    affected_clients,
     location,
 )
 from compiler.rollout.pins import WORKING_TREE, WaveRevision, next_wave, with_pin
@@ -81,20 +80,8 @@ def check_states(
                     located[where].append(key)
     newest = frozenset(s.revisions[0].revision for s in (current, following) if s is not None and s.revisions)
     checker = PairChecker(versions, located, newest)
-    return checker.run(promotion, _moving_clients(versions) if checked else None)
-
-
-def _moving_clients(versions: Mapping[str, list[Instance | None]]) -> set[str]:
-    """The clients whose pairs can differ between the states: those with two versions, and the callers of a service
-    one of whose targets has two."""
-    moving = {target for target, options in versions.items() if len(options) > 1}
-    services = {o.workload.service for t in moving for o in versions[t] if o is not None}
-    return {
-        target
-        for target, options in versions.items()
-        if target in moving
-        or any(e.service in services for o in options if o is not None for e in o.workload.egress)
-    }
+    moving = [target for target, options in versions.items() if len(options) > 1]
+    return checker.run(promotion, affected_clients(versions, moving) if checked else None)
 
 
 def _distinct(options: list[Instance | None]) -> list[Instance | None]:

@@ -146,3 +146,27 @@ def test_under_a_rollout_the_merge_step_of_the_first_wave_is_named(tmp_path: Pat
         ("a", "b", "discovery", "client at head, server at base"),
     }
     assert all("or roll it out in waves" not in h.fix and "every wave" in h.fix for h in diff.hazards)
+
+
+def test_a_trust_domain_change_breaks_every_call_and_markdown_lists_the_first_twenty(tmp_path: Path) -> None:
+    """Every identity moves: each call breaks both ways round (the server's allow-list, the client's expectation).
+    Text and JSON name each; the pull-request comment the first twenty, then how many more."""
+    from compiler.commands.diff_report import MAX_HAZARD_ROWS
+
+    repo = make_repo(tmp_path / "repo")
+    spec = repo / "mesh-spec"
+    replace_in(spec / "mesh.yaml", "trust_domain: box.mesh", "trust_domain: box2.mesh")
+    hazards = diff_revisions(spec, "HEAD").hazards
+    assert {h.check for h in hazards} == {"identity-admitted", "identity-expected"}
+    assert len(hazards) > MAX_HAZARD_ROWS
+    text = meshc_in_process("diff", "--base", "HEAD", "--spec", spec).stdout
+    assert sum(
+        line.startswith("  ") and " → " in line and "spiffe://" in line for line in text.splitlines()
+    ) >= len(hazards)
+    markdown = meshc_in_process("diff", "--base", "HEAD", "--spec", spec, "--format", "markdown").stdout
+    rows = [line for line in markdown.splitlines() if line.startswith("> - ")]
+    assert len(rows) == MAX_HAZARD_ROWS + 1
+    assert (
+        rows[-1]
+        == f"> - … and {len(hazards) - MAX_HAZARD_ROWS} more (`meshc diff --format json` lists every one)"
+    )

@@ -19,7 +19,7 @@ from compiler.commands.diff_report import (
     change_lines,
     credential_line,
     delete_line,
-    hazard_line,
+    hazard_rows,
     now_lines,
     refused_lines,
     restart_headline,
@@ -54,7 +54,6 @@ def _template() -> jinja2.Template:
         credential=credential_line,
         delete=delete_line,
         ahead=ahead_line,
-        hazard=hazard_line,
         refused=refused_lines,
     )
     env.globals.update(
@@ -62,6 +61,7 @@ def _template() -> jinja2.Template:
         ahead_heading=ahead_heading,
         CHANGED=CHANGED,
         HAZARDS_HEADING=HAZARDS_HEADING,
+        hazard_rows=hazard_rows,
         REFUSED_HEADING=REFUSED_HEADING,
     )
     return env.get_template("diff.md.j2")

@@ -127,6 +127,18 @@ def hazard_line(hazard: Hazard) -> str:
     return f"{hazard.client} → {hazard.server} ({hazard.states}): {hazard.detail}; {hazard.fix}"
 
 
+MAX_HAZARD_ROWS = 20  # in Markdown: a trust-domain change breaks every call, 116 rows in the example mesh
+
+
+def hazard_rows(diff: MeshDiff) -> list[str]:
+    """The hazards as Markdown lists them: the first MAX_HAZARD_ROWS, then how many more (text and JSON have all)."""
+    left_out = len(diff.hazards) - MAX_HAZARD_ROWS
+    rows = [hazard_line(h) for h in diff.hazards[:MAX_HAZARD_ROWS]]
+    return rows + (
+        [f"… and {left_out} more (`meshc diff --format json` lists every one)"] if left_out > 0 else []
+    )
+
+
 REFUSED_HEADING = (
     "Promotions the rollout will refuse as this change leaves it (an unsafe state on the way); merged, it stops at "
     "the wave before: split the change first"

@@ -268,8 +268,9 @@ class PairChecker:
             if edge.locality == "local"
             else "where it watches"
         )
-        detail = f"{client.id} needs {edge.service} {where}, and " + (
-            "every server there is absent in some state" if somewhere else "no server is there"
+        there_next = any(o is not None and o.state == NEXT for s in servers for o in self.versions[s])
+        detail = f"{client.id} needs {edge.service} {where}, and " + _absence(
+            somewhere, there_now, there_next
         )
         check = "local" if edge.locality == "local" else "discovery"
         if check == "discovery" and self._new_service(client, edge.service):
@@ -320,6 +321,17 @@ class PairChecker:
                 service=service,
             ),
         )
+
+
+def _absence(somewhere: Instance | None, before: bool, after: bool) -> str:
+    """Why no server instance the client watches is there in every state, in words."""
+    if somewhere is None:
+        return "no server is there"
+    if before and after:  # the targets there before and after differ: a placement moved, a target replaced
+        return "every server there is absent in some state: the old can leave before the new come up"
+    return "every server there is absent in some state: " + (
+        "it is gone after" if before else "it is not there before"
+    )
 
 
 def _location_mismatch(

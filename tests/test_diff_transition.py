@@ -94,14 +94,9 @@ def test_under_a_rollout_a_later_promotion_it_would_refuse_is_named_at_review(tm
     upload moves to another mesh port. The next promotion (canary-hosts, VM hosts only) is safe, so the build and
     check_rollout pass; promoting sjc would leave api-gateway in iad watching the old port of upload in sjc, and the
     rollout would stop there. The review diff names those promotions, with their findings."""
-    from tests.test_gitsource import commit
-
     repo = make_repo(tmp_path / "repo")
     spec = repo / "mesh-spec"
-    base = commit(repo, "nothing new")
-    pins = "\n".join(f"  {wave}: {base}" for wave in ("canary-hosts", "sjc", "iad", "restart-sensitive"))
-    (spec / "rollout.yaml").write_text(f"hold: false\npins:\n{pins}\n")
-    commit(repo, "start the rollout")
+    pin_every_wave(repo, "nothing new")
     replace_in(spec / "services/upload.yaml", "mesh_port: 18080", "mesh_port: 18081")
     diff = diff_revisions(spec, "HEAD")
     assert diff.now is not None and diff.hazards == (), "under a rollout, its own checks stand"
@@ -124,8 +119,6 @@ def test_under_a_rollout_the_merge_step_of_the_first_wave_is_named(tmp_path: Pat
     """b and its only client a run in gke-usc1-a alone (wave canary): moving b's mesh port passes every rollout
     check (no other wave calls b), yet the merge itself moves both ends at once on their own clocks: a at the base
     still watches the old port while b at the head serves the new one. The fix is the rollout's (its waves)."""
-    from tests.test_gitsource import commit
-
     repo = make_repo(tmp_path / "repo")
     spec = repo / "mesh-spec"
     service = "service: {name}\nowner: o\nport: 8080\nmesh_port: 18080\nlocal_port: {port}\n"
@@ -134,10 +127,7 @@ def test_under_a_rollout_the_merge_step_of_the_first_wave_is_named(tmp_path: Pat
     (spec / "services/a.yaml").write_text(
         service.format(name="a", port=7296) + "dependencies:\n  - service: b\n"
     )
-    base = commit(repo, "a and b in the canary")
-    pins = "\n".join(f"  {wave}: {base}" for wave in ("canary-hosts", "sjc", "iad", "restart-sensitive"))
-    (spec / "rollout.yaml").write_text(f"hold: false\npins:\n{pins}\n")
-    commit(repo, "start the rollout")
+    pin_every_wave(repo, "a and b in the canary")
     replace_in(spec / "services/b.yaml", "mesh_port: 18080", "mesh_port: 18081")
     diff = diff_revisions(spec, "HEAD")
     assert diff.now is not None and diff.now.refused_ahead == ()
@@ -168,3 +158,14 @@ def test_a_trust_domain_change_breaks_every_call_and_markdown_lists_the_first_tw
         rows[-1]
         == f"> - … and {len(hazards) - MAX_HAZARD_ROWS} more (`meshc diff --format json` lists every one)"
     )
+
+
+def pin_every_wave(repo: Path, message: str) -> None:
+    """Commit the spec as it is (`message`), then a rollout.yaml pinning every later wave of the example's policy
+    to that commit: the merge that follows reaches wave canary only."""
+    from tests.test_gitsource import commit
+
+    base = commit(repo, message)
+    pins = "\n".join(f"  {wave}: {base}" for wave in ("canary-hosts", "sjc", "iad", "restart-sensitive"))
+    (repo / "mesh-spec/rollout.yaml").write_text(f"hold: false\npins:\n{pins}\n")
+    commit(repo, "start the rollout")

@@ -54,7 +54,7 @@ def _path_problem(spec: Spec, key: str, path: str) -> str:
     the path it names is offered only where it is apart from the other directory (`/var/run/../../etc/mesh` names
     config_dir's /etc/mesh), and the default only where that is."""
     normal = _normalized(path)
-    other_key = next(other for other in DIRECTORY_KEYS if other != key)
+    other_key = _other_key(key)
     other = _settled(spec, other_key)
     if normal == "/":
         what = "is the root directory," if path == "/" else "names the root directory, /,"
@@ -69,6 +69,11 @@ def _path_problem(spec: Spec, key: str, path: str) -> str:
         f"{what}, which would overlap sidecar.{other_key} {other}{_default_note(spec, other_key)}: write a "
         f"normalized directory of its own, {_instead(spec, key, other_key, other)}"
     )
+
+
+def _other_key(key: str) -> str:
+    """The other sidecar directory's key."""
+    return next(other for other in DIRECTORY_KEYS if other != key)
 
 
 def _settled(spec: Spec, key: str) -> str:
@@ -195,15 +200,8 @@ def check_sidecar_system_directories(spec: Spec) -> Iterator[Diagnostic]:
 def _own_directory(sidecar: Sidecar, key: str) -> str:
     """A directory to suggest in place of a system one: inside it, else the key's default; none where either would
     meet the other sidecar directory (advice that leads into sidecar-overlap is no advice)."""
-    path, other = (
-        getattr(sidecar, key),
-        getattr(sidecar, "runtime_dir" if key == "config_dir" else "config_dir"),
-    )
+    path, other = getattr(sidecar, key), getattr(sidecar, _other_key(key))
     for candidate in (f"{path}/mesh", getattr(DEFAULTS, key)):
-        if (
-            candidate not in SYSTEM_DIRECTORIES
-            and not _inside(candidate, other)
-            and not _inside(other, candidate)
-        ):
+        if candidate not in SYSTEM_DIRECTORIES and _apart(candidate, other):
             return f", such as {candidate}"
     return ""

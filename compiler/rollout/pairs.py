@@ -134,6 +134,18 @@ def location(workload: Workload) -> tuple[str, ...]:
     return ("k8s", workload.service, workload.cluster or "")
 
 
+def _located(versions: Mapping[str, list[Instance | None]]) -> dict[tuple[str, ...], list[str]]:
+    """Each location (`location`) -> the ids of the instances found there in some version, in id order."""
+    located: dict[tuple[str, ...], list[str]] = {}
+    for key, options in versions.items():
+        for option in options:
+            if option is not None:
+                where = located.setdefault(location(option.workload), [])
+                if key not in where:
+                    where.append(key)
+    return located
+
+
 def _aims(edge: Egress) -> Iterator[tuple[str, ...]]:
     """The locations an edge's discovery sources watch, in location's terms."""
     for source in edge.sources:
@@ -147,13 +159,10 @@ class PairChecker:
     """Runs the pair checks over every client version, its edges, and the server instances discovery connects."""
 
     def __init__(
-        self,
-        versions: Mapping[str, list[Instance | None]],
-        located: Mapping[tuple[str, ...], list[str]],
-        newest: frozenset[str] = frozenset(),
+        self, versions: Mapping[str, list[Instance | None]], newest: frozenset[str] = frozenset()
     ) -> None:
         self.versions = versions
-        self.located = located
+        self.located = _located(versions)
         self.newest = (
             newest  # the revisions of the first wave, in each state: where a new service appears first
         )

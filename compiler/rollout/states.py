@@ -18,7 +18,6 @@ from compiler.rollout.pairs import (
     Problem,
     StatesReport,
     affected_clients,
-    location,
 )
 from compiler.rollout.pins import WORKING_TREE, WaveRevision, next_wave, with_pin
 from compiler.rollout.placement import State, rollout_state
@@ -71,15 +70,8 @@ def check_states(
     for key in sorted(set(now) | set(after)):
         options = [now.get(key)] if following is None else [now.get(key), after.get(key)]
         versions[key] = _distinct(options)
-    located: dict[tuple[str, ...], list[str]] = {}
-    for key, options in versions.items():
-        for option in options:
-            if option is not None:
-                where = location(option.workload)
-                if key not in located.setdefault(where, []):
-                    located[where].append(key)
     newest = frozenset(s.revisions[0].revision for s in (current, following) if s is not None and s.revisions)
-    checker = PairChecker(versions, located, newest)
+    checker = PairChecker(versions, newest)
     moving = [target for target, options in versions.items() if len(options) > 1]
     return checker.run(promotion, affected_clients(versions, moving) if checked else None)
 
